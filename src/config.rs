@@ -1,0 +1,3 @@
+//! Configuration (being written).
+#[derive(Debug, Clone, Default)]
+pub struct Config;

@@ -1,0 +1,11 @@
+//! pasarela: a SIP registrar, back-to-back user agent and PSTN gateway for small offices.
+//!
+//! The crate is organised by job (see `../shared/DESIGN.md`): sans-IO protocol cores under
+//! [`sip`], thin tokio shells under [`transport`], and the services built on them.
+
+pub mod config;
+pub mod registrar;
+pub mod server;
+pub mod sip;
+pub mod store;
+pub mod transport;

@@ -1,0 +1,10 @@
+//! The SIP protocol core (RFC 3261), free of I/O: message model, parser and serialiser, URIs,
+//! digest authentication and the transaction layer. Nothing here opens a socket or reads a clock.
+
+pub mod auth;
+pub mod header;
+pub mod message;
+pub mod method;
+pub mod parse;
+pub mod transaction;
+pub mod uri;

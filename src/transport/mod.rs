@@ -1,0 +1,1 @@
+//! Tokio drivers for UDP and TCP (being written).
