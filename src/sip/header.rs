@@ -1,1 +1,786 @@
-//! (being written)
+//! Header fields (RFC 3261 §7.3, §20, §25): names with their compact forms, the typed values
+//! the core works with (Via, name-addr, CSeq, Contact …), the ordered header list of a message,
+//! and the lexical helpers (tokens, quoted strings, list splitting) they are parsed with.
+
+use std::fmt;
+
+use super::method::Method;
+use super::uri::{self, Host, Params, Uri};
+
+/// Why a header value was refused; used as the reason phrase of a 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HeaderError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, HeaderError> {
+    Err(HeaderError(msg.into()))
+}
+
+/// `token` characters of RFC 3261 §25.1.
+pub fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+}
+
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token_char)
+}
+
+fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Splits a header value at top-level commas (not inside quotes or `<…>`), trimming each part.
+pub fn split_list(value: &str) -> Result<Vec<&str>, HeaderError> {
+    let b = value.as_bytes();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    let mut in_angle = false;
+    while i < b.len() {
+        match b[i] {
+            b'"' if !in_angle => {
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return err("unterminated quoted string"),
+                        Some(b'\\') => i += 2,
+                        Some(b'"') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+            }
+            b'<' => in_angle = true,
+            b'>' => in_angle = false,
+            b',' if !in_angle => {
+                parts.push(value[start..i].trim_matches([' ', '\t']));
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if in_angle {
+        return err("unterminated <");
+    }
+    parts.push(value[start.min(value.len())..].trim_matches([' ', '\t']));
+    Ok(parts)
+}
+
+/// Parses `;name[=value]` generic parameters (RFC 3261 `generic-param`), the input starting at
+/// the first `;` (leading white space allowed). Values may be tokens, hosts (IPv6 included) or
+/// quoted strings (kept with their quotes).
+pub fn parse_params(s: &str) -> Result<Params, HeaderError> {
+    let mut params = Params::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    loop {
+        while i < b.len() && is_ws(b[i]) {
+            i += 1;
+        }
+        if i >= b.len() {
+            return Ok(params);
+        }
+        if b[i] != b';' {
+            return err(format!("unexpected '{}' in parameters", b[i] as char));
+        }
+        i += 1;
+        while i < b.len() && is_ws(b[i]) {
+            i += 1;
+        }
+        let ns = i;
+        while i < b.len() && is_token_char(b[i]) {
+            i += 1;
+        }
+        if ns == i {
+            return err("empty parameter name");
+        }
+        let name = &s[ns..i];
+        while i < b.len() && is_ws(b[i]) {
+            i += 1;
+        }
+        let mut value = None;
+        if i < b.len() && b[i] == b'=' {
+            i += 1;
+            while i < b.len() && is_ws(b[i]) {
+                i += 1;
+            }
+            let vs = i;
+            if i < b.len() && b[i] == b'"' {
+                i = quoted_end(b, i)?;
+            } else {
+                while i < b.len() && (is_token_char(b[i]) || matches!(b[i], b':' | b'[' | b']')) {
+                    i += 1;
+                }
+                if vs == i {
+                    return err(format!("empty value for parameter {name}"));
+                }
+            }
+            value = Some(s[vs..i].to_owned());
+        }
+        params.push_raw(name.to_owned(), value);
+    }
+}
+
+/// Index just past the closing quote of the quoted string starting at `start`.
+fn quoted_end(b: &[u8], start: usize) -> Result<usize, HeaderError> {
+    let mut i = start + 1;
+    loop {
+        match b.get(i) {
+            None => return err("unterminated quoted string"),
+            Some(b'\\') => {
+                if i + 1 >= b.len() {
+                    return err("unterminated quoted string");
+                }
+                i += 2;
+            }
+            Some(b'"') => return Ok(i + 1),
+            Some(_) => i += 1,
+        }
+    }
+}
+
+/// Removes the quotes and backslash escapes of a quoted string; other text is returned as is.
+pub fn unquote(s: &str) -> String {
+    match s.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
+        Some(inner) => {
+            let mut out = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                if c == '\\' {
+                    if let Some(n) = chars.next() {
+                        out.push(n);
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+        None => s.to_owned(),
+    }
+}
+
+/// Quotes a string for use as a quoted-string.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// A Via header value (one hop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// Transport, upper-cased (`UDP`, `TCP`, `TLS`, `SCTP`, or anything else received).
+    pub transport: String,
+    pub host: Host,
+    pub port: Option<u16>,
+    pub params: Params,
+}
+
+impl Via {
+    pub fn parse(s: &str) -> Result<Via, HeaderError> {
+        // sent-protocol = name SLASH version SLASH transport, LWS allowed around the slashes.
+        let mut rest = s;
+        let mut parts = [""; 3];
+        for (n, part) in parts.iter_mut().enumerate() {
+            rest = rest.trim_start_matches([' ', '\t']);
+            let end = rest
+                .find(|c: char| !(c.is_ascii() && is_token_char(c as u8)))
+                .unwrap_or(rest.len());
+            *part = &rest[..end];
+            rest = rest[end..].trim_start_matches([' ', '\t']);
+            if n < 2 {
+                rest = match rest.strip_prefix('/') {
+                    Some(r) => r,
+                    None => return err("malformed Via sent-protocol"),
+                };
+            }
+        }
+        if !parts[0].eq_ignore_ascii_case("SIP") {
+            return err("Via protocol is not SIP");
+        }
+        if parts[1] != "2.0" {
+            return err("Via protocol version is not 2.0");
+        }
+        if parts[2].is_empty() {
+            return err("Via without transport");
+        }
+        let transport = parts[2].to_ascii_uppercase();
+        // sent-by up to ';' (or end); COLON may be surrounded by LWS.
+        let end = rest.find(';').unwrap_or(rest.len());
+        let sent_by: String = rest[..end].chars().filter(|c| *c != ' ' && *c != '\t').collect();
+        if rest[..end].trim().contains([' ', '\t']) && !rest[..end].contains(':') {
+            return err("malformed Via sent-by");
+        }
+        let (host, port) = uri::parse_hostport(&sent_by).map_err(|e| HeaderError(format!("Via: {e}")))?;
+        let params = parse_params(&rest[end..]).map_err(|e| HeaderError(format!("Via: {e}")))?;
+        if let Some(b) = params.value("branch") {
+            if !is_token(b) {
+                return err("Via branch is not a token");
+            }
+        }
+        Ok(Via {
+            transport,
+            host,
+            port,
+            params,
+        })
+    }
+
+    pub fn branch(&self) -> Option<&str> {
+        self.params.value("branch")
+    }
+
+    /// The `received` parameter as an address, if present and valid.
+    pub fn received(&self) -> Option<std::net::IpAddr> {
+        let r = self.params.value("received")?;
+        let r = r.trim_start_matches('[').trim_end_matches(']');
+        r.parse().ok().or_else(|| uri::parse_ipv6(r).ok().map(std::net::IpAddr::V6))
+    }
+
+    /// `Some(None)` when `rport` is present without a value (a request asking for it),
+    /// `Some(Some(p))` when filled in.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.params.get("rport").map(|v| v.and_then(|p| p.parse().ok()))
+    }
+
+    /// Whether the branch carries the RFC 3261 magic cookie.
+    pub fn has_rfc3261_branch(&self) -> bool {
+        self.branch().is_some_and(|b| b.starts_with("z9hG4bK"))
+    }
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SIP/2.0/{} {}", self.transport, self.host)?;
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        write!(f, "{}", self.params)
+    }
+}
+
+/// A `name-addr` or `addr-spec` with header parameters: From, To, Contact, Route, Record-Route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAddr {
+    /// The display name as written (quoted strings keep their quotes).
+    pub display: Option<String>,
+    pub uri: Uri,
+    pub params: Params,
+}
+
+impl NameAddr {
+    pub fn new(uri: Uri) -> NameAddr {
+        NameAddr {
+            display: None,
+            uri,
+            params: Params::new(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<NameAddr, HeaderError> {
+        let s = s.trim_matches([' ', '\t']);
+        let b = s.as_bytes();
+        let mut i = 0;
+        let display;
+        let uri_str;
+        if b.first() == Some(&b'"') {
+            let end = quoted_end(b, 0)?;
+            display = Some(s[..end].to_owned());
+            i = end;
+            while i < b.len() && is_ws(b[i]) {
+                i += 1;
+            }
+            if b.get(i) != Some(&b'<') {
+                return err("display name not followed by <URI>");
+            }
+        }
+        else if let Some(lt) = s.find('<') {
+            let name = s[..lt].trim_matches([' ', '\t']);
+            // Unquoted display name: tokens separated by LWS.
+            if !name.split([' ', '\t']).filter(|w| !w.is_empty()).all(is_token) {
+                return err("invalid character in display name");
+            }
+            display = if name.is_empty() { None } else { Some(name.to_owned()) };
+            i = lt;
+        } else {
+            display = None;
+        }
+        let params_start;
+        if b.get(i) == Some(&b'<') {
+            let close = s[i..].find('>').map(|c| c + i).ok_or(HeaderError("missing > after URI".into()))?;
+            uri_str = &s[i + 1..close];
+            params_start = close + 1;
+        } else {
+            // addr-spec: ends at the first ';' (the rest are header parameters); must not hold
+            // '?', ',' or white space (RFC 3261 §20.10).
+            let end = s.find(';').unwrap_or(s.len());
+            uri_str = s[..end].trim_end_matches([' ', '\t']);
+            if uri_str.contains(['?', ',', ' ', '\t']) {
+                return err("URI with headers, commas or spaces must be enclosed in <>");
+            }
+            params_start = end;
+        }
+        if uri_str.contains([' ', '\t']) {
+            return err("white space inside URI");
+        }
+        let uri = Uri::parse(uri_str).map_err(|e| HeaderError(e.0.to_owned()))?;
+        let params = parse_params(&s[params_start..])?;
+        Ok(NameAddr { display, uri, params })
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.params.value("tag")
+    }
+
+    pub fn set_tag(&mut self, tag: &str) {
+        self.params.set("tag", Some(tag));
+    }
+}
+
+impl fmt::Display for NameAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(d) = &self.display {
+            write!(f, "{d} ")?;
+        }
+        write!(f, "<{}>{}", self.uri, self.params)
+    }
+}
+
+/// A Contact value: `*` or an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contact {
+    Star,
+    Addr(NameAddr),
+}
+
+impl Contact {
+    pub fn addr(&self) -> Option<&NameAddr> {
+        match self {
+            Contact::Star => None,
+            Contact::Addr(a) => Some(a),
+        }
+    }
+}
+
+impl fmt::Display for Contact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Contact::Star => f.write_str("*"),
+            Contact::Addr(a) => a.fmt(f),
+        }
+    }
+}
+
+/// The CSeq header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CSeq {
+    pub seq: u32,
+    pub method: Method,
+}
+
+impl CSeq {
+    pub fn parse(s: &str) -> Result<CSeq, HeaderError> {
+        let mut it = s.split([' ', '\t']).filter(|p| !p.is_empty());
+        let (Some(num), Some(method), None) = (it.next(), it.next(), it.next()) else {
+            return err("malformed CSeq");
+        };
+        if !num.bytes().all(|b| b.is_ascii_digit()) || num.len() > 10 {
+            return err("CSeq number is not a 32-bit integer");
+        }
+        let seq = num
+            .parse::<u32>()
+            .map_err(|_| HeaderError("CSeq number is not a 32-bit integer".into()))?;
+        let method = Method::parse(method).ok_or(HeaderError("malformed CSeq method".into()))?;
+        Ok(CSeq { seq, method })
+    }
+}
+
+impl fmt::Display for CSeq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.seq, self.method)
+    }
+}
+
+/// Header names pasarela treats specially; everything else is [`Header::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Name {
+    Via,
+    From,
+    To,
+    CallId,
+    CSeq,
+    MaxForwards,
+    Contact,
+    Route,
+    RecordRoute,
+    ContentLength,
+    ContentType,
+    Expires,
+    MinExpires,
+}
+
+impl Name {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Name::Via => "Via",
+            Name::From => "From",
+            Name::To => "To",
+            Name::CallId => "Call-ID",
+            Name::CSeq => "CSeq",
+            Name::MaxForwards => "Max-Forwards",
+            Name::Contact => "Contact",
+            Name::Route => "Route",
+            Name::RecordRoute => "Record-Route",
+            Name::ContentLength => "Content-Length",
+            Name::ContentType => "Content-Type",
+            Name::Expires => "Expires",
+            Name::MinExpires => "Min-Expires",
+        }
+    }
+
+    /// Recognises a header name (case-insensitive, compact forms included).
+    pub fn lookup(name: &str) -> Option<Name> {
+        Some(match name.len() {
+            1 => match name.as_bytes()[0].to_ascii_lowercase() {
+                b'v' => Name::Via,
+                b'f' => Name::From,
+                b't' => Name::To,
+                b'i' => Name::CallId,
+                b'm' => Name::Contact,
+                b'l' => Name::ContentLength,
+                b'c' => Name::ContentType,
+                _ => return None,
+            },
+            _ => {
+                let known = [
+                    Name::Via,
+                    Name::From,
+                    Name::To,
+                    Name::CallId,
+                    Name::CSeq,
+                    Name::MaxForwards,
+                    Name::Contact,
+                    Name::Route,
+                    Name::RecordRoute,
+                    Name::ContentLength,
+                    Name::ContentType,
+                    Name::Expires,
+                    Name::MinExpires,
+                ];
+                return known.into_iter().find(|n| n.as_str().eq_ignore_ascii_case(name));
+            }
+        })
+    }
+}
+
+/// The long form of a compact header name of another kind (RFC 3261 §7.3.3 and extensions).
+pub fn expand_compact(name: &str) -> &str {
+    if name.len() != 1 {
+        return name;
+    }
+    match name.as_bytes()[0].to_ascii_lowercase() {
+        b'e' => "Content-Encoding",
+        b's' => "Subject",
+        b'k' => "Supported",
+        b'o' => "Event",
+        b'r' => "Refer-To",
+        b'b' => "Referred-By",
+        b'u' => "Allow-Events",
+        b'x' => "Session-Expires",
+        b'a' => "Accept-Contact",
+        b'j' => "Reject-Contact",
+        b'd' => "Request-Disposition",
+        b'y' => "Identity",
+        b'n' => "Identity-Info",
+        _ => name,
+    }
+}
+
+/// One header field. List-valued headers (Via, Contact, Route, Record-Route) hold one value
+/// per entry, whether they arrived comma-separated or on separate lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Header {
+    Via(Via),
+    From(NameAddr),
+    To(NameAddr),
+    CallId(String),
+    CSeq(CSeq),
+    MaxForwards(u32),
+    Contact(Contact),
+    Route(NameAddr),
+    RecordRoute(NameAddr),
+    ContentLength(u32),
+    ContentType(String),
+    Expires(u32),
+    MinExpires(u32),
+    /// Any other header, with its name (compact forms expanded) and raw value.
+    Other(String, String),
+}
+
+impl Header {
+    pub fn name(&self) -> &str {
+        match self {
+            Header::Via(_) => "Via",
+            Header::From(_) => "From",
+            Header::To(_) => "To",
+            Header::CallId(_) => "Call-ID",
+            Header::CSeq(_) => "CSeq",
+            Header::MaxForwards(_) => "Max-Forwards",
+            Header::Contact(_) => "Contact",
+            Header::Route(_) => "Route",
+            Header::RecordRoute(_) => "Record-Route",
+            Header::ContentLength(_) => "Content-Length",
+            Header::ContentType(_) => "Content-Type",
+            Header::Expires(_) => "Expires",
+            Header::MinExpires(_) => "Min-Expires",
+            Header::Other(n, _) => n,
+        }
+    }
+
+    fn known(&self) -> Option<Name> {
+        Some(match self {
+            Header::Via(_) => Name::Via,
+            Header::From(_) => Name::From,
+            Header::To(_) => Name::To,
+            Header::CallId(_) => Name::CallId,
+            Header::CSeq(_) => Name::CSeq,
+            Header::MaxForwards(_) => Name::MaxForwards,
+            Header::Contact(_) => Name::Contact,
+            Header::Route(_) => Name::Route,
+            Header::RecordRoute(_) => Name::RecordRoute,
+            Header::ContentLength(_) => Name::ContentLength,
+            Header::ContentType(_) => Name::ContentType,
+            Header::Expires(_) => Name::Expires,
+            Header::MinExpires(_) => Name::MinExpires,
+            Header::Other(..) => return None,
+        })
+    }
+
+    /// Writes `Name: value\r\n`.
+    pub fn write_to(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = match self {
+            Header::Via(v) => write!(out, "Via: {v}\r\n"),
+            Header::From(a) => write!(out, "From: {a}\r\n"),
+            Header::To(a) => write!(out, "To: {a}\r\n"),
+            Header::CallId(c) => write!(out, "Call-ID: {c}\r\n"),
+            Header::CSeq(c) => write!(out, "CSeq: {c}\r\n"),
+            Header::MaxForwards(n) => write!(out, "Max-Forwards: {n}\r\n"),
+            Header::Contact(c) => write!(out, "Contact: {c}\r\n"),
+            Header::Route(a) => write!(out, "Route: {a}\r\n"),
+            Header::RecordRoute(a) => write!(out, "Record-Route: {a}\r\n"),
+            Header::ContentLength(n) => write!(out, "Content-Length: {n}\r\n"),
+            Header::ContentType(t) => write!(out, "Content-Type: {t}\r\n"),
+            Header::Expires(n) => write!(out, "Expires: {n}\r\n"),
+            Header::MinExpires(n) => write!(out, "Min-Expires: {n}\r\n"),
+            Header::Other(n, v) => write!(out, "{n}: {v}\r\n"),
+        };
+    }
+}
+
+/// The ordered header fields of a message, with typed accessors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(pub Vec<Header>);
+
+macro_rules! first_of {
+    ($fn:ident, $variant:ident, $ty:ty) => {
+        pub fn $fn(&self) -> Option<&$ty> {
+            self.0.iter().find_map(|h| match h {
+                Header::$variant(v) => Some(v),
+                _ => None,
+            })
+        }
+    };
+}
+
+impl Headers {
+    pub fn new() -> Headers {
+        Headers(Vec::with_capacity(12))
+    }
+
+    pub fn push(&mut self, h: Header) {
+        self.0.push(h);
+    }
+
+    first_of!(via, Via, Via);
+    first_of!(from, From, NameAddr);
+    first_of!(to, To, NameAddr);
+    first_of!(cseq, CSeq, CSeq);
+
+    pub fn call_id(&self) -> Option<&str> {
+        self.0.iter().find_map(|h| match h {
+            Header::CallId(c) => Some(c.as_str()),
+            _ => None,
+        })
+    }
+
+    pub fn to_mut(&mut self) -> Option<&mut NameAddr> {
+        self.0.iter_mut().find_map(|h| match h {
+            Header::To(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    pub fn via_mut(&mut self) -> Option<&mut Via> {
+        self.0.iter_mut().find_map(|h| match h {
+            Header::Via(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    pub fn vias(&self) -> impl Iterator<Item = &Via> {
+        self.0.iter().filter_map(|h| match h {
+            Header::Via(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    pub fn contacts(&self) -> impl Iterator<Item = &Contact> {
+        self.0.iter().filter_map(|h| match h {
+            Header::Contact(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &NameAddr> {
+        self.0.iter().filter_map(|h| match h {
+            Header::Route(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    pub fn record_routes(&self) -> impl Iterator<Item = &NameAddr> {
+        self.0.iter().filter_map(|h| match h {
+            Header::RecordRoute(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    pub fn max_forwards(&self) -> Option<u32> {
+        self.0.iter().find_map(|h| match h {
+            Header::MaxForwards(v) => Some(*v),
+            _ => None,
+        })
+    }
+
+    pub fn expires(&self) -> Option<u32> {
+        self.0.iter().find_map(|h| match h {
+            Header::Expires(v) => Some(*v),
+            _ => None,
+        })
+    }
+
+    pub fn content_type(&self) -> Option<&str> {
+        self.0.iter().find_map(|h| match h {
+            Header::ContentType(v) => Some(v.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The first value of a header not modelled by [`Header`] (case-insensitive name).
+    pub fn get<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.get_all(name).next()
+    }
+
+    /// Every value of a header not modelled by [`Header`], one per header line.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().filter_map(move |h| match h {
+            Header::Other(n, v) if n.eq_ignore_ascii_case(name) => Some(v.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The comma-separated tokens of a list header such as Require or Supported, over all lines.
+    pub fn tokens<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.get_all(name)
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim_matches([' ', '\t']))
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Removes every header of the given name (known or other).
+    pub fn remove(&mut self, name: &str) {
+        let known = Name::lookup(name);
+        self.0.retain(|h| match (known, h.known()) {
+            (Some(k), Some(hk)) => k != hk,
+            _ => !h.name().eq_ignore_ascii_case(name),
+        });
+    }
+
+    /// Replaces the first `Other` header of that name, or appends it.
+    pub fn set_other(&mut self, name: &str, value: impl Into<String>) {
+        self.remove(name);
+        self.0.push(Header::Other(name.to_owned(), value.into()));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Header> {
+        self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_with_lws_and_params() {
+        let v = Via::parse("SIP  /   2.0 / UDP 192.0.2.2;branch=390skdjuw").unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.branch(), Some("390skdjuw"));
+        let v = Via::parse("SIP/2.0/TCP [2001:db8::9:1];branch=z9hG4bKas3;received=[2001:db8::9:255]").unwrap();
+        assert_eq!(v.received(), Some("2001:db8::9:255".parse().unwrap()));
+        let v = Via::parse("SIP/2.0/UDP 192.0.2.1:5060;rport;branch=z9hG4bK1").unwrap();
+        assert_eq!(v.rport(), Some(None));
+        assert_eq!(v.port, Some(5060));
+        assert!(v.has_rfc3261_branch());
+        assert!(Via::parse("SIP/2.0 UDP host").is_err());
+        assert!(Via::parse("SIP/3.0/UDP host").is_err());
+        let v = Via::parse("SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255;branch=z9hG4bKas3").unwrap();
+        assert!(v.received().is_some());
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let a = NameAddr::parse("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>;tag=98asjd8").unwrap();
+        assert_eq!(a.tag(), Some("98asjd8"));
+        assert_eq!(a.display.as_deref(), Some("\"J Rosenberg \\\\\\\"\""));
+        let a = NameAddr::parse("\"caller\"<sip:caller@example.com>;tag=323").unwrap();
+        assert_eq!(a.tag(), Some("323"));
+        let a = NameAddr::parse("sip:100@office.test;tag=abc").unwrap();
+        assert_eq!(a.tag(), Some("abc"));
+        assert!(a.uri.as_sip().unwrap().params.is_empty());
+        let a = NameAddr::parse("Alice Smith <sip:a@b>").unwrap();
+        assert_eq!(a.display.as_deref(), Some("Alice Smith"));
+        assert!(NameAddr::parse("Bell, Alexander <sip:a.g.bell@bell-tel.com>").is_err());
+        assert!(NameAddr::parse("\"Mr. J. User <sip:j.user@example.com>").is_err());
+        assert!(NameAddr::parse("sip:user@example.com?Route=%3Csip:example.com%3E").is_err());
+        assert!(NameAddr::parse("sip:user@exa mple.com").is_err());
+    }
+
+    #[test]
+    fn lists_and_cseq() {
+        assert_eq!(split_list("<sip:a@b;x=1,2>, \"x,y\" <sip:c@d>").unwrap().len(), 2);
+        assert!(split_list("\"abc").is_err());
+        assert_eq!(CSeq::parse("4711 INVITE").unwrap().seq, 4711);
+        assert!(CSeq::parse("36893488147419103232 INVITE").is_err());
+        assert!(CSeq::parse("1").is_err());
+        assert!(CSeq::parse("1 INVITE x").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(Name::lookup("i"), Some(Name::CallId));
+        assert_eq!(Name::lookup("call-id"), Some(Name::CallId));
+        assert_eq!(Name::lookup("X-Foo"), None);
+        assert_eq!(expand_compact("k"), "Supported");
+    }
+}

@@ -1,1 +1,171 @@
-//! (being written)
+//! The SIP message model (RFC 3261 §7): requests, responses, and their serialisation.
+//!
+//! Serialisation always writes one value per header line and a Content-Length computed from
+//! the body, so a message built or modified by pasarela is framed correctly on any transport.
+
+use bytes::Bytes;
+
+use super::header::{Header, Headers};
+use super::method::Method;
+use super::uri::Uri;
+
+/// A SIP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: Headers,
+    pub body: Bytes,
+}
+
+/// A SIP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Headers,
+    pub body: Bytes,
+}
+
+/// Either kind of message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Request(Request),
+    Response(Response),
+}
+
+impl Message {
+    pub fn headers(&self) -> &Headers {
+        match self {
+            Message::Request(r) => &r.headers,
+            Message::Response(r) => &r.headers,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Message::Request(r) => r.encode(),
+            Message::Response(r) => r.encode(),
+        }
+    }
+}
+
+fn encode_common(start: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
+    let mut s = String::with_capacity(start.len() + headers.0.len() * 48 + 32);
+    s.push_str(start);
+    for h in headers.iter() {
+        if matches!(h, Header::ContentLength(_)) {
+            continue;
+        }
+        h.write_to(&mut s);
+    }
+    use std::fmt::Write;
+    let _ = write!(s, "Content-Length: {}\r\n\r\n", body.len());
+    let mut out = s.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+impl Request {
+    pub fn new(method: Method, uri: Uri) -> Request {
+        Request {
+            method,
+            uri,
+            headers: Headers::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let start = format!("{} {} SIP/2.0\r\n", self.method, self.uri);
+        encode_common(&start, &self.headers, &self.body)
+    }
+}
+
+impl Response {
+    /// A response to `req` per RFC 3261 §8.2.6: Via, From, To, Call-ID and CSeq copied; a To
+    /// tag is added (if missing and `to_tag` is given) for anything but 100.
+    pub fn to_request(req: &Request, status: u16, reason: &str, to_tag: Option<&str>) -> Response {
+        let mut headers = Headers::new();
+        for h in req.headers.iter() {
+            match h {
+                Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => headers.push(h.clone()),
+                Header::To(to) => {
+                    let mut to = to.clone();
+                    if status > 100 && to.tag().is_none() {
+                        if let Some(tag) = to_tag {
+                            to.set_tag(tag);
+                        }
+                    }
+                    headers.push(Header::To(to));
+                }
+                Header::Other(n, _) if status == 100 && n.eq_ignore_ascii_case("Timestamp") => headers.push(h.clone()),
+                _ => {}
+            }
+        }
+        Response {
+            status,
+            reason: reason.to_owned(),
+            headers,
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let start = format!("SIP/2.0 {} {}\r\n", self.status, self.reason);
+        encode_common(&start, &self.headers, &self.body)
+    }
+}
+
+/// The standard reason phrase of a status code.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Trying",
+        180 => "Ringing",
+        181 => "Call Is Being Forwarded",
+        182 => "Queued",
+        183 => "Session Progress",
+        200 => "OK",
+        202 => "Accepted",
+        301 => "Moved Permanently",
+        302 => "Moved Temporarily",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        410 => "Gone",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        421 => "Extension Required",
+        423 => "Interval Too Brief",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        484 => "Address Incomplete",
+        485 => "Ambiguous",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        491 => "Request Pending",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        505 => "Version Not Supported",
+        513 => "Message Too Large",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
+        _ => "Unknown",
+    }
+}

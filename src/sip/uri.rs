@@ -1,1 +1,594 @@
-//! (being written)
+//! SIP, SIPS and tel URIs (RFC 3261 §19.1 and §25, RFC 3966, RFC 5118 for IPv6 references).
+//!
+//! Parsing is strict about the character sets of each part; the parts are kept in the form
+//! they were received (escapes included) so that a URI is serialised exactly as it came.
+//! Comparison helpers unescape where RFC 3261 §19.1.4 says escaped and plain forms are equal.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Why a URI was refused. The text is used as the reason phrase of a 400 response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UriError(pub &'static str);
+
+/// A URI as found in a Request-URI or a name-addr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uri {
+    /// `sip:` or `sips:`.
+    Sip(SipUri),
+    /// `tel:` (RFC 3966).
+    Tel(TelUri),
+    /// Any other absolute URI, kept verbatim (e.g. `mailto:`, `urn:`, `http:`).
+    Other { scheme: String, rest: String },
+}
+
+/// The `host` part of a SIP URI or a Via sent-by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// A domain name, as written.
+    Name(String),
+    Ipv4(Ipv4Addr),
+    Ipv6(Ipv6Addr),
+}
+
+/// A list of `;name[=value]` parameters, in the order received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params(Vec<(String, Option<String>)>);
+
+/// A parsed `sip:` or `sips:` URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipUri {
+    pub secure: bool,
+    /// The user part as received (escapes kept).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub host: Host,
+    pub port: Option<u16>,
+    pub params: Params,
+    /// The `?hname=hvalue&…` part, without the `?`, as received.
+    pub headers: Option<String>,
+}
+
+/// A parsed `tel:` URI: the number and its parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelUri {
+    pub number: String,
+    pub params: Params,
+}
+
+impl Params {
+    pub fn new() -> Self {
+        Params(Vec::new())
+    }
+
+    /// The value of a parameter (case-insensitive name). `Some(None)` for a flag such as `lr`.
+    pub fn get(&self, name: &str) -> Option<Option<&str>> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_deref())
+    }
+
+    /// The value of a parameter that has one.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.get(name).flatten()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Sets (or replaces) a parameter.
+    pub fn set(&mut self, name: &str, value: Option<&str>) {
+        let value = value.map(str::to_owned);
+        if let Some(slot) = self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            slot.1 = value;
+        } else {
+            self.0.push((name.to_owned(), value));
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_deref()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn push_raw(&mut self, name: String, value: Option<String>) {
+        self.0.push((name, value));
+    }
+}
+
+impl fmt::Display for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, v) in &self.0 {
+            match v {
+                Some(v) => write!(f, ";{n}={v}")?,
+                None => write!(f, ";{n}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Name(n) => f.write_str(n),
+            Host::Ipv4(a) => write!(f, "{a}"),
+            Host::Ipv6(a) => write!(f, "[{a}]"),
+        }
+    }
+}
+
+impl Host {
+    /// The address, when the host is a literal IP address.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Host::Name(_) => None,
+            Host::Ipv4(a) => Some(IpAddr::V4(*a)),
+            Host::Ipv6(a) => Some(IpAddr::V6(*a)),
+        }
+    }
+
+    /// Case-insensitive comparison for names, exact for addresses.
+    pub fn matches(&self, other: &Host) -> bool {
+        match (self, other) {
+            (Host::Name(a), Host::Name(b)) => a.eq_ignore_ascii_case(b),
+            (a, b) => a == b,
+        }
+    }
+
+    pub fn from_ip(ip: IpAddr) -> Host {
+        match ip {
+            IpAddr::V4(a) => Host::Ipv4(a),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => Host::Ipv4(v4),
+                None => Host::Ipv6(a),
+            },
+        }
+    }
+}
+
+impl fmt::Display for SipUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.secure { "sips:" } else { "sip:" })?;
+        if let Some(user) = &self.user {
+            f.write_str(user)?;
+            if let Some(pw) = &self.password {
+                write!(f, ":{pw}")?;
+            }
+            f.write_str("@")?;
+        }
+        write!(f, "{}", self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        write!(f, "{}", self.params)?;
+        if let Some(h) = &self.headers {
+            write!(f, "?{h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for TelUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tel:{}{}", self.number, self.params)
+    }
+}
+
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Uri::Sip(u) => u.fmt(f),
+            Uri::Tel(t) => t.fmt(f),
+            Uri::Other { scheme, rest } => write!(f, "{scheme}:{rest}"),
+        }
+    }
+}
+
+impl SipUri {
+    /// A plain `sip:user@host[:port]` URI.
+    pub fn new(user: Option<&str>, host: Host, port: Option<u16>) -> SipUri {
+        SipUri {
+            secure: false,
+            user: user.map(str::to_owned),
+            password: None,
+            host,
+            port,
+            params: Params::new(),
+            headers: None,
+        }
+    }
+
+    /// The user part with `%HH` escapes decoded (lossy for invalid UTF-8).
+    pub fn user_unescaped(&self) -> Option<String> {
+        self.user.as_deref().map(unescape)
+    }
+
+    /// The `transport` parameter, lower-cased.
+    pub fn transport(&self) -> Option<String> {
+        self.params.value("transport").map(|t| t.to_ascii_lowercase())
+    }
+}
+
+impl Uri {
+    pub fn as_sip(&self) -> Option<&SipUri> {
+        match self {
+            Uri::Sip(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    pub fn as_sip_mut(&mut self) -> Option<&mut SipUri> {
+        match self {
+            Uri::Sip(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    pub fn scheme(&self) -> &str {
+        match self {
+            Uri::Sip(u) if u.secure => "sips",
+            Uri::Sip(_) => "sip",
+            Uri::Tel(_) => "tel",
+            Uri::Other { scheme, .. } => scheme,
+        }
+    }
+
+    /// Parses a URI as it appears in a Request-URI or inside `<…>`.
+    pub fn parse(s: &str) -> Result<Uri, UriError> {
+        let colon = s.find(':').ok_or(UriError("URI without a scheme"))?;
+        let scheme = &s[..colon];
+        let rest = &s[colon + 1..];
+        if scheme.is_empty()
+            || !scheme.as_bytes()[0].is_ascii_alphabetic()
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        {
+            return Err(UriError("malformed URI scheme"));
+        }
+        if scheme.eq_ignore_ascii_case("sip") {
+            parse_sip(rest, false).map(Uri::Sip)
+        } else if scheme.eq_ignore_ascii_case("sips") {
+            parse_sip(rest, true).map(Uri::Sip)
+        } else if scheme.eq_ignore_ascii_case("tel") {
+            parse_tel(rest).map(Uri::Tel)
+        } else {
+            if rest.is_empty() || rest.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'<' || b == b'>') {
+                return Err(UriError("malformed absolute URI"));
+            }
+            Ok(Uri::Other {
+                scheme: scheme.to_owned(),
+                rest: rest.to_owned(),
+            })
+        }
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')')
+}
+
+/// Checks `s` against a character class where `%HH` escapes are also allowed.
+fn check_chars(s: &str, extra: &[u8]) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        if !(is_unreserved(c) || extra.contains(&c)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const USER_EXTRA: &[u8] = b"&=+$,;?/";
+const PASSWORD_EXTRA: &[u8] = b"&=+$,";
+const PARAM_EXTRA: &[u8] = b"[]/:&+$";
+const HEADER_EXTRA: &[u8] = b"[]/?:+$=&";
+
+fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
+    // '@' can only appear in the userinfo (params and headers have no unescaped '@').
+    let (userinfo, hostpart) = match rest.find('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(ui) => {
+            // The password follows the first ':' in userinfo; a telephone-subscriber user has no ':'.
+            let (u, p) = match ui.find(':') {
+                Some(c) => (&ui[..c], Some(&ui[c + 1..])),
+                None => (ui, None),
+            };
+            if u.is_empty() {
+                return Err(UriError("empty user part in URI"));
+            }
+            if !check_chars(u, USER_EXTRA) {
+                return Err(UriError("invalid character in URI user part"));
+            }
+            if let Some(p) = p {
+                if !check_chars(p, PASSWORD_EXTRA) {
+                    return Err(UriError("invalid character in URI password"));
+                }
+            }
+            (Some(u.to_owned()), p.map(str::to_owned))
+        }
+    };
+    let (hostport, after) = split_hostport(hostpart)?;
+    let (host, port) = parse_hostport(hostport)?;
+    let (params_str, headers) = match after.find('?') {
+        Some(q) => (&after[..q], Some(&after[q + 1..])),
+        None => (after, None),
+    };
+    let mut params = Params::new();
+    if !params_str.is_empty() {
+        // params_str starts with ';'
+        for p in params_str[1..].split(';') {
+            let (n, v) = match p.find('=') {
+                Some(e) => (&p[..e], Some(&p[e + 1..])),
+                None => (p, None),
+            };
+            if n.is_empty() || !check_chars(n, PARAM_EXTRA) {
+                return Err(UriError("invalid URI parameter"));
+            }
+            if let Some(v) = v {
+                if v.is_empty() || !check_chars(v, PARAM_EXTRA) {
+                    return Err(UriError("invalid URI parameter value"));
+                }
+            }
+            params.push_raw(n.to_owned(), v.map(str::to_owned));
+        }
+    }
+    if let Some(h) = headers {
+        if h.is_empty() || !check_chars(h, HEADER_EXTRA) {
+            return Err(UriError("invalid URI headers"));
+        }
+    }
+    Ok(SipUri {
+        secure,
+        user,
+        password,
+        host,
+        port,
+        params,
+        headers: headers.map(str::to_owned),
+    })
+}
+
+/// Splits `host[:port]` from what follows (`;params` or `?headers`).
+fn split_hostport(s: &str) -> Result<(&str, &str), UriError> {
+    if s.starts_with('[') {
+        let close = s.find(']').ok_or(UriError("unterminated IPv6 reference in URI"))?;
+        let tail = &s[close + 1..];
+        let end = tail.find([';', '?']).map_or(s.len(), |i| close + 1 + i);
+        Ok((&s[..end], &s[end..]))
+    } else {
+        let end = s.find([';', '?']).unwrap_or(s.len());
+        Ok((&s[..end], &s[end..]))
+    }
+}
+
+/// Parses `host[:port]` (also used for Via sent-by).
+pub fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
+    if s.is_empty() {
+        return Err(UriError("empty host"));
+    }
+    let (host_str, port_str) = if s.starts_with('[') {
+        let close = s.find(']').ok_or(UriError("unterminated IPv6 reference"))?;
+        let tail = &s[close + 1..];
+        let port = if tail.is_empty() {
+            None
+        } else if let Some(p) = tail.strip_prefix(':') {
+            Some(p)
+        } else {
+            return Err(UriError("junk after IPv6 reference"));
+        };
+        (&s[..=close], port)
+    } else {
+        match s.rfind(':') {
+            Some(c) => {
+                if s[..c].contains(':') {
+                    return Err(UriError("IPv6 address must be enclosed in []"));
+                }
+                (&s[..c], Some(&s[c + 1..]))
+            }
+            None => (s, None),
+        }
+    };
+    let port = match port_str {
+        None => None,
+        Some(p) => {
+            if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(UriError("invalid port"));
+            }
+            Some(p.parse::<u16>().map_err(|_| UriError("port out of range"))?)
+        }
+    };
+    Ok((parse_host(host_str)?, port))
+}
+
+/// Parses a host: a domain name, an IPv4 address or a bracketed IPv6 reference.
+pub fn parse_host(s: &str) -> Result<Host, UriError> {
+    if let Some(inner) = s.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').ok_or(UriError("unterminated IPv6 reference"))?;
+        return parse_ipv6(inner).map(Host::Ipv6);
+    }
+    if s.is_empty() {
+        return Err(UriError("empty host"));
+    }
+    if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        if let Ok(a) = s.parse::<Ipv4Addr>() {
+            return Ok(Host::Ipv4(a));
+        }
+    }
+    let valid = s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !s.starts_with(['-', '.'])
+        && s.split('.').all(|l| !l.starts_with('-') && !l.ends_with('-'))
+        && !s.contains("..");
+    if !valid {
+        return Err(UriError("invalid host name"));
+    }
+    Ok(Host::Name(s.to_owned()))
+}
+
+/// An IPv6 address; tolerates the three-colon form of RFC 5118 §4.10 ("::" written ":::").
+pub fn parse_ipv6(s: &str) -> Result<Ipv6Addr, UriError> {
+    if let Ok(a) = s.parse::<Ipv6Addr>() {
+        return Ok(a);
+    }
+    if s.contains(":::") {
+        if let Ok(a) = s.replacen(":::", "::", 1).parse::<Ipv6Addr>() {
+            return Ok(a);
+        }
+    }
+    Err(UriError("invalid IPv6 address"))
+}
+
+fn parse_tel(rest: &str) -> Result<TelUri, UriError> {
+    let mut parts = rest.split(';');
+    let number = parts.next().unwrap_or("");
+    let valid_number = !number.is_empty()
+        && number.bytes().all(|b| {
+            b.is_ascii_hexdigit() || matches!(b, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#')
+        });
+    if !valid_number {
+        return Err(UriError("invalid tel URI number"));
+    }
+    let mut params = Params::new();
+    for p in parts {
+        let (n, v) = match p.find('=') {
+            Some(e) => (&p[..e], Some(&p[e + 1..])),
+            None => (p, None),
+        };
+        if n.is_empty() || !check_chars(n, PARAM_EXTRA) {
+            return Err(UriError("invalid tel URI parameter"));
+        }
+        if let Some(v) = v {
+            if !check_chars(v, PARAM_EXTRA) {
+                return Err(UriError("invalid tel URI parameter value"));
+            }
+        }
+        params.push_raw(n.to_owned(), v.map(str::to_owned));
+    }
+    Ok(TelUri {
+        number: number.to_owned(),
+        params,
+    })
+}
+
+/// Decodes `%HH` escapes; bytes that are not valid UTF-8 are replaced.
+pub fn unescape(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_owned();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hi = (b[i + 1] as char).to_digit(16);
+            let lo = (b[i + 2] as char).to_digit(16);
+            if let (Some(hi), Some(lo)) = (hi, lo) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sip(s: &str) -> SipUri {
+        match Uri::parse(s) {
+            Ok(Uri::Sip(u)) => u,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn basic_sip_uri() {
+        let u = sip("sip:100@office.test:5060;transport=tcp;lr");
+        assert_eq!(u.user.as_deref(), Some("100"));
+        assert_eq!(u.host, Host::Name("office.test".into()));
+        assert_eq!(u.port, Some(5060));
+        assert_eq!(u.transport().as_deref(), Some("tcp"));
+        assert_eq!(u.params.get("lr"), Some(None));
+        assert_eq!(u.to_string(), "sip:100@office.test:5060;transport=tcp;lr");
+    }
+
+    #[test]
+    fn user_with_semicolon_and_escapes() {
+        let u = sip("sip:user;par=u%40example.net@example.com");
+        assert_eq!(u.user.as_deref(), Some("user;par=u%40example.net"));
+        assert_eq!(u.user_unescaped().as_deref(), Some("user;par=u@example.net"));
+        assert!(u.params.is_empty());
+    }
+
+    #[test]
+    fn ipv6_references() {
+        let u = sip("sip:[2001:db8::10:5070]");
+        assert_eq!(u.port, None);
+        let u = sip("sip:[2001:db8::10]:5070");
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.to_string(), "sip:[2001:db8::10]:5070");
+        assert!(Uri::parse("sip:user@2001:db8::10").is_err());
+        let u = sip("sip:user@[2001:db8:::192.0.2.1]");
+        assert!(matches!(u.host, Host::Ipv6(_)));
+    }
+
+    #[test]
+    fn headers_and_password() {
+        let u = sip("sips:alice:pw@atlanta.com?subject=project%20x&priority=urgent");
+        assert!(u.secure);
+        assert_eq!(u.password.as_deref(), Some("pw"));
+        assert_eq!(u.headers.as_deref(), Some("subject=project%20x&priority=urgent"));
+    }
+
+    #[test]
+    fn tel_and_other() {
+        match Uri::parse("tel:+49-30-123456;phone-context=example.com").unwrap() {
+            Uri::Tel(t) => assert_eq!(t.number, "+49-30-123456"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(Uri::parse("mailto:a@b").unwrap(), Uri::Other { .. }));
+        assert!(Uri::parse("sip:us er@host").is_err());
+        assert!(Uri::parse("nocolon").is_err());
+        assert!(Uri::parse("sip:").is_err());
+        assert!(Uri::parse("sip:host:99999").is_err());
+        assert!(Uri::parse("sip:a@b%zz").is_err());
+    }
+
+    #[test]
+    fn odd_input_never_panics() {
+        for s in ["sip:%", "sip:a%4", "sip:[", "sip:[]", "sip:@", "sip::", "sip:a@[::1", "sip:a;", "sip:a?", "tel:", "sip:a@b;=x"] {
+            let _ = Uri::parse(s);
+        }
+        assert_eq!(unescape("a%4"), "a%4");
+        assert_eq!(unescape("%41%"), "A%");
+    }
+}
