@@ -6,5 +6,6 @@ pub mod header;
 pub mod message;
 pub mod method;
 pub mod parse;
+pub mod peer;
 pub mod transaction;
 pub mod uri;
