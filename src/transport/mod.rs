@@ -1,1 +1,135 @@
-//! Tokio drivers for UDP and TCP (being written).
+//! Thin tokio shells around the sans-IO SIP core: they own the UDP sockets and TCP
+//! connections, cut bytes into messages, answer unparsable requests statelessly, and hand
+//! parsed messages to the core over a channel. Sending goes through [`Outbound`].
+
+pub mod tcp;
+pub mod udp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::sip::message::Message;
+use crate::sip::parse::{Limits, ParseError};
+use crate::sip::peer::{Peer, Proto};
+
+/// What the transports hand to the SIP core.
+#[derive(Debug)]
+pub struct Inbound {
+    pub message: Message,
+    pub peer: Peer,
+}
+
+/// Settings shared by the transport tasks.
+#[derive(Debug, Clone)]
+pub struct TransportSettings {
+    pub limits: Limits,
+    pub tcp_idle: std::time::Duration,
+    /// The Server header of stateless error responses.
+    pub server_name: String,
+}
+
+type ConnMap = Arc<Mutex<HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Bytes>>>>;
+
+/// Sends bytes to peers: over the UDP socket bound to `peer.local`, or over the TCP connection
+/// to `peer.remote` (opened if there is none). Cheap to clone; never blocks.
+#[derive(Clone)]
+pub struct Outbound {
+    udp: Arc<HashMap<SocketAddr, Arc<UdpSocket>>>,
+    tcp: ConnMap,
+    settings: Arc<TransportSettings>,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+impl Outbound {
+    pub fn send(&self, peer: Peer, data: Bytes) {
+        match peer.proto {
+            Proto::Udp => self.send_udp(peer, &data),
+            Proto::Tcp => tcp::send(self, peer, data),
+        }
+    }
+
+    fn send_udp(&self, peer: Peer, data: &[u8]) {
+        let socket = self
+            .udp
+            .get(&peer.local)
+            .or_else(|| self.udp.values().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == peer.remote.is_ipv4())));
+        let Some(socket) = socket else {
+            tracing::warn!(%peer, "no UDP socket to send from");
+            return;
+        };
+        match socket.try_send_to(data, peer.remote) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let socket = socket.clone();
+                let data = data.to_vec();
+                tokio::spawn(async move {
+                    if let Err(e) = socket.send_to(&data, peer.remote).await {
+                        tracing::debug!(%peer, "UDP send failed: {e}");
+                    }
+                });
+            }
+            Err(e) => tracing::debug!(%peer, "UDP send failed: {e}"),
+        }
+    }
+}
+
+/// Answers a request that could not be parsed (when it can be answered at all).
+fn reject_unparsable(err: &ParseError, settings: &TransportSettings) -> Option<Vec<u8>> {
+    if err.is_response {
+        tracing::debug!("dropping malformed response: {}", err.reason);
+        return None;
+    }
+    tracing::info!("refusing malformed request: {} {}", err.status, err.reason);
+    err.response_bytes(&settings.server_name)
+}
+
+/// The bound sockets, what `serve` reports, and the handle to send with.
+pub struct Bound {
+    pub outbound: Outbound,
+    pub local_addrs: Vec<(Proto, SocketAddr)>,
+}
+
+/// Binds every listen address and starts the receive tasks.
+pub async fn bind(
+    listen: &[(Proto, SocketAddr)],
+    settings: TransportSettings,
+    inbound: mpsc::Sender<Inbound>,
+) -> std::io::Result<Bound> {
+    let settings = Arc::new(settings);
+    let mut udp = HashMap::new();
+    let mut listeners = Vec::new();
+    let mut local_addrs = Vec::new();
+    for (proto, addr) in listen {
+        match proto {
+            Proto::Udp => {
+                let socket = udp::bind(*addr)?;
+                let local = socket.local_addr()?;
+                local_addrs.push((Proto::Udp, local));
+                udp.insert(local, Arc::new(socket));
+            }
+            Proto::Tcp => {
+                let listener = tcp::bind(*addr)?;
+                local_addrs.push((Proto::Tcp, listener.local_addr()?));
+                listeners.push(listener);
+            }
+        }
+    }
+    let outbound = Outbound {
+        udp: Arc::new(udp),
+        tcp: Arc::new(Mutex::new(HashMap::new())),
+        settings,
+        inbound,
+    };
+    for socket in outbound.udp.values() {
+        tokio::spawn(udp::receive_loop(socket.clone(), outbound.clone()));
+    }
+    for listener in listeners {
+        tokio::spawn(tcp::accept_loop(listener, outbound.clone()));
+    }
+    Ok(Bound { outbound, local_addrs })
+}

@@ -1,0 +1,305 @@
+//! The SIP core above the transaction layer: it answers every request that reaches pasarela
+//! as a user agent server (RFC 3261 §8.2): header and method inspection, digest
+//! authentication, REGISTER through the registrar, OPTIONS keep-alives, and clear refusals
+//! for everything else. It is sans-IO: callers feed messages and time and drain
+//! [`SipCore::poll_transmit`].
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::registrar::{self, Registrar};
+use crate::sip::header::Header;
+use crate::sip::message::{reason_phrase, Message, Request, Response};
+use crate::sip::method::Method;
+use crate::sip::peer::Peer;
+use crate::sip::transaction::{Event, ServerKey, Timers, TransactionLayer, Transmit};
+use crate::sip::uri::Uri;
+use crate::store::{BindingChange, ExtensionRow};
+
+use super::digest_gate::{DigestGate, GateOutcome};
+
+/// Methods pasarela implements, advertised in Allow.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
+
+/// Settings of the core, taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    pub realm: String,
+    pub server_name: String,
+    pub timers: Timers,
+    pub registrar: registrar::RegistrarSettings,
+    pub nonce_ttl_secs: u64,
+}
+
+/// The UAS core: owns the transaction layer, the registrar and the digest gate.
+pub struct SipCore {
+    settings: CoreSettings,
+    layer: TransactionLayer,
+    registrar: Registrar,
+    gate: DigestGate,
+    extensions: HashMap<String, ExtensionRow>,
+    changes: Vec<BindingChange>,
+    tag_counter: u64,
+    tag_seed: u64,
+}
+
+impl SipCore {
+    pub fn new(settings: CoreSettings, extensions: Vec<ExtensionRow>, secret: [u8; 32]) -> SipCore {
+        let tag_seed = u64::from_le_bytes(secret[..8].try_into().unwrap_or([7; 8]));
+        SipCore {
+            layer: TransactionLayer::new(settings.timers),
+            registrar: Registrar::new(settings.registrar),
+            gate: DigestGate::new(settings.realm.clone(), secret, settings.nonce_ttl_secs),
+            extensions: extensions.into_iter().map(|e| (e.number.clone(), e)).collect(),
+            changes: Vec::new(),
+            tag_counter: 0,
+            tag_seed,
+            settings,
+        }
+    }
+
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    pub fn registrar_mut(&mut self) -> &mut Registrar {
+        &mut self.registrar
+    }
+
+    /// A message from a transport.
+    pub fn handle_message(&mut self, now: Instant, unix: u64, message: Message, peer: Peer) {
+        match message {
+            Message::Request(r) => self.layer.handle_request(now, r, peer),
+            Message::Response(r) => self.layer.handle_response(now, r, peer),
+        }
+        self.process_events(now, unix);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, unix: u64) {
+        self.layer.handle_timeout(now);
+        self.process_events(now, unix);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.layer.poll_timeout()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.layer.poll_transmit()
+    }
+
+    /// Binding changes to persist since the last call.
+    pub fn take_changes(&mut self) -> Vec<BindingChange> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Periodic clean-up of expired bindings and nonce state.
+    pub fn housekeeping(&mut self, unix: u64) {
+        let purged = self.registrar.purge(unix);
+        if purged > 0 {
+            tracing::info!(purged, "expired registrations removed");
+        }
+        self.gate.purge(unix);
+    }
+
+    fn process_events(&mut self, now: Instant, unix: u64) {
+        while let Some(event) = self.layer.poll_event() {
+            match event {
+                Event::Request { key, request, peer } => {
+                    let response = self.answer(unix, &request, peer);
+                    self.layer.respond(now, key, response);
+                }
+                Event::Cancel { invite, request, .. } => {
+                    let response = self.response(&request, 487, None);
+                    self.layer.respond(now, invite, response);
+                }
+                Event::Stray { .. } | Event::StrayResponse { .. } => {}
+                Event::Response { .. } | Event::Timeout { .. } | Event::AckTimeout { .. } => {}
+            }
+        }
+    }
+
+    fn new_tag(&mut self) -> String {
+        self.tag_counter += 1;
+        let mix = (self.tag_counter ^ self.tag_seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        format!("{mix:x}")
+    }
+
+    /// A response to `req` with the standard (or given) reason phrase, a To tag and Server.
+    fn response(&mut self, req: &Request, status: u16, reason: Option<&str>) -> Response {
+        let tag = self.new_tag();
+        let mut r = Response::to_request(req, status, reason.unwrap_or(reason_phrase(status)), Some(&tag));
+        r.headers.push(Header::Other("Server".into(), self.settings.server_name.clone()));
+        r
+    }
+
+    /// Decides the final response to a new request (RFC 3261 §8.2 order of inspection).
+    fn answer(&mut self, unix: u64, req: &Request, peer: Peer) -> Response {
+        if matches!(req.uri, Uri::Other { .. }) {
+            return self.response(req, 416, None);
+        }
+        let unsupported: Vec<String> = req
+            .headers
+            .tokens("Require")
+            .chain(req.headers.tokens("Proxy-Require"))
+            .map(str::to_owned)
+            .collect();
+        if !unsupported.is_empty() && req.method != Method::Ack && req.method != Method::Cancel {
+            let mut r = self.response(req, 420, None);
+            r.headers.push(Header::Other("Unsupported".into(), unsupported.join(", ")));
+            return r;
+        }
+        match &req.method {
+            Method::Register => self.register(unix, req, peer),
+            Method::Options => {
+                let mut r = self.response(req, 200, None);
+                r.headers.push(Header::Other("Allow".into(), ALLOW.into()));
+                r.headers.push(Header::Other("Accept".into(), "application/sdp".into()));
+                r.headers.push(Header::Other("Supported".into(), "path, outbound".into()));
+                r
+            }
+            Method::Invite => self.invite(unix, req, peer),
+            Method::Bye | Method::Info | Method::Update | Method::Prack => {
+                self.response(req, 481, Some("Call/Transaction Does Not Exist"))
+            }
+            Method::Ack | Method::Cancel => self.response(req, 481, None),
+            m => {
+                let status = if m.is_known() { 405 } else { 501 };
+                let mut r = self.response(req, status, None);
+                r.headers.push(Header::Other("Allow".into(), ALLOW.into()));
+                r
+            }
+        }
+    }
+
+    /// Applies the digest gate; on refusal returns the response to send.
+    fn authenticate(&mut self, unix: u64, req: &Request, peer: Peer) -> Result<ExtensionRow, Response> {
+        let outcome = self.gate.check(unix, req, peer.remote.ip(), |user| {
+            self.extensions.get(user).filter(|e| e.enabled).map(|e| e.password.clone())
+        });
+        match outcome {
+            GateOutcome::Authenticated(user) => match self.extensions.get(&user) {
+                Some(ext) => Ok(ext.clone()),
+                None => Err(self.response(req, 403, None)),
+            },
+            GateOutcome::Challenge(values) => {
+                let mut r = self.response(req, 401, None);
+                for v in values {
+                    r.headers.push(Header::Other("WWW-Authenticate".into(), v));
+                }
+                Err(r)
+            }
+            GateOutcome::Forbidden(reason) => Err(self.response(req, 403, Some(reason))),
+            GateOutcome::Malformed(reason) => Err(self.response(req, 400, Some(&reason))),
+        }
+    }
+
+    fn register(&mut self, unix: u64, req: &Request, peer: Peer) -> Response {
+        let aor_user = req
+            .headers
+            .to()
+            .and_then(|to| to.uri.as_sip())
+            .and_then(|u| u.user_unescaped());
+        let Some(aor) = aor_user else {
+            return self.response(req, 400, Some("To is not a SIP address of record with a user part"));
+        };
+        let ext = match self.authenticate(unix, req, peer) {
+            Ok(ext) => ext,
+            Err(r) => return r,
+        };
+        if ext.number != aor {
+            tracing::warn!(user = %ext.number, %aor, %peer, "authenticated user tried to register another address");
+            return self.response(req, 403, Some("Authenticated user may not register this address"));
+        }
+        match self.registrar.register(unix, &aor, req, peer) {
+            Ok(accepted) => {
+                tracing::debug!(%aor, %peer, contacts = accepted.contacts.len(), "REGISTER accepted");
+                self.changes.extend(accepted.changes);
+                let mut r = self.response(req, 200, None);
+                r.headers.0.extend(registrar::contact_headers(accepted.contacts));
+                r.headers.push(Header::Other("Date".into(), http_date(unix)));
+                r
+            }
+            Err(refusal) => {
+                let mut r = self.response(req, refusal.status, Some(&refusal.reason));
+                if let Some(min) = refusal.min_expires {
+                    r.headers.push(Header::MinExpires(min));
+                }
+                r
+            }
+        }
+    }
+
+    fn invite(&mut self, unix: u64, req: &Request, peer: Peer) -> Response {
+        if !req.body.is_empty() {
+            let ct = req.headers.content_type().unwrap_or("application/sdp");
+            let mime = ct.split(';').next().unwrap_or("").trim();
+            if !mime.eq_ignore_ascii_case("application/sdp") && !mime.to_ascii_lowercase().starts_with("multipart/") {
+                let mut r = self.response(req, 415, None);
+                r.headers.push(Header::Other("Accept".into(), "application/sdp".into()));
+                return r;
+            }
+        }
+        let accepts: Vec<&str> = req.headers.tokens("Accept").collect();
+        if !accepts.is_empty()
+            && !accepts.iter().any(|a| {
+                let m = a.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                m == "application/sdp" || m == "application/*" || m == "*/*"
+            })
+        {
+            let mut r = self.response(req, 406, None);
+            r.headers.push(Header::Other("Accept".into(), "application/sdp".into()));
+            return r;
+        }
+        if let Err(r) = self.authenticate(unix, req, peer) {
+            return r;
+        }
+        // Calls are placed by the B2BUA (a later part); until then the callee is unavailable.
+        let target = req.uri.as_sip().and_then(|u| u.user_unescaped()).unwrap_or_default();
+        if self.extensions.contains_key(&target) {
+            self.response(req, 480, None)
+        } else {
+            self.response(req, 404, None)
+        }
+    }
+}
+
+/// An RFC 1123 date (the SIP Date header, RFC 3261 §20.17).
+pub fn http_date(unix: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(1_795_466_096), "Mon, 23 Nov 2026 20:34:56 GMT");
+        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+    }
+}
