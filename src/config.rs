@@ -1,3 +1,1419 @@
-//! Configuration (being written).
-#[derive(Debug, Clone, Default)]
-pub struct Config;
+//! Configuration: the TOML file format, its embedded defaults, and its validation.
+//!
+//! This module owns everything between the bytes of a config file and a typed, validated
+//! [`Config`]. Every error it reports names the file, the 1-based line and the full key path
+//! (`FILE:LINE: key `sip.listen[1]`: what is wrong`), whether the problem is a syntax error, an
+//! unknown key, a wrong type or a semantic check (ranges, formats, duplicates).
+//!
+//! Parsing happens in three steps:
+//! 1. the document is parsed into a spanned tree ([`toml::de::DeTable`]), which keeps the byte
+//!    range of every value;
+//! 2. that tree is deserialized into private `Raw*` structs (every key optional, unknown keys
+//!    denied) through `serde_path_to_error`, which gives the key path of any type error;
+//! 3. the raw values are validated and converted into the public types; a failing check names
+//!    its key path, and the span of that path is looked up in the tree from step 1.
+//!
+//! Relative paths (such as `store.path`) are kept as written, i.e. relative to the working
+//! directory of the process.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// The `User-Agent`/`Server` header value used unless `sip.user_agent` is set.
+pub const DEFAULT_USER_AGENT: &str = concat!("pasarela/", env!("CARGO_PKG_VERSION"));
+
+/// The whole configuration of one pasarela process; [`Default`] gives the embedded defaults.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    /// `[sip]`: signalling.
+    pub sip: SipConfig,
+    /// `[media]`: RTP.
+    pub media: MediaConfig,
+    /// `[store]`: the SQLite database.
+    pub store: StoreConfig,
+    /// `[web]`: the dashboard.
+    pub web: WebConfig,
+    /// `[numbering]`: the local numbering plan, for normalising dialled numbers to E.164.
+    pub numbering: NumberingConfig,
+    /// `[enum]`: ENUM (RFC 6116) lookups.
+    pub enum_: EnumConfig,
+    /// `[log]`: diagnostics.
+    pub log: LogConfig,
+    /// `[[extension]]`: extensions provisioned from the file.
+    pub extensions: Vec<ExtensionConfig>,
+    /// The file this configuration came from; `None` for the embedded defaults.
+    pub source: Option<PathBuf>,
+}
+
+/// A SIP transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// SIP over UDP.
+    Udp,
+    /// SIP over TCP.
+    Tcp,
+}
+
+/// One address the SIP stack listens on, written `transport:address:port` in the file
+/// (`"udp:127.0.0.1:5060"`, `"tcp:[::1]:5060"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenAddr {
+    /// The transport protocol.
+    pub transport: Transport,
+    /// The local socket address.
+    pub addr: SocketAddr,
+}
+
+/// `[sip]`: signalling settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SipConfig {
+    /// Addresses to listen on (`listen`).
+    pub listen: Vec<ListenAddr>,
+    /// The SIP domain, also the digest-authentication realm (`domain`).
+    pub domain: String,
+    /// RFC 3261 T1, the RTT estimate, in milliseconds (`t1_ms`, default 500).
+    pub t1_ms: u64,
+    /// RFC 3261 T2, the maximum retransmit interval, in milliseconds (`t2_ms`, default 4000).
+    pub t2_ms: u64,
+    /// RFC 3261 T4, the maximum lifetime of a message in the network (`t4_ms`, default 5000).
+    pub t4_ms: u64,
+    /// Shortest registration accepted, in seconds (`min_expires`, default 60).
+    pub min_expires: u32,
+    /// Longest registration granted, in seconds (`max_expires`, default 3600).
+    pub max_expires: u32,
+    /// Registration length when a REGISTER asks for none (`default_expires`, default 3600).
+    pub default_expires: u32,
+    /// How long a digest nonce stays valid, in seconds (`nonce_ttl_secs`, default 300).
+    pub nonce_ttl_secs: u64,
+    /// Idle TCP connections are closed after this many seconds (`tcp_idle_secs`, default 3600).
+    pub tcp_idle_secs: u64,
+    /// Largest SIP message accepted, in bytes (`max_message_bytes`, default 65535).
+    pub max_message_bytes: usize,
+    /// `User-Agent`/`Server` header value (`user_agent`, default `pasarela/<version>`).
+    pub user_agent: String,
+}
+
+/// `[media]`: RTP settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaConfig {
+    /// Local UDP ports for RTP/RTCP (`rtp_ports = "10000-20000"`); the first one is even.
+    pub rtp_ports: RangeInclusive<u16>,
+}
+
+/// `[store]`: the SQLite database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Path of the database file (`path`, default `pasarela.db`).
+    pub path: PathBuf,
+}
+
+/// `[web]`: the dashboard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebConfig {
+    /// Address the dashboard listens on (`listen`, default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+}
+
+/// `[numbering]`: the local numbering plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberingConfig {
+    /// Country calling code without `+` (`country_code`, default `49`).
+    pub country_code: String,
+    /// Trunk prefix for national numbers (`national_prefix`, default `0`).
+    pub national_prefix: String,
+    /// Prefix for international numbers (`international_prefix`, default `00`).
+    pub international_prefix: String,
+}
+
+/// `[enum]`: ENUM lookups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnumConfig {
+    /// ENUM trees to query, in order (`suffixes`, default `["e164.arpa"]`).
+    pub suffixes: Vec<String>,
+    /// DNS servers to ask (`nameservers`); empty means the system resolver. A bare IP address
+    /// in the file means port 53.
+    pub nameservers: Vec<SocketAddr>,
+    /// Total time ENUM and DUNDi may take per call, in milliseconds (`budget_ms`, default 500).
+    pub budget_ms: u64,
+}
+
+/// `[log]`: diagnostics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// A level (`off`, `error`, `warn`, `info`, `debug`, `trace`) or a `tracing` filter directive
+    /// list such as `"info,pasarela::sip=debug"` (`level`, default `info`).
+    pub level: String,
+}
+
+/// One `[[extension]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionConfig {
+    /// The extension number, 1 to 15 digits (`number`, required).
+    pub number: String,
+    /// The digest-authentication password (`password`, required, non-empty).
+    pub password: String,
+    /// Display name (`name`).
+    pub name: Option<String>,
+    /// Direct inward dialling number in E.164, `+` and digits (`did`).
+    pub did: Option<String>,
+    /// Whether the extension may register and call (`enabled`, default true).
+    pub enabled: bool,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{}:{line}: {message}", file.display())]
+    Syntax {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A key is unknown, has the wrong type, or has a value that fails validation.
+    #[error("{}:{line}: key `{key}`: {message}", file.display())]
+    Key {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line of the key or value.
+        line: usize,
+        /// The full key path, such as `sip.listen[1]` or `extension[3].number`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The 1-based line the error points at, if it points into a file.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Syntax { line, .. } | ConfigError::Key { line, .. } => Some(*line),
+        }
+    }
+
+    /// The key path the error is about, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Key { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5060);
+        SipConfig {
+            listen: vec![
+                ListenAddr {
+                    transport: Transport::Udp,
+                    addr: any,
+                },
+                ListenAddr {
+                    transport: Transport::Tcp,
+                    addr: any,
+                },
+            ],
+            domain: "pasarela.local".to_owned(),
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            nonce_ttl_secs: 300,
+            tcp_idle_secs: 3600,
+            max_message_bytes: 65535,
+            user_agent: DEFAULT_USER_AGENT.to_owned(),
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_ports: 10000..=20000,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("pasarela.db"),
+        }
+    }
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+        }
+    }
+}
+
+impl Default for NumberingConfig {
+    fn default() -> Self {
+        NumberingConfig {
+            country_code: "49".to_owned(),
+            national_prefix: "0".to_owned(),
+            international_prefix: "00".to_owned(),
+        }
+    }
+}
+
+impl Default for EnumConfig {
+    fn default() -> Self {
+        EnumConfig {
+            suffixes: vec!["e164.arpa".to_owned()],
+            nameservers: Vec::new(),
+            budget_ms: 500,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Transport {
+    /// The lower-case name used in the config file and in `Via` (`udp`, `tcp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Ok(Transport::Udp),
+            "tcp" => Ok(Transport::Tcp),
+            _ => Err(format!("unknown transport `{s}` (expected `udp` or `tcp`)")),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.transport, self.addr)
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((transport, addr)) = s.split_once(':') else {
+            return Err(format!(
+                "`{s}` is not `transport:address:port` (e.g. `udp:0.0.0.0:5060`)"
+            ));
+        };
+        let transport = transport.parse()?;
+        let addr = addr.parse().map_err(|_| {
+            format!("`{addr}` is not an address:port (e.g. `127.0.0.1:5060` or `[::1]:5060`)")
+        })?;
+        Ok(ListenAddr { transport, addr })
+    }
+}
+
+impl Config {
+    /// Loads the configuration from `path`, or returns the embedded defaults for `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml_str(&text, path)
+    }
+
+    /// Parses and validates a configuration document; `origin` names it in errors and becomes
+    /// [`Config::source`].
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let doc = Doc { text, origin };
+        let root = DeTable::parse(text).map_err(|e| doc.syntax_error(&e))?;
+        let raw: RawConfig = {
+            let de = toml::Deserializer::from(root.clone());
+            serde_path_to_error::deserialize(de).map_err(|e| doc.serde_error(&root, e))?
+        };
+        let mut config = raw.validate().map_err(|e| doc.invalid(&root, e))?;
+        config.source = Some(origin.to_path_buf());
+        Ok(config)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw (file-shaped) structs.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    sip: RawSip,
+    #[serde(default)]
+    media: RawMedia,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    web: RawWeb,
+    #[serde(default)]
+    numbering: RawNumbering,
+    #[serde(default, rename = "enum")]
+    enum_: RawEnum,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default, rename = "extension")]
+    extensions: Vec<RawExtension>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSip {
+    listen: Option<Vec<String>>,
+    domain: Option<String>,
+    t1_ms: Option<u64>,
+    t2_ms: Option<u64>,
+    t4_ms: Option<u64>,
+    min_expires: Option<u32>,
+    max_expires: Option<u32>,
+    default_expires: Option<u32>,
+    nonce_ttl_secs: Option<u64>,
+    tcp_idle_secs: Option<u64>,
+    max_message_bytes: Option<usize>,
+    user_agent: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMedia {
+    rtp_ports: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNumbering {
+    country_code: Option<String>,
+    national_prefix: Option<String>,
+    international_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnum {
+    suffixes: Option<Vec<String>>,
+    nameservers: Option<Vec<String>>,
+    budget_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExtension {
+    number: String,
+    password: String,
+    name: Option<String>,
+    did: Option<String>,
+    enabled: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key paths.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// A path to a value in the document, such as `extension[3].number`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct KeyPath(Vec<Seg>);
+
+impl KeyPath {
+    fn new(first: &str) -> Self {
+        KeyPath(vec![Seg::Key(first.to_owned())])
+    }
+
+    fn key(&self, key: &str) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Key(key.to_owned()));
+        p
+    }
+
+    fn index(&self, i: usize) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Index(i));
+        p
+    }
+
+    fn from_serde(path: &serde_path_to_error::Path) -> Self {
+        use serde_path_to_error::Segment;
+        KeyPath(
+            path.iter()
+                .filter_map(|s| match s {
+                    Segment::Seq { index } => Some(Seg::Index(*index)),
+                    Segment::Map { key } => Some(Seg::Key(key.clone())),
+                    Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+                    Segment::Unknown => None,
+                })
+                .collect(),
+        )
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Key(k) => {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    let bare = !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    if bare {
+                        f.write_str(k)?;
+                    } else {
+                        write!(f, "{k:?}")?;
+                    }
+                }
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A failed semantic check: which key, and what is wrong with it.
+#[derive(Debug)]
+struct Invalid {
+    path: KeyPath,
+    message: String,
+}
+
+fn invalid(path: &KeyPath, message: impl Into<String>) -> Invalid {
+    Invalid {
+        path: path.clone(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Turning errors into file:line:key messages.
+
+struct Doc<'a> {
+    text: &'a str,
+    origin: &'a Path,
+}
+
+impl Doc<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn syntax_error(&self, e: &toml::de::Error) -> ConfigError {
+        ConfigError::Syntax {
+            file: self.origin.to_path_buf(),
+            line: e.span().map_or(1, |s| self.line_of(s.start)),
+            message: e.message().trim_end().to_owned(),
+        }
+    }
+
+    fn serde_error(
+        &self,
+        root: &Spanned<DeTable<'_>>,
+        e: serde_path_to_error::Error<toml::de::Error>,
+    ) -> ConfigError {
+        let mut path = KeyPath::from_serde(e.path());
+        let inner = e.inner();
+        let raw_message = inner.message().trim_end();
+        let mut message = raw_message.to_owned();
+        let mut span = inner.span();
+        if let Some(field) = backticked_after(raw_message, "unknown field ") {
+            // serde_path_to_error stops at the enclosing table; name the key itself.
+            if path.0.last() != Some(&Seg::Key(field.to_owned())) {
+                path.0.push(Seg::Key(field.to_owned()));
+            }
+            message = format!("unknown key{}", expected_suffix(raw_message));
+        } else if let Some(field) = backticked_after(raw_message, "missing field ") {
+            path.0.push(Seg::Key(field.to_owned()));
+            message = "required key is missing".to_owned();
+            // Point at the table that lacks the key rather than at the end of the document.
+            span = Some(locate(root, &path));
+        }
+        let offset = span.unwrap_or_else(|| locate(root, &path)).start;
+        ConfigError::Key {
+            file: self.origin.to_path_buf(),
+            line: self.line_of(offset),
+            key: path.to_string(),
+            message,
+        }
+    }
+
+    fn invalid(&self, root: &Spanned<DeTable<'_>>, e: Invalid) -> ConfigError {
+        ConfigError::Key {
+            file: self.origin.to_path_buf(),
+            line: self.line_of(locate(root, &e.path).start),
+            key: e.path.to_string(),
+            message: e.message,
+        }
+    }
+}
+
+/// If `message` starts with `prefix` followed by a back-ticked word, returns the word.
+fn backticked_after<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
+    let rest = message.strip_prefix(prefix)?.strip_prefix('`')?;
+    let end = rest.find('`')?;
+    Some(&rest[..end])
+}
+
+/// `", expected one of `a`, `b`"` from a serde unknown-field message, if present.
+fn expected_suffix(message: &str) -> String {
+    match message.find(", expected") {
+        Some(i) => message[i..].to_owned(),
+        None => String::new(),
+    }
+}
+
+/// The byte span of the deepest part of `path` present in the document.
+fn locate(root: &Spanned<DeTable<'_>>, path: &KeyPath) -> Range<usize> {
+    let mut span = root.span();
+    let mut table: Option<&DeTable<'_>> = Some(root.get_ref());
+    let mut value: Option<&DeValue<'_>> = None;
+    for seg in &path.0 {
+        let next = match seg {
+            Seg::Key(k) => {
+                let t = match (table, value) {
+                    (Some(t), _) => Some(t),
+                    (None, Some(v)) => v.as_table(),
+                    (None, None) => None,
+                };
+                t.and_then(|t| t.get(k.as_str()))
+            }
+            Seg::Index(i) => value.and_then(|v| v.as_array()).and_then(|a| a.get(*i)),
+        };
+        let Some(next) = next else { break };
+        span = next.span();
+        table = None;
+        value = Some(next.get_ref());
+    }
+    span
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+type Checked<T> = Result<T, Invalid>;
+
+impl RawConfig {
+    fn validate(self) -> Checked<Config> {
+        let extensions = validate_extensions(self.extensions)?;
+        Ok(Config {
+            sip: self.sip.validate(&KeyPath::new("sip"))?,
+            media: self.media.validate(&KeyPath::new("media"))?,
+            store: self.store.validate(&KeyPath::new("store"))?,
+            web: self.web.validate(&KeyPath::new("web"))?,
+            numbering: self.numbering.validate(&KeyPath::new("numbering"))?,
+            enum_: self.enum_.validate(&KeyPath::new("enum"))?,
+            log: self.log.validate(&KeyPath::new("log"))?,
+            extensions,
+            source: None,
+        })
+    }
+}
+
+fn positive<T: PartialEq + Default>(value: Option<T>, default: T, at: &KeyPath) -> Checked<T> {
+    match value {
+        Some(v) if v == T::default() => Err(invalid(at, "must be greater than 0")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+impl RawSip {
+    fn validate(self, at: &KeyPath) -> Checked<SipConfig> {
+        let d = SipConfig::default();
+        let listen = match self.listen {
+            None => d.listen,
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(invalid(&at.key("listen"), "needs at least one address"));
+                }
+                let mut seen = HashSet::new();
+                let mut out = Vec::with_capacity(list.len());
+                for (i, s) in list.iter().enumerate() {
+                    let here = at.key("listen").index(i);
+                    let addr: ListenAddr = s.parse().map_err(|m: String| invalid(&here, m))?;
+                    if !seen.insert(addr) {
+                        return Err(invalid(&here, format!("`{s}` is listed twice")));
+                    }
+                    out.push(addr);
+                }
+                out
+            }
+        };
+        let domain = self.domain.unwrap_or(d.domain);
+        if domain.is_empty() || domain.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                &at.key("domain"),
+                "must be a non-empty host name without spaces",
+            ));
+        }
+        let t1_ms = positive(self.t1_ms, d.t1_ms, &at.key("t1_ms"))?;
+        let t2_ms = positive(self.t2_ms, d.t2_ms, &at.key("t2_ms"))?;
+        let t4_ms = positive(self.t4_ms, d.t4_ms, &at.key("t4_ms"))?;
+        if t1_ms > t2_ms {
+            let key = if self.t1_ms.is_some() {
+                "t1_ms"
+            } else {
+                "t2_ms"
+            };
+            return Err(invalid(
+                &at.key(key),
+                format!("t1_ms ({t1_ms}) must not exceed t2_ms ({t2_ms})"),
+            ));
+        }
+        let min_expires = positive(self.min_expires, d.min_expires, &at.key("min_expires"))?;
+        let max_expires = positive(self.max_expires, d.max_expires, &at.key("max_expires"))?;
+        if min_expires > max_expires {
+            let key = if self.min_expires.is_some() {
+                "min_expires"
+            } else {
+                "max_expires"
+            };
+            return Err(invalid(
+                &at.key(key),
+                format!("min_expires ({min_expires}) must not exceed max_expires ({max_expires})"),
+            ));
+        }
+        let default_expires = match self.default_expires {
+            Some(v) => v,
+            None => d.default_expires.clamp(min_expires, max_expires),
+        };
+        if !(min_expires..=max_expires).contains(&default_expires) {
+            return Err(invalid(
+                &at.key("default_expires"),
+                format!(
+                    "must lie between min_expires ({min_expires}) and max_expires ({max_expires})"
+                ),
+            ));
+        }
+        let nonce_ttl_secs = positive(
+            self.nonce_ttl_secs,
+            d.nonce_ttl_secs,
+            &at.key("nonce_ttl_secs"),
+        )?;
+        let tcp_idle_secs = positive(
+            self.tcp_idle_secs,
+            d.tcp_idle_secs,
+            &at.key("tcp_idle_secs"),
+        )?;
+        let max_message_bytes = match self.max_message_bytes {
+            Some(v) if v < 1024 => {
+                return Err(invalid(
+                    &at.key("max_message_bytes"),
+                    "must be at least 1024",
+                ))
+            }
+            Some(v) => v,
+            None => d.max_message_bytes,
+        };
+        let user_agent = self.user_agent.unwrap_or(d.user_agent);
+        if user_agent.chars().any(|c| c.is_control()) {
+            return Err(invalid(
+                &at.key("user_agent"),
+                "must not contain control characters",
+            ));
+        }
+        Ok(SipConfig {
+            listen,
+            domain,
+            t1_ms,
+            t2_ms,
+            t4_ms,
+            min_expires,
+            max_expires,
+            default_expires,
+            nonce_ttl_secs,
+            tcp_idle_secs,
+            max_message_bytes,
+            user_agent,
+        })
+    }
+}
+
+impl RawMedia {
+    fn validate(self, at: &KeyPath) -> Checked<MediaConfig> {
+        let Some(text) = self.rtp_ports else {
+            return Ok(MediaConfig::default());
+        };
+        let here = at.key("rtp_ports");
+        let bad = || {
+            invalid(
+                &here,
+                format!("`{text}` is not a port range `LO-HI` (e.g. `10000-20000`)"),
+            )
+        };
+        let (lo, hi) = text.split_once('-').ok_or_else(bad)?;
+        let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+        let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+        if lo == 0 || !lo.is_multiple_of(2) {
+            return Err(invalid(
+                &here,
+                format!("the first port ({lo}) must be even and non-zero (RTP uses even ports)"),
+            ));
+        }
+        if lo > hi {
+            return Err(invalid(
+                &here,
+                format!("the first port ({lo}) must not exceed the last ({hi})"),
+            ));
+        }
+        Ok(MediaConfig { rtp_ports: lo..=hi })
+    }
+}
+
+impl RawStore {
+    fn validate(self, at: &KeyPath) -> Checked<StoreConfig> {
+        match self.path {
+            None => Ok(StoreConfig::default()),
+            Some(p) if p.as_os_str().is_empty() => {
+                Err(invalid(&at.key("path"), "must not be empty"))
+            }
+            Some(path) => Ok(StoreConfig { path }),
+        }
+    }
+}
+
+impl RawWeb {
+    fn validate(self, at: &KeyPath) -> Checked<WebConfig> {
+        match self.listen {
+            None => Ok(WebConfig::default()),
+            Some(s) => s.parse().map(|listen| WebConfig { listen }).map_err(|_| {
+                invalid(
+                    &at.key("listen"),
+                    format!("`{s}` is not an address:port (e.g. `127.0.0.1:8080`)"),
+                )
+            }),
+        }
+    }
+}
+
+fn digits(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl RawNumbering {
+    fn validate(self, at: &KeyPath) -> Checked<NumberingConfig> {
+        let d = NumberingConfig::default();
+        let country_code = self.country_code.unwrap_or(d.country_code);
+        if country_code.is_empty() || country_code.len() > 3 || !digits(&country_code) {
+            return Err(invalid(
+                &at.key("country_code"),
+                format!("`{country_code}` is not a country calling code (1 to 3 digits, no `+`)"),
+            ));
+        }
+        let national_prefix = self.national_prefix.unwrap_or(d.national_prefix);
+        if !digits(&national_prefix) {
+            return Err(invalid(
+                &at.key("national_prefix"),
+                format!("`{national_prefix}` must be digits only (or empty)"),
+            ));
+        }
+        let international_prefix = self.international_prefix.unwrap_or(d.international_prefix);
+        if international_prefix.is_empty() || !digits(&international_prefix) {
+            return Err(invalid(
+                &at.key("international_prefix"),
+                format!("`{international_prefix}` must be one or more digits"),
+            ));
+        }
+        Ok(NumberingConfig {
+            country_code,
+            national_prefix,
+            international_prefix,
+        })
+    }
+}
+
+impl RawEnum {
+    fn validate(self, at: &KeyPath) -> Checked<EnumConfig> {
+        let d = EnumConfig::default();
+        let suffixes = self.suffixes.unwrap_or(d.suffixes);
+        for (i, s) in suffixes.iter().enumerate() {
+            let name = s.trim_end_matches('.');
+            if name.is_empty()
+                || name.split('.').any(|label| label.is_empty())
+                || s.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(invalid(
+                    &at.key("suffixes").index(i),
+                    format!("`{s}` is not a domain name"),
+                ));
+            }
+        }
+        let mut nameservers = Vec::new();
+        for (i, s) in self.nameservers.unwrap_or_default().iter().enumerate() {
+            let addr = s
+                .parse::<SocketAddr>()
+                .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    invalid(
+                        &at.key("nameservers").index(i),
+                        format!("`{s}` is not an address or address:port (e.g. `127.0.0.1:53`)"),
+                    )
+                })?;
+            nameservers.push(addr);
+        }
+        let budget_ms = positive(self.budget_ms, d.budget_ms, &at.key("budget_ms"))?;
+        Ok(EnumConfig {
+            suffixes,
+            nameservers,
+            budget_ms,
+        })
+    }
+}
+
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+impl RawLog {
+    fn validate(self, at: &KeyPath) -> Checked<LogConfig> {
+        let Some(level) = self.level else {
+            return Ok(LogConfig::default());
+        };
+        let here = at.key("level");
+        let plain = LEVELS.contains(&level.to_ascii_lowercase().as_str());
+        let directives = (level.contains('=') || level.contains(','))
+            && tracing_subscriber::EnvFilter::builder()
+                .parse(&level)
+                .is_ok();
+        if plain || directives {
+            Ok(LogConfig { level })
+        } else {
+            Err(invalid(
+                &here,
+                format!(
+                    "`{level}` is not a log level (one of {}) nor a filter such as `info,pasarela::sip=debug`",
+                    LEVELS.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+fn validate_extensions(raw: Vec<RawExtension>) -> Checked<Vec<ExtensionConfig>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, e) in raw.into_iter().enumerate() {
+        let at = KeyPath::new("extension").index(i);
+        if e.number.is_empty() || e.number.len() > 15 || !digits(&e.number) {
+            return Err(invalid(
+                &at.key("number"),
+                format!("`{}` is not an extension number (1 to 15 digits)", e.number),
+            ));
+        }
+        if !seen.insert(e.number.clone()) {
+            return Err(invalid(
+                &at.key("number"),
+                format!("extension `{}` is defined twice", e.number),
+            ));
+        }
+        if e.password.is_empty() {
+            return Err(invalid(&at.key("password"), "must not be empty"));
+        }
+        if let Some(did) = &e.did {
+            let ok = did
+                .strip_prefix('+')
+                .is_some_and(|d| !d.is_empty() && d.len() <= 15 && digits(d));
+            if !ok {
+                return Err(invalid(
+                    &at.key("did"),
+                    format!("`{did}` is not an E.164 number (`+` and 1 to 15 digits)"),
+                ));
+            }
+        }
+        out.push(ExtensionConfig {
+            number: e.number,
+            password: e.password,
+            name: e.name,
+            did: e.did,
+            enabled: e.enabled.unwrap_or(true),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, Path::new("test.toml"))
+    }
+
+    /// Parses `text`, expecting an error; returns (line, key, rendered message).
+    fn fail(text: &str) -> (usize, String, String) {
+        match parse(text) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => (
+                e.line().unwrap_or(0),
+                e.key().unwrap_or("").to_owned(),
+                e.to_string(),
+            ),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(
+            c.sip
+                .listen
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>(),
+            ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
+        );
+        assert_eq!(c.sip.domain, "pasarela.local");
+        assert_eq!((c.sip.t1_ms, c.sip.t2_ms, c.sip.t4_ms), (500, 4000, 5000));
+        assert_eq!(
+            (c.sip.min_expires, c.sip.max_expires, c.sip.default_expires),
+            (60, 3600, 3600)
+        );
+        assert_eq!(c.sip.nonce_ttl_secs, 300);
+        assert_eq!(c.sip.tcp_idle_secs, 3600);
+        assert_eq!(c.sip.max_message_bytes, 65535);
+        assert_eq!(
+            c.sip.user_agent,
+            format!("pasarela/{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(c.media.rtp_ports, 10000..=20000);
+        assert_eq!(c.store.path, PathBuf::from("pasarela.db"));
+        assert_eq!(c.web.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.numbering.country_code, "49");
+        assert_eq!(c.numbering.national_prefix, "0");
+        assert_eq!(c.numbering.international_prefix, "00");
+        assert_eq!(c.enum_.suffixes, ["e164.arpa"]);
+        assert!(c.enum_.nameservers.is_empty());
+        assert_eq!(c.enum_.budget_ms, 500);
+        assert_eq!(c.log.level, "info");
+        assert!(c.extensions.is_empty());
+        assert_eq!(c.source, None);
+        assert_eq!(Config::load(None).ok(), Some(Config::default()));
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.source.as_deref(), Some(Path::new("test.toml")));
+        assert_eq!(Config { source: None, ..c }, Config::default());
+        let c = parse("[sip]\n[media]\n[store]\n[web]\n[numbering]\n[enum]\n[log]\n").unwrap();
+        assert_eq!(Config { source: None, ..c }, Config::default());
+    }
+
+    const FULL: &str = r#"
+[sip]
+listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]   # transport:address:port
+domain = "office.test"                                    # realm for digest auth
+t1_ms = 250
+t2_ms = 2000
+t4_ms = 3000
+min_expires = 30
+max_expires = 7200
+default_expires = 600
+nonce_ttl_secs = 120
+tcp_idle_secs = 600
+max_message_bytes = 8192
+user_agent = "office-pbx"
+
+[media]
+rtp_ports = "10000-20000"
+
+[store]
+path = "pasarela.db"                                      # SQLite file
+
+[web]
+listen = "127.0.0.1:8080"
+
+[numbering]
+country_code = "49"
+national_prefix = "0"
+international_prefix = "00"
+
+[enum]
+suffixes = ["e164.arpa"]
+nameservers = ["127.0.0.1:53"]                            # omit to use the system resolver
+budget_ms = 500                                           # total time ENUM/DUNDi may take per call
+
+[log]
+level = "debug"
+
+[[extension]]
+number = "100"
+password = "secret100"
+name = "Reception"
+did = "+4930123456"                                       # optional
+
+[[extension]]
+number = "101"
+password = "secret101"
+enabled = false
+"#;
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(FULL).unwrap();
+        assert_eq!(
+            c.sip.listen,
+            [
+                ListenAddr {
+                    transport: Transport::Udp,
+                    addr: "127.0.0.1:5060".parse().unwrap()
+                },
+                ListenAddr {
+                    transport: Transport::Tcp,
+                    addr: "127.0.0.1:5060".parse().unwrap()
+                },
+            ]
+        );
+        assert_eq!(c.sip.domain, "office.test");
+        assert_eq!((c.sip.t1_ms, c.sip.t2_ms, c.sip.t4_ms), (250, 2000, 3000));
+        assert_eq!(
+            (c.sip.min_expires, c.sip.max_expires, c.sip.default_expires),
+            (30, 7200, 600)
+        );
+        assert_eq!((c.sip.nonce_ttl_secs, c.sip.tcp_idle_secs), (120, 600));
+        assert_eq!(c.sip.max_message_bytes, 8192);
+        assert_eq!(c.sip.user_agent, "office-pbx");
+        assert_eq!(c.media.rtp_ports, 10000..=20000);
+        assert_eq!(c.store.path, PathBuf::from("pasarela.db"));
+        assert_eq!(c.web.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.enum_.suffixes, ["e164.arpa"]);
+        assert_eq!(c.enum_.nameservers, ["127.0.0.1:53".parse().unwrap()]);
+        assert_eq!(c.enum_.budget_ms, 500);
+        assert_eq!(c.log.level, "debug");
+        assert_eq!(
+            c.extensions,
+            [
+                ExtensionConfig {
+                    number: "100".into(),
+                    password: "secret100".into(),
+                    name: Some("Reception".into()),
+                    did: Some("+4930123456".into()),
+                    enabled: true,
+                },
+                ExtensionConfig {
+                    number: "101".into(),
+                    password: "secret101".into(),
+                    name: None,
+                    did: None,
+                    enabled: false,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn listen_addr_forms() {
+        let l: ListenAddr = "tcp:[::1]:5060".parse().unwrap();
+        assert_eq!(l.transport, Transport::Tcp);
+        assert_eq!(l.addr, "[::1]:5060".parse().unwrap());
+        assert_eq!(l.to_string(), "tcp:[::1]:5060");
+        assert_eq!(
+            "UDP:10.0.0.1:5062".parse::<ListenAddr>().unwrap().transport,
+            Transport::Udp
+        );
+        assert!("sctp:1.2.3.4:5060".parse::<ListenAddr>().is_err());
+        assert!("udp:1.2.3.4".parse::<ListenAddr>().is_err());
+        assert!("1.2.3.4:5060".parse::<ListenAddr>().is_err());
+        assert_eq!(Transport::Udp.to_string(), "udp");
+    }
+
+    #[test]
+    fn nameserver_without_port_means_53() {
+        let c = parse("[enum]\nnameservers = [\"::1\", \"127.0.0.1:5353\"]\n").unwrap();
+        assert_eq!(
+            c.enum_.nameservers,
+            [
+                "[::1]:53".parse::<SocketAddr>().unwrap(),
+                "127.0.0.1:5353".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let err = parse("[sip]\ndomain = \"x\"\nlisten = [\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+        assert!(err.to_string().starts_with("test.toml:"), "{err}");
+        let err = parse("[sip]\ndomain = = 3\n").unwrap_err();
+        assert_eq!(err.line(), Some(2), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_in_table() {
+        let (line, key, msg) = fail("[sip]\ndomain = \"a\"\nlisen = []\n");
+        assert_eq!((line, key.as_str()), (3, "sip.lisen"), "{msg}");
+        assert!(
+            msg.starts_with("test.toml:3: key `sip.lisen`: unknown key"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_table() {
+        let (line, key, msg) = fail("[sip]\ndomain = \"a\"\n\n[sipp]\nx = 1\n");
+        assert_eq!((line, key.as_str()), (4, "sipp"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_in_array_of_tables() {
+        let text = "[[extension]]\nnumber = \"100\"\npassword = \"a\"\n\n[[extension]]\nnumber = \"101\"\npasword = \"b\"\n";
+        let (line, key, msg) = fail(text);
+        assert_eq!((line, key.as_str()), (7, "extension[1].pasword"), "{msg}");
+    }
+
+    #[test]
+    fn type_errors() {
+        let (line, key, msg) = fail("[sip]\ndomain = \"a\"\nt1_ms = \"fast\"\n");
+        assert_eq!((line, key.as_str()), (3, "sip.t1_ms"), "{msg}");
+        let (line, key, msg) = fail("[sip]\nmin_expires = -5\n");
+        assert_eq!((line, key.as_str()), (2, "sip.min_expires"), "{msg}");
+        let (line, key, msg) = fail("[sip]\nlisten = [\n  \"udp:127.0.0.1:5060\",\n  5060,\n]\n");
+        assert_eq!((line, key.as_str()), (4, "sip.listen[1]"), "{msg}");
+        let (line, key, msg) =
+            fail("[[extension]]\nnumber = \"100\"\npassword = \"x\"\nenabled = \"yes\"\n");
+        assert_eq!((line, key.as_str()), (4, "extension[0].enabled"), "{msg}");
+        let (line, key, msg) = fail("sip = 3\n");
+        assert_eq!((line, key.as_str()), (1, "sip"), "{msg}");
+    }
+
+    #[test]
+    fn missing_required_key_points_at_its_table() {
+        let text = "[sip]\ndomain = \"a\"\n\n[[extension]]\nnumber = \"100\"\npassword = \"a\"\n\n[[extension]]\nnumber = \"101\"\n";
+        let (line, key, msg) = fail(text);
+        // Line 8 is the `[[extension]]` header of the second entry.
+        assert_eq!((line, key.as_str()), (8, "extension[1].password"), "{msg}");
+    }
+
+    #[test]
+    fn bad_listen_strings() {
+        let text = "[sip]\nlisten = [\n  \"udp:127.0.0.1:5060\",\n  \"sctp:127.0.0.1:5060\",\n]\n";
+        let (line, key, msg) = fail(text);
+        assert_eq!((line, key.as_str()), (4, "sip.listen[1]"), "{msg}");
+        assert!(msg.contains("unknown transport `sctp`"), "{msg}");
+        let (line, key, msg) =
+            fail("[sip]\nlisten = [\"udp:127.0.0.1:5060\", \"tcp:localhost:5060\"]\n");
+        assert_eq!((line, key.as_str()), (2, "sip.listen[1]"), "{msg}");
+        assert!(
+            msg.starts_with("test.toml:2: key `sip.listen[1]`: `localhost:5060` is not"),
+            "{msg}"
+        );
+        let (_, key, _) = fail("[sip]\nlisten = []\n");
+        assert_eq!(key, "sip.listen");
+        let (_, key, _) = fail("[sip]\nlisten = [\"udp:[::]:5060\", \"udp:[::]:5060\"]\n");
+        assert_eq!(key, "sip.listen[1]");
+    }
+
+    #[test]
+    fn bad_rtp_ports() {
+        for bad in [
+            "10000",
+            "20000-10000",
+            "10001-20000",
+            "a-b",
+            "0-100",
+            "10000-70000",
+        ] {
+            let text = format!("\n[media]\nrtp_ports = \"{bad}\"\n");
+            let (line, key, msg) = fail(&text);
+            assert_eq!((line, key.as_str()), (3, "media.rtp_ports"), "{bad}: {msg}");
+        }
+        let c = parse("[media]\nrtp_ports = \"4000-4000\"\n").unwrap();
+        assert_eq!(c.media.rtp_ports, 4000..=4000);
+    }
+
+    #[test]
+    fn timer_and_expiry_relations() {
+        let (line, key, msg) = fail("[sip]\nt2_ms = 1000\nt1_ms = 2000\n");
+        assert_eq!((line, key.as_str()), (3, "sip.t1_ms"), "{msg}");
+        // Only t2 given: blame t2.
+        let (line, key, msg) = fail("[sip]\ndomain = \"x\"\nt2_ms = 100\n");
+        assert_eq!((line, key.as_str()), (3, "sip.t2_ms"), "{msg}");
+        let (line, key, msg) = fail("[sip]\nmin_expires = 600\nmax_expires = 300\n");
+        assert_eq!((line, key.as_str()), (2, "sip.min_expires"), "{msg}");
+        let (line, key, msg) = fail("[sip]\ndefault_expires = 10\n");
+        assert_eq!((line, key.as_str()), (2, "sip.default_expires"), "{msg}");
+        let (_, key, _) = fail("[sip]\nt1_ms = 0\n");
+        assert_eq!(key, "sip.t1_ms");
+        // A default that falls outside a configured range is clamped, not an error.
+        let c = parse("[sip]\nmax_expires = 1800\n").unwrap();
+        assert_eq!(c.sip.default_expires, 1800);
+    }
+
+    #[test]
+    fn extension_errors() {
+        let ext = |number: &str, extra: &str| {
+            format!("[[extension]]\nnumber = \"{number}\"\npassword = \"pw\"\n{extra}\n")
+        };
+        for bad in ["", "12a", "1234567890123456", "+100"] {
+            let (line, key, msg) = fail(&ext(bad, ""));
+            assert_eq!((line, key.as_str()), (2, "extension[0].number"), "{msg}");
+        }
+        let (line, key, msg) = fail("[[extension]]\nnumber = \"1\"\npassword = \"\"\n");
+        assert_eq!((line, key.as_str()), (3, "extension[0].password"), "{msg}");
+        for bad in ["4930123", "+", "+49 30", "+4930x"] {
+            let (line, key, msg) = fail(&ext("100", &format!("did = \"{bad}\"")));
+            assert_eq!((line, key.as_str()), (4, "extension[0].did"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn duplicate_extension_points_at_the_second() {
+        let mut text = String::from("[sip]\ndomain = \"office.test\"\n");
+        for n in ["100", "101", "102", "101"] {
+            text.push_str(&format!(
+                "\n[[extension]]\nname = \"x\"\nnumber = \"{n}\"\npassword = \"pw\"\n"
+            ));
+        }
+        let (line, key, msg) = fail(&text);
+        // Fourth entry: blank line 18, header 19, name 20, number 21.
+        assert_eq!((line, key.as_str()), (21, "extension[3].number"), "{msg}");
+        assert!(msg.contains("defined twice"), "{msg}");
+    }
+
+    #[test]
+    fn log_levels() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "off",
+            "warn,pasarela::sip=trace",
+            "pasarela=debug",
+        ] {
+            assert_eq!(
+                parse(&format!("[log]\nlevel = \"{ok}\"\n"))
+                    .unwrap()
+                    .log
+                    .level,
+                ok
+            );
+        }
+        for bad in ["verbose", "", "info,pasarela=loud"] {
+            let (line, key, msg) = fail(&format!("\n[log]\nlevel = \"{bad}\"\n"));
+            assert_eq!((line, key.as_str()), (3, "log.level"), "{bad}: {msg}");
+        }
+    }
+
+    #[test]
+    fn other_value_errors() {
+        let (line, key, _) = fail("[web]\nlisten = \"localhost\"\n");
+        assert_eq!((line, key.as_str()), (2, "web.listen"));
+        let (line, key, _) = fail("[enum]\nnameservers = [\"127.0.0.1:53\", \"dns.example\"]\n");
+        assert_eq!((line, key.as_str()), (2, "enum.nameservers[1]"));
+        let (_, key, _) = fail("[enum]\nsuffixes = [\"\"]\n");
+        assert_eq!(key, "enum.suffixes[0]");
+        let (_, key, _) = fail("[enum]\nbudget_ms = 0\n");
+        assert_eq!(key, "enum.budget_ms");
+        let (_, key, _) = fail("[numbering]\ncountry_code = \"+49\"\n");
+        assert_eq!(key, "numbering.country_code");
+        let (_, key, _) = fail("[sip]\ndomain = \"\"\n");
+        assert_eq!(key, "sip.domain");
+    }
+
+    #[test]
+    fn inline_tables_and_dotted_keys_are_located() {
+        let (line, key, msg) = fail("sip.domain = \"x\"\nsip.t1_ms = 9000\n");
+        assert_eq!((line, key.as_str()), (2, "sip.t1_ms"), "{msg}");
+        let text = "extension = [\n  { number = \"1\", password = \"a\" },\n  { number = \"1\", password = \"b\" },\n]\n";
+        let (line, key, msg) = fail(text);
+        assert_eq!((line, key.as_str()), (3, "extension[1].number"), "{msg}");
+    }
+
+    #[test]
+    fn load_reads_files_and_reports_io_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, FULL).unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.source.as_deref(), Some(path.as_path()));
+        assert_eq!(c.sip.domain, "office.test");
+
+        let missing = dir.path().join("missing.toml");
+        let err = Config::load(Some(&missing)).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(&format!("{}: cannot read: ", missing.display())),
+            "{shown}"
+        );
+
+        std::fs::write(&path, "[sip]\n\nlisen = 1\n").unwrap();
+        let shown = Config::load(Some(&path)).unwrap_err().to_string();
+        assert_eq!(
+            shown.split(": unknown key").next(),
+            Some(format!("{}:3: key `sip.lisen`", path.display()).as_str())
+        );
+    }
+}

@@ -4,6 +4,7 @@
 //! [`sip`], thin tokio shells under [`transport`], and the services built on them.
 
 pub mod config;
+pub mod logging;
 pub mod registrar;
 pub mod server;
 pub mod sip;

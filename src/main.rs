@@ -1,1 +1,170 @@
-fn main() {}
+//! The `pasarela` command line: parses arguments, loads the configuration, and dispatches to
+//! the subcommands (`serve`, `check-config`).
+//!
+//! Exit status: 0 on success, 2 for a usage or configuration error, 1 for any other failure.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pasarela::config::{Config, ConfigError};
+
+/// Exit status for usage and configuration errors (clap uses 2 for usage errors too).
+const EXIT_CONFIG: u8 = 2;
+/// Exit status for other failures.
+const EXIT_FAILURE: u8 = 1;
+
+/// SIP registrar, back-to-back user agent and PSTN gateway for small offices.
+#[derive(Debug, Parser)]
+#[command(name = "pasarela", version, propagate_version = true)]
+#[command(
+    after_help = "Without --config, the built-in defaults are used: SIP on udp and tcp \
+    0.0.0.0:5060, database ./pasarela.db, dashboard on 127.0.0.1:8080.\n\
+    Logging goes to stderr; RUST_LOG, when set, overrides the log.level config key."
+)]
+struct Cli {
+    /// Read the configuration from FILE (TOML) instead of using the built-in defaults.
+    /// Accepted before or after the command.
+    #[arg(short = 'c', long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the registrar, B2BUA and gateway in the foreground until stopped.
+    ///
+    /// Loads and validates the configuration first; a configuration error is printed as
+    /// FILE:LINE: key `KEY`: problem, and the exit status is 2.
+    Serve,
+    /// Validate the configuration and print a one-line summary, without starting anything.
+    ///
+    /// Prints "FILE: ok" and a summary and exits 0 if the configuration is valid; otherwise
+    /// prints the error (FILE:LINE: key `KEY`: problem) to stderr and exits 2.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => return config_error(&e),
+    };
+    match cli.command {
+        Command::Serve => serve(config),
+        Command::CheckConfig => {
+            println!("{}: ok", origin(cli.config.as_deref()));
+            println!("{}", summary(&config));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    // Printed as is, so the line starts with FILE:LINE for editors and scripts.
+    eprintln!("{e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn origin(path: Option<&Path>) -> String {
+    match path {
+        Some(p) => p.display().to_string(),
+        None => "(built-in defaults)".to_owned(),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    if let Err(e) = pasarela::logging::init(&config.log) {
+        eprintln!("pasarela: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pasarela")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pasarela: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match &config.source {
+        Some(path) => tracing::info!(config = %path.display(), "starting pasarela"),
+        None => tracing::info!("starting pasarela on built-in defaults"),
+    }
+    match runtime.block_on(pasarela::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("pasarela: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// One line describing what the configuration sets up.
+fn summary(config: &Config) -> String {
+    let listen: Vec<String> = config.sip.listen.iter().map(|l| l.to_string()).collect();
+    let enabled = config.extensions.iter().filter(|e| e.enabled).count();
+    let nameservers = if config.enum_.nameservers.is_empty() {
+        "system resolver".to_owned()
+    } else {
+        config
+            .enum_
+            .nameservers
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "domain {}; sip {}; rtp {}-{}; store {}; web {}; enum {} via {}; {} extension(s) ({} enabled); log {}",
+        config.sip.domain,
+        listen.join(", "),
+        config.media.rtp_ports.start(),
+        config.media.rtp_ports.end(),
+        config.store.path.display(),
+        config.web.listen,
+        config.enum_.suffixes.join(", "),
+        nameservers,
+        config.extensions.len(),
+        enabled,
+        config.log.level,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_flag_is_global() {
+        let before = Cli::try_parse_from(["pasarela", "--config", "a.toml", "serve"]).unwrap();
+        assert_eq!(before.config.as_deref(), Some(Path::new("a.toml")));
+        assert!(matches!(before.command, Command::Serve));
+        let after =
+            Cli::try_parse_from(["pasarela", "check-config", "--config", "b.toml"]).unwrap();
+        assert_eq!(after.config.as_deref(), Some(Path::new("b.toml")));
+        assert!(matches!(after.command, Command::CheckConfig));
+        let none = Cli::try_parse_from(["pasarela", "serve"]).unwrap();
+        assert_eq!(none.config, None);
+        assert!(Cli::try_parse_from(["pasarela"]).is_err());
+    }
+
+    #[test]
+    fn summary_of_defaults() {
+        let s = summary(&Config::default());
+        assert!(s.contains("udp:0.0.0.0:5060, tcp:0.0.0.0:5060"), "{s}");
+        assert!(s.contains("0 extension(s)"), "{s}");
+        assert!(!s.contains('\n'));
+    }
+}

@@ -1,1 +1,645 @@
-//! SQLite store (being written).
+//! The SQLite store: opening the database, applying migrations, and the queries on extensions
+//! and registrar bindings.
+//!
+//! [`Store`] wraps one `rusqlite` connection and is used synchronously; code on the tokio
+//! runtime should not call it on a hot path. Registration changes are written through
+//! [`writer::BindingWriter`], a background thread that batches them into few transactions.
+//! All times are unix seconds passed in by the caller (`now_unix`), so the store reads no clock
+//! except for the `created_at`/`updated_at` stamps on extension rows.
+
+mod migrations;
+pub mod writer;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::config::ExtensionConfig;
+
+pub use writer::{BindingWriter, BindingWriterHandle};
+
+/// The value of `extensions.source` for rows provisioned from the config file.
+pub const SOURCE_CONFIG: &str = "config";
+
+/// How long a statement waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The directory for the database file could not be created.
+    #[error("{}: cannot create directory: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or configured.
+    #[error("{}: cannot open database: {source}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        source: rusqlite::Error,
+    },
+    /// The schema could not be migrated to the current version.
+    #[error("{}: cannot migrate database schema: {source}", path.display())]
+    Migrate {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        source: rusqlite_migration::Error,
+    },
+    /// A query failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The binding writer thread is gone.
+    #[error("the binding writer has stopped")]
+    WriterStopped,
+    /// Some batches of binding changes could not be written (the details were logged).
+    #[error("{failed} batch(es) of binding changes could not be written")]
+    WriteFailed {
+        /// How many batches failed since the previous flush.
+        failed: usize,
+    },
+}
+
+/// An extension as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionRow {
+    /// The extension number (primary key).
+    pub number: String,
+    /// The digest-authentication password.
+    pub password: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Direct inward dialling number (E.164 with `+`).
+    pub did: Option<String>,
+    /// Whether the extension may register and call.
+    pub enabled: bool,
+}
+
+/// A registrar binding as stored: one contact of one address of record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindingRow {
+    /// The address of record.
+    pub aor: String,
+    /// The contact URI.
+    pub contact: String,
+    /// The `q` preference, 0.0 to 1.0.
+    pub q: f32,
+    /// When the binding expires, unix seconds.
+    pub expires_at: i64,
+    /// Call-ID of the REGISTER that created or refreshed it.
+    pub call_id: String,
+    /// CSeq number of that REGISTER.
+    pub cseq: u32,
+    /// Transport it came in on (`udp`, `tcp`).
+    pub transport: String,
+    /// `ip:port` the REGISTER was received from.
+    pub source: String,
+    /// Our listen address it came in on.
+    pub local: String,
+    /// The registering agent's `User-Agent`.
+    pub user_agent: Option<String>,
+    /// `+sip.instance` (RFC 5626).
+    pub instance: Option<String>,
+    /// `reg-id` (RFC 5626).
+    pub reg_id: Option<u32>,
+    /// When this row was last written, unix seconds.
+    pub updated_at: i64,
+}
+
+/// One change to the stored bindings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BindingChange {
+    /// Insert the binding, or replace the one with the same `(aor, contact)`.
+    Upsert(BindingRow),
+    /// Remove one binding.
+    Remove {
+        /// The address of record.
+        aor: String,
+        /// The contact URI.
+        contact: String,
+    },
+    /// Remove every binding of an address of record.
+    RemoveAll {
+        /// The address of record.
+        aor: String,
+    },
+}
+
+/// What [`Store::sync_config_extensions`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtensionSync {
+    /// Rows inserted or changed.
+    pub changed: usize,
+    /// Rows removed because they left the config file.
+    pub removed: usize,
+}
+
+/// A connection to the pasarela database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
+    /// The parent directory is created if it is missing.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        Store::init(conn, path).map_err(|e| match e {
+            StoreError::Sqlite(source) => open_err(source),
+            other => other,
+        })
+    }
+
+    /// Opens a private in-memory database with the current schema (for tests and tools).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let path = Path::new(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Store::init(conn, path)
+    }
+
+    fn init(mut conn: Connection, path: &Path) -> Result<Store, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // journal_mode answers with the mode in effect ("memory" for in-memory databases).
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::MIGRATIONS
+            .to_latest(&mut conn)
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Store { conn })
+    }
+
+    /// Makes the `source = 'config'` extensions match `extensions`: inserts or updates each
+    /// (taking over a row of the same number from another source), and deletes `config` rows
+    /// whose number is no longer listed. Rows from other sources are left alone. One
+    /// transaction.
+    pub fn sync_config_extensions(
+        &mut self,
+        extensions: &[ExtensionConfig],
+    ) -> Result<ExtensionSync, StoreError> {
+        let now = unix_now();
+        let tx = self.conn.transaction()?;
+        let mut result = ExtensionSync::default();
+        {
+            let mut upsert = tx.prepare(
+                "INSERT INTO extensions
+                     (number, password, name, did, enabled, source, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                 ON CONFLICT (number) DO UPDATE SET
+                     password = excluded.password,
+                     name = excluded.name,
+                     did = excluded.did,
+                     enabled = excluded.enabled,
+                     source = excluded.source,
+                     updated_at = excluded.updated_at
+                 WHERE extensions.password IS NOT excluded.password
+                    OR extensions.name IS NOT excluded.name
+                    OR extensions.did IS NOT excluded.did
+                    OR extensions.enabled IS NOT excluded.enabled
+                    OR extensions.source IS NOT excluded.source",
+            )?;
+            for e in extensions {
+                result.changed += upsert.execute(params![
+                    e.number,
+                    e.password,
+                    e.name,
+                    e.did,
+                    e.enabled,
+                    SOURCE_CONFIG,
+                    now
+                ])?;
+            }
+            let wanted: HashSet<&str> = extensions.iter().map(|e| e.number.as_str()).collect();
+            let stale: Vec<String> = tx
+                .prepare("SELECT number FROM extensions WHERE source = ?1")?
+                .query_map([SOURCE_CONFIG], |row| row.get::<_, String>(0))?
+                .filter(|n| n.as_ref().map_or(true, |n| !wanted.contains(n.as_str())))
+                .collect::<Result<_, _>>()?;
+            let mut delete =
+                tx.prepare("DELETE FROM extensions WHERE number = ?1 AND source = ?2")?;
+            for number in &stale {
+                result.removed += delete.execute(params![number, SOURCE_CONFIG])?;
+            }
+        }
+        tx.commit()?;
+        Ok(result)
+    }
+
+    /// All extensions, ordered by number.
+    pub fn extensions(&self) -> Result<Vec<ExtensionRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT number, password, name, did, enabled FROM extensions ORDER BY number",
+        )?;
+        let rows = stmt.query_map([], extension_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One extension by number.
+    pub fn extension(&self, number: &str) -> Result<Option<ExtensionRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT number, password, name, did, enabled FROM extensions WHERE number = ?1",
+                [number],
+                extension_from_row,
+            )
+            .optional()?)
+    }
+
+    /// All bindings that have not expired at `now_unix`, ordered by AOR and contact.
+    pub fn load_bindings(&self, now_unix: i64) -> Result<Vec<BindingRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT aor, contact, q, expires_at, call_id, cseq, transport, source, local,
+                    user_agent, instance, reg_id, updated_at
+             FROM bindings WHERE expires_at > ?1 ORDER BY aor, contact",
+        )?;
+        let rows = stmt.query_map([now_unix], binding_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes the bindings expired at `now_unix`; returns how many.
+    pub fn purge_expired_bindings(&self, now_unix: i64) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM bindings WHERE expires_at <= ?1", [now_unix])?)
+    }
+
+    /// Applies `changes` in order, in one transaction: all of them or none.
+    pub fn apply_binding_changes(&mut self, changes: &[BindingChange]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO bindings
+                     (aor, contact, q, expires_at, call_id, cseq, transport, source, local,
+                      user_agent, instance, reg_id, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (aor, contact) DO UPDATE SET
+                     q = excluded.q,
+                     expires_at = excluded.expires_at,
+                     call_id = excluded.call_id,
+                     cseq = excluded.cseq,
+                     transport = excluded.transport,
+                     source = excluded.source,
+                     local = excluded.local,
+                     user_agent = excluded.user_agent,
+                     instance = excluded.instance,
+                     reg_id = excluded.reg_id,
+                     updated_at = excluded.updated_at",
+            )?;
+            let mut remove =
+                tx.prepare_cached("DELETE FROM bindings WHERE aor = ?1 AND contact = ?2")?;
+            let mut remove_all = tx.prepare_cached("DELETE FROM bindings WHERE aor = ?1")?;
+            for change in changes {
+                match change {
+                    BindingChange::Upsert(b) => {
+                        upsert.execute(params![
+                            b.aor,
+                            b.contact,
+                            b.q,
+                            b.expires_at,
+                            b.call_id,
+                            b.cseq,
+                            b.transport,
+                            b.source,
+                            b.local,
+                            b.user_agent,
+                            b.instance,
+                            b.reg_id,
+                            b.updated_at
+                        ])?;
+                    }
+                    BindingChange::Remove { aor, contact } => {
+                        remove.execute(params![aor, contact])?;
+                    }
+                    BindingChange::RemoveAll { aor } => {
+                        remove_all.execute([aor])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn extension_from_row(row: &Row<'_>) -> rusqlite::Result<ExtensionRow> {
+    Ok(ExtensionRow {
+        number: row.get(0)?,
+        password: row.get(1)?,
+        name: row.get(2)?,
+        did: row.get(3)?,
+        enabled: row.get(4)?,
+    })
+}
+
+fn binding_from_row(row: &Row<'_>) -> rusqlite::Result<BindingRow> {
+    Ok(BindingRow {
+        aor: row.get(0)?,
+        contact: row.get(1)?,
+        q: row.get(2)?,
+        expires_at: row.get(3)?,
+        call_id: row.get(4)?,
+        cseq: row.get(5)?,
+        transport: row.get(6)?,
+        source: row.get(7)?,
+        local: row.get(8)?,
+        user_agent: row.get(9)?,
+        instance: row.get(10)?,
+        reg_id: row.get(11)?,
+        updated_at: row.get(12)?,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn binding(aor: &str, contact: &str, expires_at: i64) -> BindingRow {
+        BindingRow {
+            aor: aor.to_owned(),
+            contact: contact.to_owned(),
+            q: 0.5,
+            expires_at,
+            call_id: format!("cid-{aor}-{contact}"),
+            cseq: 7,
+            transport: "udp".to_owned(),
+            source: "192.0.2.10:5062".to_owned(),
+            local: "udp:0.0.0.0:5060".to_owned(),
+            user_agent: Some("baresip".to_owned()),
+            instance: Some("<urn:uuid:00000000-0000-0000-0000-000000000001>".to_owned()),
+            reg_id: Some(1),
+            updated_at: 1000,
+        }
+    }
+
+    fn ext(number: &str, password: &str) -> ExtensionConfig {
+        ExtensionConfig {
+            number: number.to_owned(),
+            password: password.to_owned(),
+            name: Some(format!("Ext {number}")),
+            did: None,
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn migrations_apply_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        drop(Store::open(&path).unwrap());
+        drop(Store::open(&path).unwrap());
+        let store = Store::open(&path).unwrap();
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 1, "NORMAL");
+        let fk: i64 = store
+            .conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn open_creates_parent_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/c.db");
+        Store::open(&path).unwrap();
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn open_reports_path_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "not a directory").unwrap();
+        let err = Store::open(&file.join("x.db")).unwrap_err();
+        assert!(err.to_string().contains("file"), "{err}");
+        std::fs::write(dir.path().join("junk.db"), vec![b'x'; 4096]).unwrap();
+        let err = Store::open(&dir.path().join("junk.db")).unwrap_err();
+        assert!(err.to_string().contains("junk.db"), "{err}");
+    }
+
+    #[test]
+    fn extension_sync() {
+        let mut store = Store::open_in_memory().unwrap();
+        // A row managed elsewhere (e.g. the dashboard).
+        store
+            .conn
+            .execute(
+                "INSERT INTO extensions (number, password, source) VALUES ('200', 'web', 'web')",
+                [],
+            )
+            .unwrap();
+
+        let first = [ext("100", "a"), ext("101", "b")];
+        let r = store.sync_config_extensions(&first).unwrap();
+        assert_eq!(
+            r,
+            ExtensionSync {
+                changed: 2,
+                removed: 0
+            }
+        );
+        let numbers: Vec<String> = store
+            .extensions()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.number)
+            .collect();
+        assert_eq!(numbers, ["100", "101", "200"]);
+
+        // Same config again: nothing changes.
+        let r = store.sync_config_extensions(&first).unwrap();
+        assert_eq!(r, ExtensionSync::default());
+
+        // 100 changes, 101 disappears, 102 appears; 200 is untouched.
+        let mut changed = ext("100", "new");
+        changed.did = Some("+4930123456".into());
+        changed.enabled = false;
+        changed.name = None;
+        let r = store
+            .sync_config_extensions(&[changed, ext("102", "c")])
+            .unwrap();
+        assert_eq!(
+            r,
+            ExtensionSync {
+                changed: 2,
+                removed: 1
+            }
+        );
+        assert_eq!(
+            store.extension("100").unwrap(),
+            Some(ExtensionRow {
+                number: "100".into(),
+                password: "new".into(),
+                name: None,
+                did: Some("+4930123456".into()),
+                enabled: false,
+            })
+        );
+        assert_eq!(store.extension("101").unwrap(), None);
+        assert!(store.extension("102").unwrap().is_some());
+        assert_eq!(
+            store.extension("200").unwrap().map(|e| e.password),
+            Some("web".into())
+        );
+
+        // An empty config removes all config rows, nothing else.
+        let r = store.sync_config_extensions(&[]).unwrap();
+        assert_eq!(r.removed, 2);
+        let numbers: Vec<String> = store
+            .extensions()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.number)
+            .collect();
+        assert_eq!(numbers, ["200"]);
+    }
+
+    #[test]
+    fn binding_changes() {
+        let mut store = Store::open_in_memory().unwrap();
+        let a1 = binding("sip:100@office.test", "sip:100@192.0.2.10:5062", 2000);
+        let a2 = binding("sip:100@office.test", "sip:100@192.0.2.11:5062", 3000);
+        let b1 = binding("sip:101@office.test", "sip:101@192.0.2.12:5062", 2500);
+        store
+            .apply_binding_changes(&[
+                BindingChange::Upsert(a1.clone()),
+                BindingChange::Upsert(a2.clone()),
+                BindingChange::Upsert(b1.clone()),
+            ])
+            .unwrap();
+        assert_eq!(
+            store.load_bindings(1000).unwrap(),
+            [a1.clone(), a2.clone(), b1.clone()]
+        );
+
+        // Refresh replaces the row.
+        let mut a1b = a1.clone();
+        a1b.expires_at = 4000;
+        a1b.cseq = 8;
+        a1b.user_agent = None;
+        a1b.instance = None;
+        a1b.reg_id = None;
+        store
+            .apply_binding_changes(&[BindingChange::Upsert(a1b.clone())])
+            .unwrap();
+        assert_eq!(
+            store.load_bindings(1000).unwrap(),
+            [a1b.clone(), a2.clone(), b1.clone()]
+        );
+
+        // Only unexpired bindings are loaded.
+        assert_eq!(
+            store.load_bindings(2500).unwrap(),
+            [a1b.clone(), a2.clone()]
+        );
+
+        store
+            .apply_binding_changes(&[BindingChange::Remove {
+                aor: a2.aor.clone(),
+                contact: a2.contact.clone(),
+            }])
+            .unwrap();
+        assert_eq!(
+            store.load_bindings(1000).unwrap(),
+            [a1b.clone(), b1.clone()]
+        );
+
+        store
+            .apply_binding_changes(&[BindingChange::RemoveAll {
+                aor: a1.aor.clone(),
+            }])
+            .unwrap();
+        assert_eq!(
+            store.load_bindings(1000).unwrap(),
+            std::slice::from_ref(&b1)
+        );
+
+        assert_eq!(store.purge_expired_bindings(2499).unwrap(), 0);
+        assert_eq!(store.purge_expired_bindings(2500).unwrap(), 1);
+        assert!(store.load_bindings(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn binding_changes_are_atomic() {
+        let mut store = Store::open_in_memory().unwrap();
+        let ok = binding("sip:100@x", "sip:a", 2000);
+        store
+            .apply_binding_changes(&[BindingChange::Upsert(ok.clone())])
+            .unwrap();
+        // Make the second statement fail; the first must not stick.
+        store
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER no_evil BEFORE INSERT ON bindings WHEN NEW.aor = 'evil'
+                 BEGIN SELECT RAISE(ABORT, 'no'); END;",
+            )
+            .unwrap();
+        let err = store.apply_binding_changes(&[
+            BindingChange::RemoveAll {
+                aor: ok.aor.clone(),
+            },
+            BindingChange::Upsert(binding("evil", "sip:b", 2000)),
+        ]);
+        assert!(err.is_err());
+        assert_eq!(store.load_bindings(0).unwrap(), [ok]);
+    }
+
+    #[test]
+    fn persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let b = binding("sip:100@x", "sip:100@192.0.2.1", 5000);
+        {
+            let mut store = Store::open(&path).unwrap();
+            store.sync_config_extensions(&[ext("100", "pw")]).unwrap();
+            store
+                .apply_binding_changes(&[BindingChange::Upsert(b.clone())])
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.load_bindings(0).unwrap(), [b]);
+        assert_eq!(
+            store.extension("100").unwrap().map(|e| e.password),
+            Some("pw".into())
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! The schema migrations, in order: the one place that lists the SQL files of `/migrations`.
+//!
+//! Each file is embedded in the binary with `include_str!` and applied at start-up by
+//! `rusqlite_migration`, which records the schema version in SQLite's `user_version`. Append new
+//! files at the end; never edit or reorder one that has shipped.
+
+use rusqlite_migration::{Migrations, M};
+
+const MIGRATION_LIST: &[M<'static>] = &[M::up(include_str!("../../migrations/0001_initial.sql"))];
+
+/// All migrations, oldest first.
+pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        assert!(MIGRATIONS.validate().is_ok());
+    }
+}
