@@ -102,22 +102,19 @@ impl DigestGate {
             self.fail(unix, source);
             return GateOutcome::Forbidden("Forbidden");
         };
-        let status = self.nonces.check(&creds.nonce, creds.nc, unix);
-        match status {
-            NonceStatus::Invalid | NonceStatus::Replay => {
+        // Verify first: the nonce manager records nonce counts, and an unverified request must
+        // not be able to advance them (that would lock the real phone out).
+        if !auth::verify(&creds, req.method.as_str(), &password) {
+            tracing::warn!(user = %creds.username, %source, "wrong password");
+            self.fail(unix, source);
+            return GateOutcome::Forbidden("Forbidden");
+        }
+        match self.nonces.check(&creds.nonce, creds.nc, unix) {
+            NonceStatus::Valid => GateOutcome::Authenticated(creds.username),
+            NonceStatus::Stale => self.challenge(unix, true),
+            status @ (NonceStatus::Invalid | NonceStatus::Replay) => {
                 tracing::debug!(user = %creds.username, ?status, "nonce refused; challenging again");
                 self.challenge(unix, false)
-            }
-            NonceStatus::Stale | NonceStatus::Valid => {
-                if !auth::verify(&creds, req.method.as_str(), &password) {
-                    tracing::warn!(user = %creds.username, %source, "wrong password");
-                    self.fail(unix, source);
-                    return GateOutcome::Forbidden("Forbidden");
-                }
-                if status == NonceStatus::Stale {
-                    return self.challenge(unix, true);
-                }
-                GateOutcome::Authenticated(creds.username)
             }
         }
     }

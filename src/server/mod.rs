@@ -1,7 +1,172 @@
-//! Wires the services together for `pasarela serve` (being written).
-use crate::config::Config;
+//! `pasarela serve`: opens the store, binds the SIP transports, and runs the SIP core's event
+//! loop (messages, timers, housekeeping) until SIGINT or SIGTERM; then it flushes what the
+//! store has not written yet.
+
+pub mod core;
+pub mod digest_gate;
+
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, Transport};
+use crate::registrar::RegistrarSettings;
+use crate::sip::parse::Limits;
+use crate::sip::peer::Proto;
+use crate::sip::transaction::Timers;
+use crate::store::{BindingWriter, Store};
+use crate::transport::{self, Inbound, TransportSettings};
+
+use self::core::{CoreSettings, SipCore};
+
+const HOUSEKEEPING: Duration = Duration::from_secs(15);
+const INBOUND_QUEUE: usize = 32_768;
+/// Messages handled per wake-up before timers and housekeeping get a turn.
+const BATCH: usize = 256;
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn random_secret() -> [u8; 32] {
+    let mut secret = [0u8; 32];
+    rand::fill(&mut secret);
+    secret
+}
 
 /// Runs the gateway until it is asked to stop.
-pub async fn run(_config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store_path = config.store.path.clone();
+    let mut store = Store::open(&store_path).with_context(|| format!("opening store {}", store_path.display()))?;
+    store.sync_config_extensions(&config.extensions).context("provisioning extensions from the configuration")?;
+    let unix = unix_now();
+    let purged = store.purge_expired_bindings(unix as i64)?;
+    let rows = store.load_bindings(unix as i64)?;
+    let extensions = store.extensions()?;
+    drop(store);
+    let (writer, writer_handle) = BindingWriter::spawn(&store_path)?;
+
+    let sip = &config.sip;
+    let settings = CoreSettings {
+        realm: sip.domain.clone(),
+        server_name: sip.user_agent.clone(),
+        timers: Timers {
+            t1: Duration::from_millis(sip.t1_ms),
+            t2: Duration::from_millis(sip.t2_ms),
+            t4: Duration::from_millis(sip.t4_ms),
+        },
+        registrar: RegistrarSettings {
+            min_expires: sip.min_expires,
+            max_expires: sip.max_expires,
+            default_expires: sip.default_expires,
+            max_contacts: 10,
+        },
+        nonce_ttl_secs: sip.nonce_ttl_secs,
+    };
+    let mut core = SipCore::new(settings, extensions, random_secret());
+    let restored = core.registrar_mut().restore(rows);
+    tracing::info!(restored, purged, "registrations restored from the store");
+
+    let (tx, mut rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let listen: Vec<(Proto, std::net::SocketAddr)> = sip
+        .listen
+        .iter()
+        .map(|l| {
+            let proto = match l.transport {
+                Transport::Udp => Proto::Udp,
+                Transport::Tcp => Proto::Tcp,
+            };
+            (proto, l.addr)
+        })
+        .collect();
+    let transport_settings = TransportSettings {
+        limits: Limits {
+            max_message_bytes: sip.max_message_bytes,
+            ..Limits::default()
+        },
+        tcp_idle: Duration::from_secs(sip.tcp_idle_secs),
+        server_name: sip.user_agent.clone(),
+    };
+    let bound = transport::bind(&listen, transport_settings, tx)
+        .await
+        .context("binding the SIP listen addresses")?;
+    {
+        // Machine-readable start-up lines for supervisors and tests.
+        let mut out = std::io::stdout().lock();
+        for (proto, addr) in &bound.local_addrs {
+            tracing::info!("SIP listening on {proto} {addr}");
+            let _ = writeln!(out, "listening sip {proto} {addr}");
+        }
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+    }
+    let outbound = bound.outbound;
+
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let deadline = core.poll_timeout().map(tokio::time::Instant::from_std);
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            msg = rx.recv() => {
+                let Some(first) = msg else { break };
+                let now = std::time::Instant::now();
+                let unix = unix_now();
+                core.handle_message(now, unix, first.message, first.peer);
+                for _ in 0..BATCH {
+                    match rx.try_recv() {
+                        Ok(m) => core.handle_message(now, unix, m.message, m.peer),
+                        Err(_) => break,
+                    }
+                }
+            }
+            () = timer => core.handle_timeout(std::time::Instant::now(), unix_now()),
+            _ = housekeeping.tick() => core.housekeeping(unix_now()),
+        }
+        while let Some(t) = core.poll_transmit() {
+            outbound.send(t.peer, t.data);
+        }
+        for change in core.take_changes() {
+            writer_handle.send(change);
+        }
+    }
+    tracing::info!("stopping: writing pending registrations");
+    if let Err(e) = writer.shutdown() {
+        tracing::error!("store writer: {e}");
+    }
     Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
