@@ -1,0 +1,171 @@
+//! Digest challenge contract checked with the test's own digest client (raw UDP), on the default
+//! configuration: a 401 carries two WWW-Authenticate challenges, SHA-256 first, then MD5, both
+//! with qop="auth" (RFC 8760, RFC 7616); answering either one registers.
+//! (sipp 3.6.1 and baresip 1.0.0 cannot answer SHA-256; see common::MD5_ONLY.)
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use common::{config, header_values, random_token, recv_final, status_code, Server};
+use sha2::Digest;
+
+fn hash(alg: &str, s: &str) -> String {
+    match alg {
+        "SHA-256" => hex::encode(sha2::Sha256::digest(s.as_bytes())),
+        "MD5" => hex::encode(md5::Md5::digest(s.as_bytes())),
+        other => panic!("no hash {other}"),
+    }
+}
+
+/// Value of auth-param `name` in a challenge (quoted or token).
+fn param(ch: &str, name: &str) -> Option<String> {
+    let lower = ch.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(&format!("{}=", name.to_ascii_lowercase())) {
+        let at = from + i;
+        let before = lower[..at].chars().last();
+        if at == 0 || matches!(before, Some(' ') | Some(',') | Some('\t')) {
+            let v = &ch[at + name.len() + 1..];
+            return Some(if let Some(q) = v.strip_prefix('"') {
+                q.split('"').next().unwrap_or("").to_string()
+            } else {
+                v.split([',', ' ']).next().unwrap_or("").to_string()
+            });
+        }
+        from = at + 1;
+    }
+    None
+}
+
+struct Uac {
+    sock: UdpSocket,
+    local: SocketAddr,
+    server: SocketAddr,
+    call_id: String,
+    tag: String,
+    cseq: u32,
+}
+
+impl Uac {
+    fn new(server: SocketAddr) -> Uac {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = sock.local_addr().unwrap();
+        Uac { sock, local, server, call_id: format!("{}@raw", random_token()), tag: random_token(), cseq: 0 }
+    }
+
+    fn register(&mut self, authorization: Option<&str>) -> Vec<u8> {
+        self.cseq += 1;
+        let (l, s) = (self.local, self.server);
+        let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+        let msg = format!(
+            "REGISTER sip:{s} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {l};branch=z9hG4bK{};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:100@{ip}>;tag={}\r\n\
+             To: <sip:100@{ip}>\r\n\
+             Call-ID: {}\r\n\
+             CSeq: {} REGISTER\r\n\
+             Contact: <sip:raw@{l}>\r\n\
+             Expires: 600\r\n\
+             {auth}Content-Length: 0\r\n\r\n",
+            random_token(),
+            self.tag,
+            self.call_id,
+            self.cseq,
+            ip = s.ip(),
+        );
+        for _ in 0..4 {
+            self.sock.send_to(msg.as_bytes(), s).unwrap();
+            if let Some(r) = recv_final(&self.sock, Duration::from_millis(500)) {
+                if status_code(&r).map(|c| c >= 200).unwrap_or(false) {
+                    return r;
+                }
+            }
+        }
+        panic!("no final response to REGISTER from {s}");
+    }
+}
+
+fn authorization(ch: &str, alg: &str, uri: &str, password: &str) -> String {
+    let realm = param(ch, "realm").expect("realm");
+    let nonce = param(ch, "nonce").expect("nonce");
+    let opaque = param(ch, "opaque");
+    let cnonce = random_token();
+    let nc = "00000001";
+    let ha1 = hash(alg, &format!("100:{realm}:{password}"));
+    let ha2 = hash(alg, &format!("REGISTER:{uri}"));
+    let response = hash(alg, &format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
+    let mut a = format!(
+        "Digest username=\"100\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{response}\", algorithm={alg}, cnonce=\"{cnonce}\", qop=auth, nc={nc}"
+    );
+    if let Some(o) = opaque {
+        a.push_str(&format!(", opaque=\"{o}\""));
+    }
+    a
+}
+
+fn challenges(server: &Server, reply: &[u8]) -> Vec<String> {
+    if status_code(reply) != Some(401) {
+        server.fail(&format!("expected 401, got {:?}", common::first_line(reply)));
+    }
+    header_values(reply, "WWW-Authenticate", None)
+}
+
+#[test]
+fn challenge_is_sha256_then_md5_with_qop_auth() {
+    let mut server = Server::start(&config(""));
+    let mut uac = Uac::new(server.udp);
+    let ch = challenges(&server, &uac.register(None));
+    assert_eq!(ch.len(), 2, "expected two WWW-Authenticate header fields, got {ch:#?}");
+    assert_eq!(param(&ch[0], "algorithm").as_deref().map(str::to_ascii_uppercase).as_deref(), Some("SHA-256"), "first challenge: {}", ch[0]);
+    assert_eq!(param(&ch[1], "algorithm").as_deref().map(str::to_ascii_uppercase).as_deref(), Some("MD5"), "second challenge: {}", ch[1]);
+    for c in &ch {
+        assert!(c.trim_start().to_ascii_lowercase().starts_with("digest "), "not a Digest challenge: {c}");
+        assert_eq!(param(c, "realm").as_deref(), Some("office.test"), "realm of {c}");
+        let qop = param(c, "qop").unwrap_or_default();
+        assert!(qop.split(',').any(|q| q.trim() == "auth"), "qop of {c} is not \"auth\"");
+    }
+    server.assert_alive();
+}
+
+fn register_with(alg: &str) {
+    let mut server = Server::start(&config(""));
+    let mut uac = Uac::new(server.udp);
+    let ch = challenges(&server, &uac.register(None));
+    let c = ch
+        .iter()
+        .find(|c| param(c, "algorithm").map(|a| a.eq_ignore_ascii_case(alg)).unwrap_or(false))
+        .unwrap_or_else(|| server.fail(&format!("no {alg} challenge in {ch:#?}")))
+        .clone();
+    let uri = format!("sip:{}", server.udp);
+    let ok = uac.register(Some(&authorization(&c, alg, &uri, "secret100")));
+    if status_code(&ok) != Some(200) {
+        server.fail(&format!("{alg} credentials: expected 200, got\n{}", String::from_utf8_lossy(&ok)));
+    }
+    let contacts = header_values(&ok, "Contact", Some("m"));
+    let ours = format!("sip:raw@{}", uac.local);
+    assert!(
+        contacts.iter().any(|c| c.contains(&ours) && c.to_ascii_lowercase().contains("expires=")),
+        "200 does not list {ours} with ;expires=N: {contacts:#?}"
+    );
+
+    // Wrong password: 403 (or 401 again).
+    let mut bad = Uac::new(server.udp);
+    let ch = challenges(&server, &bad.register(None));
+    let c = ch.iter().find(|c| param(c, "algorithm").map(|a| a.eq_ignore_ascii_case(alg)).unwrap_or(false)).unwrap().clone();
+    let r = bad.register(Some(&authorization(&c, alg, &uri, "not-the-password")));
+    assert!(matches!(status_code(&r), Some(401) | Some(403)), "wrong password answered {:?}", common::first_line(&r));
+    server.assert_alive();
+}
+
+#[test]
+fn register_with_sha256_digest() {
+    register_with("SHA-256");
+}
+
+#[test]
+fn register_with_md5_digest() {
+    register_with("MD5");
+}
