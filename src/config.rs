@@ -99,6 +99,11 @@ pub struct SipConfig {
     pub max_message_bytes: usize,
     /// `User-Agent`/`Server` header value (`user_agent`, default `pasarela/<version>`).
     pub user_agent: String,
+    /// Digest algorithms offered in challenges, preferred first (`digest_algorithms`, default
+    /// `["MD5"]`). Many deployed phones (baresip 1.0, sipp 3.6) give up on a challenge list that
+    /// holds SHA-256, so SHA-256 (RFC 8760) is opt-in: `["SHA-256", "MD5"]`. Credentials made
+    /// with either algorithm are accepted whatever was offered.
+    pub digest_algorithms: Vec<crate::sip::auth::Algorithm>,
 }
 
 /// `[media]`: RTP settings.
@@ -246,6 +251,7 @@ impl Default for SipConfig {
             tcp_idle_secs: 3600,
             max_message_bytes: 65535,
             user_agent: DEFAULT_USER_AGENT.to_owned(),
+            digest_algorithms: vec![crate::sip::auth::Algorithm::Md5],
         }
     }
 }
@@ -420,6 +426,7 @@ struct RawSip {
     tcp_idle_secs: Option<u64>,
     max_message_bytes: Option<usize>,
     user_agent: Option<String>,
+    digest_algorithms: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -787,6 +794,31 @@ impl RawSip {
                 "must not contain control characters",
             ));
         }
+        let digest_algorithms = match self.digest_algorithms {
+            None => d.digest_algorithms,
+            Some(names) => {
+                let mut algs = Vec::new();
+                for (i, name) in names.iter().enumerate() {
+                    match name.parse::<crate::sip::auth::Algorithm>() {
+                        Ok(a @ (crate::sip::auth::Algorithm::Md5 | crate::sip::auth::Algorithm::Sha256)) => {
+                            if !algs.contains(&a) {
+                                algs.push(a);
+                            }
+                        }
+                        _ => {
+                            return Err(invalid(
+                                &at.key("digest_algorithms").index(i),
+                                format!("unknown digest algorithm `{name}` (use \"SHA-256\" or \"MD5\")"),
+                            ))
+                        }
+                    }
+                }
+                if algs.is_empty() {
+                    return Err(invalid(&at.key("digest_algorithms"), "must name at least one algorithm"));
+                }
+                algs
+            }
+        };
         Ok(SipConfig {
             listen,
             domain,
@@ -800,6 +832,7 @@ impl RawSip {
             tcp_idle_secs,
             max_message_bytes,
             user_agent,
+            digest_algorithms,
         })
     }
 }

@@ -29,6 +29,7 @@ pub struct CoreSettings {
     pub timers: Timers,
     pub registrar: registrar::RegistrarSettings,
     pub nonce_ttl_secs: u64,
+    pub digest_algorithms: Vec<crate::sip::auth::Algorithm>,
 }
 
 /// The UAS core: owns the transaction layer, the registrar and the digest gate.
@@ -49,7 +50,12 @@ impl SipCore {
         SipCore {
             layer: TransactionLayer::new(settings.timers),
             registrar: Registrar::new(settings.registrar),
-            gate: DigestGate::new(settings.realm.clone(), secret, settings.nonce_ttl_secs),
+            gate: DigestGate::new(
+                settings.realm.clone(),
+                settings.digest_algorithms.clone(),
+                secret,
+                settings.nonce_ttl_secs,
+            ),
             extensions: extensions.into_iter().map(|e| (e.number.clone(), e)).collect(),
             changes: Vec::new(),
             tag_counter: 0,

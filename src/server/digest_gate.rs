@@ -1,5 +1,5 @@
 //! The digest gate: decides whether a request carries valid credentials for an extension
-//! (RFC 3261 §22, RFC 8760), issues challenges (SHA-256 first, then MD5), signals stale
+//! (RFC 3261 §22, RFC 8760), issues challenges for the configured algorithms, signals stale
 //! nonces, refuses replays, and rate-limits sources that keep failing — a PSTN gateway is a
 //! toll-fraud target.
 
@@ -28,16 +28,19 @@ pub enum GateOutcome {
 
 pub struct DigestGate {
     realm: String,
+    algorithms: Vec<Algorithm>,
     nonces: NonceManager,
     failures: HashMap<IpAddr, (u64, u32)>,
     entropy: u64,
 }
 
 impl DigestGate {
-    pub fn new(realm: String, secret: [u8; 32], nonce_ttl_secs: u64) -> DigestGate {
+    /// `algorithms`: what challenges offer, preferred first.
+    pub fn new(realm: String, algorithms: Vec<Algorithm>, secret: [u8; 32], nonce_ttl_secs: u64) -> DigestGate {
         let entropy = u64::from_le_bytes(secret[8..16].try_into().unwrap_or([3; 8]));
         DigestGate {
             realm,
+            algorithms,
             nonces: NonceManager::new(secret, nonce_ttl_secs),
             failures: HashMap::new(),
             entropy,
@@ -50,10 +53,12 @@ impl DigestGate {
         self.entropy ^= self.entropy >> 7;
         self.entropy ^= self.entropy << 17;
         let nonce = self.nonces.issue(unix, self.entropy);
-        GateOutcome::Challenge(vec![
-            auth::challenge(&self.realm, &nonce, Algorithm::Sha256, stale),
-            auth::challenge(&self.realm, &nonce, Algorithm::Md5, stale),
-        ])
+        GateOutcome::Challenge(
+            self.algorithms
+                .iter()
+                .map(|a| auth::challenge(&self.realm, &nonce, *a, stale))
+                .collect(),
+        )
     }
 
     fn fail(&mut self, unix: u64, ip: IpAddr) {

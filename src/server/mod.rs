@@ -64,6 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             max_contacts: 10,
         },
         nonce_ttl_secs: sip.nonce_ttl_secs,
+        digest_algorithms: sip.digest_algorithms.clone(),
     };
     let mut core = SipCore::new(settings, extensions, random_secret());
     let restored = core.registrar_mut().restore(rows);

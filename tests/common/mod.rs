@@ -33,15 +33,14 @@ password = "secret101"
 name = "Office"
 "#;
 
-/// `[sip]` line that makes the registrar challenge with MD5 only.
+/// `[sip]` line that makes the registrar challenge with MD5 only (also the default).
 ///
-/// The contract says a 401 carries two challenges, SHA-256 first, then MD5. The peers that Debian 12
-/// ships cannot answer that: sipp 3.6.1 reads only the first WWW-Authenticate and knows only MD5
-/// ("createAuthHeader: authentication must use MD5 or AKAv1-MD5"), and baresip 1.0.0 (libre) gives
-/// up on a 401 with any non-MD5 challenge ("Register: Function not implemented"), even when MD5 comes
-/// first. Tests with those peers therefore set this key; the SHA-256 + MD5 challenge pair is checked
-/// by `tests/register_raw.rs` with its own digest client. PROPOSED KEY: rename here if the server
-/// names it otherwise.
+/// The peers that Debian 12 ships cannot answer a SHA-256 challenge: sipp 3.6.1 reads only the
+/// first WWW-Authenticate and knows only MD5 ("createAuthHeader: authentication must use MD5 or
+/// AKAv1-MD5"), and baresip 1.0.0 (libre) gives up on a 401 with any non-MD5 challenge
+/// ("Register: Function not implemented"), even when MD5 comes first. That is why pasarela offers
+/// MD5 by default; the tests with those peers say so explicitly, and the SHA-256 + MD5 challenge
+/// pair is checked by `tests/register_raw.rs` with its own digest client.
 pub const MD5_ONLY: &str = r#"digest_algorithms = ["MD5"]"#;
 
 /// A configuration template for [`Server::start`]: `[sip]` with udp+tcp listeners on port 0,
