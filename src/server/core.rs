@@ -12,7 +12,7 @@ use crate::sip::header::Header;
 use crate::sip::message::{reason_phrase, Message, Request, Response};
 use crate::sip::method::Method;
 use crate::sip::peer::Peer;
-use crate::sip::transaction::{Event, ServerKey, Timers, TransactionLayer, Transmit};
+use crate::sip::transaction::{Event, Timers, TransactionLayer, Transmit};
 use crate::sip::uri::Uri;
 use crate::store::{BindingChange, ExtensionRow};
 
@@ -161,7 +161,6 @@ impl SipCore {
                 let mut r = self.response(req, 200, None);
                 r.headers.push(Header::Other("Allow".into(), ALLOW.into()));
                 r.headers.push(Header::Other("Accept".into(), "application/sdp".into()));
-                r.headers.push(Header::Other("Supported".into(), "path, outbound".into()));
                 r
             }
             Method::Invite => self.invite(unix, req, peer),
