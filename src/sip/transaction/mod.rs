@@ -534,20 +534,23 @@ impl TransactionLayer {
             self.transmit(peer, Bytes::from(request.encode()));
             return key;
         }
-        let fresh = self.new_branch();
-        let branch = match request.headers.via_mut() {
+        let existing = match request.headers.via() {
             None => {
                 debug!(?key, method = %request.method, "request without Via not sent");
                 self.events.push_back(Event::Timeout { key });
                 return key;
             }
-            Some(via) => match via.branch() {
-                Some(b) => b.to_owned(),
-                None => {
+            Some(via) => via.branch().map(str::to_owned),
+        };
+        let branch = match existing {
+            Some(b) => b,
+            None => {
+                let fresh = self.new_branch();
+                if let Some(via) = request.headers.via_mut() {
                     via.params.set("branch", Some(&fresh));
-                    fresh
                 }
-            },
+                fresh
+            }
         };
         let invite = request.method == Method::Invite;
         let index = (branch, request.method.as_str().to_owned());
