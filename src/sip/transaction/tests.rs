@@ -1145,3 +1145,118 @@ fn many_interleaved_transactions_leave_nothing_behind() {
     h.ev();
     h.finish();
 }
+
+#[test]
+fn random_interleavings_never_panic_or_leak() {
+    // A deterministic xorshift drives a random mix of network input, TU actions and time.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let methods = ["INVITE", "OPTIONS", "CANCEL", "ACK", "BYE"];
+    let mut h = H::new();
+    let mut open: Vec<(ServerKey, Request)> = Vec::new();
+    for _ in 0..3_000 {
+        let p = if rnd(2) == 0 { udp() } else { tcp() };
+        let branch = if rnd(4) == 0 {
+            format!("old{}", rnd(8))
+        } else {
+            format!("z9hG4bK{}", rnd(8))
+        };
+        let method = methods[rnd(methods.len() as u64) as usize];
+        match rnd(6) {
+            0 => h.request(&invite(p, &branch), p),
+            1 => h.request(
+                &in_txn(
+                    method,
+                    p,
+                    &branch,
+                    if rnd(2) == 0 { "" } else { ";tag=srv1" },
+                ),
+                p,
+            ),
+            2 => {
+                let status = [100, 180, 200, 302, 486, 503][rnd(6) as usize];
+                h.response(response(status, &branch, method, ";tag=x"), far(p.proto));
+            }
+            3 => {
+                if method != "ACK" && method != "CANCEL" {
+                    h.l.send_request(h.now, outgoing(method, &branch), far(p.proto));
+                }
+            }
+            4 if !open.is_empty() => {
+                let i = rnd(open.len() as u64) as usize;
+                let (key, request) = open[i].clone();
+                h.respond(key, &request, [180, 200, 404, 487][rnd(4) as usize]);
+            }
+            _ => {
+                let t = h.ms() + rnd(3_000);
+                h.run_to(t);
+            }
+        }
+        for e in h.ev() {
+            if let Event::Request { key, request, .. } = e {
+                open.push((key, request));
+            }
+        }
+        h.tx();
+    }
+    // The TU answers whatever is still open; then everything must wind down.
+    for (key, request) in open {
+        h.respond(key, &request, 500);
+    }
+    h.finish();
+}
+
+#[test]
+fn invite_client_timer_c_in_proceeding() {
+    // A peer that vanishes after a 180 does not leak the transaction.
+    let mut h = H::new();
+    let key =
+        h.l.send_request(h.now, outgoing("INVITE", "z9hG4bKtc"), far(Proto::Udp));
+    h.response(
+        response(180, "z9hG4bKtc", "INVITE", ";tag=f"),
+        far(Proto::Udp),
+    );
+    h.run_to(100_000);
+    h.response(
+        response(183, "z9hG4bKtc", "INVITE", ";tag=f"),
+        far(Proto::Udp),
+    );
+    assert_eq!(h.ev().len(), 2);
+    h.run_to(100_000 + 180_999);
+    assert!(h.ev().is_empty(), "each provisional pushes Timer C back");
+    h.run_to(100_000 + 181_000);
+    assert_eq!(h.ev(), vec![Event::Timeout { key }]);
+    h.finish();
+
+    // After a CANCEL, the INVITE waits 64*T1 for its final response (§9.1).
+    let mut h = H::new();
+    let inv = outgoing("INVITE", "z9hG4bKtc2");
+    let cancel = build_cancel(&inv);
+    let key = h.l.send_request(h.now, inv, far(Proto::Udp));
+    h.response(
+        response(180, "z9hG4bKtc2", "INVITE", ";tag=f"),
+        far(Proto::Udp),
+    );
+    h.run_to(5_000);
+    let ckey = h.l.send_request(h.now, cancel, far(Proto::Udp));
+    h.response(
+        response(200, "z9hG4bKtc2", "CANCEL", ";tag=f"),
+        far(Proto::Udp),
+    );
+    h.response(
+        response(180, "z9hG4bKtc2", "INVITE", ";tag=f"),
+        far(Proto::Udp),
+    );
+    let ev = h.ev();
+    assert!(matches!(&ev[1], Event::Response { key, .. } if *key == ckey));
+    h.run_to(5_000 + 31_999);
+    assert!(h.ev().is_empty());
+    h.run_to(5_000 + 32_000);
+    assert_eq!(h.ev(), vec![Event::Timeout { key }]);
+    h.finish();
+}
