@@ -21,6 +21,9 @@
 //! - A CANCEL sent by the TU while its INVITE has had no provisional response is held back until
 //!   one arrives (§9.1); if the INVITE gets a final response or times out first, the CANCEL is
 //!   dropped and reported as [`Event::Timeout`].
+//! - An INVITE client transaction in Proceeding gives up with [`Event::Timeout`] 181 s after the
+//!   last provisional response (like a proxy's Timer C), or 64·T1 after its CANCEL was sent
+//!   (§9.1), so a peer that disappears after a 180 cannot leak it.
 //! - A transport error ([`TransactionLayer::transport_error`]) is reported as [`Event::Timeout`]
 //!   (the TU treats it like 408; §17.1.4 speaks of 503).
 //! - `send_request` with an ACK sends it once, statelessly; no transaction is created.
@@ -76,6 +79,12 @@ impl Timers {
 /// Timer D over unreliable transports (RFC 3261: at least 32 s).
 const TIMER_D: Duration = Duration::from_secs(32);
 
+/// How long an INVITE client transaction waits in Proceeding after the last provisional response
+/// before giving up (like a proxy's Timer C, RFC 3261 §16.6: more than 3 minutes). RFC 3261 leaves
+/// this to the TU; the layer enforces it so a peer that vanishes after a 180 cannot leak the
+/// transaction.
+const TIMER_C: Duration = Duration::from_secs(181);
+
 /// Identifies a server transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ServerKey(u64);
@@ -115,7 +124,7 @@ pub enum Event {
     Response { key: ClientKey, response: Response },
     /// A response matching no client transaction (e.g. a 2xx retransmission after Timer M).
     StrayResponse { response: Response, peer: Peer },
-    /// Timer B or F fired, a transport error occurred, or a held-back CANCEL was dropped: the
+    /// Timer B, C or F fired, a transport error occurred, or a held-back CANCEL was dropped: the
     /// client transaction ended without a final response (the TU treats it as 408).
     Timeout { key: ClientKey },
     /// Timer H fired: a non-2xx final response to an INVITE was never acknowledged.
@@ -187,6 +196,9 @@ struct ClientTxn {
     ack: Option<Bytes>,
     /// A CANCEL held back until this INVITE gets a provisional response.
     held_cancel: Option<ClientKey>,
+    /// A CANCEL for this INVITE was sent: Timer C now runs 64·T1 from then (§9.1) and is no
+    /// longer pushed back by provisional responses.
+    cancelled: bool,
     armed: Armed,
 }
 
@@ -534,20 +546,23 @@ impl TransactionLayer {
             self.transmit(peer, Bytes::from(request.encode()));
             return key;
         }
-        let fresh = self.new_branch();
-        let branch = match request.headers.via_mut() {
+        let existing = match request.headers.via() {
             None => {
                 debug!(?key, method = %request.method, "request without Via not sent");
                 self.events.push_back(Event::Timeout { key });
                 return key;
             }
-            Some(via) => match via.branch() {
-                Some(b) => b.to_owned(),
-                None => {
+            Some(via) => via.branch().map(str::to_owned),
+        };
+        let branch = match existing {
+            Some(b) => b,
+            None => {
+                let fresh = self.new_branch();
+                if let Some(via) = request.headers.via_mut() {
                     via.params.set("branch", Some(&fresh));
-                    fresh
                 }
-            },
+                fresh
+            }
         };
         let invite = request.method == Method::Invite;
         let index = (branch, request.method.as_str().to_owned());
@@ -561,15 +576,19 @@ impl TransactionLayer {
         };
         if request.method == Method::Cancel {
             let inv = (index.0.clone(), Method::Invite.as_str().to_owned());
-            if let Some(inv_txn) = self
-                .client_index
-                .get(&inv)
-                .and_then(|k| self.clients.get_mut(k))
+            let inv_key = self.client_index.get(&inv).copied();
+            if let Some((ikey, inv_txn)) =
+                inv_key.and_then(|k| Some((k, self.clients.get_mut(&k)?)))
             {
                 if inv_txn.state == ClientState::Calling && inv_txn.held_cancel.is_none() {
                     debug!(?key, "CANCEL held until a provisional response arrives");
                     inv_txn.held_cancel = Some(key);
                     state = ClientState::Held;
+                } else if inv_txn.state == ClientState::Proceeding && !inv_txn.cancelled {
+                    inv_txn.cancelled = true;
+                    let at = deadline(now, self.timers.t1x64());
+                    self.wheel
+                        .arm(&mut inv_txn.armed, TxnId::Client(ikey), TimerKind::C, at);
                 }
             }
         }
@@ -584,6 +603,7 @@ impl TransactionLayer {
             interval: self.timers.t1,
             ack: None,
             held_cancel: None,
+            cancelled: false,
             armed: Armed::new(),
         };
         let id = TxnId::Client(key);
@@ -640,6 +660,10 @@ impl TransactionLayer {
                     txn.state = ClientState::Proceeding;
                     self.wheel.disarm(&mut txn.armed, TimerKind::A);
                     self.wheel.disarm(&mut txn.armed, TimerKind::B);
+                    if !txn.cancelled {
+                        self.wheel
+                            .arm(&mut txn.armed, id, TimerKind::C, deadline(now, TIMER_C));
+                    }
                     self.events.push_back(Event::Response { key, response });
                     self.release_cancel(now, key);
                 }
@@ -648,6 +672,7 @@ impl TransactionLayer {
                     txn.state = ClientState::Accepted;
                     self.wheel.disarm(&mut txn.armed, TimerKind::A);
                     self.wheel.disarm(&mut txn.armed, TimerKind::B);
+                    self.wheel.disarm(&mut txn.armed, TimerKind::C);
                     let at = deadline(now, self.timers.t1x64());
                     self.wheel.arm(&mut txn.armed, id, TimerKind::M, at);
                     self.events.push_back(Event::Response { key, response });
@@ -658,6 +683,7 @@ impl TransactionLayer {
                     txn.state = ClientState::Completed;
                     self.wheel.disarm(&mut txn.armed, TimerKind::A);
                     self.wheel.disarm(&mut txn.armed, TimerKind::B);
+                    self.wheel.disarm(&mut txn.armed, TimerKind::C);
                     let ack = match &txn.request {
                         Some(invite) => Bytes::from(build_ack(invite, &response).encode()),
                         None => Bytes::new(),
@@ -736,6 +762,12 @@ impl TransactionLayer {
         }
         let (peer, data) = (txn.peer, txn.bytes.clone());
         self.transmit(peer, data);
+        if let Some(inv) = self.clients.get_mut(&invite) {
+            inv.cancelled = true;
+            let at = deadline(now, self.timers.t1x64());
+            self.wheel
+                .arm(&mut inv.armed, TxnId::Client(invite), TimerKind::C, at);
+        }
     }
 
     /// Drops the CANCEL held for INVITE `invite` (it got a final response or ended first).
@@ -884,7 +916,7 @@ impl TransactionLayer {
                 let (peer, data) = (txn.peer, txn.bytes.clone());
                 self.transmit(peer, data);
             }
-            TimerKind::B | TimerKind::F => {
+            TimerKind::B | TimerKind::F | TimerKind::C => {
                 self.events.push_back(Event::Timeout { key });
                 self.terminate_client(key);
             }

@@ -15,6 +15,8 @@ pub(crate) enum TimerKind {
     A,
     /// INVITE client: transaction timeout.
     B,
+    /// INVITE client: give up in Proceeding (after the last provisional, or 64·T1 after a CANCEL).
+    C,
     /// INVITE client: wait for response retransmissions in Completed.
     D,
     /// Non-INVITE client: request retransmission (UDP).
