@@ -15,9 +15,16 @@ fn start_server(dir: &Path) -> (Child, SocketAddr) {
     let mut cfg = String::from(
         "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\ndomain = \"office.test\"\n[log]\nlevel = \"warn\"\n",
     );
-    cfg.push_str(&format!("[store]\npath = \"{}\"\n", dir.join("bench.db").display()));
+    cfg.push_str(&format!(
+        "[store]\npath = \"{}\"\n",
+        dir.join("bench.db").display()
+    ));
     for i in 0..USERS {
-        cfg.push_str(&format!("[[extension]]\nnumber = \"{}\"\npassword = \"pw{}\"\n", 2000 + i, 2000 + i));
+        cfg.push_str(&format!(
+            "[[extension]]\nnumber = \"{}\"\npassword = \"pw{}\"\n",
+            2000 + i,
+            2000 + i
+        ));
     }
     let cfg_path = dir.join("bench.toml");
     std::fs::write(&cfg_path, cfg).expect("write config");
@@ -54,10 +61,33 @@ fn run_sipp(dir: &Path, server: SocketAddr, rate: usize, secs: usize) -> (u64, u
         .arg(&scenario)
         .args(["-inf"])
         .arg(dir.join("users.csv"))
-        .args(["-i", "127.0.0.1", "-p", "0", "-ci", "127.0.0.1", "-nostdin", "-bg"])
-        .args(["-r", &rate.to_string(), "-m", &total.to_string(), "-l", "5000"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-ci",
+            "127.0.0.1",
+            "-nostdin",
+            "-bg",
+        ])
+        .args([
+            "-r",
+            &rate.to_string(),
+            "-m",
+            &total.to_string(),
+            "-l",
+            "5000",
+        ])
         .args(["-buff_size", "4194304", "-max_socket", "1", "-t", "u1"])
-        .args(["-timeout", &format!("{}s", secs * 3 + 10), "-trace_stat", "-fd", "1", "-stf"])
+        .args([
+            "-timeout",
+            &format!("{}s", secs * 3 + 10),
+            "-trace_stat",
+            "-fd",
+            "1",
+            "-stf",
+        ])
         .arg(&stat)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -84,7 +114,12 @@ fn read_stat(path: &Path) -> Option<(u64, u64)> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next()?.split(';').collect();
     let last: Vec<&str> = lines.last()?.split(';').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).and_then(|i| last.get(i)?.parse::<u64>().ok());
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .and_then(|i| last.get(i)?.parse::<u64>().ok())
+    };
     Some((col("SuccessfulCall(C)")?, col("FailedCall(C)")?))
 }
 

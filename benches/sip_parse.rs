@@ -49,7 +49,10 @@ Content-Length: 0\r\n\
 fn measure(name: &str, text: &str) {
     let bytes = Bytes::from(text.to_owned());
     let limits = Limits::default();
-    assert!(parse_message(bytes.clone(), Framing::Datagram, &limits).is_ok(), "{name} must parse");
+    assert!(
+        parse_message(bytes.clone(), Framing::Datagram, &limits).is_ok(),
+        "{name} must parse"
+    );
     // Warm up, then time batches for about a second and keep the best batch.
     let mut best = Duration::MAX;
     let batch = 20_000;
@@ -73,7 +76,10 @@ fn measure(name: &str, text: &str) {
         best = best.min(t.elapsed());
     }
     let encode_ns = best.as_nanos() as f64 / batch as f64;
-    println!("{name:<10} {} bytes: parse {parse_ns:>7.0} ns   serialise {encode_ns:>7.0} ns", text.len());
+    println!(
+        "{name:<10} {} bytes: parse {parse_ns:>7.0} ns   serialise {encode_ns:>7.0} ns",
+        text.len()
+    );
 }
 
 fn main() {

@@ -800,21 +800,27 @@ impl RawSip {
                 let mut algs = Vec::new();
                 for (i, name) in names.iter().enumerate() {
                     match name.parse::<crate::sip::auth::Algorithm>() {
-                        Ok(a @ (crate::sip::auth::Algorithm::Md5 | crate::sip::auth::Algorithm::Sha256)) => {
+                        Ok(
+                            a @ (crate::sip::auth::Algorithm::Md5
+                            | crate::sip::auth::Algorithm::Sha256),
+                        ) => {
                             if !algs.contains(&a) {
                                 algs.push(a);
                             }
                         }
-                        _ => {
-                            return Err(invalid(
-                                &at.key("digest_algorithms").index(i),
-                                format!("unknown digest algorithm `{name}` (use \"SHA-256\" or \"MD5\")"),
-                            ))
-                        }
+                        _ => return Err(invalid(
+                            &at.key("digest_algorithms").index(i),
+                            format!(
+                                "unknown digest algorithm `{name}` (use \"SHA-256\" or \"MD5\")"
+                            ),
+                        )),
                     }
                 }
                 if algs.is_empty() {
-                    return Err(invalid(&at.key("digest_algorithms"), "must name at least one algorithm"));
+                    return Err(invalid(
+                        &at.key("digest_algorithms"),
+                        "must name at least one algorithm",
+                    ));
                 }
                 algs
             }

@@ -86,7 +86,8 @@ fn stored_contacts(db: &Path) -> Result<Vec<String>, String> {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| e.to_string())?;
-    conn.busy_timeout(Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    conn.busy_timeout(Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
     let mut st = conn
         .prepare("SELECT contact FROM bindings WHERE aor = '100' OR aor LIKE 'sip:100@%' OR aor LIKE 'sips:100@%'")
         .map_err(|e| e.to_string())?;
@@ -122,7 +123,13 @@ fn wait_for_binding(server: &Server, phone: &Baresip, needle: &str, limit: Durat
 
 /// Asserts that an authenticated REGISTER query lists a Contact naming `needle`.
 fn assert_query_lists(server: &Server, needle: &str, when: &str) {
-    let res = sipp(server.dir(), "register_query.xml", server.udp, "u1", &["-s", "100", "-au", "100", "-ap", "secret100"]);
+    let res = sipp(
+        server.dir(),
+        "register_query.xml",
+        server.udp,
+        "u1",
+        &["-s", "100", "-au", "100", "-ap", "secret100"],
+    );
     res.assert_success(server);
     let text = res.log_text();
     let listed = text

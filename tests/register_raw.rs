@@ -53,13 +53,22 @@ impl Uac {
     fn new(server: SocketAddr) -> Uac {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let local = sock.local_addr().unwrap();
-        Uac { sock, local, server, call_id: format!("{}@raw", random_token()), tag: random_token(), cseq: 0 }
+        Uac {
+            sock,
+            local,
+            server,
+            call_id: format!("{}@raw", random_token()),
+            tag: random_token(),
+            cseq: 0,
+        }
     }
 
     fn register(&mut self, authorization: Option<&str>) -> Vec<u8> {
         self.cseq += 1;
         let (l, s) = (self.local, self.server);
-        let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+        let auth = authorization
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
         let msg = format!(
             "REGISTER sip:{s} SIP/2.0\r\n\
              Via: SIP/2.0/UDP {l};branch=z9hG4bK{};rport\r\n\
@@ -110,7 +119,10 @@ fn authorization(ch: &str, alg: &str, uri: &str, password: &str) -> String {
 
 fn challenges(server: &Server, reply: &[u8]) -> Vec<String> {
     if status_code(reply) != Some(401) {
-        server.fail(&format!("expected 401, got {:?}", common::first_line(reply)));
+        server.fail(&format!(
+            "expected 401, got {:?}",
+            common::first_line(reply)
+        ));
     }
     header_values(reply, "WWW-Authenticate", None)
 }
@@ -120,14 +132,44 @@ fn challenge_is_sha256_then_md5_with_qop_auth() {
     let mut server = Server::start(&config(SHA256_AND_MD5));
     let mut uac = Uac::new(server.udp);
     let ch = challenges(&server, &uac.register(None));
-    assert_eq!(ch.len(), 2, "expected two WWW-Authenticate header fields, got {ch:#?}");
-    assert_eq!(param(&ch[0], "algorithm").as_deref().map(str::to_ascii_uppercase).as_deref(), Some("SHA-256"), "first challenge: {}", ch[0]);
-    assert_eq!(param(&ch[1], "algorithm").as_deref().map(str::to_ascii_uppercase).as_deref(), Some("MD5"), "second challenge: {}", ch[1]);
+    assert_eq!(
+        ch.len(),
+        2,
+        "expected two WWW-Authenticate header fields, got {ch:#?}"
+    );
+    assert_eq!(
+        param(&ch[0], "algorithm")
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref(),
+        Some("SHA-256"),
+        "first challenge: {}",
+        ch[0]
+    );
+    assert_eq!(
+        param(&ch[1], "algorithm")
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref(),
+        Some("MD5"),
+        "second challenge: {}",
+        ch[1]
+    );
     for c in &ch {
-        assert!(c.trim_start().to_ascii_lowercase().starts_with("digest "), "not a Digest challenge: {c}");
-        assert_eq!(param(c, "realm").as_deref(), Some("office.test"), "realm of {c}");
+        assert!(
+            c.trim_start().to_ascii_lowercase().starts_with("digest "),
+            "not a Digest challenge: {c}"
+        );
+        assert_eq!(
+            param(c, "realm").as_deref(),
+            Some("office.test"),
+            "realm of {c}"
+        );
         let qop = param(c, "qop").unwrap_or_default();
-        assert!(qop.split(',').any(|q| q.trim() == "auth"), "qop of {c} is not \"auth\"");
+        assert!(
+            qop.split(',').any(|q| q.trim() == "auth"),
+            "qop of {c} is not \"auth\""
+        );
     }
     server.assert_alive();
 }
@@ -138,27 +180,48 @@ fn register_with(alg: &str) {
     let ch = challenges(&server, &uac.register(None));
     let c = ch
         .iter()
-        .find(|c| param(c, "algorithm").map(|a| a.eq_ignore_ascii_case(alg)).unwrap_or(false))
+        .find(|c| {
+            param(c, "algorithm")
+                .map(|a| a.eq_ignore_ascii_case(alg))
+                .unwrap_or(false)
+        })
         .unwrap_or_else(|| server.fail(&format!("no {alg} challenge in {ch:#?}")))
         .clone();
     let uri = format!("sip:{}", server.udp);
     let ok = uac.register(Some(&authorization(&c, alg, &uri, "secret100")));
     if status_code(&ok) != Some(200) {
-        server.fail(&format!("{alg} credentials: expected 200, got\n{}", String::from_utf8_lossy(&ok)));
+        server.fail(&format!(
+            "{alg} credentials: expected 200, got\n{}",
+            String::from_utf8_lossy(&ok)
+        ));
     }
     let contacts = header_values(&ok, "Contact", Some("m"));
     let ours = format!("sip:raw@{}", uac.local);
     assert!(
-        contacts.iter().any(|c| c.contains(&ours) && c.to_ascii_lowercase().contains("expires=")),
+        contacts
+            .iter()
+            .any(|c| c.contains(&ours) && c.to_ascii_lowercase().contains("expires=")),
         "200 does not list {ours} with ;expires=N: {contacts:#?}"
     );
 
     // Wrong password: 403 (or 401 again).
     let mut bad = Uac::new(server.udp);
     let ch = challenges(&server, &bad.register(None));
-    let c = ch.iter().find(|c| param(c, "algorithm").map(|a| a.eq_ignore_ascii_case(alg)).unwrap_or(false)).unwrap().clone();
+    let c = ch
+        .iter()
+        .find(|c| {
+            param(c, "algorithm")
+                .map(|a| a.eq_ignore_ascii_case(alg))
+                .unwrap_or(false)
+        })
+        .unwrap()
+        .clone();
     let r = bad.register(Some(&authorization(&c, alg, &uri, "not-the-password")));
-    assert!(matches!(status_code(&r), Some(401) | Some(403)), "wrong password answered {:?}", common::first_line(&r));
+    assert!(
+        matches!(status_code(&r), Some(401) | Some(403)),
+        "wrong password answered {:?}",
+        common::first_line(&r)
+    );
     server.assert_alive();
 }
 

@@ -53,16 +53,19 @@ const TABLE: &[(&str, Expect)] = &[
     ("rfc4475/dblreq.dat", Codes(REGISTER_OK)), // the trailing INVITE octets are ignored
     ("rfc4475/semiuri.dat", Codes(&[200])),
     ("rfc4475/transports.dat", Codes(&[200])),
-    ("rfc4475/mpart01.dat", Codes(&[401, 403, 404, 405, 407, 415, 480, 501])), // MESSAGE
-    ("rfc4475/unreason.dat", Nothing),  // a response
-    ("rfc4475/noreason.dat", Nothing),  // a response
+    (
+        "rfc4475/mpart01.dat",
+        Codes(&[401, 403, 404, 405, 407, 415, 480, 501]),
+    ), // MESSAGE
+    ("rfc4475/unreason.dat", Nothing), // a response
+    ("rfc4475/noreason.dat", Nothing), // a response
     // ---- RFC 4475 3.1.2: invalid messages
     ("rfc4475/badinv01.dat", Codes(&[400])),
     ("rfc4475/clerr.dat", Codes(&[400])),
     ("rfc4475/ncl.dat", Codes(&[400])),
     ("rfc4475/scalar02.dat", Codes(&[400])),
-    ("rfc4475/scalarlg.dat", Nothing), // a response
-    ("rfc4475/quotbal.dat", Codes(INVITE_400_OR_OK)), // 400, or liberal: infer the quote
+    ("rfc4475/scalarlg.dat", Nothing),                 // a response
+    ("rfc4475/quotbal.dat", Codes(INVITE_400_OR_OK)),  // 400, or liberal: infer the quote
     ("rfc4475/ltgtruri.dat", Codes(INVITE_400_OR_OK)), // 400, or liberal: strip <>
     ("rfc4475/lwsruri.dat", Codes(&[400])),
     ("rfc4475/lwsstart.dat", Codes(INVITE_400_OR_OK)), // may reject, or ignore extra SP
@@ -76,15 +79,15 @@ const TABLE: &[(&str, Expect)] = &[
     ("rfc4475/badvers.dat", Codes(&[505])),
     ("rfc4475/mismatch01.dat", Codes(&[400])),
     ("rfc4475/mismatch02.dat", Codes(&[400, 405, 501])), // 501 preferred, 400 acceptable
-    ("rfc4475/bigcode.dat", Nothing),                   // a response
+    ("rfc4475/bigcode.dat", Nothing),                    // a response
     // ---- RFC 4475 3.2, 3.3: semantically odd messages
     ("rfc4475/badbranch.dat", Codes(&[200, 400])),
     ("rfc4475/insuf.dat", Codes(&[400])),
     ("rfc4475/unkscm.dat", Codes(&[416])),
     ("rfc4475/novelsc.dat", Codes(&[404, 416])),
     ("rfc4475/unksm2.dat", Codes(&[400, 401, 403, 404, 416])), // registrar rejects (or challenges first)
-    ("rfc4475/bext01.dat", CodesOrNone(&[420])),                // top Via is TLS
-    ("rfc4475/invut.dat", Codes(&[415, 401, 407])),             // 415, or the challenge first
+    ("rfc4475/bext01.dat", CodesOrNone(&[420])),               // top Via is TLS
+    ("rfc4475/invut.dat", Codes(&[415, 401, 407])),            // 415, or the challenge first
     ("rfc4475/regaut01.dat", Codes(&[401])),
     ("rfc4475/multi01.dat", Codes(&[400])),
     ("rfc4475/mcl01.dat", Codes(&[400])),
@@ -130,7 +133,9 @@ fn top_via_port(msg: &[u8]) -> u16 {
         .next()
         .unwrap_or("");
     let port = if let Some(rest) = sent_by.strip_prefix('[') {
-        rest.split_once(']').and_then(|(_, p)| p.strip_prefix(':')).unwrap_or("")
+        rest.split_once(']')
+            .and_then(|(_, p)| p.strip_prefix(':'))
+            .unwrap_or("")
     } else {
         sent_by.rsplit_once(':').map(|(_, p)| p).unwrap_or("")
     };
@@ -154,7 +159,8 @@ fn bind_pair(next: &mut u8, port: u16) -> (UdpSocket, TcpListener) {
 /// `limit`. 1xx responses are skipped.
 fn await_answer(udp: &UdpSocket, tcp: &TcpListener, limit: Duration) -> Option<Vec<u8>> {
     let deadline = Instant::now() + limit;
-    udp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     tcp.set_nonblocking(true).unwrap();
     let mut buf = vec![0u8; 65536];
     let mut last = None;
@@ -189,10 +195,18 @@ fn torture_messages() {
         .unwrap_or_else(|e| panic!("cannot read {}/MANIFEST.tsv: {e}", dir.display()));
     let table: HashMap<&str, Expect> = TABLE.iter().copied().collect();
 
-    let files: Vec<&str> = manifest.lines().skip(1).filter_map(|l| l.split('\t').next()).filter(|f| !f.is_empty()).collect();
+    let files: Vec<&str> = manifest
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next())
+        .filter(|f| !f.is_empty())
+        .collect();
     assert!(!files.is_empty(), "MANIFEST.tsv lists no files");
     let missing: Vec<&&str> = files.iter().filter(|f| !table.contains_key(**f)).collect();
-    assert!(missing.is_empty(), "no expectation in TABLE for {missing:?}: add them");
+    assert!(
+        missing.is_empty(),
+        "no expectation in TABLE for {missing:?}: add them"
+    );
 
     let mut server = Server::start(&config(""));
     server.assert_alive();
@@ -204,7 +218,8 @@ fn torture_messages() {
         let port = top_via_port(&bytes);
         let (udp, tcp) = bind_pair(&mut next_ip, port);
         let from = udp.local_addr().unwrap();
-        udp.send_to(&bytes, server.udp).expect("send torture datagram");
+        udp.send_to(&bytes, server.udp)
+            .expect("send torture datagram");
         let answer = await_answer(&udp, &tcp, Duration::from_secs(2));
         let code = answer.as_deref().and_then(status_code);
         let ok = match (table[file], code, &answer) {
@@ -228,10 +243,16 @@ fn torture_messages() {
         // The process must survive every message and keep answering.
         if !server.is_running() {
             failures.push(format!("{file}: the server process DIED"));
-            panic!("server died; mismatches so far:\n{}\n{}", failures.join("\n"), server.log_excerpt());
+            panic!(
+                "server died; mismatches so far:\n{}\n{}",
+                failures.join("\n"),
+                server.log_excerpt()
+            );
         }
         if common::options_status(server.udp) != Some(200) {
-            failures.push(format!("{file}: afterwards the server no longer answered OPTIONS with 200"));
+            failures.push(format!(
+                "{file}: afterwards the server no longer answered OPTIONS with 200"
+            ));
         }
     }
 

@@ -20,7 +20,11 @@ fn torture_messages_parse_as_the_manifest_expects() {
         let result = parse_message(Bytes::from(bytes), Framing::Datagram, &Limits::default());
         // Files whose invalidity is semantic (Date, broadcast Via …) or that the RFC lets a
         // receiver accept liberally are allowed either way.
-        let either = ["rfc4475/baddate.dat", "rfc4475/escruri.dat", "rfc4475/test.dat"];
+        let either = [
+            "rfc4475/baddate.dat",
+            "rfc4475/escruri.dat",
+            "rfc4475/test.dat",
+        ];
         let ok = match (class, &result) {
             _ if either.contains(&file) => true,
             ("VALID" | "VALID-SEMANTIC", Ok(_)) => true,

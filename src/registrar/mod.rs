@@ -98,7 +98,9 @@ impl Registrar {
                     self.bindings.entry(row.aor.clone()).or_default().push(b);
                     n += 1;
                 }
-                None => tracing::warn!(aor = %row.aor, contact = %row.contact, "skipping unreadable stored binding"),
+                None => {
+                    tracing::warn!(aor = %row.aor, contact = %row.contact, "skipping unreadable stored binding")
+                }
             }
         }
         n
@@ -137,19 +139,32 @@ impl Registrar {
     }
 
     /// Processes an authenticated REGISTER for extension `aor` (RFC 3261 §10.3 steps 6–8).
-    pub fn register(&mut self, now: u64, aor: &str, req: &Request, source: Peer) -> Result<Accepted, Refusal> {
+    pub fn register(
+        &mut self,
+        now: u64,
+        aor: &str,
+        req: &Request,
+        source: Peer,
+    ) -> Result<Accepted, Refusal> {
         let call_id = req.headers.call_id().unwrap_or_default().to_owned();
         let cseq = req.headers.cseq().map_or(0, |c| c.seq);
         let header_expires = req.headers.expires();
         let contacts: Vec<&Contact> = req.headers.contacts().collect();
         let user_agent = req.headers.get("User-Agent").map(str::to_owned);
-        let existing = self.bindings.get(aor).map(Vec::as_slice).unwrap_or_default();
+        let existing = self
+            .bindings
+            .get(aor)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
 
         let mut updates: Vec<Update> = Vec::new();
         let mut remove_all = false;
         if contacts.iter().any(|c| matches!(c, Contact::Star)) {
             if contacts.len() != 1 || header_expires != Some(0) {
-                return Err(refuse(400, "Contact * needs Expires: 0 and no other Contact"));
+                return Err(refuse(
+                    400,
+                    "Contact * needs Expires: 0 and no other Contact",
+                ));
             }
             for b in existing {
                 if b.call_id == call_id && cseq <= b.cseq {
@@ -159,10 +174,13 @@ impl Registrar {
             remove_all = true;
         } else {
             for contact in &contacts {
-                let Contact::Addr(addr) = contact else { continue };
+                let Contact::Addr(addr) = contact else {
+                    continue;
+                };
                 let key = addr.uri.to_string();
                 let expires = match addr.params.value("expires") {
-                    Some(v) => parse_expires(v).ok_or_else(|| refuse(400, "Bad expires parameter in Contact"))?,
+                    Some(v) => parse_expires(v)
+                        .ok_or_else(|| refuse(400, "Bad expires parameter in Contact"))?,
                     None => header_expires.unwrap_or(self.settings.default_expires),
                 };
                 if expires != 0 && expires < self.settings.min_expires {
@@ -179,7 +197,18 @@ impl Registrar {
                     }
                 }
                 let binding = (expires > 0)
-                    .then(|| new_binding(addr, key.clone(), now, expires, &call_id, cseq, source, &user_agent))
+                    .then(|| {
+                        new_binding(
+                            addr,
+                            key.clone(),
+                            now,
+                            expires,
+                            &call_id,
+                            cseq,
+                            source,
+                            &user_agent,
+                        )
+                    })
                     .transpose()?;
                 updates.retain(|u| u.key != key);
                 updates.push(Update { key, binding });
@@ -191,7 +220,9 @@ impl Registrar {
         let list = self.bindings.entry(aor.to_owned()).or_default();
         if remove_all {
             list.clear();
-            changes.push(BindingChange::RemoveAll { aor: aor.to_owned() });
+            changes.push(BindingChange::RemoveAll {
+                aor: aor.to_owned(),
+            });
         }
         for u in updates {
             let pos = list.iter().position(|b| b.key == u.key);
@@ -203,8 +234,13 @@ impl Registrar {
                 (Some(b), None) => {
                     // An RFC 5626 instance re-registering from a new address replaces its old binding.
                     if let (Some(inst), Some(reg)) = (&b.instance, b.reg_id) {
-                        if let Some(i) = list.iter().position(|o| o.instance.as_ref() == Some(inst) && o.reg_id == Some(reg)) {
-                            changes.push(BindingChange::Remove { aor: aor.to_owned(), contact: list[i].key.clone() });
+                        if let Some(i) = list.iter().position(|o| {
+                            o.instance.as_ref() == Some(inst) && o.reg_id == Some(reg)
+                        }) {
+                            changes.push(BindingChange::Remove {
+                                aor: aor.to_owned(),
+                                contact: list[i].key.clone(),
+                            });
                             list.remove(i);
                         }
                     }
@@ -212,7 +248,10 @@ impl Registrar {
                     list.push(b);
                 }
                 (None, Some(i)) => {
-                    changes.push(BindingChange::Remove { aor: aor.to_owned(), contact: u.key });
+                    changes.push(BindingChange::Remove {
+                        aor: aor.to_owned(),
+                        contact: u.key,
+                    });
                     list.remove(i);
                 }
                 (None, None) => {}
@@ -223,7 +262,10 @@ impl Registrar {
             // Keep the newest registrations; the oldest ones lapse early.
             list.sort_by_key(|b| std::cmp::Reverse(b.expires_at));
             for b in list.drain(self.settings.max_contacts..) {
-                changes.push(BindingChange::Remove { aor: aor.to_owned(), contact: b.key });
+                changes.push(BindingChange::Remove {
+                    aor: aor.to_owned(),
+                    contact: b.key,
+                });
             }
         }
         let contacts = list.iter().map(|b| contact_value(b, now)).collect();
@@ -238,7 +280,10 @@ fn parse_expires(v: &str) -> Option<u32> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(v.parse::<u64>().map_or(u32::MAX, |n| n.min(u32::MAX as u64) as u32))
+    Some(
+        v.parse::<u64>()
+            .map_or(u32::MAX, |n| n.min(u32::MAX as u64) as u32),
+    )
 }
 
 /// Parses a q-value ("0", "0.5", "1.000") into thousandths.
@@ -247,7 +292,11 @@ fn parse_q(v: &str) -> Option<u16> {
     if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let frac_val: u16 = if frac.is_empty() { 0 } else { format!("{frac:0<3}").parse().ok()? };
+    let frac_val: u16 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<3}").parse().ok()?
+    };
     match int {
         "0" => Some(frac_val),
         "1" if frac_val == 0 => Some(1000),
@@ -273,7 +322,10 @@ fn new_binding(
     if !matches!(addr.uri, Uri::Sip(_)) {
         return Err(refuse(400, "Contact is not a SIP URI"));
     }
-    let instance = addr.params.value("+sip.instance").map(|v| v.trim_matches('"').to_owned());
+    let instance = addr
+        .params
+        .value("+sip.instance")
+        .map(|v| v.trim_matches('"').to_owned());
     let reg_id = addr.params.value("reg-id").and_then(|v| v.parse().ok());
     Ok(Binding {
         uri: addr.uri.clone(),
@@ -291,7 +343,10 @@ fn new_binding(
 
 fn contact_value(b: &Binding, now: u64) -> NameAddr {
     let mut params = Params::new();
-    params.set("expires", Some(&b.expires_at.saturating_sub(now).to_string()));
+    params.set(
+        "expires",
+        Some(&b.expires_at.saturating_sub(now).to_string()),
+    );
     if let Some(q) = b.q {
         params.set("q", Some(&format_q(q)));
     }
@@ -363,7 +418,9 @@ fn binding_from_row(row: &BindingRow) -> Option<Binding> {
 
 /// The Contact header fields of an accepted REGISTER's 200 OK.
 pub fn contact_headers(contacts: Vec<NameAddr>) -> impl Iterator<Item = Header> {
-    contacts.into_iter().map(|c| Header::Contact(Contact::Addr(c)))
+    contacts
+        .into_iter()
+        .map(|c| Header::Contact(Contact::Addr(c)))
 }
 
 #[cfg(test)]
@@ -411,14 +468,22 @@ mod tests {
     #[test]
     fn several_contacts_with_q_and_own_expiry() {
         let mut r = Registrar::new(settings());
-        let req = register("<sip:100@10.0.0.1>;q=0.5;expires=120, <sip:100@10.0.0.2>;q=1", Some(600), "c1", 1);
+        let req = register(
+            "<sip:100@10.0.0.1>;q=0.5;expires=120, <sip:100@10.0.0.2>;q=1",
+            Some(600),
+            "c1",
+            1,
+        );
         let acc = r.register(1000, "100", &req, peer()).unwrap();
         assert_eq!(acc.contacts.len(), 2);
         assert_eq!(acc.changes.len(), 2);
         let l = r.lookup("100", 1000);
         assert_eq!(l[0].key, "sip:100@10.0.0.2");
         assert_eq!(l[1].q, Some(500));
-        assert!(acc.contacts.iter().any(|c| c.to_string() == "<sip:100@10.0.0.1>;expires=120;q=0.5"));
+        assert!(acc
+            .contacts
+            .iter()
+            .any(|c| c.to_string() == "<sip:100@10.0.0.1>;expires=120;q=0.5"));
         // The 120 s contact lapses first.
         assert_eq!(r.lookup("100", 1121).len(), 1);
         assert_eq!(r.purge(1121), 1);
@@ -427,27 +492,82 @@ mod tests {
     #[test]
     fn refresh_query_remove_and_star() {
         let mut r = Registrar::new(settings());
-        r.register(0, "100", &register("<sip:100@10.0.0.1>", Some(300), "c1", 1), peer()).unwrap();
+        r.register(
+            0,
+            "100",
+            &register("<sip:100@10.0.0.1>", Some(300), "c1", 1),
+            peer(),
+        )
+        .unwrap();
         // Query: no Contact lists the bindings.
-        let acc = r.register(10, "100", &register("", None, "c9", 1), peer()).unwrap();
-        assert_eq!(acc.contacts[0].to_string(), "<sip:100@10.0.0.1>;expires=290");
+        let acc = r
+            .register(10, "100", &register("", None, "c9", 1), peer())
+            .unwrap();
+        assert_eq!(
+            acc.contacts[0].to_string(),
+            "<sip:100@10.0.0.1>;expires=290"
+        );
         assert!(acc.changes.is_empty());
         // Out of order.
-        let e = r.register(10, "100", &register("<sip:100@10.0.0.1>", Some(300), "c1", 1), peer()).unwrap_err();
+        let e = r
+            .register(
+                10,
+                "100",
+                &register("<sip:100@10.0.0.1>", Some(300), "c1", 1),
+                peer(),
+            )
+            .unwrap_err();
         assert_eq!(e.status, 500);
         // Too brief.
-        let e = r.register(10, "100", &register("<sip:100@10.0.0.1>", Some(30), "c1", 2), peer()).unwrap_err();
+        let e = r
+            .register(
+                10,
+                "100",
+                &register("<sip:100@10.0.0.1>", Some(30), "c1", 2),
+                peer(),
+            )
+            .unwrap_err();
         assert_eq!((e.status, e.min_expires), (423, Some(60)));
         // Capped at max_expires.
-        let acc = r.register(10, "100", &register("<sip:100@10.0.0.1>", Some(99999), "c1", 3), peer()).unwrap();
-        assert_eq!(acc.contacts[0].to_string(), "<sip:100@10.0.0.1>;expires=3600");
+        let acc = r
+            .register(
+                10,
+                "100",
+                &register("<sip:100@10.0.0.1>", Some(99999), "c1", 3),
+                peer(),
+            )
+            .unwrap();
+        assert_eq!(
+            acc.contacts[0].to_string(),
+            "<sip:100@10.0.0.1>;expires=3600"
+        );
         // Expires 0 removes one.
-        r.register(10, "100", &register("<sip:100@10.0.0.3>", None, "c2", 1), peer()).unwrap();
-        let acc = r.register(11, "100", &register("<sip:100@10.0.0.3>", Some(0), "c2", 2), peer()).unwrap();
+        r.register(
+            10,
+            "100",
+            &register("<sip:100@10.0.0.3>", None, "c2", 1),
+            peer(),
+        )
+        .unwrap();
+        let acc = r
+            .register(
+                11,
+                "100",
+                &register("<sip:100@10.0.0.3>", Some(0), "c2", 2),
+                peer(),
+            )
+            .unwrap();
         assert_eq!(acc.contacts.len(), 1);
         // Star needs Expires: 0.
-        assert_eq!(r.register(12, "100", &register("*", None, "c3", 1), peer()).unwrap_err().status, 400);
-        let acc = r.register(12, "100", &register("*", Some(0), "c3", 1), peer()).unwrap();
+        assert_eq!(
+            r.register(12, "100", &register("*", None, "c3", 1), peer())
+                .unwrap_err()
+                .status,
+            400
+        );
+        let acc = r
+            .register(12, "100", &register("*", Some(0), "c3", 1), peer())
+            .unwrap();
         assert!(acc.contacts.is_empty());
         assert!(matches!(acc.changes[0], BindingChange::RemoveAll { .. }));
         assert!(r.is_empty());
@@ -457,7 +577,12 @@ mod tests {
     fn rows_round_trip() {
         let mut r = Registrar::new(settings());
         let acc = r
-            .register(0, "100", &register("<sip:100@10.0.0.1;transport=tcp>;q=0.7", Some(300), "c1", 1), peer())
+            .register(
+                0,
+                "100",
+                &register("<sip:100@10.0.0.1;transport=tcp>;q=0.7", Some(300), "c1", 1),
+                peer(),
+            )
             .unwrap();
         let rows: Vec<BindingRow> = acc
             .changes

@@ -56,7 +56,10 @@ impl SipCore {
                 secret,
                 settings.nonce_ttl_secs,
             ),
-            extensions: extensions.into_iter().map(|e| (e.number.clone(), e)).collect(),
+            extensions: extensions
+                .into_iter()
+                .map(|e| (e.number.clone(), e))
+                .collect(),
             changes: Vec::new(),
             tag_counter: 0,
             tag_seed,
@@ -115,7 +118,9 @@ impl SipCore {
                     let response = self.answer(unix, &request, peer);
                     self.layer.respond(now, key, response);
                 }
-                Event::Cancel { invite, request, .. } => {
+                Event::Cancel {
+                    invite, request, ..
+                } => {
                     let response = self.response(&request, 487, None);
                     self.layer.respond(now, invite, response);
                 }
@@ -134,8 +139,16 @@ impl SipCore {
     /// A response to `req` with the standard (or given) reason phrase, a To tag and Server.
     fn response(&mut self, req: &Request, status: u16, reason: Option<&str>) -> Response {
         let tag = self.new_tag();
-        let mut r = Response::to_request(req, status, reason.unwrap_or(reason_phrase(status)), Some(&tag));
-        r.headers.push(Header::Other("Server".into(), self.settings.server_name.clone()));
+        let mut r = Response::to_request(
+            req,
+            status,
+            reason.unwrap_or(reason_phrase(status)),
+            Some(&tag),
+        );
+        r.headers.push(Header::Other(
+            "Server".into(),
+            self.settings.server_name.clone(),
+        ));
         r
     }
 
@@ -152,7 +165,8 @@ impl SipCore {
             .collect();
         if !unsupported.is_empty() && req.method != Method::Ack && req.method != Method::Cancel {
             let mut r = self.response(req, 420, None);
-            r.headers.push(Header::Other("Unsupported".into(), unsupported.join(", ")));
+            r.headers
+                .push(Header::Other("Unsupported".into(), unsupported.join(", ")));
             return r;
         }
         match &req.method {
@@ -160,7 +174,8 @@ impl SipCore {
             Method::Options => {
                 let mut r = self.response(req, 200, None);
                 r.headers.push(Header::Other("Allow".into(), ALLOW.into()));
-                r.headers.push(Header::Other("Accept".into(), "application/sdp".into()));
+                r.headers
+                    .push(Header::Other("Accept".into(), "application/sdp".into()));
                 r
             }
             Method::Invite => self.invite(unix, req, peer),
@@ -178,9 +193,17 @@ impl SipCore {
     }
 
     /// Applies the digest gate; on refusal returns the response to send.
-    fn authenticate(&mut self, unix: u64, req: &Request, peer: Peer) -> Result<ExtensionRow, Response> {
+    fn authenticate(
+        &mut self,
+        unix: u64,
+        req: &Request,
+        peer: Peer,
+    ) -> Result<ExtensionRow, Response> {
         let outcome = self.gate.check(unix, req, peer.remote.ip(), |user| {
-            self.extensions.get(user).filter(|e| e.enabled).map(|e| e.password.clone())
+            self.extensions
+                .get(user)
+                .filter(|e| e.enabled)
+                .map(|e| e.password.clone())
         });
         match outcome {
             GateOutcome::Authenticated(user) => match self.extensions.get(&user) {
@@ -206,7 +229,11 @@ impl SipCore {
             .and_then(|to| to.uri.as_sip())
             .and_then(|u| u.user_unescaped());
         let Some(aor) = aor_user else {
-            return self.response(req, 400, Some("To is not a SIP address of record with a user part"));
+            return self.response(
+                req,
+                400,
+                Some("To is not a SIP address of record with a user part"),
+            );
         };
         let ext = match self.authenticate(unix, req, peer) {
             Ok(ext) => ext,
@@ -214,15 +241,22 @@ impl SipCore {
         };
         if ext.number != aor {
             tracing::warn!(user = %ext.number, %aor, %peer, "authenticated user tried to register another address");
-            return self.response(req, 403, Some("Authenticated user may not register this address"));
+            return self.response(
+                req,
+                403,
+                Some("Authenticated user may not register this address"),
+            );
         }
         match self.registrar.register(unix, &aor, req, peer) {
             Ok(accepted) => {
                 tracing::debug!(%aor, %peer, contacts = accepted.contacts.len(), "REGISTER accepted");
                 self.changes.extend(accepted.changes);
                 let mut r = self.response(req, 200, None);
-                r.headers.0.extend(registrar::contact_headers(accepted.contacts));
-                r.headers.push(Header::Other("Date".into(), http_date(unix)));
+                r.headers
+                    .0
+                    .extend(registrar::contact_headers(accepted.contacts));
+                r.headers
+                    .push(Header::Other("Date".into(), http_date(unix)));
                 r
             }
             Err(refusal) => {
@@ -239,28 +273,41 @@ impl SipCore {
         if !req.body.is_empty() {
             let ct = req.headers.content_type().unwrap_or("application/sdp");
             let mime = ct.split(';').next().unwrap_or("").trim();
-            if !mime.eq_ignore_ascii_case("application/sdp") && !mime.to_ascii_lowercase().starts_with("multipart/") {
+            if !mime.eq_ignore_ascii_case("application/sdp")
+                && !mime.to_ascii_lowercase().starts_with("multipart/")
+            {
                 let mut r = self.response(req, 415, None);
-                r.headers.push(Header::Other("Accept".into(), "application/sdp".into()));
+                r.headers
+                    .push(Header::Other("Accept".into(), "application/sdp".into()));
                 return r;
             }
         }
         let accepts: Vec<&str> = req.headers.tokens("Accept").collect();
         if !accepts.is_empty()
             && !accepts.iter().any(|a| {
-                let m = a.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let m = a
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 m == "application/sdp" || m == "application/*" || m == "*/*"
             })
         {
             let mut r = self.response(req, 406, None);
-            r.headers.push(Header::Other("Accept".into(), "application/sdp".into()));
+            r.headers
+                .push(Header::Other("Accept".into(), "application/sdp".into()));
             return r;
         }
         if let Err(r) = self.authenticate(unix, req, peer) {
             return r;
         }
         // Calls are placed by the B2BUA (a later part); until then the callee is unavailable.
-        let target = req.uri.as_sip().and_then(|u| u.user_unescaped()).unwrap_or_default();
+        let target = req
+            .uri
+            .as_sip()
+            .and_then(|u| u.user_unescaped())
+            .unwrap_or_default();
         if self.extensions.contains_key(&target) {
             self.response(req, 480, None)
         } else {
@@ -272,7 +319,9 @@ impl SipCore {
 /// An RFC 1123 date (the SIP Date header, RFC 3261 §20.17).
 pub fn http_date(unix: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let days = unix / 86_400;
     let secs = unix % 86_400;
     // Civil-from-days (Howard Hinnant's algorithm).

@@ -36,7 +36,12 @@ pub struct DigestGate {
 
 impl DigestGate {
     /// `algorithms`: what challenges offer, preferred first.
-    pub fn new(realm: String, algorithms: Vec<Algorithm>, secret: [u8; 32], nonce_ttl_secs: u64) -> DigestGate {
+    pub fn new(
+        realm: String,
+        algorithms: Vec<Algorithm>,
+        secret: [u8; 32],
+        nonce_ttl_secs: u64,
+    ) -> DigestGate {
         let entropy = u64::from_le_bytes(secret[8..16].try_into().unwrap_or([3; 8]));
         DigestGate {
             realm,
@@ -70,9 +75,9 @@ impl DigestGate {
     }
 
     fn blocked(&self, unix: u64, ip: IpAddr) -> bool {
-        self.failures
-            .get(&ip)
-            .is_some_and(|(start, n)| *n >= MAX_FAILURES && unix.saturating_sub(*start) < FAILURE_WINDOW_SECS)
+        self.failures.get(&ip).is_some_and(|(start, n)| {
+            *n >= MAX_FAILURES && unix.saturating_sub(*start) < FAILURE_WINDOW_SECS
+        })
     }
 
     /// Checks the Authorization headers of `req`; `password_of` gives an enabled extension's password.
@@ -96,7 +101,9 @@ impl DigestGate {
                 }
                 Ok(_) => {}
                 Err(auth::AuthError::UnsupportedScheme) => {}
-                Err(e) => return GateOutcome::Malformed(format!("Malformed Authorization header: {e}")),
+                Err(e) => {
+                    return GateOutcome::Malformed(format!("Malformed Authorization header: {e}"))
+                }
             }
         }
         let Some(creds) = creds else {
@@ -126,6 +133,7 @@ impl DigestGate {
 
     pub fn purge(&mut self, unix: u64) {
         self.nonces.purge(unix);
-        self.failures.retain(|_, (start, _)| unix.saturating_sub(*start) < FAILURE_WINDOW_SECS);
+        self.failures
+            .retain(|_, (start, _)| unix.saturating_sub(*start) < FAILURE_WINDOW_SECS);
     }
 }

@@ -27,7 +27,9 @@ const INBOUND_QUEUE: usize = 32_768;
 const BATCH: usize = 256;
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn random_secret() -> [u8; 32] {
@@ -39,8 +41,11 @@ fn random_secret() -> [u8; 32] {
 /// Runs the gateway until it is asked to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store_path = config.store.path.clone();
-    let mut store = Store::open(&store_path).with_context(|| format!("opening store {}", store_path.display()))?;
-    store.sync_config_extensions(&config.extensions).context("provisioning extensions from the configuration")?;
+    let mut store = Store::open(&store_path)
+        .with_context(|| format!("opening store {}", store_path.display()))?;
+    store
+        .sync_config_extensions(&config.extensions)
+        .context("provisioning extensions from the configuration")?;
     let unix = unix_now();
     let purged = store.purge_expired_bindings(unix as i64)?;
     let rows = store.load_bindings(unix as i64)?;

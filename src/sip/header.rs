@@ -19,7 +19,10 @@ fn err<T>(msg: impl Into<String>) -> Result<T, HeaderError> {
 /// `token` characters of RFC 3261 §25.1.
 pub fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric()
-        || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
 }
 
 pub fn is_token(s: &str) -> bool {
@@ -216,11 +219,15 @@ impl Via {
         let transport = parts[2].to_ascii_uppercase();
         // sent-by up to ';' (or end); COLON may be surrounded by LWS.
         let end = rest.find(';').unwrap_or(rest.len());
-        let sent_by: String = rest[..end].chars().filter(|c| *c != ' ' && *c != '\t').collect();
+        let sent_by: String = rest[..end]
+            .chars()
+            .filter(|c| *c != ' ' && *c != '\t')
+            .collect();
         if rest[..end].trim().contains([' ', '\t']) && !rest[..end].contains(':') {
             return err("malformed Via sent-by");
         }
-        let (host, port) = uri::parse_hostport(&sent_by).map_err(|e| HeaderError(format!("Via: {e}")))?;
+        let (host, port) =
+            uri::parse_hostport(&sent_by).map_err(|e| HeaderError(format!("Via: {e}")))?;
         let params = parse_params(&rest[end..]).map_err(|e| HeaderError(format!("Via: {e}")))?;
         if let Some(b) = params.value("branch") {
             if !is_token(b) {
@@ -243,13 +250,17 @@ impl Via {
     pub fn received(&self) -> Option<std::net::IpAddr> {
         let r = self.params.value("received")?;
         let r = r.trim_start_matches('[').trim_end_matches(']');
-        r.parse().ok().or_else(|| uri::parse_ipv6(r).ok().map(std::net::IpAddr::V6))
+        r.parse()
+            .ok()
+            .or_else(|| uri::parse_ipv6(r).ok().map(std::net::IpAddr::V6))
     }
 
     /// `Some(None)` when `rport` is present without a value (a request asking for it),
     /// `Some(Some(p))` when filled in.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.params.get("rport").map(|v| v.and_then(|p| p.parse().ok()))
+        self.params
+            .get("rport")
+            .map(|v| v.and_then(|p| p.parse().ok()))
     }
 
     /// Whether the branch carries the RFC 3261 magic cookie.
@@ -302,21 +313,31 @@ impl NameAddr {
             if b.get(i) != Some(&b'<') {
                 return err("display name not followed by <URI>");
             }
-        }
-        else if let Some(lt) = s.find('<') {
+        } else if let Some(lt) = s.find('<') {
             let name = s[..lt].trim_matches([' ', '\t']);
             // Unquoted display name: tokens separated by LWS.
-            if !name.split([' ', '\t']).filter(|w| !w.is_empty()).all(is_token) {
+            if !name
+                .split([' ', '\t'])
+                .filter(|w| !w.is_empty())
+                .all(is_token)
+            {
                 return err("invalid character in display name");
             }
-            display = if name.is_empty() { None } else { Some(name.to_owned()) };
+            display = if name.is_empty() {
+                None
+            } else {
+                Some(name.to_owned())
+            };
             i = lt;
         } else {
             display = None;
         }
         let params_start;
         if b.get(i) == Some(&b'<') {
-            let close = s[i..].find('>').map(|c| c + i).ok_or(HeaderError("missing > after URI".into()))?;
+            let close = s[i..]
+                .find('>')
+                .map(|c| c + i)
+                .ok_or(HeaderError("missing > after URI".into()))?;
             uri_str = &s[i + 1..close];
             params_start = close + 1;
         } else {
@@ -334,7 +355,11 @@ impl NameAddr {
         }
         let uri = Uri::parse(uri_str).map_err(|e| HeaderError(e.0.to_owned()))?;
         let params = parse_params(&s[params_start..])?;
-        Ok(NameAddr { display, uri, params })
+        Ok(NameAddr {
+            display,
+            uri,
+            params,
+        })
     }
 
     pub fn tag(&self) -> Option<&str> {
@@ -476,7 +501,9 @@ impl Name {
                     Name::Expires,
                     Name::MinExpires,
                 ];
-                return known.into_iter().find(|n| n.as_str().eq_ignore_ascii_case(name));
+                return known
+                    .into_iter()
+                    .find(|n| n.as_str().eq_ignore_ascii_case(name));
             }
         })
     }
@@ -736,7 +763,9 @@ mod tests {
         let v = Via::parse("SIP  /   2.0 / UDP 192.0.2.2;branch=390skdjuw").unwrap();
         assert_eq!(v.transport, "UDP");
         assert_eq!(v.branch(), Some("390skdjuw"));
-        let v = Via::parse("SIP/2.0/TCP [2001:db8::9:1];branch=z9hG4bKas3;received=[2001:db8::9:255]").unwrap();
+        let v =
+            Via::parse("SIP/2.0/TCP [2001:db8::9:1];branch=z9hG4bKas3;received=[2001:db8::9:255]")
+                .unwrap();
         assert_eq!(v.received(), Some("2001:db8::9:255".parse().unwrap()));
         let v = Via::parse("SIP/2.0/UDP 192.0.2.1:5060;rport;branch=z9hG4bK1").unwrap();
         assert_eq!(v.rport(), Some(None));
@@ -744,13 +773,17 @@ mod tests {
         assert!(v.has_rfc3261_branch());
         assert!(Via::parse("SIP/2.0 UDP host").is_err());
         assert!(Via::parse("SIP/3.0/UDP host").is_err());
-        let v = Via::parse("SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255;branch=z9hG4bKas3").unwrap();
+        let v =
+            Via::parse("SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255;branch=z9hG4bKas3")
+                .unwrap();
         assert!(v.received().is_some());
     }
 
     #[test]
     fn name_addr_forms() {
-        let a = NameAddr::parse("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>;tag=98asjd8").unwrap();
+        let a =
+            NameAddr::parse("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>;tag=98asjd8")
+                .unwrap();
         assert_eq!(a.tag(), Some("98asjd8"));
         assert_eq!(a.display.as_deref(), Some("\"J Rosenberg \\\\\\\"\""));
         let a = NameAddr::parse("\"caller\"<sip:caller@example.com>;tag=323").unwrap();
@@ -768,7 +801,12 @@ mod tests {
 
     #[test]
     fn lists_and_cseq() {
-        assert_eq!(split_list("<sip:a@b;x=1,2>, \"x,y\" <sip:c@d>").unwrap().len(), 2);
+        assert_eq!(
+            split_list("<sip:a@b;x=1,2>, \"x,y\" <sip:c@d>")
+                .unwrap()
+                .len(),
+            2
+        );
         assert!(split_list("\"abc").is_err());
         assert_eq!(CSeq::parse("4711 INVITE").unwrap().seq, 4711);
         assert!(CSeq::parse("36893488147419103232 INVITE").is_err());

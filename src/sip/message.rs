@@ -89,7 +89,9 @@ impl Response {
         let mut headers = Headers::new();
         for h in req.headers.iter() {
             match h {
-                Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => headers.push(h.clone()),
+                Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
+                    headers.push(h.clone())
+                }
                 Header::To(to) => {
                     let mut to = to.clone();
                     if status > 100 && to.tag().is_none() {
@@ -99,7 +101,9 @@ impl Response {
                     }
                     headers.push(Header::To(to));
                 }
-                Header::Other(n, _) if status == 100 && n.eq_ignore_ascii_case("Timestamp") => headers.push(h.clone()),
+                Header::Other(n, _) if status == 100 && n.eq_ignore_ascii_case("Timestamp") => {
+                    headers.push(h.clone())
+                }
                 _ => {}
             }
         }

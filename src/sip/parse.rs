@@ -84,7 +84,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// Parses one message. For datagrams `buf` is the whole datagram; for streams it is one frame
 /// as cut by [`StreamFramer`].
 pub fn parse_message(buf: Bytes, framing: Framing, limits: &Limits) -> Result<Message, ParseError> {
-    let lead = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+    let lead = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
     let data = &buf[lead..];
     let looks_like_response = data.starts_with(b"SIP/");
     let fail = |status: u16, reason: String, head: &[u8]| ParseError {
@@ -97,12 +100,22 @@ pub fn parse_message(buf: Bytes, framing: Framing, limits: &Limits) -> Result<Me
         return Err(fail(513, "Message Too Large".into(), data));
     }
     let Some(hend) = find(data, b"\r\n\r\n") else {
-        return Err(fail(400, "Header section not terminated by an empty line".into(), data));
+        return Err(fail(
+            400,
+            "Header section not terminated by an empty line".into(),
+            data,
+        ));
     };
     let head_bytes = &data[..hend + 2];
     let head = match std::str::from_utf8(head_bytes) {
         Ok(h) => h,
-        Err(_) => return Err(fail(400, "Header section is not valid UTF-8".into(), head_bytes)),
+        Err(_) => {
+            return Err(fail(
+                400,
+                "Header section is not valid UTF-8".into(),
+                head_bytes,
+            ))
+        }
     };
     let body_start = lead + hend + 4;
     match parse_head(head, limits) {
@@ -110,12 +123,20 @@ pub fn parse_message(buf: Bytes, framing: Framing, limits: &Limits) -> Result<Me
             let available = buf.len() - body_start;
             let body_len = match (content_length, framing) {
                 (Some(cl), _) if cl as usize > available => {
-                    return Err(fail(400, "Content-Length larger than the message".into(), head_bytes));
+                    return Err(fail(
+                        400,
+                        "Content-Length larger than the message".into(),
+                        head_bytes,
+                    ));
                 }
                 (Some(cl), _) => cl as usize,
                 (None, Framing::Datagram) => available,
                 (None, Framing::Stream) => {
-                    return Err(fail(400, "Missing Content-Length on a stream transport".into(), head_bytes));
+                    return Err(fail(
+                        400,
+                        "Missing Content-Length on a stream transport".into(),
+                        head_bytes,
+                    ));
                 }
             };
             let body = buf.slice(body_start..body_start + body_len);
@@ -174,7 +195,9 @@ fn unfold(head: &str) -> Cow<'_, str> {
 fn parse_start(line: &str) -> Result<Start, (u16, String)> {
     if let Some(rest) = line.strip_prefix("SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let (version, rest) = rest.split_once(' ').ok_or((400, "Malformed status line".to_string()))?;
+        let (version, rest) = rest
+            .split_once(' ')
+            .ok_or((400, "Malformed status line".to_string()))?;
         if version != "2.0" {
             return bad("Unsupported SIP version in response");
         }
@@ -185,14 +208,18 @@ fn parse_start(line: &str) -> Result<Start, (u16, String)> {
         if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return bad("Malformed status code");
         }
-        let status: u16 = code.parse().map_err(|_| (400, "Malformed status code".to_string()))?;
+        let status: u16 = code
+            .parse()
+            .map_err(|_| (400, "Malformed status code".to_string()))?;
         if !(100..=699).contains(&status) {
             return bad("Status code out of range");
         }
         return Ok(Start::Response(status, reason.to_owned()));
     }
     let mut parts = line.split(' ');
-    let (Some(m), Some(u), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(m), Some(u), Some(v), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return bad("Malformed request line (expected: method SP URI SP SIP/2.0)");
     };
     let method = Method::parse(m).ok_or((400, "Malformed method".to_string()))?;
@@ -241,11 +268,17 @@ fn parse_head(raw: &str, limits: &Limits) -> HeadResult {
         }
         let value = line[colon + 1..].trim_matches([' ', '\t']);
         let Some(known) = Name::lookup(name) else {
-            headers.push(Header::Other(header::expand_compact(name).to_owned(), value.to_owned()));
+            headers.push(Header::Other(
+                header::expand_compact(name).to_owned(),
+                value.to_owned(),
+            ));
             continue;
         };
         let slot = known as usize;
-        let single = !matches!(known, Name::Via | Name::Contact | Name::Route | Name::RecordRoute);
+        let single = !matches!(
+            known,
+            Name::Via | Name::Contact | Name::Route | Name::RecordRoute
+        );
         if single && seen[slot] {
             return bad(format!("Multiple {} header fields", known.as_str()));
         }
@@ -257,7 +290,9 @@ fn parse_head(raw: &str, limits: &Limits) -> HeadResult {
                     headers.push(match known {
                         Name::Via => Header::Via(Via::parse(part).map_err(ctx)?),
                         Name::Contact if part == "*" => Header::Contact(Contact::Star),
-                        Name::Contact => Header::Contact(Contact::Addr(NameAddr::parse(part).map_err(ctx)?)),
+                        Name::Contact => {
+                            Header::Contact(Contact::Addr(NameAddr::parse(part).map_err(ctx)?))
+                        }
                         Name::Route => Header::Route(NameAddr::parse(part).map_err(ctx)?),
                         _ => Header::RecordRoute(NameAddr::parse(part).map_err(ctx)?),
                     });
@@ -274,10 +309,13 @@ fn parse_head(raw: &str, limits: &Limits) -> HeadResult {
             Name::CSeq => headers.push(Header::CSeq(CSeq::parse(value).map_err(ctx)?)),
             Name::MaxForwards => {
                 let n = small_number(value).filter(|n| *n <= 255);
-                headers.push(Header::MaxForwards(n.ok_or((400, "Bad Max-Forwards header".to_string()))?));
+                headers.push(Header::MaxForwards(
+                    n.ok_or((400, "Bad Max-Forwards header".to_string()))?,
+                ));
             }
             Name::ContentLength => {
-                let n = small_number(value).ok_or((400, "Bad Content-Length header".to_string()))?;
+                let n =
+                    small_number(value).ok_or((400, "Bad Content-Length header".to_string()))?;
                 content_length = Some(n);
                 headers.push(Header::ContentLength(n));
             }
@@ -286,8 +324,14 @@ fn parse_head(raw: &str, limits: &Limits) -> HeadResult {
                 if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
                     return bad(format!("Bad {} header", known.as_str()));
                 }
-                let n = value.parse::<u64>().map_or(u32::MAX, |v| v.min(u32::MAX as u64) as u32);
-                headers.push(if known == Name::Expires { Header::Expires(n) } else { Header::MinExpires(n) });
+                let n = value
+                    .parse::<u64>()
+                    .map_or(u32::MAX, |v| v.min(u32::MAX as u64) as u32);
+                headers.push(if known == Name::Expires {
+                    Header::Expires(n)
+                } else {
+                    Header::MinExpires(n)
+                });
             }
             Name::ContentType => {
                 if !value.contains('/') {
@@ -333,7 +377,9 @@ fn collect_echo(head: &[u8]) -> Option<Vec<String>> {
     let mut out = Vec::new();
     let mut found = [false; 5];
     for line in unfolded.split("\r\n").skip(1) {
-        let Some(colon) = line.find(':') else { continue };
+        let Some(colon) = line.find(':') else {
+            continue;
+        };
         let name = line[..colon].trim_end();
         let value = line[colon + 1..].trim();
         let (idx, canonical) = match Name::lookup(name) {
@@ -410,7 +456,9 @@ impl StreamFramer {
         let mut cl: Option<usize> = None;
         let text = String::from_utf8_lossy(head);
         for line in unfold(&text).split("\r\n").skip(1) {
-            let Some(colon) = line.find(':') else { continue };
+            let Some(colon) = line.find(':') else {
+                continue;
+            };
             if Name::lookup(line[..colon].trim_end()) == Some(Name::ContentLength) {
                 if cl.is_some() {
                     return Err(self.error(400, "Multiple Content-Length header fields"));
@@ -467,14 +515,23 @@ Content-Length: 5\r\n\
 v=0\r\n";
 
     fn parse(b: &[u8]) -> Result<Message, ParseError> {
-        parse_message(Bytes::copy_from_slice(b), Framing::Datagram, &Limits::default())
+        parse_message(
+            Bytes::copy_from_slice(b),
+            Framing::Datagram,
+            &Limits::default(),
+        )
     }
 
     #[test]
     fn typical_invite() {
-        let Message::Request(r) = parse(INVITE).unwrap() else { panic!() };
+        let Message::Request(r) = parse(INVITE).unwrap() else {
+            panic!()
+        };
         assert_eq!(r.method, Method::Invite);
-        assert_eq!(r.headers.call_id(), Some("a84b4c76e66710@pc33.atlanta.example.com"));
+        assert_eq!(
+            r.headers.call_id(),
+            Some("a84b4c76e66710@pc33.atlanta.example.com")
+        );
         assert_eq!(r.headers.cseq().unwrap().seq, 314159);
         assert_eq!(r.headers.from().unwrap().tag(), Some("1928301774"));
         assert_eq!(&r.body[..], b"v=0\r\n");
@@ -485,7 +542,8 @@ v=0\r\n";
 
     #[test]
     fn errors_name_the_problem_and_can_be_answered() {
-        let bad = String::from_utf8_lossy(INVITE).replace("CSeq: 314159 INVITE", "CSeq: 314159 BYE");
+        let bad =
+            String::from_utf8_lossy(INVITE).replace("CSeq: 314159 INVITE", "CSeq: 314159 BYE");
         let e = parse(bad.as_bytes()).unwrap_err();
         assert_eq!(e.status, 400);
         assert!(e.reason.contains("CSeq"), "{e:?}");

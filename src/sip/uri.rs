@@ -82,7 +82,11 @@ impl Params {
     /// Sets (or replaces) a parameter.
     pub fn set(&mut self, name: &str, value: Option<&str>) {
         let value = value.map(str::to_owned);
-        if let Some(slot) = self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        if let Some(slot) = self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             slot.1 = value;
         } else {
             self.0.push((name.to_owned(), value));
@@ -216,7 +220,9 @@ impl SipUri {
 
     /// The `transport` parameter, lower-cased.
     pub fn transport(&self) -> Option<String> {
-        self.params.value("transport").map(|t| t.to_ascii_lowercase())
+        self.params
+            .value("transport")
+            .map(|t| t.to_ascii_lowercase())
     }
 }
 
@@ -264,7 +270,11 @@ impl Uri {
         } else if scheme.eq_ignore_ascii_case("tel") {
             parse_tel(rest).map(Uri::Tel)
         } else {
-            if rest.is_empty() || rest.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'<' || b == b'>') {
+            if rest.is_empty()
+                || rest
+                    .bytes()
+                    .any(|b| b <= b' ' || b == 0x7f || b == b'<' || b == b'>')
+            {
                 return Err(UriError("malformed absolute URI"));
             }
             Ok(Uri::Other {
@@ -276,7 +286,11 @@ impl Uri {
 }
 
 fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')')
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
 }
 
 /// Checks `s` against a character class where `%HH` escapes are also allowed.
@@ -286,7 +300,9 @@ fn check_chars(s: &str, extra: &[u8]) -> bool {
     while i < b.len() {
         let c = b[i];
         if c == b'%' {
-            if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)) {
+            if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            {
                 return false;
             }
             i += 3;
@@ -377,7 +393,9 @@ fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
 /// Splits `host[:port]` from what follows (`;params` or `?headers`).
 fn split_hostport(s: &str) -> Result<(&str, &str), UriError> {
     if s.starts_with('[') {
-        let close = s.find(']').ok_or(UriError("unterminated IPv6 reference in URI"))?;
+        let close = s
+            .find(']')
+            .ok_or(UriError("unterminated IPv6 reference in URI"))?;
         let tail = &s[close + 1..];
         let end = tail.find([';', '?']).map_or(s.len(), |i| close + 1 + i);
         Ok((&s[..end], &s[end..]))
@@ -420,7 +438,10 @@ pub fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
             if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(UriError("invalid port"));
             }
-            Some(p.parse::<u16>().map_err(|_| UriError("port out of range"))?)
+            Some(
+                p.parse::<u16>()
+                    .map_err(|_| UriError("port out of range"))?,
+            )
         }
     };
     Ok((parse_host(host_str)?, port))
@@ -429,7 +450,9 @@ pub fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
 /// Parses a host: a domain name, an IPv4 address or a bracketed IPv6 reference.
 pub fn parse_host(s: &str) -> Result<Host, UriError> {
     if let Some(inner) = s.strip_prefix('[') {
-        let inner = inner.strip_suffix(']').ok_or(UriError("unterminated IPv6 reference"))?;
+        let inner = inner
+            .strip_suffix(']')
+            .ok_or(UriError("unterminated IPv6 reference"))?;
         return parse_ipv6(inner).map(Host::Ipv6);
     }
     if s.is_empty() {
@@ -440,9 +463,12 @@ pub fn parse_host(s: &str) -> Result<Host, UriError> {
             return Ok(Host::Ipv4(a));
         }
     }
-    let valid = s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    let valid = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         && !s.starts_with(['-', '.'])
-        && s.split('.').all(|l| !l.starts_with('-') && !l.ends_with('-'))
+        && s.split('.')
+            .all(|l| !l.starts_with('-') && !l.ends_with('-'))
         && !s.contains("..");
     if !valid {
         return Err(UriError("invalid host name"));
@@ -545,7 +571,10 @@ mod tests {
     fn user_with_semicolon_and_escapes() {
         let u = sip("sip:user;par=u%40example.net@example.com");
         assert_eq!(u.user.as_deref(), Some("user;par=u%40example.net"));
-        assert_eq!(u.user_unescaped().as_deref(), Some("user;par=u@example.net"));
+        assert_eq!(
+            u.user_unescaped().as_deref(),
+            Some("user;par=u@example.net")
+        );
         assert!(u.params.is_empty());
     }
 
@@ -566,7 +595,10 @@ mod tests {
         let u = sip("sips:alice:pw@atlanta.com?subject=project%20x&priority=urgent");
         assert!(u.secure);
         assert_eq!(u.password.as_deref(), Some("pw"));
-        assert_eq!(u.headers.as_deref(), Some("subject=project%20x&priority=urgent"));
+        assert_eq!(
+            u.headers.as_deref(),
+            Some("subject=project%20x&priority=urgent")
+        );
     }
 
     #[test]
@@ -575,7 +607,10 @@ mod tests {
             Uri::Tel(t) => assert_eq!(t.number, "+49-30-123456"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(Uri::parse("mailto:a@b").unwrap(), Uri::Other { .. }));
+        assert!(matches!(
+            Uri::parse("mailto:a@b").unwrap(),
+            Uri::Other { .. }
+        ));
         assert!(Uri::parse("sip:us er@host").is_err());
         assert!(Uri::parse("nocolon").is_err());
         assert!(Uri::parse("sip:").is_err());
@@ -585,7 +620,19 @@ mod tests {
 
     #[test]
     fn odd_input_never_panics() {
-        for s in ["sip:%", "sip:a%4", "sip:[", "sip:[]", "sip:@", "sip::", "sip:a@[::1", "sip:a;", "sip:a?", "tel:", "sip:a@b;=x"] {
+        for s in [
+            "sip:%",
+            "sip:a%4",
+            "sip:[",
+            "sip:[]",
+            "sip:@",
+            "sip::",
+            "sip:a@[::1",
+            "sip:a;",
+            "sip:a?",
+            "tel:",
+            "sip:a@b;=x",
+        ] {
             let _ = Uri::parse(s);
         }
         assert_eq!(unescape("a%4"), "a%4");

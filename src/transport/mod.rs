@@ -54,10 +54,12 @@ impl Outbound {
     }
 
     fn send_udp(&self, peer: Peer, data: &[u8]) {
-        let socket = self
-            .udp
-            .get(&peer.local)
-            .or_else(|| self.udp.values().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == peer.remote.is_ipv4())));
+        let socket = self.udp.get(&peer.local).or_else(|| {
+            self.udp.values().find(|s| {
+                s.local_addr()
+                    .is_ok_and(|a| a.is_ipv4() == peer.remote.is_ipv4())
+            })
+        });
         let Some(socket) = socket else {
             tracing::warn!(%peer, "no UDP socket to send from");
             return;
@@ -131,5 +133,8 @@ pub async fn bind(
     for listener in listeners {
         tokio::spawn(tcp::accept_loop(listener, outbound.clone()));
     }
-    Ok(Bound { outbound, local_addrs })
+    Ok(Bound {
+        outbound,
+        local_addrs,
+    })
 }

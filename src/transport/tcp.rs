@@ -18,7 +18,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_QUEUE: usize = 256;
 
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -29,8 +33,18 @@ pub(super) async fn accept_loop(listener: TcpListener, out: Outbound) {
         match listener.accept().await {
             Ok((stream, remote)) => {
                 let _ = stream.set_nodelay(true);
-                let Ok(local) = stream.local_addr() else { continue };
-                tokio::spawn(run_connection(stream, Peer { proto: Proto::Tcp, remote, local }, out.clone()));
+                let Ok(local) = stream.local_addr() else {
+                    continue;
+                };
+                tokio::spawn(run_connection(
+                    stream,
+                    Peer {
+                        proto: Proto::Tcp,
+                        remote,
+                        local,
+                    },
+                    out.clone(),
+                ));
             }
             Err(e) => {
                 // Usually EMFILE: back off instead of spinning.
@@ -43,10 +57,19 @@ pub(super) async fn accept_loop(listener: TcpListener, out: Outbound) {
 
 /// Sends over the connection to `peer`, opening one if there is none.
 pub(super) fn send(out: &Outbound, peer: Peer, data: Bytes) {
-    let existing = out.tcp.lock().ok().and_then(|m| m.get(&(peer.local, peer.remote)).cloned()).or_else(|| {
-        // A connection to the same remote from another local socket is as good.
-        out.tcp.lock().ok().and_then(|m| m.iter().find(|((_, r), _)| *r == peer.remote).map(|(_, s)| s.clone()))
-    });
+    let existing = out
+        .tcp
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&(peer.local, peer.remote)).cloned())
+        .or_else(|| {
+            // A connection to the same remote from another local socket is as good.
+            out.tcp.lock().ok().and_then(|m| {
+                m.iter()
+                    .find(|((_, r), _)| *r == peer.remote)
+                    .map(|(_, s)| s.clone())
+            })
+        });
     if let Some(tx) = existing {
         if tx.try_send(data).is_err() {
             tracing::warn!(%peer, "TCP write queue full or closed: message dropped");
@@ -57,7 +80,11 @@ pub(super) fn send(out: &Outbound, peer: Peer, data: Bytes) {
     tokio::spawn(async move {
         let bind_ip = peer.local.ip();
         let connect = async {
-            let socket = if peer.remote.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            let socket = if peer.remote.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
             if bind_ip.is_ipv4() == peer.remote.is_ipv4() && !bind_ip.is_unspecified() {
                 socket.bind(SocketAddr::new(bind_ip, 0))?;
             }
@@ -66,8 +93,14 @@ pub(super) fn send(out: &Outbound, peer: Peer, data: Bytes) {
         match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                let Ok(local) = stream.local_addr() else { return };
-                let peer = Peer { proto: Proto::Tcp, remote: peer.remote, local };
+                let Ok(local) = stream.local_addr() else {
+                    return;
+                };
+                let peer = Peer {
+                    proto: Proto::Tcp,
+                    remote: peer.remote,
+                    local,
+                };
                 run_connection_with_first(stream, peer, out, Some(data)).await;
             }
             Ok(Err(e)) => tracing::info!(%peer, "TCP connect failed: {e}"),
@@ -80,7 +113,12 @@ async fn run_connection(stream: TcpStream, peer: Peer, out: Outbound) {
     run_connection_with_first(stream, peer, out, None).await;
 }
 
-async fn run_connection_with_first(stream: TcpStream, peer: Peer, out: Outbound, first: Option<Bytes>) {
+async fn run_connection_with_first(
+    stream: TcpStream,
+    peer: Peer,
+    out: Outbound,
+    first: Option<Bytes>,
+) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     if let Some(first) = first {
         let _ = tx.try_send(first);
@@ -147,7 +185,10 @@ async fn run_connection_with_first(stream: TcpStream, peer: Peer, out: Outbound,
         }
     }
     if let Ok(mut map) = out.tcp.lock() {
-        if map.get(&(peer.local, peer.remote)).is_some_and(|s| s.same_channel(&tx)) {
+        if map
+            .get(&(peer.local, peer.remote))
+            .is_some_and(|s| s.same_channel(&tx))
+        {
             map.remove(&(peer.local, peer.remote));
         }
     }

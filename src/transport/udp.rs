@@ -30,7 +30,9 @@ fn socket2_ref(socket: &UdpSocket) -> socket2::SockRef<'_> {
 }
 
 pub(super) async fn receive_loop(socket: Arc<UdpSocket>, out: Outbound) {
-    let Ok(local) = socket.local_addr() else { return };
+    let Ok(local) = socket.local_addr() else {
+        return;
+    };
     let mut buf = vec![0u8; 65_536];
     loop {
         let (n, remote) = match socket.recv_from(&mut buf).await {
@@ -50,7 +52,11 @@ pub(super) async fn receive_loop(socket: Arc<UdpSocket>, out: Outbound) {
             remote,
             local,
         };
-        match parse::parse_message(Bytes::copy_from_slice(data), Framing::Datagram, &out.settings.limits) {
+        match parse::parse_message(
+            Bytes::copy_from_slice(data),
+            Framing::Datagram,
+            &out.settings.limits,
+        ) {
             Ok(message) => {
                 if out.inbound.try_send(Inbound { message, peer }).is_err() {
                     tracing::warn!(%peer, "SIP core overloaded: datagram dropped");

@@ -94,7 +94,9 @@ pub fn shared_dir() -> PathBuf {
 }
 
 pub fn scenario(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name);
     assert!(p.is_file(), "sipp scenario {} missing", p.display());
     p
 }
@@ -187,7 +189,10 @@ impl Server {
         fs::write(&cfg, self.render(udp, tcp)).expect("write config");
         self.log = self.dir.path().join(format!("server-{}.log", self.starts));
         let stderr = File::create(&self.log).expect("create server log");
-        let stdout_log = self.dir.path().join(format!("server-{}.stdout", self.starts));
+        let stdout_log = self
+            .dir
+            .path()
+            .join(format!("server-{}.stdout", self.starts));
         let mut child = Command::new(server_program())
             .arg("serve")
             .arg("--config")
@@ -242,7 +247,9 @@ impl Server {
             }
         }
         let (Some(u), Some(t)) = (got_udp, got_tcp) else {
-            self.fail("`ready` came without both `listening sip udp …` and `listening sip tcp …` lines")
+            self.fail(
+                "`ready` came without both `listening sip udp …` and `listening sip tcp …` lines",
+            )
         };
         if self.starts > 1 && (u != self.udp || t != self.tcp) {
             self.fail(&format!(
@@ -308,7 +315,10 @@ impl Server {
         if status.is_none() {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("server did not stop within {STOP_TIMEOUT:?} of SIGTERM\n{}", self.log_excerpt());
+            panic!(
+                "server did not stop within {STOP_TIMEOUT:?} of SIGTERM\n{}",
+                self.log_excerpt()
+            );
         }
         status
     }
@@ -335,7 +345,10 @@ impl Server {
         }
         match options_status(self.udp) {
             Some(200) => {}
-            other => self.fail(&format!("OPTIONS to {} answered {other:?}, expected 200", self.udp)),
+            other => self.fail(&format!(
+                "OPTIONS to {} answered {other:?}, expected 200",
+                self.udp
+            )),
         }
     }
 }
@@ -411,7 +424,11 @@ impl SippResult {
         let mut s = format!(
             "sipp exit status {:?}{}\n",
             self.status,
-            if self.timed_out { " (killed after the hard timeout)" } else { "" }
+            if self.timed_out {
+                " (killed after the hard timeout)"
+            } else {
+                ""
+            }
         );
         for (what, p) in [
             ("error log", &self.errors),
@@ -420,7 +437,11 @@ impl SippResult {
             ("screen", &self.screen),
         ] {
             let text = fs::read_to_string(p).unwrap_or_else(|_| "(none)".into());
-            let text = if text.len() > 12000 { format!("…{}", &text[text.len() - 12000..]) } else { text };
+            let text = if text.len() > 12000 {
+                format!("…{}", &text[text.len() - 12000..])
+            } else {
+                text
+            };
             s.push_str(&format!("--- sipp {what} {} ---\n{text}\n", p.display()));
         }
         s
@@ -433,22 +454,38 @@ impl SippResult {
 
     pub fn assert_success(&self, server: &Server) {
         if !self.success() {
-            panic!("sipp scenario failed\n{}\n{}", self.report(), server.log_excerpt());
+            panic!(
+                "sipp scenario failed\n{}\n{}",
+                self.report(),
+                server.log_excerpt()
+            );
         }
     }
 }
 
 /// Runs one sipp scenario (`tests/sipp/NAME`) against `remote` over `transport` ("u1" or "t1"),
 /// with `-m 1` unless `extra` gives `-m`. Logs go to `dir`.
-pub fn sipp(dir: &Path, scenario_name: &str, remote: SocketAddr, transport: &str, extra: &[&str]) -> SippResult {
+pub fn sipp(
+    dir: &Path,
+    scenario_name: &str,
+    remote: SocketAddr,
+    transport: &str,
+    extra: &[&str],
+) -> SippResult {
     require_program("sipp", "sip-tester");
-    assert!(transport == "u1" || transport == "t1", "transport must be u1 or t1");
+    assert!(
+        transport == "u1" || transport == "t1",
+        "transport must be u1 or t1"
+    );
     let path = scenario(scenario_name);
     let stem = format!(
         "sipp-{}-{}-{}",
         scenario_name.trim_end_matches(".xml"),
         transport,
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     );
     let res = SippResult {
         status: None,
@@ -505,7 +542,11 @@ pub fn sipp(dir: &Path, scenario_name: &str, remote: SocketAddr, transport: &str
         let _ = child.kill();
         let _ = child.wait();
     }
-    SippResult { status, timed_out, ..res }
+    SippResult {
+        status,
+        timed_out,
+        ..res
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -563,7 +604,9 @@ pub fn header_values(msg: &[u8], name: &str, short: Option<&str>) -> Vec<String>
     for line in head.split("\r\n").skip(1) {
         if let Some((k, v)) = line.split_once(':') {
             let k = k.trim();
-            if k.eq_ignore_ascii_case(name) || short.map(|s| k.eq_ignore_ascii_case(s)).unwrap_or(false) {
+            if k.eq_ignore_ascii_case(name)
+                || short.map(|s| k.eq_ignore_ascii_case(s)).unwrap_or(false)
+            {
                 out.push(v.trim().to_string());
             }
         }
@@ -579,7 +622,12 @@ pub fn first_line(msg: &[u8]) -> String {
 pub fn random_token() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     format!("{:016x}", h.finish())
 }
 
