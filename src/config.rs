@@ -808,12 +808,14 @@ impl RawSip {
                                 algs.push(a);
                             }
                         }
-                        _ => return Err(invalid(
-                            &at.key("digest_algorithms").index(i),
-                            format!(
+                        _ => {
+                            return Err(invalid(
+                                &at.key("digest_algorithms").index(i),
+                                format!(
                                 "unknown digest algorithm `{name}` (use \"SHA-256\" or \"MD5\")"
                             ),
-                        )),
+                            ))
+                        }
                     }
                 }
                 if algs.is_empty() {
