@@ -125,7 +125,6 @@ fn top_via_port(msg: &[u8]) -> u16 {
         .rsplit('/')
         .next()
         .unwrap_or("")
-        .trim()
         .split_whitespace()
         .nth(1)
         .unwrap_or("")

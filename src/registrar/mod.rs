@@ -113,7 +113,7 @@ impl Registrar {
             .get(aor)
             .map(|bs| bs.iter().filter(|b| b.expires_at > now).collect())
             .unwrap_or_default();
-        v.sort_by(|a, b| b.q.unwrap_or(1000).cmp(&a.q.unwrap_or(1000)));
+        v.sort_by_key(|b| std::cmp::Reverse(b.q.unwrap_or(1000)));
         v
     }
 
