@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pasarela::sip::parse::{parse_message, Framing, Limits};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const INVITE: &str = "INVITE sip:101@office.test SIP/2.0\r\n\
 Via: SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bK776asdhds;rport\r\n\
 Max-Forwards: 70\r\n\

@@ -16,25 +16,85 @@ fn err<T>(msg: impl Into<String>) -> Result<T, HeaderError> {
     Err(HeaderError(msg.into()))
 }
 
+const TOKEN_TABLE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
 /// `token` characters of RFC 3261 §25.1.
+#[inline]
 pub fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN_TABLE[b as usize]
+}
+
+/// Position of a byte in a short string: a plain loop beats a vectorised search at header
+/// lengths.
+#[inline]
+pub fn find_byte(s: &str, b: u8) -> Option<usize> {
+    s.bytes().position(|x| x == b)
+}
+
+#[inline]
+pub fn rfind_byte(s: &str, b: u8) -> Option<usize> {
+    s.bytes().rposition(|x| x == b)
+}
+
+#[inline]
+pub fn has_byte(s: &str, b: u8) -> bool {
+    s.bytes().any(|x| x == b)
+}
+
+/// Trims SP and HTAB (not other white space) from both ends, byte-wise.
+#[inline]
+pub fn trim_ws(s: &str) -> &str {
+    trim_ws_end(trim_ws_start(s))
+}
+
+#[inline]
+pub fn trim_ws_start(s: &str) -> &str {
+    let n = s.bytes().take_while(|b| is_ws(*b)).count();
+    &s[n..]
+}
+
+#[inline]
+pub fn trim_ws_end(s: &str) -> &str {
+    let n = s.bytes().rev().take_while(|b| is_ws(*b)).count();
+    &s[..s.len() - n]
+}
+
+/// Whether `s` holds SP or HTAB.
+#[inline]
+pub fn has_ws(s: &str) -> bool {
+    s.bytes().any(is_ws)
 }
 
 pub fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_token_char)
 }
 
+#[inline]
 fn is_ws(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
 /// Splits a header value at top-level commas (not inside quotes or `<…>`), trimming each part.
 pub fn split_list(value: &str) -> Result<Vec<&str>, HeaderError> {
+    if !value.bytes().any(|b| b == b',' || b == b'"') {
+        if has_byte(value, b'<') != has_byte(value, b'>') {
+            return err("unterminated <");
+        }
+        return Ok(vec![value]);
+    }
     let b = value.as_bytes();
     let mut parts = Vec::new();
     let mut start = 0;
@@ -56,7 +116,7 @@ pub fn split_list(value: &str) -> Result<Vec<&str>, HeaderError> {
             b'<' => in_angle = true,
             b'>' => in_angle = false,
             b',' if !in_angle => {
-                parts.push(value[start..i].trim_matches([' ', '\t']));
+                parts.push(trim_ws(&value[start..i]));
                 start = i + 1;
             }
             _ => {}
@@ -66,7 +126,7 @@ pub fn split_list(value: &str) -> Result<Vec<&str>, HeaderError> {
     if in_angle {
         return err("unterminated <");
     }
-    parts.push(value[start.min(value.len())..].trim_matches([' ', '\t']));
+    parts.push(trim_ws(&value[start.min(value.len())..]));
     Ok(parts)
 }
 
@@ -194,12 +254,13 @@ impl Via {
         let mut rest = s;
         let mut parts = [""; 3];
         for (n, part) in parts.iter_mut().enumerate() {
-            rest = rest.trim_start_matches([' ', '\t']);
+            rest = trim_ws_start(rest);
             let end = rest
-                .find(|c: char| !(c.is_ascii() && is_token_char(c as u8)))
+                .bytes()
+                .position(|b| !is_token_char(b))
                 .unwrap_or(rest.len());
             *part = &rest[..end];
-            rest = rest[end..].trim_start_matches([' ', '\t']);
+            rest = trim_ws_start(&rest[end..]);
             if n < 2 {
                 rest = match rest.strip_prefix('/') {
                     Some(r) => r,
@@ -216,18 +277,26 @@ impl Via {
         if parts[2].is_empty() {
             return err("Via without transport");
         }
-        let transport = parts[2].to_ascii_uppercase();
-        // sent-by up to ';' (or end); COLON may be surrounded by LWS.
-        let end = rest.find(';').unwrap_or(rest.len());
-        let sent_by: String = rest[..end]
-            .chars()
-            .filter(|c| *c != ' ' && *c != '\t')
-            .collect();
-        if rest[..end].trim().contains([' ', '\t']) && !rest[..end].contains(':') {
-            return err("malformed Via sent-by");
-        }
+        let transport = match parts[2] {
+            "UDP" | "udp" => "UDP".to_owned(),
+            "TCP" | "tcp" => "TCP".to_owned(),
+            other => other.to_ascii_uppercase(),
+        };
+        // sent-by up to ';' (or end); LWS is only allowed around the COLON of host:port.
+        let end = rest.bytes().position(|b| b == b';').unwrap_or(rest.len());
+        let raw_sent_by = trim_ws_end(&rest[..end]);
+        let spaced;
+        let sent_by = if has_ws(raw_sent_by) {
+            if !has_byte(raw_sent_by, b':') {
+                return err("malformed Via sent-by");
+            }
+            spaced = raw_sent_by.replace([' ', '\t'], "");
+            spaced.as_str()
+        } else {
+            raw_sent_by
+        };
         let (host, port) =
-            uri::parse_hostport(&sent_by).map_err(|e| HeaderError(format!("Via: {e}")))?;
+            uri::parse_hostport(sent_by).map_err(|e| HeaderError(format!("Via: {e}")))?;
         let params = parse_params(&rest[end..]).map_err(|e| HeaderError(format!("Via: {e}")))?;
         if let Some(b) = params.value("branch") {
             if !is_token(b) {
@@ -298,7 +367,7 @@ impl NameAddr {
     }
 
     pub fn parse(s: &str) -> Result<NameAddr, HeaderError> {
-        let s = s.trim_matches([' ', '\t']);
+        let s = trim_ws(s);
         let b = s.as_bytes();
         let mut i = 0;
         let display;
@@ -313,8 +382,8 @@ impl NameAddr {
             if b.get(i) != Some(&b'<') {
                 return err("display name not followed by <URI>");
             }
-        } else if let Some(lt) = s.find('<') {
-            let name = s[..lt].trim_matches([' ', '\t']);
+        } else if let Some(lt) = find_byte(s, b'<') {
+            let name = trim_ws(&s[..lt]);
             // Unquoted display name: tokens separated by LWS.
             if !name
                 .split([' ', '\t'])
@@ -334,8 +403,7 @@ impl NameAddr {
         }
         let params_start;
         if b.get(i) == Some(&b'<') {
-            let close = s[i..]
-                .find('>')
+            let close = find_byte(&s[i..], b'>')
                 .map(|c| c + i)
                 .ok_or(HeaderError("missing > after URI".into()))?;
             uri_str = &s[i + 1..close];
@@ -343,14 +411,17 @@ impl NameAddr {
         } else {
             // addr-spec: ends at the first ';' (the rest are header parameters); must not hold
             // '?', ',' or white space (RFC 3261 §20.10).
-            let end = s.find(';').unwrap_or(s.len());
-            uri_str = s[..end].trim_end_matches([' ', '\t']);
-            if uri_str.contains(['?', ',', ' ', '\t']) {
+            let end = find_byte(s, b';').unwrap_or(s.len());
+            uri_str = trim_ws_end(&s[..end]);
+            if uri_str
+                .bytes()
+                .any(|b| matches!(b, b'?' | b',' | b' ' | b'\t'))
+            {
                 return err("URI with headers, commas or spaces must be enclosed in <>");
             }
             params_start = end;
         }
-        if uri_str.contains([' ', '\t']) {
+        if has_ws(uri_str) {
             return err("white space inside URI");
         }
         let uri = Uri::parse(uri_str).map_err(|e| HeaderError(e.0.to_owned()))?;
@@ -486,26 +557,84 @@ impl Name {
                 _ => return None,
             },
             _ => {
-                let known = [
-                    Name::Via,
-                    Name::From,
-                    Name::To,
-                    Name::CallId,
-                    Name::CSeq,
-                    Name::MaxForwards,
-                    Name::Contact,
-                    Name::Route,
-                    Name::RecordRoute,
-                    Name::ContentLength,
-                    Name::ContentType,
-                    Name::Expires,
-                    Name::MinExpires,
-                ];
-                return known
-                    .into_iter()
-                    .find(|n| n.as_str().eq_ignore_ascii_case(name));
+                let first = name.as_bytes().first()?.to_ascii_lowercase();
+                let candidates: &[Name] = match first {
+                    b'v' => &[Name::Via],
+                    b'f' => &[Name::From],
+                    b't' => &[Name::To],
+                    b'c' => &[
+                        Name::CallId,
+                        Name::CSeq,
+                        Name::Contact,
+                        Name::ContentLength,
+                        Name::ContentType,
+                    ],
+                    b'm' => &[Name::MaxForwards, Name::MinExpires],
+                    b'r' => &[Name::Route, Name::RecordRoute],
+                    b'e' => &[Name::Expires],
+                    _ => return None,
+                };
+                return candidates.iter().copied().find(|n| {
+                    n.as_str().len() == name.len() && n.as_str().eq_ignore_ascii_case(name)
+                });
             }
         })
+    }
+}
+
+/// The name of a header not modelled by [`Header`]: common names are static (no allocation
+/// per received header), others are owned.
+pub type HeaderName = std::borrow::Cow<'static, str>;
+
+const COMMON_NAMES: &[&str] = &[
+    "Accept",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Alert-Info",
+    "Allow",
+    "Allow-Events",
+    "Authorization",
+    "Call-Info",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Date",
+    "Event",
+    "Min-SE",
+    "Organization",
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Priority",
+    "Privacy",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Require",
+    "Reason",
+    "Refer-To",
+    "Referred-By",
+    "Remote-Party-ID",
+    "Replaces",
+    "Require",
+    "Server",
+    "Session-Expires",
+    "Subject",
+    "Supported",
+    "Timestamp",
+    "Unsupported",
+    "User-Agent",
+    "Warning",
+    "WWW-Authenticate",
+    "X-Asterisk-HangupCause",
+];
+
+/// The [`HeaderName`] for a received name (compact forms expanded).
+pub fn header_name(name: &str) -> HeaderName {
+    let name = expand_compact(name);
+    match COMMON_NAMES
+        .iter()
+        .find(|c| c.len() == name.len() && **c == name)
+    {
+        Some(c) => std::borrow::Cow::Borrowed(c),
+        None => std::borrow::Cow::Owned(name.to_owned()),
     }
 }
 
@@ -550,7 +679,7 @@ pub enum Header {
     Expires(u32),
     MinExpires(u32),
     /// Any other header, with its name (compact forms expanded) and raw value.
-    Other(String, String),
+    Other(HeaderName, String),
 }
 
 impl Header {
@@ -631,7 +760,7 @@ macro_rules! first_of {
 
 impl Headers {
     pub fn new() -> Headers {
-        Headers(Vec::with_capacity(12))
+        Headers(Vec::with_capacity(24))
     }
 
     pub fn push(&mut self, h: Header) {
@@ -730,7 +859,7 @@ impl Headers {
     pub fn tokens<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.get_all(name)
             .flat_map(|v| v.split(','))
-            .map(|t| t.trim_matches([' ', '\t']))
+            .map(trim_ws)
             .filter(|t| !t.is_empty())
     }
 
@@ -743,10 +872,10 @@ impl Headers {
         });
     }
 
-    /// Replaces the first `Other` header of that name, or appends it.
-    pub fn set_other(&mut self, name: &str, value: impl Into<String>) {
+    /// Replaces every `Other` header of that name with one value.
+    pub fn set_other(&mut self, name: &'static str, value: impl Into<String>) {
         self.remove(name);
-        self.0.push(Header::Other(name.to_owned(), value.into()));
+        self.0.push(Header::Other(name.into(), value.into()));
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Header> {

@@ -77,8 +77,28 @@ pub fn is_keepalive(buf: &[u8]) -> bool {
     !buf.is_empty() && buf.iter().all(|b| *b == b'\r' || *b == b'\n')
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// Where the header section ends: the offset of the CRLFCRLF.
+fn header_end(hay: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\r', hay).find(|&i| hay.get(i + 1..i + 4) == Some(b"\n\r\n"))
+}
+
+/// Whether any line of `head` is folded onto the previous one (CRLF followed by SP or HTAB).
+fn has_folds(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| matches!(head.get(i + 1), Some(b' ' | b'\t')))
+}
+
+/// The lines of a header section, each of which must end in CRLF.
+fn crlf_lines(head: &str) -> impl Iterator<Item = Result<&str, ()>> + '_ {
+    let bytes = head.as_bytes();
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', bytes).map(move |nl| {
+        let line = &head[start..nl];
+        start = nl + 1;
+        match line.strip_suffix('\r') {
+            Some(l) if !header::has_byte(l, b'\r') => Ok(l),
+            _ => Err(()),
+        }
+    })
 }
 
 /// Parses one message. For datagrams `buf` is the whole datagram; for streams it is one frame
@@ -99,7 +119,7 @@ pub fn parse_message(buf: Bytes, framing: Framing, limits: &Limits) -> Result<Me
     if buf.len() > limits.max_message_bytes {
         return Err(fail(513, "Message Too Large".into(), data));
     }
-    let Some(hend) = find(data, b"\r\n\r\n") else {
+    let Some(hend) = header_end(data) else {
         return Err(fail(
             400,
             "Header section not terminated by an empty line".into(),
@@ -172,7 +192,7 @@ fn bad<T>(reason: impl Into<String>) -> Result<T, (u16, String)> {
 
 /// Replaces each line fold (CRLF followed by white space) with a single space.
 fn unfold(head: &str) -> Cow<'_, str> {
-    if !head.contains("\r\n ") && !head.contains("\r\n\t") {
+    if !has_folds(head.as_bytes()) {
         return Cow::Borrowed(head);
     }
     let mut out = String::with_capacity(head.len());
@@ -238,40 +258,34 @@ fn parse_start(line: &str) -> Result<Start, (u16, String)> {
 
 fn parse_head(raw: &str, limits: &Limits) -> HeadResult {
     let head = unfold(raw);
-    let mut lines = head.split("\r\n");
-    let start_line = lines.next().unwrap_or("");
-    if start_line.contains(['\r', '\n']) {
-        return bad("Line not terminated by CRLF");
-    }
+    let mut lines = crlf_lines(&head);
+    let start_line = match lines.next() {
+        Some(Ok(l)) => l,
+        _ => return bad("Line not terminated by CRLF"),
+    };
     let start = parse_start(start_line)?;
     let mut headers = Headers::new();
     let mut content_length: Option<u32> = None;
     let mut seen = [false; 13];
     let mut count = 0usize;
     for line in lines {
-        if line.is_empty() {
-            continue; // the terminating CRLF of the last header line
-        }
+        let Ok(line) = line else {
+            return bad("Line not terminated by CRLF");
+        };
         count += 1;
         if count > limits.max_headers {
             return bad("Too many header fields");
         }
-        if line.contains(['\r', '\n']) {
-            return bad("Line not terminated by CRLF");
-        }
-        let Some(colon) = line.find(':') else {
+        let Some(colon) = crate::sip::header::find_byte(line, b':') else {
             return bad("Header line without a colon");
         };
-        let name = line[..colon].trim_end_matches([' ', '\t']);
+        let name = header::trim_ws_end(&line[..colon]);
         if !header::is_token(name) {
             return bad("Malformed header name");
         }
-        let value = line[colon + 1..].trim_matches([' ', '\t']);
+        let value = header::trim_ws(&line[colon + 1..]);
         let Some(known) = Name::lookup(name) else {
-            headers.push(Header::Other(
-                header::expand_compact(name).to_owned(),
-                value.to_owned(),
-            ));
+            headers.push(Header::Other(header::header_name(name), value.to_owned()));
             continue;
         };
         let slot = known as usize;
@@ -334,7 +348,7 @@ fn parse_head(raw: &str, limits: &Limits) -> HeadResult {
                 });
             }
             Name::ContentType => {
-                if !value.contains('/') {
+                if !crate::sip::header::has_byte(value, b'/') {
                     return bad("Bad Content-Type header");
                 }
                 headers.push(Header::ContentType(value.to_owned()));
@@ -377,7 +391,7 @@ fn collect_echo(head: &[u8]) -> Option<Vec<String>> {
     let mut out = Vec::new();
     let mut found = [false; 5];
     for line in unfolded.split("\r\n").skip(1) {
-        let Some(colon) = line.find(':') else {
+        let Some(colon) = crate::sip::header::find_byte(line, b':') else {
             continue;
         };
         let name = line[..colon].trim_end();
@@ -446,7 +460,7 @@ impl StreamFramer {
                 _ => break,
             }
         }
-        let Some(hend) = find(&self.buf, b"\r\n\r\n") else {
+        let Some(hend) = header_end(&self.buf) else {
             if self.buf.len() > self.max {
                 return Err(self.error(413, "Header section too large"));
             }
@@ -456,7 +470,7 @@ impl StreamFramer {
         let mut cl: Option<usize> = None;
         let text = String::from_utf8_lossy(head);
         for line in unfold(&text).split("\r\n").skip(1) {
-            let Some(colon) = line.find(':') else {
+            let Some(colon) = crate::sip::header::find_byte(line, b':') else {
                 continue;
             };
             if Name::lookup(line[..colon].trim_end()) == Some(Name::ContentLength) {

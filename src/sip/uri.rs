@@ -252,7 +252,8 @@ impl Uri {
 
     /// Parses a URI as it appears in a Request-URI or inside `<…>`.
     pub fn parse(s: &str) -> Result<Uri, UriError> {
-        let colon = s.find(':').ok_or(UriError("URI without a scheme"))?;
+        let colon =
+            crate::sip::header::find_byte(s, b':').ok_or(UriError("URI without a scheme"))?;
         let scheme = &s[..colon];
         let rest = &s[colon + 1..];
         if scheme.is_empty()
@@ -285,16 +286,51 @@ impl Uri {
     }
 }
 
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
+/// Character classes of RFC 3261 §25.1, one bit each, so a URI part is checked with one table
+/// look-up per byte.
+const UNRESERVED: u8 = 1;
+const USER: u8 = 2;
+const PASSWORD: u8 = 4;
+const PARAM: u8 = 8;
+const HEADER: u8 = 16;
+
+const CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let unreserved = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+            );
+        let mut c = 0;
+        if unreserved {
+            c = UNRESERVED | USER | PASSWORD | PARAM | HEADER;
+        }
+        if matches!(b, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/') {
+            c |= USER;
+        }
+        if matches!(b, b'&' | b'=' | b'+' | b'$' | b',') {
+            c |= PASSWORD;
+        }
+        if matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$') {
+            c |= PARAM;
+        }
+        if matches!(
             b,
-            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
-        )
-}
+            b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&'
+        ) {
+            c |= HEADER;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
 
 /// Checks `s` against a character class where `%HH` escapes are also allowed.
-fn check_chars(s: &str, extra: &[u8]) -> bool {
+fn check_chars(s: &str, class: u8) -> bool {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -308,7 +344,7 @@ fn check_chars(s: &str, extra: &[u8]) -> bool {
             i += 3;
             continue;
         }
-        if !(is_unreserved(c) || extra.contains(&c)) {
+        if CLASSES[c as usize] & class == 0 {
             return false;
         }
         i += 1;
@@ -316,14 +352,9 @@ fn check_chars(s: &str, extra: &[u8]) -> bool {
     true
 }
 
-const USER_EXTRA: &[u8] = b"&=+$,;?/";
-const PASSWORD_EXTRA: &[u8] = b"&=+$,";
-const PARAM_EXTRA: &[u8] = b"[]/:&+$";
-const HEADER_EXTRA: &[u8] = b"[]/?:+$=&";
-
 fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
     // '@' can only appear in the userinfo (params and headers have no unescaped '@').
-    let (userinfo, hostpart) = match rest.find('@') {
+    let (userinfo, hostpart) = match crate::sip::header::find_byte(rest, b'@') {
         Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
         None => (None, rest),
     };
@@ -331,18 +362,18 @@ fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
         None => (None, None),
         Some(ui) => {
             // The password follows the first ':' in userinfo; a telephone-subscriber user has no ':'.
-            let (u, p) = match ui.find(':') {
+            let (u, p) = match crate::sip::header::find_byte(ui, b':') {
                 Some(c) => (&ui[..c], Some(&ui[c + 1..])),
                 None => (ui, None),
             };
             if u.is_empty() {
                 return Err(UriError("empty user part in URI"));
             }
-            if !check_chars(u, USER_EXTRA) {
+            if !check_chars(u, USER) {
                 return Err(UriError("invalid character in URI user part"));
             }
             if let Some(p) = p {
-                if !check_chars(p, PASSWORD_EXTRA) {
+                if !check_chars(p, PASSWORD) {
                     return Err(UriError("invalid character in URI password"));
                 }
             }
@@ -351,23 +382,23 @@ fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
     };
     let (hostport, after) = split_hostport(hostpart)?;
     let (host, port) = parse_hostport(hostport)?;
-    let (params_str, headers) = match after.find('?') {
+    let (params_str, headers) = match crate::sip::header::find_byte(after, b'?') {
         Some(q) => (&after[..q], Some(&after[q + 1..])),
         None => (after, None),
     };
     let mut params = Params::new();
     if !params_str.is_empty() {
         // params_str starts with ';'
-        for p in params_str[1..].split(';') {
-            let (n, v) = match p.find('=') {
+        for p in params_str[1..].split(|c| c == ';') {
+            let (n, v) = match crate::sip::header::find_byte(p, b'=') {
                 Some(e) => (&p[..e], Some(&p[e + 1..])),
                 None => (p, None),
             };
-            if n.is_empty() || !check_chars(n, PARAM_EXTRA) {
+            if n.is_empty() || !check_chars(n, PARAM) {
                 return Err(UriError("invalid URI parameter"));
             }
             if let Some(v) = v {
-                if v.is_empty() || !check_chars(v, PARAM_EXTRA) {
+                if v.is_empty() || !check_chars(v, PARAM) {
                     return Err(UriError("invalid URI parameter value"));
                 }
             }
@@ -375,7 +406,7 @@ fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
         }
     }
     if let Some(h) = headers {
-        if h.is_empty() || !check_chars(h, HEADER_EXTRA) {
+        if h.is_empty() || !check_chars(h, HEADER) {
             return Err(UriError("invalid URI headers"));
         }
     }
@@ -393,14 +424,19 @@ fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
 /// Splits `host[:port]` from what follows (`;params` or `?headers`).
 fn split_hostport(s: &str) -> Result<(&str, &str), UriError> {
     if s.starts_with('[') {
-        let close = s
-            .find(']')
+        let close = crate::sip::header::find_byte(s, b']')
             .ok_or(UriError("unterminated IPv6 reference in URI"))?;
         let tail = &s[close + 1..];
-        let end = tail.find([';', '?']).map_or(s.len(), |i| close + 1 + i);
+        let end = tail
+            .bytes()
+            .position(|b| b == b';' || b == b'?')
+            .map_or(s.len(), |i| close + 1 + i);
         Ok((&s[..end], &s[end..]))
     } else {
-        let end = s.find([';', '?']).unwrap_or(s.len());
+        let end = s
+            .bytes()
+            .position(|b| b == b';' || b == b'?')
+            .unwrap_or(s.len());
         Ok((&s[..end], &s[end..]))
     }
 }
@@ -411,7 +447,8 @@ pub fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
         return Err(UriError("empty host"));
     }
     let (host_str, port_str) = if s.starts_with('[') {
-        let close = s.find(']').ok_or(UriError("unterminated IPv6 reference"))?;
+        let close = crate::sip::header::find_byte(s, b']')
+            .ok_or(UriError("unterminated IPv6 reference"))?;
         let tail = &s[close + 1..];
         let port = if tail.is_empty() {
             None
@@ -422,9 +459,9 @@ pub fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
         };
         (&s[..=close], port)
     } else {
-        match s.rfind(':') {
+        match crate::sip::header::rfind_byte(s, b':') {
             Some(c) => {
-                if s[..c].contains(':') {
+                if crate::sip::header::has_byte(&s[..c], b':') {
                     return Err(UriError("IPv6 address must be enclosed in []"));
                 }
                 (&s[..c], Some(&s[c + 1..]))
@@ -458,20 +495,35 @@ pub fn parse_host(s: &str) -> Result<Host, UriError> {
     if s.is_empty() {
         return Err(UriError("empty host"));
     }
-    if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+    // One pass: characters, label boundaries ('-' never at either end, no empty label).
+    let mut all_digits_dots = true;
+    let mut prev = b'.';
+    for &b in s.as_bytes() {
+        match b {
+            b'.' => {
+                if prev == b'.' || prev == b'-' {
+                    return Err(UriError("invalid host name"));
+                }
+            }
+            b'-' => {
+                if prev == b'.' {
+                    return Err(UriError("invalid host name"));
+                }
+                all_digits_dots = false;
+            }
+            b'0'..=b'9' => {}
+            b if b.is_ascii_alphabetic() => all_digits_dots = false,
+            _ => return Err(UriError("invalid host name")),
+        }
+        prev = b;
+    }
+    if prev == b'-' {
+        return Err(UriError("invalid host name"));
+    }
+    if all_digits_dots {
         if let Ok(a) = s.parse::<Ipv4Addr>() {
             return Ok(Host::Ipv4(a));
         }
-    }
-    let valid = s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        && !s.starts_with(['-', '.'])
-        && s.split('.')
-            .all(|l| !l.starts_with('-') && !l.ends_with('-'))
-        && !s.contains("..");
-    if !valid {
-        return Err(UriError("invalid host name"));
     }
     Ok(Host::Name(s.to_owned()))
 }
@@ -490,7 +542,7 @@ pub fn parse_ipv6(s: &str) -> Result<Ipv6Addr, UriError> {
 }
 
 fn parse_tel(rest: &str) -> Result<TelUri, UriError> {
-    let mut parts = rest.split(';');
+    let mut parts = rest.split(|c| c == ';');
     let number = parts.next().unwrap_or("");
     let valid_number = !number.is_empty()
         && number.bytes().all(|b| {
@@ -501,15 +553,15 @@ fn parse_tel(rest: &str) -> Result<TelUri, UriError> {
     }
     let mut params = Params::new();
     for p in parts {
-        let (n, v) = match p.find('=') {
+        let (n, v) = match crate::sip::header::find_byte(p, b'=') {
             Some(e) => (&p[..e], Some(&p[e + 1..])),
             None => (p, None),
         };
-        if n.is_empty() || !check_chars(n, PARAM_EXTRA) {
+        if n.is_empty() || !check_chars(n, PARAM) {
             return Err(UriError("invalid tel URI parameter"));
         }
         if let Some(v) = v {
-            if !check_chars(v, PARAM_EXTRA) {
+            if !check_chars(v, PARAM) {
                 return Err(UriError("invalid tel URI parameter value"));
             }
         }
@@ -523,7 +575,7 @@ fn parse_tel(rest: &str) -> Result<TelUri, UriError> {
 
 /// Decodes `%HH` escapes; bytes that are not valid UTF-8 are replaced.
 pub fn unescape(s: &str) -> String {
-    if !s.contains('%') {
+    if !crate::sip::header::has_byte(s, b'%') {
         return s.to_owned();
     }
     let b = s.as_bytes();
