@@ -139,7 +139,7 @@ fn main() {
     let (mut server, addr) = start_server(dir.path());
     println!("register_load: digest-authenticated REGISTER (401 + 200) over UDP, {USERS} users");
     let mut best = 0.0f64;
-    for rate in [2000, 4000, 6000, 8000, 10000] {
+    for rate in [5000, 10000, 15000, 20000, 25000] {
         let (ok, failed, elapsed) = run_sipp(dir.path(), addr, rate, 5);
         let achieved = ok as f64 / elapsed.as_secs_f64();
         let fail_pct = 100.0 * failed as f64 / (ok + failed).max(1) as f64;

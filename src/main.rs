@@ -46,6 +46,11 @@ enum Command {
     CheckConfig,
 }
 
+/// mimalloc: SIP handling allocates many small, short-lived strings; it is markedly faster
+/// than the system allocator for that pattern (see benches/sip_parse.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
