@@ -89,8 +89,18 @@ fn is_ws(b: u8) -> bool {
 
 /// Splits a header value at top-level commas (not inside quotes or `<…>`), trimming each part.
 pub fn split_list(value: &str) -> Result<Vec<&str>, HeaderError> {
-    if !value.bytes().any(|b| b == b',' || b == b'"') {
-        if has_byte(value, b'<') != has_byte(value, b'>') {
+    // Fast path, one pass: no comma or quote means a single element.
+    let (mut special, mut angles) = (false, 0i32);
+    for b in value.bytes() {
+        match b {
+            b',' | b'"' => special = true,
+            b'<' => angles += 1,
+            b'>' => angles -= 1,
+            _ => {}
+        }
+    }
+    if !special {
+        if angles != 0 {
             return err("unterminated <");
         }
         return Ok(vec![value]);

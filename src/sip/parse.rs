@@ -79,7 +79,19 @@ pub fn is_keepalive(buf: &[u8]) -> bool {
 
 /// Where the header section ends: the offset of the CRLFCRLF.
 fn header_end(hay: &[u8]) -> Option<usize> {
-    memchr::memchr_iter(b'\r', hay).find(|&i| hay.get(i + 1..i + 4) == Some(b"\n\r\n"))
+    header_end_checked(hay).map(|(end, _)| end)
+}
+
+/// Where the header section ends, and whether a bare CR (not followed by LF) occurs before.
+fn header_end_checked(hay: &[u8]) -> Option<(usize, bool)> {
+    let mut bare_cr = false;
+    for i in memchr::memchr_iter(b'\r', hay) {
+        match hay.get(i + 1..i + 4) {
+            Some(b"\n\r\n") => return Some((i, bare_cr)),
+            _ => bare_cr |= hay.get(i + 1) != Some(&b'\n'),
+        }
+    }
+    None
 }
 
 /// Whether any line of `head` is folded onto the previous one (CRLF followed by SP or HTAB).
@@ -88,16 +100,26 @@ fn has_folds(head: &[u8]) -> bool {
 }
 
 /// The lines of a header section, each of which must end in CRLF.
-fn crlf_lines(head: &str) -> impl Iterator<Item = Result<&str, ()>> + '_ {
+/// Why a line could not be taken as it is.
+#[derive(Debug, PartialEq, Eq)]
+enum LineError {
+    /// Not terminated by CRLF.
+    NotCrlf,
+    /// The next line is a continuation (starts with SP or HTAB): unfold first.
+    Folded,
+}
+
+/// The lines of a header section. Bare CRs are ruled out beforehand by [`header_end_checked`].
+fn crlf_lines(head: &str) -> impl Iterator<Item = Result<&str, LineError>> + '_ {
     let bytes = head.as_bytes();
     let mut start = 0;
     memchr::memchr_iter(b'\n', bytes).map(move |nl| {
         let line = &head[start..nl];
         start = nl + 1;
-        match line.strip_suffix('\r') {
-            Some(l) if !header::has_byte(l, b'\r') => Ok(l),
-            _ => Err(()),
+        if matches!(bytes.get(nl + 1), Some(b' ' | b'\t')) {
+            return Err(LineError::Folded);
         }
+        line.strip_suffix('\r').ok_or(LineError::NotCrlf)
     })
 }
 
@@ -119,7 +141,7 @@ pub fn parse_message(buf: Bytes, framing: Framing, limits: &Limits) -> Result<Me
     if buf.len() > limits.max_message_bytes {
         return Err(fail(513, "Message Too Large".into(), data));
     }
-    let Some(hend) = header_end(data) else {
+    let Some((hend, bare_cr)) = header_end_checked(data) else {
         return Err(fail(
             400,
             "Header section not terminated by an empty line".into(),
@@ -127,6 +149,9 @@ pub fn parse_message(buf: Bytes, framing: Framing, limits: &Limits) -> Result<Me
         ));
     };
     let head_bytes = &data[..hend + 2];
+    if bare_cr {
+        return Err(fail(400, "Line not terminated by CRLF".into(), head_bytes));
+    }
     let head = match std::str::from_utf8(head_bytes) {
         Ok(h) => h,
         Err(_) => {
@@ -186,8 +211,8 @@ enum Start {
 
 type HeadResult = Result<(Start, Headers, Option<u32>), (u16, String)>;
 
-fn bad<T>(reason: impl Into<String>) -> Result<T, (u16, String)> {
-    Err((400, reason.into()))
+fn bad<T, E: From<(u16, String)>>(reason: impl Into<String>) -> Result<T, E> {
+    Err(E::from((400, reason.into())))
 }
 
 /// Replaces each line fold (CRLF followed by white space) with a single space.
@@ -257,10 +282,33 @@ fn parse_start(line: &str) -> Result<Start, (u16, String)> {
 }
 
 fn parse_head(raw: &str, limits: &Limits) -> HeadResult {
-    let head = unfold(raw);
-    let mut lines = crlf_lines(&head);
+    match parse_lines(raw, limits) {
+        Err(Fault::Folded) => match parse_lines(&unfold(raw), limits) {
+            Err(Fault::Folded) => bad("Malformed line folding"),
+            Err(Fault::Bad(status, reason)) => Err((status, reason)),
+            Ok(r) => Ok(r),
+        },
+        Err(Fault::Bad(status, reason)) => Err((status, reason)),
+        Ok(r) => Ok(r),
+    }
+}
+
+enum Fault {
+    Folded,
+    Bad(u16, String),
+}
+
+impl From<(u16, String)> for Fault {
+    fn from((status, reason): (u16, String)) -> Fault {
+        Fault::Bad(status, reason)
+    }
+}
+
+fn parse_lines(head: &str, limits: &Limits) -> Result<(Start, Headers, Option<u32>), Fault> {
+    let mut lines = crlf_lines(head);
     let start_line = match lines.next() {
         Some(Ok(l)) => l,
+        Some(Err(LineError::Folded)) => return Err(Fault::Folded),
         _ => return bad("Line not terminated by CRLF"),
     };
     let start = parse_start(start_line)?;
@@ -269,8 +317,10 @@ fn parse_head(raw: &str, limits: &Limits) -> HeadResult {
     let mut seen = [false; 13];
     let mut count = 0usize;
     for line in lines {
-        let Ok(line) = line else {
-            return bad("Line not terminated by CRLF");
+        let line = match line {
+            Ok(l) => l,
+            Err(LineError::Folded) => return Err(Fault::Folded),
+            Err(LineError::NotCrlf) => return bad("Line not terminated by CRLF"),
         };
         count += 1;
         if count > limits.max_headers {

@@ -389,7 +389,7 @@ fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
     let mut params = Params::new();
     if !params_str.is_empty() {
         // params_str starts with ';'
-        for p in params_str[1..].split(|c| c == ';') {
+        for p in params_str[1..].split(';') {
             let (n, v) = match crate::sip::header::find_byte(p, b'=') {
                 Some(e) => (&p[..e], Some(&p[e + 1..])),
                 None => (p, None),
@@ -542,7 +542,7 @@ pub fn parse_ipv6(s: &str) -> Result<Ipv6Addr, UriError> {
 }
 
 fn parse_tel(rest: &str) -> Result<TelUri, UriError> {
-    let mut parts = rest.split(|c| c == ';');
+    let mut parts = rest.split(';');
     let number = parts.next().unwrap_or("");
     let valid_number = !number.is_empty()
         && number.bytes().all(|b| {
