@@ -126,13 +126,20 @@ impl Registrar {
         self.len() == 0
     }
 
-    /// Forgets expired bindings. The store purges its own copy by time, so nothing is returned.
-    pub fn purge(&mut self, now: u64) -> usize {
-        let mut removed = 0;
-        self.bindings.retain(|_, bs| {
-            let before = bs.len();
-            bs.retain(|b| b.expires_at > now);
-            removed += before - bs.len();
+    /// Forgets expired bindings and returns their removal for the store.
+    pub fn purge(&mut self, now: u64) -> Vec<BindingChange> {
+        let mut removed = Vec::new();
+        self.bindings.retain(|aor, bs| {
+            bs.retain(|b| {
+                let live = b.expires_at > now;
+                if !live {
+                    removed.push(BindingChange::Remove {
+                        aor: aor.clone(),
+                        contact: b.key.clone(),
+                    });
+                }
+                live
+            });
             !bs.is_empty()
         });
         removed
@@ -486,7 +493,7 @@ mod tests {
             .any(|c| c.to_string() == "<sip:100@10.0.0.1>;expires=120;q=0.5"));
         // The 120 s contact lapses first.
         assert_eq!(r.lookup("100", 1121).len(), 1);
-        assert_eq!(r.purge(1121), 1);
+        assert_eq!(r.purge(1121).len(), 1);
     }
 
     #[test]

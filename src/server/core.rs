@@ -105,10 +105,16 @@ impl SipCore {
     /// Periodic clean-up of expired bindings and nonce state.
     pub fn housekeeping(&mut self, unix: u64) {
         let purged = self.registrar.purge(unix);
-        if purged > 0 {
-            tracing::info!(purged, "expired registrations removed");
+        if !purged.is_empty() {
+            tracing::info!(purged = purged.len(), "expired registrations removed");
+            self.changes.extend(purged);
         }
         self.gate.purge(unix);
+    }
+
+    /// Live bindings (for status reporting and tests).
+    pub fn registrations(&self) -> usize {
+        self.registrar.len()
     }
 
     fn process_events(&mut self, now: Instant, unix: u64) {

@@ -137,7 +137,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
             () = timer => core.handle_timeout(std::time::Instant::now(), unix_now()),
-            _ = housekeeping.tick() => core.housekeeping(unix_now()),
+            _ = housekeeping.tick() => {
+                core.housekeeping(unix_now());
+                tracing::debug!(registrations = core.registrations(), "housekeeping");
+            }
         }
         while let Some(t) = core.poll_transmit() {
             outbound.send(t.peer, t.data);
