@@ -37,6 +37,8 @@ pub struct Config {
     pub sip: SipConfig,
     /// `[media]`: RTP.
     pub media: MediaConfig,
+    /// `[calls]`: call limits.
+    pub calls: CallsConfig,
     /// `[store]`: the SQLite database.
     pub store: StoreConfig,
     /// `[web]`: the dashboard.
@@ -111,6 +113,30 @@ pub struct SipConfig {
 pub struct MediaConfig {
     /// Local UDP ports for RTP/RTCP (`rtp_ports = "10000-20000"`); the first one is even.
     pub rtp_ports: RangeInclusive<u16>,
+    /// The address RTP is received on and advertised in SDP (`address`); by default the
+    /// first specific SIP listen address, else the machine's primary address.
+    pub address: Option<std::net::IpAddr>,
+}
+
+/// `[calls]`: limits on calls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallsConfig {
+    /// Ringing time before a call is given up, in seconds (`no_answer_secs`, default 60).
+    pub no_answer_secs: u64,
+    /// Longest call, in seconds (`max_duration_secs`, default 14400).
+    pub max_duration_secs: u64,
+    /// A call with no RTP from either side for this long is hung up (`rtp_timeout_secs`, default 60).
+    pub rtp_timeout_secs: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            no_answer_secs: 60,
+            max_duration_secs: 14_400,
+            rtp_timeout_secs: 60,
+        }
+    }
 }
 
 /// `[store]`: the SQLite database.
@@ -260,6 +286,7 @@ impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
             rtp_ports: 10000..=20000,
+            address: None,
         }
     }
 }
@@ -398,6 +425,8 @@ struct RawConfig {
     #[serde(default)]
     media: RawMedia,
     #[serde(default)]
+    calls: RawCalls,
+    #[serde(default)]
     store: RawStore,
     #[serde(default)]
     web: RawWeb,
@@ -433,6 +462,26 @@ struct RawSip {
 #[serde(deny_unknown_fields)]
 struct RawMedia {
     rtp_ports: Option<String>,
+    address: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCalls {
+    no_answer_secs: Option<u64>,
+    max_duration_secs: Option<u64>,
+    rtp_timeout_secs: Option<u64>,
+}
+
+impl RawCalls {
+    fn validate(self, at: &KeyPath) -> Checked<CallsConfig> {
+        let d = CallsConfig::default();
+        Ok(CallsConfig {
+            no_answer_secs: positive(self.no_answer_secs, d.no_answer_secs, &at.key("no_answer_secs"))?,
+            max_duration_secs: positive(self.max_duration_secs, d.max_duration_secs, &at.key("max_duration_secs"))?,
+            rtp_timeout_secs: positive(self.rtp_timeout_secs, d.rtp_timeout_secs, &at.key("rtp_timeout_secs"))?,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -680,6 +729,7 @@ impl RawConfig {
         Ok(Config {
             sip: self.sip.validate(&KeyPath::new("sip"))?,
             media: self.media.validate(&KeyPath::new("media"))?,
+            calls: self.calls.validate(&KeyPath::new("calls"))?,
             store: self.store.validate(&KeyPath::new("store"))?,
             web: self.web.validate(&KeyPath::new("web"))?,
             numbering: self.numbering.validate(&KeyPath::new("numbering"))?,
@@ -847,8 +897,14 @@ impl RawSip {
 
 impl RawMedia {
     fn validate(self, at: &KeyPath) -> Checked<MediaConfig> {
+        let address = match &self.address {
+            None => None,
+            Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| {
+                invalid(&at.key("address"), format!("`{a}` is not an IP address"))
+            })?),
+        };
         let Some(text) = self.rtp_ports else {
-            return Ok(MediaConfig::default());
+            return Ok(MediaConfig { address, ..MediaConfig::default() });
         };
         let here = at.key("rtp_ports");
         let bad = || {
@@ -872,7 +928,7 @@ impl RawMedia {
                 format!("the first port ({lo}) must not exceed the last ({hi})"),
             ));
         }
-        Ok(MediaConfig { rtp_ports: lo..=hi })
+        Ok(MediaConfig { rtp_ports: lo..=hi, address })
     }
 }
 

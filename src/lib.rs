@@ -3,6 +3,7 @@
 //! The crate is organised by job (see `../shared/DESIGN.md`): sans-IO protocol cores under
 //! [`sip`], thin tokio shells under [`transport`], and the services built on them.
 
+pub mod b2bua;
 pub mod config;
 pub mod logging;
 pub mod registrar;

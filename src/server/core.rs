@@ -7,12 +7,14 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::registrar::{self, Registrar};
+use crate::b2bua::{CallSettings, Caller, Calls, Target};
+use crate::media::{MediaEngine, MediaEvent};
+use crate::registrar::{self, Binding, Registrar};
 use crate::sip::header::Header;
 use crate::sip::message::{reason_phrase, Message, Request, Response};
 use crate::sip::method::Method;
 use crate::sip::peer::Peer;
-use crate::sip::transaction::{Event, Timers, TransactionLayer, Transmit};
+use crate::sip::transaction::{Event, ServerKey, Timers, TransactionLayer, Transmit};
 use crate::sip::uri::Uri;
 use crate::store::{BindingChange, ExtensionRow};
 
@@ -30,6 +32,7 @@ pub struct CoreSettings {
     pub registrar: registrar::RegistrarSettings,
     pub nonce_ttl_secs: u64,
     pub digest_algorithms: Vec<crate::sip::auth::Algorithm>,
+    pub calls: CallSettings,
 }
 
 /// The UAS core: owns the transaction layer, the registrar and the digest gate.
@@ -40,12 +43,18 @@ pub struct SipCore {
     gate: DigestGate,
     extensions: HashMap<String, ExtensionRow>,
     changes: Vec<BindingChange>,
+    calls: Calls,
     tag_counter: u64,
     tag_seed: u64,
 }
 
 impl SipCore {
-    pub fn new(settings: CoreSettings, extensions: Vec<ExtensionRow>, secret: [u8; 32]) -> SipCore {
+    pub fn new(
+        settings: CoreSettings,
+        extensions: Vec<ExtensionRow>,
+        secret: [u8; 32],
+        media: Option<MediaEngine>,
+    ) -> SipCore {
         let tag_seed = u64::from_le_bytes(secret[..8].try_into().unwrap_or([7; 8]));
         SipCore {
             layer: TransactionLayer::new(settings.timers),
@@ -61,6 +70,7 @@ impl SipCore {
                 .map(|e| (e.number.clone(), e))
                 .collect(),
             changes: Vec::new(),
+            calls: Calls::new(settings.calls.clone(), media, tag_seed),
             tag_counter: 0,
             tag_seed,
             settings,
@@ -86,11 +96,30 @@ impl SipCore {
 
     pub fn handle_timeout(&mut self, now: Instant, unix: u64) {
         self.layer.handle_timeout(now);
+        self.calls.handle_timeout(now, &mut self.layer);
         self.process_events(now, unix);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.layer.poll_timeout()
+        match (self.layer.poll_timeout(), self.calls.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A media event of call `call`.
+    pub fn media_event(&mut self, now: Instant, unix: u64, call: u64, event: MediaEvent) {
+        self.calls.media_event(now, &mut self.layer, call, event);
+        self.process_events(now, unix);
+    }
+
+    /// The call state machine (for status and leak checks).
+    pub fn calls(&self) -> &Calls {
+        &self.calls
+    }
+
+    pub fn calls_mut(&mut self) -> &mut Calls {
+        &mut self.calls
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -121,17 +150,39 @@ impl SipCore {
         while let Some(event) = self.layer.poll_event() {
             match event {
                 Event::Request { key, request, peer } => {
-                    let response = self.answer(unix, &request, peer);
-                    self.layer.respond(now, key, response);
+                    let in_dialog = request.headers.to().and_then(|t| t.tag()).is_some();
+                    if in_dialog && self.calls.owns(&request) {
+                        self.calls.in_dialog(now, &mut self.layer, key, request, peer);
+                        continue;
+                    }
+                    if in_dialog && !matches!(request.method, Method::Register | Method::Options) {
+                        let r = self.response(&request, 481, None);
+                        self.layer.respond(now, key, r);
+                        continue;
+                    }
+                    if let Some(response) = self.answer(now, unix, key, &request, peer) {
+                        self.layer.respond(now, key, response);
+                    }
                 }
-                Event::Cancel {
-                    invite, request, ..
-                } => {
-                    let response = self.response(&request, 487, None);
-                    self.layer.respond(now, invite, response);
+                Event::Cancel { invite, request, .. } => {
+                    if !self.calls.cancel(now, &mut self.layer, invite) {
+                        let response = self.response(&request, 487, None);
+                        self.layer.respond(now, invite, response);
+                    }
                 }
-                Event::Stray { .. } | Event::StrayResponse { .. } => {}
-                Event::Response { .. } | Event::Timeout { .. } | Event::AckTimeout { .. } => {}
+                Event::Stray { request, .. } => {
+                    if request.method == Method::Ack {
+                        self.calls.ack(now, &mut self.layer, request);
+                    }
+                }
+                Event::StrayResponse { response, peer } => {
+                    self.calls.stray_response(&mut self.layer, response, peer);
+                }
+                Event::Response { key, response } => {
+                    self.calls.response(now, &mut self.layer, key, response);
+                }
+                Event::Timeout { key } => self.calls.timeout(now, &mut self.layer, key),
+                Event::AckTimeout { .. } => {}
             }
         }
     }
@@ -159,7 +210,15 @@ impl SipCore {
     }
 
     /// Decides the final response to a new request (RFC 3261 §8.2 order of inspection).
-    fn answer(&mut self, unix: u64, req: &Request, peer: Peer) -> Response {
+    /// Decides the final response to a new request, or `None` when call control took it.
+    fn answer(&mut self, now: Instant, unix: u64, key: ServerKey, req: &Request, peer: Peer) -> Option<Response> {
+        if req.method == Method::Invite {
+            return self.invite(now, unix, key, req, peer);
+        }
+        Some(self.answer_other(unix, req, peer))
+    }
+
+    fn answer_other(&mut self, unix: u64, req: &Request, peer: Peer) -> Response {
         if matches!(req.uri, Uri::Other { .. }) {
             return self.response(req, 416, None);
         }
@@ -184,7 +243,6 @@ impl SipCore {
                     .push(Header::Other("Accept".into(), "application/sdp".into()));
                 r
             }
-            Method::Invite => self.invite(unix, req, peer),
             Method::Bye | Method::Info | Method::Update | Method::Prack => {
                 self.response(req, 481, Some("Call/Transaction Does Not Exist"))
             }
@@ -275,51 +333,77 @@ impl SipCore {
         }
     }
 
-    fn invite(&mut self, unix: u64, req: &Request, peer: Peer) -> Response {
+    fn invite(&mut self, now: Instant, unix: u64, key: ServerKey, req: &Request, peer: Peer) -> Option<Response> {
+        if matches!(req.uri, Uri::Other { .. }) {
+            return Some(self.response(req, 416, None));
+        }
+        let unsupported: Vec<&str> = req.headers.tokens("Require").filter(|t| !t.eq_ignore_ascii_case("timer")).collect();
+        if !unsupported.is_empty() {
+            let tags = unsupported.join(", ");
+            let mut r = self.response(req, 420, None);
+            r.headers.push(Header::Other("Unsupported".into(), tags));
+            return Some(r);
+        }
         if !req.body.is_empty() {
             let ct = req.headers.content_type().unwrap_or("application/sdp");
             let mime = ct.split(';').next().unwrap_or("").trim();
-            if !mime.eq_ignore_ascii_case("application/sdp")
-                && !mime.to_ascii_lowercase().starts_with("multipart/")
-            {
+            if !mime.eq_ignore_ascii_case("application/sdp") {
                 let mut r = self.response(req, 415, None);
-                r.headers
-                    .push(Header::Other("Accept".into(), "application/sdp".into()));
-                return r;
+                r.headers.push(Header::Other("Accept".into(), "application/sdp".into()));
+                return Some(r);
             }
         }
         let accepts: Vec<&str> = req.headers.tokens("Accept").collect();
         if !accepts.is_empty()
             && !accepts.iter().any(|a| {
-                let m = a
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
+                let m = a.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
                 m == "application/sdp" || m == "application/*" || m == "*/*"
             })
         {
             let mut r = self.response(req, 406, None);
-            r.headers
-                .push(Header::Other("Accept".into(), "application/sdp".into()));
-            return r;
+            r.headers.push(Header::Other("Accept".into(), "application/sdp".into()));
+            return Some(r);
         }
-        if let Err(r) = self.authenticate(unix, req, peer) {
-            return r;
+        let caller = match self.authenticate(unix, req, peer) {
+            Ok(ext) => ext,
+            Err(r) => return Some(r),
+        };
+        let dialled = req.uri.as_sip().and_then(|u| u.user_unescaped()).unwrap_or_default();
+        if !self.extensions.get(&dialled).is_some_and(|e| e.enabled) {
+            return Some(self.response(req, 404, None));
         }
-        // Calls are placed by the B2BUA (a later part); until then the callee is unavailable.
-        let target = req
-            .uri
-            .as_sip()
-            .and_then(|u| u.user_unescaped())
-            .unwrap_or_default();
-        if self.extensions.contains_key(&target) {
-            self.response(req, 480, None)
-        } else {
-            self.response(req, 404, None)
+        let targets: Vec<Target> = self
+            .registrar
+            .lookup(&dialled, unix)
+            .into_iter()
+            .map(route_to_binding)
+            .collect();
+        if targets.is_empty() {
+            return Some(self.response(req, 480, None));
         }
+        let caller = Caller { number: caller.number, name: caller.name };
+        self.calls.start(now, &mut self.layer, key, req.clone(), peer, caller, targets);
+        None
     }
+}
+
+/// Where requests for a registered contact go: the Contact URI when it names the host the
+/// REGISTER came from (a phone on the LAN, or a third-party registration on the same host);
+/// otherwise the REGISTER's source address and flow (the phone is behind NAT). TCP contacts
+/// always use their connection.
+pub fn route_to_binding(b: &Binding) -> Target {
+    let source = b.source;
+    let direct = match (&b.uri, source.proto) {
+        (Uri::Sip(u), crate::sip::peer::Proto::Udp) => u.host.ip().filter(|ip| *ip == source.remote.ip()).map(|ip| {
+            std::net::SocketAddr::new(ip, u.port.unwrap_or(5060))
+        }),
+        _ => None,
+    };
+    let peer = match direct {
+        Some(remote) => Peer { remote, ..source },
+        None => source,
+    };
+    Target { uri: b.uri.clone(), peer }
 }
 
 /// An RFC 1123 date (the SIP Date header, RFC 3261 §20.17).

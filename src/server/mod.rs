@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use tokio::sync::mpsc;
 
+use crate::b2bua::CallSettings;
 use crate::config::{Config, Transport};
+use crate::media::{MediaEngine, MediaEvent, MediaSettings};
 use crate::registrar::RegistrarSettings;
 use crate::sip::parse::Limits;
 use crate::sip::peer::Proto;
@@ -70,8 +72,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         nonce_ttl_secs: sip.nonce_ttl_secs,
         digest_algorithms: sip.digest_algorithms.clone(),
+        calls: CallSettings {
+            domain: sip.domain.clone(),
+            server_name: sip.user_agent.clone(),
+            no_answer: Duration::from_secs(config.calls.no_answer_secs),
+            max_duration: Duration::from_secs(config.calls.max_duration_secs),
+            media_ip: media_address(&config),
+            t1: Duration::from_millis(sip.t1_ms),
+            t2: Duration::from_millis(sip.t2_ms),
+        },
     };
-    let mut core = SipCore::new(settings, extensions, random_secret());
+    let media_ip = media_address(&config);
+    let (media_tx, mut media_rx) = mpsc::unbounded_channel::<(u64, MediaEvent)>();
+    let engine = MediaEngine::new(
+        MediaSettings {
+            bind_ip: media_ip,
+            ports: config.media.rtp_ports.clone(),
+            dead_after: Duration::from_secs(config.calls.rtp_timeout_secs),
+        },
+        media_tx,
+    );
+    tracing::info!(%media_ip, ports = ?config.media.rtp_ports, "media relay");
+    let mut core = SipCore::new(settings, extensions, random_secret(), Some(engine));
     let restored = core.registrar_mut().restore(rows);
     tracing::info!(restored, purged, "registrations restored from the store");
 
@@ -137,6 +159,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
             () = timer => core.handle_timeout(std::time::Instant::now(), unix_now()),
+            Some((call, event)) = media_rx.recv() => {
+                core.media_event(std::time::Instant::now(), unix_now(), call, event);
+            }
             _ = housekeeping.tick() => {
                 core.housekeeping(unix_now());
                 tracing::debug!(registrations = core.registrations(), "housekeeping");
@@ -154,6 +179,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::error!("store writer: {e}");
     }
     Ok(())
+}
+
+/// The address RTP uses: `[media] address`, else the first specific SIP listen address, else
+/// the address of the interface that carries the default route (found by a UDP `connect`,
+/// which sends nothing).
+fn media_address(config: &Config) -> std::net::IpAddr {
+    if let Some(a) = config.media.address {
+        return a;
+    }
+    if let Some(l) = config.sip.listen.iter().find(|l| !l.addr.ip().is_unspecified()) {
+        return l.addr.ip();
+    }
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| {
+        s.connect("192.0.2.1:9")?;
+        s.local_addr()
+    });
+    match probe {
+        Ok(a) if !a.ip().is_unspecified() => a.ip(),
+        _ => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    }
 }
 
 async fn shutdown_signal() {

@@ -2,6 +2,7 @@
 //! digest authentication and the transaction layer. Nothing here opens a socket or reads a clock.
 
 pub mod auth;
+pub mod dialog;
 pub mod header;
 pub mod message;
 pub mod method;

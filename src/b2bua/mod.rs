@@ -1,0 +1,372 @@
+//! Call control: the back-to-back user agent. Each call pairs the caller's leg (a UAS dialog,
+//! "A") with one or more callee forks (UAC dialogs, "B"); the first fork to answer wins and the
+//! others are cancelled. Requests, responses and SDP are mapped between the legs, media is
+//! anchored on a relay, and every call is torn down completely — timers, transactions, relay
+//! sockets — however it ends. Sans-IO: it drives the transaction layer it is handed and reads
+//! time from its arguments.
+
+mod call;
+mod sdp_flow;
+
+use std::collections::{BinaryHeap, HashMap};
+use std::cmp::Reverse;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::media::{MediaEngine, MediaEvent};
+use crate::sip::message::{Request, Response};
+use crate::sip::peer::Peer;
+use crate::sip::transaction::{ClientKey, ServerKey, TransactionLayer};
+use crate::sip::uri::Uri;
+
+pub use call::CallSummary;
+use call::{Call, ClientRole, TimerKind};
+
+/// Settings of call control (from `[calls]`, `[sip]` and `[media]`).
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    pub domain: String,
+    pub server_name: String,
+    pub no_answer: Duration,
+    pub max_duration: Duration,
+    /// The address put in SDP for the relay.
+    pub media_ip: IpAddr,
+    /// Timer T1 (2xx retransmission to the caller).
+    pub t1: Duration,
+    pub t2: Duration,
+}
+
+/// Where to send a fork of a call: one registered contact of the callee.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub uri: Uri,
+    pub peer: Peer,
+}
+
+/// Who is calling: the authenticated extension.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub number: String,
+    pub name: Option<String>,
+}
+
+/// All calls in progress.
+pub struct Calls {
+    settings: CallSettings,
+    media: Option<MediaEngine>,
+    calls: HashMap<u64, Call>,
+    by_server: HashMap<ServerKey, u64>,
+    by_client: HashMap<ClientKey, ClientRole>,
+    /// (Call-ID, our tag) of each leg's dialog -> call.
+    by_dialog: HashMap<(String, String), u64>,
+    timers: BinaryHeap<Reverse<(Instant, u64, TimerKind)>>,
+    next_id: u64,
+    tag_seed: u64,
+    finished: Vec<CallSummary>,
+}
+
+impl Calls {
+    pub fn new(settings: CallSettings, media: Option<MediaEngine>, seed: u64) -> Calls {
+        Calls {
+            settings,
+            media,
+            calls: HashMap::new(),
+            by_server: HashMap::new(),
+            by_client: HashMap::new(),
+            by_dialog: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_id: 1,
+            tag_seed: seed | 1,
+            finished: Vec::new(),
+        }
+    }
+
+    /// Calls in progress.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Client transactions still mapped (for leak checks).
+    pub fn pending_transactions(&self) -> usize {
+        self.by_client.len()
+    }
+
+    /// Summaries of calls that ended since the last call (for the billing records).
+    pub fn take_finished(&mut self) -> Vec<CallSummary> {
+        std::mem::take(&mut self.finished)
+    }
+
+    fn token(&mut self) -> String {
+        self.tag_seed ^= self.tag_seed << 13;
+        self.tag_seed ^= self.tag_seed >> 7;
+        self.tag_seed ^= self.tag_seed << 17;
+        format!("{:016x}", self.tag_seed)
+    }
+
+    fn schedule(&mut self, at: Instant, id: u64, kind: TimerKind) {
+        self.timers.push(Reverse((at, id, kind)));
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// A new INVITE from an authenticated extension to the given targets (already resolved;
+    /// at least one).
+    pub fn start(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        key: ServerKey,
+        invite: Request,
+        peer: Peer,
+        caller: Caller,
+        targets: Vec<Target>,
+    ) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let a_tag = self.token();
+        let mut call = Call::new(id, now, key, invite, peer, a_tag, caller, &self.settings);
+        let relay = match &self.media {
+            Some(engine) => match engine.allocate_now() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::error!("no media relay for a new call: {e}");
+                    call.respond_a(now, layer, 503, Some("No media ports available"), None);
+                    return;
+                }
+            },
+            None => None,
+        };
+        call.relay = relay;
+        if let Err((status, reason)) = call.prepare_offer(&self.settings) {
+            call.respond_a(now, layer, status, Some(&reason), None);
+            return;
+        }
+        self.by_server.insert(key, id);
+        for target in targets {
+            let call_id = format!("{}@pasarela", self.token());
+            let tag = self.token();
+            let fork_key = call.send_fork(now, layer, target, call_id, tag, &self.settings);
+            let idx = call.forks.len() - 1;
+            self.by_client.insert(fork_key, ClientRole::Fork(id, idx));
+        }
+        self.schedule(now + self.settings.no_answer, id, TimerKind::NoAnswer);
+        tracing::info!(call = id, from = %call.caller.number, to = %call.callee(), forks = call.forks.len(), "call started");
+        self.calls.insert(id, call);
+    }
+
+    /// A CANCEL matched the caller's INVITE (the layer already answered the CANCEL).
+    pub fn cancel(&mut self, now: Instant, layer: &mut TransactionLayer, key: ServerKey) -> bool {
+        let Some(&id) = self.by_server.get(&key) else { return false };
+        if let Some(call) = self.calls.get_mut(&id) {
+            if call.winner.is_none() {
+                call.respond_a(now, layer, 487, None, None);
+                call.outcome = Some((487, "cancelled"));
+                self.cancel_forks(now, layer, id, None);
+                self.finish(now, layer, id);
+            }
+        }
+        true
+    }
+
+    fn cancel_forks(&mut self, now: Instant, layer: &mut TransactionLayer, id: u64, except: Option<usize>) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        for key in call.cancel_forks(now, layer, except) {
+            self.by_client.insert(key, ClientRole::Ignore);
+        }
+    }
+
+    /// A response to one of our client transactions.
+    pub fn response(&mut self, now: Instant, layer: &mut TransactionLayer, key: ClientKey, resp: Response) {
+        let Some(role) = self.by_client.get(&key).cloned() else { return };
+        let is_final = resp.status >= 200;
+        match role {
+            ClientRole::Ignore => {}
+            ClientRole::Orphan(invite, peer) => {
+                // A fork answered after the call ended: acknowledge and hang it up.
+                if (200..300).contains(&resp.status) {
+                    let via_branch = layer.new_branch();
+                    let bye_branch = layer.new_branch();
+                    if let Some((ack, bye)) = call::ack_and_bye(&invite, &resp, peer, via_branch, bye_branch) {
+                        layer.send_stateless(peer, &crate::sip::message::Message::Request(ack));
+                        let k = layer.send_request(now, bye, peer);
+                        self.by_client.insert(k, ClientRole::Ignore);
+                    }
+                }
+            }
+            ClientRole::Fork(id, idx) => {
+                let action = match self.calls.get_mut(&id) {
+                    Some(call) => call.fork_response(now, layer, idx, resp, &self.settings),
+                    None => call::ForkAction::None,
+                };
+                self.apply(now, layer, id, action);
+            }
+            ClientRole::InDialog(id) => {
+                let action = match self.calls.get_mut(&id) {
+                    Some(call) => call.in_dialog_response(now, layer, key, resp, &self.settings),
+                    None => call::ForkAction::None,
+                };
+                self.apply(now, layer, id, action);
+            }
+        }
+        if is_final {
+            // Keep orphaned INVITE forks mapped until their final response (handled above).
+            self.by_client.remove(&key);
+        }
+    }
+
+    /// A client transaction timed out (Timer B/F) or its transport failed.
+    pub fn timeout(&mut self, now: Instant, layer: &mut TransactionLayer, key: ClientKey) {
+        let Some(role) = self.by_client.remove(&key) else { return };
+        match role {
+            ClientRole::Fork(id, idx) => {
+                let action = match self.calls.get_mut(&id) {
+                    Some(call) => call.fork_failed(now, layer, idx, 408),
+                    None => call::ForkAction::None,
+                };
+                self.apply(now, layer, id, action);
+            }
+            ClientRole::InDialog(id) => {
+                let action = match self.calls.get_mut(&id) {
+                    Some(call) => call.in_dialog_timeout(now, layer, key),
+                    None => call::ForkAction::None,
+                };
+                self.apply(now, layer, id, action);
+            }
+            ClientRole::Ignore | ClientRole::Orphan(..) => {}
+        }
+    }
+
+    fn apply(&mut self, now: Instant, layer: &mut TransactionLayer, id: u64, action: call::ForkAction) {
+        use call::ForkAction;
+        match action {
+            ForkAction::None => {}
+            ForkAction::Answered { winner, a_dialog, b_dialog } => {
+                self.by_dialog.insert(a_dialog, id);
+                self.by_dialog.insert(b_dialog, id);
+                self.cancel_forks(now, layer, id, Some(winner));
+                if let Some(call) = self.calls.get(&id) {
+                    let next = call.retrans_at();
+                    let max = now + self.settings.max_duration;
+                    if let Some(next) = next {
+                        self.schedule(next, id, TimerKind::Retransmit);
+                    }
+                    self.schedule(max, id, TimerKind::MaxDuration);
+                }
+            }
+            ForkAction::Retransmit => {
+                if let Some(next) = self.calls.get(&id).and_then(Call::retrans_at) {
+                    self.schedule(next, id, TimerKind::Retransmit);
+                }
+            }
+            ForkAction::Track(key) => {
+                self.by_client.insert(key, ClientRole::InDialog(id));
+            }
+            ForkAction::Finished => self.finish(now, layer, id),
+        }
+    }
+
+    /// An in-dialog request (To tag present). Returns `false` when it belongs to no call.
+    pub fn in_dialog(&mut self, now: Instant, layer: &mut TransactionLayer, key: ServerKey, req: Request, peer: Peer) -> bool {
+        let Some(id) = self.dialog_of(&req) else { return false };
+        let action = match self.calls.get_mut(&id) {
+            Some(call) => call.in_dialog_request(now, layer, key, req, peer, &self.settings),
+            None => return false,
+        };
+        self.apply(now, layer, id, action);
+        true
+    }
+
+    /// An ACK outside any transaction: the ACK for a 2xx we sent.
+    pub fn ack(&mut self, now: Instant, layer: &mut TransactionLayer, req: Request) {
+        let Some(id) = self.dialog_of(&req) else { return };
+        let action = match self.calls.get_mut(&id) {
+            Some(call) => call.ack(now, layer, req, &self.settings),
+            None => return,
+        };
+        self.apply(now, layer, id, action);
+    }
+
+    /// A 2xx retransmission for an INVITE whose client transaction has ended: ACK it again.
+    pub fn stray_response(&mut self, layer: &mut TransactionLayer, resp: Response, peer: Peer) {
+        if !(200..300).contains(&resp.status) || resp.headers.cseq().is_none_or(|c| c.method != crate::sip::method::Method::Invite) {
+            return;
+        }
+        let Some(call_id) = resp.headers.call_id() else { return };
+        let Some(tag) = resp.headers.from().and_then(|f| f.tag()) else { return };
+        let Some(&id) = self.by_dialog.get(&(call_id.to_owned(), tag.to_owned())) else { return };
+        if let Some(call) = self.calls.get(&id) {
+            call.reack(layer, &resp, peer);
+        }
+    }
+
+    /// Whether an in-dialog request belongs to one of the calls.
+    pub fn owns(&self, req: &Request) -> bool {
+        self.dialog_of(req).is_some()
+    }
+
+    fn dialog_of(&self, req: &Request) -> Option<u64> {
+        let call_id = req.headers.call_id()?;
+        let tag = req.headers.to()?.tag()?;
+        self.by_dialog.get(&(call_id.to_owned(), tag.to_owned())).copied()
+    }
+
+    /// Media events (DTMF received, media dead) for a call.
+    pub fn media_event(&mut self, now: Instant, layer: &mut TransactionLayer, id: u64, event: MediaEvent) {
+        let action = match self.calls.get_mut(&id) {
+            Some(call) => call.media_event(now, layer, event, &self.settings),
+            None => return,
+        };
+        self.apply(now, layer, id, action);
+    }
+
+    /// Fires due call timers.
+    pub fn handle_timeout(&mut self, now: Instant, layer: &mut TransactionLayer) {
+        while let Some(Reverse((at, id, kind))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let action = match self.calls.get_mut(&id) {
+                Some(call) => call.timer(now, layer, kind, at, &self.settings),
+                None => continue,
+            };
+            if kind == TimerKind::NoAnswer {
+                if let call::ForkAction::Finished = action {
+                    self.cancel_forks(now, layer, id, None);
+                }
+            }
+            self.apply(now, layer, id, action);
+        }
+    }
+
+    /// Removes a call and everything it owns. Forks still pending become orphans so that a
+    /// late 2xx is acknowledged and hung up.
+    fn finish(&mut self, _now: Instant, _layer: &mut TransactionLayer, id: u64) {
+        let Some(mut call) = self.calls.remove(&id) else { return };
+        self.by_server.retain(|_, v| *v != id);
+        self.by_dialog.retain(|_, v| *v != id);
+        for (key, role) in self.by_client.iter_mut() {
+            match role {
+                ClientRole::Fork(cid, idx) if *cid == id => {
+                    *role = match call.forks.get(*idx) {
+                        Some(f) => ClientRole::Orphan(Box::new(f.invite.clone()), f.peer),
+                        None => ClientRole::Ignore,
+                    };
+                    let _ = key;
+                }
+                ClientRole::InDialog(cid) if *cid == id => *role = ClientRole::Ignore,
+                _ => {}
+            }
+        }
+        let summary = call.summary(_now);
+        tracing::info!(call = id, status = summary.status, disposition = summary.disposition, "call ended");
+        call.relay = None;
+        self.finished.push(summary);
+    }
+}
