@@ -700,3 +700,224 @@ pub fn note(path: &Path, line: &str) {
         let _ = writeln!(f, "{line}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Calls: sipp on a chosen port, in the background (a callee), and the call configuration.
+
+/// Extensions 100, 101 and 102 (for tests of calls; [`EXTENSIONS`] stays as it is).
+pub const CALL_EXTENSIONS: &str = r#"
+[[extension]]
+number = "100"
+password = "secret100"
+name = "Reception"
+
+[[extension]]
+number = "101"
+password = "secret101"
+name = "Office"
+
+[[extension]]
+number = "102"
+password = "secret102"
+name = "Lab"
+"#;
+
+/// A range of RTP ports for one server, distinct between the servers of one test process and
+/// unlikely to collide with other test processes: `(lo, hi)`, 40 ports.
+pub fn rtp_port_range() -> (u16, u16) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 25;
+    let base = 30000 + (std::process::id() % 25) as u16 * 1000 + slot * 40;
+    (base, base + 39)
+}
+
+/// A configuration template for [`Server::start`] for calls: like [`config`] (MD5 challenges,
+/// udp+tcp on port 0) with [`CALL_EXTENSIONS`], `[media] rtp_ports` set to `rtp` and `calls_extra`
+/// lines inside `[calls]` (for example `no_answer_secs = 3`).
+pub fn call_config(calls_extra: &str, rtp: (u16, u16)) -> String {
+    let (lo, hi) = rtp;
+    format!(
+        r#"[sip]
+listen = ["udp:{{UDP}}", "tcp:{{TCP}}"]
+domain = "office.test"
+min_expires = 60
+max_expires = 3600
+{MD5_ONLY}
+
+[calls]
+{calls_extra}
+
+[media]
+rtp_ports = "{lo}-{hi}"
+
+[store]
+path = "{{DB}}"
+
+[web]
+listen = "127.0.0.1:0"
+
+[log]
+level = "debug"
+{CALL_EXTENSIONS}"#
+    )
+}
+
+/// A sipp process started by [`sipp_spawn`]; killed when dropped.
+pub struct SippProc {
+    child: Option<Child>,
+    res: Option<SippResult>,
+    pub port: u16,
+    pub name: String,
+}
+
+/// Starts one sipp scenario in the background, bound to 127.0.0.1:`port` (the SIP port; give
+/// the same port to a registration and to the callee scenario that follows it). Logs go to `dir`
+/// under names starting with `tag`. `-m 1` unless `extra` gives `-m`; `-timeout` 30 s unless
+/// `extra` gives one; the RTP echo port (`-mp`) is a free port.
+pub fn sipp_spawn(
+    dir: &Path,
+    tag: &str,
+    scenario_name: &str,
+    remote: SocketAddr,
+    transport: &str,
+    port: u16,
+    extra: &[&str],
+) -> SippProc {
+    require_program("sipp", "sip-tester");
+    let path = scenario(scenario_name);
+    let stem = format!(
+        "sipp-{tag}-{}-{}",
+        scenario_name.trim_end_matches(".xml"),
+        random_token()
+    );
+    let res = SippResult {
+        status: None,
+        timed_out: false,
+        screen: dir.join(format!("{stem}.screen")),
+        errors: dir.join(format!("{stem}.errors.log")),
+        messages: dir.join(format!("{stem}.messages.log")),
+        log: dir.join(format!("{stem}.log")),
+    };
+    let mut args: Vec<String> = vec![
+        "-sf".into(),
+        path.display().to_string(),
+        remote.to_string(),
+        "-ci".into(),
+        "127.0.0.1".into(),
+        "-cp".into(),
+        free_port().to_string(),
+        "-nostdin".into(),
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-mi".into(),
+        "127.0.0.1".into(),
+        "-mp".into(),
+        free_port().to_string(),
+        "-p".into(),
+        port.to_string(),
+        "-t".into(),
+        transport.into(),
+        "-timeout_error".into(),
+        "-trace_err".into(),
+        "-error_file".into(),
+        res.errors.display().to_string(),
+        "-trace_msg".into(),
+        "-message_file".into(),
+        res.messages.display().to_string(),
+        "-trace_logs".into(),
+        "-log_file".into(),
+        res.log.display().to_string(),
+    ];
+    if !extra.contains(&"-m") {
+        args.extend(["-m".to_string(), "1".to_string()]);
+    }
+    if !extra.contains(&"-timeout") {
+        args.extend(["-timeout".to_string(), "30s".to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let screen = File::create(&res.screen).expect("create sipp screen file");
+    let child = Command::new("sipp")
+        .args(&args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(screen.try_clone().unwrap()))
+        .stderr(Stdio::from(screen))
+        .spawn()
+        .expect("spawn sipp");
+    SippProc {
+        child: Some(child),
+        res: Some(res),
+        port,
+        name: format!("{tag} ({scenario_name})"),
+    }
+}
+
+impl SippProc {
+    /// Waits up to `limit` for the exit (then kills it) and returns the result.
+    pub fn wait(mut self, limit: Duration) -> SippResult {
+        let mut child = self.child.take().unwrap();
+        let status = wait_timeout(&mut child, limit);
+        let timed_out = status.is_none();
+        if timed_out {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        SippResult {
+            status,
+            timed_out,
+            ..self.res.take().unwrap()
+        }
+    }
+
+    /// Kills it now (it was not expected to finish) and returns its logs.
+    pub fn kill(mut self) -> SippResult {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let status = child.wait().ok();
+        SippResult {
+            status,
+            timed_out: false,
+            ..self.res.take().unwrap()
+        }
+    }
+}
+
+impl Drop for SippProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The Call-ID values in a sipp message log (`-trace_msg`), in order of appearance, deduplicated.
+pub fn sipp_call_ids(messages: &Path) -> Vec<String> {
+    let text = fs::read_to_string(messages).unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let l = line.trim();
+        let value = l
+            .split_once(':')
+            .filter(|(k, _)| {
+                k.trim().eq_ignore_ascii_case("call-id") || k.trim().eq_ignore_ascii_case("i")
+            })
+            .map(|(_, v)| v.trim().to_string());
+        if let Some(v) = value {
+            if !v.is_empty() && !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// The numbers logged by a scenario as `<log message="KEY N"/>` lines.
+pub fn sipp_logged_numbers(res: &SippResult, key: &str) -> Vec<u32> {
+    res.log_text()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(key))
+        .filter_map(|rest| rest.trim().parse().ok())
+        .collect()
+}

@@ -1,0 +1,310 @@
+//! Calls between extensions through the B2BUA, driven by sipp (Debian `sip-tester` 3.6.1).
+//!
+//! Each test: a server with extensions 100, 101, 102 (`common::call_config`); the callee 101
+//! registers with `call_register.xml` from a chosen port P, then a callee scenario
+//! (`call_uas_*.xml`) listens on the same port P in the background (sipp cannot receive a new
+//! dialog in a uac scenario, hence the two steps); the caller 100 runs a `call_uac_*.xml` scenario
+//! with digest credentials. Both sipp must exit 0. Scenarios live in tests/sipp/.
+//!
+//! What the scenarios check themselves: the 401 challenge before the call, the relay address
+//! (c=IN IP4 127.0.0.1) in the SDP each side gets, the hold/resume directions, the CANCEL and
+//! 487 sequence. What this file checks on top: the callee's dialog has a Call-ID other than the
+//! caller's (B2BUA, not a proxy) and the SDP ports each side got lie in `[media] rtp_ports`.
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{
+    call_config, free_port, require_program, rtp_port_range, sipp_call_ids, sipp_logged_numbers,
+    sipp_spawn, Server, SippProc, SippResult,
+};
+
+/// The scenarios run with `-timeout 30s` (90 s for the 20-call test); the harness kills them
+/// after this.
+const HARD: Duration = Duration::from_secs(100);
+
+struct Call {
+    server: Server,
+    rtp: (u16, u16),
+}
+
+impl Call {
+    fn start(calls_extra: &str) -> Call {
+        require_program("sipp", "sip-tester");
+        let rtp = rtp_port_range();
+        let server = Server::start(&call_config(calls_extra, rtp));
+        Call { server, rtp }
+    }
+
+    fn remote(&self) -> SocketAddr {
+        self.server.udp
+    }
+
+    /// Registers `ext` (password `secret<ext>`) with Contact sip:ext@127.0.0.1:port.
+    fn register(&self, ext: &str, port: u16) {
+        let pass = format!("secret{ext}");
+        let reg = sipp_spawn(
+            self.server.dir(),
+            &format!("register-{ext}-{port}"),
+            "call_register.xml",
+            self.remote(),
+            "u1",
+            port,
+            &["-s", ext, "-au", ext, "-ap", &pass, "-timeout", "10s"],
+        )
+        .wait(Duration::from_secs(15));
+        self.assert_ok("registration of the callee", &reg, None);
+    }
+
+    /// Starts the callee scenario as `ext` on `port` (after [`Call::register`]).
+    fn callee(&self, scenario: &str, ext: &str, port: u16, extra: &[&str]) -> SippProc {
+        let mut args = vec!["-s", ext];
+        args.extend_from_slice(extra);
+        let p = sipp_spawn(
+            self.server.dir(),
+            &format!("callee-{ext}-{port}"),
+            scenario,
+            self.remote(),
+            "u1",
+            port,
+            &args,
+        );
+        // Let sipp bind its socket before the caller starts.
+        std::thread::sleep(Duration::from_millis(300));
+        p
+    }
+
+    /// Runs the caller scenario as 100 towards `callee` and waits for it.
+    fn caller(&self, scenario: &str, callee: &str, pass: &str, extra: &[&str]) -> SippResult {
+        let auth_uri = format!("{callee}@{}", self.remote());
+        let mut args = vec![
+            "-s",
+            callee,
+            "-key",
+            "caller",
+            "100",
+            "-au",
+            "100",
+            "-ap",
+            pass,
+            "-auth_uri",
+            &auth_uri,
+        ];
+        args.extend_from_slice(extra);
+        sipp_spawn(
+            self.server.dir(),
+            "caller-100",
+            scenario,
+            self.remote(),
+            "u1",
+            free_port(),
+            &args,
+        )
+        .wait(HARD)
+    }
+
+    fn assert_ok(&self, what: &str, res: &SippResult, other: Option<&SippResult>) {
+        if !res.success() {
+            panic!(
+                "{what}: sipp failed\n{}\n{}\n{}",
+                res.report(),
+                other
+                    .map(|o| format!("=== the other side ===\n{}", o.report()))
+                    .unwrap_or_default(),
+                self.server.log_excerpt()
+            );
+        }
+    }
+
+    /// Both sides succeeded.
+    fn assert_both(&self, caller: &SippResult, callee: &SippResult) {
+        self.assert_ok("caller (100)", caller, Some(callee));
+        self.assert_ok("callee (101)", callee, Some(caller));
+    }
+
+    /// The callee's dialog is pasarela's own: no Call-ID in common with the caller's dialog.
+    fn assert_b2bua(&self, caller: &SippResult, callee: &SippResult) {
+        let a = sipp_call_ids(&caller.messages);
+        let b = sipp_call_ids(&callee.messages);
+        assert!(
+            !a.is_empty() && !b.is_empty(),
+            "no Call-ID found in the sipp message logs (caller {a:?}, callee {b:?})\n{}\n{}",
+            caller.report(),
+            callee.report()
+        );
+        let common: Vec<&String> = a.iter().filter(|c| b.contains(c)).collect();
+        assert!(
+            common.is_empty(),
+            "the callee saw the caller's Call-ID {common:?}: pasarela must be a B2BUA with its \
+             own dialog towards the callee\n{}\n{}",
+            caller.report(),
+            callee.report()
+        );
+    }
+
+    /// The ports logged by the scenarios under `key` lie in the configured RTP range.
+    fn assert_relay_ports(&self, res: &SippResult, key: &str, expected_at_least: usize) {
+        let ports = sipp_logged_numbers(res, key);
+        assert!(
+            ports.len() >= expected_at_least,
+            "expected {expected_at_least} `{key}` lines in the scenario log, found {ports:?}\n{}",
+            res.report()
+        );
+        let (lo, hi) = self.rtp;
+        for p in ports {
+            assert!(
+                (lo as u32..=hi as u32).contains(&p),
+                "`{key}`: the SDP names port {p}, outside [media] rtp_ports = \"{lo}-{hi}\" \
+                 (media must be anchored on pasarela)\n{}",
+                res.report()
+            );
+        }
+    }
+}
+
+/// Registers 101 on a fresh port, starts `uas` there, runs `uac` as 100 and asserts that both
+/// succeed. Returns (caller, callee) results.
+fn call_flow(call: &Call, uac: &str, uas: &str) -> (SippResult, SippResult) {
+    let port = free_port();
+    call.register("101", port);
+    let callee = call.callee(uas, "101", port, &[]);
+    let caller = call.caller(uac, "101", "secret100", &[]);
+    let callee = callee.wait(HARD);
+    call.assert_both(&caller, &callee);
+    (caller, callee)
+}
+
+#[test]
+fn basic_call_callee_sees_own_dialog_and_relay() {
+    let mut call = Call::start("");
+    let (caller, callee) = call_flow(&call, "call_uac_basic.xml", "call_uas_answer.xml");
+    call.assert_b2bua(&caller, &callee);
+    call.assert_relay_ports(&caller, "relay_port_to_caller", 1);
+    call.assert_relay_ports(&callee, "relay_port_to_callee", 1);
+    call.server.assert_alive();
+}
+
+#[test]
+fn callee_hangs_up() {
+    let mut call = Call::start("");
+    let (caller, callee) = call_flow(&call, "call_uac_bye_from_callee.xml", "call_uas_hangup.xml");
+    call.assert_b2bua(&caller, &callee);
+    call.server.assert_alive();
+}
+
+#[test]
+fn caller_cancels_while_ringing() {
+    let mut call = Call::start("");
+    call_flow(&call, "call_uac_cancel.xml", "call_uas_ring_forever.xml");
+    call.server.assert_alive();
+}
+
+#[test]
+fn callee_busy() {
+    let mut call = Call::start("");
+    call_flow(&call, "call_uac_busy.xml", "call_uas_busy.xml");
+    call.server.assert_alive();
+}
+
+#[test]
+fn nobody_answers_within_no_answer_secs() {
+    let mut call = Call::start("no_answer_secs = 3");
+    let started = std::time::Instant::now();
+    call_flow(&call, "call_uac_noanswer.xml", "call_uas_ring_forever.xml");
+    // Registration + a 3 s ring; the scenario itself fails if no final answer comes within 8 s.
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the call ended after {:?}, before no_answer_secs = 3",
+        started.elapsed()
+    );
+    call.server.assert_alive();
+}
+
+#[test]
+fn hold_and_resume_both_legs() {
+    let mut call = Call::start("");
+    let (caller, callee) = call_flow(&call, "call_uac_hold.xml", "call_uas_hold.xml");
+    call.assert_b2bua(&caller, &callee);
+    call.server.assert_alive();
+}
+
+#[test]
+fn offerless_invite() {
+    let mut call = Call::start("");
+    let (caller, callee) = call_flow(&call, "call_uac_offerless.xml", "call_uas_offerless.xml");
+    call.assert_b2bua(&caller, &callee);
+    // pasarela's offer in the 200 to the caller points at the relay.
+    call.assert_relay_ports(&caller, "relay_port_to_caller", 1);
+    call.server.assert_alive();
+}
+
+#[test]
+fn wrong_password_is_refused_and_no_call_reaches_the_callee() {
+    let mut call = Call::start("");
+    let port = free_port();
+    call.register("101", port);
+    // A callee that would answer: it must not receive anything.
+    let callee = call.callee("call_uas_answer.xml", "101", port, &[]);
+    let caller = call.caller("call_uac_noauth.xml", "101", "wrong", &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let callee = callee.kill();
+    call.assert_ok("caller with a wrong password", &caller, Some(&callee));
+    let seen = std::fs::read_to_string(&callee.messages).unwrap_or_default();
+    assert!(
+        !seen.contains("INVITE sip:"),
+        "the callee received an INVITE although the caller's credentials were wrong\n{}",
+        callee.report()
+    );
+    call.server.assert_alive();
+}
+
+#[test]
+fn unknown_extension_404() {
+    let mut call = Call::start("");
+    let caller = call.caller("call_uac_unknown.xml", "199", "secret100", &[]);
+    call.assert_ok("call to unknown extension 199", &caller, None);
+    call.server.assert_alive();
+}
+
+#[test]
+fn unregistered_extension_480() {
+    let mut call = Call::start("");
+    // 102 exists in the configuration but never registered.
+    let caller = call.caller("call_uac_unregistered.xml", "102", "secret100", &[]);
+    call.assert_ok("call to unregistered extension 102", &caller, None);
+    call.server.assert_alive();
+}
+
+/// Twenty sequential calls through one server: all succeed. The RTP range has 40 ports; a call
+/// that kept its relay ports (two legs, RTP + RTCP) after its end would exhaust the range after
+/// about ten calls, so this also shows that ports are released.
+#[test]
+fn calls_do_not_leak() {
+    let mut call = Call::start("");
+    let port = free_port();
+    call.register("101", port);
+    let callee = call.callee(
+        "call_uas_answer.xml",
+        "101",
+        port,
+        &["-m", "20", "-timeout", "90s"],
+    );
+    let caller = call.caller(
+        "call_uac_basic.xml",
+        "101",
+        "secret100",
+        &["-m", "20", "-l", "1", "-timeout", "90s"],
+    );
+    let callee = callee.wait(Duration::from_secs(30));
+    call.assert_both(&caller, &callee);
+    let ports = sipp_logged_numbers(&caller, "relay_port_to_caller");
+    assert_eq!(
+        ports.len(),
+        20,
+        "expected 20 answered calls in the caller's log\n{}",
+        caller.report()
+    );
+    call.assert_relay_ports(&caller, "relay_port_to_caller", 20);
+    call.server.assert_alive();
+}
