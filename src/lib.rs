@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod logging;
+pub mod media;
 pub mod registrar;
 pub mod server;
 pub mod sip;
