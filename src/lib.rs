@@ -6,6 +6,7 @@
 pub mod b2bua;
 pub mod config;
 pub mod logging;
+pub mod media;
 pub mod registrar;
 pub mod server;
 pub mod sip;

@@ -54,6 +54,8 @@ pub struct Caller {
 pub struct Calls {
     settings: CallSettings,
     media: Option<MediaEngine>,
+    /// Where relays' events go, tagged with the call id.
+    media_events: Option<tokio::sync::mpsc::UnboundedSender<(u64, MediaEvent)>>,
     calls: HashMap<u64, Call>,
     by_server: HashMap<ServerKey, u64>,
     by_client: HashMap<ClientKey, ClientRole>,
@@ -66,10 +68,21 @@ pub struct Calls {
 }
 
 impl Calls {
-    pub fn new(settings: CallSettings, media: Option<MediaEngine>, seed: u64) -> Calls {
+    /// `media`: the relay engine and the channel its events are forwarded to (`None`: calls
+    /// without media anchoring, as in unit tests).
+    pub fn new(
+        settings: CallSettings,
+        media: Option<(MediaEngine, tokio::sync::mpsc::UnboundedSender<(u64, MediaEvent)>)>,
+        seed: u64,
+    ) -> Calls {
+        let (media, media_events) = match media {
+            Some((engine, sink)) => (Some(engine), Some(sink)),
+            None => (None, None),
+        };
         Calls {
             settings,
             media,
+            media_events,
             calls: HashMap::new(),
             by_server: HashMap::new(),
             by_client: HashMap::new(),
@@ -133,7 +146,18 @@ impl Calls {
         let mut call = Call::new(id, now, key, invite, peer, a_tag, caller, &self.settings);
         let relay = match &self.media {
             Some(engine) => match engine.allocate_now() {
-                Ok(r) => Some(r),
+                Ok(mut r) => {
+                    if let (Some(mut rx), Some(sink)) = (r.take_events(), self.media_events.clone()) {
+                        tokio::spawn(async move {
+                            while let Some(ev) = rx.recv().await {
+                                if sink.send((id, ev)).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Some(r)
+                }
                 Err(e) => {
                     tracing::error!("no media relay for a new call: {e}");
                     call.respond_a(now, layer, 503, Some("No media ports available"), None);

@@ -53,7 +53,7 @@ impl SipCore {
         settings: CoreSettings,
         extensions: Vec<ExtensionRow>,
         secret: [u8; 32],
-        media: Option<MediaEngine>,
+        media: Option<(MediaEngine, tokio::sync::mpsc::UnboundedSender<(u64, MediaEvent)>)>,
     ) -> SipCore {
         let tag_seed = u64::from_le_bytes(secret[..8].try_into().unwrap_or([7; 8]));
         SipCore {

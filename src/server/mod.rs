@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::b2bua::CallSettings;
 use crate::config::{Config, Transport};
-use crate::media::{MediaEngine, MediaEvent, MediaSettings};
+use crate::media::{MediaConfig as MediaSettings, MediaEngine, MediaEvent};
 use crate::registrar::RegistrarSettings;
 use crate::sip::parse::Limits;
 use crate::sip::peer::Proto;
@@ -84,16 +84,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let media_ip = media_address(&config);
     let (media_tx, mut media_rx) = mpsc::unbounded_channel::<(u64, MediaEvent)>();
-    let engine = MediaEngine::new(
-        MediaSettings {
-            bind_ip: media_ip,
-            ports: config.media.rtp_ports.clone(),
-            dead_after: Duration::from_secs(config.calls.rtp_timeout_secs),
-        },
-        media_tx,
-    );
+    let engine = MediaEngine::new(MediaSettings {
+        bind_ip: media_ip,
+        ports: config.media.rtp_ports.clone(),
+        dead_after: Duration::from_secs(config.calls.rtp_timeout_secs),
+    });
     tracing::info!(%media_ip, ports = ?config.media.rtp_ports, "media relay");
-    let mut core = SipCore::new(settings, extensions, random_secret(), Some(engine));
+    let mut core = SipCore::new(settings, extensions, random_secret(), Some((engine, media_tx)));
     let restored = core.registrar_mut().restore(rows);
     tracing::info!(restored, purged, "registrations restored from the store");
 

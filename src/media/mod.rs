@@ -1,0 +1,313 @@
+//! Media anchoring for the B2BUA: every call's RTP and RTCP flow through a [`Relay`].
+//!
+//! Each call has two legs, A (caller) and B (callee). [`MediaEngine::allocate`] binds, per leg,
+//! an RTP socket on an even port of the configured range and an RTCP socket on port + 1, and
+//! spawns one tokio task that moves packets between them:
+//!
+//! * packets from A's phone leave through B's socket towards B's phone, and vice versa;
+//! * the payload type is rewritten when the legs negotiated different numbers, and G.711 is
+//!   transcoded in place (µ-law ⇄ A-law, [`g711`]) when — and only when — the laws differ;
+//! * RFC 4733 telephone events ([`dtmf`]) are mapped to the other leg's event payload type, or
+//!   dropped when the other leg has none; every event end is reported as [`MediaEvent::Dtmf`] so
+//!   the B2BUA can convert it to SIP INFO, and [`Relay::send_dtmf`] injects events the other way;
+//! * the destination is latched (symmetric RTP, RFC 4961 style) to the source of the last valid
+//!   packet received on that leg; until one arrives the SDP address ([`LegMedia::remote`]) is used;
+//! * silence on both legs for [`MediaConfig::dead_after`] raises [`MediaEvent::Dead`].
+//!
+//! The packet path never allocates (one reused buffer per relay), shares no lock with
+//! signalling (control goes through a channel, statistics come back through relaxed atomics),
+//! and waits only on its sockets, its control channel and its own timers. Sends use
+//! `try_send_to`: a full socket buffer drops the packet rather than stalling the other direction.
+//!
+//! The protocol pieces — [`g711`], [`rtp`], [`dtmf`], [`stats`] — are pure functions and state
+//! machines with no I/O.
+
+pub mod dtmf;
+pub mod g711;
+mod ports;
+mod relay;
+pub mod rtp;
+pub mod stats;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub use relay::Relay;
+
+use ports::PortPool;
+
+/// One of the two legs of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The caller's leg.
+    A,
+    /// The callee's leg.
+    B,
+}
+
+impl Side {
+    /// The opposite leg.
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+
+    pub(crate) fn idx(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
+
+    pub(crate) fn from_idx(i: usize) -> Side {
+        if i == 0 {
+            Side::A
+        } else {
+            Side::B
+        }
+    }
+}
+
+/// The companding law of a G.711 codec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Law {
+    /// PCMU, static payload type 0.
+    Ulaw,
+    /// PCMA, static payload type 8.
+    Alaw,
+}
+
+/// What the SDP of one leg says about its media.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegMedia {
+    /// The phone's RTP address from SDP; `None` when on hold or not yet known.
+    pub remote: Option<SocketAddr>,
+    /// Payload type of the negotiated audio codec on this leg.
+    pub codec_pt: u8,
+    /// G.711 law of that codec; `None` for other codecs (never transcoded).
+    pub law: Option<Law>,
+    /// Payload type of `telephone-event/8000` on this leg, if negotiated.
+    pub dtmf_pt: Option<u8>,
+}
+
+impl LegMedia {
+    /// PCMU (pt 0) towards `remote`, with telephone events on `dtmf_pt`.
+    pub fn pcmu(remote: Option<SocketAddr>, dtmf_pt: Option<u8>) -> Self {
+        LegMedia {
+            remote,
+            codec_pt: 0,
+            law: Some(Law::Ulaw),
+            dtmf_pt,
+        }
+    }
+
+    /// PCMA (pt 8) towards `remote`, with telephone events on `dtmf_pt`.
+    pub fn pcma(remote: Option<SocketAddr>, dtmf_pt: Option<u8>) -> Self {
+        LegMedia {
+            remote,
+            codec_pt: 8,
+            law: Some(Law::Alaw),
+            dtmf_pt,
+        }
+    }
+}
+
+impl Default for LegMedia {
+    /// PCMU, no remote, no telephone events: what a relay uses before its first `update`.
+    fn default() -> Self {
+        LegMedia::pcmu(None, None)
+    }
+}
+
+/// Media settings.
+#[derive(Clone, Debug)]
+pub struct MediaConfig {
+    /// Address the relay sockets bind to.
+    pub bind_ip: IpAddr,
+    /// RTP/RTCP port range; RTP takes the even ports, RTCP the odd port above.
+    pub ports: RangeInclusive<u16>,
+    /// No RTP from either side for this long raises [`MediaEvent::Dead`].
+    pub dead_after: Duration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            ports: 10000..=20000,
+            dead_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Errors of the media engine.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// Every RTP/RTCP pair of the range is in use (by us or by another process).
+    #[error("no free RTP/RTCP port pair in {start}-{end}")]
+    PortsExhausted { start: u16, end: u16 },
+    /// A socket could not be registered with the runtime.
+    #[error("media socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Something the B2BUA must know about a call's media.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// End of an RFC 4733 event received from `from` (reported once per event, whether or not it
+    /// was forwarded).
+    Dtmf {
+        from: Side,
+        digit: char,
+        duration_ms: u32,
+    },
+    /// No RTP from either side for `dead_after`. Reported once per silence.
+    Dead,
+}
+
+/// Statistics of the stream received from one side (and relayed to the other).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DirectionStats {
+    /// Valid RTP packets received from this side.
+    pub packets: u64,
+    /// Their bytes (whole RTP packets, no UDP/IP headers).
+    pub bytes: u64,
+    /// Packets sent on towards the other side.
+    pub forwarded: u64,
+    /// Cumulative packets lost (RFC 3550 A.3), from the sequence numbers received.
+    pub lost: i64,
+    /// Interarrival jitter (RFC 3550 A.8) in milliseconds.
+    pub jitter_ms: f64,
+    /// When the last valid RTP packet arrived from this side.
+    pub last_packet: Option<Instant>,
+}
+
+/// A snapshot of a relay's statistics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallMediaStats {
+    /// Stream from A's phone to B's phone.
+    pub a_to_b: DirectionStats,
+    /// Stream from B's phone to A's phone.
+    pub b_to_a: DirectionStats,
+    /// Audio payload type on leg A.
+    pub a_codec_pt: u8,
+    /// Audio payload type on leg B.
+    pub b_codec_pt: u8,
+    /// Whether payloads are transcoded (µ-law ⇄ A-law).
+    pub transcoding: bool,
+}
+
+impl CallMediaStats {
+    /// The stream received from `side`.
+    pub fn from_side(&self, side: Side) -> &DirectionStats {
+        match side {
+            Side::A => &self.a_to_b,
+            Side::B => &self.b_to_a,
+        }
+    }
+}
+
+pub(crate) struct EngineInner {
+    pub(crate) config: MediaConfig,
+    pool: Mutex<PortPool>,
+    alive: AtomicUsize,
+}
+
+impl EngineInner {
+    fn pool(&self) -> MutexGuard<'_, PortPool> {
+        // The pool is consistent after every statement; a panic elsewhere cannot break it.
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Ports, relays and their tasks. Cheap to clone.
+#[derive(Clone)]
+pub struct MediaEngine {
+    inner: Arc<EngineInner>,
+}
+
+impl MediaEngine {
+    pub fn new(config: MediaConfig) -> Self {
+        let pool = PortPool::new(config.ports.clone());
+        MediaEngine {
+            inner: Arc::new(EngineInner {
+                config,
+                pool: Mutex::new(pool),
+                alive: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Binds RTP and RTCP sockets for both legs and starts the relay task.
+    pub async fn allocate(&self) -> Result<Relay, MediaError> {
+        self.allocate_now()
+    }
+
+    /// [`MediaEngine::allocate`] for callers that are not async (the sans-IO call control); it
+    /// must run inside a tokio runtime, and never waits: binding sockets does not block.
+    pub fn allocate_now(&self) -> Result<Relay, MediaError> {
+        let ip = self.inner.config.bind_ip;
+        let (a, b) = {
+            let mut pool = self.inner.pool();
+            let a = pool.bind_pair(ip)?;
+            match pool.bind_pair(ip) {
+                Ok(b) => (a, b),
+                Err(e) => {
+                    pool.release(a.port);
+                    return Err(e);
+                }
+            }
+        };
+        // From here on the guard owns the ports: every exit releases them.
+        let guard = PortGuard::new(self.inner.clone(), [a.port, b.port]);
+        relay::spawn(&self.inner, guard, a, b)
+    }
+
+    /// Relays alive: allocated and not yet torn down (their sockets are still open).
+    pub fn in_use(&self) -> usize {
+        self.inner.alive.load(Ordering::Relaxed)
+    }
+
+    /// How many relays the port range can hold (each takes two RTP/RTCP pairs).
+    pub fn capacity(&self) -> usize {
+        self.inner.pool().pairs() / 2
+    }
+
+    /// The configuration this engine was built with.
+    pub fn config(&self) -> &MediaConfig {
+        &self.inner.config
+    }
+}
+
+/// Returns a relay's ports to the pool when the relay task ends (after its sockets closed).
+pub(crate) struct PortGuard {
+    engine: Arc<EngineInner>,
+    ports: [u16; 2],
+}
+
+impl PortGuard {
+    fn new(engine: Arc<EngineInner>, ports: [u16; 2]) -> Self {
+        engine.alive.fetch_add(1, Ordering::Relaxed);
+        PortGuard { engine, ports }
+    }
+}
+
+impl Drop for PortGuard {
+    fn drop(&mut self) {
+        let mut pool = self.engine.pool();
+        for p in self.ports {
+            pool.release(p);
+        }
+        drop(pool);
+        self.engine.alive.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(ports = ?self.ports, "media relay released");
+    }
+}

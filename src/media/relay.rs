@@ -1,0 +1,630 @@
+//! The relay of one call: the handle the call owns ([`Relay`]) and the task that moves packets.
+//!
+//! The task owns the four sockets and all per-stream state. It sleeps in one `select!` over
+//! socket readiness, the control channel and its timers, drains a ready socket with
+//! `try_recv_from` into a single reused buffer, rewrites the packet in place and forwards it
+//! with `try_send_to`. Counters go to the handle through relaxed atomics.
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::dtmf::{self, TelephoneEvent};
+use super::g711;
+use super::ports::BoundPair;
+use super::rtp::{self, Rtp};
+use super::stats::StreamStats;
+use super::{
+    CallMediaStats, DirectionStats, EngineInner, Law, LegMedia, MediaError, MediaEvent, PortGuard,
+    Side,
+};
+
+/// Largest datagram relayed; larger ones are truncated by the kernel and then dropped as invalid.
+const BUF_LEN: usize = 2048;
+/// Packets taken from one socket before looking at the others again.
+const BATCH: usize = 32;
+/// Spacing of injected telephone-event packets.
+const EVENT_INTERVAL: Duration = Duration::from_millis(20);
+/// Timestamp units per injected packet interval (8 kHz).
+const EVENT_STEP: u32 = 160;
+/// Capacity of the event channel; events beyond it are dropped (and logged).
+const EVENT_QUEUE: usize = 64;
+
+/// The handle of one call's media relay. Dropping it stops the task, closes the four sockets and
+/// returns the ports to the pool.
+pub struct Relay {
+    ports: [u16; 2],
+    ctrl: mpsc::UnboundedSender<Control>,
+    events: Option<mpsc::Receiver<MediaEvent>>,
+    shared: Arc<Shared>,
+    /// Last parameters given to `update`; only the handle reads it.
+    params: Mutex<[LegMedia; 2]>,
+    task: JoinHandle<()>,
+}
+
+enum Control {
+    Update([LegMedia; 2]),
+    Dtmf {
+        to: Side,
+        event: u8,
+        duration_ms: u32,
+    },
+}
+
+/// Counters published by the task, read by [`Relay::stats`].
+struct Shared {
+    start: Instant,
+    dir: [DirCounters; 2],
+}
+
+#[derive(Default)]
+struct DirCounters {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    forwarded: AtomicU64,
+    lost: AtomicI64,
+    jitter_ms_bits: AtomicU64,
+    /// Nanoseconds since `start` of the last packet, plus one; zero for none.
+    last_ns: AtomicU64,
+}
+
+impl Relay {
+    /// The RTP port the phone of `side` must send to (RTCP is this port + 1).
+    pub fn local_port(&self, side: Side) -> u16 {
+        self.ports[side.idx()]
+    }
+
+    /// New media parameters for both legs (answer, re-INVITE). A leg whose `remote` changed is
+    /// re-latched: its phone is sent to at `remote` until a packet arrives from it.
+    pub fn update(&self, a: LegMedia, b: LegMedia) {
+        let legs = [a, b];
+        {
+            let mut p = self.params.lock().unwrap_or_else(|e| e.into_inner());
+            *p = legs.clone();
+        }
+        if self.ctrl.send(Control::Update(legs)).is_err() {
+            tracing::warn!("media relay task is gone; update ignored");
+        }
+    }
+
+    /// Injects an RFC 4733 event for `digit` towards the phone of `to`, continuing the SSRC,
+    /// sequence numbers and timestamps of the stream relayed to it. Ignored (with a warning) for
+    /// a character that is not a DTMF digit or when leg `to` negotiated no telephone-event.
+    pub fn send_dtmf(&self, to: Side, digit: char, duration_ms: u32) {
+        let Some(event) = dtmf::digit_to_event(digit) else {
+            tracing::warn!(%digit, "not a DTMF digit; not sent");
+            return;
+        };
+        if self
+            .ctrl
+            .send(Control::Dtmf {
+                to,
+                event,
+                duration_ms,
+            })
+            .is_err()
+        {
+            tracing::warn!("media relay task is gone; DTMF ignored");
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CallMediaStats {
+        let params = self
+            .params
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let dir = |i: usize| {
+            let c = &self.shared.dir[i];
+            let last = c.last_ns.load(Ordering::Relaxed);
+            DirectionStats {
+                packets: c.packets.load(Ordering::Relaxed),
+                bytes: c.bytes.load(Ordering::Relaxed),
+                forwarded: c.forwarded.load(Ordering::Relaxed),
+                lost: c.lost.load(Ordering::Relaxed),
+                jitter_ms: f64::from_bits(c.jitter_ms_bits.load(Ordering::Relaxed)),
+                last_packet: (last != 0)
+                    .then(|| self.shared.start + Duration::from_nanos(last - 1)),
+            }
+        };
+        let transcoding = matches!(
+            (params[0].law, params[1].law),
+            (Some(Law::Ulaw), Some(Law::Alaw)) | (Some(Law::Alaw), Some(Law::Ulaw))
+        );
+        CallMediaStats {
+            a_to_b: dir(0),
+            b_to_a: dir(1),
+            a_codec_pt: params[0].codec_pt,
+            b_codec_pt: params[1].codec_pt,
+            transcoding,
+        }
+    }
+
+    /// Events of this call's media ([`MediaEvent`]).
+    pub fn events(&mut self) -> Option<&mut mpsc::Receiver<MediaEvent>> {
+        self.events.as_mut()
+    }
+
+    /// Takes the event receiver (to forward events elsewhere); later calls get `None`.
+    pub fn take_events(&mut self) -> Option<mpsc::Receiver<MediaEvent>> {
+        self.events.take()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // Closing the control channel ends the task at its next wake-up; abort makes that now.
+        self.task.abort();
+    }
+}
+
+/// Binds the sockets to the runtime and starts the task.
+pub(crate) fn spawn(
+    engine: &Arc<EngineInner>,
+    guard: PortGuard,
+    a: BoundPair,
+    b: BoundPair,
+) -> Result<Relay, MediaError> {
+    let ports = [a.port, b.port];
+    let now = Instant::now();
+    let legs = [Leg::new(a, now)?, Leg::new(b, now)?];
+    let shared = Arc::new(Shared {
+        start: now,
+        dir: Default::default(),
+    });
+    let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let task = RelayTask {
+        legs,
+        ctrl: ctrl_rx,
+        events: ev_tx,
+        shared: shared.clone(),
+        dead_after: engine.config.dead_after,
+        last_rx: now,
+        dead_reported: false,
+        _guard: guard,
+    };
+    tracing::debug!(a = ports[0], b = ports[1], "media relay allocated");
+    let handle = tokio::spawn(task.run());
+    Ok(Relay {
+        ports,
+        ctrl: ctrl_tx,
+        events: Some(ev_rx),
+        shared,
+        params: Mutex::new([LegMedia::default(), LegMedia::default()]),
+        task: handle,
+    })
+}
+
+/// One leg: our sockets towards that leg's phone, and the state of both streams on it.
+struct Leg {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    media: LegMedia,
+    latched_rtp: Option<SocketAddr>,
+    latched_rtcp: Option<SocketAddr>,
+    /// The stream received from this leg's phone.
+    rx: StreamStats,
+    /// Timestamp of the last telephone event whose end was reported (end retransmissions).
+    last_event_end: Option<u32>,
+    /// The stream we send to this leg's phone.
+    tx: TxStream,
+}
+
+impl Leg {
+    fn new(pair: BoundPair, now: Instant) -> Result<Self, MediaError> {
+        Ok(Leg {
+            rtp: UdpSocket::from_std(pair.rtp)?,
+            rtcp: UdpSocket::from_std(pair.rtcp)?,
+            media: LegMedia::default(),
+            latched_rtp: None,
+            latched_rtcp: None,
+            rx: StreamStats::default(),
+            last_event_end: None,
+            tx: TxStream::new(now),
+        })
+    }
+
+    fn rtp_dest(&self) -> Option<SocketAddr> {
+        self.latched_rtp.or(self.media.remote)
+    }
+
+    fn rtcp_dest(&self) -> Option<SocketAddr> {
+        self.latched_rtcp.or_else(|| {
+            self.media
+                .remote
+                .and_then(|r| r.port().checked_add(1).map(|p| SocketAddr::new(r.ip(), p)))
+        })
+    }
+}
+
+/// Sequence/timestamp continuity of the stream sent to one phone: relayed packets get
+/// `seq + seq_offset`; each injected packet takes the next number and bumps the offset, each
+/// relayed packet we swallow lowers it, so the phone sees one gapless, monotonic stream.
+struct TxStream {
+    seq_offset: u16,
+    last_seq: u16,
+    last_ts: u32,
+    last_at: Instant,
+    ssrc: u32,
+    inject: Option<Injection>,
+}
+
+struct Injection {
+    pt: u8,
+    event: u8,
+    ts: u32,
+    /// Total duration in timestamp units.
+    total: u16,
+    /// Update packets sent so far.
+    sent: u32,
+    /// End packets sent so far (three in all, RFC 4733 §2.5.1.4).
+    ends: u8,
+    next_at: Instant,
+}
+
+impl TxStream {
+    fn new(now: Instant) -> Self {
+        // Until a stream is relayed this way, injected events start a fresh random one.
+        TxStream {
+            seq_offset: 0,
+            last_seq: rand::random(),
+            last_ts: rand::random(),
+            last_at: now,
+            ssrc: rand::random(),
+            inject: None,
+        }
+    }
+
+    fn relayed(&mut self, seq: u16, ts: u32, ssrc: u32, now: Instant) -> u16 {
+        let out = seq.wrapping_add(self.seq_offset);
+        self.last_seq = out;
+        self.last_ts = ts;
+        self.last_at = now;
+        self.ssrc = ssrc;
+        out
+    }
+
+    fn swallowed(&mut self) {
+        self.seq_offset = self.seq_offset.wrapping_sub(1);
+    }
+
+    fn next_injected_seq(&mut self) -> u16 {
+        self.last_seq = self.last_seq.wrapping_add(1);
+        self.seq_offset = self.seq_offset.wrapping_add(1);
+        self.last_seq
+    }
+}
+
+enum Wake {
+    Rtp(usize, std::io::Result<()>),
+    Rtcp(usize, std::io::Result<()>),
+    Ctrl(Option<Control>),
+    Dead,
+    Inject,
+}
+
+struct RelayTask {
+    legs: [Leg; 2],
+    ctrl: mpsc::UnboundedReceiver<Control>,
+    events: mpsc::Sender<MediaEvent>,
+    shared: Arc<Shared>,
+    dead_after: Duration,
+    last_rx: Instant,
+    dead_reported: bool,
+    /// Declared last: dropped after the sockets, so a released port is really free.
+    _guard: PortGuard,
+}
+
+impl RelayTask {
+    async fn run(mut self) {
+        let mut buf = [0u8; BUF_LEN];
+        let dead = tokio::time::sleep_until((self.last_rx + self.dead_after).into());
+        tokio::pin!(dead);
+        loop {
+            let inject_at = self
+                .legs
+                .iter()
+                .filter_map(|l| l.tx.inject.as_ref().map(|i| i.next_at))
+                .min();
+            let wake = tokio::select! {
+                r = self.legs[0].rtp.readable() => Wake::Rtp(0, r),
+                r = self.legs[1].rtp.readable() => Wake::Rtp(1, r),
+                r = self.legs[0].rtcp.readable() => Wake::Rtcp(0, r),
+                r = self.legs[1].rtcp.readable() => Wake::Rtcp(1, r),
+                c = self.ctrl.recv() => Wake::Ctrl(c),
+                _ = &mut dead => Wake::Dead,
+                _ = sleep_until_opt(inject_at), if inject_at.is_some() => Wake::Inject,
+            };
+            match wake {
+                Wake::Rtp(i, Ok(())) => self.drain_rtp(i, &mut buf),
+                Wake::Rtcp(i, Ok(())) => self.drain_rtcp(i, &mut buf),
+                Wake::Rtp(_, Err(e)) | Wake::Rtcp(_, Err(e)) => {
+                    tracing::warn!(error = %e, "media socket readiness failed; relay stops");
+                    break;
+                }
+                Wake::Ctrl(Some(c)) => self.control(c, &mut buf),
+                Wake::Ctrl(None) => break,
+                Wake::Dead => {
+                    let now = Instant::now();
+                    let due = self.last_rx + self.dead_after;
+                    if now >= due {
+                        if !self.dead_reported {
+                            self.dead_reported = true;
+                            tracing::info!("no RTP from either side; media dead");
+                            self.emit(MediaEvent::Dead);
+                        }
+                        dead.as_mut().reset((now + self.dead_after).into());
+                    } else {
+                        dead.as_mut().reset(due.into());
+                    }
+                }
+                Wake::Inject => self.inject(&mut buf),
+            }
+        }
+    }
+
+    fn emit(&self, ev: MediaEvent) {
+        if let Err(e) = self.events.try_send(ev) {
+            tracing::warn!(error = %e, "media event dropped");
+        }
+    }
+
+    fn drain_rtp(&mut self, i: usize, buf: &mut [u8; BUF_LEN]) {
+        for _ in 0..BATCH {
+            match self.legs[i].rtp.try_recv_from(buf) {
+                Ok((n, src)) => {
+                    if let Some(pkt) = buf.get_mut(..n) {
+                        self.on_rtp(i, pkt, src);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => tracing::trace!(error = %e, "RTP receive error"),
+            }
+        }
+    }
+
+    fn drain_rtcp(&mut self, i: usize, buf: &mut [u8; BUF_LEN]) {
+        for _ in 0..BATCH {
+            match self.legs[i].rtcp.try_recv_from(buf) {
+                Ok((n, src)) => {
+                    if let Some(pkt) = buf.get(..n) {
+                        self.on_rtcp(i, pkt, src);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => tracing::trace!(error = %e, "RTCP receive error"),
+            }
+        }
+    }
+
+    /// One RTP packet from the phone of leg `i`: account, latch, rewrite, forward.
+    fn on_rtp(&mut self, i: usize, pkt: &mut [u8], src: SocketAddr) {
+        let Ok(mut rtp) = Rtp::parse(&mut *pkt) else {
+            tracing::trace!(%src, "not RTP; dropped");
+            return;
+        };
+        let now = Instant::now();
+        let (pt, seq, ts, ssrc) = (
+            rtp.payload_type(),
+            rtp.sequence(),
+            rtp.timestamp(),
+            rtp.ssrc(),
+        );
+        let [la, lb] = &mut self.legs;
+        let (from, to) = if i == 0 { (la, lb) } else { (lb, la) };
+
+        // Latch (symmetric RTP).
+        if from.latched_rtp != Some(src) {
+            tracing::debug!(side = ?Side::from_idx(i), %src, "RTP latched");
+            from.latched_rtp = Some(src);
+        }
+        self.last_rx = now;
+        self.dead_reported = false;
+
+        // Receive statistics; jitter only on the audio clock.
+        let since = now.saturating_duration_since(self.shared.start);
+        let arrival = (pt == from.media.codec_pt).then(|| {
+            (since.as_micros() as u64)
+                .wrapping_mul(8)
+                .wrapping_div(1000) as u32
+        });
+        from.rx.record(ssrc, seq, ts, pkt_len(&rtp), arrival);
+        let c = &self.shared.dir[i];
+        c.packets.store(from.rx.packets, Ordering::Relaxed);
+        c.bytes.store(from.rx.bytes, Ordering::Relaxed);
+        c.lost.store(from.rx.seq.lost(), Ordering::Relaxed);
+        c.jitter_ms_bits
+            .store(from.rx.jitter.millis(8000).to_bits(), Ordering::Relaxed);
+        c.last_ns
+            .store(since.as_nanos() as u64 + 1, Ordering::Relaxed);
+
+        // Rewrite for the other leg.
+        if from.media.dtmf_pt == Some(pt) {
+            if let Ok(ev) = TelephoneEvent::parse(rtp.payload()) {
+                if ev.end && from.last_event_end != Some(ts) {
+                    from.last_event_end = Some(ts);
+                    if let Some(digit) = ev.digit() {
+                        let _ = self.events.try_send(MediaEvent::Dtmf {
+                            from: Side::from_idx(i),
+                            digit,
+                            duration_ms: ev.duration_ms(),
+                        });
+                    }
+                }
+            }
+            match to.media.dtmf_pt {
+                Some(out_pt) => rtp.set_payload_type(out_pt),
+                None => {
+                    to.tx.swallowed();
+                    return;
+                }
+            }
+        } else if pt == from.media.codec_pt {
+            if to.tx.inject.is_some() {
+                // Our own event is playing on this stream: hold the audio back.
+                to.tx.swallowed();
+                return;
+            }
+            rtp.set_payload_type(to.media.codec_pt);
+            match (from.media.law, to.media.law) {
+                (Some(Law::Ulaw), Some(Law::Alaw)) => g711::ulaw_buf_to_alaw(rtp.payload_mut()),
+                (Some(Law::Alaw), Some(Law::Ulaw)) => g711::alaw_buf_to_ulaw(rtp.payload_mut()),
+                _ => {}
+            }
+        }
+        // Anything else (comfort noise, unknown types) goes through unchanged.
+
+        let out_seq = to.tx.relayed(seq, ts, ssrc, now);
+        if out_seq != seq {
+            rtp.set_sequence(out_seq);
+        }
+        let Some(dest) = to.rtp_dest() else {
+            return;
+        };
+        match to.rtp.try_send_to(rtp.as_bytes(), dest) {
+            Ok(_) => {
+                self.shared.dir[i].forwarded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::trace!(%dest, error = %e, "RTP send failed; dropped"),
+        }
+    }
+
+    /// One RTCP packet from the phone of leg `i`: latch and forward unchanged.
+    fn on_rtcp(&mut self, i: usize, pkt: &[u8], src: SocketAddr) {
+        // RTCP common header: V=2, packet type 192..=223 (SR, RR, SDES, BYE, APP, feedback, XR).
+        let valid = pkt.len() >= 8
+            && pkt.first().is_some_and(|b| b >> 6 == 2)
+            && pkt.get(1).is_some_and(|pt| (192..=223).contains(pt));
+        if !valid {
+            tracing::trace!(%src, "not RTCP; dropped");
+            return;
+        }
+        let j = 1 - i;
+        if self.legs[i].latched_rtcp != Some(src) {
+            tracing::debug!(side = ?Side::from_idx(i), %src, "RTCP latched");
+            self.legs[i].latched_rtcp = Some(src);
+        }
+        let to = &self.legs[j];
+        if let Some(dest) = to.rtcp_dest() {
+            if let Err(e) = to.rtcp.try_send_to(pkt, dest) {
+                tracing::trace!(%dest, error = %e, "RTCP send failed; dropped");
+            }
+        }
+    }
+
+    fn control(&mut self, c: Control, buf: &mut [u8; BUF_LEN]) {
+        match c {
+            Control::Update(media) => {
+                for (leg, m) in self.legs.iter_mut().zip(media) {
+                    if leg.media.remote != m.remote {
+                        leg.latched_rtp = None;
+                        leg.latched_rtcp = None;
+                    }
+                    leg.media = m;
+                }
+                tracing::debug!(a = ?self.legs[0].media, b = ?self.legs[1].media, "media updated");
+            }
+            Control::Dtmf {
+                to,
+                event,
+                duration_ms,
+            } => {
+                let now = Instant::now();
+                let leg = &mut self.legs[to.idx()];
+                let Some(pt) = leg.media.dtmf_pt else {
+                    tracing::warn!(
+                        ?to,
+                        "leg has no telephone-event payload type; DTMF not sent"
+                    );
+                    return;
+                };
+                if leg.tx.inject.is_some() {
+                    tracing::warn!(?to, "DTMF already playing; digit dropped");
+                    return;
+                }
+                // Event timestamp: where the relayed stream's clock is now.
+                let elapsed = now.saturating_duration_since(leg.tx.last_at);
+                let ts = leg
+                    .tx
+                    .last_ts
+                    .wrapping_add((elapsed.as_micros() as u64 * 8 / 1000) as u32);
+                let total = (duration_ms.clamp(20, 8000) * dtmf::SAMPLES_PER_MS) as u16;
+                leg.tx.inject = Some(Injection {
+                    pt,
+                    event,
+                    ts,
+                    total,
+                    sent: 0,
+                    ends: 0,
+                    next_at: now,
+                });
+                self.inject(buf);
+            }
+        }
+    }
+
+    /// Sends the injected event packets that are due.
+    fn inject(&mut self, buf: &mut [u8; BUF_LEN]) {
+        let now = Instant::now();
+        for leg in self.legs.iter_mut() {
+            let Some(inj) = leg.tx.inject.as_mut() else {
+                continue;
+            };
+            if inj.next_at > now {
+                continue;
+            }
+            let duration = ((inj.sent + 1) * EVENT_STEP).min(u32::from(inj.total)) as u16;
+            let end = duration >= inj.total;
+            let marker = inj.sent == 0 && inj.ends == 0;
+            let (pt, event, ts) = (inj.pt, inj.event, inj.ts);
+            if end {
+                inj.ends += 1;
+            } else {
+                inj.sent += 1;
+            }
+            inj.next_at += EVENT_INTERVAL;
+            if inj.ends >= 3 {
+                leg.tx.inject = None;
+            }
+            let seq = leg.tx.next_injected_seq();
+            let payload = TelephoneEvent {
+                event,
+                end,
+                volume: 10,
+                duration,
+            }
+            .to_bytes();
+            let Some(h) = rtp::write_header(&mut buf[..], marker, pt, seq, ts, leg.tx.ssrc) else {
+                continue;
+            };
+            let len = h + payload.len();
+            let Some(out) = buf.get_mut(h..len) else {
+                continue;
+            };
+            out.copy_from_slice(&payload);
+            if let (Some(dest), Some(pkt)) = (leg.rtp_dest(), buf.get(..len)) {
+                if let Err(e) = leg.rtp.try_send_to(pkt, dest) {
+                    tracing::trace!(%dest, error = %e, "DTMF send failed");
+                }
+            }
+        }
+    }
+}
+
+fn pkt_len<B: AsRef<[u8]>>(rtp: &Rtp<B>) -> usize {
+    rtp.as_bytes().len()
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
+    }
+}

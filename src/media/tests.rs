@@ -1,0 +1,650 @@
+//! Relay tests over real UDP sockets on 127.0.0.1.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::time::timeout;
+
+use super::dtmf::TelephoneEvent;
+use super::rtp::{write_header, Rtp};
+use super::*;
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn engine(ports: RangeInclusive<u16>, dead_after: Duration) -> MediaEngine {
+    MediaEngine::new(MediaConfig {
+        bind_ip: LO,
+        ports,
+        dead_after,
+    })
+}
+
+async fn phone() -> UdpSocket {
+    UdpSocket::bind((LO, 0)).await.expect("bind phone")
+}
+
+fn addr(s: &UdpSocket) -> SocketAddr {
+    s.local_addr().expect("local addr")
+}
+
+fn relay_addr(relay: &Relay, side: Side) -> SocketAddr {
+    SocketAddr::new(LO, relay.local_port(side))
+}
+
+fn pkt(marker: bool, pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 12 + payload.len()];
+    write_header(&mut p, marker, pt, seq, ts, ssrc).expect("header");
+    p[12..].copy_from_slice(payload);
+    p
+}
+
+async fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = [0u8; 2048];
+    let (n, from) = timeout(Duration::from_secs(2), s.recv_from(&mut buf))
+        .await
+        .expect("packet expected")
+        .expect("recv");
+    (buf[..n].to_vec(), from)
+}
+
+async fn nothing(s: &UdpSocket, wait_ms: u64) -> bool {
+    let mut buf = [0u8; 2048];
+    timeout(Duration::from_millis(wait_ms), s.recv_from(&mut buf))
+        .await
+        .is_err()
+}
+
+/// Lets the relay task see a control message before packets that depend on it.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+async fn wait_in_use_zero(engine: &MediaEngine) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.in_use() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "in_use stuck at {}",
+            engine.in_use()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn relays_both_ways_and_latches() {
+    let engine = engine(21000..=21099, Duration::from_secs(60));
+    let relay = engine.allocate().await.expect("allocate");
+    assert_ne!(relay.local_port(Side::A), relay.local_port(Side::B));
+    assert_eq!(relay.local_port(Side::A) % 2, 0);
+    let a_sdp = phone().await; // where A's SDP says it listens
+    let a_real = phone().await; // where A really sends from (behind NAT)
+    let b = phone().await;
+    relay.update(
+        LegMedia::pcmu(Some(addr(&a_sdp)), None),
+        LegMedia::pcmu(Some(addr(&b)), None),
+    );
+    settle().await;
+
+    // B -> A before A sent anything: goes to A's SDP address, from our A-leg port.
+    b.send_to(
+        &pkt(false, 0, 1, 160, 0xB, &[0xFF; 160]),
+        relay_addr(&relay, Side::B),
+    )
+    .await
+    .expect("send");
+    let (p, from) = recv(&a_sdp).await;
+    assert_eq!(from, relay_addr(&relay, Side::A));
+    assert_eq!(Rtp::parse(&p[..]).expect("rtp").sequence(), 1);
+
+    // A -> B from its real address.
+    a_real
+        .send_to(
+            &pkt(false, 0, 7, 0, 0xA, &[0x7F; 160]),
+            relay_addr(&relay, Side::A),
+        )
+        .await
+        .expect("send");
+    let (p, from) = recv(&b).await;
+    assert_eq!(from, relay_addr(&relay, Side::B));
+    let r = Rtp::parse(&p[..]).expect("rtp");
+    assert_eq!(
+        (r.ssrc(), r.sequence(), r.payload()),
+        (0xA, 7, &[0x7F; 160][..])
+    );
+
+    // B -> A now follows the latch.
+    b.send_to(
+        &pkt(false, 0, 2, 320, 0xB, &[0xFF; 160]),
+        relay_addr(&relay, Side::B),
+    )
+    .await
+    .expect("send");
+    let (p, _) = recv(&a_real).await;
+    assert_eq!(Rtp::parse(&p[..]).expect("rtp").sequence(), 2);
+    assert!(nothing(&a_sdp, 100).await);
+
+    // Not RTP: dropped, latch unchanged.
+    let stranger = phone().await;
+    stranger
+        .send_to(b"hello", relay_addr(&relay, Side::A))
+        .await
+        .expect("send");
+    b.send_to(
+        &pkt(false, 0, 3, 480, 0xB, &[0xFF; 160]),
+        relay_addr(&relay, Side::B),
+    )
+    .await
+    .expect("send");
+    recv(&a_real).await;
+
+    // RTCP is latched and relayed between the RTCP ports.
+    let rr = [0x80u8, 201, 0, 1, 0, 0, 0, 0xB];
+    let b_rtcp = phone().await;
+    let a_rtcp = phone().await;
+    b_rtcp
+        .send_to(&rr, SocketAddr::new(LO, relay.local_port(Side::B) + 1))
+        .await
+        .expect("send");
+    settle().await;
+    a_rtcp
+        .send_to(&rr, SocketAddr::new(LO, relay.local_port(Side::A) + 1))
+        .await
+        .expect("send");
+    let (p, from) = recv(&b_rtcp).await;
+    assert_eq!(p, rr);
+    assert_eq!(from.port(), relay.local_port(Side::B) + 1);
+    // B's first report went to A's SDP port + 1; now A's RTCP source is latched.
+    b_rtcp
+        .send_to(&rr, SocketAddr::new(LO, relay.local_port(Side::B) + 1))
+        .await
+        .expect("send");
+    let (p, _) = recv(&a_rtcp).await;
+    assert_eq!(p, rr);
+}
+
+#[tokio::test]
+async fn hold_relays_what_arrives_but_sends_nowhere_unknown() {
+    let engine = engine(21100..=21199, Duration::from_secs(60));
+    let relay = engine.allocate().await.expect("allocate");
+    let a = phone().await;
+    let b = phone().await;
+    // B is on hold: no address.
+    relay.update(
+        LegMedia::pcmu(Some(addr(&a)), None),
+        LegMedia::pcmu(None, None),
+    );
+    settle().await;
+    a.send_to(
+        &pkt(false, 0, 1, 0, 1, &[0; 160]),
+        relay_addr(&relay, Side::A),
+    )
+    .await
+    .expect("send");
+    settle().await; // processed (and not sent anywhere) before B shows up
+                    // Hold music from B still reaches A, and latches B.
+    b.send_to(
+        &pkt(false, 0, 1, 0, 2, &[1; 160]),
+        relay_addr(&relay, Side::B),
+    )
+    .await
+    .expect("send");
+    recv(&a).await;
+    a.send_to(
+        &pkt(false, 0, 2, 160, 1, &[0; 160]),
+        relay_addr(&relay, Side::A),
+    )
+    .await
+    .expect("send");
+    let (p, _) = recv(&b).await;
+    assert_eq!(Rtp::parse(&p[..]).expect("rtp").sequence(), 2);
+    let st = relay.stats();
+    assert_eq!(st.a_to_b.packets, 2);
+    assert_eq!(st.a_to_b.forwarded, 1);
+}
+
+#[tokio::test]
+async fn rewrites_payload_type_without_touching_payload() {
+    let engine = engine(21200..=21299, Duration::from_secs(60));
+    let relay = engine.allocate().await.expect("allocate");
+    let (a, b) = (phone().await, phone().await);
+    let leg = |s: &UdpSocket, pt| LegMedia {
+        remote: Some(addr(s)),
+        codec_pt: pt,
+        law: None,
+        dtmf_pt: None,
+    };
+    relay.update(leg(&a, 96), leg(&b, 111));
+    settle().await;
+    let payload: Vec<u8> = (0..=255u8).collect();
+    a.send_to(
+        &pkt(true, 96, 5, 9, 3, &payload),
+        relay_addr(&relay, Side::A),
+    )
+    .await
+    .expect("send");
+    let (p, _) = recv(&b).await;
+    let r = Rtp::parse(&p[..]).expect("rtp");
+    assert_eq!(
+        (
+            r.payload_type(),
+            r.marker(),
+            r.sequence(),
+            r.timestamp(),
+            r.ssrc()
+        ),
+        (111, true, 5, 9, 3)
+    );
+    assert_eq!(r.payload(), &payload[..]);
+    b.send_to(
+        &pkt(false, 111, 1, 1, 4, &payload),
+        relay_addr(&relay, Side::B),
+    )
+    .await
+    .expect("send");
+    let (p, _) = recv(&a).await;
+    assert_eq!(Rtp::parse(&p[..]).expect("rtp").payload_type(), 96);
+    // Other payload types (comfort noise) pass unchanged.
+    a.send_to(&pkt(false, 13, 6, 9, 3, &[40]), relay_addr(&relay, Side::A))
+        .await
+        .expect("send");
+    let (p, _) = recv(&b).await;
+    assert_eq!(Rtp::parse(&p[..]).expect("rtp").payload_type(), 13);
+    assert!(!relay.stats().transcoding);
+}
+
+#[tokio::test]
+async fn transcodes_pcmu_pcma_bit_exact() {
+    let engine = engine(21300..=21399, Duration::from_secs(60));
+    let relay = engine.allocate().await.expect("allocate");
+    let (a, b) = (phone().await, phone().await);
+    relay.update(
+        LegMedia::pcmu(Some(addr(&a)), None),
+        LegMedia::pcma(Some(addr(&b)), None),
+    );
+    settle().await;
+    let all: Vec<u8> = (0..=255u8).collect();
+    a.send_to(&pkt(false, 0, 1, 0, 1, &all), relay_addr(&relay, Side::A))
+        .await
+        .expect("send");
+    let (p, _) = recv(&b).await;
+    let r = Rtp::parse(&p[..]).expect("rtp");
+    assert_eq!(r.payload_type(), 8);
+    let expect: Vec<u8> = all.iter().map(|&u| g711::ulaw_to_alaw(u)).collect();
+    assert_eq!(r.payload(), &expect[..]);
+
+    b.send_to(&pkt(false, 8, 1, 0, 2, &all), relay_addr(&relay, Side::B))
+        .await
+        .expect("send");
+    let (p, _) = recv(&a).await;
+    let r = Rtp::parse(&p[..]).expect("rtp");
+    assert_eq!(r.payload_type(), 0);
+    let expect: Vec<u8> = all.iter().map(|&x| g711::alaw_to_ulaw(x)).collect();
+    assert_eq!(r.payload(), &expect[..]);
+
+    // Round trip through two relays (µ -> A -> µ) keeps every code but the 16 lowest-level ones.
+    let relay2 = engine.allocate().await.expect("allocate");
+    let c = phone().await;
+    relay.update(
+        LegMedia::pcmu(Some(addr(&a)), None),
+        LegMedia::pcma(Some(relay_addr(&relay2, Side::A)), None),
+    );
+    relay2.update(
+        LegMedia::pcma(None, None),
+        LegMedia::pcmu(Some(addr(&c)), None),
+    );
+    settle().await;
+    a.send_to(&pkt(false, 0, 2, 160, 1, &all), relay_addr(&relay, Side::A))
+        .await
+        .expect("send");
+    let (p, _) = recv(&c).await;
+    let r = Rtp::parse(&p[..]).expect("rtp");
+    assert_eq!(r.payload_type(), 0);
+    let changed = r.payload().iter().zip(&all).filter(|(x, y)| x != y).count();
+    assert_eq!(changed, 16);
+    assert!(relay.stats().transcoding && relay2.stats().transcoding);
+}
+
+fn event(ev: u8, end: bool, duration: u16) -> [u8; 4] {
+    TelephoneEvent {
+        event: ev,
+        end,
+        volume: 10,
+        duration,
+    }
+    .to_bytes()
+}
+
+#[tokio::test]
+async fn rfc4733_is_mapped_and_reported_once() {
+    let engine = engine(21400..=21499, Duration::from_secs(60));
+    let mut relay = engine.allocate().await.expect("allocate");
+    let (a, b) = (phone().await, phone().await);
+    relay.update(
+        LegMedia::pcmu(Some(addr(&a)), Some(101)),
+        LegMedia::pcma(Some(addr(&b)), Some(96)),
+    );
+    settle().await;
+    let to_relay = relay_addr(&relay, Side::A);
+    let ts = 8000;
+    let packets = [
+        pkt(true, 101, 10, ts, 5, &event(5, false, 160)),
+        pkt(false, 101, 11, ts, 5, &event(5, false, 320)),
+        pkt(false, 101, 12, ts, 5, &event(5, true, 800)),
+        pkt(false, 101, 13, ts, 5, &event(5, true, 800)),
+        pkt(false, 101, 14, ts, 5, &event(5, true, 800)),
+    ];
+    for p in &packets {
+        a.send_to(p, to_relay).await.expect("send");
+    }
+    for (i, sent) in packets.iter().enumerate() {
+        let (p, _) = recv(&b).await;
+        let r = Rtp::parse(&p[..]).expect("rtp");
+        assert_eq!(r.payload_type(), 96, "packet {i}");
+        // Event payloads are never transcoded.
+        assert_eq!(r.payload(), &sent[12..]);
+    }
+    let ev = timeout(Duration::from_secs(2), relay.events().expect("events").recv())
+        .await
+        .expect("event");
+    assert_eq!(
+        ev,
+        Some(MediaEvent::Dtmf {
+            from: Side::A,
+            digit: '5',
+            duration_ms: 100
+        })
+    );
+    assert!(timeout(Duration::from_millis(150), relay.events().expect("events").recv())
+        .await
+        .is_err());
+
+    // A second press of the same digit is a new event.
+    a.send_to(
+        &pkt(false, 101, 15, ts + 1600, 5, &event(5, true, 480)),
+        to_relay,
+    )
+    .await
+    .expect("send");
+    recv(&b).await;
+    let ev = timeout(Duration::from_secs(2), relay.events().expect("events").recv())
+        .await
+        .expect("event");
+    assert_eq!(
+        ev,
+        Some(MediaEvent::Dtmf {
+            from: Side::A,
+            digit: '5',
+            duration_ms: 60
+        })
+    );
+}
+
+#[tokio::test]
+async fn rfc4733_not_forwarded_to_a_leg_without_events() {
+    let engine = engine(21500..=21599, Duration::from_secs(60));
+    let mut relay = engine.allocate().await.expect("allocate");
+    let (a, b) = (phone().await, phone().await);
+    relay.update(
+        LegMedia::pcmu(Some(addr(&a)), Some(101)),
+        LegMedia::pcmu(Some(addr(&b)), None),
+    );
+    settle().await;
+    let to_relay = relay_addr(&relay, Side::A);
+    a.send_to(&pkt(false, 0, 100, 0, 5, &[0xFF; 160]), to_relay)
+        .await
+        .expect("send");
+    for seq in 101..=103u16 {
+        a.send_to(
+            &pkt(seq == 101, 101, seq, 160, 5, &event(11, seq > 101, 400)),
+            to_relay,
+        )
+        .await
+        .expect("send");
+    }
+    a.send_to(&pkt(false, 0, 104, 480, 5, &[0xFF; 160]), to_relay)
+        .await
+        .expect("send");
+    let (p, _) = recv(&b).await;
+    assert_eq!(Rtp::parse(&p[..]).expect("rtp").sequence(), 100);
+    // The next audio packet follows without a sequence gap: the swallowed events are hidden.
+    let (p, _) = recv(&b).await;
+    let r = Rtp::parse(&p[..]).expect("rtp");
+    assert_eq!((r.payload_type(), r.sequence()), (0, 101));
+    let ev = timeout(Duration::from_secs(2), relay.events().expect("events").recv())
+        .await
+        .expect("event");
+    assert_eq!(
+        ev,
+        Some(MediaEvent::Dtmf {
+            from: Side::A,
+            digit: '#',
+            duration_ms: 50
+        })
+    );
+}
+
+#[tokio::test]
+async fn send_dtmf_continues_the_stream() {
+    let engine = engine(21600..=21699, Duration::from_secs(60));
+    let relay = engine.allocate().await.expect("allocate");
+    let (a, b) = (phone().await, phone().await);
+    relay.update(
+        LegMedia::pcmu(Some(addr(&a)), None),
+        LegMedia::pcmu(Some(addr(&b)), Some(101)),
+    );
+    settle().await;
+    let to_relay = relay_addr(&relay, Side::A);
+    for i in 0..3u16 {
+        a.send_to(
+            &pkt(false, 0, 500 + i, 1000 + 160 * i as u32, 0xAB, &[0xFF; 160]),
+            to_relay,
+        )
+        .await
+        .expect("send");
+        recv(&b).await;
+    }
+    relay.send_dtmf(Side::B, '7', 100);
+    let mut events = Vec::new();
+    loop {
+        let (p, _) = recv(&b).await;
+        let r = Rtp::parse(&p[..]).expect("rtp");
+        let ev = TelephoneEvent::parse(r.payload()).expect("event");
+        events.push((
+            r.marker(),
+            r.payload_type(),
+            r.sequence(),
+            r.timestamp(),
+            r.ssrc(),
+            ev,
+        ));
+        if events.iter().filter(|e| e.5.end).count() == 3 {
+            break;
+        }
+    }
+    // 100 ms = 800 units: updates at 160, 320, 480, 640, then the end three times.
+    assert_eq!(events.len(), 7);
+    let ts = events[0].3;
+    assert!(
+        ts >= 1000 + 320,
+        "event timestamp continues the stream: {ts}"
+    );
+    for (i, (marker, pt, seq, t, ssrc, ev)) in events.iter().enumerate() {
+        assert_eq!(*marker, i == 0);
+        assert_eq!((*pt, *seq, *t, *ssrc), (101, 503 + i as u16, ts, 0xAB));
+        assert_eq!(ev.event, 7);
+        assert_eq!(ev.end, i >= 4);
+        assert_eq!(ev.duration, (160 * (i as u16 + 1)).min(800));
+    }
+    // Audio after the event continues the sequence.
+    a.send_to(&pkt(false, 0, 503, 2000, 0xAB, &[0xFF; 160]), to_relay)
+        .await
+        .expect("send");
+    let (p, _) = recv(&b).await;
+    let r = Rtp::parse(&p[..]).expect("rtp");
+    assert_eq!((r.payload_type(), r.sequence()), (0, 510));
+
+    // No stream yet towards A, and A has no telephone-event: nothing is sent.
+    relay.send_dtmf(Side::A, '1', 100);
+    assert!(nothing(&a, 200).await);
+}
+
+#[tokio::test]
+async fn stats_count_loss_and_jitter() {
+    let engine = engine(21700..=21799, Duration::from_secs(60));
+    let relay = engine.allocate().await.expect("allocate");
+    let (a, b) = (phone().await, phone().await);
+    relay.update(
+        LegMedia::pcmu(Some(addr(&a)), None),
+        LegMedia::pcmu(Some(addr(&b)), None),
+    );
+    settle().await;
+    let to_relay = relay_addr(&relay, Side::A);
+    for seq in 1..=12u16 {
+        if seq == 5 || seq == 6 {
+            continue;
+        }
+        a.send_to(
+            &pkt(false, 0, seq, seq as u32 * 160, 9, &[0xFF; 160]),
+            to_relay,
+        )
+        .await
+        .expect("send");
+        // 20 ms packets, sent alternately 8 ms early and 8 ms late.
+        let wait = if seq % 2 == 0 { 12 } else { 28 };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+    settle().await;
+    let st = relay.stats();
+    assert_eq!(st.a_to_b.packets, 10);
+    assert_eq!(st.a_to_b.bytes, 1720);
+    assert_eq!(st.a_to_b.forwarded, 10);
+    assert_eq!(st.a_to_b.lost, 2);
+    assert!(st.a_to_b.jitter_ms > 1.0, "jitter {}", st.a_to_b.jitter_ms);
+    assert!(st.a_to_b.last_packet.is_some());
+    assert_eq!(st.b_to_a, DirectionStats::default());
+    assert_eq!(
+        (st.a_codec_pt, st.b_codec_pt, st.transcoding),
+        (0, 0, false)
+    );
+}
+
+#[tokio::test]
+async fn dead_after_silence() {
+    let engine = engine(21800..=21899, Duration::from_millis(200));
+    let mut relay = engine.allocate().await.expect("allocate");
+    let (a, b) = (phone().await, phone().await);
+    relay.update(
+        LegMedia::pcmu(Some(addr(&a)), None),
+        LegMedia::pcmu(Some(addr(&b)), None),
+    );
+    let started = Instant::now();
+    // Media flows for 300 ms: no Dead.
+    while started.elapsed() < Duration::from_millis(300) {
+        a.send_to(
+            &pkt(false, 0, 1, 0, 1, &[0; 160]),
+            relay_addr(&relay, Side::A),
+        )
+        .await
+        .expect("send");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(relay.events().expect("events").try_recv().is_err());
+    let silent_since = Instant::now();
+    let ev = timeout(Duration::from_secs(2), relay.events().expect("events").recv())
+        .await
+        .expect("Dead");
+    assert_eq!(ev, Some(MediaEvent::Dead));
+    assert!(silent_since.elapsed() >= Duration::from_millis(150));
+    // Reported once per silence.
+    assert!(timeout(Duration::from_millis(500), relay.events().expect("events").recv())
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn drop_releases_ports() {
+    let engine = engine(21900..=21999, Duration::from_secs(60));
+    let relay = engine.allocate().await.expect("allocate");
+    let ports = [relay.local_port(Side::A), relay.local_port(Side::B)];
+    assert_eq!(engine.in_use(), 1);
+    drop(relay);
+    wait_in_use_zero(&engine).await;
+    for p in ports {
+        std::net::UdpSocket::bind((LO, p)).expect("RTP port free again");
+        std::net::UdpSocket::bind((LO, p + 1)).expect("RTCP port free again");
+    }
+}
+
+#[tokio::test]
+async fn exhaustion_is_an_error_and_recovers() {
+    // Four pairs: two relays.
+    let engine = engine(28000..=28007, Duration::from_secs(60));
+    assert_eq!(engine.capacity(), 2);
+    let r1 = engine.allocate().await.expect("first");
+    let _r2 = engine.allocate().await.expect("second");
+    match engine.allocate().await {
+        Err(MediaError::PortsExhausted {
+            start: 28000,
+            end: 28007,
+        }) => {}
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("range should be exhausted"),
+    }
+    assert_eq!(engine.in_use(), 2);
+    drop(r1);
+    wait_in_use_zero_but(&engine, 1).await;
+    engine.allocate().await.expect("ports returned to the pool");
+}
+
+async fn wait_in_use_zero_but(engine: &MediaEngine, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.in_use() != n {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn busy_ports_are_skipped() {
+    let engine = engine(28100..=28107, Duration::from_secs(60));
+    // Another process holds the RTCP port of the first pair.
+    let _squatter = std::net::UdpSocket::bind((LO, 28101)).expect("bind");
+    let relay = engine.allocate().await.expect("allocate");
+    assert_eq!(
+        [relay.local_port(Side::A), relay.local_port(Side::B)],
+        [28102, 28104]
+    );
+}
+
+#[tokio::test]
+async fn round_robin_does_not_reuse_a_freed_pair_at_once() {
+    let engine = engine(28200..=28299, Duration::from_secs(60));
+    let r = engine.allocate().await.expect("allocate");
+    let first = r.local_port(Side::A);
+    drop(r);
+    wait_in_use_zero(&engine).await;
+    let r = engine.allocate().await.expect("allocate");
+    assert_eq!(r.local_port(Side::A), first + 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_relays_allocated_and_dropped() {
+    let engine = engine(24000..=27999, Duration::from_secs(60));
+    let mut relays = Vec::new();
+    for _ in 0..500 {
+        relays.push(engine.allocate().await.expect("allocate"));
+    }
+    assert_eq!(engine.in_use(), 500);
+    let mut ports: Vec<u16> = relays
+        .iter()
+        .flat_map(|r| [r.local_port(Side::A), r.local_port(Side::B)])
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 1000);
+    drop(relays);
+    wait_in_use_zero(&engine).await;
+}
