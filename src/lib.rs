@@ -6,6 +6,7 @@
 pub mod config;
 pub mod logging;
 pub mod registrar;
+pub mod sdp;
 pub mod server;
 pub mod sip;
 pub mod store;
