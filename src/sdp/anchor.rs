@@ -16,8 +16,8 @@
 
 use std::net::IpAddr;
 
-use super::media::{Codec, MediaDescription};
-use super::session::{addr_type, Connection, Origin, SessionDescription};
+use super::media::{Codec, Direction, MediaDescription};
+use super::session::{addr_type, Attribute, Connection, Origin, SessionDescription};
 use super::SdpError;
 
 /// The B2BUA's `o=` line on one leg, and what it last sent there (RFC 3264 §8: the version is
@@ -99,6 +99,9 @@ fn is_ice_attribute(name: &str) -> bool {
 /// - ICE attributes (`a=candidate`, `a=ice-*`, `a=remote-candidates`, `a=end-of-candidates`)
 ///   are removed at both levels;
 /// - every other stream gets port 0 (declined): only audio is relayed;
+/// - an RFC 2543 hold (`c=0.0.0.0` for the audio stream) would be lost with the address, so it
+///   is turned into the RFC 3264 direction: `sendrecv` becomes `sendonly`, `recvonly`
+///   becomes `inactive`;
 /// - `o=` is replaced by `origin`'s, its version bumped only if the content changed since the
 ///   last description sent on that leg.
 pub fn rewrite_for_relay(
@@ -107,6 +110,20 @@ pub fn rewrite_for_relay(
     audio_port: u16,
     origin: &mut OriginState,
 ) {
+    if let Some(i) = sdp.audio_index() {
+        let held = sdp.media.get(i).is_some_and(|m| {
+            m.effective_connection(sdp)
+                .and_then(Connection::ip)
+                .is_some_and(|ip| ip.is_unspecified())
+        });
+        let dir = match sdp.media_direction(i) {
+            Direction::SendRecv | Direction::SendOnly => Direction::SendOnly,
+            Direction::RecvOnly | Direction::Inactive => Direction::Inactive,
+        };
+        if let (true, Some(m)) = (held, sdp.media.get_mut(i)) {
+            m.set_direction(dir);
+        }
+    }
     let conn = Connection::from_ip(relay_ip);
     sdp.connection = Some(conn.clone());
     sdp.extra.retain(|l| l.kind != 'c');
@@ -126,8 +143,7 @@ pub fn rewrite_for_relay(
             m.attributes
                 .retain(|a| !a.name.eq_ignore_ascii_case("rtcp"));
             if let (true, Some(p)) = (had_rtcp, rtcp) {
-                m.attributes
-                    .push(super::session::Attribute::new("rtcp", p.to_string()));
+                m.attributes.push(Attribute::new("rtcp", p.to_string()));
             }
         } else {
             m.port = 0;
@@ -244,7 +260,8 @@ pub struct Negotiated {
     pub a_codec: Codec,
     /// The codec on leg B (the answerer): the first codec of its answer.
     pub b_codec: Codec,
-    /// A's `telephone-event` payload type, if A offered one.
+    /// A's `telephone-event` payload type, if A offered one and it can be used: B answered
+    /// with events too, or B's codec is G.711 (the relay can then play the events as tones).
     pub a_dtmf_pt: Option<u8>,
     /// B's `telephone-event` payload type, if B answered with one.
     pub b_dtmf_pt: Option<u8>,
@@ -297,9 +314,12 @@ pub fn negotiate(
     } else {
         return Err(SdpError::NoCommonCodec);
     };
+    let b_dtmf_pt = dtmf_pt(&b_codecs, b_codec.rate);
+    let a_dtmf_pt = dtmf_pt(&a_codecs, a_codec.rate)
+        .filter(|_| b_dtmf_pt.is_some() || is_g711(&b_codec).is_some());
     Ok(Negotiated {
-        a_dtmf_pt: dtmf_pt(&a_codecs, a_codec.rate),
-        b_dtmf_pt: dtmf_pt(&b_codecs, b_codec.rate),
+        a_dtmf_pt,
+        b_dtmf_pt,
         ptime: b_answer.ptime().or_else(|| a_offer.ptime()),
         a_codec,
         b_codec,
@@ -308,8 +328,9 @@ pub fn negotiate(
 }
 
 /// The answer to send to A: B's answer with the first audio stream's formats replaced by
-/// `n.a_codec`, plus A's `telephone-event` when B has one too or when B's codec is G.711 (the
-/// relay can then turn RFC 4733 events into tones), and `a=ptime` set to `n.ptime`. Apply
+/// `n.a_codec`, plus A's `telephone-event` (`n.a_dtmf_pt`, which [`negotiate`] sets only when
+/// B has events too or B's codec is G.711 so the relay can turn RFC 4733 events into tones),
+/// and `a=ptime` set to `n.ptime`. Apply
 /// [`rewrite_for_relay`] to the result before sending it.
 pub fn answer_for_a(
     a_offer: &MediaDescription,

@@ -276,6 +276,16 @@ impl MediaDescription {
         Ok(m)
     }
 
+    /// Where a kept line goes in the output (RFC 8866 §5 order: `i=`, `c=`, `b=`, `k=`, …).
+    pub(crate) fn extra_rank(kind: char) -> u8 {
+        match kind {
+            'i' => 0,
+            'c' => 1,
+            'k' => 2,
+            _ => 3,
+        }
+    }
+
     /// The first attribute called `name` (case-insensitive).
     pub fn attribute(&self, name: &str) -> Option<&Attribute> {
         self.attributes
@@ -502,7 +512,7 @@ impl fmt::Display for MediaDescription {
         for l in extras('k') {
             write_line(f, 'k', &l.value)?;
         }
-        for l in self.extra.iter().filter(|l| !"ick".contains(l.kind)) {
+        for l in self.extra.iter().filter(|l| Self::extra_rank(l.kind) == 3) {
             write_line(f, l.kind, &l.value)?;
         }
         for a in &self.attributes {

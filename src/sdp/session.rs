@@ -331,6 +331,13 @@ impl SessionDescription {
             }
         }
 
+        // Kept lines are held in the order they are written out, so that a parsed description
+        // and its serialisation parse to the same model.
+        sdp.extra.sort_by_key(|l| session_extra_rank(l.kind));
+        for m in &mut sdp.media {
+            m.extra
+                .sort_by_key(|l| MediaDescription::extra_rank(l.kind));
+        }
         sdp.origin = origin.ok_or(SdpError::MissingOrigin)?;
         sdp.session_name = session_name.ok_or(SdpError::MissingSessionName)?;
         Ok(sdp)
@@ -374,6 +381,20 @@ impl SessionDescription {
     }
 }
 
+/// Where a kept session-level line goes in the output (RFC 8866 §5 order).
+fn session_extra_rank(kind: char) -> u8 {
+    match kind {
+        'i' => 0,
+        'u' => 1,
+        'e' => 2,
+        'p' => 3,
+        'c' => 4,
+        'z' => 5,
+        'k' => 6,
+        _ => 7,
+    }
+}
+
 fn attribute(value: &str, line: usize) -> Result<Attribute, SdpError> {
     let a = Attribute::parse(value);
     if a.name.is_empty() {
@@ -403,19 +424,23 @@ pub(crate) fn write_line(
 
 impl fmt::Display for SessionDescription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let extras = |kind: char| self.extra.iter().filter(move |l| l.kind == kind);
+        let extras = |from: u8, to: u8| {
+            self.extra
+                .iter()
+                .filter(move |l| (from..=to).contains(&session_extra_rank(l.kind)))
+        };
         write_line(f, 'v', self.version)?;
         write_line(f, 'o', &self.origin)?;
         write_line(f, 's', &self.session_name)?;
-        for kind in ['i', 'u', 'e', 'p'] {
-            for l in extras(kind) {
+        for rank in 0..=3 {
+            for l in extras(rank, rank) {
                 write_line(f, l.kind, &l.value)?;
             }
         }
         if let Some(c) = &self.connection {
             write_line(f, 'c', c)?;
         }
-        for l in extras('c') {
+        for l in extras(4, 4) {
             write_line(f, 'c', &l.value)?;
         }
         for b in &self.bandwidths {
@@ -430,13 +455,10 @@ impl fmt::Display for SessionDescription {
                 write_line(f, 'r', r)?;
             }
         }
-        for kind in ['z', 'k'] {
-            for l in extras(kind) {
+        for rank in 5..=7 {
+            for l in extras(rank, rank) {
                 write_line(f, l.kind, &l.value)?;
             }
-        }
-        for l in self.extra.iter().filter(|l| !"iuepczk".contains(l.kind)) {
-            write_line(f, l.kind, &l.value)?;
         }
         for a in &self.attributes {
             write_line(f, 'a', a)?;
