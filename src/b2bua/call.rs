@@ -344,9 +344,8 @@ impl Call {
                 continue;
             }
             f.state = ForkState::Cancelled;
-            if let Some(cancel) = crate::sip::transaction::build_cancel(&f.invite) {
-                keys.push(layer.send_request(now, cancel, f.peer));
-            }
+            let cancel = crate::sip::transaction::build_cancel(&f.invite);
+            keys.push(layer.send_request(now, cancel, f.peer));
         }
         keys
     }

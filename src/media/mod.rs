@@ -206,6 +206,21 @@ pub struct CallMediaStats {
 }
 
 impl CallMediaStats {
+    /// Packets received from both phones.
+    pub fn packets(&self) -> u64 {
+        self.a_to_b.packets + self.b_to_a.packets
+    }
+
+    /// Packets lost, both directions.
+    pub fn lost(&self) -> u64 {
+        (self.a_to_b.lost.max(0) + self.b_to_a.lost.max(0)) as u64
+    }
+
+    /// The worse of the two directions' jitter, in milliseconds.
+    pub fn jitter_ms(&self) -> f64 {
+        self.a_to_b.jitter_ms.max(self.b_to_a.jitter_ms)
+    }
+
     /// The stream received from `side`.
     pub fn from_side(&self, side: Side) -> &DirectionStats {
         match side {
