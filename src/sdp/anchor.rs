@@ -17,7 +17,7 @@
 use std::net::IpAddr;
 
 use super::media::{Codec, Direction, MediaDescription};
-use super::session::{addr_type, Attribute, Connection, Origin, SessionDescription};
+use super::session::{addr_type, parse_digits, Attribute, Connection, Origin, SessionDescription};
 use super::SdpError;
 
 /// The B2BUA's `o=` line on one leg, and what it last sent there (RFC 3264 §8: the version is
@@ -232,7 +232,7 @@ pub fn add_transcodable(offer_audio: &mut MediaDescription) {
         offer_audio
             .formats
             .iter()
-            .any(|f| f.trim() == pt.to_string())
+            .any(|f| parse_digits::<u8>(f) == Some(pt))
     };
     let mut codec = present.other().codec();
     if used(codec.pt) {
@@ -247,7 +247,7 @@ pub fn add_transcodable(offer_audio: &mut MediaDescription) {
         .position(|f| {
             codecs
                 .iter()
-                .any(|c| c.pt.to_string() == *f && is_g711(c) == Some(present))
+                .any(|c| parse_digits::<u8>(f) == Some(c.pt) && is_g711(c) == Some(present))
         })
         .map_or(offer_audio.formats.len(), |i| i + 1);
     offer_audio.insert_codec(index, &codec);
@@ -344,7 +344,7 @@ pub fn answer_for_a(
     let pts: Vec<u8> = audio
         .formats
         .iter()
-        .filter_map(|f| f.parse().ok())
+        .filter_map(|f| parse_digits::<u8>(f))
         .collect();
     audio.remove_pts(&pts);
     audio.formats.clear();
