@@ -67,6 +67,7 @@ enum ForkState {
 }
 
 pub struct Fork {
+    #[allow(dead_code)]
     pub key: ClientKey,
     pub invite: Request,
     pub peer: Peer,
