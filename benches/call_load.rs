@@ -42,21 +42,48 @@ fn main() {
     // Register the UAS as 101 from the port it will answer on, then start it there.
     let uas_port = free_udp_port();
     let mut reg = std::fs::File::create(d.join("reg.csv")).expect("reg.csv");
-    let _ = writeln!(reg, "SEQUENTIAL\n101;[authentication username=101 password=secret101]");
+    let _ = writeln!(
+        reg,
+        "SEQUENTIAL\n101;[authentication username=101 password=secret101]"
+    );
     drop(reg);
     let status = Command::new("sipp")
         .arg(server.udp.to_string())
-        .args(["-sf", &benches.join("register_load.xml").display().to_string()])
+        .args([
+            "-sf",
+            &benches.join("register_load.xml").display().to_string(),
+        ])
         .args(["-inf", &d.join("reg.csv").display().to_string()])
-        .args(["-i", "127.0.0.1", "-p", &uas_port.to_string(), "-m", "1", "-ci", "127.0.0.1", "-nostdin"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uas_port.to_string(),
+            "-m",
+            "1",
+            "-ci",
+            "127.0.0.1",
+            "-nostdin",
+        ])
         .args(["-timeout", "10s", "-timeout_error"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    assert!(status.is_ok_and(|s| s.success()), "registering the UAS as 101 failed");
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "registering the UAS as 101 failed"
+    );
     let uas = Command::new("sipp")
         .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &uas_port.to_string()])
-        .args(["-ci", "127.0.0.1", "-nostdin", "-buff_size", "4194304", "-max_socket", "1"])
+        .args([
+            "-ci",
+            "127.0.0.1",
+            "-nostdin",
+            "-buff_size",
+            "4194304",
+            "-max_socket",
+            "1",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -65,7 +92,10 @@ fn main() {
     std::thread::sleep(Duration::from_millis(300));
 
     let mut callers = std::fs::File::create(d.join("callers.csv")).expect("callers.csv");
-    let _ = writeln!(callers, "SEQUENTIAL\n100;[authentication username=100 password=secret100]");
+    let _ = writeln!(
+        callers,
+        "SEQUENTIAL\n100;[authentication username=100 password=secret100]"
+    );
     drop(callers);
 
     println!("call_load: sipp uac (100) -> pasarela -> sipp uas (101), authenticated INVITE, immediate BYE, UDP");
@@ -99,7 +129,12 @@ fn main() {
             format!("{}s", secs * 4 + 10),
         ];
         let stat = d.join(format!("stat-{rate}.csv"));
-        let (ok, failed, elapsed) = run_sipp(&args, &stat, total as u64, Duration::from_secs((secs * 4 + 20) as u64));
+        let (ok, failed, elapsed) = run_sipp(
+            &args,
+            &stat,
+            total as u64,
+            Duration::from_secs((secs * 4 + 20) as u64),
+        );
         let achieved = ok as f64 / elapsed.as_secs_f64();
         let fail_pct = 100.0 * failed as f64 / (ok + failed).max(1) as f64;
         println!("  offered {rate:>5}/s: {ok:>6} ok, {failed:>5} failed ({fail_pct:.2} %), {achieved:>6.0} calls/s");

@@ -16,12 +16,23 @@ const USERS: usize = 1000;
 
 fn extensions() -> String {
     (0..USERS)
-        .map(|i| format!("[[extension]]\nnumber = \"{}\"\npassword = \"pw{}\"\n", 2000 + i, 2000 + i))
+        .map(|i| {
+            format!(
+                "[[extension]]\nnumber = \"{}\"\npassword = \"pw{}\"\n",
+                2000 + i,
+                2000 + i
+            )
+        })
         .collect()
 }
 
 /// Drives sipp at `rate` registrations/s for `secs` seconds.
-fn step(dir: &Path, server: std::net::SocketAddr, rate: usize, secs: usize) -> (u64, u64, Duration) {
+fn step(
+    dir: &Path,
+    server: std::net::SocketAddr,
+    rate: usize,
+    secs: usize,
+) -> (u64, u64, Duration) {
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/sipp/register_load.xml");
     let total = rate * secs;
     let args: Vec<String> = vec![
@@ -50,7 +61,12 @@ fn step(dir: &Path, server: std::net::SocketAddr, rate: usize, secs: usize) -> (
         format!("{}s", secs * 3 + 10),
     ];
     let stat = dir.join(format!("stat-{rate}.csv"));
-    run_sipp(&args, &stat, total as u64, Duration::from_secs((secs * 3 + 20) as u64))
+    run_sipp(
+        &args,
+        &stat,
+        total as u64,
+        Duration::from_secs((secs * 3 + 20) as u64),
+    )
 }
 
 fn main() {

@@ -477,9 +477,21 @@ impl RawCalls {
     fn validate(self, at: &KeyPath) -> Checked<CallsConfig> {
         let d = CallsConfig::default();
         Ok(CallsConfig {
-            no_answer_secs: positive(self.no_answer_secs, d.no_answer_secs, &at.key("no_answer_secs"))?,
-            max_duration_secs: positive(self.max_duration_secs, d.max_duration_secs, &at.key("max_duration_secs"))?,
-            rtp_timeout_secs: positive(self.rtp_timeout_secs, d.rtp_timeout_secs, &at.key("rtp_timeout_secs"))?,
+            no_answer_secs: positive(
+                self.no_answer_secs,
+                d.no_answer_secs,
+                &at.key("no_answer_secs"),
+            )?,
+            max_duration_secs: positive(
+                self.max_duration_secs,
+                d.max_duration_secs,
+                &at.key("max_duration_secs"),
+            )?,
+            rtp_timeout_secs: positive(
+                self.rtp_timeout_secs,
+                d.rtp_timeout_secs,
+                &at.key("rtp_timeout_secs"),
+            )?,
         })
     }
 }
@@ -897,14 +909,18 @@ impl RawSip {
 
 impl RawMedia {
     fn validate(self, at: &KeyPath) -> Checked<MediaConfig> {
-        let address = match &self.address {
-            None => None,
-            Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| {
-                invalid(&at.key("address"), format!("`{a}` is not an IP address"))
-            })?),
-        };
+        let address =
+            match &self.address {
+                None => None,
+                Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| {
+                    invalid(&at.key("address"), format!("`{a}` is not an IP address"))
+                })?),
+            };
         let Some(text) = self.rtp_ports else {
-            return Ok(MediaConfig { address, ..MediaConfig::default() });
+            return Ok(MediaConfig {
+                address,
+                ..MediaConfig::default()
+            });
         };
         let here = at.key("rtp_ports");
         let bad = || {
@@ -928,7 +944,10 @@ impl RawMedia {
                 format!("the first port ({lo}) must not exceed the last ({hi})"),
             ));
         }
-        Ok(MediaConfig { rtp_ports: lo..=hi, address })
+        Ok(MediaConfig {
+            rtp_ports: lo..=hi,
+            address,
+        })
     }
 }
 

@@ -287,10 +287,7 @@ impl Phone {
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
                 // netstrings: LEN ":" PAYLOAD ","
-                loop {
-                    let Some(colon) = buf.iter().position(|&b| b == b':') else {
-                        break;
-                    };
+                while let Some(colon) = buf.iter().position(|&b| b == b':') {
                     let Some(len) = std::str::from_utf8(&buf[..colon])
                         .ok()
                         .and_then(|s| s.trim().parse::<usize>().ok())

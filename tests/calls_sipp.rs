@@ -308,3 +308,32 @@ fn calls_do_not_leak() {
     call.assert_relay_ports(&caller, "relay_port_to_caller", 20);
     call.server.assert_alive();
 }
+
+#[test]
+fn silent_call_is_hung_up_after_rtp_timeout() {
+    // Neither sipp sends RTP: after rtp_timeout_secs both legs get a BYE from pasarela.
+    let mut call = Call::start("rtp_timeout_secs = 2");
+    let started = std::time::Instant::now();
+    let (caller, callee) = call_flow(&call, "call_uac_bye_from_callee.xml", "call_uas_answer.xml");
+    call.assert_b2bua(&caller, &callee);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the call ended after {:?}, before rtp_timeout_secs = 2",
+        started.elapsed()
+    );
+    call.server.assert_alive();
+}
+
+#[test]
+fn call_is_ended_at_max_duration() {
+    let mut call = Call::start("max_duration_secs = 2");
+    let started = std::time::Instant::now();
+    let (caller, callee) = call_flow(&call, "call_uac_bye_from_callee.xml", "call_uas_answer.xml");
+    call.assert_b2bua(&caller, &callee);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the call ended after {:?}, before max_duration_secs = 2",
+        started.elapsed()
+    );
+    call.server.assert_alive();
+}

@@ -64,11 +64,25 @@ pub fn require_sipp() {
 
 /// Runs sipp (in the background, `-bg`) and waits until its statistics file says `total`
 /// calls finished or the deadline passes; returns (successful, failed, elapsed).
-pub fn run_sipp(args: &[String], stat: &Path, total: u64, deadline: Duration) -> (u64, u64, Duration) {
+pub fn run_sipp(
+    args: &[String],
+    stat: &Path,
+    total: u64,
+    deadline: Duration,
+) -> (u64, u64, Duration) {
     let t = Instant::now();
     let _ = Command::new("sipp")
         .args(args)
-        .args(["-ci", "127.0.0.1", "-nostdin", "-bg", "-trace_stat", "-fd", "1", "-stf"])
+        .args([
+            "-ci",
+            "127.0.0.1",
+            "-nostdin",
+            "-bg",
+            "-trace_stat",
+            "-fd",
+            "1",
+            "-stf",
+        ])
         .arg(stat)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -92,7 +106,12 @@ pub fn read_stat(path: &Path) -> Option<(u64, u64)> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next()?.split(';').collect();
     let last: Vec<&str> = lines.last()?.split(';').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).and_then(|i| last.get(i)?.parse::<u64>().ok());
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .and_then(|i| last.get(i)?.parse::<u64>().ok())
+    };
     Some((col("SuccessfulCall(C)")?, col("FailedCall(C)")?))
 }
 

@@ -179,7 +179,11 @@ pub(super) fn our_via(peer: &Peer, branch: String, host: Host) -> Via {
 }
 
 fn our_contact(peer: &Peer, user: &str, settings: &CallSettings) -> Header {
-    let mut uri = SipUri::new(Some(user), local_host(peer, settings), Some(peer.local.port()));
+    let mut uri = SipUri::new(
+        Some(user),
+        local_host(peer, settings),
+        Some(peer.local.port()),
+    );
     if peer.proto == Proto::Tcp {
         uri.params.set("transport", Some("tcp"));
     }
@@ -196,8 +200,46 @@ fn with_body(headers: &mut crate::sip::header::Headers, sdp: Option<&SessionDesc
     }
 }
 
+/// Answers a server transaction without a body.
+fn reply(
+    layer: &mut TransactionLayer,
+    now: Instant,
+    key: ServerKey,
+    req: &Request,
+    status: u16,
+) -> Response {
+    reply_with(layer, now, key, req, status, None, None)
+}
+
+/// Answers a server transaction, with SDP and (for a 2xx) a Contact.
+fn reply_with(
+    layer: &mut TransactionLayer,
+    now: Instant,
+    key: ServerKey,
+    req: &Request,
+    status: u16,
+    sdp: Option<&SessionDescription>,
+    contact: Option<Header>,
+) -> Response {
+    let mut r = Response::to_request(req, status, reason_phrase(status), None);
+    if let Some(c) = contact {
+        if (200..300).contains(&status) {
+            r.headers.push(c);
+        }
+    }
+    r.body = with_body(&mut r.headers, sdp);
+    layer.respond(now, key, r.clone());
+    r
+}
+
 /// ACK and BYE for a 2xx that reached a fork nobody wants any more.
-pub(super) fn ack_and_bye(invite: &Request, resp: &Response, peer: Peer, ack_branch: String, bye_branch: String) -> Option<(Request, Request)> {
+pub(super) fn ack_and_bye(
+    invite: &Request,
+    resp: &Response,
+    peer: Peer,
+    ack_branch: String,
+    bye_branch: String,
+) -> Option<(Request, Request)> {
     let mut d = Dialog::uac(invite, resp, peer)?;
     let host = invite.headers.via()?.host.clone();
     let seq = invite.headers.cseq()?.seq;
@@ -206,12 +248,21 @@ pub(super) fn ack_and_bye(invite: &Request, resp: &Response, peer: Peer, ack_bra
     Some((ack, bye))
 }
 
-fn sdp_of(headers: &crate::sip::header::Headers, body: &Bytes) -> Option<Result<SessionDescription, ()>> {
+fn sdp_of(
+    headers: &crate::sip::header::Headers,
+    body: &Bytes,
+) -> Option<Result<SessionDescription, ()>> {
     if body.is_empty() {
         return None;
     }
     let ct = headers.content_type().unwrap_or("application/sdp");
-    if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/sdp") {
+    if !ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case("application/sdp")
+    {
         return None;
     }
     Some(
@@ -245,7 +296,7 @@ impl Call {
             a: ALeg {
                 key,
                 invite,
-                peer: peer.clone(),
+                peer,
                 tag,
                 dialog: None,
             },
@@ -288,9 +339,22 @@ impl Call {
     }
 
     /// Answers the caller's INVITE (provisional or final).
-    pub fn respond_a(&mut self, now: Instant, layer: &mut TransactionLayer, status: u16, reason: Option<&str>, sdp: Option<&SessionDescription>) -> Response {
-        let mut r = Response::to_request(&self.a.invite, status, reason.unwrap_or(reason_phrase(status)), Some(&self.a.tag));
-        r.headers.push(Header::Other("Server".into(), self.server.clone()));
+    pub fn respond_a(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        status: u16,
+        reason: Option<&str>,
+        sdp: Option<&SessionDescription>,
+    ) -> Response {
+        let mut r = Response::to_request(
+            &self.a.invite,
+            status,
+            reason.unwrap_or(reason_phrase(status)),
+            Some(&self.a.tag),
+        );
+        r.headers
+            .push(Header::Other("Server".into(), self.server.clone()));
         if (101..300).contains(&status) {
             r.headers.push(self.a_contact.clone());
         }
@@ -302,27 +366,67 @@ impl Call {
         r
     }
 
-    pub fn send_fork(&mut self, now: Instant, layer: &mut TransactionLayer, target: Target, call_id: String, tag: String, settings: &CallSettings) -> ClientKey {
+    pub fn send_fork(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        target: Target,
+        call_id: String,
+        tag: String,
+        settings: &CallSettings,
+    ) -> ClientKey {
         let peer = target.peer;
         let mut req = Request::new(Method::Invite, target.uri.clone());
         let host = local_host(&peer, settings);
         let h = &mut req.headers;
-        h.push(Header::Via(our_via(&peer, layer.new_branch(), host.clone())));
-        let mf = self.a.invite.headers.max_forwards().unwrap_or(70).saturating_sub(1).max(1);
+        h.push(Header::Via(our_via(
+            &peer,
+            layer.new_branch(),
+            host.clone(),
+        )));
+        let mf = self
+            .a
+            .invite
+            .headers
+            .max_forwards()
+            .unwrap_or(70)
+            .saturating_sub(1)
+            .max(1);
         h.push(Header::MaxForwards(mf));
-        let mut from_uri = SipUri::new(Some(&self.caller.number), Host::Name(settings.domain.clone()), None);
+        let mut from_uri = SipUri::new(
+            Some(&self.caller.number),
+            Host::Name(settings.domain.clone()),
+            None,
+        );
         from_uri.params = Params::new();
         let mut from = NameAddr::new(Uri::Sip(from_uri));
-        from.display = self.caller.name.as_ref().map(|n| crate::sip::header::quote(n));
+        from.display = self
+            .caller
+            .name
+            .as_ref()
+            .map(|n| crate::sip::header::quote(n));
         from.set_tag(&tag);
         h.push(Header::From(from));
-        let to = NameAddr::new(Uri::Sip(SipUri::new(Some(&self.callee), Host::Name(settings.domain.clone()), None)));
+        let to = NameAddr::new(Uri::Sip(SipUri::new(
+            Some(&self.callee),
+            Host::Name(settings.domain.clone()),
+            None,
+        )));
         h.push(Header::To(to));
         h.push(Header::CallId(call_id));
-        h.push(Header::CSeq(CSeq { seq: 1, method: Method::Invite }));
+        h.push(Header::CSeq(CSeq {
+            seq: 1,
+            method: Method::Invite,
+        }));
         h.push(our_contact(&peer, &self.caller.number, settings));
-        h.push(Header::Other("Allow".into(), super::super::server::core::ALLOW.into()));
-        h.push(Header::Other("User-Agent".into(), settings.server_name.clone()));
+        h.push(Header::Other(
+            "Allow".into(),
+            super::super::server::core::ALLOW.into(),
+        ));
+        h.push(Header::Other(
+            "User-Agent".into(),
+            settings.server_name.clone(),
+        ));
         let offer = self.sdp.offer_for_b();
         req.body = with_body(&mut req.headers, offer.as_ref());
         let key = layer.send_request(now, req.clone(), peer);
@@ -338,7 +442,12 @@ impl Call {
     }
 
     /// CANCELs every fork still ringing (but `except`); returns the CANCEL transactions.
-    pub fn cancel_forks(&mut self, now: Instant, layer: &mut TransactionLayer, except: Option<usize>) -> Vec<ClientKey> {
+    pub fn cancel_forks(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        except: Option<usize>,
+    ) -> Vec<ClientKey> {
         let mut keys = Vec::new();
         for (i, f) in self.forks.iter_mut().enumerate() {
             if Some(i) == except || !matches!(f.state, ForkState::Trying | ForkState::Early) {
@@ -351,8 +460,17 @@ impl Call {
         keys
     }
 
-    pub fn fork_response(&mut self, now: Instant, layer: &mut TransactionLayer, i: usize, resp: Response, settings: &CallSettings) -> ForkAction {
-        let Some(fork) = self.forks.get_mut(i) else { return ForkAction::None };
+    pub fn fork_response(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        i: usize,
+        resp: Response,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        let Some(fork) = self.forks.get_mut(i) else {
+            return ForkAction::None;
+        };
         let status = resp.status;
         if status < 200 {
             if status == 100 || self.winner.is_some() || fork.state == ForkState::Cancelled {
@@ -364,7 +482,10 @@ impl Call {
             }
             // Early media: a 183 (or 180) with SDP sets up the relay towards B at once.
             let a_sdp = match sdp_of(&resp.headers, &resp.body) {
-                Some(Ok(answer)) => self.sdp.b_answers(&answer, self.relay_port(Side::A), self.relay.as_ref()).ok(),
+                Some(Ok(answer)) => self
+                    .sdp
+                    .b_answers(&answer, self.relay_port(Side::A), self.relay.as_ref())
+                    .ok(),
                 _ => None,
             };
             let status = if a_sdp.is_some() { 183 } else { status };
@@ -397,17 +518,23 @@ impl Call {
         let ack = b_dialog.ack(invite_seq, our_via(&peer, layer.new_branch(), host.clone()));
         // SDP: B answers our offer (the normal case) — or, for our offerless INVITE, offers.
         let a_sdp = match sdp_of(&resp.headers, &resp.body) {
-            Some(Ok(answer)) => match self.sdp.b_answers(&answer, self.relay_port(Side::A), self.relay.as_ref()) {
-                Ok(s) => Some(s),
-                Err((st, why)) => {
-                    tracing::warn!(call = self.id, "no usable media with the callee: {why}");
-                    layer.send_stateless(peer, &Message::Request(ack));
-                    let bye = b_dialog.request(Method::Bye, our_via(&peer, layer.new_branch(), host));
-                    layer.send_request(now, bye, peer);
-                    self.respond_a(now, layer, st, Some(&why), None);
-                    return ForkAction::Finished;
+            Some(Ok(answer)) => {
+                match self
+                    .sdp
+                    .b_answers(&answer, self.relay_port(Side::A), self.relay.as_ref())
+                {
+                    Ok(s) => Some(s),
+                    Err((st, why)) => {
+                        tracing::warn!(call = self.id, "no usable media with the callee: {why}");
+                        layer.send_stateless(peer, &Message::Request(ack));
+                        let bye =
+                            b_dialog.request(Method::Bye, our_via(&peer, layer.new_branch(), host));
+                        layer.send_request(now, bye, peer);
+                        self.respond_a(now, layer, st, Some(&why), None);
+                        return ForkAction::Finished;
+                    }
                 }
-            },
+            }
             _ => None,
         };
         layer.send_stateless(peer, &Message::Request(ack));
@@ -415,13 +542,21 @@ impl Call {
         let ok = self.respond_a(now, layer, 200, None, a_sdp.as_ref());
         let a_dialog = Dialog::uas(&self.a.invite, &self.a.tag, self.a.peer);
         let a_key = (
-            self.a.invite.headers.call_id().unwrap_or_default().to_owned(),
+            self.a
+                .invite
+                .headers
+                .call_id()
+                .unwrap_or_default()
+                .to_owned(),
             self.a.tag.clone(),
         );
         self.a.dialog = a_dialog;
         let a_seq = self.a.invite.headers.cseq().map_or(0, |c| c.seq);
         self.start_retrans(now, Side::A, a_seq, ok, self.a.peer, settings);
-        let b_key = (b_dialog.call_id.clone(), b_dialog.local.tag().unwrap_or_default().to_owned());
+        let b_key = (
+            b_dialog.call_id.clone(),
+            b_dialog.local.tag().unwrap_or_default().to_owned(),
+        );
         tracing::info!(call = self.id, "call answered");
         ForkAction::Answered {
             winner: i,
@@ -430,7 +565,13 @@ impl Call {
         }
     }
 
-    pub fn fork_failed(&mut self, now: Instant, layer: &mut TransactionLayer, i: usize, status: u16) -> ForkAction {
+    pub fn fork_failed(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        i: usize,
+        status: u16,
+    ) -> ForkAction {
         if let Some(f) = self.forks.get_mut(i) {
             if f.state != ForkState::Cancelled {
                 f.state = ForkState::Failed;
@@ -440,12 +581,20 @@ impl Call {
         if self.winner.is_some() {
             return ForkAction::None;
         }
-        let pending = self.forks.iter().any(|f| matches!(f.state, ForkState::Trying | ForkState::Early));
+        let pending = self
+            .forks
+            .iter()
+            .any(|f| matches!(f.state, ForkState::Trying | ForkState::Early));
         if pending {
             return ForkAction::None;
         }
         // Every fork failed: the best answer for the caller (busy wins, then the lowest class).
-        let statuses: Vec<u16> = self.forks.iter().map(|f| f.status).filter(|s| *s >= 300).collect();
+        let statuses: Vec<u16> = self
+            .forks
+            .iter()
+            .map(|f| f.status)
+            .filter(|s| *s >= 300)
+            .collect();
         let chosen = if statuses.iter().any(|s| *s == 486 || *s == 600) {
             486
         } else {
@@ -461,35 +610,42 @@ impl Call {
     fn dialog_mut(&mut self, side: Side) -> Option<&mut Dialog> {
         match side {
             Side::A => self.a.dialog.as_mut(),
-            Side::B => self.winner.and_then(|w| self.forks.get_mut(w)).and_then(|f| f.dialog.as_mut()),
+            Side::B => self
+                .winner
+                .and_then(|w| self.forks.get_mut(w))
+                .and_then(|f| f.dialog.as_mut()),
         }
     }
 
     fn side_of(&self, req: &Request) -> Option<Side> {
-        if self.a.dialog.as_ref().is_some_and(|d| d.matches_request(req)) {
+        if self
+            .a
+            .dialog
+            .as_ref()
+            .is_some_and(|d| d.matches_request(req))
+        {
             return Some(Side::A);
         }
-        let b = self.winner.and_then(|w| self.forks.get(w)).and_then(|f| f.dialog.as_ref());
+        let b = self
+            .winner
+            .and_then(|w| self.forks.get(w))
+            .and_then(|f| f.dialog.as_ref());
         if b.is_some_and(|d| d.matches_request(req)) {
             return Some(Side::B);
         }
         None
     }
 
-    fn respond_to(&self, now: Instant, layer: &mut TransactionLayer, key: ServerKey, req: &Request, status: u16, sdp: Option<&SessionDescription>, contact_peer: Option<&Peer>, settings: &CallSettings) -> Response {
-        let mut r = Response::to_request(req, status, reason_phrase(status), None);
-        if let Some(p) = contact_peer {
-            if (200..300).contains(&status) {
-                r.headers.push(our_contact(p, "pasarela", settings));
-            }
-        }
-        r.body = with_body(&mut r.headers, sdp);
-        layer.respond(now, key, r.clone());
-        r
-    }
-
     /// Sends a new in-dialog request to `side`.
-    fn send_in_dialog(&mut self, now: Instant, layer: &mut TransactionLayer, side: Side, method: Method, content: Option<(&str, Bytes)>, settings: &CallSettings) -> Option<(ClientKey, Request)> {
+    fn send_in_dialog(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        side: Side,
+        method: Method,
+        content: Option<(&str, Bytes)>,
+        settings: &CallSettings,
+    ) -> Option<(ClientKey, Request)> {
         let d = self.dialog_mut(side)?;
         let peer = d.peer;
         let branch = layer.new_branch();
@@ -507,7 +663,13 @@ impl Call {
     }
 
     /// Hangs up both legs (BYE where a dialog exists).
-    fn hang_up(&mut self, now: Instant, layer: &mut TransactionLayer, except: Option<Side>, settings: &CallSettings) {
+    fn hang_up(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        except: Option<Side>,
+        settings: &CallSettings,
+    ) {
         for side in [Side::A, Side::B] {
             if Some(side) != except {
                 let _ = self.send_in_dialog(now, layer, side, Method::Bye, None, settings);
@@ -515,14 +677,24 @@ impl Call {
         }
     }
 
-    pub fn in_dialog_request(&mut self, now: Instant, layer: &mut TransactionLayer, key: ServerKey, req: Request, peer: Peer, settings: &CallSettings) -> ForkAction {
+    pub fn in_dialog_request(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        key: ServerKey,
+        req: Request,
+        peer: Peer,
+        settings: &CallSettings,
+    ) -> ForkAction {
         let Some(side) = self.side_of(&req) else {
-            self.respond_to(now, layer, key, &req, 481, None, None, settings);
+            reply(layer, now, key, &req, 481);
             return ForkAction::None;
         };
-        let in_order = self.dialog_mut(side).is_some_and(|d| d.accept_remote_cseq(&req));
+        let in_order = self
+            .dialog_mut(side)
+            .is_some_and(|d| d.accept_remote_cseq(&req));
         if !in_order {
-            self.respond_to(now, layer, key, &req, 500, None, None, settings);
+            reply(layer, now, key, &req, 500);
             return ForkAction::None;
         }
         // Follow the flow the peer now uses (symmetric signalling through NAT).
@@ -531,19 +703,19 @@ impl Call {
         }
         match req.method {
             Method::Bye => {
-                self.respond_to(now, layer, key, &req, 200, None, None, settings);
+                reply(layer, now, key, &req, 200);
                 let _ = self.send_in_dialog(now, layer, other(side), Method::Bye, None, settings);
                 self.outcome.get_or_insert((200, "answered"));
                 self.retrans.clear();
                 ForkAction::Finished
             }
             Method::Options => {
-                self.respond_to(now, layer, key, &req, 200, None, None, settings);
+                reply(layer, now, key, &req, 200);
                 ForkAction::None
             }
             Method::Info if sdp_flow::dtmf_from_info(&req).is_some() => {
                 let (digit, ms) = sdp_flow::dtmf_from_info(&req).unwrap_or(('0', 100));
-                self.respond_to(now, layer, key, &req, 200, None, None, settings);
+                reply(layer, now, key, &req, 200);
                 let to = other(side);
                 if self.sdp.has_dtmf_events(to) {
                     if let Some(relay) = &self.relay {
@@ -551,13 +723,24 @@ impl Call {
                     }
                 } else {
                     let body = Bytes::from(format!("Signal={digit}\r\nDuration={ms}\r\n"));
-                    let _ = self.send_in_dialog(now, layer, to, Method::Info, Some(("application/dtmf-relay", body)), settings);
+                    let _ = self.send_in_dialog(
+                        now,
+                        layer,
+                        to,
+                        Method::Info,
+                        Some(("application/dtmf-relay", body)),
+                        settings,
+                    );
                 }
                 ForkAction::None
             }
             Method::Invite | Method::Update => {
-                if self.forwarded.values().any(|f| matches!(f.request.method, Method::Invite | Method::Update)) {
-                    self.respond_to(now, layer, key, &req, 491, None, None, settings);
+                if self
+                    .forwarded
+                    .values()
+                    .any(|f| matches!(f.request.method, Method::Invite | Method::Update))
+                {
+                    reply(layer, now, key, &req, 491);
                     return ForkAction::None;
                 }
                 if let Some(d) = self.dialog_mut(side) {
@@ -565,13 +748,21 @@ impl Call {
                 }
                 match sdp_of(&req.headers, &req.body) {
                     Some(Err(())) => {
-                        self.respond_to(now, layer, key, &req, 400, None, None, settings);
+                        reply(layer, now, key, &req, 400);
                         ForkAction::None
                     }
                     None => {
                         // No offer: answer with our current session; the peer's answer comes in the ACK.
                         let offer = self.sdp.current_for(side, self.relay_port(side));
-                        let resp = self.respond_to(now, layer, key, &req, 200, offer.as_ref(), Some(&peer), settings);
+                        let resp = reply_with(
+                            layer,
+                            now,
+                            key,
+                            &req,
+                            200,
+                            offer.as_ref(),
+                            Some(our_contact(&peer, "pasarela", settings)),
+                        );
                         if req.method == Method::Invite {
                             self.answer_in_ack[idx(side)] = offer.is_some();
                             let seq = req.headers.cseq().map_or(0, |c| c.seq);
@@ -585,13 +776,28 @@ impl Call {
                         let fwd = self.sdp.offer_to(to, &offer, self.relay_port(to));
                         let body = fwd.map(|s| Bytes::from(s.to_string()));
                         let content = body.map(|b| ("application/sdp", b));
-                        match self.send_in_dialog(now, layer, to, req.method.clone(), content, settings) {
+                        match self.send_in_dialog(
+                            now,
+                            layer,
+                            to,
+                            req.method.clone(),
+                            content,
+                            settings,
+                        ) {
                             Some((k, _)) => {
-                                self.forwarded.insert(k, Forwarded { from: side, server_key: key, request: req, offer: Some(offer) });
+                                self.forwarded.insert(
+                                    k,
+                                    Forwarded {
+                                        from: side,
+                                        server_key: key,
+                                        request: req,
+                                        offer: Some(offer),
+                                    },
+                                );
                                 ForkAction::Track(k)
                             }
                             None => {
-                                self.respond_to(now, layer, key, &req, 500, None, None, settings);
+                                reply(layer, now, key, &req, 500);
                                 ForkAction::None
                             }
                         }
@@ -605,11 +811,19 @@ impl Call {
                 let content = ct.as_deref().map(|c| (c, req.body.clone()));
                 match self.send_in_dialog(now, layer, to, req.method.clone(), content, settings) {
                     Some((k, _)) => {
-                        self.forwarded.insert(k, Forwarded { from: side, server_key: key, request: req, offer: None });
+                        self.forwarded.insert(
+                            k,
+                            Forwarded {
+                                from: side,
+                                server_key: key,
+                                request: req,
+                                offer: None,
+                            },
+                        );
                         ForkAction::Track(k)
                     }
                     None => {
-                        self.respond_to(now, layer, key, &req, 481, None, None, settings);
+                        reply(layer, now, key, &req, 481);
                         ForkAction::None
                     }
                 }
@@ -617,11 +831,20 @@ impl Call {
         }
     }
 
-    pub fn in_dialog_response(&mut self, now: Instant, layer: &mut TransactionLayer, key: ClientKey, resp: Response, settings: &CallSettings) -> ForkAction {
+    pub fn in_dialog_response(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        key: ClientKey,
+        resp: Response,
+        settings: &CallSettings,
+    ) -> ForkAction {
         if resp.status < 200 {
             return ForkAction::None;
         }
-        let Some(fwd) = self.forwarded.remove(&key) else { return ForkAction::None };
+        let Some(fwd) = self.forwarded.remove(&key) else {
+            return ForkAction::None;
+        };
         let to = fwd.from;
         let answerer = other(to);
         let mut answer_for_offerer = None;
@@ -629,7 +852,11 @@ impl Call {
             if let Some(d) = self.dialog_mut(answerer) {
                 d.refresh_target(&resp.headers);
             }
-            if resp.headers.cseq().is_some_and(|c| c.method == Method::Invite) {
+            if resp
+                .headers
+                .cseq()
+                .is_some_and(|c| c.method == Method::Invite)
+            {
                 // ACK the answerer's 2xx.
                 if let Some(d) = self.dialog_mut(answerer) {
                     let peer = d.peer;
@@ -639,11 +866,18 @@ impl Call {
                     layer.send_stateless(peer, &Message::Request(ack));
                 }
             }
-            if let (Some(offer), Some(Ok(answer))) = (&fwd.offer, sdp_of(&resp.headers, &resp.body)) {
-                match self.sdp.answered(to, offer, &answer, self.relay_port(to), self.relay.as_ref()) {
+            if let (Some(offer), Some(Ok(answer))) = (&fwd.offer, sdp_of(&resp.headers, &resp.body))
+            {
+                match self.sdp.answered(
+                    to,
+                    offer,
+                    &answer,
+                    self.relay_port(to),
+                    self.relay.as_ref(),
+                ) {
                     Ok(s) => answer_for_offerer = Some(s),
                     Err((st, _)) => {
-                        let r = self.respond_to(now, layer, fwd.server_key, &fwd.request, st, None, None, settings);
+                        let r = reply(layer, now, fwd.server_key, &fwd.request, st);
                         let _ = r;
                         return ForkAction::None;
                     }
@@ -685,7 +919,12 @@ impl Call {
         ForkAction::None
     }
 
-    pub fn in_dialog_timeout(&mut self, now: Instant, layer: &mut TransactionLayer, key: ClientKey) -> ForkAction {
+    pub fn in_dialog_timeout(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        key: ClientKey,
+    ) -> ForkAction {
         if let Some(fwd) = self.forwarded.remove(&key) {
             let r = Response::to_request(&fwd.request, 408, reason_phrase(408), None);
             layer.respond(now, fwd.server_key, r);
@@ -693,8 +932,16 @@ impl Call {
         ForkAction::None
     }
 
-    pub fn ack(&mut self, _now: Instant, _layer: &mut TransactionLayer, req: Request, _settings: &CallSettings) -> ForkAction {
-        let Some(side) = self.side_of(&req) else { return ForkAction::None };
+    pub fn ack(
+        &mut self,
+        _now: Instant,
+        _layer: &mut TransactionLayer,
+        req: Request,
+        _settings: &CallSettings,
+    ) -> ForkAction {
+        let Some(side) = self.side_of(&req) else {
+            return ForkAction::None;
+        };
         let seq = req.headers.cseq().map_or(0, |c| c.seq);
         self.retrans.retain(|r| !(r.side == side && r.cseq == seq));
         if let Some(d) = self.dialog_mut(side) {
@@ -715,14 +962,31 @@ impl Call {
 
     /// Re-sends the ACK for a retransmitted 2xx from the winning fork.
     pub fn reack(&self, layer: &mut TransactionLayer, resp: &Response, peer: Peer) {
-        let Some(fork) = self.winner.and_then(|w| self.forks.get(w)) else { return };
+        let Some(fork) = self.winner.and_then(|w| self.forks.get(w)) else {
+            return;
+        };
         let Some(d) = &fork.dialog else { return };
         let seq = resp.headers.cseq().map_or(0, |c| c.seq);
-        let via = our_via(&peer, layer.new_branch(), fork.invite.headers.via().map_or(Host::Name("pasarela.invalid".into()), |v| v.host.clone()));
+        let via = our_via(
+            &peer,
+            layer.new_branch(),
+            fork.invite
+                .headers
+                .via()
+                .map_or(Host::Name("pasarela.invalid".into()), |v| v.host.clone()),
+        );
         layer.send_stateless(peer, &Message::Request(d.ack(seq, via)));
     }
 
-    fn start_retrans(&mut self, now: Instant, side: Side, cseq: u32, response: Response, peer: Peer, settings: &CallSettings) {
+    fn start_retrans(
+        &mut self,
+        now: Instant,
+        side: Side,
+        cseq: u32,
+        response: Response,
+        peer: Peer,
+        settings: &CallSettings,
+    ) {
         if peer.proto.is_reliable() {
             return;
         }
@@ -742,13 +1006,30 @@ impl Call {
         self.retrans.iter().map(|r| r.next).min()
     }
 
-    pub fn media_event(&mut self, now: Instant, layer: &mut TransactionLayer, event: MediaEvent, settings: &CallSettings) -> ForkAction {
+    pub fn media_event(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        event: MediaEvent,
+        settings: &CallSettings,
+    ) -> ForkAction {
         match event {
-            MediaEvent::Dtmf { from, digit, duration_ms } => {
+            MediaEvent::Dtmf {
+                from,
+                digit,
+                duration_ms,
+            } => {
                 let to = other(from);
                 if !self.sdp.has_dtmf_events(to) {
                     let body = Bytes::from(format!("Signal={digit}\r\nDuration={duration_ms}\r\n"));
-                    let _ = self.send_in_dialog(now, layer, to, Method::Info, Some(("application/dtmf-relay", body)), settings);
+                    let _ = self.send_in_dialog(
+                        now,
+                        layer,
+                        to,
+                        Method::Info,
+                        Some(("application/dtmf-relay", body)),
+                        settings,
+                    );
                 }
                 ForkAction::None
             }
@@ -764,7 +1045,14 @@ impl Call {
         }
     }
 
-    pub fn timer(&mut self, now: Instant, layer: &mut TransactionLayer, kind: TimerKind, at: Instant, settings: &CallSettings) -> ForkAction {
+    pub fn timer(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        kind: TimerKind,
+        at: Instant,
+        settings: &CallSettings,
+    ) -> ForkAction {
         match kind {
             TimerKind::NoAnswer => {
                 if self.winner.is_some() {
@@ -776,7 +1064,11 @@ impl Call {
                 ForkAction::Finished
             }
             TimerKind::MaxDuration => {
-                if self.answered.is_some_and(|a| now >= a + settings.max_duration) || at <= now {
+                if self
+                    .answered
+                    .is_some_and(|a| now >= a + settings.max_duration)
+                    || at <= now
+                {
                     tracing::info!(call = self.id, "maximum call duration reached");
                     self.hang_up(now, layer, None, settings);
                     return ForkAction::Finished;
@@ -813,7 +1105,11 @@ impl Call {
     }
 
     pub fn summary(&self, now: Instant) -> CallSummary {
-        let (status, disposition) = self.outcome.unwrap_or(if self.answered.is_some() { (200, "answered") } else { (500, "failed") });
+        let (status, disposition) = self.outcome.unwrap_or(if self.answered.is_some() {
+            (200, "answered")
+        } else {
+            (500, "failed")
+        });
         let stats = self.relay.as_ref().map(Relay::stats);
         CallSummary {
             id: self.id,
@@ -841,4 +1137,3 @@ fn disposition(status: u16) -> &'static str {
         _ => "failed",
     }
 }
-

@@ -8,8 +8,8 @@
 mod call;
 mod sdp_flow;
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,16 @@ pub struct Caller {
     pub name: Option<String>,
 }
 
+/// A call to start: the caller's INVITE (its server transaction and flow), who is calling,
+/// and where to ring.
+pub struct NewCall {
+    pub key: ServerKey,
+    pub invite: Request,
+    pub peer: Peer,
+    pub caller: Caller,
+    pub targets: Vec<Target>,
+}
+
 /// All calls in progress.
 pub struct Calls {
     settings: CallSettings,
@@ -72,7 +82,10 @@ impl Calls {
     /// without media anchoring, as in unit tests).
     pub fn new(
         settings: CallSettings,
-        media: Option<(MediaEngine, tokio::sync::mpsc::UnboundedSender<(u64, MediaEvent)>)>,
+        media: Option<(
+            MediaEngine,
+            tokio::sync::mpsc::UnboundedSender<(u64, MediaEvent)>,
+        )>,
         seed: u64,
     ) -> Calls {
         let (media, media_events) = match media {
@@ -130,16 +143,14 @@ impl Calls {
 
     /// A new INVITE from an authenticated extension to the given targets (already resolved;
     /// at least one).
-    pub fn start(
-        &mut self,
-        now: Instant,
-        layer: &mut TransactionLayer,
-        key: ServerKey,
-        invite: Request,
-        peer: Peer,
-        caller: Caller,
-        targets: Vec<Target>,
-    ) {
+    pub fn start(&mut self, now: Instant, layer: &mut TransactionLayer, new: NewCall) {
+        let NewCall {
+            key,
+            invite,
+            peer,
+            caller,
+            targets,
+        } = new;
         let id = self.next_id;
         self.next_id += 1;
         let a_tag = self.token();
@@ -147,7 +158,8 @@ impl Calls {
         let relay = match &self.media {
             Some(engine) => match engine.allocate_now() {
                 Ok(mut r) => {
-                    if let (Some(mut rx), Some(sink)) = (r.take_events(), self.media_events.clone()) {
+                    if let (Some(mut rx), Some(sink)) = (r.take_events(), self.media_events.clone())
+                    {
                         tokio::spawn(async move {
                             while let Some(ev) = rx.recv().await {
                                 if sink.send((id, ev)).is_err() {
@@ -186,7 +198,9 @@ impl Calls {
 
     /// A CANCEL matched the caller's INVITE (the layer already answered the CANCEL).
     pub fn cancel(&mut self, now: Instant, layer: &mut TransactionLayer, key: ServerKey) -> bool {
-        let Some(&id) = self.by_server.get(&key) else { return false };
+        let Some(&id) = self.by_server.get(&key) else {
+            return false;
+        };
         if let Some(call) = self.calls.get_mut(&id) {
             if call.winner.is_none() {
                 call.respond_a(now, layer, 487, None, None);
@@ -198,16 +212,32 @@ impl Calls {
         true
     }
 
-    fn cancel_forks(&mut self, now: Instant, layer: &mut TransactionLayer, id: u64, except: Option<usize>) {
-        let Some(call) = self.calls.get_mut(&id) else { return };
+    fn cancel_forks(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        id: u64,
+        except: Option<usize>,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         for key in call.cancel_forks(now, layer, except) {
             self.by_client.insert(key, ClientRole::Ignore);
         }
     }
 
     /// A response to one of our client transactions.
-    pub fn response(&mut self, now: Instant, layer: &mut TransactionLayer, key: ClientKey, resp: Response) {
-        let Some(role) = self.by_client.get(&key).cloned() else { return };
+    pub fn response(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        key: ClientKey,
+        resp: Response,
+    ) {
+        let Some(role) = self.by_client.get(&key).cloned() else {
+            return;
+        };
         let is_final = resp.status >= 200;
         match role {
             ClientRole::Ignore => {}
@@ -216,7 +246,9 @@ impl Calls {
                 if (200..300).contains(&resp.status) {
                     let via_branch = layer.new_branch();
                     let bye_branch = layer.new_branch();
-                    if let Some((ack, bye)) = call::ack_and_bye(&invite, &resp, peer, via_branch, bye_branch) {
+                    if let Some((ack, bye)) =
+                        call::ack_and_bye(&invite, &resp, peer, via_branch, bye_branch)
+                    {
                         layer.send_stateless(peer, &crate::sip::message::Message::Request(ack));
                         let k = layer.send_request(now, bye, peer);
                         self.by_client.insert(k, ClientRole::Ignore);
@@ -246,7 +278,9 @@ impl Calls {
 
     /// A client transaction timed out (Timer B/F) or its transport failed.
     pub fn timeout(&mut self, now: Instant, layer: &mut TransactionLayer, key: ClientKey) {
-        let Some(role) = self.by_client.remove(&key) else { return };
+        let Some(role) = self.by_client.remove(&key) else {
+            return;
+        };
         match role {
             ClientRole::Fork(id, idx) => {
                 let action = match self.calls.get_mut(&id) {
@@ -266,11 +300,21 @@ impl Calls {
         }
     }
 
-    fn apply(&mut self, now: Instant, layer: &mut TransactionLayer, id: u64, action: call::ForkAction) {
+    fn apply(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        id: u64,
+        action: call::ForkAction,
+    ) {
         use call::ForkAction;
         match action {
             ForkAction::None => {}
-            ForkAction::Answered { winner, a_dialog, b_dialog } => {
+            ForkAction::Answered {
+                winner,
+                a_dialog,
+                b_dialog,
+            } => {
                 self.by_dialog.insert(a_dialog, id);
                 self.by_dialog.insert(b_dialog, id);
                 self.cancel_forks(now, layer, id, Some(winner));
@@ -296,8 +340,17 @@ impl Calls {
     }
 
     /// An in-dialog request (To tag present). Returns `false` when it belongs to no call.
-    pub fn in_dialog(&mut self, now: Instant, layer: &mut TransactionLayer, key: ServerKey, req: Request, peer: Peer) -> bool {
-        let Some(id) = self.dialog_of(&req) else { return false };
+    pub fn in_dialog(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        key: ServerKey,
+        req: Request,
+        peer: Peer,
+    ) -> bool {
+        let Some(id) = self.dialog_of(&req) else {
+            return false;
+        };
         let action = match self.calls.get_mut(&id) {
             Some(call) => call.in_dialog_request(now, layer, key, req, peer, &self.settings),
             None => return false,
@@ -308,7 +361,9 @@ impl Calls {
 
     /// An ACK outside any transaction: the ACK for a 2xx we sent.
     pub fn ack(&mut self, now: Instant, layer: &mut TransactionLayer, req: Request) {
-        let Some(id) = self.dialog_of(&req) else { return };
+        let Some(id) = self.dialog_of(&req) else {
+            return;
+        };
         let action = match self.calls.get_mut(&id) {
             Some(call) => call.ack(now, layer, req, &self.settings),
             None => return,
@@ -318,12 +373,23 @@ impl Calls {
 
     /// A 2xx retransmission for an INVITE whose client transaction has ended: ACK it again.
     pub fn stray_response(&mut self, layer: &mut TransactionLayer, resp: Response, peer: Peer) {
-        if !(200..300).contains(&resp.status) || resp.headers.cseq().is_none_or(|c| c.method != crate::sip::method::Method::Invite) {
+        if !(200..300).contains(&resp.status)
+            || resp
+                .headers
+                .cseq()
+                .is_none_or(|c| c.method != crate::sip::method::Method::Invite)
+        {
             return;
         }
-        let Some(call_id) = resp.headers.call_id() else { return };
-        let Some(tag) = resp.headers.from().and_then(|f| f.tag()) else { return };
-        let Some(&id) = self.by_dialog.get(&(call_id.to_owned(), tag.to_owned())) else { return };
+        let Some(call_id) = resp.headers.call_id() else {
+            return;
+        };
+        let Some(tag) = resp.headers.from().and_then(|f| f.tag()) else {
+            return;
+        };
+        let Some(&id) = self.by_dialog.get(&(call_id.to_owned(), tag.to_owned())) else {
+            return;
+        };
         if let Some(call) = self.calls.get(&id) {
             call.reack(layer, &resp, peer);
         }
@@ -337,11 +403,19 @@ impl Calls {
     fn dialog_of(&self, req: &Request) -> Option<u64> {
         let call_id = req.headers.call_id()?;
         let tag = req.headers.to()?.tag()?;
-        self.by_dialog.get(&(call_id.to_owned(), tag.to_owned())).copied()
+        self.by_dialog
+            .get(&(call_id.to_owned(), tag.to_owned()))
+            .copied()
     }
 
     /// Media events (DTMF received, media dead) for a call.
-    pub fn media_event(&mut self, now: Instant, layer: &mut TransactionLayer, id: u64, event: MediaEvent) {
+    pub fn media_event(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        id: u64,
+        event: MediaEvent,
+    ) {
         let action = match self.calls.get_mut(&id) {
             Some(call) => call.media_event(now, layer, event, &self.settings),
             None => return,
@@ -372,7 +446,9 @@ impl Calls {
     /// Removes a call and everything it owns. Forks still pending become orphans so that a
     /// late 2xx is acknowledged and hung up.
     fn finish(&mut self, _now: Instant, _layer: &mut TransactionLayer, id: u64) {
-        let Some(mut call) = self.calls.remove(&id) else { return };
+        let Some(mut call) = self.calls.remove(&id) else {
+            return;
+        };
         self.by_server.retain(|_, v| *v != id);
         self.by_dialog.retain(|_, v| *v != id);
         for (key, role) in self.by_client.iter_mut() {
@@ -389,7 +465,12 @@ impl Calls {
             }
         }
         let summary = call.summary(_now);
-        tracing::info!(call = id, status = summary.status, disposition = summary.disposition, "call ended");
+        tracing::info!(
+            call = id,
+            status = summary.status,
+            disposition = summary.disposition,
+            "call ended"
+        );
         call.relay = None;
         self.finished.push(summary);
     }

@@ -32,7 +32,12 @@ fn dtmf_pt(m: &MediaDescription) -> Option<u8> {
         .map(|c| c.pt)
 }
 
-fn leg(sdp: &SessionDescription, m: &MediaDescription, codec: &Codec, dtmf: Option<u8>) -> LegMedia {
+fn leg(
+    sdp: &SessionDescription,
+    m: &MediaDescription,
+    codec: &Codec,
+    dtmf: Option<u8>,
+) -> LegMedia {
     LegMedia {
         remote: m.remote_addr(sdp),
         codec_pt: codec.pt,
@@ -76,7 +81,11 @@ impl LegSdp {
 
     /// Our own offer: PCMU, PCMA and telephone-event on the relay port.
     fn template(&self, port: u16) -> Option<SessionDescription> {
-        let family = if self.media_ip.is_ipv4() { "IP4" } else { "IP6" };
+        let family = if self.media_ip.is_ipv4() {
+            "IP4"
+        } else {
+            "IP6"
+        };
         let text = format!(
             "v=0\r\no=pasarela 0 0 IN {family} {ip}\r\ns=pasarela\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
              m=audio {port} RTP/AVP 0 8 {OUR_DTMF_PT}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
@@ -93,7 +102,12 @@ impl LegSdp {
     }
 
     /// The caller offered `offer`: prepare the forks' offer.
-    pub fn a_offers(&mut self, offer: SessionDescription, port_b: u16, _ip: IpAddr) -> Result<(), (u16, String)> {
+    pub fn a_offers(
+        &mut self,
+        offer: SessionDescription,
+        port_b: u16,
+        _ip: IpAddr,
+    ) -> Result<(), (u16, String)> {
         let Some(audio) = offer.audio() else {
             return Err((488, "No audio stream offered".into()));
         };
@@ -129,12 +143,22 @@ impl LegSdp {
     }
 
     /// A fork answered (2xx or early 183) with `answer`: the SDP to send the caller.
-    pub fn b_answers(&mut self, answer: &SessionDescription, port_a: u16, relay: Option<&Relay>) -> Result<SessionDescription, (u16, String)> {
-        let b_audio = answer.audio().ok_or((488, "No audio in the callee's answer".to_string()))?;
+    pub fn b_answers(
+        &mut self,
+        answer: &SessionDescription,
+        port_a: u16,
+        relay: Option<&Relay>,
+    ) -> Result<SessionDescription, (u16, String)> {
+        let b_audio = answer
+            .audio()
+            .ok_or((488, "No audio in the callee's answer".to_string()))?;
         match self.a_offer.clone() {
             Some(a_offer) => {
-                let a_audio = a_offer.audio().ok_or((488, "No audio offered".to_string()))?;
-                let n = sdp::negotiate(a_audio, b_audio).map_err(|e| (488, format!("No common codec: {e}")))?;
+                let a_audio = a_offer
+                    .audio()
+                    .ok_or((488, "No audio offered".to_string()))?;
+                let n = sdp::negotiate(a_audio, b_audio)
+                    .map_err(|e| (488, format!("No common codec: {e}")))?;
                 let for_a = sdp::answer_for_a(a_audio, answer, &n);
                 self.legs[0] = Some(leg(&a_offer, a_audio, &n.a_codec, n.a_dtmf_pt));
                 self.legs[1] = Some(leg(answer, b_audio, &n.b_codec, n.b_dtmf_pt));
@@ -152,7 +176,9 @@ impl LegSdp {
                 self.legs[1] = Some(leg(answer, b_audio, &b_codec, dtmf_pt(b_audio)));
                 self.codec = Some(b_codec.name.clone());
                 self.awaiting_a_answer = true;
-                let t = self.template(port_a).ok_or((500, "Cannot build an offer".to_string()))?;
+                let t = self
+                    .template(port_a)
+                    .ok_or((500, "Cannot build an offer".to_string()))?;
                 Ok(self.sent(Side::A, t, port_a))
             }
         }
@@ -169,9 +195,18 @@ impl LegSdp {
     }
 
     /// A side answered, in its ACK, an offer we made from our current session.
-    pub fn answer_in_ack(&mut self, side: Side, answer: &SessionDescription, relay: Option<&Relay>) {
+    pub fn answer_in_ack(
+        &mut self,
+        side: Side,
+        answer: &SessionDescription,
+        relay: Option<&Relay>,
+    ) {
         let Some(audio) = answer.audio() else { return };
-        let Some(codec) = audio.codecs().into_iter().find(|c| !c.name.eq_ignore_ascii_case("telephone-event")) else {
+        let Some(codec) = audio
+            .codecs()
+            .into_iter()
+            .find(|c| !c.name.eq_ignore_ascii_case("telephone-event"))
+        else {
             return;
         };
         self.legs[idx(side)] = Some(leg(answer, audio, &codec, dtmf_pt(audio)));
@@ -180,7 +215,9 @@ impl LegSdp {
 
     /// Whether `side` receives DTMF as RFC 4733 events (otherwise it gets SIP INFO).
     pub fn has_dtmf_events(&self, side: Side) -> bool {
-        self.legs[idx(side)].as_ref().is_some_and(|l| l.dtmf_pt.is_some())
+        self.legs[idx(side)]
+            .as_ref()
+            .is_some_and(|l| l.dtmf_pt.is_some())
     }
 
     /// What we last sent `side` (re-offered when a re-INVITE comes without SDP).
@@ -190,7 +227,12 @@ impl LegSdp {
     }
 
     /// An offer from the other side, to be forwarded to `to`.
-    pub fn offer_to(&mut self, to: Side, offer: &SessionDescription, port_to: u16) -> Option<SessionDescription> {
+    pub fn offer_to(
+        &mut self,
+        to: Side,
+        offer: &SessionDescription,
+        port_to: u16,
+    ) -> Option<SessionDescription> {
         let mut s = offer.clone();
         if let Some(m) = s.audio_mut() {
             sdp::add_transcodable(m);
@@ -199,10 +241,20 @@ impl LegSdp {
     }
 
     /// `offerer` offered `offer`; the other side answered `answer`: the answer for the offerer.
-    pub fn answered(&mut self, offerer: Side, offer: &SessionDescription, answer: &SessionDescription, port_offerer: u16, relay: Option<&Relay>) -> Result<SessionDescription, (u16, String)> {
+    pub fn answered(
+        &mut self,
+        offerer: Side,
+        offer: &SessionDescription,
+        answer: &SessionDescription,
+        port_offerer: u16,
+        relay: Option<&Relay>,
+    ) -> Result<SessionDescription, (u16, String)> {
         let o_audio = offer.audio().ok_or((488, "No audio offered".to_string()))?;
-        let a_audio = answer.audio().ok_or((488, "No audio in the answer".to_string()))?;
-        let n = sdp::negotiate(o_audio, a_audio).map_err(|e| (488, format!("No common codec: {e}")))?;
+        let a_audio = answer
+            .audio()
+            .ok_or((488, "No audio in the answer".to_string()))?;
+        let n =
+            sdp::negotiate(o_audio, a_audio).map_err(|e| (488, format!("No common codec: {e}")))?;
         let for_offerer = sdp::answer_for_a(o_audio, answer, &n);
         let answerer = match offerer {
             Side::A => Side::B,
@@ -224,7 +276,13 @@ impl LegSdp {
 
 /// The digit and duration of a SIP INFO DTMF (application/dtmf-relay or application/dtmf).
 pub fn dtmf_from_info(req: &Request) -> Option<(char, u32)> {
-    let ct = req.headers.content_type()?.split(';').next()?.trim().to_ascii_lowercase();
+    let ct = req
+        .headers
+        .content_type()?
+        .split(';')
+        .next()?
+        .trim()
+        .to_ascii_lowercase();
     let body = std::str::from_utf8(&req.body).ok()?;
     let valid = |c: char| c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D');
     match ct.as_str() {
@@ -239,9 +297,17 @@ pub fn dtmf_from_info(req: &Request) -> Option<(char, u32)> {
                     _ => {}
                 }
             }
-            digit.filter(|c| valid(*c)).map(|d| (d, duration.clamp(40, 5000)))
+            digit
+                .filter(|c| valid(*c))
+                .map(|d| (d, duration.clamp(40, 5000)))
         }
-        "application/dtmf" => body.trim().chars().next().map(|c| c.to_ascii_uppercase()).filter(|c| valid(*c)).map(|d| (d, 160)),
+        "application/dtmf" => body
+            .trim()
+            .chars()
+            .next()
+            .map(|c| c.to_ascii_uppercase())
+            .filter(|c| valid(*c))
+            .map(|d| (d, 160)),
         _ => None,
     }
 }

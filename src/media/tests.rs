@@ -346,9 +346,12 @@ async fn rfc4733_is_mapped_and_reported_once() {
         // Event payloads are never transcoded.
         assert_eq!(r.payload(), &sent[12..]);
     }
-    let ev = timeout(Duration::from_secs(2), relay.events().expect("events").recv())
-        .await
-        .expect("event");
+    let ev = timeout(
+        Duration::from_secs(2),
+        relay.events().expect("events").recv(),
+    )
+    .await
+    .expect("event");
     assert_eq!(
         ev,
         Some(MediaEvent::Dtmf {
@@ -357,9 +360,12 @@ async fn rfc4733_is_mapped_and_reported_once() {
             duration_ms: 100
         })
     );
-    assert!(timeout(Duration::from_millis(150), relay.events().expect("events").recv())
-        .await
-        .is_err());
+    assert!(timeout(
+        Duration::from_millis(150),
+        relay.events().expect("events").recv()
+    )
+    .await
+    .is_err());
 
     // A second press of the same digit is a new event.
     a.send_to(
@@ -369,9 +375,12 @@ async fn rfc4733_is_mapped_and_reported_once() {
     .await
     .expect("send");
     recv(&b).await;
-    let ev = timeout(Duration::from_secs(2), relay.events().expect("events").recv())
-        .await
-        .expect("event");
+    let ev = timeout(
+        Duration::from_secs(2),
+        relay.events().expect("events").recv(),
+    )
+    .await
+    .expect("event");
     assert_eq!(
         ev,
         Some(MediaEvent::Dtmf {
@@ -413,9 +422,12 @@ async fn rfc4733_not_forwarded_to_a_leg_without_events() {
     let (p, _) = recv(&b).await;
     let r = Rtp::parse(&p[..]).expect("rtp");
     assert_eq!((r.payload_type(), r.sequence()), (0, 101));
-    let ev = timeout(Duration::from_secs(2), relay.events().expect("events").recv())
-        .await
-        .expect("event");
+    let ev = timeout(
+        Duration::from_secs(2),
+        relay.events().expect("events").recv(),
+    )
+    .await
+    .expect("event");
     assert_eq!(
         ev,
         Some(MediaEvent::Dtmf {
@@ -553,15 +565,21 @@ async fn dead_after_silence() {
     }
     assert!(relay.events().expect("events").try_recv().is_err());
     let silent_since = Instant::now();
-    let ev = timeout(Duration::from_secs(2), relay.events().expect("events").recv())
-        .await
-        .expect("Dead");
+    let ev = timeout(
+        Duration::from_secs(2),
+        relay.events().expect("events").recv(),
+    )
+    .await
+    .expect("Dead");
     assert_eq!(ev, Some(MediaEvent::Dead));
     assert!(silent_since.elapsed() >= Duration::from_millis(150));
     // Reported once per silence.
-    assert!(timeout(Duration::from_millis(500), relay.events().expect("events").recv())
-        .await
-        .is_err());
+    assert!(timeout(
+        Duration::from_millis(500),
+        relay.events().expect("events").recv()
+    )
+    .await
+    .is_err());
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::b2bua::{CallSettings, Caller, Calls, Target};
+use crate::b2bua::{CallSettings, Caller, Calls, NewCall, Target};
 use crate::media::{MediaEngine, MediaEvent};
 use crate::registrar::{self, Binding, Registrar};
 use crate::sip::header::Header;
@@ -53,7 +53,10 @@ impl SipCore {
         settings: CoreSettings,
         extensions: Vec<ExtensionRow>,
         secret: [u8; 32],
-        media: Option<(MediaEngine, tokio::sync::mpsc::UnboundedSender<(u64, MediaEvent)>)>,
+        media: Option<(
+            MediaEngine,
+            tokio::sync::mpsc::UnboundedSender<(u64, MediaEvent)>,
+        )>,
     ) -> SipCore {
         let tag_seed = u64::from_le_bytes(secret[..8].try_into().unwrap_or([7; 8]));
         SipCore {
@@ -152,7 +155,8 @@ impl SipCore {
                 Event::Request { key, request, peer } => {
                     let in_dialog = request.headers.to().and_then(|t| t.tag()).is_some();
                     if in_dialog && self.calls.owns(&request) {
-                        self.calls.in_dialog(now, &mut self.layer, key, request, peer);
+                        self.calls
+                            .in_dialog(now, &mut self.layer, key, request, peer);
                         continue;
                     }
                     if in_dialog && !matches!(request.method, Method::Register | Method::Options) {
@@ -164,7 +168,9 @@ impl SipCore {
                         self.layer.respond(now, key, response);
                     }
                 }
-                Event::Cancel { invite, request, .. } => {
+                Event::Cancel {
+                    invite, request, ..
+                } => {
                     if !self.calls.cancel(now, &mut self.layer, invite) {
                         let response = self.response(&request, 487, None);
                         self.layer.respond(now, invite, response);
@@ -211,7 +217,14 @@ impl SipCore {
 
     /// Decides the final response to a new request (RFC 3261 §8.2 order of inspection).
     /// Decides the final response to a new request, or `None` when call control took it.
-    fn answer(&mut self, now: Instant, unix: u64, key: ServerKey, req: &Request, peer: Peer) -> Option<Response> {
+    fn answer(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        key: ServerKey,
+        req: &Request,
+        peer: Peer,
+    ) -> Option<Response> {
         if req.method == Method::Invite {
             return self.invite(now, unix, key, req, peer);
         }
@@ -333,11 +346,22 @@ impl SipCore {
         }
     }
 
-    fn invite(&mut self, now: Instant, unix: u64, key: ServerKey, req: &Request, peer: Peer) -> Option<Response> {
+    fn invite(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        key: ServerKey,
+        req: &Request,
+        peer: Peer,
+    ) -> Option<Response> {
         if matches!(req.uri, Uri::Other { .. }) {
             return Some(self.response(req, 416, None));
         }
-        let unsupported: Vec<&str> = req.headers.tokens("Require").filter(|t| !t.eq_ignore_ascii_case("timer")).collect();
+        let unsupported: Vec<&str> = req
+            .headers
+            .tokens("Require")
+            .filter(|t| !t.eq_ignore_ascii_case("timer"))
+            .collect();
         if !unsupported.is_empty() {
             let tags = unsupported.join(", ");
             let mut r = self.response(req, 420, None);
@@ -349,26 +373,37 @@ impl SipCore {
             let mime = ct.split(';').next().unwrap_or("").trim();
             if !mime.eq_ignore_ascii_case("application/sdp") {
                 let mut r = self.response(req, 415, None);
-                r.headers.push(Header::Other("Accept".into(), "application/sdp".into()));
+                r.headers
+                    .push(Header::Other("Accept".into(), "application/sdp".into()));
                 return Some(r);
             }
         }
         let accepts: Vec<&str> = req.headers.tokens("Accept").collect();
         if !accepts.is_empty()
             && !accepts.iter().any(|a| {
-                let m = a.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let m = a
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 m == "application/sdp" || m == "application/*" || m == "*/*"
             })
         {
             let mut r = self.response(req, 406, None);
-            r.headers.push(Header::Other("Accept".into(), "application/sdp".into()));
+            r.headers
+                .push(Header::Other("Accept".into(), "application/sdp".into()));
             return Some(r);
         }
         let caller = match self.authenticate(unix, req, peer) {
             Ok(ext) => ext,
             Err(r) => return Some(r),
         };
-        let dialled = req.uri.as_sip().and_then(|u| u.user_unescaped()).unwrap_or_default();
+        let dialled = req
+            .uri
+            .as_sip()
+            .and_then(|u| u.user_unescaped())
+            .unwrap_or_default();
         if !self.extensions.get(&dialled).is_some_and(|e| e.enabled) {
             return Some(self.response(req, 404, None));
         }
@@ -381,8 +416,18 @@ impl SipCore {
         if targets.is_empty() {
             return Some(self.response(req, 480, None));
         }
-        let caller = Caller { number: caller.number, name: caller.name };
-        self.calls.start(now, &mut self.layer, key, req.clone(), peer, caller, targets);
+        let caller = Caller {
+            number: caller.number,
+            name: caller.name,
+        };
+        let new = NewCall {
+            key,
+            invite: req.clone(),
+            peer,
+            caller,
+            targets,
+        };
+        self.calls.start(now, &mut self.layer, new);
         None
     }
 }
@@ -394,16 +439,21 @@ impl SipCore {
 pub fn route_to_binding(b: &Binding) -> Target {
     let source = b.source;
     let direct = match (&b.uri, source.proto) {
-        (Uri::Sip(u), crate::sip::peer::Proto::Udp) => u.host.ip().filter(|ip| *ip == source.remote.ip()).map(|ip| {
-            std::net::SocketAddr::new(ip, u.port.unwrap_or(5060))
-        }),
+        (Uri::Sip(u), crate::sip::peer::Proto::Udp) => u
+            .host
+            .ip()
+            .filter(|ip| *ip == source.remote.ip())
+            .map(|ip| std::net::SocketAddr::new(ip, u.port.unwrap_or(5060))),
         _ => None,
     };
     let peer = match direct {
         Some(remote) => Peer { remote, ..source },
         None => source,
     };
-    Target { uri: b.uri.clone(), peer }
+    Target {
+        uri: b.uri.clone(),
+        peer,
+    }
 }
 
 /// An RFC 1123 date (the SIP Date header, RFC 3261 §20.17).

@@ -90,7 +90,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         dead_after: Duration::from_secs(config.calls.rtp_timeout_secs),
     });
     tracing::info!(%media_ip, ports = ?config.media.rtp_ports, "media relay");
-    let mut core = SipCore::new(settings, extensions, random_secret(), Some((engine, media_tx)));
+    let mut core = SipCore::new(
+        settings,
+        extensions,
+        random_secret(),
+        Some((engine, media_tx)),
+    );
     let restored = core.registrar_mut().restore(rows);
     tracing::info!(restored, purged, "registrations restored from the store");
 
@@ -185,7 +190,12 @@ fn media_address(config: &Config) -> std::net::IpAddr {
     if let Some(a) = config.media.address {
         return a;
     }
-    if let Some(l) = config.sip.listen.iter().find(|l| !l.addr.ip().is_unspecified()) {
+    if let Some(l) = config
+        .sip
+        .listen
+        .iter()
+        .find(|l| !l.addr.ip().is_unspecified())
+    {
         return l.addr.ip();
     }
     let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| {

@@ -31,7 +31,9 @@ pub struct Dialog {
 }
 
 fn contact_uri(headers: &crate::sip::header::Headers) -> Option<Uri> {
-    headers.contacts().find_map(|c| c.addr().map(|a| a.uri.clone()))
+    headers
+        .contacts()
+        .find_map(|c| c.addr().map(|a| a.uri.clone()))
 }
 
 impl Dialog {
@@ -46,7 +48,12 @@ impl Dialog {
             remote,
             local_cseq: 0,
             remote_cseq: invite.headers.cseq().map(|c| c.seq),
-            remote_target: contact_uri(&invite.headers).unwrap_or_else(|| invite.headers.from().map_or(invite.uri.clone(), |f| f.uri.clone())),
+            remote_target: contact_uri(&invite.headers).unwrap_or_else(|| {
+                invite
+                    .headers
+                    .from()
+                    .map_or(invite.uri.clone(), |f| f.uri.clone())
+            }),
             route_set: invite.headers.record_routes().cloned().collect(),
             peer,
         })
@@ -81,7 +88,9 @@ impl Dialog {
     /// Checks and records the CSeq of an in-dialog request from the peer (RFC 3261 §12.2.2):
     /// `false` for an out-of-order request (answer 500).
     pub fn accept_remote_cseq(&mut self, req: &Request) -> bool {
-        let Some(seq) = req.headers.cseq().map(|c| c.seq) else { return false };
+        let Some(seq) = req.headers.cseq().map(|c| c.seq) else {
+            return false;
+        };
         if req.method == Method::Ack || req.method == Method::Cancel {
             return true;
         }
@@ -134,11 +143,20 @@ mod tests {
     use crate::sip::peer::Proto;
 
     fn parse(s: &str) -> Message {
-        parse_message(bytes::Bytes::from(s.replace('\n', "\r\n")), Framing::Datagram, &Limits::default()).unwrap()
+        parse_message(
+            bytes::Bytes::from(s.replace('\n', "\r\n")),
+            Framing::Datagram,
+            &Limits::default(),
+        )
+        .unwrap()
     }
 
     fn peer() -> Peer {
-        Peer { proto: Proto::Udp, remote: "127.0.0.1:5062".parse().unwrap(), local: "127.0.0.1:5060".parse().unwrap() }
+        Peer {
+            proto: Proto::Udp,
+            remote: "127.0.0.1:5062".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+        }
     }
 
     const INVITE: &str = "INVITE sip:101@office.test SIP/2.0
@@ -155,7 +173,9 @@ Content-Length: 0
 
     #[test]
     fn uas_dialog_and_requests() {
-        let Message::Request(inv) = parse(INVITE) else { panic!() };
+        let Message::Request(inv) = parse(INVITE) else {
+            panic!()
+        };
         let mut d = Dialog::uas(&inv, "b2", peer()).unwrap();
         assert_eq!(d.remote_target.to_string(), "sip:100@127.0.0.1:5062");
         assert_eq!(d.route_set.len(), 2);
@@ -165,9 +185,14 @@ Content-Length: 0
         assert_eq!(bye.headers.to().unwrap().tag(), Some("a1"));
         assert_eq!(bye.headers.cseq().unwrap().seq, 1);
         let text = String::from_utf8(bye.encode()).unwrap();
-        assert!(text.contains("Route: <sip:p1;lr>\r\nRoute: <sip:p2;lr>"), "{text}");
+        assert!(
+            text.contains("Route: <sip:p1;lr>\r\nRoute: <sip:p2;lr>"),
+            "{text}"
+        );
         // Out-of-order CSeq from the peer.
-        let Message::Request(mut again) = parse(INVITE) else { panic!() };
+        let Message::Request(mut again) = parse(INVITE) else {
+            panic!()
+        };
         again.headers.to_mut().unwrap().set_tag("b2");
         assert!(d.matches_request(&again));
         assert!(!d.accept_remote_cseq(&again));
@@ -175,7 +200,9 @@ Content-Length: 0
 
     #[test]
     fn uac_dialog_from_response() {
-        let Message::Request(inv) = parse(INVITE) else { panic!() };
+        let Message::Request(inv) = parse(INVITE) else {
+            panic!()
+        };
         let Message::Response(ok) = parse(
             "SIP/2.0 200 OK
 Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1
@@ -194,7 +221,10 @@ Content-Length: 0
         let d = Dialog::uac(&inv, &ok, peer()).unwrap();
         assert_eq!(d.remote.tag(), Some("zz"));
         assert_eq!(d.route_set[0].to_string(), "<sip:p2;lr>");
-        let ack = d.ack(5, Via::parse("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKy").unwrap());
+        let ack = d.ack(
+            5,
+            Via::parse("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKy").unwrap(),
+        );
         assert_eq!(ack.headers.cseq().unwrap().to_string(), "5 ACK");
         assert_eq!(ack.uri.to_string(), "sip:101@10.0.0.9:5070");
     }
