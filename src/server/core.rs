@@ -116,6 +116,11 @@ impl SipCore {
         self.process_events(now, unix);
     }
 
+    /// Live (server, client) transactions.
+    pub fn transaction_counts(&self) -> (usize, usize) {
+        self.layer.counts()
+    }
+
     /// The call state machine (for status and leak checks).
     pub fn calls(&self) -> &Calls {
         &self.calls

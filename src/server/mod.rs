@@ -166,7 +166,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             _ = housekeeping.tick() => {
                 core.housekeeping(unix_now());
-                tracing::debug!(registrations = core.registrations(), "housekeeping");
+                tracing::debug!(
+                    registrations = core.registrations(),
+                    calls = core.calls().len(),
+                    transactions = ?core.transaction_counts(),
+                    "housekeeping"
+                );
             }
         }
         while let Some(t) = core.poll_transmit() {
