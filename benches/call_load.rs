@@ -1,7 +1,8 @@
 //! End-to-end call rate through the B2BUA (`cargo bench --bench call_load`): sipp as caller
 //! (extension 100, digest-authenticated INVITE, immediate BYE, no media) -> pasarela -> sipp's
 //! built-in UAS registered as extension 101. Prints, per offered rate, the calls completed,
-//! failed and the achieved calls per second; and the highest rate with < 1 % failures.
+//! failed and how long sipp took to finish them; and the highest offered rate sustained with
+//! < 1 % failed calls.
 //! Target on this 2-core machine: >= 3 000 calls/s (Asterisk 20 chan_sip: about 325).
 
 #[path = "common/mod.rs"]
@@ -101,7 +102,7 @@ fn main() {
     println!("call_load: sipp uac (100) -> pasarela -> sipp uas (101), authenticated INVITE, immediate BYE, UDP");
     let secs = 5;
     let mut best = 0.0f64;
-    for rate in [500, 1000, 2000, 3000, 4000, 5000] {
+    for rate in [1000, 2000, 3000, 3500, 4000] {
         let total = rate * secs;
         let args = vec![
             server.udp.to_string(),
@@ -135,12 +136,16 @@ fn main() {
             total as u64,
             Duration::from_secs((secs * 4 + 20) as u64),
         );
-        let achieved = ok as f64 / elapsed.as_secs_f64();
         let fail_pct = 100.0 * failed as f64 / (ok + failed).max(1) as f64;
-        println!("  offered {rate:>5}/s: {ok:>6} ok, {failed:>5} failed ({fail_pct:.2} %), {achieved:>6.0} calls/s");
+        println!(
+            "  offered {rate:>5} calls/s for {secs} s: {ok:>6} ok, {failed:>5} failed ({fail_pct:.2} %), all done after {:.1} s",
+            elapsed.as_secs_f64()
+        );
         if fail_pct < 1.0 && ok + failed >= total as u64 {
-            best = best.max(achieved);
+            best = best.max(rate as f64);
         }
     }
-    println!("call_load: best rate with < 1 % failures: {best:.0} calls/s");
+    println!(
+        "call_load: highest offered rate sustained with < 1 % failed calls: {best:.0} calls/s"
+    );
 }

@@ -337,3 +337,39 @@ fn call_is_ended_at_max_duration() {
     );
     call.server.assert_alive();
 }
+
+#[test]
+fn sip_info_dtmf_becomes_rfc4733_events() {
+    // The callee offers telephone-event; a SIP INFO digit from the caller must reach the
+    // callee's RTP address as RFC 4733 event packets (payload type 101, event 5).
+    let call = Call::start("");
+    let rtp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind rtp listener");
+    rtp.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let rtp_port = rtp.local_addr().expect("addr").port().to_string();
+    let port = free_port();
+    call.register("101", port);
+    let callee = call.callee(
+        "call_uas_dtmf.xml",
+        "101",
+        port,
+        &["-set", "dtmf_port", &rtp_port],
+    );
+    let caller = call.caller("call_uac_dtmf_info.xml", "101", "secret100", &[]);
+    let callee = callee.wait(HARD);
+    call.assert_both(&caller, &callee);
+    let mut events = Vec::new();
+    let mut buf = [0u8; 1500];
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        if let Ok(n) = rtp.recv(&mut buf) {
+            if n >= 16 && buf[0] >> 6 == 2 && buf[1] & 0x7f == 101 {
+                events.push(buf[12]);
+            }
+        }
+    }
+    assert!(
+        events.contains(&5),
+        "no RFC 4733 event for digit 5 reached the callee's RTP port (events seen: {events:?})"
+    );
+}
