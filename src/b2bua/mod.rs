@@ -473,5 +473,17 @@ impl Calls {
         );
         call.relay = None;
         self.finished.push(summary);
+        // Timers are deleted lazily; a finished call's long timers (max duration: hours) must
+        // not pile up, so prune when stale entries dominate (amortised O(1) per call).
+        if self.timers.len() > 4 * self.calls.len() + 1024 {
+            let calls = &self.calls;
+            self.timers
+                .retain(|Reverse((_, id, _))| calls.contains_key(id));
+        }
+    }
+
+    /// Pending call timers (for leak checks).
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
     }
 }
