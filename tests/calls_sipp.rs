@@ -373,3 +373,39 @@ fn sip_info_dtmf_becomes_rfc4733_events() {
         "no RFC 4733 event for digit 5 reached the callee's RTP port (events seen: {events:?})"
     );
 }
+
+#[test]
+fn phone_behind_nat_is_called_at_its_source_address() {
+    // The callee's Contact names an address the REGISTER did not come from (its private side,
+    // here 127.0.0.9:5999, where nothing listens); its INVITE must go to the REGISTER's source.
+    let call = Call::start("");
+    let port = free_port();
+    let pass = "secret101";
+    let reg = sipp_spawn(
+        call.server.dir(),
+        &format!("register-nat-{port}"),
+        "call_register_nat.xml",
+        call.remote(),
+        "u1",
+        port,
+        &[
+            "-s",
+            "101",
+            "-au",
+            "101",
+            "-ap",
+            pass,
+            "-timeout",
+            "10s",
+            "-set",
+            "nat_contact",
+            "127.0.0.9:5999",
+        ],
+    )
+    .wait(Duration::from_secs(15));
+    call.assert_ok("registration from behind NAT", &reg, None);
+    let callee = call.callee("call_uas_answer.xml", "101", port, &[]);
+    let caller = call.caller("call_uac_basic.xml", "101", "secret100", &[]);
+    let callee = callee.wait(HARD);
+    call.assert_both(&caller, &callee);
+}
