@@ -13,7 +13,13 @@
 //! The resolver (NAPTR, SRV and A/AAAA look-ups under a time budget) and the router that combines
 //! them come later and build on these.
 
+pub mod naptr;
 pub mod numbering;
+
+pub use naptr::{
+    apply_regexp, enum_domain, enum_service, select, EnumService, Naptr, NaptrChain, NaptrError,
+    NaptrOutcome,
+};
 
 pub use numbering::{
     Category, Dialled, NumberError, NumberingPlan, Permission, PermissionError, Permissions, E164,
