@@ -431,8 +431,33 @@ fn ere_to_rust(ere: &str, delim: char) -> Result<String, NaptrError> {
     let chars: Vec<char> = ere.chars().collect();
     let mut out = String::with_capacity(ere.len() + 8);
     let mut i = 0;
+    // Whether the last token was a quantifier, and whether an interval `{…}` is open.
+    let mut after_quantifier = false;
+    let mut in_interval = false;
     while let Some(&c) = chars.get(i) {
+        let quantifier = matches!(c, '*' | '+' | '?') || (c == '}' && in_interval);
+        if c == '?' && after_quantifier {
+            // `regex` reads `*?` as a lazy repetition; ERE leaves it undefined.
+            return Err(NaptrError::BadRegexp(
+                "a quantifier after a quantifier is not ERE".to_owned(),
+            ));
+        }
+        after_quantifier = quantifier;
         match c {
+            '{' => {
+                in_interval = true;
+                out.push('{');
+                // GNU reads `{,n}` as `{0,n}`.
+                if chars.get(i + 1) == Some(&',') {
+                    out.push('0');
+                }
+                i += 1;
+            }
+            '}' if in_interval => {
+                in_interval = false;
+                out.push('}');
+                i += 1;
+            }
             '\\' => {
                 let Some(&n) = chars.get(i + 1) else {
                     return Err(NaptrError::BadRegexp(
@@ -471,7 +496,7 @@ fn ere_to_rust(ere: &str, delim: char) -> Result<String, NaptrError> {
                 out.push('(');
                 i += 1;
             }
-            '#' | '&' | '-' | '~' | ']' => {
+            '#' | '&' | '-' | '~' | ']' | '}' => {
                 push_literal(&mut out, c);
                 i += 1;
             }
@@ -931,6 +956,11 @@ mod tests {
         assert!(ere_to_rust("(?i)a", '!').is_err());
         assert!(ere_to_rust(r"\q", '!').is_err());
         assert!(ere_to_rust("a\\", '!').is_err());
+        assert_eq!(ere_to_rust("a{,3}b{2}c}", '!').unwrap(), r"a{0,3}b{2}c\}");
+        for lazy in ["a*?", "a+?", "a??", "a{1,2}?"] {
+            assert!(ere_to_rust(lazy, '!').is_err(), "{lazy}");
+        }
+        assert_eq!(ere_to_rust(r"a\*?", '!').unwrap(), r"a\*?");
         // Literal `[` inside brackets is not a nested class.
         assert_eq!(
             apply_regexp(r"!^[[]x$!sip:a@example.com!", "[x"),
