@@ -24,9 +24,9 @@
 //! by preference. A record "matches" here when its enumservice is accepted and it yields a usable
 //! outcome; when a whole order group yields only errors (broken regexp, bad URI, unknown flags),
 //! the next order group is considered, as a client that does not understand a record treats it
-//! as not matching. RFC 5483 (ENUM implementation experience) observes that real ENUM zones
-//! mostly use one order value and that clients in practice treat order and preference as one
-//! composite key; the rule above gives the same result for such zones.
+//! as not matching (RFC 3403 lets a client pass over records it cannot use). ENUM registries
+//! commonly require one order value for all records of a domain; for such zones the rule reduces
+//! to sorting by preference, which is how most ENUM clients behave anyway.
 //!
 //! # Regular expressions
 //!
@@ -34,7 +34,8 @@
 //! (backslash is literal inside them in POSIX; `&&`, `--`, `~~` and nested `[` are set operations
 //! in `regex` and are escaped), escaped punctuation becomes a literal, and `\w \W \s \S \b \B \d
 //! \D` are kept with their usual meaning. Constructs outside ERE (back-references in the pattern,
-//! `(?…)`, collating elements) are rejected. One difference remains: POSIX asks for the
+//! `(?…)`, a quantifier after a quantifier, which `regex` would read as lazy, multi-character
+//! collating elements) are rejected; GNU's `{,n}` is read as `{0,n}`. One difference remains: POSIX asks for the
 //! leftmost-longest match, `regex` gives the leftmost-first; they differ only for alternations
 //! whose branches are prefixes of one another, which ENUM expressions do not use in practice.
 //!
@@ -1163,6 +1164,26 @@ mod tests {
         let mut bad = rec(10, 1, "", "E2U+sip", "");
         bad.replacement = "sip:x@example.com".to_owned();
         assert!(matches!(select(&[bad], AUS)[0], Err(NaptrError::BadUri(_))));
+    }
+
+    #[test]
+    fn tel_results_reenter_the_numbering_plan() {
+        use crate::routing::numbering::{Dialled, NumberingPlan};
+        let plan = NumberingPlan::from_config(&crate::config::NumberingConfig::default());
+        let records = vec![rec(
+            10,
+            1,
+            "u",
+            "E2U+voice:tel",
+            r"!^\+49(.*)$!tel:+4989\1!",
+        )];
+        let Some(Ok(NaptrOutcome::Uri(u))) = select(&records, AUS).into_iter().next() else {
+            panic!("no URI");
+        };
+        assert_eq!(
+            plan.classify(&u, |_| false),
+            Ok(Dialled::E164("+498930123456".parse().unwrap()))
+        );
     }
 
     #[test]
