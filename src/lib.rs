@@ -8,6 +8,7 @@ pub mod config;
 pub mod logging;
 pub mod media;
 pub mod registrar;
+pub mod routing;
 pub mod sdp;
 pub mod server;
 pub mod sip;

@@ -1,0 +1,26 @@
+//! Number routing: from what a user dialled to where the call goes.
+//!
+//! This module holds the pure logic of issue 4, with no DNS and no sockets:
+//!
+//! - [`numbering`]: the numbering plan. It turns dialled digits in the local habits
+//!   (`030 1234567`, `0049 30 1234567`, `+49 (30) 123-4567`, `112`) into an extension, an
+//!   emergency or short number, or an E.164 number, categorises E.164 numbers (local, national,
+//!   mobile, international, premium) and checks them against an extension's call permissions.
+//! - [`naptr`]: ENUM (RFC 6116, RFC 3761) NAPTR handling: the number's domain under an ENUM
+//!   tree, the choice among NAPTR records by order, preference and enumservice, and the RFC 3402
+//!   substitution expression (POSIX ERE with back-references) that yields the target URI.
+//!
+//! The resolver (NAPTR, SRV and A/AAAA look-ups under a time budget) and the router that combines
+//! them come later and build on these.
+
+pub mod naptr;
+pub mod numbering;
+
+pub use naptr::{
+    apply_regexp, enum_domain, enum_service, select, EnumService, Naptr, NaptrChain, NaptrError,
+    NaptrOutcome,
+};
+
+pub use numbering::{
+    Category, Dialled, NumberError, NumberingPlan, Permission, PermissionError, Permissions, E164,
+};
