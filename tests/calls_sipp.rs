@@ -409,3 +409,78 @@ fn phone_behind_nat_is_called_at_its_source_address() {
     let callee = callee.wait(HARD);
     call.assert_both(&caller, &callee);
 }
+
+#[test]
+fn rfc4733_events_reach_a_callee_without_them_as_sip_info() {
+    // The callee offers no telephone-event: a digit the caller sends as RFC 4733 events to the
+    // relay must reach the callee as SIP INFO (application/dtmf-relay).
+    let call = Call::start("");
+    let port = free_port();
+    call.register("101", port);
+    let callee = call.callee("call_uas_info.xml", "101", port, &[]);
+    let auth_uri = format!("101@{}", call.remote());
+    let caller = sipp_spawn(
+        call.server.dir(),
+        "caller-100",
+        "call_uac_events.xml",
+        call.remote(),
+        "u1",
+        free_port(),
+        &[
+            "-s",
+            "101",
+            "-key",
+            "caller",
+            "100",
+            "-au",
+            "100",
+            "-ap",
+            "secret100",
+            "-auth_uri",
+            &auth_uri,
+        ],
+    );
+    // Wait for the caller's log to name the relay port it was given.
+    let log = call.server.dir().to_path_buf();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut relay_port = None;
+    while relay_port.is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        for entry in std::fs::read_dir(&log).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.contains("call_uac_events")
+                && name.ends_with(".log")
+                && !name.contains("errors")
+                && !name.contains("messages")
+            {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                relay_port = text
+                    .lines()
+                    .find_map(|l| l.split("relay_port_to_caller ").nth(1))
+                    .and_then(|p| p.trim().parse::<u16>().ok());
+            }
+        }
+    }
+    let relay_port = relay_port.expect("the caller logged the relay port of its answer");
+    // One telephone-event for digit 5: three packets, the last with the end bit (RFC 4733).
+    let phone = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for (i, end) in [(0u16, false), (1, false), (2, true)] {
+        let mut pkt = vec![0x80, 101, 0, 0, 0, 0, 0x03, 0x20, 0x12, 0x34, 0x56, 0x78];
+        pkt[1] |= if i == 0 { 0x80 } else { 0 };
+        pkt[2..4].copy_from_slice(&(100 + i).to_be_bytes());
+        let duration: u16 = 160 * (i + 1);
+        pkt.extend_from_slice(&[
+            5,
+            if end { 0x80 | 10 } else { 10 },
+            (duration >> 8) as u8,
+            duration as u8,
+        ]);
+        phone
+            .send_to(&pkt, ("127.0.0.1", relay_port))
+            .expect("send event");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let caller = caller.wait(HARD);
+    let callee = callee.wait(HARD);
+    call.assert_both(&caller, &callee);
+}
