@@ -662,6 +662,22 @@ impl Call {
         Some((key, req))
     }
 
+    /// Sends a digit to `side` as SIP INFO (application/dtmf-relay), for phones without
+    /// telephone-event.
+    fn send_info_dtmf(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        side: Side,
+        digit: char,
+        duration_ms: u32,
+        settings: &CallSettings,
+    ) {
+        let body = Bytes::from(format!("Signal={digit}\r\nDuration={duration_ms}\r\n"));
+        let content = Some(("application/dtmf-relay", body));
+        let _ = self.send_in_dialog(now, layer, side, Method::Info, content, settings);
+    }
+
     /// Hangs up both legs (BYE where a dialog exists).
     fn hang_up(
         &mut self,
@@ -722,15 +738,7 @@ impl Call {
                         relay.send_dtmf(to, digit, ms);
                     }
                 } else {
-                    let body = Bytes::from(format!("Signal={digit}\r\nDuration={ms}\r\n"));
-                    let _ = self.send_in_dialog(
-                        now,
-                        layer,
-                        to,
-                        Method::Info,
-                        Some(("application/dtmf-relay", body)),
-                        settings,
-                    );
+                    self.send_info_dtmf(now, layer, to, digit, ms, settings);
                 }
                 ForkAction::None
             }
@@ -1021,15 +1029,7 @@ impl Call {
             } => {
                 let to = other(from);
                 if !self.sdp.has_dtmf_events(to) {
-                    let body = Bytes::from(format!("Signal={digit}\r\nDuration={duration_ms}\r\n"));
-                    let _ = self.send_in_dialog(
-                        now,
-                        layer,
-                        to,
-                        Method::Info,
-                        Some(("application/dtmf-relay", body)),
-                        settings,
-                    );
+                    self.send_info_dtmf(now, layer, to, digit, duration_ms, settings);
                 }
                 ForkAction::None
             }

@@ -220,7 +220,6 @@ impl SipCore {
         r
     }
 
-    /// Decides the final response to a new request (RFC 3261 §8.2 order of inspection).
     /// Decides the final response to a new request, or `None` when call control took it.
     fn answer(
         &mut self,
@@ -236,6 +235,7 @@ impl SipCore {
         Some(self.answer_other(unix, req, peer))
     }
 
+    /// Answers a request other than INVITE (RFC 3261 §8.2 order of inspection).
     fn answer_other(&mut self, unix: u64, req: &Request, peer: Peer) -> Response {
         if matches!(req.uri, Uri::Other { .. }) {
             return self.response(req, 416, None);
