@@ -392,6 +392,31 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 }
 
 /// A port that is free on 127.0.0.1 for both UDP and TCP at the time of the call.
+/// A base for sipp's media sockets (`-mp`): sipp binds four consecutive ports (audio and video,
+/// RTP and RTCP). Chosen in 20000-29999, below Linux's ephemeral range, so that sockets other
+/// tests open on port 0 cannot take them between the check and sipp's bind.
+pub fn free_media_base() -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    for i in 0..500u64 {
+        let base = 20000
+            + (((seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(i * 7919))
+                % 2490)
+                * 4) as u16;
+        let held: Vec<UdpSocket> = (0..4)
+            .filter_map(|k| UdpSocket::bind(("127.0.0.1", base + k)).ok())
+            .collect();
+        if held.len() == 4 {
+            return base;
+        }
+    }
+    panic!("no four free consecutive UDP ports in 20000-29999");
+}
+
 pub fn free_port() -> u16 {
     for _ in 0..100 {
         let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
@@ -813,7 +838,7 @@ pub fn sipp_spawn(
         "-mi".into(),
         "127.0.0.1".into(),
         "-mp".into(),
-        free_port().to_string(),
+        free_media_base().to_string(),
         "-p".into(),
         port.to_string(),
         "-t".into(),
