@@ -4,8 +4,8 @@
 //! A relay is handed to a thread (round-robin) when it is allocated, as a boxed
 //! [`RelayState`] through that thread's control channel; a [`mio::Waker`] makes the thread look
 //! at the channel. The thread registers the relay's four sockets under tokens
-//! `slot * 4 + socket`, and per readable event drains the socket (mio is edge-triggered) into one
-//! reused buffer, handing each datagram to the relay's per-packet logic. Timers — dead-media
+//! `slot * 4 + socket`, and per readable event drains the socket (mio is edge-triggered) with
+//! one `recvmmsg` ([`super::mmsg`]) into reused buffers, handing each datagram to the relay's per-packet logic. Timers — dead-media
 //! detection and the pacing of injected DTMF — live in one binary heap per thread and bound the
 //! poll timeout. Removing a relay deregisters and closes its sockets, which returns its ports to
 //! the pool.
@@ -23,13 +23,12 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::mmsg::RecvBatch;
 use super::relay::{Control, RelayState, Timer, BUF_LEN};
 use super::MediaError;
 
 /// Token of the thread's waker; relay tokens are `slot * 4 + socket`, far below it.
 const WAKER: Token = Token(usize::MAX);
-/// Datagrams taken from one socket before looking at the others again.
-const BATCH: usize = 32;
 /// Readiness events handled per poll.
 const EVENTS: usize = 1024;
 /// Longest sleep without looking at the control channel (it cannot signal disconnection).
@@ -114,8 +113,11 @@ struct IoThread {
     free: Vec<usize>,
     by_id: HashMap<u64, usize>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64, Timer)>>,
-    /// Sockets whose drain stopped at `BATCH`: drained again before sleeping.
+    /// Sockets whose drain stopped at a full batch: drained again before sleeping.
     pending: Vec<Token>,
+    /// Receive buffers, shared by every relay of the thread.
+    batch: RecvBatch,
+    /// Buffer for the packets the thread builds (injected DTMF).
     buf: Box<[u8; BUF_LEN]>,
 }
 
@@ -129,6 +131,7 @@ impl IoThread {
             by_id: HashMap::new(),
             timers: BinaryHeap::new(),
             pending: Vec::with_capacity(EVENTS),
+            batch: RecvBatch::new(),
             buf: Box::new([0u8; BUF_LEN]),
         }
     }
@@ -177,12 +180,9 @@ impl IoThread {
         let Some(Some(s)) = self.slots.get_mut(slot) else {
             return;
         };
-        for _ in 0..BATCH {
-            if !s.state.recv_one(sock, &mut self.buf) {
-                return;
-            }
+        if s.state.recv_batch(sock, &mut self.batch) {
+            self.pending.push(token);
         }
-        self.pending.push(token);
     }
 
     /// Handles every queued control message. `false` when the channel is disconnected.

@@ -26,6 +26,7 @@
 pub mod dtmf;
 pub mod g711;
 mod io;
+mod mmsg;
 mod ports;
 mod relay;
 pub mod rtp;

@@ -9,6 +9,7 @@
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use tokio::sync::mpsc;
 use super::dtmf::{self, TelephoneEvent};
 use super::g711;
 use super::io::{IoHandle, IoPool};
+use super::mmsg::{RecvBatch, BATCH};
 use super::ports::BoundPair;
 use super::rtp::{self, Rtp};
 use super::stats::StreamStats;
@@ -357,38 +359,39 @@ impl RelayState {
         self.last_rx + self.dead_after
     }
 
-    /// Reads one datagram from socket `sock` (token order) and relays it. `false` once the
-    /// socket has nothing more to read.
-    pub(crate) fn recv_one(&mut self, sock: usize, buf: &mut [u8; BUF_LEN]) -> bool {
+    /// Reads the datagrams queued on socket `sock` (token order), up to one batch, and relays
+    /// them. `true` when the batch was full: the socket may hold more.
+    pub(crate) fn recv_batch(&mut self, sock: usize, batch: &mut RecvBatch) -> bool {
         let i = sock / 2;
+        let rtp = sock.is_multiple_of(2);
         let Some(leg) = self.legs.get(i) else {
             return false;
         };
-        let rtp = sock % 2 == 0;
-        let r = if rtp {
-            leg.rtp.recv_from(buf)
+        let fd = if rtp {
+            leg.rtp.as_raw_fd()
         } else {
-            leg.rtcp.recv_from(buf)
+            leg.rtcp.as_raw_fd()
         };
-        match r {
-            Ok((n, src)) => {
-                if let Some(pkt) = buf.get_mut(..n) {
-                    if rtp {
-                        self.on_rtp(i, pkt, src);
-                    } else {
-                        self.on_rtcp(i, pkt, src);
-                    }
-                }
-                true
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => false,
-            Err(e) if e.kind() == ErrorKind::Interrupted => true,
+        let n = match batch.recv(fd) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => return true,
             Err(e) => {
                 // ICMP errors of earlier sends surface here; each is reported once.
                 tracing::trace!(error = %e, "media receive error");
-                true
+                return true;
+            }
+        };
+        for k in 0..n {
+            if let Some((pkt, src)) = batch.get(k) {
+                if rtp {
+                    self.on_rtp(i, pkt, src);
+                } else {
+                    self.on_rtcp(i, pkt, src);
+                }
             }
         }
+        n == BATCH
     }
 
     /// A timer of this relay fired (it was due at `at`); returns when it must fire next.
