@@ -2,21 +2,29 @@
 //! ways through `pasarela::media` relays, against a baseline of the same phones sending to each
 //! other directly.
 //!
+//! The phones are cheap so that the relay's cost shows: `MEDIA_SENDERS` std threads send with
+//! non-blocking sockets, each stream's packets spread evenly over the 20 ms interval, and one
+//! receiver thread drains every phone socket from a `mio::Poll`.
+//!
 //! Environment: `MEDIA_CALLS` (default 2000), `MEDIA_SECS` (relay phase, default 10),
-//! `MEDIA_BASELINE_SECS` (default 5), `MEDIA_SENDERS` (sender tasks, default 4),
-//! `MEDIA_THREADS` (tokio workers, default 2), `MEDIA_PORT_BASE` (default 20000).
+//! `MEDIA_BASELINE_SECS` (default 5), `MEDIA_SENDERS` (sender threads, default 1),
+//! `MEDIA_IO_THREADS` (relay I/O threads, default 1), `MEDIA_PORT_BASE` (default 20000).
 //!
 //! Prints packets sent/received/relayed, loss, and one-way time (send at the near phone to
-//! receive at the far phone) p50/p99/max for both phases, and the relay's added delay.
+//! receive at the far phone) p50/p99/max for both phases, the relay's added delay, and the CPU
+//! time of the relay's I/O threads and of the phones (from `/proc/self/task/*/stat`).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
 use pasarela::media::{LegMedia, MediaConfig, MediaEngine, Relay, Side};
-use tokio::net::UdpSocket;
-use tokio::time::MissedTickBehavior;
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Histogram resolution and range: 10 µs buckets up to 200 ms.
@@ -83,38 +91,127 @@ struct PhaseResult {
     hist: Arc<Histogram>,
     secs: u64,
     streams: usize,
+    cpu: BTreeMap<String, f64>,
 }
 
-/// Runs senders and receivers for `secs`; `pairs` are the (A phone, B phone, A dest, B dest).
-async fn phase(
-    phones: &[(Arc<UdpSocket>, Arc<UdpSocket>, SocketAddr, SocketAddr)],
-    secs: u64,
-    senders: usize,
-    base: Instant,
-) -> PhaseResult {
+type Phones = [(Arc<UdpSocket>, Arc<UdpSocket>, SocketAddr, SocketAddr)];
+
+/// CPU seconds (user + system) per thread name, digits stripped (`media-io-0` → `media-io`).
+fn cpu_by_thread() -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let (Some(l), Some(r)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[l + 1..r]
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .trim_end_matches('-')
+            .to_string();
+        // After the comm: state is field 3; utime and stime are fields 14 and 15.
+        let f: Vec<&str> = stat[r + 1..].split_whitespace().collect();
+        let ticks = |i: usize| {
+            f.get(i - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        *out.entry(name).or_insert(0.0) += (ticks(14) + ticks(15)) as f64 / 100.0;
+    }
+    out
+}
+
+/// CPU seconds (user + system) of the calling thread.
+fn thread_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return 0.0;
+    };
+    let Some(r) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = stat[r + 1..].split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(14) + ticks(15)) as f64 / 100.0
+}
+
+/// Runs senders and the receiver for `secs`.
+fn phase(phones: &Phones, secs: u64, senders: usize, base: Instant) -> PhaseResult {
     let hist = Arc::new(Histogram::new());
     let received = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
 
-    let mut receivers = Vec::new();
-    for (a, b, _, _) in phones {
-        for sock in [a.clone(), b.clone()] {
-            let (hist, received) = (hist.clone(), received.clone());
-            receivers.push(tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                while let Ok((n, _)) = sock.recv_from(&mut buf).await {
-                    if n >= 20 {
-                        let mut t = [0u8; 8];
-                        t.copy_from_slice(&buf[12..20]);
-                        let sent_ns = u64::from_le_bytes(t);
-                        let now_ns = base.elapsed().as_nanos() as u64;
-                        hist.record(now_ns.saturating_sub(sent_ns));
-                        received.fetch_add(1, Ordering::Relaxed);
+    let socks: Vec<Arc<UdpSocket>> = phones
+        .iter()
+        .flat_map(|(a, b, _, _)| [a.clone(), b.clone()])
+        .collect();
+    let receiver = {
+        let (hist, received, stop) = (hist.clone(), received.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("phone-rx".into())
+            .spawn(move || {
+                let Ok(mut poll) = Poll::new() else {
+                    eprintln!("poll failed");
+                    return;
+                };
+                for (i, s) in socks.iter().enumerate() {
+                    let fd = s.as_raw_fd();
+                    if let Err(e) =
+                        poll.registry()
+                            .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
+                    {
+                        eprintln!("register: {e}");
+                        return;
                     }
                 }
-            }));
-        }
-    }
+                let mut events = Events::with_capacity(1024);
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if poll
+                        .poll(&mut events, Some(Duration::from_millis(50)))
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    for ev in events.iter() {
+                        let Some(s) = socks.get(ev.token().0) else {
+                            continue;
+                        };
+                        loop {
+                            match s.recv_from(&mut buf) {
+                                Ok((n, _)) if n >= 20 => {
+                                    let mut t = [0u8; 8];
+                                    t.copy_from_slice(&buf[12..20]);
+                                    let sent_ns = u64::from_le_bytes(t);
+                                    let now_ns = base.elapsed().as_nanos() as u64;
+                                    hist.record(now_ns.saturating_sub(sent_ns));
+                                    received.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(_) => {}
+                                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                                Err(_) => {}
+                            }
+                        }
+                    }
+                }
+                for s in &socks {
+                    let fd = s.as_raw_fd();
+                    let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                }
+            })
+    };
+    let receiver = match receiver {
+        Ok(r) => r,
+        Err(e) => panic!("receiver thread: {e}"),
+    };
 
     let mut groups: Vec<Vec<Stream>> = (0..senders).map(|_| Vec::new()).collect();
     for (i, (a, b, a_dest, b_dest)) in phones.iter().enumerate() {
@@ -134,52 +231,77 @@ async fn phase(
             ts: 0,
         });
     }
-    let end = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
+    let cpu0 = cpu_by_thread();
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let mut threads = Vec::new();
     for (k, mut streams) in groups.into_iter().enumerate() {
         let sent = sent.clone();
-        // Spread the sender groups over the 20 ms packet interval.
-        let offset = Duration::from_micros(20_000 * k as u64 / senders as u64);
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(offset).await;
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            let mut pkt = [0xFFu8; 12 + 160];
-            pkt[0] = 0x80;
-            loop {
-                tick.tick().await;
-                if Instant::now() >= end {
-                    break;
-                }
-                for s in streams.iter_mut() {
-                    s.seq = s.seq.wrapping_add(1);
-                    s.ts = s.ts.wrapping_add(160);
-                    pkt[2..4].copy_from_slice(&s.seq.to_be_bytes());
-                    pkt[4..8].copy_from_slice(&s.ts.to_be_bytes());
-                    pkt[8..12].copy_from_slice(&s.ssrc.to_be_bytes());
-                    let now_ns = base.elapsed().as_nanos() as u64;
-                    pkt[12..20].copy_from_slice(&now_ns.to_le_bytes());
-                    if s.sock.send_to(&pkt, s.dest).await.is_ok() {
-                        sent.fetch_add(1, Ordering::Relaxed);
+        // Spread the sender threads, and each one's streams, over the 20 ms packet interval.
+        let first = start + Duration::from_micros(20_000 * k as u64 / senders as u64);
+        let spawned = std::thread::Builder::new()
+            .name(format!("phone-tx-{k}"))
+            .spawn(move || {
+                let cpu0 = thread_cpu();
+                let mut pkt = [0xFFu8; 12 + 160];
+                pkt[0] = 0x80;
+                let n = streams.len().max(1) as u64;
+                let period = Duration::from_millis(20);
+                let mut tick = first;
+                while tick < end {
+                    for (j, s) in streams.iter_mut().enumerate() {
+                        let at = tick + Duration::from_nanos(20_000_000 * j as u64 / n);
+                        let now = Instant::now();
+                        if at > now + Duration::from_micros(100) {
+                            std::thread::sleep(at - now);
+                        }
+                        s.seq = s.seq.wrapping_add(1);
+                        s.ts = s.ts.wrapping_add(160);
+                        pkt[2..4].copy_from_slice(&s.seq.to_be_bytes());
+                        pkt[4..8].copy_from_slice(&s.ts.to_be_bytes());
+                        pkt[8..12].copy_from_slice(&s.ssrc.to_be_bytes());
+                        let now_ns = base.elapsed().as_nanos() as u64;
+                        pkt[12..20].copy_from_slice(&now_ns.to_le_bytes());
+                        if s.sock.send_to(&pkt, s.dest).is_ok() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
+                    tick += period;
                 }
-            }
-        }));
+                thread_cpu() - cpu0
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => panic!("sender thread: {e}"),
+        }
     }
-    for t in tasks {
-        let _ = t.await;
+    let mut tx_cpu = 0.0;
+    for t in threads {
+        tx_cpu += t.join().unwrap_or(0.0);
     }
+    let mut cpu1 = cpu_by_thread();
+    *cpu1.entry("phone-tx".to_string()).or_insert(0.0) += tx_cpu;
     // Let the last packets arrive.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for r in receivers {
-        r.abort();
-    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let _ = receiver.join();
+    let elapsed = start.elapsed().as_secs_f64().max(0.001);
+    let cpu = cpu1
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                100.0 * (v - cpu0.get(k).copied().unwrap_or(0.0)) / elapsed,
+            )
+        })
+        .collect();
     PhaseResult {
         sent: sent.load(Ordering::Relaxed),
         received: received.load(Ordering::Relaxed),
         hist,
         secs,
         streams: 2 * phones.len(),
+        cpu,
     }
 }
 
@@ -202,113 +324,118 @@ fn print(name: &str, r: &PhaseResult) {
         r.hist.quantile_us(0.99),
         r.hist.max_us(),
     );
+    let cpu: Vec<String> = r
+        .cpu
+        .iter()
+        .filter(|(_, v)| **v >= 0.5)
+        .map(|(k, v)| format!("{k} {v:.0} %"))
+        .collect();
+    println!("{name:>8}: CPU (of one core) {}", cpu.join(", "));
 }
 
 fn main() {
     let calls = env("MEDIA_CALLS", 2000) as usize;
     let secs = env("MEDIA_SECS", 10);
     let baseline_secs = env("MEDIA_BASELINE_SECS", 5);
-    let senders = env("MEDIA_SENDERS", 4).max(1) as usize;
-    let threads = env("MEDIA_THREADS", 2).max(1) as usize;
+    let senders = env("MEDIA_SENDERS", 1).max(1) as usize;
+    let io_threads = env("MEDIA_IO_THREADS", 1).max(1) as usize;
     let port_base = env("MEDIA_PORT_BASE", 20000) as u16;
     let port_end = (port_base as u64 + 4 * calls as u64 + 3).min(65535) as u16;
 
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            return;
-        }
+    println!(
+        "media_relay: {calls} calls, {} streams of 50 packets/s, {io_threads} relay I/O threads, {senders} sender threads",
+        2 * calls
+    );
+    let base = Instant::now();
+    let mut phones = Vec::with_capacity(calls);
+    let bind = || {
+        let s = UdpSocket::bind((LO, 0))?;
+        s.set_nonblocking(true)?;
+        Ok::<_, std::io::Error>(Arc::new(s))
     };
-    rt.block_on(async move {
-        println!(
-            "media_relay: {calls} calls, {} streams of 50 packets/s, {threads} worker threads, {senders} sender tasks",
-            2 * calls
-        );
-        let base = Instant::now();
-        let mut phones = Vec::with_capacity(calls);
-        for _ in 0..calls {
-            let (a, b) = match (UdpSocket::bind((LO, 0)).await, UdpSocket::bind((LO, 0)).await) {
-                (Ok(a), Ok(b)) => (Arc::new(a), Arc::new(b)),
-                (Err(e), _) | (_, Err(e)) => {
-                    eprintln!("phone socket: {e} (raise `ulimit -n`?)");
-                    return;
-                }
-            };
-            phones.push((a, b));
+    for _ in 0..calls {
+        match (bind(), bind()) {
+            (Ok(a), Ok(b)) => phones.push((a, b)),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("phone socket: {e} (raise `ulimit -n`?)");
+                return;
+            }
         }
-        let addr = |s: &UdpSocket| s.local_addr().unwrap_or(SocketAddr::new(LO, 0));
+    }
+    let addr = |s: &UdpSocket| s.local_addr().unwrap_or(SocketAddr::new(LO, 0));
 
-        // Baseline: the phones talk to each other directly.
-        let direct: Vec<_> = phones
-            .iter()
-            .map(|(a, b)| (a.clone(), b.clone(), addr(b), addr(a)))
-            .collect();
-        let baseline = phase(&direct, baseline_secs, senders, base).await;
-        print("direct", &baseline);
+    // Baseline: the phones talk to each other directly.
+    let direct: Vec<_> = phones
+        .iter()
+        .map(|(a, b)| (a.clone(), b.clone(), addr(b), addr(a)))
+        .collect();
+    let baseline = phase(&direct, baseline_secs, senders, base);
+    print("direct", &baseline);
 
-        // Through the relays.
-        let engine = MediaEngine::new(MediaConfig {
+    // Through the relays.
+    let engine = MediaEngine::with_io_threads(
+        MediaConfig {
             bind_ip: LO,
             ports: port_base..=port_end,
             dead_after: Duration::from_secs(60),
-        });
-        let t0 = Instant::now();
-        let mut relays: Vec<Relay> = Vec::with_capacity(calls);
-        for (a, b) in &phones {
-            match engine.allocate().await {
-                Ok(r) => {
-                    r.update(
-                        LegMedia::pcmu(Some(addr(a)), Some(101)),
-                        LegMedia::pcmu(Some(addr(b)), Some(101)),
-                    );
-                    relays.push(r);
-                }
-                Err(e) => {
-                    eprintln!("allocate: {e}");
-                    return;
-                }
+        },
+        io_threads,
+    );
+    let t0 = Instant::now();
+    let mut relays: Vec<Relay> = Vec::with_capacity(calls);
+    for (a, b) in &phones {
+        match engine.allocate_now() {
+            Ok(r) => {
+                r.update(
+                    LegMedia::pcmu(Some(addr(a)), Some(101)),
+                    LegMedia::pcmu(Some(addr(b)), Some(101)),
+                );
+                relays.push(r);
+            }
+            Err(e) => {
+                eprintln!("allocate: {e}");
+                return;
             }
         }
-        println!("allocated {} relays in {:?}", relays.len(), t0.elapsed());
-        let via: Vec<_> = phones
-            .iter()
-            .zip(&relays)
-            .map(|((a, b), r)| {
-                (
-                    a.clone(),
-                    b.clone(),
-                    SocketAddr::new(LO, r.local_port(Side::A)),
-                    SocketAddr::new(LO, r.local_port(Side::B)),
-                )
-            })
-            .collect();
-        let relayed = phase(&via, secs, senders, base).await;
-        print("relay", &relayed);
-        let (mut forwarded, mut lost_seq) = (0u64, 0i64);
-        for r in &relays {
-            let s = r.stats();
-            forwarded += s.a_to_b.forwarded + s.b_to_a.forwarded;
-            lost_seq += s.a_to_b.lost + s.b_to_a.lost;
-        }
-        println!(
-            "relay: packets relayed {forwarded}, lost before the relay (sequence gaps) {lost_seq}"
-        );
-        println!(
-            "relay added one-way delay: p50 {:+} µs  p99 {:+} µs  max {:+} µs",
-            relayed.hist.quantile_us(0.50) as i64 - baseline.hist.quantile_us(0.50) as i64,
-            relayed.hist.quantile_us(0.99) as i64 - baseline.hist.quantile_us(0.99) as i64,
-            relayed.hist.max_us() as i64 - baseline.hist.max_us() as i64,
-        );
-        let t1 = Instant::now();
-        drop(relays);
-        while engine.in_use() > 0 && t1.elapsed() < Duration::from_secs(10) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        println!("dropped all relays in {:?}, in_use {}", t1.elapsed(), engine.in_use());
-    });
+    }
+    println!("allocated {} relays in {:?}", relays.len(), t0.elapsed());
+    let via: Vec<_> = phones
+        .iter()
+        .zip(&relays)
+        .map(|((a, b), r)| {
+            (
+                a.clone(),
+                b.clone(),
+                SocketAddr::new(LO, r.local_port(Side::A)),
+                SocketAddr::new(LO, r.local_port(Side::B)),
+            )
+        })
+        .collect();
+    let relayed = phase(&via, secs, senders, base);
+    print("relay", &relayed);
+    let (mut forwarded, mut lost_seq) = (0u64, 0i64);
+    for r in &relays {
+        let s = r.stats();
+        forwarded += s.a_to_b.forwarded + s.b_to_a.forwarded;
+        lost_seq += s.a_to_b.lost + s.b_to_a.lost;
+    }
+    println!(
+        "relay: packets relayed {forwarded}, lost before the relay (sequence gaps) {lost_seq}"
+    );
+    println!(
+        "relay added one-way delay: p50 {:+} µs  p99 {:+} µs  max {:+} µs",
+        relayed.hist.quantile_us(0.50) as i64 - baseline.hist.quantile_us(0.50) as i64,
+        relayed.hist.quantile_us(0.99) as i64 - baseline.hist.quantile_us(0.99) as i64,
+        relayed.hist.max_us() as i64 - baseline.hist.max_us() as i64,
+    );
+    let t1 = Instant::now();
+    drop(relays);
+    while engine.in_use() > 0 && t1.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!(
+        "dropped all relays in {:?}, in_use {}",
+        t1.elapsed(),
+        engine.in_use()
+    );
 }

@@ -2,7 +2,8 @@
 //!
 //! Each call has two legs, A (caller) and B (callee). [`MediaEngine::allocate`] binds, per leg,
 //! an RTP socket on an even port of the configured range and an RTCP socket on port + 1, and
-//! spawns one tokio task that moves packets between them:
+//! hands them to one of a small fixed set of media I/O threads ([`io`]; one by default, see
+//! [`MediaEngine::with_io_threads`]), which moves packets between them:
 //!
 //! * packets from A's phone leave through B's socket towards B's phone, and vice versa;
 //! * the payload type is rewritten when the legs negotiated different numbers, and G.711 is
@@ -14,16 +15,18 @@
 //!   packet received on that leg; until one arrives the SDP address ([`LegMedia::remote`]) is used;
 //! * silence on both legs for [`MediaConfig::dead_after`] raises [`MediaEvent::Dead`].
 //!
-//! The packet path never allocates (one reused buffer per relay), shares no lock with
+//! The packet path never allocates (one reused buffer per I/O thread), shares no lock with
 //! signalling (control goes through a channel, statistics come back through relaxed atomics),
-//! and waits only on its sockets, its control channel and its own timers. Sends use
-//! `try_send_to`: a full socket buffer drops the packet rather than stalling the other direction.
+//! and waits only on its sockets, its control channel and its own timers. Sends are
+//! non-blocking: a full socket buffer drops the packet rather than stalling the other direction.
 //!
 //! The protocol pieces — [`g711`], [`rtp`], [`dtmf`], [`stats`] — are pure functions and state
 //! machines with no I/O.
 
 pub mod dtmf;
 pub mod g711;
+mod io;
+mod mmsg;
 mod ports;
 mod relay;
 pub mod rtp;
@@ -35,12 +38,16 @@ mod tests;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use relay::Relay;
 
+use io::IoPool;
 use ports::PortPool;
+
+/// Environment variable giving the number of media I/O threads of [`MediaEngine::new`].
+pub const IO_THREADS_ENV: &str = "PASARELA_MEDIA_IO_THREADS";
 
 /// One of the two legs of a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -243,14 +250,33 @@ impl EngineInner {
     }
 }
 
-/// Ports, relays and their tasks. Cheap to clone.
+/// The engine's I/O threads, started with the first relay.
+struct IoThreads {
+    wanted: usize,
+    pool: OnceLock<IoPool>,
+    init: Mutex<()>,
+}
+
+/// Ports, relays and the I/O threads that run them. Cheap to clone.
 #[derive(Clone)]
 pub struct MediaEngine {
     inner: Arc<EngineInner>,
+    io: Arc<IoThreads>,
 }
 
 impl MediaEngine {
+    /// An engine with as many I/O threads as `PASARELA_MEDIA_IO_THREADS` says (default 1).
     pub fn new(config: MediaConfig) -> Self {
+        let threads = std::env::var(IO_THREADS_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1);
+        Self::with_io_threads(config, threads)
+    }
+
+    /// An engine whose relays are spread (round-robin) over `threads` I/O threads (at least 1).
+    /// The threads start with the first relay and end once the engine and its relays are gone.
+    pub fn with_io_threads(config: MediaConfig, threads: usize) -> Self {
         let pool = PortPool::new(config.ports.clone());
         MediaEngine {
             inner: Arc::new(EngineInner {
@@ -258,17 +284,37 @@ impl MediaEngine {
                 pool: Mutex::new(pool),
                 alive: AtomicUsize::new(0),
             }),
+            io: Arc::new(IoThreads {
+                wanted: threads.max(1),
+                pool: OnceLock::new(),
+                init: Mutex::new(()),
+            }),
         }
     }
 
-    /// Binds RTP and RTCP sockets for both legs and starts the relay task.
+    fn io(&self) -> Result<&IoPool, MediaError> {
+        if let Some(p) = self.io.pool.get() {
+            return Ok(p);
+        }
+        let _init = self.io.init.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = self.io.pool.get() {
+            return Ok(p);
+        }
+        let started = IoPool::start(self.io.wanted)?;
+        tracing::debug!(threads = started.len(), "media I/O threads started");
+        Ok(self.io.pool.get_or_init(|| started))
+    }
+
+    /// Binds RTP and RTCP sockets for both legs and hands them to an I/O thread.
     pub async fn allocate(&self) -> Result<Relay, MediaError> {
         self.allocate_now()
     }
 
-    /// [`MediaEngine::allocate`] for callers that are not async (the sans-IO call control); it
-    /// must run inside a tokio runtime, and never waits: binding sockets does not block.
+    /// [`MediaEngine::allocate`] for callers that are not async (the sans-IO call control). It
+    /// never waits: binding sockets does not block, and the relay reaches its I/O thread through
+    /// a channel.
     pub fn allocate_now(&self) -> Result<Relay, MediaError> {
+        let io = self.io()?;
         let ip = self.inner.config.bind_ip;
         let (a, b) = {
             let mut pool = self.inner.pool();
@@ -283,7 +329,7 @@ impl MediaEngine {
         };
         // From here on the guard owns the ports: every exit releases them.
         let guard = PortGuard::new(self.inner.clone(), [a.port, b.port]);
-        relay::spawn(&self.inner, guard, a, b)
+        relay::spawn(&self.inner, io, guard, a, b)
     }
 
     /// Relays alive: allocated and not yet torn down (their sockets are still open).
@@ -302,7 +348,7 @@ impl MediaEngine {
     }
 }
 
-/// Returns a relay's ports to the pool when the relay task ends (after its sockets closed).
+/// Returns a relay's ports to the pool when its I/O thread drops it (after its sockets closed).
 pub(crate) struct PortGuard {
     engine: Arc<EngineInner>,
     ports: [u16; 2],

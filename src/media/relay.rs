@@ -1,22 +1,26 @@
-//! The relay of one call: the handle the call owns ([`Relay`]) and the task that moves packets.
+//! The relay of one call: the handle the call owns ([`Relay`]) and the state that moves its
+//! packets ([`RelayState`]), which lives on one of the engine's media I/O threads ([`super::io`]).
 //!
-//! The task owns the four sockets and all per-stream state. It sleeps in one `select!` over
-//! socket readiness, the control channel and its timers, drains a ready socket with
-//! `try_recv_from` into a single reused buffer, rewrites the packet in place and forwards it
-//! with `try_send_to`. Counters go to the handle through relaxed atomics.
+//! The state owns the four sockets and all per-stream state. The I/O thread hands it each
+//! datagram read from its sockets in a single reused buffer; the state rewrites the packet in
+//! place and forwards it with a non-blocking `send_to` (a full socket buffer drops the packet).
+//! Counters go to the handle through relaxed atomics, control comes from the handle through the
+//! thread's channel, events go back through a bounded tokio channel (`try_send`).
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use mio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::dtmf::{self, TelephoneEvent};
 use super::g711;
+use super::io::{IoHandle, IoPool};
+use super::mmsg::{RecvBatch, BATCH};
 use super::ports::BoundPair;
 use super::rtp::{self, Rtp};
 use super::stats::StreamStats;
@@ -26,9 +30,7 @@ use super::{
 };
 
 /// Largest datagram relayed; larger ones are truncated by the kernel and then dropped as invalid.
-const BUF_LEN: usize = 2048;
-/// Packets taken from one socket before looking at the others again.
-const BATCH: usize = 32;
+pub(crate) const BUF_LEN: usize = 2048;
 /// Spacing of injected telephone-event packets.
 const EVENT_INTERVAL: Duration = Duration::from_millis(20);
 /// Timestamp units per injected packet interval (8 kHz).
@@ -36,28 +38,55 @@ const EVENT_STEP: u32 = 160;
 /// Capacity of the event channel; events beyond it are dropped (and logged).
 const EVENT_QUEUE: usize = 64;
 
-/// The handle of one call's media relay. Dropping it stops the task, closes the four sockets and
-/// returns the ports to the pool.
+/// Relay identities, unique per process: the I/O threads key control messages and timers on them.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The handle of one call's media relay. Dropping it makes the I/O thread deregister and close
+/// the four sockets and return the ports to the pool.
 pub struct Relay {
     ports: [u16; 2],
-    ctrl: mpsc::UnboundedSender<Control>,
+    id: u64,
+    io: IoHandle,
     events: Option<mpsc::Receiver<MediaEvent>>,
     shared: Arc<Shared>,
     /// Last parameters given to `update`; only the handle reads it.
     params: Mutex<[LegMedia; 2]>,
-    task: JoinHandle<()>,
 }
 
-enum Control {
-    Update([LegMedia; 2]),
+/// What a relay handle (or the engine) asks of an I/O thread.
+pub(crate) enum Control {
+    /// A new relay; the thread registers its sockets.
+    Add(u64, Box<RelayState>),
+    /// The handle was dropped: deregister and close.
+    Remove(u64),
+    Update(u64, [LegMedia; 2]),
     Dtmf {
+        id: u64,
         to: Side,
         event: u8,
         duration_ms: u32,
     },
 }
 
-/// Counters published by the task, read by [`Relay::stats`].
+impl Control {
+    pub(crate) fn id(&self) -> u64 {
+        match self {
+            Control::Add(id, _) | Control::Remove(id) | Control::Update(id, _) => *id,
+            Control::Dtmf { id, .. } => *id,
+        }
+    }
+}
+
+/// The timers of one relay, kept by its I/O thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// Dead-media check.
+    Dead,
+    /// Next injected telephone-event packet.
+    Inject,
+}
+
+/// Counters published by the I/O thread, read by [`Relay::stats`].
 struct Shared {
     start: Instant,
     dir: [DirCounters; 2],
@@ -88,8 +117,8 @@ impl Relay {
             let mut p = self.params.lock().unwrap_or_else(|e| e.into_inner());
             *p = legs.clone();
         }
-        if self.ctrl.send(Control::Update(legs)).is_err() {
-            tracing::warn!("media relay task is gone; update ignored");
+        if !self.io.send(Control::Update(self.id, legs)) {
+            tracing::warn!("media I/O thread is gone; update ignored");
         }
     }
 
@@ -101,16 +130,14 @@ impl Relay {
             tracing::warn!(%digit, "not a DTMF digit; not sent");
             return;
         };
-        if self
-            .ctrl
-            .send(Control::Dtmf {
-                to,
-                event,
-                duration_ms,
-            })
-            .is_err()
-        {
-            tracing::warn!("media relay task is gone; DTMF ignored");
+        let sent = self.io.send(Control::Dtmf {
+            id: self.id,
+            to,
+            event,
+            duration_ms,
+        });
+        if !sent {
+            tracing::warn!("media I/O thread is gone; DTMF ignored");
         }
     }
 
@@ -160,46 +187,51 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        // Closing the control channel ends the task at its next wake-up; abort makes that now.
-        self.task.abort();
+        // The thread closes the sockets; the ports return to the pool once they are closed.
+        let _ = self.io.send(Control::Remove(self.id));
     }
 }
 
-/// Binds the sockets to the runtime and starts the task.
+/// Builds the relay state around the bound sockets and hands it to an I/O thread.
 pub(crate) fn spawn(
     engine: &Arc<EngineInner>,
+    io: &IoPool,
     guard: PortGuard,
     a: BoundPair,
     b: BoundPair,
 ) -> Result<Relay, MediaError> {
     let ports = [a.port, b.port];
     let now = Instant::now();
-    let legs = [Leg::new(a, now)?, Leg::new(b, now)?];
+    let legs = [Leg::new(a, now), Leg::new(b, now)];
     let shared = Arc::new(Shared {
         start: now,
         dir: Default::default(),
     });
-    let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
-    let task = RelayTask {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let state = Box::new(RelayState {
         legs,
-        ctrl: ctrl_rx,
         events: ev_tx,
         shared: shared.clone(),
         dead_after: engine.config.dead_after,
         last_rx: now,
         dead_reported: false,
         _guard: guard,
-    };
+    });
+    let io = io.pick().clone();
+    if !io.send(Control::Add(id, state)) {
+        return Err(MediaError::Io(std::io::Error::other(
+            "media I/O thread is gone",
+        )));
+    }
     tracing::debug!(a = ports[0], b = ports[1], "media relay allocated");
-    let handle = tokio::spawn(task.run());
     Ok(Relay {
         ports,
-        ctrl: ctrl_tx,
+        id,
+        io,
         events: Some(ev_rx),
         shared,
         params: Mutex::new([LegMedia::default(), LegMedia::default()]),
-        task: handle,
     })
 }
 
@@ -219,17 +251,17 @@ struct Leg {
 }
 
 impl Leg {
-    fn new(pair: BoundPair, now: Instant) -> Result<Self, MediaError> {
-        Ok(Leg {
-            rtp: UdpSocket::from_std(pair.rtp)?,
-            rtcp: UdpSocket::from_std(pair.rtcp)?,
+    fn new(pair: BoundPair, now: Instant) -> Self {
+        Leg {
+            rtp: UdpSocket::from_std(pair.rtp),
+            rtcp: UdpSocket::from_std(pair.rtcp),
             media: LegMedia::default(),
             latched_rtp: None,
             latched_rtcp: None,
             rx: StreamStats::default(),
             last_event_end: None,
             tx: TxStream::new(now),
-        })
+        }
     }
 
     fn rtp_dest(&self) -> Option<SocketAddr> {
@@ -303,17 +335,9 @@ impl TxStream {
     }
 }
 
-enum Wake {
-    Rtp(usize, std::io::Result<()>),
-    Rtcp(usize, std::io::Result<()>),
-    Ctrl(Option<Control>),
-    Dead,
-    Inject,
-}
-
-struct RelayTask {
+/// Everything one relay needs on its I/O thread.
+pub(crate) struct RelayState {
     legs: [Leg; 2],
-    ctrl: mpsc::UnboundedReceiver<Control>,
     events: mpsc::Sender<MediaEvent>,
     shared: Arc<Shared>,
     dead_after: Duration,
@@ -323,85 +347,92 @@ struct RelayTask {
     _guard: PortGuard,
 }
 
-impl RelayTask {
-    async fn run(mut self) {
-        let mut buf = [0u8; BUF_LEN];
-        let dead = tokio::time::sleep_until((self.last_rx + self.dead_after).into());
-        tokio::pin!(dead);
-        loop {
-            let inject_at = self
-                .legs
-                .iter()
-                .filter_map(|l| l.tx.inject.as_ref().map(|i| i.next_at))
-                .min();
-            let wake = tokio::select! {
-                r = self.legs[0].rtp.readable() => Wake::Rtp(0, r),
-                r = self.legs[1].rtp.readable() => Wake::Rtp(1, r),
-                r = self.legs[0].rtcp.readable() => Wake::Rtcp(0, r),
-                r = self.legs[1].rtcp.readable() => Wake::Rtcp(1, r),
-                c = self.ctrl.recv() => Wake::Ctrl(c),
-                _ = &mut dead => Wake::Dead,
-                _ = sleep_until_opt(inject_at), if inject_at.is_some() => Wake::Inject,
-            };
-            match wake {
-                Wake::Rtp(i, Ok(())) => self.drain_rtp(i, &mut buf),
-                Wake::Rtcp(i, Ok(())) => self.drain_rtcp(i, &mut buf),
-                Wake::Rtp(_, Err(e)) | Wake::Rtcp(_, Err(e)) => {
-                    tracing::warn!(error = %e, "media socket readiness failed; relay stops");
-                    break;
+impl RelayState {
+    /// The four sockets, in token order: A RTP, A RTCP, B RTP, B RTCP.
+    pub(crate) fn sockets_mut(&mut self) -> [&mut UdpSocket; 4] {
+        let [a, b] = &mut self.legs;
+        [&mut a.rtp, &mut a.rtcp, &mut b.rtp, &mut b.rtcp]
+    }
+
+    /// When the dead-media check first runs.
+    pub(crate) fn dead_at(&self) -> Instant {
+        self.last_rx + self.dead_after
+    }
+
+    /// Reads the datagrams queued on socket `sock` (token order), up to one batch, and relays
+    /// them. `true` when the batch was full: the socket may hold more.
+    pub(crate) fn recv_batch(&mut self, sock: usize, batch: &mut RecvBatch) -> bool {
+        let i = sock / 2;
+        let rtp = sock.is_multiple_of(2);
+        let Some(leg) = self.legs.get(i) else {
+            return false;
+        };
+        let fd = if rtp {
+            leg.rtp.as_raw_fd()
+        } else {
+            leg.rtcp.as_raw_fd()
+        };
+        let n = match batch.recv(fd) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => return true,
+            Err(e) => {
+                // ICMP errors of earlier sends surface here; each is reported once.
+                tracing::trace!(error = %e, "media receive error");
+                return true;
+            }
+        };
+        for k in 0..n {
+            if let Some((pkt, src)) = batch.get(k) {
+                if rtp {
+                    self.on_rtp(i, pkt, src);
+                } else {
+                    self.on_rtcp(i, pkt, src);
                 }
-                Wake::Ctrl(Some(c)) => self.control(c, &mut buf),
-                Wake::Ctrl(None) => break,
-                Wake::Dead => {
-                    let now = Instant::now();
-                    let due = self.last_rx + self.dead_after;
-                    if now >= due {
-                        if !self.dead_reported {
-                            self.dead_reported = true;
-                            tracing::info!("no RTP from either side; media dead");
-                            self.emit(MediaEvent::Dead);
-                        }
-                        dead.as_mut().reset((now + self.dead_after).into());
-                    } else {
-                        dead.as_mut().reset(due.into());
-                    }
-                }
-                Wake::Inject => self.inject(&mut buf),
             }
         }
+        n == BATCH
+    }
+
+    /// A timer of this relay fired (it was due at `at`); returns when it must fire next.
+    pub(crate) fn timer(
+        &mut self,
+        kind: Timer,
+        at: Instant,
+        buf: &mut [u8; BUF_LEN],
+    ) -> Option<Instant> {
+        match kind {
+            Timer::Dead => {
+                let now = Instant::now().max(at);
+                let due = self.last_rx + self.dead_after;
+                if now >= due {
+                    if !self.dead_reported {
+                        self.dead_reported = true;
+                        tracing::info!("no RTP from either side; media dead");
+                        self.emit(MediaEvent::Dead);
+                    }
+                    Some(now + self.dead_after)
+                } else {
+                    Some(due)
+                }
+            }
+            Timer::Inject => {
+                self.inject(buf);
+                self.next_inject()
+            }
+        }
+    }
+
+    fn next_inject(&self) -> Option<Instant> {
+        self.legs
+            .iter()
+            .filter_map(|l| l.tx.inject.as_ref().map(|i| i.next_at))
+            .min()
     }
 
     fn emit(&self, ev: MediaEvent) {
         if let Err(e) = self.events.try_send(ev) {
             tracing::warn!(error = %e, "media event dropped");
-        }
-    }
-
-    fn drain_rtp(&mut self, i: usize, buf: &mut [u8; BUF_LEN]) {
-        for _ in 0..BATCH {
-            match self.legs[i].rtp.try_recv_from(buf) {
-                Ok((n, src)) => {
-                    if let Some(pkt) = buf.get_mut(..n) {
-                        self.on_rtp(i, pkt, src);
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) => tracing::trace!(error = %e, "RTP receive error"),
-            }
-        }
-    }
-
-    fn drain_rtcp(&mut self, i: usize, buf: &mut [u8; BUF_LEN]) {
-        for _ in 0..BATCH {
-            match self.legs[i].rtcp.try_recv_from(buf) {
-                Ok((n, src)) => {
-                    if let Some(pkt) = buf.get(..n) {
-                        self.on_rtcp(i, pkt, src);
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) => tracing::trace!(error = %e, "RTCP receive error"),
-            }
         }
     }
 
@@ -489,7 +520,7 @@ impl RelayTask {
         let Some(dest) = to.rtp_dest() else {
             return;
         };
-        match to.rtp.try_send_to(rtp.as_bytes(), dest) {
+        match to.rtp.send_to(rtp.as_bytes(), dest) {
             Ok(_) => {
                 self.shared.dir[i].forwarded.fetch_add(1, Ordering::Relaxed);
             }
@@ -514,15 +545,18 @@ impl RelayTask {
         }
         let to = &self.legs[j];
         if let Some(dest) = to.rtcp_dest() {
-            if let Err(e) = to.rtcp.try_send_to(pkt, dest) {
+            if let Err(e) = to.rtcp.send_to(pkt, dest) {
                 tracing::trace!(%dest, error = %e, "RTCP send failed; dropped");
             }
         }
     }
 
-    fn control(&mut self, c: Control, buf: &mut [u8; BUF_LEN]) {
+    /// A control message for this relay; returns when injected DTMF must next be sent if a
+    /// digit started playing.
+    pub(crate) fn control(&mut self, c: Control, buf: &mut [u8; BUF_LEN]) -> Option<Instant> {
         match c {
-            Control::Update(media) => {
+            Control::Add(..) | Control::Remove(_) => None,
+            Control::Update(_, media) => {
                 for (leg, m) in self.legs.iter_mut().zip(media) {
                     if leg.media.remote != m.remote {
                         leg.latched_rtp = None;
@@ -531,8 +565,10 @@ impl RelayTask {
                     leg.media = m;
                 }
                 tracing::debug!(a = ?self.legs[0].media, b = ?self.legs[1].media, "media updated");
+                None
             }
             Control::Dtmf {
+                id: _,
                 to,
                 event,
                 duration_ms,
@@ -544,11 +580,11 @@ impl RelayTask {
                         ?to,
                         "leg has no telephone-event payload type; DTMF not sent"
                     );
-                    return;
+                    return None;
                 };
                 if leg.tx.inject.is_some() {
                     tracing::warn!(?to, "DTMF already playing; digit dropped");
-                    return;
+                    return None;
                 }
                 // Event timestamp: where the relayed stream's clock is now.
                 let elapsed = now.saturating_duration_since(leg.tx.last_at);
@@ -567,6 +603,7 @@ impl RelayTask {
                     next_at: now,
                 });
                 self.inject(buf);
+                self.next_inject()
             }
         }
     }
@@ -611,7 +648,7 @@ impl RelayTask {
             };
             out.copy_from_slice(&payload);
             if let (Some(dest), Some(pkt)) = (leg.rtp_dest(), buf.get(..len)) {
-                if let Err(e) = leg.rtp.try_send_to(pkt, dest) {
+                if let Err(e) = leg.rtp.send_to(pkt, dest) {
                     tracing::trace!(%dest, error = %e, "DTMF send failed");
                 }
             }
@@ -621,10 +658,4 @@ impl RelayTask {
 
 fn pkt_len<B: AsRef<[u8]>>(rtp: &Rtp<B>) -> usize {
     rtp.as_bytes().len()
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at.into()).await;
-    }
 }
