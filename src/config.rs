@@ -116,6 +116,8 @@ pub struct MediaConfig {
     /// The address RTP is received on and advertised in SDP (`address`); by default the
     /// first specific SIP listen address, else the machine's primary address.
     pub address: Option<std::net::IpAddr>,
+    /// Threads that move RTP (`io_threads`); default: the machine's cores, at most 4.
+    pub io_threads: Option<usize>,
 }
 
 /// `[calls]`: limits on calls.
@@ -287,6 +289,7 @@ impl Default for MediaConfig {
         MediaConfig {
             rtp_ports: 10000..=20000,
             address: None,
+            io_threads: None,
         }
     }
 }
@@ -463,6 +466,7 @@ struct RawSip {
 struct RawMedia {
     rtp_ports: Option<String>,
     address: Option<String>,
+    io_threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -916,9 +920,15 @@ impl RawMedia {
                     invalid(&at.key("address"), format!("`{a}` is not an IP address"))
                 })?),
             };
+        let io_threads = match self.io_threads {
+            Some(0) => return Err(invalid(&at.key("io_threads"), "must be greater than 0")),
+            Some(n) if n > 64 => return Err(invalid(&at.key("io_threads"), "must be at most 64")),
+            other => other,
+        };
         let Some(text) = self.rtp_ports else {
             return Ok(MediaConfig {
                 address,
+                io_threads,
                 ..MediaConfig::default()
             });
         };
@@ -947,6 +957,7 @@ impl RawMedia {
         Ok(MediaConfig {
             rtp_ports: lo..=hi,
             address,
+            io_threads,
         })
     }
 }

@@ -84,12 +84,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let media_ip = media_address(&config);
     let (media_tx, mut media_rx) = mpsc::unbounded_channel::<(u64, MediaEvent)>();
-    let engine = MediaEngine::new(MediaSettings {
-        bind_ip: media_ip,
-        ports: config.media.rtp_ports.clone(),
-        dead_after: Duration::from_secs(config.calls.rtp_timeout_secs),
+    let io_threads = config.media.io_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(4)
     });
-    tracing::info!(%media_ip, ports = ?config.media.rtp_ports, "media relay");
+    let engine = MediaEngine::with_io_threads(
+        MediaSettings {
+            bind_ip: media_ip,
+            ports: config.media.rtp_ports.clone(),
+            dead_after: Duration::from_secs(config.calls.rtp_timeout_secs),
+        },
+        io_threads,
+    );
+    tracing::info!(%media_ip, ports = ?config.media.rtp_ports, io_threads, "media relay");
     let mut core = SipCore::new(
         settings,
         extensions,
