@@ -484,3 +484,38 @@ fn rfc4733_events_reach_a_callee_without_them_as_sip_info() {
     let callee = callee.wait(HARD);
     call.assert_both(&caller, &callee);
 }
+
+#[test]
+fn caller_over_tcp_reaches_callee_over_udp() {
+    // The caller's leg runs over TCP (its connection carries every response and the BYE),
+    // the callee's over UDP.
+    let call = Call::start("");
+    let port = free_port();
+    call.register("101", port);
+    let callee = call.callee("call_uas_answer.xml", "101", port, &[]);
+    let auth_uri = format!("101@{}", call.server.tcp);
+    let caller = sipp_spawn(
+        call.server.dir(),
+        "caller-100-tcp",
+        "call_uac_basic.xml",
+        call.server.tcp,
+        "t1",
+        free_port(),
+        &[
+            "-s",
+            "101",
+            "-key",
+            "caller",
+            "100",
+            "-au",
+            "100",
+            "-ap",
+            "secret100",
+            "-auth_uri",
+            &auth_uri,
+        ],
+    )
+    .wait(HARD);
+    let callee = callee.wait(HARD);
+    call.assert_both(&caller, &callee);
+}
