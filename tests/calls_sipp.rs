@@ -77,7 +77,22 @@ impl Call {
 
     /// Runs the caller scenario as 100 towards `callee` and waits for it.
     fn caller(&self, scenario: &str, callee: &str, pass: &str, extra: &[&str]) -> SippResult {
-        let auth_uri = format!("{callee}@{}", self.remote());
+        self.spawn_caller(scenario, callee, pass, self.remote(), "u1", extra)
+            .wait(HARD)
+    }
+
+    /// Starts extension 100 calling `callee` with `scenario` over `transport` ("u1"/"t1") to
+    /// `remote`, in the background.
+    fn spawn_caller(
+        &self,
+        scenario: &str,
+        callee: &str,
+        pass: &str,
+        remote: SocketAddr,
+        transport: &str,
+        extra: &[&str],
+    ) -> SippProc {
+        let auth_uri = format!("{callee}@{remote}");
         let mut args = vec![
             "-s",
             callee,
@@ -96,12 +111,11 @@ impl Call {
             self.server.dir(),
             "caller-100",
             scenario,
-            self.remote(),
-            "u1",
+            remote,
+            transport,
             free_port(),
             &args,
         )
-        .wait(HARD)
     }
 
     fn assert_ok(&self, what: &str, res: &SippResult, other: Option<&SippResult>) {
@@ -418,27 +432,13 @@ fn rfc4733_events_reach_a_callee_without_them_as_sip_info() {
     let port = free_port();
     call.register("101", port);
     let callee = call.callee("call_uas_info.xml", "101", port, &[]);
-    let auth_uri = format!("101@{}", call.remote());
-    let caller = sipp_spawn(
-        call.server.dir(),
-        "caller-100",
+    let caller = call.spawn_caller(
         "call_uac_events.xml",
+        "101",
+        "secret100",
         call.remote(),
         "u1",
-        free_port(),
-        &[
-            "-s",
-            "101",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-        ],
+        &[],
     );
     // Wait for the caller's log to name the relay port it was given.
     let log = call.server.dir().to_path_buf();
@@ -493,29 +493,16 @@ fn caller_over_tcp_reaches_callee_over_udp() {
     let port = free_port();
     call.register("101", port);
     let callee = call.callee("call_uas_answer.xml", "101", port, &[]);
-    let auth_uri = format!("101@{}", call.server.tcp);
-    let caller = sipp_spawn(
-        call.server.dir(),
-        "caller-100-tcp",
-        "call_uac_basic.xml",
-        call.server.tcp,
-        "t1",
-        free_port(),
-        &[
-            "-s",
+    let caller = call
+        .spawn_caller(
+            "call_uac_basic.xml",
             "101",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
             "secret100",
-            "-auth_uri",
-            &auth_uri,
-        ],
-    )
-    .wait(HARD);
+            call.server.tcp,
+            "t1",
+            &[],
+        )
+        .wait(HARD);
     let callee = callee.wait(HARD);
     call.assert_both(&caller, &callee);
 }
