@@ -13,6 +13,7 @@
 //! Prints packets sent/received/relayed, loss, and one-way time (send at the near phone to
 //! receive at the far phone) p50/p99/max for both phases, the relay's added delay, and the CPU
 //! time of the relay's I/O threads and of the phones (from `/proc/self/task/*/stat`).
+//! `MEDIA_PIN=1` puts the relay's I/O threads on the last CPU and the phones on the others.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -95,6 +96,42 @@ struct PhaseResult {
 }
 
 type Phones = [(Arc<UdpSocket>, Arc<UdpSocket>, SocketAddr, SocketAddr)];
+
+/// With `MEDIA_PIN=1`: the relay's I/O threads get the last CPU to themselves and every other
+/// thread of the bench (the simulated phones, started later, inherit it) the others — so the
+/// relay's own delay is measured, not the phones' competition for the same core.
+fn pin_relay_apart() -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return false;
+    }
+    let set = |tid: libc::pid_t, range: std::ops::Range<usize>| {
+        // SAFETY: cpu_set_t is plain data; CPU_SET writes within it; the call reads it.
+        unsafe {
+            let mut mask: libc::cpu_set_t = std::mem::zeroed();
+            for c in range {
+                libc::CPU_SET(c, &mut mask);
+            }
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mask) == 0
+        }
+    };
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return false;
+    };
+    let mut ok = true;
+    for e in dir.flatten() {
+        let Ok(tid) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        ok &= if comm.starts_with("media-io") {
+            set(tid, cpus - 1..cpus)
+        } else {
+            set(tid, 0..cpus - 1)
+        };
+    }
+    ok
+}
 
 /// CPU seconds (user + system) per thread name, digits stripped (`media-io-0` → `media-io`).
 fn cpu_by_thread() -> BTreeMap<String, f64> {
@@ -399,6 +436,12 @@ fn main() {
         }
     }
     println!("allocated {} relays in {:?}", relays.len(), t0.elapsed());
+    if env("MEDIA_PIN", 0) == 1 {
+        println!(
+            "pinned: relay I/O threads on the last CPU, phones on the others: {}",
+            pin_relay_apart()
+        );
+    }
     let via: Vec<_> = phones
         .iter()
         .zip(&relays)
