@@ -164,6 +164,19 @@ pub struct NumberingConfig {
     pub national_prefix: String,
     /// Prefix for international numbers (`international_prefix`, default `00`).
     pub international_prefix: String,
+    /// Local area code, so that local numbers can be dialled without it (`area_code`).
+    pub area_code: Option<String>,
+    /// Length of extension numbers, when fixed (`extension_length`).
+    pub extension_length: Option<usize>,
+    /// Emergency numbers, always allowed and always to the PSTN (`emergency`; default: the
+    /// country's, e.g. 112 and 110 for 49).
+    pub emergency: Option<Vec<String>>,
+    /// Short service numbers (`short_numbers`; `x` matches any digit, e.g. `118xx`).
+    pub short_numbers: Option<Vec<String>>,
+    /// Mobile prefixes of the national significant number (`mobile_prefixes`, e.g. `15`).
+    pub mobile_prefixes: Option<Vec<String>>,
+    /// Premium-rate prefixes of the national significant number (`premium_prefixes`).
+    pub premium_prefixes: Option<Vec<String>>,
 }
 
 /// `[enum]`: ENUM lookups.
@@ -316,6 +329,12 @@ impl Default for NumberingConfig {
             country_code: "49".to_owned(),
             national_prefix: "0".to_owned(),
             international_prefix: "00".to_owned(),
+            area_code: None,
+            extension_length: None,
+            emergency: None,
+            short_numbers: None,
+            mobile_prefixes: None,
+            premium_prefixes: None,
         }
     }
 }
@@ -518,6 +537,34 @@ struct RawNumbering {
     country_code: Option<String>,
     national_prefix: Option<String>,
     international_prefix: Option<String>,
+    area_code: Option<String>,
+    extension_length: Option<usize>,
+    emergency: Option<Vec<String>>,
+    short_numbers: Option<Vec<String>>,
+    mobile_prefixes: Option<Vec<String>>,
+    premium_prefixes: Option<Vec<String>>,
+}
+
+/// Checks a list of digit strings (`x` wildcards allowed where `wild`), naming the bad entry.
+fn digit_list(list: Option<Vec<String>>, at: &KeyPath, wild: bool) -> Checked<Option<Vec<String>>> {
+    let Some(list) = list else { return Ok(None) };
+    for (i, item) in list.iter().enumerate() {
+        let ok = !item.is_empty()
+            && item.len() <= 15
+            && item
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (wild && (b == b'x' || b == b'X')));
+        if !ok {
+            return Err(invalid(
+                &at.index(i),
+                format!(
+                    "`{item}` must be 1 to 15 digits{}",
+                    if wild { " (x for any digit)" } else { "" }
+                ),
+            ));
+        }
+    }
+    Ok(Some(list))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1016,10 +1063,38 @@ impl RawNumbering {
                 format!("`{international_prefix}` must be one or more digits"),
             ));
         }
+        let area_code = match self.area_code {
+            Some(a) if a.is_empty() || a.len() > 6 || !digits(&a) => {
+                return Err(invalid(
+                    &at.key("area_code"),
+                    format!("`{a}` must be 1 to 6 digits, without the national prefix"),
+                ));
+            }
+            other => other,
+        };
+        let extension_length = match self.extension_length {
+            Some(n) if !(1..=15).contains(&n) => {
+                return Err(invalid(
+                    &at.key("extension_length"),
+                    "must be between 1 and 15",
+                ));
+            }
+            other => other,
+        };
         Ok(NumberingConfig {
             country_code,
             national_prefix,
             international_prefix,
+            area_code,
+            extension_length,
+            emergency: digit_list(self.emergency, &at.key("emergency"), false)?,
+            short_numbers: digit_list(self.short_numbers, &at.key("short_numbers"), true)?,
+            mobile_prefixes: digit_list(self.mobile_prefixes, &at.key("mobile_prefixes"), false)?,
+            premium_prefixes: digit_list(
+                self.premium_prefixes,
+                &at.key("premium_prefixes"),
+                false,
+            )?,
         })
     }
 }

@@ -520,11 +520,12 @@ impl RelayState {
         let Some(dest) = to.rtp_dest() else {
             return;
         };
-        match to.rtp.send_to(rtp.as_bytes(), dest) {
-            Ok(_) => {
-                self.shared.dir[i].forwarded.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => tracing::trace!(%dest, error = %e, "RTP send failed; dropped"),
+        // Counted before the send, so whoever has seen the packet arrive also sees the count.
+        let forwarded = &self.shared.dir[i].forwarded;
+        forwarded.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = to.rtp.send_to(rtp.as_bytes(), dest) {
+            forwarded.fetch_sub(1, Ordering::Relaxed);
+            tracing::trace!(%dest, error = %e, "RTP send failed; dropped");
         }
     }
 

@@ -505,12 +505,18 @@ impl NumberingPlan {
             country_code: cc,
             national_prefix: cfg.national_prefix.trim().to_owned(),
             international_prefix: cfg.international_prefix.trim().to_owned(),
-            area_code: None,
-            extension_length: None,
-            emergency: strings(emergency),
-            short_numbers: strings(short),
-            mobile_prefixes: strings(mobile),
-            premium_prefixes: strings(premium),
+            area_code: cfg.area_code.clone(),
+            extension_length: cfg.extension_length,
+            emergency: cfg.emergency.clone().unwrap_or_else(|| strings(emergency)),
+            short_numbers: cfg.short_numbers.clone().unwrap_or_else(|| strings(short)),
+            mobile_prefixes: cfg
+                .mobile_prefixes
+                .clone()
+                .unwrap_or_else(|| strings(mobile)),
+            premium_prefixes: cfg
+                .premium_prefixes
+                .clone()
+                .unwrap_or_else(|| strings(premium)),
         }
     }
 
@@ -710,7 +716,31 @@ mod tests {
             country_code: cc.to_owned(),
             national_prefix: nat.to_owned(),
             international_prefix: intl.to_owned(),
+            ..NumberingConfig::default()
         })
+    }
+
+    #[test]
+    fn configured_lists_override_the_country_defaults() {
+        let text = "[numbering]\ncountry_code = \"49\"\narea_code = \"30\"\nemergency = [\"112\", \"19222\"]\nshort_numbers = [\"118xx\"]\n";
+        let cfg =
+            crate::config::Config::from_toml_str(text, std::path::Path::new("t.toml")).unwrap();
+        let p = NumberingPlan::from_config(&cfg.numbering);
+        assert_eq!(p.area_code.as_deref(), Some("30"));
+        assert_eq!(p.emergency, vec!["112".to_string(), "19222".to_string()]);
+        assert!(matches!(
+            p.classify("19222", |_| false),
+            Ok(Dialled::Emergency(_))
+        ));
+        assert!(matches!(
+            p.classify("1234567", |_| false),
+            Ok(Dialled::E164(_))
+        ));
+        let bad = "[numbering]\nemergency = [\"112\", \"1a2\"]\n";
+        let err =
+            crate::config::Config::from_toml_str(bad, std::path::Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("numbering.emergency[1]"), "{err}");
+        assert!(err.to_string().contains("t.toml:2"), "{err}");
     }
 
     fn de() -> NumberingPlan {
