@@ -537,16 +537,8 @@ pub fn sipp(
         "-timeout".into(),
         "20s".into(),
         "-timeout_error".into(),
-        "-trace_err".into(),
-        "-error_file".into(),
-        res.errors.display().to_string(),
-        "-trace_msg".into(),
-        "-message_file".into(),
-        res.messages.display().to_string(),
-        "-trace_logs".into(),
-        "-log_file".into(),
-        res.log.display().to_string(),
     ];
+    args.extend(trace_args(&res));
     if !extra.contains(&"-m") {
         args.push("-m".into());
         args.push("1".into());
@@ -800,6 +792,22 @@ pub struct SippProc {
 /// the same port to a registration and to the callee scenario that follows it). Logs go to `dir`
 /// under names starting with `tag`. `-m 1` unless `extra` gives `-m`; `-timeout` 30 s unless
 /// `extra` gives one; the RTP echo port (`-mp`) is a free port.
+/// sipp's error, message and log traces, written to the files of `res`.
+fn trace_args(res: &SippResult) -> Vec<String> {
+    let file = |p: &PathBuf| p.display().to_string();
+    vec![
+        "-trace_err".into(),
+        "-error_file".into(),
+        file(&res.errors),
+        "-trace_msg".into(),
+        "-message_file".into(),
+        file(&res.messages),
+        "-trace_logs".into(),
+        "-log_file".into(),
+        file(&res.log),
+    ]
+}
+
 pub fn sipp_spawn(
     dir: &Path,
     tag: &str,
@@ -844,16 +852,8 @@ pub fn sipp_spawn(
         "-t".into(),
         transport.into(),
         "-timeout_error".into(),
-        "-trace_err".into(),
-        "-error_file".into(),
-        res.errors.display().to_string(),
-        "-trace_msg".into(),
-        "-message_file".into(),
-        res.messages.display().to_string(),
-        "-trace_logs".into(),
-        "-log_file".into(),
-        res.log.display().to_string(),
     ];
+    args.extend(trace_args(&res));
     if !extra.contains(&"-m") {
         args.extend(["-m".to_string(), "1".to_string()]);
     }

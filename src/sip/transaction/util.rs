@@ -130,11 +130,15 @@ pub fn to_tag(headers: &crate::sip::header::Headers) -> Option<&str> {
     headers.to().and_then(|t| t.tag())
 }
 
-/// The ACK for a non-2xx final response to `invite` (§17.1.1.3): Request-URI, Call-ID, From and
-/// CSeq number of the INVITE, its top Via only, To from the response, the INVITE's Route headers.
-pub fn build_ack(invite: &Request, response: &Response) -> Request {
-    let mut ack = Request::new(Method::Ack, invite.uri.clone());
-    let h = &mut ack.headers;
+/// A request that repeats `invite`'s Request-URI, top Via, Route headers, From, Call-ID and CSeq
+/// number with another method and the given To: what ACK-for-non-2xx and CANCEL share.
+fn like_invite(
+    invite: &Request,
+    method: Method,
+    to: Option<&crate::sip::header::NameAddr>,
+) -> Request {
+    let mut req = Request::new(method.clone(), invite.uri.clone());
+    let h = &mut req.headers;
     if let Some(via) = invite.headers.via() {
         h.push(Header::Via(via.clone()));
     }
@@ -145,7 +149,7 @@ pub fn build_ack(invite: &Request, response: &Response) -> Request {
     if let Some(from) = invite.headers.from() {
         h.push(Header::From(from.clone()));
     }
-    if let Some(to) = response.headers.to().or_else(|| invite.headers.to()) {
+    if let Some(to) = to {
         h.push(Header::To(to.clone()));
     }
     if let Some(cid) = invite.headers.call_id() {
@@ -153,9 +157,19 @@ pub fn build_ack(invite: &Request, response: &Response) -> Request {
     }
     h.push(Header::CSeq(CSeq {
         seq: invite.headers.cseq().map_or(0, |c| c.seq),
-        method: Method::Ack,
+        method,
     }));
-    ack
+    req
+}
+
+/// The ACK for a non-2xx final response to `invite` (§17.1.1.3): Request-URI, Call-ID, From and
+/// CSeq number of the INVITE, its top Via only, To from the response, the INVITE's Route headers.
+pub fn build_ack(invite: &Request, response: &Response) -> Request {
+    like_invite(
+        invite,
+        Method::Ack,
+        response.headers.to().or_else(|| invite.headers.to()),
+    )
 }
 
 /// The CANCEL for a pending `invite` (§9.1): Request-URI, Call-ID, From, To and CSeq number of the
@@ -163,27 +177,5 @@ pub fn build_ack(invite: &Request, response: &Response) -> Request {
 /// [`TransactionLayer::send_request`](super::TransactionLayer::send_request) to the INVITE's peer;
 /// the layer holds it back until a provisional response has arrived.
 pub fn build_cancel(invite: &Request) -> Request {
-    let mut cancel = Request::new(Method::Cancel, invite.uri.clone());
-    let h = &mut cancel.headers;
-    if let Some(via) = invite.headers.via() {
-        h.push(Header::Via(via.clone()));
-    }
-    for route in invite.headers.routes() {
-        h.push(Header::Route(route.clone()));
-    }
-    h.push(Header::MaxForwards(70));
-    if let Some(from) = invite.headers.from() {
-        h.push(Header::From(from.clone()));
-    }
-    if let Some(to) = invite.headers.to() {
-        h.push(Header::To(to.clone()));
-    }
-    if let Some(cid) = invite.headers.call_id() {
-        h.push(Header::CallId(cid.to_owned()));
-    }
-    h.push(Header::CSeq(CSeq {
-        seq: invite.headers.cseq().map_or(0, |c| c.seq),
-        method: Method::Cancel,
-    }));
-    cancel
+    like_invite(invite, Method::Cancel, invite.headers.to())
 }
