@@ -137,3 +137,141 @@ impl DigestGate {
             .retain(|_, (start, _)| unix.saturating_sub(*start) < FAILURE_WINDOW_SECS);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::Message;
+    use crate::sip::parse::{parse_message, Framing, Limits};
+
+    fn register(authorization: &str) -> Request {
+        let text = format!(
+            "REGISTER sip:office.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
+             From: <sip:100@office.test>;tag=a\r\nTo: <sip:100@office.test>\r\nCall-ID: c\r\n\
+             CSeq: 1 REGISTER\r\n{authorization}Content-Length: 0\r\n\r\n"
+        );
+        match parse_message(
+            bytes::Bytes::from(text),
+            Framing::Datagram,
+            &Limits::default(),
+        ) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Credentials for `nonce` computed with `password`, nc = `nc`.
+    fn credentials(nonce: &str, password: &str, nc: u32) -> String {
+        let mut c = auth::Credentials {
+            scheme: "Digest".into(),
+            username: "100".into(),
+            realm: "office.test".into(),
+            nonce: nonce.into(),
+            uri: "sip:office.test".into(),
+            response: String::new(),
+            algorithm: Algorithm::Md5,
+            cnonce: Some("c0".into()),
+            opaque: None,
+            qop: Some("auth".into()),
+            nc: Some(nc),
+        };
+        c.response = auth::expected_response(&c, "REGISTER", password);
+        format!(
+            "Authorization: Digest username=\"100\", realm=\"office.test\", nonce=\"{nonce}\", \
+             uri=\"sip:office.test\", response=\"{}\", algorithm=MD5, cnonce=\"c0\", qop=auth, nc={nc:08x}\r\n",
+            c.response
+        )
+    }
+
+    fn nonce_of(outcome: &GateOutcome) -> String {
+        let GateOutcome::Challenge(values) = outcome else {
+            panic!("{outcome:?}")
+        };
+        values[0]
+            .split("nonce=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("nonce")
+            .to_owned()
+    }
+
+    #[test]
+    fn failures_are_rate_limited_per_source() {
+        let mut gate = DigestGate::new("office.test".into(), vec![Algorithm::Md5], [9; 32], 300);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let pw = |u: &str| (u == "100").then(|| "secret100".to_string());
+        let nonce = nonce_of(&gate.check(1000, &register(""), ip, pw));
+        // The right password is accepted.
+        let ok = gate.check(
+            1000,
+            &register(&credentials(&nonce, "secret100", 1)),
+            ip,
+            pw,
+        );
+        assert_eq!(ok, GateOutcome::Authenticated("100".into()));
+        for i in 0..MAX_FAILURES {
+            let r = gate.check(
+                1000,
+                &register(&credentials(&nonce, "wrong", 2 + i)),
+                ip,
+                pw,
+            );
+            assert_eq!(r, GateOutcome::Forbidden("Forbidden"));
+        }
+        // Now even the right password from that source is refused for the window …
+        let r = gate.check(
+            1001,
+            &register(&credentials(&nonce, "secret100", 100)),
+            ip,
+            pw,
+        );
+        assert_eq!(r, GateOutcome::Forbidden("Too many failed authentications"));
+        // … while another source is unaffected …
+        let r = gate.check(
+            1001,
+            &register(&credentials(&nonce, "secret100", 101)),
+            other,
+            pw,
+        );
+        assert_eq!(r, GateOutcome::Authenticated("100".into()));
+        // … and the block lapses after the window.
+        let fresh = nonce_of(&gate.check(1000 + FAILURE_WINDOW_SECS, &register(""), ip, pw));
+        let r = gate.check(
+            1000 + FAILURE_WINDOW_SECS,
+            &register(&credentials(&fresh, "secret100", 1)),
+            ip,
+            pw,
+        );
+        assert_eq!(r, GateOutcome::Authenticated("100".into()));
+    }
+
+    #[test]
+    fn stale_only_for_a_correct_digest_and_replays_rechallenged() {
+        let mut gate = DigestGate::new("office.test".into(), vec![Algorithm::Md5], [9; 32], 300);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let pw = |u: &str| (u == "100").then(|| "secret100".to_string());
+        let nonce = nonce_of(&gate.check(1000, &register(""), ip, pw));
+        let good = register(&credentials(&nonce, "secret100", 1));
+        assert_eq!(
+            gate.check(1000, &good, ip, pw),
+            GateOutcome::Authenticated("100".into())
+        );
+        // Same nc again: a replay gets a fresh challenge, not access.
+        assert!(matches!(
+            gate.check(1000, &good, ip, pw),
+            GateOutcome::Challenge(_)
+        ));
+        // After the nonce's lifetime: stale=TRUE for a correct digest, 403 for a wrong one.
+        let late = register(&credentials(&nonce, "secret100", 2));
+        let GateOutcome::Challenge(v) = gate.check(1400, &late, ip, pw) else {
+            panic!("expected challenge")
+        };
+        assert!(v[0].contains("stale=TRUE"), "{v:?}");
+        let wrong = register(&credentials(&nonce, "nope", 3));
+        assert_eq!(
+            gate.check(1400, &wrong, ip, pw),
+            GateOutcome::Forbidden("Forbidden")
+        );
+    }
+}
