@@ -47,6 +47,10 @@ pub struct Config {
     pub numbering: NumberingConfig,
     /// `[enum]`: ENUM (RFC 6116) lookups.
     pub enum_: EnumConfig,
+    /// `[enum_zone]`: the private ENUM zone that publishes the office's DIDs.
+    pub enum_zone: EnumZoneConfig,
+    /// `[[trunk]]`: SIP trunks to PSTN providers, tried in order when a number has no SIP route.
+    pub trunks: Vec<TrunkConfig>,
     /// `[log]`: diagnostics.
     pub log: LogConfig,
     /// `[[extension]]`: extensions provisioned from the file.
@@ -129,6 +133,9 @@ pub struct CallsConfig {
     pub max_duration_secs: u64,
     /// A call with no RTP from either side for this long is hung up (`rtp_timeout_secs`, default 60).
     pub rtp_timeout_secs: u64,
+    /// A route step (an ENUM target, a trunk) that has not answered at all after this many
+    /// milliseconds is given up for the next one (`failover_ms`, default 4000).
+    pub failover_ms: u64,
 }
 
 impl Default for CallsConfig {
@@ -137,6 +144,7 @@ impl Default for CallsConfig {
             no_answer_secs: 60,
             max_duration_secs: 14_400,
             rtp_timeout_secs: 60,
+            failover_ms: 4000,
         }
     }
 }
@@ -177,6 +185,10 @@ pub struct NumberingConfig {
     pub mobile_prefixes: Option<Vec<String>>,
     /// Premium-rate prefixes of the national significant number (`premium_prefixes`).
     pub premium_prefixes: Option<Vec<String>>,
+    /// Call permissions of extensions that do not list their own (`default_permissions`,
+    /// default `["internal", "national", "mobile"]`: international and premium-rate calls are
+    /// barred unless granted).
+    pub default_permissions: crate::routing::Permissions,
 }
 
 /// `[enum]`: ENUM lookups.
@@ -189,6 +201,67 @@ pub struct EnumConfig {
     pub nameservers: Vec<SocketAddr>,
     /// Total time ENUM and DUNDi may take per call, in milliseconds (`budget_ms`, default 500).
     pub budget_ms: u64,
+    /// Non-terminal NAPTR rules followed per lookup before giving up (`max_chain`, default 5).
+    pub max_chain: usize,
+    /// Answers kept in the ENUM cache (`cache_entries`, default 10000).
+    pub cache_entries: usize,
+}
+
+/// `[enum_zone]`: the private ENUM zone served by the embedded DNS server (off by default).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnumZoneConfig {
+    /// Whether the zone is served (`enabled`, default false).
+    pub enabled: bool,
+    /// UDP and TCP address of the DNS server (`listen`, default `127.0.0.1:5353`).
+    pub listen: SocketAddr,
+    /// The ENUM tree the DIDs are published under (`suffix`, default `e164.arpa`).
+    pub suffix: String,
+    /// Host (and optional `:port`) put into the published `sip:EXT@host` URIs (`sip_host`,
+    /// default: `sip.domain`).
+    pub sip_host: Option<String>,
+    /// TTL of the published records, in seconds (`ttl`, default 300).
+    pub ttl: u32,
+}
+
+impl Default for EnumZoneConfig {
+    fn default() -> Self {
+        EnumZoneConfig {
+            enabled: false,
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 5353)),
+            suffix: "e164.arpa".to_owned(),
+            sip_host: None,
+            ttl: 300,
+        }
+    }
+}
+
+/// How a trunk wants the called number in its Request-URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberFormat {
+    /// `+4930123456` (`"e164"`, the default).
+    E164,
+    /// `004930123456`: the international prefix and the digits (`"international"`).
+    International,
+    /// `030123456` for national numbers, `004…` for others (`"national"`).
+    National,
+}
+
+/// One `[[trunk]]`: a SIP trunk to a PSTN provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrunkConfig {
+    /// A short name for logs, records and the route explainer (`name`, required, unique).
+    pub name: String,
+    /// Where calls go: `sip:provider.example`, `sip:192.0.2.10:5060;transport=tcp` (`uri`,
+    /// required); the dialled number becomes the user part.
+    pub uri: crate::sip::uri::SipUri,
+    /// Digest user name, if the provider challenges (`username`).
+    pub username: Option<String>,
+    /// Digest password (`password`; required with `username`).
+    pub password: Option<String>,
+    /// How the number is written (`number_format`: `e164`, `international` or `national`).
+    pub number_format: NumberFormat,
+    /// Whether the trunk is used (`enabled`, default true).
+    pub enabled: bool,
 }
 
 /// `[log]`: diagnostics.
@@ -212,6 +285,9 @@ pub struct ExtensionConfig {
     pub did: Option<String>,
     /// Whether the extension may register and call (`enabled`, default true).
     pub enabled: bool,
+    /// What the extension may call (`permissions`, e.g. `["internal", "national"]`, `["all"]`);
+    /// `None`: `numbering.default_permissions`.
+    pub permissions: Option<crate::routing::Permissions>,
 }
 
 /// Why a configuration could not be loaded.
@@ -335,6 +411,7 @@ impl Default for NumberingConfig {
             short_numbers: None,
             mobile_prefixes: None,
             premium_prefixes: None,
+            default_permissions: crate::routing::Permissions::default(),
         }
     }
 }
@@ -345,6 +422,8 @@ impl Default for EnumConfig {
             suffixes: vec!["e164.arpa".to_owned()],
             nameservers: Vec::new(),
             budget_ms: 500,
+            max_chain: 5,
+            cache_entries: 10_000,
         }
     }
 }
@@ -457,6 +536,10 @@ struct RawConfig {
     #[serde(default, rename = "enum")]
     enum_: RawEnum,
     #[serde(default)]
+    enum_zone: RawEnumZone,
+    #[serde(default, rename = "trunk")]
+    trunks: Vec<RawTrunk>,
+    #[serde(default)]
     log: RawLog,
     #[serde(default, rename = "extension")]
     extensions: Vec<RawExtension>,
@@ -494,6 +577,7 @@ struct RawCalls {
     no_answer_secs: Option<u64>,
     max_duration_secs: Option<u64>,
     rtp_timeout_secs: Option<u64>,
+    failover_ms: Option<u64>,
 }
 
 impl RawCalls {
@@ -515,6 +599,7 @@ impl RawCalls {
                 d.rtp_timeout_secs,
                 &at.key("rtp_timeout_secs"),
             )?,
+            failover_ms: positive(self.failover_ms, d.failover_ms, &at.key("failover_ms"))?,
         })
     }
 }
@@ -543,6 +628,22 @@ struct RawNumbering {
     short_numbers: Option<Vec<String>>,
     mobile_prefixes: Option<Vec<String>>,
     premium_prefixes: Option<Vec<String>>,
+    default_permissions: Option<Vec<String>>,
+}
+
+/// Parses a list of call permission names, naming the bad entry.
+fn permission_list(
+    list: Option<Vec<String>>,
+    at: &KeyPath,
+) -> Checked<Option<crate::routing::Permissions>> {
+    let Some(list) = list else { return Ok(None) };
+    for (i, item) in list.iter().enumerate() {
+        crate::routing::Permissions::parse([item])
+            .map_err(|e| invalid(&at.index(i), e.to_string()))?;
+    }
+    crate::routing::Permissions::parse(&list)
+        .map(Some)
+        .map_err(|e| invalid(at, e.to_string()))
 }
 
 /// Checks a list of digit strings (`x` wildcards allowed where `wild`), naming the bad entry.
@@ -573,6 +674,29 @@ struct RawEnum {
     suffixes: Option<Vec<String>>,
     nameservers: Option<Vec<String>>,
     budget_ms: Option<u64>,
+    max_chain: Option<usize>,
+    cache_entries: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnumZone {
+    enabled: Option<bool>,
+    listen: Option<String>,
+    suffix: Option<String>,
+    sip_host: Option<String>,
+    ttl: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrunk {
+    name: String,
+    uri: String,
+    username: Option<String>,
+    password: Option<String>,
+    number_format: Option<String>,
+    enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -589,6 +713,7 @@ struct RawExtension {
     name: Option<String>,
     did: Option<String>,
     enabled: Option<bool>,
+    permissions: Option<Vec<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -797,6 +922,8 @@ impl RawConfig {
             web: self.web.validate(&KeyPath::new("web"))?,
             numbering: self.numbering.validate(&KeyPath::new("numbering"))?,
             enum_: self.enum_.validate(&KeyPath::new("enum"))?,
+            enum_zone: self.enum_zone.validate(&KeyPath::new("enum_zone"))?,
+            trunks: validate_trunks(self.trunks)?,
             log: self.log.validate(&KeyPath::new("log"))?,
             extensions,
             source: None,
@@ -1095,6 +1222,11 @@ impl RawNumbering {
                 &at.key("premium_prefixes"),
                 false,
             )?,
+            default_permissions: permission_list(
+                self.default_permissions,
+                &at.key("default_permissions"),
+            )?
+            .unwrap_or(d.default_permissions),
         })
     }
 }
@@ -1104,16 +1236,7 @@ impl RawEnum {
         let d = EnumConfig::default();
         let suffixes = self.suffixes.unwrap_or(d.suffixes);
         for (i, s) in suffixes.iter().enumerate() {
-            let name = s.trim_end_matches('.');
-            if name.is_empty()
-                || name.split('.').any(|label| label.is_empty())
-                || s.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
-                return Err(invalid(
-                    &at.key("suffixes").index(i),
-                    format!("`{s}` is not a domain name"),
-                ));
-            }
+            check_domain(s, &at.key("suffixes").index(i))?;
         }
         let mut nameservers = Vec::new();
         for (i, s) in self.nameservers.unwrap_or_default().iter().enumerate() {
@@ -1129,12 +1252,143 @@ impl RawEnum {
             nameservers.push(addr);
         }
         let budget_ms = positive(self.budget_ms, d.budget_ms, &at.key("budget_ms"))?;
+        let max_chain = self.max_chain.unwrap_or(d.max_chain);
+        if max_chain > 20 {
+            return Err(invalid(&at.key("max_chain"), "must be at most 20"));
+        }
         Ok(EnumConfig {
             suffixes,
             nameservers,
             budget_ms,
+            max_chain,
+            cache_entries: positive(
+                self.cache_entries,
+                d.cache_entries,
+                &at.key("cache_entries"),
+            )?,
         })
     }
+}
+
+/// Checks a domain name as written in the config (`e164.arpa`, `e164.arpa.`).
+fn check_domain(s: &str, at: &KeyPath) -> Checked<()> {
+    let name = s.trim_end_matches('.');
+    if name.is_empty()
+        || name
+            .split('.')
+            .any(|label| label.is_empty() || label.len() > 63)
+        || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(at, format!("`{s}` is not a domain name")));
+    }
+    Ok(())
+}
+
+impl RawEnumZone {
+    fn validate(self, at: &KeyPath) -> Checked<EnumZoneConfig> {
+        let d = EnumZoneConfig::default();
+        let listen = match self.listen {
+            None => d.listen,
+            Some(s) => s.parse().map_err(|_| {
+                invalid(
+                    &at.key("listen"),
+                    format!("`{s}` is not an address:port (e.g. `127.0.0.1:5353`)"),
+                )
+            })?,
+        };
+        let suffix = self.suffix.unwrap_or(d.suffix);
+        check_domain(&suffix, &at.key("suffix"))?;
+        if let Some(h) = &self.sip_host {
+            crate::sip::uri::parse_hostport(h).map_err(|e| {
+                invalid(
+                    &at.key("sip_host"),
+                    format!("`{h}` is not host[:port]: {e}"),
+                )
+            })?;
+        }
+        Ok(EnumZoneConfig {
+            enabled: self.enabled.unwrap_or(d.enabled),
+            listen,
+            suffix,
+            sip_host: self.sip_host,
+            ttl: positive(self.ttl, d.ttl, &at.key("ttl"))?,
+        })
+    }
+}
+
+fn validate_trunks(raw: Vec<RawTrunk>) -> Checked<Vec<TrunkConfig>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, t) in raw.into_iter().enumerate() {
+        let at = KeyPath::new("trunk").index(i);
+        if t.name.trim().is_empty() || t.name.chars().any(|c| c.is_control()) {
+            return Err(invalid(&at.key("name"), "must be a non-empty name"));
+        }
+        if !seen.insert(t.name.clone()) {
+            return Err(invalid(
+                &at.key("name"),
+                format!("trunk `{}` is defined twice", t.name),
+            ));
+        }
+        let uri = match crate::sip::uri::Uri::parse(&t.uri) {
+            Ok(crate::sip::uri::Uri::Sip(u)) if !u.secure => u,
+            Ok(crate::sip::uri::Uri::Sip(_)) => {
+                return Err(invalid(
+                    &at.key("uri"),
+                    format!("`{}`: sips: needs TLS, which is not supported yet", t.uri),
+                ))
+            }
+            Ok(_) => {
+                return Err(invalid(
+                    &at.key("uri"),
+                    format!("`{}` is not a sip: URI", t.uri),
+                ))
+            }
+            Err(e) => {
+                return Err(invalid(
+                    &at.key("uri"),
+                    format!("`{}` is not a SIP URI: {e}", t.uri),
+                ))
+            }
+        };
+        if let Some(tr) = uri.transport() {
+            if !tr.eq_ignore_ascii_case("udp") && !tr.eq_ignore_ascii_case("tcp") {
+                return Err(invalid(
+                    &at.key("uri"),
+                    format!("transport `{tr}` is not supported (udp or tcp)"),
+                ));
+            }
+        }
+        match (&t.username, &t.password) {
+            (Some(_), None) => {
+                return Err(invalid(&at.key("password"), "is required with `username`"))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(&at.key("username"), "is required with `password`"))
+            }
+            _ => {}
+        }
+        let number_format = match t.number_format.as_deref() {
+            None | Some("e164") => NumberFormat::E164,
+            Some("international") => NumberFormat::International,
+            Some("national") => NumberFormat::National,
+            Some(other) => {
+                return Err(invalid(
+                    &at.key("number_format"),
+                    format!("`{other}` is not one of `e164`, `international`, `national`"),
+                ))
+            }
+        };
+        out.push(TrunkConfig {
+            name: t.name,
+            uri,
+            username: t.username,
+            password: t.password,
+            number_format,
+            enabled: t.enabled.unwrap_or(true),
+        });
+    }
+    Ok(out)
 }
 
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
@@ -1201,6 +1455,7 @@ fn validate_extensions(raw: Vec<RawExtension>) -> Checked<Vec<ExtensionConfig>> 
             name: e.name,
             did: e.did,
             enabled: e.enabled.unwrap_or(true),
+            permissions: permission_list(e.permissions, &at.key("permissions"))?,
         });
     }
     Ok(out)
@@ -1364,6 +1619,7 @@ enabled = false
                     name: Some("Reception".into()),
                     did: Some("+4930123456".into()),
                     enabled: true,
+                    permissions: None,
                 },
                 ExtensionConfig {
                     number: "101".into(),
@@ -1371,6 +1627,7 @@ enabled = false
                     name: None,
                     did: None,
                     enabled: false,
+                    permissions: None,
                 },
             ]
         );
@@ -1617,5 +1874,100 @@ enabled = false
             shown.split(": unknown key").next(),
             Some(format!("{}:3: key `sip.lisen`", path.display()).as_str())
         );
+    }
+
+    #[test]
+    fn routing_keys() {
+        use crate::routing::{Permission, Permissions};
+        let c = parse(
+            r#"
+[numbering]
+default_permissions = ["internal", "national"]
+
+[enum]
+max_chain = 3
+cache_entries = 50
+
+[enum_zone]
+enabled = true
+listen = "127.0.0.1:5400"
+suffix = "e164.office.test"
+sip_host = "pbx.office.test:5070"
+
+[[trunk]]
+name = "carrier"
+uri = "sip:gw.carrier.test;transport=tcp"
+username = "u1"
+password = "p1"
+number_format = "national"
+
+[[extension]]
+number = "100"
+password = "x"
+permissions = ["all"]
+
+[[extension]]
+number = "101"
+password = "y"
+"#,
+        )
+        .unwrap();
+        let d = &c.numbering.default_permissions;
+        assert!(d.allows(Permission::National) && !d.allows(Permission::Mobile));
+        assert_eq!(c.enum_.max_chain, 3);
+        assert_eq!(c.enum_.cache_entries, 50);
+        assert!(c.enum_zone.enabled);
+        assert_eq!(c.enum_zone.listen, "127.0.0.1:5400".parse().unwrap());
+        assert_eq!(
+            c.enum_zone.sip_host.as_deref(),
+            Some("pbx.office.test:5070")
+        );
+        assert_eq!(c.trunks.len(), 1);
+        assert_eq!(c.trunks[0].number_format, NumberFormat::National);
+        assert_eq!(c.trunks[0].uri.transport().as_deref(), Some("tcp"));
+        assert_eq!(c.extensions[0].permissions, Some(Permissions::all()));
+        assert_eq!(c.extensions[1].permissions, None);
+        assert_eq!(c.calls.failover_ms, 4000);
+
+        let d = Config::default();
+        assert!(!d.enum_zone.enabled);
+        assert!(d.trunks.is_empty());
+        assert!(!d
+            .numbering
+            .default_permissions
+            .allows(Permission::International));
+    }
+
+    #[test]
+    fn routing_key_errors() {
+        let (line, key, _) =
+            fail("[[extension]]\nnumber = \"1\"\npassword = \"x\"\npermissions = [\"national\", \"moon\"]\n");
+        assert_eq!((line, key.as_str()), (4, "extension[0].permissions[1]"));
+        let (line, key, _) = fail("[numbering]\ndefault_permissions = [\"everything\"]\n");
+        assert_eq!(
+            (line, key.as_str()),
+            (2, "numbering.default_permissions[0]")
+        );
+        let (line, key, _) = fail("[[trunk]]\nname = \"a\"\nuri = \"tel:+4930\"\n");
+        assert_eq!((line, key.as_str()), (3, "trunk[0].uri"));
+        let (_, key, _) =
+            fail("[[trunk]]\nname = \"a\"\nuri = \"sip:gw.test\"\nusername = \"u\"\n");
+        assert_eq!(key, "trunk[0].password");
+        let (_, key, _) =
+            fail("[[trunk]]\nname = \"a\"\nuri = \"sip:gw.test\"\n[[trunk]]\nname = \"a\"\nuri = \"sip:gw2.test\"\n");
+        assert_eq!(key, "trunk[1].name");
+        let (_, key, _) = fail("[[trunk]]\nname = \"a\"\nuri = \"sip:gw.test;transport=sctp\"\n");
+        assert_eq!(key, "trunk[0].uri");
+        let (_, key, _) =
+            fail("[[trunk]]\nname = \"a\"\nuri = \"sip:gw.test\"\nnumber_format = \"weird\"\n");
+        assert_eq!(key, "trunk[0].number_format");
+        let (_, key, _) = fail("[enum_zone]\nlisten = \"localhost\"\n");
+        assert_eq!(key, "enum_zone.listen");
+        let (_, key, _) = fail("[enum_zone]\nsuffix = \"a..b\"\n");
+        assert_eq!(key, "enum_zone.suffix");
+        let (_, key, _) = fail("[enum]\nmax_chain = 99\n");
+        assert_eq!(key, "enum.max_chain");
+        let (_, key, _) = fail("[calls]\nfailover_ms = 0\n");
+        assert_eq!(key, "calls.failover_ms");
     }
 }

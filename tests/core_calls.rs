@@ -41,6 +41,7 @@ fn ext(n: &str) -> ExtensionRow {
         name: None,
         did: None,
         enabled: true,
+        permissions: None,
     }
 }
 

@@ -6,7 +6,12 @@
 
 use rusqlite_migration::{Migrations, M};
 
-const MIGRATION_LIST: &[M<'static>] = &[M::up(include_str!("../../migrations/0001_initial.sql"))];
+const MIGRATION_LIST: &[M<'static>] = &[
+    M::up(include_str!("../../migrations/0001_initial.sql")),
+    M::up(include_str!(
+        "../../migrations/0002_extension_permissions.sql"
+    )),
+];
 
 /// All migrations, oldest first.
 pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);

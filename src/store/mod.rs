@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::config::ExtensionConfig;
+use crate::routing::Permissions;
 
 pub use writer::{BindingWriter, BindingWriterHandle};
 
@@ -80,6 +81,9 @@ pub struct ExtensionRow {
     pub did: Option<String>,
     /// Whether the extension may register and call.
     pub enabled: bool,
+    /// What it may call; `None`: the numbering plan's default. A stored value that no longer
+    /// parses bars everything but emergency and short numbers (and is logged).
+    pub permissions: Option<Permissions>,
 }
 
 /// A registrar binding as stored: one contact of one address of record.
@@ -213,20 +217,23 @@ impl Store {
         {
             let mut upsert = tx.prepare(
                 "INSERT INTO extensions
-                     (number, password, name, did, enabled, source, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                     (number, password, name, did, enabled, source, created_at, updated_at,
+                      permissions)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
                  ON CONFLICT (number) DO UPDATE SET
                      password = excluded.password,
                      name = excluded.name,
                      did = excluded.did,
                      enabled = excluded.enabled,
                      source = excluded.source,
+                     permissions = excluded.permissions,
                      updated_at = excluded.updated_at
                  WHERE extensions.password IS NOT excluded.password
                     OR extensions.name IS NOT excluded.name
                     OR extensions.did IS NOT excluded.did
                     OR extensions.enabled IS NOT excluded.enabled
-                    OR extensions.source IS NOT excluded.source",
+                    OR extensions.source IS NOT excluded.source
+                    OR extensions.permissions IS NOT excluded.permissions",
             )?;
             for e in extensions {
                 result.changed += upsert.execute(params![
@@ -236,7 +243,8 @@ impl Store {
                     e.did,
                     e.enabled,
                     SOURCE_CONFIG,
-                    now
+                    now,
+                    e.permissions.map(|p| p.to_string())
                 ])?;
             }
             let wanted: HashSet<&str> = extensions.iter().map(|e| e.number.as_str()).collect();
@@ -258,7 +266,8 @@ impl Store {
     /// All extensions, ordered by number.
     pub fn extensions(&self) -> Result<Vec<ExtensionRow>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT number, password, name, did, enabled FROM extensions ORDER BY number",
+            "SELECT number, password, name, did, enabled, permissions FROM extensions
+             ORDER BY number",
         )?;
         let rows = stmt.query_map([], extension_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -269,7 +278,8 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT number, password, name, did, enabled FROM extensions WHERE number = ?1",
+                "SELECT number, password, name, did, enabled, permissions FROM extensions
+                 WHERE number = ?1",
                 [number],
                 extension_from_row,
             )
@@ -359,6 +369,15 @@ fn extension_from_row(row: &Row<'_>) -> rusqlite::Result<ExtensionRow> {
         name: row.get(2)?,
         did: row.get(3)?,
         enabled: row.get(4)?,
+        permissions: row.get::<_, Option<String>>(5)?.map(|text| {
+            match Permissions::parse(text.split(',')) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("extension permissions {text:?} in the store: {e}; barring");
+                    Permissions::NONE
+                }
+            }
+        }),
     })
 }
 
@@ -409,6 +428,7 @@ pub(crate) mod tests {
             name: Some(format!("Ext {number}")),
             did: None,
             enabled: true,
+            permissions: None,
         }
     }
 
@@ -512,6 +532,7 @@ pub(crate) mod tests {
                 name: None,
                 did: Some("+4930123456".into()),
                 enabled: false,
+                permissions: None,
             })
         );
         assert_eq!(store.extension("101").unwrap(), None);
