@@ -15,6 +15,7 @@
 
 pub mod naptr;
 pub mod numbering;
+pub mod router;
 
 pub use naptr::{
     apply_regexp, enum_domain, enum_service, select, EnumService, Naptr, NaptrChain, NaptrError,

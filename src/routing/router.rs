@@ -1,0 +1,938 @@
+//! The route decision: for a caller and what they dialled, where the call goes and why.
+//!
+//! [`Router::route`] runs the numbering plan (E.164, category, the caller's permissions), then
+//! decides among a local extension (dialled directly, or one of the office's DIDs), SIP targets
+//! found by the routing sources (ENUM, later DUNDi — asked in parallel under one time budget),
+//! and the PSTN trunks. SIP targets are located (RFC 3263) into concrete hops; the result is an
+//! ordered list of [`Attempt`]s that the call tries one after the other, SIP targets first and
+//! the PSTN last. Every step is recorded with its time, for the billing record and for
+//! `pasarela route`.
+//!
+//! Sources and the locator are traits so that the decision logic is tested without DNS.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::{NumberFormat, TrunkConfig};
+use crate::sip::peer::Proto;
+use crate::sip::uri::{Params, SipUri, Uri};
+
+use super::numbering::{Category, Dialled, NumberError, NumberingPlan, Permissions, E164};
+
+/// A boxed future, as returned by the object-safe source traits.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A SIP address found for a number by a routing source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundTarget {
+    /// `sip:…` (or `tel:+…`, which re-enters the numbering plan).
+    pub uri: String,
+    /// Where it came from, for records and the explainer (`ENUM e164.arpa`).
+    pub via: String,
+}
+
+/// What one routing source answered.
+#[derive(Debug, Clone, Default)]
+pub struct SourceAnswer {
+    /// Targets in the source's order of preference.
+    pub targets: Vec<FoundTarget>,
+    /// Human-readable lines about what was asked and what came back.
+    pub steps: Vec<String>,
+}
+
+/// A routing source: ENUM, DUNDi. Asked in parallel with the others, bounded by `deadline`.
+pub trait RouteSource: Send + Sync {
+    /// Its name in records and the explainer (`ENUM`, `DUNDi`).
+    fn name(&self) -> &str;
+    /// Looks `number` up; must return by `deadline` (what it has by then).
+    fn lookup<'a>(&'a self, number: &'a E164, deadline: Instant) -> BoxFuture<'a, SourceAnswer>;
+}
+
+/// A concrete place to send a request: transport and address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hop {
+    pub proto: Proto,
+    pub addr: SocketAddr,
+}
+
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.proto, self.addr)
+    }
+}
+
+/// What locating a SIP URI gave.
+#[derive(Debug, Clone, Default)]
+pub struct Located {
+    /// Hops in failover order; empty when nothing was found (`steps` says why).
+    pub hops: Vec<Hop>,
+    pub steps: Vec<String>,
+}
+
+/// RFC 3263 server location.
+pub trait ServerLocator: Send + Sync {
+    fn locate<'a>(&'a self, uri: &'a SipUri, deadline: Instant) -> BoxFuture<'a, Located>;
+}
+
+/// The office's numbers: extensions and their DIDs.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    /// Extension number → (enabled, its permissions; `None` for the default).
+    pub extensions: HashMap<String, (bool, Option<Permissions>)>,
+    /// DID (E.164 with `+`) → extension number.
+    pub dids: HashMap<String, String>,
+}
+
+impl Directory {
+    /// Builds the directory from stored extension rows.
+    pub fn from_rows(rows: &[crate::store::ExtensionRow]) -> Directory {
+        let mut d = Directory::default();
+        for r in rows {
+            d.extensions
+                .insert(r.number.clone(), (r.enabled, r.permissions));
+            if let Some(did) = &r.did {
+                if r.enabled {
+                    d.dids.insert(did.clone(), r.number.clone());
+                }
+            }
+        }
+        d
+    }
+}
+
+/// How an attempt reaches its destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptKind {
+    /// A SIP target found by a source (the PSTN is bypassed).
+    Sip {
+        /// `ENUM e164.arpa`, `DUNDi priv`.
+        source: String,
+    },
+    /// A SIP trunk to a PSTN provider.
+    Trunk { name: String },
+}
+
+/// One thing to try, in order.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub kind: AttemptKind,
+    /// The Request-URI.
+    pub uri: SipUri,
+    /// Where to send it.
+    pub hop: Hop,
+    /// Digest credentials for a trunk that challenges.
+    pub auth: Option<(String, String)>,
+}
+
+impl Attempt {
+    /// A short label for records: `ENUM e164.arpa` or `trunk carrier`.
+    pub fn label(&self) -> String {
+        match &self.kind {
+            AttemptKind::Sip { source } => source.clone(),
+            AttemptKind::Trunk { name } => format!("trunk {name}"),
+        }
+    }
+}
+
+/// The decision.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// A local extension (dialled, or reached through its DID).
+    Extension(String),
+    /// Try these in order.
+    Attempts(Vec<Attempt>),
+    /// Refuse the call.
+    Reject { status: u16, reason: String },
+}
+
+/// One recorded step of a decision, with the time since routing started.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub at: Duration,
+    pub text: String,
+}
+
+/// A whole routing decision and how it was reached.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub dialled: String,
+    /// What the numbering plan made of it.
+    pub number: Option<Dialled>,
+    pub category: Option<Category>,
+    pub steps: Vec<Step>,
+    pub decision: Decision,
+    /// Time the whole decision took.
+    pub elapsed: Duration,
+}
+
+impl Route {
+    /// The E.164 form, when there is one.
+    pub fn e164(&self) -> Option<&E164> {
+        match &self.number {
+            Some(Dialled::E164(n)) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// Settings of the router.
+pub struct RouterSettings {
+    pub plan: NumberingPlan,
+    pub default_permissions: Permissions,
+    /// Time all sources together may take per call.
+    pub budget: Duration,
+    /// Time locating the SIP targets may take.
+    pub locate_budget: Duration,
+    pub trunks: Vec<TrunkConfig>,
+}
+
+/// Makes routing decisions. Shared (`Arc`) by the calls being routed.
+pub struct Router {
+    settings: RouterSettings,
+    sources: Vec<Arc<dyn RouteSource>>,
+    locator: Option<Arc<dyn ServerLocator>>,
+    directory: std::sync::RwLock<Arc<Directory>>,
+}
+
+struct Recorder {
+    start: Instant,
+    steps: Vec<Step>,
+}
+
+impl Recorder {
+    fn note(&mut self, text: impl Into<String>) {
+        self.steps.push(Step {
+            at: self.start.elapsed(),
+            text: text.into(),
+        });
+    }
+}
+
+impl Router {
+    pub fn new(
+        settings: RouterSettings,
+        sources: Vec<Arc<dyn RouteSource>>,
+        locator: Option<Arc<dyn ServerLocator>>,
+        directory: Directory,
+    ) -> Router {
+        Router {
+            settings,
+            sources,
+            locator,
+            directory: std::sync::RwLock::new(Arc::new(directory)),
+        }
+    }
+
+    /// Replaces the office's numbers (after extensions changed).
+    pub fn set_directory(&self, directory: Directory) {
+        if let Ok(mut d) = self.directory.write() {
+            *d = Arc::new(directory);
+        }
+    }
+
+    fn directory(&self) -> Arc<Directory> {
+        match self.directory.read() {
+            Ok(d) => Arc::clone(&d),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The numbering plan in use.
+    pub fn plan(&self) -> &NumberingPlan {
+        &self.settings.plan
+    }
+
+    /// Decides where a call from extension `from` (`None`: an unrestricted caller, as in
+    /// `pasarela route` without `--from`) to `dialled` goes.
+    pub async fn route(&self, from: Option<&str>, dialled: &str) -> Route {
+        let start = Instant::now();
+        let mut rec = Recorder {
+            start,
+            steps: Vec::new(),
+        };
+        let dir = self.directory();
+        let (number, category, decision) = self.decide(&dir, from, dialled, &mut rec).await;
+        Route {
+            dialled: dialled.to_owned(),
+            number,
+            category,
+            steps: rec.steps,
+            decision,
+            elapsed: start.elapsed(),
+        }
+    }
+
+    async fn decide(
+        &self,
+        dir: &Directory,
+        from: Option<&str>,
+        dialled: &str,
+        rec: &mut Recorder,
+    ) -> (Option<Dialled>, Option<Category>, Decision) {
+        let plan = &self.settings.plan;
+        let perms = match from {
+            None => Permissions::all(),
+            Some(ext) => match dir.extensions.get(ext) {
+                Some((true, p)) => p.unwrap_or(self.settings.default_permissions),
+                Some((false, _)) => {
+                    rec.note(format!("caller {ext} is disabled"));
+                    return (None, None, reject(403, "Caller disabled"));
+                }
+                None => {
+                    rec.note(format!("caller {ext} is not an extension"));
+                    return (None, None, reject(403, "Unknown caller"));
+                }
+            },
+        };
+        let number = match plan.classify(dialled, |d| dir.extensions.contains_key(d)) {
+            Ok(n) => n,
+            Err(e) => {
+                rec.note(format!("numbering: {dialled:?}: {e}"));
+                return (None, None, reject_number(&e));
+            }
+        };
+        rec.note(format!("numbering: {dialled:?} is {number}"));
+        let category = match plan.check(&number, &perms) {
+            Ok(c) => c,
+            Err(e) => {
+                rec.note(format!(
+                    "permissions: {} may call {perms}: {e}",
+                    from.unwrap_or("caller")
+                ));
+                let barred = match &e {
+                    NumberError::Barred(c) => Some(*c),
+                    _ => None,
+                };
+                return (Some(number), barred, reject_number(&e));
+            }
+        };
+        if let Some(ext) = from {
+            rec.note(format!(
+                "permissions: {category} allowed for {ext} ({perms})"
+            ));
+        }
+        let decision = match &number {
+            Dialled::Extension(ext) => self.to_extension(dir, ext, rec),
+            Dialled::Emergency(digits) | Dialled::Short(digits) => {
+                rec.note(format!("{category} numbers always go to the PSTN"));
+                self.to_pstn(Vec::new(), digits, None, rec).await
+            }
+            Dialled::E164(n) => {
+                if let Some(ext) = dir.dids.get(n.as_str()) {
+                    rec.note(format!("{n} is the DID of extension {ext}"));
+                    self.to_extension(dir, ext, rec)
+                } else {
+                    self.to_number(dir, n, rec).await
+                }
+            }
+        };
+        (Some(number), Some(category), decision)
+    }
+
+    fn to_extension(&self, dir: &Directory, ext: &str, rec: &mut Recorder) -> Decision {
+        match dir.extensions.get(ext) {
+            Some((true, _)) => {
+                rec.note(format!("decision: extension {ext}"));
+                Decision::Extension(ext.to_owned())
+            }
+            Some((false, _)) => {
+                rec.note(format!("extension {ext} is disabled"));
+                reject(404, "Not Found")
+            }
+            None => {
+                rec.note(format!("no extension {ext}"));
+                reject(404, "Not Found")
+            }
+        }
+    }
+
+    /// An E.164 number of somebody else: the sources, then the PSTN.
+    async fn to_number(&self, dir: &Directory, n: &E164, rec: &mut Recorder) -> Decision {
+        let found = self.ask_sources(n, rec).await;
+        let mut attempts = Vec::new();
+        let mut pstn_number: Option<E164> = None;
+        let locate_deadline = Instant::now() + self.settings.locate_budget;
+        for t in found {
+            match Uri::parse(&t.uri) {
+                Ok(Uri::Sip(uri)) if !uri.secure => {
+                    let hops = self.locate(&uri, locate_deadline, rec).await;
+                    for hop in hops {
+                        attempts.push(Attempt {
+                            kind: AttemptKind::Sip {
+                                source: t.via.clone(),
+                            },
+                            uri: uri.clone(),
+                            hop,
+                            auth: None,
+                        });
+                    }
+                }
+                Ok(Uri::Sip(_)) => rec.note(format!(
+                    "{}: {} skipped: sips: needs TLS, not supported yet",
+                    t.via, t.uri
+                )),
+                Ok(Uri::Tel(tel)) => match tel.number.parse::<E164>() {
+                    Ok(other) => {
+                        if let Some(ext) = dir.dids.get(other.as_str()) {
+                            rec.note(format!(
+                                "{}: {} is the DID of extension {ext}",
+                                t.via, t.uri
+                            ));
+                            if attempts.is_empty() {
+                                return self.to_extension(dir, ext, rec);
+                            }
+                        } else if pstn_number.is_none() && other != *n {
+                            rec.note(format!(
+                                "{}: {} re-enters the numbering plan: PSTN number {other}",
+                                t.via, t.uri
+                            ));
+                            pstn_number = Some(other);
+                        }
+                    }
+                    Err(e) => rec.note(format!("{}: {} skipped: {e}", t.via, t.uri)),
+                },
+                Ok(_) => rec.note(format!(
+                    "{}: {} skipped: not a SIP or tel URI",
+                    t.via, t.uri
+                )),
+                Err(e) => rec.note(format!("{}: {} skipped: {e}", t.via, t.uri)),
+            }
+        }
+        let pstn = pstn_number.unwrap_or_else(|| n.clone());
+        let national = self.settings.plan.to_national(&pstn);
+        self.to_pstn(attempts, &national, Some(pstn), rec).await
+    }
+
+    async fn ask_sources(&self, n: &E164, rec: &mut Recorder) -> Vec<FoundTarget> {
+        if self.sources.is_empty() {
+            rec.note("no routing sources configured");
+            return Vec::new();
+        }
+        let deadline = Instant::now() + self.settings.budget;
+        let mut set = tokio::task::JoinSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let s = Arc::clone(s);
+            let n = n.clone();
+            set.spawn(async move {
+                let started = Instant::now();
+                let answer = s.lookup(&n, deadline).await;
+                (i, started.elapsed(), answer)
+            });
+        }
+        let mut answers: Vec<Option<(Duration, SourceAnswer)>> = vec![None; self.sources.len()];
+        // Sources honour the deadline themselves; the timeout guards against one that does not.
+        let guard = deadline + Duration::from_millis(10);
+        loop {
+            match tokio::time::timeout_at(guard, set.join_next()).await {
+                Ok(Some(Ok((i, took, answer)))) => {
+                    if let Some(slot) = answers.get_mut(i) {
+                        *slot = Some((took, answer));
+                    }
+                }
+                Ok(Some(Err(e))) => rec.note(format!("a routing source failed: {e}")),
+                Ok(None) => break,
+                Err(_) => {
+                    set.abort_all();
+                    rec.note(format!(
+                        "routing budget of {} ms ran out",
+                        self.settings.budget.as_millis()
+                    ));
+                    break;
+                }
+            }
+        }
+        let mut found = Vec::new();
+        for (i, a) in answers.into_iter().enumerate() {
+            let name = self.sources.get(i).map_or("source", |s| s.name());
+            match a {
+                Some((took, answer)) => {
+                    for s in &answer.steps {
+                        rec.note(format!("{name}: {s}"));
+                    }
+                    rec.note(format!(
+                        "{name}: {} target(s) in {:.1} ms",
+                        answer.targets.len(),
+                        took.as_secs_f64() * 1000.0
+                    ));
+                    for t in &answer.targets {
+                        rec.note(format!("{name}: {} ({})", t.uri, t.via));
+                    }
+                    found.extend(answer.targets);
+                }
+                None => rec.note(format!("{name}: no answer within the budget")),
+            }
+        }
+        found
+    }
+
+    async fn locate(&self, uri: &SipUri, deadline: Instant, rec: &mut Recorder) -> Vec<Hop> {
+        if let Some(hop) = literal_hop(uri) {
+            rec.note(format!("locate {uri}: {hop}"));
+            return vec![hop];
+        }
+        let Some(locator) = &self.locator else {
+            rec.note(format!("locate {uri}: no resolver configured"));
+            return Vec::new();
+        };
+        let located = locator.locate(uri, deadline).await;
+        for s in &located.steps {
+            rec.note(format!("locate {uri}: {s}"));
+        }
+        if located.hops.is_empty() {
+            rec.note(format!("locate {uri}: no server found"));
+        } else {
+            let list: Vec<String> = located.hops.iter().map(|h| h.to_string()).collect();
+            rec.note(format!("locate {uri}: {}", list.join(", ")));
+        }
+        located.hops
+    }
+
+    /// Appends the PSTN trunks to `attempts` and makes the decision.
+    async fn to_pstn(
+        &self,
+        mut attempts: Vec<Attempt>,
+        national: &str,
+        e164: Option<E164>,
+        rec: &mut Recorder,
+    ) -> Decision {
+        let deadline = Instant::now() + self.settings.locate_budget;
+        let mut trunks = 0;
+        for t in self.settings.trunks.iter().filter(|t| t.enabled) {
+            let user = match (&e164, t.number_format) {
+                (None, _) => national.to_owned(),
+                (Some(n), NumberFormat::E164) => n.as_str().to_owned(),
+                (Some(n), NumberFormat::International) => {
+                    format!("{}{}", self.settings.plan.international_prefix, n.digits())
+                }
+                (Some(_), NumberFormat::National) => national.to_owned(),
+            };
+            let mut uri = t.uri.clone();
+            uri.user = Some(user);
+            uri.password = None;
+            let hops = self.locate(&t.uri, deadline, rec).await;
+            for hop in hops {
+                trunks += 1;
+                attempts.push(Attempt {
+                    kind: AttemptKind::Trunk {
+                        name: t.name.clone(),
+                    },
+                    uri: uri.clone(),
+                    hop,
+                    auth: t.username.clone().zip(t.password.clone()),
+                });
+            }
+        }
+        if trunks == 0 {
+            rec.note("PSTN: no trunk or line available");
+        }
+        if attempts.is_empty() {
+            rec.note("decision: no route");
+            return reject(503, "No route to the number");
+        }
+        for (i, a) in attempts.iter().enumerate() {
+            rec.note(format!(
+                "decision {}: {} {} via {}",
+                i + 1,
+                a.label(),
+                a.uri,
+                a.hop
+            ));
+        }
+        Decision::Attempts(attempts)
+    }
+}
+
+/// A URI whose host is an IP address needs no DNS (RFC 3263 §4.2).
+pub fn literal_hop(uri: &SipUri) -> Option<Hop> {
+    let ip = uri.host.ip()?;
+    let proto = match uri.transport().as_deref() {
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Proto::Tcp,
+        _ => Proto::Udp,
+    };
+    Some(Hop {
+        proto,
+        addr: SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+    })
+}
+
+fn reject(status: u16, reason: &str) -> Decision {
+    Decision::Reject {
+        status,
+        reason: reason.to_owned(),
+    }
+}
+
+fn reject_number(e: &NumberError) -> Decision {
+    let reason = match e {
+        NumberError::Incomplete => "Address Incomplete".to_owned(),
+        NumberError::Invalid(_) => "Invalid Number".to_owned(),
+        NumberError::UnknownExtension(_) => "Not Found".to_owned(),
+        NumberError::Barred(c) => format!("Calls to {c} numbers are barred"),
+    };
+    reject(e.sip_status(), &reason)
+}
+
+/// A SIP URI without user parameters, for To headers built from a Request-URI.
+pub fn bare(uri: &SipUri) -> SipUri {
+    let mut u = uri.clone();
+    u.params = Params::new();
+    u.headers = None;
+    u
+}
+
+impl fmt::Display for Route {
+    /// The explainer's text: the number, each step with its time, and the decision.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "dialled: {}", self.dialled)?;
+        match &self.number {
+            Some(Dialled::E164(n)) => writeln!(f, "number: {n}")?,
+            Some(other) => writeln!(f, "number: {other}")?,
+            None => {}
+        }
+        if let Some(c) = self.category {
+            writeln!(f, "category: {c}")?;
+        }
+        for s in &self.steps {
+            writeln!(f, "  {:>8.3} ms  {}", s.at.as_secs_f64() * 1000.0, s.text)?;
+        }
+        match &self.decision {
+            Decision::Extension(e) => writeln!(f, "route: extension {e}")?,
+            Decision::Attempts(list) => {
+                for (i, a) in list.iter().enumerate() {
+                    let kind = match &a.kind {
+                        AttemptKind::Sip { .. } => "sip",
+                        AttemptKind::Trunk { .. } => "pstn",
+                    };
+                    writeln!(
+                        f,
+                        "route {}: {kind} {} via {} ({})",
+                        i + 1,
+                        a.uri,
+                        a.hop,
+                        a.label()
+                    )?;
+                }
+            }
+            Decision::Reject { status, reason } => {
+                writeln!(f, "route: rejected {status} {reason}")?
+            }
+        }
+        write!(
+            f,
+            "decided in {:.3} ms",
+            self.elapsed.as_secs_f64() * 1000.0
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NumberingConfig;
+    use crate::routing::Permission;
+
+    struct Fixed {
+        name: &'static str,
+        delay: Duration,
+        targets: Vec<&'static str>,
+    }
+
+    impl RouteSource for Fixed {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn lookup<'a>(&'a self, _n: &'a E164, deadline: Instant) -> BoxFuture<'a, SourceAnswer> {
+            Box::pin(async move {
+                let ready = Instant::now() + self.delay;
+                tokio::time::sleep_until(ready.min(deadline)).await;
+                if ready > deadline {
+                    // A source that needs longer than the budget has nothing.
+                    return SourceAnswer {
+                        targets: Vec::new(),
+                        steps: vec!["timed out".into()],
+                    };
+                }
+                SourceAnswer {
+                    targets: self
+                        .targets
+                        .iter()
+                        .map(|u| FoundTarget {
+                            uri: (*u).to_owned(),
+                            via: format!("{} test", self.name),
+                        })
+                        .collect(),
+                    steps: vec!["asked".into()],
+                }
+            })
+        }
+    }
+
+    /// A source that ignores the deadline (the router must not wait for it).
+    struct Stuck;
+
+    impl RouteSource for Stuck {
+        fn name(&self) -> &str {
+            "stuck"
+        }
+        fn lookup<'a>(&'a self, _n: &'a E164, _d: Instant) -> BoxFuture<'a, SourceAnswer> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    struct Dns;
+
+    impl ServerLocator for Dns {
+        fn locate<'a>(&'a self, uri: &'a SipUri, _d: Instant) -> BoxFuture<'a, Located> {
+            Box::pin(async move {
+                let hops = match &uri.host {
+                    crate::sip::uri::Host::Name(n) if n == "sip.example.test" => vec![
+                        Hop {
+                            proto: Proto::Udp,
+                            addr: "127.0.0.1:5071".parse().unwrap(),
+                        },
+                        Hop {
+                            proto: Proto::Tcp,
+                            addr: "127.0.0.1:5072".parse().unwrap(),
+                        },
+                    ],
+                    _ => Vec::new(),
+                };
+                Located {
+                    hops,
+                    steps: vec!["SRV".into()],
+                }
+            })
+        }
+    }
+
+    fn trunk() -> TrunkConfig {
+        let Ok(Uri::Sip(uri)) = Uri::parse("sip:127.0.0.1:5090") else {
+            unreachable!()
+        };
+        TrunkConfig {
+            name: "carrier".into(),
+            uri,
+            username: Some("u".into()),
+            password: Some("p".into()),
+            number_format: NumberFormat::National,
+            enabled: true,
+        }
+    }
+
+    fn router(sources: Vec<Arc<dyn RouteSource>>, trunks: Vec<TrunkConfig>) -> Router {
+        let plan = NumberingPlan::from_config(&NumberingConfig {
+            area_code: Some("30".into()),
+            extension_length: Some(3),
+            ..NumberingConfig::default()
+        });
+        let mut dir = Directory::default();
+        dir.extensions.insert("100".into(), (true, None));
+        dir.extensions.insert(
+            "101".into(),
+            (true, Some(Permissions::parse(["internal"]).unwrap())),
+        );
+        dir.extensions.insert("102".into(), (false, None));
+        dir.dids.insert("+4930123456".into(), "100".into());
+        Router::new(
+            RouterSettings {
+                plan,
+                default_permissions: Permissions::default(),
+                budget: Duration::from_millis(500),
+                locate_budget: Duration::from_millis(500),
+                trunks,
+            },
+            sources,
+            Some(Arc::new(Dns)),
+            dir,
+        )
+    }
+
+    fn attempts(r: &Route) -> Vec<(String, String, String)> {
+        match &r.decision {
+            Decision::Attempts(list) => list
+                .iter()
+                .map(|a| (a.label(), a.uri.to_string(), a.hop.to_string()))
+                .collect(),
+            other => panic!("expected attempts, got {other:?}\n{r}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extension_did_and_unknown() {
+        let r = router(Vec::new(), vec![trunk()]);
+        assert!(
+            matches!(r.route(Some("100"), "101").await.decision, Decision::Extension(e) if e == "101")
+        );
+        // Our own DID, dialled the national way, stays inside.
+        let route = r.route(Some("101"), "030 123456").await;
+        assert!(
+            matches!(&route.decision, Decision::Reject { status: 403, .. }),
+            "101 may only call internally: {route}"
+        );
+        let route = r.route(Some("100"), "030 123456").await;
+        assert!(
+            matches!(&route.decision, Decision::Extension(e) if e == "100"),
+            "{route}"
+        );
+        let route = r.route(Some("100"), "103").await;
+        assert!(
+            matches!(&route.decision, Decision::Reject { status: 404, .. }),
+            "{route}"
+        );
+        let route = r.route(Some("100"), "12").await;
+        assert!(
+            matches!(&route.decision, Decision::Reject { status: 484, .. }),
+            "{route}"
+        );
+        let route = r.route(Some("102"), "100").await;
+        assert!(
+            matches!(&route.decision, Decision::Reject { status: 403, .. }),
+            "{route}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn enum_hit_is_tried_before_the_pstn() {
+        let enum_ = Arc::new(Fixed {
+            name: "ENUM",
+            delay: Duration::from_millis(20),
+            targets: vec![
+                "sip:bob@sip.example.test",
+                "sip:alice@127.0.0.9:5080;transport=tcp",
+            ],
+        });
+        let r = router(vec![enum_], vec![trunk()]);
+        let route = r.route(Some("100"), "0301234567").await;
+        assert_eq!(route.e164().map(|n| n.as_str()), Some("+49301234567"));
+        assert_eq!(
+            attempts(&route),
+            [
+                (
+                    "ENUM test".into(),
+                    "sip:bob@sip.example.test".into(),
+                    "udp:127.0.0.1:5071".into()
+                ),
+                (
+                    "ENUM test".into(),
+                    "sip:bob@sip.example.test".into(),
+                    "tcp:127.0.0.1:5072".into()
+                ),
+                (
+                    "ENUM test".into(),
+                    "sip:alice@127.0.0.9:5080;transport=tcp".into(),
+                    "tcp:127.0.0.9:5080".into()
+                ),
+                (
+                    "trunk carrier".into(),
+                    "sip:0301234567@127.0.0.1:5090".into(),
+                    "udp:127.0.0.1:5090".into()
+                ),
+            ]
+        );
+        let text = route.to_string();
+        assert!(text.contains("sip:bob@sip.example.test"), "{text}");
+        assert!(text.contains("trunk carrier"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_source_costs_the_budget_and_no_more() {
+        let good = Arc::new(Fixed {
+            name: "ENUM",
+            delay: Duration::from_millis(30),
+            targets: vec!["sip:bob@127.0.0.7"],
+        });
+        let r = router(vec![Arc::new(Stuck), good], vec![trunk()]);
+        let t0 = Instant::now();
+        let route = r.route(Some("100"), "+4930999").await;
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(500) && took <= Duration::from_millis(511),
+            "{took:?}"
+        );
+        let a = attempts(&route);
+        assert_eq!(a[0].1, "sip:bob@127.0.0.7");
+        assert_eq!(a.len(), 2);
+        assert!(route.to_string().contains("budget"), "{route}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn enum_miss_goes_to_the_pstn_in_the_trunks_format() {
+        let miss = Arc::new(Fixed {
+            name: "ENUM",
+            delay: Duration::from_millis(5),
+            targets: vec![],
+        });
+        let mut e164_trunk = trunk();
+        e164_trunk.name = "e164".into();
+        e164_trunk.number_format = NumberFormat::E164;
+        e164_trunk.username = None;
+        e164_trunk.password = None;
+        let r = router(vec![miss], vec![trunk(), e164_trunk]);
+        let route = r.route(Some("100"), "00441234567890").await;
+        assert_eq!(route.category, Some(Category::International));
+        // 100 has the default permissions: international is barred.
+        assert!(matches!(
+            route.decision,
+            Decision::Reject { status: 403, .. }
+        ));
+        let route = r.route(None, "00441234567890").await;
+        let a = attempts(&route);
+        assert_eq!(a[0].1, "sip:00441234567890@127.0.0.1:5090");
+        assert_eq!(a[1].1, "sip:+441234567890@127.0.0.1:5090");
+        match &route.decision {
+            Decision::Attempts(list) => {
+                assert_eq!(list[0].auth, Some(("u".into(), "p".into())));
+                assert_eq!(list[1].auth, None);
+            }
+            _ => unreachable!(),
+        }
+        // Emergency: straight to the PSTN as dialled, ENUM not asked, even for a barred caller.
+        let route = r.route(Some("101"), "112").await;
+        assert_eq!(attempts(&route)[0].1, "sip:112@127.0.0.1:5090");
+        assert!(!route.to_string().contains("ENUM"), "{route}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tel_results_re_enter_the_numbering_plan() {
+        let tel = Arc::new(Fixed {
+            name: "ENUM",
+            delay: Duration::ZERO,
+            targets: vec!["tel:+4930123456", "mailto:x@y.test", "sip:bad uri"],
+        });
+        let r = router(vec![tel], vec![trunk()]);
+        let route = r.route(Some("100"), "0309876").await;
+        assert!(
+            matches!(&route.decision, Decision::Extension(e) if e == "100"),
+            "{route}"
+        );
+        let text = route.to_string();
+        assert!(text.contains("DID of extension 100"), "{text}");
+
+        let ported = Arc::new(Fixed {
+            name: "ENUM",
+            delay: Duration::ZERO,
+            targets: vec!["tel:+4940555"],
+        });
+        let r = router(vec![ported], vec![trunk()]);
+        let route = r.route(Some("100"), "0309876").await;
+        assert_eq!(attempts(&route)[0].1, "sip:040555@127.0.0.1:5090");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_route_at_all_is_503() {
+        let r = router(Vec::new(), Vec::new());
+        let route = r.route(Some("100"), "0309876").await;
+        assert!(
+            matches!(route.decision, Decision::Reject { status: 503, .. }),
+            "{route}"
+        );
+        assert!(Permissions::default().allows(Permission::Mobile));
+    }
+}
