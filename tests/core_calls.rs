@@ -66,6 +66,7 @@ impl Harness {
                 media_ip: "127.0.0.1".parse().expect("ip"),
                 t1: Duration::from_millis(500),
                 t2: Duration::from_secs(4),
+                failover_after: CallSettings::DEFAULT_FAILOVER_AFTER,
             },
         };
         Harness {

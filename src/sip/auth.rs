@@ -271,10 +271,10 @@ pub fn parse_credentials(value: &str) -> Result<Credentials, AuthError> {
 /// Accepts `Digest` (case-insensitive) followed by comma-separated pairs with optional linear
 /// whitespace; values are tokens or quoted strings with backslash escapes; empty list elements
 /// are skipped.
-fn digest_params<'v>(
-    value: &'v str,
+fn digest_params(
+    value: &str,
     mut param: impl FnMut(&str, String) -> Result<(), AuthError>,
-) -> Result<&'v str, AuthError> {
+) -> Result<&str, AuthError> {
     if value.len() > MAX_CREDENTIALS_LEN {
         return Err(AuthError::TooLong);
     }
