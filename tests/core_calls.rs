@@ -67,6 +67,7 @@ impl Harness {
                 media_ip: "127.0.0.1".parse().expect("ip"),
                 t1: Duration::from_millis(500),
                 t2: Duration::from_secs(4),
+                failover_after: CallSettings::DEFAULT_FAILOVER_AFTER,
             },
         };
         Harness {
@@ -337,4 +338,600 @@ fn calls_leave_nothing_behind() {
         "call timers pile up: {}",
         h.core.calls().timer_count()
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Routes with serial failover, driven on `Calls` and the transaction layer directly (the
+// core only rings registered extensions).
+
+use pasarela::b2bua::{Attempt, CallSummary, Caller, Calls, NewCall, Stage, Target, TrunkAuth};
+use pasarela::sip::transaction::{Event, ServerKey, TransactionLayer};
+use pasarela::sip::uri::Uri;
+
+const DEST_A: &str = "127.0.0.2:5060";
+const DEST_B: &str = "127.0.0.3:5060";
+const TRUNK: &str = "127.0.0.9:5060";
+
+/// `Calls` with the event loop of the core, without the registrar and the digest gate.
+struct Direct {
+    layer: TransactionLayer,
+    calls: Calls,
+    now: Instant,
+    /// New INVITEs from the caller, waiting for [`Direct::start`].
+    incoming: Vec<(ServerKey, Request, Peer)>,
+}
+
+impl Direct {
+    fn new() -> Direct {
+        let settings = CallSettings {
+            domain: "office.test".into(),
+            server_name: "pasarela-test".into(),
+            no_answer: Duration::from_secs(60),
+            max_duration: Duration::from_secs(600),
+            media_ip: "127.0.0.1".parse().expect("ip"),
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            failover_after: CallSettings::DEFAULT_FAILOVER_AFTER,
+        };
+        Direct {
+            layer: TransactionLayer::new(Timers::default()),
+            calls: Calls::new(settings, None, 99),
+            now: Instant::now(),
+            incoming: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, text: &str, from: &str) -> Vec<(Message, SocketAddr)> {
+        let msg = parse_message(
+            Bytes::from(text.replace('\n', "\r\n")),
+            Framing::Datagram,
+            &Limits::default(),
+        )
+        .expect("test message parses");
+        match msg {
+            Message::Request(r) => self.layer.handle_request(self.now, r, peer(from)),
+            Message::Response(r) => self.layer.handle_response(self.now, r, peer(from)),
+        }
+        self.process();
+        self.drain()
+    }
+
+    fn process(&mut self) {
+        let now = self.now;
+        while let Some(event) = self.layer.poll_event() {
+            let layer = &mut self.layer;
+            match event {
+                Event::Request { key, request, peer } => {
+                    if self.calls.owns(&request) {
+                        self.calls.in_dialog(now, layer, key, request, peer);
+                    } else {
+                        self.incoming.push((key, request, peer));
+                    }
+                }
+                Event::Cancel { invite, .. } => {
+                    assert!(self.calls.cancel(now, layer, invite), "CANCEL of a call");
+                }
+                Event::Stray { request, .. } => self.calls.ack(now, layer, request),
+                Event::StrayResponse { response, peer } => {
+                    self.calls.stray_response(layer, response, peer)
+                }
+                Event::Response { key, response } => self.calls.response(now, layer, key, response),
+                Event::Timeout { key } => self.calls.timeout(now, layer, key),
+                Event::AckTimeout { .. } => {}
+            }
+        }
+    }
+
+    fn drain(&mut self) -> Vec<(Message, SocketAddr)> {
+        let mut out = Vec::new();
+        while let Some(t) = self.layer.poll_transmit() {
+            let m = parse_message(t.data, Framing::Datagram, &Limits::default())
+                .expect("output parses");
+            out.push((m, t.peer.remote));
+        }
+        out
+    }
+
+    fn advance(&mut self, d: Duration) -> Vec<(Message, SocketAddr)> {
+        let end = self.now + d;
+        let mut out = Vec::new();
+        loop {
+            let next = match (self.layer.poll_timeout(), self.calls.poll_timeout()) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            self.layer.handle_timeout(self.now);
+            self.calls.handle_timeout(self.now, &mut self.layer);
+            self.process();
+            out.extend(self.drain());
+        }
+        self.now = end;
+        out
+    }
+
+    /// The caller (100) dials 101 and the call starts on this route; returns what was sent.
+    fn start(&mut self, targets: Vec<Target>, fallback: Vec<Stage>) -> Vec<(Message, SocketAddr)> {
+        self.feed(&invite(1, 1, ""), CALLER);
+        let (key, invite, peer) = self.incoming.pop().expect("the caller's INVITE");
+        let new = NewCall {
+            key,
+            invite,
+            peer,
+            caller: Caller {
+                number: "100".into(),
+                name: None,
+            },
+            targets,
+            fallback,
+        };
+        self.calls.start(self.now, &mut self.layer, new);
+        self.drain()
+    }
+
+    /// The caller's in-dialog request after a 200 (`tag`: our To tag).
+    fn caller_request(&mut self, method: &str, cseq: u32, tag: &str) -> Vec<(Message, SocketAddr)> {
+        self.feed(
+            &format!("{method} sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK{method}1\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={tag}\nCall-ID: call1\nCSeq: {cseq} {method}\nContent-Length: 0\n\n"),
+            CALLER,
+        )
+    }
+
+    /// The caller CANCELs its INVITE.
+    fn caller_cancel(&mut self) -> Vec<(Message, SocketAddr)> {
+        self.feed(
+            &format!("CANCEL sip:101@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKinv1x1\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>\nCall-ID: call1\nCSeq: 1 CANCEL\nContent-Length: 0\n\n"),
+            CALLER,
+        )
+    }
+
+    /// After the call: every timer run out, nothing may be left. Returns the call's summary.
+    fn finish(&mut self) -> CallSummary {
+        self.advance(Duration::from_secs(700));
+        assert_eq!(self.calls.len(), 0, "calls left over");
+        assert_eq!(
+            self.calls.pending_transactions(),
+            0,
+            "call transactions left over"
+        );
+        assert_eq!(self.layer.counts(), (0, 0), "SIP transactions left over");
+        assert_eq!(self.calls.timer_count(), 0, "call timers left over");
+        let mut done = self.calls.take_finished();
+        assert_eq!(done.len(), 1, "one call summary");
+        done.remove(0)
+    }
+}
+
+fn target(uri: &str, remote: &str) -> Target {
+    Target {
+        uri: Uri::parse(uri).expect("uri"),
+        peer: peer(remote),
+        to: None,
+        auth: None,
+    }
+}
+
+fn stage(label: &str, targets: Vec<Target>) -> Stage {
+    Stage {
+        targets,
+        label: label.into(),
+    }
+}
+
+/// The INVITEs sent to `dest`.
+fn invites_to(out: &[(Message, SocketAddr)], dest: &str) -> Vec<Request> {
+    let dest: SocketAddr = dest.parse().expect("addr");
+    out.iter()
+        .filter_map(|(m, to)| match m {
+            Message::Request(r) if r.method.as_str() == "INVITE" && *to == dest => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent_to<'a>(out: &'a [(Message, SocketAddr)], method: &str, dest: &str) -> Vec<&'a Request> {
+    let dest: SocketAddr = dest.parse().expect("addr");
+    out.iter()
+        .filter_map(|(m, to)| match m {
+            Message::Request(r) if r.method.as_str() == method && *to == dest => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Final (and provisional) statuses sent to the caller.
+fn caller_statuses(out: &[(Message, SocketAddr)]) -> Vec<u16> {
+    let caller: SocketAddr = CALLER.parse().expect("addr");
+    out.iter()
+        .filter_map(|(m, to)| match m {
+            Message::Response(r) if *to == caller => Some(r.status),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A destination's response to `inv` with extra header lines.
+fn reply(inv: &Request, status: u16, tag: &str, sdp: bool, extra: &str) -> String {
+    let text = callee_response(inv, status, tag, sdp);
+    text.replacen("Contact:", &format!("{extra}Contact:"), 1)
+}
+
+/// A 200 for a non-INVITE request we sent (BYE, CANCEL).
+fn ok_for(r: &Request) -> String {
+    format!(
+        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContent-Length: 0\n\n",
+        r.headers.via().expect("via"),
+        r.headers.from().expect("from"),
+        r.headers.to().expect("to"),
+        r.headers.call_id().expect("cid"),
+        r.headers.cseq().expect("cseq")
+    )
+}
+
+/// The caller is answered 200 by the fork answering `inv`; the caller ACKs and hangs up.
+fn answer_and_hang_up(d: &mut Direct, inv: &Request, from: &str) {
+    let out = d.feed(&reply(inv, 200, "b1", true, ""), from);
+    assert_eq!(sent_to(&out, "ACK", from).len(), 1, "the 200 is ACKed");
+    let ok = responses(&out)
+        .into_iter()
+        .find(|r| r.status == 200)
+        .expect("200 to the caller")
+        .clone();
+    let tag = ok
+        .headers
+        .to()
+        .and_then(|t| t.tag())
+        .expect("tag")
+        .to_owned();
+    d.caller_request("ACK", 1, &tag);
+    let out = d.caller_request("BYE", 2, &tag);
+    let bye = sent_to(&out, "BYE", from);
+    assert_eq!(bye.len(), 1, "the BYE reaches the answering fork");
+    let bye_ok = ok_for(bye[0]);
+    d.feed(&bye_ok, from);
+}
+
+fn attempt(stage: usize, label: &str, uri: &str, status: u16) -> Attempt {
+    Attempt {
+        stage,
+        label: label.into(),
+        uri: uri.into(),
+        status,
+    }
+}
+
+#[test]
+fn failover_after_503_to_the_next_stage() {
+    let mut d = Direct::new();
+    let out = d.start(
+        vec![target("sip:+4930111@a.example", DEST_A)],
+        vec![stage(
+            "trunk",
+            vec![target("sip:+4930111@b.example", DEST_B)],
+        )],
+    );
+    let a = invites_to(&out, DEST_A);
+    assert_eq!(a.len(), 1, "stage 0 rings first");
+    assert!(invites_to(&out, DEST_B).is_empty(), "stage 1 waits");
+    d.feed(&reply(&a[0], 100, "x", false, ""), DEST_A);
+    let out = d.feed(&reply(&a[0], 503, "x", false, ""), DEST_A);
+    assert_eq!(sent_to(&out, "ACK", DEST_A).len(), 1, "the 503 is ACKed");
+    assert!(
+        caller_statuses(&out).is_empty(),
+        "the caller hears nothing of the 503"
+    );
+    let b = invites_to(&out, DEST_B);
+    assert_eq!(b.len(), 1, "stage 1 rings after stage 0 failed");
+    assert_ne!(
+        b[0].headers.call_id(),
+        a[0].headers.call_id(),
+        "a new B dialog"
+    );
+    let out = d.feed(&reply(&b[0], 180, "b1", false, ""), DEST_B);
+    assert_eq!(caller_statuses(&out), vec![180]);
+    answer_and_hang_up(&mut d, &b[0], DEST_B);
+    let s = d.finish();
+    assert_eq!(s.status, 200);
+    assert_eq!(
+        s.attempts,
+        vec![
+            attempt(0, "", "sip:+4930111@a.example", 503),
+            attempt(1, "trunk", "sip:+4930111@b.example", 200),
+        ]
+    );
+    assert_eq!(s.answered_by, Some((1, "sip:+4930111@b.example".into())));
+}
+
+#[test]
+fn silent_stage_is_abandoned_and_its_late_answer_hung_up() {
+    let mut d = Direct::new();
+    let out = d.start(
+        vec![target("sip:+4930111@a.example", DEST_A)],
+        vec![stage(
+            "trunk",
+            vec![target("sip:+4930111@b.example", DEST_B)],
+        )],
+    );
+    let a = invites_to(&out, DEST_A);
+    assert_eq!(a.len(), 1);
+    // Retransmissions to A, nothing else, until failover_after.
+    let out = d.advance(Duration::from_millis(3900));
+    assert!(
+        invites_to(&out, DEST_B).is_empty(),
+        "too early to fail over"
+    );
+    let out = d.advance(Duration::from_millis(200));
+    let b = invites_to(&out, DEST_B);
+    assert_eq!(b.len(), 1, "stage 1 rings after failover_after of silence");
+    assert!(caller_statuses(&out).is_empty());
+    d.feed(&reply(&b[0], 180, "b1", false, ""), DEST_B);
+    // A wakes up and answers: acknowledged and hung up, never passed to the caller.
+    let out = d.feed(&reply(&a[0], 200, "late", true, ""), DEST_A);
+    assert_eq!(sent_to(&out, "ACK", DEST_A).len(), 1, "late 200 ACKed");
+    let bye = sent_to(&out, "BYE", DEST_A);
+    assert_eq!(bye.len(), 1, "late 200 hung up");
+    assert!(caller_statuses(&out).is_empty(), "the caller still rings");
+    let bye_ok = ok_for(bye[0]);
+    d.feed(&bye_ok, DEST_A);
+    answer_and_hang_up(&mut d, &b[0], DEST_B);
+    let s = d.finish();
+    assert_eq!(
+        s.attempts,
+        vec![
+            attempt(0, "", "sip:+4930111@a.example", 0),
+            attempt(1, "trunk", "sip:+4930111@b.example", 200),
+        ]
+    );
+    assert_eq!(s.answered_by, Some((1, "sip:+4930111@b.example".into())));
+}
+
+#[test]
+fn single_stage_silence_keeps_timer_b() {
+    let mut d = Direct::new();
+    d.start(vec![target("sip:+4930111@a.example", DEST_A)], vec![]);
+    let out = d.advance(Duration::from_secs(10));
+    assert!(
+        caller_statuses(&out).is_empty(),
+        "no failover timer: still trying"
+    );
+    let out = d.advance(Duration::from_secs(30));
+    let statuses = caller_statuses(&out);
+    assert!(
+        !statuses.is_empty() && statuses.iter().all(|s| *s == 480),
+        "Timer B: 408 → 480 (retransmitted without ACK): {statuses:?}"
+    );
+    let s = d.finish();
+    assert_eq!(
+        s.attempts,
+        vec![attempt(0, "", "sip:+4930111@a.example", 408)]
+    );
+}
+
+#[test]
+fn busy_does_not_fail_over() {
+    let mut d = Direct::new();
+    let out = d.start(
+        vec![
+            target("sip:+4930111@a.example", DEST_A),
+            target("sip:+4930111@b.example", DEST_B),
+        ],
+        vec![stage(
+            "trunk",
+            vec![target("sip:+4930111@t.example", TRUNK)],
+        )],
+    );
+    let (a, b) = (invites_to(&out, DEST_A), invites_to(&out, DEST_B));
+    assert_eq!((a.len(), b.len()), (1, 1), "stage 0 forks in parallel");
+    let out = d.feed(&reply(&b[0], 503, "x", false, ""), DEST_B);
+    assert!(caller_statuses(&out).is_empty() && invites_to(&out, TRUNK).is_empty());
+    let out = d.feed(&reply(&a[0], 486, "x", false, ""), DEST_A);
+    assert_eq!(caller_statuses(&out), vec![486], "busy goes to the caller");
+    assert!(invites_to(&out, TRUNK).is_empty(), "no failover after busy");
+    let out = d.advance(Duration::from_secs(10));
+    assert!(invites_to(&out, TRUNK).is_empty(), "not later either");
+    let s = d.finish();
+    assert_eq!(s.status, 486);
+    assert_eq!(s.answered_by, None);
+    assert_eq!(s.attempts.len(), 2);
+}
+
+#[test]
+fn caller_cancel_during_the_second_stage() {
+    let mut d = Direct::new();
+    let out = d.start(
+        vec![target("sip:+4930111@a.example", DEST_A)],
+        vec![stage(
+            "trunk",
+            vec![
+                target("sip:+4930111@b.example", DEST_B),
+                target("sip:+4930111@t.example", TRUNK),
+            ],
+        )],
+    );
+    let a = invites_to(&out, DEST_A);
+    let out = d.feed(&reply(&a[0], 404, "x", false, ""), DEST_A);
+    let (b, t) = (invites_to(&out, DEST_B), invites_to(&out, TRUNK));
+    assert_eq!((b.len(), t.len()), (1, 1), "stage 1 forks in parallel");
+    d.feed(&reply(&b[0], 180, "b1", false, ""), DEST_B);
+    d.feed(&reply(&t[0], 183, "t1", false, ""), TRUNK);
+    let out = d.caller_cancel();
+    assert!(caller_statuses(&out).contains(&487), "487 to the caller");
+    for (inv, dest) in [(&b[0], DEST_B), (&t[0], TRUNK)] {
+        let cancel = sent_to(&out, "CANCEL", dest);
+        assert_eq!(cancel.len(), 1, "stage 1 fork at {dest} cancelled");
+        assert_eq!(
+            cancel[0].headers.via().and_then(|v| v.branch()),
+            inv.headers.via().and_then(|v| v.branch())
+        );
+        let ok = ok_for(cancel[0]);
+        d.feed(&ok, dest);
+        d.feed(&reply(inv, 487, "z", false, ""), dest);
+    }
+    assert!(
+        sent_to(&out, "CANCEL", DEST_A).is_empty(),
+        "stage 0 is over"
+    );
+    let s = d.finish();
+    assert_eq!(s.status, 487);
+    assert_eq!(
+        s.attempts.iter().map(|a| a.status).collect::<Vec<_>>(),
+        vec![404, 0, 0]
+    );
+}
+
+/// A trunk's challenge: (header line for the response, the nonce manager that checks it).
+fn trunk_challenge(header: &str, alg: Algorithm) -> (String, pasarela::sip::auth::NonceManager) {
+    let mut nonces = pasarela::sip::auth::NonceManager::new([3; 32], 300);
+    let nonce = nonces.issue(1_800_000_000, 42);
+    let value = auth::challenge("trunk.example", &nonce, alg, false);
+    (format!("{header}: {value}\n"), nonces)
+}
+
+fn trunk() -> Target {
+    Target {
+        uri: Uri::parse("sip:+4930999@trunk.example").expect("uri"),
+        peer: peer(TRUNK),
+        to: Some(Uri::parse("sip:+4930999@trunk.example;user=phone").expect("uri")),
+        auth: Some(TrunkAuth {
+            username: "office1".into(),
+            password: "trunk-secret".into(),
+        }),
+    }
+}
+
+#[test]
+fn trunk_407_is_answered_with_proxy_authorization() {
+    let mut d = Direct::new();
+    let out = d.start(
+        vec![target("sip:+4930999@a.example", DEST_A)],
+        vec![stage("trunk", vec![trunk()])],
+    );
+    let a = invites_to(&out, DEST_A);
+    let out = d.feed(&reply(&a[0], 503, "x", false, ""), DEST_A);
+    let t = invites_to(&out, TRUNK);
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        t[0].headers.to().map(|to| to.uri.to_string()),
+        Some("sip:+4930999@trunk.example;user=phone".into()),
+        "the route's To URI"
+    );
+    let (challenge, mut nonces) = trunk_challenge("Proxy-Authenticate", Algorithm::Sha256);
+    let out = d.feed(&reply(&t[0], 407, "p", false, &challenge), TRUNK);
+    assert_eq!(sent_to(&out, "ACK", TRUNK).len(), 1, "the 407 is ACKed");
+    assert!(caller_statuses(&out).is_empty());
+    let again = invites_to(&out, TRUNK);
+    assert_eq!(again.len(), 1, "the INVITE is resent once");
+    let (first, second) = (&t[0].headers, &again[0].headers);
+    assert_eq!(second.call_id(), first.call_id(), "same Call-ID");
+    assert_eq!(
+        second.from().and_then(|f| f.tag()),
+        first.from().and_then(|f| f.tag()),
+        "same From tag"
+    );
+    assert_eq!(
+        second.cseq().map(|c| c.seq),
+        first.cseq().map(|c| c.seq + 1)
+    );
+    assert_ne!(
+        second.via().and_then(|v| v.branch()),
+        first.via().and_then(|v| v.branch()),
+        "a new transaction"
+    );
+    let creds = auth::parse_credentials(
+        second
+            .get("Proxy-Authorization")
+            .expect("Proxy-Authorization"),
+    )
+    .expect("credentials parse");
+    assert_eq!(creds.username, "office1");
+    assert_eq!(creds.uri, "sip:+4930999@trunk.example");
+    assert!(
+        auth::verify(&creds, "INVITE", "trunk-secret"),
+        "the digest verifies"
+    );
+    assert_eq!(
+        nonces.check(&creds.nonce, creds.nc, 1_800_000_001),
+        auth::NonceStatus::Valid
+    );
+    answer_and_hang_up(&mut d, &again[0], TRUNK);
+    let s = d.finish();
+    assert_eq!(s.status, 200);
+    assert_eq!(
+        s.attempts,
+        vec![
+            attempt(0, "", "sip:+4930999@a.example", 503),
+            attempt(1, "trunk", "sip:+4930999@trunk.example", 200),
+        ]
+    );
+    assert_eq!(
+        s.answered_by,
+        Some((1, "sip:+4930999@trunk.example".into()))
+    );
+}
+
+#[test]
+fn second_challenge_is_a_failure() {
+    let mut d = Direct::new();
+    let out = d.start(vec![trunk()], vec![]);
+    let t = invites_to(&out, TRUNK);
+    let (challenge, _) = trunk_challenge("Proxy-Authenticate", Algorithm::Md5);
+    let out = d.feed(&reply(&t[0], 407, "p", false, &challenge), TRUNK);
+    let again = invites_to(&out, TRUNK);
+    assert_eq!(again.len(), 1);
+    let (challenge, _) = trunk_challenge("Proxy-Authenticate", Algorithm::Md5);
+    let out = d.feed(&reply(&again[0], 407, "p", false, &challenge), TRUNK);
+    assert!(invites_to(&out, TRUNK).is_empty(), "no third INVITE");
+    assert_eq!(
+        caller_statuses(&out),
+        vec![403],
+        "the trunk refused us: not a challenge for the caller"
+    );
+    let s = d.finish();
+    assert_eq!(
+        s.attempts,
+        vec![attempt(0, "", "sip:+4930999@trunk.example", 407)]
+    );
+}
+
+#[test]
+fn cancel_reaches_the_authenticated_invite() {
+    let mut d = Direct::new();
+    let out = d.start(vec![trunk()], vec![]);
+    let t = invites_to(&out, TRUNK);
+    let (challenge, _) = trunk_challenge("WWW-Authenticate", Algorithm::Md5);
+    let out = d.feed(&reply(&t[0], 401, "p", false, &challenge), TRUNK);
+    let again = invites_to(&out, TRUNK);
+    assert_eq!(again.len(), 1);
+    let creds = auth::parse_credentials(
+        again[0]
+            .headers
+            .get("Authorization")
+            .expect("401 → Authorization"),
+    )
+    .expect("parses");
+    assert!(auth::verify(&creds, "INVITE", "trunk-secret"));
+    d.feed(&reply(&again[0], 180, "t1", false, ""), TRUNK);
+    let out = d.caller_cancel();
+    let cancel = sent_to(&out, "CANCEL", TRUNK);
+    assert_eq!(cancel.len(), 1);
+    assert_eq!(
+        cancel[0].headers.via().and_then(|v| v.branch()),
+        again[0].headers.via().and_then(|v| v.branch()),
+        "the CANCEL matches the resent INVITE"
+    );
+    assert_eq!(
+        cancel[0].headers.cseq().map(|c| c.seq),
+        again[0].headers.cseq().map(|c| c.seq)
+    );
+    let ok = ok_for(cancel[0]);
+    d.feed(&ok, TRUNK);
+    d.feed(&reply(&again[0], 487, "t1", false, ""), TRUNK);
+    let s = d.finish();
+    assert_eq!(s.status, 487);
 }

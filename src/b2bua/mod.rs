@@ -1,8 +1,10 @@
 //! Call control: the back-to-back user agent. Each call pairs the caller's leg (a UAS dialog,
 //! "A") with one or more callee forks (UAC dialogs, "B"); the first fork to answer wins and the
-//! others are cancelled. Requests, responses and SDP are mapped between the legs, media is
-//! anchored on a relay, and every call is torn down completely — timers, transactions, relay
-//! sockets — however it ends. Sans-IO: it drives the transaction layer it is handed and reads
+//! others are cancelled. Forks are grouped in stages tried one after the other (serial
+//! failover: direct SIP destinations first, a PSTN trunk last); the forks of a stage ring in
+//! parallel, and forks towards a trunk answer its digest challenge once. Requests, responses
+//! and SDP are mapped between the legs, media is anchored on a relay, and every call is torn
+//! down completely — timers, transactions, relay sockets — however it ends. Sans-IO: it drives the transaction layer it is handed and reads
 //! time from its arguments.
 
 mod call;
@@ -19,7 +21,7 @@ use crate::sip::peer::Peer;
 use crate::sip::transaction::{ClientKey, ServerKey, TransactionLayer};
 use crate::sip::uri::Uri;
 
-pub use call::CallSummary;
+pub use call::{Attempt, CallSummary};
 use call::{Call, ClientRole, TimerKind};
 
 /// Settings of call control (from `[calls]`, `[sip]` and `[media]`).
@@ -34,13 +36,52 @@ pub struct CallSettings {
     /// Timer T1 (2xx retransmission to the caller).
     pub t1: Duration,
     pub t2: Duration,
+    /// How long a stage of a route may stay completely silent (no response at all, not even
+    /// 100 Trying) before it is abandoned for the next stage. Unused for single-stage calls.
+    pub failover_after: Duration,
 }
 
-/// Where to send a fork of a call: one registered contact of the callee.
+impl CallSettings {
+    /// The default of [`CallSettings::failover_after`].
+    pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(4);
+}
+
+/// Where to send a fork of a call: one registered contact of the callee, or a SIP
+/// destination outside the office (found through ENUM, or a trunk).
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The Request-URI.
     pub uri: Uri,
     pub peer: Peer,
+    /// The To URI for destinations that are not our extensions (`None`: callee@domain).
+    pub to: Option<Uri>,
+    /// Credentials for a destination that challenges our INVITE (401/407).
+    pub auth: Option<TrunkAuth>,
+}
+
+/// The account pasarela holds with a SIP trunk, for answering its digest challenges.
+#[derive(Clone)]
+pub struct TrunkAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for TrunkAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrunkAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One stage of a route: targets rung in parallel; the next stage is tried when they all
+/// fail (except busy/decline) or stay silent for [`CallSettings::failover_after`].
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub targets: Vec<Target>,
+    /// What the stage is, for logs, billing and the route explainer (e.g. "enum", "trunk").
+    pub label: String,
 }
 
 /// Who is calling: the authenticated extension.
@@ -51,13 +92,15 @@ pub struct Caller {
 }
 
 /// A call to start: the caller's INVITE (its server transaction and flow), who is calling,
-/// and where to ring.
+/// and where to ring: `targets` first (stage 0), then each `fallback` stage in turn (stage
+/// 1, 2, …).
 pub struct NewCall {
     pub key: ServerKey,
     pub invite: Request,
     pub peer: Peer,
     pub caller: Caller,
     pub targets: Vec<Target>,
+    pub fallback: Vec<Stage>,
 }
 
 /// All calls in progress.
@@ -141,8 +184,8 @@ impl Calls {
         self.timers.peek().map(|Reverse((t, _, _))| *t)
     }
 
-    /// A new INVITE from an authenticated extension to the given targets (already resolved;
-    /// at least one).
+    /// A new INVITE from an authenticated extension to the given targets (already resolved).
+    /// Stages without targets are skipped; a call with no target at all is answered 480.
     pub fn start(&mut self, now: Instant, layer: &mut TransactionLayer, new: NewCall) {
         let NewCall {
             key,
@@ -150,6 +193,7 @@ impl Calls {
             peer,
             caller,
             targets,
+            fallback,
         } = new;
         let id = self.next_id;
         self.next_id += 1;
@@ -183,17 +227,50 @@ impl Calls {
             call.respond_a(now, layer, status, Some(&reason), None);
             return;
         }
+        let mut stages = vec![Stage {
+            targets,
+            label: String::new(),
+        }];
+        stages.extend(fallback);
+        call.set_route(stages);
+        tracing::info!(call = id, from = %call.caller.number, to = %call.callee(), stages = call.stages_left(), "call started");
         self.by_server.insert(key, id);
-        for target in targets {
-            let call_id = format!("{}@pasarela", self.token());
-            let tag = self.token();
+        self.calls.insert(id, call);
+        self.schedule(now + self.settings.no_answer, id, TimerKind::NoAnswer);
+        self.next_stage(now, layer, id);
+    }
+
+    /// Rings the next stage of call `id`: its still-pending forks (a silent stage) are
+    /// cancelled first; with no stage left the caller gets the best failure.
+    fn next_stage(&mut self, now: Instant, layer: &mut TransactionLayer, id: u64) {
+        self.cancel_forks(now, layer, id, None);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(targets) = call.next_stage() else {
+            let action = call.fail(now, layer);
+            self.apply(now, layer, id, action);
+            return;
+        };
+        let dialogs: Vec<(String, String)> = targets
+            .iter()
+            .map(|_| (format!("{}@pasarela", self.token()), self.token()))
+            .collect();
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let forks = targets.len();
+        for (target, (call_id, tag)) in targets.into_iter().zip(dialogs) {
             let fork_key = call.send_fork(now, layer, target, call_id, tag, &self.settings);
             let idx = call.forks.len() - 1;
             self.by_client.insert(fork_key, ClientRole::Fork(id, idx));
         }
-        self.schedule(now + self.settings.no_answer, id, TimerKind::NoAnswer);
-        tracing::info!(call = id, from = %call.caller.number, to = %call.callee(), forks = call.forks.len(), "call started");
-        self.calls.insert(id, call);
+        let stage = call.stage();
+        tracing::info!(call = id, stage, label = %call.stage_label(stage), forks, "ringing stage");
+        if call.stages_left() > 0 {
+            let at = now + self.settings.failover_after;
+            self.schedule(at, id, TimerKind::Failover(stage));
+        }
     }
 
     /// A CANCEL matched the caller's INVITE (the layer already answered the CANCEL).
@@ -239,6 +316,12 @@ impl Calls {
             return;
         };
         let is_final = resp.status >= 200;
+        // A fresh client nonce in case a trunk's challenge must be answered.
+        let cnonce = if matches!(resp.status, 401 | 407) {
+            self.token()
+        } else {
+            String::new()
+        };
         match role {
             ClientRole::Ignore => {}
             ClientRole::Orphan(invite, peer) => {
@@ -257,7 +340,9 @@ impl Calls {
             }
             ClientRole::Fork(id, idx) => {
                 let action = match self.calls.get_mut(&id) {
-                    Some(call) => call.fork_response(now, layer, idx, resp, &self.settings),
+                    Some(call) => {
+                        call.fork_response(now, layer, idx, resp, &cnonce, &self.settings)
+                    }
                     None => call::ForkAction::None,
                 };
                 self.apply(now, layer, id, action);
@@ -335,6 +420,10 @@ impl Calls {
             ForkAction::Track(key) => {
                 self.by_client.insert(key, ClientRole::InDialog(id));
             }
+            ForkAction::TrackFork(idx, key) => {
+                self.by_client.insert(key, ClientRole::Fork(id, idx));
+            }
+            ForkAction::NextStage => self.next_stage(now, layer, id),
             ForkAction::Finished => self.finish(now, layer, id),
         }
     }

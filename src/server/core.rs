@@ -431,6 +431,7 @@ impl SipCore {
             peer,
             caller,
             targets,
+            fallback: Vec::new(),
         };
         self.calls.start(now, &mut self.layer, new);
         None
@@ -458,6 +459,8 @@ pub fn route_to_binding(b: &Binding) -> Target {
     Target {
         uri: b.uri.clone(),
         peer,
+        to: None,
+        auth: None,
     }
 }
 

@@ -80,6 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             media_ip: media_address(&config),
             t1: Duration::from_millis(sip.t1_ms),
             t2: Duration::from_millis(sip.t2_ms),
+            failover_after: CallSettings::DEFAULT_FAILOVER_AFTER,
         },
     };
     let media_ip = media_address(&config);

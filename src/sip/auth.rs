@@ -28,6 +28,12 @@
 //!    - [`NonceStatus::Invalid`] / [`NonceStatus::Replay`]: re-challenge with a fresh nonce
 //!      and `stale = false` (or reject outright).
 //!
+//! # Client flow
+//!
+//! When a server pasarela calls (a SIP trunk) answers 401/407, [`select_challenge`] picks the
+//! `WWW-Authenticate` / `Proxy-Authenticate` value to answer and [`authorize`] builds the
+//! `Authorization` / `Proxy-Authorization` value for the resent request.
+//!
 //! # Nonces
 //!
 //! A nonce is `base64url-nopad(ts ‖ entropy ‖ tag)` where `ts` and `entropy` are big-endian
@@ -206,63 +212,8 @@ pub struct Credentials {
 /// `cnonce`); [`AuthError::UnsupportedQop`] for any `qop` other than `auth`; and the other
 /// variants for malformed input. Never panics.
 pub fn parse_credentials(value: &str) -> Result<Credentials, AuthError> {
-    if value.len() > MAX_CREDENTIALS_LEN {
-        return Err(AuthError::TooLong);
-    }
-    let b = value.as_bytes();
-    let mut i = skip_lws(b, 0);
-    if i >= b.len() {
-        return Err(AuthError::Empty);
-    }
-    let start = i;
-    i = skip_token(b, i);
-    if i == start {
-        return Err(AuthError::Malformed("expected an authentication scheme"));
-    }
-    let scheme = value
-        .get(start..i)
-        .ok_or(AuthError::Malformed("expected an authentication scheme"))?;
-    if !scheme.eq_ignore_ascii_case("Digest") {
-        return Err(AuthError::UnsupportedScheme);
-    }
-    if b.get(i).is_some_and(|&c| !is_lws(c)) {
-        return Err(AuthError::Malformed("expected whitespace after the scheme"));
-    }
-
     let mut raw = RawParams::default();
-    loop {
-        i = skip_lws(b, i);
-        match b.get(i) {
-            None => break,
-            // Empty list element ("a=1,,b=2"): allowed by the #rule.
-            Some(b',') => {
-                i += 1;
-                continue;
-            }
-            Some(_) => {}
-        }
-        let name_start = i;
-        i = skip_token(b, i);
-        if i == name_start {
-            return Err(AuthError::Malformed("expected a parameter name"));
-        }
-        let name = value
-            .get(name_start..i)
-            .ok_or(AuthError::Malformed("expected a parameter name"))?;
-        i = skip_lws(b, i);
-        if b.get(i) != Some(&b'=') {
-            return Err(AuthError::Malformed("expected '=' after a parameter name"));
-        }
-        i = skip_lws(b, i + 1);
-        let (val, next) = parse_param_value(value, i)?;
-        i = skip_lws(b, next);
-        raw.set(name, val)?;
-        match b.get(i) {
-            None => break,
-            Some(b',') => i += 1,
-            Some(_) => return Err(AuthError::Malformed("expected ',' between parameters")),
-        }
-    }
+    let scheme = digest_params(value, |name, val| raw.set(name, val))?;
 
     let username = raw.username.ok_or(AuthError::MissingParam("username"))?;
     let realm = raw.realm.ok_or(AuthError::MissingParam("realm"))?;
@@ -312,6 +263,74 @@ pub fn parse_credentials(value: &str) -> Result<Credentials, AuthError> {
         qop: raw.qop,
         nc,
     })
+}
+
+/// Walks the `name=value` pairs of a `Digest …` header value (credentials or challenge),
+/// handing each to `param` (which may reject it); returns the scheme as sent.
+///
+/// Accepts `Digest` (case-insensitive) followed by comma-separated pairs with optional linear
+/// whitespace; values are tokens or quoted strings with backslash escapes; empty list elements
+/// are skipped.
+fn digest_params(
+    value: &str,
+    mut param: impl FnMut(&str, String) -> Result<(), AuthError>,
+) -> Result<&str, AuthError> {
+    if value.len() > MAX_CREDENTIALS_LEN {
+        return Err(AuthError::TooLong);
+    }
+    let b = value.as_bytes();
+    let mut i = skip_lws(b, 0);
+    if i >= b.len() {
+        return Err(AuthError::Empty);
+    }
+    let start = i;
+    i = skip_token(b, i);
+    if i == start {
+        return Err(AuthError::Malformed("expected an authentication scheme"));
+    }
+    let scheme = value
+        .get(start..i)
+        .ok_or(AuthError::Malformed("expected an authentication scheme"))?;
+    if !scheme.eq_ignore_ascii_case("Digest") {
+        return Err(AuthError::UnsupportedScheme);
+    }
+    if b.get(i).is_some_and(|&c| !is_lws(c)) {
+        return Err(AuthError::Malformed("expected whitespace after the scheme"));
+    }
+    loop {
+        i = skip_lws(b, i);
+        match b.get(i) {
+            None => break,
+            // Empty list element ("a=1,,b=2"): allowed by the #rule.
+            Some(b',') => {
+                i += 1;
+                continue;
+            }
+            Some(_) => {}
+        }
+        let name_start = i;
+        i = skip_token(b, i);
+        if i == name_start {
+            return Err(AuthError::Malformed("expected a parameter name"));
+        }
+        let name = value
+            .get(name_start..i)
+            .ok_or(AuthError::Malformed("expected a parameter name"))?;
+        i = skip_lws(b, i);
+        if b.get(i) != Some(&b'=') {
+            return Err(AuthError::Malformed("expected '=' after a parameter name"));
+        }
+        i = skip_lws(b, i + 1);
+        let (val, next) = parse_param_value(value, i)?;
+        i = skip_lws(b, next);
+        param(name, val)?;
+        match b.get(i) {
+            None => break,
+            Some(b',') => i += 1,
+            Some(_) => return Err(AuthError::Malformed("expected ',' between parameters")),
+        }
+    }
+    Ok(scheme)
 }
 
 /// Builds a `WWW-Authenticate` / `Proxy-Authenticate` header value offering `qop="auth"`:
@@ -390,6 +409,145 @@ pub fn verify_ha1(creds: &Credentials, method: &str, ha1: &str) -> bool {
         &expected_response_from_ha1(creds, method, ha1),
         &creds.response,
     )
+}
+
+/// A digest challenge from a `WWW-Authenticate` (401) or `Proxy-Authenticate` (407) header:
+/// what a client needs to answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// `realm`.
+    pub realm: String,
+    /// `nonce`.
+    pub nonce: String,
+    /// `algorithm`; [`Algorithm::Md5`] when absent.
+    pub algorithm: Algorithm,
+    /// `opaque`, to be echoed.
+    pub opaque: Option<String>,
+    /// Whether the server offered `qop=auth` (the answer then carries `cnonce` and `nc`);
+    /// `false`: no `qop` offered, answered in RFC 2069 mode.
+    pub qop_auth: bool,
+    /// `stale=true`: the previous credentials were right, only the nonce had expired.
+    pub stale: bool,
+}
+
+/// Parses the value of a `WWW-Authenticate` / `Proxy-Authenticate` header.
+///
+/// # Errors
+///
+/// [`AuthError::UnsupportedScheme`] for any scheme other than `Digest`;
+/// [`AuthError::MissingParam`] without `realm` or `nonce`; [`AuthError::UnsupportedAlgorithm`]
+/// for an algorithm this module lacks; [`AuthError::UnsupportedQop`] when `qop` is offered but
+/// does not include `auth` (only `auth-int`); [`AuthError::Unsupported`] for `userhash=true`;
+/// and the other variants for malformed input. Never panics.
+pub fn parse_challenge(value: &str) -> Result<Challenge, AuthError> {
+    let mut realm = None;
+    let mut nonce = None;
+    let mut algorithm = None;
+    let mut opaque = None;
+    let mut qop = None;
+    let mut stale = None;
+    let mut userhash = None;
+    digest_params(value, |name, val| {
+        let (slot, canonical): (&mut Option<String>, &'static str) = match name {
+            n if n.eq_ignore_ascii_case("realm") => (&mut realm, "realm"),
+            n if n.eq_ignore_ascii_case("nonce") => (&mut nonce, "nonce"),
+            n if n.eq_ignore_ascii_case("algorithm") => (&mut algorithm, "algorithm"),
+            n if n.eq_ignore_ascii_case("opaque") => (&mut opaque, "opaque"),
+            n if n.eq_ignore_ascii_case("qop") => (&mut qop, "qop"),
+            n if n.eq_ignore_ascii_case("stale") => (&mut stale, "stale"),
+            n if n.eq_ignore_ascii_case("userhash") => (&mut userhash, "userhash"),
+            _ => return Ok(()),
+        };
+        if slot.is_some() {
+            return Err(AuthError::DuplicateParam(canonical));
+        }
+        *slot = Some(val);
+        Ok(())
+    })?;
+    if userhash.is_some_and(|u| u.eq_ignore_ascii_case("true")) {
+        return Err(AuthError::Unsupported("userhash"));
+    }
+    let qop_auth = match qop {
+        None => false,
+        Some(q) => {
+            if !q.split(',').any(|t| t.trim().eq_ignore_ascii_case("auth")) {
+                return Err(AuthError::UnsupportedQop(q));
+            }
+            true
+        }
+    };
+    Ok(Challenge {
+        realm: realm.ok_or(AuthError::MissingParam("realm"))?,
+        nonce: nonce.ok_or(AuthError::MissingParam("nonce"))?,
+        algorithm: match algorithm {
+            Some(a) => a.parse()?,
+            None => Algorithm::Md5,
+        },
+        opaque,
+        qop_auth,
+        stale: stale.is_some_and(|s| s.eq_ignore_ascii_case("true")),
+    })
+}
+
+/// The challenge to answer among several header values (one per line, in order): the first
+/// one this module can answer. Servers list their preferred algorithm first (RFC 8760 §2.4).
+pub fn select_challenge<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Challenge> {
+    values.into_iter().find_map(|v| parse_challenge(v).ok())
+}
+
+/// Answers `challenge` for a request `method` on `uri` (the Request-URI as sent): the value
+/// of the matching `Authorization` / `Proxy-Authorization` header. With `qop=auth` offered
+/// (and for `-sess` algorithms) the answer carries the caller-chosen `cnonce` and the nonce
+/// count `nc` (1 for the first use of a nonce).
+pub fn authorize(
+    challenge: &Challenge,
+    username: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    cnonce: &str,
+    nc: u32,
+) -> String {
+    let with_cnonce = challenge.qop_auth || challenge.algorithm.is_session();
+    let mut creds = Credentials {
+        scheme: "Digest".into(),
+        username: username.into(),
+        realm: challenge.realm.clone(),
+        nonce: challenge.nonce.clone(),
+        uri: uri.into(),
+        response: String::new(),
+        algorithm: challenge.algorithm,
+        cnonce: with_cnonce.then(|| cnonce.to_owned()),
+        opaque: challenge.opaque.clone(),
+        qop: challenge.qop_auth.then(|| "auth".to_owned()),
+        nc: challenge.qop_auth.then_some(nc),
+    };
+    creds.response = expected_response(&creds, method, password);
+    let mut out = String::with_capacity(256);
+    out.push_str("Digest username=");
+    push_quoted(&mut out, &creds.username);
+    out.push_str(", realm=");
+    push_quoted(&mut out, &creds.realm);
+    out.push_str(", nonce=");
+    push_quoted(&mut out, &creds.nonce);
+    out.push_str(", uri=");
+    push_quoted(&mut out, &creds.uri);
+    out.push_str(", response=");
+    push_quoted(&mut out, &creds.response);
+    out.push_str(", algorithm=");
+    out.push_str(creds.algorithm.as_str());
+    if let Some(c) = &creds.cnonce {
+        out.push_str(", cnonce=");
+        push_quoted(&mut out, c);
+    }
+    if let Some(n) = creds.nc {
+        out.push_str(&format!(", qop=auth, nc={n:08x}"));
+    }
+    if let Some(o) = &creds.opaque {
+        out.push_str(", opaque=");
+        push_quoted(&mut out, o);
+    }
+    out
 }
 
 /// Outcome of [`NonceManager::check`].
@@ -1042,6 +1200,8 @@ mod tests {
             for (i, _) in s.char_indices() {
                 let _ = parse_credentials(&s[..i]);
                 let _ = parse_credentials(&s[i..]);
+                let _ = parse_challenge(&s[..i]);
+                let _ = parse_challenge(&s[i..]);
             }
         }
         // Random strings over a hostile alphabet, and random mutations of valid headers.
@@ -1073,6 +1233,9 @@ mod tests {
             };
             if let Ok(c) = parse_credentials(&s) {
                 let _ = verify(&c, "REGISTER", "pw");
+            }
+            if let Ok(ch) = parse_challenge(&s) {
+                let _ = authorize(&ch, "u", "p", "INVITE", "sip:x", "c", 1);
             }
             assert_eq!(
                 mgr.check(&s, Some(rng.next() as u32), 100),
@@ -1277,5 +1440,73 @@ mod tests {
             m.check(&parsed.nonce, parsed.nc, 1_700_000_011),
             NonceStatus::Replay
         );
+    }
+
+    #[test]
+    fn client_answers_our_own_challenges() {
+        for alg in [
+            Algorithm::Md5,
+            Algorithm::Sha256,
+            Algorithm::Md5Sess,
+            Algorithm::Sha256Sess,
+        ] {
+            let ch = parse_challenge(&challenge("trunk.example", "n0nce", alg, false))
+                .expect("our challenge parses");
+            assert_eq!(ch.algorithm, alg);
+            assert!(ch.qop_auth && !ch.stale);
+            let value = authorize(&ch, "acct", "pw\"x", "INVITE", "sip:+49301@t", "c1", 1);
+            let creds = parse_credentials(&value).expect("our answer parses");
+            assert_eq!(creds.nc, Some(1));
+            assert_eq!(creds.cnonce.as_deref(), Some("c1"));
+            assert_eq!(creds.uri, "sip:+49301@t");
+            assert!(verify(&creds, "INVITE", "pw\"x"), "{alg}");
+            assert!(!verify(&creds, "INVITE", "wrong"));
+            assert!(!verify(&creds, "BYE", "pw\"x"));
+        }
+    }
+
+    #[test]
+    fn client_rfc2069_opaque_and_selection() {
+        let ch = parse_challenge("digest REALM=\"r\", nonce=abc, opaque=\"op\", stale=TRUE")
+            .expect("parses");
+        assert_eq!(ch.algorithm, Algorithm::Md5);
+        assert!(!ch.qop_auth && ch.stale);
+        let creds = parse_credentials(&authorize(&ch, "u", "p", "INVITE", "sip:x", "c", 1))
+            .expect("parses");
+        assert_eq!((&creds.qop, creds.nc, &creds.cnonce), (&None, None, &None));
+        assert_eq!(creds.opaque.as_deref(), Some("op"));
+        assert!(verify(&creds, "INVITE", "p"));
+
+        let ch = parse_challenge("Digest realm=\"r\", nonce=\"n\", qop=\"auth-int,auth\"")
+            .expect("parses");
+        assert!(ch.qop_auth);
+        assert_eq!(
+            parse_challenge("Digest realm=\"r\", nonce=\"n\", qop=\"auth-int\""),
+            Err(AuthError::UnsupportedQop("auth-int".into()))
+        );
+        assert_eq!(
+            parse_challenge("Digest nonce=\"n\""),
+            Err(AuthError::MissingParam("realm"))
+        );
+        assert_eq!(
+            parse_challenge("Basic realm=\"r\""),
+            Err(AuthError::UnsupportedScheme)
+        );
+        assert_eq!(
+            parse_challenge("Digest realm=a, realm=b, nonce=n"),
+            Err(AuthError::DuplicateParam("realm"))
+        );
+        // The first answerable challenge wins (RFC 8760: preferred algorithm first).
+        let picked = select_challenge([
+            "Digest realm=\"r\", nonce=\"1\", algorithm=SHA-512-256",
+            "Digest realm=\"r\", nonce=\"2\", algorithm=SHA-256, qop=\"auth\"",
+            "Digest realm=\"r\", nonce=\"3\", algorithm=MD5, qop=\"auth\"",
+        ])
+        .expect("one is answerable");
+        assert_eq!(
+            (picked.nonce.as_str(), picked.algorithm),
+            ("2", Algorithm::Sha256)
+        );
+        assert!(select_challenge(["Basic realm=x", "garbage"]).is_none());
     }
 }

@@ -1,16 +1,17 @@
 //! One call: the caller's leg (A), the callee forks (B), the winning fork's dialog, the relay,
 //! and the mapping of every request, response and SDP body between the two sides. Call set-up
-//! lives here; what happens inside the established dialogs is in [`in_dialog`].
+//! lives here — the stages of the route tried in turn, the forks of a stage rung in parallel,
+//! a trunk's digest challenge answered once —; what happens inside the established dialogs is in [`in_dialog`].
 
 mod in_dialog;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::sdp_flow::{self, LegSdp};
-use super::{CallSettings, Caller, Target};
+use super::{CallSettings, Caller, Stage, Target, TrunkAuth};
 use crate::media::{MediaEvent, Relay, Side};
 use crate::sdp::SessionDescription;
 use crate::sip::dialog::Dialog;
@@ -27,6 +28,8 @@ pub enum TimerKind {
     NoAnswer,
     MaxDuration,
     Retransmit,
+    /// Stage `n` has had `failover_after` to give any sign of life.
+    Failover(usize),
 }
 
 /// What a client transaction belongs to.
@@ -56,6 +59,10 @@ pub enum ForkAction {
     Retransmit,
     /// Map this client transaction to the call.
     Track(ClientKey),
+    /// Map this client transaction (a fork's INVITE resent with credentials) to fork `idx`.
+    TrackFork(usize, ClientKey),
+    /// The current stage failed or stayed silent: cancel what still rings, try the next one.
+    NextStage,
     /// The call is over: release it.
     Finished,
 }
@@ -70,13 +77,25 @@ enum ForkState {
 }
 
 pub struct Fork {
+    /// The latest INVITE's transaction.
     #[allow(dead_code)]
     pub key: ClientKey,
+    /// The latest INVITE (the one resent with credentials, after a challenge).
     pub invite: Request,
     pub peer: Peer,
     state: ForkState,
+    /// The final status (0: none, or the fork was cancelled or abandoned).
     status: u16,
     dialog: Option<Dialog>,
+    /// The route stage the fork belongs to.
+    stage: usize,
+    /// The target URI, as the route gave it.
+    uri: String,
+    /// Any response (even 100 Trying) received: the destination is alive.
+    responded: bool,
+    auth: Option<TrunkAuth>,
+    /// The INVITE was already resent with credentials: a new challenge is a failure.
+    auth_sent: bool,
 }
 
 /// The caller's leg.
@@ -108,6 +127,17 @@ struct Forwarded {
     offer: Option<SessionDescription>,
 }
 
+/// One destination a call tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The route stage (0: the first targets, then the fallback stages in order).
+    pub stage: usize,
+    pub label: String,
+    pub uri: String,
+    /// The final status (0: cancelled, or abandoned as silent).
+    pub status: u16,
+}
+
 /// What a finished call leaves behind for the billing records.
 #[derive(Debug, Clone)]
 pub struct CallSummary {
@@ -123,6 +153,10 @@ pub struct CallSummary {
     pub packets: u64,
     pub lost: u64,
     pub jitter_ms: f64,
+    /// Every fork tried, in the order they were sent.
+    pub attempts: Vec<Attempt>,
+    /// The stage and target URI of the fork that answered.
+    pub answered_by: Option<(usize, String)>,
 }
 
 pub struct Call {
@@ -144,6 +178,12 @@ pub struct Call {
     /// Contact and Server of our answers to the caller.
     a_contact: Header,
     server: String,
+    /// The route's stages not tried yet, with their numbers.
+    stages: VecDeque<(usize, Vec<Target>)>,
+    /// The label of every stage of the route.
+    labels: Vec<String>,
+    /// The stage ringing now.
+    stage: usize,
 }
 
 fn idx(side: Side) -> usize {
@@ -316,7 +356,42 @@ impl Call {
             a_contact: our_contact(&peer, &callee, settings),
             server: settings.server_name.clone(),
             callee,
+            stages: VecDeque::new(),
+            labels: Vec::new(),
+            stage: 0,
         }
+    }
+
+    /// The route: stages tried in order (empty ones are skipped).
+    pub fn set_route(&mut self, stages: Vec<Stage>) {
+        self.labels = stages.iter().map(|s| s.label.clone()).collect();
+        self.stages = stages
+            .into_iter()
+            .enumerate()
+            .filter(|(_, s)| !s.targets.is_empty())
+            .map(|(i, s)| (i, s.targets))
+            .collect();
+    }
+
+    /// Moves on to the next stage; its targets (`None`: the route is exhausted).
+    pub fn next_stage(&mut self) -> Option<Vec<Target>> {
+        let (n, targets) = self.stages.pop_front()?;
+        self.stage = n;
+        Some(targets)
+    }
+
+    /// The stage ringing now.
+    pub fn stage(&self) -> usize {
+        self.stage
+    }
+
+    pub fn stage_label(&self, stage: usize) -> &str {
+        self.labels.get(stage).map_or("", String::as_str)
+    }
+
+    /// Stages still to try after the current one.
+    pub fn stages_left(&self) -> usize {
+        self.stages.len()
     }
 
     pub fn callee(&self) -> &str {
@@ -378,8 +453,14 @@ impl Call {
         tag: String,
         settings: &CallSettings,
     ) -> ClientKey {
-        let peer = target.peer;
-        let mut req = Request::new(Method::Invite, target.uri.clone());
+        let Target {
+            uri,
+            peer,
+            to,
+            auth,
+        } = target;
+        let target_uri = uri.to_string();
+        let mut req = Request::new(Method::Invite, uri);
         let host = local_host(&peer, settings);
         let h = &mut req.headers;
         h.push(Header::Via(our_via(
@@ -410,11 +491,13 @@ impl Call {
             .map(|n| crate::sip::header::quote(n));
         from.set_tag(&tag);
         h.push(Header::From(from));
-        let to = NameAddr::new(Uri::Sip(SipUri::new(
-            Some(&self.callee),
-            Host::Name(settings.domain.clone()),
-            None,
-        )));
+        let to = NameAddr::new(to.unwrap_or_else(|| {
+            Uri::Sip(SipUri::new(
+                Some(&self.callee),
+                Host::Name(settings.domain.clone()),
+                None,
+            ))
+        }));
         h.push(Header::To(to));
         h.push(Header::CallId(call_id));
         h.push(Header::CSeq(CSeq {
@@ -440,8 +523,73 @@ impl Call {
             state: ForkState::Trying,
             status: 0,
             dialog: None,
+            stage: self.stage,
+            uri: target_uri,
+            responded: false,
+            auth,
+            auth_sent: false,
         });
         key
+    }
+
+    /// Answers a trunk's 401/407 on fork `i`: the same INVITE again (same Call-ID and From
+    /// tag) with CSeq + 1, a new branch, and the credentials. `None` when the fork has no
+    /// account, already answered a challenge, or no challenge can be answered.
+    fn authorize_fork(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        i: usize,
+        resp: &Response,
+        cnonce: &str,
+    ) -> Option<ClientKey> {
+        let fork = self.forks.get_mut(i)?;
+        if fork.auth_sent || !matches!(fork.state, ForkState::Trying | ForkState::Early) {
+            return None;
+        }
+        let account = fork.auth.as_ref()?;
+        let (challenge_header, answer_header) = match resp.status {
+            401 => ("WWW-Authenticate", "Authorization"),
+            407 => ("Proxy-Authenticate", "Proxy-Authorization"),
+            _ => return None,
+        };
+        let Some(challenge) =
+            crate::sip::auth::select_challenge(resp.headers.get_all(challenge_header))
+        else {
+            tracing::warn!(call = self.id, uri = %fork.uri, status = resp.status, "no digest challenge we can answer");
+            return None;
+        };
+        let mut invite = fork.invite.clone();
+        let seq = invite.headers.cseq().map_or(1, |c| c.seq).saturating_add(1);
+        for h in invite.headers.0.iter_mut() {
+            if let Header::CSeq(c) = h {
+                c.seq = seq;
+            }
+        }
+        let branch = layer.new_branch();
+        invite
+            .headers
+            .via_mut()?
+            .params
+            .set("branch", Some(&branch));
+        let value = crate::sip::auth::authorize(
+            &challenge,
+            &account.username,
+            &account.password,
+            Method::Invite.as_str(),
+            &invite.uri.to_string(),
+            cnonce,
+            1,
+        );
+        invite.headers.set_other(answer_header, value);
+        tracing::info!(call = self.id, uri = %fork.uri, realm = %challenge.realm, "answering the destination's digest challenge");
+        let key = layer.send_request(now, invite.clone(), fork.peer);
+        fork.key = key;
+        fork.invite = invite;
+        fork.auth_sent = true;
+        fork.state = ForkState::Trying;
+        fork.dialog = None;
+        Some(key)
     }
 
     /// CANCELs every fork still ringing (but `except`); returns the CANCEL transactions.
@@ -463,17 +611,20 @@ impl Call {
         keys
     }
 
+    /// A response on fork `i`; `cnonce` is used if a trunk's challenge must be answered.
     pub fn fork_response(
         &mut self,
         now: Instant,
         layer: &mut TransactionLayer,
         i: usize,
         resp: Response,
+        cnonce: &str,
         settings: &CallSettings,
     ) -> ForkAction {
         let Some(fork) = self.forks.get_mut(i) else {
             return ForkAction::None;
         };
+        fork.responded = true;
         let status = resp.status;
         if status < 200 {
             if status == 100 || self.winner.is_some() || fork.state == ForkState::Cancelled {
@@ -496,6 +647,11 @@ impl Call {
             return ForkAction::None;
         }
         if status >= 300 {
+            if self.winner.is_none() && matches!(status, 401 | 407) {
+                if let Some(key) = self.authorize_fork(now, layer, i, &resp, cnonce) {
+                    return ForkAction::TrackFork(i, key);
+                }
+            }
             return self.fork_failed(now, layer, i, status);
         }
         // 2xx.
@@ -515,6 +671,7 @@ impl Call {
             return ForkAction::None;
         }
         fork.state = ForkState::Answered;
+        fork.status = status;
         self.winner = Some(i);
         self.answered = Some(now);
         let host = local_host(&peer, settings);
@@ -575,12 +732,16 @@ impl Call {
         i: usize,
         status: u16,
     ) -> ForkAction {
-        if let Some(f) = self.forks.get_mut(i) {
-            if f.state != ForkState::Cancelled {
-                f.state = ForkState::Failed;
-            }
-            f.status = status;
+        let Some(f) = self.forks.get_mut(i) else {
+            return ForkAction::None;
+        };
+        if f.state == ForkState::Cancelled {
+            // Cancelled or abandoned: whatever it says now changes nothing.
+            return ForkAction::None;
         }
+        f.state = ForkState::Failed;
+        f.status = status;
+        tracing::debug!(call = self.id, stage = f.stage, uri = %f.uri, status, "fork failed");
         if self.winner.is_some() {
             return ForkAction::None;
         }
@@ -591,12 +752,29 @@ impl Call {
         if pending {
             return ForkAction::None;
         }
-        // Every fork failed: the best answer for the caller (busy wins, then the lowest class).
+        // The whole stage failed. Busy or declined is the callee's answer, whatever the route;
+        // anything else (3xx included: redirects are not followed) moves on to the next stage.
+        let refused = self
+            .forks
+            .iter()
+            .any(|f| f.stage == self.stage && matches!(f.status, 486 | 600 | 603));
+        if !refused && !self.stages.is_empty() {
+            return ForkAction::NextStage;
+        }
+        self.fail(now, layer)
+    }
+
+    /// Every stage failed: the caller gets the best answer of all forks (busy wins, then the
+    /// lowest class; a destination's challenge becomes 403, a redirect is not passed on).
+    pub fn fail(&mut self, now: Instant, layer: &mut TransactionLayer) -> ForkAction {
         let statuses: Vec<u16> = self
             .forks
             .iter()
-            .map(|f| f.status)
-            .filter(|s| *s >= 300)
+            .map(|f| match f.status {
+                401 | 407 => 403,
+                s => s,
+            })
+            .filter(|s| *s >= 400)
             .collect();
         let chosen = if statuses.iter().any(|s| *s == 486 || *s == 600) {
             486
@@ -716,6 +894,22 @@ impl Call {
                 self.outcome = Some((480, "no answer"));
                 ForkAction::Finished
             }
+            TimerKind::Failover(stage) => {
+                if self.winner.is_some() || stage != self.stage || self.stages.is_empty() {
+                    return ForkAction::None;
+                }
+                let mut pending = self
+                    .forks
+                    .iter()
+                    .filter(|f| f.stage == stage)
+                    .filter(|f| matches!(f.state, ForkState::Trying | ForkState::Early))
+                    .peekable();
+                if pending.peek().is_none() || pending.any(|f| f.responded) {
+                    return ForkAction::None;
+                }
+                tracing::info!(call = self.id, stage, label = %self.stage_label(stage), "stage silent: failing over");
+                ForkAction::NextStage
+            }
             TimerKind::MaxDuration => {
                 if self
                     .answered
@@ -777,6 +971,20 @@ impl Call {
             packets: stats.as_ref().map_or(0, |s| s.packets()),
             lost: stats.as_ref().map_or(0, |s| s.lost()),
             jitter_ms: stats.as_ref().map_or(0.0, |s| s.jitter_ms()),
+            attempts: self
+                .forks
+                .iter()
+                .map(|f| Attempt {
+                    stage: f.stage,
+                    label: self.stage_label(f.stage).to_owned(),
+                    uri: f.uri.clone(),
+                    status: f.status,
+                })
+                .collect(),
+            answered_by: self
+                .winner
+                .and_then(|w| self.forks.get(w))
+                .map(|f| (f.stage, f.uri.clone())),
         }
     }
 }
