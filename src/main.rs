@@ -1,5 +1,5 @@
 //! The `pasarela` command line: parses arguments, loads the configuration, and dispatches to
-//! the subcommands (`serve`, `check-config`).
+//! the subcommands (`serve`, `check-config`, `route`).
 //!
 //! Exit status: 0 on success, 2 for a usage or configuration error, 1 for any other failure.
 
@@ -44,6 +44,20 @@ enum Command {
     /// Prints "FILE: ok" and a summary and exits 0 if the configuration is valid; otherwise
     /// prints the error (FILE:LINE: key `KEY`: problem) to stderr and exits 2.
     CheckConfig,
+    /// Show where a call to NUMBER would go, and why, without placing it.
+    ///
+    /// Prints the number as the numbering plan understands it (E.164 and category), the
+    /// caller's permissions, every ENUM lookup and server location with its timing and answer,
+    /// and the decision: an extension, the SIP targets and PSTN trunks in the order they would
+    /// be tried, or the rejection (SIP status and reason). Uses the same configuration, DNS
+    /// servers and extensions (config file and store) as `serve`.
+    Route {
+        /// The number as a phone would dial it (`030 1234567`, `+49301234567`, `112`, `101`).
+        number: String,
+        /// The calling extension, whose call permissions apply (default: no restriction).
+        #[arg(long, value_name = "EXT")]
+        from: Option<String>,
+    },
 }
 
 /// mimalloc: SIP handling allocates many small, short-lived strings; it is markedly faster
@@ -63,6 +77,46 @@ fn main() -> ExitCode {
             println!("{}: ok", origin(cli.config.as_deref()));
             println!("{}", summary(&config));
             ExitCode::SUCCESS
+        }
+        Command::Route { number, from } => route(config, &number, from.as_deref()),
+    }
+}
+
+/// `pasarela route`: one routing decision, printed.
+fn route(config: Config, number: &str, from: Option<&str>) -> ExitCode {
+    if let Err(e) = pasarela::logging::init(&config.log) {
+        eprintln!("pasarela: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let extensions = match pasarela::store::extensions_for_tools(&config) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("pasarela: reading extensions: {e:#}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pasarela: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async {
+        let router = pasarela::routing::setup::build_router(&config, &extensions)?;
+        anyhow::Ok(router.route(from, number).await)
+    });
+    match result {
+        Ok(route) => {
+            println!("{route}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pasarela: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }

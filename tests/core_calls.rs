@@ -59,6 +59,8 @@ impl Harness {
             },
             nonce_ttl_secs: 300,
             digest_algorithms: vec![Algorithm::Md5],
+            default_permissions: pasarela::routing::Permissions::default(),
+            routing: false,
             calls: CallSettings {
                 domain: "office.test".into(),
                 server_name: "pasarela-test".into(),

@@ -16,6 +16,7 @@
 pub mod naptr;
 pub mod numbering;
 pub mod router;
+pub mod setup;
 
 pub use naptr::{
     apply_regexp, enum_domain, enum_service, select, EnumService, Naptr, NaptrChain, NaptrError,

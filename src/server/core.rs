@@ -7,13 +7,15 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::b2bua::{CallSettings, Caller, Calls, NewCall, Target};
+use crate::b2bua::{CallSettings, Caller, Calls, NewCall, Stage, Target, TrunkAuth};
 use crate::media::{MediaEngine, MediaEvent};
 use crate::registrar::{self, Binding, Registrar};
+use crate::routing::router::{bare, Decision, Route};
+use crate::routing::{Permission, Permissions};
 use crate::sip::header::Header;
 use crate::sip::message::{reason_phrase, Message, Request, Response};
 use crate::sip::method::Method;
-use crate::sip::peer::Peer;
+use crate::sip::peer::{Peer, Proto};
 use crate::sip::transaction::{Event, ServerKey, Timers, TransactionLayer, Transmit};
 use crate::sip::uri::Uri;
 use crate::store::{BindingChange, ExtensionRow};
@@ -33,6 +35,29 @@ pub struct CoreSettings {
     pub nonce_ttl_secs: u64,
     pub digest_algorithms: Vec<crate::sip::auth::Algorithm>,
     pub calls: CallSettings,
+    /// Permissions of extensions that have none of their own.
+    pub default_permissions: Permissions,
+    /// Whether numbers that are not extensions go to the router ([`SipCore::take_route_requests`]);
+    /// without it they get 404.
+    pub routing: bool,
+}
+
+/// A call waiting for its routing decision: the shell runs the router and hands the result
+/// to [`SipCore::route_decided`].
+#[derive(Debug, Clone)]
+pub struct RouteRequest {
+    pub id: u64,
+    /// The calling extension.
+    pub from: String,
+    /// What it dialled (the Request-URI's user part).
+    pub dialled: String,
+}
+
+struct PendingRoute {
+    key: ServerKey,
+    invite: Request,
+    peer: Peer,
+    caller: Caller,
 }
 
 /// The UAS core: owns the transaction layer, the registrar and the digest gate.
@@ -46,6 +71,11 @@ pub struct SipCore {
     calls: Calls,
     tag_counter: u64,
     tag_seed: u64,
+    pending_routes: HashMap<u64, PendingRoute>,
+    route_requests: Vec<RouteRequest>,
+    next_route: u64,
+    /// Our listen sockets, to pick the local side of outgoing flows.
+    local_addrs: Vec<(Proto, std::net::SocketAddr)>,
 }
 
 impl SipCore {
@@ -76,6 +106,10 @@ impl SipCore {
             calls: Calls::new(settings.calls.clone(), media, tag_seed),
             tag_counter: 0,
             tag_seed,
+            pending_routes: HashMap::new(),
+            route_requests: Vec::new(),
+            next_route: 1,
+            local_addrs: Vec::new(),
             settings,
         }
     }
@@ -134,6 +168,111 @@ impl SipCore {
         self.layer.poll_transmit()
     }
 
+    /// The listen sockets (after binding), for calls that leave the office.
+    pub fn set_local_addrs(&mut self, addrs: Vec<(Proto, std::net::SocketAddr)>) {
+        self.local_addrs = addrs;
+    }
+
+    /// Calls waiting for a routing decision, to hand to the router.
+    pub fn take_route_requests(&mut self) -> Vec<RouteRequest> {
+        std::mem::take(&mut self.route_requests)
+    }
+
+    /// Calls still waiting for their routing decision.
+    pub fn pending_routes(&self) -> usize {
+        self.pending_routes.len()
+    }
+
+    /// The router's decision for call `id` (ignored when the caller gave up meanwhile).
+    pub fn route_decided(&mut self, now: Instant, unix: u64, id: u64, route: &Route) {
+        let Some(p) = self.pending_routes.remove(&id) else {
+            return;
+        };
+        tracing::info!(
+            from = %p.caller.number,
+            dialled = %route.dialled,
+            ms = route.elapsed.as_secs_f64() * 1000.0,
+            "routed: {}",
+            match &route.decision {
+                Decision::Extension(e) => format!("extension {e}"),
+                Decision::Attempts(a) => a
+                    .iter()
+                    .map(|a| format!("{} {} via {}", a.label(), a.uri, a.hop))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                Decision::Reject { status, reason } => format!("rejected {status} {reason}"),
+            }
+        );
+        let refusal = match &route.decision {
+            Decision::Reject { status, reason } => {
+                Some(self.response(&p.invite, *status, Some(reason)))
+            }
+            Decision::Extension(ext) => {
+                let ext = ext.clone();
+                self.ring_extension(now, unix, p.key, &p.invite, p.peer, p.caller, &ext)
+            }
+            Decision::Attempts(list) => {
+                let mut stages: Vec<Stage> = list
+                    .iter()
+                    .filter_map(|a| {
+                        let peer = self.outgoing_peer(a.hop.proto, a.hop.addr)?;
+                        Some(Stage {
+                            targets: vec![Target {
+                                uri: Uri::Sip(a.uri.clone()),
+                                peer,
+                                to: Some(Uri::Sip(bare(&a.uri))),
+                                auth: a
+                                    .auth
+                                    .clone()
+                                    .map(|(username, password)| TrunkAuth { username, password }),
+                            }],
+                            label: a.label(),
+                        })
+                    })
+                    .collect();
+                if stages.is_empty() {
+                    Some(self.response(&p.invite, 503, Some("No route to the number")))
+                } else {
+                    let first = stages.remove(0);
+                    let new = NewCall {
+                        key: p.key,
+                        invite: p.invite,
+                        peer: p.peer,
+                        caller: p.caller,
+                        targets: first.targets,
+                        fallback: stages,
+                    };
+                    self.calls.start(now, &mut self.layer, new);
+                    None
+                }
+            }
+        };
+        if let Some(r) = refusal {
+            self.layer.respond(now, p.key, r);
+        }
+        self.process_events(now, unix);
+    }
+
+    /// The flow for a request to `remote`: one of our sockets of the same transport and
+    /// address family.
+    fn outgoing_peer(&self, proto: Proto, remote: std::net::SocketAddr) -> Option<Peer> {
+        let local = self
+            .local_addrs
+            .iter()
+            .filter(|(p, a)| *p == proto && a.is_ipv4() == remote.is_ipv4())
+            .map(|(_, a)| *a)
+            .min_by_key(|a| a.ip().is_unspecified() != remote.ip().is_loopback());
+        let Some(local) = local else {
+            tracing::warn!(%proto, %remote, "no {proto} socket of that address family to call from");
+            return None;
+        };
+        Some(Peer {
+            proto,
+            remote,
+            local,
+        })
+    }
+
     /// Binding changes to persist since the last call.
     pub fn take_changes(&mut self) -> Vec<BindingChange> {
         std::mem::take(&mut self.changes)
@@ -176,6 +315,14 @@ impl SipCore {
                 Event::Cancel {
                     invite, request, ..
                 } => {
+                    let routing = self
+                        .pending_routes
+                        .iter()
+                        .find(|(_, p)| p.key == invite)
+                        .map(|(id, _)| *id);
+                    if let Some(id) = routing {
+                        self.pending_routes.remove(&id);
+                    }
                     if !self.calls.cancel(now, &mut self.layer, invite) {
                         let response = self.response(&request, 487, None);
                         self.layer.respond(now, invite, response);
@@ -409,22 +556,66 @@ impl SipCore {
             .as_sip()
             .and_then(|u| u.user_unescaped())
             .unwrap_or_default();
-        if !self.extensions.get(&dialled).is_some_and(|e| e.enabled) {
+        let perms = caller
+            .permissions
+            .unwrap_or(self.settings.default_permissions);
+        let caller = Caller {
+            number: caller.number,
+            name: caller.name,
+        };
+        if self.extensions.contains_key(&dialled) {
+            // Extension to extension: decided here, without a trip through the router.
+            if !perms.allows(Permission::Internal) {
+                return Some(self.response(req, 403, Some("Calls to internal numbers are barred")));
+            }
+            return self.ring_extension(now, unix, key, req, peer, caller, &dialled);
+        }
+        if !self.settings.routing {
+            return Some(self.response(req, 404, None));
+        }
+        let id = self.next_route;
+        self.next_route += 1;
+        self.route_requests.push(RouteRequest {
+            id,
+            from: caller.number.clone(),
+            dialled,
+        });
+        self.pending_routes.insert(
+            id,
+            PendingRoute {
+                key,
+                invite: req.clone(),
+                peer,
+                caller,
+            },
+        );
+        None
+    }
+
+    /// Rings every registered contact of extension `ext`; the refusal when that cannot be done.
+    #[allow(clippy::too_many_arguments)]
+    fn ring_extension(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        key: ServerKey,
+        req: &Request,
+        peer: Peer,
+        caller: Caller,
+        ext: &str,
+    ) -> Option<Response> {
+        if !self.extensions.get(ext).is_some_and(|e| e.enabled) {
             return Some(self.response(req, 404, None));
         }
         let targets: Vec<Target> = self
             .registrar
-            .lookup(&dialled, unix)
+            .lookup(ext, unix)
             .into_iter()
             .map(route_to_binding)
             .collect();
         if targets.is_empty() {
             return Some(self.response(req, 480, None));
         }
-        let caller = Caller {
-            number: caller.number,
-            name: caller.name,
-        };
         let new = NewCall {
             key,
             invite: req.clone(),

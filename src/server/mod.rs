@@ -6,6 +6,7 @@ pub mod core;
 pub mod digest_gate;
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -15,6 +16,7 @@ use crate::b2bua::CallSettings;
 use crate::config::{Config, Transport};
 use crate::media::{MediaConfig as MediaSettings, MediaEngine, MediaEvent};
 use crate::registrar::RegistrarSettings;
+use crate::routing::router::Route;
 use crate::sip::parse::Limits;
 use crate::sip::peer::Proto;
 use crate::sip::transaction::Timers;
@@ -72,6 +74,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         nonce_ttl_secs: sip.nonce_ttl_secs,
         digest_algorithms: sip.digest_algorithms.clone(),
+        default_permissions: config.numbering.default_permissions,
+        routing: true,
         calls: CallSettings {
             domain: sip.domain.clone(),
             server_name: sip.user_agent.clone(),
@@ -80,9 +84,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             media_ip: media_address(&config),
             t1: Duration::from_millis(sip.t1_ms),
             t2: Duration::from_millis(sip.t2_ms),
-            failover_after: CallSettings::DEFAULT_FAILOVER_AFTER,
+            failover_after: Duration::from_millis(config.calls.failover_ms),
         },
     };
+    let router = Arc::new(
+        crate::routing::setup::build_router(&config, &extensions)
+            .context("setting up number routing")?,
+    );
+    let (route_tx, mut route_rx) = mpsc::unbounded_channel::<(u64, Route)>();
     let media_ip = media_address(&config);
     let (media_tx, mut media_rx) = mpsc::unbounded_channel::<(u64, MediaEvent)>();
     let io_threads = config.media.io_threads.unwrap_or_else(|| {
@@ -142,6 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = out.flush();
     }
     let outbound = bound.outbound;
+    core.set_local_addrs(bound.local_addrs.clone());
 
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let shutdown = shutdown_signal();
@@ -170,6 +180,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
             () = timer => core.handle_timeout(std::time::Instant::now(), unix_now()),
+            Some((id, route)) = route_rx.recv() => {
+                core.route_decided(std::time::Instant::now(), unix_now(), id, &route);
+            }
             Some((call, event)) = media_rx.recv() => {
                 core.media_event(std::time::Instant::now(), unix_now(), call, event);
             }
@@ -185,6 +198,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         while let Some(t) = core.poll_transmit() {
             outbound.send(t.peer, t.data);
+        }
+        for req in core.take_route_requests() {
+            let router = Arc::clone(&router);
+            let tx = route_tx.clone();
+            tokio::spawn(async move {
+                let route = router.route(Some(&req.from), &req.dialled).await;
+                let _ = tx.send((req.id, route));
+            });
         }
         for change in core.take_changes() {
             writer_handle.send(change);

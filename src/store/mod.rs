@@ -68,6 +68,34 @@ pub enum StoreError {
     },
 }
 
+/// The extensions a command-line tool (`pasarela route`) should know: those in the store, if
+/// the database file exists (it is not created), overlaid with those in the configuration.
+pub fn extensions_for_tools(
+    config: &crate::config::Config,
+) -> Result<Vec<ExtensionRow>, StoreError> {
+    let mut rows: std::collections::BTreeMap<String, ExtensionRow> = Default::default();
+    if config.store.path.exists() {
+        let store = Store::open(&config.store.path)?;
+        for r in store.extensions()? {
+            rows.insert(r.number.clone(), r);
+        }
+    }
+    for e in &config.extensions {
+        rows.insert(
+            e.number.clone(),
+            ExtensionRow {
+                number: e.number.clone(),
+                password: e.password.clone(),
+                name: e.name.clone(),
+                did: e.did.clone(),
+                enabled: e.enabled,
+                permissions: e.permissions,
+            },
+        );
+    }
+    Ok(rows.into_values().collect())
+}
+
 /// An extension as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtensionRow {
