@@ -15,6 +15,7 @@
 
 pub mod naptr;
 pub mod numbering;
+pub mod zone_server;
 
 pub use naptr::{
     apply_regexp, enum_domain, enum_service, select, EnumService, Naptr, NaptrChain, NaptrError,
@@ -24,3 +25,5 @@ pub use naptr::{
 pub use numbering::{
     Category, Dialled, NumberError, NumberingPlan, Permission, PermissionError, Permissions, E164,
 };
+
+pub use zone_server::{enum_zone, Zone, ZoneError, ZoneRecord, ZoneServer};
