@@ -1,6 +1,6 @@
 //! Number routing: from what a user dialled to where the call goes.
 //!
-//! This module holds the pure logic of issue 4, with no DNS and no sockets:
+//! The parts, each with one job:
 //!
 //! - [`numbering`]: the numbering plan. It turns dialled digits in the local habits
 //!   (`030 1234567`, `0049 30 1234567`, `+49 (30) 123-4567`, `112`) into an extension, an
@@ -10,13 +10,16 @@
 //!   tree, the choice among NAPTR records by order, preference and enumservice, and the RFC 3402
 //!   substitution expression (POSIX ERE with back-references) that yields the target URI.
 //!
-//! The resolver (NAPTR, SRV and A/AAAA look-ups under a time budget) and the router that combines
-//! them come later and build on these.
+//! - [`router`]: the decision — extension, SIP targets from the routing sources (asked in
+//!   parallel under one budget), PSTN trunks — with every step recorded for the explainer.
+//! - [`setup`]: builds the router from the configuration.
+//! - [`zone_server`]: the embedded authoritative DNS server (the private ENUM zone; DNS tests).
 
 pub mod naptr;
 pub mod numbering;
 pub mod router;
 pub mod setup;
+pub mod zone_server;
 
 pub use naptr::{
     apply_regexp, enum_domain, enum_service, select, EnumService, Naptr, NaptrChain, NaptrError,
@@ -26,3 +29,5 @@ pub use naptr::{
 pub use numbering::{
     Category, Dialled, NumberError, NumberingPlan, Permission, PermissionError, Permissions, E164,
 };
+
+pub use zone_server::{enum_zone, Zone, ZoneError, ZoneRecord, ZoneServer};
