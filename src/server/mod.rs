@@ -92,6 +92,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("setting up number routing")?,
     );
     let (route_tx, mut route_rx) = mpsc::unbounded_channel::<(u64, Route)>();
+    let enum_zone = start_enum_zone(&config, &extensions).await?;
     let media_ip = media_address(&config);
     let (media_tx, mut media_rx) = mpsc::unbounded_channel::<(u64, MediaEvent)>();
     let io_threads = config.media.io_threads.unwrap_or_else(|| {
@@ -146,6 +147,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         for (proto, addr) in &bound.local_addrs {
             tracing::info!("SIP listening on {proto} {addr}");
             let _ = writeln!(out, "listening sip {proto} {addr}");
+        }
+        if let Some(z) = &enum_zone {
+            let _ = writeln!(out, "listening dns {}", z.local_addr());
         }
         let _ = writeln!(out, "ready");
         let _ = out.flush();
@@ -211,11 +215,58 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             writer_handle.send(change);
         }
     }
+    if let Some(z) = enum_zone {
+        z.shutdown().await;
+    }
     tracing::info!("stopping: writing pending registrations");
     if let Err(e) = writer.shutdown() {
         tracing::error!("store writer: {e}");
     }
     Ok(())
+}
+
+/// Starts the private ENUM zone (`[enum_zone]`) with the DIDs of the enabled extensions.
+async fn start_enum_zone(
+    config: &Config,
+    extensions: &[crate::store::ExtensionRow],
+) -> anyhow::Result<Option<crate::routing::ZoneServer>> {
+    let z = &config.enum_zone;
+    if !z.enabled {
+        return Ok(None);
+    }
+    let (host, port) = match &z.sip_host {
+        Some(h) => {
+            let (host, port) = crate::sip::uri::parse_hostport(h)
+                .map_err(|e| anyhow::anyhow!("enum_zone.sip_host {h:?}: {e}"))?;
+            (host.to_string(), port)
+        }
+        None => (config.sip.domain.clone(), None),
+    };
+    let dids: Vec<(crate::routing::E164, String)> = extensions
+        .iter()
+        .filter(|e| e.enabled)
+        .filter_map(|e| {
+            let did = e.did.as_deref()?;
+            match did.parse() {
+                Ok(n) => Some((n, e.number.clone())),
+                Err(err) => {
+                    tracing::warn!(extension = %e.number, "DID {did:?} not published: {err}");
+                    None
+                }
+            }
+        })
+        .collect();
+    let zone = crate::routing::enum_zone(&z.suffix, &host, port, &dids, z.ttl);
+    let server = crate::routing::ZoneServer::start(z.listen, vec![zone])
+        .await
+        .with_context(|| format!("starting the private ENUM zone on {}", z.listen))?;
+    tracing::info!(
+        listen = %server.local_addr(),
+        suffix = %z.suffix,
+        dids = dids.len(),
+        "private ENUM zone served"
+    );
+    Ok(Some(server))
 }
 
 /// The address RTP uses: `[media] address`, else the first specific SIP listen address, else

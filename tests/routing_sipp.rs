@@ -1,0 +1,338 @@
+//! Number routing end to end: ENUM answers from a real DNS server on loopback (the embedded
+//! hickory-server `ZoneServer`, run in this test process), calls from sipp (extension 100) to
+//! the SIP target ENUM and SRV name (a sipp uas), ENUM misses and failed targets going to the
+//! PSTN trunk (a sipp uas that challenges with 407 like a provider), a silent DNS server costing
+//! no more than the budget, `pasarela route`, and the private ENUM zone queried with `kdig`.
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    call_config, free_port, require_program, rtp_port_range, server_program, sipp_spawn, Server,
+    SippProc, SippResult,
+};
+use pasarela::routing::zone_server::{Zone, ZoneRecord, ZoneServer};
+
+const HARD: Duration = Duration::from_secs(60);
+
+/// A DNS server for the test's zones, on 127.0.0.1, with its own runtime.
+struct Dns {
+    server: Option<ZoneServer>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Dns {
+    fn start(zones: Vec<Zone>) -> Dns {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = rt
+            .block_on(ZoneServer::start("127.0.0.1:0".parse().unwrap(), zones))
+            .expect("start the DNS server");
+        Dns {
+            server: Some(server),
+            rt,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.server.as_ref().map(|s| s.local_addr()).unwrap()
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            self.rt.block_on(s.shutdown());
+        }
+    }
+}
+
+fn zone(origin: &str, records: Vec<ZoneRecord>) -> Zone {
+    Zone {
+        origin: origin.into(),
+        ttl: 60,
+        negative_ttl: 30,
+        records,
+    }
+}
+
+/// The ENUM tree `e164.test` with one NAPTR for +49305551234 whose regexp keeps the national
+/// part: `sip:305551234@<host>`.
+fn enum_tree(host: &str) -> Zone {
+    zone(
+        "e164.test",
+        vec![ZoneRecord::Naptr {
+            name: "4.3.2.1.5.5.5.0.3.9.4".into(),
+            order: 100,
+            preference: 10,
+            flags: "u".into(),
+            services: "E2U+sip".into(),
+            regexp: format!(r"!^\+49(.*)$!sip:\1@{host}!"),
+            replacement: ".".into(),
+        }],
+    )
+}
+
+/// `[calls]` lines plus the routing sections: Berlin numbering, ENUM under e164.test asked at
+/// `dns`, and the trunk `carrier` at 127.0.0.1:`trunk_port` (national numbers, digest user
+/// trunkuser).
+fn routing_config(dns: SocketAddr, trunk_port: u16, budget_ms: u64) -> String {
+    format!(
+        r#"failover_ms = 1500
+
+[numbering]
+country_code = "49"
+area_code = "30"
+
+[enum]
+suffixes = ["e164.test"]
+nameservers = ["{dns}"]
+budget_ms = {budget_ms}
+
+[[trunk]]
+name = "carrier"
+uri = "sip:127.0.0.1:{trunk_port}"
+username = "trunkuser"
+password = "trunkpass"
+number_format = "national"
+"#
+    )
+}
+
+struct Office {
+    server: Server,
+}
+
+impl Office {
+    fn start(routing: &str) -> Office {
+        require_program("sipp", "sip-tester");
+        Office {
+            server: Server::start(&call_config(routing, rtp_port_range())),
+        }
+    }
+
+    /// A sipp uas on `port` running `scenario` in the background.
+    fn far_end(&self, name: &str, scenario: &str, port: u16) -> SippProc {
+        let p = sipp_spawn(
+            self.server.dir(),
+            name,
+            scenario,
+            self.server.udp,
+            "u1",
+            port,
+            &["-s", "far"],
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        p
+    }
+
+    /// Extension 100 dials `number` (basic call: answered, BYE from the caller).
+    fn call(&self, number: &str) -> SippResult {
+        let auth_uri = format!("{number}@{}", self.server.udp);
+        sipp_spawn(
+            self.server.dir(),
+            "caller-100",
+            "call_uac_basic.xml",
+            self.server.udp,
+            "u1",
+            free_port(),
+            &[
+                "-s", number, "-key", "caller", "100", "-au", "100", "-ap", "secret100",
+                "-auth_uri", &auth_uri,
+            ],
+        )
+        .wait(HARD)
+    }
+
+    fn assert_ok(&self, what: &str, res: &SippResult, others: &[&SippResult]) {
+        if !res.success() {
+            let rest: Vec<String> = others.iter().map(|o| o.report()).collect();
+            panic!(
+                "{what}: sipp failed\n{}\n=== others ===\n{}\n{}",
+                res.report(),
+                rest.join("\n"),
+                self.server.log_excerpt()
+            );
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.server.log_path()).unwrap_or_default()
+    }
+}
+
+#[test]
+fn enum_hit_calls_the_sip_target_found_through_srv() {
+    let target_port = free_port();
+    let dns = Dns::start(vec![
+        enum_tree("target.test"),
+        zone(
+            "target.test",
+            vec![
+                ZoneRecord::Srv {
+                    name: "_sip._udp".into(),
+                    priority: 10,
+                    weight: 10,
+                    port: target_port,
+                    target: "uas.target.test.".into(),
+                },
+                ZoneRecord::A {
+                    name: "uas".into(),
+                    addr: Ipv4Addr::LOCALHOST,
+                },
+            ],
+        ),
+    ]);
+    let office = Office::start(&routing_config(dns.addr(), free_port(), 500));
+    let target = office.far_end("target", "call_uas_answer.xml", target_port);
+    let caller = office.call("030 5551234".replace(' ', "").as_str());
+    let target = target.wait(HARD);
+    office.assert_ok("caller", &caller, &[&target]);
+    office.assert_ok("ENUM target", &target, &[&caller]);
+    let log = office.log();
+    assert!(
+        log.contains("sip:305551234@target.test"),
+        "the route names the ENUM URI:\n{}",
+        office.server.log_excerpt()
+    );
+}
+
+#[test]
+fn enum_miss_goes_to_the_trunk_which_challenges() {
+    let trunk_port = free_port();
+    let dns = Dns::start(vec![enum_tree("target.test")]);
+    let office = Office::start(&routing_config(dns.addr(), trunk_port, 500));
+    let trunk = office.far_end("trunk", "trunk_uas_auth.xml", trunk_port);
+    let caller = office.call("0305559999");
+    let trunk = trunk.wait(HARD);
+    office.assert_ok("caller", &caller, &[&trunk]);
+    office.assert_ok("trunk", &trunk, &[&caller]);
+    assert!(
+        trunk.log_text().contains("trunk_ruri_user 0305559999"),
+        "the trunk gets the national form:\n{}",
+        trunk.log_text()
+    );
+}
+
+#[test]
+fn a_failing_enum_target_fails_over_to_the_trunk() {
+    let target_port = free_port();
+    let trunk_port = free_port();
+    let dns = Dns::start(vec![enum_tree(&format!("127.0.0.1:{target_port}"))]);
+    let office = Office::start(&routing_config(dns.addr(), trunk_port, 500));
+    let target = office.far_end("target", "target_uas_503.xml", target_port);
+    let trunk = office.far_end("trunk", "trunk_uas_auth.xml", trunk_port);
+    let caller = office.call("0305551234");
+    let target = target.wait(HARD);
+    let trunk = trunk.wait(HARD);
+    office.assert_ok("caller", &caller, &[&target, &trunk]);
+    office.assert_ok("ENUM target (503)", &target, &[&caller]);
+    office.assert_ok("trunk", &trunk, &[&caller]);
+    assert!(target.log_text().contains("target_ruri_user 305551234"));
+    assert!(trunk.log_text().contains("trunk_ruri_user 0305551234"));
+}
+
+/// Runs `pasarela route` with a config file holding `routing` (and extension 100).
+fn route_cli(dir: &Path, routing: &str, args: &[&str]) -> (bool, String) {
+    let path = dir.join("route.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[calls]\n{routing}\n[store]\npath = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[[extension]]\nnumber = \"100\"\npassword = \"x\"\n\n[[extension]]\nnumber = \"101\"\npassword = \"y\"\npermissions = [\"internal\"]\n",
+            dir.join("route.db").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(server_program())
+        .arg("--config")
+        .arg(&path)
+        .arg("route")
+        .args(args)
+        .output()
+        .expect("run pasarela route");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn decided_ms(text: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("decided in "))
+        .and_then(|l| l.trim_end_matches(" ms").parse().ok())
+        .unwrap_or_else(|| panic!("no timing in:\n{text}"))
+}
+
+#[test]
+fn route_command_explains_the_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = Dns::start(vec![enum_tree("sip.example.test:5080")]);
+    let routing = routing_config(dns.addr(), 5090, 500);
+
+    let (ok, text) = route_cli(dir.path(), &routing, &["030 555 1234", "--from", "100"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("+49305551234"), "{text}");
+    assert!(text.contains("sip:305551234@sip.example.test:5080"), "{text}");
+    assert!(text.contains("NAPTR"), "each lookup is shown: {text}");
+    assert!(text.contains("sip:0305551234@127.0.0.1:5090"), "{text}");
+
+    let (ok, text) = route_cli(dir.path(), &routing, &["0044 20 7946 0000", "--from", "101"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("403"), "101 may only call internally: {text}");
+
+    let (_, text) = route_cli(dir.path(), &routing, &["101"]);
+    assert!(text.contains("route: extension 101"), "{text}");
+}
+
+#[test]
+fn a_silent_dns_server_costs_the_budget_and_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    // Bound and never read: queries vanish like packets to a dead delegation.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let routing = routing_config(silent.local_addr().unwrap(), 5090, 300);
+    let (ok, text) = route_cli(dir.path(), &routing, &["0305551234", "--from", "100"]);
+    assert!(ok, "{text}");
+    let ms = decided_ms(&text);
+    assert!(ms >= 290.0 && ms < 400.0, "decided in {ms} ms with a 300 ms budget:\n{text}");
+    assert!(text.contains("sip:0305551234@127.0.0.1:5090"), "{text}");
+}
+
+#[test]
+fn the_private_enum_zone_publishes_the_dids() {
+    let kdig = require_program("kdig", "knot-dnsutils");
+    let port = free_port();
+    let template = call_config(
+        &format!(
+            "\n[enum_zone]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\nsuffix = \"e164.office.test\"\nsip_host = \"pbx.office.test\"\n"
+        ),
+        rtp_port_range(),
+    )
+    .replace(
+        "name = \"Reception\"",
+        "name = \"Reception\"\ndid = \"+4930123456\"",
+    );
+    let server = Server::start(&template);
+    let query = |name: &str| {
+        let out = Command::new(&kdig)
+            .args(["@127.0.0.1", "-p", &port.to_string(), "NAPTR", name])
+            .output()
+            .expect("run kdig");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = query("6.5.4.3.2.1.0.3.9.4.e164.office.test");
+    assert!(
+        text.contains("sip:100@pbx.office.test"),
+        "{text}\n{}",
+        server.log_excerpt()
+    );
+    let text = query("7.7.7.3.2.1.0.3.9.4.e164.office.test");
+    assert!(text.contains("NXDOMAIN"), "{text}");
+}
