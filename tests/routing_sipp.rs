@@ -143,8 +143,17 @@ impl Office {
             "u1",
             free_port(),
             &[
-                "-s", number, "-key", "caller", "100", "-au", "100", "-ap", "secret100",
-                "-auth_uri", &auth_uri,
+                "-s",
+                number,
+                "-key",
+                "caller",
+                "100",
+                "-au",
+                "100",
+                "-ap",
+                "secret100",
+                "-auth_uri",
+                &auth_uri,
             ],
         )
         .wait(HARD)
@@ -280,11 +289,18 @@ fn route_command_explains_the_decision() {
     let (ok, text) = route_cli(dir.path(), &routing, &["030 555 1234", "--from", "100"]);
     assert!(ok, "{text}");
     assert!(text.contains("+49305551234"), "{text}");
-    assert!(text.contains("sip:305551234@sip.example.test:5080"), "{text}");
+    assert!(
+        text.contains("sip:305551234@sip.example.test:5080"),
+        "{text}"
+    );
     assert!(text.contains("NAPTR"), "each lookup is shown: {text}");
     assert!(text.contains("sip:0305551234@127.0.0.1:5090"), "{text}");
 
-    let (ok, text) = route_cli(dir.path(), &routing, &["0044 20 7946 0000", "--from", "101"]);
+    let (ok, text) = route_cli(
+        dir.path(),
+        &routing,
+        &["0044 20 7946 0000", "--from", "101"],
+    );
     assert!(ok, "{text}");
     assert!(text.contains("403"), "101 may only call internally: {text}");
 
@@ -301,7 +317,10 @@ fn a_silent_dns_server_costs_the_budget_and_no_more() {
     let (ok, text) = route_cli(dir.path(), &routing, &["0305551234", "--from", "100"]);
     assert!(ok, "{text}");
     let ms = decided_ms(&text);
-    assert!(ms >= 290.0 && ms < 400.0, "decided in {ms} ms with a 300 ms budget:\n{text}");
+    assert!(
+        ms >= 290.0 && ms < 400.0,
+        "decided in {ms} ms with a 300 ms budget:\n{text}"
+    );
     assert!(text.contains("sip:0305551234@127.0.0.1:5090"), "{text}");
 }
 
