@@ -13,6 +13,8 @@
 //! The resolver (NAPTR, SRV and A/AAAA look-ups under a time budget) and the router that combines
 //! them come later and build on these.
 
+pub mod enum_lookup;
+pub mod locate;
 pub mod naptr;
 pub mod numbering;
 pub mod zone_server;
@@ -26,4 +28,11 @@ pub use numbering::{
     Category, Dialled, NumberError, NumberingPlan, Permission, PermissionError, Permissions, E164,
 };
 
+pub use enum_lookup::{
+    CacheEntryView, CacheHit, EnumAnswer, EnumResolver, EnumSettings, EnumTarget, LookupStep,
+    QueryType, ResolverError, StepOutcome,
+};
+pub use locate::{
+    naptr_srv_names, order_srv, plan, Destination, LocateError, Location, Locator, Plan, SrvRecord,
+};
 pub use zone_server::{enum_zone, Zone, ZoneError, ZoneRecord, ZoneServer};
