@@ -221,7 +221,7 @@ pub fn order_srv(records: &[SrvRecord], rng: &mut dyn FnMut(u32) -> u32) -> Vec<
     out
 }
 
-/// Where the result of [`Locator::locate_explained`] goes.
+/// What [`Locator::locate_explained`] found, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     pub destinations: Result<Vec<Destination>, LocateError>,
