@@ -15,6 +15,8 @@
 //! - [`setup`]: builds the router from the configuration.
 //! - [`zone_server`]: the embedded authoritative DNS server (the private ENUM zone; DNS tests).
 
+pub mod enum_lookup;
+pub mod locate;
 pub mod naptr;
 pub mod numbering;
 pub mod router;
@@ -30,4 +32,11 @@ pub use numbering::{
     Category, Dialled, NumberError, NumberingPlan, Permission, PermissionError, Permissions, E164,
 };
 
+pub use enum_lookup::{
+    CacheEntryView, CacheHit, EnumAnswer, EnumResolver, EnumSettings, EnumTarget, LookupStep,
+    QueryType, ResolverError, StepOutcome,
+};
+pub use locate::{
+    naptr_srv_names, order_srv, plan, Destination, LocateError, Location, Locator, Plan, SrvRecord,
+};
 pub use zone_server::{enum_zone, Zone, ZoneError, ZoneRecord, ZoneServer};
