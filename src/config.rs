@@ -205,6 +205,10 @@ pub struct EnumConfig {
     pub max_chain: usize,
     /// Answers kept in the ENUM cache (`cache_entries`, default 10000).
     pub cache_entries: usize,
+    /// Nameservers for particular trees, e.g. a private tree served by its own DNS server
+    /// (`[enum.tree_nameservers]`, `"e164.office.test" = ["127.0.0.1:5353"]`); other trees use
+    /// `nameservers`.
+    pub tree_nameservers: Vec<(String, Vec<SocketAddr>)>,
 }
 
 /// `[enum_zone]`: the private ENUM zone served by the embedded DNS server (off by default).
@@ -424,6 +428,7 @@ impl Default for EnumConfig {
             budget_ms: 500,
             max_chain: 5,
             cache_entries: 10_000,
+            tree_nameservers: Vec::new(),
         }
     }
 }
@@ -676,6 +681,7 @@ struct RawEnum {
     budget_ms: Option<u64>,
     max_chain: Option<usize>,
     cache_entries: Option<usize>,
+    tree_nameservers: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1238,18 +1244,18 @@ impl RawEnum {
         for (i, s) in suffixes.iter().enumerate() {
             check_domain(s, &at.key("suffixes").index(i))?;
         }
-        let mut nameservers = Vec::new();
-        for (i, s) in self.nameservers.unwrap_or_default().iter().enumerate() {
-            let addr = s
-                .parse::<SocketAddr>()
-                .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                .map_err(|_| {
-                    invalid(
-                        &at.key("nameservers").index(i),
-                        format!("`{s}` is not an address or address:port (e.g. `127.0.0.1:53`)"),
-                    )
-                })?;
-            nameservers.push(addr);
+        let nameservers = nameserver_list(
+            &self.nameservers.unwrap_or_default(),
+            &at.key("nameservers"),
+        )?;
+        let mut tree_nameservers = Vec::new();
+        for (tree, list) in self.tree_nameservers.unwrap_or_default() {
+            let here = at.key("tree_nameservers").key(&tree);
+            check_domain(&tree, &here)?;
+            if list.is_empty() {
+                return Err(invalid(&here, "needs at least one nameserver"));
+            }
+            tree_nameservers.push((tree, nameserver_list(&list, &here)?));
         }
         let budget_ms = positive(self.budget_ms, d.budget_ms, &at.key("budget_ms"))?;
         let max_chain = self.max_chain.unwrap_or(d.max_chain);
@@ -1261,6 +1267,7 @@ impl RawEnum {
             nameservers,
             budget_ms,
             max_chain,
+            tree_nameservers,
             cache_entries: positive(
                 self.cache_entries,
                 d.cache_entries,
@@ -1268,6 +1275,23 @@ impl RawEnum {
             )?,
         })
     }
+}
+
+/// Parses nameserver addresses; a bare IP address means port 53.
+fn nameserver_list(list: &[String], at: &KeyPath) -> Checked<Vec<SocketAddr>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<SocketAddr>()
+                .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    invalid(
+                        &at.index(i),
+                        format!("`{s}` is not an address or address:port (e.g. `127.0.0.1:53`)"),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// Checks a domain name as written in the config (`e164.arpa`, `e164.arpa.`).
@@ -1967,6 +1991,20 @@ password = "y"
         assert_eq!(key, "enum_zone.suffix");
         let (_, key, _) = fail("[enum]\nmax_chain = 99\n");
         assert_eq!(key, "enum.max_chain");
+        let (line, key, _) =
+            fail("[enum.tree_nameservers]\n\"priv.test\" = [\"127.0.0.1:5353\", \"x\"]\n");
+        assert_eq!(
+            (line, key.as_str()),
+            (2, "enum.tree_nameservers.\"priv.test\"[1]")
+        );
+        let c = parse("[enum.tree_nameservers]\n\"priv.test\" = [\"127.0.0.1\"]\n").unwrap();
+        assert_eq!(
+            c.enum_.tree_nameservers,
+            [(
+                "priv.test".to_owned(),
+                vec!["127.0.0.1:53".parse().unwrap()]
+            )]
+        );
         let (_, key, _) = fail("[calls]\nfailover_ms = 0\n");
         assert_eq!(key, "calls.failover_ms");
     }

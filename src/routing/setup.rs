@@ -5,11 +5,78 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::config::Config;
+use crate::sip::uri::SipUri;
 use crate::store::ExtensionRow;
 
-use super::numbering::NumberingPlan;
-use super::router::{Directory, RouteSource, Router, RouterSettings, ServerLocator};
+use super::enum_lookup::{EnumResolver, EnumSettings};
+use super::locate::Locator;
+use super::numbering::{NumberingPlan, E164};
+use super::router::{
+    BoxFuture, Directory, FoundTarget, Hop, Located, RouteSource, Router, RouterSettings,
+    ServerLocator, SourceAnswer,
+};
+
+/// ENUM as a routing source.
+struct EnumSource(EnumResolver);
+
+impl RouteSource for EnumSource {
+    fn name(&self) -> &str {
+        "ENUM"
+    }
+
+    fn lookup<'a>(&'a self, number: &'a E164, deadline: Instant) -> BoxFuture<'a, SourceAnswer> {
+        Box::pin(async move {
+            let answer = self.0.lookup(number, deadline).await;
+            SourceAnswer {
+                targets: answer
+                    .targets
+                    .into_iter()
+                    .map(|t| FoundTarget {
+                        via: format!("ENUM {}", t.suffix),
+                        uri: t.uri,
+                    })
+                    .collect(),
+                steps: answer.steps.iter().map(|s| s.to_string()).collect(),
+            }
+        })
+    }
+}
+
+/// RFC 3263 location through DNS.
+struct DnsLocator(Locator);
+
+impl ServerLocator for DnsLocator {
+    fn locate<'a>(&'a self, uri: &'a SipUri, deadline: Instant) -> BoxFuture<'a, Located> {
+        Box::pin(async move {
+            let location = self.0.locate_explained(uri, deadline).await;
+            let mut steps: Vec<String> = location.steps.iter().map(|s| s.to_string()).collect();
+            let hops = match location.destinations {
+                Ok(list) => list
+                    .into_iter()
+                    .map(|d| Hop {
+                        proto: d.proto,
+                        addr: d.addr,
+                    })
+                    .collect(),
+                Err(e) => {
+                    steps.push(e.to_string());
+                    Vec::new()
+                }
+            };
+            Located { hops, steps }
+        })
+    }
+}
+
+/// The router and the parts an operator may want to reach (the ENUM cache).
+pub struct Routing {
+    pub router: Router,
+    /// The ENUM resolver, for inspecting and flushing its cache.
+    pub enum_: EnumResolver,
+}
 
 /// The numbering plan for `config`; when `numbering.extension_length` is not set and every
 /// extension has the same length, that length is used, so that a mistyped extension gets 404
@@ -27,12 +94,31 @@ pub fn numbering_plan(config: &Config, extensions: &[ExtensionRow]) -> Numbering
     plan
 }
 
+/// The ENUM settings of `config`.
+pub fn enum_settings(config: &Config) -> EnumSettings {
+    let e = &config.enum_;
+    EnumSettings {
+        suffixes: e.suffixes.clone(),
+        nameservers: e.nameservers.clone(),
+        max_chain: e.max_chain,
+        cache_entries: e.cache_entries,
+        tree_nameservers: e.tree_nameservers.clone(),
+        query_timeout: Duration::from_millis(e.budget_ms),
+    }
+}
+
 /// The router of a `serve` or `route` process.
 pub fn build_router(config: &Config, extensions: &[ExtensionRow]) -> anyhow::Result<Router> {
-    let sources: Vec<Arc<dyn RouteSource>> = Vec::new();
-    let locator: Option<Arc<dyn ServerLocator>> = None;
+    Ok(build(config, extensions)?.router)
+}
+
+/// The router with its ENUM resolver.
+pub fn build(config: &Config, extensions: &[ExtensionRow]) -> anyhow::Result<Routing> {
+    let resolver = EnumResolver::new(enum_settings(config))?;
+    let sources: Vec<Arc<dyn RouteSource>> = vec![Arc::new(EnumSource(resolver.clone()))];
+    let locator: Option<Arc<dyn ServerLocator>> = Some(Arc::new(DnsLocator(resolver.locator())));
     let budget = Duration::from_millis(config.enum_.budget_ms);
-    Ok(Router::new(
+    let router = Router::new(
         RouterSettings {
             plan: numbering_plan(config, extensions),
             default_permissions: config.numbering.default_permissions,
@@ -43,5 +129,9 @@ pub fn build_router(config: &Config, extensions: &[ExtensionRow]) -> anyhow::Res
         sources,
         locator,
         Directory::from_rows(extensions),
-    ))
+    );
+    Ok(Routing {
+        router,
+        enum_: resolver,
+    })
 }
