@@ -416,38 +416,49 @@ impl Router {
             return Vec::new();
         }
         let deadline = Instant::now() + self.settings.budget;
-        let mut set = tokio::task::JoinSet::new();
-        for (i, s) in self.sources.iter().enumerate() {
-            let s = Arc::clone(s);
-            let n = n.clone();
-            set.spawn(async move {
-                let started = Instant::now();
-                let answer = s.lookup(&n, deadline).await;
-                (i, started.elapsed(), answer)
-            });
-        }
+        // The sources run concurrently inside this task (no spawning: a warm-cache decision
+        // should not pay for waking other threads).
+        let mut pending: Vec<Option<BoxFuture<'_, (Duration, SourceAnswer)>>> = self
+            .sources
+            .iter()
+            .map(|s| {
+                let fut: BoxFuture<'_, (Duration, SourceAnswer)> = Box::pin(async move {
+                    let started = Instant::now();
+                    let answer = s.lookup(n, deadline).await;
+                    (started.elapsed(), answer)
+                });
+                Some(fut)
+            })
+            .collect();
         let mut answers: Vec<Option<(Duration, SourceAnswer)>> = vec![None; self.sources.len()];
-        // Sources honour the deadline themselves; the timeout guards against one that does not.
-        let guard = deadline + Duration::from_millis(10);
-        loop {
-            match tokio::time::timeout_at(guard, set.join_next()).await {
-                Ok(Some(Ok((i, took, answer)))) => {
-                    if let Some(slot) = answers.get_mut(i) {
-                        *slot = Some((took, answer));
+        let all = std::future::poll_fn(|cx| {
+            let mut waiting = false;
+            for (slot, answer) in pending.iter_mut().zip(answers.iter_mut()) {
+                if let Some(fut) = slot {
+                    match fut.as_mut().poll(cx) {
+                        std::task::Poll::Ready(v) => {
+                            *answer = Some(v);
+                            *slot = None;
+                        }
+                        std::task::Poll::Pending => waiting = true,
                     }
                 }
-                Ok(Some(Err(e))) => rec.note(format!("a routing source failed: {e}")),
-                Ok(None) => break,
-                Err(_) => {
-                    set.abort_all();
-                    rec.note(format!(
-                        "routing budget of {} ms ran out",
-                        self.settings.budget.as_millis()
-                    ));
-                    break;
-                }
             }
+            if waiting {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        });
+        // Sources honour the deadline themselves; the timeout guards against one that does not.
+        let guard = deadline + Duration::from_millis(10);
+        if tokio::time::timeout_at(guard, all).await.is_err() {
+            rec.note(format!(
+                "routing budget of {} ms ran out",
+                self.settings.budget.as_millis()
+            ));
         }
+        drop(pending);
         let mut found = Vec::new();
         for (i, a) in answers.into_iter().enumerate() {
             let name = self.sources.get(i).map_or("source", |s| s.name());
