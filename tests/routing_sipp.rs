@@ -227,6 +227,21 @@ fn enum_miss_goes_to_the_trunk_which_challenges() {
         "the trunk gets the national form:\n{}",
         trunk.log_text()
     );
+    // The miss is cached (negative, for the SOA minimum); SIGUSR1 lists the cache, SIGUSR2
+    // flushes it.
+    let wait_for = |needle: &str| {
+        for _ in 0..50 {
+            if office.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no {needle:?} in the log:\n{}", office.server.log_excerpt());
+    };
+    common::signal(office.server.pid(), "USR1");
+    wait_for("ENUM cache: 9.9.9.9.5.5.5.0.3.9.4.e164.test");
+    common::signal(office.server.pid(), "USR2");
+    wait_for("ENUM cache flushed");
 }
 
 #[test]

@@ -87,10 +87,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             failover_after: Duration::from_millis(config.calls.failover_ms),
         },
     };
-    let router = Arc::new(
-        crate::routing::setup::build_router(&config, &extensions)
-            .context("setting up number routing")?,
-    );
+    let routing =
+        crate::routing::setup::build(&config, &extensions).context("setting up number routing")?;
+    spawn_cache_signals(routing.enum_.clone());
+    let router = Arc::new(routing.router);
     let (route_tx, mut route_rx) = mpsc::unbounded_channel::<(u64, Route)>();
     let enum_zone = start_enum_zone(&config, &extensions).await?;
     let media_ip = media_address(&config);
@@ -223,6 +223,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::error!("store writer: {e}");
     }
     Ok(())
+}
+
+/// The operator's handles on the ENUM cache while there is no dashboard for it: SIGUSR1 logs
+/// every entry (domain, type, answer, time left), SIGUSR2 flushes the cache.
+fn spawn_cache_signals(resolver: crate::routing::EnumResolver) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut show), Ok(mut flush)) = (
+            signal(SignalKind::user_defined1()),
+            signal(SignalKind::user_defined2()),
+        ) else {
+            tracing::warn!("cannot install SIGUSR1/SIGUSR2 handlers for the ENUM cache");
+            return;
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(()) = show.recv() => {
+                        let entries = resolver.cache_entries();
+                        tracing::info!(entries = entries.len(), "ENUM cache (SIGUSR1)");
+                        for e in entries {
+                            tracing::info!(
+                                "ENUM cache: {} {:?} {:?} expires in {} s",
+                                e.domain,
+                                e.qtype,
+                                e.answer,
+                                e.expires_in.as_secs()
+                            );
+                        }
+                    }
+                    Some(()) = flush.recv() => {
+                        resolver.flush_cache();
+                        tracing::info!("ENUM cache flushed (SIGUSR2)");
+                    }
+                    else => break,
+                }
+            }
+        });
+    }
 }
 
 /// Starts the private ENUM zone (`[enum_zone]`) with the DIDs of the enabled extensions.
