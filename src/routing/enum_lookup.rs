@@ -240,14 +240,14 @@ impl fmt::Display for LookupStep {
         match &self.outcome {
             StepOutcome::Records(n) => write!(f, "{n} {t} in {ms}"),
             StepOutcome::NoRecords => write!(f, "no {t} in {ms}"),
-            StepOutcome::NxDomain => write!(f, "NXDOMAIN in {ms}"),
+            StepOutcome::NxDomain => write!(f, "{t} NXDOMAIN in {ms}"),
             StepOutcome::Timeout => write!(f, "{t} timeout after {ms}"),
             StepOutcome::Error(e) => write!(f, "{t} failed after {ms}: {e}"),
             StepOutcome::Cached { hit, expires_in } => {
                 match hit {
                     CacheHit::Records(n) => write!(f, "{n} {t} from cache")?,
                     CacheHit::NoRecords => write!(f, "no {t} (cached)")?,
-                    CacheHit::NxDomain => write!(f, "NXDOMAIN (cached)")?,
+                    CacheHit::NxDomain => write!(f, "{t} NXDOMAIN (cached)")?,
                 }
                 write!(f, ", expires in {} s", expires_in.as_secs())
             }
@@ -1268,7 +1268,7 @@ mod tests {
         };
         assert_eq!(
             s.to_string(),
-            "e164.arpa 8.7.6.5.4.3.2.1.0.3.9.4.e164.arpa: NXDOMAIN (cached), expires in 59 s"
+            "e164.arpa 8.7.6.5.4.3.2.1.0.3.9.4.e164.arpa: NAPTR NXDOMAIN (cached), expires in 59 s"
         );
         s.outcome = StepOutcome::Timeout;
         s.elapsed = Duration::from_millis(500);
