@@ -472,6 +472,8 @@ impl Direct {
             },
             targets,
             fallback,
+            label: "direct".into(),
+            route: None,
         };
         self.calls.start(self.now, &mut self.layer, new);
         self.drain()
@@ -643,7 +645,7 @@ fn failover_after_503_to_the_next_stage() {
     assert_eq!(
         s.attempts,
         vec![
-            attempt(0, "", "sip:+4930111@a.example", 503),
+            attempt(0, "direct", "sip:+4930111@a.example", 503),
             attempt(1, "trunk", "sip:+4930111@b.example", 200),
         ]
     );
@@ -686,7 +688,7 @@ fn silent_stage_is_abandoned_and_its_late_answer_hung_up() {
     assert_eq!(
         s.attempts,
         vec![
-            attempt(0, "", "sip:+4930111@a.example", 0),
+            attempt(0, "direct", "sip:+4930111@a.example", 0),
             attempt(1, "trunk", "sip:+4930111@b.example", 200),
         ]
     );
@@ -711,7 +713,7 @@ fn single_stage_silence_keeps_timer_b() {
     let s = d.finish();
     assert_eq!(
         s.attempts,
-        vec![attempt(0, "", "sip:+4930111@a.example", 408)]
+        vec![attempt(0, "direct", "sip:+4930111@a.example", 408)]
     );
 }
 
@@ -867,7 +869,7 @@ fn trunk_407_is_answered_with_proxy_authorization() {
     assert_eq!(
         s.attempts,
         vec![
-            attempt(0, "", "sip:+4930999@a.example", 503),
+            attempt(0, "direct", "sip:+4930999@a.example", 503),
             attempt(1, "trunk", "sip:+4930999@trunk.example", 200),
         ]
     );
@@ -897,7 +899,7 @@ fn second_challenge_is_a_failure() {
     let s = d.finish();
     assert_eq!(
         s.attempts,
-        vec![attempt(0, "", "sip:+4930999@trunk.example", 407)]
+        vec![attempt(0, "direct", "sip:+4930999@trunk.example", 407)]
     );
 }
 

@@ -101,6 +101,10 @@ pub struct NewCall {
     pub caller: Caller,
     pub targets: Vec<Target>,
     pub fallback: Vec<Stage>,
+    /// What the first stage is (`extension 101`, `ENUM e164.arpa`), for records and logs.
+    pub label: String,
+    /// The routing decision that produced the stages, kept for the call's record.
+    pub route: Option<std::sync::Arc<crate::routing::router::Route>>,
 }
 
 /// All calls in progress.
@@ -194,6 +198,8 @@ impl Calls {
             caller,
             targets,
             fallback,
+            label,
+            route,
         } = new;
         let id = self.next_id;
         self.next_id += 1;
@@ -223,14 +229,12 @@ impl Calls {
             None => None,
         };
         call.relay = relay;
+        call.route = route;
         if let Err((status, reason)) = call.prepare_offer(&self.settings) {
             call.respond_a(now, layer, status, Some(&reason), None);
             return;
         }
-        let mut stages = vec![Stage {
-            targets,
-            label: String::new(),
-        }];
+        let mut stages = vec![Stage { targets, label }];
         stages.extend(fallback);
         call.set_route(stages);
         tracing::info!(call = id, from = %call.caller.number, to = %call.callee(), stages = call.stages_left(), "call started");

@@ -241,6 +241,8 @@ impl SipCore {
                         caller: p.caller,
                         targets: first.targets,
                         fallback: stages,
+                        label: first.label,
+                        route: Some(std::sync::Arc::new(route.clone())),
                     };
                     self.calls.start(now, &mut self.layer, new);
                     None
@@ -623,6 +625,8 @@ impl SipCore {
             caller,
             targets,
             fallback: Vec::new(),
+            label: format!("extension {ext}"),
+            route: None,
         };
         self.calls.start(now, &mut self.layer, new);
         None

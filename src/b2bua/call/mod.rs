@@ -157,6 +157,8 @@ pub struct CallSummary {
     pub attempts: Vec<Attempt>,
     /// The stage and target URI of the fork that answered.
     pub answered_by: Option<(usize, String)>,
+    /// The routing decision (calls to numbers that went through the router).
+    pub route: Option<std::sync::Arc<crate::routing::router::Route>>,
 }
 
 pub struct Call {
@@ -166,6 +168,8 @@ pub struct Call {
     pub forks: Vec<Fork>,
     pub winner: Option<usize>,
     pub relay: Option<Relay>,
+    /// The routing decision behind this call, for its record.
+    pub route: Option<std::sync::Arc<crate::routing::router::Route>>,
     sdp: LegSdp,
     retrans: Vec<Retrans>,
     forwarded: HashMap<ClientKey, Forwarded>,
@@ -346,6 +350,7 @@ impl Call {
             forks: Vec::new(),
             winner: None,
             relay: None,
+            route: None,
             sdp: LegSdp::new(id, settings.media_ip),
             retrans: Vec::new(),
             forwarded: HashMap::new(),
@@ -981,6 +986,7 @@ impl Call {
                     status: f.status,
                 })
                 .collect(),
+            route: self.route.clone(),
             answered_by: self
                 .winner
                 .and_then(|w| self.forks.get(w))
