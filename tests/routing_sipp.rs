@@ -369,4 +369,26 @@ fn the_private_enum_zone_publishes_the_dids() {
     );
     let text = query("7.7.7.3.2.1.0.3.9.4.e164.office.test");
     assert!(text.contains("NXDOMAIN"), "{text}");
+
+    // The admin gives 101 a DID and reloads (SIGHUP): the zone follows without a restart.
+    let path = server.dir().join("pasarela.toml");
+    let edited = std::fs::read_to_string(&path).unwrap().replace(
+        "name = \"Office\"",
+        "name = \"Office\"\ndid = \"+4930123777\"",
+    );
+    std::fs::write(&path, edited).unwrap();
+    common::signal(server.pid(), "HUP");
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = query("7.7.7.3.2.1.0.3.9.4.e164.office.test");
+        if text.contains("sip:101@pbx.office.test") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        text.contains("sip:101@pbx.office.test"),
+        "{text}\n{}",
+        server.log_excerpt()
+    );
 }

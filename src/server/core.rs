@@ -168,6 +168,14 @@ impl SipCore {
         self.layer.poll_transmit()
     }
 
+    /// Replaces the extensions (after a reload); registrations and calls stay.
+    pub fn set_extensions(&mut self, extensions: Vec<ExtensionRow>) {
+        self.extensions = extensions
+            .into_iter()
+            .map(|e| (e.number.clone(), e))
+            .collect();
+    }
+
     /// The listen sockets (after binding), for calls that leave the office.
     pub fn set_local_addrs(&mut self, addrs: Vec<(Proto, std::net::SocketAddr)>) {
         self.local_addrs = addrs;

@@ -160,6 +160,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut hangup = hangup_signal();
     loop {
         let deadline = core.poll_timeout().map(tokio::time::Instant::from_std);
         let timer = async {
@@ -184,6 +185,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
             () = timer => core.handle_timeout(std::time::Instant::now(), unix_now()),
+            Some(()) = hangup.recv() => {
+                match reload_extensions(&config, &mut core, &router, enum_zone.as_ref()) {
+                    Ok(n) => tracing::info!(extensions = n, "SIGHUP: extensions reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: extensions not reloaded: {e:#}"),
+                }
+            }
             Some((id, route)) = route_rx.recv() => {
                 core.route_decided(std::time::Instant::now(), unix_now(), id, &route);
             }
@@ -265,15 +272,12 @@ fn spawn_cache_signals(resolver: crate::routing::EnumResolver) {
     }
 }
 
-/// Starts the private ENUM zone (`[enum_zone]`) with the DIDs of the enabled extensions.
-async fn start_enum_zone(
+/// The private ENUM zone (`[enum_zone]`) for the DIDs of the enabled extensions.
+fn private_zone(
     config: &Config,
     extensions: &[crate::store::ExtensionRow],
-) -> anyhow::Result<Option<crate::routing::ZoneServer>> {
+) -> anyhow::Result<crate::routing::Zone> {
     let z = &config.enum_zone;
-    if !z.enabled {
-        return Ok(None);
-    }
     let (host, port) = match &z.sip_host {
         Some(h) => {
             let (host, port) = crate::sip::uri::parse_hostport(h)
@@ -296,17 +300,53 @@ async fn start_enum_zone(
             }
         })
         .collect();
-    let zone = crate::routing::enum_zone(&z.suffix, &host, port, &dids, z.ttl);
+    tracing::info!(suffix = %z.suffix, dids = dids.len(), "private ENUM zone");
+    Ok(crate::routing::enum_zone(
+        &z.suffix, &host, port, &dids, z.ttl,
+    ))
+}
+
+/// Starts the private ENUM zone when `[enum_zone] enabled`.
+async fn start_enum_zone(
+    config: &Config,
+    extensions: &[crate::store::ExtensionRow],
+) -> anyhow::Result<Option<crate::routing::ZoneServer>> {
+    let z = &config.enum_zone;
+    if !z.enabled {
+        return Ok(None);
+    }
+    let zone = private_zone(config, extensions)?;
     let server = crate::routing::ZoneServer::start(z.listen, vec![zone])
         .await
         .with_context(|| format!("starting the private ENUM zone on {}", z.listen))?;
-    tracing::info!(
-        listen = %server.local_addr(),
-        suffix = %z.suffix,
-        dids = dids.len(),
-        "private ENUM zone served"
-    );
+    tracing::info!(listen = %server.local_addr(), "private ENUM zone served");
     Ok(Some(server))
+}
+
+/// SIGHUP: the extensions of the configuration file are provisioned again (store, SIP core,
+/// router, private ENUM zone) without dropping registrations or calls. Other settings need a
+/// restart.
+fn reload_extensions(
+    config: &Config,
+    core: &mut SipCore,
+    router: &crate::routing::router::Router,
+    zone: Option<&crate::routing::ZoneServer>,
+) -> anyhow::Result<usize> {
+    let Some(path) = &config.source else {
+        anyhow::bail!("running on built-in defaults: there is no file to reload");
+    };
+    let fresh = Config::load(Some(path))?;
+    let mut store = Store::open(&fresh.store.path)
+        .with_context(|| format!("opening store {}", fresh.store.path.display()))?;
+    store.sync_config_extensions(&fresh.extensions)?;
+    let rows = store.extensions()?;
+    router.set_directory(crate::routing::router::Directory::from_rows(&rows));
+    if let Some(z) = zone {
+        z.replace_zone(private_zone(config, &rows)?)?;
+    }
+    let n = rows.len();
+    core.set_extensions(rows);
+    Ok(n)
 }
 
 /// The address RTP uses: `[media] address`, else the first specific SIP listen address, else
@@ -332,6 +372,28 @@ fn media_address(config: &Config) -> std::net::IpAddr {
         Ok(a) if !a.ip().is_unspecified() => a.ip(),
         _ => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
     }
+}
+
+/// SIGHUP as a stream (never fires where there is no SIGHUP).
+fn hangup_signal() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        let _ = tx.try_send(());
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("no SIGHUP handler: {e}"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 async fn shutdown_signal() {
