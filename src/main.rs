@@ -38,6 +38,12 @@ enum Command {
     ///
     /// Loads and validates the configuration first; a configuration error is printed as
     /// FILE:LINE: key `KEY`: problem, and the exit status is 2.
+    ///
+    /// Once the sockets are bound it prints `listening sip PROTO ADDR`, `listening web ADDR`
+    /// (and `listening dns ADDR` for the private ENUM zone), then `ready`. The web address
+    /// serves /healthz and Prometheus /metrics. Under systemd (NOTIFY_SOCKET set) it reports
+    /// READY=1 at that point and sends WATCHDOG=1 every half WATCHDOG_USEC. SIGTERM or SIGINT
+    /// stop it after the pending records are written (exit status 0).
     Serve,
     /// Validate the configuration and print a one-line summary, without starting anything.
     ///

@@ -1,9 +1,12 @@
-//! `pasarela serve`: opens the store, binds the SIP transports, and runs the SIP core's event
-//! loop (messages, timers, housekeeping) until SIGINT or SIGTERM; then it flushes what the
-//! store has not written yet.
+//! `pasarela serve`: opens the store, binds the SIP transports, starts the HTTP side, and runs
+//! the SIP core's event loop (messages, timers, housekeeping) until SIGINT or SIGTERM; then it
+//! flushes what the store has not written yet. The loop publishes its numbers for `/healthz`
+//! and `/metrics` ([`crate::web::Stats`]) and, under systemd, reports readiness and feeds the
+//! watchdog ([`notify`]).
 
 pub mod core;
 pub mod digest_gate;
+pub mod notify;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use crate::sip::peer::Proto;
 use crate::sip::transaction::Timers;
 use crate::store::{BindingWriter, Store};
 use crate::transport::{self, Inbound, TransportSettings};
+use crate::web::{LoopCounts, RouteOutcome, Stats, WebServer};
 
 use self::core::{CoreSettings, SipCore};
 
@@ -29,6 +33,10 @@ const HOUSEKEEPING: Duration = Duration::from_secs(15);
 const INBOUND_QUEUE: usize = 32_768;
 /// Messages handled per wake-up before timers and housekeeping get a turn.
 const BATCH: usize = 256;
+/// The loop wakes at least this often, to publish its numbers and feed the watchdog.
+const PULSE: Duration = Duration::from_secs(1);
+/// The loop's numbers are published at most this often (it is busiest under load).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -44,6 +52,9 @@ fn random_secret() -> [u8; 32] {
 
 /// Runs the gateway until it is asked to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let stats = Arc::new(Stats::new());
+    let mut notifier =
+        notify::Notifier::from_env().context("reading the systemd notification settings")?;
     let store_path = config.store.path.clone();
     let mut store = Store::open(&store_path)
         .with_context(|| format!("opening store {}", store_path.display()))?;
@@ -141,23 +152,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let bound = transport::bind(&listen, transport_settings, tx)
         .await
         .context("binding the SIP listen addresses")?;
+    let web = WebServer::start(config.web.listen, Arc::clone(&stats))
+        .await
+        .with_context(|| {
+            format!(
+                "starting the web server ([web] listen = \"{}\")",
+                config.web.listen
+            )
+        })?;
+    let mut status = Vec::new();
     {
         // Machine-readable start-up lines for supervisors and tests.
         let mut out = std::io::stdout().lock();
         for (proto, addr) in &bound.local_addrs {
             tracing::info!("SIP listening on {proto} {addr}");
             let _ = writeln!(out, "listening sip {proto} {addr}");
+            status.push(format!("SIP {proto} {addr}"));
         }
         if let Some(z) = &enum_zone {
             let _ = writeln!(out, "listening dns {}", z.local_addr());
         }
+        let _ = writeln!(out, "listening web {}", web.local_addr());
+        status.push(format!("web {}", web.local_addr()));
         let _ = writeln!(out, "ready");
         let _ = out.flush();
     }
     let outbound = bound.outbound;
     core.set_local_addrs(bound.local_addrs.clone());
+    let mut published = std::time::Instant::now();
+    publish(&stats, published, &core);
+    if let Some(n) = notifier.as_mut() {
+        n.ready(&format!("serving: {}", status.join(", ")));
+        n.keep_alive(published);
+    }
 
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    let mut pulse = tokio::time::interval(PULSE);
+    pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut hangup = hangup_signal();
@@ -192,6 +223,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
             Some((id, route)) = route_rx.recv() => {
+                stats.route_decided(RouteOutcome::of(&route), route.elapsed);
                 core.route_decided(std::time::Instant::now(), unix_now(), id, &route);
             }
             Some((call, event)) = media_rx.recv() => {
@@ -206,6 +238,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     "housekeeping"
                 );
             }
+            _ = pulse.tick() => {}
+        }
+        // After every batch (and at least every PULSE): numbers for /metrics, the heartbeat
+        // for /healthz, and the systemd watchdog, all fed by this loop so that they stop when
+        // it hangs.
+        let now = std::time::Instant::now();
+        if now.saturating_duration_since(published) >= PUBLISH_EVERY {
+            published = now;
+            publish(&stats, now, &core);
+        }
+        if let Some(n) = notifier.as_mut() {
+            n.keep_alive(now);
         }
         while let Some(t) = core.poll_transmit() {
             outbound.send(t.peer, t.data);
@@ -222,6 +266,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             writer_handle.send(change);
         }
     }
+    stats.set_stopping();
+    if let Some(n) = &notifier {
+        n.stopping();
+    }
+    web.shutdown().await;
     if let Some(z) = enum_zone {
         z.shutdown().await;
     }
@@ -230,6 +279,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::error!("store writer: {e}");
     }
     Ok(())
+}
+
+/// Publishes the SIP loop's numbers for `/metrics` and marks the loop alive for `/healthz`.
+fn publish(stats: &Stats, now: std::time::Instant, core: &SipCore) {
+    let (server_transactions, client_transactions) = core.transaction_counts();
+    stats.publish(
+        now,
+        &LoopCounts {
+            registrations: core.registrations(),
+            calls_active: core.calls().len(),
+            calls_routing: core.pending_routes(),
+            server_transactions,
+            client_transactions,
+        },
+    );
 }
 
 /// The operator's handles on the ENUM cache while there is no dashboard for it: SIGUSR1 logs

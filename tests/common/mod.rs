@@ -134,6 +134,9 @@ impl Drop for TestDir {
 pub struct Server {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The HTTP address from the `listening web ADDR` line (the real port when the config
+    /// asks for port 0).
+    pub web: Option<SocketAddr>,
     pub db: PathBuf,
     template: String,
     child: Option<Child>,
@@ -154,6 +157,7 @@ impl Server {
         let mut s = Server {
             udp: "0.0.0.0:0".parse().unwrap(),
             tcp: "0.0.0.0:0".parse().unwrap(),
+            web: None,
             db,
             template: template.to_string(),
             child: None,
@@ -235,6 +239,8 @@ impl Server {
                         got_udp = Some(self.parse_addr(addr));
                     } else if let Some(addr) = line.strip_prefix("listening sip tcp ") {
                         got_tcp = Some(self.parse_addr(addr));
+                    } else if let Some(addr) = line.strip_prefix("listening web ") {
+                        self.web = Some(self.parse_addr(addr));
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {

@@ -1,0 +1,134 @@
+//! The HTTP side of pasarela, on `[web] listen` (default 127.0.0.1:8080): today the operations
+//! endpoints `GET /healthz` (200 `ok` while the SIP loop is alive, 503 when it is stale, still
+//! starting or stopping) and `GET /metrics` (Prometheus text format). The admin dashboard will
+//! grow here (issue 5). Handlers read the SIP loop's numbers from [`Stats`], never from the loop
+//! itself, so a slow HTTP client cannot hold up signalling.
+
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use self::stats::{Health, LoopCounts, RouteOutcome, Stats};
+
+/// How long a stopping server waits for open HTTP connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the HTTP server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// The listen address could not be bound (in use, not local, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// `[web] listen`.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// The HTTP routes, on the shared statistics.
+pub fn router(stats: Arc<Stats>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(stats)
+}
+
+async fn healthz(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
+    let (status, body) = match stats.health(Instant::now()) {
+        Health::Ok => (StatusCode::OK, "ok\n".to_owned()),
+        Health::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned()),
+        Health::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_owned()),
+        Health::Stale(age) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "stale: the SIP loop was last seen {:.1} s ago\n",
+                age.as_secs_f64()
+            ),
+        ),
+    };
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+}
+
+async fn metrics(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        stats.render_prometheus(Instant::now()),
+    )
+}
+
+/// A running HTTP server.
+#[derive(Debug)]
+pub struct WebServer {
+    local_addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl WebServer {
+    /// Binds `addr` and serves [`router`] on it in a task of the current runtime.
+    pub async fn start(addr: SocketAddr, stats: Arc<Stats>) -> Result<WebServer, WebError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| WebError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| WebError::Bind { addr, source })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = router(stats);
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("web server: {e}");
+            }
+        });
+        tracing::info!(%local_addr, "web listening");
+        Ok(WebServer {
+            local_addr,
+            stop,
+            task,
+        })
+    }
+
+    /// The address actually bound (the real port when `[web] listen` asks for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets open requests finish for a moment, then drops what is left.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The live numbers that the SIP loop publishes for `/healthz` and `/metrics`: a struct of
+//! atomics written by the loop (after each batch of messages and on its one-second pulse) and
+//! read by the HTTP handlers. No lock is shared with the SIP hot path; a reader may see numbers
+//! from two neighbouring publications, which is fine for monitoring.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::routing::router::{AttemptKind, Decision, Route};
+
+/// `/healthz` answers 503 when the SIP loop has not published for this long.
+pub const HEALTH_STALE_AFTER: Duration = Duration::from_secs(10);
+
+/// Upper bounds (seconds) of the buckets of the routing-decision histogram.
+const ROUTE_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// What the SIP loop counts, published together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoopCounts {
+    /// Live registrations (bindings of all extensions).
+    pub registrations: usize,
+    /// Calls in progress.
+    pub calls_active: usize,
+    /// Calls parked while the router decides where they go.
+    pub calls_routing: usize,
+    /// SIP server transactions.
+    pub server_transactions: usize,
+    /// SIP client transactions.
+    pub client_transactions: usize,
+}
+
+/// How a routing decision ended, a label of `pasarela_route_decisions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteOutcome {
+    /// To a local extension.
+    Extension,
+    /// To a SIP target found by ENUM/DUNDi (the PSTN bypassed).
+    Sip,
+    /// To a PSTN trunk.
+    Trunk,
+    /// Refused.
+    Reject,
+}
+
+impl RouteOutcome {
+    const ALL: [RouteOutcome; 4] = [
+        RouteOutcome::Extension,
+        RouteOutcome::Sip,
+        RouteOutcome::Trunk,
+        RouteOutcome::Reject,
+    ];
+
+    /// The outcome of a decision: where its first attempt goes.
+    pub fn of(route: &Route) -> RouteOutcome {
+        match &route.decision {
+            Decision::Extension(_) => RouteOutcome::Extension,
+            Decision::Attempts(attempts) => match attempts.first().map(|a| &a.kind) {
+                Some(AttemptKind::Sip { .. }) => RouteOutcome::Sip,
+                Some(AttemptKind::Trunk { .. }) => RouteOutcome::Trunk,
+                None => RouteOutcome::Reject,
+            },
+            Decision::Reject { .. } => RouteOutcome::Reject,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            RouteOutcome::Extension => "extension",
+            RouteOutcome::Sip => "sip",
+            RouteOutcome::Trunk => "trunk",
+            RouteOutcome::Reject => "reject",
+        }
+    }
+}
+
+/// Where the loop publishes and the handlers read. Share it in an `Arc`.
+#[derive(Debug)]
+pub struct Stats {
+    origin: Instant,
+    start_unix: f64,
+    /// Milliseconds since `origin` of the last publication, plus one; 0 before the first.
+    heartbeat: AtomicU64,
+    stopping: AtomicBool,
+    registrations: AtomicU64,
+    calls_active: AtomicU64,
+    calls_routing: AtomicU64,
+    server_transactions: AtomicU64,
+    client_transactions: AtomicU64,
+    route_decisions: [AtomicU64; 4],
+    /// Cumulative-at-render bucket counts (each decision lands in one bucket here).
+    route_buckets: [AtomicU64; ROUTE_BUCKETS.len() + 1],
+    route_micros: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
+/// What `/healthz` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// The SIP loop published recently.
+    Ok,
+    /// The SIP loop has not published for this long.
+    Stale(Duration),
+    /// The SIP loop has not started yet.
+    Starting,
+    /// The process is shutting down.
+    Stopping,
+}
+
+impl Stats {
+    /// Empty statistics; the process start time is taken now.
+    pub fn new() -> Stats {
+        let start_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        Stats {
+            origin: Instant::now(),
+            start_unix,
+            heartbeat: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            registrations: AtomicU64::new(0),
+            calls_active: AtomicU64::new(0),
+            calls_routing: AtomicU64::new(0),
+            server_transactions: AtomicU64::new(0),
+            client_transactions: AtomicU64::new(0),
+            route_decisions: Default::default(),
+            route_buckets: Default::default(),
+            route_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Publishes the loop's counts and marks the loop alive at `now`.
+    pub fn publish(&self, now: Instant, counts: &LoopCounts) {
+        let set = |a: &AtomicU64, v: usize| a.store(v as u64, Relaxed);
+        set(&self.registrations, counts.registrations);
+        set(&self.calls_active, counts.calls_active);
+        set(&self.calls_routing, counts.calls_routing);
+        set(&self.server_transactions, counts.server_transactions);
+        set(&self.client_transactions, counts.client_transactions);
+        let ms = now.saturating_duration_since(self.origin).as_millis() as u64;
+        self.heartbeat.store(ms + 1, Relaxed);
+    }
+
+    /// The counts last published.
+    pub fn counts(&self) -> LoopCounts {
+        let get = |a: &AtomicU64| a.load(Relaxed) as usize;
+        LoopCounts {
+            registrations: get(&self.registrations),
+            calls_active: get(&self.calls_active),
+            calls_routing: get(&self.calls_routing),
+            server_transactions: get(&self.server_transactions),
+            client_transactions: get(&self.client_transactions),
+        }
+    }
+
+    /// Counts one routing decision and the time it took.
+    pub fn route_decided(&self, outcome: RouteOutcome, elapsed: Duration) {
+        let i = RouteOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
+        self.route_decisions[i].fetch_add(1, Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let bucket = ROUTE_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(ROUTE_BUCKETS.len());
+        self.route_buckets[bucket].fetch_add(1, Relaxed);
+        self.route_micros
+            .fetch_add(elapsed.as_micros() as u64, Relaxed);
+    }
+
+    /// Marks the process as shutting down (`/healthz` answers 503 from now on).
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Relaxed);
+    }
+
+    /// The health of the SIP loop as seen at `now`.
+    pub fn health(&self, now: Instant) -> Health {
+        if self.stopping.load(Relaxed) {
+            return Health::Stopping;
+        }
+        let beat = self.heartbeat.load(Relaxed);
+        if beat == 0 {
+            return Health::Starting;
+        }
+        let last = self.origin + Duration::from_millis(beat - 1);
+        let age = now.saturating_duration_since(last);
+        if age > HEALTH_STALE_AFTER {
+            Health::Stale(age)
+        } else {
+            Health::Ok
+        }
+    }
+
+    /// Everything in the Prometheus text exposition format (version 0.0.4), as of `now`.
+    pub fn render_prometheus(&self, now: Instant) -> String {
+        let mut out = String::with_capacity(2048);
+        let c = self.counts();
+        let mut gauge = |name: &str, help: &str, value: String| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        };
+        gauge(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds.",
+            format!("{:.3}", self.start_unix),
+        );
+        gauge(
+            "pasarela_registrations",
+            "Live registrations (contact bindings of all extensions).",
+            c.registrations.to_string(),
+        );
+        gauge(
+            "pasarela_calls_active",
+            "Calls in progress.",
+            c.calls_active.to_string(),
+        );
+        gauge(
+            "pasarela_calls_routing",
+            "Calls waiting for their routing decision.",
+            c.calls_routing.to_string(),
+        );
+        let beat = self.heartbeat.load(Relaxed);
+        let age = if beat == 0 {
+            "NaN".to_owned()
+        } else {
+            let last = self.origin + Duration::from_millis(beat - 1);
+            format!("{:.3}", now.saturating_duration_since(last).as_secs_f64())
+        };
+        gauge(
+            "pasarela_sip_loop_heartbeat_age_seconds",
+            "Time since the SIP loop last published its numbers.",
+            age,
+        );
+
+        let _ = writeln!(
+            out,
+            "# HELP pasarela_build_info Build information; the value is always 1."
+        );
+        let _ = writeln!(out, "# TYPE pasarela_build_info gauge");
+        let _ = writeln!(
+            out,
+            "pasarela_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+
+        let _ = writeln!(
+            out,
+            "# HELP pasarela_sip_transactions SIP transactions in progress, by role."
+        );
+        let _ = writeln!(out, "# TYPE pasarela_sip_transactions gauge");
+        let _ = writeln!(
+            out,
+            "pasarela_sip_transactions{{role=\"server\"}} {}",
+            c.server_transactions
+        );
+        let _ = writeln!(
+            out,
+            "pasarela_sip_transactions{{role=\"client\"}} {}",
+            c.client_transactions
+        );
+
+        let _ = writeln!(
+            out,
+            "# HELP pasarela_route_decisions_total Routing decisions for calls to numbers that are not extensions, by outcome."
+        );
+        let _ = writeln!(out, "# TYPE pasarela_route_decisions_total counter");
+        for (outcome, count) in RouteOutcome::ALL.iter().zip(&self.route_decisions) {
+            let _ = writeln!(
+                out,
+                "pasarela_route_decisions_total{{outcome=\"{}\"}} {}",
+                outcome.label(),
+                count.load(Relaxed)
+            );
+        }
+
+        let _ = writeln!(
+            out,
+            "# HELP pasarela_route_decision_seconds Time a routing decision took (numbering, ENUM/DUNDi, server location)."
+        );
+        let _ = writeln!(out, "# TYPE pasarela_route_decision_seconds histogram");
+        let mut cumulative = 0u64;
+        for (i, le) in ROUTE_BUCKETS.iter().enumerate() {
+            cumulative += self.route_buckets[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "pasarela_route_decision_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.route_buckets[ROUTE_BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "pasarela_route_decision_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = self.route_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "pasarela_route_decision_seconds_sum {sum:.6}");
+        let _ = writeln!(out, "pasarela_route_decision_seconds_count {cumulative}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample `name` (with its labels) in a rendered text.
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn health_follows_the_heartbeat() {
+        let s = Stats::new();
+        let t0 = Instant::now();
+        assert_eq!(s.health(t0), Health::Starting);
+        s.publish(t0, &LoopCounts::default());
+        assert_eq!(s.health(t0 + Duration::from_secs(1)), Health::Ok);
+        match s.health(t0 + HEALTH_STALE_AFTER + Duration::from_secs(2)) {
+            Health::Stale(age) => assert!(age > HEALTH_STALE_AFTER, "{age:?}"),
+            other => panic!("expected stale, got {other:?}"),
+        }
+        s.publish(t0 + Duration::from_secs(30), &LoopCounts::default());
+        assert_eq!(s.health(t0 + Duration::from_secs(31)), Health::Ok);
+        s.set_stopping();
+        assert_eq!(s.health(t0 + Duration::from_secs(31)), Health::Stopping);
+    }
+
+    #[test]
+    fn metrics_text() {
+        let s = Stats::new();
+        let now = Instant::now();
+        s.publish(
+            now,
+            &LoopCounts {
+                registrations: 3,
+                calls_active: 2,
+                calls_routing: 1,
+                server_transactions: 5,
+                client_transactions: 4,
+            },
+        );
+        s.route_decided(RouteOutcome::Sip, Duration::from_millis(3));
+        s.route_decided(RouteOutcome::Trunk, Duration::from_millis(700));
+        s.route_decided(RouteOutcome::Reject, Duration::from_secs(9));
+        let text = s.render_prometheus(now);
+        assert_eq!(sample(&text, "pasarela_registrations"), Some(3.0));
+        assert_eq!(sample(&text, "pasarela_calls_active"), Some(2.0));
+        assert_eq!(sample(&text, "pasarela_calls_routing"), Some(1.0));
+        assert_eq!(
+            sample(&text, "pasarela_sip_transactions{role=\"server\"}"),
+            Some(5.0)
+        );
+        assert_eq!(
+            sample(&text, "pasarela_sip_transactions{role=\"client\"}"),
+            Some(4.0)
+        );
+        assert_eq!(
+            sample(&text, "pasarela_route_decisions_total{outcome=\"sip\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "pasarela_route_decisions_total{outcome=\"extension\"}"
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "pasarela_route_decision_seconds_bucket{le=\"0.005\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "pasarela_route_decision_seconds_bucket{le=\"1\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&text, "pasarela_route_decision_seconds_bucket{le=\"+Inf\"}"),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(&text, "pasarela_route_decision_seconds_count"),
+            Some(3.0)
+        );
+        let sum = sample(&text, "pasarela_route_decision_seconds_sum").unwrap();
+        assert!((sum - 9.703).abs() < 1e-6, "{sum}");
+        let start = sample(&text, "process_start_time_seconds").unwrap();
+        assert!(start > 1.6e9, "{start}");
+        assert!(text.contains(&format!(
+            "pasarela_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        // Every sample belongs to a family announced by # TYPE.
+        let typed: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| typed.contains(f))
+                .unwrap_or(name);
+            assert!(typed.contains(&family), "untyped sample {line}");
+        }
+    }
+}
