@@ -26,7 +26,7 @@ impl Drop for Server {
 pub fn start_server(dir: &Path, extra: &str) -> Server {
     let cfg = format!(
         "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\ndomain = \"office.test\"\n[log]\nlevel = \"warn\"\n\
-         [store]\npath = \"{}\"\n{extra}",
+         [store]\npath = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n{extra}",
         dir.join("bench.db").display()
     );
     let cfg_path = dir.join("bench.toml");
