@@ -506,3 +506,29 @@ fn caller_over_tcp_reaches_callee_over_udp() {
     let callee = callee.wait(HARD);
     call.assert_both(&caller, &callee);
 }
+
+#[test]
+fn stopping_the_server_hangs_up_its_calls() {
+    let mut call = Call::start("");
+    let port = free_port();
+    call.register("101", port);
+    let callee = call.callee("call_uas_answer.xml", "101", port, &[]);
+    let caller = call.spawn_caller(
+        "call_uac_bye_from_callee.xml",
+        "101",
+        "secret100",
+        call.remote(),
+        "u1",
+        &[],
+    );
+    // Answered after ~200 ms; then the admin stops the service.
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = call.server.stop();
+    let caller = caller.wait(HARD);
+    let callee = callee.wait(HARD);
+    call.assert_both(&caller, &callee);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "serve exits 0 after ending its calls: {status:?}"
+    );
+}

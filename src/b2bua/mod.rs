@@ -516,6 +516,30 @@ impl Calls {
         self.apply(now, layer, id, action);
     }
 
+    /// Ends every call because pasarela is stopping: answered calls get a BYE on both legs,
+    /// ringing ones a 503 to the caller and a CANCEL to their forks. Each call's summary is
+    /// kept for its record.
+    pub fn end_all(&mut self, now: Instant, layer: &mut TransactionLayer) {
+        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        for id in ids {
+            let answered = match self.calls.get_mut(&id) {
+                Some(call) if call.winner.is_some() => {
+                    call.end_for_shutdown(now, layer, &self.settings);
+                    true
+                }
+                Some(call) => {
+                    call.respond_a(now, layer, 503, Some("Service Shutting Down"), None);
+                    false
+                }
+                None => continue,
+            };
+            if !answered {
+                self.cancel_forks(now, layer, id, None);
+            }
+            self.apply(now, layer, id, call::ForkAction::Finished);
+        }
+    }
+
     /// Fires due call timers.
     pub fn handle_timeout(&mut self, now: Instant, layer: &mut TransactionLayer) {
         while let Some(Reverse((at, id, kind))) = self.timers.peek().copied() {

@@ -168,6 +168,17 @@ impl SipCore {
         self.layer.poll_transmit()
     }
 
+    /// Ends every call and every call waiting for its route (pasarela is stopping).
+    pub fn end_all_calls(&mut self, now: Instant, unix: u64) {
+        let waiting: Vec<PendingRoute> = self.pending_routes.drain().map(|(_, p)| p).collect();
+        for p in waiting {
+            let r = self.response(&p.invite, 503, Some("Service Shutting Down"));
+            self.layer.respond(now, p.key, r);
+        }
+        self.calls.end_all(now, &mut self.layer);
+        self.process_events(now, unix);
+    }
+
     /// Replaces the extensions (after a reload); registrations and calls stay.
     pub fn set_extensions(&mut self, extensions: Vec<ExtensionRow>) {
         self.extensions = extensions

@@ -270,6 +270,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(n) = &notifier {
         n.stopping();
     }
+    end_calls(&mut core, &mut rx, &outbound).await;
+    for change in core.take_changes() {
+        writer_handle.send(change);
+    }
     web.shutdown().await;
     if let Some(z) = enum_zone {
         z.shutdown().await;
@@ -435,6 +439,47 @@ fn media_address(config: &Config) -> std::net::IpAddr {
     match probe {
         Ok(a) if !a.ip().is_unspecified() => a.ip(),
         _ => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    }
+}
+
+/// How long a stop waits for the far ends to answer the BYEs and CANCELs it sent.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Ends every call on the way out: BYE (or 503 + CANCEL while ringing), then keeps the SIP
+/// loop turning — retransmissions, responses — until those transactions are done or
+/// [`STOP_GRACE`] has passed.
+async fn end_calls(
+    core: &mut SipCore,
+    rx: &mut mpsc::Receiver<Inbound>,
+    outbound: &transport::Outbound,
+) {
+    let calls = core.calls().len() + core.pending_routes();
+    if calls == 0 {
+        return;
+    }
+    tracing::info!(calls, "stopping: ending calls");
+    core.end_all_calls(std::time::Instant::now(), unix_now());
+    let grace = tokio::time::Instant::now() + STOP_GRACE;
+    loop {
+        while let Some(t) = core.poll_transmit() {
+            outbound.send(t.peer, t.data);
+        }
+        if core.transaction_counts().1 == 0 || tokio::time::Instant::now() >= grace {
+            break;
+        }
+        let wake = core
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .map_or(grace, |d| d.min(grace));
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => core.handle_message(std::time::Instant::now(), unix_now(), m.message, m.peer),
+                None => break,
+            },
+            () = tokio::time::sleep_until(wake) => {
+                core.handle_timeout(std::time::Instant::now(), unix_now());
+            }
+        }
     }
 }
 

@@ -63,6 +63,17 @@ impl Call {
         }
     }
 
+    /// Hangs up both legs because pasarela is stopping.
+    pub fn end_for_shutdown(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        settings: &CallSettings,
+    ) {
+        tracing::info!(call = self.id, "stopping: hanging up");
+        self.hang_up(now, layer, None, settings);
+    }
+
     pub fn in_dialog_request(
         &mut self,
         now: Instant,
