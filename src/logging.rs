@@ -1,4 +1,5 @@
-//! Process diagnostics: installs the global `tracing` subscriber (human-readable, to stderr).
+//! Process diagnostics: installs the global `tracing` subscriber (human-readable, to stderr;
+//! without timestamps when stderr is the systemd journal, `JOURNAL_STREAM`).
 //!
 //! The filter comes from `RUST_LOG` when that is set and non-empty, otherwise from the
 //! `log.level` config key (a level such as `info`, or directives such as
@@ -51,12 +52,17 @@ pub fn init(config: &LogConfig) -> Result<(), LoggingError> {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = filter(rust_log.as_deref(), config)?;
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init()
-        .map_err(|e| LoggingError::Install(e.to_string()))
+        .with_writer(std::io::stderr);
+    // Under systemd, stderr goes to the journal, which stamps every line itself.
+    let result = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
+    result.map_err(|e| LoggingError::Install(e.to_string()))
 }
 
 #[cfg(test)]
