@@ -238,6 +238,16 @@ fn enum_miss_goes_to_the_trunk_which_challenges() {
         }
         panic!("no {needle:?} in the log:\n{}", office.server.log_excerpt());
     };
+    let web = office.server.web.expect("listening web");
+    let (_, _, metrics) = common::http_get(web, "/metrics");
+    assert_eq!(
+        common::metric_sample(
+            &metrics,
+            "pasarela_calls_ended_total{route=\"pstn\",disposition=\"answered\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     common::signal(office.server.pid(), "USR1");
     wait_for("ENUM cache: 9.9.9.9.5.5.5.0.3.9.4.e164.test");
     common::signal(office.server.pid(), "USR2");

@@ -265,12 +265,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         for change in core.take_changes() {
             writer_handle.send(change);
         }
+        for summary in core.calls_mut().take_finished() {
+            call_ended(&stats, &summary);
+        }
     }
     stats.set_stopping();
     if let Some(n) = &notifier {
         n.stopping();
     }
     end_calls(&mut core, &mut rx, &outbound).await;
+    for summary in core.calls_mut().take_finished() {
+        call_ended(&stats, &summary);
+    }
     for change in core.take_changes() {
         writer_handle.send(change);
     }
@@ -286,6 +292,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Publishes the SIP loop's numbers for `/metrics` and marks the loop alive for `/healthz`.
+/// A finished call, counted for /metrics (its record will be written here too).
+fn call_ended(stats: &Stats, summary: &crate::b2bua::CallSummary) {
+    let stage = summary
+        .answered_by
+        .as_ref()
+        .map(|(stage, _)| *stage)
+        .or_else(|| summary.attempts.last().map(|a| a.stage));
+    let label = stage.and_then(|st| {
+        summary
+            .attempts
+            .iter()
+            .find(|a| a.stage == st)
+            .map(|a| a.label.as_str())
+    });
+    stats.call_ended(
+        crate::web::stats::call_route_kind(label),
+        summary.disposition,
+    );
+}
+
 fn publish(stats: &Stats, now: std::time::Instant, core: &SipCore) {
     let (server_transactions, client_transactions) = core.transaction_counts();
     stats.publish(

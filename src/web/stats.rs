@@ -74,6 +74,22 @@ impl RouteOutcome {
     }
 }
 
+/// Route kinds of ended calls, as labels.
+pub const CALL_ROUTES: [&str; 4] = ["internal", "sip", "pstn", "none"];
+/// Dispositions of ended calls, as labels (the b2bua's words).
+pub const DISPOSITIONS: [&str; 5] = ["answered", "busy", "no answer", "cancelled", "failed"];
+
+/// The route kind of a call from the label of the stage that answered, or else of the last
+/// stage tried: `extension …` → internal, `ENUM …`/`DUNDi …` → sip, `trunk …` → pstn.
+pub fn call_route_kind(label: Option<&str>) -> &'static str {
+    match label {
+        Some(l) if l.starts_with("trunk") => "pstn",
+        Some(l) if l.starts_with("ENUM") || l.starts_with("DUNDi") => "sip",
+        Some(l) if l.starts_with("extension") => "internal",
+        _ => "none",
+    }
+}
+
 /// Where the loop publishes and the handlers read. Share it in an `Arc`.
 #[derive(Debug)]
 pub struct Stats {
@@ -88,6 +104,8 @@ pub struct Stats {
     server_transactions: AtomicU64,
     client_transactions: AtomicU64,
     route_decisions: [AtomicU64; 4],
+    /// Calls ended, by route kind and disposition.
+    calls_ended: [[AtomicU64; DISPOSITIONS.len()]; CALL_ROUTES.len()],
     /// Cumulative-at-render bucket counts (each decision lands in one bucket here).
     route_buckets: [AtomicU64; ROUTE_BUCKETS.len() + 1],
     route_micros: AtomicU64,
@@ -129,6 +147,7 @@ impl Stats {
             server_transactions: AtomicU64::new(0),
             client_transactions: AtomicU64::new(0),
             route_decisions: Default::default(),
+            calls_ended: Default::default(),
             route_buckets: Default::default(),
             route_micros: AtomicU64::new(0),
         }
@@ -176,6 +195,17 @@ impl Stats {
     }
 
     /// Marks the process as shutting down (`/healthz` answers 503 from now on).
+    /// A call ended (`route`: one of [`CALL_ROUTES`]; `disposition`: one of [`DISPOSITIONS`],
+    /// anything else counts as failed).
+    pub fn call_ended(&self, route: &str, disposition: &str) {
+        let r = CALL_ROUTES.iter().position(|x| *x == route).unwrap_or(3);
+        let d = DISPOSITIONS
+            .iter()
+            .position(|x| *x == disposition)
+            .unwrap_or(DISPOSITIONS.len() - 1);
+        self.calls_ended[r][d].fetch_add(1, Relaxed);
+    }
+
     pub fn set_stopping(&self) {
         self.stopping.store(true, Relaxed);
     }
@@ -283,6 +313,21 @@ impl Stats {
 
         let _ = writeln!(
             out,
+            "# HELP pasarela_calls_ended_total Calls ended, by route and disposition."
+        );
+        let _ = writeln!(out, "# TYPE pasarela_calls_ended_total counter");
+        for (route, row) in CALL_ROUTES.iter().zip(&self.calls_ended) {
+            for (disposition, count) in DISPOSITIONS.iter().zip(row) {
+                let _ = writeln!(
+                    out,
+                    "pasarela_calls_ended_total{{route=\"{route}\",disposition=\"{disposition}\"}} {}",
+                    count.load(Relaxed)
+                );
+            }
+        }
+
+        let _ = writeln!(
+            out,
             "# HELP pasarela_route_decision_seconds Time a routing decision took (numbering, ENUM/DUNDi, server location)."
         );
         let _ = writeln!(out, "# TYPE pasarela_route_decision_seconds histogram");
@@ -315,6 +360,23 @@ mod tests {
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn calls_ended_by_route_and_disposition() {
+        let s = Stats::new();
+        s.call_ended(call_route_kind(Some("trunk carrier")), "answered");
+        s.call_ended(call_route_kind(Some("ENUM e164.arpa")), "busy");
+        s.call_ended(call_route_kind(None), "odd");
+        let text = s.render_prometheus(Instant::now());
+        let get = |l: &str| sample(&text, &format!("pasarela_calls_ended_total{l}"));
+        assert_eq!(get("{route=\"pstn\",disposition=\"answered\"}"), Some(1.0));
+        assert_eq!(get("{route=\"sip\",disposition=\"busy\"}"), Some(1.0));
+        assert_eq!(get("{route=\"none\",disposition=\"failed\"}"), Some(1.0));
+        assert_eq!(
+            get("{route=\"internal\",disposition=\"answered\"}"),
+            Some(0.0)
+        );
     }
 
     #[test]

@@ -952,3 +952,36 @@ pub fn sipp_logged_numbers(res: &SippResult, key: &str) -> Vec<u32> {
         .filter_map(|rest| rest.trim().parse().ok())
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// HTTP (the web side: /healthz, /metrics)
+
+/// One HTTP/1.1 GET with `Connection: close`: (status, headers, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect web");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read response");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The value of a sample (`name` with its labels, exactly as rendered).
+pub fn metric_sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
