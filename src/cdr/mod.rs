@@ -29,7 +29,7 @@ pub mod record;
 pub mod writer;
 
 pub use db::CdrDb;
-pub use query::{BillingLine, DayTotals, Filter, Page, Sort, SortKey, Totals};
+pub use query::{BillingLine, DayTotals, Filter, Overview, Page, Sort, SortKey, Totals};
 pub use rating::{rerate, Price, Rate, RateBook, RateTable, RateTableInfo, Rating};
 pub use record::{CallRecord, Direction, Disposition, OfficeNumbers, RouteKind};
 pub use writer::{CdrWriter, CdrWriterHandle, CdrWriterStats};

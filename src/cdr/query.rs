@@ -50,6 +50,29 @@ impl Filter {
         }
     }
 
+    /// The number searched for, without the separators people type.
+    fn number_needle(&self) -> Option<String> {
+        let cleaned: String = self
+            .number
+            .as_deref()?
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '/' | '(' | ')' | '.'))
+            .collect();
+        (!cleaned.is_empty()).then_some(cleaned)
+    }
+
+    /// `call_records`, with the index to use when the choice is not obvious to SQLite: a
+    /// number search without an extension or line filter scans the numbers index, testing the
+    /// substring on index entries (index-only) rather than on table rows.
+    fn from(&self) -> &'static str {
+        if self.number_needle().is_some() && self.extension.is_none() && self.route_target.is_none()
+        {
+            "call_records INDEXED BY call_records_numbers"
+        } else {
+            "call_records"
+        }
+    }
+
     /// The SQL condition (starting with `WHERE`, or empty) and its parameters.
     fn sql(&self) -> (String, Vec<Value>) {
         let mut conds: Vec<String> = Vec::new();
@@ -70,19 +93,13 @@ impl Filter {
             let n = bind(&mut values, Value::Text(v.clone()));
             conds.push(format!("extension = ?{n}"));
         }
-        if let Some(v) = &self.number {
-            let cleaned: String = v
-                .chars()
-                .filter(|c| !matches!(c, ' ' | '-' | '/' | '(' | ')' | '.'))
-                .collect();
-            if !cleaned.is_empty() {
-                let n = bind(&mut values, Value::Text(cleaned));
-                conds.push(format!(
-                    "(instr(caller, ?{n}) > 0 OR instr(callee, ?{n}) > 0 \
-                     OR instr(coalesce(caller_e164, ''), ?{n}) > 0 \
-                     OR instr(coalesce(callee_e164, ''), ?{n}) > 0)"
-                ));
-            }
+        if let Some(cleaned) = self.number_needle() {
+            let n = bind(&mut values, Value::Text(cleaned));
+            conds.push(format!(
+                "(instr(caller, ?{n}) > 0 OR instr(callee, ?{n}) > 0 \
+                 OR instr(coalesce(caller_e164, ''), ?{n}) > 0 \
+                 OR instr(coalesce(callee_e164, ''), ?{n}) > 0)"
+            ));
         }
         if let Some(v) = self.direction {
             let n = bind(&mut values, Value::Text(v.as_str().to_owned()));
@@ -205,6 +222,15 @@ impl Totals {
         (self.billable_s + 30) / 60
     }
 
+    /// Adds `other` to these totals.
+    pub fn add(&mut self, other: &Totals) {
+        self.calls += other.calls;
+        self.answered += other.answered;
+        self.billable_s += other.billable_s;
+        self.cost_minor += other.cost_minor;
+        self.savings_minor += other.savings_minor;
+    }
+
     fn add_row(&mut self, row: &Row<'_>, first: usize) -> rusqlite::Result<()> {
         self.calls += to_u64(row.get(first)?);
         self.answered += to_u64(row.get(first + 1)?);
@@ -221,6 +247,17 @@ pub struct DayTotals {
     /// The day's first millisecond (UTC unix ms), as given.
     pub start_ms: i64,
     pub totals: Totals,
+}
+
+/// The overview page's figures ([`CdrDb::overview`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overview {
+    pub today: Totals,
+    pub month: Totals,
+    /// The month per route kind.
+    pub by_route: Vec<(RouteKind, Totals)>,
+    /// One entry per day (the last 30 days, as asked).
+    pub days: Vec<DayTotals>,
 }
 
 /// One line of a monthly bill: an extension or a PSTN line.
@@ -367,7 +404,8 @@ impl CdrDb {
         ));
         let o = values.len();
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM call_records {cond} {} LIMIT ?{l} OFFSET ?{o}",
+            "SELECT {RECORD_COLUMNS} FROM {} {cond} {} LIMIT ?{l} OFFSET ?{o}",
+            filter.from(),
             sort.sql()
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
@@ -378,7 +416,7 @@ impl CdrDb {
     /// How many records match `filter`.
     pub fn count(&self, filter: &Filter) -> Result<u64, CdrError> {
         let (cond, values) = filter.sql();
-        let sql = format!("SELECT count(*) FROM call_records {cond}");
+        let sql = format!("SELECT count(*) FROM {} {cond}", filter.from());
         let n: i64 = self
             .conn
             .prepare_cached(&sql)?
@@ -390,7 +428,7 @@ impl CdrDb {
     /// (for "today" and "this month": a [`Filter::period`]; served from an index alone).
     pub fn totals(&self, filter: &Filter) -> Result<Totals, CdrError> {
         let (cond, values) = filter.sql();
-        let sql = format!("SELECT {TOTALS} FROM call_records {cond}");
+        let sql = format!("SELECT {TOTALS} FROM {} {cond}", filter.from());
         let mut t = Totals::default();
         self.conn
             .prepare_cached(&sql)?
@@ -409,54 +447,74 @@ impl CdrDb {
                 totals: Totals::default(),
             })
             .collect();
-        let (Some(&first), Some(&end)) = (day_starts.first(), day_starts.last()) else {
-            return Ok(days);
-        };
-        if days.is_empty() {
-            return Ok(days);
-        }
-        // One pass over the period index, in start order, bucketing as it goes.
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT start_ms, disposition = 'answered', billable_s, coalesce(cost_minor, 0),
-                    coalesce(savings_minor, 0)
-             FROM call_records WHERE start_ms >= ?1 AND start_ms < ?2 ORDER BY start_ms",
-        )?;
-        let mut rows = stmt.query([first, end])?;
-        let mut i = 0usize;
-        while let Some(row) = rows.next()? {
-            let start: i64 = row.get(0)?;
-            while day_starts.get(i + 1).is_some_and(|&next| start >= next) {
-                i += 1;
-            }
-            if let Some(d) = days.get_mut(i) {
-                d.totals.calls += 1;
-                d.totals.answered += u64::from(row.get::<_, bool>(1)?);
-                d.totals.billable_s += row.get::<_, i64>(2)?;
-                d.totals.cost_minor += row.get::<_, i64>(3)?;
-                d.totals.savings_minor += row.get::<_, i64>(4)?;
-            }
+        // One aggregate per day over the period index (index-only, summed inside SQLite):
+        // cheaper than sending every row of the month back, or sorting them for a GROUP BY.
+        let sql =
+            format!("SELECT {TOTALS} FROM call_records WHERE start_ms >= ?1 AND start_ms < ?2");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        for (d, w) in days.iter_mut().zip(day_starts.windows(2)) {
+            stmt.query_row([w[0], w[1]], |r| d.totals.add_row(r, 0))?;
         }
         Ok(days)
     }
 
-    /// Totals per route kind for calls that started in `[from_ms, to_ms)` (kinds without calls
-    /// are left out).
+    /// Totals per route kind for calls that started in `[from_ms, to_ms)`, in the order of
+    /// [`RouteKind::ALL`] (kinds without calls are left out). One index-only pass.
     pub fn totals_by_route(
         &self,
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<(RouteKind, Totals)>, CdrError> {
+        // Conditional sums per kind in one scan: no temporary b-tree to group the rows.
+        let columns: Vec<String> = RouteKind::ALL
+            .iter()
+            .map(|k| {
+                let when = format!("FILTER (WHERE route_kind = '{}')", k.as_str());
+                format!(
+                    "count(*) {when}, coalesce(sum(disposition = 'answered') {when}, 0), \
+                     coalesce(sum(billable_s) {when}, 0), coalesce(sum(cost_minor) {when}, 0), \
+                     coalesce(sum(savings_minor) {when}, 0)"
+                )
+            })
+            .collect();
         let sql = format!(
-            "SELECT route_kind, {TOTALS} FROM call_records
-             WHERE start_ms >= ?1 AND start_ms < ?2 GROUP BY route_kind ORDER BY route_kind"
+            "SELECT {} FROM call_records WHERE start_ms >= ?1 AND start_ms < ?2",
+            columns.join(", ")
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map([from_ms, to_ms], |r| {
-            let mut t = Totals::default();
-            t.add_row(r, 1)?;
-            Ok((r.get::<_, RouteKind>(0)?, t))
+        let per_kind = stmt.query_row([from_ms, to_ms], |r| {
+            let mut out = Vec::new();
+            for (i, k) in RouteKind::ALL.iter().enumerate() {
+                let mut t = Totals::default();
+                t.add_row(r, i * 5)?;
+                out.push((*k, t));
+            }
+            Ok(out)
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(per_kind.into_iter().filter(|(_, t)| t.calls > 0).collect())
+    }
+
+    /// What the overview page shows, in three index-only reads: the totals of `today` and of
+    /// `month` (each `(from_ms, to_ms)`), the month per route kind (whose sum is the month's
+    /// totals, so the month is scanned once), and the days of `day_starts` (see
+    /// [`CdrDb::daily_totals`]).
+    pub fn overview(
+        &self,
+        today: (i64, i64),
+        month: (i64, i64),
+        day_starts: &[i64],
+    ) -> Result<Overview, CdrError> {
+        let by_route = self.totals_by_route(month.0, month.1)?;
+        let mut month_totals = Totals::default();
+        for (_, t) in &by_route {
+            month_totals.add(t);
+        }
+        Ok(Overview {
+            today: self.totals(&Filter::period(today.0, today.1))?,
+            month: month_totals,
+            by_route,
+            days: self.daily_totals(day_starts)?,
+        })
     }
 
     fn billing(
@@ -512,7 +570,8 @@ impl CdrDb {
     ) -> Result<u64, CdrError> {
         let (cond, values) = filter.sql();
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM call_records {cond} {}",
+            "SELECT {RECORD_COLUMNS} FROM {} {cond} {}",
+            filter.from(),
             sort.sql()
         );
         let mut stmt = self.conn.prepare(&sql)?;
@@ -767,11 +826,18 @@ mod tests {
             kinds,
             vec![
                 (RouteKind::Extension, 4),
-                (RouteKind::Pstn, 4),
-                (RouteKind::Sip, 4)
+                (RouteKind::Sip, 4),
+                (RouteKind::Pstn, 4)
             ]
         );
-        let sip = by_route[2].1;
+        let sip = by_route[1].1;
+        let o = db
+            .overview((T0, T0 + DAY), (T0, T0 + 31 * DAY), &starts)
+            .unwrap();
+        assert_eq!(o.today, t);
+        assert_eq!(o.month, month);
+        assert_eq!(o.by_route, by_route);
+        assert_eq!(o.days, days);
         assert_eq!(sip.savings_minor, 2 + 8 + 20); // i = 1, 4, 10 (7 was busy)
     }
 
