@@ -20,7 +20,7 @@ use pasarela::sip::peer::Proto;
 use pasarela::sip::uri::Uri;
 
 const CHILD_ENV: &str = "PASARELA_CDR_KILL_CHILD_DB";
-const BURST: i64 = 2_000;
+const BURST: i64 = 500;
 
 fn record(i: i64) -> CallRecord {
     let office = OfficeNumbers::new(None);

@@ -10,9 +10,11 @@
 //! and commits them in one transaction. So a record sent while the writer is idle is committed
 //! at once — within a few milliseconds, the time of one small transaction and its fsync — and
 //! a record sent during a burst waits only for the batches queued before it (a full batch of
-//! 1 000 records commits in about 10 ms). Once committed it survives kill -9 of the process and,
-//! with `synchronous=FULL`, a power loss. The promise tested with a killed child process is
-//! **committed within 200 ms of `send`** while fewer than ~10 000 records are queued ahead.
+//! 1 000 records, rating included, commits in about 25 ms on a busy 2-core machine: `cargo
+//! bench --bench cdr` writes 1 000 000 records at ~40 000/s). Once committed it survives
+//! kill -9 of the process and, with `synchronous=FULL`, a power loss. The promise, tested by
+//! killing a child process: **committed within 200 ms of `send`** while fewer than ~5 000
+//! records are queued ahead of it (thousands of calls ending in the same instant).
 //!
 //! **Rating.** A record whose `cost_minor` is `None` is rated before it is written, with the
 //! rate tables as they are at that moment: the thread reloads them whenever the database's
