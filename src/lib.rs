@@ -4,6 +4,7 @@
 //! [`sip`], thin tokio shells under [`transport`], and the services built on them.
 
 pub mod b2bua;
+pub mod cdr;
 pub mod config;
 pub mod logging;
 pub mod media;

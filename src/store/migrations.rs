@@ -11,6 +11,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../migrations/0002_extension_permissions.sql"
     )),
+    M::up(include_str!("../../migrations/0003_call_records.sql")),
 ];
 
 /// All migrations, oldest first.

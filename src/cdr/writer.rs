@@ -1,0 +1,472 @@
+//! The call record writer: a background thread that rates finished calls and commits their
+//! records in batches.
+//!
+//! The SIP loop hands each record to a [`CdrWriterHandle`], whose
+//! [`send`](CdrWriterHandle::send) only pushes onto an unbounded channel: it never blocks and
+//! never touches the disk. The thread owns its own connection (WAL, `synchronous=FULL`).
+//!
+//! **When a record is durable.** The thread sleeps on the channel and wakes for the first
+//! record; it then takes whatever else is queued (at most [`MAX_BATCH`] records), rates them,
+//! and commits them in one transaction. So a record sent while the writer is idle is committed
+//! at once — within a few milliseconds, the time of one small transaction and its fsync — and
+//! a record sent during a burst waits only for the batches queued before it (a full batch of
+//! 1 000 records, rating included, commits in about 25 ms on a busy 2-core machine: `cargo
+//! bench --bench cdr` writes 1 000 000 records at ~40 000/s). Once committed it survives
+//! kill -9 of the process and, with `synchronous=FULL`, a power loss. The promise, tested by
+//! killing a child process: **committed within 200 ms of `send`** while fewer than ~5 000
+//! records are queued ahead of it (thousands of calls ending in the same instant).
+//!
+//! **Rating.** A record whose `cost_minor` is `None` is rated before it is written, with the
+//! rate tables as they are at that moment: the thread reloads them whenever the database's
+//! rating version changes (any edit of a table, line assignment or rate, from any
+//! connection). Records that already carry a cost are written as they are.
+//!
+//! **Failures** are logged with the full record (so that nothing accepted is lost without a
+//! trace), counted, and reported by [`flush`](CdrWriterHandle::flush); never panicked on. A
+//! batch that fails is retried record by record, so one bad record does not take its batch
+//! with it.
+
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::db::{insert_in, Durability};
+use super::rating::RateBook;
+use super::record::CallRecord;
+use super::{CdrDb, CdrError};
+
+/// Upper bound on records committed in one transaction, so that a backlog commits in steps
+/// and the records at its front are durable early.
+pub const MAX_BATCH: usize = 1_000;
+
+// Nearly every message is a record; boxing it would cost an allocation per call.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Record(CallRecord),
+    /// Reply once everything sent before is written, with the failures since the last flush.
+    Flush(mpsc::SyncSender<usize>),
+    Shutdown,
+}
+
+/// Counters shared between the writer thread and its owner.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CdrWriterStats {
+    /// Transactions committed.
+    pub batches: u64,
+    /// Records written.
+    pub records: u64,
+    /// Records written without a cost because no rate applied.
+    pub unrated: u64,
+    /// Records that could not be written (logged).
+    pub failed: u64,
+    /// Times the rate tables were (re)loaded.
+    pub rate_loads: u64,
+}
+
+/// Sends records to the writer thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CdrWriterHandle {
+    tx: Sender<Msg>,
+}
+
+/// Owns the writer thread; dropping it (or calling [`shutdown`](Self::shutdown)) writes what is
+/// queued and joins the thread.
+#[derive(Debug)]
+pub struct CdrWriter {
+    tx: Sender<Msg>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<Mutex<CdrWriterStats>>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Record(r) => f.debug_tuple("Record").field(&r.call_ref).finish(),
+            Msg::Flush(_) => f.write_str("Flush"),
+            Msg::Shutdown => f.write_str("Shutdown"),
+        }
+    }
+}
+
+fn lock(stats: &Mutex<CdrWriterStats>) -> std::sync::MutexGuard<'_, CdrWriterStats> {
+    match stats.lock() {
+        Ok(s) => s,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl CdrWriter {
+    /// Opens the database at `path` (migrating it if needed) with `synchronous=FULL` and
+    /// starts the writer thread.
+    pub fn spawn(path: &Path) -> Result<(CdrWriter, CdrWriterHandle), CdrError> {
+        CdrWriter::spawn_with(CdrDb::open_with(path, Durability::Power)?)
+    }
+
+    /// Starts the writer thread on an open database.
+    pub fn spawn_with(db: CdrDb) -> Result<(CdrWriter, CdrWriterHandle), CdrError> {
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(Mutex::new(CdrWriterStats::default()));
+        let thread_stats = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("cdr-writer".to_owned())
+            .spawn(move || run(db, rx, &thread_stats))?;
+        let handle = CdrWriterHandle { tx: tx.clone() };
+        Ok((
+            CdrWriter {
+                tx,
+                thread: Some(thread),
+                stats,
+            },
+            handle,
+        ))
+    }
+
+    /// Another handle for sending records.
+    pub fn handle(&self) -> CdrWriterHandle {
+        CdrWriterHandle {
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> CdrWriterStats {
+        *lock(&self.stats)
+    }
+
+    /// Writes everything queued, stops the thread and waits for it. Reports records that
+    /// failed since the last flush.
+    pub fn shutdown(mut self) -> Result<(), CdrError> {
+        let result = self.handle().flush();
+        self.stop();
+        result
+    }
+
+    fn stop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // The thread drains the queue before it acts on Shutdown.
+        let _ = self.tx.send(Msg::Shutdown);
+        if thread.join().is_err() {
+            tracing::error!("call record writer thread panicked");
+        }
+    }
+}
+
+impl Drop for CdrWriter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl CdrWriterHandle {
+    /// Queues a record. Never blocks and never touches the disk; if the writer has stopped the
+    /// record is logged in full and dropped.
+    pub fn send(&self, record: CallRecord) {
+        if let Err(mpsc::SendError(Msg::Record(r))) = self.tx.send(Msg::Record(record)) {
+            tracing::error!(record = ?r, "call record writer has stopped; record not written");
+        }
+    }
+
+    /// Blocks until every record sent before this call is committed. Fails if the writer has
+    /// stopped, or if records failed since the previous flush.
+    pub fn flush(&self) -> Result<(), CdrError> {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.tx
+            .send(Msg::Flush(reply_tx))
+            .map_err(|_| CdrError::WriterStopped)?;
+        match reply_rx.recv() {
+            Ok(0) => Ok(()),
+            Ok(failed) => Err(CdrError::WriteFailed { failed }),
+            Err(_) => Err(CdrError::WriterStopped),
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Worker {
+    db: CdrDb,
+    book: RateBook,
+    /// The rating version `book` was loaded at (`None`: not loaded).
+    version: Option<i64>,
+}
+
+impl Worker {
+    /// Reloads the rate tables if they changed since they were loaded.
+    fn refresh_rates(&mut self, stats: &Mutex<CdrWriterStats>) {
+        let version = match self.db.rating_version() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the rating version; rates not reloaded");
+                return;
+            }
+        };
+        if self.version == Some(version) {
+            return;
+        }
+        match self.db.load_rate_book() {
+            Ok(book) => {
+                tracing::debug!(tables = book.tables().len(), "rate tables loaded");
+                self.book = book;
+                self.version = Some(version);
+                lock(stats).rate_loads += 1;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load the rate tables; keeping the old ones")
+            }
+        }
+    }
+
+    /// Rates (where needed) and commits `batch`, then clears it; returns how many records
+    /// could not be written.
+    fn write(&mut self, batch: &mut Vec<CallRecord>, stats: &Mutex<CdrWriterStats>) -> usize {
+        if batch.is_empty() {
+            return 0;
+        }
+        self.refresh_rates(stats);
+        let mut unrated = 0u64;
+        for r in batch.iter_mut().filter(|r| r.cost_minor.is_none()) {
+            let rating = self.book.rate(&r.rating_input());
+            r.apply_rating(rating);
+            if r.cost_minor.is_none() {
+                unrated += 1;
+                tracing::warn!(
+                    callee = r.callee_e164.as_deref().unwrap_or(&r.callee),
+                    line = r.route_target.as_deref().unwrap_or(""),
+                    table = r.rate_table.as_deref().unwrap_or(""),
+                    "no rate for a call; its record has no cost"
+                );
+            }
+        }
+        let mut failed = 0usize;
+        let mut written = batch.len();
+        let mut batches = 1;
+        if let Err(e) = self.commit(batch) {
+            tracing::warn!(error = %e, records = batch.len(), "batch of call records failed; retrying one by one");
+            written = 0;
+            batches = 0;
+            for r in batch.iter() {
+                match self.commit(std::slice::from_ref(r)) {
+                    Ok(()) => {
+                        written += 1;
+                        batches += 1;
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        tracing::error!(record = ?r, error = %e, "call record could not be written");
+                    }
+                }
+            }
+        }
+        let mut s = lock(stats);
+        s.batches += batches;
+        s.records += written as u64;
+        s.failed += failed as u64;
+        s.unrated += unrated;
+        drop(s);
+        batch.clear();
+        failed
+    }
+
+    fn commit(&mut self, records: &[CallRecord]) -> rusqlite::Result<()> {
+        let tx = self.db.conn.transaction()?;
+        insert_in(&tx, records)?;
+        tx.commit()
+    }
+}
+
+fn run(db: CdrDb, rx: Receiver<Msg>, stats: &Mutex<CdrWriterStats>) {
+    let mut worker = Worker {
+        db,
+        book: RateBook::default(),
+        version: None,
+    };
+    let mut batch: Vec<CallRecord> = Vec::new();
+    let mut failed_since_flush = 0usize;
+    let mut waiting: Vec<mpsc::SyncSender<usize>> = Vec::new();
+    loop {
+        // Block for the first message, then take whatever else is already queued.
+        let mut stop = false;
+        let mut next = rx.recv().ok();
+        if next.is_none() {
+            stop = true; // every sender is gone
+        }
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Record(r) => batch.push(r),
+                Msg::Flush(reply) => waiting.push(reply),
+                Msg::Shutdown => stop = true,
+            }
+            if batch.len() >= MAX_BATCH {
+                failed_since_flush += worker.write(&mut batch, stats);
+            }
+            if stop {
+                break;
+            }
+            next = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => {
+                    stop = true;
+                    None
+                }
+            };
+        }
+        failed_since_flush += worker.write(&mut batch, stats);
+        if !waiting.is_empty() {
+            for reply in waiting.drain(..) {
+                let _ = reply.send(failed_since_flush);
+            }
+            failed_since_flush = 0;
+        }
+        if stop {
+            break;
+        }
+    }
+    tracing::debug!("call record writer stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdr::rating::{Price, Rate};
+    use crate::cdr::record::tests::sample;
+    use std::time::{Duration, Instant};
+
+    fn count(path: &Path) -> i64 {
+        let db = CdrDb::open(path).unwrap();
+        db.conn
+            .query_row("SELECT count(*) FROM call_records", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn batches_many_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let (writer, handle) = CdrWriter::spawn(&path).unwrap();
+        for i in 0..5_000 {
+            handle.send(sample(i));
+        }
+        handle.flush().unwrap();
+        let stats = writer.stats();
+        assert_eq!(stats.records, 5_000);
+        assert!(stats.batches < 1_000, "{stats:?}");
+        assert_eq!(stats.failed, 0);
+        assert_eq!(count(&path), 5_000);
+        writer.shutdown().unwrap();
+    }
+
+    #[test]
+    fn committed_promptly_without_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let (writer, handle) = CdrWriter::spawn(&path).unwrap();
+        let reader = CdrDb::open(&path).unwrap();
+        let sent = Instant::now();
+        handle.send(sample(1));
+        loop {
+            let n: i64 = reader
+                .conn
+                .query_row("SELECT count(*) FROM call_records", [], |r| r.get(0))
+                .unwrap();
+            if n == 1 {
+                break;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_millis(200),
+                "not committed within 200 ms"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        drop(writer);
+    }
+
+    #[test]
+    fn rates_records_and_follows_rate_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let mut admin = CdrDb::open(&path).unwrap();
+        admin.create_rate_table("carrier", "EUR", false).unwrap();
+        admin.set_rate_table_lines("carrier", &["carrier"]).unwrap();
+        let mut rate = Rate {
+            prefix: "49".into(),
+            description: String::new(),
+            per_minute: Price::parse("0.02", false).unwrap(),
+            connect_fee: Price::default(),
+            first_s: 60,
+            next_s: 60,
+        };
+        admin.put_rate("carrier", &rate).unwrap();
+        let (writer, handle) = CdrWriter::spawn(&path).unwrap();
+        handle.send(sample(1));
+        let mut pre_rated = sample(2);
+        pre_rated.cost_minor = Some(999);
+        handle.send(pre_rated);
+        let mut abroad = sample(3);
+        abroad.callee_e164 = Some("+331234567".into());
+        handle.send(abroad);
+        handle.flush().unwrap();
+        // The dashboard changes the price on its own connection.
+        rate.per_minute = Price::parse("0.07", false).unwrap();
+        admin.put_rate("carrier", &rate).unwrap();
+        handle.send(sample(4));
+        handle.flush().unwrap();
+        let stats = writer.stats();
+        assert_eq!(stats.unrated, 1);
+        assert_eq!(stats.rate_loads, 2);
+        writer.shutdown().unwrap();
+        let costs: Vec<Option<i64>> = (1..=4)
+            .map(|id| admin.record(id).unwrap().unwrap().cost_minor)
+            .collect();
+        assert_eq!(costs, vec![Some(2), Some(999), None, Some(7)]);
+        let r = admin.record(1).unwrap().unwrap();
+        assert_eq!(r.rate_table.as_deref(), Some("carrier"));
+        assert_eq!(r.rate_prefix.as_deref(), Some("49"));
+        assert_eq!(r.currency.as_deref(), Some("EUR"));
+    }
+
+    #[test]
+    fn a_bad_record_does_not_take_its_batch_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let db = CdrDb::open(&path).unwrap();
+        db.conn
+            .execute_batch(
+                "CREATE TRIGGER no_evil BEFORE INSERT ON call_records WHEN NEW.caller = 'evil'
+                 BEGIN SELECT RAISE(ABORT, 'no'); END;",
+            )
+            .unwrap();
+        let (writer, handle) = CdrWriter::spawn_with(db).unwrap();
+        let mut evil = sample(2);
+        evil.caller = "evil".into();
+        handle.send(sample(1));
+        handle.send(evil);
+        handle.send(sample(3));
+        assert!(matches!(
+            handle.flush(),
+            Err(CdrError::WriteFailed { failed: 1 })
+        ));
+        handle.send(sample(4));
+        handle.flush().unwrap();
+        let stats = writer.stats();
+        assert_eq!((stats.records, stats.failed), (3, 1));
+        writer.shutdown().unwrap();
+        assert_eq!(count(&path), 3);
+    }
+
+    #[test]
+    fn drop_writes_what_is_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let (writer, handle) = CdrWriter::spawn(&path).unwrap();
+        for i in 0..300 {
+            handle.send(sample(i));
+        }
+        drop(writer);
+        assert!(matches!(handle.flush(), Err(CdrError::WriterStopped)));
+        handle.send(sample(1)); // logged and dropped, no panic
+        assert_eq!(count(&path), 300);
+    }
+}
