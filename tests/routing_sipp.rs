@@ -14,6 +14,7 @@ use common::{
     call_config, free_port, require_program, rtp_port_range, server_program, sipp_spawn, Server,
     SippProc, SippResult,
 };
+use pasarela::cdr::{CallRecord, CdrDb, Direction, Disposition, Filter, Page, RouteKind, Sort};
 use pasarela::routing::zone_server::{Zone, ZoneRecord, ZoneServer};
 
 const HARD: Duration = Duration::from_secs(60);
@@ -174,6 +175,22 @@ impl Office {
     fn log(&self) -> String {
         std::fs::read_to_string(self.server.log_path()).unwrap_or_default()
     }
+
+    /// The call records in the server's database, newest first (waits up to 2 s for `n`).
+    fn records(&self, n: usize) -> Vec<CallRecord> {
+        let mut list = Vec::new();
+        for _ in 0..20 {
+            let db = CdrDb::open(&self.server.db).expect("open the call records");
+            list = db
+                .list(&Filter::default(), Sort::default(), Page::number(1, 100))
+                .expect("list the call records");
+            if list.len() >= n {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        list
+    }
 }
 
 #[test]
@@ -209,6 +226,19 @@ fn enum_hit_calls_the_sip_target_found_through_srv() {
         log.contains("sip:305551234@target.test"),
         "the route names the ENUM URI:\n{}",
         office.server.log_excerpt()
+    );
+    let records = office.records(1);
+    let r = records.first().expect("a call record");
+    assert_eq!(r.route_kind, RouteKind::Sip, "{r:?}");
+    assert_eq!(r.disposition, Disposition::Answered, "{r:?}");
+    assert_eq!(r.direction, Direction::Outgoing, "{r:?}");
+    assert_eq!(r.callee_e164.as_deref(), Some("+49305551234"), "{r:?}");
+    assert_eq!(r.extension.as_deref(), Some("100"), "{r:?}");
+    assert!(
+        r.route_target
+            .as_deref()
+            .is_some_and(|t| t.contains("sip:305551234@target.test")),
+        "{r:?}"
     );
 }
 
@@ -270,6 +300,46 @@ fn a_failing_enum_target_fails_over_to_the_trunk() {
     office.assert_ok("trunk", &trunk, &[&caller]);
     assert!(target.log_text().contains("target_ruri_user 305551234"));
     assert!(trunk.log_text().contains("trunk_ruri_user 0305551234"));
+    let records = office.records(1);
+    let r = records.first().expect("a call record");
+    assert_eq!(
+        r.route_kind,
+        RouteKind::Pstn,
+        "answered by the trunk after the ENUM target: {r:?}"
+    );
+    assert_eq!(r.route_target.as_deref(), Some("carrier"), "{r:?}");
+    assert_eq!(r.disposition, Disposition::Answered, "{r:?}");
+
+    // A premium-rate number (barred by default) is refused with 403 — sipp's scenario wants
+    // 404 and fails, which does not matter here — and the refusal is recorded.
+    let refused = sipp_spawn(
+        office.server.dir(),
+        "caller-100-premium",
+        "call_uac_unknown.xml",
+        office.server.udp,
+        "u1",
+        free_port(),
+        &[
+            "-s",
+            "09001234567",
+            "-key",
+            "caller",
+            "100",
+            "-au",
+            "100",
+            "-ap",
+            "secret100",
+        ],
+    )
+    .wait(HARD);
+    let _ = refused;
+    let records = office.records(2);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.sip_status == 403 && r.callee == "09001234567"),
+        "{records:?}"
+    );
 }
 
 /// Runs `pasarela route` with a config file holding `routing` (and extension 100).

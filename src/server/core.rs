@@ -53,6 +53,15 @@ pub struct RouteRequest {
     pub dialled: String,
 }
 
+/// An authenticated call refused before anything rang, for its record.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub caller: String,
+    pub dialled: String,
+    pub status: u16,
+    pub route: Option<std::sync::Arc<Route>>,
+}
+
 struct PendingRoute {
     key: ServerKey,
     invite: Request,
@@ -73,6 +82,7 @@ pub struct SipCore {
     tag_seed: u64,
     pending_routes: HashMap<u64, PendingRoute>,
     route_requests: Vec<RouteRequest>,
+    refused: Vec<Refused>,
     next_route: u64,
     /// Our listen sockets, to pick the local side of outgoing flows.
     local_addrs: Vec<(Proto, std::net::SocketAddr)>,
@@ -108,6 +118,7 @@ impl SipCore {
             tag_seed,
             pending_routes: HashMap::new(),
             route_requests: Vec::new(),
+            refused: Vec::new(),
             next_route: 1,
             local_addrs: Vec::new(),
             settings,
@@ -197,6 +208,11 @@ impl SipCore {
         std::mem::take(&mut self.route_requests)
     }
 
+    /// Calls refused before ringing since the last call (for their records).
+    pub fn take_refused(&mut self) -> Vec<Refused> {
+        std::mem::take(&mut self.refused)
+    }
+
     /// Calls still waiting for their routing decision.
     pub fn pending_routes(&self) -> usize {
         self.pending_routes.len()
@@ -207,6 +223,7 @@ impl SipCore {
         let Some(p) = self.pending_routes.remove(&id) else {
             return;
         };
+        let caller_number = p.caller.number.clone();
         tracing::info!(
             from = %p.caller.number,
             dialled = %route.dialled,
@@ -269,6 +286,12 @@ impl SipCore {
             }
         };
         if let Some(r) = refusal {
+            self.refused.push(Refused {
+                caller: caller_number,
+                dialled: route.dialled.clone(),
+                status: r.status,
+                route: Some(std::sync::Arc::new(route.clone())),
+            });
             self.layer.respond(now, p.key, r);
         }
         self.process_events(now, unix);
@@ -586,12 +609,29 @@ impl SipCore {
         };
         if self.extensions.contains_key(&dialled) {
             // Extension to extension: decided here, without a trip through the router.
-            if !perms.allows(Permission::Internal) {
-                return Some(self.response(req, 403, Some("Calls to internal numbers are barred")));
+            let number = caller.number.clone();
+            let refusal = if perms.allows(Permission::Internal) {
+                self.ring_extension(now, unix, key, req, peer, caller, &dialled)
+            } else {
+                Some(self.response(req, 403, Some("Calls to internal numbers are barred")))
+            };
+            if let Some(r) = &refusal {
+                self.refused.push(Refused {
+                    caller: number,
+                    dialled,
+                    status: r.status,
+                    route: None,
+                });
             }
-            return self.ring_extension(now, unix, key, req, peer, caller, &dialled);
+            return refusal;
         }
         if !self.settings.routing {
+            self.refused.push(Refused {
+                caller: caller.number.clone(),
+                dialled,
+                status: 404,
+                route: None,
+            });
             return Some(self.response(req, 404, None));
         }
         let id = self.next_route;

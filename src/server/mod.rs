@@ -67,6 +67,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let extensions = store.extensions()?;
     drop(store);
     let (writer, writer_handle) = BindingWriter::spawn(&store_path)?;
+    let (cdr_writer, cdr) = crate::cdr::CdrWriter::spawn(&store_path)
+        .with_context(|| format!("opening call records in {}", store_path.display()))?;
 
     let sip = &config.sip;
     let settings = CoreSettings {
@@ -98,6 +100,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             failover_after: Duration::from_millis(config.calls.failover_ms),
         },
     };
+    let mut office = crate::cdr::OfficeNumbers::from_rows(
+        &extensions,
+        Some(crate::routing::setup::numbering_plan(&config, &extensions)),
+    );
     let routing =
         crate::routing::setup::build(&config, &extensions).context("setting up number routing")?;
     spawn_cache_signals(routing.enum_.clone());
@@ -218,7 +224,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             () = timer => core.handle_timeout(std::time::Instant::now(), unix_now()),
             Some(()) = hangup.recv() => {
                 match reload_extensions(&config, &mut core, &router, enum_zone.as_ref()) {
-                    Ok(n) => tracing::info!(extensions = n, "SIGHUP: extensions reloaded"),
+                    Ok(rows) => {
+                        office = crate::cdr::OfficeNumbers::from_rows(
+                            &rows,
+                            Some(crate::routing::setup::numbering_plan(&config, &rows)),
+                        );
+                        tracing::info!(extensions = rows.len(), "SIGHUP: extensions reloaded");
+                    }
                     Err(e) => tracing::error!("SIGHUP: extensions not reloaded: {e:#}"),
                 }
             }
@@ -266,7 +278,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             writer_handle.send(change);
         }
         for summary in core.calls_mut().take_finished() {
-            call_ended(&stats, &summary);
+            call_ended(&stats, &cdr, &office, &summary);
+        }
+        for refused in core.take_refused() {
+            call_refused(&stats, &cdr, &office, &refused);
         }
     }
     stats.set_stopping();
@@ -275,7 +290,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     end_calls(&mut core, &mut rx, &outbound).await;
     for summary in core.calls_mut().take_finished() {
-        call_ended(&stats, &summary);
+        call_ended(&stats, &cdr, &office, &summary);
+    }
+    for refused in core.take_refused() {
+        call_refused(&stats, &cdr, &office, &refused);
     }
     for change in core.take_changes() {
         writer_handle.send(change);
@@ -283,6 +301,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     web.shutdown().await;
     if let Some(z) = enum_zone {
         z.shutdown().await;
+    }
+    tracing::info!("stopping: writing pending call records");
+    if let Err(e) = cdr_writer.shutdown() {
+        tracing::error!("call record writer: {e}");
     }
     tracing::info!("stopping: writing pending registrations");
     if let Err(e) = writer.shutdown() {
@@ -292,8 +314,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Publishes the SIP loop's numbers for `/metrics` and marks the loop alive for `/healthz`.
-/// A finished call, counted for /metrics (its record will be written here too).
-fn call_ended(stats: &Stats, summary: &crate::b2bua::CallSummary) {
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A call refused before ringing: its record, and the count for /metrics.
+fn call_refused(
+    stats: &Stats,
+    cdr: &crate::cdr::CdrWriterHandle,
+    office: &crate::cdr::OfficeNumbers,
+    refused: &self::core::Refused,
+) {
+    cdr.send(crate::cdr::CallRecord::rejected(
+        &refused.caller,
+        &refused.dialled,
+        refused.status,
+        refused.route.as_deref(),
+        unix_ms(),
+        office,
+    ));
+    stats.call_ended("none", "failed");
+}
+
+/// A finished call: its record (rated by the writer), and the count for /metrics.
+fn call_ended(
+    stats: &Stats,
+    cdr: &crate::cdr::CdrWriterHandle,
+    office: &crate::cdr::OfficeNumbers,
+    summary: &crate::b2bua::CallSummary,
+) {
+    cdr.send(crate::cdr::CallRecord::from_summary(
+        summary,
+        std::time::Instant::now(),
+        unix_ms(),
+        office,
+    ));
     let stage = summary
         .answered_by
         .as_ref()
@@ -425,7 +482,7 @@ fn reload_extensions(
     core: &mut SipCore,
     router: &crate::routing::router::Router,
     zone: Option<&crate::routing::ZoneServer>,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Vec<crate::store::ExtensionRow>> {
     let Some(path) = &config.source else {
         anyhow::bail!("running on built-in defaults: there is no file to reload");
     };
@@ -438,9 +495,8 @@ fn reload_extensions(
     if let Some(z) = zone {
         z.replace_zone(private_zone(config, &rows)?)?;
     }
-    let n = rows.len();
-    core.set_extensions(rows);
-    Ok(n)
+    core.set_extensions(rows.clone());
+    Ok(rows)
 }
 
 /// The address RTP uses: `[media] address`, else the first specific SIP listen address, else
