@@ -518,6 +518,7 @@ fn target(uri: &str, remote: &str) -> Target {
         peer: peer(remote),
         to: None,
         auth: None,
+        from_user: None,
     }
 }
 
@@ -806,6 +807,7 @@ fn trunk() -> Target {
             username: "office1".into(),
             password: "trunk-secret".into(),
         }),
+        from_user: Some("+4930123456".into()),
     }
 }
 
@@ -824,6 +826,13 @@ fn trunk_407_is_answered_with_proxy_authorization() {
         t[0].headers.to().map(|to| to.uri.to_string()),
         Some("sip:+4930999@trunk.example;user=phone".into()),
         "the route's To URI"
+    );
+    assert_eq!(
+        t[0].headers
+            .from()
+            .and_then(|f| f.uri.as_sip().and_then(|u| u.user.clone())),
+        Some("+4930123456".into()),
+        "the trunk sees the caller's DID"
     );
     let (challenge, mut nonces) = trunk_challenge("Proxy-Authenticate", Algorithm::Sha256);
     let out = d.feed(&reply(&t[0], 407, "p", false, &challenge), TRUNK);

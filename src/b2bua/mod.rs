@@ -57,6 +57,10 @@ pub struct Target {
     pub to: Option<Uri>,
     /// Credentials for a destination that challenges our INVITE (401/407).
     pub auth: Option<TrunkAuth>,
+    /// The user part of our From towards this destination (`None`: the caller's extension).
+    /// Outside the office that is the caller's DID, so that the called party sees a number it
+    /// can call back.
+    pub from_user: Option<String>,
 }
 
 /// The account pasarela holds with a SIP trunk, for answering its digest challenges.

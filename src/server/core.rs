@@ -224,6 +224,11 @@ impl SipCore {
             return;
         };
         let caller_number = p.caller.number.clone();
+        // Outside the office the caller is shown by its DID (E.164), when it has one.
+        let caller_did = self
+            .extensions
+            .get(&caller_number)
+            .and_then(|e| e.did.clone());
         tracing::info!(
             from = %p.caller.number,
             dialled = %route.dialled,
@@ -261,6 +266,7 @@ impl SipCore {
                                     .auth
                                     .clone()
                                     .map(|(username, password)| TrunkAuth { username, password }),
+                                from_user: caller_did.clone(),
                             }],
                             label: a.label(),
                         })
@@ -715,6 +721,7 @@ pub fn route_to_binding(b: &Binding) -> Target {
         peer,
         to: None,
         auth: None,
+        from_user: None,
     }
 }
 

@@ -463,6 +463,7 @@ impl Call {
             peer,
             to,
             auth,
+            from_user,
         } = target;
         let target_uri = uri.to_string();
         let mut req = Request::new(Method::Invite, uri);
@@ -483,7 +484,7 @@ impl Call {
             .max(1);
         h.push(Header::MaxForwards(mf));
         let mut from_uri = SipUri::new(
-            Some(&self.caller.number),
+            Some(from_user.as_deref().unwrap_or(&self.caller.number)),
             Host::Name(settings.domain.clone()),
             None,
         );
