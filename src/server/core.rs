@@ -219,7 +219,13 @@ impl SipCore {
     }
 
     /// The router's decision for call `id` (ignored when the caller gave up meanwhile).
-    pub fn route_decided(&mut self, now: Instant, unix: u64, id: u64, route: &Route) {
+    pub fn route_decided(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        id: u64,
+        route: std::sync::Arc<Route>,
+    ) {
         let Some(p) = self.pending_routes.remove(&id) else {
             return;
         };
@@ -284,7 +290,7 @@ impl SipCore {
                         targets: first.targets,
                         fallback: stages,
                         label: first.label,
-                        route: Some(std::sync::Arc::new(route.clone())),
+                        route: Some(std::sync::Arc::clone(&route)),
                     };
                     self.calls.start(now, &mut self.layer, new);
                     None
@@ -296,7 +302,7 @@ impl SipCore {
                 caller: caller_number,
                 dialled: route.dialled.clone(),
                 status: r.status,
-                route: Some(std::sync::Arc::new(route.clone())),
+                route: Some(route),
             });
             self.layer.respond(now, p.key, r);
         }

@@ -236,7 +236,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             Some((id, route)) = route_rx.recv() => {
                 stats.route_decided(RouteOutcome::of(&route), route.elapsed);
-                core.route_decided(std::time::Instant::now(), unix_now(), id, &route);
+                core.route_decided(std::time::Instant::now(), unix_now(), id, Arc::new(route));
             }
             Some((call, event)) = media_rx.recv() => {
                 core.media_event(std::time::Instant::now(), unix_now(), call, event);
