@@ -2,11 +2,17 @@
 //! the SIP core's event loop (messages, timers, housekeeping) until SIGINT or SIGTERM; then it
 //! flushes what the store has not written yet. The loop publishes its numbers for `/healthz`
 //! and `/metrics` ([`crate::web::Stats`]) and, under systemd, reports readiness and feeds the
-//! watchdog ([`notify`]).
+//! watchdog ([`notify`]). Calls to numbers go through the router off the loop; finished and
+//! refused calls become call records (`records`); the private ENUM zone (`enum_zone`) and the
+//! signals (`signals`: stop, SIGHUP reload, SIGUSR1/2 ENUM cache) have their own modules. A stop
+//! hangs up the calls in progress before the stores are flushed.
 
 pub mod core;
 pub mod digest_gate;
+mod enum_zone;
 pub mod notify;
+mod records;
+mod signals;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -28,6 +34,9 @@ use crate::transport::{self, Inbound, TransportSettings};
 use crate::web::{LoopCounts, RouteOutcome, Stats, WebServer};
 
 use self::core::{CoreSettings, SipCore};
+use self::enum_zone::{private_zone, start_enum_zone};
+use self::records::{call_ended, call_refused};
+use self::signals::{hangup_signal, shutdown_signal, spawn_cache_signals};
 
 const HOUSEKEEPING: Duration = Duration::from_secs(15);
 const INBOUND_QUEUE: usize = 32_768;
@@ -314,61 +323,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Publishes the SIP loop's numbers for `/metrics` and marks the loop alive for `/healthz`.
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// A call refused before ringing: its record, and the count for /metrics.
-fn call_refused(
-    stats: &Stats,
-    cdr: &crate::cdr::CdrWriterHandle,
-    office: &crate::cdr::OfficeNumbers,
-    refused: &self::core::Refused,
-) {
-    cdr.send(crate::cdr::CallRecord::rejected(
-        &refused.caller,
-        &refused.dialled,
-        refused.status,
-        refused.route.as_deref(),
-        unix_ms(),
-        office,
-    ));
-    stats.call_ended("none", "failed");
-}
-
-/// A finished call: its record (rated by the writer), and the count for /metrics.
-fn call_ended(
-    stats: &Stats,
-    cdr: &crate::cdr::CdrWriterHandle,
-    office: &crate::cdr::OfficeNumbers,
-    summary: &crate::b2bua::CallSummary,
-) {
-    cdr.send(crate::cdr::CallRecord::from_summary(
-        summary,
-        std::time::Instant::now(),
-        unix_ms(),
-        office,
-    ));
-    let stage = summary
-        .answered_by
-        .as_ref()
-        .map(|(stage, _)| *stage)
-        .or_else(|| summary.attempts.last().map(|a| a.stage));
-    let label = stage.and_then(|st| {
-        summary
-            .attempts
-            .iter()
-            .find(|a| a.stage == st)
-            .map(|a| a.label.as_str())
-    });
-    stats.call_ended(
-        crate::web::stats::call_route_kind(label),
-        summary.disposition,
-    );
-}
-
 fn publish(stats: &Stats, now: std::time::Instant, core: &SipCore) {
     let (server_transactions, client_transactions) = core.transaction_counts();
     stats.publish(
@@ -381,97 +335,6 @@ fn publish(stats: &Stats, now: std::time::Instant, core: &SipCore) {
             client_transactions,
         },
     );
-}
-
-/// The operator's handles on the ENUM cache while there is no dashboard for it: SIGUSR1 logs
-/// every entry (domain, type, answer, time left), SIGUSR2 flushes the cache.
-fn spawn_cache_signals(resolver: crate::routing::EnumResolver) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut show), Ok(mut flush)) = (
-            signal(SignalKind::user_defined1()),
-            signal(SignalKind::user_defined2()),
-        ) else {
-            tracing::warn!("cannot install SIGUSR1/SIGUSR2 handlers for the ENUM cache");
-            return;
-        };
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    Some(()) = show.recv() => {
-                        let entries = resolver.cache_entries();
-                        tracing::info!(entries = entries.len(), "ENUM cache (SIGUSR1)");
-                        for e in entries {
-                            tracing::info!(
-                                "ENUM cache: {} {:?} {:?} expires in {} s",
-                                e.domain,
-                                e.qtype,
-                                e.answer,
-                                e.expires_in.as_secs()
-                            );
-                        }
-                    }
-                    Some(()) = flush.recv() => {
-                        resolver.flush_cache();
-                        tracing::info!("ENUM cache flushed (SIGUSR2)");
-                    }
-                    else => break,
-                }
-            }
-        });
-    }
-}
-
-/// The private ENUM zone (`[enum_zone]`) for the DIDs of the enabled extensions.
-fn private_zone(
-    config: &Config,
-    extensions: &[crate::store::ExtensionRow],
-) -> anyhow::Result<crate::routing::Zone> {
-    let z = &config.enum_zone;
-    let (host, port) = match &z.sip_host {
-        Some(h) => {
-            let (host, port) = crate::sip::uri::parse_hostport(h)
-                .map_err(|e| anyhow::anyhow!("enum_zone.sip_host {h:?}: {e}"))?;
-            (host.to_string(), port)
-        }
-        None => (config.sip.domain.clone(), None),
-    };
-    let dids: Vec<(crate::routing::E164, String)> = extensions
-        .iter()
-        .filter(|e| e.enabled)
-        .filter_map(|e| {
-            let did = e.did.as_deref()?;
-            match did.parse() {
-                Ok(n) => Some((n, e.number.clone())),
-                Err(err) => {
-                    tracing::warn!(extension = %e.number, "DID {did:?} not published: {err}");
-                    None
-                }
-            }
-        })
-        .collect();
-    tracing::info!(suffix = %z.suffix, dids = dids.len(), "private ENUM zone");
-    Ok(crate::routing::enum_zone(
-        &z.suffix, &host, port, &dids, z.ttl,
-    ))
-}
-
-/// Starts the private ENUM zone when `[enum_zone] enabled`.
-async fn start_enum_zone(
-    config: &Config,
-    extensions: &[crate::store::ExtensionRow],
-) -> anyhow::Result<Option<crate::routing::ZoneServer>> {
-    let z = &config.enum_zone;
-    if !z.enabled {
-        return Ok(None);
-    }
-    let zone = private_zone(config, extensions)?;
-    let server = crate::routing::ZoneServer::start(z.listen, vec![zone])
-        .await
-        .with_context(|| format!("starting the private ENUM zone on {}", z.listen))?;
-    tracing::info!(listen = %server.local_addr(), "private ENUM zone served");
-    Ok(Some(server))
 }
 
 /// SIGHUP: the extensions of the configuration file are provisioned again (store, SIP core,
@@ -562,51 +425,5 @@ async fn end_calls(
                 core.handle_timeout(std::time::Instant::now(), unix_now());
             }
         }
-    }
-}
-
-/// SIGHUP as a stream (never fires where there is no SIGHUP).
-fn hangup_signal() -> tokio::sync::mpsc::Receiver<()> {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hup) => {
-                tokio::spawn(async move {
-                    while hup.recv().await.is_some() {
-                        let _ = tx.try_send(());
-                    }
-                });
-            }
-            Err(e) => tracing::warn!("no SIGHUP handler: {e}"),
-        }
-    }
-    #[cfg(not(unix))]
-    drop(tx);
-    rx
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {},
-                    _ = int.recv() => {},
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

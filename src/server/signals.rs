@@ -1,0 +1,88 @@
+//! The signals `serve` answers: SIGINT/SIGTERM stop it, SIGHUP re-provisions the extensions,
+//! SIGUSR1 lists the ENUM cache in the log and SIGUSR2 flushes it.
+
+/// The operator's handles on the ENUM cache while there is no dashboard for it: SIGUSR1 logs
+/// every entry (domain, type, answer, time left), SIGUSR2 flushes the cache.
+pub(super) fn spawn_cache_signals(resolver: crate::routing::EnumResolver) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut show), Ok(mut flush)) = (
+            signal(SignalKind::user_defined1()),
+            signal(SignalKind::user_defined2()),
+        ) else {
+            tracing::warn!("cannot install SIGUSR1/SIGUSR2 handlers for the ENUM cache");
+            return;
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(()) = show.recv() => {
+                        let entries = resolver.cache_entries();
+                        tracing::info!(entries = entries.len(), "ENUM cache (SIGUSR1)");
+                        for e in entries {
+                            tracing::info!(
+                                "ENUM cache: {} {:?} {:?} expires in {} s",
+                                e.domain,
+                                e.qtype,
+                                e.answer,
+                                e.expires_in.as_secs()
+                            );
+                        }
+                    }
+                    Some(()) = flush.recv() => {
+                        resolver.flush_cache();
+                        tracing::info!("ENUM cache flushed (SIGUSR2)");
+                    }
+                    else => break,
+                }
+            }
+        });
+    }
+}
+
+/// SIGHUP as a stream (never fires where there is no SIGHUP).
+pub(super) fn hangup_signal() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        let _ = tx.try_send(());
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("no SIGHUP handler: {e}"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
+
+pub(super) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
