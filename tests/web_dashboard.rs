@@ -478,3 +478,108 @@ fn records_are_escaped_filtered_and_exported() {
     assert_eq!(home.status, 200);
     assert!(home.body.contains("This month by route"));
 }
+
+#[test]
+fn rates_are_listed_edited_and_imported() {
+    let server = Server::start(&config(MD5_ONLY));
+    let web = server.web.expect("web address");
+    let mut c = set_up_admin(web);
+
+    let page = c.get("/rates");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("No rate tables yet"));
+    let token = csrf_of(&page.body);
+
+    // Forms without the token are refused and change nothing.
+    for (path, form) in [
+        (
+            "/rates/table",
+            vec![("name", "carrier"), ("currency", "EUR")],
+        ),
+        ("/rates/rate", vec![("table", "carrier"), ("prefix", "49")]),
+        (
+            "/rates/import",
+            vec![("table", "carrier"), ("csv", "prefix,per_minute\n49,1\n")],
+        ),
+    ] {
+        assert_eq!(c.post(path, &form).status, 403, "{path}");
+    }
+    assert!(c.get("/rates").body.contains("No rate tables yet"));
+
+    let r = c.post(
+        "/rates/table",
+        &[("name", "carrier"), ("currency", "eur"), ("csrf", &token)],
+    );
+    assert_eq!(redirect_to(&r), "/rates?table=carrier");
+
+    // A bad rate comes back with its values and a clear error.
+    let r = c.post(
+        "/rates/rate",
+        &[
+            ("table", "carrier"),
+            ("prefix", "+4930"),
+            ("description", "Berlin <fixed>"),
+            ("per_minute", "cheap"),
+            ("csrf", &token),
+        ],
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("Price per minute"), "{}", r.body);
+    assert!(r.body.contains("Berlin &#60;fixed&#62;"));
+
+    let r = c.post(
+        "/rates/rate",
+        &[
+            ("table", "carrier"),
+            ("prefix", "+4930"),
+            ("description", "Berlin <fixed>"),
+            ("per_minute", "0,019"),
+            ("first_s", "30"),
+            ("next_s", "6"),
+            ("csrf", &token),
+        ],
+    );
+    assert_eq!(redirect_to(&r), "/rates?table=carrier");
+    let list = c.get("/rates?table=carrier");
+    assert!(list.body.contains("4930") && list.body.contains("0.019"));
+    assert!(list.body.contains("30/6"));
+    // The edit link loads the rate into the form.
+    let edit = c.get("/rates?table=carrier&edit=4930");
+    assert!(
+        edit.body.contains("name=\"per_minute\" value=\"0.019\""),
+        "{}",
+        edit.body
+    );
+
+    // Import: a file with an error imports nothing and says where; a good one is merged.
+    let r = c.post(
+        "/rates/import",
+        &[
+            ("table", "carrier"),
+            ("csv", "prefix,per_minute\n4940,0.02\n49x,0.05\n"),
+            ("csrf", &token),
+        ],
+    );
+    assert_eq!(r.status, 422);
+    assert!(
+        r.body.contains("line 3") || r.body.contains(":3"),
+        "{}",
+        r.body
+    );
+    assert!(!c.get("/rates?table=carrier").body.contains("4940"));
+    let r = c.post(
+        "/rates/import",
+        &[
+            ("table", "carrier"),
+            ("csv", "prefix,per_minute\n4940,0.02\n4989,0.03\n"),
+            ("csrf", &token),
+        ],
+    );
+    assert_eq!(redirect_to(&r), "/rates?table=carrier");
+    let list = c.get("/rates?table=carrier").body;
+    for p in ["4930", "4940", "4989"] {
+        assert!(list.contains(&format!("<td>{p}</td>")), "{p} in {list}");
+    }
+    let rates = CdrDb::open(&server.db).unwrap().rates("carrier").unwrap();
+    assert_eq!(rates.len(), 3);
+}

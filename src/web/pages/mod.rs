@@ -1,12 +1,13 @@
 //! The admin dashboard's pages: the routes, the session gate in front of them, the login,
 //! first-run setup and logout pages, and the helpers the page modules share (database access
 //! on blocking threads, CSRF checks, dates, query strings). Each page lives in its own module:
-//! [`records`] (list, detail, CSV export) and [`overview`].
+//! [`records`] (list, detail, CSV export), [`overview`] and [`rates`].
 //!
 //! Templates are askama files under `web/templates` (compiled into the binary, HTML-escaped by
 //! default); the stylesheet `web/style.css` is embedded with `include_str!`.
 
 pub mod overview;
+pub mod rates;
 pub mod records;
 
 use std::net::SocketAddr;
@@ -92,6 +93,10 @@ pub fn router(state: WebState) -> Router {
         .route("/records", get(records::list))
         .route("/records.csv", get(records::csv))
         .route("/records/{id}", get(records::detail))
+        .route("/rates", get(rates::page))
+        .route("/rates/rate", post(rates::save_rate))
+        .route("/rates/table", post(rates::create_table))
+        .route("/rates/import", post(rates::import))
         .route("/logout", post(logout))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
