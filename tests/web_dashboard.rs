@@ -583,3 +583,93 @@ fn rates_are_listed_edited_and_imported() {
     let rates = CdrDb::open(&server.db).unwrap().rates("carrier").unwrap();
     assert_eq!(rates.len(), 3);
 }
+
+#[test]
+fn extensions_are_added_edited_and_disabled() {
+    let server = Server::start(&config(MD5_ONLY));
+    let web = server.web.expect("web address");
+    let mut c = set_up_admin(web);
+
+    let page = c.get("/extensions");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Reception") && page.body.contains("config file"));
+    let token = csrf_of(&page.body);
+    let add = |number: &'static str, password: &'static str| {
+        vec![
+            ("number", number),
+            ("name", "Lab <b>"),
+            ("did", "+4930123456"),
+            ("permissions", "internal, national"),
+            ("password", password),
+            ("enabled", "1"),
+        ]
+    };
+
+    // Without the token: refused, nothing written.
+    assert_eq!(
+        c.post("/extensions/save", &add("300", "sip-secret-300"))
+            .status,
+        403
+    );
+    // Clear errors: no password, bad permission, a number owned by the config file.
+    let mut f = add("300", "");
+    f.push(("csrf", &token));
+    let r = c.post("/extensions/save", &f);
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("needs a SIP password"), "{}", r.body);
+    let mut f = add("300", "sip-secret-300");
+    f[3] = ("permissions", "everything");
+    f.push(("csrf", &token));
+    let r = c.post("/extensions/save", &f);
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("Permissions:"), "{}", r.body);
+    let mut f = add("100", "sip-secret-100");
+    f.push(("csrf", &token));
+    let r = c.post("/extensions/save", &f);
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("managed by the configuration file"));
+
+    let mut f = add("300", "sip-secret-300");
+    f.push(("csrf", &token));
+    assert_eq!(redirect_to(&c.post("/extensions/save", &f)), "/extensions");
+    let list = c.get("/extensions").body;
+    assert!(list.contains("Lab &#60;b&#62;") && list.contains("internal,national"));
+
+    let store = pasarela::store::Store::open(&server.db).unwrap();
+    let row = store.extension("300").unwrap().expect("web extension");
+    assert_eq!(row.password, "sip-secret-300");
+    assert_eq!(row.did.as_deref(), Some("+4930123456"));
+    assert!(row.enabled);
+
+    // Edit with an empty password keeps it; disable; a config row cannot be toggled.
+    let edit = c.get("/extensions?edit=300").body;
+    assert!(edit.contains("Edit extension 300"));
+    let r = c.post(
+        "/extensions/save",
+        &[
+            ("number", "300"),
+            ("name", "Lab"),
+            ("did", ""),
+            ("permissions", ""),
+            ("password", ""),
+            ("enabled", "1"),
+            ("existing", "1"),
+            ("csrf", &token),
+        ],
+    );
+    assert_eq!(redirect_to(&r), "/extensions");
+    let row = store.extension("300").unwrap().unwrap();
+    assert_eq!(row.password, "sip-secret-300");
+    assert_eq!((row.name.as_deref(), row.did), (Some("Lab"), None));
+    assert_eq!(row.permissions, None);
+    let r = c.post("/extensions/toggle", &[("number", "300"), ("csrf", &token)]);
+    assert_eq!(redirect_to(&r), "/extensions");
+    assert!(!store.extension("300").unwrap().unwrap().enabled);
+    let r = c.post("/extensions/toggle", &[("number", "100"), ("csrf", &token)]);
+    assert_eq!(r.status, 422);
+    assert!(store.extension("100").unwrap().unwrap().enabled);
+    assert_eq!(
+        c.post("/extensions/toggle", &[("number", "300")]).status,
+        403
+    );
+}

@@ -1,11 +1,12 @@
 //! The admin dashboard's pages: the routes, the session gate in front of them, the login,
 //! first-run setup and logout pages, and the helpers the page modules share (database access
 //! on blocking threads, CSRF checks, dates, query strings). Each page lives in its own module:
-//! [`records`] (list, detail, CSV export), [`overview`] and [`rates`].
+//! [`records`] (list, detail, CSV export), [`overview`], [`rates`] and [`extensions`].
 //!
 //! Templates are askama files under `web/templates` (compiled into the binary, HTML-escaped by
 //! default); the stylesheet `web/style.css` is embedded with `include_str!`.
 
+pub mod extensions;
 pub mod overview;
 pub mod rates;
 pub mod records;
@@ -97,6 +98,9 @@ pub fn router(state: WebState) -> Router {
         .route("/rates/rate", post(rates::save_rate))
         .route("/rates/table", post(rates::create_table))
         .route("/rates/import", post(rates::import))
+        .route("/extensions", get(extensions::page))
+        .route("/extensions/save", post(extensions::save))
+        .route("/extensions/toggle", post(extensions::toggle))
         .route("/logout", post(logout))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
