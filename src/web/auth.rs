@@ -161,32 +161,43 @@ pub fn create_first_user(
     Ok(id)
 }
 
+/// The id and stored hash of `username`, for [`check_password`] (a quick read, so the
+/// connection is not held during the deliberately slow hash check).
+pub fn user_hash(conn: &Connection, username: &str) -> Result<Option<(i64, String)>, AuthError> {
+    Ok(conn
+        .query_row(
+            "SELECT id, password_hash FROM web_users WHERE username = ?1",
+            [username],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// The user id of `user` (from [`user_hash`]) when `password` is right. Slow by design
+/// (argon2id); call it off the async runtime.
+pub fn check_password(user: Option<(i64, String)>, password: &str) -> Option<i64> {
+    let Some((id, stored)) = user else {
+        // Spend the same time as a real check, so timing does not reveal usernames.
+        let _ = hash_password(password);
+        return None;
+    };
+    let Ok(parsed) = PasswordHash::new(&stored) else {
+        tracing::error!(user_id = id, "stored password hash is unreadable");
+        return None;
+    };
+    Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok()
+        .then_some(id)
+}
+
 /// The user id when `password` is right for `username`.
 pub fn verify_login(
     conn: &Connection,
     username: &str,
     password: &str,
 ) -> Result<Option<i64>, AuthError> {
-    let row: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT id, password_hash FROM web_users WHERE username = ?1",
-            [username],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((id, stored)) = row else {
-        // Spend the same time as a real check, so timing does not reveal usernames.
-        let _ = hash_password(password);
-        return Ok(None);
-    };
-    let Ok(parsed) = PasswordHash::new(&stored) else {
-        tracing::error!(username, "stored password hash is unreadable");
-        return Ok(None);
-    };
-    Ok(Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok()
-        .then_some(id))
+    Ok(check_password(user_hash(conn, username)?, password))
 }
 
 /// Starts a session for `user_id`; returns the cookie token. Expired sessions are purged.

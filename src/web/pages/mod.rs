@@ -294,14 +294,24 @@ async fn login(
         );
     }
     let (username, password) = (form.username.clone(), form.password.clone());
-    let result = state
-        .with_db(move |db| {
-            Ok(match auth::verify_login(&db.conn, &username, &password)? {
-                Some(id) => Some(auth::create_session(&db.conn, id)?),
-                None => None,
-            })
-        })
-        .await;
+    let result: Result<Option<String>, PageError> = async {
+        let user = state
+            .with_db(move |db| Ok(auth::user_hash(&db.conn, &username)?))
+            .await?;
+        // The slow hash check runs without holding the shared connection.
+        let checked = tokio::task::spawn_blocking(move || auth::check_password(user, &password))
+            .await
+            .map_err(|_| PageError::Task)?;
+        match checked {
+            Some(id) => Ok(Some(
+                state
+                    .with_db(move |db| Ok(auth::create_session(&db.conn, id)?))
+                    .await?,
+            )),
+            None => Ok(None),
+        }
+    }
+    .await;
     match result {
         Ok(Some(token)) => {
             tracing::info!(user = %form.username, %ip, "dashboard login");
