@@ -167,7 +167,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let bound = transport::bind(&listen, transport_settings, tx)
         .await
         .context("binding the SIP listen addresses")?;
-    let web = WebServer::start(config.web.listen, Arc::clone(&stats))
+    let web = WebServer::start(config.web.listen, Arc::clone(&stats), &store_path)
         .await
         .with_context(|| {
             format!(

@@ -12,6 +12,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
         "../../migrations/0002_extension_permissions.sql"
     )),
     M::up(include_str!("../../migrations/0003_call_records.sql")),
+    M::up(include_str!("../../migrations/0004_web_users.sql")),
 ];
 
 /// All migrations, oldest first.

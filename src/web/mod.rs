@@ -1,12 +1,16 @@
-//! The HTTP side of pasarela, on `[web] listen` (default 127.0.0.1:8080): today the operations
+//! The HTTP side of pasarela, on `[web] listen` (default 127.0.0.1:8080): the operations
 //! endpoints `GET /healthz` (200 `ok` while the SIP loop is alive, 503 when it is stale, still
-//! starting or stopping) and `GET /metrics` (Prometheus text format). The admin dashboard will
-//! grow here (issue 5). Handlers read the SIP loop's numbers from [`Stats`], never from the loop
-//! itself, so a slow HTTP client cannot hold up signalling.
+//! starting or stopping) and `GET /metrics` (Prometheus text format), and the admin dashboard
+//! ([`pages`], behind the login of [`auth`]). Handlers read the SIP loop's numbers from
+//! [`Stats`], never from the loop itself, so a slow HTTP client cannot hold up signalling; the
+//! dashboard reads the database on blocking threads, never on the async runtime.
 
+pub mod auth;
+pub mod pages;
 pub mod stats;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,14 +38,24 @@ pub enum WebError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The database could not be opened for the dashboard.
+    #[error("cannot open the database for the dashboard: {0}")]
+    Database(#[from] crate::cdr::CdrError),
+    /// The start-up task opening the database panicked or was cancelled.
+    #[error("the dashboard's start-up task failed")]
+    Task,
 }
 
-/// The HTTP routes, on the shared statistics.
-pub fn router(stats: Arc<Stats>) -> Router {
+pub use self::pages::WebState;
+
+/// The HTTP routes: the operations endpoints on the shared statistics, and the dashboard on
+/// the database of `state`.
+pub fn router(stats: Arc<Stats>, state: WebState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(stats)
+        .merge(pages::router(state))
 }
 
 async fn healthz(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
@@ -89,8 +103,17 @@ pub struct WebServer {
 }
 
 impl WebServer {
-    /// Binds `addr` and serves [`router`] on it in a task of the current runtime.
-    pub async fn start(addr: SocketAddr, stats: Arc<Stats>) -> Result<WebServer, WebError> {
+    /// Binds `addr` and serves [`router`] on it in a task of the current runtime, with the
+    /// dashboard on the database at `db_path`.
+    pub async fn start(
+        addr: SocketAddr,
+        stats: Arc<Stats>,
+        db_path: &Path,
+    ) -> Result<WebServer, WebError> {
+        let path = db_path.to_path_buf();
+        let state = tokio::task::spawn_blocking(move || WebState::open(&path))
+            .await
+            .map_err(|_| WebError::Task)??;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| WebError::Bind { addr, source })?;
@@ -98,7 +121,7 @@ impl WebServer {
             .local_addr()
             .map_err(|source| WebError::Bind { addr, source })?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = router(stats);
+        let app = router(stats, state).into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stopped.await;

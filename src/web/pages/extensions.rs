@@ -1,0 +1,333 @@
+//! The extensions page `/extensions`: every SIP account, and forms to add or edit one, set its
+//! password, DID and call permissions, or disable it. Rows written here have source `web`;
+//! rows with source `config` belong to the configuration file (re-synchronised at every start)
+//! and are shown read-only. The running SIP side reads extensions when it starts, so changes
+//! take effect at the next restart (the page says so).
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use rusqlite::{params, OptionalExtension};
+use serde::Deserialize;
+
+use super::{csrf_ok, csrf_refused, url_encode, PageError, WebState};
+use crate::routing::Permissions;
+use crate::web::auth::Session;
+
+/// Which extension to load into the form.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ExtQuery {
+    pub edit: String,
+}
+
+/// The extension form, as typed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ExtForm {
+    pub csrf: String,
+    pub number: String,
+    pub name: String,
+    pub did: String,
+    /// Comma-separated permissions; empty for the numbering plan's default.
+    pub permissions: String,
+    /// Empty keeps the current password of an existing extension.
+    pub password: String,
+    pub enabled: String,
+    /// Set when the form edits an existing extension.
+    pub existing: String,
+}
+
+/// The enable/disable form.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ToggleForm {
+    pub csrf: String,
+    pub number: String,
+}
+
+pub struct ExtView {
+    pub number: String,
+    pub name: String,
+    pub did: String,
+    pub permissions: String,
+    pub enabled: bool,
+    pub from_web: bool,
+    pub edit: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "extensions.html")]
+struct ExtensionsPage {
+    session: Option<Session>,
+    csrf: String,
+    rows: Vec<ExtView>,
+    form: ExtForm,
+    error: Option<String>,
+}
+
+type Row = (String, String, String, String, bool, String);
+
+fn load(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<Row>> {
+    let mut stmt = conn.prepare(
+        "SELECT number, coalesce(name, ''), coalesce(did, ''), coalesce(permissions, ''), \
+         enabled, source FROM extensions ORDER BY number",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get::<_, i64>(4)? != 0,
+            r.get(5)?,
+        ))
+    })?;
+    rows.collect()
+}
+
+async fn render(
+    state: &WebState,
+    session: Session,
+    edit: String,
+    form: Option<ExtForm>,
+    error: Option<String>,
+    status: StatusCode,
+) -> Result<Response, PageError> {
+    let rows = state.with_db(|db| Ok(load(&db.conn)?)).await?;
+    let form =
+        form.unwrap_or_else(
+            || match rows.iter().find(|r| r.0 == edit.trim() && r.5 == "web") {
+                Some(r) => ExtForm {
+                    number: r.0.clone(),
+                    name: r.1.clone(),
+                    did: r.2.clone(),
+                    permissions: r.3.clone(),
+                    enabled: if r.4 { "1".into() } else { String::new() },
+                    existing: "1".into(),
+                    ..ExtForm::default()
+                },
+                None => ExtForm {
+                    enabled: "1".into(),
+                    ..ExtForm::default()
+                },
+            },
+        );
+    let page = ExtensionsPage {
+        csrf: session.csrf.clone(),
+        session: Some(session),
+        rows: rows
+            .into_iter()
+            .map(|r| ExtView {
+                edit: format!("/extensions?edit={}", url_encode(&r.0)),
+                number: r.0,
+                name: r.1,
+                did: r.2,
+                permissions: if r.3.is_empty() {
+                    "default".into()
+                } else {
+                    r.3
+                },
+                enabled: r.4,
+                from_web: r.5 == "web",
+            })
+            .collect(),
+        form,
+        error,
+    };
+    Ok((status, page).into_response())
+}
+
+/// `GET /extensions`.
+pub async fn page(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Query(q): Query<ExtQuery>,
+) -> Result<Response, PageError> {
+    render(&state, session, q.edit, None, None, StatusCode::OK).await
+}
+
+/// The checked values of a form: number, name, DID, permissions, password.
+type Checked = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn check(f: &ExtForm) -> Result<Checked, String> {
+    let number = f.number.trim().to_owned();
+    if number.is_empty() || number.len() > 15 || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("Number: enter 1 to 15 digits.".into());
+    }
+    let did = f.did.trim().to_owned();
+    if !did.is_empty()
+        && !did
+            .trim_start_matches('+')
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+    {
+        return Err("DID: enter a phone number (digits, optionally starting with +).".into());
+    }
+    let perms = f.permissions.trim();
+    let permissions = if perms.is_empty() {
+        None
+    } else {
+        let parsed = Permissions::parse(perms.split(',').map(str::trim))
+            .map_err(|e| format!("Permissions: {e}"))?;
+        Some(parsed.to_string())
+    };
+    let password = f.password.trim_end_matches(['\r', '\n']).to_owned();
+    let password = if password.is_empty() {
+        if f.existing.is_empty() {
+            return Err("Password: a new extension needs a SIP password.".into());
+        }
+        None
+    } else if password.chars().count() < 8 {
+        return Err("Password: use at least 8 characters.".into());
+    } else {
+        Some(password)
+    };
+    let opt = |s: String| (!s.is_empty()).then_some(s);
+    Ok((
+        number,
+        opt(f.name.trim().to_owned()),
+        opt(did),
+        permissions,
+        password,
+    ))
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// `POST /extensions/save`: adds an extension or changes one managed from the web.
+pub async fn save(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<ExtForm>,
+) -> Result<Response, PageError> {
+    if !csrf_ok(&session, &form.csrf) {
+        return Ok(csrf_refused());
+    }
+    let error = match check(&form) {
+        Err(e) => Some(e),
+        Ok((number, name, did, permissions, password)) => {
+            let enabled = !form.enabled.is_empty();
+            let is_new = form.existing.is_empty();
+            state
+                .with_db(move |db| {
+                    let source: Option<String> = db
+                        .conn
+                        .query_row(
+                            "SELECT source FROM extensions WHERE number = ?1",
+                            [&number],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    match (source.as_deref(), is_new) {
+                        (Some("web"), false) => {}
+                        (Some("web"), true) => {
+                            return Ok(Some(format!("Extension {number} already exists.")))
+                        }
+                        (Some(_), _) => {
+                            return Ok(Some(format!(
+                                "Extension {number} is managed by the configuration file."
+                            )))
+                        }
+                        (None, false) => {
+                            return Ok(Some(format!("Extension {number} does not exist.")))
+                        }
+                        (None, true) => {}
+                    }
+                    let now = now_unix();
+                    if is_new {
+                        db.conn.execute(
+                            "INSERT INTO extensions (number, password, name, did, enabled, \
+                             source, created_at, updated_at, permissions) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, 'web', ?6, ?6, ?7)",
+                            params![
+                                number,
+                                password.unwrap_or_default(),
+                                name,
+                                did,
+                                enabled,
+                                now,
+                                permissions
+                            ],
+                        )?;
+                    } else {
+                        db.conn.execute(
+                            "UPDATE extensions SET name = ?2, did = ?3, enabled = ?4, \
+                             permissions = ?5, password = coalesce(?6, password), \
+                             updated_at = ?7 WHERE number = ?1 AND source = 'web'",
+                            params![number, name, did, enabled, permissions, password, now],
+                        )?;
+                    }
+                    Ok(None)
+                })
+                .await?
+        }
+    };
+    match error {
+        None => {
+            tracing::info!(user = %session.username, number = %form.number, "extension saved");
+            Ok(Redirect::to("/extensions").into_response())
+        }
+        Some(e) => {
+            let mut form = form;
+            form.password.clear();
+            render(
+                &state,
+                session,
+                String::new(),
+                Some(form),
+                Some(e),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /extensions/toggle`: enables or disables an extension managed from the web.
+pub async fn toggle(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<ToggleForm>,
+) -> Result<Response, PageError> {
+    if !csrf_ok(&session, &form.csrf) {
+        return Ok(csrf_refused());
+    }
+    let number = form.number.clone();
+    let changed = state
+        .with_db(move |db| {
+            Ok(db.conn.execute(
+                "UPDATE extensions SET enabled = NOT enabled, updated_at = ?2 \
+                 WHERE number = ?1 AND source = 'web'",
+                params![number, now_unix()],
+            )?)
+        })
+        .await?;
+    if changed == 0 {
+        return render(
+            &state,
+            session,
+            String::new(),
+            None,
+            Some(format!("Extension {} cannot be changed here.", form.number)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    tracing::info!(user = %session.username, number = %form.number, "extension enabled/disabled");
+    Ok(Redirect::to("/extensions").into_response())
+}

@@ -1,0 +1,493 @@
+//! The admin dashboard's pages: the routes, the session gate in front of them, the login,
+//! first-run setup and logout pages, and the helpers the page modules share (database access
+//! on blocking threads, CSRF checks, dates, query strings). Each page lives in its own module:
+//! [`records`] (list, detail, CSV export), [`overview`], [`rates`] and [`extensions`].
+//!
+//! Templates are askama files under `web/templates` (compiled into the binary, HTML-escaped by
+//! default); the stylesheet `web/style.css` is embedded with `include_str!`.
+
+pub mod extensions;
+pub mod overview;
+pub mod rates;
+pub mod records;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
+use serde::Deserialize;
+
+use super::auth::{self, AuthError, LoginLimiter, Session, CSRF_COOKIE, SESSION_COOKIE};
+use crate::cdr::{CdrDb, CdrError};
+
+/// What the dashboard's handlers share: the database and the login limiter.
+#[derive(Debug, Clone)]
+pub struct WebState {
+    db: Arc<Mutex<CdrDb>>,
+    db_path: PathBuf,
+    limiter: Arc<LoginLimiter>,
+}
+
+impl WebState {
+    /// Opens (and migrates) the database at `db_path`. Blocking.
+    pub fn open(db_path: &Path) -> Result<WebState, CdrError> {
+        Ok(WebState {
+            db: Arc::new(Mutex::new(CdrDb::open(db_path)?)),
+            db_path: db_path.to_path_buf(),
+            limiter: Arc::new(LoginLimiter::default()),
+        })
+    }
+
+    /// Runs `f` on the shared connection on a blocking thread.
+    pub(crate) async fn with_db<T, F>(&self, f: F) -> Result<T, PageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut CdrDb) -> Result<T, PageError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = db.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|_| PageError::Task)?
+    }
+}
+
+/// Why a page could not be served (the user sees a plain 500; the log has the cause).
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error(transparent)]
+    Cdr(#[from] CdrError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("a background task failed")]
+    Task,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        tracing::error!("dashboard: {self}");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; see the server log\n",
+        )
+            .into_response()
+    }
+}
+
+/// The dashboard's routes. Everything but `/login`, `/setup` and `/static/*` needs a session.
+pub fn router(state: WebState) -> Router {
+    let protected = Router::new()
+        .route("/", get(overview::page))
+        .route("/records", get(records::list))
+        .route("/records.csv", get(records::csv))
+        .route("/records/{id}", get(records::detail))
+        .route("/rates", get(rates::page))
+        .route("/rates/rate", post(rates::save_rate))
+        .route("/rates/table", post(rates::create_table))
+        .route("/rates/import", post(rates::import))
+        .route("/extensions", get(extensions::page))
+        .route("/extensions/save", post(extensions::save))
+        .route("/extensions/toggle", post(extensions::toggle))
+        .route("/logout", post(logout))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_session,
+        ));
+    Router::new()
+        .merge(protected)
+        .route("/login", get(login_form).post(login))
+        .route("/setup", get(setup_form).post(setup))
+        .route("/static/style.css", get(style))
+        .layer(middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; form-action 'self'; frame-ancestors 'none'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    res
+}
+
+async fn style() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../../../web/style.css"),
+    )
+}
+
+/// Lets requests with a live session through (with the [`Session`] as an extension); sends
+/// the others to the login page.
+async fn require_session(State(state): State<WebState>, mut req: Request, next: Next) -> Response {
+    let Some(token) = auth::cookie(req.headers(), SESSION_COOKIE) else {
+        return Redirect::to("/login").into_response();
+    };
+    let found = state
+        .with_db(move |db| Ok(auth::session(&db.conn, &token)?))
+        .await;
+    match found {
+        Ok(Some(session)) => {
+            req.extensions_mut().insert(session);
+            next.run(req).await
+        }
+        Ok(None) => Redirect::to("/login").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The 403 of a form without its CSRF token.
+pub(crate) fn csrf_refused() -> Response {
+    tracing::warn!("dashboard: form refused, missing or wrong CSRF token");
+    (
+        StatusCode::FORBIDDEN,
+        "403 Forbidden: the form's security token is missing or stale; reload the page.\n",
+    )
+        .into_response()
+}
+
+/// Whether a form of `session` carries its CSRF token.
+pub(crate) fn csrf_ok(session: &Session, form_token: &str) -> bool {
+    auth::tokens_equal(&session.csrf, form_token)
+}
+
+/// The pre-session CSRF token of the request (from its cookie) or a new one, with the
+/// `Set-Cookie` value to send when it is new.
+fn presession_token(headers: &HeaderMap) -> (String, Option<String>) {
+    match auth::cookie(headers, CSRF_COOKIE).filter(|t| t.len() == 64) {
+        Some(t) => (t, None),
+        None => {
+            let t = auth::random_token();
+            let cookie = auth::set_cookie(CSRF_COOKIE, &t, Duration::from_secs(3600));
+            (t, Some(cookie))
+        }
+    }
+}
+
+fn presession_ok(headers: &HeaderMap, form_token: &str) -> bool {
+    auth::cookie(headers, CSRF_COOKIE).is_some_and(|c| auth::tokens_equal(&c, form_token))
+}
+
+fn with_cookie(res: impl IntoResponse, cookie: Option<String>) -> Response {
+    let mut res = res.into_response();
+    if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        res.headers_mut().append(header::SET_COOKIE, c);
+    }
+    res
+}
+
+fn session_response(token: &str) -> Response {
+    let mut res = Redirect::to("/").into_response();
+    let cookies = [
+        auth::set_cookie(SESSION_COOKIE, token, auth::SESSION_TTL),
+        auth::set_cookie(CSRF_COOKIE, "", Duration::ZERO),
+    ];
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    res
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "login.html")]
+struct LoginPage {
+    session: Option<Session>,
+    csrf: String,
+    username: String,
+    error: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "setup.html")]
+struct SetupPage {
+    session: Option<Session>,
+    csrf: String,
+    username: String,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct AccountForm {
+    username: String,
+    password: String,
+    password2: String,
+    csrf: String,
+}
+
+async fn login_form(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    match state.with_db(|db| Ok(auth::has_users(&db.conn)?)).await {
+        Ok(false) => return Redirect::to("/setup").into_response(),
+        Ok(true) => {}
+        Err(e) => return e.into_response(),
+    }
+    let (csrf, cookie) = presession_token(&headers);
+    with_cookie(
+        LoginPage {
+            session: None,
+            csrf,
+            username: String::new(),
+            error: None,
+        },
+        cookie,
+    )
+}
+
+async fn login(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<AccountForm>,
+) -> Response {
+    if !presession_ok(&headers, &form.csrf) {
+        return csrf_refused();
+    }
+    let ip = peer.ip();
+    let page = |status: StatusCode, error: &str, username: String| {
+        (
+            status,
+            LoginPage {
+                session: None,
+                csrf: form.csrf.clone(),
+                username,
+                error: Some(error.to_owned()),
+            },
+        )
+            .into_response()
+    };
+    if !state.limiter.allowed(ip, Instant::now()) {
+        tracing::warn!(%ip, "dashboard: login refused, too many failed attempts");
+        return page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed attempts from your address; wait a few minutes.",
+            form.username.clone(),
+        );
+    }
+    let (username, password) = (form.username.clone(), form.password.clone());
+    let result: Result<Option<String>, PageError> = async {
+        let user = state
+            .with_db(move |db| Ok(auth::user_hash(&db.conn, &username)?))
+            .await?;
+        // The slow hash check runs without holding the shared connection.
+        let checked = tokio::task::spawn_blocking(move || auth::check_password(user, &password))
+            .await
+            .map_err(|_| PageError::Task)?;
+        match checked {
+            Some(id) => Ok(Some(
+                state
+                    .with_db(move |db| Ok(auth::create_session(&db.conn, id)?))
+                    .await?,
+            )),
+            None => Ok(None),
+        }
+    }
+    .await;
+    match result {
+        Ok(Some(token)) => {
+            tracing::info!(user = %form.username, %ip, "dashboard login");
+            session_response(&token)
+        }
+        Ok(None) => {
+            state.limiter.failed(ip, Instant::now());
+            tracing::warn!(user = %form.username, %ip, "dashboard: failed login");
+            page(
+                StatusCode::UNAUTHORIZED,
+                "Wrong username or password.",
+                form.username.clone(),
+            )
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn setup_form(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    match state.with_db(|db| Ok(auth::has_users(&db.conn)?)).await {
+        Ok(true) => return Redirect::to("/login").into_response(),
+        Ok(false) => {}
+        Err(e) => return e.into_response(),
+    }
+    let (csrf, cookie) = presession_token(&headers);
+    with_cookie(
+        SetupPage {
+            session: None,
+            csrf,
+            username: "admin".into(),
+            error: None,
+        },
+        cookie,
+    )
+}
+
+async fn setup(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<AccountForm>,
+) -> Response {
+    if !presession_ok(&headers, &form.csrf) {
+        return csrf_refused();
+    }
+    let page = |error: String| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            SetupPage {
+                session: None,
+                csrf: form.csrf.clone(),
+                username: form.username.clone(),
+                error: Some(error),
+            },
+        )
+            .into_response()
+    };
+    if form.password != form.password2 {
+        return page("The two passwords differ.".into());
+    }
+    let (username, password) = (form.username.clone(), form.password.clone());
+    let result = state
+        .with_db(move |db| {
+            let id = match auth::create_first_user(&mut db.conn, &username, &password) {
+                Ok(id) => id,
+                Err(e) => return Ok(Err(e)),
+            };
+            Ok(Ok(auth::create_session(&db.conn, id)?))
+        })
+        .await;
+    match result {
+        Ok(Ok(token)) => session_response(&token),
+        Ok(Err(AuthError::Invalid(msg))) => page(msg),
+        Ok(Err(AuthError::AlreadySetUp)) => (
+            StatusCode::FORBIDDEN,
+            "403 Forbidden: the administrator account already exists.\n",
+        )
+            .into_response(),
+        Ok(Err(e)) => PageError::from(e).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !csrf_ok(&session, &form.csrf) {
+        return csrf_refused();
+    }
+    if let Some(token) = auth::cookie(&headers, SESSION_COOKIE) {
+        if let Err(e) = state
+            .with_db(move |db| Ok(auth::end_session(&db.conn, &token)?))
+            .await
+        {
+            return e.into_response();
+        }
+    }
+    tracing::info!(user = %session.username, "dashboard logout");
+    with_cookie(
+        Redirect::to("/login"),
+        Some(auth::set_cookie(SESSION_COOKIE, "", Duration::ZERO)),
+    )
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The UTC midnight (unix ms) of a `YYYY-MM-DD` date.
+pub(crate) fn parse_date(text: &str) -> Option<i64> {
+    let mut parts = text.trim().splitn(3, '-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: i64 = parts.next()?.parse().ok()?;
+    let day: i64 = parts.next()?.parse().ok()?;
+    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    // Refuse 31 February and the like: the date must survive the round trip.
+    let back = crate::cdr::query::iso_utc(days * 86_400_000);
+    (back.get(..10) == Some(format!("{year:04}-{month:02}-{day:02}").as_str()))
+        .then_some(days * 86_400_000)
+}
+
+/// `ms` as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub(crate) fn show_time(ms: i64) -> String {
+    let iso = crate::cdr::query::iso_utc(ms);
+    iso.get(..19).unwrap_or(&iso).replacen('T', " ", 1)
+}
+
+/// Percent-encodes a query-string value.
+pub(crate) fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2026-03-01"), Some(1_772_323_200_000));
+        assert_eq!(parse_date("2026-02-31"), None);
+        assert_eq!(parse_date("2026-13-01"), None);
+        assert_eq!(parse_date("<script>"), None);
+        assert_eq!(parse_date(""), None);
+        assert_eq!(show_time(1_772_323_200_000), "2026-03-01 00:00:00");
+    }
+
+    #[test]
+    fn encoding() {
+        assert_eq!(url_encode("a b&c=<d>"), "a%20b%26c%3D%3Cd%3E");
+        assert_eq!(url_encode("ü"), "%C3%BC");
+    }
+}

@@ -1,0 +1,675 @@
+//! The admin dashboard of a real `pasarela serve`, driven over HTTP/1.1 with a small cookie-aware
+//! client on std's TcpStream: first-run setup, login and logout, the session gate, CSRF refusal,
+//! the login limit, and the records pages (escaping, filters, CSV export, detail) over records
+//! written into the server's database with [`pasarela::cdr::CdrDb`].
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{config, Server, MD5_ONLY};
+use pasarela::cdr::{CallRecord, CdrDb, Direction, Disposition, RouteKind};
+
+/// A response: status, lower-cased header names with their values, and the (de-chunked) body.
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A browser-like client: keeps the cookies the server sets.
+struct Client {
+    addr: SocketAddr,
+    cookies: HashMap<String, String>,
+}
+
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&rest[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&rest[start..start + size]);
+        rest = &rest[start + size + 2..];
+    }
+    out
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn request(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> Resp {
+        let mut s =
+            TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let body = form
+            .map(|pairs| {
+                pairs
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            })
+            .unwrap_or_default();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
+        if !self.cookies.is_empty() {
+            let c: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            head.push_str(&format!("Cookie: {}\r\n", c.join("; ")));
+        }
+        if form.is_some() {
+            head.push_str(&format!(
+                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).expect("read response");
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("end of head");
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .expect("status");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let mut body = raw[split + 4..].to_vec();
+        if headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+        {
+            body = dechunk(&body);
+        }
+        for (k, v) in &headers {
+            if k == "set-cookie" {
+                let pair = v.split(';').next().unwrap();
+                let (name, value) = pair.split_once('=').unwrap();
+                if value.is_empty() || v.contains("Max-Age=0") {
+                    self.cookies.remove(name);
+                } else {
+                    self.cookies.insert(name.to_owned(), value.to_owned());
+                }
+            }
+        }
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8(body).expect("utf-8 body"),
+        }
+    }
+
+    fn get(&mut self, path: &str) -> Resp {
+        self.request("GET", path, None)
+    }
+
+    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Resp {
+        self.request("POST", path, Some(form))
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The value of the hidden `csrf` field of a page.
+fn csrf_of(html: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no csrf field in {html}"))
+        + marker.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end].to_owned()
+}
+
+fn redirect_to(r: &Resp) -> &str {
+    assert!(
+        matches!(r.status, 302 | 303 | 307),
+        "expected a redirect, got {} {}",
+        r.status,
+        r.body
+    );
+    r.header("location").unwrap_or("")
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Runs first-run setup and returns the logged-in client.
+fn set_up_admin(web: SocketAddr) -> Client {
+    let mut c = Client::new(web);
+    let page = c.get("/setup");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let token = csrf_of(&page.body);
+    let r = c.post(
+        "/setup",
+        &[
+            ("username", "admin"),
+            ("password", PASSWORD),
+            ("password2", PASSWORD),
+            ("csrf", &token),
+        ],
+    );
+    assert_eq!(redirect_to(&r), "/");
+    assert!(c.cookies.contains_key("pasarela_session"));
+    c
+}
+
+#[test]
+fn setup_login_sessions_and_csrf() {
+    let server = Server::start(&config(MD5_ONLY));
+    let web = server.web.expect("web address");
+    let mut anon = Client::new(web);
+
+    // No session: every page goes to the login page, which goes to setup while no user exists.
+    for path in ["/", "/records", "/records/1", "/records.csv"] {
+        assert_eq!(redirect_to(&anon.get(path)), "/login", "{path}");
+    }
+    assert_eq!(redirect_to(&anon.get("/login")), "/setup");
+    let css = anon.get("/static/style.css");
+    assert_eq!(css.status, 200);
+    assert!(css.header("content-type").unwrap().starts_with("text/css"));
+    assert_eq!(common::http_get(web, "/healthz").0, 200);
+
+    // The setup form without its token, or with a token other than the cookie's, is refused.
+    let page = anon.get("/setup");
+    let token = csrf_of(&page.body);
+    let form = |t: &'static str| {
+        [
+            ("username", "admin"),
+            ("password", PASSWORD),
+            ("password2", PASSWORD),
+            ("csrf", t),
+        ]
+    };
+    assert_eq!(anon.post("/setup", &form("")).status, 403);
+    assert_eq!(anon.post("/setup", &form("0000")).status, 403);
+    // Clear form errors.
+    let r = anon.post(
+        "/setup",
+        &[
+            ("username", "admin"),
+            ("password", "short"),
+            ("password2", "short"),
+            ("csrf", &token),
+        ],
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("at least 8 characters"), "{}", r.body);
+
+    let mut admin = set_up_admin(web);
+    let home = admin.get("/");
+    assert_eq!(home.status, 200, "{}", home.body);
+    assert!(home.body.contains("Overview") && home.body.contains("Log out admin"));
+    assert!(home.body.contains("No calls in the last 30 days"));
+    let csp = home.header("content-security-policy").unwrap();
+    assert!(csp.contains("default-src 'self'"));
+
+    // Setup is over: a second admin cannot be created.
+    assert_eq!(redirect_to(&anon.get("/setup")), "/login");
+    let mut late = Client::new(web);
+    let login_page = late.get("/login");
+    assert_eq!(login_page.status, 200);
+    let t = csrf_of(&login_page.body);
+    let r = late.post(
+        "/setup",
+        &[
+            ("username", "mallory"),
+            ("password", PASSWORD),
+            ("password2", PASSWORD),
+            ("csrf", &t),
+        ],
+    );
+    assert_eq!(r.status, 403);
+
+    // The session cookie's attributes.
+    let mut fresh = Client::new(web);
+    let t = csrf_of(&fresh.get("/login").body);
+    let r = fresh.post(
+        "/login",
+        &[("username", "admin"), ("password", PASSWORD), ("csrf", &t)],
+    );
+    assert_eq!(redirect_to(&r), "/");
+    let set = r
+        .headers
+        .iter()
+        .find(|(k, v)| k == "set-cookie" && v.starts_with("pasarela_session="))
+        .map(|(_, v)| v.clone())
+        .expect("session cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/"),
+        "{set}"
+    );
+    assert_eq!(fresh.get("/records").status, 200);
+
+    // Logout needs the session's CSRF token; afterwards the cookie is worthless.
+    let stolen = fresh.cookies.get("pasarela_session").cloned().unwrap();
+    assert_eq!(fresh.post("/logout", &[]).status, 403);
+    assert_eq!(fresh.post("/logout", &[("csrf", "nope")]).status, 403);
+    let token = csrf_of(&fresh.get("/records").body);
+    assert_eq!(
+        redirect_to(&fresh.post("/logout", &[("csrf", &token)])),
+        "/login"
+    );
+    let mut replay = Client::new(web);
+    replay
+        .cookies
+        .insert("pasarela_session".into(), stolen.clone());
+    assert_eq!(redirect_to(&replay.get("/")), "/login");
+    // The other session is untouched.
+    assert_eq!(admin.get("/records").status, 200);
+
+    // Login without the token is refused; wrong passwords are limited per address.
+    let mut guess = Client::new(web);
+    let t = csrf_of(&guess.get("/login").body);
+    assert_eq!(
+        guess
+            .post("/login", &[("username", "admin"), ("password", PASSWORD)])
+            .status,
+        403
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = guess.post(
+            "/login",
+            &[
+                ("username", "admin"),
+                ("password", "wrong one"),
+                ("csrf", &t),
+            ],
+        );
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429]);
+    let r = guess.post(
+        "/login",
+        &[("username", "admin"), ("password", PASSWORD), ("csrf", &t)],
+    );
+    assert_eq!(r.status, 429, "the right password does not lift the limit");
+    assert!(r.body.contains("Too many failed attempts"));
+}
+
+fn record(start_ms: i64, caller: &str, callee: &str, ext: &str, dir: Direction) -> CallRecord {
+    CallRecord {
+        id: None,
+        call_ref: Some(7),
+        start_ms,
+        answer_ms: Some(start_ms + 2_000),
+        end_ms: start_ms + 62_000,
+        duration_s: 62,
+        billable_s: 60,
+        caller: caller.into(),
+        caller_e164: None,
+        callee: callee.into(),
+        callee_e164: Some(format!("+4930{callee}")),
+        extension: Some(ext.into()),
+        direction: dir,
+        category: Some("national".into()),
+        route_kind: RouteKind::Pstn,
+        route_target: Some("carrier".into()),
+        route_source: None,
+        disposition: Disposition::Answered,
+        sip_status: 200,
+        q850_cause: 16,
+        codec: Some("PCMA".into()),
+        packets: 3000,
+        packets_lost: 3,
+        jitter_ms: 1.5,
+        cost_minor: Some(12),
+        currency: Some("EUR".into()),
+        rate_table: Some("carrier".into()),
+        rate_prefix: Some("4930".into()),
+        reference_cost_minor: Some(12),
+        savings_minor: Some(0),
+        explanation: "decision 1: ENUM has no answer\ndecision 2: trunk carrier".into(),
+    }
+}
+
+/// 2026-03-01 00:00 UTC.
+const T0: i64 = 1_772_323_200_000;
+const DAY: i64 = 86_400_000;
+
+#[test]
+fn records_are_escaped_filtered_and_exported() {
+    let server = Server::start(&config(MD5_ONLY));
+    let web = server.web.expect("web address");
+    let mut c = set_up_admin(web);
+
+    assert!(c.get("/records").body.contains("No call records match"));
+
+    let mut records = Vec::new();
+    records.push(record(
+        T0 + 1_000,
+        "<script>alert(1)</script>",
+        "5551234",
+        "100",
+        Direction::Incoming,
+    ));
+    for i in 0..7 {
+        records.push(record(
+            T0 + (i + 1) * DAY,
+            "101",
+            &format!("55500{i}"),
+            "101",
+            Direction::Outgoing,
+        ));
+    }
+    let mut short = record(
+        T0 + 3 * DAY + 5,
+        "100",
+        "5559999",
+        "100",
+        Direction::Outgoing,
+    );
+    short.billable_s = 5;
+    short.disposition = Disposition::Answered;
+    records.push(short);
+    CdrDb::open(&server.db)
+        .expect("open the server's database")
+        .insert(&mut records)
+        .expect("insert records");
+
+    // The hostile caller shows escaped, in the list and on the detail page.
+    let all = c.get("/records");
+    assert_eq!(all.status, 200);
+    assert!(all.body.contains("9 records"), "{}", all.body);
+    assert!(!all.body.contains("<script>alert"), "unescaped record");
+    assert!(all.body.contains("&#60;script&#62;alert(1)"));
+    let detail = c.get("/records/1");
+    assert_eq!(detail.status, 200);
+    assert!(!detail.body.contains("<script>alert"));
+    assert!(detail.body.contains("&#60;script&#62;"));
+    assert!(detail.body.contains("decision 2: trunk carrier"));
+    assert!(detail.body.contains("PCMA") && detail.body.contains("0.10 %"));
+    assert_eq!(c.get("/records/999").status, 404);
+    assert_eq!(c.get("/records/abc").status, 404);
+
+    // Filters narrow the list.
+    let ext = c.get("/records?ext=101");
+    assert!(ext.body.contains("7 records"), "{}", ext.body);
+    assert!(!ext.body.contains("&#60;script&#62;"));
+    let period = c.get("/records?from=2026-03-02&to=2026-03-03&direction=outgoing");
+    assert!(period.body.contains("2 records"), "{}", period.body);
+    let min = c.get("/records?ext=100&min=10");
+    assert!(min.body.contains("1 record ·"), "{}", min.body);
+    let number = c.get("/records?number=555-003");
+    assert!(number.body.contains("1 record ·"), "{}", number.body);
+
+    // Hostile filter input is echoed escaped and reported, not executed.
+    let hostile =
+        c.get("/records?number=%22%3E%3Cscript%3Ex%3C%2Fscript%3E&from=%3Cb%3E&sort=1%3BDROP");
+    assert_eq!(hostile.status, 200);
+    assert!(!hostile.body.contains("<script>x"));
+    assert!(hostile.body.contains("&#34;&#62;&#60;script&#62;x"));
+    assert!(hostile.body.contains("is not a date"));
+    assert!(c.get("/records").body.contains("9 records"));
+
+    // Sorting and pagination.
+    let asc = c.get("/records?sort=start&order=asc&ext=101");
+    let first = asc.body.find("555000").unwrap();
+    let last = asc.body.find("555006").unwrap();
+    assert!(first < last);
+    let page2 = c.get("/records?page=2");
+    assert!(page2.body.contains("Page 2 of 1"));
+    assert!(page2.body.contains("rel=\"prev\""));
+
+    // The CSV export holds exactly the filtered set.
+    let csv = c.get("/records.csv?ext=101&from=2026-03-02&to=2026-03-04");
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    // Rows end with CRLF; the explanation's own line break is quoted inside its field.
+    let lines: Vec<&str> = csv.body.split_terminator("\r\n").collect();
+    assert!(lines[0].starts_with("id,start_utc,"), "{}", lines[0]);
+    assert_eq!(lines.len(), 4, "{}", csv.body);
+    for l in &lines[1..] {
+        assert!(l.contains(",101,"), "{l}");
+    }
+    let all_csv = c.get("/records.csv");
+    assert_eq!(all_csv.body.matches("\r\n").count(), 1 + 9);
+    assert!(all_csv.body.contains("<script>alert(1)</script>"));
+    assert_eq!(c.get("/records.csv?from=bad").status, 400);
+
+    // The overview counts them.
+    let home = c.get("/");
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("This month by route"));
+}
+
+#[test]
+fn rates_are_listed_edited_and_imported() {
+    let server = Server::start(&config(MD5_ONLY));
+    let web = server.web.expect("web address");
+    let mut c = set_up_admin(web);
+
+    let page = c.get("/rates");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("No rate tables yet"));
+    let token = csrf_of(&page.body);
+
+    // Forms without the token are refused and change nothing.
+    for (path, form) in [
+        (
+            "/rates/table",
+            vec![("name", "carrier"), ("currency", "EUR")],
+        ),
+        ("/rates/rate", vec![("table", "carrier"), ("prefix", "49")]),
+        (
+            "/rates/import",
+            vec![("table", "carrier"), ("csv", "prefix,per_minute\n49,1\n")],
+        ),
+    ] {
+        assert_eq!(c.post(path, &form).status, 403, "{path}");
+    }
+    assert!(c.get("/rates").body.contains("No rate tables yet"));
+
+    let r = c.post(
+        "/rates/table",
+        &[("name", "carrier"), ("currency", "eur"), ("csrf", &token)],
+    );
+    assert_eq!(redirect_to(&r), "/rates?table=carrier");
+
+    // A bad rate comes back with its values and a clear error.
+    let r = c.post(
+        "/rates/rate",
+        &[
+            ("table", "carrier"),
+            ("prefix", "+4930"),
+            ("description", "Berlin <fixed>"),
+            ("per_minute", "cheap"),
+            ("csrf", &token),
+        ],
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("Price per minute"), "{}", r.body);
+    assert!(r.body.contains("Berlin &#60;fixed&#62;"));
+
+    let r = c.post(
+        "/rates/rate",
+        &[
+            ("table", "carrier"),
+            ("prefix", "+4930"),
+            ("description", "Berlin <fixed>"),
+            ("per_minute", "0,019"),
+            ("first_s", "30"),
+            ("next_s", "6"),
+            ("csrf", &token),
+        ],
+    );
+    assert_eq!(redirect_to(&r), "/rates?table=carrier");
+    let list = c.get("/rates?table=carrier");
+    assert!(list.body.contains("4930") && list.body.contains("0.019"));
+    assert!(list.body.contains("30/6"));
+    // The edit link loads the rate into the form.
+    let edit = c.get("/rates?table=carrier&edit=4930");
+    assert!(
+        edit.body.contains("name=\"per_minute\" value=\"0.019\""),
+        "{}",
+        edit.body
+    );
+
+    // Import: a file with an error imports nothing and says where; a good one is merged.
+    let r = c.post(
+        "/rates/import",
+        &[
+            ("table", "carrier"),
+            ("csv", "prefix,per_minute\n4940,0.02\n49x,0.05\n"),
+            ("csrf", &token),
+        ],
+    );
+    assert_eq!(r.status, 422);
+    assert!(
+        r.body.contains("line 3") || r.body.contains(":3"),
+        "{}",
+        r.body
+    );
+    assert!(!c.get("/rates?table=carrier").body.contains("4940"));
+    let r = c.post(
+        "/rates/import",
+        &[
+            ("table", "carrier"),
+            ("csv", "prefix,per_minute\n4940,0.02\n4989,0.03\n"),
+            ("csrf", &token),
+        ],
+    );
+    assert_eq!(redirect_to(&r), "/rates?table=carrier");
+    let list = c.get("/rates?table=carrier").body;
+    for p in ["4930", "4940", "4989"] {
+        assert!(list.contains(&format!("<td>{p}</td>")), "{p} in {list}");
+    }
+    let rates = CdrDb::open(&server.db).unwrap().rates("carrier").unwrap();
+    assert_eq!(rates.len(), 3);
+}
+
+#[test]
+fn extensions_are_added_edited_and_disabled() {
+    let server = Server::start(&config(MD5_ONLY));
+    let web = server.web.expect("web address");
+    let mut c = set_up_admin(web);
+
+    let page = c.get("/extensions");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Reception") && page.body.contains("config file"));
+    let token = csrf_of(&page.body);
+    let add = |number: &'static str, password: &'static str| {
+        vec![
+            ("number", number),
+            ("name", "Lab <b>"),
+            ("did", "+4930123456"),
+            ("permissions", "internal, national"),
+            ("password", password),
+            ("enabled", "1"),
+        ]
+    };
+
+    // Without the token: refused, nothing written.
+    assert_eq!(
+        c.post("/extensions/save", &add("300", "sip-secret-300"))
+            .status,
+        403
+    );
+    // Clear errors: no password, bad permission, a number owned by the config file.
+    let mut f = add("300", "");
+    f.push(("csrf", &token));
+    let r = c.post("/extensions/save", &f);
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("needs a SIP password"), "{}", r.body);
+    let mut f = add("300", "sip-secret-300");
+    f[3] = ("permissions", "everything");
+    f.push(("csrf", &token));
+    let r = c.post("/extensions/save", &f);
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("Permissions:"), "{}", r.body);
+    let mut f = add("100", "sip-secret-100");
+    f.push(("csrf", &token));
+    let r = c.post("/extensions/save", &f);
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("managed by the configuration file"));
+
+    let mut f = add("300", "sip-secret-300");
+    f.push(("csrf", &token));
+    assert_eq!(redirect_to(&c.post("/extensions/save", &f)), "/extensions");
+    let list = c.get("/extensions").body;
+    assert!(list.contains("Lab &#60;b&#62;") && list.contains("internal,national"));
+
+    let store = pasarela::store::Store::open(&server.db).unwrap();
+    let row = store.extension("300").unwrap().expect("web extension");
+    assert_eq!(row.password, "sip-secret-300");
+    assert_eq!(row.did.as_deref(), Some("+4930123456"));
+    assert!(row.enabled);
+
+    // Edit with an empty password keeps it; disable; a config row cannot be toggled.
+    let edit = c.get("/extensions?edit=300").body;
+    assert!(edit.contains("Edit extension 300"));
+    let r = c.post(
+        "/extensions/save",
+        &[
+            ("number", "300"),
+            ("name", "Lab"),
+            ("did", ""),
+            ("permissions", ""),
+            ("password", ""),
+            ("enabled", "1"),
+            ("existing", "1"),
+            ("csrf", &token),
+        ],
+    );
+    assert_eq!(redirect_to(&r), "/extensions");
+    let row = store.extension("300").unwrap().unwrap();
+    assert_eq!(row.password, "sip-secret-300");
+    assert_eq!((row.name.as_deref(), row.did), (Some("Lab"), None));
+    assert_eq!(row.permissions, None);
+    let r = c.post("/extensions/toggle", &[("number", "300"), ("csrf", &token)]);
+    assert_eq!(redirect_to(&r), "/extensions");
+    assert!(!store.extension("300").unwrap().unwrap().enabled);
+    let r = c.post("/extensions/toggle", &[("number", "100"), ("csrf", &token)]);
+    assert_eq!(r.status, 422);
+    assert!(store.extension("100").unwrap().unwrap().enabled);
+    assert_eq!(
+        c.post("/extensions/toggle", &[("number", "300")]).status,
+        403
+    );
+}
