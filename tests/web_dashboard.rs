@@ -635,6 +635,24 @@ fn extensions_are_added_edited_and_disabled() {
     let list = c.get("/extensions").body;
     assert!(list.contains("Lab &#60;b&#62;") && list.contains("internal,national"));
 
+    // The SIP side takes the new extension at once: 300 registers with its password.
+    let mut registered = false;
+    for _ in 0..10 {
+        let res = common::sipp(
+            server.dir(),
+            "register_auth.xml",
+            server.udp,
+            "u1",
+            &["-s", "300", "-au", "300", "-ap", "sip-secret-300"],
+        );
+        if res.success() {
+            registered = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(registered, "300 cannot register:\n{}", server.log_excerpt());
+
     let store = pasarela::store::Store::open(&server.db).unwrap();
     let row = store.extension("300").unwrap().expect("web extension");
     assert_eq!(row.password, "sip-secret-300");

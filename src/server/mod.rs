@@ -36,7 +36,7 @@ use crate::web::{LoopCounts, RouteOutcome, Stats, WebServer};
 use self::core::{CoreSettings, SipCore};
 use self::enum_zone::{private_zone, start_enum_zone};
 use self::records::{call_ended, call_refused};
-use self::signals::{hangup_signal, shutdown_signal, spawn_cache_signals};
+use self::signals::{forward_hangup, shutdown_signal, spawn_cache_signals};
 
 const HOUSEKEEPING: Duration = Duration::from_secs(15);
 const INBOUND_QUEUE: usize = 32_768;
@@ -206,7 +206,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let mut hangup = hangup_signal();
+    // Extensions are provisioned again on SIGHUP and whenever the dashboard changed one.
+    let (reload_tx, mut reload) = mpsc::channel::<()>(1);
+    forward_hangup(reload_tx.clone());
+    let changed = web.extensions_changed();
+    tokio::spawn(async move {
+        loop {
+            changed.notified().await;
+            if reload_tx.send(()).await.is_err() {
+                break;
+            }
+        }
+    });
     loop {
         let deadline = core.poll_timeout().map(tokio::time::Instant::from_std);
         let timer = async {
@@ -231,16 +242,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
             () = timer => core.handle_timeout(std::time::Instant::now(), unix_now()),
-            Some(()) = hangup.recv() => {
+            Some(()) = reload.recv() => {
                 match reload_extensions(&config, &mut core, &router, enum_zone.as_ref()) {
                     Ok(rows) => {
                         office = crate::cdr::OfficeNumbers::from_rows(
                             &rows,
                             Some(crate::routing::setup::numbering_plan(&config, &rows)),
                         );
-                        tracing::info!(extensions = rows.len(), "SIGHUP: extensions reloaded");
+                        tracing::info!(extensions = rows.len(), "extensions reloaded");
                     }
-                    Err(e) => tracing::error!("SIGHUP: extensions not reloaded: {e:#}"),
+                    Err(e) => tracing::error!("extensions not reloaded: {e:#}"),
                 }
             }
             Some((id, route)) = route_rx.recv() => {
@@ -346,13 +357,12 @@ fn reload_extensions(
     router: &crate::routing::router::Router,
     zone: Option<&crate::routing::ZoneServer>,
 ) -> anyhow::Result<Vec<crate::store::ExtensionRow>> {
-    let Some(path) = &config.source else {
-        anyhow::bail!("running on built-in defaults: there is no file to reload");
-    };
-    let fresh = Config::load(Some(path))?;
-    let mut store = Store::open(&fresh.store.path)
-        .with_context(|| format!("opening store {}", fresh.store.path.display()))?;
-    store.sync_config_extensions(&fresh.extensions)?;
+    let mut store = Store::open(&config.store.path)
+        .with_context(|| format!("opening store {}", config.store.path.display()))?;
+    if let Some(path) = &config.source {
+        let fresh = Config::load(Some(path))?;
+        store.sync_config_extensions(&fresh.extensions)?;
+    }
     let rows = store.extensions()?;
     router.set_directory(crate::routing::router::Directory::from_rows(&rows));
     if let Some(z) = zone {

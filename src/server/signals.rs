@@ -41,9 +41,8 @@ pub(super) fn spawn_cache_signals(resolver: crate::routing::EnumResolver) {
     }
 }
 
-/// SIGHUP as a stream (never fires where there is no SIGHUP).
-pub(super) fn hangup_signal() -> tokio::sync::mpsc::Receiver<()> {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
+/// Sends `()` on `reload` for every SIGHUP (nothing where there is no SIGHUP).
+pub(super) fn forward_hangup(reload: tokio::sync::mpsc::Sender<()>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -51,7 +50,7 @@ pub(super) fn hangup_signal() -> tokio::sync::mpsc::Receiver<()> {
             Ok(mut hup) => {
                 tokio::spawn(async move {
                     while hup.recv().await.is_some() {
-                        let _ = tx.try_send(());
+                        let _ = reload.try_send(());
                     }
                 });
             }
@@ -59,8 +58,7 @@ pub(super) fn hangup_signal() -> tokio::sync::mpsc::Receiver<()> {
         }
     }
     #[cfg(not(unix))]
-    drop(tx);
-    rx
+    drop(reload);
 }
 
 pub(super) async fn shutdown_signal() {

@@ -98,6 +98,7 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
 #[derive(Debug)]
 pub struct WebServer {
     local_addr: SocketAddr,
+    extensions_changed: Arc<tokio::sync::Notify>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -121,6 +122,7 @@ impl WebServer {
             .local_addr()
             .map_err(|source| WebError::Bind { addr, source })?;
         let (stop, stopped) = oneshot::channel::<()>();
+        let extensions_changed = Arc::clone(&state.extensions_changed);
         let app = router(stats, state).into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -133,9 +135,15 @@ impl WebServer {
         tracing::info!(%local_addr, "web listening");
         Ok(WebServer {
             local_addr,
+            extensions_changed,
             stop,
             task,
         })
+    }
+
+    /// Notified whenever the dashboard changed an extension (the SIP side then reloads them).
+    pub fn extensions_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.extensions_changed)
     }
 
     /// The address actually bound (the real port when `[web] listen` asks for port 0).

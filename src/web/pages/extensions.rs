@@ -280,6 +280,7 @@ pub async fn save(
     match error {
         None => {
             tracing::info!(user = %session.username, number = %form.number, "extension saved");
+            state.extensions_changed.notify_one();
             Ok(Redirect::to("/extensions").into_response())
         }
         Some(e) => {
@@ -329,5 +330,6 @@ pub async fn toggle(
         .await;
     }
     tracing::info!(user = %session.username, number = %form.number, "extension enabled/disabled");
+    state.extensions_changed.notify_one();
     Ok(Redirect::to("/extensions").into_response())
 }

@@ -35,6 +35,8 @@ pub struct WebState {
     db: Arc<Mutex<CdrDb>>,
     db_path: PathBuf,
     limiter: Arc<LoginLimiter>,
+    /// Woken when an extension changed here, so that the SIP side reloads them.
+    pub(crate) extensions_changed: Arc<tokio::sync::Notify>,
 }
 
 impl WebState {
@@ -44,6 +46,7 @@ impl WebState {
             db: Arc::new(Mutex::new(CdrDb::open(db_path)?)),
             db_path: db_path.to_path_buf(),
             limiter: Arc::new(LoginLimiter::default()),
+            extensions_changed: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
