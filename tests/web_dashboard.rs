@@ -691,3 +691,20 @@ fn extensions_are_added_edited_and_disabled() {
         403
     );
 }
+
+#[test]
+fn routing_test_page_explains_without_calling() {
+    let server = Server::start(&config(MD5_ONLY));
+    let web = server.web.expect("web address");
+    let mut c = set_up_admin(web);
+    let page = c.get("/routing?from=100&number=101");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("route: extension 101"), "{}", page.body);
+    let page = c.get("/routing?from=100&number=%3Cscript%3E");
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("<script>"), "{}", page.body);
+    assert!(page.body.contains("rejected 484"), "{}", page.body);
+    // Without a session: the login page.
+    let mut anon = Client::new(web);
+    assert_eq!(redirect_to(&anon.get("/routing?number=101")), "/login");
+}

@@ -215,6 +215,19 @@ impl Recorder {
     }
 }
 
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field(
+                "sources",
+                &self.sources.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
+            .field("locator", &self.locator.is_some())
+            .field("trunks", &self.settings.trunks.len())
+            .finish()
+    }
+}
+
 impl Router {
     pub fn new(
         settings: RouterSettings,

@@ -167,14 +167,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let bound = transport::bind(&listen, transport_settings, tx)
         .await
         .context("binding the SIP listen addresses")?;
-    let web = WebServer::start(config.web.listen, Arc::clone(&stats), &store_path)
-        .await
-        .with_context(|| {
-            format!(
-                "starting the web server ([web] listen = \"{}\")",
-                config.web.listen
-            )
-        })?;
+    let web = WebServer::start(
+        config.web.listen,
+        Arc::clone(&stats),
+        &store_path,
+        Some(Arc::clone(&router)),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "starting the web server ([web] listen = \"{}\")",
+            config.web.listen
+        )
+    })?;
     let mut status = Vec::new();
     {
         // Machine-readable start-up lines for supervisors and tests.

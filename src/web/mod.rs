@@ -110,11 +110,13 @@ impl WebServer {
         addr: SocketAddr,
         stats: Arc<Stats>,
         db_path: &Path,
+        routing: Option<Arc<crate::routing::router::Router>>,
     ) -> Result<WebServer, WebError> {
         let path = db_path.to_path_buf();
-        let state = tokio::task::spawn_blocking(move || WebState::open(&path))
+        let mut state = tokio::task::spawn_blocking(move || WebState::open(&path))
             .await
             .map_err(|_| WebError::Task)??;
+        state.router = routing;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| WebError::Bind { addr, source })?;

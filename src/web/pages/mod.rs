@@ -10,6 +10,7 @@ pub mod extensions;
 pub mod overview;
 pub mod rates;
 pub mod records;
+pub mod routing;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct WebState {
     limiter: Arc<LoginLimiter>,
     /// Woken when an extension changed here, so that the SIP side reloads them.
     pub(crate) extensions_changed: Arc<tokio::sync::Notify>,
+    /// The router of the running gateway, for the route explainer page.
+    pub(crate) router: Option<Arc<crate::routing::router::Router>>,
 }
 
 impl WebState {
@@ -47,6 +50,7 @@ impl WebState {
             db_path: db_path.to_path_buf(),
             limiter: Arc::new(LoginLimiter::default()),
             extensions_changed: Arc::new(tokio::sync::Notify::new()),
+            router: None,
         })
     }
 
@@ -101,6 +105,7 @@ pub fn router(state: WebState) -> Router {
         .route("/rates/rate", post(rates::save_rate))
         .route("/rates/table", post(rates::create_table))
         .route("/rates/import", post(rates::import))
+        .route("/routing", get(routing::page))
         .route("/extensions", get(extensions::page))
         .route("/extensions/save", post(extensions::save))
         .route("/extensions/toggle", post(extensions::toggle))
