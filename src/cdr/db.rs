@@ -7,16 +7,12 @@
 //! [`crate::cdr::query`], the rates in [`crate::cdr::rating`].
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::{params, Connection, Row, Transaction};
 
 use super::record::CallRecord;
 use super::CdrError;
-use crate::store::{Store, StoreError};
-
-/// How long a statement waits for a lock held by another connection.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::store::{Store, StoreError, BUSY_TIMEOUT};
 
 /// How the connection syncs its commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

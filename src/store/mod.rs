@@ -24,8 +24,9 @@ pub use writer::{BindingWriter, BindingWriterHandle};
 /// The value of `extensions.source` for rows provisioned from the config file.
 pub const SOURCE_CONFIG: &str = "config";
 
-/// How long a statement waits for a lock held by another connection.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a statement waits for a lock held by another connection (every connection to the
+/// store's file uses it).
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
