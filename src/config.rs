@@ -161,6 +161,9 @@ pub struct StoreConfig {
 pub struct WebConfig {
     /// Address the dashboard listens on (`listen`, default `127.0.0.1:8080`).
     pub listen: SocketAddr,
+    /// The office's time zone, for dates in the dashboard, CSV files and monthly billing
+    /// (`time_zone`, an IANA name such as `Europe/Berlin`; default: the machine's zone).
+    pub time_zone: Option<String>,
 }
 
 /// `[numbering]`: the local numbering plan.
@@ -399,6 +402,7 @@ impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            time_zone: None,
         }
     }
 }
@@ -619,6 +623,7 @@ struct RawStore {
 #[serde(deny_unknown_fields)]
 struct RawWeb {
     listen: Option<String>,
+    time_zone: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1156,15 +1161,28 @@ impl RawStore {
 
 impl RawWeb {
     fn validate(self, at: &KeyPath) -> Checked<WebConfig> {
-        match self.listen {
-            None => Ok(WebConfig::default()),
-            Some(s) => s.parse().map(|listen| WebConfig { listen }).map_err(|_| {
+        let listen = match self.listen {
+            None => WebConfig::default().listen,
+            Some(s) => s.parse().map_err(|_| {
                 invalid(
                     &at.key("listen"),
                     format!("`{s}` is not an address:port (e.g. `127.0.0.1:8080`)"),
                 )
-            }),
-        }
+            })?,
+        };
+        let time_zone = match self.time_zone {
+            None => None,
+            Some(name) => match jiff::tz::TimeZone::get(&name) {
+                Ok(_) => Some(name),
+                Err(_) => {
+                    return Err(invalid(
+                        &at.key("time_zone"),
+                        format!("`{name}` is not a time zone name (e.g. `Europe/Berlin`, `UTC`)"),
+                    ))
+                }
+            },
+        };
+        Ok(WebConfig { listen, time_zone })
     }
 }
 

@@ -21,7 +21,7 @@ use crate::sip::peer::Peer;
 use crate::sip::transaction::{ClientKey, ServerKey, TransactionLayer};
 use crate::sip::uri::Uri;
 
-pub use call::{Attempt, CallSummary};
+pub use call::{Attempt, CallSummary, LiveCall, LiveState};
 use call::{Call, ClientRole, TimerKind};
 
 /// Settings of call control (from `[calls]`, `[sip]` and `[media]`).
@@ -165,6 +165,13 @@ impl Calls {
 
     pub fn is_empty(&self) -> bool {
         self.calls.is_empty()
+    }
+
+    /// Every call in progress, oldest first, for the live page.
+    pub fn live(&self, now: Instant) -> Vec<LiveCall> {
+        let mut v: Vec<LiveCall> = self.calls.values().map(|c| c.live(now)).collect();
+        v.sort_by(|a, b| b.age.cmp(&a.age).then(a.id.cmp(&b.id)));
+        v
     }
 
     /// Client transactions still mapped (for leak checks).

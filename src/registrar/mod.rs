@@ -117,6 +117,18 @@ impl Registrar {
         v
     }
 
+    /// Every unexpired binding with its extension, ordered by extension.
+    pub fn all(&self, now: u64) -> impl Iterator<Item = (&str, &Binding)> {
+        let mut v: Vec<(&str, &Binding)> = self
+            .bindings
+            .iter()
+            .flat_map(|(aor, bs)| bs.iter().map(move |b| (aor.as_str(), b)))
+            .filter(|(_, b)| b.expires_at > now)
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(b.0).then(a.1.key.cmp(&b.1.key)));
+        v.into_iter()
+    }
+
     /// Number of live bindings (all extensions).
     pub fn len(&self) -> usize {
         self.bindings.values().map(Vec::len).sum()

@@ -53,6 +53,18 @@ pub struct RouteRequest {
     pub dialled: String,
 }
 
+/// A registered contact, for the live page.
+#[derive(Debug, Clone)]
+pub struct LiveBinding {
+    pub extension: String,
+    pub contact: String,
+    /// Where its REGISTER came from (`udp:192.0.2.7:5060`).
+    pub source: String,
+    pub user_agent: Option<String>,
+    /// Seconds left.
+    pub expires_in: u64,
+}
+
 /// An authenticated call refused before anything rang, for its record.
 #[derive(Debug, Clone)]
 pub struct Refused {
@@ -67,6 +79,8 @@ struct PendingRoute {
     invite: Request,
     peer: Peer,
     caller: Caller,
+    dialled: String,
+    since: Instant,
 }
 
 /// The UAS core: owns the transaction layer, the registrar and the digest gate.
@@ -214,6 +228,39 @@ impl SipCore {
     }
 
     /// Calls still waiting for their routing decision.
+    /// What the live page shows: calls in progress (those still being routed first) and every
+    /// registered contact. Built only when the dashboard asks for it.
+    pub fn live(&self, now: Instant, unix: u64) -> (Vec<crate::b2bua::LiveCall>, Vec<LiveBinding>) {
+        let mut calls: Vec<crate::b2bua::LiveCall> = self
+            .pending_routes
+            .iter()
+            .map(|(id, p)| crate::b2bua::LiveCall {
+                id: *id,
+                caller: p.caller.number.clone(),
+                callee: p.dialled.clone(),
+                state: crate::b2bua::LiveState::Trying,
+                age: now.saturating_duration_since(p.since),
+                talking: None,
+                route: "routing".into(),
+                target: None,
+                codec: None,
+            })
+            .collect();
+        calls.extend(self.calls.live(now));
+        let bindings = self
+            .registrar
+            .all(unix)
+            .map(|(ext, b)| LiveBinding {
+                extension: ext.to_owned(),
+                contact: b.key.clone(),
+                source: b.source.to_string(),
+                user_agent: b.user_agent.clone(),
+                expires_in: b.expires_at.saturating_sub(unix),
+            })
+            .collect();
+        (calls, bindings)
+    }
+
     pub fn pending_routes(&self) -> usize {
         self.pending_routes.len()
     }
@@ -651,7 +698,7 @@ impl SipCore {
         self.route_requests.push(RouteRequest {
             id,
             from: caller.number.clone(),
-            dialled,
+            dialled: dialled.clone(),
         });
         self.pending_routes.insert(
             id,
@@ -660,6 +707,8 @@ impl SipCore {
                 invite: req.clone(),
                 peer,
                 caller,
+                dialled,
+                since: now,
             },
         );
         None

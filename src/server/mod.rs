@@ -10,6 +10,7 @@
 pub mod core;
 pub mod digest_gate;
 mod enum_zone;
+pub mod live;
 pub mod notify;
 mod records;
 mod signals;
@@ -167,11 +168,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let bound = transport::bind(&listen, transport_settings, tx)
         .await
         .context("binding the SIP listen addresses")?;
+    let (live_source, mut live_requests) = live::LiveSource::channel();
+    let lines = live::configured_lines(&config);
     let web = WebServer::start(
         config.web.listen,
         Arc::clone(&stats),
         &store_path,
-        Some(Arc::clone(&router)),
+        crate::web::Links {
+            router: Some(Arc::clone(&router)),
+            live: Some(live_source),
+            office: crate::web::office_time::OfficeTime::new(config.web.time_zone.as_deref()),
+        },
     )
     .await
     .with_context(|| {
@@ -262,6 +269,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Some((id, route)) = route_rx.recv() => {
                 stats.route_decided(RouteOutcome::of(&route), route.elapsed);
                 core.route_decided(std::time::Instant::now(), unix_now(), id, Arc::new(route));
+            }
+            Some(reply) = live_requests.recv() => {
+                let (calls, registrations) = core.live(std::time::Instant::now(), unix_now());
+                let _ = reply.send(live::LiveSnapshot {
+                    taken_at: unix_now(),
+                    calls,
+                    registrations,
+                    lines: lines.clone(),
+                });
             }
             Some((call, event)) = media_rx.recv() => {
                 core.media_event(std::time::Instant::now(), unix_now(), call, event);

@@ -13,6 +13,9 @@ const MIGRATION_LIST: &[M<'static>] = &[
     )),
     M::up(include_str!("../../migrations/0003_call_records.sql")),
     M::up(include_str!("../../migrations/0004_web_users.sql")),
+    M::up(include_str!(
+        "../../migrations/0005_api_tokens_saved_filters.sql"
+    )),
 ];
 
 /// All migrations, oldest first.

@@ -5,8 +5,12 @@
 //! [`Stats`], never from the loop itself, so a slow HTTP client cannot hold up signalling; the
 //! dashboard reads the database on blocking threads, never on the async runtime.
 
+pub mod api;
+pub mod api_tokens;
 pub mod auth;
+pub mod office_time;
 pub mod pages;
+pub mod saved_filters;
 pub mod stats;
 
 use std::net::SocketAddr;
@@ -46,6 +50,7 @@ pub enum WebError {
     Task,
 }
 
+pub use self::office_time::OfficeTime;
 pub use self::pages::WebState;
 
 /// The HTTP routes: the operations endpoints on the shared statistics, and the dashboard on
@@ -94,6 +99,17 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
     )
 }
 
+/// What the dashboard needs from the running gateway besides the database.
+#[derive(Debug, Default)]
+pub struct Links {
+    /// The router, for the routing test page.
+    pub router: Option<Arc<crate::routing::router::Router>>,
+    /// The SIP loop, for the live page and the live API.
+    pub live: Option<crate::server::live::LiveSource>,
+    /// The office's time zone.
+    pub office: office_time::OfficeTime,
+}
+
 /// A running HTTP server.
 #[derive(Debug)]
 pub struct WebServer {
@@ -110,13 +126,15 @@ impl WebServer {
         addr: SocketAddr,
         stats: Arc<Stats>,
         db_path: &Path,
-        routing: Option<Arc<crate::routing::router::Router>>,
+        links: Links,
     ) -> Result<WebServer, WebError> {
         let path = db_path.to_path_buf();
         let mut state = tokio::task::spawn_blocking(move || WebState::open(&path))
             .await
             .map_err(|_| WebError::Task)??;
-        state.router = routing;
+        state.router = links.router;
+        state.live = links.live;
+        state.office = Arc::new(links.office);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| WebError::Bind { addr, source })?;

@@ -138,6 +138,45 @@ pub struct Attempt {
     pub status: u16,
 }
 
+/// What a call in progress is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveState {
+    /// Sent to its target(s), no answer yet.
+    Trying,
+    /// A target is ringing (a provisional response with a tag).
+    Ringing,
+    /// Answered: the parties are talking.
+    Answered,
+}
+
+impl LiveState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveState::Trying => "trying",
+            LiveState::Ringing => "ringing",
+            LiveState::Answered => "answered",
+        }
+    }
+}
+
+/// A call in progress, as the live page and the JSON API show it.
+#[derive(Debug, Clone)]
+pub struct LiveCall {
+    pub id: u64,
+    pub caller: String,
+    pub callee: String,
+    pub state: LiveState,
+    /// Since the INVITE arrived.
+    pub age: std::time::Duration,
+    /// Since the answer.
+    pub talking: Option<std::time::Duration>,
+    /// The route stage ringing or answered (`extension 101`, `ENUM e164.arpa`, `trunk X`).
+    pub route: String,
+    /// The target URI ringing or answered.
+    pub target: Option<String>,
+    pub codec: Option<String>,
+}
+
 /// What a finished call leaves behind for the billing records.
 #[derive(Debug, Clone)]
 pub struct CallSummary {
@@ -401,6 +440,41 @@ impl Call {
 
     pub fn callee(&self) -> &str {
         &self.callee
+    }
+
+    /// What the call is doing now, for the dashboard's live page.
+    pub fn live(&self, now: Instant) -> LiveCall {
+        let answered = self.winner.and_then(|w| self.forks.get(w));
+        let state = if self.answered.is_some() {
+            LiveState::Answered
+        } else if self.forks.iter().any(|f| f.state == ForkState::Early) {
+            LiveState::Ringing
+        } else {
+            LiveState::Trying
+        };
+        let target = answered
+            .or_else(|| {
+                self.forks
+                    .iter()
+                    .rev()
+                    .find(|f| matches!(f.state, ForkState::Early | ForkState::Trying))
+            })
+            .map(|f| f.uri.clone());
+        LiveCall {
+            id: self.id,
+            caller: self.caller.number.clone(),
+            callee: self.callee.clone(),
+            state,
+            age: now.saturating_duration_since(self.started),
+            talking: self.answered.map(|a| now.saturating_duration_since(a)),
+            route: self.stage_label(self.stage).to_owned(),
+            target,
+            codec: if self.answered.is_some() {
+                self.sdp.codec_name()
+            } else {
+                None
+            },
+        }
     }
 
     fn relay_port(&self, side: Side) -> u16 {

@@ -6,11 +6,14 @@
 //! Templates are askama files under `web/templates` (compiled into the binary, HTML-escaped by
 //! default); the stylesheet `web/style.css` is embedded with `include_str!`.
 
+pub mod billing;
 pub mod extensions;
+pub mod live;
 pub mod overview;
 pub mod rates;
 pub mod records;
 pub mod routing;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +32,7 @@ use serde::Deserialize;
 
 use super::auth::{self, AuthError, LoginLimiter, Session, CSRF_COOKIE, SESSION_COOKIE};
 use crate::cdr::{CdrDb, CdrError};
+use crate::web::office_time::OfficeTime;
 
 /// What the dashboard's handlers share: the database and the login limiter.
 #[derive(Debug, Clone)]
@@ -40,6 +44,10 @@ pub struct WebState {
     pub(crate) extensions_changed: Arc<tokio::sync::Notify>,
     /// The router of the running gateway, for the route explainer page.
     pub(crate) router: Option<Arc<crate::routing::router::Router>>,
+    /// The SIP loop, for the live page and the live API.
+    pub(crate) live: Option<crate::server::live::LiveSource>,
+    /// The office's time zone, for dates shown, filtered and grouped.
+    pub(crate) office: Arc<OfficeTime>,
 }
 
 impl WebState {
@@ -51,6 +59,8 @@ impl WebState {
             limiter: Arc::new(LoginLimiter::default()),
             extensions_changed: Arc::new(tokio::sync::Notify::new()),
             router: None,
+            live: None,
+            office: Arc::new(OfficeTime::utc()),
         })
     }
 
@@ -101,6 +111,14 @@ pub fn router(state: WebState) -> Router {
         .route("/records", get(records::list))
         .route("/records.csv", get(records::csv))
         .route("/records/{id}", get(records::detail))
+        .route("/records/filters/save", post(records::save_filter))
+        .route("/records/filters/delete", post(records::delete_filter))
+        .route("/live", get(live::page))
+        .route("/billing", get(billing::page))
+        .route("/billing.csv", get(billing::csv))
+        .route("/tokens", get(tokens::page))
+        .route("/tokens/create", post(tokens::create))
+        .route("/tokens/revoke", post(tokens::revoke))
         .route("/rates", get(rates::page))
         .route("/rates/rate", post(rates::save_rate))
         .route("/rates/table", post(rates::create_table))
@@ -116,6 +134,7 @@ pub fn router(state: WebState) -> Router {
         ));
     Router::new()
         .merge(protected)
+        .merge(crate::web::api::router(state.clone()))
         .route("/login", get(login_form).post(login))
         .route("/setup", get(setup_form).post(setup))
         .route("/static/style.css", get(style))
@@ -432,39 +451,6 @@ async fn logout(
     )
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The UTC midnight (unix ms) of a `YYYY-MM-DD` date.
-pub(crate) fn parse_date(text: &str) -> Option<i64> {
-    let mut parts = text.trim().splitn(3, '-');
-    let year: i64 = parts.next()?.parse().ok()?;
-    let month: i64 = parts.next()?.parse().ok()?;
-    let day: i64 = parts.next()?.parse().ok()?;
-    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    // Refuse 31 February and the like: the date must survive the round trip.
-    let back = crate::cdr::query::iso_utc(days * 86_400_000);
-    (back.get(..10) == Some(format!("{year:04}-{month:02}-{day:02}").as_str()))
-        .then_some(days * 86_400_000)
-}
-
-/// `ms` as `YYYY-MM-DD HH:MM:SS` (UTC).
-pub(crate) fn show_time(ms: i64) -> String {
-    let iso = crate::cdr::query::iso_utc(ms);
-    iso.get(..19).unwrap_or(&iso).replacen('T', " ", 1)
-}
-
 /// Percent-encodes a query-string value.
 pub(crate) fn url_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -481,17 +467,6 @@ pub(crate) fn url_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(parse_date("1970-01-01"), Some(0));
-        assert_eq!(parse_date("2026-03-01"), Some(1_772_323_200_000));
-        assert_eq!(parse_date("2026-02-31"), None);
-        assert_eq!(parse_date("2026-13-01"), None);
-        assert_eq!(parse_date("<script>"), None);
-        assert_eq!(parse_date(""), None);
-        assert_eq!(show_time(1_772_323_200_000), "2026-03-01 00:00:00");
-    }
 
     #[test]
     fn encoding() {

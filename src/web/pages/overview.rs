@@ -1,8 +1,6 @@
 //! The overview page `/`: today's and this month's calls, minutes, cost and savings, the month
-//! per route, and calls per day over the last 30 days as an inline SVG bar chart (no script). Days are UTC
-//! days until the office's time zone is configurable.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! per route, and calls and cost per day over the last 30 days as inline SVG bar charts (no script).
+//! Days and months are those of the office's time zone.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -10,15 +8,14 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
-use super::{days_from_civil, PageError, WebState};
-use crate::cdr::query::iso_utc;
+use super::{PageError, WebState};
 use crate::cdr::rating::format_minor;
-use crate::cdr::Totals;
+use crate::cdr::{CdrDb, CdrError, Totals};
 use crate::web::auth::Session;
+use crate::web::office_time::{now_ms, OfficeTime};
 
-const DAY_MS: i64 = 86_400_000;
-/// Days in the chart.
-const CHART_DAYS: i64 = 30;
+/// Days in the charts.
+const CHART_DAYS: u16 = 30;
 
 /// A period's figures as shown.
 pub struct TotalsView {
@@ -31,30 +28,60 @@ pub struct TotalsView {
 }
 
 impl TotalsView {
-    fn of(label: &str, t: &Totals) -> TotalsView {
-        // Amounts are summed in minor units; shown with two decimals (an office bills in one
-        // currency, and the common ones have two).
+    fn of(label: &str, t: &Totals, currency: &str) -> TotalsView {
+        // Amounts are summed in minor units of the office's currency.
         TotalsView {
             label: label.to_owned(),
             calls: t.calls,
             answered: t.answered,
             minutes: t.minutes(),
-            cost: format_minor(t.cost_minor, "EUR"),
-            savings: format_minor(t.savings_minor, "EUR"),
+            cost: format!("{} {currency}", format_minor(t.cost_minor, currency)),
+            savings: format!("{} {currency}", format_minor(t.savings_minor, currency)),
         }
     }
 }
 
-/// One bar of the chart, in the SVG's coordinates (100 high, 10 wide per day).
+/// One bar of a chart, in the SVG's coordinates (100 high, 10 wide per day).
 pub struct Bar {
-    /// `YYYY-MM-DD`.
+    /// `YYYY-MM-DD` (office time zone).
     pub day: String,
-    pub calls: u64,
+    /// The value as shown in the bar's tooltip.
+    pub value: String,
     pub x: u64,
     /// The top: 100 minus the height.
     pub y: u64,
-    /// Height in percent of the busiest day.
+    /// Height in percent of the largest bar.
     pub pct: u64,
+}
+
+/// A bar chart of one figure per day.
+pub struct Chart {
+    pub title: String,
+    pub bars: Vec<Bar>,
+    pub any: bool,
+}
+
+fn chart(title: String, days: &[(String, i64, String)]) -> Chart {
+    let max = days.iter().map(|d| d.1).max().unwrap_or(0).max(0);
+    let bars = days
+        .iter()
+        .zip(0u64..)
+        .map(|((day, v, shown), i)| {
+            let pct = u64::try_from((v.max(&0) * 100).checked_div(max).unwrap_or(0)).unwrap_or(0);
+            Bar {
+                day: day.clone(),
+                value: shown.clone(),
+                x: i * 10 + 1,
+                y: 100 - pct,
+                pct,
+            }
+        })
+        .collect();
+    Chart {
+        title,
+        bars,
+        any: max > 0,
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -63,33 +90,28 @@ struct OverviewPage {
     session: Option<Session>,
     periods: Vec<TotalsView>,
     routes: Vec<TotalsView>,
-    bars: Vec<Bar>,
-    any_calls: bool,
+    charts: Vec<Chart>,
+    time_zone: String,
+    currency: String,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// The office's billing currency: that of the reference rate table, else of the first
+/// table, else EUR.
+pub fn office_currency(db: &CdrDb) -> Result<String, CdrError> {
+    let tables = db.rate_tables()?;
+    Ok(tables
+        .iter()
+        .find(|t| t.reference)
+        .or(tables.first())
+        .map_or_else(|| "EUR".to_owned(), |t| t.currency.clone()))
 }
 
-/// `(today, month, day_starts)` for the instant `now_ms`, in UTC.
-pub fn periods(now_ms: i64) -> ((i64, i64), (i64, i64), Vec<i64>) {
-    let today = now_ms.div_euclid(DAY_MS) * DAY_MS;
-    let iso = iso_utc(now_ms);
-    let year: i64 = iso.get(..4).and_then(|y| y.parse().ok()).unwrap_or(1970);
-    let month: i64 = iso.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(1);
-    let month_start = days_from_civil(year, month, 1) * DAY_MS;
-    let (ny, nm) = if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    };
-    let month_end = days_from_civil(ny, nm, 1) * DAY_MS;
-    let first = today - (CHART_DAYS - 1) * DAY_MS;
-    let starts = (0..=CHART_DAYS).map(|i| first + i * DAY_MS).collect();
-    ((today, today + DAY_MS), (month_start, month_end), starts)
+/// `(today, month, day_starts)` for the instant `now_ms`, in the office's zone.
+pub fn periods(office: &OfficeTime, now_ms: i64) -> ((i64, i64), (i64, i64), Vec<i64>) {
+    let ((t0, t1), (m0, m1)) = office
+        .today_and_month(now_ms)
+        .unwrap_or(((now_ms, now_ms), (now_ms, now_ms)));
+    ((t0, t1), (m0, m1), office.day_starts(now_ms, CHART_DAYS))
 }
 
 /// `GET /`.
@@ -97,39 +119,50 @@ pub async fn page(
     State(state): State<WebState>,
     Extension(session): Extension<Session>,
 ) -> Result<Response, PageError> {
-    let (today, month, starts) = periods(now_ms());
-    let o = state
-        .with_db(move |db| Ok(db.overview(today, month, &starts)?))
+    let (today, month, starts) = periods(&state.office, now_ms());
+    let (o, currency) = state
+        .with_db(move |db| Ok((db.overview(today, month, &starts)?, office_currency(db)?)))
         .await?;
-    let max = o.days.iter().map(|d| d.totals.calls).max().unwrap_or(0);
-    let bars = o
+    let office = &state.office;
+    let calls: Vec<(String, i64, String)> = o
         .days
         .iter()
-        .zip(0u64..)
-        .map(|(d, i)| {
-            let pct = (d.totals.calls * 100).checked_div(max).unwrap_or(0);
-            Bar {
-                day: iso_utc(d.start_ms).get(..10).unwrap_or_default().to_owned(),
-                calls: d.totals.calls,
-                x: i * 10 + 1,
-                y: 100 - pct,
-                pct,
-            }
+        .map(|d| {
+            let n = i64::try_from(d.totals.calls).unwrap_or(i64::MAX);
+            (office.day(d.start_ms), n, format!("{n} calls"))
+        })
+        .collect();
+    let cost: Vec<(String, i64, String)> = o
+        .days
+        .iter()
+        .map(|d| {
+            (
+                office.day(d.start_ms),
+                d.totals.cost_minor,
+                format!(
+                    "{} {currency}",
+                    format_minor(d.totals.cost_minor, &currency)
+                ),
+            )
         })
         .collect();
     Ok(OverviewPage {
         session: Some(session),
         periods: vec![
-            TotalsView::of("Today", &o.today),
-            TotalsView::of("This month", &o.month),
+            TotalsView::of("Today", &o.today, &currency),
+            TotalsView::of("This month", &o.month, &currency),
         ],
         routes: o
             .by_route
             .iter()
-            .map(|(k, t)| TotalsView::of(k.as_str(), t))
+            .map(|(k, t)| TotalsView::of(k.as_str(), t, &currency))
             .collect(),
-        bars,
-        any_calls: max > 0,
+        charts: vec![
+            chart("Calls per day, last 30 days".into(), &calls),
+            chart(format!("Cost per day, last 30 days ({currency})"), &cost),
+        ],
+        time_zone: office.name().to_owned(),
+        currency,
     }
     .into_response())
 }
@@ -140,15 +173,33 @@ mod tests {
 
     #[test]
     fn periods_of_a_december_day() {
+        let utc = OfficeTime::utc();
         // 2025-12-31 15:00 UTC.
-        let now = days_from_civil(2025, 12, 31) * DAY_MS + 15 * 3_600_000;
-        let (today, month, starts) = periods(now);
-        assert_eq!(today.0, days_from_civil(2025, 12, 31) * DAY_MS);
-        assert_eq!(today.1 - today.0, DAY_MS);
-        assert_eq!(month.0, days_from_civil(2025, 12, 1) * DAY_MS);
-        assert_eq!(month.1, days_from_civil(2026, 1, 1) * DAY_MS);
+        let day0 = utc.parse_day("2025-12-31").unwrap_or_default();
+        let now = day0 + 15 * 3_600_000;
+        let (today, month, starts) = periods(&utc, now);
+        assert_eq!(today.0, day0);
+        assert_eq!(today.1 - today.0, 86_400_000);
+        assert_eq!(Some(month.0), utc.parse_day("2025-12-01"));
+        assert_eq!(Some(month.1), utc.parse_day("2026-01-01"));
         assert_eq!(starts.len(), 31);
         assert_eq!(starts[29], today.0);
         assert_eq!(starts[30], today.1);
+    }
+
+    #[test]
+    fn chart_scales_to_the_largest_day() {
+        let c = chart(
+            "t".into(),
+            &[
+                ("a".into(), 0, "0".into()),
+                ("b".into(), 4, "4".into()),
+                ("c".into(), 2, "2".into()),
+            ],
+        );
+        assert!(c.any);
+        let pcts: Vec<u64> = c.bars.iter().map(|b| b.pct).collect();
+        assert_eq!(pcts, vec![0, 100, 50]);
+        assert!(!chart("t".into(), &[("a".into(), 0, "0".into())]).any);
     }
 }

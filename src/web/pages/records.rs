@@ -13,23 +13,24 @@ use askama_web::WebTemplate;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Extension;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{parse_date, show_time, url_encode, PageError, WebState};
+use super::{url_encode, PageError, WebState};
 use crate::cdr::rating::format_minor;
 use crate::cdr::{
     CallRecord, CdrDb, Direction, Disposition, Filter, Page, RouteKind, Sort, SortKey,
 };
-use crate::web::auth::Session;
+use crate::web::auth::{AuthError, Session};
+use crate::web::office_time::OfficeTime;
+use crate::web::saved_filters;
 
 /// Records per page.
 const PAGE_SIZE: u32 = 50;
-const DAY_MS: i64 = 86_400_000;
 
 /// The records filter as typed (GET parameters); empty fields do not filter.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -39,6 +40,8 @@ pub struct RecordsQuery {
     pub from: String,
     /// Last day (included), `YYYY-MM-DD`.
     pub to: String,
+    /// A whole month, `YYYY-MM` (used when `from` and `to` are empty).
+    pub month: String,
     pub ext: String,
     /// Part of a number.
     pub number: String,
@@ -72,19 +75,33 @@ fn nonempty(s: &str) -> Option<&str> {
 
 impl RecordsQuery {
     /// The filter, sort and page number, and the errors of values that were not understood.
-    pub fn parse(&self) -> (Filter, Sort, u64, Vec<String>) {
+    pub fn parse(&self, office: &OfficeTime) -> (Filter, Sort, u64, Vec<String>) {
         let mut errors = Vec::new();
         let mut f = Filter::default();
         if let Some(v) = nonempty(&self.from) {
-            match parse_date(v) {
+            match office.parse_day(v) {
                 Some(ms) => f.from_ms = Some(ms),
                 None => errors.push("“From” is not a date (YYYY-MM-DD).".to_owned()),
             }
         }
         if let Some(v) = nonempty(&self.to) {
-            match parse_date(v) {
-                Some(ms) => f.to_ms = Some(ms + DAY_MS),
+            let next = v
+                .parse::<jiff::civil::Date>()
+                .ok()
+                .and_then(|d| d.tomorrow().ok())
+                .and_then(|d| office.start_of(d));
+            match next {
+                Some(ms) => f.to_ms = Some(ms),
                 None => errors.push("“To” is not a date (YYYY-MM-DD).".to_owned()),
+            }
+        }
+        if let Some(v) = nonempty(&self.month) {
+            match office.parse_month(v) {
+                Some((a, b)) => {
+                    f.from_ms = f.from_ms.or(Some(a));
+                    f.to_ms = f.to_ms.or(Some(b));
+                }
+                None => errors.push("“Month” is not a month (YYYY-MM).".to_owned()),
             }
         }
         f.extension = nonempty(&self.ext).map(str::to_owned);
@@ -137,6 +154,7 @@ impl RecordsQuery {
         let pairs = [
             ("from", &self.from),
             ("to", &self.to),
+            ("month", &self.month),
             ("ext", &self.ext),
             ("number", &self.number),
             ("direction", &self.direction),
@@ -215,10 +233,10 @@ fn route_text(r: &CallRecord) -> String {
 }
 
 impl RowView {
-    fn of(r: &CallRecord) -> RowView {
+    fn of(r: &CallRecord, office: &OfficeTime) -> RowView {
         RowView {
             id: r.id.unwrap_or(0),
-            start: show_time(r.start_ms),
+            start: office.show(r.start_ms),
             caller: r.caller.clone(),
             callee: r.callee.clone(),
             extension: r.extension.clone().unwrap_or_default(),
@@ -237,6 +255,7 @@ impl RowView {
 struct RecordsPage {
     session: Option<Session>,
     q: RecordsQuery,
+    time_zone: String,
     errors: Vec<String>,
     rows: Vec<RowView>,
     total: u64,
@@ -250,6 +269,16 @@ struct RecordsPage {
     dispositions: Vec<Opt>,
     sorts: Vec<Opt>,
     ascending: bool,
+    saved: Vec<SavedView>,
+    /// The query string a saved filter keeps (these filters, no page).
+    this_query: String,
+}
+
+/// A saved filter as a link.
+pub struct SavedView {
+    pub id: i64,
+    pub name: String,
+    pub href: String,
 }
 
 /// `GET /records`.
@@ -258,12 +287,14 @@ pub async fn list(
     Extension(session): Extension<Session>,
     Query(q): Query<RecordsQuery>,
 ) -> Result<Response, PageError> {
-    let (filter, sort, page, errors) = q.parse();
-    let (total, records) = state
+    let (filter, sort, page, errors) = q.parse(&state.office);
+    let user = session.user_id;
+    let (total, records, saved) = state
         .with_db(move |db| {
             let total = db.count(&filter)?;
             let rows = db.list(&filter, sort, Page::number(page, PAGE_SIZE))?;
-            Ok((total, rows))
+            let saved = saved_filters::list(&db.conn, user)?;
+            Ok((total, rows, saved))
         })
         .await?;
     let pages = total.div_ceil(u64::from(PAGE_SIZE)).max(1);
@@ -274,7 +305,11 @@ pub async fn list(
     let page_view = RecordsPage {
         session: Some(session),
         errors,
-        rows: records.iter().map(RowView::of).collect(),
+        rows: records
+            .iter()
+            .map(|r| RowView::of(r, &state.office))
+            .collect(),
+        time_zone: state.office.name().to_owned(),
         total,
         page,
         pages,
@@ -293,9 +328,74 @@ pub async fn list(
             })
             .collect(),
         ascending: !sort.descending,
+        saved: saved
+            .into_iter()
+            .map(|f| SavedView {
+                id: f.id,
+                href: format!("/records?{}", f.query),
+                name: f.name,
+            })
+            .collect(),
+        this_query: q.query_string(None),
         q,
     };
     Ok(page_view.into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SavedFilterForm {
+    csrf: String,
+    name: String,
+    query: String,
+    id: String,
+}
+
+/// `POST /records/filters/save`: keeps the current filters under a name.
+pub async fn save_filter(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<SavedFilterForm>,
+) -> Result<Response, PageError> {
+    if !super::csrf_ok(&session, &form.csrf) {
+        return Ok(super::csrf_refused());
+    }
+    // Only a query string the records page itself would produce is kept.
+    let parsed: RecordsQuery = serde_urlencoded::from_str(&form.query).unwrap_or_default();
+    let query = parsed.query_string(None);
+    let user = session.user_id;
+    let name = form.name.clone();
+    let q2 = query.clone();
+    let saved = state
+        .with_db(
+            move |db| match saved_filters::save(&db.conn, user, &name, &q2) {
+                Ok(()) => Ok(Ok(())),
+                Err(AuthError::Invalid(m)) => Ok(Err(m)),
+                Err(e) => Err(e.into()),
+            },
+        )
+        .await?;
+    Ok(match saved {
+        Ok(()) => Redirect::to(&format!("/records?{query}")).into_response(),
+        Err(msg) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{msg}\n")).into_response(),
+    })
+}
+
+/// `POST /records/filters/delete`.
+pub async fn delete_filter(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<SavedFilterForm>,
+) -> Result<Response, PageError> {
+    if !super::csrf_ok(&session, &form.csrf) {
+        return Ok(super::csrf_refused());
+    }
+    let id = form.id.trim().parse::<i64>().unwrap_or(0);
+    let user = session.user_id;
+    state
+        .with_db(move |db| Ok(saved_filters::delete(&db.conn, user, id)?))
+        .await?;
+    Ok(Redirect::to("/records").into_response())
 }
 
 /// Sends what is written to it as body chunks; fails once the client has gone away, which
@@ -321,7 +421,7 @@ pub async fn csv(
     State(state): State<WebState>,
     Query(q): Query<RecordsQuery>,
 ) -> Result<Response, PageError> {
-    let (filter, sort, _, errors) = q.parse();
+    let (filter, sort, _, errors) = q.parse(&state.office);
     if !errors.is_empty() {
         return Ok((StatusCode::BAD_REQUEST, errors.join("\n")).into_response());
     }
@@ -372,7 +472,8 @@ struct RecordPage {
     r: DetailView,
 }
 
-fn detail_view(r: &CallRecord) -> DetailView {
+fn detail_view(r: &CallRecord, office: &OfficeTime) -> DetailView {
+    let show_time = |ms: i64| office.show(ms);
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".to_owned());
     let cur = r.currency.as_deref();
     let loss = if r.packets + r.packets_lost > 0 {
@@ -386,7 +487,10 @@ fn detail_view(r: &CallRecord) -> DetailView {
     DetailView {
         id: r.id.unwrap_or(0),
         fields: vec![
-            ("Start (UTC)", show_time(r.start_ms)),
+            (
+                "Start",
+                format!("{} ({})", show_time(r.start_ms), office.name()),
+            ),
             ("Answered", r.answer_ms.map_or("—".to_owned(), show_time)),
             ("End", show_time(r.end_ms)),
             ("Duration", hms(r.duration_s)),
@@ -444,7 +548,7 @@ pub async fn detail(
     Ok(match found {
         Some(r) => RecordPage {
             session: Some(session),
-            r: detail_view(&r),
+            r: detail_view(&r, &state.office),
         }
         .into_response(),
         None => (StatusCode::NOT_FOUND, "no such record\n").into_response(),
@@ -468,10 +572,13 @@ mod tests {
             page: "3".into(),
             ..RecordsQuery::default()
         };
-        let (f, s, p, errors) = q.parse();
+        let (f, s, p, errors) = q.parse(&OfficeTime::utc());
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(f.from_ms, Some(1_772_323_200_000));
-        assert_eq!(f.to_ms, Some(1_772_323_200_000 + DAY_MS));
+        assert_eq!(f.to_ms, Some(1_772_323_200_000 + 86_400_000));
+        // In the office's zone, the day starts at its own midnight.
+        let (f, _, _, _) = q.parse(&OfficeTime::new(Some("Europe/Berlin")));
+        assert_eq!(f.from_ms, Some(1_772_323_200_000 - 3_600_000));
         assert_eq!(f.direction, Some(Direction::Outgoing));
         assert_eq!(f.min_billable_s, Some(10));
         assert_eq!(s.key, SortKey::Cost);
@@ -493,7 +600,7 @@ mod tests {
             sort: "'; DROP TABLE".into(),
             ..RecordsQuery::default()
         };
-        let (f, s, p, errors) = q.parse();
+        let (f, s, p, errors) = q.parse(&OfficeTime::utc());
         assert_eq!(errors.len(), 3);
         assert_eq!(f, Filter::default());
         assert_eq!(s, Sort::default());

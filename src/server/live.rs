@@ -1,0 +1,100 @@
+//! What is happening now, for the dashboard's live page and the JSON API: calls in progress,
+//! registered phones and the state of the PSTN lines. The SIP loop builds a [`LiveSnapshot`]
+//! only when someone asks (a [`LiveSource`] request travels to the loop over a channel and the
+//! answer comes back on a oneshot), so a gateway nobody watches pays nothing for it.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::b2bua::LiveCall;
+
+pub use super::core::LiveBinding;
+
+/// How long a page waits for the SIP loop's answer before it says the loop is busy.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// A PSTN line (SIP trunk, GSM modem, DAHDI port) and its state.
+#[derive(Debug, Clone)]
+pub struct LineState {
+    pub name: String,
+    /// `SIP trunk`, `GSM modem` …
+    pub kind: String,
+    /// `ready`, `disabled`, `in call`, `down` …
+    pub state: String,
+    /// Where it goes, or signal/operator for a modem.
+    pub detail: String,
+}
+
+/// One moment of the gateway, as the live page shows it.
+#[derive(Debug, Clone)]
+pub struct LiveSnapshot {
+    /// Unix seconds when it was taken.
+    pub taken_at: u64,
+    pub calls: Vec<LiveCall>,
+    pub registrations: Vec<LiveBinding>,
+    pub lines: Vec<LineState>,
+}
+
+/// A request for a snapshot, answered by the SIP loop.
+pub type LiveRequest = oneshot::Sender<LiveSnapshot>;
+
+/// The dashboard's handle for asking the SIP loop what it is doing.
+#[derive(Debug, Clone)]
+pub struct LiveSource {
+    requests: mpsc::Sender<LiveRequest>,
+}
+
+impl LiveSource {
+    /// A source and the receiving end the SIP loop answers from.
+    pub fn channel() -> (LiveSource, mpsc::Receiver<LiveRequest>) {
+        let (requests, rx) = mpsc::channel(16);
+        (LiveSource { requests }, rx)
+    }
+
+    /// The loop's current snapshot; `None` when it does not answer in time (stopping, or
+    /// too busy), so that a page never hangs on it.
+    pub async fn snapshot(&self) -> Option<LiveSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.try_send(tx).ok()?;
+        tokio::time::timeout(ANSWER_WITHIN, rx).await.ok()?.ok()
+    }
+}
+
+/// The lines the configuration declares, in the form the live page shows them.
+pub fn configured_lines(config: &crate::config::Config) -> Vec<LineState> {
+    config
+        .trunks
+        .iter()
+        .map(|t| LineState {
+            name: t.name.clone(),
+            kind: "SIP trunk".into(),
+            state: if t.enabled { "ready" } else { "disabled" }.into(),
+            detail: t.uri.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn answered_by_the_loop_or_none() {
+        let (source, mut rx) = LiveSource::channel();
+        let loop_side = tokio::spawn(async move {
+            if let Some(reply) = rx.recv().await {
+                let _ = reply.send(LiveSnapshot {
+                    taken_at: 7,
+                    calls: Vec::new(),
+                    registrations: Vec::new(),
+                    lines: Vec::new(),
+                });
+            }
+            // The loop stops: later requests get no answer.
+        });
+        assert_eq!(source.snapshot().await.map(|s| s.taken_at), Some(7));
+        let _ = loop_side.await;
+        assert!(source.snapshot().await.is_none());
+    }
+}

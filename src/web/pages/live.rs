@@ -1,0 +1,140 @@
+//! The live page `/live`: calls in progress, registered phones and the PSTN lines, as the SIP
+//! loop reports them at the moment of the request. The page refreshes itself every few
+//! seconds (a `<meta http-equiv="refresh">`, no script).
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+
+use super::WebState;
+use crate::server::live::{LineState, LiveSnapshot};
+use crate::web::auth::Session;
+
+/// Seconds between refreshes of the page.
+pub const REFRESH_S: u32 = 3;
+
+/// A call in progress as a row.
+pub struct CallRow {
+    pub caller: String,
+    pub callee: String,
+    pub state: &'static str,
+    pub age: String,
+    pub talking: String,
+    pub route: String,
+    pub target: String,
+    pub codec: String,
+}
+
+/// A registered contact as a row.
+pub struct RegistrationRow {
+    pub extension: String,
+    pub contact: String,
+    pub source: String,
+    pub user_agent: String,
+    pub expires_in: u64,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "live.html")]
+struct LivePage {
+    session: Option<Session>,
+    refresh: u32,
+    answered: bool,
+    taken_at: String,
+    calls: Vec<CallRow>,
+    registrations: Vec<RegistrationRow>,
+    lines: Vec<LineState>,
+}
+
+/// `m:ss` (or `h:mm:ss`) of a duration.
+pub fn clock(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+fn rows(snap: &LiveSnapshot) -> (Vec<CallRow>, Vec<RegistrationRow>) {
+    let calls = snap
+        .calls
+        .iter()
+        .map(|c| CallRow {
+            caller: c.caller.clone(),
+            callee: c.callee.clone(),
+            state: c.state.as_str(),
+            age: clock(c.age),
+            talking: c.talking.map(clock).unwrap_or_default(),
+            route: c.route.clone(),
+            target: c.target.clone().unwrap_or_default(),
+            codec: c.codec.clone().unwrap_or_default(),
+        })
+        .collect();
+    let regs = snap
+        .registrations
+        .iter()
+        .map(|r| RegistrationRow {
+            extension: r.extension.clone(),
+            contact: r.contact.clone(),
+            source: r.source.clone(),
+            user_agent: r.user_agent.clone().unwrap_or_default(),
+            expires_in: r.expires_in,
+        })
+        .collect();
+    (calls, regs)
+}
+
+/// `GET /live`.
+pub async fn page(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    let snap = match &state.live {
+        Some(source) => source.snapshot().await,
+        None => None,
+    };
+    let page = match snap {
+        Some(snap) => {
+            let (calls, registrations) = rows(&snap);
+            LivePage {
+                session: Some(session),
+                refresh: REFRESH_S,
+                answered: true,
+                taken_at: state.office.show(
+                    i64::try_from(snap.taken_at)
+                        .unwrap_or(0)
+                        .saturating_mul(1000),
+                ),
+                calls,
+                registrations,
+                lines: snap.lines,
+            }
+        }
+        None => LivePage {
+            session: Some(session),
+            refresh: REFRESH_S,
+            answered: false,
+            taken_at: String::new(),
+            calls: Vec::new(),
+            registrations: Vec::new(),
+            lines: Vec::new(),
+        },
+    };
+    page.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn clocks() {
+        assert_eq!(clock(Duration::from_secs(0)), "0:00");
+        assert_eq!(clock(Duration::from_secs(75)), "1:15");
+        assert_eq!(clock(Duration::from_secs(3725)), "1:02:05");
+    }
+}
