@@ -60,6 +60,24 @@ impl Client {
     }
 
     fn request(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> Resp {
+        self.request_with(method, path, form, None)
+    }
+
+    /// A GET with `Authorization: Bearer token` and no cookies (how programs use the API).
+    fn api_get(&mut self, path: &str, token: Option<&str>) -> Resp {
+        let saved = std::mem::take(&mut self.cookies);
+        let r = self.request_with("GET", path, None, token);
+        self.cookies = saved;
+        r
+    }
+
+    fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        form: Option<&[(&str, &str)]>,
+        bearer: Option<&str>,
+    ) -> Resp {
         let mut s =
             TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -83,6 +101,9 @@ impl Client {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             head.push_str(&format!("Cookie: {}\r\n", c.join("; ")));
+        }
+        if let Some(t) = bearer {
+            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
         if form.is_some() {
             head.push_str(&format!(
@@ -206,7 +227,16 @@ fn setup_login_sessions_and_csrf() {
     let mut anon = Client::new(web);
 
     // No session: every page goes to the login page, which goes to setup while no user exists.
-    for path in ["/", "/records", "/records/1", "/records.csv"] {
+    for path in [
+        "/",
+        "/records",
+        "/records/1",
+        "/records.csv",
+        "/live",
+        "/billing",
+        "/billing.csv",
+        "/tokens",
+    ] {
         assert_eq!(redirect_to(&anon.get(path)), "/login", "{path}");
     }
     assert_eq!(redirect_to(&anon.get("/login")), "/setup");
@@ -245,7 +275,7 @@ fn setup_login_sessions_and_csrf() {
     let home = admin.get("/");
     assert_eq!(home.status, 200, "{}", home.body);
     assert!(home.body.contains("Overview") && home.body.contains("Log out admin"));
-    assert!(home.body.contains("No calls in the last 30 days"));
+    assert!(home.body.contains("Nothing in the last 30 days"));
     let csp = home.header("content-security-policy").unwrap();
     assert!(csp.contains("default-src 'self'"));
 
@@ -707,4 +737,165 @@ fn routing_test_page_explains_without_calling() {
     // Without a session: the login page.
     let mut anon = Client::new(web);
     assert_eq!(redirect_to(&anon.get("/routing?number=101")), "/login");
+}
+
+#[test]
+fn billing_saved_filters_tokens_and_the_json_api() {
+    let server = Server::start(&config(MD5_ONLY));
+    let web = server.web.expect("web address");
+    let mut c = set_up_admin(web);
+    let mut records: Vec<CallRecord> = (0..5)
+        .map(|i| {
+            record(
+                T0 + i * DAY,
+                "101",
+                &format!("55500{i}"),
+                "101",
+                Direction::Outgoing,
+            )
+        })
+        .collect();
+    records.push(record(
+        T0 + 1_000,
+        "100",
+        "5551234",
+        "100",
+        Direction::Outgoing,
+    ));
+    // February: not on March's bill.
+    records.push(record(
+        T0 - DAY,
+        "100",
+        "5550000",
+        "100",
+        Direction::Outgoing,
+    ));
+    CdrDb::open(&server.db)
+        .expect("open the server's database")
+        .insert(&mut records)
+        .expect("insert records");
+
+    // Monthly billing, per extension and per line, with CSV.
+    let bill = c.get("/billing?month=2026-03");
+    assert_eq!(bill.status, 200, "{}", bill.body);
+    assert!(bill.body.contains("Billing for 2026-03"));
+    let csv = c.get("/billing.csv?month=2026-03&by=extension");
+    assert_eq!(csv.status, 200);
+    let rows: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(
+        rows[0],
+        "extension,calls,answered,billable_s,minutes,cost,savings,currency,unrated"
+    );
+    assert_eq!(rows[1], "100,1,1,60,1,0.12,0.00,EUR,0", "{}", csv.body);
+    assert_eq!(rows[2], "101,5,5,300,5,0.60,0.00,EUR,0", "{}", csv.body);
+    assert_eq!(rows.len(), 3);
+    let lines = c.get("/billing.csv?month=2026-03&by=line");
+    assert!(
+        lines.body.contains("carrier,6,6,360,6,0.72"),
+        "{}",
+        lines.body
+    );
+    assert!(c
+        .get("/billing?month=2026-3x")
+        .body
+        .contains("must be a month"));
+    assert_eq!(c.get("/billing.csv?month=2026-03&by=nope").status, 400);
+    // The per-extension link lists that extension's records of the month.
+    let linked = c.get("/records?month=2026-03&ext=101");
+    assert!(linked.body.contains("5 records"), "{}", linked.body);
+
+    // Saved filters: saved under a name, listed as a link, deleted.
+    let page = c.get("/records?ext=101&min=30");
+    let token = csrf_of(&page.body);
+    assert_eq!(
+        c.post(
+            "/records/filters/save",
+            &[
+                ("name", "Long calls of 101"),
+                ("query", "ext=101&min=30&page=7"),
+                ("csrf", &token)
+            ]
+        )
+        .status,
+        303
+    );
+    assert_eq!(
+        c.post(
+            "/records/filters/save",
+            &[("name", "x"), ("query", "ext=1")]
+        )
+        .status,
+        403
+    );
+    let listed = c.get("/records");
+    assert!(listed.body.contains("Long calls of 101"), "{}", listed.body);
+    assert!(
+        listed.body.contains("href=\"/records?ext=101&#38;min=30\""),
+        "{}",
+        listed.body
+    );
+
+    // API tokens: none → 401; one created in the dashboard works; revoked → 401.
+    let none = c.api_get("/api/v1/records", None);
+    assert_eq!(none.status, 401);
+    assert!(none.header("www-authenticate").is_some());
+    assert_eq!(
+        c.api_get("/api/v1/records", Some(&"0".repeat(64))).status,
+        401
+    );
+    let tokens = c.get("/tokens");
+    let t = csrf_of(&tokens.body);
+    assert_eq!(
+        c.post("/tokens/create", &[("name", "accounting")]).status,
+        403
+    );
+    let made = c.post("/tokens/create", &[("name", "accounting"), ("csrf", &t)]);
+    assert_eq!(made.status, 200, "{}", made.body);
+    let marker = "<code class=\"token\">";
+    let at = made.body.find(marker).expect("token shown once") + marker.len();
+    let api_token = made.body[at..at + 64].to_owned();
+    let r = c.api_get(
+        "/api/v1/records?ext=101&month=2026-03&limit=2",
+        Some(&api_token),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
+    assert_eq!(v["total"], 5);
+    assert_eq!(v["records"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["records"][0]["extension"], "101");
+    assert_eq!(v["records"][0]["route_kind"], "pstn");
+    let id = v["records"][0]["id"].as_i64().expect("id");
+    let one = c.api_get(&format!("/api/v1/records/{id}"), Some(&api_token));
+    assert_eq!(one.status, 200);
+    assert_eq!(
+        c.api_get("/api/v1/records/999999", Some(&api_token)).status,
+        404
+    );
+    assert_eq!(
+        c.api_get("/api/v1/records?limit=0", Some(&api_token))
+            .status,
+        400
+    );
+    let live = c.api_get("/api/v1/live", Some(&api_token));
+    assert_eq!(live.status, 200, "{}", live.body);
+    let v: serde_json::Value = serde_json::from_str(&live.body).expect("JSON");
+    assert!(v["calls"].as_array().is_some_and(Vec::is_empty));
+    // The session cookie alone does not open the API.
+    assert_eq!(c.get("/api/v1/records").status, 401);
+    let listed = c.get("/tokens");
+    assert!(listed.body.contains("accounting"));
+    let t = csrf_of(&listed.body);
+    let id_marker = "name=\"id\" value=\"";
+    let at = listed.body.find(id_marker).expect("revoke form") + id_marker.len();
+    let end = listed.body[at..].find('"').unwrap() + at;
+    let token_id = listed.body[at..end].to_owned();
+    c.post("/tokens/revoke", &[("id", &token_id), ("csrf", &t)]);
+    assert_eq!(c.api_get("/api/v1/records", Some(&api_token)).status, 401);
+
+    // The live page answers (nothing registered, no calls).
+    let live = c.get("/live");
+    assert_eq!(live.status, 200);
+    assert!(live.body.contains("No calls right now"), "{}", live.body);
+    assert!(live.body.contains("http-equiv=\"refresh\""));
 }
