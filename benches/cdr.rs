@@ -1,5 +1,5 @@
-//! Call records at scale (`cargo bench --bench cdr`): generates 1 000 000 records spread over a
-//! year (10 extensions; outgoing over ENUM or two PSTN lines, incoming, internal; five
+//! Call records at scale (`cargo bench --bench cdr`): generates 1 000 000 records spread over the
+//! year up to today (10 extensions; outgoing over ENUM or two PSTN lines, incoming, internal; five
 //! dispositions), writes them through the record writer (which rates them), then measures the
 //! dashboard's reads on the resulting database file.
 //!
@@ -11,7 +11,11 @@
 //! - the overview — today's and this month's totals, 30 daily totals, totals by route — p95
 //!   (target < 100 ms);
 //! - the CSV export of all rows: time (target < 10 s), size, and the process's peak RSS during
-//!   the export (VmHWM, reset before it through /proc/self/clear_refs) against the RSS before it.
+//!   the export (VmHWM, reset before it through /proc/self/clear_refs) against the RSS before it;
+//! - the same through the dashboard over HTTP (a real `WebServer` on loopback, logged in through
+//!   the first-run page): a filtered records page and the overview, p50/p95 (target p95 <
+//!   100 ms), the monthly billing page, and `/records.csv` of all rows read as a stream (target
+//!   < 10 s) with the process's peak RSS.
 //!
 //! Env: CDR_BENCH_RECORDS (default 1000000), CDR_BENCH_ITERS (default 200), CDR_BENCH_DIR (where
 //! the temporary database goes; default the system temp dir), CDR_BENCH_KEEP=1 (keep it and
@@ -23,13 +27,25 @@ use pasarela::cdr::rating::{ImportMode, Price, Rate};
 use pasarela::cdr::{
     CallRecord, CdrDb, CdrWriter, Direction, Disposition, Filter, Page, RouteKind, Sort,
 };
+use pasarela::web::OfficeTime;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DAY: i64 = 86_400_000;
-/// 2026-03-01T00:00:00Z: the records cover the 365 days before.
-const END: i64 = 1_772_323_200_000;
+
+/// The end of the records' year: the coming UTC midnight, so that "today" and "this month" on
+/// the dashboard (which uses the real clock) hold records.
+fn end() -> i64 {
+    static END: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *END.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        (now / DAY + 1) * DAY
+    })
+}
 const EXTENSIONS: u64 = 10;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -65,7 +81,7 @@ fn number(rng: &mut Rng) -> String {
 
 fn generate(i: u64, rng: &mut Rng) -> CallRecord {
     let start_ms =
-        END - 365 * DAY + (i as i64 * 365 * DAY / env("CDR_BENCH_RECORDS", 1_000_000) as i64);
+        end() - 365 * DAY + (i as i64 * 365 * DAY / env("CDR_BENCH_RECORDS", 1_000_000) as i64);
     let ext = format!("{}", 100 + rng.below(EXTENSIONS));
     let ring_ms = 2_000 + rng.below(18_000) as i64;
     let disposition = match rng.below(100) {
@@ -257,19 +273,21 @@ fn report(name: &str, samples: Vec<Duration>, target_ms: Option<f64>) {
     println!("{name:<52} p50 {p50:7.2} ms  p95 {p95:7.2} ms  max {max:7.2} ms{verdict}");
 }
 
-/// UTC month boundaries of the records' year (12 whole months before END).
+/// UTC month boundaries of the 11 whole months before the month of `end()` (all inside the
+/// records' year).
 fn months() -> Vec<(i64, i64)> {
-    // Days per month from 2025-03 to 2026-02.
-    let lengths = [31, 30, 31, 30, 31, 31, 30, 31, 30, 31, 31, 28];
-    let mut start = END - 365 * DAY;
-    lengths
-        .iter()
-        .map(|&d| {
-            let m = (start, start + d * DAY);
-            start += d * DAY;
-            m
-        })
-        .collect()
+    let utc = OfficeTime::utc();
+    let this = utc.month(end() - 1);
+    let mut out = Vec::new();
+    let mut m = this;
+    for _ in 0..11 {
+        let (y, mo) = m.split_once('-').unwrap_or(("2026", "01"));
+        let idx = y.parse::<i32>().unwrap_or(2026) * 12 + mo.parse::<i32>().unwrap_or(1) - 2;
+        m = format!("{:04}-{:02}", idx / 12, idx % 12 + 1);
+        out.push(utc.parse_month(&m).expect("month"));
+    }
+    out.reverse();
+    out
 }
 
 fn main() {
@@ -374,7 +392,7 @@ fn main() {
     let mut overview = Vec::new();
     let mut month_totals = Vec::new();
     for k in 0..iters {
-        let today = END - (1 + (k as i64 % 300)) * DAY;
+        let today = end() - (1 + (k as i64 % 300)) * DAY;
         let (mfrom, mto) = months[(k % months.len()).min(months.len() - 1)];
         let t_month = Instant::now();
         db.totals(&Filter::period(mfrom, mto)).expect("month");
@@ -435,10 +453,173 @@ fn main() {
         hwm as f64 / 1024.0,
         hwm.saturating_sub(rss_before) as f64 / 1024.0
     );
+    http_section(&path, iters, &months);
     if std::env::var("CDR_BENCH_KEEP").is_ok_and(|v| v == "1") {
         println!(
             "database kept: {}",
             dir.keep().join("cdr-bench.db").display()
         );
     }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: the status, the Set-Cookie values, and the body
+/// length (the body itself is read and dropped as it comes, like a browser saving a download).
+fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    form: Option<&str>,
+) -> (u16, Vec<String>, String, u64) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let body = form.unwrap_or("");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !cookie.is_empty() {
+        head.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    if form.is_some() {
+        head.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("send");
+    s.write_all(body.as_bytes()).expect("send");
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut first = Vec::new();
+    let mut total = 0u64;
+    loop {
+        let n = s.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if first.len() < 64 * 1024 {
+            first.extend_from_slice(&buf[..n]);
+        }
+    }
+    let text = String::from_utf8_lossy(&first).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let head_end = text.find("\r\n\r\n").unwrap_or(text.len());
+    let cookies = text[..head_end]
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .map(|v| v.split(';').next().unwrap_or("").to_owned())
+        .collect();
+    (status, cookies, text, total)
+}
+
+/// The same reads through the dashboard over HTTP (a real `WebServer` on loopback, logged in
+/// as a browser would): what an admin waits for, including templates and the session check.
+fn http_section(path: &std::path::Path, iters: usize, months: &[(i64, i64)]) {
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let web = rt
+        .block_on(pasarela::web::WebServer::start(
+            "127.0.0.1:0".parse().expect("addr"),
+            Arc::new(pasarela::web::Stats::new()),
+            path,
+            pasarela::web::Links {
+                office: OfficeTime::utc(),
+                ..Default::default()
+            },
+        ))
+        .expect("web server");
+    let addr = web.local_addr();
+    // First-run setup, as the admin's browser does it.
+    let (_, cookies, page, _) = http(addr, "GET", "/setup", "", None);
+    let csrf_cookie = cookies.first().cloned().unwrap_or_default();
+    let marker = "name=\"csrf\" value=\"";
+    let at = page.find(marker).map(|i| i + marker.len()).unwrap_or(0);
+    let token = page[at..].split('"').next().unwrap_or("").to_owned();
+    let form =
+        format!("username=admin&password=benchmark-pass&password2=benchmark-pass&csrf={token}");
+    let (status, cookies, _, _) = http(addr, "POST", "/setup", &csrf_cookie, Some(&form));
+    assert_eq!(status, 303, "setup");
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("pasarela_session="))
+        .cloned()
+        .expect("session cookie");
+
+    let utc = OfficeTime::utc();
+    let mut rng = Rng(7);
+    let mut pages = Vec::new();
+    for _ in 0..iters {
+        let (from, _) = months[rng.below(months.len() as u64) as usize];
+        let url = format!(
+            "/records?ext={}&month={}&disposition=answered&page=50",
+            100 + rng.below(EXTENSIONS),
+            utc.month(from)
+        );
+        let t = Instant::now();
+        let (status, _, _, _) = http(addr, "GET", &url, &session, None);
+        pages.push(t.elapsed());
+        assert_eq!(status, 200, "{url}");
+    }
+    println!("over HTTP (WebServer on loopback, logged in, page size 50):");
+    report(
+        "GET /records (extension + month + answered, page 50)",
+        pages,
+        Some(100.0),
+    );
+    let mut overview = Vec::new();
+    for _ in 0..iters {
+        let t = Instant::now();
+        let (status, _, _, _) = http(addr, "GET", "/", &session, None);
+        overview.push(t.elapsed());
+        assert_eq!(status, 200);
+    }
+    report(
+        "GET / (overview: today, month, 30 days, routes)",
+        overview,
+        Some(100.0),
+    );
+    let mut billing = Vec::new();
+    for k in 0..iters.min(50) {
+        let url = format!("/billing?month={}", utc.month(months[k % months.len()].0));
+        let t = Instant::now();
+        let (status, _, _, _) = http(addr, "GET", &url, &session, None);
+        billing.push(t.elapsed());
+        assert_eq!(status, 200);
+    }
+    report(
+        "GET /billing (one month, per extension and line)",
+        billing,
+        None,
+    );
+    let rss_before = status_kb("VmRSS:");
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let t = Instant::now();
+    let (status, _, _, bytes) = http(addr, "GET", "/records.csv", &session, None);
+    let took = t.elapsed();
+    assert_eq!(status, 200);
+    let hwm = status_kb("VmHWM:");
+    println!(
+        "GET /records.csv (all rows, streamed): {:.0} MiB in {:.2} s{}; RSS {:.1} MiB before, peak {:.1} MiB (+{:.1} MiB)",
+        bytes as f64 / 1048576.0,
+        took.as_secs_f64(),
+        if took < Duration::from_secs(10) {
+            "  (target < 10 s: met)"
+        } else {
+            "  (target < 10 s: MISSED)"
+        },
+        rss_before as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        hwm.saturating_sub(rss_before) as f64 / 1024.0
+    );
+    rt.block_on(web.shutdown());
 }
