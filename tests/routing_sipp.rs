@@ -14,7 +14,9 @@ use common::{
     call_config, free_port, require_program, rtp_port_range, server_program, sipp_spawn, Server,
     SippProc, SippResult,
 };
-use pasarela::cdr::{CallRecord, CdrDb, Direction, Disposition, Filter, Page, RouteKind, Sort};
+use pasarela::cdr::{
+    CallRecord, CdrDb, Direction, Disposition, Filter, Page, Price, Rate, RouteKind, Sort,
+};
 use pasarela::routing::zone_server::{Zone, ZoneRecord, ZoneServer};
 
 const HARD: Duration = Duration::from_secs(60);
@@ -177,6 +179,44 @@ impl Office {
     }
 
     /// The call records in the server's database, newest first (waits up to 2 s for `n`).
+    /// Rate tables in the running server's database: the trunk `carrier` at 0.05/min plus a
+    /// 0.01 connect fee (60/60), and the PSTN reference at 0.10/min (60/60) for savings. The
+    /// record writer picks them up for the next calls.
+    fn set_rates(&self) {
+        let mut db = CdrDb::open(&self.server.db).expect("open the database");
+        let price = |p: &str| Price::parse(p, false).expect("price");
+        db.create_rate_table("carrier", "EUR", false)
+            .expect("carrier table");
+        db.set_rate_table_lines("carrier", &["carrier"])
+            .expect("carrier line");
+        db.put_rate(
+            "carrier",
+            &Rate {
+                prefix: "49".into(),
+                description: "Germany".into(),
+                per_minute: price("0.05"),
+                connect_fee: price("0.01"),
+                first_s: 60,
+                next_s: 60,
+            },
+        )
+        .expect("carrier rate");
+        db.create_rate_table("reference", "EUR", true)
+            .expect("reference table");
+        db.put_rate(
+            "reference",
+            &Rate {
+                prefix: "49".into(),
+                description: "Germany (PSTN list price)".into(),
+                per_minute: price("0.10"),
+                connect_fee: price("0"),
+                first_s: 60,
+                next_s: 60,
+            },
+        )
+        .expect("reference rate");
+    }
+
     fn records(&self, n: usize) -> Vec<CallRecord> {
         let mut list = Vec::new();
         for _ in 0..20 {
@@ -216,6 +256,7 @@ fn enum_hit_calls_the_sip_target_found_through_srv() {
         ),
     ]);
     let office = Office::start(&routing_config(dns.addr(), free_port(), 500));
+    office.set_rates();
     let target = office.far_end("target", "call_uas_answer.xml", target_port);
     let caller = office.call("030 5551234".replace(' ', "").as_str());
     let target = target.wait(HARD);
@@ -240,6 +281,13 @@ fn enum_hit_calls_the_sip_target_found_through_srv() {
             .is_some_and(|t| t.contains("sip:305551234@target.test")),
         "{r:?}"
     );
+    // The caller talks for 1 s; the PSTN bypass is free and saves the reference price of a
+    // first 60 s increment.
+    assert!((1..=3).contains(&r.billable_s), "{r:?}");
+    assert!(r.duration_s >= r.billable_s, "{r:?}");
+    assert_eq!(r.cost_minor, Some(0), "{r:?}");
+    assert_eq!(r.reference_cost_minor, Some(10), "{r:?}");
+    assert_eq!(r.savings_minor, Some(10), "{r:?}");
 }
 
 #[test]
@@ -247,6 +295,7 @@ fn enum_miss_goes_to_the_trunk_which_challenges() {
     let trunk_port = free_port();
     let dns = Dns::start(vec![enum_tree("target.test")]);
     let office = Office::start(&routing_config(dns.addr(), trunk_port, 500));
+    office.set_rates();
     let trunk = office.far_end("trunk", "trunk_uas_auth.xml", trunk_port);
     let caller = office.call("0305559999");
     let trunk = trunk.wait(HARD);
@@ -278,6 +327,17 @@ fn enum_miss_goes_to_the_trunk_which_challenges() {
         Some(1.0),
         "{metrics}"
     );
+    // Over the trunk: its table's price (60 s charged at 0.05 + 0.01 connect fee), no savings.
+    let records = office.records(1);
+    let r = records.first().expect("a call record");
+    assert_eq!(r.route_kind, RouteKind::Pstn, "{r:?}");
+    assert_eq!(r.route_target.as_deref(), Some("carrier"), "{r:?}");
+    assert!((1..=3).contains(&r.billable_s), "{r:?}");
+    assert_eq!(r.cost_minor, Some(6), "{r:?}");
+    assert_eq!(r.currency.as_deref(), Some("EUR"), "{r:?}");
+    assert_eq!(r.rate_table.as_deref(), Some("carrier"), "{r:?}");
+    assert_eq!(r.rate_prefix.as_deref(), Some("49"), "{r:?}");
+    assert_eq!(r.savings_minor, Some(0), "{r:?}");
     common::signal(office.server.pid(), "USR1");
     wait_for("ENUM cache: 9.9.9.9.5.5.5.0.3.9.4.e164.test");
     common::signal(office.server.pid(), "USR2");
