@@ -16,6 +16,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../migrations/0005_api_tokens_saved_filters.sql"
     )),
+    M::up(include_str!("../../migrations/0006_billing_indexes.sql")),
 ];
 
 /// All migrations, oldest first.
