@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{config, Server, MD5_ONLY};
 use pasarela::cdr::{CallRecord, CdrDb, Direction, Disposition, RouteKind};
+use pasarela::routing::zone_server::{Zone, ZoneServer};
 
 /// A response: status, lower-cased header names with their values, and the (de-chunked) body.
 struct Resp {
@@ -724,9 +725,47 @@ fn extensions_are_added_edited_and_disabled() {
 
 #[test]
 fn routing_test_page_explains_without_calling() {
-    let server = Server::start(&config(MD5_ONLY));
+    // ENUM asks an embedded DNS server with an empty e164.test zone: every look-up is a
+    // cached "no such name".
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dns = rt
+        .block_on(ZoneServer::start(
+            "127.0.0.1:0".parse().expect("addr"),
+            vec![Zone {
+                origin: "e164.test".into(),
+                ttl: 60,
+                negative_ttl: 30,
+                records: Vec::new(),
+            }],
+        ))
+        .expect("DNS server");
+    let server = Server::start(&format!(
+        "{}\n[numbering]\ncountry_code = \"49\"\narea_code = \"30\"\n\n[enum]\nsuffixes = [\"e164.test\"]\nnameservers = [\"{}\"]\n",
+        config(MD5_ONLY),
+        dns.local_addr()
+    ));
     let web = server.web.expect("web address");
     let mut c = set_up_admin(web);
+    assert!(c.get("/routing").body.contains("The cache is empty"));
+    let page = c.get("/routing?from=100&number=0301234567");
+    assert!(page.body.contains("+49301234567"), "{}", page.body);
+    let page = c.get("/routing");
+    assert!(
+        page.body.contains("7.6.5.4.3.2.1.0.3.9.4.e164.test") && page.body.contains("no such name"),
+        "the miss is cached and shown: {}",
+        page.body
+    );
+    let t = csrf_of(&page.body);
+    assert_eq!(c.post("/routing/flush-cache", &[]).status, 403);
+    assert_eq!(
+        redirect_to(&c.post("/routing/flush-cache", &[("csrf", &t)])),
+        "/routing"
+    );
+    assert!(c.get("/routing").body.contains("The cache is empty"));
     let page = c.get("/routing?from=100&number=101");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("route: extension 101"), "{}", page.body);

@@ -108,6 +108,8 @@ pub struct Links {
     pub live: Option<crate::server::live::LiveSource>,
     /// The office's time zone.
     pub office: office_time::OfficeTime,
+    /// The ENUM resolver, to show and flush its cache on the routing page.
+    pub enum_: Option<crate::routing::enum_lookup::EnumResolver>,
 }
 
 /// A running HTTP server.
@@ -135,6 +137,7 @@ impl WebServer {
         state.router = links.router;
         state.live = links.live;
         state.office = Arc::new(links.office);
+        state.enum_ = links.enum_;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| WebError::Bind { addr, source })?;

@@ -46,6 +46,8 @@ pub struct WebState {
     pub(crate) router: Option<Arc<crate::routing::router::Router>>,
     /// The SIP loop, for the live page and the live API.
     pub(crate) live: Option<crate::server::live::LiveSource>,
+    /// The ENUM resolver, for its cache on the routing page.
+    pub(crate) enum_: Option<crate::routing::enum_lookup::EnumResolver>,
     /// The office's time zone, for dates shown, filtered and grouped.
     pub(crate) office: Arc<OfficeTime>,
 }
@@ -60,6 +62,7 @@ impl WebState {
             extensions_changed: Arc::new(tokio::sync::Notify::new()),
             router: None,
             live: None,
+            enum_: None,
             office: Arc::new(OfficeTime::utc()),
         })
     }
@@ -124,6 +127,7 @@ pub fn router(state: WebState) -> Router {
         .route("/rates/table", post(rates::create_table))
         .route("/rates/import", post(rates::import))
         .route("/routing", get(routing::page))
+        .route("/routing/flush-cache", post(routing::flush_cache))
         .route("/extensions", get(extensions::page))
         .route("/extensions/save", post(extensions::save))
         .route("/extensions/toggle", post(extensions::toggle))
@@ -423,7 +427,7 @@ async fn setup(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub(crate) struct CsrfForm {
+pub struct CsrfForm {
     csrf: String,
 }
 
