@@ -4,7 +4,9 @@
 //!
 //! - [`eid`]: the entity identifier.
 //! - [`wire`]: the datagram codec (header, commands, information elements), sans-IO.
+//! - [`crypto`]: RSA key files, session keys, ENCRYPT/ENCDATA as Asterisk does them.
 
+pub mod crypto;
 pub mod eid;
 pub mod wire;
 
