@@ -5,10 +5,20 @@
 //! - [`eid`]: the entity identifier.
 //! - [`wire`]: the datagram codec (header, commands, information elements), sans-IO.
 //! - [`crypto`]: RSA key files, session keys, ENCRYPT/ENCDATA as Asterisk does them.
+//! - [`numbers`]: "is this number ours?" — the predicate mappings ask, and a pattern version.
+//! - [`settings`]: the node's configuration (identity, keys, mappings, peers).
+//! - [`engine`]: the sans-IO transaction engine (answers peers, runs our lookups and pings).
 
 pub mod crypto;
 pub mod eid;
+pub mod engine;
+pub mod numbers;
+pub mod settings;
 pub mod wire;
 
+pub use crypto::keygen;
 pub use eid::{Eid, EidParseError};
+pub use engine::{Answer, Engine, EngineError, Event, Keys, LookupId, LookupResult, Reachability};
+pub use numbers::{LocalNumbers, NumberMatch, Pattern, PatternNumbers};
+pub use settings::{EntityInfo, Mapping, Model, PeerSettings, Settings, Tech};
 pub use wire::{AnswerIe, Command, Header, Ie, Packet, WireError};
