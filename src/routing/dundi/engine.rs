@@ -1484,6 +1484,12 @@ impl Engine {
         true
     }
 
+    /// Ends a lookup or EIDQUERY at once with what has arrived so far (the caller's deadline
+    /// passed); its transactions are dropped.
+    pub fn finish_now(&mut self, id: LookupId, now: Instant) {
+        self.finish_lookup(id, now);
+    }
+
     fn finish_lookup(&mut self, id: LookupId, now: Instant) {
         let Some(ls) = self.lookups.remove(&id) else {
             return;

@@ -8,11 +8,13 @@
 //! - [`numbers`]: "is this number ours?" — the predicate mappings ask, and a pattern version.
 //! - [`settings`]: the node's configuration (identity, keys, mappings, peers).
 //! - [`engine`]: the sans-IO transaction engine (answers peers, runs our lookups and pings).
+//! - [`service`]: the tokio shell: a UDP socket and a task around the engine, and a handle.
 
 pub mod crypto;
 pub mod eid;
 pub mod engine;
 pub mod numbers;
+pub mod service;
 pub mod settings;
 pub mod wire;
 
@@ -20,5 +22,6 @@ pub use crypto::keygen;
 pub use eid::{Eid, EidParseError};
 pub use engine::{Answer, Engine, EngineError, Event, Keys, LookupId, LookupResult, Reachability};
 pub use numbers::{LocalNumbers, NumberMatch, Pattern, PatternNumbers};
+pub use service::{DundiHandle, DundiService, ServiceError};
 pub use settings::{EntityInfo, Mapping, Model, PeerSettings, Settings, Tech};
 pub use wire::{AnswerIe, Command, Header, Ie, Packet, WireError};
