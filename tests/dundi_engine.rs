@@ -600,3 +600,74 @@ fn unknown_crc_gets_encrej() {
     // As Asterisk: ENCREJ|FINAL (it acknowledges the request, so no separate ACK).
     assert_eq!(sent, vec![0xce]);
 }
+
+/// xorshift64*, deterministic.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[test]
+fn engine_survives_hostile_datagrams() {
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    for name in ["plaintext", "encrypted"] {
+        for d in read_pcap(&testdata().join(format!("{name}.pcap"))) {
+            seeds.push(d.payload);
+        }
+    }
+    let mut now = Instant::now();
+    let mut engines = [
+        engine(&settings(&ANCHOR, &PEER, B, true), &ANCHOR, now),
+        engine(&settings(&PEER, &ANCHOR, A, false), &PEER, now),
+    ];
+    let froms = [addr(A), addr(B), addr("127.0.0.9:4520")];
+    let mut rng = Rng(0xd0d1_f022);
+    for i in 0..20_000 {
+        let mut d = seeds[rng.below(seeds.len())].clone();
+        match i % 3 {
+            0 => {}
+            1 => {
+                for _ in 0..1 + rng.below(3) {
+                    let at = rng.below(d.len());
+                    d[at] = rng.next() as u8;
+                }
+            }
+            _ => d.truncate(rng.below(d.len() + 1)),
+        }
+        // Header fields that steer the transaction logic get special attention.
+        if rng.below(4) == 0 && d.len() >= 8 {
+            d[4] = rng.below(3) as u8;
+            d[5] = rng.below(3) as u8;
+        }
+        let e = &mut engines[i % 2];
+        e.handle_datagram(now, froms[rng.below(froms.len())], &d);
+        if rng.below(50) == 0 {
+            e.lookup(now, "15551234", "e164", None, rng.below(2) == 0);
+        }
+        while e.poll_transmit().is_some() {}
+        while e.poll_event().is_some() {}
+        if rng.below(20) == 0 {
+            now += Duration::from_millis(rng.below(3000) as u64);
+            for e in engines.iter_mut() {
+                e.handle_timeout(now);
+            }
+        }
+    }
+    // Everything started is over once time has passed.
+    now += Duration::from_secs(30);
+    for e in engines.iter_mut() {
+        for _ in 0..10 {
+            e.handle_timeout(now);
+            now += Duration::from_secs(2);
+        }
+        assert_eq!(e.transactions(), 0);
+    }
+}

@@ -19,6 +19,8 @@ use super::wire::{answer_flags, cause, hint_flags, proto, Command, Header, Ie, P
 pub const RETRANS_TIMER: Duration = Duration::from_millis(1000);
 /// Asterisk `DUNDI_DEFAULT_RETRANS`: one send and four retransmissions, then give up.
 pub const RETRANS: u8 = 5;
+/// How long a transaction may sit with nothing to send and nothing received.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// Asterisk `DEFAULT_MAXMS`: a qualified peer slower than this is unreachable; also how long a
 /// transaction to it may go unacknowledged (autokill).
 pub const DEFAULT_MAXMS: Duration = Duration::from_millis(2000);
@@ -247,6 +249,8 @@ struct Trans {
     purpose: Purpose,
     autokill: Option<Instant>,
     retrans_timer: Duration,
+    /// Forgotten when nothing happens on it until then (Asterisk would keep it forever).
+    idle: Instant,
 }
 
 struct LookupState {
@@ -373,6 +377,9 @@ impl Engine {
             if let Some(a) = tr.autokill {
                 take(a);
             }
+            if tr.packets.is_empty() {
+                take(tr.idle);
+            }
         }
         for l in self.lookups.values() {
             take(l.deadline);
@@ -445,7 +452,7 @@ impl Engine {
         self.peers.iter().position(|p| p.settings.eid == *eid)
     }
 
-    fn create_trans(&mut self, addr: SocketAddr, purpose: Purpose) -> Option<u16> {
+    fn create_trans(&mut self, addr: SocketAddr, purpose: Purpose, now: Instant) -> Option<u16> {
         let id = self.new_trans_id()?;
         self.trans.insert(
             id,
@@ -467,6 +474,7 @@ impl Engine {
                 purpose,
                 autokill: None,
                 retrans_timer: RETRANS_TIMER,
+                idle: now + IDLE_LIMIT,
             },
         );
         Some(id)
@@ -642,7 +650,7 @@ impl Engine {
 
     // ---------------------------------------------------------------- receiving
 
-    fn find_trans(&mut self, h: &Header, from: SocketAddr) -> Option<u16> {
+    fn find_trans(&mut self, h: &Header, from: SocketAddr, now: Instant) -> Option<(u16, bool)> {
         let d = h.dtrans & 0x7fff;
         let s = h.strans & 0x7fff;
         let found = self
@@ -656,7 +664,7 @@ impl Engine {
                     t.dtrans = s;
                 }
             }
-            return Some(id);
+            return Some((id, false));
         }
         match h.command() {
             Command::DpDiscover
@@ -667,11 +675,11 @@ impl Engine {
             | Command::Encrypt
                 if h.strans != 0 =>
             {
-                let id = self.create_trans(from, Purpose::Incoming)?;
+                let id = self.create_trans(from, Purpose::Incoming, now)?;
                 if let Some(t) = self.trans.get_mut(&id) {
                     t.dtrans = s;
                 }
-                Some(id)
+                Some((id, true))
             }
             _ => None,
         }
@@ -687,14 +695,22 @@ impl Engine {
             }
         };
         let h = packet.header;
-        let Some(id) = self.find_trans(&h, from) else {
+        let Some((id, created)) = self.find_trans(&h, from, now) else {
             self.reject(&h, from);
             return;
         };
-        let (iseqno, oiseqno) = match self.trans.get(&id) {
-            Some(t) => (t.iseqno, t.oiseqno),
+        let (iseqno, oiseqno) = match self.trans.get_mut(&id) {
+            Some(t) => {
+                t.idle = now + IDLE_LIMIT;
+                (t.iseqno, t.oiseqno)
+            }
             None => return,
         };
+        if created && h.oseqno != iseqno {
+            // Not the start of a transaction: nothing to keep.
+            self.trans.remove(&id);
+            return;
+        }
         if h.oseqno == iseqno {
             if self.ack_trans(id, h.iseqno) && self.trans.get(&id).is_some_and(|t| t.final_sent) {
                 self.destroy(id, false, now);
@@ -1023,6 +1039,7 @@ impl Engine {
         t.final_sent = false;
         t.send_full_key = true;
         t.packets.clear();
+        t.idle = now + IDLE_LIMIT;
         let purpose = t.purpose.clone();
         self.trans.insert(new_id, t);
         self.retarget(id, new_id, &purpose);
@@ -1402,7 +1419,7 @@ impl Engine {
         }
         for pi in chosen {
             let addr = self.peers[pi].settings.address;
-            let Some(tid) = self.create_trans(addr, Purpose::Lookup(id)) else {
+            let Some(tid) = self.create_trans(addr, Purpose::Lookup(id), now) else {
                 continue;
             };
             self.apply_peer(tid, pi, now);
@@ -1442,7 +1459,7 @@ impl Engine {
         self.lookups.insert(id, ls);
         if let Some(pi) = self.peer_index(&peer) {
             let addr = self.peers[pi].settings.address;
-            if let Some(tid) = self.create_trans(addr, Purpose::EidQuery(id)) {
+            if let Some(tid) = self.create_trans(addr, Purpose::EidQuery(id), now) {
                 self.apply_peer(tid, pi, now);
                 if let Some(ls) = self.lookups.get_mut(&id) {
                     ls.trans.push(tid);
@@ -1472,7 +1489,7 @@ impl Engine {
             self.trans.remove(&old);
         }
         let addr = self.peers[pi].settings.address;
-        let Some(tid) = self.create_trans(addr, Purpose::Qualify { peer, sent: now }) else {
+        let Some(tid) = self.create_trans(addr, Purpose::Qualify { peer, sent: now }, now) else {
             return false;
         };
         self.apply_peer(tid, pi, now);
@@ -1585,7 +1602,9 @@ impl Engine {
             }
             if gave_up {
                 dead.push((t.strans, true));
-            } else if t.autokill.is_some_and(|a| a <= now) {
+            } else if t.autokill.is_some_and(|a| a <= now)
+                || (t.packets.is_empty() && t.idle <= now)
+            {
                 dead.push((t.strans, false));
             }
         }
