@@ -260,6 +260,10 @@ struct LookupState {
     expiration: u16,
     eid_query: Option<Eid>,
     entity: Option<EntityInfo>,
+    /// Set when this lookup is a peer's request we passed on.
+    forwarded: Option<Forwarded>,
+    /// Some peer answered without a DONT_ASK hint.
+    not_dont_ask: bool,
 }
 
 /// The DUNDi engine.
@@ -281,6 +285,43 @@ pub struct Engine {
     out: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<Event>,
     rng: u64,
+    /// Answers to forwarded requests, ready to go out: (transaction, answer).
+    forward_done: Vec<(u16, LocalAnswer)>,
+}
+
+/// Our answer to a DPDISCOVER, before it goes on the wire (it may wait for forwarded answers).
+#[derive(Debug, Clone)]
+struct LocalAnswer {
+    answers: Vec<super::wire::AnswerIe>,
+    hint_flags: u16,
+    prefix: String,
+    expiration: u16,
+}
+
+impl LocalAnswer {
+    /// ANSWERs, HINT, EXPIRATION — Asterisk's order.
+    fn to_ies(&self) -> Vec<Ie> {
+        let mut ies: Vec<Ie> = self.answers.iter().cloned().map(Ie::Answer).collect();
+        let prefix = if self.hint_flags & hint_flags::DONT_ASK != 0 {
+            self.prefix.clone()
+        } else {
+            String::new()
+        };
+        ies.push(Ie::Hint {
+            flags: self.hint_flags,
+            data: prefix,
+        });
+        ies.push(Ie::Expiration(self.expiration));
+        ies
+    }
+}
+
+/// A peer's lookup we passed on to our other peers; answered when our lookup ends.
+#[derive(Debug, Clone)]
+struct Forwarded {
+    trans: u16,
+    local: LocalAnswer,
+    peer: Eid,
 }
 
 /// Response to an incoming query, sent after the ACK (Asterisk answers from a thread, so its
@@ -348,6 +389,7 @@ impl Engine {
             out: VecDeque::new(),
             events: VecDeque::new(),
             rng: seed | 1,
+            forward_done: Vec::new(),
         })
     }
 
@@ -687,6 +729,11 @@ impl Engine {
 
     /// A datagram arrived.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.datagram(now, from, bytes);
+        self.flush_forwarded(now);
+    }
+
+    fn datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let packet = match Packet::decode(bytes) {
             Ok(p) => p,
             Err(e) => {
@@ -841,14 +888,21 @@ impl Engine {
                     && has_permission(&ps.permit, &context)
                 {
                     match self.answer_query(&number, &context) {
-                        Some((ies, n)) => {
-                            self.push_event(Event::Answered {
-                                peer: peer_eid,
-                                number,
-                                context,
-                                answers: n,
-                            });
-                            deferred.push(Deferred { cmd: resp, ies });
+                        Some(local) => {
+                            if let Some(local) =
+                                self.maybe_forward(id, p, peer_eid, &number, &context, local, now)
+                            {
+                                self.push_event(Event::Answered {
+                                    peer: peer_eid,
+                                    number,
+                                    context,
+                                    answers: local.answers.len(),
+                                });
+                                deferred.push(Deferred {
+                                    cmd: resp,
+                                    ies: local.to_ies(),
+                                });
+                            }
                         }
                         None => deferred.push(refuse(cause::NOAUTH, "Unsupported DUNDI Context")),
                     }
@@ -1080,7 +1134,7 @@ impl Engine {
 
     /// Answers a DPDISCOVER from the mappings of `context` (Asterisk `dundi_lookup_local` and
     /// `dundi_lookup_thread`); `None` when no mapping serves the context.
-    fn answer_query(&self, number: &str, context: &str) -> Option<(Vec<Ie>, usize)> {
+    fn answer_query(&self, number: &str, context: &str) -> Option<LocalAnswer> {
         let maps: Vec<&Mapping> = self
             .mappings
             .iter()
@@ -1091,7 +1145,7 @@ impl Engine {
         }
         let mut hint = hint_flags::DONT_ASK | hint_flags::UNAFFECTED;
         let mut prefix = String::new();
-        let mut ies = Vec::new();
+        let mut answers = Vec::new();
         for m in maps {
             let r = self.local.classify(&m.local_context, number);
             let mut flags = 0u16;
@@ -1117,13 +1171,13 @@ impl Engine {
                 } else {
                     String::new()
                 };
-                ies.push(Ie::Answer(super::wire::AnswerIe {
+                answers.push(super::wire::AnswerIe {
                     eid: self.eid,
                     protocol: m.tech.code(),
                     flags,
                     weight: m.weight,
                     destination,
-                }));
+                });
             } else {
                 // The shortest prefix of the number nothing here can match.
                 for (i, _) in number.char_indices().skip(1).chain([(number.len(), ' ')]) {
@@ -1137,17 +1191,12 @@ impl Engine {
                 }
             }
         }
-        if hint & hint_flags::DONT_ASK == 0 {
-            prefix.clear();
-        }
-        let n = ies.len();
-        ies.push(Ie::Hint {
-            flags: hint,
-            data: prefix,
-        });
-        let secs = self.cache_ttl.as_secs().min(u16::MAX as u64) as u16;
-        ies.push(Ie::Expiration(secs));
-        Some((ies, n))
+        Some(LocalAnswer {
+            answers,
+            hint_flags: hint,
+            prefix,
+            expiration: self.cache_ttl.as_secs().min(u16::MAX as u64) as u16,
+        })
     }
 
     /// Asterisk `dundi_query_thread` for an EIDQUERY about us (others are not forwarded).
@@ -1269,6 +1318,12 @@ impl Engine {
                 }
             }
         }
+        if hint
+            .as_ref()
+            .is_none_or(|(f, _)| f & hint_flags::DONT_ASK == 0)
+        {
+            ls.not_dont_ask = true;
+        }
         if let Some((flags, data)) = hint {
             ls.result.hint_flags |= flags & hint_flags::TTL_EXPIRED;
             if flags & hint_flags::DONT_ASK != 0 && ls.result.answers.is_empty() {
@@ -1362,6 +1417,22 @@ impl Engine {
         ttl: Option<u16>,
         cache_bypass: bool,
     ) -> LookupId {
+        self.start_lookup(now, number, context, ttl, cache_bypass, &[], None)
+    }
+
+    /// A lookup; `avoid` is the EID path of a request we pass on (those entities are not asked
+    /// and are listed in our DPDISCOVER), `forwarded` the request waiting for the result.
+    #[allow(clippy::too_many_arguments)]
+    fn start_lookup(
+        &mut self,
+        now: Instant,
+        number: &str,
+        context: &str,
+        ttl: Option<u16>,
+        cache_bypass: bool,
+        avoid: &[(Eid, bool)],
+        forwarded: Option<Forwarded>,
+    ) -> LookupId {
         let id = LookupId(self.next_lookup);
         self.next_lookup += 1;
         let context = if context.is_empty() { "e164" } else { context };
@@ -1381,19 +1452,51 @@ impl Engine {
                 result.hint_flags = e.hint_flags;
                 result.dont_ask_prefix = e.dont_ask_prefix.clone();
                 result.from_cache = true;
-                self.push_event(Event::LookupDone { id, result });
+                match forwarded {
+                    Some(f) => {
+                        let ls = LookupState {
+                            result,
+                            trans: Vec::new(),
+                            deadline: now,
+                            expiration: e
+                                .expires
+                                .saturating_duration_since(now)
+                                .as_secs()
+                                .min(u16::MAX as u64)
+                                as u16,
+                            eid_query: None,
+                            entity: None,
+                            forwarded: Some(f),
+                            not_dont_ask: false,
+                        };
+                        self.lookups.insert(id, ls);
+                        self.finish_lookup(id, now);
+                    }
+                    None => self.push_event(Event::LookupDone { id, result }),
+                }
                 return id;
             }
         }
         let ttl = ttl.unwrap_or(self.ttl);
+        let mut affected = false;
+        let in_path = |e: &Eid| avoid.iter().find(|(a, _)| a == e).map(|(_, d)| *d);
+        let looped = in_path(&self.eid).is_some();
         let eligible: Vec<usize> = (0..self.peers.len())
             .filter(|&i| {
                 let p = &self.peers[i];
-                p.settings.model.outbound()
-                    && has_permission(&p.settings.include, context)
-                    && !matches!(p.reach, Reachability::Unreachable | Reachability::Lagged(_))
+                if !(p.settings.model.outbound() && has_permission(&p.settings.include, context)) {
+                    return false;
+                }
+                if let Some(direct) = in_path(&p.settings.eid) {
+                    affected |= !direct;
+                    return false;
+                }
+                !looped && !matches!(p.reach, Reachability::Unreachable | Reachability::Lagged(_))
             })
             .collect();
+        if affected {
+            result.hint_flags &= !hint_flags::UNAFFECTED;
+        }
         let best = eligible.iter().map(|&i| self.peers[i].settings.order).min();
         let chosen: Vec<usize> = eligible
             .into_iter()
@@ -1407,6 +1510,8 @@ impl Engine {
             expiration: self.cache_ttl.as_secs().min(u16::MAX as u64) as u16,
             eid_query: None,
             entity: None,
+            forwarded,
+            not_dont_ask: false,
         };
         ls.result.asked = chosen.len();
         self.lookups.insert(id, ls);
@@ -1426,13 +1531,24 @@ impl Engine {
             if let Some(ls) = self.lookups.get_mut(&id) {
                 ls.trans.push(tid);
             }
-            let mut ies = vec![
-                Ie::Version(1),
-                Ie::EidDirect(self.eid),
+            let mut ies = vec![Ie::Version(1), Ie::EidDirect(self.eid)];
+            for (e, _) in avoid {
+                // Asterisk dundi_ie_append_eid_appropriately.
+                let direct = *e == self.eid
+                    || self.peers.iter().any(|p| {
+                        p.settings.eid == *e && has_permission(&p.settings.include, context)
+                    });
+                ies.push(if direct {
+                    Ie::EidDirect(*e)
+                } else {
+                    Ie::Eid(*e)
+                });
+            }
+            ies.extend([
                 Ie::CalledNumber(number.to_string()),
                 Ie::CalledContext(context.to_string()),
                 Ie::Ttl(ttl),
-            ];
+            ]);
             if cache_bypass {
                 ies.push(Ie::CacheBypass);
             }
@@ -1442,6 +1558,138 @@ impl Engine {
             self.finish_lookup(id, now);
         }
         id
+    }
+
+    /// Asterisk passes a lookup on to its other peers (TTL one less, the request's EID path
+    /// avoided) unless it has a weight-0 answer itself. Returns the answer to send now, or
+    /// `None` when the answer waits for the forwarded lookup.
+    #[allow(clippy::too_many_arguments)]
+    fn maybe_forward(
+        &mut self,
+        id: u16,
+        p: &Packet,
+        peer: Eid,
+        number: &str,
+        context: &str,
+        mut local: LocalAnswer,
+        now: Instant,
+    ) -> Option<LocalAnswer> {
+        if local.answers.iter().any(|a| a.weight == 0) {
+            return Some(local);
+        }
+        let ttl = p
+            .find(|i| match i {
+                Ie::Ttl(t) => Some(*t),
+                _ => None,
+            })
+            .unwrap_or(0)
+            .saturating_sub(1);
+        if ttl == 0 {
+            local.hint_flags |= hint_flags::TTL_EXPIRED;
+            return Some(local);
+        }
+        let mut path: Vec<(Eid, bool)> = p
+            .ies
+            .iter()
+            .filter_map(|i| match i {
+                Ie::Eid(e) => Some((*e, false)),
+                Ie::EidDirect(e) => Some((*e, true)),
+                _ => None,
+            })
+            .collect();
+        // The first EID authenticates the sender; when it is also the root, keep one copy.
+        if path.len() > 1 && path.first().map(|x| x.0) == path.last().map(|x| x.0) {
+            path.remove(0);
+        }
+        let bypass = p.ies.iter().any(|i| matches!(i, Ie::CacheBypass));
+        let f = Forwarded {
+            trans: id,
+            local: local.clone(),
+            peer,
+        };
+        let lid = self.start_lookup(now, number, context, Some(ttl), bypass, &path, Some(f));
+        if self.lookups.contains_key(&lid) {
+            return None;
+        }
+        // Finished at once (nobody to ask, or cached): answer now, after the ACK.
+        match self.forward_done.iter().position(|(t, _)| *t == id) {
+            Some(i) => {
+                let (_, merged) = self.forward_done.remove(i);
+                // answer_forwarded reported it already.
+                if let Some(Event::Answered { .. }) = self.events.back() {
+                    self.events.pop_back();
+                }
+                Some(merged)
+            }
+            None => Some(local),
+        }
+    }
+
+    fn answer_forwarded(
+        &mut self,
+        f: Forwarded,
+        sub: &LookupResult,
+        not_dont_ask: bool,
+        sub_expiration: u16,
+    ) {
+        let Forwarded {
+            trans,
+            mut local,
+            peer,
+        } = f;
+        if sub.asked == 0 && !sub.from_cache {
+            // Nobody else to ask: our own answer, as Asterisk gives it.
+            if sub.hint_flags & hint_flags::UNAFFECTED == 0 {
+                local.hint_flags &= !hint_flags::UNAFFECTED;
+            }
+        } else {
+            for a in &sub.answers {
+                if let Some(x) = local
+                    .answers
+                    .iter_mut()
+                    .find(|x| x.protocol == a.protocol && x.destination == a.destination)
+                {
+                    x.weight = x.weight.min(a.weight);
+                    continue;
+                }
+                local.answers.push(super::wire::AnswerIe {
+                    eid: a.eid,
+                    protocol: a.protocol,
+                    flags: a.flags,
+                    weight: a.weight,
+                    destination: a.destination.clone(),
+                });
+            }
+            if !sub.answers.is_empty() || not_dont_ask {
+                local.hint_flags &= !hint_flags::DONT_ASK;
+            } else if sub.dont_ask_prefix.len() > local.prefix.len() {
+                local.prefix = sub.dont_ask_prefix.clone();
+            }
+            local.hint_flags |= sub.hint_flags & hint_flags::TTL_EXPIRED;
+            if sub.hint_flags & hint_flags::UNAFFECTED == 0 {
+                local.hint_flags &= !hint_flags::UNAFFECTED;
+            }
+            if sub_expiration > 0 {
+                local.expiration = local.expiration.min(sub_expiration);
+            }
+        }
+        if !self.trans.contains_key(&trans) {
+            return;
+        }
+        self.push_event(Event::Answered {
+            peer,
+            number: sub.number.clone(),
+            context: sub.context.clone(),
+            answers: local.answers.len(),
+        });
+        self.forward_done.push((trans, local));
+    }
+
+    /// Sends the answers of forwarded requests that completed.
+    fn flush_forwarded(&mut self, now: Instant) {
+        for (trans, local) in std::mem::take(&mut self.forward_done) {
+            self.send(trans, Command::DpResponse, true, local.to_ies(), now);
+        }
     }
 
     /// Asks `peer` who `eid` is (EIDQUERY); the result comes as [`Event::EntityInfo`].
@@ -1455,6 +1703,8 @@ impl Engine {
             expiration: 0,
             eid_query: Some(eid),
             entity: None,
+            forwarded: None,
+            not_dont_ask: false,
         };
         self.lookups.insert(id, ls);
         if let Some(pi) = self.peer_index(&peer) {
@@ -1505,6 +1755,7 @@ impl Engine {
     /// passed); its transactions are dropped.
     pub fn finish_now(&mut self, id: LookupId, now: Instant) {
         self.finish_lookup(id, now);
+        self.flush_forwarded(now);
     }
 
     fn finish_lookup(&mut self, id: LookupId, now: Instant) {
@@ -1520,6 +1771,21 @@ impl Engine {
                 eid,
                 info: ls.entity,
             });
+            return;
+        }
+        if let Some(f) = ls.forwarded {
+            if ls.result.asked > 0 {
+                self.cache_put(
+                    &ls.result.number,
+                    &ls.result.context,
+                    ls.result.answers.clone(),
+                    ls.result.hint_flags,
+                    ls.result.dont_ask_prefix.clone(),
+                    ls.expiration,
+                    now,
+                );
+            }
+            self.answer_forwarded(f, &ls.result, ls.not_dont_ask, ls.expiration);
             return;
         }
         let mut result = ls.result;
@@ -1585,6 +1851,11 @@ impl Engine {
 
     /// Time passed: retransmit, give up, finish overdue lookups, qualify, expire the cache.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.timeout(now);
+        self.flush_forwarded(now);
+    }
+
+    fn timeout(&mut self, now: Instant) {
         let mut resend = Vec::new();
         let mut dead = Vec::new();
         for t in self.trans.values_mut() {
