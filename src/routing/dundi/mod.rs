@@ -23,5 +23,8 @@ pub use eid::{Eid, EidParseError};
 pub use engine::{Answer, Engine, EngineError, Event, Keys, LookupId, LookupResult, Reachability};
 pub use numbers::{LocalNumbers, NumberMatch, Pattern, PatternNumbers};
 pub use service::{DundiHandle, DundiService, ServiceError};
-pub use settings::{EntityInfo, Mapping, Model, PeerSettings, Settings, Tech};
+pub use settings::{
+    parse_mapping_options, parse_peer_address, EntityInfo, Mapping, Model, PeerSettings, Settings,
+    SettingsError, Tech,
+};
 pub use wire::{AnswerIe, Command, Header, Ie, Packet, WireError};

@@ -28,6 +28,8 @@ pub enum ServiceError {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("DUNDi settings: {0}")]
+    Settings(#[from] super::settings::SettingsError),
     #[error("DUNDi service is not running")]
     Stopped,
 }
@@ -107,6 +109,7 @@ impl DundiService {
         if settings.ipaddr.is_empty() && !local_addr.ip().is_unspecified() {
             settings.ipaddr = local_addr.ip().to_string();
         }
+        settings.validate()?;
         let keys = Keys::load(&settings)?;
         let engine = Engine::new(&settings, keys, local, Instant::now())?;
         let eid = engine.eid();

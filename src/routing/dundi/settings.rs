@@ -193,3 +193,149 @@ pub fn has_permission(list: &[String], context: &str) -> bool {
     list.iter()
         .any(|c| c.eq_ignore_ascii_case("all") || c.eq_ignore_ascii_case(context))
 }
+
+/// A configuration value that does not parse; the message names what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(pub String);
+
+impl std::str::FromStr for Model {
+    type Err = SettingsError;
+
+    /// `inbound`, `outbound` or `symmetric` (Asterisk's `model=` values).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "inbound" => Ok(Model::Inbound),
+            "outbound" => Ok(Model::Outbound),
+            "symmetric" => Ok(Model::Symmetric),
+            _ => Err(SettingsError(format!(
+                "model {s:?}: expected inbound, outbound or symmetric"
+            ))),
+        }
+    }
+}
+
+impl std::str::FromStr for Tech {
+    type Err = SettingsError;
+
+    /// `SIP`, `PJSIP`, `IAX2` (or `IAX`), `H323`, any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "SIP" => Ok(Tech::Sip),
+            "PJSIP" => Ok(Tech::Pjsip),
+            "IAX2" | "IAX" => Ok(Tech::Iax2),
+            "H323" => Ok(Tech::H323),
+            _ => Err(SettingsError(format!(
+                "technology {s:?}: expected SIP, PJSIP, IAX2 or H323"
+            ))),
+        }
+    }
+}
+
+/// A peer address: `IP` or `IP:port` (IPv6 as `[addr]:port`); the port defaults to 4520.
+pub fn parse_peer_address(s: &str) -> Result<SocketAddr, SettingsError> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let host = s.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_PORT))
+        .map_err(|_| SettingsError(format!("address {s:?}: expected IP or IP:port")))
+}
+
+/// Mapping options as Asterisk writes them (`nounsolicited`, `nocomunsolicit`, `residential`,
+/// `commercial`, `mobile`, `nopartial`): the answer flags and whether `nopartial` was given.
+pub fn parse_mapping_options<S: AsRef<str>>(opts: &[S]) -> Result<(u16, bool), SettingsError> {
+    let mut flags = 0;
+    let mut no_partial = false;
+    for o in opts {
+        match o.as_ref().to_ascii_lowercase().as_str() {
+            "nounsolicited" => flags |= answer_flags::NOUNSOLICITED,
+            "nocomunsolicit" => flags |= answer_flags::NOCOMUNSOLICIT,
+            "residential" => flags |= answer_flags::RESIDENTIAL,
+            "commercial" => flags |= answer_flags::COMMERCIAL,
+            "mobile" => flags |= answer_flags::MOBILE,
+            "nopartial" => no_partial = true,
+            other => {
+                return Err(SettingsError(format!(
+                    "mapping option {other:?}: expected nounsolicited, nocomunsolicit, \
+                     residential, commercial, mobile or nopartial"
+                )))
+            }
+        }
+    }
+    Ok((flags, no_partial))
+}
+
+impl Settings {
+    /// Checks what can be checked without reading files: unique peers, usable mappings.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        for (i, p) in self.peers.iter().enumerate() {
+            if self.peers[..i].iter().any(|q| q.eid == p.eid) {
+                return Err(SettingsError(format!("peer {} is listed twice", p.eid)));
+            }
+            if Some(p.eid) == self.eid {
+                return Err(SettingsError(format!("peer {} is our own EID", p.eid)));
+            }
+            if p.inkey.is_some() && p.outkey.is_none() && self.private_key.is_none() {
+                return Err(SettingsError(format!(
+                    "peer {} has an inkey (encryption) but there is no private key",
+                    p.eid
+                )));
+            }
+        }
+        for m in &self.mappings {
+            if m.context.is_empty() {
+                return Err(SettingsError("mapping without a context".into()));
+            }
+            if m.destination.is_empty() {
+                return Err(SettingsError(format!(
+                    "mapping for {} has no destination",
+                    m.context
+                )));
+            }
+        }
+        if self.key_ttl.is_zero() {
+            return Err(SettingsError("key_ttl must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_config_values() {
+        assert_eq!("Symmetric".parse::<Model>().unwrap(), Model::Symmetric);
+        assert!("both".parse::<Model>().is_err());
+        assert_eq!("pjsip".parse::<Tech>().unwrap(), Tech::Pjsip);
+        assert_eq!(
+            parse_peer_address("127.0.0.2").unwrap(),
+            "127.0.0.2:4520".parse().unwrap()
+        );
+        assert_eq!(
+            parse_peer_address("[::1]").unwrap(),
+            "[::1]:4520".parse().unwrap()
+        );
+        assert_eq!(parse_peer_address("10.0.0.1:4521").unwrap().port(), 4521);
+        assert!(parse_peer_address("example.org").is_err());
+        assert_eq!(
+            parse_mapping_options(&["nounsolicited", "nocomunsolicit"]).unwrap(),
+            (0x180, false)
+        );
+        assert!(parse_mapping_options(&["nopartial"]).unwrap().1);
+        assert!(parse_mapping_options(&["bogus"]).is_err());
+        let mut s = Settings::default();
+        let e: Eid = "02:00:00:00:00:02".parse().unwrap();
+        s.peers.push(PeerSettings::new(
+            e,
+            "127.0.0.2:4520".parse().unwrap(),
+            "e164",
+        ));
+        assert!(s.validate().is_ok());
+        s.peers.push(s.peers[0].clone());
+        assert!(s.validate().is_err());
+    }
+}
