@@ -671,3 +671,128 @@ fn engine_survives_hostile_datagrams() {
         assert_eq!(e.transactions(), 0);
     }
 }
+
+fn request(strans: u16, cmd: Command, fin: bool, ies: Vec<Ie>) -> Vec<u8> {
+    Packet::new(strans, 0, 0, 0, cmd, fin, ies)
+        .encode()
+        .unwrap()
+}
+
+fn replies(e: &mut Engine) -> Vec<Packet> {
+    std::iter::from_fn(|| e.poll_transmit())
+        .map(|(_, b)| Packet::decode(&b).unwrap())
+        .collect()
+}
+
+fn discover(from: &str, number: &str, context: &str) -> Vec<Ie> {
+    vec![
+        Ie::Version(1),
+        Ie::EidDirect(from.parse().unwrap()),
+        Ie::CalledNumber(number.into()),
+        Ie::CalledContext(context.into()),
+        Ie::Ttl(1),
+    ]
+}
+
+#[test]
+fn refusals_carry_asterisk_causes() {
+    let now = Instant::now();
+    let mut a = engine(&settings(&ANCHOR, &PEER, B, false), &ANCHOR, now);
+    let cause_of = |p: &Packet| {
+        p.find(|i| match i {
+            Ie::Cause { code, text } => Some((*code, text.clone())),
+            _ => None,
+        })
+    };
+    // A stranger.
+    a.handle_datagram(
+        now,
+        addr("127.0.0.9:4520"),
+        &request(
+            11,
+            Command::DpDiscover,
+            false,
+            discover("02:00:00:00:00:09", "15551234", "e164"),
+        ),
+    );
+    let r = replies(&mut a);
+    assert_eq!(r[0].command(), Command::Ack);
+    assert_eq!(r[1].command(), Command::DpResponse);
+    assert_eq!(cause_of(&r[1]), Some((3, String::new())));
+    // A peer asking about a context it may not.
+    a.handle_datagram(
+        now,
+        addr(B),
+        &request(
+            12,
+            Command::DpDiscover,
+            false,
+            discover(PEER.eid, "15551234", "private"),
+        ),
+    );
+    let r = replies(&mut a);
+    assert_eq!(
+        cause_of(&r[1]),
+        Some((3, "Permission to context denied".into()))
+    );
+    // No number.
+    let mut ies = discover(PEER.eid, "", "e164");
+    ies.retain(|i| !matches!(i, Ie::CalledNumber(_)));
+    a.handle_datagram(now, addr(B), &request(13, Command::DpDiscover, false, ies));
+    let r = replies(&mut a);
+    assert_eq!(
+        cause_of(&r[1]),
+        Some((1, "Invalid or missing number/entity".into()))
+    );
+    // A command nobody knows cannot open a transaction: INVALID (as Asterisk).
+    a.handle_datagram(
+        now,
+        addr(B),
+        &request(14, Command::Other(0x20), false, vec![]),
+    );
+    let r = replies(&mut a);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].command(), Command::Invalid);
+    // A stray response: INVALID with the ids swapped.
+    let stray = Packet::new(77, 5, 1, 0, Command::DpResponse, true, vec![])
+        .encode()
+        .unwrap();
+    a.handle_datagram(now, addr(B), &stray);
+    let r = replies(&mut a);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].command(), Command::Invalid);
+    assert_eq!((r[0].header.strans, r[0].header.dtrans), (5, 77));
+    // ... but never INVALID for INVALID.
+    let inv = Packet::new(78, 6, 0, 0, Command::Invalid, false, vec![])
+        .encode()
+        .unwrap();
+    a.handle_datagram(now, addr(B), &inv);
+    assert!(replies(&mut a).is_empty());
+}
+
+#[test]
+fn precache_push_fills_the_cache() {
+    let now = Instant::now();
+    let mut a = engine(&settings(&ANCHOR, &PEER, B, false), &ANCHOR, now);
+    let mut ies = discover(PEER.eid, "16669999", "e164");
+    ies.push(Ie::Answer(pasarela::routing::dundi::wire::AnswerIe {
+        eid: PEER.eid.parse().unwrap(),
+        protocol: 2,
+        flags: 1,
+        weight: 0,
+        destination: "16669999@127.0.0.2:5090".into(),
+    }));
+    ies.push(Ie::Expiration(30));
+    a.handle_datagram(now, addr(B), &request(21, Command::PrecacheRq, false, ies));
+    let r = replies(&mut a);
+    assert_eq!(r[1].command(), Command::PrecacheRp);
+    let id = a.lookup(now, "16669999", "e164", None, false);
+    match a.poll_event() {
+        Some(Event::LookupDone { id: x, result }) => {
+            assert_eq!(x, id);
+            assert!(result.from_cache);
+            assert_eq!(result.answers[0].destination, "16669999@127.0.0.2:5090");
+        }
+        other => panic!("{other:?}"),
+    }
+}
