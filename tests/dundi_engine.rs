@@ -452,7 +452,7 @@ fn retransmission_recovers_a_lost_request_and_gives_up_on_silence() {
 
     // Silence: the lookup ends empty once the retransmissions are spent.
     let t0 = net.now;
-    let id = net.b.lookup(net.now, "15551234", "e164", None, true);
+    let id = net.b.lookup(net.now, "15551235", "e164", None, true);
     let mut drop_all = |_: SocketAddr, _: &[u8]| true;
     net.run_for(Duration::from_secs(10), &mut drop_all);
     let r = take_lookup(&mut net.events_b, id);
@@ -460,6 +460,8 @@ fn retransmission_recovers_a_lost_request_and_gives_up_on_silence() {
     assert_eq!(r.asked, 1);
     assert!(net.now - t0 >= Duration::from_secs(5));
     assert_eq!(net.b.transactions(), 0);
+    // Silence is not remembered: the next lookup asks again.
+    assert!(net.b.cache().iter().all(|e| e.number != "15551235"));
 }
 
 #[test]

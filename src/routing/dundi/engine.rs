@@ -19,6 +19,8 @@ use super::wire::{answer_flags, cause, hint_flags, proto, Command, Header, Ie, P
 pub const RETRANS_TIMER: Duration = Duration::from_millis(1000);
 /// Asterisk `DUNDI_DEFAULT_RETRANS`: one send and four retransmissions, then give up.
 pub const RETRANS: u8 = 5;
+/// Asterisk `DUNDI_DEF_EMPTY_CACHE_TIME`: the longest an empty result is kept.
+pub const EMPTY_CACHE_TIME: Duration = Duration::from_secs(60);
 /// How long a transaction may sit with nothing to send and nothing received.
 pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// Asterisk `DEFAULT_MAXMS`: a qualified peer slower than this is unreachable; also how long a
@@ -264,6 +266,8 @@ struct LookupState {
     forwarded: Option<Forwarded>,
     /// Some peer answered without a DONT_ASK hint.
     not_dont_ask: bool,
+    /// Peers that answered (with answers or without).
+    responded: usize,
 }
 
 /// The DUNDi engine.
@@ -1262,7 +1266,10 @@ impl Engine {
         expiration: u16,
         now: Instant,
     ) {
-        let ttl = Duration::from_secs(expiration as u64).min(self.cache_ttl);
+        let mut ttl = Duration::from_secs(expiration as u64).min(self.cache_ttl);
+        if answers.is_empty() {
+            ttl = ttl.min(EMPTY_CACHE_TIME);
+        }
         if ttl.is_zero() {
             return;
         }
@@ -1318,6 +1325,7 @@ impl Engine {
                 }
             }
         }
+        ls.responded += 1;
         if hint
             .as_ref()
             .is_none_or(|(f, _)| f & hint_flags::DONT_ASK == 0)
@@ -1468,6 +1476,7 @@ impl Engine {
                             entity: None,
                             forwarded: Some(f),
                             not_dont_ask: false,
+                            responded: 0,
                         };
                         self.lookups.insert(id, ls);
                         self.finish_lookup(id, now);
@@ -1512,6 +1521,7 @@ impl Engine {
             entity: None,
             forwarded,
             not_dont_ask: false,
+            responded: 0,
         };
         ls.result.asked = chosen.len();
         self.lookups.insert(id, ls);
@@ -1705,6 +1715,7 @@ impl Engine {
             entity: None,
             forwarded: None,
             not_dont_ask: false,
+            responded: 0,
         };
         self.lookups.insert(id, ls);
         if let Some(pi) = self.peer_index(&peer) {
@@ -1751,6 +1762,15 @@ impl Engine {
         true
     }
 
+    /// Only a lookup every asked peer answered without a cause is worth remembering: a
+    /// silent or refusing peer may answer next time.
+    fn cacheable(ls: &LookupState) -> bool {
+        ls.result.asked > 0
+            && !ls.result.from_cache
+            && ls.responded >= ls.result.asked
+            && ls.result.causes.is_empty()
+    }
+
     /// Ends a lookup or EIDQUERY at once with what has arrived so far (the caller's deadline
     /// passed); its transactions are dropped.
     pub fn finish_now(&mut self, id: LookupId, now: Instant) {
@@ -1773,8 +1793,9 @@ impl Engine {
             });
             return;
         }
+        let cacheable = Self::cacheable(&ls);
         if let Some(f) = ls.forwarded {
-            if ls.result.asked > 0 {
+            if cacheable {
                 self.cache_put(
                     &ls.result.number,
                     &ls.result.context,
@@ -1794,7 +1815,7 @@ impl Engine {
                 .cmp(&b.weight)
                 .then(a.destination.cmp(&b.destination))
         });
-        if result.asked > 0 {
+        if cacheable {
             self.cache_put(
                 &result.number,
                 &result.context,
