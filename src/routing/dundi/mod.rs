@@ -9,6 +9,35 @@
 //! - [`settings`]: the node's configuration (identity, keys, mappings, peers).
 //! - [`engine`]: the sans-IO transaction engine (answers peers, runs our lookups and pings).
 //! - [`service`]: the tokio shell: a UDP socket and a task around the engine, and a handle.
+//!
+//! Using it: build [`Settings`] (our EID, key, mappings, peers), say which numbers are ours
+//! with a [`LocalNumbers`] (e.g. [`PatternNumbers`]), start the service and ask it:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use pasarela::routing::dundi::{DundiService, Mapping, PatternNumbers, PeerSettings, Settings};
+//!
+//! let mut peer = PeerSettings::new("02:00:00:00:00:02".parse()?, "192.0.2.7:4520".parse()?, "e164");
+//! peer.inkey = Some("/etc/pasarela/dundi/branch.pub".into()); // encrypt with this peer
+//! let settings = Settings {
+//!     private_key: Some("/etc/pasarela/dundi/office.key".into()),
+//!     mappings: vec![Mapping::sip("e164", "dids", "${NUMBER}@${IPADDR}:5060")],
+//!     peers: vec![peer],
+//!     ..Default::default()
+//! };
+//! let mut ours = PatternNumbers::new();
+//! ours.add("dids", &["_4930123456", "_4930123XXX"])?;
+//! let dundi = DundiService::start(settings, Arc::new(ours)).await?;
+//! for answer in dundi.lookup("4940555123", "e164", Duration::from_millis(500)).await {
+//!     println!("{} via {}: {:?}", answer.destination, answer.via, answer.sip_uri());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Numbers in the `e164` context are E.164 digits without `+`. Keys must be 1024-bit RSA
+//! (Asterisk's limit: SHAREDKEY and SIGNATURE are 128-byte elements); [`keygen`] writes them.
 
 pub mod crypto;
 pub mod eid;
