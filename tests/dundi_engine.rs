@@ -410,6 +410,8 @@ fn qualify_and_unreachable() {
         }]
     );
     assert_eq!(net.b.peers()[0].reachability, Reachability::Unreachable);
+    let st = net.b.stats();
+    assert_eq!((st.retransmissions, st.timeouts), (4, 1));
     assert_eq!(net.b.transactions(), 0);
     // An unreachable peer is not asked.
     let r = net.lookup_from_b("15551234", true);

@@ -100,6 +100,11 @@ async fn encrypted_lookups_both_ways_over_udp() {
     assert_eq!(a.cache().await.len(), 1);
     a.flush_cache().await;
     assert!(a.cache().await.is_empty());
+    let sa = a.stats().await;
+    assert_eq!((sa.lookups, sa.lookups_answered, sa.cache_hits), (2, 2, 1));
+    assert_eq!(sa.queries_answered, 1);
+    assert_eq!(sa.decrypt_failures, 0);
+    assert!(sa.datagrams_in >= 3 && sa.datagrams_out >= 3, "{sa:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

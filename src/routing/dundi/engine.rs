@@ -291,6 +291,29 @@ pub struct Engine {
     rng: u64,
     /// Answers to forwarded requests, ready to go out: (transaction, answer).
     forward_done: Vec<(u16, LocalAnswer)>,
+    stats: Stats,
+}
+
+/// Counters since the engine started (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to the engine / that did not decode.
+    pub datagrams_in: u64,
+    pub undecodable: u64,
+    /// Datagrams the engine produced, and how many of those were retransmissions.
+    pub datagrams_out: u64,
+    pub retransmissions: u64,
+    /// Peers' lookups answered (with or without answers) / refused with a cause.
+    pub queries_answered: u64,
+    pub queries_refused: u64,
+    /// Our lookups finished, and those that got at least one answer; from the cache.
+    pub lookups: u64,
+    pub lookups_answered: u64,
+    pub cache_hits: u64,
+    /// Transactions given up after the last retransmission.
+    pub timeouts: u64,
+    /// Encrypted packets we could not open (unknown key, bad signature, bad data).
+    pub decrypt_failures: u64,
 }
 
 /// Our answer to a DPDISCOVER, before it goes on the wire (it may wait for forwarded answers).
@@ -394,6 +417,7 @@ impl Engine {
             events: VecDeque::new(),
             rng: seed | 1,
             forward_done: Vec::new(),
+            stats: Stats::default(),
         })
     }
 
@@ -404,7 +428,9 @@ impl Engine {
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.out.pop_front()
+        let d = self.out.pop_front()?;
+        self.stats.datagrams_out += 1;
+        Some(d)
     }
 
     /// The next event.
@@ -555,7 +581,25 @@ impl Engine {
         }
     }
 
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
     fn push_event(&mut self, e: Event) {
+        match &e {
+            Event::LookupDone { result, .. } => {
+                self.stats.lookups += 1;
+                if !result.answers.is_empty() {
+                    self.stats.lookups_answered += 1;
+                }
+                if result.from_cache {
+                    self.stats.cache_hits += 1;
+                }
+            }
+            Event::Answered { .. } => self.stats.queries_answered += 1,
+            _ => {}
+        }
         self.events.push_back(e);
     }
 
@@ -738,9 +782,11 @@ impl Engine {
     }
 
     fn datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.stats.datagrams_in += 1;
         let packet = match Packet::decode(bytes) {
             Ok(p) => p,
             Err(e) => {
+                self.stats.undecodable += 1;
                 tracing::debug!(%from, "DUNDi: undecodable datagram: {e}");
                 return;
             }
@@ -782,6 +828,9 @@ impl Engine {
                 }
             }
             for d in deferred {
+                if d.ies.iter().any(|i| matches!(i, Ie::Cause { .. })) {
+                    self.stats.queries_refused += 1;
+                }
                 self.send(id, d.cmd, true, d.ies, now);
             }
             if fin && self.trans.contains_key(&id) {
@@ -1020,6 +1069,7 @@ impl Engine {
                     Ok(k) => Some(k),
                     Err(e) => {
                         tracing::info!(peer = %peer.settings.eid, "DUNDi: key refused: {e}");
+                        self.stats.decrypt_failures += 1;
                         None
                     }
                 }
@@ -1047,7 +1097,10 @@ impl Engine {
                     let inner_fin = self.handle_command(id, &inner, true, now, deferred);
                     return fin || inner_fin;
                 }
-                Err(e) => tracing::debug!("DUNDi: decrypt failed: {e}"),
+                Err(e) => {
+                    tracing::debug!("DUNDi: decrypt failed: {e}");
+                    self.stats.decrypt_failures += 1;
+                }
             }
         }
         if !fin {
@@ -1889,11 +1942,13 @@ impl Engine {
                         p.retries_left -= 1;
                         p.next = now + t.retrans_timer;
                         resend.push((t.addr, p.bytes.clone()));
+                        self.stats.retransmissions += 1;
                     }
                 }
             }
             if gave_up {
                 dead.push((t.strans, true));
+                self.stats.timeouts += 1;
             } else if t.autokill.is_some_and(|a| a <= now)
                 || (t.packets.is_empty() && t.idle <= now)
             {

@@ -49,7 +49,10 @@ pub mod wire;
 
 pub use crypto::keygen;
 pub use eid::{Eid, EidParseError};
-pub use engine::{Answer, Engine, EngineError, Event, Keys, LookupId, LookupResult, Reachability};
+pub use engine::{
+    Answer, CacheEntry, Engine, EngineError, Event, Keys, LookupId, LookupResult, PeerView,
+    Reachability, Stats,
+};
 pub use numbers::{LocalNumbers, NumberMatch, Pattern, PatternNumbers};
 pub use service::{DundiHandle, DundiService, ServiceError};
 pub use settings::{

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::eid::Eid;
 use super::engine::{
-    Answer, CacheEntry, Engine, EngineError, Event, Keys, LookupId, LookupResult, PeerView,
+    Answer, CacheEntry, Engine, EngineError, Event, Keys, LookupId, LookupResult, PeerView, Stats,
 };
 use super::numbers::LocalNumbers;
 use super::settings::{EntityInfo, Settings};
@@ -53,6 +53,7 @@ enum Cmd {
         reply: oneshot::Sender<Option<EntityInfo>>,
     },
     Peers(oneshot::Sender<Vec<PeerView>>),
+    Stats(oneshot::Sender<Stats>),
     Cache(oneshot::Sender<Vec<CacheEntry>>),
     Flush(oneshot::Sender<()>),
     Stop,
@@ -198,6 +199,15 @@ impl DundiHandle {
         rx.await.unwrap_or_default()
     }
 
+    /// Counters since start (for metrics).
+    pub async fn stats(&self) -> Stats {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Stats(reply)).await.is_err() {
+            return Stats::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
     /// The answer cache.
     pub async fn cache(&self) -> Vec<CacheEntry> {
         let (reply, rx) = oneshot::channel();
@@ -278,6 +288,7 @@ async fn run_loop(socket: UdpSocket, mut engine: Engine, mut rx: mpsc::Receiver<
                         w.entities.insert(id, (deadline, reply));
                     }
                     Cmd::Peers(reply) => { let _ = reply.send(engine.peers()); }
+                    Cmd::Stats(reply) => { let _ = reply.send(engine.stats()); }
                     Cmd::Cache(reply) => { let _ = reply.send(engine.cache()); }
                     Cmd::Flush(reply) => { engine.flush_cache(); let _ = reply.send(()); }
                     Cmd::Stop => return,
