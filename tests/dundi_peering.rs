@@ -168,3 +168,34 @@ async fn dead_peer_costs_the_deadline_only() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dundi_is_a_route_source() {
+    use pasarela::routing::dundi::DundiSource;
+    use pasarela::routing::router::RouteSource;
+    use pasarela::routing::E164;
+    let (_a, b) = pair();
+    let source = DundiSource::new(b.clone(), "e164");
+    assert_eq!(source.name(), "DUNDi");
+    let n = E164::from_digits("4930123456").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let ans = source.lookup(&n, deadline).await;
+    assert_eq!(ans.targets.len(), 1, "{:?}", ans.steps);
+    assert_eq!(ans.targets[0].uri, "sip:4930123456@127.0.0.2:5060");
+    assert_eq!(ans.targets[0].via, "DUNDi 02:00:00:00:00:01");
+    assert!(
+        ans.steps[0].contains("asked 1 peer(s), 1 answer(s)"),
+        "{:?}",
+        ans.steps
+    );
+    let miss = E164::from_digits("4989123456").unwrap();
+    let ans = source.lookup(&miss, deadline).await;
+    assert!(ans.targets.is_empty());
+    assert!(
+        ans.steps
+            .iter()
+            .any(|s| s.contains("nothing for numbers starting 498")),
+        "{:?}",
+        ans.steps
+    );
+}

@@ -9,6 +9,7 @@
 //! - [`settings`]: the node's configuration (identity, keys, mappings, peers).
 //! - [`engine`]: the sans-IO transaction engine (answers peers, runs our lookups and pings).
 //! - [`service`]: the tokio shell: a UDP socket and a task around the engine, and a handle.
+//! - [`source`]: DUNDi as a [`crate::routing::router::RouteSource`] for the router.
 //!
 //! Using it: build [`Settings`] (our EID, key, mappings, peers), say which numbers are ours
 //! with a [`LocalNumbers`] (e.g. [`PatternNumbers`]), start the service and ask it:
@@ -45,6 +46,7 @@ pub mod engine;
 pub mod numbers;
 pub mod service;
 pub mod settings;
+pub mod source;
 pub mod wire;
 
 pub use crypto::keygen;
@@ -59,4 +61,5 @@ pub use settings::{
     parse_mapping_options, parse_peer_address, EntityInfo, Mapping, Model, PeerSettings, Settings,
     SettingsError, Tech,
 };
+pub use source::DundiSource;
 pub use wire::{AnswerIe, Command, Header, Ie, Packet, WireError};
