@@ -1,6 +1,7 @@
 //! "Is this number ours?": the question a DUNDi mapping asks the rest of the gateway before it
 //! answers a peer. [`LocalNumbers`] is what the engine calls; [`PatternNumbers`] is a ready
-//! implementation over Asterisk-style extension patterns (`_1555XXXX`, `_49301234.`).
+//! implementation over Asterisk-style extension patterns (`_1555XXXX`, `_49301234.`), and
+//! [`NumberSet`] one over a replaceable set of whole numbers (the office's DIDs).
 
 use std::collections::HashMap;
 
@@ -198,6 +199,63 @@ impl LocalNumbers for PatternNumbers {
     }
 }
 
+/// A set of whole numbers (the office's DIDs as E.164 digits, `+` dropped), replaceable while
+/// the engine runs (re-provisioning on SIGHUP or a dashboard change). Every local context sees
+/// the same set.
+#[derive(Debug, Default)]
+pub struct NumberSet {
+    numbers: std::sync::RwLock<std::collections::BTreeSet<String>>,
+}
+
+impl NumberSet {
+    /// A set of these numbers (a leading `+` is dropped).
+    pub fn new<I, S>(numbers: I) -> NumberSet
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let s = NumberSet::default();
+        s.replace(numbers);
+        s
+    }
+
+    /// Replaces the numbers.
+    pub fn replace<I, S>(&self, numbers: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let set = numbers
+            .into_iter()
+            .map(|n| n.as_ref().trim_start_matches('+').to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        match self.numbers.write() {
+            Ok(mut g) => *g = set,
+            Err(poisoned) => *poisoned.into_inner() = set,
+        }
+    }
+}
+
+impl LocalNumbers for NumberSet {
+    fn classify(&self, _local_context: &str, number: &str) -> NumberMatch {
+        let g = match self.numbers.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let exists = g.contains(number);
+        let match_more = g
+            .range(number.to_string()..)
+            .take_while(|n| n.starts_with(number))
+            .any(|n| n.len() > number.len());
+        NumberMatch {
+            exists,
+            can_match: exists || match_more,
+            match_more,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +286,14 @@ mod tests {
             }
         );
         assert!("_".parse::<Pattern>().is_err());
+        let dids = NumberSet::new(["+4930123456", "493012345"]);
+        let m = dids.classify("any", "493012345");
+        assert!(m.exists && m.match_more && m.can_match);
+        assert!(dids.classify("any", "4930").can_match);
+        assert!(!dids.classify("any", "4931").can_match);
+        dids.replace(["4940"]);
+        assert!(!dids.classify("any", "4930123456").exists);
+        assert!(dids.classify("any", "4940").exists);
         assert!("_[12".parse::<Pattern>().is_err());
     }
 }
