@@ -800,3 +800,44 @@ fn precache_push_fills_the_cache() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn replayed_qualify_and_encrypted_lookup_towards_anchor() {
+    let now = Instant::now();
+    let mut a = engine(&settings(&ANCHOR, &PEER, B, true), &ANCHOR, now);
+    // #3: B's NULL|FINAL; #4 is A's ACK|FINAL.
+    let (from, bytes) = capture_packet("encrypted", 3);
+    a.handle_datagram(now, from, &bytes);
+    let (_, ack) = a.poll_transmit().expect("ACK");
+    assert_eq!(ack[2..], capture_packet("encrypted", 4).1[2..]);
+    assert!(a.poll_transmit().is_none());
+    assert_eq!(a.transactions(), 0);
+    // #5: B's ENCRYPT with its full key: DPDISCOVER 15551234. We answer like #6/#7.
+    let listed = read_listing(&testdata().join("encrypted-decoded.txt"));
+    let (from, bytes) = capture_packet("encrypted", 5);
+    a.handle_datagram(now, from, &bytes);
+    let (_, ack) = a.poll_transmit().expect("ACK");
+    assert_eq!(ack[2..], capture_packet("encrypted", 6).1[2..]);
+    let (_, resp) = a.poll_transmit().expect("response");
+    let p = Packet::decode(&resp).unwrap();
+    let key: [u8; 16] = listed[4].aes_key.clone().unwrap().try_into().unwrap();
+    let Some(Ie::EncData { iv, data }) = p.ies.first() else {
+        panic!("{p:?}")
+    };
+    let inner = crypto::decrypt_packet(&p.header, iv, data, &key).unwrap();
+    assert_eq!(Some(inner.encode().unwrap()[6..].to_vec()), listed[6].inner);
+    // #21: EIDQUERY by crc; the answer is #23's inner packet.
+    let (from, bytes) = capture_packet("encrypted", 21);
+    a.handle_datagram(now, from, &bytes);
+    let _ack = a.poll_transmit().expect("ACK");
+    let (_, resp) = a.poll_transmit().expect("response");
+    let p = Packet::decode(&resp).unwrap();
+    let Some(Ie::EncData { iv, data }) = p.ies.first() else {
+        panic!("{p:?}")
+    };
+    let inner = crypto::decrypt_packet(&p.header, iv, data, &key).unwrap();
+    assert_eq!(
+        Some(inner.encode().unwrap()[6..].to_vec()),
+        listed[22].inner
+    );
+}
