@@ -841,3 +841,29 @@ fn replayed_qualify_and_encrypted_lookup_towards_anchor() {
         listed[22].inner
     );
 }
+
+#[test]
+fn plain_peer_must_come_from_its_address() {
+    let now = Instant::now();
+    let mut a = engine(&settings(&ANCHOR, &PEER, B, false), &ANCHOR, now);
+    // Someone else claiming to be B.
+    a.handle_datagram(
+        now,
+        addr("127.0.0.66:4520"),
+        &request(
+            31,
+            Command::DpDiscover,
+            false,
+            discover(PEER.eid, "15551234", "e164"),
+        ),
+    );
+    let r = replies(&mut a);
+    assert_eq!(
+        r[1].find(|i| match i {
+            Ie::Cause { code, .. } => Some(*code),
+            _ => None,
+        }),
+        Some(3)
+    );
+    assert!(!r[1].ies.iter().any(|i| matches!(i, Ie::Answer(_))));
+}

@@ -901,10 +901,13 @@ impl Engine {
                 if let Some(t) = self.trans.get_mut(&id) {
                     t.them = Some(peer_eid);
                 }
+                // Encrypted peers prove who they are with their key. Plain peers only name
+                // themselves, so (unlike Asterisk) they must at least come from their address.
+                let from_ip = self.trans.get(&id).map(|t| t.addr.ip());
                 let hasauth = if self.peers[pi].inkey.is_some() {
                     encrypted
                 } else {
-                    true
+                    from_ip == Some(self.peers[pi].settings.address.ip())
                 };
                 if !hasauth {
                     deferred.push(refuse(cause::NOAUTH, "Unencrypted responses not permitted"));
