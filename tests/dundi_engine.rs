@@ -867,3 +867,31 @@ fn plain_peer_must_come_from_its_address() {
     );
     assert!(!r[1].ies.iter().any(|i| matches!(i, Ie::Answer(_))));
 }
+
+#[test]
+fn reload_keeps_sessions_and_applies_changes() {
+    let mut net = Net::new(true);
+    assert_eq!(net.lookup_from_b("15551234", true).answers.len(), 1);
+    // A's mapping changes; B reloads unchanged settings: its session key stays (crc only).
+    let mut sa = settings(&ANCHOR, &PEER, B, true);
+    sa.mappings[0].destination = "${NUMBER}@198.51.100.1:5060".into();
+    net.a
+        .reload(&sa, Keys::load(&sa).unwrap(), net.now)
+        .unwrap();
+    let sb = settings(&PEER, &ANCHOR, A, true);
+    net.b
+        .reload(&sb, Keys::load(&sb).unwrap(), net.now)
+        .unwrap();
+    let before = net.log.len();
+    let r = net.lookup_from_b("15551234", true);
+    assert_eq!(r.answers[0].destination, "15551234@198.51.100.1:5060");
+    let first = Packet::decode(&net.log[before].1).unwrap();
+    assert!(matches!(first.ies[1], Ie::KeyCrc32(_)), "{first:?}");
+    // Without peers B asks nobody.
+    let mut sb = settings(&PEER, &ANCHOR, A, true);
+    sb.peers.clear();
+    net.b
+        .reload(&sb, Keys::load(&sb).unwrap(), net.now)
+        .unwrap();
+    assert_eq!(net.lookup_from_b("15551234", true).asked, 0);
+}

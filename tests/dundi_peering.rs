@@ -199,3 +199,35 @@ async fn dundi_is_a_route_source() {
         ans.steps
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_new_mappings() {
+    let (a, b) = pair();
+    assert_eq!(
+        b.lookup("4930123456", "e164", Duration::from_secs(3))
+            .await
+            .len(),
+        1
+    );
+    // a now answers with another destination; a bad reload is refused and changes nothing.
+    let keys = testdata().join("keys");
+    let mut peer = PeerSettings::new(b.eid(), b.local_addr(), "e164");
+    peer.inkey = Some(keys.join("peer.pub"));
+    let good = Settings {
+        eid: Some(a.eid()),
+        private_key: Some(keys.join("anchor.key")),
+        mappings: vec![Mapping::sip("e164", "dids", "${NUMBER}@pbx.example:5060")],
+        peers: vec![peer.clone()],
+        ..Default::default()
+    };
+    let mut bad = good.clone();
+    bad.peers.push(peer);
+    assert!(a.reload(bad).await.is_err());
+    a.reload(good).await.unwrap();
+    let answers = b
+        .lookup_full("4930123456", "e164", Duration::from_secs(3), true)
+        .await
+        .unwrap()
+        .answers;
+    assert_eq!(answers[0].destination, "4930123456@pbx.example:5060");
+}

@@ -421,6 +421,77 @@ impl Engine {
         })
     }
 
+    /// Applies new settings (re-provisioning) without dropping transactions, lookups or the
+    /// cache. Peers that kept their address and keys keep their session keys and reachability;
+    /// the others start afresh. Our EID cannot change this way (a restart does that).
+    pub fn reload(
+        &mut self,
+        settings: &Settings,
+        keys: Keys,
+        now: Instant,
+    ) -> Result<(), EngineError> {
+        if settings.eid.is_some_and(|e| e != self.eid) {
+            tracing::warn!(eid = %self.eid, "DUNDi: a new EID takes effect after a restart");
+        }
+        let mut old: Vec<Peer> = std::mem::take(&mut self.peers);
+        let mut peers = Vec::new();
+        for (i, p) in settings.peers.iter().enumerate() {
+            let (inkey, outkey) = keys
+                .peers
+                .get(&p.eid)
+                .cloned()
+                .unwrap_or((None, keys.private.clone()));
+            if inkey.is_some() && outkey.is_none() {
+                self.peers = old;
+                return Err(EngineError::NoPrivateKey(p.eid));
+            }
+            let same = old.iter().position(|o| {
+                o.settings.eid == p.eid
+                    && o.settings.address == p.address
+                    && o.inkey.as_deref() == inkey.as_deref()
+                    && o.outkey.as_deref() == outkey.as_deref()
+            });
+            let peer = match same {
+                Some(j) => {
+                    let mut o = old.swap_remove(j);
+                    o.next_qualify = match (p.qualify, o.next_qualify) {
+                        (None, _) => None,
+                        (Some(_), Some(t)) => Some(t),
+                        (Some(_), None) => Some(now + Duration::from_millis(100 * i as u64)),
+                    };
+                    o.settings = p.clone();
+                    o
+                }
+                None => {
+                    self.rx_keys.forget(&p.eid);
+                    Peer {
+                        settings: p.clone(),
+                        inkey,
+                        outkey,
+                        tx: None,
+                        reach: Reachability::Unknown,
+                        next_qualify: p
+                            .qualify
+                            .map(|_| now + Duration::from_millis(100 * i as u64)),
+                        qualify_trans: None,
+                    }
+                }
+            };
+            peers.push(peer);
+        }
+        for gone in old {
+            self.rx_keys.forget(&gone.settings.eid);
+        }
+        self.peers = peers;
+        self.entity = settings.entity.clone();
+        self.mappings = settings.mappings.clone();
+        self.cache_ttl = settings.cache_ttl;
+        self.key_ttl = settings.key_ttl;
+        self.ttl = settings.ttl;
+        self.ipaddr = settings.ipaddr.clone();
+        Ok(())
+    }
+
     /// Our EID.
     pub fn eid(&self) -> Eid {
         self.eid

@@ -56,6 +56,11 @@ enum Cmd {
     Stats(oneshot::Sender<Stats>),
     Cache(oneshot::Sender<Vec<CacheEntry>>),
     Flush(oneshot::Sender<()>),
+    Reload {
+        settings: Box<Settings>,
+        keys: Keys,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
     Stop,
 }
 
@@ -225,6 +230,27 @@ impl DundiHandle {
         }
     }
 
+    /// Applies new settings (peers, mappings, contact record, timers) without a restart; the
+    /// key files are read here. The bind address and our EID stay as they are.
+    pub async fn reload(&self, mut settings: Settings) -> Result<(), ServiceError> {
+        settings.validate()?;
+        if settings.ipaddr.is_empty() && !self.local_addr.ip().is_unspecified() {
+            settings.ipaddr = self.local_addr.ip().to_string();
+        }
+        let keys = Keys::load(&settings)?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Reload {
+                settings: Box::new(settings),
+                keys,
+                reply,
+            })
+            .await
+            .map_err(|_| ServiceError::Stopped)?;
+        rx.await.map_err(|_| ServiceError::Stopped)??;
+        Ok(())
+    }
+
     /// Stops the service (in-flight requests get empty answers).
     pub async fn stop(&self) {
         let _ = self.tx.send(Cmd::Stop).await;
@@ -291,6 +317,9 @@ async fn run_loop(socket: UdpSocket, mut engine: Engine, mut rx: mpsc::Receiver<
                     Cmd::Stats(reply) => { let _ = reply.send(engine.stats()); }
                     Cmd::Cache(reply) => { let _ = reply.send(engine.cache()); }
                     Cmd::Flush(reply) => { engine.flush_cache(); let _ = reply.send(()); }
+                    Cmd::Reload { settings, keys, reply } => {
+                        let _ = reply.send(engine.reload(&settings, keys, now));
+                    }
                     Cmd::Stop => return,
                 }
             },
