@@ -55,7 +55,7 @@ pub use engine::{
     Answer, CacheEntry, Engine, EngineError, Event, Keys, LookupId, LookupResult, PeerView,
     Reachability, Stats,
 };
-pub use numbers::{LocalNumbers, NumberMatch, NumberSet, Pattern, PatternNumbers};
+pub use numbers::{AnyOf, LocalNumbers, NumberMatch, NumberSet, Pattern, PatternNumbers};
 pub use service::{DundiHandle, DundiService, ServiceError};
 pub use settings::{
     parse_mapping_options, parse_peer_address, EntityInfo, Mapping, Model, PeerSettings, Settings,

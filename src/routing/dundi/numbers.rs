@@ -256,6 +256,23 @@ impl LocalNumbers for NumberSet {
     }
 }
 
+/// Ours when any of several predicates says so (e.g. the DIDs and some configured patterns).
+#[derive(Clone, Default)]
+pub struct AnyOf(pub Vec<std::sync::Arc<dyn LocalNumbers>>);
+
+impl LocalNumbers for AnyOf {
+    fn classify(&self, local_context: &str, number: &str) -> NumberMatch {
+        let mut out = NumberMatch::default();
+        for l in &self.0 {
+            let m = l.classify(local_context, number);
+            out.exists |= m.exists;
+            out.can_match |= m.can_match;
+            out.match_more |= m.match_more;
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +308,15 @@ mod tests {
         assert!(m.exists && m.match_more && m.can_match);
         assert!(dids.classify("any", "4930").can_match);
         assert!(!dids.classify("any", "4931").can_match);
+        let mut pats = PatternNumbers::new();
+        pats.add("local", &["_4989XXXX"]).unwrap();
+        let any = AnyOf(vec![
+            std::sync::Arc::new(NumberSet::new(["4940"])),
+            std::sync::Arc::new(pats),
+        ]);
+        assert!(any.classify("local", "49891234").exists);
+        assert!(any.classify("local", "4940").exists);
+        assert!(!any.classify("local", "4941").can_match);
         dids.replace(["4940"]);
         assert!(!dids.classify("any", "4930123456").exists);
         assert!(dids.classify("any", "4940").exists);
