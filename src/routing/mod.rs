@@ -13,8 +13,10 @@
 //! - [`router`]: the decision — extension, SIP targets from the routing sources (asked in
 //!   parallel under one budget), PSTN trunks — with every step recorded for the explainer.
 //! - [`setup`]: builds the router from the configuration.
+//! - [`dundi`]: DUNDi peering (RFC 7378, Asterisk pbx_dundi): codec, crypto, engine, service.
 //! - [`zone_server`]: the embedded authoritative DNS server (the private ENUM zone; DNS tests).
 
+pub mod dundi;
 pub mod enum_lookup;
 pub mod locate;
 pub mod naptr;
