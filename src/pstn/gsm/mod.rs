@@ -1,0 +1,3 @@
+//! GSM/UMTS/LTE modems as PSTN lines: the AT command engine ([`at`]).
+
+pub mod at;
