@@ -1,3 +1,7 @@
-//! GSM/UMTS/LTE modems as PSTN lines: the AT command engine ([`at`]).
+//! GSM/UMTS/LTE modems as PSTN lines: the AT command engine ([`at`]) and the modem families'
+//! profiles ([`profile`], data under `hardware/modems/`).
 
 pub mod at;
+pub mod profile;
+
+pub use profile::Profile;
