@@ -2,6 +2,7 @@
 //! profiles ([`profile`], data under `hardware/modems/`).
 
 pub mod at;
+pub mod line;
 pub mod profile;
 
 pub use profile::Profile;
