@@ -193,6 +193,11 @@ async fn outgoing_call_with_audio_both_ways_then_hangups() {
     );
     let tail = &recorded[recorded.len() / 3..];
     let to_modem = tone_ratio(tail, 440.0);
+    eprintln!(
+        "line → RTP: {} samples, 1 kHz share {from_modem:.3}; RTP → modem: {} samples, 440 Hz share {to_modem:.3}",
+        received.len(),
+        recorded.len()
+    );
     assert!(
         to_modem > 0.5,
         "440 Hz share of what the modem got: {to_modem}"
