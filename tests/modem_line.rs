@@ -7,7 +7,7 @@ mod modem_sim;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use modem_sim::{tone_ratio, DialBehaviour, Sim};
+use modem_sim::{eventually, tone_share, DialBehaviour, Sim};
 use pasarela::media::g711;
 use pasarela::media::rtp::{self, Rtp};
 use pasarela::media::Law;
@@ -148,16 +148,14 @@ async fn outgoing_call_with_audio_both_ways_then_hangups() {
     let mut pk = Packetizer::new(Law::Ulaw, 0, 1234, 100, 0);
     let mut received: Vec<i16> = Vec::new();
     let mut buf = [0u8; 2048];
-    let mut n_frame = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
-    for _ in 0..75 {
+    for n_frame in 0..75usize {
         tick.tick().await;
         let mut frame = [0i16; FRAME_SAMPLES];
         for (i, s) in frame.iter_mut().enumerate() {
             let n = (n_frame * FRAME_SAMPLES + i) as f64;
             *s = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * n / 8000.0).sin()) as i16;
         }
-        n_frame += 1;
         let mut pkt = [0u8; RTP_PACKET_LEN];
         let len = pk.packetize(&frame, &mut pkt);
         peer.send_to(&pkt[..len], line_addr).await.unwrap();
@@ -180,7 +178,7 @@ async fn outgoing_call_with_audio_both_ways_then_hangups() {
         "only {} samples from the line",
         received.len()
     );
-    let from_modem = tone_ratio(&received[received.len() / 4..], 1000.0);
+    let from_modem = tone_share(&received[received.len() / 4..], 1000.0);
     assert!(
         from_modem > 0.7,
         "1 kHz share of the line's RTP: {from_modem}"
@@ -192,7 +190,7 @@ async fn outgoing_call_with_audio_both_ways_then_hangups() {
         recorded.len()
     );
     let tail = &recorded[recorded.len() / 3..];
-    let to_modem = tone_ratio(tail, 440.0);
+    let to_modem = tone_share(tail, 440.0);
     eprintln!(
         "line → RTP: {} samples, 1 kHz share {from_modem:.3}; RTP → modem: {} samples, 440 Hz share {to_modem:.3}",
         received.len(),
@@ -202,6 +200,11 @@ async fn outgoing_call_with_audio_both_ways_then_hangups() {
         to_modem > 0.5,
         "440 Hz share of what the modem got: {to_modem}"
     );
+    assert!(
+        eventually(|| sim.with(|s| s.dtmf.len() >= 2)),
+        "{:?}",
+        sim.with(|s| s.dtmf.clone())
+    );
     let digits = sim.with(|s| s.dtmf.clone());
     assert!(digits.contains(&'5') && digits.contains(&'9'), "{digits:?}");
 
@@ -210,7 +213,7 @@ async fn outgoing_call_with_audio_both_ways_then_hangups() {
     let end = until_ended(&mut call).await;
     assert_eq!(end.reason, EndReason::LocalHangup);
     assert!(end.answered);
-    assert!(sim.saw("AT+CHUP"));
+    assert!(eventually(|| sim.saw("AT+CHUP")));
     wait_state(&line, LineState::Idle, Duration::from_secs(3)).await;
 
     // The other side hangs up.
@@ -286,7 +289,7 @@ async fn incoming_call_with_clip_is_answered_when_told() {
     inc.call.answer().await.unwrap();
     until_answered(&mut inc.call).await;
     assert!(sim.saw("ATA"));
-    assert!(sim.saw("AT^DDSETEX=2"));
+    assert!(eventually(|| sim.saw("AT^DDSETEX=2")));
     sim.remote_hangup();
     let end = until_ended(&mut inc.call).await;
     assert_eq!(end.reason, EndReason::Normal);
@@ -322,7 +325,7 @@ async fn a_modem_that_stops_answering_is_reset_and_serves_the_next_call() {
     assert!(end.answered);
     // Reset seen by the stick, then back in service without a restart.
     wait_state(&line, LineState::Idle, Duration::from_secs(10)).await;
-    assert!(sim.saw("AT+CFUN=1,1"));
+    assert!(eventually(|| sim.saw("AT+CFUN=1,1")));
     let st = line.status();
     assert_eq!(st.resets, 1);
     assert!(st.last_error.is_some());
@@ -354,6 +357,60 @@ async fn a_vanished_modem_is_found_again_by_imei() {
     let mut call = line.dial("0301234567").await.unwrap();
     until_answered(&mut call).await;
     sim.remote_hangup();
+    until_ended(&mut call).await;
+    line.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_back_reaches_the_caller_as_early_media() {
+    let (dir, decoy, sim) = setup();
+    let line = GsmLine::spawn(line_config(dir.path(), &[&decoy, &sim]));
+    wait_state(&line, LineState::Idle, Duration::from_secs(10)).await;
+    sim.set_dial(DialBehaviour::Answer(Duration::from_millis(1500)));
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut call = line.dial("015112345678").await.expect("dial");
+    call.attach_rtp(RtpAttach {
+        socket: local,
+        remote: Some(peer.local_addr().unwrap()),
+        codec: RtpCodec::PCMA,
+    })
+    .await
+    .unwrap();
+    let mut early = Vec::new();
+    let mut after = Vec::new();
+    let mut answered = false;
+    let mut saw_early = false;
+    let mut buf = [0u8; 2048];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            ev = call.next_event() => match ev {
+                Some(CallProgress::EarlyMedia) => saw_early = true,
+                Some(CallProgress::Answered) => answered = true,
+                Some(CallProgress::Ended(c)) => panic!("ended: {c}"),
+                _ => {}
+            },
+            r = peer.recv_from(&mut buf) => {
+                let (n, _) = r.unwrap();
+                let r = Rtp::parse(&buf[..n]).unwrap();
+                assert_eq!(r.payload_type(), 8);
+                let pcm = r.payload().iter().map(|c| g711::alaw_to_linear(*c));
+                if answered { after.extend(pcm) } else { early.extend(pcm) }
+            }
+        }
+    }
+    assert!(saw_early && answered);
+    // Leave out the moments around the answer (events and packets race).
+    let ring = tone_share(&early[early.len() / 3..early.len() * 2 / 3], 425.0);
+    let far = tone_share(&after[after.len() / 3..], 1000.0);
+    eprintln!(
+        "before the answer: {} samples, 425 Hz share {ring:.3}; after: {} samples, 1 kHz share {far:.3}",
+        early.len(),
+        after.len()
+    );
+    assert!(ring > 0.7 && far > 0.7);
+    call.hangup().await.unwrap();
     until_ended(&mut call).await;
     line.shutdown().await;
 }

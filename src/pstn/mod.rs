@@ -9,8 +9,10 @@
 pub mod audio;
 pub mod cause;
 pub mod gsm;
+pub mod pool;
 
 pub use cause::{EndCause, EndReason};
+pub use pool::LinePool;
 
 /// Identifies a call on one line (unique per line for the process lifetime).
 pub type CallId = u64;
@@ -22,6 +24,9 @@ pub enum CallProgress {
     Proceeding,
     /// The callee's phone rings (send 180).
     Ringing,
+    /// Audio from the network flows before the answer (ring-back tone, announcements): send
+    /// 183 with SDP; the RTP attached to the call carries it.
+    EarlyMedia,
     /// The call is connected: audio flows (send 200 / outgoing; incoming: after `answer`).
     Answered,
     /// The call is over.

@@ -60,6 +60,7 @@ pub struct SimState {
 struct SimCall {
     connected: Option<Instant>,
     incoming: bool,
+    alerting: bool,
 }
 
 /// A running simulator.
@@ -171,6 +172,7 @@ impl Sim {
             s.call = Some(SimCall {
                 connected: None,
                 incoming: true,
+                alerting: false,
             });
             s.ring_next = Some(Instant::now());
         });
@@ -342,6 +344,11 @@ fn run(
                     }
                     continue;
                 }
+                if l.starts_with("^CONF") {
+                    if let Some(c) = &mut s.call {
+                        c.alerting = true;
+                    }
+                }
                 if l.starts_with("^CEND") {
                     s.call = None;
                     s.audio_on = false;
@@ -358,15 +365,21 @@ fn run(
                     s.ring_next = Some(now + Duration::from_secs(2));
                 }
             }
-            // Audio: one frame of tone every 20 ms while connected and routed.
-            let connected = s.call.is_some_and(|c| c.connected.is_some());
+            // Audio: one frame every 20 ms while routed: the ring-back tone (425 Hz) while
+            // alerting, the far end's tone once connected.
+            let connected = s.call.is_some_and(|c| c.connected.is_some() || c.alerting);
+            let hz = if s.call.is_some_and(|c| c.connected.is_some()) {
+                s.tone_hz
+            } else {
+                425.0
+            };
             if connected && s.audio_on {
                 let next = *s.next_frame.get_or_insert(now);
                 if now >= next {
                     let mut frame = [0u8; 320];
                     for i in 0..160 {
                         let v = (8000.0 * s.phase.sin()) as i16;
-                        s.phase += 2.0 * std::f64::consts::PI * s.tone_hz / 8000.0;
+                        s.phase += 2.0 * std::f64::consts::PI * hz / 8000.0;
                         frame[2 * i..2 * i + 2].copy_from_slice(&v.to_le_bytes());
                     }
                     s.phase %= 2.0 * std::f64::consts::PI;
@@ -468,6 +481,7 @@ fn answer(s: &mut SimState, cmd: &str) -> Vec<String> {
             s.call = Some(SimCall {
                 connected: None,
                 incoming: false,
+                alerting: false,
             });
             let t = |ms: u64| now + Duration::from_millis(ms);
             s.pending.push((t(50), "^ORIG:1,0".into()));
@@ -515,4 +529,30 @@ pub fn tone_ratio(samples: &[i16], freq: f64) -> f64 {
     } else {
         power / (energy * samples.len() as f64 / 2.0)
     }
+}
+
+/// The share of `freq` in `samples`, averaged over 50 ms windows: robust to the phase jumps a
+/// jitter buffer makes when it drops, conceals or pads a frame.
+pub fn tone_share(samples: &[i16], freq: f64) -> f64 {
+    let windows: Vec<f64> = samples
+        .chunks_exact(400)
+        .map(|w| tone_ratio(w, freq))
+        .collect();
+    if windows.is_empty() {
+        0.0
+    } else {
+        windows.iter().sum::<f64>() / windows.len() as f64
+    }
+}
+
+/// Waits up to 2 s for `f` to hold.
+pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    f()
 }

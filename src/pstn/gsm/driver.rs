@@ -271,6 +271,9 @@ enum AudioCtl {
     Attach(Box<RtpAttach>),
 }
 
+/// Digits received as RFC 4733 events by an audio task, for the line to send to the modem.
+type DtmfTx = mpsc::UnboundedSender<(CallId, char)>;
+
 struct LineTask {
     cfg: GsmLineConfig,
     machine: LineMachine,
@@ -279,10 +282,7 @@ struct LineTask {
     incoming: mpsc::Sender<IncomingPstnCall>,
     calls: HashMap<CallId, CallEntry>,
     audio: Option<AudioRun>,
-    dtmf: (
-        mpsc::UnboundedSender<(CallId, char)>,
-        mpsc::UnboundedReceiver<(CallId, char)>,
-    ),
+    dtmf: (DtmfTx, mpsc::UnboundedReceiver<(CallId, char)>),
 }
 
 impl LineTask {
@@ -442,6 +442,9 @@ impl LineTask {
         reopen_at: &mut Option<tokio::time::Instant>,
     ) {
         self.flush(port).await;
+        // Published before the events go out, so that whoever gets one sees the state it
+        // happened in.
+        self.publish();
         while let Some(ev) = self.machine.poll_event() {
             match ev {
                 LineEvent::Call(id, progress) => {
@@ -508,6 +511,10 @@ impl LineTask {
                 }
             }
         }
+        self.publish();
+    }
+
+    fn publish(&self) {
         let s = self.machine.status();
         if *self.status.borrow() != *s {
             self.status.send_replace(s.clone());
@@ -546,7 +553,7 @@ async fn audio_task(
     call: CallId,
     mut rtp: Option<Box<RtpAttach>>,
     mut ctl: mpsc::UnboundedReceiver<AudioCtl>,
-    dtmf: mpsc::UnboundedSender<(CallId, char)>,
+    dtmf: DtmfTx,
     cfg: BridgeCfg,
     line: String,
 ) {

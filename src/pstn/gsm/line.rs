@@ -117,6 +117,7 @@ struct Call {
     last_ring: Instant,
     started: Instant,
     ringing_sent: bool,
+    audio: bool,
 }
 
 /// The line state machine.
@@ -439,6 +440,7 @@ impl LineMachine {
             last_ring: now,
             started: now,
             ringing_sent: false,
+            audio: false,
         });
         id
     }
@@ -578,6 +580,11 @@ impl LineMachine {
                 }
                 self.events
                     .push_back(LineEvent::Call(id, CallProgress::Proceeding));
+                if self.profile.commands.early_audio {
+                    self.start_audio(now);
+                    self.events
+                        .push_back(LineEvent::Call(id, CallProgress::EarlyMedia));
+                }
                 if self.profile.events.style == EventStyle::Clcc {
                     self.schedule_clcc(now);
                 }
@@ -801,6 +808,18 @@ impl LineMachine {
         self.status.state = LineState::Active;
         self.events
             .push_back(LineEvent::Call(id, CallProgress::Answered));
+        self.start_audio(now);
+        self.schedule_clcc(now);
+    }
+
+    /// Routes the call's voice to the audio port (once per call).
+    fn start_audio(&mut self, now: Instant) {
+        let Some(c) = &mut self.call else { return };
+        if c.audio {
+            return;
+        }
+        c.audio = true;
+        let id = c.id;
         let cmds = self.profile.commands.audio_on.clone();
         for cmd in cmds {
             self.at.enqueue(
@@ -809,12 +828,11 @@ impl LineMachine {
             );
         }
         self.events.push_back(LineEvent::AudioStart(id));
-        self.schedule_clcc(now);
     }
 
     fn end_call(&mut self, cause: EndCause, now: Instant) {
         let Some(c) = self.call.take() else { return };
-        if c.phase == Phase::Active {
+        if c.audio {
             self.events.push_back(LineEvent::AudioStop(c.id));
             if !matches!(self.status.state, LineState::Down | LineState::Resetting) {
                 let cmds = self.profile.commands.audio_off.clone();

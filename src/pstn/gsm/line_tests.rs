@@ -123,8 +123,10 @@ fn outgoing_answered_then_remote_hangup() {
     r.urc("^ORIG:1,0");
     r.urc("^CONF:1");
     assert_eq!(r.m.status().state, LineState::Alerting);
+    // Early audio: routed right after ATD, so ring-back reaches the caller.
+    assert_eq!(r.sent.iter().filter(|c| *c == "AT^DDSETEX=2").count(), 1);
     r.urc("^CONN:1,0");
-    assert!(r.sent.iter().any(|c| c == "AT^DDSETEX=2"));
+    assert_eq!(r.sent.iter().filter(|c| *c == "AT^DDSETEX=2").count(), 1);
     r.m.send_dtmf(id, '7', r.now).unwrap();
     r.pump();
     assert!(r.sent.iter().any(|c| c == "AT^DTMF=1,7"));
@@ -134,9 +136,10 @@ fn outgoing_answered_then_remote_hangup() {
         ev,
         vec![
             LineEvent::Call(id, CallProgress::Proceeding),
+            LineEvent::AudioStart(id),
+            LineEvent::Call(id, CallProgress::EarlyMedia),
             LineEvent::Call(id, CallProgress::Ringing),
             LineEvent::Call(id, CallProgress::Answered),
-            LineEvent::AudioStart(id),
             LineEvent::AudioStop(id),
             LineEvent::Call(id, CallProgress::Ended(EndCause::from_q850(16, true))),
         ]

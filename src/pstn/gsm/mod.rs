@@ -3,6 +3,7 @@
 //! port discovery by identity ([`discover`]) and the tokio shell ([`driver`]: [`GsmLine`]).
 
 pub mod at;
+pub mod config;
 pub mod discover;
 pub mod driver;
 pub mod line;

@@ -83,6 +83,10 @@ pub struct Commands {
     pub audio_on: Vec<String>,
     /// Sent when a call ends.
     pub audio_off: Vec<String>,
+    /// Send `audio_on` as soon as the dial command is accepted, so that the network's
+    /// ring-back tone and announcements reach the caller as early media.
+    #[serde(default)]
+    pub early_audio: bool,
     /// Asks the IMEI (answer: a bare line of digits).
     pub imei: String,
     /// Asks the ICCID.
@@ -204,6 +208,7 @@ mod tests {
         let h = Profile::builtin("huawei").unwrap();
         assert_eq!(h.events.style, EventStyle::Huawei);
         assert_eq!(h.commands.audio_on, vec!["AT^DDSETEX=2".to_string()]);
+        assert!(h.commands.early_audio);
         assert!(h.commands.init.iter().any(|c| c == "AT^CVOICE?"));
         assert_eq!((h.data_interface, h.audio_interface), (2, 1));
         let s = Profile::builtin("simcom-sim7600").unwrap();
