@@ -240,6 +240,7 @@ async fn busy_and_no_answer_map_to_sip() {
     sim.set_dial(DialBehaviour::Busy);
     let mut call = line.dial("0301234567").await.unwrap();
     let end = until_ended(&mut call).await;
+    drop(call);
     assert_eq!(
         (end.reason, end.sip_status, end.q850),
         (EndReason::Busy, 486, 17)
@@ -266,7 +267,19 @@ async fn busy_and_no_answer_map_to_sip() {
     // Refused before reaching the modem.
     let err = line.dial("030;+CFUN=0").await.unwrap_err();
     assert_eq!(err.sip_status(), 484);
-    line.shutdown().await;
+
+    // Dropping the line (and its calls) ends its task: the status channel closes.
+    let mut w = line.watch_status();
+    drop(call);
+    drop(line);
+    let closed = timeout(Duration::from_secs(3), async {
+        while w.changed().await.is_ok() {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "line task still running after its handle was dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

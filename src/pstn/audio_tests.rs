@@ -216,3 +216,81 @@ fn an_hour_with_the_sender_slow_keeps_delay_bounded() {
     assert!(stats.underruns >= 50 && stats.underruns < 400, "{stats:?}");
     assert!(stats.dropped < 1500, "{stats:?}");
 }
+
+/// An hour through the whole [`Bridge`]: RTP packets from a sender whose clock differs from the
+/// modem's by `ppm` (with up to 30 ms network jitter), the modem reading one frame for each it
+/// sends. Every frame is tagged with a µ-law code, so the delay from a packet's sending to its
+/// playing at the modem is measured. Returns the largest delay (ms) in the first and last ten
+/// minutes.
+fn hour_through_bridge(ppm: i64) -> (i64, i64, JitterStats) {
+    let mut b = Bridge::new(BridgeConfig::pcmu(1));
+    let frame_us: i64 = 20_000;
+    let sender_us = frame_us * (1_000_000 + ppm) / 1_000_000;
+    let frames = 3600 * 50i64;
+    let mut rng: u64 = 0x9E3779B97F4A7C15;
+    let mut jitter = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % 30_000) as i64
+    };
+    // (arrival, sequence, send time); tag = 0x80 + seq % 120 (distinct positive µ-law codes).
+    let mut arrivals: Vec<(i64, u16, i64)> = (0..frames)
+        .map(|k| {
+            let sent = k * sender_us;
+            (sent + jitter(), (k % 65536) as u16, sent)
+        })
+        .collect();
+    arrivals.sort();
+    let tag_of = |seq: u16| 0x81 + (seq % 120) as u8;
+    let mut sent_at: std::collections::HashMap<u8, i64> = Default::default();
+    let mut a = 0;
+    let mut modem = [0u8; FRAME_BYTES];
+    frame_to_bytes(&SILENCE, &mut modem);
+    let (mut first10, mut last10) = (0i64, 0i64);
+    let pulls = frames * sender_us / frame_us - 10;
+    for p in 0..pulls {
+        let t = p * frame_us;
+        while a < arrivals.len() && arrivals[a].0 <= t {
+            let (_, seq, sent) = arrivals[a];
+            let mut pkt = [0u8; RTP_PACKET_LEN];
+            rtp::write_header(&mut pkt, false, 0, seq, u32::from(seq) * 160, 5).unwrap();
+            pkt[12..].fill(tag_of(seq));
+            sent_at.insert(tag_of(seq), sent);
+            b.from_rtp(&pkt);
+            a += 1;
+        }
+        let mut out = None;
+        let concealed = b.jitter().stats().concealed;
+        b.from_modem(
+            &modem,
+            |_| {},
+            |m| out = Some(i16::from_le_bytes([m[0], m[1]])),
+        );
+        let Some(v) = out else { continue };
+        if v <= 0 || b.jitter().stats().concealed != concealed {
+            continue; // silence (filling up) or a concealed frame
+        }
+        let code = g711::linear_to_ulaw(v);
+        if let Some(sent) = sent_at.get(&code) {
+            let delay = (t - sent) / 1000;
+            if p < 30_000 {
+                first10 = first10.max(delay);
+            } else if p > pulls - 30_000 {
+                last10 = last10.max(delay);
+            }
+        }
+    }
+    (first10, last10, b.jitter().stats())
+}
+
+#[test]
+fn an_hour_through_the_bridge_has_no_growing_delay() {
+    for ppm in [-1000, 1000] {
+        let (first, last, stats) = hour_through_bridge(ppm);
+        eprintln!("sender {ppm:+} ppm: max delay first 10 min {first} ms, last 10 min {last} ms, {stats:?}");
+        // 30 ms network jitter + at most 100 ms of buffer, at the start as after an hour.
+        assert!(first <= 140 && last <= 140, "delay {first} → {last} ms");
+        assert!(last <= first + 40, "delay grew from {first} to {last} ms");
+    }
+}

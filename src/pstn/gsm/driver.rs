@@ -205,7 +205,7 @@ impl GsmLine {
         let task = LineTask {
             cfg,
             machine,
-            cmd_tx: cmd_tx.clone(),
+            cmd_tx: cmd_tx.downgrade(),
             status: status_tx,
             incoming: in_tx,
             calls: HashMap::new(),
@@ -277,7 +277,8 @@ type DtmfTx = mpsc::UnboundedSender<(CallId, char)>;
 struct LineTask {
     cfg: GsmLineConfig,
     machine: LineMachine,
-    cmd_tx: mpsc::Sender<Cmd>,
+    /// Weak, so that the task ends when the [`GsmLine`] and every [`PstnCall`] are gone.
+    cmd_tx: mpsc::WeakSender<Cmd>,
     status: watch::Sender<LineStatus>,
     incoming: mpsc::Sender<IncomingPstnCall>,
     calls: HashMap<CallId, CallEntry>,
@@ -381,7 +382,7 @@ impl LineTask {
                 let r = self
                     .machine
                     .dial(&number, now)
-                    .map(|id| self.new_handle(id));
+                    .and_then(|id| self.new_handle(id).ok_or(LineError::Stopped));
                 let _ = reply.send(r);
             }
             Cmd::Answer(id, reply) => {
@@ -407,7 +408,8 @@ impl LineTask {
         }
     }
 
-    fn new_handle(&mut self, id: CallId) -> PstnCall {
+    fn new_handle(&mut self, id: CallId) -> Option<PstnCall> {
+        let cmd = self.cmd_tx.upgrade()?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.calls.insert(
             id,
@@ -416,13 +418,13 @@ impl LineTask {
                 rtp: None,
             },
         );
-        PstnCall {
+        Some(PstnCall {
             id,
             line: self.cfg.line.name.clone(),
-            cmd: self.cmd_tx.clone(),
+            cmd,
             events: rx,
             ended: false,
-        }
+        })
     }
 
     async fn flush(&mut self, port: &mut Option<(tokio_serial::SerialStream, PortPair)>) {
@@ -457,7 +459,10 @@ impl LineTask {
                     }
                 }
                 LineEvent::Incoming { call, number, toa } => {
-                    let handle = self.new_handle(call);
+                    let Some(handle) = self.new_handle(call) else {
+                        let _ = self.machine.hangup(call, Instant::now());
+                        continue;
+                    };
                     let info = IncomingCall {
                         line: self.cfg.line.name.clone(),
                         call,
