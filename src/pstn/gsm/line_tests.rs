@@ -338,3 +338,72 @@ fn bad_numbers_are_refused() {
         Err(LineError::BadNumber("030;+CFUN=0".into()))
     );
 }
+
+#[test]
+fn simcom_voice_call_urcs() {
+    let mut r = Rig::new("simcom-sim7600");
+    assert!(r.sent.iter().any(|c| c == "AT+CLCC=1"));
+    let id = r.m.dial("+4930123456", r.now).unwrap();
+    r.pump();
+    assert!(r.sent.iter().any(|c| c == "ATD+4930123456;"));
+    r.urc("+CLCC: 1,0,2,0,0,\"+4930123456\",145");
+    r.urc("+CLCC: 1,0,3,0,0,\"+4930123456\",145");
+    r.urc("VOICE CALL: BEGIN");
+    r.urc("+CLCC: 1,0,0,0,0,\"+4930123456\",145");
+    assert!(r.sent.iter().any(|c| c == "AT+CPCMREG=1"));
+    r.m.send_dtmf(id, '#', r.now).unwrap();
+    r.pump();
+    assert!(r.sent.iter().any(|c| c == "AT+VTS=#"));
+    r.urc("VOICE CALL: END: 000012");
+    r.urc("+CLCC: 1,0,6,0,0,\"+4930123456\",145");
+    r.urc("NO CARRIER");
+    let ev = r.events();
+    let answered = ev
+        .iter()
+        .filter(|e| matches!(e, LineEvent::Call(_, CallProgress::Answered)))
+        .count();
+    let ended: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            LineEvent::Call(i, CallProgress::Ended(c)) if *i == id => Some(*c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answered, 1);
+    assert_eq!(ended.len(), 1, "{ev:?}");
+    assert_eq!(ended[0].reason, EndReason::Normal);
+    assert!(r.sent.iter().any(|c| c == "AT+CPCMREG=0,1"));
+    assert_eq!(r.m.status().state, LineState::Idle);
+}
+
+#[test]
+fn clcc_poll_with_no_calls_ends_an_unanswered_dial() {
+    let mut r = Rig::new("quectel-ec25");
+    let id = r.m.dial("0301234567", r.now).unwrap();
+    r.pump();
+    // The fake answers AT+CLCC with a bare OK: the call is gone before it was answered.
+    r.advance(Duration::from_millis(600));
+    assert!(r.sent.iter().any(|c| c == "AT+CLCC"));
+    let ev = r.events();
+    assert!(
+        ev.iter().any(|e| matches!(e, LineEvent::Call(i, CallProgress::Ended(c)) if *i == id && c.sip_status == 480)),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn call_waiting_urcs_do_not_disturb_the_call() {
+    let mut r = Rig::new("huawei");
+    let id = r.m.dial("0301234567", r.now).unwrap();
+    r.pump();
+    r.urc("^ORIG:1,0");
+    r.urc("^CONN:1,0");
+    r.events();
+    // A second call knocks and goes away.
+    r.urc("RING");
+    r.urc("+CLIP: \"+4917000000\",145,,,,0");
+    r.urc("^CEND:2,0,104,16");
+    assert!(r.events().is_empty());
+    assert_eq!(r.m.current_call(), Some(id));
+    assert_eq!(r.m.status().state, LineState::Active);
+}
