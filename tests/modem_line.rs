@@ -25,8 +25,9 @@ const ICCID: &str = "8949226012345678901";
 
 fn line_config(dir: &std::path::Path, sims: &[&Sim]) -> GsmLineConfig {
     let mut line = LineConfig::new("gsm1");
-    line.probe_interval = Duration::from_millis(300);
-    line.command_timeout = Duration::from_millis(400);
+    // Short enough for quick fault tests, long enough for a loaded machine.
+    line.probe_interval = Duration::from_millis(500);
+    line.command_timeout = Duration::from_millis(1000);
     line.max_missed = 2;
     line.reopen_after = Duration::from_millis(300);
     let _ = dir;

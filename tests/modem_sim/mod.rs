@@ -531,18 +531,23 @@ pub fn tone_ratio(samples: &[i16], freq: f64) -> f64 {
     }
 }
 
-/// The share of `freq` in `samples`, averaged over 50 ms windows: robust to the phase jumps a
-/// jitter buffer makes when it drops, conceals or pads a frame.
+/// The share of `freq` in `samples`: the median over the 50 ms windows that are not silent.
+/// Robust to the silence and phase jumps a jitter buffer makes when it drops, conceals or pads
+/// a frame under load.
 pub fn tone_share(samples: &[i16], freq: f64) -> f64 {
-    let windows: Vec<f64> = samples
+    let mut windows: Vec<f64> = samples
         .chunks_exact(400)
+        .filter(|w| {
+            let energy: f64 = w.iter().map(|x| f64::from(*x).powi(2)).sum();
+            (energy / w.len() as f64).sqrt() > 300.0
+        })
         .map(|w| tone_ratio(w, freq))
         .collect();
     if windows.is_empty() {
-        0.0
-    } else {
-        windows.iter().sum::<f64>() / windows.len() as f64
+        return 0.0;
     }
+    windows.sort_by(f64::total_cmp);
+    windows[windows.len() / 2]
 }
 
 /// Waits up to 2 s for `f` to hold.
