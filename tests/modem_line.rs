@@ -428,3 +428,65 @@ async fn ring_back_reaches_the_caller_as_early_media() {
     until_ended(&mut call).await;
     line.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_dials_on_the_first_idle_line_and_reports_status() {
+    use pasarela::pstn::gsm::config::ModemConfig;
+    use pasarela::pstn::LinePool;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Sim::start(dir.path(), "a", IMEI, ICCID);
+    let b = Sim::start(dir.path(), "b", "353142034567892", "8949226012345678902");
+    let mut cfg_a = line_config(dir.path(), &[&a]);
+    cfg_a.line.name = "gsm-a".into();
+    let mut cfg_b = line_config(dir.path(), &[&b]);
+    cfg_b.line.name = "gsm-b".into();
+    cfg_b.ports = PortSpec::Fixed(PortPair {
+        data: b.data_link.clone(),
+        audio: b.audio_link.clone(),
+    });
+    let modems = vec![
+        ModemConfig {
+            line: cfg_a,
+            incoming: vec!["100".into()],
+            enabled: true,
+        },
+        ModemConfig {
+            line: cfg_b,
+            incoming: vec!["101".into()],
+            enabled: true,
+        },
+    ];
+    let statuses = LinePool::probe_status(&modems, Duration::from_secs(10)).await;
+    assert_eq!(statuses.len(), 2);
+    assert!(
+        statuses.iter().all(|s| s.state == LineState::Idle),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[1].imei.as_deref(), Some("353142034567892"));
+    eprintln!("{}", statuses[0].summary());
+
+    let pool = LinePool::spawn(&modems);
+    for l in pool.lines() {
+        wait_state(l, LineState::Idle, Duration::from_secs(10)).await;
+    }
+    assert_eq!(pool.incoming_extensions("gsm-b"), ["101".to_string()]);
+    let mut first = pool.dial("0301234567", None).await.unwrap();
+    let mut second = pool.dial("0307654321", None).await.unwrap();
+    assert_eq!((first.line(), second.line()), ("gsm-a", "gsm-b"));
+    until_answered(&mut first).await;
+    let err = pool.dial("0301111111", None).await.unwrap_err();
+    assert_eq!(err.sip_status(), 486);
+    second.hangup().await.unwrap();
+    until_ended(&mut second).await;
+    let mut incoming = pool.take_incoming();
+    b.ring("+4915112345678", 145);
+    let inc = timeout(Duration::from_secs(6), incoming.recv())
+        .await
+        .expect("incoming in time")
+        .expect("incoming");
+    assert_eq!(inc.info.line, "gsm-b");
+    drop(inc);
+    first.hangup().await.unwrap();
+    until_ended(&mut first).await;
+    pool.shutdown().await;
+}

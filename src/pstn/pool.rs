@@ -3,6 +3,7 @@
 //! stream, their status snapshots for the dashboard and `pasarela modem status`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -111,5 +112,32 @@ impl LinePool {
         for l in &self.lines {
             l.shutdown().await;
         }
+    }
+
+    /// Opens every enabled line just long enough to read its status (at most `budget`), then
+    /// closes it: `pasarela modem status` when `serve` is not running (a running `serve` holds
+    /// the ports; ask it instead).
+    pub async fn probe_status(modems: &[ModemConfig], budget: Duration) -> Vec<LineStatus> {
+        let pool = LinePool::spawn(modems);
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut out = Vec::new();
+        for line in &pool.lines {
+            let mut w = line.watch_status();
+            let _ = tokio::time::timeout_at(deadline, async {
+                loop {
+                    let st = w.borrow_and_update().state;
+                    if matches!(st, LineState::Idle | LineState::Failed) {
+                        return;
+                    }
+                    if w.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .await;
+            out.push(line.status());
+        }
+        pool.shutdown().await;
+        out
     }
 }
