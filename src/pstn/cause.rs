@@ -40,6 +40,8 @@ pub struct EndCause {
     pub sip_status: u16,
     /// Whether the call had been answered.
     pub answered: bool,
+    /// The call's duration as the network counted it (Huawei `^CEND`), for billing checks.
+    pub network_secs: Option<u32>,
 }
 
 impl EndCause {
@@ -59,6 +61,7 @@ impl EndCause {
             q850,
             sip_status,
             answered,
+            network_secs: None,
         }
     }
 
@@ -87,6 +90,7 @@ impl EndCause {
             q850,
             sip_status,
             answered,
+            network_secs: None,
         }
     }
 }

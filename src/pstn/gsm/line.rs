@@ -694,7 +694,10 @@ impl LineMachine {
                 }
             }
             Urc::Cend {
-                cc_cause, index, ..
+                cc_cause,
+                index,
+                duration_secs,
+                ..
             } => {
                 let Some(c) = &self.call else { return };
                 if c.phase != Phase::Setup && c.index != index {
@@ -722,6 +725,10 @@ impl LineMachine {
                         }
                         None => EndCause::from_reason(EndReason::CallerGaveUp, false),
                     }
+                };
+                let cause = EndCause {
+                    network_secs: Some(duration_secs),
+                    ..cause
                 };
                 self.end_call(cause, now);
             }

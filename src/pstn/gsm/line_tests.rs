@@ -141,7 +141,13 @@ fn outgoing_answered_then_remote_hangup() {
             LineEvent::Call(id, CallProgress::Ringing),
             LineEvent::Call(id, CallProgress::Answered),
             LineEvent::AudioStop(id),
-            LineEvent::Call(id, CallProgress::Ended(EndCause::from_q850(16, true))),
+            LineEvent::Call(
+                id,
+                CallProgress::Ended(EndCause {
+                    network_secs: Some(36),
+                    ..EndCause::from_q850(16, true)
+                })
+            ),
         ]
     );
     assert_eq!(r.m.status().state, LineState::Idle);
