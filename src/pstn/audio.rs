@@ -7,8 +7,8 @@
 //!   number; one frame is taken out for every frame the modem sends (the modem's clock paces
 //!   its own input, so a modem clock that drifts from the RTP sender's is absorbed here). The
 //!   buffer is bounded: above its limit the oldest frames are dropped, and a level that stays
-//!   above the target loses one frame; an empty buffer plays comfort silence and fills up to
-//!   the target again. Lost packets are concealed by repeating the last frame once, softer.
+//!   above the target loses one frame, one that stays well below it plays a frame twice; an
+//!   empty buffer plays comfort silence and fills up to the target again. Lost packets are concealed by repeating the last frame once, softer.
 //! - Per-line gain, in dB, in each direction.
 //!
 //! Nothing here allocates per frame or reads a clock.
@@ -191,6 +191,8 @@ pub struct JitterStats {
     pub concealed: u64,
     /// Times the buffer ran empty (silence played).
     pub underruns: u64,
+    /// Frames played twice because the level stayed low (the sender's clock is slower).
+    pub stretched: u64,
 }
 
 /// The RTP → modem jitter buffer, ordered by RTP sequence number.
@@ -344,6 +346,18 @@ impl JitterBuffer {
             self.pop_front();
             self.stats.dropped += 1;
             self.avg_level = (self.cfg.target as u32) << 8;
+        }
+        // And when it has stayed well below (the sender's clock is slower), play the last
+        // frame again instead of running dry later and filling up behind a gap of silence.
+        if self.cfg.target >= 2
+            && self.avg_level < ((self.cfg.target as u32 - 1) << 8)
+            && !self.concealed_once
+        {
+            self.stats.stretched += 1;
+            self.avg_level = (self.cfg.target as u32) << 8;
+            let mut f = self.last;
+            Gain::from_db(-3.0).apply(&mut f);
+            return f;
         }
         self.stats.played += 1;
         match self.pop_front() {

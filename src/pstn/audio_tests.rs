@@ -213,7 +213,12 @@ fn an_hour_with_the_sender_slow_keeps_delay_bounded() {
     eprintln!("sender slow: max level {max}, last 10 min {last}, {stats:?}");
     assert!(max <= JitterConfig::default().max, "{max}");
     assert!(last <= JitterConfig::default().max, "{last}");
-    assert!(stats.underruns >= 50 && stats.underruns < 400, "{stats:?}");
+    // About 0.1 % of the frames played twice, none (or hardly any) gaps of silence.
+    assert!(
+        stats.stretched >= 150 && stats.stretched < 1500,
+        "{stats:?}"
+    );
+    assert!(stats.underruns < 20, "{stats:?}");
     assert!(stats.dropped < 1500, "{stats:?}");
 }
 
@@ -261,15 +266,16 @@ fn hour_through_bridge(ppm: i64) -> (i64, i64, JitterStats) {
             a += 1;
         }
         let mut out = None;
-        let concealed = b.jitter().stats().concealed;
+        let before = b.jitter().stats();
         b.from_modem(
             &modem,
             |_| {},
             |m| out = Some(i16::from_le_bytes([m[0], m[1]])),
         );
         let Some(v) = out else { continue };
-        if v <= 0 || b.jitter().stats().concealed != concealed {
-            continue; // silence (filling up) or a concealed frame
+        let after = b.jitter().stats();
+        if v <= 0 || after.concealed != before.concealed || after.stretched != before.stretched {
+            continue; // silence (filling up), a concealed or a repeated frame
         }
         let code = g711::linear_to_ulaw(v);
         if let Some(sent) = sent_at.get(&code) {
