@@ -3,8 +3,8 @@
 //!
 //! - Modem → RTP: the byte stream of the audio port is cut into 320-byte frames; each frame is
 //!   sent at once as one RTP packet (no buffering here, so no delay can build up on this side).
-//! - RTP → modem: packets go into a small jitter buffer ([`JitterBuffer`]) ordered by sequence
-//!   number; one frame is taken out for every frame the modem sends (the modem's clock paces
+//! - RTP → modem: samples are placed by RTP timestamp into 20 ms frames (so packets of any
+//!   length work), which go into a small jitter buffer ([`JitterBuffer`]) in order; one frame is taken out for every frame the modem sends (the modem's clock paces
 //!   its own input, so a modem clock that drifts from the RTP sender's is absorbed here). The
 //!   buffer is bounded: above its limit the oldest frames are dropped, and a level that stays
 //!   above the target loses one frame, one that stays well below it plays a frame twice; an
@@ -404,6 +404,11 @@ pub struct Bridge {
     packetizer: Packetizer,
     jitter: JitterBuffer,
     last_event_ts: Option<u32>,
+    rx_ssrc: Option<u32>,
+    ts_origin: u32,
+    stage: Frame,
+    stage_idx: Option<u32>,
+    stage_filled: usize,
 }
 
 /// Parameters of a [`Bridge`].
@@ -459,6 +464,11 @@ impl Bridge {
             packetizer: Packetizer::new(cfg.law, cfg.pt, cfg.ssrc, cfg.seq, cfg.ts),
             jitter: JitterBuffer::new(cfg.jitter),
             last_event_ts: None,
+            rx_ssrc: None,
+            ts_origin: 0,
+            stage: SILENCE,
+            stage_idx: None,
+            stage_filled: 0,
         }
     }
 
@@ -486,16 +496,34 @@ impl Bridge {
         if pt != self.pt {
             return RtpInput::Ignored;
         }
-        let payload = p.payload();
-        let mut frame = SILENCE;
-        for (s, b) in frame.iter_mut().zip(payload.iter()) {
-            *s = match self.law {
+        // Samples are placed by RTP timestamp into 20 ms frames counted from the stream's
+        // first timestamp, so 10, 20, 30 … ms packets all work (and 20 ms ones map 1:1).
+        let ts = p.timestamp();
+        if self.rx_ssrc != Some(p.ssrc()) {
+            self.flush_stage();
+            self.rx_ssrc = Some(p.ssrc());
+            self.ts_origin = ts;
+        }
+        let rel = ts.wrapping_sub(self.ts_origin);
+        for (i, b) in p.payload().iter().enumerate() {
+            let r = rel.wrapping_add(i as u32);
+            let idx = r / FRAME_SAMPLES as u32;
+            let pos = (r % FRAME_SAMPLES as u32) as usize;
+            if self.stage_idx != Some(idx) {
+                self.flush_stage();
+                self.stage = SILENCE;
+                self.stage_idx = Some(idx);
+                self.stage_filled = 0;
+            }
+            self.stage[pos] = match self.law {
                 Law::Ulaw => g711::ulaw_to_linear(*b),
                 Law::Alaw => g711::alaw_to_linear(*b),
             };
+            self.stage_filled += 1;
+            if pos == FRAME_SAMPLES - 1 {
+                self.flush_stage();
+            }
         }
-        self.to_modem_gain.apply(&mut frame);
-        self.jitter.push(p.sequence(), &frame);
         RtpInput::Audio
     }
 
@@ -526,6 +554,17 @@ impl Bridge {
             frame_to_bytes(&out, &mut bytes);
             modem(&bytes);
         });
+    }
+
+    /// Hands the frame being assembled to the jitter buffer (complete, or the part received).
+    fn flush_stage(&mut self) {
+        if let Some(idx) = self.stage_idx.take() {
+            if self.stage_filled > 0 {
+                self.to_modem_gain.apply(&mut self.stage);
+                self.jitter.push(idx as u16, &self.stage);
+            }
+            self.stage_filled = 0;
+        }
     }
 
     /// A frame for the modem when it is not sending (its own pace is unknown): the shell calls

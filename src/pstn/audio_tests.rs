@@ -300,3 +300,44 @@ fn an_hour_through_the_bridge_has_no_growing_delay() {
         assert!(last <= first + 40, "delay grew from {first} to {last} ms");
     }
 }
+
+#[test]
+fn packets_of_10_and_30_ms_are_reframed() {
+    for samples_per_packet in [80usize, 240, 160] {
+        let mut b = Bridge::new(BridgeConfig::pcmu(7));
+        let tone: Vec<i16> = (0..50).flat_map(|k| tone_frame(k, 1000.0)).collect();
+        let packets: Vec<Vec<u8>> = tone
+            .chunks(samples_per_packet)
+            .enumerate()
+            .map(|(n, chunk)| {
+                let mut pkt = vec![0u8; 12 + chunk.len()];
+                let ts = 123_457u32.wrapping_add((n * samples_per_packet) as u32);
+                rtp::write_header(&mut pkt, false, 0, 9 + n as u16, ts, 42).unwrap();
+                for (o, s) in pkt[12..].iter_mut().zip(chunk) {
+                    *o = g711::linear_to_ulaw(*s);
+                }
+                pkt
+            })
+            .collect();
+        // A packet arrives once its last sample has been spoken; one frame is played per 20 ms.
+        let mut out = Vec::new();
+        let mut next = 0;
+        for tick in 0..50usize {
+            let now_samples = (tick + 1) * FRAME_SAMPLES;
+            while next < packets.len() && (next + 1) * samples_per_packet <= now_samples {
+                assert_eq!(b.from_rtp(&packets[next]), RtpInput::Audio);
+                next += 1;
+            }
+            let mut f = [0u8; FRAME_BYTES];
+            b.to_modem_unpaced(&mut f);
+            out.extend(f.chunks(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
+        }
+        let played = &out[FRAME_SAMPLES * 5..FRAME_SAMPLES * 35];
+        let ratio = tone_ratio(played, 1000.0);
+        assert!(
+            ratio > 0.9,
+            "{samples_per_packet} samples per packet: {ratio}"
+        );
+        assert_eq!(b.jitter().stats().late, 0, "{samples_per_packet}");
+    }
+}
