@@ -38,7 +38,8 @@ impl FinalResult {
         let l = line.trim();
         Some(match l {
             "OK" | "0" => FinalResult::Ok,
-            "ERROR" | "4" => FinalResult::Error,
+            // Huawei firmware answers unknown commands with its own words.
+            "ERROR" | "4" | "COMMAND NOT SUPPORT" | "TOO MANY PARAMETERS" => FinalResult::Error,
             "NO CARRIER" | "3" => FinalResult::NoCarrier,
             "BUSY" | "7" => FinalResult::Busy,
             "NO ANSWER" | "8" => FinalResult::NoAnswer,
@@ -354,6 +355,10 @@ mod tests {
             Some(FinalResult::NoDialtone)
         );
         assert_eq!(FinalResult::parse("+CSQ: 1,2"), None);
+        assert_eq!(
+            FinalResult::parse("COMMAND NOT SUPPORT"),
+            Some(FinalResult::Error)
+        );
     }
 
     #[test]
