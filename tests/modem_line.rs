@@ -363,7 +363,13 @@ async fn a_vanished_modem_is_found_again_by_imei() {
     let end = until_ended(&mut call).await;
     assert_eq!(end.reason, EndReason::ModemLost);
     wait_state(&line, LineState::Down, Duration::from_secs(5)).await;
-    assert!(line.dial("0301234567").await.is_err());
+    // Refused at once (503) while the line searches for its modem.
+    for _ in 0..5 {
+        let r = timeout(Duration::from_millis(300), line.dial("0301234567")).await;
+        assert_eq!(r.expect("answered at once").unwrap_err().sip_status(), 503);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(line.status().last_error.is_some());
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     sim.come_back();

@@ -271,6 +271,9 @@ enum AudioCtl {
     Attach(Box<RtpAttach>),
 }
 
+/// The search for a line's ports.
+type Resolving = dyn std::future::Future<Output = Result<PortPair, String>> + Send;
+
 /// Digits received as RFC 4733 events by an audio task, for the line to send to the modem.
 type DtmfTx = mpsc::UnboundedSender<(CallId, char)>;
 
@@ -291,33 +294,19 @@ impl LineTask {
         let mut port: Option<(tokio_serial::SerialStream, PortPair)> = None;
         let mut reopen_at = Some(tokio::time::Instant::now());
         let mut buf = [0u8; 1024];
+        // Finding the modem can take seconds (each candidate is asked for its identity): it
+        // runs beside the loop, which keeps answering commands meanwhile.
+        let mut resolving: Option<std::pin::Pin<Box<Resolving>>> = None;
         loop {
-            if port.is_none() && reopen_at.is_some_and(|t| t <= tokio::time::Instant::now()) {
-                match discover::resolve(&self.cfg.ports, &self.cfg.profile).await {
-                    Ok(pair) => match discover::open_port(&pair.data) {
-                        Ok(p) => {
-                            tracing::info!(line = %self.cfg.line.name, data = %pair.data.display(), audio = %pair.audio.display(), "modem ports open");
-                            self.machine.port_opened(
-                                &pair.data.to_string_lossy(),
-                                &pair.audio.to_string_lossy(),
-                                Instant::now(),
-                            );
-                            port = Some((p, pair));
-                            reopen_at = None;
-                        }
-                        Err(e) => {
-                            self.machine.port_closed(&e.to_string(), Instant::now());
-                            reopen_at =
-                                Some(tokio::time::Instant::now() + self.cfg.line.reopen_after);
-                        }
-                    },
-                    Err(e) => {
-                        self.machine.port_closed(&e, Instant::now());
-                        reopen_at = Some(tokio::time::Instant::now() + self.cfg.line.reopen_after);
-                    }
-                }
-                self.after(&mut port, &mut reopen_at).await;
-                continue;
+            if port.is_none()
+                && resolving.is_none()
+                && reopen_at.is_some_and(|t| t <= tokio::time::Instant::now())
+            {
+                let (spec, profile) = (self.cfg.ports.clone(), self.cfg.profile.clone());
+                resolving = Some(Box::pin(
+                    async move { discover::resolve(&spec, &profile).await },
+                ));
+                reopen_at = None;
             }
             let wake = self
                 .machine
@@ -352,6 +341,15 @@ impl LineTask {
                         Err(e) => self.lost(&mut port, &mut reopen_at, &e.to_string()),
                     }
                 }
+                found = async {
+                    match &mut resolving {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    resolving = None;
+                    self.on_resolved(found, &mut port, &mut reopen_at);
+                }
                 Some((call, digit)) = self.dtmf.1.recv() => {
                     let _ = self.machine.send_dtmf(call, digit, Instant::now());
                 }
@@ -360,6 +358,36 @@ impl LineTask {
                 }
             }
             self.after(&mut port, &mut reopen_at).await;
+        }
+    }
+
+    fn on_resolved(
+        &mut self,
+        found: Result<PortPair, String>,
+        port: &mut Option<(tokio_serial::SerialStream, PortPair)>,
+        reopen_at: &mut Option<tokio::time::Instant>,
+    ) {
+        let opened = found.and_then(|pair| {
+            discover::open_port(&pair.data)
+                .map(|p| (p, pair))
+                .map_err(|e| e.to_string())
+        });
+        match opened {
+            Ok((p, pair)) => {
+                tracing::info!(line = %self.cfg.line.name, data = %pair.data.display(), audio = %pair.audio.display(), "modem ports open");
+                self.machine.port_opened(
+                    &pair.data.to_string_lossy(),
+                    &pair.audio.to_string_lossy(),
+                    Instant::now(),
+                );
+                *port = Some((p, pair));
+                *reopen_at = None;
+            }
+            Err(e) => {
+                tracing::debug!(line = %self.cfg.line.name, error = %e, "modem not found");
+                self.machine.port_closed(&e, Instant::now());
+                *reopen_at = Some(tokio::time::Instant::now() + self.cfg.line.reopen_after);
+            }
         }
     }
 
