@@ -322,6 +322,20 @@ async fn incoming_call_with_clip_is_answered_when_told() {
     inc.call.hangup().await.unwrap();
     let end = until_ended(&mut inc.call).await;
     assert_eq!(end.reason, EndReason::LocalHangup);
+    wait_state(&line, LineState::Idle, Duration::from_secs(3)).await;
+
+    // A withheld number, and the caller gives up before anyone answers.
+    sim.ring("", 128);
+    let mut inc = timeout(Duration::from_secs(5), incoming.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inc.info.number, None);
+    sim.remote_hangup();
+    let end = until_ended(&mut inc.call).await;
+    assert_eq!((end.reason, end.sip_status), (EndReason::CallerGaveUp, 487));
+    wait_state(&line, LineState::Idle, Duration::from_secs(3)).await;
+    assert_eq!(line.status().calls_served, 3);
     line.shutdown().await;
 }
 

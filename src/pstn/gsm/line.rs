@@ -716,6 +716,7 @@ impl LineMachine {
                             let mut e = EndCause::from_q850(q, answered);
                             if !c.outgoing && !answered {
                                 e.reason = EndReason::CallerGaveUp;
+                                e.sip_status = 487;
                             }
                             e
                         }
