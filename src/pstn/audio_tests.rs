@@ -341,3 +341,32 @@ fn packets_of_10_and_30_ms_are_reframed() {
         assert_eq!(b.jitter().stats().late, 0, "{samples_per_packet}");
     }
 }
+
+#[test]
+fn random_rtp_never_panics_and_stays_bounded() {
+    let mut b = Bridge::new(BridgeConfig {
+        dtmf_pt: Some(101),
+        ..BridgeConfig::pcmu(1)
+    });
+    let mut x: u64 = 0xdead_beef_cafe_f00d;
+    let mut pkt = [0u8; 400];
+    for _ in 0..50_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 400) as usize;
+        for (i, byte) in pkt[..len].iter_mut().enumerate() {
+            *byte = (x >> (i % 56)) as u8;
+        }
+        if len > 12 && x.is_multiple_of(3) {
+            let pt = if x.is_multiple_of(2) { 0 } else { 101 };
+            rtp::write_header(&mut pkt, false, pt, (x >> 20) as u16, (x >> 24) as u32, 7).unwrap();
+        }
+        b.from_rtp(&pkt[..len]);
+        assert!(b.jitter().level() <= JitterConfig::default().max);
+        if x.is_multiple_of(5) {
+            let mut f = [0u8; FRAME_BYTES];
+            b.to_modem_unpaced(&mut f);
+        }
+    }
+}

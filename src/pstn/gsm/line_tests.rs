@@ -413,3 +413,65 @@ fn call_waiting_urcs_do_not_disturb_the_call() {
     assert_eq!(r.m.current_call(), Some(id));
     assert_eq!(r.m.status().state, LineState::Active);
 }
+
+#[test]
+fn random_modem_output_never_panics() {
+    let pieces: &[&[u8]] = &[
+        b"RING\r\n",
+        b"+CLIP: \"+49\",145,,,,0\r\n",
+        b"+CLIP: ,,\r\n",
+        b"^ORIG:1,0\r\n",
+        b"^CONF:1\r\n",
+        b"^CONN:1,0\r\n",
+        b"^CEND:1,2,3,17\r\n",
+        b"^CEND:\r\n",
+        b"+CLCC: 1,0,0,0,0,\"1\",129\r\n",
+        b"+CLCC: 9\r\n",
+        b"NO CARRIER\r\n",
+        b"BUSY\r\n",
+        b"OK\r\n",
+        b"ERROR\r\n",
+        b"+CME ERROR: 3\r\n",
+        b"> ",
+        b"\xff\xfe\x00",
+        b"\r\n",
+        b"+CREG: 9\r\n",
+        b"^RSSI:99\r\n",
+        b"VOICE CALL: BEGIN\r\n",
+        b"AT+CSQ\r",
+    ];
+    for profile in ["huawei", "quectel-ec25", "simcom-sim7600"] {
+        let mut r = Rig::new(profile);
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for step in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let piece = pieces[(x % pieces.len() as u64) as usize];
+            r.m.handle_input(piece, r.now);
+            match (x >> 8) % 16 {
+                0 => {
+                    let _ = r.m.dial("0301234567", r.now);
+                }
+                1 => {
+                    if let Some(c) = r.m.current_call() {
+                        let _ = r.m.hangup(c, r.now);
+                    }
+                }
+                2 => {
+                    if let Some(c) = r.m.current_call() {
+                        let _ = r.m.answer(c, r.now);
+                        let _ = r.m.send_dtmf(c, '1', r.now);
+                    }
+                }
+                3 => r.advance(Duration::from_millis((x >> 16) % 3000)),
+                _ => {}
+            }
+            // Drain what the machine wants written (the fake answers it) and its events.
+            if step % 7 == 0 {
+                r.pump();
+            }
+            r.events();
+        }
+    }
+}

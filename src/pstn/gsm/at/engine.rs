@@ -286,7 +286,9 @@ impl<T> AtEngine<T> {
 }
 
 fn is_echo_like(line: &str) -> bool {
-    line.len() >= 2 && line[..2].eq_ignore_ascii_case("AT")
+    line.as_bytes()
+        .get(..2)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"AT"))
 }
 
 #[cfg(test)]
@@ -340,6 +342,29 @@ mod tests {
         assert_eq!(e.poll_transmit(), None);
         e.handle_input(b"Q: 1,99\r\n", t0);
         assert!(matches!(e.poll_event(), Some(AtEvent::Urc(Urc::Other(_)))));
+    }
+
+    #[test]
+    fn garbage_from_the_modem_is_not_a_panic() {
+        let t0 = Instant::now();
+        let mut e: AtEngine<()> = AtEngine::new();
+        e.enqueue(Command::new("AT", ()), t0);
+        e.poll_transmit();
+        e.handle_input(
+            b"\xc3\r\n\xff\xfeAT\r\n\x00\x01\r\n+CLIP:\r\n^CEND:\xff\r\n^RSSI:999\r\nOK\r\n",
+            t0,
+        );
+        let mut n = 0;
+        while e.poll_event().is_some() {
+            n += 1;
+        }
+        assert!(n >= 2);
+        // Without a command in flight too.
+        e.handle_input(
+            b"\xe2\x82\r\n+CLCC: x\r\n^CONN:\r\n+CREG: ,\r\n+CUSD: 9999999\r\n",
+            t0,
+        );
+        while e.poll_event().is_some() {}
     }
 
     #[test]
