@@ -269,6 +269,12 @@ async fn busy_and_no_answer_map_to_sip() {
     let err = line.dial("030;+CFUN=0").await.unwrap_err();
     assert_eq!(err.sip_status(), 484);
 
+    // Nobody took the incoming calls of this line: a call is rejected at once.
+    wait_state(&line, LineState::Idle, Duration::from_secs(3)).await;
+    sim.ring("+4915112345678", 145);
+    assert!(eventually(|| sim.saw("AT+CHUP")), "{:?}", sim.commands());
+    wait_state(&line, LineState::Idle, Duration::from_secs(3)).await;
+
     // Dropping the line (and its calls) ends its task: the status channel closes.
     let mut w = line.watch_status();
     drop(call);

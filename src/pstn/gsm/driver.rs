@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -104,6 +105,7 @@ pub struct GsmLine {
     cmd: mpsc::Sender<Cmd>,
     status: watch::Receiver<LineStatus>,
     incoming: Mutex<Option<mpsc::Receiver<IncomingPstnCall>>>,
+    incoming_taken: Arc<AtomicBool>,
 }
 
 /// One call on a line. Dropping it hangs the call up.
@@ -202,12 +204,14 @@ impl GsmLine {
         let machine = LineMachine::new(cfg.line.clone(), cfg.profile.clone());
         let (status_tx, status_rx) = watch::channel(machine.status().clone());
         let (in_tx, in_rx) = mpsc::channel(8);
+        let incoming_taken = Arc::new(AtomicBool::new(false));
         let task = LineTask {
             cfg,
             machine,
             cmd_tx: cmd_tx.downgrade(),
             status: status_tx,
             incoming: in_tx,
+            incoming_taken: incoming_taken.clone(),
             calls: HashMap::new(),
             audio: None,
             dtmf: mpsc::unbounded_channel(),
@@ -218,6 +222,7 @@ impl GsmLine {
             cmd: cmd_tx,
             status: status_rx,
             incoming: Mutex::new(Some(in_rx)),
+            incoming_taken,
         }
     }
 
@@ -236,9 +241,14 @@ impl GsmLine {
         rx.await.map_err(|_| LineError::Stopped)?
     }
 
-    /// The receiver of incoming calls (once; later calls get `None`).
+    /// The receiver of incoming calls (once; later calls get `None`). Until it is taken,
+    /// and after it is dropped, incoming calls are rejected.
     pub fn take_incoming(&self) -> Option<mpsc::Receiver<IncomingPstnCall>> {
-        self.incoming.lock().ok()?.take()
+        let r = self.incoming.lock().ok()?.take();
+        if r.is_some() {
+            self.incoming_taken.store(true, Ordering::Release);
+        }
+        r
     }
 
     /// The current status.
@@ -284,6 +294,7 @@ struct LineTask {
     cmd_tx: mpsc::WeakSender<Cmd>,
     status: watch::Sender<LineStatus>,
     incoming: mpsc::Sender<IncomingPstnCall>,
+    incoming_taken: Arc<AtomicBool>,
     calls: HashMap<CallId, CallEntry>,
     audio: Option<AudioRun>,
     dtmf: (DtmfTx, mpsc::UnboundedReceiver<(CallId, char)>),
@@ -471,11 +482,16 @@ impl LineTask {
         port: &mut Option<(tokio_serial::SerialStream, PortPair)>,
         reopen_at: &mut Option<tokio::time::Instant>,
     ) {
-        self.flush(port).await;
-        // Published before the events go out, so that whoever gets one sees the state it
-        // happened in.
-        self.publish();
-        while let Some(ev) = self.machine.poll_event() {
+        // Handling an event may queue commands (a rejected call's hang-up): write and handle
+        // until the machine is quiet.
+        loop {
+            self.flush(port).await;
+            // Published before the events go out, so that whoever gets one sees the state it
+            // happened in.
+            self.publish();
+            let Some(ev) = self.machine.poll_event() else {
+                break;
+            };
             match ev {
                 LineEvent::Call(id, progress) => {
                     let ended = matches!(progress, CallProgress::Ended(_));
@@ -487,6 +503,11 @@ impl LineTask {
                     }
                 }
                 LineEvent::Incoming { call, number, toa } => {
+                    if !self.incoming_taken.load(Ordering::Acquire) || self.incoming.is_closed() {
+                        tracing::warn!(line = %self.cfg.line.name, ?number, "nobody takes incoming calls: rejecting");
+                        let _ = self.machine.hangup(call, Instant::now());
+                        continue;
+                    }
                     let Some(handle) = self.new_handle(call) else {
                         let _ = self.machine.hangup(call, Instant::now());
                         continue;
@@ -502,7 +523,7 @@ impl LineTask {
                         .try_send(IncomingPstnCall { info, call: handle })
                         .is_err()
                     {
-                        tracing::warn!(line = %self.cfg.line.name, "nobody takes incoming calls: rejecting");
+                        tracing::warn!(line = %self.cfg.line.name, "incoming calls queue full: rejecting");
                     }
                 }
                 LineEvent::AudioStart(id) => {
