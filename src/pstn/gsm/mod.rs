@@ -1,5 +1,5 @@
 //! GSM/UMTS/LTE modems as PSTN lines: the AT command engine ([`at`]), the modem families'
-//! profiles ([`profile`], data under `hardware/modems/`), the sans-IO line machine ([`line`]),
+//! profiles ([`profile`], data under `hardware/modems/`), the sans-IO line machine ([`line`](mod@line)),
 //! port discovery by identity ([`discover`]) and the tokio shell ([`driver`]: [`GsmLine`]).
 
 pub mod at;
