@@ -36,20 +36,35 @@ use crate::pstn::audio::JitterConfig;
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawModem {
+    /// `name`: the line's name (letters, digits, `-`, `_`), unique among the modems.
     pub name: String,
+    /// `profile`: a built-in profile (default `huawei`).
     pub profile: Option<String>,
+    /// `profile_file`: a profile of one's own (TOML, same keys as `hardware/modems/*.toml`).
     pub profile_file: Option<PathBuf>,
+    /// `imei`: find the modem by IMEI.
     pub imei: Option<String>,
+    /// `iccid`: find the modem by its SIM's ICCID.
     pub iccid: Option<String>,
+    /// `data_port`: fixed AT port (with `audio_port`).
     pub data_port: Option<PathBuf>,
+    /// `audio_port`: fixed audio port (with `data_port`).
     pub audio_port: Option<PathBuf>,
+    /// `incoming`: extensions rung by incoming calls.
     pub incoming: Option<Vec<String>>,
+    /// `gain_to_modem_db`: gain of the audio sent to the PSTN.
     pub gain_to_modem_db: Option<f32>,
+    /// `gain_from_modem_db`: gain of the audio received from the PSTN.
     pub gain_from_modem_db: Option<f32>,
+    /// `probe_interval_secs`: health probe period.
     pub probe_interval_secs: Option<u64>,
+    /// `max_missed`: unanswered commands in a row before a reset.
     pub max_missed: Option<u32>,
+    /// `jitter_target_ms`: jitter buffer target.
     pub jitter_target_ms: Option<u64>,
+    /// `jitter_max_ms`: jitter buffer limit.
     pub jitter_max_ms: Option<u64>,
+    /// `enabled`: whether the line is started (default true).
     pub enabled: Option<bool>,
 }
 
