@@ -475,3 +475,25 @@ fn random_modem_output_never_panics() {
         }
     }
 }
+
+#[test]
+fn an_hour_long_call_keeps_probing_without_piling_up() {
+    let mut r = Rig::new("huawei");
+    let id = r.m.dial("0301234567", r.now).unwrap();
+    r.pump();
+    r.urc("^CONN:1,0");
+    r.events();
+    let before = r.sent.len();
+    for _ in 0..240 {
+        r.advance(Duration::from_secs(15));
+        r.urc("^RSSI:17");
+    }
+    // One probe round (4 commands) per 15 s, all answered: nothing queued, call still up.
+    let probes = r.sent.len() - before;
+    assert!((900..=1000).contains(&probes), "{probes}");
+    assert_eq!(r.m.at.pending(), 0);
+    assert_eq!(r.m.current_call(), Some(id));
+    assert_eq!(r.m.status().state, LineState::Active);
+    assert_eq!(r.m.status().csq, Some(17)); // the latest ^RSSI
+    assert!(r.events().is_empty());
+}
