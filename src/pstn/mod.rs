@@ -5,6 +5,20 @@
 //! RTP), and the [`EndCause`] that ended it (with the SIP status for an unanswered call).
 //! Incoming calls are announced as [`IncomingCall`]. [`LineStatus`] is the snapshot the
 //! dashboard and `pasarela modem status` show.
+//!
+//! # Use
+//!
+//! - Configuration: `[[modem]]` tables parse into [`gsm::config::RawModem`];
+//!   `RawModem::validate` gives a [`gsm::config::ModemConfig`] or the key that is wrong.
+//! - `serve` starts a [`LinePool`] from them, takes its merged incoming stream once
+//!   ([`LinePool::take_incoming`]) and shuts it down on exit.
+//! - An outgoing PSTN leg: [`LinePool::dial`] gives a [`gsm::PstnCall`] (or a [`LineError`]
+//!   with its SIP status); attach the leg's RTP socket with [`gsm::PstnCall::attach_rtp`], then
+//!   map [`CallProgress`]: `Ringing` → 180, `EarlyMedia` → 183 with SDP, `Answered` → 200,
+//!   `Ended(cause)` → `cause.sip_status` before the answer, BYE after; `hangup()` on CANCEL/BYE.
+//! - An incoming call: ring the line's extensions ([`LinePool::incoming_extensions`]) with the
+//!   caller's raw number and type of address; on their 200 `attach_rtp` and `answer()`; when
+//!   nobody answers, `hangup()`.
 
 pub mod audio;
 pub mod cause;
