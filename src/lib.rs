@@ -8,6 +8,7 @@ pub mod cdr;
 pub mod config;
 pub mod logging;
 pub mod media;
+pub mod pstn;
 pub mod registrar;
 pub mod routing;
 pub mod sdp;
