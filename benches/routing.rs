@@ -107,7 +107,7 @@ fn main() {
         let dns = ZoneServer::start("127.0.0.1:0".parse().expect("addr"), vec![zone])
             .await
             .expect("DNS server");
-        let router = setup::build_router(&config(dns.local_addr(), budget_ms), &extensions())
+        let router = setup::build_router(&config(dns.local_addr(), budget_ms), &extensions(), None)
             .expect("router");
 
         let (cold, decision) = timed(&router, "0305551234").await;
@@ -142,6 +142,7 @@ fn main() {
         let dead = setup::build_router(
             &config(silent.local_addr().expect("addr"), budget_ms),
             &extensions(),
+            None,
         )
         .expect("router");
         let mut worst = Duration::ZERO;

@@ -51,6 +51,8 @@ pub struct Config {
     pub enum_zone: EnumZoneConfig,
     /// `[[trunk]]`: SIP trunks to PSTN providers, tried in order when a number has no SIP route.
     pub trunks: Vec<TrunkConfig>,
+    /// `[dundi]`: DUNDi peering (RFC 7378, Asterisk's pbx_dundi).
+    pub dundi: DundiConfig,
     /// `[log]`: diagnostics.
     pub log: LogConfig,
     /// `[[extension]]`: extensions provisioned from the file.
@@ -252,6 +254,35 @@ pub enum NumberFormat {
     /// `030123456` for national numbers, `004…` for others (`"national"`).
     National,
 }
+
+/// `[dundi]`, `[[dundi.mapping]]`, `[[dundi.peer]]`: DUNDi peering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DundiConfig {
+    /// Whether `serve` runs DUNDi (`enabled`, default false).
+    pub enabled: bool,
+    /// The context our lookups ask peers about (`context`, default `e164`).
+    pub context: String,
+    /// The node: identity, keys, mappings (what we answer for), peers. `settings.bind` is
+    /// `listen` (default `0.0.0.0:4520`).
+    pub settings: crate::routing::dundi::Settings,
+    /// Number patterns we answer for besides the extensions' DIDs (`numbers` of each mapping,
+    /// Asterisk style: `_4930123XXX`), with the mapping's local context.
+    pub numbers: Vec<(String, Vec<String>)>,
+}
+
+impl Default for DundiConfig {
+    fn default() -> Self {
+        DundiConfig {
+            enabled: false,
+            context: "e164".into(),
+            settings: crate::routing::dundi::Settings::default(),
+            numbers: Vec::new(),
+        }
+    }
+}
+
+/// The local context every mapping answers from (the DIDs and the mapping's patterns).
+pub const DUNDI_LOCAL_CONTEXT: &str = "office";
 
 /// One `[[trunk]]`: a SIP trunk to a PSTN provider.
 #[derive(Debug, Clone, PartialEq)]
@@ -549,6 +580,8 @@ struct RawConfig {
     #[serde(default, rename = "trunk")]
     trunks: Vec<RawTrunk>,
     #[serde(default)]
+    dundi: RawDundi,
+    #[serde(default)]
     log: RawLog,
     #[serde(default, rename = "extension")]
     extensions: Vec<RawExtension>,
@@ -708,6 +741,57 @@ struct RawTrunk {
     password: Option<String>,
     number_format: Option<String>,
     enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDundi {
+    enabled: Option<bool>,
+    listen: Option<String>,
+    eid: Option<String>,
+    private_key: Option<PathBuf>,
+    public_key: Option<PathBuf>,
+    context: Option<String>,
+    ttl: Option<u16>,
+    cache_secs: Option<u64>,
+    key_ttl_secs: Option<u64>,
+    ipaddr: Option<String>,
+    organization: Option<String>,
+    department: Option<String>,
+    locality: Option<String>,
+    state_prov: Option<String>,
+    country: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    #[serde(default, rename = "mapping")]
+    mappings: Vec<RawDundiMapping>,
+    #[serde(default, rename = "peer")]
+    peers: Vec<RawDundiPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDundiMapping {
+    context: String,
+    destination: Option<String>,
+    tech: Option<String>,
+    weight: Option<u16>,
+    options: Option<Vec<String>>,
+    numbers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDundiPeer {
+    eid: String,
+    address: String,
+    model: Option<String>,
+    order: Option<u32>,
+    include: Option<Vec<String>>,
+    permit: Option<Vec<String>>,
+    inkey: Option<PathBuf>,
+    outkey: Option<PathBuf>,
+    qualify_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -935,6 +1019,7 @@ impl RawConfig {
             enum_: self.enum_.validate(&KeyPath::new("enum"))?,
             enum_zone: self.enum_zone.validate(&KeyPath::new("enum_zone"))?,
             trunks: validate_trunks(self.trunks)?,
+            dundi: self.dundi.validate(&KeyPath::new("dundi"))?,
             log: self.log.validate(&KeyPath::new("log"))?,
             extensions,
             source: None,
@@ -1354,6 +1439,140 @@ impl RawEnumZone {
             suffix,
             sip_host: self.sip_host,
             ttl: positive(self.ttl, d.ttl, &at.key("ttl"))?,
+        })
+    }
+}
+
+impl RawDundi {
+    fn validate(self, at: &KeyPath) -> Checked<DundiConfig> {
+        use crate::routing::dundi::{self as dundi, Eid, Mapping, PeerSettings};
+        let mut settings = dundi::Settings::default();
+        if let Some(l) = &self.listen {
+            settings.bind = l.parse().map_err(|_| {
+                invalid(
+                    &at.key("listen"),
+                    format!("`{l}` is not an address:port (e.g. `0.0.0.0:4520`)"),
+                )
+            })?;
+        }
+        if let Some(e) = &self.eid {
+            settings.eid = Some(e.parse::<Eid>().map_err(|_| {
+                invalid(
+                    &at.key("eid"),
+                    format!("`{e}` is not an EID (six hex bytes, e.g. `02:00:00:00:00:01`)"),
+                )
+            })?);
+        }
+        settings.private_key = self.private_key;
+        settings.public_key = self.public_key;
+        if let Some(t) = self.ttl {
+            settings.ttl = positive(Some(t), t, &at.key("ttl"))?;
+        }
+        if let Some(c) = self.cache_secs {
+            settings.cache_ttl =
+                std::time::Duration::from_secs(positive(Some(c), c, &at.key("cache_secs"))?);
+        }
+        if let Some(k) = self.key_ttl_secs {
+            settings.key_ttl =
+                std::time::Duration::from_secs(positive(Some(k), k, &at.key("key_ttl_secs"))?);
+        }
+        settings.ipaddr = self.ipaddr.unwrap_or_default();
+        settings.entity = dundi::EntityInfo {
+            organization: self.organization.unwrap_or_default(),
+            department: self.department.unwrap_or_default(),
+            locality: self.locality.unwrap_or_default(),
+            state_prov: self.state_prov.unwrap_or_default(),
+            country: self.country.unwrap_or_default(),
+            email: self.email.unwrap_or_default(),
+            phone: self.phone.unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut numbers = Vec::new();
+        for (i, m) in self.mappings.into_iter().enumerate() {
+            let here = at.key("mapping").index(i);
+            if m.context.trim().is_empty() {
+                return Err(invalid(&here.key("context"), "must not be empty"));
+            }
+            let mut mapping = Mapping::sip(
+                m.context.trim(),
+                DUNDI_LOCAL_CONTEXT,
+                m.destination
+                    .as_deref()
+                    .unwrap_or("${NUMBER}@${IPADDR}:5060"),
+            );
+            if let Some(t) = &m.tech {
+                mapping.tech = t
+                    .parse()
+                    .map_err(|e: dundi::SettingsError| invalid(&here.key("tech"), e.to_string()))?;
+            }
+            mapping.weight = m.weight.unwrap_or(0);
+            if let Some(opts) = &m.options {
+                let (flags, no_partial) = dundi::parse_mapping_options(opts)
+                    .map_err(|e| invalid(&here.key("options"), e.to_string()))?;
+                mapping.options = flags;
+                mapping.no_partial = no_partial;
+            }
+            if let Some(list) = m.numbers {
+                for (j, p) in list.iter().enumerate() {
+                    if p.parse::<dundi::Pattern>().is_err() {
+                        return Err(invalid(
+                            &here.key("numbers").index(j),
+                            format!("`{p}` is not a number or pattern (e.g. `4930123456`, `_4930123XXX`)"),
+                        ));
+                    }
+                }
+                numbers.push((DUNDI_LOCAL_CONTEXT.to_owned(), list));
+            }
+            settings.mappings.push(mapping);
+        }
+        let context = self.context.unwrap_or_else(|| "e164".to_owned());
+        for (i, p) in self.peers.into_iter().enumerate() {
+            let here = at.key("peer").index(i);
+            let eid: Eid = p.eid.parse().map_err(|_| {
+                invalid(
+                    &here.key("eid"),
+                    format!(
+                        "`{}` is not an EID (six hex bytes, e.g. `02:00:00:00:00:01`)",
+                        p.eid
+                    ),
+                )
+            })?;
+            let address = dundi::parse_peer_address(&p.address)
+                .map_err(|e| invalid(&here.key("address"), e.to_string()))?;
+            let mut peer = PeerSettings::new(eid, address, &context);
+            if let Some(m) = &p.model {
+                peer.model = m.parse().map_err(|e: dundi::SettingsError| {
+                    invalid(&here.key("model"), e.to_string())
+                })?;
+            }
+            peer.order = p.order.unwrap_or(0);
+            if let Some(v) = p.include {
+                peer.include = v;
+            }
+            if let Some(v) = p.permit {
+                peer.permit = v;
+            }
+            peer.inkey = p.inkey;
+            peer.outkey = p.outkey;
+            peer.qualify = p
+                .qualify_secs
+                .filter(|s| *s > 0)
+                .map(std::time::Duration::from_secs);
+            settings.peers.push(peer);
+        }
+        if let Err(e) = settings.validate() {
+            let key = if e.0.contains("peer") {
+                "peer"
+            } else {
+                "mapping"
+            };
+            return Err(invalid(&at.key(key), e.to_string()));
+        }
+        Ok(DundiConfig {
+            enabled: self.enabled.unwrap_or(false),
+            context,
+            settings,
+            numbers,
         })
     }
 }

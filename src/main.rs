@@ -1,5 +1,5 @@
 //! The `pasarela` command line: parses arguments, loads the configuration, and dispatches to
-//! the subcommands (`serve`, `check-config`, `route`).
+//! the subcommands (`serve`, `check-config`, `route`, `dundi`).
 //!
 //! Exit status: 0 on success, 2 for a usage or configuration error, 1 for any other failure.
 
@@ -64,6 +64,41 @@ enum Command {
         #[arg(long, value_name = "EXT")]
         from: Option<String>,
     },
+    /// DUNDi peering: make keys, and ask the running gateway (through its control socket
+    /// beside the database) about its peers, its answer cache or a number. When `serve` is not
+    /// running, `peers` and `lookup` use a DUNDi node of their own on a free port.
+    Dundi {
+        #[command(subcommand)]
+        command: DundiCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DundiCommand {
+    /// Write a new 1024-bit RSA key pair NAME.key (private, mode 0600) and NAME.pub, in the
+    /// format Asterisk reads (give NAME.pub to the peers; they list it as `inkey`).
+    Keygen {
+        /// The file name without extension (`office` makes office.key and office.pub).
+        name: String,
+        /// Where to write them.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+    /// List the peers with their reachability (qualify round trip).
+    Peers,
+    /// List the cached answers; `--flush` empties the cache.
+    Cache {
+        #[arg(long)]
+        flush: bool,
+    },
+    /// Look NUMBER up at the peers: `4930123456@e164` (the context defaults to e164).
+    Lookup {
+        /// NUMBER@CONTEXT, the number as E.164 digits without `+`.
+        target: String,
+        /// Ask the peers even when the answer is cached.
+        #[arg(long)]
+        bypass_cache: bool,
+    },
 }
 
 /// mimalloc: SIP handling allocates many small, short-lived strings; it is markedly faster
@@ -85,6 +120,122 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Route { number, from } => route(config, &number, from.as_deref()),
+        Command::Dundi { command } => dundi(config, command),
+    }
+}
+
+/// `pasarela dundi …`.
+fn dundi(config: Config, command: DundiCommand) -> ExitCode {
+    if let DundiCommand::Keygen { name, dir } = &command {
+        return match pasarela::routing::dundi::keygen(dir, name) {
+            Ok((key, public)) => {
+                println!("wrote {} and {}", key.display(), public.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pasarela: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        };
+    }
+    if !config.dundi.enabled {
+        eprintln!("pasarela: DUNDi is not enabled in the configuration ([dundi] enabled = true)");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let request = match &command {
+        DundiCommand::Keygen { .. } => return ExitCode::SUCCESS,
+        DundiCommand::Peers => "dundi peers".to_owned(),
+        DundiCommand::Cache { flush: false } => "dundi cache".to_owned(),
+        DundiCommand::Cache { flush: true } => "dundi cache flush".to_owned(),
+        DundiCommand::Lookup {
+            target,
+            bypass_cache,
+        } => format!(
+            "dundi lookup {}{}",
+            target.split_whitespace().collect::<String>(),
+            if *bypass_cache { " bypass" } else { "" }
+        ),
+    };
+    let socket = pasarela::server::control::socket_path(&config.store.path);
+    if let Some(answer) = pasarela::server::control::ask(&socket, &request) {
+        print!("{answer}");
+        return if answer.starts_with("error:") {
+            ExitCode::from(EXIT_FAILURE)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    if matches!(command, DundiCommand::Cache { .. }) {
+        eprintln!(
+            "pasarela: no running gateway answers on {} (the cache lives in `serve`)",
+            socket.display()
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    standalone_dundi(&config, &command)
+}
+
+/// `dundi peers` / `dundi lookup` without a running gateway: a node of our own on a free port.
+fn standalone_dundi(config: &Config, command: &DundiCommand) -> ExitCode {
+    use pasarela::routing::dundi::{report, OfficeDundi};
+    if let Err(e) = pasarela::logging::init(&config.log) {
+        eprintln!("pasarela: {e}");
+    }
+    let extensions = pasarela::store::extensions_for_tools(config).unwrap_or_default();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pasarela: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async {
+        let bind = std::net::SocketAddr::new(config.dundi.settings.bind.ip(), 0);
+        let node = OfficeDundi::start(&config.dundi, &extensions, Some(bind)).await?;
+        let text = match command {
+            DundiCommand::Lookup {
+                target,
+                bypass_cache,
+            } => {
+                let (number, context) = target.split_once('@').unwrap_or((target, "e164"));
+                let started = std::time::Instant::now();
+                match node
+                    .handle
+                    .lookup_full(
+                        number,
+                        context,
+                        std::time::Duration::from_secs(5),
+                        *bypass_cache,
+                    )
+                    .await
+                {
+                    Some(r) => report::lookup(&r, started.elapsed().as_millis()),
+                    None => "the DUNDi node stopped\n".to_owned(),
+                }
+            }
+            _ => {
+                let peers = node.handle.peers().await;
+                for p in &peers {
+                    let _ = node.handle.qualify(p.eid).await;
+                }
+                report::peers(&node.handle.peers().await)
+            }
+        };
+        node.handle.stop().await;
+        anyhow::Ok(text)
+    });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pasarela: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 
@@ -112,7 +263,22 @@ fn route(config: Config, number: &str, from: Option<&str>) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let router = pasarela::routing::setup::build_router(&config, &extensions)?;
+        // DUNDi peers are asked from a node of our own on a free port (serve holds 4520);
+        // peers know us by EID and answer to the port the query came from.
+        let dundi = if config.dundi.enabled {
+            let bind = std::net::SocketAddr::new(config.dundi.settings.bind.ip(), 0);
+            Some(
+                pasarela::routing::dundi::OfficeDundi::start(
+                    &config.dundi,
+                    &extensions,
+                    Some(bind),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let router = pasarela::routing::setup::build_router(&config, &extensions, dundi.as_ref())?;
         anyhow::Ok(router.route(from, number).await)
     });
     match result {

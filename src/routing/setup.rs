@@ -108,14 +108,28 @@ pub fn enum_settings(config: &Config) -> EnumSettings {
 }
 
 /// The router of a `serve` or `route` process.
-pub fn build_router(config: &Config, extensions: &[ExtensionRow]) -> anyhow::Result<Router> {
-    Ok(build(config, extensions)?.router)
+pub fn build_router(
+    config: &Config,
+    extensions: &[ExtensionRow],
+    dundi: Option<&crate::routing::dundi::OfficeDundi>,
+) -> anyhow::Result<Router> {
+    Ok(build(config, extensions, dundi)?.router)
 }
 
-/// The router with its ENUM resolver.
-pub fn build(config: &Config, extensions: &[ExtensionRow]) -> anyhow::Result<Routing> {
+/// The router with its ENUM resolver; DUNDi is asked beside ENUM when its node runs.
+pub fn build(
+    config: &Config,
+    extensions: &[ExtensionRow],
+    dundi: Option<&crate::routing::dundi::OfficeDundi>,
+) -> anyhow::Result<Routing> {
     let resolver = EnumResolver::new(enum_settings(config))?;
-    let sources: Vec<Arc<dyn RouteSource>> = vec![Arc::new(EnumSource(resolver.clone()))];
+    let mut sources: Vec<Arc<dyn RouteSource>> = vec![Arc::new(EnumSource(resolver.clone()))];
+    if let Some(d) = dundi {
+        sources.push(Arc::new(crate::routing::dundi::DundiSource::new(
+            d.handle.clone(),
+            &d.context,
+        )));
+    }
     let locator: Option<Arc<dyn ServerLocator>> = Some(Arc::new(DnsLocator(resolver.locator())));
     let budget = Duration::from_millis(config.enum_.budget_ms);
     let router = Router::new(

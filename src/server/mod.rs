@@ -7,6 +7,7 @@
 //! signals (`signals`: stop, SIGHUP reload, SIGUSR1/2 ENUM cache) have their own modules. A stop
 //! hangs up the calls in progress before the stores are flushed.
 
+pub mod control;
 pub mod core;
 pub mod digest_gate;
 mod enum_zone;
@@ -114,8 +115,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &extensions,
         Some(crate::routing::setup::numbering_plan(&config, &extensions)),
     );
-    let routing =
-        crate::routing::setup::build(&config, &extensions).context("setting up number routing")?;
+    let dundi = if config.dundi.enabled {
+        let node = crate::routing::dundi::OfficeDundi::start(&config.dundi, &extensions, None)
+            .await
+            .with_context(|| {
+                format!(
+                    "starting DUNDi ([dundi] listen = \"{}\")",
+                    config.dundi.settings.bind
+                )
+            })?;
+        Some(node)
+    } else {
+        None
+    };
+    let routing = crate::routing::setup::build(&config, &extensions, dundi.as_ref())
+        .context("setting up number routing")?;
     spawn_cache_signals(routing.enum_.clone());
     let router = Arc::new(routing.router);
     let (route_tx, mut route_rx) = mpsc::unbounded_channel::<(u64, Route)>();
@@ -168,6 +182,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let bound = transport::bind(&listen, transport_settings, tx)
         .await
         .context("binding the SIP listen addresses")?;
+    let control_path = control::socket_path(&config.store.path);
+    let _control = control::start(&control_path, dundi.clone())
+        .await
+        .with_context(|| format!("opening the control socket {}", control_path.display()))?;
     let (live_source, mut live_requests) = live::LiveSource::channel();
     let lines = live::configured_lines(&config);
     let web = WebServer::start(
@@ -201,6 +219,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let _ = writeln!(out, "listening dns {}", z.local_addr());
         }
         let _ = writeln!(out, "listening web {}", web.local_addr());
+        if let Some(d) = &dundi {
+            let _ = writeln!(out, "listening dundi {}", d.handle.local_addr());
+            status.push(format!("DUNDi {}", d.handle.local_addr()));
+        }
         status.push(format!("web {}", web.local_addr()));
         let _ = writeln!(out, "ready");
         let _ = out.flush();
@@ -258,6 +280,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Some(()) = reload.recv() => {
                 match reload_extensions(&config, &mut core, &router, enum_zone.as_ref()) {
                     Ok(rows) => {
+                        if let Some(d) = &dundi {
+                            d.reprovision(&rows);
+                        }
                         office = crate::cdr::OfficeNumbers::from_rows(
                             &rows,
                             Some(crate::routing::setup::numbering_plan(&config, &rows)),
@@ -341,6 +366,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         writer_handle.send(change);
     }
     web.shutdown().await;
+    if let Some(d) = &dundi {
+        d.handle.stop().await;
+    }
     if let Some(z) = enum_zone {
         z.shutdown().await;
     }

@@ -143,11 +143,8 @@ impl OfficeTime {
                 Err(_) => break,
             }
         }
-        loop {
-            match self.start_of(d) {
-                Some(ms) => out.push(ms),
-                None => break,
-            }
+        while let Some(ms) = self.start_of(d) {
+            out.push(ms);
             if d > today {
                 break;
             }

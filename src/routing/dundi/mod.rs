@@ -44,6 +44,8 @@ pub mod crypto;
 pub mod eid;
 pub mod engine;
 pub mod numbers;
+pub mod office;
+pub mod report;
 pub mod service;
 pub mod settings;
 pub mod source;
@@ -56,6 +58,7 @@ pub use engine::{
     Reachability, Stats,
 };
 pub use numbers::{AnyOf, LocalNumbers, NumberMatch, NumberSet, Pattern, PatternNumbers};
+pub use office::OfficeDundi;
 pub use service::{DundiHandle, DundiService, ServiceError};
 pub use settings::{
     parse_mapping_options, parse_peer_address, EntityInfo, Mapping, Model, PeerSettings, Settings,

@@ -12,7 +12,7 @@ use super::wire::{answer_flags, proto};
 pub const DEFAULT_PORT: u16 = 4520;
 
 /// A node's configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Our EID; `None` takes the machine's first non-zero MAC address (as Asterisk does).
     pub eid: Option<Eid>,
@@ -149,7 +149,7 @@ impl Model {
 }
 
 /// One peer (Asterisk `[EID]` section).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerSettings {
     pub eid: Eid,
     /// Where it listens (port 4520 unless said otherwise).

@@ -1,0 +1,69 @@
+//! The gateway's own DUNDi node, as `serve` (and `pasarela route`) run it from `[dundi]`: it
+//! answers peers for the extensions' DIDs and the mappings' patterns, and is asked by the
+//! router beside ENUM. The DIDs are a [`NumberSet`] replaced when the extensions change.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::DundiConfig;
+use crate::store::ExtensionRow;
+
+use super::numbers::{AnyOf, LocalNumbers, NumberSet, PatternNumbers};
+use super::service::{DundiHandle, DundiService, ServiceError};
+
+/// A running DUNDi node of the office.
+#[derive(Clone)]
+pub struct OfficeDundi {
+    /// Ask and inspect it.
+    pub handle: DundiHandle,
+    /// The context the router asks about.
+    pub context: String,
+    dids: Arc<NumberSet>,
+}
+
+/// The DIDs of enabled extensions, as DUNDi numbers (E.164 digits, no `+`).
+pub fn dids(extensions: &[ExtensionRow]) -> Vec<String> {
+    extensions
+        .iter()
+        .filter(|e| e.enabled)
+        .filter_map(|e| e.did.as_deref())
+        .map(|d| d.trim_start_matches('+').to_owned())
+        .collect()
+}
+
+impl OfficeDundi {
+    /// Starts the node of `config` on `bind` (or `config`'s `listen`), answering for the DIDs
+    /// of `extensions` and the configured patterns.
+    pub async fn start(
+        config: &DundiConfig,
+        extensions: &[ExtensionRow],
+        bind: Option<SocketAddr>,
+    ) -> Result<OfficeDundi, ServiceError> {
+        let dids = Arc::new(NumberSet::new(dids(extensions)));
+        let mut patterns = PatternNumbers::new();
+        for (ctx, list) in &config.numbers {
+            let refs: Vec<&str> = list.iter().map(String::as_str).collect();
+            // The configuration checked every pattern already.
+            if let Err(e) = patterns.add(ctx, &refs) {
+                tracing::warn!("DUNDi numbers of {ctx}: {e}");
+            }
+        }
+        let dids_dyn: Arc<dyn LocalNumbers> = dids.clone();
+        let local: Arc<dyn LocalNumbers> = Arc::new(AnyOf(vec![dids_dyn, Arc::new(patterns)]));
+        let mut settings = config.settings.clone();
+        if let Some(b) = bind {
+            settings.bind = b;
+        }
+        let handle = DundiService::start(settings, local).await?;
+        Ok(OfficeDundi {
+            handle,
+            context: config.context.clone(),
+            dids,
+        })
+    }
+
+    /// The extensions changed: answer for their DIDs from now on.
+    pub fn reprovision(&self, extensions: &[ExtensionRow]) {
+        self.dids.replace(dids(extensions));
+    }
+}
