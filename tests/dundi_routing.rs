@@ -106,11 +106,20 @@ inkey = \"{}\"
     ));
     let office_a = Server::start(&format!(
         "{}{routing}
+[[extension]]
+number = \"150\"
+password = \"secret150secret\"
+did = \"+4930111222\"
+
 [dundi]
 enabled = true
 listen = \"{a_addr}\"
 eid = \"02:00:00:00:00:0a\"
 private_key = \"{}\"
+
+[[dundi.mapping]]
+context = \"e164\"
+destination = \"${{NUMBER}}@${{IPADDR}}:5060\"
 
 [[dundi.peer]]
 eid = \"02:00:00:00:00:0b\"
@@ -153,6 +162,12 @@ qualify_secs = 1
             && peers.contains("OK ("),
         "{peers}"
     );
+
+    // The other way: B asks A about A's DID (destination with A's ${IPADDR}).
+    let b_cfg = office_b.dir().join("pasarela.toml");
+    let (ok, out) = cli(&b_cfg, &["dundi", "lookup", "4930111222@e164"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("4930111222@127.0.0.2:5060"), "A answers B:\n{out}");
 
     // The route explainer (a node of its own on a free port) names the DUNDi answer.
     let (ok, out) = cli(&a_cfg, &["route", "040555123", "--from", "100"]);
