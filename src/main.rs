@@ -351,8 +351,18 @@ fn summary(config: &Config) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let dundi = if config.dundi.enabled {
+        format!(
+            "dundi {} with {} peer(s), {} mapping(s)",
+            config.dundi.settings.bind,
+            config.dundi.settings.peers.len(),
+            config.dundi.settings.mappings.len()
+        )
+    } else {
+        "dundi off".to_owned()
+    };
     format!(
-        "domain {}; sip {}; rtp {}-{}; store {}; web {}; enum {} via {}; {} extension(s) ({} enabled); log {}",
+        "domain {}; sip {}; rtp {}-{}; store {}; web {}; enum {} via {}; {dundi}; {} extension(s) ({} enabled); log {}",
         config.sip.domain,
         listen.join(", "),
         config.media.rtp_ports.start(),
