@@ -206,6 +206,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.web.listen
         )
     })?;
+    // Published before `ready`, so that /healthz says ok as soon as anyone is told to ask.
+    core.set_local_addrs(bound.local_addrs.clone());
+    let mut published = std::time::Instant::now();
+    publish(&stats, published, &core);
     let mut status = Vec::new();
     {
         // Machine-readable start-up lines for supervisors and tests.
@@ -228,9 +232,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = out.flush();
     }
     let outbound = bound.outbound;
-    core.set_local_addrs(bound.local_addrs.clone());
-    let mut published = std::time::Instant::now();
-    publish(&stats, published, &core);
     if let Some(n) = notifier.as_mut() {
         n.ready(&format!("serving: {}", status.join(", ")));
         n.keep_alive(published);
