@@ -167,7 +167,10 @@ qualify_secs = 1
     let b_cfg = office_b.dir().join("pasarela.toml");
     let (ok, out) = cli(&b_cfg, &["dundi", "lookup", "4930111222@e164"]);
     assert!(ok, "{out}");
-    assert!(out.contains("4930111222@127.0.0.2:5060"), "A answers B:\n{out}");
+    assert!(
+        out.contains("4930111222@127.0.0.2:5060"),
+        "A answers B:\n{out}"
+    );
 
     // The route explainer (a node of its own on a free port) names the DUNDi answer.
     let (ok, out) = cli(&a_cfg, &["route", "040555123", "--from", "100"]);

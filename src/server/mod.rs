@@ -197,6 +197,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             live: Some(live_source),
             office: crate::web::office_time::OfficeTime::new(config.web.time_zone.as_deref()),
             enum_: Some(routing.enum_.clone()),
+            dundi: dundi.clone(),
         },
     )
     .await

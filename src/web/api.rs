@@ -209,8 +209,26 @@ async fn live(State(state): State<WebState>) -> Response {
         Some(source) => source.snapshot().await,
         None => None,
     };
+    let peers = super::pages::live::dundi_peers(&state).await;
     match snap {
-        Some(s) => Json(live_json(&s)).into_response(),
+        Some(s) => {
+            let mut v = live_json(&s);
+            if let Some(peers) = peers {
+                v["dundi_peers"] = peers
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "eid": p.eid,
+                            "address": p.address,
+                            "encrypted": p.encrypted,
+                            "status": p.status,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                    .into();
+            }
+            Json(v).into_response()
+        }
         None => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the SIP service did not answer; try again",

@@ -110,6 +110,8 @@ pub struct Links {
     pub office: office_time::OfficeTime,
     /// The ENUM resolver, to show and flush its cache on the routing page.
     pub enum_: Option<crate::routing::enum_lookup::EnumResolver>,
+    /// The DUNDi node, for its peers on the live page.
+    pub dundi: Option<crate::routing::dundi::OfficeDundi>,
 }
 
 /// A running HTTP server.
@@ -138,6 +140,7 @@ impl WebServer {
         state.live = links.live;
         state.office = Arc::new(links.office);
         state.enum_ = links.enum_;
+        state.dundi = links.dundi;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| WebError::Bind { addr, source })?;

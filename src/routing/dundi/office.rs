@@ -31,6 +31,16 @@ pub fn dids(extensions: &[ExtensionRow]) -> Vec<String> {
         .collect()
 }
 
+impl std::fmt::Debug for OfficeDundi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfficeDundi")
+            .field("local_addr", &self.handle.local_addr())
+            .field("eid", &self.handle.eid())
+            .field("context", &self.context)
+            .finish()
+    }
+}
+
 impl OfficeDundi {
     /// Starts the node of `config` on `bind` (or `config`'s `listen`), answering for the DIDs
     /// of `extensions` and the configured patterns.

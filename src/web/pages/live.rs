@@ -36,6 +36,39 @@ pub struct RegistrationRow {
     pub expires_in: u64,
 }
 
+/// A DUNDi peer as a row.
+pub struct PeerRow {
+    pub eid: String,
+    pub address: String,
+    pub encrypted: bool,
+    pub status: String,
+}
+
+/// The DUNDi peers of the node, if it runs (bounded: a page never waits long for it).
+pub async fn dundi_peers(state: &WebState) -> Option<Vec<PeerRow>> {
+    use crate::routing::dundi::Reachability;
+    let d = state.dundi.as_ref()?;
+    let peers = tokio::time::timeout(std::time::Duration::from_secs(1), d.handle.peers())
+        .await
+        .ok()?;
+    Some(
+        peers
+            .into_iter()
+            .map(|p| PeerRow {
+                eid: p.eid.to_string(),
+                address: p.address.to_string(),
+                encrypted: p.encrypted,
+                status: match p.reachability {
+                    Reachability::Unknown => "not qualified".to_owned(),
+                    Reachability::Reachable(d) => format!("reachable, {} ms", d.as_millis()),
+                    Reachability::Lagged(d) => format!("lagged, {} ms", d.as_millis()),
+                    Reachability::Unreachable => "unreachable".to_owned(),
+                },
+            })
+            .collect(),
+    )
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "live.html")]
 struct LivePage {
@@ -46,6 +79,8 @@ struct LivePage {
     calls: Vec<CallRow>,
     registrations: Vec<RegistrationRow>,
     lines: Vec<LineState>,
+    /// `None`: DUNDi is off.
+    peers: Option<Vec<PeerRow>>,
 }
 
 /// `m:ss` (or `h:mm:ss`) of a duration.
@@ -96,6 +131,7 @@ pub async fn page(
         Some(source) => source.snapshot().await,
         None => None,
     };
+    let peers = dundi_peers(&state).await;
     let page = match snap {
         Some(snap) => {
             let (calls, registrations) = rows(&snap);
@@ -111,6 +147,7 @@ pub async fn page(
                 calls,
                 registrations,
                 lines: snap.lines,
+                peers,
             }
         }
         None => LivePage {
@@ -121,6 +158,7 @@ pub async fn page(
             calls: Vec::new(),
             registrations: Vec::new(),
             lines: Vec::new(),
+            peers,
         },
     };
     page.into_response()

@@ -48,6 +48,8 @@ pub struct WebState {
     pub(crate) live: Option<crate::server::live::LiveSource>,
     /// The ENUM resolver, for its cache on the routing page.
     pub(crate) enum_: Option<crate::routing::enum_lookup::EnumResolver>,
+    /// The DUNDi node, for its peers on the live page.
+    pub(crate) dundi: Option<crate::routing::dundi::OfficeDundi>,
     /// The office's time zone, for dates shown, filtered and grouped.
     pub(crate) office: Arc<OfficeTime>,
 }
@@ -63,6 +65,7 @@ impl WebState {
             router: None,
             live: None,
             enum_: None,
+            dundi: None,
             office: Arc::new(OfficeTime::utc()),
         })
     }
