@@ -334,6 +334,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn known_numbers_for_precache() {
+        let mut n = PatternNumbers::new();
+        n.add("local", &["_1555XXXX", "4930123", "_4930124"])
+            .unwrap();
+        assert_eq!(n.known_numbers("local"), ["4930123", "4930124"]);
+        assert!(n.known_numbers("other").is_empty());
+        let dids: std::sync::Arc<dyn LocalNumbers> =
+            std::sync::Arc::new(NumberSet::new(["+4930124", "4930125"]));
+        let any = AnyOf(vec![dids, std::sync::Arc::new(n)]);
+        assert_eq!(
+            any.known_numbers("local"),
+            ["4930123", "4930124", "4930125"]
+        );
+        let f = |_: &str, _: &str| NumberMatch::default();
+        assert!(f.known_numbers("local").is_empty());
+    }
+
+    #[test]
     fn patterns_like_asterisk() {
         let mut n = PatternNumbers::new();
         n.add("local", &["_1555XXXX", "_1555XXXXXXX"]).unwrap();
