@@ -161,6 +161,12 @@ pub enum Event {
         eid: Eid,
         info: Option<EntityInfo>,
     },
+    /// A precache push ([`Engine::precache`]) finished: every PRECACHERQ was answered or given
+    /// up.
+    PrecacheDone {
+        id: LookupId,
+        report: PrecacheReport,
+    },
     /// We answered a peer's lookup.
     Answered {
         peer: Eid,
@@ -168,6 +174,31 @@ pub enum Event {
         context: String,
         answers: usize,
     },
+}
+
+/// The outcome of a precache push.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrecacheReport {
+    /// `(context, number)` pairs we had answers for and pushed to at least one peer.
+    pub pushed: Vec<(String, String)>,
+    /// PRECACHERQs sent (one per number and peer).
+    pub sent: usize,
+    /// PRECACHERPs without a cause: (peer, number).
+    pub acknowledged: Vec<(Eid, String)>,
+    /// Peers that refused with a cause: (peer, number, code, text).
+    pub refused: Vec<(Eid, String, u8, String)>,
+    /// PRECACHERQs never answered.
+    pub timed_out: usize,
+}
+
+impl PrecacheReport {
+    /// How many distinct peers acknowledged at least one number.
+    pub fn peers_acknowledged(&self) -> usize {
+        let mut v: Vec<Eid> = self.acknowledged.iter().map(|(e, _)| *e).collect();
+        v.sort();
+        v.dedup();
+        v.len()
+    }
 }
 
 /// Reachability of a peer, from qualify pings.
@@ -222,8 +253,16 @@ impl Peer {
 enum Purpose {
     Incoming,
     Lookup(LookupId),
-    Qualify { peer: Eid, sent: Instant },
+    Qualify {
+        peer: Eid,
+        sent: Instant,
+    },
     EidQuery(LookupId),
+    Precache {
+        id: LookupId,
+        peer: Eid,
+        number: String,
+    },
 }
 
 struct Outstanding {
@@ -292,6 +331,15 @@ pub struct Engine {
     /// Answers to forwarded requests, ready to go out: (transaction, answer).
     forward_done: Vec<(u16, LocalAnswer)>,
     stats: Stats,
+    /// Precache pushes under way.
+    precaches: HashMap<LookupId, PrecacheState>,
+    /// Asterisk's precache queue: `(context, number)` to push again at that time.
+    precache_due: HashMap<(String, String), Instant>,
+}
+
+struct PrecacheState {
+    report: PrecacheReport,
+    trans: Vec<u16>,
 }
 
 /// Counters since the engine started (for metrics).
@@ -418,6 +466,12 @@ impl Engine {
             rng: seed | 1,
             forward_done: Vec::new(),
             stats: Stats::default(),
+            precaches: HashMap::new(),
+            precache_due: HashMap::new(),
+        })
+        .map(|mut e| {
+            e.queue_precache_full(now);
+            e
         })
     }
 
@@ -489,6 +543,7 @@ impl Engine {
         self.key_ttl = settings.key_ttl;
         self.ttl = settings.ttl;
         self.ipaddr = settings.ipaddr.clone();
+        self.queue_precache_full(now);
         Ok(())
     }
 
@@ -534,6 +589,9 @@ impl Engine {
         }
         if let Some(e) = self.cache.values().map(|e| e.expires).min() {
             take(e);
+        }
+        if let Some(e) = self.precache_due.values().min() {
+            take(*e);
         }
         t
     }
@@ -1034,7 +1092,7 @@ impl Engine {
                         None => deferred.push(refuse(cause::NOAUTH, "Unsupported DUNDI Context")),
                     }
                 } else if cmd == Command::PrecacheRq
-                    && ps.model.inbound()
+                    && ps.precache_inbound()
                     && has_permission(&ps.include, &context)
                 {
                     self.save_precache(p, &number, &context, peer_eid, now);
@@ -1081,6 +1139,9 @@ impl Engine {
                 }
             }
             Command::RegResponse | Command::Invalid | Command::Null | Command::PrecacheRp => {
+                if cmd == Command::PrecacheRp {
+                    self.take_precache_reply(id, p, encrypted);
+                }
                 if !fin {
                     self.send(id, Command::Cancel, true, Vec::new(), now);
                 }
@@ -1248,6 +1309,15 @@ impl Engine {
             Purpose::Qualify { peer, .. } => {
                 if let Some(pi) = self.peer_index(peer) {
                     self.peers[pi].qualify_trans = Some(new);
+                }
+            }
+            Purpose::Precache { id, .. } => {
+                if let Some(ps) = self.precaches.get_mut(id) {
+                    for t in ps.trans.iter_mut() {
+                        if *t == old {
+                            *t = new;
+                        }
+                    }
                 }
             }
             Purpose::Incoming => {}
@@ -1993,6 +2063,21 @@ impl Engine {
                     self.finish_lookup(lid, now);
                 }
             }
+            Purpose::Precache { id: pid, .. } => {
+                let done = match self.precaches.get_mut(&pid) {
+                    Some(ps) => {
+                        ps.trans.retain(|x| *x != id);
+                        if from_timeout {
+                            ps.report.timed_out += 1;
+                        }
+                        ps.trans.is_empty()
+                    }
+                    None => false,
+                };
+                if done {
+                    self.finish_precache(pid);
+                }
+            }
             Purpose::Incoming => {}
         }
     }
@@ -2069,5 +2154,210 @@ impl Engine {
             self.qualify(now, eid);
         }
         self.cache.retain(|_, e| e.expires > now);
+        let mut due: Vec<(String, String)> = self
+            .precache_due
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !due.is_empty() {
+            due.sort();
+            for k in &due {
+                self.precache_due.remove(k);
+            }
+            self.precache_pairs(now, &due);
+        }
+    }
+
+    // ---------------------------------------------------------------- precache
+
+    /// Pushes our answers for `numbers` in DUNDi `context` (empty: `e164`) to every peer we
+    /// precache to (`precache` outbound) that is permitted the context: one PRECACHERQ per
+    /// number and peer, carrying the answers a DPDISCOVER would get (Asterisk `dundi precache`).
+    /// Numbers we have no answer for are skipped. Each number pushed is pushed again when its
+    /// answers expire. The outcome comes as [`Event::PrecacheDone`].
+    pub fn precache(&mut self, now: Instant, context: &str, numbers: &[String]) -> LookupId {
+        let context = if context.is_empty() { "e164" } else { context };
+        let pairs: Vec<(String, String)> = numbers
+            .iter()
+            .map(|n| (context.to_string(), n.clone()))
+            .collect();
+        self.precache_pairs(now, &pairs)
+    }
+
+    /// Pushes every number we know to be ours (the whole numbers
+    /// [`LocalNumbers::known_numbers`] lists for each mapping's local context) in every
+    /// mapping's context (Asterisk `dundi_precache_full`, which runs on load and reload).
+    pub fn precache_all(&mut self, now: Instant) -> LookupId {
+        let pairs = self.all_precache_pairs();
+        self.precache_pairs(now, &pairs)
+    }
+
+    /// The precache queue: `(context, number, when it is pushed again)`.
+    pub fn precache_queue(&self) -> Vec<(String, String, Instant)> {
+        let mut v: Vec<_> = self
+            .precache_due
+            .iter()
+            .map(|((c, n), t)| (c.clone(), n.clone(), *t))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn all_precache_pairs(&self) -> Vec<(String, String)> {
+        let mut pairs = Vec::new();
+        for m in &self.mappings {
+            for n in self.local.known_numbers(&m.local_context) {
+                pairs.push((m.context.to_ascii_lowercase(), n));
+            }
+        }
+        pairs.sort();
+        pairs.dedup();
+        pairs
+    }
+
+    /// On start and reload, as Asterisk: when some peer takes our precache, queue every known
+    /// number at once (the next [`Engine::handle_timeout`] pushes them).
+    fn queue_precache_full(&mut self, now: Instant) {
+        if !self.peers.iter().any(|p| p.settings.precache_outbound()) {
+            return;
+        }
+        for k in self.all_precache_pairs() {
+            self.precache_due.insert(k, now);
+        }
+    }
+
+    fn precache_pairs(&mut self, now: Instant, pairs: &[(String, String)]) -> LookupId {
+        let id = LookupId(self.next_lookup);
+        self.next_lookup += 1;
+        self.precaches.insert(
+            id,
+            PrecacheState {
+                report: PrecacheReport::default(),
+                trans: Vec::new(),
+            },
+        );
+        for (context, number) in pairs {
+            self.precache_one(now, id, context, number);
+        }
+        if self.precaches.get(&id).is_some_and(|p| p.trans.is_empty()) {
+            self.finish_precache(id);
+        }
+        id
+    }
+
+    /// Asterisk `precache_trans` for each peer we push to: our own answers only (Asterisk
+    /// also asks its other peers when it has no weight-0 answer; we do not pass that on).
+    fn precache_one(&mut self, now: Instant, id: LookupId, context: &str, number: &str) {
+        if number.is_empty() {
+            return;
+        }
+        let Some(local) = self.answer_query(number, context) else {
+            return;
+        };
+        if local.answers.is_empty() {
+            return;
+        }
+        let targets: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| {
+                let s = &self.peers[i].settings;
+                s.precache_outbound() && has_permission(&s.permit, context)
+            })
+            .collect();
+        let mut sent = 0;
+        for pi in targets {
+            let peer = self.peers[pi].settings.eid;
+            let addr = self.peers[pi].settings.address;
+            let purpose = Purpose::Precache {
+                id,
+                peer,
+                number: number.to_string(),
+            };
+            let Some(tid) = self.create_trans(addr, purpose, now) else {
+                continue;
+            };
+            self.apply_peer(tid, pi, now);
+            if let Some(ps) = self.precaches.get_mut(&id) {
+                ps.trans.push(tid);
+                ps.report.sent += 1;
+            }
+            // VERSION, our EID, the number, context and TTL, then the answers, HINT and
+            // EXPIRATION: Asterisk's order.
+            let mut ies = vec![
+                Ie::Version(1),
+                Ie::Eid(self.eid),
+                Ie::CalledNumber(number.to_string()),
+                Ie::CalledContext(context.to_string()),
+                Ie::Ttl(self.ttl),
+            ];
+            ies.extend(local.answers.iter().cloned().map(Ie::Answer));
+            ies.push(Ie::Hint {
+                flags: 0,
+                data: local.prefix.clone(),
+            });
+            ies.push(Ie::Expiration(local.expiration));
+            self.send(tid, Command::PrecacheRq, false, ies, now);
+            if self.trans.contains_key(&tid) {
+                sent += 1;
+            }
+        }
+        if sent > 0 {
+            if let Some(ps) = self.precaches.get_mut(&id) {
+                ps.report
+                    .pushed
+                    .push((context.to_string(), number.to_string()));
+            }
+            // Asterisk `reschedule_precache`: again when the answers expire.
+            if local.expiration > 0 {
+                self.precache_due.insert(
+                    (context.to_ascii_lowercase(), number.to_string()),
+                    now + Duration::from_secs(local.expiration as u64),
+                );
+            }
+        }
+    }
+
+    /// A PRECACHERP to one of our pushes: acknowledged, or refused with a cause.
+    fn take_precache_reply(&mut self, id: u16, p: &Packet, encrypted: bool) {
+        let Some(t) = self.trans.get(&id) else {
+            return;
+        };
+        let Purpose::Precache {
+            id: pid,
+            peer,
+            number,
+        } = t.purpose.clone()
+        else {
+            return;
+        };
+        if t.encrypt && !encrypted {
+            return;
+        }
+        let Some(ps) = self.precaches.get_mut(&pid) else {
+            return;
+        };
+        match p.find(|i| match i {
+            Ie::Cause { code, text } => Some((*code, text.clone())),
+            _ => None,
+        }) {
+            Some((code, text)) if code >= 1 => {
+                tracing::info!(%peer, %number, code, %text, "DUNDi: precache refused");
+                ps.report.refused.push((peer, number, code, text));
+            }
+            _ => ps.report.acknowledged.push((peer, number)),
+        }
+    }
+
+    fn finish_precache(&mut self, id: LookupId) {
+        let Some(ps) = self.precaches.remove(&id) else {
+            return;
+        };
+        for t in &ps.trans {
+            self.trans.remove(t);
+        }
+        self.push_event(Event::PrecacheDone {
+            id,
+            report: ps.report,
+        });
     }
 }

@@ -55,7 +55,7 @@ pub use crypto::keygen;
 pub use eid::{Eid, EidParseError};
 pub use engine::{
     Answer, CacheEntry, Engine, EngineError, Event, Keys, LookupId, LookupResult, PeerView,
-    Reachability, Stats,
+    PrecacheReport, Reachability, Stats,
 };
 pub use numbers::{AnyOf, LocalNumbers, NumberMatch, NumberSet, Pattern, PatternNumbers};
 pub use office::OfficeDundi;

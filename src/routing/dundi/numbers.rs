@@ -19,6 +19,13 @@ pub struct NumberMatch {
 /// The predicate the engine asks; `local_context` is the mapping's local context.
 pub trait LocalNumbers: Send + Sync {
     fn classify(&self, local_context: &str, number: &str) -> NumberMatch;
+
+    /// The whole numbers known to be ours in `local_context`, for precaching them all
+    /// (Asterisk walks the extensions of the mapped context). Patterns cannot be listed, so
+    /// the default is none.
+    fn known_numbers(&self, _local_context: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl<F> LocalNumbers for F
@@ -60,6 +67,19 @@ pub struct PatternError(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
     toks: Vec<Tok>,
+}
+
+impl Pattern {
+    /// The one number this pattern matches when it has no wildcard (a plain extension).
+    pub fn literal(&self) -> Option<String> {
+        self.toks
+            .iter()
+            .map(|t| match t {
+                Tok::Lit(c) => Some(*c as char),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 impl std::str::FromStr for Pattern {
@@ -197,6 +217,16 @@ impl LocalNumbers for PatternNumbers {
         }
         out
     }
+
+    /// The patterns without wildcards.
+    fn known_numbers(&self, local_context: &str) -> Vec<String> {
+        self.contexts
+            .get(&local_context.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .filter_map(Pattern::literal)
+            .collect()
+    }
 }
 
 /// A set of whole numbers (the office's DIDs as E.164 digits, `+` dropped), replaceable while
@@ -237,6 +267,17 @@ impl NumberSet {
     }
 }
 
+impl NumberSet {
+    /// The numbers, sorted.
+    pub fn numbers(&self) -> Vec<String> {
+        let g = match self.numbers.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        g.iter().cloned().collect()
+    }
+}
+
 impl LocalNumbers for NumberSet {
     fn classify(&self, _local_context: &str, number: &str) -> NumberMatch {
         let g = match self.numbers.read() {
@@ -253,6 +294,10 @@ impl LocalNumbers for NumberSet {
             can_match: exists || match_more,
             match_more,
         }
+    }
+
+    fn known_numbers(&self, _local_context: &str) -> Vec<String> {
+        self.numbers()
     }
 }
 
@@ -271,11 +316,40 @@ impl LocalNumbers for AnyOf {
         }
         out
     }
+
+    fn known_numbers(&self, local_context: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .0
+            .iter()
+            .flat_map(|l| l.known_numbers(local_context))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_numbers_for_precache() {
+        let mut n = PatternNumbers::new();
+        n.add("local", &["_1555XXXX", "4930123", "_4930124"])
+            .unwrap();
+        assert_eq!(n.known_numbers("local"), ["4930123", "4930124"]);
+        assert!(n.known_numbers("other").is_empty());
+        let dids: std::sync::Arc<dyn LocalNumbers> =
+            std::sync::Arc::new(NumberSet::new(["+4930124", "4930125"]));
+        let any = AnyOf(vec![dids, std::sync::Arc::new(n)]);
+        assert_eq!(
+            any.known_numbers("local"),
+            ["4930123", "4930124", "4930125"]
+        );
+        let f = |_: &str, _: &str| NumberMatch::default();
+        assert!(f.known_numbers("local").is_empty());
+    }
 
     #[test]
     fn patterns_like_asterisk() {

@@ -72,8 +72,26 @@ impl OfficeDundi {
         })
     }
 
-    /// The extensions changed: answer for their DIDs from now on.
+    /// The extensions changed: answer for their DIDs from now on. When the set of DIDs changed,
+    /// every known number is pushed again to the peers we precache to (as Asterisk does on
+    /// reload), in the background when called inside a tokio runtime.
     pub fn reprovision(&self, extensions: &[ExtensionRow]) {
+        let before = self.dids.numbers();
         self.dids.replace(dids(extensions));
+        if self.dids.numbers() != before {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let handle = self.handle.clone();
+                rt.spawn(async move {
+                    let peers = handle.precache_all().await;
+                    tracing::debug!(peers, "DUNDi: DIDs changed, precache pushed");
+                });
+            }
+        }
+    }
+
+    /// Pushes every DID and literal number to the peers we precache to now; how many peers
+    /// acknowledged. (The node does this by itself on start and when answers expire.)
+    pub async fn precache(&self) -> usize {
+        self.handle.precache_all().await
     }
 }

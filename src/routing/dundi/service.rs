@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::eid::Eid;
 use super::engine::{
-    Answer, CacheEntry, Engine, EngineError, Event, Keys, LookupId, LookupResult, PeerView, Stats,
+    Answer, CacheEntry, Engine, EngineError, Event, Keys, LookupId, LookupResult, PeerView,
+    PrecacheReport, Stats,
 };
 use super::numbers::LocalNumbers;
 use super::settings::{EntityInfo, Settings};
@@ -51,6 +52,11 @@ enum Cmd {
         eid: Eid,
         deadline: Instant,
         reply: oneshot::Sender<Option<EntityInfo>>,
+    },
+    Precache {
+        /// `None`: every number we know (`precache_all`).
+        numbers: Option<(String, Vec<String>)>,
+        reply: oneshot::Sender<PrecacheReport>,
     },
     Peers(oneshot::Sender<Vec<PeerView>>),
     Stats(oneshot::Sender<Stats>),
@@ -195,6 +201,35 @@ impl DundiHandle {
         rx.await.ok().flatten()
     }
 
+    /// Pushes our answers for `numbers` in DUNDi `context` (empty: `e164`) to the peers we
+    /// precache to (PRECACHERQ, Asterisk `dundi precache`); how many peers acknowledged. Waits
+    /// until every peer answered or was given up (about 5 s for a silent one).
+    pub async fn precache<S: AsRef<str>>(&self, numbers: &[S], context: &str) -> usize {
+        let numbers = numbers.iter().map(|n| n.as_ref().to_string()).collect();
+        self.precache_report(Some((context.to_string(), numbers)))
+            .await
+            .map_or(0, |r| r.peers_acknowledged())
+    }
+
+    /// Pushes every number we know to be ours (the DIDs, patterns without wildcards) in every
+    /// mapping's context to the peers we precache to; how many peers acknowledged.
+    pub async fn precache_all(&self) -> usize {
+        self.precache_report(None)
+            .await
+            .map_or(0, |r| r.peers_acknowledged())
+    }
+
+    /// The whole outcome of a precache push (`None`: every known number); `None` if the
+    /// service stopped.
+    pub async fn precache_report(
+        &self,
+        numbers: Option<(String, Vec<String>)>,
+    ) -> Option<PrecacheReport> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Cmd::Precache { numbers, reply }).await.ok()?;
+        rx.await.ok()
+    }
+
     /// Peers with their reachability.
     pub async fn peers(&self) -> Vec<PeerView> {
         let (reply, rx) = oneshot::channel();
@@ -262,6 +297,7 @@ struct Waiters {
     lookups: HashMap<LookupId, (Instant, oneshot::Sender<LookupResult>)>,
     entities: HashMap<LookupId, (Instant, oneshot::Sender<Option<EntityInfo>>)>,
     qualifies: HashMap<Eid, Vec<oneshot::Sender<Option<Duration>>>>,
+    precaches: HashMap<LookupId, oneshot::Sender<PrecacheReport>>,
 }
 
 async fn run_loop(socket: UdpSocket, mut engine: Engine, mut rx: mpsc::Receiver<Cmd>) {
@@ -313,6 +349,13 @@ async fn run_loop(socket: UdpSocket, mut engine: Engine, mut rx: mpsc::Receiver<
                         let id = engine.query_eid(now, peer, eid, "e164");
                         w.entities.insert(id, (deadline, reply));
                     }
+                    Cmd::Precache { numbers, reply } => {
+                        let id = match numbers {
+                            Some((context, numbers)) => engine.precache(now, &context, &numbers),
+                            None => engine.precache_all(now),
+                        };
+                        w.precaches.insert(id, reply);
+                    }
                     Cmd::Peers(reply) => { let _ = reply.send(engine.peers()); }
                     Cmd::Stats(reply) => { let _ = reply.send(engine.stats()); }
                     Cmd::Cache(reply) => { let _ = reply.send(engine.cache()); }
@@ -361,6 +404,19 @@ async fn flush(socket: &UdpSocket, engine: &mut Engine, w: &mut Waiters) {
                     let _ = reply.send(latency);
                 }
             }
+            Event::PrecacheDone { id, report } => match w.precaches.remove(&id) {
+                Some(reply) => {
+                    let _ = reply.send(report);
+                }
+                None if report.sent > 0 => tracing::debug!(
+                    pushed = report.pushed.len(),
+                    acknowledged = report.acknowledged.len(),
+                    refused = report.refused.len(),
+                    timed_out = report.timed_out,
+                    "DUNDi: precache pushed"
+                ),
+                None => {}
+            },
             Event::Answered {
                 peer,
                 number,

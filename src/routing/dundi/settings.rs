@@ -169,6 +169,12 @@ pub struct PeerSettings {
     /// Qualify the peer with NULL pings at this interval (Asterisk `qualify=yes`: 60 s, 10 s
     /// while unreachable); `None` to not qualify.
     pub qualify: Option<Duration>,
+    /// Precache model (Asterisk `precache`): `Outbound`/`Symmetric` — we push the answers for
+    /// our numbers to this peer (PRECACHERQ) in contexts it is `permit`ted, at start, on
+    /// [`super::service::DundiHandle::precache`] and again when the answers expire;
+    /// `Inbound`/`Symmetric` — we take its PRECACHERQ for contexts in `include` (so does an
+    /// `inbound`/`symmetric` `model`). `None` (Asterisk `none`, the default): no pushing.
+    pub precache: Option<Model>,
 }
 
 impl PeerSettings {
@@ -184,7 +190,18 @@ impl PeerSettings {
             inkey: None,
             outkey: None,
             qualify: None,
+            precache: None,
         }
+    }
+
+    /// We push precache to this peer (Asterisk `precache=outbound` or `symmetric`).
+    pub fn precache_outbound(&self) -> bool {
+        self.precache.is_some_and(Model::outbound)
+    }
+
+    /// This peer may push precache to us.
+    pub fn precache_inbound(&self) -> bool {
+        self.model.inbound() || self.precache.is_some_and(Model::inbound)
     }
 }
 
