@@ -792,6 +792,7 @@ struct RawDundiPeer {
     inkey: Option<PathBuf>,
     outkey: Option<PathBuf>,
     qualify_secs: Option<u64>,
+    precache: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1554,6 +1555,15 @@ impl RawDundi {
             }
             peer.inkey = p.inkey;
             peer.outkey = p.outkey;
+            peer.precache = match p.precache.as_deref().map(str::trim) {
+                None | Some("none") => None,
+                Some(m) => Some(m.parse().map_err(|_: dundi::SettingsError| {
+                    invalid(
+                        &here.key("precache"),
+                        format!("`{m}`: expected none, outbound, inbound or symmetric"),
+                    )
+                })?),
+            };
             peer.qualify = p
                 .qualify_secs
                 .filter(|s| *s > 0)
