@@ -55,6 +55,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[extension]]`: extensions provisioned from the file.
     pub extensions: Vec<ExtensionConfig>,
+    /// `[[modem]]`: GSM modem lines to the PSTN (see [`crate::pstn::gsm::config`]).
+    pub modems: Vec<crate::pstn::gsm::config::ModemConfig>,
     /// The file this configuration came from; `None` for the embedded defaults.
     pub source: Option<PathBuf>,
 }
@@ -552,6 +554,8 @@ struct RawConfig {
     log: RawLog,
     #[serde(default, rename = "extension")]
     extensions: Vec<RawExtension>,
+    #[serde(default, rename = "modem")]
+    modems: Vec<RawModem>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -917,6 +921,28 @@ fn locate(root: &Spanned<DeTable<'_>>, path: &KeyPath) -> Range<usize> {
     span
 }
 
+/// One `[[modem]]` as written; the same keys as [`crate::pstn::gsm::config::RawModem`], which
+/// checks them (listed here so that the packaged configuration can be checked against them).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModem {
+    name: String,
+    profile: Option<String>,
+    profile_file: Option<PathBuf>,
+    imei: Option<String>,
+    iccid: Option<String>,
+    data_port: Option<PathBuf>,
+    audio_port: Option<PathBuf>,
+    incoming: Option<Vec<String>>,
+    gain_to_modem_db: Option<f32>,
+    gain_from_modem_db: Option<f32>,
+    probe_interval_secs: Option<u64>,
+    max_missed: Option<u32>,
+    jitter_target_ms: Option<u64>,
+    jitter_max_ms: Option<u64>,
+    enabled: Option<bool>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation.
 
@@ -937,6 +963,7 @@ impl RawConfig {
             trunks: validate_trunks(self.trunks)?,
             log: self.log.validate(&KeyPath::new("log"))?,
             extensions,
+            modems: validate_modems(self.modems)?,
             source: None,
         })
     }
@@ -1429,6 +1456,41 @@ fn validate_trunks(raw: Vec<RawTrunk>) -> Checked<Vec<TrunkConfig>> {
             number_format,
             enabled: t.enabled.unwrap_or(true),
         });
+    }
+    Ok(out)
+}
+
+fn validate_modems(raw: Vec<RawModem>) -> Checked<Vec<crate::pstn::gsm::config::ModemConfig>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, m) in raw.into_iter().enumerate() {
+        let at = KeyPath::new("modem").index(i);
+        if !seen.insert(m.name.clone()) {
+            return Err(invalid(
+                &at.key("name"),
+                format!("modem `{}` is defined twice", m.name),
+            ));
+        }
+        let checked = crate::pstn::gsm::config::RawModem {
+            name: m.name,
+            profile: m.profile,
+            profile_file: m.profile_file,
+            imei: m.imei,
+            iccid: m.iccid,
+            data_port: m.data_port,
+            audio_port: m.audio_port,
+            incoming: m.incoming,
+            gain_to_modem_db: m.gain_to_modem_db,
+            gain_from_modem_db: m.gain_from_modem_db,
+            probe_interval_secs: m.probe_interval_secs,
+            max_missed: m.max_missed,
+            jitter_target_ms: m.jitter_target_ms,
+            jitter_max_ms: m.jitter_max_ms,
+            enabled: m.enabled,
+        }
+        .validate()
+        .map_err(|e| invalid(&at.key(e.key), e.message))?;
+        out.push(checked);
     }
     Ok(out)
 }
