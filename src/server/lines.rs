@@ -74,7 +74,9 @@ impl ModemLines {
         if !config.modems.iter().any(|m| m.enabled) {
             return Ok(None);
         }
-        let bound = BoundAgent::bind().await.context("starting the line agent")?;
+        let bound = BoundAgent::bind()
+            .await
+            .context("starting the line agent")?;
         let addr = bound.local_addr();
         let pool = Arc::new(LinePool::spawn(&config.modems));
         config.trunks.extend(line_trunks(&config.modems, addr));
@@ -144,9 +146,7 @@ impl ModemLines {
             .map(|s| {
                 let state = match s.state {
                     ModemState::Idle => "ready",
-                    ModemState::Dialling | ModemState::Alerting | ModemState::Incoming => {
-                        "ringing"
-                    }
+                    ModemState::Dialling | ModemState::Alerting | ModemState::Incoming => "ringing",
                     ModemState::Active => "in call",
                     ModemState::Down => "down",
                     ModemState::Initialising => "starting",

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::{self, require_program, Server};
 
-
 pub const MODULE_PATH: &str = "/usr/lib/baresip/modules";
 pub const RATE: u32 = 8000;
 
@@ -352,7 +351,12 @@ impl Phone {
 
     /// Waits for an event of `kind` (after the last one already consumed through this call);
     /// returns its JSON text, or None after `limit`.
-    pub fn wait_event(&mut self, kind: &str, from: usize, limit: Duration) -> Option<(usize, String)> {
+    pub fn wait_event(
+        &mut self,
+        kind: &str,
+        from: usize,
+        limit: Duration,
+    ) -> Option<(usize, String)> {
         let deadline = Instant::now() + limit;
         let mut i = from;
         loop {
