@@ -101,12 +101,12 @@ fn phone(server: &Server, name: &str, ext: &str, answer: &str, hz: f64, secs: f6
     p
 }
 
+/// id, route_kind, route_target, sip_status, q850_cause, duration_s, direction, caller_e164.
+type Record = (i64, String, String, i64, i64, i64, String, String);
+
 /// The last call record's (route_kind, route_target, sip_status, q850_cause, duration_s,
 /// direction, caller_e164), waiting up to 5 s for it.
-fn last_record(
-    db: &Path,
-    min_id: i64,
-) -> Option<(i64, String, String, i64, i64, i64, String, String)> {
+fn last_record(db: &Path, min_id: i64) -> Option<Record> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if let Ok(conn) = rusqlite::Connection::open_with_flags(

@@ -844,18 +844,17 @@ async fn incoming_call(
                     Message::Response(r) => {
                         let Some(cseq) = r.headers.cseq().cloned() else { continue };
                         match cseq.method {
-                            Method::Invite if r.status < 200 => {
-                                if !provisional {
-                                    provisional = true;
-                                    if cancelled {
-                                        let cancel = uac.request("CANCEL", &uri, 1, &uac.branch, "");
-                                        ctx.send(&cancel, server).await;
-                                        retrans = Some(Retrans::new(cancel, server));
-                                    } else {
-                                        retrans = None;
-                                    }
+                            Method::Invite if r.status < 200 && !provisional => {
+                                provisional = true;
+                                if cancelled {
+                                    let cancel = uac.request("CANCEL", &uri, 1, &uac.branch, "");
+                                    ctx.send(&cancel, server).await;
+                                    retrans = Some(Retrans::new(cancel, server));
+                                } else {
+                                    retrans = None;
                                 }
                             }
+                            Method::Invite if r.status < 200 => {}
                             Method::Invite if r.status < 300 => {
                                 if uac.to_tag.is_none() {
                                     uac.to_tag = r.headers.to().and_then(|t| t.tag()).map(str::to_owned);
