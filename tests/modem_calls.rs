@@ -245,7 +245,12 @@ fn busy_and_no_answer() {
         server.log_excerpt()
     );
     let second = last_record(&server.db, first.0).expect("record");
-    assert_eq!((second.3, second.1.as_str()), (480, "pstn"), "{second:?}");
+    // The network's own cause (19, no answer), passed on in the agent's Reason header.
+    assert_eq!(
+        (second.3, second.1.as_str(), second.4),
+        (480, "pstn", 19),
+        "{second:?}"
+    );
 }
 
 /// The modem rings with a national CLIP: extension 101 rings with the caller in E.164, answers
@@ -297,6 +302,15 @@ fn a_silent_modem_ends_the_call_and_recovers() {
     sim.set_silent(true);
     a.expect_event("CALL_CLOSED", Duration::from_secs(20), &[], &server);
     sim.set_silent(false);
+    let first = last_record(&server.db, 0).expect("record");
+    // 41 (temporary failure): the modem was lost, as the agent's BYE said.
+    assert_eq!(
+        (first.1.as_str(), first.2.as_str(), first.4),
+        ("pstn", "gsm1", 41),
+        "{first:?}"
+    );
+    let logs = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+    assert!(logs.contains("PSTN side ended"), "cause not logged");
     // The reset (AT+CFUN=1,1) and the init again.
     let deadline = Instant::now() + Duration::from_secs(20);
     while sim.with(|s| s.reboots) == 0 && Instant::now() < deadline {
