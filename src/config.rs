@@ -951,6 +951,7 @@ type Checked<T> = Result<T, Invalid>;
 impl RawConfig {
     fn validate(self) -> Checked<Config> {
         let extensions = validate_extensions(self.extensions)?;
+        let trunks = validate_trunks(self.trunks)?;
         Ok(Config {
             sip: self.sip.validate(&KeyPath::new("sip"))?,
             media: self.media.validate(&KeyPath::new("media"))?,
@@ -960,10 +961,10 @@ impl RawConfig {
             numbering: self.numbering.validate(&KeyPath::new("numbering"))?,
             enum_: self.enum_.validate(&KeyPath::new("enum"))?,
             enum_zone: self.enum_zone.validate(&KeyPath::new("enum_zone"))?,
-            trunks: validate_trunks(self.trunks)?,
+            modems: validate_modems(self.modems, &trunks)?,
+            trunks,
             log: self.log.validate(&KeyPath::new("log"))?,
             extensions,
-            modems: validate_modems(self.modems)?,
             source: None,
         })
     }
@@ -1460,7 +1461,12 @@ fn validate_trunks(raw: Vec<RawTrunk>) -> Checked<Vec<TrunkConfig>> {
     Ok(out)
 }
 
-fn validate_modems(raw: Vec<RawModem>) -> Checked<Vec<crate::pstn::gsm::config::ModemConfig>> {
+/// The `[[modem]]` tables; their names are unique among modems and trunks (a line is a trunk
+/// for the router and in the records).
+fn validate_modems(
+    raw: Vec<RawModem>,
+    trunks: &[TrunkConfig],
+) -> Checked<Vec<crate::pstn::gsm::config::ModemConfig>> {
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, m) in raw.into_iter().enumerate() {
@@ -1469,6 +1475,12 @@ fn validate_modems(raw: Vec<RawModem>) -> Checked<Vec<crate::pstn::gsm::config::
             return Err(invalid(
                 &at.key("name"),
                 format!("modem `{}` is defined twice", m.name),
+            ));
+        }
+        if trunks.iter().any(|t| t.name == m.name) {
+            return Err(invalid(
+                &at.key("name"),
+                format!("`{}` is already the name of a trunk", m.name),
             ));
         }
         let checked = crate::pstn::gsm::config::RawModem {

@@ -368,3 +368,38 @@ fn modem_status_reads_the_modem() {
     assert!(text.contains(&format!("imei={IMEI}")), "{text}");
     assert!(text.contains("dBm"), "{text}");
 }
+
+/// `[[modem]]` errors name the file, line and key (`modem[N].key`); names are unique among
+/// modems and trunks.
+#[test]
+fn modem_config_errors_name_the_key() {
+    use pasarela::config::{Config, ConfigError};
+    let origin = Path::new("test.toml");
+    let fail = |text: &str| match Config::from_toml_str(text, origin) {
+        Err(ConfigError::Key {
+            line, key, message, ..
+        }) => (line, key, message),
+        other => panic!("expected a key error for {text:?}, got {other:?}"),
+    };
+    let ok = Config::from_toml_str(
+        "[[modem]]\nname = \"gsm1\"\nimei = \"353142034567891\"\nincoming = [\"100\"]\n",
+        origin,
+    )
+    .expect("valid modem");
+    assert_eq!(ok.modems.len(), 1);
+    assert_eq!(ok.modems[0].incoming, vec!["100".to_string()]);
+    let (line, key, _) = fail("[[modem]]\nname = \"gsm1\"\nimei = \"12\"\n");
+    assert_eq!((line, key.as_str()), (3, "modem[0].imei"));
+    let (_, key, _) = fail("[[modem]]\nname = \"gsm1\"\ndata_port = \"/dev/ttyUSB2\"\n");
+    assert_eq!(key, "modem[0].audio_port");
+    let (_, key, _) = fail("[[modem]]\nname = \"gsm1\"\nimei = \"353142034567891\"\nbogus = 1\n");
+    assert_eq!(key, "modem[0].bogus");
+    let (_, key, msg) = fail(
+        "[[modem]]\nname = \"a\"\nimei = \"353142034567891\"\n[[modem]]\nname = \"a\"\nimei = \"353142034567892\"\n",
+    );
+    assert_eq!(key, "modem[1].name", "{msg}");
+    let (_, key, msg) = fail(
+        "[[trunk]]\nname = \"a\"\nuri = \"sip:gw.test\"\n[[modem]]\nname = \"a\"\nimei = \"353142034567891\"\n",
+    );
+    assert_eq!(key, "modem[0].name", "{msg}");
+}
