@@ -290,6 +290,28 @@ fn incoming_call_rings_the_extension() {
     assert_eq!(rec.7, "+491701234567", "{rec:?}");
 }
 
+/// The PSTN caller gives up while the extension rings: the phone stops ringing (CANCEL) and
+/// the record says incoming, not answered.
+#[test]
+fn incoming_caller_gives_up_while_ringing() {
+    let Setup { server, sim } = start("modem-in-cancel");
+    let mut b = phone(&server, "101", "101", "manual", 440.0, 30.0);
+    sim.ring("+491701234567", 145);
+    let incoming = b.expect_event("CALL_INCOMING", SETUP, &[], &server);
+    assert!(incoming.contains("+491701234567"), "{incoming}");
+    thread::sleep(Duration::from_millis(500));
+    sim.remote_hangup();
+    b.expect_event("CALL_CLOSED", Duration::from_secs(10), &[], &server);
+    let rec = last_record(&server.db, 0).expect("record");
+    assert_eq!(
+        (rec.1.as_str(), rec.2.as_str()),
+        ("pstn", "gsm1"),
+        "{rec:?}"
+    );
+    assert_eq!(rec.6, "incoming", "{rec:?}");
+    assert_ne!(rec.3, 200, "{rec:?}");
+}
+
 /// The modem stops answering mid-call: the phone gets a BYE, the line is reset and the next
 /// call goes through without a restart.
 #[test]

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
 use super::gsm::{IncomingPstnCall, PstnCall, RtpAttach, RtpCodec};
-use super::{CallProgress, EndCause, LinePool};
+use super::{CallProgress, EndCause, LineError, LinePool};
 use crate::config::{NumberFormat, TrunkConfig};
 use crate::media::Law;
 use crate::routing::numbering::{Dialled, NumberingPlan};
@@ -480,7 +480,13 @@ async fn outgoing_call(
         Ok(c) => c,
         Err(e) => {
             tracing::info!(%number, %line, "line agent: cannot dial: {e}");
-            finish_refused(&mut uas, &mut rx, e.sip_status(), None).await;
+            // A line already in a call is not the callee being busy: 503 lets the B2BUA try
+            // the next line (486 would end the call), with Q.850 34 (no circuit available).
+            let (status, reason) = match e {
+                LineError::Busy(_) => (503, Some("Q.850;cause=34;text=\"line in use\"")),
+                e => (e.sip_status(), None),
+            };
+            finish_refused(&mut uas, &mut rx, status, reason).await;
             return;
         }
     };
