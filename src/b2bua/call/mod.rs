@@ -1104,3 +1104,32 @@ pub fn q850_reason(headers: &crate::sip::header::Headers) -> Option<u16> {
         })
     })
 }
+
+#[cfg(test)]
+mod reason_tests {
+    use super::q850_reason;
+    use crate::sip::header::{Header, Headers};
+
+    fn with(values: &[&str]) -> Headers {
+        let mut h = Headers::new();
+        for v in values {
+            h.push(Header::Other("Reason".into(), (*v).to_owned()));
+        }
+        h
+    }
+
+    #[test]
+    fn q850_cause_of_a_reason_header() {
+        assert_eq!(
+            q850_reason(&with(&["Q.850;cause=17;text=\"Busy\""])),
+            Some(17)
+        );
+        assert_eq!(
+            q850_reason(&with(&["SIP;cause=200", "q.850 ; cause = 41"])),
+            Some(41)
+        );
+        assert_eq!(q850_reason(&with(&["SIP;cause=487"])), None);
+        assert_eq!(q850_reason(&with(&["Q.850;text=x"])), None);
+        assert_eq!(q850_reason(&Headers::new()), None);
+    }
+}
