@@ -290,6 +290,42 @@ fn incoming_call_rings_the_extension() {
     assert_eq!(rec.7, "+491701234567", "{rec:?}");
 }
 
+/// `/api/v1/live` lists the modem line with its state, operator and signal.
+#[test]
+fn the_live_api_shows_the_line() {
+    use std::io::{Read, Write};
+    let Setup { server, sim: _sim } = start("modem-live");
+    let token = {
+        let conn = rusqlite::Connection::open(&server.db).expect("db");
+        pasarela::web::api_tokens::create(&conn, "test").expect("token")
+    };
+    let web = server.web.expect("web address");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = std::net::TcpStream::connect(web).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET /api/v1/live HTTP/1.1\r\nHost: {web}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut body = String::new();
+        let _ = stream.read_to_string(&mut body);
+        if body.contains("\"GSM modem\"") && body.contains("\"ready\"") {
+            assert!(body.contains("\"gsm1\""), "{body}");
+            assert!(body.contains("dBm"), "{body}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live API does not show the modem line ready:\n{body}"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// The PSTN caller gives up while the extension rings: the phone stops ringing (CANCEL) and
 /// the record says incoming, not answered.
 #[test]
