@@ -57,6 +57,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[extension]]`: extensions provisioned from the file.
     pub extensions: Vec<ExtensionConfig>,
+    /// `[[modem]]`: GSM modem lines to the PSTN (see [`crate::pstn::gsm::config`]).
+    pub modems: Vec<crate::pstn::gsm::config::ModemConfig>,
     /// The file this configuration came from; `None` for the embedded defaults.
     pub source: Option<PathBuf>,
 }
@@ -585,6 +587,8 @@ struct RawConfig {
     log: RawLog,
     #[serde(default, rename = "extension")]
     extensions: Vec<RawExtension>,
+    #[serde(default, rename = "modem")]
+    modems: Vec<RawModem>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1002,6 +1006,28 @@ fn locate(root: &Spanned<DeTable<'_>>, path: &KeyPath) -> Range<usize> {
     span
 }
 
+/// One `[[modem]]` as written; the same keys as [`crate::pstn::gsm::config::RawModem`], which
+/// checks them (listed here so that the packaged configuration can be checked against them).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModem {
+    name: String,
+    profile: Option<String>,
+    profile_file: Option<PathBuf>,
+    imei: Option<String>,
+    iccid: Option<String>,
+    data_port: Option<PathBuf>,
+    audio_port: Option<PathBuf>,
+    incoming: Option<Vec<String>>,
+    gain_to_modem_db: Option<f32>,
+    gain_from_modem_db: Option<f32>,
+    probe_interval_secs: Option<u64>,
+    max_missed: Option<u32>,
+    jitter_target_ms: Option<u64>,
+    jitter_max_ms: Option<u64>,
+    enabled: Option<bool>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation.
 
@@ -1010,6 +1036,7 @@ type Checked<T> = Result<T, Invalid>;
 impl RawConfig {
     fn validate(self) -> Checked<Config> {
         let extensions = validate_extensions(self.extensions)?;
+        let trunks = validate_trunks(self.trunks)?;
         Ok(Config {
             sip: self.sip.validate(&KeyPath::new("sip"))?,
             media: self.media.validate(&KeyPath::new("media"))?,
@@ -1019,7 +1046,8 @@ impl RawConfig {
             numbering: self.numbering.validate(&KeyPath::new("numbering"))?,
             enum_: self.enum_.validate(&KeyPath::new("enum"))?,
             enum_zone: self.enum_zone.validate(&KeyPath::new("enum_zone"))?,
-            trunks: validate_trunks(self.trunks)?,
+            modems: validate_modems(self.modems, &trunks)?,
+            trunks,
             dundi: self.dundi.validate(&KeyPath::new("dundi"))?,
             log: self.log.validate(&KeyPath::new("log"))?,
             extensions,
@@ -1658,6 +1686,52 @@ fn validate_trunks(raw: Vec<RawTrunk>) -> Checked<Vec<TrunkConfig>> {
             number_format,
             enabled: t.enabled.unwrap_or(true),
         });
+    }
+    Ok(out)
+}
+
+/// The `[[modem]]` tables; their names are unique among modems and trunks (a line is a trunk
+/// for the router and in the records).
+fn validate_modems(
+    raw: Vec<RawModem>,
+    trunks: &[TrunkConfig],
+) -> Checked<Vec<crate::pstn::gsm::config::ModemConfig>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, m) in raw.into_iter().enumerate() {
+        let at = KeyPath::new("modem").index(i);
+        if !seen.insert(m.name.clone()) {
+            return Err(invalid(
+                &at.key("name"),
+                format!("modem `{}` is defined twice", m.name),
+            ));
+        }
+        if trunks.iter().any(|t| t.name == m.name) {
+            return Err(invalid(
+                &at.key("name"),
+                format!("`{}` is already the name of a trunk", m.name),
+            ));
+        }
+        let checked = crate::pstn::gsm::config::RawModem {
+            name: m.name,
+            profile: m.profile,
+            profile_file: m.profile_file,
+            imei: m.imei,
+            iccid: m.iccid,
+            data_port: m.data_port,
+            audio_port: m.audio_port,
+            incoming: m.incoming,
+            gain_to_modem_db: m.gain_to_modem_db,
+            gain_from_modem_db: m.gain_from_modem_db,
+            probe_interval_secs: m.probe_interval_secs,
+            max_missed: m.max_missed,
+            jitter_target_ms: m.jitter_target_ms,
+            jitter_max_ms: m.jitter_max_ms,
+            enabled: m.enabled,
+        }
+        .validate()
+        .map_err(|e| invalid(&at.key(e.key), e.message))?;
+        out.push(checked);
     }
     Ok(out)
 }

@@ -71,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         command: DundiCommand,
     },
+    /// GSM modem lines (`[[modem]]`).
+    Modem {
+        #[command(subcommand)]
+        action: ModemCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +106,14 @@ enum DundiCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ModemCommand {
+    /// Open every configured modem for up to 20 s and print its state, IMEI, operator and
+    /// signal, one line per modem. While `serve` runs it holds the ports: read the dashboard's
+    /// /live page or /api/v1/live instead.
+    Status,
+}
+
 /// mimalloc: SIP handling allocates many small, short-lived strings; it is markedly faster
 /// than the system allocator for that pattern (see benches/sip_parse.rs).
 #[global_allocator]
@@ -121,6 +134,9 @@ fn main() -> ExitCode {
         }
         Command::Route { number, from } => route(config, &number, from.as_deref()),
         Command::Dundi { command } => dundi(config, command),
+        Command::Modem {
+            action: ModemCommand::Status,
+        } => modem_status(config),
     }
 }
 
@@ -262,6 +278,10 @@ fn route(config: Config, number: &str, from: Option<&str>) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let mut config = config;
+    // The modem lines, as `serve` adds them (its line agent's port is chosen at start).
+    let lines = pasarela::pstn::sip_agent::line_trunks(&config.modems, ([127, 0, 0, 1], 0).into());
+    config.trunks.extend(lines);
     let result = runtime.block_on(async {
         // DUNDi peers are asked from a node of our own on a free port (serve holds 4520);
         // peers know us by EID and answer to the port the query came from.
@@ -291,6 +311,45 @@ fn route(config: Config, number: &str, from: Option<&str>) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// `pasarela modem status`: each configured modem's state, read from the modem itself.
+fn modem_status(config: Config) -> ExitCode {
+    if let Err(e) = pasarela::logging::init(&config.log) {
+        eprintln!("pasarela: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if config.modems.is_empty() {
+        println!("no [[modem]] configured");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pasarela: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let statuses = runtime.block_on(pasarela::pstn::LinePool::probe_status(
+        &config.modems,
+        std::time::Duration::from_secs(20),
+    ));
+    let mut all_up = true;
+    for s in &statuses {
+        println!("{}", s.summary());
+        all_up &= s.state == pasarela::pstn::LineState::Idle;
+    }
+    if !all_up {
+        println!(
+            "note: a modem that is down may be held by a running `pasarela serve`; its dashboard \
+             shows the lines on /live (JSON: /api/v1/live)"
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {

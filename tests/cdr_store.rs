@@ -172,6 +172,7 @@ fn finished_calls_become_rated_records_the_dashboard_finds() {
         attempts: Vec::new(),
         answered_by: None,
         route: None,
+        q850: None,
     };
     // 1: over the PSTN trunk, 125 s talk.
     let mut pstn = base.clone();

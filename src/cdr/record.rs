@@ -546,7 +546,10 @@ impl CallRecord {
             route_source: dest.source,
             disposition,
             sip_status: status,
-            q850_cause: q850_cause(status),
+            q850_cause: s
+                .q850
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or_else(|| q850_cause(status)),
             codec: s.codec.clone(),
             packets: s.packets,
             packets_lost: s.lost,
@@ -729,6 +732,7 @@ pub(crate) mod tests {
             lost: 0,
             jitter_ms: 0.0,
             attempts: Vec::new(),
+            q850: None,
             answered_by: None,
             route: None,
         }

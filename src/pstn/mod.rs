@@ -24,6 +24,7 @@ pub mod audio;
 pub mod cause;
 pub mod gsm;
 pub mod pool;
+pub mod sip_agent;
 
 pub use cause::{EndCause, EndReason};
 pub use pool::LinePool;

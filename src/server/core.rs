@@ -100,6 +100,8 @@ pub struct SipCore {
     next_route: u64,
     /// Our listen sockets, to pick the local side of outgoing flows.
     local_addrs: Vec<(Proto, std::net::SocketAddr)>,
+    /// The PSTN line agents: calls from these UDP sources ring the line's extensions.
+    line_agents: super::lines::LineAgents,
 }
 
 impl SipCore {
@@ -135,8 +137,15 @@ impl SipCore {
             refused: Vec::new(),
             next_route: 1,
             local_addrs: Vec::new(),
+            line_agents: Default::default(),
             settings,
         }
+    }
+
+    /// The line agents' addresses and lines ([`super::lines`]): INVITEs from exactly these UDP
+    /// sources are PSTN calls, taken without digest authentication.
+    pub fn set_line_agents(&mut self, agents: super::lines::LineAgents) {
+        self.line_agents = agents;
     }
 
     pub fn registrar(&self) -> &Registrar {
@@ -650,6 +659,10 @@ impl SipCore {
                 .push(Header::Other("Accept".into(), "application/sdp".into()));
             return Some(r);
         }
+        if let Some(line) = self.line_agents.line_for(peer, req) {
+            let line = line.clone();
+            return self.ring_line(now, unix, key, req, peer, &line);
+        }
         let caller = match self.authenticate(unix, req, peer) {
             Ok(ext) => ext,
             Err(r) => return Some(r),
@@ -746,6 +759,52 @@ impl SipCore {
             targets,
             fallback: Vec::new(),
             label: format!("extension {ext}"),
+            route: None,
+        };
+        self.calls.start(now, &mut self.layer, new);
+        None
+    }
+}
+
+impl SipCore {
+    /// A call arriving on a PSTN line: every registered contact of every extension of the line
+    /// rings at once; the refusal when none can.
+    fn ring_line(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        key: ServerKey,
+        req: &Request,
+        peer: Peer,
+        line: &crate::pstn::sip_agent::LineInfo,
+    ) -> Option<Response> {
+        let caller = super::lines::caller_of(req);
+        let targets: Vec<Target> = line
+            .extensions
+            .iter()
+            .filter(|e| self.extensions.get(e.as_str()).is_some_and(|x| x.enabled))
+            .flat_map(|e| self.registrar.lookup(e, unix))
+            .map(route_to_binding)
+            .collect();
+        tracing::info!(line = %line.name, caller = %caller.number, contacts = targets.len(), "PSTN call arriving");
+        if targets.is_empty() {
+            let r = self.response(req, 480, None);
+            self.refused.push(Refused {
+                caller: caller.number,
+                dialled: line.extensions.first().cloned().unwrap_or_default(),
+                status: 480,
+                route: None,
+            });
+            return Some(r);
+        }
+        let new = NewCall {
+            key,
+            invite: req.clone(),
+            peer,
+            caller,
+            targets,
+            fallback: Vec::new(),
+            label: format!("trunk {}", line.name),
             route: None,
         };
         self.calls.start(now, &mut self.layer, new);

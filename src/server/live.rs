@@ -66,6 +66,8 @@ pub fn configured_lines(config: &crate::config::Config) -> Vec<LineState> {
     config
         .trunks
         .iter()
+        // Modem lines are trunks for the router but have their own state (`super::lines`).
+        .filter(|t| !config.modems.iter().any(|m| m.line.line.name == t.name))
         .map(|t| LineState {
             name: t.name.clone(),
             kind: "SIP trunk".into(),

@@ -11,6 +11,7 @@ pub mod control;
 pub mod core;
 pub mod digest_gate;
 mod enum_zone;
+pub mod lines;
 pub mod live;
 pub mod notify;
 mod records;
@@ -62,7 +63,8 @@ fn random_secret() -> [u8; 32] {
 }
 
 /// Runs the gateway until it is asked to stop.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    let mut modem_lines = lines::ModemLines::prepare(&mut config).await?;
     let stats = Arc::new(Stats::new());
     let mut notifier =
         notify::Notifier::from_env().context("reading the systemd notification settings")?;
@@ -115,6 +117,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &extensions,
         Some(crate::routing::setup::numbering_plan(&config, &extensions)),
     );
+    let line_plan = crate::routing::setup::numbering_plan(&config, &extensions);
     let dundi = if config.dundi.enabled {
         let node = crate::routing::dundi::OfficeDundi::start(&config.dundi, &extensions, None)
             .await
@@ -207,8 +210,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.web.listen
         )
     })?;
-    // Published before `ready`, so that /healthz says ok as soon as anyone is told to ask.
+    // Published before `ready`, so that /healthz says ok as soon as anyone is told to ask;
+    // the modem lines' agents are up by then too.
     core.set_local_addrs(bound.local_addrs.clone());
+    if let Some(m) = modem_lines.as_mut() {
+        core.set_line_agents(m.start(&config, line_plan, &bound.local_addrs));
+    }
     let mut published = std::time::Instant::now();
     publish(&stats, published, &core);
     let mut status = Vec::new();
@@ -304,7 +311,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     taken_at: unix_now(),
                     calls,
                     registrations,
-                    lines: lines.clone(),
+                    lines: lines.iter().cloned().chain(modem_lines.iter().flat_map(|m| m.live())).collect(),
                 });
             }
             Some((call, event)) = media_rx.recv() => {
@@ -358,6 +365,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         n.stopping();
     }
     end_calls(&mut core, &mut rx, &outbound).await;
+    if let Some(m) = modem_lines.take() {
+        m.shutdown().await;
+    }
     for summary in core.calls_mut().take_finished() {
         call_ended(&stats, &cdr, &office, &summary);
     }

@@ -100,6 +100,7 @@ impl Call {
         }
         match req.method {
             Method::Bye => {
+                self.q850 = self.q850.or_else(|| super::q850_reason(&req.headers));
                 reply(layer, now, key, &req, 200);
                 let _ = self.send_in_dialog(now, layer, other(side), Method::Bye, None, settings);
                 self.outcome.get_or_insert((200, "answered"));

@@ -198,6 +198,8 @@ pub struct CallSummary {
     pub answered_by: Option<(usize, String)>,
     /// The routing decision (calls to numbers that went through the router).
     pub route: Option<std::sync::Arc<crate::routing::router::Route>>,
+    /// The Q.850 cause a peer gave (RFC 3326 `Reason: Q.850;cause=N`, e.g. a PSTN line).
+    pub q850: Option<u16>,
 }
 
 pub struct Call {
@@ -217,6 +219,8 @@ pub struct Call {
     started: Instant,
     answered: Option<Instant>,
     pub outcome: Option<(u16, &'static str)>,
+    /// The first Q.850 cause a peer gave (RFC 3326 Reason header on a BYE or final response).
+    pub q850: Option<u16>,
     callee: String,
     /// Contact and Server of our answers to the caller.
     a_contact: Header,
@@ -397,6 +401,7 @@ impl Call {
             started: now,
             answered: None,
             outcome: None,
+            q850: None,
             a_contact: our_contact(&peer, &callee, settings),
             server: settings.server_name.clone(),
             callee,
@@ -732,6 +737,7 @@ impl Call {
                     return ForkAction::TrackFork(i, key);
                 }
             }
+            self.q850 = self.q850.or_else(|| q850_reason(&resp.headers));
             return self.fork_failed(now, layer, i, status);
         }
         // 2xx.
@@ -1062,6 +1068,7 @@ impl Call {
                 })
                 .collect(),
             route: self.route.clone(),
+            q850: self.q850,
             answered_by: self
                 .winner
                 .and_then(|w| self.forks.get(w))
@@ -1077,5 +1084,52 @@ fn disposition(status: u16) -> &'static str {
         480 | 408 => "no answer",
         487 => "cancelled",
         _ => "failed",
+    }
+}
+
+/// The Q.850 cause of an RFC 3326 `Reason: Q.850;cause=N` header, if there is one.
+pub fn q850_reason(headers: &crate::sip::header::Headers) -> Option<u16> {
+    headers.get_all("Reason").find_map(|v| {
+        let (proto, params) = v.split_once(';')?;
+        if !proto.trim().eq_ignore_ascii_case("Q.850") {
+            return None;
+        }
+        params.split(';').find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            if k.trim().eq_ignore_ascii_case("cause") {
+                v.trim().parse().ok()
+            } else {
+                None
+            }
+        })
+    })
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::q850_reason;
+    use crate::sip::header::{Header, Headers};
+
+    fn with(values: &[&str]) -> Headers {
+        let mut h = Headers::new();
+        for v in values {
+            h.push(Header::Other("Reason".into(), (*v).to_owned()));
+        }
+        h
+    }
+
+    #[test]
+    fn q850_cause_of_a_reason_header() {
+        assert_eq!(
+            q850_reason(&with(&["Q.850;cause=17;text=\"Busy\""])),
+            Some(17)
+        );
+        assert_eq!(
+            q850_reason(&with(&["SIP;cause=200", "q.850 ; cause = 41"])),
+            Some(41)
+        );
+        assert_eq!(q850_reason(&with(&["SIP;cause=487"])), None);
+        assert_eq!(q850_reason(&with(&["Q.850;text=x"])), None);
+        assert_eq!(q850_reason(&Headers::new()), None);
     }
 }

@@ -69,7 +69,7 @@ pub struct RawModem {
 }
 
 /// A validated `[[modem]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModemConfig {
     /// What [`super::GsmLine::spawn`] takes.
     pub line: GsmLineConfig,

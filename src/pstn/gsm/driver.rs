@@ -26,7 +26,7 @@ use crate::pstn::audio::{
 use crate::pstn::{CallId, CallProgress, IncomingCall, LineError, LineStatus};
 
 /// Everything a modem line needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GsmLineConfig {
     /// Names, timers, thresholds.
     pub line: LineConfig,

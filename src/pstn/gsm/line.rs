@@ -15,7 +15,7 @@ use crate::pstn::{
 };
 
 /// Timers and thresholds of a line.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LineConfig {
     /// The line's name (configuration).
     pub name: String,
