@@ -1,4 +1,4 @@
-//! RFC 4475 / RFC 5118 torture messages (../shared/testdata/sip-torture), each sent as one UDP
+//! RFC 4475 / RFC 5118 torture messages (tests/data/sip-torture), each sent as one UDP
 //! datagram to one running server; the answer is checked against the table below, and after every
 //! message the server must still answer OPTIONS. All mismatches are reported at the end.
 //!
@@ -206,7 +206,7 @@ fn transaction_identity(bytes: &[u8]) -> (String, String) {
 
 #[test]
 fn torture_messages() {
-    let dir = common::shared_dir().join("testdata/sip-torture");
+    let dir = common::test_data_dir().join("sip-torture");
     let manifest = fs::read_to_string(dir.join("MANIFEST.tsv"))
         .unwrap_or_else(|e| panic!("cannot read {}/MANIFEST.tsv: {e}", dir.display()));
     let table: HashMap<&str, Expect> = TABLE.iter().copied().collect();

@@ -5,13 +5,13 @@ use bytes::Bytes;
 use pasarela::sip::parse::{parse_message, Framing, Limits};
 
 fn shared() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/sip-torture")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sip-torture")
 }
 
 #[test]
 fn torture_messages_parse_as_the_manifest_expects() {
     let manifest = std::fs::read_to_string(shared().join("MANIFEST.tsv"))
-        .expect("../shared/testdata/sip-torture/MANIFEST.tsv must be beside the checkout");
+        .expect("tests/data/sip-torture/MANIFEST.tsv is part of the repository");
     let mut failures = Vec::new();
     for line in manifest.lines().skip(1) {
         let cols: Vec<&str> = line.split('\t').collect();

@@ -82,14 +82,11 @@ pub fn require_program(program: &str, package: &str) -> PathBuf {
     );
 }
 
-/// `../shared` next to the crate (the shared test data of the project).
-pub fn shared_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    assert!(
-        dir.is_dir(),
-        "shared test data not found at {} (expected ../shared next to the crate)",
-        dir.display()
-    );
+/// `tests/data`: third-party test material kept in the repository (RFC 4475/5118 torture
+/// messages, captures and keys of a real Asterisk DUNDi peer; see the README in each folder).
+pub fn test_data_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    assert!(dir.is_dir(), "test data not found at {}", dir.display());
     dir
 }
 

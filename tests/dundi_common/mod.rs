@@ -1,6 +1,6 @@
 //! Test support for the DUNDi tests: a tiny classic-libpcap reader (Ethernet, Linux cooked v1/v2,
 //! raw IP, BSD loopback; IPv4/UDP), a parser for the `*-decoded.txt` listings of
-//! `shared/testdata/dundi`, and a renderer of decoded elements in the listings' notation.
+//! `tests/data/dundi`, and a renderer of decoded elements in the listings' notation.
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use pasarela::routing::dundi::wire::{answer_flags, hint_flags, proto, Ie};
 
-/// `shared/testdata/dundi` beside the repository.
+/// `tests/data/dundi` (copied from the project's shared test data).
 pub fn testdata() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/dundi")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/dundi")
 }
 
 /// One UDP datagram from a capture.
