@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what the test suite drives, then nothing else: the SIP peers (sipp from Debian's
+# sip-tester, baresip), the DNS tools and server (kdig, knot), headless Chromium with ChromeDriver
+# and a font, dpkg-dev (dpkg-shlibdeps for the package test), spandsp (tones, DTMF and caller ID
+# for the line simulators), socat, and the cargo tools the suite runs (cargo-deb, cargo-fuzz).
+#
+# README's test command is `bash tests/setup.sh && cargo test --release`; .ci/run runs exactly that.
+# Without root, it lists what is missing and the command that installs it, and fails.
+set -euo pipefail
+
+need_pkg=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have sipp || need_pkg+=(sip-tester)
+have baresip || need_pkg+=(baresip)
+have kdig || need_pkg+=(knot-dnsutils)
+have knotd || need_pkg+=(knot)
+have chromium || need_pkg+=(chromium)
+have chromedriver || need_pkg+=(chromium-driver)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_pkg+=(fonts-dejavu-core)
+have dpkg-shlibdeps || need_pkg+=(dpkg-dev)
+have socat || need_pkg+=(socat)
+[ -e /usr/include/spandsp.h ] || need_pkg+=(libspandsp-dev)
+have pkg-config || need_pkg+=(pkg-config)
+
+if [ "${#need_pkg[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "tests/setup.sh: installing ${need_pkg[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need_pkg[@]}" >/dev/null
+    elif have sudo && sudo -n true 2>/dev/null; then
+        echo "tests/setup.sh: installing ${need_pkg[*]} (sudo)" >&2
+        sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkg[@]}" >/dev/null
+    else
+        echo "tests/setup.sh: missing Debian packages: ${need_pkg[*]}" >&2
+        echo "install them with: sudo apt-get install ${need_pkg[*]}" >&2
+        exit 1
+    fi
+fi
+
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "tests/setup.sh: installing cargo-deb" >&2
+    cargo install cargo-deb --locked --quiet
+fi
