@@ -7,6 +7,7 @@ pub mod b2bua;
 pub mod cdr;
 pub mod config;
 pub mod logging;
+pub mod preflight;
 pub mod media;
 pub mod pstn;
 pub mod registrar;

@@ -76,6 +76,21 @@ enum Command {
         #[command(subcommand)]
         action: ModemCommand,
     },
+    /// Write a backup to FILE: a consistent snapshot of the store (safe while `serve` runs),
+    /// with the configuration file and the key files it names.
+    Backup {
+        /// The backup file to write (must not exist).
+        file: PathBuf,
+    },
+    /// Put the store of a backup FILE back (stop `serve` first). With `--files`, also the
+    /// configuration and key files, at the paths they were backed up from.
+    Restore {
+        /// A file written by `pasarela backup` (or downloaded from the dashboard).
+        file: PathBuf,
+        /// Also write back the configuration and key files kept in the backup.
+        #[arg(long)]
+        files: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +143,16 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve => serve(config),
         Command::CheckConfig => {
+            let report = pasarela::preflight::check(&config, pasarela::preflight::InUse::Warning);
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            if !report.ok() {
+                for e in &report.errors {
+                    eprintln!("{}: {e}", origin(cli.config.as_deref()));
+                }
+                return ExitCode::from(EXIT_CONFIG);
+            }
             println!("{}: ok", origin(cli.config.as_deref()));
             println!("{}", summary(&config));
             ExitCode::SUCCESS
@@ -137,6 +162,75 @@ fn main() -> ExitCode {
         Command::Modem {
             action: ModemCommand::Status,
         } => modem_status(config),
+        Command::Backup { file } => backup(&config, &file),
+        Command::Restore { file, files } => restore(&config, &file, files),
+    }
+}
+
+/// `pasarela backup FILE`.
+fn backup(config: &Config, file: &Path) -> ExitCode {
+    let files = pasarela::store::backup::files_of(config);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    match pasarela::store::backup::backup(&config.store.path, file, &files, now) {
+        Ok(info) => {
+            println!(
+                "wrote {} (store {}, {} file(s): {})",
+                file.display(),
+                config.store.path.display(),
+                info.files.len(),
+                info.files
+                    .iter()
+                    .map(|f| f.path.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pasarela: backup: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `pasarela restore FILE [--files]`.
+fn restore(config: &Config, file: &Path, files: bool) -> ExitCode {
+    let socket = pasarela::server::control::socket_path(&config.store.path);
+    if pasarela::server::control::is_running(&socket) {
+        eprintln!(
+            "pasarela: restore: pasarela is running on {}; stop it first \
+             (systemctl stop pasarela)",
+            config.store.path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match pasarela::store::backup::restore(file, &config.store.path, files) {
+        Ok(info) => {
+            println!(
+                "restored {} from {} (made by pasarela {} at unix time {}){}",
+                config.store.path.display(),
+                file.display(),
+                info.version,
+                info.created_at,
+                if files {
+                    format!(", and {} file(s)", info.files.len())
+                } else if info.files.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} configuration/key file(s) kept in it (restore them with --files)",
+                        info.files.len()
+                    )
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pasarela: restore: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 
@@ -370,6 +464,21 @@ fn serve(config: Config) -> ExitCode {
         eprintln!("pasarela: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    // Checked before anything is created (the store, the control socket): a start that cannot
+    // succeed exits 2, which the packaged unit does not restart.
+    let report = pasarela::preflight::check(&config, pasarela::preflight::InUse::Error);
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    if !report.ok() {
+        let origin = origin(config.source.as_deref());
+        for e in &report.errors {
+            tracing::error!("{e}");
+            eprintln!("pasarela: {origin}: {e}");
+        }
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let first_run = !config.store.path.exists();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("pasarela")
@@ -385,6 +494,7 @@ fn serve(config: Config) -> ExitCode {
         Some(path) => tracing::info!(config = %path.display(), "starting pasarela"),
         None => tracing::info!("starting pasarela on built-in defaults"),
     }
+    eprintln!("{}", pasarela::server::first_run::banner(&config, first_run));
     match runtime.block_on(pasarela::server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -158,6 +158,12 @@ impl Calls {
         }
     }
 
+    /// Numbers the next calls after `last` (the highest call reference already in the
+    /// store), so that references stay unique across restarts.
+    pub fn continue_ids_after(&mut self, last: u64) {
+        self.next_id = self.next_id.max(last.saturating_add(1));
+    }
+
     /// Calls in progress.
     pub fn len(&self) -> usize {
         self.calls.len()

@@ -217,9 +217,10 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Talk time in minutes, rounded to the nearest.
+    /// Talk time in minutes, every started minute counted (a 6 s call is 1 minute, as a
+    /// provider billing 60/60 charges it); the one rule for minutes everywhere they are shown.
     pub fn minutes(&self) -> i64 {
-        (self.billable_s + 30) / 60
+        (self.billable_s + 59) / 60
     }
 
     /// Adds `other` to these totals.
@@ -809,7 +810,7 @@ mod tests {
         let month = db.totals(&Filter::period(T0, T0 + 31 * DAY)).unwrap();
         assert_eq!(month.calls, 12);
         assert_eq!(month.cost_minor, 6); // PSTN: i = 0 (0), 3 (busy), 6 (6), 9 (unrated)
-        assert_eq!(month.minutes(), (month.billable_s + 30) / 60);
+        assert_eq!(month.minutes(), (month.billable_s + 59) / 60);
 
         let starts: Vec<i64> = (0..=4).map(|d| T0 - DAY + d * DAY).collect();
         let days = db.daily_totals(&starts).unwrap();

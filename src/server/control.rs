@@ -129,6 +129,11 @@ fn tokio_now() -> Instant {
 
 /// Sends `request` to the control socket at `path` and returns the answer; `None` when no
 /// gateway listens there.
+/// Whether a running `serve` holds the control socket at `path`.
+pub fn is_running(path: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
 pub fn ask(path: &Path, request: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(path).ok()?;

@@ -10,6 +10,7 @@
 pub mod control;
 pub mod core;
 pub mod digest_gate;
+pub mod first_run;
 mod enum_zone;
 pub mod lines;
 pub mod live;
@@ -78,6 +79,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let purged = store.purge_expired_bindings(unix as i64)?;
     let rows = store.load_bindings(unix as i64)?;
     let extensions = store.extensions()?;
+    let last_call_ref = store.last_call_ref()?;
     drop(store);
     let (writer, writer_handle) = BindingWriter::spawn(&store_path)?;
     let (cdr_writer, cdr) = crate::cdr::CdrWriter::spawn(&store_path)
@@ -159,6 +161,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         random_secret(),
         Some((engine, media_tx)),
     );
+    core.calls_mut().continue_ids_after(last_call_ref);
     let restored = core.registrar_mut().restore(rows);
     tracing::info!(restored, purged, "registrations restored from the store");
 
@@ -201,6 +204,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             office: crate::web::office_time::OfficeTime::new(config.web.time_zone.as_deref()),
             enum_: Some(routing.enum_.clone()),
             dundi: dundi.clone(),
+            backup_files: crate::store::backup::files_of(&config),
         },
     )
     .await

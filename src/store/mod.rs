@@ -7,6 +7,7 @@
 //! All times are unix seconds passed in by the caller (`now_unix`), so the store reads no clock
 //! except for the `created_at`/`updated_at` stamps on extension rows.
 
+pub mod backup;
 mod migrations;
 pub mod writer;
 
@@ -205,6 +206,14 @@ impl Store {
             StoreError::Sqlite(source) => open_err(source),
             other => other,
         })
+    }
+
+    /// The highest call reference in the call records (0 when there is none).
+    pub fn last_call_ref(&self) -> Result<u64, StoreError> {
+        let last: Option<i64> =
+            self.conn
+                .query_row("SELECT MAX(call_ref) FROM call_records", [], |r| r.get(0))?;
+        Ok(last.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
     }
 
     /// Opens a private in-memory database with the current schema (for tests and tools).

@@ -112,6 +112,8 @@ pub struct Links {
     pub enum_: Option<crate::routing::enum_lookup::EnumResolver>,
     /// The DUNDi node, for its peers on the live page.
     pub dundi: Option<crate::routing::dundi::OfficeDundi>,
+    /// The configuration and key files a backup download keeps besides the store.
+    pub backup_files: Vec<(String, std::path::PathBuf)>,
 }
 
 /// A running HTTP server.
@@ -141,6 +143,7 @@ impl WebServer {
         state.office = Arc::new(links.office);
         state.enum_ = links.enum_;
         state.dundi = links.dundi;
+        state.backup_files = Arc::new(links.backup_files);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| WebError::Bind { addr, source })?;

@@ -6,6 +6,7 @@
 //! Templates are askama files under `web/templates` (compiled into the binary, HTML-escaped by
 //! default); the stylesheet `web/style.css` is embedded with `include_str!`.
 
+pub mod backup;
 pub mod billing;
 pub mod extensions;
 pub mod live;
@@ -52,6 +53,8 @@ pub struct WebState {
     pub(crate) dundi: Option<crate::routing::dundi::OfficeDundi>,
     /// The office's time zone, for dates shown, filtered and grouped.
     pub(crate) office: Arc<OfficeTime>,
+    /// The configuration and key files a backup download keeps besides the store.
+    pub(crate) backup_files: Arc<Vec<(String, PathBuf)>>,
 }
 
 impl WebState {
@@ -67,6 +70,7 @@ impl WebState {
             enum_: None,
             dundi: None,
             office: Arc::new(OfficeTime::utc()),
+            backup_files: Arc::new(Vec::new()),
         })
     }
 
@@ -134,6 +138,7 @@ pub fn router(state: WebState) -> Router {
         .route("/extensions", get(extensions::page))
         .route("/extensions/save", post(extensions::save))
         .route("/extensions/toggle", post(extensions::toggle))
+        .route("/backup", get(backup::download))
         .route("/logout", post(logout))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

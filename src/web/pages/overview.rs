@@ -59,9 +59,11 @@ pub struct Chart {
     pub title: String,
     pub bars: Vec<Bar>,
     pub any: bool,
+    /// What the chart says when no day has a value above zero.
+    pub empty: String,
 }
 
-fn chart(title: String, days: &[(String, i64, String)]) -> Chart {
+fn chart(title: String, days: &[(String, i64, String)], empty: &str) -> Chart {
     let max = days.iter().map(|d| d.1).max().unwrap_or(0).max(0);
     let bars = days
         .iter()
@@ -81,6 +83,7 @@ fn chart(title: String, days: &[(String, i64, String)]) -> Chart {
         title,
         bars,
         any: max > 0,
+        empty: empty.to_owned(),
     }
 }
 
@@ -158,8 +161,20 @@ pub async fn page(
             .map(|(k, t)| TotalsView::of(k.as_str(), t, &currency))
             .collect(),
         charts: vec![
-            chart("Calls per day, last 30 days".into(), &calls),
-            chart(format!("Cost per day, last 30 days ({currency})"), &cost),
+            chart(
+                "Calls per day, last 30 days".into(),
+                &calls,
+                "Nothing in the last 30 days yet. Records appear when calls end.",
+            ),
+            chart(
+                format!("Cost per day, last 30 days ({currency})"),
+                &cost,
+                if calls.iter().any(|d| d.1 > 0) {
+                    "No cost in the last 30 days: every call was free (or is not rated yet)."
+                } else {
+                    "Nothing in the last 30 days yet. Records appear when calls end."
+                },
+            ),
         ],
         time_zone: office.name().to_owned(),
         currency,
@@ -196,10 +211,11 @@ mod tests {
                 ("b".into(), 4, "4".into()),
                 ("c".into(), 2, "2".into()),
             ],
+            "",
         );
         assert!(c.any);
         let pcts: Vec<u64> = c.bars.iter().map(|b| b.pct).collect();
         assert_eq!(pcts, vec![0, 100, 50]);
-        assert!(!chart("t".into(), &[("a".into(), 0, "0".into())]).any);
+        assert!(!chart("t".into(), &[("a".into(), 0, "0".into())], "").any);
     }
 }

@@ -93,6 +93,8 @@ struct RatesPage {
     table_error: Option<String>,
     import_csv: String,
     import_error: Option<String>,
+    /// The importer's column names, for the help text (the same the exporter writes).
+    columns: String,
 }
 
 /// What a re-rendered page carries back to the user.
@@ -152,6 +154,7 @@ async fn render(
         f
     });
     let page = RatesPage {
+        columns: crate::cdr::rating::RATE_COLUMNS.join(", "),
         csrf: session.csrf.clone(),
         session: Some(session),
         tables: infos
