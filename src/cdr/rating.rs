@@ -28,6 +28,8 @@
 //!
 //! Rates are imported and exported as CSV ([`CdrDb::import_rates_csv`]), and [`rerate`]
 //! recomputes the money of the records of a period after rates changed.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

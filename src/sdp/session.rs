@@ -4,6 +4,8 @@
 //! of `v=`, `o=`, `s=`, `c=` and `m=` (the lines the B2BUA acts upon) and lenient on the rest:
 //! lines it does not interpret are kept verbatim. Serialisation writes CRLF line ends in the
 //! order of RFC 8866 §5; within a group the received order is kept.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::fmt;
 use std::net::IpAddr;

@@ -1,6 +1,8 @@
 //! Header fields (RFC 3261 §7.3, §20, §25): names with their compact forms, the typed values
 //! the core works with (Via, name-addr, CSeq, Contact …), the ordered header list of a message,
 //! and the lexical helpers (tokens, quoted strings, list splitting) they are parsed with.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::fmt;
 

@@ -5,6 +5,8 @@
 //! produce the 400 (or 505) to send back. Responses that break the grammar are dropped.
 //! Datagrams may omit Content-Length (the body is the rest of the datagram) and carry trailing
 //! octets beyond it (ignored); on streams exactly one Content-Length is required.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::borrow::Cow;
 
@@ -268,10 +270,14 @@ fn parse_start(line: &str) -> Result<Start, (u16, String)> {
         return bad("Malformed request line (expected: method SP URI SP SIP/2.0)");
     };
     let method = Method::parse(m).ok_or((400, "Malformed method".to_string()))?;
-    if v.len() < 5 || !v[..4].eq_ignore_ascii_case("SIP/") {
+    // Checked splitting: the version field is outside data and may hold any UTF-8 (`SIPé`).
+    let Some((proto, version)) = v.split_at_checked(4) else {
+        return bad("Malformed SIP version");
+    };
+    if version.is_empty() || !proto.eq_ignore_ascii_case("SIP/") {
         return bad("Malformed SIP version");
     }
-    if &v[4..] != "2.0" {
+    if version != "2.0" {
         return Err((505, "Version Not Supported".into()));
     }
     if u.starts_with('<') {
@@ -584,6 +590,31 @@ v=0\r\n";
             Framing::Datagram,
             &Limits::default(),
         )
+    }
+
+    /// Issue 13: a non-ASCII character across byte 4 of the version field panicked on a string
+    /// slice (and ended the UDP receive task). Every such start line now gets a 400.
+    #[test]
+    fn non_ascii_in_the_version_is_a_400_not_a_panic() {
+        for version in [
+            "SIPé",
+            "SIé",
+            "SIP/é",
+            "SIP/2.é",
+            "é",
+            "SIP\u{1F600}",
+            "SIP/2.0é",
+        ] {
+            let msg = format!(
+                "OPTIONS sip:a@b {version}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+                 From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
+            );
+            let err = parse(msg.as_bytes()).expect_err(version);
+            assert!(matches!(err.status, 400 | 505), "{version}: {err}");
+            assert!(err.response_bytes("t").is_some(), "{version}: answerable");
+        }
+        // The datagram of the issue, as it was sent.
+        assert!(parse("OPTIONS sip:a@b SIPé\r\n\r\n".as_bytes()).is_err());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! Parsing is strict about the character sets of each part; the parts are kept in the form
 //! they were received (escapes included) so that a URI is serialised exactly as it came.
 //! Comparison helpers unescape where RFC 3261 §19.1.4 says escaped and plain forms are equal.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -2,6 +2,8 @@
 //! the per-peer AES-128 session key sent as SHAREDKEY (RSA-OAEP/SHA-1 to the peer's public key)
 //! with its SIGNATURE (RSASSA-PKCS1-v1_5/SHA-1 over the SHAREDKEY bytes, by our private key) or
 //! later as KEYCRC32, and ENCDATA (IV, then AES-128-CBC over zlib(packet[6..]) zero-padded).
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! commands and the information elements, as typed values. Sans-IO and total: decoding any
 //! byte string either yields a [`Packet`] or a [`WireError`], never a panic; encoding a decoded
 //! packet gives back exactly the bytes it came from.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use super::eid::Eid;
 

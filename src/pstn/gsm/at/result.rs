@@ -1,6 +1,8 @@
 //! Classification of the lines a modem sends: final results that end a command, unsolicited
 //! result codes (URCs) with their parameters parsed, and everything else (information lines
 //! that belong to the command in flight).
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::fmt;
 
