@@ -305,7 +305,11 @@ fn parse_urc_inner(line: &str) -> Option<Urc> {
     if let Some(p) = params_after(l, "+CREG:") {
         // Unsolicited form: `+CREG: <stat>[,<lac>,<ci>]`; the lac is quoted hex, so a second
         // numeric parameter means the solicited `<n>,<stat>` form.
-        let stat = if p.len() >= 2 && p[1].chars().all(|c| c.is_ascii_digit()) && p.len() != 3 {
+        let stat = if p
+            .get(1)
+            .is_some_and(|s| s.chars().all(|c| c.is_ascii_digit()))
+            && p.len() != 3
+        {
             num(&p, 1)?
         } else {
             num(&p, 0)?
