@@ -5,6 +5,7 @@
 
 pub mod b2bua;
 pub mod cdr;
+pub mod checked;
 pub mod config;
 pub mod logging;
 pub mod preflight;
@@ -16,5 +17,6 @@ pub mod sdp;
 pub mod server;
 pub mod sip;
 pub mod store;
+pub mod supervise;
 pub mod transport;
 pub mod web;

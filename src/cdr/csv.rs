@@ -6,6 +6,8 @@
 //! quotes and line breaks; records end at `\n` or `\r\n`; a UTF-8 byte order mark is skipped;
 //! blank lines are ignored. Writing: rows end with `\r\n`, and a field is quoted when it holds
 //! the delimiter, a quote, a line break, or leading or trailing spaces.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::fmt;
 use std::io::{self, Write};

@@ -28,6 +28,8 @@
 //!
 //! Rates are imported and exported as CSV ([`CdrDb::import_rates_csv`]), and [`rerate`]
 //! recomputes the money of the records of a period after rates changed.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -94,7 +96,7 @@ impl Price {
         let t = text.trim();
         let bad = || format!("not a price: {t:?} (want digits with at most 6 decimals)");
         let (int, frac) = match t.find(|c| c == '.' || (decimal_comma && c == ',')) {
-            Some(i) => (&t[..i], &t[i + 1..]),
+            Some(i) => crate::checked::cut(t, i, 1).ok_or_else(bad)?,
             None => (t, ""),
         };
         if (int.is_empty() && frac.is_empty())
@@ -130,7 +132,7 @@ impl fmt::Display for Price {
         let frac = format!("{:06}", self.0 % Self::SCALE);
         let trimmed = frac.trim_end_matches('0');
         let shown = if trimmed.len() < 2 {
-            &frac[..2]
+            crate::checked::head(&frac, 2)
         } else {
             trimmed
         };
@@ -738,7 +740,7 @@ impl CdrDb {
             Ok(t) => t,
             Err(e) => {
                 let valid = e.utf8_error().valid_up_to();
-                let line = 1 + e.as_bytes()[..valid]
+                let line = 1 + crate::checked::bytes(e.as_bytes(), 0, valid)
                     .iter()
                     .filter(|&&b| b == b'\n')
                     .count();

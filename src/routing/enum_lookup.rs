@@ -30,6 +30,8 @@
 //! expires soonest. For NAPTR answers the cache also keeps the rules evaluated for the last
 //! number asked, so that a warm look-up does no regular-expression work and no DNS: a hash look-up
 //! per tree and the copies that make the answer.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::collections::HashMap;
 use std::fmt;

@@ -20,6 +20,8 @@
 //!
 //! Queries go through the [`super::enum_lookup`] DNS layer: the same nameservers, the same cache,
 //! the same deadline rule, and the same [`LookupStep`]s for `pasarela route`.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

@@ -41,6 +41,8 @@
 //!
 //! The substitution is sed-like: the first match in the AUS is replaced and the rest kept, which
 //! for the usual anchored `^…$` expressions is simply the replacement.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use regex::{Captures, Regex, RegexBuilder};
 

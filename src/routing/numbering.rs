@@ -19,6 +19,8 @@
 //!
 //! Errors map onto SIP responses ([`NumberError::sip_status`]): 484 Address Incomplete for
 //! numbers that are too short or malformed, 404 for an unknown extension, 403 for a barred call.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::fmt;
 use std::str::FromStr;

@@ -14,6 +14,8 @@
 //!
 //! [`enum_zone`] builds the private ENUM zone: one `E2U+sip` NAPTR per DID of the office,
 //! pointing at the extension on this host.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};

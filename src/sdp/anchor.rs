@@ -13,6 +13,8 @@
 //! The functions are named after the usual flow (leg A offers in its INVITE, leg B answers),
 //! but only the roles matter: in an offerless INVITE the offer comes from B in its 2xx and the
 //! answer from A in the ACK; then pass B's offer as `a_offer` and A's answer as `b_answer`.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::net::IpAddr;
 

@@ -2,6 +2,8 @@
 //!
 //! A codec is a payload type from the `m=` format list, described by its `a=rtpmap` line or,
 //! for the static payload types of RFC 3551 that come without one, by the static table.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -4,6 +4,8 @@
 //! of `v=`, `o=`, `s=`, `c=` and `m=` (the lines the B2BUA acts upon) and lenient on the rest:
 //! lines it does not interpret are kept verbatim. Serialisation writes CRLF line ends in the
 //! order of RFC 8866 §5; within a group the received order is kept.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::fmt;
 use std::net::IpAddr;
@@ -156,7 +158,7 @@ impl Origin {
             reason,
         };
         let f: Vec<&str> = value.split_ascii_whitespace().collect();
-        let [username, session_id, version, net_type, addr_type, address] = f[..] else {
+        let &[username, session_id, version, net_type, addr_type, address] = f.as_slice() else {
             return Err(bad("expected six fields"));
         };
         if !session_id.bytes().all(|b| b.is_ascii_digit()) {
@@ -210,7 +212,9 @@ pub(crate) fn parse_digits<T: FromStr>(s: &str) -> Option<T> {
 fn split_line(text: &str, line: usize) -> Result<(char, &str), SdpError> {
     let bytes = text.as_bytes();
     match bytes {
-        [k, b'=', ..] if k.is_ascii_lowercase() => Ok((char::from(*k), &text[2..])),
+        [k, b'=', ..] if k.is_ascii_lowercase() => {
+            Ok((char::from(*k), crate::checked::tail(text, 2)))
+        }
         _ => Err(SdpError::BadLine { line }),
     }
 }

@@ -34,6 +34,7 @@ use crate::sip::parse::Limits;
 use crate::sip::peer::Proto;
 use crate::sip::transaction::Timers;
 use crate::store::{BindingWriter, Store};
+use crate::supervise::Supervisor;
 use crate::transport::{self, Inbound, TransportSettings};
 use crate::web::{LoopCounts, RouteOutcome, Stats, WebServer};
 
@@ -50,6 +51,8 @@ const BATCH: usize = 256;
 const PULSE: Duration = Duration::from_secs(1);
 /// The loop's numbers are published at most this often (it is busiest under load).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// The name of the SIP core's message handling for the supervisor.
+const CORE: &str = "SIP core";
 
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -281,10 +284,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 let Some(first) = msg else { break };
                 let now = std::time::Instant::now();
                 let unix = unix_now();
-                core.handle_message(now, unix, first.message, first.peer);
+                // A bug in handling one message drops that message, not the loop.
+                let sup = Supervisor::global();
+                sup.guard(CORE, || core.handle_message(now, unix, first.message, first.peer));
                 for _ in 0..BATCH {
                     match rx.try_recv() {
-                        Ok(m) => core.handle_message(now, unix, m.message, m.peer),
+                        Ok(m) => {
+                            sup.guard(CORE, || core.handle_message(now, unix, m.message, m.peer));
+                        }
                         Err(_) => break,
                     }
                 }
@@ -340,7 +347,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             published = now;
             publish(&stats, now, &core);
         }
-        if let Some(n) = notifier.as_mut() {
+        // A component that its supervisor gave up stops the watchdog: systemd restarts us.
+        if let Some(n) = notifier
+            .as_mut()
+            .filter(|_| !Supervisor::global().has_failed())
+        {
             n.keep_alive(now);
         }
         while let Some(t) = core.poll_transmit() {

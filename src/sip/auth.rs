@@ -50,6 +50,8 @@
 //! entry with the oldest timestamp is evicted and, from then on, nonces at least that old
 //! that are not in the table are answered [`NonceStatus::Stale`] so that eviction never
 //! re-opens a replay window: the client simply fetches a fresh nonce.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;

@@ -1,11 +1,14 @@
 //! Header fields (RFC 3261 §7.3, §20, §25): names with their compact forms, the typed values
 //! the core works with (Via, name-addr, CSeq, Contact …), the ordered header list of a message,
 //! and the lexical helpers (tokens, quoted strings, list splitting) they are parsed with.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::fmt;
 
 use super::method::Method;
 use super::uri::{self, Host, Params, Uri};
+use crate::checked;
 
 /// Why a header value was refused; used as the reason phrase of a 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,6 +19,8 @@ fn err<T>(msg: impl Into<String>) -> Result<T, HeaderError> {
     Err(HeaderError(msg.into()))
 }
 
+// Built at compile time: an index out of range here fails the build, not a request.
+#[allow(clippy::indexing_slicing)]
 const TOKEN_TABLE: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
@@ -34,7 +39,7 @@ const TOKEN_TABLE: [bool; 256] = {
 /// `token` characters of RFC 3261 §25.1.
 #[inline]
 pub fn is_token_char(b: u8) -> bool {
-    TOKEN_TABLE[b as usize]
+    TOKEN_TABLE.get(usize::from(b)).copied().unwrap_or(false)
 }
 
 /// Position of a byte in a short string: a plain loop beats a vectorised search at header
@@ -63,13 +68,13 @@ pub fn trim_ws(s: &str) -> &str {
 #[inline]
 pub fn trim_ws_start(s: &str) -> &str {
     let n = s.bytes().take_while(|b| is_ws(*b)).count();
-    &s[n..]
+    checked::tail(s, n)
 }
 
 #[inline]
 pub fn trim_ws_end(s: &str) -> &str {
     let n = s.bytes().rev().take_while(|b| is_ws(*b)).count();
-    &s[..s.len() - n]
+    checked::head(s, s.len() - n)
 }
 
 /// Whether `s` holds SP or HTAB.
@@ -111,7 +116,7 @@ pub fn split_list(value: &str) -> Result<Vec<&str>, HeaderError> {
     let mut i = 0;
     let mut in_angle = false;
     while i < b.len() {
-        match b[i] {
+        match checked::byte(b, i) {
             b'"' if !in_angle => {
                 i += 1;
                 loop {
@@ -126,7 +131,7 @@ pub fn split_list(value: &str) -> Result<Vec<&str>, HeaderError> {
             b'<' => in_angle = true,
             b'>' => in_angle = false,
             b',' if !in_angle => {
-                parts.push(trim_ws(&value[start..i]));
+                parts.push(trim_ws(checked::sub(value, start, i)));
                 start = i + 1;
             }
             _ => {}
@@ -136,7 +141,7 @@ pub fn split_list(value: &str) -> Result<Vec<&str>, HeaderError> {
     if in_angle {
         return err("unterminated <");
     }
-    parts.push(trim_ws(&value[start.min(value.len())..]));
+    parts.push(trim_ws(checked::tail(value, start)));
     Ok(parts)
 }
 
@@ -148,48 +153,51 @@ pub fn parse_params(s: &str) -> Result<Params, HeaderError> {
     let b = s.as_bytes();
     let mut i = 0;
     loop {
-        while i < b.len() && is_ws(b[i]) {
+        while is_ws(checked::byte(b, i)) {
             i += 1;
         }
         if i >= b.len() {
             return Ok(params);
         }
-        if b[i] != b';' {
-            return err(format!("unexpected '{}' in parameters", b[i] as char));
+        let c = checked::byte(b, i);
+        if c != b';' {
+            return err(format!("unexpected '{}' in parameters", c as char));
         }
         i += 1;
-        while i < b.len() && is_ws(b[i]) {
+        while is_ws(checked::byte(b, i)) {
             i += 1;
         }
         let ns = i;
-        while i < b.len() && is_token_char(b[i]) {
+        while is_token_char(checked::byte(b, i)) {
             i += 1;
         }
         if ns == i {
             return err("empty parameter name");
         }
-        let name = &s[ns..i];
-        while i < b.len() && is_ws(b[i]) {
+        let name = checked::sub(s, ns, i);
+        while is_ws(checked::byte(b, i)) {
             i += 1;
         }
         let mut value = None;
-        if i < b.len() && b[i] == b'=' {
+        if checked::byte(b, i) == b'=' {
             i += 1;
-            while i < b.len() && is_ws(b[i]) {
+            while is_ws(checked::byte(b, i)) {
                 i += 1;
             }
             let vs = i;
-            if i < b.len() && b[i] == b'"' {
+            if checked::byte(b, i) == b'"' {
                 i = quoted_end(b, i)?;
             } else {
-                while i < b.len() && (is_token_char(b[i]) || matches!(b[i], b':' | b'[' | b']')) {
+                while is_token_char(checked::byte(b, i))
+                    || matches!(checked::byte(b, i), b':' | b'[' | b']')
+                {
                     i += 1;
                 }
                 if vs == i {
                     return err(format!("empty value for parameter {name}"));
                 }
             }
-            value = Some(s[vs..i].to_owned());
+            value = Some(checked::sub(s, vs, i).to_owned());
         }
         params.push_raw(name.to_owned(), value);
     }
@@ -269,8 +277,8 @@ impl Via {
                 .bytes()
                 .position(|b| !is_token_char(b))
                 .unwrap_or(rest.len());
-            *part = &rest[..end];
-            rest = trim_ws_start(&rest[end..]);
+            *part = checked::head(rest, end);
+            rest = trim_ws_start(checked::tail(rest, end));
             if n < 2 {
                 rest = match rest.strip_prefix('/') {
                     Some(r) => r,
@@ -278,23 +286,24 @@ impl Via {
                 };
             }
         }
-        if !parts[0].eq_ignore_ascii_case("SIP") {
+        let [protocol, version, transport] = parts;
+        if !protocol.eq_ignore_ascii_case("SIP") {
             return err("Via protocol is not SIP");
         }
-        if parts[1] != "2.0" {
+        if version != "2.0" {
             return err("Via protocol version is not 2.0");
         }
-        if parts[2].is_empty() {
+        if transport.is_empty() {
             return err("Via without transport");
         }
-        let transport = match parts[2] {
+        let transport = match transport {
             "UDP" | "udp" => "UDP".to_owned(),
             "TCP" | "tcp" => "TCP".to_owned(),
             other => other.to_ascii_uppercase(),
         };
         // sent-by up to ';' (or end); LWS is only allowed around the COLON of host:port.
         let end = rest.bytes().position(|b| b == b';').unwrap_or(rest.len());
-        let raw_sent_by = trim_ws_end(&rest[..end]);
+        let raw_sent_by = trim_ws_end(checked::head(rest, end));
         let spaced;
         let sent_by = if has_ws(raw_sent_by) {
             if !has_byte(raw_sent_by, b':') {
@@ -307,7 +316,8 @@ impl Via {
         };
         let (host, port) =
             uri::parse_hostport(sent_by).map_err(|e| HeaderError(format!("Via: {e}")))?;
-        let params = parse_params(&rest[end..]).map_err(|e| HeaderError(format!("Via: {e}")))?;
+        let params =
+            parse_params(checked::tail(rest, end)).map_err(|e| HeaderError(format!("Via: {e}")))?;
         if let Some(b) = params.value("branch") {
             if !is_token(b) {
                 return err("Via branch is not a token");
@@ -384,16 +394,16 @@ impl NameAddr {
         let uri_str;
         if b.first() == Some(&b'"') {
             let end = quoted_end(b, 0)?;
-            display = Some(s[..end].to_owned());
+            display = Some(checked::head(s, end).to_owned());
             i = end;
-            while i < b.len() && is_ws(b[i]) {
+            while is_ws(checked::byte(b, i)) {
                 i += 1;
             }
             if b.get(i) != Some(&b'<') {
                 return err("display name not followed by <URI>");
             }
         } else if let Some(lt) = find_byte(s, b'<') {
-            let name = trim_ws(&s[..lt]);
+            let name = trim_ws(checked::head(s, lt));
             // Unquoted display name: tokens separated by LWS.
             if !name
                 .split([' ', '\t'])
@@ -413,16 +423,16 @@ impl NameAddr {
         }
         let params_start;
         if b.get(i) == Some(&b'<') {
-            let close = find_byte(&s[i..], b'>')
+            let close = find_byte(checked::tail(s, i), b'>')
                 .map(|c| c + i)
                 .ok_or(HeaderError("missing > after URI".into()))?;
-            uri_str = &s[i + 1..close];
+            uri_str = checked::sub(s, i + 1, close);
             params_start = close + 1;
         } else {
             // addr-spec: ends at the first ';' (the rest are header parameters); must not hold
             // '?', ',' or white space (RFC 3261 §20.10).
             let end = find_byte(s, b';').unwrap_or(s.len());
-            uri_str = trim_ws_end(&s[..end]);
+            uri_str = trim_ws_end(checked::head(s, end));
             if uri_str
                 .bytes()
                 .any(|b| matches!(b, b'?' | b',' | b' ' | b'\t'))
@@ -435,7 +445,7 @@ impl NameAddr {
             return err("white space inside URI");
         }
         let uri = Uri::parse(uri_str).map_err(|e| HeaderError(e.0.to_owned()))?;
-        let params = parse_params(&s[params_start..])?;
+        let params = parse_params(checked::tail(s, params_start))?;
         Ok(NameAddr {
             display,
             uri,
@@ -556,7 +566,7 @@ impl Name {
     /// Recognises a header name (case-insensitive, compact forms included).
     pub fn lookup(name: &str) -> Option<Name> {
         Some(match name.len() {
-            1 => match name.as_bytes()[0].to_ascii_lowercase() {
+            1 => match checked::byte(name.as_bytes(), 0).to_ascii_lowercase() {
                 b'v' => Name::Via,
                 b'f' => Name::From,
                 b't' => Name::To,
@@ -653,7 +663,7 @@ pub fn expand_compact(name: &str) -> &str {
     if name.len() != 1 {
         return name;
     }
-    match name.as_bytes()[0].to_ascii_lowercase() {
+    match checked::byte(name.as_bytes(), 0).to_ascii_lowercase() {
         b'e' => "Content-Encoding",
         b's' => "Subject",
         b'k' => "Supported",

@@ -5,6 +5,8 @@
 //! produce the 400 (or 505) to send back. Responses that break the grammar are dropped.
 //! Datagrams may omit Content-Length (the body is the rest of the datagram) and carry trailing
 //! octets beyond it (ignored); on streams exactly one Content-Length is required.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::borrow::Cow;
 
@@ -14,6 +16,7 @@ use super::header::{self, CSeq, Contact, Header, Headers, Name, NameAddr, Via};
 use super::message::{Message, Request, Response};
 use super::method::Method;
 use super::uri::Uri;
+use crate::checked;
 
 /// How the message arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +117,7 @@ fn crlf_lines(head: &str) -> impl Iterator<Item = Result<&str, LineError>> + '_ 
     let bytes = head.as_bytes();
     let mut start = 0;
     memchr::memchr_iter(b'\n', bytes).map(move |nl| {
-        let line = &head[start..nl];
+        let line = checked::sub(head, start, nl);
         start = nl + 1;
         if matches!(bytes.get(nl + 1), Some(b' ' | b'\t')) {
             return Err(LineError::Folded);
@@ -130,7 +133,7 @@ pub fn parse_message(buf: Bytes, framing: Framing, limits: &Limits) -> Result<Me
         .iter()
         .take_while(|b| **b == b'\r' || **b == b'\n')
         .count();
-    let data = &buf[lead..];
+    let data = checked::bytes_from(&buf, lead);
     let looks_like_response = data.starts_with(b"SIP/");
     let fail = |status: u16, reason: String, head: &[u8]| ParseError {
         status,
@@ -148,7 +151,7 @@ pub fn parse_message(buf: Bytes, framing: Framing, limits: &Limits) -> Result<Me
             data,
         ));
     };
-    let head_bytes = &data[..hend + 2];
+    let head_bytes = checked::bytes(data, 0, hend + 2);
     if bare_cr {
         return Err(fail(400, "Line not terminated by CRLF".into(), head_bytes));
     }
@@ -184,7 +187,14 @@ pub fn parse_message(buf: Bytes, framing: Framing, limits: &Limits) -> Result<Me
                     ));
                 }
             };
-            let body = buf.slice(body_start..body_start + body_len);
+            let Some(body) = buf.get(body_start..body_start + body_len) else {
+                return Err(fail(
+                    400,
+                    "Content-Length larger than the message".into(),
+                    head_bytes,
+                ));
+            };
+            let body = buf.slice_ref(body);
             Ok(match start {
                 Start::Request(method, uri) => Message::Request(Request {
                     method,
@@ -222,9 +232,8 @@ fn unfold(head: &str) -> Cow<'_, str> {
     }
     let mut out = String::with_capacity(head.len());
     let mut rest = head;
-    while let Some(pos) = rest.find("\r\n") {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 2..];
+    while let Some((before, after)) = rest.split_once("\r\n") {
+        out.push_str(before);
         if after.starts_with([' ', '\t']) {
             out.push(' ');
             rest = after.trim_start_matches([' ', '\t']);
@@ -268,10 +277,14 @@ fn parse_start(line: &str) -> Result<Start, (u16, String)> {
         return bad("Malformed request line (expected: method SP URI SP SIP/2.0)");
     };
     let method = Method::parse(m).ok_or((400, "Malformed method".to_string()))?;
-    if v.len() < 5 || !v[..4].eq_ignore_ascii_case("SIP/") {
+    // Checked splitting: the version field is outside data and may hold any UTF-8 (`SIPé`).
+    let Some((proto, version)) = v.split_at_checked(4) else {
+        return bad("Malformed SIP version");
+    };
+    if version.is_empty() || !proto.eq_ignore_ascii_case("SIP/") {
         return bad("Malformed SIP version");
     }
-    if &v[4..] != "2.0" {
+    if version != "2.0" {
         return Err((505, "Version Not Supported".into()));
     }
     if u.starts_with('<') {
@@ -326,14 +339,14 @@ fn parse_lines(head: &str, limits: &Limits) -> Result<(Start, Headers, Option<u3
         if count > limits.max_headers {
             return bad("Too many header fields");
         }
-        let Some(colon) = crate::sip::header::find_byte(line, b':') else {
+        let Some((name, value)) = line.split_once(':') else {
             return bad("Header line without a colon");
         };
-        let name = header::trim_ws_end(&line[..colon]);
+        let name = header::trim_ws_end(name);
         if !header::is_token(name) {
             return bad("Malformed header name");
         }
-        let value = header::trim_ws(&line[colon + 1..]);
+        let value = header::trim_ws(value);
         let Some(known) = Name::lookup(name) else {
             headers.push(Header::Other(header::header_name(name), value.to_owned()));
             continue;
@@ -343,10 +356,13 @@ fn parse_lines(head: &str, limits: &Limits) -> Result<(Start, Headers, Option<u3
             known,
             Name::Via | Name::Contact | Name::Route | Name::RecordRoute
         );
-        if single && seen[slot] {
+        let Some(seen_slot) = seen.get_mut(slot) else {
+            return bad("Malformed header name");
+        };
+        if single && *seen_slot {
             return bad(format!("Multiple {} header fields", known.as_str()));
         }
-        seen[slot] = true;
+        *seen_slot = true;
         let ctx = |e: header::HeaderError| (400, format!("Bad {} header: {}", known.as_str(), e.0));
         match known {
             Name::Via | Name::Contact | Name::Route | Name::RecordRoute => {
@@ -413,7 +429,7 @@ fn parse_lines(head: &str, limits: &Limits) -> Result<(Start, Headers, Option<u3
         (Name::CallId, "Call-ID"),
         (Name::CSeq, "CSeq"),
     ] {
-        if !seen[name as usize] {
+        if !seen.get(name as usize).copied().unwrap_or(false) {
             return bad(format!("Missing {label} header"));
         }
     }
@@ -437,15 +453,14 @@ fn small_number(v: &str) -> Option<u32> {
 fn collect_echo(head: &[u8]) -> Option<Vec<String>> {
     let text = String::from_utf8_lossy(head);
     let end = text.find("\r\n\r\n").map_or(text.len(), |e| e + 2);
-    let unfolded = unfold(&text[..end]);
+    let unfolded = unfold(checked::head(&text, end));
     let mut out = Vec::new();
     let mut found = [false; 5];
     for line in unfolded.split("\r\n").skip(1) {
-        let Some(colon) = crate::sip::header::find_byte(line, b':') else {
+        let Some((name, value)) = line.split_once(':') else {
             continue;
         };
-        let name = line[..colon].trim_end();
-        let value = line[colon + 1..].trim();
+        let (name, value) = (name.trim_end(), value.trim());
         let (idx, canonical) = match Name::lookup(name) {
             Some(Name::Via) => (0, "Via"),
             Some(Name::From) => (1, "From"),
@@ -454,15 +469,18 @@ fn collect_echo(head: &[u8]) -> Option<Vec<String>> {
             Some(Name::CSeq) => (4, "CSeq"),
             _ => continue,
         };
-        if value.is_empty() || value.contains(['\r', '\n']) || (idx > 0 && found[idx]) {
+        let Some(seen) = found.get_mut(idx) else {
+            continue;
+        };
+        if value.is_empty() || value.contains(['\r', '\n']) || (idx > 0 && *seen) {
             continue;
         }
-        found[idx] = true;
+        *seen = true;
         out.push(format!("{canonical}: {value}"));
     }
     // Via is needed to send the answer at all; the rest is echoed when present (RFC 4475
     // §3.3.1 still wants a 400 for a request missing Call-ID, From or To).
-    found[0].then_some(out)
+    found.first().copied().unwrap_or(false).then_some(out)
 }
 
 /// What the stream framer produced.
@@ -516,18 +534,18 @@ impl StreamFramer {
             }
             return Ok(None);
         };
-        let head = &self.buf[..hend + 2];
+        let head = checked::bytes(&self.buf, 0, hend + 2);
         let mut cl: Option<usize> = None;
         let text = String::from_utf8_lossy(head);
         for line in unfold(&text).split("\r\n").skip(1) {
-            let Some(colon) = crate::sip::header::find_byte(line, b':') else {
+            let Some((name, value)) = line.split_once(':') else {
                 continue;
             };
-            if Name::lookup(line[..colon].trim_end()) == Some(Name::ContentLength) {
+            if Name::lookup(name.trim_end()) == Some(Name::ContentLength) {
                 if cl.is_some() {
                     return Err(self.error(400, "Multiple Content-Length header fields"));
                 }
-                match small_number(line[colon + 1..].trim()) {
+                match small_number(value.trim()) {
                     Some(n) => cl = Some(n as usize),
                     None => return Err(self.error(400, "Bad Content-Length header")),
                 }
@@ -584,6 +602,31 @@ v=0\r\n";
             Framing::Datagram,
             &Limits::default(),
         )
+    }
+
+    /// Issue 13: a non-ASCII character across byte 4 of the version field panicked on a string
+    /// slice (and ended the UDP receive task). Every such start line now gets a 400.
+    #[test]
+    fn non_ascii_in_the_version_is_a_400_not_a_panic() {
+        for version in [
+            "SIPé",
+            "SIé",
+            "SIP/é",
+            "SIP/2.é",
+            "é",
+            "SIP\u{1F600}",
+            "SIP/2.0é",
+        ] {
+            let msg = format!(
+                "OPTIONS sip:a@b {version}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+                 From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
+            );
+            let err = parse(msg.as_bytes()).expect_err(version);
+            assert!(matches!(err.status, 400 | 505), "{version}: {err}");
+            assert!(err.response_bytes("t").is_some(), "{version}: answerable");
+        }
+        // The datagram of the issue, as it was sent.
+        assert!(parse("OPTIONS sip:a@b SIPé\r\n\r\n".as_bytes()).is_err());
     }
 
     #[test]

@@ -3,9 +3,13 @@
 //! Parsing is strict about the character sets of each part; the parts are kept in the form
 //! they were received (escapes included) so that a URI is serialised exactly as it came.
 //! Comparison helpers unescape where RFC 3261 §19.1.4 says escaped and plain forms are equal.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::checked;
 
 /// Why a URI was refused. The text is used as the reason phrase of a 400 response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -252,12 +256,11 @@ impl Uri {
 
     /// Parses a URI as it appears in a Request-URI or inside `<…>`.
     pub fn parse(s: &str) -> Result<Uri, UriError> {
-        let colon =
-            crate::sip::header::find_byte(s, b':').ok_or(UriError("URI without a scheme"))?;
-        let scheme = &s[..colon];
-        let rest = &s[colon + 1..];
-        if scheme.is_empty()
-            || !scheme.as_bytes()[0].is_ascii_alphabetic()
+        let (scheme, rest) = s.split_once(':').ok_or(UriError("URI without a scheme"))?;
+        if !scheme
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_alphabetic)
             || !scheme
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
@@ -294,6 +297,8 @@ const PASSWORD: u8 = 4;
 const PARAM: u8 = 8;
 const HEADER: u8 = 16;
 
+// Built at compile time: an index out of range here fails the build, not a request.
+#[allow(clippy::indexing_slicing)]
 const CLASSES: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
@@ -333,8 +338,7 @@ const CLASSES: [u8; 256] = {
 fn check_chars(s: &str, class: u8) -> bool {
     let b = s.as_bytes();
     let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
+    while let Some(&c) = b.get(i) {
         if c == b'%' {
             if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
                 && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
@@ -344,7 +348,7 @@ fn check_chars(s: &str, class: u8) -> bool {
             i += 3;
             continue;
         }
-        if CLASSES[c as usize] & class == 0 {
+        if CLASSES.get(usize::from(c)).copied().unwrap_or(0) & class == 0 {
             return false;
         }
         i += 1;
@@ -354,16 +358,16 @@ fn check_chars(s: &str, class: u8) -> bool {
 
 fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
     // '@' can only appear in the userinfo (params and headers have no unescaped '@').
-    let (userinfo, hostpart) = match crate::sip::header::find_byte(rest, b'@') {
-        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+    let (userinfo, hostpart) = match rest.split_once('@') {
+        Some((ui, host)) => (Some(ui), host),
         None => (None, rest),
     };
     let (user, password) = match userinfo {
         None => (None, None),
         Some(ui) => {
             // The password follows the first ':' in userinfo; a telephone-subscriber user has no ':'.
-            let (u, p) = match crate::sip::header::find_byte(ui, b':') {
-                Some(c) => (&ui[..c], Some(&ui[c + 1..])),
+            let (u, p) = match ui.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
                 None => (ui, None),
             };
             if u.is_empty() {
@@ -382,16 +386,16 @@ fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
     };
     let (hostport, after) = split_hostport(hostpart)?;
     let (host, port) = parse_hostport(hostport)?;
-    let (params_str, headers) = match crate::sip::header::find_byte(after, b'?') {
-        Some(q) => (&after[..q], Some(&after[q + 1..])),
+    let (params_str, headers) = match after.split_once('?') {
+        Some((p, h)) => (p, Some(h)),
         None => (after, None),
     };
     let mut params = Params::new();
     if !params_str.is_empty() {
         // params_str starts with ';'
-        for p in params_str[1..].split(';') {
-            let (n, v) = match crate::sip::header::find_byte(p, b'=') {
-                Some(e) => (&p[..e], Some(&p[e + 1..])),
+        for p in checked::tail(params_str, 1).split(';') {
+            let (n, v) = match p.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
                 None => (p, None),
             };
             if n.is_empty() || !check_chars(n, PARAM) {
@@ -426,18 +430,18 @@ fn split_hostport(s: &str) -> Result<(&str, &str), UriError> {
     if s.starts_with('[') {
         let close = crate::sip::header::find_byte(s, b']')
             .ok_or(UriError("unterminated IPv6 reference in URI"))?;
-        let tail = &s[close + 1..];
+        let tail = checked::tail(s, close + 1);
         let end = tail
             .bytes()
             .position(|b| b == b';' || b == b'?')
             .map_or(s.len(), |i| close + 1 + i);
-        Ok((&s[..end], &s[end..]))
+        checked::cut(s, end, 0).ok_or(UriError("malformed IPv6 reference in URI"))
     } else {
         let end = s
             .bytes()
             .position(|b| b == b';' || b == b'?')
             .unwrap_or(s.len());
-        Ok((&s[..end], &s[end..]))
+        checked::cut(s, end, 0).ok_or(UriError("malformed URI"))
     }
 }
 
@@ -449,7 +453,8 @@ pub fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
     let (host_str, port_str) = if s.starts_with('[') {
         let close = crate::sip::header::find_byte(s, b']')
             .ok_or(UriError("unterminated IPv6 reference"))?;
-        let tail = &s[close + 1..];
+        let (reference, tail) =
+            checked::cut(s, close + 1, 0).ok_or(UriError("malformed IPv6 reference"))?;
         let port = if tail.is_empty() {
             None
         } else if let Some(p) = tail.strip_prefix(':') {
@@ -457,14 +462,14 @@ pub fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
         } else {
             return Err(UriError("junk after IPv6 reference"));
         };
-        (&s[..=close], port)
+        (reference, port)
     } else {
-        match crate::sip::header::rfind_byte(s, b':') {
-            Some(c) => {
-                if crate::sip::header::has_byte(&s[..c], b':') {
+        match s.rsplit_once(':') {
+            Some((host, port)) => {
+                if crate::sip::header::has_byte(host, b':') {
                     return Err(UriError("IPv6 address must be enclosed in []"));
                 }
-                (&s[..c], Some(&s[c + 1..]))
+                (host, Some(port))
             }
             None => (s, None),
         }
@@ -553,8 +558,8 @@ fn parse_tel(rest: &str) -> Result<TelUri, UriError> {
     }
     let mut params = Params::new();
     for p in parts {
-        let (n, v) = match crate::sip::header::find_byte(p, b'=') {
-            Some(e) => (&p[..e], Some(&p[e + 1..])),
+        let (n, v) = match p.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
             None => (p, None),
         };
         if n.is_empty() || !check_chars(n, PARAM) {
@@ -581,17 +586,17 @@ pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hi = (b[i + 1] as char).to_digit(16);
-            let lo = (b[i + 2] as char).to_digit(16);
+    while let Some(&c) = b.get(i) {
+        if let [b'%', hi, lo, ..] = checked::bytes_from(b, i) {
+            let hi = (*hi as char).to_digit(16);
+            let lo = (*lo as char).to_digit(16);
             if let (Some(hi), Some(lo)) = (hi, lo) {
                 out.push((hi * 16 + lo) as u8);
                 i += 3;
                 continue;
             }
         }
-        out.push(b[i]);
+        out.push(c);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::sip::message::Message;
 use crate::sip::parse::{Limits, ParseError};
 use crate::sip::peer::{Peer, Proto};
+use crate::supervise::Supervisor;
 
 /// What the transports hand to the SIP core.
 #[derive(Debug)]
@@ -43,6 +44,7 @@ pub struct Outbound {
     tcp: ConnMap,
     settings: Arc<TransportSettings>,
     inbound: mpsc::Sender<Inbound>,
+    supervisor: Supervisor,
 }
 
 impl Outbound {
@@ -96,11 +98,22 @@ pub struct Bound {
     pub local_addrs: Vec<(Proto, SocketAddr)>,
 }
 
-/// Binds every listen address and starts the receive tasks.
+/// Binds every listen address and starts the receive tasks, supervised by the process's
+/// [`Supervisor::global`].
 pub async fn bind(
     listen: &[(Proto, SocketAddr)],
     settings: TransportSettings,
     inbound: mpsc::Sender<Inbound>,
+) -> std::io::Result<Bound> {
+    bind_supervised(listen, settings, inbound, Supervisor::global().clone()).await
+}
+
+/// Like [`bind`], with the receive tasks supervised by `supervisor`.
+pub async fn bind_supervised(
+    listen: &[(Proto, SocketAddr)],
+    settings: TransportSettings,
+    inbound: mpsc::Sender<Inbound>,
+    supervisor: Supervisor,
 ) -> std::io::Result<Bound> {
     let settings = Arc::new(settings);
     let mut udp = HashMap::new();
@@ -126,12 +139,24 @@ pub async fn bind(
         tcp: Arc::new(Mutex::new(HashMap::new())),
         settings,
         inbound,
+        supervisor: supervisor.clone(),
     };
-    for socket in outbound.udp.values() {
-        tokio::spawn(udp::receive_loop(socket.clone(), outbound.clone()));
+    // Each loop is supervised: started again when it panics, given up (and the process
+    // reported unhealthy) when it keeps panicking.
+    for (local, socket) in outbound.udp.iter() {
+        let (socket, out) = (socket.clone(), outbound.clone());
+        supervisor.spawn(udp::component_name(*local), move || {
+            udp::receive_loop(socket.clone(), out.clone())
+        });
     }
     for listener in listeners {
-        tokio::spawn(tcp::accept_loop(listener, outbound.clone()));
+        let Ok(local) = listener.local_addr() else {
+            continue;
+        };
+        let (listener, out) = (Arc::new(listener), outbound.clone());
+        supervisor.spawn(tcp::component_name(local), move || {
+            tcp::accept_loop(listener.clone(), out.clone())
+        });
     }
     Ok(Bound {
         outbound,

@@ -3,6 +3,7 @@
 //! responses and requests reuse them (RFC 3261 §18.2.2, RFC 5626 §3.5.1).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +29,12 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-pub(super) async fn accept_loop(listener: TcpListener, out: Outbound) {
+/// The name under which the accept loop and the connections of `local` are supervised.
+pub(super) fn component_name(local: SocketAddr) -> String {
+    format!("SIP TCP {local}")
+}
+
+pub(super) async fn accept_loop(listener: Arc<TcpListener>, out: Outbound) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
@@ -129,6 +135,7 @@ async fn run_connection_with_first(
     tracing::debug!(%peer, "TCP connection open");
     let (mut reader, mut writer) = stream.into_split();
     let idle = out.settings.tcp_idle;
+    let component = component_name(peer.local);
     let mut framer = StreamFramer::new(out.settings.limits.max_message_bytes);
     let mut buf = vec![0u8; 16 * 1024];
     let deadline = tokio::time::sleep(idle);
@@ -149,7 +156,12 @@ async fn run_connection_with_first(
                             let _ = tx.try_send(Bytes::from_static(b"\r\n"));
                         }
                         Ok(Some(Frame::Message(frame))) => {
-                            match parse::parse_message(frame, Framing::Stream, &out.settings.limits) {
+                            // One frame's parse may panic on a bug without ending the connection.
+                            let parsed = out.supervisor.guard(&component, || {
+                                parse::parse_message(frame, Framing::Stream, &out.settings.limits)
+                            });
+                            let Some(parsed) = parsed else { continue };
+                            match parsed {
                                 Ok(message) => {
                                     if out.inbound.send(Inbound { message, peer }).await.is_err() {
                                         break 'conn;

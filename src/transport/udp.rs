@@ -29,10 +29,16 @@ fn socket2_ref(socket: &UdpSocket) -> socket2::SockRef<'_> {
     socket2::SockRef::from(socket)
 }
 
+/// The name under which the receive loop of `local` is supervised.
+pub(super) fn component_name(local: SocketAddr) -> String {
+    format!("SIP UDP {local}")
+}
+
 pub(super) async fn receive_loop(socket: Arc<UdpSocket>, out: Outbound) {
     let Ok(local) = socket.local_addr() else {
         return;
     };
+    let component = component_name(local);
     let mut buf = vec![0u8; 65_536];
     loop {
         let (n, remote) = match socket.recv_from(&mut buf).await {
@@ -52,11 +58,16 @@ pub(super) async fn receive_loop(socket: Arc<UdpSocket>, out: Outbound) {
             remote,
             local,
         };
-        match parse::parse_message(
-            Bytes::copy_from_slice(data),
-            Framing::Datagram,
-            &out.settings.limits,
-        ) {
+        // One datagram's parse may panic on a bug without ending the loop.
+        let parsed = out.supervisor.guard(&component, || {
+            parse::parse_message(
+                Bytes::copy_from_slice(data),
+                Framing::Datagram,
+                &out.settings.limits,
+            )
+        });
+        let Some(parsed) = parsed else { continue };
+        match parsed {
             Ok(message) => {
                 if out.inbound.try_send(Inbound { message, peer }).is_err() {
                     tracing::warn!(%peer, "SIP core overloaded: datagram dropped");

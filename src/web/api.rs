@@ -2,6 +2,8 @@
 //! page's filters as query parameters, with `limit` and `offset`), one record, and the live
 //! state. Every request carries `Authorization: Bearer TOKEN` with a token made on the
 //! dashboard's tokens page ([`super::api_tokens`]); there are no cookies, so no CSRF.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -214,7 +216,7 @@ async fn live(State(state): State<WebState>) -> Response {
         Some(s) => {
             let mut v = live_json(&s);
             if let Some(peers) = peers {
-                v["dundi_peers"] = peers
+                let peers: Vec<serde_json::Value> = peers
                     .iter()
                     .map(|p| {
                         json!({
@@ -224,8 +226,10 @@ async fn live(State(state): State<WebState>) -> Response {
                             "status": p.status,
                         })
                     })
-                    .collect::<Vec<_>>()
-                    .into();
+                    .collect();
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("dundi_peers".into(), peers.into());
+                }
             }
             Json(v).into_response()
         }

@@ -7,6 +7,8 @@
 //! the session's CSRF token. Pages without a session (login, first-run setup) use a
 //! double-submit token instead: a random `pasarela_csrf` cookie (SameSite=Strict) that the form
 //! must repeat. Tokens are compared in constant time.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -1,6 +1,6 @@
 //! The HTTP side of pasarela, on `[web] listen` (default 127.0.0.1:8080): the operations
 //! endpoints `GET /healthz` (200 `ok` while the SIP loop is alive, 503 when it is stale, still
-//! starting or stopping) and `GET /metrics` (Prometheus text format), and the admin dashboard
+//! starting or stopping, or when a supervised component has failed) and `GET /metrics` (Prometheus text format), and the admin dashboard
 //! ([`pages`], behind the login of [`auth`]). Handlers read the SIP loop's numbers from
 //! [`Stats`], never from the loop itself, so a slow HTTP client cannot hold up signalling; the
 //! dashboard reads the database on blocking threads, never on the async runtime.
@@ -68,6 +68,10 @@ async fn healthz(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
         Health::Ok => (StatusCode::OK, "ok\n".to_owned()),
         Health::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned()),
         Health::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_owned()),
+        Health::Failed { component, reason } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("failed: {component}: {reason}\n"),
+        ),
         Health::Stale(age) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(

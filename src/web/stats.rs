@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::routing::router::{AttemptKind, Decision, Route};
+use crate::supervise::Supervisor;
 
 /// `/healthz` answers 503 when the SIP loop has not published for this long.
 pub const HEALTH_STALE_AFTER: Duration = Duration::from_secs(10);
@@ -109,6 +110,8 @@ pub struct Stats {
     /// Cumulative-at-render bucket counts (each decision lands in one bucket here).
     route_buckets: [AtomicU64; ROUTE_BUCKETS.len() + 1],
     route_micros: AtomicU64,
+    /// Whose failures make the process unhealthy.
+    supervisor: Supervisor,
 }
 
 impl Default for Stats {
@@ -118,8 +121,10 @@ impl Default for Stats {
 }
 
 /// What `/healthz` says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
+    /// A supervised component kept failing and was given up ([`crate::supervise`]).
+    Failed { component: String, reason: String },
     /// The SIP loop published recently.
     Ok,
     /// The SIP loop has not published for this long.
@@ -150,6 +155,15 @@ impl Stats {
             calls_ended: Default::default(),
             route_buckets: Default::default(),
             route_micros: AtomicU64::new(0),
+            supervisor: Supervisor::global().clone(),
+        }
+    }
+
+    /// Empty statistics whose health also reflects `supervisor`'s components.
+    pub fn with_supervisor(supervisor: Supervisor) -> Stats {
+        Stats {
+            supervisor,
+            ..Stats::new()
         }
     }
 
@@ -214,6 +228,9 @@ impl Stats {
     pub fn health(&self, now: Instant) -> Health {
         if self.stopping.load(Relaxed) {
             return Health::Stopping;
+        }
+        if let Some((component, reason)) = self.supervisor.failure() {
+            return Health::Failed { component, reason };
         }
         let beat = self.heartbeat.load(Relaxed);
         if beat == 0 {
@@ -394,6 +411,23 @@ mod tests {
         assert_eq!(s.health(t0 + Duration::from_secs(31)), Health::Ok);
         s.set_stopping();
         assert_eq!(s.health(t0 + Duration::from_secs(31)), Health::Stopping);
+    }
+
+    #[test]
+    fn health_names_a_failed_component() {
+        let sup = Supervisor::new();
+        let s = Stats::with_supervisor(sup.clone());
+        let t0 = Instant::now();
+        s.publish(t0, &LoopCounts::default());
+        assert_eq!(s.health(t0), Health::Ok);
+        sup.mark_failed("SIP UDP 127.0.0.1:5060", "panicked 6 times");
+        assert_eq!(
+            s.health(t0),
+            Health::Failed {
+                component: "SIP UDP 127.0.0.1:5060".into(),
+                reason: "panicked 6 times".into()
+            }
+        );
     }
 
     #[test]

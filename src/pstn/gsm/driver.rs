@@ -216,7 +216,10 @@ impl GsmLine {
             audio: None,
             dtmf: mpsc::unbounded_channel(),
         };
-        tokio::spawn(task.run(cmd_rx));
+        // The line's state (calls, modem state) would be lost by a restart: a panic outside
+        // the input guard marks the process unhealthy, so that systemd restarts it.
+        crate::supervise::Supervisor::global()
+            .watch(format!("modem line {name}"), tokio::spawn(task.run(cmd_rx)));
         GsmLine {
             name,
             cmd: cmd_tx,
@@ -347,7 +350,14 @@ impl LineTask {
                     }
                 } => {
                     match r {
-                        Ok(n) if n > 0 => self.machine.handle_input(&buf[..n], Instant::now()),
+                        Ok(n) if n > 0 => {
+                            // A bug in handling the modem's bytes drops them, not the line.
+                            let input = buf.get(..n).unwrap_or_default();
+                            let component = format!("modem line {}", self.cfg.line.name);
+                            crate::supervise::Supervisor::global().guard(&component, || {
+                                self.machine.handle_input(input, Instant::now())
+                            });
+                        }
                         Ok(_) => self.lost(&mut port, &mut reopen_at, "end of file"),
                         Err(e) => self.lost(&mut port, &mut reopen_at, &e.to_string()),
                     }

@@ -2,6 +2,8 @@
 //! the per-peer AES-128 session key sent as SHAREDKEY (RSA-OAEP/SHA-1 to the peer's public key)
 //! with its SIGNATURE (RSASSA-PKCS1-v1_5/SHA-1 over the SHAREDKEY bytes, by our private key) or
 //! later as KEYCRC32, and ENCDATA (IV, then AES-128-CBC over zlib(packet[6..]) zero-padded).
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -335,7 +337,7 @@ pub fn open(key: &[u8; 16], iv: &[u8; 16], data: &[u8]) -> Result<Vec<u8>, Crypt
     let mut buf = data.to_vec();
     cbc_decrypt(key, iv, &mut buf);
     let mut out = Vec::new();
-    let mut z = flate2::read::ZlibDecoder::new(&buf[..]).take(MAX_PACKET as u64);
+    let mut z = flate2::read::ZlibDecoder::new(buf.as_slice()).take(MAX_PACKET as u64);
     z.read_to_end(&mut out)
         .map_err(|_| CryptoError::BadEncData)?;
     Ok(out)
@@ -365,7 +367,7 @@ pub fn encrypt_packet(
     intro: KeyIntro<'_>,
 ) -> Result<Vec<u8>, CryptoError> {
     let plain = inner.encode()?;
-    let data = seal(key, iv, &plain[6..]);
+    let data = seal(key, iv, plain.get(6..).unwrap_or_default());
     let mut ies = Vec::new();
     match intro {
         KeyIntro::None => {}
@@ -405,7 +407,7 @@ pub fn decrypt_packet(
 ) -> Result<Packet, CryptoError> {
     let inner = open(key, iv, data)?;
     let mut full = Vec::with_capacity(inner.len() + 6);
-    full.extend_from_slice(&outer.encode()[..6]);
+    full.extend_from_slice(outer.encode().get(..6).unwrap_or_default());
     full.extend_from_slice(&inner);
     if full.len() < HEADER_LEN {
         return Err(CryptoError::BadEncData);

@@ -1,5 +1,7 @@
 //! The DUNDi entity identifier (EID): six bytes, usually a MAC address of the node, written
 //! `02:00:00:00:00:01` the way Asterisk prints it.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::fmt;
 use std::str::FromStr;
@@ -81,7 +83,9 @@ impl FromStr for Eid {
         } else if t.contains('-') {
             t.split('-').collect()
         } else if t.len() == 12 && t.is_ascii() {
-            (0..6).map(|i| &t[i * 2..i * 2 + 2]).collect()
+            (0..6)
+                .map(|i| crate::checked::sub(t, i * 2, i * 2 + 2))
+                .collect()
         } else {
             return Err(err());
         };

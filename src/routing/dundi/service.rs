@@ -126,7 +126,12 @@ impl DundiService {
         let engine = Engine::new(&settings, keys, local, Instant::now())?;
         let eid = engine.eid();
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(run_loop(socket, engine, rx));
+        // The engine's state (peers, cache, transactions) would be lost by a restart: a panic
+        // outside the per-datagram guard marks the process unhealthy instead.
+        crate::supervise::Supervisor::global().watch(
+            component_name(Some(local_addr)),
+            tokio::spawn(run_loop(socket, engine, rx)),
+        );
         tracing::info!(%local_addr, %eid, "DUNDi listening");
         Ok(DundiHandle {
             tx,
@@ -300,9 +305,18 @@ struct Waiters {
     precaches: HashMap<LookupId, oneshot::Sender<PrecacheReport>>,
 }
 
+/// The name under which the service on `local` is supervised.
+fn component_name(local: Option<SocketAddr>) -> String {
+    match local {
+        Some(a) => format!("DUNDi {a}"),
+        None => "DUNDi".to_owned(),
+    }
+}
+
 async fn run_loop(socket: UdpSocket, mut engine: Engine, mut rx: mpsc::Receiver<Cmd>) {
     let mut buf = vec![0u8; MAX_PACKET + 1];
     let mut w = Waiters::default();
+    let component = component_name(socket.local_addr().ok());
     loop {
         flush(&socket, &mut engine, &mut w).await;
         let caller_deadline = w
@@ -324,8 +338,12 @@ async fn run_loop(socket: UdpSocket, mut engine: Engine, mut rx: mpsc::Receiver<
         tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    if n <= MAX_PACKET {
-                        engine.handle_datagram(Instant::now(), from, &buf[..n]);
+                    if let Some(datagram) = buf.get(..n).filter(|_| n <= MAX_PACKET) {
+                        // A bug in handling one datagram drops that datagram, not the service.
+                        let sup = crate::supervise::Supervisor::global();
+                        sup.guard(&component, || {
+                            engine.handle_datagram(Instant::now(), from, datagram)
+                        });
                     }
                 }
                 Err(e) => tracing::debug!("DUNDi: receive error: {e}"),

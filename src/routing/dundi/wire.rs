@@ -2,6 +2,8 @@
 //! commands and the information elements, as typed values. Sans-IO and total: decoding any
 //! byte string either yields a [`Packet`] or a [`WireError`], never a panic; encoding a decoded
 //! packet gives back exactly the bytes it came from.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use super::eid::Eid;
 
@@ -421,12 +423,12 @@ impl Ie {
                 None => return Err(bad()),
             },
             ie::HINT => {
-                if v.len() < 2 {
+                let [f0, f1, rest @ ..] = v else {
                     return Err(bad());
-                }
-                match std::str::from_utf8(&v[2..]) {
+                };
+                match std::str::from_utf8(rest) {
                     Ok(s) => Ie::Hint {
-                        flags: u16::from_be_bytes([v[0], v[1]]),
+                        flags: u16::from_be_bytes([*f0, *f1]),
                         data: s.to_string(),
                     },
                     Err(_) => Ie::Other {
@@ -436,15 +438,15 @@ impl Ie {
                 }
             }
             ie::ANSWER => {
-                if v.len() < 11 {
+                let [e0, e1, e2, e3, e4, e5, protocol, f0, f1, w0, w1, rest @ ..] = v else {
                     return Err(bad());
-                }
-                match std::str::from_utf8(&v[11..]) {
+                };
+                match std::str::from_utf8(rest) {
                     Ok(dest) => Ie::Answer(AnswerIe {
-                        eid: Eid::from_slice(&v[..6]).ok_or_else(bad)?,
-                        protocol: v[6],
-                        flags: u16::from_be_bytes([v[7], v[8]]),
-                        weight: u16::from_be_bytes([v[9], v[10]]),
+                        eid: Eid([*e0, *e1, *e2, *e3, *e4, *e5]),
+                        protocol: *protocol,
+                        flags: u16::from_be_bytes([*f0, *f1]),
+                        weight: u16::from_be_bytes([*w0, *w1]),
                         destination: dest.to_string(),
                     }),
                     Err(_) => Ie::Other {
@@ -462,14 +464,14 @@ impl Ie {
                 Ie::CacheBypass
             }
             ie::PEERSTATUS => {
-                if v.len() != 14 {
+                let [a, b, c, d, n0, n1, q0, q1, e0, e1, e2, e3, e4, e5] = v else {
                     return Err(bad());
-                }
+                };
                 Ie::PeerStatus(PeerStatus {
-                    flags: u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
-                    netlag: u16::from_be_bytes([v[4], v[5]]),
-                    querylag: u16::from_be_bytes([v[6], v[7]]),
-                    peer_eid: Eid::from_slice(&v[8..14]).ok_or_else(bad)?,
+                    flags: u32::from_be_bytes([*a, *b, *c, *d]),
+                    netlag: u16::from_be_bytes([*n0, *n1]),
+                    querylag: u16::from_be_bytes([*q0, *q1]),
+                    peer_eid: Eid([*e0, *e1, *e2, *e3, *e4, *e5]),
                 })
             }
             _ => Ie::Other {
@@ -519,7 +521,9 @@ impl Ie {
                 out.extend_from_slice(iv);
                 out.extend_from_slice(data);
                 // Asterisk stores (16 + len) in one byte; readers take ENCDATA to the end.
-                out[start + 1] = ((data.len() + 16) & 0xff) as u8;
+                if let Some(l) = out.get_mut(start + 1) {
+                    *l = ((data.len() + 16) & 0xff) as u8;
+                }
                 return Ok(());
             }
             Ie::SharedKey(d) | Ie::Signature(d) | Ie::Other { data: d, .. } => {
@@ -543,7 +547,9 @@ impl Ie {
             out.truncate(start);
             return Err(WireError::ValueTooLong { ie: code, len });
         }
-        out[start + 1] = len as u8;
+        if let Some(l) = out.get_mut(start + 1) {
+            *l = len as u8;
+        }
         Ok(())
     }
 }
@@ -567,28 +573,28 @@ pub struct Header {
 impl Header {
     /// Decodes the first 8 bytes.
     pub fn decode(b: &[u8]) -> Result<Header, WireError> {
-        if b.len() < HEADER_LEN {
+        let [s0, s1, d0, d1, iseqno, oseqno, cmdresp, cmdflags, ..] = *b else {
             return Err(WireError::Short(b.len()));
-        }
+        };
         Ok(Header {
-            strans: u16::from_be_bytes([b[0], b[1]]),
-            dtrans: u16::from_be_bytes([b[2], b[3]]),
-            iseqno: b[4],
-            oseqno: b[5],
-            cmdresp: b[6],
-            cmdflags: b[7],
+            strans: u16::from_be_bytes([s0, s1]),
+            dtrans: u16::from_be_bytes([d0, d1]),
+            iseqno,
+            oseqno,
+            cmdresp,
+            cmdflags,
         })
     }
 
     /// The 8 bytes.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
-        let s = self.strans.to_be_bytes();
-        let d = self.dtrans.to_be_bytes();
+        let [s0, s1] = self.strans.to_be_bytes();
+        let [d0, d1] = self.dtrans.to_be_bytes();
         [
-            s[0],
-            s[1],
-            d[0],
-            d[1],
+            s0,
+            s1,
+            d0,
+            d1,
             self.iseqno,
             self.oseqno,
             self.cmdresp,
@@ -650,7 +656,7 @@ impl Packet {
             return Err(WireError::TooLarge(b.len()));
         }
         let header = Header::decode(b)?;
-        let ies = decode_ies(&b[HEADER_LEN..])?;
+        let ies = decode_ies(b.get(HEADER_LEN..).unwrap_or_default())?;
         Ok(Packet { header, ies })
     }
 
@@ -675,35 +681,36 @@ impl Packet {
 pub fn decode_ies(mut b: &[u8]) -> Result<Vec<Ie>, WireError> {
     let mut ies = Vec::new();
     while !b.is_empty() {
-        if b.len() < 2 {
+        let [code, len, rest @ ..] = b else {
             return Err(WireError::Trailing);
-        }
-        let code = b[0];
-        let len = b[1] as usize;
+        };
+        let (code, len) = (*code, usize::from(*len));
         if code == ie::ENCDATA {
             // Asterisk ignores the length byte: ENCDATA is the rest of the datagram.
-            let v = &b[2..];
+            let v = rest;
             if v.len() <= 16 || !v.len().is_multiple_of(16) {
                 return Err(WireError::BadEncData(v.len()));
             }
-            let mut iv = [0u8; 16];
-            iv.copy_from_slice(&v[..16]);
+            let (iv, data) = v
+                .split_at_checked(16)
+                .ok_or(WireError::BadEncData(v.len()))?;
+            let iv: [u8; 16] = iv.try_into().map_err(|_| WireError::BadEncData(v.len()))?;
             ies.push(Ie::EncData {
                 iv,
-                data: v[16..].to_vec(),
+                data: data.to_vec(),
             });
             break;
         }
-        let left = b.len() - 2;
-        if len > left {
+        let left = rest.len();
+        let Some((value, next)) = rest.split_at_checked(len) else {
             return Err(WireError::Truncated {
                 ie: code,
                 len,
                 left,
             });
-        }
-        ies.push(Ie::decode(code, &b[2..2 + len])?);
-        b = &b[2 + len..];
+        };
+        ies.push(Ie::decode(code, value)?);
+        b = next;
     }
     Ok(ies)
 }

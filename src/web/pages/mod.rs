@@ -5,6 +5,8 @@
 //!
 //! Templates are askama files under `web/templates` (compiled into the binary, HTML-escaped by
 //! default); the stylesheet `web/style.css` is embedded with `include_str!`.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 pub mod backup;
 pub mod billing;

@@ -5,6 +5,8 @@
 //!
 //! The engine never reads a clock: every call that depends on time takes `now`, and
 //! [`AtEngine::poll_timeout`] says when it next needs to be woken.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

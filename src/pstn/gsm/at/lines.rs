@@ -1,6 +1,8 @@
 //! Framing of the bytes a modem sends into lines: `\r\n`-terminated result lines (bare `\r` or
 //! `\n` are accepted too, empty lines are dropped) and the SMS/USSD prompt `> `, which comes
 //! without a line end.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 /// One frame read from the modem.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,8 @@
 //! Classification of the lines a modem sends: final results that end a command, unsolicited
 //! result codes (URCs) with their parameters parsed, and everything else (information lines
 //! that belong to the command in flight).
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use std::fmt;
 
@@ -303,7 +305,11 @@ fn parse_urc_inner(line: &str) -> Option<Urc> {
     if let Some(p) = params_after(l, "+CREG:") {
         // Unsolicited form: `+CREG: <stat>[,<lac>,<ci>]`; the lac is quoted hex, so a second
         // numeric parameter means the solicited `<n>,<stat>` form.
-        let stat = if p.len() >= 2 && p[1].chars().all(|c| c.is_ascii_digit()) && p.len() != 3 {
+        let stat = if p
+            .get(1)
+            .is_some_and(|s| s.chars().all(|c| c.is_ascii_digit()))
+            && p.len() != 3
+        {
             num(&p, 1)?
         } else {
             num(&p, 0)?

@@ -1,0 +1,13 @@
+//! Any text: the SDP parser returns a session description or an error; never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pasarela::sdp::SessionDescription;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(sdp) = SessionDescription::parse(text) {
+            let _ = SessionDescription::parse(&sdp.to_string());
+        }
+    }
+});
