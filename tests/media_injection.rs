@@ -2,9 +2,10 @@
 //! headless; harness in tests/phone) talk through pasarela, 100 playing 1000 Hz and 101 playing
 //! 440 Hz. Mid-call a third loopback address, 127.0.0.9, sprays loud 1700 Hz G.711 RTP (and
 //! RTCP) at every port of the configured RTP range — what an attacker who cannot see the SDP
-//! does. The relay is locked to the phones by then: the phones hear only each other (Goertzel
-//! analysis of what each recorded), the live API counts the dropped packets for the call, and
-//! the call goes on undisturbed.
+//! does. The relay is locked to the phones by then: nothing of the phones' media is diverted to
+//! the attacker (which listens for it), the phones hear only each other (Goertzel analysis of
+//! what each recorded), the live API counts the dropped packets for the call, and the call goes
+//! on undisturbed.
 mod common;
 mod phone;
 
@@ -34,12 +35,15 @@ fn attack_packet(seq: u16, ts: u32) -> Vec<u8> {
     p
 }
 
-/// Sprays RTP at the even and RTCP at the odd ports of `range` from 127.0.0.9 until `stop`.
-fn spray(range: (u16, u16), stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
+/// Sprays RTP at the even and RTCP at the odd ports of `range` from 127.0.0.9 until `stop`;
+/// returns what it sent and the RTP/RTCP datagrams it got back (a hijacked stream).
+fn spray(range: (u16, u16), stop: Arc<AtomicBool>) -> thread::JoinHandle<(u64, u64)> {
     thread::spawn(move || {
         let s = UdpSocket::bind("127.0.0.9:0").expect("bind 127.0.0.9");
+        s.set_nonblocking(true).expect("nonblocking");
         let rr = [0x80u8, 201, 0, 1, 0x0b, 0xad, 0xca, 0xfe];
-        let (mut seq, mut ts, mut sent) = (1000u16, 0u32, 0u64);
+        let (mut seq, mut ts, mut sent, mut got) = (1000u16, 0u32, 0u64, 0u64);
+        let mut buf = [0u8; 2048];
         while !stop.load(Ordering::Relaxed) {
             let pkt = attack_packet(seq, ts);
             for port in range.0..=range.1 {
@@ -52,8 +56,17 @@ fn spray(range: (u16, u16), stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
             seq = seq.wrapping_add(1);
             ts = ts.wrapping_add(160);
             thread::sleep(Duration::from_millis(20));
+            loop {
+                match s.recv_from(&mut buf) {
+                    Ok((n, _)) if n >= 8 && buf[0] >> 6 == 2 => got += 1,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    // ICMP port unreachable from the closed ports of the range.
+                    Err(_) => {}
+                }
+            }
         }
-        sent
+        (sent, got)
     })
 }
 
@@ -137,7 +150,7 @@ fn a_third_address_spraying_rtp_mid_call_changes_nothing_the_phones_hear() {
     let dropped = foreign_dropped(&server, &token);
     thread::sleep(Duration::from_millis(1500));
     stop.store(true, Ordering::Relaxed);
-    let sent = attacker.join().expect("attacker");
+    let (sent, got_back) = attacker.join().expect("attacker");
 
     // 100's file ends after 6 s and it hangs up.
     a.expect_event("CALL_CLOSED", Duration::from_secs(10), &[&b], &server);
@@ -145,12 +158,15 @@ fn a_third_address_spraying_rtp_mid_call_changes_nothing_the_phones_hear() {
     thread::sleep(Duration::from_millis(500));
 
     let logs = format!(
-        "attacker sent {sent} datagrams, live API counted {dropped} dropped\n{}{}{}",
+        "attacker sent {sent} datagrams and got {got_back} back, live API counted {dropped} \
+         dropped\n{}{}{}",
         a.report(),
         b.report(),
         server.log_excerpt()
     );
-    // assert_tone wants the phone's tone 20× stronger than every other probe, 1700 Hz included.
+    // Nothing of the phones' media was diverted to the attacker (no re-latching) …
+    assert_eq!(got_back, 0, "{logs}");
+    // … and assert_tone wants the phone's tone 20× stronger than every other probe, 1700 Hz included.
     assert!(PROBES.contains(&ATTACK_HZ));
     assert_tone(&a.received_wav(), 440.0, "100 (caller) received", &logs);
     assert_tone(&b.received_wav(), 1000.0, "101 (callee) received", &logs);
