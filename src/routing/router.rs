@@ -211,6 +211,8 @@ struct Caller<'a> {
     /// The extension; `None` for an unrestricted caller (the explainer without `--from`).
     ext: Option<&'a str>,
     perms: Permissions,
+    /// The category of the number as dialled: no source may make it a premium call.
+    dialled: Category,
 }
 
 impl Caller<'_> {
@@ -344,7 +346,11 @@ impl Router {
                 "permissions: {category} allowed for {ext} ({perms})"
             ));
         }
-        let caller = Caller { ext: from, perms };
+        let caller = Caller {
+            ext: from,
+            perms,
+            dialled: category,
+        };
         let decision = match &number {
             Dialled::Extension(ext) => self.to_extension(dir, ext, rec),
             Dialled::Emergency(_) | Dialled::Short(_) => {
@@ -415,12 +421,13 @@ impl Router {
                         // A name that resolves to a trunk's address is that trunk too.
                         let paid = hops.iter().find_map(|h| self.trunk_of_hop(h));
                         if let Some(trunk) = paid {
+                            // The name is the trunk's domain: all of it is a paid line.
                             match self.paid_sip_target_allowed(&uri, &trunk, &t.via, caller, rec) {
                                 Ok(true) => {}
-                                Ok(false) => hops.retain(|h| self.trunk_of_hop(h).is_none()),
+                                Ok(false) => hops.clear(),
                                 Err(e) => {
                                     barred.get_or_insert(e);
-                                    hops.retain(|h| self.trunk_of_hop(h).is_none());
+                                    hops.clear();
                                 }
                             }
                         }
@@ -541,6 +548,15 @@ impl Router {
                 return Ok(false);
             }
         };
+        let category = plan.category_of(&number);
+        if category == Category::Premium && caller.dialled != Category::Premium {
+            rec.note(format!(
+                "paid line check: {uri} ({via}) is {number} on trunk {trunk}: a source may not \
+                 turn a {} number into a premium one: skipped",
+                caller.dialled
+            ));
+            return Err(NumberError::Barred(Category::Premium));
+        }
         match plan.check(&number, &caller.perms) {
             Ok(c) => {
                 rec.note(format!(
@@ -1271,5 +1287,33 @@ mod tests {
         assert_eq!(attempts(&route)[0].1, "sip:116117@127.0.0.1:5090");
         let route = r.route(Some("101"), "112").await;
         assert_eq!(attempts(&route)[0].1, "sip:112@127.0.0.1:5090");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_that_resolves_to_the_trunk_is_the_trunk() {
+        // sip.example.test resolves (test locator) to 127.0.0.1:5071 and :5072; the trunk is
+        // at 127.0.0.1:5071.
+        let mut t = trunk();
+        let Ok(Uri::Sip(uri)) = Uri::parse("sip:127.0.0.1:5071") else {
+            unreachable!()
+        };
+        t.uri = uri;
+        let r = router(
+            vec![fixed(vec!["sip:+441234567890@sip.example.test"])],
+            vec![t.clone()],
+        );
+        let route = r.route(Some("100"), "0309876").await;
+        let (status, reason) = refused(&route);
+        assert_eq!(status, 403, "{route}");
+        assert!(reason.contains("international"), "{reason}");
+        // With the permission the target stays, both hops.
+        let route = r.route(None, "0309876").await;
+        let a = attempts(&route);
+        assert_eq!(a[0].1, "sip:+441234567890@sip.example.test", "{route}");
+        // No source turns an ordinary number into a premium one on the trunk either.
+        let r = router(vec![fixed(vec!["sip:09001234567@127.0.0.1:5071"])], vec![t]);
+        let route = r.route(None, "0309876").await;
+        let (status, reason) = refused(&route);
+        assert_eq!((status, reason.contains("premium")), (403, true), "{route}");
     }
 }
