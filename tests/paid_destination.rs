@@ -207,6 +207,24 @@ fn an_enum_tel_answer_to_a_barred_number_is_refused() {
         r.explanation
     );
     trunk.assert_silent();
+
+    // The route explainer shows the same check.
+    let out = std::process::Command::new(common::server_program())
+        .arg("--config")
+        .arg(server.dir().join("pasarela.toml"))
+        .args(["route", "0305551234", "--from", "100"])
+        .output()
+        .expect("run pasarela route");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("paid line check: +441234567890: calls to international numbers are barred")
+            && text.contains("rejected 403 Calls to international numbers are barred"),
+        "{text}"
+    );
     drop(peers);
 }
 
