@@ -9,7 +9,9 @@
 //!
 //! Each call is refused with 403 naming the category (sipp checks the reason phrase), the
 //! refusal is in the call records with the check in its routing explanation, and the trunk (a
-//! UDP socket the test holds) receives nothing.
+//! UDP socket the test holds) receives nothing. Then a PRECACHERQ spoofed from the peer's
+//! address but another port is refused (NOAUTH, nothing cached, counted in `dundi peers`) while
+//! the peer's own push is taken.
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -18,8 +20,11 @@ use std::time::Duration;
 
 use common::{call_config, free_port, require_program, rtp_port_range, sipp_spawn, Server};
 use pasarela::cdr::{CallRecord, CdrDb, Filter, Page, Sort};
+use pasarela::routing::dundi::wire::{
+    answer_flags, cause, proto, AnswerIe, Command, Header, Ie, Packet,
+};
 use pasarela::routing::dundi::{
-    DundiHandle, DundiService, Mapping, PatternNumbers, PeerSettings, Settings,
+    DundiHandle, DundiService, Eid, Mapping, Model, PatternNumbers, PeerSettings, Settings,
 };
 use pasarela::routing::zone_server::{Zone, ZoneRecord, ZoneServer};
 
@@ -267,11 +272,12 @@ fn a_dundi_answer_to_a_barred_number_on_the_trunk_is_refused() {
                 "dids",
                 &format!("+441234567890@127.0.0.1:{}", trunk.port()),
             )],
-            peers: vec![PeerSettings::new(
-                office_eid.parse().expect("eid"),
-                office_dundi,
-                "e164",
-            )],
+            peers: vec![{
+                let mut p =
+                    PeerSettings::new(office_eid.parse().expect("eid"), office_dundi, "e164");
+                p.precache = Some(Model::Outbound);
+                p
+            }],
             cache_ttl: Duration::from_secs(300),
             ttl: 32,
             ..Default::default()
@@ -280,6 +286,7 @@ fn a_dundi_answer_to_a_barred_number_on_the_trunk_is_refused() {
         numbers.add("dids", &["_49305551234"]).expect("pattern");
         DundiService::start_on(peer_socket, settings, Arc::new(numbers)).expect("DUNDi peer")
     };
+    let handle = dundi.clone();
     let peers = Peers {
         rt,
         dns: Some(dns),
@@ -298,6 +305,7 @@ eid = "{office_eid}"
 [[dundi.peer]]
 eid = "{peer_eid}"
 address = "{peer_addr}"
+precache = "inbound"
 "#
         ),
     ));
@@ -313,5 +321,85 @@ address = "{peer_addr}"
         r.explanation
     );
     trunk.assert_silent();
+
+    // A spoofed push: the peer's EID and address, another source port (all a spoofer needs
+    // to know). The office answers NOAUTH, keeps nothing and counts it.
+    let peer_eid_v: Eid = peer_eid.parse().expect("eid");
+    let spoof = Packet {
+        header: Header {
+            strans: 77,
+            dtrans: 0,
+            iseqno: 0,
+            oseqno: 0,
+            cmdresp: Command::PrecacheRq.code(),
+            cmdflags: 0,
+        },
+        ies: vec![
+            Ie::Version(1),
+            Ie::Eid(peer_eid_v),
+            Ie::CalledNumber("4930777777".into()),
+            Ie::CalledContext("e164".into()),
+            Ie::Ttl(32),
+            Ie::Answer(AnswerIe {
+                eid: peer_eid_v,
+                protocol: proto::SIP,
+                flags: answer_flags::EXISTS,
+                weight: 0,
+                destination: "4930777777@203.0.113.66".into(),
+            }),
+            Ie::Expiration(3600),
+        ],
+    };
+    let spoofer = UdpSocket::bind("127.0.0.3:0").expect("bind 127.0.0.3");
+    assert_ne!(spoofer.local_addr().expect("addr"), peer_addr);
+    spoofer
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    spoofer
+        .send_to(&spoof.encode().expect("encode"), office_dundi)
+        .expect("send");
+    let mut buf = [0u8; 2048];
+    let mut refused = false;
+    while let Ok((n, _)) = spoofer.recv_from(&mut buf) {
+        let p = Packet::decode(&buf[..n]).expect("a DUNDi answer");
+        if p.ies
+            .iter()
+            .any(|i| matches!(i, Ie::Cause { code, .. } if *code == cause::NOAUTH))
+        {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "no NOAUTH for the spoofed push");
+    let config = server.dir().join("pasarela.toml");
+    let (_, cache) = cli(&config, &["dundi", "cache"]);
+    assert!(!cache.contains("4930777777"), "{cache}");
+    let (_, peers_out) = cli(&config, &["dundi", "peers"]);
+    assert!(
+        peers_out.contains("refused: 1 precache push(es)"),
+        "{peers_out}"
+    );
+    // The configured peer's own push, from its address and port, is taken.
+    let acked = peers.rt.block_on(handle.precache(&["49305551234"], "e164"));
+    assert_eq!(acked, 1);
+    let (_, cache) = cli(&config, &["dundi", "cache"]);
+    assert!(cache.contains("49305551234@e164"), "{cache}");
     drop(peers);
+}
+
+fn cli(config: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(common::server_program())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run pasarela");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
