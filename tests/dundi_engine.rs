@@ -13,7 +13,9 @@ use dundi_common::*;
 use pasarela::routing::dundi::crypto;
 use pasarela::routing::dundi::engine::{Engine, Event, Keys, LookupResult, Reachability};
 use pasarela::routing::dundi::wire::{hint_flags, Command, Ie, Packet};
-use pasarela::routing::dundi::{EntityInfo, Mapping, PatternNumbers, PeerSettings, Settings};
+use pasarela::routing::dundi::{
+    EntityInfo, Mapping, Model, PatternNumbers, PeerSettings, Settings,
+};
 
 const A: &str = "127.0.0.1:4520";
 const B: &str = "127.0.0.2:4520";
@@ -777,17 +779,35 @@ fn refusals_carry_asterisk_causes() {
 #[test]
 fn precache_push_fills_the_cache() {
     let now = Instant::now();
+    let push = || {
+        let mut ies = discover(PEER.eid, "16669999", "e164");
+        ies.push(Ie::Answer(pasarela::routing::dundi::wire::AnswerIe {
+            eid: PEER.eid.parse().unwrap(),
+            protocol: 2,
+            flags: 1,
+            weight: 0,
+            destination: "16669999@127.0.0.2:5090".into(),
+        }));
+        ies.push(Ie::Expiration(30));
+        request(21, Command::PrecacheRq, false, ies)
+    };
+    // A symmetric peer without `precache = inbound` may not fill our cache.
     let mut a = engine(&settings(&ANCHOR, &PEER, B, false), &ANCHOR, now);
-    let mut ies = discover(PEER.eid, "16669999", "e164");
-    ies.push(Ie::Answer(pasarela::routing::dundi::wire::AnswerIe {
-        eid: PEER.eid.parse().unwrap(),
-        protocol: 2,
-        flags: 1,
-        weight: 0,
-        destination: "16669999@127.0.0.2:5090".into(),
-    }));
-    ies.push(Ie::Expiration(30));
-    a.handle_datagram(now, addr(B), &request(21, Command::PrecacheRq, false, ies));
+    a.handle_datagram(now, addr(B), &push());
+    let r = replies(&mut a);
+    assert_eq!(r[1].command(), Command::PrecacheRp);
+    assert!(
+        r[1].ies.iter().any(|i| matches!(i, Ie::Cause { .. })),
+        "{:?}",
+        r[1]
+    );
+    assert!(a.cache().is_empty());
+    assert_eq!(a.stats().precache_refused, 1);
+
+    let mut s = settings(&ANCHOR, &PEER, B, false);
+    s.peers[0].precache = Some(Model::Inbound);
+    let mut a = engine(&s, &ANCHOR, now);
+    a.handle_datagram(now, addr(B), &push());
     let r = replies(&mut a);
     assert_eq!(r[1].command(), Command::PrecacheRp);
     let id = a.lookup(now, "16669999", "e164", None, false);

@@ -11,8 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dundi_common::*;
-use pasarela::routing::dundi::engine::{Engine, Event, Keys, LookupResult, PrecacheReport};
-use pasarela::routing::dundi::wire::{answer_flags, cause, Command, Ie, Packet};
+use pasarela::routing::dundi::engine::{
+    Engine, Event, Keys, LookupResult, PrecacheReport, MAX_ANSWER_TTL, MAX_PEER_ANSWERS,
+};
+use pasarela::routing::dundi::wire::{
+    answer_flags, cause, proto, AnswerIe, Command, Header, Ie, Packet,
+};
 use pasarela::routing::dundi::{
     AnyOf, LocalNumbers, Mapping, Model, NumberSet, PatternNumbers, PeerSettings, Settings,
 };
@@ -42,7 +46,7 @@ const PUSH: Setup = Setup {
     encrypted: false,
     a_precache: Some(Model::Outbound),
     b_model: Model::Symmetric,
-    b_precache: None,
+    b_precache: Some(Model::Inbound),
 };
 
 fn settings(me: (&str, &str), other: (&str, &str, &str), encrypted: bool) -> Settings {
@@ -338,6 +342,7 @@ fn a_peer_that_does_not_take_precache_refuses() {
     // B only asks A (model outbound, no precache inbound): it refuses, keeps nothing.
     let mut net = Net::new(Setup {
         b_model: Model::Outbound,
+        b_precache: None,
         ..PUSH
     });
     let report = net.precache(&[DID], &mut no_drop());
@@ -346,6 +351,24 @@ fn a_peer_that_does_not_take_precache_refuses() {
     assert_eq!(report.refused.len(), 1, "{report:?}");
     assert_eq!(report.refused[0].2, cause::NOAUTH);
     assert!(net.b.cache().is_empty());
+    assert_eq!(net.b.stats().precache_refused, 1);
+
+    // A symmetric `model` is about asking and answering, not about writing into our cache:
+    // with `precache = none` (the default) the push is refused too, plain or encrypted.
+    for encrypted in [false, true] {
+        let mut net = Net::new(Setup {
+            encrypted,
+            b_model: Model::Symmetric,
+            b_precache: None,
+            ..PUSH
+        });
+        let report = net.precache(&[DID], &mut no_drop());
+        assert_eq!(report.peers_acknowledged(), 0, "{report:?}");
+        assert_eq!(report.refused.len(), 1, "{report:?}");
+        assert_eq!(report.refused[0].2, cause::NOAUTH);
+        assert!(net.b.cache().is_empty());
+        assert_eq!(net.b.stats().precache_refused, 1);
+    }
 
     // With `precache = inbound` it takes them (Asterisk's pcmodel).
     let mut net = Net::new(Setup {
@@ -452,4 +475,145 @@ fn precache_all_pushes_every_known_number() {
         .expect("done");
     assert_eq!(report.pushed, vec![("e164".to_string(), DID.to_string())]);
     assert_eq!(report.peers_acknowledged(), 1);
+}
+
+/// A's first PRECACHERQ for `DID`, as it goes on the wire (plain).
+fn captured_precache_rq() -> Vec<u8> {
+    let mut net = Net::new(PUSH);
+    net.precache(&[DID], &mut no_drop());
+    let (from, rq) = net.log[0].clone();
+    assert_eq!(from, addr(A));
+    assert_eq!(Packet::decode(&rq).unwrap().command(), Command::PrecacheRq);
+    rq
+}
+
+/// B's engine alone (peer A plain, `precache = inbound`), with `cache_ttl`.
+fn lone_b(cache_ttl: Duration, now: Instant) -> Engine {
+    let mut sb = settings(("peer", B_EID), ("anchor", A_EID, A), false);
+    sb.peers[0].precache = Some(Model::Inbound);
+    sb.cache_ttl = cache_ttl;
+    let mut b_pat = PatternNumbers::new();
+    b_pat.add("dids", &["_4940555XXXX"]).unwrap();
+    Engine::new(&sb, Keys::load(&sb).unwrap(), Arc::new(b_pat), now).unwrap()
+}
+
+/// The causes in what `b` sent back.
+fn causes(b: &mut Engine) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some((_, bytes)) = b.poll_transmit() {
+        let p = Packet::decode(&bytes).unwrap();
+        for i in &p.ies {
+            if let Ie::Cause { code, .. } = i {
+                out.push(*code);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_spoofed_plain_precache_is_ignored_and_counted() {
+    let rq = captured_precache_rq();
+    let now = Instant::now();
+    let mut b = lone_b(Duration::from_secs(3600), now);
+    // The peer's address with another source port (what a spoofer who knows the peer's
+    // address sends), and another address altogether.
+    for from in ["127.0.0.1:4521", "127.0.0.1:40000", "127.0.0.9:4520"] {
+        b.handle_datagram(now, addr(from), &rq);
+        assert!(b.cache().is_empty(), "cached from {from}: {:?}", b.cache());
+        assert_eq!(causes(&mut b), vec![cause::NOAUTH], "from {from}");
+    }
+    assert_eq!(b.stats().precache_refused, 3);
+    // The same bytes from the configured address and port are taken.
+    b.handle_datagram(now, addr(A), &rq);
+    assert_eq!(b.cache().len(), 1);
+    assert!(causes(&mut b).is_empty());
+    assert_eq!(b.stats().precache_refused, 3);
+}
+
+#[test]
+fn an_unknown_peer_cannot_precache() {
+    let now = Instant::now();
+    let mut b = lone_b(Duration::from_secs(3600), now);
+    let stranger: pasarela::routing::dundi::Eid = "02:00:00:00:00:66".parse().unwrap();
+    let rq = Packet {
+        header: Header {
+            strans: 7,
+            dtrans: 0,
+            iseqno: 0,
+            oseqno: 0,
+            cmdresp: Command::PrecacheRq.code(),
+            cmdflags: 0,
+        },
+        ies: vec![
+            Ie::Version(1),
+            Ie::Eid(stranger),
+            Ie::CalledNumber(DID.into()),
+            Ie::CalledContext("e164".into()),
+            Ie::Ttl(32),
+            Ie::Answer(AnswerIe {
+                eid: stranger,
+                protocol: proto::SIP,
+                flags: answer_flags::EXISTS,
+                weight: 0,
+                destination: format!("{DID}@203.0.113.66"),
+            }),
+            Ie::Expiration(3600),
+        ],
+    };
+    b.handle_datagram(now, addr(A), &rq.encode().unwrap());
+    assert!(b.cache().is_empty());
+    assert_eq!(causes(&mut b), vec![cause::NOAUTH]);
+    assert_eq!(b.stats().precache_refused, 1);
+}
+
+#[test]
+fn a_peers_answers_are_bounded_in_number_and_lifetime() {
+    let now = Instant::now();
+    // Even with a cache lifetime of a day, a peer's answer is believed for an hour at most.
+    let mut b = lone_b(Duration::from_secs(86_400), now);
+    let a_eid: pasarela::routing::dundi::Eid = A_EID.parse().unwrap();
+    let mut ies = vec![
+        Ie::Version(1),
+        Ie::Eid(a_eid),
+        Ie::CalledNumber(DID.into()),
+        Ie::CalledContext("e164".into()),
+        Ie::Ttl(32),
+    ];
+    for i in 0..40 {
+        ies.push(Ie::Answer(AnswerIe {
+            eid: a_eid,
+            protocol: proto::SIP,
+            flags: answer_flags::EXISTS,
+            weight: i,
+            destination: format!("{DID}@192.0.2.{i}"),
+        }));
+    }
+    ies.push(Ie::Expiration(u16::MAX));
+    let rq = Packet {
+        header: Header {
+            strans: 9,
+            dtrans: 0,
+            iseqno: 0,
+            oseqno: 0,
+            cmdresp: Command::PrecacheRq.code(),
+            cmdflags: 0,
+        },
+        ies,
+    };
+    b.handle_datagram(now, addr(A), &rq.encode().unwrap());
+    let cache = b.cache();
+    assert_eq!(cache.len(), 1, "{cache:?}");
+    assert_eq!(cache[0].answers.len(), MAX_PEER_ANSWERS);
+    assert_eq!(cache[0].answers[0].destination, format!("{DID}@192.0.2.0"));
+    assert!(cache[0].answers.iter().all(|a| a.expiration <= 3600));
+    assert!(
+        cache[0].expires <= now + MAX_ANSWER_TTL,
+        "{:?}",
+        cache[0].expires - now
+    );
+    assert_eq!(b.stats().answers_dropped, 40 - MAX_PEER_ANSWERS as u64);
+    // After the hour it is gone.
+    b.handle_timeout(now + MAX_ANSWER_TTL + Duration::from_secs(1));
+    assert!(b.cache().is_empty(), "{:?}", b.cache());
 }

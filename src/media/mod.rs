@@ -11,8 +11,13 @@
 //! * RFC 4733 telephone events ([`dtmf`]) are mapped to the other leg's event payload type, or
 //!   dropped when the other leg has none; every event end is reported as [`MediaEvent::Dtmf`] so
 //!   the B2BUA can convert it to SIP INFO, and [`Relay::send_dtmf`] injects events the other way;
-//! * the destination is latched (symmetric RTP, RFC 4961 style) to the source of the last valid
-//!   packet received on that leg; until one arrives the SDP address ([`LegMedia::remote`]) is used;
+//! * the destination is latched (symmetric RTP, RFC 4961 style) and then locked: until a valid
+//!   packet arrives the SDP address ([`LegMedia::remote`]) is used; the first valid packet (after
+//!   the start, or after an update that changed the SDP address, as a re-INVITE does) latches its
+//!   source; from then on only that source or the SDP address itself is taken, and packets from
+//!   anywhere else are dropped and counted ([`DirectionStats::foreign_dropped`]), so a third
+//!   party can neither inject audio nor hijack the stream;
+//! * ports are picked at random in the range, and a freed pair rests for a while ([`ports`]);
 //! * silence on both legs for [`MediaConfig::dead_after`] raises [`MediaEvent::Dead`].
 //!
 //! The packet path never allocates (one reused buffer per I/O thread), shares no lock with
@@ -195,6 +200,10 @@ pub struct DirectionStats {
     pub jitter_ms: f64,
     /// When the last valid RTP packet arrived from this side.
     pub last_packet: Option<Instant>,
+    /// RTP and RTCP packets dropped because they came from another address than the one this
+    /// side's media is locked to (injection or hijack attempts, or a phone that moved without a
+    /// re-INVITE).
+    pub foreign_dropped: u64,
 }
 
 /// A snapshot of a relay's statistics.
@@ -221,6 +230,11 @@ impl CallMediaStats {
     /// Packets lost, both directions.
     pub fn lost(&self) -> u64 {
         (self.a_to_b.lost.max(0) + self.b_to_a.lost.max(0)) as u64
+    }
+
+    /// Packets from foreign sources dropped, both sides.
+    pub fn foreign_dropped(&self) -> u64 {
+        self.a_to_b.foreign_dropped + self.b_to_a.foreign_dropped
     }
 
     /// The worse of the two directions' jitter, in milliseconds.
@@ -316,13 +330,16 @@ impl MediaEngine {
     pub fn allocate_now(&self) -> Result<Relay, MediaError> {
         let io = self.io()?;
         let ip = self.inner.config.bind_ip;
+        let now = Instant::now();
         let (a, b) = {
             let mut pool = self.inner.pool();
-            let a = pool.bind_pair(ip)?;
-            match pool.bind_pair(ip) {
+            let a = pool.bind_pair(ip, now)?;
+            match pool.bind_pair(ip, now) {
                 Ok(b) => (a, b),
                 Err(e) => {
-                    pool.release(a.port);
+                    let port = a.port;
+                    drop(a);
+                    pool.release(port, now);
                     return Err(e);
                 }
             }
@@ -364,8 +381,9 @@ impl PortGuard {
 impl Drop for PortGuard {
     fn drop(&mut self) {
         let mut pool = self.engine.pool();
+        let now = Instant::now();
         for p in self.ports {
-            pool.release(p);
+            pool.release(p, now);
         }
         drop(pool);
         self.engine.alive.fetch_sub(1, Ordering::Relaxed);

@@ -1,9 +1,11 @@
-//! The RTP port pool: even RTP ports with RTCP on port + 1, handed out round-robin.
+//! The RTP port pool: even RTP ports with RTCP on port + 1, handed out at random, a freed pair
+//! resting for a while before it is used again.
 //!
 //! Only `MediaEngine::allocate` and the drop of a relay touch the pool, never the packet path.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
 
 use super::MediaError;
 
@@ -14,11 +16,20 @@ pub(crate) struct BoundPair {
     pub rtcp: UdpSocket,
 }
 
+/// How long a freed pair rests before it is handed out again (unless nothing else is free):
+/// late packets of the old call must not reach a new one, and a port seen in one call's SDP
+/// must not tell an attacker where the next call's media will be.
+pub(crate) const COOLDOWN: Duration = Duration::from_secs(30);
+
+/// Random picks tried before a scan from a random place.
+const RANDOM_TRIES: usize = 16;
+
 pub(crate) struct PortPool {
     range: RangeInclusive<u16>,
     first: u16,
     used: Vec<bool>,
-    cursor: usize,
+    /// When each pair was last released (for [`COOLDOWN`]).
+    freed: Vec<Option<Instant>>,
 }
 
 impl PortPool {
@@ -35,7 +46,7 @@ impl PortPool {
             range,
             first: first.min(u32::from(u16::MAX)) as u16,
             used: vec![false; pairs],
-            cursor: 0,
+            freed: vec![None; pairs],
         }
     }
 
@@ -43,30 +54,38 @@ impl PortPool {
         self.used.len()
     }
 
-    /// Binds the next free pair after the cursor; pairs whose ports another process holds are
-    /// skipped (and tried again on the next round).
-    pub fn bind_pair(&mut self, ip: IpAddr) -> Result<BoundPair, MediaError> {
+    fn resting(&self, idx: usize, now: Instant) -> bool {
+        self.freed
+            .get(idx)
+            .copied()
+            .flatten()
+            .is_some_and(|t| now.saturating_duration_since(t) < COOLDOWN)
+    }
+
+    /// Binds a free pair picked at random (pairs still resting after their release only when
+    /// no other is free); pairs whose ports another process holds are skipped.
+    pub fn bind_pair(&mut self, ip: IpAddr, now: Instant) -> Result<BoundPair, MediaError> {
         let pairs = self.used.len();
-        for _ in 0..pairs {
-            let idx = self.cursor;
-            self.cursor = (self.cursor + 1) % pairs;
-            if self.used[idx] {
-                continue;
-            }
-            let port = self.first + 2 * idx as u16;
-            let bound = UdpSocket::bind(SocketAddr::new(ip, port)).and_then(|rtp| {
-                let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1))?;
-                rtp.set_nonblocking(true)?;
-                rtcp.set_nonblocking(true)?;
-                Ok((rtp, rtcp))
-            });
-            match bound {
-                Ok((rtp, rtcp)) => {
-                    self.used[idx] = true;
-                    return Ok(BoundPair { port, rtp, rtcp });
+        if pairs > 0 {
+            for _ in 0..RANDOM_TRIES {
+                let idx = rand::random_range(0..pairs);
+                if !self.used[idx] && !self.resting(idx, now) {
+                    if let Some(b) = self.try_bind(idx, ip) {
+                        return Ok(b);
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(port, error = %e, "RTP port pair unavailable, skipping");
+            }
+            // Crowded: scan from a random place, rested pairs first, then any free one.
+            let from = rand::random_range(0..pairs);
+            for allow_resting in [false, true] {
+                for k in 0..pairs {
+                    let idx = (from + k) % pairs;
+                    if self.used[idx] || (!allow_resting && self.resting(idx, now)) {
+                        continue;
+                    }
+                    if let Some(b) = self.try_bind(idx, ip) {
+                        return Ok(b);
+                    }
                 }
             }
         }
@@ -76,12 +95,36 @@ impl PortPool {
         })
     }
 
-    pub fn release(&mut self, port: u16) {
+    fn try_bind(&mut self, idx: usize, ip: IpAddr) -> Option<BoundPair> {
+        let port = self.first + 2 * idx as u16;
+        let bound = UdpSocket::bind(SocketAddr::new(ip, port)).and_then(|rtp| {
+            let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1))?;
+            rtp.set_nonblocking(true)?;
+            rtcp.set_nonblocking(true)?;
+            Ok((rtp, rtcp))
+        });
+        match bound {
+            Ok((rtp, rtcp)) => {
+                self.used[idx] = true;
+                Some(BoundPair { port, rtp, rtcp })
+            }
+            Err(e) => {
+                tracing::debug!(port, error = %e, "RTP port pair unavailable, skipping");
+                None
+            }
+        }
+    }
+
+    pub fn release(&mut self, port: u16, now: Instant) {
         if port < self.first || !(port - self.first).is_multiple_of(2) {
             return;
         }
-        if let Some(slot) = self.used.get_mut(usize::from((port - self.first) / 2)) {
+        let idx = usize::from((port - self.first) / 2);
+        if let Some(slot) = self.used.get_mut(idx) {
             *slot = false;
+        }
+        if let Some(t) = self.freed.get_mut(idx) {
+            *t = Some(now);
         }
     }
 }
@@ -98,5 +141,65 @@ mod tests {
         assert_eq!(PortPool::new(10000..=10001).pairs(), 1);
         assert_eq!(PortPool::new(65534..=65535).pairs(), 1);
         assert_eq!(PortPool::new(0..=3).pairs(), 1); // port 0 is never handed out
+    }
+
+    #[test]
+    fn pairs_are_random() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let now = Instant::now();
+        let mut pool = PortPool::new(29000..=29199);
+        let held: Vec<BoundPair> = (0..10).map(|_| pool.bind_pair(ip, now).unwrap()).collect();
+        let mut ports: Vec<u16> = held.iter().map(|b| b.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 10);
+        // A predictable pool hands out a run of consecutive pairs.
+        assert!(!ports.windows(2).all(|w| w[1] == w[0] + 2), "{ports:?}");
+    }
+
+    #[test]
+    fn a_released_pair_rests() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let now = Instant::now();
+        let later = now + Duration::from_secs(1);
+        let mut pool = PortPool::new(29300..=29307); // four pairs
+        let a = pool.bind_pair(ip, now).unwrap();
+        let resting = a.port;
+        drop(a);
+        pool.release(resting, now);
+        // Never handed out again during its cooldown while others are free …
+        for _ in 0..50 {
+            let b = pool.bind_pair(ip, later).unwrap();
+            assert_ne!(b.port, resting, "a resting pair was reused");
+            let p = b.port;
+            drop(b);
+            pool.release(p, now - COOLDOWN);
+        }
+        // … unless nothing else is free.
+        let others: Vec<BoundPair> = (0..3).map(|_| pool.bind_pair(ip, later).unwrap()).collect();
+        assert!(others.iter().all(|b| b.port != resting));
+        let last = pool
+            .bind_pair(ip, later)
+            .expect("the resting pair, as the last one");
+        assert_eq!(last.port, resting);
+        assert!(pool.bind_pair(ip, later).is_err());
+        drop(last);
+        pool.release(resting, now);
+        drop(others);
+        for p in [29300, 29302, 29304, 29306]
+            .into_iter()
+            .filter(|p| *p != resting)
+        {
+            pool.release(p, now - COOLDOWN);
+        }
+        // After the cooldown it is free like any other.
+        let seen = (0..200).any(|_| {
+            let b = pool.bind_pair(ip, now + COOLDOWN).unwrap();
+            let p = b.port;
+            drop(b);
+            pool.release(p, now - COOLDOWN);
+            p == resting
+        });
+        assert!(seen);
     }
 }

@@ -101,6 +101,8 @@ struct DirCounters {
     jitter_ms_bits: AtomicU64,
     /// Nanoseconds since `start` of the last packet, plus one; zero for none.
     last_ns: AtomicU64,
+    /// Packets (RTP and RTCP) from sources other than the locked one, dropped.
+    foreign: AtomicU64,
 }
 
 impl Relay {
@@ -159,6 +161,7 @@ impl Relay {
                 jitter_ms: f64::from_bits(c.jitter_ms_bits.load(Ordering::Relaxed)),
                 last_packet: (last != 0)
                     .then(|| self.shared.start + Duration::from_nanos(last - 1)),
+                foreign_dropped: c.foreign.load(Ordering::Relaxed),
             }
         };
         let transcoding = matches!(
@@ -269,11 +272,25 @@ impl Leg {
     }
 
     fn rtcp_dest(&self) -> Option<SocketAddr> {
-        self.latched_rtcp.or_else(|| {
-            self.media
-                .remote
-                .and_then(|r| r.port().checked_add(1).map(|p| SocketAddr::new(r.ip(), p)))
-        })
+        self.latched_rtcp.or_else(|| self.sdp_rtcp())
+    }
+
+    /// Where the SDP says this leg's phone takes RTCP (RTP port + 1).
+    fn sdp_rtcp(&self) -> Option<SocketAddr> {
+        self.media
+            .remote
+            .and_then(|r| r.port().checked_add(1).map(|p| SocketAddr::new(r.ip(), p)))
+    }
+}
+
+/// What to do with a packet from `src` on a leg whose media is latched to `latched` and whose
+/// SDP names `sdp`: take it (and latch to `src`), or drop it as foreign. The first source is
+/// taken while nothing is latched; after that only the latched source, or the address the
+/// SDP names (a phone may start sending from there later), is.
+fn admit(latched: Option<SocketAddr>, sdp: Option<SocketAddr>, src: SocketAddr) -> bool {
+    match latched {
+        None => true,
+        Some(l) => l == src || sdp == Some(src),
     }
 }
 
@@ -452,7 +469,14 @@ impl RelayState {
         let [la, lb] = &mut self.legs;
         let (from, to) = if i == 0 { (la, lb) } else { (lb, la) };
 
-        // Latch (symmetric RTP).
+        // Latch (symmetric RTP), then locked: others are dropped, and do not count as media.
+        if !admit(from.latched_rtp, from.media.remote, src) {
+            let n = self.shared.dir[i].foreign.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() || n == 0 {
+                tracing::info!(side = ?Side::from_idx(i), %src, locked = ?from.latched_rtp, dropped = n + 1, "RTP from a foreign source dropped");
+            }
+            return;
+        }
         if from.latched_rtp != Some(src) {
             tracing::debug!(side = ?Side::from_idx(i), %src, "RTP latched");
             from.latched_rtp = Some(src);
@@ -529,7 +553,7 @@ impl RelayState {
         }
     }
 
-    /// One RTCP packet from the phone of leg `i`: latch and forward unchanged.
+    /// One RTCP packet from the phone of leg `i`: check its source, latch and forward unchanged.
     fn on_rtcp(&mut self, i: usize, pkt: &[u8], src: SocketAddr) {
         // RTCP common header: V=2, packet type 192..=223 (SR, RR, SDES, BYE, APP, feedback, XR).
         let valid = pkt.len() >= 8
@@ -540,6 +564,15 @@ impl RelayState {
             return;
         }
         let j = 1 - i;
+        let leg = &self.legs[i];
+        // RTCP does not latch on its own: it must come from the host the RTP is locked to, or
+        // from where the SDP says (RTP port + 1).
+        let same_host = leg.latched_rtp.is_some_and(|r| r.ip() == src.ip());
+        if !same_host && leg.sdp_rtcp() != Some(src) {
+            self.shared.dir[i].foreign.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(%src, "RTCP from a foreign source dropped");
+            return;
+        }
         if self.legs[i].latched_rtcp != Some(src) {
             tracing::debug!(side = ?Side::from_idx(i), %src, "RTCP latched");
             self.legs[i].latched_rtcp = Some(src);

@@ -630,22 +630,27 @@ async fn busy_ports_are_skipped() {
     let engine = engine(28100..=28107, Duration::from_secs(60));
     // Another process holds the RTCP port of the first pair.
     let _squatter = std::net::UdpSocket::bind((LO, 28101)).expect("bind");
-    let relay = engine.allocate().await.expect("allocate");
-    assert_eq!(
-        [relay.local_port(Side::A), relay.local_port(Side::B)],
-        [28102, 28104]
-    );
+    for _ in 0..10 {
+        let relay = engine.allocate().await.expect("allocate");
+        let ports = [relay.local_port(Side::A), relay.local_port(Side::B)];
+        assert!(!ports.contains(&28100), "{ports:?}");
+        drop(relay);
+        wait_in_use_zero(&engine).await;
+    }
 }
 
 #[tokio::test]
-async fn round_robin_does_not_reuse_a_freed_pair_at_once() {
+async fn a_freed_pair_is_not_reused_at_once() {
     let engine = engine(28200..=28299, Duration::from_secs(60));
     let r = engine.allocate().await.expect("allocate");
-    let first = r.local_port(Side::A);
+    let first = [r.local_port(Side::A), r.local_port(Side::B)];
     drop(r);
     wait_in_use_zero(&engine).await;
-    let r = engine.allocate().await.expect("allocate");
-    assert_eq!(r.local_port(Side::A), first + 4);
+    for _ in 0..20 {
+        let r = engine.allocate().await.expect("allocate");
+        assert!(!first.contains(&r.local_port(Side::A)));
+        assert!(!first.contains(&r.local_port(Side::B)));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -665,4 +670,117 @@ async fn five_hundred_relays_allocated_and_dropped() {
     assert_eq!(ports.len(), 1000);
     drop(relays);
     wait_in_use_zero(&engine).await;
+}
+
+#[tokio::test]
+async fn media_is_locked_to_its_source_and_foreign_packets_are_dropped() {
+    let engine = engine(21700..=21799, Duration::from_secs(60));
+    let relay = engine.allocate().await.expect("allocate");
+    let a_sdp = phone().await;
+    let a_real = phone().await; // A behind NAT: sends from elsewhere than its SDP says
+    let b = phone().await;
+    relay.update(
+        LegMedia::pcmu(Some(addr(&a_sdp)), None),
+        LegMedia::pcmu(Some(addr(&b)), None),
+    );
+    settle().await;
+    // A's first packet latches its real address.
+    a_real
+        .send_to(
+            &pkt(false, 0, 1, 0, 0xA, &[1; 160]),
+            relay_addr(&relay, Side::A),
+        )
+        .await
+        .expect("send");
+    let (p, _) = recv(&b).await;
+    assert_eq!(Rtp::parse(&p[..]).expect("rtp").ssrc(), 0xA);
+    b.send_to(
+        &pkt(false, 0, 1, 0, 0xB, &[2; 160]),
+        relay_addr(&relay, Side::B),
+    )
+    .await
+    .expect("send");
+    recv(&a_real).await;
+    // Mid-call, a third party injects towards all four of our ports: nothing of it reaches
+    // the phones.
+    let attacker = UdpSocket::bind("127.0.0.9:0")
+        .await
+        .expect("bind 127.0.0.9");
+    for seq in 0..20u16 {
+        for side in [Side::A, Side::B] {
+            attacker
+                .send_to(
+                    &pkt(false, 0, 100 + seq, 0, 0xE, &[9; 160]),
+                    relay_addr(&relay, side),
+                )
+                .await
+                .expect("send");
+            attacker
+                .send_to(
+                    &[0x80u8, 201, 0, 1, 0, 0, 0, 0xE],
+                    SocketAddr::new(LO, relay.local_port(side) + 1),
+                )
+                .await
+                .expect("send");
+        }
+    }
+    // B's next packet still goes to A's real address (no hijack).
+    b.send_to(
+        &pkt(false, 0, 2, 160, 0xB, &[2; 160]),
+        relay_addr(&relay, Side::B),
+    )
+    .await
+    .expect("send");
+    let (p, _) = recv(&a_real).await;
+    assert_eq!(Rtp::parse(&p[..]).expect("rtp").ssrc(), 0xB);
+    assert!(nothing(&b, 100).await, "B got injected packets");
+    assert!(nothing(&a_sdp, 50).await);
+    let st = relay.stats();
+    assert_eq!(st.a_to_b.foreign_dropped, 40, "{st:?}");
+    assert_eq!(st.b_to_a.foreign_dropped, 40, "{st:?}");
+    assert_eq!(st.foreign_dropped(), 80);
+    assert_eq!(st.a_to_b.packets, 1);
+    assert_eq!(st.b_to_a.packets, 2);
+
+    // The address the SDP names is always taken (the phone starts sending from there).
+    a_sdp
+        .send_to(
+            &pkt(false, 0, 2, 160, 0xA, &[3; 160]),
+            relay_addr(&relay, Side::A),
+        )
+        .await
+        .expect("send");
+    let (p, _) = recv(&b).await;
+    assert_eq!(Rtp::parse(&p[..]).expect("rtp").ssrc(), 0xA);
+
+    // A re-INVITE that moves A elsewhere opens the latch again for its first packet.
+    let a_new = phone().await;
+    relay.update(
+        LegMedia::pcmu(Some(addr(&a_new)), None),
+        LegMedia::pcmu(Some(addr(&b)), None),
+    );
+    settle().await;
+    a_new
+        .send_to(
+            &pkt(false, 0, 3, 320, 0xA, &[4; 160]),
+            relay_addr(&relay, Side::A),
+        )
+        .await
+        .expect("send");
+    let (p, _) = recv(&b).await;
+    assert_eq!(Rtp::parse(&p[..]).expect("rtp").sequence(), 3);
+    let before = relay.stats().a_to_b.foreign_dropped;
+    a_real
+        .send_to(
+            &pkt(false, 0, 4, 480, 0xA, &[5; 160]),
+            relay_addr(&relay, Side::A),
+        )
+        .await
+        .expect("send");
+    settle().await;
+    assert!(
+        nothing(&b, 100).await,
+        "the old address is locked out after the move"
+    );
+    assert_eq!(relay.stats().a_to_b.foreign_dropped, before + 1);
 }

@@ -121,7 +121,8 @@ pub enum Dialled {
     Extension(String),
     /// An emergency number (`112`, `110`, `911`, `999`), always allowed, always to the PSTN.
     Emergency(String),
-    /// A short number (`116117`, `118xx`), always allowed, always to the PSTN.
+    /// A short number (`116117`, `118xx`), always to the PSTN; allowed without permission unless
+    /// it begins with a premium prefix (see [`NumberingPlan::short_category`]).
     Short(String),
     /// Any other number, normalised to E.164.
     E164(E164),
@@ -454,7 +455,11 @@ impl NumberingPlan {
                     &["112", "110"],
                     &["115", "116xxx", "118xx"],
                     &["15", "16", "17"],
-                    &["900", "137"],
+                    // Premium-rate and special-rate services: 0900 premium, 0137 mass calls,
+                    // 118xx directory enquiries, 0700 personal numbers, 0180 shared-cost,
+                    // 0181 international VPN, 012 "innovative services". 032 (national
+                    // subscriber numbers) stays national.
+                    &["900", "137", "118", "700", "180", "181", "12"],
                 ),
                 "43" => (
                     &["112", "122", "133", "144"],
@@ -462,7 +467,7 @@ impl NumberingPlan {
                     &[
                         "650", "660", "664", "676", "677", "678", "680", "681", "688", "699",
                     ],
-                    &["900", "901", "930", "931", "939"],
+                    &["900", "901", "930", "931", "939", "118"],
                 ),
                 "41" => (
                     &["112", "117", "118", "144"],
@@ -474,7 +479,7 @@ impl NumberingPlan {
                     &["112", "15", "17", "18", "114", "115", "119"],
                     &["116xxx", "118xxx"],
                     &["6", "7"],
-                    &["89"],
+                    &["89", "118"],
                 ),
                 "39" => (
                     &["112", "113", "115", "118"],
@@ -486,13 +491,13 @@ impl NumberingPlan {
                     &["112", "091", "092", "061", "080", "085", "062"],
                     &["116xxx", "118xx", "010", "012", "060"],
                     &["6", "71", "72", "73", "74"],
-                    &["803", "806", "807", "905"],
+                    &["803", "806", "807", "905", "118"],
                 ),
                 "44" => (
                     &["999", "112"],
                     &["101", "111", "116xxx", "118xxx"],
                     &["71", "72", "73", "74", "75", "77", "78", "79"],
-                    &["9", "871", "872", "873"],
+                    &["9", "871", "872", "873", "118"],
                 ),
                 "1" => (
                     &["911", "112"],
@@ -683,15 +688,35 @@ impl NumberingPlan {
         }
     }
 
-    /// Checks a classified number against a caller's permissions and returns its category.
-    /// Emergency and short numbers are always allowed.
-    pub fn check(&self, d: &Dialled, perms: &Permissions) -> Result<Category, NumberError> {
-        let category = match d {
+    /// The category of a short number: premium when its digits begin with a premium prefix
+    /// (`118xx` directory enquiries in Germany), else short.
+    pub fn short_category(&self, digits: &str) -> Category {
+        if self
+            .premium_prefixes
+            .iter()
+            .any(|p| !p.is_empty() && digits.starts_with(p.as_str()))
+        {
+            Category::Premium
+        } else {
+            Category::Short
+        }
+    }
+
+    /// The category of a classified number.
+    pub fn category_of(&self, d: &Dialled) -> Category {
+        match d {
             Dialled::Extension(_) => Category::Internal,
             Dialled::Emergency(_) => Category::Emergency,
-            Dialled::Short(_) => Category::Short,
+            Dialled::Short(digits) => self.short_category(digits),
             Dialled::E164(n) => self.category(n),
-        };
+        }
+    }
+
+    /// Checks a classified number against a caller's permissions and returns its category.
+    /// Emergency numbers are always allowed, and so are short numbers unless they begin with a
+    /// premium prefix (then they need the premium permission).
+    pub fn check(&self, d: &Dialled, perms: &Permissions) -> Result<Category, NumberError> {
+        let category = self.category_of(d);
         match category.required_permission() {
             Some(p) if !perms.allows(p) => Err(NumberError::Barred(category)),
             _ => Ok(category),
@@ -1112,10 +1137,53 @@ mod tests {
     #[test]
     fn short_number_patterns() {
         assert!(pattern_matches("118xx", "11833"));
+        assert!(pattern_matches("118xx", "11880"));
         assert!(pattern_matches("118XX", "11899"));
         assert!(!pattern_matches("118xx", "1183"));
         assert!(!pattern_matches("118xx", "118333"));
         assert!(!pattern_matches("118xx", "11933"));
         assert!(pattern_matches("115", "115"));
+    }
+
+    #[test]
+    fn german_expensive_ranges_are_premium() {
+        let p = de();
+        for dialled in [
+            "0900 1234567",
+            "0137 1234567",
+            "0700 12345678",
+            "0180 5123456",
+            "0181 1234567",
+            "012 3456789",
+            "011833",
+        ] {
+            assert_eq!(cat(&p, dialled), Category::Premium, "{dialled}");
+        }
+        // 032 numbers are ordinary national numbers.
+        assert_eq!(cat(&p, "032 12345678"), Category::National);
+        // 118xx dialled as a short number is premium and barred by default …
+        let d = Permissions::default();
+        let directory = p.classify("11833", no_ext).unwrap();
+        assert_eq!(directory, Dialled::Short("11833".into()));
+        assert_eq!(
+            p.check(&directory, &d),
+            Err(NumberError::Barred(Category::Premium))
+        );
+        assert_eq!(
+            p.check(&directory, &Permissions::all()),
+            Ok(Category::Premium)
+        );
+        // … while the free short numbers stay allowed to everyone.
+        let free = p.classify("116117", no_ext).unwrap();
+        assert_eq!(p.check(&free, &Permissions::NONE), Ok(Category::Short));
+        // The configured list replaces the built-in one.
+        let own = NumberingPlan::from_config(&NumberingConfig {
+            premium_prefixes: Some(vec!["900".into()]),
+            ..NumberingConfig::default()
+        });
+        assert_eq!(cat(&own, "0180 5123456"), Category::National);
+        assert_eq!(cat(&own, "0900 1234567"), Category::Premium);
+        let short = own.classify("11833", no_ext).unwrap();
+        assert_eq!(own.check(&short, &d), Ok(Category::Short));
     }
 }

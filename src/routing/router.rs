@@ -206,6 +206,21 @@ struct Recorder {
     steps: Vec<Step>,
 }
 
+/// Who is calling, for the permission check on the number that leaves on a paid line.
+struct Caller<'a> {
+    /// The extension; `None` for an unrestricted caller (the explainer without `--from`).
+    ext: Option<&'a str>,
+    perms: Permissions,
+    /// The category of the number as dialled: no source may make it a premium call.
+    dialled: Category,
+}
+
+impl Caller<'_> {
+    fn who(&self) -> &str {
+        self.ext.unwrap_or("caller")
+    }
+}
+
 impl Recorder {
     fn note(&mut self, text: impl Into<String>) {
         self.steps.push(Step {
@@ -331,18 +346,23 @@ impl Router {
                 "permissions: {category} allowed for {ext} ({perms})"
             ));
         }
+        let caller = Caller {
+            ext: from,
+            perms,
+            dialled: category,
+        };
         let decision = match &number {
             Dialled::Extension(ext) => self.to_extension(dir, ext, rec),
-            Dialled::Emergency(digits) | Dialled::Short(digits) => {
+            Dialled::Emergency(_) | Dialled::Short(_) => {
                 rec.note(format!("{category} numbers always go to the PSTN"));
-                self.to_pstn(Vec::new(), digits, None, rec).await
+                self.to_pstn(Vec::new(), &number, &caller, rec).await
             }
             Dialled::E164(n) => {
                 if let Some(ext) = dir.dids.get(n.as_str()) {
                     rec.note(format!("{n} is the DID of extension {ext}"));
                     self.to_extension(dir, ext, rec)
                 } else {
-                    self.to_number(dir, n, rec).await
+                    self.to_number(dir, n, &caller, rec).await
                 }
             }
         };
@@ -367,15 +387,51 @@ impl Router {
     }
 
     /// An E.164 number of somebody else: the sources, then the PSTN.
-    async fn to_number(&self, dir: &Directory, n: &E164, rec: &mut Recorder) -> Decision {
+    async fn to_number(
+        &self,
+        dir: &Directory,
+        n: &E164,
+        caller: &Caller<'_>,
+        rec: &mut Recorder,
+    ) -> Decision {
         let found = self.ask_sources(n, rec).await;
         let mut attempts = Vec::new();
         let mut pstn_number: Option<E164> = None;
+        // A source that pointed the call at a paid number the caller may not call: then no
+        // paid line is used for this call at all (not even for the number as dialled).
+        let mut barred: Option<NumberError> = None;
+        let dialled_category = self.settings.plan.category(n);
         let locate_deadline = Instant::now() + self.settings.locate_budget;
         for t in found {
             match Uri::parse(&t.uri) {
                 Ok(Uri::Sip(uri)) if !uri.secure => {
-                    let hops = self.locate(&uri, locate_deadline, rec).await;
+                    if let Some(trunk) = self.trunk_of(&uri) {
+                        // A number on our own provider's domain is a paid call, whoever found it.
+                        match self.paid_sip_target_allowed(&uri, &trunk, &t.via, caller, rec) {
+                            Ok(true) => {}
+                            Ok(false) => continue,
+                            Err(e) => {
+                                barred.get_or_insert(e);
+                                continue;
+                            }
+                        }
+                    }
+                    let mut hops = self.locate(&uri, locate_deadline, rec).await;
+                    if self.trunk_of(&uri).is_none() {
+                        // A name that resolves to a trunk's address is that trunk too.
+                        let paid = hops.iter().find_map(|h| self.trunk_of_hop(h));
+                        if let Some(trunk) = paid {
+                            // The name is the trunk's domain: all of it is a paid line.
+                            match self.paid_sip_target_allowed(&uri, &trunk, &t.via, caller, rec) {
+                                Ok(true) => {}
+                                Ok(false) => hops.clear(),
+                                Err(e) => {
+                                    barred.get_or_insert(e);
+                                    hops.clear();
+                                }
+                            }
+                        }
+                    }
                     for hop in hops {
                         attempts.push(Attempt {
                             kind: AttemptKind::Sip {
@@ -401,6 +457,16 @@ impl Router {
                             if attempts.is_empty() {
                                 return self.to_extension(dir, ext, rec);
                             }
+                        } else if self.settings.plan.category(&other) == Category::Premium
+                            && dialled_category != Category::Premium
+                        {
+                            // Peers and ENUM may route a number, not make it a premium call.
+                            rec.note(format!(
+                                "{}: {} skipped: a source may not turn a {dialled_category} \
+                                 number into a premium one",
+                                t.via, t.uri
+                            ));
+                            barred.get_or_insert(NumberError::Barred(Category::Premium));
                         } else if pstn_number.is_none() && other != *n {
                             rec.note(format!(
                                 "{}: {} re-enters the numbering plan: PSTN number {other}",
@@ -418,9 +484,99 @@ impl Router {
                 Err(e) => rec.note(format!("{}: {} skipped: {e}", t.via, t.uri)),
             }
         }
+        if let Some(e) = barred {
+            rec.note(format!(
+                "paid line check: a source answered a destination that is barred ({e}): no \
+                 trunk or line for this call"
+            ));
+            if attempts.is_empty() {
+                rec.note("decision: refused");
+                return reject_number(&e);
+            }
+            return self.attempts_decision(attempts, rec);
+        }
         let pstn = pstn_number.unwrap_or_else(|| n.clone());
-        let national = self.settings.plan.to_national(&pstn);
-        self.to_pstn(attempts, &national, Some(pstn), rec).await
+        self.to_pstn(attempts, &Dialled::E164(pstn), caller, rec)
+            .await
+    }
+
+    /// The trunk (or PSTN line) whose address `uri` names: the same host name, or the same
+    /// IP address and port.
+    fn trunk_of(&self, uri: &SipUri) -> Option<String> {
+        self.settings
+            .trunks
+            .iter()
+            .filter(|t| t.enabled)
+            .find(|t| match (t.uri.host.ip(), uri.host.ip()) {
+                (Some(a), Some(b)) => {
+                    a == b && t.uri.port.unwrap_or(5060) == uri.port.unwrap_or(5060)
+                }
+                _ => t.uri.host.matches(&uri.host),
+            })
+            .map(|t| t.name.clone())
+    }
+
+    /// The trunk with a literal address equal to `hop`.
+    fn trunk_of_hop(&self, hop: &Hop) -> Option<String> {
+        self.settings
+            .trunks
+            .iter()
+            .filter(|t| t.enabled)
+            .find(|t| literal_hop(&t.uri).is_some_and(|h| h.addr == hop.addr))
+            .map(|t| t.name.clone())
+    }
+
+    /// The permission check of a SIP target that is a number on a trunk's domain (paid):
+    /// `Ok(true)` allowed, `Ok(false)` not a number (skipped), `Err` barred for the caller.
+    fn paid_sip_target_allowed(
+        &self,
+        uri: &SipUri,
+        trunk: &str,
+        via: &str,
+        caller: &Caller<'_>,
+        rec: &mut Recorder,
+    ) -> Result<bool, NumberError> {
+        let plan = &self.settings.plan;
+        let user = uri.user_unescaped().unwrap_or_default();
+        let number = match plan.classify(&user, |_| false) {
+            Ok(n) => n,
+            Err(e) => {
+                rec.note(format!(
+                    "{via}: {uri} skipped: a target on trunk {trunk} is a paid line, and \
+                     {user:?} is not a number it may take ({e})"
+                ));
+                return Ok(false);
+            }
+        };
+        let category = plan.category_of(&number);
+        if category == Category::Premium && caller.dialled != Category::Premium {
+            rec.note(format!(
+                "paid line check: {uri} ({via}) is {number} on trunk {trunk}: a source may not \
+                 turn a {} number into a premium one: skipped",
+                caller.dialled
+            ));
+            return Err(NumberError::Barred(Category::Premium));
+        }
+        match plan.check(&number, &caller.perms) {
+            Ok(c) => {
+                rec.note(format!(
+                    "paid line check: {uri} ({via}) is {number} on trunk {trunk}, {c}: \
+                     allowed for {} ({})",
+                    caller.who(),
+                    caller.perms
+                ));
+                Ok(true)
+            }
+            Err(e) => {
+                rec.note(format!(
+                    "paid line check: {uri} ({via}) is {number} on trunk {trunk}: {e} for {} \
+                     ({}): skipped",
+                    caller.who(),
+                    caller.perms
+                ));
+                Err(e)
+            }
+        }
     }
 
     async fn ask_sources(&self, n: &E164, rec: &mut Recorder) -> Vec<FoundTarget> {
@@ -518,14 +674,41 @@ impl Router {
         located.hops
     }
 
-    /// Appends the PSTN trunks to `attempts` and makes the decision.
+    /// Appends the PSTN trunks to `attempts` and makes the decision. `target` is the number that
+    /// would leave on the paid lines (after whatever the sources answered): it is checked
+    /// against the caller's permissions here, and the trunks are left out when it is barred.
     async fn to_pstn(
         &self,
         mut attempts: Vec<Attempt>,
-        national: &str,
-        e164: Option<E164>,
+        target: &Dialled,
+        caller: &Caller<'_>,
         rec: &mut Recorder,
     ) -> Decision {
+        let plan = &self.settings.plan;
+        let (national, e164) = match target {
+            Dialled::E164(n) => (plan.to_national(n), Some(n.clone())),
+            Dialled::Emergency(d) | Dialled::Short(d) | Dialled::Extension(d) => (d.clone(), None),
+        };
+        match plan.check(target, &caller.perms) {
+            Ok(c) => rec.note(format!(
+                "paid line check: {target} is {c}: allowed for {} ({})",
+                caller.who(),
+                caller.perms
+            )),
+            Err(e) => {
+                rec.note(format!(
+                    "paid line check: {target}: {e} for {} ({}): no trunk or line",
+                    caller.who(),
+                    caller.perms
+                ));
+                if attempts.is_empty() {
+                    rec.note("decision: refused");
+                    return reject_number(&e);
+                }
+                return self.attempts_decision(attempts, rec);
+            }
+        }
+        let national = national.as_str();
         let deadline = Instant::now() + self.settings.locate_budget;
         let mut trunks = 0;
         for t in self.settings.trunks.iter().filter(|t| t.enabled) {
@@ -560,6 +743,11 @@ impl Router {
             rec.note("decision: no route");
             return reject(503, "No route to the number");
         }
+        self.attempts_decision(attempts, rec)
+    }
+
+    /// The decision for `attempts` as they are (notes each one).
+    fn attempts_decision(&self, attempts: Vec<Attempt>, rec: &mut Recorder) -> Decision {
         for (i, a) in attempts.iter().enumerate() {
             rec.note(format!(
                 "decision {}: {} {} via {}",
@@ -958,5 +1146,174 @@ mod tests {
             "{route}"
         );
         assert!(Permissions::default().allows(Permission::Mobile));
+    }
+
+    fn fixed(targets: Vec<&'static str>) -> Arc<dyn RouteSource> {
+        Arc::new(Fixed {
+            name: "ENUM",
+            delay: Duration::ZERO,
+            targets,
+        })
+    }
+
+    fn refused(route: &Route) -> (u16, String) {
+        match &route.decision {
+            Decision::Reject { status, reason } => (*status, reason.clone()),
+            other => panic!("expected a refusal, got {other:?}\n{route}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tel_answer_is_checked_on_the_number_that_leaves() {
+        // 100 (default permissions) may call the national number it dialled, but ENUM turns it
+        // into an international one: refused, whatever the source.
+        let r = router(vec![fixed(vec!["tel:+882123456789"])], vec![trunk()]);
+        let route = r.route(Some("100"), "0309876").await;
+        assert_eq!(route.category, Some(Category::Local));
+        let (status, reason) = refused(&route);
+        assert_eq!(status, 403);
+        assert!(reason.contains("international"), "{reason}");
+        let text = route.to_string();
+        assert!(
+            text.contains(
+                "paid line check: +882123456789: calls to international numbers are barred"
+            ),
+            "{text}"
+        );
+        // Premium, the same.
+        let r = router(vec![fixed(vec!["tel:+499001234567"])], vec![trunk()]);
+        let (status, reason) = refused(&r.route(Some("100"), "0309876").await);
+        assert_eq!(
+            (status, reason.contains("premium")),
+            (403, true),
+            "{reason}"
+        );
+        // No source may turn an ordinary number into a premium one, even for a caller with
+        // every permission …
+        let route = r.route(None, "0309876").await;
+        let (status, _) = refused(&route);
+        assert_eq!(status, 403);
+        assert!(
+            route
+                .to_string()
+                .contains("may not turn a local number into a premium one"),
+            "{route}"
+        );
+        // … but a premium number may be ported to another premium number; the explainer shows
+        // the check line.
+        let route = r.route(None, "0900 7654321").await;
+        assert_eq!(attempts(&route)[0].1, "sip:09001234567@127.0.0.1:5090");
+        assert!(
+            route
+                .to_string()
+                .contains("paid line check: +499001234567 is premium: allowed"),
+            "{route}"
+        );
+        // An international caller is checked on the international number the answer gave.
+        let r = router(vec![fixed(vec!["tel:+441234567890"])], vec![trunk()]);
+        let route = r.route(None, "0309876").await;
+        assert_eq!(attempts(&route)[0].1, "sip:00441234567890@127.0.0.1:5090");
+        // A permitted answer passes with its check line.
+        let r = router(vec![fixed(vec!["tel:+4940555"])], vec![trunk()]);
+        let route = r.route(Some("100"), "0309876").await;
+        assert_eq!(attempts(&route)[0].1, "sip:040555@127.0.0.1:5090");
+        assert!(
+            route
+                .to_string()
+                .contains("paid line check: +4940555 is national: allowed for 100"),
+            "{route}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn free_sip_targets_stay_but_the_barred_paid_line_goes() {
+        let r = router(
+            vec![fixed(vec![
+                "sip:+499001234567@127.0.0.9:5080",
+                "tel:+441234567890",
+            ])],
+            vec![trunk()],
+        );
+        let route = r.route(Some("100"), "0309876").await;
+        let a = attempts(&route);
+        // The other office's SIP URI (a free call, whatever its user part) stays; the trunk
+        // with the international number does not.
+        assert_eq!(a.len(), 1, "{route}");
+        assert_eq!(a[0].1, "sip:+499001234567@127.0.0.9:5080");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sip_target_on_the_trunk_is_a_paid_number() {
+        // A SIP URI on the trunk's address with a barred number: the call is refused (the
+        // source pointed it at a number the caller may not call; no paid line is used).
+        for target in [
+            "sip:+441234567890@127.0.0.1:5090",
+            "sip:00441234567890@127.0.0.1:5090;user=phone",
+        ] {
+            let r = router(vec![fixed(vec![target])], vec![trunk()]);
+            let route = r.route(Some("100"), "0309876").await;
+            let (status, reason) = refused(&route);
+            assert_eq!(status, 403, "{route}");
+            assert!(reason.contains("international"), "{reason}");
+            let text = route.to_string();
+            assert!(
+                text.contains("on trunk carrier: calls to international numbers are barred"),
+                "{text}"
+            );
+        }
+        // A user part that is no number at all is not sent to the trunk either; the dialled
+        // (permitted) number still is.
+        let r = router(vec![fixed(vec!["sip:evil@127.0.0.1:5090"])], vec![trunk()]);
+        let route = r.route(Some("100"), "0309876").await;
+        let a = attempts(&route);
+        assert_eq!(a.len(), 1, "{route}");
+        assert_eq!(a[0].1, "sip:0309876@127.0.0.1:5090");
+        // The caller allowed international calls keeps the SIP target on the trunk.
+        let r = router(
+            vec![fixed(vec!["sip:+441234567890@127.0.0.1:5090"])],
+            vec![trunk()],
+        );
+        let route = r.route(None, "0309876").await;
+        assert_eq!(attempts(&route)[0].0, "ENUM test");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn directory_enquiries_need_the_premium_permission() {
+        let r = router(Vec::new(), vec![trunk()]);
+        let (status, reason) = refused(&r.route(Some("100"), "11833").await);
+        assert_eq!(status, 403);
+        assert!(reason.contains("premium"), "{reason}");
+        let route = r.route(Some("100"), "116117").await;
+        assert_eq!(attempts(&route)[0].1, "sip:116117@127.0.0.1:5090");
+        let route = r.route(Some("101"), "112").await;
+        assert_eq!(attempts(&route)[0].1, "sip:112@127.0.0.1:5090");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_name_that_resolves_to_the_trunk_is_the_trunk() {
+        // sip.example.test resolves (test locator) to 127.0.0.1:5071 and :5072; the trunk is
+        // at 127.0.0.1:5071.
+        let mut t = trunk();
+        let Ok(Uri::Sip(uri)) = Uri::parse("sip:127.0.0.1:5071") else {
+            unreachable!()
+        };
+        t.uri = uri;
+        let r = router(
+            vec![fixed(vec!["sip:+441234567890@sip.example.test"])],
+            vec![t.clone()],
+        );
+        let route = r.route(Some("100"), "0309876").await;
+        let (status, reason) = refused(&route);
+        assert_eq!(status, 403, "{route}");
+        assert!(reason.contains("international"), "{reason}");
+        // With the permission the target stays, both hops.
+        let route = r.route(None, "0309876").await;
+        let a = attempts(&route);
+        assert_eq!(a[0].1, "sip:+441234567890@sip.example.test", "{route}");
+        // No source turns an ordinary number into a premium one on the trunk either.
+        let r = router(vec![fixed(vec!["sip:09001234567@127.0.0.1:5071"])], vec![t]);
+        let route = r.route(None, "0309876").await;
+        let (status, reason) = refused(&route);
+        assert_eq!((status, reason.contains("premium")), (403, true), "{route}");
     }
 }

@@ -93,7 +93,10 @@ async fn answer(request: &str, dundi: Option<&OfficeDundi>) -> String {
                 return "error: DUNDi is not enabled ([dundi] enabled = true)\n".into();
             };
             match rest {
-                ["peers"] => report::peers(&d.handle.peers().await),
+                ["peers"] => {
+                    report::peers(&d.handle.peers().await)
+                        + &report::refusals(&d.handle.stats().await)
+                }
                 ["cache"] => report::cache(&d.handle.cache().await, tokio_now()),
                 ["cache", "flush"] => {
                     let n = d.handle.cache().await.len();

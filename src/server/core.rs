@@ -253,6 +253,7 @@ impl SipCore {
                 route: "routing".into(),
                 target: None,
                 codec: None,
+                rtp_foreign_dropped: 0,
             })
             .collect();
         calls.extend(self.calls.live(now));

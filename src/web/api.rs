@@ -189,6 +189,7 @@ pub fn live_json(s: &LiveSnapshot) -> Value {
             "route": c.route,
             "target": c.target,
             "codec": c.codec,
+            "rtp_foreign_dropped": c.rtp_foreign_dropped,
         })).collect::<Vec<_>>(),
         "registrations": s.registrations.iter().map(|r| json!({
             "extension": r.extension,

@@ -175,6 +175,8 @@ pub struct LiveCall {
     /// The target URI ringing or answered.
     pub target: Option<String>,
     pub codec: Option<String>,
+    /// RTP/RTCP packets from foreign sources the relay dropped (injection, hijack attempts).
+    pub rtp_foreign_dropped: u64,
 }
 
 /// What a finished call leaves behind for the billing records.
@@ -479,6 +481,10 @@ impl Call {
             } else {
                 None
             },
+            rtp_foreign_dropped: self
+                .relay
+                .as_ref()
+                .map_or(0, |r| r.stats().foreign_dropped()),
         }
     }
 

@@ -26,6 +26,11 @@ pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// Asterisk `DEFAULT_MAXMS`: a qualified peer slower than this is unreachable; also how long a
 /// transaction to it may go unacknowledged (autokill).
 pub const DEFAULT_MAXMS: Duration = Duration::from_millis(2000);
+/// The most answers taken from one peer's reply or precache push (Asterisk keeps at most
+/// `MAX_RESULTS` = 64 per lookup; one office has no reason to offer more than a few).
+pub const MAX_PEER_ANSWERS: usize = 16;
+/// The longest a peer's answer is believed, whatever EXPIRATION it names.
+pub const MAX_ANSWER_TTL: Duration = Duration::from_secs(3600);
 
 /// Errors building an engine.
 #[derive(Debug, thiserror::Error)]
@@ -362,6 +367,11 @@ pub struct Stats {
     pub timeouts: u64,
     /// Encrypted packets we could not open (unknown key, bad signature, bad data).
     pub decrypt_failures: u64,
+    /// PRECACHERQs refused (unknown peer, peer not configured to precache to us, plain
+    /// from another address or port than the configured one, context not included).
+    pub precache_refused: u64,
+    /// Answers dropped because a reply or push carried more than [`MAX_PEER_ANSWERS`].
+    pub answers_dropped: u64,
 }
 
 /// Our answer to a DPDISCOVER, before it goes on the wire (it may wait for forwarded answers).
@@ -1023,6 +1033,9 @@ impl Engine {
                     }],
                 };
                 let Some(pi) = Self::first_eid(p).and_then(|e| self.peer_index(&e)) else {
+                    if cmd == Command::PrecacheRq {
+                        self.stats.precache_refused += 1;
+                    }
                     deferred.push(refuse(cause::NOAUTH, ""));
                     return fin;
                 };
@@ -1032,13 +1045,27 @@ impl Engine {
                 }
                 // Encrypted peers prove who they are with their key. Plain peers only name
                 // themselves, so (unlike Asterisk) they must at least come from their address.
-                let from_ip = self.trans.get(&id).map(|t| t.addr.ip());
+                // What a peer pushes into our cache is believed for its whole lifetime, so a
+                // plain PRECACHERQ must come from the peer's exact address and port (a spoofed
+                // source address alone, from any port, is not enough).
+                let from = self.trans.get(&id).map(|t| t.addr);
+                let configured = self.peers[pi].settings.address;
                 let hasauth = if self.peers[pi].inkey.is_some() {
                     encrypted
+                } else if cmd == Command::PrecacheRq {
+                    from == Some(configured)
                 } else {
-                    from_ip == Some(self.peers[pi].settings.address.ip())
+                    from.map(|a| a.ip()) == Some(configured.ip())
                 };
                 if !hasauth {
+                    if cmd == Command::PrecacheRq {
+                        self.stats.precache_refused += 1;
+                        tracing::info!(
+                            peer = %peer_eid,
+                            from = ?from,
+                            "DUNDi: PRECACHERQ refused: not encrypted and not from {configured}"
+                        );
+                    }
                     deferred.push(refuse(cause::NOAUTH, "Unencrypted responses not permitted"));
                     return fin;
                 }
@@ -1100,7 +1127,14 @@ impl Engine {
                         cmd: resp,
                         ies: Vec::new(),
                     });
+                } else if cmd == Command::PrecacheRq && !ps.precache_inbound() {
+                    self.stats.precache_refused += 1;
+                    tracing::info!(peer = %peer_eid, "DUNDi: PRECACHERQ from a peer not configured with precache inbound refused");
+                    deferred.push(refuse(cause::NOAUTH, "Permission to precache not granted"));
                 } else {
+                    if cmd == Command::PrecacheRq {
+                        self.stats.precache_refused += 1;
+                    }
                     deferred.push(refuse(cause::NOAUTH, "Permission to context denied"));
                 }
             }
@@ -1430,11 +1464,19 @@ impl Engine {
                 _ => None,
             })
             .unwrap_or(self.cache_ttl.as_secs().min(u16::MAX as u64) as u16);
-        let answers = Self::answers_of(p, exp, via);
+        let answers = self.answers_of(p, exp, via);
         self.cache_put(number, context, answers, 0, String::new(), exp, now);
     }
 
-    fn answers_of(p: &Packet, expiration: u16, via: Eid) -> Vec<Answer> {
+    /// The ANSWERs of a peer's packet, at most [`MAX_PEER_ANSWERS`], each believed for at most
+    /// [`MAX_ANSWER_TTL`].
+    fn answers_of(&mut self, p: &Packet, expiration: u16, via: Eid) -> Vec<Answer> {
+        let expiration = expiration.min(MAX_ANSWER_TTL.as_secs().min(u16::MAX as u64) as u16);
+        let all = p.ies.iter().filter(|i| matches!(i, Ie::Answer(_))).count();
+        if all > MAX_PEER_ANSWERS {
+            self.stats.answers_dropped += (all - MAX_PEER_ANSWERS) as u64;
+            tracing::info!(peer = %via, answers = all, "DUNDi: only the first {MAX_PEER_ANSWERS} answers taken");
+        }
         p.ies
             .iter()
             .filter_map(|i| match i {
@@ -1449,6 +1491,7 @@ impl Engine {
                 }),
                 _ => None,
             })
+            .take(MAX_PEER_ANSWERS)
             .collect()
     }
 
@@ -1463,7 +1506,9 @@ impl Engine {
         expiration: u16,
         now: Instant,
     ) {
-        let mut ttl = Duration::from_secs(expiration as u64).min(self.cache_ttl);
+        let mut ttl = Duration::from_secs(expiration as u64)
+            .min(self.cache_ttl)
+            .min(MAX_ANSWER_TTL);
         if answers.is_empty() {
             ttl = ttl.min(EMPTY_CACHE_TIME);
         }
@@ -1500,7 +1545,7 @@ impl Engine {
             })
             .filter(|e| *e > 0)
             .unwrap_or(self.cache_ttl.as_secs().min(u16::MAX as u64) as u16);
-        let answers = Self::answers_of(p, expiration, via);
+        let answers = self.answers_of(p, expiration, via);
         let hint = p.find(|i| match i {
             Ie::Hint { flags, data } => Some((*flags, data.clone())),
             _ => None,

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use super::engine::{CacheEntry, LookupResult, PeerView, Reachability};
+use super::engine::{CacheEntry, LookupResult, PeerView, Reachability, Stats};
 use super::wire::hint_flags;
 
 /// The peers, one line each.
@@ -34,6 +34,18 @@ pub fn peers(list: &[PeerView]) -> String {
         );
     }
     out
+}
+
+/// The counters of what peers were refused (spoofed or unpermitted precache pushes, answers
+/// over the cap), one line.
+pub fn refusals(stats: &Stats) -> String {
+    format!(
+        "refused: {} precache push(es), {} answer(s) over the cap of {}, {} undecryptable\n",
+        stats.precache_refused,
+        stats.answers_dropped,
+        super::engine::MAX_PEER_ANSWERS,
+        stats.decrypt_failures
+    )
 }
 
 /// The cache, one entry and its answers per block.

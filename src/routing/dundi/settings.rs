@@ -172,8 +172,9 @@ pub struct PeerSettings {
     /// Precache model (Asterisk `precache`): `Outbound`/`Symmetric` — we push the answers for
     /// our numbers to this peer (PRECACHERQ) in contexts it is `permit`ted, at start, on
     /// [`super::service::DundiHandle::precache`] and again when the answers expire;
-    /// `Inbound`/`Symmetric` — we take its PRECACHERQ for contexts in `include` (so does an
-    /// `inbound`/`symmetric` `model`). `None` (Asterisk `none`, the default): no pushing.
+    /// `Inbound`/`Symmetric` — we take its PRECACHERQ for contexts in `include`, encrypted
+    /// when the peer has an `inkey`, else only from its exact `address` and port. `None`
+    /// (Asterisk `none`, the default): no pushing either way.
     pub precache: Option<Model>,
 }
 
@@ -199,9 +200,11 @@ impl PeerSettings {
         self.precache.is_some_and(Model::outbound)
     }
 
-    /// This peer may push precache to us.
+    /// This peer may push precache to us (Asterisk `precache=inbound` or `symmetric`). The
+    /// `model` has no say: a symmetric peer that may ask us and be asked does not thereby get
+    /// to write into our cache.
     pub fn precache_inbound(&self) -> bool {
-        self.model.inbound() || self.precache.is_some_and(Model::inbound)
+        self.precache.is_some_and(Model::inbound)
     }
 }
 
