@@ -34,51 +34,112 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-/// The accepted connections open now, in all and per source address.
+/// The accepted connections open now, in all and per source address, and those that have
+/// not sent a valid request yet (oldest first): when the total cap is reached, the oldest of
+/// these is closed to make room, so that a flood of idle connections cannot lock out phones.
 #[derive(Debug, Default)]
 pub(super) struct Accepted {
-    open: std::sync::Mutex<(usize, HashMap<IpAddr, usize>)>,
+    open: std::sync::Mutex<OpenConns>,
     /// Connections refused since the last warning (logged at most every few seconds).
     refused: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct OpenConns {
+    total: usize,
+    per: HashMap<IpAddr, usize>,
+    next_id: u64,
+    /// Connections without a valid request yet: id -> how to close it.
+    untrusted: HashMap<u64, Arc<tokio::sync::Notify>>,
+    /// Their ids, oldest first (ids of trusted or closed connections are skipped lazily).
+    order: std::collections::VecDeque<u64>,
 }
 
 /// An accepted connection's place under the caps; given back when dropped.
 pub(super) struct Admitted {
     accepted: Arc<Accepted>,
     ip: IpAddr,
+    id: u64,
+    /// Notified when the connection must close to make room for a new one.
+    evict: Arc<tokio::sync::Notify>,
 }
 
 impl Accepted {
-    /// A place for a connection from `ip`, unless the total or its source is at its cap.
+    /// A place for a connection from `ip`, unless its source is at its cap; at the total cap
+    /// the oldest connection without a valid request is closed for it (none: refused).
     fn admit(self: &Arc<Self>, ip: IpAddr, caps: &super::TcpCaps) -> Option<Admitted> {
-        let mut open = self.open.lock().ok()?;
-        let (total, per) = &mut *open;
-        let mine = per.get(&ip).copied().unwrap_or(0);
-        if *total >= caps.total || mine >= caps.per_source {
+        let mut guard = self.open.lock().ok()?;
+        let o = &mut *guard;
+        let mine = o.per.get(&ip).copied().unwrap_or(0);
+        if mine >= caps.per_source {
             return None;
         }
-        *total += 1;
-        per.insert(ip, mine + 1);
+        if o.total >= caps.total {
+            let victim = loop {
+                let id = o.order.pop_front()?;
+                if let Some(n) = o.untrusted.remove(&id) {
+                    break n;
+                }
+            };
+            victim.notify_one();
+        }
+        o.total += 1;
+        o.per.insert(ip, mine + 1);
+        o.next_id += 1;
+        let id = o.next_id;
+        let evict = Arc::new(tokio::sync::Notify::new());
+        o.untrusted.insert(id, Arc::clone(&evict));
+        o.order.push_back(id);
         Some(Admitted {
             accepted: Arc::clone(self),
             ip,
+            id,
+            evict,
         })
+    }
+}
+
+impl Admitted {
+    /// The connection sent a valid request: it is no longer the first to go.
+    fn trusted(&self) {
+        if let Ok(mut o) = self.accepted.open.lock() {
+            o.untrusted.remove(&self.id);
+            if o.order.len() > 2 * o.untrusted.len() + 64 {
+                let OpenConns {
+                    untrusted, order, ..
+                } = &mut *o;
+                order.retain(|id| untrusted.contains_key(id));
+            }
+        }
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.accepted.open.lock() {
-            let (total, per) = &mut *open;
-            *total = total.saturating_sub(1);
-            if let Some(n) = per.get_mut(&self.ip) {
+        if let Ok(mut guard) = self.accepted.open.lock() {
+            let o = &mut *guard;
+            o.total = o.total.saturating_sub(1);
+            o.untrusted.remove(&self.id);
+            if let Some(n) = o.per.get_mut(&self.ip) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    per.remove(&self.ip);
+                    o.per.remove(&self.ip);
                 }
             }
-            if per.capacity() > 4 * per.len() + 1024 {
-                per.shrink_to_fit();
+            if o.per.capacity() > 4 * o.per.len() + 1024 {
+                o.per.shrink_to_fit();
+            }
+            if o.untrusted.capacity() > 4 * o.untrusted.len() + 1024 {
+                o.untrusted.shrink_to_fit();
+            }
+            if o.order.len() > 2 * o.untrusted.len() + 64 {
+                let OpenConns {
+                    untrusted, order, ..
+                } = o;
+                order.retain(|id| untrusted.contains_key(id));
+                if order.capacity() > 4 * order.len() + 1024 {
+                    order.shrink_to_fit();
+                }
             }
         }
     }
@@ -199,7 +260,14 @@ async fn run_connection_with_first(
     first: Option<Bytes>,
     admitted: Option<Admitted>,
 ) {
-    let _admitted = admitted;
+    let evict = admitted.as_ref().map(|a| Arc::clone(&a.evict));
+    let evicted = async {
+        match &evict {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(evicted);
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     if let Some(first) = first {
         let _ = tx.try_send(first);
@@ -211,7 +279,7 @@ async fn run_connection_with_first(
     let (mut reader, mut writer) = stream.into_split();
     let idle = out.settings.tcp_idle;
     // A connection a peer opened is trusted with the idle time once it sent a valid request.
-    let mut trusted = _admitted.is_none();
+    let mut trusted = admitted.is_none();
     let first_request = out.settings.tcp_caps.first_request.min(idle);
     let mut framer = StreamFramer::new(out.settings.limits.max_message_bytes);
     let mut buf = vec![0u8; 16 * 1024];
@@ -239,6 +307,9 @@ async fn run_connection_with_first(
                                 Ok(message) => {
                                     if !trusted && matches!(message, crate::sip::message::Message::Request(_)) {
                                         trusted = true;
+                                        if let Some(a) = &admitted {
+                                            a.trusted();
+                                        }
                                         deadline.as_mut().reset(tokio::time::Instant::now() + idle);
                                     }
                                     if out.inbound.send(Inbound { message, peer }).await.is_err() {
@@ -272,6 +343,10 @@ async fn run_connection_with_first(
             }
             () = &mut deadline => {
                 tracing::debug!(%peer, "closing idle TCP connection");
+                break 'conn;
+            }
+            () = &mut evicted, if !trusted => {
+                tracing::debug!(%peer, "closing a TCP connection without a request to make room");
                 break 'conn;
             }
         }

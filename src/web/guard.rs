@@ -1,5 +1,7 @@
 //! Keeps floods from taking the dashboard down: the listener caps open connections (in all and
-//! per source address; beyond, a new connection is closed at once), and every connection must
+//! per source address; beyond the per-source cap a new connection is closed at once, at the
+//! total cap the oldest connection that never sent a whole request is closed to make room, so
+//! that idle connections cannot lock the admin out), and every connection must
 //! send a request's headers within a short time (slowloris) and is closed when it stays idle
 //! between requests. The timing lives in the stream wrapper, which tells requests apart by the
 //! blank line that ends their headers and by the response written in between.
@@ -44,6 +46,18 @@ impl Default for WebCaps {
 struct Open {
     total: usize,
     per: HashMap<IpAddr, usize>,
+    /// Connections that have not sent a whole request yet, oldest first.
+    fresh: std::collections::VecDeque<Arc<Evict>>,
+}
+
+/// How the listener closes a connection to make room for a new one.
+#[derive(Debug, Default)]
+struct Evict {
+    /// Set by the listener: the connection must close.
+    now: std::sync::atomic::AtomicBool,
+    /// Cleared once the connection has sent a whole request (it is no longer a candidate).
+    fresh: std::sync::atomic::AtomicBool,
+    waker: Mutex<Option<std::task::Waker>>,
 }
 
 /// A connection's place under the caps, given back when the connection is dropped.
@@ -88,18 +102,40 @@ impl GuardedListener {
         }
     }
 
-    fn admit(&self, ip: IpAddr) -> Option<Place> {
+    fn admit(&self, ip: IpAddr) -> Option<(Place, Arc<Evict>)> {
+        use std::sync::atomic::Ordering;
         let mut o = self.open.lock().ok()?;
         let mine = o.per.get(&ip).copied().unwrap_or(0);
-        if o.total >= self.caps.connections || mine >= self.caps.per_source {
+        if mine >= self.caps.per_source {
             return None;
+        }
+        if o.total >= self.caps.connections {
+            let victim = loop {
+                let e = o.fresh.pop_front()?;
+                if e.fresh.load(Ordering::Acquire) && !e.now.load(Ordering::Acquire) {
+                    break e;
+                }
+            };
+            victim.now.store(true, Ordering::Release);
+            if let Some(w) = victim.waker.lock().ok().and_then(|mut w| w.take()) {
+                w.wake();
+            }
         }
         o.total += 1;
         o.per.insert(ip, mine + 1);
-        Some(Place {
-            open: Arc::clone(&self.open),
-            ip,
-        })
+        let evict = Arc::new(Evict::default());
+        evict.fresh.store(true, Ordering::Release);
+        if o.fresh.len() > 2 * self.caps.connections + 64 {
+            o.fresh.retain(|e| e.fresh.load(Ordering::Acquire));
+        }
+        o.fresh.push_back(Arc::clone(&evict));
+        Some((
+            Place {
+                open: Arc::clone(&self.open),
+                ip,
+            },
+            evict,
+        ))
     }
 }
 
@@ -111,8 +147,8 @@ impl axum::serve::Listener for GuardedListener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, remote)) => match self.admit(remote.ip()) {
-                    Some(place) => {
-                        return (GuardedStream::new(stream, place, self.caps), remote);
+                    Some((place, evict)) => {
+                        return (GuardedStream::new(stream, place, evict, self.caps), remote);
                     }
                     None => {
                         drop(stream);
@@ -155,6 +191,7 @@ enum Phase {
 pub struct GuardedStream {
     inner: TcpStream,
     _place: Place,
+    evict: Arc<Evict>,
     caps: WebCaps,
     phase: Phase,
     /// Armed in [`Phase::Headers`] and [`Phase::Idle`].
@@ -162,10 +199,11 @@ pub struct GuardedStream {
 }
 
 impl GuardedStream {
-    fn new(inner: TcpStream, place: Place, caps: WebCaps) -> GuardedStream {
+    fn new(inner: TcpStream, place: Place, evict: Arc<Evict>, caps: WebCaps) -> GuardedStream {
         GuardedStream {
             inner,
             _place: place,
+            evict,
             caps,
             phase: Phase::Headers { matched: 0 },
             deadline: Box::pin(tokio::time::sleep(caps.header_timeout)),
@@ -195,6 +233,9 @@ impl GuardedStream {
             };
             if matched == 4 {
                 self.phase = Phase::Request;
+                self.evict
+                    .fresh
+                    .store(false, std::sync::atomic::Ordering::Release);
                 return;
             }
         }
@@ -213,6 +254,12 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.evict.now.load(std::sync::atomic::Ordering::Acquire) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "closed to make room for a new connection",
+            )));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -223,6 +270,15 @@ impl AsyncRead for GuardedStream {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                if let Ok(mut w) = this.evict.waker.lock() {
+                    *w = Some(cx.waker().clone());
+                }
+                if this.evict.now.load(std::sync::atomic::Ordering::Acquire) {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "closed to make room for a new connection",
+                    )));
+                }
                 if this.timed_out(cx) {
                     let what = if this.phase == Phase::Idle {
                         "idle connection"
@@ -327,8 +383,8 @@ mod tests {
             let (l, addr) = pair(WebCaps::default()).await;
             let _c = TcpStream::connect(addr).await.unwrap();
             let (s, _) = l.inner.accept().await.unwrap();
-            let place = l.admit(addr.ip()).unwrap();
-            let mut g = GuardedStream::new(s, place, WebCaps::default());
+            let (place, evict) = l.admit(addr.ip()).unwrap();
+            let mut g = GuardedStream::new(s, place, evict, WebCaps::default());
             g.saw(b"GET / HTTP/1.1\r\nHost: a\r");
             assert_eq!(g.phase, Phase::Headers { matched: 1 });
             g.saw(b"\n\r");
