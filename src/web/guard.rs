@@ -364,13 +364,11 @@ mod tests {
         c1.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
             .await
             .unwrap();
-        let t0 = Instant::now();
         let mut buf = [0u8; 64];
         let err = s1.read(&mut buf).await;
         assert!(err.is_ok(), "the bytes sent are read");
         let err = s1.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(t0.elapsed() >= Duration::from_millis(250));
     }
 
     #[test]
