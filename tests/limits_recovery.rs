@@ -368,12 +368,17 @@ fn twenty_thousand_idle_tcp_connections_leave_calls_and_the_dashboard_working() 
         "the server holds {fds} files during a flood of {}",
         held.len()
     );
+    let flood = held.len();
     drop(held);
     server.assert_alive();
     let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+    // The cap was in force: idle connections were closed to make room for newer ones.
+    let evicted = log
+        .matches("closing a TCP connection without a request to make room")
+        .count();
     assert!(
-        log.contains("TCP connection cap reached"),
-        "refusals are logged"
+        evicted >= flood / 2,
+        "only {evicted} idle connections were closed for newer ones"
     );
     eprintln!("flood test took {:?}", started.elapsed());
 }
