@@ -273,6 +273,16 @@ fn kill_9_with_calls_up_leaves_interrupted_records_and_bye_to_both_far_ends() {
     let _ = sipp_logged_numbers;
 }
 
+/// The resident memory of process `pid`, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Raises the soft limit of open files to the hard one; returns it.
 fn raise_nofile() -> u64 {
     unsafe {
@@ -312,6 +322,7 @@ fn twenty_thousand_idle_tcp_connections_leave_calls_and_the_dashboard_working() 
     );
     let mut server = Server::start(&config);
     let web = server.web.expect("web address");
+    let rss_before = rss_kib(server.pid());
     // Idle connections to the SIP TCP port from 100 addresses (127.0.1.x), and some to the
     // dashboard: none ever sends a byte.
     let mut held = Vec::with_capacity(wanted);
@@ -368,9 +379,15 @@ fn twenty_thousand_idle_tcp_connections_leave_calls_and_the_dashboard_working() 
         "the server holds {fds} files during a flood of {}",
         held.len()
     );
+    let rss_flood = rss_kib(server.pid());
     let flood = held.len();
     drop(held);
     server.assert_alive();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after = rss_kib(server.pid());
+    eprintln!(
+        "server RSS: {rss_before} KiB before, {rss_flood} KiB during the flood, {rss_after} KiB after"
+    );
     let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
     // The cap was in force: idle connections were closed to make room for newer ones.
     let evicted = log
