@@ -190,6 +190,60 @@ fn an_extension_over_its_concurrent_call_limit_gets_403_and_a_record() {
 }
 
 #[test]
+fn a_call_refused_for_want_of_media_ports_is_recorded() {
+    require_program("sipp", "sip-tester");
+    // Four RTP ports: one relayed call (two RTP/RTCP pairs).
+    let (lo, _) = rtp_range(3);
+    let server = Server::start(&call_config("", (lo, lo + 3)));
+    let port = free_port();
+    let uas = callee(&server, "call_uas_answer.xml", port, &["-m", "1"]);
+    let first = caller(
+        &server,
+        "caller-first",
+        "call_uac_long.xml",
+        "101",
+        &["-d", "3000"],
+    );
+    wait_for(
+        "the first call up",
+        &server,
+        Duration::from_secs(10),
+        || {
+            records(&server)
+                .iter()
+                .any(|r| r.5.as_deref() == Some("in progress"))
+        },
+    );
+    let second = caller(
+        &server,
+        "caller-second",
+        "call_uac_no_ports.xml",
+        "101",
+        &[],
+    )
+    .wait(Duration::from_secs(20));
+    assert_ok(&server, "the second call, refused with 503", &second);
+    assert_ok(&server, "the first call", &first.wait(HARD));
+    assert_ok(&server, "the callee", &uas.wait(HARD));
+    wait_for("2 records", &server, Duration::from_secs(5), || {
+        let r = records(&server);
+        r.len() == 2 && r.iter().all(|r| r.5.as_deref() != Some("in progress"))
+    });
+    let rows = records(&server);
+    let refused: Vec<&Row> = rows.iter().filter(|r| r.0 == 503).collect();
+    assert_eq!(refused.len(), 1, "{rows:?}");
+    assert_eq!(
+        refused[0].5.as_deref(),
+        Some("No media ports available"),
+        "{rows:?}"
+    );
+    assert!(
+        refused[0].6.starts_with("No media ports available"),
+        "{rows:?}"
+    );
+}
+
+#[test]
 fn kill_9_with_calls_up_leaves_interrupted_records_and_bye_to_both_far_ends() {
     require_program("sipp", "sip-tester");
     const N: usize = 12;
