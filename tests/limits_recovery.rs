@@ -190,6 +190,76 @@ fn an_extension_over_its_concurrent_call_limit_gets_403_and_a_record() {
 }
 
 #[test]
+fn a_trunk_over_its_limit_is_not_used_and_the_call_gets_403() {
+    require_program("sipp", "sip-tester");
+    let trunk_port = free_port();
+    // No ENUM answer (a DNS port nobody listens on): national numbers go to the trunk, which
+    // may take one call per minute.
+    let dead_dns = free_port();
+    let routing = format!(
+        r#"
+[numbering]
+country_code = "49"
+area_code = "30"
+
+[enum]
+suffixes = ["e164.test"]
+nameservers = ["127.0.0.1:{dead_dns}"]
+budget_ms = 200
+
+[[trunk]]
+name = "carrier"
+uri = "sip:127.0.0.1:{trunk_port}"
+username = "trunkuser"
+password = "trunkpass"
+number_format = "national"
+
+[limits.trunk.carrier]
+calls_per_minute = 1
+"#
+    );
+    let server = Server::start(&call_config(&routing, rtp_range(4)));
+    let trunk = sipp_spawn(
+        server.dir(),
+        "trunk",
+        "trunk_uas_auth.xml",
+        server.udp,
+        "u1",
+        trunk_port,
+        &["-s", "far"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let first = caller(&server, "caller-1", "call_uac_basic.xml", "0305559999", &[]).wait(HARD);
+    assert_ok(&server, "the first call over the trunk", &first);
+    assert_ok(&server, "the trunk", &trunk.wait(HARD));
+    let second = caller(
+        &server,
+        "caller-2",
+        "call_uac_limited.xml",
+        "0305559998",
+        &[],
+    )
+    .wait(Duration::from_secs(20));
+    assert_ok(&server, "the second call, refused", &second);
+    let why = std::fs::read_to_string(&second.log).unwrap_or_default();
+    assert!(
+        why.contains("Limit reached: 1 call per minute (trunk carrier)"),
+        "{why}"
+    );
+    wait_for("2 records", &server, Duration::from_secs(5), || {
+        records(&server).len() == 2
+    });
+    let rows = records(&server);
+    assert_eq!(rows[0].1, "answered", "{rows:?}");
+    assert_eq!(rows[1].0, 403, "{rows:?}");
+    assert_eq!(
+        rows[1].5.as_deref(),
+        Some("Limit reached: 1 call per minute (trunk carrier)"),
+        "{rows:?}"
+    );
+}
+
+#[test]
 fn a_call_refused_for_want_of_media_ports_is_recorded() {
     require_program("sipp", "sip-tester");
     // Four RTP ports: one relayed call (two RTP/RTCP pairs).
