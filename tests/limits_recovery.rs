@@ -456,7 +456,11 @@ fn twenty_thousand_idle_tcp_connections_leave_calls_and_the_dashboard_working() 
         // 100 addresses: over the per-source caps (refused) and the total caps (the oldest
         // connections without a request are closed for the newest).
         let from = Ipv4Addr::new(127, 0, 1, 1 + (i % 100) as u8);
-        let to = if i % 20 == 0 { web } else { server.tcp };
+        let to = if i.is_multiple_of(20) {
+            web
+        } else {
+            server.tcp
+        };
         i += 1;
         match connect_from(from, to) {
             Some(s) => held.push(s),
