@@ -19,6 +19,9 @@ use crate::sip::parse::{self, Frame, Framing, StreamFramer};
 use crate::sip::peer::{Peer, Proto};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The read buffer of a connection that has sent a valid request, and of one that has not.
+const READ_BUFFER: usize = 16 * 1024;
+const FIRST_READ_BUFFER: usize = 2 * 1024;
 /// Refused connections are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 const WRITE_QUEUE: usize = 256;
@@ -282,7 +285,15 @@ async fn run_connection_with_first(
     let mut trusted = admitted.is_none();
     let first_request = out.settings.tcp_caps.first_request.min(idle);
     let mut framer = StreamFramer::new(out.settings.limits.max_message_bytes);
-    let mut buf = vec![0u8; 16 * 1024];
+    // A small buffer until the peer proves itself: a flood of idle connections costs little.
+    let mut buf = vec![
+        0u8;
+        if trusted {
+            READ_BUFFER
+        } else {
+            FIRST_READ_BUFFER
+        }
+    ];
     let deadline = tokio::time::sleep(if trusted { idle } else { first_request });
     tokio::pin!(deadline);
     'conn: loop {
@@ -307,6 +318,7 @@ async fn run_connection_with_first(
                                 Ok(message) => {
                                     if !trusted && matches!(message, crate::sip::message::Message::Request(_)) {
                                         trusted = true;
+                                        buf.resize(READ_BUFFER, 0);
                                         if let Some(a) = &admitted {
                                             a.trusted();
                                         }
