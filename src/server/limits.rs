@@ -293,6 +293,39 @@ mod tests {
     }
 
     #[test]
+    fn limits_from_the_file() {
+        let text = r#"
+[limits]
+calls_per_minute = 20
+cost_per_day = 5.5
+tcp_connections = 100
+[limits.extension."100"]
+concurrent_calls = 0
+[limits.trunk]
+carrier = { minutes_per_month = 600 }
+"#;
+        let c = crate::config::Config::from_toml_str(text, std::path::Path::new("t.toml"))
+            .expect("parses");
+        let l = &c.limits;
+        assert_eq!(l.tcp_connections, 100);
+        let ext = l.for_extension("100");
+        assert_eq!(ext.concurrent_calls, None, "0: no limit");
+        assert_eq!(ext.calls_per_minute, Some(20));
+        assert_eq!(ext.cost_per_day, Some(550));
+        assert_eq!(l.for_extension("101").concurrent_calls, Some(4));
+        assert_eq!(l.for_trunk("carrier").minutes_per_month, Some(600));
+        assert_eq!(l.for_trunk("other"), CallLimits::default());
+        let bad = "[limits.extension.abc]\nconcurrent_calls = 1\n";
+        let e =
+            crate::config::Config::from_toml_str(bad, std::path::Path::new("t.toml")).unwrap_err();
+        assert_eq!(e.key(), Some("limits.extension.abc"), "{e}");
+        let bad = "[limits]\ncost_per_day = -1.0\n";
+        let e =
+            crate::config::Config::from_toml_str(bad, std::path::Path::new("t.toml")).unwrap_err();
+        assert_eq!(e.key(), Some("limits.cost_per_day"), "{e}");
+    }
+
+    #[test]
     fn minutes_and_cost_per_day_and_month() {
         let mut l = limiter(|c| {
             c.extension_defaults.minutes_per_day = Some(10);
