@@ -35,6 +35,7 @@ fn main() {
     let server = start_server(
         d,
         "[calls]\nno_answer_secs = 30\n\
+         [limits.extension.\"100\"]\nconcurrent_calls = 0\ncalls_per_minute = 0\n\
          [[extension]]\nnumber = \"100\"\npassword = \"secret100\"\n\
          [[extension]]\nnumber = \"101\"\npassword = \"secret101\"\n",
     );

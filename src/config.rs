@@ -59,6 +59,8 @@ pub struct Config {
     pub extensions: Vec<ExtensionConfig>,
     /// `[[modem]]`: GSM modem lines to the PSTN (see [`crate::pstn::gsm::config`]).
     pub modems: Vec<crate::pstn::gsm::config::ModemConfig>,
+    /// `[limits]`: fraud limits per extension and trunk, and resource caps.
+    pub limits: LimitsConfig,
     /// The file this configuration came from; `None` for the embedded defaults.
     pub source: Option<PathBuf>,
 }
@@ -589,6 +591,8 @@ struct RawConfig {
     extensions: Vec<RawExtension>,
     #[serde(default, rename = "modem")]
     modems: Vec<RawModem>,
+    #[serde(default)]
+    limits: RawLimits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1051,6 +1055,7 @@ impl RawConfig {
             dundi: self.dundi.validate(&KeyPath::new("dundi"))?,
             log: self.log.validate(&KeyPath::new("log"))?,
             extensions,
+            limits: self.limits.validate(&KeyPath::new("limits"))?,
             source: None,
         })
     }
@@ -1804,6 +1809,253 @@ fn validate_extensions(raw: Vec<RawExtension>) -> Checked<Vec<ExtensionConfig>> 
         });
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// `[limits]`: fraud limits and resource caps.
+
+/// Limits on the calls of one extension or trunk. `None`: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CallLimits {
+    /// Calls at the same time (`concurrent_calls`).
+    pub concurrent_calls: Option<u32>,
+    /// Calls started within any 60 s (`calls_per_minute`).
+    pub calls_per_minute: Option<u32>,
+    /// Talk minutes of calls leaving the office per day (`minutes_per_day`).
+    pub minutes_per_day: Option<u32>,
+    /// Talk minutes of calls leaving the office per month (`minutes_per_month`).
+    pub minutes_per_month: Option<u32>,
+    /// Cost per day, minor units of the rate tables' currency (`cost_per_day = 5.0`: 500).
+    pub cost_per_day: Option<i64>,
+    /// Cost per month, minor units (`cost_per_month`).
+    pub cost_per_month: Option<i64>,
+}
+
+impl CallLimits {
+    /// `self`, with the limits it does not set taken from `defaults`.
+    pub fn or(self, defaults: CallLimits) -> CallLimits {
+        CallLimits {
+            concurrent_calls: self.concurrent_calls.or(defaults.concurrent_calls),
+            calls_per_minute: self.calls_per_minute.or(defaults.calls_per_minute),
+            minutes_per_day: self.minutes_per_day.or(defaults.minutes_per_day),
+            minutes_per_month: self.minutes_per_month.or(defaults.minutes_per_month),
+            cost_per_day: self.cost_per_day.or(defaults.cost_per_day),
+            cost_per_month: self.cost_per_month.or(defaults.cost_per_month),
+        }
+    }
+}
+
+/// `[limits]`: what one extension or trunk may do (toll-fraud limits), and the caps that keep
+/// floods from exhausting the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Limits of every extension (`[limits]` keys `concurrent_calls` … `cost_per_month`;
+    /// default 4 concurrent calls and 10 calls per minute, minutes and cost unlimited).
+    pub extension_defaults: CallLimits,
+    /// Per-extension overrides (`[limits.extension."100"]`); unset keys take the defaults.
+    /// A value of 0 there means "no limit".
+    pub extensions: Vec<(String, CallLimits)>,
+    /// Per-trunk or per-line limits (`[limits.trunk.NAME]`, a `[[trunk]]` or `[[modem]]` name);
+    /// trunks without an entry are unlimited.
+    pub trunks: Vec<(String, CallLimits)>,
+    /// Open SIP TCP connections in all (`tcp_connections`, default 1024).
+    pub tcp_connections: usize,
+    /// Open SIP TCP connections from one address (`tcp_connections_per_source`, default 32).
+    pub tcp_connections_per_source: usize,
+    /// A TCP connection that has not sent a valid SIP request after this long is closed
+    /// (`tcp_first_request_secs`, default 10).
+    pub tcp_first_request_secs: u64,
+    /// SIP server transactions at once; beyond, new requests get 503 + Retry-After
+    /// (`server_transactions`, default 10000).
+    pub server_transactions: usize,
+    /// Open dashboard connections (`web_connections`, default 256).
+    pub web_connections: usize,
+    /// Open dashboard connections from one address (`web_connections_per_source`, default 32).
+    pub web_connections_per_source: usize,
+    /// Time a dashboard client has to send a request's headers (`web_header_timeout_secs`,
+    /// default 10).
+    pub web_header_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            extension_defaults: CallLimits {
+                concurrent_calls: Some(4),
+                calls_per_minute: Some(10),
+                ..CallLimits::default()
+            },
+            extensions: Vec::new(),
+            trunks: Vec::new(),
+            tcp_connections: 1024,
+            tcp_connections_per_source: 32,
+            tcp_first_request_secs: 10,
+            server_transactions: 10_000,
+            web_connections: 256,
+            web_connections_per_source: 32,
+            web_header_timeout_secs: 10,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The limits of extension `number` (its override over the defaults).
+    pub fn for_extension(&self, number: &str) -> CallLimits {
+        let own = self
+            .extensions
+            .iter()
+            .find(|(n, _)| n == number)
+            .map(|(_, l)| *l)
+            .unwrap_or_default();
+        unlimited_zeros(own.or(self.extension_defaults))
+    }
+
+    /// The limits of trunk or line `name` (unlimited unless configured).
+    pub fn for_trunk(&self, name: &str) -> CallLimits {
+        self.trunks
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, l)| unlimited_zeros(*l))
+            .unwrap_or_default()
+    }
+}
+
+/// 0 written in the file means "no limit".
+fn unlimited_zeros(l: CallLimits) -> CallLimits {
+    CallLimits {
+        concurrent_calls: l.concurrent_calls.filter(|v| *v > 0),
+        calls_per_minute: l.calls_per_minute.filter(|v| *v > 0),
+        minutes_per_day: l.minutes_per_day.filter(|v| *v > 0),
+        minutes_per_month: l.minutes_per_month.filter(|v| *v > 0),
+        cost_per_day: l.cost_per_day.filter(|v| *v > 0),
+        cost_per_month: l.cost_per_month.filter(|v| *v > 0),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCallLimits {
+    concurrent_calls: Option<u32>,
+    calls_per_minute: Option<u32>,
+    minutes_per_day: Option<u32>,
+    minutes_per_month: Option<u32>,
+    cost_per_day: Option<f64>,
+    cost_per_month: Option<f64>,
+}
+
+impl RawCallLimits {
+    fn validate(self, at: &KeyPath) -> Checked<CallLimits> {
+        let money = |v: Option<f64>, key: &str| -> Checked<Option<i64>> {
+            match v {
+                None => Ok(None),
+                Some(x) if x.is_finite() && (0.0..=1e12).contains(&x) => {
+                    Ok(Some((x * 100.0).round() as i64))
+                }
+                Some(_) => Err(invalid(
+                    &at.key(key),
+                    "must be an amount of money, 0 or more",
+                )),
+            }
+        };
+        Ok(CallLimits {
+            concurrent_calls: self.concurrent_calls,
+            calls_per_minute: self.calls_per_minute,
+            minutes_per_day: self.minutes_per_day,
+            minutes_per_month: self.minutes_per_month,
+            cost_per_day: money(self.cost_per_day, "cost_per_day")?,
+            cost_per_month: money(self.cost_per_month, "cost_per_month")?,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    concurrent_calls: Option<u32>,
+    calls_per_minute: Option<u32>,
+    minutes_per_day: Option<u32>,
+    minutes_per_month: Option<u32>,
+    cost_per_day: Option<f64>,
+    cost_per_month: Option<f64>,
+    tcp_connections: Option<usize>,
+    tcp_connections_per_source: Option<usize>,
+    tcp_first_request_secs: Option<u64>,
+    server_transactions: Option<usize>,
+    web_connections: Option<usize>,
+    web_connections_per_source: Option<usize>,
+    web_header_timeout_secs: Option<u64>,
+    #[serde(default)]
+    extension: std::collections::BTreeMap<String, RawCallLimits>,
+    #[serde(default)]
+    trunk: std::collections::BTreeMap<String, RawCallLimits>,
+}
+
+impl RawLimits {
+    fn validate(self, at: &KeyPath) -> Checked<LimitsConfig> {
+        let d = LimitsConfig::default();
+        let own = RawCallLimits {
+            concurrent_calls: self.concurrent_calls,
+            calls_per_minute: self.calls_per_minute,
+            minutes_per_day: self.minutes_per_day,
+            minutes_per_month: self.minutes_per_month,
+            cost_per_day: self.cost_per_day,
+            cost_per_month: self.cost_per_month,
+        }
+        .validate(at)?;
+        let mut extensions = Vec::new();
+        for (number, raw) in self.extension {
+            let here = at.key("extension").key(&number);
+            if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(&here, "must be an extension number (digits)"));
+            }
+            extensions.push((number, raw.validate(&here)?));
+        }
+        let mut trunks = Vec::new();
+        for (name, raw) in self.trunk {
+            let here = at.key("trunk").key(&name);
+            trunks.push((name, raw.validate(&here)?));
+        }
+        Ok(LimitsConfig {
+            extension_defaults: own.or(d.extension_defaults),
+            extensions,
+            trunks,
+            tcp_connections: positive(
+                self.tcp_connections,
+                d.tcp_connections,
+                &at.key("tcp_connections"),
+            )?,
+            tcp_connections_per_source: positive(
+                self.tcp_connections_per_source,
+                d.tcp_connections_per_source,
+                &at.key("tcp_connections_per_source"),
+            )?,
+            tcp_first_request_secs: positive(
+                self.tcp_first_request_secs,
+                d.tcp_first_request_secs,
+                &at.key("tcp_first_request_secs"),
+            )?,
+            server_transactions: positive(
+                self.server_transactions,
+                d.server_transactions,
+                &at.key("server_transactions"),
+            )?,
+            web_connections: positive(
+                self.web_connections,
+                d.web_connections,
+                &at.key("web_connections"),
+            )?,
+            web_connections_per_source: positive(
+                self.web_connections_per_source,
+                d.web_connections_per_source,
+                &at.key("web_connections_per_source"),
+            )?,
+            web_header_timeout_secs: positive(
+                self.web_header_timeout_secs,
+                d.web_header_timeout_secs,
+                &at.key("web_header_timeout_secs"),
+            )?,
+        })
+    }
 }
 
 #[cfg(test)]

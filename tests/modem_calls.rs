@@ -117,7 +117,8 @@ fn last_record(db: &Path, min_id: i64) -> Option<Record> {
             let row = conn.query_row(
                 "SELECT id, route_kind, COALESCE(route_target, ''), sip_status, q850_cause, \
                  duration_s, direction, COALESCE(caller_e164, '') FROM call_records \
-                 WHERE id > ?1 ORDER BY id DESC LIMIT 1",
+                 WHERE id > ?1 AND end_reason IS NOT 'in progress' \
+                 ORDER BY id DESC LIMIT 1",
                 [min_id],
                 |r| {
                     Ok((

@@ -21,7 +21,7 @@ use crate::sip::peer::Peer;
 use crate::sip::transaction::{ClientKey, ServerKey, TransactionLayer};
 use crate::sip::uri::Uri;
 
-pub use call::{Attempt, CallSummary, LiveCall, LiveState};
+pub use call::{Attempt, CallSummary, LiveCall, LiveState, UpCall};
 use call::{Call, ClientRole, TimerKind};
 
 /// Settings of call control (from `[calls]`, `[sip]` and `[media]`).
@@ -126,6 +126,11 @@ pub struct Calls {
     next_id: u64,
     tag_seed: u64,
     finished: Vec<CallSummary>,
+    /// Why calls in `finished` were refused by pasarela itself (no media ports, bad SDP), by
+    /// call id, for their records.
+    notes: Vec<(u64, String)>,
+    /// Calls answered since the last [`Calls::take_answered`], for their in-progress records.
+    answered: Vec<u64>,
 }
 
 impl Calls {
@@ -155,6 +160,8 @@ impl Calls {
             next_id: 1,
             tag_seed: seed | 1,
             finished: Vec::new(),
+            notes: Vec::new(),
+            answered: Vec::new(),
         }
     }
 
@@ -188,6 +195,59 @@ impl Calls {
     /// Summaries of calls that ended since the last call (for the billing records).
     pub fn take_finished(&mut self) -> Vec<CallSummary> {
         std::mem::take(&mut self.finished)
+    }
+
+    /// Why some of the calls of [`Calls::take_finished`] were refused by pasarela itself
+    /// (`(call id, reason)`), for their records. Take them before the summaries.
+    pub fn take_notes(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Calls in progress from extension `caller` (for the concurrent-call limit).
+    pub fn count_by_caller(&self, caller: &str) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.caller.number == caller)
+            .count()
+    }
+
+    /// Calls whose current route stage is `label` (`trunk carrier`), for a trunk's limit.
+    pub fn count_on_stage(&self, label: &str) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.stage_label(c.stage()) == label)
+            .count()
+    }
+
+    /// Gives memory back after a flood: maps far larger than what they hold are shrunk.
+    pub fn shrink(&mut self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+            if m.capacity() > 4 * m.len() + 256 {
+                m.shrink_to_fit();
+            }
+        }
+        shrink(&mut self.calls);
+        shrink(&mut self.by_server);
+        shrink(&mut self.by_client);
+        shrink(&mut self.by_dialog);
+        if self.timers.capacity() > 4 * self.timers.len() + 1024 {
+            self.timers.shrink_to_fit();
+        }
+    }
+
+    /// The calls answered since the last call, each with what its in-progress record and a
+    /// hang-up after a crash need: its summary so far and the dialogs of both legs.
+    pub fn take_answered(&mut self, now: Instant) -> Vec<UpCall> {
+        let ids = std::mem::take(&mut self.answered);
+        ids.into_iter()
+            .filter_map(|id| self.calls.get(&id).and_then(|c| c.up(now)))
+            .collect()
+    }
+
+    /// Every answered call in progress, as [`Calls::take_answered`] gives them (for the
+    /// periodic refresh of their stored state).
+    pub fn up_calls(&self, now: Instant) -> Vec<UpCall> {
+        self.calls.values().filter_map(|c| c.up(now)).collect()
     }
 
     fn token(&mut self) -> String {
@@ -239,7 +299,12 @@ impl Calls {
                 }
                 Err(e) => {
                     tracing::error!("no media relay for a new call: {e}");
-                    call.respond_a(now, layer, 503, Some("No media ports available"), None);
+                    let why = "No media ports available";
+                    call.respond_a(now, layer, 503, Some(why), None);
+                    call.route = route;
+                    call.outcome = Some((503, "failed"));
+                    self.notes.push((id, why.to_owned()));
+                    self.finished.push(call.summary(now));
                     return;
                 }
             },
@@ -249,6 +314,9 @@ impl Calls {
         call.route = route;
         if let Err((status, reason)) = call.prepare_offer(&self.settings) {
             call.respond_a(now, layer, status, Some(&reason), None);
+            call.outcome = Some((status, "failed"));
+            self.notes.push((id, reason));
+            self.finished.push(call.summary(now));
             return;
         }
         let mut stages = vec![Stage { targets, label }];
@@ -423,6 +491,7 @@ impl Calls {
             } => {
                 self.by_dialog.insert(a_dialog, id);
                 self.by_dialog.insert(b_dialog, id);
+                self.answered.push(id);
                 self.cancel_forks(now, layer, id, Some(winner));
                 if let Some(call) = self.calls.get(&id) {
                     let next = call.retrans_at();
@@ -614,6 +683,22 @@ impl Calls {
             self.timers
                 .retain(|Reverse((_, id, _))| calls.contains_key(id));
         }
+    }
+
+    /// Sends BYE on a dialog that belongs to no call any more: a leg of a call that was up
+    /// when a previous process died ([`crate::cdr::in_progress`]). The answer is ignored.
+    pub fn hang_up_dialog(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        mut dialog: crate::sip::dialog::Dialog,
+    ) {
+        let peer = dialog.peer;
+        let host = call::local_host(&peer, &self.settings);
+        let via = call::our_via(&peer, layer.new_branch(), host);
+        let bye = dialog.request(crate::sip::method::Method::Bye, via);
+        let key = layer.send_request(now, bye, peer);
+        self.by_client.insert(key, ClientRole::Ignore);
     }
 
     /// Pending call timers (for leak checks).

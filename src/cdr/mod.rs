@@ -23,6 +23,7 @@
 
 pub mod csv;
 pub mod db;
+pub mod in_progress;
 pub mod query;
 pub mod rating;
 pub mod record;
@@ -32,7 +33,7 @@ pub use db::CdrDb;
 pub use query::{BillingLine, DayTotals, Filter, Overview, Page, Sort, SortKey, Totals};
 pub use rating::{rerate, Price, Rate, RateBook, RateTable, RateTableInfo, Rating};
 pub use record::{CallRecord, Direction, Disposition, OfficeNumbers, RouteKind};
-pub use writer::{CdrWriter, CdrWriterHandle, CdrWriterStats};
+pub use writer::{CdrWriter, CdrWriterHandle, CdrWriterStats, Note};
 
 /// Errors of the call records and rating.
 #[derive(Debug, thiserror::Error)]

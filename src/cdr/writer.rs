@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::db::{insert_in, Durability};
+use super::in_progress;
 use super::rating::RateBook;
 use super::record::CallRecord;
 use super::{CdrDb, CdrError};
@@ -44,9 +45,35 @@ pub const MAX_BATCH: usize = 1_000;
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(CallRecord),
+    /// A record with why it ended and the in-progress record it replaces.
+    Noted(CallRecord, Note),
+    /// An answered call: its record so far (marked in progress) and its legs.
+    Up {
+        key: String,
+        record: CallRecord,
+        legs: String,
+        seen_ms: i64,
+    },
+    /// Every call in progress was up at `seen_ms`; some legs changed.
+    Heartbeat {
+        seen_ms: i64,
+        changed: Vec<(String, String)>,
+    },
     /// Reply once everything sent before is written, with the failures since the last flush.
     Flush(mpsc::SyncSender<usize>),
     Shutdown,
+}
+
+/// Shown every record once rated, on the writer thread.
+pub type Observer = Box<dyn FnMut(&CallRecord) + Send>;
+
+/// What comes with a record besides its columns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Note {
+    /// The key of the in-progress record this one replaces ([`super::in_progress`]).
+    pub key: Option<String>,
+    /// Why the call ended, when not normally (`end_reason`).
+    pub reason: Option<String>,
 }
 
 /// Counters shared between the writer thread and its owner.
@@ -82,7 +109,13 @@ pub struct CdrWriter {
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Msg::Record(r) => f.debug_tuple("Record").field(&r.call_ref).finish(),
+            Msg::Record(r) | Msg::Noted(r, _) => {
+                f.debug_tuple("Record").field(&r.call_ref).finish()
+            }
+            Msg::Up { key, .. } => f.debug_tuple("Up").field(key).finish(),
+            Msg::Heartbeat { changed, .. } => {
+                f.debug_tuple("Heartbeat").field(&changed.len()).finish()
+            }
             Msg::Flush(_) => f.write_str("Flush"),
             Msg::Shutdown => f.write_str("Shutdown"),
         }
@@ -105,12 +138,28 @@ impl CdrWriter {
 
     /// Starts the writer thread on an open database.
     pub fn spawn_with(db: CdrDb) -> Result<(CdrWriter, CdrWriterHandle), CdrError> {
+        CdrWriter::spawn_inner(db, None)
+    }
+
+    /// [`CdrWriter::spawn`], with `observer` shown every record once it is rated (the
+    /// toll-fraud limits count minutes and cost with it).
+    pub fn spawn_observed(
+        path: &Path,
+        observer: Observer,
+    ) -> Result<(CdrWriter, CdrWriterHandle), CdrError> {
+        CdrWriter::spawn_inner(CdrDb::open_with(path, Durability::Power)?, Some(observer))
+    }
+
+    fn spawn_inner(
+        db: CdrDb,
+        observer: Option<Observer>,
+    ) -> Result<(CdrWriter, CdrWriterHandle), CdrError> {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(CdrWriterStats::default()));
         let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("cdr-writer".to_owned())
-            .spawn(move || run(db, rx, &thread_stats))?;
+            .spawn(move || run(db, observer, rx, &thread_stats))?;
         let handle = CdrWriterHandle { tx: tx.clone() };
         Ok((
             CdrWriter {
@@ -169,6 +218,32 @@ impl CdrWriterHandle {
         }
     }
 
+    /// Queues a record with why it ended and the in-progress record it replaces.
+    pub fn send_noted(&self, record: CallRecord, note: Note) {
+        if note == Note::default() {
+            return self.send(record);
+        }
+        if let Err(mpsc::SendError(Msg::Noted(r, n))) = self.tx.send(Msg::Noted(record, note)) {
+            tracing::error!(record = ?r, note = ?n, "call record writer has stopped; record not written");
+        }
+    }
+
+    /// Queues the in-progress record of an answered call and the dialog state of its legs
+    /// ([`super::in_progress`]).
+    pub fn call_up(&self, key: String, record: CallRecord, legs: String, seen_ms: i64) {
+        let _ = self.tx.send(Msg::Up {
+            key,
+            record,
+            legs,
+            seen_ms,
+        });
+    }
+
+    /// Queues the heartbeat of the calls in progress, with the legs that changed.
+    pub fn heartbeat(&self, seen_ms: i64, changed: Vec<(String, String)>) {
+        let _ = self.tx.send(Msg::Heartbeat { seen_ms, changed });
+    }
+
     /// Blocks until every record sent before this call is committed. Fails if the writer has
     /// stopped, or if records failed since the previous flush.
     pub fn flush(&self) -> Result<(), CdrError> {
@@ -187,6 +262,7 @@ impl CdrWriterHandle {
 /// The writer thread's state.
 struct Worker {
     db: CdrDb,
+    observer: Option<Observer>,
     book: RateBook,
     /// The rating version `book` was loaded at (`None`: not loaded).
     version: Option<i64>,
@@ -220,10 +296,17 @@ impl Worker {
 
     /// Rates (where needed) and commits `batch`, then clears it; returns how many records
     /// could not be written.
-    fn write(&mut self, batch: &mut Vec<CallRecord>, stats: &Mutex<CdrWriterStats>) -> usize {
+    fn write(
+        &mut self,
+        batch: &mut Vec<CallRecord>,
+        notes: &mut Vec<Note>,
+        stats: &Mutex<CdrWriterStats>,
+    ) -> usize {
         if batch.is_empty() {
+            notes.clear();
             return 0;
         }
+        notes.resize(batch.len(), Note::default());
         self.refresh_rates(stats);
         let mut unrated = 0u64;
         for r in batch.iter_mut().filter(|r| r.cost_minor.is_none()) {
@@ -239,15 +322,20 @@ impl Worker {
                 );
             }
         }
+        if let Some(observe) = self.observer.as_mut() {
+            for r in batch.iter() {
+                observe(r);
+            }
+        }
         let mut failed = 0usize;
         let mut written = batch.len();
         let mut batches = 1;
-        if let Err(e) = self.commit(batch) {
+        if let Err(e) = self.commit(batch, notes) {
             tracing::warn!(error = %e, records = batch.len(), "batch of call records failed; retrying one by one");
             written = 0;
             batches = 0;
-            for r in batch.iter() {
-                match self.commit(std::slice::from_ref(r)) {
+            for (r, n) in batch.iter().zip(notes.iter()) {
+                match self.commit(std::slice::from_ref(r), std::slice::from_ref(n)) {
                     Ok(()) => {
                         written += 1;
                         batches += 1;
@@ -266,23 +354,56 @@ impl Worker {
         s.unrated += unrated;
         drop(s);
         batch.clear();
+        notes.clear();
         failed
     }
 
-    fn commit(&mut self, records: &[CallRecord]) -> rusqlite::Result<()> {
+    fn commit(&mut self, records: &[CallRecord], notes: &[Note]) -> rusqlite::Result<()> {
         let tx = self.db.conn.transaction()?;
-        insert_in(&tx, records)?;
+        for key in notes.iter().filter_map(|n| n.key.as_deref()) {
+            in_progress::finish(&tx, key)?;
+        }
+        let ids = insert_in(&tx, records)?;
+        for (id, n) in ids.iter().zip(notes) {
+            if let Some(reason) = &n.reason {
+                in_progress::set_reason(&tx, *id, reason)?;
+            }
+        }
         tx.commit()
+    }
+
+    /// Writes an answered call's in-progress record or the heartbeat, logging failures.
+    fn call_state(&mut self, msg: Msg) {
+        let result = self.db.conn.transaction().and_then(|tx| {
+            match &msg {
+                Msg::Up {
+                    key,
+                    record,
+                    legs,
+                    seen_ms,
+                } => in_progress::insert_up(&tx, key, record, legs, *seen_ms)?,
+                Msg::Heartbeat { seen_ms, changed } => {
+                    in_progress::heartbeat(&tx, *seen_ms, changed)?
+                }
+                _ => {}
+            }
+            tx.commit()
+        });
+        if let Err(e) = result {
+            tracing::error!(?msg, error = %e, "state of calls in progress not written");
+        }
     }
 }
 
-fn run(db: CdrDb, rx: Receiver<Msg>, stats: &Mutex<CdrWriterStats>) {
+fn run(db: CdrDb, observer: Option<Observer>, rx: Receiver<Msg>, stats: &Mutex<CdrWriterStats>) {
     let mut worker = Worker {
         db,
+        observer,
         book: RateBook::default(),
         version: None,
     };
     let mut batch: Vec<CallRecord> = Vec::new();
+    let mut notes: Vec<Note> = Vec::new();
     let mut failed_since_flush = 0usize;
     let mut waiting: Vec<mpsc::SyncSender<usize>> = Vec::new();
     loop {
@@ -295,11 +416,21 @@ fn run(db: CdrDb, rx: Receiver<Msg>, stats: &Mutex<CdrWriterStats>) {
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Record(r) => batch.push(r),
+                Msg::Noted(r, n) => {
+                    notes.resize(batch.len(), Note::default());
+                    batch.push(r);
+                    notes.push(n);
+                }
+                m @ (Msg::Up { .. } | Msg::Heartbeat { .. }) => {
+                    // In order with the records: an in-progress record before its final one.
+                    failed_since_flush += worker.write(&mut batch, &mut notes, stats);
+                    worker.call_state(m);
+                }
                 Msg::Flush(reply) => waiting.push(reply),
                 Msg::Shutdown => stop = true,
             }
             if batch.len() >= MAX_BATCH {
-                failed_since_flush += worker.write(&mut batch, stats);
+                failed_since_flush += worker.write(&mut batch, &mut notes, stats);
             }
             if stop {
                 break;
@@ -313,7 +444,7 @@ fn run(db: CdrDb, rx: Receiver<Msg>, stats: &Mutex<CdrWriterStats>) {
                 }
             };
         }
-        failed_since_flush += worker.write(&mut batch, stats);
+        failed_since_flush += worker.write(&mut batch, &mut notes, stats);
         if !waiting.is_empty() {
             for reply in waiting.drain(..) {
                 let _ = reply.send(failed_since_flush);

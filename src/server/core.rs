@@ -21,6 +21,15 @@ use crate::sip::uri::Uri;
 use crate::store::{BindingChange, ExtensionRow};
 
 use super::digest_gate::{DigestGate, GateOutcome};
+use super::limits::Subject;
+
+/// No limits: the core's own default (the configuration's come with [`SipCore::set_limits`]).
+fn unlimited() -> crate::config::LimitsConfig {
+    crate::config::LimitsConfig {
+        extension_defaults: crate::config::CallLimits::default(),
+        ..Default::default()
+    }
+}
 
 /// Methods pasarela implements, advertised in Allow.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
@@ -72,6 +81,8 @@ pub struct Refused {
     pub dialled: String,
     pub status: u16,
     pub route: Option<std::sync::Arc<Route>>,
+    /// Why, when it was a limit or a resource (`Limit reached: …`), for the record.
+    pub reason: Option<String>,
 }
 
 struct PendingRoute {
@@ -102,6 +113,8 @@ pub struct SipCore {
     local_addrs: Vec<(Proto, std::net::SocketAddr)>,
     /// The PSTN line agents: calls from these UDP sources ring the line's extensions.
     line_agents: super::lines::LineAgents,
+    /// Toll-fraud limits per extension and trunk (none until [`SipCore::set_limits`]).
+    limiter: super::limits::Limiter,
 }
 
 impl SipCore {
@@ -138,6 +151,10 @@ impl SipCore {
             next_route: 1,
             local_addrs: Vec::new(),
             line_agents: Default::default(),
+            limiter: super::limits::Limiter::new(
+                unlimited(),
+                crate::web::office_time::OfficeTime::utc(),
+            ),
             settings,
         }
     }
@@ -146,6 +163,42 @@ impl SipCore {
     /// sources are PSTN calls, taken without digest authentication.
     pub fn set_line_agents(&mut self, agents: super::lines::LineAgents) {
         self.line_agents = agents;
+    }
+
+    /// Caps the server transactions alive at once (`[limits] server_transactions`).
+    pub fn set_max_server_transactions(&mut self, max: usize) {
+        self.layer.set_max_server_transactions(max);
+    }
+
+    /// Hangs up the legs of calls a previous process left up (it died): a BYE on each dialog,
+    /// from the listen socket it used when that is still bound, else one of the same transport.
+    pub fn hang_up_interrupted(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        legs: Vec<crate::sip::dialog::Dialog>,
+    ) {
+        for mut d in legs {
+            let proto = d.peer.proto;
+            if !self.local_addrs.contains(&(proto, d.peer.local)) {
+                match self.outgoing_peer(proto, d.peer.remote) {
+                    Some(p) => d.peer = p,
+                    None => continue,
+                }
+            }
+            tracing::info!(call_id = %d.call_id, peer = %d.peer, "BYE to a leg of an interrupted call");
+            self.calls.hang_up_dialog(now, &mut self.layer, d);
+        }
+        self.process_events(now, unix);
+    }
+
+    /// The toll-fraud limits (`[limits]`) and the office's days and months they count in.
+    pub fn set_limits(&mut self, limiter: super::limits::Limiter) {
+        self.limiter = limiter;
+    }
+
+    pub fn limiter_mut(&mut self) -> &mut super::limits::Limiter {
+        &mut self.limiter
     }
 
     pub fn registrar(&self) -> &Registrar {
@@ -307,6 +360,7 @@ impl SipCore {
                 Decision::Reject { status, reason } => format!("rejected {status} {reason}"),
             }
         );
+        let mut reason = None;
         let refusal = match &route.decision {
             Decision::Reject { status, reason } => {
                 Some(self.response(&p.invite, *status, Some(reason)))
@@ -316,8 +370,29 @@ impl SipCore {
                 self.ring_extension(now, unix, p.key, &p.invite, p.peer, p.caller, &ext)
             }
             Decision::Attempts(list) => {
-                let mut stages: Vec<Stage> = list
-                    .iter()
+                let unix_ms = i64::try_from(unix).unwrap_or(0).saturating_mul(1000);
+                let spend = self
+                    .limiter
+                    .may_spend(Subject::Extension(&caller_number), unix_ms);
+                let mut trunk_refusal = None;
+                let allowed: Vec<&crate::routing::router::Attempt> = match spend {
+                    Err(why) => {
+                        trunk_refusal = Some(why);
+                        Vec::new()
+                    }
+                    Ok(()) => list
+                        .iter()
+                        .filter(|a| match self.trunk_refusal(now, unix_ms, a) {
+                            Some(why) => {
+                                trunk_refusal = Some(why);
+                                false
+                            }
+                            None => true,
+                        })
+                        .collect(),
+                };
+                let mut stages: Vec<Stage> = allowed
+                    .into_iter()
                     .filter_map(|a| {
                         let peer = self.outgoing_peer(a.hop.proto, a.hop.addr)?;
                         Some(Stage {
@@ -335,7 +410,12 @@ impl SipCore {
                         })
                     })
                     .collect();
-                if stages.is_empty() {
+                if let (true, Some(why)) = (stages.is_empty(), trunk_refusal) {
+                    tracing::warn!(from = %caller_number, dialled = %route.dialled, "{why}");
+                    let r = self.response(&p.invite, 403, Some(&why));
+                    reason = Some(why);
+                    Some(r)
+                } else if stages.is_empty() {
                     Some(self.response(&p.invite, 503, Some("No route to the number")))
                 } else {
                     let first = stages.remove(0);
@@ -360,6 +440,7 @@ impl SipCore {
                 dialled: route.dialled.clone(),
                 status: r.status,
                 route: Some(route),
+                reason,
             });
             self.layer.respond(now, p.key, r);
         }
@@ -386,6 +467,32 @@ impl SipCore {
         })
     }
 
+    /// Why a route attempt over a trunk or line may not be used now (its `[limits.trunk]`);
+    /// `None` for attempts that are not trunks or are within their limits. An allowed
+    /// attempt counts as a call of the trunk for its per-minute limit.
+    fn trunk_refusal(
+        &mut self,
+        now: Instant,
+        unix_ms: i64,
+        a: &crate::routing::router::Attempt,
+    ) -> Option<String> {
+        let crate::routing::router::AttemptKind::Trunk { name } = &a.kind else {
+            return None;
+        };
+        if !self.limiter.trunk_limited(name) {
+            return None;
+        }
+        let who = Subject::Trunk(name);
+        if let Err(why) = self.limiter.may_spend(who, unix_ms) {
+            return Some(format!("{why} (trunk {name})"));
+        }
+        let active = self.calls.count_on_stage(&a.label());
+        match self.limiter.admit(who, now, active) {
+            Ok(()) => None,
+            Err(why) => Some(format!("{why} (trunk {name})")),
+        }
+    }
+
     /// Binding changes to persist since the last call.
     pub fn take_changes(&mut self) -> Vec<BindingChange> {
         std::mem::take(&mut self.changes)
@@ -393,12 +500,23 @@ impl SipCore {
 
     /// Periodic clean-up of expired bindings and nonce state.
     pub fn housekeeping(&mut self, unix: u64) {
+        self.housekeeping_at(None, unix);
+    }
+
+    /// [`SipCore::housekeeping`], with the monotonic time for the per-minute limits and the
+    /// memory given back after floods.
+    pub fn housekeeping_at(&mut self, now: Option<Instant>, unix: u64) {
         let purged = self.registrar.purge(unix);
         if !purged.is_empty() {
             tracing::info!(purged = purged.len(), "expired registrations removed");
             self.changes.extend(purged);
         }
         self.gate.purge(unix);
+        if let Some(now) = now {
+            self.limiter.housekeeping(now);
+            self.layer.shrink();
+            self.calls.shrink();
+        }
     }
 
     /// Live bindings (for status reporting and tests).
@@ -680,6 +798,27 @@ impl SipCore {
             number: caller.number,
             name: caller.name,
         };
+        let active = self.calls.count_by_caller(&caller.number)
+            + self
+                .pending_routes
+                .values()
+                .filter(|p| p.caller.number == caller.number)
+                .count();
+        if let Err(why) = self
+            .limiter
+            .admit(Subject::Extension(&caller.number), now, active)
+        {
+            tracing::warn!(extension = %caller.number, %dialled, %peer, "call refused: {why}");
+            let r = self.response(req, 403, Some(&why));
+            self.refused.push(Refused {
+                caller: caller.number,
+                dialled,
+                status: 403,
+                route: None,
+                reason: Some(why),
+            });
+            return Some(r);
+        }
         if self.extensions.contains_key(&dialled) {
             // Extension to extension: decided here, without a trip through the router.
             let number = caller.number.clone();
@@ -694,6 +833,7 @@ impl SipCore {
                     dialled,
                     status: r.status,
                     route: None,
+                    reason: None,
                 });
             }
             return refusal;
@@ -704,6 +844,7 @@ impl SipCore {
                 dialled,
                 status: 404,
                 route: None,
+                reason: None,
             });
             return Some(self.response(req, 404, None));
         }
@@ -795,6 +936,7 @@ impl SipCore {
                 dialled: line.extensions.first().cloned().unwrap_or_default(),
                 status: 480,
                 route: None,
+                reason: None,
             });
             return Some(r);
         }

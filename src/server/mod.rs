@@ -12,11 +12,13 @@ pub mod core;
 pub mod digest_gate;
 pub mod first_run;
 mod enum_zone;
+pub mod limits;
 pub mod lines;
 pub mod live;
 pub mod notify;
 mod records;
 mod signals;
+mod usage;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -40,7 +42,7 @@ use crate::web::{LoopCounts, RouteOutcome, Stats, WebServer};
 
 use self::core::{CoreSettings, SipCore};
 use self::enum_zone::{private_zone, start_enum_zone};
-use self::records::{call_ended, call_refused};
+use self::records::{call_refused, recover_interrupted, CallLog, HEARTBEAT};
 use self::signals::{forward_hangup, shutdown_signal, spawn_cache_signals};
 
 const HOUSEKEEPING: Duration = Duration::from_secs(15);
@@ -85,8 +87,19 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let last_call_ref = store.last_call_ref()?;
     drop(store);
     let (writer, writer_handle) = BindingWriter::spawn(&store_path)?;
-    let (cdr_writer, cdr) = crate::cdr::CdrWriter::spawn(&store_path)
-        .with_context(|| format!("opening call records in {}", store_path.display()))?;
+    let (usage_tx, mut usage_rx) = mpsc::unbounded_channel::<usage::Spent>();
+    let (cdr_writer, cdr) = crate::cdr::CdrWriter::spawn_observed(
+        &store_path,
+        Box::new(move |r| {
+            if let Some(spent) = usage::Spent::of(r) {
+                let _ = usage_tx.send(spent);
+            }
+        }),
+    )
+    .with_context(|| format!("opening call records in {}", store_path.display()))?;
+    // Calls a killed predecessor left up: recorded as interrupted now, hung up once the
+    // transports are bound.
+    let interrupted_legs = recover_interrupted(&store_path, &cdr);
 
     let sip = &config.sip;
     let settings = CoreSettings {
@@ -165,6 +178,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Some((engine, media_tx)),
     );
     core.calls_mut().continue_ids_after(last_call_ref);
+    let mut limiter = limits::Limiter::new(
+        config.limits.clone(),
+        crate::web::office_time::OfficeTime::new(config.web.time_zone.as_deref()),
+    );
+    usage::load(&store_path, &mut limiter);
+    core.set_limits(limiter);
+    core.set_max_server_transactions(config.limits.server_transactions);
     let restored = core.registrar_mut().restore(rows);
     tracing::info!(restored, purged, "registrations restored from the store");
 
@@ -187,6 +207,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         },
         tcp_idle: Duration::from_secs(sip.tcp_idle_secs),
         server_name: sip.user_agent.clone(),
+        tcp_caps: transport::TcpCaps {
+            total: config.limits.tcp_connections,
+            per_source: config.limits.tcp_connections_per_source,
+            first_request: Duration::from_secs(config.limits.tcp_first_request_secs),
+        },
     };
     let bound = transport::bind(&listen, transport_settings, tx)
         .await
@@ -197,7 +222,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening the control socket {}", control_path.display()))?;
     let (live_source, mut live_requests) = live::LiveSource::channel();
     let lines = live::configured_lines(&config);
-    let web = WebServer::start(
+    let web = WebServer::start_guarded(
         config.web.listen,
         Arc::clone(&stats),
         &store_path,
@@ -208,6 +233,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             enum_: Some(routing.enum_.clone()),
             dundi: dundi.clone(),
             backup_files: crate::store::backup::files_of(&config),
+        },
+        crate::web::guard::WebCaps {
+            connections: config.limits.web_connections,
+            per_source: config.limits.web_connections_per_source,
+            header_timeout: Duration::from_secs(config.limits.web_header_timeout_secs),
+            ..Default::default()
         },
     )
     .await
@@ -220,6 +251,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // Published before `ready`, so that /healthz says ok as soon as anyone is told to ask;
     // the modem lines' agents are up by then too.
     core.set_local_addrs(bound.local_addrs.clone());
+    if !interrupted_legs.is_empty() {
+        core.hang_up_interrupted(std::time::Instant::now(), unix_now(), interrupted_legs);
+    }
     if let Some(m) = modem_lines.as_mut() {
         core.set_line_agents(m.start(&config, line_plan, &bound.local_addrs));
     }
@@ -253,6 +287,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     }
 
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut call_log = CallLog::new();
     let mut pulse = tokio::time::interval(PULSE);
     pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = shutdown_signal();
@@ -329,13 +366,22 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 core.media_event(std::time::Instant::now(), unix_now(), call, event);
             }
             _ = housekeeping.tick() => {
-                core.housekeeping(unix_now());
+                core.housekeeping_at(Some(std::time::Instant::now()), unix_now());
                 tracing::debug!(
                     registrations = core.registrations(),
                     calls = core.calls().len(),
                     transactions = ?core.transaction_counts(),
                     "housekeeping"
                 );
+            }
+            _ = heartbeat.tick() => {
+                call_log.heartbeat(&cdr, core.calls().up_calls(std::time::Instant::now()));
+            }
+            Some(spent) = usage_rx.recv() => {
+                spent.count(core.limiter_mut());
+                while let Ok(more) = usage_rx.try_recv() {
+                    more.count(core.limiter_mut());
+                }
             }
             _ = pulse.tick() => {}
         }
@@ -368,9 +414,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         for change in core.take_changes() {
             writer_handle.send(change);
         }
-        for summary in core.calls_mut().take_finished() {
-            call_ended(&stats, &cdr, &office, &summary);
-        }
+        let up = core.calls_mut().take_answered(now);
+        call_log.answered(&cdr, &office, now, up);
+        call_log.notes(core.calls_mut().take_notes());
+        call_log.ended(&stats, &cdr, &office, core.calls_mut().take_finished());
         for refused in core.take_refused() {
             call_refused(&stats, &cdr, &office, &refused);
         }
@@ -383,9 +430,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if let Some(m) = modem_lines.take() {
         m.shutdown().await;
     }
-    for summary in core.calls_mut().take_finished() {
-        call_ended(&stats, &cdr, &office, &summary);
-    }
+    call_log.notes(core.calls_mut().take_notes());
+    call_log.ended(&stats, &cdr, &office, core.calls_mut().take_finished());
     for refused in core.take_refused() {
         call_refused(&stats, &cdr, &office, &refused);
     }

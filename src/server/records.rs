@@ -1,5 +1,7 @@
 //! What a finished or refused call leaves behind: its call record (sent to the record writer,
-//! which rates and stores it) and its count in `/metrics`.
+//! which rates and stores it) and its count in `/metrics`; and, while an answered call is up,
+//! its in-progress record and the dialog state of its legs ([`CallLog`], see
+//! [`crate::cdr::in_progress`]), refreshed by a heartbeat so that a crash loses neither.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,30 +20,46 @@ pub(super) fn call_refused(
     office: &crate::cdr::OfficeNumbers,
     refused: &super::core::Refused,
 ) {
-    cdr.send(crate::cdr::CallRecord::rejected(
+    let mut record = crate::cdr::CallRecord::rejected(
         &refused.caller,
         &refused.dialled,
         refused.status,
         refused.route.as_deref(),
         unix_ms(),
         office,
-    ));
+    );
+    if let Some(reason) = &refused.reason {
+        record.explanation = if record.explanation.is_empty() {
+            reason.clone()
+        } else {
+            format!("{reason}\n{}", record.explanation)
+        };
+    }
+    cdr.send_noted(
+        record,
+        crate::cdr::Note {
+            key: None,
+            reason: refused.reason.clone(),
+        },
+    );
     stats.call_ended("none", "failed");
 }
 
-/// A finished call: its record (rated by the writer), and the count for /metrics.
+/// A finished call: its record (rated by the writer; it replaces the in-progress one of an
+/// answered call, `note.key`), and the count for /metrics.
 pub(super) fn call_ended(
     stats: &Stats,
     cdr: &crate::cdr::CdrWriterHandle,
     office: &crate::cdr::OfficeNumbers,
     summary: &crate::b2bua::CallSummary,
+    note: crate::cdr::Note,
 ) {
-    cdr.send(crate::cdr::CallRecord::from_summary(
-        summary,
-        std::time::Instant::now(),
-        unix_ms(),
-        office,
-    ));
+    let mut record =
+        crate::cdr::CallRecord::from_summary(summary, std::time::Instant::now(), unix_ms(), office);
+    if let Some(reason) = &note.reason {
+        record.explanation = format!("{reason}\n{}", record.explanation);
+    }
+    cdr.send_noted(record, note);
     let stage = summary
         .answered_by
         .as_ref()
@@ -58,4 +76,133 @@ pub(super) fn call_ended(
         crate::web::stats::call_route_kind(label),
         summary.disposition,
     );
+}
+
+/// How often the calls in progress are marked as up in the store: after a crash their records
+/// end at the last mark.
+pub(super) const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The store's view of the answered calls of this process: their in-progress records, keyed by
+/// this run and the call's number, and the last stored state of their legs.
+pub(super) struct CallLog {
+    run: String,
+    /// Call id -> the legs as last stored.
+    legs: std::collections::HashMap<u64, String>,
+    /// Why calls were refused by pasarela itself, by call id, until their summary comes.
+    notes: std::collections::HashMap<u64, String>,
+}
+
+impl CallLog {
+    pub(super) fn new() -> CallLog {
+        CallLog {
+            run: format!("{:016x}", rand::random::<u64>()),
+            legs: std::collections::HashMap::new(),
+            notes: std::collections::HashMap::new(),
+        }
+    }
+
+    fn key(&self, id: u64) -> String {
+        format!("{}-{id}", self.run)
+    }
+
+    /// Calls just answered: their in-progress records and legs.
+    pub(super) fn answered(
+        &mut self,
+        cdr: &crate::cdr::CdrWriterHandle,
+        office: &crate::cdr::OfficeNumbers,
+        now: std::time::Instant,
+        up: Vec<crate::b2bua::UpCall>,
+    ) {
+        if up.is_empty() {
+            return;
+        }
+        let ms = unix_ms();
+        for call in up {
+            let record = crate::cdr::CallRecord::from_summary(&call.summary, now, ms, office);
+            let legs = crate::cdr::in_progress::legs_json(&call.legs);
+            self.legs.insert(call.id, legs.clone());
+            cdr.call_up(self.key(call.id), record, legs, ms);
+        }
+    }
+
+    /// Reasons for calls refused by call control (they come before the summaries).
+    pub(super) fn notes(&mut self, notes: Vec<(u64, String)>) {
+        self.notes.extend(notes);
+    }
+
+    /// Calls that ended: their records, in place of the in-progress ones.
+    pub(super) fn ended(
+        &mut self,
+        stats: &Stats,
+        cdr: &crate::cdr::CdrWriterHandle,
+        office: &crate::cdr::OfficeNumbers,
+        summaries: Vec<crate::b2bua::CallSummary>,
+    ) {
+        for summary in summaries {
+            let key = self.legs.remove(&summary.id).map(|_| self.key(summary.id));
+            let note = crate::cdr::Note {
+                key,
+                reason: self.notes.remove(&summary.id),
+            };
+            call_ended(stats, cdr, office, &summary, note);
+        }
+    }
+
+    /// The heartbeat: every call in progress is up now; legs that changed (a re-INVITE moved a
+    /// target, a CSeq went up) are stored again.
+    pub(super) fn heartbeat(
+        &mut self,
+        cdr: &crate::cdr::CdrWriterHandle,
+        up: Vec<crate::b2bua::UpCall>,
+    ) {
+        if self.legs.is_empty() {
+            return;
+        }
+        let mut changed = Vec::new();
+        for call in up {
+            let legs = crate::cdr::in_progress::legs_json(&call.legs);
+            let key = self.key(call.id);
+            if let Some(old) = self.legs.get_mut(&call.id) {
+                if *old != legs {
+                    changed.push((key, legs.clone()));
+                    *old = legs;
+                }
+            }
+        }
+        cdr.heartbeat(unix_ms(), changed);
+    }
+}
+
+/// The calls a previous process left up (it was killed): each becomes a record marked
+/// interrupted, lasting until its last heartbeat; their legs are returned, to be sent BYE once
+/// the transports are up.
+pub(super) fn recover_interrupted(
+    path: &std::path::Path,
+    cdr: &crate::cdr::CdrWriterHandle,
+) -> Vec<crate::sip::dialog::Dialog> {
+    let found = match crate::cdr::in_progress::take_interrupted(path) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!("cannot read the calls left in progress: {e}");
+            return Vec::new();
+        }
+    };
+    if !found.is_empty() {
+        tracing::warn!(
+            calls = found.len(),
+            "calls were up when pasarela last stopped: recorded as interrupted, hanging up their legs"
+        );
+    }
+    let mut legs = Vec::new();
+    for call in found {
+        legs.extend(call.legs);
+        cdr.send_noted(
+            call.record,
+            crate::cdr::Note {
+                key: Some(call.key),
+                reason: Some(crate::cdr::in_progress::INTERRUPTED.to_owned()),
+            },
+        );
+    }
+    legs
 }

@@ -32,6 +32,30 @@ pub struct TransportSettings {
     pub tcp_idle: std::time::Duration,
     /// The Server header of stateless error responses.
     pub server_name: String,
+    /// Caps on accepted TCP connections.
+    pub tcp_caps: TcpCaps,
+}
+
+/// Caps on the TCP connections peers open to us (`[limits]`): a flood of idle connections must
+/// not exhaust file descriptors or memory.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpCaps {
+    /// Accepted connections open at once.
+    pub total: usize,
+    /// Accepted connections open at once from one address.
+    pub per_source: usize,
+    /// A connection that has not sent a valid SIP request within this is closed.
+    pub first_request: std::time::Duration,
+}
+
+impl Default for TcpCaps {
+    fn default() -> Self {
+        TcpCaps {
+            total: 1024,
+            per_source: 32,
+            first_request: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 type ConnMap = Arc<Mutex<HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Bytes>>>>;
@@ -42,6 +66,8 @@ type ConnMap = Arc<Mutex<HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Bytes>>>
 pub struct Outbound {
     udp: Arc<HashMap<SocketAddr, Arc<UdpSocket>>>,
     tcp: ConnMap,
+    /// Accepted TCP connections per source address (for [`TcpCaps`]).
+    accepted: Arc<tcp::Accepted>,
     settings: Arc<TransportSettings>,
     inbound: mpsc::Sender<Inbound>,
     supervisor: Supervisor,
@@ -137,6 +163,7 @@ pub async fn bind_supervised(
     let outbound = Outbound {
         udp: Arc::new(udp),
         tcp: Arc::new(Mutex::new(HashMap::new())),
+        accepted: Arc::new(tcp::Accepted::default()),
         settings,
         inbound,
         supervisor: supervisor.clone(),

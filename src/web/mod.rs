@@ -8,6 +8,7 @@
 pub mod api;
 pub mod api_tokens;
 pub mod auth;
+pub mod guard;
 pub mod office_time;
 pub mod pages;
 pub mod saved_filters;
@@ -138,6 +139,17 @@ impl WebServer {
         db_path: &Path,
         links: Links,
     ) -> Result<WebServer, WebError> {
+        WebServer::start_guarded(addr, stats, db_path, links, guard::WebCaps::default()).await
+    }
+
+    /// [`WebServer::start`] with the connection caps and timeouts of `caps`.
+    pub async fn start_guarded(
+        addr: SocketAddr,
+        stats: Arc<Stats>,
+        db_path: &Path,
+        links: Links,
+        caps: guard::WebCaps,
+    ) -> Result<WebServer, WebError> {
         let path = db_path.to_path_buf();
         let mut state = tokio::task::spawn_blocking(move || WebState::open(&path))
             .await
@@ -158,6 +170,8 @@ impl WebServer {
         let extensions_changed = Arc::clone(&state.extensions_changed);
         let app = router(stats, state).into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            let listener = guard::GuardedListener::new(listener, caps).tap_io(|_| {});
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stopped.await;
             });

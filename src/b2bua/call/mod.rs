@@ -204,6 +204,16 @@ pub struct CallSummary {
     pub q850: Option<u16>,
 }
 
+/// An answered call, as its in-progress record and a hang-up after a crash need it.
+#[derive(Debug, Clone)]
+pub struct UpCall {
+    pub id: u64,
+    /// The call as if it ended now.
+    pub summary: CallSummary,
+    /// The dialogs of both legs (caller's first), with the flows they use.
+    pub legs: Vec<Dialog>,
+}
+
 pub struct Call {
     pub id: u64,
     pub caller: Caller,
@@ -250,7 +260,7 @@ fn other(side: Side) -> Side {
 }
 
 /// The address pasarela advertises on a flow (the media address when bound to a wildcard).
-fn local_host(peer: &Peer, settings: &CallSettings) -> Host {
+pub(super) fn local_host(peer: &Peer, settings: &CallSettings) -> Host {
     if peer.local.ip().is_unspecified() {
         Host::from_ip(settings.media_ip)
     } else {
@@ -1041,6 +1051,21 @@ impl Call {
                 }
             }
         }
+    }
+
+    /// The call as [`UpCall`], when it is answered.
+    pub fn up(&self, now: Instant) -> Option<UpCall> {
+        self.answered?;
+        let b = self
+            .winner
+            .and_then(|w| self.forks.get(w))
+            .and_then(|f| f.dialog.clone());
+        let legs = self.a.dialog.clone().into_iter().chain(b).collect();
+        Some(UpCall {
+            id: self.id,
+            summary: self.summary(now),
+            legs,
+        })
     }
 
     pub fn summary(&self, now: Instant) -> CallSummary {

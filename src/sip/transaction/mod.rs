@@ -216,7 +216,15 @@ pub struct TransactionLayer {
     next_key: u64,
     token_seed: u64,
     token_counter: u64,
+    /// Server transactions allowed at once; new requests beyond get 503 + Retry-After.
+    max_servers: usize,
 }
+
+/// The default of [`TransactionLayer::set_max_server_transactions`].
+pub const DEFAULT_MAX_SERVER_TRANSACTIONS: usize = 10_000;
+
+/// Retry-After (seconds) of the 503 for requests beyond the server transaction cap.
+const BUSY_RETRY_AFTER: &str = "5";
 
 impl TransactionLayer {
     pub fn new(timers: Timers) -> Self {
@@ -232,6 +240,32 @@ impl TransactionLayer {
             next_key: 0,
             token_seed: rand::random::<u64>(),
             token_counter: 0,
+            max_servers: DEFAULT_MAX_SERVER_TRANSACTIONS,
+        }
+    }
+
+    /// Caps the server transactions alive at once (a flood must not grow memory without
+    /// bound): beyond `max`, new requests are answered statelessly with 503 and Retry-After.
+    pub fn set_max_server_transactions(&mut self, max: usize) {
+        self.max_servers = max.max(1);
+    }
+
+    /// Gives memory back after a flood: maps much larger than what they hold are shrunk.
+    pub fn shrink(&mut self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+            if m.capacity() > 4 * m.len() + 256 {
+                m.shrink_to_fit();
+            }
+        }
+        shrink(&mut self.servers);
+        shrink(&mut self.server_index);
+        shrink(&mut self.clients);
+        shrink(&mut self.client_index);
+        if self.events.capacity() > 4 * self.events.len() + 256 {
+            self.events.shrink_to_fit();
+        }
+        if self.transmits.capacity() > 4 * self.transmits.len() + 256 {
+            self.transmits.shrink_to_fit();
         }
     }
 
@@ -284,6 +318,10 @@ impl TransactionLayer {
                     self.server_retransmission(skey);
                     return;
                 }
+                if self.servers.len() >= self.max_servers {
+                    self.refuse_busy(&request, peer);
+                    return;
+                }
                 let skey = self.new_server(key, &request, peer);
                 if method == Method::Invite {
                     let trying = Response::to_request(&request, 100, "Trying", None);
@@ -301,6 +339,19 @@ impl TransactionLayer {
                 });
             }
         }
+    }
+
+    /// Too many server transactions: 503 with Retry-After, sent without creating one.
+    fn refuse_busy(&mut self, request: &Request, peer: Peer) {
+        debug!(%peer, method = %request.method, "server transaction cap reached: 503");
+        let tag = self.new_tag();
+        let mut r = Response::to_request(request, 503, "Service Unavailable", Some(&tag));
+        r.headers.push(crate::sip::header::Header::Other(
+            "Retry-After".into(),
+            BUSY_RETRY_AFTER.into(),
+        ));
+        let dest = response_destination(request.headers.via(), peer);
+        self.transmit(dest, Bytes::from(r.encode()));
     }
 
     fn new_server(&mut self, match_key: MatchKey, request: &Request, peer: Peer) -> ServerKey {
@@ -369,6 +420,9 @@ impl TransactionLayer {
             ServerState::Completed => {
                 debug!(key = ?skey, "ACK received: Confirmed");
                 txn.state = ServerState::Confirmed;
+                // Nothing is retransmitted from Confirmed: give the messages back now.
+                txn.final_response = None;
+                txn.provisional = None;
                 self.wheel.disarm(&mut txn.armed, TimerKind::G);
                 self.wheel.disarm(&mut txn.armed, TimerKind::H);
                 if txn.peer.proto.is_reliable() {

@@ -1260,3 +1260,37 @@ fn invite_client_timer_c_in_proceeding() {
     assert_eq!(h.ev(), vec![Event::Timeout { key }]);
     h.finish();
 }
+
+#[test]
+fn server_transactions_are_capped_with_503_and_retry_after() {
+    let mut h = H::new();
+    h.l.set_max_server_transactions(2);
+    h.request(&register(udp(), "z9hG4bKcap1"), udp());
+    let (k1, r1) = h.new_request();
+    h.request(&register(udp(), "z9hG4bKcap2"), udp());
+    let (k2, r2) = h.new_request();
+    assert_eq!(h.l.counts(), (2, 0));
+    // The third gets 503 + Retry-After, statelessly: no transaction, no event.
+    h.request(&register(udp(), "z9hG4bKcap3"), udp());
+    assert!(h.ev().is_empty());
+    assert_eq!(h.l.counts(), (2, 0));
+    let tx = h.tx();
+    assert_eq!(tx.len(), 1);
+    let Message::Response(r) = sent(&tx[0]) else {
+        panic!("a response")
+    };
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers.get("Retry-After"), Some("5"));
+    // A retransmission of an existing transaction is still absorbed, not refused.
+    h.request(&register(udp(), "z9hG4bKcap1"), udp());
+    assert!(h.tx().is_empty());
+    // Once they end, new requests are taken again and the maps give memory back.
+    h.respond(k1, &r1, 200);
+    h.respond(k2, &r2, 200);
+    h.tx();
+    h.run_to(32_000);
+    assert_eq!(h.l.counts(), (0, 0));
+    h.l.shrink();
+    h.request(&register(udp(), "z9hG4bKcap4"), udp());
+    assert_eq!(h.ev().len(), 1);
+}

@@ -1,0 +1,262 @@
+//! Calls in progress in the store, so that a crash loses neither their records nor the means to
+//! hang them up.
+//!
+//! When a call is answered its record is written at once, marked `end_reason = 'in progress'`
+//! and keyed by `call_key` (the process run and call control's number), and the dialog state
+//! of both legs — Call-ID, tags, CSeq, remote target, route set, the flow it uses — goes to
+//! `call_legs`, with `seen_ms`, the last time the call was known to be up (refreshed by a
+//! heartbeat). When the call ends the final record replaces the in-progress one. After a
+//! crash, [`take_interrupted`] finds what is left: each such call becomes a record marked
+//! `interrupted` that lasted until `seen_ms`, and its legs are returned so that the new process
+//! can send them BYE. The schema is migration `0008_calls_in_progress.sql`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+
+use super::db::{record_from_row, RECORD_COLUMNS};
+use super::record::{seconds_between, CallRecord};
+use super::{CdrDb, CdrError};
+use crate::sip::dialog::Dialog;
+use crate::sip::header::NameAddr;
+use crate::sip::peer::{Peer, Proto};
+use crate::sip::uri::Uri;
+
+/// `end_reason` of a record whose call is still up.
+pub const IN_PROGRESS: &str = "in progress";
+/// `end_reason` of a call that was up when pasarela stopped without ending it (a crash).
+pub const INTERRUPTED: &str = "interrupted";
+
+/// One leg's dialog, as stored (JSON in `call_legs.legs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegState {
+    pub call_id: String,
+    /// Our From/To with our tag.
+    pub local: String,
+    /// The peer's From/To with its tag.
+    pub remote: String,
+    pub local_cseq: u32,
+    pub remote_target: String,
+    pub route_set: Vec<String>,
+    /// `udp` or `tcp`.
+    pub transport: String,
+    /// Where in-dialog requests went.
+    pub remote_addr: SocketAddr,
+    /// The socket they went from.
+    pub local_addr: SocketAddr,
+}
+
+impl LegState {
+    pub fn of(d: &Dialog) -> LegState {
+        LegState {
+            call_id: d.call_id.clone(),
+            local: d.local.to_string(),
+            remote: d.remote.to_string(),
+            local_cseq: d.local_cseq,
+            remote_target: d.remote_target.to_string(),
+            route_set: d.route_set.iter().map(ToString::to_string).collect(),
+            transport: d.peer.proto.to_string(),
+            remote_addr: d.peer.remote,
+            local_addr: d.peer.local,
+        }
+    }
+
+    /// The dialog again (`None` when a stored field no longer parses).
+    pub fn dialog(&self) -> Option<Dialog> {
+        let proto = match self.transport.as_str() {
+            "udp" => Proto::Udp,
+            "tcp" => Proto::Tcp,
+            _ => return None,
+        };
+        let route_set = self
+            .route_set
+            .iter()
+            .map(|r| NameAddr::parse(r).ok())
+            .collect::<Option<Vec<_>>>()?;
+        Some(Dialog {
+            call_id: self.call_id.clone(),
+            local: NameAddr::parse(&self.local).ok()?,
+            remote: NameAddr::parse(&self.remote).ok()?,
+            local_cseq: self.local_cseq,
+            remote_cseq: None,
+            remote_target: Uri::parse(&self.remote_target).ok()?,
+            route_set,
+            peer: Peer {
+                proto,
+                remote: self.remote_addr,
+                local: self.local_addr,
+            },
+        })
+    }
+}
+
+/// The legs of a call as stored.
+pub fn legs_json(legs: &[Dialog]) -> String {
+    let states: Vec<LegState> = legs.iter().map(LegState::of).collect();
+    serde_json::to_string(&states).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Writes an answered call: its record so far, marked in progress, and its legs.
+pub(crate) fn insert_up(
+    tx: &Transaction<'_>,
+    key: &str,
+    record: &CallRecord,
+    legs: &str,
+    seen_ms: i64,
+) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM call_records WHERE call_key = ?1", params![key])?;
+    let ids = super::db::insert_in(tx, std::slice::from_ref(record))?;
+    if let Some(id) = ids.first() {
+        tx.execute(
+            "UPDATE call_records SET end_reason = ?1, call_key = ?2 WHERE id = ?3",
+            params![IN_PROGRESS, key, id],
+        )?;
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO call_legs (call_key, seen_ms, legs) VALUES (?1, ?2, ?3)",
+        params![key, seen_ms, legs],
+    )?;
+    Ok(())
+}
+
+/// The heartbeat: every call in progress was up at `seen_ms`; `changed` legs are stored anew.
+pub(crate) fn heartbeat(
+    tx: &Transaction<'_>,
+    seen_ms: i64,
+    changed: &[(String, String)],
+) -> rusqlite::Result<()> {
+    tx.execute("UPDATE call_legs SET seen_ms = ?1", params![seen_ms])?;
+    let mut stmt = tx.prepare_cached("UPDATE call_legs SET legs = ?1 WHERE call_key = ?2")?;
+    for (key, legs) in changed {
+        stmt.execute(params![legs, key])?;
+    }
+    Ok(())
+}
+
+/// Removes what a call left in progress (before its final record is inserted).
+pub(crate) fn finish(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM call_records WHERE call_key = ?1", params![key])?;
+    tx.execute("DELETE FROM call_legs WHERE call_key = ?1", params![key])?;
+    Ok(())
+}
+
+/// Sets why a record's call ended (`None`: normally).
+pub(crate) fn set_reason(tx: &Transaction<'_>, id: i64, reason: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE call_records SET end_reason = ?1 WHERE id = ?2",
+        params![reason, id],
+    )?;
+    Ok(())
+}
+
+/// A call that was up when the previous process died.
+#[derive(Debug, Clone)]
+pub struct Interrupted {
+    pub key: String,
+    /// Its record, ending at the last time it was known to be up, to be rated and stored
+    /// (marked [`INTERRUPTED`]) in place of the in-progress one.
+    pub record: CallRecord,
+    /// The dialogs of its legs, to send BYE on.
+    pub legs: Vec<Dialog>,
+}
+
+/// The calls left in progress by a previous run (none after a clean stop).
+pub fn interrupted(db: &CdrDb) -> Result<Vec<Interrupted>, CdrError> {
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS}, call_key FROM call_records WHERE end_reason = ?1 \
+         AND call_key IS NOT NULL"
+    );
+    let mut stmt = db.conn.prepare(&sql)?;
+    let rows = stmt.query_map(params![IN_PROGRESS], |row| {
+        Ok((record_from_row(row)?, row.get::<_, String>(31)?))
+    })?;
+    let mut found = Vec::new();
+    for row in rows {
+        found.push(row?);
+    }
+    let mut out = Vec::with_capacity(found.len());
+    for (mut record, key) in found {
+        let legs_row: Option<(i64, String)> = db
+            .conn
+            .query_row(
+                "SELECT seen_ms, legs FROM call_legs WHERE call_key = ?1",
+                params![key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (seen_ms, legs) = legs_row.unwrap_or((record.end_ms, "[]".to_owned()));
+        let answer = record.answer_ms.unwrap_or(record.start_ms);
+        let end = seen_ms.max(answer).max(record.end_ms);
+        record.id = None;
+        record.end_ms = end;
+        record.duration_s = seconds_between(record.start_ms, end);
+        record.billable_s = record.answer_ms.map_or(0, |a| seconds_between(a, end));
+        record.cost_minor = None;
+        if !record.explanation.is_empty() {
+            record.explanation.push('\n');
+        }
+        record.explanation.push_str(
+            "interrupted: pasarela stopped while the call was up; \
+             its duration is the last time it was known to be up",
+        );
+        let legs: Vec<Dialog> = serde_json::from_str::<Vec<LegState>>(&legs)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(LegState::dialog)
+            .collect();
+        out.push(Interrupted { key, record, legs });
+    }
+    Ok(out)
+}
+
+/// Opens the database at `path` and lists the calls a previous run left in progress.
+pub fn take_interrupted(path: &Path) -> Result<Vec<Interrupted>, CdrError> {
+    let db = CdrDb::open(path)?;
+    interrupted(&db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::Message;
+    use crate::sip::parse::{parse_message, Framing, Limits};
+
+    #[test]
+    fn leg_state_round_trip() {
+        let text = "INVITE sip:101@office.test SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
+From: \"Ann\" <sip:100@office.test>;tag=a1\r\n\
+To: <sip:101@office.test>\r\n\
+Call-ID: c1@host\r\n\
+CSeq: 5 INVITE\r\n\
+Contact: <sip:100@127.0.0.1:5062;transport=udp>\r\n\
+Record-Route: <sip:p1;lr>, <sip:p2;lr>\r\n\
+Content-Length: 0\r\n\r\n";
+        let Ok(Message::Request(inv)) = parse_message(
+            bytes::Bytes::from(text),
+            Framing::Datagram,
+            &Limits::default(),
+        ) else {
+            panic!("parse")
+        };
+        let peer = Peer {
+            proto: Proto::Udp,
+            remote: "127.0.0.1:5062".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+        };
+        let mut d = Dialog::uas(&inv, "b2", peer).unwrap();
+        d.local_cseq = 3;
+        let json = legs_json(std::slice::from_ref(&d));
+        let back: Vec<LegState> = serde_json::from_str(&json).unwrap();
+        let again = back[0].dialog().unwrap();
+        assert_eq!(again.call_id, d.call_id);
+        assert_eq!(again.local.tag(), Some("b2"));
+        assert_eq!(again.remote.tag(), Some("a1"));
+        assert_eq!(again.local_cseq, 3);
+        assert_eq!(again.route_set, d.route_set);
+        assert_eq!(again.remote_target, d.remote_target);
+        assert_eq!(again.peer, peer);
+    }
+}

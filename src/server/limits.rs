@@ -1,0 +1,358 @@
+//! Toll-fraud limits (`[limits]`): how many calls an extension — or a trunk or PSTN line — may
+//! have at once and start per minute, and how many talk minutes and how much money its calls
+//! may use per day and month. A call over a limit is refused with `403 Limit reached: …`.
+//!
+//! Sans-IO: the SIP core asks [`Limiter::admit`] with the current time and the calls it counts
+//! in progress; minutes and cost come in through [`Limiter::add_usage`] as call records are
+//! written and rated (and from the store at start-up). Days and months are the office's
+//! (`[web] time_zone`).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::config::{CallLimits, LimitsConfig};
+use crate::web::office_time::OfficeTime;
+
+/// The window of [`CallLimits::calls_per_minute`].
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Who a limit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'a> {
+    /// An office extension (the caller).
+    Extension(&'a str),
+    /// A `[[trunk]]` or `[[modem]]` line, by name.
+    Trunk(&'a str),
+}
+
+impl Subject<'_> {
+    fn key(self) -> String {
+        match self {
+            Subject::Extension(n) => format!("extension {n}"),
+            Subject::Trunk(n) => format!("trunk {n}"),
+        }
+    }
+}
+
+/// Minutes and cost used in the current day and month.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub day_secs: i64,
+    pub day_cost: i64,
+    pub month_secs: i64,
+    pub month_cost: i64,
+}
+
+/// The limits and what has been used against them.
+pub struct Limiter {
+    config: LimitsConfig,
+    office: OfficeTime,
+    /// Start times of the calls of the last minute, per subject.
+    recent: HashMap<String, VecDeque<Instant>>,
+    usage: HashMap<String, Usage>,
+    /// `[start, end)` of today and of this month (unix ms), as of the last refresh.
+    today: (i64, i64),
+    month: (i64, i64),
+}
+
+impl Limiter {
+    pub fn new(config: LimitsConfig, office: OfficeTime) -> Limiter {
+        Limiter {
+            config,
+            office,
+            recent: HashMap::new(),
+            usage: HashMap::new(),
+            today: (0, 0),
+            month: (0, 0),
+        }
+    }
+
+    pub fn config(&self) -> &LimitsConfig {
+        &self.config
+    }
+
+    fn limits(&self, who: Subject<'_>) -> CallLimits {
+        match who {
+            Subject::Extension(n) => self.config.for_extension(n),
+            Subject::Trunk(n) => self.config.for_trunk(n),
+        }
+    }
+
+    /// Whether trunk or line `name` has any limit at all (most have none).
+    pub fn trunk_limited(&self, name: &str) -> bool {
+        self.limits(Subject::Trunk(name)) != CallLimits::default()
+    }
+
+    /// Moves the day and month windows on when `unix_ms` has left them (their totals restart).
+    fn roll(&mut self, unix_ms: i64) {
+        if unix_ms >= self.today.0 && unix_ms < self.today.1 {
+            return;
+        }
+        let Some((today, month)) = self.office.today_and_month(unix_ms) else {
+            return;
+        };
+        let new_month = month != self.month;
+        self.today = today;
+        self.month = month;
+        for u in self.usage.values_mut() {
+            u.day_secs = 0;
+            u.day_cost = 0;
+            if new_month {
+                u.month_secs = 0;
+                u.month_cost = 0;
+            }
+        }
+        self.usage.retain(|_, u| *u != Usage::default());
+    }
+
+    /// `[start, end)` of today and this month at `unix_ms` (for loading usage from the store).
+    pub fn periods(&mut self, unix_ms: i64) -> ((i64, i64), (i64, i64)) {
+        self.roll(unix_ms);
+        (self.today, self.month)
+    }
+
+    /// Counts a call's talk time and cost (`cost_minor`, when rated) against `who`. Calls from
+    /// before this month (or day) count for the month only (or not at all).
+    pub fn add_usage(
+        &mut self,
+        who: Subject<'_>,
+        start_ms: i64,
+        billable_s: i64,
+        cost_minor: Option<i64>,
+        unix_ms: i64,
+    ) {
+        self.roll(unix_ms);
+        if start_ms < self.month.0 || (billable_s <= 0 && cost_minor.unwrap_or(0) <= 0) {
+            return;
+        }
+        let cost = cost_minor.unwrap_or(0).max(0);
+        let u = self.usage.entry(who.key()).or_default();
+        u.month_secs += billable_s.max(0);
+        u.month_cost += cost;
+        if start_ms >= self.today.0 {
+            u.day_secs += billable_s.max(0);
+            u.day_cost += cost;
+        }
+    }
+
+    /// What `who` has used today and this month.
+    pub fn usage(&mut self, who: Subject<'_>, unix_ms: i64) -> Usage {
+        self.roll(unix_ms);
+        self.usage.get(&who.key()).copied().unwrap_or_default()
+    }
+
+    /// Whether `who` may start one more call now, with `active` calls in progress. When it may,
+    /// the call is counted for the per-minute limit. `Err`: the reason phrase of the 403.
+    pub fn admit(&mut self, who: Subject<'_>, now: Instant, active: usize) -> Result<(), String> {
+        let limits = self.limits(who);
+        if let Some(max) = limits.concurrent_calls {
+            if active >= max as usize {
+                return Err(format!(
+                    "Limit reached: {max} concurrent call{}",
+                    plural(max)
+                ));
+            }
+        }
+        if let Some(max) = limits.calls_per_minute {
+            let starts = self.recent.entry(who.key()).or_default();
+            while starts
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= MINUTE)
+            {
+                starts.pop_front();
+            }
+            if starts.len() >= max as usize {
+                return Err(format!(
+                    "Limit reached: {max} call{} per minute",
+                    plural(max)
+                ));
+            }
+            starts.push_back(now);
+        }
+        Ok(())
+    }
+
+    /// Whether `who` may still spend: talk minutes and cost of today and this month.
+    /// `Err`: the reason phrase of the 403.
+    pub fn may_spend(&mut self, who: Subject<'_>, unix_ms: i64) -> Result<(), String> {
+        let limits = self.limits(who);
+        let used = self.usage(who, unix_ms);
+        if let Some(max) = limits.minutes_per_day {
+            if used.day_secs >= i64::from(max) * 60 {
+                return Err(format!("Limit reached: {max} minutes per day"));
+            }
+        }
+        if let Some(max) = limits.minutes_per_month {
+            if used.month_secs >= i64::from(max) * 60 {
+                return Err(format!("Limit reached: {max} minutes per month"));
+            }
+        }
+        if let Some(max) = limits.cost_per_day {
+            if used.day_cost >= max {
+                return Err(format!("Limit reached: cost {} per day", money(max)));
+            }
+        }
+        if let Some(max) = limits.cost_per_month {
+            if used.month_cost >= max {
+                return Err(format!("Limit reached: cost {} per month", money(max)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets per-minute history older than a minute and gives memory back after a flood.
+    pub fn housekeeping(&mut self, now: Instant) {
+        self.recent.retain(|_, starts| {
+            starts
+                .back()
+                .is_some_and(|t| now.saturating_duration_since(*t) < MINUTE)
+        });
+        if self.recent.capacity() > 4 * self.recent.len() + 64 {
+            self.recent.shrink_to_fit();
+        }
+    }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Minor units as an amount with two decimals.
+fn money(minor: i64) -> String {
+    format!("{}.{:02}", minor / 100, (minor % 100).abs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(extra: impl FnOnce(&mut LimitsConfig)) -> Limiter {
+        let mut c = LimitsConfig::default();
+        extra(&mut c);
+        Limiter::new(c, OfficeTime::utc())
+    }
+
+    #[test]
+    fn concurrent_and_per_minute_defaults() {
+        let mut l = limiter(|_| {});
+        let t0 = Instant::now();
+        let ext = Subject::Extension("100");
+        assert!(l.admit(ext, t0, 3).is_ok());
+        assert_eq!(
+            l.admit(ext, t0, 4).unwrap_err(),
+            "Limit reached: 4 concurrent calls"
+        );
+        for _ in 0..9 {
+            assert!(l.admit(ext, t0, 0).is_ok());
+        }
+        let e = l.admit(ext, t0 + Duration::from_secs(30), 0).unwrap_err();
+        assert_eq!(e, "Limit reached: 10 calls per minute");
+        // Another extension has its own count.
+        assert!(l.admit(Subject::Extension("101"), t0, 0).is_ok());
+        // A minute after the first calls, they no longer count.
+        assert!(l.admit(ext, t0 + Duration::from_secs(60), 0).is_ok());
+        l.housekeeping(t0 + Duration::from_secs(200));
+        assert!(l.recent.is_empty());
+    }
+
+    #[test]
+    fn overrides_and_unlimited_trunks() {
+        let mut l = limiter(|c| {
+            c.extensions.push((
+                "100".into(),
+                CallLimits {
+                    concurrent_calls: Some(0),
+                    calls_per_minute: Some(2),
+                    ..CallLimits::default()
+                },
+            ));
+            c.trunks.push((
+                "carrier".into(),
+                CallLimits {
+                    concurrent_calls: Some(1),
+                    ..CallLimits::default()
+                },
+            ));
+        });
+        let t0 = Instant::now();
+        let ext = Subject::Extension("100");
+        assert!(l.admit(ext, t0, 500).is_ok(), "0 means no limit");
+        assert!(l.admit(ext, t0, 0).is_ok());
+        assert!(l.admit(ext, t0, 0).is_err());
+        assert!(l.trunk_limited("carrier"));
+        assert!(!l.trunk_limited("other"));
+        assert!(l.admit(Subject::Trunk("other"), t0, 1000).is_ok());
+        assert_eq!(
+            l.admit(Subject::Trunk("carrier"), t0, 1).unwrap_err(),
+            "Limit reached: 1 concurrent call"
+        );
+    }
+
+    #[test]
+    fn limits_from_the_file() {
+        let text = r#"
+[limits]
+calls_per_minute = 20
+cost_per_day = 5.5
+tcp_connections = 100
+[limits.extension."100"]
+concurrent_calls = 0
+[limits.trunk]
+carrier = { minutes_per_month = 600 }
+"#;
+        let c = crate::config::Config::from_toml_str(text, std::path::Path::new("t.toml"))
+            .expect("parses");
+        let l = &c.limits;
+        assert_eq!(l.tcp_connections, 100);
+        let ext = l.for_extension("100");
+        assert_eq!(ext.concurrent_calls, None, "0: no limit");
+        assert_eq!(ext.calls_per_minute, Some(20));
+        assert_eq!(ext.cost_per_day, Some(550));
+        assert_eq!(l.for_extension("101").concurrent_calls, Some(4));
+        assert_eq!(l.for_trunk("carrier").minutes_per_month, Some(600));
+        assert_eq!(l.for_trunk("other"), CallLimits::default());
+        let bad = "[limits.extension.abc]\nconcurrent_calls = 1\n";
+        let e =
+            crate::config::Config::from_toml_str(bad, std::path::Path::new("t.toml")).unwrap_err();
+        assert_eq!(e.key(), Some("limits.extension.abc"), "{e}");
+        let bad = "[limits]\ncost_per_day = -1.0\n";
+        let e =
+            crate::config::Config::from_toml_str(bad, std::path::Path::new("t.toml")).unwrap_err();
+        assert_eq!(e.key(), Some("limits.cost_per_day"), "{e}");
+    }
+
+    #[test]
+    fn minutes_and_cost_per_day_and_month() {
+        let mut l = limiter(|c| {
+            c.extension_defaults.minutes_per_day = Some(10);
+            c.extension_defaults.cost_per_month = Some(500);
+        });
+        // 2026-12-03 12:00 UTC.
+        let noon = 1_796_299_200_000;
+        let ext = Subject::Extension("100");
+        assert!(l.may_spend(ext, noon).is_ok());
+        l.add_usage(ext, noon - 3_600_000, 9 * 60, Some(100), noon);
+        assert!(l.may_spend(ext, noon).is_ok());
+        l.add_usage(ext, noon - 60_000, 60, Some(100), noon);
+        assert_eq!(
+            l.may_spend(ext, noon).unwrap_err(),
+            "Limit reached: 10 minutes per day"
+        );
+        // The next day the minutes start again; the month's cost goes on.
+        let tomorrow = noon + 86_400_000;
+        assert!(l.may_spend(ext, tomorrow).is_ok());
+        l.add_usage(ext, tomorrow, 0, Some(300), tomorrow);
+        assert_eq!(
+            l.may_spend(ext, tomorrow).unwrap_err(),
+            "Limit reached: cost 5.00 per month"
+        );
+        // A record from last month does not count.
+        let mut l2 = limiter(|c| c.extension_defaults.cost_per_month = Some(500));
+        l2.add_usage(ext, noon - 40 * 86_400_000, 60, Some(10_000), noon);
+        assert!(l2.may_spend(ext, noon).is_ok());
+    }
+}
