@@ -20,7 +20,7 @@ use crate::sip::transaction::{Event, ServerKey, Timers, TransactionLayer, Transm
 use crate::sip::uri::Uri;
 use crate::store::{BindingChange, ExtensionRow};
 
-use super::digest_gate::{DigestGate, GateOutcome};
+use super::digest_gate::{Account, DigestGate, GateOutcome};
 
 /// Methods pasarela implements, advertised in Allow.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
@@ -146,6 +146,12 @@ impl SipCore {
     /// sources are PSTN calls, taken without digest authentication.
     pub fn set_line_agents(&mut self, agents: super::lines::LineAgents) {
         self.line_agents = agents;
+    }
+
+    /// The failed-authentication guard (bans, account locks), for the control socket and
+    /// the dashboard.
+    pub fn guard(&self) -> crate::security::guard::SharedGuard {
+        self.gate.guard()
     }
 
     pub fn registrar(&self) -> &Registrar {
@@ -544,7 +550,12 @@ impl SipCore {
             self.extensions
                 .get(user)
                 .filter(|e| e.enabled)
-                .map(|e| e.password.clone())
+                .map(|e| Account {
+                    ha1_md5: e.ha1_md5.clone(),
+                    ha1_sha256: e.ha1_sha256.clone(),
+                    legacy_digest: e.legacy_digest,
+                    allow: e.allow.clone(),
+                })
         });
         match outcome {
             GateOutcome::Authenticated(user) => match self.extensions.get(&user) {

@@ -13,6 +13,7 @@ pub mod overview;
 pub mod rates;
 pub mod records;
 pub mod routing;
+pub mod security;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -52,6 +53,12 @@ pub struct WebState {
     pub(crate) dundi: Option<crate::routing::dundi::OfficeDundi>,
     /// The office's time zone, for dates shown, filtered and grouped.
     pub(crate) office: Arc<OfficeTime>,
+    /// The digest realm (`[sip] domain`) extension passwords are hashed for.
+    pub(crate) realm: Arc<str>,
+    /// The failed-authentication guard of the SIP side, for the security page.
+    pub(crate) guard: Option<crate::security::guard::SharedGuard>,
+    /// Host names the dashboard answers to (DNS-rebinding defence); see [`super::host`].
+    pub(crate) hosts: Arc<super::host::AllowedHosts>,
 }
 
 impl WebState {
@@ -67,6 +74,9 @@ impl WebState {
             enum_: None,
             dundi: None,
             office: Arc::new(OfficeTime::utc()),
+            realm: Arc::from(crate::config::SipConfig::default().domain.as_str()),
+            guard: None,
+            hosts: Arc::new(super::host::AllowedHosts::default()),
         })
     }
 
@@ -134,6 +144,9 @@ pub fn router(state: WebState) -> Router {
         .route("/extensions", get(extensions::page))
         .route("/extensions/save", post(extensions::save))
         .route("/extensions/toggle", post(extensions::toggle))
+        .route("/security", get(security::page))
+        .route("/security/lift", post(security::lift))
+        .route("/security/unlock", post(security::unlock))
         .route("/logout", post(logout))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -319,19 +332,47 @@ async fn login(
         )
             .into_response()
     };
-    if !state.limiter.allowed(ip, Instant::now()) {
-        tracing::warn!(%ip, "dashboard: login refused, too many failed attempts");
-        return page(
+    let device = auth::cookie(&headers, auth::DEVICE_COOKIE);
+    let lookup_name = form.username.clone();
+    let found = state
+        .with_db(move |db| {
+            let user = auth::user_hash(&db.conn, &lookup_name)?;
+            let device_user = match &device {
+                Some(t) => auth::device_user(&db.conn, t)?,
+                None => None,
+            };
+            Ok((user, device_user))
+        })
+        .await;
+    let (user, device_user) = match found {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let known_device = matches!((&user, device_user), (Some((id, _)), Some(d)) if *id == d);
+    if let Err(hold) = state
+        .limiter
+        .check(ip, &form.username, known_device, Instant::now())
+    {
+        let (why, wait) = match hold {
+            auth::Holdback::Source(d) => ("from your address", d),
+            auth::Holdback::User(d) => ("for this user", d),
+        };
+        tracing::warn!(%ip, user = %form.username, ?hold, "dashboard: login held back after failed attempts");
+        let mut r = page(
             StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed attempts from your address; wait a few minutes.",
+            &format!(
+                "Too many failed attempts {why}; try again in {} seconds.",
+                wait.as_secs().max(1)
+            ),
             form.username.clone(),
         );
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
     }
-    let (username, password) = (form.username.clone(), form.password.clone());
-    let result: Result<Option<String>, PageError> = async {
-        let user = state
-            .with_db(move |db| Ok(auth::user_hash(&db.conn, &username)?))
-            .await?;
+    let password = form.password.clone();
+    let result: Result<Option<(String, String)>, PageError> = async {
         // The slow hash check runs without holding the shared connection.
         let checked = tokio::task::spawn_blocking(move || auth::check_password(user, &password))
             .await
@@ -339,7 +380,12 @@ async fn login(
         match checked {
             Some(id) => Ok(Some(
                 state
-                    .with_db(move |db| Ok(auth::create_session(&db.conn, id)?))
+                    .with_db(move |db| {
+                        Ok((
+                            auth::create_session(&db.conn, id)?,
+                            auth::remember_device(&db.conn, id)?,
+                        ))
+                    })
                     .await?,
             )),
             None => Ok(None),
@@ -347,12 +393,18 @@ async fn login(
     }
     .await;
     match result {
-        Ok(Some(token)) => {
+        Ok(Some((token, device))) => {
             tracing::info!(user = %form.username, %ip, "dashboard login");
-            session_response(&token)
+            state.limiter.succeeded(&form.username);
+            let mut res = session_response(&token);
+            let cookie = auth::set_cookie(auth::DEVICE_COOKIE, &device, auth::DEVICE_TTL);
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                res.headers_mut().append(header::SET_COOKIE, v);
+            }
+            res
         }
         Ok(None) => {
-            state.limiter.failed(ip, Instant::now());
+            state.limiter.failed(ip, &form.username, Instant::now());
             tracing::warn!(user = %form.username, %ip, "dashboard: failed login");
             page(
                 StatusCode::UNAUTHORIZED,
