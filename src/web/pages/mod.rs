@@ -332,23 +332,29 @@ async fn login(
         )
             .into_response()
     };
+    // A browser that logged in as this user before — its device cookie, or a session cookie
+    // still alive — is not held back by other people's failed guesses.
     let device = auth::cookie(&headers, auth::DEVICE_COOKIE);
+    let earlier_session = auth::cookie(&headers, SESSION_COOKIE);
     let lookup_name = form.username.clone();
     let found = state
         .with_db(move |db| {
             let user = auth::user_hash(&db.conn, &lookup_name)?;
-            let device_user = match &device {
-                Some(t) => auth::device_user(&db.conn, t)?,
-                None => None,
-            };
-            Ok((user, device_user))
+            let mut known = Vec::new();
+            if let Some(t) = &device {
+                known.extend(auth::device_user(&db.conn, t)?);
+            }
+            if let Some(t) = &earlier_session {
+                known.extend(auth::session(&db.conn, t)?.map(|s| s.user_id));
+            }
+            Ok((user, known))
         })
         .await;
-    let (user, device_user) = match found {
+    let (user, known) = match found {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    let known_device = matches!((&user, device_user), (Some((id, _)), Some(d)) if *id == d);
+    let known_device = user.as_ref().is_some_and(|(id, _)| known.contains(id));
     if let Err(hold) = state
         .limiter
         .check(ip, &form.username, known_device, Instant::now())
@@ -464,11 +470,21 @@ async fn setup(
                 Ok(id) => id,
                 Err(e) => return Ok(Err(e)),
             };
-            Ok(Ok(auth::create_session(&db.conn, id)?))
+            Ok(Ok((
+                auth::create_session(&db.conn, id)?,
+                auth::remember_device(&db.conn, id)?,
+            )))
         })
         .await;
     match result {
-        Ok(Ok(token)) => session_response(&token),
+        Ok(Ok((token, device))) => {
+            let mut res = session_response(&token);
+            let cookie = auth::set_cookie(auth::DEVICE_COOKIE, &device, auth::DEVICE_TTL);
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                res.headers_mut().append(header::SET_COOKIE, v);
+            }
+            res
+        }
         Ok(Err(AuthError::Invalid(msg))) => page(msg),
         Ok(Err(AuthError::AlreadySetUp)) => (
             StatusCode::FORBIDDEN,
