@@ -55,7 +55,7 @@ impl AllowedHosts {
             return true;
         }
         let name = normalise(name);
-        self.names.iter().any(|n| *n == name)
+        self.names.contains(&name)
     }
 }
 
