@@ -113,6 +113,9 @@ fn main() {
             d.join("callers.csv").display().to_string(),
             arg("-s"),
             arg("101"),
+            // The digest uri must be the Request-URI (sip:101@office.test).
+            arg("-auth_uri"),
+            arg("101@office.test"),
             arg("-i"),
             arg("127.0.0.1"),
             arg("-p"),

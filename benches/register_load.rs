@@ -18,7 +18,7 @@ fn extensions() -> String {
     (0..USERS)
         .map(|i| {
             format!(
-                "[[extension]]\nnumber = \"{}\"\npassword = \"pw{}\"\n",
+                "[[extension]]\nnumber = \"{}\"\npassword = \"bench-pw-{}\"\n",
                 2000 + i,
                 2000 + i
             )
@@ -76,7 +76,10 @@ fn main() {
     let _ = writeln!(users, "SEQUENTIAL");
     for i in 0..USERS {
         let n = 2000 + i;
-        let _ = writeln!(users, "{n};[authentication username={n} password=pw{n}]");
+        let _ = writeln!(
+            users,
+            "{n};[authentication username={n} password=bench-pw-{n}]"
+        );
     }
     drop(users);
     let server = start_server(dir.path(), &extensions());

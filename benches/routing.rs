@@ -49,13 +49,17 @@ uri = "sip:127.0.0.1:5090"
 }
 
 fn extensions() -> Vec<ExtensionRow> {
+    let (ha1_md5, ha1_sha256) = pasarela::store::digest_ha1("100", "office.test", "bench-secret");
     vec![ExtensionRow {
         number: "100".into(),
-        password: "x".into(),
+        ha1_md5,
+        ha1_sha256,
         name: None,
         did: None,
         enabled: true,
         permissions: None,
+        legacy_digest: false,
+        allow: Vec::new(),
     }]
 }
 

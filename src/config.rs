@@ -170,6 +170,10 @@ pub struct WebConfig {
     /// The office's time zone, for dates in the dashboard, CSV files and monthly billing
     /// (`time_zone`, an IANA name such as `Europe/Berlin`; default: the machine's zone).
     pub time_zone: Option<String>,
+    /// Host names the dashboard answers to besides its listen address, `localhost`, any
+    /// literal IP address and the machine's name (`hosts`); requests naming another host get
+    /// 421 (a DNS-rebinding defence).
+    pub hosts: Vec<String>,
 }
 
 /// `[numbering]`: the local numbering plan.
@@ -330,6 +334,12 @@ pub struct ExtensionConfig {
     /// What the extension may call (`permissions`, e.g. `["internal", "national"]`, `["all"]`);
     /// `None`: `numbering.default_permissions`.
     pub permissions: Option<crate::routing::Permissions>,
+    /// Networks it may register and call from (`allow`, e.g. `["192.168.1.0/24"]`; default
+    /// anywhere).
+    pub allow: Vec<crate::security::net::IpNet>,
+    /// Whether digest answers without `qop` (RFC 2069) are accepted (`legacy_digest`,
+    /// default false).
+    pub legacy_digest: bool,
 }
 
 /// Why a configuration could not be loaded.
@@ -438,6 +448,7 @@ impl Default for WebConfig {
         WebConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             time_zone: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -665,6 +676,7 @@ struct RawStore {
 struct RawWeb {
     listen: Option<String>,
     time_zone: Option<String>,
+    hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -818,6 +830,8 @@ struct RawExtension {
     did: Option<String>,
     enabled: Option<bool>,
     permissions: Option<Vec<String>>,
+    allow: Option<Vec<String>>,
+    legacy_digest: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1301,7 +1315,25 @@ impl RawWeb {
                 }
             },
         };
-        Ok(WebConfig { listen, time_zone })
+        let mut hosts = Vec::new();
+        for (i, h) in self.hosts.unwrap_or_default().into_iter().enumerate() {
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+            if !ok {
+                return Err(invalid(
+                    &at.key("hosts").index(i),
+                    format!("`{h}` is not a host name"),
+                ));
+            }
+            hosts.push(h.to_ascii_lowercase());
+        }
+        Ok(WebConfig {
+            listen,
+            time_zone,
+            hosts,
+        })
     }
 }
 
@@ -1788,6 +1820,22 @@ fn validate_extensions(raw: Vec<RawExtension>) -> Checked<Vec<ExtensionConfig>> 
         if e.password.is_empty() {
             return Err(invalid(&at.key("password"), "must not be empty"));
         }
+        if let Err(weak) = crate::security::password::check(&e.password, &e.number) {
+            return Err(invalid(
+                &at.key("password"),
+                format!(
+                    "the password of extension {} is too weak: it {weak}",
+                    e.number
+                ),
+            ));
+        }
+        let mut allow = Vec::new();
+        for (j, net) in e.allow.unwrap_or_default().iter().enumerate() {
+            allow.push(
+                net.parse()
+                    .map_err(|err| invalid(&at.key("allow").index(j), format!("{err}")))?,
+            );
+        }
         if let Some(did) = &e.did {
             let ok = did
                 .strip_prefix('+')
@@ -1806,6 +1854,8 @@ fn validate_extensions(raw: Vec<RawExtension>) -> Checked<Vec<ExtensionConfig>> 
             did: e.did,
             enabled: e.enabled.unwrap_or(true),
             permissions: permission_list(e.permissions, &at.key("permissions"))?,
+            allow,
+            legacy_digest: e.legacy_digest.unwrap_or(false),
         });
     }
     Ok(out)
@@ -2217,6 +2267,8 @@ enabled = false
                     did: Some("+4930123456".into()),
                     enabled: true,
                     permissions: None,
+                    allow: Vec::new(),
+                    legacy_digest: false,
                 },
                 ExtensionConfig {
                     number: "101".into(),
@@ -2225,6 +2277,8 @@ enabled = false
                     did: None,
                     enabled: false,
                     permissions: None,
+                    allow: Vec::new(),
+                    legacy_digest: false,
                 },
             ]
         );
@@ -2285,7 +2339,7 @@ enabled = false
 
     #[test]
     fn unknown_key_in_array_of_tables() {
-        let text = "[[extension]]\nnumber = \"100\"\npassword = \"a\"\n\n[[extension]]\nnumber = \"101\"\npasword = \"b\"\n";
+        let text = "[[extension]]\nnumber = \"100\"\npassword = \"pw-a-secret\"\n\n[[extension]]\nnumber = \"101\"\npasword = \"b\"\n";
         let (line, key, msg) = fail(text);
         assert_eq!((line, key.as_str()), (7, "extension[1].pasword"), "{msg}");
     }
@@ -2298,8 +2352,9 @@ enabled = false
         assert_eq!((line, key.as_str()), (2, "sip.min_expires"), "{msg}");
         let (line, key, msg) = fail("[sip]\nlisten = [\n  \"udp:127.0.0.1:5060\",\n  5060,\n]\n");
         assert_eq!((line, key.as_str()), (4, "sip.listen[1]"), "{msg}");
-        let (line, key, msg) =
-            fail("[[extension]]\nnumber = \"100\"\npassword = \"x\"\nenabled = \"yes\"\n");
+        let (line, key, msg) = fail(
+            "[[extension]]\nnumber = \"100\"\npassword = \"pw-x-secret\"\nenabled = \"yes\"\n",
+        );
         assert_eq!((line, key.as_str()), (4, "extension[0].enabled"), "{msg}");
         let (line, key, msg) = fail("sip = 3\n");
         assert_eq!((line, key.as_str()), (1, "sip"), "{msg}");
@@ -2307,7 +2362,7 @@ enabled = false
 
     #[test]
     fn missing_required_key_points_at_its_table() {
-        let text = "[sip]\ndomain = \"a\"\n\n[[extension]]\nnumber = \"100\"\npassword = \"a\"\n\n[[extension]]\nnumber = \"101\"\n";
+        let text = "[sip]\ndomain = \"a\"\n\n[[extension]]\nnumber = \"100\"\npassword = \"pw-a-secret\"\n\n[[extension]]\nnumber = \"101\"\n";
         let (line, key, msg) = fail(text);
         // Line 8 is the `[[extension]]` header of the second entry.
         assert_eq!((line, key.as_str()), (8, "extension[1].password"), "{msg}");
@@ -2371,7 +2426,7 @@ enabled = false
     #[test]
     fn extension_errors() {
         let ext = |number: &str, extra: &str| {
-            format!("[[extension]]\nnumber = \"{number}\"\npassword = \"pw\"\n{extra}\n")
+            format!("[[extension]]\nnumber = \"{number}\"\npassword = \"pw-pw-secret\"\n{extra}\n")
         };
         for bad in ["", "12a", "1234567890123456", "+100"] {
             let (line, key, msg) = fail(&ext(bad, ""));
@@ -2383,6 +2438,26 @@ enabled = false
             let (line, key, msg) = fail(&ext("100", &format!("did = \"{bad}\"")));
             assert_eq!((line, key.as_str()), (4, "extension[0].did"), "{msg}");
         }
+        // Weak passwords are refused as the dashboard refuses them, naming extension and key.
+        for weak in ["1234", "12345678", "password", "abcdefgh"] {
+            let (line, key, msg) = fail(&format!(
+                "[[extension]]\nnumber = \"104\"\npassword = \"{weak}\"\n"
+            ));
+            assert_eq!((line, key.as_str()), (3, "extension[0].password"), "{msg}");
+            assert!(
+                msg.contains("extension 104") && msg.contains("too weak"),
+                "{msg}"
+            );
+        }
+        let (line, key, msg) = fail(&ext("100", "allow = [\"10.0.0.0/8\", \"lan\"]"));
+        assert_eq!((line, key.as_str()), (4, "extension[0].allow[1]"), "{msg}");
+        let c = parse(&ext(
+            "100",
+            "allow = [\"192.168.1.0/24\"]\nlegacy_digest = true",
+        ))
+        .unwrap();
+        assert!(c.extensions[0].allow[0].contains("192.168.1.9".parse().unwrap()));
+        assert!(c.extensions[0].legacy_digest);
     }
 
     #[test]
@@ -2390,7 +2465,7 @@ enabled = false
         let mut text = String::from("[sip]\ndomain = \"office.test\"\n");
         for n in ["100", "101", "102", "101"] {
             text.push_str(&format!(
-                "\n[[extension]]\nname = \"x\"\nnumber = \"{n}\"\npassword = \"pw\"\n"
+                "\n[[extension]]\nname = \"x\"\nnumber = \"{n}\"\npassword = \"pw-pw-secret\"\n"
             ));
         }
         let (line, key, msg) = fail(&text);
@@ -2442,7 +2517,7 @@ enabled = false
     fn inline_tables_and_dotted_keys_are_located() {
         let (line, key, msg) = fail("sip.domain = \"x\"\nsip.t1_ms = 9000\n");
         assert_eq!((line, key.as_str()), (2, "sip.t1_ms"), "{msg}");
-        let text = "extension = [\n  { number = \"1\", password = \"a\" },\n  { number = \"1\", password = \"b\" },\n]\n";
+        let text = "extension = [\n  { number = \"1\", password = \"pw-a-secret\" },\n  { number = \"1\", password = \"pw-b-secret\" },\n]\n";
         let (line, key, msg) = fail(text);
         assert_eq!((line, key.as_str()), (3, "extension[1].number"), "{msg}");
     }
@@ -2495,17 +2570,17 @@ sip_host = "pbx.office.test:5070"
 name = "carrier"
 uri = "sip:gw.carrier.test;transport=tcp"
 username = "u1"
-password = "p1"
+password = "pw-p1-secret"
 number_format = "national"
 
 [[extension]]
 number = "100"
-password = "x"
+password = "pw-x-secret"
 permissions = ["all"]
 
 [[extension]]
 number = "101"
-password = "y"
+password = "pw-y-secret"
 "#,
         )
         .unwrap();
@@ -2538,7 +2613,7 @@ password = "y"
     #[test]
     fn routing_key_errors() {
         let (line, key, _) =
-            fail("[[extension]]\nnumber = \"1\"\npassword = \"x\"\npermissions = [\"national\", \"moon\"]\n");
+            fail("[[extension]]\nnumber = \"1\"\npassword = \"pw-x-secret\"\npermissions = [\"national\", \"moon\"]\n");
         assert_eq!((line, key.as_str()), (4, "extension[0].permissions[1]"));
         let (line, key, _) = fail("[numbering]\ndefault_permissions = [\"everything\"]\n");
         assert_eq!(

@@ -14,6 +14,7 @@ pub mod pstn;
 pub mod registrar;
 pub mod routing;
 pub mod sdp;
+pub mod security;
 pub mod server;
 pub mod sip;
 pub mod store;

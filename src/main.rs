@@ -71,6 +71,12 @@ enum Command {
         #[command(subcommand)]
         command: DundiCommand,
     },
+    /// Sources banned after failed SIP authentications, asked of the running gateway
+    /// through its control socket: `bans list`, `bans lift ADDR`, `bans unlock EXT`.
+    Bans {
+        #[command(subcommand)]
+        command: BansCommand,
+    },
     /// GSM modem lines (`[[modem]]`).
     Modem {
         #[command(subcommand)]
@@ -122,6 +128,23 @@ enum DundiCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum BansCommand {
+    /// List the banned sources (seconds left, bans so far, last extension tried) and the
+    /// locked extensions.
+    List,
+    /// Lift the ban of ADDR (its failure count starts again from zero).
+    Lift {
+        /// The banned IP address.
+        addr: String,
+    },
+    /// Unlock extension EXT for every address.
+    Unlock {
+        /// The extension number.
+        ext: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ModemCommand {
     /// Open every configured modem for up to 20 s and print its state, IMEI, operator and
     /// signal, one line per modem. While `serve` runs it holds the ports: read the dashboard's
@@ -159,6 +182,7 @@ fn main() -> ExitCode {
         }
         Command::Route { number, from } => route(config, &number, from.as_deref()),
         Command::Dundi { command } => dundi(config, command),
+        Command::Bans { command } => bans(&config, command),
         Command::Modem {
             action: ModemCommand::Status,
         } => modem_status(config),
@@ -229,6 +253,33 @@ fn restore(config: &Config, file: &Path, files: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("pasarela: restore: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `pasarela bans …`: bans live in the running `serve`, asked through its control socket.
+fn bans(config: &Config, command: BansCommand) -> ExitCode {
+    let request = match command {
+        BansCommand::List => "bans list".to_owned(),
+        BansCommand::Lift { addr } => format!("bans lift {}", addr.trim()),
+        BansCommand::Unlock { ext } => format!("bans unlock {}", ext.trim()),
+    };
+    let socket = pasarela::server::control::socket_path(&config.store.path);
+    match pasarela::server::control::ask(&socket, &request) {
+        Some(answer) => {
+            print!("{answer}");
+            if answer.starts_with("error:") {
+                ExitCode::from(EXIT_FAILURE)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        None => {
+            eprintln!(
+                "pasarela: no running gateway answers on {} (bans live in `serve`)",
+                socket.display()
+            );
             ExitCode::from(EXIT_FAILURE)
         }
     }

@@ -35,13 +35,18 @@ struct Harness {
 }
 
 fn ext(n: &str) -> ExtensionRow {
+    let (ha1_md5, ha1_sha256) =
+        pasarela::store::digest_ha1(n, "office.test", &format!("secret{n}"));
     ExtensionRow {
         number: n.into(),
-        password: format!("secret{n}"),
+        ha1_md5,
+        ha1_sha256,
         name: None,
         did: None,
         enabled: true,
         permissions: None,
+        legacy_digest: false,
+        allow: Vec::new(),
     }
 }
 

@@ -371,7 +371,9 @@ fn a_failing_enum_target_fails_over_to_the_trunk() {
     assert_eq!(r.disposition, Disposition::Answered, "{r:?}");
 
     // A premium-rate number (barred by default) is refused with 403 — sipp's scenario wants
-    // 404 and fails, which does not matter here — and the refusal is recorded.
+    // 404 and fails, which does not matter here — and the refusal is recorded. The digest uri
+    // must be the Request-URI.
+    let premium_uri = format!("09001234567@{}", office.server.udp);
     let refused = sipp_spawn(
         office.server.dir(),
         "caller-100-premium",
@@ -389,6 +391,8 @@ fn a_failing_enum_target_fails_over_to_the_trunk() {
             "100",
             "-ap",
             "secret100",
+            "-auth_uri",
+            &premium_uri,
         ],
     )
     .wait(HARD);
@@ -408,7 +412,7 @@ fn route_cli(dir: &Path, routing: &str, args: &[&str]) -> (bool, String) {
     std::fs::write(
         &path,
         format!(
-            "[calls]\n{routing}\n[store]\npath = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[[extension]]\nnumber = \"100\"\npassword = \"x\"\n\n[[extension]]\nnumber = \"101\"\npassword = \"y\"\npermissions = [\"internal\"]\n",
+            "[calls]\n{routing}\n[store]\npath = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[[extension]]\nnumber = \"100\"\npassword = \"secret-x-100\"\n\n[[extension]]\nnumber = \"101\"\npassword = \"secret-y-101\"\npermissions = [\"internal\"]\n",
             dir.join("route.db").display()
         ),
     )

@@ -355,13 +355,76 @@ fn setup_login_sessions_and_csrf() {
         );
         statuses.push(r.status);
     }
-    assert_eq!(statuses, vec![401, 401, 401, 401, 401, 429]);
+    // Three free failures, then the user's back-off (bounded at 60 s) and the address's limit
+    // (5 per 5 minutes) hold the guesser back.
+    assert_eq!(statuses[..3], [401, 401, 401], "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 401).count() <= 5,
+        "{statuses:?}"
+    );
     let r = guess.post(
         "/login",
         &[("username", "admin"), ("password", PASSWORD), ("csrf", &t)],
     );
-    assert_eq!(r.status, 429, "the right password does not lift the limit");
+    assert_eq!(r.status, 429, "the guesser's browser stays held back");
     assert!(r.body.contains("Too many failed attempts"));
+    assert!(r.header("retry-after").is_some());
+    // The admin's own browser (it logged in before) is not locked out by that guessing, even
+    // from the same address.
+    let t = csrf_of(&admin.get("/login").body);
+    let r = admin.post(
+        "/login",
+        &[("username", "admin"), ("password", PASSWORD), ("csrf", &t)],
+    );
+    assert_eq!(
+        redirect_to(&r),
+        "/",
+        "the right password from a known browser"
+    );
+}
+
+#[test]
+fn host_header_is_checked_against_dns_rebinding() {
+    let server = Server::start(&config(MD5_ONLY).replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nhosts = [\"pbx.office.test\"]",
+    ));
+    let web = server.web.expect("web address");
+    let raw = |host: Option<&str>| -> u16 {
+        let mut s = TcpStream::connect_timeout(&web, Duration::from_secs(5)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let host = host.map_or(String::new(), |h| format!("Host: {h}\r\n"));
+        // HTTP/1.0 lets a request go without Host.
+        write!(s, "GET /login HTTP/1.0\r\n{host}Connection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    };
+    for ok in [
+        web.to_string(),
+        format!("localhost:{}", web.port()),
+        "pbx.office.test".into(),
+    ] {
+        assert_ne!(raw(Some(&ok)), 421, "{ok}");
+    }
+    // A rebinding page's own name is refused, on the dashboard and the operations endpoints.
+    assert_eq!(raw(Some("attacker.example")), 421);
+    assert_eq!(raw(Some(&format!("attacker.example:{}", web.port()))), 421);
+    assert_eq!(raw(None), 400);
+    let mut s = TcpStream::connect_timeout(&web, Duration::from_secs(5)).unwrap();
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: rebind.attacker.example\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 421"), "{out}");
 }
 
 fn record(start_ms: i64, caller: &str, callee: &str, ext: &str, dir: Direction) -> CallRecord {
@@ -686,8 +749,19 @@ fn extensions_are_added_edited_and_disabled() {
 
     let store = pasarela::store::Store::open(&server.db).unwrap();
     let row = store.extension("300").unwrap().expect("web extension");
-    assert_eq!(row.password, "sip-secret-300");
+    let ha1 = pasarela::store::digest_ha1("300", "office.test", "sip-secret-300");
+    assert_eq!((row.ha1_md5.clone(), row.ha1_sha256.clone()), ha1);
     assert_eq!(row.did.as_deref(), Some("+4930123456"));
+    // Only the hashes are kept: the clear password is nowhere in the database files.
+    for suffix in ["", "-wal"] {
+        let mut path = server.db.clone().into_os_string();
+        path.push(suffix);
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            !bytes.windows(14).any(|w| w == b"sip-secret-300"),
+            "{path:?} holds the clear SIP password"
+        );
+    }
     assert!(row.enabled);
 
     // Edit with an empty password keeps it; disable; a config row cannot be toggled.
@@ -708,7 +782,7 @@ fn extensions_are_added_edited_and_disabled() {
     );
     assert_eq!(redirect_to(&r), "/extensions");
     let row = store.extension("300").unwrap().unwrap();
-    assert_eq!(row.password, "sip-secret-300");
+    assert_eq!((row.ha1_md5, row.ha1_sha256), ha1);
     assert_eq!((row.name.as_deref(), row.did), (Some("Lab"), None));
     assert_eq!(row.permissions, None);
     let r = c.post("/extensions/toggle", &[("number", "300"), ("csrf", &token)]);

@@ -6,6 +6,12 @@
 //! quotes and line breaks; records end at `\n` or `\r\n`; a UTF-8 byte order mark is skipped;
 //! blank lines are ignored. Writing: rows end with `\r\n`, and a field is quoted when it holds
 //! the delimiter, a quote, a line break, or leading or trailing spaces.
+//!
+//! Formula injection (CWE-1236): a written field that a spreadsheet would run as a formula —
+//! one starting with `=`, `+`, `-`, `@`, a tab or a carriage return, such as a dialled string
+//! `=HYPERLINK(…)` — gets a leading `'`, which spreadsheets show as text. Plain numbers
+//! (`+4930123456`, `-0.5`) are left as they are: they are no formula. Reading drops that `'`
+//! again, so exported rate tables import unchanged.
 // Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
 #![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
@@ -187,7 +193,13 @@ pub fn parse(text: &str, delimiter: u8) -> Result<Vec<CsvRow>, CsvProblem> {
         // Splitting at ASCII bytes keeps every field valid UTF-8.
         let fields: Vec<String> = fields
             .into_iter()
-            .map(|f| String::from_utf8_lossy(&f).into_owned())
+            .map(|f| {
+                let text = String::from_utf8_lossy(&f).into_owned();
+                match text.strip_prefix('\'') {
+                    Some(rest) if formula_like(rest) => rest.to_owned(),
+                    _ => text,
+                }
+            })
             .collect();
         let blank = fields.len() == 1 && fields.first().is_some_and(|f| f.trim().is_empty());
         if !blank {
@@ -200,11 +212,37 @@ pub fn parse(text: &str, delimiter: u8) -> Result<Vec<CsvRow>, CsvProblem> {
     Ok(rows)
 }
 
-/// Appends `value` to `row` as one field (with the delimiter before it unless `first`).
+/// Whether a spreadsheet would take `value` for a formula: it starts with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return and is not a plain number.
+pub fn formula_like(value: &str) -> bool {
+    let Some(first) = value.chars().next() else {
+        return false;
+    };
+    if !matches!(first, '=' | '+' | '-' | '@' | '\t' | '\r') {
+        return false;
+    }
+    let plain_number = matches!(first, '+' | '-')
+        && value.len() > 1
+        && value
+            .chars()
+            .skip(1)
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | ',' | ' '));
+    !plain_number
+}
+
+/// Appends `value` to `row` as one field (with the delimiter before it unless `first`); a
+/// formula-like value is neutralised with a leading `'`.
 pub fn push_field(row: &mut String, value: &str, first: bool) {
     if !first {
         row.push(',');
     }
+    let neutralised;
+    let value = if formula_like(value) {
+        neutralised = format!("'{value}");
+        neutralised.as_str()
+    } else {
+        value
+    };
     let needs_quotes = value
         .bytes()
         .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
@@ -303,6 +341,31 @@ mod tests {
             text.starts_with("plain,\"com,ma\",\"quo\"\"te\","),
             "{text}"
         );
+        let rows = parse(&text, b',').unwrap();
+        assert_eq!(fields(&rows), vec![values.to_vec()]);
+    }
+
+    #[test]
+    fn formulas_are_neutralised_and_read_back() {
+        let values = [
+            "=HYPERLINK(\"http://evil.example\",\"call\")",
+            "+1+cmd|' /C calc'!A0",
+            "-2+3",
+            "@SUM(A1:A2)",
+            "\tx",
+            "\r=1",
+            "+4930123456",
+            "-0.50",
+            "sip:=x@host",
+        ];
+        let mut out = Vec::new();
+        write_row(&mut out, &values).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"call\"\")\",'+1+cmd|' /C calc'!A0,'-2+3,'@SUM(A1:A2),'\tx,\"'\r=1\",+4930123456,-0.50,sip:=x@host\r\n"),
+            "{text}"
+        );
+        // No field of the written row starts with a formula character.
         let rows = parse(&text, b',').unwrap();
         assert_eq!(fields(&rows), vec![values.to_vec()]);
     }

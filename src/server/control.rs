@@ -1,7 +1,8 @@
 //! The control socket of a running `serve`: a Unix stream socket beside the database
 //! (`<store path>.ctl`, mode 0660, so root and the service's group only) where the command line
 //! asks the running gateway about its state — `pasarela dundi peers|cache|lookup` — instead of
-//! starting a second node. One request line per connection, a text answer, then close.
+//! starting a second node, and lists or lifts the bans of sources that failed authentication
+//! (`pasarela bans list|lift ADDR`). One request line per connection, a text answer, then close.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
 use crate::routing::dundi::{report, OfficeDundi};
+use crate::security::guard::SharedGuard;
 
 /// How long a client may take to send its request.
 const READ_WITHIN: Duration = Duration::from_secs(5);
@@ -38,7 +40,11 @@ impl Drop for Control {
 }
 
 /// Listens on `path` (a stale socket left by a crash is replaced; a live one is an error).
-pub async fn start(path: &Path, dundi: Option<OfficeDundi>) -> std::io::Result<Control> {
+pub async fn start(
+    path: &Path,
+    dundi: Option<OfficeDundi>,
+    guard: Option<SharedGuard>,
+) -> std::io::Result<Control> {
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
             return Err(std::io::Error::new(
@@ -59,8 +65,9 @@ pub async fn start(path: &Path, dundi: Option<OfficeDundi>) -> std::io::Result<C
                 continue;
             };
             let dundi = dundi.clone();
+            let guard = guard.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_one(stream, dundi).await {
+                if let Err(e) = serve_one(stream, dundi, guard).await {
                     tracing::debug!("control socket: {e}");
                 }
             });
@@ -72,14 +79,21 @@ pub async fn start(path: &Path, dundi: Option<OfficeDundi>) -> std::io::Result<C
     })
 }
 
-async fn serve_one(stream: UnixStream, dundi: Option<OfficeDundi>) -> std::io::Result<()> {
+async fn serve_one(
+    stream: UnixStream,
+    dundi: Option<OfficeDundi>,
+    guard: Option<SharedGuard>,
+) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(rd.take(MAX_LINE as u64));
     tokio::time::timeout(READ_WITHIN, reader.read_line(&mut line))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
-    let answer = answer(line.trim(), dundi.as_ref()).await;
+    let answer = match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["bans", rest @ ..] => bans(rest, guard.as_ref()),
+        _ => answer(line.trim(), dundi.as_ref()).await,
+    };
     wr.write_all(answer.as_bytes()).await?;
     wr.shutdown().await
 }
@@ -123,6 +137,30 @@ async fn answer(request: &str, dundi: Option<&OfficeDundi>) -> String {
             }
         }
         _ => "error: unknown request\n".into(),
+    }
+}
+
+/// `bans list` and `bans lift ADDR`.
+fn bans(words: &[&str], guard: Option<&SharedGuard>) -> String {
+    let Some(guard) = guard else {
+        return "error: no SIP service in this process\n".into();
+    };
+    let now = crate::server::unix_now();
+    match words {
+        ["list"] => crate::security::report::bans_text(&guard.lock(), now),
+        ["lift", addr] => match addr.parse::<std::net::IpAddr>() {
+            Ok(ip) if guard.lock().lift(ip, now) => format!("lifted the ban of {ip}\n"),
+            Ok(ip) => format!("{ip} is not banned\n"),
+            Err(_) => format!("error: `{addr}` is not an IP address\n"),
+        },
+        ["unlock", account] => {
+            if guard.lock().unlock(account, now) {
+                format!("unlocked extension {account}\n")
+            } else {
+                format!("extension {account} is not locked\n")
+            }
+        }
+        _ => "error: unknown bans request (list, lift ADDR, unlock EXT)\n".into(),
     }
 }
 

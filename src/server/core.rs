@@ -20,7 +20,6 @@ use crate::sip::transaction::{Event, ServerKey, Timers, TransactionLayer, Transm
 use crate::sip::uri::Uri;
 use crate::store::{BindingChange, ExtensionRow};
 
-use super::digest_gate::{DigestGate, GateOutcome};
 use super::limits::Subject;
 
 /// No limits: the core's own default (the configuration's come with [`SipCore::set_limits`]).
@@ -30,6 +29,7 @@ fn unlimited() -> crate::config::LimitsConfig {
         ..Default::default()
     }
 }
+use super::digest_gate::{Account, DigestGate, GateOutcome};
 
 /// Methods pasarela implements, advertised in Allow.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
@@ -199,6 +199,12 @@ impl SipCore {
 
     pub fn limiter_mut(&mut self) -> &mut super::limits::Limiter {
         &mut self.limiter
+    }
+
+    /// The failed-authentication guard (bans, account locks), for the control socket and
+    /// the dashboard.
+    pub fn guard(&self) -> crate::security::guard::SharedGuard {
+        self.gate.guard()
     }
 
     pub fn registrar(&self) -> &Registrar {
@@ -663,7 +669,12 @@ impl SipCore {
             self.extensions
                 .get(user)
                 .filter(|e| e.enabled)
-                .map(|e| e.password.clone())
+                .map(|e| Account {
+                    ha1_md5: e.ha1_md5.clone(),
+                    ha1_sha256: e.ha1_sha256.clone(),
+                    legacy_digest: e.legacy_digest,
+                    allow: e.allow.clone(),
+                })
         });
         match outcome {
             GateOutcome::Authenticated(user) => match self.extensions.get(&user) {

@@ -1,17 +1,25 @@
 //! The digest gate: decides whether a request carries valid credentials for an extension
 //! (RFC 3261 §22, RFC 8760), issues challenges for the configured algorithms, signals stale
-//! nonces, refuses replays, and rate-limits sources that keep failing — a PSTN gateway is a
-//! toll-fraud target.
+//! nonces, and refuses replays — a PSTN gateway is a toll-fraud target. Strict by default:
+//! the digest `uri` must be the Request-URI (§19.1.4 equivalence, 400 otherwise), `qop=auth`
+//! is required unless the extension has `legacy_digest`, nonces are bound to the address they
+//! were sent to and each nonce count is accepted once. Extensions are verified against their
+//! HA1 hashes (the store keeps no clear password); failures feed the
+//! [`guard`](crate::security::guard) that bans sources and locks accounts, and every refusal
+//! looks the same ([`REFUSED`]).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
+use crate::security::guard::SharedGuard;
+use crate::security::net::IpNet;
 use crate::sip::auth::{self, Algorithm, NonceManager, NonceStatus};
 use crate::sip::message::Request;
+use crate::sip::uri_eq;
 
-/// Failed attempts a source may make per window before it is refused outright.
-const MAX_FAILURES: u32 = 20;
-const FAILURE_WINDOW_SECS: u64 = 60;
+/// The one answer to every failed or refused authentication, whatever the reason (unknown
+/// extension, wrong password, banned source, locked account, network not allowed): nothing
+/// in it tells an attacker which extensions exist.
+pub const REFUSED: &str = "Forbidden";
 
 /// What the gate decided.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,11 +34,24 @@ pub enum GateOutcome {
     Malformed(String),
 }
 
+/// What the gate needs to know of an enabled extension.
+#[derive(Debug, Clone, Default)]
+pub struct Account {
+    /// `H(number:realm:password)` with MD5, hex.
+    pub ha1_md5: String,
+    /// The same with SHA-256.
+    pub ha1_sha256: String,
+    /// Whether RFC 2069 answers (no `qop`) are accepted.
+    pub legacy_digest: bool,
+    /// Networks it may authenticate from; empty: anywhere.
+    pub allow: Vec<IpNet>,
+}
+
 pub struct DigestGate {
     realm: String,
     algorithms: Vec<Algorithm>,
     nonces: NonceManager,
-    failures: HashMap<IpAddr, (u64, u32)>,
+    guard: SharedGuard,
     entropy: u64,
 }
 
@@ -47,17 +68,24 @@ impl DigestGate {
             realm,
             algorithms,
             nonces: NonceManager::new(secret, nonce_ttl_secs),
-            failures: HashMap::new(),
+            guard: SharedGuard::default(),
             entropy,
         }
     }
 
-    fn challenge(&mut self, unix: u64, stale: bool) -> GateOutcome {
+    /// The failure counters and bans, shared with the control socket and the dashboard.
+    pub fn guard(&self) -> SharedGuard {
+        self.guard.clone()
+    }
+
+    fn challenge(&mut self, unix: u64, source: IpAddr, stale: bool) -> GateOutcome {
         // xorshift: unpredictable enough with the secret-derived seed, and cheap per challenge.
         self.entropy ^= self.entropy << 13;
         self.entropy ^= self.entropy >> 7;
         self.entropy ^= self.entropy << 17;
-        let nonce = self.nonces.issue(unix, self.entropy);
+        let nonce = self
+            .nonces
+            .issue_bound(unix, self.entropy, &bound_to(source));
         GateOutcome::Challenge(
             self.algorithms
                 .iter()
@@ -66,30 +94,23 @@ impl DigestGate {
         )
     }
 
-    fn fail(&mut self, unix: u64, ip: IpAddr) {
-        let entry = self.failures.entry(ip).or_insert((unix, 0));
-        if unix.saturating_sub(entry.0) >= FAILURE_WINDOW_SECS {
-            *entry = (unix, 0);
-        }
-        entry.1 += 1;
+    fn fail(&mut self, unix: u64, source: IpAddr, account: Option<&str>) -> GateOutcome {
+        self.guard.lock().failed(source, account, unix);
+        GateOutcome::Forbidden(REFUSED)
     }
 
-    fn blocked(&self, unix: u64, ip: IpAddr) -> bool {
-        self.failures.get(&ip).is_some_and(|(start, n)| {
-            *n >= MAX_FAILURES && unix.saturating_sub(*start) < FAILURE_WINDOW_SECS
-        })
-    }
-
-    /// Checks the Authorization headers of `req`; `password_of` gives an enabled extension's password.
+    /// Checks the Authorization headers of `req` from `source`; `account_of` gives an enabled
+    /// extension's secrets.
     pub fn check(
         &mut self,
         unix: u64,
         req: &Request,
         source: IpAddr,
-        password_of: impl Fn(&str) -> Option<String>,
+        account_of: impl Fn(&str) -> Option<Account>,
     ) -> GateOutcome {
-        if self.blocked(unix, source) {
-            return GateOutcome::Forbidden("Too many failed authentications");
+        if self.guard.lock().banned(source, unix) {
+            tracing::debug!(%source, "request from a banned source refused");
+            return GateOutcome::Forbidden(REFUSED);
         }
         // Use the credentials for our realm; others (or other schemes) are ignored.
         let mut creds = None;
@@ -107,34 +128,77 @@ impl DigestGate {
             }
         }
         let Some(creds) = creds else {
-            return self.challenge(unix, false);
+            return self.challenge(unix, source, false);
         };
-        let Some(password) = password_of(&creds.username) else {
+        // RFC 3261 §22.4 / RFC 2617 §3.2.2.5: the digest covers the Request-URI; one computed
+        // for another URI is a replay (a sniffed INVITE turned towards another number).
+        if !uri_eq::text_equivalent(&creds.uri, &req.uri) {
+            tracing::warn!(user = %creds.username, %source, uri = %creds.uri, "Authorization uri differs from the Request-URI");
+            self.guard.lock().failed(source, None, unix);
+            return GateOutcome::Malformed(
+                "Authorization uri does not match the Request-URI".into(),
+            );
+        }
+        let Some(account) = account_of(&creds.username) else {
             tracing::warn!(user = %creds.username, %source, "authentication for unknown or disabled extension");
-            self.fail(unix, source);
-            return GateOutcome::Forbidden("Forbidden");
+            return self.fail(unix, source, None);
+        };
+        let user = creds.username.as_str();
+        if creds.qop.is_none() && !account.legacy_digest {
+            tracing::warn!(%user, %source, "digest without qop (RFC 2069) refused; set legacy_digest = true for this extension if it needs it");
+            return self.fail(unix, source, Some(user));
+        }
+        if !account.allow.is_empty() && !account.allow.iter().any(|n| n.contains(source)) {
+            tracing::warn!(%user, %source, "authentication from outside the extension's allowed networks");
+            return self.fail(unix, source, Some(user));
+        }
+        if !self.guard.lock().account_open(user, source, unix) {
+            tracing::warn!(%user, %source, "account locked: attempt from an untrusted address refused");
+            return self.fail(unix, source, Some(user));
+        }
+        let ha1 = match creds.algorithm {
+            Algorithm::Md5 | Algorithm::Md5Sess => &account.ha1_md5,
+            Algorithm::Sha256 | Algorithm::Sha256Sess => &account.ha1_sha256,
         };
         // Verify first: the nonce manager records nonce counts, and an unverified request must
         // not be able to advance them (that would lock the real phone out).
-        if !auth::verify(&creds, req.method.as_str(), &password) {
-            tracing::warn!(user = %creds.username, %source, "wrong password");
-            self.fail(unix, source);
-            return GateOutcome::Forbidden("Forbidden");
+        if ha1.is_empty() || !auth::verify_ha1(&creds, req.method.as_str(), ha1) {
+            tracing::warn!(%user, %source, "wrong password");
+            let user = user.to_owned();
+            return self.fail(unix, source, Some(&user));
         }
-        match self.nonces.check(&creds.nonce, creds.nc, unix) {
-            NonceStatus::Valid => GateOutcome::Authenticated(creds.username),
-            NonceStatus::Stale => self.challenge(unix, true),
+        // Without qop there is no nonce count: such a nonce is good for one request only.
+        let nc = creds.nc.or(Some(0));
+        match self
+            .nonces
+            .check_bound(&creds.nonce, nc, unix, &bound_to(source))
+        {
+            NonceStatus::Valid => {
+                self.guard.lock().succeeded(source, user, unix);
+                GateOutcome::Authenticated(creds.username)
+            }
+            NonceStatus::Stale => self.challenge(unix, source, true),
             status @ (NonceStatus::Invalid | NonceStatus::Replay) => {
-                tracing::debug!(user = %creds.username, ?status, "nonce refused; challenging again");
-                self.challenge(unix, false)
+                tracing::debug!(%user, %source, ?status, "nonce refused; challenging again");
+                self.challenge(unix, source, false)
             }
         }
     }
 
     pub fn purge(&mut self, unix: u64) {
         self.nonces.purge(unix);
-        self.failures
-            .retain(|_, (start, _)| unix.saturating_sub(*start) < FAILURE_WINDOW_SECS);
+        self.guard.lock().purge(unix);
+    }
+}
+
+/// The bytes a nonce is bound to: the source address it was issued to.
+fn bound_to(source: IpAddr) -> Vec<u8> {
+    match source {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => v4.octets().to_vec(),
+            None => a.octets().to_vec(),
+        },
     }
 }
 
@@ -144,11 +208,13 @@ mod tests {
     use crate::sip::message::Message;
     use crate::sip::parse::{parse_message, Framing, Limits};
 
-    fn register(authorization: &str) -> Request {
+    const RURI: &str = "sip:office.test";
+
+    fn request(method: &str, ruri: &str, authorization: &str) -> Request {
         let text = format!(
-            "REGISTER sip:office.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
              From: <sip:100@office.test>;tag=a\r\nTo: <sip:100@office.test>\r\nCall-ID: c\r\n\
-             CSeq: 1 REGISTER\r\n{authorization}Content-Length: 0\r\n\r\n"
+             CSeq: 1 {method}\r\n{authorization}Content-Length: 0\r\n\r\n"
         );
         match parse_message(
             bytes::Bytes::from(text),
@@ -160,27 +226,44 @@ mod tests {
         }
     }
 
-    /// Credentials for `nonce` computed with `password`, nc = `nc`.
-    fn credentials(nonce: &str, password: &str, nc: u32) -> String {
+    fn register(authorization: &str) -> Request {
+        request("REGISTER", RURI, authorization)
+    }
+
+    /// An Authorization header for `nonce`, computed with `password`; `nc` None: RFC 2069.
+    fn authorization(
+        method: &str,
+        uri: &str,
+        nonce: &str,
+        password: &str,
+        nc: Option<u32>,
+    ) -> String {
         let mut c = auth::Credentials {
             scheme: "Digest".into(),
             username: "100".into(),
             realm: "office.test".into(),
             nonce: nonce.into(),
-            uri: "sip:office.test".into(),
+            uri: uri.into(),
             response: String::new(),
             algorithm: Algorithm::Md5,
-            cnonce: Some("c0".into()),
+            cnonce: nc.map(|_| "c0".into()),
             opaque: None,
-            qop: Some("auth".into()),
-            nc: Some(nc),
+            qop: nc.map(|_| "auth".into()),
+            nc,
         };
-        c.response = auth::expected_response(&c, "REGISTER", password);
+        c.response = auth::expected_response(&c, method, password);
+        let qop = nc.map_or(String::new(), |nc| {
+            format!(", cnonce=\"c0\", qop=auth, nc={nc:08x}")
+        });
         format!(
             "Authorization: Digest username=\"100\", realm=\"office.test\", nonce=\"{nonce}\", \
-             uri=\"sip:office.test\", response=\"{}\", algorithm=MD5, cnonce=\"c0\", qop=auth, nc={nc:08x}\r\n",
+             uri=\"{uri}\", response=\"{}\", algorithm=MD5{qop}\r\n",
             c.response
         )
+    }
+
+    fn credentials(nonce: &str, password: &str, nc: u32) -> String {
+        authorization("REGISTER", RURI, nonce, password, Some(nc))
     }
 
     fn nonce_of(outcome: &GateOutcome) -> String {
@@ -195,83 +278,191 @@ mod tests {
             .to_owned()
     }
 
+    fn account(legacy: bool, allow: &[&str]) -> Account {
+        Account {
+            ha1_md5: auth::ha1(Algorithm::Md5, "100", "office.test", "secret100"),
+            ha1_sha256: auth::ha1(Algorithm::Sha256, "100", "office.test", "secret100"),
+            legacy_digest: legacy,
+            allow: allow.iter().map(|n| n.parse().unwrap()).collect(),
+        }
+    }
+
+    fn gate() -> DigestGate {
+        DigestGate::new("office.test".into(), vec![Algorithm::Md5], [9; 32], 300)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
-    fn failures_are_rate_limited_per_source() {
-        let mut gate = DigestGate::new("office.test".into(), vec![Algorithm::Md5], [9; 32], 300);
-        let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        let other: IpAddr = "192.0.2.8".parse().unwrap();
-        let pw = |u: &str| (u == "100").then(|| "secret100".to_string());
-        let nonce = nonce_of(&gate.check(1000, &register(""), ip, pw));
-        // The right password is accepted.
-        let ok = gate.check(
-            1000,
-            &register(&credentials(&nonce, "secret100", 1)),
-            ip,
-            pw,
-        );
-        assert_eq!(ok, GateOutcome::Authenticated("100".into()));
-        for i in 0..MAX_FAILURES {
+    fn a_guessing_source_is_banned_and_answers_look_alike() {
+        let mut gate = gate();
+        let attacker = ip("192.0.2.66");
+        let phone = ip("192.0.2.8");
+        let acct = |u: &str| (u == "100").then(|| account(false, &[]));
+        let nonce = nonce_of(&gate.check(1000, &register(""), attacker, acct));
+        for i in 0..5 {
             let r = gate.check(
                 1000,
-                &register(&credentials(&nonce, "wrong", 2 + i)),
-                ip,
-                pw,
+                &register(&credentials(&nonce, "wrong", 1 + i)),
+                attacker,
+                acct,
             );
-            assert_eq!(r, GateOutcome::Forbidden("Forbidden"));
+            assert_eq!(r, GateOutcome::Forbidden(REFUSED), "attempt {i}");
         }
-        // Now even the right password from that source is refused for the window …
-        let r = gate.check(
-            1001,
-            &register(&credentials(&nonce, "secret100", 100)),
-            ip,
-            pw,
+        // Banned: even the right password gets the same answer, without a challenge.
+        assert_eq!(
+            gate.check(1001, &register(""), attacker, acct),
+            GateOutcome::Forbidden(REFUSED)
         );
-        assert_eq!(r, GateOutcome::Forbidden("Too many failed authentications"));
-        // … while another source is unaffected …
         let r = gate.check(
             1001,
-            &register(&credentials(&nonce, "secret100", 101)),
-            other,
-            pw,
+            &register(&credentials(&nonce, "secret100", 50)),
+            attacker,
+            acct,
+        );
+        assert_eq!(r, GateOutcome::Forbidden(REFUSED));
+        assert_eq!(gate.guard().lock().bans(1001).len(), 1);
+        // The phone elsewhere is unaffected.
+        let n = nonce_of(&gate.check(1001, &register(""), phone, acct));
+        let r = gate.check(
+            1001,
+            &register(&credentials(&n, "secret100", 1)),
+            phone,
+            acct,
         );
         assert_eq!(r, GateOutcome::Authenticated("100".into()));
-        // … and the block lapses after the window.
-        let fresh = nonce_of(&gate.check(1000 + FAILURE_WINDOW_SECS, &register(""), ip, pw));
+        // After the ban the source may try again.
+        let n = nonce_of(&gate.check(1400, &register(""), attacker, acct));
         let r = gate.check(
-            1000 + FAILURE_WINDOW_SECS,
-            &register(&credentials(&fresh, "secret100", 1)),
-            ip,
-            pw,
+            1400,
+            &register(&credentials(&n, "secret100", 1)),
+            attacker,
+            acct,
         );
         assert_eq!(r, GateOutcome::Authenticated("100".into()));
     }
 
     #[test]
-    fn stale_only_for_a_correct_digest_and_replays_rechallenged() {
-        let mut gate = DigestGate::new("office.test".into(), vec![Algorithm::Md5], [9; 32], 300);
-        let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        let pw = |u: &str| (u == "100").then(|| "secret100".to_string());
-        let nonce = nonce_of(&gate.check(1000, &register(""), ip, pw));
-        let good = register(&credentials(&nonce, "secret100", 1));
+    fn unknown_and_known_extensions_are_refused_alike() {
+        let mut gate = gate();
+        let src = ip("192.0.2.66");
+        let acct = |u: &str| (u == "100").then(|| account(false, &[]));
+        let nonce = nonce_of(&gate.check(1000, &register(""), src, acct));
+        let known = gate.check(1000, &register(&credentials(&nonce, "wrong", 1)), src, acct);
+        let unknown = gate.check(
+            1000,
+            &register(&credentials(&nonce, "wrong", 2).replace("\"100\"", "\"999\"")),
+            src,
+            acct,
+        );
+        assert_eq!(known, unknown);
+    }
+
+    #[test]
+    fn replays_to_another_uri_or_address_are_refused() {
+        let mut gate = gate();
+        let phone = ip("192.0.2.8");
+        let acct = |u: &str| (u == "100").then(|| account(false, &[]));
+        let ruri = "sip:030123456@office.test";
+        let nonce = nonce_of(&gate.check(1000, &request("INVITE", ruri, ""), phone, acct));
+        let header = authorization("INVITE", ruri, &nonce, "secret100", Some(1));
+        let ok = gate.check(1000, &request("INVITE", ruri, &header), phone, acct);
+        assert_eq!(ok, GateOutcome::Authenticated("100".into()));
+        // The same Authorization on an INVITE to a premium number: 400.
+        let replay = gate.check(
+            1000,
+            &request("INVITE", "sip:09001234567@office.test", &header),
+            phone,
+            acct,
+        );
+        assert!(matches!(replay, GateOutcome::Malformed(_)), "{replay:?}");
+        // The same nc again: a fresh challenge, not access.
+        let again = gate.check(1000, &request("INVITE", ruri, &header), phone, acct);
+        assert!(matches!(again, GateOutcome::Challenge(_)), "{again:?}");
+        // A fresh nc on that nonce, sent from another address: the nonce is not theirs.
+        let header = authorization("INVITE", ruri, &nonce, "secret100", Some(2));
+        let elsewhere = gate.check(
+            1000,
+            &request("INVITE", ruri, &header),
+            ip("192.0.2.99"),
+            acct,
+        );
+        assert!(
+            matches!(elsewhere, GateOutcome::Challenge(_)),
+            "{elsewhere:?}"
+        );
+        // Equivalent spellings of the Request-URI are fine.
+        let header = authorization(
+            "INVITE",
+            "sip:030123456@OFFICE.test",
+            &nonce,
+            "secret100",
+            Some(3),
+        );
+        let ok = gate.check(1000, &request("INVITE", ruri, &header), phone, acct);
+        assert_eq!(ok, GateOutcome::Authenticated("100".into()));
+    }
+
+    #[test]
+    fn rfc2069_only_for_legacy_extensions_and_once_per_nonce() {
+        let mut gate = gate();
+        let phone = ip("192.0.2.8");
+        let strict = |u: &str| (u == "100").then(|| account(false, &[]));
+        let legacy = |u: &str| (u == "100").then(|| account(true, &[]));
+        let nonce = nonce_of(&gate.check(1000, &register(""), phone, strict));
+        let no_qop = authorization("REGISTER", RURI, &nonce, "secret100", None);
         assert_eq!(
-            gate.check(1000, &good, ip, pw),
+            gate.check(1000, &register(&no_qop), phone, strict),
+            GateOutcome::Forbidden(REFUSED)
+        );
+        assert_eq!(
+            gate.check(1000, &register(&no_qop), phone, legacy),
             GateOutcome::Authenticated("100".into())
         );
-        // Same nc again: a replay gets a fresh challenge, not access.
         assert!(matches!(
-            gate.check(1000, &good, ip, pw),
+            gate.check(1000, &register(&no_qop), phone, legacy),
             GateOutcome::Challenge(_)
         ));
-        // After the nonce's lifetime: stale=TRUE for a correct digest, 403 for a wrong one.
+    }
+
+    #[test]
+    fn the_allow_list_refuses_other_networks() {
+        let mut gate = gate();
+        let acct = |u: &str| (u == "100").then(|| account(false, &["192.168.1.0/24"]));
+        for (src, expect_ok) in [("192.168.1.20", true), ("192.0.2.8", false)] {
+            let src = ip(src);
+            let nonce = nonce_of(&gate.check(1000, &register(""), src, acct));
+            let r = gate.check(
+                1000,
+                &register(&credentials(&nonce, "secret100", 1)),
+                src,
+                acct,
+            );
+            assert_eq!(
+                r == GateOutcome::Authenticated("100".into()),
+                expect_ok,
+                "{src}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn stale_only_for_a_correct_digest() {
+        let mut gate = gate();
+        let phone = ip("192.0.2.7");
+        let acct = |u: &str| (u == "100").then(|| account(false, &[]));
+        let nonce = nonce_of(&gate.check(1000, &register(""), phone, acct));
         let late = register(&credentials(&nonce, "secret100", 2));
-        let GateOutcome::Challenge(v) = gate.check(1400, &late, ip, pw) else {
+        let GateOutcome::Challenge(v) = gate.check(1400, &late, phone, acct) else {
             panic!("expected challenge")
         };
         assert!(v[0].contains("stale=TRUE"), "{v:?}");
         let wrong = register(&credentials(&nonce, "nope", 3));
         assert_eq!(
-            gate.check(1400, &wrong, ip, pw),
-            GateOutcome::Forbidden("Forbidden")
+            gate.check(1400, &wrong, phone, acct),
+            GateOutcome::Forbidden(REFUSED)
         );
     }
 }

@@ -78,7 +78,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let mut store = Store::open(&store_path)
         .with_context(|| format!("opening store {}", store_path.display()))?;
     store
-        .sync_config_extensions(&config.extensions)
+        .sync_config_extensions(&config.extensions, &config.sip.domain)
         .context("provisioning extensions from the configuration")?;
     let unix = unix_now();
     let purged = store.purge_expired_bindings(unix as i64)?;
@@ -217,7 +217,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .await
         .context("binding the SIP listen addresses")?;
     let control_path = control::socket_path(&config.store.path);
-    let _control = control::start(&control_path, dundi.clone())
+    let _control = control::start(&control_path, dundi.clone(), Some(core.guard()))
         .await
         .with_context(|| format!("opening the control socket {}", control_path.display()))?;
     let (live_source, mut live_requests) = live::LiveSource::channel();
@@ -232,6 +232,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             office: crate::web::office_time::OfficeTime::new(config.web.time_zone.as_deref()),
             enum_: Some(routing.enum_.clone()),
             dundi: dundi.clone(),
+            realm: config.sip.domain.clone(),
+            guard: Some(core.guard()),
+            hosts: config.web.hosts.clone(),
             backup_files: crate::store::backup::files_of(&config),
         },
         crate::web::guard::WebCaps {
@@ -484,7 +487,7 @@ fn reload_extensions(
         .with_context(|| format!("opening store {}", config.store.path.display()))?;
     if let Some(path) = &config.source {
         let fresh = Config::load(Some(path))?;
-        store.sync_config_extensions(&fresh.extensions)?;
+        store.sync_config_extensions(&fresh.extensions, &config.sip.domain)?;
     }
     let rows = store.extensions()?;
     router.set_directory(crate::routing::router::Directory::from_rows(&rows));

@@ -626,12 +626,20 @@ impl NonceManager {
 
     /// Issues a nonce stamped with `now`; `entropy` must come from a random source.
     pub fn issue(&mut self, now: u64, entropy: u64) -> String {
+        self.issue_bound(now, entropy, &[])
+    }
+
+    /// Like [`issue`](Self::issue), with the nonce bound to `bound` (e.g. the source address
+    /// it is sent to): [`check_bound`](Self::check_bound) with other bytes finds it
+    /// [`NonceStatus::Invalid`], so a nonce sniffed on the way to one phone is useless from
+    /// another address.
+    pub fn issue_bound(&mut self, now: u64, entropy: u64, bound: &[u8]) -> String {
         let mut raw = [0u8; NONCE_RAW_LEN];
         let (head, tag) = raw.split_at_mut(16);
         let (ts_bytes, entropy_bytes) = head.split_at_mut(8);
         ts_bytes.copy_from_slice(&now.to_be_bytes());
         entropy_bytes.copy_from_slice(&entropy.to_be_bytes());
-        tag.copy_from_slice(&self.tag(now, entropy));
+        tag.copy_from_slice(&self.tag(now, entropy, bound));
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -643,7 +651,19 @@ impl NonceManager {
     /// until it expires. Cost: one SHA-256 and at most one hash-map lookup (plus an ordered
     /// insert the first time a nonce count is recorded for a nonce).
     pub fn check(&mut self, nonce: &str, nc: Option<u32>, now: u64) -> NonceStatus {
-        let Some((ts, entropy)) = self.decode(nonce) else {
+        self.check_bound(nonce, nc, now, &[])
+    }
+
+    /// Like [`check`](Self::check) for a nonce issued with
+    /// [`issue_bound`](Self::issue_bound): `bound` must be the same bytes.
+    pub fn check_bound(
+        &mut self,
+        nonce: &str,
+        nc: Option<u32>,
+        now: u64,
+        bound: &[u8],
+    ) -> NonceStatus {
+        let Some((ts, entropy)) = self.decode(nonce, bound) else {
             return NonceStatus::Invalid;
         };
         if self.expired(ts, now) {
@@ -700,12 +720,17 @@ impl NonceManager {
         now.saturating_sub(ts) >= self.ttl_secs
     }
 
-    fn tag(&self, ts: u64, entropy: u64) -> [u8; TAG_LEN] {
-        let digest = Sha256::new()
+    fn tag(&self, ts: u64, entropy: u64, bound: &[u8]) -> [u8; TAG_LEN] {
+        let mut hash = Sha256::new()
             .chain_update(self.secret)
             .chain_update(ts.to_be_bytes())
-            .chain_update(entropy.to_be_bytes())
-            .finalize();
+            .chain_update(entropy.to_be_bytes());
+        if !bound.is_empty() {
+            // Length-prefixed, so that no two bindings hash alike.
+            hash.update((bound.len() as u64).to_be_bytes());
+            hash.update(bound);
+        }
+        let digest = hash.finalize();
         let mut tag = [0u8; TAG_LEN];
         for (t, d) in tag.iter_mut().zip(digest.iter()) {
             *t = *d;
@@ -714,7 +739,7 @@ impl NonceManager {
     }
 
     /// `(ts, entropy)` of an authentic nonce, `None` for anything else.
-    fn decode(&self, nonce: &str) -> Option<(u64, u64)> {
+    fn decode(&self, nonce: &str, bound: &[u8]) -> Option<(u64, u64)> {
         if nonce.len() != NONCE_LEN {
             return None;
         }
@@ -726,7 +751,7 @@ impl NonceManager {
         let ts = u64::from_be_bytes(buf.get(0..8)?.try_into().ok()?);
         let entropy = u64::from_be_bytes(buf.get(8..16)?.try_into().ok()?);
         let tag = buf.get(16..NONCE_RAW_LEN)?;
-        let expected = self.tag(ts, entropy);
+        let expected = self.tag(ts, entropy, bound);
         let diff = tag
             .iter()
             .zip(expected.iter())

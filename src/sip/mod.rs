@@ -10,3 +10,4 @@ pub mod parse;
 pub mod peer;
 pub mod transaction;
 pub mod uri;
+pub mod uri_eq;

@@ -17,6 +17,9 @@ const MIGRATION_LIST: &[M<'static>] = &[
         "../../migrations/0005_api_tokens_saved_filters.sql"
     )),
     M::up(include_str!("../../migrations/0006_billing_indexes.sql")),
+    M::up(include_str!(
+        "../../migrations/0007_digest_ha1_and_login_devices.sql"
+    )),
     M::up(include_str!("../../migrations/0008_calls_in_progress.sql")),
 ];
 

@@ -83,19 +83,33 @@ pub fn extensions_for_tools(
         }
     }
     for e in &config.extensions {
+        let (ha1_md5, ha1_sha256) = digest_ha1(&e.number, &config.sip.domain, &e.password);
         rows.insert(
             e.number.clone(),
             ExtensionRow {
                 number: e.number.clone(),
-                password: e.password.clone(),
+                ha1_md5,
+                ha1_sha256,
                 name: e.name.clone(),
                 did: e.did.clone(),
                 enabled: e.enabled,
                 permissions: e.permissions,
+                legacy_digest: e.legacy_digest,
+                allow: e.allow.clone(),
             },
         );
     }
     Ok(rows.into_values().collect())
+}
+
+/// The digest HA1 hashes of an extension's password for `realm`: `(MD5, SHA-256)`, hex. The
+/// store keeps these, never the password.
+pub fn digest_ha1(number: &str, realm: &str, password: &str) -> (String, String) {
+    use crate::sip::auth::{ha1, Algorithm};
+    (
+        ha1(Algorithm::Md5, number, realm, password),
+        ha1(Algorithm::Sha256, number, realm, password),
+    )
 }
 
 /// An extension as stored.
@@ -103,8 +117,10 @@ pub fn extensions_for_tools(
 pub struct ExtensionRow {
     /// The extension number (primary key).
     pub number: String,
-    /// The digest-authentication password.
-    pub password: String,
+    /// `H(number:realm:password)` with MD5, hex (empty: no usable password).
+    pub ha1_md5: String,
+    /// The same with SHA-256.
+    pub ha1_sha256: String,
     /// Display name.
     pub name: Option<String>,
     /// Direct inward dialling number (E.164 with `+`).
@@ -114,6 +130,10 @@ pub struct ExtensionRow {
     /// What it may call; `None`: the numbering plan's default. A stored value that no longer
     /// parses bars everything but emergency and short numbers (and is logged).
     pub permissions: Option<Permissions>,
+    /// Whether digest answers without qop (RFC 2069) are accepted.
+    pub legacy_digest: bool,
+    /// Networks it may register and call from; empty: anywhere.
+    pub allow: Vec<crate::security::net::IpNet>,
 }
 
 /// A registrar binding as stored: one contact of one address of record.
@@ -232,6 +252,8 @@ impl Store {
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted and overwritten content (a replaced password hash) is zeroed in the file.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         migrations::MIGRATIONS
             .to_latest(&mut conn)
             .map_err(|source| StoreError::Migrate {
@@ -243,12 +265,15 @@ impl Store {
 
     /// Makes the `source = 'config'` extensions match `extensions`: inserts or updates each
     /// (taking over a row of the same number from another source), and deletes `config` rows
-    /// whose number is no longer listed. Rows from other sources are left alone. One
-    /// transaction.
+    /// whose number is no longer listed. Rows from other sources are left alone. Passwords are
+    /// stored as HA1 hashes for `realm` (rows still holding a clear password from before are
+    /// converted first, see [`Store::hash_clear_passwords`]). One transaction.
     pub fn sync_config_extensions(
         &mut self,
         extensions: &[ExtensionConfig],
+        realm: &str,
     ) -> Result<ExtensionSync, StoreError> {
+        self.hash_clear_passwords(realm)?;
         let now = unix_now();
         let tx = self.conn.transaction()?;
         let mut result = ExtensionSync::default();
@@ -256,33 +281,46 @@ impl Store {
             let mut upsert = tx.prepare(
                 "INSERT INTO extensions
                      (number, password, name, did, enabled, source, created_at, updated_at,
-                      permissions)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
+                      permissions, ha1_md5, ha1_sha256, ha1_realm, legacy_digest, allow)
+                 VALUES (?1, '', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (number) DO UPDATE SET
-                     password = excluded.password,
+                     password = '',
                      name = excluded.name,
                      did = excluded.did,
                      enabled = excluded.enabled,
                      source = excluded.source,
                      permissions = excluded.permissions,
+                     ha1_md5 = excluded.ha1_md5,
+                     ha1_sha256 = excluded.ha1_sha256,
+                     ha1_realm = excluded.ha1_realm,
+                     legacy_digest = excluded.legacy_digest,
+                     allow = excluded.allow,
                      updated_at = excluded.updated_at
-                 WHERE extensions.password IS NOT excluded.password
+                 WHERE extensions.ha1_md5 IS NOT excluded.ha1_md5
+                    OR extensions.ha1_sha256 IS NOT excluded.ha1_sha256
                     OR extensions.name IS NOT excluded.name
                     OR extensions.did IS NOT excluded.did
                     OR extensions.enabled IS NOT excluded.enabled
                     OR extensions.source IS NOT excluded.source
-                    OR extensions.permissions IS NOT excluded.permissions",
+                    OR extensions.permissions IS NOT excluded.permissions
+                    OR extensions.legacy_digest IS NOT excluded.legacy_digest
+                    OR extensions.allow IS NOT excluded.allow",
             )?;
             for e in extensions {
+                let (md5, sha256) = digest_ha1(&e.number, realm, &e.password);
                 result.changed += upsert.execute(params![
                     e.number,
-                    e.password,
                     e.name,
                     e.did,
                     e.enabled,
                     SOURCE_CONFIG,
                     now,
-                    e.permissions.map(|p| p.to_string())
+                    e.permissions.map(|p| p.to_string()),
+                    md5,
+                    sha256,
+                    realm,
+                    e.legacy_digest,
+                    crate::security::net::format_list(&e.allow),
                 ])?;
             }
             let wanted: HashSet<&str> = extensions.iter().map(|e| e.number.as_str()).collect();
@@ -298,13 +336,58 @@ impl Store {
             }
         }
         tx.commit()?;
+        let other_realm: i64 = self.conn.query_row(
+            "SELECT count(*) FROM extensions WHERE ha1_realm IS NOT ?1",
+            [realm],
+            |r| r.get(0),
+        )?;
+        if other_realm > 0 {
+            tracing::warn!(
+                extensions = other_realm,
+                realm,
+                "extensions whose password was hashed for another realm ([sip] domain changed): \
+                 they cannot authenticate until their password is set again"
+            );
+        }
         Ok(result)
+    }
+
+    /// Replaces every clear password left in the store (from before migration 0007) by its
+    /// HA1 hashes for `realm`; returns how many. The freed bytes are overwritten
+    /// (`secure_delete`) and the WAL is checkpointed, so the clear text leaves the file too.
+    pub fn hash_clear_passwords(&mut self, realm: &str) -> Result<usize, StoreError> {
+        let clear: Vec<(String, String)> = self
+            .conn
+            .prepare("SELECT number, password FROM extensions WHERE password != ''")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        if clear.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.conn.transaction()?;
+        for (number, password) in &clear {
+            let (md5, sha256) = digest_ha1(number, realm, password);
+            tx.execute(
+                "UPDATE extensions SET password = '', ha1_md5 = ?2, ha1_sha256 = ?3,
+                     ha1_realm = ?4 WHERE number = ?1",
+                params![number, md5, sha256, realm],
+            )?;
+        }
+        tx.commit()?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        tracing::info!(
+            extensions = clear.len(),
+            "clear-text extension passwords replaced by digest hashes"
+        );
+        Ok(clear.len())
     }
 
     /// All extensions, ordered by number.
     pub fn extensions(&self) -> Result<Vec<ExtensionRow>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT number, password, name, did, enabled, permissions FROM extensions
+            "SELECT number, ha1_md5, name, did, enabled, permissions, ha1_sha256,
+                    legacy_digest, allow FROM extensions
              ORDER BY number",
         )?;
         let rows = stmt.query_map([], extension_from_row)?;
@@ -316,7 +399,8 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT number, password, name, did, enabled, permissions FROM extensions
+                "SELECT number, ha1_md5, name, did, enabled, permissions, ha1_sha256,
+                        legacy_digest, allow FROM extensions
                  WHERE number = ?1",
                 [number],
                 extension_from_row,
@@ -403,7 +487,17 @@ impl Store {
 fn extension_from_row(row: &Row<'_>) -> rusqlite::Result<ExtensionRow> {
     Ok(ExtensionRow {
         number: row.get(0)?,
-        password: row.get(1)?,
+        ha1_md5: row.get::<_, Option<String>>(1)?.unwrap_or_default(),
+        ha1_sha256: row.get::<_, Option<String>>(6)?.unwrap_or_default(),
+        legacy_digest: row.get(7)?,
+        allow: match row.get::<_, Option<String>>(8)? {
+            None => Vec::new(),
+            Some(text) => crate::security::net::parse_list(&text).unwrap_or_else(|e| {
+                // Fail closed: an allow-list that no longer reads admits nobody.
+                tracing::warn!("extension allow-list {text:?} in the store: {e}; refusing all");
+                vec!["255.255.255.255/32".parse().expect("a literal network")]
+            }),
+        },
         name: row.get(2)?,
         did: row.get(3)?,
         enabled: row.get(4)?,
@@ -467,8 +561,12 @@ pub(crate) mod tests {
             did: None,
             enabled: true,
             permissions: None,
+            allow: Vec::new(),
+            legacy_digest: false,
         }
     }
+
+    const REALM: &str = "office.test";
 
     #[test]
     fn migrations_apply_twice() {
@@ -527,7 +625,7 @@ pub(crate) mod tests {
             .unwrap();
 
         let first = [ext("100", "a"), ext("101", "b")];
-        let r = store.sync_config_extensions(&first).unwrap();
+        let r = store.sync_config_extensions(&first, REALM).unwrap();
         assert_eq!(
             r,
             ExtensionSync {
@@ -544,7 +642,7 @@ pub(crate) mod tests {
         assert_eq!(numbers, ["100", "101", "200"]);
 
         // Same config again: nothing changes.
-        let r = store.sync_config_extensions(&first).unwrap();
+        let r = store.sync_config_extensions(&first, REALM).unwrap();
         assert_eq!(r, ExtensionSync::default());
 
         // 100 changes, 101 disappears, 102 appears; 200 is untouched.
@@ -553,7 +651,7 @@ pub(crate) mod tests {
         changed.enabled = false;
         changed.name = None;
         let r = store
-            .sync_config_extensions(&[changed, ext("102", "c")])
+            .sync_config_extensions(&[changed, ext("102", "c")], REALM)
             .unwrap();
         assert_eq!(
             r,
@@ -566,22 +664,26 @@ pub(crate) mod tests {
             store.extension("100").unwrap(),
             Some(ExtensionRow {
                 number: "100".into(),
-                password: "new".into(),
+                ha1_md5: digest_ha1("100", REALM, "new").0,
+                ha1_sha256: digest_ha1("100", REALM, "new").1,
                 name: None,
                 did: Some("+4930123456".into()),
                 enabled: false,
                 permissions: None,
+                legacy_digest: false,
+                allow: Vec::new(),
             })
         );
         assert_eq!(store.extension("101").unwrap(), None);
         assert!(store.extension("102").unwrap().is_some());
+        // The web row's clear password was hashed on the way.
         assert_eq!(
-            store.extension("200").unwrap().map(|e| e.password),
-            Some("web".into())
+            store.extension("200").unwrap().map(|e| e.ha1_md5),
+            Some(digest_ha1("200", REALM, "web").0)
         );
 
         // An empty config removes all config rows, nothing else.
-        let r = store.sync_config_extensions(&[]).unwrap();
+        let r = store.sync_config_extensions(&[], REALM).unwrap();
         assert_eq!(r.removed, 2);
         let numbers: Vec<String> = store
             .extensions()
@@ -689,7 +791,9 @@ pub(crate) mod tests {
         let b = binding("sip:100@x", "sip:100@192.0.2.1", 5000);
         {
             let mut store = Store::open(&path).unwrap();
-            store.sync_config_extensions(&[ext("100", "pw")]).unwrap();
+            store
+                .sync_config_extensions(&[ext("100", "pw")], REALM)
+                .unwrap();
             store
                 .apply_binding_changes(&[BindingChange::Upsert(b.clone())])
                 .unwrap();
@@ -697,8 +801,63 @@ pub(crate) mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.load_bindings(0).unwrap(), [b]);
         assert_eq!(
-            store.extension("100").unwrap().map(|e| e.password),
-            Some("pw".into())
+            store.extension("100").unwrap().map(|e| e.ha1_md5),
+            Some(digest_ha1("100", REALM, "pw").0)
         );
+    }
+
+    #[test]
+    fn clear_passwords_are_hashed_and_leave_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let secret = "a-very-recognisable-sip-password";
+        {
+            let mut store = Store::open(&path).unwrap();
+            // A row as written before migration 0007 (or by an old dashboard).
+            store
+                .conn
+                .execute(
+                    "INSERT INTO extensions (number, password, source) VALUES ('300', ?1, 'web')",
+                    [secret],
+                )
+                .unwrap();
+            store
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .unwrap();
+            assert!(
+                file_contains(&path, secret),
+                "the test must see the clear text first"
+            );
+            store
+                .sync_config_extensions(&[ext("100", secret)], REALM)
+                .unwrap();
+            let clear: i64 = store
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM extensions WHERE password != ''",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(clear, 0);
+            let row = store.extension("300").unwrap().unwrap();
+            assert_eq!(
+                (row.ha1_md5, row.ha1_sha256),
+                digest_ha1("300", REALM, secret)
+            );
+        }
+        for f in ["h.db", "h.db-wal"] {
+            assert!(
+                !file_contains(&dir.path().join(f), secret),
+                "{f} holds the password"
+            );
+        }
+    }
+
+    fn file_contains(path: &Path, needle: &str) -> bool {
+        std::fs::read(path)
+            .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            .unwrap_or(false)
     }
 }

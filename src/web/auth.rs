@@ -6,7 +6,9 @@
 //! SameSite=Strict, Path=/); the database keeps only its SHA-256, with the user, an expiry and
 //! the session's CSRF token. Pages without a session (login, first-run setup) use a
 //! double-submit token instead: a random `pasarela_csrf` cookie (SameSite=Strict) that the form
-//! must repeat. Tokens are compared in constant time.
+//! must repeat. Tokens are compared in constant time. Logins are limited per source address and
+//! backed off per user, bounded so that the right password is never locked out for long, and a
+//! browser that logged in before (its device cookie, `web_devices`) is not held back at all.
 // Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
 #![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
@@ -28,8 +30,8 @@ pub const SESSION_COOKIE: &str = "pasarela_session";
 pub const CSRF_COOKIE: &str = "pasarela_csrf";
 /// How long a session lasts after login.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Shortest accepted password.
-pub const MIN_PASSWORD_LEN: usize = 8;
+/// Shortest accepted password (the rest of the policy is [`crate::security::password`]).
+pub const MIN_PASSWORD_LEN: usize = crate::security::password::MIN_LEN;
 
 /// Why an account operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,10 +133,8 @@ fn check_new_account(username: &str, password: &str) -> Result<(), AuthError> {
             "The username may not contain spaces or control characters.".into(),
         ));
     }
-    if password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(AuthError::Invalid(format!(
-            "The password must have at least {MIN_PASSWORD_LEN} characters."
-        )));
+    if let Err(weak) = crate::security::password::check(password, username) {
+        return Err(AuthError::Invalid(format!("The password {weak}.")));
     }
     Ok(())
 }
@@ -248,43 +248,145 @@ pub fn end_session(conn: &Connection, token: &str) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// Failed logins per source address: at most [`LoginLimiter::MAX_FAILURES`] in a window of
-/// [`LoginLimiter::WINDOW`]; beyond that the address is refused until the window ends.
+/// The cookie that marks a browser which logged in before (see [`remember_device`]).
+pub const DEVICE_COOKIE: &str = "pasarela_device";
+/// How long a device stays known after its last login.
+pub const DEVICE_TTL: Duration = Duration::from_secs(90 * 86_400);
+
+/// Records the browser of a successful login of `user_id` as a known device; returns the
+/// cookie token (only its SHA-256 is stored).
+pub fn remember_device(conn: &Connection, user_id: i64) -> Result<String, AuthError> {
+    let now = now_unix();
+    conn.execute("DELETE FROM web_devices WHERE expires_at <= ?1", [now])?;
+    let token = random_token();
+    let ttl = i64::try_from(DEVICE_TTL.as_secs()).unwrap_or(i64::MAX);
+    conn.execute(
+        "INSERT INTO web_devices (token_hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
+        params![token_hash(&token), user_id, now.saturating_add(ttl)],
+    )?;
+    Ok(token)
+}
+
+/// The user a device cookie token belongs to, while it is valid.
+pub fn device_user(conn: &Connection, token: &str) -> Result<Option<i64>, AuthError> {
+    Ok(conn
+        .query_row(
+            "SELECT user_id FROM web_devices WHERE token_hash = ?1 AND expires_at > ?2",
+            params![token_hash(token), now_unix()],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Why a login attempt is held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holdback {
+    /// Too many failures from this address; try again after this long.
+    Source(Duration),
+    /// Too many recent failures for this user; try again after this long (at most
+    /// [`LoginLimiter::MAX_USER_DELAY`]).
+    User(Duration),
+}
+
+#[derive(Debug, Default)]
+struct LimiterState {
+    /// Per address: window start and failures in it.
+    sources: HashMap<IpAddr, (Instant, u32)>,
+    /// Per user name: consecutive failures and the last one.
+    users: HashMap<String, (u32, Instant)>,
+}
+
+/// The login limiter. Per source address: at most [`LoginLimiter::MAX_FAILURES`] failures in
+/// [`LoginLimiter::WINDOW`], then that address waits for the window's end. Per user: after
+/// [`LoginLimiter::FREE_USER_FAILURES`] failures in a row each further attempt waits a delay
+/// that doubles, bounded by [`LoginLimiter::MAX_USER_DELAY`] — so guessing from many
+/// addresses is slowed, and the right password always gets through within a minute. A
+/// browser that logged in as the user before ([`DEVICE_COOKIE`]) is never held back.
 #[derive(Debug, Default)]
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    state: Mutex<LimiterState>,
 }
 
 impl LoginLimiter {
-    /// Failed attempts allowed per window.
+    /// Failed attempts allowed per address per window.
     pub const MAX_FAILURES: u32 = 5;
-    /// The window.
+    /// The per-address window.
     pub const WINDOW: Duration = Duration::from_secs(300);
-    /// Addresses tracked at most (old entries are dropped first).
+    /// Failures of a user before its attempts are delayed.
+    pub const FREE_USER_FAILURES: u32 = 3;
+    /// The longest per-user delay.
+    pub const MAX_USER_DELAY: Duration = Duration::from_secs(60);
+    /// Addresses and users tracked at most (old entries are dropped first).
     const MAX_TRACKED: usize = 10_000;
 
-    /// Whether `ip` may try to log in now.
-    pub fn allowed(&self, ip: IpAddr, now: Instant) -> bool {
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(&ip) {
-            Some((start, n)) => {
-                now.duration_since(*start) >= Self::WINDOW || *n < Self::MAX_FAILURES
-            }
-            None => true,
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts a failed attempt from `ip`.
-    pub fn failed(&self, ip: IpAddr, now: Instant) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= Self::MAX_TRACKED {
-            map.retain(|_, (start, _)| now.duration_since(*start) < Self::WINDOW);
+    /// Whether an attempt from `ip` for `user` may be checked now; `known_device`: the
+    /// browser presented a valid device cookie of that user.
+    pub fn check(
+        &self,
+        ip: IpAddr,
+        user: &str,
+        known_device: bool,
+        now: Instant,
+    ) -> Result<(), Holdback> {
+        if known_device {
+            return Ok(());
         }
-        let entry = map.entry(ip).or_insert((now, 0));
-        if now.duration_since(entry.0) >= Self::WINDOW {
+        let st = self.lock();
+        if let Some((start, n)) = st.sources.get(&ip) {
+            let age = now.saturating_duration_since(*start);
+            if age < Self::WINDOW && *n >= Self::MAX_FAILURES {
+                return Err(Holdback::Source(Self::WINDOW - age));
+            }
+        }
+        if let Some((n, last)) = st.users.get(user) {
+            let wait = Self::user_delay(*n);
+            let since = now.saturating_duration_since(*last);
+            if since < wait {
+                return Err(Holdback::User(wait - since));
+            }
+        }
+        Ok(())
+    }
+
+    /// The delay after `n` consecutive failures of a user.
+    fn user_delay(n: u32) -> Duration {
+        if n < Self::FREE_USER_FAILURES {
+            return Duration::ZERO;
+        }
+        let exp = (n - Self::FREE_USER_FAILURES).min(16);
+        Duration::from_secs(1u64 << exp).min(Self::MAX_USER_DELAY)
+    }
+
+    /// Counts a failed attempt from `ip` for `user`.
+    pub fn failed(&self, ip: IpAddr, user: &str, now: Instant) {
+        let mut st = self.lock();
+        if st.sources.len() >= Self::MAX_TRACKED {
+            st.sources
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < Self::WINDOW);
+        }
+        let entry = st.sources.entry(ip).or_insert((now, 0));
+        if now.saturating_duration_since(entry.0) >= Self::WINDOW {
             *entry = (now, 0);
         }
         entry.1 = entry.1.saturating_add(1);
+        if st.users.len() >= Self::MAX_TRACKED && !st.users.contains_key(user) {
+            st.users
+                .retain(|_, (_, last)| now.saturating_duration_since(*last) < Self::MAX_USER_DELAY);
+            if st.users.len() >= Self::MAX_TRACKED {
+                return;
+            }
+        }
+        let u = st.users.entry(user.to_owned()).or_insert((0, now));
+        *u = (u.0.saturating_add(1), now);
+    }
+
+    /// A successful login: the user's back-off starts again.
+    pub fn succeeded(&self, user: &str) {
+        self.lock().users.remove(user);
     }
 }
 
@@ -353,16 +455,62 @@ mod tests {
     }
 
     #[test]
-    fn limiter_blocks_after_failures_until_the_window_ends() {
+    fn limiter_blocks_a_source_until_the_window_ends() {
         let l = LoginLimiter::default();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let t0 = Instant::now();
-        for _ in 0..LoginLimiter::MAX_FAILURES {
-            assert!(l.allowed(ip, t0));
-            l.failed(ip, t0);
+        for i in 0..LoginLimiter::MAX_FAILURES {
+            // Different user names: only the per-source limit applies.
+            let user = format!("u{i}");
+            assert_eq!(l.check(ip, &user, false, t0), Ok(()));
+            l.failed(ip, &user, t0);
         }
-        assert!(!l.allowed(ip, t0));
-        assert!(l.allowed("127.0.0.2".parse().unwrap(), t0));
-        assert!(l.allowed(ip, t0 + LoginLimiter::WINDOW));
+        assert!(matches!(
+            l.check(ip, "admin", false, t0),
+            Err(Holdback::Source(_))
+        ));
+        assert_eq!(
+            l.check("127.0.0.2".parse().unwrap(), "admin", false, t0),
+            Ok(())
+        );
+        assert_eq!(
+            l.check(ip, "admin", false, t0 + LoginLimiter::WINDOW),
+            Ok(())
+        );
+        // A browser that logged in before is not held back.
+        assert_eq!(l.check(ip, "admin", true, t0), Ok(()));
+    }
+
+    #[test]
+    fn per_user_backoff_is_bounded() {
+        let l = LoginLimiter::default();
+        let t0 = Instant::now();
+        // A thousand guesses from a thousand addresses.
+        for i in 0..1000u32 {
+            let ip = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+            l.failed(ip, "admin", t0);
+        }
+        let me: IpAddr = "192.0.2.1".parse().unwrap();
+        match l.check(me, "admin", false, t0) {
+            Err(Holdback::User(d)) => assert!(d <= LoginLimiter::MAX_USER_DELAY, "{d:?}"),
+            other => panic!("{other:?}"),
+        }
+        // Never locked out: after the bounded delay the right password may be tried.
+        assert_eq!(
+            l.check(me, "admin", false, t0 + LoginLimiter::MAX_USER_DELAY),
+            Ok(())
+        );
+        assert_eq!(l.check(me, "admin", true, t0), Ok(()));
+        l.succeeded("admin");
+        assert_eq!(l.check(me, "admin", false, t0), Ok(()));
+    }
+
+    #[test]
+    fn devices_are_remembered_per_user() {
+        let (_d, mut conn) = db();
+        let id = create_first_user(&mut conn, "admin", "correct horse").unwrap();
+        let token = remember_device(&conn, id).unwrap();
+        assert_eq!(device_user(&conn, &token).unwrap(), Some(id));
+        assert_eq!(device_user(&conn, "forged").unwrap(), None);
     }
 }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod api_tokens;
 pub mod auth;
 pub mod guard;
+pub mod host;
 pub mod office_time;
 pub mod pages;
 pub mod saved_filters;
@@ -57,11 +58,13 @@ pub use self::pages::WebState;
 /// The HTTP routes: the operations endpoints on the shared statistics, and the dashboard on
 /// the database of `state`.
 pub fn router(stats: Arc<Stats>, state: WebState) -> Router {
+    let hosts = Arc::clone(&state.hosts);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(stats)
         .merge(pages::router(state))
+        .layer(axum::middleware::from_fn_with_state(hosts, host::check))
 }
 
 async fn healthz(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
@@ -119,6 +122,12 @@ pub struct Links {
     pub dundi: Option<crate::routing::dundi::OfficeDundi>,
     /// The configuration and key files a backup download keeps besides the store.
     pub backup_files: Vec<(String, std::path::PathBuf)>,
+    /// The digest realm extension passwords are hashed for (empty: the default domain).
+    pub realm: String,
+    /// The SIP side's failed-authentication guard, for the security page.
+    pub guard: Option<crate::security::guard::SharedGuard>,
+    /// Extra host names the dashboard answers to (`[web] hosts`).
+    pub hosts: Vec<String>,
 }
 
 /// A running HTTP server.
@@ -160,12 +169,17 @@ impl WebServer {
         state.enum_ = links.enum_;
         state.dundi = links.dundi;
         state.backup_files = Arc::new(links.backup_files);
+        if !links.realm.is_empty() {
+            state.realm = Arc::from(links.realm.as_str());
+        }
+        state.guard = links.guard;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| WebError::Bind { addr, source })?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| WebError::Bind { addr, source })?;
+        state.hosts = Arc::new(host::AllowedHosts::new(local_addr, &links.hosts));
         let (stop, stopped) = oneshot::channel::<()>();
         let extensions_changed = Arc::clone(&state.extensions_changed);
         let app = router(stats, state).into_make_service_with_connect_info::<SocketAddr>();

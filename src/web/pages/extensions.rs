@@ -187,8 +187,8 @@ fn check(f: &ExtForm) -> Result<Checked, String> {
             return Err("Password: a new extension needs a SIP password.".into());
         }
         None
-    } else if password.chars().count() < 8 {
-        return Err("Password: use at least 8 characters.".into());
+    } else if let Err(weak) = crate::security::password::check(&password, f.number.trim()) {
+        return Err(format!("Password: it {weak}."));
     } else {
         Some(password)
     };
@@ -223,6 +223,9 @@ pub async fn save(
         Ok((number, name, did, permissions, password)) => {
             let enabled = !form.enabled.is_empty();
             let is_new = form.existing.is_empty();
+            // Only the digest hashes are kept; the clear password ends here.
+            let ha1 = password.map(|p| crate::store::digest_ha1(&number, &state.realm, &p));
+            let realm = state.realm.to_string();
             state
                 .with_db(move |db| {
                     let source: Option<String> = db
@@ -250,26 +253,44 @@ pub async fn save(
                     }
                     let now = now_unix();
                     if is_new {
+                        let (md5, sha256) = ha1.unwrap_or_default();
                         db.conn.execute(
                             "INSERT INTO extensions (number, password, name, did, enabled, \
-                             source, created_at, updated_at, permissions) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, 'web', ?6, ?6, ?7)",
+                             source, created_at, updated_at, permissions, ha1_md5, ha1_sha256, \
+                             ha1_realm) \
+                             VALUES (?1, '', ?2, ?3, ?4, 'web', ?5, ?5, ?6, ?7, ?8, ?9)",
                             params![
                                 number,
-                                password.unwrap_or_default(),
                                 name,
                                 did,
                                 enabled,
                                 now,
-                                permissions
+                                permissions,
+                                md5,
+                                sha256,
+                                realm
                             ],
                         )?;
                     } else {
+                        let (md5, sha256) = ha1.unzip();
                         db.conn.execute(
                             "UPDATE extensions SET name = ?2, did = ?3, enabled = ?4, \
-                             permissions = ?5, password = coalesce(?6, password), \
-                             updated_at = ?7 WHERE number = ?1 AND source = 'web'",
-                            params![number, name, did, enabled, permissions, password, now],
+                             permissions = ?5, password = '', \
+                             ha1_md5 = coalesce(?6, ha1_md5), \
+                             ha1_sha256 = coalesce(?7, ha1_sha256), \
+                             ha1_realm = CASE WHEN ?6 IS NULL THEN ha1_realm ELSE ?8 END, \
+                             updated_at = ?9 WHERE number = ?1 AND source = 'web'",
+                            params![
+                                number,
+                                name,
+                                did,
+                                enabled,
+                                permissions,
+                                md5,
+                                sha256,
+                                realm,
+                                now
+                            ],
                         )?;
                     }
                     Ok(None)

@@ -16,6 +16,7 @@ pub mod overview;
 pub mod rates;
 pub mod records;
 pub mod routing;
+pub mod security;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -57,6 +58,12 @@ pub struct WebState {
     pub(crate) office: Arc<OfficeTime>,
     /// The configuration and key files a backup download keeps besides the store.
     pub(crate) backup_files: Arc<Vec<(String, PathBuf)>>,
+    /// The digest realm (`[sip] domain`) extension passwords are hashed for.
+    pub(crate) realm: Arc<str>,
+    /// The failed-authentication guard of the SIP side, for the security page.
+    pub(crate) guard: Option<crate::security::guard::SharedGuard>,
+    /// Host names the dashboard answers to (DNS-rebinding defence); see [`super::host`].
+    pub(crate) hosts: Arc<super::host::AllowedHosts>,
 }
 
 impl WebState {
@@ -73,6 +80,9 @@ impl WebState {
             dundi: None,
             office: Arc::new(OfficeTime::utc()),
             backup_files: Arc::new(Vec::new()),
+            realm: Arc::from(crate::config::SipConfig::default().domain.as_str()),
+            guard: None,
+            hosts: Arc::new(super::host::AllowedHosts::default()),
         })
     }
 
@@ -141,6 +151,9 @@ pub fn router(state: WebState) -> Router {
         .route("/extensions/save", post(extensions::save))
         .route("/extensions/toggle", post(extensions::toggle))
         .route("/backup", get(backup::download))
+        .route("/security", get(security::page))
+        .route("/security/lift", post(security::lift))
+        .route("/security/unlock", post(security::unlock))
         .route("/logout", post(logout))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -326,19 +339,53 @@ async fn login(
         )
             .into_response()
     };
-    if !state.limiter.allowed(ip, Instant::now()) {
-        tracing::warn!(%ip, "dashboard: login refused, too many failed attempts");
-        return page(
+    // A browser that logged in as this user before — its device cookie, or a session cookie
+    // still alive — is not held back by other people's failed guesses.
+    let device = auth::cookie(&headers, auth::DEVICE_COOKIE);
+    let earlier_session = auth::cookie(&headers, SESSION_COOKIE);
+    let lookup_name = form.username.clone();
+    let found = state
+        .with_db(move |db| {
+            let user = auth::user_hash(&db.conn, &lookup_name)?;
+            let mut known = Vec::new();
+            if let Some(t) = &device {
+                known.extend(auth::device_user(&db.conn, t)?);
+            }
+            if let Some(t) = &earlier_session {
+                known.extend(auth::session(&db.conn, t)?.map(|s| s.user_id));
+            }
+            Ok((user, known))
+        })
+        .await;
+    let (user, known) = match found {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let known_device = user.as_ref().is_some_and(|(id, _)| known.contains(id));
+    if let Err(hold) = state
+        .limiter
+        .check(ip, &form.username, known_device, Instant::now())
+    {
+        let (why, wait) = match hold {
+            auth::Holdback::Source(d) => ("from your address", d),
+            auth::Holdback::User(d) => ("for this user", d),
+        };
+        tracing::warn!(%ip, user = %form.username, ?hold, "dashboard: login held back after failed attempts");
+        let mut r = page(
             StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed attempts from your address; wait a few minutes.",
+            &format!(
+                "Too many failed attempts {why}; try again in {} seconds.",
+                wait.as_secs().max(1)
+            ),
             form.username.clone(),
         );
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
     }
-    let (username, password) = (form.username.clone(), form.password.clone());
-    let result: Result<Option<String>, PageError> = async {
-        let user = state
-            .with_db(move |db| Ok(auth::user_hash(&db.conn, &username)?))
-            .await?;
+    let password = form.password.clone();
+    let result: Result<Option<(String, String)>, PageError> = async {
         // The slow hash check runs without holding the shared connection.
         let checked = tokio::task::spawn_blocking(move || auth::check_password(user, &password))
             .await
@@ -346,7 +393,12 @@ async fn login(
         match checked {
             Some(id) => Ok(Some(
                 state
-                    .with_db(move |db| Ok(auth::create_session(&db.conn, id)?))
+                    .with_db(move |db| {
+                        Ok((
+                            auth::create_session(&db.conn, id)?,
+                            auth::remember_device(&db.conn, id)?,
+                        ))
+                    })
                     .await?,
             )),
             None => Ok(None),
@@ -354,12 +406,18 @@ async fn login(
     }
     .await;
     match result {
-        Ok(Some(token)) => {
+        Ok(Some((token, device))) => {
             tracing::info!(user = %form.username, %ip, "dashboard login");
-            session_response(&token)
+            state.limiter.succeeded(&form.username);
+            let mut res = session_response(&token);
+            let cookie = auth::set_cookie(auth::DEVICE_COOKIE, &device, auth::DEVICE_TTL);
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                res.headers_mut().append(header::SET_COOKIE, v);
+            }
+            res
         }
         Ok(None) => {
-            state.limiter.failed(ip, Instant::now());
+            state.limiter.failed(ip, &form.username, Instant::now());
             tracing::warn!(user = %form.username, %ip, "dashboard: failed login");
             page(
                 StatusCode::UNAUTHORIZED,
@@ -419,11 +477,21 @@ async fn setup(
                 Ok(id) => id,
                 Err(e) => return Ok(Err(e)),
             };
-            Ok(Ok(auth::create_session(&db.conn, id)?))
+            Ok(Ok((
+                auth::create_session(&db.conn, id)?,
+                auth::remember_device(&db.conn, id)?,
+            )))
         })
         .await;
     match result {
-        Ok(Ok(token)) => session_response(&token),
+        Ok(Ok((token, device))) => {
+            let mut res = session_response(&token);
+            let cookie = auth::set_cookie(auth::DEVICE_COOKIE, &device, auth::DEVICE_TTL);
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                res.headers_mut().append(header::SET_COOKIE, v);
+            }
+            res
+        }
         Ok(Err(AuthError::Invalid(msg))) => page(msg),
         Ok(Err(AuthError::AlreadySetUp)) => (
             StatusCode::FORBIDDEN,
