@@ -15,7 +15,11 @@ fn have_cargo_fuzz() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+// Ignored in the default run for now: on a fresh machine the sanitizer build of the fuzz crate
+// alone takes 10–25 minutes. Run it with `cargo test --release --test fuzz_smoke -- --ignored`
+// (or `bash fuzz/run.sh 60`).
 #[test]
+#[ignore = "slow: builds the fuzz crate under sanitizers; run with --ignored"]
 fn every_fuzz_target_runs_time_boxed_without_a_crash() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let targets = std::fs::read_dir(root.join("fuzz/fuzz_targets"))
