@@ -19,7 +19,7 @@ have chromedriver || need_pkg+=(chromium-driver)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_pkg+=(fonts-dejavu-core)
 have dpkg-shlibdeps || need_pkg+=(dpkg-dev)
 have socat || need_pkg+=(socat)
-[ -e /usr/include/spandsp.h ] || need_pkg+=(libspandsp-dev)
+dpkg -s libspandsp-dev >/dev/null 2>&1 || need_pkg+=(libspandsp-dev)
 have pkg-config || need_pkg+=(pkg-config)
 
 if [ "${#need_pkg[@]}" -gt 0 ]; then
