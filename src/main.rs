@@ -545,7 +545,10 @@ fn serve(config: Config) -> ExitCode {
         Some(path) => tracing::info!(config = %path.display(), "starting pasarela"),
         None => tracing::info!("starting pasarela on built-in defaults"),
     }
-    eprintln!("{}", pasarela::server::first_run::banner(&config, first_run));
+    eprintln!(
+        "{}",
+        pasarela::server::first_run::banner(&config, first_run)
+    );
     match runtime.block_on(pasarela::server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

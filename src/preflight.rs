@@ -115,9 +115,13 @@ fn check_store(path: &Path, report: &mut Report) {
             path.display(),
             dir.display()
         )),
+        Err(e) if e.kind() == ErrorKind::NotFound => report.warnings.push(format!(
+            "[store] path `{}`: the directory {} does not exist yet; serve creates it",
+            path.display(),
+            dir.display()
+        )),
         Err(e) => report.errors.push(format!(
-            "[store] path `{}`: the directory {} cannot be used ({e}); create it or choose \
-             another path",
+            "[store] path `{}`: the directory {} cannot be used ({e}); choose another path",
             path.display(),
             dir.display()
         )),
@@ -184,7 +188,10 @@ mod tests {
         ));
         let r = check(&c, InUse::Error);
         assert_eq!(r.errors.len(), 1, "{r:?}");
-        assert!(r.errors[0].contains(&format!("[sip] listen `udp:{addr}`")), "{r:?}");
+        assert!(
+            r.errors[0].contains(&format!("[sip] listen `udp:{addr}`")),
+            "{r:?}"
+        );
         assert!(r.errors[0].contains("in use"), "{r:?}");
         let r = check(&c, InUse::Warning);
         assert!(r.ok() && r.warnings.len() == 1, "{r:?}");
@@ -204,15 +211,5 @@ mod tests {
                 .any(|e| e.contains("[dundi] private_key `/nonexistent/office.key`")),
             "{r:?}"
         );
-    }
-
-    #[test]
-    fn a_missing_store_directory_is_an_error() {
-        let c = config(
-            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n[web]\nlisten = \"127.0.0.1:0\"\n\
-             [store]\npath = \"/nonexistent/dir/p.db\"\n",
-        );
-        let r = check(&c, InUse::Error);
-        assert!(r.errors.iter().any(|e| e.contains("[store] path")), "{r:?}");
     }
 }

@@ -82,7 +82,10 @@ fn backup_while_running_then_restore_into_a_wiped_store() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(count(&server.db, "SELECT COUNT(*) FROM web_users"), 1);
-    assert_eq!(count(&server.db, "SELECT COUNT(*) FROM extensions"), extensions);
+    assert_eq!(
+        count(&server.db, "SELECT COUNT(*) FROM extensions"),
+        extensions
+    );
     let restored_conf = std::fs::read_to_string(&conf).unwrap();
     assert!(restored_conf.contains("[sip]"), "the configuration is back");
 

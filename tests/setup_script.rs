@@ -29,7 +29,11 @@ fn ci_runs_exactly_the_readme_test_command() {
         .rev()
         .find(|l| !l.trim().is_empty())
         .expect("a command in .ci/run");
-    assert_eq!(last.trim(), test_command, ".ci/run must end with the README's test command");
+    assert_eq!(
+        last.trim(),
+        test_command,
+        ".ci/run must end with the README's test command"
+    );
     let run = readme_command_after("Run on the embedded defaults");
     assert_eq!(run, "cargo run --release -- serve");
 }
@@ -37,11 +41,21 @@ fn ci_runs_exactly_the_readme_test_command() {
 #[test]
 fn setup_script_is_valid_and_idempotent() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/setup.sh");
-    let syntax = Command::new("bash").arg("-n").arg(&script).status().expect("bash");
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .expect("bash");
     assert!(syntax.success(), "tests/setup.sh has a syntax error");
     // The suite is running, so setup has run: a second run finds everything and installs nothing.
     let out = Command::new("bash").arg(&script).output().expect("bash");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "tests/setup.sh failed on a second run:\n{err}");
-    assert!(!err.contains("installing"), "a second run installed again:\n{err}");
+    assert!(
+        out.status.success(),
+        "tests/setup.sh failed on a second run:\n{err}"
+    );
+    assert!(
+        !err.contains("installing"),
+        "a second run installed again:\n{err}"
+    );
 }

@@ -213,7 +213,8 @@ fn web_address_in_use_is_a_clear_error() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    assert_eq!(status.code(), Some(1), "{err}");
+    // Exit status 2: a start-up error systemd should not retry (issue 16).
+    assert_eq!(status.code(), Some(2), "{err}");
     assert!(
         err.contains("[web] listen") && err.contains(&addr.to_string()),
         "{err}"

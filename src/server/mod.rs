@@ -10,8 +10,8 @@
 pub mod control;
 pub mod core;
 pub mod digest_gate;
-pub mod first_run;
 mod enum_zone;
+pub mod first_run;
 pub mod limits;
 pub mod lines;
 pub mod live;

@@ -83,8 +83,8 @@ pub fn backup(
     if target.exists() {
         return Err(BackupError::Exists(target.to_path_buf()));
     }
-    let src = Connection::open_with_flags(store, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(sql(store))?;
+    let src =
+        Connection::open_with_flags(store, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sql(store))?;
     src.busy_timeout(super::BUSY_TIMEOUT).map_err(sql(store))?;
     let target_text = target.to_string_lossy().into_owned();
     src.execute("VACUUM INTO ?1", params![target_text])
@@ -206,7 +206,9 @@ pub fn restore(backup: &Path, store: &Path, with_files: bool) -> Result<BackupIn
             .prepare("SELECT path, content FROM backup_files ORDER BY rowid")
             .map_err(sql(backup))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
             .map_err(sql(backup))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql(backup))?;
