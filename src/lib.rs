@@ -1,6 +1,6 @@
 //! pasarela: a SIP registrar, back-to-back user agent and PSTN gateway for small offices.
 //!
-//! The crate is organised by job (see `../shared/DESIGN.md`): sans-IO protocol cores under
+//! The crate is organised by job (as the project's design notes describe): sans-IO protocol cores under
 //! [`sip`], thin tokio shells under [`transport`], and the services built on them.
 
 pub mod b2bua;
