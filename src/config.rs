@@ -53,6 +53,10 @@ pub struct Config {
     pub trunks: Vec<TrunkConfig>,
     /// `[dundi]`: DUNDi peering (RFC 7378, Asterisk's pbx_dundi).
     pub dundi: DundiConfig,
+    /// `[inbound]`: calls into the office from peers and the internet.
+    pub inbound: InboundConfig,
+    /// `[[ring_group]]`: extensions that ring together.
+    pub ring_groups: Vec<RingGroupConfig>,
     /// `[log]`: diagnostics.
     pub log: LogConfig,
     /// `[[extension]]`: extensions provisioned from the file.
@@ -308,6 +312,47 @@ pub struct TrunkConfig {
     pub number_format: NumberFormat,
     /// Whether the trunk is used (`enabled`, default true).
     pub enabled: bool,
+    /// Where the provider's calls come from (`sources`: IP addresses, CIDR prefixes such as
+    /// `192.0.2.0/28`, or host names resolved at start and on reload). Empty: the host and
+    /// port of `uri`. INVITEs from these sources are the trunk's, taken without a password.
+    pub sources: Vec<String>,
+}
+
+/// `[inbound]`: who may call the office without a password (see [`crate::server::inbound`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundConfig {
+    /// Whether peers and the internet may call the numbers we publish (the DIDs) without
+    /// authentication (`public`, default false). Such calls reach only local destinations.
+    pub public: bool,
+    /// Unauthenticated calls one source address may start per minute (`peer_calls_per_minute`,
+    /// default 20).
+    pub peer_calls_per_minute: u32,
+    /// Unauthenticated calls one source address may have in progress (`peer_max_calls`,
+    /// default 4).
+    pub peer_max_calls: u32,
+    /// `[[inbound.route]]`: numbers we publish besides the extensions' DIDs, and where their
+    /// calls ring: (E.164 number, an extension number or a `[[ring_group]]` name).
+    pub routes: Vec<(String, String)>,
+}
+
+/// One `[[ring_group]]`: extensions that ring together for a number of `[[inbound.route]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingGroupConfig {
+    /// Its name, used as a route's `destination` (`name`, required, not all digits).
+    pub name: String,
+    /// The extensions; all ring at once, the first to answer takes the call (`members`).
+    pub members: Vec<String>,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        InboundConfig {
+            public: false,
+            peer_calls_per_minute: 20,
+            peer_max_calls: 4,
+            routes: Vec::new(),
+        }
+    }
 }
 
 /// `[log]`: diagnostics.
@@ -597,6 +642,10 @@ struct RawConfig {
     #[serde(default)]
     dundi: RawDundi,
     #[serde(default)]
+    inbound: RawInbound,
+    #[serde(default, rename = "ring_group")]
+    ring_groups: Vec<RawRingGroup>,
+    #[serde(default)]
     log: RawLog,
     #[serde(default, rename = "extension")]
     extensions: Vec<RawExtension>,
@@ -761,6 +810,109 @@ struct RawTrunk {
     password: Option<String>,
     number_format: Option<String>,
     enabled: Option<bool>,
+    sources: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInbound {
+    public: Option<bool>,
+    peer_calls_per_minute: Option<u32>,
+    peer_max_calls: Option<u32>,
+    route: Option<Vec<RawInboundRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInboundRoute {
+    number: String,
+    destination: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRingGroup {
+    name: String,
+    members: Vec<String>,
+}
+
+fn validate_ring_groups(raw: Vec<RawRingGroup>) -> Checked<Vec<RingGroupConfig>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, g) in raw.into_iter().enumerate() {
+        let at = KeyPath::new("ring_group").index(i);
+        if g.name.trim().is_empty() || digits(&g.name) || g.name.chars().any(|c| c.is_control()) {
+            return Err(invalid(
+                &at.key("name"),
+                "must be a name (not only digits: those are extensions)",
+            ));
+        }
+        if !seen.insert(g.name.clone()) {
+            return Err(invalid(
+                &at.key("name"),
+                format!("ring group `{}` is defined twice", g.name),
+            ));
+        }
+        if g.members.is_empty() {
+            return Err(invalid(
+                &at.key("members"),
+                "must name at least one extension",
+            ));
+        }
+        for (j, m) in g.members.iter().enumerate() {
+            if !digits(m) {
+                return Err(invalid(
+                    &at.key("members").index(j),
+                    format!("`{m}` is not an extension number"),
+                ));
+            }
+        }
+        out.push(RingGroupConfig {
+            name: g.name,
+            members: g.members,
+        });
+    }
+    Ok(out)
+}
+
+impl RawInbound {
+    fn validate(self, at: &KeyPath, groups: &[RingGroupConfig]) -> Checked<InboundConfig> {
+        let d = InboundConfig::default();
+        let mut routes = Vec::new();
+        for (i, r) in self.route.into_iter().flatten().enumerate() {
+            let here = at.key("route").index(i);
+            if r.number.parse::<crate::routing::E164>().is_err() {
+                return Err(invalid(
+                    &here.key("number"),
+                    format!("`{}` is not an E.164 number (+ and digits)", r.number),
+                ));
+            }
+            if !digits(&r.destination) && !groups.iter().any(|g| g.name == r.destination) {
+                return Err(invalid(
+                    &here.key("destination"),
+                    format!(
+                        "`{}` is neither an extension number nor a [[ring_group]]",
+                        r.destination
+                    ),
+                ));
+            }
+            routes.push((r.number, r.destination));
+        }
+        Ok(InboundConfig {
+            routes,
+            public: self.public.unwrap_or(d.public),
+            peer_calls_per_minute: positive(
+                self.peer_calls_per_minute,
+                d.peer_calls_per_minute,
+                &at.key("peer_calls_per_minute"),
+            )?,
+            peer_max_calls: positive(
+                self.peer_max_calls,
+                d.peer_max_calls,
+                &at.key("peer_max_calls"),
+            )?,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1055,6 +1207,7 @@ impl RawConfig {
     fn validate(self) -> Checked<Config> {
         let extensions = validate_extensions(self.extensions)?;
         let trunks = validate_trunks(self.trunks)?;
+        let ring_groups = validate_ring_groups(self.ring_groups)?;
         Ok(Config {
             sip: self.sip.validate(&KeyPath::new("sip"))?,
             media: self.media.validate(&KeyPath::new("media"))?,
@@ -1067,6 +1220,10 @@ impl RawConfig {
             modems: validate_modems(self.modems, &trunks)?,
             trunks,
             dundi: self.dundi.validate(&KeyPath::new("dundi"))?,
+            inbound: self
+                .inbound
+                .validate(&KeyPath::new("inbound"), &ring_groups)?,
+            ring_groups,
             log: self.log.validate(&KeyPath::new("log"))?,
             extensions,
             limits: self.limits.validate(&KeyPath::new("limits"))?,
@@ -1704,6 +1861,11 @@ fn validate_trunks(raw: Vec<RawTrunk>) -> Checked<Vec<TrunkConfig>> {
             }
             _ => {}
         }
+        for (j, src) in t.sources.iter().flatten().enumerate() {
+            if let Err(e) = crate::server::inbound::SourceSpec::parse(src) {
+                return Err(invalid(&at.key("sources").index(j), e.to_string()));
+            }
+        }
         let number_format = match t.number_format.as_deref() {
             None | Some("e164") => NumberFormat::E164,
             Some("international") => NumberFormat::International,
@@ -1722,6 +1884,7 @@ fn validate_trunks(raw: Vec<RawTrunk>) -> Checked<Vec<TrunkConfig>> {
             password: t.password,
             number_format,
             enabled: t.enabled.unwrap_or(true),
+            sources: t.sources.unwrap_or_default(),
         });
     }
     Ok(out)
@@ -2608,6 +2771,38 @@ password = "pw-y-secret"
             .numbering
             .default_permissions
             .allows(Permission::International));
+    }
+
+    #[test]
+    fn inbound_keys() {
+        let c = parse(
+            "[[trunk]]\nname = \"a\"\nuri = \"sip:gw.test\"\nsources = [\"192.0.2.0/28\", \"gw.test\"]\n\
+             [inbound]\npublic = true\npeer_max_calls = 2\n\
+             [[inbound.route]]\nnumber = \"+4930123450\"\ndestination = \"sales\"\n\
+             [[inbound.route]]\nnumber = \"+4930123451\"\ndestination = \"101\"\n\
+             [[ring_group]]\nname = \"sales\"\nmembers = [\"100\", \"101\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.trunks[0].sources, ["192.0.2.0/28", "gw.test"]);
+        assert!(c.inbound.public);
+        assert_eq!(c.inbound.peer_max_calls, 2);
+        assert_eq!(c.inbound.peer_calls_per_minute, 20);
+        assert_eq!(c.inbound.routes.len(), 2);
+        assert_eq!(c.ring_groups[0].members, ["100", "101"]);
+        let (_, key, _) =
+            fail("[[trunk]]\nname = \"a\"\nuri = \"sip:gw.test\"\nsources = [\"ok.test\", \"10.0.0.0/40\"]\n");
+        assert_eq!(key, "trunk[0].sources[1]");
+        let (_, key, _) = fail("[inbound]\npeer_max_calls = 0\n");
+        assert_eq!(key, "inbound.peer_max_calls");
+        let (_, key, _) = fail("[[inbound.route]]\nnumber = \"030123\"\ndestination = \"100\"\n");
+        assert_eq!(key, "inbound.route[0].number");
+        let (_, key, _) =
+            fail("[[inbound.route]]\nnumber = \"+4930123450\"\ndestination = \"nobody\"\n");
+        assert_eq!(key, "inbound.route[0].destination");
+        let (_, key, _) = fail("[[ring_group]]\nname = \"123\"\nmembers = [\"100\"]\n");
+        assert_eq!(key, "ring_group[0].name");
+        let (_, key, _) = fail("[[ring_group]]\nname = \"g\"\nmembers = [\"x\"]\n");
+        assert_eq!(key, "ring_group[0].members[0]");
     }
 
     #[test]

@@ -173,6 +173,7 @@ fn finished_calls_become_rated_records_the_dashboard_finds() {
         answered_by: None,
         route: None,
         q850: None,
+        origin: None,
     };
     // 1: over the PSTN trunk, 125 s talk.
     let mut pstn = base.clone();

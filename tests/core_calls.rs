@@ -474,6 +474,7 @@ impl Direct {
             caller: Caller {
                 number: "100".into(),
                 name: None,
+                origin: None,
             },
             targets,
             fallback,

@@ -821,6 +821,42 @@ fn precache_push_fills_the_cache() {
     }
 }
 
+/// An answer carrying our own EID (a peer's cache handing ours back) is dropped: following it
+/// would call ourselves.
+#[test]
+fn answers_with_our_own_eid_are_dropped() {
+    let now = Instant::now();
+    let mut a = engine(&settings(&ANCHOR, &PEER, B, false), &ANCHOR, now);
+    let mut ies = discover(PEER.eid, "16668888", "e164");
+    for (eid, dest) in [
+        (ANCHOR.eid, "16668888@127.0.0.1:5060"),
+        (PEER.eid, "16668888@127.0.0.2:5090"),
+    ] {
+        ies.push(Ie::Answer(pasarela::routing::dundi::wire::AnswerIe {
+            eid: eid.parse().unwrap(),
+            protocol: 2,
+            flags: 1,
+            weight: 0,
+            destination: dest.into(),
+        }));
+    }
+    ies.push(Ie::Expiration(30));
+    a.handle_datagram(now, addr(B), &request(22, Command::PrecacheRq, false, ies));
+    let _ = replies(&mut a);
+    a.lookup(now, "16668888", "e164", None, false);
+    match a.poll_event() {
+        Some(Event::LookupDone { result, .. }) => {
+            let dests: Vec<&str> = result
+                .answers
+                .iter()
+                .map(|x| x.destination.as_str())
+                .collect();
+            assert_eq!(dests, ["16668888@127.0.0.2:5090"]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn replayed_qualify_and_encrypted_lookup_towards_anchor() {
     let now = Instant::now();

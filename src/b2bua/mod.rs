@@ -93,6 +93,9 @@ pub struct Stage {
 pub struct Caller {
     pub number: String,
     pub name: Option<String>,
+    /// Where a call from outside the office came from (`trunk carrier`, `DUNDi peer …`,
+    /// `internet …`), for its record; `None` for the office's phones and lines.
+    pub origin: Option<String>,
 }
 
 /// A call to start: the caller's INVITE (its server transaction and flow), who is calling,
@@ -572,6 +575,11 @@ impl Calls {
         if let Some(call) = self.calls.get(&id) {
             call.reack(layer, &resp, peer);
         }
+    }
+
+    /// Whether the call started by the INVITE of server transaction `key` is in progress.
+    pub fn has_server(&self, key: ServerKey) -> bool {
+        self.by_server.contains_key(&key)
     }
 
     /// Whether an in-dialog request belongs to one of the calls.

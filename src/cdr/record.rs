@@ -381,6 +381,9 @@ fn destination(label: &str, uri: &str, route: Option<&Route>) -> RouteOf {
     }
     if let Some(ext) = label.strip_prefix("extension ") {
         RouteOf::extension(ext)
+    } else if let Some(group) = label.strip_prefix("group ") {
+        // A ring group (calls into the office): its name as the target.
+        RouteOf::extension(group)
     } else if let Some(name) = label.strip_prefix("trunk ") {
         RouteOf::trunk(name)
     } else {
@@ -735,6 +738,7 @@ pub(crate) mod tests {
             q850: None,
             answered_by: None,
             route: None,
+            origin: None,
         }
     }
 

@@ -150,6 +150,7 @@ pub fn line_trunks(
                     password: None,
                     number_format: NumberFormat::E164,
                     enabled: true,
+                    sources: Vec::new(),
                 }),
                 _ => None,
             }

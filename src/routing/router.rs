@@ -199,6 +199,10 @@ pub struct Router {
     sources: Vec<Arc<dyn RouteSource>>,
     locator: Option<Arc<dyn ServerLocator>>,
     directory: std::sync::RwLock<Arc<Directory>>,
+    /// The trunks in use (from `settings.trunks`, replaced on reload).
+    trunks: std::sync::RwLock<Arc<Vec<TrunkConfig>>>,
+    /// Our own listen addresses: a target there would call ourselves.
+    own: std::sync::RwLock<Arc<Vec<(Proto, SocketAddr)>>>,
 }
 
 struct Recorder {
@@ -251,11 +255,65 @@ impl Router {
         directory: Directory,
     ) -> Router {
         Router {
+            trunks: std::sync::RwLock::new(Arc::new(settings.trunks.clone())),
+            own: std::sync::RwLock::new(Arc::new(Vec::new())),
             settings,
             sources,
             locator,
             directory: std::sync::RwLock::new(Arc::new(directory)),
         }
+    }
+
+    /// Replaces the trunks (after a reload); calls in progress keep their route.
+    pub fn set_trunks(&self, trunks: Vec<TrunkConfig>) {
+        if let Ok(mut t) = self.trunks.write() {
+            *t = Arc::new(trunks);
+        }
+    }
+
+    /// The trunks in use.
+    pub fn trunks(&self) -> Arc<Vec<TrunkConfig>> {
+        match self.trunks.read() {
+            Ok(t) => Arc::clone(&t),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Our own listen addresses (after binding): targets there are skipped (a loop).
+    pub fn set_own_addrs(&self, addrs: Vec<(Proto, SocketAddr)>) {
+        if let Ok(mut o) = self.own.write() {
+            *o = Arc::new(addrs);
+        }
+    }
+
+    /// Whether `hop` is this gateway: one of its listen addresses, or the port of a wildcard
+    /// listen address on a loopback or unspecified address.
+    fn is_self(&self, hop: &Hop) -> bool {
+        let own = match self.own.read() {
+            Ok(o) => Arc::clone(&o),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        own.iter().any(|(_, a)| {
+            a.port() == hop.addr.port()
+                && (a.ip() == hop.addr.ip()
+                    || (a.ip().is_unspecified()
+                        && (hop.addr.ip().is_loopback() || hop.addr.ip().is_unspecified())))
+        })
+    }
+
+    /// `hops` without this gateway's own addresses, each skip noted for the explainer.
+    fn not_self(&self, uri: &SipUri, hops: Vec<Hop>, rec: &mut Recorder) -> Vec<Hop> {
+        hops.into_iter()
+            .filter(|h| {
+                let me = self.is_self(h);
+                if me {
+                    rec.note(format!(
+                        "locate {uri}: {h} skipped: that is this gateway (the call would loop)"
+                    ));
+                }
+                !me
+            })
+            .collect()
     }
 
     /// Replaces the office's numbers (after extensions changed).
@@ -319,7 +377,23 @@ impl Router {
                 }
             },
         };
-        let number = match plan.classify(dialled, |d| dir.extensions.contains_key(d)) {
+        // E.164 digits without '+' (as DUNDi answers carry numbers: `4930123457`) that are one
+        // of our DIDs reach it, whatever the plan would make of them.
+        let own_did = (!dir.extensions.contains_key(dialled)
+            && dialled.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| E164::from_digits(dialled).ok())
+        .flatten()
+        .filter(|n| dir.dids.contains_key(n.as_str()));
+        let classified = match own_did {
+            Some(n) => {
+                rec.note(format!(
+                    "numbering: {dialled:?} are the E.164 digits of our DID {n}"
+                ));
+                Ok(Dialled::E164(n))
+            }
+            None => plan.classify(dialled, |d| dir.extensions.contains_key(d)),
+        };
+        let number = match classified {
             Ok(n) => n,
             Err(e) => {
                 rec.note(format!("numbering: {dialled:?}: {e}"));
@@ -432,6 +506,7 @@ impl Router {
                             }
                         }
                     }
+                    let hops = self.not_self(&uri, hops, rec);
                     for hop in hops {
                         attempts.push(Attempt {
                             kind: AttemptKind::Sip {
@@ -710,8 +785,9 @@ impl Router {
         }
         let national = national.as_str();
         let deadline = Instant::now() + self.settings.locate_budget;
-        let mut trunks = 0;
-        for t in self.settings.trunks.iter().filter(|t| t.enabled) {
+        let mut found = 0;
+        let trunks = self.trunks();
+        for t in trunks.iter().filter(|t| t.enabled) {
             let user = match (&e164, t.number_format) {
                 (None, _) => national.to_owned(),
                 (Some(n), NumberFormat::E164) => n.as_str().to_owned(),
@@ -724,8 +800,9 @@ impl Router {
             uri.user = Some(user);
             uri.password = None;
             let hops = self.locate(&t.uri, deadline, rec).await;
+            let hops = self.not_self(&t.uri, hops, rec);
             for hop in hops {
-                trunks += 1;
+                found += 1;
                 attempts.push(Attempt {
                     kind: AttemptKind::Trunk {
                         name: t.name.clone(),
@@ -736,7 +813,7 @@ impl Router {
                 });
             }
         }
-        if trunks == 0 {
+        if found == 0 {
             rec.note("PSTN: no trunk or line available");
         }
         if attempts.is_empty() {
@@ -935,6 +1012,7 @@ mod tests {
             password: Some("p".into()),
             number_format: NumberFormat::National,
             enabled: true,
+            sources: Vec::new(),
         }
     }
 
@@ -1051,6 +1129,61 @@ mod tests {
         let text = route.to_string();
         assert!(text.contains("sip:bob@sip.example.test"), "{text}");
         assert!(text.contains("trunk carrier"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn targets_at_our_own_address_are_skipped() {
+        let enum_ = Arc::new(Fixed {
+            name: "ENUM",
+            delay: Duration::from_millis(1),
+            targets: vec!["sip:bob@127.0.0.9:5060", "sip:carol@127.0.0.10:5060"],
+        });
+        // The trunk points at ourselves too (sip:127.0.0.1:5090, our wildcard listen port).
+        let r = router(vec![enum_], vec![trunk()]);
+        r.set_own_addrs(vec![
+            (Proto::Udp, "127.0.0.9:5060".parse().unwrap()),
+            (Proto::Udp, "0.0.0.0:5090".parse().unwrap()),
+        ]);
+        let route = r.route(Some("100"), "0301234567").await;
+        assert_eq!(
+            attempts(&route),
+            [(
+                "ENUM test".into(),
+                "sip:carol@127.0.0.10:5060".into(),
+                "udp:127.0.0.10:5060".into()
+            )]
+        );
+        let text = route.to_string();
+        assert!(
+            text.contains("udp:127.0.0.9:5060 skipped: that is this gateway"),
+            "{text}"
+        );
+        assert!(
+            text.contains("udp:127.0.0.1:5090 skipped: that is this gateway"),
+            "{text}"
+        );
+        // Trunks replaced on reload are used at once.
+        r.set_own_addrs(Vec::new());
+        r.set_trunks(Vec::new());
+        let route = r.route(Some("100"), "0301234567").await;
+        assert!(!route.to_string().contains("trunk carrier"), "{route}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn e164_digits_of_our_did_reach_it() {
+        let r = router(Vec::new(), vec![trunk()]);
+        // As DUNDi answers carry it: no '+', which the plan alone would read as a local number.
+        let route = r.route(Some("100"), "4930123456").await;
+        assert!(
+            matches!(&route.decision, Decision::Extension(e) if e == "100"),
+            "{route}"
+        );
+        // Digits that are not our DID keep their usual meaning.
+        let route = r.route(Some("100"), "4930999999").await;
+        assert!(
+            !matches!(&route.decision, Decision::Extension(_)),
+            "{route}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -83,6 +83,9 @@ pub struct Refused {
     pub route: Option<std::sync::Arc<Route>>,
     /// Why, when it was a limit or a resource (`Limit reached: …`), for the record.
     pub reason: Option<String>,
+    /// For calls from outside the office: where they came from ([`super::inbound::Origin`])
+    /// and why they were refused.
+    pub incoming: Option<(String, String)>,
 }
 
 struct PendingRoute {
@@ -115,6 +118,12 @@ pub struct SipCore {
     line_agents: super::lines::LineAgents,
     /// Toll-fraud limits per extension and trunk (none until [`SipCore::set_limits`]).
     limiter: super::limits::Limiter,
+    /// Who may call without a password: trunks, peers, the internet.
+    inbound: super::inbound::InboundPolicy,
+    /// Rate and concurrency per outside source (peers, the internet).
+    inbound_limiter: super::inbound::Limiter,
+    /// The start of every Via branch we make (loop detection).
+    branch_prefix: String,
 }
 
 impl SipCore {
@@ -128,8 +137,12 @@ impl SipCore {
         )>,
     ) -> SipCore {
         let tag_seed = u64::from_le_bytes(secret[..8].try_into().unwrap_or([7; 8]));
+        let layer = TransactionLayer::new(settings.timers);
         SipCore {
-            layer: TransactionLayer::new(settings.timers),
+            branch_prefix: layer.branch_prefix(),
+            inbound: Default::default(),
+            inbound_limiter: Default::default(),
+            layer,
             registrar: Registrar::new(settings.registrar),
             gate: DigestGate::new(
                 settings.realm.clone(),
@@ -205,6 +218,12 @@ impl SipCore {
     /// the dashboard.
     pub fn guard(&self) -> crate::security::guard::SharedGuard {
         self.gate.guard()
+    }
+
+    /// Who may call without a password ([`super::inbound`]); replaced on reload, calls in
+    /// progress stay.
+    pub fn set_inbound(&mut self, policy: super::inbound::InboundPolicy) {
+        self.inbound = policy;
     }
 
     pub fn registrar(&self) -> &Registrar {
@@ -447,6 +466,7 @@ impl SipCore {
                 status: r.status,
                 route: Some(route),
                 reason,
+                incoming: None,
             });
             self.layer.respond(now, p.key, r);
         }
@@ -523,6 +543,9 @@ impl SipCore {
             self.layer.shrink();
             self.calls.shrink();
         }
+        let calls = &self.calls;
+        self.inbound_limiter
+            .purge(Instant::now(), |k| calls.has_server(k));
     }
 
     /// Live bindings (for status reporting and tests).
@@ -789,9 +812,23 @@ impl SipCore {
                 .push(Header::Other("Accept".into(), "application/sdp".into()));
             return Some(r);
         }
+        if let Some((status, reason)) = super::inbound::loop_check(req, &self.branch_prefix) {
+            tracing::info!(%peer, status, "INVITE refused: {reason}");
+            return Some(self.response(req, status, Some(reason)));
+        }
         if let Some(line) = self.line_agents.line_for(peer, req) {
             let line = line.clone();
             return self.ring_line(now, unix, key, req, peer, &line);
+        }
+        if let Some(origin) = self.inbound.trunk(peer.remote) {
+            return self.incoming(now, unix, key, req, peer, origin);
+        }
+        if req.headers.get_all("Authorization").next().is_none() {
+            if let Some(origin) = self.inbound.public_origin(peer.remote) {
+                if self.published(req).is_some() && !self.is_own_phone(unix, req, peer) {
+                    return self.incoming(now, unix, key, req, peer, origin);
+                }
+            }
         }
         let caller = match self.authenticate(unix, req, peer) {
             Ok(ext) => ext,
@@ -808,6 +845,7 @@ impl SipCore {
         let caller = Caller {
             number: caller.number,
             name: caller.name,
+            origin: None,
         };
         let active = self.calls.count_by_caller(&caller.number)
             + self
@@ -827,6 +865,7 @@ impl SipCore {
                 status: 403,
                 route: None,
                 reason: Some(why),
+                incoming: None,
             });
             return Some(r);
         }
@@ -845,6 +884,7 @@ impl SipCore {
                     status: r.status,
                     route: None,
                     reason: None,
+                    incoming: None,
                 });
             }
             return refusal;
@@ -856,6 +896,7 @@ impl SipCore {
                 status: 404,
                 route: None,
                 reason: None,
+                incoming: None,
             });
             return Some(self.response(req, 404, None));
         }
@@ -948,6 +989,7 @@ impl SipCore {
                 status: 480,
                 route: None,
                 reason: None,
+                incoming: None,
             });
             return Some(r);
         }
@@ -963,6 +1005,185 @@ impl SipCore {
         };
         self.calls.start(now, &mut self.layer, new);
         None
+    }
+}
+
+impl SipCore {
+    /// What the Request-URI's user reaches when it is a number we publish, in any form
+    /// (`+4930…`, `4930…`, national, international): the enabled extension whose DID it is, else
+    /// the destination of its `[[inbound.route]]`. `(label, extensions)`.
+    fn published(&self, req: &Request) -> Option<(String, Vec<String>)> {
+        let dialled = req.uri.as_sip().and_then(|u| u.user_unescaped())?;
+        let forms = self.inbound.number_forms(&dialled);
+        let did = forms.iter().find_map(|n| {
+            self.extensions
+                .values()
+                .find(|e| e.enabled && e.did.as_deref() == Some(n.as_str()))
+                .map(|e| e.number.clone())
+        });
+        match did {
+            Some(ext) => Some((format!("extension {ext}"), vec![ext])),
+            None => self
+                .inbound
+                .route_for(&forms)
+                .map(|r| (r.label.clone(), r.members.clone())),
+        }
+    }
+
+    /// Rings every registered contact of every enabled extension of `members` at once (a ring
+    /// group); the refusal when none can ring.
+    #[allow(clippy::too_many_arguments)]
+    fn ring_group(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        key: ServerKey,
+        req: &Request,
+        peer: Peer,
+        caller: Caller,
+        label: &str,
+        members: &[String],
+    ) -> Option<Response> {
+        let targets: Vec<Target> = members
+            .iter()
+            .filter(|e| self.extensions.get(e.as_str()).is_some_and(|x| x.enabled))
+            .flat_map(|e| self.registrar.lookup(e, unix))
+            .map(route_to_binding)
+            .collect();
+        if targets.is_empty() {
+            return Some(self.response(req, 480, None));
+        }
+        let new = NewCall {
+            key,
+            invite: req.clone(),
+            peer,
+            caller,
+            targets,
+            fallback: Vec::new(),
+            label: label.to_owned(),
+            route: None,
+        };
+        self.calls.start(now, &mut self.layer, new);
+        None
+    }
+
+    /// Whether an unauthenticated INVITE is an office phone's first try: its From names an
+    /// extension with a binding registered from the same address. Such a request gets the
+    /// usual challenge (and is then an internal call), not the public path.
+    fn is_own_phone(&self, unix: u64, req: &Request, peer: Peer) -> bool {
+        let Some(user) = req
+            .headers
+            .from()
+            .and_then(|f| f.uri.as_sip())
+            .and_then(|u| u.user_unescaped())
+        else {
+            return false;
+        };
+        self.registrar
+            .lookup(&user, unix)
+            .iter()
+            .any(|b| b.source.remote.ip() == peer.remote.ip())
+    }
+
+    /// A call from a trunk, a peer or the internet (no password): it may reach the extension
+    /// whose DID it dialled and nothing else; the per-source limits apply to peers and the
+    /// internet. Refusals are recorded with where the call came from and why.
+    fn incoming(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        key: ServerKey,
+        req: &Request,
+        peer: Peer,
+        origin: super::inbound::Origin,
+    ) -> Option<Response> {
+        let dialled = req
+            .uri
+            .as_sip()
+            .and_then(|u| u.user_unescaped())
+            .unwrap_or_default();
+        let from = req.headers.from();
+        let from_user = from
+            .and_then(|f| f.uri.as_sip())
+            .and_then(|u| u.user_unescaped())
+            .unwrap_or_else(|| "anonymous".to_owned());
+        let caller = Caller {
+            number: self.inbound.caller_number(&origin, &from_user),
+            name: from
+                .and_then(|f| f.display.as_deref())
+                .map(|d| d.trim_matches('"').to_owned())
+                .filter(|d| !d.is_empty()),
+            origin: Some(origin.label()),
+        };
+        let target = self.published(req);
+        let refusal: Result<(String, Vec<String>), (u16, &str, String)> = match target {
+            None => Err((404, "Not Found", "not a number of this office".to_owned())),
+            Some(ext) => match origin.limited() {
+                Some(ip) => {
+                    let calls = &self.calls;
+                    match self
+                        .inbound_limiter
+                        .admit(now, ip, &self.inbound, |k| calls.has_server(k))
+                    {
+                        Ok(()) => Ok(ext),
+                        Err(super::inbound::Limit::Rate) => Err((
+                            503,
+                            "Too Many Calls",
+                            format!(
+                                "more than {} calls a minute from {ip}",
+                                self.inbound.calls_per_minute
+                            ),
+                        )),
+                        Err(super::inbound::Limit::Concurrent) => Err((
+                            503,
+                            "Too Many Calls",
+                            format!(
+                                "{} calls from {ip} already in progress",
+                                self.inbound.max_calls
+                            ),
+                        )),
+                    }
+                }
+                None => Ok(ext),
+            },
+        };
+        let label = origin.label();
+        let (response, why) = match refusal {
+            Ok((dest, members)) => {
+                tracing::info!(from = %label, caller = %caller.number, %dialled, to = %dest, "incoming call");
+                let r = match (dest.strip_prefix("extension "), members.as_slice()) {
+                    (Some(_), [ext]) => {
+                        self.ring_extension(now, unix, key, req, peer, caller.clone(), ext)
+                    }
+                    _ => {
+                        self.ring_group(now, unix, key, req, peer, caller.clone(), &dest, &members)
+                    }
+                };
+                match r {
+                    None => {
+                        if let Some(ip) = origin.limited() {
+                            self.inbound_limiter.started(ip, key);
+                        }
+                        return None;
+                    }
+                    Some(r) => {
+                        let why = format!("{dest} answered {}", r.status);
+                        (r, why)
+                    }
+                }
+            }
+            Err((status, reason, why)) => (self.response(req, status, Some(reason)), why),
+        };
+        tracing::info!(from = %label, caller = %caller.number, %dialled, status = response.status, "incoming call refused: {why}");
+        self.refused.push(Refused {
+            caller: caller.number,
+            dialled,
+            status: response.status,
+            route: None,
+            reason: None,
+            incoming: Some((label, why)),
+        });
+        Some(response)
     }
 }
 

@@ -55,7 +55,11 @@ pub fn caller_of(req: &Request) -> Caller {
         .and_then(|f| f.display.as_deref())
         .map(|d| d.trim_matches('"').to_owned())
         .filter(|d| !d.is_empty());
-    Caller { number, name }
+    Caller {
+        number,
+        name,
+        origin: None,
+    }
 }
 
 /// The modem lines of a `serve` process.

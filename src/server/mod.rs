@@ -12,6 +12,8 @@ pub mod core;
 pub mod digest_gate;
 mod enum_zone;
 pub mod first_run;
+pub mod inbound;
+mod inbound_setup;
 pub mod limits;
 pub mod lines;
 pub mod live;
@@ -171,6 +173,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         io_threads,
     );
     tracing::info!(%media_ip, ports = ?config.media.rtp_ports, io_threads, "media relay");
+    let inbound_policy = inbound_setup::build(&config, &extensions).await;
     let mut core = SipCore::new(
         settings,
         extensions,
@@ -185,6 +188,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     usage::load(&store_path, &mut limiter);
     core.set_limits(limiter);
     core.set_max_server_transactions(config.limits.server_transactions);
+    core.set_inbound(inbound_policy);
     let restored = core.registrar_mut().restore(rows);
     tracing::info!(restored, purged, "registrations restored from the store");
 
@@ -257,6 +261,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if !interrupted_legs.is_empty() {
         core.hang_up_interrupted(std::time::Instant::now(), unix_now(), interrupted_legs);
     }
+    router.set_own_addrs(bound.local_addrs.clone());
     if let Some(m) = modem_lines.as_mut() {
         core.set_line_agents(m.start(&config, line_plan, &bound.local_addrs));
     }
@@ -299,6 +304,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     // Extensions are provisioned again on SIGHUP and whenever the dashboard changed one.
     let (reload_tx, mut reload) = mpsc::channel::<()>(1);
+    let (inbound_tx, mut inbound_rx) = mpsc::unbounded_channel::<inbound::InboundPolicy>();
     forward_hangup(reload_tx.clone());
     let changed = web.extensions_changed();
     tokio::spawn(async move {
@@ -348,9 +354,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                             Some(crate::routing::setup::numbering_plan(&config, &rows)),
                         );
                         tracing::info!(extensions = rows.len(), "extensions reloaded");
+                        reload_trunks(&config, &router, rows, inbound_tx.clone());
                     }
                     Err(e) => tracing::error!("extensions not reloaded: {e:#}"),
                 }
+            }
+            Some(policy) = inbound_rx.recv() => {
+                tracing::info!(trunks = policy.trunks.len(), public = policy.public, "trunks and inbound policy reloaded");
+                core.set_inbound(policy);
             }
             Some((id, route)) = route_rx.recv() => {
                 stats.route_decided(RouteOutcome::of(&route), route.elapsed);
@@ -496,6 +507,48 @@ fn reload_extensions(
     }
     core.set_extensions(rows.clone());
     Ok(rows)
+}
+
+/// SIGHUP, second half: the trunks and `[inbound]` of the file again (router and trust model),
+/// with host names resolved off the SIP loop; the new policy arrives on `tx`. Calls in
+/// progress keep their route. The modem lines stay as they are.
+fn reload_trunks(
+    config: &Config,
+    router: &Arc<crate::routing::router::Router>,
+    rows: Vec<crate::store::ExtensionRow>,
+    tx: mpsc::UnboundedSender<inbound::InboundPolicy>,
+) {
+    let base = config.clone();
+    let router = Arc::clone(router);
+    tokio::spawn(async move {
+        let mut fresh = match &base.source {
+            Some(path) => match Config::load(Some(path)) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("trunks not reloaded: {e}");
+                    return;
+                }
+            },
+            None => base.clone(),
+        };
+        let lines: Vec<String> = base
+            .modems
+            .iter()
+            .map(|m| m.line.line.name.clone())
+            .collect();
+        if base.source.is_some() {
+            fresh.trunks.extend(
+                base.trunks
+                    .iter()
+                    .filter(|t| lines.contains(&t.name))
+                    .cloned(),
+            );
+        }
+        fresh.modems = base.modems;
+        router.set_trunks(fresh.trunks.clone());
+        let policy = inbound_setup::build(&fresh, &rows).await;
+        let _ = tx.send(policy);
+    });
 }
 
 /// The address RTP uses: `[media] address`, else the first specific SIP listen address, else

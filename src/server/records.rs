@@ -35,14 +35,30 @@ pub(super) fn call_refused(
             format!("{reason}\n{}", record.explanation)
         };
     }
-    cdr.send_noted(
-        record,
-        crate::cdr::Note {
-            key: None,
-            reason: refused.reason.clone(),
-        },
-    );
+    let mut reason = refused.reason.clone();
+    if let Some((origin, why)) = &refused.incoming {
+        mark_incoming(&mut record, &refused.caller, origin);
+        record.explanation = format!("incoming from {origin}: {why}\n{}", record.explanation);
+        reason.get_or_insert_with(|| why.clone());
+    }
+    cdr.send_noted(record, crate::cdr::Note { key: None, reason });
     stats.call_ended("none", "failed");
+}
+
+/// A call from outside the office (trunk, peer, internet): direction incoming, where it came
+/// from as the route source, the caller in E.164 only when it is one (a caller id that looks
+/// like one of our extensions is still an outside caller), the extension it reached.
+fn mark_incoming(record: &mut crate::cdr::CallRecord, caller: &str, origin: &str) {
+    record.direction = crate::cdr::Direction::Incoming;
+    record.route_source = Some(origin.to_owned());
+    record.caller_e164 = caller
+        .parse::<crate::routing::E164>()
+        .ok()
+        .map(|n| n.as_str().to_owned());
+    record.extension = match record.route_kind {
+        crate::cdr::RouteKind::Extension => record.route_target.clone(),
+        _ => None,
+    };
 }
 
 /// A finished call: its record (rated by the writer; it replaces the in-progress one of an
@@ -56,6 +72,10 @@ pub(super) fn call_ended(
 ) {
     let mut record =
         crate::cdr::CallRecord::from_summary(summary, std::time::Instant::now(), unix_ms(), office);
+    if let Some(origin) = &summary.origin {
+        mark_incoming(&mut record, &summary.caller, origin);
+        record.explanation = format!("incoming from {origin}\n{}", record.explanation);
+    }
     if let Some(reason) = &note.reason {
         record.explanation = format!("{reason}\n{}", record.explanation);
     }

@@ -202,6 +202,8 @@ pub struct CallSummary {
     pub route: Option<std::sync::Arc<crate::routing::router::Route>>,
     /// The Q.850 cause a peer gave (RFC 3326 `Reason: Q.850;cause=N`, e.g. a PSTN line).
     pub q850: Option<u16>,
+    /// Where a call from outside came from ([`crate::b2bua::Caller::origin`]).
+    pub origin: Option<String>,
 }
 
 /// An answered call, as its in-progress record and a hang-up after a crash need it.
@@ -575,8 +577,7 @@ impl Call {
             .headers
             .max_forwards()
             .unwrap_or(70)
-            .saturating_sub(1)
-            .max(1);
+            .saturating_sub(1);
         h.push(Header::MaxForwards(mf));
         let mut from_uri = SipUri::new(
             Some(from_user.as_deref().unwrap_or(&self.caller.number)),
@@ -1100,6 +1101,7 @@ impl Call {
                 .collect(),
             route: self.route.clone(),
             q850: self.q850,
+            origin: self.caller.origin.clone(),
             answered_by: self
                 .winner
                 .and_then(|w| self.forks.get(w))

@@ -1469,7 +1469,8 @@ impl Engine {
     }
 
     /// The ANSWERs of a peer's packet, at most [`MAX_PEER_ANSWERS`], each believed for at most
-    /// [`MAX_ANSWER_TTL`].
+    /// [`MAX_ANSWER_TTL`], without those carrying our own EID: a peer's cache can hand us back
+    /// our own answer, and following it would call ourselves.
     fn answers_of(&mut self, p: &Packet, expiration: u16, via: Eid) -> Vec<Answer> {
         let expiration = expiration.min(MAX_ANSWER_TTL.as_secs().min(u16::MAX as u64) as u16);
         let all = p.ies.iter().filter(|i| matches!(i, Ie::Answer(_))).count();
@@ -1480,6 +1481,10 @@ impl Engine {
         p.ies
             .iter()
             .filter_map(|i| match i {
+                Ie::Answer(a) if a.eid == self.eid => {
+                    tracing::info!(%via, destination = %a.destination, "DUNDi: answer carrying our own EID dropped");
+                    None
+                }
                 Ie::Answer(a) => Some(Answer {
                     eid: a.eid,
                     protocol: a.protocol,

@@ -61,7 +61,16 @@ impl RouteSource for DundiSource {
                 )
             });
             let mut targets = Vec::new();
+            let own = self.handle.eid();
             for a in &r.answers {
+                if a.eid == own {
+                    steps.push(format!(
+                        "  ignored {} {:?}: it carries our own EID {own}",
+                        a.tech(),
+                        a.destination
+                    ));
+                    continue;
+                }
                 let via = if a.via == a.eid || a.via.is_zero() {
                     format!("DUNDi {}", a.eid)
                 } else {

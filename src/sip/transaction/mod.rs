@@ -89,6 +89,14 @@ const TIMER_C: Duration = Duration::from_secs(181);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ServerKey(u64);
 
+impl ServerKey {
+    /// A key for unit tests of code that keeps keys.
+    #[cfg(test)]
+    pub fn for_tests(n: u64) -> ServerKey {
+        ServerKey(n)
+    }
+}
+
 /// Identifies a client transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClientKey(u64);
@@ -277,6 +285,12 @@ impl TransactionLayer {
     fn token(&mut self) -> String {
         self.token_counter += 1;
         format!("{:016x}{:x}", self.token_seed, self.token_counter)
+    }
+
+    /// What every branch this layer makes begins with: a Via carrying it is one of ours
+    /// (loop detection, RFC 3261 §16.3).
+    pub fn branch_prefix(&self) -> String {
+        format!("{MAGIC_COOKIE}{:016x}", self.token_seed)
     }
 
     /// A fresh branch: the magic cookie followed by a token unique to this layer.
