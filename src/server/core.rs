@@ -542,10 +542,9 @@ impl SipCore {
             self.limiter.housekeeping(now);
             self.layer.shrink();
             self.calls.shrink();
+            let calls = &self.calls;
+            self.inbound_limiter.purge(now, |k| calls.has_server(k));
         }
-        let calls = &self.calls;
-        self.inbound_limiter
-            .purge(Instant::now(), |k| calls.has_server(k));
     }
 
     /// Live bindings (for status reporting and tests).

@@ -12,6 +12,7 @@ pub mod core;
 pub mod digest_gate;
 mod enum_zone;
 pub mod first_run;
+mod heap;
 pub mod inbound;
 mod inbound_setup;
 pub mod limits;
@@ -381,6 +382,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             }
             _ = housekeeping.tick() => {
                 core.housekeeping_at(Some(std::time::Instant::now()), unix_now());
+                heap::give_back();
                 tracing::debug!(
                     registrations = core.registrations(),
                     calls = core.calls().len(),
