@@ -12,7 +12,7 @@ pub mod core;
 pub mod digest_gate;
 mod enum_zone;
 pub mod first_run;
-mod heap;
+pub mod heap;
 pub mod inbound;
 mod inbound_setup;
 pub mod limits;
