@@ -10,6 +10,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
+use common::web_client::{csrf_of, set_up_admin};
 use common::{config, header_values, recv_final, sipp, status_code, Server, MD5_ONLY};
 use pasarela::sip::auth::{self, Algorithm, Credentials};
 
@@ -121,6 +122,55 @@ fn a_password_guesser_is_banned_while_the_phone_keeps_working() {
     // Lifted from the command line: the right password works from there again.
     let lifted = bans(&server, &["lift", ATTACKER]);
     assert!(lifted.contains("lifted"), "{lifted}");
+    assert!(bans(&server, &["list"]).contains("no banned sources"));
+    right_from_attacker(&server).assert_success(&server);
+
+    // Guessing again bans it again; the admin sees the ban on /security and lifts it there.
+    sipp(
+        server.dir(),
+        "register_guess.xml",
+        server.udp,
+        "u1",
+        &[
+            "-s",
+            "100",
+            "-au",
+            "100",
+            "-ap",
+            "guess-5678",
+            "-m",
+            "6",
+            "-l",
+            "1",
+            "-i",
+            ATTACKER,
+        ],
+    )
+    .assert_success(&server);
+    assert!(!right_from_attacker(&server).success(), "banned again");
+    let mut admin = set_up_admin(server.web.expect("web address"));
+    let page = admin.get("/security");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(ATTACKER) && page.body.contains("100"),
+        "{}",
+        page.body
+    );
+    // Without the page's CSRF token nothing is lifted.
+    let forged = admin.post("/security/lift", &[("csrf", "x"), ("source", ATTACKER)]);
+    assert_ne!(forged.status, 200);
+    assert!(
+        !right_from_attacker(&server).success(),
+        "lifted without CSRF"
+    );
+    let token = csrf_of(&page.body);
+    let lifted = admin.post("/security/lift", &[("csrf", &token), ("source", ATTACKER)]);
+    assert!(
+        lifted.body.contains("is lifted")
+            && !lifted.body.contains(&format!("<code>{ATTACKER}</code>")),
+        "{}",
+        lifted.body
+    );
     assert!(bans(&server, &["list"]).contains("no banned sources"));
     right_from_attacker(&server).assert_success(&server);
 }

@@ -4,6 +4,8 @@
 //! is kept under `target/tmp` and its path printed.
 #![allow(dead_code)]
 
+pub mod web_client;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
