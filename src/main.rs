@@ -88,6 +88,16 @@ enum Command {
         /// The backup file to write (must not exist).
         file: PathBuf,
     },
+    /// Rate the calls of MONTH (YYYY-MM in the office's time zone, `[web] time_zone`; default
+    /// this month) again with the current rates, after a rate was added or corrected. Safe
+    /// while `serve` runs. `--all` re-rates every record.
+    Rerate {
+        /// The month, as YYYY-MM.
+        month: Option<String>,
+        /// Every record, whatever its month.
+        #[arg(long, conflicts_with = "month")]
+        all: bool,
+    },
     /// Put the store of a backup FILE back (stop `serve` first). With `--files`, also the
     /// configuration and key files, at the paths they were backed up from.
     Restore {
@@ -187,7 +197,49 @@ fn main() -> ExitCode {
             action: ModemCommand::Status,
         } => modem_status(config),
         Command::Backup { file } => backup(&config, &file),
+        Command::Rerate { month, all } => rerate(&config, month.as_deref(), all),
         Command::Restore { file, files } => restore(&config, &file, files),
+    }
+}
+
+/// `pasarela rerate [MONTH | --all]`.
+fn rerate(config: &Config, month: Option<&str>, all: bool) -> ExitCode {
+    let office = pasarela::web::office_time::OfficeTime::new(config.web.time_zone.as_deref());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let (label, range) = if all {
+        ("every record".to_owned(), Some((i64::MIN, i64::MAX)))
+    } else {
+        let month = month.map_or_else(|| office.this_month(now_ms), str::to_owned);
+        let range = office.parse_month(&month);
+        (month, range)
+    };
+    let Some((from, to)) = range else {
+        eprintln!("pasarela: rerate: the month must be YYYY-MM, like 2026-11");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    if !config.store.path.exists() {
+        eprintln!(
+            "pasarela: rerate: no store at {} (key store.path): nothing to re-rate",
+            config.store.path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let result = pasarela::cdr::CdrDb::open(&config.store.path)
+        .and_then(|mut db| pasarela::cdr::rerate(&mut db, from, to));
+    match result {
+        Ok(changed) => {
+            println!(
+                "re-rated {label} ({}): {changed} record(s) changed",
+                office.name()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pasarela: rerate: {}: {e}", config.store.path.display());
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

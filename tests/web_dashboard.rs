@@ -804,3 +804,136 @@ fn billing_saved_filters_tokens_and_the_json_api() {
     assert!(live.body.contains("No calls right now"), "{}", live.body);
     assert!(live.body.contains("http-equiv=\"refresh\""));
 }
+
+/// Calls recorded before their rate existed are billed once the month is re-rated, from the
+/// billing page and with `pasarela rerate`; a rate table downloads as CSV in the importer's
+/// columns and is deleted with its rates.
+#[test]
+fn months_are_re_rated_and_rate_tables_exported_and_deleted() {
+    let server = Server::start(&config(MD5_ONLY));
+    let web = server.web.expect("web address");
+    let mut c = set_up_admin(web);
+    // Three answered 60 s calls over the trunk `carrier`, not rated yet.
+    let mut records: Vec<CallRecord> = (0..3)
+        .map(|i| {
+            let mut r = record(T0 + i * DAY, "101", "5551234", "101", Direction::Outgoing);
+            r.cost_minor = None;
+            r.currency = None;
+            r.rate_table = None;
+            r.rate_prefix = None;
+            r.reference_cost_minor = None;
+            r.savings_minor = None;
+            r
+        })
+        .collect();
+    CdrDb::open(&server.db)
+        .expect("open the server's database")
+        .insert(&mut records)
+        .expect("insert records");
+    let csv = c.get("/billing.csv?month=2026-03&by=extension");
+    assert!(csv.body.contains("101,3,3,180,3,"), "{}", csv.body);
+    assert!(
+        csv.body.trim_end().ends_with(",3"),
+        "3 unrated\n{}",
+        csv.body
+    );
+
+    // The rate arrives later: a table for the trunk with 0.10 a minute for Berlin.
+    let token = csrf_of(&c.get("/rates").body);
+    let r = c.post(
+        "/rates/table",
+        &[
+            ("name", "carrier"),
+            ("currency", "EUR"),
+            ("reference", "1"),
+            ("csrf", &token),
+        ],
+    );
+    assert_eq!(redirect_to(&r), "/rates?table=carrier");
+    let rate = |c: &mut Client, price: &str| {
+        let r = c.post(
+            "/rates/rate",
+            &[
+                ("table", "carrier"),
+                ("prefix", "4930"),
+                ("description", "Berlin"),
+                ("per_minute", price),
+                ("first_s", "60"),
+                ("next_s", "60"),
+                ("csrf", &token),
+            ],
+        );
+        assert_eq!(redirect_to(&r), "/rates?table=carrier");
+    };
+    rate(&mut c, "0.10");
+    // Without the form's token nothing is re-rated.
+    let forged = c.post("/billing/rerate", &[("month", "2026-03"), ("csrf", "x")]);
+    assert_eq!(forged.status, 403);
+    let page = c.get("/billing?month=2026-03");
+    assert!(page.body.contains("action=\"/billing/rerate\""));
+    let done = c.post(
+        "/billing/rerate",
+        &[("month", "2026-03"), ("csrf", &csrf_of(&page.body))],
+    );
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(
+        done.body.contains("Re-rated 2026-03: 3 records changed."),
+        "{}",
+        done.body
+    );
+    let csv = c.get("/billing.csv?month=2026-03&by=extension");
+    assert!(
+        csv.body.contains("101,3,3,180,3,0.30,"),
+        "billed after re-rating\n{}",
+        csv.body
+    );
+
+    // The price is corrected; the command line re-rates the month (the server keeps running).
+    rate(&mut c, "0.20");
+    let out = std::process::Command::new(common::server_program())
+        .args(["rerate", "2026-03", "--config"])
+        .arg(server.dir().join("pasarela.toml"))
+        .output()
+        .expect("run pasarela rerate");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("3 record(s) changed"), "{text}");
+    let csv = c.get("/billing.csv?month=2026-03&by=extension");
+    assert!(csv.body.contains("101,3,3,180,3,0.60,"), "{}", csv.body);
+    let bad = std::process::Command::new(common::server_program())
+        .args(["rerate", "March", "--config"])
+        .arg(server.dir().join("pasarela.toml"))
+        .output()
+        .expect("run pasarela rerate");
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("YYYY-MM"));
+
+    // Export: the importer's columns, the rate as entered; an unknown table is 404.
+    let list = c.get("/rates?table=carrier");
+    assert!(list.body.contains("/rates/export?table=carrier"));
+    let export = c.get("/rates/export?table=carrier");
+    assert_eq!(export.status, 200);
+    assert_eq!(
+        export.header("content-type"),
+        Some("text/csv; charset=utf-8")
+    );
+    let columns = pasarela::cdr::rating::RATE_COLUMNS.join(",");
+    assert!(export.body.starts_with(&columns), "{}", export.body);
+    assert!(export.body.contains("4930,Berlin,0.2"), "{}", export.body);
+    assert_eq!(c.get("/rates/export?table=nope").status, 404);
+
+    // Delete: gone with its rates, after a CSRF check.
+    let token = csrf_of(&list.body);
+    let forged = c.post(
+        "/rates/table/delete",
+        &[("table", "carrier"), ("csrf", "x")],
+    );
+    assert_eq!(forged.status, 403);
+    let r = c.post(
+        "/rates/table/delete",
+        &[("table", "carrier"), ("csrf", &token)],
+    );
+    assert_eq!(redirect_to(&r), "/rates");
+    assert!(c.get("/rates").body.contains("No rate tables yet"));
+    assert_eq!(c.get("/rates/export?table=carrier").status, 404);
+}

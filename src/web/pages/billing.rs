@@ -1,16 +1,18 @@
 //! The monthly billing page `/billing?month=YYYY-MM`: what each extension's outgoing calls
 //! cost and saved, and what went over each PSTN trunk or line, for one month of the office's
-//! time zone, with the same tables as CSV (`/billing.csv?month=…&by=extension|line`).
+//! time zone, with the same tables as CSV (`/billing.csv?month=…&by=extension|line`), and
+//! `POST /billing/rerate` to rate the month's calls again with the current rates (after a rate
+//! was added or corrected; the command line does the same: `pasarela rerate YYYY-MM`).
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
+use axum::{Extension, Form};
 use serde::Deserialize;
 
-use super::{url_encode, PageError, WebState};
+use super::{csrf_ok, csrf_refused, url_encode, PageError, WebState};
 use crate::cdr::query::{write_billing_csv, BillingLine};
 use crate::cdr::rating::format_minor;
 use crate::web::auth::Session;
@@ -48,6 +50,16 @@ struct BillingPage {
     extensions: Vec<LineView>,
     lines: Vec<LineView>,
     time_zone: String,
+    /// What a re-rating did.
+    message: Option<String>,
+}
+
+/// The re-rate form: the month and the session's CSRF token.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RerateForm {
+    pub csrf: String,
+    pub month: String,
 }
 
 fn money(amount: i64, currency: Option<&str>) -> String {
@@ -111,7 +123,16 @@ pub async fn page(
     Extension(session): Extension<Session>,
     Query(q): Query<BillingQuery>,
 ) -> Result<Response, PageError> {
-    let (month, (from, to), error) = month_of(&state, &q);
+    render(&state, session, &q, None).await
+}
+
+async fn render(
+    state: &WebState,
+    session: Session,
+    q: &BillingQuery,
+    message: Option<String>,
+) -> Result<Response, PageError> {
+    let (month, (from, to), error) = month_of(state, q);
     let (exts, lines) = state
         .with_db(move |db| {
             Ok((
@@ -129,8 +150,39 @@ pub async fn page(
         time_zone: state.office.name().to_owned(),
         month,
         error,
+        message,
     }
     .into_response())
+}
+
+/// `POST /billing/rerate`: rates every call of the month again with the current rates, then
+/// shows the month with how many records changed.
+pub async fn rerate(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<RerateForm>,
+) -> Result<Response, PageError> {
+    if !csrf_ok(&session, &form.csrf) {
+        return Ok(csrf_refused());
+    }
+    let q = BillingQuery {
+        month: form.month,
+        by: String::new(),
+    };
+    let (month, (from, to), error) = month_of(&state, &q);
+    if error.is_some() {
+        return render(&state, session, &q, None).await;
+    }
+    let changed = state
+        .with_db(move |db| Ok(crate::cdr::rerate(db, from, to)?))
+        .await?;
+    tracing::info!(user = %session.username, %month, changed, "dashboard: month re-rated");
+    let message = match changed {
+        0 => format!("Re-rated {month}: every record already had the current rates."),
+        1 => format!("Re-rated {month}: 1 record changed."),
+        n => format!("Re-rated {month}: {n} records changed."),
+    };
+    render(&state, session, &q, Some(message)).await
 }
 
 /// `GET /billing.csv?month=YYYY-MM&by=extension|line`.

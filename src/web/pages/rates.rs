@@ -1,12 +1,14 @@
 //! The rates page `/rates`: the rate tables and the rates of one, a form to add or edit a rate,
 //! a form to create a table, and CSV import (pasted into a textarea). Every form carries the
 //! session's CSRF token; a form that does not validate comes back with its values and a clear
-//! error, and nothing is stored.
+//! error, and nothing is stored. A table downloads as CSV in the importer's columns
+//! (`/rates/export?table=NAME`) and can be deleted with its rates (`POST /rates/table/delete`;
+//! records keep the costs they were rated with until the period is re-rated).
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
@@ -95,6 +97,8 @@ struct RatesPage {
     import_error: Option<String>,
     /// The importer's column names, for the help text (the same the exporter writes).
     columns: String,
+    /// Where the shown table downloads as CSV.
+    export: String,
 }
 
 /// What a re-rendered page carries back to the user.
@@ -184,6 +188,10 @@ async fn render(
                 ),
             })
             .collect(),
+        export: name
+            .as_deref()
+            .map(|n| format!("/rates/export?table={}", url_encode(n)))
+            .unwrap_or_default(),
         table: name,
         form,
         rate_error: fb.rate_error,
@@ -388,6 +396,82 @@ pub async fn import(
             )
             .await
         }
+    }
+}
+
+/// `GET /rates/export?table=NAME`: the table's rates as CSV, in the columns the importer reads.
+pub async fn export(
+    State(state): State<WebState>,
+    Query(q): Query<RatesQuery>,
+) -> Result<Response, PageError> {
+    let table = q.table.clone();
+    let body = state
+        .with_db(move |db| {
+            let mut out = Vec::new();
+            match db.export_rates_csv(&table, &mut out) {
+                Ok(_) => Ok(Some(out)),
+                Err(CdrError::UnknownTable(_)) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await?;
+    let Some(body) = body else {
+        return Ok((StatusCode::NOT_FOUND, "No such rate table.\n").into_response());
+    };
+    let file: String = q
+        .table
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"rates-{file}.csv\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The delete form: the table and the session's CSRF token.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DeleteTableForm {
+    pub csrf: String,
+    pub table: String,
+}
+
+/// `POST /rates/table/delete`: deletes a table with its rates.
+pub async fn delete_table(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<DeleteTableForm>,
+) -> Result<Response, PageError> {
+    if !csrf_ok(&session, &form.csrf) {
+        return Ok(csrf_refused());
+    }
+    let table = form.table.clone();
+    let deleted = state
+        .with_db(move |db| match db.delete_rate_table(&table) {
+            Ok(()) => Ok(true),
+            Err(CdrError::UnknownTable(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        })
+        .await?;
+    if deleted {
+        tracing::info!(user = %session.username, table = form.table, "rate table deleted from the dashboard");
+        Ok(Redirect::to("/rates").into_response())
+    } else {
+        Ok((StatusCode::NOT_FOUND, "No such rate table.\n").into_response())
     }
 }
 
