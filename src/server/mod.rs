@@ -18,6 +18,7 @@ mod inbound_setup;
 pub mod limits;
 pub mod lines;
 pub mod live;
+pub mod nightly_backup;
 pub mod notify;
 mod records;
 mod signals;
@@ -256,6 +257,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             config.web.listen
         )
     })?;
+    if let Some(plan) = config.store.nightly.clone() {
+        let office = crate::web::office_time::OfficeTime::new(config.web.time_zone.as_deref());
+        let files = crate::store::backup::files_of(&config);
+        let store = store_path.clone();
+        Supervisor::global().spawn("nightly backup".to_owned(), move || {
+            nightly_backup::run(plan.clone(), office.clone(), store.clone(), files.clone())
+        });
+    }
     // Published before `ready`, so that /healthz says ok as soon as anyone is told to ask;
     // the modem lines' agents are up by then too.
     core.set_local_addrs(bound.local_addrs.clone());

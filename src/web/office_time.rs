@@ -156,6 +156,24 @@ impl OfficeTime {
         out
     }
 
+    /// The next instant after `now_ms` at which the office's clock shows `hour:minute` (the
+    /// first such instant of the day in a DST gap or fold: the clock time after the gap).
+    pub fn next_at(&self, now_ms: i64, hour: u8, minute: u8) -> Option<i64> {
+        let time =
+            jiff::civil::Time::new(i8::try_from(hour).ok()?, i8::try_from(minute).ok()?, 0, 0)
+                .ok()?;
+        let mut day = self.date_of(now_ms)?;
+        for _ in 0..3 {
+            let zoned = day.to_datetime(time).to_zoned_datetime(self.tz.clone()).ok()?;
+            let ms = zoned.timestamp().as_millisecond();
+            if ms > now_ms {
+                return Some(ms);
+            }
+            day = day.tomorrow().ok()?;
+        }
+        None
+    }
+
     /// The current month as `YYYY-MM`.
     pub fn this_month(&self, now_ms: i64) -> String {
         self.month(now_ms)
@@ -169,6 +187,26 @@ pub fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn next_at_is_later_today_or_tomorrow_in_the_office_zone() {
+        let berlin = OfficeTime::new(Some("Europe/Berlin"));
+        // 2026-03-10 01:00 UTC = 02:00 in Berlin (CET): 03:15 is today, 01:30 tomorrow.
+        let now = 1_773_104_400_000;
+        assert_eq!(berlin.show(now), "2026-03-10 02:00:00");
+        let next = berlin.next_at(now, 3, 15).unwrap();
+        assert_eq!(berlin.show(next), "2026-03-10 03:15:00");
+        let next = berlin.next_at(now, 1, 30).unwrap();
+        assert_eq!(berlin.show(next), "2026-03-11 01:30:00");
+        // Exactly at the time: the next day's.
+        let at = berlin.next_at(now, 2, 0).unwrap();
+        assert_eq!(berlin.show(at), "2026-03-11 02:00:00");
+        // 02:30 does not exist on 2026-03-29 (DST): the first instant after the gap.
+        let before_gap = berlin.parse_day("2026-03-29").unwrap();
+        let in_gap = berlin.next_at(before_gap, 2, 30).unwrap();
+        assert_eq!(berlin.show(in_gap), "2026-03-29 03:30:00");
+        assert!(berlin.next_at(now, 24, 0).is_none());
+    }
     use super::*;
 
     const H: i64 = 3_600_000;
