@@ -35,6 +35,7 @@ mod mmsg;
 mod ports;
 mod relay;
 pub mod rtp;
+pub mod srtp;
 pub mod stats;
 
 #[cfg(test)]
