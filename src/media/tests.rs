@@ -215,6 +215,7 @@ async fn rewrites_payload_type_without_touching_payload() {
         codec_pt: pt,
         law: None,
         dtmf_pt: None,
+        srtp: None,
     };
     relay.update(leg(&a, 96), leg(&b, 111));
     settle().await;

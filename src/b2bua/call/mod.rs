@@ -96,6 +96,8 @@ pub struct Fork {
     auth: Option<TrunkAuth>,
     /// The INVITE was already resent with credentials: a new challenge is a failure.
     auth_sent: bool,
+    /// The SRTP policy of the party this fork calls.
+    srtp: crate::b2bua::SrtpPolicy,
 }
 
 /// The caller's leg.
@@ -394,6 +396,7 @@ impl Call {
             .as_sip()
             .and_then(SipUri::user_unescaped)
             .unwrap_or_default();
+        let a_policy = caller.srtp;
         Call {
             id,
             caller,
@@ -408,7 +411,11 @@ impl Call {
             winner: None,
             relay: None,
             route: None,
-            sdp: LegSdp::new(id, settings.media_ip),
+            sdp: {
+                let mut sdp = LegSdp::new(id, settings.media_ip);
+                sdp.set_policy(Side::A, a_policy);
+                sdp
+            },
             retrans: Vec::new(),
             forwarded: HashMap::new(),
             answer_in_ack: [false; 2],
@@ -561,6 +568,7 @@ impl Call {
             to,
             auth,
             from_user,
+            srtp,
         } = target;
         let target_uri = uri.to_string();
         let mut req = Request::new(Method::Invite, uri);
@@ -615,7 +623,7 @@ impl Call {
             "User-Agent".into(),
             settings.server_name.clone(),
         ));
-        let offer = self.sdp.offer_for_b();
+        let offer = self.sdp.offer_for_b(srtp);
         req.body = with_body(&mut req.headers, offer.as_ref());
         let key = layer.send_request(now, req.clone(), peer);
         self.forks.push(Fork {
@@ -630,6 +638,7 @@ impl Call {
             responded: false,
             auth,
             auth_sent: false,
+            srtp,
         });
         key
     }
@@ -737,10 +746,16 @@ impl Call {
                 fork.dialog = Dialog::uac(&fork.invite, &resp, fork.peer);
             }
             // Early media: a 183 (or 180) with SDP sets up the relay towards B at once.
+            let policy = fork.srtp;
             let a_sdp = match sdp_of(&resp.headers, &resp.body) {
                 Some(Ok(answer)) => self
                     .sdp
-                    .b_answers(&answer, self.relay_port(Side::A), self.relay.as_ref())
+                    .b_answers(
+                        &answer,
+                        self.relay_port(Side::A),
+                        self.relay.as_ref(),
+                        policy,
+                    )
                     .ok(),
                 _ => None,
             };
@@ -759,6 +774,7 @@ impl Call {
         }
         // 2xx.
         let peer = fork.peer;
+        let policy = fork.srtp;
         let Some(mut b_dialog) = Dialog::uac(&fork.invite, &resp, peer) else {
             return ForkAction::None;
         };
@@ -782,10 +798,12 @@ impl Call {
         // SDP: B answers our offer (the normal case) — or, for our offerless INVITE, offers.
         let a_sdp = match sdp_of(&resp.headers, &resp.body) {
             Some(Ok(answer)) => {
-                match self
-                    .sdp
-                    .b_answers(&answer, self.relay_port(Side::A), self.relay.as_ref())
-                {
+                match self.sdp.b_answers(
+                    &answer,
+                    self.relay_port(Side::A),
+                    self.relay.as_ref(),
+                    policy,
+                ) {
                     Ok(s) => Some(s),
                     Err((st, why)) => {
                         tracing::warn!(call = self.id, "no usable media with the callee: {why}");
