@@ -183,10 +183,11 @@ impl MediaDescription {
             .collect()
     }
 
-    /// The usable SDES keys of an `RTP/SAVP` stream, in the order offered; empty for a plain
-    /// RTP stream.
+    /// The usable SDES keys of an RTP stream, in the order offered: on `RTP/SAVP`, or on
+    /// `RTP/AVP` as best-effort SDES (what baresip's `mediaenc=srtp` sends). Empty for a
+    /// stream without `a=crypto`, and for DTLS-SRTP (`UDP/TLS/…`).
     pub fn srtp_offers(&self) -> Vec<SdesKey> {
-        if !self.is_savp() || self.proto.to_ascii_uppercase().contains("TLS") {
+        if !self.is_rtp() || self.proto.to_ascii_uppercase().contains("TLS") {
             return Vec::new();
         }
         self.crypto_attributes()

@@ -193,6 +193,8 @@ pub struct CallSummary {
     pub status: u16,
     pub disposition: &'static str,
     pub codec: Option<String>,
+    /// Whether the media of the caller's leg and of the callee's leg were SRTP.
+    pub media_srtp: [bool; 2],
     pub packets: u64,
     pub lost: u64,
     pub jitter_ms: f64,
@@ -1104,6 +1106,7 @@ impl Call {
             status,
             disposition,
             codec: self.sdp.codec_name(),
+            media_srtp: self.sdp.srtp_legs(),
             packets: stats.as_ref().map_or(0, |s| s.packets()),
             lost: stats.as_ref().map_or(0, |s| s.lost()),
             jitter_ms: stats.as_ref().map_or(0.0, |s| s.jitter_ms()),
