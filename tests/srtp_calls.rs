@@ -19,6 +19,7 @@ use common::{
     call_config, free_port, require_program, rtp_port_range, sipp_logged_numbers, sipp_spawn,
     Server,
 };
+use pasarela::cdr::{CdrDb, Filter, Page, Sort};
 use phone::*;
 
 const CALL_SETUP: Duration = Duration::from_secs(15);
@@ -226,6 +227,21 @@ fn count(
     (plain, total)
 }
 
+/// The `media_srtp` of the record of the call to 101 (waits up to 3 s for it).
+fn record_srtp(server: &Server) -> [bool; 2] {
+    for _ in 0..30 {
+        let db = CdrDb::open(&server.db).expect("open the call records");
+        let list = db
+            .list(&Filter::default(), Sort::default(), Page::number(1, 10))
+            .expect("list the call records");
+        if let Some(r) = list.into_iter().find(|r| r.callee == "101") {
+            return r.media_srtp;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no record of the call to 101\n{}", server.log_excerpt());
+}
+
 fn capture_or_skip(range: RangeInclusive<u16>) -> Option<capture::Capture> {
     match capture::Capture::start(range) {
         Ok(c) => Some(c),
@@ -315,6 +331,11 @@ fn srtp_phones_hear_each_other_and_nothing_is_plain_on_the_wire() {
         .filter(|k| k.len() >= 40)
         .collect();
     assert!(keys.len() >= 4, "no SDES keys in the phones' SIP traces");
+    assert_eq!(
+        record_srtp(&server),
+        [true, true],
+        "the record's media_srtp"
+    );
     let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
     for k in keys {
         assert!(!log.contains(k), "the server log shows an SRTP key");
@@ -331,6 +352,11 @@ fn capture_sees_the_tones_of_a_plain_call() {
         total >= 100 && plain * 2 > total,
         "the capture found a plain tone in only {plain} of {total} RTP packets of a plain call\n{}",
         server.log_excerpt()
+    );
+    assert_eq!(
+        record_srtp(&server),
+        [false, false],
+        "the record's media_srtp"
     );
 }
 
@@ -432,6 +458,11 @@ fn srtp_phone_calls_a_plain_rtp_callee_each_leg_as_offered() {
     assert!(
         a_total >= 50 && a_plain * 100 < a_total,
         "the SRTP leg carried a plain tone in {a_plain} of {a_total} packets\n{logs}"
+    );
+    assert_eq!(
+        record_srtp(&server),
+        [true, false],
+        "the record's media_srtp"
     );
     server.assert_alive();
 }
