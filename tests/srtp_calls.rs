@@ -340,6 +340,12 @@ fn srtp_phones_hear_each_other_and_nothing_is_plain_on_the_wire() {
     for k in keys {
         assert!(!log.contains(k), "the server log shows an SRTP key");
     }
+    // baresip's SRTP and SRTCP (libre's own implementation) authenticate at the relay.
+    assert!(
+        !log.contains("SRTP packet rejected") && !log.contains("SRTCP packet rejected"),
+        "the relay rejected the phones' SRTP/SRTCP\n{}",
+        server.log_excerpt()
+    );
 }
 
 /// The control: the same call without SRTP shows its tones to the capture.
