@@ -104,7 +104,7 @@ mod capture {
                         )
                     };
                     // Each datagram on lo is seen leaving and arriving: keep the arrival.
-                    if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+                    if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
                         continue;
                     }
                     if let Some(d) = udp(&buf[..n as usize]) {

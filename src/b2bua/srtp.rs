@@ -265,7 +265,7 @@ mod tests {
                 mandatory: false
             }
         );
-        assert_eq!(our_offer(Never, Some(&secure)).secure, false);
+        assert!(!our_offer(Never, Some(&secure)).secure);
         assert_eq!(
             our_offer(Required, Some(&plain)),
             OurOffer {
