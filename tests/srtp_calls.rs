@@ -242,6 +242,26 @@ fn record_srtp(server: &Server) -> [bool; 2] {
     panic!("no record of the call to 101\n{}", server.log_excerpt());
 }
 
+/// baresip's SRTP and SRTCP (libre's own implementation) authenticate at the relay: no RTP
+/// packet is rejected and SRTCP packets latch. baresip 1.0 also sends an unprotected RTCP
+/// packet as its stream starts and as it stops; the relay drops those (RFC 3711 has no place
+/// for them), so up to two SRTCP rejections per phone are expected.
+fn srtp_interop(log: &str, logs: &str) {
+    assert!(
+        !log.contains("SRTP packet rejected"),
+        "the relay rejected the phones' SRTP\n{logs}"
+    );
+    assert!(
+        log.contains("RTCP latched"),
+        "no SRTCP packet authenticated at the relay\n{logs}"
+    );
+    let rtcp_rejected = log.matches("SRTCP packet rejected").count();
+    assert!(
+        rtcp_rejected <= 4,
+        "{rtcp_rejected} SRTCP packets rejected\n{logs}"
+    );
+}
+
 fn capture_or_skip(range: RangeInclusive<u16>) -> Option<capture::Capture> {
     match capture::Capture::start(range) {
         Ok(c) => Some(c),
@@ -340,12 +360,7 @@ fn srtp_phones_hear_each_other_and_nothing_is_plain_on_the_wire() {
     for k in keys {
         assert!(!log.contains(k), "the server log shows an SRTP key");
     }
-    // baresip's SRTP and SRTCP (libre's own implementation) authenticate at the relay.
-    assert!(
-        !log.contains("SRTP packet rejected") && !log.contains("SRTCP packet rejected"),
-        "the relay rejected the phones' SRTP/SRTCP\n{}",
-        server.log_excerpt()
-    );
+    srtp_interop(&log, &server.log_excerpt());
 }
 
 /// The control: the same call without SRTP shows its tones to the capture.
@@ -539,6 +554,62 @@ fn required_srtp_refuses_a_plain_offer_with_488() {
         "the plain offer was not refused with 488 SRTP required\n{}\n{}",
         res.report(),
         server.log_excerpt()
+    );
+    server.assert_alive();
+}
+
+/// The caller sends a re-INVITE mid-call (baresip's `reinvite`): the offer crosses the relay
+/// with our keys on both legs, and both directions keep flowing under SRTP afterwards.
+#[test]
+fn srtp_survives_a_re_invite() {
+    require_program("baresip", "baresip");
+    let rtp = rtp_port_range();
+    let mut server = Server::start(&call_config("", rtp));
+    let base = server.dir().to_path_buf();
+    let cfg = |name, answer, tone_hz, tone_secs| PhoneCfg {
+        name,
+        ext: name,
+        answer,
+        tone_hz,
+        tone_secs,
+    };
+    let mut a = Phone::start_with(
+        &base,
+        server.udp,
+        cfg("100", "manual", 1000.0, 5.0),
+        SRTP_CONFIG,
+        SRTP_MAND,
+    );
+    let mut b = Phone::start_with(
+        &base,
+        server.udp,
+        cfg("101", "auto", 440.0, 7.0),
+        SRTP_CONFIG,
+        SRTP_MAND,
+    );
+    wait_registered(&server, &mut a, "100");
+    wait_registered(&server, &mut b, "101");
+    a.command("dial", &format!("sip:101@{}", server.udp));
+    b.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&a], &server);
+    a.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&b], &server);
+    thread::sleep(Duration::from_millis(1500));
+    a.command("reinvite", "");
+    a.expect_event("CALL_CLOSED", Duration::from_secs(10), &[&b], &server);
+    b.expect_event("CALL_CLOSED", Duration::from_secs(10), &[&a], &server);
+    thread::sleep(Duration::from_millis(500));
+    let logs = format!("{}{}{}", a.report(), b.report(), server.log_excerpt());
+    let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+    assert!(
+        log.matches("media updated").count() >= 2,
+        "no re-INVITE reached the relay\n{logs}"
+    );
+    srtp_interop(&log, &logs);
+    assert_tone(&a.received_wav(), 440.0, "100 (caller) received", &logs);
+    assert_tone(&b.received_wav(), 1000.0, "101 (callee) received", &logs);
+    assert_eq!(
+        record_srtp(&server),
+        [true, true],
+        "the record's media_srtp"
     );
     server.assert_alive();
 }
