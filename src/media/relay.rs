@@ -512,7 +512,7 @@ impl RelayState {
             Some(c) => match c.rx.unprotect_rtp(pkt) {
                 Ok(n) => n,
                 Err(e) => {
-                    srtp_rejected(&self.shared.dir[i], i, src, e, "SRTP");
+                    srtp_rejected(&self.shared.dir[i], i, src, pkt.len(), e, "SRTP");
                     return;
                 }
             },
@@ -635,7 +635,7 @@ impl RelayState {
             Some(c) => match c.rx.unprotect_rtcp(pkt) {
                 Ok(n) => n,
                 Err(e) => {
-                    srtp_rejected(&self.shared.dir[i], i, src, e, "SRTCP");
+                    srtp_rejected(&self.shared.dir[i], i, src, pkt.len(), e, "SRTCP");
                     return;
                 }
             },
@@ -777,10 +777,17 @@ impl RelayState {
 }
 
 /// Counts and (sparingly) logs a packet that failed SRTP/SRTCP checks.
-fn srtp_rejected(c: &DirCounters, i: usize, src: SocketAddr, e: SrtpError, what: &str) {
+fn srtp_rejected(
+    c: &DirCounters,
+    i: usize,
+    src: SocketAddr,
+    bytes: usize,
+    e: SrtpError,
+    what: &str,
+) {
     let n = c.srtp_rejected.fetch_add(1, Ordering::Relaxed);
     if n.is_power_of_two() || n == 0 {
-        tracing::info!(side = ?Side::from_idx(i), %src, error = %e, dropped = n + 1, "{what} packet rejected");
+        tracing::info!(side = ?Side::from_idx(i), %src, bytes, error = %e, dropped = n + 1, "{what} packet rejected");
     }
 }
 
