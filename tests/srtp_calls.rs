@@ -242,17 +242,18 @@ fn record_srtp(server: &Server) -> [bool; 2] {
     panic!("no record of the call to 101\n{}", server.log_excerpt());
 }
 
-/// baresip's SRTP and SRTCP (libre's own implementation) authenticate at the relay: no RTP
-/// packet is rejected and SRTCP packets latch. baresip 1.0 also sends an unprotected RTCP
-/// packet as its stream starts and as it stops; the relay drops those (RFC 3711 has no place
-/// for them), so up to two SRTCP rejections per phone are expected.
-fn srtp_interop(log: &str, logs: &str) {
+/// baresip's SRTP (libre's own implementation) authenticates at the relay: no RTP packet is
+/// rejected; with `srtcp`, some SRTCP packet authenticated too (RTCP latches only then; a
+/// short call may have sent none but the ones below). baresip 1.0 also sends an RTCP packet the
+/// relay cannot authenticate as its stream starts (shorter than any SRTCP packet: unprotected)
+/// and as it stops; those are dropped, so up to two SRTCP rejections per phone are expected.
+fn srtp_interop(log: &str, logs: &str, srtcp: bool) {
     assert!(
         !log.contains("SRTP packet rejected"),
         "the relay rejected the phones' SRTP\n{logs}"
     );
     assert!(
-        log.contains("RTCP latched"),
+        !srtcp || log.contains("RTCP latched"),
         "no SRTCP packet authenticated at the relay\n{logs}"
     );
     let rtcp_rejected = log.matches("SRTCP packet rejected").count();
@@ -360,7 +361,7 @@ fn srtp_phones_hear_each_other_and_nothing_is_plain_on_the_wire() {
     for k in keys {
         assert!(!log.contains(k), "the server log shows an SRTP key");
     }
-    srtp_interop(&log, &server.log_excerpt());
+    srtp_interop(&log, &server.log_excerpt(), false);
 }
 
 /// The control: the same call without SRTP shows its tones to the capture.
@@ -576,14 +577,14 @@ fn srtp_survives_a_re_invite() {
     let mut a = Phone::start_with(
         &base,
         server.udp,
-        cfg("100", "manual", 1000.0, 5.0),
+        cfg("100", "manual", 1000.0, 8.0),
         SRTP_CONFIG,
         SRTP_MAND,
     );
     let mut b = Phone::start_with(
         &base,
         server.udp,
-        cfg("101", "auto", 440.0, 7.0),
+        cfg("101", "auto", 440.0, 10.0),
         SRTP_CONFIG,
         SRTP_MAND,
     );
@@ -594,7 +595,7 @@ fn srtp_survives_a_re_invite() {
     a.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&b], &server);
     thread::sleep(Duration::from_millis(1500));
     a.command("reinvite", "");
-    a.expect_event("CALL_CLOSED", Duration::from_secs(10), &[&b], &server);
+    a.expect_event("CALL_CLOSED", Duration::from_secs(15), &[&b], &server);
     b.expect_event("CALL_CLOSED", Duration::from_secs(10), &[&a], &server);
     thread::sleep(Duration::from_millis(500));
     let logs = format!("{}{}{}", a.report(), b.report(), server.log_excerpt());
@@ -603,7 +604,7 @@ fn srtp_survives_a_re_invite() {
         log.matches("media updated").count() >= 2,
         "no re-INVITE reached the relay\n{logs}"
     );
-    srtp_interop(&log, &logs);
+    srtp_interop(&log, &logs, true);
     assert_tone(&a.received_wav(), 440.0, "100 (caller) received", &logs);
     assert_tone(&b.received_wav(), 1000.0, "101 (callee) received", &logs);
     assert_eq!(
