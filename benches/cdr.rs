@@ -190,6 +190,7 @@ fn generate(i: u64, rng: &mut Rng) -> CallRecord {
         sip_status: status,
         q850_cause: pasarela::cdr::record::q850_cause(status),
         codec: answer_ms.map(|_| "PCMA".to_owned()),
+        media_srtp: [false; 2],
         packets: (talk_ms / 20) as u64 * 2,
         packets_lost: rng.below(20),
         jitter_ms: rng.below(5000) as f64 / 1000.0,

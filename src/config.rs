@@ -65,6 +65,9 @@ pub struct Config {
     pub modems: Vec<crate::pstn::gsm::config::ModemConfig>,
     /// `[limits]`: fraud limits per extension and trunk, and resource caps.
     pub limits: LimitsConfig,
+    /// SRTP policies: `[media] srtp` (default `optional`) and the `srtp` keys of
+    /// `[[extension]]`, `[[trunk]]` and `[[dundi.peer]]` (`never`, `optional`, `required`).
+    pub srtp: crate::b2bua::SrtpPolicies,
     /// The file this configuration came from; `None` for the embedded defaults.
     pub source: Option<PathBuf>,
 }
@@ -693,6 +696,7 @@ struct RawMedia {
     rtp_ports: Option<String>,
     address: Option<String>,
     io_threads: Option<usize>,
+    srtp: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -828,6 +832,7 @@ struct RawTrunk {
     number_format: Option<String>,
     enabled: Option<bool>,
     sources: Option<Vec<String>>,
+    srtp: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -982,6 +987,7 @@ struct RawDundiPeer {
     outkey: Option<PathBuf>,
     qualify_secs: Option<u64>,
     precache: Option<String>,
+    srtp: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1001,6 +1007,7 @@ struct RawExtension {
     permissions: Option<Vec<String>>,
     allow: Option<Vec<String>>,
     legacy_digest: Option<bool>,
+    srtp: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1222,6 +1229,7 @@ type Checked<T> = Result<T, Invalid>;
 
 impl RawConfig {
     fn validate(self) -> Checked<Config> {
+        let srtp = self.srtp_policies()?;
         let extensions = validate_extensions(self.extensions)?;
         let trunks = validate_trunks(self.trunks)?;
         let ring_groups = validate_ring_groups(self.ring_groups)?;
@@ -1244,8 +1252,50 @@ impl RawConfig {
             log: self.log.validate(&KeyPath::new("log"))?,
             extensions,
             limits: self.limits.validate(&KeyPath::new("limits"))?,
+            srtp,
             source: None,
         })
+    }
+
+    /// The `srtp` keys (see [`Config::srtp`]).
+    fn srtp_policies(&self) -> Checked<crate::b2bua::SrtpPolicies> {
+        use crate::b2bua::SrtpPolicy;
+        let parse = |v: &Option<String>, at: KeyPath| -> Checked<Option<SrtpPolicy>> {
+            v.as_deref()
+                .map(|v| {
+                    SrtpPolicy::parse(v).ok_or_else(|| {
+                        invalid(
+                            &at,
+                            format!("`{v}` is not an SRTP policy (never, optional, required)"),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let mut out = crate::b2bua::SrtpPolicies {
+            default: parse(&self.media.srtp, KeyPath::new("media").key("srtp"))?
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        for (i, e) in self.extensions.iter().enumerate() {
+            let at = KeyPath::new("extension").index(i).key("srtp");
+            if let Some(p) = parse(&e.srtp, at)? {
+                out.extensions.insert(e.number.clone(), p);
+            }
+        }
+        for (i, t) in self.trunks.iter().enumerate() {
+            let at = KeyPath::new("trunk").index(i).key("srtp");
+            if let Some(p) = parse(&t.srtp, at)? {
+                out.trunks.insert(t.name.clone(), p);
+            }
+        }
+        for (i, peer) in self.dundi.peers.iter().enumerate() {
+            let at = KeyPath::new("dundi").key("peer").index(i).key("srtp");
+            if let Some(p) = parse(&peer.srtp, at)? {
+                out.peers.insert(peer.eid.clone(), p);
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -45,6 +45,7 @@ fn record(start_ms: i64, caller: &str, callee: &str, ext: &str) -> CallRecord {
         sip_status: 200,
         q850_cause: 16,
         codec: Some("PCMA".into()),
+        media_srtp: [false; 2],
         packets: 4500,
         packets_lost: 2,
         jitter_ms: 1.2,

@@ -166,6 +166,7 @@ fn finished_calls_become_rated_records_the_dashboard_finds() {
         status: 200,
         disposition: "answered",
         codec: Some("PCMA".into()),
+        media_srtp: [false; 2],
         packets: 12_500,
         lost: 4,
         jitter_ms: 1.25,

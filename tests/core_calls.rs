@@ -75,6 +75,7 @@ impl Harness {
                 t1: Duration::from_millis(500),
                 t2: Duration::from_secs(4),
                 failover_after: CallSettings::DEFAULT_FAILOVER_AFTER,
+                srtp: Default::default(),
             },
         };
         Harness {
@@ -379,6 +380,7 @@ impl Direct {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             failover_after: CallSettings::DEFAULT_FAILOVER_AFTER,
+            srtp: Default::default(),
         };
         Direct {
             layer: TransactionLayer::new(Timers::default()),
@@ -475,6 +477,7 @@ impl Direct {
                 number: "100".into(),
                 name: None,
                 origin: None,
+                srtp: Default::default(),
             },
             targets,
             fallback,
@@ -525,6 +528,7 @@ fn target(uri: &str, remote: &str) -> Target {
         to: None,
         auth: None,
         from_user: None,
+        srtp: Default::default(),
     }
 }
 
@@ -814,6 +818,7 @@ fn trunk() -> Target {
             password: "trunk-secret".into(),
         }),
         from_user: Some("+4930123456".into()),
+        srtp: Default::default(),
     }
 }
 

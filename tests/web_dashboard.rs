@@ -242,6 +242,7 @@ fn record(start_ms: i64, caller: &str, callee: &str, ext: &str, dir: Direction) 
         sip_status: 200,
         q850_cause: 16,
         codec: Some("PCMA".into()),
+        media_srtp: [false; 2],
         packets: 3000,
         packets_lost: 3,
         jitter_ms: 1.5,

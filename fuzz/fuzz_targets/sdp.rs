@@ -1,4 +1,5 @@
-//! Any text: the SDP parser returns a session description or an error; never a panic.
+//! Any text: the SDP parser returns a session description or an error, and its `a=crypto`
+//! lines (SDES keys) parse or not; never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -7,6 +8,9 @@ use pasarela::sdp::SessionDescription;
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(sdp) = SessionDescription::parse(text) {
+            for m in &sdp.media {
+                let _ = m.srtp_offers();
+            }
             let _ = SessionDescription::parse(&sdp.to_string());
         }
     }

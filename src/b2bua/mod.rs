@@ -9,6 +9,7 @@
 
 mod call;
 mod sdp_flow;
+pub mod srtp;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -23,6 +24,7 @@ use crate::sip::uri::Uri;
 
 pub use call::{Attempt, CallSummary, LiveCall, LiveState, UpCall};
 use call::{Call, ClientRole, TimerKind};
+pub use srtp::{SrtpPolicies, SrtpPolicy};
 
 /// Settings of call control (from `[calls]`, `[sip]` and `[media]`).
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ pub struct CallSettings {
     /// How long a stage of a route may stay completely silent (no response at all, not even
     /// 100 Trying) before it is abandoned for the next stage. Unused for single-stage calls.
     pub failover_after: Duration,
+    /// SRTP policies of extensions, trunks and peers (`srtp` keys of the configuration).
+    pub srtp: SrtpPolicies,
 }
 
 impl CallSettings {
@@ -61,6 +65,8 @@ pub struct Target {
     /// Outside the office that is the caller's DID, so that the called party sees a number it
     /// can call back.
     pub from_user: Option<String>,
+    /// The called party's SRTP policy.
+    pub srtp: SrtpPolicy,
 }
 
 /// The account pasarela holds with a SIP trunk, for answering its digest challenges.
@@ -96,6 +102,8 @@ pub struct Caller {
     /// Where a call from outside the office came from (`trunk carrier`, `DUNDi peer …`,
     /// `internet …`), for its record; `None` for the office's phones and lines.
     pub origin: Option<String>,
+    /// The caller's SRTP policy.
+    pub srtp: SrtpPolicy,
 }
 
 /// A call to start: the caller's INVITE (its server transaction and flow), who is calling,

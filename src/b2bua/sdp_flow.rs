@@ -1,11 +1,14 @@
 //! The SDP side of a call: what was offered and answered on each leg, what pasarela sent each
 //! phone (its relay address, its own origin line), which codec and DTMF payload type each leg
-//! uses, and how the relay is set up from that. Also SIP INFO DTMF bodies.
+//! uses, and how the relay is set up from that; which legs are SRTP and with which keys (the
+//! decisions themselves are in [`super::srtp`]). Also SIP INFO DTMF bodies.
 
 use std::net::IpAddr;
 
-use crate::media::{Law, LegMedia, Relay, Side};
-use crate::sdp::{self, Codec, MediaDescription, OriginState, SessionDescription, G711};
+use super::srtp::{self, OfferedSrtp, OurOffer, SrtpPolicy};
+use crate::media::srtp::MasterKey;
+use crate::media::{Law, LegMedia, LegSrtp, Relay, Side};
+use crate::sdp::{self, Codec, MediaDescription, OriginState, SdesKey, SessionDescription, G711};
 use crate::sip::message::Request;
 
 /// Telephone-event payload type pasarela uses in the offers it makes itself.
@@ -37,12 +40,39 @@ fn leg(
     m: &MediaDescription,
     codec: &Codec,
     dtmf: Option<u8>,
+    srtp: Option<LegSrtp>,
 ) -> LegMedia {
     LegMedia {
         remote: m.remote_addr(sdp),
         codec_pt: codec.pt,
         law: law(codec),
         dtmf_pt: dtmf,
+        srtp,
+    }
+}
+
+/// The relay's keys for a leg whose party gave `theirs`.
+fn leg_srtp(local: &MasterKey, theirs: Option<SdesKey>) -> Option<LegSrtp> {
+    theirs.map(|k| LegSrtp {
+        suite: k.suite,
+        remote: k.key,
+        local: local.clone(),
+    })
+}
+
+/// The tag of our key in a description we sent (1 when it has none).
+fn sent_tag(s: Option<&SessionDescription>) -> u32 {
+    s.and_then(SessionDescription::audio)
+        .and_then(|m| m.srtp_offers().first().map(|k| k.tag))
+        .unwrap_or(1)
+}
+
+/// How an offer we sent was secured, read back from it.
+fn how_sent(s: Option<&SessionDescription>) -> OurOffer {
+    let m = s.and_then(SessionDescription::audio);
+    OurOffer {
+        secure: m.is_some_and(|m| !m.srtp_offers().is_empty()),
+        mandatory: m.is_some_and(MediaDescription::is_savp),
     }
 }
 
@@ -60,6 +90,12 @@ pub struct LegSdp {
     last_sent: [Option<SessionDescription>; 2],
     legs: [Option<LegMedia>; 2],
     codec: Option<String>,
+    /// Each party's SRTP policy (B's is set per fork when its offer is made).
+    policy: [SrtpPolicy; 2],
+    /// The keys pasarela gives each party, fixed for the call.
+    local: [MasterKey; 2],
+    /// What the caller's offer said about SRTP.
+    a_srtp: Option<OfferedSrtp>,
 }
 
 impl LegSdp {
@@ -76,7 +112,24 @@ impl LegSdp {
             last_sent: [None, None],
             legs: [None, None],
             codec: None,
+            policy: [SrtpPolicy::default(); 2],
+            local: [MasterKey::random(), MasterKey::random()],
+            a_srtp: None,
         }
+    }
+
+    /// The SRTP policy of a party (the caller's before its offer is read).
+    pub fn set_policy(&mut self, side: Side, policy: SrtpPolicy) {
+        self.policy[idx(side)] = policy;
+    }
+
+    /// Whether each leg's media is SRTP (A, B), as last negotiated.
+    pub fn srtp_legs(&self) -> [bool; 2] {
+        [0, 1].map(|i| self.legs[i].as_ref().is_some_and(|l| l.srtp.is_some()))
+    }
+
+    fn our_key(&self, side: Side, theirs: Option<&SdesKey>) -> SdesKey {
+        srtp::our_key(&self.local[idx(side)], theirs)
     }
 
     /// Our own offer: PCMU, PCMA and telephone-event on the relay port.
@@ -114,13 +167,17 @@ impl LegSdp {
         if audio.port == 0 {
             return Err((488, "Audio stream declined in the offer".into()));
         }
+        let a_srtp = srtp::accept_offer(audio, self.policy[0])?;
         let mut b = offer.clone();
         if let Some(m) = b.audio_mut() {
             sdp::add_transcodable(m);
+            // Each fork's offer gets our key (or none) in `offer_for_b`.
+            m.set_srtp(None);
         }
         let b = self.sent(Side::B, b, port_b);
         self.b_offer = Some(b);
         self.a_offer = Some(offer);
+        self.a_srtp = Some(a_srtp);
         Ok(())
     }
 
@@ -132,8 +189,17 @@ impl LegSdp {
         }
     }
 
-    pub fn offer_for_b(&self) -> Option<SessionDescription> {
-        self.b_offer.clone()
+    /// The offer for a fork towards a party with `policy`: the caller's offer anchored on the
+    /// relay, with our key for leg B when that party gets SRTP.
+    pub fn offer_for_b(&mut self, policy: SrtpPolicy) -> Option<SessionDescription> {
+        let mut b = self.b_offer.clone()?;
+        let how = srtp::our_offer(policy, self.a_srtp.as_ref());
+        let ours = self.our_key(Side::B, None);
+        let port = b.audio().map_or(9, |m| m.port);
+        if let Some(m) = b.audio_mut() {
+            srtp::apply_offer(m, how, &ours);
+        }
+        Some(self.sent(Side::B, b, port))
     }
 
     fn update_relay(&mut self, relay: Option<&Relay>) {
@@ -148,10 +214,14 @@ impl LegSdp {
         answer: &SessionDescription,
         port_a: u16,
         relay: Option<&Relay>,
+        policy_b: SrtpPolicy,
     ) -> Result<SessionDescription, (u16, String)> {
         let b_audio = answer
             .audio()
             .ok_or((488, "No audio in the callee's answer".to_string()))?;
+        self.policy[1] = policy_b;
+        let how_b = srtp::our_offer(policy_b, self.a_srtp.as_ref());
+        let b_key = srtp::accept_answer(b_audio, how_b, policy_b, 1)?;
         match self.a_offer.clone() {
             Some(a_offer) => {
                 let a_audio = a_offer
@@ -159,9 +229,16 @@ impl LegSdp {
                     .ok_or((488, "No audio offered".to_string()))?;
                 let n = sdp::negotiate(a_audio, b_audio)
                     .map_err(|e| (488, format!("No common codec: {e}")))?;
-                let for_a = sdp::answer_for_a(a_audio, answer, &n);
-                self.legs[0] = Some(leg(&a_offer, a_audio, &n.a_codec, n.a_dtmf_pt));
-                self.legs[1] = Some(leg(answer, b_audio, &n.b_codec, n.b_dtmf_pt));
+                let mut for_a = sdp::answer_for_a(a_audio, answer, &n);
+                let a_key = self.a_srtp.as_ref().and_then(|s| s.key.clone());
+                let ours = a_key.as_ref().map(|k| self.our_key(Side::A, Some(k)));
+                if let Some(m) = for_a.audio_mut() {
+                    srtp::apply_answer(m, &a_audio.proto, ours.as_ref());
+                }
+                let a_srtp = leg_srtp(&self.local[0], a_key);
+                let b_srtp = leg_srtp(&self.local[1], b_key);
+                self.legs[0] = Some(leg(&a_offer, a_audio, &n.a_codec, n.a_dtmf_pt, a_srtp));
+                self.legs[1] = Some(leg(answer, b_audio, &n.b_codec, n.b_dtmf_pt, b_srtp));
                 self.codec = Some(n.a_codec.name.clone());
                 self.update_relay(relay);
                 Ok(self.sent(Side::A, for_a, port_a))
@@ -173,12 +250,22 @@ impl LegSdp {
                     .into_iter()
                     .find(|c| !c.name.eq_ignore_ascii_case("telephone-event"))
                     .ok_or((488, "No codec in the callee's answer".to_string()))?;
-                self.legs[1] = Some(leg(answer, b_audio, &b_codec, dtmf_pt(b_audio)));
+                let b_srtp = OfferedSrtp {
+                    key: b_key.clone(),
+                    mandatory: b_audio.is_savp(),
+                };
+                let b_leg_srtp = leg_srtp(&self.local[1], b_key);
+                self.legs[1] = Some(leg(answer, b_audio, &b_codec, dtmf_pt(b_audio), b_leg_srtp));
                 self.codec = Some(b_codec.name.clone());
                 self.awaiting_a_answer = true;
-                let t = self
+                let mut t = self
                     .template(port_a)
                     .ok_or((500, "Cannot build an offer".to_string()))?;
+                let how = srtp::our_offer(self.policy[0], Some(&b_srtp));
+                let ours = self.our_key(Side::A, None);
+                if let Some(m) = t.audio_mut() {
+                    srtp::apply_offer(m, how, &ours);
+                }
                 Ok(self.sent(Side::A, t, port_a))
             }
         }
@@ -209,7 +296,18 @@ impl LegSdp {
         else {
             return;
         };
-        self.legs[idx(side)] = Some(leg(answer, audio, &codec, dtmf_pt(audio)));
+        let sent = self.last_sent[idx(side)].as_ref();
+        let (how, tag) = (how_sent(sent), sent_tag(sent));
+        let key = match srtp::accept_answer(audio, how, self.policy[idx(side)], tag) {
+            Ok(k) => k,
+            Err((_, why)) => {
+                // Too late to refuse (the ACK ends the exchange): the leg stays as it was.
+                tracing::warn!("answer in ACK not taken: {why}");
+                return;
+            }
+        };
+        let srtp = leg_srtp(&self.local[idx(side)], key);
+        self.legs[idx(side)] = Some(leg(answer, audio, &codec, dtmf_pt(audio), srtp));
         self.update_relay(relay);
     }
 
@@ -227,17 +325,34 @@ impl LegSdp {
     }
 
     /// An offer from the other side, to be forwarded to `to`.
+    /// Refused (488) when the offerer's SRTP policy does not allow its offer.
     pub fn offer_to(
         &mut self,
         to: Side,
         offer: &SessionDescription,
         port_to: u16,
-    ) -> Option<SessionDescription> {
+    ) -> Result<Option<SessionDescription>, (u16, String)> {
+        let from = to.other();
+        let offered = match offer.audio() {
+            Some(m) => Some(srtp::accept_offer(m, self.policy[idx(from)])?),
+            None => None,
+        };
+        // The receiving leg keeps SRTP once it has it; otherwise its policy decides.
+        let mut how = srtp::our_offer(self.policy[idx(to)], offered.as_ref());
+        if self.srtp_legs()[idx(to)] {
+            let before = how_sent(self.last_sent[idx(to)].as_ref());
+            how = OurOffer {
+                secure: true,
+                mandatory: how.mandatory || before.mandatory,
+            };
+        }
+        let ours = self.our_key(to, None);
         let mut s = offer.clone();
         if let Some(m) = s.audio_mut() {
             sdp::add_transcodable(m);
+            srtp::apply_offer(m, how, &ours);
         }
-        Some(self.sent(to, s, port_to))
+        Ok(Some(self.sent(to, s, port_to)))
     }
 
     /// `offerer` offered `offer`; the other side answered `answer`: the answer for the offerer.
@@ -255,13 +370,20 @@ impl LegSdp {
             .ok_or((488, "No audio in the answer".to_string()))?;
         let n =
             sdp::negotiate(o_audio, a_audio).map_err(|e| (488, format!("No common codec: {e}")))?;
-        let for_offerer = sdp::answer_for_a(o_audio, answer, &n);
-        let answerer = match offerer {
-            Side::A => Side::B,
-            Side::B => Side::A,
-        };
-        self.legs[idx(offerer)] = Some(leg(offer, o_audio, &n.a_codec, n.a_dtmf_pt));
-        self.legs[idx(answerer)] = Some(leg(answer, a_audio, &n.b_codec, n.b_dtmf_pt));
+        let mut for_offerer = sdp::answer_for_a(o_audio, answer, &n);
+        let answerer = offerer.other();
+        let o_key = srtp::accept_offer(o_audio, self.policy[idx(offerer)])?.key;
+        let sent = self.last_sent[idx(answerer)].as_ref();
+        let (how, tag) = (how_sent(sent), sent_tag(sent));
+        let a_key = srtp::accept_answer(a_audio, how, self.policy[idx(answerer)], tag)?;
+        let ours = o_key.as_ref().map(|k| self.our_key(offerer, Some(k)));
+        if let Some(m) = for_offerer.audio_mut() {
+            srtp::apply_answer(m, &o_audio.proto, ours.as_ref());
+        }
+        let o_srtp = leg_srtp(&self.local[idx(offerer)], o_key);
+        let a_srtp = leg_srtp(&self.local[idx(answerer)], a_key);
+        self.legs[idx(offerer)] = Some(leg(offer, o_audio, &n.a_codec, n.a_dtmf_pt, o_srtp));
+        self.legs[idx(answerer)] = Some(leg(answer, a_audio, &n.b_codec, n.b_dtmf_pt, a_srtp));
         if offerer == Side::A {
             self.a_offer = Some(offer.clone());
         }

@@ -36,15 +36,15 @@ pub(crate) const RECORD_COLUMNS: &str = "id, call_ref, start_ms, answer_ms, end_
      billable_s, caller, caller_e164, callee, callee_e164, extension, direction, category, \
      route_kind, route_target, route_source, disposition, sip_status, q850_cause, codec, packets, \
      packets_lost, jitter_ms, cost_minor, currency, rate_table, rate_prefix, \
-     reference_cost_minor, savings_minor, explanation";
+     reference_cost_minor, savings_minor, explanation, media_srtp";
 
 const INSERT: &str = "INSERT INTO call_records (call_ref, start_ms, answer_ms, end_ms, \
      duration_s, billable_s, caller, caller_e164, callee, callee_e164, extension, direction, \
      category, route_kind, route_target, route_source, disposition, sip_status, q850_cause, \
      codec, packets, packets_lost, jitter_ms, cost_minor, currency, rate_table, rate_prefix, \
-     reference_cost_minor, savings_minor, explanation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, \
-     ?27, ?28, ?29, ?30)";
+     reference_cost_minor, savings_minor, explanation, media_srtp) VALUES (?1, ?2, ?3, ?4, ?5, \
+     ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, \
+     ?25, ?26, ?27, ?28, ?29, ?30, ?31)";
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -52,6 +52,15 @@ fn to_i64(v: u64) -> i64 {
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// `media_srtp` as stored: bit 0 the caller's leg, bit 1 the callee's.
+fn srtp_mask(legs: [bool; 2]) -> i64 {
+    i64::from(legs[0]) | (i64::from(legs[1]) << 1)
+}
+
+fn srtp_from_mask(mask: i64) -> [bool; 2] {
+    [mask & 1 != 0, mask & 2 != 0]
 }
 
 /// Reads a record from a row selected with [`RECORD_COLUMNS`].
@@ -88,6 +97,7 @@ pub(crate) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
         reference_cost_minor: row.get(28)?,
         savings_minor: row.get(29)?,
         explanation: row.get(30)?,
+        media_srtp: srtp_from_mask(row.get::<_, Option<i64>>(31)?.unwrap_or(0)),
     })
 }
 
@@ -130,6 +140,7 @@ pub(crate) fn insert_in(
             r.reference_cost_minor,
             r.savings_minor,
             r.explanation,
+            srtp_mask(r.media_srtp),
         ])?);
     }
     Ok(ids)

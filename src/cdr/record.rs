@@ -226,6 +226,8 @@ pub struct CallRecord {
     /// The Q.850 cause, from the SIP status ([`q850_cause`]).
     pub q850_cause: u8,
     pub codec: Option<String>,
+    /// Whether the media was encrypted (SRTP) on the caller's leg and on the callee's leg.
+    pub media_srtp: [bool; 2],
     /// RTP packets relayed.
     pub packets: u64,
     /// RTP packets lost.
@@ -554,6 +556,7 @@ impl CallRecord {
                 .and_then(|c| u8::try_from(c).ok())
                 .unwrap_or_else(|| q850_cause(status)),
             codec: s.codec.clone(),
+            media_srtp: s.media_srtp,
             packets: s.packets,
             packets_lost: s.lost,
             jitter_ms: if s.jitter_ms.is_finite() {
@@ -617,6 +620,7 @@ impl CallRecord {
             sip_status: status,
             q850_cause: q850_cause(status),
             codec: None,
+            media_srtp: [false; 2],
             packets: 0,
             packets_lost: 0,
             jitter_ms: 0.0,
@@ -665,6 +669,7 @@ pub(crate) mod tests {
             sip_status: 200,
             q850_cause: 16,
             codec: Some("PCMA".into()),
+            media_srtp: [false; 2],
             packets: 3000,
             packets_lost: 3,
             jitter_ms: 1.5,
@@ -731,6 +736,7 @@ pub(crate) mod tests {
             status: 486,
             disposition: "busy",
             codec: None,
+            media_srtp: [false; 2],
             packets: 0,
             lost: 0,
             jitter_ms: 0.0,

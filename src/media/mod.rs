@@ -17,6 +17,10 @@
 //!   source; from then on only that source or the SDP address itself is taken, and packets from
 //!   anywhere else are dropped and counted ([`DirectionStats::foreign_dropped`]), so a third
 //!   party can neither inject audio nor hijack the stream;
+//! * SRTP legs ([`LegMedia::srtp`], [`srtp`]) are unprotected on the way in (packets that fail
+//!   authentication or replay checks are dropped and counted before they can latch) and
+//!   protected on the way out with the key pasarela gave that phone, so an SRTP leg can meet a
+//!   plain RTP leg, and two SRTP legs never share a key;
 //! * ports are picked at random in the range, and a freed pair rests for a while ([`ports`]);
 //! * silence on both legs for [`MediaConfig::dead_after`] raises [`MediaEvent::Dead`].
 //!
@@ -35,6 +39,7 @@ mod mmsg;
 mod ports;
 mod relay;
 pub mod rtp;
+pub mod srtp;
 pub mod stats;
 
 #[cfg(test)]
@@ -97,6 +102,18 @@ pub enum Law {
     Alaw,
 }
 
+/// SRTP (SDES) on one leg: the phone's key, which unprotects what it sends, and ours, which
+/// protects what the relay sends it. `Debug` shows neither key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegSrtp {
+    /// The suite the offer/answer settled on; both directions use it.
+    pub suite: srtp::Suite,
+    /// The key the phone sent in its `a=crypto`.
+    pub remote: srtp::MasterKey,
+    /// The key pasarela sent the phone.
+    pub local: srtp::MasterKey,
+}
+
 /// What the SDP of one leg says about its media.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LegMedia {
@@ -108,6 +125,8 @@ pub struct LegMedia {
     pub law: Option<Law>,
     /// Payload type of `telephone-event/8000` on this leg, if negotiated.
     pub dtmf_pt: Option<u8>,
+    /// SRTP keys when this leg's media is encrypted; `None` for plain RTP.
+    pub srtp: Option<LegSrtp>,
 }
 
 impl LegMedia {
@@ -118,6 +137,7 @@ impl LegMedia {
             codec_pt: 0,
             law: Some(Law::Ulaw),
             dtmf_pt,
+            srtp: None,
         }
     }
 
@@ -128,6 +148,7 @@ impl LegMedia {
             codec_pt: 8,
             law: Some(Law::Alaw),
             dtmf_pt,
+            srtp: None,
         }
     }
 }
@@ -204,6 +225,9 @@ pub struct DirectionStats {
     /// side's media is locked to (injection or hijack attempts, or a phone that moved without a
     /// re-INVITE).
     pub foreign_dropped: u64,
+    /// SRTP and SRTCP packets from this side dropped because they failed authentication,
+    /// were replayed or were too old (forgeries, or a phone using another key).
+    pub srtp_rejected: u64,
 }
 
 /// A snapshot of a relay's statistics.
@@ -219,6 +243,8 @@ pub struct CallMediaStats {
     pub b_codec_pt: u8,
     /// Whether payloads are transcoded (µ-law ⇄ A-law).
     pub transcoding: bool,
+    /// Whether leg A's and leg B's media are SRTP.
+    pub srtp: [bool; 2],
 }
 
 impl CallMediaStats {

@@ -23,14 +23,17 @@ use super::io::{IoHandle, IoPool};
 use super::mmsg::{RecvBatch, BATCH};
 use super::ports::BoundPair;
 use super::rtp::{self, Rtp};
+use super::srtp::{SrtpContext, SrtpError};
 use super::stats::StreamStats;
 use super::{
-    CallMediaStats, DirectionStats, EngineInner, Law, LegMedia, MediaError, MediaEvent, PortGuard,
-    Side,
+    CallMediaStats, DirectionStats, EngineInner, Law, LegMedia, LegSrtp, MediaError, MediaEvent,
+    PortGuard, Side,
 };
 
 /// Largest datagram relayed; larger ones are truncated by the kernel and then dropped as invalid.
 pub(crate) const BUF_LEN: usize = 2048;
+/// Room an outgoing SRTP/SRTCP packet needs beyond the plain one (index and tag).
+const SRTP_OVERHEAD: usize = 16;
 /// Spacing of injected telephone-event packets.
 const EVENT_INTERVAL: Duration = Duration::from_millis(20);
 /// Timestamp units per injected packet interval (8 kHz).
@@ -103,6 +106,8 @@ struct DirCounters {
     last_ns: AtomicU64,
     /// Packets (RTP and RTCP) from sources other than the locked one, dropped.
     foreign: AtomicU64,
+    /// SRTP/SRTCP packets that failed authentication or the replay check, dropped.
+    srtp_rejected: AtomicU64,
 }
 
 impl Relay {
@@ -162,6 +167,7 @@ impl Relay {
                 last_packet: (last != 0)
                     .then(|| self.shared.start + Duration::from_nanos(last - 1)),
                 foreign_dropped: c.foreign.load(Ordering::Relaxed),
+                srtp_rejected: c.srtp_rejected.load(Ordering::Relaxed),
             }
         };
         let transcoding = matches!(
@@ -174,6 +180,7 @@ impl Relay {
             a_codec_pt: params[0].codec_pt,
             b_codec_pt: params[1].codec_pt,
             transcoding,
+            srtp: [params[0].srtp.is_some(), params[1].srtp.is_some()],
         }
     }
 
@@ -219,6 +226,7 @@ pub(crate) fn spawn(
         dead_after: engine.config.dead_after,
         last_rx: now,
         dead_reported: false,
+        scratch: Box::new([0; BUF_LEN + SRTP_OVERHEAD]),
         _guard: guard,
     });
     let io = io.pick().clone();
@@ -251,6 +259,24 @@ struct Leg {
     last_event_end: Option<u32>,
     /// The stream we send to this leg's phone.
     tx: TxStream,
+    /// SRTP contexts when this leg's media is encrypted.
+    crypto: Option<LegCrypto>,
+}
+
+/// The SRTP contexts of one leg: `rx` unprotects what its phone sends (the phone's key), `tx`
+/// protects what we send it (our key).
+struct LegCrypto {
+    rx: SrtpContext,
+    tx: SrtpContext,
+}
+
+impl LegCrypto {
+    fn new(k: &LegSrtp) -> Self {
+        LegCrypto {
+            rx: SrtpContext::new(k.suite, &k.remote),
+            tx: SrtpContext::new(k.suite, &k.local),
+        }
+    }
 }
 
 impl Leg {
@@ -264,6 +290,7 @@ impl Leg {
             rx: StreamStats::default(),
             last_event_end: None,
             tx: TxStream::new(now),
+            crypto: None,
         }
     }
 
@@ -360,6 +387,8 @@ pub(crate) struct RelayState {
     dead_after: Duration,
     last_rx: Instant,
     dead_reported: bool,
+    /// Where packets are protected on their way to an SRTP leg (allocated once per relay).
+    scratch: Box<[u8; BUF_LEN + SRTP_OVERHEAD]>,
     /// Declared last: dropped after the sockets, so a released port is really free.
     _guard: PortGuard,
 }
@@ -455,19 +484,20 @@ impl RelayState {
 
     /// One RTP packet from the phone of leg `i`: account, latch, rewrite, forward.
     fn on_rtp(&mut self, i: usize, pkt: &mut [u8], src: SocketAddr) {
-        let Ok(mut rtp) = Rtp::parse(&mut *pkt) else {
-            tracing::trace!(%src, "not RTP; dropped");
-            return;
-        };
-        let now = Instant::now();
-        let (pt, seq, ts, ssrc) = (
-            rtp.payload_type(),
-            rtp.sequence(),
-            rtp.timestamp(),
-            rtp.ssrc(),
-        );
         let [la, lb] = &mut self.legs;
         let (from, to) = if i == 0 { (la, lb) } else { (lb, la) };
+        // An SRTP packet's padding is encrypted: only its fixed header can be checked yet.
+        let looks_like_rtp = match from.crypto {
+            Some(_) => {
+                pkt.len() >= rtp::FIXED_HEADER_LEN && pkt.first().is_some_and(|b| b >> 6 == 2)
+            }
+            None => Rtp::parse(&*pkt).is_ok(),
+        };
+        if !looks_like_rtp {
+            tracing::trace!(%src, "not RTP; dropped");
+            return;
+        }
+        let now = Instant::now();
 
         // Latch (symmetric RTP), then locked: others are dropped, and do not count as media.
         if !admit(from.latched_rtp, from.media.remote, src) {
@@ -477,6 +507,27 @@ impl RelayState {
             }
             return;
         }
+        // SRTP: authenticated and decrypted before it may latch or be looked at.
+        let len = match from.crypto.as_mut() {
+            Some(c) => match c.rx.unprotect_rtp(pkt) {
+                Ok(n) => n,
+                Err(e) => {
+                    srtp_rejected(&self.shared.dir[i], i, src, pkt.len(), e, "SRTP");
+                    return;
+                }
+            },
+            None => pkt.len(),
+        };
+        let Some(Ok(mut rtp)) = pkt.get_mut(..len).map(Rtp::parse) else {
+            tracing::trace!(%src, "not RTP once decrypted; dropped");
+            return;
+        };
+        let (pt, seq, ts, ssrc) = (
+            rtp.payload_type(),
+            rtp.sequence(),
+            rtp.timestamp(),
+            rtp.ssrc(),
+        );
         if from.latched_rtp != Some(src) {
             tracing::debug!(side = ?Side::from_idx(i), %src, "RTP latched");
             from.latched_rtp = Some(src);
@@ -546,15 +597,22 @@ impl RelayState {
         };
         // Counted before the send, so whoever has seen the packet arrive also sees the count.
         let forwarded = &self.shared.dir[i].forwarded;
+        let out: &[u8] = match to.crypto.as_mut() {
+            Some(c) => match protect(&mut c.tx, &mut self.scratch[..], rtp.as_bytes(), false) {
+                Some(out) => out,
+                None => return,
+            },
+            None => rtp.as_bytes(),
+        };
         forwarded.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = to.rtp.send_to(rtp.as_bytes(), dest) {
+        if let Err(e) = to.rtp.send_to(out, dest) {
             forwarded.fetch_sub(1, Ordering::Relaxed);
             tracing::trace!(%dest, error = %e, "RTP send failed; dropped");
         }
     }
 
     /// One RTCP packet from the phone of leg `i`: check its source, latch and forward unchanged.
-    fn on_rtcp(&mut self, i: usize, pkt: &[u8], src: SocketAddr) {
+    fn on_rtcp(&mut self, i: usize, pkt: &mut [u8], src: SocketAddr) {
         // RTCP common header: V=2, packet type 192..=223 (SR, RR, SDES, BYE, APP, feedback, XR).
         let valid = pkt.len() >= 8
             && pkt.first().is_some_and(|b| b >> 6 == 2)
@@ -573,13 +631,31 @@ impl RelayState {
             tracing::trace!(%src, "RTCP from a foreign source dropped");
             return;
         }
+        let len = match self.legs[i].crypto.as_mut() {
+            Some(c) => match c.rx.unprotect_rtcp(pkt) {
+                Ok(n) => n,
+                Err(e) => {
+                    srtp_rejected(&self.shared.dir[i], i, src, pkt.len(), e, "SRTCP");
+                    return;
+                }
+            },
+            None => pkt.len(),
+        };
+        let Some(pkt) = pkt.get(..len) else { return };
         if self.legs[i].latched_rtcp != Some(src) {
             tracing::debug!(side = ?Side::from_idx(i), %src, "RTCP latched");
             self.legs[i].latched_rtcp = Some(src);
         }
-        let to = &self.legs[j];
+        let to = &mut self.legs[j];
         if let Some(dest) = to.rtcp_dest() {
-            if let Err(e) = to.rtcp.send_to(pkt, dest) {
+            let out: &[u8] = match to.crypto.as_mut() {
+                Some(c) => match protect(&mut c.tx, &mut self.scratch[..], pkt, true) {
+                    Some(out) => out,
+                    None => return,
+                },
+                None => pkt,
+            };
+            if let Err(e) = to.rtcp.send_to(out, dest) {
                 tracing::trace!(%dest, error = %e, "RTCP send failed; dropped");
             }
         }
@@ -596,6 +672,7 @@ impl RelayState {
                         leg.latched_rtp = None;
                         leg.latched_rtcp = None;
                     }
+                    update_crypto(leg, m.srtp.as_ref());
                     leg.media = m;
                 }
                 tracing::debug!(a = ?self.legs[0].media, b = ?self.legs[1].media, "media updated");
@@ -676,17 +753,82 @@ impl RelayState {
             let Some(h) = rtp::write_header(&mut buf[..], marker, pt, seq, ts, leg.tx.ssrc) else {
                 continue;
             };
-            let len = h + payload.len();
+            let mut len = h + payload.len();
             let Some(out) = buf.get_mut(h..len) else {
                 continue;
             };
             out.copy_from_slice(&payload);
+            if let Some(c) = leg.crypto.as_mut() {
+                match c.tx.protect_rtp(&mut buf[..], len) {
+                    Ok(n) => len = n,
+                    Err(e) => {
+                        tracing::trace!(error = %e, "DTMF not protected; not sent");
+                        continue;
+                    }
+                }
+            }
             if let (Some(dest), Some(pkt)) = (leg.rtp_dest(), buf.get(..len)) {
                 if let Err(e) = leg.rtp.send_to(pkt, dest) {
                     tracing::trace!(%dest, error = %e, "DTMF send failed");
                 }
             }
         }
+    }
+}
+
+/// Counts and (sparingly) logs a packet that failed SRTP/SRTCP checks.
+fn srtp_rejected(
+    c: &DirCounters,
+    i: usize,
+    src: SocketAddr,
+    bytes: usize,
+    e: SrtpError,
+    what: &str,
+) {
+    let n = c.srtp_rejected.fetch_add(1, Ordering::Relaxed);
+    if n.is_power_of_two() || n == 0 {
+        tracing::info!(side = ?Side::from_idx(i), %src, bytes, error = %e, dropped = n + 1, "{what} packet rejected");
+    }
+}
+
+/// Copies `plain` into `scratch` and protects it there (SRTCP when `rtcp`); the packet to send.
+fn protect<'s>(
+    ctx: &mut SrtpContext,
+    scratch: &'s mut [u8],
+    plain: &[u8],
+    rtcp: bool,
+) -> Option<&'s [u8]> {
+    let n = plain.len();
+    scratch.get_mut(..n)?.copy_from_slice(plain);
+    let out = if rtcp {
+        ctx.protect_rtcp(scratch, n)
+    } else {
+        ctx.protect_rtp(scratch, n)
+    };
+    match out {
+        Ok(m) => scratch.get(..m),
+        Err(e) => {
+            tracing::trace!(error = %e, "packet not protected; dropped");
+            None
+        }
+    }
+}
+
+/// New SRTP keys for a leg: a context is rebuilt only for a key that changed, so the
+/// rollover counter and replay window of an unchanged direction carry on.
+fn update_crypto(leg: &mut Leg, keys: Option<&LegSrtp>) {
+    let old = leg.media.srtp.as_ref();
+    match (keys, leg.crypto.as_mut(), old) {
+        (None, _, _) => leg.crypto = None,
+        (Some(k), Some(c), Some(o)) if k.suite == o.suite => {
+            if k.remote != o.remote {
+                c.rx = SrtpContext::new(k.suite, &k.remote);
+            }
+            if k.local != o.local {
+                c.tx = SrtpContext::new(k.suite, &k.local);
+            }
+        }
+        (Some(k), _, _) => leg.crypto = Some(LegCrypto::new(k)),
     }
 }
 

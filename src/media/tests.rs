@@ -215,6 +215,7 @@ async fn rewrites_payload_type_without_touching_payload() {
         codec_pt: pt,
         law: None,
         dtmf_pt: None,
+        srtp: None,
     };
     relay.update(leg(&a, 96), leg(&b, 111));
     settle().await;
@@ -783,4 +784,78 @@ async fn media_is_locked_to_its_source_and_foreign_packets_are_dropped() {
         "the old address is locked out after the move"
     );
     assert_eq!(relay.stats().a_to_b.foreign_dropped, before + 1);
+}
+
+/// An SRTP leg (A) meets a plain leg (B): A's packets arrive at B decrypted; B's leave towards
+/// A protected with the key the relay gave A; forged and replayed SRTP is dropped and counted,
+/// and a forged packet from another address cannot take the latch.
+#[tokio::test]
+async fn srtp_leg_meets_plain_leg() {
+    use super::srtp::{MasterKey, SrtpContext, Suite};
+    let engine = engine(28300..=28399, Duration::from_secs(60));
+    let relay = engine.allocate().await.expect("allocate");
+    let (a, b, intruder) = (phone().await, phone().await, phone().await);
+    let (phone_key, relay_key) = (MasterKey::random(), MasterKey::random());
+    let suite = Suite::AesCm128HmacSha1_80;
+    let mut a_leg = LegMedia::pcmu(Some(addr(&a)), None);
+    a_leg.srtp = Some(LegSrtp {
+        suite,
+        remote: phone_key.clone(),
+        local: relay_key.clone(),
+    });
+    relay.update(a_leg, LegMedia::pcmu(Some(addr(&b)), None));
+    settle().await;
+    let mut a_tx = SrtpContext::new(suite, &phone_key);
+    let mut a_rx = SrtpContext::new(suite, &relay_key);
+    let payload = [0x5Au8; 160];
+    let protect = |ctx: &mut SrtpContext, seq: u16| {
+        let plain = pkt(false, 0, seq, u32::from(seq) * 160, 77, &payload);
+        let mut buf = vec![0u8; plain.len() + 16];
+        buf[..plain.len()].copy_from_slice(&plain);
+        let n = ctx.protect_rtp(&mut buf, plain.len()).expect("protect");
+        buf.truncate(n);
+        buf
+    };
+
+    // A forged packet from elsewhere, before A spoke: refused, and no latch taken.
+    let mut forger = SrtpContext::new(suite, &MasterKey::random());
+    intruder
+        .send_to(&protect(&mut forger, 1), relay_addr(&relay, Side::A))
+        .await
+        .expect("send");
+    assert!(nothing(&b, 100).await, "a forged SRTP packet was relayed");
+
+    let first = protect(&mut a_tx, 1);
+    a.send_to(&first, relay_addr(&relay, Side::A))
+        .await
+        .expect("send");
+    let (p, _) = recv(&b).await;
+    let r = Rtp::parse(&p[..]).expect("plain RTP at B");
+    assert_eq!((r.sequence(), r.payload()), (1, &payload[..]));
+    // Replayed: dropped.
+    a.send_to(&first, relay_addr(&relay, Side::A))
+        .await
+        .expect("send");
+    assert!(nothing(&b, 100).await, "a replayed SRTP packet was relayed");
+
+    // B → A: protected with the relay's key for A.
+    b.send_to(
+        &pkt(false, 0, 9, 1440, 5, &payload),
+        relay_addr(&relay, Side::B),
+    )
+    .await
+    .expect("send");
+    let (mut p, _) = recv(&a).await;
+    assert_eq!(p.len(), 12 + 160 + suite.rtp_tag_len());
+    assert!(
+        !p.windows(16).any(|w| w == [0x5A; 16]),
+        "payload sent in clear"
+    );
+    let n = a_rx.unprotect_rtp(&mut p).expect("A can decrypt");
+    assert_eq!(&p[12..n], &payload[..]);
+
+    let st = relay.stats();
+    assert_eq!(st.srtp, [true, false]);
+    assert_eq!(st.a_to_b.srtp_rejected, 2, "{st:?}");
+    assert_eq!(st.a_to_b.forwarded, 1);
 }

@@ -9,11 +9,16 @@
 //! (connection addresses, ports and `o=` rewritten, ICE removed, non-audio streams declined),
 //! may add the other G.711 law to an offer so that it can transcode PCMU⇄PCMA, and works out
 //! from an offer and its answer which codec each leg uses.
+//!
+//! [`crypto`] reads and writes SDES keys (`a=crypto`, RFC 4568) and the `RTP/SAVP` profile.
 
 pub mod anchor;
+pub mod crypto;
 pub mod media;
 pub mod session;
 
+#[cfg(test)]
+mod crypto_tests;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +26,7 @@ pub use anchor::{
     add_transcodable, answer_for_a, intersect, is_g711, negotiate, rewrite_for_relay, Negotiated,
     OriginState, G711,
 };
+pub use crypto::{CryptoAttribute, SdesKey};
 pub use media::{Codec, Direction, MediaDescription};
 pub use session::{Attribute, Connection, Line, Origin, SessionDescription};
 

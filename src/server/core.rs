@@ -430,6 +430,14 @@ impl SipCore {
                                     .clone()
                                     .map(|(username, password)| TrunkAuth { username, password }),
                                 from_user: caller_did.clone(),
+                                srtp: match &a.kind {
+                                    crate::routing::router::AttemptKind::Trunk { name } => {
+                                        self.settings.calls.srtp.trunk(name)
+                                    }
+                                    crate::routing::router::AttemptKind::Sip { .. } => {
+                                        self.settings.calls.srtp.default
+                                    }
+                                },
                             }],
                             label: a.label(),
                         })
@@ -842,6 +850,7 @@ impl SipCore {
             .permissions
             .unwrap_or(self.settings.default_permissions);
         let caller = Caller {
+            srtp: self.settings.calls.srtp.extension(&caller.number),
             number: caller.number,
             name: caller.name,
             origin: None,
@@ -939,7 +948,10 @@ impl SipCore {
             .registrar
             .lookup(ext, unix)
             .into_iter()
-            .map(route_to_binding)
+            .map(|b| Target {
+                srtp: self.settings.calls.srtp.extension(ext),
+                ..route_to_binding(b)
+            })
             .collect();
         if targets.is_empty() {
             return Some(self.response(req, 480, None));
@@ -976,8 +988,16 @@ impl SipCore {
             .extensions
             .iter()
             .filter(|e| self.extensions.get(e.as_str()).is_some_and(|x| x.enabled))
-            .flat_map(|e| self.registrar.lookup(e, unix))
-            .map(route_to_binding)
+            .flat_map(|e| {
+                let srtp = self.settings.calls.srtp.extension(e);
+                self.registrar
+                    .lookup(e, unix)
+                    .into_iter()
+                    .map(move |b| Target {
+                        srtp,
+                        ..route_to_binding(b)
+                    })
+            })
             .collect();
         tracing::info!(line = %line.name, caller = %caller.number, contacts = targets.len(), "PSTN call arriving");
         if targets.is_empty() {
@@ -1046,8 +1066,16 @@ impl SipCore {
         let targets: Vec<Target> = members
             .iter()
             .filter(|e| self.extensions.get(e.as_str()).is_some_and(|x| x.enabled))
-            .flat_map(|e| self.registrar.lookup(e, unix))
-            .map(route_to_binding)
+            .flat_map(|e| {
+                let srtp = self.settings.calls.srtp.extension(e);
+                self.registrar
+                    .lookup(e, unix)
+                    .into_iter()
+                    .map(move |b| Target {
+                        srtp,
+                        ..route_to_binding(b)
+                    })
+            })
             .collect();
         if targets.is_empty() {
             return Some(self.response(req, 480, None));
@@ -1113,6 +1141,11 @@ impl SipCore {
                 .map(|d| d.trim_matches('"').to_owned())
                 .filter(|d| !d.is_empty()),
             origin: Some(origin.label()),
+            srtp: match &origin {
+                super::inbound::Origin::Trunk { name, .. } => self.settings.calls.srtp.trunk(name),
+                super::inbound::Origin::Peer { eid, .. } => self.settings.calls.srtp.peer(eid),
+                super::inbound::Origin::Internet { .. } => self.settings.calls.srtp.default,
+            },
         };
         let target = self.published(req);
         let refusal: Result<(String, Vec<String>), (u16, &str, String)> = match target {
@@ -1210,6 +1243,7 @@ pub fn route_to_binding(b: &Binding) -> Target {
         to: None,
         auth: None,
         from_user: None,
+        srtp: crate::b2bua::SrtpPolicy::default(),
     }
 }
 

@@ -59,6 +59,7 @@ pub fn caller_of(req: &Request) -> Caller {
         number,
         name,
         origin: None,
+        srtp: crate::b2bua::SrtpPolicy::default(),
     }
 }
 

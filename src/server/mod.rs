@@ -133,6 +133,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             t1: Duration::from_millis(sip.t1_ms),
             t2: Duration::from_millis(sip.t2_ms),
             failover_after: Duration::from_millis(config.calls.failover_ms),
+            srtp: config.srtp.clone(),
         },
     };
     let mut office = crate::cdr::OfficeNumbers::from_rows(

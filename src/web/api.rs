@@ -108,6 +108,7 @@ pub fn record_json(r: &CallRecord) -> Value {
         "sip_status": r.sip_status,
         "q850_cause": r.q850_cause,
         "codec": r.codec,
+        "media_srtp": {"caller": r.media_srtp[0], "callee": r.media_srtp[1]},
         "packets": r.packets,
         "packets_lost": r.packets_lost,
         "jitter_ms": r.jitter_ms,

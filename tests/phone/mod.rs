@@ -177,6 +177,18 @@ pub struct PhoneCfg<'a> {
 
 impl Phone {
     pub fn start(base: &Path, server: SocketAddr, cfg: PhoneCfg) -> Phone {
+        Phone::start_with(base, server, cfg, "", "")
+    }
+
+    /// [`Phone::start`] with extra lines for baresip's `config` (modules, settings) and extra
+    /// account parameters (`;mediaenc=srtp-mand`).
+    pub fn start_with(
+        base: &Path,
+        server: SocketAddr,
+        cfg: PhoneCfg,
+        config_extra: &str,
+        account_extra: &str,
+    ) -> Phone {
         require_program("baresip", "baresip");
         for m in [
             "g711.so",
@@ -219,7 +231,8 @@ impl Phone {
                  ctrl_tcp_listen\t\t127.0.0.1:{ctrl_port}\n\
                  audio_player\t\talsa,null\n\
                  audio_source\t\taufile,{}\n\
-                 snd_path\t\t{}\n",
+                 snd_path\t\t{}\n\
+                 {config_extra}",
                 wav.display(),
                 rec.display()
             ),
@@ -230,7 +243,7 @@ impl Phone {
             dir.join("accounts"),
             format!(
                 "<sip:{ext}@{server};transport=udp>;auth_user={ext};auth_pass=secret{ext};\
-                 answermode={};regint=300;audio_codecs=PCMU/8000/1,PCMA/8000/1;ptime=20\n",
+                 answermode={};regint=300;audio_codecs=PCMU/8000/1,PCMA/8000/1;ptime=20{account_extra}\n",
                 cfg.answer
             ),
         )

@@ -163,7 +163,14 @@ impl Call {
                     }
                     Some(Ok(offer)) => {
                         let to = other(side);
-                        let fwd = self.sdp.offer_to(to, &offer, self.relay_port(to));
+                        let fwd = match self.sdp.offer_to(to, &offer, self.relay_port(to)) {
+                            Ok(fwd) => fwd,
+                            Err((st, why)) => {
+                                tracing::info!(call = self.id, "re-offer refused: {why}");
+                                reply(layer, now, key, &req, st);
+                                return ForkAction::None;
+                            }
+                        };
                         let body = fwd.map(|s| Bytes::from(s.to_string()));
                         let content = body.map(|b| ("application/sdp", b));
                         match self.send_in_dialog(

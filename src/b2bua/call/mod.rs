@@ -96,6 +96,8 @@ pub struct Fork {
     auth: Option<TrunkAuth>,
     /// The INVITE was already resent with credentials: a new challenge is a failure.
     auth_sent: bool,
+    /// The SRTP policy of the party this fork calls.
+    srtp: crate::b2bua::SrtpPolicy,
 }
 
 /// The caller's leg.
@@ -191,6 +193,8 @@ pub struct CallSummary {
     pub status: u16,
     pub disposition: &'static str,
     pub codec: Option<String>,
+    /// Whether the media of the caller's leg and of the callee's leg were SRTP.
+    pub media_srtp: [bool; 2],
     pub packets: u64,
     pub lost: u64,
     pub jitter_ms: f64,
@@ -394,6 +398,7 @@ impl Call {
             .as_sip()
             .and_then(SipUri::user_unescaped)
             .unwrap_or_default();
+        let a_policy = caller.srtp;
         Call {
             id,
             caller,
@@ -408,7 +413,11 @@ impl Call {
             winner: None,
             relay: None,
             route: None,
-            sdp: LegSdp::new(id, settings.media_ip),
+            sdp: {
+                let mut sdp = LegSdp::new(id, settings.media_ip);
+                sdp.set_policy(Side::A, a_policy);
+                sdp
+            },
             retrans: Vec::new(),
             forwarded: HashMap::new(),
             answer_in_ack: [false; 2],
@@ -561,6 +570,7 @@ impl Call {
             to,
             auth,
             from_user,
+            srtp,
         } = target;
         let target_uri = uri.to_string();
         let mut req = Request::new(Method::Invite, uri);
@@ -615,7 +625,7 @@ impl Call {
             "User-Agent".into(),
             settings.server_name.clone(),
         ));
-        let offer = self.sdp.offer_for_b();
+        let offer = self.sdp.offer_for_b(srtp);
         req.body = with_body(&mut req.headers, offer.as_ref());
         let key = layer.send_request(now, req.clone(), peer);
         self.forks.push(Fork {
@@ -630,6 +640,7 @@ impl Call {
             responded: false,
             auth,
             auth_sent: false,
+            srtp,
         });
         key
     }
@@ -737,10 +748,16 @@ impl Call {
                 fork.dialog = Dialog::uac(&fork.invite, &resp, fork.peer);
             }
             // Early media: a 183 (or 180) with SDP sets up the relay towards B at once.
+            let policy = fork.srtp;
             let a_sdp = match sdp_of(&resp.headers, &resp.body) {
                 Some(Ok(answer)) => self
                     .sdp
-                    .b_answers(&answer, self.relay_port(Side::A), self.relay.as_ref())
+                    .b_answers(
+                        &answer,
+                        self.relay_port(Side::A),
+                        self.relay.as_ref(),
+                        policy,
+                    )
                     .ok(),
                 _ => None,
             };
@@ -759,6 +776,7 @@ impl Call {
         }
         // 2xx.
         let peer = fork.peer;
+        let policy = fork.srtp;
         let Some(mut b_dialog) = Dialog::uac(&fork.invite, &resp, peer) else {
             return ForkAction::None;
         };
@@ -782,10 +800,12 @@ impl Call {
         // SDP: B answers our offer (the normal case) — or, for our offerless INVITE, offers.
         let a_sdp = match sdp_of(&resp.headers, &resp.body) {
             Some(Ok(answer)) => {
-                match self
-                    .sdp
-                    .b_answers(&answer, self.relay_port(Side::A), self.relay.as_ref())
-                {
+                match self.sdp.b_answers(
+                    &answer,
+                    self.relay_port(Side::A),
+                    self.relay.as_ref(),
+                    policy,
+                ) {
                     Ok(s) => Some(s),
                     Err((st, why)) => {
                         tracing::warn!(call = self.id, "no usable media with the callee: {why}");
@@ -1086,6 +1106,7 @@ impl Call {
             status,
             disposition,
             codec: self.sdp.codec_name(),
+            media_srtp: self.sdp.srtp_legs(),
             packets: stats.as_ref().map_or(0, |s| s.packets()),
             lost: stats.as_ref().map_or(0, |s| s.lost()),
             jitter_ms: stats.as_ref().map_or(0.0, |s| s.jitter_ms()),

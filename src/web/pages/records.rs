@@ -526,6 +526,7 @@ fn detail_view(r: &CallRecord, office: &OfficeTime) -> DetailView {
         ],
         media: vec![
             ("Codec", opt(&r.codec)),
+            ("Media encryption", media_encryption(r.media_srtp)),
             ("Packets", r.packets.to_string()),
             ("Packets lost", r.packets_lost.to_string()),
             ("Loss", loss),
@@ -533,6 +534,12 @@ fn detail_view(r: &CallRecord, office: &OfficeTime) -> DetailView {
         ],
         explanation: r.explanation.clone(),
     }
+}
+
+/// Per leg, whether its media was SRTP: `caller SRTP, callee RTP`.
+fn media_encryption(srtp: [bool; 2]) -> String {
+    let leg = |on: bool| if on { "SRTP" } else { "RTP (not encrypted)" };
+    format!("caller {}, callee {}", leg(srtp[0]), leg(srtp[1]))
 }
 
 /// `GET /records/{id}`.
