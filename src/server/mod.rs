@@ -200,11 +200,18 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             let proto = match l.transport {
                 Transport::Udp => Proto::Udp,
                 Transport::Tcp => Proto::Tcp,
+                Transport::Tls => Proto::Tls,
             };
             (proto, l.addr)
         })
         .collect();
+    let tls =
+        crate::transport::certs::for_config(&config).context("loading the TLS certificate")?;
+    if tls.self_signed {
+        tracing::info!(cert = %tls.cert_path.display(), "TLS: self-signed certificate (replace it with [tls] cert and key)");
+    }
     let transport_settings = TransportSettings {
+        tls: Some(tls.clone()),
         limits: Limits {
             max_message_bytes: sip.max_message_bytes,
             ..Limits::default()

@@ -288,8 +288,10 @@ fn our_contact(peer: &Peer, user: &str, settings: &CallSettings) -> Header {
         local_host(peer, settings),
         Some(peer.local.port()),
     );
-    if peer.proto == Proto::Tcp {
-        uri.params.set("transport", Some("tcp"));
+    match peer.proto {
+        Proto::Tcp => uri.params.set("transport", Some("tcp")),
+        Proto::Tls => uri.params.set("transport", Some("tls")),
+        Proto::Udp => {}
     }
     Header::Contact(Contact::Addr(NameAddr::new(Uri::Sip(uri))))
 }
