@@ -496,6 +496,7 @@ budget_ms = 800
     );
 
     let (why, signalling) = newest_record(&server.db);
+    eprintln!("explainer:\n{why}");
     assert!(
         why.contains("SIPS+D2T") || why.contains("_sips._tcp"),
         "the explainer shows no TLS location step:\n{why}"
