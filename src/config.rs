@@ -68,6 +68,9 @@ pub struct Config {
     /// SRTP policies: `[media] srtp` (default `optional`) and the `srtp` keys of
     /// `[[extension]]`, `[[trunk]]` and `[[dundi.peer]]` (`never`, `optional`, `required`).
     pub srtp: crate::b2bua::SrtpPolicies,
+    /// `[tls]`: the certificate of SIP over TLS and the HTTPS dashboard, and whom outgoing TLS
+    /// trusts.
+    pub tls: TlsConfig,
     /// The file this configuration came from; `None` for the embedded defaults.
     pub source: Option<PathBuf>,
 }
@@ -79,6 +82,8 @@ pub enum Transport {
     Udp,
     /// SIP over TCP.
     Tcp,
+    /// SIP over TLS (`tls:ADDR:PORT`, port 5061 when left out).
+    Tls,
 }
 
 /// One address the SIP stack listens on, written `transport:address:port` in the file
@@ -194,6 +199,38 @@ pub struct WebConfig {
     /// literal IP address and the machine's name (`hosts`); requests naming another host get
     /// 421 (a DNS-rebinding defence).
     pub hosts: Vec<String>,
+    /// A second listener with TLS, for the dashboard on the LAN (`https`, e.g.
+    /// `0.0.0.0:8443`); `listen` stays for /healthz and /metrics.
+    pub https: Option<SocketAddr>,
+}
+
+/// `[tls]`: certificates for SIP over TLS and the HTTPS dashboard (see
+/// [`crate::transport::certs`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsConfig {
+    /// The office's certificate chain, PEM (`cert`); with `key`. Without both, a self-signed
+    /// certificate is made on first start and kept beside the store.
+    pub cert: Option<PathBuf>,
+    /// Its private key, PEM (`key`).
+    pub key: Option<PathBuf>,
+    /// Extra CA certificates (PEM files) outgoing TLS trusts besides the system roots
+    /// (`ca_files`).
+    pub ca_files: Vec<PathBuf>,
+    /// Trust per SIP domain: `[[tls.peer]]` tables and the `tls_ca`/`tls_pin` keys of a
+    /// `[[trunk]]` (keyed by the host of its `uri`).
+    pub peers: Vec<TlsPeer>,
+}
+
+/// How the certificate of one SIP domain is checked on outgoing TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPeer {
+    /// The SIP domain (the host of the URI called), lower case.
+    pub domain: String,
+    /// A CA file (PEM) that signs its certificate, instead of the system roots (`ca`).
+    pub ca: Option<PathBuf>,
+    /// The SHA-256 of its certificate (DER), hex; a matching certificate is taken whatever
+    /// signed it, but its name must still be the domain (`pin`).
+    pub pin: Option<[u8; 32]>,
 }
 
 /// `[numbering]`: the local numbering plan.
@@ -509,6 +546,7 @@ impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            https: None,
             time_zone: None,
             hosts: Vec::new(),
         }
@@ -559,6 +597,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         }
     }
 }
@@ -576,7 +615,10 @@ impl FromStr for Transport {
         match s.to_ascii_lowercase().as_str() {
             "udp" => Ok(Transport::Udp),
             "tcp" => Ok(Transport::Tcp),
-            _ => Err(format!("unknown transport `{s}` (expected `udp` or `tcp`)")),
+            "tls" => Ok(Transport::Tls),
+            _ => Err(format!(
+                "unknown transport `{s}` (expected `udp`, `tcp` or `tls`)"
+            )),
         }
     }
 }
@@ -596,7 +638,18 @@ impl FromStr for ListenAddr {
                 "`{s}` is not `transport:address:port` (e.g. `udp:0.0.0.0:5060`)"
             ));
         };
-        let transport = transport.parse()?;
+        let transport: Transport = transport.parse()?;
+        // `tls:ADDR` listens on the SIP-over-TLS port.
+        let with_port;
+        let addr = if transport == Transport::Tls && addr.parse::<IpAddr>().is_ok() {
+            with_port = format!("{addr}:5061");
+            with_port.as_str()
+        } else if transport == Transport::Tls && addr.starts_with('[') && addr.ends_with(']') {
+            with_port = format!("{addr}:5061");
+            with_port.as_str()
+        } else {
+            addr
+        };
         let addr = addr.parse().map_err(|_| {
             format!("`{addr}` is not an address:port (e.g. `127.0.0.1:5060` or `[::1]:5060`)")
         })?;
@@ -670,6 +723,92 @@ struct RawConfig {
     modems: Vec<RawModem>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    tls: RawTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca_files: Option<Vec<PathBuf>>,
+    #[serde(default, rename = "peer")]
+    peers: Vec<RawTlsPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsPeer {
+    domain: String,
+    ca: Option<PathBuf>,
+    pin: Option<String>,
+}
+
+/// A certificate pin: 64 hex digits (colons allowed, as `openssl x509 -fingerprint` prints).
+fn parse_pin(s: &str, at: &KeyPath) -> Checked<[u8; 32]> {
+    let digits: String = s.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(&digits)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    bytes.ok_or_else(|| {
+        invalid(
+            at,
+            format!("`{s}` is not a SHA-256 fingerprint (64 hex digits)"),
+        )
+    })
+}
+
+impl RawTls {
+    fn validate(
+        self,
+        at: &KeyPath,
+        trunks: &[(String, Option<PathBuf>, Option<String>)],
+    ) -> Checked<TlsConfig> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) => return Err(invalid(&at.key("key"), "is required with `cert`")),
+            (None, Some(_)) => return Err(invalid(&at.key("cert"), "is required with `key`")),
+            _ => {}
+        }
+        let mut peers = Vec::new();
+        for (i, p) in self.peers.into_iter().enumerate() {
+            let here = at.key("peer").index(i);
+            let domain = p.domain.trim().trim_end_matches('.').to_ascii_lowercase();
+            if domain.is_empty() || domain.chars().any(|c| c.is_whitespace()) {
+                return Err(invalid(&here.key("domain"), "must be a host name"));
+            }
+            let pin = match &p.pin {
+                Some(pin) => Some(parse_pin(pin, &here.key("pin"))?),
+                None => None,
+            };
+            peers.push(TlsPeer {
+                domain,
+                ca: p.ca,
+                pin,
+            });
+        }
+        for (i, (domain, ca, pin)) in trunks.iter().enumerate() {
+            if ca.is_none() && pin.is_none() {
+                continue;
+            }
+            let here = KeyPath::new("trunk").index(i);
+            let pin = match pin {
+                Some(pin) => Some(parse_pin(pin, &here.key("tls_pin"))?),
+                None => None,
+            };
+            peers.push(TlsPeer {
+                domain: domain.clone(),
+                ca: ca.clone(),
+                pin,
+            });
+        }
+        Ok(TlsConfig {
+            cert: self.cert,
+            key: self.key,
+            ca_files: self.ca_files.unwrap_or_default(),
+            peers,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -745,6 +884,7 @@ struct RawStore {
 #[serde(deny_unknown_fields)]
 struct RawWeb {
     listen: Option<String>,
+    https: Option<String>,
     time_zone: Option<String>,
     hosts: Option<Vec<String>>,
 }
@@ -833,6 +973,10 @@ struct RawTrunk {
     enabled: Option<bool>,
     sources: Option<Vec<String>>,
     srtp: Option<String>,
+    /// A CA file for its TLS certificate (kept in [`TlsConfig::peers`]).
+    tls_ca: Option<PathBuf>,
+    /// The SHA-256 of its TLS certificate (kept in [`TlsConfig::peers`]).
+    tls_pin: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1231,6 +1375,18 @@ impl RawConfig {
     fn validate(self) -> Checked<Config> {
         let srtp = self.srtp_policies()?;
         let extensions = validate_extensions(self.extensions)?;
+        let trunk_tls: Vec<(String, Option<PathBuf>, Option<String>)> = self
+            .trunks
+            .iter()
+            .map(|t| {
+                let host = match crate::sip::uri::Uri::parse(&t.uri) {
+                    Ok(crate::sip::uri::Uri::Sip(u)) => u.host.to_string().to_ascii_lowercase(),
+                    _ => String::new(),
+                };
+                (host, t.tls_ca.clone(), t.tls_pin.clone())
+            })
+            .collect();
+        let tls = self.tls.validate(&KeyPath::new("tls"), &trunk_tls)?;
         let trunks = validate_trunks(self.trunks)?;
         let ring_groups = validate_ring_groups(self.ring_groups)?;
         Ok(Config {
@@ -1253,6 +1409,7 @@ impl RawConfig {
             extensions,
             limits: self.limits.validate(&KeyPath::new("limits"))?,
             srtp,
+            tls,
             source: None,
         })
     }
@@ -1572,6 +1729,15 @@ impl RawWeb {
                 )
             })?,
         };
+        let https = match self.https {
+            None => None,
+            Some(s) => Some(s.parse().map_err(|_| {
+                invalid(
+                    &at.key("https"),
+                    format!("`{s}` is not an address:port (e.g. `0.0.0.0:8443`)"),
+                )
+            })?),
+        };
         let time_zone = match self.time_zone {
             None => None,
             Some(name) => match jiff::tz::TimeZone::get(&name) {
@@ -1600,6 +1766,7 @@ impl RawWeb {
         }
         Ok(WebConfig {
             listen,
+            https,
             time_zone,
             hosts,
         })
@@ -1957,10 +2124,10 @@ fn validate_trunks(raw: Vec<RawTrunk>) -> Checked<Vec<TrunkConfig>> {
             }
         };
         if let Some(tr) = uri.transport() {
-            if !tr.eq_ignore_ascii_case("udp") && !tr.eq_ignore_ascii_case("tcp") {
+            if crate::sip::peer::Proto::from_token(&tr).is_none() {
                 return Err(invalid(
                     &at.key("uri"),
-                    format!("transport `{tr}` is not supported (udp or tcp)"),
+                    format!("transport `{tr}` is not supported (udp, tcp or tls)"),
                 ));
             }
         }

@@ -44,7 +44,7 @@ pub fn check(config: &Config, in_use: InUse) -> Report {
         let key = format!("[sip] listen `{l}`");
         let result = match l.transport {
             Transport::Udp => UdpSocket::bind(l.addr).map(drop),
-            Transport::Tcp => TcpListener::bind(l.addr).map(drop),
+            Transport::Tcp | Transport::Tls => TcpListener::bind(l.addr).map(drop),
         };
         bind_outcome(&key, l.addr, result, in_use, &mut report);
     }
@@ -55,6 +55,16 @@ pub fn check(config: &Config, in_use: InUse) -> Report {
         in_use,
         &mut report,
     );
+    if let Some(https) = config.web.https {
+        bind_outcome(
+            &format!("[web] https `{https}`"),
+            https,
+            TcpListener::bind(https).map(drop),
+            in_use,
+            &mut report,
+        );
+    }
+    check_tls_files(config, &mut report);
     if config.enum_zone.enabled {
         let addr = config.enum_zone.listen;
         let key = format!("[enum_zone] listen `{addr}`");
@@ -93,6 +103,28 @@ pub fn check(config: &Config, in_use: InUse) -> Report {
         }
     }
     report
+}
+
+/// The `[tls]` certificate, key and CA files named in the configuration must be readable.
+fn check_tls_files(config: &Config, report: &mut Report) {
+    let t = &config.tls;
+    let named = [("cert", t.cert.as_ref()), ("key", t.key.as_ref())]
+        .into_iter()
+        .filter_map(|(k, p)| p.map(|p| (k.to_owned(), p)))
+        .chain(t.ca_files.iter().map(|p| ("ca_files".to_owned(), p)))
+        .chain(
+            t.peers
+                .iter()
+                .filter_map(|p| p.ca.as_ref().map(|c| (format!("peer {} ca", p.domain), c))),
+        );
+    for (key, path) in named {
+        if let Err(e) = std::fs::File::open(path) {
+            report.errors.push(format!(
+                "[tls] {key} `{}`: cannot be read ({e})",
+                path.display()
+            ));
+        }
+    }
 }
 
 fn check_store(path: &Path, report: &mut Report) {

@@ -175,6 +175,7 @@ fn finished_calls_become_rated_records_the_dashboard_finds() {
         route: None,
         q850: None,
         origin: None,
+        signalling: (None, None),
     };
     // 1: over the PSTN trunk, 125 s talk.
     let mut pstn = base.clone();
@@ -189,6 +190,7 @@ fn finished_calls_become_rated_records_the_dashboard_finds() {
         label: "trunk carrier".into(),
         uri: "sip:030123456@192.0.2.7".into(),
         status: 200,
+        reason: None,
     }];
     pstn.answered_by = Some((0, "sip:030123456@192.0.2.7".into()));
     // 2: the same number reached over ENUM: free, with savings.
@@ -205,6 +207,7 @@ fn finished_calls_become_rated_records_the_dashboard_finds() {
         label: "ENUM e164.arpa".into(),
         uri: "sip:bob@192.0.2.8".into(),
         status: 200,
+        reason: None,
     }];
     sip.answered_by = Some((0, "sip:bob@192.0.2.8".into()));
     // 3: extension 101, nobody answered.
@@ -219,6 +222,7 @@ fn finished_calls_become_rated_records_the_dashboard_finds() {
         label: "extension 101".into(),
         uri: "sip:101@192.0.2.9".into(),
         status: 480,
+        reason: None,
     }];
 
     let (writer, handle) = CdrWriter::spawn(&path).unwrap();

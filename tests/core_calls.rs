@@ -618,6 +618,7 @@ fn attempt(stage: usize, label: &str, uri: &str, status: u16) -> Attempt {
         label: label.into(),
         uri: uri.into(),
         status,
+        reason: None,
     }
 }
 

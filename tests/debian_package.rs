@@ -405,10 +405,12 @@ fn check_config_text(text: &str) {
     let parsed = Config::from_toml_str(text, origin).expect("packaged config parses");
     let mut expected = Config::default();
     expected.store.path = PathBuf::from("/var/lib/pasarela/pasarela.db");
+    // An admin on the office's network reaches the dashboard over HTTPS after install.
+    expected.web.https = Some("0.0.0.0:8443".parse().unwrap());
     expected.source = Some(origin.to_path_buf());
     assert_eq!(
         parsed, expected,
-        "the packaged config should only move the store"
+        "the packaged config should only move the store and open HTTPS"
     );
 
     let mut mentioned = BTreeSet::new();
@@ -958,6 +960,10 @@ fn edit_config(port: u16) {
         (
             "#domain = \"pasarela.local\"",
             "domain = \"office.test\"".to_owned(),
+        ),
+        (
+            "https = \"0.0.0.0:8443\"",
+            "https = \"127.0.0.1:0\"".to_owned(),
         ),
     ] {
         assert_eq!(

@@ -202,6 +202,21 @@ impl CdrDb {
             .optional()?)
     }
 
+    /// The transports of record `id`'s legs, `caller/callee` (`tls/udp`; migration 0009):
+    /// `None` for records written before, or calls refused before any leg was set up.
+    pub fn signalling(&self, id: i64) -> Result<Option<String>, CdrError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT signalling FROM call_records WHERE id = ?1",
+                [id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
     /// Updates the statistics the query planner uses to choose indexes (SQLite's
     /// `PRAGMA optimize`); cheap when nothing changed much. Worth calling now and then, e.g.
     /// after a large import, and by long-lived connections.

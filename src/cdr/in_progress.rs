@@ -68,6 +68,7 @@ impl LegState {
         let proto = match self.transport.as_str() {
             "udp" => Proto::Udp,
             "tcp" => Proto::Tcp,
+            "tls" => Proto::Tls,
             _ => return None,
         };
         let route_set = self

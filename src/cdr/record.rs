@@ -519,9 +519,10 @@ impl CallRecord {
             if !explanation.is_empty() {
                 explanation.push('\n');
             }
-            let outcome = match a.status {
-                0 => "cancelled".to_owned(),
-                st => st.to_string(),
+            let outcome = match (a.status, a.reason.as_deref()) {
+                (0, _) => "cancelled".to_owned(),
+                (st, Some(why)) if st >= 300 && !why.is_empty() => format!("{st} {why}"),
+                (st, _) => st.to_string(),
             };
             explanation.push_str(&format!(
                 "attempt {} (stage {}, {}): {} -> {outcome}",
@@ -745,6 +746,7 @@ pub(crate) mod tests {
             answered_by: None,
             route: None,
             origin: None,
+            signalling: (None, None),
         }
     }
 
@@ -833,12 +835,14 @@ pub(crate) mod tests {
                 label: "ENUM e164.arpa".into(),
                 uri: "sip:bob@example.net".into(),
                 status: 503,
+                reason: None,
             },
             Attempt {
                 stage: 1,
                 label: "trunk carrier".into(),
                 uri: "sip:03012345678@192.0.2.1".into(),
                 status: 200,
+                reason: None,
             },
         ];
         s.answered_by = Some((1, "sip:03012345678@192.0.2.1".into()));
@@ -892,6 +896,7 @@ pub(crate) mod tests {
             label: "ENUM e164.arpa".into(),
             uri: "sip:bob@example.net".into(),
             status: 486,
+            reason: None,
         }];
         let rec = CallRecord::from_summary(&s, s.ended, 10_000_000, &office());
         assert_eq!(rec.route_kind, RouteKind::Sip);
@@ -915,6 +920,7 @@ pub(crate) mod tests {
             label: "extension 101".into(),
             uri: "sip:101@192.0.2.9:5062".into(),
             status: 0,
+            reason: None,
         }];
         let rec = CallRecord::from_summary(&s, s.ended, 10_000_000, &office());
         assert_eq!(rec.direction, Direction::Internal);

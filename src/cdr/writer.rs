@@ -74,6 +74,8 @@ pub struct Note {
     pub key: Option<String>,
     /// Why the call ended, when not normally (`end_reason`).
     pub reason: Option<String>,
+    /// The transports of the caller's and the called leg, `tls/udp` (`signalling`).
+    pub signalling: Option<String>,
 }
 
 /// Counters shared between the writer thread and its owner.
@@ -367,6 +369,12 @@ impl Worker {
         for (id, n) in ids.iter().zip(notes) {
             if let Some(reason) = &n.reason {
                 in_progress::set_reason(&tx, *id, reason)?;
+            }
+            if let Some(s) = &n.signalling {
+                tx.execute(
+                    "UPDATE call_records SET signalling = ?1 WHERE id = ?2",
+                    rusqlite::params![s, id],
+                )?;
             }
         }
         tx.commit()

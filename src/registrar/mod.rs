@@ -414,6 +414,7 @@ fn binding_from_row(row: &BindingRow) -> Option<Binding> {
     let proto = match row.transport.as_str() {
         "udp" => Proto::Udp,
         "tcp" => Proto::Tcp,
+        "tls" => Proto::Tls,
         _ => return None,
     };
     let q = (row.q - 1.0).abs() > f32::EPSILON;

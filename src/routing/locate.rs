@@ -4,19 +4,23 @@
 //! The rules ([`plan`]), for a `sip:` URI (the `maddr` parameter, when present, replaces the
 //! host):
 //!
-//! 1. a numeric IP address: no DNS; the URI's port or 5060, the `transport` parameter or UDP;
+//! 1. a numeric IP address: no DNS; the URI's port or 5060 (5061 for TLS), the `transport`
+//!    parameter or UDP (TLS for `sips:`);
 //! 2. a name with an explicit port: A and AAAA records of the name, `transport` or UDP;
-//! 3. a name with a `transport` parameter: SRV for that transport (`_sip._udp` / `_sip._tcp`),
-//!    or, when there is none, A/AAAA on port 5060;
-//! 4. otherwise NAPTR records of the name: `SIP+D2U` (UDP) and `SIP+D2T` (TCP) records with the
-//!    `s` flag, by order and preference, lead to SRV names; `SIPS+D2T` is skipped (and logged)
-//!    because there is no TLS yet. Without usable NAPTR records (or when they lead nowhere):
-//!    SRV `_sip._udp`, then `_sip._tcp`; without SRV records either: A/AAAA on 5060 over UDP.
+//! 3. a name with a `transport` parameter: SRV for that transport (`_sip._udp` / `_sip._tcp` /
+//!    `_sips._tcp`), or, when there is none, A/AAAA on port 5060 (5061 for TLS);
+//! 4. otherwise NAPTR records of the name: `SIP+D2U` (UDP), `SIP+D2T` (TCP) and `SIPS+D2T` (TLS)
+//!    records with the `s` flag, by order and preference, lead to SRV names (for a `sips:` URI
+//!    only `SIPS+D2T`). Without usable NAPTR records (or when they lead nowhere): SRV
+//!    `_sip._udp`, `_sip._tcp`, then `_sips._tcp` (for `sips:` only `_sips._tcp`); without SRV
+//!    records either: A/AAAA on 5060 over UDP (5061 over TLS for `sips:`).
+//!
+//! A `sips:` URI is only ever reached over TLS (RFC 3261 §26.2.2, RFC 5630).
 //!
 //! SRV records are tried by priority, and within a priority in the weighted random order of
 //! RFC 2782 ([`order_srv`], with an injectable random source); every address of every target is a
 //! destination, A records before AAAA. A target of `.` means the service is not offered there.
-//! `sips:` URIs and transports other than UDP and TCP are refused ([`LocateError`]).
+//! Transports other than UDP, TCP and TLS are refused ([`LocateError`]).
 //!
 //! Queries go through the [`super::enum_lookup`] DNS layer: the same nameservers, the same cache,
 //! the same deadline rule, and the same [`LookupStep`]s for `pasarela route`.
@@ -37,6 +41,17 @@ use super::naptr::Naptr;
 
 /// The SIP port when neither the URI nor DNS gives one.
 pub const SIP_PORT: u16 = 5060;
+/// The SIP-over-TLS port when neither the URI nor DNS gives one.
+pub const SIPS_PORT: u16 = 5061;
+
+/// The default port of `proto`.
+pub fn default_port(proto: Proto) -> u16 {
+    if proto == Proto::Tls {
+        SIPS_PORT
+    } else {
+        SIP_PORT
+    }
+}
 
 /// Where to send a request: one transport, address and port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -71,11 +86,11 @@ pub struct SrvRecord {
 /// Why no destination could be found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LocateError {
-    /// `sips:` needs TLS, which pasarela does not speak yet.
-    #[error("sips: URIs need TLS, which is not supported")]
-    NoTls,
-    /// A `transport` parameter other than UDP or TCP.
-    #[error("transport {0:?} is not supported (only udp and tcp)")]
+    /// A `sips:` URI with a transport that is not TLS over TCP.
+    #[error("sips: URIs need TLS over TCP, not {0}")]
+    NoTls(String),
+    /// A `transport` parameter other than UDP, TCP or TLS.
+    #[error("transport {0:?} is not supported (only udp, tcp and tls)")]
     UnsupportedTransport(String),
     /// A `maddr` parameter that is not a host.
     #[error("bad maddr {0:?}")]
@@ -101,20 +116,25 @@ pub enum Plan {
     },
     /// SRV records of `host` for `proto`, else A/AAAA on 5060.
     Srv { host: String, proto: Proto },
-    /// NAPTR records of `host`, else SRV for UDP and TCP, else A/AAAA on 5060 over UDP.
-    Naptr { host: String },
+    /// NAPTR records of `host`, else SRV for UDP, TCP and TLS, else A/AAAA on 5060 over UDP;
+    /// `secure` (a `sips:` URI): only TLS, A/AAAA on 5061.
+    Naptr { host: String, secure: bool },
 }
 
 /// The decision of RFC 3263 §4.1 and §4.2 for `uri` (see the module documentation).
 pub fn plan(uri: &SipUri) -> Result<Plan, LocateError> {
-    if uri.secure {
-        return Err(LocateError::NoTls);
-    }
     let transport = match uri.transport().as_deref() {
         None => None,
-        Some("udp") => Some(Proto::Udp),
-        Some("tcp") => Some(Proto::Tcp),
-        Some(other) => return Err(LocateError::UnsupportedTransport(other.to_owned())),
+        Some(t) => match Proto::from_token(t) {
+            Some(p) => Some(p),
+            None => return Err(LocateError::UnsupportedTransport(t.to_owned())),
+        },
+    };
+    // sips: is TLS over TCP whatever `transport=tcp` says (RFC 3261 §26.2.2).
+    let transport = match (uri.secure, transport) {
+        (false, t) => t,
+        (true, None | Some(Proto::Tcp | Proto::Tls)) => Some(Proto::Tls),
+        (true, Some(other)) => return Err(LocateError::NoTls(other.to_string())),
     };
     let host = match uri.params.value("maddr") {
         Some(m) => parse_host(m).map_err(|_| LocateError::BadMaddr(m.to_owned()))?,
@@ -124,9 +144,10 @@ pub fn plan(uri: &SipUri) -> Result<Plan, LocateError> {
         Host::Name(n) => n.trim_end_matches('.').to_ascii_lowercase(),
         Host::Ipv4(_) | Host::Ipv6(_) => {
             let ip = host.ip().ok_or(LocateError::BadMaddr(host.to_string()))?;
+            let proto = transport.unwrap_or(Proto::Udp);
             return Ok(Plan::Direct(Destination {
-                proto: transport.unwrap_or(Proto::Udp),
-                addr: SocketAddr::new(ip, uri.port.unwrap_or(SIP_PORT)),
+                proto,
+                addr: SocketAddr::new(ip, uri.port.unwrap_or(default_port(proto))),
                 target: ip.to_string(),
             }));
         }
@@ -137,8 +158,15 @@ pub fn plan(uri: &SipUri) -> Result<Plan, LocateError> {
             port,
             proto: t.unwrap_or(Proto::Udp),
         },
+        (None, Some(Proto::Tls)) if uri.secure => Plan::Naptr {
+            host: name,
+            secure: true,
+        },
         (None, Some(proto)) => Plan::Srv { host: name, proto },
-        (None, None) => Plan::Naptr { host: name },
+        (None, None) => Plan::Naptr {
+            host: name,
+            secure: false,
+        },
     })
 }
 
@@ -147,6 +175,7 @@ fn srv_name(proto: Proto, host: &str) -> String {
     match proto {
         Proto::Udp => format!("_sip._udp.{host}"),
         Proto::Tcp => format!("_sip._tcp.{host}"),
+        Proto::Tls => format!("_sips._tcp.{host}"),
     }
 }
 
@@ -164,8 +193,7 @@ pub fn naptr_srv_names(records: &[Naptr]) -> (Vec<(Proto, String)>, Vec<String>)
         } else if service.eq_ignore_ascii_case("SIP+D2T") {
             Proto::Tcp
         } else if service.eq_ignore_ascii_case("SIPS+D2T") {
-            skipped.push(format!("{service} {}: no TLS support", r.replacement));
-            continue;
+            Proto::Tls
         } else {
             continue;
         };
@@ -308,14 +336,14 @@ impl Locator {
                 {
                     Some(found) => found,
                     None => {
-                        self.addresses(&host, SIP_PORT, proto, deadline, &mut steps)
+                        self.addresses(&host, default_port(proto), proto, deadline, &mut steps)
                             .await
                     }
                 };
                 (host, found)
             }
-            Plan::Naptr { host } => {
-                let found = self.by_naptr(&host, deadline, &mut steps).await;
+            Plan::Naptr { host, secure } => {
+                let found = self.by_naptr(&host, secure, deadline, &mut steps).await;
                 (host, found)
             }
         };
@@ -341,10 +369,12 @@ impl Locator {
         }
     }
 
-    /// Rule 4: NAPTR, else SRV for UDP and TCP, else A/AAAA on 5060 over UDP.
+    /// Rule 4: NAPTR, else SRV for UDP, TCP and TLS, else A/AAAA on 5060 over UDP (for a
+    /// `sips:` URI, `secure`: TLS only, A/AAAA on 5061).
     async fn by_naptr(
         &self,
         host: &str,
+        secure: bool,
         deadline: tokio::time::Instant,
         steps: &mut Vec<LookupStep>,
     ) -> Vec<Destination> {
@@ -367,6 +397,18 @@ impl Locator {
                 });
             }
             for (proto, name) in usable {
+                if secure && proto != Proto::Tls {
+                    steps.push(LookupStep {
+                        suffix: String::new(),
+                        domain: host.to_owned(),
+                        qtype: QueryType::Naptr,
+                        elapsed: std::time::Duration::ZERO,
+                        outcome: StepOutcome::SkippedRule(format!(
+                            "{name}: a sips: URI needs TLS, not {proto}"
+                        )),
+                    });
+                    continue;
+                }
                 if let Some(d) = self.srv(&name, proto, deadline, steps).await {
                     found.extend(d);
                 }
@@ -375,20 +417,33 @@ impl Locator {
         if !found.is_empty() {
             return found;
         }
-        let (mut udp_steps, mut tcp_steps) = (Vec::new(), Vec::new());
+        if secure {
+            let name = srv_name(Proto::Tls, host);
+            return match self.srv(&name, Proto::Tls, deadline, steps).await {
+                Some(found) => found,
+                None => {
+                    self.addresses(host, SIPS_PORT, Proto::Tls, deadline, steps)
+                        .await
+                }
+            };
+        }
+        let (mut udp_steps, mut tcp_steps, mut tls_steps) = (Vec::new(), Vec::new(), Vec::new());
         let (udp_name, tcp_name) = (srv_name(Proto::Udp, host), srv_name(Proto::Tcp, host));
-        let (udp, tcp) = tokio::join!(
+        let tls_name = srv_name(Proto::Tls, host);
+        let (udp, tcp, tls) = tokio::join!(
             self.srv(&udp_name, Proto::Udp, deadline, &mut udp_steps),
             self.srv(&tcp_name, Proto::Tcp, deadline, &mut tcp_steps),
+            self.srv(&tls_name, Proto::Tls, deadline, &mut tls_steps),
         );
         steps.append(&mut udp_steps);
         steps.append(&mut tcp_steps);
-        if udp.is_none() && tcp.is_none() {
+        steps.append(&mut tls_steps);
+        if udp.is_none() && tcp.is_none() && tls.is_none() {
             return self
                 .addresses(host, SIP_PORT, Proto::Udp, deadline, steps)
                 .await;
         }
-        udp.into_iter().chain(tcp).flatten().collect()
+        udp.into_iter().chain(tcp).chain(tls).flatten().collect()
     }
 
     /// The destinations of an SRV name; `None` when it has no SRV records (or the query failed).
@@ -533,7 +588,8 @@ mod tests {
         assert_eq!(
             plan(&sip("sip:alice@example.test")),
             Ok(Plan::Naptr {
-                host: "example.test".into()
+                host: "example.test".into(),
+                secure: false
             })
         );
         // maddr replaces the host.
@@ -544,16 +600,38 @@ mod tests {
         assert_eq!(
             plan(&sip("sip:alice@example.test;maddr=proxy.example.test")),
             Ok(Plan::Naptr {
-                host: "proxy.example.test".into()
+                host: "proxy.example.test".into(),
+                secure: false
             })
         );
         assert_eq!(
             plan(&sip("sips:alice@example.test")),
-            Err(LocateError::NoTls)
+            Ok(Plan::Naptr {
+                host: "example.test".into(),
+                secure: true
+            })
+        );
+        assert_eq!(
+            plan(&sip("sips:alice@192.0.2.1")),
+            direct(Proto::Tls, "192.0.2.1:5061", "192.0.2.1")
+        );
+        assert_eq!(
+            plan(&sip("sips:alice@example.test;transport=tcp")),
+            Ok(Plan::Naptr {
+                host: "example.test".into(),
+                secure: true
+            })
+        );
+        assert_eq!(
+            plan(&sip("sips:alice@example.test;transport=udp")),
+            Err(LocateError::NoTls("udp".into()))
         );
         assert_eq!(
             plan(&sip("sip:alice@example.test;transport=tls")),
-            Err(LocateError::UnsupportedTransport("tls".into()))
+            Ok(Plan::Srv {
+                host: "example.test".into(),
+                proto: Proto::Tls
+            })
         );
         assert_eq!(
             plan(&sip("sip:alice@example.test;transport=sctp")),
@@ -583,12 +661,12 @@ mod tests {
         assert_eq!(
             usable,
             vec![
+                (Proto::Tls, "_sips._tcp.example.test".to_owned()),
                 (Proto::Tcp, "_sip._tcp.example.test".to_owned()),
                 (Proto::Udp, "_sip._udp.example.test".to_owned()),
             ]
         );
-        assert_eq!(skipped.len(), 3, "{skipped:?}");
-        assert!(skipped[0].contains("no TLS"));
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
     }
 
     #[test]

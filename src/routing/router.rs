@@ -478,7 +478,7 @@ impl Router {
         let locate_deadline = Instant::now() + self.settings.locate_budget;
         for t in found {
             match Uri::parse(&t.uri) {
-                Ok(Uri::Sip(uri)) if !uri.secure => {
+                Ok(Uri::Sip(uri)) => {
                     if let Some(trunk) = self.trunk_of(&uri) {
                         // A number on our own provider's domain is a paid call, whoever found it.
                         match self.paid_sip_target_allowed(&uri, &trunk, &t.via, caller, rec) {
@@ -518,10 +518,6 @@ impl Router {
                         });
                     }
                 }
-                Ok(Uri::Sip(_)) => rec.note(format!(
-                    "{}: {} skipped: sips: needs TLS, not supported yet",
-                    t.via, t.uri
-                )),
                 Ok(Uri::Tel(tel)) => match tel.number.parse::<E164>() {
                     Ok(other) => {
                         if let Some(ext) = dir.dids.get(other.as_str()) {
@@ -730,6 +726,7 @@ impl Router {
     async fn locate(&self, uri: &SipUri, deadline: Instant, rec: &mut Recorder) -> Vec<Hop> {
         if let Some(hop) = literal_hop(uri) {
             rec.note(format!("locate {uri}: {hop}"));
+            rec.note(format!("transport {uri}: {}", transport_reason(uri, &hop)));
             return vec![hop];
         }
         let Some(locator) = &self.locator else {
@@ -745,6 +742,9 @@ impl Router {
         } else {
             let list: Vec<String> = located.hops.iter().map(|h| h.to_string()).collect();
             rec.note(format!("locate {uri}: {}", list.join(", ")));
+            if let Some(first) = located.hops.first() {
+                rec.note(format!("transport {uri}: {}", transport_reason(uri, first)));
+            }
         }
         located.hops
     }
@@ -841,14 +841,29 @@ impl Router {
 /// A URI whose host is an IP address needs no DNS (RFC 3263 §4.2).
 pub fn literal_hop(uri: &SipUri) -> Option<Hop> {
     let ip = uri.host.ip()?;
-    let proto = match uri.transport().as_deref() {
-        Some(t) if t.eq_ignore_ascii_case("tcp") => Proto::Tcp,
-        _ => Proto::Udp,
+    let named = uri.transport().as_deref().and_then(Proto::from_token);
+    let proto = match (uri.secure, named) {
+        // sips: is TLS over TCP (RFC 3261 §26.2.2); over UDP it cannot be reached.
+        (true, None | Some(Proto::Tcp | Proto::Tls)) => Proto::Tls,
+        (true, Some(Proto::Udp)) => return None,
+        (false, Some(p)) => p,
+        (false, None) => Proto::Udp,
     };
     Some(Hop {
         proto,
-        addr: SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+        addr: SocketAddr::new(ip, uri.port.unwrap_or(super::locate::default_port(proto))),
     })
+}
+
+/// Why a URI is reached over the transport of `hop`, for the explainer.
+pub fn transport_reason(uri: &SipUri, hop: &Hop) -> &'static str {
+    match (hop.proto, uri.secure, uri.transport().is_some()) {
+        (Proto::Tls, true, _) => "TLS: the sips: URI must be reached over TLS",
+        (Proto::Tls, false, true) => "TLS: the URI says transport=tls",
+        (Proto::Tls, false, false) => "TLS: DNS (NAPTR SIPS+D2T / SRV _sips._tcp) offers it",
+        (_, _, true) => "in clear: the URI names the transport",
+        (_, _, false) => "in clear: the URI and DNS offer no TLS",
+    }
 }
 
 fn reject(status: u16, reason: &str) -> Decision {

@@ -8,7 +8,15 @@ use crate::config::Config;
 /// The lines printed at start. `first_run`: the store did not exist yet.
 pub fn banner(config: &Config, first_run: bool) -> String {
     let mut out = String::new();
-    let urls = dashboard_urls(config.web.listen);
+    let mut urls = dashboard_urls(config.web.listen);
+    if let Some(https) = config.web.https {
+        // On the LAN over HTTPS first: that is the address an admin on another PC opens.
+        let secure: Vec<String> = dashboard_urls(https)
+            .into_iter()
+            .map(|u| u.replacen("http://", "https://", 1))
+            .collect();
+        urls.splice(0..0, secure);
+    }
     out.push_str(&format!("pasarela: dashboard at {}\n", urls.join(" and ")));
     let sip: Vec<String> = config.sip.listen.iter().map(|l| l.to_string()).collect();
     out.push_str(&format!(
@@ -23,7 +31,7 @@ pub fn banner(config: &Config, first_run: bool) -> String {
              the settings its extension page shows, and place a test call.\n",
             urls.first().map(String::as_str).unwrap_or("the dashboard")
         ));
-        if config.web.listen.ip().is_loopback() {
+        if config.web.listen.ip().is_loopback() && config.web.https.is_none() {
             out.push_str(
                 "pasarela: the dashboard listens on this machine only ([web] listen); from \
                  another PC use `ssh -L 8080:127.0.0.1:8080 THIS-HOST`, or set [web] listen.\n",

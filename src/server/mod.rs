@@ -203,11 +203,18 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             let proto = match l.transport {
                 Transport::Udp => Proto::Udp,
                 Transport::Tcp => Proto::Tcp,
+                Transport::Tls => Proto::Tls,
             };
             (proto, l.addr)
         })
         .collect();
+    let tls =
+        crate::transport::certs::for_config(&config).context("loading the TLS certificate")?;
+    if tls.self_signed {
+        tracing::info!(cert = %tls.cert_path.display(), "TLS: self-signed certificate (replace it with [tls] cert and key)");
+    }
     let transport_settings = TransportSettings {
+        tls: Some(tls.clone()),
         limits: Limits {
             max_message_bytes: sip.max_message_bytes,
             ..Limits::default()
@@ -229,7 +236,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening the control socket {}", control_path.display()))?;
     let (live_source, mut live_requests) = live::LiveSource::channel();
     let lines = live::configured_lines(&config);
-    let web = WebServer::start_guarded(
+    let mut web = WebServer::start_guarded(
         config.web.listen,
         Arc::clone(&stats),
         &store_path,
@@ -266,6 +273,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             nightly_backup::run(plan.clone(), office.clone(), store.clone(), files.clone())
         });
     }
+    let https = match (config.web.https, tls.server_config_alpn(&[b"http/1.1"])) {
+        (Some(addr), Some(server)) => {
+            Some(web.serve_https(addr, server).await.with_context(|| {
+                format!("starting the dashboard over HTTPS ([web] https = \"{addr}\")")
+            })?)
+        }
+        _ => None,
+    };
     // Published before `ready`, so that /healthz says ok as soon as anyone is told to ask;
     // the modem lines' agents are up by then too.
     core.set_local_addrs(bound.local_addrs.clone());
@@ -291,6 +306,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             let _ = writeln!(out, "listening dns {}", z.local_addr());
         }
         let _ = writeln!(out, "listening web {}", web.local_addr());
+        if let Some(a) = https {
+            let _ = writeln!(out, "listening https {a}");
+            status.push(format!("web https {a}"));
+        }
         if let Some(d) = &dundi {
             let _ = writeln!(out, "listening dundi {}", d.handle.local_addr());
             status.push(format!("DUNDi {}", d.handle.local_addr()));

@@ -41,7 +41,14 @@ pub(super) fn call_refused(
         record.explanation = format!("incoming from {origin}: {why}\n{}", record.explanation);
         reason.get_or_insert_with(|| why.clone());
     }
-    cdr.send_noted(record, crate::cdr::Note { key: None, reason });
+    cdr.send_noted(
+        record,
+        crate::cdr::Note {
+            key: None,
+            reason,
+            ..Default::default()
+        },
+    );
     stats.call_ended("none", "failed");
 }
 
@@ -59,6 +66,16 @@ fn mark_incoming(record: &mut crate::cdr::CallRecord, caller: &str, origin: &str
         crate::cdr::RouteKind::Extension => record.route_target.clone(),
         _ => None,
     };
+}
+
+/// The transports of a call's legs for its record: `caller/callee` (`tls/udp`; `-` for a leg
+/// that never was).
+fn signalling(summary: &crate::b2bua::CallSummary) -> Option<String> {
+    let name = |p: Option<crate::sip::peer::Proto>| p.map_or("-".to_owned(), |p| p.to_string());
+    match summary.signalling {
+        (None, None) => None,
+        (a, b) => Some(format!("{}/{}", name(a), name(b))),
+    }
 }
 
 /// A finished call: its record (rated by the writer; it replaces the in-progress one of an
@@ -166,6 +183,7 @@ impl CallLog {
             let note = crate::cdr::Note {
                 key,
                 reason: self.notes.remove(&summary.id),
+                signalling: signalling(&summary),
             };
             call_ended(stats, cdr, office, &summary, note);
         }
@@ -224,6 +242,7 @@ pub(super) fn recover_interrupted(
             crate::cdr::Note {
                 key: Some(call.key),
                 reason: Some(crate::cdr::in_progress::INTERRUPTED.to_owned()),
+                ..Default::default()
             },
         );
     }

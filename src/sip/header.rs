@@ -299,6 +299,7 @@ impl Via {
         let transport = match transport {
             "UDP" | "udp" => "UDP".to_owned(),
             "TCP" | "tcp" => "TCP".to_owned(),
+            "TLS" | "tls" => "TLS".to_owned(),
             other => other.to_ascii_uppercase(),
         };
         // sent-by up to ';' (or end); LWS is only allowed around the COLON of host:port.

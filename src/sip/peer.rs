@@ -9,12 +9,14 @@ use std::net::SocketAddr;
 pub enum Proto {
     Udp,
     Tcp,
+    /// TCP with TLS (RFC 3261 §26.2; `sips:` URIs, `transport=tls`).
+    Tls,
 }
 
 impl Proto {
     /// Reliable transports skip retransmissions and the waiting timers (RFC 3261 §17).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Proto::Tcp)
+        matches!(self, Proto::Tcp | Proto::Tls)
     }
 
     /// The transport token used in Via headers.
@@ -22,6 +24,7 @@ impl Proto {
         match self {
             Proto::Udp => "UDP",
             Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
         }
     }
 }
@@ -31,7 +34,28 @@ impl fmt::Display for Proto {
         f.write_str(match self {
             Proto::Udp => "udp",
             Proto::Tcp => "tcp",
+            Proto::Tls => "tls",
         })
+    }
+}
+
+impl Proto {
+    /// Whether the transport encrypts the signalling (TLS).
+    pub fn is_secure(self) -> bool {
+        matches!(self, Proto::Tls)
+    }
+
+    /// The transport named by a lower- or upper-case token (`udp`, `TCP`, `tls`).
+    pub fn from_token(token: &str) -> Option<Proto> {
+        if token.eq_ignore_ascii_case("udp") {
+            Some(Proto::Udp)
+        } else if token.eq_ignore_ascii_case("tcp") {
+            Some(Proto::Tcp)
+        } else if token.eq_ignore_ascii_case("tls") {
+            Some(Proto::Tls)
+        } else {
+            None
+        }
     }
 }
 

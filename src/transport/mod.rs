@@ -2,7 +2,9 @@
 //! connections, cut bytes into messages, answer unparsable requests statelessly, and hand
 //! parsed messages to the core over a channel. Sending goes through [`Outbound`].
 
+pub mod certs;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use std::collections::HashMap;
@@ -32,8 +34,10 @@ pub struct TransportSettings {
     pub tcp_idle: std::time::Duration,
     /// The Server header of stateless error responses.
     pub server_name: String,
-    /// Caps on accepted TCP connections.
+    /// Caps on accepted TCP connections (TLS connections count among them).
     pub tcp_caps: TcpCaps,
+    /// The certificate and trust of SIP over TLS; `None`: no TLS (listening or calling).
+    pub tls: Option<certs::TlsContext>,
 }
 
 /// Caps on the TCP connections peers open to us (`[limits]`): a flood of idle connections must
@@ -58,7 +62,8 @@ impl Default for TcpCaps {
     }
 }
 
-type ConnMap = Arc<Mutex<HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Bytes>>>>;
+/// Open connections (TCP and TLS) by (transport, local, remote).
+type ConnMap = Arc<Mutex<HashMap<(Proto, SocketAddr, SocketAddr), mpsc::Sender<Bytes>>>>;
 
 /// Sends bytes to peers: over the UDP socket bound to `peer.local`, or over the TCP connection
 /// to `peer.remote` (opened if there is none). Cheap to clone; never blocks.
@@ -78,6 +83,7 @@ impl Outbound {
         match peer.proto {
             Proto::Udp => self.send_udp(peer, &data),
             Proto::Tcp => tcp::send(self, peer, data),
+            Proto::Tls => tls::send(self, peer, data),
         }
     }
 
@@ -144,6 +150,7 @@ pub async fn bind_supervised(
     let settings = Arc::new(settings);
     let mut udp = HashMap::new();
     let mut listeners = Vec::new();
+    let mut tls_listeners = Vec::new();
     let mut local_addrs = Vec::new();
     for (proto, addr) in listen {
         match proto {
@@ -157,6 +164,21 @@ pub async fn bind_supervised(
                 let listener = tcp::bind(*addr)?;
                 local_addrs.push((Proto::Tcp, listener.local_addr()?));
                 listeners.push(listener);
+            }
+            Proto::Tls => {
+                if settings
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.server_config())
+                    .is_none()
+                {
+                    return Err(std::io::Error::other(format!(
+                        "tls:{addr}: no TLS certificate loaded"
+                    )));
+                }
+                let listener = tcp::bind(*addr)?;
+                local_addrs.push((Proto::Tls, listener.local_addr()?));
+                tls_listeners.push(listener);
             }
         }
     }
@@ -183,6 +205,15 @@ pub async fn bind_supervised(
         let (listener, out) = (Arc::new(listener), outbound.clone());
         supervisor.spawn(tcp::component_name(local), move || {
             tcp::accept_loop(listener.clone(), out.clone())
+        });
+    }
+    for listener in tls_listeners {
+        let Ok(local) = listener.local_addr() else {
+            continue;
+        };
+        let (listener, out) = (Arc::new(listener), outbound.clone());
+        supervisor.spawn(tls::component_name(local), move || {
+            tcp::accept_loop_with(listener.clone(), out.clone(), Proto::Tls)
         });
     }
     Ok(Bound {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -40,6 +40,14 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// The name under which the accept loop and the connections of `local` are supervised.
 pub(super) fn component_name(local: SocketAddr) -> String {
     format!("SIP TCP {local}")
+}
+
+/// The component name of a connection over `proto` on `local`.
+fn conn_component(proto: Proto, local: SocketAddr) -> String {
+    match proto {
+        Proto::Tls => super::tls::component_name(local),
+        _ => component_name(local),
+    }
 }
 
 /// The accepted connections open now, in all and per source address, and those that have
@@ -75,7 +83,7 @@ pub(super) struct Admitted {
 impl Accepted {
     /// A place for a connection from `ip`, unless its source is at its cap; at the total cap
     /// the oldest connection without a valid request is closed for it (none: refused).
-    fn admit(self: &Arc<Self>, ip: IpAddr, caps: &super::TcpCaps) -> Option<Admitted> {
+    pub(super) fn admit(self: &Arc<Self>, ip: IpAddr, caps: &super::TcpCaps) -> Option<Admitted> {
         let mut guard = self.open.lock().ok()?;
         let o = &mut *guard;
         let mine = o.per.get(&ip).copied().unwrap_or(0);
@@ -154,6 +162,12 @@ impl Drop for Admitted {
 }
 
 pub(super) async fn accept_loop(listener: Arc<TcpListener>, out: Outbound) {
+    accept_loop_with(listener, out, Proto::Tcp).await
+}
+
+/// Accepts connections over `proto` (TCP, or TLS: the handshake is done in the connection's
+/// task, within the time a connection has to send its first request).
+pub(super) async fn accept_loop_with(listener: Arc<TcpListener>, out: Outbound, proto: Proto) {
     let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         match listener.accept().await {
@@ -180,16 +194,21 @@ pub(super) async fn accept_loop(listener: Arc<TcpListener>, out: Outbound) {
                 let Ok(local) = stream.local_addr() else {
                     continue;
                 };
-                tokio::spawn(run_connection(
-                    stream,
-                    Peer {
-                        proto: Proto::Tcp,
-                        remote,
-                        local,
-                    },
-                    out.clone(),
-                    admitted,
-                ));
+                let peer = Peer {
+                    proto,
+                    remote,
+                    local,
+                };
+                if proto == Proto::Tls {
+                    tokio::spawn(super::tls::serve_accepted(
+                        stream,
+                        peer,
+                        out.clone(),
+                        admitted,
+                    ));
+                } else {
+                    tokio::spawn(run_connection(stream, peer, out.clone(), admitted));
+                }
             }
             Err(e) => {
                 // Usually EMFILE: back off instead of spinning.
@@ -202,27 +221,59 @@ pub(super) async fn accept_loop(listener: Arc<TcpListener>, out: Outbound) {
 
 /// Sends over the connection to `peer`, opening one if there is none.
 pub(super) fn send(out: &Outbound, peer: Peer, data: Bytes) {
+    let Some(data) = send_existing(out, peer, data) else {
+        return;
+    };
+    let out = out.clone();
+    tokio::spawn(async move {
+        match connect(peer).await {
+            Ok(stream) => {
+                let Ok(local) = stream.local_addr() else {
+                    return;
+                };
+                let peer = Peer {
+                    proto: Proto::Tcp,
+                    remote: peer.remote,
+                    local,
+                };
+                run_connection_with_first(stream, peer, out, Some(data), None).await;
+            }
+            Err(e) => tracing::info!(%peer, "TCP connect failed: {e}"),
+        }
+    });
+}
+
+/// Sends over an open connection of `peer`'s transport to its remote address; gives `data`
+/// back when there is none.
+pub(super) fn send_existing(out: &Outbound, peer: Peer, data: Bytes) -> Option<Bytes> {
     let existing = out
         .tcp
         .lock()
         .ok()
-        .and_then(|m| m.get(&(peer.local, peer.remote)).cloned())
+        .and_then(|m| m.get(&(peer.proto, peer.local, peer.remote)).cloned())
         .or_else(|| {
             // A connection to the same remote from another local socket is as good.
             out.tcp.lock().ok().and_then(|m| {
                 m.iter()
-                    .find(|((_, r), _)| *r == peer.remote)
+                    .find(|((p, _, r), _)| *p == peer.proto && *r == peer.remote)
                     .map(|(_, s)| s.clone())
             })
         });
-    if let Some(tx) = existing {
-        if tx.try_send(data).is_err() {
-            tracing::warn!(%peer, "TCP write queue full or closed: message dropped");
+    match existing {
+        Some(tx) => {
+            if tx.try_send(data).is_err() {
+                tracing::warn!(%peer, "connection write queue full or closed: message dropped");
+            }
+            None
         }
-        return;
+        None => Some(data),
     }
-    let out = out.clone();
-    tokio::spawn(async move {
+}
+
+/// Opens a TCP connection to `peer.remote` from `peer.local`'s address, within the connect
+/// timeout.
+pub(super) async fn connect(peer: Peer) -> std::io::Result<TcpStream> {
+    {
         let bind_ip = peer.local.ip();
         let connect = async {
             let socket = if peer.remote.is_ipv4() {
@@ -238,36 +289,36 @@ pub(super) fn send(out: &Outbound, peer: Peer, data: Bytes) {
         match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                let Ok(local) = stream.local_addr() else {
-                    return;
-                };
-                let peer = Peer {
-                    proto: Proto::Tcp,
-                    remote: peer.remote,
-                    local,
-                };
-                run_connection_with_first(stream, peer, out, Some(data), None).await;
+                Ok(stream)
             }
-            Ok(Err(e)) => tracing::info!(%peer, "TCP connect failed: {e}"),
-            Err(_) => tracing::info!(%peer, "TCP connect timed out"),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            )),
         }
-    });
+    }
 }
 
-async fn run_connection(stream: TcpStream, peer: Peer, out: Outbound, admitted: Admitted) {
+async fn run_connection<S>(stream: S, peer: Peer, out: Outbound, admitted: Admitted)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     run_connection_with_first(stream, peer, out, None, Some(admitted)).await;
 }
 
 /// Serves one connection: `first` is what to send on a connection we opened; `admitted` the
 /// place under the caps of one a peer opened (such a connection has
 /// [`super::TcpCaps::first_request`] to send a valid request, then the usual idle time).
-async fn run_connection_with_first(
-    stream: TcpStream,
+pub(super) async fn run_connection_with_first<S>(
+    stream: S,
     peer: Peer,
     out: Outbound,
     first: Option<Bytes>,
     admitted: Option<Admitted>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let evict = admitted.as_ref().map(|a| Arc::clone(&a.evict));
     let evicted = async {
         match &evict {
@@ -281,12 +332,12 @@ async fn run_connection_with_first(
         let _ = tx.try_send(first);
     }
     if let Ok(mut map) = out.tcp.lock() {
-        map.insert((peer.local, peer.remote), tx.clone());
+        map.insert((peer.proto, peer.local, peer.remote), tx.clone());
     }
-    tracing::debug!(%peer, "TCP connection open");
-    let (mut reader, mut writer) = stream.into_split();
+    tracing::debug!(%peer, "connection open");
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let idle = out.settings.tcp_idle;
-    let component = component_name(peer.local);
+    let component = conn_component(peer.proto, peer.local);
     // A connection a peer opened is trusted with the idle time once it sent a valid request.
     let mut trusted = admitted.is_none();
     let first_request = out.settings.tcp_caps.first_request.min(idle);
@@ -376,12 +427,12 @@ async fn run_connection_with_first(
     }
     if let Ok(mut map) = out.tcp.lock() {
         if map
-            .get(&(peer.local, peer.remote))
+            .get(&(peer.proto, peer.local, peer.remote))
             .is_some_and(|s| s.same_channel(&tx))
         {
-            map.remove(&(peer.local, peer.remote));
+            map.remove(&(peer.proto, peer.local, peer.remote));
         }
     }
     let _ = writer.shutdown().await;
-    tracing::debug!(%peer, "TCP connection closed");
+    tracing::debug!(%peer, "connection closed");
 }

@@ -14,6 +14,7 @@ pub mod office_time;
 pub mod pages;
 pub mod saved_filters;
 pub mod stats;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -137,6 +138,12 @@ pub struct WebServer {
     extensions_changed: Arc<tokio::sync::Notify>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
+    /// The routes, to serve them on an HTTPS listener too ([`WebServer::serve_https`]).
+    app: Router,
+    caps: guard::WebCaps,
+    /// Stops the HTTPS listeners.
+    https_stop: tokio::sync::watch::Sender<bool>,
+    https_tasks: Vec<JoinHandle<()>>,
 }
 
 impl WebServer {
@@ -182,7 +189,10 @@ impl WebServer {
         state.hosts = Arc::new(host::AllowedHosts::new(local_addr, &links.hosts));
         let (stop, stopped) = oneshot::channel::<()>();
         let extensions_changed = Arc::clone(&state.extensions_changed);
-        let app = router(stats, state).into_make_service_with_connect_info::<SocketAddr>();
+        let routes = router(stats, state);
+        let app = routes
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             use axum::serve::ListenerExt;
             let listener = guard::GuardedListener::new(listener, caps).tap_io(|_| {});
@@ -199,7 +209,47 @@ impl WebServer {
             extensions_changed,
             stop,
             task,
+            app: routes,
+            caps,
+            https_stop: tokio::sync::watch::channel(false).0,
+            https_tasks: Vec::new(),
         })
+    }
+
+    /// Serves the same dashboard over HTTPS on `addr` with `config` (its ALPN should offer
+    /// `http/1.1`), under the same caps; cookies get `Secure` and responses HSTS there
+    /// ([`tls::secure_response`]). Returns the address bound.
+    pub async fn serve_https(
+        &mut self,
+        addr: SocketAddr,
+        config: Arc<rustls::ServerConfig>,
+    ) -> Result<SocketAddr, WebError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| WebError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| WebError::Bind { addr, source })?;
+        let guarded = guard::GuardedListener::new(listener, self.caps);
+        let tls = tls::TlsListener::new(guarded, config)
+            .map_err(|source| WebError::Bind { addr, source })?;
+        let app = self
+            .app
+            .clone()
+            .layer(axum::middleware::map_response(tls::secure_response))
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let mut stopped = self.https_stop.subscribe();
+        self.https_tasks.push(tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            let serve = axum::serve(tls.tap_io(|_| {}), app).with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("HTTPS web server: {e}");
+            }
+        }));
+        tracing::info!(%local, "web listening over HTTPS");
+        Ok(local)
     }
 
     /// Notified whenever the dashboard changed an extension (the SIP side then reloads them).
@@ -215,6 +265,12 @@ impl WebServer {
     /// Stops accepting, lets open requests finish for a moment, then drops what is left.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
+        let _ = self.https_stop.send(true);
+        for t in self.https_tasks {
+            if tokio::time::timeout(SHUTDOWN_GRACE, t).await.is_err() {
+                tracing::debug!("HTTPS server did not stop in time");
+            }
+        }
         let mut task = self.task;
         if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
             .await

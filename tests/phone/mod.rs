@@ -177,7 +177,7 @@ pub struct PhoneCfg<'a> {
 
 impl Phone {
     pub fn start(base: &Path, server: SocketAddr, cfg: PhoneCfg) -> Phone {
-        Phone::start_with(base, server, cfg, "", "")
+        Phone::start_full(base, server, cfg, "udp", "", None, "")
     }
 
     /// [`Phone::start`] with extra lines for baresip's `config` (modules, settings) and extra
@@ -187,6 +187,40 @@ impl Phone {
         server: SocketAddr,
         cfg: PhoneCfg,
         config_extra: &str,
+        account_extra: &str,
+    ) -> Phone {
+        Phone::start_full(base, server, cfg, "udp", config_extra, None, account_extra)
+    }
+
+    /// [`Phone::start_over`] with `account` as the whole accounts line (for a phone that
+    /// does not register, e.g. `<sip:alice@target.test>;regint=0;answermode=auto`).
+    pub fn start_account(base: &Path, cfg: PhoneCfg, account: &str, extra: &str) -> Phone {
+        let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        Phone::start_full(base, unused, cfg, "udp", extra, Some(account), "")
+    }
+
+    /// [`Phone::start`] registering over `transport` (`udp`, `tcp`, `tls`), with `extra` lines
+    /// appended to baresip's config (e.g. `sip_cafile FILE`).
+    pub fn start_over(
+        base: &Path,
+        server: SocketAddr,
+        cfg: PhoneCfg,
+        transport: &str,
+        extra: &str,
+        account: Option<&str>,
+    ) -> Phone {
+        Phone::start_full(base, server, cfg, transport, extra, account, "")
+    }
+
+    /// The phone: registering over `transport` unless `account` is its whole accounts line,
+    /// with `extra` config lines and `account_extra` account parameters.
+    fn start_full(
+        base: &Path,
+        server: SocketAddr,
+        cfg: PhoneCfg,
+        transport: &str,
+        extra: &str,
+        account: Option<&str>,
         account_extra: &str,
     ) -> Phone {
         require_program("baresip", "baresip");
@@ -231,8 +265,7 @@ impl Phone {
                  ctrl_tcp_listen\t\t127.0.0.1:{ctrl_port}\n\
                  audio_player\t\talsa,null\n\
                  audio_source\t\taufile,{}\n\
-                 snd_path\t\t{}\n\
-                 {config_extra}",
+                 snd_path\t\t{}\n{extra}",
                 wav.display(),
                 rec.display()
             ),
@@ -241,11 +274,13 @@ impl Phone {
         let ext = cfg.ext;
         fs::write(
             dir.join("accounts"),
-            format!(
-                "<sip:{ext}@{server};transport=udp>;auth_user={ext};auth_pass=secret{ext};\
+            account.map(|a| format!("{a}\n")).unwrap_or_else(|| {
+                format!(
+                "<sip:{ext}@{server};transport={transport}>;auth_user={ext};auth_pass=secret{ext};\
                  answermode={};regint=300;audio_codecs=PCMU/8000/1,PCMA/8000/1;ptime=20{account_extra}\n",
                 cfg.answer
-            ),
+            )
+            }),
         )
         .unwrap();
         fs::write(dir.join("contacts"), "").unwrap();

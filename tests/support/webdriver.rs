@@ -124,6 +124,18 @@ impl Browser {
     /// window `width`×`height`. Panics with the reason when they cannot start (the test needs
     /// them: Debian packages `chromium` and `chromium-driver`).
     pub fn start(dir: &Path, artefacts: &Path, width: u32, height: u32) -> Browser {
+        Browser::start_with(dir, artefacts, width, height, &[])
+    }
+
+    /// [`Browser::start`] with `extra` Chromium flags (e.g. the SPKI hash of a test
+    /// certificate to trust: `--ignore-certificate-errors-spki-list=…`).
+    pub fn start_with(
+        dir: &Path,
+        artefacts: &Path,
+        width: u32,
+        height: u32,
+        extra: &[String],
+    ) -> Browser {
         let driver_bin = super::common::require_program("chromedriver", "chromium-driver");
         let chromium = super::common::require_program("chromium", "chromium");
         let port = super::common::free_port();
@@ -155,7 +167,7 @@ impl Browser {
         std::fs::create_dir_all(&downloads).expect("downloads dir");
         std::fs::create_dir_all(artefacts).expect("artefacts dir");
         // The flags that keep Chromium off the network (this machine has none) and quiet.
-        let args = vec![
+        let mut args = vec![
             "--headless".to_owned(),
             "--no-sandbox".to_owned(),
             "--disable-gpu".to_owned(),
@@ -171,6 +183,7 @@ impl Browser {
             format!("--user-data-dir={}", profile.display()),
             format!("--window-size={width},{height}"),
         ];
+        args.extend(extra.iter().cloned());
         let caps = json!({
             "capabilities": {
                 "alwaysMatch": {
@@ -210,6 +223,15 @@ impl Browser {
             body.as_ref(),
         )
         .map(|v| v["value"].clone())
+    }
+
+    /// The cookies the browser holds for the current page (WebDriver objects with `name`,
+    /// `secure`, `httpOnly` …).
+    pub fn cookies(&self) -> Vec<Value> {
+        self.cmd("GET", "/cookie", None)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
     }
 
     pub fn goto(&self, url: &str) {

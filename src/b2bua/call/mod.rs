@@ -86,6 +86,8 @@ pub struct Fork {
     state: ForkState,
     /// The final status (0: none, or the fork was cancelled or abandoned).
     status: u16,
+    /// The reason phrase of a failure (e.g. why a TLS connection was refused).
+    reason: Option<String>,
     dialog: Option<Dialog>,
     /// The route stage the fork belongs to.
     stage: usize,
@@ -138,6 +140,8 @@ pub struct Attempt {
     pub uri: String,
     /// The final status (0: cancelled, or abandoned as silent).
     pub status: u16,
+    /// The reason phrase of a failure (`TLS certificate of … rejected: …`).
+    pub reason: Option<String>,
 }
 
 /// What a call in progress is doing.
@@ -208,6 +212,9 @@ pub struct CallSummary {
     pub q850: Option<u16>,
     /// Where a call from outside came from ([`crate::b2bua::Caller::origin`]).
     pub origin: Option<String>,
+    /// The transport of the caller's leg and of the called leg (the answering or last fork),
+    /// for the record: TLS means the signalling was encrypted.
+    pub signalling: (Option<Proto>, Option<Proto>),
 }
 
 /// An answered call, as its in-progress record and a hang-up after a crash need it.
@@ -292,8 +299,10 @@ fn our_contact(peer: &Peer, user: &str, settings: &CallSettings) -> Header {
         local_host(peer, settings),
         Some(peer.local.port()),
     );
-    if peer.proto == Proto::Tcp {
-        uri.params.set("transport", Some("tcp"));
+    match peer.proto {
+        Proto::Tcp => uri.params.set("transport", Some("tcp")),
+        Proto::Tls => uri.params.set("transport", Some("tls")),
+        Proto::Udp => {}
     }
     Header::Contact(Contact::Addr(NameAddr::new(Uri::Sip(uri))))
 }
@@ -634,6 +643,7 @@ impl Call {
             peer,
             state: ForkState::Trying,
             status: 0,
+            reason: None,
             dialog: None,
             stage: self.stage,
             uri: target_uri,
@@ -739,6 +749,14 @@ impl Call {
         };
         fork.responded = true;
         let status = resp.status;
+        // A reason other than the standard phrase says something (why TLS failed, …).
+        if status >= 300
+            && !resp
+                .reason
+                .eq_ignore_ascii_case(crate::sip::message::reason_phrase(status))
+        {
+            fork.reason = Some(resp.reason.clone());
+        }
         if status < 200 {
             if status == 100 || self.winner.is_some() || fork.state == ForkState::Cancelled {
                 return ForkAction::None;
@@ -1118,8 +1136,16 @@ impl Call {
                     label: self.stage_label(f.stage).to_owned(),
                     uri: f.uri.clone(),
                     status: f.status,
+                    reason: f.reason.clone(),
                 })
                 .collect(),
+            signalling: (
+                Some(self.a.peer.proto),
+                self.winner
+                    .or_else(|| self.forks.len().checked_sub(1))
+                    .and_then(|w| self.forks.get(w))
+                    .map(|f| f.peer.proto),
+            ),
             route: self.route.clone(),
             q850: self.q850,
             origin: self.caller.origin.clone(),

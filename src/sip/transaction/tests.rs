@@ -152,6 +152,7 @@ fn far(proto: Proto) -> Peer {
     match proto {
         Proto::Udp => peer(Proto::Udp, "192.0.2.20:5060"),
         Proto::Tcp => peer(Proto::Tcp, "192.0.2.20:5060"),
+        Proto::Tls => peer(Proto::Tls, "192.0.2.20:5061"),
     }
 }
 

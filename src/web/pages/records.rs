@@ -551,20 +551,54 @@ pub async fn detail(
     let Ok(id) = id.parse::<i64>() else {
         return Ok((StatusCode::NOT_FOUND, "no such record\n").into_response());
     };
-    let found = state.with_db(move |db| Ok(db.record(id)?)).await?;
+    let found = state
+        .with_db(move |db| Ok((db.record(id)?, db.signalling(id)?)))
+        .await?;
     Ok(match found {
-        Some(r) => RecordPage {
-            session: Some(session),
-            r: detail_view(&r, &state.office),
+        (Some(r), signalling) => {
+            let mut view = detail_view(&r, &state.office);
+            view.fields
+                .push(("Signalling", describe_signalling(signalling.as_deref())));
+            RecordPage {
+                session: Some(session),
+                r: view,
+            }
+            .into_response()
         }
-        .into_response(),
-        None => (StatusCode::NOT_FOUND, "no such record\n").into_response(),
+        (None, _) => (StatusCode::NOT_FOUND, "no such record\n").into_response(),
     })
+}
+
+/// How each leg's signalling travelled (`tls/udp` → `caller leg TLS (encrypted), callee leg
+/// UDP (in clear)`).
+fn describe_signalling(s: Option<&str>) -> String {
+    let Some((a, b)) = s.and_then(|s| s.split_once('/')) else {
+        return "—".to_owned();
+    };
+    let leg = |t: &str| match t {
+        "tls" => "TLS (encrypted)".to_owned(),
+        "-" => "none".to_owned(),
+        other => format!("{} (in clear)", other.to_ascii_uppercase()),
+    };
+    format!("caller leg {}, callee leg {}", leg(a), leg(b))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signalling_is_described_per_leg() {
+        assert_eq!(
+            describe_signalling(Some("tls/udp")),
+            "caller leg TLS (encrypted), callee leg UDP (in clear)"
+        );
+        assert_eq!(
+            describe_signalling(Some("tcp/-")),
+            "caller leg TCP (in clear), callee leg none"
+        );
+        assert_eq!(describe_signalling(None), "—");
+    }
 
     #[test]
     fn query_parses_and_round_trips() {
