@@ -480,6 +480,7 @@ impl Direct {
             fallback,
             label: "direct".into(),
             route: None,
+            ring_for: None,
         };
         self.calls.start(self.now, &mut self.layer, new);
         self.drain()
@@ -525,6 +526,7 @@ fn target(uri: &str, remote: &str) -> Target {
         to: None,
         auth: None,
         from_user: None,
+        presentation: None,
     }
 }
 
@@ -532,6 +534,7 @@ fn stage(label: &str, targets: Vec<Target>) -> Stage {
     Stage {
         targets,
         label: label.into(),
+        ring_for: None,
     }
 }
 
@@ -814,6 +817,7 @@ fn trunk() -> Target {
             password: "trunk-secret".into(),
         }),
         from_user: Some("+4930123456".into()),
+        presentation: None,
     }
 }
 

@@ -34,6 +34,8 @@ pub struct LiveSnapshot {
     pub calls: Vec<LiveCall>,
     pub registrations: Vec<LiveBinding>,
     pub lines: Vec<LineState>,
+    /// The SIP trunks' registration, reachability and calls.
+    pub trunks: Vec<super::trunks::TrunkLive>,
 }
 
 /// A request for a snapshot, answered by the SIP loop.
@@ -77,6 +79,59 @@ pub fn configured_lines(config: &crate::config::Config) -> Vec<LineState> {
         .collect()
 }
 
+/// The configured lines with the SIP trunks' live state (registration, reachability, calls in
+/// progress) in place of their static one.
+pub fn with_trunk_state(
+    lines: &[LineState],
+    trunks: &[super::trunks::TrunkLive],
+) -> Vec<LineState> {
+    lines
+        .iter()
+        .map(|l| {
+            let Some(t) = trunks
+                .iter()
+                .find(|t| t.name == l.name && l.kind == "SIP trunk")
+            else {
+                return l.clone();
+            };
+            let mut parts = Vec::new();
+            match (t.registration, t.registered_secs, t.last_failure) {
+                (Some("registered"), Some(secs), _) => {
+                    parts.push(format!("registered ({secs} s left)"))
+                }
+                (Some(r), _, Some(status)) => parts.push(format!("{r} ({status})")),
+                (Some(r), _, None) => parts.push(r.to_owned()),
+                (None, _, _) => {}
+            }
+            if let Some(r) = t.reachable {
+                parts.push(match (r, t.reach_secs) {
+                    ("down", Some(s)) => format!("down for {s} s"),
+                    ("up", _) => match t.rtt_ms {
+                        Some(ms) => format!("up ({ms} ms)"),
+                        None => "up".to_owned(),
+                    },
+                    (r, _) => r.to_owned(),
+                });
+            }
+            if t.calls > 0 {
+                parts.push(format!(
+                    "{} in call{}",
+                    t.calls,
+                    if t.calls == 1 { "" } else { "s" }
+                ));
+            }
+            LineState {
+                state: if parts.is_empty() {
+                    l.state.clone()
+                } else {
+                    parts.join(", ")
+                },
+                ..l.clone()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +146,7 @@ mod tests {
                     calls: Vec::new(),
                     registrations: Vec::new(),
                     lines: Vec::new(),
+                    trunks: Vec::new(),
                 });
             }
             // The loop stops: later requests get no answer.

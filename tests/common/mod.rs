@@ -820,6 +820,31 @@ pub fn sipp_spawn(
     port: u16,
     extra: &[&str],
 ) -> SippProc {
+    sipp_spawn_on(
+        dir,
+        tag,
+        scenario_name,
+        remote,
+        transport,
+        "127.0.0.1",
+        port,
+        extra,
+    )
+}
+
+/// [`sipp_spawn`] with sipp bound to loopback address `ip` (SIP, control socket and media): a
+/// peer on its own address, such as a trunk provider on 127.0.0.5.
+#[allow(clippy::too_many_arguments)]
+pub fn sipp_spawn_on(
+    dir: &Path,
+    tag: &str,
+    scenario_name: &str,
+    remote: SocketAddr,
+    transport: &str,
+    ip: &str,
+    port: u16,
+    extra: &[&str],
+) -> SippProc {
     require_program("sipp", "sip-tester");
     let path = scenario(scenario_name);
     let stem = format!(
@@ -840,14 +865,14 @@ pub fn sipp_spawn(
         path.display().to_string(),
         remote.to_string(),
         "-ci".into(),
-        "127.0.0.1".into(),
+        ip.into(),
         "-cp".into(),
         free_port().to_string(),
         "-nostdin".into(),
         "-i".into(),
-        "127.0.0.1".into(),
+        ip.into(),
         "-mi".into(),
-        "127.0.0.1".into(),
+        ip.into(),
         "-mp".into(),
         free_media_base().to_string(),
         "-p".into(),
