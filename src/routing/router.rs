@@ -1081,6 +1081,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_down_trunk_is_skipped_and_explained() {
+        let mut backup = trunk();
+        backup.name = "backup".into();
+        let Ok(Uri::Sip(uri)) = Uri::parse("sip:127.0.0.8:5060") else {
+            unreachable!()
+        };
+        backup.uri = uri;
+        let r = router(Vec::new(), vec![trunk(), backup]);
+        let health = Arc::new(crate::routing::trunk_health::TrunkHealth::new());
+        r.set_trunk_health(Arc::clone(&health));
+        let labels =
+            |route: &Route| -> Vec<String> { attempts(route).into_iter().map(|a| a.0).collect() };
+        let route = r.route(Some("100"), "0301234567").await;
+        assert_eq!(labels(&route), ["trunk carrier", "trunk backup"]);
+        health.set_down("carrier", "Thu, 03 Dec 2026 07:00:00 GMT".into());
+        let route = r.route(Some("100"), "0301234567").await;
+        assert_eq!(labels(&route), ["trunk backup"]);
+        let text = route.to_string();
+        assert!(
+            text.contains("trunk carrier skipped: down since Thu, 03 Dec 2026 07:00:00 GMT"),
+            "{text}"
+        );
+        health.set_up("carrier");
+        let route = r.route(Some("100"), "0301234567").await;
+        assert_eq!(labels(&route), ["trunk carrier", "trunk backup"]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn extension_did_and_unknown() {
         let r = router(Vec::new(), vec![trunk()]);
         assert!(

@@ -97,13 +97,23 @@ struct Agent {
     line: Option<String>,
     /// Our flow towards the trunk and our host on it.
     flow: Option<(Peer, Host)>,
+    /// The OPTIONS probe in flight (answers to older ones do not count).
+    probe_key: Option<ClientKey>,
 }
 
-/// What a client transaction of the trunks is for.
-#[derive(Debug, Clone, Copy)]
+/// What a client transaction of the trunks is for (by trunk name: indices change on reload).
+#[derive(Debug, Clone)]
 enum Role {
-    Register(usize),
-    Options(usize),
+    Register(String),
+    Options(String),
+}
+
+impl Role {
+    fn trunk(&self) -> &str {
+        match self {
+            Role::Register(n) | Role::Options(n) => n,
+        }
+    }
 }
 
 /// A trunk's state for the live page, the API and `/metrics`.
@@ -153,9 +163,10 @@ impl TrunkAgents {
         mut token: impl FnMut() -> String,
     ) {
         let mut old: Vec<Agent> = std::mem::take(&mut self.agents);
-        self.keys.clear();
+        let mut kept: Vec<String> = Vec::new();
         for plan in plans {
             if let Some(i) = old.iter().position(|a| a.plan == plan) {
+                kept.push(plan.name.clone());
                 self.agents.push(old.swap_remove(i));
                 continue;
             }
@@ -221,12 +232,19 @@ impl TrunkAgents {
                 qualify,
                 line,
                 flow,
+                probe_key: None,
             });
         }
+        // Transactions of kept trunks still find them; those of replaced ones are forgotten.
+        self.keys.retain(|_, r| kept.iter().any(|k| k == r.trunk()));
         if let Some(h) = &self.health {
             let names: Vec<String> = self.agents.iter().map(|a| a.plan.name.clone()).collect();
             h.retain(|n| names.iter().any(|x| x == n));
         }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.agents.iter().position(|a| a.plan.name == name)
     }
 
     /// The presentation options of trunk `name`.
@@ -290,7 +308,9 @@ impl TrunkAgents {
                 let req = self.probe(layer, i, &tag);
                 if let Some((req, peer)) = req {
                     let key = layer.send_request(now, req, peer);
-                    self.keys.insert(key, Role::Options(i));
+                    self.keys
+                        .insert(key, Role::Options(self.agents[i].plan.name.clone()));
+                    self.agents[i].probe_key = Some(key);
                 }
             }
         }
@@ -307,7 +327,8 @@ impl TrunkAgents {
             return;
         };
         let key = layer.send_request(now, req, peer);
-        self.keys.insert(key, Role::Register(i));
+        self.keys
+            .insert(key, Role::Register(self.agents[i].plan.name.clone()));
     }
 
     /// A response to one of our client transactions; `false` when it is not the trunks'.
@@ -320,14 +341,17 @@ impl TrunkAgents {
         cnonce: &mut dyn FnMut() -> String,
         since: &dyn Fn(Instant) -> String,
     ) -> bool {
-        let Some(role) = self.keys.get(&key).copied() else {
+        let Some(role) = self.keys.get(&key).cloned() else {
             return false;
         };
         if response.status >= 200 {
             self.keys.remove(&key);
         }
+        let Some(i) = self.index(role.trunk()) else {
+            return true;
+        };
         match role {
-            Role::Register(i) => {
+            Role::Register(_) => {
                 let branch = layer.new_branch();
                 let c = cnonce();
                 let next = self
@@ -339,7 +363,10 @@ impl TrunkAgents {
                     self.send_register(now, layer, i, req);
                 }
             }
-            Role::Options(i) if response.status >= 200 => {
+            Role::Options(_)
+                if response.status >= 200
+                    && self.agents.get(i).is_some_and(|a| a.probe_key == Some(key)) =>
+            {
                 let change = self
                     .agents
                     .get_mut(i)
@@ -362,16 +389,20 @@ impl TrunkAgents {
         let Some(role) = self.keys.remove(&key) else {
             return false;
         };
+        let Some(i) = self.index(role.trunk()) else {
+            return true;
+        };
         match role {
-            Role::Register(i) => {
+            Role::Register(_) => {
                 if let Some(r) = self.agents.get_mut(i).and_then(|a| a.reg.as_mut()) {
                     r.transaction_timeout(now);
                 }
             }
-            Role::Options(i) => {
+            Role::Options(_) => {
                 let change = self
                     .agents
                     .get_mut(i)
+                    .filter(|a| a.probe_key == Some(key))
                     .and_then(|a| a.qualify.as_mut())
                     .and_then(|q| q.transaction_timeout());
                 self.changed(i, change, since);
