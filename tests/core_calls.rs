@@ -996,7 +996,11 @@ fn trunk_presentation_and_withheld_callers() {
     assert!(t[0].headers.get("Privacy").is_none());
 
     let mut d = Direct::new();
-    let out = d.start_with("Privacy: id\n", vec![with("P-Preferred-Identity")], Vec::new());
+    let out = d.start_with(
+        "Privacy: id\n",
+        vec![with("P-Preferred-Identity")],
+        Vec::new(),
+    );
     let t = invites_to(&out, TRUNK);
     let from = t[0].headers.from().expect("From");
     assert_eq!(from.uri.to_string(), "sip:anonymous@anonymous.invalid");

@@ -314,7 +314,12 @@ fn an_incoming_call_rings_a_group_in_order() {
         !second.has_event("CALL_INCOMING"),
         "101 rang during 100's turn"
     );
-    let established = second.expect_event("CALL_ESTABLISHED", Duration::from_secs(6), &[&first], &server);
+    let established = second.expect_event(
+        "CALL_ESTABLISHED",
+        Duration::from_secs(6),
+        &[&first],
+        &server,
+    );
     let peer = json_str(&established, "peeruri").unwrap_or_default();
     assert!(peer.contains("+491701234567"), "caller shown as {peer:?}");
     first.expect_event("CALL_CLOSED", Duration::from_secs(3), &[], &server);

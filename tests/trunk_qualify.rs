@@ -51,14 +51,14 @@ fn wait_metric(server: &Server, sample: &str, want: f64, within: Duration) -> Op
     last
 }
 
-/// The explanation of the newest call record.
-fn last_explanation(server: &Server) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
+/// The explanation of the `n`th call record (1: the first), waiting for it.
+fn explanation(server: &Server, n: u32) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let got: Option<String> = rusqlite::Connection::open(&server.db).ok().and_then(|c| {
             c.query_row(
-                "SELECT explanation FROM call_records ORDER BY id DESC LIMIT 1",
-                [],
+                "SELECT explanation FROM call_records ORDER BY id LIMIT 1 OFFSET ?1",
+                [n - 1],
                 |r| r.get(0),
             )
             .ok()
@@ -67,7 +67,7 @@ fn last_explanation(server: &Server) -> String {
             return text;
         }
         if Instant::now() > deadline {
-            panic!("no call record\n{}", server.log_excerpt());
+            panic!("no call record {n}\n{}", server.log_excerpt());
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -153,7 +153,7 @@ fn a_silent_trunk_is_skipped_until_it_answers_again() {
         far.report(),
         server.log_excerpt()
     );
-    let why = last_explanation(&server);
+    let why = explanation(&server, 1);
     assert!(
         why.contains("trunk first skipped: down since"),
         "explanation: {why}"
@@ -182,7 +182,7 @@ fn a_silent_trunk_is_skipped_until_it_answers_again() {
     );
     // Whatever becomes of the call (the responder only knows OPTIONS), `first` is tried.
     let _ = call(&server, "030999998");
-    let why = last_explanation(&server);
+    let why = explanation(&server, 2);
     assert!(!why.contains("skipped"), "explanation: {why}");
     assert!(
         why.contains("decision 1: trunk first"),
