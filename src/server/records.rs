@@ -138,7 +138,11 @@ impl CallLog {
         }
         let ms = unix_ms();
         for call in up {
-            let record = crate::cdr::CallRecord::from_summary(&call.summary, now, ms, office);
+            let mut record = crate::cdr::CallRecord::from_summary(&call.summary, now, ms, office);
+            // An incoming call's record says where it came from while it is up too.
+            if let Some(origin) = &call.summary.origin {
+                mark_incoming(&mut record, &call.summary.caller, origin);
+            }
             let legs = crate::cdr::in_progress::legs_json(&call.legs);
             self.legs.insert(call.id, legs.clone());
             cdr.call_up(self.key(call.id), record, legs, ms);
