@@ -213,13 +213,16 @@ fn registers_refreshes_and_takes_calls_to_its_contact() {
     let reply = recv_final(&stranger, Duration::from_secs(5)).expect("a final response");
     assert_eq!(status_code(&reply), Some(401), "{}", first_line(&reply));
 
-    // The live API shows the trunk registered.
-    let web = server.web.expect("web");
-    let (_, _, body) = http_get(web, "/api/v1/live");
-    assert!(
-        body.contains("\"registration\":\"registered\"") || body.contains("\"error\""),
-        "{body}"
-    );
+    // The live API shows the trunk registered, with no call in progress any more.
+    let (status, _, body) = api_get(&server, "/api/v1/live");
+    assert_eq!(status, 200, "{body}");
+    let trunk = body
+        .split("\"trunks\":")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no trunks in {body}"));
+    assert!(trunk.contains("\"name\":\"carrier\""), "{body}");
+    assert!(trunk.contains("\"registration\":\"registered\""), "{body}");
+    assert!(trunk.contains("\"calls\":0"), "{body}");
     server.assert_alive();
 }
 
@@ -245,6 +248,9 @@ fn forbidden_stops_the_retries() {
         ),
         Some(0.0)
     );
+    let (_, _, body) = api_get(&server, "/api/v1/live");
+    assert!(body.contains("\"registration\":\"forbidden\""), "{body}");
+    assert!(body.contains("\"last_failure\":403"), "{body}");
     let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
     assert!(
         log.contains("refused our registration (403)"),

@@ -503,3 +503,161 @@ impl TrunkAgents {
         self.agents.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::Message;
+    use crate::sip::parse::{parse_message, Framing, Limits};
+    use crate::sip::transaction::Timers;
+
+    fn plan(expires: u32, qualify: u32) -> TrunkPlan {
+        let Ok(Uri::Sip(uri)) = Uri::parse("sip:127.0.0.5:5060") else {
+            unreachable!()
+        };
+        TrunkPlan {
+            name: "carrier".into(),
+            uri,
+            next_hop: Some((Proto::Udp, "127.0.0.5:5060".parse().unwrap())),
+            username: Some("office1".into()),
+            password: Some("pw".into()),
+            number_format: NumberFormat::National,
+            options: TrunkOptions {
+                register: true,
+                register_expires: expires,
+                qualify_secs: qualify,
+                ..TrunkOptions::default()
+            },
+        }
+    }
+
+    fn set(agents: &mut TrunkAgents, now: Instant, plans: Vec<TrunkPlan>) {
+        let mut n = 0;
+        agents.set_plans(
+            now,
+            plans,
+            "pasarela",
+            |proto, remote| {
+                Some((
+                    Peer {
+                        proto,
+                        remote,
+                        local: "127.0.0.1:5060".parse().unwrap(),
+                    },
+                    Host::from_ip("127.0.0.1".parse().unwrap()),
+                ))
+            },
+            || {
+                n += 1;
+                format!("tok{n}")
+            },
+        );
+    }
+
+    /// The methods sent since the last call.
+    fn sent(layer: &mut TransactionLayer) -> Vec<Request> {
+        let mut out = Vec::new();
+        while let Some(t) = layer.poll_transmit() {
+            if let Ok(Message::Request(r)) =
+                parse_message(t.data, Framing::Datagram, &Limits::default())
+            {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn registers_recognises_its_contact_and_survives_reloads() {
+        let t0 = Instant::now();
+        let since = |_: Instant| "then".to_owned();
+        let mut layer = TransactionLayer::new(Timers::default());
+        let health = Arc::new(TrunkHealth::new());
+        let mut agents = TrunkAgents::default();
+        agents.set_health(Arc::clone(&health));
+        set(&mut agents, t0, vec![plan(60, 0)]);
+        agents.handle_timeout(t0, &mut layer, &since);
+        let reg = sent(&mut layer);
+        assert_eq!(reg.len(), 1);
+        assert_eq!(reg[0].method, Method::Register);
+        let contact = reg[0]
+            .headers
+            .contacts()
+            .next()
+            .and_then(|c| c.addr())
+            .unwrap()
+            .uri
+            .clone();
+        assert_eq!(contact.to_string(), "sip:office1@127.0.0.1:5060;line=tok1");
+        // Not registered yet: the Contact is nobody's.
+        assert_eq!(agents.by_contact(t0, &contact), None);
+        let ok = Response::to_request(&reg[0], 200, "OK", Some("x"));
+        layer.handle_response(t0, ok, agents_peer());
+        let Some(crate::sip::transaction::Event::Response { key, response }) = layer.poll_event()
+        else {
+            panic!("no response event")
+        };
+        let mut c = || "cn".to_owned();
+        assert!(agents.response(t0, &mut layer, key, &response, &mut c, &since));
+        assert_eq!(
+            agents.by_contact(t0, &contact),
+            Some(("carrier".into(), NumberFormat::National))
+        );
+        // Another line token is not ours; From is never looked at.
+        let Ok(other) = Uri::parse("sip:office1@127.0.0.1:5060;line=tok9") else {
+            unreachable!()
+        };
+        assert_eq!(agents.by_contact(t0, &other), None);
+        let live = agents.live(t0, |_| 2);
+        assert_eq!(live[0].registration, Some("registered"));
+        assert_eq!(live[0].calls, 2);
+        // A reload with the same settings keeps the registration (nothing sent).
+        set(&mut agents, t0, vec![plan(60, 0)]);
+        agents.handle_timeout(t0, &mut layer, &since);
+        assert!(sent(&mut layer).is_empty());
+        assert!(agents.by_contact(t0, &contact).is_some());
+        // Changed settings register afresh, with a new Contact.
+        set(&mut agents, t0, vec![plan(120, 0)]);
+        agents.handle_timeout(t0, &mut layer, &since);
+        let again = sent(&mut layer);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].headers.expires(), Some(120));
+        assert_eq!(agents.by_contact(t0, &contact), None);
+        // Gone from the configuration: gone.
+        set(&mut agents, t0, Vec::new());
+        assert!(agents.is_empty());
+    }
+
+    #[test]
+    fn qualify_reports_down_to_the_router() {
+        let t0 = Instant::now();
+        let since = |_: Instant| "Thu, 03 Dec 2026 07:00:00 GMT".to_owned();
+        let mut layer = TransactionLayer::new(Timers::default());
+        let health = Arc::new(TrunkHealth::new());
+        let mut agents = TrunkAgents::default();
+        agents.set_health(Arc::clone(&health));
+        let mut p = plan(60, 2);
+        p.options.register = false;
+        set(&mut agents, t0, vec![p]);
+        agents.handle_timeout(t0, &mut layer, &since);
+        let probe = sent(&mut layer);
+        assert_eq!(probe.len(), 1);
+        assert_eq!(probe[0].method, Method::Options);
+        // No answer within the wait (1 s for a 2 s interval): down.
+        let t1 = t0 + Duration::from_secs(1);
+        agents.handle_timeout(t1, &mut layer, &since);
+        assert_eq!(
+            health.down_since("carrier").as_deref(),
+            Some("Thu, 03 Dec 2026 07:00:00 GMT")
+        );
+        assert_eq!(agents.live(t1, |_| 0)[0].reachable, Some("down"));
+    }
+
+    fn agents_peer() -> Peer {
+        Peer {
+            proto: Proto::Udp,
+            remote: "127.0.0.5:5060".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+        }
+    }
+}

@@ -978,15 +978,31 @@ pub fn sipp_logged_numbers(res: &SippResult, key: &str) -> Vec<u32> {
 // ---------------------------------------------------------------------------------------------
 // HTTP (the web side: /healthz, /metrics)
 
+/// A GET of the JSON API with a fresh API token (created in the server's store).
+pub fn api_get(server: &Server, path: &str) -> (u16, String, String) {
+    let conn = rusqlite::Connection::open(&server.db).expect("open the store");
+    let token = pasarela::web::api_tokens::create(&conn, "test").expect("API token");
+    http_get_with(
+        server.web.expect("web address"),
+        path,
+        &format!("Authorization: Bearer {token}\r\n"),
+    )
+}
+
 /// One HTTP/1.1 GET with `Connection: close`: (status, headers, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    http_get_with(addr, path, "")
+}
+
+/// [`http_get`] with `extra` header lines (each ending in CRLF).
+pub fn http_get_with(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, String) {
     let mut s =
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect web");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     use std::io::{Read, Write};
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
     )
     .expect("send request");
     let mut raw = String::new();
