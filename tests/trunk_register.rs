@@ -160,7 +160,18 @@ fn registers_refreshes_and_takes_calls_to_its_contact() {
         contact.starts_with("sip:office1@127.0.0.1:") && contact.contains(";line="),
         "registered Contact {contact}"
     );
-    phone.expect_event("CALL_ESTABLISHED", Duration::from_secs(2), &[], &server);
+    // The phone is shown the caller in E.164 with the name the network gave.
+    let established = phone.expect_event("CALL_ESTABLISHED", Duration::from_secs(2), &[], &server);
+    let peer = json_str(&established, "peeruri").unwrap_or_default();
+    assert!(
+        peer.contains("+49301234@"),
+        "caller shown as {peer:?}: {established}"
+    );
+    assert_eq!(
+        json_str(&established, "peerdisplayname").as_deref(),
+        Some("Erika Mustermann"),
+        "{established}"
+    );
     phone.expect_event("CALL_CLOSED", Duration::from_secs(10), &[], &server);
     thread::sleep(Duration::from_millis(500));
     let wav = phone.received_wav();
