@@ -115,7 +115,7 @@ pub fn with_trunk_state(
             }
             if t.calls > 0 {
                 parts.push(format!(
-                    "{} in call{}",
+                    "{} call{} in progress",
                     t.calls,
                     if t.calls == 1 { "" } else { "s" }
                 ));
@@ -135,6 +135,63 @@ pub fn with_trunk_state(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trunks_show_their_live_state() {
+        let line = |name: &str, kind: &str| LineState {
+            name: name.into(),
+            kind: kind.into(),
+            state: "ready".into(),
+            detail: "sip:x".into(),
+        };
+        let lines = vec![
+            line("carrier", "SIP trunk"),
+            line("gsm1", "GSM modem"),
+            line("quiet", "SIP trunk"),
+        ];
+        let live = |name: &str| super::super::trunks::TrunkLive {
+            name: name.into(),
+            registration: None,
+            registered_secs: None,
+            last_failure: None,
+            reachable: None,
+            reach_secs: None,
+            rtt_ms: None,
+            calls: 0,
+        };
+        let trunks = vec![
+            super::super::trunks::TrunkLive {
+                registration: Some("registered"),
+                registered_secs: Some(42),
+                reachable: Some("up"),
+                rtt_ms: Some(3),
+                calls: 2,
+                ..live("carrier")
+            },
+            live("quiet"),
+        ];
+        let shown = with_trunk_state(&lines, &trunks);
+        assert_eq!(
+            shown[0].state,
+            "registered (42 s left), up (3 ms), 2 calls in progress"
+        );
+        assert_eq!(shown[1].state, "ready", "modem lines keep their own state");
+        assert_eq!(
+            shown[2].state, "ready",
+            "nothing known: the configured state"
+        );
+        let down = vec![super::super::trunks::TrunkLive {
+            registration: Some("forbidden"),
+            last_failure: Some(403),
+            reachable: Some("down"),
+            reach_secs: Some(9),
+            ..live("carrier")
+        }];
+        assert_eq!(
+            with_trunk_state(&lines, &down)[0].state,
+            "forbidden (403), down for 9 s"
+        );
+    }
 
     #[tokio::test]
     async fn answered_by_the_loop_or_none() {
