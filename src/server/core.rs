@@ -1279,6 +1279,7 @@ impl SipCore {
     /// A call from a trunk, a peer or the internet (no password): it may reach the extension
     /// whose DID it dialled and nothing else; the per-source limits apply to peers and the
     /// internet. Refusals are recorded with where the call came from and why.
+    #[allow(clippy::too_many_arguments)]
     fn incoming(
         &mut self,
         now: Instant,

@@ -339,7 +339,8 @@ impl Stats {
         let trunks = self.trunks.lock().map(|t| t.clone()).unwrap_or_default();
         if !trunks.is_empty() {
             let label = |n: &str| n.replace('\\', "\\\\").replace('"', "\\\"");
-            let families: [(&str, &str, &dyn Fn(&TrunkGauge) -> Option<String>); 3] = [
+            type Value<'a> = &'a dyn Fn(&TrunkGauge) -> Option<String>;
+            let families: [(&str, &str, Value); 3] = [
                 (
                     "pasarela_trunk_registered",
                     "Whether the SIP trunk's registration is valid (trunks that register).",
