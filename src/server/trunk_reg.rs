@@ -84,6 +84,8 @@ pub struct Registration {
     in_flight: bool,
     /// The current attempt already answered a challenge (a second one is a failure).
     answered_challenge: bool,
+    /// The current attempt already answered a `stale=true` challenge.
+    stale_answered: bool,
     /// The next REGISTER is due then (`None`: nothing scheduled).
     next_at: Option<Instant>,
     failures: u32,
@@ -104,6 +106,7 @@ impl Registration {
             state: RegState::Unregistered,
             in_flight: false,
             answered_challenge: false,
+            stale_answered: false,
             next_at: Some(now),
             failures: 0,
             registered_until: None,
@@ -143,6 +146,7 @@ impl Registration {
         self.next_at = None;
         self.in_flight = true;
         self.answered_challenge = false;
+        self.stale_answered = false;
         self.state = RegState::Registering;
         Some(self.request(branch, None))
     }
@@ -269,9 +273,6 @@ impl Registration {
         branch: String,
         cnonce: &str,
     ) -> Option<Request> {
-        if self.answered_challenge {
-            return None;
-        }
         let (user, password) = self.cfg.credentials.clone()?;
         let (header, name) = if response.status == 407 {
             ("Proxy-Authenticate", "Proxy-Authorization")
@@ -279,6 +280,14 @@ impl Registration {
             ("WWW-Authenticate", "Authorization")
         };
         let challenge = crate::sip::auth::select_challenge(response.headers.get_all(header))?;
+        // A second challenge is a refusal of our credentials, unless it only says that the
+        // nonce went stale (RFC 2617 §3.2.1): that is answered once more.
+        if self.answered_challenge && !(challenge.stale && !self.stale_answered) {
+            return None;
+        }
+        if self.answered_challenge {
+            self.stale_answered = true;
+        }
         if self
             .cfg
             .realm
@@ -442,6 +451,42 @@ mod tests {
             r.is_registered(t1 + Duration::from_secs(30)),
             "still registered while refreshing"
         );
+    }
+
+    #[test]
+    fn a_stale_nonce_is_answered_once_more() {
+        let t0 = Instant::now();
+        let mut r = Registration::new(cfg(), t0, "c".into(), "f".into());
+        let req = r.handle_timeout(t0, "b1".into()).unwrap();
+        let with = r
+            .handle_response(
+                t0,
+                &reply(&req, 401, vec![challenge("MD5")]),
+                "b2".into(),
+                "c",
+            )
+            .expect("credentials");
+        let stale = Header::Other(
+            "WWW-Authenticate".into(),
+            "Digest realm=\"prov\", nonce=\"n2\", stale=true, algorithm=MD5".into(),
+        );
+        let again = r
+            .handle_response(
+                t0,
+                &reply(&with, 401, vec![stale.clone()]),
+                "b3".into(),
+                "c",
+            )
+            .expect("the stale nonce is answered");
+        assert!(again
+            .headers
+            .get("Authorization")
+            .unwrap()
+            .contains("\"n2\""));
+        assert!(r
+            .handle_response(t0, &reply(&again, 401, vec![stale]), "b4".into(), "c")
+            .is_none());
+        assert!(matches!(r.state(), RegState::Failed { status: 401, .. }));
     }
 
     #[test]
