@@ -369,6 +369,67 @@ pub struct TrunkConfig {
     /// `192.0.2.0/28`, or host names resolved at start and on reload). Empty: the host and
     /// port of `uri`. INVITEs from these sources are the trunk's, taken without a password.
     pub sources: Vec<String>,
+    /// Registration, qualify, outbound proxy and caller-ID presentation (issue 14).
+    pub options: TrunkOptions,
+}
+
+/// Which header carries the caller's identity towards a trunk (`caller_id_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallerIdHeader {
+    /// `P-Asserted-Identity` (`"pai"`, the default): the trunk trusts us (RFC 3325).
+    #[default]
+    Asserted,
+    /// `P-Preferred-Identity` (`"ppi"`): the trunk checks it against our account.
+    Preferred,
+    /// Neither (`"none"`): the From alone.
+    None,
+}
+
+/// The optional parts of a `[[trunk]]`: outbound registration, OPTIONS qualify, outbound proxy,
+/// From and caller-ID presentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkOptions {
+    /// Whether pasarela registers with the trunk (`register`, default false; needs `username`).
+    pub register: bool,
+    /// The registration interval asked for, in seconds (`register_expires`, default 600).
+    pub register_expires: u32,
+    /// The first wait after a failed registration, doubled on each failure up to 600 s
+    /// (`register_retry_secs`, default 10).
+    pub register_retry_secs: u32,
+    /// The user part of the Contact we register (`contact_user`, default the `username`).
+    pub contact_user: Option<String>,
+    /// Only answer digest challenges of this realm (`realm`; default: any).
+    pub realm: Option<String>,
+    /// Seconds between OPTIONS probes (`qualify`, default 0: off). A trunk that stops answering
+    /// is down and skipped by the router until it answers again.
+    pub qualify_secs: u32,
+    /// Where every request to the trunk is sent instead of the host of `uri`
+    /// (`outbound_proxy`, a sip: URI).
+    pub outbound_proxy: Option<crate::sip::uri::SipUri>,
+    /// The From user towards the trunk (`from_user`; default the caller's DID), e.g. the
+    /// account name some providers require; the caller then travels in the identity header.
+    pub from_user: Option<String>,
+    /// The From host towards the trunk (`from_domain`; default `[sip] domain`).
+    pub from_domain: Option<String>,
+    /// `caller_id_header`: `pai` (default), `ppi` or `none`.
+    pub caller_id_header: CallerIdHeader,
+}
+
+impl Default for TrunkOptions {
+    fn default() -> Self {
+        TrunkOptions {
+            register: false,
+            register_expires: 600,
+            register_retry_secs: 10,
+            contact_user: None,
+            realm: None,
+            qualify_secs: 0,
+            outbound_proxy: None,
+            from_user: None,
+            from_domain: None,
+            caller_id_header: CallerIdHeader::default(),
+        }
+    }
 }
 
 /// `[inbound]`: who may call the office without a password (see [`crate::server::inbound`]).
@@ -388,13 +449,27 @@ pub struct InboundConfig {
     pub routes: Vec<(String, String)>,
 }
 
-/// One `[[ring_group]]`: extensions that ring together for a number of `[[inbound.route]]`.
+/// One `[[ring_group]]`: extensions that ring for a number of `[[inbound.route]]` or a modem
+/// line's `incoming`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RingGroupConfig {
     /// Its name, used as a route's `destination` (`name`, required, not all digits).
     pub name: String,
-    /// The extensions; all ring at once, the first to answer takes the call (`members`).
+    /// The extensions; the first to answer takes the call (`members`).
     pub members: Vec<String>,
+    /// `strategy`: `all` (default) rings every member at once; `order` rings them one after
+    /// the other, each for `member_timeout` seconds.
+    pub strategy: RingStrategy,
+    /// Seconds each member rings with `strategy = "order"` (`member_timeout`, default 15).
+    pub member_timeout_secs: u32,
+}
+
+/// How a ring group rings its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RingStrategy {
+    #[default]
+    All,
+    Order,
 }
 
 impl Default for InboundConfig {
@@ -977,6 +1052,16 @@ struct RawTrunk {
     tls_ca: Option<PathBuf>,
     /// The SHA-256 of its TLS certificate (kept in [`TlsConfig::peers`]).
     tls_pin: Option<String>,
+    register: Option<bool>,
+    register_expires: Option<u32>,
+    register_retry_secs: Option<u32>,
+    contact_user: Option<String>,
+    realm: Option<String>,
+    qualify: Option<u32>,
+    outbound_proxy: Option<String>,
+    from_user: Option<String>,
+    from_domain: Option<String>,
+    caller_id_header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1000,6 +1085,8 @@ struct RawInboundRoute {
 struct RawRingGroup {
     name: String,
     members: Vec<String>,
+    strategy: Option<String>,
+    member_timeout: Option<u32>,
 }
 
 fn validate_ring_groups(raw: Vec<RawRingGroup>) -> Checked<Vec<RingGroupConfig>> {
@@ -1033,9 +1120,28 @@ fn validate_ring_groups(raw: Vec<RawRingGroup>) -> Checked<Vec<RingGroupConfig>>
                 ));
             }
         }
+        let strategy = match g.strategy.as_deref() {
+            None | Some("all") => RingStrategy::All,
+            Some("order") => RingStrategy::Order,
+            Some(other) => {
+                return Err(invalid(
+                    &at.key("strategy"),
+                    format!("`{other}` is not one of `all`, `order`"),
+                ))
+            }
+        };
+        let member_timeout_secs = g.member_timeout.unwrap_or(15);
+        if member_timeout_secs == 0 {
+            return Err(invalid(
+                &at.key("member_timeout"),
+                "must be at least 1 second",
+            ));
+        }
         out.push(RingGroupConfig {
             name: g.name,
             members: g.members,
+            strategy,
+            member_timeout_secs,
         });
     }
     Ok(out)
@@ -1398,7 +1504,7 @@ impl RawConfig {
             numbering: self.numbering.validate(&KeyPath::new("numbering"))?,
             enum_: self.enum_.validate(&KeyPath::new("enum"))?,
             enum_zone: self.enum_zone.validate(&KeyPath::new("enum_zone"))?,
-            modems: validate_modems(self.modems, &trunks)?,
+            modems: validate_modems(self.modems, &trunks, &ring_groups)?,
             trunks,
             dundi: self.dundi.validate(&KeyPath::new("dundi"))?,
             inbound: self
@@ -2156,6 +2262,7 @@ fn validate_trunks(raw: Vec<RawTrunk>) -> Checked<Vec<TrunkConfig>> {
                 ))
             }
         };
+        let options = trunk_options(&at, &t)?;
         out.push(TrunkConfig {
             name: t.name,
             uri,
@@ -2164,9 +2271,100 @@ fn validate_trunks(raw: Vec<RawTrunk>) -> Checked<Vec<TrunkConfig>> {
             number_format,
             enabled: t.enabled.unwrap_or(true),
             sources: t.sources.unwrap_or_default(),
+            options,
         });
     }
     Ok(out)
+}
+
+/// The optional keys of one `[[trunk]]` ([`TrunkOptions`]).
+fn trunk_options(at: &KeyPath, t: &RawTrunk) -> Checked<TrunkOptions> {
+    let d = TrunkOptions::default();
+    let register = t.register.unwrap_or(false);
+    if register && t.username.is_none() {
+        return Err(invalid(
+            &at.key("username"),
+            "is required with `register = true`",
+        ));
+    }
+    let register_expires = t.register_expires.unwrap_or(d.register_expires);
+    if !(2..=86_400).contains(&register_expires) {
+        return Err(invalid(
+            &at.key("register_expires"),
+            "must be between 2 and 86400 seconds",
+        ));
+    }
+    let register_retry_secs = t.register_retry_secs.unwrap_or(d.register_retry_secs);
+    if !(1..=600).contains(&register_retry_secs) {
+        return Err(invalid(
+            &at.key("register_retry_secs"),
+            "must be between 1 and 600 seconds",
+        ));
+    }
+    let user_ok = |v: &str| {
+        !v.is_empty()
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/%".contains(&b))
+    };
+    if let Some(c) = &t.contact_user {
+        if !user_ok(c) {
+            return Err(invalid(
+                &at.key("contact_user"),
+                format!("`{c}` is not a SIP user part"),
+            ));
+        }
+    }
+    if let Some(c) = &t.from_user {
+        if !user_ok(c) {
+            return Err(invalid(
+                &at.key("from_user"),
+                format!("`{c}` is not a SIP user part"),
+            ));
+        }
+    }
+    if let Some(h) = &t.from_domain {
+        if crate::sip::uri::parse_hostport(h).is_err() {
+            return Err(invalid(
+                &at.key("from_domain"),
+                format!("`{h}` is not a host name"),
+            ));
+        }
+    }
+    let outbound_proxy = match &t.outbound_proxy {
+        None => None,
+        Some(p) => match crate::sip::uri::Uri::parse(p) {
+            Ok(crate::sip::uri::Uri::Sip(u)) if !u.secure => Some(u),
+            _ => {
+                return Err(invalid(
+                    &at.key("outbound_proxy"),
+                    format!("`{p}` is not a sip: URI"),
+                ))
+            }
+        },
+    };
+    let caller_id_header = match t.caller_id_header.as_deref() {
+        None | Some("pai") => CallerIdHeader::Asserted,
+        Some("ppi") => CallerIdHeader::Preferred,
+        Some("none") => CallerIdHeader::None,
+        Some(other) => {
+            return Err(invalid(
+                &at.key("caller_id_header"),
+                format!("`{other}` is not one of `pai`, `ppi`, `none`"),
+            ))
+        }
+    };
+    Ok(TrunkOptions {
+        register,
+        register_expires,
+        register_retry_secs,
+        contact_user: t.contact_user.clone(),
+        realm: t.realm.clone(),
+        qualify_secs: t.qualify.unwrap_or(0),
+        outbound_proxy,
+        from_user: t.from_user.clone(),
+        from_domain: t.from_domain.clone(),
+        caller_id_header,
+    })
 }
 
 /// The `[[modem]]` tables; their names are unique among modems and trunks (a line is a trunk
@@ -2174,6 +2372,7 @@ fn validate_trunks(raw: Vec<RawTrunk>) -> Checked<Vec<TrunkConfig>> {
 fn validate_modems(
     raw: Vec<RawModem>,
     trunks: &[TrunkConfig],
+    groups: &[RingGroupConfig],
 ) -> Checked<Vec<crate::pstn::gsm::config::ModemConfig>> {
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -2210,6 +2409,14 @@ fn validate_modems(
         }
         .validate()
         .map_err(|e| invalid(&at.key(e.key), e.message))?;
+        if let [name] = checked.incoming.as_slice() {
+            if !digits(name) && !groups.iter().any(|g| &g.name == name) {
+                return Err(invalid(
+                    &at.key("incoming").index(0),
+                    format!("`{name}` is neither an extension number nor a [[ring_group]]"),
+                ));
+            }
+        }
         out.push(checked);
     }
     Ok(out)

@@ -467,7 +467,17 @@ impl Direct {
 
     /// The caller (100) dials 101 and the call starts on this route; returns what was sent.
     fn start(&mut self, targets: Vec<Target>, fallback: Vec<Stage>) -> Vec<(Message, SocketAddr)> {
-        self.feed(&invite(1, 1, ""), CALLER);
+        self.start_with("", targets, fallback)
+    }
+
+    /// [`Direct::start`] with `extra` header lines in the caller's INVITE.
+    fn start_with(
+        &mut self,
+        extra: &str,
+        targets: Vec<Target>,
+        fallback: Vec<Stage>,
+    ) -> Vec<(Message, SocketAddr)> {
+        self.feed(&invite(1, 1, extra), CALLER);
         let (key, invite, peer) = self.incoming.pop().expect("the caller's INVITE");
         let new = NewCall {
             key,
@@ -483,6 +493,7 @@ impl Direct {
             fallback,
             label: "direct".into(),
             route: None,
+            ring_for: None,
         };
         self.calls.start(self.now, &mut self.layer, new);
         self.drain()
@@ -529,6 +540,7 @@ fn target(uri: &str, remote: &str) -> Target {
         auth: None,
         from_user: None,
         srtp: Default::default(),
+        presentation: None,
     }
 }
 
@@ -536,6 +548,7 @@ fn stage(label: &str, targets: Vec<Target>) -> Stage {
     Stage {
         targets,
         label: label.into(),
+        ring_for: None,
     }
 }
 
@@ -820,6 +833,7 @@ fn trunk() -> Target {
         }),
         from_user: Some("+4930123456".into()),
         srtp: Default::default(),
+        presentation: None,
     }
 }
 
@@ -959,4 +973,55 @@ fn cancel_reaches_the_authenticated_invite() {
     d.feed(&reply(&again[0], 487, "t1", false, ""), TRUNK);
     let s = d.finish();
     assert_eq!(s.status, 487);
+}
+
+/// Towards a trunk with presentation options: From carries the trunk's `from_user` and
+/// `from_domain`, the caller's DID travels in P-Asserted-Identity; a caller that withholds its
+/// number (Privacy: id) reaches the trunk as Anonymous with Privacy: id, its DID still asserted.
+#[test]
+fn trunk_presentation_and_withheld_callers() {
+    use pasarela::b2bua::Presentation;
+    let with = |identity: &'static str| Target {
+        presentation: Some(Presentation {
+            from_user: Some("account7".into()),
+            from_host: Some("sip.carrier.example".into()),
+            identity_header: Some(identity),
+        }),
+        ..trunk()
+    };
+    let mut d = Direct::new();
+    let out = d.start(vec![with("P-Asserted-Identity")], Vec::new());
+    let t = invites_to(&out, TRUNK);
+    assert_eq!(t.len(), 1);
+    let from = t[0].headers.from().expect("From").uri.to_string();
+    assert_eq!(from, "sip:account7@sip.carrier.example");
+    assert_eq!(
+        t[0].headers.get("P-Asserted-Identity"),
+        Some("<sip:+4930123456@sip.carrier.example>")
+    );
+    assert!(t[0].headers.get("Privacy").is_none());
+
+    let mut d = Direct::new();
+    let out = d.start_with(
+        "Privacy: id\n",
+        vec![with("P-Preferred-Identity")],
+        Vec::new(),
+    );
+    let t = invites_to(&out, TRUNK);
+    let from = t[0].headers.from().expect("From");
+    assert_eq!(from.uri.to_string(), "sip:anonymous@anonymous.invalid");
+    assert_eq!(from.display.as_deref(), Some("\"Anonymous\""));
+    assert_eq!(
+        t[0].headers.get("P-Preferred-Identity"),
+        Some("<sip:+4930123456@sip.carrier.example>")
+    );
+    assert!(t[0].headers.get("P-Asserted-Identity").is_none());
+    assert_eq!(t[0].headers.get("Privacy"), Some("id"));
+
+    // Without presentation options (extensions, ENUM targets) nothing is added.
+    let mut d = Direct::new();
+    let out = d.start_with("Privacy: id\n", vec![trunk()], Vec::new());
+    let t = invites_to(&out, TRUNK);
+    assert!(t[0].headers.get("Privacy").is_none());
+    assert!(t[0].headers.get("P-Asserted-Identity").is_none());
 }

@@ -634,11 +634,14 @@ async fn locate_srv_and_addresses_in_priority_order() {
         found,
         Err(LocateError::NotFound("nowhere.example.test".into()))
     );
-    // sips: is refused before any DNS.
+    // sips: over a transport that is not TLS is refused before any DNS.
     let location = locator
-        .locate_explained(&sip("sips:alice@example.test"), in_ms(2000))
+        .locate_explained(&sip("sips:alice@example.test;transport=udp"), in_ms(2000))
         .await;
-    assert_eq!(location.destinations, Err(LocateError::NoTls));
+    assert_eq!(
+        location.destinations,
+        Err(LocateError::NoTls("udp".into()))
+    );
     assert!(location.steps.is_empty());
     // A numeric host: no DNS.
     let location = locator

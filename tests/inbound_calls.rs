@@ -519,23 +519,7 @@ fn a_trunk_call_rings_a_group() {
     for p in phones.iter_mut() {
         p.expect_event("CALL_INCOMING", Duration::from_secs(10), &[], &server);
     }
-    // CANCEL: the INVITE's request line, Via, From, To, Call-ID; CSeq 1 CANCEL.
-    let text = String::from_utf8_lossy(&inv).into_owned();
-    let head: Vec<&str> = text.split("\r\n").collect();
-    let pick = |name: &str| {
-        head.iter()
-            .find(|l| l.starts_with(name))
-            .map(|l| l.to_string())
-            .unwrap_or_default()
-    };
-    let cancel = format!(
-        "{}\r\n{}\r\nMax-Forwards: 70\r\n{}\r\n{}\r\n{}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
-        head[0].replacen("INVITE", "CANCEL", 1),
-        pick("Via:"),
-        pick("From:"),
-        pick("To:"),
-        pick("Call-ID:")
-    );
+    let cancel = cancel_for(&inv);
     trunk.send_to(cancel.as_bytes(), server.udp).unwrap();
     for p in phones.iter_mut() {
         p.expect_event("CALL_CLOSED", Duration::from_secs(10), &[], &server);
@@ -546,4 +530,90 @@ fn a_trunk_call_rings_a_group() {
     assert_eq!(rows[0].1.as_deref(), Some("trunk carrier"), "{rows:?}");
     assert_eq!(rows[0].3.as_deref(), Some("+4930123450"), "{rows:?}");
     assert_eq!(rows[0].5, "cancelled", "{rows:?}");
+}
+
+/// A `[[ring_group]]` with `strategy = "order"`: the members ring one after the other, each
+/// for `member_timeout`: 100 rings first and alone; when it has not answered within 2 s it stops
+/// and 101 rings; 102 (the last) has not rung yet when the trunk gives up.
+#[test]
+fn a_group_in_order_rings_the_next_member_after_its_turn() {
+    let trunk = trunk_socket();
+    let template = office(trunk.local_addr().unwrap(), false).replace(
+        "[inbound]\n",
+        "[[ring_group]]\nname = \"hunt\"\nmembers = [\"100\", \"101\", \"102\"]\nstrategy = \"order\"\n\
+         member_timeout = 2\n\n[inbound]\n",
+    ) + "\n[[extension]]\nnumber = \"102\"\npassword = \"secret102\"\nname = \"Lab\"\n\
+         \n[[inbound.route]]\nnumber = \"+4930123450\"\ndestination = \"hunt\"\n";
+    let server = Server::start(&template);
+    let base = server.dir().to_path_buf();
+    let exts = ["100", "101", "102"];
+    let mut phones: Vec<Phone> = exts
+        .iter()
+        .map(|ext| {
+            Phone::start(
+                &base,
+                server.udp,
+                PhoneCfg {
+                    name: ext,
+                    ext,
+                    answer: "manual",
+                    tone_hz: 440.0,
+                    tone_secs: 5.0,
+                },
+            )
+        })
+        .collect();
+    for (p, ext) in phones.iter_mut().zip(exts) {
+        wait_registered(&server, p, ext);
+    }
+    let local = trunk.local_addr().unwrap();
+    let inv = invite("030123450", "0301234", local, server.udp);
+    let sent = Instant::now();
+    trunk.send_to(&inv, server.udp).unwrap();
+    phones[0].expect_event("CALL_INCOMING", Duration::from_secs(3), &[], &server);
+    // 101 and 102 stay quiet during 100's turn.
+    thread::sleep(Duration::from_millis(1000));
+    for p in phones[1..].iter_mut() {
+        assert!(
+            !p.has_event("CALL_INCOMING"),
+            "{} rang during the first member's turn",
+            p.name
+        );
+    }
+    phones[1].expect_event("CALL_INCOMING", Duration::from_secs(4), &[], &server);
+    let turn = sent.elapsed();
+    assert!(
+        turn >= Duration::from_millis(1800),
+        "101 rang after {turn:?}, before 100's 2 s were over"
+    );
+    phones[0].expect_event("CALL_CLOSED", Duration::from_secs(2), &[], &server);
+    assert!(!phones[2].has_event("CALL_INCOMING"), "102 rang too early");
+    // CANCEL from the trunk: the ringing member stops.
+    let cancel = cancel_for(&inv);
+    trunk.send_to(cancel.as_bytes(), server.udp).unwrap();
+    phones[1].expect_event("CALL_CLOSED", Duration::from_secs(5), &[], &server);
+    let rows = records(&server, 1);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].3.as_deref(), Some("+4930123450"), "{rows:?}");
+    assert_eq!(rows[0].5, "cancelled", "{rows:?}");
+}
+
+/// The CANCEL of INVITE `inv`: its request line, Via, From, To, Call-ID; CSeq 1 CANCEL.
+fn cancel_for(inv: &[u8]) -> String {
+    let text = String::from_utf8_lossy(inv).into_owned();
+    let head: Vec<&str> = text.split("\r\n").collect();
+    let pick = |name: &str| {
+        head.iter()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "{}\r\n{}\r\nMax-Forwards: 70\r\n{}\r\n{}\r\n{}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+        head[0].replacen("INVITE", "CANCEL", 1),
+        pick("Via:"),
+        pick("From:"),
+        pick("To:"),
+        pick("Call-ID:")
+    )
 }

@@ -57,12 +57,17 @@ struct Setup {
 }
 
 fn start(sim_dir_name: &str) -> Setup {
+    start_with(sim_dir_name, |c| c)
+}
+
+/// [`start`] with the configuration changed by `edit`.
+fn start_with(sim_dir_name: &str, edit: impl Fn(String) -> String) -> Setup {
     require_program("baresip", "baresip");
     let sim_dir = common::TestDir::new(sim_dir_name);
     let sim = Sim::start(sim_dir.path(), "gsm1", IMEI, ICCID);
     // The simulator's links live as long as the test: keep the directory.
     std::mem::forget(sim_dir);
-    let server = Server::start(&modem_config(&sim));
+    let server = Server::start(&edit(modem_config(&sim)));
     wait_line_idle(&server, &sim);
     Setup { server, sim }
 }
@@ -291,6 +296,40 @@ fn incoming_call_rings_the_extension() {
     assert_eq!(rec.7, "+491701234567", "{rec:?}");
 }
 
+/// A line whose `incoming` names a ring group with `strategy = "order"`: 100 rings first, and
+/// when it has not answered within `member_timeout` 101 rings and answers, shown the caller in
+/// E.164.
+#[test]
+fn an_incoming_call_rings_a_group_in_order() {
+    let Setup { server, sim } = start_with("modem-group", |c| {
+        c.replace("incoming = [\"101\"]", "incoming = [\"hunt\"]")
+            + "\n[[ring_group]]\nname = \"hunt\"\nmembers = [\"100\", \"101\"]\n\
+               strategy = \"order\"\nmember_timeout = 2\n"
+    });
+    let mut first = phone(&server, "100", "100", "manual", 440.0, 30.0);
+    let mut second = phone(&server, "101", "101", "auto", 440.0, 30.0);
+    sim.ring("01701234567", 129);
+    first.expect_event("CALL_INCOMING", SETUP, &[], &server);
+    assert!(
+        !second.has_event("CALL_INCOMING"),
+        "101 rang during 100's turn"
+    );
+    let established = second.expect_event(
+        "CALL_ESTABLISHED",
+        Duration::from_secs(6),
+        &[&first],
+        &server,
+    );
+    let peer = json_str(&established, "peeruri").unwrap_or_default();
+    assert!(peer.contains("+491701234567"), "caller shown as {peer:?}");
+    first.expect_event("CALL_CLOSED", Duration::from_secs(3), &[], &server);
+    sim.remote_hangup();
+    second.expect_event("CALL_CLOSED", Duration::from_secs(10), &[], &server);
+    let rec = last_record(&server.db, 0).expect("record");
+    assert_eq!(rec.6, "incoming", "{rec:?}");
+    assert_eq!(rec.7, "+491701234567", "{rec:?}");
+}
+
 /// `/api/v1/live` lists the modem line with its state, operator and signal.
 #[test]
 fn the_live_api_shows_the_line() {
@@ -461,4 +500,20 @@ fn modem_config_errors_name_the_key() {
         "[[trunk]]\nname = \"a\"\nuri = \"sip:gw.test\"\n[[modem]]\nname = \"a\"\nimei = \"353142034567891\"\n",
     );
     assert_eq!(key, "modem[0].name", "{msg}");
+    // `incoming` may name one ring group, and only one that exists.
+    let group = "[[ring_group]]\nname = \"hunt\"\nmembers = [\"100\"]\n";
+    let ok = Config::from_toml_str(
+        &format!("{group}[[modem]]\nname = \"gsm1\"\nimei = \"353142034567891\"\nincoming = [\"hunt\"]\n"),
+        origin,
+    )
+    .expect("a ring group as incoming");
+    assert_eq!(ok.modems[0].incoming, vec!["hunt".to_string()]);
+    let (_, key, msg) = fail(&format!(
+        "{group}[[modem]]\nname = \"gsm1\"\nimei = \"353142034567891\"\nincoming = [\"nobody\"]\n"
+    ));
+    assert_eq!(key, "modem[0].incoming[0]", "{msg}");
+    let (_, key, msg) = fail(&format!(
+        "{group}[[modem]]\nname = \"gsm1\"\nimei = \"353142034567891\"\nincoming = [\"hunt\", \"100\"]\n"
+    ));
+    assert_eq!(key, "modem[0].incoming", "{msg}");
 }

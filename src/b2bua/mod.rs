@@ -67,6 +67,20 @@ pub struct Target {
     pub from_user: Option<String>,
     /// The called party's SRTP policy.
     pub srtp: SrtpPolicy,
+    /// How the caller is presented to a trunk (`None`: the From alone).
+    pub presentation: Option<Presentation>,
+}
+
+/// The caller's presentation towards a trunk: its From and its identity header (RFC 3325).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presentation {
+    /// The From user instead of the caller's number (the trunk's `from_user`); the caller's
+    /// number then travels in the identity header.
+    pub from_user: Option<String>,
+    /// The From host (`from_domain`; default the office's domain).
+    pub from_host: Option<String>,
+    /// `P-Asserted-Identity`, `P-Preferred-Identity`, or none.
+    pub identity_header: Option<&'static str>,
 }
 
 /// The account pasarela holds with a SIP trunk, for answering its digest challenges.
@@ -92,6 +106,9 @@ pub struct Stage {
     pub targets: Vec<Target>,
     /// What the stage is, for logs, billing and the route explainer (e.g. "enum", "trunk").
     pub label: String,
+    /// How long the stage may ring before the next one is tried, however alive it is (a ring
+    /// group member's turn); `None`: until it fails or stays silent.
+    pub ring_for: Option<Duration>,
 }
 
 /// Who is calling: the authenticated extension.
@@ -120,6 +137,9 @@ pub struct NewCall {
     pub label: String,
     /// The routing decision that produced the stages, kept for the call's record.
     pub route: Option<std::sync::Arc<crate::routing::router::Route>>,
+    /// How long the first stage rings before the fallback is tried (a ring group member's
+    /// turn); `None`: until it fails.
+    pub ring_for: Option<Duration>,
 }
 
 /// All calls in progress.
@@ -223,6 +243,15 @@ impl Calls {
     }
 
     /// Calls whose current route stage is `label` (`trunk carrier`), for a trunk's limit.
+    /// Calls that came in from `origin` (`trunk carrier`).
+    pub fn count_by_origin(&self, origin: &str) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.caller.origin.as_deref() == Some(origin))
+            .count()
+    }
+
+    /// Calls whose current stage is `label` (`trunk carrier`: calls out on that trunk).
     pub fn count_on_stage(&self, label: &str) -> usize {
         self.calls
             .values()
@@ -288,6 +317,7 @@ impl Calls {
             fallback,
             label,
             route,
+            ring_for: first_ring_for,
         } = new;
         let id = self.next_id;
         self.next_id += 1;
@@ -330,7 +360,11 @@ impl Calls {
             self.finished.push(call.summary(now));
             return;
         }
-        let mut stages = vec![Stage { targets, label }];
+        let mut stages = vec![Stage {
+            targets,
+            label,
+            ring_for: first_ring_for,
+        }];
         stages.extend(fallback);
         call.set_route(stages);
         tracing::info!(call = id, from = %call.caller.number, to = %call.callee(), stages = call.stages_left(), "call started");
@@ -368,8 +402,12 @@ impl Calls {
         let stage = call.stage();
         tracing::info!(call = id, stage, label = %call.stage_label(stage), forks, "ringing stage");
         if call.stages_left() > 0 {
+            let ring_for = call.stage_ring_for();
             let at = now + self.settings.failover_after;
             self.schedule(at, id, TimerKind::Failover(stage));
+            if let Some(ring_for) = ring_for {
+                self.schedule(now + ring_for, id, TimerKind::RingTimeout(stage));
+            }
         }
     }
 

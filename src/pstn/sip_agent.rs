@@ -151,6 +151,7 @@ pub fn line_trunks(
                     number_format: NumberFormat::E164,
                     enabled: true,
                     sources: Vec::new(),
+                    options: Default::default(),
                 }),
                 _ => None,
             }

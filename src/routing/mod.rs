@@ -13,6 +13,7 @@
 //! - [`router`]: the decision — extension, SIP targets from the routing sources (asked in
 //!   parallel under one budget), PSTN trunks — with every step recorded for the explainer.
 //! - [`setup`]: builds the router from the configuration.
+//! - [`trunk_health`]: which trunks the OPTIONS qualify found down (the router skips them).
 //! - [`dundi`]: DUNDi peering (RFC 7378, Asterisk pbx_dundi): codec, crypto, engine, service.
 //! - [`zone_server`]: the embedded authoritative DNS server (the private ENUM zone; DNS tests).
 
@@ -23,6 +24,7 @@ pub mod naptr;
 pub mod numbering;
 pub mod router;
 pub mod setup;
+pub mod trunk_health;
 pub mod zone_server;
 
 pub use naptr::{

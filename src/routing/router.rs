@@ -203,6 +203,8 @@ pub struct Router {
     trunks: std::sync::RwLock<Arc<Vec<TrunkConfig>>>,
     /// Our own listen addresses: a target there would call ourselves.
     own: std::sync::RwLock<Arc<Vec<(Proto, SocketAddr)>>>,
+    /// Trunks the qualify found down (skipped).
+    health: std::sync::RwLock<Option<Arc<super::trunk_health::TrunkHealth>>>,
 }
 
 struct Recorder {
@@ -257,6 +259,7 @@ impl Router {
         Router {
             trunks: std::sync::RwLock::new(Arc::new(settings.trunks.clone())),
             own: std::sync::RwLock::new(Arc::new(Vec::new())),
+            health: std::sync::RwLock::new(None),
             settings,
             sources,
             locator,
@@ -269,6 +272,19 @@ impl Router {
         if let Ok(mut t) = self.trunks.write() {
             *t = Arc::new(trunks);
         }
+    }
+
+    /// Where the router learns which trunks are down (`serve`'s OPTIONS qualify).
+    pub fn set_trunk_health(&self, health: Arc<super::trunk_health::TrunkHealth>) {
+        if let Ok(mut h) = self.health.write() {
+            *h = Some(health);
+        }
+    }
+
+    /// Since when trunk `name` is down (`None`: usable).
+    fn trunk_down(&self, name: &str) -> Option<String> {
+        let h = self.health.read().ok()?;
+        h.as_ref()?.down_since(name)
     }
 
     /// The trunks in use.
@@ -788,6 +804,13 @@ impl Router {
         let mut found = 0;
         let trunks = self.trunks();
         for t in trunks.iter().filter(|t| t.enabled) {
+            if let Some(since) = self.trunk_down(&t.name) {
+                rec.note(format!(
+                    "trunk {} skipped: down since {since} (no answer to OPTIONS)",
+                    t.name
+                ));
+                continue;
+            }
             let user = match (&e164, t.number_format) {
                 (None, _) => national.to_owned(),
                 (Some(n), NumberFormat::E164) => n.as_str().to_owned(),
@@ -799,8 +822,10 @@ impl Router {
             let mut uri = t.uri.clone();
             uri.user = Some(user);
             uri.password = None;
-            let hops = self.locate(&t.uri, deadline, rec).await;
-            let hops = self.not_self(&t.uri, hops, rec);
+            // Requests to the trunk go to its outbound proxy when it has one.
+            let next_hop = t.options.outbound_proxy.as_ref().unwrap_or(&t.uri);
+            let hops = self.locate(next_hop, deadline, rec).await;
+            let hops = self.not_self(next_hop, hops, rec);
             for hop in hops {
                 found += 1;
                 attempts.push(Attempt {
@@ -1028,6 +1053,7 @@ mod tests {
             number_format: NumberFormat::National,
             enabled: true,
             sources: Vec::new(),
+            options: Default::default(),
         }
     }
 
@@ -1067,6 +1093,34 @@ mod tests {
                 .collect(),
             other => panic!("expected attempts, got {other:?}\n{r}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_trunk_is_skipped_and_explained() {
+        let mut backup = trunk();
+        backup.name = "backup".into();
+        let Ok(Uri::Sip(uri)) = Uri::parse("sip:127.0.0.8:5060") else {
+            unreachable!()
+        };
+        backup.uri = uri;
+        let r = router(Vec::new(), vec![trunk(), backup]);
+        let health = Arc::new(crate::routing::trunk_health::TrunkHealth::new());
+        r.set_trunk_health(Arc::clone(&health));
+        let labels =
+            |route: &Route| -> Vec<String> { attempts(route).into_iter().map(|a| a.0).collect() };
+        let route = r.route(Some("100"), "0301234567").await;
+        assert_eq!(labels(&route), ["trunk carrier", "trunk backup"]);
+        health.set_down("carrier", "Thu, 03 Dec 2026 07:00:00 GMT".into());
+        let route = r.route(Some("100"), "0301234567").await;
+        assert_eq!(labels(&route), ["trunk backup"]);
+        let text = route.to_string();
+        assert!(
+            text.contains("trunk carrier skipped: down since Thu, 03 Dec 2026 07:00:00 GMT"),
+            "{text}"
+        );
+        health.set_up("carrier");
+        let route = r.route(Some("100"), "0301234567").await;
+        assert_eq!(labels(&route), ["trunk carrier", "trunk backup"]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -124,6 +124,8 @@ pub struct SipCore {
     inbound_limiter: super::inbound::Limiter,
     /// The start of every Via branch we make (loop detection).
     branch_prefix: String,
+    /// The trunks' registrations and qualify ([`super::trunks`]).
+    trunks: super::trunks::TrunkAgents,
 }
 
 impl SipCore {
@@ -140,6 +142,7 @@ impl SipCore {
         let layer = TransactionLayer::new(settings.timers);
         SipCore {
             branch_prefix: layer.branch_prefix(),
+            trunks: Default::default(),
             inbound: Default::default(),
             inbound_limiter: Default::default(),
             layer,
@@ -246,14 +249,66 @@ impl SipCore {
     pub fn handle_timeout(&mut self, now: Instant, unix: u64) {
         self.layer.handle_timeout(now);
         self.calls.handle_timeout(now, &mut self.layer);
+        let since = since_fn(now, unix);
+        self.trunks.handle_timeout(now, &mut self.layer, &since);
         self.process_events(now, unix);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.layer.poll_timeout(), self.calls.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.layer.poll_timeout(),
+            self.calls.poll_timeout(),
+            self.trunks.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The SIP trunks to register with and qualify (start, reload): unchanged trunks keep
+    /// their state; calls in progress are not touched. Needs the listen sockets
+    /// ([`SipCore::set_local_addrs`]) first.
+    pub fn set_trunk_plans(&mut self, now: Instant, plans: Vec<super::trunks::TrunkPlan>) {
+        let media_ip = self.settings.calls.media_ip;
+        let local_addrs = self.local_addrs.clone();
+        let mut counter = self.tag_counter;
+        let seed = self.tag_seed;
+        let local = |proto: Proto, remote: std::net::SocketAddr| {
+            let peer = pick_local(&local_addrs, proto, remote)?;
+            let ip = if peer.local.ip().is_unspecified() {
+                media_ip
+            } else {
+                peer.local.ip()
+            };
+            Some((peer, crate::sip::uri::Host::from_ip(ip)))
+        };
+        let token = || {
+            counter += 1;
+            let mix = (counter ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            format!("{mix:x}{:x}", rand::random::<u32>())
+        };
+        self.trunks
+            .set_plans(now, plans, &self.settings.server_name.clone(), local, token);
+        self.tag_counter = counter;
+    }
+
+    /// Where reachability changes of the trunks are published for the router.
+    pub fn set_trunk_health(
+        &mut self,
+        health: std::sync::Arc<crate::routing::trunk_health::TrunkHealth>,
+    ) {
+        self.trunks.set_health(health);
+    }
+
+    /// The trunks' state for the live page, the API and `/metrics`.
+    pub fn trunk_live(&self, now: Instant) -> Vec<super::trunks::TrunkLive> {
+        self.trunks.live(now, |name| self.trunk_calls(name))
+    }
+
+    /// Calls in progress on trunk `name`, both ways.
+    fn trunk_calls(&self, name: &str) -> usize {
+        let label = format!("trunk {name}");
+        self.calls.count_on_stage(&label) + self.calls.count_by_origin(&label)
     }
 
     /// A media event of call `call`.
@@ -420,6 +475,12 @@ impl SipCore {
                     .into_iter()
                     .filter_map(|a| {
                         let peer = self.outgoing_peer(a.hop.proto, a.hop.addr)?;
+                        let presentation = match &a.kind {
+                            crate::routing::router::AttemptKind::Trunk { name } => {
+                                self.trunks.options(name).map(presentation)
+                            }
+                            _ => None,
+                        };
                         Some(Stage {
                             targets: vec![Target {
                                 uri: Uri::Sip(a.uri.clone()),
@@ -438,8 +499,10 @@ impl SipCore {
                                         self.settings.calls.srtp.default
                                     }
                                 },
+                                presentation,
                             }],
                             label: a.label(),
+                            ring_for: None,
                         })
                     })
                     .collect();
@@ -461,6 +524,7 @@ impl SipCore {
                         fallback: stages,
                         label: first.label,
                         route: Some(std::sync::Arc::clone(&route)),
+                        ring_for: None,
                     };
                     self.calls.start(now, &mut self.layer, new);
                     None
@@ -484,8 +548,19 @@ impl SipCore {
     /// The flow for a request to `remote`: one of our sockets of the same transport and
     /// address family.
     fn outgoing_peer(&self, proto: Proto, remote: std::net::SocketAddr) -> Option<Peer> {
-        let local = self
-            .local_addrs
+        pick_local(&self.local_addrs, proto, remote)
+    }
+}
+
+/// The flow for a request to `remote`: one of `local_addrs` of the same transport and
+/// address family.
+fn pick_local(
+    local_addrs: &[(Proto, std::net::SocketAddr)],
+    proto: Proto,
+    remote: std::net::SocketAddr,
+) -> Option<Peer> {
+    {
+        let local = local_addrs
             .iter()
             .filter(|(p, a)| *p == proto && a.is_ipv4() == remote.is_ipv4())
             .map(|(_, a)| *a)
@@ -500,7 +575,17 @@ impl SipCore {
             local,
         })
     }
+}
 
+/// Formats a moment `at` (monotonic) as a date, knowing that `now` is `unix`.
+fn since_fn(now: Instant, unix: u64) -> impl Fn(Instant) -> String {
+    move |at: Instant| {
+        let back = now.saturating_duration_since(at).as_secs();
+        http_date(unix.saturating_sub(back))
+    }
+}
+
+impl SipCore {
     /// Why a route attempt over a trunk or line may not be used now (its `[limits.trunk]`);
     /// `None` for attempts that are not trunks or are within their limits. An allowed
     /// attempt counts as a call of the trunk for its per-minute limit.
@@ -520,7 +605,7 @@ impl SipCore {
         if let Err(why) = self.limiter.may_spend(who, unix_ms) {
             return Some(format!("{why} (trunk {name})"));
         }
-        let active = self.calls.count_on_stage(&a.label());
+        let active = self.trunk_calls(name);
         match self.limiter.admit(who, now, active) {
             Ok(()) => None,
             Err(why) => Some(format!("{why} (trunk {name})")),
@@ -604,9 +689,32 @@ impl SipCore {
                     self.calls.stray_response(&mut self.layer, response, peer);
                 }
                 Event::Response { key, response } => {
-                    self.calls.response(now, &mut self.layer, key, response);
+                    let since = since_fn(now, unix);
+                    let mut counter = self.tag_counter;
+                    let seed = self.tag_seed;
+                    let mut cnonce = || {
+                        counter += 1;
+                        format!("{:x}", (counter ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                    };
+                    let ours = self.trunks.response(
+                        now,
+                        &mut self.layer,
+                        key,
+                        &response,
+                        &mut cnonce,
+                        &since,
+                    );
+                    self.tag_counter = counter;
+                    if !ours {
+                        self.calls.response(now, &mut self.layer, key, response);
+                    }
                 }
-                Event::Timeout { key } => self.calls.timeout(now, &mut self.layer, key),
+                Event::Timeout { key } => {
+                    let since = since_fn(now, unix);
+                    if !self.trunks.timeout(now, key, &since) {
+                        self.calls.timeout(now, &mut self.layer, key)
+                    }
+                }
                 Event::AckTimeout { .. } => {}
             }
         }
@@ -828,12 +936,32 @@ impl SipCore {
             return self.ring_line(now, unix, key, req, peer, &line);
         }
         if let Some(origin) = self.inbound.trunk(peer.remote) {
-            return self.incoming(now, unix, key, req, peer, origin);
+            return self.incoming(now, unix, key, req, peer, origin, None);
+        }
+        if let Some((name, number_format)) = self.trunks.by_contact(now, &req.uri) {
+            // Sent to the Contact we registered with the trunk: the number dialled is in To
+            // (the Request-URI is our Contact), unless the trunk put it in the Request-URI.
+            let to_user = req
+                .headers
+                .to()
+                .and_then(|t| t.uri.as_sip())
+                .and_then(|u| u.user_unescaped());
+            let ruri_user = req.uri.as_sip().and_then(|u| u.user_unescaped());
+            let dialled = match (&ruri_user, to_user) {
+                (Some(r), _) if self.published_number(r).is_some() => r.clone(),
+                (_, Some(t)) => t,
+                (r, None) => r.clone().unwrap_or_default(),
+            };
+            let origin = super::inbound::Origin::Trunk {
+                name,
+                number_format,
+            };
+            return self.incoming(now, unix, key, req, peer, origin, Some(dialled));
         }
         if req.headers.get_all("Authorization").next().is_none() {
             if let Some(origin) = self.inbound.public_origin(peer.remote) {
                 if self.published(req).is_some() && !self.is_own_phone(unix, req, peer) {
-                    return self.incoming(now, unix, key, req, peer, origin);
+                    return self.incoming(now, unix, key, req, peer, origin, None);
                 }
             }
         }
@@ -965,6 +1093,7 @@ impl SipCore {
             fallback: Vec::new(),
             label: format!("extension {ext}"),
             route: None,
+            ring_for: None,
         };
         self.calls.start(now, &mut self.layer, new);
         None
@@ -984,6 +1113,36 @@ impl SipCore {
         line: &crate::pstn::sip_agent::LineInfo,
     ) -> Option<Response> {
         let caller = super::lines::caller_of(req);
+        // A line's `incoming` may name a ring group: it rings as the group says.
+        if let [only] = line.extensions.as_slice() {
+            if let Some((_, g)) = self.inbound.groups.iter().find(|(n, _)| n == only) {
+                let g = g.clone();
+                tracing::info!(line = %line.name, caller = %caller.number, group = %g.label, "PSTN call arriving");
+                let label = format!("trunk {}", line.name);
+                let r = self.ring_group(
+                    now,
+                    unix,
+                    key,
+                    req,
+                    peer,
+                    caller.clone(),
+                    &label,
+                    &g.members,
+                    g.member_timeout,
+                );
+                if let Some(r) = &r {
+                    self.refused.push(Refused {
+                        caller: caller.number,
+                        dialled: g.label.clone(),
+                        status: r.status,
+                        route: None,
+                        reason: None,
+                        incoming: None,
+                    });
+                }
+                return r;
+            }
+        }
         let targets: Vec<Target> = line
             .extensions
             .iter()
@@ -1021,6 +1180,7 @@ impl SipCore {
             fallback: Vec::new(),
             label: format!("trunk {}", line.name),
             route: None,
+            ring_for: None,
         };
         self.calls.start(now, &mut self.layer, new);
         None
@@ -1031,9 +1191,14 @@ impl SipCore {
     /// What the Request-URI's user reaches when it is a number we publish, in any form
     /// (`+4930…`, `4930…`, national, international): the enabled extension whose DID it is, else
     /// the destination of its `[[inbound.route]]`. `(label, extensions)`.
-    fn published(&self, req: &Request) -> Option<(String, Vec<String>)> {
+    fn published(&self, req: &Request) -> Option<super::inbound::InboundRoute> {
         let dialled = req.uri.as_sip().and_then(|u| u.user_unescaped())?;
-        let forms = self.inbound.number_forms(&dialled);
+        self.published_number(&dialled)
+    }
+
+    /// [`SipCore::published`] for a number.
+    fn published_number(&self, dialled: &str) -> Option<super::inbound::InboundRoute> {
+        let forms = self.inbound.number_forms(dialled);
         let did = forms.iter().find_map(|n| {
             self.extensions
                 .values()
@@ -1041,16 +1206,19 @@ impl SipCore {
                 .map(|e| e.number.clone())
         });
         match did {
-            Some(ext) => Some((format!("extension {ext}"), vec![ext])),
-            None => self
-                .inbound
-                .route_for(&forms)
-                .map(|r| (r.label.clone(), r.members.clone())),
+            Some(ext) => Some(super::inbound::InboundRoute {
+                number: dialled.to_owned(),
+                label: format!("extension {ext}"),
+                members: vec![ext],
+                member_timeout: None,
+            }),
+            None => self.inbound.route_for(&forms).cloned(),
         }
     }
 
-    /// Rings every registered contact of every enabled extension of `members` at once (a ring
-    /// group); the refusal when none can ring.
+    /// Rings a ring group: every registered contact of every enabled extension of `members`
+    /// at once, or (`member_timeout`) one member after the other, each for that long; the
+    /// refusal when none can ring.
     #[allow(clippy::too_many_arguments)]
     fn ring_group(
         &mut self,
@@ -1062,11 +1230,12 @@ impl SipCore {
         caller: Caller,
         label: &str,
         members: &[String],
+        member_timeout: Option<std::time::Duration>,
     ) -> Option<Response> {
-        let targets: Vec<Target> = members
+        let reachable: Vec<Vec<Target>> = members
             .iter()
             .filter(|e| self.extensions.get(e.as_str()).is_some_and(|x| x.enabled))
-            .flat_map(|e| {
+            .map(|e| {
                 let srtp = self.settings.calls.srtp.extension(e);
                 self.registrar
                     .lookup(e, unix)
@@ -1075,20 +1244,38 @@ impl SipCore {
                         srtp,
                         ..route_to_binding(b)
                     })
+                    .collect::<Vec<_>>()
             })
+            .filter(|t| !t.is_empty())
             .collect();
-        if targets.is_empty() {
+        if reachable.is_empty() {
             return Some(self.response(req, 480, None));
         }
+        let (targets, fallback) = match member_timeout {
+            None => (reachable.into_iter().flatten().collect(), Vec::new()),
+            Some(turn) => {
+                let mut turns = reachable.into_iter();
+                let first = turns.next().unwrap_or_default();
+                let rest = turns
+                    .map(|targets| Stage {
+                        targets,
+                        label: label.to_owned(),
+                        ring_for: Some(turn),
+                    })
+                    .collect();
+                (first, rest)
+            }
+        };
         let new = NewCall {
             key,
             invite: req.clone(),
             peer,
             caller,
             targets,
-            fallback: Vec::new(),
+            fallback,
             label: label.to_owned(),
             route: None,
+            ring_for: member_timeout,
         };
         self.calls.start(now, &mut self.layer, new);
         None
@@ -1115,6 +1302,7 @@ impl SipCore {
     /// A call from a trunk, a peer or the internet (no password): it may reach the extension
     /// whose DID it dialled and nothing else; the per-source limits apply to peers and the
     /// internet. Refusals are recorded with where the call came from and why.
+    #[allow(clippy::too_many_arguments)]
     fn incoming(
         &mut self,
         now: Instant,
@@ -1123,6 +1311,7 @@ impl SipCore {
         req: &Request,
         peer: Peer,
         origin: super::inbound::Origin,
+        dialled_override: Option<String>,
     ) -> Option<Response> {
         let dialled = req
             .uri
@@ -1147,8 +1336,32 @@ impl SipCore {
                 super::inbound::Origin::Internet { .. } => self.settings.calls.srtp.default,
             },
         };
-        let target = self.published(req);
-        let refusal: Result<(String, Vec<String>), (u16, &str, String)> = match target {
+        // A trunk's `[limits.trunk]` concurrent calls count its calls both ways.
+        if let super::inbound::Origin::Trunk { name, .. } = &origin {
+            if self.limiter.trunk_limited(name) {
+                let active = self.trunk_calls(name);
+                if let Err(why) = self.limiter.admit(Subject::Trunk(name), now, active) {
+                    let why = format!("{why} (trunk {name})");
+                    tracing::warn!(trunk = %name, %dialled, "incoming call refused: {why}");
+                    let r = self.response(req, 503, Some("Too Many Calls"));
+                    self.refused.push(Refused {
+                        caller: caller.number,
+                        dialled: dialled_override.unwrap_or(dialled),
+                        status: 503,
+                        route: None,
+                        reason: Some(why.clone()),
+                        incoming: Some((origin.label(), why)),
+                    });
+                    return Some(r);
+                }
+            }
+        }
+        let target = match &dialled_override {
+            Some(d) => self.published_number(d),
+            None => self.published(req),
+        };
+        let dialled = dialled_override.unwrap_or(dialled);
+        let refusal: Result<super::inbound::InboundRoute, (u16, &str, String)> = match target {
             None => Err((404, "Not Found", "not a number of this office".to_owned())),
             Some(ext) => match origin.limited() {
                 Some(ip) => {
@@ -1181,15 +1394,24 @@ impl SipCore {
         };
         let label = origin.label();
         let (response, why) = match refusal {
-            Ok((dest, members)) => {
+            Ok(route) => {
+                let dest = route.label.clone();
                 tracing::info!(from = %label, caller = %caller.number, %dialled, to = %dest, "incoming call");
-                let r = match (dest.strip_prefix("extension "), members.as_slice()) {
+                let r = match (dest.strip_prefix("extension "), route.members.as_slice()) {
                     (Some(_), [ext]) => {
                         self.ring_extension(now, unix, key, req, peer, caller.clone(), ext)
                     }
-                    _ => {
-                        self.ring_group(now, unix, key, req, peer, caller.clone(), &dest, &members)
-                    }
+                    _ => self.ring_group(
+                        now,
+                        unix,
+                        key,
+                        req,
+                        peer,
+                        caller.clone(),
+                        &dest,
+                        &route.members,
+                        route.member_timeout,
+                    ),
                 };
                 match r {
                     None => {
@@ -1244,6 +1466,21 @@ pub fn route_to_binding(b: &Binding) -> Target {
         auth: None,
         from_user: None,
         srtp: crate::b2bua::SrtpPolicy::default(),
+        presentation: None,
+    }
+}
+
+/// How callers are presented to a trunk with these options.
+fn presentation(o: &crate::config::TrunkOptions) -> crate::b2bua::Presentation {
+    use crate::config::CallerIdHeader;
+    crate::b2bua::Presentation {
+        from_user: o.from_user.clone(),
+        from_host: o.from_domain.clone(),
+        identity_header: match o.caller_id_header {
+            CallerIdHeader::Asserted => Some("P-Asserted-Identity"),
+            CallerIdHeader::Preferred => Some("P-Preferred-Identity"),
+            CallerIdHeader::None => None,
+        },
     }
 }
 

@@ -189,6 +189,9 @@ pub struct InboundPolicy {
     pub plan: Option<NumberingPlan>,
     /// `[[inbound.route]]`: published numbers besides the DIDs.
     pub routes: Vec<InboundRoute>,
+    /// The `[[ring_group]]`s by name (`number` empty), for modem lines whose `incoming`
+    /// names one.
+    pub groups: Vec<(String, InboundRoute)>,
 }
 
 /// A number we publish and the extensions its calls ring (all at once).
@@ -199,6 +202,9 @@ pub struct InboundRoute {
     /// `extension 101` or `group sales`, for logs and records.
     pub label: String,
     pub members: Vec<String>,
+    /// `Some(t)`: the members ring one after the other, each for `t` (a ring group with
+    /// `strategy = "order"`); `None`: all at once.
+    pub member_timeout: Option<Duration>,
 }
 
 impl Default for InboundPolicy {
@@ -212,6 +218,7 @@ impl Default for InboundPolicy {
             max_calls: d.peer_max_calls,
             plan: None,
             routes: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }
@@ -412,7 +419,9 @@ mod tests {
                 number: "+4930123450".into(),
                 label: "group sales".into(),
                 members: vec!["100".into(), "101".into()],
+                member_timeout: None,
             }],
+            groups: Vec::new(),
         }
     }
 

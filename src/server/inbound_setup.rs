@@ -87,24 +87,37 @@ pub async fn build(config: &Config, extensions: &[ExtensionRow]) -> InboundPolic
     } else {
         Vec::new()
     };
+    let group = |g: &crate::config::RingGroupConfig, number: &str| InboundRoute {
+        number: number.to_owned(),
+        label: format!("group {}", g.name),
+        members: g.members.clone(),
+        member_timeout: (g.strategy == crate::config::RingStrategy::Order)
+            .then(|| Duration::from_secs(u64::from(g.member_timeout_secs))),
+    };
     let routes = config
         .inbound
         .routes
         .iter()
-        .map(|(number, dest)| {
-            let (label, members) = match config.ring_groups.iter().find(|g| &g.name == dest) {
-                Some(g) => (format!("group {}", g.name), g.members.clone()),
-                None => (format!("extension {dest}"), vec![dest.clone()]),
-            };
-            InboundRoute {
-                number: number.clone(),
-                label,
-                members,
-            }
-        })
+        .map(
+            |(number, dest)| match config.ring_groups.iter().find(|g| &g.name == dest) {
+                Some(g) => group(g, number),
+                None => InboundRoute {
+                    number: number.clone(),
+                    label: format!("extension {dest}"),
+                    members: vec![dest.clone()],
+                    member_timeout: None,
+                },
+            },
+        )
+        .collect();
+    let groups = config
+        .ring_groups
+        .iter()
+        .map(|g| (g.name.clone(), group(g, "")))
         .collect();
     InboundPolicy {
         routes,
+        groups,
         trunks,
         peers,
         public: config.inbound.public,

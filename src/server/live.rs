@@ -34,6 +34,8 @@ pub struct LiveSnapshot {
     pub calls: Vec<LiveCall>,
     pub registrations: Vec<LiveBinding>,
     pub lines: Vec<LineState>,
+    /// The SIP trunks' registration, reachability and calls.
+    pub trunks: Vec<super::trunks::TrunkLive>,
 }
 
 /// A request for a snapshot, answered by the SIP loop.
@@ -77,9 +79,119 @@ pub fn configured_lines(config: &crate::config::Config) -> Vec<LineState> {
         .collect()
 }
 
+/// The configured lines with the SIP trunks' live state (registration, reachability, calls in
+/// progress) in place of their static one.
+pub fn with_trunk_state(
+    lines: &[LineState],
+    trunks: &[super::trunks::TrunkLive],
+) -> Vec<LineState> {
+    lines
+        .iter()
+        .map(|l| {
+            let Some(t) = trunks
+                .iter()
+                .find(|t| t.name == l.name && l.kind == "SIP trunk")
+            else {
+                return l.clone();
+            };
+            let mut parts = Vec::new();
+            match (t.registration, t.registered_secs, t.last_failure) {
+                (Some("registered"), Some(secs), _) => {
+                    parts.push(format!("registered ({secs} s left)"))
+                }
+                (Some(r), _, Some(status)) => parts.push(format!("{r} ({status})")),
+                (Some(r), _, None) => parts.push(r.to_owned()),
+                (None, _, _) => {}
+            }
+            if let Some(r) = t.reachable {
+                parts.push(match (r, t.reach_secs) {
+                    ("down", Some(s)) => format!("down for {s} s"),
+                    ("up", _) => match t.rtt_ms {
+                        Some(ms) => format!("up ({ms} ms)"),
+                        None => "up".to_owned(),
+                    },
+                    (r, _) => r.to_owned(),
+                });
+            }
+            if t.calls > 0 {
+                parts.push(format!(
+                    "{} call{} in progress",
+                    t.calls,
+                    if t.calls == 1 { "" } else { "s" }
+                ));
+            }
+            LineState {
+                state: if parts.is_empty() {
+                    l.state.clone()
+                } else {
+                    parts.join(", ")
+                },
+                ..l.clone()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trunks_show_their_live_state() {
+        let line = |name: &str, kind: &str| LineState {
+            name: name.into(),
+            kind: kind.into(),
+            state: "ready".into(),
+            detail: "sip:x".into(),
+        };
+        let lines = vec![
+            line("carrier", "SIP trunk"),
+            line("gsm1", "GSM modem"),
+            line("quiet", "SIP trunk"),
+        ];
+        let live = |name: &str| super::super::trunks::TrunkLive {
+            name: name.into(),
+            registration: None,
+            registered_secs: None,
+            last_failure: None,
+            reachable: None,
+            reach_secs: None,
+            rtt_ms: None,
+            calls: 0,
+        };
+        let trunks = vec![
+            super::super::trunks::TrunkLive {
+                registration: Some("registered"),
+                registered_secs: Some(42),
+                reachable: Some("up"),
+                rtt_ms: Some(3),
+                calls: 2,
+                ..live("carrier")
+            },
+            live("quiet"),
+        ];
+        let shown = with_trunk_state(&lines, &trunks);
+        assert_eq!(
+            shown[0].state,
+            "registered (42 s left), up (3 ms), 2 calls in progress"
+        );
+        assert_eq!(shown[1].state, "ready", "modem lines keep their own state");
+        assert_eq!(
+            shown[2].state, "ready",
+            "nothing known: the configured state"
+        );
+        let down = vec![super::super::trunks::TrunkLive {
+            registration: Some("forbidden"),
+            last_failure: Some(403),
+            reachable: Some("down"),
+            reach_secs: Some(9),
+            ..live("carrier")
+        }];
+        assert_eq!(
+            with_trunk_state(&lines, &down)[0].state,
+            "forbidden (403), down for 9 s"
+        );
+    }
 
     #[tokio::test]
     async fn answered_by_the_loop_or_none() {
@@ -91,6 +203,7 @@ mod tests {
                     calls: Vec::new(),
                     registrations: Vec::new(),
                     lines: Vec::new(),
+                    trunks: Vec::new(),
                 });
             }
             // The loop stops: later requests get no answer.

@@ -22,6 +22,9 @@ pub mod nightly_backup;
 pub mod notify;
 mod records;
 mod signals;
+mod trunk_qualify;
+mod trunk_reg;
+pub mod trunks;
 mod usage;
 
 use std::io::Write;
@@ -288,6 +291,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         core.hang_up_interrupted(std::time::Instant::now(), unix_now(), interrupted_legs);
     }
     router.set_own_addrs(bound.local_addrs.clone());
+    // Trunk registration and qualify: the router skips trunks the qualify finds down.
+    let trunk_health = Arc::new(crate::routing::trunk_health::TrunkHealth::new());
+    router.set_trunk_health(Arc::clone(&trunk_health));
+    core.set_trunk_health(trunk_health);
+    core.set_trunk_plans(std::time::Instant::now(), trunks::plans(&config).await);
     if let Some(m) = modem_lines.as_mut() {
         core.set_line_agents(m.start(&config, line_plan, &bound.local_addrs));
     }
@@ -334,7 +342,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     // Extensions are provisioned again on SIGHUP and whenever the dashboard changed one.
     let (reload_tx, mut reload) = mpsc::channel::<()>(1);
-    let (inbound_tx, mut inbound_rx) = mpsc::unbounded_channel::<inbound::InboundPolicy>();
+    let (inbound_tx, mut inbound_rx) =
+        mpsc::unbounded_channel::<(inbound::InboundPolicy, Vec<trunks::TrunkPlan>)>();
     forward_hangup(reload_tx.clone());
     let changed = web.extensions_changed();
     tokio::spawn(async move {
@@ -389,21 +398,28 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                     Err(e) => tracing::error!("extensions not reloaded: {e:#}"),
                 }
             }
-            Some(policy) = inbound_rx.recv() => {
+            Some((policy, plans)) = inbound_rx.recv() => {
                 tracing::info!(trunks = policy.trunks.len(), public = policy.public, "trunks and inbound policy reloaded");
                 core.set_inbound(policy);
+                core.set_trunk_plans(std::time::Instant::now(), plans);
             }
             Some((id, route)) = route_rx.recv() => {
                 stats.route_decided(RouteOutcome::of(&route), route.elapsed);
                 core.route_decided(std::time::Instant::now(), unix_now(), id, Arc::new(route));
             }
             Some(reply) = live_requests.recv() => {
-                let (calls, registrations) = core.live(std::time::Instant::now(), unix_now());
+                let now = std::time::Instant::now();
+                let (calls, registrations) = core.live(now, unix_now());
+                let trunks = core.trunk_live(now);
                 let _ = reply.send(live::LiveSnapshot {
                     taken_at: unix_now(),
                     calls,
                     registrations,
-                    lines: lines.iter().cloned().chain(modem_lines.iter().flat_map(|m| m.live())).collect(),
+                    lines: live::with_trunk_state(&lines, &trunks)
+                        .into_iter()
+                        .chain(modem_lines.iter().flat_map(|m| m.live()))
+                        .collect(),
+                    trunks,
                 });
             }
             Some((call, event)) = media_rx.recv() => {
@@ -514,6 +530,24 @@ fn publish(stats: &Stats, now: std::time::Instant, core: &SipCore) {
             client_transactions,
         },
     );
+    let trunks = core.trunk_live(now);
+    if !trunks.is_empty() {
+        stats.publish_trunks(
+            trunks
+                .into_iter()
+                .map(|t| crate::web::stats::TrunkGauge {
+                    registered: t.registration.map(|r| r == "registered"),
+                    up: t.reachable.and_then(|r| match r {
+                        "up" => Some(true),
+                        "down" => Some(false),
+                        _ => None,
+                    }),
+                    calls: t.calls,
+                    name: t.name,
+                })
+                .collect(),
+        );
+    }
 }
 
 /// SIGHUP: the extensions of the configuration file are provisioned again (store, SIP core,
@@ -547,7 +581,7 @@ fn reload_trunks(
     config: &Config,
     router: &Arc<crate::routing::router::Router>,
     rows: Vec<crate::store::ExtensionRow>,
-    tx: mpsc::UnboundedSender<inbound::InboundPolicy>,
+    tx: mpsc::UnboundedSender<(inbound::InboundPolicy, Vec<trunks::TrunkPlan>)>,
 ) {
     let base = config.clone();
     let router = Arc::clone(router);
@@ -578,7 +612,8 @@ fn reload_trunks(
         fresh.modems = base.modems;
         router.set_trunks(fresh.trunks.clone());
         let policy = inbound_setup::build(&fresh, &rows).await;
-        let _ = tx.send(policy);
+        let plans = trunks::plans(&fresh).await;
+        let _ = tx.send((policy, plans));
     });
 }
 

@@ -156,6 +156,7 @@ impl CallLog {
         let ms = unix_ms();
         for call in up {
             let mut record = crate::cdr::CallRecord::from_summary(&call.summary, now, ms, office);
+            // An incoming call's record says where it came from while it is up too.
             if let Some(origin) = &call.summary.origin {
                 mark_incoming(&mut record, &call.summary.caller, origin);
             }

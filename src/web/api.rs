@@ -205,6 +205,16 @@ pub fn live_json(s: &LiveSnapshot) -> Value {
             "state": l.state,
             "detail": l.detail,
         })).collect::<Vec<_>>(),
+        "trunks": s.trunks.iter().map(|t| json!({
+            "name": t.name,
+            "registration": t.registration,
+            "registered_s": t.registered_secs,
+            "last_failure": t.last_failure,
+            "reachable": t.reachable,
+            "reachable_since_s": t.reach_secs,
+            "rtt_ms": t.rtt_ms,
+            "calls": t.calls,
+        })).collect::<Vec<_>>(),
     })
 }
 

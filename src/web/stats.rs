@@ -112,6 +112,20 @@ pub struct Stats {
     route_micros: AtomicU64,
     /// Whose failures make the process unhealthy.
     supervisor: Supervisor,
+    /// The SIP trunks' state, as the SIP loop last published it.
+    trunks: std::sync::Mutex<Vec<TrunkGauge>>,
+}
+
+/// One SIP trunk's numbers for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkGauge {
+    pub name: String,
+    /// Whether it is registered (`None`: it does not register).
+    pub registered: Option<bool>,
+    /// Whether it answers OPTIONS (`None`: no qualify, or not probed yet).
+    pub up: Option<bool>,
+    /// Calls in progress on it.
+    pub calls: usize,
 }
 
 impl Default for Stats {
@@ -156,6 +170,7 @@ impl Stats {
             route_buckets: Default::default(),
             route_micros: AtomicU64::new(0),
             supervisor: Supervisor::global().clone(),
+            trunks: Default::default(),
         }
     }
 
@@ -164,6 +179,13 @@ impl Stats {
         Stats {
             supervisor,
             ..Stats::new()
+        }
+    }
+
+    /// Publishes the SIP trunks' state (registered, reachable, calls in progress).
+    pub fn publish_trunks(&self, trunks: Vec<TrunkGauge>) {
+        if let Ok(mut t) = self.trunks.lock() {
+            *t = trunks;
         }
     }
 
@@ -313,6 +335,38 @@ impl Stats {
             "pasarela_sip_transactions{{role=\"client\"}} {}",
             c.client_transactions
         );
+
+        let trunks = self.trunks.lock().map(|t| t.clone()).unwrap_or_default();
+        if !trunks.is_empty() {
+            let label = |n: &str| n.replace('\\', "\\\\").replace('"', "\\\"");
+            type Value<'a> = &'a dyn Fn(&TrunkGauge) -> Option<String>;
+            let families: [(&str, &str, Value); 3] = [
+                (
+                    "pasarela_trunk_registered",
+                    "Whether the SIP trunk's registration is valid (trunks that register).",
+                    &|t| t.registered.map(|r| u8::from(r).to_string()),
+                ),
+                (
+                    "pasarela_trunk_up",
+                    "Whether the SIP trunk answers OPTIONS (trunks with qualify, once probed).",
+                    &|t| t.up.map(|r| u8::from(r).to_string()),
+                ),
+                (
+                    "pasarela_trunk_calls",
+                    "Calls in progress on the SIP trunk.",
+                    &|t| Some(t.calls.to_string()),
+                ),
+            ];
+            for (name, help, value) in families {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} gauge");
+                for t in &trunks {
+                    if let Some(v) = value(t) {
+                        let _ = writeln!(out, "{name}{{trunk=\"{}\"}} {v}", label(&t.name));
+                    }
+                }
+            }
+        }
 
         let _ = writeln!(
             out,

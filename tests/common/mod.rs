@@ -822,6 +822,31 @@ pub fn sipp_spawn(
     port: u16,
     extra: &[&str],
 ) -> SippProc {
+    sipp_spawn_on(
+        dir,
+        tag,
+        scenario_name,
+        remote,
+        transport,
+        "127.0.0.1",
+        port,
+        extra,
+    )
+}
+
+/// [`sipp_spawn`] with sipp bound to loopback address `ip` (SIP, control socket and media): a
+/// peer on its own address, such as a trunk provider on 127.0.0.5.
+#[allow(clippy::too_many_arguments)]
+pub fn sipp_spawn_on(
+    dir: &Path,
+    tag: &str,
+    scenario_name: &str,
+    remote: SocketAddr,
+    transport: &str,
+    ip: &str,
+    port: u16,
+    extra: &[&str],
+) -> SippProc {
     require_program("sipp", "sip-tester");
     let path = scenario(scenario_name);
     let stem = format!(
@@ -842,14 +867,14 @@ pub fn sipp_spawn(
         path.display().to_string(),
         remote.to_string(),
         "-ci".into(),
-        "127.0.0.1".into(),
+        ip.into(),
         "-cp".into(),
         free_port().to_string(),
         "-nostdin".into(),
         "-i".into(),
-        "127.0.0.1".into(),
+        ip.into(),
         "-mi".into(),
-        "127.0.0.1".into(),
+        ip.into(),
         "-mp".into(),
         free_media_base().to_string(),
         "-p".into(),
@@ -955,15 +980,31 @@ pub fn sipp_logged_numbers(res: &SippResult, key: &str) -> Vec<u32> {
 // ---------------------------------------------------------------------------------------------
 // HTTP (the web side: /healthz, /metrics)
 
+/// A GET of the JSON API with a fresh API token (created in the server's store).
+pub fn api_get(server: &Server, path: &str) -> (u16, String, String) {
+    let conn = rusqlite::Connection::open(&server.db).expect("open the store");
+    let token = pasarela::web::api_tokens::create(&conn, "test").expect("API token");
+    http_get_with(
+        server.web.expect("web address"),
+        path,
+        &format!("Authorization: Bearer {token}\r\n"),
+    )
+}
+
 /// One HTTP/1.1 GET with `Connection: close`: (status, headers, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    http_get_with(addr, path, "")
+}
+
+/// [`http_get`] with `extra` header lines (each ending in CRLF).
+pub fn http_get_with(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, String) {
     let mut s =
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect web");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     use std::io::{Read, Write};
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
     )
     .expect("send request");
     let mut raw = String::new();

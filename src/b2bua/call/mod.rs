@@ -30,6 +30,8 @@ pub enum TimerKind {
     Retransmit,
     /// Stage `n` has had `failover_after` to give any sign of life.
     Failover(usize),
+    /// Stage `n` (a ring group member's turn) has rung as long as it may.
+    RingTimeout(usize),
 }
 
 /// What a client transaction belongs to.
@@ -254,6 +256,8 @@ pub struct Call {
     stages: VecDeque<(usize, Vec<Target>)>,
     /// The label of every stage of the route.
     labels: Vec<String>,
+    /// How long each stage may ring (`ring_for`), by stage.
+    ring_limits: Vec<Option<Duration>>,
     /// The stage ringing now.
     stage: usize,
 }
@@ -279,6 +283,26 @@ pub(super) fn local_host(peer: &Peer, settings: &CallSettings) -> Host {
     } else {
         Host::from_ip(peer.local.ip())
     }
+}
+
+/// Whether the caller asked for its identity to be withheld: `Privacy: id` (or `header`,
+/// `user`) on its INVITE, or an anonymous From (RFC 3323).
+fn withholds(invite: &Request) -> bool {
+    let privacy = invite.headers.tokens("Privacy").any(|t| {
+        t.split(';').any(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "id" | "header" | "user"
+            )
+        })
+    });
+    let anonymous = invite
+        .headers
+        .from()
+        .and_then(|f| f.uri.as_sip())
+        .and_then(|u| u.user.as_deref())
+        .is_some_and(|u| u.eq_ignore_ascii_case("anonymous"));
+    privacy || anonymous
 }
 
 pub(super) fn our_via(peer: &Peer, branch: String, host: Host) -> Via {
@@ -439,6 +463,7 @@ impl Call {
             callee,
             stages: VecDeque::new(),
             labels: Vec::new(),
+            ring_limits: Vec::new(),
             stage: 0,
         }
     }
@@ -446,6 +471,7 @@ impl Call {
     /// The route: stages tried in order (empty ones are skipped).
     pub fn set_route(&mut self, stages: Vec<Stage>) {
         self.labels = stages.iter().map(|s| s.label.clone()).collect();
+        self.ring_limits = stages.iter().map(|s| s.ring_for).collect();
         self.stages = stages
             .into_iter()
             .enumerate()
@@ -459,6 +485,11 @@ impl Call {
         let (n, targets) = self.stages.pop_front()?;
         self.stage = n;
         Some(targets)
+    }
+
+    /// How long the stage ringing now may ring (a ring group member's turn).
+    pub fn stage_ring_for(&self) -> Option<Duration> {
+        self.ring_limits.get(self.stage).copied().flatten()
     }
 
     /// The stage ringing now.
@@ -580,6 +611,7 @@ impl Call {
             auth,
             from_user,
             srtp,
+            presentation,
         } = target;
         let target_uri = uri.to_string();
         let mut req = Request::new(Method::Invite, uri);
@@ -598,20 +630,55 @@ impl Call {
             .unwrap_or(70)
             .saturating_sub(1);
         h.push(Header::MaxForwards(mf));
-        let mut from_uri = SipUri::new(
-            Some(from_user.as_deref().unwrap_or(&self.caller.number)),
-            Host::Name(settings.domain.clone()),
-            None,
-        );
+        let identity_user = from_user.as_deref().unwrap_or(&self.caller.number);
+        let p = presentation.clone().unwrap_or_default();
+        let host = p
+            .from_host
+            .clone()
+            .unwrap_or_else(|| settings.domain.clone());
+        let withheld = presentation.is_some() && withholds(&self.a.invite);
+        let mut from_uri = if withheld {
+            SipUri::new(
+                Some("anonymous"),
+                Host::Name("anonymous.invalid".into()),
+                None,
+            )
+        } else {
+            SipUri::new(
+                Some(p.from_user.as_deref().unwrap_or(identity_user)),
+                Host::Name(host.clone()),
+                None,
+            )
+        };
         from_uri.params = Params::new();
         let mut from = NameAddr::new(Uri::Sip(from_uri));
-        from.display = self
-            .caller
-            .name
-            .as_ref()
-            .map(|n| crate::sip::header::quote(n));
+        from.display = if withheld {
+            Some("\"Anonymous\"".to_owned())
+        } else {
+            self.caller
+                .name
+                .as_ref()
+                .map(|n| crate::sip::header::quote(n))
+        };
         from.set_tag(&tag);
         h.push(Header::From(from));
+        if let Some(name) = p.identity_header {
+            let mut id = NameAddr::new(Uri::Sip(SipUri::new(
+                Some(identity_user),
+                Host::Name(host),
+                None,
+            )));
+            id.display = self
+                .caller
+                .name
+                .as_ref()
+                .filter(|_| !withheld)
+                .map(|n| crate::sip::header::quote(n));
+            h.push(Header::Other(name.into(), id.to_string()));
+        }
+        if withheld {
+            h.push(Header::Other("Privacy".into(), "id".into()));
+        }
         let to = NameAddr::new(to.unwrap_or_else(|| {
             Uri::Sip(SipUri::new(
                 Some(&self.callee),
@@ -895,10 +962,12 @@ impl Call {
         }
         // The whole stage failed. Busy or declined is the callee's answer, whatever the route;
         // anything else (3xx included: redirects are not followed) moves on to the next stage.
-        let refused = self
-            .forks
-            .iter()
-            .any(|f| f.stage == self.stage && matches!(f.status, 486 | 600 | 603));
+        // In a ring group's turns (stages with a ring limit) a busy member passes the call on.
+        let refused = self.stage_ring_for().is_none()
+            && self
+                .forks
+                .iter()
+                .any(|f| f.stage == self.stage && matches!(f.status, 486 | 600 | 603));
         if !refused && !self.stages.is_empty() {
             return ForkAction::NextStage;
         }
@@ -1049,6 +1118,13 @@ impl Call {
                     return ForkAction::None;
                 }
                 tracing::info!(call = self.id, stage, label = %self.stage_label(stage), "stage silent: failing over");
+                ForkAction::NextStage
+            }
+            TimerKind::RingTimeout(stage) => {
+                if self.winner.is_some() || stage != self.stage || self.stages.is_empty() {
+                    return ForkAction::None;
+                }
+                tracing::info!(call = self.id, stage, label = %self.stage_label(stage), "not answered in its turn: ringing the next");
                 ForkAction::NextStage
             }
             TimerKind::MaxDuration => {

@@ -195,13 +195,18 @@ impl RawModem {
             return Err(err("jitter_max_ms", "at least `jitter_target_ms`"));
         }
         let incoming = self.incoming.unwrap_or_default();
+        // Extension numbers, or one ring group name (checked against `[[ring_group]]` by the
+        // configuration loader).
+        let group = matches!(incoming.as_slice(), [one] if !one.is_empty() && !one.chars().all(|c| c.is_ascii_digit()) && !one.chars().any(char::is_control));
         if let Some(bad) = incoming
             .iter()
-            .find(|e| e.is_empty() || !e.chars().all(|c| c.is_ascii_digit()))
+            .find(|e| !group && (e.is_empty() || !e.chars().all(|c| c.is_ascii_digit())))
         {
             return Err(err(
                 "incoming",
-                format!("{bad:?} is not an extension number"),
+                format!(
+                    "{bad:?} is not an extension number (or the only entry, a ring group name)"
+                ),
             ));
         }
         Ok(ModemConfig {
