@@ -21,6 +21,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
         "../../migrations/0007_digest_ha1_and_login_devices.sql"
     )),
     M::up(include_str!("../../migrations/0008_calls_in_progress.sql")),
+    M::up(include_str!("../../migrations/0012_web_roles_audit.sql")),
 ];
 
 /// All migrations, oldest first.
