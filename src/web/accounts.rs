@@ -179,6 +179,64 @@ pub fn set_password(
     Ok(true)
 }
 
+/// A new random password of 16 letters and digits (no look-alikes), meeting the policy.
+pub fn generate_password(username: &str) -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    loop {
+        let mut bytes = [0u8; 16];
+        rand::fill(&mut bytes);
+        let password: String = bytes
+            .iter()
+            .filter_map(|b| ALPHABET.get(usize::from(*b) % ALPHABET.len()))
+            .map(|b| char::from(*b))
+            .collect();
+        if crate::security::password::check(&password, username).is_ok() {
+            return password;
+        }
+    }
+}
+
+/// Why `pasarela admin reset-password` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::cdr::CdrError),
+    /// No such dashboard user.
+    #[error("there is no dashboard user {0:?} (the first visit to the dashboard creates the administrator)")]
+    NoUser(String),
+    /// The password or the database update failed.
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+}
+
+/// `pasarela admin reset-password USER`: sets `password` (or a new random one, returned) on
+/// the store at `store`, ends the user's sessions and records it in the audit log. Works
+/// while the server runs (SQLite in WAL mode; the sessions end at the next request).
+pub fn reset_password(
+    store: &std::path::Path,
+    username: &str,
+    password: Option<&str>,
+) -> Result<String, ResetError> {
+    let db = crate::cdr::CdrDb::open(store)?;
+    let password = match password {
+        Some(p) => p.to_owned(),
+        None => generate_password(username),
+    };
+    if !set_password(&db.conn, username, &password, None)? {
+        return Err(ResetError::NoUser(username.to_owned()));
+    }
+    audit(
+        &db.conn,
+        "(command line)",
+        "pasarela admin reset-password",
+        &format!("username={username}"),
+        200,
+    )
+    .map_err(AuthError::from)?;
+    Ok(password)
+}
+
 /// Live sessions, newest first; only those of `user` when given.
 pub fn sessions(conn: &Connection, user: Option<i64>) -> Result<Vec<SessionRow>, AuthError> {
     let mut stmt = conn.prepare(
@@ -248,7 +306,11 @@ pub fn form_detail(body: &[u8]) -> String {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
     for (k, v) in pairs {
         let key = k.to_ascii_lowercase();
-        if key.contains("password") || key == "csrf" || key.contains("token") || v.is_empty() {
+        let secret = key.contains("pass")
+            || key.contains("secret")
+            || key.contains("token")
+            || matches!(key.as_str(), "csrf" | "current");
+        if secret || v.is_empty() {
             continue;
         }
         let value: String = v.chars().take(80).collect();
@@ -320,8 +382,32 @@ mod tests {
     }
 
     #[test]
+    fn reset_from_the_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        {
+            let mut db = crate::cdr::CdrDb::open(&path).unwrap();
+            auth::create_first_user(&mut db.conn, "admin", "correct horse").unwrap();
+        }
+        let p = reset_password(&path, "admin", None).unwrap();
+        assert_eq!(p.chars().count(), 16);
+        assert!(matches!(
+            reset_password(&path, "nobody", None),
+            Err(ResetError::NoUser(_))
+        ));
+        assert!(reset_password(&path, "admin", Some("abc")).is_err());
+        let db = crate::cdr::CdrDb::open(&path).unwrap();
+        assert!(auth::verify_login(&db.conn, "admin", &p).unwrap().is_some());
+        let log = audit_entries(&db.conn, 10).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].detail, "username=admin");
+    }
+
+    #[test]
     fn audit_detail_leaves_secrets_out() {
-        let d = form_detail(b"csrf=abc&number=101&password=s3cret&new_password=x&name=Ana+B");
+        let d = form_detail(
+            b"csrf=abc&number=101&password=s3cret&new_password=x&current=old&name=Ana+B",
+        );
         assert_eq!(d, "number=101 name=Ana B");
     }
 }

@@ -11,6 +11,7 @@
 pub mod accounts;
 pub mod backup;
 pub mod billing;
+pub mod checklist;
 pub mod extensions;
 pub mod live;
 pub mod overview;
