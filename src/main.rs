@@ -98,6 +98,11 @@ enum Command {
         #[arg(long, conflicts_with = "month")]
         all: bool,
     },
+    /// Dashboard accounts.
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
     /// Put the store of a backup FILE back (stop `serve` first). With `--files`, also the
     /// configuration and key files, at the paths they were backed up from.
     Restore {
@@ -106,6 +111,19 @@ enum Command {
         /// Also write back the configuration and key files kept in the backup.
         #[arg(long)]
         files: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Give dashboard user USER a new password and end its sessions (works while `serve`
+    /// runs). Prints a new random password, or with `--stdin` reads one line as the password.
+    ResetPassword {
+        /// The dashboard user name.
+        user: String,
+        /// Read the new password from standard input instead of generating one.
+        #[arg(long)]
+        stdin: bool,
     },
 }
 
@@ -199,6 +217,37 @@ fn main() -> ExitCode {
         Command::Backup { file } => backup(&config, &file),
         Command::Rerate { month, all } => rerate(&config, month.as_deref(), all),
         Command::Restore { file, files } => restore(&config, &file, files),
+        Command::Admin {
+            action: AdminCommand::ResetPassword { user, stdin },
+        } => reset_password(&config, &user, stdin),
+    }
+}
+
+/// `pasarela admin reset-password USER [--stdin]`.
+fn reset_password(config: &Config, user: &str, stdin: bool) -> ExitCode {
+    let typed = if stdin {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().read_line(&mut line) {
+            eprintln!("pasarela: admin reset-password: reading the password: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+        Some(line.trim_end_matches(['\r', '\n']).to_owned())
+    } else {
+        None
+    };
+    match pasarela::web::accounts::reset_password(&config.store.path, user, typed.as_deref()) {
+        Ok(password) => {
+            if stdin {
+                println!("password of {user} changed; its sessions have ended");
+            } else {
+                println!("new password for {user}: {password}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pasarela: admin reset-password: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 

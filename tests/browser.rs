@@ -354,3 +354,205 @@ fn an_admin_works_the_dashboard_in_chromium() {
         assert!(fits_width(&b), "{path} needs sideways scrolling on a phone");
     }
 }
+
+/// The first-run checklist leads a new admin from an empty office to a first call: set up the
+/// administrator, add two extensions, register a phone (sipp) with the values of the phone
+/// setup panel, make a call; then the checklist is gone. On a phone-sized screen the records
+/// table still shows each call's result and cost.
+#[test]
+fn the_checklist_leads_a_new_admin_to_a_first_call() {
+    require_program("sipp", "sip-tester");
+    let (lo, hi) = rtp_port_range();
+    let trunk_port = free_port();
+    // No extension in the file; one SIP trunk (nobody answers there: it only has to exist).
+    let template = format!(
+        r#"[sip]
+listen = ["udp:{{UDP}}", "tcp:{{TCP}}"]
+domain = "office.test"
+min_expires = 60
+max_expires = 3600
+{md5}
+
+[media]
+rtp_ports = "{lo}-{hi}"
+
+[store]
+path = "{{DB}}"
+
+[web]
+listen = "127.0.0.1:0"
+
+[[trunk]]
+name = "carrier"
+uri = "sip:127.0.0.1:{trunk_port};transport=udp"
+"#,
+        md5 = common::MD5_ONLY
+    );
+    let server = Server::start(&template);
+    let web = server.web.expect("web address");
+    let base = format!("http://{web}");
+    let b = Browser::start(server.dir(), &artefacts(), 1280, 900);
+
+    b.goto(&format!("{base}/"));
+    wait_url(&b, "the setup page", |u| u.ends_with("/setup"));
+    b.fill("input[name=username]", "admin");
+    b.fill("input[name=password]", PASSWORD);
+    b.fill("input[name=password2]", PASSWORD);
+    submit(&b, "form[action='/setup']");
+    b.wait_for(WAIT, "the checklist", |h| h.contains("id=\"checklist\""));
+    b.screenshot("c01-checklist");
+    let todo = |b: &Browser| -> Vec<String> {
+        b.find_all("#checklist li.todo")
+            .iter()
+            .map(|e| b.text(e))
+            .collect()
+    };
+    let open = todo(&b);
+    assert_eq!(open.len(), 3, "extension, phone, first call: {open:?}");
+    assert!(open[0].starts_with("Add an extension"), "{open:?}");
+
+    // The first open step links to the extensions page: add 150 and 151 there.
+    let link = b.find("#checklist li.todo a");
+    b.click(&link);
+    wait_url(&b, "the extensions page", |u| u.ends_with("/extensions"));
+    for (n, name) in [("150", "Reception"), ("151", "Office")] {
+        b.fill("form[action='/extensions/save'] input[name=number]", n);
+        b.fill("form[action='/extensions/save'] input[name=name]", name);
+        b.fill(
+            "form[action='/extensions/save'] input[name=password]",
+            &format!("secret{n}secret"),
+        );
+        submit(&b, "form[action='/extensions/save']");
+        b.wait_for(WAIT, "the new extension", |h| h.contains(name));
+    }
+    b.goto(&format!("{base}/"));
+    b.wait_for(WAIT, "the checklist", |h| h.contains("id=\"checklist\""));
+    let open = todo(&b);
+    assert!(open[0].starts_with("Register a phone"), "{open:?}");
+
+    // The phone setup panel of 151 tells what to enter; the phone (sipp) registers with it.
+    b.goto(&format!("{base}/extensions/phone?number=151"));
+    b.wait_for(WAIT, "the phone setup", |h| {
+        h.contains("Phone setup for extension 151")
+    });
+    b.screenshot("c02-phone-setup");
+    let panel = b.text(&b.find("dl.phone-setup"));
+    let port_text = server.udp.port().to_string();
+    assert!(panel.contains(&port_text), "{panel}");
+    assert!(
+        panel.contains("office.test") && panel.contains("UDP"),
+        "{panel}"
+    );
+    let port = free_port();
+    let reg = sipp_spawn(
+        server.dir(),
+        "register-151",
+        "call_register.xml",
+        server.udp,
+        "u1",
+        port,
+        &[
+            "-s",
+            "151",
+            "-au",
+            "151",
+            "-ap",
+            "secret151secret",
+            "-timeout",
+            "10s",
+        ],
+    )
+    .wait(Duration::from_secs(15));
+    assert!(reg.success(), "registration: {}", reg.report());
+    b.goto(&format!("{base}/"));
+    b.wait_for(WAIT, "the checklist", |h| h.contains("id=\"checklist\""));
+    let open = todo(&b);
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert!(open[0].starts_with("Make a test call"), "{open:?}");
+
+    // The first call: 150 calls 151, which answers.
+    let callee = sipp_spawn(
+        server.dir(),
+        "callee-151",
+        "call_uas_answer.xml",
+        server.udp,
+        "u1",
+        port,
+        &["-s", "151", "-timeout", "30s"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let auth_uri = format!("151@{}", server.udp);
+    let caller = sipp_spawn(
+        server.dir(),
+        "caller-150",
+        "call_uac_basic.xml",
+        server.udp,
+        "u1",
+        free_port(),
+        &[
+            "-s",
+            "151",
+            "-key",
+            "caller",
+            "150",
+            "-au",
+            "150",
+            "-ap",
+            "secret150secret",
+            "-auth_uri",
+            &auth_uri,
+            "-timeout",
+            "30s",
+        ],
+    )
+    .wait(Duration::from_secs(40));
+    let callee = callee.wait(Duration::from_secs(40));
+    assert!(caller.success(), "caller: {}", caller.report());
+    assert!(callee.success(), "callee: {}", callee.report());
+
+    // Every step done: the checklist is gone.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        b.goto(&format!("{base}/"));
+        b.wait_for(WAIT, "the overview", |h| h.contains("<h1>Overview</h1>"));
+        if b.try_find("#checklist").is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checklist still shown: {}",
+            b.source()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    b.screenshot("c03-overview-done");
+
+    // At 390 px the records table shows the call's result and cost; lesser columns give way.
+    b.resize(390, 844);
+    b.goto(&format!("{base}/records"));
+    b.wait_for(WAIT, "the records", |h| h.contains("1 record"));
+    b.screenshot("c04-phone-records");
+    let visible = |css: &str| {
+        b.script(
+            "const e = document.querySelector(arguments[0]); const r = e.getBoundingClientRect(); \
+             return getComputedStyle(e).display !== 'none' && r.width > 0 && r.right <= window.innerWidth + 1;",
+            json!([css]),
+        )
+        .as_bool()
+            == Some(true)
+    };
+    assert!(
+        visible("table.records tbody td.result"),
+        "result hidden at 390 px"
+    );
+    assert!(
+        visible("table.records tbody td.cost"),
+        "cost hidden at 390 px"
+    );
+    assert!(
+        !visible("table.records tbody td.minor"),
+        "lesser columns still shown"
+    );
+    let result = b.text(&b.find("table.records tbody td.result"));
+    assert_eq!(result, "answered");
+}

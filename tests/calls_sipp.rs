@@ -535,3 +535,52 @@ fn stopping_the_server_hangs_up_its_calls() {
         "serve exits 0 after ending its calls: {status:?}"
     );
 }
+
+#[test]
+fn a_call_hung_up_from_the_dashboard_ends_both_legs() {
+    use common::web_client::{csrf_of, redirect_to, set_up_admin};
+    let call = Call::start("");
+    let port = free_port();
+    call.register("101", port);
+    let callee = call.callee("call_uas_answer.xml", "101", port, &[]);
+    let caller = call.spawn_caller(
+        "call_uac_bye_from_callee.xml",
+        "101",
+        "secret100",
+        call.remote(),
+        "u1",
+        &[],
+    );
+    let mut admin = set_up_admin(call.server.web.expect("web address"));
+    // Wait until the live page lists the answered call with its hang-up button.
+    let marker = "name=\"call\" value=\"";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (page, id) = loop {
+        let page = admin.get("/live").body;
+        if let Some(at) = page.find(marker) {
+            let rest = &page[at + marker.len()..];
+            let id = rest[..rest.find('"').unwrap()].to_owned();
+            if page.contains("state-answered") {
+                break (page, id);
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no live call: {page}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let csrf = csrf_of(&page);
+    let r = admin.post(
+        "/live/hangup",
+        &[("call", id.as_str()), ("csrf", csrf.as_str())],
+    );
+    assert_eq!(redirect_to(&r), "/live");
+    // Both sipp scenarios end successfully only when each got its BYE.
+    let caller = caller.wait(HARD);
+    let callee = callee.wait(HARD);
+    call.assert_both(&caller, &callee);
+    // The call is gone; hanging it up again says so.
+    let again = admin.post(
+        "/live/hangup",
+        &[("call", id.as_str()), ("csrf", csrf.as_str())],
+    );
+    assert_eq!(again.status, 422, "{}", again.body);
+}

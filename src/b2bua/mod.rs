@@ -680,6 +680,30 @@ impl Calls {
         }
     }
 
+    /// Ends call `id` from outside (the dashboard's hang-up): an answered call gets a BYE on
+    /// both legs, a ringing one a 487 to the caller and a CANCEL to its forks. Returns whether
+    /// the call existed.
+    pub fn hang_up(&mut self, now: Instant, layer: &mut TransactionLayer, id: u64) -> bool {
+        let answered = match self.calls.get_mut(&id) {
+            Some(call) if call.winner.is_some() => {
+                tracing::info!(call = id, "hung up from the dashboard");
+                call.end_by_operator(now, layer, &self.settings);
+                true
+            }
+            Some(call) => {
+                tracing::info!(call = id, "hung up from the dashboard while ringing");
+                call.respond_a(now, layer, 487, Some("Hung Up By Operator"), None);
+                false
+            }
+            None => return false,
+        };
+        if !answered {
+            self.cancel_forks(now, layer, id, None);
+        }
+        self.apply(now, layer, id, call::ForkAction::Finished);
+        true
+    }
+
     /// Fires due call timers.
     pub fn handle_timeout(&mut self, now: Instant, layer: &mut TransactionLayer) {
         while let Some(Reverse((at, id, kind))) = self.timers.peek().copied() {

@@ -346,6 +346,22 @@ impl SipCore {
         self.process_events(now, unix);
     }
 
+    /// Ends call `id` on the dashboard's request: an answered call gets a BYE on both legs, a
+    /// ringing one a 487 to the caller and a CANCEL to its forks, one still being routed a 487.
+    /// Returns whether the call existed.
+    pub fn hang_up_call(&mut self, now: Instant, unix: u64, id: u64) -> bool {
+        if let Some(p) = self.pending_routes.remove(&id) {
+            tracing::info!(call = id, "hung up from the dashboard while routing");
+            let r = self.response(&p.invite, 487, Some("Hung Up By Operator"));
+            self.layer.respond(now, p.key, r);
+            self.process_events(now, unix);
+            return true;
+        }
+        let ended = self.calls.hang_up(now, &mut self.layer, id);
+        self.process_events(now, unix);
+        ended
+    }
+
     /// Replaces the extensions (after a reload); registrations and calls stay.
     pub fn set_extensions(&mut self, extensions: Vec<ExtensionRow>) {
         self.extensions = extensions

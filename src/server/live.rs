@@ -38,8 +38,15 @@ pub struct LiveSnapshot {
     pub trunks: Vec<super::trunks::TrunkLive>,
 }
 
-/// A request for a snapshot, answered by the SIP loop.
-pub type LiveRequest = oneshot::Sender<LiveSnapshot>;
+/// A request from the dashboard, answered by the SIP loop.
+#[derive(Debug)]
+pub enum LiveRequest {
+    /// What is happening now.
+    Snapshot(oneshot::Sender<LiveSnapshot>),
+    /// End call `id` (BYE to both legs of an answered call, 487/CANCEL for a ringing one);
+    /// the answer says whether such a call existed.
+    HangUp(u64, oneshot::Sender<bool>),
+}
 
 /// The dashboard's handle for asking the SIP loop what it is doing.
 #[derive(Debug, Clone)]
@@ -58,7 +65,15 @@ impl LiveSource {
     /// too busy), so that a page never hangs on it.
     pub async fn snapshot(&self) -> Option<LiveSnapshot> {
         let (tx, rx) = oneshot::channel();
-        self.requests.try_send(tx).ok()?;
+        self.requests.try_send(LiveRequest::Snapshot(tx)).ok()?;
+        tokio::time::timeout(ANSWER_WITHIN, rx).await.ok()?.ok()
+    }
+
+    /// Asks the loop to hang up call `id`: `Some(true)` when it did, `Some(false)` when there
+    /// is no such call (any more), `None` when the loop did not answer in time.
+    pub async fn hang_up(&self, id: u64) -> Option<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.try_send(LiveRequest::HangUp(id, tx)).ok()?;
         tokio::time::timeout(ANSWER_WITHIN, rx).await.ok()?.ok()
     }
 }
@@ -197,7 +212,7 @@ mod tests {
     async fn answered_by_the_loop_or_none() {
         let (source, mut rx) = LiveSource::channel();
         let loop_side = tokio::spawn(async move {
-            if let Some(reply) = rx.recv().await {
+            if let Some(LiveRequest::Snapshot(reply)) = rx.recv().await {
                 let _ = reply.send(LiveSnapshot {
                     taken_at: 7,
                     calls: Vec::new(),
@@ -209,6 +224,10 @@ mod tests {
             // The loop stops: later requests get no answer.
         });
         assert_eq!(source.snapshot().await.map(|s| s.taken_at), Some(7));
+        // A hang-up travels the same way.
+        let h = source.hang_up(9);
+        let (asked, _) = tokio::join!(h, async {});
+        assert_eq!(asked, None, "the loop answered only one request");
         let _ = loop_side.await;
         assert!(source.snapshot().await.is_none());
     }

@@ -253,6 +253,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             guard: Some(core.guard()),
             hosts: config.web.hosts.clone(),
             backup_files: crate::store::backup::files_of(&config),
+            sip_listen: bound
+                .local_addrs
+                .iter()
+                .map(|(p, a)| (format!("{p:?}").to_ascii_uppercase(), *a))
+                .collect(),
+            lines: lines.len() + config.modems.len(),
         },
         crate::web::guard::WebCaps {
             connections: config.limits.web_connections,
@@ -407,21 +413,26 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 stats.route_decided(RouteOutcome::of(&route), route.elapsed);
                 core.route_decided(std::time::Instant::now(), unix_now(), id, Arc::new(route));
             }
-            Some(reply) = live_requests.recv() => {
-                let now = std::time::Instant::now();
-                let (calls, registrations) = core.live(now, unix_now());
-                let trunks = core.trunk_live(now);
-                let _ = reply.send(live::LiveSnapshot {
-                    taken_at: unix_now(),
-                    calls,
-                    registrations,
-                    lines: live::with_trunk_state(&lines, &trunks)
-                        .into_iter()
-                        .chain(modem_lines.iter().flat_map(|m| m.live()))
-                        .collect(),
-                    trunks,
-                });
-            }
+            Some(request) = live_requests.recv() => match request {
+                live::LiveRequest::Snapshot(reply) => {
+                    let now = std::time::Instant::now();
+                    let (calls, registrations) = core.live(now, unix_now());
+                    let trunks = core.trunk_live(now);
+                    let _ = reply.send(live::LiveSnapshot {
+                        taken_at: unix_now(),
+                        calls,
+                        registrations,
+                        lines: live::with_trunk_state(&lines, &trunks)
+                            .into_iter()
+                            .chain(modem_lines.iter().flat_map(|m| m.live()))
+                            .collect(),
+                        trunks,
+                    });
+                }
+                live::LiveRequest::HangUp(id, reply) => {
+                    let _ = reply.send(core.hang_up_call(std::time::Instant::now(), unix_now(), id));
+                }
+            },
             Some((call, event)) = media_rx.recv() => {
                 core.media_event(std::time::Instant::now(), unix_now(), call, event);
             }

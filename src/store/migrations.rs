@@ -23,6 +23,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0008_calls_in_progress.sql")),
     M::up(include_str!("../../migrations/0009_call_signalling.sql")),
     M::up(include_str!("../../migrations/0010_media_srtp.sql")),
+    M::up(include_str!("../../migrations/0012_web_roles_audit.sql")),
 ];
 
 /// All migrations, oldest first.

@@ -57,9 +57,14 @@ pub struct Session {
     pub username: String,
     /// The token every POST form of this session carries.
     pub csrf: String,
+    /// Whether the user may change things (role `admin`); viewers only read.
+    pub admin: bool,
+    /// The SHA-256 of the session's cookie token, as sessions are listed (see
+    /// [`super::accounts`]).
+    pub id: String,
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -73,7 +78,7 @@ pub fn random_token() -> String {
     hex::encode(bytes)
 }
 
-fn token_hash(token: &str) -> String {
+pub(crate) fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
@@ -112,14 +117,14 @@ pub fn has_users(conn: &Connection) -> Result<bool, AuthError> {
     Ok(n > 0)
 }
 
-fn hash_password(password: &str) -> Result<String, AuthError> {
+pub(crate) fn hash_password(password: &str) -> Result<String, AuthError> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| AuthError::Hash(e.to_string()))
 }
 
-fn check_new_account(username: &str, password: &str) -> Result<(), AuthError> {
+pub(crate) fn check_new_account(username: &str, password: &str) -> Result<(), AuthError> {
     if username.is_empty() || username.len() > 64 {
         return Err(AuthError::Invalid(
             "The username must have 1 to 64 characters.".into(),
@@ -202,19 +207,23 @@ pub fn verify_login(
     Ok(check_password(user_hash(conn, username)?, password))
 }
 
-/// Starts a session for `user_id`; returns the cookie token. Expired sessions are purged.
-pub fn create_session(conn: &Connection, user_id: i64) -> Result<String, AuthError> {
+/// Starts a session for `user_id` from `address`; returns the cookie token. Expired sessions
+/// are purged.
+pub fn create_session(conn: &Connection, user_id: i64, address: &str) -> Result<String, AuthError> {
     let now = now_unix();
     conn.execute("DELETE FROM web_sessions WHERE expires_at <= ?1", [now])?;
     let token = random_token();
     let ttl = i64::try_from(SESSION_TTL.as_secs()).unwrap_or(i64::MAX);
     conn.execute(
-        "INSERT INTO web_sessions (token_hash, user_id, csrf, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO web_sessions (token_hash, user_id, csrf, expires_at, created_at, address) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             token_hash(&token),
             user_id,
             random_token(),
-            now.saturating_add(ttl)
+            now.saturating_add(ttl),
+            now,
+            address
         ],
     )?;
     Ok(token)
@@ -224,7 +233,7 @@ pub fn create_session(conn: &Connection, user_id: i64) -> Result<String, AuthErr
 pub fn session(conn: &Connection, token: &str) -> Result<Option<Session>, AuthError> {
     Ok(conn
         .query_row(
-            "SELECT s.user_id, u.username, s.csrf FROM web_sessions s \
+            "SELECT s.user_id, u.username, s.csrf, u.role, s.token_hash FROM web_sessions s \
              JOIN web_users u ON u.id = s.user_id \
              WHERE s.token_hash = ?1 AND s.expires_at > ?2",
             params![token_hash(token), now_unix()],
@@ -233,6 +242,8 @@ pub fn session(conn: &Connection, token: &str) -> Result<Option<Session>, AuthEr
                     user_id: r.get(0)?,
                     username: r.get(1)?,
                     csrf: r.get(2)?,
+                    admin: r.get::<_, String>(3)? == "admin",
+                    id: r.get(4)?,
                 })
             },
         )
@@ -430,7 +441,7 @@ mod tests {
             None
         );
 
-        let token = create_session(&conn, id).unwrap();
+        let token = create_session(&conn, id, "127.0.0.1").unwrap();
         assert_eq!(token.len(), 64);
         let s = session(&conn, &token).unwrap().unwrap();
         assert_eq!(s.username, "admin");

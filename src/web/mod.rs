@@ -5,6 +5,7 @@
 //! [`Stats`], never from the loop itself, so a slow HTTP client cannot hold up signalling; the
 //! dashboard reads the database on blocking threads, never on the async runtime.
 
+pub mod accounts;
 pub mod api;
 pub mod api_tokens;
 pub mod auth;
@@ -129,6 +130,10 @@ pub struct Links {
     pub guard: Option<crate::security::guard::SharedGuard>,
     /// Extra host names the dashboard answers to (`[web] hosts`).
     pub hosts: Vec<String>,
+    /// The SIP listen sockets (transport, address), for the phone setup panel.
+    pub sip_listen: Vec<(String, SocketAddr)>,
+    /// How many PSTN lines (trunks, modems) the configuration declares, for the checklist.
+    pub lines: usize,
 }
 
 /// A running HTTP server.
@@ -180,6 +185,8 @@ impl WebServer {
             state.realm = Arc::from(links.realm.as_str());
         }
         state.guard = links.guard;
+        state.sip_listen = Arc::new(links.sip_listen);
+        state.lines = links.lines;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| WebError::Bind { addr, source })?;

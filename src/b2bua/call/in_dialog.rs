@@ -63,6 +63,16 @@ impl Call {
         }
     }
 
+    /// Hangs up both legs because an operator asked for it (the dashboard's live page).
+    pub fn end_by_operator(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        settings: &CallSettings,
+    ) {
+        self.hang_up(now, layer, None, settings);
+    }
+
     /// Hangs up both legs because pasarela is stopping.
     pub fn end_for_shutdown(
         &mut self,

@@ -39,6 +39,68 @@ pub struct ExtForm {
     pub enabled: String,
     /// Set when the form edits an existing extension.
     pub existing: String,
+    /// Set by the page's form: the permissions come from the checkboxes below, not from
+    /// [`ExtForm::permissions`].
+    pub perm_boxes: String,
+    /// Checkbox: the numbering plan's default permissions.
+    pub perm_default: String,
+    pub perm_internal: String,
+    pub perm_national: String,
+    pub perm_mobile: String,
+    pub perm_international: String,
+    pub perm_premium: String,
+}
+
+impl ExtForm {
+    /// Whether checkbox `name` (a permission, or `default`) is ticked in the form as shown.
+    pub fn ticked(&self, name: &str) -> bool {
+        let boxes = [
+            ("default", &self.perm_default),
+            ("internal", &self.perm_internal),
+            ("national", &self.perm_national),
+            ("mobile", &self.perm_mobile),
+            ("international", &self.perm_international),
+            ("premium", &self.perm_premium),
+        ];
+        if !self.perm_boxes.is_empty() {
+            return boxes.iter().any(|(n, v)| *n == name && !v.is_empty());
+        }
+        let text = self.permissions.trim();
+        if name == "default" {
+            return text.is_empty();
+        }
+        text.split(',')
+            .map(str::trim)
+            .any(|p| p.eq_ignore_ascii_case(name) || p.eq_ignore_ascii_case("all"))
+    }
+
+    /// The permissions as typed (the text field) or ticked (the checkboxes): empty for the
+    /// numbering plan's default.
+    fn permission_text(&self) -> String {
+        if self.perm_boxes.is_empty() {
+            return self.permissions.trim().to_owned();
+        }
+        if !self.perm_default.is_empty() {
+            return String::new();
+        }
+        let ticked: Vec<&str> = ["internal", "national", "mobile", "international", "premium"]
+            .into_iter()
+            .filter(|n| self.ticked(n))
+            .collect();
+        if ticked.is_empty() {
+            "none".into()
+        } else {
+            ticked.join(",")
+        }
+    }
+}
+
+/// `POST /extensions/delete`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DeleteForm {
+    pub csrf: String,
+    pub number: String,
 }
 
 /// The enable/disable form.
@@ -57,6 +119,7 @@ pub struct ExtView {
     pub enabled: bool,
     pub from_web: bool,
     pub edit: String,
+    pub phone: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -123,6 +186,7 @@ async fn render(
             .into_iter()
             .map(|r| ExtView {
                 edit: format!("/extensions?edit={}", url_encode(&r.0)),
+                phone: format!("/extensions/phone?number={}", url_encode(&r.0)),
                 number: r.0,
                 name: r.1,
                 did: r.2,
@@ -159,21 +223,17 @@ type Checked = (
     Option<String>,
 );
 
-fn check(f: &ExtForm) -> Result<Checked, String> {
+fn check(
+    f: &ExtForm,
+    plan: Option<&crate::routing::numbering::NumberingPlan>,
+) -> Result<Checked, String> {
     let number = f.number.trim().to_owned();
     if number.is_empty() || number.len() > 15 || !number.bytes().all(|b| b.is_ascii_digit()) {
         return Err("Number: enter 1 to 15 digits.".into());
     }
-    let did = f.did.trim().to_owned();
-    if !did.is_empty()
-        && !did
-            .trim_start_matches('+')
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-    {
-        return Err("DID: enter a phone number (digits, optionally starting with +).".into());
-    }
-    let perms = f.permissions.trim();
+    let did = normalise_did(f.did.trim(), plan)?;
+    let perms_text = f.permission_text();
+    let perms = perms_text.as_str();
     let permissions = if perms.is_empty() {
         None
     } else {
@@ -202,6 +262,37 @@ fn check(f: &ExtForm) -> Result<Checked, String> {
     ))
 }
 
+/// A DID as typed, stored as E.164: national, international (with the international prefix)
+/// and `+` forms are read with the numbering plan, as the dialler reads them. Without a plan
+/// (no running gateway) digits with an optional `+` are kept as typed.
+pub fn normalise_did(
+    typed: &str,
+    plan: Option<&crate::routing::numbering::NumberingPlan>,
+) -> Result<String, String> {
+    if typed.is_empty() {
+        return Ok(String::new());
+    }
+    let Some(plan) = plan else {
+        if typed
+            .trim_start_matches('+')
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            return Ok(typed.to_owned());
+        }
+        return Err("DID: enter a phone number (digits, optionally starting with +).".into());
+    };
+    match plan.classify(typed, |_| false) {
+        Ok(crate::routing::numbering::Dialled::E164(n)) => Ok(n.to_string()),
+        Ok(other) => Err(format!(
+            "DID: {typed} is {other}, not a phone number of the public network."
+        )),
+        Err(e) => Err(format!(
+            "DID: {typed} is not a phone number ({e}); enter it as you would dial it, e.g. national or +E.164."
+        )),
+    }
+}
+
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -218,7 +309,8 @@ pub async fn save(
     if !csrf_ok(&session, &form.csrf) {
         return Ok(csrf_refused());
     }
-    let error = match check(&form) {
+    let plan = state.router.as_ref().map(|r| r.plan().clone());
+    let error = match check(&form, plan.as_ref()) {
         Err(e) => Some(e),
         Ok((number, name, did, permissions, password)) => {
             let enabled = !form.enabled.is_empty();
@@ -353,4 +445,102 @@ pub async fn toggle(
     tracing::info!(user = %session.username, number = %form.number, "extension enabled/disabled");
     state.extensions_changed.notify_one();
     Ok(Redirect::to("/extensions").into_response())
+}
+
+/// `POST /extensions/delete`: removes an extension managed from the web; its registrations
+/// end with it (the SIP side reloads the extensions).
+pub async fn delete(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<DeleteForm>,
+) -> Result<Response, PageError> {
+    if !csrf_ok(&session, &form.csrf) {
+        return Ok(csrf_refused());
+    }
+    let number = form.number.trim().to_owned();
+    let removed = state
+        .with_db(move |db| {
+            Ok(db.conn.execute(
+                "DELETE FROM extensions WHERE number = ?1 AND source = 'web'",
+                [number],
+            )?)
+        })
+        .await?;
+    if removed == 0 {
+        return render(
+            &state,
+            session,
+            String::new(),
+            None,
+            Some(format!(
+                "Extension {} cannot be deleted here (unknown, or managed by the configuration file).",
+                form.number.trim()
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    tracing::info!(user = %session.username, number = %form.number.trim(), "extension deleted");
+    state.extensions_changed.notify_one();
+    Ok(Redirect::to("/extensions").into_response())
+}
+
+/// Which extension's phone setup to show.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PhoneQuery {
+    pub number: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "phone.html")]
+struct PhonePage {
+    session: Option<Session>,
+    number: String,
+    name: String,
+    enabled: bool,
+    setup: super::phone_setup::PhoneSetup,
+}
+
+/// `GET /extensions/phone?number=N`: what to enter in a phone for extension N.
+pub async fn phone(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<PhoneQuery>,
+) -> Result<Response, PageError> {
+    let number = q.number.trim().to_owned();
+    let lookup = number.clone();
+    let found: Option<(String, bool)> = state
+        .with_db(move |db| {
+            Ok(db
+                .conn
+                .query_row(
+                    "SELECT coalesce(name, ''), enabled FROM extensions WHERE number = ?1",
+                    [lookup],
+                    |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)),
+                )
+                .optional()?)
+        })
+        .await?;
+    let Some((name, enabled)) = found else {
+        return Ok((StatusCode::NOT_FOUND, "404: no such extension\n").into_response());
+    };
+    // The host the admin reached the dashboard by is the best guess of the office's address
+    // when SIP listens on every interface.
+    let seen_host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(super::phone_setup::host_of)
+        .unwrap_or_default();
+    let setup =
+        super::phone_setup::PhoneSetup::new(&number, &state.realm, &state.sip_listen, &seen_host);
+    Ok(PhonePage {
+        session: Some(session),
+        number,
+        name,
+        enabled,
+        setup,
+    }
+    .into_response())
 }

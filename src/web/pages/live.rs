@@ -5,10 +5,12 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Extension;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use serde::Deserialize;
 
-use super::WebState;
+use super::{csrf_ok, csrf_refused, WebState};
 use crate::server::live::{LineState, LiveSnapshot};
 use crate::web::auth::Session;
 
@@ -17,6 +19,7 @@ pub const REFRESH_S: u32 = 3;
 
 /// A call in progress as a row.
 pub struct CallRow {
+    pub id: u64,
     pub caller: String,
     pub callee: String,
     pub state: &'static str,
@@ -73,6 +76,8 @@ pub async fn dundi_peers(state: &WebState) -> Option<Vec<PeerRow>> {
 #[template(path = "live.html")]
 struct LivePage {
     session: Option<Session>,
+    csrf: String,
+    admin: bool,
     refresh: u32,
     answered: bool,
     taken_at: String,
@@ -98,6 +103,7 @@ fn rows(snap: &LiveSnapshot) -> (Vec<CallRow>, Vec<RegistrationRow>) {
         .calls
         .iter()
         .map(|c| CallRow {
+            id: c.id,
             caller: c.caller.clone(),
             callee: c.callee.clone(),
             state: c.state.as_str(),
@@ -136,6 +142,8 @@ pub async fn page(
         Some(snap) => {
             let (calls, registrations) = rows(&snap);
             LivePage {
+                csrf: session.csrf.clone(),
+                admin: session.admin,
                 session: Some(session),
                 refresh: REFRESH_S,
                 answered: true,
@@ -151,6 +159,8 @@ pub async fn page(
             }
         }
         None => LivePage {
+            csrf: session.csrf.clone(),
+            admin: session.admin,
             session: Some(session),
             refresh: REFRESH_S,
             answered: false,
@@ -162,6 +172,52 @@ pub async fn page(
         },
     };
     page.into_response()
+}
+
+/// The hang-up form of a call row.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HangUpForm {
+    pub csrf: String,
+    pub call: String,
+}
+
+/// `POST /live/hangup`: ends a call in progress (administrators; the session gate refuses
+/// viewers). The SIP loop sends BYE to both legs of an answered call.
+pub async fn hang_up(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<HangUpForm>,
+) -> Response {
+    if !csrf_ok(&session, &form.csrf) {
+        return csrf_refused();
+    }
+    let Ok(id) = form.call.trim().parse::<u64>() else {
+        return (StatusCode::UNPROCESSABLE_ENTITY, "422: no such call\n").into_response();
+    };
+    let Some(source) = &state.live else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503: the SIP service is not running here\n",
+        )
+            .into_response();
+    };
+    match source.hang_up(id).await {
+        Some(true) => {
+            tracing::info!(user = %session.username, call = id, "call hung up from the dashboard");
+            Redirect::to("/live").into_response()
+        }
+        Some(false) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "422: that call has already ended\n",
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503: the SIP service did not answer; try again\n",
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -8,11 +8,14 @@
 // Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
 #![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
+pub mod accounts;
 pub mod backup;
 pub mod billing;
+pub mod checklist;
 pub mod extensions;
 pub mod live;
 pub mod overview;
+pub mod phone_setup;
 pub mod rates;
 pub mod records;
 pub mod routing;
@@ -64,6 +67,10 @@ pub struct WebState {
     pub(crate) guard: Option<crate::security::guard::SharedGuard>,
     /// Host names the dashboard answers to (DNS-rebinding defence); see [`super::host`].
     pub(crate) hosts: Arc<super::host::AllowedHosts>,
+    /// The SIP listen sockets (transport, address), for the phone setup panel.
+    pub(crate) sip_listen: Arc<Vec<(String, SocketAddr)>>,
+    /// PSTN lines the configuration declares, for the first-run checklist.
+    pub(crate) lines: usize,
 }
 
 impl WebState {
@@ -83,6 +90,8 @@ impl WebState {
             realm: Arc::from(crate::config::SipConfig::default().domain.as_str()),
             guard: None,
             hosts: Arc::new(super::host::AllowedHosts::default()),
+            sip_listen: Arc::new(Vec::new()),
+            lines: 0,
         })
     }
 
@@ -157,6 +166,15 @@ pub fn router(state: WebState) -> Router {
         .route("/security", get(security::page))
         .route("/security/lift", post(security::lift))
         .route("/security/unlock", post(security::unlock))
+        .route("/account", get(accounts::page))
+        .route("/account/password", post(accounts::change_password))
+        .route("/account/sessions/revoke", post(accounts::revoke_session))
+        .route("/users/add", post(accounts::add_user))
+        .route("/users/remove", post(accounts::remove_user))
+        .route("/audit", get(accounts::audit))
+        .route("/extensions/delete", post(extensions::delete))
+        .route("/extensions/phone", get(extensions::phone))
+        .route("/live/hangup", post(live::hang_up))
         .route("/logout", post(logout))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -213,12 +231,91 @@ async fn require_session(State(state): State<WebState>, mut req: Request, next: 
         .await;
     match found {
         Ok(Some(session)) => {
+            if req.method() != axum::http::Method::POST {
+                req.extensions_mut().insert(session);
+                return next.run(req).await;
+            }
+            let path = req.uri().path().to_owned();
+            if !session.admin && !VIEWER_POSTS.contains(&path.as_str()) {
+                tracing::warn!(user = %session.username, %path, "dashboard: a viewer's change refused");
+                let _ = audit_post(&state, &session.username, &path, "refused: viewer", 403).await;
+                return (
+                    StatusCode::FORBIDDEN,
+                    "403 Forbidden: your account may only view; ask an administrator.\n",
+                )
+                    .into_response();
+            }
+            // Every change is audited: who, what (the form's fields without secrets), outcome.
+            let (req, detail) = form_of(req).await;
+            let username = session.username.clone();
+            let mut req = req;
             req.extensions_mut().insert(session);
-            next.run(req).await
+            let res = next.run(req).await;
+            let _ = audit_post(&state, &username, &path, &detail, res.status().as_u16()).await;
+            res
         }
         Ok(None) => Redirect::to("/login").into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// The POSTs a `viewer` may make: its own password and sessions, saved filters, logging out.
+const VIEWER_POSTS: &[&str] = &[
+    "/logout",
+    "/account/password",
+    "/account/sessions/revoke",
+    "/records/filters/save",
+    "/records/filters/delete",
+];
+
+/// The largest form whose fields the audit log reads (bigger ones, file uploads, are
+/// recorded without their fields).
+const AUDIT_FORM_MAX: usize = 64 * 1024;
+
+/// The request again (its body read, when it is a small URL-encoded form) and the form's
+/// fields for the audit log.
+async fn form_of(req: Request) -> (Request, String) {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let small = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= AUDIT_FORM_MAX);
+    if !is_form || !small {
+        return (req, "(upload)".into());
+    }
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, AUDIT_FORM_MAX).await {
+        Ok(bytes) => {
+            let detail = crate::web::accounts::form_detail(&bytes);
+            (
+                Request::from_parts(parts, axum::body::Body::from(bytes)),
+                detail,
+            )
+        }
+        Err(_) => (
+            Request::from_parts(parts, axum::body::Body::empty()),
+            "(unreadable form)".into(),
+        ),
+    }
+}
+
+async fn audit_post(
+    state: &WebState,
+    username: &str,
+    path: &str,
+    detail: &str,
+    status: u16,
+) -> Result<(), PageError> {
+    let (u, p, d) = (username.to_owned(), path.to_owned(), detail.to_owned());
+    state
+        .with_db(move |db| Ok(crate::web::accounts::audit(&db.conn, &u, &p, &d, status)?))
+        .await
 }
 
 /// The 403 of a form without its CSRF token.
@@ -398,7 +495,7 @@ async fn login(
                 state
                     .with_db(move |db| {
                         Ok((
-                            auth::create_session(&db.conn, id)?,
+                            auth::create_session(&db.conn, id, &ip.to_string())?,
                             auth::remember_device(&db.conn, id)?,
                         ))
                     })
@@ -452,6 +549,7 @@ async fn setup_form(State(state): State<WebState>, headers: HeaderMap) -> Respon
 
 async fn setup(
     State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(form): Form<AccountForm>,
 ) -> Response {
@@ -480,8 +578,15 @@ async fn setup(
                 Ok(id) => id,
                 Err(e) => return Ok(Err(e)),
             };
+            crate::web::accounts::audit(
+                &db.conn,
+                &username,
+                "/setup",
+                "administrator created",
+                303,
+            )?;
             Ok(Ok((
-                auth::create_session(&db.conn, id)?,
+                auth::create_session(&db.conn, id, &peer.ip().to_string())?,
                 auth::remember_device(&db.conn, id)?,
             )))
         })

@@ -91,6 +91,8 @@ fn chart(title: String, days: &[(String, i64, String)], empty: &str) -> Chart {
 #[template(path = "overview.html")]
 struct OverviewPage {
     session: Option<Session>,
+    /// The first-run checklist, until every step is done.
+    checklist: Option<Vec<super::checklist::Step>>,
     periods: Vec<TotalsView>,
     routes: Vec<TotalsView>,
     charts: Vec<Chart>,
@@ -149,7 +151,9 @@ pub async fn page(
             )
         })
         .collect();
+    let checklist = super::checklist::load(&state).await?;
     Ok(OverviewPage {
+        checklist,
         session: Some(session),
         periods: vec![
             TotalsView::of("Today", &o.today, &currency),
