@@ -113,6 +113,15 @@ impl Registration {
         }
     }
 
+    /// A registration with new settings that goes on in the dialog of `old` (same Call-ID and
+    /// From tag, a higher CSeq: RFC 3261 §10.2 asks one Call-ID per registrar), due at `now`.
+    pub fn continuing(cfg: RegConfig, now: Instant, old: &Registration) -> Registration {
+        Registration {
+            cseq: old.cseq,
+            ..Registration::new(cfg, now, old.call_id.clone(), old.from_tag.clone())
+        }
+    }
+
     pub fn config(&self) -> &RegConfig {
         &self.cfg
     }
