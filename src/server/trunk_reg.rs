@@ -291,7 +291,7 @@ impl Registration {
         let challenge = crate::sip::auth::select_challenge(response.headers.get_all(header))?;
         // A second challenge is a refusal of our credentials, unless it only says that the
         // nonce went stale (RFC 2617 §3.2.1): that is answered once more.
-        if self.answered_challenge && !(challenge.stale && !self.stale_answered) {
+        if self.answered_challenge && (!challenge.stale || self.stale_answered) {
             return None;
         }
         if self.answered_challenge {
