@@ -716,10 +716,9 @@ impl FromStr for ListenAddr {
         let transport: Transport = transport.parse()?;
         // `tls:ADDR` listens on the SIP-over-TLS port.
         let with_port;
-        let addr = if transport == Transport::Tls && addr.parse::<IpAddr>().is_ok() {
-            with_port = format!("{addr}:5061");
-            with_port.as_str()
-        } else if transport == Transport::Tls && addr.starts_with('[') && addr.ends_with(']') {
+        let bare_ip =
+            addr.parse::<IpAddr>().is_ok() || (addr.starts_with('[') && addr.ends_with(']'));
+        let addr = if transport == Transport::Tls && bare_ip {
             with_port = format!("{addr}:5061");
             with_port.as_str()
         } else {

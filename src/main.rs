@@ -693,7 +693,10 @@ fn summary(config: &Config) -> String {
         config.media.rtp_ports.start(),
         config.media.rtp_ports.end(),
         config.store.path.display(),
-        config.web.listen,
+        match config.web.https {
+            Some(https) => format!("{} and https {https}", config.web.listen),
+            None => config.web.listen.to_string(),
+        },
         config.enum_.suffixes.join(", "),
         nameservers,
         config.extensions.len(),

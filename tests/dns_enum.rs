@@ -534,7 +534,7 @@ fn locate_test_zone() -> Zone {
                 name: "sip2".into(),
                 addr: "::1".parse().unwrap(),
             },
-            // naptr.example.test: NAPTR to TCP (and SIPS, skipped).
+            // naptr.example.test: NAPTR to TLS first (no SRV there) and to TCP.
             sip_naptr(10, "SIPS+D2T", "_sips._tcp.naptr.example.test."),
             sip_naptr(20, "SIP+D2T", "_sip._tcp.naptr.example.test."),
             srv("_sip._tcp.naptr", 10, 5070, "tcp.naptr"),
@@ -582,7 +582,7 @@ async fn locate_srv_and_addresses_in_priority_order() {
         .iter()
         .any(|s| s.domain == "_sip._tcp.example.test" && s.outcome == StepOutcome::NxDomain));
 
-    // NAPTR → SRV (TCP) → A; SIPS skipped.
+    // NAPTR → SRV (TLS: none; TCP) → A.
     let location = locator
         .locate_explained(&sip("sip:bob@naptr.example.test"), in_ms(2000))
         .await;
@@ -597,7 +597,7 @@ async fn locate_srv_and_addresses_in_priority_order() {
     assert!(location
         .steps
         .iter()
-        .any(|s| matches!(&s.outcome, StepOutcome::SkippedRule(w) if w.contains("TLS"))));
+        .any(|s| s.domain == "_sips._tcp.naptr.example.test" && s.qtype == QueryType::Srv));
 
     // No NAPTR, no SRV: A on 5060 over UDP.
     let found = locator
@@ -634,14 +634,24 @@ async fn locate_srv_and_addresses_in_priority_order() {
         found,
         Err(LocateError::NotFound("nowhere.example.test".into()))
     );
-    // sips: over a transport that is not TLS is refused before any DNS.
+    // sips: is looked for over TLS only (example.test offers no TLS) …
     let location = locator
-        .locate_explained(&sip("sips:alice@example.test;transport=udp"), in_ms(2000))
+        .locate_explained(&sip("sips:alice@example.test"), in_ms(2000))
         .await;
     assert_eq!(
         location.destinations,
-        Err(LocateError::NoTls("udp".into()))
+        Err(LocateError::NotFound("example.test".into()))
     );
+    assert!(location
+        .steps
+        .iter()
+        .any(|s| s.domain == "_sips._tcp.example.test"));
+    assert!(!location.steps.iter().any(|s| s.domain.starts_with("_sip.")));
+    // … and refused over UDP before any DNS.
+    let location = locator
+        .locate_explained(&sip("sips:alice@example.test;transport=udp"), in_ms(2000))
+        .await;
+    assert_eq!(location.destinations, Err(LocateError::NoTls("udp".into())));
     assert!(location.steps.is_empty());
     // A numeric host: no DNS.
     let location = locator

@@ -237,21 +237,32 @@ fn registers_refreshes_and_takes_calls_to_its_contact() {
     server.assert_alive();
 }
 
+/// A 403 to REGISTER stops the retries (nothing more within 5 s, the state says forbidden);
+/// a reload with changed trunk settings (SIGHUP) registers again.
 #[test]
-fn forbidden_stops_the_retries() {
+fn forbidden_stops_the_retries_until_a_reload() {
     let dir = TestDir::new("provider");
     let port = free_port();
     let sipp = provider(dir.path(), "trunk_registrar_403.xml", port, &[]);
     let mut server = Server::start(&office(port));
-    let res = sipp.wait(Duration::from_secs(30));
-    if !res.success() {
-        panic!(
-            "the registrar saw a REGISTER after its 403 (or none at all)\n{}\n{}",
-            res.report(),
-            server.log_excerpt()
-        );
+    let log = dir.path().to_path_buf();
+    let quiet = || {
+        std::fs::read_dir(&log)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("quiet_after_403")))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !quiet() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
     }
-    assert!(res.log_text().contains("retried"), "{}", res.log_text());
+    assert!(
+        quiet(),
+        "the registrar never saw the retries end\n{}",
+        server.log_excerpt()
+    );
     assert_eq!(
         metric_sample(
             &metrics(&server),
@@ -262,11 +273,38 @@ fn forbidden_stops_the_retries() {
     let (_, _, body) = api_get(&server, "/api/v1/live");
     assert!(body.contains("\"registration\":\"forbidden\""), "{body}");
     assert!(body.contains("\"last_failure\":403"), "{body}");
-    let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+    let text = std::fs::read_to_string(server.log_path()).unwrap_or_default();
     assert!(
-        log.contains("refused our registration (403)"),
+        text.contains("refused our registration (403)"),
         "{}",
         server.log_excerpt()
+    );
+    // The account is fixed: a reload registers again, without a restart.
+    let cfg = server.dir().join("pasarela.toml");
+    let conf = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        conf.replace("register_expires = 60", "register_expires = 90"),
+    )
+    .unwrap();
+    signal(server.pid(), "HUP");
+    let res = sipp.wait(Duration::from_secs(30));
+    if !res.success() {
+        panic!(
+            "the registrar saw a REGISTER after its 403, or none after the reload\n{}\n{}",
+            res.report(),
+            server.log_excerpt()
+        );
+    }
+    assert!(res.log_text().contains("retried"), "{}", res.log_text());
+    assert_eq!(
+        wait_metric(
+            &server,
+            "pasarela_trunk_registered{trunk=\"carrier\"}",
+            1.0,
+            Duration::from_secs(5)
+        ),
+        Some(1.0)
     );
     server.assert_alive();
 }

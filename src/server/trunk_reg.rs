@@ -113,6 +113,15 @@ impl Registration {
         }
     }
 
+    /// A registration with new settings that goes on in the dialog of `old` (same Call-ID and
+    /// From tag, a higher CSeq: RFC 3261 §10.2 asks one Call-ID per registrar), due at `now`.
+    pub fn continuing(cfg: RegConfig, now: Instant, old: &Registration) -> Registration {
+        Registration {
+            cseq: old.cseq,
+            ..Registration::new(cfg, now, old.call_id.clone(), old.from_tag.clone())
+        }
+    }
+
     pub fn config(&self) -> &RegConfig {
         &self.cfg
     }
@@ -282,7 +291,7 @@ impl Registration {
         let challenge = crate::sip::auth::select_challenge(response.headers.get_all(header))?;
         // A second challenge is a refusal of our credentials, unless it only says that the
         // nonce went stale (RFC 2617 §3.2.1): that is answered once more.
-        if self.answered_challenge && !(challenge.stale && !self.stale_answered) {
+        if self.answered_challenge && (!challenge.stale || self.stale_answered) {
             return None;
         }
         if self.answered_challenge {

@@ -192,24 +192,30 @@ impl TrunkAgents {
                         .unwrap_or_else(|| plan.uri.host.clone());
                     let aor = SipUri::new(Some(user), domain, None);
                     tracing::info!(trunk = %plan.name, registrar = %registrar, %aor, via = %peer, "registering with the trunk");
-                    Some(Registration::new(
-                        RegConfig {
-                            trunk: plan.name.clone(),
-                            registrar,
-                            aor,
-                            contact,
-                            credentials: plan.username.clone().zip(plan.password.clone()),
-                            realm: plan.options.realm.clone(),
-                            expires: plan.options.register_expires,
-                            retry: Duration::from_secs(u64::from(plan.options.register_retry_secs)),
-                            peer: *peer,
-                            via_host: host.clone(),
-                            user_agent: user_agent.to_owned(),
-                        },
-                        now,
-                        format!("{}@pasarela", token()),
-                        token(),
-                    ))
+                    let cfg = RegConfig {
+                        trunk: plan.name.clone(),
+                        registrar,
+                        aor,
+                        contact,
+                        credentials: plan.username.clone().zip(plan.password.clone()),
+                        realm: plan.options.realm.clone(),
+                        expires: plan.options.register_expires,
+                        retry: Duration::from_secs(u64::from(plan.options.register_retry_secs)),
+                        peer: *peer,
+                        via_host: host.clone(),
+                        user_agent: user_agent.to_owned(),
+                    };
+                    // The same trunk with new settings goes on in its REGISTER dialog.
+                    let before = old
+                        .iter()
+                        .find(|a| a.plan.name == plan.name)
+                        .and_then(|a| a.reg.as_ref());
+                    Some(match before {
+                        Some(b) => Registration::continuing(cfg, now, b),
+                        None => {
+                            Registration::new(cfg, now, format!("{}@pasarela", token()), token())
+                        }
+                    })
                 }
                 (None, true, _) => {
                     tracing::warn!(trunk = %plan.name, "no socket towards the trunk: not registering");
@@ -622,6 +628,12 @@ mod tests {
         let again = sent(&mut layer);
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].headers.expires(), Some(120));
+        assert_eq!(
+            again[0].headers.call_id(),
+            reg[0].headers.call_id(),
+            "one Call-ID per registrar"
+        );
+        assert_eq!(again[0].headers.cseq().map(|c| c.seq), Some(2));
         assert_eq!(agents.by_contact(t0, &contact), None);
         // Gone from the configuration: gone.
         set(&mut agents, t0, Vec::new());
