@@ -43,3 +43,8 @@ if ! cargo deb --version >/dev/null 2>&1; then
     echo "tests/setup.sh: installing cargo-deb" >&2
     cargo install cargo-deb --locked --quiet
 fi
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "tests/setup.sh: installing cargo-fuzz" >&2
+    cargo install cargo-fuzz --locked --quiet
+fi
