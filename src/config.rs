@@ -290,7 +290,7 @@ pub struct EnumZoneConfig {
     pub listen: SocketAddr,
     /// The ENUM tree the DIDs are published under (`suffix`, default `e164.arpa`).
     pub suffix: String,
-    /// Host (and optional `:port`) put into the published `sip:EXT@host` URIs (`sip_host`,
+    /// Host (and optional `:port`) put into the published `sip:+DID@host` URIs (`sip_host`,
     /// default: `sip.domain`).
     pub sip_host: Option<String>,
     /// TTL of the published records, in seconds (`ttl`, default 300).

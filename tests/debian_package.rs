@@ -407,6 +407,13 @@ fn check_config_text(text: &str) {
     expected.store.path = PathBuf::from("/var/lib/pasarela/pasarela.db");
     // An admin on the office's network reaches the dashboard over HTTPS after install.
     expected.web.https = Some("0.0.0.0:8443".parse().unwrap());
+    // … and backs the store up every night.
+    expected.store.nightly = Some(pasarela::config::NightlyBackup {
+        hour: 3,
+        minute: 15,
+        dir: PathBuf::from("/var/lib/pasarela/backups"),
+        keep: 7,
+    });
     expected.source = Some(origin.to_path_buf());
     assert_eq!(
         parsed, expected,

@@ -63,7 +63,9 @@ async fn zone_server_answers_kdig() {
     };
     assert!(out.contains("status: NOERROR"), "{out}");
     assert!(
-        out.contains(r#"NAPTR	100 10 "u" "E2U+sip" "!^.*$!sip:100@pbx.example.test:5070!" ."#),
+        out.contains(
+            r#"NAPTR	100 10 "u" "E2U+sip" "!^.*$!sip:+4930123456@pbx.example.test:5070!" ."#
+        ),
         "{out}"
     );
     assert!(
@@ -106,7 +108,10 @@ async fn zone_server_answers_kdig() {
     })
     .unwrap_or_default();
     assert!(out.contains("status: NOERROR"), "{out}");
-    assert!(out.contains("!^.*$!sip:101@pbx.example.test!"), "{out}");
+    assert!(
+        out.contains("!^.*$!sip:+4930123457@pbx.example.test!"),
+        "{out}"
+    );
 
     server.shutdown().await;
     // Shut down: nobody answers any more.

@@ -4,6 +4,8 @@
 //! DID: A finds it through DUNDi and sends the INVITE to B with the E.164 digits as DUNDi
 //! carries them (no '+', no credentials); B recognises its DID and rings its phone (baresip),
 //! which answers. A records an outgoing call routed by DUNDi, B an incoming call from the peer.
+//! A third office C, peer of nobody, finds B's DID in the private ENUM zone B publishes and
+//! calls it the same way (B records it as incoming from the internet).
 mod common;
 mod phone;
 
@@ -122,15 +124,20 @@ fn peer_offices_call_each_others_dids_without_a_password() {
     let (a_sip, b_sip) = (free_on("127.0.0.2"), free_on("127.0.0.3"));
     let (a_dundi, b_dundi) = (free_on("127.0.0.2"), free_on("127.0.0.3"));
     let (a_eid, b_eid) = ("02:00:00:00:00:0a", "02:00:00:00:00:0b");
-    let office_b = Server::start(&office(
-        b_sip,
-        b_dundi,
-        b_eid,
-        &key("b.key"),
-        a_eid,
-        a_dundi,
-        &key("a.pub"),
-        ("200", "+4940555123"),
+    // B also publishes its DIDs in a private ENUM zone (for office C below).
+    let zone = free_on("127.0.0.3");
+    let office_b = Server::start(&format!(
+        "{}\n[enum_zone]\nenabled = true\nlisten = \"{zone}\"\nsuffix = \"e164.arpa\"\nsip_host = \"{b_sip}\"\n",
+        office(
+            b_sip,
+            b_dundi,
+            b_eid,
+            &key("b.key"),
+            a_eid,
+            a_dundi,
+            &key("a.pub"),
+            ("200", "+4940555123"),
+        )
     ));
     let office_a = Server::start(&office(
         a_sip,
@@ -285,4 +292,85 @@ fn peer_offices_call_each_others_dids_without_a_password() {
             .is_some_and(|s| s.contains("DUNDi")),
         "{out:?}"
     );
+    drop(phone_a);
+
+    // A third office, C on 127.0.0.4, no DUNDi peer of anyone: it finds B's DID through the
+    // ENUM zone B publishes, and calls it without a password like anyone on the internet.
+    let c_sip = free_on("127.0.0.4");
+    let office_c = Server::start(
+        &office(
+            c_sip,
+            free_on("127.0.0.4"),
+            "02:00:00:00:00:0c",
+            &key("a.key"),
+            a_eid,
+            a_dundi,
+            &key("a.pub"),
+            ("300", "+4989777000"),
+        )
+        .replace("[dundi]\nenabled = true", "[dundi]\nenabled = false")
+        .replace(
+            "suffixes = [\"e164.invalid\"]",
+            "suffixes = [\"e164.arpa\"]",
+        )
+        .replace(
+            "nameservers = [\"127.0.0.1:9\"]",
+            &format!("nameservers = [\"{zone}\"]"),
+        ),
+    );
+    let auth_uri = format!("040555123@{}", office_c.udp);
+    let caller = sipp_spawn(
+        office_c.dir(),
+        "caller-300",
+        "call_uac_basic.xml",
+        office_c.udp,
+        "u1",
+        free_port(),
+        &[
+            "-s",
+            "040555123",
+            "-key",
+            "caller",
+            "300",
+            "-au",
+            "300",
+            "-ap",
+            "secret300",
+            "-auth_uri",
+            &auth_uri,
+        ],
+    )
+    .wait(HARD);
+    assert!(
+        caller.success(),
+        "caller:\n{}\n{}\n{}\n{}",
+        caller.report(),
+        phone.report(),
+        office_c.log_excerpt(),
+        office_b.log_excerpt()
+    );
+    let out = wanted(&office_c.db, Direction::Outgoing);
+    assert_eq!(out.route_kind, RouteKind::Sip, "{out:?}");
+    assert!(
+        out.route_source
+            .as_deref()
+            .is_some_and(|s| s.contains("ENUM")),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.route_target.as_deref(),
+        Some(format!("sip:+4940555123@{b_sip}").as_str()),
+        "{out:?}"
+    );
+    let inc = records(&office_b.db)
+        .into_iter()
+        .find(|r| r.caller_e164.as_deref() == Some("+4989777000"))
+        .expect("B's record of C's call");
+    assert_eq!(inc.direction, Direction::Incoming, "{inc:?}");
+    assert_eq!(
+        inc.route_source.as_deref(),
+        Some("internet 127.0.0.4"),
+        "{inc:?}"
+    );
+    assert_eq!(inc.extension.as_deref(), Some("200"), "{inc:?}");
 }

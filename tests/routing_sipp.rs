@@ -507,7 +507,7 @@ fn the_private_enum_zone_publishes_the_dids() {
     };
     let text = query("6.5.4.3.2.1.0.3.9.4.e164.office.test");
     assert!(
-        text.contains("sip:100@pbx.office.test"),
+        text.contains("sip:+4930123456@pbx.office.test"),
         "{text}\n{}",
         server.log_excerpt()
     );
@@ -525,13 +525,13 @@ fn the_private_enum_zone_publishes_the_dids() {
     let mut text = String::new();
     for _ in 0..50 {
         text = query("7.7.7.3.2.1.0.3.9.4.e164.office.test");
-        if text.contains("sip:101@pbx.office.test") {
+        if text.contains("sip:+4930123777@pbx.office.test") {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
-        text.contains("sip:101@pbx.office.test"),
+        text.contains("sip:+4930123777@pbx.office.test"),
         "{text}\n{}",
         server.log_excerpt()
     );

@@ -229,7 +229,9 @@ impl std::fmt::Debug for ZoneServer {
 }
 
 /// The private ENUM zone of an office: under the ENUM tree `suffix`, one NAPTR per DID
-/// (`order 100, preference 10, flags "u", E2U+sip, !^.*$!sip:EXT@host[:port]!`).
+/// (`order 100, preference 10, flags "u", E2U+sip, !^.*$!sip:+E164@host[:port]!`). The URI
+/// names the DID, not the extension behind it: that is the number the office takes calls to
+/// from outside without a password (`[inbound] public`), and extension numbers stay private.
 ///
 /// `host` may be a name or an IP address (an IPv6 address gets its brackets). The zone's negative
 /// TTL is `ttl` too: a number that is not (yet) a DID is asked again as soon as a DID would be.
@@ -250,13 +252,13 @@ pub fn enum_zone(
     let port = port.map(|p| format!(":{p}")).unwrap_or_default();
     let records = dids
         .iter()
-        .map(|(number, extension)| ZoneRecord::Naptr {
+        .map(|(number, _extension)| ZoneRecord::Naptr {
             name: format!("{}.", enum_domain(number, &origin)),
             order: 100,
             preference: 10,
             flags: "u".to_owned(),
             services: "E2U+sip".to_owned(),
-            regexp: format!("!^.*$!sip:{extension}@{host}{port}!"),
+            regexp: format!("!^.*$!sip:{}@{host}{port}!", number.as_str()),
             replacement: ".".to_owned(),
         })
         .collect();
@@ -513,7 +515,7 @@ mod tests {
                 preference: 10,
                 flags: "u".into(),
                 services: "E2U+sip".into(),
-                regexp: "!^.*$!sip:100@pbx.example.test:5070!".into(),
+                regexp: "!^.*$!sip:+4930123456@pbx.example.test:5070!".into(),
                 replacement: ".".into(),
             }
         );
@@ -521,7 +523,7 @@ mod tests {
         let ZoneRecord::Naptr { regexp, .. } = &z.records[0] else {
             panic!("not a NAPTR");
         };
-        assert_eq!(regexp, "!^.*$!sip:alice@[2001:db8::1]!");
+        assert_eq!(regexp, "!^.*$!sip:+4930123457@[2001:db8::1]!");
     }
 
     #[test]

@@ -164,7 +164,10 @@ impl OfficeTime {
                 .ok()?;
         let mut day = self.date_of(now_ms)?;
         for _ in 0..3 {
-            let zoned = day.to_datetime(time).to_zoned_datetime(self.tz.clone()).ok()?;
+            let zoned = day
+                .to_datetime(time)
+                .to_zoned_datetime(self.tz.clone())
+                .ok()?;
             let ms = zoned.timestamp().as_millisecond();
             if ms > now_ms {
                 return Some(ms);

@@ -823,6 +823,9 @@ impl Call {
                 .eq_ignore_ascii_case(crate::sip::message::reason_phrase(status))
         {
             fork.reason = Some(resp.reason.clone());
+        } else if (200..300).contains(&status) {
+            // Answered after all (e.g. once a challenge was met): no failure to tell.
+            fork.reason = None;
         }
         if status < 200 {
             if status == 100 || self.winner.is_some() || fork.state == ForkState::Cancelled {

@@ -284,7 +284,7 @@ mod tests {
             "jitter_target_ms"
         );
         assert_eq!(
-            parse("name = \"x\"\nimei = \"353142034567891\"\nincoming = [\"1a\"]")
+            parse("name = \"x\"\nimei = \"353142034567891\"\nincoming = [\"100\", \"1a\"]")
                 .unwrap_err()
                 .key,
             "incoming"
