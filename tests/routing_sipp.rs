@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::dns::{zone, Dns};
 use common::{
     call_config, free_port, require_program, rtp_port_range, server_program, sipp_spawn, Server,
     SippProc, SippResult,
@@ -17,53 +18,9 @@ use common::{
 use pasarela::cdr::{
     CallRecord, CdrDb, Direction, Disposition, Filter, Page, Price, Rate, RouteKind, Sort,
 };
-use pasarela::routing::zone_server::{Zone, ZoneRecord, ZoneServer};
+use pasarela::routing::zone_server::{Zone, ZoneRecord};
 
 const HARD: Duration = Duration::from_secs(60);
-
-/// A DNS server for the test's zones, on 127.0.0.1, with its own runtime.
-struct Dns {
-    server: Option<ZoneServer>,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Dns {
-    fn start(zones: Vec<Zone>) -> Dns {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let server = rt
-            .block_on(ZoneServer::start("127.0.0.1:0".parse().unwrap(), zones))
-            .expect("start the DNS server");
-        Dns {
-            server: Some(server),
-            rt,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.server.as_ref().map(|s| s.local_addr()).unwrap()
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            self.rt.block_on(s.shutdown());
-        }
-    }
-}
-
-fn zone(origin: &str, records: Vec<ZoneRecord>) -> Zone {
-    Zone {
-        origin: origin.into(),
-        ttl: 60,
-        negative_ttl: 30,
-        records,
-    }
-}
 
 /// The ENUM tree `e164.test` with one NAPTR for +49305551234 whose regexp keeps the national
 /// part: `sip:305551234@<host>`.

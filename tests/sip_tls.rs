@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::dns::{zone, Dns};
 use common::{call_config, free_port, require_program, rtp_port_range, Server};
-use pasarela::routing::zone_server::{Zone, ZoneRecord, ZoneServer};
+use pasarela::routing::zone_server::ZoneRecord;
 use phone::*;
 
 const CALL_SETUP: Duration = Duration::from_secs(15);
@@ -241,50 +242,6 @@ fn baresip_registers_and_calls_over_tls_and_nothing_is_readable_on_the_wire() {
 
 // ---------------------------------------------------------------------------------------------
 // ENUM → sips: → NAPTR SIPS+D2T → SRV _sips._tcp, with a bad first hop.
-
-/// A DNS server for the test's zones, on 127.0.0.1, with its own runtime.
-struct Dns {
-    server: Option<ZoneServer>,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Dns {
-    fn start(zones: Vec<Zone>) -> Dns {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let server = rt
-            .block_on(ZoneServer::start("127.0.0.1:0".parse().unwrap(), zones))
-            .expect("start the DNS server");
-        Dns {
-            server: Some(server),
-            rt,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.server.as_ref().map(|s| s.local_addr()).unwrap()
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            self.rt.block_on(s.shutdown());
-        }
-    }
-}
-
-fn zone(origin: &str, records: Vec<ZoneRecord>) -> Zone {
-    Zone {
-        origin: origin.into(),
-        ttl: 60,
-        negative_ttl: 30,
-        records,
-    }
-}
 
 /// A test CA and a certificate it signs for `name`, written as PEM files into `dir`:
 /// (`ca.pem`, `NAME.pem` holding the certificate and its key, as baresip wants it).

@@ -4,6 +4,7 @@
 //! is kept under `target/tmp` and its path printed.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod web_client;
 
 use std::fs::{self, File, OpenOptions};
