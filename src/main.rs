@@ -634,7 +634,6 @@ fn serve(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("pasarela")
-        .on_thread_park(pasarela::server::heap::collect_when_idle)
         .build()
     {
         Ok(rt) => rt,

@@ -12,7 +12,6 @@ pub mod core;
 pub mod digest_gate;
 mod enum_zone;
 pub mod first_run;
-pub mod heap;
 pub mod inbound;
 mod inbound_setup;
 pub mod limits;
@@ -438,7 +437,6 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             }
             _ = housekeeping.tick() => {
                 core.housekeeping_at(Some(std::time::Instant::now()), unix_now());
-                heap::give_back();
                 tracing::debug!(
                     registrations = core.registrations(),
                     calls = core.calls().len(),
