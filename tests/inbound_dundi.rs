@@ -107,6 +107,33 @@ fn records(db: &std::path::Path) -> Vec<CallRecord> {
     records
 }
 
+/// Extension `ext` of `office` (sipp as its phone, with its password) dials `number`.
+fn dial(office: &Server, ext: &str, number: &str) -> common::SippResult {
+    let auth_uri = format!("{number}@{}", office.udp);
+    sipp_spawn(
+        office.dir(),
+        &format!("caller-{ext}"),
+        "call_uac_basic.xml",
+        office.udp,
+        "u1",
+        free_port(),
+        &[
+            "-s",
+            number,
+            "-key",
+            "caller",
+            ext,
+            "-au",
+            ext,
+            "-ap",
+            &format!("secret{ext}"),
+            "-auth_uri",
+            &auth_uri,
+        ],
+    )
+    .wait(HARD)
+}
+
 #[test]
 fn peer_offices_call_each_others_dids_without_a_password() {
     require_program("sipp", "sip-tester");
@@ -163,29 +190,7 @@ fn peer_offices_call_each_others_dids_without_a_password() {
     wait_registered(&office_b, &mut phone, "200");
 
     // 150 at office A dials B's DID the national way; sipp is the phone at A.
-    let auth_uri = format!("040555123@{}", office_a.udp);
-    let caller = sipp_spawn(
-        office_a.dir(),
-        "caller-150",
-        "call_uac_basic.xml",
-        office_a.udp,
-        "u1",
-        free_port(),
-        &[
-            "-s",
-            "040555123",
-            "-key",
-            "caller",
-            "150",
-            "-au",
-            "150",
-            "-ap",
-            "secret150",
-            "-auth_uri",
-            &auth_uri,
-        ],
-    )
-    .wait(HARD);
+    let caller = dial(&office_a, "150", "040555123");
     assert!(
         caller.success(),
         "caller:\n{}\n{}\n{}\n{}",
@@ -237,29 +242,7 @@ fn peer_offices_call_each_others_dids_without_a_password() {
         },
     );
     wait_registered(&office_a, &mut phone_a, "150");
-    let auth_uri = format!("030111222@{}", office_b.udp);
-    let caller = sipp_spawn(
-        office_b.dir(),
-        "caller-200",
-        "call_uac_basic.xml",
-        office_b.udp,
-        "u1",
-        free_port(),
-        &[
-            "-s",
-            "030111222",
-            "-key",
-            "caller",
-            "200",
-            "-au",
-            "200",
-            "-ap",
-            "secret200",
-            "-auth_uri",
-            &auth_uri,
-        ],
-    )
-    .wait(HARD);
+    let caller = dial(&office_b, "200", "030111222");
     assert!(
         caller.success(),
         "caller:\n{}\n{}\n{}\n{}",
@@ -318,29 +301,7 @@ fn peer_offices_call_each_others_dids_without_a_password() {
             &format!("nameservers = [\"{zone}\"]"),
         ),
     );
-    let auth_uri = format!("040555123@{}", office_c.udp);
-    let caller = sipp_spawn(
-        office_c.dir(),
-        "caller-300",
-        "call_uac_basic.xml",
-        office_c.udp,
-        "u1",
-        free_port(),
-        &[
-            "-s",
-            "040555123",
-            "-key",
-            "caller",
-            "300",
-            "-au",
-            "300",
-            "-ap",
-            "secret300",
-            "-auth_uri",
-            &auth_uri,
-        ],
-    )
-    .wait(HARD);
+    let caller = dial(&office_c, "300", "040555123");
     assert!(
         caller.success(),
         "caller:\n{}\n{}\n{}\n{}",
