@@ -16,7 +16,7 @@ use pasarela::pstn::gsm::{
     Candidates, GsmLine, GsmLineConfig, LineConfig, PortPair, PortSpec, Profile, RtpAttach,
     RtpCodec,
 };
-use pasarela::pstn::{CallProgress, EndReason, LineState};
+use pasarela::pstn::{CallProgress, EndReason, LineCall, LineState};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
