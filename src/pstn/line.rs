@@ -131,6 +131,36 @@ pub trait LineCall: Send + Sync + Debug {
     fn attach_audio(&self, audio: AudioEndpoint) -> LineFuture<'_, Result<(), LineError>>;
 }
 
+impl<T: LineCall + ?Sized> LineCall for Box<T> {
+    fn id(&self) -> CallId {
+        (**self).id()
+    }
+
+    fn line(&self) -> &str {
+        (**self).line()
+    }
+
+    fn next_event(&mut self) -> LineFuture<'_, Option<CallProgress>> {
+        (**self).next_event()
+    }
+
+    fn answer(&self) -> LineFuture<'_, Result<(), LineError>> {
+        (**self).answer()
+    }
+
+    fn hangup(&self) -> LineFuture<'_, Result<(), LineError>> {
+        (**self).hangup()
+    }
+
+    fn send_digit(&self, digit: char) -> LineFuture<'_, Result<(), LineError>> {
+        (**self).send_digit(digit)
+    }
+
+    fn attach_audio(&self, audio: AudioEndpoint) -> LineFuture<'_, Result<(), LineError>> {
+        (**self).attach_audio(audio)
+    }
+}
+
 /// A line that refuses a call because it already has one is not the callee being busy: the
 /// caller's leg gets 503 with Q.850 34 ("no circuit/channel available") so that the next
 /// line is tried. Other refusals keep their own status ([`LineError::sip_status`]).

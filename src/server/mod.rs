@@ -332,6 +332,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         let _ = out.flush();
     }
     let outbound = bound.outbound;
+    let mut transport_failures = bound.failures;
     if let Some(n) = notifier.as_mut() {
         n.ready(&format!("serving: {}", status.join(", ")));
         n.keep_alive(published);
@@ -387,6 +388,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 }
             }
             () = timer => core.handle_timeout(std::time::Instant::now(), unix_now()),
+            Some(failure) = transport_failures.recv() => {
+                let sup = Supervisor::global();
+                sup.guard(CORE, || core.transport_failure(std::time::Instant::now(), unix_now(), failure));
+            }
             Some(()) = reload.recv() => {
                 match reload_extensions(&config, &mut core, &router, enum_zone.as_ref()) {
                     Ok(rows) => {
