@@ -16,7 +16,7 @@ use crate::sip::message::Request;
 use crate::sip::peer::{Peer, Proto};
 use crate::sip::uri::Uri;
 
-use super::live::LineState;
+use crate::live::LineState;
 
 /// What the SIP core knows of the line agent: its address and its lines.
 #[derive(Debug, Clone, Default)]

@@ -16,7 +16,6 @@ pub mod inbound;
 mod inbound_setup;
 pub mod limits;
 pub mod lines;
-pub mod live;
 pub mod nightly_backup;
 pub mod notify;
 mod records;
@@ -35,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::b2bua::CallSettings;
 use crate::config::{Config, Transport};
+use crate::live;
 use crate::media::{MediaConfig as MediaSettings, MediaEngine, MediaEvent};
 use crate::registrar::RegistrarSettings;
 use crate::routing::router::Route;

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::b2bua::LiveCall;
 
-pub use super::core::LiveBinding;
+pub use crate::server::core::LiveBinding;
 
 /// How long a page waits for the SIP loop's answer before it says the loop is busy.
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
@@ -35,7 +35,7 @@ pub struct LiveSnapshot {
     pub registrations: Vec<LiveBinding>,
     pub lines: Vec<LineState>,
     /// The SIP trunks' registration, reachability and calls.
-    pub trunks: Vec<super::trunks::TrunkLive>,
+    pub trunks: Vec<crate::server::trunks::TrunkLive>,
 }
 
 /// A request from the dashboard, answered by the SIP loop.
@@ -83,7 +83,7 @@ pub fn configured_lines(config: &crate::config::Config) -> Vec<LineState> {
     config
         .trunks
         .iter()
-        // Modem lines are trunks for the router but have their own state (`super::lines`).
+        // Modem lines are trunks for the router but have their own state (`crate::server::lines`).
         .filter(|t| !config.modems.iter().any(|m| m.line.line.name == t.name))
         .map(|t| LineState {
             name: t.name.clone(),
@@ -98,7 +98,7 @@ pub fn configured_lines(config: &crate::config::Config) -> Vec<LineState> {
 /// progress) in place of their static one.
 pub fn with_trunk_state(
     lines: &[LineState],
-    trunks: &[super::trunks::TrunkLive],
+    trunks: &[crate::server::trunks::TrunkLive],
 ) -> Vec<LineState> {
     lines
         .iter()
@@ -164,7 +164,7 @@ mod tests {
             line("gsm1", "GSM modem"),
             line("quiet", "SIP trunk"),
         ];
-        let live = |name: &str| super::super::trunks::TrunkLive {
+        let live = |name: &str| crate::server::trunks::TrunkLive {
             name: name.into(),
             registration: None,
             registered_secs: None,
@@ -175,7 +175,7 @@ mod tests {
             calls: 0,
         };
         let trunks = vec![
-            super::super::trunks::TrunkLive {
+            crate::server::trunks::TrunkLive {
                 registration: Some("registered"),
                 registered_secs: Some(42),
                 reachable: Some("up"),
@@ -195,7 +195,7 @@ mod tests {
             shown[2].state, "ready",
             "nothing known: the configured state"
         );
-        let down = vec![super::super::trunks::TrunkLive {
+        let down = vec![crate::server::trunks::TrunkLive {
             registration: Some("forbidden"),
             last_failure: Some(403),
             reachable: Some("down"),
