@@ -135,7 +135,10 @@ mod tests {
     fn hello_packs_as_in_the_specification() {
         // The well-known example: "hellohello" → E8329BFD4697D9EC37.
         let s = encode("hellohello").unwrap();
-        assert_eq!(pack(&s, 0), [0xE8, 0x32, 0x9B, 0xFD, 0x46, 0x97, 0xD9, 0xEC, 0x37]);
+        assert_eq!(
+            pack(&s, 0),
+            [0xE8, 0x32, 0x9B, 0xFD, 0x46, 0x97, 0xD9, 0xEC, 0x37]
+        );
         assert_eq!(decode(&unpack(&pack(&s, 0), 10, 0)), "hellohello");
     }
 

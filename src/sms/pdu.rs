@@ -331,7 +331,14 @@ pub fn submit(number: &str, text: &str, reference: u16) -> Result<Vec<Submit>, S
             let r = reference.to_be_bytes();
             vec![0x06, 0x08, 0x04, r[0], r[1], total as u8, (i + 1) as u8]
         } else {
-            vec![0x05, 0x00, 0x03, reference as u8, total as u8, (i + 1) as u8]
+            vec![
+                0x05,
+                0x00,
+                0x03,
+                reference as u8,
+                total as u8,
+                (i + 1) as u8,
+            ]
         };
         // SMS-SUBMIT, VPF relative, SRR, UDHI when there is a header.
         let mut first = 0x01 | 0x10 | 0x20;
@@ -414,7 +421,8 @@ mod tests {
     fn alphanumeric_sender() {
         // "Bank" packed in 7 bits: 4 septets = 28 bits → 7 semi-octets.
         let name = gsm7::pack(&gsm7::encode("Bank").unwrap(), 0);
-        let pdu = format!("0004 07D0 {} 0000 52211030000040 02 C834", to_hex(&name)).replace(' ', "");
+        let pdu =
+            format!("0004 07D0 {} 0000 52211030000040 02 C834", to_hex(&name)).replace(' ', "");
         let Incoming::Deliver(d) = decode(&pdu).unwrap() else {
             panic!()
         };
@@ -435,7 +443,16 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bad in ["", "0", "zz", "00", "0004", "00040C91", "0003", "07917283010010F504"] {
+        for bad in [
+            "",
+            "0",
+            "zz",
+            "00",
+            "0004",
+            "00040C91",
+            "0003",
+            "07917283010010F504",
+        ] {
             assert!(decode(bad).is_err(), "{bad}");
         }
     }
@@ -464,7 +481,10 @@ mod tests {
         let single = submit("01701234567", "hellohello", 1).unwrap();
         assert_eq!(single.len(), 1);
         // 00 | 31 00 0B 81 1007214365F7 00 00 AD 0A E8329BFD4697D9EC37
-        assert_eq!(single[0].hex, "0031000B811007214365F70000AD0AE8329BFD4697D9EC37");
+        assert_eq!(
+            single[0].hex,
+            "0031000B811007214365F70000AD0AE8329BFD4697D9EC37"
+        );
         assert!(submit("+49abc", "x", 1).is_err());
     }
 }

@@ -99,7 +99,12 @@ pub enum UserDataError {
 
 /// Decodes user data: `udl` as the PDU gives it (septets for GSM 7-bit, octets otherwise),
 /// `ud` the octets after UDL, `udhi` the header indicator of the first octet.
-pub fn decode(alphabet: Alphabet, udl: u8, ud: &[u8], udhi: bool) -> Result<UserData, UserDataError> {
+pub fn decode(
+    alphabet: Alphabet,
+    udl: u8,
+    ud: &[u8],
+    udhi: bool,
+) -> Result<UserData, UserDataError> {
     let (concat, header_octets) = if udhi {
         let udhl = usize::from(*ud.first().ok_or(UserDataError::Header)?);
         let header = ud.get(1..1 + udhl).ok_or(UserDataError::Header)?;

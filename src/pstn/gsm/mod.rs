@@ -8,8 +8,11 @@ pub mod discover;
 pub mod driver;
 pub mod line;
 pub mod profile;
+pub mod sms;
 
 pub use discover::{Candidates, PortPair, PortSpec};
-pub use driver::{GsmLine, GsmLineConfig, IncomingPstnCall, PstnCall, RtpAttach, RtpCodec};
+pub use driver::{
+    GsmLine, GsmLineConfig, IncomingPstnCall, LineSms, PstnCall, RtpAttach, RtpCodec, SmsEvent,
+};
 pub use line::LineConfig;
 pub use profile::Profile;
