@@ -71,6 +71,8 @@ pub struct Config {
     /// `[tls]`: the certificate of SIP over TLS and the HTTPS dashboard, and whom outgoing TLS
     /// trusts.
     pub tls: TlsConfig,
+    /// `[sms]`: text messages through the modem lines and between phones.
+    pub sms: crate::sms::config::SmsConfig,
     /// The file this configuration came from; `None` for the embedded defaults.
     pub source: Option<PathBuf>,
 }
@@ -799,6 +801,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     tls: RawTls,
+    #[serde(default)]
+    sms: crate::sms::config::RawSms,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1515,6 +1519,10 @@ impl RawConfig {
             limits: self.limits.validate(&KeyPath::new("limits"))?,
             srtp,
             tls,
+            sms: self
+                .sms
+                .validate()
+                .map_err(|(k, m)| invalid(&KeyPath::new("sms").key(k), m))?,
             source: None,
         })
     }

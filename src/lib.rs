@@ -18,6 +18,7 @@ pub mod sdp;
 pub mod security;
 pub mod server;
 pub mod sip;
+pub mod sms;
 pub mod store;
 pub mod supervise;
 pub mod transport;

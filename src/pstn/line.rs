@@ -26,6 +26,7 @@ use std::pin::Pin;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
+use super::gsm::LineSms;
 use super::{CallId, CallProgress, IncomingCall, LineError, LineStatus};
 use crate::media::Law;
 
@@ -105,6 +106,36 @@ pub trait Line: Send + Sync {
 
     /// Stops the line (hangs up a call in progress, releases the hardware).
     fn shutdown(&self) -> LineFuture<'_, ()>;
+
+    /// The receiver of the line's text message and USSD events (once), for lines that carry
+    /// them (GSM modems); other lines have none.
+    fn take_sms(&self) -> Option<mpsc::UnboundedReceiver<LineSms>> {
+        None
+    }
+
+    /// Deletes the message stored at `index` in the line's message storage.
+    fn delete_sms(&self, _index: u32) -> LineFuture<'_, Result<(), LineError>> {
+        let name = self.name().to_owned();
+        Box::pin(async move { Err(LineError::Unsupported(name, "text messages")) })
+    }
+
+    /// Sends one SMS-SUBMIT PDU (`hex`, with the TPDU's length); the outcome arrives as an
+    /// event tagged `id`.
+    fn send_sms(
+        &self,
+        _id: u64,
+        _hex: String,
+        _tpdu_len: usize,
+    ) -> LineFuture<'_, Result<(), LineError>> {
+        let name = self.name().to_owned();
+        Box::pin(async move { Err(LineError::Unsupported(name, "text messages")) })
+    }
+
+    /// Sends a USSD code (`*100#`); the answer arrives as an event.
+    fn ussd<'a>(&'a self, _code: &'a str) -> LineFuture<'a, Result<(), LineError>> {
+        let name = self.name().to_owned();
+        Box::pin(async move { Err(LineError::Unsupported(name, "USSD")) })
+    }
 }
 
 /// One call on a [`Line`]. Dropping it before it ended hangs it up.

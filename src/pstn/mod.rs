@@ -89,6 +89,9 @@ pub enum LineError {
     /// The line's task is gone.
     #[error("line task stopped")]
     Stopped,
+    /// The line cannot do this (text messages or USSD on a line that is not a GSM modem).
+    #[error("line {0} does not carry {1}")]
+    Unsupported(String, &'static str),
 }
 
 impl LineError {
@@ -99,6 +102,7 @@ impl LineError {
             LineError::Busy(_) => 486,
             LineError::BadNumber(_) => 484,
             LineError::NoCall | LineError::BadDigit(_) => 500,
+            LineError::Unsupported(..) => 501,
         }
     }
 }

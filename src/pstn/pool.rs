@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::gsm::config::ModemConfig;
-use super::gsm::GsmLine;
+use super::gsm::{GsmLine, LineSms};
 use super::line::{IncomingLineCall, Line, LineCall};
 use super::{LineError, LineState, LineStatus};
 
@@ -107,6 +107,24 @@ impl LinePool {
                 tokio::spawn(async move {
                     while let Some(c) = r.recv().await {
                         if tx.send(c).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        rx
+    }
+
+    /// One stream of the text message and USSD events of every line (once).
+    pub fn take_sms(&self) -> mpsc::UnboundedReceiver<LineSms> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for line in &self.lines {
+            if let Some(mut r) = line.take_sms() {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while let Some(e) = r.recv().await {
+                        if tx.send(e).is_err() {
                             break;
                         }
                     }

@@ -32,7 +32,7 @@ fn unlimited() -> crate::config::LimitsConfig {
 use super::digest_gate::{Account, DigestGate, GateOutcome};
 
 /// Methods pasarela implements, advertised in Allow.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE";
 
 /// Settings of the core, taken from the configuration.
 #[derive(Debug, Clone)]
@@ -128,6 +128,8 @@ pub struct SipCore {
     trunks: super::trunks::TrunkAgents,
     /// While a transport failure is handled: its reason, for the transactions it ends.
     transport_reason: Option<String>,
+    /// Text messages to and from phones ([`super::messaging`]).
+    messaging: super::messaging::Messaging,
 }
 
 impl SipCore {
@@ -146,6 +148,7 @@ impl SipCore {
             branch_prefix: layer.branch_prefix(),
             trunks: Default::default(),
             transport_reason: None,
+            messaging: Default::default(),
             inbound: Default::default(),
             inbound_limiter: Default::default(),
             layer,
@@ -277,6 +280,7 @@ impl SipCore {
             self.layer.poll_timeout(),
             self.calls.poll_timeout(),
             self.trunks.poll_timeout(),
+            self.messaging.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -739,13 +743,14 @@ impl SipCore {
                         &since,
                     );
                     self.tag_counter = counter;
+                    let ours = ours || self.messaging.response(now, key, response.status);
                     if !ours {
                         self.calls.response(now, &mut self.layer, key, response);
                     }
                 }
                 Event::Timeout { key } => {
                     let since = since_fn(now, unix);
-                    if !self.trunks.timeout(now, key, &since) {
+                    if !self.trunks.timeout(now, key, &since) && !self.messaging.timeout(now, key) {
                         match &self.transport_reason {
                             Some(why) => {
                                 self.calls.transport_failed(now, &mut self.layer, key, why)
@@ -757,6 +762,32 @@ impl SipCore {
                 Event::AckTimeout { .. } => {}
             }
         }
+        // A REGISTER may have brought the phone that messages wait for.
+        self.messaging.pump(
+            now,
+            unix,
+            &mut self.layer,
+            &self.registrar,
+            &self.settings.realm,
+            self.tag_seed,
+        );
+    }
+
+    /// A stored message for phones ([`super::messaging`]): sent to their registered contacts
+    /// now, or when one registers.
+    pub fn deliver_message(&mut self, now: Instant, unix: u64, msg: super::messaging::Deliver) {
+        self.messaging.enqueue(msg);
+        self.process_events(now, unix);
+    }
+
+    /// Ids of stored messages a phone took since the last call.
+    pub fn take_delivered_messages(&mut self) -> Vec<i64> {
+        self.messaging.take_delivered()
+    }
+
+    /// MESSAGEs phones sent since the last call (answered 202), for the message service.
+    pub fn take_phone_messages(&mut self) -> Vec<super::messaging::FromPhone> {
+        self.messaging.take_from_phones()
     }
 
     fn new_tag(&mut self) -> String {
@@ -815,6 +846,7 @@ impl SipCore {
         }
         match &req.method {
             Method::Register => self.register(unix, req, peer),
+            Method::Message => self.message(unix, req, peer),
             Method::Options => {
                 let mut r = self.response(req, 200, None);
                 r.headers.push(Header::Other("Allow".into(), ALLOW.into()));
@@ -868,6 +900,43 @@ impl SipCore {
             GateOutcome::Forbidden(reason) => Err(self.response(req, 403, Some(reason))),
             GateOutcome::Malformed(reason) => Err(self.response(req, 400, Some(&reason))),
         }
+    }
+
+    /// A phone's MESSAGE (RFC 3428): authenticated like a call, then taken for the message
+    /// service with 202 (it is stored and delivered later).
+    fn message(&mut self, unix: u64, req: &Request, peer: Peer) -> Response {
+        let ext = match self.authenticate(unix, req, peer) {
+            Ok(ext) => ext,
+            Err(r) => return r,
+        };
+        let to = req
+            .uri
+            .as_sip()
+            .and_then(|u| u.user_unescaped())
+            .unwrap_or_default();
+        if to.is_empty() {
+            return self.response(req, 404, None);
+        }
+        let text = match crate::sip::im::text_of(req) {
+            Ok(t) => t,
+            Err(crate::sip::im::BodyError::Type) => {
+                let mut r = self.response(req, 415, None);
+                r.headers
+                    .push(Header::Other("Accept".into(), "text/plain".into()));
+                return r;
+            }
+            Err(e) => return self.response(req, 400, Some(&e.to_string())),
+        };
+        let to_extension = self.extensions.contains_key(&to);
+        tracing::info!(from = %ext.number, %to, to_extension, "MESSAGE from a phone");
+        self.messaging.from_phone(super::messaging::FromPhone {
+            from: ext.number.clone(),
+            to,
+            to_extension,
+            permissions: ext.permissions.unwrap_or(self.settings.default_permissions),
+            text,
+        });
+        self.response(req, 202, None)
     }
 
     fn register(&mut self, unix: u64, req: &Request, peer: Peer) -> Response {

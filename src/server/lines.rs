@@ -73,6 +73,11 @@ pub struct ModemLines {
 }
 
 impl ModemLines {
+    /// The running lines.
+    pub fn pool(&self) -> Arc<LinePool> {
+        Arc::clone(&self.pool)
+    }
+
     /// Starts the lines of `config` (none: `None`) and binds the agent; the lines are appended
     /// to `config.trunks` so that the router tries them after the SIP trunks.
     pub async fn prepare(config: &mut Config) -> anyhow::Result<Option<ModemLines>> {

@@ -16,6 +16,7 @@ pub mod inbound;
 mod inbound_setup;
 pub mod limits;
 pub mod lines;
+pub mod messaging;
 pub mod nightly_backup;
 pub mod notify;
 mod records;
@@ -66,6 +67,46 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Starts the message service ([`crate::sms::service`]) on the modem lines (none: messages
+/// between extensions only).
+fn start_messages(
+    config: &Config,
+    store_path: &std::path::Path,
+    modem_lines: Option<&lines::ModemLines>,
+    plan: &crate::routing::numbering::NumberingPlan,
+    extensions: &[crate::store::ExtensionRow],
+) -> anyhow::Result<(
+    crate::sms::service::Handle,
+    mpsc::UnboundedReceiver<messaging::Deliver>,
+)> {
+    let pool = match modem_lines {
+        Some(m) => m.pool(),
+        None => Arc::new(crate::pstn::LinePool::spawn(&[])),
+    };
+    let members = |name: &String| -> Vec<String> {
+        match config.ring_groups.iter().find(|g| &g.name == name) {
+            Some(g) => g.members.clone(),
+            None => vec![name.clone()],
+        }
+    };
+    let line_extensions = config
+        .modems
+        .iter()
+        .filter(|m| m.enabled)
+        .map(|m| {
+            let exts = m.incoming.iter().flat_map(members).collect();
+            (m.line.line.name.clone(), exts)
+        })
+        .collect();
+    let settings = crate::sms::service::Settings {
+        config: config.sms.clone(),
+        plan: plan.clone(),
+        line_extensions,
+        extensions: extensions.iter().map(|e| e.number.clone()).collect(),
+    };
+    crate::sms::service::start(store_path, pool, settings).context("starting the message service")
 }
 
 fn random_secret() -> [u8; 32] {
@@ -143,6 +184,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Some(crate::routing::setup::numbering_plan(&config, &extensions)),
     );
     let line_plan = crate::routing::setup::numbering_plan(&config, &extensions);
+    let (messages, mut deliver_rx) = start_messages(
+        &config,
+        &store_path,
+        modem_lines.as_ref(),
+        &line_plan,
+        &extensions,
+    )?;
     let dundi = if config.dundi.enabled {
         let node = crate::routing::dundi::OfficeDundi::start(&config.dundi, &extensions, None)
             .await
@@ -258,6 +306,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 .map(|(p, a)| (format!("{p:?}").to_ascii_uppercase(), *a))
                 .collect(),
             lines: lines.len() + config.modems.len(),
+            messages: Some(messages.clone()),
         },
         crate::web::guard::WebCaps {
             connections: config.limits.web_connections,
@@ -437,6 +486,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                     let _ = reply.send(core.hang_up_call(std::time::Instant::now(), unix_now(), id));
                 }
             },
+            Some(msg) = deliver_rx.recv() => {
+                core.deliver_message(std::time::Instant::now(), unix_now(), msg);
+            }
             Some((call, event)) = media_rx.recv() => {
                 core.media_event(std::time::Instant::now(), unix_now(), call, event);
             }
@@ -474,6 +526,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             .filter(|_| !Supervisor::global().has_failed())
         {
             n.keep_alive(now);
+        }
+        for id in core.take_delivered_messages() {
+            messages.send(crate::sms::service::Request::Delivered(id));
+        }
+        for m in core.take_phone_messages() {
+            messages.send(crate::sms::service::Request::FromPhone(m));
         }
         while let Some(t) = core.poll_transmit() {
             outbound.send(t.peer, t.data);

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod dialog;
 pub mod header;
+pub mod im;
 pub mod message;
 pub mod method;
 pub mod parse;

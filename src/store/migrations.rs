@@ -24,6 +24,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0009_call_signalling.sql")),
     M::up(include_str!("../../migrations/0010_media_srtp.sql")),
     M::up(include_str!("../../migrations/0012_web_roles_audit.sql")),
+    M::up(include_str!("../../migrations/0013_messages.sql")),
 ];
 
 /// All migrations, oldest first.

@@ -134,6 +134,8 @@ pub struct Links {
     pub sip_listen: Vec<(String, SocketAddr)>,
     /// How many PSTN lines (trunks, modems) the configuration declares, for the checklist.
     pub lines: usize,
+    /// The message service, for sending SMS and USSD from the dashboard and the API.
+    pub messages: Option<crate::sms::service::Handle>,
 }
 
 /// A running HTTP server.

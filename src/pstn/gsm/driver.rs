@@ -52,7 +52,39 @@ enum Cmd {
     Hangup(CallId, Option<oneshot::Sender<Result<(), LineError>>>),
     Dtmf(CallId, char, oneshot::Sender<Result<(), LineError>>),
     Attach(CallId, Box<RtpAttach>),
+    DeleteSms(u32),
+    SendSms {
+        id: u64,
+        hex: String,
+        tpdu_len: usize,
+        reply: oneshot::Sender<Result<(), LineError>>,
+    },
+    Ussd(String, oneshot::Sender<Result<(), LineError>>),
     Shutdown,
+}
+
+/// What a line reports about text messages and USSD ([`GsmLine::take_sms`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmsEvent {
+    /// A PDU read from the modem's storage at `index`: store it, then [`GsmLine::delete_sms`].
+    Read { index: u32, pdu: String },
+    /// The outcome of [`GsmLine::send_sms`]: the message reference or why not.
+    Sent { id: u64, result: Result<u8, String> },
+    /// A USSD answer (`status` 0: done, 1: more expected, 2: ended by the network, 4: failed).
+    Ussd {
+        status: u8,
+        text: Option<String>,
+        dcs: Option<u16>,
+    },
+}
+
+/// An [`SmsEvent`] of a named line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineSms {
+    /// The line.
+    pub line: String,
+    /// What happened.
+    pub event: SmsEvent,
 }
 
 /// One modem line: a handle to its task.
@@ -62,6 +94,7 @@ pub struct GsmLine {
     status: watch::Receiver<LineStatus>,
     incoming: Mutex<Option<mpsc::Receiver<IncomingPstnCall>>>,
     incoming_taken: Arc<AtomicBool>,
+    sms: Mutex<Option<mpsc::UnboundedReceiver<LineSms>>>,
 }
 
 /// One call on a line. Dropping it hangs the call up.
@@ -161,7 +194,9 @@ impl GsmLine {
         let (status_tx, status_rx) = watch::channel(machine.status().clone());
         let (in_tx, in_rx) = mpsc::channel(8);
         let incoming_taken = Arc::new(AtomicBool::new(false));
+        let (sms_tx, sms_rx) = mpsc::unbounded_channel();
         let task = LineTask {
+            sms: sms_tx,
             cfg,
             machine,
             cmd_tx: cmd_tx.downgrade(),
@@ -182,7 +217,48 @@ impl GsmLine {
             status: status_rx,
             incoming: Mutex::new(Some(in_rx)),
             incoming_taken,
+            sms: Mutex::new(Some(sms_rx)),
         }
+    }
+
+    /// The receiver of the line's text message and USSD events (once; later calls get
+    /// `None`). Messages are deleted from the modem only when asked ([`GsmLine::delete_sms`]):
+    /// nobody listening means they stay on the SIM.
+    pub fn take_sms(&self) -> Option<mpsc::UnboundedReceiver<LineSms>> {
+        self.sms.lock().ok()?.take()
+    }
+
+    /// Deletes the message at `index` from the modem's storage.
+    pub async fn delete_sms(&self, index: u32) -> Result<(), LineError> {
+        self.cmd
+            .send(Cmd::DeleteSms(index))
+            .await
+            .map_err(|_| LineError::Stopped)
+    }
+
+    /// Queues one SMS-SUBMIT PDU; [`SmsEvent::Sent`] with `id` follows.
+    pub async fn send_sms(&self, id: u64, hex: String, tpdu_len: usize) -> Result<(), LineError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::SendSms {
+                id,
+                hex,
+                tpdu_len,
+                reply,
+            })
+            .await
+            .map_err(|_| LineError::Stopped)?;
+        rx.await.map_err(|_| LineError::Stopped)?
+    }
+
+    /// Sends a USSD code; the answer comes as [`SmsEvent::Ussd`].
+    pub async fn ussd(&self, code: &str) -> Result<(), LineError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Ussd(code.to_owned(), reply))
+            .await
+            .map_err(|_| LineError::Stopped)?;
+        rx.await.map_err(|_| LineError::Stopped)?
     }
 
     /// The line's name.
@@ -229,6 +305,27 @@ impl GsmLine {
 impl Line for GsmLine {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn take_sms(&self) -> Option<mpsc::UnboundedReceiver<LineSms>> {
+        GsmLine::take_sms(self)
+    }
+
+    fn delete_sms(&self, index: u32) -> LineFuture<'_, Result<(), LineError>> {
+        Box::pin(GsmLine::delete_sms(self, index))
+    }
+
+    fn send_sms(
+        &self,
+        id: u64,
+        hex: String,
+        tpdu_len: usize,
+    ) -> LineFuture<'_, Result<(), LineError>> {
+        Box::pin(GsmLine::send_sms(self, id, hex, tpdu_len))
+    }
+
+    fn ussd<'a>(&'a self, code: &'a str) -> LineFuture<'a, Result<(), LineError>> {
+        Box::pin(GsmLine::ussd(self, code))
     }
 
     fn kind(&self) -> &'static str {
@@ -318,6 +415,7 @@ struct LineTask {
     status: watch::Sender<LineStatus>,
     incoming: mpsc::Sender<IncomingPstnCall>,
     incoming_taken: Arc<AtomicBool>,
+    sms: mpsc::UnboundedSender<LineSms>,
     calls: HashMap<CallId, CallEntry>,
     audio: Option<AudioRun>,
     dtmf: (DtmfTx, mpsc::UnboundedReceiver<(CallId, char)>),
@@ -473,6 +571,18 @@ impl LineTask {
                     c.rtp = Some(rtp);
                 }
             }
+            Cmd::DeleteSms(index) => self.machine.delete_sms(index, now),
+            Cmd::SendSms {
+                id,
+                hex,
+                tpdu_len,
+                reply,
+            } => {
+                let _ = reply.send(self.machine.send_sms(id, &hex, tpdu_len, now));
+            }
+            Cmd::Ussd(code, reply) => {
+                let _ = reply.send(self.machine.ussd(&code, now));
+            }
             Cmd::Shutdown => {}
         }
     }
@@ -590,6 +700,11 @@ impl LineTask {
                         self.audio = None;
                     }
                 }
+                LineEvent::SmsRead { index, pdu } => self.sms_event(SmsEvent::Read { index, pdu }),
+                LineEvent::SmsSent { id, result } => self.sms_event(SmsEvent::Sent { id, result }),
+                LineEvent::Ussd { status, text, dcs } => {
+                    self.sms_event(SmsEvent::Ussd { status, text, dcs })
+                }
                 LineEvent::Reopen { after } => {
                     self.flush(port).await;
                     *port = None;
@@ -599,6 +714,13 @@ impl LineTask {
             }
         }
         self.publish();
+    }
+
+    fn sms_event(&self, event: SmsEvent) {
+        let line = self.cfg.line.name.clone();
+        if self.sms.send(LineSms { line, event }).is_err() {
+            tracing::debug!(line = %self.cfg.line.name, "nobody takes text messages: left on the modem");
+        }
     }
 
     fn publish(&self) {

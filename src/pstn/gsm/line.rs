@@ -75,6 +75,18 @@ pub enum LineEvent {
     /// Write what is pending, close the ports, and open them again (finding the modem by its
     /// identity) after this long; then call [`LineMachine::port_opened`].
     Reopen { after: Duration },
+    /// A message or status report read from the modem's storage (at start-up, after a reset,
+    /// or announced by `+CMTI`/`+CDSI`). Store it, then [`LineMachine::delete_sms`] it.
+    SmsRead { index: u32, pdu: String },
+    /// The outcome of [`LineMachine::send_sms`]: the message reference, or why not.
+    SmsSent { id: u64, result: Result<u8, String> },
+    /// A USSD answer or network-initiated USSD (`+CUSD`), or `status` 4 when the request
+    /// failed.
+    Ussd {
+        status: u8,
+        text: Option<String>,
+        dcs: Option<u16>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +107,11 @@ enum Tag {
     Audio,
     Clcc,
     Reset,
+    SmsList,
+    SmsRead(u32),
+    SmsDelete,
+    SmsSend(u64),
+    Ussd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,6 +307,55 @@ impl LineMachine {
         Ok(())
     }
 
+    /// Deletes a message from the modem's storage (after it was stored).
+    pub fn delete_sms(&mut self, index: u32, now: Instant) {
+        self.at.enqueue(
+            Command::new(format!("AT+CMGD={index}"), Tag::SmsDelete)
+                .timeout(self.cfg.command_timeout),
+            now,
+        );
+    }
+
+    /// Sends one SMS-SUBMIT (`hex` with the SMSC octet in front, `tpdu_len` for `AT+CMGS`);
+    /// [`LineEvent::SmsSent`] with `id` tells the outcome.
+    pub fn send_sms(
+        &mut self,
+        id: u64,
+        hex: &str,
+        tpdu_len: usize,
+        now: Instant,
+    ) -> Result<(), LineError> {
+        if matches!(
+            self.status.state,
+            LineState::Down | LineState::Resetting | LineState::Initialising
+        ) {
+            return Err(LineError::NotReady(self.cfg.name.clone()));
+        }
+        let mut cmd = Command::new(format!("AT+CMGS={tpdu_len}"), Tag::SmsSend(id))
+            .timeout(self.cfg.command_timeout * 12)
+            .expect("+CMGS:");
+        cmd.payload = Some(hex.to_owned());
+        self.at.enqueue(cmd, now);
+        Ok(())
+    }
+
+    /// Sends a USSD code (`*100#`); the answer comes as [`LineEvent::Ussd`].
+    pub fn ussd(&mut self, code: &str, now: Instant) -> Result<(), LineError> {
+        if matches!(
+            self.status.state,
+            LineState::Down | LineState::Resetting | LineState::Initialising
+        ) {
+            return Err(LineError::NotReady(self.cfg.name.clone()));
+        }
+        let cmd =
+            super::sms::ussd_command(code).ok_or_else(|| LineError::BadNumber(code.to_owned()))?;
+        self.at.enqueue(
+            Command::new(cmd, Tag::Ussd).timeout(self.cfg.command_timeout * 4),
+            now,
+        );
+        Ok(())
+    }
+
     /// Feeds bytes read from the AT port.
     pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
         self.at.handle_input(bytes, now);
@@ -459,6 +525,18 @@ impl LineMachine {
     }
 
     fn on_response(&mut self, r: Response<Tag>, now: Instant) {
+        // A message that did not go out is reported before a reset may end this function.
+        if let (Tag::SmsSend(id), Outcome::Cancelled | Outcome::Timeout) = (r.tag, &r.outcome) {
+            let why = if r.outcome == Outcome::Timeout {
+                "no answer from the modem"
+            } else {
+                "modem reset"
+            };
+            self.events.push_back(LineEvent::SmsSent {
+                id,
+                result: Err(why.to_owned()),
+            });
+        }
         match &r.outcome {
             Outcome::Cancelled => return,
             Outcome::Timeout => {
@@ -479,7 +557,36 @@ impl LineMachine {
         }
         let ok = r.outcome.is_ok();
         match r.tag {
-            Tag::Init | Tag::Dtmf | Tag::Audio | Tag::Reset => {}
+            Tag::Init | Tag::Dtmf | Tag::Audio | Tag::Reset | Tag::SmsDelete => {}
+            Tag::SmsList => {
+                for (index, pdu) in super::sms::parse_list(&r.lines) {
+                    self.events.push_back(LineEvent::SmsRead { index, pdu });
+                }
+            }
+            Tag::SmsRead(index) => {
+                if let Some(pdu) = super::sms::parse_read(&r.lines) {
+                    self.events.push_back(LineEvent::SmsRead { index, pdu });
+                }
+            }
+            Tag::SmsSend(id) => {
+                if let Outcome::Final(f) = &r.outcome {
+                    let result = if f.is_ok() {
+                        Ok(super::sms::parse_sent(&r.lines).unwrap_or(0))
+                    } else {
+                        Err(f.to_string())
+                    };
+                    self.events.push_back(LineEvent::SmsSent { id, result });
+                }
+            }
+            Tag::Ussd => {
+                if !ok {
+                    self.events.push_back(LineEvent::Ussd {
+                        status: 4,
+                        text: Some(format!("{:?}", r.outcome)),
+                        dcs: None,
+                    });
+                }
+            }
             Tag::Voice => {
                 self.status.voice = Some(
                     ok && r
@@ -534,6 +641,13 @@ impl LineMachine {
                 if self.status.state == LineState::Initialising {
                     self.status.state = LineState::Idle;
                     self.reevaluate();
+                    // Messages that arrived while nobody read them (stopped process, reset).
+                    self.at.enqueue(
+                        Command::new("AT+CMGL=4", Tag::SmsList)
+                            .timeout(self.cfg.command_timeout * 4)
+                            .expect("+CMGL:"),
+                        now,
+                    );
                     tracing::info!(line = %self.cfg.name, state = ?self.status.state, imei = ?self.status.imei, "modem initialised");
                 }
             }
@@ -760,7 +874,22 @@ impl LineMachine {
                     self.connect(now);
                 }
             }
-            Urc::Boot | Urc::Mode(_) | Urc::Cmti { .. } | Urc::Cusd { .. } => {}
+            Urc::Cmti { index, .. } => {
+                self.at.enqueue(
+                    Command::new(format!("AT+CMGR={index}"), Tag::SmsRead(index))
+                        .timeout(self.cfg.command_timeout)
+                        .expect("+CMGR:"),
+                    now,
+                );
+            }
+            Urc::Cusd { m, text, dcs } => {
+                self.events.push_back(LineEvent::Ussd {
+                    status: m,
+                    text,
+                    dcs,
+                });
+            }
+            Urc::Boot | Urc::Mode(_) => {}
             Urc::Other(line) => {
                 tracing::debug!(line = %self.cfg.name, %line, "unhandled modem line");
             }

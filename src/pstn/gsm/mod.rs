@@ -8,9 +8,12 @@ pub mod discover;
 pub mod driver;
 pub mod line;
 pub mod profile;
+pub mod sms;
 
 pub use crate::pstn::line::RtpCodec;
 pub use discover::{Candidates, PortPair, PortSpec};
-pub use driver::{GsmLine, GsmLineConfig, IncomingPstnCall, PstnCall, RtpAttach};
+pub use driver::{
+    GsmLine, GsmLineConfig, IncomingPstnCall, LineSms, PstnCall, RtpAttach, SmsEvent,
+};
 pub use line::LineConfig;
 pub use profile::Profile;

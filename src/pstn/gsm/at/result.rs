@@ -214,6 +214,7 @@ const URC_PREFIXES: &[&str] = &[
     "^MODE:",
     "+CREG:",
     "+CMTI:",
+    "+CDSI:",
     "+CUSD:",
     "^SRVST:",
     "^SIMST:",
@@ -317,6 +318,13 @@ fn parse_urc_inner(line: &str) -> Option<Urc> {
         return Some(Urc::Creg { stat });
     }
     if let Some(p) = params_after(l, "+CMTI:") {
+        return Some(Urc::Cmti {
+            mem: p.first().cloned().unwrap_or_default(),
+            index: num(&p, 1)?,
+        });
+    }
+    // A status report stored on the SIM (`AT+CNMI=…,2,…`): read and deleted like a message.
+    if let Some(p) = params_after(l, "+CDSI:") {
         return Some(Urc::Cmti {
             mem: p.first().cloned().unwrap_or_default(),
             index: num(&p, 1)?,

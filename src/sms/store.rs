@@ -1,0 +1,451 @@
+//! The text messages in SQLite (tables of migration 0013): received PDUs kept before the modem
+//! deletes them (one row per distinct PDU, so a PDU read twice is stored once), the messages
+//! they become, messages between extensions, and outgoing SMS with their parts and status
+//! reports. Its own connection with `synchronous = FULL`: a message the modem is told to
+//! forget is on disk, not only in the write-ahead log's page cache.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Errors of the message store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("message store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// A message as listed (inbox, outbox, API).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MessageRow {
+    pub id: i64,
+    /// `sms_in`, `sms_out` or `local`.
+    pub kind: String,
+    pub line: Option<String>,
+    /// The outside number, or the sending extension (`local`).
+    pub peer: String,
+    /// The extensions it is for, or the one that sent it.
+    pub extension: String,
+    pub body: String,
+    pub status: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub parts: i64,
+    pub encoding: Option<String>,
+    pub is_read: bool,
+    pub error: Option<String>,
+    pub cost: Option<f64>,
+}
+
+/// An outgoing SMS due to be sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueSms {
+    pub id: i64,
+    pub line: Option<String>,
+    pub number: String,
+    pub body: String,
+    pub reference: i64,
+    pub attempts: i64,
+    /// Parts already accepted by the network (not to send again).
+    pub sent_parts: Vec<i64>,
+}
+
+/// A message waiting for a phone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Undelivered {
+    pub id: i64,
+    pub from: String,
+    pub to: Vec<String>,
+    pub body: String,
+}
+
+/// The connection.
+pub struct SmsStore {
+    conn: Connection,
+}
+
+const COLUMNS: &str = "id, kind, line, peer, extension, body, status, created_at, updated_at, \
+                       parts, encoding, is_read, error, cost";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        line: r.get(2)?,
+        peer: r.get(3)?,
+        extension: r.get(4)?,
+        body: r.get(5)?,
+        status: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+        parts: r.get(9)?,
+        encoding: r.get(10)?,
+        is_read: r.get::<_, i64>(11)? != 0,
+        error: r.get(12)?,
+        cost: r.get(13)?,
+    })
+}
+
+impl SmsStore {
+    /// Opens the (already migrated) database.
+    pub fn open(path: &Path) -> Result<SmsStore, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(SmsStore { conn })
+    }
+
+    /// Keeps a PDU read on `line`; `None` when the same PDU is stored already.
+    pub fn insert_part(&self, line: &str, pdu: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO sms_parts (line, pdu, received_at) VALUES (?1, ?2, ?3)",
+            params![line, pdu, now],
+        )?;
+        Ok((n == 1).then(|| self.conn.last_insert_rowid()))
+    }
+
+    /// PDUs not yet part of a message: (id, line, pdu).
+    pub fn loose_parts(&self) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, line, pdu FROM sms_parts WHERE message_id IS NULL ORDER BY id")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks PDUs as handled without a message (status reports, undecodable).
+    pub fn drop_parts(&self, ids: &[i64]) -> Result<(), StoreError> {
+        for id in ids {
+            self.conn
+                .execute("DELETE FROM sms_parts WHERE id = ?1", [id])?;
+        }
+        Ok(())
+    }
+
+    /// A received SMS made of `part_ids`, for the phones of `extensions`; one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_received(
+        &mut self,
+        line: &str,
+        sender: &str,
+        extensions: &[String],
+        body: &str,
+        encoding: &str,
+        part_ids: &[i64],
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO messages (kind, line, peer, extension, body, status, created_at, \
+             updated_at, parts, encoding) VALUES ('sms_in', ?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6, ?7)",
+            params![line, sender, extensions.join(","), body, now, part_ids.len() as i64, encoding],
+        )?;
+        let id = tx.last_insert_rowid();
+        for p in part_ids {
+            tx.execute(
+                "UPDATE sms_parts SET message_id = ?1 WHERE id = ?2",
+                params![id, p],
+            )?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// A message from extension `from` to extension `to`.
+    pub fn store_local(
+        &self,
+        from: &str,
+        to: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO messages (kind, peer, extension, body, status, created_at, updated_at) \
+             VALUES ('local', ?1, ?2, ?3, 'pending', ?4, ?4)",
+            params![from, to, body, now],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// An SMS to send from extension `ext` to `number` (`status` `queued`, or `failed` with
+    /// `error` when it was refused).
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_outgoing(
+        &self,
+        ext: &str,
+        number: &str,
+        body: &str,
+        parts: usize,
+        encoding: &str,
+        reference: u16,
+        cost: Option<f64>,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let status = if error.is_some() { "failed" } else { "queued" };
+        self.conn.execute(
+            "INSERT INTO messages (kind, peer, extension, body, status, created_at, updated_at, \
+             parts, encoding, reference, cost, error, is_read) \
+             VALUES ('sms_out', ?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, 1)",
+            params![
+                number,
+                ext,
+                body,
+                status,
+                now,
+                parts as i64,
+                encoding,
+                reference,
+                cost,
+                error
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Messages a phone took.
+    pub fn mark_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE messages SET status = 'delivered', updated_at = ?2 WHERE id = ?1 \
+             AND status = 'pending'",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    /// Messages waiting for a phone.
+    pub fn undelivered(&self) -> Result<Vec<Undelivered>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, peer, extension, body FROM messages \
+             WHERE status = 'pending' AND kind IN ('sms_in', 'local') ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            let to: String = r.get(2)?;
+            Ok(Undelivered {
+                id: r.get(0)?,
+                from: r.get(1)?,
+                to: to
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                body: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Outgoing SMS due now.
+    pub fn due_outgoing(&self, now: i64) -> Result<Vec<DueSms>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, line, peer, body, COALESCE(reference, 0), attempts FROM messages \
+             WHERE kind = 'sms_out' AND status = 'queued' \
+             AND COALESCE(next_try_at, 0) <= ?1 ORDER BY id",
+        )?;
+        let rows: Vec<(i64, Option<String>, String, String, i64, i64)> = st
+            .query_map([now], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for (id, line, number, body, reference, attempts) in rows {
+            let mut st = self.conn.prepare(
+                "SELECT seq FROM sms_out_parts WHERE message_id = ?1 AND status != 'pending'",
+            )?;
+            let sent_parts = st
+                .query_map([id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            out.push(DueSms {
+                id,
+                line,
+                number,
+                body,
+                reference,
+                attempts,
+                sent_parts,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The attempt at `id` is under way on `line`: not due again until `retry_at`.
+    pub fn sending(&self, id: i64, line: &str, retry_at: i64, now: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE messages SET line = ?2, attempts = attempts + 1, next_try_at = ?3, \
+             updated_at = ?4 WHERE id = ?1",
+            params![id, line, retry_at, now],
+        )?;
+        Ok(())
+    }
+
+    /// Part `seq` of `id` was accepted by the network with reference `mr`; the message is
+    /// `sent` once all its parts are.
+    pub fn part_sent(&self, id: i64, seq: i64, mr: u8, now: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO sms_out_parts (message_id, seq, mr, status) VALUES (?1, ?2, ?3, 'sent') \
+             ON CONFLICT (message_id, seq) DO UPDATE SET mr = ?3, status = 'sent'",
+            params![id, seq, mr],
+        )?;
+        self.conn.execute(
+            "UPDATE messages SET status = 'sent', next_try_at = NULL, error = NULL, \
+             updated_at = ?2 WHERE id = ?1 AND status = 'queued' AND parts <= \
+             (SELECT COUNT(*) FROM sms_out_parts WHERE message_id = ?1 AND status != 'pending')",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    /// An attempt failed: tried again at `retry_at`, or `failed` for good.
+    pub fn attempt_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let status = if retry_at.is_some() {
+            "queued"
+        } else {
+            "failed"
+        };
+        self.conn.execute(
+            "UPDATE messages SET status = ?2, error = ?3, next_try_at = ?4, updated_at = ?5 \
+             WHERE id = ?1 AND status = 'queued'",
+            params![id, status, error, retry_at, now],
+        )?;
+        Ok(())
+    }
+
+    /// A status report for message reference `mr` on `line`: the newest sent part with that
+    /// reference takes it; the message is `delivered` when all its parts are, `failed` when
+    /// one failed. Returns the message id.
+    pub fn status_report(
+        &self,
+        line: &str,
+        mr: u8,
+        delivered: bool,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let found: Option<(i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT p.message_id, p.seq FROM sms_out_parts p JOIN messages m \
+                 ON m.id = p.message_id WHERE p.mr = ?1 AND p.status = 'sent' \
+                 AND m.line = ?2 ORDER BY p.message_id DESC LIMIT 1",
+                params![mr, line],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((id, seq)) = found else {
+            return Ok(None);
+        };
+        let part_status = if delivered { "delivered" } else { "failed" };
+        self.conn.execute(
+            "UPDATE sms_out_parts SET status = ?3 WHERE message_id = ?1 AND seq = ?2",
+            params![id, seq, part_status],
+        )?;
+        if delivered {
+            self.conn.execute(
+                "UPDATE messages SET status = 'delivered', updated_at = ?2 WHERE id = ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM sms_out_parts WHERE message_id = ?1 \
+                 AND status != 'delivered') AND parts <= (SELECT COUNT(*) FROM sms_out_parts \
+                 WHERE message_id = ?1)",
+                params![id, now],
+            )?;
+        } else {
+            self.conn.execute(
+                "UPDATE messages SET status = 'failed', error = 'not delivered (status report)', \
+                 updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+        Ok(Some(id))
+    }
+
+    /// SMS sent by `ext` since `since`, for its hourly limit.
+    pub fn sent_since(&self, ext: &str, since: i64) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM messages WHERE kind = 'sms_out' AND extension = ?1 \
+             AND created_at >= ?2 AND status != 'failed'",
+            params![ext, since],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The newest messages, optionally of one kind.
+    pub fn list(&self, kind: Option<&str>, limit: i64) -> Result<Vec<MessageRow>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM messages WHERE (?1 IS NULL OR kind = ?1) \
+             ORDER BY id DESC LIMIT ?2"
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map(params![kind, limit], row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One message.
+    pub fn get(&self, id: i64) -> Result<Option<MessageRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM messages WHERE id = ?1");
+        Ok(self.conn.query_row(&sql, [id], row).optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (SmsStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        crate::store::Store::open(&path).unwrap();
+        (SmsStore::open(&path).unwrap(), dir)
+    }
+
+    #[test]
+    fn parts_are_stored_once_and_become_a_message() {
+        let (mut s, _d) = store();
+        let a = s.insert_part("gsm1", "00AA", 1).unwrap().unwrap();
+        assert_eq!(s.insert_part("gsm1", "00AA", 2).unwrap(), None);
+        let b = s.insert_part("gsm1", "00BB", 2).unwrap().unwrap();
+        assert_eq!(s.loose_parts().unwrap().len(), 2);
+        let id = s
+            .store_received("gsm1", "+4917", &["101".into()], "hi", "UCS-2", &[a, b], 3)
+            .unwrap();
+        assert!(s.loose_parts().unwrap().is_empty());
+        assert_eq!(s.undelivered().unwrap()[0].to, vec!["101".to_string()]);
+        s.mark_delivered(id, 4).unwrap();
+        assert!(s.undelivered().unwrap().is_empty());
+        assert_eq!(s.list(Some("sms_in"), 10).unwrap()[0].status, "delivered");
+    }
+
+    #[test]
+    fn outgoing_parts_sent_then_delivered_by_reports() {
+        let (s, _d) = store();
+        let id = s
+            .store_outgoing("101", "+4917", "x", 2, "GSM-7", 9, Some(0.18), None, 1)
+            .unwrap();
+        assert_eq!(s.due_outgoing(1).unwrap().len(), 1);
+        s.sending(id, "gsm1", 100, 1).unwrap();
+        assert!(s.due_outgoing(2).unwrap().is_empty());
+        s.part_sent(id, 1, 7, 2).unwrap();
+        assert_eq!(s.get(id).unwrap().unwrap().status, "queued");
+        s.part_sent(id, 2, 8, 2).unwrap();
+        assert_eq!(s.get(id).unwrap().unwrap().status, "sent");
+        assert_eq!(s.status_report("gsm1", 7, true, 3).unwrap(), Some(id));
+        assert_eq!(s.get(id).unwrap().unwrap().status, "sent");
+        s.status_report("gsm1", 8, true, 3).unwrap();
+        assert_eq!(s.get(id).unwrap().unwrap().status, "delivered");
+        assert_eq!(s.status_report("gsm1", 99, true, 3).unwrap(), None);
+        assert_eq!(s.sent_since("101", 0).unwrap(), 1);
+    }
+}
