@@ -4,9 +4,9 @@
 //! Audio is analysed in 20 ms frames. A frame is "tone" when the country's tone frequencies
 //! hold most of its energy (and it is loud enough); consecutive frames make on/off segments.
 //! A continuous tone is recognised after [`CONTINUOUS_MS`]; a cadenced one when the last
-//! segments match its cadence (any phase) within a tolerance, over as many segments as the
-//! longest cadence of the country has (at least four), so that e.g. Spain's busy (200/200)
-//! is not taken for its congestion (200/200/200/200/200/600).
+//! segments match its cadence (any phase) within a tolerance, over at least four segments and
+//! as many as any other tone of the same frequencies sharing one of its durations has, so that
+//! e.g. Spain's busy (200/200) is not taken for its congestion (200/200/200/200/200/600).
 //!
 //! Frames that are loud but not tone count as voice ([`ToneDetector::voice_ms`]), which is
 //! how a line without answer supervision notices the callee speaking.
@@ -149,7 +149,8 @@ pub struct ToneDetector {
     current: Seg,
     current_ms: u32,
     history: Vec<(Seg, u32)>,
-    need: usize,
+    /// Segments each tone needs to be recognised.
+    need: Vec<usize>,
     reported: Option<ToneKind>,
     voice_ms: u32,
     silence_ms: u32,
@@ -184,13 +185,28 @@ impl ToneDetector {
                     .max(CONTINUOUS_MS)
             })
             .collect();
+        // A cadenced tone must be seen over at least four segments, and over as many as any
+        // other tone of the same frequencies that shares one of its durations.
         let need = country
             .tones
             .iter()
-            .map(|t| t.cadence.len())
-            .max()
-            .unwrap_or(0)
-            .max(4);
+            .map(|t| {
+                country
+                    .tones
+                    .iter()
+                    .filter(|o| {
+                        o.freqs == t.freqs
+                            && t.cadence.iter().any(|d| {
+                                o.cadence.iter().any(|e| d.abs_diff(*e) <= (d / 4).max(60))
+                            })
+                    })
+                    .map(|o| o.cadence.len())
+                    .max()
+                    .unwrap_or(0)
+                    .max(t.cadence.len())
+                    .max(4)
+            })
+            .collect();
         ToneDetector {
             country,
             sets,
@@ -342,11 +358,11 @@ impl ToneDetector {
     }
 
     fn match_cadence(&self) -> Option<ToneKind> {
-        if self.history.len() < self.need {
-            return None;
-        }
-        let tail = &self.history[self.history.len() - self.need..];
-        'tones: for t in self.country.tones.iter().filter(|t| !t.cadence.is_empty()) {
+        'tones: for (t, &need) in self.country.tones.iter().zip(&self.need) {
+            if t.cadence.is_empty() || self.history.len() < need {
+                continue;
+            }
+            let tail = &self.history[self.history.len() - need..];
             let Some(set) = self.sets.iter().position(|s| *s == t.freqs) else {
                 continue;
             };
