@@ -22,6 +22,7 @@
 
 pub mod audio;
 pub mod cause;
+pub mod dahdi;
 pub mod dsp;
 pub mod gsm;
 pub mod pool;
