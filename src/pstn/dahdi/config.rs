@@ -80,7 +80,7 @@ fn default_echo() -> i32 {
 }
 
 /// A validated `[[fxo]]` line.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FxoConfig {
     /// The machine's settings.
     pub settings: FxoSettings,

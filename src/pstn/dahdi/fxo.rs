@@ -73,7 +73,7 @@ pub struct Disconnect {
 }
 
 /// The line's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FxoSettings {
     /// The line's name (for messages).
     pub name: String,
@@ -191,6 +191,7 @@ struct CidRx {
     bell: Option<FskReceiver>,
     dtmf: Option<DtmfDetector>,
     bytes: Vec<u8>,
+    bell_bytes: Vec<u8>,
     digits: String,
     /// A caller decoded before the first ring (ETSI after a polarity reversal, DTMF CID).
     early: Option<Caller>,
@@ -206,12 +207,15 @@ impl CidRx {
             bell: bell.then(|| FskReceiver::new(FskStandard::Bell202)),
             dtmf: dtmf.then(DtmfDetector::new),
             bytes: Vec::new(),
+            bell_bytes: Vec::new(),
             digits: String::new(),
             early: None,
         }
     }
 
     fn push(&mut self, frame: &Frame) -> Option<Caller> {
+        // Each FSK receiver has its own byte buffer: their tones are close enough that both
+        // decode something from either standard, and only a valid checksum counts.
         let fsk = |rx: &mut Option<FskReceiver>, bytes: &mut Vec<u8>| -> Option<Caller> {
             let rx = rx.as_mut()?;
             let before = bytes.len();
@@ -225,16 +229,11 @@ impl CidRx {
             }
             None
         };
-        let mut found = fsk(&mut self.v23, &mut self.bytes);
-        if found.is_none() {
-            // Both FSK receivers decode the same message (their tones are close); the second
-            // uses its own byte buffer only when the first found nothing.
-            let mut b = std::mem::take(&mut self.bytes);
-            found = fsk(&mut self.bell, &mut b);
-            self.bytes = b;
+        if let Some(c) = fsk(&mut self.v23, &mut self.bytes) {
+            return Some(c);
         }
-        if found.is_some() {
-            return found;
+        if let Some(c) = fsk(&mut self.bell, &mut self.bell_bytes) {
+            return Some(c);
         }
         if let Some(d) = self.dtmf.as_mut() {
             let digits = &mut self.digits;

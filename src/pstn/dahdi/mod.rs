@@ -8,10 +8,12 @@
 //! - [`sim`]: the same interface over a Unix socket (`sim:/path`), driven by tests.
 //! - [`fxo`]: the sans-IO line machine (seize, dial tone, DTMF dialling, call progress, answer
 //!   and disconnect supervision, ring and caller ID), clocked by the card's audio frames.
+//! - [`driver`]: the thread that runs a line on a channel.
 //! - [`config`]: the `[[fxo]]` configuration tables.
 
 pub mod channel;
 pub mod config;
+pub mod driver;
 pub mod fxo;
 pub mod sim;
 pub mod sys;
