@@ -63,6 +63,8 @@ pub struct Config {
     pub extensions: Vec<ExtensionConfig>,
     /// `[[modem]]`: GSM modem lines to the PSTN (see [`crate::pstn::gsm::config`]).
     pub modems: Vec<crate::pstn::gsm::config::ModemConfig>,
+    /// `[[fxo]]`: analog lines on a DAHDI card (see [`crate::pstn::dahdi::config`]).
+    pub fxo: Vec<crate::pstn::dahdi::config::FxoConfig>,
     /// `[limits]`: fraud limits per extension and trunk, and resource caps.
     pub limits: LimitsConfig,
     /// SRTP policies: `[media] srtp` (default `optional`) and the `srtp` keys of
@@ -797,6 +799,8 @@ struct RawConfig {
     extensions: Vec<RawExtension>,
     #[serde(default, rename = "modem")]
     modems: Vec<RawModem>,
+    #[serde(default, rename = "fxo")]
+    fxo: Vec<crate::pstn::dahdi::config::RawFxo>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -1508,6 +1512,7 @@ impl RawConfig {
             enum_: self.enum_.validate(&KeyPath::new("enum"))?,
             enum_zone: self.enum_zone.validate(&KeyPath::new("enum_zone"))?,
             modems: validate_modems(self.modems, &trunks, &ring_groups)?,
+            fxo: validate_fxo(self.fxo)?,
             trunks,
             dundi: self.dundi.validate(&KeyPath::new("dundi"))?,
             inbound: self
@@ -2372,6 +2377,19 @@ fn trunk_options(at: &KeyPath, t: &RawTrunk) -> Checked<TrunkOptions> {
         from_domain: t.from_domain.clone(),
         caller_id_header,
     })
+}
+
+/// The `[[fxo]]` tables (analog lines on a DAHDI card).
+fn validate_fxo(
+    raw: Vec<crate::pstn::dahdi::config::RawFxo>,
+) -> Checked<Vec<crate::pstn::dahdi::config::FxoConfig>> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, f)| {
+            f.validate()
+                .map_err(|e| invalid(&KeyPath::new("fxo").index(i).key(e.key), e.why))
+        })
+        .collect()
 }
 
 /// The `[[modem]]` tables; their names are unique among modems and trunks (a line is a trunk

@@ -65,6 +65,16 @@ pub fn check(config: &Config, in_use: InUse) -> Report {
         );
     }
     check_tls_files(config, &mut report);
+    for (i, f) in config.fxo.iter().enumerate() {
+        if let Err(e) = crate::pstn::dahdi::channel::probe(&f.channel) {
+            report.errors.push(format!(
+                "[[fxo]] #{} ({}) channel `{}`: {e}",
+                i + 1,
+                f.settings.name,
+                f.channel
+            ));
+        }
+    }
     if config.enum_zone.enabled {
         let addr = config.enum_zone.listen;
         let key = format!("[enum_zone] listen `{addr}`");

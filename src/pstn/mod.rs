@@ -22,6 +22,8 @@
 
 pub mod audio;
 pub mod cause;
+pub mod dahdi;
+pub mod dsp;
 pub mod gsm;
 pub mod line;
 pub mod pool;

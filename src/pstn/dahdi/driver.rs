@@ -1,0 +1,105 @@
+//! The thread that drives one FXO line: reads the channel (which blocks until the card has a
+//! frame, so the card's clock paces everything), feeds the [`FxoLine`] machine, carries out its
+//! hook changes and hands its reports and the call audio to the gateway.
+
+use super::channel::{Channel, ChannelError, Input};
+use super::fxo::{FxoLine, FxoOutput};
+use crate::pstn::audio::{Frame, SILENCE};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+
+/// A request to the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Place a call.
+    Dial(String),
+    /// Answer the ringing call.
+    Answer,
+    /// End the call.
+    Hangup,
+    /// Stop the driver.
+    Stop,
+}
+
+/// Where the call audio goes and comes from.
+pub trait AudioPort: Send {
+    /// A frame heard on the line (to the phone).
+    fn from_line(&mut self, frame: &Frame);
+    /// The next frame to send to the line (from the phone); silence when there is none.
+    fn to_line(&mut self, frame: &mut Frame);
+}
+
+/// Runs the line until the channel closes or [`Command::Stop`]; refused commands are reported
+/// as `Err` on `replies`.
+pub fn run(
+    mut ch: Box<dyn Channel>,
+    mut line: FxoLine,
+    commands: Receiver<Command>,
+    outputs: Sender<FxoOutput>,
+    mut audio: Box<dyn AudioPort>,
+) -> Result<(), ChannelError> {
+    let mut frame: Frame = SILENCE;
+    let mut out: Frame = SILENCE;
+    loop {
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Dial(n)) => {
+                    if let Err(e) = line.dial(&n) {
+                        tracing::info!(line = %line.settings().name, "dial refused: {e}");
+                        let cause = crate::pstn::EndCause::from_q850(
+                            if e.sip_status() == 486 { 17 } else { 34 },
+                            false,
+                        );
+                        let _ = outputs
+                            .send(FxoOutput::Progress(crate::pstn::CallProgress::Ended(cause)));
+                    }
+                }
+                Ok(Command::Answer) => {
+                    let _ = line.answer();
+                }
+                Ok(Command::Hangup) => {
+                    let _ = line.hangup();
+                }
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return Ok(()),
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        drain(&mut line, ch.as_mut(), &outputs)?;
+        match ch.read(&mut frame)? {
+            Input::Audio => {
+                line.audio_in(&frame);
+                if line.state() == super::fxo::FxoState::InCall {
+                    audio.from_line(&frame);
+                }
+                if !line.audio_out(&mut out) {
+                    if line.state() == super::fxo::FxoState::InCall {
+                        audio.to_line(&mut out);
+                    } else {
+                        out = SILENCE;
+                    }
+                }
+                drain(&mut line, ch.as_mut(), &outputs)?;
+                ch.write(&out)?;
+            }
+            Input::Event(ev) => {
+                tracing::debug!(channel = ch.name(), ?ev, "line event");
+                line.event(ev);
+            }
+        }
+    }
+}
+
+fn drain(
+    line: &mut FxoLine,
+    ch: &mut dyn Channel,
+    outputs: &Sender<FxoOutput>,
+) -> Result<(), ChannelError> {
+    while let Some(o) = line.poll() {
+        match o {
+            FxoOutput::Hook(h) => ch.set_hook(h)?,
+            other => {
+                let _ = outputs.send(other);
+            }
+        }
+    }
+    Ok(())
+}
