@@ -25,7 +25,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::gsm::{IncomingPstnCall, RtpAttach};
 use super::line::{LineCall, RtpCodec};
-use super::{CallProgress, EndCause, LineError, LinePool};
+use super::{CallProgress, EndCause, LinePool};
 use crate::config::{NumberFormat, TrunkConfig};
 use crate::media::Law;
 use crate::routing::numbering::{Dialled, NumberingPlan};
@@ -485,11 +485,9 @@ async fn outgoing_call(
             tracing::info!(%number, %line, "line agent: cannot dial: {e}");
             // A line already in a call is not the callee being busy: 503 lets the B2BUA try
             // the next line (486 would end the call), with Q.850 34 (no circuit available).
-            let (status, reason) = match e {
-                LineError::Busy(_) => (503, Some("Q.850;cause=34;text=\"line in use\"")),
-                e => (e.sip_status(), None),
-            };
-            finish_refused(&mut uas, &mut rx, status, reason).await;
+            let (status, q850) = super::line::refusal(&e);
+            let reason = q850.map(|q| format!("Q.850;cause={q};text=\"line in use\""));
+            finish_refused(&mut uas, &mut rx, status, reason.as_deref()).await;
             return;
         }
     };

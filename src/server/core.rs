@@ -62,17 +62,7 @@ pub struct RouteRequest {
     pub dialled: String,
 }
 
-/// A registered contact, for the live page.
-#[derive(Debug, Clone)]
-pub struct LiveBinding {
-    pub extension: String,
-    pub contact: String,
-    /// Where its REGISTER came from (`udp:192.0.2.7:5060`).
-    pub source: String,
-    pub user_agent: Option<String>,
-    /// Seconds left.
-    pub expires_in: u64,
-}
+pub use crate::live::LiveBinding;
 
 /// An authenticated call refused before anything rang, for its record.
 #[derive(Debug, Clone)]

@@ -151,9 +151,10 @@ impl ModemLines {
     /// The lines as the live page shows them.
     pub fn live(&self) -> Vec<LineState> {
         self.pool
-            .statuses()
-            .into_iter()
-            .map(|s| {
+            .lines()
+            .iter()
+            .map(|line| {
+                let s = line.status();
                 let state = match s.state {
                     ModemState::Idle => "ready",
                     ModemState::Dialling | ModemState::Alerting | ModemState::Incoming => "ringing",
@@ -179,7 +180,7 @@ impl ModemLines {
                 );
                 LineState {
                     name: s.name,
-                    kind: "GSM modem".into(),
+                    kind: line.kind().into(),
                     state: state.into(),
                     detail,
                 }

@@ -28,7 +28,7 @@ mod usage;
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
@@ -63,11 +63,7 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// The name of the SIP core's message handling for the supervisor.
 const CORE: &str = "SIP core";
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::web::office_time::unix_now;
 
 /// Starts the message service ([`crate::sms::service`]) on the modem lines (none: messages
 /// between extensions only).
