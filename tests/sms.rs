@@ -171,6 +171,13 @@ fn wait_rows(db: &Path, limit: Duration, f: impl Fn(&[Row]) -> bool) -> (bool, V
 }
 
 fn phone(server: &Server, name: &str, ext: &str, contact: Option<&str>) -> Phone {
+    if let Some(uri) = contact {
+        // The contact module sends `message` to the current contact: the only one.
+        let dir = server.dir().join(format!("baresip-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("contacts"), format!("\"peer\" <{uri}>\n")).unwrap();
+        std::fs::write(dir.join("current_contact"), format!("{uri}\n")).unwrap();
+    }
     let mut p = Phone::start_with(
         server.dir(),
         server.udp,
@@ -188,12 +195,6 @@ fn phone(server: &Server, name: &str, ext: &str, contact: Option<&str>) -> Phone
         },
         "",
     );
-    if let Some(uri) = contact {
-        // The contact module sends `message` to the current contact: the only one.
-        let dir = server.dir().join(format!("baresip-{name}"));
-        std::fs::write(dir.join("contacts"), format!("\"peer\" <{uri}>\n")).unwrap();
-        std::fs::write(dir.join("current_contact"), format!("{uri}\n")).unwrap();
-    }
     wait_registered(server, &mut p, ext);
     p
 }
@@ -352,7 +353,7 @@ fn phone_message_leaves_as_sms_and_is_delivered() {
     let (server, sim) = start("sms-out", "price_per_part = 0.09");
     let to = format!("sip:+491709876543@{}", server.udp);
     let mut a = phone(&server, "100", "100", Some(&to));
-    let text = "Hallo Welt! Ünïcödé ok, und 160+ Zeichen: ".to_owned() + &"abcdefghij".repeat(14);
+    let text = "Hallo Welt! Über Preis 5€ [ok]: ".to_owned() + &"abcdefghij".repeat(14);
     a.command("message", &text);
     let deadline = Instant::now() + Duration::from_secs(15);
     while sim.with(|s| s.sent_pdus.len()) < 2 && Instant::now() < deadline {
