@@ -21,6 +21,7 @@ have dpkg-shlibdeps || need_pkg+=(dpkg-dev)
 have socat || need_pkg+=(socat)
 dpkg -s libspandsp-dev >/dev/null 2>&1 || need_pkg+=(libspandsp-dev)
 have pkg-config || need_pkg+=(pkg-config)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkg+=(python3-venv)
 
 if [ "${#need_pkg[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
@@ -37,6 +38,15 @@ if [ "${#need_pkg[@]}" -gt 0 ]; then
         echo "install them with: sudo apt-get install ${need_pkg[*]}" >&2
         exit 1
     fi
+fi
+
+# The independent SMS PDU encoder and decoder the SMS tests check pasarela against (PyPI
+# python-gsmmodem-new, module gsmmodem.pdu), in a virtual environment under target/.
+venv="${CARGO_TARGET_DIR:-$(dirname "$0")/../target}/pyenv"
+if ! "$venv/bin/python" -c 'import gsmmodem.pdu' >/dev/null 2>&1; then
+    echo "tests/setup.sh: installing python-gsmmodem-new in $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet python-gsmmodem-new
 fi
 
 if ! cargo deb --version >/dev/null 2>&1; then

@@ -10,6 +10,7 @@
 pub mod concat;
 pub mod config;
 pub mod gsm7;
+pub mod metrics;
 pub mod pdu;
 pub mod service;
 pub mod store;

@@ -72,7 +72,7 @@ pub enum Incoming {
 /// Decodes hex text into octets.
 pub fn from_hex(hex: &str) -> Result<Vec<u8>, PduError> {
     let hex = hex.trim().as_bytes();
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(PduError::Hex);
     }
     hex.chunks_exact(2)

@@ -229,10 +229,12 @@ impl Service {
                 let r = match result {
                     Ok(mr) => {
                         tracing::info!(id = msg, part = seq, mr, "SMS part sent");
+                        super::metrics::bump(&super::metrics::PARTS_SENT);
                         self.store.part_sent(msg, seq, mr, now)
                     }
                     Err(e) => {
                         tracing::warn!(id = msg, part = seq, error = %e, "SMS part not sent");
+                        super::metrics::bump(&super::metrics::SEND_FAILURES);
                         let retry = self.retry_at(msg, now);
                         self.store.attempt_failed(msg, &e, retry, now)
                     }
@@ -271,6 +273,9 @@ impl Service {
                     .store
                     .status_report(line, s.reference, s.delivered(), now)?;
                 tracing::info!(%line, mr = s.reference, status = s.status, ?id, "SMS status report");
+                if s.delivered() {
+                    super::metrics::bump(&super::metrics::DELIVERY_REPORTS);
+                }
                 if !s.delivered() && !s.failed() {
                     tracing::debug!("status report: still trying");
                 }
@@ -354,6 +359,7 @@ impl Service {
             self.store
                 .store_received(line, sender, &to, text, encoding, part_ids, unix_now())?;
         tracing::info!(id, %line, %sender, parts = part_ids.len(), chars = text.chars().count(), "SMS received");
+        super::metrics::bump(&super::metrics::RECEIVED);
         let _ = self.to_core.send(Deliver {
             id,
             to,
@@ -366,11 +372,13 @@ impl Service {
     async fn on_request(&mut self, r: Request) {
         match r {
             Request::Delivered(id) => {
+                super::metrics::bump(&super::metrics::DELIVERED_TO_PHONES);
                 if let Err(e) = self.store.mark_delivered(id, unix_now()) {
                     tracing::error!("message store: {e}");
                 }
             }
             Request::FromPhone(m) => {
+                super::metrics::bump(&super::metrics::FROM_PHONES);
                 let r = if m.to_extension {
                     self.local(&m)
                 } else {
@@ -402,6 +410,7 @@ impl Service {
                 self.send_due().await;
             }
             Request::Ussd { line, code, reply } => {
+                super::metrics::bump(&super::metrics::USSD);
                 let l = match &line {
                     Some(n) => self.pool.line(n).cloned(),
                     None => self.pool.lines().first().cloned(),

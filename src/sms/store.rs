@@ -39,6 +39,16 @@ pub struct MessageRow {
     pub cost: Option<f64>,
 }
 
+/// One conversation (all messages with one peer).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Conversation {
+    pub peer: String,
+    pub last_at: i64,
+    pub count: i64,
+    pub unread: i64,
+    pub last_body: String,
+}
+
 /// An outgoing SMS due to be sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DueSms {
@@ -391,6 +401,57 @@ impl SmsStore {
         let mut st = self.conn.prepare(&sql)?;
         let rows = st.query_map(params![kind, limit], row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Conversations by outside number (or sending extension), newest first.
+    pub fn conversations(&self) -> Result<Vec<Conversation>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT peer, MAX(created_at), COUNT(*), SUM(is_read = 0),              (SELECT body FROM messages m2 WHERE m2.peer = m.peer ORDER BY id DESC LIMIT 1)              FROM messages m GROUP BY peer ORDER BY MAX(id) DESC",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(Conversation {
+                peer: r.get(0)?,
+                last_at: r.get(1)?,
+                count: r.get(2)?,
+                unread: r.get(3)?,
+                last_body: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The messages with `peer`, oldest first.
+    pub fn thread(&self, peer: &str) -> Result<Vec<MessageRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM messages WHERE peer = ?1 ORDER BY id");
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map([peer], row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks the messages with `peer` read.
+    pub fn mark_read(&self, peer: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE messages SET is_read = 1 WHERE peer = ?1", [peer])?;
+        Ok(())
+    }
+
+    /// Unread messages.
+    pub fn unread(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM messages WHERE is_read = 0", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Deletes a message (and what is kept of its parts); whether it existed.
+    pub fn delete(&mut self, id: i64) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM sms_parts WHERE message_id = ?1", [id])?;
+        tx.execute("DELETE FROM sms_out_parts WHERE message_id = ?1", [id])?;
+        let n = tx.execute("DELETE FROM messages WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(n == 1)
     }
 
     /// One message.

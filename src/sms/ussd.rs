@@ -10,7 +10,9 @@ use super::userdata::{ucs2_text, Alphabet};
 /// The readable text of a USSD string with data coding scheme `dcs`.
 pub fn decode(text: &str, dcs: Option<u16>) -> String {
     let dcs = dcs.and_then(|d| u8::try_from(d).ok()).unwrap_or(0x0F);
-    let hex = text.len() >= 2 && text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit());
+    let hex = text.len() >= 2
+        && text.len().is_multiple_of(2)
+        && text.bytes().all(|b| b.is_ascii_hexdigit());
     match (Alphabet::of_dcs(dcs), hex) {
         (Alphabet::Ucs2, true) => {
             from_hex(text).map_or_else(|_| text.to_owned(), |o| ucs2_text(&o))

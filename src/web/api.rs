@@ -29,6 +29,7 @@ pub fn router(state: WebState) -> Router<WebState> {
         .route("/api/v1/records", get(records))
         .route("/api/v1/records/{id}", get(record))
         .route("/api/v1/live", get(live))
+        .merge(super::api_messages::routes())
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
 

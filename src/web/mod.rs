@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod api_messages;
 pub mod api_tokens;
 pub mod auth;
 pub mod guard;
@@ -105,7 +106,7 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
             ),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        stats.render_prometheus(Instant::now()),
+        stats.render_prometheus(Instant::now()) + &crate::sms::metrics::render(),
     )
 }
 
@@ -189,6 +190,7 @@ impl WebServer {
         state.guard = links.guard;
         state.sip_listen = Arc::new(links.sip_listen);
         state.lines = links.lines;
+        state.messages = links.messages;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| WebError::Bind { addr, source })?;

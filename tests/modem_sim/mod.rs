@@ -4,6 +4,12 @@
 //! playing a tone as 8 kHz s16le PCM during a connected call and recording what it receives.
 //! It can be told to stop answering or to vanish (ptys closed, symlinks removed) and to come
 //! back on new ptys. It runs on its own thread with the wall clock.
+//!
+//! Text messages (PDU mode): a SIM store that `AT+CMGL`, `AT+CMGR` and `AT+CMGD` read and
+//! delete, [`Sim::deliver_sms`] stores a PDU and announces it with `+CMTI`, `AT+CMGS` takes a
+//! PDU after its `> ` prompt (recorded in [`SimState::sent_pdus`]) and, when
+//! [`SimState::status_reports`] is on, stores a status report announced with `+CDSI`;
+//! `AT+CUSD` answers with [`SimState::ussd_answer`] as a `+CUSD` URC.
 
 #![allow(dead_code)]
 
@@ -54,6 +60,21 @@ pub struct SimState {
     next_frame: Option<Instant>,
     vanish: bool,
     rebuild: bool,
+    /// The SIM's message store: index → PDU (hex, with SMSC).
+    pub sim_store: std::collections::BTreeMap<u32, String>,
+    /// PDUs received with AT+CMGS, in order.
+    pub sent_pdus: Vec<String>,
+    /// Whether a status report follows each AT+CMGS.
+    pub status_reports: bool,
+    /// The `+CUSD` answer: (text as sent on the wire, dcs).
+    pub ussd_answer: (String, u16),
+    /// USSD codes received.
+    pub ussd_codes: Vec<String>,
+    /// When set, AT+CMGD fails (the modem "forgets" to delete).
+    pub fail_delete: bool,
+    /// The TPDU length of the AT+CMGS waiting for its PDU.
+    awaiting_pdu: Option<usize>,
+    next_mr: u8,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -137,6 +158,14 @@ impl Sim {
             next_frame: None,
             vanish: false,
             rebuild: false,
+            sim_store: Default::default(),
+            sent_pdus: Vec::new(),
+            status_reports: true,
+            ussd_answer: ("Balance: 12,34 EUR".into(), 15),
+            ussd_codes: Vec::new(),
+            fail_delete: false,
+            awaiting_pdu: None,
+            next_mr: 1,
         }));
         let data_link = dir.join(format!("{name}-data"));
         let audio_link = dir.join(format!("{name}-audio"));
@@ -213,6 +242,24 @@ impl Sim {
         }
     }
 
+    /// An SMS arrives: stored on the SIM and announced with `+CMTI` (`announce` false: stored
+    /// only, as while the modem was not being read). Returns its index.
+    pub fn deliver_sms(&self, pdu: &str, announce: bool) -> u32 {
+        self.with(|s| {
+            let index = store_pdu(s, pdu);
+            if announce {
+                s.pending
+                    .push((Instant::now(), format!("+CMTI: \"SM\",{index}")));
+            }
+            index
+        })
+    }
+
+    /// The PDUs on the SIM.
+    pub fn sim_pdus(&self) -> Vec<String> {
+        self.with(|s| s.sim_store.values().cloned().collect())
+    }
+
     pub fn commands(&self) -> Vec<String> {
         self.with(|s| s.commands.clone())
     }
@@ -228,6 +275,18 @@ impl Drop for Sim {
             *s = true;
         }
     }
+}
+
+/// Stores a PDU at the lowest free index.
+fn store_pdu(s: &mut SimState, pdu: &str) -> u32 {
+    let index = (0..).find(|i| !s.sim_store.contains_key(i)).unwrap_or(0);
+    s.sim_store.insert(index, pdu.to_string());
+    index
+}
+
+/// A STATUS-REPORT PDU (delivered) for message reference `mr`.
+fn status_report_pdu(mr: u8) -> String {
+    format!("0006{mr:02X}0C9194711032547652211030000040522110300010400000")
 }
 
 fn read_nb(f: &mut File, buf: &mut [u8]) -> Option<usize> {
@@ -300,7 +359,44 @@ fn run(
         while let Some(n) = read_nb(&mut data.master, &mut buf) {
             line_buf.extend_from_slice(&buf[..n]);
         }
-        while let Some(pos) = line_buf.iter().position(|&b| b == b'\r' || b == b'\n') {
+        loop {
+            // After the `> ` prompt of AT+CMGS: the PDU, ended by Ctrl-Z (or ESC to cancel).
+            let awaiting = state.lock().expect("state").awaiting_pdu;
+            if let Some(len) = awaiting {
+                let Some(pos) = line_buf.iter().position(|&b| b == 0x1A || b == 0x1B) else {
+                    break;
+                };
+                let raw: Vec<u8> = line_buf.drain(..=pos).collect();
+                let mut s = state.lock().expect("state");
+                s.awaiting_pdu = None;
+                if raw.last() == Some(&0x1B) {
+                    out.extend_from_slice(b"\r\nOK\r\n");
+                    continue;
+                }
+                let pdu = String::from_utf8_lossy(&raw[..raw.len() - 1])
+                    .trim()
+                    .to_string();
+                let tpdu_ok = pdu.len() >= 2 && (pdu.len() / 2).saturating_sub(1) == len;
+                s.sent_pdus.push(pdu);
+                if !tpdu_ok {
+                    out.extend_from_slice(b"\r\n+CMS ERROR: 304\r\n");
+                    continue;
+                }
+                let mr = s.next_mr;
+                s.next_mr = s.next_mr.wrapping_add(1);
+                out.extend_from_slice(format!("\r\n+CMGS: {mr}\r\n\r\nOK\r\n").as_bytes());
+                if s.status_reports {
+                    let index = store_pdu(&mut s, &status_report_pdu(mr));
+                    s.pending.push((
+                        Instant::now() + Duration::from_millis(300),
+                        format!("+CDSI: \"SM\",{index}"),
+                    ));
+                }
+                continue;
+            }
+            let Some(pos) = line_buf.iter().position(|&b| b == b'\r' || b == b'\n') else {
+                break;
+            };
             let line: Vec<u8> = line_buf.drain(..=pos).collect();
             let cmd = String::from_utf8_lossy(&line[..line.len() - 1])
                 .trim()
@@ -318,6 +414,10 @@ fn run(
                 out.push(b'\r');
             }
             for l in answer(&mut s, &cmd) {
+                if l == "@prompt" {
+                    out.extend_from_slice(b"\r\n> ");
+                    continue;
+                }
                 out.extend_from_slice(format!("\r\n{l}\r\n").as_bytes());
             }
         }
@@ -411,7 +511,57 @@ fn answer(s: &mut SimState, cmd: &str) -> Vec<String> {
     let now = Instant::now();
     let upper = cmd.to_ascii_uppercase();
     match upper.as_str() {
-        "AT" | "AT+CMEE=1" | "AT+CLIP=1" | "AT+CREG=2" | "AT+CRC=0" | "AT+CNMI=2,1,0,0,0" => ok(),
+        "AT" | "AT+CMEE=1" | "AT+CLIP=1" | "AT+CREG=2" | "AT+CRC=0" | "AT+CNMI=2,1,0,0,0"
+        | "AT+CNMI=2,1,0,2,0" | "AT+CMGF=0" => ok(),
+        "AT+CMGL=4" => {
+            let mut r = Vec::new();
+            for (i, pdu) in &s.sim_store {
+                r.push(format!(
+                    "+CMGL: {i},1,,{}",
+                    (pdu.len() / 2).saturating_sub(1)
+                ));
+                r.push(pdu.clone());
+            }
+            r.push("OK".into());
+            r
+        }
+        _ if upper.starts_with("AT+CMGR=") => {
+            let index: Option<u32> = upper["AT+CMGR=".len()..].trim().parse().ok();
+            match index.and_then(|i| s.sim_store.get(&i)) {
+                Some(pdu) => vec![
+                    format!("+CMGR: 1,,{}", (pdu.len() / 2).saturating_sub(1)),
+                    pdu.clone(),
+                    "OK".into(),
+                ],
+                None => vec!["+CMS ERROR: 321".into()],
+            }
+        }
+        _ if upper.starts_with("AT+CMGD=") => {
+            if s.fail_delete {
+                return vec!["+CMS ERROR: 500".into()];
+            }
+            if let Ok(i) = upper["AT+CMGD=".len()..].trim().parse::<u32>() {
+                s.sim_store.remove(&i);
+            }
+            ok()
+        }
+        _ if upper.starts_with("AT+CMGS=") => match upper["AT+CMGS=".len()..].trim().parse() {
+            Ok(len) => {
+                s.awaiting_pdu = Some(len);
+                vec!["@prompt".into()]
+            }
+            Err(_) => vec!["+CMS ERROR: 304".into()],
+        },
+        _ if upper.starts_with("AT+CUSD=1,") => {
+            let code = cmd.split('"').nth(1).unwrap_or_default().to_string();
+            s.ussd_codes.push(code);
+            let (text, dcs) = s.ussd_answer.clone();
+            s.pending.push((
+                now + Duration::from_millis(200),
+                format!("+CUSD: 0,\"{text}\",{dcs}"),
+            ));
+            ok()
+        }
         "ATZ" => {
             s.echo = true;
             ok()

@@ -283,7 +283,10 @@ impl Phone {
             }),
         )
         .unwrap();
-        fs::write(dir.join("contacts"), "").unwrap();
+        // A contacts file written before the start (the contact module's `message` target) stays.
+        if !dir.join("contacts").exists() {
+            fs::write(dir.join("contacts"), "").unwrap();
+        }
         let log = dir.join("baresip.log");
         let out = File::create(&log).unwrap();
         let child = Command::new("baresip")

@@ -55,7 +55,7 @@ pub fn ussd_command(code: &str) -> Option<String> {
 
 fn is_hex(l: &str) -> bool {
     let t = l.trim();
-    !t.is_empty() && t.len() % 2 == 0 && t.bytes().all(|b| b.is_ascii_hexdigit())
+    !t.is_empty() && t.len().is_multiple_of(2) && t.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]

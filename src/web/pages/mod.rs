@@ -14,6 +14,7 @@ pub mod billing;
 pub mod checklist;
 pub mod extensions;
 pub mod live;
+pub mod messages;
 pub mod overview;
 pub mod phone_setup;
 pub mod rates;
@@ -71,6 +72,8 @@ pub struct WebState {
     pub(crate) sip_listen: Arc<Vec<(String, SocketAddr)>>,
     /// PSTN lines the configuration declares, for the first-run checklist.
     pub(crate) lines: usize,
+    /// The message service, for sending SMS and USSD.
+    pub(crate) messages: Option<crate::sms::service::Handle>,
 }
 
 impl WebState {
@@ -92,7 +95,13 @@ impl WebState {
             hosts: Arc::new(super::host::AllowedHosts::default()),
             sip_listen: Arc::new(Vec::new()),
             lines: 0,
+            messages: None,
         })
+    }
+
+    /// The database file.
+    pub(crate) fn db_path(&self) -> &Path {
+        &self.db_path
     }
 
     /// Runs `f` on the shared connection on a blocking thread.
@@ -175,6 +184,11 @@ pub fn router(state: WebState) -> Router {
         .route("/extensions/delete", post(extensions::delete))
         .route("/extensions/phone", get(extensions::phone))
         .route("/live/hangup", post(live::hang_up))
+        .route("/messages", get(messages::page))
+        .route("/messages.csv", get(messages::csv))
+        .route("/messages/send", post(messages::send))
+        .route("/messages/delete", post(messages::delete))
+        .route("/messages/ussd", post(messages::ussd))
         .route("/logout", post(logout))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -186,6 +200,7 @@ pub fn router(state: WebState) -> Router {
         .route("/login", get(login_form).post(login))
         .route("/setup", get(setup_form).post(setup))
         .route("/static/style.css", get(style))
+        .route("/static/sms.js", get(messages::script))
         .layer(middleware::map_response(security_headers))
         .with_state(state)
 }
