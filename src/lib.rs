@@ -9,6 +9,7 @@ pub mod checked;
 pub mod config;
 pub mod logging;
 pub mod media;
+pub mod memory;
 pub mod preflight;
 pub mod pstn;
 pub mod registrar;

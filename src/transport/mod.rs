@@ -25,6 +25,9 @@ use crate::supervise::Supervisor;
 pub struct Inbound {
     pub message: Message,
     pub peer: Peer,
+    /// When the transport handed it on: the SIP core measures its queue delay from this
+    /// (overload admission).
+    pub received: std::time::Instant,
 }
 
 /// Settings shared by the transport tasks.
