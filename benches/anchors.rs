@@ -18,7 +18,7 @@
 //! Env: `ANCHOR_RATES` (calls/s per step, default `500,1000,2000`), `ANCHOR_SECS` (length of a
 //! step, default 20; the "sustained" figures use 60 or more), `ANCHOR_REPS` (runs per
 //! step and system, default 1), `ANCHOR_HOLD` (held calls for memory, default 500; 0 skips),
-//! `ANCHOR_RECORDS` (default 0: skipped).
+//! `ANCHOR_RECORDS` (default 0: skipped), `ANCHOR_KEEP=1` (keep the logs and sipp files).
 //!
 //! RTP relay comparison with rtpengine is not part of this bench yet (`--bench media_relay`
 //! measures pasarela's relay alone).
@@ -243,7 +243,7 @@ request_route {{
     if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
     if (!is_method("INVITE")) {{ sl_send_reply("405", "Method Not Allowed"); exit; }}
     t_check_trans();
-    if (!pv_www_authenticate("$td", "secret100", "1")) {{ www_challenge("$td", "1"); exit; }}
+    if (!pv_www_authenticate("$td", "secret100", "0")) {{ www_challenge("$td", "1"); exit; }}
     consume_credentials();
     dlg_manage();
     record_route();
@@ -450,9 +450,10 @@ fn full_store(base: &Path, n: u64) -> PathBuf {
     let cols = cols.join(", ");
     let t = Instant::now();
     loop {
-        let have: u64 = conn
+        let have: i64 = conn
             .query_row("SELECT count(*) FROM call_records", [], |r| r.get(0))
             .expect("count");
+        let have = have.max(0) as u64;
         if have == 0 {
             panic!("no call records to copy");
         }
@@ -501,7 +502,13 @@ fn main() {
     }
     println!("anchors: rtpengine relay comparison not implemented in this bench: skipped");
     let base = tempfile::tempdir().expect("tempdir");
-    let base = base.path();
+    let keep = std::env::var_os("ANCHOR_KEEP").is_some();
+    let base_path = base.path().to_path_buf();
+    if keep {
+        println!("anchors: files kept in {}", base_path.display());
+        std::mem::forget(base);
+    }
+    let base = base_path.as_path();
     let mut systems = vec![System::Pasarela];
     if kam.is_some() {
         systems.push(System::Kamailio);
@@ -523,7 +530,7 @@ fn main() {
                 let run = start(s, kam.as_deref(), &dir, None);
                 let step = offer(&run, &dir.join("sipp"), rate, secs, 0, 100_000);
                 println!(
-                    "  {:>9} {rate:>5}/s: {:>7} ok {:>6} failed ({:>5.2} %), CPU {:.3} ms/call, INVITE->200 p50 {:.2} ms p99 {:.2} ms",
+                    "  {:>9} {rate:>5}/s: {:>7} ok {:>6} failed ({:>5.2} %), CPU {:.3} ms/call, INVITE->200 p50 {:.0} ms p99 {:.0} ms (sipp: 1 ms resolution)",
                     s.name(),
                     step.ok,
                     step.failed,

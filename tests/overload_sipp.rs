@@ -114,7 +114,7 @@ fn columns(path: &Path, pred: impl Fn(&str) -> bool) -> Vec<u64> {
     let Some(header) = lines.next() else {
         return Vec::new();
     };
-    let Some(last) = lines.last() else {
+    let Some(last) = lines.next_back() else {
         return Vec::new();
     };
     header
