@@ -2590,7 +2590,8 @@ pub struct LimitsConfig {
     /// (`tcp_first_request_secs`, default 10).
     pub tcp_first_request_secs: u64,
     /// SIP server transactions at once; beyond, new requests get 503 + Retry-After
-    /// (`server_transactions`, default 10000).
+    /// (`server_transactions`, default 200000: a call holds one for about 70 s over UDP, so
+    /// 10000 capped the sustained rate near 150 calls/s).
     pub server_transactions: usize,
     /// Open dashboard connections (`web_connections`, default 256).
     pub web_connections: usize,
@@ -2599,6 +2600,12 @@ pub struct LimitsConfig {
     /// Time a dashboard client has to send a request's headers (`web_header_timeout_secs`,
     /// default 10).
     pub web_header_timeout_secs: u64,
+    /// A new INVITE that waited longer than this (ms) before the SIP core could look at it is
+    /// refused with 503 + Retry-After: the box is over capacity (`queue_delay_ms`, default 200).
+    pub queue_delay_ms: u64,
+    /// Calls in progress at once; new calls beyond get 503 + Retry-After (`max_calls`; default
+    /// `None`: what the open-files limit allows at four sockets a call).
+    pub max_calls: Option<usize>,
 }
 
 impl Default for LimitsConfig {
@@ -2614,10 +2621,12 @@ impl Default for LimitsConfig {
             tcp_connections: 1024,
             tcp_connections_per_source: 32,
             tcp_first_request_secs: 10,
-            server_transactions: 10_000,
+            server_transactions: crate::sip::transaction::DEFAULT_MAX_SERVER_TRANSACTIONS,
             web_connections: 256,
             web_connections_per_source: 32,
             web_header_timeout_secs: 10,
+            queue_delay_ms: 200,
+            max_calls: None,
         }
     }
 }
@@ -2708,6 +2717,8 @@ struct RawLimits {
     web_connections: Option<usize>,
     web_connections_per_source: Option<usize>,
     web_header_timeout_secs: Option<u64>,
+    queue_delay_ms: Option<u64>,
+    max_calls: Option<usize>,
     #[serde(default)]
     extension: std::collections::BTreeMap<String, RawCallLimits>,
     #[serde(default)]
@@ -2778,6 +2789,15 @@ impl RawLimits {
                 d.web_header_timeout_secs,
                 &at.key("web_header_timeout_secs"),
             )?,
+            queue_delay_ms: positive(
+                self.queue_delay_ms,
+                d.queue_delay_ms,
+                &at.key("queue_delay_ms"),
+            )?,
+            max_calls: match self.max_calls {
+                None => None,
+                v => Some(positive(v, 0, &at.key("max_calls"))?),
+            },
         })
     }
 }

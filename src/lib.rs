@@ -10,6 +10,7 @@ pub mod config;
 pub mod live;
 pub mod logging;
 pub mod media;
+pub mod memory;
 pub mod preflight;
 pub mod pstn;
 pub mod registrar;

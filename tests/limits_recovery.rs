@@ -520,10 +520,12 @@ fn twenty_thousand_idle_tcp_connections_leave_calls_and_the_dashboard_working() 
     eprintln!(
         "server RSS: {rss_before} KiB before, {rss_flood} KiB during the flood, {rss_after} KiB after"
     );
-    // Bounded: the flood costs the allocator's working set (about 20 MB measured), not memory
-    // per connection held for good (the cap closes them; 20 000 were opened).
+    // Bounded and given back: measured 17.7 MB before, 31 MB during, 27-28 MB 16 s after (of
+    // which about 4 MB are code pages of the binary first run during the flood, and 6 MB
+    // anonymous memory the allocator still holds); it was 24 -> 50 MB before the allocator was
+    // set to purge freed pages (src/memory.rs).
     assert!(
-        rss_later < rss_before + 48 * 1024,
+        rss_later < rss_before + 14 * 1024,
         "server RSS {rss_later} KiB after the flood, {rss_before} KiB before"
     );
     let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();

@@ -226,7 +226,7 @@ pub(crate) fn spawn(
         dead_after: engine.config.dead_after,
         last_rx: now,
         dead_reported: false,
-        scratch: Box::new([0; BUF_LEN + SRTP_OVERHEAD]),
+        scratch: Vec::new(),
         _guard: guard,
     });
     let io = io.pick().clone();
@@ -387,8 +387,9 @@ pub(crate) struct RelayState {
     dead_after: Duration,
     last_rx: Instant,
     dead_reported: bool,
-    /// Where packets are protected on their way to an SRTP leg (allocated once per relay).
-    scratch: Box<[u8; BUF_LEN + SRTP_OVERHEAD]>,
+    /// Where packets are protected on their way to an SRTP leg: allocated with the first such
+    /// packet (a plain call does without its 2 KiB), then kept for the relay's life.
+    scratch: Vec<u8>,
     /// Declared last: dropped after the sockets, so a released port is really free.
     _guard: PortGuard,
 }
@@ -598,10 +599,12 @@ impl RelayState {
         // Counted before the send, so whoever has seen the packet arrive also sees the count.
         let forwarded = &self.shared.dir[i].forwarded;
         let out: &[u8] = match to.crypto.as_mut() {
-            Some(c) => match protect(&mut c.tx, &mut self.scratch[..], rtp.as_bytes(), false) {
-                Some(out) => out,
-                None => return,
-            },
+            Some(c) => {
+                match protect(&mut c.tx, scratch(&mut self.scratch), rtp.as_bytes(), false) {
+                    Some(out) => out,
+                    None => return,
+                }
+            }
             None => rtp.as_bytes(),
         };
         forwarded.fetch_add(1, Ordering::Relaxed);
@@ -649,7 +652,7 @@ impl RelayState {
         let to = &mut self.legs[j];
         if let Some(dest) = to.rtcp_dest() {
             let out: &[u8] = match to.crypto.as_mut() {
-                Some(c) => match protect(&mut c.tx, &mut self.scratch[..], pkt, true) {
+                Some(c) => match protect(&mut c.tx, scratch(&mut self.scratch), pkt, true) {
                     Some(out) => out,
                     None => return,
                 },
@@ -789,6 +792,14 @@ fn srtp_rejected(
     if n.is_power_of_two() || n == 0 {
         tracing::info!(side = ?Side::from_idx(i), %src, bytes, error = %e, dropped = n + 1, "{what} packet rejected");
     }
+}
+
+/// The relay's SRTP scratch buffer, allocated on first use.
+fn scratch(buf: &mut Vec<u8>) -> &mut [u8] {
+    if buf.is_empty() {
+        buf.resize(BUF_LEN + SRTP_OVERHEAD, 0);
+    }
+    buf
 }
 
 /// Copies `plain` into `scratch` and protects it there (SRTCP when `rtcp`); the packet to send.

@@ -329,6 +329,14 @@ impl SipCore {
         self.process_events(now, unix);
     }
 
+    /// Overload admission: while on, new INVITEs get 503 + Retry-After before anything is
+    /// taken for them (see [`super::overload`]); returns how many were refused so since the
+    /// last call.
+    pub fn set_shedding(&mut self, on: bool) -> u64 {
+        self.layer.set_shedding(on);
+        self.layer.take_shed()
+    }
+
     /// Live (server, client) transactions.
     pub fn transaction_counts(&self) -> (usize, usize) {
         self.layer.counts()

@@ -19,6 +19,7 @@ pub mod lines;
 pub mod messaging;
 pub mod nightly_backup;
 pub mod notify;
+pub mod overload;
 mod records;
 mod signals;
 mod trunk_qualify;
@@ -103,6 +104,25 @@ fn start_messages(
         extensions: extensions.iter().map(|e| e.number.clone()).collect(),
     };
     crate::sms::service::start(store_path, pool, settings).context("starting the message service")
+}
+
+/// One message into the core, under overload admission: a new INVITE that waited too long in
+/// the queue, or arrives with the call budget spent, is refused before anything is taken.
+fn admit_and_handle(
+    core: &mut SipCore,
+    admission: &mut overload::Admission,
+    now: std::time::Instant,
+    unix: u64,
+    m: Inbound,
+) {
+    let queued = std::time::Instant::now().saturating_duration_since(m.received);
+    let why = admission.shed(queued, core.calls().len());
+    core.set_shedding(why.is_some());
+    core.handle_message(now, unix, m.message, m.peer);
+    if let Some(why) = why {
+        let n = core.set_shedding(false);
+        admission.refused(n, why);
+    }
 }
 
 fn random_secret() -> [u8; 32] {
@@ -237,6 +257,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     usage::load(&store_path, &mut limiter);
     core.set_limits(limiter);
     core.set_max_server_transactions(config.limits.server_transactions);
+    let mut admission = overload::Admission::new(
+        Duration::from_millis(config.limits.queue_delay_ms),
+        config
+            .limits
+            .max_calls
+            .unwrap_or_else(|| overload::Admission::call_budget(overload::open_files_limit())),
+    );
+    tracing::debug!(max_calls = admission.max_calls(), "overload admission");
     core.set_inbound(inbound_policy);
     let restored = core.registrar_mut().restore(rows);
     tracing::info!(restored, purged, "registrations restored from the store");
@@ -422,14 +450,17 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 let unix = unix_now();
                 // A bug in handling one message drops that message, not the loop.
                 let sup = Supervisor::global();
-                sup.guard(CORE, || core.handle_message(now, unix, first.message, first.peer));
+                sup.guard(CORE, || admit_and_handle(&mut core, &mut admission, now, unix, first));
                 for _ in 0..BATCH {
                     match rx.try_recv() {
                         Ok(m) => {
-                            sup.guard(CORE, || core.handle_message(now, unix, m.message, m.peer));
+                            sup.guard(CORE, || admit_and_handle(&mut core, &mut admission, now, unix, m));
                         }
                         Err(_) => break,
                     }
+                }
+                if let Some((n, why)) = admission.report(now) {
+                    tracing::warn!(refused = n, reason = ?why, "over capacity: new calls refused with 503 + Retry-After");
                 }
             }
             () = timer => core.handle_timeout(std::time::Instant::now(), unix_now()),
@@ -490,6 +521,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             }
             _ = housekeeping.tick() => {
                 core.housekeeping_at(Some(std::time::Instant::now()), unix_now());
+                crate::memory::give_back();
                 tracing::debug!(
                     registrations = core.registrations(),
                     calls = core.calls().len(),

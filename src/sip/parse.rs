@@ -502,7 +502,8 @@ pub struct StreamFramer {
 impl StreamFramer {
     pub fn new(max_message_bytes: usize) -> StreamFramer {
         StreamFramer {
-            buf: bytes::BytesMut::with_capacity(4096),
+            // Allocated with the first bytes: an idle connection costs no buffer here.
+            buf: bytes::BytesMut::new(),
             max: max_message_bytes,
         }
     }

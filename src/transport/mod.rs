@@ -30,6 +30,9 @@ use crate::supervise::Supervisor;
 pub struct Inbound {
     pub message: Message,
     pub peer: Peer,
+    /// When the transport handed it on: the SIP core measures its queue delay from this
+    /// (overload admission).
+    pub received: std::time::Instant,
 }
 
 /// A send that failed: the transactions towards `peer` (transport and remote address) cannot

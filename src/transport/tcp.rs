@@ -392,7 +392,7 @@ pub(super) async fn run_connection_with_first<S>(
                                         }
                                         deadline.as_mut().reset(tokio::time::Instant::now() + idle);
                                     }
-                                    if out.inbound.send(Inbound { message, peer }).await.is_err() {
+                                    if out.inbound.send(Inbound { message, peer, received: std::time::Instant::now() }).await.is_err() {
                                         break 'conn;
                                     }
                                 }

@@ -166,6 +166,7 @@ fn fail(out: &Outbound, peer: Peer, data: &Bytes, why: &str) {
             .send(Inbound {
                 message: Message::Response(response),
                 peer,
+                received: std::time::Instant::now(),
             })
             .await;
     });

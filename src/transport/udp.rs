@@ -69,7 +69,15 @@ pub(super) async fn receive_loop(socket: Arc<UdpSocket>, out: Outbound) {
         let Some(parsed) = parsed else { continue };
         match parsed {
             Ok(message) => {
-                if out.inbound.try_send(Inbound { message, peer }).is_err() {
+                if out
+                    .inbound
+                    .try_send(Inbound {
+                        message,
+                        peer,
+                        received: std::time::Instant::now(),
+                    })
+                    .is_err()
+                {
                     tracing::warn!(%peer, "SIP core overloaded: datagram dropped");
                 }
             }

@@ -587,6 +587,12 @@ impl Call {
         if (101..300).contains(&status) {
             r.headers.push(self.a_contact.clone());
         }
+        if status == 503 {
+            // Every 503 here is a temporary condition (no ports, no route now, shutting down):
+            // say when to try again instead of leaving it to the caller's guess.
+            r.headers
+                .push(Header::Other("Retry-After".into(), "5".into()));
+        }
         r.body = with_body(&mut r.headers, sdp);
         layer.respond(now, self.a.key, r.clone());
         if status >= 300 && self.outcome.is_none() {

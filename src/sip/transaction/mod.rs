@@ -226,10 +226,17 @@ pub struct TransactionLayer {
     token_counter: u64,
     /// Server transactions allowed at once; new requests beyond get 503 + Retry-After.
     max_servers: usize,
+    /// New INVITEs are refused with 503 + Retry-After (the TU's overload admission).
+    shedding: bool,
+    /// New INVITEs refused so since the last [`TransactionLayer::take_shed`].
+    shed: u64,
 }
 
 /// The default of [`TransactionLayer::set_max_server_transactions`].
-pub const DEFAULT_MAX_SERVER_TRANSACTIONS: usize = 10_000;
+/// A call holds about 70 transaction-seconds (Timers L and J keep its INVITE and BYE 32 s each),
+/// so 200 000 sustain about 2 800 calls/s; new calls beyond are refused by overload admission
+/// first (`server::overload`).
+pub const DEFAULT_MAX_SERVER_TRANSACTIONS: usize = 200_000;
 
 /// Retry-After (seconds) of the 503 for requests beyond the server transaction cap.
 const BUSY_RETRY_AFTER: &str = "5";
@@ -249,6 +256,8 @@ impl TransactionLayer {
             token_seed: rand::random::<u64>(),
             token_counter: 0,
             max_servers: DEFAULT_MAX_SERVER_TRANSACTIONS,
+            shedding: false,
+            shed: 0,
         }
     }
 
@@ -256,6 +265,17 @@ impl TransactionLayer {
     /// bound): beyond `max`, new requests are answered statelessly with 503 and Retry-After.
     pub fn set_max_server_transactions(&mut self, max: usize) {
         self.max_servers = max.max(1);
+    }
+
+    /// While on, new INVITEs (no To tag, no transaction yet) are answered statelessly with 503
+    /// and Retry-After, before the TU sees them; retransmissions and in-dialog requests pass.
+    pub fn set_shedding(&mut self, on: bool) {
+        self.shedding = on;
+    }
+
+    /// New INVITEs refused by [`TransactionLayer::set_shedding`] since the last call.
+    pub fn take_shed(&mut self) -> u64 {
+        std::mem::take(&mut self.shed)
     }
 
     /// Gives memory back after a flood: maps much larger than what they hold are shrunk.
@@ -336,6 +356,11 @@ impl TransactionLayer {
                     self.refuse_busy(&request, peer);
                     return;
                 }
+                if self.shedding && method == Method::Invite && req_to_tag.is_none() {
+                    self.shed += 1;
+                    self.refuse_busy(&request, peer);
+                    return;
+                }
                 let skey = self.new_server(key, &request, peer);
                 if method == Method::Invite {
                     let trying = Response::to_request(&request, 100, "Trying", None);
@@ -357,7 +382,7 @@ impl TransactionLayer {
 
     /// Too many server transactions: 503 with Retry-After, sent without creating one.
     fn refuse_busy(&mut self, request: &Request, peer: Peer) {
-        debug!(%peer, method = %request.method, "server transaction cap reached: 503");
+        debug!(%peer, method = %request.method, "refused statelessly: 503 + Retry-After");
         let tag = self.new_tag();
         let mut r = Response::to_request(request, 503, "Service Unavailable", Some(&tag));
         r.headers.push(crate::sip::header::Header::Other(
@@ -537,6 +562,10 @@ impl TransactionLayer {
         }
         let dest = txn.dest;
         let mut terminate = false;
+        if !provisional {
+            // A final response ends the provisional stage: only the final one is resent.
+            txn.provisional = None;
+        }
         if provisional {
             txn.provisional = Some(data.clone());
             if !txn.invite {
@@ -738,6 +767,9 @@ impl TransactionLayer {
                 ClientState::Calling | ClientState::Proceeding if success => {
                     debug!(?key, status, "2xx received: Accepted");
                     txn.state = ClientState::Accepted;
+                    // Only absorbing 2xx retransmissions is left: the request is not resent.
+                    txn.bytes = Bytes::new();
+                    txn.request = None;
                     self.wheel.disarm(&mut txn.armed, TimerKind::A);
                     self.wheel.disarm(&mut txn.armed, TimerKind::B);
                     self.wheel.disarm(&mut txn.armed, TimerKind::C);
@@ -752,8 +784,10 @@ impl TransactionLayer {
                     self.wheel.disarm(&mut txn.armed, TimerKind::A);
                     self.wheel.disarm(&mut txn.armed, TimerKind::B);
                     self.wheel.disarm(&mut txn.armed, TimerKind::C);
-                    let ack = match &txn.request {
-                        Some(invite) => Bytes::from(build_ack(invite, &response).encode()),
+                    // What Timer D needs is the ACK: the INVITE is neither resent nor kept.
+                    txn.bytes = Bytes::new();
+                    let ack = match txn.request.take() {
+                        Some(invite) => Bytes::from(build_ack(&invite, &response).encode()),
                         None => Bytes::new(),
                     };
                     txn.ack = Some(ack.clone());
@@ -790,6 +824,8 @@ impl TransactionLayer {
                 ClientState::Trying | ClientState::Proceeding if success || failure => {
                     debug!(?key, status, "final response received: Completed");
                     txn.state = ClientState::Completed;
+                    // Timer K only absorbs response retransmissions.
+                    txn.bytes = Bytes::new();
                     self.wheel.disarm(&mut txn.armed, TimerKind::E);
                     self.wheel.disarm(&mut txn.armed, TimerKind::F);
                     self.events.push_back(Event::Response { key, response });

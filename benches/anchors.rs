@@ -1,0 +1,668 @@
+//! pasarela against its anchors, side by side (`cargo bench --bench anchors`): the same sipp
+//! scenario (`benches/sipp/anchor_uac.xml`: digest-authenticated INVITE, 200, ACK, BYE) from
+//! sipp's uac through the system under test to sipp's built-in uas, for
+//! - **pasarela** (a B2BUA: two dialogs, media anchored: four RTP/RTCP sockets per call), and
+//! - **Kamailio** (Debian `kamailio`, a stateful proxy with the `dialog` module: one dialog, no
+//!   media), skipped with a message when `kamailio` is not installed.
+//!
+//! Runs are interleaved (pasarela, Kamailio, pasarela, … for each step, each system started
+//! fresh), and the table gives per system and step: calls completed and failed, CPU per call
+//! (utime + stime of all the system's processes over the step, per completed call), INVITE→200
+//! p50/p99 (sipp's rtd), and the ratio pasarela / Kamailio. Then memory: proportional set size
+//! (PSS, all processes) idle, with `ANCHOR_HOLD` calls held, per held call, and 20 s after they
+//! ended against idle.
+//!
+//! With `ANCHOR_RECORDS=N` (e.g. 1000000) it also runs pasarela with N call records in its store
+//! against an empty store, interleaved, at the first rate: per-call CPU should not grow.
+//!
+//! Env: `ANCHOR_RATES` (calls/s per step, default `500,1000,2000`), `ANCHOR_SECS` (length of a
+//! step, default 20; the issue's "sustained" figures use 60 or more), `ANCHOR_REPS` (runs per
+//! step and system, default 1), `ANCHOR_HOLD` (held calls for memory, default 500; 0 skips),
+//! `ANCHOR_RECORDS` (default 0: skipped), `ANCHOR_KEEP=1` (keep the logs and sipp files).
+//!
+//! RTP relay comparison with rtpengine is not part of this bench yet (`--bench media_relay`
+//! measures pasarela's relay alone).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_udp_port, require_sipp, start_server};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A child process killed (with its process group) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child's process group.
+        unsafe {
+            libc::kill(-(self.0.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum System {
+    Pasarela,
+    /// pasarela with `ANCHOR_RECORDS` call records in its store.
+    PasarelaFull,
+    Kamailio,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Pasarela => "pasarela",
+            System::PasarelaFull => "pasarela+records",
+            System::Kamailio => "kamailio",
+        }
+    }
+}
+
+/// A started system: where calls go, the processes to account, and what to drop at the end.
+struct Running {
+    addr: SocketAddr,
+    /// The process group (Kamailio forks workers) or the single process whose CPU and memory
+    /// count.
+    pid: u32,
+    group: bool,
+    _procs: Vec<Proc>,
+    _server: Option<common::Server>,
+}
+
+/// utime + stime in seconds of `pid`, or of every process in its group.
+fn cpu_secs(run: &Running) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    let mut total = 0u64;
+    for pid in pids(run) {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // Fields after the command (which may hold spaces) start after the last ')'.
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let ut: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let st: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+                total += ut + st;
+            }
+        }
+    }
+    total as f64 / ticks
+}
+
+/// The processes of `run`.
+fn pids(run: &Running) -> Vec<u32> {
+    if !run.group {
+        return vec![run.pid];
+    }
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let pgrp = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(2))
+                .and_then(|v| v.parse::<u32>().ok());
+            if pgrp == Some(run.pid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Proportional set size in KiB, summed over the system's processes.
+fn pss_kib(run: &Running) -> u64 {
+    pids(run)
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
+        .filter_map(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+fn sipp_uas(port: u16) -> Proc {
+    let child = Command::new("sipp")
+        .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-ci", "127.0.0.1", "-nostdin", "-buff_size", "4194304"])
+        .args(["-max_socket", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start sipp uas");
+    std::thread::sleep(Duration::from_millis(300));
+    Proc(child)
+}
+
+fn pasarela(dir: &Path, uas_port: u16) -> Running {
+    std::fs::create_dir_all(dir).expect("dir");
+    let server = start_server(
+        dir,
+        "[calls]\nno_answer_secs = 60\n[media]\nrtp_ports = \"20000-29999\"\n\
+         [limits]\nconcurrent_calls = 0\ncalls_per_minute = 0\n\
+         [[extension]]\nnumber = \"100\"\npassword = \"secret100\"\n\
+         [[extension]]\nnumber = \"101\"\npassword = \"secret101\"\n",
+    );
+    let benches = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/sipp");
+    let mut reg = std::fs::File::create(dir.join("reg.csv")).expect("reg.csv");
+    let _ = writeln!(
+        reg,
+        "SEQUENTIAL\n101;[authentication username=101 password=secret101]"
+    );
+    drop(reg);
+    let status = Command::new("sipp")
+        .arg(server.udp.to_string())
+        .arg("-sf")
+        .arg(benches.join("register_load.xml"))
+        .arg("-inf")
+        .arg(dir.join("reg.csv"))
+        .args(["-i", "127.0.0.1", "-p", &uas_port.to_string(), "-m", "1"])
+        .args([
+            "-ci",
+            "127.0.0.1",
+            "-nostdin",
+            "-timeout",
+            "10s",
+            "-timeout_error",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "registering the UAS as 101 failed"
+    );
+    let pid = server.child.id();
+    Running {
+        addr: server.udp,
+        pid,
+        group: false,
+        _procs: vec![sipp_uas(uas_port)],
+        _server: Some(server),
+    }
+}
+
+fn kamailio_config(port: u16, uas_port: u16) -> String {
+    format!(
+        r#"#!KAMAILIO
+debug=0
+log_stderror=yes
+children=2
+disable_tcp=yes
+auto_aliases=no
+alias="office.test"
+listen=udp:127.0.0.1:{port}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "tm.so"
+loadmodule "tmx.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "auth.so"
+loadmodule "dialog.so"
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (has_totag()) {{
+        if (loose_route()) {{ t_relay(); exit; }}
+        if (is_method("ACK")) {{
+            if (t_check_trans()) {{ t_relay(); }} else if (!uri==myself) {{ t_relay(); }}
+            exit;
+        }}
+        if (!uri==myself) {{ t_relay(); exit; }}
+        sl_send_reply("404", "Not here");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    if (!is_method("INVITE")) {{ sl_send_reply("405", "Method Not Allowed"); exit; }}
+    t_check_trans();
+    if (!pv_www_authenticate("$td", "secret100", "0")) {{ www_challenge("$td", "1"); exit; }}
+    consume_credentials();
+    dlg_manage();
+    record_route();
+    $du = "sip:127.0.0.1:{uas_port}";
+    t_relay();
+}}
+"#
+    )
+}
+
+fn kamailio_installed() -> Option<PathBuf> {
+    ["/usr/sbin/kamailio", "/usr/bin/kamailio"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Waits until something answers an OPTIONS on `addr`.
+fn wait_sip(addr: SocketAddr) -> bool {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+    let local = sock.local_addr().expect("local");
+    let msg = format!(
+        "OPTIONS sip:{addr} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKanchor1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:probe@{local}>;tag=a1\r\nTo: <sip:{addr}>\r\n\
+         Call-ID: anchor-probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut buf = [0u8; 2048];
+    for _ in 0..50 {
+        let _ = sock.send_to(msg.as_bytes(), addr);
+        if sock.recv_from(&mut buf).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+fn kamailio(bin: &Path, dir: &Path, uas_port: u16) -> Running {
+    std::fs::create_dir_all(dir).expect("dir");
+    let port = free_udp_port();
+    let cfg = dir.join("kamailio.cfg");
+    std::fs::write(&cfg, kamailio_config(port, uas_port)).expect("write kamailio.cfg");
+    let log = std::fs::File::create(dir.join("kamailio.log")).expect("log");
+    let child = Command::new(bin)
+        .arg("-f")
+        .arg(&cfg)
+        .args(["-DD", "-E", "-m", "512", "-M", "16", "-Y"])
+        .arg(dir)
+        .args(["-P"])
+        .arg(dir.join("kamailio.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .process_group(0)
+        .spawn()
+        .expect("start kamailio");
+    let pid = child.id();
+    let proc = Proc(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    assert!(
+        wait_sip(addr),
+        "kamailio did not answer; see {}",
+        dir.join("kamailio.log").display()
+    );
+    Running {
+        addr,
+        pid,
+        group: true,
+        _procs: vec![proc, sipp_uas(uas_port)],
+        _server: None,
+    }
+}
+
+/// One step's figures.
+#[derive(Debug, Default, Clone)]
+struct Step {
+    ok: u64,
+    failed: u64,
+    cpu_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Step {
+    fn cpu_ms_per_call(&self) -> f64 {
+        1000.0 * self.cpu_s / self.ok.max(1) as f64
+    }
+    fn failed_pct(&self) -> f64 {
+        100.0 * self.failed as f64 / (self.ok + self.failed).max(1) as f64
+    }
+}
+
+fn read_stat(path: &Path) -> (u64, u64) {
+    common::read_stat(path).unwrap_or((0, 0))
+}
+
+/// Percentiles of the response times in sipp's `-trace_rtt` files under `dir`.
+fn rtt_percentiles(dir: &Path) -> (f64, f64) {
+    let mut v: Vec<f64> = Vec::new();
+    if let Ok(d) = std::fs::read_dir(dir) {
+        for e in d.flatten() {
+            let p = e.path();
+            if !p.to_string_lossy().ends_with("_rtt.csv") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                if let Some(ms) = line
+                    .split(';')
+                    .nth(1)
+                    .and_then(|x| x.trim().parse::<f64>().ok())
+                {
+                    v.push(ms);
+                }
+            }
+        }
+    }
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+/// Offers `rate` calls/s for `secs` s (each held `hold_ms`) to `run`; sipp's files go to `dir`.
+fn offer(run: &Running, dir: &Path, rate: u64, secs: u64, hold_ms: u64, limit: u64) -> Step {
+    std::fs::create_dir_all(dir).expect("dir");
+    let benches = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/sipp");
+    let callers = dir.join("callers.csv");
+    std::fs::write(
+        &callers,
+        "SEQUENTIAL\n100;[authentication username=100 password=secret100]\n",
+    )
+    .expect("callers.csv");
+    let total = rate * secs;
+    let stat = dir.join("stat.csv");
+    let cpu0 = cpu_secs(run);
+    let status = Command::new("sipp")
+        .current_dir(dir)
+        .arg(run.addr.to_string())
+        .arg("-sf")
+        .arg(benches.join("anchor_uac.xml"))
+        .arg("-inf")
+        .arg(&callers)
+        .args(["-s", "101", "-auth_uri", "101@office.test"])
+        .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
+        .args(["-ci", "127.0.0.1", "-nostdin"])
+        .args(["-r", &rate.to_string(), "-m", &total.to_string()])
+        .args(["-l", &limit.to_string(), "-d", &hold_ms.to_string()])
+        .args(["-buff_size", "4194304", "-max_socket", "1"])
+        .args(["-timeout", &format!("{}s", secs * 3 + hold_ms / 1000 + 30)])
+        .args(["-trace_stat", "-fd", "1", "-stf"])
+        .arg(&stat)
+        .args(["-trace_rtt", "-rtt_freq", "100"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let cpu_s = cpu_secs(run) - cpu0;
+    let _ = status;
+    let (ok, failed) = read_stat(&stat);
+    let (p50_ms, p99_ms) = rtt_percentiles(dir);
+    Step {
+        ok,
+        failed,
+        cpu_s,
+        p50_ms,
+        p99_ms,
+    }
+}
+
+fn start(system: System, kam: Option<&Path>, dir: &Path, full_db: Option<&Path>) -> Running {
+    let uas_port = free_udp_port();
+    match system {
+        System::Pasarela => pasarela(dir, uas_port),
+        System::PasarelaFull => {
+            std::fs::create_dir_all(dir).expect("dir");
+            if let Some(db) = full_db {
+                std::fs::copy(db, dir.join("bench.db")).expect("copy the full store");
+            }
+            pasarela(dir, uas_port)
+        }
+        System::Kamailio => kamailio(kam.expect("kamailio"), dir, uas_port),
+    }
+}
+
+/// A store with `n` call records: pasarela's own records of a short run, copied until there
+/// are `n`.
+fn full_store(base: &Path, n: u64) -> PathBuf {
+    let dir = base.join("seed");
+    {
+        let run = start(System::Pasarela, None, &dir, None);
+        let seeded = offer(&run, &dir.join("sipp"), 200, 2, 0, 1000);
+        println!("  seeding the store: {} calls recorded", seeded.ok);
+    }
+    let db = dir.join("bench.db");
+    let conn = rusqlite::Connection::open(&db).expect("open the store");
+    let cols: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('call_records') WHERE name <> 'id'")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .expect("columns");
+    let cols = cols.join(", ");
+    let t = Instant::now();
+    loop {
+        let have: i64 = conn
+            .query_row("SELECT count(*) FROM call_records", [], |r| r.get(0))
+            .expect("count");
+        let have = have.max(0) as u64;
+        if have == 0 {
+            panic!("no call records to copy");
+        }
+        if have >= n {
+            break;
+        }
+        let add = (n - have).min(have);
+        conn.execute(
+            &format!(
+                "INSERT INTO call_records ({cols}) SELECT {cols} FROM call_records LIMIT {add}"
+            ),
+            [],
+        )
+        .expect("copy records");
+    }
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    println!(
+        "  store filled to {n} call records in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    db
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() && b.is_finite() {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn main() {
+    require_sipp();
+    let rates: Vec<u64> = std::env::var("ANCHOR_RATES")
+        .unwrap_or_else(|_| "500,1000,2000".into())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    let secs = env("ANCHOR_SECS", 20);
+    let reps = env("ANCHOR_REPS", 1).max(1);
+    let hold = env("ANCHOR_HOLD", 500);
+    let records = env("ANCHOR_RECORDS", 0);
+    let kam = kamailio_installed();
+    if kam.is_none() {
+        println!("anchors: Kamailio not installed (apt-get install kamailio): skipped");
+    }
+    println!("anchors: rtpengine relay comparison not implemented in this bench: skipped");
+    let base = tempfile::tempdir().expect("tempdir");
+    let keep = std::env::var_os("ANCHOR_KEEP").is_some();
+    let base_path = base.path().to_path_buf();
+    if keep {
+        println!("anchors: files kept in {}", base_path.display());
+        std::mem::forget(base);
+    }
+    let base = base_path.as_path();
+    let mut systems = vec![System::Pasarela];
+    if kam.is_some() {
+        systems.push(System::Kamailio);
+    }
+    println!(
+        "anchors: sipp uac -> system -> sipp uas, digest-authenticated INVITE, {secs} s steps, {reps} run(s) each, interleaved"
+    );
+    let mut run_no = 0;
+    let mut table: Vec<(u64, System, Step)> = Vec::new();
+    for &rate in &rates {
+        for rep in 0..reps {
+            let mut order = systems.clone();
+            if rep % 2 == 1 {
+                order.reverse();
+            }
+            for &s in &order {
+                run_no += 1;
+                let dir = base.join(format!("run{run_no}-{}", s.name()));
+                let run = start(s, kam.as_deref(), &dir, None);
+                let step = offer(&run, &dir.join("sipp"), rate, secs, 0, 100_000);
+                println!(
+                    "  {:>9} {rate:>5}/s: {:>7} ok {:>6} failed ({:>5.2} %), CPU {:.3} ms/call, INVITE->200 p50 {:.0} ms p99 {:.0} ms (sipp: 1 ms resolution)",
+                    s.name(),
+                    step.ok,
+                    step.failed,
+                    step.failed_pct(),
+                    step.cpu_ms_per_call(),
+                    step.p50_ms,
+                    step.p99_ms
+                );
+                table.push((rate, s, step));
+            }
+        }
+    }
+    // The ratio table: medians over the reps.
+    let med = |rate: u64, s: System, f: &dyn Fn(&Step) -> f64| -> f64 {
+        let mut v: Vec<f64> = table
+            .iter()
+            .filter(|(r, sys, _)| *r == rate && *sys == s)
+            .map(|(_, _, st)| f(st))
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    println!();
+    println!("| calls/s | pasarela CPU ms/call | kamailio CPU ms/call | ratio | failed % (p / k) | INVITE→200 p50 ms (p / k) | p99 ms (p / k) |");
+    println!("|---|---|---|---|---|---|---|");
+    for &rate in &rates {
+        let p = System::Pasarela;
+        let k = System::Kamailio;
+        let pc = med(rate, p, &|s| s.cpu_ms_per_call());
+        let kc = med(rate, k, &|s| s.cpu_ms_per_call());
+        println!(
+            "| {rate} | {pc:.3} | {kc:.3} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            ratio(pc, kc),
+            med(rate, p, &|s| s.failed_pct()),
+            med(rate, k, &|s| s.failed_pct()),
+            med(rate, p, &|s| s.p50_ms),
+            med(rate, k, &|s| s.p50_ms),
+            med(rate, p, &|s| s.p99_ms),
+            med(rate, k, &|s| s.p99_ms),
+        );
+    }
+
+    if hold > 0 {
+        println!();
+        println!("memory: {hold} calls held (PSS of all the system's processes)");
+        println!(
+            "| system | idle MiB | held MiB | KiB per held call | 20 s after MiB | after / idle |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for &s in &systems {
+            run_no += 1;
+            let dir = base.join(format!("run{run_no}-{}-hold", s.name()));
+            let run = start(s, kam.as_deref(), &dir, None);
+            std::thread::sleep(Duration::from_secs(1));
+            let idle = pss_kib(&run);
+            let rate = 200u64;
+            let up_secs = hold / rate + 3;
+            let hold_ms = (up_secs + 5) * 1000;
+            let sipp_dir = dir.join("sipp");
+            let run_ref = &run;
+            let (held, after) = std::thread::scope(|scope| {
+                let h = scope
+                    .spawn(|| offer(run_ref, &sipp_dir, rate, hold.div_ceil(rate), hold_ms, hold));
+                std::thread::sleep(Duration::from_secs(up_secs + 2));
+                let held = pss_kib(run_ref);
+                let step = h.join().expect("sipp");
+                if step.ok < hold * 99 / 100 {
+                    println!(
+                        "  {}: only {} of {hold} held calls completed",
+                        s.name(),
+                        step.ok
+                    );
+                }
+                std::thread::sleep(Duration::from_secs(20));
+                (held, pss_kib(run_ref))
+            });
+            println!(
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
+                s.name(),
+                idle as f64 / 1024.0,
+                held as f64 / 1024.0,
+                held.saturating_sub(idle) as f64 / hold as f64,
+                after as f64 / 1024.0,
+                after as f64 / idle.max(1) as f64
+            );
+        }
+    }
+
+    if records > 0 {
+        println!();
+        println!("per-call cost with {records} call records in the store against an empty store (pasarela, interleaved)");
+        let db = full_store(base, records);
+        let rate = rates.first().copied().unwrap_or(500);
+        let mut cost: Vec<(System, f64, f64)> = Vec::new();
+        for rep in 0..reps.max(2) {
+            let order = if rep % 2 == 0 {
+                [System::Pasarela, System::PasarelaFull]
+            } else {
+                [System::PasarelaFull, System::Pasarela]
+            };
+            for s in order {
+                run_no += 1;
+                let dir = base.join(format!("run{run_no}-{}", s.name()));
+                let run = start(s, None, &dir, Some(&db));
+                let step = offer(&run, &dir.join("sipp"), rate, secs, 0, 100_000);
+                println!(
+                    "  {:>16} {rate}/s: {} ok {} failed, CPU {:.3} ms/call, p50 {:.2} ms",
+                    s.name(),
+                    step.ok,
+                    step.failed,
+                    step.cpu_ms_per_call(),
+                    step.p50_ms
+                );
+                cost.push((s, step.cpu_ms_per_call(), step.p50_ms));
+            }
+        }
+        let mean = |s: System, i: usize| {
+            let v: Vec<f64> = cost
+                .iter()
+                .filter(|c| c.0 == s)
+                .map(|c| if i == 0 { c.1 } else { c.2 })
+                .collect();
+            v.iter().sum::<f64>() / v.len().max(1) as f64
+        };
+        println!(
+            "| store | CPU ms/call | p50 ms |\n|---|---|---|\n| empty | {:.3} | {:.2} |\n| {records} records | {:.3} | {:.2} |\n| ratio | {} | {} |",
+            mean(System::Pasarela, 0),
+            mean(System::Pasarela, 1),
+            mean(System::PasarelaFull, 0),
+            mean(System::PasarelaFull, 1),
+            ratio(mean(System::PasarelaFull, 0), mean(System::Pasarela, 0)),
+            ratio(mean(System::PasarelaFull, 1), mean(System::Pasarela, 1)),
+        );
+    }
+}
