@@ -7,6 +7,7 @@ pub mod b2bua;
 pub mod cdr;
 pub mod checked;
 pub mod config;
+pub mod live;
 pub mod logging;
 pub mod media;
 pub mod preflight;

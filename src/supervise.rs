@@ -6,7 +6,7 @@
 //!   it: the panic is logged at error level with the component's name and counted, and the loop
 //!   goes on with the next datagram.
 //! - [`Supervisor::spawn`] runs a loop as a tokio task and starts it again when it panics
-//!   anyway. A loop that keeps dying — more than [`MAX_RESTARTS`] restarts within
+//!   anyway ([`Supervisor::spawn_forever`]: also when it ends, for the socket receive loops). A loop that keeps dying — more than [`MAX_RESTARTS`] restarts within
 //!   [`RESTART_WINDOW`] — is given up: the component is marked failed, `/healthz` answers 503
 //!   naming it, and the SIP loop stops feeding the systemd watchdog, so that systemd restarts
 //!   the whole unit. [`Supervisor::watch`] does the same for a task that cannot be restarted
@@ -187,7 +187,30 @@ impl Supervisor {
     /// Runs the loop that `start` makes as a tokio task, and starts it again (a fresh one from
     /// `start`) whenever it panics, until the [`RestartBudget`] is spent; then the component
     /// is marked failed. A loop that returns is not started again.
-    pub fn spawn<F, Fut>(&self, component: String, mut start: F) -> tokio::task::JoinHandle<()>
+    pub fn spawn<F, Fut>(&self, component: String, start: F) -> tokio::task::JoinHandle<()>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_with(component, start, false)
+    }
+
+    /// Like [`Supervisor::spawn`], for a loop that must never end (a socket's receive loop): a
+    /// loop that returns is started again like one that panicked, within the same budget.
+    pub fn spawn_forever<F, Fut>(&self, component: String, start: F) -> tokio::task::JoinHandle<()>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_with(component, start, true)
+    }
+
+    fn spawn_with<F, Fut>(
+        &self,
+        component: String,
+        mut start: F,
+        forever: bool,
+    ) -> tokio::task::JoinHandle<()>
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -197,18 +220,18 @@ impl Supervisor {
             let mut budget = RestartBudget::default();
             loop {
                 let run = tokio::spawn(start()).await;
-                let payload = match run {
+                let message = match run {
+                    Ok(()) if forever => "the loop ended".to_string(),
                     Ok(()) => return,
-                    Err(e) if e.is_panic() => e.into_panic(),
+                    Err(e) if e.is_panic() => panic_message(e.into_panic().as_ref()),
                     // Cancelled: the runtime is shutting down.
                     Err(_) => return,
                 };
-                let message = panic_message(payload.as_ref());
                 if !budget.allow(Instant::now()) {
                     sup.mark_failed(
                         &component,
                         &format!(
-                            "panicked more than {MAX_RESTARTS} times within {} s, last: {message}",
+                            "died more than {MAX_RESTARTS} times within {} s, last: {message}",
                             RESTART_WINDOW.as_secs()
                         ),
                     );
@@ -221,7 +244,7 @@ impl Supervisor {
                 tracing::error!(
                     component = component.as_str(),
                     restarts,
-                    "the task panicked and is started again: {message}"
+                    "the task died and is started again: {message}"
                 );
                 tokio::time::sleep(RESTART_PAUSE).await;
             }
@@ -304,6 +327,27 @@ mod tests {
         let (name, why) = sup.failure().expect("marked failed");
         assert_eq!(name, "dundi 127.0.0.1:4520");
         assert!(why.contains("boom"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_receive_loop_that_ends_is_restarted_then_given_up() {
+        let sup = Supervisor::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let handle = sup.spawn_forever("SIP UDP 127.0.0.1:5060".into(), move || {
+            let r = r.clone();
+            async move {
+                r.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("given up in time")
+            .expect("supervisor task ended");
+        assert_eq!(runs.load(Ordering::SeqCst), MAX_RESTARTS + 1);
+        let (name, why) = sup.failure().expect("marked failed");
+        assert_eq!(name, "SIP UDP 127.0.0.1:5060");
+        assert!(why.contains("ended"), "{why}");
     }
 
     #[tokio::test]

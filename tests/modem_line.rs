@@ -16,7 +16,7 @@ use pasarela::pstn::gsm::{
     Candidates, GsmLine, GsmLineConfig, LineConfig, PortPair, PortSpec, Profile, RtpAttach,
     RtpCodec,
 };
-use pasarela::pstn::{CallProgress, EndReason, LineState};
+use pasarela::pstn::{CallProgress, EndReason, Line, LineCall, LineState};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
@@ -52,7 +52,7 @@ fn line_config(dir: &std::path::Path, sims: &[&Sim]) -> GsmLineConfig {
     }
 }
 
-async fn wait_state(line: &GsmLine, state: LineState, within: Duration) {
+async fn wait_state(line: &dyn Line, state: LineState, within: Duration) {
     let mut w = line.watch_status();
     let r = timeout(within, async {
         loop {
@@ -72,14 +72,14 @@ async fn wait_state(line: &GsmLine, state: LineState, within: Duration) {
     );
 }
 
-async fn next(call: &mut pasarela::pstn::gsm::PstnCall) -> CallProgress {
+async fn next(call: &mut dyn LineCall) -> CallProgress {
     timeout(Duration::from_secs(10), call.next_event())
         .await
         .expect("call event in time")
         .expect("call event")
 }
 
-async fn until_answered(call: &mut pasarela::pstn::gsm::PstnCall) -> Vec<CallProgress> {
+async fn until_answered(call: &mut dyn LineCall) -> Vec<CallProgress> {
     let mut seen = Vec::new();
     loop {
         let ev = next(call).await;
@@ -92,7 +92,7 @@ async fn until_answered(call: &mut pasarela::pstn::gsm::PstnCall) -> Vec<CallPro
     }
 }
 
-async fn until_ended(call: &mut pasarela::pstn::gsm::PstnCall) -> pasarela::pstn::EndCause {
+async fn until_ended(call: &mut dyn LineCall) -> pasarela::pstn::EndCause {
     loop {
         if let CallProgress::Ended(c) = next(call).await {
             return c;
@@ -493,7 +493,7 @@ async fn pool_dials_on_the_first_idle_line_and_reports_status() {
 
     let pool = LinePool::spawn(&modems);
     for l in pool.lines() {
-        wait_state(l, LineState::Idle, Duration::from_secs(10)).await;
+        wait_state(l.as_ref(), LineState::Idle, Duration::from_secs(10)).await;
     }
     assert_eq!(pool.incoming_extensions("gsm-b"), ["101".to_string()]);
     let mut first = pool.dial("0301234567", None).await.unwrap();

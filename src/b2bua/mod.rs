@@ -523,6 +523,29 @@ impl Calls {
         }
     }
 
+    /// A client transaction ended because its transport failed (a refused TCP connection):
+    /// like a timeout, but at once and as a 503 with `reason`.
+    pub fn transport_failed(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        key: ClientKey,
+        reason: &str,
+    ) {
+        match self.by_client.get(&key) {
+            Some(ClientRole::Fork(id, idx)) => {
+                let (id, idx) = (*id, *idx);
+                self.by_client.remove(&key);
+                let action = match self.calls.get_mut(&id) {
+                    Some(call) => call.fork_unreachable(now, layer, idx, reason),
+                    None => call::ForkAction::None,
+                };
+                self.apply(now, layer, id, action);
+            }
+            _ => self.timeout(now, layer, key),
+        }
+    }
+
     fn apply(
         &mut self,
         now: Instant,

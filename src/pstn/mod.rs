@@ -1,7 +1,7 @@
 //! The PSTN side of the gateway: lines to the telephone network and the calls on them.
 //!
-//! A line (today a GSM/3G/LTE modem, [`gsm`]) places and takes calls; the B2BUA sees each call
-//! as a stream of [`CallProgress`] events, an audio path ([`audio`]: 20 ms PCM frames ⇄ G.711
+//! A line ([`Line`], [`line`](mod@line); today a GSM/3G/LTE modem, [`gsm`]) places and takes
+//! calls; the B2BUA sees each call ([`LineCall`]) as a stream of [`CallProgress`] events, an audio path ([`audio`]: 20 ms PCM frames ⇄ G.711
 //! RTP), and the [`EndCause`] that ended it (with the SIP status for an unanswered call).
 //! Incoming calls are announced as [`IncomingCall`]. [`LineStatus`] is the snapshot the
 //! dashboard and `pasarela modem status` show.
@@ -12,12 +12,12 @@
 //!   `RawModem::validate` gives a [`gsm::config::ModemConfig`] or the key that is wrong.
 //! - `serve` starts a [`LinePool`] from them, takes its merged incoming stream once
 //!   ([`LinePool::take_incoming`]) and shuts it down on exit.
-//! - An outgoing PSTN leg: [`LinePool::dial`] gives a [`gsm::PstnCall`] (or a [`LineError`]
-//!   with its SIP status); attach the leg's RTP socket with [`gsm::PstnCall::attach_rtp`], then
+//! - An outgoing PSTN leg: [`LinePool::dial`] gives a [`LineCall`] (or a [`LineError`]
+//!   with its SIP status); attach the leg's RTP socket with [`LineCall::attach_audio`], then
 //!   map [`CallProgress`]: `Ringing` → 180, `EarlyMedia` → 183 with SDP, `Answered` → 200,
 //!   `Ended(cause)` → `cause.sip_status` before the answer, BYE after; `hangup()` on CANCEL/BYE.
 //! - An incoming call: ring the line's extensions ([`LinePool::incoming_extensions`]) with the
-//!   caller's raw number and type of address; on their 200 `attach_rtp` and `answer()`; when
+//!   caller's raw number and type of address; on their 200 `attach_audio` and `answer()`; when
 //!   nobody answers, `hangup()`.
 
 pub mod audio;
@@ -25,10 +25,12 @@ pub mod cause;
 pub mod dahdi;
 pub mod dsp;
 pub mod gsm;
+pub mod line;
 pub mod pool;
 pub mod sip_agent;
 
 pub use cause::{EndCause, EndReason};
+pub use line::{AudioEndpoint, IncomingLineCall, Line, LineCall, RtpCodec};
 pub use pool::LinePool;
 
 /// Identifies a call on one line (unique per line for the process lifetime).
@@ -46,6 +48,9 @@ pub enum CallProgress {
     EarlyMedia,
     /// The call is connected: audio flows (send 200 / outgoing; incoming: after `answer`).
     Answered,
+    /// A DTMF digit heard on the line (for lines that detect them; send it as RFC 4733 or
+    /// SIP INFO).
+    Digit(char),
     /// The call is over.
     Ended(EndCause),
 }

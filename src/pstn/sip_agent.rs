@@ -23,8 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
-use super::gsm::{IncomingPstnCall, PstnCall, RtpAttach, RtpCodec};
-use super::{CallProgress, EndCause, LineError, LinePool};
+use super::gsm::{IncomingPstnCall, RtpAttach};
+use super::line::{LineCall, RtpCodec};
+use super::{CallProgress, EndCause, LinePool};
 use crate::config::{NumberFormat, TrunkConfig};
 use crate::media::Law;
 use crate::routing::numbering::{Dialled, NumberingPlan};
@@ -354,7 +355,7 @@ async fn wait_retrans(r: &Option<Retrans>) {
     }
 }
 
-async fn wait_event(call: &mut Option<PstnCall>) -> Option<CallProgress> {
+async fn wait_event(call: &mut Option<Box<dyn LineCall>>) -> Option<CallProgress> {
     match call {
         Some(c) => c.next_event().await,
         None => std::future::pending().await,
@@ -484,11 +485,9 @@ async fn outgoing_call(
             tracing::info!(%number, %line, "line agent: cannot dial: {e}");
             // A line already in a call is not the callee being busy: 503 lets the B2BUA try
             // the next line (486 would end the call), with Q.850 34 (no circuit available).
-            let (status, reason) = match e {
-                LineError::Busy(_) => (503, Some("Q.850;cause=34;text=\"line in use\"")),
-                e => (e.sip_status(), None),
-            };
-            finish_refused(&mut uas, &mut rx, status, reason).await;
+            let (status, q850) = super::line::refusal(&e);
+            let reason = q850.map(|q| format!("Q.850;cause={q};text=\"line in use\""));
+            finish_refused(&mut uas, &mut rx, status, reason.as_deref()).await;
             return;
         }
     };
@@ -503,7 +502,7 @@ async fn outgoing_call(
     let rtp_addr = rtp.local_addr().unwrap_or(ctx.local);
     let sdp = sdp_body(rtp_addr, &[(codec.pt, law_name(codec.law))], codec.dtmf_pt);
     if let Err(e) = call
-        .attach_rtp(RtpAttach {
+        .attach_audio(RtpAttach {
             socket: rtp,
             remote,
             codec,
@@ -890,7 +889,7 @@ async fn incoming_call(
                                 let chosen = answer.as_ref().and_then(choose_codec);
                                 let (codec, remote) = chosen.unwrap_or((RtpCodec::PCMU, None));
                                 if let (Some(c), Some(sock)) = (call.as_ref(), rtp.take()) {
-                                    if let Err(e) = c.attach_rtp(RtpAttach { socket: sock, remote, codec }).await {
+                                    if let Err(e) = c.attach_audio(RtpAttach { socket: sock, remote, codec }).await {
                                         tracing::warn!("line agent: attaching RTP: {e}");
                                     }
                                     if let Err(e) = c.answer().await {

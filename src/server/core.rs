@@ -62,17 +62,7 @@ pub struct RouteRequest {
     pub dialled: String,
 }
 
-/// A registered contact, for the live page.
-#[derive(Debug, Clone)]
-pub struct LiveBinding {
-    pub extension: String,
-    pub contact: String,
-    /// Where its REGISTER came from (`udp:192.0.2.7:5060`).
-    pub source: String,
-    pub user_agent: Option<String>,
-    /// Seconds left.
-    pub expires_in: u64,
-}
+pub use crate::live::LiveBinding;
 
 /// An authenticated call refused before anything rang, for its record.
 #[derive(Debug, Clone)]
@@ -126,6 +116,8 @@ pub struct SipCore {
     branch_prefix: String,
     /// The trunks' registrations and qualify ([`super::trunks`]).
     trunks: super::trunks::TrunkAgents,
+    /// While a transport failure is handled: its reason, for the transactions it ends.
+    transport_reason: Option<String>,
 }
 
 impl SipCore {
@@ -143,6 +135,7 @@ impl SipCore {
         SipCore {
             branch_prefix: layer.branch_prefix(),
             trunks: Default::default(),
+            transport_reason: None,
             inbound: Default::default(),
             inbound_limiter: Default::default(),
             layer,
@@ -244,6 +237,21 @@ impl SipCore {
             Message::Response(r) => self.layer.handle_response(now, r, peer),
         }
         self.process_events(now, unix);
+    }
+
+    /// A send towards `failure.peer` failed (a refused TCP connection): its client
+    /// transactions end now, and a call whose fork went there moves on to its next
+    /// destination at once (the fork counts as a 503 with the failure as its reason).
+    pub fn transport_failure(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        failure: crate::transport::TransportFailure,
+    ) {
+        self.layer.transport_error(now, failure.peer);
+        self.transport_reason = Some(failure.reason);
+        self.process_events(now, unix);
+        self.transport_reason = None;
     }
 
     pub fn handle_timeout(&mut self, now: Instant, unix: u64) {
@@ -728,7 +736,12 @@ impl SipCore {
                 Event::Timeout { key } => {
                     let since = since_fn(now, unix);
                     if !self.trunks.timeout(now, key, &since) {
-                        self.calls.timeout(now, &mut self.layer, key)
+                        match &self.transport_reason {
+                            Some(why) => {
+                                self.calls.transport_failed(now, &mut self.layer, key, why)
+                            }
+                            None => self.calls.timeout(now, &mut self.layer, key),
+                        }
                     }
                 }
                 Event::AckTimeout { .. } => {}

@@ -16,7 +16,7 @@ use crate::sip::message::Request;
 use crate::sip::peer::{Peer, Proto};
 use crate::sip::uri::Uri;
 
-use super::live::LineState;
+use crate::live::LineState;
 
 /// What the SIP core knows of the line agent: its address and its lines.
 #[derive(Debug, Clone, Default)]
@@ -146,9 +146,10 @@ impl ModemLines {
     /// The lines as the live page shows them.
     pub fn live(&self) -> Vec<LineState> {
         self.pool
-            .statuses()
-            .into_iter()
-            .map(|s| {
+            .lines()
+            .iter()
+            .map(|line| {
+                let s = line.status();
                 let state = match s.state {
                     ModemState::Idle => "ready",
                     ModemState::Dialling | ModemState::Alerting | ModemState::Incoming => "ringing",
@@ -174,7 +175,7 @@ impl ModemLines {
                 );
                 LineState {
                     name: s.name,
-                    kind: "GSM modem".into(),
+                    kind: line.kind().into(),
                     state: state.into(),
                     detail,
                 }

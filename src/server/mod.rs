@@ -16,7 +16,6 @@ pub mod inbound;
 mod inbound_setup;
 pub mod limits;
 pub mod lines;
-pub mod live;
 pub mod nightly_backup;
 pub mod notify;
 mod records;
@@ -28,13 +27,14 @@ mod usage;
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::b2bua::CallSettings;
 use crate::config::{Config, Transport};
+use crate::live;
 use crate::media::{MediaConfig as MediaSettings, MediaEngine, MediaEvent};
 use crate::registrar::RegistrarSettings;
 use crate::routing::router::Route;
@@ -62,11 +62,7 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// The name of the SIP core's message handling for the supervisor.
 const CORE: &str = "SIP core";
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::web::office_time::unix_now;
 
 fn random_secret() -> [u8; 32] {
     let mut secret = [0u8; 32];
@@ -332,6 +328,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         let _ = out.flush();
     }
     let outbound = bound.outbound;
+    let mut transport_failures = bound.failures;
     if let Some(n) = notifier.as_mut() {
         n.ready(&format!("serving: {}", status.join(", ")));
         n.keep_alive(published);
@@ -387,6 +384,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 }
             }
             () = timer => core.handle_timeout(std::time::Instant::now(), unix_now()),
+            Some(failure) = transport_failures.recv() => {
+                let sup = Supervisor::global();
+                sup.guard(CORE, || core.transport_failure(std::time::Instant::now(), unix_now(), failure));
+            }
             Some(()) = reload.recv() => {
                 match reload_extensions(&config, &mut core, &router, enum_zone.as_ref()) {
                     Ok(rows) => {

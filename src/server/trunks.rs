@@ -116,25 +116,7 @@ impl Role {
     }
 }
 
-/// A trunk's state for the live page, the API and `/metrics`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrunkLive {
-    pub name: String,
-    /// `registered`, `registering`, `failed`, `forbidden`, `unregistered`; `None` when the
-    /// trunk does not register.
-    pub registration: Option<&'static str>,
-    /// Seconds the registration stays valid.
-    pub registered_secs: Option<u64>,
-    /// The last registration failure's status.
-    pub last_failure: Option<u16>,
-    /// `up`, `down`, `unknown`; `None` without qualify.
-    pub reachable: Option<&'static str>,
-    /// Seconds since the trunk went up or down.
-    pub reach_secs: Option<u64>,
-    pub rtt_ms: Option<u64>,
-    /// Calls in progress on the trunk (both ways).
-    pub calls: usize,
-}
+pub use crate::live::TrunkLive;
 
 /// The trunks' agents of the SIP core.
 #[derive(Default)]

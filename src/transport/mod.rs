@@ -1,6 +1,11 @@
 //! Thin tokio shells around the sans-IO SIP core: they own the UDP sockets and TCP
 //! connections, cut bytes into messages, answer unparsable requests statelessly, and hand
-//! parsed messages to the core over a channel. Sending goes through [`Outbound`].
+//! parsed messages to the core over a channel. Sending goes through [`Outbound`]; a send that
+//! cannot be carried out (a refused or timed-out TCP connection) is reported on a second
+//! channel ([`TransportFailure`], [`Bound::failures`]) so that the transaction layer ends the
+//! transactions towards that peer at once instead of waiting for Timer B. The receive loops
+//! run under the [`Supervisor`]: a loop that panics or ends is started again, and one that
+//! keeps dying marks the process unhealthy.
 
 pub mod certs;
 pub mod tcp;
@@ -26,6 +31,17 @@ pub struct Inbound {
     pub message: Message,
     pub peer: Peer,
 }
+
+/// A send that failed: the transactions towards `peer` (transport and remote address) cannot
+/// go on, and why (for the reason phrase a caller sees).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportFailure {
+    pub peer: Peer,
+    pub reason: String,
+}
+
+/// Failures queued for the core at most; more are dropped (their transactions time out).
+const FAILURE_QUEUE: usize = 1024;
 
 /// Settings shared by the transport tasks.
 #[derive(Debug, Clone)]
@@ -75,10 +91,23 @@ pub struct Outbound {
     accepted: Arc<tcp::Accepted>,
     settings: Arc<TransportSettings>,
     inbound: mpsc::Sender<Inbound>,
+    failures: mpsc::Sender<TransportFailure>,
     supervisor: Supervisor,
 }
 
 impl Outbound {
+    /// Reports that nothing can be sent to `peer` (never blocks; dropped when the core is far
+    /// behind).
+    pub(crate) fn fail(&self, peer: Peer, reason: impl Into<String>) {
+        let failure = TransportFailure {
+            peer,
+            reason: reason.into(),
+        };
+        if self.failures.try_send(failure).is_err() {
+            tracing::debug!(%peer, "transport failure not reported: queue full");
+        }
+    }
+
     pub fn send(&self, peer: Peer, data: Bytes) {
         match peer.proto {
             Proto::Udp => self.send_udp(peer, &data),
@@ -128,6 +157,8 @@ fn reject_unparsable(err: &ParseError, settings: &TransportSettings) -> Option<V
 pub struct Bound {
     pub outbound: Outbound,
     pub local_addrs: Vec<(Proto, SocketAddr)>,
+    /// Sends that failed, for [`crate::sip::transaction::TransactionLayer::transport_error`].
+    pub failures: mpsc::Receiver<TransportFailure>,
 }
 
 /// Binds every listen address and starts the receive tasks, supervised by the process's
@@ -182,19 +213,21 @@ pub async fn bind_supervised(
             }
         }
     }
+    let (failures_tx, failures) = mpsc::channel(FAILURE_QUEUE);
     let outbound = Outbound {
         udp: Arc::new(udp),
         tcp: Arc::new(Mutex::new(HashMap::new())),
         accepted: Arc::new(tcp::Accepted::default()),
         settings,
         inbound,
+        failures: failures_tx,
         supervisor: supervisor.clone(),
     };
-    // Each loop is supervised: started again when it panics, given up (and the process
-    // reported unhealthy) when it keeps panicking.
+    // Each loop is supervised: started again when it panics or ends, given up (and the
+    // process reported unhealthy) when it keeps dying.
     for (local, socket) in outbound.udp.iter() {
         let (socket, out) = (socket.clone(), outbound.clone());
-        supervisor.spawn(udp::component_name(*local), move || {
+        supervisor.spawn_forever(udp::component_name(*local), move || {
             udp::receive_loop(socket.clone(), out.clone())
         });
     }
@@ -203,7 +236,7 @@ pub async fn bind_supervised(
             continue;
         };
         let (listener, out) = (Arc::new(listener), outbound.clone());
-        supervisor.spawn(tcp::component_name(local), move || {
+        supervisor.spawn_forever(tcp::component_name(local), move || {
             tcp::accept_loop(listener.clone(), out.clone())
         });
     }
@@ -212,12 +245,13 @@ pub async fn bind_supervised(
             continue;
         };
         let (listener, out) = (Arc::new(listener), outbound.clone());
-        supervisor.spawn(tls::component_name(local), move || {
+        supervisor.spawn_forever(tls::component_name(local), move || {
             tcp::accept_loop_with(listener.clone(), out.clone(), Proto::Tls)
         });
     }
     Ok(Bound {
         outbound,
         local_addrs,
+        failures,
     })
 }

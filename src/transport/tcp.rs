@@ -238,7 +238,13 @@ pub(super) fn send(out: &Outbound, peer: Peer, data: Bytes) {
                 };
                 run_connection_with_first(stream, peer, out, Some(data), None).await;
             }
-            Err(e) => tracing::info!(%peer, "TCP connect failed: {e}"),
+            Err(e) => {
+                tracing::info!(%peer, "TCP connect failed: {e}");
+                out.fail(
+                    peer,
+                    format!("TCP connection to {} failed: {e}", peer.remote),
+                );
+            }
         }
     });
 }

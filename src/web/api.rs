@@ -18,7 +18,7 @@ use super::api_tokens;
 use super::pages::records::RecordsQuery;
 use super::pages::{PageError, WebState};
 use crate::cdr::{CallRecord, Page};
-use crate::server::live::LiveSnapshot;
+use crate::live::LiveSnapshot;
 
 /// Records per response when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 100;

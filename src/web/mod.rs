@@ -115,7 +115,7 @@ pub struct Links {
     /// The router, for the routing test page.
     pub router: Option<Arc<crate::routing::router::Router>>,
     /// The SIP loop, for the live page and the live API.
-    pub live: Option<crate::server::live::LiveSource>,
+    pub live: Option<crate::live::LiveSource>,
     /// The office's time zone.
     pub office: office_time::OfficeTime,
     /// The ENUM resolver, to show and flush its cache on the routing page.

@@ -183,6 +183,13 @@ impl OfficeTime {
     }
 }
 
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
     Timestamp::now().as_millisecond()

@@ -953,6 +953,32 @@ impl Call {
         f.state = ForkState::Failed;
         f.status = status;
         tracing::debug!(call = self.id, stage = f.stage, uri = %f.uri, status, "fork failed");
+        self.after_fork_failed(now, layer)
+    }
+
+    /// Fork `i` could not be reached (its transport failed): a 503 with `reason`, as RFC 3261
+    /// §8.1.3.1 has it, and the call moves on like after any failure.
+    pub fn fork_unreachable(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        i: usize,
+        reason: &str,
+    ) -> ForkAction {
+        let Some(f) = self.forks.get_mut(i) else {
+            return ForkAction::None;
+        };
+        if f.state == ForkState::Cancelled {
+            return ForkAction::None;
+        }
+        f.state = ForkState::Failed;
+        f.status = 503;
+        f.reason = Some(reason.to_owned());
+        tracing::info!(call = self.id, stage = f.stage, uri = %f.uri, reason, "fork unreachable");
+        self.after_fork_failed(now, layer)
+    }
+
+    fn after_fork_failed(&mut self, now: Instant, layer: &mut TransactionLayer) -> ForkAction {
         if self.winner.is_some() {
             return ForkAction::None;
         }

@@ -7,22 +7,20 @@
 //! [`PstnCall`] (progress events, answer, hang-up, DTMF, RTP attachment).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::discover::{self, PortPair, PortSpec};
 use super::line::{LineConfig, LineEvent, LineMachine};
 use super::profile::Profile;
-use crate::media::Law;
 use crate::pstn::audio::{
     Bridge, BridgeConfig, JitterConfig, RtpInput, FRAME_BYTES, RTP_PACKET_LEN,
 };
+use crate::pstn::line::{AudioEndpoint, IncomingLineCall, Line, LineCall, LineFuture, RtpCodec};
 use crate::pstn::{CallId, CallProgress, IncomingCall, LineError, LineStatus};
 
 /// Everything a modem line needs.
@@ -42,44 +40,11 @@ pub struct GsmLineConfig {
     pub jitter: JitterConfig,
 }
 
-/// The SIP side's codec for a call's RTP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RtpCodec {
-    /// G.711 law.
-    pub law: Law,
-    /// Its payload type.
-    pub pt: u8,
-    /// telephone-event payload type, if negotiated.
-    pub dtmf_pt: Option<u8>,
-}
+/// The audio endpoint of a call, under the name the modem tests know.
+pub type RtpAttach = AudioEndpoint;
 
-impl RtpCodec {
-    /// PCMU/8000 on 0, telephone-event on 101.
-    pub const PCMU: RtpCodec = RtpCodec {
-        law: Law::Ulaw,
-        pt: 0,
-        dtmf_pt: Some(101),
-    };
-    /// PCMA/8000 on 8, telephone-event on 101.
-    pub const PCMA: RtpCodec = RtpCodec {
-        law: Law::Alaw,
-        pt: 8,
-        dtmf_pt: Some(101),
-    };
-}
-
-/// Where a call's RTP goes: the socket the line sends from and receives on, and the peer
-/// (`None`: the first packet received sets it — symmetric RTP).
-#[derive(Debug)]
-pub struct RtpAttach {
-    /// Bound UDP socket (the B2BUA's media port for this leg, or a loopback socket towards
-    /// the media relay).
-    pub socket: UdpSocket,
-    /// Where to send.
-    pub remote: Option<SocketAddr>,
-    /// Codec.
-    pub codec: RtpCodec,
-}
+/// A call arriving on a modem line.
+pub type IncomingPstnCall = IncomingLineCall;
 
 enum Cmd {
     Dial(String, oneshot::Sender<Result<PstnCall, LineError>>),
@@ -88,15 +53,6 @@ enum Cmd {
     Dtmf(CallId, char, oneshot::Sender<Result<(), LineError>>),
     Attach(CallId, Box<RtpAttach>),
     Shutdown,
-}
-
-/// A call arriving on a line, with its handle.
-#[derive(Debug)]
-pub struct IncomingPstnCall {
-    /// Who calls.
-    pub info: IncomingCall,
-    /// The call.
-    pub call: PstnCall,
 }
 
 /// One modem line: a handle to its task.
@@ -267,6 +223,70 @@ impl GsmLine {
     /// Stops the task (hangs up a call in progress, closes the ports).
     pub async fn shutdown(&self) {
         let _ = self.cmd.send(Cmd::Shutdown).await;
+    }
+}
+
+impl Line for GsmLine {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "GSM modem"
+    }
+
+    fn status(&self) -> LineStatus {
+        GsmLine::status(self)
+    }
+
+    fn watch_status(&self) -> watch::Receiver<LineStatus> {
+        GsmLine::watch_status(self)
+    }
+
+    fn dial<'a>(&'a self, number: &'a str) -> LineFuture<'a, Result<Box<dyn LineCall>, LineError>> {
+        Box::pin(async move {
+            GsmLine::dial(self, number)
+                .await
+                .map(|c| Box::new(c) as Box<dyn LineCall>)
+        })
+    }
+
+    fn take_incoming(&self) -> Option<mpsc::Receiver<IncomingLineCall>> {
+        GsmLine::take_incoming(self)
+    }
+
+    fn shutdown(&self) -> LineFuture<'_, ()> {
+        Box::pin(GsmLine::shutdown(self))
+    }
+}
+
+impl LineCall for PstnCall {
+    fn id(&self) -> CallId {
+        self.id
+    }
+
+    fn line(&self) -> &str {
+        &self.line
+    }
+
+    fn next_event(&mut self) -> LineFuture<'_, Option<CallProgress>> {
+        Box::pin(PstnCall::next_event(self))
+    }
+
+    fn answer(&self) -> LineFuture<'_, Result<(), LineError>> {
+        Box::pin(PstnCall::answer(self))
+    }
+
+    fn hangup(&self) -> LineFuture<'_, Result<(), LineError>> {
+        Box::pin(PstnCall::hangup(self))
+    }
+
+    fn send_digit(&self, digit: char) -> LineFuture<'_, Result<(), LineError>> {
+        Box::pin(PstnCall::send_dtmf(self, digit))
+    }
+
+    fn attach_audio(&self, audio: AudioEndpoint) -> LineFuture<'_, Result<(), LineError>> {
+        Box::pin(PstnCall::attach_rtp(self, audio))
     }
 }
 
@@ -530,7 +550,10 @@ impl LineTask {
                     };
                     if self
                         .incoming
-                        .try_send(IncomingPstnCall { info, call: handle })
+                        .try_send(IncomingLineCall {
+                            info,
+                            call: Box::new(handle),
+                        })
                         .is_err()
                     {
                         tracing::warn!(line = %self.cfg.line.name, "incoming calls queue full: rejecting");

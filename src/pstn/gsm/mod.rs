@@ -9,7 +9,8 @@ pub mod driver;
 pub mod line;
 pub mod profile;
 
+pub use crate::pstn::line::RtpCodec;
 pub use discover::{Candidates, PortPair, PortSpec};
-pub use driver::{GsmLine, GsmLineConfig, IncomingPstnCall, PstnCall, RtpAttach, RtpCodec};
+pub use driver::{GsmLine, GsmLineConfig, IncomingPstnCall, PstnCall, RtpAttach};
 pub use line::LineConfig;
 pub use profile::Profile;

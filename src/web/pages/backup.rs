@@ -13,7 +13,7 @@ use super::{PageError, WebState};
 pub async fn download(State(state): State<WebState>) -> Result<Response, PageError> {
     let store = state.db_path.clone();
     let files = state.backup_files.as_ref().clone();
-    let now = crate::server::unix_now() as i64;
+    let now = crate::web::office_time::unix_now() as i64;
     let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
         let mut token = [0u8; 8];
         rand::fill(&mut token);

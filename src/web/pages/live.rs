@@ -11,7 +11,7 @@ use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::{csrf_ok, csrf_refused, WebState};
-use crate::server::live::{LineState, LiveSnapshot};
+use crate::live::{LineState, LiveSnapshot};
 use crate::web::auth::Session;
 
 /// Seconds between refreshes of the page.

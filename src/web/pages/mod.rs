@@ -52,7 +52,7 @@ pub struct WebState {
     /// The router of the running gateway, for the route explainer page.
     pub(crate) router: Option<Arc<crate::routing::router::Router>>,
     /// The SIP loop, for the live page and the live API.
-    pub(crate) live: Option<crate::server::live::LiveSource>,
+    pub(crate) live: Option<crate::live::LiveSource>,
     /// The ENUM resolver, for its cache on the routing page.
     pub(crate) enum_: Option<crate::routing::enum_lookup::EnumResolver>,
     /// The DUNDi node, for its peers on the live page.

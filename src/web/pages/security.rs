@@ -48,7 +48,7 @@ pub struct LiftForm {
 }
 
 fn render(state: &WebState, session: Session, message: Option<String>) -> Response {
-    let now = crate::server::unix_now();
+    let now = crate::web::office_time::unix_now();
     let office = &state.office;
     let show = |t: u64| office.show(i64::try_from(t).unwrap_or(i64::MAX).saturating_mul(1000));
     let (available, bans, locks, settings) = match &state.guard {
@@ -106,7 +106,7 @@ pub async fn lift(
     if !csrf_ok(&session, &form.csrf) {
         return csrf_refused();
     }
-    let now = crate::server::unix_now();
+    let now = crate::web::office_time::unix_now();
     let message = match (form.source.trim().parse::<std::net::IpAddr>(), &state.guard) {
         (Ok(ip), Some(g)) if g.lock().lift(ip, now) => {
             tracing::info!(user = %session.username, %ip, "dashboard: ban lifted");
@@ -127,7 +127,7 @@ pub async fn unlock(
     if !csrf_ok(&session, &form.csrf) {
         return csrf_refused();
     }
-    let now = crate::server::unix_now();
+    let now = crate::web::office_time::unix_now();
     let account = form.account.trim();
     let message = match &state.guard {
         Some(g) if g.lock().unlock(account, now) => {

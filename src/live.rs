@@ -2,6 +2,9 @@
 //! registered phones and the state of the PSTN lines. The SIP loop builds a [`LiveSnapshot`]
 //! only when someone asks (a [`LiveSource`] request travels to the loop over a channel and the
 //! answer comes back on a oneshot), so a gateway nobody watches pays nothing for it.
+//!
+//! `server` fills these types and `web` shows them; this module imports neither, so the
+//! dependency arrows point one way (server → live ← web).
 
 use std::time::Duration;
 
@@ -9,7 +12,37 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::b2bua::LiveCall;
 
-pub use super::core::LiveBinding;
+/// A registered contact, for the live page.
+#[derive(Debug, Clone)]
+pub struct LiveBinding {
+    pub extension: String,
+    pub contact: String,
+    /// Where its REGISTER came from (`udp:192.0.2.7:5060`).
+    pub source: String,
+    pub user_agent: Option<String>,
+    /// Seconds left.
+    pub expires_in: u64,
+}
+
+/// A trunk's state for the live page, the API and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkLive {
+    pub name: String,
+    /// `registered`, `registering`, `failed`, `forbidden`, `unregistered`; `None` when the
+    /// trunk does not register.
+    pub registration: Option<&'static str>,
+    /// Seconds the registration stays valid.
+    pub registered_secs: Option<u64>,
+    /// The last registration failure's status.
+    pub last_failure: Option<u16>,
+    /// `up`, `down`, `unknown`; `None` without qualify.
+    pub reachable: Option<&'static str>,
+    /// Seconds since the trunk went up or down.
+    pub reach_secs: Option<u64>,
+    pub rtt_ms: Option<u64>,
+    /// Calls in progress on the trunk (both ways).
+    pub calls: usize,
+}
 
 /// How long a page waits for the SIP loop's answer before it says the loop is busy.
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
@@ -35,7 +68,7 @@ pub struct LiveSnapshot {
     pub registrations: Vec<LiveBinding>,
     pub lines: Vec<LineState>,
     /// The SIP trunks' registration, reachability and calls.
-    pub trunks: Vec<super::trunks::TrunkLive>,
+    pub trunks: Vec<TrunkLive>,
 }
 
 /// A request from the dashboard, answered by the SIP loop.
@@ -83,7 +116,7 @@ pub fn configured_lines(config: &crate::config::Config) -> Vec<LineState> {
     config
         .trunks
         .iter()
-        // Modem lines are trunks for the router but have their own state (`super::lines`).
+        // Modem lines are trunks for the router but have their own state (`crate::server::lines`, which adds them).
         .filter(|t| !config.modems.iter().any(|m| m.line.line.name == t.name))
         .map(|t| LineState {
             name: t.name.clone(),
@@ -96,10 +129,7 @@ pub fn configured_lines(config: &crate::config::Config) -> Vec<LineState> {
 
 /// The configured lines with the SIP trunks' live state (registration, reachability, calls in
 /// progress) in place of their static one.
-pub fn with_trunk_state(
-    lines: &[LineState],
-    trunks: &[super::trunks::TrunkLive],
-) -> Vec<LineState> {
+pub fn with_trunk_state(lines: &[LineState], trunks: &[TrunkLive]) -> Vec<LineState> {
     lines
         .iter()
         .map(|l| {
@@ -164,7 +194,7 @@ mod tests {
             line("gsm1", "GSM modem"),
             line("quiet", "SIP trunk"),
         ];
-        let live = |name: &str| super::super::trunks::TrunkLive {
+        let live = |name: &str| TrunkLive {
             name: name.into(),
             registration: None,
             registered_secs: None,
@@ -175,7 +205,7 @@ mod tests {
             calls: 0,
         };
         let trunks = vec![
-            super::super::trunks::TrunkLive {
+            TrunkLive {
                 registration: Some("registered"),
                 registered_secs: Some(42),
                 reachable: Some("up"),
@@ -195,7 +225,7 @@ mod tests {
             shown[2].state, "ready",
             "nothing known: the configured state"
         );
-        let down = vec![super::super::trunks::TrunkLive {
+        let down = vec![TrunkLive {
             registration: Some("forbidden"),
             last_failure: Some(403),
             reachable: Some("down"),
