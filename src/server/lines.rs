@@ -95,8 +95,15 @@ impl ModemLines {
         }
         let pool = Arc::new(pool);
         config.trunks.extend(line_trunks(&config.modems, addr));
+        // An analog line dials what a person would dial there: national numbers with the
+        // national prefix, others with the international one.
         let fxo_trunks =
-            named_line_trunks(config.fxo.iter().map(|f| f.settings.name.as_str()), addr);
+            named_line_trunks(config.fxo.iter().map(|f| f.settings.name.as_str()), addr)
+                .into_iter()
+                .map(|mut t| {
+                    t.number_format = crate::config::NumberFormat::National;
+                    t
+                });
         config.trunks.extend(fxo_trunks);
         let lines = config
             .modems
