@@ -40,6 +40,9 @@ struct RtpLeg {
 
 type Shared = Arc<Mutex<CallAudio>>;
 
+/// The call on the line: its id and where its progress goes.
+type Current = Arc<Mutex<Option<(CallId, mpsc::UnboundedSender<CallProgress>)>>>;
+
 /// The driver's view of [`CallAudio`].
 struct PortAudio {
     shared: Shared,
@@ -111,7 +114,7 @@ pub struct FxoPort {
     status: watch::Receiver<LineStatus>,
     incoming: Mutex<Option<mpsc::Receiver<IncomingLineCall>>>,
     /// The call on the line: its id and where its progress goes.
-    current: Arc<Mutex<Option<(CallId, mpsc::UnboundedSender<CallProgress>)>>>,
+    current: Current,
     next_id: Arc<AtomicU64>,
     audio: Shared,
     gains: (f32, f32),
@@ -132,8 +135,7 @@ impl FxoPort {
         });
         let (in_tx, in_rx) = mpsc::channel(8);
         let audio: Shared = Arc::default();
-        let current: Arc<Mutex<Option<(CallId, mpsc::UnboundedSender<CallProgress>)>>> =
-            Arc::default();
+        let current: Current = Arc::default();
         let next_id = Arc::new(AtomicU64::new(1));
         let (out_tx, out_rx) = std::sync::mpsc::channel::<FxoOutput>();
         let (fwd_tx, fwd_rx) = mpsc::unbounded_channel::<FxoOutput>();
@@ -230,7 +232,7 @@ struct PortTask {
     name: String,
     status: watch::Sender<LineStatus>,
     incoming: mpsc::Sender<IncomingLineCall>,
-    current: Arc<Mutex<Option<(CallId, mpsc::UnboundedSender<CallProgress>)>>>,
+    current: Current,
     next_id: Arc<AtomicU64>,
     audio: Shared,
     cmd: std::sync::mpsc::Sender<Command>,
@@ -392,7 +394,7 @@ pub struct FxoCall {
     cmd: std::sync::mpsc::Sender<Command>,
     events: mpsc::UnboundedReceiver<CallProgress>,
     ended: bool,
-    current: Arc<Mutex<Option<(CallId, mpsc::UnboundedSender<CallProgress>)>>>,
+    current: Current,
     audio: Shared,
     /// Gains (dB) towards the line and from it.
     gains: (f32, f32),
