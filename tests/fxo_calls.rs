@@ -119,6 +119,48 @@ fn last_record(db: &Path) -> Option<Record> {
     None
 }
 
+/// `serve` with fxo1 on the simulated channel at `sock` (answer by polarity, disconnect by
+/// battery drop), and phone 100 registered (440 Hz for 20 s).
+fn serve_and_phone(sock: &Path) -> (Server, Phone) {
+    let config = format!(
+        r#"{base}
+[numbering]
+country_code = "49"
+national_prefix = "0"
+international_prefix = "00"
+
+[enum]
+suffixes = []
+nameservers = ["127.0.0.1:9"]
+budget_ms = 200
+
+[[fxo]]
+name = "fxo1"
+channel = "sim:{sock}"
+country = "DE"
+answer = "polarity"
+disconnect = ["battery"]
+incoming = ["101"]
+"#,
+        base = call_config("no_answer_secs = 20", rtp_port_range()),
+        sock = sock.display(),
+    );
+    let server = Server::start(&config);
+    let mut a = Phone::start(
+        server.dir(),
+        server.udp,
+        PhoneCfg {
+            name: "100",
+            ext: "100",
+            answer: "manual",
+            tone_hz: 440.0,
+            tone_secs: 20.0,
+        },
+    );
+    wait_registered(&server, &mut a, "100");
+    (server, a)
+}
+
 /// 100 dials a national number with no SIP route → fxo1 seizes, hears the dial tone, dials
 /// the digits (spandsp decodes them) → the exchange answers by polarity reversal and plays
 /// 1 kHz → after 4 s the far end clears by battery drop → the phone gets BYE; the phone heard
@@ -170,42 +212,7 @@ fn a_phone_calls_out_on_the_fxo_line_and_the_far_end_clears() {
         }
         true
     });
-    let config = format!(
-        r#"{base}
-[numbering]
-country_code = "49"
-national_prefix = "0"
-international_prefix = "00"
-
-[enum]
-suffixes = []
-nameservers = ["127.0.0.1:9"]
-budget_ms = 200
-
-[[fxo]]
-name = "fxo1"
-channel = "sim:{sock}"
-country = "DE"
-answer = "polarity"
-disconnect = ["battery"]
-incoming = ["101"]
-"#,
-        base = call_config("no_answer_secs = 20", rtp_port_range()),
-        sock = sock.display(),
-    );
-    let server = Server::start(&config);
-    let mut a = Phone::start(
-        server.dir(),
-        server.udp,
-        PhoneCfg {
-            name: "100",
-            ext: "100",
-            answer: "manual",
-            tone_hz: 440.0,
-            tone_secs: 20.0,
-        },
-    );
-    wait_registered(&server, &mut a, "100");
+    let (server, mut a) = serve_and_phone(&sock);
     a.command("dial", &format!("sip:03012345678@{}", server.udp));
     a.expect_event("CALL_ESTABLISHED", Duration::from_secs(20), &[], &server);
     a.expect_event("CALL_CLOSED", Duration::from_secs(15), &[], &server);
@@ -231,4 +238,55 @@ incoming = ["101"]
     );
     assert_eq!((rec.3, rec.4), (200, 16), "{rec:?}");
     assert_eq!(rec.5, "outgoing", "{rec:?}");
+}
+
+/// The exchange answers the dialled digits with the DE busy cadence (425 Hz, 480/480 ms): the
+/// phone gets 486 and the record says pstn / fxo1 / 486 with Q.850 17; the line is released.
+#[test]
+fn a_busy_cadence_on_the_fxo_line_gives_486() {
+    require_program("baresip", "baresip");
+    let dir = common::TestDir::new("fxo-busy");
+    let sock = dir.path().join("fxo1.sock");
+    let mut phase = 0;
+    let mut mark = 0u64;
+    let ex = paced_exchange(&sock, move |l: &mut Line| {
+        if l.frame > 50 * 40 {
+            return false;
+        }
+        match phase {
+            0 if l.off_hook => {
+                l.play(&tone(425, 0, [0; 4], 10_000));
+                phase = 1;
+            }
+            1 if l.last_rms() > 1000.0 => {
+                l.play.clear();
+                phase = 2;
+            }
+            2 => {
+                if l.last_rms() > 1000.0 {
+                    mark = l.frame;
+                } else if l.frame - mark > 25 {
+                    l.play(&tone(425, 0, [480, 480, 0, 0], 8000));
+                    phase = 3;
+                    mark = l.frame;
+                }
+            }
+            3 if !l.off_hook => return false,
+            _ => {}
+        }
+        true
+    });
+    let (server, mut a) = serve_and_phone(&sock);
+    a.command("dial", &format!("sip:03012345678@{}", server.udp));
+    let closed = a.expect_event("CALL_CLOSED", Duration::from_secs(30), &[], &server);
+    let line = ex.join().expect("exchange");
+    let logs = format!("{}{}", a.report(), server.log_excerpt());
+    assert!(closed.contains("486"), "busy: {closed}\n{logs}");
+    assert_eq!(line.hook_log.last().map(|h| h.1), Some(false), "{logs}");
+    let rec = last_record(&server.db).unwrap_or_else(|| panic!("no call record\n{logs}"));
+    assert_eq!(
+        (rec.1.as_str(), rec.2.as_str(), rec.3, rec.4),
+        ("pstn", "fxo1", 486, 17),
+        "{rec:?}"
+    );
 }
