@@ -25,10 +25,10 @@ struct Phone {
 }
 
 impl AudioPort for Phone {
-    fn from_line(&mut self, frame: &Frame) {
+    fn heard_on_line(&mut self, frame: &Frame) {
         self.heard.lock().unwrap().extend_from_slice(frame);
     }
-    fn to_line(&mut self, frame: &mut Frame) {
+    fn next_for_line(&mut self, frame: &mut Frame) {
         for s in frame.iter_mut() {
             let t = self.t as f32 / 8000.0;
             *s = (6000.0 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()) as i16;
@@ -246,7 +246,7 @@ fn a_line_without_dial_tone_gives_503_and_is_released() {
         |_| {},
         &[Command::Dial("0201234".into())],
         false,
-        |l: &mut Line| l.frame < 400 && !(l.hook_log.len() >= 2 && !l.off_hook),
+        |l: &mut Line| (l.off_hook || l.hook_log.len() < 2) && l.frame < 400,
     );
     assert_eq!(ended(&r.outputs), [(34, 503, false)]);
     // Released after the 3 s dial-tone wait, nothing dialled.

@@ -88,3 +88,46 @@ fn missing_dundi_key_fails_serve_and_check_config_alike() {
     }
     assert!(!dir.path().join("p.db").exists());
 }
+
+/// A host without DAHDI: `check-config` and `serve` name the FXO channel and what is missing
+/// (issue 19), and exit 2.
+#[test]
+fn an_fxo_channel_without_dahdi_is_named_with_what_to_check() {
+    if std::path::Path::new("/dev/dahdi/channel").exists() {
+        return; // a host with a card: nothing is missing
+    }
+    let dir = TestDir::new("start-err-fxo");
+    let c = conf(
+        dir.path(),
+        "udp:127.0.0.1:0",
+        "127.0.0.1:0",
+        "[[fxo]]\nname = \"telco\"\nchannel = \"3\"\n",
+    );
+    for cmd in ["check-config", "serve"] {
+        let out = run(dir.path(), &c, &[cmd]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("[[fxo]] #1 (telco) channel `3`"),
+            "{cmd}: {err}"
+        );
+        assert!(err.contains("dahdi:3"), "{cmd}: {err}");
+        assert!(
+            err.contains("/dev/dahdi/channel does not exist"),
+            "{cmd}: {err}"
+        );
+        assert!(err.contains("lsmod"), "{cmd}: {err}");
+    }
+    assert!(!dir.path().join("p.db").exists(), "a database was created");
+    // A bad table names its key.
+    let c = conf(
+        dir.path(),
+        "udp:127.0.0.1:0",
+        "127.0.0.1:0",
+        "[[fxo]]\nchannel = \"3\"\ncountry = \"XX\"\n",
+    );
+    let out = run(dir.path(), &c, &["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("fxo") && err.contains("country"), "{err}");
+}

@@ -11,6 +11,11 @@
 //!   empty buffer plays comfort silence and fills up to the target again. Lost packets are concealed by repeating the last frame once, softer.
 //! - Per-line gain, in dB, in each direction.
 //!
+//! - DTMF heard on the modem's audio (in-band: PSTN IVRs, voicemail, the far end's keypad) is
+//!   detected ([`crate::pstn::dsp::dtmf`]) and sent to the phone as RFC 4733 events when
+//!   telephone-event was negotiated: while a digit lasts its event packets replace the audio
+//!   packets (the first 25 ms of tone, before the detector is sure, go out as audio).
+//!
 //! Nothing here allocates per frame or reads a clock.
 
 use crate::media::dtmf::TelephoneEvent;
@@ -152,6 +157,29 @@ impl Packetizer {
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(FRAME_SAMPLES as u32);
         h + FRAME_SAMPLES
+    }
+
+    /// Timestamp the next audio packet will carry.
+    pub fn ts(&self) -> u32 {
+        self.ts
+    }
+
+    /// Writes an RFC 4733 packet (payload type `pt`, timestamp `ts` of the event's start) into
+    /// `out`; the sequence number advances, the audio timestamp does not.
+    pub fn event(
+        &mut self,
+        pt: u8,
+        marker: bool,
+        ts: u32,
+        ev: TelephoneEvent,
+        out: &mut [u8; RTP_PACKET_LEN],
+    ) -> usize {
+        let h = rtp::write_header(out, marker, pt, self.seq, ts, self.ssrc)
+            .unwrap_or(rtp::FIXED_HEADER_LEN);
+        out[h..h + 4].copy_from_slice(&ev.to_bytes());
+        self.first = false;
+        self.seq = self.seq.wrapping_add(1);
+        h + 4
     }
 
     /// Skips a frame's worth of timestamp (nothing to send, e.g. silence suppressed).
@@ -404,6 +432,10 @@ pub struct Bridge {
     packetizer: Packetizer,
     jitter: JitterBuffer,
     last_event_ts: Option<u32>,
+    /// DTMF detector on the modem's audio (when telephone-event was negotiated).
+    dtmf_rx: Option<Box<crate::pstn::dsp::dtmf::DtmfDetector>>,
+    /// The digit being sent as RFC 4733: event code, start timestamp, duration so far.
+    dtmf_tx: Option<(u8, u32, u16)>,
     rx_ssrc: Option<u32>,
     ts_origin: u32,
     stage: Frame,
@@ -464,6 +496,10 @@ impl Bridge {
             packetizer: Packetizer::new(cfg.law, cfg.pt, cfg.ssrc, cfg.seq, cfg.ts),
             jitter: JitterBuffer::new(cfg.jitter),
             last_event_ts: None,
+            dtmf_rx: cfg
+                .dtmf_pt
+                .map(|_| Box::new(crate::pstn::dsp::dtmf::DtmfDetector::new())),
+            dtmf_tx: None,
             rx_ssrc: None,
             ts_origin: 0,
             stage: SILENCE,
@@ -541,14 +577,44 @@ impl Bridge {
             packetizer,
             jitter,
             to_rtp_gain,
+            dtmf_rx,
+            dtmf_tx,
+            dtmf_pt,
             ..
         } = self;
         assembler.push(bytes, |frame| {
-            let mut f = *frame;
-            to_rtp_gain.apply(&mut f);
             let mut pkt = [0u8; RTP_PACKET_LEN];
-            let n = packetizer.packetize(&f, &mut pkt);
-            rtp(&pkt[..n]);
+            if let (Some(det), Some(pt)) = (dtmf_rx.as_mut(), *dtmf_pt) {
+                let mut events = [None; 4];
+                let mut k = 0;
+                det.push(frame, |e| {
+                    if k < events.len() {
+                        events[k] = Some(e);
+                        k += 1;
+                    }
+                });
+                for e in events.into_iter().flatten() {
+                    dtmf_event(e, pt, packetizer, dtmf_tx, &mut pkt, &mut rtp);
+                }
+            }
+            if let (Some((code, ts, dur)), Some(pt)) = (dtmf_tx.as_mut(), *dtmf_pt) {
+                let first = *dur == 0;
+                *dur = dur.saturating_add(FRAME_SAMPLES as u16);
+                let ev = TelephoneEvent {
+                    event: *code,
+                    end: false,
+                    volume: 10,
+                    duration: *dur,
+                };
+                let n = packetizer.event(pt, first, *ts, ev, &mut pkt);
+                packetizer.skip();
+                rtp(&pkt[..n]);
+            } else {
+                let mut f = *frame;
+                to_rtp_gain.apply(&mut f);
+                let n = packetizer.packetize(&f, &mut pkt);
+                rtp(&pkt[..n]);
+            }
             let out = jitter.pull();
             let mut bytes = [0u8; FRAME_BYTES];
             frame_to_bytes(&out, &mut bytes);
@@ -578,6 +644,40 @@ impl Bridge {
     /// stream and its RTP timeout alive).
     pub fn silence_packet(&mut self, out: &mut [u8; RTP_PACKET_LEN]) -> usize {
         self.packetizer.packetize(&SILENCE, out)
+    }
+}
+
+/// Starts or ends the RFC 4733 event of a digit the detector reported; an end is sent three
+/// times (RFC 4733 §2.5.1.4).
+fn dtmf_event(
+    e: crate::pstn::dsp::dtmf::DtmfEvent,
+    pt: u8,
+    packetizer: &mut Packetizer,
+    tx: &mut Option<(u8, u32, u16)>,
+    pkt: &mut [u8; RTP_PACKET_LEN],
+    rtp: &mut impl FnMut(&[u8]),
+) {
+    use crate::pstn::dsp::dtmf::DtmfEvent;
+    match e {
+        DtmfEvent::Start { digit, .. } => {
+            if let Some(code) = crate::media::dtmf::digit_to_event(digit) {
+                *tx = Some((code, packetizer.ts(), 0));
+            }
+        }
+        DtmfEvent::End { .. } => {
+            if let Some((code, ts, dur)) = tx.take() {
+                let ev = TelephoneEvent {
+                    event: code,
+                    end: true,
+                    volume: 10,
+                    duration: dur.max(FRAME_SAMPLES as u16),
+                };
+                for _ in 0..3 {
+                    let n = packetizer.event(pt, false, ts, ev, pkt);
+                    rtp(&pkt[..n]);
+                }
+            }
+        }
     }
 }
 

@@ -370,3 +370,62 @@ fn random_rtp_never_panics_and_stays_bounded() {
         }
     }
 }
+
+#[test]
+fn dtmf_heard_from_the_modem_goes_to_the_phone_as_rfc4733_events() {
+    let mut cfg = BridgeConfig::pcmu(7);
+    cfg.dtmf_pt = Some(101);
+    let mut b = Bridge::new(cfg);
+    let mut audio = vec![0i16; 8000];
+    crate::pstn::dsp::dtmf::DtmfGenerator::new("5#", 100, 100).fill(&mut audio);
+    let bytes: Vec<u8> = audio.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    b.from_modem(&bytes, |p| packets.push(p.to_vec()), |_| {});
+    let events: Vec<(bool, TelephoneEvent, u32)> = packets
+        .iter()
+        .filter(|p| p[1] & 0x7f == 101)
+        .map(|p| {
+            let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            (
+                p[1] & 0x80 != 0,
+                TelephoneEvent::parse(&p[12..]).unwrap(),
+                ts,
+            )
+        })
+        .collect();
+    let starts: Vec<char> = events
+        .iter()
+        .filter(|(m, ..)| *m)
+        .filter_map(|(_, e, _)| e.digit())
+        .collect();
+    assert_eq!(starts, ['5', '#']);
+    let ends: Vec<&(bool, TelephoneEvent, u32)> = events.iter().filter(|(_, e, _)| e.end).collect();
+    assert_eq!(ends.len(), 6, "three end packets per digit");
+    // About 100 ms of tone each, within a couple of frames.
+    assert!((480..=960).contains(&ends[0].1.duration), "{:?}", ends[0]);
+    // Sequence numbers run on across audio and event packets; no audio packet is lost.
+    let seqs: Vec<u16> = packets
+        .iter()
+        .map(|p| u16::from_be_bytes([p[2], p[3]]))
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+    assert_eq!(packets.len(), 50 + 6);
+}
+
+#[test]
+fn without_telephone_event_digits_stay_in_band() {
+    let mut b = Bridge::new(BridgeConfig::pcmu(7));
+    let mut audio = vec![0i16; 4000];
+    crate::pstn::dsp::dtmf::DtmfGenerator::new("1", 100, 100).fill(&mut audio);
+    let bytes: Vec<u8> = audio.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let mut n = 0;
+    b.from_modem(
+        &bytes,
+        |p| {
+            assert_eq!(p[1] & 0x7f, 0);
+            n += 1
+        },
+        |_| {},
+    );
+    assert_eq!(n, 25);
+}

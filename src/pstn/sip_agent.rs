@@ -137,15 +137,27 @@ pub fn line_trunks(
     modems: &[super::gsm::config::ModemConfig],
     agent: SocketAddr,
 ) -> Vec<TrunkConfig> {
-    modems
-        .iter()
-        .filter(|m| m.enabled)
-        .filter_map(|m| {
-            let name = &m.line.line.name;
+    named_line_trunks(
+        modems
+            .iter()
+            .filter(|m| m.enabled)
+            .map(|m| m.line.line.name.as_str()),
+        agent,
+    )
+}
+
+/// One router trunk per line name, each pointing at the agent with `;line=NAME` (any kind of
+/// line: modems, FXO ports).
+pub fn named_line_trunks<'a>(
+    names: impl Iterator<Item = &'a str>,
+    agent: SocketAddr,
+) -> Vec<TrunkConfig> {
+    names
+        .filter_map(|name| {
             let text = format!("sip:{}:{};line={name}", agent.ip(), agent.port());
             match Uri::parse(&text) {
                 Ok(Uri::Sip(uri)) => Some(TrunkConfig {
-                    name: name.clone(),
+                    name: name.to_string(),
                     uri,
                     username: None,
                     password: None,

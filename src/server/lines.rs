@@ -10,7 +10,9 @@ use anyhow::Context;
 
 use crate::b2bua::Caller;
 use crate::config::Config;
-use crate::pstn::sip_agent::{line_trunks, AgentSettings, BoundAgent, LineAgent, LineInfo};
+use crate::pstn::sip_agent::{
+    line_trunks, named_line_trunks, AgentSettings, BoundAgent, LineAgent, LineInfo,
+};
 use crate::pstn::{LinePool, LineState as ModemState};
 use crate::sip::message::Request;
 use crate::sip::peer::{Peer, Proto};
@@ -81,15 +83,33 @@ impl ModemLines {
     /// Starts the lines of `config` (none: `None`) and binds the agent; the lines are appended
     /// to `config.trunks` so that the router tries them after the SIP trunks.
     pub async fn prepare(config: &mut Config) -> anyhow::Result<Option<ModemLines>> {
-        if !config.modems.iter().any(|m| m.enabled) {
+        if !config.modems.iter().any(|m| m.enabled) && config.fxo.is_empty() {
             return Ok(None);
         }
         let bound = BoundAgent::bind()
             .await
             .context("starting the line agent")?;
         let addr = bound.local_addr();
-        let pool = Arc::new(LinePool::spawn(&config.modems));
+        let mut pool = LinePool::spawn(&config.modems);
+        // Analog FXO ports come after the modems, in configuration order.
+        for f in &config.fxo {
+            pool.add(
+                Arc::new(crate::pstn::dahdi::port::FxoPort::spawn(f)),
+                f.incoming.clone(),
+            );
+        }
+        let pool = Arc::new(pool);
         config.trunks.extend(line_trunks(&config.modems, addr));
+        // An analog line dials what a person would dial there: national numbers with the
+        // national prefix, others with the international one.
+        let fxo_trunks =
+            named_line_trunks(config.fxo.iter().map(|f| f.settings.name.as_str()), addr)
+                .into_iter()
+                .map(|mut t| {
+                    t.number_format = crate::config::NumberFormat::National;
+                    t
+                });
+        config.trunks.extend(fxo_trunks);
         let lines = config
             .modems
             .iter()
@@ -98,8 +118,12 @@ impl ModemLines {
                 name: m.line.line.name.clone(),
                 extensions: m.incoming.clone(),
             })
+            .chain(config.fxo.iter().map(|f| LineInfo {
+                name: f.settings.name.clone(),
+                extensions: f.incoming.clone(),
+            }))
             .collect();
-        tracing::info!(agent = %addr, lines = config.modems.len(), "modem lines started");
+        tracing::info!(agent = %addr, modems = config.modems.len(), fxo = config.fxo.len(), "PSTN lines started");
         Ok(Some(ModemLines {
             pool,
             bound: Some(bound),

@@ -329,7 +329,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 .iter()
                 .map(|(p, a)| (format!("{p:?}").to_ascii_uppercase(), *a))
                 .collect(),
-            lines: lines.len() + config.modems.len(),
+            lines: lines.len() + config.modems.len() + config.fxo.len(),
             messages: Some(messages.clone()),
         },
         crate::web::guard::WebCaps {

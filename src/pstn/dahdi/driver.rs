@@ -23,9 +23,9 @@ pub enum Command {
 /// Where the call audio goes and comes from.
 pub trait AudioPort: Send {
     /// A frame heard on the line (to the phone).
-    fn from_line(&mut self, frame: &Frame);
+    fn heard_on_line(&mut self, frame: &Frame);
     /// The next frame to send to the line (from the phone); silence when there is none.
-    fn to_line(&mut self, frame: &mut Frame);
+    fn next_for_line(&mut self, frame: &mut Frame);
 }
 
 /// Runs the line until the channel closes or [`Command::Stop`]; refused commands are reported
@@ -68,11 +68,11 @@ pub fn run(
             Input::Audio => {
                 line.audio_in(&frame);
                 if line.state() == super::fxo::FxoState::InCall {
-                    audio.from_line(&frame);
+                    audio.heard_on_line(&frame);
                 }
                 if !line.audio_out(&mut out) {
                     if line.state() == super::fxo::FxoState::InCall {
-                        audio.to_line(&mut out);
+                        audio.next_for_line(&mut out);
                     } else {
                         out = SILENCE;
                     }

@@ -493,9 +493,10 @@ impl FxoLine {
             }
             State::InCall { .. } => {
                 let d = self.cfg.disconnect;
-                if d.tone && matches!(tone, Some(ToneKind::Busy | ToneKind::Congestion)) {
-                    self.far_end_clear();
-                } else if d.silence_ms > 0 && self.tones.silence_ms() >= d.silence_ms {
+                let clear_tone =
+                    d.tone && matches!(tone, Some(ToneKind::Busy | ToneKind::Congestion));
+                let silent = d.silence_ms > 0 && self.tones.silence_ms() >= d.silence_ms;
+                if clear_tone || silent {
                     self.far_end_clear();
                 }
             }

@@ -9,11 +9,13 @@
 //! - [`fxo`]: the sans-IO line machine (seize, dial tone, DTMF dialling, call progress, answer
 //!   and disconnect supervision, ring and caller ID), clocked by the card's audio frames.
 //! - [`driver`]: the thread that runs a line on a channel.
+//! - [`port`]: an FXO port as a [`crate::pstn::Line`] (calls, status, RTP audio).
 //! - [`config`]: the `[[fxo]]` configuration tables.
 
 pub mod channel;
 pub mod config;
 pub mod driver;
 pub mod fxo;
+pub mod port;
 pub mod sim;
 pub mod sys;

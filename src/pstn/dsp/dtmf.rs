@@ -126,25 +126,22 @@ impl DtmfDetector {
             self.last = digit;
             self.run = 1;
         }
-        match self.current {
-            Some((d, start)) => {
-                if digit == Some(d) {
+        if let Some((d, start)) = self.current {
+            if digit == Some(d) {
+                self.missing = 0;
+            } else {
+                self.missing += 1;
+                if self.missing >= 2 {
+                    let end = self.samples - 2 * BLOCK as u64;
+                    out(DtmfEvent::End {
+                        digit: d,
+                        at: end,
+                        duration: end.saturating_sub(start),
+                    });
+                    self.current = None;
                     self.missing = 0;
-                } else {
-                    self.missing += 1;
-                    if self.missing >= 2 {
-                        let end = self.samples - 2 * BLOCK as u64;
-                        out(DtmfEvent::End {
-                            digit: d,
-                            at: end,
-                            duration: end.saturating_sub(start),
-                        });
-                        self.current = None;
-                        self.missing = 0;
-                    }
                 }
             }
-            None => {}
         }
         if self.current.is_none() {
             if let (Some(d), true) = (digit, self.run >= 2) {
