@@ -344,13 +344,34 @@ fn inspect(deb: &Path, dir: &Path) -> PathBuf {
 /// Key paths accepted by src/config.rs: (section, key) from its `Raw*` structs, sections named
 /// as RawConfig names them.
 fn config_keys() -> BTreeSet<(String, String)> {
-    let src = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config.rs"))
-        .expect("read src/config.rs");
+    // RawConfig lives in src/config.rs; some sections' Raw* types live beside the module they
+    // configure, so every source file is read.
+    let mut src = String::new();
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .expect("read src/")
+            .map(|e| e.expect("dir entry").path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                src.push_str(&fs::read_to_string(&path).expect("read a source file"));
+                src.push('\n');
+            }
+        }
+    }
     let mut structs: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     let mut current: Option<String> = None;
     let mut rename: Option<String> = None;
     for line in src.lines() {
         let t = line.trim();
+        let t = t
+            .strip_prefix("pub(crate) ")
+            .or_else(|| t.strip_prefix("pub "))
+            .unwrap_or(t);
         if let Some(rest) = t.strip_prefix("struct Raw") {
             let name = rest.trim_end_matches('{').trim();
             current = Some(format!("Raw{name}"));
