@@ -540,8 +540,8 @@ fn route(config: Config, number: &str, from: Option<&str>) -> ExitCode {
         }
     };
     let mut config = config;
-    // The modem lines, as `serve` adds them (its line agent's port is chosen at start).
-    let lines = pasarela::pstn::sip_agent::line_trunks(&config.modems, ([127, 0, 0, 1], 0).into());
+    // The PSTN lines, as `serve` adds them.
+    let lines = pasarela::pstn::routes::line_trunks(&config.modems);
     config.trunks.extend(lines);
     let result = runtime.block_on(async {
         // DUNDi peers are asked from a node of our own on a free port (serve holds 4520);

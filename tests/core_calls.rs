@@ -541,6 +541,7 @@ fn target(uri: &str, remote: &str) -> Target {
         from_user: None,
         srtp: Default::default(),
         presentation: None,
+        line: None,
     }
 }
 
@@ -840,6 +841,7 @@ fn trunk() -> Target {
         from_user: Some("+4930123456".into()),
         srtp: Default::default(),
         presentation: None,
+        line: None,
     }
 }
 

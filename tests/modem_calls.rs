@@ -251,7 +251,7 @@ fn busy_and_no_answer() {
         server.log_excerpt()
     );
     let second = last_record(&server.db, first.0).expect("record");
-    // The network's own cause (19, no answer), passed on in the agent's Reason header.
+    // The network's own cause (19, no answer), passed on by the line leg.
     assert_eq!(
         (second.3, second.1.as_str(), second.4),
         (480, "pstn", 19),
@@ -401,7 +401,7 @@ fn a_silent_modem_ends_the_call_and_recovers() {
     a.expect_event("CALL_CLOSED", Duration::from_secs(20), &[], &server);
     sim.set_silent(false);
     let first = last_record(&server.db, 0).expect("record");
-    // 41 (temporary failure): the modem was lost, as the agent's BYE said.
+    // 41 (temporary failure): the modem was lost, as the line reported.
     assert_eq!(
         (first.1.as_str(), first.2.as_str(), first.4),
         ("pstn", "gsm1", 41),

@@ -8,6 +8,7 @@
 //! time from its arguments.
 
 mod call;
+pub mod line_leg;
 mod sdp_flow;
 pub mod srtp;
 
@@ -24,6 +25,7 @@ use crate::sip::uri::Uri;
 
 pub use call::{Attempt, CallSummary, LiveCall, LiveState, UpCall};
 use call::{Call, ClientRole, TimerKind};
+pub use line_leg::{LegId, LineCommand, LineEvent, LineTarget};
 pub use srtp::{SrtpPolicies, SrtpPolicy};
 
 /// Settings of call control (from `[calls]`, `[sip]` and `[media]`).
@@ -69,6 +71,9 @@ pub struct Target {
     pub srtp: SrtpPolicy,
     /// How the caller is presented to a trunk (`None`: the From alone).
     pub presentation: Option<Presentation>,
+    /// A PSTN line to dial instead of sending the INVITE (`uri` and `peer` then only describe
+    /// the fork for records and the live page).
+    pub line: Option<LineTarget>,
 }
 
 /// The caller's presentation towards a trunk: its From and its identity header (RFC 3325).
@@ -162,6 +167,8 @@ pub struct Calls {
     notes: Vec<(u64, String)>,
     /// Calls answered since the last [`Calls::take_answered`], for their in-progress records.
     answered: Vec<u64>,
+    /// Commands for PSTN lines of calls that ended.
+    line_out: Vec<LineCommand>,
 }
 
 impl Calls {
@@ -193,6 +200,7 @@ impl Calls {
             finished: Vec::new(),
             notes: Vec::new(),
             answered: Vec::new(),
+            line_out: Vec::new(),
         }
     }
 
@@ -308,6 +316,52 @@ impl Calls {
     /// A new INVITE from an authenticated extension to the given targets (already resolved).
     /// Stages without targets are skipped; a call with no target at all is answered 480.
     pub fn start(&mut self, now: Instant, layer: &mut TransactionLayer, new: NewCall) {
+        self.start_with(now, layer, new, None);
+    }
+
+    /// How a call that arrived on a PSTN line enters call control: the description of its
+    /// caller's leg as an INVITE from `caller` (E.164, `None` when withheld) to `callee`
+    /// offering the line's G.711 at `audio`, with a server key and flow of its own. Nothing of
+    /// it is ever sent; [`NewCall`] takes it and [`Calls::start_from_line`] starts the call.
+    pub fn line_invite(
+        &mut self,
+        layer: &mut TransactionLayer,
+        caller: Option<&str>,
+        callee: &str,
+        audio: std::net::SocketAddr,
+    ) -> (ServerKey, Request, Peer) {
+        let branch = layer.new_branch();
+        let token = self.token();
+        let invite = call::line_invite(caller, callee, audio, branch, &token, &self.settings);
+        let peer = Peer {
+            proto: crate::sip::peer::Proto::Udp,
+            remote: audio,
+            local: audio,
+        };
+        (layer.detached_server_key(), invite, peer)
+    }
+
+    /// Starts a call whose caller is a PSTN line (its RTP at `audio`); `new` carries what
+    /// [`Calls::line_invite`] gave. No SIP is exchanged with the line. Returns the call's id
+    /// (its leg on the line is `LegId { call: id, fork: LegId::INCOMING }`).
+    pub fn start_from_line(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        new: NewCall,
+        audio: std::net::SocketAddr,
+    ) -> u64 {
+        let a_line = call::ALine::new(audio, self.settings.media_ip);
+        self.start_with(now, layer, new, Some(a_line))
+    }
+
+    fn start_with(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        new: NewCall,
+        a_line: Option<call::ALine>,
+    ) -> u64 {
         let NewCall {
             key,
             invite,
@@ -323,6 +377,7 @@ impl Calls {
         self.next_id += 1;
         let a_tag = self.token();
         let mut call = Call::new(id, now, key, invite, peer, a_tag, caller, &self.settings);
+        call.a_line = a_line;
         let relay = match &self.media {
             Some(engine) => match engine.allocate_now() {
                 Ok(mut r) => {
@@ -346,7 +401,8 @@ impl Calls {
                     call.outcome = Some((503, "failed"));
                     self.notes.push((id, why.to_owned()));
                     self.finished.push(call.summary(now));
-                    return;
+                    self.line_out.append(&mut call.line_out);
+                    return id;
                 }
             },
             None => None,
@@ -358,7 +414,8 @@ impl Calls {
             call.outcome = Some((status, "failed"));
             self.notes.push((id, reason));
             self.finished.push(call.summary(now));
-            return;
+            self.line_out.append(&mut call.line_out);
+            return id;
         }
         let mut stages = vec![Stage {
             targets,
@@ -372,6 +429,7 @@ impl Calls {
         self.calls.insert(id, call);
         self.schedule(now + self.settings.no_answer, id, TimerKind::NoAnswer);
         self.next_stage(now, layer, id);
+        id
     }
 
     /// Rings the next stage of call `id`: its still-pending forks (a silent stage) are
@@ -397,7 +455,9 @@ impl Calls {
         for (target, (call_id, tag)) in targets.into_iter().zip(dialogs) {
             let fork_key = call.send_fork(now, layer, target, call_id, tag, &self.settings);
             let idx = call.forks.len() - 1;
-            self.by_client.insert(fork_key, ClientRole::Fork(id, idx));
+            if let Some(k) = fork_key {
+                self.by_client.insert(k, ClientRole::Fork(id, idx));
+            }
         }
         let stage = call.stage();
         tracing::info!(call = id, stage, label = %call.stage_label(stage), forks, "ringing stage");
@@ -561,8 +621,12 @@ impl Calls {
                 a_dialog,
                 b_dialog,
             } => {
-                self.by_dialog.insert(a_dialog, id);
-                self.by_dialog.insert(b_dialog, id);
+                if let Some(a_dialog) = a_dialog {
+                    self.by_dialog.insert(a_dialog, id);
+                }
+                if let Some(b_dialog) = b_dialog {
+                    self.by_dialog.insert(b_dialog, id);
+                }
                 self.answered.push(id);
                 self.cancel_forks(now, layer, id, Some(winner));
                 if let Some(call) = self.calls.get(&id) {
@@ -776,6 +840,8 @@ impl Calls {
             "call ended"
         );
         call.relay = None;
+        call.close_lines();
+        self.line_out.append(&mut call.line_out);
         self.finished.push(summary);
         // Timers are deleted lazily; a finished call's long timers (max duration: hours) must
         // not pile up, so prune when stale entries dominate (amortised O(1) per call).
@@ -800,6 +866,44 @@ impl Calls {
         let bye = dialog.request(crate::sip::method::Method::Bye, via);
         let key = layer.send_request(now, bye, peer);
         self.by_client.insert(key, ClientRole::Ignore);
+    }
+
+    /// What a PSTN line reports about one of the calls' legs on it.
+    pub fn line_event(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        leg: LegId,
+        event: LineEvent,
+    ) {
+        let incoming = leg.fork == LegId::INCOMING;
+        let action = match self.calls.get_mut(&leg.call) {
+            Some(call) if incoming => call.a_line_event(now, layer, event, &self.settings),
+            Some(call) => call.line_event(now, layer, leg.fork, event, &self.settings),
+            None => return,
+        };
+        if incoming && matches!(action, call::ForkAction::Finished) {
+            // The calling line gave up: what still rings is cancelled.
+            self.cancel_forks(now, layer, leg.call, None);
+        }
+        self.apply(now, layer, leg.call, action);
+    }
+
+    /// The commands for the PSTN lines since the last call (dial, answer, digits, hang up),
+    /// for the shell that drives the lines.
+    pub fn take_line_commands(&mut self) -> Vec<LineCommand> {
+        let mut out = std::mem::take(&mut self.line_out);
+        for call in self.calls.values_mut() {
+            if !call.line_out.is_empty() {
+                out.append(&mut call.line_out);
+            }
+        }
+        out
+    }
+
+    /// Legs on PSTN lines that calls in progress still hold (for leak checks).
+    pub fn open_line_legs(&self) -> usize {
+        self.calls.values().map(|c| c.open_line_legs()).sum()
     }
 
     /// Pending call timers (for leak checks).

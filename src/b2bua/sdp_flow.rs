@@ -391,6 +391,16 @@ impl LegSdp {
         Ok(self.sent(offerer, for_offerer, port_offerer))
     }
 
+    /// The G.711 codec and telephone-event negotiated on `side` (for a line on that side).
+    pub fn leg_codec(&self, side: Side) -> Option<super::line_leg::LegCodec> {
+        let l = self.legs[idx(side)].as_ref()?;
+        Some(super::line_leg::LegCodec {
+            law: l.law?,
+            pt: l.codec_pt,
+            dtmf_pt: l.dtmf_pt,
+        })
+    }
+
     pub fn codec_name(&self) -> Option<String> {
         self.codec.clone()
     }

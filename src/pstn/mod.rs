@@ -27,7 +27,7 @@ pub mod dsp;
 pub mod gsm;
 pub mod line;
 pub mod pool;
-pub mod sip_agent;
+pub mod routes;
 
 pub use cause::{EndCause, EndReason};
 pub use line::{AudioEndpoint, IncomingLineCall, Line, LineCall, RtpCodec};

@@ -104,8 +104,12 @@ pub struct SipCore {
     next_route: u64,
     /// Our listen sockets, to pick the local side of outgoing flows.
     local_addrs: Vec<(Proto, std::net::SocketAddr)>,
-    /// The PSTN line agents: calls from these UDP sources ring the line's extensions.
-    line_agents: super::lines::LineAgents,
+    /// The PSTN lines: their calls are legs of call control ([`super::line_legs`]).
+    lines: Vec<super::lines::LineInfo>,
+    /// While a call that arrived on a line is being started: the line's RTP address, and then
+    /// the id of the call started for it.
+    line_origin: Option<std::net::SocketAddr>,
+    started_line_call: Option<u64>,
     /// Toll-fraud limits per extension and trunk (none until [`SipCore::set_limits`]).
     limiter: super::limits::Limiter,
     /// Who may call without a password: trunks, peers, the internet.
@@ -162,7 +166,9 @@ impl SipCore {
             refused: Vec::new(),
             next_route: 1,
             local_addrs: Vec::new(),
-            line_agents: Default::default(),
+            lines: Vec::new(),
+            line_origin: None,
+            started_line_call: None,
             limiter: super::limits::Limiter::new(
                 unlimited(),
                 crate::web::office_time::OfficeTime::utc(),
@@ -171,10 +177,10 @@ impl SipCore {
         }
     }
 
-    /// The line agents' addresses and lines ([`super::lines`]): INVITEs from exactly these UDP
-    /// sources are PSTN calls, taken without digest authentication.
-    pub fn set_line_agents(&mut self, agents: super::lines::LineAgents) {
-        self.line_agents = agents;
+    /// The PSTN lines ([`super::lines`]): route attempts that name one are dialled on it,
+    /// and calls arriving on one ring its extensions ([`SipCore::line_call`]).
+    pub fn set_lines(&mut self, lines: Vec<super::lines::LineInfo>) {
+        self.lines = lines;
     }
 
     /// Caps the server transactions alive at once (`[limits] server_transactions`).
@@ -510,7 +516,16 @@ impl SipCore {
                 let mut stages: Vec<Stage> = allowed
                     .into_iter()
                     .filter_map(|a| {
-                        let peer = self.outgoing_peer(a.hop.proto, a.hop.addr)?;
+                        let line = self.line_target(a);
+                        // A line is dialled, not sent to: its flow only describes the fork.
+                        let peer = match &line {
+                            Some(_) => Peer {
+                                proto: Proto::Udp,
+                                remote: a.hop.addr,
+                                local: a.hop.addr,
+                            },
+                            None => self.outgoing_peer(a.hop.proto, a.hop.addr)?,
+                        };
                         let presentation = match &a.kind {
                             crate::routing::router::AttemptKind::Trunk { name } => {
                                 self.trunks.options(name).map(presentation)
@@ -528,6 +543,8 @@ impl SipCore {
                                     .map(|(username, password)| TrunkAuth { username, password }),
                                 from_user: caller_did.clone(),
                                 srtp: match &a.kind {
+                                    // A line speaks plain RTP on loopback.
+                                    _ if line.is_some() => crate::b2bua::SrtpPolicy::Never,
                                     crate::routing::router::AttemptKind::Trunk { name } => {
                                         self.settings.calls.srtp.trunk(name)
                                     }
@@ -536,6 +553,7 @@ impl SipCore {
                                     }
                                 },
                                 presentation,
+                                line,
                             }],
                             label: a.label(),
                             ring_for: None,
@@ -1037,10 +1055,6 @@ impl SipCore {
             tracing::info!(%peer, status, "INVITE refused: {reason}");
             return Some(self.response(req, status, Some(reason)));
         }
-        if let Some(line) = self.line_agents.line_for(peer, req) {
-            let line = line.clone();
-            return self.ring_line(now, unix, key, req, peer, &line);
-        }
         if let Some(origin) = self.inbound.trunk(peer.remote) {
             return self.incoming(now, unix, key, req, peer, origin, None);
         }
@@ -1207,8 +1221,82 @@ impl SipCore {
 }
 
 impl SipCore {
+    /// The line a route's attempt names: a trunk hop to one of our PSTN lines
+    /// (`;line=NAME`), dialled by call control itself.
+    fn line_target(&self, a: &crate::routing::router::Attempt) -> Option<crate::b2bua::LineTarget> {
+        let crate::routing::router::AttemptKind::Trunk { name } = &a.kind else {
+            return None;
+        };
+        if a.uri.params.value("line") != Some(name.as_str())
+            || !self.lines.iter().any(|l| &l.name == name)
+        {
+            return None;
+        }
+        Some(crate::b2bua::LineTarget {
+            line: name.clone(),
+            number: a.uri.user_unescaped().unwrap_or_default(),
+        })
+    }
+
+    /// What a PSTN line reports about a leg of a call on it.
+    pub fn line_event(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        leg: crate::b2bua::LegId,
+        event: crate::b2bua::LineEvent,
+    ) {
+        self.calls.line_event(now, &mut self.layer, leg, event);
+        self.process_events(now, unix);
+    }
+
+    /// A call arriving on PSTN line `line` from `caller` (E.164 when known, `None` when
+    /// withheld), its RTP at `audio`: it rings the line's extensions (or group) as a call of
+    /// call control whose caller's leg is the line. Returns the call's id, or `None` when it
+    /// is refused (nobody to ring, unknown line): the line is then hung up by the shell.
+    pub fn line_call(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        line: &str,
+        caller: Option<String>,
+        audio: std::net::SocketAddr,
+    ) -> Option<u64> {
+        let Some(info) = self.lines.iter().find(|l| l.name == line).cloned() else {
+            tracing::warn!(%line, "a call on an unknown line refused");
+            return None;
+        };
+        let Some(first) = info.extensions.first() else {
+            tracing::warn!(%line, "incoming call but no `incoming` extensions: refused");
+            return None;
+        };
+        let (key, req, peer) =
+            self.calls
+                .line_invite(&mut self.layer, caller.as_deref(), first, audio);
+        let caller = Caller {
+            name: Some(caller.clone().unwrap_or_else(|| "Anonymous".to_owned())),
+            number: caller.unwrap_or_else(|| "anonymous".to_owned()),
+            origin: None,
+            srtp: crate::b2bua::SrtpPolicy::Never,
+        };
+        self.line_origin = Some(audio);
+        self.started_line_call = None;
+        let refusal = self.ring_line(now, unix, key, &req, peer, &info, caller);
+        self.line_origin = None;
+        let started = self.started_line_call.take();
+        self.process_events(now, unix);
+        match refusal {
+            Some(r) => {
+                tracing::info!(%line, status = r.status, "call from the line not offered");
+                None
+            }
+            None => started,
+        }
+    }
+
     /// A call arriving on a PSTN line: every registered contact of every extension of the line
     /// rings at once; the refusal when none can.
+    #[allow(clippy::too_many_arguments)]
     fn ring_line(
         &mut self,
         now: Instant,
@@ -1216,9 +1304,9 @@ impl SipCore {
         key: ServerKey,
         req: &Request,
         peer: Peer,
-        line: &crate::pstn::sip_agent::LineInfo,
+        line: &super::lines::LineInfo,
+        caller: Caller,
     ) -> Option<Response> {
-        let caller = super::lines::caller_of(req);
         // A line's `incoming` may name a ring group: it rings as the group says.
         if let [only] = line.extensions.as_slice() {
             if let Some((_, g)) = self.inbound.groups.iter().find(|(n, _)| n == only) {
@@ -1288,7 +1376,7 @@ impl SipCore {
             route: None,
             ring_for: None,
         };
-        self.calls.start(now, &mut self.layer, new);
+        self.start_call(now, new);
         None
     }
 }
@@ -1383,8 +1471,20 @@ impl SipCore {
             route: None,
             ring_for: member_timeout,
         };
-        self.calls.start(now, &mut self.layer, new);
+        self.start_call(now, new);
         None
+    }
+
+    /// Starts a call: from a PSTN line while [`SipCore::line_call`] starts one, else from
+    /// the SIP request of `new`.
+    fn start_call(&mut self, now: Instant, new: NewCall) {
+        match self.line_origin.take() {
+            Some(audio) => {
+                let id = self.calls.start_from_line(now, &mut self.layer, new, audio);
+                self.started_line_call = Some(id);
+            }
+            None => self.calls.start(now, &mut self.layer, new),
+        }
     }
 
     /// Whether an unauthenticated INVITE is an office phone's first try: its From names an
@@ -1573,6 +1673,7 @@ pub fn route_to_binding(b: &Binding) -> Target {
         from_user: None,
         srtp: crate::b2bua::SrtpPolicy::default(),
         presentation: None,
+        line: None,
     }
 }
 

@@ -1,76 +1,31 @@
-//! The GSM modem lines in `serve`: starts the [`LinePool`] and its SIP line agent
-//! ([`crate::pstn::sip_agent`]), adds one router trunk per line, tells the SIP core which
-//! source address is the agent (its INVITEs are PSTN calls for the line's extensions), shows
-//! the lines on the live page, and stops them on exit.
+//! The PSTN lines in `serve` (GSM modems, FXO ports): starts the [`LinePool`], adds one
+//! router trunk per line ([`crate::pstn::routes`]: call control dials the line the trunk
+//! names), tells the SIP core which lines there are and which extensions their calls ring,
+//! shows the lines on the live page, and stops them on exit. The calls themselves are legs of
+//! call control, carried out by [`super::line_legs`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
+use tokio::sync::mpsc;
 
-use crate::b2bua::Caller;
 use crate::config::Config;
-use crate::pstn::sip_agent::{
-    line_trunks, named_line_trunks, AgentSettings, BoundAgent, LineAgent, LineInfo,
-};
-use crate::pstn::{LinePool, LineState as ModemState};
-use crate::sip::message::Request;
-use crate::sip::peer::{Peer, Proto};
-use crate::sip::uri::Uri;
+use crate::pstn::routes::{line_trunks, named_line_trunks};
+use crate::pstn::{IncomingLineCall, LinePool, LineState as ModemState};
 
 use crate::live::LineState;
 
-/// What the SIP core knows of the line agent: its address and its lines.
-#[derive(Debug, Clone, Default)]
-pub struct LineAgents {
-    addr: Option<SocketAddr>,
-    lines: Vec<LineInfo>,
+/// A line as the SIP core needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineInfo {
+    /// The line's name.
+    pub name: String,
+    /// Extensions (or one ring group) its incoming calls ring.
+    pub extensions: Vec<String>,
 }
 
-impl LineAgents {
-    /// The line an INVITE is for, when it comes from the agent's exact UDP source (the line is
-    /// the user part of its Contact).
-    pub fn line_for(&self, peer: Peer, req: &Request) -> Option<&LineInfo> {
-        if peer.proto != Proto::Udp || Some(peer.remote) != self.addr {
-            return None;
-        }
-        let user = req
-            .headers
-            .contacts()
-            .find_map(|c| c.addr())
-            .and_then(|a| a.uri.as_sip())
-            .and_then(|u| u.user_unescaped())?;
-        self.lines.iter().find(|l| l.name == user)
-    }
-}
-
-/// The caller of a PSTN call as the agent wrote it: From's user (E.164) and display name.
-pub fn caller_of(req: &Request) -> Caller {
-    let from = req.headers.from();
-    let number = from
-        .and_then(|f| match &f.uri {
-            Uri::Sip(u) => u.user_unescaped(),
-            _ => None,
-        })
-        .unwrap_or_else(|| "anonymous".to_owned());
-    let name = from
-        .and_then(|f| f.display.as_deref())
-        .map(|d| d.trim_matches('"').to_owned())
-        .filter(|d| !d.is_empty());
-    Caller {
-        number,
-        name,
-        origin: None,
-        srtp: crate::b2bua::SrtpPolicy::default(),
-    }
-}
-
-/// The modem lines of a `serve` process.
+/// The PSTN lines of a `serve` process.
 pub struct ModemLines {
     pool: Arc<LinePool>,
-    bound: Option<BoundAgent>,
-    agent: Option<LineAgent>,
-    addr: SocketAddr,
     lines: Vec<LineInfo>,
 }
 
@@ -80,16 +35,22 @@ impl ModemLines {
         Arc::clone(&self.pool)
     }
 
-    /// Starts the lines of `config` (none: `None`) and binds the agent; the lines are appended
-    /// to `config.trunks` so that the router tries them after the SIP trunks.
+    /// The lines and the extensions their calls ring, for the SIP core.
+    pub fn infos(&self) -> Vec<LineInfo> {
+        self.lines.clone()
+    }
+
+    /// The calls arriving on every line (once).
+    pub fn take_incoming(&self) -> mpsc::Receiver<IncomingLineCall> {
+        self.pool.take_incoming()
+    }
+
+    /// Starts the lines of `config` (none: `None`); the lines are appended to
+    /// `config.trunks` so that the router tries them after the SIP trunks.
     pub async fn prepare(config: &mut Config) -> anyhow::Result<Option<ModemLines>> {
         if !config.modems.iter().any(|m| m.enabled) && config.fxo.is_empty() {
             return Ok(None);
         }
-        let bound = BoundAgent::bind()
-            .await
-            .context("starting the line agent")?;
-        let addr = bound.local_addr();
         let mut pool = LinePool::spawn(&config.modems);
         // Analog FXO ports come after the modems, in configuration order.
         for f in &config.fxo {
@@ -99,16 +60,15 @@ impl ModemLines {
             );
         }
         let pool = Arc::new(pool);
-        config.trunks.extend(line_trunks(&config.modems, addr));
+        config.trunks.extend(line_trunks(&config.modems));
         // An analog line dials what a person would dial there: national numbers with the
         // national prefix, others with the international one.
-        let fxo_trunks =
-            named_line_trunks(config.fxo.iter().map(|f| f.settings.name.as_str()), addr)
-                .into_iter()
-                .map(|mut t| {
-                    t.number_format = crate::config::NumberFormat::National;
-                    t
-                });
+        let fxo_trunks = named_line_trunks(config.fxo.iter().map(|f| f.settings.name.as_str()))
+            .into_iter()
+            .map(|mut t| {
+                t.number_format = crate::config::NumberFormat::National;
+                t
+            });
         config.trunks.extend(fxo_trunks);
         let lines = config
             .modems
@@ -123,53 +83,12 @@ impl ModemLines {
                 extensions: f.incoming.clone(),
             }))
             .collect();
-        tracing::info!(agent = %addr, modems = config.modems.len(), fxo = config.fxo.len(), "PSTN lines started");
-        Ok(Some(ModemLines {
-            pool,
-            bound: Some(bound),
-            agent: None,
-            addr,
-            lines,
-        }))
-    }
-
-    /// Starts the agent towards the gateway's SIP UDP socket; what the core must know of it.
-    pub fn start(
-        &mut self,
-        config: &Config,
-        plan: crate::routing::numbering::NumberingPlan,
-        local_addrs: &[(Proto, SocketAddr)],
-    ) -> LineAgents {
-        let server = local_addrs
-            .iter()
-            .find(|(p, a)| *p == Proto::Udp && a.is_ipv4())
-            .map(|(_, a)| {
-                let mut a = *a;
-                if a.ip().is_unspecified() {
-                    a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                a
-            });
-        match (server, self.bound.take()) {
-            (Some(server), Some(bound)) => {
-                self.agent = Some(bound.run(
-                    Arc::clone(&self.pool),
-                    AgentSettings {
-                        server,
-                        domain: config.sip.domain.clone(),
-                        plan,
-                    },
-                ));
-            }
-            (None, _) => {
-                tracing::warn!("modem lines: no IPv4 UDP SIP listen address; incoming PSTN calls cannot be offered");
-            }
-            _ => {}
-        }
-        LineAgents {
-            addr: Some(self.addr),
-            lines: self.lines.clone(),
-        }
+        tracing::info!(
+            modems = config.modems.len(),
+            fxo = config.fxo.len(),
+            "PSTN lines started"
+        );
+        Ok(Some(ModemLines { pool, lines }))
     }
 
     /// The lines as the live page shows them.
@@ -212,11 +131,8 @@ impl ModemLines {
             .collect()
     }
 
-    /// Stops the agent and the lines.
+    /// Stops the lines.
     pub async fn shutdown(self) {
-        if let Some(a) = self.agent {
-            a.shutdown().await;
-        }
         self.pool.shutdown().await;
     }
 }

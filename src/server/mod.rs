@@ -15,6 +15,7 @@ pub mod first_run;
 pub mod inbound;
 mod inbound_setup;
 pub mod limits;
+pub mod line_legs;
 pub mod lines;
 pub mod messaging;
 pub mod nightly_backup;
@@ -374,9 +375,19 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     router.set_trunk_health(Arc::clone(&trunk_health));
     core.set_trunk_health(trunk_health);
     core.set_trunk_plans(std::time::Instant::now(), trunks::plans(&config).await);
-    if let Some(m) = modem_lines.as_mut() {
-        core.set_line_agents(m.start(&config, line_plan, &bound.local_addrs));
+    if let Some(m) = modem_lines.as_ref() {
+        core.set_lines(m.infos());
     }
+    // Calls on PSTN lines: call control's line commands are carried out here, the lines'
+    // events come back on `line_rx`.
+    let (line_tx, mut line_rx) = mpsc::unbounded_channel();
+    let mut line_legs = modem_lines
+        .as_ref()
+        .map(|m| line_legs::LineLegs::new(m.pool(), line_tx, line_plan));
+    let (_no_lines, no_incoming) = mpsc::channel(1);
+    let mut line_incoming = modem_lines
+        .as_ref()
+        .map_or(no_incoming, |m| m.take_incoming());
     let mut published = std::time::Instant::now();
     publish(&stats, published, &core);
     let mut status = Vec::new();
@@ -519,6 +530,22 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             Some((call, event)) = media_rx.recv() => {
                 core.media_event(std::time::Instant::now(), unix_now(), call, event);
             }
+            Some(call) = line_incoming.recv() => {
+                if let Some(l) = line_legs.as_mut() {
+                    let sup = Supervisor::global();
+                    l.incoming(call, |line, caller, audio| {
+                        sup.guard(CORE, || core.line_call(std::time::Instant::now(), unix_now(), line, caller, audio))
+                            .flatten()
+                    });
+                }
+            }
+            Some((leg, event)) = line_rx.recv() => {
+                if let Some(l) = line_legs.as_mut() {
+                    l.observe(leg, &event);
+                }
+                let sup = Supervisor::global();
+                sup.guard(CORE, || core.line_event(std::time::Instant::now(), unix_now(), leg, event));
+            }
             _ = housekeeping.tick() => {
                 core.housekeeping_at(Some(std::time::Instant::now()), unix_now());
                 crate::memory::give_back();
@@ -564,6 +591,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         while let Some(t) = core.poll_transmit() {
             outbound.send(t.peer, t.data);
         }
+        line_commands(&mut core, line_legs.as_mut());
         for req in core.take_route_requests() {
             let router = Arc::clone(&router);
             let tx = route_tx.clone();
@@ -588,6 +616,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         n.stopping();
     }
     end_calls(&mut core, &mut rx, &outbound).await;
+    line_commands(&mut core, line_legs.as_mut());
     if let Some(m) = modem_lines.take() {
         m.shutdown().await;
     }
@@ -748,6 +777,18 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Ends every call on the way out: BYE (or 503 + CANCEL while ringing), then keeps the SIP
 /// loop turning — retransmissions, responses — until those transactions are done or
 /// [`STOP_GRACE`] has passed.
+/// Hands call control's commands for the PSTN lines to the lines.
+fn line_commands(core: &mut SipCore, legs: Option<&mut line_legs::LineLegs>) {
+    let commands = core.calls_mut().take_line_commands();
+    match legs {
+        Some(legs) => commands.into_iter().for_each(|c| legs.command(c)),
+        None if !commands.is_empty() => {
+            tracing::warn!(n = commands.len(), "line commands without lines dropped");
+        }
+        None => {}
+    }
+}
+
 async fn end_calls(
     core: &mut SipCore,
     rx: &mut mpsc::Receiver<Inbound>,

@@ -16,6 +16,13 @@ impl Call {
         content: Option<(&str, Bytes)>,
         settings: &CallSettings,
     ) -> Option<(ClientKey, Request)> {
+        if let Some(i) = self.line_side(side) {
+            // A line has no dialog: a BYE hangs it up, nothing else reaches it as a request.
+            if method == Method::Bye {
+                self.hang_up_line(i);
+            }
+            return None;
+        }
         let d = self.dialog_mut(side)?;
         let peer = d.peer;
         let branch = layer.new_branch();
@@ -84,6 +91,62 @@ impl Call {
         self.hang_up(now, layer, None, settings);
     }
 
+    /// A re-offer (hold, resume, refresh) from `side` towards a line: answered here with the line's own
+    /// stream, which does not change.
+    #[allow(clippy::too_many_arguments)]
+    fn line_reoffer(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        key: ServerKey,
+        req: &Request,
+        peer: Peer,
+        side: Side,
+        i: usize,
+        offer: &SessionDescription,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        let line = other(side);
+        let answer = self.line_sdp_of(i);
+        let result = self
+            .sdp
+            .offer_to(line, offer, self.relay_port(line))
+            .and_then(|_| {
+                let answer = answer.ok_or((500, "The line has no audio".to_string()))?;
+                self.sdp.answered(
+                    side,
+                    offer,
+                    &answer,
+                    self.relay_port(side),
+                    self.relay.as_ref(),
+                )
+            });
+        match result {
+            Ok(for_offerer) => {
+                let resp = reply_with(
+                    layer,
+                    now,
+                    key,
+                    req,
+                    200,
+                    Some(&for_offerer),
+                    Some(our_contact(&peer, "pasarela", settings)),
+                );
+                if req.method == Method::Invite {
+                    let seq = req.headers.cseq().map_or(0, |c| c.seq);
+                    self.start_retrans(now, side, seq, resp, peer, settings);
+                    return ForkAction::Retransmit;
+                }
+                ForkAction::None
+            }
+            Err((st, why)) => {
+                tracing::info!(call = self.id, "re-offer towards the line refused: {why}");
+                reply(layer, now, key, req, st);
+                ForkAction::None
+            }
+        }
+    }
+
     pub fn in_dialog_request(
         &mut self,
         now: Instant,
@@ -125,7 +188,15 @@ impl Call {
                 let (digit, ms) = sdp_flow::dtmf_from_info(&req).unwrap_or(('0', 100));
                 reply(layer, now, key, &req, 200);
                 let to = other(side);
-                if self.sdp.has_dtmf_events(to) {
+                if let Some(i) = self.line_side(to) {
+                    self.line_out.push(LineCommand::Digit {
+                        leg: LegId {
+                            call: self.id,
+                            fork: i,
+                        },
+                        digit,
+                    });
+                } else if self.sdp.has_dtmf_events(to) {
                     if let Some(relay) = &self.relay {
                         relay.send_dtmf(to, digit, ms);
                     }
@@ -173,6 +244,11 @@ impl Call {
                     }
                     Some(Ok(offer)) => {
                         let to = other(side);
+                        if let Some(i) = self.line_side(to) {
+                            return self.line_reoffer(
+                                now, layer, key, &req, peer, side, i, &offer, settings,
+                            );
+                        }
                         let fwd = match self.sdp.offer_to(to, &offer, self.relay_port(to)) {
                             Ok(fwd) => fwd,
                             Err((st, why)) => {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::line_leg::{self, LegCodec, LegId, LineCommand, LineEvent, LineTarget};
 use super::sdp_flow::{self, LegSdp};
 use super::{CallSettings, Caller, Stage, Target, TrunkAuth};
 use crate::media::{MediaEvent, Relay, Side};
@@ -51,11 +52,12 @@ pub enum ClientRole {
 #[derive(Debug)]
 pub enum ForkAction {
     None,
-    /// A fork answered: register both dialogs, cancel the other forks, start call timers.
+    /// A fork answered: register both dialogs (a line has none), cancel the other forks,
+    /// start call timers.
     Answered {
         winner: usize,
-        a_dialog: (String, String),
-        b_dialog: (String, String),
+        a_dialog: Option<(String, String)>,
+        b_dialog: Option<(String, String)>,
     },
     /// A 2xx retransmission timer needs (re)scheduling.
     Retransmit,
@@ -79,9 +81,9 @@ enum ForkState {
 }
 
 pub struct Fork {
-    /// The latest INVITE's transaction.
+    /// The latest INVITE's transaction (`None`: a fork on a PSTN line, which has none).
     #[allow(dead_code)]
-    pub key: ClientKey,
+    pub key: Option<ClientKey>,
     /// The latest INVITE (the one resent with credentials, after a challenge).
     pub invite: Request,
     pub peer: Peer,
@@ -102,6 +104,39 @@ pub struct Fork {
     auth_sent: bool,
     /// The SRTP policy of the party this fork calls.
     srtp: crate::b2bua::SrtpPolicy,
+    /// The fork is a call on a PSTN line, not a SIP request.
+    line: Option<LineFork>,
+}
+
+/// A caller's leg on a PSTN line (a call that arrived on it, [`line_leg`]).
+pub struct ALine {
+    /// The line's RTP address.
+    pub audio: std::net::SocketAddr,
+    /// The relay's address (the port is the relay's caller side).
+    pub relay_ip: std::net::IpAddr,
+    /// The codec the line was told to speak when answered.
+    codec: Option<LegCodec>,
+    closed: bool,
+}
+
+impl ALine {
+    pub fn new(audio: std::net::SocketAddr, relay_ip: std::net::IpAddr) -> ALine {
+        ALine {
+            audio,
+            relay_ip,
+            codec: None,
+            closed: false,
+        }
+    }
+}
+
+/// A fork on a PSTN line ([`line_leg`]).
+struct LineFork {
+    codec: LegCodec,
+    /// Where the line's RTP comes from (its first event).
+    audio: Option<std::net::SocketAddr>,
+    /// Hung up, refused or ended: no command for it any more.
+    closed: bool,
 }
 
 /// The caller's leg.
@@ -260,6 +295,10 @@ pub struct Call {
     ring_limits: Vec<Option<Duration>>,
     /// The stage ringing now.
     stage: usize,
+    /// Commands for the PSTN lines of this call's legs, for the shell.
+    pub line_out: Vec<LineCommand>,
+    /// The caller's leg is a call that arrived on a PSTN line.
+    pub a_line: Option<ALine>,
 }
 
 fn idx(side: Side) -> usize {
@@ -389,6 +428,66 @@ pub(super) fn ack_and_bye(
     Some((ack, bye))
 }
 
+/// The INVITE a call that arrived on a line stands for (never sent): from the caller's
+/// number at our domain (anonymous when withheld) to `callee`, offering the line's RTP.
+pub(super) fn line_invite(
+    caller: Option<&str>,
+    callee: &str,
+    audio: std::net::SocketAddr,
+    branch: String,
+    token: &str,
+    settings: &CallSettings,
+) -> Request {
+    let domain = || Host::Name(settings.domain.clone());
+    let mut req = Request::new(
+        Method::Invite,
+        Uri::Sip(SipUri::new(Some(callee), domain(), None)),
+    );
+    let peer = Peer {
+        proto: Proto::Udp,
+        remote: audio,
+        local: audio,
+    };
+    let h = &mut req.headers;
+    h.push(Header::Via(our_via(
+        &peer,
+        branch,
+        Host::from_ip(audio.ip()),
+    )));
+    h.push(Header::MaxForwards(70));
+    let mut from = match caller {
+        Some(n) => {
+            let mut a = NameAddr::new(Uri::Sip(SipUri::new(Some(n), domain(), None)));
+            a.display = Some(crate::sip::header::quote(n));
+            a
+        }
+        None => {
+            let mut a = NameAddr::new(Uri::Sip(SipUri::new(
+                Some("anonymous"),
+                Host::Name("anonymous.invalid".into()),
+                None,
+            )));
+            a.display = Some("\"Anonymous\"".to_owned());
+            a
+        }
+    };
+    from.set_tag(token);
+    h.push(Header::From(from));
+    h.push(Header::To(NameAddr::new(Uri::Sip(SipUri::new(
+        Some(callee),
+        domain(),
+        None,
+    )))));
+    h.push(Header::CallId(format!("{token}@line.pasarela")));
+    h.push(Header::CSeq(CSeq {
+        seq: 1,
+        method: Method::Invite,
+    }));
+    let offer = line_leg::line_offer(audio);
+    req.body = with_body(&mut req.headers, offer.as_ref());
+    req
+}
+
 fn sdp_of(
     headers: &crate::sip::header::Headers,
     body: &Bytes,
@@ -465,6 +564,8 @@ impl Call {
             labels: Vec::new(),
             ring_limits: Vec::new(),
             stage: 0,
+            line_out: Vec::new(),
+            a_line: None,
         }
     }
 
@@ -594,7 +695,16 @@ impl Call {
                 .push(Header::Other("Retry-After".into(), "5".into()));
         }
         r.body = with_body(&mut r.headers, sdp);
-        layer.respond(now, self.a.key, r.clone());
+        if self.a_line.is_some() {
+            // The caller is a line: only the answer and the refusal mean something to it.
+            if (200..300).contains(&status) {
+                self.answer_a_line();
+            } else if status >= 300 {
+                self.hang_up_line(LegId::INCOMING);
+            }
+        } else {
+            layer.respond(now, self.a.key, r.clone());
+        }
         if status >= 300 && self.outcome.is_none() {
             self.outcome = Some((status, disposition(status)));
         }
@@ -609,7 +719,7 @@ impl Call {
         call_id: String,
         tag: String,
         settings: &CallSettings,
-    ) -> ClientKey {
+    ) -> Option<ClientKey> {
         let Target {
             uri,
             peer,
@@ -618,6 +728,7 @@ impl Call {
             from_user,
             srtp,
             presentation,
+            line,
         } = target;
         let target_uri = uri.to_string();
         let mut req = Request::new(Method::Invite, uri);
@@ -709,7 +820,13 @@ impl Call {
         ));
         let offer = self.sdp.offer_for_b(srtp);
         req.body = with_body(&mut req.headers, offer.as_ref());
-        let key = layer.send_request(now, req.clone(), peer);
+        // A fork on a PSTN line: the INVITE is kept as the fork's description, never sent;
+        // the line is asked to dial instead.
+        let line_fork = line.map(|t| self.dial_line(t, offer.as_ref(), settings));
+        let key = match line_fork {
+            Some(_) => None,
+            None => Some(layer.send_request(now, req.clone(), peer)),
+        };
         self.forks.push(Fork {
             key,
             invite: req,
@@ -724,8 +841,289 @@ impl Call {
             auth,
             auth_sent: false,
             srtp,
+            line: line_fork,
         });
         key
+    }
+
+    /// Asks the shell to place the next fork on a line.
+    fn dial_line(
+        &mut self,
+        target: LineTarget,
+        offer: Option<&SessionDescription>,
+        settings: &CallSettings,
+    ) -> LineFork {
+        let codec = offer.and_then(line_leg::choose_codec).unwrap_or(LegCodec {
+            law: crate::media::Law::Ulaw,
+            pt: 0,
+            dtmf_pt: Some(101),
+        });
+        let leg = LegId {
+            call: self.id,
+            fork: self.forks.len(),
+        };
+        tracing::info!(call = self.id, line = %target.line, number = %target.number, "dialling on a line");
+        self.line_out.push(LineCommand::Dial {
+            leg,
+            line: target.line,
+            number: target.number,
+            codec,
+            relay: std::net::SocketAddr::new(settings.media_ip, self.relay_port(Side::B)),
+        });
+        LineFork {
+            codec,
+            audio: None,
+            closed: false,
+        }
+    }
+
+    /// The SDP the line of fork `i` stands for.
+    fn line_sdp_of(&self, i: usize) -> Option<SessionDescription> {
+        if i == LegId::INCOMING {
+            let l = self.a_line.as_ref()?;
+            return line_leg::line_sdp(l.audio, l.codec?);
+        }
+        let l = self.forks.get(i)?.line.as_ref()?;
+        line_leg::line_sdp(l.audio.unwrap_or(line_leg::NO_AUDIO), l.codec)
+    }
+
+    /// Whether fork `i` is on a line.
+    pub fn is_line_fork(&self, i: usize) -> bool {
+        self.forks.get(i).is_some_and(|f| f.line.is_some())
+    }
+
+    /// Hangs up the line of fork `i` (once; [`LegId::INCOMING`]: the caller's line).
+    fn hang_up_line(&mut self, i: usize) {
+        if i == LegId::INCOMING {
+            if let Some(l) = self.a_line.as_mut() {
+                if !l.closed {
+                    l.closed = true;
+                    self.line_out.push(LineCommand::Hangup {
+                        leg: LegId {
+                            call: self.id,
+                            fork: i,
+                        },
+                    });
+                }
+            }
+            return;
+        }
+        if let Some(l) = self.forks.get_mut(i).and_then(|f| f.line.as_mut()) {
+            if !l.closed {
+                l.closed = true;
+                self.line_out.push(LineCommand::Hangup {
+                    leg: LegId {
+                        call: self.id,
+                        fork: i,
+                    },
+                });
+            }
+        }
+    }
+
+    /// Whether `side` of the call is a line (the answered fork on one).
+    fn line_side(&self, side: Side) -> Option<usize> {
+        match side {
+            Side::A => self.a_line.as_ref().map(|_| LegId::INCOMING),
+            Side::B => self.winner.filter(|w| self.is_line_fork(*w)),
+        }
+    }
+
+    /// Legs on lines not closed yet.
+    pub fn open_line_legs(&self) -> usize {
+        self.forks
+            .iter()
+            .filter(|f| f.line.as_ref().is_some_and(|l| !l.closed))
+            .count()
+            + usize::from(self.a_line.as_ref().is_some_and(|l| !l.closed))
+    }
+
+    /// The call is removed: every line it still holds is hung up.
+    pub fn close_lines(&mut self) {
+        for i in 0..self.forks.len() {
+            self.hang_up_line(i);
+        }
+        self.hang_up_line(LegId::INCOMING);
+    }
+
+    /// The caller's line is answered: it is told the codec the callee took and the relay.
+    fn answer_a_line(&mut self) {
+        let codec = self.sdp.leg_codec(Side::A).unwrap_or(LegCodec {
+            law: crate::media::Law::Ulaw,
+            pt: 0,
+            dtmf_pt: Some(101),
+        });
+        let port = self.relay_port(Side::A);
+        let Some(l) = self.a_line.as_mut() else {
+            return;
+        };
+        if l.closed || l.codec.is_some() {
+            return;
+        }
+        l.codec = Some(codec);
+        let relay = std::net::SocketAddr::new(l.relay_ip, port);
+        self.line_out.push(LineCommand::Answer {
+            leg: LegId {
+                call: self.id,
+                fork: LegId::INCOMING,
+            },
+            codec,
+            relay,
+        });
+    }
+
+    /// What the caller's line reports.
+    pub fn a_line_event(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        event: LineEvent,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        let Some(l) = self.a_line.as_mut() else {
+            return ForkAction::None;
+        };
+        match event {
+            LineEvent::Digit(digit) => {
+                if self.winner.is_some() && !self.sdp.has_dtmf_events(Side::B) {
+                    self.send_info_dtmf(now, layer, Side::B, digit, 100, settings);
+                }
+                ForkAction::None
+            }
+            LineEvent::Refused { q850, .. } | LineEvent::Ended { q850, .. } => {
+                l.closed = true;
+                self.q850 = self.q850.or(q850);
+                if self.winner.is_some() {
+                    tracing::info!(call = self.id, ?q850, "the calling line hung up");
+                    let _ = self.send_in_dialog(now, layer, Side::B, Method::Bye, None, settings);
+                    self.outcome.get_or_insert((200, "answered"));
+                    self.retrans.clear();
+                } else {
+                    tracing::info!(call = self.id, "the calling line gave up while ringing");
+                    self.outcome = Some((487, "cancelled"));
+                }
+                ForkAction::Finished
+            }
+            _ => ForkAction::None,
+        }
+    }
+
+    /// What the line of fork `i` reports.
+    pub fn line_event(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        i: usize,
+        event: LineEvent,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        let Some(fork) = self.forks.get_mut(i) else {
+            return ForkAction::None;
+        };
+        let policy = fork.srtp;
+        let ringing = matches!(fork.state, ForkState::Trying | ForkState::Early);
+        let Some(line) = fork.line.as_mut() else {
+            return ForkAction::None;
+        };
+        let codec = line.codec;
+        fork.responded = true;
+        match event {
+            LineEvent::Audio(addr) => {
+                line.audio = Some(addr);
+                ForkAction::None
+            }
+            LineEvent::Proceeding => ForkAction::None,
+            LineEvent::Ringing | LineEvent::EarlyMedia => {
+                if !ringing || self.winner.is_some() {
+                    return ForkAction::None;
+                }
+                fork.state = ForkState::Early;
+                let early = match (&event, line.audio) {
+                    (LineEvent::EarlyMedia, Some(addr)) => line_leg::line_sdp(addr, codec),
+                    _ => None,
+                };
+                let a_sdp = early.and_then(|answer| {
+                    self.sdp
+                        .b_answers(
+                            &answer,
+                            self.relay_port(Side::A),
+                            self.relay.as_ref(),
+                            policy,
+                        )
+                        .ok()
+                });
+                let status = if a_sdp.is_some() { 183 } else { 180 };
+                self.respond_a(now, layer, status, None, a_sdp.as_ref());
+                ForkAction::None
+            }
+            LineEvent::Answered => {
+                if !ringing || self.winner.is_some() {
+                    // Lost the race (or given up meanwhile): hang the line up.
+                    fork.state = ForkState::Cancelled;
+                    self.hang_up_line(i);
+                    return ForkAction::None;
+                }
+                fork.state = ForkState::Answered;
+                fork.status = 200;
+                fork.reason = None;
+                let answer = line_leg::line_sdp(line.audio.unwrap_or(line_leg::NO_AUDIO), codec);
+                self.winner = Some(i);
+                self.answered = Some(now);
+                let a_sdp = match answer.map(|answer| {
+                    self.sdp.b_answers(
+                        &answer,
+                        self.relay_port(Side::A),
+                        self.relay.as_ref(),
+                        policy,
+                    )
+                }) {
+                    Some(Ok(s)) => Some(s),
+                    Some(Err((st, why))) => {
+                        tracing::warn!(call = self.id, "no usable media with the line: {why}");
+                        self.hang_up_line(i);
+                        self.respond_a(now, layer, st, Some(&why), None);
+                        return ForkAction::Finished;
+                    }
+                    None => None,
+                };
+                tracing::info!(call = self.id, fork = i, "the line answered");
+                self.answer_a(now, layer, i, a_sdp.as_ref(), None, settings)
+            }
+            LineEvent::Digit(digit) => {
+                // Lines also send the digits they hear as RFC 4733 on their RTP; SIP INFO for
+                // a caller without telephone-event.
+                if self.winner == Some(i) && !self.sdp.has_dtmf_events(Side::A) {
+                    self.send_info_dtmf(now, layer, Side::A, digit, 100, settings);
+                }
+                ForkAction::None
+            }
+            LineEvent::Refused {
+                status,
+                q850,
+                reason,
+            } => {
+                line.closed = true;
+                tracing::info!(call = self.id, fork = i, status, %reason, "the line refused the call");
+                self.q850 = self.q850.or(q850);
+                self.fork_failed(now, layer, i, status)
+            }
+            LineEvent::Ended { status, q850 } => {
+                line.closed = true;
+                if self.winner == Some(i) {
+                    tracing::info!(call = self.id, ?q850, "the line hung up");
+                    self.q850 = self.q850.or(q850);
+                    let _ = self.send_in_dialog(now, layer, Side::A, Method::Bye, None, settings);
+                    self.outcome.get_or_insert((200, "answered"));
+                    self.retrans.clear();
+                    return ForkAction::Finished;
+                }
+                if !ringing {
+                    return ForkAction::None;
+                }
+                self.q850 = self.q850.or(q850);
+                self.fork_failed(now, layer, i, status)
+            }
+        }
     }
 
     /// Answers a trunk's 401/407 on fork `i`: the same INVITE again (same Call-ID and From
@@ -780,7 +1178,7 @@ impl Call {
         invite.headers.set_other(answer_header, value);
         tracing::info!(call = self.id, uri = %fork.uri, realm = %challenge.realm, "answering the destination's digest challenge");
         let key = layer.send_request(now, invite.clone(), fork.peer);
-        fork.key = key;
+        fork.key = Some(key);
         fork.invite = invite;
         fork.auth_sent = true;
         fork.state = ForkState::Trying;
@@ -796,13 +1194,21 @@ impl Call {
         except: Option<usize>,
     ) -> Vec<ClientKey> {
         let mut keys = Vec::new();
+        let mut lines = Vec::new();
         for (i, f) in self.forks.iter_mut().enumerate() {
             if Some(i) == except || !matches!(f.state, ForkState::Trying | ForkState::Early) {
                 continue;
             }
             f.state = ForkState::Cancelled;
+            if f.line.is_some() {
+                lines.push(i);
+                continue;
+            }
             let cancel = crate::sip::transaction::build_cancel(&f.invite);
             keys.push(layer.send_request(now, cancel, f.peer));
+        }
+        for i in lines {
+            self.hang_up_line(i);
         }
         keys
     }
@@ -916,7 +1322,35 @@ impl Call {
         };
         layer.send_stateless(peer, &Message::Request(ack));
         self.forks[i].dialog = Some(b_dialog.clone());
-        let ok = self.respond_a(now, layer, 200, None, a_sdp.as_ref());
+        self.answer_a(now, layer, i, a_sdp.as_ref(), Some(&b_dialog), settings)
+    }
+
+    /// Fork `i` answered: the caller gets the 200 (retransmitted until its ACK), and both
+    /// dialogs are known (`b_dialog`: none for a line).
+    fn answer_a(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        i: usize,
+        a_sdp: Option<&SessionDescription>,
+        b_dialog: Option<&Dialog>,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        let ok = self.respond_a(now, layer, 200, None, a_sdp);
+        if self.a_line.is_some() {
+            tracing::info!(call = self.id, "call from a line answered");
+            let b_key = b_dialog.map(|b| {
+                (
+                    b.call_id.clone(),
+                    b.local.tag().unwrap_or_default().to_owned(),
+                )
+            });
+            return ForkAction::Answered {
+                winner: i,
+                a_dialog: None,
+                b_dialog: b_key,
+            };
+        }
         let a_dialog = Dialog::uas(&self.a.invite, &self.a.tag, self.a.peer);
         let a_key = (
             self.a
@@ -930,14 +1364,16 @@ impl Call {
         self.a.dialog = a_dialog;
         let a_seq = self.a.invite.headers.cseq().map_or(0, |c| c.seq);
         self.start_retrans(now, Side::A, a_seq, ok, self.a.peer, settings);
-        let b_key = (
-            b_dialog.call_id.clone(),
-            b_dialog.local.tag().unwrap_or_default().to_owned(),
-        );
+        let b_key = b_dialog.map(|b| {
+            (
+                b.call_id.clone(),
+                b.local.tag().unwrap_or_default().to_owned(),
+            )
+        });
         tracing::info!(call = self.id, "call answered");
         ForkAction::Answered {
             winner: i,
-            a_dialog: a_key,
+            a_dialog: Some(a_key),
             b_dialog: b_key,
         }
     }

@@ -313,6 +313,12 @@ impl TransactionLayer {
         format!("{MAGIC_COOKIE}{:016x}", self.token_seed)
     }
 
+    /// A server key that no transaction has or will have: it stands for a call leg that is not
+    /// a SIP transaction (a call that arrived on a PSTN line); responses for it are ignored.
+    pub fn detached_server_key(&mut self) -> ServerKey {
+        ServerKey(self.next_key())
+    }
+
     /// A fresh branch: the magic cookie followed by a token unique to this layer.
     pub fn new_branch(&mut self) -> String {
         format!("{MAGIC_COOKIE}{}", self.token())
