@@ -633,7 +633,8 @@ fn mail_rows(db: &Path) -> Vec<(i64, Option<String>, i64)> {
         return Vec::new();
     };
     let _ = conn.busy_timeout(Duration::from_secs(2));
-    let Ok(mut st) = conn.prepare("SELECT id, mail_status, mail_attempts FROM messages ORDER BY id")
+    let Ok(mut st) =
+        conn.prepare("SELECT id, mail_status, mail_attempts FROM messages ORDER BY id")
     else {
         return Vec::new();
     };
@@ -707,7 +708,10 @@ email_retry_secs = 1"#
     for (sender, body) in [(SENDER, text.as_str()), ("+4915112345678", second)] {
         let m = find(sender);
         assert_eq!(m["subject"], format!("SMS from {sender} on gsm1"), "{m}");
-        assert_eq!(m["rcpt_tos"], serde_json::json!(["gsm1-inbox@office.example"]));
+        assert_eq!(
+            m["rcpt_tos"],
+            serde_json::json!(["gsm1-inbox@office.example"])
+        );
         assert_eq!(m["mail_from"], "gateway@office.example");
         assert_eq!(m["content_type"], "text/plain");
         assert_eq!(m["charset"], "utf-8");
@@ -1042,6 +1046,9 @@ fn inbox_in_the_browser() {
         "{csv}"
     );
     let text = csv[2].as_str().unwrap_or_default();
-    assert!(text.contains("Zweite Nachricht") && text.contains("Guten Tag 👋"), "{text}");
+    assert!(
+        text.contains("Zweite Nachricht") && text.contains("Guten Tag 👋"),
+        "{text}"
+    );
     assert!(!text.contains("Erste Nachricht"), "{text}");
 }

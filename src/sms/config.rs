@@ -150,12 +150,7 @@ impl RawSms {
             "none" => SmtpTls::None,
             "starttls" => SmtpTls::StartTls,
             "tls" => SmtpTls::Tls,
-            other => {
-                return Err((
-                    "smtp_tls",
-                    format!("`{other}`: one of none, starttls, tls"),
-                ))
-            }
+            other => return Err(("smtp_tls", format!("`{other}`: one of none, starttls, tls"))),
         };
         let port = self.smtp_port.unwrap_or(587);
         if port == 0 {
@@ -225,7 +220,10 @@ mod tests {
         assert_eq!((c.port, c.tls), (587, SmtpTls::StartTls));
         assert_eq!(c.recipients("gsm1"), ["office@example.org".to_string()]);
         assert_eq!(c.recipients("gsm2"), ["sales@example.org".to_string()]);
-        assert_eq!(parse("email_to = [\"a@b.c\"]").unwrap_err().0, "smtp_server");
+        assert_eq!(
+            parse("email_to = [\"a@b.c\"]").unwrap_err().0,
+            "smtp_server"
+        );
         assert_eq!(
             parse("smtp_server = \"m\"\nemail_from = \"nobody\"\nemail_to = [\"a@b.c\"]")
                 .unwrap_err()
@@ -233,7 +231,9 @@ mod tests {
             "email_from"
         );
         assert_eq!(
-            parse("smtp_server = \"m\"\nemail_from = \"x@y.z\"").unwrap_err().0,
+            parse("smtp_server = \"m\"\nemail_from = \"x@y.z\"")
+                .unwrap_err()
+                .0,
             "email_to"
         );
         assert_eq!(

@@ -105,8 +105,7 @@ pub fn compose(c: &EmailConfig, m: &MailDue, to: &[String]) -> Result<Message, M
         },
         m.body
     );
-    b.body(body)
-        .map_err(|e| MailError::Address(e.to_string()))
+    b.body(body).map_err(|e| MailError::Address(e.to_string()))
 }
 
 /// A handle that wakes the mail task (after an SMS was stored to be mailed).
@@ -176,7 +175,10 @@ async fn round(
         for m in &due {
             let to = config.recipients(&m.line).to_vec();
             let result = if to.is_empty() {
-                Err(MailError::Address(format!("nobody to mail for line {}", m.line)))
+                Err(MailError::Address(format!(
+                    "nobody to mail for line {}",
+                    m.line
+                )))
             } else {
                 match compose(config, m, &to) {
                     Ok(mail) => mailer.send(mail).await.map(|_| ()).map_err(MailError::from),
@@ -201,8 +203,17 @@ async fn round(
                         now + pause
                     });
                     match retry {
-                        Some(t) => tracing::warn!(id = m.id, attempts, retry_in = t - now, "SMS not mailed, trying again: {e}"),
-                        None => tracing::error!(id = m.id, attempts, "SMS not mailed, given up (it stays in the store): {e}"),
+                        Some(t) => tracing::warn!(
+                            id = m.id,
+                            attempts,
+                            retry_in = t - now,
+                            "SMS not mailed, trying again: {e}"
+                        ),
+                        None => tracing::error!(
+                            id = m.id,
+                            attempts,
+                            "SMS not mailed, given up (it stays in the store): {e}"
+                        ),
                     }
                     store.mail_failed(m.id, &e.to_string(), retry, now)?;
                 }
@@ -244,7 +255,10 @@ mod tests {
         };
         let mail = compose(&c, &m, &c.to).unwrap();
         let raw = String::from_utf8(mail.formatted()).unwrap();
-        assert!(raw.contains("Subject: SMS from +491701234567 on gsm1"), "{raw}");
+        assert!(
+            raw.contains("Subject: SMS from +491701234567 on gsm1"),
+            "{raw}"
+        );
         assert!(raw.contains("To: office@example.org"), "{raw}");
         assert!(raw.contains("charset=utf-8"), "{raw}");
         assert_eq!(when(1_764_763_200), "2025-12-03 12:00:00 UTC");

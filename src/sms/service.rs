@@ -276,7 +276,11 @@ impl Service {
                     .ussd
                     .get_mut(&ev.line)
                     .and_then(|w| (!w.is_empty()).then(|| w.remove(0)));
-                let origin = if waiter.is_some() { "answer" } else { "network" };
+                let origin = if waiter.is_some() {
+                    "answer"
+                } else {
+                    "network"
+                };
                 if waiter.is_none() {
                     super::metrics::bump(&super::metrics::USSD_NETWORK);
                     tracing::info!(line = %ev.line, status, "network-initiated USSD: {answer:?}");

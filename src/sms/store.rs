@@ -638,7 +638,16 @@ mod tests {
         let b = s.insert_part("gsm1", "00BB", 2).unwrap().unwrap();
         assert_eq!(s.loose_parts().unwrap().len(), 2);
         let id = s
-            .store_received("gsm1", "+4917", &["101".into()], "hi", "UCS-2", &[a, b], true, 3)
+            .store_received(
+                "gsm1",
+                "+4917",
+                &["101".into()],
+                "hi",
+                "UCS-2",
+                &[a, b],
+                true,
+                3,
+            )
             .unwrap();
         assert!(s.loose_parts().unwrap().is_empty());
         assert_eq!(s.undelivered().unwrap()[0].to, vec!["101".to_string()]);
@@ -674,12 +683,16 @@ mod tests {
     fn ussd_events_newest_first() {
         let (s, _d) = store();
         s.ussd_event("gsm1", "answer", 0, "Balance", 1).unwrap();
-        s.ussd_event("gsm1", "network", 1, "Menu: 1 yes", 2).unwrap();
+        s.ussd_event("gsm1", "network", 1, "Menu: 1 yes", 2)
+            .unwrap();
         let all = s.ussd_events(None, 10).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].text, "Menu: 1 yes");
         assert!(all[0].awaits_reply);
-        assert_eq!(s.ussd_events(Some("answer"), 10).unwrap()[0].text, "Balance");
+        assert_eq!(
+            s.ussd_events(Some("answer"), 10).unwrap()[0].text,
+            "Balance"
+        );
     }
 
     #[test]

@@ -416,7 +416,9 @@ mod tests {
         e.poll_transmit();
         e.handle_input(b"\r\n+CMT: ,3\r\nOK\r\n", t0);
         assert!(matches!(e.poll_event(), Some(AtEvent::Urc(Urc::Other(_)))));
-        assert!(matches!(e.poll_event(), Some(AtEvent::Response(r)) if r.tag == 2 && r.outcome.is_ok()));
+        assert!(
+            matches!(e.poll_event(), Some(AtEvent::Response(r)) if r.tag == 2 && r.outcome.is_ok())
+        );
     }
 
     #[test]
