@@ -41,12 +41,17 @@ if [ "${#need_pkg[@]}" -gt 0 ]; then
 fi
 
 # The independent SMS PDU encoder and decoder the SMS tests check pasarela against (PyPI
-# python-gsmmodem-new, module gsmmodem.pdu), in a virtual environment under target/.
+# python-gsmmodem-new, module gsmmodem.pdu), and the SMTP server that receives the forwarded
+# SMS (PyPI aiosmtpd), in a virtual environment under target/.
 venv="${CARGO_TARGET_DIR:-$(dirname "$0")/../target}/pyenv"
 if ! "$venv/bin/python" -c 'import gsmmodem.pdu' >/dev/null 2>&1; then
     echo "tests/setup.sh: installing python-gsmmodem-new in $venv" >&2
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet python-gsmmodem-new
+fi
+if ! "$venv/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
+    echo "tests/setup.sh: installing aiosmtpd in $venv" >&2
+    "$venv/bin/python" -m pip install --quiet aiosmtpd
 fi
 
 if ! cargo deb --version >/dev/null 2>&1; then

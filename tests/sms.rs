@@ -14,6 +14,8 @@
 mod common;
 mod modem_sim;
 mod phone;
+#[path = "support/webdriver.rs"]
+mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,7 +68,7 @@ fn deliver_pdus(sender: &str, text: &str, reference: u8) -> Vec<String> {
     helper(&["deliver", sender, text, &reference.to_string()])
 }
 
-fn modem_config(sim: &Sim, extra: &str) -> String {
+fn modem_config(sim: &Sim, extra: &str, modem_extra: &str) -> String {
     format!(
         r#"{base}
 [numbering]
@@ -90,6 +92,7 @@ audio_port = "{audio}"
 incoming = ["101"]
 probe_interval_secs = 1
 max_missed = 2
+{modem_extra}
 "#,
         base = call_config("no_answer_secs = 20", rtp_port_range()),
         data = sim.data_link.display(),
@@ -98,12 +101,17 @@ max_missed = 2
 }
 
 fn start(name: &str, extra: &str) -> (Server, Sim) {
+    start_with(name, extra, "")
+}
+
+/// [`start`] with keys for the `[[modem]]` block.
+fn start_with(name: &str, extra: &str, modem_extra: &str) -> (Server, Sim) {
     require_program("baresip", "baresip");
     python();
     let sim_dir = common::TestDir::new(name);
     let sim = Sim::start(sim_dir.path(), "gsm1", IMEI, ICCID);
     std::mem::forget(sim_dir);
-    let server = Server::start(&modem_config(&sim, extra));
+    let server = Server::start(&modem_config(&sim, extra, modem_extra));
     wait_line_idle(&server, &sim);
     (server, sim)
 }
@@ -559,4 +567,488 @@ fn ussd_and_inbox_on_the_dashboard_and_api() {
         assert_eq!(viewer.post(path, &f).status, 403, "{path}");
     }
     assert_eq!(sim.with(|s| s.ussd_codes.len()), 3);
+}
+
+/// The independent SMTP server (PyPI aiosmtpd, `tests/support/smtp_sink.py`) on a loopback
+/// port; each mail it takes is one JSON line in `out`. Killed when dropped.
+struct SmtpSink {
+    child: std::process::Child,
+    out: PathBuf,
+}
+
+impl SmtpSink {
+    fn start(port: u16, out: &Path) -> SmtpSink {
+        use std::io::BufRead;
+        let py = python();
+        let ok = Command::new(&py)
+            .args(["-c", "import aiosmtpd"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "aiosmtpd is missing: run tests/setup.sh");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
+        let mut child = Command::new(py)
+            .arg(script)
+            .arg(port.to_string())
+            .arg(out)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start smtp_sink.py");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let ready = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        assert_eq!(ready.trim(), "ready", "the SMTP sink did not start");
+        SmtpSink {
+            child,
+            out: out.to_path_buf(),
+        }
+    }
+
+    fn mails(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (id, mail_status, mail_attempts) of the messages, oldest first.
+fn mail_rows(db: &Path) -> Vec<(i64, Option<String>, i64)> {
+    let Ok(conn) = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) else {
+        return Vec::new();
+    };
+    let _ = conn.busy_timeout(Duration::from_secs(2));
+    let Ok(mut st) =
+        conn.prepare("SELECT id, mail_status, mail_attempts FROM messages ORDER BY id")
+    else {
+        return Vec::new();
+    };
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    f()
+}
+
+/// E-mail forwarding: the mail server is down when a long Cyrillic SMS with emoji arrives, so
+/// the mail fails and waits (the SMS is stored, and the line goes on taking SMS); once the
+/// SMTP server (aiosmtpd, an independent implementation) listens, both SMS arrive there once,
+/// to the line's address, with the sender, the line, the time and the exact text.
+#[test]
+fn received_sms_is_mailed_once_the_mail_server_answers() {
+    let port = common::free_port();
+    let extra = format!(
+        r#"smtp_server = "127.0.0.1"
+smtp_port = {port}
+smtp_tls = "none"
+email_from = "Pasarela <gateway@office.example>"
+email_to = ["everyone@office.example"]
+email_line_to = {{ gsm1 = ["gsm1-inbox@office.example"] }}
+email_retry_secs = 1"#
+    );
+    let (server, sim) = start("sms-mail", &extra);
+    let text = long_text();
+    for pdu in deliver_pdus(SENDER, &text, 7) {
+        sim.deliver_sms(&pdu, true);
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || mail_rows(&server.db)
+            .first()
+            .is_some_and(|r| r.1.as_deref() == Some("pending") && r.2 >= 1)),
+        "the first mail did not fail and wait: {:?}\n{}",
+        mail_rows(&server.db),
+        server.log_excerpt()
+    );
+    let second = "Termin morgen 9:00 ✓";
+    for pdu in deliver_pdus("+4915112345678", second, 0) {
+        sim.deliver_sms(&pdu, true);
+    }
+    let (ok, rows) = wait_rows(&server.db, Duration::from_secs(10), |r| r.len() == 2);
+    assert!(ok, "the line stopped taking SMS: {rows:?}");
+    let t_sink = Instant::now();
+    let sink = SmtpSink::start(port, &server.dir().join("mails.jsonl"));
+    assert!(
+        wait_until(Duration::from_secs(40), || sink.mails().len() >= 2),
+        "mails at the sink: {:?}\n{}",
+        sink.mails(),
+        server.log_excerpt()
+    );
+    let took = t_sink.elapsed();
+    let mails = sink.mails();
+    let find = |needle: &str| {
+        mails
+            .iter()
+            .find(|m| m["subject"].as_str().is_some_and(|s| s.contains(needle)))
+            .unwrap_or_else(|| panic!("no mail about {needle}: {mails:?}"))
+    };
+    for (sender, body) in [(SENDER, text.as_str()), ("+4915112345678", second)] {
+        let m = find(sender);
+        assert_eq!(m["subject"], format!("SMS from {sender} on gsm1"), "{m}");
+        assert_eq!(
+            m["rcpt_tos"],
+            serde_json::json!(["gsm1-inbox@office.example"])
+        );
+        assert_eq!(m["mail_from"], "gateway@office.example");
+        assert_eq!(m["content_type"], "text/plain");
+        assert_eq!(m["charset"], "utf-8");
+        assert!(!m["date"].as_str().unwrap_or_default().is_empty(), "{m}");
+        let got = m["text"].as_str().unwrap_or_default().replace("\r\n", "\n");
+        assert!(got.contains(&format!("From: {sender}\n")), "{got}");
+        assert!(got.contains("Line: gsm1\n"), "{got}");
+        assert!(got.contains("Received: 20"), "{got}");
+        assert!(
+            got.contains(&format!("\n\n{body}\n")),
+            "the exact text: {got:?}"
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || mail_rows(&server.db)
+            .iter()
+            .all(|r| r.1.as_deref() == Some("sent"))),
+        "{:?}",
+        mail_rows(&server.db)
+    );
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(sink.mails().len(), 2, "each SMS mailed once");
+    common::note(
+        &server.dir().join("figures.txt"),
+        &format!("sms mail: delivered {took:?} after the SMTP server came up"),
+    );
+}
+
+/// A Huawei profile that takes SMS by direct delivery: `+CMT` (and status reports as `+CDS`),
+/// acknowledged with `AT+CNMA`.
+fn direct_profile(dir: &Path) -> PathBuf {
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("hardware/modems/huawei.toml"),
+    )
+    .expect("huawei.toml");
+    let text = base
+        .replace("name = \"huawei\"", "name = \"huawei-direct\"")
+        .replace(
+            "\"AT+CNMI=2,1,0,2,0\",",
+            "\"AT+CSMS=1\",\n    \"AT+CNMI=2,2,0,1,0\",",
+        );
+    assert_ne!(text, base);
+    let path = dir.join("huawei-direct.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn stored_parts(db: &Path) -> i64 {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM sms_parts", [], |r| r.get(0)))
+        .unwrap_or(-1)
+}
+
+/// Direct delivery (`AT+CNMI=2,2,0,1,0`): each part of a long SMS (out of order) and a short
+/// one come as `+CMT` and are acknowledged with `AT+CNMA` only once they are in the store; the
+/// message is whole, nothing is on the SIM and nothing came twice. An SMS sent through the API
+/// gets its status report as `+CDS`, acknowledged too, and is marked delivered.
+#[test]
+fn direct_delivery_is_acknowledged_after_it_is_stored() {
+    let dir = common::TestDir::new("sms-cmt-profile");
+    let profile = direct_profile(dir.path());
+    let (server, sim) = start_with(
+        "sms-cmt",
+        "",
+        &format!("profile_file = \"{}\"", profile.display()),
+    );
+    assert!(
+        sim.with(|s| s.direct && s.direct_reports),
+        "{:?}",
+        sim.commands()
+    );
+    let text = long_text();
+    let mut pdus = deliver_pdus(SENDER, &text, 9);
+    pdus.reverse();
+    pdus.extend(deliver_pdus(SENDER, "Ваш код: 5678", 0));
+    let n = pdus.len() as u32;
+    for pdu in &pdus {
+        assert_eq!(sim.deliver_sms(pdu, true), u32::MAX);
+        thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let acks = sim.with(|s| s.acks);
+        let stored = stored_parts(&server.db);
+        assert!(
+            stored >= i64::from(acks),
+            "{acks} acknowledged but {stored} parts in the store"
+        );
+        if acks >= n || Instant::now() > deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        sim.with(|s| s.acks),
+        n,
+        "acknowledged: {:?}\n{}",
+        sim.commands(),
+        server.log_excerpt()
+    );
+    let (ok, rows) = wait_rows(&server.db, Duration::from_secs(10), |r| r.len() == 2);
+    assert!(ok, "{rows:?}\n{}", server.log_excerpt());
+    let mut bodies: Vec<&str> = rows.iter().map(|r| r.4.as_str()).collect();
+    bodies.sort();
+    let mut want = vec![text.as_str(), "Ваш код: 5678"];
+    want.sort();
+    assert_eq!(bodies, want);
+    assert!(sim.sim_pdus().is_empty(), "nothing stored on the SIM");
+    assert_eq!(sim.with(|s| s.direct_sent), n, "nothing delivered twice");
+
+    let web = server.web.expect("web address");
+    let token = {
+        let conn = rusqlite::Connection::open(&server.db).expect("db");
+        pasarela::web::api_tokens::create(&conn, "test").expect("token")
+    };
+    let (status, body) = api(
+        web,
+        "POST",
+        "/api/v1/messages",
+        &token,
+        r#"{"from":"100","to":"+491709876543","text":"Rückruf bitte"}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    let (ok, rows) = wait_rows(&server.db, Duration::from_secs(15), |r| {
+        r.iter().any(|r| r.1 == "sms_out" && r.5 == "delivered")
+    });
+    assert!(ok, "{rows:?}\n{}", server.log_excerpt());
+    assert!(
+        wait_until(Duration::from_secs(5), || sim.with(|s| s.acks) == n + 1),
+        "the +CDS was not acknowledged"
+    );
+}
+
+/// USSD the network sends on its own: a menu that waits for a reply appears in the API and on
+/// the dashboard with a reply form; the reply goes to the modem and its answer comes back; a
+/// UCS-2 notice is decoded.
+#[test]
+fn network_ussd_is_shown_and_can_be_answered() {
+    use common::web_client::{csrf_of, set_up_admin};
+    let (server, sim) = start("sms-net-ussd", "");
+    let web = server.web.expect("web address");
+    let token = {
+        let conn = rusqlite::Connection::open(&server.db).expect("db");
+        pasarela::web::api_tokens::create(&conn, "test").expect("token")
+    };
+    let menu = "Ihr Guthaben ist niedrig. 1 Aufladen 2 Ende";
+    sim.network_ussd(1, menu, 15);
+    let mut body = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let (status, b) = api(web, "GET", "/api/v1/ussd?origin=network", &token, "");
+            body = b;
+            status == 200 && body.contains(menu)
+        }),
+        "{body}\n{}",
+        server.log_excerpt()
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let e = &v["ussd"][0];
+    assert_eq!(
+        (&e["line"], &e["origin"], &e["status"], &e["awaits_reply"]),
+        (
+            &serde_json::json!("gsm1"),
+            &serde_json::json!("network"),
+            &serde_json::json!(1),
+            &serde_json::json!(true)
+        ),
+        "{v}"
+    );
+    let mut admin = set_up_admin(web);
+    let page = admin.get("/messages");
+    assert!(page.body.contains("USSD from the network"), "{}", page.body);
+    assert!(page.body.contains(menu), "{}", page.body);
+    assert!(page.body.contains("ussd-reply"), "a reply form");
+    let csrf = csrf_of(&page.body);
+    let r = admin.post(
+        "/messages/ussd",
+        &[("csrf", &csrf), ("code", "1"), ("line", "gsm1")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Balance: 12,34 EUR"), "{}", r.body);
+    assert_eq!(sim.with(|s| s.ussd_codes.clone()), vec!["1".to_string()]);
+
+    let ucs2: String = "Баланс: 5 ₽"
+        .encode_utf16()
+        .flat_map(u16::to_be_bytes)
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    sim.network_ussd(0, &ucs2, 72);
+    assert!(
+        wait_until(Duration::from_secs(10), || api(
+            web,
+            "GET",
+            "/api/v1/ussd?origin=network",
+            &token,
+            ""
+        )
+        .1
+        .contains("Баланс: 5 ₽")),
+        "{}",
+        server.log_excerpt()
+    );
+    let (_, all) = api(web, "GET", "/api/v1/ussd", &token, "");
+    assert!(all.contains("\"origin\":\"answer\""), "{all}");
+}
+
+/// The inbox in headless Chromium: a tab per line with its unread count, conversations by
+/// number with unread counts that drop when one is opened, the send form's part count and
+/// encoding as one types (GSM-7, the extension table, UCS-2, emoji), delete, and the CSV export.
+#[test]
+fn inbox_in_the_browser() {
+    use common::web_client::{set_up_admin, PASSWORD};
+    let (server, sim) = start("sms-inbox", "");
+    let other = "+4915112345678";
+    for (from, text) in [
+        (SENDER, "Erste Nachricht"),
+        (other, "Guten Tag 👋"),
+        (SENDER, "Zweite Nachricht"),
+    ] {
+        for pdu in deliver_pdus(from, text, 0) {
+            sim.deliver_sms(&pdu, true);
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+    let (ok, rows) = wait_rows(&server.db, Duration::from_secs(15), |r| r.len() == 3);
+    assert!(ok, "{rows:?}\n{}", server.log_excerpt());
+    let web = server.web.expect("web address");
+    drop(set_up_admin(web));
+    let artefacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let b = webdriver::Browser::start(server.dir(), &artefacts, 1280, 900);
+    let wait = Duration::from_secs(15);
+    b.goto(&format!("http://{web}/login"));
+    b.fill("input[name=username]", "admin");
+    b.fill("input[name=password]", PASSWORD);
+    b.click(&b.find("form[action='/login'] button[type=submit]"));
+    b.wait_for(wait, "the overview", |h| h.contains("<h1>Overview</h1>"));
+    b.goto(&format!("http://{web}/messages"));
+    b.wait_for(wait, "the inbox", |h| h.contains("<h2>Conversations"));
+    let tab = |b: &webdriver::Browser| b.text(&b.find("span.line-unread[data-line=gsm1]"));
+    assert_eq!(tab(&b), "(3, 3 unread)");
+    let unread_of = |b: &webdriver::Browser, peer: &str| -> String {
+        b.script(
+            "for (const r of document.querySelectorAll('tr.conversation')) \
+               if (r.querySelector('a').textContent === arguments[0]) \
+                 return r.querySelector('.unread-count').textContent; return null;",
+            serde_json::json!([peer]),
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    };
+    assert_eq!(unread_of(&b, SENDER), "2");
+    assert_eq!(unread_of(&b, other), "1");
+    assert!(
+        !b.source().contains("src=\"http"),
+        "scripts come from pasarela"
+    );
+    b.screenshot("sms-01-inbox");
+
+    // The line's tab shows its conversations only.
+    b.click(&b.find("a.line-tab"));
+    b.wait_for(wait, "the line's inbox", |h| {
+        h.contains("Conversations on gsm1")
+    });
+    // Opening a conversation marks it read.
+    let link = b
+        .find_all("tr.conversation a")
+        .into_iter()
+        .find(|a| b.text(a) == SENDER)
+        .expect("the conversation's link");
+    b.click(&link);
+    b.wait_for(wait, "the conversation", |h| {
+        h.contains("Conversation with +491701234567")
+            && h.contains("Erste Nachricht")
+            && h.contains("Zweite Nachricht")
+    });
+    b.goto(&format!("http://{web}/messages"));
+    b.wait_for(wait, "the inbox", |h| h.contains("<h2>Conversations"));
+    assert_eq!(unread_of(&b, SENDER), "0");
+    assert_eq!(unread_of(&b, other), "1");
+    assert_eq!(tab(&b), "(3, 1 unread)");
+
+    // The send form counts parts and names the encoding as one types.
+    let count = |b: &webdriver::Browser, text: &str| -> String {
+        if text.chars().all(|c| (c as u32) < 0x1_0000) {
+            b.fill("#sms-text", text);
+        } else {
+            // ChromeDriver types only characters of the Basic Multilingual Plane: emoji are
+            // put in as a paste would, with the same input event.
+            b.script(
+                "const t = document.getElementById('sms-text'); t.value = arguments[0]; \
+                 t.dispatchEvent(new Event('input', { bubbles: true }));",
+                serde_json::json!([text]),
+            );
+        }
+        b.text(&b.find("#sms-count"))
+    };
+    assert_eq!(count(&b, "Hallo"), "1 part, GSM-7");
+    assert_eq!(count(&b, &"a".repeat(160)), "1 part, GSM-7");
+    assert_eq!(count(&b, &"a".repeat(161)), "2 parts, GSM-7");
+    assert_eq!(count(&b, &"€".repeat(80)), "1 part, GSM-7");
+    assert_eq!(count(&b, &"€".repeat(81)), "2 parts, GSM-7");
+    assert_eq!(count(&b, "Привет"), "1 part, UCS-2");
+    assert_eq!(count(&b, &"ж".repeat(71)), "2 parts, UCS-2");
+    assert_eq!(count(&b, &"😀".repeat(35)), "1 part, UCS-2");
+    assert_eq!(count(&b, &"😀".repeat(36)), "2 parts, UCS-2");
+    assert_eq!(count(&b, &"a".repeat(460)), "4 parts, GSM-7");
+    b.screenshot("sms-02-send-form");
+
+    // Delete one message of the conversation: back on it, the other is still there.
+    b.goto(&format!("http://{web}/messages?peer=%2B491701234567"));
+    b.wait_for(wait, "the conversation", |h| h.contains("Erste Nachricht"));
+    b.click(&b.find("table.thread form[action='/messages/delete'] button"));
+    b.wait_for(wait, "the conversation after the delete", |h| {
+        h.contains("Conversation with +491701234567")
+            && !h.contains("Erste Nachricht")
+            && h.contains("Zweite Nachricht")
+    });
+    let (ok, rows) = wait_rows(&server.db, Duration::from_secs(5), |r| r.len() == 2);
+    assert!(ok, "{rows:?}");
+
+    // The CSV export, fetched by the page as a person's browser would.
+    let csv = b.script(
+        "var x = new XMLHttpRequest(); x.open('GET', '/messages.csv', false); x.send(); \
+         return [x.status, x.getResponseHeader('Content-Type'), x.responseText];",
+        serde_json::json!([]),
+    );
+    assert_eq!(csv[0], 200, "{csv}");
+    assert!(
+        csv[1].as_str().unwrap_or_default().starts_with("text/csv"),
+        "{csv}"
+    );
+    let text = csv[2].as_str().unwrap_or_default();
+    assert!(
+        text.contains("Zweite Nachricht") && text.contains("Guten Tag 👋"),
+        "{text}"
+    );
+    assert!(!text.contains("Erste Nachricht"), "{text}");
 }

@@ -131,6 +131,13 @@ pub trait Line: Send + Sync {
         Box::pin(async move { Err(LineError::Unsupported(name, "text messages")) })
     }
 
+    /// Acknowledges (`AT+CNMA`) the message or status report the line handed over directly
+    /// (`+CMT`/`+CDS`), once it is stored.
+    fn ack_sms(&self) -> LineFuture<'_, Result<(), LineError>> {
+        let name = self.name().to_owned();
+        Box::pin(async move { Err(LineError::Unsupported(name, "text messages")) })
+    }
+
     /// Sends a USSD code (`*100#`); the answer arrives as an event.
     fn ussd<'a>(&'a self, _code: &'a str) -> LineFuture<'a, Result<(), LineError>> {
         let name = self.name().to_owned();

@@ -17,6 +17,12 @@ pub static DELIVERED_TO_PHONES: AtomicU64 = AtomicU64::new(0);
 pub static FROM_PHONES: AtomicU64 = AtomicU64::new(0);
 /// USSD requests.
 pub static USSD: AtomicU64 = AtomicU64::new(0);
+/// USSD messages the network sent on its own.
+pub static USSD_NETWORK: AtomicU64 = AtomicU64::new(0);
+/// Received SMS mailed.
+pub static MAILED: AtomicU64 = AtomicU64::new(0);
+/// Attempts to mail an SMS that failed.
+pub static MAIL_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// Adds one to a counter.
 pub fn bump(c: &AtomicU64) {
@@ -58,6 +64,17 @@ pub fn render() -> String {
             &FROM_PHONES,
         ),
         ("pasarela_ussd_requests_total", "USSD requests", &USSD),
+        (
+            "pasarela_ussd_network_total",
+            "USSD messages sent by the network on its own",
+            &USSD_NETWORK,
+        ),
+        ("pasarela_sms_mailed_total", "received SMS mailed", &MAILED),
+        (
+            "pasarela_sms_mail_failures_total",
+            "attempts to mail an SMS that failed",
+            &MAIL_FAILURES,
+        ),
     ] {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",

@@ -5,10 +5,11 @@
 //! SMS-SUBMIT writing and segmentation) and [`concat`] (reassembly of long messages with a
 //! timeout), [`ussd`] (answers as modems give them). [`store`] keeps every message in SQLite
 //! before the modem is told to forget it; [`service`] is the task between the lines, the store
-//! and the SIP core.
+//! and the SIP core; [`email`] forwards received SMS by e-mail.
 
 pub mod concat;
 pub mod config;
+pub mod email;
 pub mod gsm7;
 pub mod metrics;
 pub mod pdu;

@@ -111,6 +111,8 @@ struct Service {
     reassembler: Reassembler,
     attempts: HashMap<i64, i64>,
     ussd: HashMap<String, Vec<oneshot::Sender<Result<String, String>>>>,
+    /// Wakes the e-mail forwarding task (when it is configured).
+    mail: Option<super::email::Poke>,
 }
 
 fn unix_now() -> i64 {
@@ -130,7 +132,13 @@ pub fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let (to_core, from_service) = mpsc::unbounded_channel();
     let sms = pool.take_sms();
+    let mail = settings
+        .config
+        .email
+        .clone()
+        .map(|e| super::email::start(db, e));
     let svc = Service {
+        mail,
         store,
         pool,
         reassembler: Reassembler::new(Duration::from_secs(settings.config.reassembly_secs)),
@@ -243,6 +251,20 @@ impl Service {
                     tracing::error!("message store: {e}");
                 }
             }
+            SmsEvent::Direct { pdu } => {
+                // `+CMT`/`+CDS`: the network waits for `+CNMA`, which may only go once the
+                // message is on disk; without it the network delivers the message again.
+                match self.received(&ev.line, &pdu) {
+                    Ok(()) => {
+                        if let Some(l) = self.pool.line(&ev.line) {
+                            let _ = l.ack_sms().await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(line = %ev.line, "SMS not stored, not acknowledged (the network sends it again): {e}")
+                    }
+                }
+            }
             SmsEvent::Ussd { status, text, dcs } => {
                 let answer = match (status, text) {
                     (4, t) => Err(t.unwrap_or_else(|| "the network refused the code".into())),
@@ -250,15 +272,31 @@ impl Service {
                     (_, None) => Ok(String::new()),
                 };
                 tracing::info!(line = %ev.line, status, ?answer, "USSD");
-                match self
+                let waiter = self
                     .ussd
                     .get_mut(&ev.line)
-                    .and_then(|w| (!w.is_empty()).then(|| w.remove(0)))
+                    .and_then(|w| (!w.is_empty()).then(|| w.remove(0)));
+                let origin = if waiter.is_some() {
+                    "answer"
+                } else {
+                    "network"
+                };
+                if waiter.is_none() {
+                    super::metrics::bump(&super::metrics::USSD_NETWORK);
+                    tracing::info!(line = %ev.line, status, "network-initiated USSD: {answer:?}");
+                }
+                let shown = match &answer {
+                    Ok(t) => t.clone(),
+                    Err(e) => e.clone(),
+                };
+                if let Err(e) = self
+                    .store
+                    .ussd_event(&ev.line, origin, status, &shown, unix_now())
                 {
-                    Some(reply) => {
-                        let _ = reply.send(answer);
-                    }
-                    None => tracing::info!(line = %ev.line, "network-initiated USSD: {answer:?}"),
+                    tracing::error!("message store: {e}");
+                }
+                if let Some(reply) = waiter {
+                    let _ = reply.send(answer);
                 }
             }
         }
@@ -355,10 +393,28 @@ impl Service {
             .find(|(l, _)| l == line)
             .map(|(_, e)| e.clone())
             .unwrap_or_default();
-        let id =
-            self.store
-                .store_received(line, sender, &to, text, encoding, part_ids, unix_now())?;
-        tracing::info!(id, %line, %sender, parts = part_ids.len(), chars = text.chars().count(), "SMS received");
+        let mail = self
+            .settings
+            .config
+            .email
+            .as_ref()
+            .is_some_and(|e| !e.recipients(line).is_empty());
+        let id = self.store.store_received(
+            line,
+            sender,
+            &to,
+            text,
+            encoding,
+            part_ids,
+            mail,
+            unix_now(),
+        )?;
+        tracing::info!(id, %line, %sender, parts = part_ids.len(), chars = text.chars().count(), mail, "SMS received");
+        if mail {
+            if let Some(p) = &self.mail {
+                p.poke();
+            }
+        }
         super::metrics::bump(&super::metrics::RECEIVED);
         let _ = self.to_core.send(Deliver {
             id,

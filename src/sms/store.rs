@@ -49,6 +49,34 @@ pub struct Conversation {
     pub last_body: String,
 }
 
+/// A received SMS whose e-mail is due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailDue {
+    pub id: i64,
+    pub line: String,
+    pub sender: String,
+    /// The line's extensions (comma-separated).
+    pub extensions: String,
+    pub body: String,
+    pub received_at: i64,
+    pub attempts: i64,
+}
+
+/// A USSD message from a line (network-initiated, or an answer to a code).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UssdEvent {
+    pub id: i64,
+    pub line: String,
+    /// `network` (nobody asked) or `answer`.
+    pub origin: String,
+    /// `+CUSD` `<m>`: 0 done, 1 a reply is awaited, 2 ended by the network, 4 not supported.
+    pub status: i64,
+    /// Whether the network waits for a reply (`status` 1).
+    pub awaits_reply: bool,
+    pub text: String,
+    pub received_at: i64,
+}
+
 /// An outgoing SMS due to be sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DueSms {
@@ -135,7 +163,8 @@ impl SmsStore {
         Ok(())
     }
 
-    /// A received SMS made of `part_ids`, for the phones of `extensions`; one transaction.
+    /// A received SMS made of `part_ids`, for the phones of `extensions` (and to be mailed
+    /// when `mail`); one transaction.
     #[allow(clippy::too_many_arguments)]
     pub fn store_received(
         &mut self,
@@ -145,13 +174,25 @@ impl SmsStore {
         body: &str,
         encoding: &str,
         part_ids: &[i64],
+        mail: bool,
         now: i64,
     ) -> Result<i64, StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO messages (kind, line, peer, extension, body, status, created_at, \
-             updated_at, parts, encoding) VALUES ('sms_in', ?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6, ?7)",
-            params![line, sender, extensions.join(","), body, now, part_ids.len() as i64, encoding],
+             updated_at, parts, encoding, mail_status, mail_next_at) \
+             VALUES ('sms_in', ?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                line,
+                sender,
+                extensions.join(","),
+                body,
+                now,
+                part_ids.len() as i64,
+                encoding,
+                mail.then_some("pending"),
+                mail.then_some(now)
+            ],
         )?;
         let id = tx.last_insert_rowid();
         for p in part_ids {
@@ -403,12 +444,16 @@ impl SmsStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Conversations by outside number (or sending extension), newest first.
-    pub fn conversations(&self) -> Result<Vec<Conversation>, StoreError> {
+    /// Conversations by outside number (or sending extension), newest first; only those on
+    /// `line` when given.
+    pub fn conversations(&self, line: Option<&str>) -> Result<Vec<Conversation>, StoreError> {
         let mut st = self.conn.prepare(
-            "SELECT peer, MAX(created_at), COUNT(*), SUM(is_read = 0),              (SELECT body FROM messages m2 WHERE m2.peer = m.peer ORDER BY id DESC LIMIT 1)              FROM messages m GROUP BY peer ORDER BY MAX(id) DESC",
+            "SELECT peer, MAX(created_at), COUNT(*), SUM(is_read = 0), \
+             (SELECT body FROM messages m2 WHERE m2.peer = m.peer \
+              AND (?1 IS NULL OR m2.line = ?1) ORDER BY id DESC LIMIT 1) \
+             FROM messages m WHERE (?1 IS NULL OR line = ?1) GROUP BY peer ORDER BY MAX(id) DESC",
         )?;
-        let rows = st.query_map([], |r| {
+        let rows = st.query_map([line], |r| {
             Ok(Conversation {
                 peer: r.get(0)?,
                 last_at: r.get(1)?,
@@ -417,6 +462,16 @@ impl SmsStore {
                 last_body: r.get(4)?,
             })
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The lines that have messages: (line, messages, unread), by name.
+    pub fn lines(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT line, COUNT(*), SUM(is_read = 0) FROM messages WHERE line IS NOT NULL \
+             GROUP BY line ORDER BY line",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -454,6 +509,109 @@ impl SmsStore {
         Ok(n == 1)
     }
 
+    /// Received SMS whose e-mail is due at `now`, oldest first.
+    pub fn mail_due(&self, now: i64, limit: i64) -> Result<Vec<MailDue>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, COALESCE(line, ''), peer, extension, body, created_at, mail_attempts \
+             FROM messages WHERE mail_status = 'pending' AND COALESCE(mail_next_at, 0) <= ?1 \
+             ORDER BY id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![now, limit], |r| {
+            Ok(MailDue {
+                id: r.get(0)?,
+                line: r.get(1)?,
+                sender: r.get(2)?,
+                extensions: r.get(3)?,
+                body: r.get(4)?,
+                received_at: r.get(5)?,
+                attempts: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// When the next pending e-mail is due.
+    pub fn mail_next(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT MIN(COALESCE(mail_next_at, 0)) FROM messages WHERE mail_status = 'pending'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The e-mail of message `id` was accepted by the SMTP server.
+    pub fn mail_sent(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE messages SET mail_status = 'sent', mail_attempts = mail_attempts + 1, \
+             mail_next_at = NULL, mail_error = NULL, updated_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    /// Mailing message `id` failed: tried again at `retry_at`, or `failed` for good.
+    pub fn mail_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let status = if retry_at.is_some() {
+            "pending"
+        } else {
+            "failed"
+        };
+        self.conn.execute(
+            "UPDATE messages SET mail_status = ?2, mail_attempts = mail_attempts + 1, \
+             mail_next_at = ?3, mail_error = ?4, updated_at = ?5 WHERE id = ?1",
+            params![id, status, retry_at, error, now],
+        )?;
+        Ok(())
+    }
+
+    /// Keeps a USSD message of `line` (`origin` `network` or `answer`).
+    pub fn ussd_event(
+        &self,
+        line: &str,
+        origin: &str,
+        status: u8,
+        text: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO ussd_events (line, origin, status, text, received_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![line, origin, status, text, now],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The newest USSD messages, optionally of one origin.
+    pub fn ussd_events(
+        &self,
+        origin: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<UssdEvent>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, line, origin, status, text, received_at FROM ussd_events \
+             WHERE (?1 IS NULL OR origin = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![origin, limit], |r| {
+            let status: i64 = r.get(3)?;
+            Ok(UssdEvent {
+                id: r.get(0)?,
+                line: r.get(1)?,
+                origin: r.get(2)?,
+                status,
+                awaits_reply: status == 1,
+                text: r.get(4)?,
+                received_at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// One message.
     pub fn get(&self, id: i64) -> Result<Option<MessageRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM messages WHERE id = ?1");
@@ -480,13 +638,61 @@ mod tests {
         let b = s.insert_part("gsm1", "00BB", 2).unwrap().unwrap();
         assert_eq!(s.loose_parts().unwrap().len(), 2);
         let id = s
-            .store_received("gsm1", "+4917", &["101".into()], "hi", "UCS-2", &[a, b], 3)
+            .store_received(
+                "gsm1",
+                "+4917",
+                &["101".into()],
+                "hi",
+                "UCS-2",
+                &[a, b],
+                true,
+                3,
+            )
             .unwrap();
         assert!(s.loose_parts().unwrap().is_empty());
         assert_eq!(s.undelivered().unwrap()[0].to, vec!["101".to_string()]);
         s.mark_delivered(id, 4).unwrap();
         assert!(s.undelivered().unwrap().is_empty());
         assert_eq!(s.list(Some("sms_in"), 10).unwrap()[0].status, "delivered");
+    }
+
+    #[test]
+    fn mail_is_retried_then_sent_or_given_up() {
+        let (mut s, _d) = store();
+        let a = s.insert_part("gsm1", "00AA", 1).unwrap().unwrap();
+        let b = s.insert_part("gsm1", "00BB", 1).unwrap().unwrap();
+        let m1 = s
+            .store_received("gsm1", "+4917", &[], "one", "GSM-7", &[a], true, 10)
+            .unwrap();
+        let m2 = s
+            .store_received("gsm1", "+4917", &[], "two", "GSM-7", &[b], false, 10)
+            .unwrap();
+        let due = s.mail_due(10, 10).unwrap();
+        assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![m1]);
+        assert_eq!(s.mail_next().unwrap(), Some(10));
+        s.mail_failed(m1, "refused", Some(70), 11).unwrap();
+        assert!(s.mail_due(69, 10).unwrap().is_empty());
+        assert_eq!(s.mail_due(70, 10).unwrap()[0].attempts, 1);
+        s.mail_sent(m1, 71).unwrap();
+        assert!(s.mail_due(1000, 10).unwrap().is_empty());
+        assert_eq!(s.mail_next().unwrap(), None);
+        let _ = m2;
+    }
+
+    #[test]
+    fn ussd_events_newest_first() {
+        let (s, _d) = store();
+        s.ussd_event("gsm1", "answer", 0, "Balance", 1).unwrap();
+        s.ussd_event("gsm1", "network", 1, "Menu: 1 yes", 2)
+            .unwrap();
+        let all = s.ussd_events(None, 10).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].text, "Menu: 1 yes");
+        assert!(all[0].awaits_reply);
+        assert_eq!(
+            s.ussd_events(Some("answer"), 10).unwrap()[0].text,
+            "Balance"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0010_media_srtp.sql")),
     M::up(include_str!("../../migrations/0012_web_roles_audit.sql")),
     M::up(include_str!("../../migrations/0013_messages.sql")),
+    M::up(include_str!("../../migrations/0014_sms_mail_ussd.sql")),
 ];
 
 /// All migrations, oldest first.

@@ -1,14 +1,16 @@
 //! The messages part of the JSON API (`/api/v1/messages`, `/api/v1/ussd`), behind the same
 //! token check as the rest of [`super::api`]: list the newest messages (`kind`, `limit`), send
 //! one (`{"from": EXT, "to": NUMBER-OR-EXT, "text": …}` → `{"id": N}`), run a USSD code
-//! (`{"code": "*100#", "line": NAME?}` → `{"answer": …}`).
+//! (`{"code": "*100#", "line": NAME?}` → `{"answer": …}`; also the reply to a network USSD
+//! that waits for one), list the USSD messages of the lines (`GET /api/v1/ussd`, `origin`
+//! `network` for those the network sent on its own, `limit`).
 // Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
 #![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -19,7 +21,7 @@ use super::pages::WebState;
 pub fn routes() -> Router<WebState> {
     Router::new()
         .route("/api/v1/messages", get(list).post(send))
-        .route("/api/v1/ussd", post(ussd))
+        .route("/api/v1/ussd", get(ussd_list).post(ussd))
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -73,6 +75,32 @@ async fn send(State(state): State<WebState>, Json(b): Json<SendBody>) -> Respons
     match h.send_sms(b.from.trim(), b.to.trim(), &b.text).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response(),
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+    }
+}
+
+/// `GET /api/v1/ussd` parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct UssdQuery {
+    origin: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn ussd_list(State(state): State<WebState>, Query(q): Query<UssdQuery>) -> Response {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let path = state.db_path().to_path_buf();
+    let origin = q.origin.filter(|o| !o.is_empty());
+    let rows = tokio::task::spawn_blocking(move || {
+        crate::sms::store::SmsStore::open(&path)?.ussd_events(origin.as_deref(), limit)
+    })
+    .await;
+    match rows {
+        Ok(Ok(rows)) => Json(json!({ "ussd": rows })).into_response(),
+        Ok(Err(e)) => {
+            tracing::error!("API: {e}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "message store error")
+        }
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "task failed"),
     }
 }
 

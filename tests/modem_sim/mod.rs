@@ -9,7 +9,10 @@
 //! delete, [`Sim::deliver_sms`] stores a PDU and announces it with `+CMTI`, `AT+CMGS` takes a
 //! PDU after its `> ` prompt (recorded in [`SimState::sent_pdus`]) and, when
 //! [`SimState::status_reports`] is on, stores a status report announced with `+CDSI`;
-//! `AT+CUSD` answers with [`SimState::ussd_answer`] as a `+CUSD` URC.
+//! `AT+CUSD` answers with [`SimState::ussd_answer`] as a `+CUSD` URC, and
+//! [`Sim::network_ussd`] sends one nobody asked for. After `AT+CNMI=2,2,0,1,0` (direct
+//! delivery) messages come as `+CMT` and status reports as `+CDS`, each waiting for `AT+CNMA`:
+//! one not acknowledged within [`CNMA_WAIT`] is delivered again, as a network does.
 
 #![allow(dead_code)]
 
@@ -74,6 +77,18 @@ pub struct SimState {
     pub fail_delete: bool,
     /// The TPDU length of the AT+CMGS waiting for its PDU.
     awaiting_pdu: Option<usize>,
+    /// Direct delivery (`AT+CNMI=2,2,…`): messages as `+CMT`, not stored.
+    pub direct: bool,
+    /// Status reports as `+CDS` (`AT+CNMI=…,…,…,1,…`), not stored.
+    pub direct_reports: bool,
+    /// `AT+CNMA` received.
+    pub acks: u32,
+    /// How many `+CMT`/`+CDS` had been sent when each `AT+CNMA` came.
+    pub acked_after: Vec<u32>,
+    /// `+CMT`/`+CDS` sent (first deliveries and repeats).
+    pub direct_sent: u32,
+    /// Handed over directly and not acknowledged yet: (when it goes again, the URC).
+    unacked: std::collections::VecDeque<(Instant, String)>,
     next_mr: u8,
 }
 
@@ -166,6 +181,12 @@ impl Sim {
             fail_delete: false,
             awaiting_pdu: None,
             next_mr: 1,
+            direct: false,
+            direct_reports: false,
+            acks: 0,
+            acked_after: Vec::new(),
+            direct_sent: 0,
+            unacked: Default::default(),
         }));
         let data_link = dir.join(format!("{name}-data"));
         let audio_link = dir.join(format!("{name}-audio"));
@@ -242,10 +263,24 @@ impl Sim {
         }
     }
 
+    /// A USSD message the network sends on its own (`m` 0: notice, 1: it waits for a reply).
+    pub fn network_ussd(&self, m: u8, text: &str, dcs: u16) {
+        self.with(|s| {
+            s.pending
+                .push((Instant::now(), format!("+CUSD: {m},\"{text}\",{dcs}")))
+        });
+    }
+
     /// An SMS arrives: stored on the SIM and announced with `+CMTI` (`announce` false: stored
-    /// only, as while the modem was not being read). Returns its index.
+    /// only, as while the modem was not being read); in direct mode handed over as `+CMT`
+    /// (then the index is `u32::MAX`). Returns its index.
     pub fn deliver_sms(&self, pdu: &str, announce: bool) -> u32 {
         self.with(|s| {
+            if s.direct {
+                let urc = format!("+CMT: ,{}\r\n{pdu}", (pdu.len() / 2).saturating_sub(1));
+                s.pending.push((Instant::now(), urc));
+                return u32::MAX;
+            }
             let index = store_pdu(s, pdu);
             if announce {
                 s.pending
@@ -278,6 +313,9 @@ impl Drop for Sim {
 }
 
 /// Stores a PDU at the lowest free index.
+/// How long a `+CMT`/`+CDS` waits for `AT+CNMA` before it is delivered again.
+pub const CNMA_WAIT: Duration = Duration::from_secs(10);
+
 fn store_pdu(s: &mut SimState, pdu: &str) -> u32 {
     let index = (0..).find(|i| !s.sim_store.contains_key(i)).unwrap_or(0);
     s.sim_store.insert(index, pdu.to_string());
@@ -385,7 +423,13 @@ fn run(
                 let mr = s.next_mr;
                 s.next_mr = s.next_mr.wrapping_add(1);
                 out.extend_from_slice(format!("\r\n+CMGS: {mr}\r\n\r\nOK\r\n").as_bytes());
-                if s.status_reports {
+                if s.status_reports && s.direct_reports {
+                    let pdu = status_report_pdu(mr);
+                    s.pending.push((
+                        Instant::now() + Duration::from_millis(300),
+                        format!("+CDS: {}\r\n{pdu}", (pdu.len() / 2).saturating_sub(1)),
+                    ));
+                } else if s.status_reports {
                     let index = store_pdu(&mut s, &status_report_pdu(mr));
                     s.pending.push((
                         Instant::now() + Duration::from_millis(300),
@@ -453,7 +497,17 @@ fn run(
                     s.call = None;
                     s.audio_on = false;
                 }
+                if l.starts_with("+CMT:") || l.starts_with("+CDS:") {
+                    s.direct_sent += 1;
+                    s.unacked.push_back((now + CNMA_WAIT, l.clone()));
+                }
                 out.extend_from_slice(format!("\r\n{l}\r\n").as_bytes());
+            }
+            // Handed over and never acknowledged: the network tries again.
+            while s.unacked.front().is_some_and(|(t, _)| *t <= now) {
+                if let Some((_, l)) = s.unacked.pop_front() {
+                    s.pending.push((now, l));
+                }
             }
             if let Some(t) = s.ring_next {
                 if t <= now && !s.silent {
@@ -511,8 +565,7 @@ fn answer(s: &mut SimState, cmd: &str) -> Vec<String> {
     let now = Instant::now();
     let upper = cmd.to_ascii_uppercase();
     match upper.as_str() {
-        "AT" | "AT+CMEE=1" | "AT+CLIP=1" | "AT+CREG=2" | "AT+CRC=0" | "AT+CNMI=2,1,0,0,0"
-        | "AT+CNMI=2,1,0,2,0" | "AT+CMGF=0" => ok(),
+        "AT" | "AT+CMEE=1" | "AT+CLIP=1" | "AT+CREG=2" | "AT+CRC=0" | "AT+CMGF=0" => ok(),
         "AT+CMGL=4" => {
             let mut r = Vec::new();
             for (i, pdu) in &s.sim_store {
@@ -524,6 +577,24 @@ fn answer(s: &mut SimState, cmd: &str) -> Vec<String> {
             }
             r.push("OK".into());
             r
+        }
+        _ if upper.starts_with("AT+CNMI=") => {
+            // <mode>,<mt>,<bm>,<ds>,<bfr>: mt 2 hands messages over (+CMT), ds 1 reports (+CDS).
+            let p: Vec<&str> = upper["AT+CNMI=".len()..].split(',').collect();
+            s.direct = p.get(1).is_some_and(|v| v.trim() == "2");
+            s.direct_reports = p.get(3).is_some_and(|v| v.trim() == "1");
+            ok()
+        }
+        "AT+CSMS=1" => vec!["+CSMS: 1,1,1".into(), "OK".into()],
+        "AT+CNMA" => {
+            if s.unacked.pop_front().is_some() {
+                s.acks += 1;
+                let sent = s.direct_sent;
+                s.acked_after.push(sent);
+                ok()
+            } else {
+                vec!["+CMS ERROR: 340".into()]
+            }
         }
         _ if upper.starts_with("AT+CMGR=") => {
             let index: Option<u32> = upper["AT+CMGR=".len()..].trim().parse().ok();

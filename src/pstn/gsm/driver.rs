@@ -53,6 +53,7 @@ enum Cmd {
     Dtmf(CallId, char, oneshot::Sender<Result<(), LineError>>),
     Attach(CallId, Box<RtpAttach>),
     DeleteSms(u32),
+    AckSms,
     SendSms {
         id: u64,
         hex: String,
@@ -68,6 +69,9 @@ enum Cmd {
 pub enum SmsEvent {
     /// A PDU read from the modem's storage at `index`: store it, then [`GsmLine::delete_sms`].
     Read { index: u32, pdu: String },
+    /// A message or status report the modem handed over without storing it (`+CMT`/`+CDS`):
+    /// store it, then [`GsmLine::ack_sms`].
+    Direct { pdu: String },
     /// The outcome of [`GsmLine::send_sms`]: the message reference or why not.
     Sent { id: u64, result: Result<u8, String> },
     /// A USSD answer (`status` 0: done, 1: more expected, 2: ended by the network, 4: failed).
@@ -236,6 +240,14 @@ impl GsmLine {
             .map_err(|_| LineError::Stopped)
     }
 
+    /// Acknowledges the message handed over last ([`SmsEvent::Direct`]) with `AT+CNMA`.
+    pub async fn ack_sms(&self) -> Result<(), LineError> {
+        self.cmd
+            .send(Cmd::AckSms)
+            .await
+            .map_err(|_| LineError::Stopped)
+    }
+
     /// Queues one SMS-SUBMIT PDU; [`SmsEvent::Sent`] with `id` follows.
     pub async fn send_sms(&self, id: u64, hex: String, tpdu_len: usize) -> Result<(), LineError> {
         let (reply, rx) = oneshot::channel();
@@ -322,6 +334,10 @@ impl Line for GsmLine {
         tpdu_len: usize,
     ) -> LineFuture<'_, Result<(), LineError>> {
         Box::pin(GsmLine::send_sms(self, id, hex, tpdu_len))
+    }
+
+    fn ack_sms(&self) -> LineFuture<'_, Result<(), LineError>> {
+        Box::pin(GsmLine::ack_sms(self))
     }
 
     fn ussd<'a>(&'a self, code: &'a str) -> LineFuture<'a, Result<(), LineError>> {
@@ -572,6 +588,7 @@ impl LineTask {
                 }
             }
             Cmd::DeleteSms(index) => self.machine.delete_sms(index, now),
+            Cmd::AckSms => self.machine.ack_sms(now),
             Cmd::SendSms {
                 id,
                 hex,
@@ -701,6 +718,7 @@ impl LineTask {
                     }
                 }
                 LineEvent::SmsRead { index, pdu } => self.sms_event(SmsEvent::Read { index, pdu }),
+                LineEvent::SmsDirect { pdu } => self.sms_event(SmsEvent::Direct { pdu }),
                 LineEvent::SmsSent { id, result } => self.sms_event(SmsEvent::Sent { id, result }),
                 LineEvent::Ussd { status, text, dcs } => {
                     self.sms_event(SmsEvent::Ussd { status, text, dcs })

@@ -78,6 +78,9 @@ pub enum LineEvent {
     /// A message or status report read from the modem's storage (at start-up, after a reset,
     /// or announced by `+CMTI`/`+CDSI`). Store it, then [`LineMachine::delete_sms`] it.
     SmsRead { index: u32, pdu: String },
+    /// A message or status report handed over without being stored (`+CMT`/`+CDS`, direct
+    /// delivery). Store it, then [`LineMachine::ack_sms`] it.
+    SmsDirect { pdu: String },
     /// The outcome of [`LineMachine::send_sms`]: the message reference, or why not.
     SmsSent { id: u64, result: Result<u8, String> },
     /// A USSD answer or network-initiated USSD (`+CUSD`), or `status` 4 when the request
@@ -110,6 +113,7 @@ enum Tag {
     SmsList,
     SmsRead(u32),
     SmsDelete,
+    SmsAck,
     SmsSend(u64),
     Ussd,
 }
@@ -312,6 +316,14 @@ impl LineMachine {
         self.at.enqueue(
             Command::new(format!("AT+CMGD={index}"), Tag::SmsDelete)
                 .timeout(self.cfg.command_timeout),
+            now,
+        );
+    }
+
+    /// Acknowledges a message handed over directly (`+CMT`/`+CDS`) once it is stored.
+    pub fn ack_sms(&mut self, now: Instant) {
+        self.at.enqueue(
+            Command::new("AT+CNMA", Tag::SmsAck).timeout(self.cfg.command_timeout),
             now,
         );
     }
@@ -558,6 +570,11 @@ impl LineMachine {
         let ok = r.outcome.is_ok();
         match r.tag {
             Tag::Init | Tag::Dtmf | Tag::Audio | Tag::Reset | Tag::SmsDelete => {}
+            Tag::SmsAck => {
+                if !ok {
+                    tracing::warn!(line = %self.cfg.name, outcome = ?r.outcome, "AT+CNMA refused: the network may send the message again");
+                }
+            }
             Tag::SmsList => {
                 for (index, pdu) in super::sms::parse_list(&r.lines) {
                     self.events.push_back(LineEvent::SmsRead { index, pdu });
@@ -881,6 +898,9 @@ impl LineMachine {
                         .expect("+CMGR:"),
                     now,
                 );
+            }
+            Urc::Cmt { pdu } | Urc::Cds { pdu } => {
+                self.events.push_back(LineEvent::SmsDirect { pdu });
             }
             Urc::Cusd { m, text, dcs } => {
                 self.events.push_back(LineEvent::Ussd {

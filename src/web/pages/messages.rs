@@ -1,7 +1,9 @@
 //! The messages page `/messages`: text messages by conversation (outside number or extension)
-//! with unread counts, one conversation's messages (opening it marks them read), a send form
-//! that shows the part count and encoding as you type (`/static/sms.js`), delete, CSV export,
-//! and USSD codes (balance, top-up) run on a modem line.
+//! with unread counts, for every line or one (`?line=`, a tab per line with its unread count),
+//! one conversation's messages (opening it marks them read), a send form that shows the part
+//! count and encoding as you type (`/static/sms.js`), delete, CSV export, USSD codes (balance,
+//! top-up) run on a modem line, and the USSD messages the network sent on its own, with a
+//! reply form while the network waits for one.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -12,7 +14,7 @@ use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::{csrf_ok, csrf_refused, PageError, WebState};
-use crate::sms::store::{Conversation, MessageRow, SmsStore};
+use crate::sms::store::{Conversation, MessageRow, SmsStore, UssdEvent};
 use crate::web::auth::Session;
 
 /// A message as shown.
@@ -26,6 +28,23 @@ pub struct MessageView {
     pub status: String,
     pub parts: i64,
     pub encoding: String,
+}
+
+/// A line's tab.
+pub struct LineTab {
+    pub name: String,
+    pub link: String,
+    pub count: i64,
+    pub unread: i64,
+    pub current: bool,
+}
+
+/// A USSD message from the network as shown.
+pub struct UssdView {
+    pub line: String,
+    pub when: String,
+    pub text: String,
+    pub awaits_reply: bool,
 }
 
 /// A conversation as listed.
@@ -43,6 +62,9 @@ pub struct ConversationView {
 struct MessagesPage {
     session: Option<Session>,
     conversations: Vec<ConversationView>,
+    lines: Vec<LineTab>,
+    line: String,
+    network_ussd: Vec<UssdView>,
     peer: String,
     thread: Vec<MessageView>,
     unread: i64,
@@ -57,6 +79,7 @@ struct MessagesPage {
 #[serde(default)]
 pub struct MessagesQuery {
     peer: String,
+    line: String,
 }
 
 /// The send, delete and USSD forms.
@@ -70,6 +93,8 @@ pub struct MessageForm {
     id: String,
     code: String,
     line: String,
+    /// The conversation to go back to after a delete.
+    peer: String,
 }
 
 fn open(state: &WebState) -> Result<SmsStore, PageError> {
@@ -116,9 +141,14 @@ fn view(state: &WebState, m: MessageRow) -> MessageView {
     }
 }
 
-fn conversation(state: &WebState, c: Conversation) -> ConversationView {
+fn conversation(state: &WebState, c: Conversation, line: &str) -> ConversationView {
+    let on_line = if line.is_empty() {
+        String::new()
+    } else {
+        format!("&line={}", urlencode(line))
+    };
     ConversationView {
-        link: format!("/messages?peer={}", urlencode(&c.peer)),
+        link: format!("/messages?peer={}{on_line}", urlencode(&c.peer)),
         when: state.office.show(c.last_at.saturating_mul(1000)),
         count: c.count,
         unread: c.unread,
@@ -142,14 +172,28 @@ struct Extra {
     ussd_answer: Option<String>,
 }
 
+fn ussd_view(state: &WebState, u: UssdEvent) -> UssdView {
+    UssdView {
+        line: u.line,
+        when: state.office.show(u.received_at.saturating_mul(1000)),
+        text: u.text,
+        awaits_reply: u.awaits_reply,
+    }
+}
+
+/// USSD messages from the network shown on the page.
+const NETWORK_USSD_SHOWN: i64 = 10;
+
 async fn render(
     state: &WebState,
     session: Session,
     peer: String,
+    line: String,
     extra: Extra,
 ) -> Result<Response, PageError> {
     let p = peer.clone();
-    let (convs, thread, unread) = blocking(state, move |s| {
+    let l = line.clone();
+    let (convs, thread, unread, lines, ussd) = blocking(state, move |s| {
         if !p.is_empty() {
             s.mark_read(&p)?;
         }
@@ -158,9 +202,26 @@ async fn render(
         } else {
             s.thread(&p)?
         };
-        Ok((s.conversations()?, thread, s.unread()?))
+        let on = Some(l.as_str()).filter(|l| !l.is_empty());
+        Ok((
+            s.conversations(on)?,
+            thread,
+            s.unread()?,
+            s.lines()?,
+            s.ussd_events(Some("network"), NETWORK_USSD_SHOWN)?,
+        ))
     })
     .await?;
+    let lines = lines
+        .into_iter()
+        .map(|(name, count, unread)| LineTab {
+            link: format!("/messages?line={}", urlencode(&name)),
+            current: name == line,
+            name,
+            count,
+            unread,
+        })
+        .collect();
     let status = if extra.error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -171,7 +232,13 @@ async fn render(
         status,
         MessagesPage {
             session: Some(session),
-            conversations: convs.into_iter().map(|c| conversation(state, c)).collect(),
+            conversations: convs
+                .into_iter()
+                .map(|c| conversation(state, c, &line))
+                .collect(),
+            lines,
+            line,
+            network_ussd: ussd.into_iter().map(|u| ussd_view(state, u)).collect(),
             thread: thread.into_iter().map(|m| view(state, m)).collect(),
             peer,
             unread,
@@ -195,7 +262,7 @@ pub async fn page(
         error: None,
         ussd_answer: None,
     };
-    render(&state, session, q.peer, none).await
+    render(&state, session, q.peer, q.line, none).await
 }
 
 /// `POST /messages/send`.
@@ -235,7 +302,7 @@ pub async fn send(
     } else {
         to
     };
-    render(&state, session, peer, extra).await
+    render(&state, session, peer, String::new(), extra).await
 }
 
 /// `POST /messages/delete`.
@@ -251,7 +318,11 @@ pub async fn delete(
         return Ok((StatusCode::BAD_REQUEST, "bad message id\n").into_response());
     };
     blocking(&state, move |s| s.delete(id)).await?;
-    Ok(Redirect::to("/messages").into_response())
+    let back = match form.peer.trim() {
+        "" => "/messages".to_owned(),
+        p => format!("/messages?peer={}", urlencode(p)),
+    };
+    Ok(Redirect::to(&back).into_response())
 }
 
 /// `POST /messages/ussd`.
@@ -280,7 +351,7 @@ pub async fn ussd(
             ussd_answer: None,
         },
     };
-    render(&state, session, String::new(), extra).await
+    render(&state, session, String::new(), String::new(), extra).await
 }
 
 /// `GET /messages.csv`: every message.

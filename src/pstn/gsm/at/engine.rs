@@ -1,7 +1,8 @@
 //! The sans-IO AT command engine: a queue of commands sent one at a time, each with its own
 //! timeout; the response lines of the command in flight collected until its final result; and
 //! unsolicited result codes routed out as they come, also when they arrive in the middle of a
-//! response. Echo (`ATE1`) is recognised and skipped.
+//! response. Echo (`ATE1`) is recognised and skipped. A `+CMT:`/`+CDS:` URC takes the line
+//! after it as its PDU.
 //!
 //! The engine never reads a clock: every call that depends on time takes `now`, and
 //! [`AtEngine::poll_timeout`] says when it next needs to be woken.
@@ -12,7 +13,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::lines::{Frame, LineSplitter};
-use super::result::{is_urc_line, parse_urc, FinalResult, Urc};
+use super::result::{is_pdu_urc_header, is_urc_line, parse_pdu_urc, parse_urc, FinalResult, Urc};
 
 /// One command to send.
 #[derive(Debug, Clone)]
@@ -120,6 +121,8 @@ pub struct AtEngine<T> {
     events: VecDeque<AtEvent<T>>,
     frames: Vec<Frame>,
     last_rx: Option<Instant>,
+    /// A `+CMT:`/`+CDS:` header whose PDU line is next.
+    pdu_header: Option<String>,
 }
 
 impl<T> Default for AtEngine<T> {
@@ -139,6 +142,7 @@ impl<T> AtEngine<T> {
             events: VecDeque::new(),
             frames: Vec::new(),
             last_rx: None,
+            pdu_header: None,
         }
     }
 
@@ -194,6 +198,7 @@ impl<T> AtEngine<T> {
     pub fn reset(&mut self) {
         self.splitter.reset();
         self.transmit.clear();
+        self.pdu_header = None;
         if self.in_flight.is_some() {
             self.finish(Outcome::Cancelled);
         }
@@ -231,11 +236,29 @@ impl<T> AtEngine<T> {
         }
     }
 
+    /// An unsolicited line: a URC, or the header of one whose PDU comes next.
+    fn urc(&mut self, line: String) {
+        if is_pdu_urc_header(&line) {
+            self.pdu_header = Some(line);
+        } else {
+            self.events.push_back(AtEvent::Urc(parse_urc(&line)));
+        }
+    }
+
     fn on_line(&mut self, line: String, now: Instant) {
+        if let Some(header) = self.pdu_header.take() {
+            if FinalResult::parse(&line).is_none() && !is_urc_line(&line) {
+                self.events
+                    .push_back(AtEvent::Urc(parse_pdu_urc(&header, &line)));
+                return;
+            }
+            // No PDU after the header: keep the header for the log, handle the line as usual.
+            self.events.push_back(AtEvent::Urc(Urc::Other(header)));
+        }
         let Some(f) = &mut self.in_flight else {
             // Nothing in flight: a stray echo, or unsolicited.
             if !is_echo_like(&line) {
-                self.events.push_back(AtEvent::Urc(parse_urc(&line)));
+                self.urc(line);
             }
             return;
         };
@@ -250,7 +273,7 @@ impl<T> AtEngine<T> {
         }
         let expected = f.cmd.expect.iter().any(|p| line.starts_with(p.as_str()));
         if !expected && is_urc_line(&line) {
-            self.events.push_back(AtEvent::Urc(parse_urc(&line)));
+            self.urc(line);
         } else if !expected && is_echo_like(&line) {
             // Echo of an earlier command (e.g. a late echo after ATE0); not an answer.
         } else {
@@ -367,6 +390,35 @@ mod tests {
             t0,
         );
         while e.poll_event().is_some() {}
+    }
+
+    #[test]
+    fn cmt_and_cds_take_the_next_line_as_their_pdu() {
+        let t0 = Instant::now();
+        let mut e: AtEngine<u8> = AtEngine::new();
+        e.handle_input(b"\r\n+CMT: ,24\r\n07911326040000F0040B911346610089F60000208062917314080CC8F71D14969741F977FD07\r\n", t0);
+        assert!(
+            matches!(e.poll_event(), Some(AtEvent::Urc(Urc::Cmt { pdu })) if pdu.starts_with("0791"))
+        );
+        // In the middle of a response, too; the command still gets its lines.
+        e.enqueue(Command::new("AT+CSQ", 1).expect("+CSQ:"), t0);
+        e.poll_transmit();
+        e.handle_input(b"\r\n+CDS: 25\r\n0006\r\n+CSQ: 20,99\r\nOK\r\n", t0);
+        assert_eq!(
+            e.poll_event(),
+            Some(AtEvent::Urc(Urc::Cds { pdu: "0006".into() }))
+        );
+        assert!(
+            matches!(e.poll_event(), Some(AtEvent::Response(r)) if r.lines == vec!["+CSQ: 20,99".to_string()])
+        );
+        // A header without its PDU does not swallow the final result.
+        e.enqueue(Command::new("AT", 2), t0);
+        e.poll_transmit();
+        e.handle_input(b"\r\n+CMT: ,3\r\nOK\r\n", t0);
+        assert!(matches!(e.poll_event(), Some(AtEvent::Urc(Urc::Other(_)))));
+        assert!(
+            matches!(e.poll_event(), Some(AtEvent::Response(r)) if r.tag == 2 && r.outcome.is_ok())
+        );
     }
 
     #[test]

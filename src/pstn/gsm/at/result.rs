@@ -135,6 +135,12 @@ pub enum Urc {
     Creg { stat: u8 },
     /// `+CMTI: "<mem>",<index>`: an SMS arrived.
     Cmti { mem: String, index: u32 },
+    /// `+CMT: [<alpha>],<length>` and the PDU on the next line: an SMS handed over without
+    /// being stored (direct delivery, `AT+CNMI=2,2,…`); it wants `AT+CNMA`.
+    Cmt { pdu: String },
+    /// `+CDS: <length>` and the PDU on the next line: a status report handed over directly
+    /// (`AT+CNMI=…,1,…`); it wants `AT+CNMA`.
+    Cds { pdu: String },
     /// `+CUSD: <m>[,"<text>",<dcs>]`: USSD answer.
     Cusd {
         m: u8,
@@ -215,6 +221,8 @@ const URC_PREFIXES: &[&str] = &[
     "+CREG:",
     "+CMTI:",
     "+CDSI:",
+    "+CMT:",
+    "+CDS:",
     "+CUSD:",
     "^SRVST:",
     "^SIMST:",
@@ -233,6 +241,30 @@ const URC_PREFIXES: &[&str] = &[
     "+QIND:",
     "^DSCI:",
 ];
+
+/// Whether an unsolicited line is the header of a URC whose PDU is the next line (`+CMT:`,
+/// `+CDS:`).
+pub fn is_pdu_urc_header(line: &str) -> bool {
+    line.starts_with("+CMT:") || line.starts_with("+CDS:")
+}
+
+/// The URC of a `+CMT:`/`+CDS:` header and the PDU line after it; [`Urc::Other`] when the PDU
+/// line is not hex.
+pub fn parse_pdu_urc(header: &str, pdu: &str) -> Urc {
+    let pdu = pdu.trim();
+    let hex = !pdu.is_empty()
+        && pdu.len().is_multiple_of(2)
+        && pdu.bytes().all(|b| b.is_ascii_hexdigit());
+    match (hex, header.starts_with("+CDS:")) {
+        (true, false) => Urc::Cmt {
+            pdu: pdu.to_owned(),
+        },
+        (true, true) => Urc::Cds {
+            pdu: pdu.to_owned(),
+        },
+        (false, _) => Urc::Other(format!("{header} / {pdu}")),
+    }
+}
 
 /// Whether a line looks like a URC (by prefix).
 pub fn is_urc_line(line: &str) -> bool {
