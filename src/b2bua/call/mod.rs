@@ -4,6 +4,11 @@
 //! a trunk's digest challenge answered once —; what happens inside the established dialogs is in [`in_dialog`].
 
 mod in_dialog;
+pub mod redirect;
+mod reliable;
+mod view;
+
+pub use view::{CallView, ForkView};
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -67,6 +72,12 @@ pub enum ForkAction {
     NextStage,
     /// The call is over: release it.
     Finished,
+    /// Fork `fork` answered 3xx with these Contacts: the owner checks them and answers with
+    /// [`Call::redirect_decided`].
+    Redirect {
+        fork: usize,
+        contacts: Vec<crate::sip::uri::Uri>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,6 +271,10 @@ pub struct Call {
     ring_limits: Vec<Option<Duration>>,
     /// The stage ringing now.
     stage: usize,
+    /// 3xx followed and waiting ([`redirect`]).
+    redirects: redirect::Redirects,
+    /// Reliable provisional responses on both legs ([`reliable`]).
+    reliable: reliable::Reliable,
 }
 
 fn idx(side: Side) -> usize {
@@ -432,6 +447,7 @@ impl Call {
             .and_then(SipUri::user_unescaped)
             .unwrap_or_default();
         let a_policy = caller.srtp;
+        let reliable = reliable::Reliable::new(&invite, settings);
         Call {
             id,
             caller,
@@ -465,6 +481,8 @@ impl Call {
             labels: Vec::new(),
             ring_limits: Vec::new(),
             stage: 0,
+            redirects: Default::default(),
+            reliable,
         }
     }
 
@@ -594,6 +612,11 @@ impl Call {
                 .push(Header::Other("Retry-After".into(), "5".into()));
         }
         r.body = with_body(&mut r.headers, sdp);
+        if status >= 200 {
+            self.reliable.finished();
+        } else {
+            self.reliable.provisional(now, &mut r);
+        }
         layer.respond(now, self.a.key, r.clone());
         if status >= 300 && self.outcome.is_none() {
             self.outcome = Some((status, disposition(status)));
@@ -707,6 +730,7 @@ impl Call {
             "User-Agent".into(),
             settings.server_name.clone(),
         ));
+        h.push(Header::Other("Supported".into(), "100rel".into()));
         let offer = self.sdp.offer_for_b(srtp);
         req.body = with_body(&mut req.headers, offer.as_ref());
         let key = layer.send_request(now, req.clone(), peer);
@@ -841,6 +865,13 @@ impl Call {
             if fork.dialog.is_none() {
                 fork.dialog = Dialog::uac(&fork.invite, &resp, fork.peer);
             }
+            if !self.prack_fork(now, layer, i, &resp, settings) {
+                // A retransmission of a reliable 18x already acknowledged.
+                return ForkAction::None;
+            }
+            let Some(fork) = self.forks.get_mut(i) else {
+                return ForkAction::None;
+            };
             // Early media: a 183 (or 180) with SDP sets up the relay towards B at once.
             let policy = fork.srtp;
             let a_sdp = match sdp_of(&resp.headers, &resp.body) {
@@ -857,7 +888,16 @@ impl Call {
             };
             let status = if a_sdp.is_some() { 183 } else { status };
             self.respond_a(now, layer, status, None, a_sdp.as_ref());
-            return ForkAction::None;
+            return if self.reliable.pending() {
+                ForkAction::Retransmit
+            } else {
+                ForkAction::None
+            };
+        }
+        if (300..400).contains(&status) {
+            if let Some(action) = self.redirected(i, &resp) {
+                return action;
+            }
         }
         if status >= 300 {
             if self.winner.is_none() && matches!(status, 401 | 407) {
@@ -869,11 +909,18 @@ impl Call {
             return self.fork_failed(now, layer, i, status);
         }
         // 2xx.
+        let Some(fork) = self.forks.get_mut(i) else {
+            return ForkAction::None;
+        };
         let peer = fork.peer;
         let policy = fork.srtp;
         let Some(mut b_dialog) = Dialog::uac(&fork.invite, &resp, peer) else {
             return ForkAction::None;
         };
+        // Requests sent in the early dialog (PRACK) used CSeq numbers after the INVITE's.
+        if let Some(early) = &fork.dialog {
+            b_dialog.local_cseq = b_dialog.local_cseq.max(early.local_cseq);
+        }
         let invite_seq = fork.invite.headers.cseq().map_or(1, |c| c.seq);
         if self.winner.is_some() || fork.state == ForkState::Cancelled {
             // Lost the race: acknowledge and hang up this fork.
@@ -985,7 +1032,7 @@ impl Call {
     }
 
     fn after_fork_failed(&mut self, now: Instant, layer: &mut TransactionLayer) -> ForkAction {
-        if self.winner.is_some() {
+        if self.winner.is_some() || self.redirect_pending() {
             return ForkAction::None;
         }
         let pending = self
@@ -1021,6 +1068,11 @@ impl Call {
             })
             .filter(|s| *s >= 400)
             .collect();
+        if let (true, Some(why)) = (statuses.is_empty(), self.redirect_refusal()) {
+            let why = why.to_owned();
+            self.respond_a(now, layer, 403, Some(&why), None);
+            return ForkAction::Finished;
+        }
         let chosen = if statuses.iter().any(|s| *s == 486 || *s == 600) {
             486
         } else {
@@ -1087,7 +1139,11 @@ impl Call {
     }
 
     pub fn retrans_at(&self) -> Option<Instant> {
-        self.retrans.iter().map(|r| r.next).min()
+        self.retrans
+            .iter()
+            .map(|r| r.next)
+            .chain(self.reliable.next())
+            .min()
     }
 
     pub fn media_event(
@@ -1175,6 +1231,7 @@ impl Call {
                 ForkAction::None
             }
             TimerKind::Retransmit => {
+                self.reliable.retransmit(now, layer, self.a.peer);
                 let mut give_up = false;
                 for r in &mut self.retrans {
                     if r.next > now {
@@ -1194,7 +1251,7 @@ impl Call {
                     self.hang_up(now, layer, None, settings);
                     return ForkAction::Finished;
                 }
-                if self.retrans.is_empty() {
+                if self.retrans.is_empty() && !self.reliable.pending() {
                     ForkAction::None
                 } else {
                     ForkAction::Retransmit
