@@ -75,6 +75,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// `[sms]`: text messages through the modem lines and between phones.
     pub sms: crate::sms::config::SmsConfig,
+    /// `[subscriptions]`: busy lamps, presence and message-waiting subscriptions.
+    pub subscriptions: crate::subscriptions::config::SubscriptionsConfig,
     /// The file this configuration came from; `None` for the embedded defaults.
     pub source: Option<PathBuf>,
 }
@@ -807,6 +809,8 @@ struct RawConfig {
     tls: RawTls,
     #[serde(default)]
     sms: crate::sms::config::RawSms,
+    #[serde(default)]
+    subscriptions: crate::subscriptions::config::RawSubscriptions,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1528,6 +1532,10 @@ impl RawConfig {
                 .sms
                 .validate()
                 .map_err(|(k, m)| invalid(&KeyPath::new("sms").key(k), m))?,
+            subscriptions: self
+                .subscriptions
+                .validate()
+                .map_err(|(k, m)| invalid(&KeyPath::new("subscriptions").key(k), m))?,
             source: None,
         })
     }

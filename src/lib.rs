@@ -21,6 +21,7 @@ pub mod server;
 pub mod sip;
 pub mod sms;
 pub mod store;
+pub mod subscriptions;
 pub mod supervise;
 pub mod transport;
 pub mod web;

@@ -24,6 +24,18 @@ pub struct LiveBinding {
     pub expires_in: u64,
 }
 
+/// An extension's busy lamp (what subscribers to its dialog state are told), for the live
+/// page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveLamp {
+    pub extension: String,
+    pub name: Option<String>,
+    /// `offline`, `idle`, `ringing`, `calling`, `in call`.
+    pub lamp: &'static str,
+    /// Subscriptions watching it.
+    pub watchers: usize,
+}
+
 /// A trunk's state for the live page, the API and `/metrics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrunkLive {
@@ -69,6 +81,8 @@ pub struct LiveSnapshot {
     pub lines: Vec<LineState>,
     /// The SIP trunks' registration, reachability and calls.
     pub trunks: Vec<TrunkLive>,
+    /// Every extension's busy lamp.
+    pub lamps: Vec<LiveLamp>,
 }
 
 /// A request from the dashboard, answered by the SIP loop.
@@ -249,6 +263,7 @@ mod tests {
                     registrations: Vec::new(),
                     lines: Vec::new(),
                     trunks: Vec::new(),
+                    lamps: Vec::new(),
                 });
             }
             // The loop stops: later requests get no answer.

@@ -23,7 +23,8 @@ use crate::sip::peer::Peer;
 use crate::sip::transaction::{ClientKey, ServerKey, TransactionLayer};
 use crate::sip::uri::Uri;
 
-pub use call::{Attempt, CallSummary, LiveCall, LiveState, UpCall};
+pub use call::redirect::{contacts_by_q, Redirect, RedirectDecision};
+pub use call::{Attempt, CallSummary, CallView, ForkView, LiveCall, LiveState, UpCall};
 use call::{Call, ClientRole, TimerKind};
 pub use line_leg::{LegId, LineCommand, LineEvent, LineTarget};
 pub use srtp::{SrtpPolicies, SrtpPolicy};
@@ -169,6 +170,8 @@ pub struct Calls {
     answered: Vec<u64>,
     /// Commands for PSTN lines of calls that ended.
     line_out: Vec<LineCommand>,
+    /// 3xx waiting for the owner's check ([`Calls::take_redirects`]).
+    redirects: Vec<Redirect>,
 }
 
 impl Calls {
@@ -201,6 +204,7 @@ impl Calls {
             notes: Vec::new(),
             answered: Vec::new(),
             line_out: Vec::new(),
+            redirects: Vec::new(),
         }
     }
 
@@ -224,6 +228,51 @@ impl Calls {
         let mut v: Vec<LiveCall> = self.calls.values().map(|c| c.live(now)).collect();
         v.sort_by(|a, b| b.age.cmp(&a.age).then(a.id.cmp(&b.id)));
         v
+    }
+
+    /// A PRACK from the caller of a call not answered yet (its early dialog is not in the
+    /// dialog map): answered here. `false` when it belongs to no call.
+    pub fn prack(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        key: ServerKey,
+        req: &Request,
+    ) -> bool {
+        match self.calls.values_mut().find(|c| c.is_caller_prack(req)) {
+            Some(call) => {
+                call.prack_from_caller(now, layer, key, req);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// 3xx responses to check since the last call: each call waits for
+    /// [`Calls::redirect_decided`] on its redirect before it moves on.
+    pub fn take_redirects(&mut self) -> Vec<Redirect> {
+        std::mem::take(&mut self.redirects)
+    }
+
+    /// The owner's decision on a redirect (see [`Calls::take_redirects`]).
+    pub fn redirect_decided(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        call: u64,
+        fork: usize,
+        decision: RedirectDecision,
+    ) {
+        let action = match self.calls.get_mut(&call) {
+            Some(c) => c.redirect_decided(now, layer, fork, decision),
+            None => return,
+        };
+        self.apply(now, layer, call, action);
+    }
+
+    /// Every call in progress as the watchers of extensions see it (busy lamps, pickup).
+    pub fn views(&self) -> Vec<CallView> {
+        self.calls.values().map(Call::view).collect()
     }
 
     /// Client transactions still mapped (for leak checks).
@@ -651,6 +700,17 @@ impl Calls {
             }
             ForkAction::NextStage => self.next_stage(now, layer, id),
             ForkAction::Finished => self.finish(now, layer, id),
+            ForkAction::Redirect { fork, contacts } => {
+                if let Some(call) = self.calls.get(&id) {
+                    self.redirects.push(Redirect {
+                        call: id,
+                        fork,
+                        caller: call.caller.clone(),
+                        contacts,
+                        tried: call.tried(),
+                    });
+                }
+            }
         }
     }
 

@@ -22,6 +22,9 @@ use crate::store::{BindingChange, ExtensionRow};
 
 use super::limits::Subject;
 
+mod redirect;
+mod watch;
+
 /// No limits: the core's own default (the configuration's come with [`SipCore::set_limits`]).
 fn unlimited() -> crate::config::LimitsConfig {
     crate::config::LimitsConfig {
@@ -32,7 +35,8 @@ fn unlimited() -> crate::config::LimitsConfig {
 use super::digest_gate::{Account, DigestGate, GateOutcome};
 
 /// Methods pasarela implements, advertised in Allow.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE";
+pub const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE, SUBSCRIBE, PRACK";
 
 /// Settings of the core, taken from the configuration.
 #[derive(Debug, Clone)]
@@ -124,6 +128,10 @@ pub struct SipCore {
     transport_reason: Option<String>,
     /// Text messages to and from phones ([`super::messaging`]).
     messaging: super::messaging::Messaging,
+    /// Busy lamps, presence and message-waiting subscriptions ([`crate::subscriptions`]).
+    subscriptions: crate::subscriptions::Subscriptions,
+    /// The numbering plan the targets of redirects are checked with ([`redirect`]).
+    numbering: Option<crate::routing::numbering::NumberingPlan>,
 }
 
 impl SipCore {
@@ -143,6 +151,12 @@ impl SipCore {
             trunks: Default::default(),
             transport_reason: None,
             messaging: Default::default(),
+            subscriptions: crate::subscriptions::Subscriptions::new(
+                Default::default(),
+                &settings.realm,
+                tag_seed.rotate_left(17),
+            ),
+            numbering: None,
             inbound: Default::default(),
             inbound_limiter: Default::default(),
             layer,
@@ -181,6 +195,11 @@ impl SipCore {
     /// and calls arriving on one ring its extensions ([`SipCore::line_call`]).
     pub fn set_lines(&mut self, lines: Vec<super::lines::LineInfo>) {
         self.lines = lines;
+    }
+
+    /// The limits and expiry bounds of subscriptions (`[subscriptions]`).
+    pub fn set_subscriptions(&mut self, settings: crate::subscriptions::SubscriptionsConfig) {
+        self.subscriptions.set_settings(settings);
     }
 
     /// Caps the server transactions alive at once (`[limits] server_transactions`).
@@ -268,6 +287,11 @@ impl SipCore {
         self.calls.handle_timeout(now, &mut self.layer);
         let since = since_fn(now, unix);
         self.trunks.handle_timeout(now, &mut self.layer, &since);
+        if self.subscriptions.poll_timeout().is_some_and(|t| t <= now) {
+            let states = self.extension_states(unix, &self.subscriptions.watched());
+            self.subscriptions
+                .handle_timeout(now, &mut self.layer, &states);
+        }
         self.process_events(now, unix);
     }
 
@@ -277,6 +301,7 @@ impl SipCore {
             self.calls.poll_timeout(),
             self.trunks.poll_timeout(),
             self.messaging.poll_timeout(),
+            self.subscriptions.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -686,6 +711,8 @@ impl SipCore {
         }
         self.gate.purge(unix);
         if let Some(now) = now {
+            // Presence follows registrations that expired.
+            self.update_subscriptions(now, unix);
             self.limiter.housekeeping(now);
             self.layer.shrink();
             self.calls.shrink();
@@ -704,9 +731,21 @@ impl SipCore {
             match event {
                 Event::Request { key, request, peer } => {
                     let in_dialog = request.headers.to().and_then(|t| t.tag()).is_some();
+                    if in_dialog
+                        && request.method == Method::Prack
+                        && self.calls.prack(now, &mut self.layer, key, &request)
+                    {
+                        continue;
+                    }
                     if in_dialog && self.calls.owns(&request) {
                         self.calls
                             .in_dialog(now, &mut self.layer, key, request, peer);
+                        continue;
+                    }
+                    if in_dialog && request.method == Method::Subscribe {
+                        if let Some(r) = self.resubscribe(now, unix, key, &request, peer) {
+                            self.layer.respond(now, key, r);
+                        }
                         continue;
                     }
                     if in_dialog && !matches!(request.method, Method::Register | Method::Options) {
@@ -759,14 +798,19 @@ impl SipCore {
                         &since,
                     );
                     self.tag_counter = counter;
-                    let ours = ours || self.messaging.response(now, key, response.status);
+                    let ours = ours
+                        || self.messaging.response(now, key, response.status)
+                        || self.subscriptions.response(key, response.status);
                     if !ours {
                         self.calls.response(now, &mut self.layer, key, response);
                     }
                 }
                 Event::Timeout { key } => {
                     let since = since_fn(now, unix);
-                    if !self.trunks.timeout(now, key, &since) && !self.messaging.timeout(now, key) {
+                    if !self.trunks.timeout(now, key, &since)
+                        && !self.messaging.timeout(now, key)
+                        && !self.subscriptions.timeout(key)
+                    {
                         match &self.transport_reason {
                             Some(why) => {
                                 self.calls.transport_failed(now, &mut self.layer, key, why)
@@ -787,6 +831,10 @@ impl SipCore {
             &self.settings.realm,
             self.tag_seed,
         );
+        // 3xx met by calls: their targets checked, the calls moved on.
+        self.follow_redirects(now, unix);
+        // Calls and registrations may have changed what watched extensions show.
+        self.update_subscriptions(now, unix);
     }
 
     /// A stored message for phones ([`super::messaging`]): sent to their registered contacts
@@ -840,6 +888,9 @@ impl SipCore {
         if req.method == Method::Invite {
             return self.invite(now, unix, key, req, peer);
         }
+        if req.method == Method::Subscribe {
+            return self.subscribe(now, unix, key, req, peer);
+        }
         Some(self.answer_other(unix, req, peer))
     }
 
@@ -868,6 +919,10 @@ impl SipCore {
                 r.headers.push(Header::Other("Allow".into(), ALLOW.into()));
                 r.headers
                     .push(Header::Other("Accept".into(), "application/sdp".into()));
+                r.headers.push(Header::Other(
+                    "Allow-Events".into(),
+                    crate::sip::event::ALLOW_EVENTS.into(),
+                ));
                 r
             }
             Method::Bye | Method::Info | Method::Update | Method::Prack => {
@@ -1016,7 +1071,7 @@ impl SipCore {
         let unsupported: Vec<&str> = req
             .headers
             .tokens("Require")
-            .filter(|t| !t.eq_ignore_ascii_case("timer"))
+            .filter(|t| !t.eq_ignore_ascii_case("timer") && !t.eq_ignore_ascii_case("100rel"))
             .collect();
         if !unsupported.is_empty() {
             let tags = unsupported.join(", ");

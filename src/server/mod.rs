@@ -258,6 +258,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     usage::load(&store_path, &mut limiter);
     core.set_limits(limiter);
     core.set_max_server_transactions(config.limits.server_transactions);
+    core.set_subscriptions(config.subscriptions.clone());
+    core.set_numbering(line_plan.clone());
     let mut admission = overload::Admission::new(
         Duration::from_millis(config.limits.queue_delay_ms),
         config
@@ -489,6 +491,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                             &rows,
                             Some(crate::routing::setup::numbering_plan(&config, &rows)),
                         );
+                        core.set_numbering(crate::routing::setup::numbering_plan(&config, &rows));
                         tracing::info!(extensions = rows.len(), "extensions reloaded");
                         reload_trunks(&config, &router, rows, inbound_tx.clone());
                     }
@@ -518,6 +521,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                             .chain(modem_lines.iter().flat_map(|m| m.live()))
                             .collect(),
                         trunks,
+                        lamps: core.lamps(unix_now()),
                     });
                 }
                 live::LiveRequest::HangUp(id, reply) => {

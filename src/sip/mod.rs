@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod dialog;
+pub mod event;
 pub mod header;
 pub mod im;
 pub mod message;

@@ -216,6 +216,12 @@ pub fn live_json(s: &LiveSnapshot) -> Value {
             "rtt_ms": t.rtt_ms,
             "calls": t.calls,
         })).collect::<Vec<_>>(),
+        "lamps": s.lamps.iter().map(|l| json!({
+            "extension": l.extension,
+            "name": l.name,
+            "lamp": l.lamp,
+            "watchers": l.watchers,
+        })).collect::<Vec<_>>(),
     })
 }
 

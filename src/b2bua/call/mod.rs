@@ -4,6 +4,11 @@
 //! a trunk's digest challenge answered once —; what happens inside the established dialogs is in [`in_dialog`].
 
 mod in_dialog;
+pub mod redirect;
+mod reliable;
+mod view;
+
+pub use view::{CallView, ForkView};
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -69,6 +74,12 @@ pub enum ForkAction {
     NextStage,
     /// The call is over: release it.
     Finished,
+    /// Fork `fork` answered 3xx with these Contacts: the owner checks them and answers with
+    /// [`Call::redirect_decided`].
+    Redirect {
+        fork: usize,
+        contacts: Vec<crate::sip::uri::Uri>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +310,10 @@ pub struct Call {
     pub line_out: Vec<LineCommand>,
     /// The caller's leg is a call that arrived on a PSTN line.
     pub a_line: Option<ALine>,
+    /// 3xx followed and waiting ([`redirect`]).
+    redirects: redirect::Redirects,
+    /// Reliable provisional responses on both legs ([`reliable`]).
+    reliable: reliable::Reliable,
 }
 
 fn idx(side: Side) -> usize {
@@ -531,6 +546,7 @@ impl Call {
             .and_then(SipUri::user_unescaped)
             .unwrap_or_default();
         let a_policy = caller.srtp;
+        let reliable = reliable::Reliable::new(&invite, settings);
         Call {
             id,
             caller,
@@ -566,6 +582,8 @@ impl Call {
             stage: 0,
             line_out: Vec::new(),
             a_line: None,
+            redirects: Default::default(),
+            reliable,
         }
     }
 
@@ -703,6 +721,11 @@ impl Call {
                 self.hang_up_line(LegId::INCOMING);
             }
         } else {
+            if status >= 200 {
+                self.reliable.finished();
+            } else {
+                self.reliable.provisional(now, &mut r);
+            }
             layer.respond(now, self.a.key, r.clone());
         }
         if status >= 300 && self.outcome.is_none() {
@@ -818,6 +841,7 @@ impl Call {
             "User-Agent".into(),
             settings.server_name.clone(),
         ));
+        h.push(Header::Other("Supported".into(), "100rel".into()));
         let offer = self.sdp.offer_for_b(srtp);
         req.body = with_body(&mut req.headers, offer.as_ref());
         // A fork on a PSTN line: the INVITE is kept as the fork's description, never sent;
@@ -1247,6 +1271,13 @@ impl Call {
             if fork.dialog.is_none() {
                 fork.dialog = Dialog::uac(&fork.invite, &resp, fork.peer);
             }
+            if !self.prack_fork(now, layer, i, &resp, settings) {
+                // A retransmission of a reliable 18x already acknowledged.
+                return ForkAction::None;
+            }
+            let Some(fork) = self.forks.get_mut(i) else {
+                return ForkAction::None;
+            };
             // Early media: a 183 (or 180) with SDP sets up the relay towards B at once.
             let policy = fork.srtp;
             let a_sdp = match sdp_of(&resp.headers, &resp.body) {
@@ -1263,7 +1294,16 @@ impl Call {
             };
             let status = if a_sdp.is_some() { 183 } else { status };
             self.respond_a(now, layer, status, None, a_sdp.as_ref());
-            return ForkAction::None;
+            return if self.reliable.pending() {
+                ForkAction::Retransmit
+            } else {
+                ForkAction::None
+            };
+        }
+        if (300..400).contains(&status) {
+            if let Some(action) = self.redirected(i, &resp) {
+                return action;
+            }
         }
         if status >= 300 {
             if self.winner.is_none() && matches!(status, 401 | 407) {
@@ -1275,11 +1315,18 @@ impl Call {
             return self.fork_failed(now, layer, i, status);
         }
         // 2xx.
+        let Some(fork) = self.forks.get_mut(i) else {
+            return ForkAction::None;
+        };
         let peer = fork.peer;
         let policy = fork.srtp;
         let Some(mut b_dialog) = Dialog::uac(&fork.invite, &resp, peer) else {
             return ForkAction::None;
         };
+        // Requests sent in the early dialog (PRACK) used CSeq numbers after the INVITE's.
+        if let Some(early) = &fork.dialog {
+            b_dialog.local_cseq = b_dialog.local_cseq.max(early.local_cseq);
+        }
         let invite_seq = fork.invite.headers.cseq().map_or(1, |c| c.seq);
         if self.winner.is_some() || fork.state == ForkState::Cancelled {
             // Lost the race: acknowledge and hang up this fork.
@@ -1421,7 +1468,7 @@ impl Call {
     }
 
     fn after_fork_failed(&mut self, now: Instant, layer: &mut TransactionLayer) -> ForkAction {
-        if self.winner.is_some() {
+        if self.winner.is_some() || self.redirect_pending() {
             return ForkAction::None;
         }
         let pending = self
@@ -1457,6 +1504,11 @@ impl Call {
             })
             .filter(|s| *s >= 400)
             .collect();
+        if let (true, Some(why)) = (statuses.is_empty(), self.redirect_refusal()) {
+            let why = why.to_owned();
+            self.respond_a(now, layer, 403, Some(&why), None);
+            return ForkAction::Finished;
+        }
         let chosen = if statuses.iter().any(|s| *s == 486 || *s == 600) {
             486
         } else {
@@ -1523,7 +1575,11 @@ impl Call {
     }
 
     pub fn retrans_at(&self) -> Option<Instant> {
-        self.retrans.iter().map(|r| r.next).min()
+        self.retrans
+            .iter()
+            .map(|r| r.next)
+            .chain(self.reliable.next())
+            .min()
     }
 
     pub fn media_event(
@@ -1611,6 +1667,7 @@ impl Call {
                 ForkAction::None
             }
             TimerKind::Retransmit => {
+                self.reliable.retransmit(now, layer, self.a.peer);
                 let mut give_up = false;
                 for r in &mut self.retrans {
                     if r.next > now {
@@ -1630,7 +1687,7 @@ impl Call {
                     self.hang_up(now, layer, None, settings);
                     return ForkAction::Finished;
                 }
-                if self.retrans.is_empty() {
+                if self.retrans.is_empty() && !self.reliable.pending() {
                     ForkAction::None
                 } else {
                     ForkAction::Retransmit

@@ -39,6 +39,14 @@ pub struct RegistrationRow {
     pub expires_in: u64,
 }
 
+/// An extension's busy lamp as a row.
+pub struct LampRow {
+    pub extension: String,
+    pub name: String,
+    pub lamp: &'static str,
+    pub watchers: usize,
+}
+
 /// A DUNDi peer as a row.
 pub struct PeerRow {
     pub eid: String,
@@ -84,6 +92,7 @@ struct LivePage {
     calls: Vec<CallRow>,
     registrations: Vec<RegistrationRow>,
     lines: Vec<LineState>,
+    lamps: Vec<LampRow>,
     /// `None`: DUNDi is off.
     peers: Option<Vec<PeerRow>>,
 }
@@ -155,6 +164,16 @@ pub async fn page(
                 calls,
                 registrations,
                 lines: snap.lines,
+                lamps: snap
+                    .lamps
+                    .into_iter()
+                    .map(|l| LampRow {
+                        extension: l.extension,
+                        name: l.name.unwrap_or_default(),
+                        lamp: l.lamp,
+                        watchers: l.watchers,
+                    })
+                    .collect(),
                 peers,
             }
         }
@@ -168,6 +187,7 @@ pub async fn page(
             calls: Vec::new(),
             registrations: Vec::new(),
             lines: Vec::new(),
+            lamps: Vec::new(),
             peers,
         },
     };
