@@ -764,8 +764,23 @@ async fn incoming_call(
         .filter(|n| !n.is_empty())
         .map(|n| caller_e164(&ctx.settings.plan, n, info.toa));
     let domain = &ctx.settings.domain;
+    // The caller ID name is outside data: only printable characters that need no quoting.
+    let name: Option<String> = info
+        .name
+        .as_deref()
+        .map(|n| {
+            n.chars()
+                .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|n| !n.trim().is_empty());
     let from = match &caller {
-        Some(c) => format!("\"{c}\" <sip:{c}@{domain}>;tag={}", random_token()),
+        Some(c) => format!(
+            "\"{}\" <sip:{c}@{domain}>;tag={}",
+            name.as_deref().unwrap_or(c),
+            random_token()
+        ),
         None => format!(
             "\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={}",
             random_token()

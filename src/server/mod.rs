@@ -15,6 +15,7 @@ pub mod first_run;
 pub mod inbound;
 mod inbound_setup;
 pub mod limits;
+pub mod line_health;
 pub mod lines;
 pub mod messaging;
 pub mod nightly_backup;
@@ -372,6 +373,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // Trunk registration and qualify: the router skips trunks the qualify finds down.
     let trunk_health = Arc::new(crate::routing::trunk_health::TrunkHealth::new());
     router.set_trunk_health(Arc::clone(&trunk_health));
+    // FXO lines in alarm (or whose channel is not open) are skipped by the router too.
+    if let Some(m) = modem_lines.as_ref() {
+        line_health::spawn(m.pool(), Arc::clone(&trunk_health), Arc::clone(&stats));
+    }
     core.set_trunk_health(trunk_health);
     core.set_trunk_plans(std::time::Instant::now(), trunks::plans(&config).await);
     if let Some(m) = modem_lines.as_mut() {

@@ -657,6 +657,7 @@ impl LineTask {
                         call,
                         number,
                         toa,
+                        name: None,
                     };
                     if self
                         .incoming
