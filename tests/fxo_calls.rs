@@ -164,7 +164,8 @@ impl Exchange {
                 if l.off_hook && c.ringing {
                     // Answered: the ringing and the caller ID stop.
                     c.ringing = false;
-                    c.todo.retain(|(_, a)| !matches!(a, Act::Ring(_) | Act::Cid(_)));
+                    c.todo
+                        .retain(|(_, a)| !matches!(a, Act::Ring(_) | Act::Cid(_)));
                     l.play.clear();
                 } else if l.off_hook {
                     c.seizures += 1;
@@ -202,8 +203,7 @@ impl Exchange {
                 }
                 _ => {}
             }
-            let (due, later): (Vec<_>, Vec<_>) =
-                c.todo.drain(..).partition(|(f, _)| *f <= l.frame);
+            let (due, later): (Vec<_>, Vec<_>) = c.todo.drain(..).partition(|(f, _)| *f <= l.frame);
             c.todo = later;
             for (_, a) in due {
                 match a {
@@ -722,13 +722,21 @@ fn incoming_calls_show_the_caller_id_of_each_kind_and_an_abandoned_one_is_cancel
     assert_eq!(recs.len(), 4, "{recs:?}\n{logs}");
     for (_, r) in &recs {
         assert_eq!(
-            (r.direction.as_str(), r.route_kind.as_str(), r.route_target.as_str()),
+            (
+                r.direction.as_str(),
+                r.route_kind.as_str(),
+                r.route_target.as_str()
+            ),
             ("incoming", "pstn", "fxo1"),
             "{r:?}"
         );
     }
     for (_, r) in &recs[..3] {
-        assert_eq!((r.sip_status, r.disposition.as_str()), (200, "answered"), "{r:?}");
+        assert_eq!(
+            (r.sip_status, r.disposition.as_str()),
+            (200, "answered"),
+            "{r:?}"
+        );
     }
     assert!(recs[0].1.caller.contains("2125551234"), "{:?}", recs[0]);
     let last = &recs[3].1;
@@ -764,7 +772,10 @@ fn no_dial_tone_moves_the_call_to_the_next_line_and_congestion_gives_503() {
     assert!(ex2.wait(limit, |c| !c.off_hook), "fxo2 not released");
     let recs = records_after(&server.db, 0, 1);
     let logs = format!("{}{}", a.report(), server.log_excerpt());
-    let (id, first) = recs.last().cloned().unwrap_or_else(|| panic!("no record\n{logs}"));
+    let (id, first) = recs
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("no record\n{logs}"));
     assert_eq!(
         (first.route_target.as_str(), first.sip_status),
         ("fxo2", 200),
@@ -777,17 +788,17 @@ fn no_dial_tone_moves_the_call_to_the_next_line_and_congestion_gives_503() {
     );
 
     // Congestion on both lines.
-    let congestion = Outgoing::de(vec![(
-        100,
-        Act::Play(tone(425, 0, [240, 240, 0, 0], 8000)),
-    )]);
+    let congestion = Outgoing::de(vec![(100, Act::Play(tone(425, 0, [240, 240, 0, 0], 8000)))]);
     ex1.with(|c| c.outgoing = Some(congestion.clone()));
     ex2.with(|c| c.outgoing = Some(congestion));
     a.command("dial", &format!("sip:03012345678@{}", server.udp));
     let closed = next_event(&mut a, "CALL_CLOSED", &mut from, limit, &server);
     assert!(closed.contains("503"), "congestion: {closed}\n{logs}");
     let recs = records_after(&server.db, id, 1);
-    let (_, second) = recs.last().cloned().unwrap_or_else(|| panic!("no record\n{logs}"));
+    let (_, second) = recs
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("no record\n{logs}"));
     assert_eq!((second.sip_status, second.q850), (503, 34), "{second:?}");
     let ex = &second.explanation;
     assert_eq!(
@@ -919,7 +930,10 @@ fn an_alarmed_or_unopened_line_is_shown_and_skipped() {
     assert!(detail.contains("alarm"), "{detail}");
     let (state, detail) = live_line(&server, "fxo3", "failed");
     assert_eq!(state, "failed", "fxo3: {detail}\n{}", logs());
-    assert!(detail.contains("fxo3.sock"), "fxo3's detail names its channel: {detail}");
+    assert!(
+        detail.contains("fxo3.sock"),
+        "fxo3's detail names its channel: {detail}"
+    );
     assert_eq!(live_line(&server, "fxo2", "on-hook").0, "on-hook");
     assert_eq!(line_metric(&server, "fxo1", "alarm"), Some(1.0));
     assert_eq!(line_metric(&server, "fxo1", "on-hook"), Some(0.0));
@@ -936,15 +950,23 @@ fn an_alarmed_or_unopened_line_is_shown_and_skipped() {
     a.command("hangup", "");
     next_event(&mut a, "CALL_CLOSED", &mut from, limit, &server);
     let recs = records_after(&server.db, 0, 1);
-    let (id, rec) = recs.last().cloned().unwrap_or_else(|| panic!("no record\n{}", logs()));
-    assert_eq!((rec.route_target.as_str(), rec.sip_status), ("fxo2", 200), "{rec:?}");
+    let (id, rec) = recs
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("no record\n{}", logs()));
+    assert_eq!(
+        (rec.route_target.as_str(), rec.sip_status),
+        ("fxo2", 200),
+        "{rec:?}"
+    );
     assert!(
         rec.explanation.contains("line fxo1 skipped: in alarm"),
         "{}",
         rec.explanation
     );
     assert!(
-        rec.explanation.contains("line fxo3 skipped: channel not opened"),
+        rec.explanation
+            .contains("line fxo3 skipped: channel not opened"),
         "{}",
         rec.explanation
     );
@@ -958,8 +980,15 @@ fn an_alarmed_or_unopened_line_is_shown_and_skipped() {
     a.command("hangup", "");
     next_event(&mut a, "CALL_CLOSED", &mut from, limit, &server);
     let recs = records_after(&server.db, id, 1);
-    let (_, rec) = recs.last().cloned().unwrap_or_else(|| panic!("no record\n{}", logs()));
-    assert_eq!((rec.route_target.as_str(), rec.sip_status), ("fxo1", 200), "{rec:?}");
+    let (_, rec) = recs
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("no record\n{}", logs()));
+    assert_eq!(
+        (rec.route_target.as_str(), rec.sip_status),
+        ("fxo1", 200),
+        "{rec:?}"
+    );
     assert_eq!(ex1.with(|c| c.seizures), 1);
     drop((ex1, ex2));
 }

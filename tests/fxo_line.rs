@@ -419,13 +419,13 @@ fn the_rest_of_a_refused_call_s_ringing_is_not_a_new_call() {
                 1 | 250 | 500 | 750 => l.events.push(ChannelEvent::RingBegin.dahdi()),
                 50 | 300 | 550 | 800 => l.events.push(ChannelEvent::RingEnd.dahdi()),
                 60 => l.play(&first),
-                // The second, 10 s after the first gave up.
-                1300 => l.events.push(ChannelEvent::RingBegin.dahdi()),
-                1350 => l.events.push(ChannelEvent::RingEnd.dahdi()),
+                // The second, 10 s after the first gave up (announced at its second ring).
+                1300 | 1550 => l.events.push(ChannelEvent::RingBegin.dahdi()),
+                1350 | 1600 => l.events.push(ChannelEvent::RingEnd.dahdi()),
                 1360 => l.play(&second),
                 _ => {}
             }
-            l.frame < 1500
+            l.frame < 1700
         },
     );
     let callers: Vec<Option<String>> = r
@@ -459,7 +459,7 @@ fn a_hook_flash_during_a_call_reaches_the_channel() {
             _ => Vec::new(),
         },
         move |l: &mut Line| {
-            if !l.off_hook && l.frame < 1000 {
+            if !l.off_hook && l.flashes.is_empty() && l.frame < 1000 {
                 match l.frame % 250 {
                     1 => l.events.push(ChannelEvent::RingBegin.dahdi()),
                     50 => l.events.push(ChannelEvent::RingEnd.dahdi()),

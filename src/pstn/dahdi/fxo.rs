@@ -15,8 +15,9 @@
 //!
 //! Incoming: ring begin/end events; the caller ID the exchange sends between the first and
 //! the second ring (or before the first, after a polarity reversal) is decoded as V.23 or
-//! Bell 202 FSK or DTMF per [`CidMode`]; the call is announced at the second ring (at the
-//! first when the caller is already known or caller ID is off). No ring for
+//! Bell 202 FSK or DTMF per [`CidMode`]; the call is announced as soon as the caller is
+//! decoded (at the first ring when it came before it, or caller ID is off), or at the second
+//! ring without caller ID. No ring for
 //! [`FxoSettings::ring_gone_ms`] means the caller gave up.
 //!
 //! Disconnect supervision while connected, whichever the line gives: battery drop, polarity
@@ -586,7 +587,11 @@ impl FxoLine {
 
     fn caller_found(&mut self, c: Caller) {
         match &mut self.state {
-            State::Ringing(inc) if inc.caller.is_none() => inc.caller = Some(c),
+            State::Ringing(inc) if inc.caller.is_none() => {
+                // Announced now: the phones need not wait for the second ring.
+                inc.caller = Some(c);
+                self.maybe_announce();
+            }
             State::OnHook => self.cid.early = Some(c),
             _ => {}
         }
