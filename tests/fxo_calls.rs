@@ -15,6 +15,28 @@ use fxo_sim::{dtmf_heard, tone, tone_share, Line};
 use pasarela::pstn::dahdi::channel::ChannelEvent;
 use phone::{assert_tone, wait_registered, Phone, PhoneCfg};
 
+/// At most two of these tests at a time: each runs a server, a phone and real-time simulated
+/// lines, and on a loaded 2-core machine more at once starve the 20 ms pacing of the lines.
+fn slot() -> impl Drop {
+    use std::sync::{Condvar, Mutex};
+    static TAKEN: Mutex<usize> = Mutex::new(0);
+    static FREED: Condvar = Condvar::new();
+    struct Slot;
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            let mut n = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+            *n -= 1;
+            FREED.notify_one();
+        }
+    }
+    let mut n = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    while *n >= 2 {
+        n = FREED.wait(n).unwrap_or_else(|e| e.into_inner());
+    }
+    *n += 1;
+    Slot
+}
+
 /// Serves gateway connections on `path` in real time (one frame every 20 ms), skipping the
 /// ones that close before sending audio (the start-up check opens the channel and closes it),
 /// until `script` returns false on a connection that carried audio.
@@ -478,6 +500,7 @@ incoming = ["101"]
 #[test]
 fn a_phone_calls_out_on_the_fxo_line_and_the_far_end_clears() {
     require_program("baresip", "baresip");
+    let _slot = slot();
     let dir = common::TestDir::new("fxo-out");
     let sock = dir.path().join("fxo1.sock");
     let mut phase = 0;
@@ -555,6 +578,7 @@ fn a_phone_calls_out_on_the_fxo_line_and_the_far_end_clears() {
 #[test]
 fn a_busy_cadence_on_the_fxo_line_gives_486() {
     require_program("baresip", "baresip");
+    let _slot = slot();
     let dir = common::TestDir::new("fxo-busy");
     let sock = dir.path().join("fxo1.sock");
     let mut phase = 0;
@@ -633,6 +657,7 @@ fn next_event(
 #[test]
 fn incoming_calls_show_the_caller_id_of_each_kind_and_an_abandoned_one_is_cancelled() {
     require_program("baresip", "baresip");
+    let _slot = slot();
     let dir = common::TestDir::new("fxo-in");
     let sock = dir.path().join("fxo1.sock");
     let ex = Exchange::start(&sock, None);
@@ -752,6 +777,7 @@ fn incoming_calls_show_the_caller_id_of_each_kind_and_an_abandoned_one_is_cancel
 #[test]
 fn no_dial_tone_moves_the_call_to_the_next_line_and_congestion_gives_503() {
     require_program("baresip", "baresip");
+    let _slot = slot();
     let dir = common::TestDir::new("fxo-next");
     let (s1, s2) = (dir.path().join("fxo1.sock"), dir.path().join("fxo2.sock"));
     let dead = Outgoing {
@@ -818,6 +844,7 @@ fn no_dial_tone_moves_the_call_to_the_next_line_and_congestion_gives_503() {
 #[test]
 fn dtmf_crosses_the_fxo_line_both_ways() {
     require_program("baresip", "baresip");
+    let _slot = slot();
     let dir = common::TestDir::new("fxo-dtmf");
     let sock = dir.path().join("fxo1.sock");
     let answered = Outgoing::de(vec![(300, Act::Event(ChannelEvent::Polarity))]);
@@ -913,6 +940,7 @@ fn line_metric(server: &Server, name: &str, state: &str) -> Option<f64> {
 #[test]
 fn an_alarmed_or_unopened_line_is_shown_and_skipped() {
     require_program("baresip", "baresip");
+    let _slot = slot();
     let dir = common::TestDir::new("fxo-alarm");
     let (s1, s2, s3) = (
         dir.path().join("fxo1.sock"),
