@@ -933,7 +933,7 @@ fn line_metric(server: &Server, name: &str, state: &str) -> Option<f64> {
 
 /// fxo1's card reports an alarm (DAHDI_EVENT_ALARM), fxo3's channel cannot be opened (its
 /// socket is a plain file), fxo2 is fine. The live API shows fxo1 "alarm", fxo3 "failed"
-/// naming its channel, fxo2 "on-hook"; /metrics says the same. A call skips fxo1 and fxo3
+/// naming its channel, fxo2 "on-hook"; /metrics and the live page say the same. A call skips fxo1 and fxo3
 /// (the explanation gives both reasons) and completes on fxo2, where the live API shows "in
 /// call". When fxo1's alarm clears (DAHDI_EVENT_NOALARM) it is "on-hook" again and the next
 /// call takes it.
@@ -952,6 +952,7 @@ fn an_alarmed_or_unopened_line_is_shown_and_skipped() {
     ex1.after(0, Act::Event(ChannelEvent::Alarm));
     let ex2 = Exchange::start(&s2, Some(Outgoing::answered()));
     let (server, mut a) = serve_lines(&[("fxo1", &s1), ("fxo3", &s3), ("fxo2", &s2)], "100");
+    let mut admin = common::web_client::set_up_admin(server.web.expect("web"));
     let logs = || server.log_excerpt();
     let (state, detail) = live_line(&server, "fxo1", "alarm");
     assert_eq!(state, "alarm", "fxo1: {detail}\n{}", logs());
@@ -967,6 +968,16 @@ fn an_alarmed_or_unopened_line_is_shown_and_skipped() {
     assert_eq!(line_metric(&server, "fxo1", "on-hook"), Some(0.0));
     assert_eq!(line_metric(&server, "fxo3", "failed"), Some(1.0));
     assert_eq!(line_metric(&server, "fxo2", "on-hook"), Some(1.0));
+    // The live page shows the same, and the lines only once (not also as SIP trunks).
+    let page = admin.get("/live").body;
+    for row in [
+        "<td>fxo1</td><td>analog FXO</td><td>alarm</td>",
+        "<td>fxo3</td><td>analog FXO</td><td>failed</td>",
+        "<td>fxo2</td><td>analog FXO</td><td>on-hook</td>",
+    ] {
+        assert!(page.contains(row), "the live page has no {row}:\n{page}");
+    }
+    assert_eq!(page.matches("<td>fxo1</td>").count(), 1, "{page}");
 
     let limit = Duration::from_secs(20);
     let mut from = 0;
