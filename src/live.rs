@@ -132,6 +132,8 @@ pub fn configured_lines(config: &crate::config::Config) -> Vec<LineState> {
         .iter()
         // Modem lines are trunks for the router but have their own state (`crate::server::lines`, which adds them).
         .filter(|t| !config.modems.iter().any(|m| m.line.line.name == t.name))
+        // … and so have FXO ports.
+        .filter(|t| !config.fxo.iter().any(|f| f.settings.name == t.name))
         .map(|t| LineState {
             name: t.name.clone(),
             kind: "SIP trunk".into(),

@@ -52,6 +52,21 @@ fn run(
     answer: bool,
     script: impl FnMut(&mut Line) -> bool + Send + 'static,
 ) -> Run {
+    let react = move |o: &FxoOutput| match o {
+        FxoOutput::Incoming(_) if answer => vec![Command::Answer],
+        _ => Vec::new(),
+    };
+    run_reacting(code, settings, commands, react, script)
+}
+
+/// [`run`] with the commands `react` gives for each output, sent at once.
+fn run_reacting(
+    code: &str,
+    settings: impl FnOnce(&mut FxoSettings),
+    commands: &[Command],
+    mut react: impl FnMut(&FxoOutput) -> Vec<Command>,
+    script: impl FnMut(&mut Line) -> bool + Send + 'static,
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fxo.sock");
     let ex = exchange(&path, script);
@@ -73,8 +88,8 @@ fn run(
         std::thread::spawn(move || driver::run(ch, FxoLine::new(s), crx, otx, Box::new(phone)));
     let mut outputs = Vec::new();
     for o in orx.iter() {
-        if answer && matches!(o, FxoOutput::Incoming(_)) {
-            ctx2.send(Command::Answer).unwrap();
+        for c in react(&o) {
+            let _ = ctx2.send(c);
         }
         outputs.push(o);
     }
@@ -381,4 +396,119 @@ fn dtmf_from_the_line_reaches_the_call_and_speech_does_not_make_digits() {
         .collect();
     assert_eq!(got, "147*0#", "{:?}", r.outputs);
     assert_eq!(ended(&r.outputs), [(16, 200, true)]);
+}
+
+/// The phones refuse a ringing call (the line is told to hang up while it rings): the
+/// exchange keeps ringing that caller, and those rings are not announced as a new call; once
+/// they have stopped for `ring_gone_ms`, the next ringing with its caller ID is a new call.
+#[test]
+fn the_rest_of_a_refused_call_s_ringing_is_not_a_new_call() {
+    let first = signal(&["cid", "v23", "0301234567", "ALICE"]);
+    let second = signal(&["cid", "v23", "0309876543", "BOB"]);
+    let r = run_reacting(
+        "DE",
+        |_| {},
+        &[],
+        |o| match o {
+            FxoOutput::Incoming(_) => vec![Command::Hangup],
+            _ => Vec::new(),
+        },
+        move |l: &mut Line| {
+            match l.frame {
+                // The first caller: four rings of 1 s every 5 s, caller ID after the first.
+                1 | 250 | 500 | 750 => l.events.push(ChannelEvent::RingBegin.dahdi()),
+                50 | 300 | 550 | 800 => l.events.push(ChannelEvent::RingEnd.dahdi()),
+                60 => l.play(&first),
+                // The second, 10 s after the first gave up (announced at its second ring).
+                1300 | 1550 => l.events.push(ChannelEvent::RingBegin.dahdi()),
+                1350 | 1600 => l.events.push(ChannelEvent::RingEnd.dahdi()),
+                1360 => l.play(&second),
+                _ => {}
+            }
+            l.frame < 1700
+        },
+    );
+    let callers: Vec<Option<String>> = r
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            FxoOutput::Incoming(c) => Some(c.number.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        callers,
+        [Some("0301234567".to_owned()), Some("0309876543".to_owned())],
+        "{:?}",
+        r.outputs
+    );
+    assert!(r.line.hook_log.is_empty(), "the line was seized");
+}
+
+/// A hook flash asked for during a connected call reaches the channel as DAHDI_HOOK 3 (the
+/// hook stays off); asked for with no call it is refused and nothing reaches the channel.
+#[test]
+fn a_hook_flash_during_a_call_reaches_the_channel() {
+    let r = run_reacting(
+        "DE",
+        |_| {},
+        &[Command::Flash],
+        |o| match o {
+            FxoOutput::Incoming(_) => vec![Command::Answer],
+            FxoOutput::Progress(CallProgress::Answered) => vec![Command::Flash],
+            _ => Vec::new(),
+        },
+        move |l: &mut Line| {
+            if !l.off_hook && l.flashes.is_empty() && l.frame < 1000 {
+                match l.frame % 250 {
+                    1 => l.events.push(ChannelEvent::RingBegin.dahdi()),
+                    50 => l.events.push(ChannelEvent::RingEnd.dahdi()),
+                    _ => {}
+                }
+            }
+            if l.off_hook && !l.flashes.is_empty() && l.frame > l.flashes[0] + 50 {
+                l.events.push(ChannelEvent::BatteryDrop.dahdi());
+                return l.frame < l.flashes[0] + 60;
+            }
+            l.frame < 1500
+        },
+    );
+    assert_eq!(r.line.flashes.len(), 1, "{:?}", r.outputs);
+    let answered_at = r.line.hook_log.first().map(|h| h.0).unwrap_or_default();
+    assert!(
+        r.line.flashes[0] >= answered_at,
+        "{:?} {:?}",
+        r.line.flashes,
+        r.line.hook_log
+    );
+    assert_eq!(
+        r.line.hook_log.iter().map(|h| h.1).collect::<Vec<_>>(),
+        [true, false],
+        "the hook stayed off through the flash"
+    );
+    assert_eq!(ended(&r.outputs), [(16, 200, true)]);
+}
+
+/// An alarm (no battery, card fault) puts the line in alarm, reported once: it refuses to
+/// dial (not in service: 503, the next line is tried); when the alarm clears it dials again.
+/// An alarm during a call ends it with Q.850 38 (network out of order).
+#[test]
+fn a_line_in_alarm_refuses_calls_until_the_alarm_clears() {
+    use pasarela::pstn::dahdi::fxo::FxoState;
+    use pasarela::pstn::LineError;
+    let mut line = FxoLine::new(FxoSettings::new("fxo1", country("DE").unwrap()));
+    line.event(ChannelEvent::Alarm);
+    line.event(ChannelEvent::Alarm);
+    assert_eq!(line.state(), FxoState::Alarm);
+    assert!(matches!(line.dial("030123"), Err(LineError::NotReady(_))));
+    line.event(ChannelEvent::NoAlarm);
+    assert_eq!(line.state(), FxoState::OnHook);
+    let outs: Vec<FxoOutput> = std::iter::from_fn(|| line.poll()).collect();
+    assert_eq!(outs, [FxoOutput::Alarm(true), FxoOutput::Alarm(false)]);
+    line.dial("030123").unwrap();
+    let _: Vec<FxoOutput> = std::iter::from_fn(|| line.poll()).collect();
+    line.event(ChannelEvent::Removed);
+    let outs: Vec<FxoOutput> = std::iter::from_fn(|| line.poll()).collect();
+    assert_eq!(ended(&outs), [(38, 503, false)], "{outs:?}");
+    assert!(outs.contains(&FxoOutput::Alarm(true)), "{outs:?}");
 }

@@ -409,6 +409,9 @@ impl JitterBuffer {
     }
 }
 
+/// RFC 4733 §3.2 event code of a hook flash.
+pub const FLASH_EVENT: u8 = 16;
+
 /// What an RTP packet from the SIP side carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RtpInput {
@@ -416,6 +419,8 @@ pub enum RtpInput {
     Audio,
     /// The start of a telephone-event (RFC 4733): send this digit to the modem.
     Dtmf(char),
+    /// The start of RFC 4733 event 16, hook flash (the phone's R key).
+    Flash,
     /// Nothing useful (comfort noise, other codecs, event continuations, bad packets).
     Ignored,
 }
@@ -527,6 +532,9 @@ impl Bridge {
                 return RtpInput::Ignored;
             }
             self.last_event_ts = Some(p.timestamp());
+            if ev.event == FLASH_EVENT {
+                return RtpInput::Flash;
+            }
             return ev.digit().map_or(RtpInput::Ignored, RtpInput::Dtmf);
         }
         if pt != self.pt {

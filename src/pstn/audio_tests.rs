@@ -155,6 +155,11 @@ fn bridge_carries_a_tone_both_ways() {
     ev[12..16].copy_from_slice(&[5, 0x0a, 0, 160]);
     assert_eq!(b.from_rtp(&ev), RtpInput::Dtmf('5'));
     assert_eq!(b.from_rtp(&ev), RtpInput::Ignored);
+    // Event 16 is a hook flash, once too.
+    rtp::write_header(&mut ev, true, 101, 2, 16000, 99).unwrap();
+    ev[12..16].copy_from_slice(&[16, 0x0a, 0, 160]);
+    assert_eq!(b.from_rtp(&ev), RtpInput::Flash);
+    assert_eq!(b.from_rtp(&ev), RtpInput::Ignored);
 }
 
 /// Runs an hour of a call: the RTP sender's clock and the modem's differ by `ppm`, packets

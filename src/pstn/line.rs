@@ -167,6 +167,13 @@ pub trait LineCall: Send + Sync + Debug {
 
     /// Connects the call's audio to `audio` (at any time; audio flows once the line has it).
     fn attach_audio(&self, audio: AudioEndpoint) -> LineFuture<'_, Result<(), LineError>>;
+
+    /// A hook flash on a connected call (the R key: the exchange's consultation hold,
+    /// transfer, call waiting), on lines that have a hook (analog FXO ports).
+    fn flash(&self) -> LineFuture<'_, Result<(), LineError>> {
+        let name = self.line().to_owned();
+        Box::pin(async move { Err(LineError::Unsupported(name, "hook flash")) })
+    }
 }
 
 impl<T: LineCall + ?Sized> LineCall for Box<T> {
@@ -196,6 +203,10 @@ impl<T: LineCall + ?Sized> LineCall for Box<T> {
 
     fn attach_audio(&self, audio: AudioEndpoint) -> LineFuture<'_, Result<(), LineError>> {
         (**self).attach_audio(audio)
+    }
+
+    fn flash(&self) -> LineFuture<'_, Result<(), LineError>> {
+        (**self).flash()
     }
 }
 

@@ -68,6 +68,9 @@ pub struct IncomingCall {
     /// Type of address of `number`: 145 international (`+` form), 129 unknown/national,
     /// 161 national; `None` when unknown.
     pub toa: Option<u8>,
+    /// The caller's name, when the network sent one (analog caller ID); outside data, shown
+    /// as the SIP display name.
+    pub name: Option<String>,
 }
 
 /// Why a request to a line was refused.
@@ -170,6 +173,9 @@ pub enum LineState {
     Failed,
     /// The modem stopped answering and is being reset.
     Resetting,
+    /// The line or its card reports an alarm (an FXO port without battery, a card fault):
+    /// no calls until it clears.
+    Alarm,
 }
 
 /// A snapshot of a line for the dashboard and `pasarela modem status`.

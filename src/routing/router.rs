@@ -287,6 +287,12 @@ impl Router {
         h.as_ref()?.down_since(name)
     }
 
+    /// Why PSTN line `name` cannot take calls now (`None`: it can, or it is no line).
+    fn line_out(&self, name: &str) -> Option<String> {
+        let h = self.health.read().ok()?;
+        h.as_ref()?.line_out(name)
+    }
+
     /// The trunks in use.
     pub fn trunks(&self) -> Arc<Vec<TrunkConfig>> {
         match self.trunks.read() {
@@ -811,6 +817,10 @@ impl Router {
                 ));
                 continue;
             }
+            if let Some(why) = self.line_out(&t.name) {
+                rec.note(format!("line {} skipped: {why}", t.name));
+                continue;
+            }
             let user = match (&e164, t.number_format) {
                 (None, _) => national.to_owned(),
                 (Some(n), NumberFormat::E164) => n.as_str().to_owned(),
@@ -1121,6 +1131,29 @@ mod tests {
         health.set_up("carrier");
         let route = r.route(Some("100"), "0301234567").await;
         assert_eq!(labels(&route), ["trunk carrier", "trunk backup"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_line_in_alarm_is_skipped_with_the_reason() {
+        let mut fxo2 = trunk();
+        fxo2.name = "fxo2".into();
+        let mut fxo1 = trunk();
+        fxo1.name = "fxo1".into();
+        let r = router(Vec::new(), vec![fxo1, fxo2]);
+        let health = Arc::new(crate::routing::trunk_health::TrunkHealth::new());
+        r.set_trunk_health(Arc::clone(&health));
+        health.set_line_out("fxo1", "in alarm (DAHDI alarm on dahdi:1)".into());
+        let route = r.route(Some("100"), "0301234567").await;
+        let labels: Vec<String> = attempts(&route).into_iter().map(|a| a.0).collect();
+        assert_eq!(labels, ["trunk fxo2"]);
+        let text = route.to_string();
+        assert!(
+            text.contains("line fxo1 skipped: in alarm (DAHDI alarm on dahdi:1)"),
+            "{text}"
+        );
+        health.set_line_in("fxo1");
+        let route = r.route(Some("100"), "0301234567").await;
+        assert_eq!(attempts(&route).len(), 2);
     }
 
     #[tokio::test(start_paused = true)]

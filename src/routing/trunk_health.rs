@@ -1,6 +1,8 @@
 //! Which trunks are down, as the OPTIONS qualify of `serve` last saw them: written by the SIP
 //! core when a trunk's reachability changes, read by the router (a down trunk is skipped, and
-//! the explainer says since when) and by the dashboard.
+//! the explainer says since when) and by the dashboard. PSTN lines that cannot take a call
+//! (an FXO port in alarm, a channel that cannot be opened) are listed apart, with the reason,
+//! by whoever watches the lines.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -9,6 +11,8 @@ use std::sync::RwLock;
 #[derive(Debug, Default)]
 pub struct TrunkHealth {
     down: RwLock<HashMap<String, String>>,
+    /// Line name → why it cannot take calls now.
+    lines_out: RwLock<HashMap<String, String>>,
 }
 
 impl TrunkHealth {
@@ -35,6 +39,25 @@ impl TrunkHealth {
         self.down.read().ok()?.get(name).cloned()
     }
 
+    /// PSTN line `name` cannot take calls now, because `why` (alarm, channel not opened).
+    pub fn set_line_out(&self, name: &str, why: String) {
+        if let Ok(mut d) = self.lines_out.write() {
+            d.insert(name.to_owned(), why);
+        }
+    }
+
+    /// PSTN line `name` can take calls (again).
+    pub fn set_line_in(&self, name: &str) {
+        if let Ok(mut d) = self.lines_out.write() {
+            d.remove(name);
+        }
+    }
+
+    /// Why line `name` cannot take calls; `None` when it can (or is not a line).
+    pub fn line_out(&self, name: &str) -> Option<String> {
+        self.lines_out.read().ok()?.get(name).cloned()
+    }
+
     /// Forgets trunks that are no longer configured (after a reload).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         if let Ok(mut d) = self.down.write() {
@@ -57,5 +80,18 @@ mod tests {
         assert!(h.down_since("a").is_some());
         h.set_up("a");
         assert_eq!(h.down_since("a"), None);
+    }
+
+    #[test]
+    fn lines_out_are_kept_apart_from_the_qualify() {
+        let h = TrunkHealth::new();
+        h.set_line_out("fxo1", "in alarm".into());
+        // The qualify's "up" (every trunk is set up when the plans are loaded) does not
+        // bring a line in alarm back.
+        h.set_up("fxo1");
+        assert_eq!(h.line_out("fxo1").as_deref(), Some("in alarm"));
+        assert_eq!(h.down_since("fxo1"), None);
+        h.set_line_in("fxo1");
+        assert_eq!(h.line_out("fxo1"), None);
     }
 }

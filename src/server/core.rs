@@ -1317,6 +1317,19 @@ impl SipCore {
         caller: Option<String>,
         audio: std::net::SocketAddr,
     ) -> Option<u64> {
+        self.line_call_named(now, unix, line, caller, None, audio)
+    }
+
+    /// [`SipCore::line_call`] with the caller ID name the line gave (shown on the phones).
+    pub fn line_call_named(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        line: &str,
+        caller: Option<String>,
+        name: Option<String>,
+        audio: std::net::SocketAddr,
+    ) -> Option<u64> {
         let Some(info) = self.lines.iter().find(|l| l.name == line).cloned() else {
             tracing::warn!(%line, "a call on an unknown line refused");
             return None;
@@ -1329,7 +1342,13 @@ impl SipCore {
             self.calls
                 .line_invite(&mut self.layer, caller.as_deref(), first, audio);
         let caller = Caller {
-            name: Some(caller.clone().unwrap_or_else(|| "Anonymous".to_owned())),
+            name: Some(
+                caller
+                    .as_ref()
+                    .and(name)
+                    .or_else(|| caller.clone())
+                    .unwrap_or_else(|| "Anonymous".to_owned()),
+            ),
             number: caller.unwrap_or_else(|| "anonymous".to_owned()),
             origin: None,
             srtp: crate::b2bua::SrtpPolicy::Never,

@@ -49,12 +49,12 @@ impl LineLegs {
     }
 
     /// A call arrived on a line: `start` offers it to call control (line name, caller in
-    /// E.164 or `None` when withheld, the leg's RTP address) and gives the call's id, or
-    /// `None` when it is refused (the line is hung up).
+    /// E.164 or `None` when withheld, the caller ID name when the line gave one, the leg's RTP
+    /// address) and gives the call's id, or `None` when it is refused (the line is hung up).
     pub fn incoming(
         &mut self,
         call: IncomingLineCall,
-        start: impl FnOnce(&str, Option<String>, SocketAddr) -> Option<u64>,
+        start: impl FnOnce(&str, Option<String>, Option<String>, SocketAddr) -> Option<u64>,
     ) {
         let IncomingLineCall { info, call } = call;
         let bound = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| {
@@ -77,8 +77,19 @@ impl LineLegs {
             .as_deref()
             .filter(|n| !n.is_empty())
             .map(|n| caller_e164(&self.plan, n, info.toa));
-        tracing::info!(line = %info.line, caller = ?caller, "incoming call");
-        let Some(id) = start(&info.line, caller, addr) else {
+        // The caller ID name is outside data: only printable characters that need no quoting.
+        let name: Option<String> = info
+            .name
+            .as_deref()
+            .map(|n| {
+                n.chars()
+                    .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+                    .take(64)
+                    .collect::<String>()
+            })
+            .filter(|n| !n.trim().is_empty());
+        tracing::info!(line = %info.line, caller = ?caller, name = ?name, "incoming call");
+        let Some(id) = start(&info.line, caller, name, addr) else {
             tokio::spawn(async move {
                 let _ = call.hangup().await;
             });

@@ -98,6 +98,14 @@ impl ModemLines {
             .iter()
             .map(|line| {
                 let s = line.status();
+                if line.kind() == super::line_health::FXO_KIND {
+                    return LineState {
+                        kind: line.kind().into(),
+                        state: super::line_health::fxo_state(&s).into(),
+                        detail: super::line_health::fxo_detail(&s),
+                        name: s.name,
+                    };
+                }
                 let state = match s.state {
                     ModemState::Idle => "ready",
                     ModemState::Dialling | ModemState::Alerting | ModemState::Incoming => "ringing",
@@ -106,6 +114,7 @@ impl ModemLines {
                     ModemState::Initialising => "starting",
                     ModemState::Failed => "failed",
                     ModemState::Resetting => "resetting",
+                    ModemState::Alarm => "alarm",
                 };
                 let detail = format!(
                     "{op}, signal {sig}, IMEI {imei}{err}",

@@ -16,6 +16,7 @@ pub mod inbound;
 mod inbound_setup;
 pub mod limits;
 pub mod line_legs;
+pub mod line_health;
 pub mod lines;
 pub mod messaging;
 pub mod nightly_backup;
@@ -375,6 +376,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // Trunk registration and qualify: the router skips trunks the qualify finds down.
     let trunk_health = Arc::new(crate::routing::trunk_health::TrunkHealth::new());
     router.set_trunk_health(Arc::clone(&trunk_health));
+    // FXO lines in alarm (or whose channel is not open) are skipped by the router too.
+    if let Some(m) = modem_lines.as_ref() {
+        line_health::spawn(m.pool(), Arc::clone(&trunk_health), Arc::clone(&stats));
+    }
     core.set_trunk_health(trunk_health);
     core.set_trunk_plans(std::time::Instant::now(), trunks::plans(&config).await);
     if let Some(m) = modem_lines.as_ref() {
@@ -537,8 +542,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             Some(call) = line_incoming.recv() => {
                 if let Some(l) = line_legs.as_mut() {
                     let sup = Supervisor::global();
-                    l.incoming(call, |line, caller, audio| {
-                        sup.guard(CORE, || core.line_call(std::time::Instant::now(), unix_now(), line, caller, audio))
+                    l.incoming(call, |line, caller, name, audio| {
+                        sup.guard(CORE, || core.line_call_named(std::time::Instant::now(), unix_now(), line, caller, name, audio))
                             .flatten()
                     });
                 }

@@ -114,6 +114,20 @@ pub struct Stats {
     supervisor: Supervisor,
     /// The SIP trunks' state, as the SIP loop last published it.
     trunks: std::sync::Mutex<Vec<TrunkGauge>>,
+    /// The PSTN lines' state (modems, FXO ports), as their watcher last published it.
+    lines: std::sync::Mutex<Vec<LineGauge>>,
+}
+
+/// One PSTN line's state for `/metrics` (`pasarela_line_state`, a state set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineGauge {
+    pub name: String,
+    /// `analog FXO`, `GSM modem`.
+    pub kind: String,
+    /// The current state (`on-hook`, `ringing`, `in call`, `alarm` …).
+    pub state: &'static str,
+    /// Every state this kind of line can be in (each gets a 0 or 1 sample).
+    pub states: &'static [&'static str],
 }
 
 /// One SIP trunk's numbers for `/metrics`.
@@ -171,6 +185,7 @@ impl Stats {
             route_micros: AtomicU64::new(0),
             supervisor: Supervisor::global().clone(),
             trunks: Default::default(),
+            lines: Default::default(),
         }
     }
 
@@ -186,6 +201,13 @@ impl Stats {
     pub fn publish_trunks(&self, trunks: Vec<TrunkGauge>) {
         if let Ok(mut t) = self.trunks.lock() {
             *t = trunks;
+        }
+    }
+
+    /// Publishes the PSTN lines' state.
+    pub fn publish_lines(&self, lines: Vec<LineGauge>) {
+        if let Ok(mut l) = self.lines.lock() {
+            *l = lines;
         }
     }
 
@@ -368,6 +390,27 @@ impl Stats {
             }
         }
 
+        let lines = self.lines.lock().map(|l| l.clone()).unwrap_or_default();
+        if !lines.is_empty() {
+            let label = |n: &str| n.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "# HELP pasarela_line_state The PSTN line's state (1 for the current one): on-hook, dialling, ringing, in call, alarm … for FXO ports; ready, ringing, in call … for modems."
+            );
+            let _ = writeln!(out, "# TYPE pasarela_line_state gauge");
+            for l in &lines {
+                for st in l.states {
+                    let _ = writeln!(
+                        out,
+                        "pasarela_line_state{{line=\"{}\",kind=\"{}\",state=\"{st}\"}} {}",
+                        label(&l.name),
+                        label(&l.kind),
+                        u8::from(*st == l.state)
+                    );
+                }
+            }
+        }
+
         let _ = writeln!(
             out,
             "# HELP pasarela_route_decisions_total Routing decisions for calls to numbers that are not extensions, by outcome."
@@ -431,6 +474,28 @@ mod tests {
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn line_states_are_a_state_set() {
+        let s = Stats::new();
+        s.publish_lines(vec![LineGauge {
+            name: "fxo1".into(),
+            kind: "analog FXO".into(),
+            state: "alarm",
+            states: &["on-hook", "in call", "alarm"],
+        }]);
+        let text = s.render_prometheus(Instant::now());
+        let q = |st: &str| {
+            sample(
+                &text,
+                &format!("pasarela_line_state{{line=\"fxo1\",kind=\"analog FXO\",state=\"{st}\"}}"),
+            )
+        };
+        assert_eq!(q("alarm"), Some(1.0), "{text}");
+        assert_eq!(q("on-hook"), Some(0.0), "{text}");
+        assert_eq!(q("in call"), Some(0.0), "{text}");
+        assert!(text.contains("# TYPE pasarela_line_state gauge"));
     }
 
     #[test]

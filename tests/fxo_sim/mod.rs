@@ -100,6 +100,7 @@ pub fn sipp_voice() -> Option<Vec<i16>> {
 /// audio frame, then reads what the gateway sends until its audio frame. A script decides
 /// every turn what the line does; no wall-clock time is involved, so a minute of line time
 /// takes well under a second.
+#[derive(Default)]
 pub struct Line {
     /// Turns so far (20 ms each).
     pub frame: u64,
@@ -113,9 +114,26 @@ pub struct Line {
     pub play: std::collections::VecDeque<i16>,
     /// Events to send before the next frame (DAHDI_EVENT_* codes).
     pub events: Vec<i32>,
+    /// Frames at which the gateway flashed the hook (`DAHDI_HOOK` 3; the hook stays off).
+    pub flashes: Vec<u64>,
 }
 
 impl Line {
+    /// An idle line at frame 0.
+    pub fn new() -> Line {
+        Line::default()
+    }
+
+    /// A hook command from the gateway (`DAHDI_HOOK` value).
+    pub fn hook(&mut self, v: i32) {
+        if v == 3 {
+            self.flashes.push(self.frame);
+            return;
+        }
+        self.off_hook = v == 1;
+        self.hook_log.push((self.frame, self.off_hook));
+    }
+
     /// Queues audio.
     pub fn play(&mut self, samples: &[i16]) {
         self.play.extend(samples.iter().copied());
@@ -139,14 +157,7 @@ pub fn exchange(
     let listener = std::os::unix::net::UnixListener::bind(path).expect("bind sim socket");
     std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("gateway connects");
-        let mut line = Line {
-            frame: 0,
-            off_hook: false,
-            hook_log: Vec::new(),
-            heard: Vec::new(),
-            play: Default::default(),
-            events: Vec::new(),
-        };
+        let mut line = Line::new();
         while script(&mut line) {
             let mut m = Vec::with_capacity(400);
             for e in line.events.drain(..) {
@@ -171,9 +182,7 @@ pub fn exchange(
                     b'H' => {
                         let mut v = [0u8; 4];
                         s.read_exact(&mut v).unwrap();
-                        let off = i32::from_le_bytes(v) == 1;
-                        line.off_hook = off;
-                        line.hook_log.push((line.frame, off));
+                        line.hook(i32::from_le_bytes(v));
                     }
                     b'A' => {
                         let mut b = [0u8; 320];

@@ -148,6 +148,8 @@ pub trait Channel: Send {
     fn read(&mut self, frame: &mut Frame) -> Result<Input, ChannelError>;
     /// Sends one frame of audio to the line.
     fn write(&mut self, frame: &Frame) -> Result<(), ChannelError>;
+    /// Enables DAHDI's line echo canceller with `taps` (8 per ms of echo tail; 0 disables).
+    fn set_echo_cancel(&mut self, taps: i32) -> Result<(), ChannelError>;
 }
 
 /// How a configured channel name is to be opened.

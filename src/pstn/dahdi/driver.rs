@@ -16,6 +16,8 @@ pub enum Command {
     Answer,
     /// End the call.
     Hangup,
+    /// A hook flash during the call.
+    Flash,
     /// Stop the driver.
     Stop,
 }
@@ -45,10 +47,14 @@ pub fn run(
                 Ok(Command::Dial(n)) => {
                     if let Err(e) = line.dial(&n) {
                         tracing::info!(line = %line.settings().name, "dial refused: {e}");
-                        let cause = crate::pstn::EndCause::from_q850(
-                            if e.sip_status() == 486 { 17 } else { 34 },
-                            false,
-                        );
+                        // A line that cannot take the call (busy with another, still
+                        // ringing with a refused one, in alarm) is a missing circuit (34:
+                        // the next line is tried), not a busy callee.
+                        let q850 = match e {
+                            crate::pstn::LineError::BadNumber(_) => 28,
+                            _ => 34,
+                        };
+                        let cause = crate::pstn::EndCause::from_q850(q850, false);
                         let _ = outputs
                             .send(FxoOutput::Progress(crate::pstn::CallProgress::Ended(cause)));
                     }
@@ -58,6 +64,11 @@ pub fn run(
                 }
                 Ok(Command::Hangup) => {
                     let _ = line.hangup();
+                }
+                Ok(Command::Flash) => {
+                    if let Err(e) = line.flash() {
+                        tracing::info!(line = %line.settings().name, "hook flash refused: {e}");
+                    }
                 }
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return Ok(()),
                 Err(TryRecvError::Empty) => break,

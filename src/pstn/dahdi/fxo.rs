@@ -15,8 +15,9 @@
 //!
 //! Incoming: ring begin/end events; the caller ID the exchange sends between the first and
 //! the second ring (or before the first, after a polarity reversal) is decoded as V.23 or
-//! Bell 202 FSK or DTMF per [`CidMode`]; the call is announced at the second ring (at the
-//! first when the caller is already known or caller ID is off). No ring for
+//! Bell 202 FSK or DTMF per [`CidMode`]; the call is announced as soon as the caller is
+//! decoded (at the first ring when it came before it, or caller ID is off), or at the second
+//! ring without caller ID. No ring for
 //! [`FxoSettings::ring_gone_ms`] means the caller gave up.
 //!
 //! Disconnect supervision while connected, whichever the line gives: battery drop, polarity
@@ -151,6 +152,9 @@ pub enum FxoOutput {
     Incoming(Caller),
     /// A DTMF digit heard on the line during a call (send as RFC 4733).
     Dtmf(DtmfEvent),
+    /// The line went into alarm (true: no battery, card fault, channel removed) or out of
+    /// it (false).
+    Alarm(bool),
 }
 
 #[derive(Debug)]
@@ -167,6 +171,11 @@ enum State {
         since: u64,
     },
     Ringing(Box<Incoming>),
+    /// An incoming call that nobody answered here (the phones refused it): the exchange
+    /// keeps ringing until its caller gives up; those rings are not a new call.
+    Declined {
+        last_ring: u64,
+    },
     InCall {
         /// Answered by a polarity reversal (a second one is the far end clearing).
         #[allow(dead_code)]
@@ -308,7 +317,7 @@ impl FxoLine {
             State::WaitDialTone { .. } => FxoState::WaitDialTone,
             State::Dialling { .. } => FxoState::Dialling,
             State::Alerting { .. } => FxoState::Alerting,
-            State::Ringing(_) => FxoState::Ringing,
+            State::Ringing(_) | State::Declined { .. } => FxoState::Ringing,
             State::InCall { .. } => FxoState::InCall,
             State::Alarm => FxoState::Alarm,
         }
@@ -368,12 +377,15 @@ impl FxoLine {
     /// Ends the current call from our side (CANCEL, BYE, or nobody answered).
     pub fn hangup(&mut self) -> Result<(), LineError> {
         let answered = matches!(self.state, State::InCall { .. });
-        match self.state {
-            State::OnHook | State::Alarm => Err(LineError::NoCall),
-            State::Ringing(_) => {
-                // Nobody answered: the line keeps ringing at the exchange; stop announcing it.
-                self.state = State::OnHook;
+        match &self.state {
+            State::OnHook | State::Alarm | State::Declined { .. } => Err(LineError::NoCall),
+            State::Ringing(inc) => {
+                // Nobody answered: the line keeps ringing at the exchange; stop announcing it
+                // and let its remaining rings pass (`ring_gone_ms` after the last one, the
+                // line is free for a new call).
+                let last_ring = inc.last_ring;
                 self.end(EndCause::from_reason(EndReason::LocalHangup, false), false);
+                self.state = State::Declined { last_ring };
                 Ok(())
             }
             _ => {
@@ -383,6 +395,18 @@ impl FxoLine {
                 );
                 Ok(())
             }
+        }
+    }
+
+    /// A hook flash during a connected call (the exchange's "recall"/R key: consultation
+    /// hold, call transfer, call waiting on lines that offer them).
+    pub fn flash(&mut self) -> Result<(), LineError> {
+        match self.state {
+            State::InCall { .. } => {
+                self.out.push_back(FxoOutput::Hook(Hook::Flash));
+                Ok(())
+            }
+            _ => Err(LineError::NoCall),
         }
     }
 
@@ -408,15 +432,22 @@ impl FxoLine {
     pub fn event(&mut self, ev: ChannelEvent) {
         match ev {
             ChannelEvent::Alarm | ChannelEvent::Removed => {
-                if !matches!(self.state, State::OnHook | State::Alarm) {
+                if matches!(self.state, State::Alarm) {
+                    return;
+                }
+                if !matches!(self.state, State::OnHook | State::Declined { .. }) {
+                    // "Network out of order": the call cannot go on.
                     let answered = matches!(self.state, State::InCall { .. });
                     self.end(EndCause::from_q850(38, answered), true);
                 }
                 self.state = State::Alarm;
+                self.out.push_back(FxoOutput::Alarm(true));
             }
             ChannelEvent::NoAlarm => {
                 if matches!(self.state, State::Alarm) {
                     self.state = State::OnHook;
+                    self.cid = CidRx::new(self.cfg.cid);
+                    self.out.push_back(FxoOutput::Alarm(false));
                 }
             }
             ChannelEvent::RingBegin => self.ring(true),
@@ -447,7 +478,7 @@ impl FxoLine {
                     self.caller_found(c);
                 }
             }
-            State::Alarm => {}
+            State::Alarm | State::Declined { .. } => {}
             _ => {
                 self.tones.push(frame, |ToneEvent::Tone(k)| tone = Some(k));
             }
@@ -512,6 +543,12 @@ impl FxoLine {
                     }
                 }
             }
+            State::Declined { last_ring } => {
+                if now - *last_ring >= u64::from(self.cfg.ring_gone_ms) {
+                    self.state = State::OnHook;
+                    self.cid = CidRx::new(self.cfg.cid);
+                }
+            }
             State::OnHook | State::Dialling { .. } | State::Alarm => {}
         }
     }
@@ -543,13 +580,18 @@ impl FxoLine {
                     self.maybe_announce();
                 }
             }
+            State::Declined { last_ring } => *last_ring = now,
             _ => {}
         }
     }
 
     fn caller_found(&mut self, c: Caller) {
         match &mut self.state {
-            State::Ringing(inc) if inc.caller.is_none() => inc.caller = Some(c),
+            State::Ringing(inc) if inc.caller.is_none() => {
+                // Announced now: the phones need not wait for the second ring.
+                inc.caller = Some(c);
+                self.maybe_announce();
+            }
             State::OnHook => self.cid.early = Some(c),
             _ => {}
         }

@@ -46,6 +46,8 @@ type Current = Arc<Mutex<Option<(CallId, mpsc::UnboundedSender<CallProgress>)>>>
 /// The driver's view of [`CallAudio`].
 struct PortAudio {
     shared: Shared,
+    /// The driver's own command queue (a hook flash asked for on the RTP side).
+    cmd: std::sync::mpsc::Sender<Command>,
     dtmf_on_ms: u32,
     dtmf_off_ms: u32,
 }
@@ -63,8 +65,13 @@ impl AudioPort for PortAudio {
         let mut buf = [0u8; 1500];
         while let Ok((n, from)) = leg.socket.recv_from(&mut buf) {
             leg.remote.get_or_insert(from);
-            if let RtpInput::Dtmf(d) = leg.bridge.from_rtp(buf.get(..n).unwrap_or_default()) {
-                queued.push(d);
+            match leg.bridge.from_rtp(buf.get(..n).unwrap_or_default()) {
+                RtpInput::Dtmf(d) => queued.push(d),
+                // RFC 4733 event 16: the phone's R key.
+                RtpInput::Flash => {
+                    let _ = self.cmd.send(Command::Flash);
+                }
+                _ => {}
             }
         }
         let mut bytes = [0u8; FRAME_BYTES];
@@ -142,16 +149,25 @@ impl FxoPort {
         // The driver thread: the channel's reads block on the card's clock.
         let port_audio = PortAudio {
             shared: audio.clone(),
+            cmd: cmd_tx.clone(),
             dtmf_on_ms: cfg.settings.dtmf_on_ms,
             dtmf_off_ms: cfg.settings.dtmf_off_ms,
         };
         let (channel, settings) = (cfg.channel.clone(), cfg.settings.clone());
+        let echo_taps = cfg.echo_cancel;
         let st = status_tx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("fxo {name}"))
             .spawn(move || {
                 let ch = match super::channel::open(&channel) {
-                    Ok(ch) => ch,
+                    Ok(mut ch) => {
+                        // The card's (or OSLEC's) canceller: a missing one costs echo on
+                        // the phone's side, not the line.
+                        if let Err(e) = ch.set_echo_cancel(echo_taps) {
+                            tracing::warn!("FXO line: echo canceller not enabled: {e}");
+                        }
+                        ch
+                    }
                     Err(e) => {
                         tracing::error!("FXO line: {e}");
                         st.send_modify(|s| {
@@ -245,6 +261,19 @@ impl PortTask {
             match o {
                 FxoOutput::Progress(p) => self.progress(p),
                 FxoOutput::Incoming(caller) => self.incoming(caller),
+                FxoOutput::Alarm(on) => self.status.send_modify(|s| {
+                    if on {
+                        tracing::warn!(line = %self.name, "FXO line in alarm (no battery on the line, or a card fault)");
+                        s.state = LineState::Alarm;
+                        s.last_error = Some(format!(
+                            "DAHDI alarm on {}: no battery on the line or a card fault (check the cable to the exchange; dahdi_scan shows the alarm)",
+                            s.data_port.as_deref().unwrap_or("the channel")
+                        ));
+                    } else {
+                        tracing::info!(line = %self.name, "FXO line out of alarm");
+                        s.state = LineState::Idle;
+                    }
+                }),
                 // The bridge detects digits on the call audio and sends them as RFC 4733.
                 FxoOutput::Dtmf(_) | FxoOutput::Hook(_) => {}
             }
@@ -261,7 +290,10 @@ impl PortTask {
         };
         if let Some(state) = state {
             self.status.send_modify(|s| {
-                s.state = state;
+                // A call that ends because of an alarm leaves the line in alarm.
+                if s.state != LineState::Alarm {
+                    s.state = state;
+                }
                 if let CallProgress::Ended(c) = &p {
                     s.calls_served += 1;
                     if c.answered {
@@ -310,6 +342,7 @@ impl PortTask {
             call: id,
             number: caller.number,
             toa,
+            name: caller.name,
         };
         if self
             .incoming
@@ -463,6 +496,10 @@ impl LineCall for FxoCall {
 
     fn hangup(&self) -> LineFuture<'_, Result<(), LineError>> {
         Box::pin(async move { self.command(Command::Hangup) })
+    }
+
+    fn flash(&self) -> LineFuture<'_, Result<(), LineError>> {
+        Box::pin(async move { self.command(Command::Flash) })
     }
 
     fn send_digit(&self, digit: char) -> LineFuture<'_, Result<(), LineError>> {

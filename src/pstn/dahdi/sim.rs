@@ -116,6 +116,12 @@ impl Channel for SimChannel {
         }
     }
 
+    /// The simulated line has no echo: nothing to do, only said in the log.
+    fn set_echo_cancel(&mut self, taps: i32) -> Result<(), ChannelError> {
+        tracing::info!(channel = %self.name, taps, "echo canceller: not used on the simulator");
+        Ok(())
+    }
+
     fn write(&mut self, frame: &Frame) -> Result<(), ChannelError> {
         let mut m = [0u8; 1 + FRAME_BYTES];
         m[0] = AUDIO;

@@ -30,7 +30,9 @@ const HOOK: u32 = ioc(IOW, 7, INT);
 const GETEVENT: u32 = ioc(IOR, 8, INT);
 const SPECIFY: u32 = ioc(IOW, 38, INT);
 const SETLINEAR: u32 = ioc(IOW, 40, INT);
-const ECHOCANCEL: u32 = ioc(IOW, 33, INT);
+/// `struct dahdi_echocanparams`: `tap_length`, `param_count` (no parameters follow here).
+const ECHOCANPARAMS_SIZE: u32 = 8;
+const ECHOCANCEL_PARAMS: u32 = ioc(IOW, 33, ECHOCANPARAMS_SIZE);
 
 /// `read` fails with this errno when an event is pending.
 const ELAST: i32 = 500;
@@ -144,11 +146,6 @@ impl DahdiChannel {
         })
     }
 
-    /// Enables DAHDI's echo canceller (OSLEC or the card's) with `taps` (0 disables).
-    pub fn echo_cancel(&mut self, taps: i32) -> Result<(), ChannelError> {
-        self.int_ioctl(ECHOCANCEL, taps, "DAHDI_ECHOCANCEL")
-    }
-
     fn int_ioctl(&mut self, req: u32, v: i32, context: &'static str) -> Result<(), ChannelError> {
         let mut v = v;
         // SAFETY: the file is open; the request takes a pointer to an int.
@@ -185,6 +182,36 @@ impl Channel for DahdiChannel {
 
     fn set_hook(&mut self, hook: Hook) -> Result<(), ChannelError> {
         self.int_ioctl(HOOK, hook.dahdi(), "DAHDI_HOOK")
+    }
+
+    /// `DAHDI_ECHOCANCEL_PARAMS` with `taps` as the tap length and no parameters: the echo
+    /// canceller assigned to the channel in /etc/dahdi/system.conf (`echocanceller=oslec,1-4`,
+    /// or the card's hardware one) is enabled with that length; 0 disables it.
+    fn set_echo_cancel(&mut self, taps: i32) -> Result<(), ChannelError> {
+        // tap_length, param_count.
+        let mut p: [u32; 2] = [u32::try_from(taps).unwrap_or(0), 0];
+        // SAFETY: the file is open; the request takes a pointer to a `struct
+        // dahdi_echocanparams` (two u32) of the size it encodes, alive across the call.
+        let r = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                ECHOCANCEL_PARAMS as _,
+                p.as_mut_ptr(),
+            )
+        };
+        if r < 0 {
+            let source = std::io::Error::last_os_error();
+            return Err(ChannelError::Io {
+                channel: self.name.clone(),
+                context: if taps > 0 {
+                    "DAHDI_ECHOCANCEL_PARAMS (is an echo canceller assigned to the channel? e.g. echocanceller=oslec,1-4 in /etc/dahdi/system.conf)"
+                } else {
+                    "DAHDI_ECHOCANCEL_PARAMS"
+                },
+                source,
+            });
+        }
+        Ok(())
     }
 
     fn read(&mut self, frame: &mut Frame) -> Result<Input, ChannelError> {
@@ -241,6 +268,8 @@ mod tests {
         assert_eq!(SETLINEAR, 0x4004_DA28);
         assert_eq!(std::mem::size_of::<Params>() as u32, PARAMS_SIZE);
         assert_eq!(GET_PARAMS, 0xC088_DA05);
+        // _IOW(DAHDI_CODE, 33, struct dahdi_echocanparams)
+        assert_eq!(ECHOCANCEL_PARAMS, 0x4008_DA21);
     }
 
     #[test]

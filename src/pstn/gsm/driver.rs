@@ -674,6 +674,7 @@ impl LineTask {
                         call,
                         number,
                         toa,
+                        name: None,
                     };
                     if self
                         .incoming
