@@ -25,6 +25,9 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0010_media_srtp.sql")),
     M::up(include_str!("../../migrations/0012_web_roles_audit.sql")),
     M::up(include_str!("../../migrations/0013_messages.sql")),
+    M::up(include_str!(
+        "../../migrations/0016_trunks_token_scopes.sql"
+    )),
 ];
 
 /// All migrations, oldest first.
