@@ -27,6 +27,7 @@ mod signals;
 mod trunk_qualify;
 mod trunk_reg;
 pub mod trunks;
+mod trunks_reload;
 mod usage;
 
 use std::io::Write;
@@ -135,6 +136,11 @@ fn random_secret() -> [u8; 32] {
 
 /// Runs the gateway until it is asked to stop.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    // The trunks come from the store, seeded by the file, before the PSTN lines join them.
+    let mut trunk_store = Store::open(&config.store.path)
+        .with_context(|| format!("opening store {}", config.store.path.display()))?;
+    trunks_reload::provision(&mut config, &mut trunk_store)?;
+    drop(trunk_store);
     let mut modem_lines = lines::ModemLines::prepare(&mut config).await?;
     let stats = Arc::new(Stats::new());
     let mut notifier =
@@ -313,7 +319,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the control socket {}", control_path.display()))?;
     let (live_source, mut live_requests) = live::LiveSource::channel();
-    let lines = live::configured_lines(&config);
+    let mut lines = live::configured_lines(&config);
     let mut web = WebServer::start_guarded(
         config.web.listen,
         Arc::clone(&stats),
@@ -439,14 +445,24 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     // Extensions are provisioned again on SIGHUP and whenever the dashboard changed one.
     let (reload_tx, mut reload) = mpsc::channel::<()>(1);
-    let (inbound_tx, mut inbound_rx) =
-        mpsc::unbounded_channel::<(inbound::InboundPolicy, Vec<trunks::TrunkPlan>)>();
+    let (inbound_tx, mut inbound_rx) = mpsc::unbounded_channel::<trunks_reload::Applied>();
     forward_hangup(reload_tx.clone());
     let changed = web.extensions_changed();
     tokio::spawn(async move {
         loop {
             changed.notified().await;
             if reload_tx.send(()).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Trunks changed in the dashboard or the API are applied without re-reading the file.
+    let (trunk_tx, mut trunk_changes) = mpsc::channel::<()>(1);
+    let trunks_changed = web.trunks_changed();
+    tokio::spawn(async move {
+        loop {
+            trunks_changed.notified().await;
+            if trunk_tx.send(()).await.is_err() {
                 break;
             }
         }
@@ -498,14 +514,18 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                         );
                         core.set_numbering(crate::routing::setup::numbering_plan(&config, &rows));
                         tracing::info!(extensions = rows.len(), "extensions reloaded");
-                        reload_trunks(&config, &router, rows, inbound_tx.clone());
+                        trunks_reload::reload(&config, &router, inbound_tx.clone(), true);
                     }
                     Err(e) => tracing::error!("extensions not reloaded: {e:#}"),
                 }
             }
+            Some(()) = trunk_changes.recv() => {
+                trunks_reload::reload(&config, &router, inbound_tx.clone(), false);
+            }
             Some((policy, plans)) = inbound_rx.recv() => {
                 tracing::info!(trunks = policy.trunks.len(), public = policy.public, "trunks and inbound policy reloaded");
                 core.set_inbound(policy);
+                lines = trunks_reload::live_lines(&lines, &plans);
                 core.set_trunk_plans(std::time::Instant::now(), plans);
             }
             Some((id, route)) = route_rx.recv() => {
@@ -710,49 +730,6 @@ fn reload_extensions(
     }
     core.set_extensions(rows.clone());
     Ok(rows)
-}
-
-/// SIGHUP, second half: the trunks and `[inbound]` of the file again (router and trust model),
-/// with host names resolved off the SIP loop; the new policy arrives on `tx`. Calls in
-/// progress keep their route. The modem lines stay as they are.
-fn reload_trunks(
-    config: &Config,
-    router: &Arc<crate::routing::router::Router>,
-    rows: Vec<crate::store::ExtensionRow>,
-    tx: mpsc::UnboundedSender<(inbound::InboundPolicy, Vec<trunks::TrunkPlan>)>,
-) {
-    let base = config.clone();
-    let router = Arc::clone(router);
-    tokio::spawn(async move {
-        let mut fresh = match &base.source {
-            Some(path) => match Config::load(Some(path)) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!("trunks not reloaded: {e}");
-                    return;
-                }
-            },
-            None => base.clone(),
-        };
-        let lines: Vec<String> = base
-            .modems
-            .iter()
-            .map(|m| m.line.line.name.clone())
-            .collect();
-        if base.source.is_some() {
-            fresh.trunks.extend(
-                base.trunks
-                    .iter()
-                    .filter(|t| lines.contains(&t.name))
-                    .cloned(),
-            );
-        }
-        fresh.modems = base.modems;
-        router.set_trunks(fresh.trunks.clone());
-        let policy = inbound_setup::build(&fresh, &rows).await;
-        let plans = trunks::plans(&fresh).await;
-        let _ = tx.send((policy, plans));
-    });
 }
 
 /// The address RTP uses: `[media] address`, else the first specific SIP listen address, else

@@ -92,6 +92,9 @@ pub struct Registration {
     /// Whether a refresh (not a first registration) is in flight: a failure then keeps the
     /// registration valid until it expires.
     registered_until: Option<Instant>,
+    /// The trunk is gone (removed or disabled): the next REGISTER asks `Expires: 0`, and
+    /// nothing follows it.
+    leaving: bool,
 }
 
 impl Registration {
@@ -110,7 +113,27 @@ impl Registration {
             next_at: Some(now),
             failures: 0,
             registered_until: None,
+            leaving: false,
         }
+    }
+
+    /// Ends the registration (the trunk was removed or disabled): a REGISTER with
+    /// `Expires: 0` for our Contact is due at `now`, and nothing is sent after its answer.
+    /// `false` (nothing to do) when the registrar holds no binding of ours.
+    pub fn leave(&mut self, now: Instant) -> bool {
+        if !self.is_registered(now) {
+            return false;
+        }
+        self.leaving = true;
+        self.cfg.expires = 0;
+        self.in_flight = false;
+        self.next_at = Some(now);
+        true
+    }
+
+    /// Whether a leaving registration is done (its `Expires: 0` answered or given up).
+    pub fn is_done(&self) -> bool {
+        self.leaving && !self.in_flight && self.next_at.is_none()
     }
 
     /// A registration with new settings that goes on in the dialog of `old` (same Call-ID and
@@ -173,6 +196,14 @@ impl Registration {
             return None;
         }
         match response.status {
+            200..=299 if self.leaving => {
+                self.in_flight = false;
+                self.next_at = None;
+                self.registered_until = None;
+                self.state = RegState::Unregistered;
+                tracing::info!(trunk = %self.cfg.trunk, "unregistered from the trunk");
+                None
+            }
             200..=299 => {
                 let granted = self.granted(response).max(1);
                 let until = now + Duration::from_secs(u64::from(granted));
@@ -241,6 +272,12 @@ impl Registration {
 
     fn failed(&mut self, now: Instant, status: u16) {
         self.in_flight = false;
+        if self.leaving {
+            self.next_at = None;
+            self.state = RegState::Unregistered;
+            tracing::warn!(trunk = %self.cfg.trunk, status, "unregistering from the trunk failed: its binding lapses on its own");
+            return;
+        }
         self.failures = self.failures.saturating_add(1);
         let factor = 1u32 << self.failures.saturating_sub(1).min(16);
         let wait = self.cfg.retry.saturating_mul(factor).min(MAX_BACKOFF);

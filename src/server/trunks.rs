@@ -106,12 +106,14 @@ struct Agent {
 enum Role {
     Register(String),
     Options(String),
+    /// The `Expires: 0` REGISTER of a trunk that was removed or disabled.
+    Unregister(String),
 }
 
 impl Role {
     fn trunk(&self) -> &str {
         match self {
-            Role::Register(n) | Role::Options(n) => n,
+            Role::Register(n) | Role::Options(n) | Role::Unregister(n) => n,
         }
     }
 }
@@ -122,6 +124,8 @@ pub use crate::live::TrunkLive;
 #[derive(Default)]
 pub struct TrunkAgents {
     agents: Vec<Agent>,
+    /// Registrations of trunks that are gone, until their `Expires: 0` is answered.
+    leaving: Vec<Registration>,
     keys: HashMap<ClientKey, Role>,
     health: Option<Arc<TrunkHealth>>,
     counter: u64,
@@ -223,8 +227,23 @@ impl TrunkAgents {
                 probe_key: None,
             });
         }
+        // Trunks that are gone (removed or disabled) unregister.
+        let names: Vec<String> = self.agents.iter().map(|a| a.plan.name.clone()).collect();
+        self.leaving.retain(|r| !names.contains(&r.config().trunk));
+        for a in old {
+            if names.contains(&a.plan.name) {
+                continue;
+            }
+            if let Some(mut reg) = a.reg {
+                if reg.leave(now) {
+                    tracing::info!(trunk = %a.plan.name, "trunk gone: unregistering");
+                    self.leaving.push(reg);
+                }
+            }
+        }
         // Transactions of kept trunks still find them; those of replaced ones are forgotten.
-        self.keys.retain(|_, r| kept.iter().any(|k| k == r.trunk()));
+        self.keys
+            .retain(|_, r| matches!(r, Role::Unregister(_)) || kept.iter().any(|k| k == r.trunk()));
         if let Some(h) = &self.health {
             let names: Vec<String> = self.agents.iter().map(|a| a.plan.name.clone()).collect();
             h.retain(|n| names.iter().any(|x| x == n));
@@ -265,6 +284,7 @@ impl TrunkAgents {
                     a.qualify.as_ref().map(|q| q.poll_timeout()),
                 ]
             })
+            .chain(self.leaving.iter().map(|r| r.poll_timeout()))
             .flatten()
             .min()
     }
@@ -276,6 +296,14 @@ impl TrunkAgents {
         layer: &mut TransactionLayer,
         since: &dyn Fn(Instant) -> String,
     ) {
+        for r in &mut self.leaving {
+            if let Some(req) = r.handle_timeout(now, layer.new_branch()) {
+                let peer = r.config().peer;
+                let key = layer.send_request(now, req, peer);
+                self.keys
+                    .insert(key, Role::Unregister(r.config().trunk.clone()));
+            }
+        }
         for i in 0..self.agents.len() {
             let branch = layer.new_branch();
             let due = self.agents[i]
@@ -335,6 +363,19 @@ impl TrunkAgents {
         if response.status >= 200 {
             self.keys.remove(&key);
         }
+        if let Role::Unregister(name) = &role {
+            let branch = layer.new_branch();
+            let c = cnonce();
+            if let Some(r) = self.leaving.iter_mut().find(|r| &r.config().trunk == name) {
+                if let Some(req) = r.handle_response(now, response, branch, &c) {
+                    let peer = r.config().peer;
+                    let key = layer.send_request(now, req, peer);
+                    self.keys.insert(key, Role::Unregister(name.clone()));
+                }
+            }
+            self.leaving.retain(|r| !r.is_done());
+            return true;
+        }
         let Some(i) = self.index(role.trunk()) else {
             return true;
         };
@@ -362,7 +403,7 @@ impl TrunkAgents {
                     .and_then(|q| q.handle_response(now, response.status));
                 self.changed(i, change, since);
             }
-            Role::Options(_) => {}
+            Role::Options(_) | Role::Unregister(_) => {}
         }
         true
     }
@@ -377,6 +418,13 @@ impl TrunkAgents {
         let Some(role) = self.keys.remove(&key) else {
             return false;
         };
+        if let Role::Unregister(name) = &role {
+            if let Some(r) = self.leaving.iter_mut().find(|r| &r.config().trunk == name) {
+                r.transaction_timeout(now);
+            }
+            self.leaving.retain(|r| !r.is_done());
+            return true;
+        }
         let Some(i) = self.index(role.trunk()) else {
             return true;
         };
@@ -395,6 +443,7 @@ impl TrunkAgents {
                     .and_then(|q| q.transaction_timeout());
                 self.changed(i, change, since);
             }
+            Role::Unregister(_) => {}
         }
         true
     }
@@ -487,6 +536,7 @@ impl TrunkAgents {
             .collect()
     }
 
+    /// No trunk (a trunk still unregistering does not count).
     pub fn is_empty(&self) -> bool {
         self.agents.is_empty()
     }
@@ -617,9 +667,39 @@ mod tests {
         );
         assert_eq!(again[0].headers.cseq().map(|c| c.seq), Some(2));
         assert_eq!(agents.by_contact(t0, &contact), None);
-        // Gone from the configuration: gone.
+        // Gone from the configuration (removed or disabled): it unregisters, then is gone.
+        let ok = Response::to_request(&again[0], 200, "OK", Some("x"));
+        layer.handle_response(t0, ok, agents_peer());
+        let Some(crate::sip::transaction::Event::Response { key, response }) = layer.poll_event()
+        else {
+            panic!("no response event")
+        };
+        assert!(agents.response(t0, &mut layer, key, &response, &mut c, &since));
         set(&mut agents, t0, Vec::new());
         assert!(agents.is_empty());
+        agents.handle_timeout(t0, &mut layer, &since);
+        let bye = sent(&mut layer);
+        assert_eq!(bye.len(), 1, "one unregistering REGISTER");
+        assert_eq!(bye[0].headers.expires(), Some(0));
+        assert_eq!(bye[0].headers.call_id(), reg[0].headers.call_id());
+        assert!(
+            agents.poll_timeout().is_none(),
+            "{:?}",
+            agents.poll_timeout()
+        );
+        let ok = Response::to_request(&bye[0], 200, "OK", Some("x"));
+        layer.handle_response(t0, ok, agents_peer());
+        let Some(crate::sip::transaction::Event::Response { key, response }) = layer.poll_event()
+        else {
+            panic!("no response event")
+        };
+        assert!(agents.response(t0, &mut layer, key, &response, &mut c, &since));
+        assert!(agents.leaving.is_empty());
+        agents.handle_timeout(t0 + Duration::from_secs(3600), &mut layer, &since);
+        assert!(
+            sent(&mut layer).is_empty(),
+            "nothing after the unregistration"
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0012_web_roles_audit.sql")),
     M::up(include_str!("../../migrations/0013_messages.sql")),
     M::up(include_str!("../../migrations/0014_sms_mail_ussd.sql")),
+    M::up(include_str!(
+        "../../migrations/0016_trunks_token_scopes.sql"
+    )),
 ];
 
 /// All migrations, oldest first.

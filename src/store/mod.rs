@@ -9,6 +9,7 @@
 
 pub mod backup;
 mod migrations;
+pub mod trunks;
 pub mod writer;
 
 use std::collections::HashSet;
@@ -62,6 +63,9 @@ pub enum StoreError {
     /// The binding writer thread is gone.
     #[error("the binding writer has stopped")]
     WriterStopped,
+    /// A value could not be encoded for the store.
+    #[error("cannot encode for the store: {0}")]
+    Invalid(String),
     /// Some batches of binding changes could not be written (the details were logged).
     #[error("{failed} batch(es) of binding changes could not be written")]
     WriteFailed {
@@ -261,6 +265,19 @@ impl Store {
                 source,
             })?;
         Ok(Store { conn })
+    }
+
+    /// Makes the file's trunks the `config` rows of `trunks` ([`trunks::sync_config`]).
+    pub fn sync_config_trunks(
+        &mut self,
+        trunks: &[crate::config::TrunkConfig],
+    ) -> Result<trunks::TrunkSync, StoreError> {
+        trunks::sync_config(&mut self.conn, trunks)
+    }
+
+    /// The trunks the gateway uses, in order of preference ([`trunks::effective`]).
+    pub fn trunks(&self) -> Result<Vec<crate::config::TrunkConfig>, StoreError> {
+        trunks::effective(&self.conn)
     }
 
     /// Makes the `source = 'config'` extensions match `extensions`: inserts or updates each

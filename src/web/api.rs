@@ -30,6 +30,7 @@ pub fn router(state: WebState) -> Router<WebState> {
         .route("/api/v1/records/{id}", get(record))
         .route("/api/v1/live", get(live))
         .merge(super::api_messages::routes())
+        .merge(super::api_trunks::routes())
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
 
@@ -37,6 +38,8 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
+/// Lets requests with a valid token through; a `read` token only reads (`GET`, `HEAD`):
+/// anything else is 403.
 async fn require_token(State(state): State<WebState>, req: Request, next: Next) -> Response {
     let token = req
         .headers()
@@ -60,10 +63,23 @@ async fn require_token(State(state): State<WebState>, req: Request, next: Next) 
         return res;
     };
     match state
-        .with_db(move |db| Ok(api_tokens::check(&db.conn, &token)?))
+        .with_db(move |db| Ok(api_tokens::check_scoped(&db.conn, &token)?))
         .await
     {
-        Ok(Some(_)) => next.run(req).await,
+        Ok(Some((name, scope))) => {
+            let reads = matches!(
+                *req.method(),
+                axum::http::Method::GET | axum::http::Method::HEAD
+            );
+            if !reads && scope != api_tokens::Scope::Admin {
+                tracing::warn!(token = %name, method = %req.method(), path = %req.uri().path(), "API change refused: the token may only read");
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "this token may only read (scope `read`); make a token with scope `admin` to change things",
+                );
+            }
+            next.run(req).await
+        }
         Ok(None) => {
             tracing::warn!("API request with an unknown or revoked token");
             error(StatusCode::UNAUTHORIZED, "unknown or revoked token")

@@ -1,16 +1,45 @@
 //! Tokens for the JSON API: created in the dashboard (shown once), kept as SHA-256 hashes,
-//! checked on every API request (`Authorization: Bearer TOKEN`) and revocable.
+//! checked on every API request (`Authorization: Bearer TOKEN`) and revocable. Each has a
+//! [`Scope`]: `read` tokens may only read, `admin` tokens may change things too.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use super::auth::{random_token, AuthError};
 
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Reads only (`GET`): records, live state, trunks, messages.
+    Read,
+    /// Reads and changes (trunks, sending messages, USSD).
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// `read` or `admin`; anything else is `None`.
+    pub fn parse(text: &str) -> Option<Scope> {
+        match text.trim() {
+            "read" => Some(Scope::Read),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+}
+
 /// A token as the tokens page lists it (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
     pub id: i64,
     pub name: String,
+    pub scope: Scope,
     /// Unix seconds.
     pub created_at: i64,
     pub last_used_at: Option<i64>,
@@ -24,8 +53,13 @@ fn now_unix() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-/// Creates a token called `name`; returns it (the only time it is seen in clear).
+/// Creates an `admin` token called `name`; returns it (the only time it is seen in clear).
 pub fn create(conn: &Connection, name: &str) -> Result<String, AuthError> {
+    create_scoped(conn, name, Scope::Admin)
+}
+
+/// Creates a token called `name` with `scope`; returns it (the only time it is seen in clear).
+pub fn create_scoped(conn: &Connection, name: &str, scope: Scope) -> Result<String, AuthError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 64 {
         return Err(AuthError::Invalid(
@@ -34,20 +68,22 @@ pub fn create(conn: &Connection, name: &str) -> Result<String, AuthError> {
     }
     let token = random_token();
     conn.execute(
-        "INSERT INTO api_tokens (name, token_hash, created_at) VALUES (?1, ?2, ?3)",
-        params![name, hash(&token), now_unix()],
+        "INSERT INTO api_tokens (name, token_hash, created_at, scope) VALUES (?1, ?2, ?3, ?4)",
+        params![name, hash(&token), now_unix(), scope.as_str()],
     )?;
     Ok(token)
 }
 
 /// Every token, newest first.
 pub fn list(conn: &Connection) -> Result<Vec<TokenInfo>, AuthError> {
-    let mut stmt =
-        conn.prepare("SELECT id, name, created_at, last_used_at FROM api_tokens ORDER BY id DESC")?;
+    let mut stmt = conn.prepare(
+        "SELECT id, name, created_at, last_used_at, scope FROM api_tokens ORDER BY id DESC",
+    )?;
     let rows = stmt.query_map([], |r| {
         Ok(TokenInfo {
             id: r.get(0)?,
             name: r.get(1)?,
+            scope: Scope::parse(&r.get::<_, String>(4)?).unwrap_or(Scope::Read),
             created_at: r.get(2)?,
             last_used_at: r.get(3)?,
         })
@@ -62,18 +98,24 @@ pub fn revoke(conn: &Connection, id: i64) -> Result<bool, AuthError> {
 
 /// The name of the token `token` when it is valid (and notes its use, at most once a minute).
 pub fn check(conn: &Connection, token: &str) -> Result<Option<String>, AuthError> {
+    Ok(check_scoped(conn, token)?.map(|(name, _)| name))
+}
+
+/// The name and scope of the token `token` when it is valid (and notes its use, at most once
+/// a minute). An unreadable scope reads as [`Scope::Read`].
+pub fn check_scoped(conn: &Connection, token: &str) -> Result<Option<(String, Scope)>, AuthError> {
     if token.len() != 64 {
         return Ok(None);
     }
     let h = hash(token);
-    let found: Option<(String, Option<i64>)> = conn
+    let found: Option<(String, Option<i64>, String)> = conn
         .query_row(
-            "SELECT name, last_used_at FROM api_tokens WHERE token_hash = ?1",
+            "SELECT name, last_used_at, scope FROM api_tokens WHERE token_hash = ?1",
             [&h],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let Some((name, last)) = found else {
+    let Some((name, last, scope)) = found else {
         return Ok(None);
     };
     let now = now_unix();
@@ -83,7 +125,7 @@ pub fn check(conn: &Connection, token: &str) -> Result<Option<String>, AuthError
             params![now, h],
         )?;
     }
-    Ok(Some(name))
+    Ok(Some((name, Scope::parse(&scope).unwrap_or(Scope::Read))))
 }
 
 #[cfg(test)]
@@ -105,6 +147,12 @@ mod tests {
         assert!(revoke(&db.conn, listed[0].id)?);
         assert_eq!(check(&db.conn, &token)?, None);
         assert!(create(&db.conn, "  ").is_err());
+        let reader = create_scoped(&db.conn, "monitoring", Scope::Read)?;
+        assert_eq!(
+            check_scoped(&db.conn, &reader)?,
+            Some(("monitoring".into(), Scope::Read))
+        );
+        assert_eq!(list(&db.conn)?[0].scope, Scope::Read);
         Ok(())
     }
 }

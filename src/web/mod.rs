@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod api;
 pub mod api_messages;
 pub mod api_tokens;
+pub mod api_trunks;
 pub mod auth;
 pub mod guard;
 pub mod host;
@@ -144,6 +145,7 @@ pub struct Links {
 pub struct WebServer {
     local_addr: SocketAddr,
     extensions_changed: Arc<tokio::sync::Notify>,
+    trunks_changed: Arc<tokio::sync::Notify>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     /// The routes, to serve them on an HTTPS listener too ([`WebServer::serve_https`]).
@@ -200,6 +202,7 @@ impl WebServer {
         state.hosts = Arc::new(host::AllowedHosts::new(local_addr, &links.hosts));
         let (stop, stopped) = oneshot::channel::<()>();
         let extensions_changed = Arc::clone(&state.extensions_changed);
+        let trunks_changed = Arc::clone(&state.trunks_changed);
         let routes = router(stats, state);
         let app = routes
             .clone()
@@ -218,6 +221,7 @@ impl WebServer {
         Ok(WebServer {
             local_addr,
             extensions_changed,
+            trunks_changed,
             stop,
             task,
             app: routes,
@@ -261,6 +265,12 @@ impl WebServer {
         }));
         tracing::info!(%local, "web listening over HTTPS");
         Ok(local)
+    }
+
+    /// Notified whenever the dashboard or the API changed a trunk (the SIP side then applies
+    /// the store's trunks).
+    pub fn trunks_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.trunks_changed)
     }
 
     /// Notified whenever the dashboard changed an extension (the SIP side then reloads them).

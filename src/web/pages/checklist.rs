@@ -52,9 +52,9 @@ pub fn steps(f: Facts) -> Option<Vec<Step>> {
         Step {
             done: f.lines > 0,
             title: "Configure a PSTN line or SIP trunk",
-            hint: "Add a [[trunk]] or [[modem]] section to the configuration file and restart; see the README.",
-            link: "/live",
-            link_text: "See the lines",
+            hint: "Add the SIP trunk your provider gave you on the Lines page (modems: a [[modem]] section in the configuration file); see the README.",
+            link: "/lines",
+            link_text: "Lines",
         },
         Step {
             done: f.records > 0,

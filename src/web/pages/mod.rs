@@ -13,6 +13,7 @@ pub mod backup;
 pub mod billing;
 pub mod checklist;
 pub mod extensions;
+pub mod lines;
 pub mod live;
 pub mod messages;
 pub mod overview;
@@ -50,6 +51,8 @@ pub struct WebState {
     limiter: Arc<LoginLimiter>,
     /// Woken when an extension changed here, so that the SIP side reloads them.
     pub(crate) extensions_changed: Arc<tokio::sync::Notify>,
+    /// Woken when a trunk changed here or in the API, so that the SIP side applies them.
+    pub(crate) trunks_changed: Arc<tokio::sync::Notify>,
     /// The router of the running gateway, for the route explainer page.
     pub(crate) router: Option<Arc<crate::routing::router::Router>>,
     /// The SIP loop, for the live page and the live API.
@@ -84,6 +87,7 @@ impl WebState {
             db_path: db_path.to_path_buf(),
             limiter: Arc::new(LoginLimiter::default()),
             extensions_changed: Arc::new(tokio::sync::Notify::new()),
+            trunks_changed: Arc::new(tokio::sync::Notify::new()),
             router: None,
             live: None,
             enum_: None,
@@ -184,6 +188,10 @@ pub fn router(state: WebState) -> Router {
         .route("/extensions/delete", post(extensions::delete))
         .route("/extensions/phone", get(extensions::phone))
         .route("/live/hangup", post(live::hang_up))
+        .route("/lines", get(lines::page))
+        .route("/lines/save", post(lines::save))
+        .route("/lines/toggle", post(lines::toggle))
+        .route("/lines/delete", post(lines::delete))
         .route("/messages", get(messages::page))
         .route("/messages.csv", get(messages::csv))
         .route("/messages/send", post(messages::send))

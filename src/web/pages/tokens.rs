@@ -17,6 +17,8 @@ use crate::web::auth::{AuthError, Session};
 pub struct TokenView {
     pub id: i64,
     pub name: String,
+    /// `read` or `admin`.
+    pub scope: &'static str,
     pub created: String,
     pub last_used: String,
 }
@@ -38,6 +40,8 @@ pub struct TokenForm {
     csrf: String,
     name: String,
     id: String,
+    /// `read` (the default) or `admin`.
+    scope: String,
 }
 
 async fn render(
@@ -54,6 +58,7 @@ async fn render(
         .map(|t| TokenView {
             id: t.id,
             name: t.name,
+            scope: t.scope.as_str(),
             created: office.show(t.created_at.saturating_mul(1000)),
             last_used: t.last_used_at.map_or_else(
                 || "never".to_owned(),
@@ -97,12 +102,16 @@ pub async fn create(
         return Ok(csrf_refused());
     }
     let name = form.name.clone();
+    // Least privilege unless the admin asks for more.
+    let scope = api_tokens::Scope::parse(&form.scope).unwrap_or(api_tokens::Scope::Read);
     let made = state
-        .with_db(move |db| match api_tokens::create(&db.conn, &name) {
-            Ok(t) => Ok(Ok(t)),
-            Err(AuthError::Invalid(m)) => Ok(Err(m)),
-            Err(e) => Err(e.into()),
-        })
+        .with_db(
+            move |db| match api_tokens::create_scoped(&db.conn, &name, scope) {
+                Ok(t) => Ok(Ok(t)),
+                Err(AuthError::Invalid(m)) => Ok(Err(m)),
+                Err(e) => Err(e.into()),
+            },
+        )
         .await?;
     match made {
         Ok(token) => {

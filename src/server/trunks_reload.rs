@@ -1,0 +1,225 @@
+//! Trunks applied live (issue 17): the store holds every SIP trunk, the configuration file's
+//! `[[trunk]]` tables seed it ([`crate::store::trunks`]). At start and on every SIGHUP the file's
+//! trunks are synchronised into the store; after that, and after every change from the
+//! dashboard or the API, the same [`reload`] gives the router, the trust model and the SIP core's
+//! registration and qualify agents the store's trunks. Calls in progress keep their route;
+//! trunks whose settings did not change keep their registration. SIGHUP logs what changed and
+//! names the sections of the file that only a restart applies.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, TrunkConfig};
+use crate::store::Store;
+
+use super::{inbound, inbound_setup, trunks};
+
+/// What a reload hands the SIP loop: the new trust model and the trunks' plans.
+pub(super) type Applied = (inbound::InboundPolicy, Vec<trunks::TrunkPlan>);
+
+/// At start, before the PSTN lines are appended: the file's trunks into the store, and
+/// `config.trunks` becomes the store's (file and dashboard) trunks.
+pub(super) fn provision(config: &mut Config, store: &mut Store) -> anyhow::Result<()> {
+    let sync = store
+        .sync_config_trunks(&config.trunks)
+        .context("provisioning trunks from the configuration")?;
+    log_sync(&sync);
+    let lines: Vec<&str> = config
+        .modems
+        .iter()
+        .map(|m| m.line.line.name.as_str())
+        .chain(config.fxo.iter().map(|f| f.settings.name.as_str()))
+        .collect();
+    let (keep, clash): (Vec<TrunkConfig>, Vec<TrunkConfig>) = store
+        .trunks()
+        .context("reading the trunks")?
+        .into_iter()
+        .partition(|t| !lines.contains(&t.name.as_str()));
+    for t in clash {
+        tracing::error!(trunk = %t.name, "a trunk of the dashboard has the name of a PSTN line of the file: not used");
+    }
+    config.trunks = keep;
+    Ok(())
+}
+
+fn log_sync(sync: &crate::store::trunks::TrunkSync) {
+    for name in &sync.added {
+        tracing::info!(trunk = %name, "trunk added from the configuration file");
+    }
+    for name in &sync.changed {
+        tracing::info!(trunk = %name, "trunk changed in the configuration file");
+    }
+    for name in &sync.removed {
+        tracing::info!(trunk = %name, "trunk removed from the configuration file");
+    }
+}
+
+/// The live page's lines after a reload: the SIP trunks of `plans` (the enabled ones) in place
+/// of the earlier SIP trunks; other lines stay.
+pub(super) fn live_lines(
+    before: &[crate::live::LineState],
+    plans: &[trunks::TrunkPlan],
+) -> Vec<crate::live::LineState> {
+    let sip = |l: &&crate::live::LineState| l.kind == "SIP trunk";
+    let mut out: Vec<crate::live::LineState> = plans
+        .iter()
+        .map(|p| {
+            before
+                .iter()
+                .filter(sip)
+                .find(|l| l.name == p.name)
+                .cloned()
+                .unwrap_or_else(|| crate::live::LineState {
+                    name: p.name.clone(),
+                    kind: "SIP trunk".into(),
+                    state: "ready".into(),
+                    detail: p.uri.to_string(),
+                })
+        })
+        .map(|mut l| {
+            if let Some(p) = plans.iter().find(|p| p.name == l.name) {
+                l.detail = p.uri.to_string();
+                l.state = "ready".into();
+            }
+            l
+        })
+        .collect();
+    out.extend(before.iter().filter(|l| !sip(l)).cloned());
+    out
+}
+
+/// The sections of `fresh` that differ from the running `base` and only a restart applies.
+pub(super) fn restart_needed(base: &Config, fresh: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut check = |differs: bool, what: &'static str| {
+        if differs {
+            out.push(what);
+        }
+    };
+    check(
+        base.sip != fresh.sip,
+        "[sip] (listen addresses, domain, timers)",
+    );
+    check(base.media != fresh.media, "[media]");
+    check(base.calls != fresh.calls, "[calls]");
+    check(base.store != fresh.store, "[store]");
+    check(base.web != fresh.web, "[web]");
+    check(base.numbering != fresh.numbering, "[numbering]");
+    check(base.enum_ != fresh.enum_, "[enum]");
+    check(base.enum_zone != fresh.enum_zone, "[enum_zone]");
+    check(base.dundi != fresh.dundi, "[dundi]");
+    check(base.log != fresh.log, "[log]");
+    check(base.modems != fresh.modems, "[[modem]]");
+    check(base.fxo != fresh.fxo, "[[fxo]]");
+    check(base.limits != fresh.limits, "[limits]");
+    check(base.srtp != fresh.srtp, "srtp keys");
+    check(base.tls != fresh.tls, "[tls] and trunk TLS keys");
+    check(base.sms != fresh.sms, "[sms]");
+    out
+}
+
+/// The trunks of the PSTN lines (modems, FXO ports) of the running `base`: they are not in the
+/// store and stay as they are.
+fn line_trunks(base: &Config, store_names: &[String]) -> Vec<TrunkConfig> {
+    let lines: Vec<&str> = base
+        .modems
+        .iter()
+        .map(|m| m.line.line.name.as_str())
+        .chain(base.fxo.iter().map(|f| f.settings.name.as_str()))
+        .collect();
+    base.trunks
+        .iter()
+        .filter(|t| lines.contains(&t.name.as_str()) && !store_names.contains(&t.name))
+        .cloned()
+        .collect()
+}
+
+/// Reads the trunks again and hands them to the router now and to the SIP loop through `tx`
+/// (host names are resolved off the loop). `from_file`: SIGHUP, which first re-reads the
+/// configuration file (its trunks into the store, its `[inbound]` and ring groups); otherwise a
+/// change from the dashboard or the API, where the running configuration's other sections stay.
+pub(super) fn reload(
+    base: &Config,
+    router: &Arc<crate::routing::router::Router>,
+    tx: mpsc::UnboundedSender<Applied>,
+    from_file: bool,
+) {
+    let base = base.clone();
+    let router = Arc::clone(router);
+    tokio::spawn(async move {
+        let mut fresh = match (&base.source, from_file) {
+            (Some(path), true) => match Config::load(Some(path)) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("trunks not reloaded: {e}");
+                    return;
+                }
+            },
+            _ => base.clone(),
+        };
+        if from_file && base.source.is_some() {
+            let later = restart_needed(&base, &fresh);
+            if !later.is_empty() {
+                tracing::warn!(
+                    "changed in the configuration file but applied only at the next restart: {}",
+                    later.join(", ")
+                );
+            }
+        }
+        let store_path = base.store.path.clone();
+        let file_trunks = from_file.then(|| fresh.trunks.clone());
+        let read = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut store = Store::open(&store_path)?;
+            if let Some(t) = &file_trunks {
+                log_sync(&store.sync_config_trunks(t)?);
+            }
+            Ok((store.trunks()?, store.extensions()?))
+        })
+        .await;
+        let (stored, rows) = match read {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                tracing::error!("trunks not reloaded: {e:#}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("trunks not reloaded: {e}");
+                return;
+            }
+        };
+        let names: Vec<String> = stored.iter().map(|t| t.name.clone()).collect();
+        fresh.trunks = stored;
+        fresh.trunks.extend(line_trunks(&base, &names));
+        fresh.modems = base.modems.clone();
+        fresh.fxo = base.fxo.clone();
+        router.set_trunks(fresh.trunks.clone());
+        let policy = inbound_setup::build(&fresh, &rows).await;
+        let plans = trunks::plans(&fresh).await;
+        tracing::info!(
+            trunks = names.len(),
+            enabled = fresh.trunks.iter().filter(|t| t.enabled).count(),
+            "trunks applied: {}",
+            names.join(", ")
+        );
+        let _ = tx.send((policy, plans));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_what_needs_a_restart() {
+        let base = Config::default();
+        let mut fresh = base.clone();
+        assert!(restart_needed(&base, &fresh).is_empty());
+        fresh.sip.domain = "other.test".into();
+        fresh.web.listen = "127.0.0.1:9999".parse().unwrap();
+        let later = restart_needed(&base, &fresh);
+        assert_eq!(later.len(), 2, "{later:?}");
+        assert!(later[0].starts_with("[sip]"));
+    }
+}

@@ -1,0 +1,256 @@
+//! The trunks part of the JSON API (issue 17), behind the token check of [`super::api`]: the
+//! Lines page's reads and changes as JSON.
+//!
+//! - `GET /api/v1/trunks`, `GET /api/v1/trunks/{name}`: settings (never the password, only
+//!   whether one is set), where the trunk comes from, and its live state.
+//! - `POST /api/v1/trunks` (`{"name": …, "enabled": true, "uri": …, …}`, the `[[trunk]]` keys),
+//!   `PUT /api/v1/trunks/{name}` (the same keys; an absent password keeps the stored one),
+//!   `DELETE /api/v1/trunks/{name}`: need a token with the `admin` scope. Trunks of the
+//!   configuration file cannot be changed here (409). A refused setting answers 422 with the
+//!   key at fault in `field`.
+// Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
+#![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use super::pages::lines::{live_trunks, reach_text, registration_text};
+use super::pages::WebState;
+use crate::live::TrunkLive;
+use crate::store::trunks::{self as store_trunks, TrunkChangeError, TrunkRow, TrunkSettings};
+
+/// The routes (the caller adds the token check).
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/api/v1/trunks", get(list).post(create))
+        .route(
+            "/api/v1/trunks/{name}",
+            get(one).put(replace).delete(remove),
+        )
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn trunk_json(r: &TrunkRow, live: Option<&[TrunkLive]>) -> Value {
+    let s = &r.settings;
+    let t = live.and_then(|l| l.iter().find(|t| t.name == r.name));
+    let live_state = live.map(|_| {
+        json!({
+            "registration": t.and_then(|t| t.registration),
+            "registered_secs": t.and_then(|t| t.registered_secs),
+            "last_failure": t.and_then(|t| t.last_failure),
+            "reachable": t.and_then(|t| t.reachable),
+            "rtt_ms": t.and_then(|t| t.rtt_ms),
+            "calls": t.map_or(0, |t| t.calls),
+            "summary": format!(
+                "{}; {}",
+                registration_text(t, s.register == Some(true)),
+                reach_text(t, s.qualify.is_some_and(|q| q > 0))
+            ),
+        })
+    });
+    json!({
+        "name": r.name,
+        "source": r.source,
+        "from_file": r.from_file(),
+        "enabled": r.enabled,
+        "uri": s.uri,
+        "username": s.username,
+        "password_set": s.password.is_some(),
+        "number_format": s.number_format.as_deref().unwrap_or("e164"),
+        "sources": s.sources,
+        "register": s.register.unwrap_or(false),
+        "register_expires": s.register_expires,
+        "register_retry_secs": s.register_retry_secs,
+        "qualify": s.qualify.unwrap_or(0),
+        "outbound_proxy": s.outbound_proxy,
+        "from_user": s.from_user,
+        "from_domain": s.from_domain,
+        "caller_id_header": s.caller_id_header.as_deref().unwrap_or("pai"),
+        "contact_user": s.contact_user,
+        "realm": s.realm,
+        "updated_at": r.updated_at,
+        "live": live_state,
+    })
+}
+
+async fn rows(state: &WebState) -> Result<Vec<TrunkRow>, Response> {
+    let read = state
+        .with_db(|db| Ok(store_trunks::list(&db.conn)))
+        .await
+        .map_err(IntoResponse::into_response)?;
+    read.map_err(|e| {
+        tracing::error!("API trunks: {e}");
+        error(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+    })
+}
+
+async fn list(State(state): State<WebState>) -> Response {
+    let rows = match rows(&state).await {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let live = live_trunks(&state).await;
+    let trunks: Vec<Value> = rows
+        .iter()
+        .map(|r| trunk_json(r, live.as_deref()))
+        .collect();
+    Json(json!({ "trunks": trunks, "live": live.is_some() })).into_response()
+}
+
+async fn one(State(state): State<WebState>, Path(name): Path<String>) -> Response {
+    let rows = match rows(&state).await {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let Some(r) = rows.iter().find(|r| r.name == name) else {
+        return error(StatusCode::NOT_FOUND, "no such trunk");
+    };
+    let live = live_trunks(&state).await;
+    Json(trunk_json(r, live.as_deref())).into_response()
+}
+
+/// The body's name, enabled flag and settings; `Err` is the 422 to answer.
+fn body(
+    mut v: Map<String, Value>,
+    default_enabled: bool,
+) -> Result<(Option<String>, bool, TrunkSettings), Response> {
+    let refuse = |field: &str, message: String| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": format!("{field}: {message}"), "field": field })),
+        )
+            .into_response()
+    };
+    let name = match v.remove("name") {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(refuse("name", "must be a string".into())),
+    };
+    let enabled = match v.remove("enabled") {
+        None => default_enabled,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(refuse("enabled", "must be true or false".into())),
+    };
+    let settings: TrunkSettings =
+        serde_path_to_error::deserialize(Value::Object(v)).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." {
+                "settings".to_owned()
+            } else {
+                field
+            };
+            refuse(&field, e.into_inner().to_string())
+        })?;
+    Ok((name, enabled, settings))
+}
+
+fn change_response(result: Result<(), TrunkChangeError>, ok: StatusCode) -> Response {
+    match result {
+        Ok(()) => ok.into_response(),
+        Err(TrunkChangeError::Field(f)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": f.to_string(), "field": f.field })),
+        )
+            .into_response(),
+        Err(e @ (TrunkChangeError::FromFile(_) | TrunkChangeError::Exists(_))) => {
+            error(StatusCode::CONFLICT, &e.to_string())
+        }
+        Err(e @ TrunkChangeError::Unknown(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(TrunkChangeError::Store(e)) => {
+            tracing::error!("API trunks: {e}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+        }
+    }
+}
+
+async fn apply(
+    state: &WebState,
+    name: String,
+    enabled: bool,
+    settings: TrunkSettings,
+    new: bool,
+) -> Response {
+    let n = name.clone();
+    let result = state
+        .with_db(move |db| {
+            Ok(store_trunks::save_web(
+                &mut db.conn,
+                &n,
+                enabled,
+                settings,
+                new,
+            ))
+        })
+        .await;
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    if result.is_ok() {
+        tracing::info!(trunk = %name, new, "trunk saved through the API");
+        state.trunks_changed.notify_one();
+    }
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    change_response(result, status)
+}
+
+async fn create(State(state): State<WebState>, Json(v): Json<Map<String, Value>>) -> Response {
+    let (name, enabled, settings) = match body(v, true) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(name) = name else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": "name: is required", "field": "name" })),
+        )
+            .into_response();
+    };
+    apply(&state, name, enabled, settings, true).await
+}
+
+async fn replace(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+    Json(v): Json<Map<String, Value>>,
+) -> Response {
+    let (body_name, enabled, settings) = match body(v, true) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if body_name.is_some_and(|n| n != name) {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": "name: a trunk cannot be renamed", "field": "name" })),
+        )
+            .into_response();
+    }
+    apply(&state, name, enabled, settings, false).await
+}
+
+async fn remove(State(state): State<WebState>, Path(name): Path<String>) -> Response {
+    let n = name.clone();
+    let result = match state
+        .with_db(move |db| Ok(store_trunks::delete_web(&db.conn, &n)))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    if result.is_ok() {
+        tracing::info!(trunk = %name, "trunk deleted through the API");
+        state.trunks_changed.notify_one();
+    }
+    change_response(result, StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,467 @@
+//! The Lines page `/lines` (issue 17): every SIP trunk with its live state (registered,
+//! reachable with the qualify's round trip, calls now), and forms to add, edit, enable, disable
+//! or delete one. Trunks of the configuration file are shown read-only ("from the configuration
+//! file"); the others live in the store ([`crate::store::trunks`]). A change is applied at once
+//! by the SIP side (the trunk registers or unregisters, the router uses it for the next call),
+//! without dropping calls in progress.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use serde::Deserialize;
+
+use super::{csrf_ok, csrf_refused, url_encode, PageError, WebState};
+use crate::live::TrunkLive;
+use crate::store::trunks::{self as store_trunks, FieldError, TrunkChangeError, TrunkSettings};
+use crate::web::auth::Session;
+
+/// Which trunk to load into the form.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LinesQuery {
+    pub edit: String,
+}
+
+/// The trunk form, as typed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TrunkForm {
+    pub csrf: String,
+    /// Set when the form edits an existing trunk.
+    pub existing: String,
+    pub name: String,
+    pub uri: String,
+    pub username: String,
+    /// Empty keeps the stored password of an existing trunk.
+    pub password: String,
+    pub number_format: String,
+    /// Addresses the provider's calls come from, separated by commas or spaces.
+    pub sources: String,
+    pub register: String,
+    pub register_expires: String,
+    pub qualify: String,
+    pub outbound_proxy: String,
+    pub from_user: String,
+    pub from_domain: String,
+    pub caller_id_header: String,
+    pub contact_user: String,
+    pub realm: String,
+    pub enabled: String,
+}
+
+impl TrunkForm {
+    fn of(name: &str, enabled: bool, s: &TrunkSettings) -> TrunkForm {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let num = |v: Option<u32>| v.map(|n| n.to_string()).unwrap_or_default();
+        TrunkForm {
+            existing: "1".into(),
+            name: name.to_owned(),
+            uri: s.uri.clone(),
+            username: text(&s.username),
+            number_format: s.number_format.clone().unwrap_or_else(|| "e164".into()),
+            sources: s.sources.join(", "),
+            register: if s.register == Some(true) {
+                "1".into()
+            } else {
+                String::new()
+            },
+            register_expires: num(s.register_expires),
+            qualify: num(s.qualify),
+            outbound_proxy: text(&s.outbound_proxy),
+            from_user: text(&s.from_user),
+            from_domain: text(&s.from_domain),
+            caller_id_header: s.caller_id_header.clone().unwrap_or_else(|| "pai".into()),
+            contact_user: text(&s.contact_user),
+            realm: text(&s.realm),
+            enabled: if enabled { "1".into() } else { String::new() },
+            ..TrunkForm::default()
+        }
+    }
+
+    /// The settings the form asks for; a number field that is not a number names itself.
+    pub fn settings(&self) -> Result<TrunkSettings, FieldError> {
+        let opt = |v: &str| {
+            let v = v.trim();
+            (!v.is_empty()).then(|| v.to_owned())
+        };
+        let num = |field: &str, v: &str| -> Result<Option<u32>, FieldError> {
+            let v = v.trim();
+            if v.is_empty() {
+                return Ok(None);
+            }
+            v.parse().map(Some).map_err(|_| FieldError {
+                field: field.to_owned(),
+                message: format!("`{v}` is not a whole number of seconds"),
+            })
+        };
+        Ok(TrunkSettings {
+            uri: self.uri.trim().to_owned(),
+            username: opt(&self.username),
+            password: opt(self.password.trim_end_matches(['\r', '\n'])),
+            number_format: opt(&self.number_format).filter(|f| f != "e164"),
+            sources: self
+                .sources
+                .split([',', ' ', '\n', '\r', '\t'])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            register: (!self.register.is_empty()).then_some(true),
+            register_expires: num("register_expires", &self.register_expires)?,
+            register_retry_secs: None,
+            contact_user: opt(&self.contact_user),
+            realm: opt(&self.realm),
+            qualify: num("qualify", &self.qualify)?.filter(|q| *q > 0),
+            outbound_proxy: opt(&self.outbound_proxy),
+            from_user: opt(&self.from_user),
+            from_domain: opt(&self.from_domain),
+            caller_id_header: opt(&self.caller_id_header).filter(|h| h != "pai"),
+        })
+    }
+}
+
+/// The label of a form field in messages.
+pub fn field_label(field: &str) -> &'static str {
+    match field {
+        "name" => "Name",
+        "uri" => "Provider address (URI)",
+        "username" => "User name",
+        "password" => "Password",
+        "number_format" => "Number format",
+        "sources" => "Calls come from",
+        "register" => "Register",
+        "register_expires" => "Registration interval",
+        "register_retry_secs" => "Registration retry",
+        "qualify" => "Qualify every",
+        "outbound_proxy" => "Outbound proxy",
+        "from_user" => "From user",
+        "from_domain" => "From domain",
+        "caller_id_header" => "Caller ID header",
+        "contact_user" => "Contact user",
+        "realm" => "Realm",
+        _ => "Settings",
+    }
+}
+
+/// A refused change as the page says it: the field first.
+pub fn change_message(e: &TrunkChangeError) -> String {
+    match e {
+        TrunkChangeError::Field(f) => format!("{}: {}.", field_label(&f.field), f.message),
+        other => format!("{other}."),
+    }
+}
+
+/// One trunk as the table shows it.
+pub struct TrunkView {
+    pub name: String,
+    pub uri: String,
+    pub enabled: bool,
+    pub from_file: bool,
+    pub registration: String,
+    pub reachable: String,
+    pub calls: String,
+    pub edit: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "lines.html")]
+struct LinesPage {
+    session: Option<Session>,
+    csrf: String,
+    admin: bool,
+    rows: Vec<TrunkView>,
+    live: bool,
+    form: TrunkForm,
+    error: Option<String>,
+    /// Our SIP addresses, for the provider.
+    ours: Vec<String>,
+}
+
+/// The live state of the trunks, if the SIP side answers.
+pub(crate) async fn live_trunks(state: &WebState) -> Option<Vec<TrunkLive>> {
+    Some(state.live.as_ref()?.snapshot().await?.trunks)
+}
+
+/// The registration column: state, and for how long or why not.
+pub fn registration_text(t: Option<&TrunkLive>, registers: bool) -> String {
+    match t.and_then(|t| t.registration.map(|r| (r, t))) {
+        Some(("registered", t)) => match t.registered_secs {
+            Some(s) => format!("registered ({s} s left)"),
+            None => "registered".into(),
+        },
+        Some((r, t)) => match t.last_failure {
+            Some(code) => format!("{r} (last answer {code})"),
+            None => r.to_owned(),
+        },
+        None if registers => "not registering (no route to the provider?)".into(),
+        None => "does not register".into(),
+    }
+}
+
+/// The reachability column: up/down with the qualify's round trip.
+pub fn reach_text(t: Option<&TrunkLive>, qualifies: bool) -> String {
+    match t.and_then(|t| t.reachable.map(|r| (r, t))) {
+        Some(("up", t)) => match t.rtt_ms {
+            Some(ms) => format!("reachable, {ms} ms"),
+            None => "reachable".into(),
+        },
+        Some(("down", t)) => match t.reach_secs {
+            Some(s) => format!("not answering OPTIONS for {s} s"),
+            None => "not answering OPTIONS".into(),
+        },
+        Some((r, _)) => format!("{r} (no OPTIONS answer yet)"),
+        None if qualifies => "not probed".into(),
+        None => "not probed (qualify off)".into(),
+    }
+}
+
+async fn render(
+    state: &WebState,
+    session: Session,
+    edit: String,
+    form: Option<TrunkForm>,
+    error: Option<String>,
+    status: StatusCode,
+) -> Result<Response, PageError> {
+    let rows = state
+        .with_db(|db| {
+            store_trunks::list(&db.conn).map_err(|e| match e {
+                crate::store::StoreError::Sqlite(s) => PageError::Sqlite(s),
+                _ => PageError::Task,
+            })
+        })
+        .await?;
+    let live = live_trunks(state).await;
+    let form = form.unwrap_or_else(|| {
+        match rows
+            .iter()
+            .find(|r| r.name == edit.trim() && !r.from_file())
+        {
+            Some(r) => TrunkForm::of(&r.name, r.enabled, &r.settings),
+            None => TrunkForm {
+                enabled: "1".into(),
+                number_format: "e164".into(),
+                caller_id_header: "pai".into(),
+                ..TrunkForm::default()
+            },
+        }
+    });
+    let views = rows
+        .iter()
+        .map(|r| {
+            let t = live
+                .as_ref()
+                .and_then(|l| l.iter().find(|t| t.name == r.name));
+            let (registration, reachable, calls) = if !r.enabled {
+                ("disabled".into(), "disabled".into(), "0".into())
+            } else if live.is_none() {
+                ("?".into(), "?".into(), "?".into())
+            } else {
+                (
+                    registration_text(t, r.settings.register == Some(true)),
+                    reach_text(t, r.settings.qualify.is_some_and(|q| q > 0)),
+                    t.map_or(0, |t| t.calls).to_string(),
+                )
+            };
+            TrunkView {
+                name: r.name.clone(),
+                uri: r.settings.uri.clone(),
+                enabled: r.enabled,
+                from_file: r.from_file(),
+                registration,
+                reachable,
+                calls,
+                edit: format!("/lines?edit={}", url_encode(&r.name)),
+            }
+        })
+        .collect();
+    let ours = state
+        .sip_listen
+        .iter()
+        .map(|(proto, addr)| format!("{proto} {addr}"))
+        .collect();
+    let page = LinesPage {
+        csrf: session.csrf.clone(),
+        admin: session.admin,
+        session: Some(session),
+        rows: views,
+        live: live.is_some(),
+        form,
+        error,
+        ours,
+    };
+    Ok((status, page).into_response())
+}
+
+/// `GET /lines`.
+pub async fn page(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Query(q): Query<LinesQuery>,
+) -> Result<Response, PageError> {
+    render(&state, session, q.edit, None, None, StatusCode::OK).await
+}
+
+async fn refused(
+    state: &WebState,
+    session: Session,
+    form: Option<TrunkForm>,
+    e: &TrunkChangeError,
+) -> Result<Response, PageError> {
+    if let TrunkChangeError::Store(s) = e {
+        tracing::error!("trunk change: {s}");
+        return Err(PageError::Task);
+    }
+    render(
+        state,
+        session,
+        String::new(),
+        form,
+        Some(change_message(e)),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await
+}
+
+/// `POST /lines/save`: adds a trunk or changes one added here.
+pub async fn save(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<TrunkForm>,
+) -> Result<Response, PageError> {
+    if !csrf_ok(&session, &form.csrf) {
+        return Ok(csrf_refused());
+    }
+    let name = form.name.trim().to_owned();
+    let enabled = !form.enabled.is_empty();
+    let new = form.existing.is_empty();
+    let result = match form.settings() {
+        Err(e) => Err(TrunkChangeError::Field(e)),
+        Ok(settings) => {
+            let n = name.clone();
+            state
+                .with_db(move |db| {
+                    Ok(store_trunks::save_web(
+                        &mut db.conn,
+                        &n,
+                        enabled,
+                        settings,
+                        new,
+                    ))
+                })
+                .await?
+        }
+    };
+    match result {
+        Ok(()) => {
+            tracing::info!(user = %session.username, trunk = %name, new, "trunk saved");
+            state.trunks_changed.notify_one();
+            Ok(Redirect::to("/lines").into_response())
+        }
+        Err(e) => {
+            let mut form = form;
+            form.password.clear();
+            refused(&state, session, Some(form), &e).await
+        }
+    }
+}
+
+/// The enable/disable and delete forms.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NameForm {
+    pub csrf: String,
+    pub name: String,
+}
+
+/// `POST /lines/toggle`: enables or disables a trunk added here.
+pub async fn toggle(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<NameForm>,
+) -> Result<Response, PageError> {
+    if !csrf_ok(&session, &form.csrf) {
+        return Ok(csrf_refused());
+    }
+    let name = form.name.trim().to_owned();
+    let n = name.clone();
+    let result = state
+        .with_db(move |db| {
+            let now = store_trunks::get(&db.conn, &n)
+                .map_err(TrunkChangeError::from)
+                .and_then(|r| r.ok_or_else(|| TrunkChangeError::Unknown(n.clone())));
+            Ok(now.and_then(|r| store_trunks::set_enabled(&db.conn, &n, !r.enabled)))
+        })
+        .await?;
+    match result {
+        Ok(()) => {
+            tracing::info!(user = %session.username, trunk = %name, "trunk enabled/disabled");
+            state.trunks_changed.notify_one();
+            Ok(Redirect::to("/lines").into_response())
+        }
+        Err(e) => refused(&state, session, None, &e).await,
+    }
+}
+
+/// `POST /lines/delete`: deletes a trunk added here (the SIP side unregisters it).
+pub async fn delete(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<NameForm>,
+) -> Result<Response, PageError> {
+    if !csrf_ok(&session, &form.csrf) {
+        return Ok(csrf_refused());
+    }
+    let name = form.name.trim().to_owned();
+    let n = name.clone();
+    let result = state
+        .with_db(move |db| Ok(store_trunks::delete_web(&db.conn, &n)))
+        .await?;
+    match result {
+        Ok(()) => {
+            tracing::info!(user = %session.username, trunk = %name, "trunk deleted");
+            state.trunks_changed.notify_one();
+            Ok(Redirect::to("/lines").into_response())
+        }
+        Err(e) => refused(&state, session, None, &e).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_fields_become_settings_and_bad_numbers_name_their_field() {
+        let f = TrunkForm {
+            name: "carrier".into(),
+            uri: " sip:127.0.0.5:5060 ".into(),
+            username: "office1".into(),
+            password: "pw".into(),
+            number_format: "national".into(),
+            sources: "127.0.0.5, 192.0.2.0/28".into(),
+            register: "1".into(),
+            qualify: "5".into(),
+            caller_id_header: "pai".into(),
+            ..TrunkForm::default()
+        };
+        let s = f.settings().unwrap();
+        assert_eq!(s.uri, "sip:127.0.0.5:5060");
+        assert_eq!(s.sources, ["127.0.0.5", "192.0.2.0/28"]);
+        assert_eq!(s.qualify, Some(5));
+        assert_eq!(s.caller_id_header, None);
+        assert!(s.check("carrier", true).is_ok());
+        let bad = TrunkForm {
+            qualify: "often".into(),
+            ..f
+        };
+        assert_eq!(bad.settings().unwrap_err().field, "qualify");
+        let e = TrunkChangeError::Field(FieldError {
+            field: "uri".into(),
+            message: "`x` is not a SIP URI".into(),
+        });
+        assert!(change_message(&e).starts_with("Provider address (URI): "));
+    }
+}
