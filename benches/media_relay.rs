@@ -14,6 +14,14 @@
 //! receive at the far phone) p50/p99/max for both phases, the relay's added delay, and the CPU
 //! time of the relay's I/O threads and of the phones (from `/proc/self/task/*/stat`).
 //! `MEDIA_PIN=1` puts the relay's I/O threads on the last CPU and the phones on the others.
+//!
+//! **Anchor**: when Debian's `rtpengine` (package `rtpengine-daemon`) is installed, the same
+//! phones then talk through rtpengine in userspace (`--table=-1`, no kernel forwarding, as many
+//! worker threads as the relay has I/O threads), each call set up over its NG control protocol
+//! (offer/answer with the phones' SDP), and the bench prints both systems' CPU per 1 000 relayed
+//! packets, added delay and loss side by side with the ratio pasarela / rtpengine.
+//! `MEDIA_REPS` (default 1) repeats the relay and rtpengine phases interleaved;
+//! `MEDIA_RTPENGINE=0` skips the anchor.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -370,6 +378,201 @@ fn print(name: &str, r: &PhaseResult) {
     println!("{name:>8}: CPU (of one core) {}", cpu.join(", "));
 }
 
+/// A child process killed when dropped.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU seconds (user + system, all threads) of process `pid`.
+fn process_cpu(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(r) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = stat[r + 1..].split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(14) + ticks(15)) as f64 / 100.0
+}
+
+/// Bencodes a flat dictionary of string values (the NG protocol's requests), keys sorted.
+fn bencode(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut sorted = pairs.to_vec();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = b"d".to_vec();
+    for (k, v) in sorted {
+        out.extend_from_slice(format!("{}:{k}{}:", k.len(), v.len()).as_bytes());
+        out.extend_from_slice(v.as_bytes());
+    }
+    out.push(b'e');
+    out
+}
+
+/// The byte string stored under `key` in a bencoded reply (top-level string values only).
+fn bencoded_string(reply: &[u8], key: &str) -> Option<String> {
+    let needle = format!("{}:{key}", key.len());
+    let at = reply
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())?
+        + needle.len();
+    let rest = reply.get(at..)?;
+    let colon = rest.iter().position(|b| *b == b':')?;
+    let len: usize = std::str::from_utf8(rest.get(..colon)?).ok()?.parse().ok()?;
+    let value = rest.get(colon + 1..colon + 1 + len)?;
+    Some(String::from_utf8_lossy(value).into_owned())
+}
+
+/// rtpengine in userspace with an NG control socket.
+struct Rtpengine {
+    proc: Proc,
+    ng: UdpSocket,
+    ng_addr: SocketAddr,
+    cookie: u64,
+}
+
+impl Rtpengine {
+    fn installed() -> Option<std::path::PathBuf> {
+        ["/usr/bin/rtpengine", "/usr/sbin/rtpengine"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.exists())
+    }
+
+    fn start(bin: &std::path::Path, ports: (u16, u16), threads: usize) -> Result<Self, String> {
+        let probe = UdpSocket::bind((LO, 0)).map_err(|e| e.to_string())?;
+        let ng_addr = probe.local_addr().map_err(|e| e.to_string())?;
+        drop(probe);
+        let log =
+            std::env::temp_dir().join(format!("media_relay_rtpengine_{}.log", ng_addr.port()));
+        let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let child = std::process::Command::new(bin)
+            .args([
+                "--foreground",
+                "--log-stderr",
+                "--log-level=4",
+                "--table=-1",
+                "--interface=127.0.0.1",
+                &format!("--listen-ng={ng_addr}"),
+                &format!("--port-min={}", ports.0),
+                &format!("--port-max={}", ports.1),
+                &format!("--num-threads={threads}"),
+                "--delete-delay=0",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("start rtpengine: {e}"))?;
+        let ng = UdpSocket::bind((LO, 0)).map_err(|e| e.to_string())?;
+        ng.set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(|e| e.to_string())?;
+        let mut me = Rtpengine {
+            proc: Proc(child),
+            ng,
+            ng_addr,
+            cookie: 0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if me.request(&[("command", "ping")]).is_ok() {
+                return Ok(me);
+            }
+        }
+        Err(format!(
+            "rtpengine did not answer a ping; see {}",
+            log.display()
+        ))
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+
+    fn request(&mut self, pairs: &[(&str, &str)]) -> Result<Vec<u8>, String> {
+        self.cookie += 1;
+        let cookie = format!("b{}", self.cookie);
+        let mut msg = format!("{cookie} ").into_bytes();
+        msg.extend_from_slice(&bencode(pairs));
+        self.ng
+            .send_to(&msg, self.ng_addr)
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = self.ng.recv(&mut buf).map_err(|e| e.to_string())?;
+            let reply = &buf[..n];
+            if reply.starts_with(cookie.as_bytes()) {
+                let body = reply[cookie.len()..].to_vec();
+                return match bencoded_string(&body, "result").as_deref() {
+                    Some("ok") | Some("pong") => Ok(body),
+                    other => Err(format!(
+                        "rtpengine: {other:?} {:?}",
+                        bencoded_string(&body, "error-reason")
+                    )),
+                };
+            }
+        }
+    }
+
+    /// Sets up one call between two phones; returns the addresses A and B must send to.
+    fn call(
+        &mut self,
+        id: usize,
+        a: SocketAddr,
+        b: SocketAddr,
+    ) -> Result<(SocketAddr, SocketAddr), String> {
+        let sdp = |port: u16| {
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=sendrecv\r\n"
+            )
+        };
+        let call_id = format!("bench-{id}");
+        let offer = self.request(&[
+            ("command", "offer"),
+            ("call-id", &call_id),
+            ("from-tag", "a"),
+            ("sdp", &sdp(a.port())),
+        ])?;
+        let towards_b = sdp_port(&bencoded_string(&offer, "sdp").unwrap_or_default())
+            .ok_or("offer: no port in rtpengine's SDP")?;
+        let answer = self.request(&[
+            ("command", "answer"),
+            ("call-id", &call_id),
+            ("from-tag", "a"),
+            ("to-tag", "b"),
+            ("sdp", &sdp(b.port())),
+        ])?;
+        let towards_a = sdp_port(&bencoded_string(&answer, "sdp").unwrap_or_default())
+            .ok_or("answer: no port in rtpengine's SDP")?;
+        // A sends to the port offered to A (in the answer), B to the one offered to B.
+        Ok((
+            SocketAddr::new(LO, towards_a),
+            SocketAddr::new(LO, towards_b),
+        ))
+    }
+}
+
+/// The audio port of an SDP body.
+fn sdp_port(sdp: &str) -> Option<u16> {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+}
+
+/// CPU milliseconds per 1 000 packets the system relayed.
+fn ms_per_kpkt(cpu_s: f64, received: u64) -> f64 {
+    1e6 * cpu_s / received.max(1) as f64
+}
+
 fn main() {
     let calls = env("MEDIA_CALLS", 2000) as usize;
     let secs = env("MEDIA_SECS", 10);
@@ -409,18 +612,125 @@ fn main() {
     let baseline = phase(&direct, baseline_secs, senders, base);
     print("direct", &baseline);
 
-    // Through the relays.
+    let reps = env("MEDIA_REPS", 1).max(1);
+    let anchor = if env("MEDIA_RTPENGINE", 1) == 1 {
+        let found = Rtpengine::installed();
+        if found.is_none() {
+            println!("rtpengine not installed (apt-get install rtpengine-daemon): anchor skipped");
+        }
+        found
+    } else {
+        None
+    };
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for rep in 0..reps {
+        let Some(r) = through_pasarela(
+            &phones,
+            &addr,
+            (port_base, port_end),
+            io_threads,
+            secs,
+            senders,
+            base,
+            &baseline,
+        ) else {
+            return;
+        };
+        ours.push(r);
+        if let Some(bin) = &anchor {
+            // rtpengine takes the ports after ours (pairs of RTP+RTCP per side).
+            let lo = port_end.saturating_add(2) & !1;
+            let hi = (lo as u64 + 4 * calls as u64 + 64).min(65534) as u16;
+            match through_rtpengine(
+                bin,
+                &phones,
+                &addr,
+                (lo, hi),
+                io_threads,
+                secs,
+                senders,
+                base,
+                &baseline,
+            ) {
+                Ok(r) => theirs.push(r),
+                Err(e) => println!("rtpengine phase {rep}: {e}"),
+            }
+        }
+    }
+    if theirs.is_empty() {
+        return;
+    }
+    println!();
+    println!("| run | pasarela ms CPU / 1000 pkts | rtpengine ms CPU / 1000 pkts | ratio | loss % (p / r) | added p50 µs (p / r) | added p99 µs (p / r) |");
+    println!("|---|---|---|---|---|---|---|");
+    for (i, (p, r)) in ours.iter().zip(&theirs).enumerate() {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.2} | {:.3} / {:.3} | {:+} / {:+} | {:+} / {:+} |",
+            i + 1,
+            p.ms_per_kpkt,
+            r.ms_per_kpkt,
+            p.ms_per_kpkt / r.ms_per_kpkt.max(1e-9),
+            p.loss_pct,
+            r.loss_pct,
+            p.added_p50,
+            r.added_p50,
+            p.added_p99,
+            r.added_p99,
+        );
+    }
+}
+
+/// One relaying system's figures for a phase.
+struct Relayed {
+    ms_per_kpkt: f64,
+    loss_pct: f64,
+    added_p50: i64,
+    added_p99: i64,
+}
+
+impl Relayed {
+    fn of(name: &str, r: &PhaseResult, baseline: &PhaseResult, cpu_s: f64) -> Relayed {
+        print(name, r);
+        let out = Relayed {
+            ms_per_kpkt: ms_per_kpkt(cpu_s, r.received),
+            loss_pct: 100.0 * r.sent.saturating_sub(r.received) as f64 / r.sent.max(1) as f64,
+            added_p50: r.hist.quantile_us(0.50) as i64 - baseline.hist.quantile_us(0.50) as i64,
+            added_p99: r.hist.quantile_us(0.99) as i64 - baseline.hist.quantile_us(0.99) as i64,
+        };
+        println!(
+            "{name:>8}: {:.1} ms CPU per 1000 packets relayed; added one-way delay p50 {:+} µs  p99 {:+} µs  max {:+} µs",
+            out.ms_per_kpkt,
+            out.added_p50,
+            out.added_p99,
+            r.hist.max_us() as i64 - baseline.hist.max_us() as i64,
+        );
+        out
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn through_pasarela(
+    phones: &[(Arc<UdpSocket>, Arc<UdpSocket>)],
+    addr: &dyn Fn(&UdpSocket) -> SocketAddr,
+    ports: (u16, u16),
+    io_threads: usize,
+    secs: u64,
+    senders: usize,
+    base: Instant,
+    baseline: &PhaseResult,
+) -> Option<Relayed> {
     let engine = MediaEngine::with_io_threads(
         MediaConfig {
             bind_ip: LO,
-            ports: port_base..=port_end,
+            ports: ports.0..=ports.1,
             dead_after: Duration::from_secs(60),
         },
         io_threads,
     );
     let t0 = Instant::now();
-    let mut relays: Vec<Relay> = Vec::with_capacity(calls);
-    for (a, b) in &phones {
+    let mut relays: Vec<Relay> = Vec::with_capacity(phones.len());
+    for (a, b) in phones {
         match engine.allocate_now() {
             Ok(r) => {
                 r.update(
@@ -431,7 +741,7 @@ fn main() {
             }
             Err(e) => {
                 eprintln!("allocate: {e}");
-                return;
+                return None;
             }
         }
     }
@@ -454,8 +764,11 @@ fn main() {
             )
         })
         .collect();
+    let io_cpu = || cpu_by_thread().get("media-io").copied().unwrap_or(0.0);
+    let cpu0 = io_cpu();
     let relayed = phase(&via, secs, senders, base);
-    print("relay", &relayed);
+    let cpu_s = io_cpu() - cpu0;
+    let out = Relayed::of("relay", &relayed, baseline, cpu_s);
     let (mut forwarded, mut lost_seq) = (0u64, 0i64);
     for r in &relays {
         let s = r.stats();
@@ -463,13 +776,7 @@ fn main() {
         lost_seq += s.a_to_b.lost + s.b_to_a.lost;
     }
     println!(
-        "relay: packets relayed {forwarded}, lost before the relay (sequence gaps) {lost_seq}"
-    );
-    println!(
-        "relay added one-way delay: p50 {:+} µs  p99 {:+} µs  max {:+} µs",
-        relayed.hist.quantile_us(0.50) as i64 - baseline.hist.quantile_us(0.50) as i64,
-        relayed.hist.quantile_us(0.99) as i64 - baseline.hist.quantile_us(0.99) as i64,
-        relayed.hist.max_us() as i64 - baseline.hist.max_us() as i64,
+        "   relay: packets relayed {forwarded}, lost before the relay (sequence gaps) {lost_seq}"
     );
     let t1 = Instant::now();
     drop(relays);
@@ -477,8 +784,40 @@ fn main() {
         std::thread::sleep(Duration::from_millis(10));
     }
     println!(
-        "dropped all relays in {:?}, in_use {}",
+        "   relay: dropped all relays in {:?}, in_use {}",
         t1.elapsed(),
         engine.in_use()
     );
+    Some(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn through_rtpengine(
+    bin: &std::path::Path,
+    phones: &[(Arc<UdpSocket>, Arc<UdpSocket>)],
+    addr: &dyn Fn(&UdpSocket) -> SocketAddr,
+    ports: (u16, u16),
+    io_threads: usize,
+    secs: u64,
+    senders: usize,
+    base: Instant,
+    baseline: &PhaseResult,
+) -> Result<Relayed, String> {
+    let mut rtpe = Rtpengine::start(bin, ports, io_threads)?;
+    let t0 = Instant::now();
+    let mut via = Vec::with_capacity(phones.len());
+    for (i, (a, b)) in phones.iter().enumerate() {
+        let (to_a_side, to_b_side) = rtpe.call(i, addr(a), addr(b))?;
+        // A sends to the port rtpengine gave A; the packets leave towards B, and back.
+        via.push((a.clone(), b.clone(), to_a_side, to_b_side));
+    }
+    println!(
+        "rtpengine: set up {} calls in {:?}",
+        via.len(),
+        t0.elapsed()
+    );
+    let cpu0 = process_cpu(rtpe.pid());
+    let relayed = phase(&via, secs, senders, base);
+    let cpu_s = process_cpu(rtpe.pid()) - cpu0;
+    Ok(Relayed::of("rtpengine", &relayed, baseline, cpu_s))
 }
