@@ -176,6 +176,7 @@ impl SipCore {
             from_user: caller_did,
             srtp: self.settings.calls.srtp.default,
             presentation: None,
+            line: None,
         }])
     }
 }
