@@ -118,7 +118,7 @@ impl Call {
                     offer,
                     &answer,
                     self.relay_port(side),
-                    self.relay.as_ref(),
+                    self.relay.as_deref(),
                 )
             });
         match result {
@@ -356,7 +356,7 @@ impl Call {
                     offer,
                     &answer,
                     self.relay_port(to),
-                    self.relay.as_ref(),
+                    self.relay.as_deref(),
                 ) {
                     Ok(s) => answer_for_offerer = Some(s),
                     Err((st, _)) => {
@@ -434,9 +434,9 @@ impl Call {
         if let Some(Ok(answer)) = sdp_of(&req.headers, &req.body) {
             // The answer to an offer we made in a 2xx (offerless INVITE or re-INVITE).
             if side == Side::A && self.sdp.awaiting_a_answer() {
-                self.sdp.a_answers_in_ack(&answer, self.relay.as_ref());
+                self.sdp.a_answers_in_ack(&answer, self.relay.as_deref());
             } else if self.answer_in_ack[idx(side)] {
-                self.sdp.answer_in_ack(side, &answer, self.relay.as_ref());
+                self.sdp.answer_in_ack(side, &answer, self.relay.as_deref());
             }
             self.answer_in_ack[idx(side)] = false;
         }
