@@ -582,11 +582,33 @@ fn outgoing(h: &mut Harness, n: u32) {
             assert!(h.hung_up(mark, leg), "call {n}: the line is hung up");
             ack_failure(h, n, &out);
         }
-        // Answered; the line is lost mid-call: the caller gets a BYE.
+        // Answered; the caller puts the call on hold (answered here: the line's stream does
+        // not change); the line is lost mid-call: the caller gets a BYE.
         3 => {
             let out = h.line(leg, LineEvent::Answered);
             let tag = ok_tag(&out);
             h.feed(&caller_request(n, "ACK", 2, &tag), CALLER);
+            let hold = SDP.replace("a=rtpmap:0", "a=sendonly\na=rtpmap:0");
+            let reinvite = caller_request(n, "INVITE", 3, &tag).replace(
+                "Content-Length: 0\n\n",
+                &format!(
+                    "Content-Type: application/sdp\nContent-Length: {}\n\n{hold}",
+                    hold.replace('\n', "\r\n").len()
+                ),
+            );
+            let out = h.feed(&reinvite, CALLER);
+            assert!(requests(&out, "INVITE").is_empty(), "nothing is sent on");
+            let ok = responses(&out)
+                .into_iter()
+                .find(|r| r.status == 200)
+                .unwrap_or_else(|| panic!("call {n}: hold answered: {out:?}"));
+            let body = String::from_utf8_lossy(&ok.body).to_string();
+            assert!(body.contains("m=audio"), "call {n}: {body}");
+            assert!(
+                body.contains("recvonly"),
+                "call {n}: hold answered recvonly: {body}"
+            );
+            h.feed(&caller_request(n, "ACK", 3, &tag), CALLER);
             h.advance(Duration::from_secs(5));
             let out = h.line(
                 leg,
@@ -678,10 +700,32 @@ fn incoming(h: &mut Harness, n: u32) {
             let ok = ok_for(bye[0]);
             h.feed(&ok, PHONE);
         }
-        // Answered; the phone hangs up: the line is hung up.
+        // Answered by a phone without telephone-event; a digit heard on the line reaches it
+        // as SIP INFO; the phone hangs up: the line is hung up.
         1 => {
-            h.feed(&phone_response(&inv, 200, &tag, true), PHONE);
+            let plain = phone_response(&inv, 200, &tag, true)
+                .replace("RTP/AVP 0 101", "RTP/AVP 0")
+                .replace("a=rtpmap:101 telephone-event/8000\n", "");
+            let len = SDP
+                .replace("RTP/AVP 0 101", "RTP/AVP 0")
+                .replace("a=rtpmap:101 telephone-event/8000\n", "")
+                .replace('\n', "\r\n")
+                .len();
+            let plain = match plain.split_once("Content-Length: ") {
+                Some((head, rest)) => {
+                    let body = rest.split_once("\n\n").map_or("", |(_, b)| b);
+                    format!("{head}Content-Length: {len}\n\n{body}")
+                }
+                None => plain,
+            };
+            h.feed(&plain, PHONE);
             assert!(h.answered(mark, leg), "call {n}: the line is answered");
+            let out = h.line(leg, LineEvent::Digit('3'));
+            let info = requests(&out, "INFO");
+            assert_eq!(info.len(), 1, "call {n}: the digit as INFO: {out:?}");
+            assert!(String::from_utf8_lossy(&info[0].body).contains("Signal=3"));
+            let ok = ok_for(info[0]);
+            h.feed(&ok, PHONE);
             let out = h.feed(&phone_bye(&inv, &tag), PHONE);
             assert_eq!(statuses(&out), vec![200], "call {n}");
             assert!(h.hung_up(mark, leg), "call {n}: the line is hung up");

@@ -107,7 +107,14 @@ impl Call {
         settings: &CallSettings,
     ) -> ForkAction {
         let line = other(side);
-        let answer = self.line_sdp_of(i);
+        // The line's stream as it is, in the direction that answers the offer's (hold:
+        // sendonly → recvonly).
+        let answer = self.line_sdp_of(i).map(|mut a| {
+            if let (Some(k), Some(m)) = (offer.audio_index(), a.audio_mut()) {
+                m.set_direction(offer.media_direction(k).reverse());
+            }
+            a
+        });
         let result = self
             .sdp
             .offer_to(line, offer, self.relay_port(line))
