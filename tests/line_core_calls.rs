@@ -4,15 +4,19 @@
 //! arriving on a line (answered and hung up either way, given up while ringing, refused by the
 //! phone). The line is driven as the shell drives a real one: call control's
 //! [`LineCommand`]s are carried out by a fake pool, whose answers go back as [`LineEvent`]s.
-//! Afterwards nothing may be left: no call, no transaction, no call timer, no leg on a line.
+//! Media comes from a fake [`MediaPort`] that counts the relays held. Afterwards nothing may
+//! be left: no call, no transaction, no call timer, no leg on a line, no relay.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pasarela::b2bua::{CallSettings, LegId, LineCommand, LineEvent};
+use pasarela::media::port::{CallMedia, MediaPort};
+use pasarela::media::{CallMediaStats, LegMedia, MediaError, Side};
 use pasarela::registrar::RegistrarSettings;
 use pasarela::routing::router::{Attempt, AttemptKind, Decision, Hop, Route};
 use pasarela::server::core::{CoreSettings, SipCore};
@@ -54,6 +58,66 @@ fn ext(n: &str) -> ExtensionRow {
     }
 }
 
+/// A relay that holds nothing but a count.
+struct FakeMedia {
+    held: Arc<AtomicUsize>,
+    port: u16,
+}
+
+impl CallMedia for FakeMedia {
+    fn local_port(&self, side: Side) -> u16 {
+        match side {
+            Side::A => self.port,
+            Side::B => self.port + 2,
+        }
+    }
+
+    fn update(&self, _a: LegMedia, _b: LegMedia) {}
+
+    fn send_dtmf(&self, _to: Side, _digit: char, _duration_ms: u32) {}
+
+    fn stats(&self) -> CallMediaStats {
+        CallMediaStats {
+            a_to_b: Default::default(),
+            b_to_a: Default::default(),
+            a_codec_pt: 0,
+            b_codec_pt: 0,
+            transcoding: false,
+            srtp: [false; 2],
+        }
+    }
+}
+
+impl Drop for FakeMedia {
+    fn drop(&mut self) {
+        self.held.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Relays for `limit` calls at a time.
+struct FakePort {
+    held: Arc<AtomicUsize>,
+    limit: usize,
+    next: u16,
+}
+
+impl MediaPort for FakePort {
+    fn allocate(&mut self, _call: u64) -> Result<Box<dyn CallMedia>, MediaError> {
+        if self.held.load(Ordering::SeqCst) >= self.limit {
+            return Err(MediaError::PortsExhausted {
+                start: 30_000,
+                end: 30_000,
+            });
+        }
+        self.held.fetch_add(1, Ordering::SeqCst);
+        self.next = self.next.wrapping_add(4).max(30_000);
+        Ok(Box::new(FakeMedia {
+            held: Arc::clone(&self.held),
+            port: self.next,
+        }))
+    }
+}
+
 /// A fake line pool: which legs are on which line, what each was told.
 #[derive(Default)]
 struct FakeLines {
@@ -72,12 +136,19 @@ impl FakeLines {
 struct Harness {
     core: SipCore,
     lines: FakeLines,
+    /// Relays held by calls.
+    relays: Arc<AtomicUsize>,
     now: Instant,
     unix: u64,
 }
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_relays(usize::MAX)
+    }
+
+    /// At most `limit` calls get a relay at once.
+    fn with_relays(limit: usize) -> Harness {
         let settings = CoreSettings {
             realm: "office.test".into(),
             server_name: "pasarela-test".into(),
@@ -104,7 +175,18 @@ impl Harness {
                 srtp: Default::default(),
             },
         };
-        let mut core = SipCore::new(settings, vec![ext("100"), ext("101")], [7; 32], None);
+        let relays = Arc::new(AtomicUsize::new(0));
+        let port = FakePort {
+            held: Arc::clone(&relays),
+            limit,
+            next: 30_000,
+        };
+        let mut core = SipCore::new(
+            settings,
+            vec![ext("100"), ext("101")],
+            [7; 32],
+            Some(Box::new(port)),
+        );
         core.set_local_addrs(vec![(Proto::Udp, SERVER.parse().expect("addr"))]);
         core.set_lines(vec![
             LineInfo {
@@ -119,6 +201,7 @@ impl Harness {
         Harness {
             core,
             lines: FakeLines::default(),
+            relays,
             now: Instant::now(),
             unix: 1_800_000_000,
         }
@@ -499,11 +582,33 @@ fn outgoing(h: &mut Harness, n: u32) {
             assert!(h.hung_up(mark, leg), "call {n}: the line is hung up");
             ack_failure(h, n, &out);
         }
-        // Answered; the line is lost mid-call: the caller gets a BYE.
+        // Answered; the caller puts the call on hold (answered here: the line's stream does
+        // not change); the line is lost mid-call: the caller gets a BYE.
         3 => {
             let out = h.line(leg, LineEvent::Answered);
             let tag = ok_tag(&out);
             h.feed(&caller_request(n, "ACK", 2, &tag), CALLER);
+            let hold = SDP.replace("a=rtpmap:0", "a=sendonly\na=rtpmap:0");
+            let reinvite = caller_request(n, "INVITE", 3, &tag).replace(
+                "Content-Length: 0\n\n",
+                &format!(
+                    "Content-Type: application/sdp\nContent-Length: {}\n\n{hold}",
+                    hold.replace('\n', "\r\n").len()
+                ),
+            );
+            let out = h.feed(&reinvite, CALLER);
+            assert!(requests(&out, "INVITE").is_empty(), "nothing is sent on");
+            let ok = responses(&out)
+                .into_iter()
+                .find(|r| r.status == 200)
+                .unwrap_or_else(|| panic!("call {n}: hold answered: {out:?}"));
+            let body = String::from_utf8_lossy(&ok.body).to_string();
+            assert!(body.contains("m=audio"), "call {n}: {body}");
+            assert!(
+                body.contains("recvonly"),
+                "call {n}: hold answered recvonly: {body}"
+            );
+            h.feed(&caller_request(n, "ACK", 3, &tag), CALLER);
             h.advance(Duration::from_secs(5));
             let out = h.line(
                 leg,
@@ -552,7 +657,7 @@ fn outgoing(h: &mut Harness, n: u32) {
 /// A call arriving on gsm1 for extension 101.
 fn incoming(h: &mut Harness, n: u32) {
     let mark = h.lines.log.len();
-    let caller = (n % 5 != 0).then(|| format!("+4917{n:07}"));
+    let caller = (!n.is_multiple_of(5)).then(|| format!("+4917{n:07}"));
     let id = h
         .core
         .line_call(h.now, h.unix, "gsm1", caller.clone(), audio(n))
@@ -595,10 +700,32 @@ fn incoming(h: &mut Harness, n: u32) {
             let ok = ok_for(bye[0]);
             h.feed(&ok, PHONE);
         }
-        // Answered; the phone hangs up: the line is hung up.
+        // Answered by a phone without telephone-event; a digit heard on the line reaches it
+        // as SIP INFO; the phone hangs up: the line is hung up.
         1 => {
-            h.feed(&phone_response(&inv, 200, &tag, true), PHONE);
+            let plain = phone_response(&inv, 200, &tag, true)
+                .replace("RTP/AVP 0 101", "RTP/AVP 0")
+                .replace("a=rtpmap:101 telephone-event/8000\n", "");
+            let len = SDP
+                .replace("RTP/AVP 0 101", "RTP/AVP 0")
+                .replace("a=rtpmap:101 telephone-event/8000\n", "")
+                .replace('\n', "\r\n")
+                .len();
+            let plain = match plain.split_once("Content-Length: ") {
+                Some((head, rest)) => {
+                    let body = rest.split_once("\n\n").map_or("", |(_, b)| b);
+                    format!("{head}Content-Length: {len}\n\n{body}")
+                }
+                None => plain,
+            };
+            h.feed(&plain, PHONE);
             assert!(h.answered(mark, leg), "call {n}: the line is answered");
+            let out = h.line(leg, LineEvent::Digit('3'));
+            let info = requests(&out, "INFO");
+            assert_eq!(info.len(), 1, "call {n}: the digit as INFO: {out:?}");
+            assert!(String::from_utf8_lossy(&info[0].body).contains("Signal=3"));
+            let ok = ok_for(info[0]);
+            h.feed(&ok, PHONE);
             let out = h.feed(&phone_bye(&inv, &tag), PHONE);
             assert_eq!(statuses(&out), vec![200], "call {n}");
             assert!(h.hung_up(mark, leg), "call {n}: the line is hung up");
@@ -659,6 +786,7 @@ fn pstn_calls_leave_nothing_behind() {
     );
     assert_eq!(h.lines.on_line("gsm1") + h.lines.on_line("gsm2"), 0);
     assert_eq!(h.core.calls().timer_count(), 0, "call timers left");
+    assert_eq!(h.relays.load(Ordering::SeqCst), 0, "relays still held");
     let finished = h.core.calls_mut().take_finished();
     assert_eq!(finished.len(), 300, "every call has its summary");
     // The records' raw material: statuses and Q.850 causes as the lines said.
@@ -706,4 +834,32 @@ fn late_and_stray_line_events() {
     h.advance(Duration::from_secs(100));
     assert_eq!(h.core.calls().len(), 0);
     assert_eq!(h.core.transaction_counts(), (0, 0));
+}
+
+/// No relay for a call: a call out gets 503 and no line is dialled; a call arriving on a line
+/// is hung up at once.
+#[test]
+fn no_media_no_line() {
+    let mut h = Harness::with_relays(0);
+    register_phone(&mut h);
+    let mark = h.lines.log.len();
+    let out = call_out(&mut h, 1);
+    assert_eq!(statuses(&out), vec![503], "{out:?}");
+    assert!(h.dials(mark).is_empty(), "no line is dialled");
+    ack_failure(&mut h, 1, &out);
+    let id = h
+        .core
+        .line_call(h.now, h.unix, "gsm1", Some("+4930555".into()), audio(2))
+        .expect("offered");
+    let out = h.drain();
+    assert!(requests(&out, "INVITE").is_empty(), "no phone rings");
+    let leg = LegId {
+        call: id,
+        fork: LegId::INCOMING,
+    };
+    assert!(h.hung_up(mark, leg), "the line's call is hung up");
+    h.advance(Duration::from_secs(100));
+    assert_eq!(h.core.calls().len(), 0);
+    assert_eq!(h.core.transaction_counts(), (0, 0));
+    assert_eq!(h.relays.load(Ordering::SeqCst), 0);
 }

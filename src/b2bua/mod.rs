@@ -4,8 +4,10 @@
 //! failover: direct SIP destinations first, a PSTN trunk last); the forks of a stage ring in
 //! parallel, and forks towards a trunk answer its digest challenge once. Requests, responses
 //! and SDP are mapped between the legs, media is anchored on a relay, and every call is torn
-//! down completely — timers, transactions, relay sockets — however it ends. Sans-IO: it drives the transaction layer it is handed and reads
-//! time from its arguments.
+//! down completely — timers, transactions, relay ports, legs on PSTN lines — however it ends.
+//! Sans-IO: it drives the transaction layer it is handed, reads time from its arguments, gets
+//! media through a [`MediaPort`] (no socket is bound and no task spawned here) and reaches
+//! PSTN lines through [`LineCommand`]s and [`LineEvent`]s ([`line_leg`]).
 
 mod call;
 pub mod line_leg;
@@ -17,7 +19,8 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::media::{MediaEngine, MediaEvent};
+use crate::media::port::MediaPort;
+use crate::media::MediaEvent;
 use crate::sip::message::{Request, Response};
 use crate::sip::peer::Peer;
 use crate::sip::transaction::{ClientKey, ServerKey, TransactionLayer};
@@ -151,9 +154,8 @@ pub struct NewCall {
 /// All calls in progress.
 pub struct Calls {
     settings: CallSettings,
-    media: Option<MediaEngine>,
-    /// Where relays' events go, tagged with the call id.
-    media_events: Option<tokio::sync::mpsc::UnboundedSender<(u64, MediaEvent)>>,
+    /// Where each call's media (its relay) comes from; `None`: calls without media anchoring.
+    media: Option<Box<dyn MediaPort>>,
     calls: HashMap<u64, Call>,
     by_server: HashMap<ServerKey, u64>,
     by_client: HashMap<ClientKey, ClientRole>,
@@ -175,24 +177,12 @@ pub struct Calls {
 }
 
 impl Calls {
-    /// `media`: the relay engine and the channel its events are forwarded to (`None`: calls
-    /// without media anchoring, as in unit tests).
-    pub fn new(
-        settings: CallSettings,
-        media: Option<(
-            MediaEngine,
-            tokio::sync::mpsc::UnboundedSender<(u64, MediaEvent)>,
-        )>,
-        seed: u64,
-    ) -> Calls {
-        let (media, media_events) = match media {
-            Some((engine, sink)) => (Some(engine), Some(sink)),
-            None => (None, None),
-        };
+    /// `media`: where calls get their relay (its events reach the port's sink tagged with the
+    /// call id); `None`: calls without media anchoring, as in unit tests.
+    pub fn new(settings: CallSettings, media: Option<Box<dyn MediaPort>>, seed: u64) -> Calls {
         Calls {
             settings,
             media,
-            media_events,
             calls: HashMap::new(),
             by_server: HashMap::new(),
             by_client: HashMap::new(),
@@ -427,21 +417,9 @@ impl Calls {
         let a_tag = self.token();
         let mut call = Call::new(id, now, key, invite, peer, a_tag, caller, &self.settings);
         call.a_line = a_line;
-        let relay = match &self.media {
-            Some(engine) => match engine.allocate_now() {
-                Ok(mut r) => {
-                    if let (Some(mut rx), Some(sink)) = (r.take_events(), self.media_events.clone())
-                    {
-                        tokio::spawn(async move {
-                            while let Some(ev) = rx.recv().await {
-                                if sink.send((id, ev)).is_err() {
-                                    break;
-                                }
-                            }
-                        });
-                    }
-                    Some(r)
-                }
+        let relay = match self.media.as_mut() {
+            Some(port) => match port.allocate(id) {
+                Ok(r) => Some(r),
                 Err(e) => {
                     tracing::error!("no media relay for a new call: {e}");
                     let why = "No media ports available";

@@ -6,8 +6,9 @@
 use std::net::IpAddr;
 
 use super::srtp::{self, OfferedSrtp, OurOffer, SrtpPolicy};
+use crate::media::port::CallMedia;
 use crate::media::srtp::MasterKey;
-use crate::media::{Law, LegMedia, LegSrtp, Relay, Side};
+use crate::media::{Law, LegMedia, LegSrtp, Side};
 use crate::sdp::{self, Codec, MediaDescription, OriginState, SdesKey, SessionDescription, G711};
 use crate::sip::message::Request;
 
@@ -202,7 +203,7 @@ impl LegSdp {
         Some(self.sent(Side::B, b, port))
     }
 
-    fn update_relay(&mut self, relay: Option<&Relay>) {
+    fn update_relay(&mut self, relay: Option<&dyn CallMedia>) {
         if let (Some(r), Some(a), Some(b)) = (relay, &self.legs[0], &self.legs[1]) {
             r.update(a.clone(), b.clone());
         }
@@ -213,7 +214,7 @@ impl LegSdp {
         &mut self,
         answer: &SessionDescription,
         port_a: u16,
-        relay: Option<&Relay>,
+        relay: Option<&dyn CallMedia>,
         policy_b: SrtpPolicy,
     ) -> Result<SessionDescription, (u16, String)> {
         let b_audio = answer
@@ -276,7 +277,7 @@ impl LegSdp {
     }
 
     /// The caller's answer (in its ACK) to the offer we made in the 2xx.
-    pub fn a_answers_in_ack(&mut self, answer: &SessionDescription, relay: Option<&Relay>) {
+    pub fn a_answers_in_ack(&mut self, answer: &SessionDescription, relay: Option<&dyn CallMedia>) {
         self.awaiting_a_answer = false;
         self.answer_in_ack(Side::A, answer, relay);
     }
@@ -286,7 +287,7 @@ impl LegSdp {
         &mut self,
         side: Side,
         answer: &SessionDescription,
-        relay: Option<&Relay>,
+        relay: Option<&dyn CallMedia>,
     ) {
         let Some(audio) = answer.audio() else { return };
         let Some(codec) = audio
@@ -362,7 +363,7 @@ impl LegSdp {
         offer: &SessionDescription,
         answer: &SessionDescription,
         port_offerer: u16,
-        relay: Option<&Relay>,
+        relay: Option<&dyn CallMedia>,
     ) -> Result<SessionDescription, (u16, String)> {
         let o_audio = offer.audio().ok_or((488, "No audio offered".to_string()))?;
         let a_audio = answer

@@ -36,6 +36,7 @@ pub mod dtmf;
 pub mod g711;
 mod io;
 mod mmsg;
+pub mod port;
 mod ports;
 mod relay;
 pub mod rtp;

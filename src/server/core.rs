@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::b2bua::{CallSettings, Caller, Calls, NewCall, Stage, Target, TrunkAuth};
-use crate::media::{MediaEngine, MediaEvent};
+use crate::media::MediaEvent;
 use crate::registrar::{self, Binding, Registrar};
 use crate::routing::router::{bare, Decision, Route};
 use crate::routing::{Permission, Permissions};
@@ -139,10 +139,7 @@ impl SipCore {
         settings: CoreSettings,
         extensions: Vec<ExtensionRow>,
         secret: [u8; 32],
-        media: Option<(
-            MediaEngine,
-            tokio::sync::mpsc::UnboundedSender<(u64, MediaEvent)>,
-        )>,
+        media: Option<Box<dyn crate::media::port::MediaPort>>,
     ) -> SipCore {
         let tag_seed = u64::from_le_bytes(secret[..8].try_into().unwrap_or([7; 8]));
         let layer = TransactionLayer::new(settings.timers);

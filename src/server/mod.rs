@@ -255,7 +255,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         settings,
         extensions,
         random_secret(),
-        Some((engine, media_tx)),
+        Some(Box::new(crate::media::port::RelayPort::new(
+            engine, media_tx,
+        ))),
     );
     core.calls_mut().continue_ids_after(last_call_ref);
     let mut limiter = limits::Limiter::new(

@@ -107,7 +107,14 @@ impl Call {
         settings: &CallSettings,
     ) -> ForkAction {
         let line = other(side);
-        let answer = self.line_sdp_of(i);
+        // The line's stream as it is, in the direction that answers the offer's (hold:
+        // sendonly → recvonly).
+        let answer = self.line_sdp_of(i).map(|mut a| {
+            if let (Some(k), Some(m)) = (offer.audio_index(), a.audio_mut()) {
+                m.set_direction(offer.media_direction(k).reverse());
+            }
+            a
+        });
         let result = self
             .sdp
             .offer_to(line, offer, self.relay_port(line))
@@ -118,7 +125,7 @@ impl Call {
                     offer,
                     &answer,
                     self.relay_port(side),
-                    self.relay.as_ref(),
+                    self.relay.as_deref(),
                 )
             });
         match result {
@@ -356,7 +363,7 @@ impl Call {
                     offer,
                     &answer,
                     self.relay_port(to),
-                    self.relay.as_ref(),
+                    self.relay.as_deref(),
                 ) {
                     Ok(s) => answer_for_offerer = Some(s),
                     Err((st, _)) => {
@@ -434,9 +441,9 @@ impl Call {
         if let Some(Ok(answer)) = sdp_of(&req.headers, &req.body) {
             // The answer to an offer we made in a 2xx (offerless INVITE or re-INVITE).
             if side == Side::A && self.sdp.awaiting_a_answer() {
-                self.sdp.a_answers_in_ack(&answer, self.relay.as_ref());
+                self.sdp.a_answers_in_ack(&answer, self.relay.as_deref());
             } else if self.answer_in_ack[idx(side)] {
-                self.sdp.answer_in_ack(side, &answer, self.relay.as_ref());
+                self.sdp.answer_in_ack(side, &answer, self.relay.as_deref());
             }
             self.answer_in_ack[idx(side)] = false;
         }

@@ -18,7 +18,8 @@ use bytes::Bytes;
 use super::line_leg::{self, LegCodec, LegId, LineCommand, LineEvent, LineTarget};
 use super::sdp_flow::{self, LegSdp};
 use super::{CallSettings, Caller, Stage, Target, TrunkAuth};
-use crate::media::{MediaEvent, Relay, Side};
+use crate::media::port::CallMedia;
+use crate::media::{MediaEvent, Side};
 use crate::sdp::SessionDescription;
 use crate::sip::dialog::Dialog;
 use crate::sip::header::{CSeq, Contact, Header, NameAddr, Via};
@@ -281,7 +282,7 @@ pub struct Call {
     a: ALeg,
     pub forks: Vec<Fork>,
     pub winner: Option<usize>,
-    pub relay: Option<Relay>,
+    pub relay: Option<Box<dyn CallMedia>>,
     /// The routing decision behind this call, for its record.
     pub route: Option<std::sync::Arc<crate::routing::router::Route>>,
     sdp: LegSdp,
@@ -669,7 +670,7 @@ impl Call {
     }
 
     fn relay_port(&self, side: Side) -> u16 {
-        self.relay.as_ref().map_or(9, |r| r.local_port(side))
+        self.relay.as_deref().map_or(9, |r| r.local_port(side))
     }
 
     /// Reads the caller's offer (or prepares our own for an offerless INVITE) and the offer
@@ -1071,7 +1072,7 @@ impl Call {
                         .b_answers(
                             &answer,
                             self.relay_port(Side::A),
-                            self.relay.as_ref(),
+                            self.relay.as_deref(),
                             policy,
                         )
                         .ok()
@@ -1097,7 +1098,7 @@ impl Call {
                     self.sdp.b_answers(
                         &answer,
                         self.relay_port(Side::A),
-                        self.relay.as_ref(),
+                        self.relay.as_deref(),
                         policy,
                     )
                 }) {
@@ -1286,7 +1287,7 @@ impl Call {
                     .b_answers(
                         &answer,
                         self.relay_port(Side::A),
-                        self.relay.as_ref(),
+                        self.relay.as_deref(),
                         policy,
                     )
                     .ok(),
@@ -1350,7 +1351,7 @@ impl Call {
                 match self.sdp.b_answers(
                     &answer,
                     self.relay_port(Side::A),
-                    self.relay.as_ref(),
+                    self.relay.as_deref(),
                     policy,
                 ) {
                     Ok(s) => Some(s),
@@ -1717,7 +1718,7 @@ impl Call {
         } else {
             (500, "failed")
         });
-        let stats = self.relay.as_ref().map(Relay::stats);
+        let stats = self.relay.as_deref().map(|r| r.stats());
         CallSummary {
             id: self.id,
             caller: self.caller.number.clone(),

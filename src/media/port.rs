@@ -1,0 +1,75 @@
+//! The media port of call control: what the B2BUA needs of a call's media (a relay anchoring
+//! both legs: its ports, the legs' parameters, DTMF to send, statistics) as traits, so that
+//! call control neither binds sockets nor spawns tasks, and tests give it a fake. The real
+//! port ([`RelayPort`]) takes relays from the [`MediaEngine`] and forwards each relay's
+//! events, tagged with the call, to one shared sink.
+
+use tokio::sync::mpsc;
+
+use super::{CallMediaStats, LegMedia, MediaEngine, MediaError, MediaEvent, Relay, Side};
+
+/// The media of one call, as call control drives it.
+pub trait CallMedia: Send {
+    /// The relay's local RTP port towards `side`.
+    fn local_port(&self, side: Side) -> u16;
+    /// Both legs' parameters (after an offer/answer).
+    fn update(&self, a: LegMedia, b: LegMedia);
+    /// Sends a DTMF digit to `to` as RFC 4733 events.
+    fn send_dtmf(&self, to: Side, digit: char, duration_ms: u32);
+    /// The call's media statistics so far.
+    fn stats(&self) -> CallMediaStats;
+}
+
+impl CallMedia for Relay {
+    fn local_port(&self, side: Side) -> u16 {
+        Relay::local_port(self, side)
+    }
+
+    fn update(&self, a: LegMedia, b: LegMedia) {
+        Relay::update(self, a, b)
+    }
+
+    fn send_dtmf(&self, to: Side, digit: char, duration_ms: u32) {
+        Relay::send_dtmf(self, to, digit, duration_ms)
+    }
+
+    fn stats(&self) -> CallMediaStats {
+        Relay::stats(self)
+    }
+}
+
+/// Where call control gets the media of a new call. Dropping the [`CallMedia`] releases it.
+pub trait MediaPort: Send {
+    /// Media for call `call`; its events ([`MediaEvent`]) go to the port's sink tagged with
+    /// `call`.
+    fn allocate(&mut self, call: u64) -> Result<Box<dyn CallMedia>, MediaError>;
+}
+
+/// Relays of a [`MediaEngine`], their events forwarded to one sink.
+pub struct RelayPort {
+    engine: MediaEngine,
+    sink: mpsc::UnboundedSender<(u64, MediaEvent)>,
+}
+
+impl RelayPort {
+    pub fn new(engine: MediaEngine, sink: mpsc::UnboundedSender<(u64, MediaEvent)>) -> RelayPort {
+        RelayPort { engine, sink }
+    }
+}
+
+impl MediaPort for RelayPort {
+    fn allocate(&mut self, call: u64) -> Result<Box<dyn CallMedia>, MediaError> {
+        let mut relay = self.engine.allocate_now()?;
+        if let Some(mut rx) = relay.take_events() {
+            let sink = self.sink.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = rx.recv().await {
+                    if sink.send((call, ev)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(Box::new(relay))
+    }
+}
