@@ -112,7 +112,7 @@ enum Tag {
     Reset,
     SmsList,
     SmsRead(u32),
-    SmsDelete,
+    SmsDelete(u32),
     SmsAck,
     SmsSend(u64),
     Ussd,
@@ -153,6 +153,12 @@ pub struct LineMachine {
     next_probe: Option<Instant>,
     next_clcc: Option<Instant>,
     missed: u32,
+    /// Storage indices whose message was handed out and not deleted yet. A modem stores a new
+    /// message at the lowest free index, so while an index is held no other message can be
+    /// there: a second `+CMTI` or listing of it is the same message, not read (and so not
+    /// deleted) again. Without this a late second delete of a reused index would remove a
+    /// newer message before it was read.
+    held: std::collections::BTreeSet<u32>,
 }
 
 impl LineMachine {
@@ -174,6 +180,7 @@ impl LineMachine {
             next_probe: None,
             next_clcc: None,
             missed: 0,
+            held: Default::default(),
         }
     }
 
@@ -195,6 +202,8 @@ impl LineMachine {
     /// The ports are open: (re)initialise the modem.
     pub fn port_opened(&mut self, data_port: &str, audio_port: &str, now: Instant) {
         self.at.reset();
+        // Deletes in the queue are gone: what is left on the SIM is listed again.
+        self.held.clear();
         self.drain_engine(now);
         self.status.data_port = Some(data_port.to_string());
         self.status.audio_port = Some(audio_port.to_string());
@@ -313,9 +322,12 @@ impl LineMachine {
 
     /// Deletes a message from the modem's storage (after it was stored).
     pub fn delete_sms(&mut self, index: u32, now: Instant) {
+        let cmd = format!("AT+CMGD={index}");
+        if self.at.has_pending(&cmd) {
+            return;
+        }
         self.at.enqueue(
-            Command::new(format!("AT+CMGD={index}"), Tag::SmsDelete)
-                .timeout(self.cfg.command_timeout),
+            Command::new(cmd, Tag::SmsDelete(index)).timeout(self.cfg.command_timeout),
             now,
         );
     }
@@ -569,7 +581,11 @@ impl LineMachine {
         }
         let ok = r.outcome.is_ok();
         match r.tag {
-            Tag::Init | Tag::Dtmf | Tag::Audio | Tag::Reset | Tag::SmsDelete => {}
+            Tag::Init | Tag::Dtmf | Tag::Audio | Tag::Reset => {}
+            Tag::SmsDelete(index) => {
+                // Deleted, or not: either way the index may hold another message next.
+                self.held.remove(&index);
+            }
             Tag::SmsAck => {
                 if !ok {
                     tracing::warn!(line = %self.cfg.name, outcome = ?r.outcome, "AT+CNMA refused: the network may send the message again");
@@ -577,12 +593,16 @@ impl LineMachine {
             }
             Tag::SmsList => {
                 for (index, pdu) in super::sms::parse_list(&r.lines) {
-                    self.events.push_back(LineEvent::SmsRead { index, pdu });
+                    if self.held.insert(index) {
+                        self.events.push_back(LineEvent::SmsRead { index, pdu });
+                    }
                 }
             }
             Tag::SmsRead(index) => {
                 if let Some(pdu) = super::sms::parse_read(&r.lines) {
-                    self.events.push_back(LineEvent::SmsRead { index, pdu });
+                    if self.held.insert(index) {
+                        self.events.push_back(LineEvent::SmsRead { index, pdu });
+                    }
                 }
             }
             Tag::SmsSend(id) => {
@@ -890,6 +910,9 @@ impl LineMachine {
                 if self.call.is_some() {
                     self.connect(now);
                 }
+            }
+            Urc::Cmti { index, .. } if self.held.contains(&index) => {
+                tracing::debug!(line = %self.cfg.name, index, "+CMTI for a message read already");
             }
             Urc::Cmti { index, .. } => {
                 self.at.enqueue(

@@ -497,3 +497,62 @@ fn an_hour_long_call_keeps_probing_without_piling_up() {
     assert_eq!(r.m.status().csq, Some(17)); // the latest ^RSSI
     assert!(r.events().is_empty());
 }
+
+/// Sends what the machine transmitted to a scripted modem answering `answer` to each command;
+/// the commands.
+fn exchange(m: &mut LineMachine, now: Instant, answer: impl Fn(&str) -> String) -> Vec<String> {
+    let mut sent = Vec::new();
+    let mut split = LineSplitter::new();
+    while let Some(bytes) = m.poll_transmit() {
+        let mut frames = Vec::new();
+        split.push(&bytes, &mut frames);
+        for f in frames {
+            let Frame::Line(cmd) = f else { continue };
+            m.handle_input(answer(&cmd).as_bytes(), now);
+            sent.push(cmd);
+        }
+    }
+    sent
+}
+
+#[test]
+fn a_message_is_read_and_deleted_once_though_announced_twice() {
+    let mut r = Rig::new("huawei");
+    r.events();
+    let now = r.now;
+    let modem = |pdu: &'static str| {
+        move |cmd: &str| {
+            if cmd == "AT+CMGR=3" {
+                format!("\r\n+CMGR: 1,,5\r\n{pdu}\r\nOK\r\n")
+            } else {
+                "\r\nOK\r\n".to_owned()
+            }
+        }
+    };
+    // Announced twice (a repeated +CMTI, or a listing and a +CMTI): read once.
+    r.m.handle_input(b"\r\n+CMTI: \"SM\",3\r\n+CMTI: \"SM\",3\r\n", now);
+    let sent = exchange(&mut r.m, now, modem("00AA"));
+    assert_eq!(sent, vec!["AT+CMGR=3", "AT+CMGR=3"]);
+    let reads: Vec<_> = std::iter::from_fn(|| r.m.poll_event())
+        .filter(|e| matches!(e, LineEvent::SmsRead { .. }))
+        .collect();
+    assert_eq!(
+        reads,
+        vec![LineEvent::SmsRead {
+            index: 3,
+            pdu: "00AA".into()
+        }]
+    );
+    // Deleted once, though asked twice before the first delete was done.
+    r.m.delete_sms(3, now);
+    r.m.delete_sms(3, now);
+    assert_eq!(exchange(&mut r.m, now, modem("00AA")), vec!["AT+CMGD=3"]);
+    // The index is free: a new message there is read.
+    r.m.handle_input(b"\r\n+CMTI: \"SM\",3\r\n", now);
+    assert_eq!(exchange(&mut r.m, now, modem("00BB")), vec!["AT+CMGR=3"]);
+    assert!(std::iter::from_fn(|| r.m.poll_event()).any(|e| e
+        == LineEvent::SmsRead {
+            index: 3,
+            pdu: "00BB".into()
+        }));
+}
