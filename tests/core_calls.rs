@@ -1033,3 +1033,44 @@ fn trunk_presentation_and_withheld_callers() {
     assert!(t[0].headers.get("Privacy").is_none());
     assert!(t[0].headers.get("P-Asserted-Identity").is_none());
 }
+
+/// A callee that redirects to itself, again and again: its own Contact is a loop (not rung
+/// again), and redirects to its extension at this office are followed at most three times; the
+/// caller then gets a final refusal and nothing is left behind.
+#[test]
+fn redirect_loops_end() {
+    let mut h = Harness::new(Duration::from_secs(60));
+    register_callee(&mut h);
+    let mut inv = start_call(&mut h, 1);
+    let mut invites = 1;
+    let mut last = Vec::new();
+    for round in 0..6 {
+        let text = callee_response(&inv, 302, &format!("r{round}"), false).replace(
+            &format!("Contact: <sip:101@{CALLEE}>"),
+            &format!("Contact: <sip:101@{CALLEE}>, <sip:101@office.test>;q=0.5"),
+        );
+        let out = h.feed(&text, CALLEE);
+        last = out.clone();
+        match requests(&out, "INVITE").first() {
+            Some(next) => {
+                invites += 1;
+                inv = (*next).clone();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(invites, 4, "the first INVITE and three redirects followed");
+    let finals: Vec<u16> = responses(&last)
+        .iter()
+        .map(|r| r.status)
+        .filter(|s| *s >= 300)
+        .collect();
+    assert_eq!(
+        finals.len(),
+        1,
+        "the caller gets one final answer: {finals:?}"
+    );
+    assert!(finals[0] >= 400, "{finals:?}");
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.core.calls().len(), 0);
+}

@@ -118,7 +118,7 @@ pub fn pidf(ext: &str, domain: &str, state: &ExtensionState) -> String {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" xmlns:dm=\"urn:ietf:params:xml:ns:pidf:data-model\" xmlns:rpid=\"urn:ietf:params:xml:ns:pidf:rpid\" entity=\"{entity}\">\n<tuple id=\"pasarela-{}\">\n<status><basic>{basic}</basic></status>\n<contact>{entity}</contact>\n<note>{note}</note>\n</tuple>\n",
         escape(ext)
     );
-    let _ = write!(out, "<dm:person id=\"p-{}\">\n", escape(ext));
+    let _ = writeln!(out, "<dm:person id=\"p-{}\">", escape(ext));
     if busy {
         out.push_str("<rpid:activities><rpid:on-the-phone/></rpid:activities>\n");
     }
