@@ -941,7 +941,7 @@ fn line_metric(server: &Server, name: &str, state: &str) -> Option<f64> {
 /// naming its channel, fxo2 "on-hook"; /metrics and the live page say the same. A call skips fxo1 and fxo3
 /// (the explanation gives both reasons) and completes on fxo2, where the live API shows "in
 /// call". When fxo1's alarm clears (DAHDI_EVENT_NOALARM) it is "on-hook" again and the next
-/// call takes it.
+/// call takes it; when fxo3's channel appears, the line opens it by itself (within 10 s).
 #[test]
 fn an_alarmed_or_unopened_line_is_shown_and_skipped() {
     require_program("baresip", "baresip");
@@ -1034,7 +1034,13 @@ fn an_alarmed_or_unopened_line_is_shown_and_skipped() {
         "{rec:?}"
     );
     assert_eq!(ex1.with(|c| c.seizures), 1);
-    drop((ex1, ex2));
+
+    // fxo3's channel appears (the card is back): the line opens it again by itself.
+    std::fs::remove_file(&s3).expect("remove fxo3's file");
+    let ex3 = Exchange::start(&s3, None);
+    let (state, detail) = live_line(&server, "fxo3", "on-hook");
+    assert_eq!(state, "on-hook", "fxo3 not reopened: {detail}\n{}", logs());
+    drop((ex1, ex2, ex3));
 }
 
 /// The phone's R key, RFC 4733 event 16 (hook flash), during a call on the FXO line reaches
