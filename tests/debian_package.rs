@@ -203,6 +203,15 @@ fn inspect(deb: &Path, dir: &Path) -> PathBuf {
         "Depends should be computed from the binary (libc6 with a version): {depends:?}"
     );
     assert!(!field("Description").is_empty());
+    // The telephony card's tools (dahdi_cfg, dahdi_hardware) for the FXO lines, and
+    // usb-modeswitch for the modems.
+    let recommends = field("Recommends");
+    for want in ["dahdi", "usb-modeswitch"] {
+        assert!(
+            recommends.split(',').any(|p| p.trim() == want),
+            "Recommends should name {want}: {recommends:?}"
+        );
+    }
 
     // Files and modes.
     let listing = run_ok(

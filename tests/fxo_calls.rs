@@ -406,6 +406,24 @@ fn last_record(db: &Path) -> Option<Record> {
 /// clearing by battery drop, their calls ringing 101, and phone `ext` registered (440 Hz for
 /// 30 s, answering by hand).
 fn serve_lines(lines: &[(&str, &Path)], ext: &str) -> (Server, Phone) {
+    let server = Server::start(&lines_config(lines));
+    let mut a = Phone::start(
+        server.dir(),
+        server.udp,
+        PhoneCfg {
+            name: ext,
+            ext,
+            answer: "manual",
+            tone_hz: 440.0,
+            tone_secs: 30.0,
+        },
+    );
+    wait_registered(&server, &mut a, ext);
+    (server, a)
+}
+
+/// The configuration of [`serve_lines`].
+fn lines_config(lines: &[(&str, &Path)]) -> String {
     let mut config = format!(
         r#"{base}
 [numbering]
@@ -435,20 +453,7 @@ incoming = ["101"]
             sock = sock.display(),
         ));
     }
-    let server = Server::start(&config);
-    let mut a = Phone::start(
-        server.dir(),
-        server.udp,
-        PhoneCfg {
-            name: ext,
-            ext,
-            answer: "manual",
-            tone_hz: 440.0,
-            tone_secs: 30.0,
-        },
-    );
-    wait_registered(&server, &mut a, ext);
-    (server, a)
+    config
 }
 
 /// `serve` with fxo1 on the simulated channel at `sock` (answer by polarity, disconnect by
@@ -936,7 +941,7 @@ fn line_metric(server: &Server, name: &str, state: &str) -> Option<f64> {
 /// naming its channel, fxo2 "on-hook"; /metrics and the live page say the same. A call skips fxo1 and fxo3
 /// (the explanation gives both reasons) and completes on fxo2, where the live API shows "in
 /// call". When fxo1's alarm clears (DAHDI_EVENT_NOALARM) it is "on-hook" again and the next
-/// call takes it.
+/// call takes it; when fxo3's channel appears, the line opens it by itself (within 10 s).
 #[test]
 fn an_alarmed_or_unopened_line_is_shown_and_skipped() {
     require_program("baresip", "baresip");
@@ -1029,5 +1034,109 @@ fn an_alarmed_or_unopened_line_is_shown_and_skipped() {
         "{rec:?}"
     );
     assert_eq!(ex1.with(|c| c.seizures), 1);
-    drop((ex1, ex2));
+
+    // fxo3's channel appears (the card is back): the line opens it again by itself.
+    std::fs::remove_file(&s3).expect("remove fxo3's file");
+    let ex3 = Exchange::start(&s3, None);
+    let (state, detail) = live_line(&server, "fxo3", "on-hook");
+    assert_eq!(state, "on-hook", "fxo3 not reopened: {detail}\n{}", logs());
+    drop((ex1, ex2, ex3));
+}
+
+/// The phone's R key, RFC 4733 event 16 (hook flash), during a call on the FXO line reaches
+/// the line as a hook flash (DAHDI_HOOK 3; the hook stays off). The phone is sipp here
+/// (baresip cannot send event 16): the event's packets go to the relay port of its answer.
+#[test]
+fn a_hook_flash_from_the_phone_reaches_the_line() {
+    require_program("sipp", "sip-tester");
+    let _slot = slot();
+    let dir = common::TestDir::new("fxo-flash");
+    let sock = dir.path().join("fxo1.sock");
+    let answered = Outgoing::de(vec![(300, Act::Event(ChannelEvent::Polarity))]);
+    let ex = Exchange::start(&sock, Some(answered));
+    let server = Server::start(&lines_config(&[("fxo1", &sock)]));
+    let number = "03012345678";
+    let auth_uri = format!("{number}@{}", server.udp);
+    let caller = common::sipp_spawn(
+        server.dir(),
+        "caller-100",
+        "call_uac_events.xml",
+        server.udp,
+        "u1",
+        common::free_port(),
+        &[
+            "-s",
+            number,
+            "-key",
+            "caller",
+            "100",
+            "-au",
+            "100",
+            "-ap",
+            "secret100",
+            "-auth_uri",
+            &auth_uri,
+        ],
+    );
+    // The relay port of the answer, from sipp's scenario log.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut relay_port = None;
+    while relay_port.is_none() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        for entry in std::fs::read_dir(server.dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.contains("call_uac_events")
+                && name.ends_with(".log")
+                && !name.contains("errors")
+                && !name.contains("messages")
+            {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                relay_port = text
+                    .lines()
+                    .find_map(|l| l.split("relay_port_to_caller ").nth(1))
+                    .and_then(|p| p.trim().parse::<u16>().ok());
+            }
+        }
+    }
+    let relay_port = relay_port
+        .unwrap_or_else(|| panic!("no answer with a relay port\n{}", server.log_excerpt()));
+    assert!(ex.with(|c| c.off_hook), "the line is not in the call");
+    // Event 16: three packets, the last with the end bit (RFC 4733 §2.5).
+    let phone = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for (i, end) in [(0u16, false), (1, false), (2, true)] {
+        let mut pkt = vec![0x80, 101, 0, 0, 0, 0, 0x03, 0x20, 0x12, 0x34, 0x56, 0x78];
+        pkt[1] |= if i == 0 { 0x80 } else { 0 };
+        pkt[2..4].copy_from_slice(&(100 + i).to_be_bytes());
+        let duration: u16 = 160 * (i + 1);
+        pkt.extend_from_slice(&[16, if end { 0x80 | 10 } else { 10 }]);
+        pkt.extend_from_slice(&duration.to_be_bytes());
+        phone
+            .send_to(&pkt, ("127.0.0.1", relay_port))
+            .expect("send event");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let flashed = ex.wait(Duration::from_secs(5), |c| c.flashes > 0);
+    let caller = caller.wait(Duration::from_secs(30));
+    assert!(
+        flashed,
+        "no hook flash on the line\n{}{}",
+        caller.report(),
+        server.log_excerpt()
+    );
+    assert!(caller.success(), "{}", caller.report());
+    assert!(
+        ex.wait(Duration::from_secs(10), |c| !c.off_hook),
+        "line not released"
+    );
+    let line = ex.finish();
+    assert_eq!(line.flashes.len(), 1);
+    assert_eq!(
+        line.hook_log.iter().map(|h| h.1).collect::<Vec<_>>(),
+        [true, false],
+        "the hook stayed off through the flash"
+    );
 }

@@ -33,11 +33,23 @@ pub trait AudioPort: Send {
 /// Runs the line until the channel closes or [`Command::Stop`]; refused commands are reported
 /// as `Err` on `replies`.
 pub fn run(
-    mut ch: Box<dyn Channel>,
+    ch: Box<dyn Channel>,
     mut line: FxoLine,
     commands: Receiver<Command>,
     outputs: Sender<FxoOutput>,
     mut audio: Box<dyn AudioPort>,
+) -> Result<(), ChannelError> {
+    run_on(ch, &mut line, &commands, &outputs, audio.as_mut())
+}
+
+/// [`run`] borrowing the line, the queues and the audio, so that a caller can open the
+/// channel again after it failed and go on with them.
+pub fn run_on(
+    mut ch: Box<dyn Channel>,
+    line: &mut FxoLine,
+    commands: &Receiver<Command>,
+    outputs: &Sender<FxoOutput>,
+    audio: &mut dyn AudioPort,
 ) -> Result<(), ChannelError> {
     let mut frame: Frame = SILENCE;
     let mut out: Frame = SILENCE;
@@ -74,7 +86,7 @@ pub fn run(
                 Err(TryRecvError::Empty) => break,
             }
         }
-        drain(&mut line, ch.as_mut(), &outputs)?;
+        drain(line, ch.as_mut(), outputs)?;
         match ch.read(&mut frame)? {
             Input::Audio => {
                 line.audio_in(&frame);
@@ -88,7 +100,7 @@ pub fn run(
                         out = SILENCE;
                     }
                 }
-                drain(&mut line, ch.as_mut(), &outputs)?;
+                drain(line, ch.as_mut(), outputs)?;
                 ch.write(&out)?;
             }
             Input::Event(ev) => {

@@ -159,36 +159,63 @@ impl FxoPort {
         let spawned = std::thread::Builder::new()
             .name(format!("fxo {name}"))
             .spawn(move || {
-                let ch = match super::channel::open(&channel) {
-                    Ok(mut ch) => {
-                        // The card's (or OSLEC's) canceller: a missing one costs echo on
-                        // the phone's side, not the line.
-                        if let Err(e) = ch.set_echo_cancel(echo_taps) {
-                            tracing::warn!("FXO line: echo canceller not enabled: {e}");
+                let mut port_audio = port_audio;
+                // Opened again after a failure (module reloaded, card back, simulator
+                // restarted), every RETRY, until the line is stopped.
+                const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+                loop {
+                    let ch = match super::channel::open(&channel) {
+                        Ok(mut ch) => {
+                            // The card's (or OSLEC's) canceller: a missing one costs echo on
+                            // the phone's side, not the line.
+                            if let Err(e) = ch.set_echo_cancel(echo_taps) {
+                                tracing::warn!("FXO line: echo canceller not enabled: {e}");
+                            }
+                            Some(ch)
                         }
-                        ch
-                    }
-                    Err(e) => {
-                        tracing::error!("FXO line: {e}");
+                        Err(e) => {
+                            tracing::error!("FXO line: {e} (trying again every {RETRY:?})");
+                            st.send_modify(|s| {
+                                s.state = LineState::Failed;
+                                s.last_error = Some(e.to_string());
+                            });
+                            None
+                        }
+                    };
+                    if let Some(ch) = ch {
                         st.send_modify(|s| {
-                            s.state = LineState::Failed;
+                            s.state = LineState::Idle;
+                            s.last_error = None;
+                        });
+                        let mut line = FxoLine::new(settings.clone());
+                        let r =
+                            super::driver::run_on(ch, &mut line, &cmd_rx, &out_tx, &mut port_audio);
+                        let Err(e) = r else { return };
+                        tracing::error!("FXO line: {e} (trying again every {RETRY:?})");
+                        st.send_modify(|s| {
+                            s.state = LineState::Down;
                             s.last_error = Some(e.to_string());
                         });
-                        return;
+                        // The call on the line, if any, is over: network out of order (after
+                        // what the line reported before, through the same queue).
+                        let state = line.state();
+                        if !matches!(
+                            state,
+                            super::fxo::FxoState::OnHook | super::fxo::FxoState::Alarm
+                        ) {
+                            let answered = state == super::fxo::FxoState::InCall;
+                            let _ = out_tx.send(FxoOutput::Progress(CallProgress::Ended(
+                                crate::pstn::EndCause::from_q850(38, answered),
+                            )));
+                        }
                     }
-                };
-                st.send_modify(|s| s.state = LineState::Idle);
-                let r = super::driver::run(
-                    ch,
-                    FxoLine::new(settings),
-                    cmd_rx,
-                    out_tx,
-                    Box::new(port_audio),
-                );
-                st.send_modify(|s| {
-                    s.state = LineState::Down;
-                    s.last_error = r.err().map(|e| e.to_string());
-                });
+                    // Wait, but stop at once when told to.
+                    match cmd_rx.recv_timeout(RETRY) {
+                        Ok(Command::Stop)
+                        | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                        _ => {}
+                    }
+                }
             });
         if let Err(e) = spawned {
             status_tx.send_modify(|s| {
@@ -290,8 +317,12 @@ impl PortTask {
         };
         if let Some(state) = state {
             self.status.send_modify(|s| {
-                // A call that ends because of an alarm leaves the line in alarm.
-                if s.state != LineState::Alarm {
+                // A call that ends because of an alarm, or because the channel was lost,
+                // leaves the line in that state (the driver says when it is back).
+                if !matches!(
+                    s.state,
+                    LineState::Alarm | LineState::Down | LineState::Failed
+                ) {
                     s.state = state;
                 }
                 if let CallProgress::Ended(c) = &p {
