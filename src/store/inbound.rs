@@ -81,10 +81,11 @@ pub fn routes(conn: &Connection) -> Result<Vec<RouteRow>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The ring groups and the inbound routes (number, destination) the gateway uses.
+pub type InboundSets = (Vec<RingGroupConfig>, Vec<(String, String)>);
+
 /// The groups and routes the gateway uses (`[[ring_group]]`, `[inbound] routes`).
-pub fn effective(
-    conn: &Connection,
-) -> Result<(Vec<RingGroupConfig>, Vec<(String, String)>), StoreError> {
+pub fn effective(conn: &Connection) -> Result<InboundSets, StoreError> {
     Ok((
         groups(conn)?.into_iter().map(|g| g.group).collect(),
         routes(conn)?

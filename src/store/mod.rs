@@ -287,9 +287,7 @@ impl Store {
     }
 
     /// The ring groups and inbound routes the gateway uses ([`inbound::effective`]).
-    pub fn inbound(
-        &self,
-    ) -> Result<(Vec<crate::config::RingGroupConfig>, Vec<(String, String)>), StoreError> {
+    pub fn inbound(&self) -> Result<inbound::InboundSets, StoreError> {
         inbound::effective(&self.conn)
     }
 
