@@ -458,3 +458,116 @@ fn api(
     };
     (status, body)
 }
+
+/// Inbound routes and ring groups from the dashboard (issue 17, slice 3): the file's group is
+/// shown read-only; a group and a route added on `/inbound` are applied without a restart, and
+/// the provider's call to the route's number rings both members; a bad destination is refused
+/// naming the field.
+#[test]
+fn a_route_to_a_ring_group_added_in_the_dashboard_rings_the_group() {
+    require_program("sipp", "sip-tester");
+    let file = "\n[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.5:9\"\nnumber_format = \"national\"\n\
+                sources = [\"127.0.0.5\"]\n\n[[ring_group]]\nname = \"support\"\nmembers = [\"100\"]\n";
+    let server = Server::start(&office(file));
+    let web = server.web.expect("web address");
+    let dir = server.dir().to_path_buf();
+    let mut phones: Vec<Phone> = ["100", "101"]
+        .iter()
+        .map(|ext| Phone::start(&dir, server.udp, phone_cfg(ext, "manual", 440.0)))
+        .collect();
+    for (p, ext) in phones.iter_mut().zip(["100", "101"]) {
+        wait_registered(&server, p, ext);
+    }
+    let mut c = set_up_admin(web);
+    let page = c.get("/inbound");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("data-group=\"support\"")
+            && page.body.contains("from the configuration file"),
+        "{}",
+        page.body
+    );
+    let t = csrf_of(&page.body);
+    let bad = c.post(
+        "/inbound/route/save",
+        &[
+            ("number", "+4930123450"),
+            ("destination", "sales"),
+            ("csrf", &t),
+        ],
+    );
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(bad.body.contains("Rings: "), "{}", bad.body);
+    let saved = c.post(
+        "/inbound/group/save",
+        &[
+            ("name", "sales"),
+            ("members", "100, 101"),
+            ("strategy", "all"),
+            ("csrf", &t),
+        ],
+    );
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let saved = c.post(
+        "/inbound/route/save",
+        &[
+            ("number", "+4930123450"),
+            ("destination", "sales"),
+            ("csrf", &t),
+        ],
+    );
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    // Applied: the provider's next call to the number rings both members.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+        if log
+            .lines()
+            .any(|l| l.contains("trunks applied: carrier") && l.contains("routes=1"))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            server.fail("the route was not applied");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let caller = sipp_spawn_on(
+        &dir,
+        "caller",
+        "trunk_uac_did.xml",
+        server.udp,
+        "u1",
+        PROVIDER_IP,
+        free_port(),
+        &["-s", "030123450", "-key", "caller", "0301234"],
+    );
+    for p in phones.iter_mut() {
+        p.expect_event("CALL_INCOMING", WAIT, &[], &server);
+    }
+    // 101 takes it; 100 stops ringing.
+    phones[1].command("accept", "");
+    phones[1].expect_event("CALL_ESTABLISHED", WAIT, &[], &server);
+    phones[0].expect_event("CALL_CLOSED", WAIT, &[], &server);
+    let res = caller.wait(Duration::from_secs(40));
+    res.assert_success(&server);
+    let deadline = Instant::now() + WAIT;
+    let rows = loop {
+        let rows: Vec<(String, Option<String>)> = rusqlite::Connection::open(&server.db)
+            .unwrap()
+            .prepare("SELECT direction, callee_e164 FROM call_records")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        if !rows.is_empty() || Instant::now() > deadline {
+            break rows;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        rows,
+        [("incoming".to_owned(), Some("+4930123450".to_owned()))]
+    );
+}

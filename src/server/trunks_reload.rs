@@ -1,5 +1,6 @@
-//! Trunks applied live (issue 17): the store holds every SIP trunk, the configuration file's
-//! `[[trunk]]` tables seed it ([`crate::store::trunks`]). At start and on every SIGHUP the file's
+//! Trunks, ring groups and inbound routes applied live (issue 17): the store holds them, the
+//! configuration file's `[[trunk]]`, `[[ring_group]]` and `[[inbound.route]]` tables seed it
+//! ([`crate::store::trunks`], [`crate::store::inbound`]). At start and on every SIGHUP the file's
 //! trunks are synchronised into the store; after that, and after every change from the
 //! dashboard or the API, the same [`reload`] gives the router, the trust model and the SIP core's
 //! registration and qualify agents the store's trunks. Calls in progress keep their route;
@@ -41,6 +42,18 @@ pub(super) fn provision(config: &mut Config, store: &mut Store) -> anyhow::Resul
         tracing::error!(trunk = %t.name, "a trunk of the dashboard has the name of a PSTN line of the file: not used");
     }
     config.trunks = keep;
+    let changed = store
+        .sync_config_inbound(&config.ring_groups, &config.inbound.routes)
+        .context("provisioning ring groups and inbound routes from the configuration")?;
+    if changed > 0 {
+        tracing::info!(
+            changed,
+            "ring groups and inbound routes provisioned from the configuration file"
+        );
+    }
+    (config.ring_groups, config.inbound.routes) = store
+        .inbound()
+        .context("reading the ring groups and inbound routes")?;
     Ok(())
 }
 
@@ -169,16 +182,29 @@ pub(super) fn reload(
             }
         }
         let store_path = base.store.path.clone();
-        let file_trunks = from_file.then(|| fresh.trunks.clone());
+        let from_the_file = from_file.then(|| {
+            (
+                fresh.trunks.clone(),
+                fresh.ring_groups.clone(),
+                fresh.inbound.routes.clone(),
+            )
+        });
         let read = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let mut store = Store::open(&store_path)?;
-            if let Some(t) = &file_trunks {
+            if let Some((t, groups, routes)) = &from_the_file {
                 log_sync(&store.sync_config_trunks(t)?);
+                let changed = store.sync_config_inbound(groups, routes)?;
+                if changed > 0 {
+                    tracing::info!(
+                        changed,
+                        "ring groups and inbound routes changed in the configuration file"
+                    );
+                }
             }
-            Ok((store.trunks()?, store.extensions()?))
+            Ok((store.trunks()?, store.extensions()?, store.inbound()?))
         })
         .await;
-        let (stored, rows) = match read {
+        let (stored, rows, (groups, routes)) = match read {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 tracing::error!("trunks not reloaded: {e:#}");
@@ -191,6 +217,8 @@ pub(super) fn reload(
         };
         let names: Vec<String> = stored.iter().map(|t| t.name.clone()).collect();
         fresh.trunks = stored;
+        fresh.ring_groups = groups;
+        fresh.inbound.routes = routes;
         fresh.trunks.extend(line_trunks(&base, &names));
         fresh.modems = base.modems.clone();
         fresh.fxo = base.fxo.clone();
@@ -200,6 +228,8 @@ pub(super) fn reload(
         tracing::info!(
             trunks = names.len(),
             enabled = fresh.trunks.iter().filter(|t| t.enabled).count(),
+            ring_groups = fresh.ring_groups.len(),
+            routes = fresh.inbound.routes.len(),
             "trunks applied: {}",
             names.join(", ")
         );

@@ -8,6 +8,7 @@
 //! except for the `created_at`/`updated_at` stamps on extension rows.
 
 pub mod backup;
+pub mod inbound;
 mod migrations;
 pub mod trunks;
 pub mod writer;
@@ -273,6 +274,21 @@ impl Store {
         trunks: &[crate::config::TrunkConfig],
     ) -> Result<trunks::TrunkSync, StoreError> {
         trunks::sync_config(&mut self.conn, trunks)
+    }
+
+    /// Makes the file's ring groups and inbound routes the `config` rows of the store
+    /// ([`inbound::sync_config`]); how many rows changed.
+    pub fn sync_config_inbound(
+        &mut self,
+        groups: &[crate::config::RingGroupConfig],
+        routes: &[(String, String)],
+    ) -> Result<usize, StoreError> {
+        inbound::sync_config(&mut self.conn, groups, routes)
+    }
+
+    /// The ring groups and inbound routes the gateway uses ([`inbound::effective`]).
+    pub fn inbound(&self) -> Result<inbound::InboundSets, StoreError> {
+        inbound::effective(&self.conn)
     }
 
     /// The trunks the gateway uses, in order of preference ([`trunks::effective`]).

@@ -291,20 +291,21 @@ pub fn sync_config(conn: &mut Connection, trunks: &[TrunkConfig]) -> Result<Trun
     Ok(out)
 }
 
-/// Why a change from the dashboard or the API was refused.
+/// Why a change from the dashboard or the API was refused (trunks, and the ring groups and
+/// routes of [`super::inbound`]).
 #[derive(Debug, thiserror::Error)]
 pub enum TrunkChangeError {
     /// A setting does not pass the checks.
     #[error(transparent)]
     Field(#[from] FieldError),
     /// The trunk belongs to the configuration file.
-    #[error("trunk `{0}` is managed by the configuration file; change it there")]
+    #[error("`{0}` is managed by the configuration file; change it there")]
     FromFile(String),
     /// A new trunk with the name of an existing one.
-    #[error("trunk `{0}` already exists")]
+    #[error("`{0}` already exists")]
     Exists(String),
     /// No such trunk.
-    #[error("trunk `{0}` does not exist")]
+    #[error("`{0}` does not exist")]
     Unknown(String),
     #[error(transparent)]
     Store(#[from] StoreError),

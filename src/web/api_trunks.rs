@@ -120,13 +120,15 @@ async fn one(State(state): State<WebState>, Path(name): Path<String>) -> Respons
 fn body(
     mut v: Map<String, Value>,
     default_enabled: bool,
-) -> Result<(Option<String>, bool, TrunkSettings), Response> {
+) -> Result<(Option<String>, bool, TrunkSettings), Box<Response>> {
     let refuse = |field: &str, message: String| {
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": format!("{field}: {message}"), "field": field })),
+        Box::new(
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "error": format!("{field}: {message}"), "field": field })),
+            )
+                .into_response(),
         )
-            .into_response()
     };
     let name = match v.remove("name") {
         None => None,
@@ -208,7 +210,7 @@ async fn apply(
 async fn create(State(state): State<WebState>, Json(v): Json<Map<String, Value>>) -> Response {
     let (name, enabled, settings) = match body(v, true) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(name) = name else {
         return (
@@ -227,7 +229,7 @@ async fn replace(
 ) -> Response {
     let (body_name, enabled, settings) = match body(v, true) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if body_name.is_some_and(|n| n != name) {
         return (

@@ -13,6 +13,7 @@ pub mod backup;
 pub mod billing;
 pub mod checklist;
 pub mod extensions;
+pub mod inbound;
 pub mod lines;
 pub mod live;
 pub mod messages;
@@ -192,6 +193,11 @@ pub fn router(state: WebState) -> Router {
         .route("/lines/save", post(lines::save))
         .route("/lines/toggle", post(lines::toggle))
         .route("/lines/delete", post(lines::delete))
+        .route("/inbound", get(inbound::page))
+        .route("/inbound/group/save", post(inbound::save_group))
+        .route("/inbound/group/delete", post(inbound::delete_group))
+        .route("/inbound/route/save", post(inbound::save_route))
+        .route("/inbound/route/delete", post(inbound::delete_route))
         .route("/messages", get(messages::page))
         .route("/messages.csv", get(messages::csv))
         .route("/messages/send", post(messages::send))
