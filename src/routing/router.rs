@@ -596,8 +596,8 @@ impl Router {
     /// The trunk (or PSTN line) whose address `uri` names: the same host name, or the same
     /// IP address and port.
     fn trunk_of(&self, uri: &SipUri) -> Option<String> {
-        self.settings
-            .trunks
+        // The trunks in use now (a reload or the dashboard may have added one since start).
+        self.trunks()
             .iter()
             .filter(|t| t.enabled)
             .find(|t| match (t.uri.host.ip(), uri.host.ip()) {
@@ -611,8 +611,7 @@ impl Router {
 
     /// The trunk with a literal address equal to `hop`.
     fn trunk_of_hop(&self, hop: &Hop) -> Option<String> {
-        self.settings
-            .trunks
+        self.trunks()
             .iter()
             .filter(|t| t.enabled)
             .find(|t| literal_hop(&t.uri).is_some_and(|h| h.addr == hop.addr))
@@ -1510,6 +1509,21 @@ mod tests {
         );
         let route = r.route(None, "0309876").await;
         assert_eq!(attempts(&route)[0].0, "ENUM test");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sip_target_on_a_trunk_added_after_start_is_a_paid_number() {
+        // The router starts with no trunk; the dashboard (or a SIGHUP) adds one. A source's SIP
+        // URI on that trunk's address is a paid number from then on, not a free SIP call.
+        let r = router(
+            vec![fixed(vec!["sip:+441234567890@127.0.0.1:5090"])],
+            Vec::new(),
+        );
+        r.set_trunks(vec![trunk()]);
+        let route = r.route(Some("100"), "0309876").await;
+        let (status, reason) = refused(&route);
+        assert_eq!(status, 403, "{route}");
+        assert!(reason.contains("international"), "{reason}");
     }
 
     #[tokio::test(start_paused = true)]
