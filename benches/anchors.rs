@@ -20,8 +20,8 @@
 //! step and system, default 1), `ANCHOR_HOLD` (held calls for memory, default 500; 0 skips),
 //! `ANCHOR_RECORDS` (default 0: skipped), `ANCHOR_KEEP=1` (keep the logs and sipp files).
 //!
-//! RTP relay comparison with rtpengine is not part of this bench yet (`--bench media_relay`
-//! measures pasarela's relay alone).
+//! The RTP relay comparison with rtpengine is in `--bench media_relay`, which runs the same
+//! simulated phones through pasarela's relay and through rtpengine.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -500,7 +500,7 @@ fn main() {
     if kam.is_none() {
         println!("anchors: Kamailio not installed (apt-get install kamailio): skipped");
     }
-    println!("anchors: rtpengine relay comparison not implemented in this bench: skipped");
+    println!("anchors: the RTP relay against rtpengine: cargo bench --bench media_relay");
     let base = tempfile::tempdir().expect("tempdir");
     let keep = std::env::var_os("ANCHOR_KEEP").is_some();
     let base_path = base.path().to_path_buf();
