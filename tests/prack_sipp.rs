@@ -8,45 +8,17 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    call_config, free_port, rtp_port_range, sipp_logged_numbers, sipp_spawn, Server, SippResult,
+    assert_sipp_ok, call_config, free_port, rtp_port_range, sipp_logged_numbers, sipp_register,
+    sipp_spawn, Server, SippResult,
 };
 
 const HARD: Duration = Duration::from_secs(60);
-
-fn assert_ok(server: &Server, what: &str, res: &SippResult) {
-    if !res.success() {
-        panic!(
-            "{what}: sipp failed\n{}\n{}",
-            res.report(),
-            server.log_excerpt()
-        );
-    }
-}
 
 /// 101 registers on a fresh port and runs `uas` there; 100 calls it with `uac`.
 fn call(uac: &str, uas: &str) -> (Server, SippResult, SippResult) {
     let server = Server::start(&call_config("", rtp_port_range()));
     let port = free_port();
-    let reg = sipp_spawn(
-        server.dir(),
-        "register-101",
-        "call_register.xml",
-        server.udp,
-        "u1",
-        port,
-        &[
-            "-s",
-            "101",
-            "-au",
-            "101",
-            "-ap",
-            "secret101",
-            "-timeout",
-            "10s",
-        ],
-    )
-    .wait(Duration::from_secs(15));
-    assert_ok(&server, "registration", &reg);
+    sipp_register(&server, "101", port);
     let callee = sipp_spawn(
         server.dir(),
         "callee",
@@ -81,8 +53,8 @@ fn call(uac: &str, uas: &str) -> (Server, SippResult, SippResult) {
     )
     .wait(HARD);
     let callee = callee.wait(HARD);
-    assert_ok(&server, "caller", &caller);
-    assert_ok(&server, "callee", &callee);
+    assert_sipp_ok(&server, "caller", &caller);
+    assert_sipp_ok(&server, "callee", &callee);
     (server, caller, callee)
 }
 

@@ -7,7 +7,9 @@ mod common;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::{call_config, free_port, rtp_port_range, sipp_spawn, Server, SippResult};
+use common::{
+    assert_sipp_ok, call_config, free_port, rtp_port_range, sipp_register, sipp_spawn, Server,
+};
 use pasarela::cdr::{CallRecord, CdrDb, Filter, Page, Sort};
 
 const HARD: Duration = Duration::from_secs(60);
@@ -17,39 +19,6 @@ fn server() -> Server {
         "\n[numbering]\ncountry_code = \"49\"\narea_code = \"30\"\n",
         rtp_port_range(),
     ))
-}
-
-fn assert_ok(server: &Server, what: &str, res: &SippResult) {
-    if !res.success() {
-        panic!(
-            "{what}: sipp failed\n{}\n{}",
-            res.report(),
-            server.log_excerpt()
-        );
-    }
-}
-
-fn register_101(server: &Server, port: u16) {
-    let reg = sipp_spawn(
-        server.dir(),
-        "register-101",
-        "call_register.xml",
-        server.udp,
-        "u1",
-        port,
-        &[
-            "-s",
-            "101",
-            "-au",
-            "101",
-            "-ap",
-            "secret101",
-            "-timeout",
-            "10s",
-        ],
-    )
-    .wait(Duration::from_secs(15));
-    assert_ok(server, "registration", &reg);
 }
 
 fn caller_args(server: &Server) -> Vec<String> {
@@ -90,7 +59,7 @@ fn record(server: &Server) -> CallRecord {
 fn a_302_is_followed_in_q_order_to_the_contact_that_answers() {
     let server = server();
     let port = free_port();
-    register_101(&server, port);
+    sipp_register(&server, "101", port);
     let (p1, p2) = (free_port(), free_port());
     let contacts = format!("<sip:second@127.0.0.1:{p2}>;q=0.5, <sip:first@127.0.0.1:{p1}>;q=0.9");
     let first = sipp_spawn(
@@ -133,10 +102,10 @@ fn a_302_is_followed_in_q_order_to_the_contact_that_answers() {
         &args,
     )
     .wait(HARD);
-    assert_ok(&server, "caller", &caller);
-    assert_ok(&server, "redirecting phone", &redirector.wait(HARD));
-    assert_ok(&server, "first contact (503)", &first.wait(HARD));
-    assert_ok(&server, "second contact", &second.wait(HARD));
+    assert_sipp_ok(&server, "caller", &caller);
+    assert_sipp_ok(&server, "redirecting phone", &redirector.wait(HARD));
+    assert_sipp_ok(&server, "first contact (503)", &first.wait(HARD));
+    assert_sipp_ok(&server, "second contact", &second.wait(HARD));
     let r = record(&server);
     assert_eq!(r.sip_status, 200, "{r:?}");
     let lines: Vec<&str> = r.explanation.lines().collect();
@@ -154,7 +123,7 @@ fn a_302_is_followed_in_q_order_to_the_contact_that_answers() {
 fn a_302_to_a_premium_number_is_refused_and_recorded() {
     let server = server();
     let port = free_port();
-    register_101(&server, port);
+    sipp_register(&server, "101", port);
     // Where the redirect points: must receive nothing.
     let premium = UdpSocket::bind("127.0.0.1:0").unwrap();
     premium
@@ -187,8 +156,8 @@ fn a_302_to_a_premium_number_is_refused_and_recorded() {
         &args,
     )
     .wait(HARD);
-    assert_ok(&server, "caller", &caller);
-    assert_ok(&server, "redirecting phone", &redirector.wait(HARD));
+    assert_sipp_ok(&server, "caller", &caller);
+    assert_sipp_ok(&server, "redirecting phone", &redirector.wait(HARD));
     let mut buf = [0u8; 2048];
     if let Ok((n, from)) = premium.recv_from(&mut buf) {
         panic!(

@@ -7,36 +7,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    call_config, free_port, header_values, rtp_port_range, sip_udp_exchange, sipp_spawn,
-    status_code, Server, SippProc, SippResult,
+    assert_sipp_ok, call_config, free_port, header_values, rtp_port_range, sip_udp_exchange,
+    sipp_register, sipp_spawn, status_code, Server, SippProc,
 };
 
 const HARD: Duration = Duration::from_secs(60);
-
-fn register(server: &Server, ext: &str, port: u16) {
-    let pass = format!("secret{ext}");
-    let reg = sipp_spawn(
-        server.dir(),
-        &format!("register-{ext}"),
-        "call_register.xml",
-        server.udp,
-        "u1",
-        port,
-        &["-s", ext, "-au", ext, "-ap", &pass, "-timeout", "10s"],
-    )
-    .wait(Duration::from_secs(15));
-    assert_ok(server, "registration", &reg);
-}
-
-fn assert_ok(server: &Server, what: &str, res: &SippResult) {
-    if !res.success() {
-        panic!(
-            "{what}: sipp failed\n{}\n{}",
-            res.report(),
-            server.log_excerpt()
-        );
-    }
-}
 
 /// Waits until sipp's message log holds `needle` (what it received so far).
 fn wait_in_log(server: &Server, p: &SippProc, res_dir_tag: &str, needle: &str) {
@@ -80,7 +55,7 @@ fn a_busy_lamp_follows_ringing_answered_and_ended() {
     let rtp = rtp_port_range();
     let server = Server::start(&call_config("", rtp));
     let callee_port = free_port();
-    register(&server, "101", callee_port);
+    sipp_register(&server, "101", callee_port);
     let watcher = sipp_spawn(
         server.dir(),
         "watcher",
@@ -137,11 +112,11 @@ fn a_busy_lamp_follows_ringing_answered_and_ended() {
         ],
     )
     .wait(HARD);
-    assert_ok(&server, "caller", &caller);
+    assert_sipp_ok(&server, "caller", &caller);
     let callee = callee.wait(HARD);
-    assert_ok(&server, "callee", &callee);
+    assert_sipp_ok(&server, "callee", &callee);
     let watcher = watcher.wait(HARD);
-    assert_ok(&server, "watcher", &watcher);
+    assert_sipp_ok(&server, "watcher", &watcher);
 
     let log = std::fs::read_to_string(&watcher.messages).unwrap();
     let states = dialog_states(&log);
@@ -198,7 +173,7 @@ Expires: 600\r\nContent-Length: 0\r\n\r\n",
     );
 
     // 101 registered and idle, 102 offline.
-    register(&server, "101", free_port());
+    sipp_register(&server, "101", free_port());
     let mut admin = set_up_admin(server.web.expect("web address"));
     let full = admin.get("/live").body;
     let page = match full.find("Busy lamps") {

@@ -1026,3 +1026,31 @@ pub fn metric_sample(metrics: &str, name: &str) -> Option<f64> {
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// Panics with sipp's report and the server's log excerpt when a sipp run failed.
+pub fn assert_sipp_ok(server: &Server, what: &str, res: &SippResult) {
+    if !res.success() {
+        panic!(
+            "{what}: sipp failed\n{}\n{}",
+            res.report(),
+            server.log_excerpt()
+        );
+    }
+}
+
+/// Registers extension `ext` (password `secret<ext>`, as in [`call_config`]) from a sipp on
+/// `port`, so that calls to `ext` reach a sipp started later on that port.
+pub fn sipp_register(server: &Server, ext: &str, port: u16) {
+    let pass = format!("secret{ext}");
+    let reg = sipp_spawn(
+        server.dir(),
+        &format!("register-{ext}"),
+        "call_register.xml",
+        server.udp,
+        "u1",
+        port,
+        &["-s", ext, "-au", ext, "-ap", &pass, "-timeout", "10s"],
+    )
+    .wait(Duration::from_secs(15));
+    assert_sipp_ok(server, "registration", &reg);
+}
