@@ -543,7 +543,20 @@ fn outgoing(h: &mut Harness, n: u32) {
                     .any(|c| matches!(c, LineCommand::Digit { leg: l, digit: '5' } if *l == leg)),
                 "call {n}: the digit reaches the line"
             );
-            let out = h.feed(&caller_request(n, "BYE", 4, &tag), CALLER);
+            // A hook flash (SIP INFO Signal=hf) reaches the line as the flash digit.
+            let flash = caller_request(n, "INFO", 4, &tag).replace(
+                "Content-Length: 0\n\n",
+                "Content-Type: application/dtmf-relay\nContent-Length: 11\n\nSignal=hf\n",
+            );
+            let out = h.feed(&flash, CALLER);
+            assert_eq!(statuses(&out), vec![200], "call {n}: flash INFO");
+            assert!(
+                h.lines.log[mark..]
+                    .iter()
+                    .any(|c| matches!(c, LineCommand::Digit { leg: l, digit: '!' } if *l == leg)),
+                "call {n}: the flash reaches the line"
+            );
+            let out = h.feed(&caller_request(n, "BYE", 5, &tag), CALLER);
             assert_eq!(statuses(&out), vec![200], "call {n}: BYE answered");
             assert!(h.hung_up(mark, leg), "call {n}: the line is hung up");
         }

@@ -408,6 +408,8 @@ impl LegSdp {
 }
 
 /// The digit and duration of a SIP INFO DTMF (application/dtmf-relay or application/dtmf).
+/// A hook flash (`Signal=!` or `Signal=hf` in dtmf-relay, or an application/hook-flash body)
+/// is the digit `!`, which RFC 4733 carries as event 16 and a PSTN line as a flash.
 pub fn dtmf_from_info(req: &Request) -> Option<(char, u32)> {
     let ct = req
         .headers
@@ -425,15 +427,23 @@ pub fn dtmf_from_info(req: &Request) -> Option<(char, u32)> {
             for line in body.lines() {
                 let (k, v) = line.split_once('=')?;
                 match k.trim().to_ascii_lowercase().as_str() {
+                    "signal" if v.trim().eq_ignore_ascii_case("hf") => digit = Some('!'),
                     "signal" => digit = v.trim().chars().next().map(|c| c.to_ascii_uppercase()),
                     "duration" => duration = v.trim().parse().unwrap_or(160),
                     _ => {}
                 }
             }
             digit
-                .filter(|c| valid(*c))
+                .filter(|c| valid(*c) || *c == '!')
                 .map(|d| (d, duration.clamp(40, 5000)))
         }
+        "application/hook-flash" => body
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .any(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("signal") && v.trim().eq_ignore_ascii_case("hf")
+            })
+            .then_some(('!', 160)),
         "application/dtmf" => body
             .trim()
             .chars()
@@ -442,5 +452,51 @@ pub fn dtmf_from_info(req: &Request) -> Option<(char, u32)> {
             .filter(|c| valid(*c))
             .map(|d| (d, 160)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::Message;
+    use crate::sip::parse::{parse_message, Framing, Limits};
+
+    fn info(content_type: &str, body: &str) -> Request {
+        let text = format!(
+            "INFO sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 3 INFO\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        match parse_message(
+            bytes::Bytes::from(text),
+            Framing::Datagram,
+            &Limits::default(),
+        ) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn info_digits_and_hook_flashes() {
+        let digit = info("application/dtmf-relay", "Signal=5\r\nDuration=200\r\n");
+        assert_eq!(dtmf_from_info(&digit), Some(('5', 200)));
+        for flash in [
+            info("application/dtmf-relay", "Signal=!\r\nDuration=500\r\n"),
+            info("application/dtmf-relay", "Signal=hf\r\n"),
+        ] {
+            assert_eq!(dtmf_from_info(&flash).map(|(d, _)| d), Some('!'));
+        }
+        assert_eq!(
+            dtmf_from_info(&info("application/hook-flash", "signal=hf\r\n")),
+            Some(('!', 160))
+        );
+        assert_eq!(
+            dtmf_from_info(&info("application/hook-flash", "nothing\r\n")),
+            None
+        );
+        assert_eq!(
+            dtmf_from_info(&info("application/dtmf-relay", "Signal=x\r\n")),
+            None
+        );
     }
 }

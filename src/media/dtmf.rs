@@ -78,6 +78,8 @@ pub fn digit_to_event(digit: char) -> Option<u8> {
         '#' => Some(11),
         'A'..='D' => Some(digit as u8 - b'A' + 12),
         'a'..='d' => Some(digit as u8 - b'a' + 12),
+        // RFC 4733 event 16: the hook flash.
+        '!' => Some(16),
         _ => None,
     }
 }
@@ -132,6 +134,7 @@ mod tests {
         assert_eq!(digit_to_event('b'), Some(13));
         assert_eq!(digit_to_event('E'), None);
         assert_eq!(digit_to_event('x'), None);
+        assert_eq!(digit_to_event('!'), Some(16));
         assert_eq!(event_to_digit(16), None);
         assert_eq!(event_to_digit(255), None);
     }

@@ -342,6 +342,11 @@ async fn drive(
                     }
                     return;
                 }
+                Some(LegCommand::Digit('!')) => {
+                    if let Err(e) = call.flash().await {
+                        tracing::info!(%line, "hook flash not sent: {e}");
+                    }
+                }
                 Some(LegCommand::Digit(d)) => {
                     if let Err(e) = call.send_digit(d).await {
                         tracing::info!(%line, digit = %d, "digit not sent: {e}");
