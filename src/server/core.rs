@@ -891,22 +891,42 @@ impl SipCore {
         Some(self.answer_other(unix, req, peer))
     }
 
+    /// 420 Bad Extension naming the option tags of `Require` (and of `Proxy-Require` when
+    /// `proxy_require`) that are not in `supported` (RFC 3261 §8.2.2.3); `None` when all are.
+    fn unsupported_required(
+        &mut self,
+        req: &Request,
+        supported: &[&str],
+        proxy_require: bool,
+    ) -> Option<Response> {
+        let proxy = proxy_require
+            .then(|| req.headers.tokens("Proxy-Require"))
+            .into_iter()
+            .flatten();
+        let unsupported: Vec<&str> = req
+            .headers
+            .tokens("Require")
+            .chain(proxy)
+            .filter(|t| !supported.iter().any(|s| t.eq_ignore_ascii_case(s)))
+            .collect();
+        if unsupported.is_empty() {
+            return None;
+        }
+        let mut r = self.response(req, 420, None);
+        r.headers
+            .push(Header::Other("Unsupported".into(), unsupported.join(", ")));
+        Some(r)
+    }
+
     /// Answers a request other than INVITE (RFC 3261 §8.2 order of inspection).
     fn answer_other(&mut self, unix: u64, req: &Request, peer: Peer) -> Response {
         if matches!(req.uri, Uri::Other { .. }) {
             return self.response(req, 416, None);
         }
-        let unsupported: Vec<String> = req
-            .headers
-            .tokens("Require")
-            .chain(req.headers.tokens("Proxy-Require"))
-            .map(str::to_owned)
-            .collect();
-        if !unsupported.is_empty() && req.method != Method::Ack && req.method != Method::Cancel {
-            let mut r = self.response(req, 420, None);
-            r.headers
-                .push(Header::Other("Unsupported".into(), unsupported.join(", ")));
-            return r;
+        if req.method != Method::Ack && req.method != Method::Cancel {
+            if let Some(r) = self.unsupported_required(req, &[], true) {
+                return r;
+            }
         }
         match &req.method {
             Method::Register => self.register(unix, req, peer),
@@ -1065,15 +1085,7 @@ impl SipCore {
         if matches!(req.uri, Uri::Other { .. }) {
             return Some(self.response(req, 416, None));
         }
-        let unsupported: Vec<&str> = req
-            .headers
-            .tokens("Require")
-            .filter(|t| !t.eq_ignore_ascii_case("timer") && !t.eq_ignore_ascii_case("100rel"))
-            .collect();
-        if !unsupported.is_empty() {
-            let tags = unsupported.join(", ");
-            let mut r = self.response(req, 420, None);
-            r.headers.push(Header::Other("Unsupported".into(), tags));
+        if let Some(r) = self.unsupported_required(req, &["timer", "100rel"], false) {
             return Some(r);
         }
         if !req.body.is_empty() {

@@ -79,16 +79,7 @@ impl SipCore {
         if matches!(req.uri, Uri::Other { .. }) {
             return Some(self.response(req, 416, None));
         }
-        let unsupported: Vec<String> = req
-            .headers
-            .tokens("Require")
-            .chain(req.headers.tokens("Proxy-Require"))
-            .map(str::to_owned)
-            .collect();
-        if !unsupported.is_empty() {
-            let mut r = self.response(req, 420, None);
-            r.headers
-                .push(Header::Other("Unsupported".into(), unsupported.join(", ")));
+        if let Some(r) = self.unsupported_required(req, &[], true) {
             return Some(r);
         }
         if let Err(r) = Subscriptions::package_of(req) {
