@@ -438,7 +438,7 @@ impl Default for TrunkOptions {
     }
 }
 
-/// `[inbound]`: who may call the office without a password (see [`crate::server::inbound`]).
+/// `[inbound]`: who may call the office without a password (see [`crate::callctl::inbound`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundConfig {
     /// Whether peers and the internet may call the numbers we publish (the DIDs) without
@@ -2267,7 +2267,7 @@ fn validate_trunks(raw: Vec<RawTrunk>) -> Checked<Vec<TrunkConfig>> {
             _ => {}
         }
         for (j, src) in t.sources.iter().flatten().enumerate() {
-            if let Err(e) = crate::server::inbound::SourceSpec::parse(src) {
+            if let Err(e) = crate::callctl::inbound::SourceSpec::parse(src) {
                 return Err(invalid(&at.key("sources").index(j), e.to_string()));
             }
         }

@@ -4,6 +4,7 @@
 //! [`sip`], thin tokio shells under [`transport`], and the services built on them.
 
 pub mod b2bua;
+pub mod callctl;
 pub mod cdr;
 pub mod checked;
 pub mod config;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pasarela::b2bua::CallSettings;
+use pasarela::callctl::{CoreSettings, SipCore};
 use pasarela::registrar::RegistrarSettings;
-use pasarela::server::core::{CoreSettings, SipCore};
 use pasarela::sip::auth::{self, Algorithm, Credentials};
 use pasarela::sip::message::{Message, Request, Response};
 use pasarela::sip::parse::{parse_message, Framing, Limits};

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pasarela::b2bua::{CallSettings, LegId, LineCommand, LineEvent};
+use pasarela::callctl::{CoreSettings, SipCore};
 use pasarela::media::port::{CallMedia, MediaPort};
 use pasarela::media::{CallMediaStats, LegMedia, MediaError, Side};
 use pasarela::registrar::RegistrarSettings;
 use pasarela::routing::router::{Attempt, AttemptKind, Decision, Hop, Route};
-use pasarela::server::core::{CoreSettings, SipCore};
 use pasarela::server::lines::LineInfo;
 use pasarela::sip::auth::{self, Algorithm, Credentials};
 use pasarela::sip::message::{Message, Request, Response};

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::sip::uri::Host;
 use crate::store::ExtensionRow;
 
-use super::inbound::{InboundPolicy, InboundRoute, Net, SourceSpec, TrunkSource};
+use crate::callctl::inbound::{InboundPolicy, InboundRoute, Net, SourceSpec, TrunkSource};
 
 /// How long resolving one host name may take.
 const RESOLVE_WAIT: Duration = Duration::from_secs(3);

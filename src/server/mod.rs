@@ -8,25 +8,16 @@
 //! hangs up the calls in progress before the stores are flushed.
 
 pub mod control;
-pub mod core;
-pub mod digest_gate;
 mod enum_zone;
 pub mod first_run;
-pub mod inbound;
 mod inbound_setup;
-pub mod limits;
 pub mod line_health;
 pub mod line_legs;
 pub mod lines;
-pub mod messaging;
 pub mod nightly_backup;
 pub mod notify;
-pub mod overload;
 mod records;
 mod signals;
-mod trunk_qualify;
-mod trunk_reg;
-pub mod trunks;
 mod trunks_reload;
 mod usage;
 
@@ -51,10 +42,11 @@ use crate::supervise::Supervisor;
 use crate::transport::{self, Inbound, TransportSettings};
 use crate::web::{LoopCounts, RouteOutcome, Stats, WebServer};
 
-use self::core::{CoreSettings, SipCore};
 use self::enum_zone::{private_zone, start_enum_zone};
 use self::records::{call_refused, recover_interrupted, CallLog, HEARTBEAT};
 use self::signals::{forward_hangup, shutdown_signal, spawn_cache_signals};
+use crate::callctl::{limits, messaging, overload, trunks};
+use crate::callctl::{CoreSettings, SipCore};
 
 const HOUSEKEEPING: Duration = Duration::from_secs(15);
 const INBOUND_QUEUE: usize = 32_768;

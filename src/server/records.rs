@@ -18,7 +18,7 @@ pub(super) fn call_refused(
     stats: &Stats,
     cdr: &crate::cdr::CdrWriterHandle,
     office: &crate::cdr::OfficeNumbers,
-    refused: &super::core::Refused,
+    refused: &crate::callctl::Refused,
 ) {
     let mut record = crate::cdr::CallRecord::rejected(
         &refused.caller,

@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 use crate::config::{Config, TrunkConfig};
 use crate::store::Store;
 
-use super::{inbound, inbound_setup, trunks};
+use super::inbound_setup;
+use crate::callctl::{inbound, trunks};
 
 /// What a reload hands the SIP loop: the new trust model and the trunks' plans.
 pub(super) type Applied = (inbound::InboundPolicy, Vec<trunks::TrunkPlan>);

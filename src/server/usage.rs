@@ -1,4 +1,4 @@
-//! What calls have spent, for the toll-fraud limits ([`super::limits`]): talk time and cost of
+//! What calls have spent, for the toll-fraud limits ([`crate::callctl::limits`]): talk time and cost of
 //! the calls that left the office, per extension and per trunk or line. Loaded from the store
 //! at start-up (this month's records) and then fed by the record writer as it rates records.
 
@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::cdr::{CallRecord, Direction, Disposition, RouteKind};
 
-use super::limits::{Limiter, Subject};
+use crate::callctl::limits::{Limiter, Subject};
 
 /// One rated call that left the office.
 #[derive(Debug, Clone)]

@@ -21,10 +21,10 @@ use super::concat::{Key, Part, Reassembler};
 use super::config::SmsConfig;
 use super::pdu::{self, Incoming};
 use super::store::{MessageRow, SmsStore, StoreError};
+use crate::callctl::messaging::{Deliver, FromPhone};
 use crate::pstn::gsm::{LineSms, SmsEvent};
 use crate::pstn::LinePool;
 use crate::routing::numbering::{Dialled, NumberingPlan};
-use crate::server::messaging::{Deliver, FromPhone};
 
 /// How often queued outgoing SMS are looked at.
 const POLL: Duration = Duration::from_secs(2);
@@ -122,7 +122,7 @@ fn unix_now() -> i64 {
 }
 
 /// Starts the service on the store at `db` (migrated already); what it delivers to phones
-/// comes out of the receiver, for [`crate::server::core::SipCore::deliver_message`].
+/// comes out of the receiver, for [`crate::callctl::SipCore::deliver_message`].
 pub fn start(
     db: &Path,
     pool: Arc<LinePool>,

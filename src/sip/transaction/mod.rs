@@ -235,7 +235,7 @@ pub struct TransactionLayer {
 /// The default of [`TransactionLayer::set_max_server_transactions`].
 /// A call holds about 70 transaction-seconds (Timers L and J keep its INVITE and BYE 32 s each),
 /// so 200 000 sustain about 2 800 calls/s; new calls beyond are refused by overload admission
-/// first (`server::overload`).
+/// first (`callctl::overload`).
 pub const DEFAULT_MAX_SERVER_TRANSACTIONS: usize = 200_000;
 
 /// Retry-After (seconds) of the 503 for requests beyond the server transaction cap.

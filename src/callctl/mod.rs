@@ -20,9 +20,17 @@ use crate::sip::transaction::{Event, ServerKey, Timers, TransactionLayer, Transm
 use crate::sip::uri::Uri;
 use crate::store::{BindingChange, ExtensionRow};
 
-use super::limits::Subject;
+use self::limits::Subject;
 
+pub mod digest_gate;
+pub mod inbound;
+pub mod limits;
+pub mod messaging;
+pub mod overload;
 mod redirect;
+mod trunk_qualify;
+mod trunk_reg;
+pub mod trunks;
 mod watch;
 
 /// No limits: the core's own default (the configuration's come with [`SipCore::set_limits`]).
@@ -32,7 +40,7 @@ fn unlimited() -> crate::config::LimitsConfig {
         ..Default::default()
     }
 }
-use super::digest_gate::{Account, DigestGate, GateOutcome};
+use self::digest_gate::{Account, DigestGate, GateOutcome};
 
 /// Methods pasarela implements, advertised in Allow.
 pub const ALLOW: &str =
@@ -77,7 +85,7 @@ pub struct Refused {
     pub route: Option<std::sync::Arc<Route>>,
     /// Why, when it was a limit or a resource (`Limit reached: …`), for the record.
     pub reason: Option<String>,
-    /// For calls from outside the office: where they came from ([`super::inbound::Origin`])
+    /// For calls from outside the office: where they came from ([`self::inbound::Origin`])
     /// and why they were refused.
     pub incoming: Option<(String, String)>,
 }
@@ -108,26 +116,26 @@ pub struct SipCore {
     next_route: u64,
     /// Our listen sockets, to pick the local side of outgoing flows.
     local_addrs: Vec<(Proto, std::net::SocketAddr)>,
-    /// The PSTN lines: their calls are legs of call control ([`super::line_legs`]).
-    lines: Vec<super::lines::LineInfo>,
+    /// The PSTN lines: their calls are legs of call control ([`crate::server::line_legs`]).
+    lines: Vec<crate::server::lines::LineInfo>,
     /// While a call that arrived on a line is being started: the line's RTP address, and then
     /// the id of the call started for it.
     line_origin: Option<std::net::SocketAddr>,
     started_line_call: Option<u64>,
     /// Toll-fraud limits per extension and trunk (none until [`SipCore::set_limits`]).
-    limiter: super::limits::Limiter,
+    limiter: self::limits::Limiter,
     /// Who may call without a password: trunks, peers, the internet.
-    inbound: super::inbound::InboundPolicy,
+    inbound: self::inbound::InboundPolicy,
     /// Rate and concurrency per outside source (peers, the internet).
-    inbound_limiter: super::inbound::Limiter,
+    inbound_limiter: self::inbound::Limiter,
     /// The start of every Via branch we make (loop detection).
     branch_prefix: String,
-    /// The trunks' registrations and qualify ([`super::trunks`]).
-    trunks: super::trunks::TrunkAgents,
+    /// The trunks' registrations and qualify ([`self::trunks`]).
+    trunks: self::trunks::TrunkAgents,
     /// While a transport failure is handled: its reason, for the transactions it ends.
     transport_reason: Option<String>,
-    /// Text messages to and from phones ([`super::messaging`]).
-    messaging: super::messaging::Messaging,
+    /// Text messages to and from phones ([`self::messaging`]).
+    messaging: self::messaging::Messaging,
     /// Busy lamps, presence and message-waiting subscriptions ([`crate::subscriptions`]).
     subscriptions: crate::subscriptions::Subscriptions,
     /// The numbering plan the targets of redirects are checked with ([`redirect`]).
@@ -180,7 +188,7 @@ impl SipCore {
             lines: Vec::new(),
             line_origin: None,
             started_line_call: None,
-            limiter: super::limits::Limiter::new(
+            limiter: self::limits::Limiter::new(
                 unlimited(),
                 crate::web::office_time::OfficeTime::utc(),
             ),
@@ -188,9 +196,9 @@ impl SipCore {
         }
     }
 
-    /// The PSTN lines ([`super::lines`]): route attempts that name one are dialled on it,
+    /// The PSTN lines ([`crate::server::lines`]): route attempts that name one are dialled on it,
     /// and calls arriving on one ring its extensions ([`SipCore::line_call`]).
-    pub fn set_lines(&mut self, lines: Vec<super::lines::LineInfo>) {
+    pub fn set_lines(&mut self, lines: Vec<crate::server::lines::LineInfo>) {
         self.lines = lines;
     }
 
@@ -227,11 +235,11 @@ impl SipCore {
     }
 
     /// The toll-fraud limits (`[limits]`) and the office's days and months they count in.
-    pub fn set_limits(&mut self, limiter: super::limits::Limiter) {
+    pub fn set_limits(&mut self, limiter: self::limits::Limiter) {
         self.limiter = limiter;
     }
 
-    pub fn limiter_mut(&mut self) -> &mut super::limits::Limiter {
+    pub fn limiter_mut(&mut self) -> &mut self::limits::Limiter {
         &mut self.limiter
     }
 
@@ -241,9 +249,9 @@ impl SipCore {
         self.gate.guard()
     }
 
-    /// Who may call without a password ([`super::inbound`]); replaced on reload, calls in
+    /// Who may call without a password ([`self::inbound`]); replaced on reload, calls in
     /// progress stay.
-    pub fn set_inbound(&mut self, policy: super::inbound::InboundPolicy) {
+    pub fn set_inbound(&mut self, policy: self::inbound::InboundPolicy) {
         self.inbound = policy;
     }
 
@@ -308,7 +316,7 @@ impl SipCore {
     /// The SIP trunks to register with and qualify (start, reload): unchanged trunks keep
     /// their state; calls in progress are not touched. Needs the listen sockets
     /// ([`SipCore::set_local_addrs`]) first.
-    pub fn set_trunk_plans(&mut self, now: Instant, plans: Vec<super::trunks::TrunkPlan>) {
+    pub fn set_trunk_plans(&mut self, now: Instant, plans: Vec<self::trunks::TrunkPlan>) {
         let media_ip = self.settings.calls.media_ip;
         let local_addrs = self.local_addrs.clone();
         let mut counter = self.tag_counter;
@@ -341,7 +349,7 @@ impl SipCore {
     }
 
     /// The trunks' state for the live page, the API and `/metrics`.
-    pub fn trunk_live(&self, now: Instant) -> Vec<super::trunks::TrunkLive> {
+    pub fn trunk_live(&self, now: Instant) -> Vec<self::trunks::TrunkLive> {
         self.trunks.live(now, |name| self.trunk_calls(name))
     }
 
@@ -358,7 +366,7 @@ impl SipCore {
     }
 
     /// Overload admission: while on, new INVITEs get 503 + Retry-After before anything is
-    /// taken for them (see [`super::overload`]); returns how many were refused so since the
+    /// taken for them (see [`self::overload`]); returns how many were refused so since the
     /// last call.
     pub fn set_shedding(&mut self, on: bool) -> u64 {
         self.layer.set_shedding(on);
@@ -834,9 +842,9 @@ impl SipCore {
         self.update_subscriptions(now, unix);
     }
 
-    /// A stored message for phones ([`super::messaging`]): sent to their registered contacts
+    /// A stored message for phones ([`self::messaging`]): sent to their registered contacts
     /// now, or when one registers.
-    pub fn deliver_message(&mut self, now: Instant, unix: u64, msg: super::messaging::Deliver) {
+    pub fn deliver_message(&mut self, now: Instant, unix: u64, msg: self::messaging::Deliver) {
         self.messaging.enqueue(msg);
         self.process_events(now, unix);
     }
@@ -847,7 +855,7 @@ impl SipCore {
     }
 
     /// MESSAGEs phones sent since the last call (answered 202), for the message service.
-    pub fn take_phone_messages(&mut self) -> Vec<super::messaging::FromPhone> {
+    pub fn take_phone_messages(&mut self) -> Vec<self::messaging::FromPhone> {
         self.messaging.take_from_phones()
     }
 
@@ -1017,7 +1025,7 @@ impl SipCore {
         };
         let to_extension = self.extensions.contains_key(&to);
         tracing::info!(from = %ext.number, %to, to_extension, "MESSAGE from a phone");
-        self.messaging.from_phone(super::messaging::FromPhone {
+        self.messaging.from_phone(self::messaging::FromPhone {
             from: ext.number.clone(),
             to,
             to_extension,
@@ -1115,7 +1123,7 @@ impl SipCore {
                 .push(Header::Other("Accept".into(), "application/sdp".into()));
             return Some(r);
         }
-        if let Some((status, reason)) = super::inbound::loop_check(req, &self.branch_prefix) {
+        if let Some((status, reason)) = self::inbound::loop_check(req, &self.branch_prefix) {
             tracing::info!(%peer, status, "INVITE refused: {reason}");
             return Some(self.response(req, status, Some(reason)));
         }
@@ -1136,7 +1144,7 @@ impl SipCore {
                 (_, Some(t)) => t,
                 (r, None) => r.clone().unwrap_or_default(),
             };
-            let origin = super::inbound::Origin::Trunk {
+            let origin = self::inbound::Origin::Trunk {
                 name,
                 number_format,
             };
@@ -1387,7 +1395,7 @@ impl SipCore {
         key: ServerKey,
         req: &Request,
         peer: Peer,
-        line: &super::lines::LineInfo,
+        line: &crate::server::lines::LineInfo,
         caller: Caller,
     ) -> Option<Response> {
         // A line's `incoming` may name a ring group: it rings as the group says.
@@ -1468,13 +1476,13 @@ impl SipCore {
     /// What the Request-URI's user reaches when it is a number we publish, in any form
     /// (`+4930…`, `4930…`, national, international): the enabled extension whose DID it is, else
     /// the destination of its `[[inbound.route]]`. `(label, extensions)`.
-    fn published(&self, req: &Request) -> Option<super::inbound::InboundRoute> {
+    fn published(&self, req: &Request) -> Option<self::inbound::InboundRoute> {
         let dialled = req.uri.as_sip().and_then(|u| u.user_unescaped())?;
         self.published_number(&dialled)
     }
 
     /// [`SipCore::published`] for a number.
-    fn published_number(&self, dialled: &str) -> Option<super::inbound::InboundRoute> {
+    fn published_number(&self, dialled: &str) -> Option<self::inbound::InboundRoute> {
         let forms = self.inbound.number_forms(dialled);
         let did = forms.iter().find_map(|n| {
             self.extensions
@@ -1483,7 +1491,7 @@ impl SipCore {
                 .map(|e| e.number.clone())
         });
         match did {
-            Some(ext) => Some(super::inbound::InboundRoute {
+            Some(ext) => Some(self::inbound::InboundRoute {
                 number: dialled.to_owned(),
                 label: format!("extension {ext}"),
                 members: vec![ext],
@@ -1599,7 +1607,7 @@ impl SipCore {
         key: ServerKey,
         req: &Request,
         peer: Peer,
-        origin: super::inbound::Origin,
+        origin: self::inbound::Origin,
         dialled_override: Option<String>,
     ) -> Option<Response> {
         let dialled = req
@@ -1620,13 +1628,13 @@ impl SipCore {
                 .filter(|d| !d.is_empty()),
             origin: Some(origin.label()),
             srtp: match &origin {
-                super::inbound::Origin::Trunk { name, .. } => self.settings.calls.srtp.trunk(name),
-                super::inbound::Origin::Peer { eid, .. } => self.settings.calls.srtp.peer(eid),
-                super::inbound::Origin::Internet { .. } => self.settings.calls.srtp.default,
+                self::inbound::Origin::Trunk { name, .. } => self.settings.calls.srtp.trunk(name),
+                self::inbound::Origin::Peer { eid, .. } => self.settings.calls.srtp.peer(eid),
+                self::inbound::Origin::Internet { .. } => self.settings.calls.srtp.default,
             },
         };
         // A trunk's `[limits.trunk]` concurrent calls count its calls both ways.
-        if let super::inbound::Origin::Trunk { name, .. } = &origin {
+        if let self::inbound::Origin::Trunk { name, .. } = &origin {
             if self.limiter.trunk_limited(name) {
                 let active = self.trunk_calls(name);
                 if let Err(why) = self.limiter.admit(Subject::Trunk(name), now, active) {
@@ -1650,7 +1658,7 @@ impl SipCore {
             None => self.published(req),
         };
         let dialled = dialled_override.unwrap_or(dialled);
-        let refusal: Result<super::inbound::InboundRoute, (u16, &str, String)> = match target {
+        let refusal: Result<self::inbound::InboundRoute, (u16, &str, String)> = match target {
             None => Err((404, "Not Found", "not a number of this office".to_owned())),
             Some(ext) => match origin.limited() {
                 Some(ip) => {
@@ -1660,7 +1668,7 @@ impl SipCore {
                         .admit(now, ip, &self.inbound, |k| calls.has_server(k))
                     {
                         Ok(()) => Ok(ext),
-                        Err(super::inbound::Limit::Rate) => Err((
+                        Err(self::inbound::Limit::Rate) => Err((
                             503,
                             "Too Many Calls",
                             format!(
@@ -1668,7 +1676,7 @@ impl SipCore {
                                 self.inbound.calls_per_minute
                             ),
                         )),
-                        Err(super::inbound::Limit::Concurrent) => Err((
+                        Err(self::inbound::Limit::Concurrent) => Err((
                             503,
                             "Too Many Calls",
                             format!(

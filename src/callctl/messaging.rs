@@ -113,7 +113,7 @@ impl Messaging {
             }
             for ext in &w.msg.to {
                 for b in registrar.lookup(ext, unix) {
-                    let target = super::core::route_to_binding(b);
+                    let target = super::route_to_binding(b);
                     self.counter += 1;
                     let tag = format!(
                         "im{:x}",
