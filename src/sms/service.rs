@@ -19,12 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::concat::{Key, Part, Reassembler};
 use super::config::SmsConfig;
+use super::messages::{Deliver, FromPhone};
 use super::pdu::{self, Incoming};
 use super::store::{MessageRow, SmsStore, StoreError};
 use crate::pstn::gsm::{LineSms, SmsEvent};
 use crate::pstn::LinePool;
 use crate::routing::numbering::{Dialled, NumberingPlan};
-use crate::server::messaging::{Deliver, FromPhone};
 
 /// How often queued outgoing SMS are looked at.
 const POLL: Duration = Duration::from_secs(2);
