@@ -85,6 +85,8 @@ struct Inner {
     components: Mutex<BTreeMap<String, ComponentState>>,
     /// Set once any component has failed (read on every turn of the SIP loop).
     failed: AtomicBool,
+    /// The budgets of components made of many tasks ([`Supervisor::spawn_task`]).
+    task_budgets: Mutex<BTreeMap<String, RestartBudget>>,
 }
 
 /// The process's record of its supervised components. Cheap to clone (shared).
@@ -251,6 +253,58 @@ impl Supervisor {
         })
     }
 
+    /// Runs `task`, one of the many short tasks of `component` (a call leg, a routing
+    /// decision), which is not started again: its panic is logged and counted as a restart of
+    /// `component`, and more than [`MAX_RESTARTS`] within [`RESTART_WINDOW`] mark the component
+    /// failed. `on_panic` runs after a panic (to answer for the task, e.g. end its call).
+    pub fn spawn_task<Fut>(
+        &self,
+        component: &'static str,
+        task: Fut,
+        on_panic: impl FnOnce() + Send + 'static,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let sup = self.clone();
+        let run = tokio::spawn(task);
+        tokio::spawn(async move {
+            let Err(e) = run.await else { return };
+            if !e.is_panic() {
+                return; // cancelled: the runtime is shutting down
+            }
+            let message = panic_message(e.into_panic().as_ref());
+            on_panic();
+            sup.task_died(component, &message, Instant::now());
+        })
+    }
+
+    /// Counts a task of `component` that died at `now`; gives it up when they keep dying.
+    fn task_died(&self, component: &str, message: &str, now: Instant) {
+        let allowed = self
+            .inner
+            .task_budgets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(component.to_owned())
+            .or_default()
+            .allow(now);
+        let restarts = self.update(component, |s| {
+            s.restarts += 1;
+            s.restarts
+        });
+        tracing::error!(component, restarts, "a task panicked: {message}");
+        if !allowed {
+            self.mark_failed(
+                component,
+                &format!(
+                    "tasks died more than {MAX_RESTARTS} times within {} s, last: {message}",
+                    RESTART_WINDOW.as_secs()
+                ),
+            );
+        }
+    }
+
     /// Watches a task that cannot be started again: when it panics, `component` is marked
     /// failed.
     pub fn watch(&self, component: String, task: tokio::task::JoinHandle<()>) {
@@ -382,5 +436,33 @@ mod tests {
         let (name, why) = sup.failure().expect("marked failed");
         assert_eq!(name, "modem line gsm1");
         assert!(why.contains("engine state lost"));
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_counted_and_many_give_the_component_up() {
+        let sup = Supervisor::new();
+        let cleaned = Arc::new(AtomicUsize::new(0));
+        // A task that ends normally is not counted.
+        sup.spawn_task("legs", async {}, || {}).await.unwrap();
+        assert_eq!(sup.state("legs"), ComponentState::default());
+        for i in 0..=MAX_RESTARTS {
+            let c = Arc::clone(&cleaned);
+            sup.spawn_task("legs", async { panic!("leg bug") }, move || {
+                c.fetch_add(1, Ordering::SeqCst);
+            })
+            .await
+            .unwrap();
+            assert_eq!(sup.state("legs").restarts, i as u64 + 1);
+            assert_eq!(
+                sup.has_failed(),
+                i == MAX_RESTARTS,
+                "after {} panics",
+                i + 1
+            );
+        }
+        assert_eq!(cleaned.load(Ordering::SeqCst), MAX_RESTARTS + 1);
+        let (name, why) = sup.failure().expect("failed");
+        assert_eq!(name, "legs");
+        assert!(why.contains("leg bug"), "{why}");
     }
 }

@@ -11,12 +11,12 @@ mod phone;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::dns::{zone, Dns};
+use common::tls_peer::{untrusted, Socat};
 use common::{call_config, free_port, require_program, rtp_port_range, Server};
 use pasarela::routing::zone_server::ZoneRecord;
 use phone::*;
@@ -268,52 +268,6 @@ fn ca_and_leaf(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     (ca_path, leaf_path)
-}
-
-/// A self-signed certificate for `name` nobody trusts (cert and key in one PEM file).
-fn untrusted(dir: &Path, name: &str) -> PathBuf {
-    let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
-    let path = dir.join("untrusted.pem");
-    std::fs::write(
-        &path,
-        format!("{}{}", c.cert.pem(), c.signing_key.serialize_pem()),
-    )
-    .unwrap();
-    path
-}
-
-/// A socat OpenSSL listener on `port` with `cert`: a TLS server pasarela must refuse.
-struct Socat(Child);
-
-impl Socat {
-    fn start(port: u16, cert: &Path) -> Socat {
-        require_program("socat", "socat");
-        let child = Command::new("socat")
-            .arg("-u")
-            .arg(format!(
-                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}",
-                cert.display()
-            ))
-            .arg("OPEN:/dev/null")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn socat");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "socat did not listen on {port}");
-            thread::sleep(Duration::from_millis(50));
-        }
-        Socat(child)
-    }
-}
-
-impl Drop for Socat {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
-//! A trunk whose TCP port refuses connections (issue 15, item 6): the refused connection
-//! reaches the transaction layer as a transport error, the INVITE's transaction fails at once
-//! (as a 503 with the reason), and the call goes out on the next trunk within a second instead
-//! of after the stage's silence limit or Timer B.
+//! A trunk that cannot be reached (issue 15, item 6) — its TCP port refuses connections, its UDP
+//! port is closed (the ICMP port unreachable), or its TLS server's certificate is refused in the
+//! handshake: the failure reaches the transaction layer as a transport error, the INVITE's
+//! transaction fails at once (as a 503 with the reason), and the call goes out on the next trunk
+//! within a second instead of after the stage's silence limit or Timer B.
 mod common;
 
 use std::thread;
@@ -11,11 +12,11 @@ use common::*;
 
 const HARD: Duration = Duration::from_secs(60);
 
-/// `dead` (TCP to 127.0.0.6:`dead_port`, where nothing listens) before `alive` (sipp over UDP
-/// on 127.0.0.1:`alive_port`). The stage silence limit is 20 s, so only the transport error
-/// can move the call on quickly.
-fn office(dead_port: u16, alive_port: u16) -> String {
-    call_config(
+/// `dead` (`dead_uri`, where nothing answers) before `alive` (sipp over UDP on
+/// 127.0.0.1:`alive_port`). The stage silence limit is 20 s, so only the transport error can
+/// move the call on quickly.
+fn office(dead_uri: &str, alive_port: u16) -> String {
+    let config = call_config(
         &format!(
             r#"failover_ms = 20000
 
@@ -25,7 +26,7 @@ area_code = "30"
 
 [[trunk]]
 name = "dead"
-uri = "sip:127.0.0.6:{dead_port};transport=tcp"
+uri = "{dead_uri}"
 number_format = "national"
 
 [[trunk]]
@@ -35,7 +36,20 @@ number_format = "national"
 "#
         ),
         rtp_port_range(),
-    )
+    );
+    if !dead_uri.contains("transport=tls") {
+        return config;
+    }
+    // Calling out over TLS needs a TLS socket of pasarela's own.
+    let with_tls = config.replace(
+        r#"listen = ["udp:{UDP}", "tcp:{TCP}"]"#,
+        &format!(
+            r#"listen = ["udp:{{UDP}}", "tcp:{{TCP}}", "tls:127.0.0.1:{}"]"#,
+            free_port()
+        ),
+    );
+    assert_ne!(config, with_tls, "the call config template changed");
+    with_tls
 }
 
 fn explanation(server: &Server) -> String {
@@ -59,11 +73,12 @@ fn explanation(server: &Server) -> String {
     }
 }
 
-#[test]
-fn a_refused_tcp_trunk_fails_over_to_the_next_within_a_second() {
-    let dead_port = free_port();
+/// Calls out through `dead_uri` then the answering `alive` trunk; checks the call is answered
+/// within a second (besides the 1 s it is held) and the record explains the dead hop with
+/// `why_dead`.
+fn fails_over_within_a_second(dead_uri: &str, why_dead: &str) {
     let alive_port = free_port();
-    let server = Server::start(&office(dead_port, alive_port));
+    let server = Server::start(&office(dead_uri, alive_port));
     let alive = sipp_spawn(
         server.dir(),
         "alive",
@@ -115,10 +130,40 @@ fn a_refused_tcp_trunk_fails_over_to_the_next_within_a_second() {
         "the call took {took:?}\n{}",
         server.log_excerpt()
     );
-    eprintln!("call through the refused trunk to the next one took {took:?} (1 s of it held)");
+    eprintln!("call through {dead_uri} to the next trunk took {took:?} (1 s of it held)");
     let why = explanation(&server);
-    assert!(
-        why.contains("TCP connection to 127.0.0.6"),
-        "explanation: {why}"
+    assert!(why.contains(why_dead), "explanation: {why}");
+}
+
+#[test]
+fn a_refused_tcp_trunk_fails_over_to_the_next_within_a_second() {
+    let dead_port = free_port();
+    fails_over_within_a_second(
+        &format!("sip:127.0.0.6:{dead_port};transport=tcp"),
+        "TCP connection to 127.0.0.6",
+    );
+}
+
+#[test]
+fn a_udp_trunk_whose_port_is_closed_fails_over_within_a_second() {
+    // Nothing listens on the port: the kernel answers the INVITE with an ICMP port
+    // unreachable, which the socket's error queue hands to the transaction layer.
+    let dead_port = free_port();
+    fails_over_within_a_second(
+        &format!("sip:127.0.0.6:{dead_port}"),
+        &format!("UDP to 127.0.0.6:{dead_port} unreachable"),
+    );
+}
+
+#[test]
+fn a_tls_trunk_whose_handshake_fails_fails_over_within_a_second() {
+    // A TLS server whose certificate nobody trusts: the handshake fails.
+    let certs = tempfile::tempdir().unwrap();
+    let cert = tls_peer::untrusted(certs.path(), "127.0.0.6");
+    let dead_port = free_port();
+    let _dead = tls_peer::Socat::start_on("127.0.0.6", dead_port, &cert);
+    fails_over_within_a_second(
+        &format!("sip:127.0.0.6:{dead_port};transport=tls"),
+        "TLS certificate of 127.0.0.6 rejected",
     );
 }

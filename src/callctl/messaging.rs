@@ -9,40 +9,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::registrar::Registrar;
-use crate::routing::Permissions;
 use crate::sip::im;
 use crate::sip::transaction::{ClientKey, TransactionLayer};
 
 /// Pause before a message no phone took is offered again.
 pub const RETRY: Duration = Duration::from_secs(30);
 
-/// A stored message to deliver to phones.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Deliver {
-    /// Its id in the store.
-    pub id: i64,
-    /// The extensions whose phones get it.
-    pub to: Vec<String>,
-    /// The sender as From's user part (`+4917…`, or an extension).
-    pub from: String,
-    /// The text.
-    pub text: String,
-}
-
-/// A MESSAGE a phone sent, accepted with 202.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FromPhone {
-    /// The authenticated extension.
-    pub from: String,
-    /// The Request-URI's user part (an extension or a number).
-    pub to: String,
-    /// Whether `to` is an extension of this office.
-    pub to_extension: bool,
-    /// The sender's permissions (for SMS to numbers outside).
-    pub permissions: Permissions,
-    /// The text.
-    pub text: String,
-}
+pub use crate::sms::messages::{Deliver, FromPhone};
 
 struct Waiting {
     msg: Deliver,

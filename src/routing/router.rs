@@ -173,6 +173,25 @@ pub struct Route {
 }
 
 impl Route {
+    /// The answer for a call whose routing decision could not be made (its task died): refused
+    /// with 503.
+    pub fn failed(dialled: String) -> Route {
+        Route {
+            dialled,
+            number: None,
+            category: None,
+            steps: vec![Step {
+                at: Duration::ZERO,
+                text: "routing failed (an internal error)".to_owned(),
+            }],
+            decision: Decision::Reject {
+                status: 503,
+                reason: "Routing failed".to_owned(),
+            },
+            elapsed: Duration::ZERO,
+        }
+    }
+
     /// The E.164 form, when there is one.
     pub fn e164(&self) -> Option<&E164> {
         match &self.number {

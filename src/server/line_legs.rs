@@ -1,7 +1,10 @@
 //! The I/O shell of call legs on PSTN lines: carries out call control's [`LineCommand`]s on
 //! the lines of the [`LinePool`] (dial, answer, digits, hang up) and turns what each line call
 //! reports ([`CallProgress`]) into [`LineEvent`]s for the SIP core. One small task per leg
-//! owns the [`LineCall`] and its RTP socket; no SIP is spoken with a line.
+//! owns the [`LineCall`] and its RTP socket; no SIP is spoken with a line. The tasks run under
+//! the [`Supervisor`] as [`COMPONENT`]: a leg whose task panics is reported ended (its
+//! reporter's drop), the panic is counted, and legs that keep panicking mark the process
+//! unhealthy.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,6 +19,15 @@ use crate::pstn::line::refusal;
 use crate::pstn::routes::caller_e164;
 use crate::pstn::{AudioEndpoint, CallProgress, IncomingLineCall, LineCall, LinePool, RtpCodec};
 use crate::routing::numbering::NumberingPlan;
+use crate::supervise::Supervisor;
+
+/// The name under which the leg tasks are supervised.
+pub const COMPONENT: &str = "PSTN line legs";
+
+/// Runs one leg's task (or a hang-up) under the process's supervisor.
+fn spawn_leg(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    Supervisor::global().spawn_task(COMPONENT, task, || {});
+}
 
 /// What a leg's task is told after it started.
 #[derive(Debug)]
@@ -66,7 +78,7 @@ impl LineLegs {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(line = %info.line, "RTP socket for a call that arrived: {e}");
-                tokio::spawn(async move {
+                spawn_leg(async move {
                     let _ = call.hangup().await;
                 });
                 return;
@@ -90,7 +102,7 @@ impl LineLegs {
             .filter(|n| !n.trim().is_empty());
         tracing::info!(line = %info.line, caller = ?caller, name = ?name, "incoming call");
         let Some(id) = start(&info.line, caller, name, addr) else {
-            tokio::spawn(async move {
+            spawn_leg(async move {
                 let _ = call.hangup().await;
             });
             return;
@@ -102,7 +114,7 @@ impl LineLegs {
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.legs.insert(leg, tx);
         let events = self.events.clone();
-        tokio::spawn(async move {
+        spawn_leg(async move {
             let mut report = Reporter {
                 leg,
                 events,
@@ -135,7 +147,7 @@ impl LineLegs {
                 self.legs.insert(leg, tx);
                 let pool = Arc::clone(&self.pool);
                 let events = self.events.clone();
-                tokio::spawn(outgoing(pool, leg, line, number, codec, relay, events, rx));
+                spawn_leg(outgoing(pool, leg, line, number, codec, relay, events, rx));
             }
             LineCommand::Answer { leg, codec, relay } => {
                 self.send(leg, LegCommand::Answer { codec, relay });

@@ -442,22 +442,28 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let (inbound_tx, mut inbound_rx) = mpsc::unbounded_channel::<trunks_reload::Applied>();
     forward_hangup(reload_tx.clone());
     let changed = web.extensions_changed();
-    tokio::spawn(async move {
-        loop {
-            changed.notified().await;
-            if reload_tx.send(()).await.is_err() {
-                break;
+    Supervisor::global().spawn("extension changes".to_owned(), move || {
+        let (changed, reload_tx) = (changed.clone(), reload_tx.clone());
+        async move {
+            loop {
+                changed.notified().await;
+                if reload_tx.send(()).await.is_err() {
+                    break;
+                }
             }
         }
     });
     // Trunks changed in the dashboard or the API are applied without re-reading the file.
     let (trunk_tx, mut trunk_changes) = mpsc::channel::<()>(1);
     let trunks_changed = web.trunks_changed();
-    tokio::spawn(async move {
-        loop {
-            trunks_changed.notified().await;
-            if trunk_tx.send(()).await.is_err() {
-                break;
+    Supervisor::global().spawn("trunk changes".to_owned(), move || {
+        let (trunks_changed, trunk_tx) = (trunks_changed.clone(), trunk_tx.clone());
+        async move {
+            loop {
+                trunks_changed.notified().await;
+                if trunk_tx.send(()).await.is_err() {
+                    break;
+                }
             }
         }
     });
@@ -618,10 +624,19 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         for req in core.take_route_requests() {
             let router = Arc::clone(&router);
             let tx = route_tx.clone();
-            tokio::spawn(async move {
-                let route = router.route(Some(&req.from), &req.dialled).await;
-                let _ = tx.send((req.id, route));
-            });
+            // A routing decision that panics still answers its call (refused), so no call
+            // waits for a route that never comes.
+            let (failed_tx, id, dialled) = (route_tx.clone(), req.id, req.dialled.clone());
+            Supervisor::global().spawn_task(
+                "routing",
+                async move {
+                    let route = router.route(Some(&req.from), &req.dialled).await;
+                    let _ = tx.send((req.id, route));
+                },
+                move || {
+                    let _ = failed_tx.send((id, Route::failed(dialled)));
+                },
+            );
         }
         for change in core.take_changes() {
             writer_handle.send(change);

@@ -11,6 +11,7 @@ pub mod concat;
 pub mod config;
 pub mod email;
 pub mod gsm7;
+pub mod messages;
 pub mod metrics;
 pub mod pdu;
 pub mod service;

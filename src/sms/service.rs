@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::concat::{Key, Part, Reassembler};
 use super::config::SmsConfig;
+use super::messages::{Deliver, FromPhone};
 use super::pdu::{self, Incoming};
 use super::store::{MessageRow, SmsStore, StoreError};
 use crate::callctl::messaging::{Deliver, FromPhone};

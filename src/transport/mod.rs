@@ -1,7 +1,8 @@
 //! Thin tokio shells around the sans-IO SIP core: they own the UDP sockets and TCP
 //! connections, cut bytes into messages, answer unparsable requests statelessly, and hand
 //! parsed messages to the core over a channel. Sending goes through [`Outbound`]; a send that
-//! cannot be carried out (a refused or timed-out TCP connection) is reported on a second
+//! cannot be carried out (a refused or timed-out TCP connection, a failed TLS handshake, an ICMP
+//! unreachable answering a UDP datagram) is reported on a second
 //! channel ([`TransportFailure`], [`Bound::failures`]) so that the transaction layer ends the
 //! transactions towards that peer at once instead of waiting for Timer B. The receive loops
 //! run under the [`Supervisor`]: a loop that panics or ends is started again, and one that
@@ -11,6 +12,7 @@ pub mod certs;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+mod udp_errors;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -5,9 +5,10 @@
 //! Outgoing connections verify the server's certificate for the SIP domain the request is for
 //! (the host of its first Route, else of its Request-URI), with the trust of
 //! [`super::certs::TlsContext::client_config`]. When the connection or the handshake fails (a
-//! bad certificate, a wrong name), the request is answered locally with `503` and a reason
-//! phrase that says why (RFC 3261 §8.1.3.1 treats a transport error as a 503), so the call fails
-//! over to its next hop at once and the record's explainer shows the reason.
+//! bad certificate, a wrong name), the failure is reported to the transaction layer
+//! ([`Outbound::fail`]): the transactions towards that peer end at once, as a `503` whose reason
+//! says why (RFC 3261 §8.1.3.1 treats a transport error as a 503), so the call fails over to its
+//! next hop at once and the record's explainer shows the reason.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,8 +19,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::tcp::{self, Admitted};
-use super::{Inbound, Outbound};
-use crate::sip::message::{Message, Response};
+use super::Outbound;
+use crate::sip::message::Message;
 use crate::sip::parse::{self, Framing};
 use crate::sip::peer::{Peer, Proto};
 use crate::sip::uri::Uri;
@@ -61,7 +62,7 @@ pub(super) fn send(out: &Outbound, peer: Peer, data: Bytes) {
     };
     let Some(ctx) = out.settings.tls.clone() else {
         tracing::warn!(%peer, "no TLS certificate loaded: cannot open a TLS connection");
-        fail(out, peer, &data, "no TLS configured");
+        out.fail(peer, "no TLS configured");
         return;
     };
     let out = out.clone();
@@ -82,7 +83,8 @@ pub(super) fn send(out: &Outbound, peer: Peer, data: Bytes) {
             }
             Err(why) => {
                 tracing::warn!(%peer, %name, "TLS connection failed: {why}");
-                fail(&out, peer, &data, &why);
+                let why: String = why.chars().filter(|c| !c.is_control()).take(200).collect();
+                out.fail(peer, why);
             }
         }
     });
@@ -145,29 +147,4 @@ fn server_name_of(data: &Bytes, out: &Outbound) -> Option<String> {
         Some(ip) => ip.to_string(),
         None => host.to_string(),
     })
-}
-
-/// Answers the request in `data` with a local 503 saying `why`, as if `peer` had sent it, so
-/// that the transaction ends now and the call moves on (ACKs and responses are dropped).
-fn fail(out: &Outbound, peer: Peer, data: &Bytes, why: &str) {
-    let Ok(Message::Request(req)) =
-        parse::parse_message(data.clone(), Framing::Stream, &out.settings.limits)
-    else {
-        return;
-    };
-    if req.method == crate::sip::method::Method::Ack {
-        return;
-    }
-    let reason: String = why.chars().filter(|c| !c.is_control()).take(200).collect();
-    let response = Response::to_request(&req, 503, &reason, None);
-    let inbound = out.inbound.clone();
-    tokio::spawn(async move {
-        let _ = inbound
-            .send(Inbound {
-                message: Message::Response(response),
-                peer,
-                received: std::time::Instant::now(),
-            })
-            .await;
-    });
 }

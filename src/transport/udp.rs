@@ -1,9 +1,12 @@
 //! The UDP shell: one receive task per socket; every datagram is one message (RFC 3261 §18.3).
+//! The socket also asks for ICMP errors ([`super::udp_errors`]): an ICMP unreachable for a
+//! datagram we sent is reported as a transport failure towards its destination.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::{reject_unparsable, Inbound, Outbound};
@@ -16,6 +19,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     std_socket.set_nonblocking(true)?;
     let socket = UdpSocket::from_std(std_socket)?;
     set_buffers(&socket);
+    super::udp_errors::enable(&socket, addr.is_ipv6());
     Ok(socket)
 }
 
@@ -41,50 +45,105 @@ pub(super) async fn receive_loop(socket: Arc<UdpSocket>, out: Outbound) {
     let component = component_name(local);
     let mut buf = vec![0u8; 65_536];
     loop {
-        let (n, remote) = match socket.recv_from(&mut buf).await {
+        let ready = match socket.ready(Interest::READABLE | Interest::ERROR).await {
             Ok(r) => r,
             Err(e) => {
-                // ICMP port-unreachable from an earlier send surfaces here on Linux; keep going.
-                tracing::debug!(%local, "UDP receive error: {e}");
-                continue;
+                tracing::debug!(%local, "UDP socket not pollable: {e}");
+                return;
             }
         };
-        let data = &buf[..n];
-        if parse::is_keepalive(data) {
+        if ready.is_error() {
+            drain_errors(&socket, local, &out);
+        }
+        if !ready.is_readable() {
             continue;
         }
-        let peer = Peer {
-            proto: Proto::Udp,
-            remote,
-            local,
-        };
-        // One datagram's parse may panic on a bug without ending the loop.
-        let parsed = out.supervisor.guard(&component, || {
-            parse::parse_message(
-                Bytes::copy_from_slice(data),
-                Framing::Datagram,
-                &out.settings.limits,
-            )
-        });
-        let Some(parsed) = parsed else { continue };
-        match parsed {
-            Ok(message) => {
-                if out
-                    .inbound
-                    .try_send(Inbound {
-                        message,
-                        peer,
-                        received: std::time::Instant::now(),
-                    })
-                    .is_err()
-                {
-                    tracing::warn!(%peer, "SIP core overloaded: datagram dropped");
+        loop {
+            let (n, remote) = match socket.try_recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // A pending ICMP error surfaces here once as well; the error queue says
+                    // which destination it was for.
+                    tracing::debug!(%local, "UDP receive error: {e}");
+                    drain_errors(&socket, local, &out);
+                    continue;
                 }
+            };
+            handle_datagram(&socket, &buf[..n], remote, local, &component, &out);
+        }
+    }
+}
+
+/// Reports every queued ICMP unreachable as a failure towards its destination.
+fn drain_errors(socket: &UdpSocket, local: SocketAddr, out: &Outbound) {
+    loop {
+        match socket.try_io(Interest::ERROR, || super::udp_errors::take(socket)) {
+            Ok(Some(u)) => {
+                tracing::info!(%local, destination = %u.destination, "UDP destination unreachable: {}", u.error);
+                let peer = Peer {
+                    proto: Proto::Udp,
+                    remote: u.destination,
+                    local,
+                };
+                out.fail(
+                    peer,
+                    format!("UDP to {} unreachable: {}", u.destination, u.error),
+                );
             }
-            Err(err) => {
-                if let Some(reply) = reject_unparsable(&err, &out.settings) {
-                    let _ = socket.try_send_to(&reply, remote);
+            Ok(None) => {}
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    tracing::debug!(%local, "UDP error queue: {e}");
                 }
+                return;
+            }
+        }
+    }
+}
+
+fn handle_datagram(
+    socket: &UdpSocket,
+    data: &[u8],
+    remote: SocketAddr,
+    local: SocketAddr,
+    component: &str,
+    out: &Outbound,
+) {
+    if parse::is_keepalive(data) {
+        return;
+    }
+    let peer = Peer {
+        proto: Proto::Udp,
+        remote,
+        local,
+    };
+    // One datagram's parse may panic on a bug without ending the loop.
+    let parsed = out.supervisor.guard(component, || {
+        parse::parse_message(
+            Bytes::copy_from_slice(data),
+            Framing::Datagram,
+            &out.settings.limits,
+        )
+    });
+    let Some(parsed) = parsed else { return };
+    match parsed {
+        Ok(message) => {
+            if out
+                .inbound
+                .try_send(Inbound {
+                    message,
+                    peer,
+                    received: std::time::Instant::now(),
+                })
+                .is_err()
+            {
+                tracing::warn!(%peer, "SIP core overloaded: datagram dropped");
+            }
+        }
+        Err(err) => {
+            if let Some(reply) = reject_unparsable(&err, &out.settings) {
+                let _ = socket.try_send_to(&reply, remote);
             }
         }
     }

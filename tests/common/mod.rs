@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod tls_peer;
 pub mod web_client;
 
 use std::fs::{self, File, OpenOptions};
