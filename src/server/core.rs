@@ -23,6 +23,7 @@ use crate::store::{BindingChange, ExtensionRow};
 use super::limits::Subject;
 
 mod redirect;
+mod transfer;
 mod watch;
 
 /// No limits: the core's own default (the configuration's come with [`SipCore::set_limits`]).
@@ -36,7 +37,7 @@ use super::digest_gate::{Account, DigestGate, GateOutcome};
 
 /// Methods pasarela implements, advertised in Allow.
 pub const ALLOW: &str =
-    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE, SUBSCRIBE, PRACK";
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE, SUBSCRIBE, PRACK, REFER";
 
 /// Settings of the core, taken from the configuration.
 #[derive(Debug, Clone)]
@@ -830,6 +831,8 @@ impl SipCore {
         );
         // 3xx met by calls: their targets checked, the calls moved on.
         self.follow_redirects(now, unix);
+        // Transfers asked by phones: their targets checked, the calls told.
+        self.follow_transfers(now, unix);
         // Calls and registrations may have changed what watched extensions show.
         self.update_subscriptions(now, unix);
     }
