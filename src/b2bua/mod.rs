@@ -27,6 +27,7 @@ use crate::sip::transaction::{ClientKey, ServerKey, TransactionLayer};
 use crate::sip::uri::Uri;
 
 pub use call::redirect::{contacts_by_q, Redirect, RedirectDecision};
+pub use call::transfer::{TransferAsk, TransferDecision, LABEL as TRANSFER_LABEL};
 pub use call::{Attempt, CallSummary, CallView, ForkView, LiveCall, LiveState, UpCall};
 use call::{Call, ClientRole, TimerKind};
 pub use line_leg::{LegId, LineCommand, LineEvent, LineTarget};
@@ -174,6 +175,8 @@ pub struct Calls {
     line_out: Vec<LineCommand>,
     /// 3xx waiting for the owner's check ([`Calls::take_redirects`]).
     redirects: Vec<Redirect>,
+    /// Transfers (REFER) waiting for the owner's check ([`Calls::take_transfers`]).
+    transfers: Vec<TransferAsk>,
 }
 
 impl Calls {
@@ -195,6 +198,7 @@ impl Calls {
             answered: Vec::new(),
             line_out: Vec::new(),
             redirects: Vec::new(),
+            transfers: Vec::new(),
         }
     }
 
@@ -257,6 +261,51 @@ impl Calls {
             Some(c) => c.redirect_decided(now, layer, fork, decision),
             None => return,
         };
+        self.apply(now, layer, call, action);
+    }
+
+    /// Transfers asked since the last call: each call waits for [`Calls::transfer_decided`]
+    /// (its transferor has had 202 and "100 Trying").
+    pub fn take_transfers(&mut self) -> Vec<TransferAsk> {
+        std::mem::take(&mut self.transfers)
+    }
+
+    /// The owner's decision on a transfer (see [`Calls::take_transfers`]): the targets ring
+    /// as new forks of the call, or the transferor is told the refusal.
+    pub fn transfer_decided(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        call: u64,
+        decision: TransferDecision,
+    ) {
+        let n = match &decision {
+            TransferDecision::Ring { targets, .. } => targets.len(),
+            TransferDecision::Refuse { .. } => 0,
+        };
+        let dialogs: Vec<(String, String)> = (0..n)
+            .map(|_| (format!("{}@pasarela", self.token()), self.token()))
+            .collect();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let (forks, notify) = c.transfer_decided(now, layer, decision, dialogs, &self.settings);
+        let ringing = c.transfer_ringing();
+        let action = if ringing {
+            notify.map_or(call::ForkAction::None, call::ForkAction::Track)
+        } else {
+            c.after_transfer(notify)
+        };
+        for (idx, key) in forks {
+            self.by_client.insert(key, ClientRole::Fork(call, idx));
+        }
+        if ringing {
+            self.schedule(
+                now + self.settings.no_answer,
+                call,
+                TimerKind::TransferTimeout,
+            );
+        }
         self.apply(now, layer, call, action);
     }
 
@@ -678,6 +727,12 @@ impl Calls {
             }
             ForkAction::NextStage => self.next_stage(now, layer, id),
             ForkAction::Finished => self.finish(now, layer, id),
+            ForkAction::Transfer { ask, notify } => {
+                if let Some(k) = notify {
+                    self.by_client.insert(k, ClientRole::InDialog(id));
+                }
+                self.transfers.push(*ask);
+            }
             ForkAction::Redirect { fork, contacts } => {
                 if let Some(call) = self.calls.get(&id) {
                     self.redirects.push(Redirect {

@@ -325,6 +325,22 @@ impl LegSdp {
         Some(self.sent(side, s, port))
     }
 
+    /// The direction of the audio we last sent `side` (`None`: nothing sent yet).
+    pub fn last_sent_direction(&self, side: Side) -> Option<crate::sdp::Direction> {
+        let s = self.last_sent[idx(side)].as_ref()?;
+        Some(s.media_direction(s.audio_index()?))
+    }
+
+    /// A new offer for `side` from what it last got, taken off hold (sendrecv): after a
+    /// transfer the far party talks again, maybe with a new codec.
+    pub fn fresh_offer_for(&mut self, side: Side, port: u16) -> Option<SessionDescription> {
+        let mut s = self.last_sent[idx(side)].clone()?;
+        if let Some(m) = s.audio_mut() {
+            m.set_direction(crate::sdp::Direction::SendRecv);
+        }
+        Some(self.sent(side, s, port))
+    }
+
     /// An offer from the other side, to be forwarded to `to`.
     /// Refused (488) when the offerer's SRTP policy does not allow its offer.
     pub fn offer_to(

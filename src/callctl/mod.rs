@@ -28,6 +28,7 @@ pub mod limits;
 pub mod messaging;
 pub mod overload;
 mod redirect;
+mod transfer;
 mod trunk_qualify;
 mod trunk_reg;
 pub mod trunks;
@@ -44,7 +45,7 @@ use self::digest_gate::{Account, DigestGate, GateOutcome};
 
 /// Methods pasarela implements, advertised in Allow.
 pub const ALLOW: &str =
-    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE, SUBSCRIBE, PRACK";
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE, SUBSCRIBE, PRACK, REFER";
 
 /// Settings of the core, taken from the configuration.
 #[derive(Debug, Clone)]
@@ -838,6 +839,8 @@ impl SipCore {
         );
         // 3xx met by calls: their targets checked, the calls moved on.
         self.follow_redirects(now, unix);
+        // Transfers asked by phones: their targets checked, the calls told.
+        self.follow_transfers(now, unix);
         // Calls and registrations may have changed what watched extensions show.
         self.update_subscriptions(now, unix);
     }

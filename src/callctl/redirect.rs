@@ -18,7 +18,7 @@ use crate::sip::peer::Proto;
 use crate::sip::uri::{Host, SipUri, Uri};
 
 /// A number in a redirect's user part: `+` and digits (visual separators allowed).
-fn number_of(user: &str) -> Option<String> {
+pub(super) fn number_of(user: &str) -> Option<String> {
     let cleaned: String = user
         .chars()
         .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
@@ -27,7 +27,7 @@ fn number_of(user: &str) -> Option<String> {
     (!digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())).then_some(cleaned)
 }
 
-fn capitalised(s: &str) -> String {
+pub(super) fn capitalised(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),
@@ -56,7 +56,7 @@ impl SipCore {
         }
     }
 
-    fn is_ours(&self, u: &SipUri) -> bool {
+    pub(super) fn is_ours(&self, u: &SipUri) -> bool {
         match &u.host {
             Host::Name(n) => n.eq_ignore_ascii_case(&self.settings.realm),
             h => h.ip().is_some_and(|ip| {

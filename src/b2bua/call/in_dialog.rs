@@ -179,7 +179,16 @@ impl Call {
             d.peer = peer;
         }
         match req.method {
+            Method::Refer => self.refer(now, layer, key, &req, peer, side, settings),
+            Method::Bye if side == Side::B && self.transferor_leaves() => {
+                reply(layer, now, key, &req, 200);
+                ForkAction::None
+            }
             Method::Bye => {
+                if side == Side::A && self.transfer.take().is_some() {
+                    // The far party gave up waiting: what rings for the transfer is cancelled.
+                    let _ = self.cancel_forks(now, layer, None);
+                }
                 self.q850 = self.q850.or_else(|| super::q850_reason(&req.headers));
                 reply(layer, now, key, &req, 200);
                 let _ = self.send_in_dialog(now, layer, other(side), Method::Bye, None, settings);
@@ -330,6 +339,9 @@ impl Call {
         settings: &CallSettings,
     ) -> ForkAction {
         if resp.status < 200 {
+            return ForkAction::None;
+        }
+        if self.own_reinvite_answered(layer, &key, &resp, settings) {
             return ForkAction::None;
         }
         let Some(fwd) = self.forwarded.remove(&key) else {

@@ -6,6 +6,7 @@
 mod in_dialog;
 pub mod redirect;
 mod reliable;
+pub mod transfer;
 mod view;
 
 pub use view::{CallView, ForkView};
@@ -39,6 +40,8 @@ pub enum TimerKind {
     Failover(usize),
     /// Stage `n` (a ring group member's turn) has rung as long as it may.
     RingTimeout(usize),
+    /// The target of a transfer has rung as long as a call may ([`transfer`]).
+    TransferTimeout,
 }
 
 /// What a client transaction belongs to.
@@ -80,6 +83,13 @@ pub enum ForkAction {
     Redirect {
         fork: usize,
         contacts: Vec<crate::sip::uri::Uri>,
+    },
+    /// The phone on leg B asked for a transfer (REFER, answered 202): the owner checks the
+    /// target and answers with [`Calls::transfer_decided`](crate::b2bua::Calls::transfer_decided);
+    /// the NOTIFY sent to the transferor is tracked.
+    Transfer {
+        ask: Box<transfer::TransferAsk>,
+        notify: Option<ClientKey>,
     },
 }
 
@@ -315,6 +325,12 @@ pub struct Call {
     redirects: redirect::Redirects,
     /// Reliable provisional responses on both legs ([`reliable`]).
     reliable: reliable::Reliable,
+    /// A blind transfer under way ([`transfer`]).
+    transfer: Option<transfer::Transfer>,
+    /// A transfer failed after its transferor hung up: the call ends.
+    transfer_gone_failed: bool,
+    /// The re-INVITE pasarela sent the far party after a transfer (its 2xx is ACKed here).
+    own_reinvite: Option<ClientKey>,
 }
 
 fn idx(side: Side) -> usize {
@@ -585,6 +601,9 @@ impl Call {
             a_line: None,
             redirects: Default::default(),
             reliable,
+            transfer: None,
+            transfer_gone_failed: false,
+            own_reinvite: None,
         }
     }
 
@@ -1245,6 +1264,7 @@ impl Call {
         cnonce: &str,
         settings: &CallSettings,
     ) -> ForkAction {
+        let transferring = self.transfer.is_some() && self.winner.is_some();
         let Some(fork) = self.forks.get_mut(i) else {
             return ForkAction::None;
         };
@@ -1262,6 +1282,14 @@ impl Call {
             fork.reason = None;
         }
         if status < 200 {
+            if status > 100 && fork.state == ForkState::Trying && transferring {
+                // The transfer's target rings: the far party keeps its call as it is.
+                if fork.dialog.is_none() {
+                    fork.dialog = Dialog::uac(&fork.invite, &resp, fork.peer);
+                }
+                fork.state = ForkState::Early;
+                return ForkAction::None;
+            }
             if status == 100 || self.winner.is_some() || fork.state == ForkState::Cancelled {
                 return ForkAction::None;
             }
@@ -1313,6 +1341,7 @@ impl Call {
             return self.fork_failed(now, layer, i, status);
         }
         // 2xx.
+        let is_transfer = self.is_transfer_fork(i);
         let Some(fork) = self.forks.get_mut(i) else {
             return ForkAction::None;
         };
@@ -1326,6 +1355,17 @@ impl Call {
             b_dialog.local_cseq = b_dialog.local_cseq.max(early.local_cseq);
         }
         let invite_seq = fork.invite.headers.cseq().map_or(1, |c| c.seq);
+        let transfer_target = fork.state != ForkState::Cancelled && is_transfer;
+        if transfer_target {
+            let host = local_host(&peer, settings);
+            let ack = b_dialog.ack(invite_seq, our_via(&peer, layer.new_branch(), host));
+            layer.send_stateless(peer, &Message::Request(ack));
+            let answer = match sdp_of(&resp.headers, &resp.body) {
+                Some(Ok(a)) => Some(a),
+                _ => None,
+            };
+            return self.transfer_answered(now, layer, i, b_dialog, answer, settings);
+        }
         if self.winner.is_some() || fork.state == ForkState::Cancelled {
             // Lost the race: acknowledge and hang up this fork.
             let host = local_host(&peer, settings);
@@ -1440,6 +1480,9 @@ impl Call {
         f.state = ForkState::Failed;
         f.status = status;
         tracing::debug!(call = self.id, stage = f.stage, uri = %f.uri, status, "fork failed");
+        if self.is_transfer_fork(i) {
+            return self.transfer_fork_lost(now, layer);
+        }
         self.after_fork_failed(now, layer)
     }
 
@@ -1462,6 +1505,9 @@ impl Call {
         f.status = 503;
         f.reason = Some(reason.to_owned());
         tracing::info!(call = self.id, stage = f.stage, uri = %f.uri, reason, "fork unreachable");
+        if self.is_transfer_fork(i) {
+            return self.transfer_fork_lost(now, layer);
+        }
         self.after_fork_failed(now, layer)
     }
 
@@ -1652,6 +1698,7 @@ impl Call {
                 tracing::info!(call = self.id, stage, label = %self.stage_label(stage), "not answered in its turn: ringing the next");
                 ForkAction::NextStage
             }
+            TimerKind::TransferTimeout => self.transfer_timeout(now, layer, settings),
             TimerKind::MaxDuration => {
                 if self
                     .answered

@@ -1,0 +1,559 @@
+//! Blind transfer (REFER, RFC 3515) by the answered callee: the phone on leg B sends REFER
+//! naming a new target. The call answers 202 and keeps an implicit subscription (Event:
+//! refer) on the transferor's dialog; its owner checks the target as a call from the
+//! transferor (permissions, which phones ring) and hands back targets or a refusal. The
+//! targets are rung as new forks of the same call while the far party (leg A) stays where it
+//! is; the fork that answers becomes leg B — the relay keeps its ports, so the far party sees
+//! nothing, or a re-INVITE taking it off hold — and the transferor's leg is released. The
+//! transferor hears of each step in NOTIFYs carrying a message/sipfrag status line ("100
+//! Trying", then "200 OK" or the failure); when the target fails, the original call stays up
+//! and the transferor can take it back.
+
+use super::*;
+
+/// The label of the stage a transfer adds.
+pub const LABEL: &str = "transfer";
+
+/// A REFER for the owner to check: the call, the Refer-To target, and who sent it.
+#[derive(Debug, Clone)]
+pub struct TransferAsk {
+    pub call: u64,
+    /// The Refer-To URI (its `?headers` removed).
+    pub target: Uri,
+    /// The user of the To URI we sent the transferor's INVITE to (the extension we rang).
+    pub transferor: String,
+    /// The Request-URI of the transferor's INVITE (its registered contact, for a phone).
+    pub transferor_contact: String,
+    /// The far party (the caller of the call), for the refusal's record.
+    pub caller: crate::b2bua::Caller,
+}
+
+/// The owner's answer to a [`TransferAsk`]: the targets to ring (with the stage label), or
+/// the status and reason to tell the transferor.
+#[derive(Debug)]
+pub enum TransferDecision {
+    Ring { targets: Vec<Target>, label: String },
+    Refuse { status: u16, reason: String },
+}
+
+/// A transfer under way.
+#[derive(Debug)]
+pub(super) struct Transfer {
+    /// The transferor's fork (the winner when the REFER came).
+    transferor: usize,
+    /// Forks from this index on ring the transfer's target.
+    first_fork: usize,
+    /// Waiting for the owner's decision; then ringing.
+    deciding: bool,
+    /// The transferor hung up meanwhile: the far party waits alone.
+    transferor_gone: bool,
+    /// The stage of the call before the transfer (restored when it fails).
+    stage_before: usize,
+    /// The settings the transfer's requests are made with (for failures met where the call
+    /// is not handed them).
+    settings: CallSettings,
+}
+
+/// Where the REFER's target is: the Refer-To URI without its embedded headers, or why it
+/// cannot be used.
+fn refer_target(req: &Request) -> Result<Uri, (u16, &'static str)> {
+    let mut values = req.headers.get_all("Refer-To");
+    let value = values.next().ok_or((400, "Missing Refer-To"))?;
+    if values.next().is_some() {
+        return Err((400, "More than one Refer-To"));
+    }
+    let addr = NameAddr::parse(value).map_err(|_| (400, "Malformed Refer-To"))?;
+    match addr.uri {
+        Uri::Sip(mut u) => {
+            if u.headers.take().is_some_and(|h| {
+                h.split('&').any(|p| {
+                    p.split('=')
+                        .next()
+                        .is_some_and(|n| n.eq_ignore_ascii_case("Replaces"))
+                })
+            }) {
+                return Err((501, "Attended transfer (Replaces) not supported yet"));
+            }
+            Ok(Uri::Sip(u))
+        }
+        Uri::Tel(t) => Ok(Uri::Tel(t)),
+        Uri::Other { .. } => Err((416, "Unsupported URI Scheme")),
+    }
+}
+
+/// The status line a NOTIFY reports: `SIP/2.0 200 OK`.
+fn sipfrag(status: u16, reason: &str) -> Bytes {
+    Bytes::from(format!("SIP/2.0 {status} {reason}\r\n"))
+}
+
+impl Call {
+    /// Whether the targets of a transfer ring now.
+    pub(in crate::b2bua) fn transfer_ringing(&self) -> bool {
+        self.transfer.as_ref().is_some_and(|t| !t.deciding)
+    }
+
+    /// Whether fork `i` rings the target of a transfer.
+    pub(super) fn is_transfer_fork(&self, i: usize) -> bool {
+        self.transfer
+            .as_ref()
+            .is_some_and(|t| !t.deciding && i >= t.first_fork)
+    }
+
+    /// The transferor hung up while its transfer is under way: the far party waits for the
+    /// target instead of being hung up.
+    pub(super) fn transferor_leaves(&mut self) -> bool {
+        match self.transfer.as_mut() {
+            Some(t) if self.winner == Some(t.transferor) => {
+                t.transferor_gone = true;
+                tracing::info!(
+                    call = self.id,
+                    "the transferor hung up: the far party waits"
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A REFER on leg `side`: answered here (202, or the refusal); the transfer for the owner
+    /// to check when it is accepted.
+    pub(super) fn refer(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        key: ServerKey,
+        req: &Request,
+        peer: Peer,
+        side: Side,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        let refused = |layer: &mut TransactionLayer, st: u16, why: &str| {
+            let r = Response::to_request(req, st, why, None);
+            layer.respond(now, key, r);
+            ForkAction::None
+        };
+        if side != Side::B {
+            return refused(
+                layer,
+                501,
+                "Transfer by the calling party not supported yet",
+            );
+        }
+        if self.transfer.is_some() {
+            return refused(layer, 491, "A transfer is already under way");
+        }
+        let Some(w) = self.winner else {
+            return refused(layer, 481, reason_phrase(481));
+        };
+        if self.is_line_fork(w) {
+            return refused(layer, 403, "Forbidden");
+        }
+        let target = match refer_target(req) {
+            Ok(t) => t,
+            Err((st, why)) => return refused(layer, st, why),
+        };
+        let Some(fork) = self.forks.get(w) else {
+            return refused(layer, 481, reason_phrase(481));
+        };
+        let transferor = fork
+            .invite
+            .headers
+            .to()
+            .and_then(|t| t.uri.as_sip())
+            .and_then(SipUri::user_unescaped)
+            .unwrap_or_default();
+        let ask = TransferAsk {
+            call: self.id,
+            target,
+            transferor,
+            transferor_contact: fork.uri.clone(),
+            caller: self.caller.clone(),
+        };
+        reply_with(
+            layer,
+            now,
+            key,
+            req,
+            202,
+            None,
+            Some(our_contact(&peer, "pasarela", settings)),
+        );
+        tracing::info!(call = self.id, target = %ask.target, transferor = %ask.transferor, "transfer asked");
+        self.transfer = Some(Transfer {
+            transferor: w,
+            first_fork: self.forks.len(),
+            deciding: true,
+            transferor_gone: false,
+            stage_before: self.stage,
+            settings: settings.clone(),
+        });
+        let notify = self.notify_transferor(now, layer, 100, "Trying", false, settings);
+        ForkAction::Transfer {
+            ask: Box::new(ask),
+            notify,
+        }
+    }
+
+    /// Sends the transferor a NOTIFY with `status` (`terminated`: the last one).
+    fn notify_transferor(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        status: u16,
+        reason: &str,
+        terminated: bool,
+        settings: &CallSettings,
+    ) -> Option<ClientKey> {
+        let t = self.transfer.as_ref()?;
+        if t.transferor_gone {
+            return None;
+        }
+        let d = self.forks.get_mut(t.transferor)?.dialog.as_mut()?;
+        let peer = d.peer;
+        let via = our_via(&peer, layer.new_branch(), local_host(&peer, settings));
+        let mut req = d.request(Method::Notify, via);
+        req.headers.push(our_contact(&peer, "pasarela", settings));
+        req.headers
+            .push(Header::Other("Event".into(), "refer".into()));
+        let state = if terminated {
+            "terminated;reason=noresource".to_owned()
+        } else {
+            "active;expires=60".to_owned()
+        };
+        req.headers
+            .push(Header::Other("Subscription-State".into(), state));
+        req.headers.push(Header::ContentType(
+            "message/sipfrag;version=2.0".to_owned(),
+        ));
+        req.body = sipfrag(status, reason);
+        Some(layer.send_request(now, req, peer))
+    }
+
+    /// The owner's decision on the transfer: the forks to ring (their keys and indexes, for
+    /// the owner to map), or the refusal told to the transferor.
+    pub(in crate::b2bua) fn transfer_decided(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        decision: TransferDecision,
+        dialogs: Vec<(String, String)>,
+        settings: &CallSettings,
+    ) -> (Vec<(usize, ClientKey)>, Option<ClientKey>) {
+        let (targets, label) = match decision {
+            TransferDecision::Refuse { status, reason } => {
+                tracing::info!(call = self.id, status, %reason, "transfer refused");
+                let k = self.transfer_failed(now, layer, status, &reason, settings);
+                return (Vec::new(), k);
+            }
+            TransferDecision::Ring { targets, label } => (targets, label),
+        };
+        let Some(t) = self.transfer.as_mut() else {
+            return (Vec::new(), None);
+        };
+        t.deciding = false;
+        t.first_fork = self.forks.len();
+        self.labels.push(label);
+        self.ring_limits.push(None);
+        self.stage = self.labels.len() - 1;
+        let mut keys = Vec::new();
+        for (target, (call_id, tag)) in targets.into_iter().zip(dialogs) {
+            if let Some(k) = self.send_fork(now, layer, target, call_id, tag, settings) {
+                keys.push((self.forks.len() - 1, k));
+            }
+        }
+        (keys, None)
+    }
+
+    /// The transfer failed (`status`): the transferor hears it, the original call goes on —
+    /// or, when the transferor has already hung up, ends.
+    pub(super) fn transfer_failed(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        status: u16,
+        reason: &str,
+        settings: &CallSettings,
+    ) -> Option<ClientKey> {
+        let key = self.notify_transferor(now, layer, status, reason, true, settings);
+        if let Some(t) = self.transfer.take() {
+            self.stage = t.stage_before;
+            if t.transferor_gone {
+                // Nobody to go back to: the far party is hung up.
+                self.transfer_gone_failed = true;
+                let _ = self.send_in_dialog(now, layer, Side::A, Method::Bye, None, settings);
+            }
+        }
+        key
+    }
+
+    /// Whether the transfer failed after its transferor hung up: the call is over.
+    pub(super) fn take_orphaned_failure(&mut self) -> bool {
+        std::mem::take(&mut self.transfer_gone_failed)
+    }
+
+    /// A transfer fork failed: when none is left ringing, the transfer failed.
+    pub(super) fn transfer_fork_failed(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        let Some(first) = self.transfer.as_ref().map(|t| t.first_fork) else {
+            return ForkAction::None;
+        };
+        let ringing = self
+            .forks
+            .iter()
+            .skip(first)
+            .any(|f| matches!(f.state, ForkState::Trying | ForkState::Early));
+        if ringing {
+            return ForkAction::None;
+        }
+        let best = self
+            .forks
+            .iter()
+            .skip(first)
+            .map(|f| f.status)
+            .filter(|s| *s >= 300)
+            .min_by_key(|s| if matches!(s, 486 | 600) { 0 } else { *s })
+            .unwrap_or(480);
+        let k = self.transfer_failed(now, layer, best, reason_phrase(best), settings);
+        self.after_transfer(k)
+    }
+
+    /// A transfer fork failed where the call has no settings at hand.
+    pub(super) fn transfer_fork_lost(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+    ) -> ForkAction {
+        match self.transfer.as_ref().map(|t| t.settings.clone()) {
+            Some(settings) => self.transfer_fork_failed(now, layer, &settings),
+            None => ForkAction::None,
+        }
+    }
+
+    /// What the owner does after a transfer step: track the NOTIFY, end a call whose far
+    /// party was left alone by a failed transfer.
+    pub(in crate::b2bua) fn after_transfer(&mut self, notify: Option<ClientKey>) -> ForkAction {
+        if self.take_orphaned_failure() {
+            tracing::info!(call = self.id, "transfer failed after the transferor left");
+            self.outcome.get_or_insert((200, "answered"));
+            self.retrans.clear();
+            return ForkAction::Finished;
+        }
+        notify.map_or(ForkAction::None, ForkAction::Track)
+    }
+
+    /// The transfer's target does not answer in time.
+    pub(super) fn transfer_timeout(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        let Some(first) = self
+            .transfer
+            .as_ref()
+            .filter(|t| !t.deciding)
+            .map(|t| t.first_fork)
+        else {
+            return ForkAction::None;
+        };
+        let n = self.forks.len();
+        for i in first..n {
+            self.cancel_one(now, layer, i);
+        }
+        let k = self.transfer_failed(now, layer, 480, "No Answer", settings);
+        self.after_transfer(k)
+    }
+
+    /// Cancels fork `i` if it still rings.
+    fn cancel_one(&mut self, now: Instant, layer: &mut TransactionLayer, i: usize) {
+        let Some(f) = self.forks.get_mut(i) else {
+            return;
+        };
+        if !matches!(f.state, ForkState::Trying | ForkState::Early) {
+            return;
+        }
+        f.state = ForkState::Cancelled;
+        if f.line.is_some() {
+            self.hang_up_line(i);
+            return;
+        }
+        let cancel = crate::sip::transaction::build_cancel(&f.invite);
+        layer.send_request(now, cancel, f.peer);
+    }
+
+    /// The transfer's target answered on fork `i` (its dialog `b_dialog`, its SDP `answer`):
+    /// it becomes leg B, the transferor is told and released.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn transfer_answered(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        i: usize,
+        b_dialog: Dialog,
+        answer: Option<SessionDescription>,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        let Some(t) = self.transfer.as_ref() else {
+            return ForkAction::None;
+        };
+        let old = t.transferor;
+        let policy = self.forks.get(i).map_or(Default::default(), |f| f.srtp);
+        let codec_before = self.sdp.codec_name();
+        if let Some(answer) = &answer {
+            if let Err((_, why)) = self.sdp.b_answers(
+                answer,
+                self.relay_port(Side::A),
+                self.relay.as_deref(),
+                policy,
+            ) {
+                tracing::warn!(
+                    call = self.id,
+                    "no usable media with the transfer target: {why}"
+                );
+                let peer = b_dialog.peer;
+                let mut d = b_dialog;
+                let bye = d.request(
+                    Method::Bye,
+                    our_via(&peer, layer.new_branch(), local_host(&peer, settings)),
+                );
+                layer.send_request(now, bye, peer);
+                if let Some(f) = self.forks.get_mut(i) {
+                    f.state = ForkState::Failed;
+                    f.status = 488;
+                }
+                return self.transfer_fork_failed(now, layer, settings);
+            }
+        }
+        let b_key = (
+            b_dialog.call_id.clone(),
+            b_dialog.local.tag().unwrap_or_default().to_owned(),
+        );
+        if let Some(f) = self.forks.get_mut(i) {
+            f.state = ForkState::Answered;
+            f.status = 200;
+            f.dialog = Some(b_dialog);
+        }
+        self.winner = Some(i);
+        tracing::info!(
+            call = self.id,
+            fork = i,
+            "transfer target answered: legs re-bridged"
+        );
+        let notify = self.notify_transferor(now, layer, 200, "OK", true, settings);
+        let gone = self.transfer.as_ref().is_some_and(|t| t.transferor_gone);
+        self.transfer = None;
+        // The transferor's leg ends (unless it hung up already).
+        if !gone {
+            if let Some(d) = self.forks.get_mut(old).and_then(|f| f.dialog.as_mut()) {
+                let peer = d.peer;
+                let bye = d.request(
+                    Method::Bye,
+                    our_via(&peer, layer.new_branch(), local_host(&peer, settings)),
+                );
+                layer.send_request(now, bye, peer);
+            }
+        }
+        let _ = notify;
+        // The far party may have been put on hold by the transferor, or may need the new
+        // codec: it gets a fresh offer when either is the case.
+        let held = self
+            .sdp
+            .last_sent_direction(Side::A)
+            .is_some_and(|d| d != crate::sdp::Direction::SendRecv);
+        if (held || codec_before != self.sdp.codec_name()) && self.a_line.is_none() {
+            if let Some(offer) = self.sdp.fresh_offer_for(Side::A, self.relay_port(Side::A)) {
+                let body = Bytes::from(offer.to_string());
+                if let Some((k, _)) = self.send_in_dialog(
+                    now,
+                    layer,
+                    Side::A,
+                    Method::Invite,
+                    Some(("application/sdp", body)),
+                    settings,
+                ) {
+                    self.own_reinvite = Some(k);
+                }
+            }
+        }
+        ForkAction::Answered {
+            winner: i,
+            a_dialog: None,
+            b_dialog: Some(b_key),
+        }
+    }
+
+    /// The answer to the re-INVITE pasarela sent the far party after a transfer: ACK it and
+    /// take its SDP. `false` when `key` is not that re-INVITE.
+    pub(super) fn own_reinvite_answered(
+        &mut self,
+        layer: &mut TransactionLayer,
+        key: &ClientKey,
+        resp: &Response,
+        settings: &CallSettings,
+    ) -> bool {
+        if self.own_reinvite.as_ref() != Some(key) {
+            return false;
+        }
+        self.own_reinvite = None;
+        if (200..300).contains(&resp.status) {
+            if let Some(d) = self.a.dialog.as_mut() {
+                d.refresh_target(&resp.headers);
+                let peer = d.peer;
+                let seq = resp.headers.cseq().map_or(0, |c| c.seq);
+                let via = our_via(&peer, layer.new_branch(), local_host(&peer, settings));
+                let ack = d.ack(seq, via);
+                layer.send_stateless(peer, &Message::Request(ack));
+            }
+            if let Some(Ok(answer)) = sdp_of(&resp.headers, &resp.body) {
+                self.sdp
+                    .answer_in_ack(Side::A, &answer, self.relay.as_deref());
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::parse::{parse_message, Framing, Limits};
+
+    fn refer(refer_to: &str) -> Request {
+        let text = format!(
+            "REFER sip:pasarela@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+From: <sip:101@h>;tag=1\r\nTo: <sip:100@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 REFER\r\n\
+{refer_to}Content-Length: 0\r\n\r\n"
+        );
+        match parse_message(Bytes::from(text), Framing::Datagram, &Limits::default()) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refer_to_targets() {
+        let t = refer_target(&refer("Refer-To: <sip:102@example.org>\r\n")).unwrap();
+        assert_eq!(t.to_string(), "sip:102@example.org");
+        let t = refer_target(&refer("r: sip:102@example.org\r\n")).unwrap();
+        assert_eq!(t.to_string(), "sip:102@example.org");
+        assert_eq!(refer_target(&refer("")).unwrap_err().0, 400);
+        assert_eq!(
+            refer_target(&refer(
+                "Refer-To: <sip:102@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>\r\n"
+            ))
+            .unwrap_err()
+            .0,
+            501
+        );
+        assert_eq!(
+            refer_target(&refer("Refer-To: <mailto:x@y>\r\n"))
+                .unwrap_err()
+                .0,
+            416
+        );
+    }
+}

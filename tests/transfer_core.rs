@@ -1,0 +1,550 @@
+//! Transfer through the sans-IO SIP core, in virtual time: extension 100 calls 101, 101 sends
+//! REFER naming 102 (blind transfer). The far party (100) must end up talking to 102 without
+//! any request of its own, the transferor hear the progress as NOTIFY message/sipfrag and be
+//! released; a barred target or a target that does not answer leaves the original call up,
+//! with the failure told to the transferor (and a barred one recorded).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pasarela::b2bua::CallSettings;
+use pasarela::registrar::RegistrarSettings;
+use pasarela::server::core::{CoreSettings, SipCore};
+use pasarela::sip::auth::{self, Algorithm, Credentials};
+use pasarela::sip::message::{Message, Request, Response};
+use pasarela::sip::parse::{parse_message, Framing, Limits};
+use pasarela::sip::peer::{Peer, Proto};
+use pasarela::sip::transaction::Timers;
+use pasarela::store::ExtensionRow;
+
+const SERVER: &str = "127.0.0.1:5060";
+const CALLER: &str = "127.0.0.1:5062";
+const TRANSFEROR: &str = "127.0.0.1:5064";
+const TARGET: &str = "127.0.0.1:5066";
+
+type Out = Vec<(Message, SocketAddr)>;
+
+fn peer(remote: &str) -> Peer {
+    Peer {
+        proto: Proto::Udp,
+        remote: remote.parse().expect("addr"),
+        local: SERVER.parse().expect("addr"),
+    }
+}
+
+fn ext(n: &str) -> ExtensionRow {
+    let (ha1_md5, ha1_sha256) =
+        pasarela::store::digest_ha1(n, "office.test", &format!("secret{n}"));
+    ExtensionRow {
+        number: n.into(),
+        ha1_md5,
+        ha1_sha256,
+        name: None,
+        did: None,
+        enabled: true,
+        permissions: None,
+        legacy_digest: false,
+        allow: Vec::new(),
+    }
+}
+
+struct Harness {
+    core: SipCore,
+    now: Instant,
+    unix: u64,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let settings = CoreSettings {
+            realm: "office.test".into(),
+            server_name: "pasarela-test".into(),
+            timers: Timers::default(),
+            registrar: RegistrarSettings {
+                min_expires: 60,
+                max_expires: 3600,
+                default_expires: 3600,
+                max_contacts: 10,
+            },
+            nonce_ttl_secs: 300,
+            digest_algorithms: vec![Algorithm::Md5],
+            default_permissions: pasarela::routing::Permissions::default(),
+            routing: false,
+            calls: CallSettings {
+                domain: "office.test".into(),
+                server_name: "pasarela-test".into(),
+                no_answer: Duration::from_secs(30),
+                max_duration: Duration::from_secs(3600),
+                media_ip: "127.0.0.1".parse().expect("ip"),
+                t1: Duration::from_millis(500),
+                t2: Duration::from_secs(4),
+                failover_after: CallSettings::DEFAULT_FAILOVER_AFTER,
+                srtp: Default::default(),
+            },
+        };
+        let mut core = SipCore::new(
+            settings,
+            vec![ext("100"), ext("101"), ext("102")],
+            [7; 32],
+            None,
+        );
+        core.set_numbering(pasarela::routing::numbering::NumberingPlan::from_config(
+            &pasarela::config::NumberingConfig {
+                premium_prefixes: Some(vec!["900".into()]),
+                ..Default::default()
+            },
+        ));
+        let mut h = Harness {
+            core,
+            now: Instant::now(),
+            unix: 1_800_000_000,
+        };
+        h.register("101", TRANSFEROR);
+        h.register("102", TARGET);
+        h
+    }
+
+    fn feed(&mut self, text: &str, from: &str) -> Out {
+        let msg = parse_message(
+            Bytes::from(text.replace('\n', "\r\n")),
+            Framing::Datagram,
+            &Limits::default(),
+        )
+        .expect("test message parses");
+        self.core
+            .handle_message(self.now, self.unix, msg, peer(from));
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Out {
+        let mut out = Vec::new();
+        while let Some(t) = self.core.poll_transmit() {
+            let m = parse_message(t.data, Framing::Datagram, &Limits::default())
+                .expect("core output parses");
+            out.push((m, t.peer.remote));
+        }
+        out
+    }
+
+    fn advance(&mut self, d: Duration) -> Out {
+        let end = self.now + d;
+        let mut out = Vec::new();
+        while let Some(t) = self.core.poll_timeout() {
+            if t > end {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.core.handle_timeout(self.now, self.unix);
+            out.extend(self.drain());
+        }
+        self.now = end;
+        out
+    }
+
+    fn register(&mut self, n: &str, at: &str) {
+        let reg = |auth: &str, cseq: u32| {
+            format!(
+                "REGISTER sip:office.test SIP/2.0\nVia: SIP/2.0/UDP {at};branch=z9hG4bKreg{n}{cseq}\nFrom: <sip:{n}@office.test>;tag=r\nTo: <sip:{n}@office.test>\nCall-ID: reg{n}\nCSeq: {cseq} REGISTER\nContact: <sip:{n}@{at}>\n{auth}Content-Length: 0\n\n"
+            )
+        };
+        let out = self.feed(&reg("", 1), at);
+        let challenge = responses(&out)[0].clone();
+        let auth = authorization(&challenge, n, "REGISTER", "sip:office.test");
+        let out = self.feed(&reg(&format!("Authorization: {auth}\n"), 2), at);
+        assert_eq!(responses(&out)[0].status, 200);
+    }
+}
+
+fn responses(out: &Out) -> Vec<&Response> {
+    out.iter()
+        .filter_map(|(m, _)| match m {
+            Message::Response(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent<'a>(out: &'a Out, method: &str, to: &str) -> Vec<&'a Request> {
+    let to: SocketAddr = to.parse().expect("addr");
+    out.iter()
+        .filter_map(|(m, dest)| match m {
+            Message::Request(r) if r.method.as_str() == method && *dest == to => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn authorization(resp: &Response, user: &str, method: &str, uri: &str) -> String {
+    let challenge = resp.headers.get("WWW-Authenticate").expect("challenge");
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("nonce");
+    let mut c = Credentials {
+        scheme: "Digest".into(),
+        username: user.into(),
+        realm: "office.test".into(),
+        nonce: nonce.into(),
+        uri: uri.into(),
+        response: String::new(),
+        algorithm: Algorithm::Md5,
+        cnonce: Some("abc".into()),
+        opaque: None,
+        qop: Some("auth".into()),
+        nc: Some(1),
+    };
+    c.response = auth::expected_response(&c, method, &format!("secret{user}"));
+    format!(
+        "Digest username=\"{user}\", realm=\"office.test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{}\", algorithm=MD5, cnonce=\"abc\", qop=auth, nc=00000001",
+        c.response
+    )
+}
+
+const SDP: &str = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 40000 RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\na=rtpmap:101 telephone-event/8000\n";
+
+fn invite(cseq: u32, auth: &str) -> String {
+    let body = SDP.replace('\n', "\r\n");
+    format!(
+        "INVITE sip:101@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKinv{cseq}\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>\nCall-ID: call1\nCSeq: {cseq} INVITE\nContact: <sip:100@{CALLER}>\nMax-Forwards: 70\n{auth}Content-Type: application/sdp\nContent-Length: {}\n\n{SDP}",
+        body.len()
+    )
+}
+
+/// A UAS's response to pasarela's `inv` (with SDP on port `rtp` when given).
+fn answer(inv: &Request, status: u16, tag: &str, contact: &str, rtp: Option<u16>) -> String {
+    let h = &inv.headers;
+    let body = rtp.map_or(String::new(), |p| SDP.replace("40000", &p.to_string()));
+    let ct = if rtp.is_some() {
+        "Content-Type: application/sdp\n"
+    } else {
+        ""
+    };
+    format!(
+        "SIP/2.0 {status} X\nVia: {}\nFrom: {}\nTo: {};tag={tag}\nCall-ID: {}\nCSeq: {}\nContact: <{contact}>\n{ct}Content-Length: {}\n\n{body}",
+        h.via().expect("via"),
+        h.from().expect("from"),
+        h.to().expect("to"),
+        h.call_id().expect("call-id"),
+        h.cseq().expect("cseq"),
+        body.replace('\n', "\r\n").len(),
+    )
+}
+
+/// The 200 a UA gives pasarela's in-dialog request `r`.
+fn ok_for(r: &Request) -> String {
+    format!(
+        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContent-Length: 0\n\n",
+        r.headers.via().expect("via"),
+        r.headers.from().expect("from"),
+        r.headers.to().expect("to"),
+        r.headers.call_id().expect("cid"),
+        r.headers.cseq().expect("cseq")
+    )
+}
+
+/// A request the phone at `at` sends in the dialog pasarela's INVITE `inv` made with it
+/// (its tag `tag`).
+fn in_dialog(inv: &Request, tag: &str, at: &str, method: &str, cseq: u32, extra: &str) -> String {
+    let h = &inv.headers;
+    let contact = h
+        .contacts()
+        .find_map(|c| c.addr().map(|a| a.uri.to_string()))
+        .expect("contact");
+    format!(
+        "{method} {contact} SIP/2.0\nVia: SIP/2.0/UDP {at};branch=z9hG4bK{method}{cseq}{tag}\nFrom: {};tag={tag}\nTo: {}\nCall-ID: {}\nCSeq: {cseq} {method}\n{extra}Content-Length: 0\n\n",
+        h.to().expect("to"),
+        h.from().expect("from"),
+        h.call_id().expect("cid"),
+    )
+}
+
+fn sipfrag(r: &Request) -> String {
+    assert_eq!(r.headers.get("Event"), Some("refer"));
+    String::from_utf8_lossy(&r.body).trim().to_owned()
+}
+
+/// 100 calls 101, 101 answers: returns pasarela's INVITE to 101 and the caller's dialog tag.
+fn call_answered(h: &mut Harness) -> (Request, String) {
+    let out = h.feed(&invite(1, ""), CALLER);
+    let challenge = responses(&out)
+        .into_iter()
+        .find(|r| r.status == 401)
+        .expect("401")
+        .clone();
+    let to_tag = challenge
+        .headers
+        .to()
+        .and_then(|t| t.tag())
+        .expect("tag")
+        .to_owned();
+    h.feed(
+        &format!("ACK sip:101@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKinv1\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={to_tag}\nCall-ID: call1\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
+        CALLER,
+    );
+    let auth = authorization(&challenge, "100", "INVITE", "sip:101@office.test");
+    let out = h.feed(&invite(2, &format!("Authorization: {auth}\n")), CALLER);
+    let inv = sent(&out, "INVITE", TRANSFEROR)[0].clone();
+    let out = h.feed(
+        &answer(
+            &inv,
+            200,
+            "t101",
+            &format!("sip:101@{TRANSFEROR}"),
+            Some(42000),
+        ),
+        TRANSFEROR,
+    );
+    let ok = responses(&out)
+        .into_iter()
+        .find(|r| r.status == 200)
+        .expect("200 to the caller")
+        .clone();
+    let a_tag = ok
+        .headers
+        .to()
+        .and_then(|t| t.tag())
+        .expect("tag")
+        .to_owned();
+    h.feed(
+        &format!("ACK sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKack2\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={a_tag}\nCall-ID: call1\nCSeq: 2 ACK\nContent-Length: 0\n\n"),
+        CALLER,
+    );
+    (inv, a_tag)
+}
+
+/// 101 sends REFER to `target`: the 202 and what else pasarela sent.
+fn refer(h: &mut Harness, inv: &Request, cseq: u32, target: &str) -> Out {
+    let out = h.feed(
+        &in_dialog(
+            inv,
+            "t101",
+            TRANSFEROR,
+            "REFER",
+            cseq,
+            &format!("Refer-To: <{target}>\nReferred-By: <sip:101@office.test>\n"),
+        ),
+        TRANSFEROR,
+    );
+    assert_eq!(
+        responses(&out).iter().map(|r| r.status).collect::<Vec<_>>(),
+        [202],
+        "REFER accepted"
+    );
+    let notify = sent(&out, "NOTIFY", TRANSFEROR);
+    assert!(!notify.is_empty(), "NOTIFY 100 Trying first");
+    assert_eq!(sipfrag(notify[0]), "SIP/2.0 100 Trying");
+    assert!(notify[0]
+        .headers
+        .get("Subscription-State")
+        .is_some_and(|s| s.starts_with("active")));
+    out
+}
+
+#[test]
+fn blind_transfer_rebridges_the_far_party() {
+    let mut h = Harness::new();
+    let (inv, a_tag) = call_answered(&mut h);
+    let out = refer(&mut h, &inv, 2, "sip:102@office.test");
+    let to_target = sent(&out, "INVITE", TARGET);
+    assert_eq!(to_target.len(), 1, "the target rings");
+    let t_inv = to_target[0].clone();
+    assert_eq!(
+        t_inv.headers.to().expect("to").uri.to_string(),
+        "sip:102@office.test"
+    );
+    assert!(
+        t_inv
+            .headers
+            .from()
+            .expect("from")
+            .uri
+            .to_string()
+            .starts_with("sip:100@"),
+        "the target sees the far party calling"
+    );
+    assert!(
+        sent(&out, "INVITE", CALLER).is_empty(),
+        "the far party sees nothing"
+    );
+    h.feed(
+        &answer(&t_inv, 180, "t102", &format!("sip:102@{TARGET}"), None),
+        TARGET,
+    );
+    let out = h.feed(
+        &answer(
+            &t_inv,
+            200,
+            "t102",
+            &format!("sip:102@{TARGET}"),
+            Some(44000),
+        ),
+        TARGET,
+    );
+    assert_eq!(sent(&out, "ACK", TARGET).len(), 1, "the target's 200 ACKed");
+    let notify = sent(&out, "NOTIFY", TRANSFEROR);
+    assert_eq!(notify.len(), 1);
+    assert_eq!(sipfrag(notify[0]), "SIP/2.0 200 OK");
+    assert!(notify[0]
+        .headers
+        .get("Subscription-State")
+        .is_some_and(|s| s.starts_with("terminated")));
+    let bye = sent(&out, "BYE", TRANSFEROR);
+    assert_eq!(bye.len(), 1, "the transferor's leg ends");
+    assert!(
+        out.iter()
+            .all(|(_, d)| *d != CALLER.parse::<SocketAddr>().expect("addr")),
+        "the far party is not disturbed (same codec, relay ports kept)"
+    );
+    h.feed(&ok_for(notify[0]), TRANSFEROR);
+    h.feed(&ok_for(bye[0]), TRANSFEROR);
+    // The far party and the target talk; the far party hangs up: the BYE reaches 102.
+    let out = h.feed(
+        &format!("BYE sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKbye3\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={a_tag}\nCall-ID: call1\nCSeq: 3 BYE\nContent-Length: 0\n\n"),
+        CALLER,
+    );
+    let bye = sent(&out, "BYE", TARGET);
+    assert_eq!(bye.len(), 1, "the BYE goes to the transfer target");
+    h.feed(&ok_for(bye[0]), TARGET);
+    let finished = h.core.calls_mut().take_finished();
+    assert_eq!(finished.len(), 1);
+    let s = &finished[0];
+    assert_eq!(s.disposition, "answered");
+    assert_eq!(
+        s.answered_by.as_ref().map(|(_, u)| u.as_str()),
+        Some(format!("sip:102@{TARGET}").as_str()),
+        "the record shows who answered last"
+    );
+    assert!(s
+        .attempts
+        .iter()
+        .any(|a| a.label == "transfer 102" && a.status == 200));
+    h.advance(Duration::from_secs(70));
+    assert_eq!(h.core.calls().len(), 0);
+    assert_eq!(h.core.calls().pending_transactions(), 0);
+    assert_eq!(h.core.transaction_counts(), (0, 0));
+}
+
+#[test]
+fn barred_transfer_target_fails_and_is_recorded() {
+    let mut h = Harness::new();
+    let (inv, _) = call_answered(&mut h);
+    let out = refer(&mut h, &inv, 2, "sip:0900123456@office.test");
+    assert!(sent(&out, "INVITE", TARGET).is_empty());
+    let notify = sent(&out, "NOTIFY", TRANSFEROR);
+    assert_eq!(notify.len(), 2, "100 Trying, then the refusal: {out:?}");
+    assert!(
+        sipfrag(notify[1]).starts_with("SIP/2.0 403 "),
+        "{}",
+        sipfrag(notify[1])
+    );
+    assert!(notify[1]
+        .headers
+        .get("Subscription-State")
+        .is_some_and(|s| s.starts_with("terminated")));
+    let refused = h.core.take_refused();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(
+        refused[0].caller, "101",
+        "recorded as the transferor's attempt"
+    );
+    assert_eq!(refused[0].dialled, "0900123456");
+    assert!(refused[0]
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.contains("Transfer")));
+    // The original call is still up: 101 can go on talking and hang up normally.
+    assert_eq!(h.core.calls().len(), 1);
+    let out = h.feed(
+        &in_dialog(&inv, "t101", TRANSFEROR, "BYE", 3, ""),
+        TRANSFEROR,
+    );
+    assert_eq!(
+        sent(&out, "BYE", CALLER).len(),
+        1,
+        "the BYE reaches the far party"
+    );
+}
+
+#[test]
+fn unanswered_transfer_keeps_the_call() {
+    let mut h = Harness::new();
+    let (inv, _) = call_answered(&mut h);
+    let out = refer(&mut h, &inv, 2, "sip:102@office.test");
+    let t_inv = sent(&out, "INVITE", TARGET)[0].clone();
+    h.feed(
+        &answer(&t_inv, 180, "t102", &format!("sip:102@{TARGET}"), None),
+        TARGET,
+    );
+    let out = h.advance(Duration::from_secs(31));
+    assert!(
+        !sent(&out, "CANCEL", TARGET).is_empty(),
+        "the target is cancelled"
+    );
+    let notify = sent(&out, "NOTIFY", TRANSFEROR);
+    assert!(
+        notify.iter().any(|n| sipfrag(n).starts_with("SIP/2.0 480")),
+        "{out:?}"
+    );
+    assert_eq!(h.core.calls().len(), 1, "the original call stays up");
+    // A second transfer, to a busy target: 486 reported, still up.
+    let out = refer(&mut h, &inv, 3, "sip:102@office.test");
+    let t_inv = sent(&out, "INVITE", TARGET)[0].clone();
+    let out = h.feed(
+        &answer(&t_inv, 486, "t102b", &format!("sip:102@{TARGET}"), None),
+        TARGET,
+    );
+    let notify = sent(&out, "NOTIFY", TRANSFEROR);
+    assert_eq!(notify.len(), 1);
+    assert!(sipfrag(notify[0]).starts_with("SIP/2.0 486"));
+    assert_eq!(h.core.calls().len(), 1);
+}
+
+#[test]
+fn transferor_hanging_up_early_leaves_the_far_party_waiting() {
+    let mut h = Harness::new();
+    let (inv, _) = call_answered(&mut h);
+    let out = refer(&mut h, &inv, 2, "sip:102@office.test");
+    let t_inv = sent(&out, "INVITE", TARGET)[0].clone();
+    // 101 hangs up at once (as many phones do after the 202).
+    let out = h.feed(
+        &in_dialog(&inv, "t101", TRANSFEROR, "BYE", 3, ""),
+        TRANSFEROR,
+    );
+    assert!(responses(&out).iter().any(|r| r.status == 200));
+    assert!(sent(&out, "BYE", CALLER).is_empty(), "the far party stays");
+    let out = h.feed(
+        &answer(
+            &t_inv,
+            200,
+            "t102",
+            &format!("sip:102@{TARGET}"),
+            Some(44000),
+        ),
+        TARGET,
+    );
+    assert_eq!(sent(&out, "ACK", TARGET).len(), 1);
+    assert!(
+        sent(&out, "BYE", TRANSFEROR).is_empty(),
+        "the transferor is gone already"
+    );
+    assert_eq!(h.core.calls().len(), 1);
+    // 102 hangs up: the far party gets the BYE.
+    let out = h.feed(&in_dialog(&t_inv, "t102", TARGET, "BYE", 1, ""), TARGET);
+    assert_eq!(sent(&out, "BYE", CALLER).len(), 1);
+}
+
+#[test]
+fn refer_from_the_caller_is_refused_cleanly() {
+    let mut h = Harness::new();
+    let (_, a_tag) = call_answered(&mut h);
+    let out = h.feed(
+        &format!("REFER sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKref3\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={a_tag}\nCall-ID: call1\nCSeq: 3 REFER\nRefer-To: <sip:102@office.test>\nContent-Length: 0\n\n"),
+        CALLER,
+    );
+    let st: Vec<u16> = responses(&out).iter().map(|r| r.status).collect();
+    assert_eq!(st.len(), 1);
+    assert!(st[0] >= 400, "{st:?}");
+    assert_eq!(h.core.calls().len(), 1);
+}
