@@ -3,6 +3,7 @@
 //! lives here — the stages of the route tried in turn, the forks of a stage rung in parallel,
 //! a trunk's digest challenge answered once —; what happens inside the established dialogs is in [`in_dialog`].
 
+pub mod forward;
 mod in_dialog;
 pub mod redirect;
 mod reliable;
@@ -39,6 +40,8 @@ pub enum TimerKind {
     Failover(usize),
     /// Stage `n` (a ring group member's turn) has rung as long as it may.
     RingTimeout(usize),
+    /// The called extension's no-answer forward is due ([`forward`]).
+    ForwardNoAnswer,
 }
 
 /// What a client transaction belongs to.
@@ -80,6 +83,12 @@ pub enum ForkAction {
     Redirect {
         fork: usize,
         contacts: Vec<crate::sip::uri::Uri>,
+    },
+    /// The called extension forwards the call ([`forward`]): the owner decides where to and
+    /// answers with [`Call::forward_decided`]; what still rings is cancelled.
+    Forward {
+        extension: String,
+        when: crate::routing::forwarding::ForwardWhen,
     },
 }
 
@@ -315,6 +324,8 @@ pub struct Call {
     redirects: redirect::Redirects,
     /// Reliable provisional responses on both legs ([`reliable`]).
     reliable: reliable::Reliable,
+    /// Forwards of the called extension ([`forward`]).
+    forwarding: forward::Forwarding,
 }
 
 fn idx(side: Side) -> usize {
@@ -585,6 +596,7 @@ impl Call {
             a_line: None,
             redirects: Default::default(),
             reliable,
+            forwarding: Default::default(),
         }
     }
 
@@ -1469,7 +1481,7 @@ impl Call {
     }
 
     fn after_fork_failed(&mut self, now: Instant, layer: &mut TransactionLayer) -> ForkAction {
-        if self.winner.is_some() || self.redirect_pending() {
+        if self.winner.is_some() || self.redirect_pending() || self.forward_pending() {
             return ForkAction::None;
         }
         let pending = self
@@ -1489,6 +1501,9 @@ impl Call {
                 .any(|f| f.stage == self.stage && matches!(f.status, 486 | 600 | 603));
         if !refused && !self.stages.is_empty() {
             return ForkAction::NextStage;
+        }
+        if let Some(forward) = self.forward_on_failure() {
+            return forward;
         }
         self.fail(now, layer)
     }
@@ -1655,6 +1670,7 @@ impl Call {
                 tracing::info!(call = self.id, stage, label = %self.stage_label(stage), "not answered in its turn: ringing the next");
                 ForkAction::NextStage
             }
+            TimerKind::ForwardNoAnswer => self.forward_on_timeout(),
             TimerKind::MaxDuration => {
                 if self
                     .answered
