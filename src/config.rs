@@ -149,6 +149,10 @@ pub struct MediaConfig {
     pub address: Option<std::net::IpAddr>,
     /// Threads that move RTP (`io_threads`); default: the machine's cores, at most 4.
     pub io_threads: Option<usize>,
+    /// What a held party hears (`hold_music`): `default` (the built-in melody), `tone`,
+    /// `tone:HZ`, `none` (silence) or the path of a WAV or raw G.711 file (8 kHz mono); see
+    /// [`crate::media::hold_music`].
+    pub hold_music: String,
 }
 
 /// `[calls]`: limits on calls.
@@ -613,6 +617,7 @@ impl Default for MediaConfig {
             rtp_ports: 10000..=20000,
             address: None,
             io_threads: None,
+            hold_music: "default".into(),
         }
     }
 }
@@ -925,6 +930,7 @@ struct RawMedia {
     address: Option<String>,
     io_threads: Option<usize>,
     srtp: Option<String>,
+    hold_music: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1762,10 +1768,21 @@ impl RawMedia {
             Some(n) if n > 64 => return Err(invalid(&at.key("io_threads"), "must be at most 64")),
             other => other,
         };
+        let hold_music = match self.hold_music {
+            None => MediaConfig::default().hold_music,
+            Some(h) if h.trim().is_empty() => {
+                return Err(invalid(
+                    &at.key("hold_music"),
+                    "must not be empty (`none` for silence)",
+                ))
+            }
+            Some(h) => h.trim().to_owned(),
+        };
         let Some(text) = self.rtp_ports else {
             return Ok(MediaConfig {
                 address,
                 io_threads,
+                hold_music,
                 ..MediaConfig::default()
             });
         };
@@ -1795,6 +1812,7 @@ impl RawMedia {
             rtp_ports: lo..=hi,
             address,
             io_threads,
+            hold_music,
         })
     }
 }

@@ -255,13 +255,20 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     );
     tracing::info!(%media_ip, ports = ?config.media.rtp_ports, io_threads, "media relay");
     let inbound_policy = inbound_setup::build(&config, &extensions).await;
+    let hold_music = match config.media.hold_music.as_str() {
+        "none" => None,
+        setting => Some(
+            crate::media::hold_music::HoldMusic::from_setting(setting)
+                .context("[media] hold_music")?,
+        ),
+    };
     let mut core = SipCore::new(
         settings,
         extensions,
         random_secret(),
-        Some(Box::new(crate::media::port::RelayPort::new(
-            engine, media_tx,
-        ))),
+        Some(Box::new(
+            crate::media::port::RelayPort::new(engine, media_tx).with_hold_music(hold_music),
+        )),
     );
     core.calls_mut().continue_ids_after(last_call_ref);
     core.set_call_handling(call_handling);

@@ -326,6 +326,9 @@ pub struct Call {
     reliable: reliable::Reliable,
     /// Forwards of the called extension ([`forward`]).
     forwarding: forward::Forwarding,
+    /// Which side has put the call on hold (its last offer was sendonly, inactive or
+    /// `c=0.0.0.0`): the other side hears music on hold meanwhile.
+    held: [bool; 2],
 }
 
 fn idx(side: Side) -> usize {
@@ -597,6 +600,7 @@ impl Call {
             redirects: Default::default(),
             reliable,
             forwarding: Default::default(),
+            held: [false; 2],
         }
     }
 
