@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pasarela::b2bua::CallSettings;
 use pasarela::registrar::RegistrarSettings;
-use pasarela::server::core::{CoreSettings, SipCore};
+use pasarela::callctl::{CoreSettings, SipCore};
 use pasarela::sip::auth::{self, Algorithm, Credentials};
 use pasarela::sip::message::{Message, Request, Response};
 use pasarela::sip::parse::{parse_message, Framing, Limits};

@@ -26,6 +26,7 @@ use crate::sip::peer::Peer;
 use crate::sip::transaction::{ClientKey, ServerKey, TransactionLayer};
 use crate::sip::uri::Uri;
 
+pub use call::forward::{ForwardRequest, ForwardRule};
 pub use call::redirect::{contacts_by_q, Redirect, RedirectDecision};
 pub use call::transfer::{TransferAsk, TransferDecision, LABEL as TRANSFER_LABEL};
 pub use call::{Attempt, CallSummary, CallView, ForkView, LiveCall, LiveState, UpCall};
@@ -177,6 +178,8 @@ pub struct Calls {
     redirects: Vec<Redirect>,
     /// Transfers (REFER) waiting for the owner's check ([`Calls::take_transfers`]).
     transfers: Vec<TransferAsk>,
+    /// Calls waiting for the owner's forward decision ([`Calls::take_forwards`]).
+    forwards: Vec<ForwardRequest>,
 }
 
 impl Calls {
@@ -199,6 +202,7 @@ impl Calls {
             line_out: Vec::new(),
             redirects: Vec::new(),
             transfers: Vec::new(),
+            forwards: Vec::new(),
         }
     }
 
@@ -309,6 +313,42 @@ impl Calls {
         self.apply(now, layer, call, action);
     }
 
+    /// Calls whose extension forwards them since the last call: each waits for
+    /// [`Calls::forward_decided`].
+    pub fn take_forwards(&mut self) -> Vec<ForwardRequest> {
+        std::mem::take(&mut self.forwards)
+    }
+
+    /// The owner's decision on a forward (see [`Calls::take_forwards`]): stages to ring, or
+    /// the refusal the caller gets; `note` is what the record says about the forward.
+    pub fn forward_decided(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        call: u64,
+        decision: Result<Vec<Stage>, (u16, String)>,
+        note: String,
+    ) {
+        let action = match self.calls.get_mut(&call) {
+            Some(c) => c.forward_decided(now, layer, decision, note),
+            None => return,
+        };
+        self.apply(now, layer, call, action);
+    }
+
+    /// Starts a call to an extension with its forwards armed (`rule`), and what its record
+    /// says when it is already a forward (`note`). Returns the call's id.
+    pub fn start_forwarding(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        new: NewCall,
+        rule: Option<ForwardRule>,
+        note: Option<String>,
+    ) -> u64 {
+        self.start_with(now, layer, new, None, (rule, note))
+    }
+
     /// Every call in progress as the watchers of extensions see it (busy lamps, pickup).
     pub fn views(&self) -> Vec<CallView> {
         self.calls.values().map(Call::view).collect()
@@ -404,7 +444,7 @@ impl Calls {
     /// A new INVITE from an authenticated extension to the given targets (already resolved).
     /// Stages without targets are skipped; a call with no target at all is answered 480.
     pub fn start(&mut self, now: Instant, layer: &mut TransactionLayer, new: NewCall) {
-        self.start_with(now, layer, new, None);
+        self.start_with(now, layer, new, None, (None, None));
     }
 
     /// How a call that arrived on a PSTN line enters call control: the description of its
@@ -440,7 +480,7 @@ impl Calls {
         audio: std::net::SocketAddr,
     ) -> u64 {
         let a_line = call::ALine::new(audio, self.settings.media_ip);
-        self.start_with(now, layer, new, Some(a_line))
+        self.start_with(now, layer, new, Some(a_line), (None, None))
     }
 
     fn start_with(
@@ -449,6 +489,7 @@ impl Calls {
         layer: &mut TransactionLayer,
         new: NewCall,
         a_line: Option<call::ALine>,
+        (rule, note): (Option<ForwardRule>, Option<String>),
     ) -> u64 {
         let NewCall {
             key,
@@ -466,6 +507,8 @@ impl Calls {
         let a_tag = self.token();
         let mut call = Call::new(id, now, key, invite, peer, a_tag, caller, &self.settings);
         call.a_line = a_line;
+        let no_answer_forward = rule.as_ref().and_then(|r| r.no_answer);
+        call.arm_forwards(rule, note);
         let relay = match self.media.as_mut() {
             Some(port) => match port.allocate(id) {
                 Ok(r) => Some(r),
@@ -504,6 +547,9 @@ impl Calls {
         self.by_server.insert(key, id);
         self.calls.insert(id, call);
         self.schedule(now + self.settings.no_answer, id, TimerKind::NoAnswer);
+        if let Some(after) = no_answer_forward {
+            self.schedule(now + after, id, TimerKind::ForwardNoAnswer);
+        }
         self.next_stage(now, layer, id);
         id
     }
@@ -516,7 +562,10 @@ impl Calls {
             return;
         };
         let Some(targets) = call.next_stage() else {
-            let action = call.fail(now, layer);
+            let action = match call.forward_on_failure() {
+                Some(forward) => forward,
+                None => call.fail(now, layer),
+            };
             self.apply(now, layer, id, action);
             return;
         };
@@ -733,6 +782,17 @@ impl Calls {
                 }
                 self.transfers.push(*ask);
             }
+            ForkAction::Forward { extension, when } => {
+                self.cancel_forks(now, layer, id, None);
+                if let Some(call) = self.calls.get(&id) {
+                    self.forwards.push(ForwardRequest {
+                        call: id,
+                        extension,
+                        when,
+                        caller: call.caller.clone(),
+                    });
+                }
+            }
             ForkAction::Redirect { fork, contacts } => {
                 if let Some(call) = self.calls.get(&id) {
                     self.redirects.push(Redirect {
@@ -924,6 +984,9 @@ impl Calls {
                 ClientRole::InDialog(cid) if *cid == id => *role = ClientRole::Ignore,
                 _ => {}
             }
+        }
+        if let Some(note) = call.forward_note() {
+            self.notes.push((id, note.to_owned()));
         }
         let summary = call.summary(_now);
         tracing::info!(

@@ -27,6 +27,7 @@ pub mod inbound;
 pub mod limits;
 pub mod messaging;
 pub mod overload;
+mod forward;
 mod redirect;
 mod transfer;
 mod trunk_qualify;
@@ -98,6 +99,8 @@ struct PendingRoute {
     caller: Caller,
     dialled: String,
     since: Instant,
+    /// The forwards that led here ([`forward`]): the last that forwarded pays.
+    forward: Option<forward::Chain>,
 }
 
 /// The UAS core: owns the transaction layer, the registrar and the digest gate.
@@ -141,6 +144,8 @@ pub struct SipCore {
     subscriptions: crate::subscriptions::Subscriptions,
     /// The numbering plan the targets of redirects are checked with ([`redirect`]).
     numbering: Option<crate::routing::numbering::NumberingPlan>,
+    /// Call forwarding and sequential search of extensions ([`forward`]).
+    forwarding: forward::Forwarding,
 }
 
 impl SipCore {
@@ -163,6 +168,7 @@ impl SipCore {
                 tag_seed.rotate_left(17),
             ),
             numbering: None,
+            forwarding: Default::default(),
             inbound: Default::default(),
             inbound_limiter: Default::default(),
             layer,
@@ -489,15 +495,21 @@ impl SipCore {
         id: u64,
         route: std::sync::Arc<Route>,
     ) {
+        if self.forward_routed(now, unix, id, &route) {
+            return;
+        }
         let Some(p) = self.pending_routes.remove(&id) else {
             return;
         };
         let caller_number = p.caller.number.clone();
-        // Outside the office the caller is shown by its DID (E.164), when it has one.
-        let caller_did = self
-            .extensions
-            .get(&caller_number)
-            .and_then(|e| e.did.clone());
+        // A forwarded call is the forwarding extension's: its permissions, limits and DID.
+        let payer = p
+            .forward
+            .as_ref()
+            .and_then(|c| c.payer())
+            .unwrap_or(&caller_number)
+            .to_owned();
+        let forward_note = p.forward.as_ref().and_then(|c| c.note.clone());
         tracing::info!(
             from = %p.caller.number,
             dialled = %route.dialled,
@@ -515,90 +527,32 @@ impl SipCore {
         );
         let mut reason = None;
         let refusal = match &route.decision {
-            Decision::Reject { status, reason } => {
-                Some(self.response(&p.invite, *status, Some(reason)))
+            Decision::Reject {
+                status,
+                reason: why,
+            } => {
+                if let Some(note) = &forward_note {
+                    reason = Some(format!("{note}: refused, {why}"));
+                }
+                Some(self.response(&p.invite, *status, Some(why)))
             }
             Decision::Extension(ext) => {
                 let ext = ext.clone();
-                self.ring_extension(now, unix, p.key, &p.invite, p.peer, p.caller, &ext)
+                let chain = p.forward.clone().unwrap_or_default();
+                let r = self
+                    .ring_extension_via(now, unix, p.key, &p.invite, p.peer, p.caller, &ext, chain);
+                reason = self.forwarding.refusal.take();
+                r
             }
-            Decision::Attempts(list) => {
-                let unix_ms = i64::try_from(unix).unwrap_or(0).saturating_mul(1000);
-                let spend = self
-                    .limiter
-                    .may_spend(Subject::Extension(&caller_number), unix_ms);
-                let mut trunk_refusal = None;
-                let allowed: Vec<&crate::routing::router::Attempt> = match spend {
-                    Err(why) => {
-                        trunk_refusal = Some(why);
-                        Vec::new()
-                    }
-                    Ok(()) => list
-                        .iter()
-                        .filter(|a| match self.trunk_refusal(now, unix_ms, a) {
-                            Some(why) => {
-                                trunk_refusal = Some(why);
-                                false
-                            }
-                            None => true,
-                        })
-                        .collect(),
-                };
-                let mut stages: Vec<Stage> = allowed
-                    .into_iter()
-                    .filter_map(|a| {
-                        let line = self.line_target(a);
-                        // A line is dialled, not sent to: its flow only describes the fork.
-                        let peer = match &line {
-                            Some(_) => Peer {
-                                proto: Proto::Udp,
-                                remote: a.hop.addr,
-                                local: a.hop.addr,
-                            },
-                            None => self.outgoing_peer(a.hop.proto, a.hop.addr)?,
-                        };
-                        let presentation = match &a.kind {
-                            crate::routing::router::AttemptKind::Trunk { name } => {
-                                self.trunks.options(name).map(presentation)
-                            }
-                            _ => None,
-                        };
-                        Some(Stage {
-                            targets: vec![Target {
-                                uri: Uri::Sip(a.uri.clone()),
-                                peer,
-                                to: Some(Uri::Sip(bare(&a.uri))),
-                                auth: a
-                                    .auth
-                                    .clone()
-                                    .map(|(username, password)| TrunkAuth { username, password }),
-                                from_user: caller_did.clone(),
-                                srtp: match &a.kind {
-                                    // A line speaks plain RTP on loopback.
-                                    _ if line.is_some() => crate::b2bua::SrtpPolicy::Never,
-                                    crate::routing::router::AttemptKind::Trunk { name } => {
-                                        self.settings.calls.srtp.trunk(name)
-                                    }
-                                    crate::routing::router::AttemptKind::Sip { .. } => {
-                                        self.settings.calls.srtp.default
-                                    }
-                                },
-                                presentation,
-                                line,
-                            }],
-                            label: a.label(),
-                            ring_for: None,
-                        })
-                    })
-                    .collect();
-                if let (true, Some(why)) = (stages.is_empty(), trunk_refusal) {
-                    tracing::warn!(from = %caller_number, dialled = %route.dialled, "{why}");
-                    let r = self.response(&p.invite, 403, Some(&why));
-                    reason = Some(why);
-                    Some(r)
-                } else if stages.is_empty() {
-                    Some(self.response(&p.invite, 503, Some("No route to the number")))
-                } else {
+            Decision::Attempts(list) => match self.attempt_stages(now, unix, &payer, list) {
+                Err((status, why)) => {
+                    reason = match &forward_note {
+                        Some(note) => Some(format!("{note}: refused, {why}")),
+                        None => (status == 403).then(|| why.clone()),
+                    };
+                    Some(self.response(&p.invite, status, Some(&why)))
+                }
+                Ok(mut stages) => {
                     let first = stages.remove(0);
                     let new = NewCall {
                         key: p.key,
@@ -611,10 +565,11 @@ impl SipCore {
                         route: Some(std::sync::Arc::clone(&route)),
                         ring_for: None,
                     };
-                    self.calls.start(now, &mut self.layer, new);
+                    self.calls
+                        .start_forwarding(now, &mut self.layer, new, None, forward_note);
                     None
                 }
-            }
+            },
         };
         if let Some(r) = refusal {
             self.refused.push(Refused {
@@ -628,6 +583,96 @@ impl SipCore {
             self.layer.respond(now, p.key, r);
         }
         self.process_events(now, unix);
+    }
+
+    /// The stages of a routed call's attempts, as extension `payer` may use them (its spending
+    /// limits, the trunks' limits; its DID shown outside), or the refusal.
+    pub(super) fn attempt_stages(
+        &mut self,
+        now: Instant,
+        unix: u64,
+        payer: &str,
+        list: &[crate::routing::router::Attempt],
+    ) -> Result<Vec<Stage>, (u16, String)> {
+        let caller_number = payer;
+        // Outside the office the caller is shown by its DID (E.164), when it has one.
+        let caller_did = self.extensions.get(payer).and_then(|e| e.did.clone());
+        let unix_ms = i64::try_from(unix).unwrap_or(0).saturating_mul(1000);
+        let spend = self
+            .limiter
+            .may_spend(Subject::Extension(caller_number), unix_ms);
+        let mut trunk_refusal = None;
+        let allowed: Vec<&crate::routing::router::Attempt> = match spend {
+            Err(why) => {
+                trunk_refusal = Some(why);
+                Vec::new()
+            }
+            Ok(()) => list
+                .iter()
+                .filter(|a| match self.trunk_refusal(now, unix_ms, a) {
+                    Some(why) => {
+                        trunk_refusal = Some(why);
+                        false
+                    }
+                    None => true,
+                })
+                .collect(),
+        };
+        let stages: Vec<Stage> = allowed
+            .into_iter()
+            .filter_map(|a| {
+                let line = self.line_target(a);
+                // A line is dialled, not sent to: its flow only describes the fork.
+                let peer = match &line {
+                    Some(_) => Peer {
+                        proto: Proto::Udp,
+                        remote: a.hop.addr,
+                        local: a.hop.addr,
+                    },
+                    None => self.outgoing_peer(a.hop.proto, a.hop.addr)?,
+                };
+                let presentation = match &a.kind {
+                    crate::routing::router::AttemptKind::Trunk { name } => {
+                        self.trunks.options(name).map(presentation)
+                    }
+                    _ => None,
+                };
+                Some(Stage {
+                    targets: vec![Target {
+                        uri: Uri::Sip(a.uri.clone()),
+                        peer,
+                        to: Some(Uri::Sip(bare(&a.uri))),
+                        auth: a
+                            .auth
+                            .clone()
+                            .map(|(username, password)| TrunkAuth { username, password }),
+                        from_user: caller_did.clone(),
+                        srtp: match &a.kind {
+                            // A line speaks plain RTP on loopback.
+                            _ if line.is_some() => crate::b2bua::SrtpPolicy::Never,
+                            crate::routing::router::AttemptKind::Trunk { name } => {
+                                self.settings.calls.srtp.trunk(name)
+                            }
+                            crate::routing::router::AttemptKind::Sip { .. } => {
+                                self.settings.calls.srtp.default
+                            }
+                        },
+                        presentation,
+                        line,
+                    }],
+                    label: a.label(),
+                    ring_for: None,
+                })
+            })
+            .collect();
+        if let (true, Some(why)) = (stages.is_empty(), trunk_refusal) {
+            tracing::warn!(from = %caller_number, "{why}");
+            return Err((403, why));
+        }
+        if stages.is_empty() {
+            return Err((503, "No route to the number".to_owned()));
+        }
+        Ok(stages)
     }
 
     /// The flow for a request to `remote`: one of our sockets of the same transport and
@@ -841,6 +886,8 @@ impl SipCore {
         self.follow_redirects(now, unix);
         // Transfers asked by phones: their targets checked, the calls told.
         self.follow_transfers(now, unix);
+        // Calls whose extension forwards them (busy, no answer, unreachable): decided.
+        self.follow_forwards(now, unix);
         // Calls and registrations may have changed what watched extensions show.
         self.update_subscriptions(now, unix);
     }
@@ -1178,6 +1225,11 @@ impl SipCore {
             name: caller.name,
             origin: None,
         };
+        if dialled.starts_with('*') {
+            if let Some(r) = self.feature_code(req, &caller.number, &dialled) {
+                return Some(r);
+            }
+        }
         let active = self.calls.count_by_caller(&caller.number)
             + self
                 .pending_routes
@@ -1214,7 +1266,7 @@ impl SipCore {
                     dialled,
                     status: r.status,
                     route: None,
-                    reason: None,
+                    reason: self.forwarding.refusal.take(),
                     incoming: None,
                 });
             }
@@ -1247,12 +1299,14 @@ impl SipCore {
                 caller,
                 dialled,
                 since: now,
+                forward: None,
             },
         );
         None
     }
 
-    /// Rings every registered contact of extension `ext`; the refusal when that cannot be done.
+    /// Rings extension `ext`: its forwards, else its registered phones in its ring order
+    /// ([`forward`]); the refusal when that cannot be done.
     #[allow(clippy::too_many_arguments)]
     fn ring_extension(
         &mut self,
@@ -1264,34 +1318,7 @@ impl SipCore {
         caller: Caller,
         ext: &str,
     ) -> Option<Response> {
-        if !self.extensions.get(ext).is_some_and(|e| e.enabled) {
-            return Some(self.response(req, 404, None));
-        }
-        let targets: Vec<Target> = self
-            .registrar
-            .lookup(ext, unix)
-            .into_iter()
-            .map(|b| Target {
-                srtp: self.settings.calls.srtp.extension(ext),
-                ..route_to_binding(b)
-            })
-            .collect();
-        if targets.is_empty() {
-            return Some(self.response(req, 480, None));
-        }
-        let new = NewCall {
-            key,
-            invite: req.clone(),
-            peer,
-            caller,
-            targets,
-            fallback: Vec::new(),
-            label: format!("extension {ext}"),
-            route: None,
-            ring_for: None,
-        };
-        self.calls.start(now, &mut self.layer, new);
-        None
+        self.ring_extension_via(now, unix, key, req, peer, caller, ext, Default::default())
     }
 }
 

@@ -61,6 +61,9 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[extension]]`: extensions provisioned from the file.
     pub extensions: Vec<ExtensionConfig>,
+    /// The call forwarding and ring order of each `[[extension]]` (`forward_*`, `ring_*` keys),
+    /// seeding the store ([`crate::store::forwards`]).
+    pub call_handling: Vec<(String, crate::routing::forwarding::CallHandling)>,
     /// `[[modem]]`: GSM modem lines to the PSTN (see [`crate::pstn::gsm::config`]).
     pub modems: Vec<crate::pstn::gsm::config::ModemConfig>,
     /// `[[fxo]]`: analog lines on a DAHDI card (see [`crate::pstn::dahdi::config`]).
@@ -146,6 +149,10 @@ pub struct MediaConfig {
     pub address: Option<std::net::IpAddr>,
     /// Threads that move RTP (`io_threads`); default: the machine's cores, at most 4.
     pub io_threads: Option<usize>,
+    /// What a held party hears (`hold_music`): `default` (the built-in melody), `tone`,
+    /// `tone:HZ`, `none` (silence) or the path of a WAV or raw G.711 file (8 kHz mono); see
+    /// [`crate::media::hold_music`].
+    pub hold_music: String,
 }
 
 /// `[calls]`: limits on calls.
@@ -610,6 +617,7 @@ impl Default for MediaConfig {
             rtp_ports: 10000..=20000,
             address: None,
             io_threads: None,
+            hold_music: "default".into(),
         }
     }
 }
@@ -922,6 +930,7 @@ struct RawMedia {
     address: Option<String>,
     io_threads: Option<usize>,
     srtp: Option<String>,
+    hold_music: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1269,6 +1278,13 @@ struct RawExtension {
     allow: Option<Vec<String>>,
     legacy_digest: Option<bool>,
     srtp: Option<String>,
+    forward_always: Option<String>,
+    forward_busy: Option<String>,
+    forward_no_answer: Option<String>,
+    forward_no_answer_secs: Option<u32>,
+    forward_unreachable: Option<String>,
+    ring_order: Option<String>,
+    ring_secs: Option<u32>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1491,6 +1507,7 @@ type Checked<T> = Result<T, Invalid>;
 impl RawConfig {
     fn validate(self) -> Checked<Config> {
         let srtp = self.srtp_policies()?;
+        let call_handling = validate_call_handling(&self.extensions)?;
         let extensions = validate_extensions(self.extensions)?;
         let trunk_tls: Vec<(String, Option<PathBuf>, Option<String>)> = self
             .trunks
@@ -1525,6 +1542,7 @@ impl RawConfig {
             ring_groups,
             log: self.log.validate(&KeyPath::new("log"))?,
             extensions,
+            call_handling,
             limits: self.limits.validate(&KeyPath::new("limits"))?,
             srtp,
             tls,
@@ -1750,10 +1768,21 @@ impl RawMedia {
             Some(n) if n > 64 => return Err(invalid(&at.key("io_threads"), "must be at most 64")),
             other => other,
         };
+        let hold_music = match self.hold_music {
+            None => MediaConfig::default().hold_music,
+            Some(h) if h.trim().is_empty() => {
+                return Err(invalid(
+                    &at.key("hold_music"),
+                    "must not be empty (`none` for silence)",
+                ))
+            }
+            Some(h) => h.trim().to_owned(),
+        };
         let Some(text) = self.rtp_ports else {
             return Ok(MediaConfig {
                 address,
                 io_threads,
+                hold_music,
                 ..MediaConfig::default()
             });
         };
@@ -1783,6 +1812,7 @@ impl RawMedia {
             rtp_ports: lo..=hi,
             address,
             io_threads,
+            hold_music,
         })
     }
 }
@@ -2480,6 +2510,65 @@ impl RawLog {
             ))
         }
     }
+}
+
+/// The `forward_*` and `ring_*` keys of each `[[extension]]`.
+fn validate_call_handling(
+    raw: &[RawExtension],
+) -> Checked<Vec<(String, crate::routing::forwarding::CallHandling)>> {
+    use crate::routing::forwarding::{valid_destination, CallHandling};
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, e) in raw.iter().enumerate() {
+        let at = KeyPath::new("extension").index(i);
+        let dest = |key: &str, v: &Option<String>| -> Checked<Option<String>> {
+            match v {
+                Some(d) if !valid_destination(d) => Err(invalid(
+                    &at.key(key),
+                    format!("`{d}` is not an extension or a number (`+` and digits)"),
+                )),
+                Some(d) if *d == e.number => Err(invalid(
+                    &at.key(key),
+                    "an extension cannot forward to itself",
+                )),
+                v => Ok(v.clone()),
+            }
+        };
+        let secs = |key: &str, v: Option<u32>, d: u32| -> Checked<u32> {
+            match v {
+                Some(s) if !(1..=600).contains(&s) => {
+                    Err(invalid(&at.key(key), "must be 1 to 600 seconds"))
+                }
+                v => Ok(v.unwrap_or(d)),
+            }
+        };
+        let d = CallHandling::default();
+        out.push((
+            e.number.clone(),
+            CallHandling {
+                always: dest("forward_always", &e.forward_always)?,
+                busy: dest("forward_busy", &e.forward_busy)?,
+                no_answer: dest("forward_no_answer", &e.forward_no_answer)?,
+                no_answer_secs: secs(
+                    "forward_no_answer_secs",
+                    e.forward_no_answer_secs,
+                    d.no_answer_secs,
+                )?,
+                unreachable: dest("forward_unreachable", &e.forward_unreachable)?,
+                sequential: match e.ring_order.as_deref() {
+                    None | Some("parallel") => false,
+                    Some("sequential") => true,
+                    Some(o) => {
+                        return Err(invalid(
+                            &at.key("ring_order"),
+                            format!("`{o}`: must be \"parallel\" or \"sequential\""),
+                        ))
+                    }
+                },
+                ring_secs: secs("ring_secs", e.ring_secs, d.ring_secs)?,
+            },
+        ));
+    }
+    Ok(out)
 }
 
 fn validate_extensions(raw: Vec<RawExtension>) -> Checked<Vec<ExtensionConfig>> {

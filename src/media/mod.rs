@@ -34,6 +34,7 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod hold_music;
 mod io;
 mod mmsg;
 pub mod port;

@@ -6,6 +6,7 @@
 
 use tokio::sync::mpsc;
 
+use super::hold_music::HoldMusic;
 use super::{CallMediaStats, LegMedia, MediaEngine, MediaError, MediaEvent, Relay, Side};
 
 /// The media of one call, as call control drives it.
@@ -18,6 +19,9 @@ pub trait CallMedia: Send {
     fn send_dtmf(&self, to: Side, digit: char, duration_ms: u32);
     /// The call's media statistics so far.
     fn stats(&self) -> CallMediaStats;
+    /// Music on hold to the phone of `to` (`on`), or its own audio again (`!on`). Media
+    /// without hold music keeps the default: nothing happens (the held party hears silence).
+    fn hold_music(&self, _to: Side, _on: bool) {}
 }
 
 impl CallMedia for Relay {
@@ -49,11 +53,51 @@ pub trait MediaPort: Send {
 pub struct RelayPort {
     engine: MediaEngine,
     sink: mpsc::UnboundedSender<(u64, MediaEvent)>,
+    /// What held parties hear (`None`: silence).
+    hold_music: Option<HoldMusic>,
 }
 
 impl RelayPort {
     pub fn new(engine: MediaEngine, sink: mpsc::UnboundedSender<(u64, MediaEvent)>) -> RelayPort {
-        RelayPort { engine, sink }
+        RelayPort {
+            engine,
+            sink,
+            hold_music: None,
+        }
+    }
+
+    /// Held parties hear `music` ([`CallMedia::hold_music`]).
+    pub fn with_hold_music(mut self, music: Option<HoldMusic>) -> RelayPort {
+        self.hold_music = music;
+        self
+    }
+}
+
+/// A relay with the music its held parties hear.
+struct WithMusic {
+    relay: Relay,
+    music: HoldMusic,
+}
+
+impl CallMedia for WithMusic {
+    fn local_port(&self, side: Side) -> u16 {
+        self.relay.local_port(side)
+    }
+
+    fn update(&self, a: LegMedia, b: LegMedia) {
+        self.relay.update(a, b)
+    }
+
+    fn send_dtmf(&self, to: Side, digit: char, duration_ms: u32) {
+        self.relay.send_dtmf(to, digit, duration_ms)
+    }
+
+    fn stats(&self) -> CallMediaStats {
+        self.relay.stats()
+    }
+
+    fn hold_music(&self, to: Side, on: bool) {
+        self.relay.play_music(to, on.then(|| self.music.clone()));
     }
 }
 
@@ -70,6 +114,12 @@ impl MediaPort for RelayPort {
                 }
             });
         }
-        Ok(Box::new(relay))
+        Ok(match &self.hold_music {
+            Some(music) => Box::new(WithMusic {
+                relay,
+                music: music.clone(),
+            }),
+            None => Box::new(relay),
+        })
     }
 }

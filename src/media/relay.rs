@@ -69,13 +69,19 @@ pub(crate) enum Control {
         event: u8,
         duration_ms: u32,
     },
+    /// Music on hold towards the phone of `to` (`None`: stop it).
+    Music {
+        id: u64,
+        to: Side,
+        music: Option<super::hold_music::HoldMusic>,
+    },
 }
 
 impl Control {
     pub(crate) fn id(&self) -> u64 {
         match self {
             Control::Add(id, _) | Control::Remove(id) | Control::Update(id, _) => *id,
-            Control::Dtmf { id, .. } => *id,
+            Control::Dtmf { id, .. } | Control::Music { id, .. } => *id,
         }
     }
 }
@@ -145,6 +151,18 @@ impl Relay {
         });
         if !sent {
             tracing::warn!("media I/O thread is gone; DTMF ignored");
+        }
+    }
+
+    /// Plays `music` to the phone of `to`, looped, in place of what the other phone sends
+    /// (music on hold); `None` stops it and the other phone's audio is relayed again.
+    pub fn play_music(&self, to: Side, music: Option<super::hold_music::HoldMusic>) {
+        if !self.io.send(Control::Music {
+            id: self.id,
+            to,
+            music,
+        }) {
+            tracing::warn!("media I/O thread is gone; hold music ignored");
         }
     }
 
@@ -331,6 +349,16 @@ struct TxStream {
     last_at: Instant,
     ssrc: u32,
     inject: Option<Injection>,
+    /// Music on hold playing on this stream.
+    music: Option<Playing>,
+}
+
+/// Music on hold being played: the next frame, its timestamp and when it is due.
+struct Playing {
+    music: super::hold_music::HoldMusic,
+    frame: usize,
+    ts: u32,
+    next_at: Instant,
 }
 
 struct Injection {
@@ -356,6 +384,7 @@ impl TxStream {
             last_at: now,
             ssrc: rand::random(),
             inject: None,
+            music: None,
         }
     }
 
@@ -473,7 +502,13 @@ impl RelayState {
     fn next_inject(&self) -> Option<Instant> {
         self.legs
             .iter()
-            .filter_map(|l| l.tx.inject.as_ref().map(|i| i.next_at))
+            .flat_map(|l| {
+                [
+                    l.tx.inject.as_ref().map(|i| i.next_at),
+                    l.tx.music.as_ref().map(|m| m.next_at),
+                ]
+            })
+            .flatten()
             .min()
     }
 
@@ -589,6 +624,11 @@ impl RelayState {
         }
         // Anything else (comfort noise, unknown types) goes through unchanged.
 
+        if to.tx.music.is_some() {
+            // Music on hold plays on this stream: the held call's own packets wait.
+            to.tx.swallowed();
+            return;
+        }
         let out_seq = to.tx.relayed(seq, ts, ssrc, now);
         if out_seq != seq {
             rtp.set_sequence(out_seq);
@@ -700,6 +740,7 @@ impl RelayState {
                     tracing::warn!(?to, "DTMF already playing; digit dropped");
                     return None;
                 }
+                let running = leg.tx.music.is_some();
                 // Event timestamp: where the relayed stream's clock is now.
                 let elapsed = now.saturating_duration_since(leg.tx.last_at);
                 let ts = leg
@@ -717,7 +758,106 @@ impl RelayState {
                     next_at: now,
                 });
                 self.inject(buf);
-                self.next_inject()
+                // With music playing, its timer chain already runs and sends this too.
+                if running {
+                    None
+                } else {
+                    self.next_inject()
+                }
+            }
+            Control::Music { id: _, to, music } => {
+                let running = self.next_inject().is_some();
+                let now = Instant::now();
+                let leg = &mut self.legs[to.idx()];
+                match music {
+                    None => {
+                        if leg.tx.music.take().is_some() {
+                            tracing::debug!(?to, "hold music stopped");
+                        }
+                        return None;
+                    }
+                    Some(_) if leg.tx.music.is_some() => return None,
+                    Some(music) => {
+                        let elapsed = now.saturating_duration_since(leg.tx.last_at);
+                        let ts = leg
+                            .tx
+                            .last_ts
+                            .wrapping_add((elapsed.as_micros() as u64 * 8 / 1000) as u32);
+                        tracing::debug!(?to, "hold music playing");
+                        leg.tx.music = Some(Playing {
+                            music,
+                            frame: 0,
+                            ts,
+                            next_at: now,
+                        });
+                    }
+                }
+                self.inject(buf);
+                if running {
+                    None
+                } else {
+                    self.next_inject()
+                }
+            }
+        }
+    }
+
+    /// Sends the frames of hold music that are due (at most a few after a late wake-up).
+    fn play(leg: &mut Leg, now: Instant, buf: &mut [u8; BUF_LEN]) {
+        for _ in 0..3 {
+            let Some(p) = leg.tx.music.as_mut() else {
+                return;
+            };
+            if p.next_at > now {
+                return;
+            }
+            let Some(law) = leg.media.law else {
+                tracing::info!("hold music needs G.711 on the held leg; not played");
+                leg.tx.music = None;
+                return;
+            };
+            let marker = p.frame == 0;
+            let (frame, ts) = (p.frame, p.ts);
+            p.frame += 1;
+            p.ts = p.ts.wrapping_add(super::hold_music::FRAME as u32);
+            p.next_at += EVENT_INTERVAL;
+            let music = p.music.clone();
+            let payload = music.frame(law, frame);
+            let seq = leg.tx.next_injected_seq();
+            let Some(h) = rtp::write_header(
+                &mut buf[..],
+                marker,
+                leg.media.codec_pt,
+                seq,
+                ts,
+                leg.tx.ssrc,
+            ) else {
+                return;
+            };
+            let mut len = h + payload.len();
+            let Some(out) = buf.get_mut(h..len) else {
+                return;
+            };
+            out.copy_from_slice(payload);
+            if let Some(c) = leg.crypto.as_mut() {
+                match c.tx.protect_rtp(&mut buf[..], len) {
+                    Ok(n) => len = n,
+                    Err(e) => {
+                        tracing::trace!(error = %e, "hold music not protected; not sent");
+                        continue;
+                    }
+                }
+            }
+            if let (Some(dest), Some(pkt)) = (leg.rtp_dest(), buf.get(..len)) {
+                if let Err(e) = leg.rtp.send_to(pkt, dest) {
+                    tracing::trace!(%dest, error = %e, "hold music send failed");
+                }
+            }
+        }
+        // Still behind after a long stall: start again from now rather than burst.
+        if let Some(p) = leg.tx.music.as_mut() {
+            if p.next_at <= now {
+                p.next_at = now + EVENT_INTERVAL;
             }
         }
     }
@@ -726,6 +866,10 @@ impl RelayState {
     fn inject(&mut self, buf: &mut [u8; BUF_LEN]) {
         let now = Instant::now();
         for leg in self.legs.iter_mut() {
+            if leg.tx.inject.is_none() {
+                // Music on hold pauses while a DTMF event plays on the same stream.
+                Self::play(leg, now, buf);
+            }
             let Some(inj) = leg.tx.inject.as_mut() else {
                 continue;
             };

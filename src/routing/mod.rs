@@ -12,6 +12,7 @@
 //!
 //! - [`router`]: the decision — extension, SIP targets from the routing sources (asked in
 //!   parallel under one budget), PSTN trunks — with every step recorded for the explainer.
+//! - [`forwarding`]: an extension's call forwarding and ring order, and the feature codes.
 //! - [`setup`]: builds the router from the configuration.
 //! - [`trunk_health`]: which trunks the OPTIONS qualify found down (the router skips them).
 //! - [`dundi`]: DUNDi peering (RFC 7378, Asterisk pbx_dundi): codec, crypto, engine, service.
@@ -19,6 +20,7 @@
 
 pub mod dundi;
 pub mod enum_lookup;
+pub mod forwarding;
 pub mod locate;
 pub mod naptr;
 pub mod numbering;

@@ -143,6 +143,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     store
         .sync_config_extensions(&config.extensions, &config.sip.domain)
         .context("provisioning extensions from the configuration")?;
+    store
+        .seed_call_handling(&config.call_handling)
+        .context("provisioning call forwarding from the configuration")?;
+    let call_handling = store.call_handling()?;
     let unix = unix_now();
     let purged = store.purge_expired_bindings(unix as i64)?;
     let rows = store.load_bindings(unix as i64)?;
@@ -243,15 +247,23 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     );
     tracing::info!(%media_ip, ports = ?config.media.rtp_ports, io_threads, "media relay");
     let inbound_policy = inbound_setup::build(&config, &extensions).await;
+    let hold_music = match config.media.hold_music.as_str() {
+        "none" => None,
+        setting => Some(
+            crate::media::hold_music::HoldMusic::from_setting(setting)
+                .context("[media] hold_music")?,
+        ),
+    };
     let mut core = SipCore::new(
         settings,
         extensions,
         random_secret(),
-        Some(Box::new(crate::media::port::RelayPort::new(
-            engine, media_tx,
-        ))),
+        Some(Box::new(
+            crate::media::port::RelayPort::new(engine, media_tx).with_hold_music(hold_music),
+        )),
     );
     core.calls_mut().continue_ids_after(last_call_ref);
+    core.set_call_handling(call_handling);
     let mut limiter = limits::Limiter::new(
         config.limits.clone(),
         crate::web::office_time::OfficeTime::new(config.web.time_zone.as_deref()),
@@ -641,6 +653,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         for change in core.take_changes() {
             writer_handle.send(change);
         }
+        store_call_handling(&store_path, core.take_call_handling_changes());
         let up = core.calls_mut().take_answered(now);
         call_log.answered(&cdr, &office, now, up);
         call_log.notes(core.calls_mut().take_notes());
@@ -717,6 +730,27 @@ fn publish(stats: &Stats, now: std::time::Instant, core: &SipCore) {
     }
 }
 
+/// Stores the call forwarding the phones changed with feature codes, off the loop.
+fn store_call_handling(
+    path: &std::path::Path,
+    changes: Vec<(String, crate::routing::forwarding::CallHandling)>,
+) {
+    if changes.is_empty() {
+        return;
+    }
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let result = Store::open(&path).and_then(|store| {
+            changes
+                .iter()
+                .try_for_each(|(ext, h)| store.set_call_handling(ext, h))
+        });
+        if let Err(e) = result {
+            tracing::error!("call forwarding not stored: {e}");
+        }
+    });
+}
+
 /// SIGHUP: the extensions of the configuration file are provisioned again (store, SIP core,
 /// router, private ENUM zone) without dropping registrations or calls. Other settings need a
 /// restart.
@@ -731,7 +765,9 @@ fn reload_extensions(
     if let Some(path) = &config.source {
         let fresh = Config::load(Some(path))?;
         store.sync_config_extensions(&fresh.extensions, &config.sip.domain)?;
+        store.seed_call_handling(&fresh.call_handling)?;
     }
+    core.set_call_handling(store.call_handling()?);
     let rows = store.extensions()?;
     router.set_directory(crate::routing::router::Directory::from_rows(&rows));
     if let Some(z) = zone {

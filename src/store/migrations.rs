@@ -29,6 +29,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../migrations/0016_trunks_token_scopes.sql"
     )),
+    M::up(include_str!("../../migrations/0018_call_handling.sql")),
 ];
 
 /// All migrations, oldest first.

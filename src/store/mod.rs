@@ -8,12 +8,13 @@
 //! except for the `created_at`/`updated_at` stamps on extension rows.
 
 pub mod backup;
+pub mod forwards;
 pub mod inbound;
 mod migrations;
 pub mod trunks;
 pub mod writer;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -266,6 +267,30 @@ impl Store {
                 source,
             })?;
         Ok(Store { conn })
+    }
+
+    /// Every extension's call forwarding and ring order ([`forwards::all`]).
+    pub fn call_handling(
+        &self,
+    ) -> Result<HashMap<String, crate::routing::forwarding::CallHandling>, StoreError> {
+        Ok(forwards::all(&self.conn)?)
+    }
+
+    /// Stores one extension's call handling ([`forwards::set`]).
+    pub fn set_call_handling(
+        &self,
+        number: &str,
+        h: &crate::routing::forwarding::CallHandling,
+    ) -> Result<(), StoreError> {
+        Ok(forwards::set(&self.conn, number, h, unix_now())?)
+    }
+
+    /// Seeds the call handling of the file's extensions ([`forwards::seed`]).
+    pub fn seed_call_handling(
+        &mut self,
+        from_file: &[(String, crate::routing::forwarding::CallHandling)],
+    ) -> Result<usize, StoreError> {
+        Ok(forwards::seed(&mut self.conn, from_file, unix_now())?)
     }
 
     /// Makes the file's trunks the `config` rows of `trunks` ([`trunks::sync_config`]).

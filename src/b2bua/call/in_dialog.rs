@@ -91,6 +91,19 @@ impl Call {
         self.hang_up(now, layer, None, settings);
     }
 
+    /// A re-offer from `side`: when it puts the call on hold (sendonly, inactive or
+    /// `c=0.0.0.0`), the other side hears music on hold until an offer resumes it.
+    fn hold_offered(&mut self, side: Side, offer: &SessionDescription) {
+        let held = offer.audio().is_some_and(|m| m.is_on_hold(offer));
+        if std::mem::replace(&mut self.held[idx(side)], held) == held {
+            return;
+        }
+        tracing::info!(call = self.id, ?side, held, "hold");
+        if let Some(relay) = &self.relay {
+            relay.hold_music(other(side), held);
+        }
+    }
+
     /// A re-offer (hold, resume, refresh) from `side` towards a line: answered here with the line's own
     /// stream, which does not change.
     #[allow(clippy::too_many_arguments)]
@@ -260,6 +273,7 @@ impl Call {
                     }
                     Some(Ok(offer)) => {
                         let to = other(side);
+                        self.hold_offered(side, &offer);
                         if let Some(i) = self.line_side(to) {
                             return self.line_reoffer(
                                 now, layer, key, &req, peer, side, i, &offer, settings,

@@ -3,6 +3,7 @@
 //! lives here — the stages of the route tried in turn, the forks of a stage rung in parallel,
 //! a trunk's digest challenge answered once —; what happens inside the established dialogs is in [`in_dialog`].
 
+pub mod forward;
 mod in_dialog;
 pub mod redirect;
 mod reliable;
@@ -42,6 +43,8 @@ pub enum TimerKind {
     RingTimeout(usize),
     /// The target of a transfer has rung as long as a call may ([`transfer`]).
     TransferTimeout,
+    /// The called extension's no-answer forward is due ([`forward`]).
+    ForwardNoAnswer,
 }
 
 /// What a client transaction belongs to.
@@ -90,6 +93,12 @@ pub enum ForkAction {
     Transfer {
         ask: Box<transfer::TransferAsk>,
         notify: Option<ClientKey>,
+    },
+    /// The called extension forwards the call ([`forward`]): the owner decides where to and
+    /// answers with [`Call::forward_decided`]; what still rings is cancelled.
+    Forward {
+        extension: String,
+        when: crate::routing::forwarding::ForwardWhen,
     },
 }
 
@@ -331,6 +340,11 @@ pub struct Call {
     transfer_gone_failed: bool,
     /// The re-INVITE pasarela sent the far party after a transfer (its 2xx is ACKed here).
     own_reinvite: Option<ClientKey>,
+    /// Forwards of the called extension ([`forward`]).
+    forwarding: forward::Forwarding,
+    /// Which side has put the call on hold (its last offer was sendonly, inactive or
+    /// `c=0.0.0.0`): the other side hears music on hold meanwhile.
+    held: [bool; 2],
 }
 
 fn idx(side: Side) -> usize {
@@ -604,6 +618,8 @@ impl Call {
             transfer: None,
             transfer_gone_failed: false,
             own_reinvite: None,
+            forwarding: Default::default(),
+            held: [false; 2],
         }
     }
 
@@ -1512,7 +1528,7 @@ impl Call {
     }
 
     fn after_fork_failed(&mut self, now: Instant, layer: &mut TransactionLayer) -> ForkAction {
-        if self.winner.is_some() || self.redirect_pending() {
+        if self.winner.is_some() || self.redirect_pending() || self.forward_pending() {
             return ForkAction::None;
         }
         let pending = self
@@ -1532,6 +1548,9 @@ impl Call {
                 .any(|f| f.stage == self.stage && matches!(f.status, 486 | 600 | 603));
         if !refused && !self.stages.is_empty() {
             return ForkAction::NextStage;
+        }
+        if let Some(forward) = self.forward_on_failure() {
+            return forward;
         }
         self.fail(now, layer)
     }
@@ -1699,6 +1718,7 @@ impl Call {
                 ForkAction::NextStage
             }
             TimerKind::TransferTimeout => self.transfer_timeout(now, layer, settings),
+            TimerKind::ForwardNoAnswer => self.forward_on_timeout(),
             TimerKind::MaxDuration => {
                 if self
                     .answered

@@ -13,6 +13,7 @@ pub mod backup;
 pub mod billing;
 pub mod checklist;
 pub mod extensions;
+pub mod forwarding;
 pub mod inbound;
 pub mod lines;
 pub mod live;
@@ -188,6 +189,10 @@ pub fn router(state: WebState) -> Router {
         .route("/audit", get(accounts::audit))
         .route("/extensions/delete", post(extensions::delete))
         .route("/extensions/phone", get(extensions::phone))
+        .route(
+            "/extensions/forwarding",
+            get(forwarding::page).post(forwarding::save),
+        )
         .route("/live/hangup", post(live::hang_up))
         .route("/lines", get(lines::page))
         .route("/lines/save", post(lines::save))

@@ -1,0 +1,515 @@
+//! Call forwarding and sequential search decided by the sans-IO SIP core, in virtual time (no
+//! sockets, no sleeping): forward always, busy, no answer and unreachable, to an extension or
+//! (through the router, as a call of the forwarding extension) to a number; loops refused;
+//! feature codes; an extension's phones rung one after the other.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pasarela::b2bua::CallSettings;
+use pasarela::registrar::RegistrarSettings;
+use pasarela::routing::forwarding::CallHandling;
+use pasarela::routing::router::{Decision, Route};
+use pasarela::callctl::{CoreSettings, SipCore};
+use pasarela::sip::auth::{self, Algorithm, Credentials};
+use pasarela::sip::message::{Message, Request, Response};
+use pasarela::sip::parse::{parse_message, Framing, Limits};
+use pasarela::sip::peer::{Peer, Proto};
+use pasarela::sip::transaction::Timers;
+use pasarela::store::ExtensionRow;
+
+const SERVER: &str = "127.0.0.1:5060";
+const CALLER: &str = "127.0.0.1:5062";
+
+/// The address of extension `n`'s `i`-th phone.
+fn phone(n: &str, i: u16) -> String {
+    let n: u16 = n.parse().expect("number");
+    format!("127.0.0.1:{}", 6000 + n * 10 + i)
+}
+
+fn peer(remote: &str) -> Peer {
+    Peer {
+        proto: Proto::Udp,
+        remote: remote.parse().expect("addr"),
+        local: SERVER.parse().expect("addr"),
+    }
+}
+
+fn ext(n: &str) -> ExtensionRow {
+    let (ha1_md5, ha1_sha256) =
+        pasarela::store::digest_ha1(n, "office.test", &format!("secret{n}x"));
+    ExtensionRow {
+        number: n.into(),
+        ha1_md5,
+        ha1_sha256,
+        name: None,
+        did: None,
+        enabled: true,
+        permissions: None,
+        legacy_digest: false,
+        allow: Vec::new(),
+    }
+}
+
+type Out = Vec<(Message, SocketAddr)>;
+
+struct Harness {
+    core: SipCore,
+    now: Instant,
+    unix: u64,
+    calls: u32,
+}
+
+impl Harness {
+    fn new(handling: &[(&str, CallHandling)]) -> Harness {
+        let settings = CoreSettings {
+            realm: "office.test".into(),
+            server_name: "pasarela-test".into(),
+            timers: Timers::default(),
+            registrar: RegistrarSettings {
+                min_expires: 60,
+                max_expires: 3600,
+                default_expires: 3600,
+                max_contacts: 10,
+            },
+            nonce_ttl_secs: 300,
+            digest_algorithms: vec![Algorithm::Md5],
+            default_permissions: pasarela::routing::Permissions::default(),
+            routing: true,
+            calls: CallSettings {
+                domain: "office.test".into(),
+                server_name: "pasarela-test".into(),
+                no_answer: Duration::from_secs(120),
+                max_duration: Duration::from_secs(3600),
+                media_ip: "127.0.0.1".parse().expect("ip"),
+                t1: Duration::from_millis(500),
+                t2: Duration::from_secs(4),
+                failover_after: CallSettings::DEFAULT_FAILOVER_AFTER,
+                srtp: Default::default(),
+            },
+        };
+        let exts = ["100", "101", "102", "103"].map(ext).to_vec();
+        let mut core = SipCore::new(settings, exts, [9; 32], None);
+        core.set_local_addrs(vec![(Proto::Udp, SERVER.parse().expect("addr"))]);
+        core.set_call_handling(
+            handling
+                .iter()
+                .map(|(n, h)| (n.to_string(), h.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
+        Harness {
+            core,
+            now: Instant::now(),
+            unix: 1_800_000_000,
+            calls: 0,
+        }
+    }
+
+    fn feed(&mut self, text: &str, from: &str) -> Out {
+        let msg = parse_message(
+            Bytes::from(text.replace('\n', "\r\n")),
+            Framing::Datagram,
+            &Limits::default(),
+        )
+        .expect("test message parses");
+        self.core
+            .handle_message(self.now, self.unix, msg, peer(from));
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Out {
+        let mut out = Vec::new();
+        while let Some(t) = self.core.poll_transmit() {
+            let m = parse_message(t.data, Framing::Datagram, &Limits::default())
+                .expect("core output parses");
+            out.push((m, t.peer.remote));
+        }
+        out
+    }
+
+    fn advance(&mut self, d: Duration) -> Out {
+        let end = self.now + d;
+        let mut out = Vec::new();
+        while let Some(t) = self.core.poll_timeout() {
+            if t > end {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.core.handle_timeout(self.now, self.unix);
+            out.extend(self.drain());
+        }
+        self.now = end;
+        out
+    }
+
+    /// Registers phone `i` of extension `n`.
+    fn register(&mut self, n: &str, i: u16) {
+        let addr = phone(n, i);
+        let reg = |auth: &str, cseq: u32| {
+            format!(
+                "REGISTER sip:office.test SIP/2.0\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKreg{n}{i}{cseq}\nFrom: <sip:{n}@office.test>;tag=r\nTo: <sip:{n}@office.test>\nCall-ID: reg{n}{i}\nCSeq: {cseq} REGISTER\nContact: <sip:{n}@{addr}>\n{auth}Content-Length: 0\n\n"
+            )
+        };
+        let out = self.feed(&reg("", 1), &addr);
+        let challenge = responses(&out)[0].clone();
+        let auth = authorization(&challenge, n, "REGISTER", "sip:office.test");
+        let out = self.feed(&reg(&format!("Authorization: {auth}\n"), 2), &addr);
+        assert_eq!(responses(&out)[0].status, 200);
+    }
+
+    /// Extension `from` (at CALLER) dials `dialled`; what pasarela sent after the digest.
+    fn dial(&mut self, from: &str, dialled: &str) -> Out {
+        self.calls += 1;
+        let n = self.calls;
+        let invite = |auth: &str, cseq: u32| {
+            let body = SDP.replace('\n', "\r\n");
+            format!(
+                "INVITE sip:{dialled}@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKinv{n}x{cseq}\nFrom: <sip:{from}@office.test>;tag=a{n}\nTo: <sip:{dialled}@office.test>\nCall-ID: call{n}\nCSeq: {cseq} INVITE\nContact: <sip:{from}@{CALLER}>\nMax-Forwards: 70\n{auth}Content-Type: application/sdp\nContent-Length: {}\n\n{SDP}",
+                body.len()
+            )
+        };
+        let out = self.feed(&invite("", 1), CALLER);
+        let challenge = responses(&out)
+            .into_iter()
+            .find(|r| r.status == 401)
+            .expect("401")
+            .clone();
+        let to_tag = challenge
+            .headers
+            .to()
+            .and_then(|t| t.tag())
+            .expect("tag")
+            .to_owned();
+        self.feed(
+            &format!("ACK sip:{dialled}@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKinv{n}x1\nFrom: <sip:{from}@office.test>;tag=a{n}\nTo: <sip:{dialled}@office.test>;tag={to_tag}\nCall-ID: call{n}\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
+            CALLER,
+        );
+        let uri = format!("sip:{dialled}@office.test");
+        let auth = authorization(&challenge, from, "INVITE", &uri);
+        self.feed(&invite(&format!("Authorization: {auth}\n"), 2), CALLER)
+    }
+
+    /// The callee at `from` answers pasarela's INVITE `inv` with `status`.
+    fn reply(&mut self, inv: &Request, status: u16, from: &str) -> Out {
+        let h = &inv.headers;
+        let text = format!(
+            "SIP/2.0 {status} X\nVia: {}\nFrom: {}\nTo: {};tag=t{status}\nCall-ID: {}\nCSeq: {}\nContact: <sip:x@{from}>\nContent-Length: 0\n\n",
+            h.via().expect("via"),
+            h.from().expect("from"),
+            h.to().expect("to"),
+            h.call_id().expect("call-id"),
+            h.cseq().expect("cseq"),
+        );
+        self.feed(&text, from)
+    }
+}
+
+const SDP: &str = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 40000 RTP/AVP 0\na=rtpmap:0 PCMU/8000\n";
+
+fn responses(out: &Out) -> Vec<&Response> {
+    out.iter()
+        .filter_map(|(m, _)| match m {
+            Message::Response(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The requests of `method` sent to `dest`.
+fn sent(out: &Out, method: &str, dest: &str) -> Vec<Request> {
+    out.iter()
+        .filter_map(|(m, to)| match m {
+            Message::Request(r) if r.method.as_str() == method && to.to_string() == dest => {
+                Some(r.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The final statuses sent back to the caller.
+fn to_caller(out: &Out) -> Vec<u16> {
+    out.iter()
+        .filter_map(|(m, to)| match m {
+            Message::Response(r) if to.to_string() == CALLER && r.status >= 200 => Some(r.status),
+            _ => None,
+        })
+        .collect()
+}
+
+fn authorization(resp: &Response, user: &str, method: &str, uri: &str) -> String {
+    let challenge = resp.headers.get("WWW-Authenticate").expect("challenge");
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("nonce");
+    let mut c = Credentials {
+        scheme: "Digest".into(),
+        username: user.into(),
+        realm: "office.test".into(),
+        nonce: nonce.into(),
+        uri: uri.into(),
+        response: String::new(),
+        algorithm: Algorithm::Md5,
+        cnonce: Some("abc".into()),
+        opaque: None,
+        qop: Some("auth".into()),
+        nc: Some(1),
+    };
+    c.response = auth::expected_response(&c, method, &format!("secret{user}x"));
+    format!(
+        "Digest username=\"{user}\", realm=\"office.test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{}\", algorithm=MD5, cnonce=\"abc\", qop=auth, nc=00000001",
+        c.response
+    )
+}
+
+fn forwards(f: impl FnOnce(&mut CallHandling)) -> CallHandling {
+    let mut h = CallHandling::default();
+    f(&mut h);
+    h
+}
+
+/// The record notes of the calls that ended.
+fn notes(h: &mut Harness) -> Vec<String> {
+    h.core
+        .calls_mut()
+        .take_notes()
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect()
+}
+
+#[test]
+fn forward_always_rings_the_other_extension_and_notes_it() {
+    let mut h = Harness::new(&[("101", forwards(|h| h.always = Some("102".into())))]);
+    h.register("101", 0);
+    h.register("102", 0);
+    let out = h.dial("100", "101");
+    assert!(
+        sent(&out, "INVITE", &phone("101", 0)).is_empty(),
+        "101 must not ring"
+    );
+    let inv = sent(&out, "INVITE", &phone("102", 0));
+    assert_eq!(inv.len(), 1, "102 rings instead");
+    let out = h.reply(&inv[0], 486, &phone("102", 0));
+    assert_eq!(to_caller(&out), [486]);
+    assert_eq!(notes(&mut h), ["Forwarded by 101 (always) to 102"]);
+    let ended = h.core.calls_mut().take_finished();
+    assert_eq!(
+        ended[0].callee, "101",
+        "the record keeps the number dialled"
+    );
+}
+
+#[test]
+fn busy_forward() {
+    let mut h = Harness::new(&[("101", forwards(|h| h.busy = Some("103".into())))]);
+    h.register("101", 0);
+    h.register("103", 0);
+    let out = h.dial("100", "101");
+    let inv = sent(&out, "INVITE", &phone("101", 0));
+    assert_eq!(inv.len(), 1);
+    let out = h.reply(&inv[0], 486, &phone("101", 0));
+    assert!(to_caller(&out).is_empty(), "the caller is not told busy");
+    assert_eq!(sent(&out, "INVITE", &phone("103", 0)).len(), 1, "103 rings");
+}
+
+#[test]
+fn no_answer_forward_after_its_time() {
+    let mut h = Harness::new(&[(
+        "101",
+        forwards(|h| {
+            h.no_answer = Some("102".into());
+            h.no_answer_secs = 12;
+        }),
+    )]);
+    h.register("101", 0);
+    h.register("102", 0);
+    let out = h.dial("100", "101");
+    let inv = sent(&out, "INVITE", &phone("101", 0));
+    h.reply(&inv[0], 180, &phone("101", 0));
+    let out = h.advance(Duration::from_secs(11));
+    assert!(sent(&out, "INVITE", &phone("102", 0)).is_empty(), "not yet");
+    let out = h.advance(Duration::from_secs(2));
+    assert!(
+        !sent(&out, "CANCEL", &phone("101", 0)).is_empty(),
+        "101 stops ringing"
+    );
+    assert!(
+        !sent(&out, "INVITE", &phone("102", 0)).is_empty(),
+        "102 rings"
+    );
+    // A busy 101 is no reason to forward when only no-answer is set.
+    let out = h.dial("100", "101");
+    let inv = sent(&out, "INVITE", &phone("101", 0));
+    let out = h.reply(&inv[0], 486, &phone("101", 0));
+    assert_eq!(to_caller(&out), [486]);
+}
+
+#[test]
+fn unreachable_forward_when_nothing_is_registered_or_every_phone_fails() {
+    let mut h = Harness::new(&[("101", forwards(|h| h.unreachable = Some("102".into())))]);
+    h.register("102", 0);
+    let out = h.dial("100", "101");
+    assert_eq!(sent(&out, "INVITE", &phone("102", 0)).len(), 1);
+    h.register("101", 0);
+    let out = h.dial("100", "101");
+    let inv = sent(&out, "INVITE", &phone("101", 0));
+    let out = h.reply(&inv[0], 503, &phone("101", 0));
+    assert_eq!(sent(&out, "INVITE", &phone("102", 0)).len(), 1);
+}
+
+#[test]
+fn forwarding_loop_is_refused_and_recorded() {
+    let mut h = Harness::new(&[
+        ("101", forwards(|h| h.always = Some("102".into()))),
+        ("102", forwards(|h| h.always = Some("101".into()))),
+    ]);
+    h.register("101", 0);
+    h.register("102", 0);
+    let out = h.dial("100", "101");
+    assert_eq!(to_caller(&out), [482]);
+    assert!(sent(&out, "INVITE", &phone("101", 0)).is_empty());
+    assert!(sent(&out, "INVITE", &phone("102", 0)).is_empty());
+    let refused = h.core.take_refused();
+    let reason = refused[0].reason.clone().expect("a reason");
+    assert!(
+        reason.contains("Forwarding loop 101 -> 102 -> 101"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn forward_to_a_number_is_routed_as_a_call_of_the_forwarding_extension() {
+    let mut h = Harness::new(&[("101", forwards(|h| h.always = Some("+49900123456".into())))]);
+    h.register("101", 0);
+    let out = h.dial("100", "101");
+    assert!(out.iter().all(|(m, _)| !matches!(m, Message::Request(_))));
+    let req = h.core.take_route_requests();
+    assert_eq!(req.len(), 1);
+    assert_eq!(req[0].from, "101", "routed with 101's permissions");
+    assert_eq!(req[0].dialled, "+49900123456");
+    let route = Route {
+        dialled: req[0].dialled.clone(),
+        number: None,
+        category: None,
+        steps: Vec::new(),
+        decision: Decision::Reject {
+            status: 403,
+            reason: "Calls to premium numbers are barred".into(),
+        },
+        elapsed: Duration::ZERO,
+    };
+    h.core
+        .route_decided(h.now, h.unix, req[0].id, std::sync::Arc::new(route));
+    let out = h.drain();
+    assert_eq!(to_caller(&out), [403]);
+    let refused = h.core.take_refused();
+    assert_eq!(refused[0].caller, "100");
+    let reason = refused[0].reason.clone().expect("a reason");
+    assert_eq!(
+        reason,
+        "Forwarded by 101 (always) to +49900123456: refused, Calls to premium numbers are barred"
+    );
+}
+
+#[test]
+fn busy_forward_to_a_barred_number_refuses_the_ringing_call() {
+    let mut h = Harness::new(&[("101", forwards(|h| h.busy = Some("0900123".into())))]);
+    h.register("101", 0);
+    let out = h.dial("100", "101");
+    let inv = sent(&out, "INVITE", &phone("101", 0));
+    h.reply(&inv[0], 486, &phone("101", 0));
+    let req = h.core.take_route_requests();
+    assert_eq!(
+        (req[0].from.as_str(), req[0].dialled.as_str()),
+        ("101", "0900123")
+    );
+    let route = Route {
+        dialled: "0900123".into(),
+        number: None,
+        category: None,
+        steps: Vec::new(),
+        decision: Decision::Reject {
+            status: 403,
+            reason: "Calls to premium numbers are barred".into(),
+        },
+        elapsed: Duration::ZERO,
+    };
+    h.core
+        .route_decided(h.now, h.unix, req[0].id, std::sync::Arc::new(route));
+    let out = h.drain();
+    assert_eq!(to_caller(&out), [403]);
+    assert_eq!(
+        notes(&mut h),
+        ["Forwarded by 101 (busy) to 0900123: refused, Calls to premium numbers are barred"]
+    );
+}
+
+#[test]
+fn feature_codes_set_and_clear_a_forward() {
+    let mut h = Harness::new(&[]);
+    h.register("101", 0);
+    h.register("103", 0);
+    let out = h.dial("101", "*72103");
+    assert_eq!(to_caller(&out), [603]);
+    let changes = h.core.take_call_handling_changes();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].0, "101");
+    assert_eq!(changes[0].1.always.as_deref(), Some("103"));
+    let out = h.dial("100", "101");
+    assert_eq!(sent(&out, "INVITE", &phone("103", 0)).len(), 1, "forwarded");
+    let out = h.dial("101", "*73");
+    assert_eq!(to_caller(&out), [603]);
+    assert_eq!(
+        h.core.take_call_handling_changes()[0].1,
+        CallHandling::default()
+    );
+    let out = h.dial("100", "101");
+    assert_eq!(
+        sent(&out, "INVITE", &phone("101", 0)).len(),
+        1,
+        "not any more"
+    );
+    let out = h.dial("101", "*72");
+    assert_eq!(to_caller(&out), [484]);
+}
+
+#[test]
+fn sequential_search_rings_one_phone_after_the_other() {
+    let mut h = Harness::new(&[(
+        "101",
+        forwards(|h| {
+            h.sequential = true;
+            h.ring_secs = 8;
+        }),
+    )]);
+    h.register("101", 0);
+    h.register("101", 1);
+    let out = h.dial("100", "101");
+    let first = sent(&out, "INVITE", &phone("101", 0));
+    assert_eq!(first.len(), 1, "the first phone rings");
+    assert!(sent(&out, "INVITE", &phone("101", 1)).is_empty(), "alone");
+    h.reply(&first[0], 180, &phone("101", 0));
+    let out = h.advance(Duration::from_secs(7));
+    assert!(
+        sent(&out, "INVITE", &phone("101", 1)).is_empty(),
+        "its turn is not over"
+    );
+    let out = h.advance(Duration::from_secs(2));
+    assert!(!sent(&out, "CANCEL", &phone("101", 0)).is_empty());
+    assert!(
+        !sent(&out, "INVITE", &phone("101", 1)).is_empty(),
+        "then the second"
+    );
+    // Parallel (the default) rings both at once.
+    let mut h = Harness::new(&[]);
+    h.register("101", 0);
+    h.register("101", 1);
+    let out = h.dial("100", "101");
+    assert_eq!(sent(&out, "INVITE", &phone("101", 0)).len(), 1);
+    assert_eq!(sent(&out, "INVITE", &phone("101", 1)).len(), 1);
+}
