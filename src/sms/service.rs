@@ -22,7 +22,6 @@ use super::config::SmsConfig;
 use super::messages::{Deliver, FromPhone};
 use super::pdu::{self, Incoming};
 use super::store::{MessageRow, SmsStore, StoreError};
-use crate::callctl::messaging::{Deliver, FromPhone};
 use crate::pstn::gsm::{LineSms, SmsEvent};
 use crate::pstn::LinePool;
 use crate::routing::numbering::{Dialled, NumberingPlan};
