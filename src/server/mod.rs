@@ -18,6 +18,7 @@ pub mod nightly_backup;
 pub mod notify;
 mod records;
 mod signals;
+mod sinks;
 mod trunks_reload;
 mod usage;
 
@@ -43,7 +44,7 @@ use crate::transport::{self, Inbound, TransportSettings};
 use crate::web::{LoopCounts, RouteOutcome, Stats, WebServer};
 
 use self::enum_zone::{private_zone, start_enum_zone};
-use self::records::{call_refused, recover_interrupted, CallLog, HEARTBEAT};
+use self::records::{recover_interrupted, CallLog, HEARTBEAT};
 use self::signals::{forward_hangup, shutdown_signal, spawn_cache_signals};
 use crate::callctl::{limits, messaging, overload, trunks};
 use crate::callctl::{CoreSettings, SipCore};
@@ -195,7 +196,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             srtp: config.srtp.clone(),
         },
     };
-    let mut office = crate::cdr::OfficeNumbers::from_rows(
+    let office = crate::cdr::OfficeNumbers::from_rows(
         &extensions,
         Some(crate::routing::setup::numbering_plan(&config, &extensions)),
     );
@@ -388,7 +389,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // Calls on PSTN lines: call control's line commands are carried out here, the lines'
     // events come back on `line_rx`.
     let (line_tx, mut line_rx) = mpsc::unbounded_channel();
-    let mut line_legs = modem_lines
+    let line_legs = modem_lines
         .as_ref()
         .map(|m| line_legs::LineLegs::new(m.pool(), line_tx, line_plan));
     let (_no_lines, no_incoming) = mpsc::channel(1);
@@ -422,8 +423,20 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         let _ = writeln!(out, "ready");
         let _ = out.flush();
     }
-    let outbound = bound.outbound;
     let mut transport_failures = bound.failures;
+    let mut sinks = sinks::Sinks {
+        outbound: bound.outbound,
+        line_legs,
+        router: Arc::clone(&router),
+        routes: route_tx,
+        bindings: writer_handle,
+        cdr,
+        stats: Arc::clone(&stats),
+        office,
+        call_log: CallLog::new(),
+        messages,
+        stopping: false,
+    };
     if let Some(n) = notifier.as_mut() {
         n.ready(&format!("serving: {}", status.join(", ")));
         n.keep_alive(published);
@@ -432,7 +445,6 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut call_log = CallLog::new();
     let mut pulse = tokio::time::interval(PULSE);
     pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = shutdown_signal();
@@ -502,7 +514,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                         if let Some(d) = &dundi {
                             d.reprovision(&rows);
                         }
-                        office = crate::cdr::OfficeNumbers::from_rows(
+                        sinks.office = crate::cdr::OfficeNumbers::from_rows(
                             &rows,
                             Some(crate::routing::setup::numbering_plan(&config, &rows)),
                         );
@@ -554,7 +566,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 core.media_event(std::time::Instant::now(), unix_now(), call, event);
             }
             Some(call) = line_incoming.recv() => {
-                if let Some(l) = line_legs.as_mut() {
+                if let Some(l) = sinks.line_legs.as_mut() {
                     let sup = Supervisor::global();
                     l.incoming(call, |line, caller, name, audio| {
                         sup.guard(CORE, || core.line_call_named(std::time::Instant::now(), unix_now(), line, caller, name, audio))
@@ -563,7 +575,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 }
             }
             Some((leg, event)) = line_rx.recv() => {
-                if let Some(l) = line_legs.as_mut() {
+                if let Some(l) = sinks.line_legs.as_mut() {
                     l.observe(leg, &event);
                 }
                 let sup = Supervisor::global();
@@ -580,7 +592,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 );
             }
             _ = heartbeat.tick() => {
-                call_log.heartbeat(&cdr, core.calls().up_calls(std::time::Instant::now()));
+                sinks.call_log.heartbeat(&sinks.cdr, core.calls().up_calls(std::time::Instant::now()));
             }
             Some(spent) = usage_rx.recv() => {
                 spent.count(core.limiter_mut());
@@ -605,52 +617,18 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         {
             n.keep_alive(now);
         }
-        for id in core.take_delivered_messages() {
-            messages.send(crate::sms::service::Request::Delivered(id));
-        }
-        for m in core.take_phone_messages() {
-            messages.send(crate::sms::service::Request::FromPhone(m));
-        }
-        while let Some(t) = core.poll_transmit() {
-            outbound.send(t.peer, t.data);
-        }
-        line_commands(&mut core, line_legs.as_mut());
-        for req in core.take_route_requests() {
-            let router = Arc::clone(&router);
-            let tx = route_tx.clone();
-            tokio::spawn(async move {
-                let route = router.route(Some(&req.from), &req.dialled).await;
-                let _ = tx.send((req.id, route));
-            });
-        }
-        for change in core.take_changes() {
-            writer_handle.send(change);
-        }
-        let up = core.calls_mut().take_answered(now);
-        call_log.answered(&cdr, &office, now, up);
-        call_log.notes(core.calls_mut().take_notes());
-        call_log.ended(&stats, &cdr, &office, core.calls_mut().take_finished());
-        for refused in core.take_refused() {
-            call_refused(&stats, &cdr, &office, &refused);
-        }
+        sinks.drain(&mut core, now);
     }
     stats.set_stopping();
     if let Some(n) = &notifier {
         n.stopping();
     }
-    end_calls(&mut core, &mut rx, &outbound).await;
-    line_commands(&mut core, line_legs.as_mut());
+    sinks.stopping = true;
+    end_calls(&mut core, &mut rx, &mut sinks).await;
     if let Some(m) = modem_lines.take() {
         m.shutdown().await;
     }
-    call_log.notes(core.calls_mut().take_notes());
-    call_log.ended(&stats, &cdr, &office, core.calls_mut().take_finished());
-    for refused in core.take_refused() {
-        call_refused(&stats, &cdr, &office, &refused);
-    }
-    for change in core.take_changes() {
-        writer_handle.send(change);
-    }
+    sinks.drain(&mut core, std::time::Instant::now());
     web.shutdown().await;
     if let Some(d) = &dundi {
         d.handle.stop().await;
@@ -757,23 +735,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Ends every call on the way out: BYE (or 503 + CANCEL while ringing), then keeps the SIP
 /// loop turning — retransmissions, responses — until those transactions are done or
 /// [`STOP_GRACE`] has passed.
-/// Hands call control's commands for the PSTN lines to the lines.
-fn line_commands(core: &mut SipCore, legs: Option<&mut line_legs::LineLegs>) {
-    let commands = core.calls_mut().take_line_commands();
-    match legs {
-        Some(legs) => commands.into_iter().for_each(|c| legs.command(c)),
-        None if !commands.is_empty() => {
-            tracing::warn!(n = commands.len(), "line commands without lines dropped");
-        }
-        None => {}
-    }
-}
-
-async fn end_calls(
-    core: &mut SipCore,
-    rx: &mut mpsc::Receiver<Inbound>,
-    outbound: &transport::Outbound,
-) {
+async fn end_calls(core: &mut SipCore, rx: &mut mpsc::Receiver<Inbound>, sinks: &mut sinks::Sinks) {
     let calls = core.calls().len() + core.pending_routes();
     if calls == 0 {
         return;
@@ -782,9 +744,7 @@ async fn end_calls(
     core.end_all_calls(std::time::Instant::now(), unix_now());
     let grace = tokio::time::Instant::now() + STOP_GRACE;
     loop {
-        while let Some(t) = core.poll_transmit() {
-            outbound.send(t.peer, t.data);
-        }
+        sinks.drain(core, std::time::Instant::now());
         if core.transaction_counts().1 == 0 || tokio::time::Instant::now() >= grace {
             break;
         }
