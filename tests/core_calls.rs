@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pasarela::b2bua::CallSettings;
-use pasarela::callctl::{CoreSettings, SipCore};
+use pasarela::callctl::{CoreSettings, Output, SipCore};
 use pasarela::registrar::RegistrarSettings;
 use pasarela::sip::auth::{self, Algorithm, Credentials};
 use pasarela::sip::message::{Message, Request, Response};
@@ -100,10 +100,13 @@ impl Harness {
 
     fn drain(&mut self) -> Vec<(Message, SocketAddr)> {
         let mut out = Vec::new();
-        while let Some(t) = self.core.poll_transmit() {
-            let m = parse_message(t.data, Framing::Datagram, &Limits::default())
-                .expect("core output parses");
-            out.push((m, t.peer.remote));
+        // The core's one drain: only what it sends matters here.
+        while let Some(o) = self.core.poll_output(self.now) {
+            if let Output::Transmit(t) = o {
+                let m = parse_message(t.data, Framing::Datagram, &Limits::default())
+                    .expect("core output parses");
+                out.push((m, t.peer.remote));
+            }
         }
         out
     }

@@ -12,7 +12,7 @@ use pasarela::b2bua::CallSettings;
 use pasarela::registrar::RegistrarSettings;
 use pasarela::routing::forwarding::CallHandling;
 use pasarela::routing::router::{Decision, Route};
-use pasarela::callctl::{CoreSettings, SipCore};
+use pasarela::callctl::{CoreSettings, Output, Refused, RouteRequest, SipCore};
 use pasarela::sip::auth::{self, Algorithm, Credentials};
 use pasarela::sip::message::{Message, Request, Response};
 use pasarela::sip::parse::{parse_message, Framing, Limits};
@@ -60,6 +60,10 @@ struct Harness {
     now: Instant,
     unix: u64,
     calls: u32,
+    /// What the core's one drain handed out besides messages.
+    refused: Vec<Refused>,
+    routes: Vec<RouteRequest>,
+    changes: Vec<(String, CallHandling)>,
 }
 
 impl Harness {
@@ -104,6 +108,9 @@ impl Harness {
             now: Instant::now(),
             unix: 1_800_000_000,
             calls: 0,
+            refused: Vec::new(),
+            routes: Vec::new(),
+            changes: Vec::new(),
         }
     }
 
@@ -121,10 +128,18 @@ impl Harness {
 
     fn drain(&mut self) -> Out {
         let mut out = Vec::new();
-        while let Some(t) = self.core.poll_transmit() {
-            let m = parse_message(t.data, Framing::Datagram, &Limits::default())
-                .expect("core output parses");
-            out.push((m, t.peer.remote));
+        while let Some(o) = self.core.poll_output(self.now) {
+            match o {
+                Output::Transmit(t) => {
+                    let m = parse_message(t.data, Framing::Datagram, &Limits::default())
+                        .expect("core output parses");
+                    out.push((m, t.peer.remote));
+                }
+                Output::Refused(r) => self.refused.push(r),
+                Output::Route(r) => self.routes.push(r),
+                Output::CallHandling(ext, h) => self.changes.push((ext, h)),
+                _ => {}
+            }
         }
         out
     }
@@ -374,7 +389,7 @@ fn forwarding_loop_is_refused_and_recorded() {
     assert_eq!(to_caller(&out), [482]);
     assert!(sent(&out, "INVITE", &phone("101", 0)).is_empty());
     assert!(sent(&out, "INVITE", &phone("102", 0)).is_empty());
-    let refused = h.core.take_refused();
+    let refused = std::mem::take(&mut h.refused);
     let reason = refused[0].reason.clone().expect("a reason");
     assert!(
         reason.contains("Forwarding loop 101 -> 102 -> 101"),
@@ -388,7 +403,7 @@ fn forward_to_a_number_is_routed_as_a_call_of_the_forwarding_extension() {
     h.register("101", 0);
     let out = h.dial("100", "101");
     assert!(out.iter().all(|(m, _)| !matches!(m, Message::Request(_))));
-    let req = h.core.take_route_requests();
+    let req = std::mem::take(&mut h.routes);
     assert_eq!(req.len(), 1);
     assert_eq!(req[0].from, "101", "routed with 101's permissions");
     assert_eq!(req[0].dialled, "+49900123456");
@@ -407,7 +422,7 @@ fn forward_to_a_number_is_routed_as_a_call_of_the_forwarding_extension() {
         .route_decided(h.now, h.unix, req[0].id, std::sync::Arc::new(route));
     let out = h.drain();
     assert_eq!(to_caller(&out), [403]);
-    let refused = h.core.take_refused();
+    let refused = std::mem::take(&mut h.refused);
     assert_eq!(refused[0].caller, "100");
     let reason = refused[0].reason.clone().expect("a reason");
     assert_eq!(
@@ -423,7 +438,7 @@ fn busy_forward_to_a_barred_number_refuses_the_ringing_call() {
     let out = h.dial("100", "101");
     let inv = sent(&out, "INVITE", &phone("101", 0));
     h.reply(&inv[0], 486, &phone("101", 0));
-    let req = h.core.take_route_requests();
+    let req = std::mem::take(&mut h.routes);
     assert_eq!(
         (req[0].from.as_str(), req[0].dialled.as_str()),
         ("101", "0900123")
@@ -456,7 +471,7 @@ fn feature_codes_set_and_clear_a_forward() {
     h.register("103", 0);
     let out = h.dial("101", "*72103");
     assert_eq!(to_caller(&out), [603]);
-    let changes = h.core.take_call_handling_changes();
+    let changes = std::mem::take(&mut h.changes);
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].0, "101");
     assert_eq!(changes[0].1.always.as_deref(), Some("103"));
@@ -465,7 +480,7 @@ fn feature_codes_set_and_clear_a_forward() {
     let out = h.dial("101", "*73");
     assert_eq!(to_caller(&out), [603]);
     assert_eq!(
-        h.core.take_call_handling_changes()[0].1,
+        std::mem::take(&mut h.changes)[0].1,
         CallHandling::default()
     );
     let out = h.dial("100", "101");

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pasarela::b2bua::{CallSettings, LegId, LineCommand, LineEvent};
-use pasarela::callctl::{CoreSettings, SipCore};
+use pasarela::b2bua::{CallSettings, CallSummary, LegId, LineCommand, LineEvent};
+use pasarela::callctl::{CoreSettings, Output, RouteRequest, SipCore};
 use pasarela::media::port::{CallMedia, MediaPort};
 use pasarela::media::{CallMediaStats, LegMedia, MediaError, Side};
 use pasarela::registrar::RegistrarSettings;
@@ -135,6 +135,10 @@ impl FakeLines {
 
 struct Harness {
     core: SipCore,
+    /// Calls the core asked to route.
+    routes: Vec<RouteRequest>,
+    /// Calls that ended, as their records would see them.
+    finished: Vec<CallSummary>,
     lines: FakeLines,
     /// Relays held by calls.
     relays: Arc<AtomicUsize>,
@@ -200,6 +204,8 @@ impl Harness {
         ]);
         Harness {
             core,
+            routes: Vec::new(),
+            finished: Vec::new(),
             lines: FakeLines::default(),
             relays,
             now: Instant::now(),
@@ -223,12 +229,25 @@ impl Harness {
     /// What the core sent; the line commands are carried out by the fake pool.
     fn drain(&mut self) -> Vec<(Message, SocketAddr)> {
         let mut out = Vec::new();
-        while let Some(t) = self.core.poll_transmit() {
-            let m = parse_message(t.data, Framing::Datagram, &Limits::default())
-                .expect("core output parses");
-            out.push((m, t.peer.remote));
-        }
-        for cmd in self.core.calls_mut().take_line_commands() {
+        while let Some(o) = self.core.poll_output(self.now) {
+            let cmd = match o {
+                Output::Transmit(t) => {
+                    let m = parse_message(t.data, Framing::Datagram, &Limits::default())
+                        .expect("core output parses");
+                    out.push((m, t.peer.remote));
+                    continue;
+                }
+                Output::Route(r) => {
+                    self.routes.push(r);
+                    continue;
+                }
+                Output::Finished(f) => {
+                    self.finished.push(f);
+                    continue;
+                }
+                Output::Line(cmd) => cmd,
+                _ => continue,
+            };
             match &cmd {
                 LineCommand::Dial { leg, line, .. } => {
                     assert!(
@@ -419,7 +438,7 @@ fn call_out(h: &mut Harness, n: u32) -> Vec<(Message, SocketAddr)> {
         &format!("sip:{NUMBER}@office.test"),
     );
     h.feed(&invite(n, 2, &format!("Authorization: {auth}\n")), CALLER);
-    let req = h.core.take_route_requests();
+    let req = std::mem::take(&mut h.routes);
     assert_eq!(req.len(), 1, "the call waits for its route");
     let route = Route {
         dialled: NUMBER.into(),
@@ -800,7 +819,8 @@ fn pstn_calls_leave_nothing_behind() {
     assert_eq!(h.lines.on_line("gsm1") + h.lines.on_line("gsm2"), 0);
     assert_eq!(h.core.calls().timer_count(), 0, "call timers left");
     assert_eq!(h.relays.load(Ordering::SeqCst), 0, "relays still held");
-    let finished = h.core.calls_mut().take_finished();
+    h.drain();
+    let finished = std::mem::take(&mut h.finished);
     assert_eq!(finished.len(), 300, "every call has its summary");
     // The records' raw material: statuses and Q.850 causes as the lines said.
     let by = |s: u16| finished.iter().filter(|c| c.status == s).count();

@@ -31,7 +31,7 @@ pub(super) struct Forwarding {
     /// Every extension's call handling (extensions without an entry have the default).
     handling: HashMap<String, CallHandling>,
     /// Changes made by feature codes, for the store.
-    changes: Vec<(String, CallHandling)>,
+    pub(super) changes: Vec<(String, CallHandling)>,
     /// Forwards of ringing calls waiting for the router: route request id -> the forward.
     routing: HashMap<u64, InCall>,
     /// Why the last refusal of a call to an extension was a forward's, for its record.
@@ -91,11 +91,6 @@ impl SipCore {
     /// Every extension's call forwarding and ring order (from the store).
     pub fn set_call_handling(&mut self, handling: HashMap<String, CallHandling>) {
         self.forwarding.handling = handling;
-    }
-
-    /// Changes made by the phones' feature codes since the last call, for the store.
-    pub fn take_call_handling_changes(&mut self) -> Vec<(String, CallHandling)> {
-        std::mem::take(&mut self.forwarding.changes)
     }
 
     fn handling(&self, ext: &str) -> CallHandling {

@@ -1,8 +1,9 @@
 //! The SIP core above the transaction layer: it answers every request that reaches pasarela
 //! as a user agent server (RFC 3261 §8.2): header and method inspection, digest
 //! authentication, REGISTER through the registrar, OPTIONS keep-alives, and clear refusals
-//! for everything else. It is sans-IO: callers feed messages and time and drain
-//! [`SipCore::poll_transmit`].
+//! for everything else. It is sans-IO: callers feed messages, events and time, and drain one
+//! output queue, [`SipCore::poll_output`] ([`output`]); media is reached through the
+//! [`crate::media::port::MediaPort`] it is built with.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use crate::sip::header::Header;
 use crate::sip::message::{reason_phrase, Message, Request, Response};
 use crate::sip::method::Method;
 use crate::sip::peer::{Peer, Proto};
-use crate::sip::transaction::{Event, ServerKey, Timers, TransactionLayer, Transmit};
+use crate::sip::transaction::{Event, ServerKey, Timers, TransactionLayer};
 use crate::sip::uri::Uri;
 use crate::store::{BindingChange, ExtensionRow};
 
@@ -26,6 +27,7 @@ pub mod digest_gate;
 pub mod inbound;
 pub mod limits;
 pub mod messaging;
+pub mod output;
 pub mod overload;
 mod forward;
 mod redirect;
@@ -60,7 +62,7 @@ pub struct CoreSettings {
     pub calls: CallSettings,
     /// Permissions of extensions that have none of their own.
     pub default_permissions: Permissions,
-    /// Whether numbers that are not extensions go to the router ([`SipCore::take_route_requests`]);
+    /// Whether numbers that are not extensions go to the router ([`Output::Route`]);
     /// without it they get 404.
     pub routing: bool,
 }
@@ -77,6 +79,7 @@ pub struct RouteRequest {
 }
 
 pub use crate::live::LiveBinding;
+pub use output::Output;
 
 /// An authenticated call refused before anything rang, for its record.
 #[derive(Debug, Clone)]
@@ -146,6 +149,8 @@ pub struct SipCore {
     numbering: Option<crate::routing::numbering::NumberingPlan>,
     /// Call forwarding and sequential search of extensions ([`forward`]).
     forwarding: forward::Forwarding,
+    /// What the shell is to do, drained by [`SipCore::poll_output`].
+    outputs: output::Outputs,
 }
 
 impl SipCore {
@@ -169,6 +174,7 @@ impl SipCore {
             ),
             numbering: None,
             forwarding: Default::default(),
+            outputs: Default::default(),
             inbound: Default::default(),
             inbound_limiter: Default::default(),
             layer,
@@ -394,10 +400,6 @@ impl SipCore {
         &mut self.calls
     }
 
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.layer.poll_transmit()
-    }
-
     /// Ends every call and every call waiting for its route (pasarela is stopping).
     pub fn end_all_calls(&mut self, now: Instant, unix: u64) {
         let waiting: Vec<PendingRoute> = self.pending_routes.drain().map(|(_, p)| p).collect();
@@ -436,16 +438,6 @@ impl SipCore {
     /// The listen sockets (after binding), for calls that leave the office.
     pub fn set_local_addrs(&mut self, addrs: Vec<(Proto, std::net::SocketAddr)>) {
         self.local_addrs = addrs;
-    }
-
-    /// Calls waiting for a routing decision, to hand to the router.
-    pub fn take_route_requests(&mut self) -> Vec<RouteRequest> {
-        std::mem::take(&mut self.route_requests)
-    }
-
-    /// Calls refused before ringing since the last call (for their records).
-    pub fn take_refused(&mut self) -> Vec<Refused> {
-        std::mem::take(&mut self.refused)
     }
 
     /// Calls still waiting for their routing decision.
@@ -742,11 +734,6 @@ impl SipCore {
         }
     }
 
-    /// Binding changes to persist since the last call.
-    pub fn take_changes(&mut self) -> Vec<BindingChange> {
-        std::mem::take(&mut self.changes)
-    }
-
     /// Periodic clean-up of expired bindings and nonce state.
     pub fn housekeeping(&mut self, unix: u64) {
         self.housekeeping_at(None, unix);
@@ -897,16 +884,6 @@ impl SipCore {
     pub fn deliver_message(&mut self, now: Instant, unix: u64, msg: self::messaging::Deliver) {
         self.messaging.enqueue(msg);
         self.process_events(now, unix);
-    }
-
-    /// Ids of stored messages a phone took since the last call.
-    pub fn take_delivered_messages(&mut self) -> Vec<i64> {
-        self.messaging.take_delivered()
-    }
-
-    /// MESSAGEs phones sent since the last call (answered 202), for the message service.
-    pub fn take_phone_messages(&mut self) -> Vec<self::messaging::FromPhone> {
-        self.messaging.take_from_phones()
     }
 
     fn new_tag(&mut self) -> String {

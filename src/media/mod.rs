@@ -194,6 +194,10 @@ pub enum MediaError {
     Io(#[from] std::io::Error),
 }
 
+/// The one sink of the media events of every call, each tagged with its call's id (see
+/// [`MediaEngine::allocate_into`]).
+pub type EventSink = tokio::sync::mpsc::UnboundedSender<(u64, MediaEvent)>;
+
 /// Something the B2BUA must know about a call's media.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MediaEvent {
@@ -356,6 +360,17 @@ impl MediaEngine {
     /// never waits: binding sockets does not block, and the relay reaches its I/O thread through
     /// a channel.
     pub fn allocate_now(&self) -> Result<Relay, MediaError> {
+        self.allocate_with(None)
+    }
+
+    /// [`MediaEngine::allocate_now`] for a relay whose events go straight from its I/O thread
+    /// to `sink`, tagged with `call` (the gateway's one media event sink): no channel and no
+    /// task per call.
+    pub fn allocate_into(&self, call: u64, sink: EventSink) -> Result<Relay, MediaError> {
+        self.allocate_with(Some((call, sink)))
+    }
+
+    fn allocate_with(&self, sink: Option<(u64, EventSink)>) -> Result<Relay, MediaError> {
         let io = self.io()?;
         let ip = self.inner.config.bind_ip;
         let now = Instant::now();
@@ -374,7 +389,7 @@ impl MediaEngine {
         };
         // From here on the guard owns the ports: every exit releases them.
         let guard = PortGuard::new(self.inner.clone(), [a.port, b.port]);
-        relay::spawn(&self.inner, io, guard, a, b)
+        relay::spawn(&self.inner, io, guard, a, b, sink)
     }
 
     /// Relays alive: allocated and not yet torn down (their sockets are still open).

@@ -1,13 +1,11 @@
 //! The media port of call control: what the B2BUA needs of a call's media (a relay anchoring
 //! both legs: its ports, the legs' parameters, DTMF to send, statistics) as traits, so that
 //! call control neither binds sockets nor spawns tasks, and tests give it a fake. The real
-//! port ([`RelayPort`]) takes relays from the [`MediaEngine`] and forwards each relay's
-//! events, tagged with the call, to one shared sink.
-
-use tokio::sync::mpsc;
+//! port ([`RelayPort`]) takes relays from the [`MediaEngine`] whose I/O threads send each
+//! relay's events, tagged with the call, to one shared sink (no task per call).
 
 use super::hold_music::HoldMusic;
-use super::{CallMediaStats, LegMedia, MediaEngine, MediaError, MediaEvent, Relay, Side};
+use super::{CallMediaStats, EventSink, LegMedia, MediaEngine, MediaError, Relay, Side};
 
 /// The media of one call, as call control drives it.
 pub trait CallMedia: Send {
@@ -44,21 +42,21 @@ impl CallMedia for Relay {
 
 /// Where call control gets the media of a new call. Dropping the [`CallMedia`] releases it.
 pub trait MediaPort: Send {
-    /// Media for call `call`; its events ([`MediaEvent`]) go to the port's sink tagged with
+    /// Media for call `call`; its events ([`super::MediaEvent`]) go to the port's sink tagged with
     /// `call`.
     fn allocate(&mut self, call: u64) -> Result<Box<dyn CallMedia>, MediaError>;
 }
 
-/// Relays of a [`MediaEngine`], their events forwarded to one sink.
+/// Relays of a [`MediaEngine`], their events sent by the relays' I/O threads to one sink.
 pub struct RelayPort {
     engine: MediaEngine,
-    sink: mpsc::UnboundedSender<(u64, MediaEvent)>,
+    sink: EventSink,
     /// What held parties hear (`None`: silence).
     hold_music: Option<HoldMusic>,
 }
 
 impl RelayPort {
-    pub fn new(engine: MediaEngine, sink: mpsc::UnboundedSender<(u64, MediaEvent)>) -> RelayPort {
+    pub fn new(engine: MediaEngine, sink: EventSink) -> RelayPort {
         RelayPort {
             engine,
             sink,
@@ -103,17 +101,7 @@ impl CallMedia for WithMusic {
 
 impl MediaPort for RelayPort {
     fn allocate(&mut self, call: u64) -> Result<Box<dyn CallMedia>, MediaError> {
-        let mut relay = self.engine.allocate_now()?;
-        if let Some(mut rx) = relay.take_events() {
-            let sink = self.sink.clone();
-            tokio::spawn(async move {
-                while let Some(ev) = rx.recv().await {
-                    if sink.send((call, ev)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        let relay = self.engine.allocate_into(call, self.sink.clone())?;
         Ok(match &self.hold_music {
             Some(music) => Box::new(WithMusic {
                 relay,

@@ -202,7 +202,8 @@ impl Relay {
         }
     }
 
-    /// Events of this call's media ([`MediaEvent`]).
+    /// Events of this call's media ([`MediaEvent`]); `None` for a relay whose events go to a
+    /// shared sink ([`super::MediaEngine::allocate_into`]).
     pub fn events(&mut self) -> Option<&mut mpsc::Receiver<MediaEvent>> {
         self.events.as_mut()
     }
@@ -227,6 +228,7 @@ pub(crate) fn spawn(
     guard: PortGuard,
     a: BoundPair,
     b: BoundPair,
+    sink: Option<(u64, super::EventSink)>,
 ) -> Result<Relay, MediaError> {
     let ports = [a.port, b.port];
     let now = Instant::now();
@@ -235,11 +237,17 @@ pub(crate) fn spawn(
         start: now,
         dir: Default::default(),
     });
-    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let (events, ev_rx) = match sink {
+        Some((call, sink)) => (EventTarget::Shared(call, sink), None),
+        None => {
+            let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+            (EventTarget::Own(tx), Some(rx))
+        }
+    };
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let state = Box::new(RelayState {
         legs,
-        events: ev_tx,
+        events,
         shared: shared.clone(),
         dead_after: engine.config.dead_after,
         last_rx: now,
@@ -258,7 +266,7 @@ pub(crate) fn spawn(
         ports,
         id,
         io,
-        events: Some(ev_rx),
+        events: ev_rx,
         shared,
         params: Mutex::new([LegMedia::default(), LegMedia::default()]),
     })
@@ -408,10 +416,26 @@ impl TxStream {
     }
 }
 
+/// Where a relay's events go: its own bounded channel (read through [`Relay::events`]), or the
+/// sink shared by every call of the gateway, tagged with the call.
+pub(crate) enum EventTarget {
+    Own(mpsc::Sender<MediaEvent>),
+    Shared(u64, super::EventSink),
+}
+
+impl EventTarget {
+    fn send(&self, ev: MediaEvent) -> Result<(), String> {
+        match self {
+            EventTarget::Own(tx) => tx.try_send(ev).map_err(|e| e.to_string()),
+            EventTarget::Shared(call, sink) => sink.send((*call, ev)).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// Everything one relay needs on its I/O thread.
 pub(crate) struct RelayState {
     legs: [Leg; 2],
-    events: mpsc::Sender<MediaEvent>,
+    events: EventTarget,
     shared: Arc<Shared>,
     dead_after: Duration,
     last_rx: Instant,
@@ -513,7 +537,7 @@ impl RelayState {
     }
 
     fn emit(&self, ev: MediaEvent) {
-        if let Err(e) = self.events.try_send(ev) {
+        if let Err(e) = self.events.send(ev) {
             tracing::warn!(error = %e, "media event dropped");
         }
     }
@@ -594,7 +618,7 @@ impl RelayState {
                 if ev.end && from.last_event_end != Some(ts) {
                     from.last_event_end = Some(ts);
                     if let Some(digit) = ev.digit() {
-                        let _ = self.events.try_send(MediaEvent::Dtmf {
+                        let _ = self.events.send(MediaEvent::Dtmf {
                             from: Side::from_idx(i),
                             digit,
                             duration_ms: ev.duration_ms(),

@@ -18,6 +18,7 @@ pub mod nightly_backup;
 pub mod notify;
 mod records;
 mod signals;
+mod sinks;
 mod trunks_reload;
 mod usage;
 
@@ -43,7 +44,7 @@ use crate::transport::{self, Inbound, TransportSettings};
 use crate::web::{LoopCounts, RouteOutcome, Stats, WebServer};
 
 use self::enum_zone::{private_zone, start_enum_zone};
-use self::records::{call_refused, recover_interrupted, CallLog, HEARTBEAT};
+use self::records::{recover_interrupted, CallLog, HEARTBEAT};
 use self::signals::{forward_hangup, shutdown_signal, spawn_cache_signals};
 use crate::callctl::{limits, messaging, overload, trunks};
 use crate::callctl::{CoreSettings, SipCore};
@@ -199,7 +200,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             srtp: config.srtp.clone(),
         },
     };
-    let mut office = crate::cdr::OfficeNumbers::from_rows(
+    let office = crate::cdr::OfficeNumbers::from_rows(
         &extensions,
         Some(crate::routing::setup::numbering_plan(&config, &extensions)),
     );
@@ -400,7 +401,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // Calls on PSTN lines: call control's line commands are carried out here, the lines'
     // events come back on `line_rx`.
     let (line_tx, mut line_rx) = mpsc::unbounded_channel();
-    let mut line_legs = modem_lines
+    let line_legs = modem_lines
         .as_ref()
         .map(|m| line_legs::LineLegs::new(m.pool(), line_tx, line_plan));
     let (_no_lines, no_incoming) = mpsc::channel(1);
@@ -434,8 +435,21 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         let _ = writeln!(out, "ready");
         let _ = out.flush();
     }
-    let outbound = bound.outbound;
     let mut transport_failures = bound.failures;
+    let mut sinks = sinks::Sinks {
+        outbound: bound.outbound,
+        line_legs,
+        router: Arc::clone(&router),
+        routes: route_tx,
+        bindings: writer_handle,
+        cdr,
+        stats: Arc::clone(&stats),
+        office,
+        call_log: CallLog::new(),
+        messages,
+        store_path: store_path.clone(),
+        stopping: false,
+    };
     if let Some(n) = notifier.as_mut() {
         n.ready(&format!("serving: {}", status.join(", ")));
         n.keep_alive(published);
@@ -444,7 +458,6 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut call_log = CallLog::new();
     let mut pulse = tokio::time::interval(PULSE);
     pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = shutdown_signal();
@@ -520,7 +533,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                         if let Some(d) = &dundi {
                             d.reprovision(&rows);
                         }
-                        office = crate::cdr::OfficeNumbers::from_rows(
+                        sinks.office = crate::cdr::OfficeNumbers::from_rows(
                             &rows,
                             Some(crate::routing::setup::numbering_plan(&config, &rows)),
                         );
@@ -572,7 +585,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 core.media_event(std::time::Instant::now(), unix_now(), call, event);
             }
             Some(call) = line_incoming.recv() => {
-                if let Some(l) = line_legs.as_mut() {
+                if let Some(l) = sinks.line_legs.as_mut() {
                     let sup = Supervisor::global();
                     l.incoming(call, |line, caller, name, audio| {
                         sup.guard(CORE, || core.line_call_named(std::time::Instant::now(), unix_now(), line, caller, name, audio))
@@ -581,7 +594,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 }
             }
             Some((leg, event)) = line_rx.recv() => {
-                if let Some(l) = line_legs.as_mut() {
+                if let Some(l) = sinks.line_legs.as_mut() {
                     l.observe(leg, &event);
                 }
                 let sup = Supervisor::global();
@@ -598,7 +611,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 );
             }
             _ = heartbeat.tick() => {
-                call_log.heartbeat(&cdr, core.calls().up_calls(std::time::Instant::now()));
+                sinks.call_log.heartbeat(&sinks.cdr, core.calls().up_calls(std::time::Instant::now()));
             }
             Some(spent) = usage_rx.recv() => {
                 spent.count(core.limiter_mut());
@@ -623,62 +636,18 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         {
             n.keep_alive(now);
         }
-        for id in core.take_delivered_messages() {
-            messages.send(crate::sms::service::Request::Delivered(id));
-        }
-        for m in core.take_phone_messages() {
-            messages.send(crate::sms::service::Request::FromPhone(m));
-        }
-        while let Some(t) = core.poll_transmit() {
-            outbound.send(t.peer, t.data);
-        }
-        line_commands(&mut core, line_legs.as_mut());
-        for req in core.take_route_requests() {
-            let router = Arc::clone(&router);
-            let tx = route_tx.clone();
-            // A routing decision that panics still answers its call (refused), so no call
-            // waits for a route that never comes.
-            let (failed_tx, id, dialled) = (route_tx.clone(), req.id, req.dialled.clone());
-            Supervisor::global().spawn_task(
-                "routing",
-                async move {
-                    let route = router.route(Some(&req.from), &req.dialled).await;
-                    let _ = tx.send((req.id, route));
-                },
-                move || {
-                    let _ = failed_tx.send((id, Route::failed(dialled)));
-                },
-            );
-        }
-        for change in core.take_changes() {
-            writer_handle.send(change);
-        }
-        store_call_handling(&store_path, core.take_call_handling_changes());
-        let up = core.calls_mut().take_answered(now);
-        call_log.answered(&cdr, &office, now, up);
-        call_log.notes(core.calls_mut().take_notes());
-        call_log.ended(&stats, &cdr, &office, core.calls_mut().take_finished());
-        for refused in core.take_refused() {
-            call_refused(&stats, &cdr, &office, &refused);
-        }
+        sinks.drain(&mut core, now);
     }
     stats.set_stopping();
     if let Some(n) = &notifier {
         n.stopping();
     }
-    end_calls(&mut core, &mut rx, &outbound).await;
-    line_commands(&mut core, line_legs.as_mut());
+    sinks.stopping = true;
+    end_calls(&mut core, &mut rx, &mut sinks).await;
     if let Some(m) = modem_lines.take() {
         m.shutdown().await;
     }
-    call_log.notes(core.calls_mut().take_notes());
-    call_log.ended(&stats, &cdr, &office, core.calls_mut().take_finished());
-    for refused in core.take_refused() {
-        call_refused(&stats, &cdr, &office, &refused);
-    }
-    for change in core.take_changes() {
-        writer_handle.send(change);
-    }
+    sinks.drain(&mut core, std::time::Instant::now());
     web.shutdown().await;
     if let Some(d) = &dundi {
         d.handle.stop().await;
@@ -728,27 +697,6 @@ fn publish(stats: &Stats, now: std::time::Instant, core: &SipCore) {
                 .collect(),
         );
     }
-}
-
-/// Stores the call forwarding the phones changed with feature codes, off the loop.
-fn store_call_handling(
-    path: &std::path::Path,
-    changes: Vec<(String, crate::routing::forwarding::CallHandling)>,
-) {
-    if changes.is_empty() {
-        return;
-    }
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let result = Store::open(&path).and_then(|store| {
-            changes
-                .iter()
-                .try_for_each(|(ext, h)| store.set_call_handling(ext, h))
-        });
-        if let Err(e) = result {
-            tracing::error!("call forwarding not stored: {e}");
-        }
-    });
 }
 
 /// SIGHUP: the extensions of the configuration file are provisioned again (store, SIP core,
@@ -808,23 +756,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Ends every call on the way out: BYE (or 503 + CANCEL while ringing), then keeps the SIP
 /// loop turning — retransmissions, responses — until those transactions are done or
 /// [`STOP_GRACE`] has passed.
-/// Hands call control's commands for the PSTN lines to the lines.
-fn line_commands(core: &mut SipCore, legs: Option<&mut line_legs::LineLegs>) {
-    let commands = core.calls_mut().take_line_commands();
-    match legs {
-        Some(legs) => commands.into_iter().for_each(|c| legs.command(c)),
-        None if !commands.is_empty() => {
-            tracing::warn!(n = commands.len(), "line commands without lines dropped");
-        }
-        None => {}
-    }
-}
-
-async fn end_calls(
-    core: &mut SipCore,
-    rx: &mut mpsc::Receiver<Inbound>,
-    outbound: &transport::Outbound,
-) {
+async fn end_calls(core: &mut SipCore, rx: &mut mpsc::Receiver<Inbound>, sinks: &mut sinks::Sinks) {
     let calls = core.calls().len() + core.pending_routes();
     if calls == 0 {
         return;
@@ -833,9 +765,7 @@ async fn end_calls(
     core.end_all_calls(std::time::Instant::now(), unix_now());
     let grace = tokio::time::Instant::now() + STOP_GRACE;
     loop {
-        while let Some(t) = core.poll_transmit() {
-            outbound.send(t.peer, t.data);
-        }
+        sinks.drain(core, std::time::Instant::now());
         if core.transaction_counts().1 == 0 || tokio::time::Instant::now() >= grace {
             break;
         }
