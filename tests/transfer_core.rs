@@ -432,7 +432,7 @@ fn blind_transfer_rebridges_the_far_party() {
     assert!(s
         .attempts
         .iter()
-        .any(|a| a.label == "transfer 102" && a.status == 200));
+        .any(|a| a.label == "transfer 102 (by 101)" && a.status == 200));
     h.advance(Duration::from_secs(70));
     assert_eq!(h.core.calls().len(), 0);
     assert_eq!(h.core.calls().pending_transactions(), 0);

@@ -112,7 +112,11 @@ impl SipCore {
             }
             return TransferDecision::Ring {
                 targets,
-                label: format!("{} {user}", crate::b2bua::TRANSFER_LABEL),
+                label: format!(
+                    "{} {user} (by {})",
+                    crate::b2bua::TRANSFER_LABEL,
+                    t.transferor
+                ),
             };
         }
         let Some(number) = number_of(&user) else {

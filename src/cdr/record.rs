@@ -383,6 +383,19 @@ fn destination(label: &str, uri: &str, route: Option<&Route>) -> RouteOf {
     }
     if let Some(ext) = label.strip_prefix("extension ") {
         RouteOf::extension(ext)
+    } else if let Some(rest) = label.strip_prefix("transfer ") {
+        // The part after a blind transfer (`transfer 102 (by 101)`): the extension that
+        // answered it, and who transferred as the source.
+        let (ext, by) = rest.split_once(' ').unwrap_or((rest, ""));
+        let by = by.trim().trim_start_matches('(').trim_end_matches(')');
+        RouteOf {
+            source: Some(if by.is_empty() {
+                "transfer".to_owned()
+            } else {
+                format!("transfer {by}")
+            }),
+            ..RouteOf::extension(ext)
+        }
     } else if let Some(group) = label.strip_prefix("group ") {
         // A ring group (calls into the office): its name as the target.
         RouteOf::extension(group)
