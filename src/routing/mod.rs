@@ -19,6 +19,7 @@
 
 pub mod dundi;
 pub mod enum_lookup;
+pub mod least_cost;
 pub mod locate;
 pub mod naptr;
 pub mod numbering;

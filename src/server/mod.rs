@@ -10,6 +10,7 @@
 pub mod control;
 pub mod core;
 pub mod digest_gate;
+mod dundi_reload;
 mod enum_zone;
 pub mod first_run;
 pub mod inbound;
@@ -22,6 +23,7 @@ pub mod messaging;
 pub mod nightly_backup;
 pub mod notify;
 pub mod overload;
+mod rates_reload;
 mod records;
 mod signals;
 mod trunk_qualify;
@@ -141,6 +143,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening store {}", config.store.path.display()))?;
     trunks_reload::provision(&mut config, &mut trunk_store)?;
     drop(trunk_store);
+    if config.dundi.enabled {
+        dundi_reload::provision_keys(&mut config)?;
+    }
     let mut modem_lines = lines::ModemLines::prepare(&mut config).await?;
     let stats = Arc::new(Stats::new());
     let mut notifier =
@@ -224,6 +229,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                     config.dundi.settings.bind
                 )
             })?;
+        dundi_reload::apply_store_peers(&config, &node).await;
         Some(node)
     } else {
         None
@@ -232,6 +238,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .context("setting up number routing")?;
     spawn_cache_signals(routing.enum_.clone());
     let router = Arc::new(routing.router);
+    rates_reload::start(&store_path, &router);
     let (route_tx, mut route_rx) = mpsc::unbounded_channel::<(u64, Route)>();
     let enum_zone = start_enum_zone(&config, &extensions).await?;
     let media_ip = media_address(&config);

@@ -8,7 +8,9 @@
 //! except for the `created_at`/`updated_at` stamps on extension rows.
 
 pub mod backup;
+pub mod dundi;
 pub mod inbound;
+pub mod line_rates;
 mod migrations;
 pub mod trunks;
 pub mod writer;
