@@ -163,4 +163,16 @@ fn the_cheaper_line_is_tried_first_and_the_explainer_shows_the_prices() {
         .get("/lines")
         .body
         .contains("<option value=\"cheap-rates\" selected>"));
+    // The API reads the same.
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    let read = pasarela::web::api_tokens::create_scoped(
+        &conn,
+        "monitoring",
+        pasarela::web::api_tokens::Scope::Read,
+    )
+    .unwrap();
+    let r = c.api_json("GET", "/api/v1/trunks/dear", &read, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["rate_table"], "cheap-rates", "{}", r.body);
 }
