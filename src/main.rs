@@ -540,6 +540,14 @@ fn route(config: Config, number: &str, from: Option<&str>) -> ExitCode {
         }
     };
     let mut config = config;
+    // The trunks of the file and of the dashboard, as `serve` uses them.
+    match pasarela::store::trunks::for_tools(&config) {
+        Ok(trunks) => config.trunks = trunks,
+        Err(e) => {
+            eprintln!("pasarela: reading trunks: {e:#}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
     // The PSTN lines, as `serve` adds them.
     let lines = pasarela::pstn::routes::line_trunks(&config.modems);
     config.trunks.extend(lines);
@@ -560,6 +568,11 @@ fn route(config: Config, number: &str, from: Option<&str>) -> ExitCode {
             None
         };
         let router = pasarela::routing::setup::build_router(&config, &extensions, dundi.as_ref())?;
+        // The lines' rate tables, for the least-cost order (as `serve` does).
+        if config.store.path.exists() {
+            let book = pasarela::cdr::CdrDb::open(&config.store.path)?.load_rate_book()?;
+            router.set_line_prices(std::sync::Arc::new(book));
+        }
         anyhow::Ok(router.route(from, number).await)
     });
     match result {

@@ -24,6 +24,7 @@
 pub mod csv;
 pub mod db;
 pub mod in_progress;
+pub mod line_prices;
 pub mod query;
 pub mod rating;
 pub mod record;

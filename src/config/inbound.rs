@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// `[inbound]`: who may call the office without a password (see [`crate::server::inbound`]).
+/// `[inbound]`: who may call the office without a password (see [`crate::callctl::inbound`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundConfig {
     /// Whether peers and the internet may call the numbers we publish (the DIDs) without

@@ -21,6 +21,7 @@
 pub mod dundi;
 pub mod enum_lookup;
 pub mod forwarding;
+pub mod least_cost;
 pub mod locate;
 pub mod naptr;
 pub mod numbering;

@@ -224,6 +224,8 @@ pub struct Router {
     own: std::sync::RwLock<Arc<Vec<(Proto, SocketAddr)>>>,
     /// Trunks the qualify found down (skipped).
     health: std::sync::RwLock<Option<Arc<super::trunk_health::TrunkHealth>>>,
+    /// What each line's rate table charges (least-cost order); `None`: configured order.
+    prices: std::sync::RwLock<Option<Arc<dyn super::least_cost::LinePrices>>>,
 }
 
 struct Recorder {
@@ -279,6 +281,7 @@ impl Router {
             trunks: std::sync::RwLock::new(Arc::new(settings.trunks.clone())),
             own: std::sync::RwLock::new(Arc::new(Vec::new())),
             health: std::sync::RwLock::new(None),
+            prices: std::sync::RwLock::new(None),
             settings,
             sources,
             locator,
@@ -298,6 +301,18 @@ impl Router {
         if let Ok(mut h) = self.health.write() {
             *h = Some(health);
         }
+    }
+
+    /// Where the router learns what each line's rate table charges: PSTN lines are then
+    /// tried cheapest first for the number ([`super::least_cost`]).
+    pub fn set_line_prices(&self, prices: Arc<dyn super::least_cost::LinePrices>) {
+        if let Ok(mut p) = self.prices.write() {
+            *p = Some(prices);
+        }
+    }
+
+    fn line_prices(&self) -> Option<Arc<dyn super::least_cost::LinePrices>> {
+        self.prices.read().ok()?.clone()
     }
 
     /// Since when trunk `name` is down (`None`: usable).
@@ -827,7 +842,15 @@ impl Router {
         let deadline = Instant::now() + self.settings.locate_budget;
         let mut found = 0;
         let trunks = self.trunks();
-        for t in trunks.iter().filter(|t| t.enabled) {
+        let mut in_order: Vec<&TrunkConfig> = trunks.iter().filter(|t| t.enabled).collect();
+        if let (Some(prices), Some(n)) = (self.line_prices(), &e164) {
+            let (sorted, notes) = super::least_cost::order(in_order, n.digits(), prices.as_ref());
+            in_order = sorted;
+            for note in notes {
+                rec.note(note);
+            }
+        }
+        for t in in_order {
             if let Some(since) = self.trunk_down(&t.name) {
                 rec.note(format!(
                     "trunk {} skipped: down since {since} (no answer to OPTIONS)",

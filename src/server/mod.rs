@@ -8,6 +8,7 @@
 //! hangs up the calls in progress before the stores are flushed.
 
 pub mod control;
+mod dundi_reload;
 mod enum_zone;
 pub mod first_run;
 mod inbound_setup;
@@ -16,6 +17,7 @@ pub mod line_legs;
 pub mod lines;
 pub mod nightly_backup;
 pub mod notify;
+mod rates_reload;
 mod records;
 mod signals;
 mod sinks;
@@ -134,6 +136,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening store {}", config.store.path.display()))?;
     trunks_reload::provision(&mut config, &mut trunk_store)?;
     drop(trunk_store);
+    if config.dundi.enabled {
+        dundi_reload::provision_keys(&mut config)?;
+    }
     let mut modem_lines = lines::ModemLines::prepare(&mut config).await?;
     let stats = Arc::new(Stats::new());
     let mut notifier =
@@ -221,6 +226,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                     config.dundi.settings.bind
                 )
             })?;
+        dundi_reload::apply_store_peers(&config, &node).await;
         Some(node)
     } else {
         None
@@ -229,6 +235,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .context("setting up number routing")?;
     spawn_cache_signals(routing.enum_.clone());
     let router = Arc::new(routing.router);
+    rates_reload::start(&store_path, &router);
     let (route_tx, mut route_rx) = mpsc::unbounded_channel::<(u64, Route)>();
     let enum_zone = start_enum_zone(&config, &extensions).await?;
     let media_ip = media_address(&config);

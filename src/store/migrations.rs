@@ -30,6 +30,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
         "../../migrations/0016_trunks_token_scopes.sql"
     )),
     M::up(include_str!("../../migrations/0018_call_handling.sql")),
+    M::up(include_str!("../../migrations/0019_dundi_peers.sql")),
 ];
 
 /// All migrations, oldest first.

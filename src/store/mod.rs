@@ -9,7 +9,9 @@
 
 pub mod backup;
 pub mod forwards;
+pub mod dundi;
 pub mod inbound;
+pub mod line_rates;
 mod migrations;
 pub mod trunks;
 pub mod writer;

@@ -239,6 +239,26 @@ pub fn effective(conn: &Connection) -> Result<Vec<TrunkConfig>, StoreError> {
     Ok(out)
 }
 
+/// The trunks a command-line tool (`pasarela route`) should know: the file's, then those added
+/// in the dashboard or the API (when the database file exists; it is not created), as `serve`
+/// uses them. The file wins on a name.
+pub fn for_tools(config: &Config) -> Result<Vec<TrunkConfig>, StoreError> {
+    let mut out = config.trunks.clone();
+    if config.store.path.exists() {
+        let store = super::Store::open(&config.store.path)?;
+        for row in list(&store.conn)? {
+            if row.from_file() || out.iter().any(|t| t.name == row.name) {
+                continue;
+            }
+            match row.settings.check(&row.name, row.enabled) {
+                Ok(t) => out.push(t),
+                Err(e) => tracing::error!(trunk = %row.name, "stored trunk not used: {e}"),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Makes the `config` rows match the file's `trunks` (taking over a web row of the same name),
 /// deleting `config` rows no longer in the file. One transaction.
 pub fn sync_config(conn: &mut Connection, trunks: &[TrunkConfig]) -> Result<TrunkSync, StoreError> {

@@ -31,6 +31,8 @@ pub fn router(state: WebState) -> Router<WebState> {
         .route("/api/v1/live", get(live))
         .merge(super::api_messages::routes())
         .merge(super::api_trunks::routes())
+        .merge(super::api_dundi::routes())
+        .merge(super::api_inbound::routes())
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
 

@@ -2,7 +2,7 @@
 //! Lines page's reads and changes as JSON.
 //!
 //! - `GET /api/v1/trunks`, `GET /api/v1/trunks/{name}`: settings (never the password, only
-//!   whether one is set), where the trunk comes from, and its live state.
+//!   whether one is set), where the trunk comes from, its rate table and its live state.
 //! - `POST /api/v1/trunks` (`{"name": …, "enabled": true, "uri": …, …}`, the `[[trunk]]` keys),
 //!   `PUT /api/v1/trunks/{name}` (the same keys; an absent password keeps the stored one),
 //!   `DELETE /api/v1/trunks/{name}`: need a token with the `admin` scope. Trunks of the
@@ -91,15 +91,28 @@ async fn rows(state: &WebState) -> Result<Vec<TrunkRow>, Response> {
     })
 }
 
+/// Line name → its rate table (empty when it cannot be read: the trunks still answer).
+async fn rate_tables(state: &WebState) -> std::collections::BTreeMap<String, String> {
+    state
+        .with_db(|db| Ok(crate::store::line_rates::tables_of_lines(&db.conn).unwrap_or_default()))
+        .await
+        .unwrap_or_default()
+}
+
 async fn list(State(state): State<WebState>) -> Response {
     let rows = match rows(&state).await {
         Ok(r) => r,
         Err(e) => return e,
     };
     let live = live_trunks(&state).await;
+    let tables = rate_tables(&state).await;
     let trunks: Vec<Value> = rows
         .iter()
-        .map(|r| trunk_json(r, live.as_deref()))
+        .map(|r| {
+            let mut v = trunk_json(r, live.as_deref());
+            v["rate_table"] = json!(tables.get(&r.name));
+            v
+        })
         .collect();
     Json(json!({ "trunks": trunks, "live": live.is_some() })).into_response()
 }
@@ -113,7 +126,9 @@ async fn one(State(state): State<WebState>, Path(name): Path<String>) -> Respons
         return error(StatusCode::NOT_FOUND, "no such trunk");
     };
     let live = live_trunks(&state).await;
-    Json(trunk_json(r, live.as_deref())).into_response()
+    let mut v = trunk_json(r, live.as_deref());
+    v["rate_table"] = json!(rate_tables(&state).await.get(&r.name));
+    Json(v).into_response()
 }
 
 /// The body's name, enabled flag and settings; `Err` is the 422 to answer.

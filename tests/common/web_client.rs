@@ -66,6 +66,43 @@ impl Client {
         r
     }
 
+    /// A request with `Authorization: Bearer token`, a JSON body and no cookies (the API).
+    pub fn api_json(&mut self, method: &str, path: &str, token: &str, json: &str) -> Resp {
+        let mut s =
+            TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{json}",
+            self.addr,
+            json.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).expect("read response");
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status");
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        let body = if chunked {
+            String::from_utf8_lossy(&dechunk(rest.as_bytes())).into_owned()
+        } else {
+            rest.to_owned()
+        };
+        Resp {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
     pub fn request_with(
         &mut self,
         method: &str,

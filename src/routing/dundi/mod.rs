@@ -6,6 +6,7 @@
 //! - [`wire`]: the datagram codec (header, commands, information elements), sans-IO.
 //! - [`crypto`]: RSA key files, session keys, ENCRYPT/ENCDATA as Asterisk does them.
 //! - [`numbers`]: "is this number ours?" — the predicate mappings ask, and a pattern version.
+//! - [`keyring`]: our generated key pair and the key files of peers added in the dashboard.
 //! - [`settings`]: the node's configuration (identity, keys, mappings, peers).
 //! - [`engine`]: the sans-IO transaction engine (answers peers, runs our lookups and pings).
 //! - [`service`]: the tokio shell: a UDP socket and a task around the engine, and a handle.
@@ -43,6 +44,7 @@
 pub mod crypto;
 pub mod eid;
 pub mod engine;
+pub mod keyring;
 pub mod numbers;
 pub mod office;
 pub mod report;

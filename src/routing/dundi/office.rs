@@ -10,6 +10,7 @@ use crate::store::ExtensionRow;
 
 use super::numbers::{AnyOf, LocalNumbers, NumberSet, PatternNumbers};
 use super::service::{DundiHandle, DundiService, ServiceError};
+use super::settings::{PeerSettings, Settings};
 
 /// A running DUNDi node of the office.
 #[derive(Clone)]
@@ -19,6 +20,9 @@ pub struct OfficeDundi {
     /// The context the router asks about.
     pub context: String,
     dids: Arc<NumberSet>,
+    /// The settings of the configuration file (with our generated keys): what [`Self::apply`]
+    /// adds the dashboard's peers to.
+    base: Arc<Settings>,
 }
 
 /// The DIDs of enabled extensions, as DUNDi numbers (E.164 digits, no `+`).
@@ -64,11 +68,13 @@ impl OfficeDundi {
         if let Some(b) = bind {
             settings.bind = b;
         }
+        let base = Arc::new(settings.clone());
         let handle = DundiService::start(settings, local).await?;
         Ok(OfficeDundi {
             handle,
             context: config.context.clone(),
             dids,
+            base,
         })
     }
 
@@ -87,6 +93,24 @@ impl OfficeDundi {
                 });
             }
         }
+    }
+
+    /// The node's settings from the configuration file (its peers are the file's).
+    pub fn file_settings(&self) -> &Settings {
+        &self.base
+    }
+
+    /// Applies the file's settings plus `extra` peers (those of the dashboard; one with the
+    /// EID of a file peer is left out: the file wins) without a restart: peers added start
+    /// being asked and qualified, removed ones are forgotten, lookups in progress go on.
+    pub async fn apply(&self, extra: Vec<PeerSettings>) -> Result<(), ServiceError> {
+        let mut settings = Settings::clone(&self.base);
+        for p in extra {
+            if !settings.peers.iter().any(|q| q.eid == p.eid) {
+                settings.peers.push(p);
+            }
+        }
+        self.handle.reload(settings).await
     }
 
     /// Pushes every DID and literal number to the peers we precache to now; how many peers

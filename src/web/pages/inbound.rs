@@ -191,7 +191,8 @@ async fn done(
 }
 
 impl GroupForm {
-    fn group(&self) -> Result<RingGroupConfig, FieldError> {
+    /// The ring group the fields describe; a bad field names itself.
+    pub(crate) fn group(&self) -> Result<RingGroupConfig, FieldError> {
         let member_timeout_secs = match self.member_timeout.trim() {
             "" => 15,
             t => t.parse().map_err(|_| FieldError {

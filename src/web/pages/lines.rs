@@ -141,6 +141,7 @@ pub fn field_label(field: &str) -> &'static str {
         "caller_id_header" => "Caller ID header",
         "contact_user" => "Contact user",
         "realm" => "Realm",
+        "rate_table" => "Rate table",
         _ => "Settings",
     }
 }
@@ -163,6 +164,8 @@ pub struct TrunkView {
     pub reachable: String,
     pub calls: String,
     pub edit: String,
+    /// The rate table that prices its calls (empty: none of its own).
+    pub rate_table: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -177,6 +180,8 @@ struct LinesPage {
     error: Option<String>,
     /// Our SIP addresses, for the provider.
     ours: Vec<String>,
+    /// The rate tables that can be given to a line.
+    rate_tables: Vec<String>,
 }
 
 /// The live state of the trunks, if the SIP side answers.
@@ -225,12 +230,15 @@ async fn render(
     error: Option<String>,
     status: StatusCode,
 ) -> Result<Response, PageError> {
-    let rows = state
+    let (rows, line_tables, rate_tables) = state
         .with_db(|db| {
-            store_trunks::list(&db.conn).map_err(|e| match e {
+            let rows = store_trunks::list(&db.conn).map_err(|e| match e {
                 crate::store::StoreError::Sqlite(s) => PageError::Sqlite(s),
                 _ => PageError::Task,
-            })
+            })?;
+            let lines = crate::store::line_rates::tables_of_lines(&db.conn)?;
+            let tables = crate::store::line_rates::table_names(&db.conn)?;
+            Ok((rows, lines, tables))
         })
         .await?;
     let live = live_trunks(state).await;
@@ -274,6 +282,7 @@ async fn render(
                 reachable,
                 calls,
                 edit: format!("/lines?edit={}", url_encode(&r.name)),
+                rate_table: line_tables.get(&r.name).cloned().unwrap_or_default(),
             }
         })
         .collect();
@@ -291,6 +300,7 @@ async fn render(
         form,
         error,
         ours,
+        rate_tables,
     };
     Ok((status, page).into_response())
 }
@@ -399,6 +409,49 @@ pub async fn toggle(
         Ok(()) => {
             tracing::info!(user = %session.username, trunk = %name, "trunk enabled/disabled");
             state.trunks_changed.notify_one();
+            Ok(Redirect::to("/lines").into_response())
+        }
+        Err(e) => refused(&state, session, None, &e).await,
+    }
+}
+
+/// The rate table form of a line.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RateTableForm {
+    pub csrf: String,
+    pub name: String,
+    /// Empty: none of its own (the reference table rates it).
+    pub rate_table: String,
+}
+
+/// `POST /lines/rate-table`: the rate table that prices a line's calls (and orders the lines,
+/// cheapest first, for a number); for every line, those of the file too. The router takes it
+/// within seconds.
+pub async fn set_rate_table(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<RateTableForm>,
+) -> Result<Response, PageError> {
+    if !csrf_ok(&session, &form.csrf) {
+        return Ok(csrf_refused());
+    }
+    let name = form.name.trim().to_owned();
+    let table = form.rate_table.trim().to_owned();
+    let (n, t) = (name.clone(), table.clone());
+    let result = state
+        .with_db(move |db| {
+            let known = store_trunks::get(&db.conn, &n)
+                .map_err(TrunkChangeError::from)
+                .and_then(|r| r.ok_or_else(|| TrunkChangeError::Unknown(n.clone())));
+            Ok(known.and_then(|_| {
+                crate::store::line_rates::set_table(&mut db.conn, &n, Some(t.as_str()))
+            }))
+        })
+        .await?;
+    match result {
+        Ok(()) => {
+            tracing::info!(user = %session.username, line = %name, table = %table, "line rate table set");
             Ok(Redirect::to("/lines").into_response())
         }
         Err(e) => refused(&state, session, None, &e).await,

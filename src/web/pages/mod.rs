@@ -12,6 +12,7 @@ pub mod accounts;
 pub mod backup;
 pub mod billing;
 pub mod checklist;
+pub mod dundi;
 pub mod extensions;
 pub mod forwarding;
 pub mod inbound;
@@ -198,6 +199,13 @@ pub fn router(state: WebState) -> Router {
         .route("/lines/save", post(lines::save))
         .route("/lines/toggle", post(lines::toggle))
         .route("/lines/delete", post(lines::delete))
+        .route("/lines/rate-table", post(lines::set_rate_table))
+        .route("/dundi", get(dundi::page))
+        .route("/dundi/key.pub", get(dundi::public_key))
+        .route("/dundi/peer/save", post(dundi::save))
+        .route("/dundi/peer/toggle", post(dundi::toggle))
+        .route("/dundi/peer/delete", post(dundi::delete))
+        .route("/dundi/flush-cache", post(dundi::flush_cache))
         .route("/inbound", get(inbound::page))
         .route("/inbound/group/save", post(inbound::save_group))
         .route("/inbound/group/delete", post(inbound::delete_group))
@@ -220,6 +228,7 @@ pub fn router(state: WebState) -> Router {
         .route("/setup", get(setup_form).post(setup))
         .route("/static/style.css", get(style))
         .route("/static/sms.js", get(messages::script))
+        .route("/static/dundi.js", get(dundi::script))
         .layer(middleware::map_response(security_headers))
         .with_state(state)
 }
