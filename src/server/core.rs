@@ -501,6 +501,16 @@ impl SipCore {
             .unwrap_or(&caller_number)
             .to_owned();
         let forward_note = p.forward.as_ref().and_then(|c| c.note.clone());
+        // A forwarded call's record keeps the number the caller dialled.
+        let dialled = match &p.forward {
+            Some(_) => p
+                .invite
+                .uri
+                .as_sip()
+                .and_then(|u| u.user_unescaped())
+                .unwrap_or_else(|| route.dialled.clone()),
+            None => route.dialled.clone(),
+        };
         tracing::info!(
             from = %p.caller.number,
             dialled = %route.dialled,
@@ -565,7 +575,7 @@ impl SipCore {
         if let Some(r) = refusal {
             self.refused.push(Refused {
                 caller: caller_number,
-                dialled: route.dialled.clone(),
+                dialled,
                 status: r.status,
                 route: Some(route),
                 reason,
