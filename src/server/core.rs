@@ -540,6 +540,7 @@ impl SipCore {
             Decision::Extension(ext) => {
                 let ext = ext.clone();
                 let chain = p.forward.clone().unwrap_or_default();
+                self.forwarding.refusal = None;
                 let r = self
                     .ring_extension_via(now, unix, p.key, &p.invite, p.peer, p.caller, &ext, chain);
                 reason = self.forwarding.refusal.take();
@@ -1317,6 +1318,8 @@ impl SipCore {
         caller: Caller,
         ext: &str,
     ) -> Option<Response> {
+        // A forward's refusal is read right after this call; none is left from an earlier one.
+        self.forwarding.refusal = None;
         self.ring_extension_via(now, unix, key, req, peer, caller, ext, Default::default())
     }
 }
