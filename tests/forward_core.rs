@@ -424,6 +424,10 @@ fn forward_to_a_number_is_routed_as_a_call_of_the_forwarding_extension() {
     assert_eq!(to_caller(&out), [403]);
     let refused = std::mem::take(&mut h.refused);
     assert_eq!(refused[0].caller, "100");
+    assert_eq!(
+        refused[0].dialled, "101",
+        "the record keeps the number dialled"
+    );
     let reason = refused[0].reason.clone().expect("a reason");
     assert_eq!(
         reason,

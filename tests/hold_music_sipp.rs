@@ -3,7 +3,6 @@
 //! receives RTP while held — decoded, it is the configured 1000 Hz tone, not silence — and
 //! nothing after the resume (the caller sends no audio of its own).
 mod common;
-#[allow(dead_code)]
 mod phone;
 
 use std::net::UdpSocket;

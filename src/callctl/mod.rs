@@ -502,6 +502,16 @@ impl SipCore {
             .unwrap_or(&caller_number)
             .to_owned();
         let forward_note = p.forward.as_ref().and_then(|c| c.note.clone());
+        // A forwarded call's record keeps the number the caller dialled.
+        let dialled = match &p.forward {
+            Some(_) => p
+                .invite
+                .uri
+                .as_sip()
+                .and_then(|u| u.user_unescaped())
+                .unwrap_or_else(|| route.dialled.clone()),
+            None => route.dialled.clone(),
+        };
         tracing::info!(
             from = %p.caller.number,
             dialled = %route.dialled,
@@ -531,6 +541,7 @@ impl SipCore {
             Decision::Extension(ext) => {
                 let ext = ext.clone();
                 let chain = p.forward.clone().unwrap_or_default();
+                self.forwarding.refusal = None;
                 let r = self
                     .ring_extension_via(now, unix, p.key, &p.invite, p.peer, p.caller, &ext, chain);
                 reason = self.forwarding.refusal.take();
@@ -566,7 +577,7 @@ impl SipCore {
         if let Some(r) = refusal {
             self.refused.push(Refused {
                 caller: caller_number,
-                dialled: route.dialled.clone(),
+                dialled,
                 status: r.status,
                 route: Some(route),
                 reason,
@@ -1295,6 +1306,8 @@ impl SipCore {
         caller: Caller,
         ext: &str,
     ) -> Option<Response> {
+        // A forward's refusal is read right after this call; none is left from an earlier one.
+        self.forwarding.refusal = None;
         self.ring_extension_via(now, unix, key, req, peer, caller, ext, Default::default())
     }
 }

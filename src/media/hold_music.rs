@@ -135,6 +135,18 @@ impl HoldMusic {
         ))
     }
 
+    /// From the bytes of a WAV file (8 kHz mono; PCM 16-bit, µ-law or A-law); the reason when
+    /// they are not one.
+    pub fn from_wav(bytes: &[u8]) -> Result<HoldMusic, String> {
+        let samples = wav(bytes)?;
+        if samples.is_empty() {
+            return Err("no audio in it".into());
+        }
+        Ok(HoldMusic::from_linear(
+            samples.get(..MAX_SAMPLES).unwrap_or(&samples),
+        ))
+    }
+
     /// Parses a `[media] hold_music` setting: `default`, `tone` (425 Hz), `tone:HZ`, or a path.
     pub fn from_setting(setting: &str) -> Result<HoldMusic, HoldMusicError> {
         match setting.trim() {

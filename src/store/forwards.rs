@@ -126,8 +126,10 @@ mod tests {
     #[test]
     fn file_seeds_and_later_changes_stay() {
         let mut store = crate::store::Store::open_in_memory().unwrap();
-        let mut file = CallHandling::default();
-        file.busy = Some("103".into());
+        let file = CallHandling {
+            busy: Some("103".into()),
+            ..Default::default()
+        };
         let rows = vec![("102".to_owned(), file.clone())];
         assert_eq!(store.seed_call_handling(&rows).unwrap(), 1);
         assert_eq!(store.call_handling().unwrap().get("102"), Some(&file));

@@ -92,14 +92,12 @@ impl Call {
 
     /// The no-answer time is up: the forward, when the call still rings.
     pub(super) fn forward_on_timeout(&mut self) -> ForkAction {
-        if self.winner.is_some()
-            || self.forwarding.pending
-            || !self
-                .forwarding
-                .rule
-                .as_ref()
-                .is_some_and(|r| r.no_answer.is_some())
-        {
+        let armed = self
+            .forwarding
+            .rule
+            .as_ref()
+            .is_some_and(|r| r.no_answer.is_some());
+        if self.winner.is_some() || self.forwarding.pending || !armed {
             return ForkAction::None;
         }
         tracing::info!(call = self.id, "no answer in time: forwarding");

@@ -107,7 +107,7 @@ struct ForwardingPage {
 /// The extension's name and its call handling; `None` when there is no such extension.
 async fn load(state: &WebState, number: &str) -> Result<Option<(String, CallHandling)>, PageError> {
     let number = number.to_owned();
-    Ok(state
+    state
         .with_db(move |db| {
             let name: Option<String> = db
                 .conn
@@ -122,7 +122,7 @@ async fn load(state: &WebState, number: &str) -> Result<Option<(String, CallHand
                 None => None,
             })
         })
-        .await?)
+        .await
 }
 
 /// `GET /extensions/forwarding?number=N`.
