@@ -561,3 +561,159 @@ fn refer_from_the_caller_is_refused_cleanly() {
     assert!(st[0] >= 400, "{st:?}");
     assert_eq!(h.core.calls().len(), 1);
 }
+
+/// 101 calls 102 (the consultation call), 102 answers: pasarela's INVITE to 102 and the tag
+/// pasarela gave 101's dialog.
+fn consultation(h: &mut Harness) -> (Request, String) {
+    let inv = |cseq: u32, auth: &str| {
+        let body = SDP.replace('\n', "\r\n");
+        format!(
+            "INVITE sip:102@office.test SIP/2.0\nVia: SIP/2.0/UDP {TRANSFEROR};branch=z9hG4bKc{cseq}\nFrom: <sip:101@office.test>;tag=b1\nTo: <sip:102@office.test>\nCall-ID: call2\nCSeq: {cseq} INVITE\nContact: <sip:101@{TRANSFEROR}>\nMax-Forwards: 70\n{auth}Content-Type: application/sdp\nContent-Length: {}\n\n{SDP}",
+            body.len()
+        )
+    };
+    let out = h.feed(&inv(1, ""), TRANSFEROR);
+    let challenge = responses(&out)
+        .into_iter()
+        .find(|r| r.status == 401)
+        .expect("401")
+        .clone();
+    let to_tag = challenge
+        .headers
+        .to()
+        .and_then(|t| t.tag())
+        .expect("tag")
+        .to_owned();
+    h.feed(
+        &format!("ACK sip:102@office.test SIP/2.0\nVia: SIP/2.0/UDP {TRANSFEROR};branch=z9hG4bKc1\nFrom: <sip:101@office.test>;tag=b1\nTo: <sip:102@office.test>;tag={to_tag}\nCall-ID: call2\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
+        TRANSFEROR,
+    );
+    let auth = authorization(&challenge, "101", "INVITE", "sip:102@office.test");
+    let out = h.feed(&inv(2, &format!("Authorization: {auth}\n")), TRANSFEROR);
+    let t_inv = sent(&out, "INVITE", TARGET)[0].clone();
+    let out = h.feed(
+        &answer(
+            &t_inv,
+            200,
+            "t102",
+            &format!("sip:102@{TARGET}"),
+            Some(44000),
+        ),
+        TARGET,
+    );
+    let ok = responses(&out)
+        .into_iter()
+        .find(|r| r.status == 200)
+        .expect("200 to 101")
+        .clone();
+    let tag = ok
+        .headers
+        .to()
+        .and_then(|t| t.tag())
+        .expect("tag")
+        .to_owned();
+    h.feed(
+        &format!("ACK sip:102@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {TRANSFEROR};branch=z9hG4bKcack\nFrom: <sip:101@office.test>;tag=b1\nTo: <sip:102@office.test>;tag={tag}\nCall-ID: call2\nCSeq: 2 ACK\nContent-Length: 0\n\n"),
+        TRANSFEROR,
+    );
+    (t_inv, tag)
+}
+
+#[test]
+fn attended_transfer_bridges_the_two_far_parties() {
+    let mut h = Harness::new();
+    let (inv, a_tag) = call_answered(&mut h);
+    let (t_inv, y_tag) = consultation(&mut h);
+    assert_eq!(h.core.calls().len(), 2);
+    let target = format!("sip:102@office.test?Replaces=call2%3Bto-tag%3D{y_tag}%3Bfrom-tag%3Db1");
+    let out = refer(&mut h, &inv, 2, &target);
+    let notify = sent(&out, "NOTIFY", TRANSFEROR);
+    assert_eq!(sipfrag(notify.last().expect("notify")), "SIP/2.0 200 OK");
+    let byes = sent(&out, "BYE", TRANSFEROR);
+    assert_eq!(byes.len(), 2, "both of the transferor's legs end: {out:?}");
+    assert!(byes.iter().any(|b| b.headers.call_id() == Some("call2")));
+    assert!(sent(&out, "BYE", TARGET).is_empty(), "102 stays");
+    assert!(sent(&out, "BYE", CALLER).is_empty(), "100 stays");
+    let reinvite = sent(&out, "INVITE", TARGET);
+    assert_eq!(
+        reinvite.len(),
+        1,
+        "102 is moved onto the transferred call's relay"
+    );
+    let re = reinvite[0].clone();
+    assert_eq!(
+        re.headers.call_id(),
+        t_inv.headers.call_id(),
+        "in 102's own dialog"
+    );
+    assert!(String::from_utf8_lossy(&re.body).contains("m=audio"));
+    for b in byes {
+        h.feed(&ok_for(b), TRANSFEROR);
+    }
+    for n in notify {
+        h.feed(&ok_for(n), TRANSFEROR);
+    }
+    // 102 answers the re-INVITE: pasarela ACKs.
+    let body = SDP.replace("40000", "44002").replace('\n', "\r\n");
+    let out = h.feed(
+        &format!(
+            "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContact: <sip:102@{TARGET}>\nContent-Type: application/sdp\nContent-Length: {}\n\n{}",
+            re.headers.via().expect("via"),
+            re.headers.from().expect("from"),
+            re.headers.to().expect("to"),
+            re.headers.call_id().expect("cid"),
+            re.headers.cseq().expect("cseq"),
+            body.len(),
+            body.replace("\r\n", "\n"),
+        ),
+        TARGET,
+    );
+    assert_eq!(
+        sent(&out, "ACK", TARGET).len(),
+        1,
+        "the re-INVITE's 200 ACKed"
+    );
+    assert_eq!(h.core.calls().len(), 1, "the consultation call is over");
+    // 100 hangs up: 102 gets the BYE, in its dialog.
+    let out = h.feed(
+        &format!("BYE sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKbye3\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={a_tag}\nCall-ID: call1\nCSeq: 3 BYE\nContent-Length: 0\n\n"),
+        CALLER,
+    );
+    let bye = sent(&out, "BYE", TARGET);
+    assert_eq!(bye.len(), 1);
+    assert_eq!(bye[0].headers.call_id(), t_inv.headers.call_id());
+    h.feed(&ok_for(bye[0]), TARGET);
+    let finished = h.core.calls_mut().take_finished();
+    assert_eq!(
+        finished.len(),
+        2,
+        "the consultation call and the transferred call"
+    );
+    let x = finished
+        .iter()
+        .find(|s| s.caller == "100")
+        .expect("100's call");
+    assert!(x
+        .attempts
+        .iter()
+        .any(|a| a.label == "transfer 102 (by 101)"));
+    h.advance(Duration::from_secs(70));
+    assert_eq!(h.core.calls().pending_transactions(), 0);
+    assert_eq!(h.core.transaction_counts(), (0, 0));
+}
+
+#[test]
+fn attended_transfer_to_an_unknown_dialog_keeps_the_call() {
+    let mut h = Harness::new();
+    let (inv, _) = call_answered(&mut h);
+    let out = refer(
+        &mut h,
+        &inv,
+        2,
+        "sip:102@office.test?Replaces=nosuch%3Bto-tag%3D1%3Bfrom-tag%3D2",
+    );
+    let notify = sent(&out, "NOTIFY", TRANSFEROR);
+    assert!(sipfrag(notify.last().expect("notify")).starts_with("SIP/2.0 481"));
+    assert!(sent(&out, "BYE", TRANSFEROR).is_empty());
+    assert_eq!(h.core.calls().len(), 1);
+}

@@ -349,6 +349,61 @@ impl Calls {
         self.start_with(now, layer, new, None, (rule, note))
     }
 
+    /// Attended transfer (REFER with Replaces) on call `id`: the transferor's consultation
+    /// call named by the Replaces gives its far party to call `id`, where it takes the
+    /// transferor's place; both of the transferor's legs end. The consultation call must be
+    /// one the transferor placed and that is answered; otherwise the transferor hears 481.
+    fn attended(&mut self, now: Instant, layer: &mut TransactionLayer, id: u64, ask: TransferAsk) {
+        let Some(r) = ask.replaces.as_ref() else {
+            return;
+        };
+        let other = self
+            .calls
+            .iter()
+            .find(|(cid, c)| {
+                **cid != id && c.caller.number == ask.transferor && c.caller_dialog_is(r)
+            })
+            .map(|(cid, _)| *cid);
+        let moved = other.and_then(|o| {
+            self.calls
+                .get_mut(&o)
+                .and_then(|c| c.give_up_far_leg(now, layer, &self.settings))
+                .map(|m| (o, m))
+        });
+        let Some((other, moved)) = moved else {
+            tracing::info!(
+                call = id,
+                "attended transfer: no answered call of the transferor matches the Replaces"
+            );
+            let action = match self.calls.get_mut(&id) {
+                Some(c) => c.transfer_refused(
+                    now,
+                    layer,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                    &self.settings,
+                ),
+                None => return,
+            };
+            self.apply(now, layer, id, action);
+            return;
+        };
+        tracing::info!(call = id, consultation = other, "attended transfer");
+        // The consultation call ends (its transferor leg got a BYE); its far party lives on here.
+        self.finish(now, layer, other);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let (dialog, keys) = c.adopt_leg(now, layer, moved, &ask.transferor, &self.settings);
+        if let Some(d) = dialog {
+            self.by_dialog.insert(d, id);
+        }
+        for k in keys {
+            self.by_client.insert(k, ClientRole::InDialog(id));
+        }
+        self.answered.push(id);
+    }
+
     /// Every call in progress as the watchers of extensions see it (busy lamps, pickup).
     pub fn views(&self) -> Vec<CallView> {
         self.calls.values().map(Call::view).collect()
@@ -780,7 +835,11 @@ impl Calls {
                 if let Some(k) = notify {
                     self.by_client.insert(k, ClientRole::InDialog(id));
                 }
-                self.transfers.push(*ask);
+                if ask.replaces.is_some() {
+                    self.attended(now, layer, id, *ask);
+                } else {
+                    self.transfers.push(*ask);
+                }
             }
             ForkAction::Forward { extension, when } => {
                 self.cancel_forks(now, layer, id, None);

@@ -10,6 +10,7 @@ pub mod message;
 pub mod method;
 pub mod parse;
 pub mod peer;
+pub mod replaces;
 pub mod transaction;
 pub mod uri;
 pub mod uri_eq;

@@ -338,8 +338,9 @@ pub struct Call {
     transfer: Option<transfer::Transfer>,
     /// A transfer failed after its transferor hung up: the call ends.
     transfer_gone_failed: bool,
-    /// The re-INVITE pasarela sent the far party after a transfer (its 2xx is ACKed here).
-    own_reinvite: Option<ClientKey>,
+    /// The re-INVITEs pasarela sent after a transfer, and to which side (their 2xx is ACKed
+    /// here).
+    own_reinvite: Vec<(ClientKey, Side)>,
     /// Forwards of the called extension ([`forward`]).
     forwarding: forward::Forwarding,
     /// Which side has put the call on hold (its last offer was sendonly, inactive or
@@ -617,7 +618,7 @@ impl Call {
             reliable,
             transfer: None,
             transfer_gone_failed: false,
-            own_reinvite: None,
+            own_reinvite: Vec::new(),
             forwarding: Default::default(),
             held: [false; 2],
         }

@@ -26,6 +26,9 @@ pub struct TransferAsk {
     pub transferor_contact: String,
     /// The far party (the caller of the call), for the refusal's record.
     pub caller: crate::b2bua::Caller,
+    /// Attended transfer: the transferor's other call whose far party takes its place
+    /// (Refer-To `?Replaces=`, RFC 3891).
+    pub replaces: Option<crate::sip::replaces::Replaces>,
 }
 
 /// The owner's answer to a [`TransferAsk`]: the targets to ring (with the stage label), or
@@ -54,9 +57,11 @@ pub(super) struct Transfer {
     settings: CallSettings,
 }
 
-/// Where the REFER's target is: the Refer-To URI without its embedded headers, or why it
-/// cannot be used.
-fn refer_target(req: &Request) -> Result<Uri, (u16, &'static str)> {
+/// Where the REFER's target is: the Refer-To URI without its embedded headers and the
+/// Replaces among them (attended transfer), or why it cannot be used.
+type Target2 = (Uri, Option<crate::sip::replaces::Replaces>);
+
+fn refer_target(req: &Request) -> Result<Target2, (u16, &'static str)> {
     let mut values = req.headers.get_all("Refer-To");
     let value = values.next().ok_or((400, "Missing Refer-To"))?;
     if values.next().is_some() {
@@ -65,18 +70,15 @@ fn refer_target(req: &Request) -> Result<Uri, (u16, &'static str)> {
     let addr = NameAddr::parse(value).map_err(|_| (400, "Malformed Refer-To"))?;
     match addr.uri {
         Uri::Sip(mut u) => {
-            if u.headers.take().is_some_and(|h| {
-                h.split('&').any(|p| {
-                    p.split('=')
-                        .next()
-                        .is_some_and(|n| n.eq_ignore_ascii_case("Replaces"))
-                })
-            }) {
-                return Err((501, "Attended transfer (Replaces) not supported yet"));
-            }
-            Ok(Uri::Sip(u))
+            let replaces = match u.headers.take() {
+                Some(h) => crate::sip::replaces::Replaces::from_uri_headers(&h)
+                    .transpose()
+                    .map_err(|_| (400, "Malformed Replaces in Refer-To"))?,
+                None => None,
+            };
+            Ok((Uri::Sip(u), replaces))
         }
-        Uri::Tel(t) => Ok(Uri::Tel(t)),
+        Uri::Tel(t) => Ok((Uri::Tel(t), None)),
         Uri::Other { .. } => Err((416, "Unsupported URI Scheme")),
     }
 }
@@ -117,6 +119,7 @@ impl Call {
 
     /// A REFER on leg `side`: answered here (202, or the refusal); the transfer for the owner
     /// to check when it is accepted.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn refer(
         &mut self,
         now: Instant,
@@ -148,7 +151,7 @@ impl Call {
         if self.is_line_fork(w) {
             return refused(layer, 403, "Forbidden");
         }
-        let target = match refer_target(req) {
+        let (target, replaces) = match refer_target(req) {
             Ok(t) => t,
             Err((st, why)) => return refused(layer, st, why),
         };
@@ -168,6 +171,7 @@ impl Call {
             transferor,
             transferor_contact: fork.uri.clone(),
             caller: self.caller.clone(),
+            replaces,
         };
         reply_with(
             layer,
@@ -475,7 +479,7 @@ impl Call {
                     Some(("application/sdp", body)),
                     settings,
                 ) {
-                    self.own_reinvite = Some(k);
+                    self.own_reinvite.push((k, Side::A));
                 }
             }
         }
@@ -486,8 +490,9 @@ impl Call {
         }
     }
 
-    /// The answer to the re-INVITE pasarela sent the far party after a transfer: ACK it and
-    /// take its SDP. `false` when `key` is not that re-INVITE.
+    /// The answer to a re-INVITE pasarela sent after a transfer (to the far party taken off
+    /// hold, or to the leg an attended transfer moved here): ACK it and take its SDP. `false`
+    /// when `key` is not such a re-INVITE.
     pub(super) fn own_reinvite_answered(
         &mut self,
         layer: &mut TransactionLayer,
@@ -495,12 +500,12 @@ impl Call {
         resp: &Response,
         settings: &CallSettings,
     ) -> bool {
-        if self.own_reinvite.as_ref() != Some(key) {
+        let Some(pos) = self.own_reinvite.iter().position(|(k, _)| k == key) else {
             return false;
-        }
-        self.own_reinvite = None;
+        };
+        let (_, side) = self.own_reinvite.remove(pos);
         if (200..300).contains(&resp.status) {
-            if let Some(d) = self.a.dialog.as_mut() {
+            if let Some(d) = self.dialog_mut(side) {
                 d.refresh_target(&resp.headers);
                 let peer = d.peer;
                 let seq = resp.headers.cseq().map_or(0, |c| c.seq);
@@ -509,12 +514,200 @@ impl Call {
                 layer.send_stateless(peer, &Message::Request(ack));
             }
             if let Some(Ok(answer)) = sdp_of(&resp.headers, &resp.body) {
-                self.sdp
-                    .answer_in_ack(Side::A, &answer, self.relay.as_deref());
+                match side {
+                    Side::A => self
+                        .sdp
+                        .answer_in_ack(Side::A, &answer, self.relay.as_deref()),
+                    Side::B => {
+                        let policy = self
+                            .winner
+                            .and_then(|w| self.forks.get(w))
+                            .map_or(Default::default(), |f| f.srtp);
+                        if let Err((_, why)) = self.sdp.b_answers(
+                            &answer,
+                            self.relay_port(Side::A),
+                            self.relay.as_deref(),
+                            policy,
+                        ) {
+                            tracing::warn!(
+                                call = self.id,
+                                "the moved leg's answer not taken: {why}"
+                            );
+                        }
+                    }
+                }
             }
+        } else {
+            tracing::warn!(
+                call = self.id,
+                status = resp.status,
+                ?side,
+                "re-INVITE after a transfer refused"
+            );
         }
         true
     }
+
+    /// Attended transfer, on the consultation call: its answered far party (the winning fork)
+    /// leaves this call for another; the transferor's leg (A) gets a BYE. `None` when the call
+    /// has no such leg (not answered, or answered on a PSTN line).
+    pub(in crate::b2bua) fn give_up_far_leg(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        settings: &CallSettings,
+    ) -> Option<MovedLeg> {
+        let w = self.winner?;
+        if self.is_line_fork(w) || self.a_line.is_some() {
+            return None;
+        }
+        let f = self.forks.get_mut(w)?;
+        let dialog = f.dialog.take()?;
+        let moved = MovedLeg {
+            invite: f.invite.clone(),
+            peer: f.peer,
+            srtp: f.srtp,
+            uri: f.uri.clone(),
+            callee: self.callee.clone(),
+            dialog,
+        };
+        let _ = self.send_in_dialog(now, layer, Side::A, Method::Bye, None, settings);
+        self.outcome.get_or_insert((200, "answered"));
+        self.retrans.clear();
+        Some(moved)
+    }
+
+    /// Whether this call's caller leg is the dialog `r` names from the caller's side (its
+    /// Call-ID, our tag as the To tag, the caller's tag as the From tag), answered.
+    pub(in crate::b2bua) fn caller_dialog_is(&self, r: &crate::sip::replaces::Replaces) -> bool {
+        self.a.dialog.as_ref().is_some_and(|d| {
+            d.call_id == r.call_id
+                && d.local.tag() == Some(r.to_tag.as_str())
+                && d.remote.tag() == Some(r.from_tag.as_str())
+        })
+    }
+
+    /// Attended transfer, on the transferred call: the leg `moved` from the consultation
+    /// call becomes leg B (re-INVITEd onto this call's relay), the transferor is told and
+    /// released. Returns the new leg's dialog key and the re-INVITE to track.
+    pub(in crate::b2bua) fn adopt_leg(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        moved: MovedLeg,
+        transferor: &str,
+        settings: &CallSettings,
+    ) -> (Option<(String, String)>, Vec<ClientKey>) {
+        let key = (
+            moved.dialog.call_id.clone(),
+            moved.dialog.local.tag().unwrap_or_default().to_owned(),
+        );
+        self.labels
+            .push(format!("{LABEL} {} (by {transferor})", moved.callee));
+        self.ring_limits.push(None);
+        self.stage = self.labels.len() - 1;
+        let policy = moved.srtp;
+        self.forks.push(Fork {
+            key: None,
+            invite: moved.invite,
+            peer: moved.peer,
+            state: ForkState::Answered,
+            status: 200,
+            reason: None,
+            dialog: Some(moved.dialog),
+            stage: self.stage,
+            uri: moved.uri,
+            responded: true,
+            auth: None,
+            auth_sent: false,
+            srtp: policy,
+            line: None,
+        });
+        let i = self.forks.len() - 1;
+        let old = self.winner;
+        let _ = self.notify_transferor(now, layer, 200, "OK", true, settings);
+        self.transfer = None;
+        if let Some(d) = old
+            .and_then(|o| self.forks.get_mut(o))
+            .and_then(|f| f.dialog.as_mut())
+        {
+            let peer = d.peer;
+            let bye = d.request(
+                Method::Bye,
+                our_via(&peer, layer.new_branch(), local_host(&peer, settings)),
+            );
+            layer.send_request(now, bye, peer);
+        }
+        self.winner = Some(i);
+        let mut keys = Vec::new();
+        // The moved party gets this call's relay: a re-INVITE with our offer for leg B.
+        if let Some(offer) = self.sdp.offer_for_b(policy) {
+            let body = Bytes::from(offer.to_string());
+            if let Some((k, _)) = self.send_in_dialog(
+                now,
+                layer,
+                Side::B,
+                Method::Invite,
+                Some(("application/sdp", body)),
+                settings,
+            ) {
+                self.own_reinvite.push((k, Side::B));
+                keys.push(k);
+            }
+        }
+        // The far party, maybe held by the transferor, talks again.
+        let held = self
+            .sdp
+            .last_sent_direction(Side::A)
+            .is_some_and(|d| d != crate::sdp::Direction::SendRecv);
+        if held && self.a_line.is_none() {
+            if let Some(offer) = self.sdp.fresh_offer_for(Side::A, self.relay_port(Side::A)) {
+                let body = Bytes::from(offer.to_string());
+                if let Some((k, _)) = self.send_in_dialog(
+                    now,
+                    layer,
+                    Side::A,
+                    Method::Invite,
+                    Some(("application/sdp", body)),
+                    settings,
+                ) {
+                    self.own_reinvite.push((k, Side::A));
+                    keys.push(k);
+                }
+            }
+        }
+        tracing::info!(
+            call = self.id,
+            fork = i,
+            "attended transfer: the consultation's far party joined"
+        );
+        (Some(key), keys)
+    }
+
+    /// The transfer cannot be done (attended: no such consultation call): the transferor hears
+    /// `status`; what the owner does next.
+    pub(in crate::b2bua) fn transfer_refused(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        status: u16,
+        reason: &str,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        let k = self.transfer_failed(now, layer, status, reason, settings);
+        self.after_transfer(k)
+    }
+}
+
+/// A leg moved from one call to another by an attended transfer.
+pub struct MovedLeg {
+    invite: Request,
+    peer: Peer,
+    srtp: crate::b2bua::SrtpPolicy,
+    uri: String,
+    /// What the consultation call dialled (the moved party's number, for the record).
+    callee: String,
+    dialog: Dialog,
 }
 
 #[cfg(test)]
@@ -536,18 +729,27 @@ From: <sip:101@h>;tag=1\r\nTo: <sip:100@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 REFER\
 
     #[test]
     fn refer_to_targets() {
-        let t = refer_target(&refer("Refer-To: <sip:102@example.org>\r\n")).unwrap();
+        let (t, r) = refer_target(&refer("Refer-To: <sip:102@example.org>\r\n")).unwrap();
         assert_eq!(t.to_string(), "sip:102@example.org");
-        let t = refer_target(&refer("r: sip:102@example.org\r\n")).unwrap();
+        assert!(r.is_none());
+        let (t, _) = refer_target(&refer("r: sip:102@example.org\r\n")).unwrap();
         assert_eq!(t.to_string(), "sip:102@example.org");
         assert_eq!(refer_target(&refer("")).unwrap_err().0, 400);
+        let (t, r) = refer_target(&refer(
+            "Refer-To: <sip:102@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>\r\n",
+        ))
+        .unwrap();
+        assert_eq!(t.to_string(), "sip:102@h");
+        let r = r.unwrap();
         assert_eq!(
-            refer_target(&refer(
-                "Refer-To: <sip:102@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>\r\n"
-            ))
-            .unwrap_err()
-            .0,
-            501
+            (r.call_id.as_str(), r.to_tag.as_str(), r.from_tag.as_str()),
+            ("abc@h", "1", "2")
+        );
+        assert_eq!(
+            refer_target(&refer("Refer-To: <sip:102@h?Replaces=abc>\r\n"))
+                .unwrap_err()
+                .0,
+            400
         );
         assert_eq!(
             refer_target(&refer("Refer-To: <mailto:x@y>\r\n"))
