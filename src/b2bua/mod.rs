@@ -26,6 +26,11 @@ use crate::sip::peer::Peer;
 use crate::sip::transaction::{ClientKey, ServerKey, TransactionLayer};
 use crate::sip::uri::Uri;
 
+/// Methods pasarela implements, advertised in Allow (by call control's answers and the
+/// B2BUA's requests).
+pub const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE, SUBSCRIBE, PRACK";
+
 pub use call::redirect::{contacts_by_q, Redirect, RedirectDecision};
 pub use call::{Attempt, CallSummary, CallView, ForkView, LiveCall, LiveState, UpCall};
 use call::{Call, ClientRole, TimerKind};
