@@ -259,7 +259,7 @@ impl Gateway {
         core.calls_mut().continue_ids_after(last_call_ref);
         let mut limiter = limits::Limiter::new(
             config.limits.clone(),
-            crate::web::office_time::OfficeTime::new(config.web.time_zone.as_deref()),
+            crate::office_time::OfficeTime::new(config.web.time_zone.as_deref()),
         );
         usage::load(&store_path, &mut limiter);
         core.set_limits(limiter);
@@ -327,7 +327,7 @@ impl Gateway {
             crate::web::Links {
                 router: Some(Arc::clone(&router)),
                 live: Some(live_source),
-                office: crate::web::office_time::OfficeTime::new(config.web.time_zone.as_deref()),
+                office: crate::office_time::OfficeTime::new(config.web.time_zone.as_deref()),
                 enum_: Some(routing.enum_.clone()),
                 dundi: dundi.clone(),
                 realm: config.sip.domain.clone(),
@@ -357,7 +357,7 @@ impl Gateway {
             )
         })?;
         if let Some(plan) = config.store.nightly.clone() {
-            let office = crate::web::office_time::OfficeTime::new(config.web.time_zone.as_deref());
+            let office = crate::office_time::OfficeTime::new(config.web.time_zone.as_deref());
             let files = crate::store::backup::files_of(&config);
             let store = store_path.clone();
             Supervisor::global().spawn("nightly backup".to_owned(), move || {

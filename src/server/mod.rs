@@ -42,7 +42,7 @@ use crate::web::{LoopCounts, Stats};
 use self::enum_zone::private_zone;
 
 pub use self::gateway::Gateway;
-pub use crate::web::office_time::unix_now;
+pub use crate::office_time::unix_now;
 
 /// Starts the message service ([`crate::sms::service`]) on the modem lines (none: messages
 /// between extensions only).
