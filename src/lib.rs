@@ -12,6 +12,7 @@ pub mod live;
 pub mod logging;
 pub mod media;
 pub mod memory;
+pub mod office_time;
 pub mod preflight;
 pub mod pstn;
 pub mod registrar;

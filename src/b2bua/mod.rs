@@ -27,6 +27,11 @@ use crate::sip::transaction::{ClientKey, ServerKey, TransactionLayer};
 use crate::sip::uri::Uri;
 
 pub use call::forward::{ForwardRequest, ForwardRule};
+/// Methods pasarela implements, advertised in Allow (by call control's answers and the
+/// B2BUA's requests).
+pub const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE, SUBSCRIBE, PRACK, REFER";
+
 pub use call::redirect::{contacts_by_q, Redirect, RedirectDecision};
 pub use call::transfer::{TransferAsk, TransferDecision, LABEL as TRANSFER_LABEL};
 pub use call::{Attempt, CallSummary, CallView, ForkView, LiveCall, LiveState, UpCall};

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::{CallLimits, LimitsConfig};
-use crate::web::office_time::OfficeTime;
+use crate::office_time::OfficeTime;
 
 /// The window of [`CallLimits::calls_per_minute`].
 const MINUTE: Duration = Duration::from_secs(60);

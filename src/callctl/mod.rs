@@ -46,9 +46,16 @@ fn unlimited() -> crate::config::LimitsConfig {
 }
 use self::digest_gate::{Account, DigestGate, GateOutcome};
 
-/// Methods pasarela implements, advertised in Allow.
-pub const ALLOW: &str =
-    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE, SUBSCRIBE, PRACK, REFER";
+pub use crate::b2bua::ALLOW;
+
+/// A PSTN line as call control needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineInfo {
+    /// The line's name.
+    pub name: String,
+    /// Extensions (or one ring group) its incoming calls ring.
+    pub extensions: Vec<String>,
+}
 
 /// Settings of the core, taken from the configuration.
 #[derive(Debug, Clone)]
@@ -123,8 +130,8 @@ pub struct SipCore {
     next_route: u64,
     /// Our listen sockets, to pick the local side of outgoing flows.
     local_addrs: Vec<(Proto, std::net::SocketAddr)>,
-    /// The PSTN lines: their calls are legs of call control ([`crate::server::line_legs`]).
-    lines: Vec<crate::server::lines::LineInfo>,
+    /// The PSTN lines: their calls are legs of call control (their shell is `server::line_legs`).
+    lines: Vec<LineInfo>,
     /// While a call that arrived on a line is being started: the line's RTP address, and then
     /// the id of the call started for it.
     line_origin: Option<std::net::SocketAddr>,
@@ -201,17 +208,14 @@ impl SipCore {
             lines: Vec::new(),
             line_origin: None,
             started_line_call: None,
-            limiter: self::limits::Limiter::new(
-                unlimited(),
-                crate::web::office_time::OfficeTime::utc(),
-            ),
+            limiter: self::limits::Limiter::new(unlimited(), crate::office_time::OfficeTime::utc()),
             settings,
         }
     }
 
-    /// The PSTN lines ([`crate::server::lines`]): route attempts that name one are dialled on it,
+    /// The PSTN lines (`server::lines` says which): route attempts that name one are dialled on it,
     /// and calls arriving on one ring its extensions ([`SipCore::line_call`]).
-    pub fn set_lines(&mut self, lines: Vec<crate::server::lines::LineInfo>) {
+    pub fn set_lines(&mut self, lines: Vec<LineInfo>) {
         self.lines = lines;
     }
 
@@ -1415,7 +1419,7 @@ impl SipCore {
         key: ServerKey,
         req: &Request,
         peer: Peer,
-        line: &crate::server::lines::LineInfo,
+        line: &LineInfo,
         caller: Caller,
     ) -> Option<Response> {
         // A line's `incoming` may name a ring group: it rings as the group says.

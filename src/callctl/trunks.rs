@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, NumberFormat, TrunkOptions};
+use crate::config::{NumberFormat, TrunkOptions};
 use crate::routing::trunk_health::TrunkHealth;
 use crate::sip::header::{CSeq, Header, NameAddr, Via};
 use crate::sip::message::{Request, Response};
@@ -21,9 +21,6 @@ use crate::sip::uri::{Host, Params, SipUri, Uri};
 
 use super::trunk_qualify::{Change, Qualify, Reach};
 use super::trunk_reg::{RegConfig, RegState, Registration};
-
-/// How long resolving a trunk's host may take.
-const RESOLVE_WAIT: Duration = Duration::from_secs(3);
 
 /// A trunk as the core drives it: where its requests go and what it asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,55 +34,6 @@ pub struct TrunkPlan {
     pub password: Option<String>,
     pub number_format: NumberFormat,
     pub options: TrunkOptions,
-}
-
-/// The plans of the enabled SIP trunks of `config` (not the modem lines), host names resolved.
-pub async fn plans(config: &Config) -> Vec<TrunkPlan> {
-    let modems: Vec<&str> = config
-        .modems
-        .iter()
-        .map(|m| m.line.line.name.as_str())
-        .collect();
-    let mut out = Vec::new();
-    for t in config
-        .trunks
-        .iter()
-        .filter(|t| t.enabled && !modems.contains(&t.name.as_str()))
-    {
-        let hop_uri = t.options.outbound_proxy.as_ref().unwrap_or(&t.uri);
-        let proto = match hop_uri.transport() {
-            Some(tr) if tr.eq_ignore_ascii_case("tcp") => Proto::Tcp,
-            _ => Proto::Udp,
-        };
-        let port = hop_uri.port.unwrap_or(5060);
-        let addr = match &hop_uri.host {
-            Host::Name(name) => {
-                match tokio::time::timeout(
-                    RESOLVE_WAIT,
-                    tokio::net::lookup_host((name.as_str(), port)),
-                )
-                .await
-                {
-                    Ok(Ok(mut a)) => a.next(),
-                    _ => {
-                        tracing::warn!(trunk = %t.name, host = %name, "trunk host not resolved: no registration or qualify");
-                        None
-                    }
-                }
-            }
-            other => other.ip().map(|ip| SocketAddr::new(ip, port)),
-        };
-        out.push(TrunkPlan {
-            name: t.name.clone(),
-            uri: t.uri.clone(),
-            next_hop: addr.map(|a| (proto, a)),
-            username: t.username.clone(),
-            password: t.password.clone(),
-            number_format: t.number_format,
-            options: t.options.clone(),
-        });
-    }
-    out
 }
 
 /// One trunk's agents.

@@ -14,14 +14,7 @@ use crate::pstn::{IncomingLineCall, LinePool, LineState as ModemState};
 
 use crate::live::LineState;
 
-/// A line as the SIP core needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineInfo {
-    /// The line's name.
-    pub name: String,
-    /// Extensions (or one ring group) its incoming calls ring.
-    pub extensions: Vec<String>,
-}
+pub use crate::callctl::LineInfo;
 
 /// The PSTN lines of a `serve` process.
 pub struct ModemLines {

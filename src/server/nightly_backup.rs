@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::NightlyBackup;
-use crate::web::office_time::OfficeTime;
+use crate::office_time::OfficeTime;
 
 const PREFIX: &str = "pasarela-";
 const SUFFIX: &str = ".backup";
@@ -97,7 +97,7 @@ pub async fn run(
     files: Vec<(String, PathBuf)>,
 ) {
     loop {
-        let now = crate::web::office_time::now_ms();
+        let now = crate::office_time::now_ms();
         let Some((at, day)) = next_run(&plan, &office, now) else {
             tracing::error!("nightly backup: no next time can be computed; stopped");
             return;

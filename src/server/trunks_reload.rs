@@ -225,7 +225,7 @@ pub(super) fn reload(
         fresh.fxo = base.fxo.clone();
         router.set_trunks(fresh.trunks.clone());
         let policy = inbound_setup::build(&fresh, &rows).await;
-        let plans = trunks::plans(&fresh).await;
+        let plans = super::trunk_plans::plans(&fresh).await;
         tracing::info!(
             trunks = names.len(),
             enabled = fresh.trunks.iter().filter(|t| t.enabled).count(),

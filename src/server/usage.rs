@@ -41,7 +41,7 @@ impl Spent {
 
     /// Counts it against its extension and trunk.
     pub fn count(&self, limiter: &mut Limiter) {
-        let now_ms = crate::web::office_time::now_ms();
+        let now_ms = crate::office_time::now_ms();
         if let Some(ext) = &self.extension {
             limiter.add_usage(
                 Subject::Extension(ext),
@@ -66,7 +66,7 @@ impl Spent {
 /// Counts this month's calls in the store at `path` (failures are logged: the limits then
 /// start from zero).
 pub fn load(path: &Path, limiter: &mut Limiter) {
-    let now_ms = crate::web::office_time::now_ms();
+    let now_ms = crate::office_time::now_ms();
     let (_, (month_start, _)) = limiter.periods(now_ms);
     let rows = (|| -> Result<Vec<Spent>, crate::cdr::CdrError> {
         let db = crate::cdr::CdrDb::open(path)?;

@@ -15,7 +15,7 @@ pub mod api_trunks;
 pub mod auth;
 pub mod guard;
 pub mod host;
-pub mod office_time;
+pub use crate::office_time;
 pub mod pages;
 pub mod saved_filters;
 pub mod stats;

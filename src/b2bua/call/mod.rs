@@ -870,7 +870,7 @@ impl Call {
             method: Method::Invite,
         }));
         h.push(our_contact(&peer, &self.caller.number, settings));
-        h.push(Header::Other("Allow".into(), crate::callctl::ALLOW.into()));
+        h.push(Header::Other("Allow".into(), crate::b2bua::ALLOW.into()));
         h.push(Header::Other(
             "User-Agent".into(),
             settings.server_name.clone(),
