@@ -29,37 +29,38 @@ use toml::Spanned;
 
 // One file per section of the file: its settings type (with `Default`), its `Raw*` type as
 // written, and the checks between them. `keys` has the key paths every error names.
-// @sections
-mod limits;
-pub use limits::*;
-mod extensions;
-pub use extensions::*;
-mod logging;
-pub use logging::*;
-mod inbound;
-pub use inbound::*;
-mod trunks;
-pub use trunks::*;
+mod calls;
+pub use calls::*;
 mod dundi;
 pub use dundi::*;
 mod enum_;
 pub use enum_::*;
-mod numbering;
-pub use numbering::*;
-mod tls;
-pub use tls::*;
-mod web;
-pub use web::*;
-mod store;
-pub use store::*;
-mod calls;
-pub use calls::*;
-mod media;
-pub use media::*;
-mod sip;
-pub use sip::*;
+mod extensions;
+pub use extensions::*;
+mod inbound;
+pub use inbound::*;
 mod keys;
 use keys::*;
+mod limits;
+pub use limits::*;
+mod lines;
+use lines::*;
+mod logging;
+pub use logging::*;
+mod media;
+pub use media::*;
+mod numbering;
+pub use numbering::*;
+mod sip;
+pub use sip::*;
+mod store;
+pub use store::*;
+mod tls;
+pub use tls::*;
+mod trunks;
+pub use trunks::*;
+mod web;
+pub use web::*;
 
 /// The `User-Agent`/`Server` header value used unless `sip.user_agent` is set.
 pub const DEFAULT_USER_AGENT: &str = concat!("pasarela/", env!("CARGO_PKG_VERSION"));
@@ -234,7 +235,7 @@ struct RawConfig {
     #[serde(default, rename = "extension")]
     extensions: Vec<RawExtension>,
     #[serde(default, rename = "modem")]
-    modems: Vec<RawModem>,
+    modems: Vec<crate::pstn::gsm::config::RawModem>,
     #[serde(default, rename = "fxo")]
     fxo: Vec<crate::pstn::dahdi::config::RawFxo>,
     #[serde(default)]
@@ -245,34 +246,6 @@ struct RawConfig {
     sms: crate::sms::config::RawSms,
     #[serde(default)]
     subscriptions: crate::subscriptions::config::RawSubscriptions,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Key paths.
-
-// ---------------------------------------------------------------------------------------------
-// Turning errors into file:line:key messages.
-
-/// One `[[modem]]` as written; the same keys as [`crate::pstn::gsm::config::RawModem`], which
-/// checks them (listed here so that the packaged configuration can be checked against them).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawModem {
-    name: String,
-    profile: Option<String>,
-    profile_file: Option<PathBuf>,
-    imei: Option<String>,
-    iccid: Option<String>,
-    data_port: Option<PathBuf>,
-    audio_port: Option<PathBuf>,
-    incoming: Option<Vec<String>>,
-    gain_to_modem_db: Option<f32>,
-    gain_from_modem_db: Option<f32>,
-    probe_interval_secs: Option<u64>,
-    max_missed: Option<u32>,
-    jitter_target_ms: Option<u64>,
-    jitter_max_ms: Option<u64>,
-    enabled: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -384,74 +357,6 @@ fn positive<T: PartialEq + Default>(value: Option<T>, default: T, at: &KeyPath) 
 
 fn digits(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// The `[[fxo]]` tables (analog lines on a DAHDI card).
-fn validate_fxo(
-    raw: Vec<crate::pstn::dahdi::config::RawFxo>,
-) -> Checked<Vec<crate::pstn::dahdi::config::FxoConfig>> {
-    raw.iter()
-        .enumerate()
-        .map(|(i, f)| {
-            f.validate()
-                .map_err(|e| invalid(&KeyPath::new("fxo").index(i).key(e.key), e.why))
-        })
-        .collect()
-}
-
-/// The `[[modem]]` tables; their names are unique among modems and trunks (a line is a trunk
-/// for the router and in the records).
-fn validate_modems(
-    raw: Vec<RawModem>,
-    trunks: &[TrunkConfig],
-    groups: &[RingGroupConfig],
-) -> Checked<Vec<crate::pstn::gsm::config::ModemConfig>> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(raw.len());
-    for (i, m) in raw.into_iter().enumerate() {
-        let at = KeyPath::new("modem").index(i);
-        if !seen.insert(m.name.clone()) {
-            return Err(invalid(
-                &at.key("name"),
-                format!("modem `{}` is defined twice", m.name),
-            ));
-        }
-        if trunks.iter().any(|t| t.name == m.name) {
-            return Err(invalid(
-                &at.key("name"),
-                format!("`{}` is already the name of a trunk", m.name),
-            ));
-        }
-        let checked = crate::pstn::gsm::config::RawModem {
-            name: m.name,
-            profile: m.profile,
-            profile_file: m.profile_file,
-            imei: m.imei,
-            iccid: m.iccid,
-            data_port: m.data_port,
-            audio_port: m.audio_port,
-            incoming: m.incoming,
-            gain_to_modem_db: m.gain_to_modem_db,
-            gain_from_modem_db: m.gain_from_modem_db,
-            probe_interval_secs: m.probe_interval_secs,
-            max_missed: m.max_missed,
-            jitter_target_ms: m.jitter_target_ms,
-            jitter_max_ms: m.jitter_max_ms,
-            enabled: m.enabled,
-        }
-        .validate()
-        .map_err(|e| invalid(&at.key(e.key), e.message))?;
-        if let [name] = checked.incoming.as_slice() {
-            if !digits(name) && !groups.iter().any(|g| &g.name == name) {
-                return Err(invalid(
-                    &at.key("incoming").index(0),
-                    format!("`{name}` is neither an extension number nor a [[ring_group]]"),
-                ));
-            }
-        }
-        out.push(checked);
-    }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
