@@ -14,13 +14,12 @@ use pasarela::cdr::rating::{Price, Rate};
 use pasarela::cdr::CdrDb;
 
 fn office() -> String {
-    format!(
-        r#"[sip]
-listen = ["udp:{{UDP}}", "tcp:{{TCP}}"]
+    r#"[sip]
+listen = ["udp:{UDP}", "tcp:{TCP}"]
 domain = "office.test"
 
 [store]
-path = "{{DB}}"
+path = "{DB}"
 
 [web]
 listen = "127.0.0.1:0"
@@ -42,7 +41,7 @@ uri = "sip:127.0.0.5:5090"
 name = "cheap"
 uri = "sip:127.0.0.6:5090"
 "#
-    )
+    .to_owned()
 }
 
 fn rate(prefix: &str, micros: i64) -> Rate {

@@ -165,14 +165,16 @@ async fn lookup(State(state): State<WebState>, Query(q): Query<LookupQuery>) -> 
 }
 
 /// The body as the form's fields (numbers and lists taken as text); enabled and drop_key.
-fn body(v: Map<String, Value>) -> Result<(PeerInput, bool, bool), Response> {
+fn body(v: Map<String, Value>) -> Result<(PeerInput, bool, bool), Box<Response>> {
     let mut text = Map::new();
     let (mut enabled, mut drop_key) = (true, false);
     for (k, v) in v {
         match (k.as_str(), v) {
             ("enabled", Value::Bool(b)) => enabled = b,
             ("drop_key", Value::Bool(b)) => drop_key = b,
-            ("enabled" | "drop_key", _) => return Err(refuse(&k, "must be true or false")),
+            ("enabled" | "drop_key", _) => {
+                return Err(Box::new(refuse(&k, "must be true or false")))
+            }
             (_, Value::String(s)) => {
                 text.insert(k, Value::String(s));
             }
@@ -187,11 +189,11 @@ fn body(v: Map<String, Value>) -> Result<(PeerInput, bool, bool), Response> {
                 text.insert(k, Value::String(parts.join(",")));
             }
             (_, Value::Null) => {}
-            _ => return Err(refuse(&k, "must be a string")),
+            _ => return Err(Box::new(refuse(&k, "must be a string"))),
         }
     }
     let input: PeerInput = serde_path_to_error::deserialize(Value::Object(text))
-        .map_err(|e| refuse(&e.path().to_string(), &e.into_inner().to_string()))?;
+        .map_err(|e| Box::new(refuse(&e.path().to_string(), &e.into_inner().to_string())))?;
     Ok((input, enabled, drop_key))
 }
 
@@ -253,7 +255,7 @@ async fn finish(
 async fn create(State(state): State<WebState>, Json(v): Json<Map<String, Value>>) -> Response {
     match body(v) {
         Ok((input, enabled, drop_key)) => save(&state, input, enabled, drop_key, true).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -264,7 +266,7 @@ async fn replace(
 ) -> Response {
     let (mut input, enabled, drop_key) = match body(v) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !input.eid.trim().is_empty() && input.eid.trim().parse::<Eid>().ok() != eid.parse().ok() {
         return refuse("eid", "a peer's EID cannot be changed");

@@ -144,7 +144,7 @@ async fn save_group(
     Path(name): Path<String>,
     Json(v): Json<Map<String, Value>>,
 ) -> Response {
-    let text = |key: &str| -> Result<String, Response> {
+    let text = |key: &str| -> Result<String, Box<Response>> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(String::new()),
             Some(Value::String(s)) => Ok(s.clone()),
@@ -157,7 +157,10 @@ async fn save_group(
                 })
                 .collect::<Vec<_>>()
                 .join(",")),
-            Some(_) => Err(refuse(key, "must be a string, a number or a list")),
+            Some(_) => Err(Box::new(refuse(
+                key,
+                "must be a string, a number or a list",
+            ))),
         }
     };
     let form = match (text("members"), text("strategy"), text("member_timeout")) {
@@ -168,7 +171,7 @@ async fn save_group(
             member_timeout,
             ..GroupForm::default()
         },
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return *r,
     };
     let group = match form.group() {
         Ok(g) => g,

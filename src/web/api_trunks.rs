@@ -110,7 +110,9 @@ async fn list(State(state): State<WebState>) -> Response {
         .iter()
         .map(|r| {
             let mut v = trunk_json(r, live.as_deref());
-            v["rate_table"] = json!(tables.get(&r.name));
+            if let Some(o) = v.as_object_mut() {
+                o.insert("rate_table".into(), json!(tables.get(&r.name)));
+            }
             v
         })
         .collect();
@@ -127,7 +129,10 @@ async fn one(State(state): State<WebState>, Path(name): Path<String>) -> Respons
     };
     let live = live_trunks(&state).await;
     let mut v = trunk_json(r, live.as_deref());
-    v["rate_table"] = json!(rate_tables(&state).await.get(&r.name));
+    let table = rate_tables(&state).await.get(&r.name).cloned();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("rate_table".into(), json!(table));
+    }
     Json(v).into_response()
 }
 
