@@ -34,7 +34,7 @@ use crate::routing::ZoneServer;
 use crate::sip::parse::Limits;
 use crate::sip::peer::Proto;
 use crate::sip::transaction::Timers;
-use crate::store::{BindingWriter, Store};
+use crate::store::{BindingWriter, BindingWriterHandle, Store};
 use crate::supervise::Supervisor;
 use crate::transport::{self, Inbound, TransportFailure, TransportSettings};
 use crate::web::{RouteOutcome, Stats, WebServer};
@@ -161,52 +161,12 @@ impl Gateway {
         let extensions = store.extensions()?;
         let last_call_ref = store.last_call_ref()?;
         drop(store);
-        let (writer, writer_handle) = BindingWriter::spawn(&store_path)?;
-        let (usage_tx, usage_rx) = mpsc::unbounded_channel::<usage::Spent>();
-        let (cdr_writer, cdr) = crate::cdr::CdrWriter::spawn_observed(
-            &store_path,
-            Box::new(move |r| {
-                if let Some(spent) = usage::Spent::of(r) {
-                    let _ = usage_tx.send(spent);
-                }
-            }),
-        )
-        .with_context(|| format!("opening call records in {}", store_path.display()))?;
+        let (writers, writer_handle, cdr) = Writers::start(&store_path)?;
         // Calls a killed predecessor left up: recorded as interrupted now, hung up once the
         // transports are bound.
         let interrupted_legs = recover_interrupted(&store_path, &cdr);
 
-        let sip = &config.sip;
-        let settings = CoreSettings {
-            realm: sip.domain.clone(),
-            server_name: sip.user_agent.clone(),
-            timers: Timers {
-                t1: Duration::from_millis(sip.t1_ms),
-                t2: Duration::from_millis(sip.t2_ms),
-                t4: Duration::from_millis(sip.t4_ms),
-            },
-            registrar: RegistrarSettings {
-                min_expires: sip.min_expires,
-                max_expires: sip.max_expires,
-                default_expires: sip.default_expires,
-                max_contacts: 10,
-            },
-            nonce_ttl_secs: sip.nonce_ttl_secs,
-            digest_algorithms: sip.digest_algorithms.clone(),
-            default_permissions: config.numbering.default_permissions,
-            routing: true,
-            calls: CallSettings {
-                domain: sip.domain.clone(),
-                server_name: sip.user_agent.clone(),
-                no_answer: Duration::from_secs(config.calls.no_answer_secs),
-                max_duration: Duration::from_secs(config.calls.max_duration_secs),
-                media_ip: media_address(&config),
-                t1: Duration::from_millis(sip.t1_ms),
-                t2: Duration::from_millis(sip.t2_ms),
-                failover_after: Duration::from_millis(config.calls.failover_ms),
-                srtp: config.srtp.clone(),
-            },
-        };
+        let settings = core_settings(&config);
         let office = crate::cdr::OfficeNumbers::from_rows(
             &extensions,
             Some(crate::routing::setup::numbering_plan(&config, &extensions)),
@@ -240,22 +200,8 @@ impl Gateway {
         rates_reload::start(&store_path, &router);
         let (route_tx, route_rx) = mpsc::unbounded_channel::<(u64, Route)>();
         let enum_zone = start_enum_zone(&config, &extensions).await?;
-        let media_ip = media_address(&config);
         let (media_tx, media_rx) = mpsc::unbounded_channel::<(u64, MediaEvent)>();
-        let io_threads = config.media.io_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(4)
-        });
-        let engine = MediaEngine::with_io_threads(
-            MediaSettings {
-                bind_ip: media_ip,
-                ports: config.media.rtp_ports.clone(),
-                dead_after: Duration::from_secs(config.calls.rtp_timeout_secs),
-            },
-            io_threads,
-        );
-        tracing::info!(%media_ip, ports = ?config.media.rtp_ports, io_threads, "media relay");
+        let engine = media_engine(&config);
         let inbound_policy = inbound_setup::build(&config, &extensions).await;
         let hold_music = match config.media.hold_music.as_str() {
             "none" => None,
@@ -295,42 +241,12 @@ impl Gateway {
         let restored = core.registrar_mut().restore(rows);
         tracing::info!(restored, purged, "registrations restored from the store");
 
-        let (tx, rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
-        let sip = &config.sip;
-        let listen: Vec<(Proto, std::net::SocketAddr)> = sip
-            .listen
-            .iter()
-            .map(|l| {
-                let proto = match l.transport {
-                    Transport::Udp => Proto::Udp,
-                    Transport::Tcp => Proto::Tcp,
-                    Transport::Tls => Proto::Tls,
-                };
-                (proto, l.addr)
-            })
-            .collect();
         let tls =
             crate::transport::certs::for_config(&config).context("loading the TLS certificate")?;
         if tls.self_signed {
             tracing::info!(cert = %tls.cert_path.display(), "TLS: self-signed certificate (replace it with [tls] cert and key)");
         }
-        let transport_settings = TransportSettings {
-            tls: Some(tls.clone()),
-            limits: Limits {
-                max_message_bytes: sip.max_message_bytes,
-                ..Limits::default()
-            },
-            tcp_idle: Duration::from_secs(sip.tcp_idle_secs),
-            server_name: sip.user_agent.clone(),
-            tcp_caps: transport::TcpCaps {
-                total: config.limits.tcp_connections,
-                per_source: config.limits.tcp_connections_per_source,
-                first_request: Duration::from_secs(config.limits.tcp_first_request_secs),
-            },
-        };
-        let bound = transport::bind(&listen, transport_settings, tx)
-            .await
-            .context("binding the SIP listen addresses")?;
+        let (transports, outbound) = Transports::bind(&config, &tls).await?;
         let control_path = control::socket_path(&config.store.path);
         let control = control::start(&control_path, dundi.clone(), Some(core.guard()))
             .await
@@ -351,7 +267,7 @@ impl Gateway {
                 guard: Some(core.guard()),
                 hosts: config.web.hosts.clone(),
                 backup_files: crate::store::backup::files_of(&config),
-                sip_listen: bound
+                sip_listen: transports
                     .local_addrs
                     .iter()
                     .map(|(p, a)| (format!("{p:?}").to_ascii_uppercase(), *a))
@@ -396,11 +312,11 @@ impl Gateway {
         };
         // Published before `ready`, so that /healthz says ok as soon as anyone is told to ask;
         // the modem lines' agents are up by then too.
-        core.set_local_addrs(bound.local_addrs.clone());
+        core.set_local_addrs(transports.local_addrs.clone());
         if !interrupted_legs.is_empty() {
             core.hang_up_interrupted(std::time::Instant::now(), unix_now(), interrupted_legs);
         }
-        router.set_own_addrs(bound.local_addrs.clone());
+        router.set_own_addrs(transports.local_addrs.clone());
         // Trunk registration and qualify: the router skips trunks the qualify finds down.
         let trunk_health = Arc::new(crate::routing::trunk_health::TrunkHealth::new());
         router.set_trunk_health(Arc::clone(&trunk_health));
@@ -427,7 +343,7 @@ impl Gateway {
             .as_ref()
             .map_or(no_incoming, |m| m.take_incoming());
         let sinks = Sinks {
-            outbound: bound.outbound,
+            outbound,
             line_legs,
             router: Arc::clone(&router),
             routes: route_tx,
@@ -441,11 +357,7 @@ impl Gateway {
             stopping: false,
         };
         Ok(Gateway {
-            writers: Writers {
-                bindings: writer,
-                cdr: cdr_writer,
-                usage: usage_rx,
-            },
+            writers,
             lines: Lines {
                 modems: modem_lines,
                 events: line_rx,
@@ -464,11 +376,7 @@ impl Gateway {
                 media_events: media_rx,
                 deliveries: deliver_rx,
             },
-            transports: Transports {
-                inbound: rx,
-                failures: bound.failures,
-                local_addrs: bound.local_addrs,
-            },
+            transports,
             web: Web {
                 server: web,
                 https,
@@ -752,5 +660,138 @@ impl Gateway {
             tracing::error!("store writer: {e}");
         }
         Ok(())
+    }
+}
+
+/// The SIP core's settings from `[sip]`, `[calls]`, `[numbering]` and `[srtp]`.
+fn core_settings(config: &Config) -> CoreSettings {
+    let sip = &config.sip;
+    CoreSettings {
+        realm: sip.domain.clone(),
+        server_name: sip.user_agent.clone(),
+        timers: Timers {
+            t1: Duration::from_millis(sip.t1_ms),
+            t2: Duration::from_millis(sip.t2_ms),
+            t4: Duration::from_millis(sip.t4_ms),
+        },
+        registrar: RegistrarSettings {
+            min_expires: sip.min_expires,
+            max_expires: sip.max_expires,
+            default_expires: sip.default_expires,
+            max_contacts: 10,
+        },
+        nonce_ttl_secs: sip.nonce_ttl_secs,
+        digest_algorithms: sip.digest_algorithms.clone(),
+        default_permissions: config.numbering.default_permissions,
+        routing: true,
+        calls: CallSettings {
+            domain: sip.domain.clone(),
+            server_name: sip.user_agent.clone(),
+            no_answer: Duration::from_secs(config.calls.no_answer_secs),
+            max_duration: Duration::from_secs(config.calls.max_duration_secs),
+            media_ip: media_address(config),
+            t1: Duration::from_millis(sip.t1_ms),
+            t2: Duration::from_millis(sip.t2_ms),
+            failover_after: Duration::from_millis(config.calls.failover_ms),
+            srtp: config.srtp.clone(),
+        },
+    }
+}
+
+/// The RTP relay engine from `[media]` and `[calls] rtp_timeout_secs`.
+fn media_engine(config: &Config) -> MediaEngine {
+    let media_ip = media_address(config);
+    let io_threads = config.media.io_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(4)
+    });
+    let engine = MediaEngine::with_io_threads(
+        MediaSettings {
+            bind_ip: media_ip,
+            ports: config.media.rtp_ports.clone(),
+            dead_after: Duration::from_secs(config.calls.rtp_timeout_secs),
+        },
+        io_threads,
+    );
+    tracing::info!(%media_ip, ports = ?config.media.rtp_ports, io_threads, "media relay");
+    engine
+}
+
+impl Transports {
+    /// Binds every `[sip] listen` address with `tls` for the TLS ones; what arrives comes out
+    /// of [`Transports::inbound`], sends go through the returned [`transport::Outbound`].
+    async fn bind(
+        config: &Config,
+        tls: &crate::transport::certs::TlsContext,
+    ) -> anyhow::Result<(Transports, transport::Outbound)> {
+        let (tx, rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+        let sip = &config.sip;
+        let listen: Vec<(Proto, std::net::SocketAddr)> = sip
+            .listen
+            .iter()
+            .map(|l| {
+                let proto = match l.transport {
+                    Transport::Udp => Proto::Udp,
+                    Transport::Tcp => Proto::Tcp,
+                    Transport::Tls => Proto::Tls,
+                };
+                (proto, l.addr)
+            })
+            .collect();
+        let transport_settings = TransportSettings {
+            tls: Some(tls.clone()),
+            limits: Limits {
+                max_message_bytes: sip.max_message_bytes,
+                ..Limits::default()
+            },
+            tcp_idle: Duration::from_secs(sip.tcp_idle_secs),
+            server_name: sip.user_agent.clone(),
+            tcp_caps: transport::TcpCaps {
+                total: config.limits.tcp_connections,
+                per_source: config.limits.tcp_connections_per_source,
+                first_request: Duration::from_secs(config.limits.tcp_first_request_secs),
+            },
+        };
+        let bound = transport::bind(&listen, transport_settings, tx)
+            .await
+            .context("binding the SIP listen addresses")?;
+        Ok((
+            Transports {
+                inbound: rx,
+                failures: bound.failures,
+                local_addrs: bound.local_addrs,
+            },
+            bound.outbound,
+        ))
+    }
+}
+
+impl Writers {
+    /// Starts the writer threads of the store at `path`: registrations, and call records (what
+    /// each finished call spent comes back for the limits). Returns their handles too.
+    fn start(
+        path: &std::path::Path,
+    ) -> anyhow::Result<(Writers, BindingWriterHandle, crate::cdr::CdrWriterHandle)> {
+        let (writer, writer_handle) = BindingWriter::spawn(path)?;
+        let (usage_tx, usage_rx) = mpsc::unbounded_channel::<usage::Spent>();
+        let (cdr_writer, cdr) = crate::cdr::CdrWriter::spawn_observed(
+            path,
+            Box::new(move |r| {
+                if let Some(spent) = usage::Spent::of(r) {
+                    let _ = usage_tx.send(spent);
+                }
+            }),
+        )
+        .with_context(|| format!("opening call records in {}", path.display()))?;
+        Ok((
+            Writers {
+                bindings: writer,
+                cdr: cdr_writer,
+                usage: usage_rx,
+            },
+            writer_handle,
+            cdr,
+        ))
     }
 }
