@@ -64,6 +64,8 @@ struct Harness {
     refused: Vec<Refused>,
     routes: Vec<RouteRequest>,
     changes: Vec<(String, CallHandling)>,
+    notes: Vec<String>,
+    finished: Vec<pasarela::b2bua::CallSummary>,
 }
 
 impl Harness {
@@ -111,6 +113,8 @@ impl Harness {
             refused: Vec::new(),
             routes: Vec::new(),
             changes: Vec::new(),
+            notes: Vec::new(),
+            finished: Vec::new(),
         }
     }
 
@@ -138,6 +142,8 @@ impl Harness {
                 Output::Refused(r) => self.refused.push(r),
                 Output::Route(r) => self.routes.push(r),
                 Output::CallHandling(ext, h) => self.changes.push((ext, h)),
+                Output::Note(_, n) => self.notes.push(n),
+                Output::Finished(s) => self.finished.push(s),
                 _ => {}
             }
         }
@@ -289,12 +295,7 @@ fn forwards(f: impl FnOnce(&mut CallHandling)) -> CallHandling {
 
 /// The record notes of the calls that ended.
 fn notes(h: &mut Harness) -> Vec<String> {
-    h.core
-        .calls_mut()
-        .take_notes()
-        .into_iter()
-        .map(|(_, n)| n)
-        .collect()
+    std::mem::take(&mut h.notes)
 }
 
 #[test]
@@ -312,7 +313,7 @@ fn forward_always_rings_the_other_extension_and_notes_it() {
     let out = h.reply(&inv[0], 486, &phone("102", 0));
     assert_eq!(to_caller(&out), [486]);
     assert_eq!(notes(&mut h), ["Forwarded by 101 (always) to 102"]);
-    let ended = h.core.calls_mut().take_finished();
+    let ended = std::mem::take(&mut h.finished);
     assert_eq!(
         ended[0].callee, "101",
         "the record keeps the number dialled"

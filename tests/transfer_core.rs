@@ -683,7 +683,7 @@ fn attended_transfer_bridges_the_two_far_parties() {
     assert_eq!(bye.len(), 1);
     assert_eq!(bye[0].headers.call_id(), t_inv.headers.call_id());
     h.feed(&ok_for(bye[0]), TARGET);
-    let finished = h.core.calls_mut().take_finished();
+    let finished = std::mem::take(&mut h.finished);
     assert_eq!(
         finished.len(),
         2,
