@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pasarela::b2bua::CallSettings;
+use pasarela::callctl::{CoreSettings, Output, Refused, RouteRequest, SipCore};
 use pasarela::registrar::RegistrarSettings;
 use pasarela::routing::forwarding::CallHandling;
 use pasarela::routing::router::{Decision, Route};
-use pasarela::callctl::{CoreSettings, Output, Refused, RouteRequest, SipCore};
 use pasarela::sip::auth::{self, Algorithm, Credentials};
 use pasarela::sip::message::{Message, Request, Response};
 use pasarela::sip::parse::{parse_message, Framing, Limits};
@@ -484,10 +484,7 @@ fn feature_codes_set_and_clear_a_forward() {
     assert_eq!(sent(&out, "INVITE", &phone("103", 0)).len(), 1, "forwarded");
     let out = h.dial("101", "*73");
     assert_eq!(to_caller(&out), [603]);
-    assert_eq!(
-        std::mem::take(&mut h.changes)[0].1,
-        CallHandling::default()
-    );
+    assert_eq!(std::mem::take(&mut h.changes)[0].1, CallHandling::default());
     let out = h.dial("100", "101");
     assert_eq!(
         sent(&out, "INVITE", &phone("101", 0)).len(),

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pasarela::b2bua::CallSettings;
-use pasarela::registrar::RegistrarSettings;
 use pasarela::b2bua::CallSummary;
 use pasarela::callctl::{CoreSettings, Output, Refused, SipCore};
+use pasarela::registrar::RegistrarSettings;
 use pasarela::sip::auth::{self, Algorithm, Credentials};
 use pasarela::sip::message::{Message, Request, Response};
 use pasarela::sip::parse::{parse_message, Framing, Limits};

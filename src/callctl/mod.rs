@@ -24,12 +24,12 @@ use crate::store::{BindingChange, ExtensionRow};
 use self::limits::Subject;
 
 pub mod digest_gate;
+mod forward;
 pub mod inbound;
 pub mod limits;
 pub mod messaging;
 pub mod output;
 pub mod overload;
-mod forward;
 mod redirect;
 mod transfer;
 mod trunk_qualify;

@@ -44,9 +44,9 @@ use super::records::{recover_interrupted, CallLog, HEARTBEAT};
 use super::signals::{forward_hangup, shutdown_signal, spawn_cache_signals};
 use super::sinks::Sinks;
 use super::{
-    admit_and_handle, control, dundi_reload, end_calls, inbound_setup, rates_reload, line_health, line_legs, lines,
-    media_address, notify, publish, random_secret, reload_extensions, start_messages,
-    trunks_reload, unix_now, usage,
+    admit_and_handle, control, dundi_reload, end_calls, inbound_setup, line_health, line_legs,
+    lines, media_address, notify, publish, random_secret, rates_reload, reload_extensions,
+    start_messages, trunks_reload, unix_now, usage,
 };
 
 const HOUSEKEEPING: Duration = Duration::from_secs(15);

@@ -8,8 +8,8 @@
 //! except for the `created_at`/`updated_at` stamps on extension rows.
 
 pub mod backup;
-pub mod forwards;
 pub mod dundi;
+pub mod forwards;
 pub mod inbound;
 pub mod line_rates;
 mod migrations;
