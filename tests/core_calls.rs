@@ -9,45 +9,19 @@ use bytes::Bytes;
 use pasarela::b2bua::CallSettings;
 use pasarela::callctl::{CoreSettings, Output, SipCore};
 use pasarela::registrar::RegistrarSettings;
-use pasarela::sip::auth::{self, Algorithm, Credentials};
-use pasarela::sip::message::{Message, Request, Response};
+use pasarela::sip::auth::{self, Algorithm};
+use pasarela::sip::message::{Message, Request};
 use pasarela::sip::parse::{parse_message, Framing, Limits};
-use pasarela::sip::peer::{Peer, Proto};
+use pasarela::sip::peer::Peer;
 use pasarela::sip::transaction::Timers;
-use pasarela::store::ExtensionRow;
 
-const SERVER: &str = "127.0.0.1:5060";
 const CALLER: &str = "127.0.0.1:5062";
 const CALLEE: &str = "127.0.0.1:5064";
-
-fn peer(remote: &str) -> Peer {
-    Peer {
-        proto: Proto::Udp,
-        remote: remote.parse().expect("addr"),
-        local: SERVER.parse().expect("addr"),
-    }
-}
 
 struct Harness {
     core: SipCore,
     now: Instant,
     unix: u64,
-}
-
-fn ext(n: &str) -> ExtensionRow {
-    let (ha1_md5, ha1_sha256) =
-        pasarela::store::digest_ha1(n, "office.test", &format!("secret{n}"));
-    ExtensionRow {
-        number: n.into(),
-        ha1_md5,
-        ha1_sha256,
-        name: None,
-        did: None,
-        enabled: true,
-        permissions: None,
-        legacy_digest: false,
-        allow: Vec::new(),
-    }
 }
 
 impl Harness {
@@ -127,15 +101,6 @@ impl Harness {
     }
 }
 
-fn responses(out: &[(Message, SocketAddr)]) -> Vec<&Response> {
-    out.iter()
-        .filter_map(|(m, _)| match m {
-            Message::Response(r) => Some(r),
-            _ => None,
-        })
-        .collect()
-}
-
 fn requests<'a>(out: &'a [(Message, SocketAddr)], method: &str) -> Vec<&'a Request> {
     out.iter()
         .filter_map(|(m, _)| match m {
@@ -143,33 +108,6 @@ fn requests<'a>(out: &'a [(Message, SocketAddr)], method: &str) -> Vec<&'a Reque
             _ => None,
         })
         .collect()
-}
-
-fn authorization(resp: &Response, user: &str, method: &str, uri: &str) -> String {
-    let challenge = resp.headers.get("WWW-Authenticate").expect("challenge");
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("nonce");
-    let mut c = Credentials {
-        scheme: "Digest".into(),
-        username: user.into(),
-        realm: "office.test".into(),
-        nonce: nonce.into(),
-        uri: uri.into(),
-        response: String::new(),
-        algorithm: Algorithm::Md5,
-        cnonce: Some("abc".into()),
-        opaque: None,
-        qop: Some("auth".into()),
-        nc: Some(1),
-    };
-    c.response = auth::expected_response(&c, method, &format!("secret{user}"));
-    format!(
-        "Digest username=\"{user}\", realm=\"office.test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{}\", algorithm=MD5, cnonce=\"abc\", qop=auth, nc=00000001",
-        c.response
-    )
 }
 
 fn register_callee(h: &mut Harness) {
@@ -358,6 +296,9 @@ fn calls_leave_nothing_behind() {
 use pasarela::b2bua::{Attempt, CallSummary, Caller, Calls, NewCall, Stage, Target, TrunkAuth};
 use pasarela::sip::transaction::{Event, ServerKey, TransactionLayer};
 use pasarela::sip::uri::Uri;
+
+mod core_vt;
+use core_vt::{authorization, ext, ok_for, peer, responses, SERVER};
 
 const DEST_A: &str = "127.0.0.2:5060";
 const DEST_B: &str = "127.0.0.3:5060";
@@ -592,18 +533,6 @@ fn caller_statuses(out: &[(Message, SocketAddr)]) -> Vec<u16> {
 fn reply(inv: &Request, status: u16, tag: &str, sdp: bool, extra: &str) -> String {
     let text = callee_response(inv, status, tag, sdp);
     text.replacen("Contact:", &format!("{extra}Contact:"), 1)
-}
-
-/// A 200 for a non-INVITE request we sent (BYE, CANCEL).
-fn ok_for(r: &Request) -> String {
-    format!(
-        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContent-Length: 0\n\n",
-        r.headers.via().expect("via"),
-        r.headers.from().expect("from"),
-        r.headers.to().expect("to"),
-        r.headers.call_id().expect("cid"),
-        r.headers.cseq().expect("cseq")
-    )
 }
 
 /// The caller is answered 200 by the fork answering `inv`; the caller ACKs and hangs up.

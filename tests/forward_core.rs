@@ -13,44 +13,21 @@ use pasarela::callctl::{CoreSettings, Output, Refused, RouteRequest, SipCore};
 use pasarela::registrar::RegistrarSettings;
 use pasarela::routing::forwarding::CallHandling;
 use pasarela::routing::router::{Decision, Route};
-use pasarela::sip::auth::{self, Algorithm, Credentials};
-use pasarela::sip::message::{Message, Request, Response};
+use pasarela::sip::auth::Algorithm;
+use pasarela::sip::message::{Message, Request};
 use pasarela::sip::parse::{parse_message, Framing, Limits};
-use pasarela::sip::peer::{Peer, Proto};
+use pasarela::sip::peer::Proto;
 use pasarela::sip::transaction::Timers;
-use pasarela::store::ExtensionRow;
 
-const SERVER: &str = "127.0.0.1:5060";
+mod core_vt;
+use core_vt::{authorization, ext, peer, responses, SERVER};
+
 const CALLER: &str = "127.0.0.1:5062";
 
 /// The address of extension `n`'s `i`-th phone.
 fn phone(n: &str, i: u16) -> String {
     let n: u16 = n.parse().expect("number");
     format!("127.0.0.1:{}", 6000 + n * 10 + i)
-}
-
-fn peer(remote: &str) -> Peer {
-    Peer {
-        proto: Proto::Udp,
-        remote: remote.parse().expect("addr"),
-        local: SERVER.parse().expect("addr"),
-    }
-}
-
-fn ext(n: &str) -> ExtensionRow {
-    let (ha1_md5, ha1_sha256) =
-        pasarela::store::digest_ha1(n, "office.test", &format!("secret{n}x"));
-    ExtensionRow {
-        number: n.into(),
-        ha1_md5,
-        ha1_sha256,
-        name: None,
-        did: None,
-        enabled: true,
-        permissions: None,
-        legacy_digest: false,
-        allow: Vec::new(),
-    }
 }
 
 type Out = Vec<(Message, SocketAddr)>;
@@ -229,15 +206,6 @@ impl Harness {
 
 const SDP: &str = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 40000 RTP/AVP 0\na=rtpmap:0 PCMU/8000\n";
 
-fn responses(out: &Out) -> Vec<&Response> {
-    out.iter()
-        .filter_map(|(m, _)| match m {
-            Message::Response(r) => Some(r),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The requests of `method` sent to `dest`.
 fn sent(out: &Out, method: &str, dest: &str) -> Vec<Request> {
     out.iter()
@@ -258,33 +226,6 @@ fn to_caller(out: &Out) -> Vec<u16> {
             _ => None,
         })
         .collect()
-}
-
-fn authorization(resp: &Response, user: &str, method: &str, uri: &str) -> String {
-    let challenge = resp.headers.get("WWW-Authenticate").expect("challenge");
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("nonce");
-    let mut c = Credentials {
-        scheme: "Digest".into(),
-        username: user.into(),
-        realm: "office.test".into(),
-        nonce: nonce.into(),
-        uri: uri.into(),
-        response: String::new(),
-        algorithm: Algorithm::Md5,
-        cnonce: Some("abc".into()),
-        opaque: None,
-        qop: Some("auth".into()),
-        nc: Some(1),
-    };
-    c.response = auth::expected_response(&c, method, &format!("secret{user}x"));
-    format!(
-        "Digest username=\"{user}\", realm=\"office.test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{}\", algorithm=MD5, cnonce=\"abc\", qop=auth, nc=00000001",
-        c.response
-    )
 }
 
 fn forwards(f: impl FnOnce(&mut CallHandling)) -> CallHandling {

@@ -21,42 +21,19 @@ use pasarela::media::{CallMediaStats, LegMedia, MediaError, Side};
 use pasarela::registrar::RegistrarSettings;
 use pasarela::routing::router::{Attempt, AttemptKind, Decision, Hop, Route};
 use pasarela::server::lines::LineInfo;
-use pasarela::sip::auth::{self, Algorithm, Credentials};
-use pasarela::sip::message::{Message, Request, Response};
+use pasarela::sip::auth::Algorithm;
+use pasarela::sip::message::{Message, Request};
 use pasarela::sip::parse::{parse_message, Framing, Limits};
-use pasarela::sip::peer::{Peer, Proto};
+use pasarela::sip::peer::Proto;
 use pasarela::sip::transaction::Timers;
 use pasarela::sip::uri::Uri;
-use pasarela::store::ExtensionRow;
 
-const SERVER: &str = "127.0.0.1:5060";
+mod core_vt;
+use core_vt::{authorization, ext, ok_for, peer, responses, SERVER};
+
 const CALLER: &str = "127.0.0.1:5062";
 const PHONE: &str = "127.0.0.1:5064";
 const NO_ANSWER: Duration = Duration::from_secs(20);
-
-fn peer(remote: &str) -> Peer {
-    Peer {
-        proto: Proto::Udp,
-        remote: remote.parse().expect("addr"),
-        local: SERVER.parse().expect("addr"),
-    }
-}
-
-fn ext(n: &str) -> ExtensionRow {
-    let (ha1_md5, ha1_sha256) =
-        pasarela::store::digest_ha1(n, "office.test", &format!("secret{n}"));
-    ExtensionRow {
-        number: n.into(),
-        ha1_md5,
-        ha1_sha256,
-        name: None,
-        did: None,
-        enabled: true,
-        permissions: None,
-        legacy_digest: false,
-        allow: Vec::new(),
-    }
-}
 
 /// A relay that holds nothing but a count.
 struct FakeMedia {
@@ -315,15 +292,6 @@ impl Harness {
     }
 }
 
-fn responses(out: &[(Message, SocketAddr)]) -> Vec<&Response> {
-    out.iter()
-        .filter_map(|(m, _)| match m {
-            Message::Response(r) => Some(r),
-            _ => None,
-        })
-        .collect()
-}
-
 fn requests<'a>(out: &'a [(Message, SocketAddr)], method: &str) -> Vec<&'a Request> {
     out.iter()
         .filter_map(|(m, _)| match m {
@@ -335,33 +303,6 @@ fn requests<'a>(out: &'a [(Message, SocketAddr)], method: &str) -> Vec<&'a Reque
 
 fn statuses(out: &[(Message, SocketAddr)]) -> Vec<u16> {
     responses(out).iter().map(|r| r.status).collect()
-}
-
-fn authorization(resp: &Response, user: &str, method: &str, uri: &str) -> String {
-    let challenge = resp.headers.get("WWW-Authenticate").expect("challenge");
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("nonce");
-    let mut c = Credentials {
-        scheme: "Digest".into(),
-        username: user.into(),
-        realm: "office.test".into(),
-        nonce: nonce.into(),
-        uri: uri.into(),
-        response: String::new(),
-        algorithm: Algorithm::Md5,
-        cnonce: Some("abc".into()),
-        opaque: None,
-        qop: Some("auth".into()),
-        nc: Some(1),
-    };
-    c.response = auth::expected_response(&c, method, &format!("secret{user}"));
-    format!(
-        "Digest username=\"{user}\", realm=\"office.test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{}\", algorithm=MD5, cnonce=\"abc\", qop=auth, nc=00000001",
-        c.response
-    )
 }
 
 fn register_phone(h: &mut Harness) {
@@ -500,18 +441,6 @@ fn phone_response(inv: &Request, status: u16, tag: &str, sdp: bool) -> String {
         h.call_id().expect("call-id"),
         h.cseq().expect("cseq"),
         body.replace('\n', "\r\n").len(),
-    )
-}
-
-/// A 200 for a non-INVITE request pasarela sent (BYE, CANCEL).
-fn ok_for(r: &Request) -> String {
-    format!(
-        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContent-Length: 0\n\n",
-        r.headers.via().expect("via"),
-        r.headers.from().expect("from"),
-        r.headers.to().expect("to"),
-        r.headers.call_id().expect("cid"),
-        r.headers.cseq().expect("cseq")
     )
 }
 

@@ -6,6 +6,7 @@
 //! answering mid-call ends the call cleanly and serves the next one after its reset;
 //! `pasarela modem status` reads the modem.
 mod common;
+mod modem_gateway;
 mod modem_sim;
 mod phone;
 
@@ -14,97 +15,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{call_config, require_program, rtp_port_range, Server};
+use modem_gateway::{phone, start, start_with, Setup, ICCID, IMEI, SETUP};
 use modem_sim::{tone_share, DialBehaviour, Sim};
-use phone::{assert_tone, json_str, wait_registered, Phone, PhoneCfg};
-
-const IMEI: &str = "353142034567891";
-const ICCID: &str = "8949226012345678901";
-const SETUP: Duration = Duration::from_secs(20);
-
-/// The call configuration with the modem on the simulator's ports, no ENUM trees (every
-/// number goes to the PSTN) and a quick health probe.
-fn modem_config(sim: &Sim) -> String {
-    format!(
-        r#"{base}
-[numbering]
-country_code = "49"
-national_prefix = "0"
-international_prefix = "00"
-
-[enum]
-suffixes = []
-nameservers = ["127.0.0.1:9"]
-budget_ms = 200
-
-[[modem]]
-name = "gsm1"
-data_port = "{data}"
-audio_port = "{audio}"
-incoming = ["101"]
-probe_interval_secs = 1
-max_missed = 2
-"#,
-        base = call_config("no_answer_secs = 20", rtp_port_range()),
-        data = sim.data_link.display(),
-        audio = sim.audio_link.display(),
-    )
-}
-
-struct Setup {
-    server: Server,
-    sim: Sim,
-}
-
-fn start(sim_dir_name: &str) -> Setup {
-    start_with(sim_dir_name, |c| c)
-}
-
-/// [`start`] with the configuration changed by `edit`.
-fn start_with(sim_dir_name: &str, edit: impl Fn(String) -> String) -> Setup {
-    require_program("baresip", "baresip");
-    let sim_dir = common::TestDir::new(sim_dir_name);
-    let sim = Sim::start(sim_dir.path(), "gsm1", IMEI, ICCID);
-    // The simulator's links live as long as the test: keep the directory.
-    std::mem::forget(sim_dir);
-    let server = Server::start(&edit(modem_config(&sim)));
-    wait_line_idle(&server, &sim);
-    Setup { server, sim }
-}
-
-/// Waits until the line is in service: its first health probe (`AT+CSQ` after the init)
-/// reached the simulator.
-fn wait_line_idle(server: &Server, sim: &Sim) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if sim.saw("AT+CSQ") {
-            thread::sleep(Duration::from_millis(500));
-            return;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "the modem line did not come up: commands {:?}\n{}",
-        sim.commands(),
-        server.log_excerpt()
-    );
-}
-
-fn phone(server: &Server, name: &str, ext: &str, answer: &str, hz: f64, secs: f64) -> Phone {
-    let mut p = Phone::start(
-        server.dir(),
-        server.udp,
-        PhoneCfg {
-            name,
-            ext,
-            answer,
-            tone_hz: hz,
-            tone_secs: secs,
-        },
-    );
-    wait_registered(server, &mut p, ext);
-    p
-}
+use phone::{assert_tone, json_str};
 
 /// id, route_kind, route_target, sip_status, q850_cause, duration_s, direction, caller_e164.
 type Record = (i64, String, String, i64, i64, i64, String, String);

@@ -12,43 +12,19 @@ use pasarela::b2bua::CallSettings;
 use pasarela::b2bua::CallSummary;
 use pasarela::callctl::{CoreSettings, Output, Refused, SipCore};
 use pasarela::registrar::RegistrarSettings;
-use pasarela::sip::auth::{self, Algorithm, Credentials};
-use pasarela::sip::message::{Message, Request, Response};
+use pasarela::sip::auth::Algorithm;
+use pasarela::sip::message::{Message, Request};
 use pasarela::sip::parse::{parse_message, Framing, Limits};
-use pasarela::sip::peer::{Peer, Proto};
 use pasarela::sip::transaction::Timers;
-use pasarela::store::ExtensionRow;
 
-const SERVER: &str = "127.0.0.1:5060";
+mod core_vt;
+use core_vt::{authorization, ext, ok_for, peer, responses, SERVER};
+
 const CALLER: &str = "127.0.0.1:5062";
 const TRANSFEROR: &str = "127.0.0.1:5064";
 const TARGET: &str = "127.0.0.1:5066";
 
 type Out = Vec<(Message, SocketAddr)>;
-
-fn peer(remote: &str) -> Peer {
-    Peer {
-        proto: Proto::Udp,
-        remote: remote.parse().expect("addr"),
-        local: SERVER.parse().expect("addr"),
-    }
-}
-
-fn ext(n: &str) -> ExtensionRow {
-    let (ha1_md5, ha1_sha256) =
-        pasarela::store::digest_ha1(n, "office.test", &format!("secret{n}"));
-    ExtensionRow {
-        number: n.into(),
-        ha1_md5,
-        ha1_sha256,
-        name: None,
-        did: None,
-        enabled: true,
-        permissions: None,
-        legacy_digest: false,
-        allow: Vec::new(),
-    }
-}
 
 struct Harness {
     core: SipCore,
@@ -169,15 +145,6 @@ impl Harness {
     }
 }
 
-fn responses(out: &Out) -> Vec<&Response> {
-    out.iter()
-        .filter_map(|(m, _)| match m {
-            Message::Response(r) => Some(r),
-            _ => None,
-        })
-        .collect()
-}
-
 fn sent<'a>(out: &'a Out, method: &str, to: &str) -> Vec<&'a Request> {
     let to: SocketAddr = to.parse().expect("addr");
     out.iter()
@@ -186,33 +153,6 @@ fn sent<'a>(out: &'a Out, method: &str, to: &str) -> Vec<&'a Request> {
             _ => None,
         })
         .collect()
-}
-
-fn authorization(resp: &Response, user: &str, method: &str, uri: &str) -> String {
-    let challenge = resp.headers.get("WWW-Authenticate").expect("challenge");
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("nonce");
-    let mut c = Credentials {
-        scheme: "Digest".into(),
-        username: user.into(),
-        realm: "office.test".into(),
-        nonce: nonce.into(),
-        uri: uri.into(),
-        response: String::new(),
-        algorithm: Algorithm::Md5,
-        cnonce: Some("abc".into()),
-        opaque: None,
-        qop: Some("auth".into()),
-        nc: Some(1),
-    };
-    c.response = auth::expected_response(&c, method, &format!("secret{user}"));
-    format!(
-        "Digest username=\"{user}\", realm=\"office.test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{}\", algorithm=MD5, cnonce=\"abc\", qop=auth, nc=00000001",
-        c.response
-    )
 }
 
 const SDP: &str = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 40000 RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\na=rtpmap:101 telephone-event/8000\n";
@@ -242,18 +182,6 @@ fn answer(inv: &Request, status: u16, tag: &str, contact: &str, rtp: Option<u16>
         h.call_id().expect("call-id"),
         h.cseq().expect("cseq"),
         body.replace('\n', "\r\n").len(),
-    )
-}
-
-/// The 200 a UA gives pasarela's in-dialog request `r`.
-fn ok_for(r: &Request) -> String {
-    format!(
-        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContent-Length: 0\n\n",
-        r.headers.via().expect("via"),
-        r.headers.from().expect("from"),
-        r.headers.to().expect("to"),
-        r.headers.call_id().expect("cid"),
-        r.headers.cseq().expect("cseq")
     )
 }
 

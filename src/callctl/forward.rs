@@ -165,16 +165,7 @@ impl SipCore {
                 &dest,
             );
         }
-        let srtp = self.settings.calls.srtp.extension(ext);
-        let targets: Vec<Target> = self
-            .registrar
-            .lookup(ext, unix)
-            .into_iter()
-            .map(|b| Target {
-                srtp,
-                ..super::route_to_binding(b)
-            })
-            .collect();
+        let targets = self.contacts_of(ext, unix);
         if targets.is_empty() {
             if let (Some(dest), true) = (h.unreachable.clone(), may_forward) {
                 return self.forward_now(
@@ -359,16 +350,7 @@ impl SipCore {
                     dest = next;
                 }
                 _ => {
-                    let srtp = self.settings.calls.srtp.extension(&dest);
-                    let targets: Vec<Target> = self
-                        .registrar
-                        .lookup(&dest, unix)
-                        .into_iter()
-                        .map(|b| Target {
-                            srtp,
-                            ..super::route_to_binding(b)
-                        })
-                        .collect();
+                    let targets = self.contacts_of(&dest, unix);
                     if targets.is_empty() {
                         return Err((480, format!("Extension {dest} is not registered")));
                     }

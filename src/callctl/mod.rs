@@ -1456,16 +1456,7 @@ impl SipCore {
             .extensions
             .iter()
             .filter(|e| self.extensions.get(e.as_str()).is_some_and(|x| x.enabled))
-            .flat_map(|e| {
-                let srtp = self.settings.calls.srtp.extension(e);
-                self.registrar
-                    .lookup(e, unix)
-                    .into_iter()
-                    .map(move |b| Target {
-                        srtp,
-                        ..route_to_binding(b)
-                    })
-            })
+            .flat_map(|e| self.contacts_of(e, unix))
             .collect();
         tracing::info!(line = %line.name, caller = %caller.number, contacts = targets.len(), "PSTN call arriving");
         if targets.is_empty() {
@@ -1544,17 +1535,7 @@ impl SipCore {
         let reachable: Vec<Vec<Target>> = members
             .iter()
             .filter(|e| self.extensions.get(e.as_str()).is_some_and(|x| x.enabled))
-            .map(|e| {
-                let srtp = self.settings.calls.srtp.extension(e);
-                self.registrar
-                    .lookup(e, unix)
-                    .into_iter()
-                    .map(move |b| Target {
-                        srtp,
-                        ..route_to_binding(b)
-                    })
-                    .collect::<Vec<_>>()
-            })
+            .map(|e| self.contacts_of(e, unix))
             .filter(|t| !t.is_empty())
             .collect();
         if reachable.is_empty() {
@@ -1759,6 +1740,21 @@ impl SipCore {
             incoming: Some((label, why)),
         });
         Some(response)
+    }
+}
+
+impl SipCore {
+    /// Where extension `ext` rings: each of its registered contacts, with its SRTP policy.
+    pub(crate) fn contacts_of(&self, ext: &str, unix: u64) -> Vec<Target> {
+        let srtp = self.settings.calls.srtp.extension(ext);
+        self.registrar
+            .lookup(ext, unix)
+            .into_iter()
+            .map(|b| Target {
+                srtp,
+                ..route_to_binding(b)
+            })
+            .collect()
     }
 }
 

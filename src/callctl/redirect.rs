@@ -119,16 +119,7 @@ impl SipCore {
             if !perms.allows(Permission::Internal) {
                 return Err("Calls to internal numbers are barred".to_owned());
             }
-            let srtp = self.settings.calls.srtp.extension(&user);
-            let targets: Vec<Target> = self
-                .registrar
-                .lookup(&user, unix)
-                .into_iter()
-                .map(|b| Target {
-                    srtp,
-                    ..super::route_to_binding(b)
-                })
-                .collect();
+            let targets = self.contacts_of(&user, unix);
             if targets.is_empty() {
                 return Err(format!("redirect to extension {user}: not registered"));
             }

@@ -91,20 +91,17 @@ impl SipCore {
             if user == t.transferor {
                 return refuse(482, "Loop Detected");
             }
-            let srtp = self.settings.calls.srtp.extension(&user);
             let to = Uri::Sip(SipUri::new(
                 Some(&user),
                 Host::Name(self.settings.realm.clone()),
                 None,
             ));
             let targets: Vec<_> = self
-                .registrar
-                .lookup(&user, unix)
+                .contacts_of(&user, unix)
                 .into_iter()
-                .map(|b| crate::b2bua::Target {
-                    srtp,
+                .map(|t| crate::b2bua::Target {
                     to: Some(to.clone()),
-                    ..super::route_to_binding(b)
+                    ..t
                 })
                 .collect();
             if targets.is_empty() {
