@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pasarela::b2bua::CallSettings;
-use pasarela::callctl::{CoreSettings, Output, SipCore};
-use pasarela::registrar::RegistrarSettings;
+use pasarela::callctl::{Output, SipCore};
 use pasarela::sip::auth::{self, Algorithm};
 use pasarela::sip::message::{Message, Request};
 use pasarela::sip::parse::{parse_message, Framing, Limits};
@@ -26,32 +25,7 @@ struct Harness {
 
 impl Harness {
     fn new(no_answer: Duration) -> Harness {
-        let settings = CoreSettings {
-            realm: "office.test".into(),
-            server_name: "pasarela-test".into(),
-            timers: Timers::default(),
-            registrar: RegistrarSettings {
-                min_expires: 60,
-                max_expires: 3600,
-                default_expires: 3600,
-                max_contacts: 10,
-            },
-            nonce_ttl_secs: 300,
-            digest_algorithms: vec![Algorithm::Md5],
-            default_permissions: pasarela::routing::Permissions::default(),
-            routing: false,
-            calls: CallSettings {
-                domain: "office.test".into(),
-                server_name: "pasarela-test".into(),
-                no_answer,
-                max_duration: Duration::from_secs(3600),
-                media_ip: "127.0.0.1".parse().expect("ip"),
-                t1: Duration::from_millis(500),
-                t2: Duration::from_secs(4),
-                failover_after: CallSettings::DEFAULT_FAILOVER_AFTER,
-                srtp: Default::default(),
-            },
-        };
+        let settings = core_vt::settings(no_answer, false);
         Harness {
             core: SipCore::new(settings, vec![ext("100"), ext("101")], [7; 32], None),
             now: Instant::now(),

@@ -8,16 +8,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pasarela::b2bua::CallSettings;
-use pasarela::callctl::{CoreSettings, Output, Refused, RouteRequest, SipCore};
-use pasarela::registrar::RegistrarSettings;
+use pasarela::callctl::{Output, Refused, RouteRequest, SipCore};
 use pasarela::routing::forwarding::CallHandling;
 use pasarela::routing::router::{Decision, Route};
-use pasarela::sip::auth::Algorithm;
 use pasarela::sip::message::{Message, Request};
 use pasarela::sip::parse::{parse_message, Framing, Limits};
 use pasarela::sip::peer::Proto;
-use pasarela::sip::transaction::Timers;
 
 mod core_vt;
 use core_vt::{authorization, ext, peer, responses, SERVER};
@@ -47,32 +43,7 @@ struct Harness {
 
 impl Harness {
     fn new(handling: &[(&str, CallHandling)]) -> Harness {
-        let settings = CoreSettings {
-            realm: "office.test".into(),
-            server_name: "pasarela-test".into(),
-            timers: Timers::default(),
-            registrar: RegistrarSettings {
-                min_expires: 60,
-                max_expires: 3600,
-                default_expires: 3600,
-                max_contacts: 10,
-            },
-            nonce_ttl_secs: 300,
-            digest_algorithms: vec![Algorithm::Md5],
-            default_permissions: pasarela::routing::Permissions::default(),
-            routing: true,
-            calls: CallSettings {
-                domain: "office.test".into(),
-                server_name: "pasarela-test".into(),
-                no_answer: Duration::from_secs(120),
-                max_duration: Duration::from_secs(3600),
-                media_ip: "127.0.0.1".parse().expect("ip"),
-                t1: Duration::from_millis(500),
-                t2: Duration::from_secs(4),
-                failover_after: CallSettings::DEFAULT_FAILOVER_AFTER,
-                srtp: Default::default(),
-            },
-        };
+        let settings = core_vt::settings(Duration::from_secs(120), true);
         let exts = ["100", "101", "102", "103"].map(ext).to_vec();
         let mut core = SipCore::new(settings, exts, [9; 32], None);
         core.set_local_addrs(vec![(Proto::Udp, SERVER.parse().expect("addr"))]);

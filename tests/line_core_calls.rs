@@ -14,18 +14,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pasarela::b2bua::{CallSettings, CallSummary, LegId, LineCommand, LineEvent};
-use pasarela::callctl::{CoreSettings, Output, RouteRequest, SipCore};
+use pasarela::b2bua::{CallSummary, LegId, LineCommand, LineEvent};
+use pasarela::callctl::{Output, RouteRequest, SipCore};
 use pasarela::media::port::{CallMedia, MediaPort};
 use pasarela::media::{CallMediaStats, LegMedia, MediaError, Side};
-use pasarela::registrar::RegistrarSettings;
 use pasarela::routing::router::{Attempt, AttemptKind, Decision, Hop, Route};
 use pasarela::server::lines::LineInfo;
-use pasarela::sip::auth::Algorithm;
 use pasarela::sip::message::{Message, Request};
 use pasarela::sip::parse::{parse_message, Framing, Limits};
 use pasarela::sip::peer::Proto;
-use pasarela::sip::transaction::Timers;
 use pasarela::sip::uri::Uri;
 
 mod core_vt;
@@ -130,32 +127,7 @@ impl Harness {
 
     /// At most `limit` calls get a relay at once.
     fn with_relays(limit: usize) -> Harness {
-        let settings = CoreSettings {
-            realm: "office.test".into(),
-            server_name: "pasarela-test".into(),
-            timers: Timers::default(),
-            registrar: RegistrarSettings {
-                min_expires: 60,
-                max_expires: 3600,
-                default_expires: 3600,
-                max_contacts: 10,
-            },
-            nonce_ttl_secs: 300,
-            digest_algorithms: vec![Algorithm::Md5],
-            default_permissions: pasarela::routing::Permissions::default(),
-            routing: true,
-            calls: CallSettings {
-                domain: "office.test".into(),
-                server_name: "pasarela-test".into(),
-                no_answer: NO_ANSWER,
-                max_duration: Duration::from_secs(3600),
-                media_ip: "127.0.0.1".parse().expect("ip"),
-                t1: Duration::from_millis(500),
-                t2: Duration::from_secs(4),
-                failover_after: CallSettings::DEFAULT_FAILOVER_AFTER,
-                srtp: Default::default(),
-            },
-        };
+        let settings = core_vt::settings(NO_ANSWER, true);
         let relays = Arc::new(AtomicUsize::new(0));
         let port = FakePort {
             held: Arc::clone(&relays),

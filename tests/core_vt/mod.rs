@@ -4,6 +4,12 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use pasarela::b2bua::CallSettings;
+use pasarela::callctl::CoreSettings;
+use pasarela::registrar::RegistrarSettings;
+use pasarela::sip::transaction::Timers;
 
 use pasarela::sip::auth::{self, Algorithm, Credentials};
 use pasarela::sip::message::{Message, Request, Response};
@@ -87,4 +93,35 @@ pub fn ok_for(r: &Request) -> String {
         r.headers.call_id().expect("cid"),
         r.headers.cseq().expect("cseq")
     )
+}
+
+/// The core's settings for realm office.test: ringing gives up after `no_answer`; with
+/// `routing`, numbers that are no extension go to the router (a route request).
+pub fn settings(no_answer: Duration, routing: bool) -> CoreSettings {
+    CoreSettings {
+        realm: "office.test".into(),
+        server_name: "pasarela-test".into(),
+        timers: Timers::default(),
+        registrar: RegistrarSettings {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_contacts: 10,
+        },
+        nonce_ttl_secs: 300,
+        digest_algorithms: vec![Algorithm::Md5],
+        default_permissions: pasarela::routing::Permissions::default(),
+        routing,
+        calls: CallSettings {
+            domain: "office.test".into(),
+            server_name: "pasarela-test".into(),
+            no_answer,
+            max_duration: Duration::from_secs(3600),
+            media_ip: "127.0.0.1".parse().expect("ip"),
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            failover_after: CallSettings::DEFAULT_FAILOVER_AFTER,
+            srtp: Default::default(),
+        },
+    }
 }
