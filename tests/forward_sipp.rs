@@ -98,7 +98,18 @@ fn records(server: &Server, callee: &str, n: usize) -> Vec<CallRecord> {
             .into_iter()
             .filter(|r| r.callee == callee)
             .collect();
-        if list.len() >= n {
+        // An answered call's record is written "in progress" first; its final form (with the
+        // notes of call control) replaces it when the call ends.
+        let in_progress: i64 = rusqlite::Connection::open(&server.db)
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM call_records WHERE end_reason = 'in progress'",
+                    [],
+                    |row| row.get(0),
+                )
+            })
+            .unwrap_or(1);
+        if list.len() >= n && in_progress == 0 {
             list.sort_by_key(|r| r.start_ms);
             return list;
         }
