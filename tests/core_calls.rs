@@ -110,19 +110,10 @@ fn invite(call: u32, cseq: u32, auth: &str) -> String {
 /// Starts call `n` from 100 to 101; returns the INVITE pasarela sent to the callee.
 fn start_call(h: &mut Harness, n: u32) -> Request {
     let out = h.feed(&invite(n, 1, ""), CALLER);
-    let challenge = responses(&out)
-        .into_iter()
-        .find(|r| r.status == 401)
-        .expect("401")
-        .clone();
-    let to_tag = challenge
-        .headers
-        .to()
-        .and_then(|t| t.tag())
-        .expect("tag")
-        .to_owned();
+    let challenge = response(&out, 401, "401");
+    let ch_tag = to_tag(&challenge);
     h.feed(
-        &format!("ACK sip:101@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKinv{n}x1\nFrom: <sip:100@office.test>;tag=a{n}\nTo: <sip:101@office.test>;tag={to_tag}\nCall-ID: call{n}\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
+        &format!("ACK sip:101@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKinv{n}x1\nFrom: <sip:100@office.test>;tag=a{n}\nTo: <sip:101@office.test>;tag={ch_tag}\nCall-ID: call{n}\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
         CALLER,
     );
     let auth = authorization(&challenge, "100", "INVITE", "sip:101@office.test");
@@ -173,18 +164,9 @@ fn calls_leave_nothing_behind() {
                     1,
                     "pasarela ACKs the callee's 200"
                 );
-                let ok = responses(&out)
-                    .into_iter()
-                    .find(|r| r.status == 200)
-                    .expect("200 to the caller")
-                    .clone();
+                let ok = response(&out, 200, "200 to the caller");
                 assert!(String::from_utf8_lossy(&ok.body).contains("c=IN IP4 127.0.0.1"));
-                let tag = ok
-                    .headers
-                    .to()
-                    .and_then(|t| t.tag())
-                    .expect("tag")
-                    .to_owned();
+                let tag = to_tag(&ok);
                 let dialog = |method: &str, cseq: u32| {
                     format!("{method} sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK{method}{n}\nFrom: <sip:100@office.test>;tag=a{n}\nTo: <sip:101@office.test>;tag={tag}\nCall-ID: call{n}\nCSeq: {cseq} {method}\nContent-Length: 0\n\n")
                 };
@@ -272,7 +254,7 @@ use pasarela::sip::transaction::{Event, ServerKey, TransactionLayer};
 use pasarela::sip::uri::Uri;
 
 mod core_vt;
-use core_vt::{authorization, ext, ok_for, peer, responses, SERVER};
+use core_vt::{authorization, ext, ok_for, peer, response, responses, to_tag, SERVER};
 
 const DEST_A: &str = "127.0.0.2:5060";
 const DEST_B: &str = "127.0.0.3:5060";
@@ -513,17 +495,8 @@ fn reply(inv: &Request, status: u16, tag: &str, sdp: bool, extra: &str) -> Strin
 fn answer_and_hang_up(d: &mut Direct, inv: &Request, from: &str) {
     let out = d.feed(&reply(inv, 200, "b1", true, ""), from);
     assert_eq!(sent_to(&out, "ACK", from).len(), 1, "the 200 is ACKed");
-    let ok = responses(&out)
-        .into_iter()
-        .find(|r| r.status == 200)
-        .expect("200 to the caller")
-        .clone();
-    let tag = ok
-        .headers
-        .to()
-        .and_then(|t| t.tag())
-        .expect("tag")
-        .to_owned();
+    let ok = response(&out, 200, "200 to the caller");
+    let tag = to_tag(&ok);
     d.caller_request("ACK", 1, &tag);
     let out = d.caller_request("BYE", 2, &tag);
     let bye = sent_to(&out, "BYE", from);

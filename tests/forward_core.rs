@@ -16,7 +16,7 @@ use pasarela::sip::parse::{parse_message, Framing, Limits};
 use pasarela::sip::peer::Proto;
 
 mod core_vt;
-use core_vt::{authorization, ext, peer, responses, SERVER};
+use core_vt::{authorization, ext, peer, response, responses, to_tag, SERVER};
 
 const CALLER: &str = "127.0.0.1:5062";
 
@@ -140,19 +140,10 @@ impl Harness {
             )
         };
         let out = self.feed(&invite("", 1), CALLER);
-        let challenge = responses(&out)
-            .into_iter()
-            .find(|r| r.status == 401)
-            .expect("401")
-            .clone();
-        let to_tag = challenge
-            .headers
-            .to()
-            .and_then(|t| t.tag())
-            .expect("tag")
-            .to_owned();
+        let challenge = response(&out, 401, "401");
+        let ch_tag = to_tag(&challenge);
         self.feed(
-            &format!("ACK sip:{dialled}@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKinv{n}x1\nFrom: <sip:{from}@office.test>;tag=a{n}\nTo: <sip:{dialled}@office.test>;tag={to_tag}\nCall-ID: call{n}\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
+            &format!("ACK sip:{dialled}@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKinv{n}x1\nFrom: <sip:{from}@office.test>;tag=a{n}\nTo: <sip:{dialled}@office.test>;tag={ch_tag}\nCall-ID: call{n}\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
             CALLER,
         );
         let uri = format!("sip:{dialled}@office.test");

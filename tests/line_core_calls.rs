@@ -26,7 +26,7 @@ use pasarela::sip::peer::Proto;
 use pasarela::sip::uri::Uri;
 
 mod core_vt;
-use core_vt::{authorization, ext, ok_for, peer, responses, SERVER};
+use core_vt::{authorization, ext, ok_for, peer, response, responses, to_tag, SERVER};
 
 const CALLER: &str = "127.0.0.1:5062";
 const PHONE: &str = "127.0.0.1:5064";
@@ -329,19 +329,10 @@ fn line_attempt(line: &str) -> Attempt {
 /// sent after the route was decided.
 fn call_out(h: &mut Harness, n: u32) -> Vec<(Message, SocketAddr)> {
     let out = h.feed(&invite(n, 1, ""), CALLER);
-    let challenge = responses(&out)
-        .into_iter()
-        .find(|r| r.status == 401)
-        .expect("401")
-        .clone();
-    let to_tag = challenge
-        .headers
-        .to()
-        .and_then(|t| t.tag())
-        .expect("tag")
-        .to_owned();
+    let challenge = response(&out, 401, "401");
+    let ch_tag = to_tag(&challenge);
     h.feed(
-        &format!("ACK sip:{NUMBER}@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKinv{n}x1\nFrom: <sip:100@office.test>;tag=a{n}\nTo: <sip:{NUMBER}@office.test>;tag={to_tag}\nCall-ID: call{n}\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
+        &format!("ACK sip:{NUMBER}@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKinv{n}x1\nFrom: <sip:100@office.test>;tag=a{n}\nTo: <sip:{NUMBER}@office.test>;tag={ch_tag}\nCall-ID: call{n}\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
         CALLER,
     );
     let auth = authorization(

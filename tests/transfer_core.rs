@@ -14,7 +14,7 @@ use pasarela::sip::message::{Message, Request};
 use pasarela::sip::parse::{parse_message, Framing, Limits};
 
 mod core_vt;
-use core_vt::{authorization, ext, ok_for, peer, responses, SERVER};
+use core_vt::{authorization, ext, ok_for, peer, response, responses, to_tag, SERVER};
 
 const CALLER: &str = "127.0.0.1:5062";
 const TRANSFEROR: &str = "127.0.0.1:5064";
@@ -180,19 +180,10 @@ fn sipfrag(r: &Request) -> String {
 /// 100 calls 101, 101 answers: returns pasarela's INVITE to 101 and the caller's dialog tag.
 fn call_answered(h: &mut Harness) -> (Request, String) {
     let out = h.feed(&invite(1, ""), CALLER);
-    let challenge = responses(&out)
-        .into_iter()
-        .find(|r| r.status == 401)
-        .expect("401")
-        .clone();
-    let to_tag = challenge
-        .headers
-        .to()
-        .and_then(|t| t.tag())
-        .expect("tag")
-        .to_owned();
+    let challenge = response(&out, 401, "401");
+    let ch_tag = to_tag(&challenge);
     h.feed(
-        &format!("ACK sip:101@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKinv1\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={to_tag}\nCall-ID: call1\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
+        &format!("ACK sip:101@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKinv1\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={ch_tag}\nCall-ID: call1\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
         CALLER,
     );
     let auth = authorization(&challenge, "100", "INVITE", "sip:101@office.test");
@@ -208,17 +199,8 @@ fn call_answered(h: &mut Harness) -> (Request, String) {
         ),
         TRANSFEROR,
     );
-    let ok = responses(&out)
-        .into_iter()
-        .find(|r| r.status == 200)
-        .expect("200 to the caller")
-        .clone();
-    let a_tag = ok
-        .headers
-        .to()
-        .and_then(|t| t.tag())
-        .expect("tag")
-        .to_owned();
+    let ok = response(&out, 200, "200 to the caller");
+    let a_tag = to_tag(&ok);
     h.feed(
         &format!("ACK sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKack2\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={a_tag}\nCall-ID: call1\nCSeq: 2 ACK\nContent-Length: 0\n\n"),
         CALLER,
@@ -472,19 +454,10 @@ fn consultation(h: &mut Harness) -> (Request, String) {
         )
     };
     let out = h.feed(&inv(1, ""), TRANSFEROR);
-    let challenge = responses(&out)
-        .into_iter()
-        .find(|r| r.status == 401)
-        .expect("401")
-        .clone();
-    let to_tag = challenge
-        .headers
-        .to()
-        .and_then(|t| t.tag())
-        .expect("tag")
-        .to_owned();
+    let challenge = response(&out, 401, "401");
+    let ch_tag = to_tag(&challenge);
     h.feed(
-        &format!("ACK sip:102@office.test SIP/2.0\nVia: SIP/2.0/UDP {TRANSFEROR};branch=z9hG4bKc1\nFrom: <sip:101@office.test>;tag=b1\nTo: <sip:102@office.test>;tag={to_tag}\nCall-ID: call2\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
+        &format!("ACK sip:102@office.test SIP/2.0\nVia: SIP/2.0/UDP {TRANSFEROR};branch=z9hG4bKc1\nFrom: <sip:101@office.test>;tag=b1\nTo: <sip:102@office.test>;tag={ch_tag}\nCall-ID: call2\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
         TRANSFEROR,
     );
     let auth = authorization(&challenge, "101", "INVITE", "sip:102@office.test");
@@ -500,17 +473,8 @@ fn consultation(h: &mut Harness) -> (Request, String) {
         ),
         TARGET,
     );
-    let ok = responses(&out)
-        .into_iter()
-        .find(|r| r.status == 200)
-        .expect("200 to 101")
-        .clone();
-    let tag = ok
-        .headers
-        .to()
-        .and_then(|t| t.tag())
-        .expect("tag")
-        .to_owned();
+    let ok = response(&out, 200, "200 to 101");
+    let tag = to_tag(&ok);
     h.feed(
         &format!("ACK sip:102@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {TRANSFEROR};branch=z9hG4bKcack\nFrom: <sip:101@office.test>;tag=b1\nTo: <sip:102@office.test>;tag={tag}\nCall-ID: call2\nCSeq: 2 ACK\nContent-Length: 0\n\n"),
         TRANSFEROR,

@@ -55,6 +55,24 @@ pub fn responses(out: &[(Message, SocketAddr)]) -> Vec<&Response> {
         .collect()
 }
 
+/// The first response with `status` among what the core sent (`what` names it if missing).
+pub fn response(out: &[(Message, SocketAddr)], status: u16, what: &str) -> Response {
+    responses(out)
+        .into_iter()
+        .find(|r| r.status == status)
+        .unwrap_or_else(|| panic!("{what}: no {status} in {out:?}"))
+        .clone()
+}
+
+/// The To tag of a response (the dialog's tag on pasarela's side).
+pub fn to_tag(r: &Response) -> String {
+    r.headers
+        .to()
+        .and_then(|t| t.tag())
+        .expect("tag")
+        .to_owned()
+}
+
 /// The Authorization value answering the challenge in `resp` for extension `user`.
 pub fn authorization(resp: &Response, user: &str, method: &str, uri: &str) -> String {
     let challenge = resp.headers.get("WWW-Authenticate").expect("challenge");
