@@ -12,18 +12,9 @@ use rusqlite::{params, Connection, Row, Transaction};
 
 use super::record::CallRecord;
 use super::CdrError;
-use crate::store::{Store, StoreError, BUSY_TIMEOUT};
+use crate::store::Store;
 
-/// How the connection syncs its commits to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// `synchronous=NORMAL`: a commit survives a crash of the process (kill -9), not
-    /// necessarily a power loss. For readers and tools.
-    Process,
-    /// `synchronous=FULL`: every commit is on the disk before it returns, so it also survives a
-    /// power loss. The record writer's choice (it commits in batches, so this costs little).
-    Power,
-}
+pub use crate::store::connection::Durability;
 
 /// A connection to the pasarela database, for call records and rates.
 #[derive(Debug)]
@@ -157,27 +148,7 @@ impl CdrDb {
     pub fn open_with(path: &Path, durability: Durability) -> Result<CdrDb, CdrError> {
         // The store owns the schema: opening it applies any pending migration.
         drop(Store::open(path)?);
-        let open_err = |source| {
-            CdrError::Store(StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })
-        };
-        let conn = Connection::open(path).map_err(open_err)?;
-        let configure = || -> rusqlite::Result<()> {
-            conn.busy_timeout(BUSY_TIMEOUT)?;
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| {
-                row.get::<_, String>(0)
-            })?;
-            let sync = match durability {
-                Durability::Process => "NORMAL",
-                Durability::Power => "FULL",
-            };
-            conn.pragma_update(None, "synchronous", sync)?;
-            conn.pragma_update(None, "foreign_keys", "ON")?;
-            Ok(())
-        };
-        configure().map_err(open_err)?;
+        let conn = crate::store::connection::open_writer(path, durability)?;
         Ok(CdrDb { conn })
     }
 

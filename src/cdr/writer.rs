@@ -27,9 +27,9 @@
 //! with it.
 
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+
+use crate::store::batch::{BatchHandle, BatchWriter, Sink, Stopped};
 
 use super::db::{insert_in, Durability};
 use super::in_progress;
@@ -41,12 +41,12 @@ use super::{CdrDb, CdrError};
 /// and the records at its front are durable early.
 pub const MAX_BATCH: usize = 1_000;
 
-// Nearly every message is a record; boxing it would cost an allocation per call.
+/// What the writer is sent, in order.
+// Nearly every item is a record; boxing it would cost an allocation per call.
 #[allow(clippy::large_enum_variant)]
-enum Msg {
-    Record(CallRecord),
-    /// A record with why it ended and the in-progress record it replaces.
-    Noted(CallRecord, Note),
+enum Item {
+    /// A record with why it ended and the in-progress record it replaces (often none).
+    Record(CallRecord, Note),
     /// An answered call: its record so far (marked in progress) and its legs.
     Up {
         key: String,
@@ -59,9 +59,6 @@ enum Msg {
         seen_ms: i64,
         changed: Vec<(String, String)>,
     },
-    /// Reply once everything sent before is written, with the failures since the last flush.
-    Flush(mpsc::SyncSender<usize>),
-    Shutdown,
 }
 
 /// Shown every record once rated, on the writer thread.
@@ -96,30 +93,25 @@ pub struct CdrWriterStats {
 /// Sends records to the writer thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CdrWriterHandle {
-    tx: Sender<Msg>,
+    inner: BatchHandle<Item>,
 }
 
 /// Owns the writer thread; dropping it (or calling [`shutdown`](Self::shutdown)) writes what is
 /// queued and joins the thread.
 #[derive(Debug)]
 pub struct CdrWriter {
-    tx: Sender<Msg>,
-    thread: Option<JoinHandle<()>>,
+    inner: BatchWriter<Item>,
     stats: Arc<Mutex<CdrWriterStats>>,
 }
 
-impl std::fmt::Debug for Msg {
+impl std::fmt::Debug for Item {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Msg::Record(r) | Msg::Noted(r, _) => {
-                f.debug_tuple("Record").field(&r.call_ref).finish()
-            }
-            Msg::Up { key, .. } => f.debug_tuple("Up").field(key).finish(),
-            Msg::Heartbeat { changed, .. } => {
+            Item::Record(r, _) => f.debug_tuple("Record").field(&r.call_ref).finish(),
+            Item::Up { key, .. } => f.debug_tuple("Up").field(key).finish(),
+            Item::Heartbeat { changed, .. } => {
                 f.debug_tuple("Heartbeat").field(&changed.len()).finish()
             }
-            Msg::Flush(_) => f.write_str("Flush"),
-            Msg::Shutdown => f.write_str("Shutdown"),
         }
     }
 }
@@ -128,6 +120,14 @@ fn lock(stats: &Mutex<CdrWriterStats>) -> std::sync::MutexGuard<'_, CdrWriterSta
     match stats.lock() {
         Ok(s) => s,
         Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn failures(flushed: Result<usize, Stopped>) -> Result<(), CdrError> {
+    match flushed {
+        Ok(0) => Ok(()),
+        Ok(failed) => Err(CdrError::WriteFailed { failed }),
+        Err(_) => Err(CdrError::WriterStopped),
     }
 }
 
@@ -156,27 +156,25 @@ impl CdrWriter {
         db: CdrDb,
         observer: Option<Observer>,
     ) -> Result<(CdrWriter, CdrWriterHandle), CdrError> {
-        let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(CdrWriterStats::default()));
-        let thread_stats = Arc::clone(&stats);
-        let thread = std::thread::Builder::new()
-            .name("cdr-writer".to_owned())
-            .spawn(move || run(db, observer, rx, &thread_stats))?;
-        let handle = CdrWriterHandle { tx: tx.clone() };
+        let worker = Worker {
+            db,
+            observer,
+            book: RateBook::default(),
+            version: None,
+            stats: Arc::clone(&stats),
+        };
+        let (inner, handle) = BatchWriter::spawn("cdr", worker, MAX_BATCH)?;
         Ok((
-            CdrWriter {
-                tx,
-                thread: Some(thread),
-                stats,
-            },
-            handle,
+            CdrWriter { inner, stats },
+            CdrWriterHandle { inner: handle },
         ))
     }
 
     /// Another handle for sending records.
     pub fn handle(&self) -> CdrWriterHandle {
         CdrWriterHandle {
-            tx: self.tx.clone(),
+            inner: self.inner.handle(),
         }
     }
 
@@ -187,27 +185,8 @@ impl CdrWriter {
 
     /// Writes everything queued, stops the thread and waits for it. Reports records that
     /// failed since the last flush.
-    pub fn shutdown(mut self) -> Result<(), CdrError> {
-        let result = self.handle().flush();
-        self.stop();
-        result
-    }
-
-    fn stop(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        // The thread drains the queue before it acts on Shutdown.
-        let _ = self.tx.send(Msg::Shutdown);
-        if thread.join().is_err() {
-            tracing::error!("call record writer thread panicked");
-        }
-    }
-}
-
-impl Drop for CdrWriter {
-    fn drop(&mut self) {
-        self.stop();
+    pub fn shutdown(self) -> Result<(), CdrError> {
+        failures(self.inner.shutdown())
     }
 }
 
@@ -215,17 +194,12 @@ impl CdrWriterHandle {
     /// Queues a record. Never blocks and never touches the disk; if the writer has stopped the
     /// record is logged in full and dropped.
     pub fn send(&self, record: CallRecord) {
-        if let Err(mpsc::SendError(Msg::Record(r))) = self.tx.send(Msg::Record(record)) {
-            tracing::error!(record = ?r, "call record writer has stopped; record not written");
-        }
+        self.send_noted(record, Note::default());
     }
 
     /// Queues a record with why it ended and the in-progress record it replaces.
     pub fn send_noted(&self, record: CallRecord, note: Note) {
-        if note == Note::default() {
-            return self.send(record);
-        }
-        if let Err(mpsc::SendError(Msg::Noted(r, n))) = self.tx.send(Msg::Noted(record, note)) {
+        if let Err(Item::Record(r, n)) = self.inner.send(Item::Record(record, note)) {
             tracing::error!(record = ?r, note = ?n, "call record writer has stopped; record not written");
         }
     }
@@ -233,7 +207,7 @@ impl CdrWriterHandle {
     /// Queues the in-progress record of an answered call and the dialog state of its legs
     /// ([`super::in_progress`]).
     pub fn call_up(&self, key: String, record: CallRecord, legs: String, seen_ms: i64) {
-        let _ = self.tx.send(Msg::Up {
+        let _ = self.inner.send(Item::Up {
             key,
             record,
             legs,
@@ -243,21 +217,13 @@ impl CdrWriterHandle {
 
     /// Queues the heartbeat of the calls in progress, with the legs that changed.
     pub fn heartbeat(&self, seen_ms: i64, changed: Vec<(String, String)>) {
-        let _ = self.tx.send(Msg::Heartbeat { seen_ms, changed });
+        let _ = self.inner.send(Item::Heartbeat { seen_ms, changed });
     }
 
     /// Blocks until every record sent before this call is committed. Fails if the writer has
     /// stopped, or if records failed since the previous flush.
     pub fn flush(&self) -> Result<(), CdrError> {
-        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        self.tx
-            .send(Msg::Flush(reply_tx))
-            .map_err(|_| CdrError::WriterStopped)?;
-        match reply_rx.recv() {
-            Ok(0) => Ok(()),
-            Ok(failed) => Err(CdrError::WriteFailed { failed }),
-            Err(_) => Err(CdrError::WriterStopped),
-        }
+        failures(self.inner.flush())
     }
 }
 
@@ -268,11 +234,12 @@ struct Worker {
     book: RateBook,
     /// The rating version `book` was loaded at (`None`: not loaded).
     version: Option<i64>,
+    stats: Arc<Mutex<CdrWriterStats>>,
 }
 
 impl Worker {
     /// Reloads the rate tables if they changed since they were loaded.
-    fn refresh_rates(&mut self, stats: &Mutex<CdrWriterStats>) {
+    fn refresh_rates(&mut self) {
         let version = match self.db.rating_version() {
             Ok(v) => v,
             Err(e) => {
@@ -288,7 +255,7 @@ impl Worker {
                 tracing::debug!(tables = book.tables().len(), "rate tables loaded");
                 self.book = book;
                 self.version = Some(version);
-                lock(stats).rate_loads += 1;
+                lock(&self.stats).rate_loads += 1;
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot load the rate tables; keeping the old ones")
@@ -298,18 +265,13 @@ impl Worker {
 
     /// Rates (where needed) and commits `batch`, then clears it; returns how many records
     /// could not be written.
-    fn write(
-        &mut self,
-        batch: &mut Vec<CallRecord>,
-        notes: &mut Vec<Note>,
-        stats: &Mutex<CdrWriterStats>,
-    ) -> usize {
+    fn write_records(&mut self, batch: &mut Vec<CallRecord>, notes: &mut Vec<Note>) -> usize {
         if batch.is_empty() {
             notes.clear();
             return 0;
         }
         notes.resize(batch.len(), Note::default());
-        self.refresh_rates(stats);
+        self.refresh_rates();
         let mut unrated = 0u64;
         for r in batch.iter_mut().filter(|r| r.cost_minor.is_none()) {
             let rating = self.book.rate(&r.rating_input());
@@ -349,7 +311,7 @@ impl Worker {
                 }
             }
         }
-        let mut s = lock(stats);
+        let mut s = lock(&self.stats);
         s.batches += batches;
         s.records += written as u64;
         s.failed += failed as u64;
@@ -381,19 +343,19 @@ impl Worker {
     }
 
     /// Writes an answered call's in-progress record or the heartbeat, logging failures.
-    fn call_state(&mut self, msg: Msg) {
+    fn call_state(&mut self, msg: Item) {
         let result = self.db.conn.transaction().and_then(|tx| {
             match &msg {
-                Msg::Up {
+                Item::Up {
                     key,
                     record,
                     legs,
                     seen_ms,
                 } => in_progress::insert_up(&tx, key, record, legs, *seen_ms)?,
-                Msg::Heartbeat { seen_ms, changed } => {
+                Item::Heartbeat { seen_ms, changed } => {
                     in_progress::heartbeat(&tx, *seen_ms, changed)?
                 }
-                _ => {}
+                Item::Record(..) => {}
             }
             tx.commit()
         });
@@ -403,67 +365,29 @@ impl Worker {
     }
 }
 
-fn run(db: CdrDb, observer: Option<Observer>, rx: Receiver<Msg>, stats: &Mutex<CdrWriterStats>) {
-    let mut worker = Worker {
-        db,
-        observer,
-        book: RateBook::default(),
-        version: None,
-    };
-    let mut batch: Vec<CallRecord> = Vec::new();
-    let mut notes: Vec<Note> = Vec::new();
-    let mut failed_since_flush = 0usize;
-    let mut waiting: Vec<mpsc::SyncSender<usize>> = Vec::new();
-    loop {
-        // Block for the first message, then take whatever else is already queued.
-        let mut stop = false;
-        let mut next = rx.recv().ok();
-        if next.is_none() {
-            stop = true; // every sender is gone
-        }
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Record(r) => batch.push(r),
-                Msg::Noted(r, n) => {
-                    notes.resize(batch.len(), Note::default());
+impl Sink for Worker {
+    type Item = Item;
+
+    /// Rates and commits the records in batches; an answered call's state or a heartbeat is
+    /// written in order with them (an in-progress record before its final one).
+    fn write(&mut self, items: &mut Vec<Item>) -> usize {
+        let mut failed = 0;
+        let mut batch: Vec<CallRecord> = Vec::new();
+        let mut notes: Vec<Note> = Vec::new();
+        for item in items.drain(..) {
+            match item {
+                Item::Record(r, n) => {
                     batch.push(r);
                     notes.push(n);
                 }
-                m @ (Msg::Up { .. } | Msg::Heartbeat { .. }) => {
-                    // In order with the records: an in-progress record before its final one.
-                    failed_since_flush += worker.write(&mut batch, &mut notes, stats);
-                    worker.call_state(m);
+                state @ (Item::Up { .. } | Item::Heartbeat { .. }) => {
+                    failed += self.write_records(&mut batch, &mut notes);
+                    self.call_state(state);
                 }
-                Msg::Flush(reply) => waiting.push(reply),
-                Msg::Shutdown => stop = true,
             }
-            if batch.len() >= MAX_BATCH {
-                failed_since_flush += worker.write(&mut batch, &mut notes, stats);
-            }
-            if stop {
-                break;
-            }
-            next = match rx.try_recv() {
-                Ok(m) => Some(m),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => {
-                    stop = true;
-                    None
-                }
-            };
         }
-        failed_since_flush += worker.write(&mut batch, &mut notes, stats);
-        if !waiting.is_empty() {
-            for reply in waiting.drain(..) {
-                let _ = reply.send(failed_since_flush);
-            }
-            failed_since_flush = 0;
-        }
-        if stop {
-            break;
-        }
+        failed + self.write_records(&mut batch, &mut notes)
     }
-    tracing::debug!("call record writer stopped");
 }
 
 #[cfg(test)]

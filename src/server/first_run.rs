@@ -69,12 +69,8 @@ fn outward_address() -> Option<IpAddr> {
 
 /// Whether the store holds a dashboard account (read-only; a missing store has none).
 fn has_admin(config: &Config) -> bool {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
-    let Ok(db) = rusqlite::Connection::open_with_flags(&config.store.path, flags) else {
-        return false;
-    };
-    db.query_row("SELECT COUNT(*) FROM web_users", [], |r| r.get::<_, i64>(0))
-        .map(|n| n > 0)
+    crate::store::connection::open_reader(&config.store.path)
+        .and_then(|db| crate::store::web_users::has_users(&db))
         .unwrap_or(false)
 }
 

@@ -70,23 +70,21 @@ pub fn load(path: &Path, limiter: &mut Limiter) {
     let (_, (month_start, _)) = limiter.periods(now_ms);
     let rows = (|| -> Result<Vec<Spent>, crate::cdr::CdrError> {
         let db = crate::cdr::CdrDb::open(path)?;
-        let mut stmt = db.conn.prepare(
-            "SELECT extension, route_kind, route_target, start_ms, billable_s, cost_minor \
-             FROM call_records WHERE start_ms >= ?1 AND direction = 'outgoing' \
-             AND disposition = 'answered' AND route_kind IN ('sip', 'pstn')",
-        )?;
-        let rows = stmt.query_map([month_start], |row| {
-            let kind: String = row.get(1)?;
-            let target: Option<String> = row.get(2)?;
-            Ok(Spent {
-                extension: row.get(0)?,
-                trunk: if kind == "pstn" { target } else { None },
-                start_ms: row.get(3)?,
-                billable_s: row.get(4)?,
-                cost_minor: row.get(5)?,
+        let rows = crate::store::usage::answered_outgoing_since(&db.conn, month_start)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Spent {
+                extension: row.extension,
+                trunk: if row.route_kind == "pstn" {
+                    row.route_target
+                } else {
+                    None
+                },
+                start_ms: row.start_ms,
+                billable_s: row.billable_s,
+                cost_minor: row.cost_minor,
             })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            .collect())
     })();
     match rows {
         Ok(rows) => {

@@ -15,6 +15,6 @@ pub mod messages;
 pub mod metrics;
 pub mod pdu;
 pub mod service;
-pub mod store;
+pub use crate::store::sms as store;
 pub mod userdata;
 pub mod ussd;

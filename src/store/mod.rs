@@ -7,24 +7,37 @@
 //! All times are unix seconds passed in by the caller (`now_unix`), so the store reads no clock
 //! except for the `created_at`/`updated_at` stamps on extension rows.
 
+pub mod api_tokens;
 pub mod backup;
+pub mod batch;
+pub mod connection;
+mod counts;
 pub mod dundi;
 pub mod forwards;
 pub mod inbound;
 pub mod line_rates;
 mod migrations;
+pub mod saved_filters;
+pub mod sms;
 pub mod trunks;
+pub mod usage;
+pub mod web_extensions;
+pub mod web_users;
 pub mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+/// The connection every repository function takes (the dashboard and the tools hold one).
+pub use rusqlite::Connection;
+use rusqlite::{params, OptionalExtension, Row};
 
 use crate::config::ExtensionConfig;
 use crate::routing::Permissions;
 
+pub use connection::ReadPool;
+pub use counts::{counts, Counts};
 pub use writer::{BindingWriter, BindingWriterHandle};
 
 /// The value of `extensions.source` for rows provisioned from the config file.
@@ -255,13 +268,7 @@ impl Store {
     }
 
     fn init(mut conn: Connection, path: &Path) -> Result<Store, StoreError> {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        // journal_mode answers with the mode in effect ("memory" for in-memory databases).
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Deleted and overwritten content (a replaced password hash) is zeroed in the file.
-        conn.pragma_update(None, "secure_delete", "ON")?;
+        connection::configure_writer(&conn, connection::Durability::Process)?;
         migrations::MIGRATIONS
             .to_latest(&mut conn)
             .map_err(|source| StoreError::Migrate {

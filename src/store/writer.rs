@@ -2,31 +2,21 @@
 //!
 //! The registrar keeps its bindings in memory and must never wait on the disk. It hands every
 //! change to a [`BindingWriterHandle`], whose [`send`](BindingWriterHandle::send) only pushes
-//! onto an unbounded channel. The writer thread owns its own [`Store`] connection; each time it
-//! wakes it drains everything queued and applies it in a single transaction, so a burst of
-//! thousands of changes costs a handful of commits. Write errors are logged and counted, never
+//! onto an unbounded channel. The writer is a [`BatchWriter`] (the store's one batching
+//! writer) whose thread owns its own [`Store`] connection; each time it wakes it drains
+//! everything queued and applies it in a single transaction, so a burst of thousands of
+//! changes costs a handful of commits. Write errors are logged and counted, never
 //! panicked on; [`flush`](BindingWriterHandle::flush) reports them.
 
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
+use super::batch::{BatchHandle, BatchWriter, Sink};
 use super::{BindingChange, Store, StoreError};
 
 /// Upper bound on changes applied in one transaction, so a huge backlog still commits in
 /// reasonably sized steps.
 const MAX_BATCH: usize = 50_000;
-
-// Nearly every message is a `Change`; boxing it would cost an allocation per change.
-#[allow(clippy::large_enum_variant)]
-enum Msg {
-    Change(BindingChange),
-    /// Reply once everything sent before this message is written: `Ok` or the failures since
-    /// the previous flush.
-    Flush(mpsc::SyncSender<usize>),
-    Shutdown,
-}
 
 /// Counters shared between the writer thread and its owner.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -42,25 +32,27 @@ pub struct WriterStats {
 /// Sends binding changes to the writer thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct BindingWriterHandle {
-    tx: Sender<Msg>,
+    inner: BatchHandle<BindingChange>,
 }
 
 /// Owns the writer thread; dropping it (or calling [`shutdown`](Self::shutdown)) writes what
 /// is queued and joins the thread.
 #[derive(Debug)]
 pub struct BindingWriter {
-    tx: Sender<Msg>,
-    thread: Option<JoinHandle<()>>,
+    inner: BatchWriter<BindingChange>,
     stats: Arc<Mutex<WriterStats>>,
 }
 
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Msg::Change(c) => f.debug_tuple("Change").field(c).finish(),
-            Msg::Flush(_) => f.write_str("Flush"),
-            Msg::Shutdown => f.write_str("Shutdown"),
-        }
+/// The writer thread's side: the store connection and the counters.
+struct Bindings {
+    store: Store,
+    stats: Arc<Mutex<WriterStats>>,
+}
+
+fn lock(stats: &Mutex<WriterStats>) -> std::sync::MutexGuard<'_, WriterStats> {
+    match stats.lock() {
+        Ok(s) => s,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -73,62 +65,43 @@ impl BindingWriter {
 
     /// Starts the writer thread on an already opened store.
     pub fn spawn_with(store: Store) -> Result<(BindingWriter, BindingWriterHandle), StoreError> {
-        let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(WriterStats::default()));
-        let thread_stats = Arc::clone(&stats);
-        let thread = std::thread::Builder::new()
-            .name("binding-writer".to_owned())
-            .spawn(move || run(store, rx, &thread_stats))
+        let sink = Bindings {
+            store,
+            stats: Arc::clone(&stats),
+        };
+        let (inner, handle) = BatchWriter::spawn("binding", sink, MAX_BATCH)
             .map_err(|_| StoreError::WriterStopped)?;
-        let handle = BindingWriterHandle { tx: tx.clone() };
         Ok((
-            BindingWriter {
-                tx,
-                thread: Some(thread),
-                stats,
-            },
-            handle,
+            BindingWriter { inner, stats },
+            BindingWriterHandle { inner: handle },
         ))
     }
 
     /// Another handle for sending changes.
     pub fn handle(&self) -> BindingWriterHandle {
         BindingWriterHandle {
-            tx: self.tx.clone(),
+            inner: self.inner.handle(),
         }
     }
 
     /// Counters so far.
     pub fn stats(&self) -> WriterStats {
-        match self.stats.lock() {
-            Ok(s) => *s,
-            Err(poisoned) => *poisoned.into_inner(),
-        }
+        *lock(&self.stats)
     }
 
     /// Writes everything queued, stops the thread and waits for it. Reports failed batches
     /// since the last flush.
-    pub fn shutdown(mut self) -> Result<(), StoreError> {
-        let result = self.handle().flush();
-        self.stop();
-        result
-    }
-
-    fn stop(&mut self) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        // The thread drains the queue before it acts on Shutdown.
-        let _ = self.tx.send(Msg::Shutdown);
-        if thread.join().is_err() {
-            tracing::error!("binding writer thread panicked");
-        }
+    pub fn shutdown(self) -> Result<(), StoreError> {
+        failures(self.inner.shutdown())
     }
 }
 
-impl Drop for BindingWriter {
-    fn drop(&mut self) {
-        self.stop();
+fn failures(flushed: Result<usize, super::batch::Stopped>) -> Result<(), StoreError> {
+    match flushed {
+        Ok(0) => Ok(()),
+        Ok(failed) => Err(StoreError::WriteFailed { failed }),
+        Err(_) => Err(StoreError::WriterStopped),
     }
 }
 
@@ -136,7 +109,7 @@ impl BindingWriterHandle {
     /// Queues a change. Never blocks and never touches the disk; if the writer has stopped the
     /// change is dropped with a warning.
     pub fn send(&self, change: BindingChange) {
-        if self.tx.send(Msg::Change(change)).is_err() {
+        if self.inner.send(change).is_err() {
             tracing::warn!("binding writer has stopped; a binding change was not persisted");
         }
     }
@@ -144,94 +117,35 @@ impl BindingWriterHandle {
     /// Blocks until every change sent before this call is written. Fails if the writer has
     /// stopped or if batches failed since the previous flush.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        self.tx
-            .send(Msg::Flush(reply_tx))
-            .map_err(|_| StoreError::WriterStopped)?;
-        match reply_rx.recv() {
-            Ok(0) => Ok(()),
-            Ok(failed) => Err(StoreError::WriteFailed { failed }),
-            Err(_) => Err(StoreError::WriterStopped),
-        }
+        failures(self.inner.flush())
     }
 }
 
-fn run(mut store: Store, rx: Receiver<Msg>, stats: &Mutex<WriterStats>) {
-    let mut batch: Vec<BindingChange> = Vec::new();
-    let mut failed_since_flush = 0usize;
-    let mut waiting: Vec<mpsc::SyncSender<usize>> = Vec::new();
-    loop {
-        // Block for the first message, then take whatever else is already queued.
-        let mut stop = false;
-        let mut next = rx.recv().ok();
-        if next.is_none() {
-            stop = true; // every sender is gone
-        }
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Change(c) => batch.push(c),
-                Msg::Flush(reply) => waiting.push(reply),
-                Msg::Shutdown => {
-                    stop = true;
-                }
-            }
-            if batch.len() >= MAX_BATCH {
-                failed_since_flush += write(&mut store, &mut batch, stats);
-            }
-            if stop {
-                break;
-            }
-            next = match rx.try_recv() {
-                Ok(m) => Some(m),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => {
-                    stop = true;
-                    None
-                }
-            };
-        }
-        failed_since_flush += write(&mut store, &mut batch, stats);
-        if !waiting.is_empty() {
-            for reply in waiting.drain(..) {
-                let _ = reply.send(failed_since_flush);
-            }
-            failed_since_flush = 0;
-        }
-        if stop {
-            break;
-        }
-    }
-    tracing::debug!("binding writer stopped");
-}
+impl Sink for Bindings {
+    type Item = BindingChange;
 
-/// Applies and clears `batch`; returns 1 if it failed, else 0.
-fn write(store: &mut Store, batch: &mut Vec<BindingChange>, stats: &Mutex<WriterStats>) -> usize {
-    if batch.is_empty() {
-        return 0;
+    /// Applies the batch in one transaction; 1 if it failed (the whole batch is then dropped),
+    /// else 0.
+    fn write(&mut self, batch: &mut Vec<BindingChange>) -> usize {
+        let result = self.store.apply_binding_changes(batch);
+        let mut s = lock(&self.stats);
+        match result {
+            Ok(()) => {
+                s.batches += 1;
+                s.changes += batch.len() as u64;
+                0
+            }
+            Err(e) => {
+                s.failed_batches += 1;
+                tracing::error!(
+                    changes = batch.len(),
+                    error = %e,
+                    "cannot persist registrar bindings; they stay in memory only"
+                );
+                1
+            }
+        }
     }
-    let result = store.apply_binding_changes(batch);
-    let mut s = match stats.lock() {
-        Ok(s) => s,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    let failed = match result {
-        Ok(()) => {
-            s.batches += 1;
-            s.changes += batch.len() as u64;
-            0
-        }
-        Err(e) => {
-            s.failed_batches += 1;
-            tracing::error!(
-                changes = batch.len(),
-                error = %e,
-                "cannot persist registrar bindings; they stay in memory only"
-            );
-            1
-        }
-    };
-    batch.clear();
-    failed
 }
 
 #[cfg(test)]

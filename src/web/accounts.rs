@@ -4,7 +4,8 @@
 //! `0012_web_roles_audit.sql`). Blocking SQLite calls; the pages run them on blocking threads
 //! and `pasarela admin reset-password` runs them directly on the store file.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::store::web_users::{self, Removal};
+use crate::store::Connection;
 
 use super::auth::{self, AuthError};
 
@@ -36,49 +37,11 @@ impl Role {
     }
 }
 
-/// A dashboard user as the accounts page lists it.
-#[derive(Debug, Clone)]
-pub struct UserRow {
-    pub id: i64,
-    pub username: String,
-    pub role: String,
-    pub created_at: i64,
-}
-
-/// A live session as the accounts page lists it.
-#[derive(Debug, Clone)]
-pub struct SessionRow {
-    /// The SHA-256 of the cookie token (never the token itself).
-    pub id: String,
-    pub username: String,
-    pub address: String,
-    pub created_at: i64,
-    pub expires_at: i64,
-}
-
-/// One audit entry.
-#[derive(Debug, Clone)]
-pub struct AuditRow {
-    pub at: i64,
-    pub username: String,
-    pub action: String,
-    pub detail: String,
-    pub outcome: i64,
-}
+pub use crate::store::web_users::{AuditRow, SessionRow, UserRow};
 
 /// Every dashboard user, by name.
 pub fn users(conn: &Connection) -> Result<Vec<UserRow>, AuthError> {
-    let mut stmt =
-        conn.prepare("SELECT id, username, role, created_at FROM web_users ORDER BY username")?;
-    let rows = stmt.query_map([], |r| {
-        Ok(UserRow {
-            id: r.get(0)?,
-            username: r.get(1)?,
-            role: r.get(2)?,
-            created_at: r.get(3)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(web_users::users(conn)?)
 }
 
 /// Adds a user with `role`; the same username and password rules as the first administrator.
@@ -89,24 +52,19 @@ pub fn add_user(
     role: Role,
 ) -> Result<i64, AuthError> {
     auth::check_new_account(username, password)?;
-    let exists: Option<i64> = conn
-        .query_row(
-            "SELECT id FROM web_users WHERE username = ?1",
-            [username],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if exists.is_some() {
+    if web_users::user_id(conn, username)?.is_some() {
         return Err(AuthError::Invalid(format!(
             "A user named {username} already exists."
         )));
     }
     let hash = auth::hash_password(password)?;
-    conn.execute(
-        "INSERT INTO web_users (username, password_hash, created_at, role) VALUES (?1, ?2, ?3, ?4)",
-        params![username, hash, auth::now_unix(), role.as_str()],
-    )?;
-    Ok(conn.last_insert_rowid())
+    Ok(web_users::insert_user(
+        conn,
+        username,
+        &hash,
+        role.as_str(),
+        auth::now_unix(),
+    )?)
 }
 
 /// Removes user `id` (and with it their sessions). Refused for `acting` itself and for the last
@@ -117,34 +75,13 @@ pub fn remove_user(conn: &mut Connection, id: i64, acting: i64) -> Result<String
             "You cannot remove your own account.".into(),
         ));
     }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let found: Option<(String, String)> = tx
-        .query_row(
-            "SELECT username, role FROM web_users WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((name, role)) = found else {
-        return Err(AuthError::Invalid("No such user.".into()));
-    };
-    if role == "admin" {
-        let admins: i64 = tx.query_row(
-            "SELECT count(*) FROM web_users WHERE role = 'admin'",
-            [],
-            |r| r.get(0),
-        )?;
-        if admins <= 1 {
-            return Err(AuthError::Invalid(
-                "The last administrator cannot be removed.".into(),
-            ));
-        }
+    match web_users::remove_user(conn, id)? {
+        Removal::Removed(name) => Ok(name),
+        Removal::NoSuchUser => Err(AuthError::Invalid("No such user.".into())),
+        Removal::LastAdmin => Err(AuthError::Invalid(
+            "The last administrator cannot be removed.".into(),
+        )),
     }
-    tx.execute("DELETE FROM web_sessions WHERE user_id = ?1", [id])?;
-    tx.execute("DELETE FROM web_devices WHERE user_id = ?1", [id])?;
-    tx.execute("DELETE FROM web_users WHERE id = ?1", [id])?;
-    tx.commit()?;
-    Ok(name)
 }
 
 /// Sets the password of `username` (the dashboard's password policy applies) and ends every
@@ -158,24 +95,10 @@ pub fn set_password(
 ) -> Result<bool, AuthError> {
     auth::check_new_account(username, password)?;
     let hash = auth::hash_password(password)?;
-    let id: Option<i64> = conn
-        .query_row(
-            "SELECT id FROM web_users WHERE username = ?1",
-            [username],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(id) = id else {
+    let Some(id) = web_users::user_id(conn, username)? else {
         return Ok(false);
     };
-    conn.execute(
-        "UPDATE web_users SET password_hash = ?2 WHERE id = ?1",
-        params![id, hash],
-    )?;
-    conn.execute(
-        "DELETE FROM web_sessions WHERE user_id = ?1 AND token_hash IS NOT ?2",
-        params![id, keep],
-    )?;
+    web_users::set_password_hash(conn, id, &hash, keep)?;
     Ok(true)
 }
 
@@ -239,32 +162,13 @@ pub fn reset_password(
 
 /// Live sessions, newest first; only those of `user` when given.
 pub fn sessions(conn: &Connection, user: Option<i64>) -> Result<Vec<SessionRow>, AuthError> {
-    let mut stmt = conn.prepare(
-        "SELECT s.token_hash, u.username, s.address, s.created_at, s.expires_at \
-         FROM web_sessions s JOIN web_users u ON u.id = s.user_id \
-         WHERE s.expires_at > ?1 AND (?2 IS NULL OR s.user_id = ?2) \
-         ORDER BY s.created_at DESC",
-    )?;
-    let rows = stmt.query_map(params![auth::now_unix(), user], |r| {
-        Ok(SessionRow {
-            id: r.get(0)?,
-            username: r.get(1)?,
-            address: r.get(2)?,
-            created_at: r.get(3)?,
-            expires_at: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(web_users::sessions(conn, user, auth::now_unix())?)
 }
 
 /// Ends session `id`; when `owner` is given, only if it belongs to that user. Returns whether a
 /// session ended.
 pub fn revoke_session(conn: &Connection, id: &str, owner: Option<i64>) -> Result<bool, AuthError> {
-    let n = conn.execute(
-        "DELETE FROM web_sessions WHERE token_hash = ?1 AND (?2 IS NULL OR user_id = ?2)",
-        params![id, owner],
-    )?;
-    Ok(n > 0)
+    Ok(web_users::delete_session(conn, id, owner)?)
 }
 
 /// Records a dashboard change.
@@ -274,29 +178,16 @@ pub fn audit(
     action: &str,
     detail: &str,
     outcome: u16,
-) -> Result<(), rusqlite::Error> {
-    conn.execute(
-        "INSERT INTO audit_log (at, username, action, detail, outcome) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![auth::now_unix(), username, action, detail, outcome],
-    )?;
-    Ok(())
+) -> Result<(), crate::store::StoreError> {
+    web_users::audit(conn, auth::now_unix(), username, action, detail, outcome)
 }
 
 /// The newest `limit` audit entries, newest first.
-pub fn audit_entries(conn: &Connection, limit: u32) -> Result<Vec<AuditRow>, rusqlite::Error> {
-    let mut stmt = conn.prepare(
-        "SELECT at, username, action, detail, outcome FROM audit_log ORDER BY id DESC LIMIT ?1",
-    )?;
-    let rows = stmt.query_map([limit], |r| {
-        Ok(AuditRow {
-            at: r.get(0)?,
-            username: r.get(1)?,
-            action: r.get(2)?,
-            detail: r.get(3)?,
-            outcome: r.get(4)?,
-        })
-    })?;
-    rows.collect()
+pub fn audit_entries(
+    conn: &Connection,
+    limit: u32,
+) -> Result<Vec<AuditRow>, crate::store::StoreError> {
+    web_users::audit_entries(conn, limit)
 }
 
 /// The fields of a URL-encoded form worth recording: everything but passwords and tokens,

@@ -2,7 +2,8 @@
 //! checked on every API request (`Authorization: Bearer TOKEN`) and revocable. Each has a
 //! [`Scope`]: `read` tokens may only read, `admin` tokens may change things too.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::store::api_tokens as store;
+use crate::store::Connection;
 use sha2::{Digest, Sha256};
 
 use super::auth::{random_token, AuthError};
@@ -67,33 +68,28 @@ pub fn create_scoped(conn: &Connection, name: &str, scope: Scope) -> Result<Stri
         ));
     }
     let token = random_token();
-    conn.execute(
-        "INSERT INTO api_tokens (name, token_hash, created_at, scope) VALUES (?1, ?2, ?3, ?4)",
-        params![name, hash(&token), now_unix(), scope.as_str()],
-    )?;
+    store::insert(conn, name, &hash(&token), scope.as_str(), now_unix())?;
     Ok(token)
 }
 
 /// Every token, newest first.
 pub fn list(conn: &Connection) -> Result<Vec<TokenInfo>, AuthError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, name, created_at, last_used_at, scope FROM api_tokens ORDER BY id DESC",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(TokenInfo {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            scope: Scope::parse(&r.get::<_, String>(4)?).unwrap_or(Scope::Read),
-            created_at: r.get(2)?,
-            last_used_at: r.get(3)?,
+    let rows = store::list(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| TokenInfo {
+            id: r.id,
+            name: r.name,
+            scope: Scope::parse(&r.scope).unwrap_or(Scope::Read),
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        .collect())
 }
 
 /// Revokes token `id`; whether it existed.
 pub fn revoke(conn: &Connection, id: i64) -> Result<bool, AuthError> {
-    Ok(conn.execute("DELETE FROM api_tokens WHERE id = ?1", [id])? > 0)
+    Ok(store::delete(conn, id)?)
 }
 
 /// The name of the token `token` when it is valid (and notes its use, at most once a minute).
@@ -108,22 +104,12 @@ pub fn check_scoped(conn: &Connection, token: &str) -> Result<Option<(String, Sc
         return Ok(None);
     }
     let h = hash(token);
-    let found: Option<(String, Option<i64>, String)> = conn
-        .query_row(
-            "SELECT name, last_used_at, scope FROM api_tokens WHERE token_hash = ?1",
-            [&h],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let Some((name, last, scope)) = found else {
+    let Some((name, last, scope)) = store::by_hash(conn, &h)? else {
         return Ok(None);
     };
     let now = now_unix();
     if last.is_none_or(|t| now - t >= 60) {
-        conn.execute(
-            "UPDATE api_tokens SET last_used_at = ?1 WHERE token_hash = ?2",
-            params![now, h],
-        )?;
+        store::mark_used(conn, &h, now)?;
     }
     Ok(Some((name, Scope::parse(&scope).unwrap_or(Scope::Read))))
 }

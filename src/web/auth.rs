@@ -17,11 +17,12 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::store::web_users;
+use crate::store::{Connection, StoreError};
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 use axum::http::HeaderMap;
-use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 /// The session cookie's name.
@@ -37,8 +38,8 @@ pub const MIN_PASSWORD_LEN: usize = crate::security::password::MIN_LEN;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The database failed.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The password could not be hashed.
     #[error("password hashing failed: {0}")]
     Hash(String),
@@ -51,18 +52,7 @@ pub enum AuthError {
 }
 
 /// A logged-in user, as the pages see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-    pub user_id: i64,
-    pub username: String,
-    /// The token every POST form of this session carries.
-    pub csrf: String,
-    /// Whether the user may change things (role `admin`); viewers only read.
-    pub admin: bool,
-    /// The SHA-256 of the session's cookie token, as sessions are listed (see
-    /// [`super::accounts`]).
-    pub id: String,
-}
+pub use crate::store::web_users::Session;
 
 pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
@@ -113,8 +103,7 @@ pub fn set_cookie(name: &str, value: &str, max_age: Duration) -> String {
 
 /// Whether any dashboard account exists.
 pub fn has_users(conn: &Connection) -> Result<bool, AuthError> {
-    let n: i64 = conn.query_row("SELECT count(*) FROM web_users", [], |r| r.get(0))?;
-    Ok(n > 0)
+    Ok(web_users::has_users(conn)?)
 }
 
 pub(crate) fn hash_password(password: &str) -> Result<String, AuthError> {
@@ -153,17 +142,8 @@ pub fn create_first_user(
 ) -> Result<i64, AuthError> {
     check_new_account(username, password)?;
     let hash = hash_password(password)?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let n: i64 = tx.query_row("SELECT count(*) FROM web_users", [], |r| r.get(0))?;
-    if n > 0 {
-        return Err(AuthError::AlreadySetUp);
-    }
-    tx.execute(
-        "INSERT INTO web_users (username, password_hash, created_at) VALUES (?1, ?2, ?3)",
-        params![username, hash, now_unix()],
-    )?;
-    let id = tx.last_insert_rowid();
-    tx.commit()?;
+    let id = web_users::insert_first_user(conn, username, &hash, now_unix())?
+        .ok_or(AuthError::AlreadySetUp)?;
     tracing::info!(username, "dashboard administrator created");
     Ok(id)
 }
@@ -171,13 +151,7 @@ pub fn create_first_user(
 /// The id and stored hash of `username`, for [`check_password`] (a quick read, so the
 /// connection is not held during the deliberately slow hash check).
 pub fn user_hash(conn: &Connection, username: &str) -> Result<Option<(i64, String)>, AuthError> {
-    Ok(conn
-        .query_row(
-            "SELECT id, password_hash FROM web_users WHERE username = ?1",
-            [username],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?)
+    Ok(web_users::user_hash(conn, username)?)
 }
 
 /// The user id of `user` (from [`user_hash`]) when `password` is right. Slow by design
@@ -211,51 +185,28 @@ pub fn verify_login(
 /// are purged.
 pub fn create_session(conn: &Connection, user_id: i64, address: &str) -> Result<String, AuthError> {
     let now = now_unix();
-    conn.execute("DELETE FROM web_sessions WHERE expires_at <= ?1", [now])?;
     let token = random_token();
     let ttl = i64::try_from(SESSION_TTL.as_secs()).unwrap_or(i64::MAX);
-    conn.execute(
-        "INSERT INTO web_sessions (token_hash, user_id, csrf, expires_at, created_at, address) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            token_hash(&token),
-            user_id,
-            random_token(),
-            now.saturating_add(ttl),
-            now,
-            address
-        ],
+    web_users::insert_session(
+        conn,
+        &token_hash(&token),
+        user_id,
+        &random_token(),
+        now.saturating_add(ttl),
+        now,
+        address,
     )?;
     Ok(token)
 }
 
 /// The live session of cookie token `token`.
 pub fn session(conn: &Connection, token: &str) -> Result<Option<Session>, AuthError> {
-    Ok(conn
-        .query_row(
-            "SELECT s.user_id, u.username, s.csrf, u.role, s.token_hash FROM web_sessions s \
-             JOIN web_users u ON u.id = s.user_id \
-             WHERE s.token_hash = ?1 AND s.expires_at > ?2",
-            params![token_hash(token), now_unix()],
-            |r| {
-                Ok(Session {
-                    user_id: r.get(0)?,
-                    username: r.get(1)?,
-                    csrf: r.get(2)?,
-                    admin: r.get::<_, String>(3)? == "admin",
-                    id: r.get(4)?,
-                })
-            },
-        )
-        .optional()?)
+    Ok(web_users::session(conn, &token_hash(token), now_unix())?)
 }
 
 /// Ends the session of cookie token `token`.
 pub fn end_session(conn: &Connection, token: &str) -> Result<(), AuthError> {
-    conn.execute(
-        "DELETE FROM web_sessions WHERE token_hash = ?1",
-        [token_hash(token)],
-    )?;
+    web_users::delete_session(conn, &token_hash(token), None)?;
     Ok(())
 }
 
@@ -268,25 +219,25 @@ pub const DEVICE_TTL: Duration = Duration::from_secs(90 * 86_400);
 /// cookie token (only its SHA-256 is stored).
 pub fn remember_device(conn: &Connection, user_id: i64) -> Result<String, AuthError> {
     let now = now_unix();
-    conn.execute("DELETE FROM web_devices WHERE expires_at <= ?1", [now])?;
     let token = random_token();
     let ttl = i64::try_from(DEVICE_TTL.as_secs()).unwrap_or(i64::MAX);
-    conn.execute(
-        "INSERT INTO web_devices (token_hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
-        params![token_hash(&token), user_id, now.saturating_add(ttl)],
+    web_users::insert_device(
+        conn,
+        &token_hash(&token),
+        user_id,
+        now.saturating_add(ttl),
+        now,
     )?;
     Ok(token)
 }
 
 /// The user a device cookie token belongs to, while it is valid.
 pub fn device_user(conn: &Connection, token: &str) -> Result<Option<i64>, AuthError> {
-    Ok(conn
-        .query_row(
-            "SELECT user_id FROM web_devices WHERE token_hash = ?1 AND expires_at > ?2",
-            params![token_hash(token), now_unix()],
-            |r| r.get(0),
-        )
-        .optional()?)
+    Ok(web_users::device_user(
+        conn,
+        &token_hash(token),
+        now_unix(),
+    )?)
 }
 
 /// Why a login attempt is held back.
@@ -427,9 +378,7 @@ mod tests {
             create_first_user(&mut conn, "other", "correct horse"),
             Err(AuthError::AlreadySetUp)
         ));
-        let stored: String = conn
-            .query_row("SELECT password_hash FROM web_users", [], |r| r.get(0))
-            .unwrap();
+        let (_, stored) = user_hash(&conn, "admin").unwrap().unwrap();
         assert!(stored.starts_with("$argon2id$"), "{stored}");
         assert_eq!(
             verify_login(&conn, "admin", "correct horse").unwrap(),

@@ -59,13 +59,13 @@ async fn render(
     let admin = session.admin;
     let me = session.user_id;
     let (users, sessions) = state
-        .with_db(move |db| {
+        .with_read(move |conn| {
             let users = if admin {
-                accounts::users(&db.conn)?
+                accounts::users(conn)?
             } else {
                 Vec::new()
             };
-            let sessions = accounts::sessions(&db.conn, (!admin).then_some(me))?;
+            let sessions = accounts::sessions(conn, (!admin).then_some(me))?;
             Ok((users, sessions))
         })
         .await?;
@@ -120,7 +120,7 @@ pub async fn change_password(
     let name = session.username.clone();
     let current = form.current.clone();
     let user = state
-        .with_db(move |db| Ok(auth::user_hash(&db.conn, &name)?))
+        .with_read(move |conn| Ok(auth::user_hash(conn, &name)?))
         .await?;
     let right = tokio::task::spawn_blocking(move || auth::check_password(user, &current))
         .await
@@ -276,7 +276,7 @@ pub async fn audit(
     Extension(session): Extension<Session>,
 ) -> Result<Response, PageError> {
     let rows = state
-        .with_db(|db| Ok(accounts::audit_entries(&db.conn, 500)?))
+        .with_read(|conn| Ok(accounts::audit_entries(conn, 500)?))
         .await?;
     let office = std::sync::Arc::clone(&state.office);
     let page = AuditPage {

@@ -71,22 +71,9 @@ pub fn steps(f: Facts) -> Option<Vec<Step>> {
 pub async fn load(state: &WebState) -> Result<Option<Vec<Step>>, PageError> {
     let now = crate::web::auth::now_unix();
     let (extensions, stored_bindings, records) = state
-        .with_db(move |db| {
-            let count = |sql: &str| -> rusqlite::Result<u64> {
-                db.conn
-                    .query_row(sql, [], |r| r.get::<_, i64>(0))
-                    .map(|n| u64::try_from(n).unwrap_or(0))
-            };
-            let bindings: i64 = db.conn.query_row(
-                "SELECT count(*) FROM bindings WHERE expires_at > ?1",
-                [now],
-                |r| r.get(0),
-            )?;
-            Ok((
-                count("SELECT count(*) FROM extensions")?,
-                u64::try_from(bindings).unwrap_or(0),
-                count("SELECT count(*) FROM call_records")?,
-            ))
+        .with_read(move |conn| {
+            let c = crate::store::counts(conn, now)?;
+            Ok((c.extensions, c.live_bindings, c.records))
         })
         .await?;
     let snapshot = match &state.live {

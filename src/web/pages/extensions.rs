@@ -10,11 +10,11 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use rusqlite::{params, OptionalExtension};
 use serde::Deserialize;
 
 use super::{csrf_ok, csrf_refused, url_encode, PageError, WebState};
 use crate::routing::Permissions;
+use crate::store::web_extensions;
 use crate::web::auth::Session;
 
 /// Which extension to load into the form.
@@ -132,26 +132,6 @@ struct ExtensionsPage {
     error: Option<String>,
 }
 
-type Row = (String, String, String, String, bool, String);
-
-fn load(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<Row>> {
-    let mut stmt = conn.prepare(
-        "SELECT number, coalesce(name, ''), coalesce(did, ''), coalesce(permissions, ''), \
-         enabled, source FROM extensions ORDER BY number",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get::<_, i64>(4)? != 0,
-            r.get(5)?,
-        ))
-    })?;
-    rows.collect()
-}
-
 async fn render(
     state: &WebState,
     session: Session,
@@ -160,7 +140,9 @@ async fn render(
     error: Option<String>,
     status: StatusCode,
 ) -> Result<Response, PageError> {
-    let rows = state.with_db(|db| Ok(load(&db.conn)?)).await?;
+    let rows = state
+        .with_read(|conn| Ok(crate::store::web_extensions::list(conn)?))
+        .await?;
     let form =
         form.unwrap_or_else(
             || match rows.iter().find(|r| r.0 == edit.trim() && r.5 == "web") {
@@ -316,18 +298,19 @@ pub async fn save(
             let enabled = !form.enabled.is_empty();
             let is_new = form.existing.is_empty();
             // Only the digest hashes are kept; the clear password ends here.
-            let ha1 = password.map(|p| crate::store::digest_ha1(&number, &state.realm, &p));
-            let realm = state.realm.to_string();
+            let ext = web_extensions::WebExtension {
+                ha1: password.map(|p| crate::store::digest_ha1(&number, &state.realm, &p)),
+                realm: state.realm.to_string(),
+                number,
+                name,
+                did,
+                enabled,
+                permissions,
+            };
             state
                 .with_db(move |db| {
-                    let source: Option<String> = db
-                        .conn
-                        .query_row(
-                            "SELECT source FROM extensions WHERE number = ?1",
-                            [&number],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
+                    let number = &ext.number;
+                    let source = web_extensions::source(&db.conn, number)?;
                     match (source.as_deref(), is_new) {
                         (Some("web"), false) => {}
                         (Some("web"), true) => {
@@ -343,47 +326,10 @@ pub async fn save(
                         }
                         (None, true) => {}
                     }
-                    let now = now_unix();
                     if is_new {
-                        let (md5, sha256) = ha1.unwrap_or_default();
-                        db.conn.execute(
-                            "INSERT INTO extensions (number, password, name, did, enabled, \
-                             source, created_at, updated_at, permissions, ha1_md5, ha1_sha256, \
-                             ha1_realm) \
-                             VALUES (?1, '', ?2, ?3, ?4, 'web', ?5, ?5, ?6, ?7, ?8, ?9)",
-                            params![
-                                number,
-                                name,
-                                did,
-                                enabled,
-                                now,
-                                permissions,
-                                md5,
-                                sha256,
-                                realm
-                            ],
-                        )?;
+                        web_extensions::insert(&db.conn, &ext, now_unix())?;
                     } else {
-                        let (md5, sha256) = ha1.unzip();
-                        db.conn.execute(
-                            "UPDATE extensions SET name = ?2, did = ?3, enabled = ?4, \
-                             permissions = ?5, password = '', \
-                             ha1_md5 = coalesce(?6, ha1_md5), \
-                             ha1_sha256 = coalesce(?7, ha1_sha256), \
-                             ha1_realm = CASE WHEN ?6 IS NULL THEN ha1_realm ELSE ?8 END, \
-                             updated_at = ?9 WHERE number = ?1 AND source = 'web'",
-                            params![
-                                number,
-                                name,
-                                did,
-                                enabled,
-                                permissions,
-                                md5,
-                                sha256,
-                                realm,
-                                now
-                            ],
-                        )?;
+                        web_extensions::update(&db.conn, &ext, now_unix())?;
                     }
                     Ok(None)
                 })
@@ -423,13 +369,7 @@ pub async fn toggle(
     }
     let number = form.number.clone();
     let changed = state
-        .with_db(move |db| {
-            Ok(db.conn.execute(
-                "UPDATE extensions SET enabled = NOT enabled, updated_at = ?2 \
-                 WHERE number = ?1 AND source = 'web'",
-                params![number, now_unix()],
-            )?)
-        })
+        .with_db(move |db| Ok(web_extensions::toggle(&db.conn, &number, now_unix())?))
         .await?;
     if changed == 0 {
         return render(
@@ -459,12 +399,7 @@ pub async fn delete(
     }
     let number = form.number.trim().to_owned();
     let removed = state
-        .with_db(move |db| {
-            Ok(db.conn.execute(
-                "DELETE FROM extensions WHERE number = ?1 AND source = 'web'",
-                [number],
-            )?)
-        })
+        .with_db(move |db| Ok(web_extensions::delete(&db.conn, &number)?))
         .await?;
     if removed == 0 {
         return render(
@@ -512,16 +447,7 @@ pub async fn phone(
     let number = q.number.trim().to_owned();
     let lookup = number.clone();
     let found: Option<(String, bool)> = state
-        .with_db(move |db| {
-            Ok(db
-                .conn
-                .query_row(
-                    "SELECT coalesce(name, ''), enabled FROM extensions WHERE number = ?1",
-                    [lookup],
-                    |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)),
-                )
-                .optional()?)
-        })
+        .with_read(move |conn| Ok(web_extensions::name_and_enabled(conn, &lookup)?))
         .await?;
     let Some((name, enabled)) = found else {
         return Ok((StatusCode::NOT_FOUND, "404: no such extension\n").into_response());

@@ -46,10 +46,15 @@ use super::auth::{self, AuthError, LoginLimiter, Session, CSRF_COOKIE, SESSION_C
 use crate::cdr::{CdrDb, CdrError};
 use crate::web::office_time::OfficeTime;
 
+/// Read-only connections of the dashboard ([`WebState::with_read`]).
+const READERS: usize = 3;
+
 /// What the dashboard's handlers share: the database and the login limiter.
 #[derive(Debug, Clone)]
 pub struct WebState {
     db: Arc<Mutex<CdrDb>>,
+    /// Read-only connections the pages read through (see [`WebState::with_read`]).
+    read: crate::store::ReadPool,
     db_path: PathBuf,
     limiter: Arc<LoginLimiter>,
     /// Woken when an extension changed here, so that the SIP side reloads them.
@@ -87,6 +92,7 @@ impl WebState {
     pub fn open(db_path: &Path) -> Result<WebState, CdrError> {
         Ok(WebState {
             db: Arc::new(Mutex::new(CdrDb::open(db_path)?)),
+            read: crate::store::ReadPool::open(db_path, READERS)?,
             db_path: db_path.to_path_buf(),
             limiter: Arc::new(LoginLimiter::default()),
             extensions_changed: Arc::new(tokio::sync::Notify::new()),
@@ -111,7 +117,21 @@ impl WebState {
         &self.db_path
     }
 
-    /// Runs `f` on the shared connection on a blocking thread.
+    /// Runs `f` on one of the read-only connections, on a blocking thread: for pages and API
+    /// calls that only read, so they neither wait behind the writing connection's lock nor
+    /// can write.
+    pub(crate) async fn with_read<T, F>(&self, f: F) -> Result<T, PageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&crate::store::Connection) -> Result<T, PageError> + Send + 'static,
+    {
+        let pool = self.read.clone();
+        tokio::task::spawn_blocking(move || f(&pool.get()))
+            .await
+            .map_err(|_| PageError::Task)?
+    }
+
+    /// Runs `f` on the shared (writing) connection on a blocking thread.
     pub(crate) async fn with_db<T, F>(&self, f: F) -> Result<T, PageError>
     where
         T: Send + 'static,
@@ -136,6 +156,8 @@ pub enum PageError {
     Auth(#[from] AuthError),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("a background task failed")]
     Task,
 }
@@ -270,7 +292,7 @@ async fn require_session(State(state): State<WebState>, mut req: Request, next: 
         return Redirect::to("/login").into_response();
     };
     let found = state
-        .with_db(move |db| Ok(auth::session(&db.conn, &token)?))
+        .with_read(move |conn| Ok(auth::session(conn, &token)?))
         .await;
     match found {
         Ok(Some(session)) => {
@@ -443,7 +465,7 @@ pub(crate) struct AccountForm {
 }
 
 async fn login_form(State(state): State<WebState>, headers: HeaderMap) -> Response {
-    match state.with_db(|db| Ok(auth::has_users(&db.conn)?)).await {
+    match state.with_read(|conn| Ok(auth::has_users(conn)?)).await {
         Ok(false) => return Redirect::to("/setup").into_response(),
         Ok(true) => {}
         Err(e) => return e.into_response(),
@@ -573,7 +595,7 @@ async fn login(
 }
 
 async fn setup_form(State(state): State<WebState>, headers: HeaderMap) -> Response {
-    match state.with_db(|db| Ok(auth::has_users(&db.conn)?)).await {
+    match state.with_read(|conn| Ok(auth::has_users(conn)?)).await {
         Ok(true) => return Redirect::to("/login").into_response(),
         Ok(false) => {}
         Err(e) => return e.into_response(),

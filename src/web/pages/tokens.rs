@@ -51,7 +51,7 @@ async fn render(
     error: Option<String>,
     name: String,
 ) -> Result<Response, PageError> {
-    let list: Vec<TokenInfo> = state.with_db(|db| Ok(api_tokens::list(&db.conn)?)).await?;
+    let list: Vec<TokenInfo> = state.with_read(|conn| Ok(api_tokens::list(conn)?)).await?;
     let office = &state.office;
     let tokens = list
         .into_iter()

@@ -5,7 +5,6 @@
 //! forget is on disk, not only in the write-ahead log's page cache.
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -130,9 +129,7 @@ impl SmsStore {
     /// Opens the (already migrated) database.
     pub fn open(path: &Path) -> Result<SmsStore, StoreError> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        super::connection::configure_writer(&conn, super::connection::Durability::Power)?;
         Ok(SmsStore { conn })
     }
 

@@ -1,0 +1,332 @@
+//! The batching writer every background writer of the store is built on (registrar bindings,
+//! call records): a thread that owns one writing connection (through its [`Sink`]) and an
+//! unbounded channel that callers push items onto without ever blocking or touching the disk.
+//!
+//! Each time the thread wakes it takes the first item and whatever else is already queued (at
+//! most `max_batch`), and hands them, in the order they were sent, to [`Sink::write`], which
+//! commits them (normally in one transaction). So an item sent while the writer is idle is
+//! written at once, and a burst of thousands costs a handful of commits. A
+//! [`flush`](BatchHandle::flush) answers once everything sent before it is written, with the
+//! number of items that failed since the previous flush; dropping or
+//! [`shutdown`](BatchWriter::shutdown) writes what is queued before the thread ends.
+
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::thread::JoinHandle;
+
+/// Where a [`BatchWriter`]'s items go: owned by the writer thread.
+pub trait Sink: Send + 'static {
+    /// What callers send.
+    type Item: Send + 'static;
+
+    /// Writes `batch` (in the order sent; never empty); returns how many items could not be
+    /// written (those are logged by the sink). The batch is cleared afterwards.
+    fn write(&mut self, batch: &mut Vec<Self::Item>) -> usize;
+}
+
+enum Msg<T> {
+    Item(T),
+    /// Reply once everything sent before this message is written, with the failures since the
+    /// previous flush.
+    Flush(mpsc::SyncSender<usize>),
+    Shutdown,
+}
+
+/// The writer thread has stopped (shut down, or its sink panicked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the {0} writer has stopped")]
+pub struct Stopped(pub &'static str);
+
+/// Sends items to the writer thread. Cheap to clone.
+pub struct BatchHandle<T> {
+    tx: Sender<Msg<T>>,
+    name: &'static str,
+}
+
+impl<T> Clone for BatchHandle<T> {
+    fn clone(&self) -> Self {
+        BatchHandle {
+            tx: self.tx.clone(),
+            name: self.name,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for BatchHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BatchHandle").field(&self.name).finish()
+    }
+}
+
+impl<T> BatchHandle<T> {
+    /// Queues `item`. Never blocks and never touches the disk; when the writer has stopped the
+    /// item is given back.
+    pub fn send(&self, item: T) -> Result<(), T> {
+        self.tx.send(Msg::Item(item)).map_err(|e| match e.0 {
+            Msg::Item(item) => item,
+            // Only items are sent here.
+            Msg::Flush(_) | Msg::Shutdown => unreachable!("send gives back what it was given"),
+        })
+    }
+
+    /// Blocks until every item sent before this call is written; the number of items that
+    /// failed since the previous flush.
+    pub fn flush(&self) -> Result<usize, Stopped> {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.tx
+            .send(Msg::Flush(reply_tx))
+            .map_err(|_| Stopped(self.name))?;
+        reply_rx.recv().map_err(|_| Stopped(self.name))
+    }
+}
+
+/// Owns the writer thread; dropping it (or calling [`shutdown`](Self::shutdown)) writes what is
+/// queued and joins the thread.
+pub struct BatchWriter<T> {
+    handle: BatchHandle<T>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<T> std::fmt::Debug for BatchWriter<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchWriter")
+            .field("name", &self.handle.name)
+            .field("running", &self.thread.is_some())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> BatchWriter<T> {
+    /// Starts the thread `name-writer` writing into `sink` at most `max_batch` items at a time.
+    pub fn spawn<S: Sink<Item = T>>(
+        name: &'static str,
+        sink: S,
+        max_batch: usize,
+    ) -> std::io::Result<(BatchWriter<T>, BatchHandle<T>)> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("{name}-writer"))
+            .spawn(move || run(name, sink, rx, max_batch.max(1)))?;
+        let handle = BatchHandle { tx, name };
+        Ok((
+            BatchWriter {
+                handle: handle.clone(),
+                thread: Some(thread),
+            },
+            handle,
+        ))
+    }
+
+    /// Another handle for sending items.
+    pub fn handle(&self) -> BatchHandle<T> {
+        self.handle.clone()
+    }
+
+    /// Writes everything queued, stops the thread and waits for it; the items that failed since
+    /// the last flush.
+    pub fn shutdown(mut self) -> Result<usize, Stopped> {
+        let result = self.handle.flush();
+        self.stop();
+        result
+    }
+}
+
+impl<T> BatchWriter<T> {
+    fn stop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // The thread drains the queue before it acts on Shutdown.
+        let _ = self.handle.tx.send(Msg::Shutdown);
+        if thread.join().is_err() {
+            tracing::error!("{} writer thread panicked", self.handle.name);
+        }
+    }
+}
+
+impl<T> Drop for BatchWriter<T> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run<S: Sink>(name: &str, mut sink: S, rx: Receiver<Msg<S::Item>>, max_batch: usize) {
+    let mut batch: Vec<S::Item> = Vec::new();
+    let mut failed_since_flush = 0usize;
+    let mut waiting: Vec<mpsc::SyncSender<usize>> = Vec::new();
+    loop {
+        // Block for the first message, then take whatever else is already queued.
+        let mut stop = false;
+        let mut next = rx.recv().ok();
+        if next.is_none() {
+            stop = true; // every sender is gone
+        }
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Item(item) => batch.push(item),
+                Msg::Flush(reply) => waiting.push(reply),
+                Msg::Shutdown => stop = true,
+            }
+            if batch.len() >= max_batch {
+                failed_since_flush += write(&mut sink, &mut batch);
+            }
+            if stop {
+                break;
+            }
+            next = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => {
+                    stop = true;
+                    None
+                }
+            };
+        }
+        failed_since_flush += write(&mut sink, &mut batch);
+        if !waiting.is_empty() {
+            for reply in waiting.drain(..) {
+                let _ = reply.send(failed_since_flush);
+            }
+            failed_since_flush = 0;
+        }
+        if stop {
+            break;
+        }
+    }
+    tracing::debug!("{name} writer stopped");
+}
+
+/// Hands a non-empty `batch` to the sink and clears it; the items that failed.
+fn write<S: Sink>(sink: &mut S, batch: &mut Vec<S::Item>) -> usize {
+    if batch.is_empty() {
+        return 0;
+    }
+    let failed = sink.write(batch);
+    batch.clear();
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Rows of a table on a real SQLite connection, one transaction per batch; item `u64::MAX`
+    /// is refused (its batch is written without it).
+    struct Rows {
+        conn: rusqlite::Connection,
+        batches: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl Sink for Rows {
+        type Item = u64;
+        fn write(&mut self, batch: &mut Vec<u64>) -> usize {
+            let tx = self.conn.transaction().unwrap();
+            let mut failed = 0;
+            for n in batch.iter() {
+                if *n == u64::MAX {
+                    failed += 1;
+                    continue;
+                }
+                tx.execute("INSERT INTO t (n) VALUES (?1)", [*n as i64])
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+            self.batches.lock().unwrap().push(batch.len());
+            failed
+        }
+    }
+
+    fn rows(dir: &tempfile::TempDir) -> (Rows, Arc<Mutex<Vec<usize>>>, std::path::PathBuf) {
+        let path = dir.path().join("b.db");
+        let conn = crate::store::connection::open_writer(
+            &path,
+            crate::store::connection::Durability::Process,
+        )
+        .unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+            .unwrap();
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        (
+            Rows {
+                conn,
+                batches: Arc::clone(&batches),
+            },
+            batches,
+            path,
+        )
+    }
+
+    fn stored(path: &std::path::Path) -> Vec<u64> {
+        let conn = crate::store::connection::open_reader(path).unwrap();
+        let mut stmt = conn.prepare("SELECT n FROM t ORDER BY id").unwrap();
+        let rows = stmt
+            .query_map([], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|n| n.unwrap() as u64)
+            .collect();
+        rows
+    }
+
+    #[test]
+    fn batches_in_order_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, batches, path) = rows(&dir);
+        let (writer, handle) = BatchWriter::spawn("test", sink, 1_000).unwrap();
+        for n in 0..20_000 {
+            handle.send(n).unwrap();
+        }
+        assert_eq!(handle.flush(), Ok(0));
+        let sizes = batches.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 20_000);
+        assert!(sizes.iter().all(|s| *s <= 1_000), "{sizes:?}");
+        assert!(sizes.len() < 20_000 / 2, "batched: {} commits", sizes.len());
+        assert_eq!(stored(&path), (0..20_000).collect::<Vec<_>>());
+        assert_eq!(writer.shutdown(), Ok(0));
+    }
+
+    #[test]
+    fn no_row_is_lost_from_many_senders_and_failures_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, _, path) = rows(&dir);
+        let (writer, handle) = BatchWriter::spawn("test", sink, 500).unwrap();
+        let senders: Vec<_> = (0..4u64)
+            .map(|t| {
+                let h = handle.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5_000 {
+                        h.send(t * 1_000_000 + i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().unwrap();
+        }
+        handle.send(u64::MAX).unwrap();
+        assert_eq!(handle.flush(), Ok(1), "the refused item is reported once");
+        assert_eq!(handle.flush(), Ok(0));
+        let mut got = stored(&path);
+        assert_eq!(got.len(), 20_000);
+        got.sort_unstable();
+        let mut want: Vec<u64> = (0..4u64)
+            .flat_map(|t| (0..5_000).map(move |i| t * 1_000_000 + i))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(got, want);
+        drop(writer);
+    }
+
+    #[test]
+    fn dropping_the_writer_writes_what_is_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, _, path) = rows(&dir);
+        let (writer, handle) = BatchWriter::spawn("test", sink, 100).unwrap();
+        for n in 0..3_000 {
+            handle.send(n).unwrap();
+        }
+        drop(writer);
+        assert_eq!(handle.flush(), Err(Stopped("test")));
+        assert_eq!(handle.send(7), Err(7), "given back once stopped");
+        assert_eq!(stored(&path).len(), 3_000);
+    }
+}
