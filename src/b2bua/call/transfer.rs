@@ -35,8 +35,51 @@ pub struct TransferAsk {
 /// the status and reason to tell the transferor.
 #[derive(Debug)]
 pub enum TransferDecision {
-    Ring { targets: Vec<Target>, label: String },
-    Refuse { status: u16, reason: String },
+    Ring {
+        targets: Vec<Target>,
+        label: String,
+    },
+    Refuse {
+        status: u16,
+        reason: String,
+    },
+    /// A number outside the office, routed as a call of the transferor: its route's stages
+    /// (trunks, PSTN lines, ENUM/DUNDi destinations), tried in turn like a call's, and the
+    /// route (for the record of the call's part after the transfer).
+    Route {
+        stages: Vec<Stage>,
+        route: std::sync::Arc<crate::routing::router::Route>,
+    },
+}
+
+/// A transfer that took place: the call's record is cut there into two parts, linked (the
+/// part before: the far party with the transferor; the part after: with the target,
+/// `transferred_by` the transferor, who pays for it when it costs money).
+#[derive(Debug, Clone)]
+pub struct TransferPart {
+    /// When the target took over: the part before ends, the part after begins.
+    pub at: Instant,
+    /// The extension that transferred.
+    pub by: String,
+    /// The target as the transferor named it (an extension or a number).
+    pub target: String,
+    /// The first attempt (fork) of the part after.
+    pub first_attempt: usize,
+    /// The fork (stage, URI) that had answered the part before.
+    pub before: Option<(usize, String)>,
+    /// The route of a target outside the office.
+    pub route: Option<std::sync::Arc<crate::routing::router::Route>>,
+}
+
+impl TransferDecision {
+    /// How many forks the decision may ring in all (each needs a Call-ID and a tag).
+    pub fn targets(&self) -> usize {
+        match self {
+            TransferDecision::Ring { targets, .. } => targets.len(),
+            TransferDecision::Refuse { .. } => 0,
+            TransferDecision::Route { stages, .. } => stages.iter().map(|s| s.targets.len()).sum(),
+        }
+    }
 }
 
 /// A transfer under way.
@@ -55,6 +98,19 @@ pub(super) struct Transfer {
     /// The settings the transfer's requests are made with (for failures met where the call
     /// is not handed them).
     settings: CallSettings,
+    /// A routed target's further stages (tried when the one ringing fails, except on busy),
+    /// each with the Call-IDs and tags of its forks.
+    more: VecDeque<(Stage, Vec<(String, String)>)>,
+    /// The transferor as the target is told (RFC 3892 `Referred-By`): the authenticated
+    /// extension, not what its REFER claims.
+    referred_by: String,
+    /// The transferor has heard that the target rings (one NOTIFY "180 Ringing").
+    ringing_told: bool,
+    /// The transferor's extension and the target it named, for the record.
+    by: String,
+    target: String,
+    /// The route of a target outside the office.
+    route: Option<std::sync::Arc<crate::routing::router::Route>>,
 }
 
 /// Where the REFER's target is: the Refer-To URI without its embedded headers and the
@@ -83,6 +139,15 @@ fn refer_target(req: &Request) -> Result<Target2, (u16, &'static str)> {
     }
 }
 
+/// The number or name a Refer-To URI names (its user; a tel URI's number).
+fn target_name(uri: &Uri) -> String {
+    match uri {
+        Uri::Sip(u) => u.user_unescaped().unwrap_or_else(|| u.to_string()),
+        Uri::Tel(t) => t.number.clone(),
+        Uri::Other { .. } => uri.to_string(),
+    }
+}
+
 /// The status line a NOTIFY reports: `SIP/2.0 200 OK`.
 fn sipfrag(status: u16, reason: &str) -> Bytes {
     Bytes::from(format!("SIP/2.0 {status} {reason}\r\n"))
@@ -92,6 +157,30 @@ impl Call {
     /// Whether the targets of a transfer ring now.
     pub(in crate::b2bua) fn transfer_ringing(&self) -> bool {
         self.transfer.as_ref().is_some_and(|t| !t.deciding)
+    }
+
+    /// The `Referred-By` of the INVITEs to a transfer's target (while it is rung).
+    pub(super) fn referred_by(&self) -> Option<&str> {
+        self.transfer
+            .as_ref()
+            .filter(|t| !t.deciding)
+            .map(|t| t.referred_by.as_str())
+    }
+
+    /// The transfer's target rings (fork `i` had a 18x, or its line rings): the transferor
+    /// hears "180 Ringing" once.
+    pub(super) fn transfer_target_rings(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        match self.transfer.as_mut() {
+            Some(t) if !t.ringing_told => t.ringing_told = true,
+            _ => return ForkAction::None,
+        }
+        self.notify_transferor(now, layer, 180, "Ringing", false, settings)
+            .map_or(ForkAction::None, ForkAction::Track)
     }
 
     /// Whether fork `i` rings the target of a transfer.
@@ -190,6 +279,12 @@ impl Call {
             transferor_gone: false,
             stage_before: self.stage,
             settings: settings.clone(),
+            more: VecDeque::new(),
+            referred_by: format!("<sip:{}@{}>", ask.transferor, settings.domain),
+            ringing_told: false,
+            by: ask.transferor.clone(),
+            target: target_name(&ask.target),
+            route: None,
         });
         let notify = self.notify_transferor(now, layer, 100, "Trying", false, settings);
         ForkAction::Transfer {
@@ -240,7 +335,7 @@ impl Call {
         now: Instant,
         layer: &mut TransactionLayer,
         decision: TransferDecision,
-        dialogs: Vec<(String, String)>,
+        mut dialogs: Vec<(String, String)>,
         settings: &CallSettings,
     ) -> (Vec<(usize, ClientKey)>, Option<ClientKey>) {
         let (targets, label) = match decision {
@@ -250,12 +345,48 @@ impl Call {
                 return (Vec::new(), k);
             }
             TransferDecision::Ring { targets, label } => (targets, label),
+            TransferDecision::Route { stages, route } => {
+                if let Some(t) = self.transfer.as_mut() {
+                    t.route = Some(route);
+                }
+                let mut more = VecDeque::new();
+                for s in stages.into_iter().filter(|s| !s.targets.is_empty()) {
+                    let n = s.targets.len().min(dialogs.len());
+                    let rest = dialogs.split_off(n);
+                    more.push_back((s, std::mem::replace(&mut dialogs, rest)));
+                }
+                let Some((first, ds)) = more.pop_front() else {
+                    let k =
+                        self.transfer_failed(now, layer, 503, "No route to the number", settings);
+                    return (Vec::new(), k);
+                };
+                if let Some(t) = self.transfer.as_mut() {
+                    t.more = more;
+                }
+                dialogs = ds;
+                (first.targets, first.label)
+            }
         };
         let Some(t) = self.transfer.as_mut() else {
             return (Vec::new(), None);
         };
         t.deciding = false;
         t.first_fork = self.forks.len();
+        let keys = self.ring_transfer_stage(now, layer, targets, label, dialogs, settings);
+        (keys, None)
+    }
+
+    /// Rings one stage of the transfer's target.
+    fn ring_transfer_stage(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        targets: Vec<Target>,
+        label: String,
+        dialogs: Vec<(String, String)>,
+        settings: &CallSettings,
+    ) -> Vec<(usize, ClientKey)> {
+        tracing::info!(call = self.id, %label, forks = targets.len(), "transfer: ringing");
         self.labels.push(label);
         self.ring_limits.push(None);
         self.stage = self.labels.len() - 1;
@@ -265,7 +396,7 @@ impl Call {
                 keys.push((self.forks.len() - 1, k));
             }
         }
-        (keys, None)
+        keys
     }
 
     /// The transfer failed (`status`): the transferor hears it, the original call goes on —
@@ -321,6 +452,16 @@ impl Call {
             .filter(|s| *s >= 300)
             .min_by_key(|s| if matches!(s, 486 | 600) { 0 } else { *s })
             .unwrap_or(480);
+        // A routed target's next stage (another trunk or line), unless the number was busy.
+        let next = match self.transfer.as_mut() {
+            Some(t) if !matches!(best, 486 | 600 | 603) => t.more.pop_front(),
+            _ => None,
+        };
+        if let Some((stage, dialogs)) = next {
+            let keys =
+                self.ring_transfer_stage(now, layer, stage.targets, stage.label, dialogs, settings);
+            return ForkAction::TrackForks(keys);
+        }
         let k = self.transfer_failed(now, layer, best, reason_phrase(best), settings);
         self.after_transfer(k)
     }
@@ -389,15 +530,15 @@ impl Call {
         layer.send_request(now, cancel, f.peer);
     }
 
-    /// The transfer's target answered on fork `i` (its dialog `b_dialog`, its SDP `answer`):
-    /// it becomes leg B, the transferor is told and released.
+    /// The transfer's target answered on fork `i` (its dialog `b_dialog`, none for a line; its
+    /// SDP `answer`): it becomes leg B, the transferor is told and released.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn transfer_answered(
         &mut self,
         now: Instant,
         layer: &mut TransactionLayer,
         i: usize,
-        b_dialog: Dialog,
+        b_dialog: Option<Dialog>,
         answer: Option<SessionDescription>,
         settings: &CallSettings,
     ) -> ForkAction {
@@ -418,13 +559,17 @@ impl Call {
                     call = self.id,
                     "no usable media with the transfer target: {why}"
                 );
-                let peer = b_dialog.peer;
-                let mut d = b_dialog;
-                let bye = d.request(
-                    Method::Bye,
-                    our_via(&peer, layer.new_branch(), local_host(&peer, settings)),
-                );
-                layer.send_request(now, bye, peer);
+                match b_dialog {
+                    Some(mut d) => {
+                        let peer = d.peer;
+                        let bye = d.request(
+                            Method::Bye,
+                            our_via(&peer, layer.new_branch(), local_host(&peer, settings)),
+                        );
+                        layer.send_request(now, bye, peer);
+                    }
+                    None => self.hang_up_line(i),
+                }
                 if let Some(f) = self.forks.get_mut(i) {
                     f.state = ForkState::Failed;
                     f.status = 488;
@@ -432,14 +577,28 @@ impl Call {
                 return self.transfer_fork_failed(now, layer, settings);
             }
         }
-        let b_key = (
-            b_dialog.call_id.clone(),
-            b_dialog.local.tag().unwrap_or_default().to_owned(),
-        );
+        let b_key = b_dialog.as_ref().map(|d| {
+            (
+                d.call_id.clone(),
+                d.local.tag().unwrap_or_default().to_owned(),
+            )
+        });
         if let Some(f) = self.forks.get_mut(i) {
             f.state = ForkState::Answered;
             f.status = 200;
-            f.dialog = Some(b_dialog);
+            f.reason = None;
+            f.dialog = b_dialog;
+        }
+        let before = self.forks.get(old).map(|f| (f.stage, f.uri.clone()));
+        if let Some(t) = self.transfer.as_mut() {
+            self.transfers_done.push(TransferPart {
+                at: now,
+                by: std::mem::take(&mut t.by),
+                target: std::mem::take(&mut t.target),
+                first_attempt: t.first_fork,
+                before,
+                route: t.route.take(),
+            });
         }
         self.winner = Some(i);
         tracing::info!(
@@ -486,7 +645,7 @@ impl Call {
         ForkAction::Answered {
             winner: i,
             a_dialog: None,
-            b_dialog: Some(b_key),
+            b_dialog: b_key,
         }
     }
 
@@ -569,6 +728,7 @@ impl Call {
             srtp: f.srtp,
             uri: f.uri.clone(),
             callee: self.callee.clone(),
+            route: self.route.clone(),
             dialog,
         };
         let _ = self.send_in_dialog(now, layer, Side::A, Method::Bye, None, settings);
@@ -625,6 +785,16 @@ impl Call {
         });
         let i = self.forks.len() - 1;
         let old = self.winner;
+        self.transfers_done.push(TransferPart {
+            at: now,
+            by: transferor.to_owned(),
+            target: moved.callee.clone(),
+            first_attempt: i,
+            before: old
+                .and_then(|o| self.forks.get(o))
+                .map(|f| (f.stage, f.uri.clone())),
+            route: moved.route.clone(),
+        });
         let _ = self.notify_transferor(now, layer, 200, "OK", true, settings);
         self.transfer = None;
         if let Some(d) = old
@@ -707,6 +877,8 @@ pub struct MovedLeg {
     uri: String,
     /// What the consultation call dialled (the moved party's number, for the record).
     callee: String,
+    /// The consultation call's route (a number outside the office), for the record.
+    route: Option<std::sync::Arc<crate::routing::router::Route>>,
     dialog: Dialog,
 }
 
