@@ -86,6 +86,9 @@ fn blind_transfer_to_a_number_over_the_trunk_is_billed_on_the_transferor() {
 country_code = "49"
 area_code = "30"
 
+[enum]
+suffixes = []
+
 [[trunk]]
 name = "carrier"
 uri = "sip:127.0.0.1:{trunk_port}"
@@ -136,7 +139,7 @@ number_format = "national"
         "the trunk gets the number: {trunk_log}"
     );
     assert!(
-        trunk_log.contains("referred_by <sip:101@"),
+        trunk_log.contains("<sip:101@office.test>"),
         "the trunk learns who transferred: {trunk_log}"
     );
 
