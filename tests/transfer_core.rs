@@ -480,18 +480,136 @@ fn transferor_hanging_up_early_leaves_the_far_party_waiting() {
     assert_eq!(sent(&out, "BYE", CALLER).len(), 1);
 }
 
-#[test]
-fn refer_from_the_caller_is_refused_cleanly() {
-    let mut h = Harness::new();
-    let (_, a_tag) = call_answered(&mut h);
+/// 100 (the caller) sends REFER on its own dialog: the 202 and what else pasarela sent.
+fn refer_by_caller(h: &mut Harness, a_tag: &str, cseq: u32, target: &str) -> Out {
     let out = h.feed(
-        &format!("REFER sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKref3\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={a_tag}\nCall-ID: call1\nCSeq: 3 REFER\nRefer-To: <sip:102@office.test>\nContent-Length: 0\n\n"),
+        &format!("REFER sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKref{cseq}\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={a_tag}\nCall-ID: call1\nCSeq: {cseq} REFER\nRefer-To: <{target}>\nContent-Length: 0\n\n"),
         CALLER,
     );
-    let st: Vec<u16> = responses(&out).iter().map(|r| r.status).collect();
-    assert_eq!(st.len(), 1);
-    assert!(st[0] >= 400, "{st:?}");
-    assert_eq!(h.core.calls().len(), 1);
+    assert_eq!(
+        responses(&out).iter().map(|r| r.status).collect::<Vec<_>>(),
+        [202],
+        "REFER accepted: {out:?}"
+    );
+    let notify = sent(&out, "NOTIFY", CALLER);
+    assert!(!notify.is_empty(), "NOTIFY 100 Trying to the caller");
+    assert_eq!(sipfrag(notify[0]), "SIP/2.0 100 Trying");
+    out
+}
+
+#[test]
+fn the_caller_transfers_the_callee() {
+    let mut h = Harness::new();
+    let (inv, a_tag) = call_answered(&mut h);
+    let out = refer_by_caller(&mut h, &a_tag, 3, "sip:102@office.test");
+    let t_inv = sent(&out, "INVITE", TARGET)[0].clone();
+    assert!(
+        t_inv
+            .headers
+            .from()
+            .expect("from")
+            .uri
+            .to_string()
+            .starts_with("sip:101@"),
+        "the target sees the party that stays: {t_inv:?}"
+    );
+    assert_eq!(
+        t_inv.headers.get("Referred-By"),
+        Some("<sip:100@office.test>")
+    );
+    assert!(
+        sent(&out, "INVITE", TRANSFEROR).is_empty(),
+        "101 sees nothing"
+    );
+    let out = h.feed(
+        &answer(&t_inv, 180, "t102", &format!("sip:102@{TARGET}"), None),
+        TARGET,
+    );
+    let notify = sent(&out, "NOTIFY", CALLER);
+    assert_eq!(sipfrag(notify[0]), "SIP/2.0 180 Ringing");
+    let out = h.feed(
+        &answer(
+            &t_inv,
+            200,
+            "t102",
+            &format!("sip:102@{TARGET}"),
+            Some(44000),
+        ),
+        TARGET,
+    );
+    assert_eq!(sent(&out, "ACK", TARGET).len(), 1);
+    let notify = sent(&out, "NOTIFY", CALLER);
+    assert_eq!(sipfrag(notify.last().expect("notify")), "SIP/2.0 200 OK");
+    let bye = sent(&out, "BYE", CALLER);
+    assert_eq!(bye.len(), 1, "the caller (transferor) is released");
+    assert!(
+        out.iter()
+            .all(|(_, d)| *d != TRANSFEROR.parse::<SocketAddr>().expect("addr")),
+        "101 is not disturbed: {out:?}"
+    );
+    h.feed(&ok_for(bye[0]), CALLER);
+    // 102 hangs up: 101 gets the BYE in its own dialog.
+    let out = h.feed(&in_dialog(&t_inv, "t102", TARGET, "BYE", 1, ""), TARGET);
+    assert!(responses(&out).iter().any(|r| r.status == 200));
+    let bye = sent(&out, "BYE", TRANSFEROR);
+    assert_eq!(bye.len(), 1, "{out:?}");
+    assert_eq!(bye[0].headers.call_id(), inv.headers.call_id());
+    h.feed(&ok_for(bye[0]), TRANSFEROR);
+    let finished = std::mem::take(&mut h.finished);
+    assert_eq!(finished.len(), 1);
+    let t = &finished[0].transfers;
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].by, "100");
+    assert_eq!(t[0].target, "102");
+    assert_eq!(
+        t[0].by_caller.as_ref().map(|(far, _)| far.as_str()),
+        Some("101"),
+        "101 stays: the caller of the part after"
+    );
+    h.advance(Duration::from_secs(70));
+    assert_eq!(h.core.calls().len(), 0);
+    assert_eq!(h.core.transaction_counts(), (0, 0));
+}
+
+#[test]
+fn a_caller_hanging_up_after_its_refer_leaves_the_callee_waiting() {
+    let mut h = Harness::new();
+    let (_, a_tag) = call_answered(&mut h);
+    let out = refer_by_caller(&mut h, &a_tag, 3, "sip:102@office.test");
+    let t_inv = sent(&out, "INVITE", TARGET)[0].clone();
+    let out = h.feed(
+        &format!("BYE sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKbye4\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={a_tag}\nCall-ID: call1\nCSeq: 4 BYE\nContent-Length: 0\n\n"),
+        CALLER,
+    );
+    assert!(responses(&out).iter().any(|r| r.status == 200));
+    assert!(
+        sent(&out, "BYE", TRANSFEROR).is_empty(),
+        "101 waits for the target"
+    );
+    // The target is busy: nobody to go back to, 101 is hung up.
+    let out = h.feed(
+        &answer(&t_inv, 486, "t102", &format!("sip:102@{TARGET}"), None),
+        TARGET,
+    );
+    assert_eq!(sent(&out, "BYE", TRANSFEROR).len(), 1, "{out:?}");
+    assert_eq!(h.core.calls().len(), 0);
+}
+
+#[test]
+fn a_caller_may_not_transfer_to_a_barred_number() {
+    let mut h = Harness::new();
+    let (_, a_tag) = call_answered(&mut h);
+    let out = refer_by_caller(&mut h, &a_tag, 3, "sip:0900123456@office.test");
+    let notify = sent(&out, "NOTIFY", CALLER);
+    assert!(
+        sipfrag(notify.last().expect("notify")).starts_with("SIP/2.0 403 "),
+        "{out:?}"
+    );
+    assert!(sent(&out, "INVITE", TARGET).is_empty());
+    let refused = std::mem::take(&mut h.refused);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].caller, "100");
+    assert_eq!(h.core.calls().len(), 1, "the call stays up");
 }
 
 /// 101 calls 102 (the consultation call), 102 answers: pasarela's INVITE to 102 and the tag

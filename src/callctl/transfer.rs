@@ -140,17 +140,19 @@ impl SipCore {
                 reason: reason.to_owned(),
             })
         };
-        // The transferor: an extension of ours, on one of its registered phones.
+        // The transferor: an extension of ours, on one of its registered phones (a caller
+        // that transfers authenticated its call as that extension).
         let phone = self
             .extensions
             .get(&t.transferor)
             .filter(|e| e.enabled)
             .is_some()
-            && self
-                .registrar
-                .lookup(&t.transferor, unix)
-                .iter()
-                .any(|b| b.uri.to_string() == t.transferor_contact);
+            && (t.by_caller
+                || self
+                    .registrar
+                    .lookup(&t.transferor, unix)
+                    .iter()
+                    .any(|b| b.uri.to_string() == t.transferor_contact));
         if !phone {
             return refuse(403, "Transfers are for the office's phones");
         }

@@ -615,12 +615,15 @@ impl CallRecord {
         part.transfers = Vec::new();
         let mut from = 0;
         let mut by: Option<String> = None;
+        // The fork that answered the part being cut (for a transfer by the caller, the
+        // target's; else the call's winner, which `before` gives for each cut).
+        let mut answered_by: Option<Option<(usize, String)>> = None;
         for t in &s.transfers {
             let upto = t.first_attempt.clamp(from, s.attempts.len());
             let mut p = part.clone();
             p.ended = t.at;
             p.attempts = s.attempts.get(from..upto).unwrap_or_default().to_vec();
-            p.answered_by = t.before.clone();
+            p.answered_by = answered_by.take().unwrap_or_else(|| t.before.clone());
             p.status = 200;
             p.disposition = "answered";
             (p.packets, p.lost, p.jitter_ms) = (0, 0, 0.0);
@@ -629,10 +632,18 @@ impl CallRecord {
             part.answered = Some(t.at);
             part.callee = t.target.clone();
             part.route = t.route.clone();
+            if let Some((far, target_fork)) = &t.by_caller {
+                // The callee stays: it is the caller of the part after, with the target.
+                part.caller = far.clone();
+                answered_by = Some(target_fork.clone());
+            }
             from = upto;
             by = Some(t.by.clone());
         }
         part.attempts = s.attempts.get(from..).unwrap_or_default().to_vec();
+        if let Some(a) = answered_by {
+            part.answered_by = a;
+        }
         parts.push((part, by));
         parts
             .into_iter()
@@ -1010,6 +1021,7 @@ pub(crate) mod tests {
                 },
                 "sip:03012345678@192.0.2.1",
             )])))),
+            by_caller: None,
         }];
         let parts = CallRecord::parts_from_summary(&s, s.ended, 10_000_000, &office());
         assert_eq!(parts.len(), 2);

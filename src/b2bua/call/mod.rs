@@ -814,7 +814,13 @@ impl Call {
             .unwrap_or(70)
             .saturating_sub(1);
         h.push(Header::MaxForwards(mf));
-        let identity_user = from_user.as_deref().unwrap_or(&self.caller.number);
+        // The target of a transfer by the caller sees the party that stays (the callee).
+        let by_caller = self.caller_transfer_ringing();
+        let identity_user = match (&from_user, by_caller) {
+            (Some(u), _) => u.as_str(),
+            (None, true) => self.callee.as_str(),
+            (None, false) => self.caller.number.as_str(),
+        };
         let p = presentation.clone().unwrap_or_default();
         let host = p
             .from_host
@@ -838,6 +844,8 @@ impl Call {
         let mut from = NameAddr::new(Uri::Sip(from_uri));
         from.display = if withheld {
             Some("\"Anonymous\"".to_owned())
+        } else if by_caller {
+            None
         } else {
             self.caller
                 .name
@@ -887,7 +895,12 @@ impl Call {
             // RFC 3892: the target of a transfer learns who transferred the call.
             h.push(Header::Other("Referred-By".into(), by.to_owned()));
         }
-        let offer = self.sdp.offer_for_b(srtp);
+        let offer = if by_caller {
+            // It takes the caller's place: the offer is the caller's side of the relay.
+            self.sdp.fresh_offer_for(Side::A, self.relay_port(Side::A))
+        } else {
+            self.sdp.offer_for_b(srtp)
+        };
         req.body = with_body(&mut req.headers, offer.as_ref());
         // A fork on a PSTN line: the INVITE is kept as the fork's description, never sent;
         // the line is asked to dial instead.

@@ -6,8 +6,11 @@
 //! is; the fork that answers becomes leg B — the relay keeps its ports, so the far party sees
 //! nothing, or a re-INVITE taking it off hold — and the transferor's leg is released. The
 //! transferor hears of each step in NOTIFYs carrying a message/sipfrag status line ("100
-//! Trying", then "200 OK" or the failure); when the target fails, the original call stays up
-//! and the transferor can take it back.
+//! Trying", "180 Ringing", then "200 OK" or the failure); when the target fails, the original
+//! call stays up and the transferor can take it back. The caller (an extension) may transfer
+//! too, REFER on leg A: its target is offered the caller's side of the relay and takes over
+//! leg A. A number outside the office is rung as its route's stages, tried in turn; each
+//! transfer done is kept as a [`TransferPart`] for the records.
 
 use super::*;
 
@@ -29,6 +32,9 @@ pub struct TransferAsk {
     /// Attended transfer: the transferor's other call whose far party takes its place
     /// (Refer-To `?Replaces=`, RFC 3891).
     pub replaces: Option<crate::sip::replaces::Replaces>,
+    /// The transferor is the caller (REFER on leg A): an extension that authenticated the
+    /// call's INVITE, so its registered contact is not checked again.
+    pub by_caller: bool,
 }
 
 /// The owner's answer to a [`TransferAsk`]: the targets to ring (with the stage label), or
@@ -69,6 +75,9 @@ pub struct TransferPart {
     pub before: Option<(usize, String)>,
     /// The route of a target outside the office.
     pub route: Option<std::sync::Arc<crate::routing::router::Route>>,
+    /// A transfer by the caller: the party that stays (the callee), shown as the caller of
+    /// the part after, and the target's fork (stage, URI) that answered it.
+    pub by_caller: Option<(String, Option<(usize, String)>)>,
 }
 
 impl TransferDecision {
@@ -85,8 +94,11 @@ impl TransferDecision {
 /// A transfer under way.
 #[derive(Debug)]
 pub(super) struct Transfer {
-    /// The transferor's fork (the winner when the REFER came).
+    /// The transferor's fork (the winner when the REFER came; unused when the caller
+    /// transfers).
     transferor: usize,
+    /// The leg of the transferor: B (the answered callee) or A (the caller).
+    side: Side,
     /// Forks from this index on ring the transfer's target.
     first_fork: usize,
     /// Waiting for the owner's decision; then ringing.
@@ -159,6 +171,19 @@ impl Call {
         self.transfer.as_ref().is_some_and(|t| !t.deciding)
     }
 
+    /// Whether a BYE on `side` comes from the far party of a transfer under way (it gave up
+    /// waiting).
+    pub(super) fn far_party_of_transfer(&self, side: Side) -> bool {
+        self.transfer.as_ref().is_some_and(|t| t.side != side)
+    }
+
+    /// Whether the caller transfers and its target rings (the target replaces leg A).
+    pub(super) fn caller_transfer_ringing(&self) -> bool {
+        self.transfer
+            .as_ref()
+            .is_some_and(|t| !t.deciding && t.side == Side::A)
+    }
+
     /// The `Referred-By` of the INVITEs to a transfer's target (while it is rung).
     pub(super) fn referred_by(&self) -> Option<&str> {
         self.transfer
@@ -192,9 +217,10 @@ impl Call {
 
     /// The transferor hung up while its transfer is under way: the far party waits for the
     /// target instead of being hung up.
-    pub(super) fn transferor_leaves(&mut self) -> bool {
+    pub(super) fn transferor_leaves(&mut self, side: Side) -> bool {
+        let winner = self.winner;
         match self.transfer.as_mut() {
-            Some(t) if self.winner == Some(t.transferor) => {
+            Some(t) if t.side == side && (side == Side::A || winner == Some(t.transferor)) => {
                 t.transferor_gone = true;
                 tracing::info!(
                     call = self.id,
@@ -224,43 +250,61 @@ impl Call {
             layer.respond(now, key, r);
             ForkAction::None
         };
-        if side != Side::B {
-            return refused(
-                layer,
-                501,
-                "Transfer by the calling party not supported yet",
-            );
-        }
         if self.transfer.is_some() {
             return refused(layer, 491, "A transfer is already under way");
         }
         let Some(w) = self.winner else {
             return refused(layer, 481, reason_phrase(481));
         };
-        if self.is_line_fork(w) {
-            return refused(layer, 403, "Forbidden");
-        }
         let (target, replaces) = match refer_target(req) {
             Ok(t) => t,
             Err((st, why)) => return refused(layer, st, why),
         };
-        let Some(fork) = self.forks.get(w) else {
-            return refused(layer, 481, reason_phrase(481));
-        };
-        let transferor = fork
-            .invite
-            .headers
-            .to()
-            .and_then(|t| t.uri.as_sip())
-            .and_then(SipUri::user_unescaped)
-            .unwrap_or_default();
-        let ask = TransferAsk {
-            call: self.id,
-            target,
-            transferor,
-            transferor_contact: fork.uri.clone(),
-            caller: self.caller.clone(),
-            replaces,
+        let ask = if side == Side::A {
+            // The caller transfers the callee: only an extension of the office (no line, no
+            // call from outside), and blind only.
+            if self.a_line.is_some() || self.caller.origin.is_some() {
+                return refused(layer, 403, "Forbidden");
+            }
+            if replaces.is_some() {
+                return refused(
+                    layer,
+                    501,
+                    "Attended transfer by the calling party not supported yet",
+                );
+            }
+            TransferAsk {
+                call: self.id,
+                target,
+                transferor: self.caller.number.clone(),
+                transferor_contact: String::new(),
+                caller: self.caller.clone(),
+                replaces,
+                by_caller: true,
+            }
+        } else {
+            if self.is_line_fork(w) {
+                return refused(layer, 403, "Forbidden");
+            }
+            let Some(fork) = self.forks.get(w) else {
+                return refused(layer, 481, reason_phrase(481));
+            };
+            let transferor = fork
+                .invite
+                .headers
+                .to()
+                .and_then(|t| t.uri.as_sip())
+                .and_then(SipUri::user_unescaped)
+                .unwrap_or_default();
+            TransferAsk {
+                call: self.id,
+                target,
+                transferor,
+                transferor_contact: fork.uri.clone(),
+                caller: self.caller.clone(),
+                replaces,
+                by_caller: false,
+            }
         };
         reply_with(
             layer,
@@ -274,6 +318,7 @@ impl Call {
         tracing::info!(call = self.id, target = %ask.target, transferor = %ask.transferor, "transfer asked");
         self.transfer = Some(Transfer {
             transferor: w,
+            side,
             first_fork: self.forks.len(),
             deciding: true,
             transferor_gone: false,
@@ -307,7 +352,10 @@ impl Call {
         if t.transferor_gone {
             return None;
         }
-        let d = self.forks.get_mut(t.transferor)?.dialog.as_mut()?;
+        let d = match t.side {
+            Side::A => self.a.dialog.as_mut()?,
+            Side::B => self.forks.get_mut(t.transferor)?.dialog.as_mut()?,
+        };
         let peer = d.peer;
         let via = our_via(&peer, layer.new_branch(), local_host(&peer, settings));
         let mut req = d.request(Method::Notify, via);
@@ -415,7 +463,11 @@ impl Call {
             if t.transferor_gone {
                 // Nobody to go back to: the far party is hung up.
                 self.transfer_gone_failed = true;
-                let _ = self.send_in_dialog(now, layer, Side::A, Method::Bye, None, settings);
+                let far = match t.side {
+                    Side::A => Side::B,
+                    Side::B => Side::A,
+                };
+                let _ = self.send_in_dialog(now, layer, far, Method::Bye, None, settings);
             }
         }
         key
@@ -545,6 +597,9 @@ impl Call {
         let Some(t) = self.transfer.as_ref() else {
             return ForkAction::None;
         };
+        if t.side == Side::A {
+            return self.caller_transfer_answered(now, layer, i, b_dialog, answer, settings);
+        }
         let old = t.transferor;
         let policy = self.forks.get(i).map_or(Default::default(), |f| f.srtp);
         let codec_before = self.sdp.codec_name();
@@ -598,6 +653,7 @@ impl Call {
                 first_attempt: t.first_fork,
                 before,
                 route: t.route.take(),
+                by_caller: None,
             });
         }
         self.winner = Some(i);
@@ -646,6 +702,97 @@ impl Call {
             winner: i,
             a_dialog: None,
             b_dialog: b_key,
+        }
+    }
+
+    /// The target of the caller's transfer answered on fork `i`: it becomes leg A (the
+    /// relay's A side, the caller's place), the caller is told and released; the callee
+    /// stays on leg B, taken off hold if the caller had held it.
+    #[allow(clippy::too_many_arguments)]
+    fn caller_transfer_answered(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        i: usize,
+        b_dialog: Option<Dialog>,
+        answer: Option<SessionDescription>,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        let Some(dialog) = b_dialog else {
+            // A line cannot take the caller's place (its leg is no SIP dialog).
+            self.hang_up_line(i);
+            if let Some(f) = self.forks.get_mut(i) {
+                f.state = ForkState::Failed;
+                f.status = 488;
+            }
+            return self.transfer_fork_failed(now, layer, settings);
+        };
+        if let Some(answer) = &answer {
+            self.sdp
+                .answer_in_ack(Side::A, answer, self.relay.as_deref());
+        }
+        let key = (
+            dialog.call_id.clone(),
+            dialog.local.tag().unwrap_or_default().to_owned(),
+        );
+        let before = self
+            .winner
+            .and_then(|w| self.forks.get(w))
+            .map(|f| (f.stage, f.uri.clone()));
+        let answered = self.forks.get(i).map(|f| (f.stage, f.uri.clone()));
+        let peer = dialog.peer;
+        if let Some(f) = self.forks.get_mut(i) {
+            f.state = ForkState::Answered;
+            f.status = 200;
+            f.reason = None;
+        }
+        tracing::info!(
+            call = self.id,
+            fork = i,
+            "the caller's transfer target answered: it takes the caller's place"
+        );
+        let _ = self.notify_transferor(now, layer, 200, "OK", true, settings);
+        let Some(t) = self.transfer.take() else {
+            return ForkAction::None;
+        };
+        if !t.transferor_gone {
+            let _ = self.send_in_dialog(now, layer, Side::A, Method::Bye, None, settings);
+        }
+        self.transfers_done.push(TransferPart {
+            at: now,
+            by: t.by,
+            target: t.target,
+            first_attempt: t.first_fork,
+            before,
+            route: t.route,
+            by_caller: Some((self.callee.clone(), answered)),
+        });
+        self.a.dialog = Some(dialog);
+        self.a.peer = peer;
+        // The callee, maybe held by the caller, talks again.
+        let held = self
+            .sdp
+            .last_sent_direction(Side::B)
+            .is_some_and(|d| d != crate::sdp::Direction::SendRecv);
+        if held && self.line_side(Side::B).is_none() {
+            if let Some(offer) = self.sdp.fresh_offer_for(Side::B, self.relay_port(Side::B)) {
+                let body = Bytes::from(offer.to_string());
+                if let Some((k, _)) = self.send_in_dialog(
+                    now,
+                    layer,
+                    Side::B,
+                    Method::Invite,
+                    Some(("application/sdp", body)),
+                    settings,
+                ) {
+                    self.own_reinvite.push((k, Side::B));
+                }
+            }
+        }
+        ForkAction::Answered {
+            winner: self.winner.unwrap_or(i),
+            a_dialog: Some(key),
+            b_dialog: None,
         }
     }
 
@@ -794,6 +941,7 @@ impl Call {
                 .and_then(|o| self.forks.get(o))
                 .map(|f| (f.stage, f.uri.clone())),
             route: moved.route.clone(),
+            by_caller: None,
         });
         let _ = self.notify_transferor(now, layer, 200, "OK", true, settings);
         self.transfer = None;
