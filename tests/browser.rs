@@ -56,6 +56,8 @@ fn record(start_ms: i64, caller: &str, callee: &str, ext: &str) -> CallRecord {
         reference_cost_minor: Some(3),
         savings_minor: Some(0),
         explanation: "decision: trunk carrier".into(),
+        linked_id: None,
+        transferred_by: None,
     }
 }
 

@@ -176,6 +176,7 @@ fn finished_calls_become_rated_records_the_dashboard_finds() {
         q850: None,
         origin: None,
         signalling: (None, None),
+        transfers: Vec::new(),
     };
     // 1: over the PSTN trunk, 125 s talk.
     let mut pstn = base.clone();

@@ -7,11 +7,16 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use pasarela::b2bua::CallSummary;
-use pasarela::callctl::{Output, Refused, SipCore};
+use pasarela::b2bua::{CallSummary, LegId, LineCommand, LineEvent};
+use pasarela::callctl::{LineInfo, Output, Refused, RouteRequest, SipCore};
+use pasarela::routing::router::{Attempt, AttemptKind, Decision, Hop, Route};
 use pasarela::sip::message::{Message, Request};
 use pasarela::sip::parse::{parse_message, Framing, Limits};
+use pasarela::sip::peer::Proto;
+use pasarela::sip::uri::Uri;
 
 mod core_vt;
 use core_vt::{authorization, ext, ok_for, peer, response, responses, to_tag, SERVER};
@@ -29,11 +34,32 @@ struct Harness {
     /// Records the core handed out (its one drain).
     finished: Vec<CallSummary>,
     refused: Vec<Refused>,
+    /// Route requests the core made (numbers go to the router when routing is on).
+    routes: Vec<RouteRequest>,
+    /// Commands for the PSTN lines.
+    lines: Vec<LineCommand>,
 }
 
 impl Harness {
     fn new() -> Harness {
-        let settings = core_vt::settings(Duration::from_secs(30), false);
+        Harness::with_routing(false)
+    }
+
+    /// With routing on: numbers go to the router; our UDP socket is [`SERVER`]; PSTN line
+    /// gsm1 exists.
+    fn routed() -> Harness {
+        let mut h = Harness::with_routing(true);
+        h.core
+            .set_local_addrs(vec![(Proto::Udp, SERVER.parse().expect("addr"))]);
+        h.core.set_lines(vec![LineInfo {
+            name: "gsm1".into(),
+            extensions: vec!["101".into()],
+        }]);
+        h
+    }
+
+    fn with_routing(routing: bool) -> Harness {
+        let settings = core_vt::settings(Duration::from_secs(30), routing);
         let mut core = SipCore::new(
             settings,
             vec![ext("100"), ext("101"), ext("102")],
@@ -52,6 +78,8 @@ impl Harness {
             unix: 1_800_000_000,
             finished: Vec::new(),
             refused: Vec::new(),
+            routes: Vec::new(),
+            lines: Vec::new(),
         };
         h.register("101", TRANSFEROR);
         h.register("102", TARGET);
@@ -81,6 +109,8 @@ impl Harness {
                 }
                 Output::Finished(s) => self.finished.push(s),
                 Output::Refused(r) => self.refused.push(r),
+                Output::Route(r) => self.routes.push(r),
+                Output::Line(c) => self.lines.push(c),
                 _ => {}
             }
         }
@@ -262,9 +292,30 @@ fn blind_transfer_rebridges_the_far_party() {
         sent(&out, "INVITE", CALLER).is_empty(),
         "the far party sees nothing"
     );
-    h.feed(
+    assert_eq!(
+        t_inv.headers.get("Referred-By"),
+        Some("<sip:101@office.test>"),
+        "the target learns who transferred (RFC 3892)"
+    );
+    let out = h.feed(
         &answer(&t_inv, 180, "t102", &format!("sip:102@{TARGET}"), None),
         TARGET,
+    );
+    let notify = sent(&out, "NOTIFY", TRANSFEROR);
+    assert_eq!(notify.len(), 1, "the transferor hears the target ring");
+    assert_eq!(sipfrag(notify[0]), "SIP/2.0 180 Ringing");
+    assert!(notify[0]
+        .headers
+        .get("Subscription-State")
+        .is_some_and(|s| s.starts_with("active")));
+    h.feed(&ok_for(notify[0]), TRANSFEROR);
+    let out = h.feed(
+        &answer(&t_inv, 180, "t102", &format!("sip:102@{TARGET}"), None),
+        TARGET,
+    );
+    assert!(
+        sent(&out, "NOTIFY", TRANSFEROR).is_empty(),
+        "told once, not for every 18x"
     );
     let out = h.feed(
         &answer(
@@ -429,18 +480,136 @@ fn transferor_hanging_up_early_leaves_the_far_party_waiting() {
     assert_eq!(sent(&out, "BYE", CALLER).len(), 1);
 }
 
-#[test]
-fn refer_from_the_caller_is_refused_cleanly() {
-    let mut h = Harness::new();
-    let (_, a_tag) = call_answered(&mut h);
+/// 100 (the caller) sends REFER on its own dialog: the 202 and what else pasarela sent.
+fn refer_by_caller(h: &mut Harness, a_tag: &str, cseq: u32, target: &str) -> Out {
     let out = h.feed(
-        &format!("REFER sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKref3\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={a_tag}\nCall-ID: call1\nCSeq: 3 REFER\nRefer-To: <sip:102@office.test>\nContent-Length: 0\n\n"),
+        &format!("REFER sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKref{cseq}\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={a_tag}\nCall-ID: call1\nCSeq: {cseq} REFER\nRefer-To: <{target}>\nContent-Length: 0\n\n"),
         CALLER,
     );
-    let st: Vec<u16> = responses(&out).iter().map(|r| r.status).collect();
-    assert_eq!(st.len(), 1);
-    assert!(st[0] >= 400, "{st:?}");
-    assert_eq!(h.core.calls().len(), 1);
+    assert_eq!(
+        responses(&out).iter().map(|r| r.status).collect::<Vec<_>>(),
+        [202],
+        "REFER accepted: {out:?}"
+    );
+    let notify = sent(&out, "NOTIFY", CALLER);
+    assert!(!notify.is_empty(), "NOTIFY 100 Trying to the caller");
+    assert_eq!(sipfrag(notify[0]), "SIP/2.0 100 Trying");
+    out
+}
+
+#[test]
+fn the_caller_transfers_the_callee() {
+    let mut h = Harness::new();
+    let (inv, a_tag) = call_answered(&mut h);
+    let out = refer_by_caller(&mut h, &a_tag, 3, "sip:102@office.test");
+    let t_inv = sent(&out, "INVITE", TARGET)[0].clone();
+    assert!(
+        t_inv
+            .headers
+            .from()
+            .expect("from")
+            .uri
+            .to_string()
+            .starts_with("sip:101@"),
+        "the target sees the party that stays: {t_inv:?}"
+    );
+    assert_eq!(
+        t_inv.headers.get("Referred-By"),
+        Some("<sip:100@office.test>")
+    );
+    assert!(
+        sent(&out, "INVITE", TRANSFEROR).is_empty(),
+        "101 sees nothing"
+    );
+    let out = h.feed(
+        &answer(&t_inv, 180, "t102", &format!("sip:102@{TARGET}"), None),
+        TARGET,
+    );
+    let notify = sent(&out, "NOTIFY", CALLER);
+    assert_eq!(sipfrag(notify[0]), "SIP/2.0 180 Ringing");
+    let out = h.feed(
+        &answer(
+            &t_inv,
+            200,
+            "t102",
+            &format!("sip:102@{TARGET}"),
+            Some(44000),
+        ),
+        TARGET,
+    );
+    assert_eq!(sent(&out, "ACK", TARGET).len(), 1);
+    let notify = sent(&out, "NOTIFY", CALLER);
+    assert_eq!(sipfrag(notify.last().expect("notify")), "SIP/2.0 200 OK");
+    let bye = sent(&out, "BYE", CALLER);
+    assert_eq!(bye.len(), 1, "the caller (transferor) is released");
+    assert!(
+        out.iter()
+            .all(|(_, d)| *d != TRANSFEROR.parse::<SocketAddr>().expect("addr")),
+        "101 is not disturbed: {out:?}"
+    );
+    h.feed(&ok_for(bye[0]), CALLER);
+    // 102 hangs up: 101 gets the BYE in its own dialog.
+    let out = h.feed(&in_dialog(&t_inv, "t102", TARGET, "BYE", 1, ""), TARGET);
+    assert!(responses(&out).iter().any(|r| r.status == 200));
+    let bye = sent(&out, "BYE", TRANSFEROR);
+    assert_eq!(bye.len(), 1, "{out:?}");
+    assert_eq!(bye[0].headers.call_id(), inv.headers.call_id());
+    h.feed(&ok_for(bye[0]), TRANSFEROR);
+    let finished = std::mem::take(&mut h.finished);
+    assert_eq!(finished.len(), 1);
+    let t = &finished[0].transfers;
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].by, "100");
+    assert_eq!(t[0].target, "102");
+    assert_eq!(
+        t[0].by_caller.as_ref().map(|(far, _)| far.as_str()),
+        Some("101"),
+        "101 stays: the caller of the part after"
+    );
+    h.advance(Duration::from_secs(70));
+    assert_eq!(h.core.calls().len(), 0);
+    assert_eq!(h.core.transaction_counts(), (0, 0));
+}
+
+#[test]
+fn a_caller_hanging_up_after_its_refer_leaves_the_callee_waiting() {
+    let mut h = Harness::new();
+    let (_, a_tag) = call_answered(&mut h);
+    let out = refer_by_caller(&mut h, &a_tag, 3, "sip:102@office.test");
+    let t_inv = sent(&out, "INVITE", TARGET)[0].clone();
+    let out = h.feed(
+        &format!("BYE sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKbye4\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={a_tag}\nCall-ID: call1\nCSeq: 4 BYE\nContent-Length: 0\n\n"),
+        CALLER,
+    );
+    assert!(responses(&out).iter().any(|r| r.status == 200));
+    assert!(
+        sent(&out, "BYE", TRANSFEROR).is_empty(),
+        "101 waits for the target"
+    );
+    // The target is busy: nobody to go back to, 101 is hung up.
+    let out = h.feed(
+        &answer(&t_inv, 486, "t102", &format!("sip:102@{TARGET}"), None),
+        TARGET,
+    );
+    assert_eq!(sent(&out, "BYE", TRANSFEROR).len(), 1, "{out:?}");
+    assert_eq!(h.core.calls().len(), 0);
+}
+
+#[test]
+fn a_caller_may_not_transfer_to_a_barred_number() {
+    let mut h = Harness::new();
+    let (_, a_tag) = call_answered(&mut h);
+    let out = refer_by_caller(&mut h, &a_tag, 3, "sip:0900123456@office.test");
+    let notify = sent(&out, "NOTIFY", CALLER);
+    assert!(
+        sipfrag(notify.last().expect("notify")).starts_with("SIP/2.0 403 "),
+        "{out:?}"
+    );
+    assert!(sent(&out, "INVITE", TARGET).is_empty());
+    let refused = std::mem::take(&mut h.refused);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].caller, "100");
+    assert_eq!(h.core.calls().len(), 1, "the call stays up");
 }
 
 /// 101 calls 102 (the consultation call), 102 answers: pasarela's INVITE to 102 and the tag
@@ -579,4 +748,200 @@ fn attended_transfer_to_an_unknown_dialog_keeps_the_call() {
     assert!(sipfrag(notify.last().expect("notify")).starts_with("SIP/2.0 481"));
     assert!(sent(&out, "BYE", TRANSFEROR).is_empty());
     assert_eq!(h.core.calls().len(), 1);
+}
+
+/// A trunk's route attempt for `number`, sent to `addr`.
+fn trunk_attempt(name: &str, number: &str, addr: &str) -> Attempt {
+    let uri = match Uri::parse(&format!("sip:{number}@{addr}")) {
+        Ok(Uri::Sip(u)) => u,
+        other => panic!("trunk uri: {other:?}"),
+    };
+    Attempt {
+        kind: AttemptKind::Trunk { name: name.into() },
+        uri,
+        hop: Hop {
+            proto: Proto::Udp,
+            addr: addr.parse().expect("addr"),
+        },
+        auth: None,
+    }
+}
+
+/// The router's answer to the one route request made since the last: `decision`.
+fn route(h: &mut Harness, number: &str, decision: Decision) -> Out {
+    let req = std::mem::take(&mut h.routes);
+    assert_eq!(req.len(), 1, "one route request: {req:?}");
+    assert_eq!(req[0].from, "101", "routed as a call of the transferor");
+    assert_eq!(req[0].dialled, number);
+    let route = Route {
+        dialled: number.into(),
+        number: None,
+        category: None,
+        steps: Vec::new(),
+        decision,
+        elapsed: Duration::ZERO,
+    };
+    h.core
+        .route_decided(h.now, h.unix, req[0].id, Arc::new(route));
+    h.drain()
+}
+
+const TRUNK: &str = "127.0.0.1:5080";
+const TRUNK2: &str = "127.0.0.1:5082";
+const NUMBER: &str = "+493012345678";
+
+#[test]
+fn transfer_to_a_number_is_routed_as_the_transferors_call() {
+    let mut h = Harness::routed();
+    let (inv, a_tag) = call_answered(&mut h);
+    let out = refer(&mut h, &inv, 2, &format!("sip:{NUMBER}@office.test"));
+    assert!(
+        sent(&out, "INVITE", TRUNK).is_empty(),
+        "nothing rings before the router decided"
+    );
+    // The first trunk fails: the transfer moves on to the second, like a call of 101's.
+    let out = route(
+        &mut h,
+        NUMBER,
+        Decision::Attempts(vec![
+            trunk_attempt("carrier", NUMBER, TRUNK),
+            trunk_attempt("backup", NUMBER, TRUNK2),
+        ]),
+    );
+    let t_inv = sent(&out, "INVITE", TRUNK)[0].clone();
+    assert!(t_inv.uri.to_string().starts_with(&format!("sip:{NUMBER}@")));
+    assert!(sent(&out, "INVITE", CALLER).is_empty());
+    let out = h.feed(
+        &answer(&t_inv, 503, "tr1", "sip:x@127.0.0.1:5080", None),
+        TRUNK,
+    );
+    assert!(
+        sent(&out, "NOTIFY", TRANSFEROR).is_empty(),
+        "no failure told while a stage is left: {out:?}"
+    );
+    let t_inv = sent(&out, "INVITE", TRUNK2)[0].clone();
+    h.feed(
+        &answer(&t_inv, 180, "tr2", "sip:x@127.0.0.1:5082", None),
+        TRUNK2,
+    );
+    let out = h.feed(
+        &answer(&t_inv, 200, "tr2", "sip:x@127.0.0.1:5082", Some(46000)),
+        TRUNK2,
+    );
+    assert_eq!(sent(&out, "ACK", TRUNK2).len(), 1);
+    let notify = sent(&out, "NOTIFY", TRANSFEROR);
+    assert_eq!(sipfrag(notify.last().expect("notify")), "SIP/2.0 200 OK");
+    let bye = sent(&out, "BYE", TRANSFEROR);
+    assert_eq!(bye.len(), 1, "the transferor's leg ends");
+    h.feed(&ok_for(bye[0]), TRANSFEROR);
+    for n in notify {
+        h.feed(&ok_for(n), TRANSFEROR);
+    }
+    // The far party hangs up: the BYE goes to the trunk.
+    let out = h.feed(
+        &format!("BYE sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKbye3\nFrom: <sip:100@office.test>;tag=a1\nTo: <sip:101@office.test>;tag={a_tag}\nCall-ID: call1\nCSeq: 3 BYE\nContent-Length: 0\n\n"),
+        CALLER,
+    );
+    let bye = sent(&out, "BYE", TRUNK2);
+    assert_eq!(bye.len(), 1);
+    h.feed(&ok_for(bye[0]), TRUNK2);
+    let finished = std::mem::take(&mut h.finished);
+    assert_eq!(finished.len(), 1);
+    assert!(finished[0]
+        .attempts
+        .iter()
+        .any(|a| a.label == "trunk backup" && a.status == 200));
+    h.advance(Duration::from_secs(70));
+    assert_eq!(h.core.calls().len(), 0);
+    assert_eq!(h.core.transfers_routing(), 0);
+    assert_eq!(h.core.transaction_counts(), (0, 0));
+}
+
+#[test]
+fn transfer_refused_by_the_router_is_told_and_recorded() {
+    let mut h = Harness::routed();
+    let (inv, _) = call_answered(&mut h);
+    refer(&mut h, &inv, 2, &format!("sip:{NUMBER}@office.test"));
+    let out = route(
+        &mut h,
+        NUMBER,
+        Decision::Reject {
+            status: 403,
+            reason: "Calls to international numbers are barred".into(),
+        },
+    );
+    let notify = sent(&out, "NOTIFY", TRANSFEROR);
+    assert_eq!(
+        sipfrag(notify.last().expect("notify")),
+        "SIP/2.0 403 Calls to international numbers are barred"
+    );
+    let refused = std::mem::take(&mut h.refused);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].caller, "101");
+    assert_eq!(refused[0].dialled, NUMBER);
+    assert!(refused[0].route.is_some(), "the record explains the route");
+    assert_eq!(h.core.calls().len(), 1, "the call stays up");
+}
+
+#[test]
+fn transfer_to_a_number_on_a_pstn_line() {
+    let mut h = Harness::routed();
+    let (inv, _) = call_answered(&mut h);
+    refer(&mut h, &inv, 2, &format!("sip:{NUMBER}@office.test"));
+    let uri = match Uri::parse(&format!("sip:{NUMBER}@127.0.0.1:9;line=gsm1")) {
+        Ok(Uri::Sip(u)) => u,
+        other => panic!("{other:?}"),
+    };
+    let out = route(
+        &mut h,
+        NUMBER,
+        Decision::Attempts(vec![Attempt {
+            kind: AttemptKind::Trunk {
+                name: "gsm1".into(),
+            },
+            uri,
+            hop: Hop {
+                proto: Proto::Udp,
+                addr: pasarela::pstn::routes::LINE_HOP,
+            },
+            auth: None,
+        }]),
+    );
+    assert!(sent(&out, "NOTIFY", TRANSFEROR).is_empty());
+    let leg = match h.lines.as_slice() {
+        [LineCommand::Dial {
+            leg, line, number, ..
+        }] => {
+            assert_eq!((line.as_str(), number.as_str()), ("gsm1", NUMBER));
+            *leg
+        }
+        other => panic!("one dial on gsm1: {other:?}"),
+    };
+    h.core.line_event(
+        h.now,
+        h.unix,
+        leg,
+        LineEvent::Audio("127.0.0.1:47000".parse().expect("addr")),
+    );
+    h.core.line_event(h.now, h.unix, leg, LineEvent::Ringing);
+    let out = h.drain();
+    assert!(out.iter().all(|(m, _)| !matches!(m, Message::Response(_))));
+    h.core.line_event(h.now, h.unix, leg, LineEvent::Answered);
+    let out = h.drain();
+    let notify = sent(&out, "NOTIFY", TRANSFEROR);
+    assert_eq!(sipfrag(notify.last().expect("notify")), "SIP/2.0 200 OK");
+    assert_eq!(sent(&out, "BYE", TRANSFEROR).len(), 1);
+    // The line hangs up: the far party gets the BYE.
+    h.core.line_event(
+        h.now,
+        h.unix,
+        leg,
+        LineEvent::Ended {
+            status: 200,
+            q850: Some(16),
+        },
+    );
+    let out = h.drain();
+    assert_eq!(sent(&out, "BYE", CALLER).len(), 1);
+    let _: LegId = leg;
 }

@@ -253,6 +253,8 @@ fn record(start_ms: i64, caller: &str, callee: &str, ext: &str, dir: Direction) 
         reference_cost_minor: Some(12),
         savings_minor: Some(0),
         explanation: "decision 1: ENUM has no answer\ndecision 2: trunk carrier".into(),
+        linked_id: None,
+        transferred_by: None,
     }
 }
 

@@ -33,7 +33,7 @@ pub const ALLOW: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE, SUBSCRIBE, PRACK, REFER";
 
 pub use call::redirect::{contacts_by_q, Redirect, RedirectDecision};
-pub use call::transfer::{TransferAsk, TransferDecision, LABEL as TRANSFER_LABEL};
+pub use call::transfer::{TransferAsk, TransferDecision, TransferPart, LABEL as TRANSFER_LABEL};
 pub use call::{Attempt, CallSummary, CallView, ForkView, LiveCall, LiveState, UpCall};
 use call::{Call, ClientRole, TimerKind};
 pub use line_leg::{LegId, LineCommand, LineEvent, LineTarget};
@@ -288,10 +288,7 @@ impl Calls {
         call: u64,
         decision: TransferDecision,
     ) {
-        let n = match &decision {
-            TransferDecision::Ring { targets, .. } => targets.len(),
-            TransferDecision::Refuse { .. } => 0,
-        };
+        let n = decision.targets();
         let dialogs: Vec<(String, String)> = (0..n)
             .map(|_| (format!("{}@pasarela", self.token()), self.token()))
             .collect();
@@ -833,6 +830,11 @@ impl Calls {
             }
             ForkAction::TrackFork(idx, key) => {
                 self.by_client.insert(key, ClientRole::Fork(id, idx));
+            }
+            ForkAction::TrackForks(forks) => {
+                for (idx, key) in forks {
+                    self.by_client.insert(key, ClientRole::Fork(id, idx));
+                }
             }
             ForkAction::NextStage => self.next_stage(now, layer, id),
             ForkAction::Finished => self.finish(now, layer, id),

@@ -156,6 +156,8 @@ pub struct SipCore {
     numbering: Option<crate::routing::numbering::NumberingPlan>,
     /// Call forwarding and sequential search of extensions ([`forward`]).
     forwarding: forward::Forwarding,
+    /// Transfers to numbers waiting for the router ([`transfer`]).
+    transfer_routing: transfer::Routing,
     /// What the shell is to do, drained by [`SipCore::poll_output`].
     outputs: output::Outputs,
 }
@@ -181,6 +183,7 @@ impl SipCore {
             ),
             numbering: None,
             forwarding: Default::default(),
+            transfer_routing: Default::default(),
             outputs: Default::default(),
             inbound: Default::default(),
             inbound_limiter: Default::default(),
@@ -491,7 +494,8 @@ impl SipCore {
         id: u64,
         route: std::sync::Arc<Route>,
     ) {
-        if self.forward_routed(now, unix, id, &route) {
+        if self.forward_routed(now, unix, id, &route) || self.transfer_routed(now, unix, id, &route)
+        {
             return;
         }
         let Some(p) = self.pending_routes.remove(&id) else {

@@ -27,15 +27,15 @@ pub(crate) const RECORD_COLUMNS: &str = "id, call_ref, start_ms, answer_ms, end_
      billable_s, caller, caller_e164, callee, callee_e164, extension, direction, category, \
      route_kind, route_target, route_source, disposition, sip_status, q850_cause, codec, packets, \
      packets_lost, jitter_ms, cost_minor, currency, rate_table, rate_prefix, \
-     reference_cost_minor, savings_minor, explanation, media_srtp";
+     reference_cost_minor, savings_minor, explanation, media_srtp, linked_id, transferred_by";
 
 const INSERT: &str = "INSERT INTO call_records (call_ref, start_ms, answer_ms, end_ms, \
      duration_s, billable_s, caller, caller_e164, callee, callee_e164, extension, direction, \
      category, route_kind, route_target, route_source, disposition, sip_status, q850_cause, \
      codec, packets, packets_lost, jitter_ms, cost_minor, currency, rate_table, rate_prefix, \
-     reference_cost_minor, savings_minor, explanation, media_srtp) VALUES (?1, ?2, ?3, ?4, ?5, \
-     ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, \
-     ?25, ?26, ?27, ?28, ?29, ?30, ?31)";
+     reference_cost_minor, savings_minor, explanation, media_srtp, linked_id, transferred_by) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)";
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -89,6 +89,8 @@ pub(crate) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
         savings_minor: row.get(29)?,
         explanation: row.get(30)?,
         media_srtp: srtp_from_mask(row.get::<_, Option<i64>>(31)?.unwrap_or(0)),
+        linked_id: row.get(32)?,
+        transferred_by: row.get(33)?,
     })
 }
 
@@ -132,6 +134,8 @@ pub(crate) fn insert_in(
             r.savings_minor,
             r.explanation,
             srtp_mask(r.media_srtp),
+            r.linked_id,
+            r.transferred_by,
         ])?);
     }
     Ok(ids)
@@ -186,6 +190,18 @@ impl CdrDb {
             )
             .optional()?
             .flatten())
+    }
+
+    /// The ids of the parts of a transferred call (the records sharing `linked_id`,
+    /// migration 0021), in the order they happened.
+    pub fn linked(&self, linked_id: &str) -> Result<Vec<i64>, CdrError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM call_records WHERE linked_id = ?1 ORDER BY start_ms, id",
+        )?;
+        let ids = stmt
+            .query_map([linked_id], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ids)
     }
 
     /// Updates the statistics the query planner uses to choose indexes (SQLite's

@@ -171,8 +171,8 @@ pub fn interrupted(db: &CdrDb) -> Result<Vec<Interrupted>, CdrError> {
     );
     let mut stmt = db.conn.prepare(&sql)?;
     let rows = stmt.query_map(params![IN_PROGRESS], |row| {
-        // call_key follows the 32 columns of RECORD_COLUMNS.
-        Ok((record_from_row(row)?, row.get::<_, String>(32)?))
+        // call_key follows the 34 columns of RECORD_COLUMNS.
+        Ok((record_from_row(row)?, row.get::<_, String>(34)?))
     })?;
     let mut found = Vec::new();
     for row in rows {

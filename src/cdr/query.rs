@@ -282,7 +282,7 @@ const TOTALS: &str = "count(*), coalesce(sum(disposition = 'answered'), 0), \
      coalesce(sum(billable_s), 0), coalesce(sum(cost_minor), 0), coalesce(sum(savings_minor), 0)";
 
 /// The columns of the records CSV export.
-pub const RECORD_CSV_COLUMNS: [&str; 31] = [
+pub const RECORD_CSV_COLUMNS: [&str; 33] = [
     "id",
     "start_utc",
     "answer_utc",
@@ -314,6 +314,8 @@ pub const RECORD_CSV_COLUMNS: [&str; 31] = [
     "savings",
     "call_ref",
     "explanation",
+    "linked_id",
+    "transferred_by",
 ];
 
 /// `ms` as ISO 8601 UTC with milliseconds (`2026-01-31T23:59:59.999Z`).
@@ -350,7 +352,7 @@ fn money(amount: Option<i64>, currency: Option<&str>) -> String {
 fn record_csv(r: &CallRecord, row: &mut String) {
     let cur = r.currency.as_deref();
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-    let fields: [String; 31] = [
+    let fields: [String; 33] = [
         r.id.map(|i| i.to_string()).unwrap_or_default(),
         iso_utc(r.start_ms),
         r.answer_ms.map(iso_utc).unwrap_or_default(),
@@ -382,6 +384,8 @@ fn record_csv(r: &CallRecord, row: &mut String) {
         money(r.savings_minor, cur),
         r.call_ref.map(|c| c.to_string()).unwrap_or_default(),
         r.explanation.clone(),
+        opt(&r.linked_id),
+        opt(&r.transferred_by),
     ];
     for (i, f) in fields.iter().enumerate() {
         csv::push_field(row, f, i == 0);

@@ -248,6 +248,10 @@ pub struct CallRecord {
     pub savings_minor: Option<i64>,
     /// The routing decision and the destinations tried, one step a line.
     pub explanation: String,
+    /// Shared by the parts of a transferred call (`None`: never transferred).
+    pub linked_id: Option<String>,
+    /// The extension that transferred the call, on the parts after a transfer.
+    pub transferred_by: Option<String>,
 }
 
 /// What the records need to know about the office's numbers: which numbers are extensions,
@@ -585,6 +589,83 @@ impl CallRecord {
             reference_cost_minor: None,
             savings_minor: None,
             explanation,
+            linked_id: None,
+            transferred_by: None,
+        }
+    }
+
+    /// The records of a finished call: one, or for a transferred call one per part, linked
+    /// by a shared `linked_id` (the call's reference and start). The part before a transfer is
+    /// the far party with the transferor, up to the moment the target answered; the part
+    /// after is the far party with the target, `transferred_by` the transferor, and billed on
+    /// it when it leaves the office ([`CallRecord::bill_transferor`]). The media counters go
+    /// with the last part.
+    pub fn parts_from_summary(
+        s: &CallSummary,
+        now: Instant,
+        now_unix_ms: i64,
+        office: &OfficeNumbers,
+    ) -> Vec<CallRecord> {
+        if s.transfers.is_empty() {
+            return vec![CallRecord::from_summary(s, now, now_unix_ms, office)];
+        }
+        let link = format!("{}-{}", s.id, wall_ms(s.started, now, now_unix_ms));
+        let mut parts = Vec::with_capacity(s.transfers.len() + 1);
+        let mut part = s.clone();
+        part.transfers = Vec::new();
+        let mut from = 0;
+        let mut by: Option<String> = None;
+        // The fork that answered the part being cut (for a transfer by the caller, the
+        // target's; else the call's winner, which `before` gives for each cut).
+        let mut answered_by: Option<Option<(usize, String)>> = None;
+        for t in &s.transfers {
+            let upto = t.first_attempt.clamp(from, s.attempts.len());
+            let mut p = part.clone();
+            p.ended = t.at;
+            p.attempts = s.attempts.get(from..upto).unwrap_or_default().to_vec();
+            p.answered_by = answered_by.take().unwrap_or_else(|| t.before.clone());
+            p.status = 200;
+            p.disposition = "answered";
+            (p.packets, p.lost, p.jitter_ms) = (0, 0, 0.0);
+            parts.push((p, by.clone()));
+            part.started = t.at;
+            part.answered = Some(t.at);
+            part.callee = t.target.clone();
+            part.route = t.route.clone();
+            if let Some((far, target_fork)) = &t.by_caller {
+                // The callee stays: it is the caller of the part after, with the target.
+                part.caller = far.clone();
+                answered_by = Some(target_fork.clone());
+            }
+            from = upto;
+            by = Some(t.by.clone());
+        }
+        part.attempts = s.attempts.get(from..).unwrap_or_default().to_vec();
+        if let Some(a) = answered_by {
+            part.answered_by = a;
+        }
+        parts.push((part, by));
+        parts
+            .into_iter()
+            .map(|(p, by)| {
+                let mut r = CallRecord::from_summary(&p, now, now_unix_ms, office);
+                r.linked_id = Some(link.clone());
+                r.transferred_by = by;
+                r.bill_transferor();
+                r
+            })
+            .collect()
+    }
+
+    /// A part after a transfer that left the office (a trunk, a PSTN line, a SIP destination)
+    /// is the transferor's outgoing call: it pays for it, whoever the far party is.
+    pub fn bill_transferor(&mut self) {
+        let Some(by) = &self.transferred_by else {
+            return;
+        };
+        if matches!(self.route_kind, RouteKind::Pstn | RouteKind::Sip) {
+            self.direction = Direction::Outgoing;
+            self.extension = Some(by.clone());
         }
     }
 
@@ -645,6 +726,8 @@ impl CallRecord {
             reference_cost_minor: None,
             savings_minor: None,
             explanation,
+            linked_id: None,
+            transferred_by: None,
         }
     }
 }
@@ -694,6 +777,8 @@ pub(crate) mod tests {
             reference_cost_minor: None,
             savings_minor: None,
             explanation: "decision 1: trunk carrier".into(),
+            linked_id: None,
+            transferred_by: None,
         }
     }
 
@@ -760,6 +845,7 @@ pub(crate) mod tests {
             route: None,
             origin: None,
             signalling: (None, None),
+            transfers: Vec::new(),
         }
     }
 
@@ -892,6 +978,91 @@ pub(crate) mod tests {
             rec.explanation
         );
         assert_eq!(rec.call_ref, Some(7));
+    }
+
+    #[test]
+    fn transferred_call_leaves_two_linked_parts_billed_on_the_transferor() {
+        // +4940555 (outside) calls 101, 101 transfers to 03012345678 over trunk carrier.
+        let t0 = Instant::now();
+        let mut s = summary(t0);
+        s.caller = "+4940555".into();
+        s.callee = "101".into();
+        s.answered = Some(t0 + Duration::from_secs(2));
+        s.ended = t0 + Duration::from_secs(100);
+        s.status = 200;
+        s.disposition = "answered";
+        s.packets = 5000;
+        s.attempts = vec![
+            Attempt {
+                stage: 0,
+                label: "extension 101".into(),
+                uri: "sip:101@192.0.2.9".into(),
+                status: 200,
+                reason: None,
+            },
+            Attempt {
+                stage: 1,
+                label: "trunk carrier".into(),
+                uri: "sip:03012345678@192.0.2.1".into(),
+                status: 200,
+                reason: None,
+            },
+        ];
+        s.answered_by = Some((1, "sip:03012345678@192.0.2.1".into()));
+        s.transfers = vec![crate::b2bua::TransferPart {
+            at: t0 + Duration::from_secs(40),
+            by: "101".into(),
+            target: "03012345678".into(),
+            first_attempt: 1,
+            before: Some((0, "sip:101@192.0.2.9".into())),
+            route: Some(Arc::new(route(Decision::Attempts(vec![attempt(
+                AttemptKind::Trunk {
+                    name: "carrier".into(),
+                },
+                "sip:03012345678@192.0.2.1",
+            )])))),
+            by_caller: None,
+        }];
+        let parts = CallRecord::parts_from_summary(&s, s.ended, 10_000_000, &office());
+        assert_eq!(parts.len(), 2);
+        let (a, b) = (&parts[0], &parts[1]);
+        assert!(a.linked_id.is_some());
+        assert_eq!(a.linked_id, b.linked_id, "one link for both parts");
+        assert_eq!(a.transferred_by, None);
+        assert_eq!(b.transferred_by.as_deref(), Some("101"));
+        // The first part: the caller with 101 until the transfer.
+        assert_eq!(
+            (a.callee.as_str(), a.route_kind),
+            ("101", RouteKind::Extension)
+        );
+        assert_eq!(a.end_ms, b.start_ms);
+        assert_eq!((a.duration_s, a.billable_s), (40, 38));
+        assert_eq!(a.disposition, Disposition::Answered);
+        assert_eq!(a.packets, 0);
+        // The second: the caller with the number, 60 s, the transferor's outgoing call.
+        assert_eq!(b.callee, "03012345678");
+        assert_eq!(b.callee_e164.as_deref(), Some("+493012345678"));
+        assert_eq!(b.route_kind, RouteKind::Pstn);
+        assert_eq!(b.route_target.as_deref(), Some("carrier"));
+        assert_eq!((b.duration_s, b.billable_s), (60, 60));
+        assert_eq!(b.direction, Direction::Outgoing);
+        assert_eq!(
+            b.extension.as_deref(),
+            Some("101"),
+            "billed on the transferor"
+        );
+        assert_eq!(b.packets, 5000);
+        assert!(b.explanation.contains("trunk carrier"), "{}", b.explanation);
+        assert!(
+            !a.explanation.contains("trunk carrier"),
+            "{}",
+            a.explanation
+        );
+        // A call never transferred: one record, no link.
+        s.transfers.clear();
+        let one = CallRecord::parts_from_summary(&s, s.ended, 10_000_000, &office());
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].linked_id, None);
     }
 
     #[test]

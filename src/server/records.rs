@@ -87,16 +87,34 @@ pub(super) fn call_ended(
     summary: &crate::b2bua::CallSummary,
     note: crate::cdr::Note,
 ) {
-    let mut record =
-        crate::cdr::CallRecord::from_summary(summary, std::time::Instant::now(), unix_ms(), office);
-    if let Some(origin) = &summary.origin {
-        mark_incoming(&mut record, &summary.caller, origin);
-        record.explanation = format!("incoming from {origin}\n{}", record.explanation);
+    // A transferred call leaves one record per part; the last replaces the in-progress one.
+    let parts = crate::cdr::CallRecord::parts_from_summary(
+        summary,
+        std::time::Instant::now(),
+        unix_ms(),
+        office,
+    );
+    let n = parts.len();
+    for (k, mut record) in parts.into_iter().enumerate() {
+        if let Some(origin) = &summary.origin {
+            mark_incoming(&mut record, &summary.caller, origin);
+            record.explanation = format!("incoming from {origin}\n{}", record.explanation);
+        }
+        // After mark_incoming: a part the transferor sent out of the office is its call.
+        record.bill_transferor();
+        let note = if k + 1 == n {
+            note.clone()
+        } else {
+            crate::cdr::Note {
+                signalling: note.signalling.clone(),
+                ..Default::default()
+            }
+        };
+        if let Some(reason) = &note.reason {
+            record.explanation = format!("{reason}\n{}", record.explanation);
+        }
+        cdr.send_noted(record, note);
     }
-    if let Some(reason) = &note.reason {
-        record.explanation = format!("{reason}\n{}", record.explanation);
-    }
-    cdr.send_noted(record, note);
     let stage = summary
         .answered_by
         .as_ref()

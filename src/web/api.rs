@@ -138,6 +138,8 @@ pub fn record_json(r: &CallRecord) -> Value {
         "reference_cost_minor": r.reference_cost_minor,
         "savings_minor": r.savings_minor,
         "explanation": r.explanation,
+        "linked_id": r.linked_id,
+        "transferred_by": r.transferred_by,
     })
 }
 

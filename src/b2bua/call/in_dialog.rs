@@ -193,12 +193,12 @@ impl Call {
         }
         match req.method {
             Method::Refer => self.refer(now, layer, key, &req, peer, side, settings),
-            Method::Bye if side == Side::B && self.transferor_leaves() => {
+            Method::Bye if self.transferor_leaves(side) => {
                 reply(layer, now, key, &req, 200);
                 ForkAction::None
             }
             Method::Bye => {
-                if side == Side::A && self.transfer.take().is_some() {
+                if self.far_party_of_transfer(side) && self.transfer.take().is_some() {
                     // The far party gave up waiting: what rings for the transfer is cancelled.
                     let _ = self.cancel_forks(now, layer, None);
                 }

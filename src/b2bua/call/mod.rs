@@ -77,6 +77,8 @@ pub enum ForkAction {
     Track(ClientKey),
     /// Map this client transaction (a fork's INVITE resent with credentials) to fork `idx`.
     TrackFork(usize, ClientKey),
+    /// Map these new forks' INVITEs (a transfer's next stage) to their forks.
+    TrackForks(Vec<(usize, ClientKey)>),
     /// The current stage failed or stayed silent: cancel what still rings, try the next one.
     NextStage,
     /// The call is over: release it.
@@ -283,6 +285,8 @@ pub struct CallSummary {
     /// The transport of the caller's leg and of the called leg (the answering or last fork),
     /// for the record: TLS means the signalling was encrypted.
     pub signalling: (Option<Proto>, Option<Proto>),
+    /// The transfers that took place: the record is cut into linked parts there.
+    pub transfers: Vec<transfer::TransferPart>,
 }
 
 /// An answered call, as its in-progress record and a hang-up after a crash need it.
@@ -341,6 +345,8 @@ pub struct Call {
     /// The re-INVITEs pasarela sent after a transfer, and to which side (their 2xx is ACKed
     /// here).
     own_reinvite: Vec<(ClientKey, Side)>,
+    /// The transfers that took place, for the records of the call's parts.
+    transfers_done: Vec<transfer::TransferPart>,
     /// Forwards of the called extension ([`forward`]).
     forwarding: forward::Forwarding,
     /// Which side has put the call on hold (its last offer was sendonly, inactive or
@@ -619,6 +625,7 @@ impl Call {
             transfer: None,
             transfer_gone_failed: false,
             own_reinvite: Vec::new(),
+            transfers_done: Vec::new(),
             forwarding: Default::default(),
             held: [false; 2],
         }
@@ -807,7 +814,13 @@ impl Call {
             .unwrap_or(70)
             .saturating_sub(1);
         h.push(Header::MaxForwards(mf));
-        let identity_user = from_user.as_deref().unwrap_or(&self.caller.number);
+        // The target of a transfer by the caller sees the party that stays (the callee).
+        let by_caller = self.caller_transfer_ringing();
+        let identity_user = match (&from_user, by_caller) {
+            (Some(u), _) => u.as_str(),
+            (None, true) => self.callee.as_str(),
+            (None, false) => self.caller.number.as_str(),
+        };
         let p = presentation.clone().unwrap_or_default();
         let host = p
             .from_host
@@ -831,6 +844,8 @@ impl Call {
         let mut from = NameAddr::new(Uri::Sip(from_uri));
         from.display = if withheld {
             Some("\"Anonymous\"".to_owned())
+        } else if by_caller {
+            None
         } else {
             self.caller
                 .name
@@ -876,7 +891,16 @@ impl Call {
             settings.server_name.clone(),
         ));
         h.push(Header::Other("Supported".into(), "100rel".into()));
-        let offer = self.sdp.offer_for_b(srtp);
+        if let Some(by) = self.referred_by() {
+            // RFC 3892: the target of a transfer learns who transferred the call.
+            h.push(Header::Other("Referred-By".into(), by.to_owned()));
+        }
+        let offer = if by_caller {
+            // It takes the caller's place: the offer is the caller's side of the relay.
+            self.sdp.fresh_offer_for(Side::A, self.relay_port(Side::A))
+        } else {
+            self.sdp.offer_for_b(srtp)
+        };
         req.body = with_body(&mut req.headers, offer.as_ref());
         // A fork on a PSTN line: the INVITE is kept as the fork's description, never sent;
         // the line is asked to dial instead.
@@ -1075,6 +1099,7 @@ impl Call {
         event: LineEvent,
         settings: &CallSettings,
     ) -> ForkAction {
+        let transfer = self.is_transfer_fork(i);
         let Some(fork) = self.forks.get_mut(i) else {
             return ForkAction::None;
         };
@@ -1083,6 +1108,28 @@ impl Call {
         let Some(line) = fork.line.as_mut() else {
             return ForkAction::None;
         };
+        if transfer && ringing {
+            // A line rings the target of a transfer: the far party keeps its call meanwhile.
+            match event {
+                LineEvent::Ringing | LineEvent::EarlyMedia => {
+                    fork.state = ForkState::Early;
+                    fork.responded = true;
+                    return self.transfer_target_rings(now, layer, settings);
+                }
+                LineEvent::Answered => {
+                    fork.responded = true;
+                    let answer =
+                        line_leg::line_sdp(line.audio.unwrap_or(line_leg::NO_AUDIO), line.codec);
+                    tracing::info!(
+                        call = self.id,
+                        fork = i,
+                        "the line of the transfer target answered"
+                    );
+                    return self.transfer_answered(now, layer, i, None, answer, settings);
+                }
+                _ => {}
+            }
+        }
         let codec = line.codec;
         fork.responded = true;
         match event {
@@ -1305,7 +1352,7 @@ impl Call {
                     fork.dialog = Dialog::uac(&fork.invite, &resp, fork.peer);
                 }
                 fork.state = ForkState::Early;
-                return ForkAction::None;
+                return self.transfer_target_rings(now, layer, settings);
             }
             if status == 100 || self.winner.is_some() || fork.state == ForkState::Cancelled {
                 return ForkAction::None;
@@ -1381,7 +1428,7 @@ impl Call {
                 Some(Ok(a)) => Some(a),
                 _ => None,
             };
-            return self.transfer_answered(now, layer, i, b_dialog, answer, settings);
+            return self.transfer_answered(now, layer, i, Some(b_dialog), answer, settings);
         }
         if self.winner.is_some() || fork.state == ForkState::Cancelled {
             // Lost the race: acknowledge and hang up this fork.
@@ -1823,6 +1870,7 @@ impl Call {
                 .winner
                 .and_then(|w| self.forks.get(w))
                 .map(|f| (f.stage, f.uri.clone())),
+            transfers: self.transfers_done.clone(),
         }
     }
 }

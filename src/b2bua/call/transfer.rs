@@ -6,8 +6,11 @@
 //! is; the fork that answers becomes leg B — the relay keeps its ports, so the far party sees
 //! nothing, or a re-INVITE taking it off hold — and the transferor's leg is released. The
 //! transferor hears of each step in NOTIFYs carrying a message/sipfrag status line ("100
-//! Trying", then "200 OK" or the failure); when the target fails, the original call stays up
-//! and the transferor can take it back.
+//! Trying", "180 Ringing", then "200 OK" or the failure); when the target fails, the original
+//! call stays up and the transferor can take it back. The caller (an extension) may transfer
+//! too, REFER on leg A: its target is offered the caller's side of the relay and takes over
+//! leg A. A number outside the office is rung as its route's stages, tried in turn; each
+//! transfer done is kept as a [`TransferPart`] for the records.
 
 use super::*;
 
@@ -29,21 +32,73 @@ pub struct TransferAsk {
     /// Attended transfer: the transferor's other call whose far party takes its place
     /// (Refer-To `?Replaces=`, RFC 3891).
     pub replaces: Option<crate::sip::replaces::Replaces>,
+    /// The transferor is the caller (REFER on leg A): an extension that authenticated the
+    /// call's INVITE, so its registered contact is not checked again.
+    pub by_caller: bool,
 }
 
 /// The owner's answer to a [`TransferAsk`]: the targets to ring (with the stage label), or
 /// the status and reason to tell the transferor.
 #[derive(Debug)]
 pub enum TransferDecision {
-    Ring { targets: Vec<Target>, label: String },
-    Refuse { status: u16, reason: String },
+    Ring {
+        targets: Vec<Target>,
+        label: String,
+    },
+    Refuse {
+        status: u16,
+        reason: String,
+    },
+    /// A number outside the office, routed as a call of the transferor: its route's stages
+    /// (trunks, PSTN lines, ENUM/DUNDi destinations), tried in turn like a call's, and the
+    /// route (for the record of the call's part after the transfer).
+    Route {
+        stages: Vec<Stage>,
+        route: std::sync::Arc<crate::routing::router::Route>,
+    },
+}
+
+/// A transfer that took place: the call's record is cut there into two parts, linked (the
+/// part before: the far party with the transferor; the part after: with the target,
+/// `transferred_by` the transferor, who pays for it when it costs money).
+#[derive(Debug, Clone)]
+pub struct TransferPart {
+    /// When the target took over: the part before ends, the part after begins.
+    pub at: Instant,
+    /// The extension that transferred.
+    pub by: String,
+    /// The target as the transferor named it (an extension or a number).
+    pub target: String,
+    /// The first attempt (fork) of the part after.
+    pub first_attempt: usize,
+    /// The fork (stage, URI) that had answered the part before.
+    pub before: Option<(usize, String)>,
+    /// The route of a target outside the office.
+    pub route: Option<std::sync::Arc<crate::routing::router::Route>>,
+    /// A transfer by the caller: the party that stays (the callee), shown as the caller of
+    /// the part after, and the target's fork (stage, URI) that answered it.
+    pub by_caller: Option<(String, Option<(usize, String)>)>,
+}
+
+impl TransferDecision {
+    /// How many forks the decision may ring in all (each needs a Call-ID and a tag).
+    pub fn targets(&self) -> usize {
+        match self {
+            TransferDecision::Ring { targets, .. } => targets.len(),
+            TransferDecision::Refuse { .. } => 0,
+            TransferDecision::Route { stages, .. } => stages.iter().map(|s| s.targets.len()).sum(),
+        }
+    }
 }
 
 /// A transfer under way.
 #[derive(Debug)]
 pub(super) struct Transfer {
-    /// The transferor's fork (the winner when the REFER came).
+    /// The transferor's fork (the winner when the REFER came; unused when the caller
+    /// transfers).
     transferor: usize,
+    /// The leg of the transferor: B (the answered callee) or A (the caller).
+    side: Side,
     /// Forks from this index on ring the transfer's target.
     first_fork: usize,
     /// Waiting for the owner's decision; then ringing.
@@ -55,6 +110,19 @@ pub(super) struct Transfer {
     /// The settings the transfer's requests are made with (for failures met where the call
     /// is not handed them).
     settings: CallSettings,
+    /// A routed target's further stages (tried when the one ringing fails, except on busy),
+    /// each with the Call-IDs and tags of its forks.
+    more: VecDeque<(Stage, Vec<(String, String)>)>,
+    /// The transferor as the target is told (RFC 3892 `Referred-By`): the authenticated
+    /// extension, not what its REFER claims.
+    referred_by: String,
+    /// The transferor has heard that the target rings (one NOTIFY "180 Ringing").
+    ringing_told: bool,
+    /// The transferor's extension and the target it named, for the record.
+    by: String,
+    target: String,
+    /// The route of a target outside the office.
+    route: Option<std::sync::Arc<crate::routing::router::Route>>,
 }
 
 /// Where the REFER's target is: the Refer-To URI without its embedded headers and the
@@ -83,6 +151,15 @@ fn refer_target(req: &Request) -> Result<Target2, (u16, &'static str)> {
     }
 }
 
+/// The number or name a Refer-To URI names (its user; a tel URI's number).
+fn target_name(uri: &Uri) -> String {
+    match uri {
+        Uri::Sip(u) => u.user_unescaped().unwrap_or_else(|| u.to_string()),
+        Uri::Tel(t) => t.number.clone(),
+        Uri::Other { .. } => uri.to_string(),
+    }
+}
+
 /// The status line a NOTIFY reports: `SIP/2.0 200 OK`.
 fn sipfrag(status: u16, reason: &str) -> Bytes {
     Bytes::from(format!("SIP/2.0 {status} {reason}\r\n"))
@@ -94,6 +171,43 @@ impl Call {
         self.transfer.as_ref().is_some_and(|t| !t.deciding)
     }
 
+    /// Whether a BYE on `side` comes from the far party of a transfer under way (it gave up
+    /// waiting).
+    pub(super) fn far_party_of_transfer(&self, side: Side) -> bool {
+        self.transfer.as_ref().is_some_and(|t| t.side != side)
+    }
+
+    /// Whether the caller transfers and its target rings (the target replaces leg A).
+    pub(super) fn caller_transfer_ringing(&self) -> bool {
+        self.transfer
+            .as_ref()
+            .is_some_and(|t| !t.deciding && t.side == Side::A)
+    }
+
+    /// The `Referred-By` of the INVITEs to a transfer's target (while it is rung).
+    pub(super) fn referred_by(&self) -> Option<&str> {
+        self.transfer
+            .as_ref()
+            .filter(|t| !t.deciding)
+            .map(|t| t.referred_by.as_str())
+    }
+
+    /// The transfer's target rings (fork `i` had a 18x, or its line rings): the transferor
+    /// hears "180 Ringing" once.
+    pub(super) fn transfer_target_rings(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        match self.transfer.as_mut() {
+            Some(t) if !t.ringing_told => t.ringing_told = true,
+            _ => return ForkAction::None,
+        }
+        self.notify_transferor(now, layer, 180, "Ringing", false, settings)
+            .map_or(ForkAction::None, ForkAction::Track)
+    }
+
     /// Whether fork `i` rings the target of a transfer.
     pub(super) fn is_transfer_fork(&self, i: usize) -> bool {
         self.transfer
@@ -103,9 +217,10 @@ impl Call {
 
     /// The transferor hung up while its transfer is under way: the far party waits for the
     /// target instead of being hung up.
-    pub(super) fn transferor_leaves(&mut self) -> bool {
+    pub(super) fn transferor_leaves(&mut self, side: Side) -> bool {
+        let winner = self.winner;
         match self.transfer.as_mut() {
-            Some(t) if self.winner == Some(t.transferor) => {
+            Some(t) if t.side == side && (side == Side::A || winner == Some(t.transferor)) => {
                 t.transferor_gone = true;
                 tracing::info!(
                     call = self.id,
@@ -135,43 +250,61 @@ impl Call {
             layer.respond(now, key, r);
             ForkAction::None
         };
-        if side != Side::B {
-            return refused(
-                layer,
-                501,
-                "Transfer by the calling party not supported yet",
-            );
-        }
         if self.transfer.is_some() {
             return refused(layer, 491, "A transfer is already under way");
         }
         let Some(w) = self.winner else {
             return refused(layer, 481, reason_phrase(481));
         };
-        if self.is_line_fork(w) {
-            return refused(layer, 403, "Forbidden");
-        }
         let (target, replaces) = match refer_target(req) {
             Ok(t) => t,
             Err((st, why)) => return refused(layer, st, why),
         };
-        let Some(fork) = self.forks.get(w) else {
-            return refused(layer, 481, reason_phrase(481));
-        };
-        let transferor = fork
-            .invite
-            .headers
-            .to()
-            .and_then(|t| t.uri.as_sip())
-            .and_then(SipUri::user_unescaped)
-            .unwrap_or_default();
-        let ask = TransferAsk {
-            call: self.id,
-            target,
-            transferor,
-            transferor_contact: fork.uri.clone(),
-            caller: self.caller.clone(),
-            replaces,
+        let ask = if side == Side::A {
+            // The caller transfers the callee: only an extension of the office (no line, no
+            // call from outside), and blind only.
+            if self.a_line.is_some() || self.caller.origin.is_some() {
+                return refused(layer, 403, "Forbidden");
+            }
+            if replaces.is_some() {
+                return refused(
+                    layer,
+                    501,
+                    "Attended transfer by the calling party not supported yet",
+                );
+            }
+            TransferAsk {
+                call: self.id,
+                target,
+                transferor: self.caller.number.clone(),
+                transferor_contact: String::new(),
+                caller: self.caller.clone(),
+                replaces,
+                by_caller: true,
+            }
+        } else {
+            if self.is_line_fork(w) {
+                return refused(layer, 403, "Forbidden");
+            }
+            let Some(fork) = self.forks.get(w) else {
+                return refused(layer, 481, reason_phrase(481));
+            };
+            let transferor = fork
+                .invite
+                .headers
+                .to()
+                .and_then(|t| t.uri.as_sip())
+                .and_then(SipUri::user_unescaped)
+                .unwrap_or_default();
+            TransferAsk {
+                call: self.id,
+                target,
+                transferor,
+                transferor_contact: fork.uri.clone(),
+                caller: self.caller.clone(),
+                replaces,
+                by_caller: false,
+            }
         };
         reply_with(
             layer,
@@ -185,11 +318,18 @@ impl Call {
         tracing::info!(call = self.id, target = %ask.target, transferor = %ask.transferor, "transfer asked");
         self.transfer = Some(Transfer {
             transferor: w,
+            side,
             first_fork: self.forks.len(),
             deciding: true,
             transferor_gone: false,
             stage_before: self.stage,
             settings: settings.clone(),
+            more: VecDeque::new(),
+            referred_by: format!("<sip:{}@{}>", ask.transferor, settings.domain),
+            ringing_told: false,
+            by: ask.transferor.clone(),
+            target: target_name(&ask.target),
+            route: None,
         });
         let notify = self.notify_transferor(now, layer, 100, "Trying", false, settings);
         ForkAction::Transfer {
@@ -212,7 +352,10 @@ impl Call {
         if t.transferor_gone {
             return None;
         }
-        let d = self.forks.get_mut(t.transferor)?.dialog.as_mut()?;
+        let d = match t.side {
+            Side::A => self.a.dialog.as_mut()?,
+            Side::B => self.forks.get_mut(t.transferor)?.dialog.as_mut()?,
+        };
         let peer = d.peer;
         let via = our_via(&peer, layer.new_branch(), local_host(&peer, settings));
         let mut req = d.request(Method::Notify, via);
@@ -240,7 +383,7 @@ impl Call {
         now: Instant,
         layer: &mut TransactionLayer,
         decision: TransferDecision,
-        dialogs: Vec<(String, String)>,
+        mut dialogs: Vec<(String, String)>,
         settings: &CallSettings,
     ) -> (Vec<(usize, ClientKey)>, Option<ClientKey>) {
         let (targets, label) = match decision {
@@ -250,12 +393,48 @@ impl Call {
                 return (Vec::new(), k);
             }
             TransferDecision::Ring { targets, label } => (targets, label),
+            TransferDecision::Route { stages, route } => {
+                if let Some(t) = self.transfer.as_mut() {
+                    t.route = Some(route);
+                }
+                let mut more = VecDeque::new();
+                for s in stages.into_iter().filter(|s| !s.targets.is_empty()) {
+                    let n = s.targets.len().min(dialogs.len());
+                    let rest = dialogs.split_off(n);
+                    more.push_back((s, std::mem::replace(&mut dialogs, rest)));
+                }
+                let Some((first, ds)) = more.pop_front() else {
+                    let k =
+                        self.transfer_failed(now, layer, 503, "No route to the number", settings);
+                    return (Vec::new(), k);
+                };
+                if let Some(t) = self.transfer.as_mut() {
+                    t.more = more;
+                }
+                dialogs = ds;
+                (first.targets, first.label)
+            }
         };
         let Some(t) = self.transfer.as_mut() else {
             return (Vec::new(), None);
         };
         t.deciding = false;
         t.first_fork = self.forks.len();
+        let keys = self.ring_transfer_stage(now, layer, targets, label, dialogs, settings);
+        (keys, None)
+    }
+
+    /// Rings one stage of the transfer's target.
+    fn ring_transfer_stage(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        targets: Vec<Target>,
+        label: String,
+        dialogs: Vec<(String, String)>,
+        settings: &CallSettings,
+    ) -> Vec<(usize, ClientKey)> {
+        tracing::info!(call = self.id, %label, forks = targets.len(), "transfer: ringing");
         self.labels.push(label);
         self.ring_limits.push(None);
         self.stage = self.labels.len() - 1;
@@ -265,7 +444,7 @@ impl Call {
                 keys.push((self.forks.len() - 1, k));
             }
         }
-        (keys, None)
+        keys
     }
 
     /// The transfer failed (`status`): the transferor hears it, the original call goes on —
@@ -284,7 +463,11 @@ impl Call {
             if t.transferor_gone {
                 // Nobody to go back to: the far party is hung up.
                 self.transfer_gone_failed = true;
-                let _ = self.send_in_dialog(now, layer, Side::A, Method::Bye, None, settings);
+                let far = match t.side {
+                    Side::A => Side::B,
+                    Side::B => Side::A,
+                };
+                let _ = self.send_in_dialog(now, layer, far, Method::Bye, None, settings);
             }
         }
         key
@@ -321,6 +504,16 @@ impl Call {
             .filter(|s| *s >= 300)
             .min_by_key(|s| if matches!(s, 486 | 600) { 0 } else { *s })
             .unwrap_or(480);
+        // A routed target's next stage (another trunk or line), unless the number was busy.
+        let next = match self.transfer.as_mut() {
+            Some(t) if !matches!(best, 486 | 600 | 603) => t.more.pop_front(),
+            _ => None,
+        };
+        if let Some((stage, dialogs)) = next {
+            let keys =
+                self.ring_transfer_stage(now, layer, stage.targets, stage.label, dialogs, settings);
+            return ForkAction::TrackForks(keys);
+        }
         let k = self.transfer_failed(now, layer, best, reason_phrase(best), settings);
         self.after_transfer(k)
     }
@@ -389,21 +582,24 @@ impl Call {
         layer.send_request(now, cancel, f.peer);
     }
 
-    /// The transfer's target answered on fork `i` (its dialog `b_dialog`, its SDP `answer`):
-    /// it becomes leg B, the transferor is told and released.
+    /// The transfer's target answered on fork `i` (its dialog `b_dialog`, none for a line; its
+    /// SDP `answer`): it becomes leg B, the transferor is told and released.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn transfer_answered(
         &mut self,
         now: Instant,
         layer: &mut TransactionLayer,
         i: usize,
-        b_dialog: Dialog,
+        b_dialog: Option<Dialog>,
         answer: Option<SessionDescription>,
         settings: &CallSettings,
     ) -> ForkAction {
         let Some(t) = self.transfer.as_ref() else {
             return ForkAction::None;
         };
+        if t.side == Side::A {
+            return self.caller_transfer_answered(now, layer, i, b_dialog, answer, settings);
+        }
         let old = t.transferor;
         let policy = self.forks.get(i).map_or(Default::default(), |f| f.srtp);
         let codec_before = self.sdp.codec_name();
@@ -418,13 +614,17 @@ impl Call {
                     call = self.id,
                     "no usable media with the transfer target: {why}"
                 );
-                let peer = b_dialog.peer;
-                let mut d = b_dialog;
-                let bye = d.request(
-                    Method::Bye,
-                    our_via(&peer, layer.new_branch(), local_host(&peer, settings)),
-                );
-                layer.send_request(now, bye, peer);
+                match b_dialog {
+                    Some(mut d) => {
+                        let peer = d.peer;
+                        let bye = d.request(
+                            Method::Bye,
+                            our_via(&peer, layer.new_branch(), local_host(&peer, settings)),
+                        );
+                        layer.send_request(now, bye, peer);
+                    }
+                    None => self.hang_up_line(i),
+                }
                 if let Some(f) = self.forks.get_mut(i) {
                     f.state = ForkState::Failed;
                     f.status = 488;
@@ -432,14 +632,29 @@ impl Call {
                 return self.transfer_fork_failed(now, layer, settings);
             }
         }
-        let b_key = (
-            b_dialog.call_id.clone(),
-            b_dialog.local.tag().unwrap_or_default().to_owned(),
-        );
+        let b_key = b_dialog.as_ref().map(|d| {
+            (
+                d.call_id.clone(),
+                d.local.tag().unwrap_or_default().to_owned(),
+            )
+        });
         if let Some(f) = self.forks.get_mut(i) {
             f.state = ForkState::Answered;
             f.status = 200;
-            f.dialog = Some(b_dialog);
+            f.reason = None;
+            f.dialog = b_dialog;
+        }
+        let before = self.forks.get(old).map(|f| (f.stage, f.uri.clone()));
+        if let Some(t) = self.transfer.as_mut() {
+            self.transfers_done.push(TransferPart {
+                at: now,
+                by: std::mem::take(&mut t.by),
+                target: std::mem::take(&mut t.target),
+                first_attempt: t.first_fork,
+                before,
+                route: t.route.take(),
+                by_caller: None,
+            });
         }
         self.winner = Some(i);
         tracing::info!(
@@ -486,7 +701,98 @@ impl Call {
         ForkAction::Answered {
             winner: i,
             a_dialog: None,
-            b_dialog: Some(b_key),
+            b_dialog: b_key,
+        }
+    }
+
+    /// The target of the caller's transfer answered on fork `i`: it becomes leg A (the
+    /// relay's A side, the caller's place), the caller is told and released; the callee
+    /// stays on leg B, taken off hold if the caller had held it.
+    #[allow(clippy::too_many_arguments)]
+    fn caller_transfer_answered(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        i: usize,
+        b_dialog: Option<Dialog>,
+        answer: Option<SessionDescription>,
+        settings: &CallSettings,
+    ) -> ForkAction {
+        let Some(dialog) = b_dialog else {
+            // A line cannot take the caller's place (its leg is no SIP dialog).
+            self.hang_up_line(i);
+            if let Some(f) = self.forks.get_mut(i) {
+                f.state = ForkState::Failed;
+                f.status = 488;
+            }
+            return self.transfer_fork_failed(now, layer, settings);
+        };
+        if let Some(answer) = &answer {
+            self.sdp
+                .answer_in_ack(Side::A, answer, self.relay.as_deref());
+        }
+        let key = (
+            dialog.call_id.clone(),
+            dialog.local.tag().unwrap_or_default().to_owned(),
+        );
+        let before = self
+            .winner
+            .and_then(|w| self.forks.get(w))
+            .map(|f| (f.stage, f.uri.clone()));
+        let answered = self.forks.get(i).map(|f| (f.stage, f.uri.clone()));
+        let peer = dialog.peer;
+        if let Some(f) = self.forks.get_mut(i) {
+            f.state = ForkState::Answered;
+            f.status = 200;
+            f.reason = None;
+        }
+        tracing::info!(
+            call = self.id,
+            fork = i,
+            "the caller's transfer target answered: it takes the caller's place"
+        );
+        let _ = self.notify_transferor(now, layer, 200, "OK", true, settings);
+        let Some(t) = self.transfer.take() else {
+            return ForkAction::None;
+        };
+        if !t.transferor_gone {
+            let _ = self.send_in_dialog(now, layer, Side::A, Method::Bye, None, settings);
+        }
+        self.transfers_done.push(TransferPart {
+            at: now,
+            by: t.by,
+            target: t.target,
+            first_attempt: t.first_fork,
+            before,
+            route: t.route,
+            by_caller: Some((self.callee.clone(), answered)),
+        });
+        self.a.dialog = Some(dialog);
+        self.a.peer = peer;
+        // The callee, maybe held by the caller, talks again.
+        let held = self
+            .sdp
+            .last_sent_direction(Side::B)
+            .is_some_and(|d| d != crate::sdp::Direction::SendRecv);
+        if held && self.line_side(Side::B).is_none() {
+            if let Some(offer) = self.sdp.fresh_offer_for(Side::B, self.relay_port(Side::B)) {
+                let body = Bytes::from(offer.to_string());
+                if let Some((k, _)) = self.send_in_dialog(
+                    now,
+                    layer,
+                    Side::B,
+                    Method::Invite,
+                    Some(("application/sdp", body)),
+                    settings,
+                ) {
+                    self.own_reinvite.push((k, Side::B));
+                }
+            }
+        }
+        ForkAction::Answered {
+            winner: self.winner.unwrap_or(i),
+            a_dialog: Some(key),
+            b_dialog: None,
         }
     }
 
@@ -569,6 +875,7 @@ impl Call {
             srtp: f.srtp,
             uri: f.uri.clone(),
             callee: self.callee.clone(),
+            route: self.route.clone(),
             dialog,
         };
         let _ = self.send_in_dialog(now, layer, Side::A, Method::Bye, None, settings);
@@ -625,6 +932,17 @@ impl Call {
         });
         let i = self.forks.len() - 1;
         let old = self.winner;
+        self.transfers_done.push(TransferPart {
+            at: now,
+            by: transferor.to_owned(),
+            target: moved.callee.clone(),
+            first_attempt: i,
+            before: old
+                .and_then(|o| self.forks.get(o))
+                .map(|f| (f.stage, f.uri.clone())),
+            route: moved.route.clone(),
+            by_caller: None,
+        });
         let _ = self.notify_transferor(now, layer, 200, "OK", true, settings);
         self.transfer = None;
         if let Some(d) = old
@@ -707,6 +1025,8 @@ pub struct MovedLeg {
     uri: String,
     /// What the consultation call dialled (the moved party's number, for the record).
     callee: String,
+    /// The consultation call's route (a number outside the office), for the record.
+    route: Option<std::sync::Arc<crate::routing::router::Route>>,
     dialog: Dialog,
 }
 

@@ -226,9 +226,13 @@ fn money(amount: Option<i64>, currency: Option<&str>) -> String {
 }
 
 fn route_text(r: &CallRecord) -> String {
-    match &r.route_target {
+    let route = match &r.route_target {
         Some(t) => format!("{} {t}", r.route_kind),
         None => r.route_kind.to_string(),
+    };
+    match &r.transferred_by {
+        Some(by) => format!("{route}, transferred by {by}"),
+        None => route,
     }
 }
 
@@ -463,6 +467,8 @@ pub struct DetailView {
     pub fields: Vec<(&'static str, String)>,
     pub media: Vec<(&'static str, String)>,
     pub explanation: String,
+    /// The records of every part of a transferred call (this one included), in order.
+    pub parts: Vec<i64>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -533,6 +539,7 @@ fn detail_view(r: &CallRecord, office: &OfficeTime) -> DetailView {
             ("Jitter", format!("{:.1} ms", r.jitter_ms)),
         ],
         explanation: r.explanation.clone(),
+        parts: Vec::new(),
     }
 }
 
@@ -552,20 +559,31 @@ pub async fn detail(
         return Ok((StatusCode::NOT_FOUND, "no such record\n").into_response());
     };
     let found = state
-        .with_db(move |db| Ok((db.record(id)?, db.signalling(id)?)))
+        .with_db(move |db| {
+            let r = db.record(id)?;
+            let parts = match r.as_ref().and_then(|r| r.linked_id.as_deref()) {
+                Some(link) => db.linked(link)?,
+                None => Vec::new(),
+            };
+            Ok((r, db.signalling(id)?, parts))
+        })
         .await?;
     Ok(match found {
-        (Some(r), signalling) => {
+        (Some(r), signalling, parts) => {
             let mut view = detail_view(&r, &state.office);
             view.fields
                 .push(("Signalling", describe_signalling(signalling.as_deref())));
+            if let Some(by) = &r.transferred_by {
+                view.fields.push(("Transferred by", by.clone()));
+            }
+            view.parts = parts;
             RecordPage {
                 session: Some(session),
                 r: view,
             }
             .into_response()
         }
-        (None, _) => (StatusCode::NOT_FOUND, "no such record\n").into_response(),
+        (None, _, _) => (StatusCode::NOT_FOUND, "no such record\n").into_response(),
     })
 }
 
