@@ -5,6 +5,7 @@
 
 pub mod forward;
 mod in_dialog;
+pub mod pickup;
 pub mod redirect;
 mod reliable;
 pub mod transfer;
@@ -875,7 +876,7 @@ impl Call {
             "User-Agent".into(),
             settings.server_name.clone(),
         ));
-        h.push(Header::Other("Supported".into(), "100rel".into()));
+        h.push(Header::Other("Supported".into(), "100rel, replaces".into()));
         let offer = self.sdp.offer_for_b(srtp);
         req.body = with_body(&mut req.headers, offer.as_ref());
         // A fork on a PSTN line: the INVITE is kept as the fork's description, never sent;
