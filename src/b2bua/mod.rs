@@ -32,6 +32,7 @@ pub use call::forward::{ForwardRequest, ForwardRule};
 pub const ALLOW: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE, SUBSCRIBE, PRACK, REFER";
 
+pub use call::pickup::{PickUp, Replaced, COMPLETED_ELSEWHERE, LABEL as PICKUP_LABEL};
 pub use call::redirect::{contacts_by_q, Redirect, RedirectDecision};
 pub use call::transfer::{TransferAsk, TransferDecision, TransferPart, LABEL as TRANSFER_LABEL};
 pub use call::{Attempt, CallSummary, CallView, ForkView, LiveCall, LiveState, UpCall};

@@ -408,6 +408,87 @@ impl LegSdp {
         Ok(self.sent(offerer, for_offerer, port_offerer))
     }
 
+    /// Pickup ([`super::call::pickup`]): a phone takes the ringing call with its own INVITE,
+    /// whose `offer` meets the caller's offer (still unanswered). The codec is the first of the
+    /// picker's that the caller offered too (or a G.711 the relay converts); returns the
+    /// answer for the picker (leg B) and the answer for the caller (leg A).
+    pub fn b_offers_at_pickup(
+        &mut self,
+        offer: &SessionDescription,
+        ports: (u16, u16),
+        relay: Option<&dyn CallMedia>,
+        policy_b: SrtpPolicy,
+    ) -> Result<(SessionDescription, SessionDescription), (u16, String)> {
+        let a_offer = self.a_offer.clone().ok_or((
+            488,
+            "The ringing call has no offer to answer: it cannot be picked up".to_string(),
+        ))?;
+        let a_audio = a_offer
+            .audio()
+            .ok_or((488, "No audio offered".to_string()))?;
+        let p_audio = offer
+            .audio()
+            .filter(|m| m.port != 0)
+            .ok_or((488, "No audio stream offered".to_string()))?;
+        let p_key = srtp::accept_offer(p_audio, policy_b)?.key;
+        let a_codecs = a_audio.codecs();
+        let p_codecs = p_audio.codecs();
+        let media = |c: &&Codec| !c.is_telephone_event() && !c.is_comfort_noise();
+        let chosen = p_codecs
+            .iter()
+            .filter(media)
+            .find(|c| a_codecs.iter().any(|a| a.same_encoding(c)))
+            .or_else(|| {
+                let a_g711 = a_codecs.iter().any(|a| sdp::is_g711(a).is_some());
+                p_codecs
+                    .iter()
+                    .filter(media)
+                    .find(|c| a_g711 && sdp::is_g711(c).is_some())
+            })
+            .cloned()
+            .ok_or((488, "No codec in common with the caller".to_string()))?;
+        // The picker's offer cut down to the chosen codec (and its telephone-event): what it
+        // is answered with, and what the caller's answer is built from.
+        let mut mine = offer.clone();
+        if let Some(m) = mine.audio_mut() {
+            let keep_event = dtmf_pt(m);
+            let drop: Vec<u8> = m
+                .codecs()
+                .iter()
+                .map(|c| c.pt)
+                .filter(|pt| *pt != chosen.pt && Some(*pt) != keep_event)
+                .collect();
+            m.remove_pts(&drop);
+        }
+        let m_audio = mine
+            .audio()
+            .ok_or((488, "No audio stream offered".to_string()))?;
+        let n =
+            sdp::negotiate(a_audio, m_audio).map_err(|e| (488, format!("No common codec: {e}")))?;
+        let mut for_a = sdp::answer_for_a(a_audio, &mine, &n);
+        let a_key = self.a_srtp.as_ref().and_then(|s| s.key.clone());
+        let ours_a = a_key.as_ref().map(|k| self.our_key(Side::A, Some(k)));
+        if let Some(m) = for_a.audio_mut() {
+            srtp::apply_answer(m, &a_audio.proto, ours_a.as_ref());
+        }
+        let mut for_b = mine.clone();
+        let ours_b = p_key.as_ref().map(|k| self.our_key(Side::B, Some(k)));
+        if let Some(m) = for_b.audio_mut() {
+            srtp::apply_answer(m, &p_audio.proto, ours_b.as_ref());
+            m.set_direction(sdp::Direction::SendRecv);
+        }
+        self.policy[1] = policy_b;
+        let a_srtp = leg_srtp(&self.local[0], a_key);
+        let b_srtp = leg_srtp(&self.local[1], p_key);
+        self.legs[0] = Some(leg(&a_offer, a_audio, &n.a_codec, n.a_dtmf_pt, a_srtp));
+        self.legs[1] = Some(leg(&mine, m_audio, &n.b_codec, n.b_dtmf_pt, b_srtp));
+        self.codec = Some(n.a_codec.name.clone());
+        self.update_relay(relay);
+        let for_b = self.sent(Side::B, for_b, ports.1);
+        let for_a = self.sent(Side::A, for_a, ports.0);
+        Ok((for_b, for_a))
+    }
+
     /// The G.711 codec and telephone-event negotiated on `side` (for a line on that side).
     pub fn leg_codec(&self, side: Side) -> Option<super::line_leg::LegCodec> {
         let l = self.legs[idx(side)].as_ref()?;

@@ -30,6 +30,7 @@ pub mod limits;
 pub mod messaging;
 pub mod output;
 pub mod overload;
+mod pickup;
 mod redirect;
 mod transfer;
 mod trunk_qualify;
@@ -158,6 +159,8 @@ pub struct SipCore {
     forwarding: forward::Forwarding,
     /// Transfers to numbers waiting for the router ([`transfer`]).
     transfer_routing: transfer::Routing,
+    /// Call pickup groups and codes ([`pickup`]).
+    pickup: pickup::Pickup,
     /// What the shell is to do, drained by [`SipCore::poll_output`].
     outputs: output::Outputs,
 }
@@ -184,6 +187,7 @@ impl SipCore {
             numbering: None,
             forwarding: Default::default(),
             transfer_routing: Default::default(),
+            pickup: Default::default(),
             outputs: Default::default(),
             inbound: Default::default(),
             inbound_limiter: Default::default(),
@@ -990,6 +994,8 @@ impl SipCore {
                 r.headers.push(Header::Other("Allow".into(), ALLOW.into()));
                 r.headers
                     .push(Header::Other("Accept".into(), "application/sdp".into()));
+                r.headers
+                    .push(Header::Other("Supported".into(), "100rel, replaces".into()));
                 r.headers.push(Header::Other(
                     "Allow-Events".into(),
                     crate::sip::event::ALLOW_EVENTS.into(),
@@ -1139,7 +1145,7 @@ impl SipCore {
         if matches!(req.uri, Uri::Other { .. }) {
             return Some(self.response(req, 416, None));
         }
-        if let Some(r) = self.unsupported_required(req, &["timer", "100rel"], false) {
+        if let Some(r) = self.unsupported_required(req, &["timer", "100rel", "replaces"], false) {
             return Some(r);
         }
         if !req.body.is_empty() {
@@ -1221,7 +1227,13 @@ impl SipCore {
             name: caller.name,
             origin: None,
         };
+        if let Ok(r) = self.replaces_invite(now, unix, key, req, peer, &caller) {
+            return r;
+        }
         if dialled.starts_with('*') {
+            if let Ok(r) = self.pickup_code(now, unix, key, req, peer, &caller, &dialled) {
+                return r;
+            }
             if let Some(r) = self.feature_code(req, &caller.number, &dialled) {
                 return Some(r);
             }

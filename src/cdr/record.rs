@@ -400,6 +400,18 @@ fn destination(label: &str, uri: &str, route: Option<&Route>) -> RouteOf {
             }),
             ..RouteOf::extension(ext)
         }
+    } else if let Some(rest) = label.strip_prefix("pickup ") {
+        // A call picked up by another phone (`pickup 102 (**101)`): the picker answered it.
+        let (ext, how) = rest.split_once(' ').unwrap_or((rest, ""));
+        let how = how.trim().trim_start_matches('(').trim_end_matches(')');
+        RouteOf {
+            source: Some(if how.is_empty() {
+                "pickup".to_owned()
+            } else {
+                format!("pickup {how}")
+            }),
+            ..RouteOf::extension(ext)
+        }
     } else if let Some(group) = label.strip_prefix("group ") {
         // A ring group (calls into the office): its name as the target.
         RouteOf::extension(group)

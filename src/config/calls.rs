@@ -14,6 +14,10 @@ pub struct CallsConfig {
     /// A route step (an ENUM target, a trunk) that has not answered at all after this many
     /// milliseconds is given up for the next one (`failover_ms`, default 4000).
     pub failover_ms: u64,
+    /// The prefix of directed call pickup (`pickup_code`, default `**`: `**101`).
+    pub pickup_code: String,
+    /// Group call pickup (`group_pickup_code`, default `*8`).
+    pub group_pickup_code: String,
 }
 
 impl Default for CallsConfig {
@@ -23,6 +27,8 @@ impl Default for CallsConfig {
             max_duration_secs: 14_400,
             rtp_timeout_secs: 60,
             failover_ms: 4000,
+            pickup_code: "**".into(),
+            group_pickup_code: "*8".into(),
         }
     }
 }
@@ -34,6 +40,8 @@ pub(crate) struct RawCalls {
     pub(crate) max_duration_secs: Option<u64>,
     pub(crate) rtp_timeout_secs: Option<u64>,
     pub(crate) failover_ms: Option<u64>,
+    pub(crate) pickup_code: Option<String>,
+    pub(crate) group_pickup_code: Option<String>,
 }
 
 impl RawCalls {
@@ -56,6 +64,22 @@ impl RawCalls {
                 &at.key("rtp_timeout_secs"),
             )?,
             failover_ms: positive(self.failover_ms, d.failover_ms, &at.key("failover_ms"))?,
+            pickup_code: pickup_code(self.pickup_code, d.pickup_code, &at.key("pickup_code"))?,
+            group_pickup_code: pickup_code(
+                self.group_pickup_code,
+                d.group_pickup_code,
+                &at.key("group_pickup_code"),
+            )?,
         })
     }
+}
+
+/// A pickup feature code: `*`, `#` and digits, starting with `*` or `#`, at most 8 long, and
+/// not clashing with the call forwarding codes.
+fn pickup_code(value: Option<String>, default: String, at: &KeyPath) -> Checked<String> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    crate::routing::pickup::check_code(&v).map_err(|why| invalid(at, why))?;
+    Ok(v)
 }

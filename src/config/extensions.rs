@@ -45,6 +45,8 @@ pub(crate) struct RawExtension {
     pub(crate) forward_unreachable: Option<String>,
     pub(crate) ring_order: Option<String>,
     pub(crate) ring_secs: Option<u32>,
+    pub(crate) call_group: Option<Vec<String>>,
+    pub(crate) pickup_group: Option<Vec<String>>,
 }
 
 pub(crate) fn validate_extensions(raw: Vec<RawExtension>) -> Checked<Vec<ExtensionConfig>> {
@@ -161,6 +163,40 @@ pub(crate) fn validate_call_handling(
                     }
                 },
                 ring_secs: secs("ring_secs", e.ring_secs, d.ring_secs)?,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// The `call_group` and `pickup_group` keys of each `[[extension]]` (call pickup).
+pub(crate) fn validate_pickup_groups(
+    raw: &[RawExtension],
+) -> Checked<Vec<(String, crate::routing::pickup::PickupGroups)>> {
+    use crate::routing::pickup::{valid_group, PickupGroups};
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, e) in raw.iter().enumerate() {
+        let at = KeyPath::new("extension").index(i);
+        let list = |key: &str, v: &Option<Vec<String>>| -> Checked<Vec<String>> {
+            let mut groups: Vec<String> = Vec::new();
+            for (j, g) in v.iter().flatten().enumerate() {
+                if !valid_group(g) {
+                    return Err(invalid(
+                        &at.key(key).index(j),
+                        format!("`{g}` is not a group name (1 to 32 letters, digits, - or _)"),
+                    ));
+                }
+                if !groups.contains(g) {
+                    groups.push(g.clone());
+                }
+            }
+            Ok(groups)
+        };
+        out.push((
+            e.number.clone(),
+            PickupGroups {
+                call: list("call_group", &e.call_group)?,
+                pickup: list("pickup_group", &e.pickup_group)?,
             },
         ));
     }

@@ -99,6 +99,9 @@ pub struct Config {
     /// The call forwarding and ring order of each `[[extension]]` (`forward_*`, `ring_*` keys),
     /// seeding the store ([`crate::store::forwards`]).
     pub call_handling: Vec<(String, crate::routing::forwarding::CallHandling)>,
+    /// The call and pickup groups of each `[[extension]]` (`call_group`, `pickup_group`),
+    /// seeding the store ([`crate::store::pickup`]).
+    pub pickup_groups: Vec<(String, crate::routing::pickup::PickupGroups)>,
     /// `[[modem]]`: GSM modem lines to the PSTN (see [`crate::pstn::gsm::config`]).
     pub modems: Vec<crate::pstn::gsm::config::ModemConfig>,
     /// `[[fxo]]`: analog lines on a DAHDI card (see [`crate::pstn::dahdi::config`]).
@@ -255,6 +258,7 @@ impl RawConfig {
     fn validate(self) -> Checked<Config> {
         let srtp = self.srtp_policies()?;
         let call_handling = validate_call_handling(&self.extensions)?;
+        let pickup_groups = validate_pickup_groups(&self.extensions)?;
         let extensions = validate_extensions(self.extensions)?;
         let trunk_tls: Vec<(String, Option<PathBuf>, Option<String>)> = self
             .trunks
@@ -290,6 +294,7 @@ impl RawConfig {
             log: self.log.validate(&KeyPath::new("log"))?,
             extensions,
             call_handling,
+            pickup_groups,
             limits: self.limits.validate(&KeyPath::new("limits"))?,
             srtp,
             tls,

@@ -25,6 +25,7 @@ pub mod least_cost;
 pub mod locate;
 pub mod naptr;
 pub mod numbering;
+pub mod pickup;
 pub mod router;
 pub mod setup;
 pub mod trunk_health;

@@ -155,6 +155,10 @@ impl Gateway {
             .seed_call_handling(&config.call_handling)
             .context("provisioning call forwarding from the configuration")?;
         let call_handling = store.call_handling()?;
+        store
+            .seed_pickup_groups(&config.pickup_groups)
+            .context("provisioning pickup groups from the configuration")?;
+        let pickup_groups = store.pickup_groups()?;
         let unix = unix_now();
         let purged = store.purge_expired_bindings(unix as i64)?;
         let rows = store.load_bindings(unix as i64)?;
@@ -167,6 +171,10 @@ impl Gateway {
         let interrupted_legs = recover_interrupted(&store_path, &cdr);
 
         let settings = core_settings(&config);
+        let pickup_codes = crate::routing::pickup::PickupCodes {
+            directed: config.calls.pickup_code.clone(),
+            group: config.calls.group_pickup_code.clone(),
+        };
         let office = crate::cdr::OfficeNumbers::from_rows(
             &extensions,
             Some(crate::routing::setup::numbering_plan(&config, &extensions)),
@@ -220,6 +228,8 @@ impl Gateway {
         );
         core.calls_mut().continue_ids_after(last_call_ref);
         core.set_call_handling(call_handling);
+        core.set_pickup_groups(pickup_groups);
+        core.set_pickup_codes(pickup_codes.clone());
         let mut limiter = limits::Limiter::new(
             config.limits.clone(),
             crate::office_time::OfficeTime::new(config.web.time_zone.as_deref()),
@@ -274,6 +284,7 @@ impl Gateway {
                     .collect(),
                 lines: live_lines.len() + config.modems.len() + config.fxo.len(),
                 messages: Some(messages.clone()),
+                feature_codes: crate::routing::pickup::feature_codes(&pickup_codes),
             },
             crate::web::guard::WebCaps {
                 connections: config.limits.web_connections,

@@ -164,8 +164,10 @@ fn reload_extensions(
         let fresh = Config::load(Some(path))?;
         store.sync_config_extensions(&fresh.extensions, &config.sip.domain)?;
         store.seed_call_handling(&fresh.call_handling)?;
+        store.seed_pickup_groups(&fresh.pickup_groups)?;
     }
     core.set_call_handling(store.call_handling()?);
+    core.set_pickup_groups(store.pickup_groups()?);
     let rows = store.extensions()?;
     router.set_directory(crate::routing::router::Directory::from_rows(&rows));
     if let Some(z) = zone {

@@ -17,6 +17,7 @@ pub mod forwards;
 pub mod inbound;
 pub mod line_rates;
 mod migrations;
+pub mod pickup;
 pub mod saved_filters;
 pub mod sms;
 pub mod trunks;
@@ -300,6 +301,30 @@ impl Store {
         from_file: &[(String, crate::routing::forwarding::CallHandling)],
     ) -> Result<usize, StoreError> {
         Ok(forwards::seed(&mut self.conn, from_file, unix_now())?)
+    }
+
+    /// Every extension's pickup groups ([`pickup::all`]).
+    pub fn pickup_groups(
+        &self,
+    ) -> Result<HashMap<String, crate::routing::pickup::PickupGroups>, StoreError> {
+        Ok(pickup::all(&self.conn)?)
+    }
+
+    /// Stores one extension's pickup groups ([`pickup::set`]).
+    pub fn set_pickup_groups(
+        &self,
+        number: &str,
+        g: &crate::routing::pickup::PickupGroups,
+    ) -> Result<(), StoreError> {
+        Ok(pickup::set(&self.conn, number, g, unix_now())?)
+    }
+
+    /// Seeds the pickup groups of the file's extensions ([`pickup::seed`]).
+    pub fn seed_pickup_groups(
+        &mut self,
+        from_file: &[(String, crate::routing::pickup::PickupGroups)],
+    ) -> Result<usize, StoreError> {
+        Ok(pickup::seed(&mut self.conn, from_file, unix_now())?)
     }
 
     /// Makes the file's trunks the `config` rows of `trunks` ([`trunks::sync_config`]).

@@ -140,6 +140,8 @@ pub struct Links {
     pub lines: usize,
     /// The message service, for sending SMS and USSD from the dashboard and the API.
     pub messages: Option<crate::sms::service::Handle>,
+    /// The feature codes phones can dial (code, what it does), for the phone setup page.
+    pub feature_codes: Vec<(String, String)>,
 }
 
 /// A running HTTP server.
@@ -195,6 +197,9 @@ impl WebServer {
         state.sip_listen = Arc::new(links.sip_listen);
         state.lines = links.lines;
         state.messages = links.messages;
+        if !links.feature_codes.is_empty() {
+            state.feature_codes = Arc::new(links.feature_codes);
+        }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| WebError::Bind { addr, source })?;

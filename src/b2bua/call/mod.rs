@@ -5,6 +5,7 @@
 
 pub mod forward;
 mod in_dialog;
+pub mod pickup;
 pub mod redirect;
 mod reliable;
 pub mod transfer;
@@ -890,7 +891,7 @@ impl Call {
             "User-Agent".into(),
             settings.server_name.clone(),
         ));
-        h.push(Header::Other("Supported".into(), "100rel".into()));
+        h.push(Header::Other("Supported".into(), "100rel, replaces".into()));
         if let Some(by) = self.referred_by() {
             // RFC 3892: the target of a transfer learns who transferred the call.
             h.push(Header::Other("Referred-By".into(), by.to_owned()));

@@ -435,6 +435,8 @@ struct PhonePage {
     name: String,
     enabled: bool,
     setup: super::phone_setup::PhoneSetup,
+    /// The feature codes the phone can dial (code, what it does).
+    codes: Vec<(String, String)>,
 }
 
 /// `GET /extensions/phone?number=N`: what to enter in a phone for extension N.
@@ -467,6 +469,7 @@ pub async fn phone(
         name,
         enabled,
         setup,
+        codes: state.feature_codes.as_ref().clone(),
     }
     .into_response())
 }

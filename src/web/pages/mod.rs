@@ -21,6 +21,7 @@ pub mod live;
 pub mod messages;
 pub mod overview;
 pub mod phone_setup;
+pub mod pickup;
 pub mod rates;
 pub mod records;
 pub mod routing;
@@ -85,6 +86,8 @@ pub struct WebState {
     pub(crate) lines: usize,
     /// The message service, for sending SMS and USSD.
     pub(crate) messages: Option<crate::sms::service::Handle>,
+    /// The feature codes phones can dial (code, what it does), for the phone setup page.
+    pub(crate) feature_codes: Arc<Vec<(String, String)>>,
 }
 
 impl WebState {
@@ -109,6 +112,7 @@ impl WebState {
             sip_listen: Arc::new(Vec::new()),
             lines: 0,
             messages: None,
+            feature_codes: Arc::new(crate::routing::pickup::feature_codes(&Default::default())),
         })
     }
 
@@ -216,6 +220,7 @@ pub fn router(state: WebState) -> Router {
             "/extensions/forwarding",
             get(forwarding::page).post(forwarding::save),
         )
+        .route("/extensions/pickup", get(pickup::page).post(pickup::save))
         .route("/live/hangup", post(live::hang_up))
         .route("/lines", get(lines::page))
         .route("/lines/save", post(lines::save))
