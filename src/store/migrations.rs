@@ -31,6 +31,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     )),
     M::up(include_str!("../../migrations/0018_call_handling.sql")),
     M::up(include_str!("../../migrations/0019_dundi_peers.sql")),
+    M::up(include_str!("../../migrations/0022_modem_lines.sql")),
 ];
 
 /// All migrations, oldest first.

@@ -13,6 +13,7 @@ pub mod forwards;
 pub mod inbound;
 pub mod line_rates;
 mod migrations;
+pub mod modem_lines;
 pub mod trunks;
 pub mod writer;
 
