@@ -125,6 +125,10 @@ impl LiveSource {
     }
 }
 
+/// The state of an enabled SIP trunk before anything says how it is: no REGISTER or OPTIONS
+/// answer yet and no call in progress (its live state replaces it, [`with_trunk_state`]).
+pub const TRUNK_UNKNOWN: &str = "unknown (no answer yet)";
+
 /// The lines the configuration declares, in the form the live page shows them.
 pub fn configured_lines(config: &crate::config::Config) -> Vec<LineState> {
     config
@@ -137,7 +141,7 @@ pub fn configured_lines(config: &crate::config::Config) -> Vec<LineState> {
         .map(|t| LineState {
             name: t.name.clone(),
             kind: "SIP trunk".into(),
-            state: if t.enabled { "ready" } else { "disabled" }.into(),
+            state: if t.enabled { TRUNK_UNKNOWN } else { "disabled" }.into(),
             detail: t.uri.to_string(),
         })
         .collect()
@@ -240,6 +244,28 @@ mod tests {
         assert_eq!(
             shown[2].state, "ready",
             "nothing known: the configured state"
+        );
+        let Ok(crate::sip::uri::Uri::Sip(uri)) = crate::sip::uri::Uri::parse("sip:127.0.0.5")
+        else {
+            unreachable!()
+        };
+        let config = crate::config::Config {
+            trunks: vec![crate::config::TrunkConfig {
+                name: "carrier".into(),
+                uri,
+                username: None,
+                password: None,
+                number_format: crate::config::NumberFormat::E164,
+                enabled: true,
+                sources: Vec::new(),
+                options: Default::default(),
+            }],
+            ..crate::config::Config::default()
+        };
+        assert_eq!(
+            configured_lines(&config)[0].state,
+            TRUNK_UNKNOWN,
+            "a trunk nothing was sent to is not called ready"
         );
         let down = vec![TrunkLive {
             registration: Some("forbidden"),

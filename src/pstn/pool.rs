@@ -3,7 +3,7 @@
 //! calls merged into one stream, their status snapshots for the dashboard and `pasarela modem
 //! status`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -13,17 +13,35 @@ use super::gsm::{GsmLine, LineSms};
 use super::line::{IncomingLineCall, Line, LineCall};
 use super::{LineError, LineState, LineStatus};
 
-/// The running lines.
+/// The running lines. Lines can be added, replaced and removed while it runs (lines changed
+/// in the dashboard, issue 17): the incoming calls and text messages of a line added later
+/// join the streams taken before.
 #[derive(Default)]
 pub struct LinePool {
-    lines: Vec<Arc<dyn Line>>,
-    incoming_for: Vec<(String, Vec<String>)>,
+    lines: RwLock<Vec<Arc<dyn Line>>>,
+    incoming_for: RwLock<Vec<(String, Vec<String>)>>,
+    /// Where the incoming calls of lines added later go (once taken).
+    incoming_tx: Mutex<Option<mpsc::Sender<IncomingLineCall>>>,
+    /// Where the text message events of lines added later go (once taken).
+    sms_tx: Mutex<Option<mpsc::UnboundedSender<LineSms>>>,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LinePool {
     /// Starts every enabled modem line (inside a tokio runtime).
     pub fn spawn(modems: &[ModemConfig]) -> LinePool {
-        let mut pool = LinePool::default();
+        let pool = LinePool::default();
         for m in modems.iter().filter(|m| m.enabled) {
             pool.add(Arc::new(GsmLine::spawn(m.line.clone())), m.incoming.clone());
         }
@@ -31,34 +49,58 @@ impl LinePool {
     }
 
     /// Adds a running line of any kind, after the others; `incoming`: the extensions (or ring
-    /// groups) its incoming calls ring, in order.
-    pub fn add(&mut self, line: Arc<dyn Line>, incoming: Vec<String>) {
-        self.incoming_for.push((line.name().to_string(), incoming));
-        self.lines.push(line);
+    /// groups) its incoming calls ring, in order. A line of the same name is replaced (the
+    /// caller shuts the old one down). Its calls and messages join the streams already taken.
+    pub fn add(&self, line: Arc<dyn Line>, incoming: Vec<String>) {
+        let name = line.name().to_string();
+        if let Some(tx) = lock(&self.incoming_tx).clone() {
+            forward_incoming(line.as_ref(), tx);
+        }
+        if let Some(tx) = lock(&self.sms_tx).clone() {
+            forward_sms(line.as_ref(), tx);
+        }
+        {
+            let mut lines = write(&self.lines);
+            match lines.iter_mut().find(|l| l.name() == name) {
+                Some(old) => *old = line,
+                None => lines.push(line),
+            }
+        }
+        let mut inc = write(&self.incoming_for);
+        inc.retain(|(n, _)| *n != name);
+        inc.push((name, incoming));
+    }
+
+    /// Takes the line `name` out of the pool (the caller shuts it down); `None`: no such line.
+    pub fn remove(&self, name: &str) -> Option<Arc<dyn Line>> {
+        write(&self.incoming_for).retain(|(n, _)| n != name);
+        let mut lines = write(&self.lines);
+        let at = lines.iter().position(|l| l.name() == name)?;
+        Some(lines.remove(at))
     }
 
     /// The lines, in configuration order.
-    pub fn lines(&self) -> &[Arc<dyn Line>] {
-        &self.lines
+    pub fn lines(&self) -> Vec<Arc<dyn Line>> {
+        read(&self.lines).clone()
     }
 
     /// A line by name.
-    pub fn line(&self, name: &str) -> Option<&Arc<dyn Line>> {
-        self.lines.iter().find(|l| l.name() == name)
+    pub fn line(&self, name: &str) -> Option<Arc<dyn Line>> {
+        read(&self.lines).iter().find(|l| l.name() == name).cloned()
     }
 
     /// Extensions that calls arriving on `line` ring.
-    pub fn incoming_extensions(&self, line: &str) -> &[String] {
-        self.incoming_for
+    pub fn incoming_extensions(&self, line: &str) -> Vec<String> {
+        read(&self.incoming_for)
             .iter()
             .find(|(n, _)| n == line)
-            .map(|(_, e)| e.as_slice())
-            .unwrap_or(&[])
+            .map(|(_, e)| e.clone())
+            .unwrap_or_default()
     }
 
     /// Every line's snapshot.
     pub fn statuses(&self) -> Vec<LineStatus> {
-        self.lines.iter().map(|l| l.status()).collect()
+        self.lines().iter().map(|l| l.status()).collect()
     }
 
     /// Places a call on the first idle line (`only`: on that line alone). When no line can
@@ -70,7 +112,7 @@ impl LinePool {
     ) -> Result<Box<dyn LineCall>, LineError> {
         let mut last = LineError::NotReady("no modem line configured".into());
         for line in self
-            .lines
+            .lines()
             .iter()
             .filter(|l| only.is_none_or(|n| l.name() == n))
         {
@@ -98,45 +140,31 @@ impl LinePool {
         Err(last)
     }
 
-    /// One stream of the incoming calls of every line (once; later calls get an empty one).
+    /// One stream of the incoming calls of every line, those added later too (once; later
+    /// calls get an empty one).
     pub fn take_incoming(&self) -> mpsc::Receiver<IncomingLineCall> {
         let (tx, rx) = mpsc::channel(16);
-        for line in &self.lines {
-            if let Some(mut r) = line.take_incoming() {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    while let Some(c) = r.recv().await {
-                        if tx.send(c).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
+        for line in self.lines() {
+            forward_incoming(line.as_ref(), tx.clone());
         }
+        *lock(&self.incoming_tx) = Some(tx);
         rx
     }
 
-    /// One stream of the text message and USSD events of every line (once).
+    /// One stream of the text message and USSD events of every line, those added later too
+    /// (once).
     pub fn take_sms(&self) -> mpsc::UnboundedReceiver<LineSms> {
         let (tx, rx) = mpsc::unbounded_channel();
-        for line in &self.lines {
-            if let Some(mut r) = line.take_sms() {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    while let Some(e) = r.recv().await {
-                        if tx.send(e).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
+        for line in self.lines() {
+            forward_sms(line.as_ref(), tx.clone());
         }
+        *lock(&self.sms_tx) = Some(tx);
         rx
     }
 
     /// Stops every line.
     pub async fn shutdown(&self) {
-        for l in &self.lines {
+        for l in &self.lines() {
             l.shutdown().await;
         }
     }
@@ -154,7 +182,7 @@ impl LinePool {
         let pool = self;
         let deadline = tokio::time::Instant::now() + budget;
         let mut out = Vec::new();
-        for line in &pool.lines {
+        for line in &pool.lines() {
             let mut w = line.watch_status();
             let _ = tokio::time::timeout_at(deadline, async {
                 loop {
@@ -172,6 +200,32 @@ impl LinePool {
         }
         pool.shutdown().await;
         out
+    }
+}
+
+/// Hands the incoming calls of `line` (once) to `tx`.
+fn forward_incoming(line: &dyn Line, tx: mpsc::Sender<IncomingLineCall>) {
+    if let Some(mut r) = line.take_incoming() {
+        tokio::spawn(async move {
+            while let Some(c) = r.recv().await {
+                if tx.send(c).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Hands the text message events of `line` (once) to `tx`.
+fn forward_sms(line: &dyn Line, tx: mpsc::UnboundedSender<LineSms>) {
+    if let Some(mut r) = line.take_sms() {
+        tokio::spawn(async move {
+            while let Some(e) = r.recv().await {
+                if tx.send(e).is_err() {
+                    break;
+                }
+            }
+        });
     }
 }
 
@@ -272,7 +326,7 @@ mod tests {
     }
 
     fn pool(lines: &[&Arc<FakeLine>]) -> LinePool {
-        let mut pool = LinePool::default();
+        let pool = LinePool::default();
         for l in lines {
             pool.add(Arc::clone(l) as Arc<dyn Line>, vec!["100".into()]);
         }
@@ -296,6 +350,16 @@ mod tests {
         assert_eq!(call.next_event().await, None);
         assert_eq!(pool.incoming_extensions("c"), ["100".to_string()]);
         assert_eq!(pool.statuses().len(), 3);
+        // Lines change while the pool runs: one replaced in place, one removed.
+        let again = FakeLine::new("a", LineState::Idle);
+        pool.add(Arc::clone(&again) as Arc<dyn Line>, vec!["101".into()]);
+        assert_eq!(pool.lines().len(), 3);
+        assert_eq!(pool.lines()[0].status().state, LineState::Idle);
+        assert_eq!(pool.incoming_extensions("a"), ["101".to_string()]);
+        assert!(pool.remove("b").is_some());
+        assert!(pool.remove("b").is_none());
+        let names: Vec<String> = pool.lines().iter().map(|l| l.name().to_owned()).collect();
+        assert_eq!(names, ["a", "c"]);
     }
 
     #[tokio::test]

@@ -334,6 +334,8 @@ impl Gateway {
         // FXO lines in alarm (or whose channel is not open) are skipped by the router too.
         if let Some(m) = modem_lines.as_ref() {
             line_health::spawn(m.pool(), Arc::clone(&trunk_health), Arc::clone(&stats));
+            m.store_lines()
+                .set_watch(Arc::clone(&trunk_health), Arc::clone(&stats));
         }
         core.set_trunk_health(trunk_health);
         core.set_trunk_plans(
@@ -498,6 +500,17 @@ impl Gateway {
         });
         let rx = &mut transports.inbound;
         let router = &routing.router;
+        // The dashboard's modem lines: started now, and applied again with every trunk reload.
+        let store_lines = lines.modems.as_ref().map(|m| m.store_lines());
+        if store_lines.is_some() {
+            trunks_reload::reload(
+                &config,
+                router,
+                inbound_tx.clone(),
+                false,
+                store_lines.clone(),
+            );
+        }
         loop {
             let deadline = core.poll_timeout().map(tokio::time::Instant::from_std);
             let timer = async {
@@ -545,17 +558,20 @@ impl Gateway {
                             );
                             core.set_numbering(crate::routing::setup::numbering_plan(&config, &rows));
                             tracing::info!(extensions = rows.len(), "extensions reloaded");
-                            trunks_reload::reload(&config, router, inbound_tx.clone(), true);
+                            trunks_reload::reload(&config, router, inbound_tx.clone(), true, store_lines.clone());
                         }
                         Err(e) => tracing::error!("extensions not reloaded: {e:#}"),
                     }
                 }
                 Some(()) = trunk_changes.recv() => {
-                    trunks_reload::reload(&config, router, inbound_tx.clone(), false);
+                    trunks_reload::reload(&config, router, inbound_tx.clone(), false, store_lines.clone());
                 }
-                Some((policy, plans)) = inbound_rx.recv() => {
+                Some((policy, plans, line_infos)) = inbound_rx.recv() => {
                     tracing::info!(trunks = policy.trunks.len(), public = policy.public, "trunks and inbound policy reloaded");
                     core.set_inbound(policy);
+                    if let Some(infos) = line_infos {
+                        core.set_lines(infos);
+                    }
                     lines.live = trunks_reload::live_lines(&lines.live, &plans);
                     core.set_trunk_plans(std::time::Instant::now(), plans);
                 }

@@ -106,27 +106,38 @@ fn gauges(pool: &LinePool) -> Vec<LineGauge> {
 pub fn spawn(pool: Arc<LinePool>, health: Arc<TrunkHealth>, stats: Arc<Stats>) {
     stats.publish_lines(gauges(&pool));
     for line in pool.lines() {
-        let mut rx = line.watch_status();
-        let fxo = line.kind() == FXO_KIND;
-        let (pool, health, stats) = (Arc::clone(&pool), Arc::clone(&health), Arc::clone(&stats));
-        let name = format!("line state {}", line.name());
-        let task = tokio::spawn(async move {
-            loop {
-                let status = rx.borrow_and_update().clone();
-                if fxo {
-                    match fxo_out_of_service(&status) {
-                        Some(why) => health.set_line_out(&status.name, why),
-                        None => health.set_line_in(&status.name),
-                    }
-                }
-                stats.publish_lines(gauges(&pool));
-                if rx.changed().await.is_err() {
-                    return;
+        watch(&pool, &line, &health, &stats);
+    }
+}
+
+/// Watches one line of `pool`, as [`spawn`] does (a line added while the gateway runs); the
+/// watch ends with the line.
+pub fn watch(
+    pool: &Arc<LinePool>,
+    line: &Arc<dyn crate::pstn::Line>,
+    health: &Arc<TrunkHealth>,
+    stats: &Arc<Stats>,
+) {
+    let mut rx = line.watch_status();
+    let fxo = line.kind() == FXO_KIND;
+    let (pool, health, stats) = (Arc::clone(pool), Arc::clone(health), Arc::clone(stats));
+    let name = format!("line state {}", line.name());
+    let task = tokio::spawn(async move {
+        loop {
+            let status = rx.borrow_and_update().clone();
+            if fxo {
+                match fxo_out_of_service(&status) {
+                    Some(why) => health.set_line_out(&status.name, why),
+                    None => health.set_line_in(&status.name),
                 }
             }
-        });
-        crate::supervise::Supervisor::global().watch(name, task);
-    }
+            stats.publish_lines(gauges(&pool));
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    crate::supervise::Supervisor::global().watch(name, task);
 }
 
 #[cfg(test)]

@@ -9,8 +9,11 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::pstn::gsm::config::ModemConfig;
 use crate::pstn::routes::{line_trunks, named_line_trunks};
 use crate::pstn::{IncomingLineCall, LinePool, LineState as ModemState};
+use crate::routing::trunk_health::TrunkHealth;
+use crate::web::stats::Stats;
 
 use crate::live::LineState;
 
@@ -20,6 +23,89 @@ pub use crate::callctl::LineInfo;
 pub struct ModemLines {
     pool: Arc<LinePool>,
     lines: Vec<LineInfo>,
+    store: Arc<StoreLines>,
+}
+
+/// The modem lines of the dashboard ([`crate::store::modem_lines`]) on the running pool:
+/// [`StoreLines::apply`] starts, stops and re-opens them after every change.
+pub struct StoreLines {
+    pool: Arc<LinePool>,
+    /// The names of the file's lines (modems and FXO ports): the file wins on a name.
+    file_names: Vec<String>,
+    /// The file's lines and the extensions their calls ring.
+    file_infos: Vec<LineInfo>,
+    /// The dashboard's lines running now, with the settings they run with.
+    running: tokio::sync::Mutex<Vec<ModemConfig>>,
+    /// Where a new line's state is watched (the router's line health, `/metrics`).
+    watch: std::sync::OnceLock<(Arc<TrunkHealth>, Arc<Stats>)>,
+}
+
+impl StoreLines {
+    /// Every line (the file's, then the dashboard's `running`) and the extensions their calls
+    /// ring, for the SIP core.
+    pub fn infos(&self, running: &[ModemConfig]) -> Vec<LineInfo> {
+        self.file_infos
+            .iter()
+            .cloned()
+            .chain(running.iter().map(|m| LineInfo {
+                name: m.line.line.name.clone(),
+                extensions: m.incoming.clone(),
+            }))
+            .collect()
+    }
+
+    /// Watches the lines started from now on with `health` and `stats`.
+    pub fn set_watch(&self, health: Arc<TrunkHealth>, stats: Arc<Stats>) {
+        let _ = self.watch.set((health, stats));
+    }
+
+    /// Makes the pool run the enabled lines of `rows` (the dashboard's, in order; a name of
+    /// the file's is skipped: the file wins). A line whose settings did not change is left
+    /// alone (its calls go on); a changed one is re-opened; one gone or disabled is stopped.
+    /// The lines now running, for the router and the SIP core.
+    pub async fn apply(&self, rows: &[crate::store::modem_lines::ModemRow]) -> Vec<ModemConfig> {
+        let wanted: Vec<ModemConfig> = rows
+            .iter()
+            .filter(|r| r.enabled)
+            .filter(|r| {
+                let clash = self.file_names.contains(&r.name);
+                if clash {
+                    tracing::warn!(line = %r.name, "a modem line of the dashboard has the name of a line of the configuration file: the file's is used");
+                }
+                !clash
+            })
+            .filter_map(|r| r.config())
+            .collect();
+        // One change at a time: two reloads in a row apply in order.
+        let mut running = self.running.lock().await;
+        let before = std::mem::take(&mut *running);
+        let mut stop = Vec::new();
+        for old in &before {
+            if !wanted.iter().any(|w| w == old) {
+                if let Some(line) = self.pool.remove(&old.line.line.name) {
+                    stop.push(line);
+                }
+                tracing::info!(line = %old.line.line.name, "modem line stopped (removed, disabled or changed)");
+            }
+        }
+        for line in stop {
+            line.shutdown().await;
+        }
+        for w in &wanted {
+            if before.iter().any(|b| b == w) {
+                continue;
+            }
+            let line: Arc<dyn crate::pstn::Line> =
+                Arc::new(crate::pstn::gsm::GsmLine::spawn(w.line.clone()));
+            self.pool.add(Arc::clone(&line), w.incoming.clone());
+            if let Some((health, stats)) = self.watch.get() {
+                super::line_health::watch(&self.pool, &line, health, stats);
+            }
+            tracing::info!(line = %w.line.line.name, "modem line started from the dashboard");
+        }
+        *running = wanted.clone();
+        wanted
+    }
 }
 
 impl ModemLines {
@@ -33,18 +119,21 @@ impl ModemLines {
         self.lines.clone()
     }
 
+    /// The dashboard's modem lines on this pool.
+    pub fn store_lines(&self) -> Arc<StoreLines> {
+        Arc::clone(&self.store)
+    }
+
     /// The calls arriving on every line (once).
     pub fn take_incoming(&self) -> mpsc::Receiver<IncomingLineCall> {
         self.pool.take_incoming()
     }
 
-    /// Starts the lines of `config` (none: `None`); the lines are appended to
-    /// `config.trunks` so that the router tries them after the SIP trunks.
+    /// Starts the lines of `config` (the pool is there without any, for lines added in the
+    /// dashboard later); the lines are appended to `config.trunks` so that the router tries
+    /// them after the SIP trunks.
     pub async fn prepare(config: &mut Config) -> anyhow::Result<Option<ModemLines>> {
-        if !config.modems.iter().any(|m| m.enabled) && config.fxo.is_empty() {
-            return Ok(None);
-        }
-        let mut pool = LinePool::spawn(&config.modems);
+        let pool = LinePool::spawn(&config.modems);
         // Analog FXO ports come after the modems, in configuration order.
         for f in &config.fxo {
             pool.add(
@@ -63,7 +152,7 @@ impl ModemLines {
                 t
             });
         config.trunks.extend(fxo_trunks);
-        let lines = config
+        let lines: Vec<LineInfo> = config
             .modems
             .iter()
             .filter(|m| m.enabled)
@@ -81,7 +170,19 @@ impl ModemLines {
             fxo = config.fxo.len(),
             "PSTN lines started"
         );
-        Ok(Some(ModemLines { pool, lines }))
+        let store = Arc::new(StoreLines {
+            pool: Arc::clone(&pool),
+            file_names: config
+                .modems
+                .iter()
+                .map(|m| m.line.line.name.clone())
+                .chain(config.fxo.iter().map(|f| f.settings.name.clone()))
+                .collect(),
+            file_infos: lines.clone(),
+            running: Default::default(),
+            watch: Default::default(),
+        });
+        Ok(Some(ModemLines { pool, lines, store }))
     }
 
     /// The lines as the live page shows them.
@@ -110,8 +211,9 @@ impl ModemLines {
                     ModemState::Alarm => "alarm",
                 };
                 let detail = format!(
-                    "{op}, signal {sig}, IMEI {imei}{err}",
+                    "{op}, signal {sig}, {reg}, IMEI {imei}{err}",
                     op = s.operator.as_deref().unwrap_or("no operator"),
+                    reg = registration_text(s.registration),
                     sig = s
                         .signal_dbm
                         .map(|d| format!("{d} dBm"))
@@ -136,5 +238,18 @@ impl ModemLines {
     /// Stops the lines.
     pub async fn shutdown(self) {
         self.pool.shutdown().await;
+    }
+}
+
+/// A modem's network registration as the live page and the Lines page say it.
+fn registration_text(r: crate::pstn::Registration) -> &'static str {
+    use crate::pstn::Registration as R;
+    match r {
+        R::Unknown => "registration unknown",
+        R::NotRegistered => "not registered",
+        R::Home => "registered (home network)",
+        R::Searching => "searching for a network",
+        R::Denied => "registration denied",
+        R::Roaming => "registered (roaming)",
     }
 }

@@ -18,8 +18,13 @@ use crate::store::Store;
 use super::inbound_setup;
 use crate::callctl::{inbound, trunks};
 
-/// What a reload hands the SIP loop: the new trust model and the trunks' plans.
-pub(super) type Applied = (inbound::InboundPolicy, Vec<trunks::TrunkPlan>);
+/// What a reload hands the SIP loop: the new trust model, the trunks' plans, and every PSTN
+/// line with the extensions its calls ring (`None`: no PSTN lines).
+pub(super) type Applied = (
+    inbound::InboundPolicy,
+    Vec<trunks::TrunkPlan>,
+    Option<Vec<crate::callctl::LineInfo>>,
+);
 
 /// At start, before the PSTN lines are appended: the file's trunks into the store, and
 /// `config.trunks` becomes the store's (file and dashboard) trunks.
@@ -71,7 +76,8 @@ fn log_sync(sync: &crate::store::trunks::TrunkSync) {
 }
 
 /// The live page's lines after a reload: the SIP trunks of `plans` (the enabled ones) in place
-/// of the earlier SIP trunks; other lines stay.
+/// of the earlier SIP trunks, their state unknown until a REGISTER or OPTIONS answer or a call
+/// says otherwise (not "ready": nothing may have been sent to them); other lines stay.
 pub(super) fn live_lines(
     before: &[crate::live::LineState],
     plans: &[trunks::TrunkPlan],
@@ -88,14 +94,15 @@ pub(super) fn live_lines(
                 .unwrap_or_else(|| crate::live::LineState {
                     name: p.name.clone(),
                     kind: "SIP trunk".into(),
-                    state: "ready".into(),
+                    state: crate::live::TRUNK_UNKNOWN.into(),
                     detail: p.uri.to_string(),
                 })
         })
         .map(|mut l| {
             if let Some(p) = plans.iter().find(|p| p.name == l.name) {
                 l.detail = p.uri.to_string();
-                l.state = "ready".into();
+                // Its registration, qualify and calls replace this when there are any.
+                l.state = crate::live::TRUNK_UNKNOWN.into();
             }
             l
         })
@@ -154,11 +161,15 @@ fn line_trunks(base: &Config, store_names: &[String]) -> Vec<TrunkConfig> {
 /// (host names are resolved off the loop). `from_file`: SIGHUP, which first re-reads the
 /// configuration file (its trunks into the store, its `[inbound]` and ring groups); otherwise a
 /// change from the dashboard or the API, where the running configuration's other sections stay.
+///
+/// `modems`: the dashboard's modem lines, started, stopped or re-opened as the store says
+/// ([`super::lines::StoreLines::apply`]); they join the router's trunks after the file's lines.
 pub(super) fn reload(
     base: &Config,
     router: &Arc<crate::routing::router::Router>,
     tx: mpsc::UnboundedSender<Applied>,
     from_file: bool,
+    modems: Option<Arc<super::lines::StoreLines>>,
 ) {
     let base = base.clone();
     let router = Arc::clone(router);
@@ -202,10 +213,16 @@ pub(super) fn reload(
                     );
                 }
             }
-            Ok((store.trunks()?, store.extensions()?, store.inbound()?))
+            let modem_rows = store.modem_lines()?;
+            Ok((
+                store.trunks()?,
+                store.extensions()?,
+                store.inbound()?,
+                modem_rows,
+            ))
         })
         .await;
-        let (stored, rows, (groups, routes)) = match read {
+        let (stored, rows, (groups, routes), modem_rows) = match read {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 tracing::error!("trunks not reloaded: {e:#}");
@@ -222,6 +239,23 @@ pub(super) fn reload(
         fresh.inbound.routes = routes;
         fresh.trunks.extend(line_trunks(&base, &names));
         fresh.modems = base.modems.clone();
+        let line_infos = match &modems {
+            Some(m) => {
+                let running = m.apply(&modem_rows).await;
+                let extra: Vec<_> = running
+                    .iter()
+                    .filter(|l| !names.contains(&l.line.line.name))
+                    .cloned()
+                    .collect();
+                fresh
+                    .trunks
+                    .extend(crate::pstn::routes::line_trunks(&extra));
+                // Lines, not SIP trunks: no registration, qualify or trust for them.
+                fresh.modems.extend(extra);
+                Some(m.infos(&running))
+            }
+            None => None,
+        };
         fresh.fxo = base.fxo.clone();
         router.set_trunks(fresh.trunks.clone());
         let policy = inbound_setup::build(&fresh, &rows).await;
@@ -234,7 +268,7 @@ pub(super) fn reload(
             "trunks applied: {}",
             names.join(", ")
         );
-        let _ = tx.send((policy, plans));
+        let _ = tx.send((policy, plans, line_infos));
     });
 }
 

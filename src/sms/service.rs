@@ -468,7 +468,7 @@ impl Service {
             Request::Ussd { line, code, reply } => {
                 super::metrics::bump(&super::metrics::USSD);
                 let l = match &line {
-                    Some(n) => self.pool.line(n).cloned(),
+                    Some(n) => self.pool.line(n),
                     None => self.pool.lines().first().cloned(),
                 };
                 let Some(l) = l else {
@@ -604,9 +604,9 @@ impl Service {
                         .lines()
                         .iter()
                         .find(|l| l.status().state == crate::pstn::LineState::Idle)
+                        .cloned()
                 })
-                .or_else(|| self.pool.lines().first())
-                .cloned();
+                .or_else(|| self.pool.lines().first().cloned());
             self.attempts.insert(m.id, m.attempts + 1);
             let Some(line) = line else {
                 let retry = self.retry_at(m.id, now);

@@ -17,6 +17,7 @@ pub mod forwards;
 pub mod inbound;
 pub mod line_rates;
 mod migrations;
+pub mod modem_lines;
 pub mod pickup;
 pub mod saved_filters;
 pub mod sms;

@@ -33,6 +33,7 @@ pub fn router(state: WebState) -> Router<WebState> {
         .merge(super::api_trunks::routes())
         .merge(super::api_dundi::routes())
         .merge(super::api_inbound::routes())
+        .merge(super::api_modems::routes())
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
 

@@ -10,6 +10,7 @@ pub mod api;
 pub mod api_dundi;
 pub mod api_inbound;
 pub mod api_messages;
+pub mod api_modems;
 pub mod api_tokens;
 pub mod api_trunks;
 pub mod auth;

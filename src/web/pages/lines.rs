@@ -14,8 +14,11 @@ use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::{csrf_ok, csrf_refused, url_encode, PageError, WebState};
-use crate::live::TrunkLive;
+use crate::live::{LineState, TrunkLive};
+use crate::store::modem_lines::{self as store_modems, ModemRow};
 use crate::store::trunks::{self as store_trunks, FieldError, TrunkChangeError, TrunkSettings};
+
+use super::modem_lines::ModemForm;
 use crate::web::auth::Session;
 
 /// Which trunk to load into the form.
@@ -23,6 +26,8 @@ use crate::web::auth::Session;
 #[serde(default)]
 pub struct LinesQuery {
     pub edit: String,
+    /// A modem line of the dashboard to load into its form.
+    pub edit_modem: String,
 }
 
 /// The trunk form, as typed.
@@ -168,6 +173,71 @@ pub struct TrunkView {
     pub rate_table: String,
 }
 
+/// One PSTN line (GSM modem, analog FXO port) as the table shows it: its live state (signal,
+/// operator and network registration for a modem, hook state for an FXO port) and calls now.
+pub struct PstnLineView {
+    pub name: String,
+    pub kind: String,
+    pub state: String,
+    pub detail: String,
+    pub calls: String,
+    /// The rate table that prices its calls (empty: none of its own).
+    pub rate_table: String,
+    /// Whether the configuration file manages it (else the dashboard: editable).
+    pub from_file: bool,
+    /// Enabled (a line of the dashboard can be disabled).
+    pub enabled: bool,
+    pub edit: String,
+}
+
+impl PstnLineView {
+    fn of(l: &LineState, rate_table: Option<&String>, from_file: bool) -> PstnLineView {
+        PstnLineView {
+            name: l.name.clone(),
+            kind: l.kind.clone(),
+            state: l.state.clone(),
+            detail: l.detail.clone(),
+            calls: pstn_calls(&l.state).to_string(),
+            rate_table: rate_table.cloned().unwrap_or_default(),
+            from_file,
+            enabled: true,
+            edit: format!("/lines?edit_modem={}", url_encode(&l.name)),
+        }
+    }
+
+    /// A line of the dashboard that is not running (disabled, or not opened yet).
+    fn stored(r: &ModemRow, rate_table: Option<&String>) -> PstnLineView {
+        let settings = &r.settings;
+        let detail = match (&settings.imei, &settings.iccid, &settings.data_port) {
+            (Some(imei), _, _) => format!("IMEI {imei}"),
+            (None, Some(iccid), _) => format!("ICCID {iccid}"),
+            (None, None, Some(port)) => format!("port {port}"),
+            (None, None, None) => String::new(),
+        };
+        PstnLineView {
+            name: r.name.clone(),
+            kind: "GSM modem".into(),
+            state: if r.enabled { "starting" } else { "disabled" }.into(),
+            detail,
+            calls: "0".into(),
+            rate_table: rate_table.cloned().unwrap_or_default(),
+            from_file: false,
+            enabled: r.enabled,
+            edit: format!("/lines?edit_modem={}", url_encode(&r.name)),
+        }
+    }
+}
+
+/// Calls on a PSTN line now, from its shown state (a line carries one call at a time).
+pub fn pstn_calls(state: &str) -> usize {
+    usize::from(matches!(state, "in call" | "ringing" | "dialling"))
+}
+
+/// Whether a line of the live page is a PSTN line (not a SIP trunk).
+fn is_pstn(l: &LineState) -> bool {
+    l.kind != "SIP trunk"
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "lines.html")]
 struct LinesPage {
@@ -182,11 +252,38 @@ struct LinesPage {
     ours: Vec<String>,
     /// The rate tables that can be given to a line.
     rate_tables: Vec<String>,
+    /// The PSTN lines (modems, FXO ports) of the running gateway and of the dashboard.
+    pstn: Vec<PstnLineView>,
+    /// The modem line form.
+    modem: ModemForm,
 }
 
 /// The live state of the trunks, if the SIP side answers.
 pub(crate) async fn live_trunks(state: &WebState) -> Option<Vec<TrunkLive>> {
     Some(state.live.as_ref()?.snapshot().await?.trunks)
+}
+
+/// The live state of the trunks and of the PSTN lines, if the SIP side answers.
+async fn live_state(state: &WebState) -> Option<(Vec<TrunkLive>, Vec<LineState>)> {
+    let snap = state.live.as_ref()?.snapshot().await?;
+    Some((
+        snap.trunks,
+        snap.lines.into_iter().filter(is_pstn).collect(),
+    ))
+}
+
+/// The running gateway's PSTN lines with their live state (none when the SIP side does not
+/// answer).
+pub(crate) async fn pstn_live(state: &WebState) -> Vec<LineState> {
+    match live_state(state).await {
+        Some((_, lines)) => lines,
+        None => Vec::new(),
+    }
+}
+
+/// The names of the running gateway's PSTN lines (none when the SIP side does not answer).
+pub(crate) async fn pstn_line_names(state: &WebState) -> Vec<String> {
+    pstn_live(state).await.into_iter().map(|l| l.name).collect()
 }
 
 /// The registration column: state, and for how long or why not.
@@ -222,26 +319,75 @@ pub fn reach_text(t: Option<&TrunkLive>, qualifies: bool) -> String {
     }
 }
 
+/// The Lines page refusing a change (422) with the forms as typed.
+pub(super) async fn render_with(
+    state: &WebState,
+    session: Session,
+    form: Option<TrunkForm>,
+    modem: Option<ModemForm>,
+    error: Option<String>,
+) -> Result<Response, PageError> {
+    render(
+        state,
+        session,
+        LinesQuery::default(),
+        form,
+        modem,
+        error,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await
+}
+
 async fn render(
     state: &WebState,
     session: Session,
-    edit: String,
+    query: LinesQuery,
     form: Option<TrunkForm>,
+    modem: Option<ModemForm>,
     error: Option<String>,
     status: StatusCode,
 ) -> Result<Response, PageError> {
-    let (rows, line_tables, rate_tables) = state
-        .with_db(|db| {
-            let rows = store_trunks::list(&db.conn).map_err(|e| match e {
-                crate::store::StoreError::Sqlite(s) => PageError::Sqlite(s),
-                _ => PageError::Task,
-            })?;
+    let edit = query.edit;
+    let store_error = |e| match e {
+        crate::store::StoreError::Sqlite(s) => PageError::Sqlite(s),
+        _ => PageError::Task,
+    };
+    let (rows, line_tables, rate_tables, modem_rows) = state
+        .with_db(move |db| {
+            let rows = store_trunks::list(&db.conn).map_err(store_error)?;
             let lines = crate::store::line_rates::tables_of_lines(&db.conn)?;
             let tables = crate::store::line_rates::table_names(&db.conn)?;
-            Ok((rows, lines, tables))
+            let modems = store_modems::list(&db.conn).map_err(store_error)?;
+            Ok((rows, lines, tables, modems))
         })
         .await?;
-    let live = live_trunks(state).await;
+    let (live, pstn) = match live_state(state).await {
+        Some((trunks, lines)) => (Some(trunks), lines),
+        None => (None, Vec::new()),
+    };
+    let ours = |name: &str| modem_rows.iter().any(|r| r.name == name);
+    let mut pstn: Vec<PstnLineView> = pstn
+        .iter()
+        .map(|l| PstnLineView::of(l, line_tables.get(&l.name), !ours(&l.name)))
+        .collect();
+    for r in &modem_rows {
+        if !pstn.iter().any(|p| p.name == r.name) {
+            pstn.push(PstnLineView::stored(r, line_tables.get(&r.name)));
+        }
+    }
+    let modem = modem.unwrap_or_else(|| {
+        match modem_rows
+            .iter()
+            .find(|r| r.name == query.edit_modem.trim())
+        {
+            Some(r) => ModemForm::of(r),
+            None => ModemForm {
+                enabled: "1".into(),
+                ..ModemForm::default()
+            },
+        }
+    });
     let form = form.unwrap_or_else(|| {
         match rows
             .iter()
@@ -301,6 +447,8 @@ async fn render(
         error,
         ours,
         rate_tables,
+        pstn,
+        modem,
     };
     Ok((status, page).into_response())
 }
@@ -311,7 +459,7 @@ pub async fn page(
     Extension(session): Extension<Session>,
     Query(q): Query<LinesQuery>,
 ) -> Result<Response, PageError> {
-    render(&state, session, q.edit, None, None, StatusCode::OK).await
+    render(&state, session, q, None, None, None, StatusCode::OK).await
 }
 
 async fn refused(
@@ -324,15 +472,7 @@ async fn refused(
         tracing::error!("trunk change: {s}");
         return Err(PageError::Task);
     }
-    render(
-        state,
-        session,
-        String::new(),
-        form,
-        Some(change_message(e)),
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await
+    render_with(state, session, form, None, Some(change_message(e))).await
 }
 
 /// `POST /lines/save`: adds a trunk or changes one added here.
@@ -439,11 +579,20 @@ pub async fn set_rate_table(
     let name = form.name.trim().to_owned();
     let table = form.rate_table.trim().to_owned();
     let (n, t) = (name.clone(), table.clone());
+    // A PSTN line (modem, FXO port) of the running gateway, or a trunk of the store.
+    let pstn = pstn_line_names(&state).await.contains(&name);
     let result = state
         .with_db(move |db| {
             let known = store_trunks::get(&db.conn, &n)
                 .map_err(TrunkChangeError::from)
-                .and_then(|r| r.ok_or_else(|| TrunkChangeError::Unknown(n.clone())));
+                .and_then(|r| match r {
+                    Some(_) => Ok(()),
+                    None if pstn => Ok(()),
+                    None => match store_modems::get(&db.conn, &n)? {
+                        Some(_) => Ok(()),
+                        None => Err(TrunkChangeError::Unknown(n.clone())),
+                    },
+                });
             Ok(known.and_then(|_| {
                 crate::store::line_rates::set_table(&mut db.conn, &n, Some(t.as_str()))
             }))

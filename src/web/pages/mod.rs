@@ -19,6 +19,7 @@ pub mod inbound;
 pub mod lines;
 pub mod live;
 pub mod messages;
+pub mod modem_lines;
 pub mod overview;
 pub mod phone_setup;
 pub mod pickup;
@@ -227,6 +228,9 @@ pub fn router(state: WebState) -> Router {
         .route("/lines/toggle", post(lines::toggle))
         .route("/lines/delete", post(lines::delete))
         .route("/lines/rate-table", post(lines::set_rate_table))
+        .route("/lines/modem/save", post(modem_lines::save))
+        .route("/lines/modem/toggle", post(modem_lines::toggle))
+        .route("/lines/modem/delete", post(modem_lines::delete))
         .route("/dundi", get(dundi::page))
         .route("/dundi/key.pub", get(dundi::public_key))
         .route("/dundi/peer/save", post(dundi::save))

@@ -1,0 +1,13 @@
+-- GSM modem lines added in the dashboard or the API (issue 17). The configuration file's
+-- [[modem]] tables are not copied here: they are shown read-only "from the configuration file"
+-- and a [[modem]] of the file takes over a row of the same name (the file wins), as for trunks.
+CREATE TABLE modem_lines (
+    name        TEXT PRIMARY KEY,
+    enabled     INTEGER NOT NULL DEFAULT 1,
+    -- Order of preference among the dashboard's lines (after the file's), as added.
+    position    INTEGER NOT NULL DEFAULT 0,
+    -- The line's keys as JSON (the [[modem]] keys other than name and enabled).
+    settings    TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
