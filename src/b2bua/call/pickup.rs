@@ -156,11 +156,21 @@ impl Call {
     }
 }
 
+/// What replacing an answered leg left for the owner to track.
+struct Replacement {
+    /// The new leg's dialog key (Call-ID, our tag).
+    dialog: (String, String),
+    /// Re-INVITEs sent to the caller's side.
+    reinvites: Vec<ClientKey>,
+    /// The BYE sent to the replaced leg.
+    bye: Option<ClientKey>,
+}
+
 impl Call {
     /// An INVITE with Replaces naming the answered called party's leg (B): the new phone
     /// takes its place (attended transfer done by the phones, a busy lamp's barge-in): it is
     /// answered with the relay's B side, the old leg gets BYE, and the caller's side a fresh
-    /// offer when the codec changed. Returns the new leg's dialog key.
+    /// offer when the codec changed.
     fn replaced_b(
         &mut self,
         now: Instant,
@@ -168,7 +178,7 @@ impl Call {
         pick: PickUp,
         tag: &str,
         settings: &CallSettings,
-    ) -> Result<((String, String), Vec<ClientKey>, Option<ClientKey>), (u16, String)> {
+    ) -> Result<Replacement, (u16, String)> {
         let Some(old) = self.winner else {
             return Err((481, "No such dialog to replace".into()));
         };
@@ -255,7 +265,11 @@ impl Call {
             }
         }
         tracing::info!(call = self.id, by = %pick.picker, "answered leg replaced");
-        Ok((key, keys, bye))
+        Ok(Replacement {
+            dialog: key,
+            reinvites: keys,
+            bye,
+        })
     }
 }
 
@@ -274,7 +288,11 @@ impl Calls {
             .calls
             .get_mut(&id)
             .ok_or((481, "No such dialog to replace".to_string()))?;
-        let (dialog, keys, bye) = call.replaced_b(now, layer, pick, &tag, &self.settings)?;
+        let Replacement {
+            dialog,
+            reinvites: keys,
+            bye,
+        } = call.replaced_b(now, layer, pick, &tag, &self.settings)?;
         let next = call.retrans_at();
         self.by_dialog.insert(dialog, id);
         if let Some(k) = bye {
