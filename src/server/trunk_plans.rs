@@ -15,10 +15,12 @@ const RESOLVE_WAIT: Duration = Duration::from_secs(3);
 
 /// The plans of the enabled SIP trunks of `config` (not the modem lines), host names resolved.
 pub(super) async fn plans(config: &Config) -> Vec<TrunkPlan> {
+    // PSTN lines (modems, FXO ports) are trunks for the router only: no plan for them.
     let modems: Vec<&str> = config
         .modems
         .iter()
         .map(|m| m.line.line.name.as_str())
+        .chain(config.fxo.iter().map(|f| f.settings.name.as_str()))
         .collect();
     let mut out = Vec::new();
     for t in config
