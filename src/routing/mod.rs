@@ -27,6 +27,7 @@ pub mod naptr;
 pub mod numbering;
 pub mod router;
 pub mod setup;
+pub mod trunk;
 pub mod trunk_health;
 pub mod zone_server;
 
