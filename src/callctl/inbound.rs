@@ -17,10 +17,38 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::config::NumberFormat;
 use crate::routing::numbering::{Dialled, NumberingPlan, E164};
+use crate::routing::trunk::NumberFormat;
 use crate::sip::message::Request;
 use crate::sip::transaction::ServerKey;
+
+/// `[inbound]`: who may call the office without a password (see [`InboundPolicy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundConfig {
+    /// Whether peers and the internet may call the numbers we publish (the DIDs) without
+    /// authentication (`public`, default false). Such calls reach only local destinations.
+    pub public: bool,
+    /// Unauthenticated calls one source address may start per minute (`peer_calls_per_minute`,
+    /// default 20).
+    pub peer_calls_per_minute: u32,
+    /// Unauthenticated calls one source address may have in progress (`peer_max_calls`,
+    /// default 4).
+    pub peer_max_calls: u32,
+    /// `[[inbound.route]]`: numbers we publish besides the extensions' DIDs, and where their
+    /// calls ring: (E.164 number, an extension number or a `[[ring_group]]` name).
+    pub routes: Vec<(String, String)>,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        InboundConfig {
+            public: false,
+            peer_calls_per_minute: 20,
+            peer_max_calls: 4,
+            routes: Vec::new(),
+        }
+    }
+}
 
 /// A `sources` entry that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -209,7 +237,7 @@ pub struct InboundRoute {
 
 impl Default for InboundPolicy {
     fn default() -> Self {
-        let d = crate::config::InboundConfig::default();
+        let d = InboundConfig::default();
         InboundPolicy {
             trunks: Vec::new(),
             peers: Vec::new(),

@@ -39,9 +39,9 @@ pub mod trunks;
 mod watch;
 
 /// No limits: the core's own default (the configuration's come with [`SipCore::set_limits`]).
-fn unlimited() -> crate::config::LimitsConfig {
-    crate::config::LimitsConfig {
-        extension_defaults: crate::config::CallLimits::default(),
+fn unlimited() -> limits::LimitsConfig {
+    limits::LimitsConfig {
+        extension_defaults: limits::CallLimits::default(),
         ..Default::default()
     }
 }
@@ -1805,8 +1805,8 @@ pub fn route_to_binding(b: &Binding) -> Target {
 }
 
 /// How callers are presented to a trunk with these options.
-fn presentation(o: &crate::config::TrunkOptions) -> crate::b2bua::Presentation {
-    use crate::config::CallerIdHeader;
+fn presentation(o: &crate::routing::trunk::TrunkOptions) -> crate::b2bua::Presentation {
+    use crate::routing::trunk::CallerIdHeader;
     crate::b2bua::Presentation {
         from_user: o.from_user.clone(),
         from_host: o.from_domain.clone(),

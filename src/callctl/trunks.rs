@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{NumberFormat, TrunkOptions};
+use crate::routing::trunk::{NumberFormat, TrunkOptions};
 use crate::routing::trunk_health::TrunkHealth;
 use crate::sip::header::{CSeq, Header, NameAddr, Via};
 use crate::sip::message::{Request, Response};

@@ -2,22 +2,7 @@
 
 use super::*;
 
-/// `[inbound]`: who may call the office without a password (see [`crate::callctl::inbound`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InboundConfig {
-    /// Whether peers and the internet may call the numbers we publish (the DIDs) without
-    /// authentication (`public`, default false). Such calls reach only local destinations.
-    pub public: bool,
-    /// Unauthenticated calls one source address may start per minute (`peer_calls_per_minute`,
-    /// default 20).
-    pub peer_calls_per_minute: u32,
-    /// Unauthenticated calls one source address may have in progress (`peer_max_calls`,
-    /// default 4).
-    pub peer_max_calls: u32,
-    /// `[[inbound.route]]`: numbers we publish besides the extensions' DIDs, and where their
-    /// calls ring: (E.164 number, an extension number or a `[[ring_group]]` name).
-    pub routes: Vec<(String, String)>,
-}
+pub use crate::callctl::inbound::InboundConfig;
 
 /// One `[[ring_group]]`: extensions that ring for a number of `[[inbound.route]]` or a modem
 /// line's `incoming`.
@@ -40,17 +25,6 @@ pub enum RingStrategy {
     #[default]
     All,
     Order,
-}
-
-impl Default for InboundConfig {
-    fn default() -> Self {
-        InboundConfig {
-            public: false,
-            peer_calls_per_minute: 20,
-            peer_max_calls: 4,
-            routes: Vec::new(),
-        }
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]

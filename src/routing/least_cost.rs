@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::config::TrunkConfig;
+use crate::routing::trunk::TrunkConfig;
 
 /// What one line's rate table charges for a number.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,6 +28,7 @@ pub mod numbering;
 pub mod pickup;
 pub mod router;
 pub mod setup;
+pub mod trunk;
 pub mod trunk_health;
 pub mod zone_server;
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{NumberFormat, TrunkConfig};
+use crate::routing::trunk::{NumberFormat, TrunkConfig};
 use crate::sip::peer::Proto;
 use crate::sip::uri::{Params, SipUri, Uri};
 
