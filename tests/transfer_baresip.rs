@@ -1,7 +1,8 @@
 //! Blind transfer between real softphones (baresip 1.0.0, headless, with its `transfer`
 //! command): 100 calls 101, 101 transfers the call to 102 with REFER. Afterwards 100 and 102
 //! must hear each other (tones through the relay, Goertzel-checked), 101 must be released,
-//! and the call's record must name 102 as who answered last. The phone harness is
+//! and the call's record must name 102 as who answered last. Then the same from the calling
+//! side: 100 transfers 101 to 102, and 101 and 102 must hear each other. The phone harness is
 //! tests/phone/mod.rs.
 mod common;
 mod phone;
@@ -108,6 +109,63 @@ fn blind_transfer_by_the_callee_with_baresip() {
         }
         if std::time::Instant::now() > deadline {
             panic!("no record showing the transfer: {st} {body}\n{logs}");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    server.assert_alive();
+}
+
+#[test]
+fn blind_transfer_by_the_caller_with_baresip() {
+    require_program("baresip", "baresip");
+    let mut server = Server::start(&call_config("", rtp_port_range()));
+    let base = server.dir().to_path_buf();
+    // 100 (the caller, who transfers) plays 1000 Hz, 101 700 Hz, 102 440 Hz for 6 s.
+    let mut a = phone(&base, &server, "100", "manual", 1000.0, 30.0);
+    let mut b = phone(&base, &server, "101", "auto", 700.0, 30.0);
+    let mut c = phone(&base, &server, "102", "auto", 440.0, 6.0);
+    wait_registered(&server, &mut a, "100");
+    wait_registered(&server, &mut b, "101");
+    wait_registered(&server, &mut c, "102");
+
+    a.command("dial", &format!("sip:101@{}", server.udp));
+    b.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&a], &server);
+    a.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&b], &server);
+    thread::sleep(Duration::from_millis(1500));
+    a.command("transfer", &format!("sip:102@{}", server.udp));
+    c.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&a, &b], &server);
+    a.expect_event("CALL_CLOSED", Duration::from_secs(10), &[&b, &c], &server);
+    // 102's file ends after 6 s: it hangs up, and 101 gets the BYE.
+    c.expect_event("CALL_CLOSED", Duration::from_secs(15), &[&a, &b], &server);
+    b.expect_event("CALL_CLOSED", Duration::from_secs(10), &[&a, &c], &server);
+    thread::sleep(Duration::from_millis(500));
+    let logs = format!(
+        "{}{}{}{}",
+        a.report(),
+        b.report(),
+        c.report(),
+        server.log_excerpt()
+    );
+    assert_tone(
+        &c.received_wav(),
+        700.0,
+        "102 (transfer target) received",
+        &logs,
+    );
+    let r = tail_ratio(&b.received_wav(), 2.5, 440.0, 1000.0);
+    assert!(
+        r > 20.0,
+        "101 must hear 102 (440 Hz) at the end, not 100 (1000 Hz): ratio {r:.2}\n{logs}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, _, body) = common::api_get(&server, "/api/v1/records");
+        if st == 200 && body.contains("\"transferred_by\":\"100\"") {
+            assert!(body.contains("\"route_target\":\"102\""), "{body}");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("no record showing the transfer by 100: {st} {body}\n{logs}");
         }
         thread::sleep(Duration::from_millis(200));
     }

@@ -1078,6 +1078,56 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_transfer_by_the_caller_shows_the_callee_with_the_target() {
+        // 100 calls 101; 100 transfers 101 to 102 after 30 s; 102 talks until 90 s.
+        let t0 = Instant::now();
+        let mut s = summary(t0);
+        s.callee = "101".into();
+        s.answered = Some(t0 + Duration::from_secs(1));
+        s.ended = t0 + Duration::from_secs(90);
+        s.status = 200;
+        s.disposition = "answered";
+        s.attempts = vec![
+            Attempt {
+                stage: 0,
+                label: "extension 101".into(),
+                uri: "sip:101@192.0.2.9".into(),
+                status: 200,
+                reason: None,
+            },
+            Attempt {
+                stage: 1,
+                label: "transfer 102 (by 100)".into(),
+                uri: "sip:102@192.0.2.8".into(),
+                status: 200,
+                reason: None,
+            },
+        ];
+        // The callee (101) stays the call's winner.
+        s.answered_by = Some((0, "sip:101@192.0.2.9".into()));
+        s.transfers = vec![crate::b2bua::TransferPart {
+            at: t0 + Duration::from_secs(30),
+            by: "100".into(),
+            target: "102".into(),
+            first_attempt: 1,
+            before: Some((0, "sip:101@192.0.2.9".into())),
+            route: None,
+            by_caller: Some(("101".into(), Some((1, "sip:102@192.0.2.8".into())))),
+        }];
+        let parts = CallRecord::parts_from_summary(&s, s.ended, 10_000_000, &office());
+        assert_eq!(parts.len(), 2);
+        let (a, b) = (&parts[0], &parts[1]);
+        assert_eq!((a.caller.as_str(), a.callee.as_str()), ("100", "101"));
+        assert_eq!(a.route_target.as_deref(), Some("101"));
+        assert_eq!((b.caller.as_str(), b.callee.as_str()), ("101", "102"));
+        assert_eq!(b.route_target.as_deref(), Some("102"));
+        assert_eq!(b.route_source.as_deref(), Some("transfer by 100"));
+        assert_eq!(b.transferred_by.as_deref(), Some("100"));
+        assert_eq!(b.direction, Direction::Internal);
+        assert_eq!((a.duration_s, b.duration_s), (30, 60));
+    }
+
+    #[test]
     fn unanswered_bypass_call_keeps_its_sip_target() {
         let t0 = Instant::now();
         let mut s = summary(t0);
