@@ -1,16 +1,20 @@
 //! Call forwarding and sequential search decided by the sans-IO SIP core, in virtual time (no
 //! sockets, no sleeping): forward always, busy, no answer and unreachable, to an extension or
 //! (through the router, as a call of the forwarding extension) to a number; loops refused;
-//! feature codes; an extension's phones rung one after the other.
+//! feature codes; an extension's phones rung one after the other. Calls that arrive on a PSTN
+//! line for an extension follow the same forwards (the line's commands are logged by a fake
+//! line pool, as in `line_core_calls.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use pasarela::b2bua::{LegId, LineCommand};
 use pasarela::callctl::{Output, Refused, RouteRequest, SipCore};
 use pasarela::routing::forwarding::CallHandling;
-use pasarela::routing::router::{Decision, Route};
+use pasarela::routing::router::{Attempt, AttemptKind, Decision, Hop, Route};
+use pasarela::server::lines::LineInfo;
 use pasarela::sip::message::{Message, Request};
 use pasarela::sip::parse::{parse_message, Framing, Limits};
 use pasarela::sip::peer::Proto;
@@ -39,6 +43,8 @@ struct Harness {
     changes: Vec<(String, CallHandling)>,
     notes: Vec<String>,
     finished: Vec<pasarela::b2bua::CallSummary>,
+    /// What the PSTN line was told (the fake line pool's log).
+    line_log: Vec<LineCommand>,
 }
 
 impl Harness {
@@ -47,6 +53,10 @@ impl Harness {
         let exts = ["100", "101", "102", "103"].map(ext).to_vec();
         let mut core = SipCore::new(settings, exts, [9; 32], None);
         core.set_local_addrs(vec![(Proto::Udp, SERVER.parse().expect("addr"))]);
+        core.set_lines(vec![LineInfo {
+            name: "gsm1".into(),
+            extensions: vec!["101".into()],
+        }]);
         core.set_call_handling(
             handling
                 .iter()
@@ -63,7 +73,29 @@ impl Harness {
             changes: Vec::new(),
             notes: Vec::new(),
             finished: Vec::new(),
+            line_log: Vec::new(),
         }
+    }
+
+    /// A call from `caller` arrives on line gsm1 (which rings 101): its id and what was sent.
+    fn line_call(&mut self, caller: &str) -> (u64, Out) {
+        let audio: SocketAddr = "127.0.0.1:41000".parse().expect("addr");
+        let id = self
+            .core
+            .line_call(self.now, self.unix, "gsm1", Some(caller.into()), audio)
+            .expect("the line's call is offered");
+        (id, self.drain())
+    }
+
+    /// Whether the line's leg of call `id` was hung up (refused or ended).
+    fn line_hung_up(&self, id: u64) -> bool {
+        let leg = LegId {
+            call: id,
+            fork: LegId::INCOMING,
+        };
+        self.line_log
+            .iter()
+            .any(|c| matches!(c, LineCommand::Hangup { leg: l } if *l == leg))
     }
 
     fn feed(&mut self, text: &str, from: &str) -> Out {
@@ -92,6 +124,7 @@ impl Harness {
                 Output::CallHandling(ext, h) => self.changes.push((ext, h)),
                 Output::Note(_, n) => self.notes.push(n),
                 Output::Finished(s) => self.finished.push(s),
+                Output::Line(c) => self.line_log.push(c),
                 _ => {}
             }
         }
@@ -432,4 +465,138 @@ fn sequential_search_rings_one_phone_after_the_other() {
     let out = h.dial("100", "101");
     assert_eq!(sent(&out, "INVITE", &phone("101", 0)).len(), 1);
     assert_eq!(sent(&out, "INVITE", &phone("101", 1)).len(), 1);
+}
+
+/// A route to `number` over SIP trunk `carrier` (at 127.0.0.9:5060), as the router makes it.
+fn trunk_route(number: &str) -> Route {
+    let uri = match pasarela::sip::uri::Uri::parse(&format!("sip:{number}@127.0.0.9:5060")) {
+        Ok(pasarela::sip::uri::Uri::Sip(u)) => u,
+        other => panic!("trunk uri: {other:?}"),
+    };
+    Route {
+        dialled: number.into(),
+        number: None,
+        category: None,
+        steps: Vec::new(),
+        decision: Decision::Attempts(vec![Attempt {
+            kind: AttemptKind::Trunk {
+                name: "carrier".into(),
+            },
+            uri,
+            hop: Hop {
+                proto: Proto::Udp,
+                addr: "127.0.0.9:5060".parse().expect("addr"),
+            },
+            auth: None,
+        }]),
+        elapsed: Duration::ZERO,
+    }
+}
+
+#[test]
+fn line_call_forwarded_always_rings_the_other_extension() {
+    let mut h = Harness::new(&[("101", forwards(|h| h.always = Some("102".into())))]);
+    h.register("101", 0);
+    h.register("102", 0);
+    let (id, out) = h.line_call("+4917012345");
+    assert!(
+        sent(&out, "INVITE", &phone("101", 0)).is_empty(),
+        "101 must not ring"
+    );
+    let inv = sent(&out, "INVITE", &phone("102", 0));
+    assert_eq!(inv.len(), 1, "102 rings instead: {out:?}");
+    let from = inv[0].headers.from().expect("from").uri.to_string();
+    assert!(
+        from.contains("+4917012345"),
+        "the PSTN caller is shown: {from}"
+    );
+    assert!(!h.line_hung_up(id));
+    h.reply(&inv[0], 486, &phone("102", 0));
+    assert!(h.line_hung_up(id), "102 busy: the line is hung up");
+    assert_eq!(notes(&mut h), ["Forwarded by 101 (always) to 102"]);
+    let ended = std::mem::take(&mut h.finished);
+    assert_eq!(ended[0].callee, "101", "the record keeps the extension");
+}
+
+#[test]
+fn line_call_forwarded_on_no_answer_to_a_number_leaves_on_a_trunk() {
+    let mut h = Harness::new(&[(
+        "101",
+        forwards(|h| {
+            h.no_answer = Some("+4930999888".into());
+            h.no_answer_secs = 10;
+        }),
+    )]);
+    h.register("101", 0);
+    let (id, out) = h.line_call("+4917012345");
+    let inv = sent(&out, "INVITE", &phone("101", 0));
+    assert_eq!(inv.len(), 1, "101 rings first");
+    h.reply(&inv[0], 180, &phone("101", 0));
+    let out = h.advance(Duration::from_secs(9));
+    assert!(h.routes.is_empty() && sent(&out, "CANCEL", &phone("101", 0)).is_empty());
+    let out = h.advance(Duration::from_secs(2));
+    assert!(
+        !sent(&out, "CANCEL", &phone("101", 0)).is_empty(),
+        "101 stops"
+    );
+    let req = std::mem::take(&mut h.routes);
+    assert_eq!(req.len(), 1);
+    assert_eq!(
+        (req[0].from.as_str(), req[0].dialled.as_str()),
+        ("101", "+4930999888"),
+        "routed as a call of 101"
+    );
+    h.core.route_decided(
+        h.now,
+        h.unix,
+        req[0].id,
+        std::sync::Arc::new(trunk_route("+4930999888")),
+    );
+    let out = h.drain();
+    let inv = sent(&out, "INVITE", "127.0.0.9:5060");
+    assert_eq!(inv.len(), 1, "the forward leaves on the trunk: {out:?}");
+    assert!(inv[0].uri.to_string().contains("+4930999888"));
+    assert!(!h.line_hung_up(id), "the PSTN caller still waits");
+}
+
+#[test]
+fn line_call_forwarded_always_to_a_barred_number_is_refused_and_recorded() {
+    let mut h = Harness::new(&[("101", forwards(|h| h.always = Some("0900123".into())))]);
+    h.register("101", 0);
+    let (id, out) = h.line_call("+4917012345");
+    assert!(
+        out.iter().all(|(m, _)| !matches!(m, Message::Request(_))),
+        "nothing rings: {out:?}"
+    );
+    assert!(!h.line_hung_up(id), "the call waits for the router");
+    let req = std::mem::take(&mut h.routes);
+    assert_eq!(
+        (req[0].from.as_str(), req[0].dialled.as_str()),
+        ("101", "0900123"),
+        "routed with 101's permissions"
+    );
+    let route = Route {
+        dialled: "0900123".into(),
+        number: None,
+        category: None,
+        steps: Vec::new(),
+        decision: Decision::Reject {
+            status: 403,
+            reason: "Calls to premium numbers are barred".into(),
+        },
+        elapsed: Duration::ZERO,
+    };
+    h.core
+        .route_decided(h.now, h.unix, req[0].id, std::sync::Arc::new(route));
+    h.drain();
+    assert!(h.line_hung_up(id), "the line is hung up");
+    assert_eq!(
+        notes(&mut h),
+        ["Forwarded by 101 (always) to 0900123: refused, Calls to premium numbers are barred"]
+    );
+    let ended = std::mem::take(&mut h.finished);
+    assert_eq!(ended.len(), 1, "the refused call is recorded");
+    assert_eq!(ended[0].caller, "+4917012345");
+    h.advance(Duration::from_secs(200));
+    assert_eq!(h.core.calls().len(), 0, "nothing is left");
 }

@@ -349,7 +349,25 @@ impl Calls {
         rule: Option<ForwardRule>,
         note: Option<String>,
     ) -> u64 {
-        self.start_with(now, layer, new, None, (rule, note))
+        self.start_with(now, layer, new, None, (rule, note, false))
+    }
+
+    /// [`Calls::start_forwarding`] for a call whose caller is a PSTN line (its RTP at `audio`,
+    /// see [`Calls::start_from_line`]). With `awaiting`, nothing rings yet: the call waits for
+    /// the owner's [`Calls::forward_decided`] (a forward to a number waiting for the router).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_from_line_forwarding(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        new: NewCall,
+        audio: std::net::SocketAddr,
+        rule: Option<ForwardRule>,
+        note: Option<String>,
+        awaiting: bool,
+    ) -> u64 {
+        let a_line = call::ALine::new(audio, self.settings.media_ip);
+        self.start_with(now, layer, new, Some(a_line), (rule, note, awaiting))
     }
 
     /// Attended transfer (REFER with Replaces) on call `id`: the transferor's consultation
@@ -502,7 +520,7 @@ impl Calls {
     /// A new INVITE from an authenticated extension to the given targets (already resolved).
     /// Stages without targets are skipped; a call with no target at all is answered 480.
     pub fn start(&mut self, now: Instant, layer: &mut TransactionLayer, new: NewCall) {
-        self.start_with(now, layer, new, None, (None, None));
+        self.start_with(now, layer, new, None, (None, None, false));
     }
 
     /// How a call that arrived on a PSTN line enters call control: the description of its
@@ -538,7 +556,7 @@ impl Calls {
         audio: std::net::SocketAddr,
     ) -> u64 {
         let a_line = call::ALine::new(audio, self.settings.media_ip);
-        self.start_with(now, layer, new, Some(a_line), (None, None))
+        self.start_with(now, layer, new, Some(a_line), (None, None, false))
     }
 
     fn start_with(
@@ -547,7 +565,7 @@ impl Calls {
         layer: &mut TransactionLayer,
         new: NewCall,
         a_line: Option<call::ALine>,
-        (rule, note): (Option<ForwardRule>, Option<String>),
+        (rule, note, awaiting): (Option<ForwardRule>, Option<String>, bool),
     ) -> u64 {
         let NewCall {
             key,
@@ -567,6 +585,9 @@ impl Calls {
         call.a_line = a_line;
         let no_answer_forward = rule.as_ref().and_then(|r| r.no_answer);
         call.arm_forwards(rule, note);
+        if awaiting {
+            call.await_forward();
+        }
         let relay = match self.media.as_mut() {
             Some(port) => match port.allocate(id) {
                 Ok(r) => Some(r),
@@ -608,7 +629,9 @@ impl Calls {
         if let Some(after) = no_answer_forward {
             self.schedule(now + after, id, TimerKind::ForwardNoAnswer);
         }
-        self.next_stage(now, layer, id);
+        if !awaiting {
+            self.next_stage(now, layer, id);
+        }
         id
     }
 

@@ -184,7 +184,11 @@ impl SipCore {
             }
             return Some(self.response(req, 480, None));
         }
-        let label = format!("extension {ext}");
+        // A call from a PSTN line keeps the line's label on its first stage.
+        let label = self
+            .line_label
+            .clone()
+            .unwrap_or_else(|| format!("extension {ext}"));
         let (targets, fallback, ring_for) = ring_order(&h, targets, &label);
         let rule = may_forward.then(|| ForwardRule {
             extension: ext.to_owned(),
@@ -203,8 +207,7 @@ impl SipCore {
             route: None,
             ring_for,
         };
-        self.calls
-            .start_forwarding(now, &mut self.layer, new, rule, chain.note);
+        self.start_call_forwarding(now, new, rule, chain.note, false);
         None
     }
 
@@ -248,6 +251,27 @@ impl SipCore {
             from: payer.clone(),
             dialled: dest.to_owned(),
         });
+        if self.line_origin.is_some() {
+            // A call from a PSTN line exists from the start (the line is its caller's leg):
+            // it waits, ringing nothing, for the router's decision on the forward, which is
+            // then decided as a ringing call's forward ([`SipCore::forward_routed`]).
+            let new = NewCall {
+                key,
+                invite: req.clone(),
+                peer,
+                caller,
+                targets: Vec::new(),
+                fallback: Vec::new(),
+                label: self.line_label.clone().unwrap_or_default(),
+                route: None,
+                ring_for: None,
+            };
+            let call = self.start_call_forwarding(now, new, None, chain.note, true);
+            self.forwarding
+                .routing
+                .insert(id, InCall { call, note, payer });
+            return None;
+        }
         self.pending_routes.insert(
             id,
             PendingRoute {

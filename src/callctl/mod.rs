@@ -137,6 +137,9 @@ pub struct SipCore {
     /// the id of the call started for it.
     line_origin: Option<std::net::SocketAddr>,
     started_line_call: Option<u64>,
+    /// While a call that arrived on a line is being started: its label (`trunk NAME`), which
+    /// its first stage keeps (the line's calls are counted by it).
+    line_label: Option<String>,
     /// Toll-fraud limits per extension and trunk (none until [`SipCore::set_limits`]).
     limiter: self::limits::Limiter,
     /// Who may call without a password: trunks, peers, the internet.
@@ -215,6 +218,7 @@ impl SipCore {
             lines: Vec::new(),
             line_origin: None,
             started_line_call: None,
+            line_label: None,
             limiter: self::limits::Limiter::new(unlimited(), crate::office_time::OfficeTime::utc()),
             settings,
         }
@@ -1411,9 +1415,11 @@ impl SipCore {
             srtp: crate::b2bua::SrtpPolicy::Never,
         };
         self.line_origin = Some(audio);
+        self.line_label = Some(format!("trunk {}", info.name));
         self.started_line_call = None;
         let refusal = self.ring_line(now, unix, key, &req, peer, &info, caller);
         self.line_origin = None;
+        self.line_label = None;
         let started = self.started_line_call.take();
         self.process_events(now, unix);
         match refusal {
@@ -1425,8 +1431,9 @@ impl SipCore {
         }
     }
 
-    /// A call arriving on a PSTN line: every registered contact of every extension of the line
-    /// rings at once; the refusal when none can.
+    /// A call arriving on a PSTN line: a line for one extension rings it as a trunk call to
+    /// it would (its forwards apply, [`forward`]); otherwise every registered contact of every
+    /// extension of the line rings at once; the refusal when none can.
     #[allow(clippy::too_many_arguments)]
     fn ring_line(
         &mut self,
@@ -1467,6 +1474,22 @@ impl SipCore {
                 }
                 return r;
             }
+        }
+        if let [only] = line.extensions.as_slice() {
+            tracing::info!(line = %line.name, caller = %caller.number, extension = %only, "PSTN call arriving");
+            let number = caller.number.clone();
+            let r = self.ring_extension(now, unix, key, req, peer, caller, only);
+            if let Some(r) = &r {
+                self.refused.push(Refused {
+                    caller: number,
+                    dialled: only.clone(),
+                    status: r.status,
+                    route: None,
+                    reason: self.forwarding.refusal.take(),
+                    incoming: None,
+                });
+            }
+            return r;
         }
         let targets: Vec<Target> = line
             .extensions
@@ -1596,6 +1619,37 @@ impl SipCore {
                 self.started_line_call = Some(id);
             }
             None => self.calls.start(now, &mut self.layer, new),
+        }
+    }
+
+    /// [`SipCore::start_call`] for a call to an extension with its forwards armed (`rule`)
+    /// and its record's note on the forwards that led there; with `awaiting` (a call from a
+    /// line only) nothing rings until the forward is decided. Returns the call's id.
+    pub(super) fn start_call_forwarding(
+        &mut self,
+        now: Instant,
+        new: NewCall,
+        rule: Option<crate::b2bua::ForwardRule>,
+        note: Option<String>,
+        awaiting: bool,
+    ) -> u64 {
+        match self.line_origin.take() {
+            Some(audio) => {
+                let id = self.calls.start_from_line_forwarding(
+                    now,
+                    &mut self.layer,
+                    new,
+                    audio,
+                    rule,
+                    note,
+                    awaiting,
+                );
+                self.started_line_call = Some(id);
+                id
+            }
+            None => self
+                .calls
+                .start_forwarding(now, &mut self.layer, new, rule, note),
         }
     }
 

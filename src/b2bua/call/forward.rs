@@ -60,6 +60,12 @@ impl Call {
         self.forwarding.note = note;
     }
 
+    /// The call starts waiting for the owner's forward decision (a forward decided before
+    /// anything rang, whose destination the router is still looking up).
+    pub(in crate::b2bua) fn await_forward(&mut self) {
+        self.forwarding.pending = true;
+    }
+
     /// Whether the call waits for the owner's forward decision (it must not fail meanwhile).
     pub(super) fn forward_pending(&self) -> bool {
         self.forwarding.pending
