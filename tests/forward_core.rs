@@ -600,3 +600,43 @@ fn line_call_forwarded_always_to_a_barred_number_is_refused_and_recorded() {
     h.advance(Duration::from_secs(200));
     assert_eq!(h.core.calls().len(), 0, "nothing is left");
 }
+
+#[test]
+fn ring_group_member_forwarded_always_rings_the_destination_instead() {
+    let mut h = Harness::new(&[
+        ("101", forwards(|h| h.always = Some("103".into()))),
+        ("102", forwards(|h| h.always = Some("101".into()))),
+    ]);
+    let group = pasarela::callctl::inbound::InboundRoute {
+        number: String::new(),
+        label: "group sales".into(),
+        members: vec!["101".into(), "102".into()],
+        member_timeout: None,
+    };
+    h.core
+        .set_inbound(pasarela::callctl::inbound::InboundPolicy {
+            groups: vec![("sales".into(), group)],
+            ..Default::default()
+        });
+    h.core.set_lines(vec![LineInfo {
+        name: "gsm1".into(),
+        extensions: vec!["sales".into()],
+    }]);
+    for (n, i) in [("101", 0), ("102", 0), ("103", 0)] {
+        h.register(n, i);
+    }
+    let (_, out) = h.line_call("+4917012345");
+    assert!(
+        sent(&out, "INVITE", &phone("101", 0)).is_empty(),
+        "101 forwards"
+    );
+    assert!(
+        sent(&out, "INVITE", &phone("102", 0)).is_empty(),
+        "102 forwards"
+    );
+    assert_eq!(
+        sent(&out, "INVITE", &phone("103", 0)).len(),
+        1,
+        "103 rings once for both members: {out:?}"
+    );
+}

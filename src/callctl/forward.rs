@@ -287,6 +287,34 @@ impl SipCore {
         None
     }
 
+    /// Where ring group member `ext` rings: its registered phones, or, when it forwards
+    /// always to another extension (and may call internal numbers), that extension's phones
+    /// (following its own always-forwards; nothing when the forward loops or reaches no
+    /// phone), as Asterisk's Local channels do. A member's forward to a number is not followed
+    /// (its phones ring): a member's fork cannot wait for the router.
+    pub(super) fn member_targets(&self, ext: &str, unix: u64) -> Vec<Target> {
+        let h = self.handling(ext);
+        match h.always.as_deref() {
+            Some(dest) if self.extensions.contains_key(dest) => {
+                if !self.permissions_of(ext).allows(Permission::Internal) {
+                    tracing::warn!(member = %ext, %dest, "ring group member's forward refused: internal calls barred");
+                    return Vec::new();
+                }
+                match self.extension_stages(unix, vec![ext.to_owned()], dest) {
+                    Ok(stages) => {
+                        tracing::info!(member = %ext, %dest, "ring group member forwarded (always)");
+                        stages.into_iter().flat_map(|s| s.targets).collect()
+                    }
+                    Err((_, why)) => {
+                        tracing::warn!(member = %ext, %dest, "ring group member's forward: {why}");
+                        Vec::new()
+                    }
+                }
+            }
+            _ => self.contacts_of(ext, unix),
+        }
+    }
+
     /// The permissions of extension `ext`.
     pub(super) fn permissions_of(&self, ext: &str) -> crate::routing::Permissions {
         self.extensions

@@ -1574,14 +1574,23 @@ impl SipCore {
         let reachable: Vec<Vec<Target>> = members
             .iter()
             .filter(|e| self.extensions.get(e.as_str()).is_some_and(|x| x.enabled))
-            .map(|e| self.contacts_of(e, unix))
+            .map(|e| self.member_targets(e, unix))
             .filter(|t| !t.is_empty())
             .collect();
         if reachable.is_empty() {
             return Some(self.response(req, 480, None));
         }
         let (targets, fallback) = match member_timeout {
-            None => (reachable.into_iter().flatten().collect(), Vec::new()),
+            None => {
+                // A member forwarded to another member rings its phones once.
+                let mut seen = std::collections::HashSet::new();
+                let targets = reachable
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| seen.insert((t.uri.to_string(), t.peer.remote)))
+                    .collect();
+                (targets, Vec::new())
+            }
             Some(turn) => {
                 let mut turns = reachable.into_iter();
                 let first = turns.next().unwrap_or_default();
