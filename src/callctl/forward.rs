@@ -11,6 +11,11 @@
 //! recorded with the forward). Forwards chain at most
 //! [`MAX_FORWARD_HOPS`](crate::routing::forwarding::MAX_FORWARD_HOPS) times and never back
 //! to an extension already in the chain (101 -> 102 -> 101 is refused with 482).
+//!
+//! A call that arrives on a PSTN line for one extension takes the same path: its line is the
+//! caller's leg from the start, so a forward to a number decided before anything rang starts
+//! the line's call ringing nothing and waits for the router as a ringing call's forward does.
+//! A ring group member forwarding always to an extension rings that extension's phones.
 
 use std::collections::HashMap;
 use std::time::Instant;
