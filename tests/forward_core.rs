@@ -640,3 +640,26 @@ fn ring_group_member_forwarded_always_rings_the_destination_instead() {
         "103 rings once for both members: {out:?}"
     );
 }
+
+#[test]
+fn line_for_several_extensions_follows_their_forwards_to_extensions() {
+    let mut h = Harness::new(&[("101", forwards(|h| h.always = Some("103".into())))]);
+    h.core.set_lines(vec![LineInfo {
+        name: "gsm1".into(),
+        extensions: vec!["101".into(), "102".into(), "103".into()],
+    }]);
+    for (n, i) in [("101", 0), ("102", 0), ("103", 0)] {
+        h.register(n, i);
+    }
+    let (_, out) = h.line_call("+4917012345");
+    assert!(
+        sent(&out, "INVITE", &phone("101", 0)).is_empty(),
+        "101 forwards"
+    );
+    assert_eq!(sent(&out, "INVITE", &phone("102", 0)).len(), 1, "102 rings");
+    assert_eq!(
+        sent(&out, "INVITE", &phone("103", 0)).len(),
+        1,
+        "103 rings once: {out:?}"
+    );
+}

@@ -1495,7 +1495,13 @@ impl SipCore {
             .extensions
             .iter()
             .filter(|e| self.extensions.get(e.as_str()).is_some_and(|x| x.enabled))
-            .flat_map(|e| self.contacts_of(e, unix))
+            // An extension forwarding always to another rings that one's phones (as a group
+            // member does), each phone once.
+            .flat_map(|e| self.member_targets(e, unix))
+            .filter({
+                let mut seen = std::collections::HashSet::new();
+                move |t: &Target| seen.insert((t.uri.to_string(), t.peer.remote))
+            })
             .collect();
         tracing::info!(line = %line.name, caller = %caller.number, contacts = targets.len(), "PSTN call arriving");
         if targets.is_empty() {
