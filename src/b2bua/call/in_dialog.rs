@@ -6,6 +6,36 @@
 use super::*;
 
 impl Call {
+    /// Sends `side` a fresh offer on its relay port as our own re-INVITE (after a transfer or
+    /// pickup changed who is on the other side); the transaction's key when one was sent.
+    pub(super) fn reoffer(
+        &mut self,
+        now: Instant,
+        layer: &mut TransactionLayer,
+        side: Side,
+        settings: &CallSettings,
+    ) -> Option<ClientKey> {
+        let offer = self.sdp.fresh_offer_for(side, self.relay_port(side))?;
+        let body = Bytes::from(offer.to_string());
+        let (k, _) = self.send_in_dialog(
+            now,
+            layer,
+            side,
+            Method::Invite,
+            Some(("application/sdp", body)),
+            settings,
+        )?;
+        self.own_reinvite.push((k, side));
+        Some(k)
+    }
+
+    /// Whether what we last offered `side` was not sendrecv (we hold it).
+    pub(super) fn held_by_us(&self, side: Side) -> bool {
+        self.sdp
+            .last_sent_direction(side)
+            .is_some_and(|d| d != crate::sdp::Direction::SendRecv)
+    }
+
     /// Sends a new in-dialog request to `side`.
     pub(super) fn send_in_dialog(
         &mut self,

@@ -8,8 +8,6 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use super::{our_contact, sdp_of, with_body, Call, CallSettings, Fork, ForkAction, ForkState};
 use crate::b2bua::{Calls, SrtpPolicy};
 use crate::media::Side;
@@ -249,19 +247,8 @@ impl Call {
         self.start_retrans(now, Side::B, seq, ok, pick.peer, settings);
         // The caller's side keeps talking; it hears of the change only when its codec must.
         if codec_before.is_some() && codec_before != self.sdp.codec_name() {
-            if let Some(offer) = self.sdp.fresh_offer_for(Side::A, self.relay_port(Side::A)) {
-                let body = Bytes::from(offer.to_string());
-                if let Some((k, _)) = self.send_in_dialog(
-                    now,
-                    layer,
-                    Side::A,
-                    Method::Invite,
-                    Some(("application/sdp", body)),
-                    settings,
-                ) {
-                    self.own_reinvite.push((k, Side::A));
-                    keys.push(k);
-                }
+            if let Some(k) = self.reoffer(now, layer, Side::A, settings) {
+                keys.push(k);
             }
         }
         tracing::info!(call = self.id, by = %pick.picker, "answered leg replaced");

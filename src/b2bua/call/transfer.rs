@@ -679,24 +679,9 @@ impl Call {
         let _ = notify;
         // The far party may have been put on hold by the transferor, or may need the new
         // codec: it gets a fresh offer when either is the case.
-        let held = self
-            .sdp
-            .last_sent_direction(Side::A)
-            .is_some_and(|d| d != crate::sdp::Direction::SendRecv);
+        let held = self.held_by_us(Side::A);
         if (held || codec_before != self.sdp.codec_name()) && self.a_line.is_none() {
-            if let Some(offer) = self.sdp.fresh_offer_for(Side::A, self.relay_port(Side::A)) {
-                let body = Bytes::from(offer.to_string());
-                if let Some((k, _)) = self.send_in_dialog(
-                    now,
-                    layer,
-                    Side::A,
-                    Method::Invite,
-                    Some(("application/sdp", body)),
-                    settings,
-                ) {
-                    self.own_reinvite.push((k, Side::A));
-                }
-            }
+            self.reoffer(now, layer, Side::A, settings);
         }
         ForkAction::Answered {
             winner: i,
@@ -770,24 +755,9 @@ impl Call {
         self.a.dialog = Some(dialog);
         self.a.peer = peer;
         // The callee, maybe held by the caller, talks again.
-        let held = self
-            .sdp
-            .last_sent_direction(Side::B)
-            .is_some_and(|d| d != crate::sdp::Direction::SendRecv);
+        let held = self.held_by_us(Side::B);
         if held && self.line_side(Side::B).is_none() {
-            if let Some(offer) = self.sdp.fresh_offer_for(Side::B, self.relay_port(Side::B)) {
-                let body = Bytes::from(offer.to_string());
-                if let Some((k, _)) = self.send_in_dialog(
-                    now,
-                    layer,
-                    Side::B,
-                    Method::Invite,
-                    Some(("application/sdp", body)),
-                    settings,
-                ) {
-                    self.own_reinvite.push((k, Side::B));
-                }
-            }
+            self.reoffer(now, layer, Side::B, settings);
         }
         ForkAction::Answered {
             winner: self.winner.unwrap_or(i),
@@ -974,24 +944,10 @@ impl Call {
             }
         }
         // The far party, maybe held by the transferor, talks again.
-        let held = self
-            .sdp
-            .last_sent_direction(Side::A)
-            .is_some_and(|d| d != crate::sdp::Direction::SendRecv);
+        let held = self.held_by_us(Side::A);
         if held && self.a_line.is_none() {
-            if let Some(offer) = self.sdp.fresh_offer_for(Side::A, self.relay_port(Side::A)) {
-                let body = Bytes::from(offer.to_string());
-                if let Some((k, _)) = self.send_in_dialog(
-                    now,
-                    layer,
-                    Side::A,
-                    Method::Invite,
-                    Some(("application/sdp", body)),
-                    settings,
-                ) {
-                    self.own_reinvite.push((k, Side::A));
-                    keys.push(k);
-                }
+            if let Some(k) = self.reoffer(now, layer, Side::A, settings) {
+                keys.push(k);
             }
         }
         tracing::info!(
