@@ -8,21 +8,21 @@
 //! heartbeat). When the call ends the final record replaces the in-progress one. After a
 //! crash, [`take_interrupted`] finds what is left: each such call becomes a record marked
 //! `interrupted` that lasted until `seen_ms`, and its legs are returned so that the new process
-//! can send them BYE. The schema is migration `0008_calls_in_progress.sql`.
+//! can send them BYE. The rows are [`crate::store::records::in_progress`]'s (migration
+//! `0008_calls_in_progress.sql`); this module says what they mean.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use rusqlite::{params, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
-use super::db::{record_from_row, RECORD_COLUMNS};
 use super::record::{seconds_between, CallRecord};
-use super::{CdrDb, CdrError};
+use super::CdrError;
 use crate::sip::dialog::Dialog;
 use crate::sip::header::NameAddr;
 use crate::sip::peer::{Peer, Proto};
 use crate::sip::uri::Uri;
+use crate::store::records::in_progress::left_up;
 
 /// `end_reason` of a record whose call is still up.
 pub const IN_PROGRESS: &str = "in progress";
@@ -99,59 +99,6 @@ pub fn legs_json(legs: &[Dialog]) -> String {
     serde_json::to_string(&states).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// Writes an answered call: its record so far, marked in progress, and its legs.
-pub(crate) fn insert_up(
-    tx: &Transaction<'_>,
-    key: &str,
-    record: &CallRecord,
-    legs: &str,
-    seen_ms: i64,
-) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM call_records WHERE call_key = ?1", params![key])?;
-    let ids = super::db::insert_in(tx, std::slice::from_ref(record))?;
-    if let Some(id) = ids.first() {
-        tx.execute(
-            "UPDATE call_records SET end_reason = ?1, call_key = ?2 WHERE id = ?3",
-            params![IN_PROGRESS, key, id],
-        )?;
-    }
-    tx.execute(
-        "INSERT OR REPLACE INTO call_legs (call_key, seen_ms, legs) VALUES (?1, ?2, ?3)",
-        params![key, seen_ms, legs],
-    )?;
-    Ok(())
-}
-
-/// The heartbeat: every call in progress was up at `seen_ms`; `changed` legs are stored anew.
-pub(crate) fn heartbeat(
-    tx: &Transaction<'_>,
-    seen_ms: i64,
-    changed: &[(String, String)],
-) -> rusqlite::Result<()> {
-    tx.execute("UPDATE call_legs SET seen_ms = ?1", params![seen_ms])?;
-    let mut stmt = tx.prepare_cached("UPDATE call_legs SET legs = ?1 WHERE call_key = ?2")?;
-    for (key, legs) in changed {
-        stmt.execute(params![legs, key])?;
-    }
-    Ok(())
-}
-
-/// Removes what a call left in progress (before its final record is inserted).
-pub(crate) fn finish(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM call_records WHERE call_key = ?1", params![key])?;
-    tx.execute("DELETE FROM call_legs WHERE call_key = ?1", params![key])?;
-    Ok(())
-}
-
-/// Sets why a record's call ended (`None`: normally).
-pub(crate) fn set_reason(tx: &Transaction<'_>, id: i64, reason: &str) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE call_records SET end_reason = ?1 WHERE id = ?2",
-        params![reason, id],
-    )?;
-    Ok(())
-}
-
 /// A call that was up when the previous process died.
 #[derive(Debug, Clone)]
 pub struct Interrupted {
@@ -164,31 +111,12 @@ pub struct Interrupted {
 }
 
 /// The calls left in progress by a previous run (none after a clean stop).
-pub fn interrupted(db: &CdrDb) -> Result<Vec<Interrupted>, CdrError> {
-    let sql = format!(
-        "SELECT {RECORD_COLUMNS}, call_key FROM call_records WHERE end_reason = ?1 \
-         AND call_key IS NOT NULL"
-    );
-    let mut stmt = db.conn.prepare(&sql)?;
-    let rows = stmt.query_map(params![IN_PROGRESS], |row| {
-        // call_key follows the 34 columns of RECORD_COLUMNS.
-        Ok((record_from_row(row)?, row.get::<_, String>(34)?))
-    })?;
-    let mut found = Vec::new();
-    for row in rows {
-        found.push(row?);
-    }
+pub fn interrupted(conn: &crate::store::Connection) -> Result<Vec<Interrupted>, CdrError> {
+    let found = left_up(conn)?;
     let mut out = Vec::with_capacity(found.len());
-    for (mut record, key) in found {
-        let legs_row: Option<(i64, String)> = db
-            .conn
-            .query_row(
-                "SELECT seen_ms, legs FROM call_legs WHERE call_key = ?1",
-                params![key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let (seen_ms, legs) = legs_row.unwrap_or((record.end_ms, "[]".to_owned()));
+    for row in found {
+        let (key, mut record) = (row.key, row.record);
+        let (seen_ms, legs) = row.legs.unwrap_or((record.end_ms, "[]".to_owned()));
         let answer = record.answer_ms.unwrap_or(record.start_ms);
         let end = seen_ms.max(answer).max(record.end_ms);
         record.id = None;
@@ -215,8 +143,8 @@ pub fn interrupted(db: &CdrDb) -> Result<Vec<Interrupted>, CdrError> {
 
 /// Opens the database at `path` and lists the calls a previous run left in progress.
 pub fn take_interrupted(path: &Path) -> Result<Vec<Interrupted>, CdrError> {
-    let db = CdrDb::open(path)?;
-    interrupted(&db)
+    let db = super::CdrDb::open(path)?;
+    interrupted(&db.conn)
 }
 
 #[cfg(test)]

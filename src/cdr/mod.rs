@@ -12,9 +12,14 @@
 //! - [`writer`]: the background thread that rates records and commits them in batches, so the
 //!   SIP loop never waits on the disk and a finished call's record survives a crash.
 //! - [`query`]: the dashboard's reads — filtered, sorted, paginated lists, totals, daily
-//!   series, monthly billing, and a streaming CSV export.
-//! - [`db`]: the SQLite connection these share ([`CdrDb`]); the schema is migration
-//!   `0003_call_records.sql`, applied by [`crate::store::Store`].
+//!   series, monthly billing (the store's query types, re-exported) — and the streaming CSV
+//!   exports.
+//! - [`db`]: [`CdrDb`], a writing connection with the record model's methods; the schema is
+//!   migration `0003_call_records.sql`, applied by [`crate::store::Store`].
+//!
+//! The SQL is the store's: [`crate::store::records`] (records, calls in progress, the
+//! dashboard's queries) and [`crate::store::rates`] (rate tables, re-rating); this module
+//! keeps the domain — the record model, rating rules, CSV — and calls them.
 //! - [`csv`]: the small RFC 4180 reader and writer behind the CSV features.
 //!
 //! Money is never a float: amounts are `i64` minor units of their currency (cents for EUR,
@@ -42,9 +47,6 @@ pub enum CdrError {
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// A query failed.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
     /// Reading or writing a CSV stream failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -26,8 +26,9 @@
 //!   their savings (`None` — unknown — without a reference table or a reference rate for the
 //!   number).
 //!
-//! Rates are imported and exported as CSV ([`CdrDb::import_rates_csv`]), and [`rerate`]
-//! recomputes the money of the records of a period after rates changed.
+//! Rates are imported and exported as CSV ([`import_rates_csv`]), and [`rerate`]
+//! recomputes the money of the records of a period after rates changed. The tables are stored
+//! by [`crate::store::rates`]; the functions here check what is stored and call it.
 // Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
 #![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
@@ -35,11 +36,10 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::{Read, Write};
 
-use rusqlite::{params, OptionalExtension};
-
 use super::csv::{self, CsvErrors};
 use super::record::{CallRecord, Direction, RouteKind};
 use super::{CdrDb, CdrError};
+use crate::store::{rates, Connection};
 
 /// Digits after the decimal point of a currency's minor unit (ISO 4217): 2 for most, 0 for
 /// currencies without a minor unit in use (JPY, KRW …), 3 for BHD, IQD, JOD, KWD, LYD, OMR
@@ -444,17 +444,6 @@ fn check_currency(currency: &str) -> Result<(), CdrError> {
     }
 }
 
-fn rate_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rate> {
-    Ok(Rate {
-        prefix: row.get(0)?,
-        description: row.get(1)?,
-        per_minute: Price(row.get::<_, i64>(2)?.clamp(0, Price::MAX)),
-        connect_fee: Price(row.get::<_, i64>(3)?.clamp(0, Price::MAX)),
-        first_s: u32::try_from(row.get::<_, i64>(4)?).unwrap_or(60),
-        next_s: u32::try_from(row.get::<_, i64>(5)?).unwrap_or(60),
-    })
-}
-
 /// Parses the rates of a CSV text; every problem is collected with its line and column.
 fn parse_rates(text: &str) -> Result<Vec<Rate>, CsvErrors> {
     let mut errors = CsvErrors::new("rates CSV");
@@ -586,257 +575,219 @@ fn parse_rates(text: &str) -> Result<Vec<Rate>, CsvErrors> {
     }
 }
 
+/// The id of the table named `name`, or [`CdrError::UnknownTable`].
+fn table_id(conn: &Connection, name: &str) -> Result<i64, CdrError> {
+    rates::table_id(conn, name)?.ok_or_else(|| CdrError::UnknownTable(name.to_owned()))
+}
+
+/// Creates a rate table; returns its id. The name must be free and not empty, the currency
+/// an ISO 4217 code, and there is at most one reference table.
+pub fn create_rate_table(
+    conn: &Connection,
+    name: &str,
+    currency: &str,
+    reference: bool,
+) -> Result<i64, CdrError> {
+    check_currency(currency)?;
+    if name.trim().is_empty() {
+        return Err(CdrError::Invalid("a rate table needs a name".into()));
+    }
+    if reference && rates::has_reference(conn)? {
+        return Err(CdrError::Invalid(
+            "there is already a reference table".into(),
+        ));
+    }
+    if rates::table_id(conn, name)?.is_some() {
+        return Err(CdrError::Invalid(format!(
+            "a rate table named {name:?} exists"
+        )));
+    }
+    Ok(rates::create_table(conn, name, currency, reference)?)
+}
+
+/// Deletes a rate table and its rates.
+pub fn delete_rate_table(conn: &Connection, name: &str) -> Result<(), CdrError> {
+    let id = table_id(conn, name)?;
+    Ok(rates::delete_table(conn, id)?)
+}
+
+/// Makes `lines` (trunk or line names) the lines rated by table `name`, taking them from any
+/// other table.
+pub fn set_rate_table_lines(
+    conn: &mut Connection,
+    name: &str,
+    lines: &[&str],
+) -> Result<(), CdrError> {
+    let id = table_id(conn, name)?;
+    Ok(rates::set_table_lines(conn, id, lines)?)
+}
+
+/// All rate tables, by name.
+pub fn rate_tables(conn: &Connection) -> Result<Vec<RateTableInfo>, CdrError> {
+    Ok(rates::tables(conn)?)
+}
+
+/// The rates of table `name`, by prefix.
+pub fn rates_of(conn: &Connection, name: &str) -> Result<Vec<Rate>, CdrError> {
+    let id = table_id(conn, name)?;
+    Ok(rates::rates(conn, id)?)
+}
+
+/// Adds a valid rate to table `name`, or replaces the one with the same prefix.
+pub fn put_rate(conn: &Connection, name: &str, rate: &Rate) -> Result<(), CdrError> {
+    rate.validate().map_err(CdrError::Invalid)?;
+    let id = table_id(conn, name)?;
+    Ok(rates::put_rate(conn, id, rate)?)
+}
+
+/// Removes the rate with `prefix` from table `name`; whether there was one.
+pub fn delete_rate(conn: &Connection, name: &str, prefix: &str) -> Result<bool, CdrError> {
+    let id = table_id(conn, name)?;
+    Ok(rates::delete_rate(conn, id, prefix)?)
+}
+
+/// Imports rates from CSV (columns [`RATE_COLUMNS`], in any order, header first; `,` or `;`
+/// separated; with `;`, decimal commas are accepted). All or nothing: a file with any error
+/// imports nothing and the error lists every problem with its line and column. Returns how
+/// many rates were imported.
+pub fn import_rates_csv(
+    conn: &mut Connection,
+    name: &str,
+    mut input: impl Read,
+    mode: ImportMode,
+) -> Result<usize, CdrError> {
+    let id = table_id(conn, name)?;
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes)?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let line = 1 + crate::checked::bytes(e.as_bytes(), 0, valid)
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            let mut errors = CsvErrors::new("rates CSV");
+            errors.push(line, None, "not UTF-8 text (save the file as UTF-8 CSV)");
+            return Err(errors.into());
+        }
+    };
+    let parsed = parse_rates(&text)?;
+    rates::put_rates(conn, id, &parsed, mode == ImportMode::Replace)?;
+    tracing::info!(table = name, rates = parsed.len(), ?mode, "rates imported");
+    Ok(parsed.len())
+}
+
+/// Writes the rates of table `name` as CSV (the columns of [`RATE_COLUMNS`]); returns how many
+/// rates were written.
+pub fn export_rates_csv(
+    conn: &Connection,
+    name: &str,
+    mut out: impl Write,
+) -> Result<usize, CdrError> {
+    let rates = rates_of(conn, name)?;
+    csv::write_row(&mut out, &RATE_COLUMNS)?;
+    for r in &rates {
+        csv::write_row(
+            &mut out,
+            &[
+                r.prefix.clone(),
+                r.description.clone(),
+                r.per_minute.to_string(),
+                r.connect_fee.to_string(),
+                r.first_s.to_string(),
+                r.next_s.to_string(),
+            ],
+        )?;
+    }
+    out.flush()?;
+    Ok(rates.len())
+}
+
+/// Loads every table and rate for rating.
+pub fn load_rate_book(conn: &Connection) -> Result<RateBook, CdrError> {
+    let infos = rates::tables(conn)?;
+    let mut all = rates::all_rates(conn)?;
+    let tables = infos
+        .into_iter()
+        .map(|info| {
+            let list = all.remove(&info.id).unwrap_or_default();
+            RateTable::new(info, list)
+        })
+        .collect();
+    Ok(RateBook::new(tables))
+}
+
+/// A number that changes whenever a rate table, line assignment or rate changes.
+pub fn rating_version(conn: &Connection) -> Result<i64, CdrError> {
+    Ok(rates::rating_version(conn)?)
+}
+
 impl CdrDb {
-    /// Creates a rate table; returns its id.
+    /// Creates a rate table; returns its id ([`create_rate_table`]).
     pub fn create_rate_table(
         &mut self,
         name: &str,
         currency: &str,
         reference: bool,
     ) -> Result<i64, CdrError> {
-        check_currency(currency)?;
-        if name.trim().is_empty() {
-            return Err(CdrError::Invalid("a rate table needs a name".into()));
-        }
-        if reference
-            && self
-                .conn
-                .query_row("SELECT 1 FROM rate_tables WHERE reference = 1", [], |_| {
-                    Ok(())
-                })
-                .optional()?
-                .is_some()
-        {
-            return Err(CdrError::Invalid(
-                "there is already a reference table".into(),
-            ));
-        }
-        let exists = self
-            .conn
-            .query_row("SELECT 1 FROM rate_tables WHERE name = ?1", [name], |_| {
-                Ok(())
-            })
-            .optional()?;
-        if exists.is_some() {
-            return Err(CdrError::Invalid(format!(
-                "a rate table named {name:?} exists"
-            )));
-        }
-        self.conn.execute(
-            "INSERT INTO rate_tables (name, currency, reference) VALUES (?1, ?2, ?3)",
-            params![name, currency, reference],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+        create_rate_table(&self.conn, name, currency, reference)
     }
 
     /// Deletes a rate table and its rates.
     pub fn delete_rate_table(&mut self, name: &str) -> Result<(), CdrError> {
-        let id = self.table_id(name)?;
-        self.conn
-            .execute("DELETE FROM rate_tables WHERE id = ?1", [id])?;
-        Ok(())
+        delete_rate_table(&self.conn, name)
     }
 
-    /// Makes `lines` (trunk or line names) the lines rated by table `name`, taking them from
-    /// any other table.
+    /// Makes `lines` the lines rated by table `name` ([`set_rate_table_lines`]).
     pub fn set_rate_table_lines(&mut self, name: &str, lines: &[&str]) -> Result<(), CdrError> {
-        let id = self.table_id(name)?;
-        let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM rate_table_lines WHERE table_id = ?1", [id])?;
-        {
-            let mut put = tx.prepare(
-                "INSERT INTO rate_table_lines (line, table_id) VALUES (?1, ?2)
-                 ON CONFLICT (line) DO UPDATE SET table_id = excluded.table_id",
-            )?;
-            for l in lines {
-                put.execute(params![l, id])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn table_id(&self, name: &str) -> Result<i64, CdrError> {
-        self.conn
-            .query_row("SELECT id FROM rate_tables WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .ok_or_else(|| CdrError::UnknownTable(name.to_owned()))
+        set_rate_table_lines(&mut self.conn, name, lines)
     }
 
     /// All rate tables, by name.
     pub fn rate_tables(&self) -> Result<Vec<RateTableInfo>, CdrError> {
-        let mut lines: HashMap<i64, Vec<String>> = HashMap::new();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT table_id, line FROM rate_table_lines ORDER BY line")?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
-            let (id, line) = row?;
-            lines.entry(id).or_default().push(line);
-        }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, name, currency, reference FROM rate_tables ORDER BY name")?;
-        let tables = stmt
-            .query_map([], |r| {
-                let id: i64 = r.get(0)?;
-                Ok(RateTableInfo {
-                    id,
-                    name: r.get(1)?,
-                    currency: r.get(2)?,
-                    reference: r.get(3)?,
-                    lines: lines.get(&id).cloned().unwrap_or_default(),
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(tables)
+        rate_tables(&self.conn)
     }
 
     /// The rates of table `name`, by prefix.
     pub fn rates(&self, name: &str) -> Result<Vec<Rate>, CdrError> {
-        let id = self.table_id(name)?;
-        let mut stmt = self.conn.prepare(
-            "SELECT prefix, description, per_minute_micros, connect_micros, first_s, next_s
-             FROM rates WHERE table_id = ?1 ORDER BY prefix",
-        )?;
-        let rates = stmt
-            .query_map([id], rate_from_row)?
-            .collect::<Result<_, _>>()?;
-        Ok(rates)
+        rates_of(&self.conn, name)
     }
 
     /// Adds a rate to table `name`, or replaces the one with the same prefix.
     pub fn put_rate(&mut self, name: &str, rate: &Rate) -> Result<(), CdrError> {
-        rate.validate().map_err(CdrError::Invalid)?;
-        let id = self.table_id(name)?;
-        put_rate_in(&self.conn, id, rate)?;
-        Ok(())
+        put_rate(&self.conn, name, rate)
     }
 
     /// Removes the rate with `prefix` from table `name`; whether there was one.
     pub fn delete_rate(&mut self, name: &str, prefix: &str) -> Result<bool, CdrError> {
-        let id = self.table_id(name)?;
-        Ok(self.conn.execute(
-            "DELETE FROM rates WHERE table_id = ?1 AND prefix = ?2",
-            params![id, prefix],
-        )? > 0)
+        delete_rate(&self.conn, name, prefix)
     }
 
-    /// Imports rates from CSV (columns [`RATE_COLUMNS`], in any order, header first; `,` or
-    /// `;` separated; with `;`, decimal commas are accepted). All or nothing: a file with any
-    /// error imports nothing and the error lists every problem with its line and column.
-    /// Returns how many rates were imported.
+    /// Imports rates from CSV ([`import_rates_csv`]).
     pub fn import_rates_csv(
         &mut self,
         name: &str,
-        mut input: impl Read,
+        input: impl Read,
         mode: ImportMode,
     ) -> Result<usize, CdrError> {
-        let id = self.table_id(name)?;
-        let mut bytes = Vec::new();
-        input.read_to_end(&mut bytes)?;
-        let text = match String::from_utf8(bytes) {
-            Ok(t) => t,
-            Err(e) => {
-                let valid = e.utf8_error().valid_up_to();
-                let line = 1 + crate::checked::bytes(e.as_bytes(), 0, valid)
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count();
-                let mut errors = CsvErrors::new("rates CSV");
-                errors.push(line, None, "not UTF-8 text (save the file as UTF-8 CSV)");
-                return Err(errors.into());
-            }
-        };
-        let rates = parse_rates(&text)?;
-        let tx = self.conn.transaction()?;
-        if mode == ImportMode::Replace {
-            tx.execute("DELETE FROM rates WHERE table_id = ?1", [id])?;
-        }
-        for r in &rates {
-            put_rate_in(&tx, id, r)?;
-        }
-        tx.commit()?;
-        tracing::info!(table = name, rates = rates.len(), ?mode, "rates imported");
-        Ok(rates.len())
+        import_rates_csv(&mut self.conn, name, input, mode)
     }
 
-    /// Writes the rates of table `name` as CSV (the columns of [`RATE_COLUMNS`]); returns how
-    /// many rates were written.
-    pub fn export_rates_csv(&self, name: &str, mut out: impl Write) -> Result<usize, CdrError> {
-        let rates = self.rates(name)?;
-        csv::write_row(&mut out, &RATE_COLUMNS)?;
-        for r in &rates {
-            csv::write_row(
-                &mut out,
-                &[
-                    r.prefix.clone(),
-                    r.description.clone(),
-                    r.per_minute.to_string(),
-                    r.connect_fee.to_string(),
-                    r.first_s.to_string(),
-                    r.next_s.to_string(),
-                ],
-            )?;
-        }
-        out.flush()?;
-        Ok(rates.len())
+    /// Writes the rates of table `name` as CSV ([`export_rates_csv`]).
+    pub fn export_rates_csv(&self, name: &str, out: impl Write) -> Result<usize, CdrError> {
+        export_rates_csv(&self.conn, name, out)
     }
 
     /// Loads every table and rate for rating.
     pub fn load_rate_book(&self) -> Result<RateBook, CdrError> {
-        let infos = self.rate_tables()?;
-        let mut rates: HashMap<i64, Vec<Rate>> = HashMap::new();
-        let mut stmt = self.conn.prepare(
-            "SELECT prefix, description, per_minute_micros, connect_micros, first_s, next_s,
-                    table_id
-             FROM rates",
-        )?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(6)?, rate_from_row(r)?)))? {
-            let (id, rate) = row?;
-            rates.entry(id).or_default().push(rate);
-        }
-        let tables = infos
-            .into_iter()
-            .map(|info| {
-                let list = rates.remove(&info.id).unwrap_or_default();
-                RateTable::new(info, list)
-            })
-            .collect();
-        Ok(RateBook::new(tables))
+        load_rate_book(&self.conn)
     }
 
     /// A number that changes whenever a rate table, line assignment or rate changes.
     pub fn rating_version(&self) -> Result<i64, CdrError> {
-        Ok(self
-            .conn
-            .query_row("SELECT version FROM rating_version", [], |r| r.get(0))?)
+        rating_version(&self.conn)
     }
-}
-
-fn put_rate_in(conn: &rusqlite::Connection, table_id: i64, r: &Rate) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO rates (table_id, prefix, description, per_minute_micros, connect_micros,
-                            first_s, next_s)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (table_id, prefix) DO UPDATE SET
-             description = excluded.description,
-             per_minute_micros = excluded.per_minute_micros,
-             connect_micros = excluded.connect_micros,
-             first_s = excluded.first_s,
-             next_s = excluded.next_s",
-    )?
-    .execute(params![
-        table_id,
-        r.prefix,
-        r.description,
-        r.per_minute.micros(),
-        r.connect_fee.micros(),
-        r.first_s,
-        r.next_s
-    ])?;
-    Ok(())
 }
 
 /// Records re-rated per transaction, so that the record writer never waits long for the lock.
@@ -846,62 +797,18 @@ const RERATE_CHUNK: usize = 2_000;
 /// started in `[from_ms, to_ms)` with the current rates. Works in short transactions of
 /// [`RERATE_CHUNK`] records. Returns how many records changed.
 pub fn rerate(db: &mut CdrDb, from_ms: i64, to_ms: i64) -> Result<usize, CdrError> {
-    let book = db.load_rate_book()?;
+    rerate_on(&mut db.conn, from_ms, to_ms)
+}
+
+/// [`rerate`] on a writing connection (the dashboard's).
+pub fn rerate_on(conn: &mut Connection, from_ms: i64, to_ms: i64) -> Result<usize, CdrError> {
+    let book = load_rate_book(conn)?;
     let mut changed = 0usize;
     let mut after = (from_ms, i64::MIN);
     loop {
-        let tx = db.conn.transaction()?;
-        let mut last = None;
-        {
-            let mut select = tx.prepare_cached(
-                "SELECT id, start_ms, direction, route_kind, route_target, callee_e164, category,
-                        answer_ms IS NOT NULL, billable_s
-                 FROM call_records
-                 WHERE (start_ms, id) > (?1, ?2) AND start_ms >= ?1 AND start_ms < ?3
-                 ORDER BY start_ms, id LIMIT ?4",
-            )?;
-            let mut update = tx.prepare_cached(
-                "UPDATE call_records SET cost_minor = ?2, currency = ?3, rate_table = ?4,
-                        rate_prefix = ?5, reference_cost_minor = ?6, savings_minor = ?7
-                 WHERE id = ?1 AND (cost_minor IS NOT ?2 OR currency IS NOT ?3
-                        OR rate_table IS NOT ?4 OR rate_prefix IS NOT ?5
-                        OR reference_cost_minor IS NOT ?6 OR savings_minor IS NOT ?7)",
-            )?;
-            let mut rows = select.query(params![
-                after.0,
-                after.1,
-                to_ms,
-                i64::try_from(RERATE_CHUNK).unwrap_or(i64::MAX)
-            ])?;
-            while let Some(row) = rows.next()? {
-                let id: i64 = row.get(0)?;
-                let start: i64 = row.get(1)?;
-                let route_target: Option<String> = row.get(4)?;
-                let callee: Option<String> = row.get(5)?;
-                let category: Option<String> = row.get(6)?;
-                let input = RatingInput {
-                    direction: row.get(2)?,
-                    route_kind: row.get(3)?,
-                    route_target: route_target.as_deref(),
-                    callee_e164: callee.as_deref(),
-                    category: category.as_deref(),
-                    answered: row.get(7)?,
-                    billable_s: row.get(8)?,
-                };
-                let r = book.rate(&input);
-                changed += update.execute(params![
-                    id,
-                    r.cost_minor,
-                    r.currency,
-                    r.rate_table,
-                    r.rate_prefix,
-                    r.reference_cost_minor,
-                    r.savings_minor
-                ])?;
-                last = Some((start, id));
-            }
-        }
-        tx.commit()?;
+        let (n, last) =
+            rates::rerate_chunk(conn, after, to_ms, RERATE_CHUNK, |input| book.rate(input))?;
+        changed += n;
         match last {
             Some(l) => after = l,
             None => break,

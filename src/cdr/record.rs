@@ -18,14 +18,13 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Instant;
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-
 use crate::b2bua::CallSummary;
 use crate::routing::router::{AttemptKind, Decision, Route};
 use crate::routing::{Category, Dialled, NumberingPlan};
 use crate::store::ExtensionRow;
 
-/// Defines a field-less enum stored as lower-case text.
+/// Defines a field-less enum stored as lower-case text (its SQL mapping is
+/// `crate::store::records::columns`).
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -62,20 +61,6 @@ macro_rules! text_enum {
                         other
                     )),
                 }
-            }
-        }
-
-        impl ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::from(self.as_str()))
-            }
-        }
-
-        impl FromSql for $name {
-            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-                let text = value.as_str()?;
-                text.parse()
-                    .map_err(|e: String| FromSqlError::Other(e.into()))
             }
         }
     };

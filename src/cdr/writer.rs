@@ -30,9 +30,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::store::batch::{BatchHandle, BatchWriter, Sink, Stopped};
+use crate::store::connection::Durability;
+use crate::store::{records, StoreError};
 
-use super::db::{insert_in, Durability};
-use super::in_progress;
 use super::rating::RateBook;
 use super::record::CallRecord;
 use super::{CdrDb, CdrError};
@@ -322,43 +322,25 @@ impl Worker {
         failed
     }
 
-    fn commit(&mut self, records: &[CallRecord], notes: &[Note]) -> rusqlite::Result<()> {
-        let tx = self.db.conn.transaction()?;
-        for key in notes.iter().filter_map(|n| n.key.as_deref()) {
-            in_progress::finish(&tx, key)?;
-        }
-        let ids = insert_in(&tx, records)?;
-        for (id, n) in ids.iter().zip(notes) {
-            if let Some(reason) = &n.reason {
-                in_progress::set_reason(&tx, *id, reason)?;
-            }
-            if let Some(s) = &n.signalling {
-                tx.execute(
-                    "UPDATE call_records SET signalling = ?1 WHERE id = ?2",
-                    rusqlite::params![s, id],
-                )?;
-            }
-        }
-        tx.commit()
+    fn commit(&mut self, records: &[CallRecord], notes: &[Note]) -> Result<(), StoreError> {
+        records::commit_finished(&mut self.db.conn, records, notes)
     }
 
     /// Writes an answered call's in-progress record or the heartbeat, logging failures.
     fn call_state(&mut self, msg: Item) {
-        let result = self.db.conn.transaction().and_then(|tx| {
-            match &msg {
-                Item::Up {
-                    key,
-                    record,
-                    legs,
-                    seen_ms,
-                } => in_progress::insert_up(&tx, key, record, legs, *seen_ms)?,
-                Item::Heartbeat { seen_ms, changed } => {
-                    in_progress::heartbeat(&tx, *seen_ms, changed)?
-                }
-                Item::Record(..) => {}
+        let conn = &mut self.db.conn;
+        let result = match &msg {
+            Item::Up {
+                key,
+                record,
+                legs,
+                seen_ms,
+            } => records::in_progress::write_up(conn, key, record, legs, *seen_ms),
+            Item::Heartbeat { seen_ms, changed } => {
+                records::in_progress::heartbeat(conn, *seen_ms, changed)
             }
-            tx.commit()
-        });
+            Item::Record(..) => Ok(()),
+        };
         if let Err(e) = result {
             tracing::error!(?msg, error = %e, "state of calls in progress not written");
         }
@@ -397,10 +379,10 @@ mod tests {
     use crate::cdr::record::tests::sample;
     use std::time::{Duration, Instant};
 
-    fn count(path: &Path) -> i64 {
-        let db = CdrDb::open(path).unwrap();
-        db.conn
-            .query_row("SELECT count(*) FROM call_records", [], |r| r.get(0))
+    fn count(path: &Path) -> u64 {
+        CdrDb::open(path)
+            .unwrap()
+            .count(&crate::cdr::Filter::default())
             .unwrap()
     }
 
@@ -430,10 +412,7 @@ mod tests {
         let sent = Instant::now();
         handle.send(sample(1));
         loop {
-            let n: i64 = reader
-                .conn
-                .query_row("SELECT count(*) FROM call_records", [], |r| r.get(0))
-                .unwrap();
+            let n = reader.count(&crate::cdr::Filter::default()).unwrap();
             if n == 1 {
                 break;
             }

@@ -19,6 +19,8 @@ pub mod line_rates;
 mod migrations;
 pub mod modem_lines;
 pub mod pickup;
+pub mod rates;
+pub mod records;
 pub mod saved_filters;
 pub mod sms;
 pub mod trunks;

@@ -11,7 +11,6 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use rusqlite::OptionalExtension;
 use serde::Deserialize;
 
 use super::{csrf_ok, csrf_refused, url_encode, PageError, WebState};
@@ -76,17 +75,10 @@ struct PickupPage {
 async fn load(state: &WebState, number: &str) -> Result<Option<(String, PickupGroups)>, PageError> {
     let number = number.to_owned();
     state
-        .with_db(move |db| {
-            let name: Option<String> = db
-                .conn
-                .query_row(
-                    "SELECT coalesce(name, '') FROM extensions WHERE number = ?1",
-                    [&number],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(match name {
-                Some(name) => Some((name, crate::store::pickup::get(&db.conn, &number)?)),
+        .with_read(move |conn| {
+            let found = crate::store::web_extensions::name_and_enabled(conn, &number)?;
+            Ok(match found {
+                Some((name, _)) => Some((name, crate::store::pickup::get(conn, &number)?)),
                 None => None,
             })
         })

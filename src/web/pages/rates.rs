@@ -318,7 +318,9 @@ pub async fn create_table(
             move |db| match db.create_rate_table(&n, &currency, reference) {
                 Ok(_) => Ok(None),
                 Err(CdrError::Invalid(m)) => Ok(Some(m)),
-                Err(CdrError::Sqlite(e)) if e.sqlite_error_code().is_some() => {
+                Err(CdrError::Store(crate::store::StoreError::Sqlite(e)))
+                    if e.sqlite_error_code().is_some() =>
+                {
                     Ok(Some(format!("Cannot create the table: {e}")))
                 }
                 Err(e) => Err(e.into()),
