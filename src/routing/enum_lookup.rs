@@ -277,10 +277,12 @@ pub struct CacheEntryView {
     pub expires_in: Duration,
 }
 
-/// ENUM look-ups with a cache; cheap to clone (shared inside).
+/// ENUM look-ups with a cache; cheap to clone (shared inside). Its settings can be replaced
+/// while it is in use ([`EnumResolver::reconfigure`]): every clone then asks the new trees and
+/// nameservers; a look-up under way finishes with the settings it started with.
 #[derive(Clone)]
 pub struct EnumResolver {
-    inner: Arc<EnumInner>,
+    shared: Arc<std::sync::RwLock<Arc<EnumInner>>>,
 }
 
 struct EnumInner {
@@ -301,7 +303,7 @@ struct Tree {
 impl fmt::Debug for EnumResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EnumResolver")
-            .field("settings", &self.inner.settings)
+            .field("settings", &self.inner().settings)
             .finish()
     }
 }
@@ -309,6 +311,64 @@ impl fmt::Debug for EnumResolver {
 impl EnumResolver {
     /// Sets up the resolvers; no query is sent yet.
     pub fn new(settings: EnumSettings) -> Result<EnumResolver, ResolverError> {
+        Ok(EnumResolver {
+            shared: Arc::new(std::sync::RwLock::new(Arc::new(EnumInner::new(settings)?))),
+        })
+    }
+
+    /// The settings and resolvers in use now.
+    fn inner(&self) -> Arc<EnumInner> {
+        match self.shared.read() {
+            Ok(i) => Arc::clone(&i),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Uses `settings` from the next look-up on (a change from the dashboard): new trees,
+    /// nameservers and limits, and a fresh cache (answers of the old trees are not reused).
+    /// Look-ups under way finish with the settings they started with. Unchanged settings keep
+    /// the resolver and its cache as they are.
+    pub fn reconfigure(&self, settings: EnumSettings) -> Result<bool, ResolverError> {
+        if self.inner().settings == settings {
+            return Ok(false);
+        }
+        let fresh = Arc::new(EnumInner::new(settings)?);
+        match self.shared.write() {
+            Ok(mut i) => *i = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(true)
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> EnumSettings {
+        self.inner().settings.clone()
+    }
+
+    /// A server locator sharing this resolver's default nameservers and cache (those in use
+    /// now: take a new one after [`EnumResolver::reconfigure`]).
+    pub fn locator(&self) -> Locator {
+        Locator::from_core(self.inner().core.clone())
+    }
+
+    /// The SIP (and tel) targets of `number` in every tree, found before `deadline`.
+    pub async fn lookup(&self, number: &E164, deadline: tokio::time::Instant) -> EnumAnswer {
+        self.inner().lookup(number, deadline).await
+    }
+
+    /// The cache's entries, for admins.
+    pub fn cache_entries(&self) -> Vec<CacheEntryView> {
+        self.inner().core.lock_cache().entries(Instant::now())
+    }
+
+    /// Forgets every cached answer.
+    pub fn flush_cache(&self) {
+        self.inner().core.lock_cache().flush();
+    }
+}
+
+impl EnumInner {
+    fn new(settings: EnumSettings) -> Result<EnumInner, ResolverError> {
         let mut resolvers = vec![build_resolver(
             &settings.nameservers,
             settings.query_timeout,
@@ -333,31 +393,17 @@ impl EnumResolver {
             resolvers,
             cache: Mutex::new(DnsCache::new(settings.cache_entries)),
         });
-        Ok(EnumResolver {
-            inner: Arc::new(EnumInner {
-                trees,
-                max_chain: settings.max_chain,
-                core,
-                settings,
-            }),
+        Ok(EnumInner {
+            trees,
+            max_chain: settings.max_chain,
+            core,
+            settings,
         })
     }
 
-    /// The settings this resolver was made from.
-    pub fn settings(&self) -> &EnumSettings {
-        &self.inner.settings
-    }
-
-    /// A server locator sharing this resolver's default nameservers and cache.
-    pub fn locator(&self) -> Locator {
-        Locator::from_core(self.inner.core.clone())
-    }
-
-    /// The SIP (and tel) targets of `number` in every tree, found before `deadline`.
-    pub async fn lookup(&self, number: &E164, deadline: tokio::time::Instant) -> EnumAnswer {
+    async fn lookup(&self, number: &E164, deadline: tokio::time::Instant) -> EnumAnswer {
         let aus = number.as_str();
         let walks: Vec<_> = self
-            .inner
             .trees
             .iter()
             .map(|tree| self.walk_tree(tree, number, aus, deadline))
@@ -370,16 +416,6 @@ impl EnumResolver {
         answer
     }
 
-    /// The cache's entries, for admins.
-    pub fn cache_entries(&self) -> Vec<CacheEntryView> {
-        self.inner.core.lock_cache().entries(Instant::now())
-    }
-
-    /// Forgets every cached answer.
-    pub fn flush_cache(&self) {
-        self.inner.core.lock_cache().flush();
-    }
-
     /// One tree, depth first through non-terminal records.
     async fn walk_tree(
         &self,
@@ -390,7 +426,7 @@ impl EnumResolver {
     ) -> (Vec<EnumTarget>, Vec<LookupStep>) {
         let mut targets = Vec::new();
         let mut steps = Vec::new();
-        let mut chain = NaptrChain::new(self.inner.max_chain.saturating_add(1));
+        let mut chain = NaptrChain::new(self.max_chain.saturating_add(1));
         let first = enum_domain(number, &tree.suffix);
         // The first visit of a fresh chain cannot fail.
         let _ = chain.visit(&first);
@@ -460,11 +496,7 @@ impl EnumResolver {
         steps: &mut Vec<LookupStep>,
     ) -> Option<Arc<[Rule]>> {
         let started = Instant::now();
-        let memo = self
-            .inner
-            .core
-            .lock_cache()
-            .naptr_memo(domain, aus, started);
+        let memo = self.core.lock_cache().naptr_memo(domain, aus, started);
         if let Some((rules, hit, expires_in)) = memo {
             steps.push(LookupStep {
                 suffix: tree.suffix.clone(),
@@ -476,7 +508,6 @@ impl EnumResolver {
             return rules;
         }
         let (answer, step) = self
-            .inner
             .core
             .query(
                 tree.resolver,
@@ -491,8 +522,7 @@ impl EnumResolver {
             return None;
         };
         let rules: Arc<[Rule]> = evaluate(&records, domain, aus).into();
-        self.inner
-            .core
+        self.core
             .lock_cache()
             .set_naptr_memo(domain, aus, &records, rules.clone());
         Some(rules)

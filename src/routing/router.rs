@@ -214,7 +214,8 @@ pub struct RouterSettings {
 
 /// Makes routing decisions. Shared (`Arc`) by the calls being routed.
 pub struct Router {
-    settings: RouterSettings,
+    /// The numbering plan, permissions and budgets (replaced when the numbering changes).
+    settings: std::sync::RwLock<Arc<RouterSettings>>,
     sources: Vec<Arc<dyn RouteSource>>,
     locator: Option<Arc<dyn ServerLocator>>,
     directory: std::sync::RwLock<Arc<Directory>>,
@@ -265,7 +266,7 @@ impl fmt::Debug for Router {
                 &self.sources.iter().map(|s| s.name()).collect::<Vec<_>>(),
             )
             .field("locator", &self.locator.is_some())
-            .field("trunks", &self.settings.trunks.len())
+            .field("trunks", &self.trunks().len())
             .finish()
     }
 }
@@ -282,7 +283,7 @@ impl Router {
             own: std::sync::RwLock::new(Arc::new(Vec::new())),
             health: std::sync::RwLock::new(None),
             prices: std::sync::RwLock::new(None),
-            settings,
+            settings: std::sync::RwLock::new(Arc::new(settings)),
             sources,
             locator,
             directory: std::sync::RwLock::new(Arc::new(directory)),
@@ -387,8 +388,38 @@ impl Router {
     }
 
     /// The numbering plan in use.
-    pub fn plan(&self) -> &NumberingPlan {
-        &self.settings.plan
+    pub fn plan(&self) -> NumberingPlan {
+        self.settings().plan.clone()
+    }
+
+    fn settings(&self) -> Arc<RouterSettings> {
+        match self.settings.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the numbering plan, the default permissions and the time budgets (the
+    /// numbering and ENUM settings changed in the dashboard): the next call uses them, calls
+    /// being routed finish with the earlier ones.
+    pub fn set_numbering(
+        &self,
+        plan: NumberingPlan,
+        default_permissions: Permissions,
+        budget: Duration,
+        locate_budget: Duration,
+    ) {
+        let fresh = Arc::new(RouterSettings {
+            plan,
+            default_permissions,
+            budget,
+            locate_budget,
+            trunks: Vec::new(),
+        });
+        match self.settings.write() {
+            Ok(mut s) => *s = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
     }
 
     /// Decides where a call from extension `from` (`None`: an unrestricted caller, as in
@@ -418,11 +449,11 @@ impl Router {
         dialled: &str,
         rec: &mut Recorder,
     ) -> (Option<Dialled>, Option<Category>, Decision) {
-        let plan = &self.settings.plan;
+        let plan = &self.settings().plan;
         let perms = match from {
             None => Permissions::all(),
             Some(ext) => match dir.extensions.get(ext) {
-                Some((true, p)) => p.unwrap_or(self.settings.default_permissions),
+                Some((true, p)) => p.unwrap_or(self.settings().default_permissions),
                 Some((false, _)) => {
                     rec.note(format!("caller {ext} is disabled"));
                     return (None, None, reject(403, "Caller disabled"));
@@ -530,8 +561,8 @@ impl Router {
         // A source that pointed the call at a paid number the caller may not call: then no
         // paid line is used for this call at all (not even for the number as dialled).
         let mut barred: Option<NumberError> = None;
-        let dialled_category = self.settings.plan.category(n);
-        let locate_deadline = Instant::now() + self.settings.locate_budget;
+        let dialled_category = self.settings().plan.category(n);
+        let locate_deadline = Instant::now() + self.settings().locate_budget;
         for t in found {
             match Uri::parse(&t.uri) {
                 Ok(Uri::Sip(uri)) => {
@@ -584,7 +615,7 @@ impl Router {
                             if attempts.is_empty() {
                                 return self.to_extension(dir, ext, rec);
                             }
-                        } else if self.settings.plan.category(&other) == Category::Premium
+                        } else if self.settings().plan.category(&other) == Category::Premium
                             && dialled_category != Category::Premium
                         {
                             // Peers and ENUM may route a number, not make it a premium call.
@@ -662,7 +693,7 @@ impl Router {
         caller: &Caller<'_>,
         rec: &mut Recorder,
     ) -> Result<bool, NumberError> {
-        let plan = &self.settings.plan;
+        let plan = &self.settings().plan;
         let user = uri.user_unescaped().unwrap_or_default();
         let number = match plan.classify(&user, |_| false) {
             Ok(n) => n,
@@ -710,7 +741,7 @@ impl Router {
             rec.note("no routing sources configured");
             return Vec::new();
         }
-        let deadline = Instant::now() + self.settings.budget;
+        let deadline = Instant::now() + self.settings().budget;
         // The sources run concurrently inside this task (no spawning: a warm-cache decision
         // should not pay for waking other threads).
         let mut pending: Vec<Option<BoxFuture<'_, (Duration, SourceAnswer)>>> = self
@@ -750,7 +781,7 @@ impl Router {
         if tokio::time::timeout_at(guard, all).await.is_err() {
             rec.note(format!(
                 "routing budget of {} ms ran out",
-                self.settings.budget.as_millis()
+                self.settings().budget.as_millis()
             ));
         }
         drop(pending);
@@ -814,7 +845,7 @@ impl Router {
         caller: &Caller<'_>,
         rec: &mut Recorder,
     ) -> Decision {
-        let plan = &self.settings.plan;
+        let plan = &self.settings().plan;
         let (national, e164) = match target {
             Dialled::E164(n) => (plan.to_national(n), Some(n.clone())),
             Dialled::Emergency(d) | Dialled::Short(d) | Dialled::Extension(d) => (d.clone(), None),
@@ -839,7 +870,7 @@ impl Router {
             }
         }
         let national = national.as_str();
-        let deadline = Instant::now() + self.settings.locate_budget;
+        let deadline = Instant::now() + self.settings().locate_budget;
         let mut found = 0;
         let trunks = self.trunks();
         let mut in_order: Vec<&TrunkConfig> = trunks.iter().filter(|t| t.enabled).collect();
@@ -866,7 +897,11 @@ impl Router {
                 (None, _) => national.to_owned(),
                 (Some(n), NumberFormat::E164) => n.as_str().to_owned(),
                 (Some(n), NumberFormat::International) => {
-                    format!("{}{}", self.settings.plan.international_prefix, n.digits())
+                    format!(
+                        "{}{}",
+                        self.settings().plan.international_prefix,
+                        n.digits()
+                    )
                 }
                 (Some(_), NumberFormat::National) => national.to_owned(),
             };

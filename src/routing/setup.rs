@@ -45,13 +45,14 @@ impl RouteSource for EnumSource {
     }
 }
 
-/// RFC 3263 location through DNS.
-struct DnsLocator(Locator);
+/// RFC 3263 location through DNS, with the ENUM resolver's nameservers in use at the time.
+struct DnsLocator(EnumResolver);
 
 impl ServerLocator for DnsLocator {
     fn locate<'a>(&'a self, uri: &'a SipUri, deadline: Instant) -> BoxFuture<'a, Located> {
         Box::pin(async move {
-            let location = self.0.locate_explained(uri, deadline).await;
+            let locator: Locator = self.0.locator();
+            let location = locator.locate_explained(uri, deadline).await;
             let mut steps: Vec<String> = location.steps.iter().map(|s| s.to_string()).collect();
             let hops = match location.destinations {
                 Ok(list) => list
@@ -107,6 +108,25 @@ pub fn enum_settings(config: &Config) -> EnumSettings {
     }
 }
 
+/// Gives the running `router` and `resolver` the numbering plan and ENUM settings of `config`
+/// (changed in the dashboard or the file): the next call uses them, calls in progress keep
+/// their route. Returns whether the ENUM settings changed.
+pub fn apply_numbering(
+    config: &Config,
+    extensions: &[ExtensionRow],
+    router: &Router,
+    resolver: &EnumResolver,
+) -> anyhow::Result<bool> {
+    let budget = Duration::from_millis(config.enum_.budget_ms);
+    router.set_numbering(
+        numbering_plan(config, extensions),
+        config.numbering.default_permissions,
+        budget,
+        budget,
+    );
+    Ok(resolver.reconfigure(enum_settings(config))?)
+}
+
 /// The router of a `serve` or `route` process.
 pub fn build_router(
     config: &Config,
@@ -130,7 +150,7 @@ pub fn build(
             &d.context,
         )));
     }
-    let locator: Option<Arc<dyn ServerLocator>> = Some(Arc::new(DnsLocator(resolver.locator())));
+    let locator: Option<Arc<dyn ServerLocator>> = Some(Arc::new(DnsLocator(resolver.clone())));
     let budget = Duration::from_millis(config.enum_.budget_ms);
     let router = Router::new(
         RouterSettings {

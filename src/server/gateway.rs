@@ -45,8 +45,8 @@ use super::signals::{forward_hangup, shutdown_signal, spawn_cache_signals};
 use super::sinks::Sinks;
 use super::{
     admit_and_handle, control, dundi_reload, end_calls, inbound_setup, line_health, line_legs,
-    lines, media_address, notify, publish, random_secret, rates_reload, reload_extensions,
-    start_messages, trunks_reload, unix_now, usage,
+    lines, media_address, notify, numbering_reload, publish, random_secret, rates_reload,
+    reload_extensions, start_messages, trunks_reload, unix_now, usage,
 };
 
 const HOUSEKEEPING: Duration = Duration::from_secs(15);
@@ -116,6 +116,8 @@ struct Routing {
     decided: mpsc::UnboundedReceiver<(u64, Route)>,
     dundi: Option<OfficeDundi>,
     enum_zone: Option<ZoneServer>,
+    /// The ENUM resolver, given new settings when they change in the dashboard.
+    enum_: crate::routing::EnumResolver,
 }
 
 /// The web side and the process's supervisors.
@@ -137,6 +139,7 @@ impl Gateway {
         let mut trunk_store = Store::open(&config.store.path)
             .with_context(|| format!("opening store {}", config.store.path.display()))?;
         trunks_reload::provision(&mut config, &mut trunk_store)?;
+        numbering_reload::provision(&mut config, &mut trunk_store)?;
         drop(trunk_store);
         if config.dundi.enabled {
             dundi_reload::provision_keys(&mut config)?;
@@ -382,6 +385,7 @@ impl Gateway {
                 decided: route_rx,
                 dundi,
                 enum_zone,
+                enum_: routing.enum_.clone(),
             },
             core: Core {
                 sip: core,
@@ -408,7 +412,7 @@ impl Gateway {
     /// the writers last so that no record or registration is lost.
     pub async fn run(self) -> anyhow::Result<()> {
         let Gateway {
-            config,
+            mut config,
             writers,
             mut lines,
             mut routing,
@@ -498,6 +502,22 @@ impl Gateway {
                 }
             }
         });
+        // The numbering plan and ENUM settings changed in the dashboard or the API.
+        let (numbering_tx, mut numbering_rx) =
+            mpsc::unbounded_channel::<numbering_reload::Applied>();
+        let (numbering_signal_tx, mut numbering_changes) = mpsc::channel::<()>(1);
+        let numbering_changed = web.server.numbering_changed();
+        Supervisor::global().spawn("numbering changes".to_owned(), move || {
+            let (changed, tx) = (numbering_changed.clone(), numbering_signal_tx.clone());
+            async move {
+                loop {
+                    changed.notified().await;
+                    if tx.send(()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
         let rx = &mut transports.inbound;
         let router = &routing.router;
         // The dashboard's modem lines: started now, and applied again with every trunk reload.
@@ -559,8 +579,24 @@ impl Gateway {
                             core.set_numbering(crate::routing::setup::numbering_plan(&config, &rows));
                             tracing::info!(extensions = rows.len(), "extensions reloaded");
                             trunks_reload::reload(&config, router, inbound_tx.clone(), true, store_lines.clone());
+                            numbering_reload::read(&config, numbering_tx.clone(), true);
                         }
                         Err(e) => tracing::error!("extensions not reloaded: {e:#}"),
+                    }
+                }
+                Some(()) = numbering_changes.recv() => {
+                    numbering_reload::read(&config, numbering_tx.clone(), false);
+                }
+                Some((numbering, enum_, rows)) = numbering_rx.recv() => {
+                    let before = (config.numbering.clone(), config.enum_.clone());
+                    config.numbering = numbering;
+                    config.enum_ = enum_;
+                    if numbering_reload::apply((&before.0, &before.1), &config, &rows, router, &routing.enum_) {
+                        let plan = crate::routing::setup::numbering_plan(&config, &rows);
+                        sinks.office = crate::cdr::OfficeNumbers::from_rows(&rows, Some(plan.clone()));
+                        core.set_numbering(plan);
+                        // The trust model normalises callers with the plan too.
+                        trunks_reload::reload(&config, router, inbound_tx.clone(), false, store_lines.clone());
                     }
                 }
                 Some(()) = trunk_changes.recv() => {

@@ -20,6 +20,7 @@ pub mod line_legs;
 pub mod lines;
 pub mod nightly_backup;
 pub mod notify;
+mod numbering_reload;
 mod rates_reload;
 mod records;
 mod signals;

@@ -127,8 +127,7 @@ pub(super) fn restart_needed(base: &Config, fresh: &Config) -> Vec<&'static str>
     check(base.calls != fresh.calls, "[calls]");
     check(base.store != fresh.store, "[store]");
     check(base.web != fresh.web, "[web]");
-    check(base.numbering != fresh.numbering, "[numbering]");
-    check(base.enum_ != fresh.enum_, "[enum]");
+    // [numbering] and [enum] are applied live (server::numbering_reload).
     check(base.enum_zone != fresh.enum_zone, "[enum_zone]");
     check(base.dundi != fresh.dundi, "[dundi]");
     check(base.log != fresh.log, "[log]");
@@ -257,6 +256,9 @@ pub(super) fn reload(
             None => None,
         };
         fresh.fxo = base.fxo.clone();
+        // The store's numbering plan (the file's keys and the dashboard's), applied separately.
+        fresh.numbering = base.numbering.clone();
+        fresh.enum_ = base.enum_.clone();
         router.set_trunks(fresh.trunks.clone());
         let policy = inbound_setup::build(&fresh, &rows).await;
         let plans = super::trunk_plans::plans(&fresh).await;

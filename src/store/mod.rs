@@ -18,6 +18,7 @@ pub mod inbound;
 pub mod line_rates;
 mod migrations;
 pub mod modem_lines;
+pub mod numbering;
 pub mod pickup;
 pub mod rates;
 pub mod records;

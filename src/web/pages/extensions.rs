@@ -291,7 +291,7 @@ pub async fn save(
     if !csrf_ok(&session, &form.csrf) {
         return Ok(csrf_refused());
     }
-    let plan = state.router.as_ref().map(|r| r.plan().clone());
+    let plan = state.router.as_ref().map(|r| r.plan());
     let error = match check(&form, plan.as_ref()) {
         Err(e) => Some(e),
         Ok((number, name, did, permissions, password)) => {

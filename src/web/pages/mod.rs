@@ -20,6 +20,7 @@ pub mod lines;
 pub mod live;
 pub mod messages;
 pub mod modem_lines;
+pub mod numbering;
 pub mod overview;
 pub mod phone_setup;
 pub mod pickup;
@@ -63,6 +64,8 @@ pub struct WebState {
     pub(crate) extensions_changed: Arc<tokio::sync::Notify>,
     /// Woken when a trunk changed here or in the API, so that the SIP side applies them.
     pub(crate) trunks_changed: Arc<tokio::sync::Notify>,
+    /// Notified when the numbering plan or ENUM settings changed (the SIP side applies them).
+    pub(crate) numbering_changed: Arc<tokio::sync::Notify>,
     /// The router of the running gateway, for the route explainer page.
     pub(crate) router: Option<Arc<crate::routing::router::Router>>,
     /// The SIP loop, for the live page and the live API.
@@ -101,6 +104,7 @@ impl WebState {
             limiter: Arc::new(LoginLimiter::default()),
             extensions_changed: Arc::new(tokio::sync::Notify::new()),
             trunks_changed: Arc::new(tokio::sync::Notify::new()),
+            numbering_changed: Arc::new(tokio::sync::Notify::new()),
             router: None,
             live: None,
             enum_: None,
@@ -202,6 +206,9 @@ pub fn router(state: WebState) -> Router {
         .route("/rates/import", post(rates::import))
         .route("/routing", get(routing::page))
         .route("/routing/flush-cache", post(routing::flush_cache))
+        .route("/numbering", get(numbering::page))
+        .route("/numbering/save", post(numbering::save))
+        .route("/numbering/flush-cache", post(numbering::flush_cache))
         .route("/extensions", get(extensions::page))
         .route("/extensions/save", post(extensions::save))
         .route("/extensions/toggle", post(extensions::toggle))

@@ -43,7 +43,7 @@ pub struct CacheRow {
     pub expires_in: u64,
 }
 
-fn cache_rows(state: &WebState) -> Option<Vec<CacheRow>> {
+pub(crate) fn cache_rows(state: &WebState) -> Option<Vec<CacheRow>> {
     let resolver = state.enum_.as_ref()?;
     let mut rows: Vec<CacheRow> = resolver
         .cache_entries()
