@@ -31,6 +31,8 @@ pub struct OfficeDundi {
     file: Arc<RwLock<Arc<DundiConfig>>>,
     /// The settings in use (the file's, the dashboard's, its peers), and whether it should run.
     current: Arc<RwLock<(bool, Settings)>>,
+    /// One provisioning at a time (the dashboard, the API and SIGHUP may meet).
+    provisioning: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Replaceable local numbers (the mappings' patterns).
@@ -128,6 +130,7 @@ impl OfficeDundi {
             local,
             file: Arc::new(RwLock::new(Arc::new(config.clone()))),
             current: Arc::new(RwLock::new((false, config.settings.clone()))),
+            provisioning: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -142,6 +145,7 @@ impl OfficeDundi {
         stored: &crate::store::dundi_node::StoredDundi,
         keys_dir: &std::path::Path,
     ) -> Result<Vec<String>, ServiceError> {
+        let _one = self.provisioning.lock().await;
         if let Some(f) = file {
             *self.file.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(f);
         }
