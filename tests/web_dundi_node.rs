@@ -186,7 +186,9 @@ fn dundi_turned_on_from_the_page_answers_a_peer_and_a_new_mapping_changes_the_an
 
     // A mapping with a bad pattern is refused, naming the field; then a good one.
     br.goto(&format!("{base}/dundi"));
-    br.wait_for(WAIT, "the DUNDi page", |h| h.contains("id=\"mapping-form\""));
+    br.wait_for(WAIT, "the DUNDi page", |h| {
+        h.contains("id=\"mapping-form\"")
+    });
     br.fill(
         "#mapping-form input[name=destination]",
         "${NUMBER}@127.0.0.1:5060",
@@ -242,8 +244,16 @@ fn dundi_turned_on_from_the_page_answers_a_peer_and_a_new_mapping_changes_the_an
     let off = r#"{"enabled": false}"#;
     for (method, path, body) in [
         ("PUT", "/api/v1/dundi/node".to_owned(), off),
-        ("POST", "/api/v1/dundi/mappings".to_owned(), r#"{"context":"e164"}"#),
-        ("PUT", format!("/api/v1/dundi/mappings/{id}"), r#"{"context":"e164","weight":5}"#),
+        (
+            "POST",
+            "/api/v1/dundi/mappings".to_owned(),
+            r#"{"context":"e164"}"#,
+        ),
+        (
+            "PUT",
+            format!("/api/v1/dundi/mappings/{id}"),
+            r#"{"context":"e164","weight":5}"#,
+        ),
         ("DELETE", format!("/api/v1/dundi/mappings/{id}"), ""),
     ] {
         let r = client.api_json(method, &path, &read, body);
@@ -259,9 +269,14 @@ fn dundi_turned_on_from_the_page_answers_a_peer_and_a_new_mapping_changes_the_an
         r#"{"context":"e164","destination":"${NUMBER}@127.0.0.9:5060","numbers":["_4930999XXX"]}"#,
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let got = peer_until(&rt, &peer, "4930999124", &server, "the changed mapping", |a| {
-        a.iter().any(|d| d.contains("127.0.0.9"))
-    });
+    let got = peer_until(
+        &rt,
+        &peer,
+        "4930999124",
+        &server,
+        "the changed mapping",
+        |a| a.iter().any(|d| d.contains("127.0.0.9")),
+    );
     assert_eq!(got, ["4930999124@127.0.0.9:5060"]);
 
     // Off through the API: the peer gets no answer any more, still without a restart.

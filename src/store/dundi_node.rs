@@ -567,14 +567,19 @@ mod tests {
         assert_eq!(row.destination, DEFAULT_DESTINATION);
         row.id = save_mapping(conn, &row).unwrap();
         assert_eq!(mappings(conn).unwrap(), vec![row.clone()]);
-        let c = effective_with_mappings(&DundiConfig::default(), &NodeValues::new(), &[row.clone()]);
+        let c =
+            effective_with_mappings(&DundiConfig::default(), &NodeValues::new(), &[row.clone()]);
         assert_eq!(c.settings.mappings.len(), 1);
         assert_eq!(c.settings.mappings[0].context, "e164");
         assert_eq!(c.settings.mappings[0].weight, 10);
         assert_eq!(c.numbers.len(), 1);
         row.enabled = false;
         save_mapping(conn, &row).unwrap();
-        let c = effective_with_mappings(&DundiConfig::default(), &NodeValues::new(), &mappings(conn).unwrap());
+        let c = effective_with_mappings(
+            &DundiConfig::default(),
+            &NodeValues::new(),
+            &mappings(conn).unwrap(),
+        );
         assert!(c.settings.mappings.is_empty());
         delete_mapping(conn, row.id).unwrap();
         assert!(delete_mapping(conn, row.id).is_err());

@@ -45,7 +45,10 @@ pub fn routes() -> Router<WebState> {
         .route("/api/v1/dundi/peers", axum::routing::post(create))
         .route("/api/v1/dundi/peers/{eid}", put(replace).delete(remove))
         .route("/api/v1/dundi/node", get(node_read).put(node_write))
-        .route("/api/v1/dundi/mappings", get(mappings_read).post(mapping_create))
+        .route(
+            "/api/v1/dundi/mappings",
+            get(mappings_read).post(mapping_create),
+        )
         .route(
             "/api/v1/dundi/mappings/{id}",
             put(mapping_replace).delete(mapping_remove),
@@ -325,7 +328,10 @@ fn as_text(v: &Value) -> Option<String> {
 
 async fn node_read(State(state): State<WebState>) -> Response {
     let Some(d) = &state.dundi else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "no DUNDi node in this process");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no DUNDi node in this process",
+        );
     };
     let stored = match state
         .with_db(|db| Ok(crate::store::dundi_node::node(&db.conn)))

@@ -367,7 +367,12 @@ impl DundiHandle {
     /// Stops the service (in-flight requests get empty answers); returns once its socket is
     /// closed (or after 2 s). Every clone of the handle sees it stopped.
     pub async fn stop(&self) {
-        let tx = self.inner.write().unwrap_or_else(|e| e.into_inner()).tx.take();
+        let tx = self
+            .inner
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .tx
+            .take();
         if let Some(tx) = tx {
             let _ = tx.send(Cmd::Stop).await;
             let _ = tokio::time::timeout(Duration::from_secs(2), tx.closed()).await;

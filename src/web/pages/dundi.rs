@@ -188,13 +188,31 @@ pub struct IdForm {
 /// The label and help of a node setting.
 pub fn setting_label(key: &str) -> (&'static str, &'static str) {
     match key {
-        "enabled" => ("DUNDi", "On: we answer peers and ask them for numbers that leave the office."),
-        "listen" => ("Listen on", "UDP address:port (default 0.0.0.0:4520); tell peers the port if it is not 4520."),
-        "eid" => ("Our EID", "Six hex bytes (default: this machine's first MAC address). Peers name us by it."),
+        "enabled" => (
+            "DUNDi",
+            "On: we answer peers and ask them for numbers that leave the office.",
+        ),
+        "listen" => (
+            "Listen on",
+            "UDP address:port (default 0.0.0.0:4520); tell peers the port if it is not 4520.",
+        ),
+        "eid" => (
+            "Our EID",
+            "Six hex bytes (default: this machine's first MAC address). Peers name us by it.",
+        ),
         "ttl" => ("TTL", "How many hops our lookups may travel (default 120)."),
-        "cache_secs" => ("Cache time (s)", "How long peers may keep our answers, and we theirs (default 3600)."),
-        "key_ttl_secs" => ("Key lifetime (s)", "How long a session key is used with a peer (default 3600)."),
-        "ipaddr" => ("Our address in answers", "The IP put in place of ${IPADDR} (default: the listen address)."),
+        "cache_secs" => (
+            "Cache time (s)",
+            "How long peers may keep our answers, and we theirs (default 3600).",
+        ),
+        "key_ttl_secs" => (
+            "Key lifetime (s)",
+            "How long a session key is used with a peer (default 3600).",
+        ),
+        "ipaddr" => (
+            "Our address in answers",
+            "The IP put in place of ${IPADDR} (default: the listen address).",
+        ),
         "organization" => ("Organization", "Contact record peers see (dundi query)."),
         "department" => ("Department", ""),
         "locality" => ("Locality", ""),
