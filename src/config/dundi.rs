@@ -15,6 +15,9 @@ pub struct DundiConfig {
     /// Number patterns we answer for besides the extensions' DIDs (`numbers` of each mapping,
     /// Asterisk style: `_4930123XXX`), with the mapping's local context.
     pub numbers: Vec<(String, Vec<String>)>,
+    /// The `[dundi]` keys the file sets (`enabled`, `listen`, …): these win over the
+    /// dashboard's settings ([`crate::store::dundi_node`]).
+    pub file_keys: Vec<String>,
 }
 
 impl Default for DundiConfig {
@@ -24,6 +27,7 @@ impl Default for DundiConfig {
             context: "e164".into(),
             settings: crate::routing::dundi::Settings::default(),
             numbers: Vec::new(),
+            file_keys: Vec::new(),
         }
     }
 }
@@ -87,6 +91,7 @@ pub(crate) struct RawDundiPeer {
 impl RawDundi {
     pub(crate) fn validate(self, at: &KeyPath) -> Checked<DundiConfig> {
         use crate::routing::dundi::{self as dundi, Eid, Mapping, PeerSettings};
+        let file_keys = self.keys_set();
         let mut settings = dundi::Settings::default();
         if let Some(l) = &self.listen {
             settings.bind = l.parse().map_err(|_| {
@@ -223,6 +228,32 @@ impl RawDundi {
             context,
             settings,
             numbers,
+            file_keys,
         })
+    }
+
+    /// The names of the scalar keys this `[dundi]` section sets.
+    fn keys_set(&self) -> Vec<String> {
+        let set = [
+            ("enabled", self.enabled.is_some()),
+            ("listen", self.listen.is_some()),
+            ("eid", self.eid.is_some()),
+            ("context", self.context.is_some()),
+            ("ttl", self.ttl.is_some()),
+            ("cache_secs", self.cache_secs.is_some()),
+            ("key_ttl_secs", self.key_ttl_secs.is_some()),
+            ("ipaddr", self.ipaddr.is_some()),
+            ("organization", self.organization.is_some()),
+            ("department", self.department.is_some()),
+            ("locality", self.locality.is_some()),
+            ("state_prov", self.state_prov.is_some()),
+            ("country", self.country.is_some()),
+            ("email", self.email.is_some()),
+            ("phone", self.phone.is_some()),
+        ];
+        set.iter()
+            .filter(|(_, on)| *on)
+            .map(|(k, _)| (*k).to_owned())
+            .collect()
     }
 }

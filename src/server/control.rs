@@ -103,8 +103,9 @@ async fn answer(request: &str, dundi: Option<&OfficeDundi>) -> String {
     let words: Vec<&str> = request.split_whitespace().collect();
     match words.as_slice() {
         ["dundi", rest @ ..] => {
-            let Some(d) = dundi else {
-                return "error: DUNDi is not enabled ([dundi] enabled = true)\n".into();
+            let Some(d) = dundi.filter(|d| d.handle.is_running()) else {
+                return "error: DUNDi is not enabled ([dundi] enabled = true, or on the DUNDi page)\n"
+                    .into();
             };
             match rest {
                 ["peers"] => {

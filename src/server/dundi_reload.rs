@@ -1,8 +1,9 @@
 //! DUNDi provisioned from the store and applied live (issue 17): our key pair is generated on
-//! first use when `[dundi]` names none (in `dundi-keys/` beside the store), and the peers added
-//! in the dashboard join the file's peers at start. Later changes from the dashboard are
-//! applied by the dashboard itself through [`crate::routing::dundi::OfficeDundi::apply`] — the
-//! same call as here — without a restart.
+//! first use when `[dundi]` names none (in `dundi-keys/` beside the store); the node settings,
+//! mappings and peers of the dashboard join the file's `[dundi]` at start and on SIGHUP. Later
+//! changes from the dashboard are applied by the dashboard itself through
+//! [`crate::routing::dundi::OfficeDundi::provision`] — the same call as here — without a
+//! restart.
 
 use anyhow::Context;
 
@@ -18,30 +19,51 @@ pub(super) fn provision_keys(config: &mut Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// After DUNDi started: the dashboard's peers join the file's. A peer that cannot be used
-/// (its key unreadable) is logged and left out; the node keeps running with the others.
-pub(super) async fn apply_store_peers(config: &Config, node: &OfficeDundi) {
+/// Provisions the node from the file's `[dundi]` (`file`: re-read on SIGHUP, else as it was)
+/// and the store's settings, mappings and peers: the code path the dashboard takes too
+/// (`web::pages::dundi::apply`). What changed, in words.
+pub(super) async fn provision(
+    config: &Config,
+    node: &OfficeDundi,
+    file: Option<crate::config::DundiConfig>,
+) -> anyhow::Result<Vec<String>> {
     let path = config.store.path.clone();
-    let file: Vec<_> = node.file_settings().peers.iter().map(|p| p.eid).collect();
-    let read = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let rows = Store::open(&path)?.dundi_peers()?;
-        Ok(crate::store::dundi::peer_settings(
-            &rows,
-            &file,
-            &keyring::keys_dir(&path),
-        ))
+    let stored = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let store = Store::open(&path)?;
+        Ok(store.dundi_stored()?)
     })
-    .await;
-    match read {
-        Ok(Ok(peers)) if peers.is_empty() => {}
-        Ok(Ok(peers)) => {
-            let n = peers.len();
-            match node.apply(peers).await {
-                Ok(()) => tracing::info!(peers = n, "DUNDi peers of the dashboard applied"),
-                Err(e) => tracing::error!("DUNDi peers of the dashboard not applied: {e}"),
+    .await
+    .context("reading the DUNDi settings of the store")??;
+    let changes = node
+        .provision(file, &stored, &keyring::keys_dir(&config.store.path))
+        .await?;
+    Ok(changes)
+}
+
+/// SIGHUP: the file's `[dundi]` read again and applied with the store's settings; logs what
+/// changed (or that nothing did).
+pub(super) fn reload_from_file(config: &Config, node: &OfficeDundi) {
+    let (config, node) = (config.clone(), node.clone());
+    tokio::spawn(async move {
+        let Some(path) = config.source.clone() else {
+            return;
+        };
+        let fresh = match Config::load(Some(&path)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("[dundi] not reloaded: {e}");
+                return;
             }
+        };
+        if fresh.dundi.context != node.file_config().context {
+            tracing::warn!("[dundi] context changed: needs a restart");
         }
-        Ok(Err(e)) => tracing::error!("DUNDi peers of the dashboard not read: {e:#}"),
-        Err(e) => tracing::error!("DUNDi peers of the dashboard not read: {e}"),
-    }
+        match provision(&config, &node, Some(fresh.dundi)).await {
+            Ok(changes) if changes.is_empty() => {
+                tracing::info!("[dundi] reloaded: nothing changed");
+            }
+            Ok(changes) => tracing::info!("[dundi] reloaded: {}", changes.join("; ")),
+            Err(e) => tracing::error!("[dundi] not applied: {e:#}"),
+        }
+    });
 }

@@ -190,20 +190,22 @@ impl Gateway {
             &line_plan,
             &extensions,
         )?;
-        let dundi = if config.dundi.enabled {
-            let node = OfficeDundi::start(&config.dundi, &extensions, None)
-                .await
-                .with_context(|| {
-                    format!(
-                        "starting DUNDi ([dundi] listen = \"{}\")",
-                        config.dundi.settings.bind
-                    )
-                })?;
-            dundi_reload::apply_store_peers(&config, &node).await;
-            Some(node)
-        } else {
-            None
-        };
+        // Always a node: off until the file or the dashboard turns it on.
+        let node = OfficeDundi::idle(&config.dundi, &extensions);
+        match dundi_reload::provision(&config, &node, None).await {
+            Ok(changes) if !changes.is_empty() => {
+                tracing::info!("DUNDi: {}", changes.join("; "));
+            }
+            Ok(_) => {}
+            Err(e) if config.dundi.enabled => {
+                return Err(e.context(format!(
+                    "starting DUNDi ([dundi] listen = \"{}\")",
+                    config.dundi.settings.bind
+                )));
+            }
+            Err(e) => tracing::error!("DUNDi (turned on in the dashboard) not started: {e:#}"),
+        }
+        let dundi = Some(node);
         let routing = crate::routing::setup::build(&config, &extensions, dundi.as_ref())
             .context("setting up number routing")?;
         spawn_cache_signals(routing.enum_.clone());
@@ -452,7 +454,7 @@ impl Gateway {
                 let _ = writeln!(out, "listening https {a}");
                 status.push(format!("web https {a}"));
             }
-            if let Some(d) = &routing.dundi {
+            if let Some(d) = routing.dundi.as_ref().filter(|d| d.handle.is_running()) {
                 let _ = writeln!(out, "listening dundi {}", d.handle.local_addr());
                 status.push(format!("DUNDi {}", d.handle.local_addr()));
             }
@@ -571,6 +573,7 @@ impl Gateway {
                         Ok(rows) => {
                             if let Some(d) = &routing.dundi {
                                 d.reprovision(&rows);
+                                dundi_reload::reload_from_file(&config, d);
                             }
                             sinks.office = crate::cdr::OfficeNumbers::from_rows(
                                 &rows,

@@ -129,7 +129,6 @@ pub(super) fn restart_needed(base: &Config, fresh: &Config) -> Vec<&'static str>
     check(base.web != fresh.web, "[web]");
     // [numbering] and [enum] are applied live (server::numbering_reload).
     check(base.enum_zone != fresh.enum_zone, "[enum_zone]");
-    check(base.dundi != fresh.dundi, "[dundi]");
     check(base.log != fresh.log, "[log]");
     check(base.modems != fresh.modems, "[[modem]]");
     check(base.fxo != fresh.fxo, "[[fxo]]");
@@ -184,12 +183,8 @@ pub(super) fn reload(
             _ => base.clone(),
         };
         if from_file && base.source.is_some() {
-            let later = restart_needed(&base, &fresh);
-            if !later.is_empty() {
-                tracing::warn!(
-                    "changed in the configuration file but applied only at the next restart: {}",
-                    later.join(", ")
-                );
+            for section in restart_needed(&base, &fresh) {
+                tracing::warn!("{section} changed: needs a restart");
             }
         }
         let store_path = base.store.path.clone();

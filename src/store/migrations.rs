@@ -35,6 +35,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0021_call_transfers.sql")),
     M::up(include_str!("../../migrations/0022_modem_lines.sql")),
     M::up(include_str!("../../migrations/0024_numbering_settings.sql")),
+    M::up(include_str!("../../migrations/0025_dundi_node.sql")),
 ];
 
 /// All migrations, oldest first.

@@ -13,6 +13,7 @@ pub mod batch;
 pub mod connection;
 mod counts;
 pub mod dundi;
+pub mod dundi_node;
 pub mod forwards;
 pub mod inbound;
 pub mod line_rates;

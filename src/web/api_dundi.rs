@@ -10,6 +10,14 @@
 //!   /api/v1/dundi/peers/{eid}`: need a token with the `admin` scope; applied at once. Peers of
 //!   the configuration file cannot be changed here (409); a refused field answers 422 with
 //!   `field`.
+//! - `GET /api/v1/dundi/node`: whether DUNDi runs and every node setting (`in_use`, `stored`,
+//!   `from_file`); `PUT /api/v1/dundi/node` (`{"enabled": true, "listen": "0.0.0.0:4520",
+//!   "eid", "ttl", "cache_secs", "key_ttl_secs", "ipaddr", contact fields}`; `""` or `null`
+//!   clears a setting): admin scope, applied at once (on, off, rebind); a key the file sets
+//!   answers 409.
+//! - `GET /api/v1/dundi/mappings` (the file's with `from_file`), `POST /api/v1/dundi/mappings`
+//!   (`{"context", "destination", "tech", "weight", "options", "numbers", "enabled"}`), `PUT` and
+//!   `DELETE /api/v1/dundi/mappings/{id}`: admin scope, used from the next query of a peer.
 // Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
 #![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
@@ -36,6 +44,15 @@ pub fn routes() -> Router<WebState> {
         .route("/api/v1/dundi/lookup", get(lookup))
         .route("/api/v1/dundi/peers", axum::routing::post(create))
         .route("/api/v1/dundi/peers/{eid}", put(replace).delete(remove))
+        .route("/api/v1/dundi/node", get(node_read).put(node_write))
+        .route(
+            "/api/v1/dundi/mappings",
+            get(mappings_read).post(mapping_create),
+        )
+        .route(
+            "/api/v1/dundi/mappings/{id}",
+            put(mapping_replace).delete(mapping_remove),
+        )
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -120,7 +137,7 @@ async fn overview(State(state): State<WebState>) -> Response {
             "md5": o.md5, "sha256": o.sha256,
         })
     });
-    Json(json!({ "running": state.dundi.is_some(), "us": us, "peers": peers, "cache": cache }))
+    Json(json!({ "running": state.dundi.as_ref().is_some_and(|d| d.handle.is_running()), "us": us, "peers": peers, "cache": cache }))
         .into_response()
 }
 
@@ -290,4 +307,229 @@ async fn remove(State(state): State<WebState>, Path(eid): Path<String>) -> Respo
         .with_db(move |db| Ok(store_dundi::delete(&db.conn, e)))
         .await;
     finish(&state, result, StatusCode::NO_CONTENT, &eid).await
+}
+
+/// A JSON value as the text a form field would hold (`None`: not a scalar).
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null => Some(String::new()),
+        Value::Array(list) => Some(
+            list.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        Value::Object(_) => None,
+    }
+}
+
+async fn node_read(State(state): State<WebState>) -> Response {
+    let Some(d) = &state.dundi else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no DUNDi node in this process",
+        );
+    };
+    let stored = match state
+        .with_db(|db| Ok(crate::store::dundi_node::node(&db.conn)))
+        .await
+    {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            tracing::error!("API DUNDi: {e}");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "store error");
+        }
+        Err(e) => return e.into_response(),
+    };
+    let settings: Map<String, Value> = super::pages::dundi::setting_views_of(d, &stored)
+        .into_iter()
+        .map(|s| {
+            (
+                s.key.to_owned(),
+                json!({ "in_use": s.in_use, "stored": s.stored, "from_file": s.from_file }),
+            )
+        })
+        .collect();
+    Json(json!({ "running": d.handle.is_running(), "settings": settings })).into_response()
+}
+
+async fn node_write(State(state): State<WebState>, Json(v): Json<Map<String, Value>>) -> Response {
+    let mut input = crate::store::dundi_node::NodeValues::new();
+    for (k, v) in &v {
+        match as_text(v) {
+            Some(t) => {
+                input.insert(k.clone(), t);
+            }
+            None => return refuse(k, "must be a string, number or boolean"),
+        }
+    }
+    let file_keys = state
+        .dundi
+        .as_ref()
+        .map(|d| d.file_config().file_keys.clone())
+        .unwrap_or_default();
+    if let Some(k) = input.keys().find(|k| file_keys.contains(k)) {
+        return error(
+            StatusCode::CONFLICT,
+            &format!("`{k}` is set in the configuration file's [dundi] section; change it there"),
+        );
+    }
+    let checked = match crate::store::dundi_node::check_node(&input, &file_keys) {
+        Ok(c) => c,
+        Err(f) => return refuse(&f.field, &f.message),
+    };
+    let saved = state
+        .with_db(move |db| Ok(crate::store::dundi_node::save_node(&db.conn, &checked)))
+        .await;
+    match saved {
+        Err(e) => e.into_response(),
+        Ok(Err(e)) => {
+            tracing::error!("API DUNDi: {e}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+        }
+        Ok(Ok(())) => {
+            tracing::info!("DUNDi node settings changed through the API");
+            applied_response(&state, StatusCode::OK).await
+        }
+    }
+}
+
+async fn applied_response(state: &WebState, ok: StatusCode) -> Response {
+    match apply(state).await {
+        Ok(()) => ok.into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("saved, but DUNDi could not apply it: {e}"),
+        ),
+    }
+}
+
+async fn mappings_read(State(state): State<WebState>) -> Response {
+    let rows = match state
+        .with_db(|db| Ok(crate::store::dundi_node::mappings(&db.conn)))
+        .await
+    {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            tracing::error!("API DUNDi: {e}");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "store error");
+        }
+        Err(e) => return e.into_response(),
+    };
+    let mut out: Vec<Value> = state.dundi.as_ref().map_or_else(Vec::new, |d| {
+        d.file_settings()
+            .mappings
+            .iter()
+            .map(|m| {
+                json!({
+                    "context": m.context, "destination": m.destination,
+                    "tech": crate::store::dundi_node::tech_name(m.tech), "weight": m.weight,
+                    "enabled": true, "from_file": true,
+                })
+            })
+            .collect()
+    });
+    out.extend(rows.iter().map(|m| {
+        json!({
+            "id": m.id, "context": m.context, "destination": m.destination,
+            "tech": crate::store::dundi_node::tech_name(m.tech), "weight": m.weight,
+            "options": m.options, "numbers": m.numbers, "enabled": m.enabled, "from_file": false,
+        })
+    }));
+    Json(json!({ "mappings": out })).into_response()
+}
+
+async fn mapping_save(state: &WebState, v: Map<String, Value>, id: i64) -> Response {
+    let mut text = Map::new();
+    let mut enabled = true;
+    for (k, v) in v {
+        match (k.as_str(), &v) {
+            ("enabled", Value::Bool(b)) => enabled = *b,
+            ("enabled", _) => return refuse("enabled", "must be true or false"),
+            ("id", _) => {}
+            _ => match as_text(&v) {
+                Some(t) => {
+                    text.insert(k, Value::String(t));
+                }
+                None => return refuse(&k, "must be a string"),
+            },
+        }
+    }
+    let input: crate::store::dundi_node::MappingInput =
+        match serde_path_to_error::deserialize(Value::Object(text)) {
+            Ok(i) => i,
+            Err(e) => return refuse(&e.path().to_string(), &e.into_inner().to_string()),
+        };
+    let mut row = match input.check(enabled) {
+        Ok(r) => r,
+        Err(f) => return refuse(&f.field, &f.message),
+    };
+    row.id = id;
+    let result = state
+        .with_db(move |db| Ok(crate::store::dundi_node::save_mapping(&db.conn, &row)))
+        .await;
+    match result {
+        Err(e) => e.into_response(),
+        Ok(Err(ChangeError::Field(f))) => refuse(&f.field, &f.message),
+        Ok(Err(e @ ChangeError::Unknown(_))) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Ok(Err(e)) => {
+            tracing::error!("API DUNDi: {e}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+        }
+        Ok(Ok(id)) => {
+            tracing::info!(mapping = id, "DUNDi mapping changed through the API");
+            match apply(state).await {
+                Ok(()) => (StatusCode::OK, Json(json!({ "id": id }))).into_response(),
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("saved, but DUNDi could not apply it: {e}"),
+                ),
+            }
+        }
+    }
+}
+
+async fn mapping_create(
+    State(state): State<WebState>,
+    Json(v): Json<Map<String, Value>>,
+) -> Response {
+    let r = mapping_save(&state, v, 0).await;
+    if r.status() == StatusCode::OK {
+        let (mut parts, body) = r.into_parts();
+        parts.status = StatusCode::CREATED;
+        return Response::from_parts(parts, body);
+    }
+    r
+}
+
+async fn mapping_replace(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+    Json(v): Json<Map<String, Value>>,
+) -> Response {
+    match id.trim().parse::<i64>() {
+        Ok(n) if n > 0 => mapping_save(&state, v, n).await,
+        _ => error(StatusCode::NOT_FOUND, "no such mapping"),
+    }
+}
+
+async fn mapping_remove(State(state): State<WebState>, Path(id): Path<String>) -> Response {
+    let Ok(n) = id.trim().parse::<i64>() else {
+        return error(StatusCode::NOT_FOUND, "no such mapping");
+    };
+    let result = state
+        .with_db(move |db| Ok(crate::store::dundi_node::delete_mapping(&db.conn, n)))
+        .await;
+    match result {
+        Err(e) => e.into_response(),
+        Ok(Err(e @ ChangeError::Unknown(_))) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Ok(Err(e)) => {
+            tracing::error!("API DUNDi: {e}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+        }
+        Ok(Ok(())) => applied_response(&state, StatusCode::NO_CONTENT).await,
+    }
 }

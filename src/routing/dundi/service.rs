@@ -70,10 +70,16 @@ enum Cmd {
     Stop,
 }
 
-/// Handle to a running DUNDi service; cheap to clone.
+/// Handle to a DUNDi service; cheap to clone. Every clone sees the same service: a
+/// [`DundiHandle::restart`] (new listen address or EID) or [`DundiHandle::stop`] applies to all.
 #[derive(Clone)]
 pub struct DundiHandle {
-    tx: mpsc::Sender<Cmd>,
+    inner: Arc<std::sync::RwLock<HandleInner>>,
+}
+
+struct HandleInner {
+    /// `None`: stopped (or never started).
+    tx: Option<mpsc::Sender<Cmd>>,
     local_addr: SocketAddr,
     eid: Eid,
 }
@@ -134,22 +140,71 @@ impl DundiService {
         );
         tracing::info!(%local_addr, %eid, "DUNDi listening");
         Ok(DundiHandle {
-            tx,
-            local_addr,
-            eid,
+            inner: Arc::new(std::sync::RwLock::new(HandleInner {
+                tx: Some(tx),
+                local_addr,
+                eid,
+            })),
         })
     }
 }
 
 impl DundiHandle {
-    /// The address the socket is bound to.
+    /// A handle on no service (DUNDi turned off): lookups answer nothing until
+    /// [`DundiHandle::restart`] starts one. `bind` and `eid` are what it reports meanwhile.
+    pub fn stopped(eid: Eid, bind: SocketAddr) -> DundiHandle {
+        DundiHandle {
+            inner: Arc::new(std::sync::RwLock::new(HandleInner {
+                tx: None,
+                local_addr: bind,
+                eid,
+            })),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HandleInner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Cmd>> {
+        self.read().tx.clone()
+    }
+
+    /// The address the socket is bound to (when stopped: the last one, or the configured one).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.read().local_addr
     }
 
     /// Our EID.
     pub fn eid(&self) -> Eid {
-        self.eid
+        self.read().eid
+    }
+
+    /// Whether the service runs (it was started and not stopped).
+    pub fn is_running(&self) -> bool {
+        self.sender().is_some_and(|tx| !tx.is_closed())
+    }
+
+    /// Stops the service if it runs and starts a new one with `settings` (a new listen address
+    /// or EID; the cache and peer states start afresh); every clone of this handle then speaks
+    /// to the new one. On failure (e.g. the address is taken) the service stays stopped.
+    pub async fn restart(
+        &self,
+        settings: Settings,
+        local: Arc<dyn LocalNumbers>,
+    ) -> Result<(), ServiceError> {
+        self.stop().await;
+        let fresh = DundiService::start(settings, local).await?;
+        let new = {
+            let mut g = fresh.inner.write().unwrap_or_else(|e| e.into_inner());
+            HandleInner {
+                tx: g.tx.take(),
+                local_addr: g.local_addr,
+                eid: g.eid,
+            }
+        };
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = new;
+        Ok(())
     }
 
     /// Looks `number` up in DUNDi `context` (empty: `e164`) within `deadline`; the answers,
@@ -170,7 +225,7 @@ impl DundiHandle {
         cache_bypass: bool,
     ) -> Option<LookupResult> {
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.sender()?
             .send(Cmd::Lookup {
                 number: number.to_string(),
                 context: context.to_string(),
@@ -187,14 +242,17 @@ impl DundiHandle {
     /// or is not a peer.
     pub async fn qualify(&self, peer: Eid) -> Option<Duration> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd::Qualify { peer, reply }).await.ok()?;
+        self.sender()?
+            .send(Cmd::Qualify { peer, reply })
+            .await
+            .ok()?;
         rx.await.ok().flatten()
     }
 
     /// Asks `peer` for the contact record of `eid` (EIDQUERY).
     pub async fn query_eid(&self, peer: Eid, eid: Eid, deadline: Duration) -> Option<EntityInfo> {
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.sender()?
             .send(Cmd::QueryEid {
                 peer,
                 eid,
@@ -231,14 +289,20 @@ impl DundiHandle {
         numbers: Option<(String, Vec<String>)>,
     ) -> Option<PrecacheReport> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd::Precache { numbers, reply }).await.ok()?;
+        self.sender()?
+            .send(Cmd::Precache { numbers, reply })
+            .await
+            .ok()?;
         rx.await.ok()
     }
 
     /// Peers with their reachability.
     pub async fn peers(&self) -> Vec<PeerView> {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Cmd::Peers(reply)).await.is_err() {
+        let Some(tx) = self.sender() else {
+            return Default::default();
+        };
+        if tx.send(Cmd::Peers(reply)).await.is_err() {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
@@ -247,7 +311,10 @@ impl DundiHandle {
     /// Counters since start (for metrics).
     pub async fn stats(&self) -> Stats {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Cmd::Stats(reply)).await.is_err() {
+        let Some(tx) = self.sender() else {
+            return Default::default();
+        };
+        if tx.send(Cmd::Stats(reply)).await.is_err() {
             return Stats::default();
         }
         rx.await.unwrap_or_default()
@@ -256,7 +323,10 @@ impl DundiHandle {
     /// The answer cache.
     pub async fn cache(&self) -> Vec<CacheEntry> {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Cmd::Cache(reply)).await.is_err() {
+        let Some(tx) = self.sender() else {
+            return Default::default();
+        };
+        if tx.send(Cmd::Cache(reply)).await.is_err() {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
@@ -265,7 +335,8 @@ impl DundiHandle {
     /// Empties the answer cache.
     pub async fn flush_cache(&self) {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Cmd::Flush(reply)).await.is_ok() {
+        let Some(tx) = self.sender() else { return };
+        if tx.send(Cmd::Flush(reply)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -274,12 +345,14 @@ impl DundiHandle {
     /// key files are read here. The bind address and our EID stay as they are.
     pub async fn reload(&self, mut settings: Settings) -> Result<(), ServiceError> {
         settings.validate()?;
-        if settings.ipaddr.is_empty() && !self.local_addr.ip().is_unspecified() {
-            settings.ipaddr = self.local_addr.ip().to_string();
+        let local_addr = self.local_addr();
+        if settings.ipaddr.is_empty() && !local_addr.ip().is_unspecified() {
+            settings.ipaddr = local_addr.ip().to_string();
         }
         let keys = Keys::load(&settings)?;
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.sender()
+            .ok_or(ServiceError::Stopped)?
             .send(Cmd::Reload {
                 settings: Box::new(settings),
                 keys,
@@ -291,9 +364,19 @@ impl DundiHandle {
         Ok(())
     }
 
-    /// Stops the service (in-flight requests get empty answers).
+    /// Stops the service (in-flight requests get empty answers); returns once its socket is
+    /// closed (or after 2 s). Every clone of the handle sees it stopped.
     pub async fn stop(&self) {
-        let _ = self.tx.send(Cmd::Stop).await;
+        let tx = self
+            .inner
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .tx
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(Cmd::Stop).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), tx.closed()).await;
+        }
     }
 }
 

@@ -38,6 +38,13 @@ impl RouteSource for DundiSource {
             let budget = deadline.saturating_duration_since(started);
             let digits = number.digits();
             let mut steps = Vec::new();
+            if !self.handle.is_running() {
+                // DUNDi is turned off: as if it were not a source.
+                return SourceAnswer {
+                    targets: Vec::new(),
+                    steps,
+                };
+            }
             let Some(r) = self
                 .handle
                 .lookup_full(digits, &self.context, budget, false)

@@ -20,6 +20,9 @@ use serde::Deserialize;
 use super::{csrf_ok, csrf_refused, url_encode, CsrfForm, PageError, WebState};
 use crate::routing::dundi::{keyring, Eid, Reachability};
 use crate::store::dundi::{self as store_dundi, PeerInput, PeerRow};
+use crate::store::dundi_node::{
+    self as store_node, tech_name, MappingInput, MappingRow, NodeValues, NODE_KEYS,
+};
 use crate::store::trunks::TrunkChangeError as ChangeError;
 use crate::web::auth::Session;
 
@@ -35,6 +38,8 @@ pub struct DundiQuery {
     /// Ask the peers even if the cache has an answer.
     pub bypass: String,
     pub edit: String,
+    /// The stored mapping to load into the mapping form.
+    pub mapping: String,
 }
 
 /// The peer form.
@@ -120,10 +125,160 @@ pub struct PeerView {
 
 /// A mapping (what we answer for) as a row.
 pub struct MappingView {
+    /// 0: from the configuration file.
+    pub id: i64,
     pub context: String,
     pub tech: String,
     pub destination: String,
     pub weight: u16,
+    pub numbers: String,
+    pub enabled: bool,
+    pub from_file: bool,
+}
+
+/// One node setting as the page shows it.
+pub struct SettingView {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub help: &'static str,
+    /// What the dashboard stored (empty: not set here).
+    pub stored: String,
+    /// What is in use (the file's, the stored or the default).
+    pub in_use: String,
+    pub from_file: bool,
+}
+
+/// The mapping form.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MappingForm {
+    pub csrf: String,
+    /// Empty: a new mapping.
+    pub id: String,
+    pub context: String,
+    pub destination: String,
+    pub tech: String,
+    pub weight: String,
+    pub options: String,
+    pub numbers: String,
+    pub enabled: String,
+}
+
+impl MappingForm {
+    fn input(&self) -> MappingInput {
+        MappingInput {
+            context: self.context.clone(),
+            destination: self.destination.clone(),
+            tech: self.tech.clone(),
+            weight: self.weight.clone(),
+            options: self.options.clone(),
+            numbers: self.numbers.clone(),
+        }
+    }
+}
+
+/// The mapping delete form.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct IdForm {
+    pub csrf: String,
+    pub id: String,
+}
+
+/// The label and help of a node setting.
+pub fn setting_label(key: &str) -> (&'static str, &'static str) {
+    match key {
+        "enabled" => (
+            "DUNDi",
+            "On: we answer peers and ask them for numbers that leave the office.",
+        ),
+        "listen" => (
+            "Listen on",
+            "UDP address:port (default 0.0.0.0:4520); tell peers the port if it is not 4520.",
+        ),
+        "eid" => (
+            "Our EID",
+            "Six hex bytes (default: this machine's first MAC address). Peers name us by it.",
+        ),
+        "ttl" => ("TTL", "How many hops our lookups may travel (default 120)."),
+        "cache_secs" => (
+            "Cache time (s)",
+            "How long peers may keep our answers, and we theirs (default 3600).",
+        ),
+        "key_ttl_secs" => (
+            "Key lifetime (s)",
+            "How long a session key is used with a peer (default 3600).",
+        ),
+        "ipaddr" => (
+            "Our address in answers",
+            "The IP put in place of ${IPADDR} (default: the listen address).",
+        ),
+        "organization" => ("Organization", "Contact record peers see (dundi query)."),
+        "department" => ("Department", ""),
+        "locality" => ("Locality", ""),
+        "state_prov" => ("State or province", ""),
+        "country" => ("Country", ""),
+        "email" => ("E-mail", ""),
+        "phone" => ("Phone", ""),
+        _ => ("Setting", ""),
+    }
+}
+
+/// The label of a mapping form field in messages.
+pub fn mapping_label(field: &str) -> &'static str {
+    match field {
+        "context" => "Context",
+        "destination" => "Destination",
+        "tech" => "Technology",
+        "weight" => "Weight",
+        "options" => "Options",
+        "numbers" => "Numbers",
+        _ => "Mapping",
+    }
+}
+
+/// The node settings with what is in use (for the API too).
+pub(crate) fn setting_views_of(
+    d: &crate::routing::dundi::OfficeDundi,
+    stored: &NodeValues,
+) -> Vec<SettingView> {
+    setting_views(d, stored)
+}
+
+fn setting_views(d: &crate::routing::dundi::OfficeDundi, stored: &NodeValues) -> Vec<SettingView> {
+    let file = d.file_config();
+    let (on, s) = d.current();
+    NODE_KEYS
+        .iter()
+        .map(|&key| {
+            let (label, help) = setting_label(key);
+            let in_use = match key {
+                "enabled" => if on { "on" } else { "off" }.to_owned(),
+                "listen" => s.bind.to_string(),
+                "eid" => d.handle.eid().to_string(),
+                "ttl" => s.ttl.to_string(),
+                "cache_secs" => s.cache_ttl.as_secs().to_string(),
+                "key_ttl_secs" => s.key_ttl.as_secs().to_string(),
+                "ipaddr" => s.ipaddr.clone(),
+                "organization" => s.entity.organization.clone(),
+                "department" => s.entity.department.clone(),
+                "locality" => s.entity.locality.clone(),
+                "state_prov" => s.entity.state_prov.clone(),
+                "country" => s.entity.country.clone(),
+                "email" => s.entity.email.clone(),
+                "phone" => s.entity.phone.clone(),
+                _ => String::new(),
+            };
+            SettingView {
+                key,
+                label,
+                help,
+                stored: stored.get(key).cloned().unwrap_or_default(),
+                in_use,
+                from_file: file.file_keys.iter().any(|k| k == key),
+            }
+        })
+        .collect()
 }
 
 /// A cached lookup as a row.
@@ -166,6 +321,11 @@ struct DundiPage {
     ours: Option<Ours>,
     peers: Vec<PeerView>,
     mappings: Vec<MappingView>,
+    /// The node settings (empty: no node in this process).
+    settings: Vec<SettingView>,
+    /// Whether the node runs.
+    running: bool,
+    mapping_form: MappingForm,
     /// `None`: DUNDi does not run.
     cache: Option<Vec<CacheView>>,
     query: DundiQuery,
@@ -196,10 +356,10 @@ pub(crate) fn key_text(pem: Option<&str>) -> String {
 }
 
 pub(crate) fn ours(state: &WebState) -> Option<Ours> {
-    let d = state.dundi.as_ref()?;
+    let d = state.dundi.as_ref().filter(|d| d.handle.is_running())?;
     let local = d.handle.local_addr();
-    let settings = d.file_settings();
-    let pem = match keyring::our_public_pem(settings) {
+    let (_, settings) = d.current();
+    let pem = match keyring::our_public_pem(&settings) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!("DUNDi: our public key: {e}");
@@ -246,18 +406,26 @@ async fn stored(state: &WebState) -> Result<Vec<PeerRow>, PageError> {
         .await
 }
 
-/// Applies the store's peers to the running node (nothing when DUNDi does not run).
+/// Applies the store's node settings, mappings and peers to the node: turns it on or off,
+/// rebinds it, or reloads it in place (the code path SIGHUP takes too); nothing when this
+/// process has no node.
 pub(crate) async fn apply(state: &WebState) -> Result<(), String> {
     let Some(d) = &state.dundi else {
         return Ok(());
     };
-    let rows = stored(state).await.map_err(|e| e.to_string())?;
-    let dir = keyring::keys_dir(state.db_path());
-    let file = file_eids(state);
-    let peers = tokio::task::spawn_blocking(move || store_dundi::peer_settings(&rows, &file, &dir))
+    let stored = state
+        .with_db(|db| crate::store::dundi_node::read(&db.conn).map_err(PageError::Sqlite))
         .await
         .map_err(|e| e.to_string())?;
-    d.apply(peers).await.map_err(|e| e.to_string())
+    let dir = keyring::keys_dir(state.db_path());
+    let changes = d
+        .provision(None, &stored, &dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !changes.is_empty() {
+        tracing::info!("DUNDi applied from the dashboard: {}", changes.join("; "));
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -266,20 +434,30 @@ async fn render(
     session: Session,
     query: DundiQuery,
     form: Option<PeerForm>,
+    mapping_form: Option<MappingForm>,
     error: Option<String>,
     status: StatusCode,
 ) -> Result<Response, PageError> {
     let rows = stored(state).await?;
+    let (node_values, mapping_rows) = state
+        .with_db(|db| {
+            Ok((
+                store_node::node(&db.conn).map_err(PageError::Sqlite)?,
+                store_node::mappings(&db.conn).map_err(PageError::Sqlite)?,
+            ))
+        })
+        .await?;
     let file = file_eids(state);
+    let is_running = state.dundi.as_ref().is_some_and(|d| d.handle.is_running());
     let running = match &state.dundi {
-        Some(d) => tokio::time::timeout(Duration::from_secs(1), d.handle.peers())
+        Some(d) if is_running => tokio::time::timeout(Duration::from_secs(1), d.handle.peers())
             .await
             .ok(),
-        None => None,
+        _ => None,
     };
     let status_of = |eid: Eid, qualifies: bool| -> String {
         match &running {
-            None if state.dundi.is_none() => "DUNDi is off".to_owned(),
+            None if !is_running => "DUNDi is off".to_owned(),
             None => "?".to_owned(),
             Some(list) => match list.iter().find(|p| p.eid == eid) {
                 Some(p) => reach_text(p.reachability, qualifies),
@@ -328,18 +506,67 @@ async fn render(
             edit: format!("/dundi?edit={}", url_encode(&r.eid.to_string())),
         });
     }
-    let mappings = state.dundi.as_ref().map_or_else(Vec::new, |d| {
+    let mut mappings: Vec<MappingView> = state.dundi.as_ref().map_or_else(Vec::new, |d| {
         d.file_settings()
             .mappings
             .iter()
             .map(|m| MappingView {
+                id: 0,
                 context: m.context.clone(),
-                tech: format!("{:?}", m.tech).to_uppercase(),
+                tech: tech_name(m.tech).to_owned(),
                 destination: m.destination.clone(),
                 weight: m.weight,
+                numbers: String::new(),
+                enabled: true,
+                from_file: true,
             })
             .collect()
     });
+    mappings.extend(mapping_rows.iter().map(|m| MappingView {
+        id: m.id,
+        context: m.context.clone(),
+        tech: tech_name(m.tech).to_owned(),
+        destination: m.destination.clone(),
+        weight: m.weight,
+        numbers: m.numbers.join(", "),
+        enabled: m.enabled,
+        from_file: false,
+    }));
+    let settings = state
+        .dundi
+        .as_ref()
+        .map_or_else(Vec::new, |d| setting_views(d, &node_values));
+    let mapping_form = match mapping_form {
+        Some(f) => f,
+        None => match mapping_rows
+            .iter()
+            .find(|m| m.id.to_string() == query.mapping.trim())
+        {
+            Some(m) => {
+                let i = m.input();
+                MappingForm {
+                    id: m.id.to_string(),
+                    context: i.context,
+                    destination: i.destination,
+                    tech: i.tech,
+                    weight: i.weight,
+                    options: i.options,
+                    numbers: i.numbers,
+                    enabled: if m.enabled { "1".into() } else { String::new() },
+                    ..MappingForm::default()
+                }
+            }
+            None => MappingForm {
+                context: "e164".into(),
+                destination: store_node::DEFAULT_DESTINATION.into(),
+                tech: "SIP".into(),
+                weight: "0".into(),
+                options: store_node::DEFAULT_OPTIONS.into(),
+                enabled: "1".into(),
+                ..MappingForm::default()
+            },
+        },
+    };
     // The lookup first: its answer shows in the cache below.
     let mut lookup_note = String::new();
     let mut answers = None;
@@ -392,6 +619,7 @@ async fn render(
                             .collect(),
                     );
                 }
+                None if !is_running => lookup_note = "DUNDi is off: turn it on above.".to_owned(),
                 None => lookup_note = "The DUNDi service did not answer.".to_owned(),
             }
         } else {
@@ -399,7 +627,7 @@ async fn render(
         }
     }
     let cache = match &state.dundi {
-        Some(d) => {
+        Some(d) if is_running => {
             let now = Instant::now();
             let entries = tokio::time::timeout(Duration::from_secs(1), d.handle.cache())
                 .await
@@ -424,7 +652,7 @@ async fn render(
                     .collect(),
             )
         }
-        None => None,
+        _ => None,
     };
     let form = match form {
         Some(f) => f,
@@ -474,6 +702,9 @@ async fn render(
         ours: ours(state),
         peers,
         mappings,
+        settings,
+        running: is_running,
+        mapping_form,
         cache,
         query,
         answers,
@@ -491,7 +722,7 @@ pub async fn page(
     Extension(session): Extension<Session>,
     Query(q): Query<DundiQuery>,
 ) -> Result<Response, PageError> {
-    render(&state, session, q, None, None, StatusCode::OK).await
+    render(&state, session, q, None, None, None, StatusCode::OK).await
 }
 
 /// `GET /dundi/key.pub`: our public key, as the file to copy into the peer's key directory.
@@ -522,11 +753,22 @@ async fn refused(
     form: Option<PeerForm>,
     message: String,
 ) -> Result<Response, PageError> {
+    refused_with(state, session, form, None, message).await
+}
+
+async fn refused_with(
+    state: &WebState,
+    session: Session,
+    form: Option<PeerForm>,
+    mapping_form: Option<MappingForm>,
+    message: String,
+) -> Result<Response, PageError> {
     render(
         state,
         session,
         DundiQuery::default(),
         form,
+        mapping_form,
         Some(message),
         StatusCode::UNPROCESSABLE_ENTITY,
     )
@@ -543,7 +785,7 @@ async fn applied(state: &WebState, session: Session) -> Result<Response, PageErr
                 state,
                 session,
                 None,
-                format!("Saved, but DUNDi did not take the peers: {e}."),
+                format!("Saved, but DUNDi could not apply it: {e}."),
             )
             .await
         }
@@ -642,6 +884,105 @@ pub async fn delete(
     match result {
         Ok(()) => {
             tracing::info!(user = %session.username, peer = %form.eid.trim(), "DUNDi peer deleted");
+            applied(&state, session).await
+        }
+        Err(e) => refused(&state, session, None, change_message(&e)).await,
+    }
+}
+
+/// `POST /dundi/node`: the node settings (DUNDi on or off, listen address, EID, times, contact
+/// record); a key the configuration file sets cannot be changed here. Applied at once: turning
+/// it on starts the node, off stops it, a new listen address or EID rebinds it.
+pub async fn node_save(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(mut form): Form<std::collections::BTreeMap<String, String>>,
+) -> Result<Response, PageError> {
+    let csrf = form.remove("csrf").unwrap_or_default();
+    if !csrf_ok(&session, &csrf) {
+        return Ok(csrf_refused());
+    }
+    let file_keys = state
+        .dundi
+        .as_ref()
+        .map(|d| d.file_config().file_keys.clone())
+        .unwrap_or_default();
+    let checked = match store_node::check_node(&form, &file_keys) {
+        Ok(c) => c,
+        Err(e) => {
+            let (label, _) = setting_label(&e.field);
+            return refused(&state, session, None, format!("{label}: {}.", e.message)).await;
+        }
+    };
+    state
+        .with_db(move |db| store_node::save_node(&db.conn, &checked).map_err(PageError::Sqlite))
+        .await?;
+    tracing::info!(user = %session.username, "DUNDi node settings saved");
+    applied(&state, session).await
+}
+
+/// `POST /dundi/mapping/save`: adds a mapping or changes one added here; used from the next
+/// query of a peer.
+pub async fn mapping_save(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<MappingForm>,
+) -> Result<Response, PageError> {
+    if !csrf_ok(&session, &form.csrf) {
+        return Ok(csrf_refused());
+    }
+    let id = match form.id.trim() {
+        "" => 0,
+        i => match i.parse::<i64>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return refused_with(&state, session, None, Some(form), "Unknown mapping.".into())
+                    .await
+            }
+        },
+    };
+    let mut row: MappingRow = match form.input().check(!form.enabled.is_empty()) {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!("{}: {}.", mapping_label(&e.field), e.message);
+            return refused_with(&state, session, None, Some(form), message).await;
+        }
+    };
+    row.id = id;
+    let result = state
+        .with_db(move |db| Ok(store_node::save_mapping(&db.conn, &row)))
+        .await?;
+    match result {
+        Ok(id) => {
+            tracing::info!(user = %session.username, mapping = id, "DUNDi mapping saved");
+            applied(&state, session).await
+        }
+        Err(ChangeError::Store(e)) => {
+            tracing::error!("DUNDi mapping change: {e}");
+            Err(PageError::Task)
+        }
+        Err(e) => refused_with(&state, session, None, Some(form), change_message(&e)).await,
+    }
+}
+
+/// `POST /dundi/mapping/delete`: deletes a mapping added here.
+pub async fn mapping_delete(
+    State(state): State<WebState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<IdForm>,
+) -> Result<Response, PageError> {
+    if !csrf_ok(&session, &form.csrf) {
+        return Ok(csrf_refused());
+    }
+    let Ok(id) = form.id.trim().parse::<i64>() else {
+        return refused(&state, session, None, "Unknown mapping.".into()).await;
+    };
+    let result = state
+        .with_db(move |db| Ok(store_node::delete_mapping(&db.conn, id)))
+        .await?;
+    match result {
+        Ok(()) => {
+            tracing::info!(user = %session.username, mapping = id, "DUNDi mapping deleted");
             applied(&state, session).await
         }
         Err(e) => refused(&state, session, None, change_message(&e)).await,

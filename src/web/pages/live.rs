@@ -58,7 +58,7 @@ pub struct PeerRow {
 /// The DUNDi peers of the node, if it runs (bounded: a page never waits long for it).
 pub async fn dundi_peers(state: &WebState) -> Option<Vec<PeerRow>> {
     use crate::routing::dundi::Reachability;
-    let d = state.dundi.as_ref()?;
+    let d = state.dundi.as_ref().filter(|d| d.handle.is_running())?;
     let peers = tokio::time::timeout(std::time::Duration::from_secs(1), d.handle.peers())
         .await
         .ok()?;

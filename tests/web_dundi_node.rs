@@ -1,0 +1,360 @@
+//! DUNDi node settings and mappings from the dashboard, applied live (issue 17): a gateway whose
+//! file does not turn DUNDi on is turned on in headless Chromium (listen address and EID set on
+//! the page) and answers a DUNDi peer (the real test identity of `tests/data/dundi`, EID
+//! 02:00:00:00:00:02, on 127.0.0.2) without a restart; a mapping added on the page changes
+//! the peer's answer; a read-only API token cannot change node settings or mappings, an admin
+//! token can (turning DUNDi off stops the answers). SIGHUP re-reads `[dundi]` (a new listen
+//! address: rebound) and says plainly which other sections need a restart.
+mod common;
+mod dundi_common;
+#[path = "support/webdriver.rs"]
+mod webdriver;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::web_client::{set_up_admin, PASSWORD};
+use common::*;
+use dundi_common::testdata;
+use pasarela::routing::dundi::{
+    DundiHandle, DundiService, Eid, Mapping, PatternNumbers, PeerSettings, Settings,
+};
+use webdriver::Browser;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn free_udp(ip: &str) -> SocketAddr {
+    UdpSocket::bind(format!("{ip}:0"))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The office: DUNDi not mentioned beyond the section itself (off by default).
+const OFFICE: &str = r#"[sip]
+listen = ["udp:{UDP}", "tcp:{TCP}"]
+domain = "office.test"
+
+[store]
+path = "{DB}"
+
+[web]
+listen = "127.0.0.1:0"
+
+[log]
+level = "debug"
+
+[numbering]
+country_code = "49"
+
+[[extension]]
+number = "100"
+password = "secret100"
+did = "+4930123456"
+"#;
+
+/// The peer (unencrypted, as an Asterisk peer without keys): answers for 4940555XXXX and
+/// asks `gateway`.
+fn start_peer(socket: UdpSocket, gateway: SocketAddr) -> DundiHandle {
+    let keys = testdata().join("keys");
+    let us: Eid = "02:00:00:00:00:01".parse().unwrap();
+    let peer = PeerSettings::new(us, gateway, "e164");
+    let settings = Settings {
+        eid: Some("02:00:00:00:00:02".parse().unwrap()),
+        bind: socket.local_addr().unwrap(),
+        private_key: Some(keys.join("peer.key")),
+        mappings: vec![Mapping::sip("e164", "dids", "${NUMBER}@127.0.0.2:5090")],
+        peers: vec![peer],
+        ..Default::default()
+    };
+    let mut numbers = PatternNumbers::new();
+    numbers.add("dids", &["_4940555XXXX"]).unwrap();
+    DundiService::start_on(socket, settings, Arc::new(numbers)).expect("DUNDi peer")
+}
+
+fn artefacts() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-artefacts/dundi-node")
+}
+
+fn submit(b: &Browser, form_css: &str) {
+    let button = b.find(&format!("{form_css} button[type=submit]"));
+    b.click(&button);
+}
+
+/// What the peer hears from the gateway for `number` (the cache bypassed).
+fn peer_asks(rt: &tokio::runtime::Runtime, peer: &DundiHandle, number: &str) -> Vec<String> {
+    rt.block_on(peer.lookup_full(number, "e164", Duration::from_secs(3), true))
+        .map(|r| r.answers.into_iter().map(|a| a.destination).collect())
+        .unwrap_or_default()
+}
+
+/// Asks until the answers satisfy `ok` (the gateway applies in the background of the page's
+/// redirect only for precache; lookups see the change at once, but be generous on a loaded
+/// machine).
+fn peer_until(
+    rt: &tokio::runtime::Runtime,
+    peer: &DundiHandle,
+    number: &str,
+    server: &Server,
+    what: &str,
+    ok: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = peer_asks(rt, peer, number);
+        if ok(&got) {
+            return got;
+        }
+        if Instant::now() > deadline {
+            server.fail(&format!("{what}: the peer got {got:?} for {number}"));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn dundi_turned_on_from_the_page_answers_a_peer_and_a_new_mapping_changes_the_answer() {
+    let dundi_addr = free_udp("127.0.0.1");
+    let mut server = Server::start(OFFICE);
+    let pid = server.pid();
+    let web = server.web.expect("web address");
+    let base = format!("http://{web}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = set_up_admin(web);
+    let peer_socket = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let peer_addr = peer_socket.local_addr().unwrap();
+    let peer = {
+        let _guard = rt.enter();
+        start_peer(peer_socket, dundi_addr)
+    };
+    // Off: nobody answers on the address yet.
+    assert!(peer_asks(&rt, &peer, "4930123456").is_empty());
+
+    let br = Browser::start(server.dir(), &artefacts(), 1280, 1400);
+    br.goto(&format!("{base}/login"));
+    br.fill("input[name=username]", "admin");
+    br.fill("input[name=password]", PASSWORD);
+    submit(&br, "form[action='/login']");
+    br.wait_for(WAIT, "the overview", |h| h.contains("<h1>Overview</h1>"));
+    br.goto(&format!("{base}/dundi"));
+    br.wait_for(WAIT, "the DUNDi page", |h| h.contains("id=\"node-form\""));
+    assert!(br.source().contains("DUNDi is off"));
+
+    // A bad listen address is refused, naming the field.
+    br.fill("#node-form input[name=listen]", "not an address");
+    submit(&br, "#node-form");
+    br.wait_for(WAIT, "the field error", |h| h.contains("Listen on: "));
+
+    // Turned on with our listen address and EID.
+    br.goto(&format!("{base}/dundi"));
+    br.wait_for(WAIT, "the DUNDi page", |h| h.contains("id=\"node-form\""));
+    br.script(
+        "document.querySelector('#node-form select[name=enabled]').value = 'true';",
+        serde_json::json!([]),
+    );
+    br.fill("#node-form input[name=listen]", &dundi_addr.to_string());
+    br.fill("#node-form input[name=eid]", "02:00:00:00:00:01");
+    submit(&br, "#node-form");
+    br.wait_for(WAIT, "DUNDi running", |h| {
+        h.contains("class=\"our-eid\"") && h.contains(&format!("port = {}", dundi_addr.port()))
+    });
+    br.screenshot("01-turned-on");
+
+    // The peer, added on the page without a key (unencrypted, as its side is).
+    br.fill("#peer-form input[name=eid]", "02:00:00:00:00:02");
+    br.fill("#peer-form input[name=address]", &peer_addr.to_string());
+    br.fill("#peer-form input[name=qualify]", "1");
+    submit(&br, "#peer-form");
+    br.wait_for(WAIT, "the new peer", |h| {
+        h.contains("data-peer=\"02:00:00:00:00:02\"")
+    });
+
+    // No mapping yet: we know the peer but answer nothing; the lookup box finds the peer's
+    // number.
+    assert!(peer_asks(&rt, &peer, "4930123456").is_empty());
+    br.fill("#lookup-form input[name=number]", "49405551234");
+    submit(&br, "#lookup-form");
+    br.wait_for(WAIT, "the peer's answer", |h| {
+        h.contains("49405551234@127.0.0.2:5090")
+    });
+
+    // A mapping with a bad pattern is refused, naming the field; then a good one.
+    br.goto(&format!("{base}/dundi"));
+    br.wait_for(WAIT, "the DUNDi page", |h| {
+        h.contains("id=\"mapping-form\"")
+    });
+    br.fill(
+        "#mapping-form input[name=destination]",
+        "${NUMBER}@127.0.0.1:5060",
+    );
+    br.fill("#mapping-form input[name=numbers]", "49x");
+    submit(&br, "#mapping-form");
+    br.wait_for(WAIT, "the field error", |h| h.contains("Numbers: "));
+    br.fill("#mapping-form input[name=numbers]", "_4930999XXX");
+    submit(&br, "#mapping-form");
+    br.wait_for(WAIT, "the new mapping", |h| h.contains("data-mapping="));
+    br.screenshot("02-mapping");
+
+    // The peer's next query uses it: our DID and the mapping's numbers, no restart.
+    let got = peer_until(&rt, &peer, "4930123456", &server, "the DID", |a| {
+        !a.is_empty()
+    });
+    assert_eq!(got, ["4930123456@127.0.0.1:5060"]);
+    let got = peer_until(&rt, &peer, "4930999123", &server, "the pattern", |a| {
+        !a.is_empty()
+    });
+    assert_eq!(got, ["4930999123@127.0.0.1:5060"]);
+    assert!(peer_asks(&rt, &peer, "4930888123").is_empty());
+
+    // The API: a read-only token reads, cannot change; an admin token can.
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    let read = pasarela::web::api_tokens::create_scoped(
+        &conn,
+        "monitoring",
+        pasarela::web::api_tokens::Scope::Read,
+    )
+    .unwrap();
+    let admin = pasarela::web::api_tokens::create_scoped(
+        &conn,
+        "provisioning",
+        pasarela::web::api_tokens::Scope::Admin,
+    )
+    .unwrap();
+    let r = client.api_json("GET", "/api/v1/dundi/node", &read, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["running"], true, "{v}");
+    assert_eq!(
+        v["settings"]["listen"]["in_use"],
+        dundi_addr.to_string(),
+        "{v}"
+    );
+    assert_eq!(v["settings"]["eid"]["from_file"], false, "{v}");
+    let r = client.api_json("GET", "/api/v1/dundi/mappings", &read, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let id = v["mappings"][0]["id"].as_i64().expect("the stored mapping");
+    assert_eq!(v["mappings"][0]["numbers"][0], "_4930999XXX");
+    let off = r#"{"enabled": false}"#;
+    for (method, path, body) in [
+        ("PUT", "/api/v1/dundi/node".to_owned(), off),
+        (
+            "POST",
+            "/api/v1/dundi/mappings".to_owned(),
+            r#"{"context":"e164"}"#,
+        ),
+        (
+            "PUT",
+            format!("/api/v1/dundi/mappings/{id}"),
+            r#"{"context":"e164","weight":5}"#,
+        ),
+        ("DELETE", format!("/api/v1/dundi/mappings/{id}"), ""),
+    ] {
+        let r = client.api_json(method, &path, &read, body);
+        assert_eq!(r.status, 403, "{method} {path}: {}", r.body);
+    }
+    let r = client.api_json("PUT", "/api/v1/dundi/node", &admin, r#"{"ttl": 0}"#);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("\"field\":\"ttl\""), "{}", r.body);
+    let r = client.api_json(
+        "PUT",
+        &format!("/api/v1/dundi/mappings/{id}"),
+        &admin,
+        r#"{"context":"e164","destination":"${NUMBER}@127.0.0.9:5060","numbers":["_4930999XXX"]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = peer_until(
+        &rt,
+        &peer,
+        "4930999124",
+        &server,
+        "the changed mapping",
+        |a| a.iter().any(|d| d.contains("127.0.0.9")),
+    );
+    assert_eq!(got, ["4930999124@127.0.0.9:5060"]);
+
+    // Off through the API: the peer gets no answer any more, still without a restart.
+    let r = client.api_json("PUT", "/api/v1/dundi/node", &admin, off);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = client.api_json("GET", "/api/v1/dundi", &read, "");
+    assert!(r.body.contains("\"running\":false"), "{}", r.body);
+    assert!(peer_asks(&rt, &peer, "4930123456").is_empty());
+    assert_eq!(server.pid(), pid);
+    server.assert_alive();
+    rt.block_on(peer.stop());
+}
+
+/// The office with DUNDi in the file, on `listen`.
+fn office_in_file(listen: SocketAddr) -> String {
+    format!(
+        "{OFFICE}\n[dundi]\nenabled = true\nlisten = \"{listen}\"\neid = \"02:00:00:00:00:01\"\n\n\
+         [[dundi.mapping]]\ncontext = \"e164\"\ndestination = \"${{NUMBER}}@127.0.0.1:5060\"\n\n\
+         [[dundi.peer]]\neid = \"02:00:00:00:00:02\"\naddress = \"PEER\"\n"
+    )
+}
+
+fn wait_log(server: &Server, what: &str, needle: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        if Instant::now() > deadline {
+            server.fail(&format!("no log line with {needle:?} ({what})"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn sighup_rebinds_dundi_and_names_what_needs_a_restart() {
+    let first = free_udp("127.0.0.1");
+    let second = free_udp("127.0.0.1");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let peer_socket = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let peer_addr = peer_socket.local_addr().unwrap();
+    let template = office_in_file(first).replace("PEER", &peer_addr.to_string());
+    let mut server = Server::start(&template);
+    let pid = server.pid();
+    // The peer knows the gateway at its new address already: it answers there only after the
+    // reload.
+    let peer = {
+        let _guard = rt.enter();
+        start_peer(peer_socket, second)
+    };
+    assert!(peer_asks(&rt, &peer, "4930123456").is_empty());
+
+    let cfg = server.dir().join("pasarela.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let edited = text
+        .replace(&first.to_string(), &second.to_string())
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"");
+    assert_ne!(text, edited);
+    std::fs::write(&cfg, edited).unwrap();
+    signal(pid, "HUP");
+    let line = wait_log(&server, "the DUNDi reload", "[dundi] reloaded:");
+    assert!(
+        line.contains(&format!("listen {first} → {second}")),
+        "{line}"
+    );
+    let line = wait_log(&server, "the restart note", "changed: needs a restart");
+    assert!(line.contains("[web]"), "{line}");
+    let got = peer_until(&rt, &peer, "4930123456", &server, "after SIGHUP", |a| {
+        !a.is_empty()
+    });
+    assert_eq!(got, ["4930123456@127.0.0.1:5060"]);
+    assert_eq!(server.pid(), pid);
+    server.assert_alive();
+    rt.block_on(peer.stop());
+}
