@@ -65,6 +65,25 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// A writing connection to the store's file, opened with this policy after the schema is
+/// migrated: the dashboard's one connection for its writes (its reads go through a
+/// [`ReadPool`]). Repository functions take its `conn`.
+#[derive(Debug)]
+pub struct Writer {
+    pub(crate) conn: Connection,
+}
+
+impl Writer {
+    /// Opens (creating and migrating if needed) the store at `path` and a writing connection
+    /// to it.
+    pub fn open(path: &Path, durability: Durability) -> Result<Writer, StoreError> {
+        drop(super::Store::open(path)?);
+        Ok(Writer {
+            conn: open_writer(path, durability)?,
+        })
+    }
+}
+
 /// A few read-only connections to the store's file that the dashboard's pages and API read
 /// through, so that reads neither wait for each other behind one lock nor can write. Cheap to
 /// clone (the connections are shared).

@@ -42,7 +42,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use crate::config::ExtensionConfig;
 use crate::routing::Permissions;
 
-pub use connection::ReadPool;
+pub use connection::{ReadPool, Writer};
 pub use counts::{counts, Counts};
 pub use writer::{BindingWriter, BindingWriterHandle};
 

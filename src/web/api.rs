@@ -19,6 +19,7 @@ use super::pages::records::RecordsQuery;
 use super::pages::{PageError, WebState};
 use crate::cdr::{CallRecord, Page};
 use crate::live::LiveSnapshot;
+use crate::store::records;
 
 /// Records per response when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 100;
@@ -145,7 +146,7 @@ pub fn record_json(r: &CallRecord) -> Value {
     })
 }
 
-async fn records(
+pub(crate) async fn records(
     State(state): State<WebState>,
     Query(q): Query<ApiRecordsQuery>,
 ) -> Result<Response, PageError> {
@@ -171,9 +172,12 @@ async fn records(
         return Ok(error(StatusCode::BAD_REQUEST, &errors.join(" ")));
     }
     let (total, rows) = state
-        .with_db(move |db| {
-            let total = db.count(&filter)?;
-            Ok((total, db.list(&filter, sort, Page { offset, limit })?))
+        .with_read(move |conn| {
+            let total = records::count(conn, &filter)?;
+            Ok((
+                total,
+                records::list(conn, &filter, sort, Page { offset, limit })?,
+            ))
         })
         .await?;
     Ok(Json(json!({
@@ -185,14 +189,16 @@ async fn records(
     .into_response())
 }
 
-async fn record(
+pub(crate) async fn record(
     State(state): State<WebState>,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let Ok(id) = id.parse::<i64>() else {
         return Ok(error(StatusCode::NOT_FOUND, "no such record"));
     };
-    let found = state.with_db(move |db| Ok(db.record(id)?)).await?;
+    let found = state
+        .with_read(move |conn| Ok(records::get(conn, id)?))
+        .await?;
     Ok(match found {
         Some(r) => Json(record_json(&r)).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such record"),

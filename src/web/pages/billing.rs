@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::{csrf_ok, csrf_refused, url_encode, PageError, WebState};
 use crate::cdr::query::{write_billing_csv, BillingLine};
 use crate::cdr::rating::format_minor;
+use crate::store::records;
 use crate::web::auth::Session;
 use crate::web::office_time::now_ms;
 
@@ -134,10 +135,10 @@ async fn render(
 ) -> Result<Response, PageError> {
     let (month, (from, to), error) = month_of(state, q);
     let (exts, lines) = state
-        .with_db(move |db| {
+        .with_read(move |conn| {
             Ok((
-                db.billing_by_extension(from, to)?,
-                db.billing_by_line(from, to)?,
+                records::billing_by_extension(conn, from, to)?,
+                records::billing_by_line(conn, from, to)?,
             ))
         })
         .await?;
@@ -174,7 +175,7 @@ pub async fn rerate(
         return render(&state, session, &q, None).await;
     }
     let changed = state
-        .with_db(move |db| Ok(crate::cdr::rerate(db, from, to)?))
+        .with_db(move |db| Ok(crate::cdr::rating::rerate_on(&mut db.conn, from, to)?))
         .await?;
     tracing::info!(user = %session.username, %month, changed, "dashboard: month re-rated");
     let message = match changed {
@@ -204,11 +205,11 @@ pub async fn csv(
         }
     };
     let body = state
-        .with_db(move |db| {
+        .with_read(move |conn| {
             let lines = if by_line {
-                db.billing_by_line(from, to)?
+                records::billing_by_line(conn, from, to)?
             } else {
-                db.billing_by_extension(from, to)?
+                records::billing_by_extension(conn, from, to)?
             };
             let mut out = Vec::new();
             write_billing_csv(if by_line { "line" } else { "extension" }, &lines, &mut out)?;

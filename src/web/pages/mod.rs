@@ -46,7 +46,7 @@ use axum::{Extension, Form, Router};
 use serde::Deserialize;
 
 use super::auth::{self, AuthError, LoginLimiter, Session, CSRF_COOKIE, SESSION_COOKIE};
-use crate::cdr::{CdrDb, CdrError};
+use crate::cdr::CdrError;
 use crate::web::office_time::OfficeTime;
 
 /// Read-only connections of the dashboard ([`WebState::with_read`]).
@@ -55,7 +55,8 @@ const READERS: usize = 3;
 /// What the dashboard's handlers share: the database and the login limiter.
 #[derive(Debug, Clone)]
 pub struct WebState {
-    db: Arc<Mutex<CdrDb>>,
+    /// The dashboard's one writing connection, for writes only (reads go through `read`).
+    db: Arc<Mutex<crate::store::Writer>>,
     /// Read-only connections the pages read through (see [`WebState::with_read`]).
     read: crate::store::ReadPool,
     db_path: PathBuf,
@@ -98,7 +99,10 @@ impl WebState {
     /// Opens (and migrates) the database at `db_path`. Blocking.
     pub fn open(db_path: &Path) -> Result<WebState, CdrError> {
         Ok(WebState {
-            db: Arc::new(Mutex::new(CdrDb::open(db_path)?)),
+            db: Arc::new(Mutex::new(crate::store::Writer::open(
+                db_path,
+                crate::store::connection::Durability::Process,
+            )?)),
             read: crate::store::ReadPool::open(db_path, READERS)?,
             db_path: db_path.to_path_buf(),
             limiter: Arc::new(LoginLimiter::default()),
@@ -140,11 +144,12 @@ impl WebState {
             .map_err(|_| PageError::Task)?
     }
 
-    /// Runs `f` on the shared (writing) connection on a blocking thread.
+    /// Runs `f` on the shared writing connection on a blocking thread: for writes (and the
+    /// reads a write depends on); pages that only read use [`WebState::with_read`].
     pub(crate) async fn with_db<T, F>(&self, f: F) -> Result<T, PageError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut CdrDb) -> Result<T, PageError> + Send + 'static,
+        F: FnOnce(&mut crate::store::Writer) -> Result<T, PageError> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || {
@@ -746,5 +751,80 @@ mod tests {
     fn encoding() {
         assert_eq!(url_encode("a b&c=<d>"), "a%20b%26c%3D%3Cd%3E");
         assert_eq!(url_encode("ü"), "%C3%BC");
+    }
+
+    /// The pages and API calls that only read — the records list and a record, billing and
+    /// its CSV, the rates and their export, the overview, `/api/v1/records*` — go through the
+    /// read-only pool: they are served while another thread holds the writing connection, and
+    /// a write through that pool fails.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_go_through_the_read_only_pool() {
+        use axum::extract::{Path as UrlPath, Query};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.db");
+        let state = WebState::open(&path).unwrap();
+        {
+            let mut db = crate::cdr::CdrDb::open(&path).unwrap();
+            db.create_rate_table("carrier", "EUR", true).unwrap();
+            let mut r = [crate::cdr::record::tests::sample(1_770_000_000_000)];
+            db.insert(&mut r).unwrap();
+        }
+        let write = state
+            .with_read(|conn| Ok(conn.execute_batch("DELETE FROM call_records")?))
+            .await;
+        let err = write.expect_err("a read-only connection wrote").to_string();
+        assert!(
+            err.contains("readonly") || err.contains("read-only"),
+            "{err}"
+        );
+
+        // Another thread holds the writing connection until the reads are done.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (taken, is_taken) = std::sync::mpsc::channel::<()>();
+        let db = Arc::clone(&state.db);
+        let holder = std::thread::spawn(move || {
+            let _writer = db.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = taken.send(());
+            let _ = released.recv();
+        });
+        is_taken.recv().unwrap();
+        let session = Session {
+            user_id: 1,
+            username: "admin".into(),
+            csrf: "c".into(),
+            admin: true,
+            id: "s".into(),
+        };
+        let (st, se) = (|| State(state.clone()), || Extension(session.clone()));
+        let served = tokio::time::timeout(Duration::from_secs(60), async {
+            vec![
+                records::list(st(), se(), Query(Default::default())).await,
+                records::detail(st(), se(), UrlPath("1".into())).await,
+                billing::page(st(), se(), Query(Default::default())).await,
+                billing::csv(st(), Query(Default::default())).await,
+                rates::page(st(), se(), Query(Default::default())).await,
+                rates::export(
+                    st(),
+                    Query(rates::RatesQuery {
+                        table: "carrier".into(),
+                        ..Default::default()
+                    }),
+                )
+                .await,
+                overview::page(st(), se()).await,
+                crate::web::api::records(st(), Query(Default::default())).await,
+                crate::web::api::record(st(), UrlPath("1".into())).await,
+            ]
+        })
+        .await;
+        let _ = release.send(());
+        holder.join().unwrap();
+        let served = served.expect("a read waited for the writing connection");
+        for (i, r) in served.into_iter().enumerate() {
+            let status = r
+                .map(|r| r.status())
+                .unwrap_or_else(|e| panic!("read {i}: {e}"));
+            assert_eq!(status, StatusCode::OK, "read {i}");
+        }
     }
 }

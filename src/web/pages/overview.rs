@@ -10,7 +10,8 @@ use axum::Extension;
 
 use super::{PageError, WebState};
 use crate::cdr::rating::format_minor;
-use crate::cdr::{CdrDb, CdrError, Totals};
+use crate::cdr::Totals;
+use crate::store::{records, Connection, StoreError};
 use crate::web::auth::Session;
 use crate::web::office_time::{now_ms, OfficeTime};
 
@@ -102,8 +103,8 @@ struct OverviewPage {
 
 /// The office's billing currency: that of the reference rate table, else of the first
 /// table, else EUR.
-pub fn office_currency(db: &CdrDb) -> Result<String, CdrError> {
-    let tables = db.rate_tables()?;
+pub fn office_currency(conn: &Connection) -> Result<String, StoreError> {
+    let tables = crate::store::rates::tables(conn)?;
     Ok(tables
         .iter()
         .find(|t| t.reference)
@@ -126,7 +127,12 @@ pub async fn page(
 ) -> Result<Response, PageError> {
     let (today, month, starts) = periods(&state.office, now_ms());
     let (o, currency) = state
-        .with_db(move |db| Ok((db.overview(today, month, &starts)?, office_currency(db)?)))
+        .with_read(move |conn| {
+            Ok((
+                records::overview(conn, today, month, &starts)?,
+                office_currency(conn)?,
+            ))
+        })
         .await?;
     let office = &state.office;
     let calls: Vec<(String, i64, String)> = o

@@ -14,7 +14,7 @@ use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::{csrf_ok, csrf_refused, url_encode, PageError, WebState};
-use crate::cdr::rating::ImportMode;
+use crate::cdr::rating::{self, ImportMode};
 use crate::cdr::{CdrError, Price, Rate};
 use crate::web::auth::Session;
 
@@ -125,15 +125,15 @@ async fn render(
     status: StatusCode,
 ) -> Result<Response, PageError> {
     let (infos, rates, chosen) = state
-        .with_db(move |db| {
-            let infos = db.rate_tables()?;
+        .with_read(move |conn| {
+            let infos = rating::rate_tables(conn)?;
             let chosen = infos
                 .iter()
                 .find(|t| t.name == table)
                 .or_else(|| infos.first())
                 .map(|t| (t.name.clone(), t.currency.clone()));
             let rates = match &chosen {
-                Some((name, _)) => db.rates(name)?,
+                Some((name, _)) => rating::rates_of(conn, name)?,
                 None => Vec::new(),
             };
             Ok((infos, rates, chosen))
@@ -268,7 +268,7 @@ pub async fn save_rate(
         Ok(rate) => {
             let t = table.clone();
             let stored = state
-                .with_db(move |db| match db.put_rate(&t, &rate) {
+                .with_db(move |db| match rating::put_rate(&db.conn, &t, &rate) {
                     Ok(()) => Ok(None),
                     Err(CdrError::Invalid(m)) => Ok(Some(m)),
                     Err(CdrError::UnknownTable(n)) => Ok(Some(format!("No rate table {n:?}."))),
@@ -315,7 +315,7 @@ pub async fn create_table(
     let n = name.clone();
     let error = state
         .with_db(
-            move |db| match db.create_rate_table(&n, &currency, reference) {
+            move |db| match rating::create_rate_table(&db.conn, &n, &currency, reference) {
                 Ok(_) => Ok(None),
                 Err(CdrError::Invalid(m)) => Ok(Some(m)),
                 Err(CdrError::Store(crate::store::StoreError::Sqlite(e)))
@@ -367,15 +367,15 @@ pub async fn import(
     };
     let (table, text) = (form.table.clone(), form.csv.clone());
     let result = state
-        .with_db(
-            move |db| match db.import_rates_csv(&table, text.as_bytes(), mode) {
+        .with_db(move |db| {
+            match rating::import_rates_csv(&mut db.conn, &table, text.as_bytes(), mode) {
                 Ok(n) => Ok(Ok(n)),
                 Err(e @ (CdrError::Csv(_) | CdrError::Invalid(_) | CdrError::UnknownTable(_))) => {
                     Ok(Err(e.to_string()))
                 }
                 Err(e) => Err(e.into()),
-            },
-        )
+            }
+        })
         .await?;
     match result {
         Ok(n) => {
@@ -408,9 +408,9 @@ pub async fn export(
 ) -> Result<Response, PageError> {
     let table = q.table.clone();
     let body = state
-        .with_db(move |db| {
+        .with_read(move |conn| {
             let mut out = Vec::new();
-            match db.export_rates_csv(&table, &mut out) {
+            match rating::export_rates_csv(conn, &table, &mut out) {
                 Ok(_) => Ok(Some(out)),
                 Err(CdrError::UnknownTable(_)) => Ok(None),
                 Err(e) => Err(e.into()),
@@ -463,11 +463,13 @@ pub async fn delete_table(
     }
     let table = form.table.clone();
     let deleted = state
-        .with_db(move |db| match db.delete_rate_table(&table) {
-            Ok(()) => Ok(true),
-            Err(CdrError::UnknownTable(_)) => Ok(false),
-            Err(e) => Err(e.into()),
-        })
+        .with_db(
+            move |db| match rating::delete_rate_table(&db.conn, &table) {
+                Ok(()) => Ok(true),
+                Err(CdrError::UnknownTable(_)) => Ok(false),
+                Err(e) => Err(e.into()),
+            },
+        )
         .await?;
     if deleted {
         tracing::info!(user = %session.username, table = form.table, "rate table deleted from the dashboard");

@@ -21,10 +21,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{url_encode, PageError, WebState};
+use crate::cdr::query::export_csv;
 use crate::cdr::rating::format_minor;
 use crate::cdr::{
-    CallRecord, CdrDb, Direction, Disposition, Filter, Page, RouteKind, Sort, SortKey,
+    CallRecord, CdrError, Direction, Disposition, Filter, Page, RouteKind, Sort, SortKey,
 };
+use crate::store::records;
 use crate::web::auth::{AuthError, Session};
 use crate::web::office_time::OfficeTime;
 use crate::web::saved_filters;
@@ -294,10 +296,10 @@ pub async fn list(
     let (filter, sort, page, errors) = q.parse(&state.office);
     let user = session.user_id;
     let (total, records, saved) = state
-        .with_db(move |db| {
-            let total = db.count(&filter)?;
-            let rows = db.list(&filter, sort, Page::number(page, PAGE_SIZE))?;
-            let saved = saved_filters::list(&db.conn, user)?;
+        .with_read(move |conn| {
+            let total = records::count(conn, &filter)?;
+            let rows = records::list(conn, &filter, sort, Page::number(page, PAGE_SIZE))?;
+            let saved = saved_filters::list(conn, user)?;
             Ok((total, rows, saved))
         })
         .await?;
@@ -420,7 +422,8 @@ impl Write for ChannelWriter {
 }
 
 /// `GET /records.csv`: every record of the filter, streamed from a thread of its own (with
-/// its own connection, so a long export does not hold up the pages) through a small channel.
+/// its own read-only connection, so a long export does not hold up the pages) through a
+/// small channel.
 pub async fn csv(
     State(state): State<WebState>,
     Query(q): Query<RecordsQuery>,
@@ -434,8 +437,9 @@ pub async fn csv(
     let spawned = std::thread::Builder::new()
         .name("csv-export".into())
         .spawn(move || {
-            let result = CdrDb::open(&path)
-                .and_then(|db| db.export_csv(&filter, sort, ChannelWriter(tx.clone())));
+            let result = crate::store::connection::open_reader(&path)
+                .map_err(CdrError::from)
+                .and_then(|conn| export_csv(&conn, &filter, sort, ChannelWriter(tx.clone())));
             match result {
                 Ok(n) => tracing::info!(records = n, "dashboard: CSV export done"),
                 Err(e) => {
@@ -559,13 +563,13 @@ pub async fn detail(
         return Ok((StatusCode::NOT_FOUND, "no such record\n").into_response());
     };
     let found = state
-        .with_db(move |db| {
-            let r = db.record(id)?;
+        .with_read(move |conn| {
+            let r = records::get(conn, id)?;
             let parts = match r.as_ref().and_then(|r| r.linked_id.as_deref()) {
-                Some(link) => db.linked(link)?,
+                Some(link) => records::linked(conn, link)?,
                 None => Vec::new(),
             };
-            Ok((r, db.signalling(id)?, parts))
+            Ok((r, records::signalling(conn, id)?, parts))
         })
         .await?;
     Ok(match found {
