@@ -540,6 +540,11 @@ fn route(config: Config, number: &str, from: Option<&str>) -> ExitCode {
         }
     };
     let mut config = config;
+    // The numbering plan and ENUM settings of the file and of the dashboard, as `serve` uses them.
+    match pasarela::store::numbering::for_tools(&config) {
+        Ok((numbering, enum_)) => (config.numbering, config.enum_) = (numbering, enum_),
+        Err(e) => eprintln!("pasarela: the dashboard's numbering settings not used: {e}"),
+    }
     // The trunks of the file and of the dashboard, as `serve` uses them.
     match pasarela::store::trunks::for_tools(&config) {
         Ok(trunks) => config.trunks = trunks,

@@ -597,6 +597,9 @@ impl Gateway {
                     if numbering_reload::apply((&before.0, &before.1), &config, &rows, router, &routing.enum_) {
                         let plan = crate::routing::setup::numbering_plan(&config, &rows);
                         sinks.office = crate::cdr::OfficeNumbers::from_rows(&rows, Some(plan.clone()));
+                        if let Some(l) = sinks.line_legs.as_mut() {
+                            l.set_plan(plan.clone());
+                        }
                         core.set_numbering(plan);
                         // The trust model normalises callers with the plan too.
                         trunks_reload::reload(&config, router, inbound_tx.clone(), false, store_lines.clone());

@@ -60,6 +60,11 @@ impl LineLegs {
         }
     }
 
+    /// Writes the callers of the next calls with `plan` (the numbering plan changed).
+    pub fn set_plan(&mut self, plan: NumberingPlan) {
+        self.plan = plan;
+    }
+
     /// A call arrived on a line: `start` offers it to call control (line name, caller in
     /// E.164 or `None` when withheld, the caller ID name when the line gave one, the leg's RTP
     /// address) and gives the call's id, or `None` when it is refused (the line is hung up).

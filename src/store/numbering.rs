@@ -322,6 +322,26 @@ pub fn save_web(conn: &mut Connection, web: &Sections) -> Result<(), NumberingCh
     Ok(())
 }
 
+/// The numbering plan and ENUM settings a command-line tool (`pasarela route`) should use, as
+/// `serve` does: the file's keys, then those set in the dashboard (when the database file
+/// exists; it is not created), defaults for the rest.
+pub fn for_tools(config: &Config) -> Result<(NumberingConfig, EnumConfig), StoreError> {
+    if !config.store.path.exists() {
+        return Ok((config.numbering.clone(), config.enum_.clone()));
+    }
+    let store = super::Store::open(&config.store.path)?;
+    let mut merged = sections(
+        &list(&store.conn)?
+            .into_iter()
+            .filter(|r| !r.from_file())
+            .collect::<Vec<_>>(),
+    );
+    for (section, keys) in file_keys(config) {
+        merged.entry(section).or_default().extend(keys);
+    }
+    check(&merged).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
 impl super::Store {
     /// Copies the file's `[numbering]` and `[enum]` keys into the store
     /// ([`sync_config`]); returns the keys that changed.
