@@ -193,7 +193,7 @@ fn dundi_turned_on_from_the_page_answers_a_peer_and_a_new_mapping_changes_the_an
         "#mapping-form input[name=destination]",
         "${NUMBER}@127.0.0.1:5060",
     );
-    br.fill("#mapping-form input[name=numbers]", "49x");
+    br.fill("#mapping-form input[name=numbers]", "_4930[12");
     submit(&br, "#mapping-form");
     br.wait_for(WAIT, "the field error", |h| h.contains("Numbers: "));
     br.fill("#mapping-form input[name=numbers]", "_4930999XXX");
@@ -299,15 +299,15 @@ fn office_in_file(listen: SocketAddr) -> String {
     )
 }
 
-fn wait_log(server: &Server, what: &str, needle: &str) -> String {
+fn wait_log(server: &Server, what: &str, needles: &[&str]) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
         let text = std::fs::read_to_string(server.log_path()).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+        if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
             return line.to_owned();
         }
         if Instant::now() > deadline {
-            server.fail(&format!("no log line with {needle:?} ({what})"));
+            server.fail(&format!("no log line with {needles:?} ({what})"));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -343,13 +343,16 @@ fn sighup_rebinds_dundi_and_names_what_needs_a_restart() {
     assert_ne!(text, edited);
     std::fs::write(&cfg, edited).unwrap();
     signal(pid, "HUP");
-    let line = wait_log(&server, "the DUNDi reload", "[dundi] reloaded:");
+    let line = wait_log(&server, "the DUNDi reload", &["[dundi] reloaded:"]);
     assert!(
         line.contains(&format!("listen {first} → {second}")),
         "{line}"
     );
-    let line = wait_log(&server, "the restart note", "changed: needs a restart");
-    assert!(line.contains("[web]"), "{line}");
+    wait_log(
+        &server,
+        "the restart note",
+        &["[web] changed: needs a restart"],
+    );
     let got = peer_until(&rt, &peer, "4930123456", &server, "after SIGHUP", |a| {
         !a.is_empty()
     });

@@ -263,7 +263,16 @@ impl MappingInput {
         dundi::parse_mapping_options(&options).map_err(|e| field("options", e.to_string()))?;
         let numbers = list_of(&self.numbers);
         for n in &numbers {
-            if n.parse::<Pattern>().is_err() {
+            // A number is digits (and # *); a pattern `_` then digits, X Z N . ! - and [ranges].
+            let chars_ok = match n.strip_prefix('_') {
+                Some(p) => p
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || "XZNxzn.!-[]#*".contains(c)),
+                None => n
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '#' || c == '*'),
+            };
+            if n.len() > 64 || !chars_ok || n.parse::<Pattern>().is_err() {
                 return Err(field(
                     "numbers",
                     format!("`{n}` is not a number or pattern (e.g. `4930123456`, `_4930123XXX`)"),
@@ -545,12 +554,14 @@ mod tests {
             ..MappingInput::default()
         };
         assert_eq!(bad.check(true).unwrap_err().field, "context");
-        let bad = MappingInput {
-            context: "e164".into(),
-            numbers: "12a".into(),
-            ..MappingInput::default()
-        };
-        assert_eq!(bad.check(true).unwrap_err().field, "numbers");
+        for numbers in ["12a", "_49[1", "_"] {
+            let bad = MappingInput {
+                context: "e164".into(),
+                numbers: numbers.into(),
+                ..MappingInput::default()
+            };
+            assert_eq!(bad.check(true).unwrap_err().field, "numbers", "{numbers}");
+        }
         let bad = MappingInput {
             context: "e164".into(),
             options: "loud".into(),
