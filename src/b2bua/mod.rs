@@ -164,7 +164,8 @@ pub struct Calls {
     settings: CallSettings,
     /// Where each call's media (its relay) comes from; `None`: calls without media anchoring.
     media: Option<Box<dyn MediaPort>>,
-    calls: HashMap<u64, Call>,
+    /// Boxed: a `Call` is a few KiB, and a map holds up to twice its length in slots.
+    calls: HashMap<u64, Box<Call>>,
     by_server: HashMap<ServerKey, u64>,
     by_client: HashMap<ClientKey, ClientRole>,
     /// (Call-ID, our tag) of each leg's dialog -> call.
@@ -427,7 +428,7 @@ impl Calls {
 
     /// Every call in progress as the watchers of extensions see it (busy lamps, pickup).
     pub fn views(&self) -> Vec<CallView> {
-        self.calls.values().map(Call::view).collect()
+        self.calls.values().map(|c| c.view()).collect()
     }
 
     /// Client transactions still mapped (for leak checks).
@@ -624,7 +625,7 @@ impl Calls {
         call.set_route(stages);
         tracing::info!(call = id, from = %call.caller.number, to = %call.callee(), stages = call.stages_left(), "call started");
         self.by_server.insert(key, id);
-        self.calls.insert(id, call);
+        self.calls.insert(id, Box::new(call));
         self.schedule(now + self.settings.no_answer, id, TimerKind::NoAnswer);
         if let Some(after) = no_answer_forward {
             self.schedule(now + after, id, TimerKind::ForwardNoAnswer);
@@ -845,7 +846,7 @@ impl Calls {
                 }
             }
             ForkAction::Retransmit => {
-                if let Some(next) = self.calls.get(&id).and_then(Call::retrans_at) {
+                if let Some(next) = self.calls.get(&id).and_then(|c| c.retrans_at()) {
                     self.schedule(next, id, TimerKind::Retransmit);
                 }
             }

@@ -2,7 +2,11 @@
 //! resting for a while before it is used again.
 //!
 //! Only `MediaEngine::allocate` and the drop of a relay touch the pool, never the packet path.
+//! Taking and returning a pair is O(1) whatever the range and however full it is: the free
+//! pairs are kept in two lists (rested ones, picked from at random, and resting ones in the
+//! order they were released), never found by scanning the range.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
@@ -21,15 +25,14 @@ pub(crate) struct BoundPair {
 /// must not tell an attacker where the next call's media will be.
 pub(crate) const COOLDOWN: Duration = Duration::from_secs(30);
 
-/// Random picks tried before a scan from a random place.
-const RANDOM_TRIES: usize = 16;
-
 pub(crate) struct PortPool {
     range: RangeInclusive<u16>,
     first: u16,
     used: Vec<bool>,
-    /// When each pair was last released (for [`COOLDOWN`]).
-    freed: Vec<Option<Instant>>,
+    /// Free pairs that have rested (or were never used): one is picked at random.
+    rested: Vec<usize>,
+    /// Free pairs still resting, oldest release first, with when they were released.
+    resting: VecDeque<(usize, Instant)>,
 }
 
 impl PortPool {
@@ -46,7 +49,8 @@ impl PortPool {
             range,
             first: first.min(u32::from(u16::MAX)) as u16,
             used: vec![false; pairs],
-            freed: vec![None; pairs],
+            rested: (0..pairs).collect(),
+            resting: VecDeque::new(),
         }
     }
 
@@ -54,40 +58,40 @@ impl PortPool {
         self.used.len()
     }
 
-    fn resting(&self, idx: usize, now: Instant) -> bool {
-        self.freed
-            .get(idx)
-            .copied()
-            .flatten()
-            .is_some_and(|t| now.saturating_duration_since(t) < COOLDOWN)
+    /// Moves the pairs whose rest is over to the rested list (amortised O(1): each release
+    /// is moved once).
+    fn wake(&mut self, now: Instant) {
+        while let Some(&(idx, at)) = self.resting.front() {
+            if now.saturating_duration_since(at) < COOLDOWN {
+                break;
+            }
+            self.resting.pop_front();
+            self.rested.push(idx);
+        }
     }
 
-    /// Binds a free pair picked at random (pairs still resting after their release only when
-    /// no other is free); pairs whose ports another process holds are skipped.
+    /// Binds a free pair picked at random among the rested ones (the longest resting one only
+    /// when no other is free); pairs whose ports another process holds are skipped (they rest
+    /// as if released now, and are tried again later).
     pub fn bind_pair(&mut self, ip: IpAddr, now: Instant) -> Result<BoundPair, MediaError> {
-        let pairs = self.used.len();
-        if pairs > 0 {
-            for _ in 0..RANDOM_TRIES {
-                let idx = rand::random_range(0..pairs);
-                if !self.used[idx] && !self.resting(idx, now) {
-                    if let Some(b) = self.try_bind(idx, ip) {
-                        return Ok(b);
-                    }
-                }
+        self.wake(now);
+        while !self.rested.is_empty() {
+            let pick = rand::random_range(0..self.rested.len());
+            let idx = self.rested.swap_remove(pick);
+            if let Some(b) = self.try_bind(idx, ip) {
+                return Ok(b);
             }
-            // Crowded: scan from a random place, rested pairs first, then any free one.
-            let from = rand::random_range(0..pairs);
-            for allow_resting in [false, true] {
-                for k in 0..pairs {
-                    let idx = (from + k) % pairs;
-                    if self.used[idx] || (!allow_resting && self.resting(idx, now)) {
-                        continue;
-                    }
-                    if let Some(b) = self.try_bind(idx, ip) {
-                        return Ok(b);
-                    }
-                }
+            self.resting.push_back((idx, now));
+        }
+        // Crowded: the pair that has rested longest, then the next.
+        for _ in 0..self.resting.len() {
+            let Some((idx, at)) = self.resting.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.try_bind(idx, ip) {
+                return Ok(b);
             }
+            self.resting.push_back((idx, at.max(now)));
         }
         Err(MediaError::PortsExhausted {
             start: *self.range.start(),
@@ -115,16 +119,21 @@ impl PortPool {
         }
     }
 
+    /// Returns the pair of `port` (released at `now`); a port not handed out is ignored.
     pub fn release(&mut self, port: u16, now: Instant) {
         if port < self.first || !(port - self.first).is_multiple_of(2) {
             return;
         }
         let idx = usize::from((port - self.first) / 2);
-        if let Some(slot) = self.used.get_mut(idx) {
-            *slot = false;
+        match self.used.get_mut(idx) {
+            Some(slot) if *slot => *slot = false,
+            _ => return,
         }
-        if let Some(t) = self.freed.get_mut(idx) {
-            *t = Some(now);
+        // Releases come in time order; one stamped earlier than the oldest resting pair
+        // (only tests do that) goes first, so the list stays ordered.
+        match self.resting.front() {
+            Some(&(_, oldest)) if now < oldest => self.resting.push_front((idx, now)),
+            _ => self.resting.push_back((idx, now)),
         }
     }
 }
@@ -155,6 +164,29 @@ mod tests {
         assert_eq!(ports.len(), 10);
         // A predictable pool hands out a run of consecutive pairs.
         assert!(!ports.windows(2).all(|w| w[1] == w[0] + 2), "{ports:?}");
+    }
+
+    #[test]
+    fn every_pair_is_handed_out_once() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let now = Instant::now();
+        let mut pool = PortPool::new(29400..=29439); // twenty pairs
+        let held: Vec<BoundPair> = (0..20).map(|_| pool.bind_pair(ip, now).unwrap()).collect();
+        let mut ports: Vec<u16> = held.iter().map(|b| b.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 20, "no pair twice");
+        assert!(pool.bind_pair(ip, now).is_err(), "the range is full");
+        // A double release is ignored: the pair is not handed out twice afterwards.
+        let first = held[0].port;
+        drop(held);
+        for p in &ports {
+            pool.release(*p, now);
+        }
+        pool.release(first, now);
+        let again: Vec<BoundPair> = (0..20).map(|_| pool.bind_pair(ip, now).unwrap()).collect();
+        assert_eq!(again.len(), 20);
+        assert!(pool.bind_pair(ip, now).is_err());
     }
 
     #[test]

@@ -490,6 +490,10 @@ impl Call {
         };
         let seq = req.headers.cseq().map_or(0, |c| c.seq);
         self.retrans.retain(|r| !(r.side == side && r.cseq == seq));
+        if self.retrans.is_empty() {
+            // A held call keeps no room for 2xx retransmissions it no longer makes.
+            self.retrans = Vec::new();
+        }
         if let Some(d) = self.dialog_mut(side) {
             // ACK keeps the flow fresh too.
             let _ = d;

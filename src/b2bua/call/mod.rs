@@ -340,7 +340,8 @@ pub struct Call {
     /// Reliable provisional responses on both legs ([`reliable`]).
     reliable: reliable::Reliable,
     /// A blind transfer under way ([`transfer`]).
-    transfer: Option<transfer::Transfer>,
+    /// Boxed: most calls are never transferred, and its settings copy is large.
+    transfer: Option<Box<transfer::Transfer>>,
     /// A transfer failed after its transferor hung up: the call ends.
     transfer_gone_failed: bool,
     /// The re-INVITEs pasarela sent after a transfer, and to which side (their 2xx is ACKed
@@ -567,6 +568,20 @@ fn sdp_of(
     )
 }
 
+/// The caller's INVITE as a call keeps it for its whole life: without the credentials it
+/// carried (checked by the digest gate already; a held call need not keep them) and without
+/// the spare room of a parsed message's header list.
+fn kept_invite(mut invite: Request) -> Request {
+    invite.headers.0.retain(|h| {
+        !h.name().eq_ignore_ascii_case("Authorization")
+            && !h.name().eq_ignore_ascii_case("Proxy-Authorization")
+    });
+    invite.headers.0.shrink_to_fit();
+    // The body is a slice of the whole datagram it came in: keep its own bytes only.
+    invite.body = Bytes::copy_from_slice(&invite.body);
+    invite
+}
+
 impl Call {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -586,6 +601,7 @@ impl Call {
             .unwrap_or_default();
         let a_policy = caller.srtp;
         let reliable = reliable::Reliable::new(&invite, settings);
+        let invite = kept_invite(invite);
         Call {
             id,
             caller,
@@ -903,6 +919,8 @@ impl Call {
             self.sdp.offer_for_b(srtp)
         };
         req.body = with_body(&mut req.headers, offer.as_ref());
+        // The fork keeps its INVITE for the call's life: not the room of a parsed message.
+        req.headers.0.shrink_to_fit();
         // A fork on a PSTN line: the INVITE is kept as the fork's description, never sent;
         // the line is asked to dial instead.
         let line_fork = line.map(|t| self.dial_line(t, offer.as_ref(), settings));

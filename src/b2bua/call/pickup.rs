@@ -297,7 +297,7 @@ impl Calls {
 
     /// Whether call `id` can be picked up now (see [`Call::can_be_picked_up`]).
     pub fn can_be_picked_up(&self, id: u64) -> bool {
-        self.calls.get(&id).is_some_and(Call::can_be_picked_up)
+        self.calls.get(&id).is_some_and(|c| c.can_be_picked_up())
     }
 
     /// The picker's INVITE `pick` takes call `id`, which rings (the owner checked who may

@@ -316,7 +316,7 @@ impl Call {
             Some(our_contact(&peer, "pasarela", settings)),
         );
         tracing::info!(call = self.id, target = %ask.target, transferor = %ask.transferor, "transfer asked");
-        self.transfer = Some(Transfer {
+        self.transfer = Some(Box::new(Transfer {
             transferor: w,
             side,
             first_fork: self.forks.len(),
@@ -330,7 +330,7 @@ impl Call {
             by: ask.transferor.clone(),
             target: target_name(&ask.target),
             route: None,
-        });
+        }));
         let notify = self.notify_transferor(now, layer, 100, "Trying", false, settings);
         ForkAction::Transfer {
             ask: Box::new(ask),

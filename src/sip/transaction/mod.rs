@@ -215,9 +215,11 @@ struct ClientTxn {
 pub struct TransactionLayer {
     timers: Timers,
     wheel: TimerSet,
-    servers: HashMap<ServerKey, ServerTxn>,
+    /// Boxed, as `clients`: a map keeps up to twice its length in slots, and after a burst
+    /// its room stays until the next shrink; an empty slot costs a pointer, not a transaction.
+    servers: HashMap<ServerKey, Box<ServerTxn>>,
     server_index: HashMap<MatchKey, ServerKey>,
-    clients: HashMap<ClientKey, ClientTxn>,
+    clients: HashMap<ClientKey, Box<ClientTxn>>,
     client_index: HashMap<(String, String), ClientKey>,
     events: VecDeque<Event>,
     transmits: VecDeque<Transmit>,
@@ -420,7 +422,7 @@ impl TransactionLayer {
             armed: Armed::new(),
         };
         debug!(key = ?skey, method = %txn.method, %peer, "server transaction created");
-        self.servers.insert(skey, txn);
+        self.servers.insert(skey, Box::new(txn));
         self.server_index.insert(match_key, skey);
         skey
     }
@@ -728,7 +730,7 @@ impl TransactionLayer {
             self.transmit(peer, bytes);
         }
         debug!(?key, method = %index.1, %peer, "client transaction created");
-        self.clients.insert(key, txn);
+        self.clients.insert(key, Box::new(txn));
         self.client_index.insert(index, key);
         key
     }

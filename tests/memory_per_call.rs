@@ -1,0 +1,320 @@
+//! Memory per held call, counted: the SIP core with the real media relay (sockets on
+//! 127.0.0.1, the engine's I/O thread) holds answered calls, and a counting global allocator
+//! measures the heap bytes still allocated per call once the call is set up and once its
+//! transactions are over (a call held for minutes). Issue 22 wants less than 20 KiB per held
+//! call for the whole process; the bound here is on the heap of the core and the relay, which
+//! is where a held call's memory lives (the kernel's socket buffers are not the process's).
+//!
+//! `MEMORY_PER_CALL_VERBOSE=1` prints the bytes per call of each step of the setup.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pasarela::callctl::{Output, SipCore};
+use pasarela::media::port::RelayPort;
+use pasarela::media::{MediaConfig, MediaEngine, MediaEvent};
+use pasarela::sip::message::{Message, Request};
+use pasarela::sip::parse::{parse_message, Framing, Limits};
+
+mod core_vt;
+use core_vt::{authorization, ext, peer, response, responses, to_tag, SERVER};
+
+/// Counts the bytes and blocks allocated and not yet freed, over all threads.
+struct Counting;
+
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+static LIVE_BLOCKS: AtomicI64 = AtomicI64::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only counters are kept.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
+            LIVE_BLOCKS.fetch_add(1, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
+            LIVE_BLOCKS.fetch_add(1, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        LIVE_BYTES.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        LIVE_BLOCKS.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Bytes and blocks allocated now.
+fn live() -> (i64, i64) {
+    (
+        LIVE_BYTES.load(Ordering::Relaxed),
+        LIVE_BLOCKS.load(Ordering::Relaxed),
+    )
+}
+
+const CALLER: &str = "127.0.0.1:5062";
+const CALLEE: &str = "127.0.0.1:5064";
+
+const SDP: &str = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 40000 RTP/AVP 0 8 101\na=rtpmap:0 PCMU/8000\na=rtpmap:8 PCMA/8000\na=rtpmap:101 telephone-event/8000\na=fmtp:101 0-16\na=ptime:20\na=sendrecv\n";
+
+struct Harness {
+    core: SipCore,
+    now: Instant,
+    unix: u64,
+    /// Kept open so the relays' events have somewhere to go.
+    _events: tokio::sync::mpsc::UnboundedReceiver<(u64, MediaEvent)>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let engine = MediaEngine::with_io_threads(
+            MediaConfig {
+                bind_ip: "127.0.0.1".parse().expect("ip"),
+                ports: 30000..=39999,
+                dead_after: Duration::from_secs(3600),
+            },
+            1,
+        );
+        let settings = core_vt::settings(Duration::from_secs(60), false);
+        Harness {
+            core: SipCore::new(
+                settings,
+                vec![ext("100"), ext("101")],
+                [7; 32],
+                Some(Box::new(RelayPort::new(engine, tx))),
+            ),
+            now: Instant::now(),
+            unix: 1_800_000_000,
+            _events: rx,
+        }
+    }
+
+    fn feed(&mut self, text: &str, from: &str) -> Vec<(Message, SocketAddr)> {
+        let msg = parse_message(
+            Bytes::from(text.replace('\n', "\r\n")),
+            Framing::Datagram,
+            &Limits::default(),
+        )
+        .expect("test message parses");
+        self.core
+            .handle_message(self.now, self.unix, msg, peer(from));
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Vec<(Message, SocketAddr)> {
+        let mut out = Vec::new();
+        while let Some(o) = self.core.poll_output(self.now) {
+            if let Output::Transmit(t) = o {
+                let m = parse_message(t.data, Framing::Datagram, &Limits::default())
+                    .expect("core output parses");
+                out.push((m, t.peer.remote));
+            }
+        }
+        out
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(t) = self.core.poll_timeout() {
+            if t > end {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.core.handle_timeout(self.now, self.unix);
+            self.drain();
+        }
+        self.now = end;
+    }
+}
+
+fn requests<'a>(out: &'a [(Message, SocketAddr)], method: &str) -> Vec<&'a Request> {
+    out.iter()
+        .filter_map(|(m, _)| match m {
+            Message::Request(r) if r.method.as_str() == method => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn register_callee(h: &mut Harness) {
+    let reg = |auth: &str, cseq: u32| {
+        format!(
+            "REGISTER sip:office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLEE};branch=z9hG4bKreg{cseq}\nFrom: <sip:101@office.test>;tag=r\nTo: <sip:101@office.test>\nCall-ID: reg\nCSeq: {cseq} REGISTER\nContact: <sip:101@{CALLEE}>\n{auth}Content-Length: 0\n\n"
+        )
+    };
+    let out = h.feed(&reg("", 1), CALLEE);
+    let challenge = responses(&out)[0].clone();
+    let auth = authorization(&challenge, "101", "REGISTER", "sip:office.test");
+    let out = h.feed(&reg(&format!("Authorization: {auth}\n"), 2), CALLEE);
+    assert_eq!(responses(&out)[0].status, 200);
+}
+
+/// An INVITE as softphones send them: a few headers beyond the minimum.
+fn invite(call: u32, cseq: u32, auth: &str) -> String {
+    let body = SDP.replace('\n', "\r\n");
+    format!(
+        "INVITE sip:101@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKinv{call}x{cseq}\nFrom: \"Reception\" <sip:100@office.test>;tag=a{call}\nTo: <sip:101@office.test>\nCall-ID: call{call}-5f0c2a9e@{CALLER}\nCSeq: {cseq} INVITE\nContact: <sip:100@{CALLER};transport=udp>\nMax-Forwards: 70\nUser-Agent: Test Phone 1.0\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO, MESSAGE\nSupported: replaces, timer\n{auth}Content-Type: application/sdp\nContent-Length: {}\n\n{SDP}",
+        body.len()
+    )
+}
+
+/// The callee's response to pasarela's INVITE.
+fn callee_response(inv: &Request, status: u16, tag: &str, sdp: bool) -> String {
+    let h = &inv.headers;
+    let body = if sdp {
+        SDP.replace("40000", "42000")
+    } else {
+        String::new()
+    };
+    let ct = if sdp {
+        "Content-Type: application/sdp\n"
+    } else {
+        ""
+    };
+    format!(
+        "SIP/2.0 {status} X\nVia: {}\nFrom: {}\nTo: {};tag={tag}\nCall-ID: {}\nCSeq: {}\nContact: <sip:101@{CALLEE}>\nUser-Agent: Test Phone 1.0\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO, MESSAGE\n{ct}Content-Length: {}\n\n{body}",
+        h.via().expect("via"),
+        h.from().expect("from"),
+        h.to().expect("to"),
+        h.call_id().expect("call-id"),
+        h.cseq().expect("cseq"),
+        body.replace('\n', "\r\n").len(),
+    )
+}
+
+/// Bytes per call of each step, summed over the calls set up.
+#[derive(Default)]
+struct Steps {
+    challenged: i64,
+    forked: i64,
+    ringing: i64,
+    answered: i64,
+    acked: i64,
+}
+
+/// Sets up call `n` (digest challenge, INVITE forked to 101, 180, 200, ACK both ways).
+fn hold_call(h: &mut Harness, n: u32, steps: &mut Steps) {
+    let mut mark = live().0;
+    let mut step = |acc: &mut i64| {
+        let now = live().0;
+        *acc += now - mark;
+        mark = now;
+    };
+    let out = h.feed(&invite(n, 1, ""), CALLER);
+    let challenge = response(&out, 401, "401");
+    let ch_tag = to_tag(&challenge);
+    h.feed(
+        &format!("ACK sip:101@office.test SIP/2.0\nVia: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKinv{n}x1\nFrom: \"Reception\" <sip:100@office.test>;tag=a{n}\nTo: <sip:101@office.test>;tag={ch_tag}\nCall-ID: call{n}-5f0c2a9e@{CALLER}\nCSeq: 1 ACK\nContent-Length: 0\n\n"),
+        CALLER,
+    );
+    let auth = authorization(&challenge, "100", "INVITE", "sip:101@office.test");
+    drop(out);
+    step(&mut steps.challenged);
+    let out = h.feed(&invite(n, 2, &format!("Authorization: {auth}\n")), CALLER);
+    let fwd = requests(&out, "INVITE");
+    assert_eq!(fwd.len(), 1, "one fork to the callee's one contact");
+    let inv = fwd[0].clone();
+    drop(out);
+    step(&mut steps.forked);
+    h.feed(&callee_response(&inv, 180, &format!("b{n}"), false), CALLEE);
+    step(&mut steps.ringing);
+    let out = h.feed(&callee_response(&inv, 200, &format!("b{n}"), true), CALLEE);
+    assert_eq!(requests(&out, "ACK").len(), 1, "pasarela ACKs the 200");
+    let ok = response(&out, 200, "200 to the caller");
+    let tag = to_tag(&ok);
+    drop(out);
+    step(&mut steps.answered);
+    h.feed(
+        &format!("ACK sip:101@{SERVER} SIP/2.0\nVia: SIP/2.0/UDP {CALLER};rport;branch=z9hG4bKack{n}\nFrom: \"Reception\" <sip:100@office.test>;tag=a{n}\nTo: <sip:101@office.test>;tag={tag}\nCall-ID: call{n}-5f0c2a9e@{CALLER}\nCSeq: 2 ACK\nContent-Length: 0\n\n"),
+        CALLER,
+    );
+    step(&mut steps.acked);
+}
+
+/// Lets the relays' I/O thread take in the relays handed to it (their state is its heap).
+fn settle() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+const WARM: u32 = 20;
+const HELD: u32 = 200;
+/// Issue 22's target is 20 KiB per held call. Measured (2026-12-03): 18.3 KB per held call
+/// (31.4 KB before the Call, transactions and SRTP contexts were boxed and kept messages
+/// trimmed), 20.5 KB just after set-up while its transactions still absorb retransmissions.
+const BOUND_SETUP: i64 = 24 * 1024;
+const BOUND_HELD: i64 = 20 * 1024;
+
+#[test]
+fn held_calls_stay_small() {
+    let verbose = std::env::var_os("MEMORY_PER_CALL_VERBOSE").is_some();
+    let mut h = Harness::new();
+    register_callee(&mut h);
+    let mut steps = Steps::default();
+    // Warm-up: maps and pools reach their working size, the I/O thread starts.
+    for n in 0..WARM {
+        hold_call(&mut h, n, &mut steps);
+    }
+    h.advance(Duration::from_secs(40));
+    settle();
+    let (bytes0, blocks0) = live();
+    let mut steps = Steps::default();
+    for n in WARM..WARM + HELD {
+        hold_call(&mut h, n, &mut steps);
+    }
+    settle();
+    let (bytes1, blocks1) = live();
+    // Past Timer L/M and the 2xx retransmissions (64·T1): a call held for minutes.
+    h.advance(Duration::from_secs(40));
+    settle();
+    let (bytes2, blocks2) = live();
+    assert_eq!(h.core.calls().len(), (WARM + HELD) as usize, "calls held");
+    let per = |b: i64| b / i64::from(HELD);
+    let setup = per(bytes1 - bytes0);
+    let held = per(bytes2 - bytes0);
+    println!(
+        "per call just set up: {setup} B in {} blocks; held (transactions over): {held} B in {} blocks",
+        per(blocks1 - blocks0),
+        per(blocks2 - blocks0)
+    );
+    if verbose {
+        println!(
+            "steps per call: challenged {} B, forked {} B, ringing {} B, answered {} B, acked {} B",
+            per(steps.challenged),
+            per(steps.forked),
+            per(steps.ringing),
+            per(steps.answered),
+            per(steps.acked)
+        );
+    }
+    assert!(
+        setup < BOUND_SETUP,
+        "{setup} B per call just set up (bound {BOUND_SETUP})"
+    );
+    assert!(
+        held < BOUND_HELD,
+        "{held} B per held call (bound {BOUND_HELD})"
+    );
+}
