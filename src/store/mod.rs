@@ -14,6 +14,7 @@ pub mod connection;
 mod counts;
 pub mod dundi;
 pub mod forwards;
+pub mod fxo_lines;
 pub mod inbound;
 pub mod line_rates;
 mod migrations;

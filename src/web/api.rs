@@ -34,6 +34,7 @@ pub fn router(state: WebState) -> Router<WebState> {
         .merge(super::api_dundi::routes())
         .merge(super::api_inbound::routes())
         .merge(super::api_modems::routes())
+        .merge(super::api_fxo::routes())
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
 

@@ -10,6 +10,7 @@ pub mod api;
 pub mod api_dundi;
 pub mod api_inbound;
 pub mod api_messages;
+pub mod api_fxo;
 pub mod api_modems;
 pub mod api_tokens;
 pub mod api_trunks;
@@ -151,6 +152,7 @@ pub struct WebServer {
     local_addr: SocketAddr,
     extensions_changed: Arc<tokio::sync::Notify>,
     trunks_changed: Arc<tokio::sync::Notify>,
+    rates_changed: Arc<tokio::sync::Notify>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     /// The routes, to serve them on an HTTPS listener too ([`WebServer::serve_https`]).
@@ -211,6 +213,7 @@ impl WebServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let extensions_changed = Arc::clone(&state.extensions_changed);
         let trunks_changed = Arc::clone(&state.trunks_changed);
+        let rates_changed = Arc::clone(&state.rates_changed);
         let routes = router(stats, state);
         let app = routes
             .clone()
@@ -230,6 +233,7 @@ impl WebServer {
             local_addr,
             extensions_changed,
             trunks_changed,
+            rates_changed,
             stop,
             task,
             app: routes,
@@ -279,6 +283,12 @@ impl WebServer {
     /// the store's trunks).
     pub fn trunks_changed(&self) -> Arc<tokio::sync::Notify> {
         Arc::clone(&self.trunks_changed)
+    }
+
+    /// Notified whenever the dashboard or the API changed a rate table, a rate or a line's
+    /// rate table (the router's least-cost order is then read again).
+    pub fn rates_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.rates_changed)
     }
 
     /// Notified whenever the dashboard changed an extension (the SIP side then reloads them).

@@ -19,6 +19,7 @@ pub mod inbound;
 pub mod lines;
 pub mod live;
 pub mod messages;
+pub mod fxo_lines;
 pub mod modem_lines;
 pub mod overview;
 pub mod phone_setup;
@@ -63,6 +64,8 @@ pub struct WebState {
     pub(crate) extensions_changed: Arc<tokio::sync::Notify>,
     /// Woken when a trunk changed here or in the API, so that the SIP side applies them.
     pub(crate) trunks_changed: Arc<tokio::sync::Notify>,
+    /// Notified when a rate table, a rate or a line's rate table changed.
+    pub(crate) rates_changed: Arc<tokio::sync::Notify>,
     /// The router of the running gateway, for the route explainer page.
     pub(crate) router: Option<Arc<crate::routing::router::Router>>,
     /// The SIP loop, for the live page and the live API.
@@ -101,6 +104,7 @@ impl WebState {
             limiter: Arc::new(LoginLimiter::default()),
             extensions_changed: Arc::new(tokio::sync::Notify::new()),
             trunks_changed: Arc::new(tokio::sync::Notify::new()),
+            rates_changed: Arc::new(tokio::sync::Notify::new()),
             router: None,
             live: None,
             enum_: None,
@@ -231,6 +235,9 @@ pub fn router(state: WebState) -> Router {
         .route("/lines/modem/save", post(modem_lines::save))
         .route("/lines/modem/toggle", post(modem_lines::toggle))
         .route("/lines/modem/delete", post(modem_lines::delete))
+        .route("/lines/fxo/save", post(fxo_lines::save))
+        .route("/lines/fxo/toggle", post(fxo_lines::toggle))
+        .route("/lines/fxo/delete", post(fxo_lines::delete))
         .route("/dundi", get(dundi::page))
         .route("/dundi/key.pub", get(dundi::public_key))
         .route("/dundi/peer/save", post(dundi::save))
