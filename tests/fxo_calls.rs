@@ -1246,7 +1246,8 @@ fn an_fxo_line_added_on_the_page_takes_the_next_call_while_a_call_goes_on() {
         "fxo1 was seized again or re-opened"
     );
     assert!(
-        a.wait_event("CALL_CLOSED", from_a, Duration::ZERO).is_none(),
+        a.wait_event("CALL_CLOSED", from_a, Duration::ZERO)
+            .is_none(),
         "the call on fxo1 was dropped\n{}",
         server.log_excerpt()
     );
@@ -1271,14 +1272,24 @@ fn an_fxo_line_added_on_the_page_takes_the_next_call_while_a_call_goes_on() {
     let of = |n: &str| lines.iter().find(|l| l["name"] == n).cloned();
     let (l1, l2) = (of("fxo1").expect("fxo1"), of("fxo2").expect("fxo2"));
     assert_eq!(l1["from_file"], serde_json::Value::Bool(true), "{}", r.body);
-    assert_eq!(l2["from_file"], serde_json::Value::Bool(false), "{}", r.body);
+    assert_eq!(
+        l2["from_file"],
+        serde_json::Value::Bool(false),
+        "{}",
+        r.body
+    );
     assert_eq!(l2["settings"]["answer"], "polarity", "{}", r.body);
     let body = r#"{"channel":"7","enabled":false}"#;
     let r = c.api_json("PUT", "/api/v1/lines/fxo/fxo3", &read, body);
     assert_eq!(r.status, 403, "{}", r.body);
     let r = c.api_json("PUT", "/api/v1/lines/fxo/fxo1", &admin, body);
     assert_eq!(r.status, 409, "the file's line: {}", r.body);
-    let r = c.api_json("PUT", "/api/v1/lines/fxo/fxo3", &admin, r#"{"channel":"x"}"#);
+    let r = c.api_json(
+        "PUT",
+        "/api/v1/lines/fxo/fxo3",
+        &admin,
+        r#"{"channel":"x"}"#,
+    );
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("\"field\":\"channel\""), "{}", r.body);
     let r = c.api_json("DELETE", "/api/v1/lines/fxo/fxo2", &read, "");

@@ -187,7 +187,12 @@ fn the_cheaper_line_is_tried_first_and_the_explainer_shows_the_prices() {
     let back = r#"{"rate_table":"dear-rates"}"#;
     let r = c.api_json("PUT", "/api/v1/trunks/dear", &read, back);
     assert_eq!(r.status, 403, "{}", r.body);
-    let r = c.api_json("PUT", "/api/v1/trunks/dear", &admin, r#"{"rate_table":"nope"}"#);
+    let r = c.api_json(
+        "PUT",
+        "/api/v1/trunks/dear",
+        &admin,
+        r#"{"rate_table":"nope"}"#,
+    );
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("\"field\":\"rate_table\""), "{}", r.body);
     let r = c.api_json("PUT", "/api/v1/trunks/dear", &admin, back);

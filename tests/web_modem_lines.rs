@@ -26,7 +26,8 @@ use webdriver::Browser;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn artefacts() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-artefacts/modem-lines")
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/browser-artefacts/modem-lines")
 }
 
 fn submit(b: &Browser, form_css: &str) {
@@ -217,7 +218,10 @@ fn a_modem_line_added_on_the_page_takes_the_next_call_while_a_call_goes_on() {
     br.wait_for(WAIT, "the Lines page", |h| h.contains("id=\"modem-form\""));
     let found = br.source();
     assert!(
-        found.contains(&format!("<option value=\"{}\">line gsm1", modem_gateway::IMEI)),
+        found.contains(&format!(
+            "<option value=\"{}\">line gsm1",
+            modem_gateway::IMEI
+        )),
         "gsm1's IMEI is not offered\n{found}"
     );
     assert!(
@@ -231,7 +235,9 @@ fn a_modem_line_added_on_the_page_takes_the_next_call_while_a_call_goes_on() {
     br.fill("#modem-form input[name=incoming]", "101");
     br.fill("#modem-form input[name=probe_interval_secs]", "1");
     submit(&br, "#modem-form");
-    br.wait_for(WAIT, "the field error", |h| h.contains("IMEI: 14 to 16 digits"));
+    br.wait_for(WAIT, "the field error", |h| {
+        h.contains("IMEI: 14 to 16 digits")
+    });
     br.screenshot("01-imei-refused");
     br.fill("#modem-form input[name=imei]", "");
     submit(&br, "#modem-form");

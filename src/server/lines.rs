@@ -161,7 +161,11 @@ impl StoreLines {
 
     /// Tells the message service (when there is one) where the messages of each modem line
     /// go now ([`StoreLines::message_lines`]).
-    pub fn tell_messages(&self, running: &[ModemConfig], groups: &[crate::config::RingGroupConfig]) {
+    pub fn tell_messages(
+        &self,
+        running: &[ModemConfig],
+        groups: &[crate::config::RingGroupConfig],
+    ) {
         if let Some(m) = self.messages.get() {
             m.set_line_extensions(self.message_lines(running, groups));
         }

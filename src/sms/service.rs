@@ -474,7 +474,10 @@ impl Service {
                 self.send_due().await;
             }
             Request::SetLineExtensions(lines) => {
-                tracing::debug!(lines = lines.len(), "message service: lines' extensions updated");
+                tracing::debug!(
+                    lines = lines.len(),
+                    "message service: lines' extensions updated"
+                );
                 self.settings.line_extensions = lines;
             }
             Request::Ussd { line, code, reply } => {

@@ -157,7 +157,10 @@ pub fn exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
 }
 
 /// Checks that one `incoming` entry that is not an extension number is a ring group.
-pub(super) fn check_incoming(conn: &Connection, incoming: &[String]) -> Result<(), TrunkChangeError> {
+pub(super) fn check_incoming(
+    conn: &Connection,
+    incoming: &[String],
+) -> Result<(), TrunkChangeError> {
     if let [group] = incoming {
         if !group.bytes().all(|b| b.is_ascii_digit()) {
             let known: bool = conn.query_row(
@@ -200,7 +203,10 @@ pub fn save_web(
         return Err(TrunkChangeError::FromFile(name.into()));
     }
     if super::trunks::get(conn, name)?.is_some() {
-        return Err(field("name", format!("`{name}` is already the name of a trunk")));
+        return Err(field(
+            "name",
+            format!("`{name}` is already the name of a trunk"),
+        ));
     }
     if super::modem_lines::get(conn, name)?.is_some() {
         return Err(field(
@@ -219,7 +225,10 @@ pub fn save_web(
         if other.settings.channel.trim() == checked.channel {
             return Err(field(
                 "channel",
-                format!("line `{}` already uses channel {}", other.name, checked.channel),
+                format!(
+                    "line `{}` already uses channel {}",
+                    other.name, checked.channel
+                ),
             ));
         }
     }
@@ -306,10 +315,19 @@ mod tests {
             Err(TrunkChangeError::Field(f)) => f.field,
             other => panic!("{other:?}"),
         };
-        assert_eq!(field(save_web(conn, "f3", true, chan(""), true, &[])), "channel");
-        assert_eq!(field(save_web(conn, "f3", true, chan("x"), true, &[])), "channel");
+        assert_eq!(
+            field(save_web(conn, "f3", true, chan(""), true, &[])),
+            "channel"
+        );
+        assert_eq!(
+            field(save_web(conn, "f3", true, chan("x"), true, &[])),
+            "channel"
+        );
         // Channel 2 is fxo2's.
-        assert_eq!(field(save_web(conn, "f3", true, chan("2"), true, &[])), "channel");
+        assert_eq!(
+            field(save_web(conn, "f3", true, chan("2"), true, &[])),
+            "channel"
+        );
         let fr = FxoLineSettings {
             country: Some("FR".into()),
             ..chan("3")
@@ -319,12 +337,18 @@ mod tests {
             rx_gain_db: Some(30.0),
             ..chan("3")
         };
-        assert_eq!(field(save_web(conn, "f3", true, loud, true, &[])), "rx_gain_db");
+        assert_eq!(
+            field(save_web(conn, "f3", true, loud, true, &[])),
+            "rx_gain_db"
+        );
         let group = FxoLineSettings {
             incoming: vec!["sales".into()],
             ..chan("3")
         };
-        assert_eq!(field(save_web(conn, "f3", true, group, true, &[])), "incoming");
+        assert_eq!(
+            field(save_web(conn, "f3", true, group, true, &[])),
+            "incoming"
+        );
         assert_eq!(
             field(save_web(conn, "bad name", true, chan("3"), true, &[])),
             "name"
@@ -343,7 +367,10 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(field(save_web(conn, "gsm1", true, chan("3"), true, &[])), "name");
+        assert_eq!(
+            field(save_web(conn, "gsm1", true, chan("3"), true, &[])),
+            "name"
+        );
 
         // Edit (same channel is fine for the line itself), disable, delete.
         let edited = FxoLineSettings {

@@ -29,12 +29,10 @@ const FXO_KIND: &str = "analog FXO";
 
 /// The routes (the caller adds the token check).
 pub fn routes() -> Router<WebState> {
-    Router::new()
-        .route("/api/v1/lines/fxo", get(list))
-        .route(
-            "/api/v1/lines/fxo/{name}",
-            get(one).put(save).delete(delete),
-        )
+    Router::new().route("/api/v1/lines/fxo", get(list)).route(
+        "/api/v1/lines/fxo/{name}",
+        get(one).put(save).delete(delete),
+    )
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -182,8 +180,7 @@ async fn save(
                 Err(e) => return Ok(Err(ChangeError::Store(e))),
             };
             let file = super::pages::fxo_lines::file_lines(&db.conn, running);
-            let saved =
-                store_fxo::save_web(&mut db.conn, &name, enabled, settings, !exists, &file);
+            let saved = store_fxo::save_web(&mut db.conn, &name, enabled, settings, !exists, &file);
             Ok(saved.and_then(|()| match rate_table {
                 Some(t) => crate::store::line_rates::set_table(&mut db.conn, &name, Some(&t)),
                 None => Ok(()),

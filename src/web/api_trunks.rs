@@ -196,19 +196,21 @@ fn change_response(result: Result<(), TrunkChangeError>, ok: StatusCode) -> Resp
 
 /// The body's `rate_table` (taken out): `None` absent, `Some("")` null (none of its own);
 /// `Err` is the 422 to answer.
-fn take_rate_table(v: &mut Map<String, Value>) -> Result<Option<String>, Response> {
+fn take_rate_table(v: &mut Map<String, Value>) -> Result<Option<String>, Box<Response>> {
     match v.remove("rate_table") {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(String::new())),
         Some(Value::String(t)) => Ok(Some(t)),
-        Some(_) => Err((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({
-                "error": "rate_table: must be a rate table's name or null",
-                "field": "rate_table"
-            })),
-        )
-            .into_response()),
+        Some(_) => Err(Box::new(
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({
+                    "error": "rate_table: must be a rate table's name or null",
+                    "field": "rate_table"
+                })),
+            )
+                .into_response(),
+        )),
     }
 }
 
@@ -249,7 +251,7 @@ async fn apply(
 async fn create(State(state): State<WebState>, Json(mut v): Json<Map<String, Value>>) -> Response {
     let rate_table = match take_rate_table(&mut v) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (name, enabled, settings) = match body(v, true) {
         Ok(b) => b,
@@ -272,7 +274,7 @@ async fn replace(
 ) -> Response {
     let rate_table = match take_rate_table(&mut v) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let (Some(table), true) = (&rate_table, v.is_empty()) {
         return set_rate_table_only(&state, name, table.clone()).await;
@@ -299,9 +301,8 @@ async fn set_rate_table_only(state: &WebState, name: String, table: String) -> R
             let known = store_trunks::get(&db.conn, &n)
                 .map_err(TrunkChangeError::from)
                 .and_then(|r| r.ok_or_else(|| TrunkChangeError::Unknown(n.clone())));
-            Ok(known.and_then(|_| {
-                crate::store::line_rates::set_table(&mut db.conn, &n, Some(&table))
-            }))
+            Ok(known
+                .and_then(|_| crate::store::line_rates::set_table(&mut db.conn, &n, Some(&table))))
         })
         .await;
     match result {

@@ -8,9 +8,9 @@
 pub mod accounts;
 pub mod api;
 pub mod api_dundi;
+pub mod api_fxo;
 pub mod api_inbound;
 pub mod api_messages;
-pub mod api_fxo;
 pub mod api_modems;
 pub mod api_tokens;
 pub mod api_trunks;

@@ -167,7 +167,10 @@ impl RawFxo {
         if !(1..=30).contains(&self.dial_tone_secs) {
             return Err(err("dial_tone_secs", "must be 1–30".into()));
         }
-        for (key, db) in [("rx_gain_db", self.rx_gain_db), ("tx_gain_db", self.tx_gain_db)] {
+        for (key, db) in [
+            ("rx_gain_db", self.rx_gain_db),
+            ("tx_gain_db", self.tx_gain_db),
+        ] {
             if !(-40.0..=20.0).contains(&db) {
                 return Err(err(key, "between -40 and 20 dB".into()));
             }

@@ -151,7 +151,11 @@ impl FxoForm {
         Ok(FxoLineSettings {
             channel: self.channel.trim().to_owned(),
             country: opt(&self.country).map(|c| c.to_ascii_uppercase()),
-            caller_id: choice("caller_id", &self.caller_id, "off, v23, bell202, dtmf, auto")?,
+            caller_id: choice(
+                "caller_id",
+                &self.caller_id,
+                "off, v23, bell202, dtmf, auto",
+            )?,
             answer: choice("answer", &self.answer, "polarity, dialled, voice")?,
             disconnect: (!disconnect.is_empty()).then_some(disconnect),
             silence_secs: whole("silence_secs", &self.silence_secs, " of seconds")?,
@@ -363,8 +367,6 @@ mod tests {
             ..f
         };
         let e = bad.settings().unwrap_err();
-        assert!(
-            change_message(&TrunkChangeError::Field(e)).starts_with("Gain towards the line: ")
-        );
+        assert!(change_message(&TrunkChangeError::Field(e)).starts_with("Gain towards the line: "));
     }
 }
