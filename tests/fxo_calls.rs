@@ -1140,3 +1140,176 @@ fn a_hook_flash_from_the_phone_reaches_the_line() {
         "the hook stayed off through the flash"
     );
 }
+
+/// The text of the Lines page's PSTN table cell `class` in the row of `line`.
+fn lines_cell(html: &str, line: &str, class: &str) -> Option<String> {
+    let row = html.split(&format!("<tr data-line=\"{line}\">")).nth(1)?;
+    let row = row.split("</tr>").next()?;
+    let cell = row.split(&format!("<td class=\"{class}\">")).nth(1)?;
+    Some(cell.split("</td>").next()?.to_owned())
+}
+
+/// Issue 17: while a call is up on the file's fxo1, the admin adds fxo2 (a second simulated
+/// channel) on the Lines page: a country without a tone plan is refused naming the field,
+/// then the line opens without a restart, the page shows it on-hook and managed "web", and
+/// the next call (fxo1 is busy) goes out on fxo2; the first call survives. The API: a read
+/// token lists both lines (fxo1 from the file) but cannot change one (403); an admin token
+/// cannot change the file's line (409), is told which field is wrong (422), and deletes fxo2,
+/// which closes it.
+#[test]
+fn an_fxo_line_added_on_the_page_takes_the_next_call_while_a_call_goes_on() {
+    use common::web_client::{csrf_of, set_up_admin};
+    require_program("baresip", "baresip");
+    let _slot = slot();
+    let dir = common::TestDir::new("fxo-web");
+    let (s1, s2) = (dir.path().join("fxo1.sock"), dir.path().join("fxo2.sock"));
+    let ex1 = Exchange::start(&s1, Some(Outgoing::answered()));
+    let ex2 = Exchange::start(&s2, Some(Outgoing::answered()));
+    let (server, mut a) = serve_lines(&[("fxo1", &s1)], "100");
+    let limit = Duration::from_secs(30);
+    let mut c = set_up_admin(server.web.expect("web address"));
+
+    // A call on the file's fxo1, up during the change.
+    let mut from_a = 0;
+    a.command("dial", &format!("sip:03012345678@{}", server.udp));
+    next_event(&mut a, "CALL_ESTABLISHED", &mut from_a, limit, &server);
+    assert_eq!(ex1.with(|c| c.seizures), 1, "fxo1 did not take the call");
+
+    // fxo2 on the page: a wrong field is named first.
+    let page = c.get("/lines");
+    assert!(page.body.contains("id=\"fxo-form\""), "{}", page.body);
+    let token = csrf_of(&page.body);
+    let channel = format!("sim:{}", s2.display());
+    let mut form = vec![
+        ("csrf", token.as_str()),
+        ("name", "fxo2"),
+        ("channel", channel.as_str()),
+        ("country", "FR"),
+        ("caller_id", "auto"),
+        ("answer", "polarity"),
+        ("disconnect", "battery"),
+        ("dial_tone_secs", "2"),
+        ("incoming", "101"),
+        ("enabled", "1"),
+    ];
+    let r = c.post("/lines/fxo/save", &form);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("Country (tone plan): "), "{}", r.body);
+    form[3].1 = "DE";
+    let r = c.post("/lines/fxo/save", &form);
+    assert_eq!(r.status, 303, "{}", r.body);
+
+    // It opens without a restart.
+    let deadline = Instant::now() + limit;
+    loop {
+        let page = c.get("/lines");
+        let state = lines_cell(&page.body, "fxo2", "state").unwrap_or_default();
+        if state == "on-hook" {
+            assert_eq!(
+                lines_cell(&page.body, "fxo2", "managed").as_deref(),
+                Some("web")
+            );
+            assert_eq!(
+                lines_cell(&page.body, "fxo1", "managed").as_deref(),
+                Some("from the configuration file")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fxo2 is {state:?}\n{}",
+            server.log_excerpt()
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+
+    // The next call: fxo1 is busy, so it goes out on fxo2; the first call goes on.
+    let mut b = Phone::start(
+        server.dir(),
+        server.udp,
+        PhoneCfg {
+            name: "102",
+            ext: "102",
+            answer: "manual",
+            tone_hz: 440.0,
+            tone_secs: 30.0,
+        },
+    );
+    wait_registered(&server, &mut b, "102");
+    let mut from_b = 0;
+    b.command("dial", &format!("sip:04012345678@{}", server.udp));
+    next_event(&mut b, "CALL_ESTABLISHED", &mut from_b, limit, &server);
+    assert_eq!(ex2.with(|c| c.seizures), 1, "fxo2 did not take the call");
+    assert_eq!(
+        ex1.with(|c| c.seizures),
+        1,
+        "fxo1 was seized again or re-opened"
+    );
+    assert!(
+        a.wait_event("CALL_CLOSED", from_a, Duration::ZERO)
+            .is_none(),
+        "the call on fxo1 was dropped\n{}",
+        server.log_excerpt()
+    );
+    b.command("hangup", "");
+    next_event(&mut b, "CALL_CLOSED", &mut from_b, limit, &server);
+    a.command("hangup", "");
+    next_event(&mut a, "CALL_CLOSED", &mut from_a, limit, &server);
+    let recs = records_after(&server.db, 0, 2);
+    let mut targets: Vec<&str> = recs.iter().map(|r| r.1.route_target.as_str()).collect();
+    targets.sort_unstable();
+    assert_eq!(targets, ["fxo1", "fxo2"], "{recs:?}");
+
+    // The API.
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    use pasarela::web::api_tokens::{create_scoped, Scope};
+    let read = create_scoped(&conn, "monitoring", Scope::Read).unwrap();
+    let admin = create_scoped(&conn, "provisioning", Scope::Admin).unwrap();
+    let r = c.api_json("GET", "/api/v1/lines/fxo", &read, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let lines = v["lines"].as_array().expect("lines");
+    let of = |n: &str| lines.iter().find(|l| l["name"] == n).cloned();
+    let (l1, l2) = (of("fxo1").expect("fxo1"), of("fxo2").expect("fxo2"));
+    assert_eq!(l1["from_file"], serde_json::Value::Bool(true), "{}", r.body);
+    assert_eq!(
+        l2["from_file"],
+        serde_json::Value::Bool(false),
+        "{}",
+        r.body
+    );
+    assert_eq!(l2["settings"]["answer"], "polarity", "{}", r.body);
+    let body = r#"{"channel":"7","enabled":false}"#;
+    let r = c.api_json("PUT", "/api/v1/lines/fxo/fxo3", &read, body);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = c.api_json("PUT", "/api/v1/lines/fxo/fxo1", &admin, body);
+    assert_eq!(r.status, 409, "the file's line: {}", r.body);
+    let r = c.api_json(
+        "PUT",
+        "/api/v1/lines/fxo/fxo3",
+        &admin,
+        r#"{"channel":"x"}"#,
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("\"field\":\"channel\""), "{}", r.body);
+    let r = c.api_json("DELETE", "/api/v1/lines/fxo/fxo2", &read, "");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = c.api_json("DELETE", "/api/v1/lines/fxo/fxo2", &admin, "");
+    assert_eq!(r.status, 204, "{}", r.body);
+    let deadline = Instant::now() + limit;
+    while live_has(&server, "fxo2") {
+        assert!(
+            Instant::now() < deadline,
+            "fxo2 still runs after its deletion\n{}",
+            server.log_excerpt()
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    drop(b);
+}
+
+/// Whether the live API lists the line `name`.
+fn live_has(server: &Server, name: &str) -> bool {
+    let (_, _, body) = common::api_get(server, "/api/v1/live");
+    body.contains(&format!("\"name\":\"{name}\""))
+}

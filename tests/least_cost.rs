@@ -174,4 +174,46 @@ fn the_cheaper_line_is_tried_first_and_the_explainer_shows_the_prices() {
     assert_eq!(r.status, 200, "{}", r.body);
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["rate_table"], "cheap-rates", "{}", r.body);
+
+    // The API sets a trunk's rate table (the file's trunk too, with `rate_table` alone): a
+    // read token may not, an unknown table names the field, and the router takes the change
+    // from the dashboard's change signal (well before the slow look at the store's version).
+    let admin = pasarela::web::api_tokens::create_scoped(
+        &conn,
+        "provisioning",
+        pasarela::web::api_tokens::Scope::Admin,
+    )
+    .unwrap();
+    let back = r#"{"rate_table":"dear-rates"}"#;
+    let r = c.api_json("PUT", "/api/v1/trunks/dear", &read, back);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = c.api_json(
+        "PUT",
+        "/api/v1/trunks/dear",
+        &admin,
+        r#"{"rate_table":"nope"}"#,
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("\"field\":\"rate_table\""), "{}", r.body);
+    let r = c.api_json("PUT", "/api/v1/trunks/dear", &admin, back);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = c.get("/routing?number=040123456");
+        if page.body.contains("least cost order: cheap, dear")
+            && page.body.contains("costs 0.03 EUR/min (table dear-rates")
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            server.fail(&format!(
+                "the rate table set through the API was not applied:\n{}",
+                page.body
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let r = c.api_json("GET", "/api/v1/trunks/dear", &read, "");
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["rate_table"], "dear-rates", "{}", r.body);
 }

@@ -1052,3 +1052,54 @@ fn inbox_in_the_browser() {
     );
     assert!(!text.contains("Erste Nachricht"), "{text}");
 }
+
+/// Issue 17: a modem line added in the dashboard (here through the API, a second simulator)
+/// gets its text messages to its own incoming extension, as a line of the file does: the
+/// message service learns the line's extensions when the line is added.
+#[test]
+fn sms_on_a_modem_line_added_at_run_time_reaches_its_extension() {
+    let (server, _sim1) = start("sms-web-line", "");
+    let sim_dir = common::TestDir::new("sms-web-line-sim2");
+    let sim2 = Sim::start(
+        sim_dir.path(),
+        "gsm2",
+        "353142034567892",
+        "8949226012345678902",
+    );
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    let admin = pasarela::web::api_tokens::create_scoped(
+        &conn,
+        "provisioning",
+        pasarela::web::api_tokens::Scope::Admin,
+    )
+    .unwrap();
+    let body = format!(
+        r#"{{"data_port":"{}","audio_port":"{}","incoming":["102"],"probe_interval_secs":1}}"#,
+        sim2.data_link.display(),
+        sim2.audio_link.display()
+    );
+    let mut c = common::web_client::Client::new(server.web.expect("web address"));
+    let r = c.api_json("PUT", "/api/v1/modems/gsm2", &admin, &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_line_idle(&server, &sim2);
+    let p = phone(&server, "102", "102", None);
+    for pdu in deliver_pdus(SENDER, "Hallo gsm2", 7) {
+        sim2.deliver_sms(&pdu, true);
+    }
+    let (ok, rows) = wait_rows(&server.db, Duration::from_secs(15), |r| {
+        r.iter().any(|r| r.4 == "Hallo gsm2")
+    });
+    assert!(ok, "not stored: {rows:?}\n{}", server.log_excerpt());
+    let row = rows.iter().find(|r| r.4 == "Hallo gsm2").unwrap();
+    assert_eq!(
+        (row.1.as_str(), row.2.as_str(), row.3.as_str()),
+        ("sms_in", SENDER, "102"),
+        "{rows:?}"
+    );
+    assert!(
+        wait_log(&p, "Hallo gsm2", Duration::from_secs(10)),
+        "the phone of gsm2's extension did not get the text\n{}\n{}",
+        p.report(),
+        server.log_excerpt()
+    );
+}

@@ -4,12 +4,15 @@
 //! configuration file"; its rate table is set there like a trunk's (a wrong table is refused
 //! naming the field, an unknown line is refused). The live page does not call the silent trunk
 //! "ready". Then the admin adds a second modem line (a second simulator) on the page while a
-//! phone's call is up on the first: the new line opens without a restart, the next call goes
+//! phone's call is up on the first (in headless Chromium, the form offering the modems found):
+//! the new line opens without a restart, the next call goes
 //! out on it, and the call in progress survives; disabling the line closes it.
 mod common;
 mod modem_gateway;
 mod modem_sim;
 mod phone;
+#[path = "support/webdriver.rs"]
+mod webdriver;
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,8 +21,19 @@ use common::web_client::{csrf_of, set_up_admin};
 use common::*;
 use modem_sim::{DialBehaviour, Sim};
 use serde_json::json;
+use webdriver::Browser;
 
 const WAIT: Duration = Duration::from_secs(20);
+
+fn artefacts() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/browser-artefacts/modem-lines")
+}
+
+fn submit(b: &Browser, form_css: &str) {
+    let button = b.find(&format!("{form_css} button[type=submit]"));
+    b.click(&button);
+}
 
 /// The text of the PSTN table's cell `class` in the row of `line`.
 fn cell(html: &str, line: &str, class: &str) -> Option<String> {
@@ -187,28 +201,48 @@ fn a_modem_line_added_on_the_page_takes_the_next_call_while_a_call_goes_on() {
         "8949226012345678902",
     );
     sim2.set_dial(DialBehaviour::Answer(Duration::from_millis(300)));
-    let page = c.get("/lines");
-    let token = csrf_of(&page.body);
     let (data, audio) = (
         sim2.data_link.display().to_string(),
         sim2.audio_link.display().to_string(),
     );
-    let mut form = vec![
-        ("csrf", token.as_str()),
-        ("name", "gsm2"),
-        ("imei", "12ab"),
-        ("data_port", data.as_str()),
-        ("audio_port", audio.as_str()),
-        ("incoming", "101"),
-        ("probe_interval_secs", "1"),
-        ("enabled", "1"),
-    ];
-    let r = c.post("/lines/modem/save", &form);
-    assert_eq!(r.status, 422, "{}", r.body);
-    assert!(r.body.contains("IMEI: 14 to 16 digits"), "{}", r.body);
-    form[2].1 = "";
-    let r = c.post("/lines/modem/save", &form);
-    assert_eq!(r.status, 303, "{}", r.body);
+    // In headless Chromium, as a new admin would: the form offers the modems found (gsm1's
+    // IMEI and ICCID, from the running line) and refuses a bad IMEI naming the field.
+    let base = format!("http://{web}");
+    let br = Browser::start(server.dir(), &artefacts(), 1280, 1000);
+    br.goto(&format!("{base}/login"));
+    br.fill("input[name=username]", "admin");
+    br.fill("input[name=password]", common::web_client::PASSWORD);
+    submit(&br, "form[action='/login']");
+    br.wait_for(WAIT, "the overview", |h| h.contains("<h1>Overview</h1>"));
+    br.goto(&format!("{base}/lines"));
+    br.wait_for(WAIT, "the Lines page", |h| h.contains("id=\"modem-form\""));
+    let found = br.source();
+    assert!(
+        found.contains(&format!(
+            "<option value=\"{}\">line gsm1",
+            modem_gateway::IMEI
+        )),
+        "gsm1's IMEI is not offered\n{found}"
+    );
+    assert!(
+        found.contains("<datalist id=\"found-iccid\"><option value=\"89"),
+        "no ICCID offered\n{found}"
+    );
+    br.fill("#modem-form input[name=name]", "gsm2");
+    br.fill("#modem-form input[name=imei]", "12ab");
+    br.fill("#modem-form input[name=data_port]", &data);
+    br.fill("#modem-form input[name=audio_port]", &audio);
+    br.fill("#modem-form input[name=incoming]", "101");
+    br.fill("#modem-form input[name=probe_interval_secs]", "1");
+    submit(&br, "#modem-form");
+    br.wait_for(WAIT, "the field error", |h| {
+        h.contains("IMEI: 14 to 16 digits")
+    });
+    br.screenshot("01-imei-refused");
+    br.fill("#modem-form input[name=imei]", "");
+    submit(&br, "#modem-form");
+    br.wait_for(WAIT, "the new line", |h| h.contains("data-line=\"gsm2\""));
+    br.screenshot("02-gsm2-added");
 
     // The line opens without a restart and the page shows it ready, managed here.
     let deadline = Instant::now() + WAIT;

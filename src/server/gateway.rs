@@ -190,6 +190,10 @@ impl Gateway {
             &line_plan,
             &extensions,
         )?;
+        // Modem lines added or changed in the dashboard: their messages' extensions too.
+        if let Some(m) = modem_lines.as_ref() {
+            m.store_lines().set_messages(messages.clone());
+        }
         // Always a node: off until the file or the dashboard turns it on.
         let node = OfficeDundi::idle(&config.dundi, &extensions);
         match dundi_reload::provision(&config, &node, None).await {
@@ -210,7 +214,6 @@ impl Gateway {
             .context("setting up number routing")?;
         spawn_cache_signals(routing.enum_.clone());
         let router = Arc::new(routing.router);
-        rates_reload::start(&store_path, &router);
         let (route_tx, route_rx) = mpsc::unbounded_channel::<(u64, Route)>();
         let enum_zone = start_enum_zone(&config, &extensions).await?;
         let (media_tx, media_rx) = mpsc::unbounded_channel::<(u64, MediaEvent)>();
@@ -305,6 +308,8 @@ impl Gateway {
                 config.web.listen
             )
         })?;
+        // Rate tables: read now, and again at once when the dashboard or the API changes one.
+        rates_reload::start(&store_path, &router, web.rates_changed());
         if let Some(plan) = config.store.nightly.clone() {
             let office = crate::office_time::OfficeTime::new(config.web.time_zone.as_deref());
             let files = crate::store::backup::files_of(&config);

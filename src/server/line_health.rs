@@ -130,6 +130,9 @@ pub fn watch(
                     Some(why) => health.set_line_out(&status.name, why),
                     None => health.set_line_in(&status.name),
                 }
+            } else {
+                // The Lines page offers the modems found when a modem line is added.
+                crate::pstn::gsm::discover::note_status(&status);
             }
             stats.publish_lines(gauges(&pool));
             if rx.changed().await.is_err() {

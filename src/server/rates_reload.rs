@@ -1,7 +1,9 @@
 //! The rate tables applied live to the router's least-cost order (issue 17): at start and
-//! whenever a rate table, a rate or a line's table changes (the store's `rating_version`,
-//! looked at every [`EVERY`]), the rate book is read again and handed to the router
-//! ([`crate::routing::router::Router::set_line_prices`]). Calls in progress keep their route.
+//! whenever a rate table, a rate or a line's table changes, the rate book is read again and
+//! handed to the router ([`crate::routing::router::Router::set_line_prices`]). The dashboard
+//! and the API say when they changed one (the web server's rates change signal); the store's
+//! `rating_version` is still looked at every [`EVERY`] for changes made by other programs
+//! (`pasarela rates import` on the command line). Calls in progress keep their route.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,8 +12,8 @@ use std::time::Duration;
 use crate::cdr::CdrDb;
 use crate::routing::router::Router;
 
-/// How often the rating version is looked at.
-pub(super) const EVERY: Duration = Duration::from_secs(2);
+/// How often the rating version is looked at when nobody said it changed.
+pub(super) const EVERY: Duration = Duration::from_secs(60);
 
 /// Reads the book now when `version` is not `seen`; the new version.
 fn refresh(db: &CdrDb, router: &Router, seen: Option<i64>) -> Option<i64> {
@@ -41,8 +43,9 @@ fn refresh(db: &CdrDb, router: &Router, seen: Option<i64>) -> Option<i64> {
     }
 }
 
-/// Gives `router` the rate book of the store at `path` now, and again after every change.
-pub(super) fn start(path: &Path, router: &Arc<Router>) {
+/// Gives `router` the rate book of the store at `path` now, and again after every change
+/// (at once when `changed` is notified).
+pub(super) fn start(path: &Path, router: &Arc<Router>, changed: Arc<tokio::sync::Notify>) {
     let db = match CdrDb::open(path) {
         Ok(db) => db,
         Err(e) => {
@@ -56,7 +59,10 @@ pub(super) fn start(path: &Path, router: &Arc<Router>) {
     let db = Arc::new(std::sync::Mutex::new(db));
     let task = tokio::spawn(async move {
         loop {
-            tokio::time::sleep(EVERY).await;
+            tokio::select! {
+                () = changed.notified() => {}
+                () = tokio::time::sleep(EVERY) => {}
+            }
             let (db, r) = (Arc::clone(&db), Arc::clone(&router));
             let got = tokio::task::spawn_blocking(move || {
                 let db = db.lock().unwrap_or_else(|p| p.into_inner());

@@ -208,15 +208,16 @@ pub(super) fn reload(
                 }
             }
             let modem_rows = store.modem_lines()?;
+            let fxo_rows = store.fxo_lines()?;
             Ok((
                 store.trunks()?,
                 store.extensions()?,
                 store.inbound()?,
-                modem_rows,
+                (modem_rows, fxo_rows),
             ))
         })
         .await;
-        let (stored, rows, (groups, routes), modem_rows) = match read {
+        let (stored, rows, (groups, routes), (modem_rows, fxo_rows)) = match read {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 tracing::error!("trunks not reloaded: {e:#}");
@@ -233,6 +234,7 @@ pub(super) fn reload(
         fresh.inbound.routes = routes;
         fresh.trunks.extend(line_trunks(&base, &names));
         fresh.modems = base.modems.clone();
+        fresh.fxo = base.fxo.clone();
         let line_infos = match &modems {
             Some(m) => {
                 let running = m.apply(&modem_rows).await;
@@ -246,11 +248,21 @@ pub(super) fn reload(
                     .extend(crate::pstn::routes::line_trunks(&extra));
                 // Lines, not SIP trunks: no registration, qualify or trust for them.
                 fresh.modems.extend(extra);
-                Some(m.infos(&running))
+                // The dashboard's FXO lines, after its modems.
+                let fxo: Vec<_> = m
+                    .apply_fxo(&fxo_rows)
+                    .await
+                    .into_iter()
+                    .filter(|l| !names.contains(&l.settings.name))
+                    .collect();
+                fresh.trunks.extend(super::lines::fxo_trunks(&fxo));
+                fresh.fxo.extend(fxo.iter().cloned());
+                // Text messages of the dashboard's modem lines reach their extensions too.
+                m.tell_messages(&running, &fresh.ring_groups);
+                Some(m.infos_with(&running, &fxo))
             }
             None => None,
         };
-        fresh.fxo = base.fxo.clone();
         // The store's numbering plan (the file's keys and the dashboard's), applied separately.
         fresh.numbering = base.numbering.clone();
         fresh.enum_ = base.enum_.clone();

@@ -53,6 +53,9 @@ pub enum Request {
         code: String,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// The lines and their extensions changed (a modem line added, changed or removed in
+    /// the dashboard): messages received from now on go to these.
+    SetLineExtensions(Vec<(String, Vec<String>)>),
 }
 
 /// A handle to the service (cheap to clone).
@@ -65,6 +68,11 @@ impl Handle {
     /// Passes a request on (dropped when the service is gone).
     pub fn send(&self, r: Request) {
         let _ = self.tx.send(r);
+    }
+
+    /// Each line's extensions (ring groups resolved) from now on.
+    pub fn set_line_extensions(&self, lines: Vec<(String, Vec<String>)>) {
+        self.send(Request::SetLineExtensions(lines));
     }
 
     /// Sends an SMS as `ext` to `to`; the stored message's id.
@@ -464,6 +472,13 @@ impl Service {
                 };
                 let _ = reply.send(r);
                 self.send_due().await;
+            }
+            Request::SetLineExtensions(lines) => {
+                tracing::debug!(
+                    lines = lines.len(),
+                    "message service: lines' extensions updated"
+                );
+                self.settings.line_extensions = lines;
             }
             Request::Ussd { line, code, reply } => {
                 super::metrics::bump(&super::metrics::USSD);

@@ -34,6 +34,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0020_pickup_groups.sql")),
     M::up(include_str!("../../migrations/0021_call_transfers.sql")),
     M::up(include_str!("../../migrations/0022_modem_lines.sql")),
+    M::up(include_str!("../../migrations/0023_fxo_lines.sql")),
     M::up(include_str!("../../migrations/0024_numbering_settings.sql")),
     M::up(include_str!("../../migrations/0025_dundi_node.sql")),
 ];

@@ -15,6 +15,7 @@ mod counts;
 pub mod dundi;
 pub mod dundi_node;
 pub mod forwards;
+pub mod fxo_lines;
 pub mod inbound;
 pub mod line_rates;
 mod migrations;

@@ -173,6 +173,11 @@ pub fn save_web(
             "`{name}` is already the name of a trunk"
         )));
     }
+    if super::fxo_lines::exists(conn, name)? {
+        return Err(name_taken(format!(
+            "`{name}` is already the name of an analog (FXO) line"
+        )));
+    }
     let existing = get(conn, name)?;
     match (&existing, new) {
         (Some(_), true) => return Err(TrunkChangeError::Exists(name.into())),

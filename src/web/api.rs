@@ -36,6 +36,7 @@ pub fn router(state: WebState) -> Router<WebState> {
         .merge(super::api_inbound::routes())
         .merge(super::api_modems::routes())
         .merge(super::api_numbering::routes())
+        .merge(super::api_fxo::routes())
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
 

@@ -52,6 +52,8 @@ fn answer(
         Err(e) => e.into_response(),
         Ok(Ok(())) => {
             state.trunks_changed.notify_one();
+            // A line's rate table may have changed with it.
+            state.rates_changed.notify_one();
             ok.into_response()
         }
         Ok(Err(ChangeError::Field(f))) => refuse(&f.field, &f.message),

@@ -7,7 +7,9 @@
 //!   `PUT /api/v1/trunks/{name}` (the same keys; an absent password keeps the stored one),
 //!   `DELETE /api/v1/trunks/{name}`: need a token with the `admin` scope. Trunks of the
 //!   configuration file cannot be changed here (409). A refused setting answers 422 with the
-//!   key at fault in `field`.
+//!   key at fault in `field`. `rate_table` (a rate table's name, or null for none) may come
+//!   with the keys; a PUT with `rate_table` alone sets only the rate table, for a trunk of the
+//!   configuration file too.
 // Outside data is parsed here: no unchecked indexing or string slicing (issue 13).
 #![cfg_attr(not(test), deny(clippy::string_slice, clippy::indexing_slicing))]
 
@@ -192,23 +194,41 @@ fn change_response(result: Result<(), TrunkChangeError>, ok: StatusCode) -> Resp
     }
 }
 
+/// The body's `rate_table` (taken out): `None` absent, `Some("")` null (none of its own);
+/// `Err` is the 422 to answer.
+fn take_rate_table(v: &mut Map<String, Value>) -> Result<Option<String>, Box<Response>> {
+    match v.remove("rate_table") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(String::new())),
+        Some(Value::String(t)) => Ok(Some(t)),
+        Some(_) => Err(Box::new(
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({
+                    "error": "rate_table: must be a rate table's name or null",
+                    "field": "rate_table"
+                })),
+            )
+                .into_response(),
+        )),
+    }
+}
+
 async fn apply(
     state: &WebState,
     name: String,
     enabled: bool,
-    settings: TrunkSettings,
+    (settings, rate_table): (TrunkSettings, Option<String>),
     new: bool,
 ) -> Response {
     let n = name.clone();
     let result = state
         .with_db(move |db| {
-            Ok(store_trunks::save_web(
-                &mut db.conn,
-                &n,
-                enabled,
-                settings,
-                new,
-            ))
+            let saved = store_trunks::save_web(&mut db.conn, &n, enabled, settings, new);
+            Ok(saved.and_then(|()| match rate_table {
+                Some(t) => crate::store::line_rates::set_table(&mut db.conn, &n, Some(&t)),
+                None => Ok(()),
+            }))
         })
         .await;
     let result = match result {
@@ -218,6 +238,7 @@ async fn apply(
     if result.is_ok() {
         tracing::info!(trunk = %name, new, "trunk saved through the API");
         state.trunks_changed.notify_one();
+        state.rates_changed.notify_one();
     }
     let status = if new {
         StatusCode::CREATED
@@ -227,7 +248,11 @@ async fn apply(
     change_response(result, status)
 }
 
-async fn create(State(state): State<WebState>, Json(v): Json<Map<String, Value>>) -> Response {
+async fn create(State(state): State<WebState>, Json(mut v): Json<Map<String, Value>>) -> Response {
+    let rate_table = match take_rate_table(&mut v) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
     let (name, enabled, settings) = match body(v, true) {
         Ok(b) => b,
         Err(r) => return *r,
@@ -239,14 +264,21 @@ async fn create(State(state): State<WebState>, Json(v): Json<Map<String, Value>>
         )
             .into_response();
     };
-    apply(&state, name, enabled, settings, true).await
+    apply(&state, name, enabled, (settings, rate_table), true).await
 }
 
 async fn replace(
     State(state): State<WebState>,
     Path(name): Path<String>,
-    Json(v): Json<Map<String, Value>>,
+    Json(mut v): Json<Map<String, Value>>,
 ) -> Response {
+    let rate_table = match take_rate_table(&mut v) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    if let (Some(table), true) = (&rate_table, v.is_empty()) {
+        return set_rate_table_only(&state, name, table.clone()).await;
+    }
     let (body_name, enabled, settings) = match body(v, true) {
         Ok(b) => b,
         Err(r) => return *r,
@@ -258,7 +290,31 @@ async fn replace(
         )
             .into_response();
     }
-    apply(&state, name, enabled, settings, false).await
+    apply(&state, name, enabled, (settings, rate_table), false).await
+}
+
+/// `PUT` with `rate_table` alone: the trunk's rate table (a trunk of the file too).
+async fn set_rate_table_only(state: &WebState, name: String, table: String) -> Response {
+    let n = name.clone();
+    let result = state
+        .with_db(move |db| {
+            let known = store_trunks::get(&db.conn, &n)
+                .map_err(TrunkChangeError::from)
+                .and_then(|r| r.ok_or_else(|| TrunkChangeError::Unknown(n.clone())));
+            Ok(known
+                .and_then(|_| crate::store::line_rates::set_table(&mut db.conn, &n, Some(&table))))
+        })
+        .await;
+    match result {
+        Ok(r) => {
+            if r.is_ok() {
+                tracing::info!(trunk = %name, "trunk rate table set through the API");
+                state.rates_changed.notify_one();
+            }
+            change_response(r, StatusCode::OK)
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn remove(State(state): State<WebState>, Path(name): Path<String>) -> Response {

@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod api;
 pub mod api_dundi;
+pub mod api_fxo;
 pub mod api_inbound;
 pub mod api_messages;
 pub mod api_modems;
@@ -153,6 +154,7 @@ pub struct WebServer {
     extensions_changed: Arc<tokio::sync::Notify>,
     trunks_changed: Arc<tokio::sync::Notify>,
     numbering_changed: Arc<tokio::sync::Notify>,
+    rates_changed: Arc<tokio::sync::Notify>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     /// The routes, to serve them on an HTTPS listener too ([`WebServer::serve_https`]).
@@ -214,6 +216,7 @@ impl WebServer {
         let extensions_changed = Arc::clone(&state.extensions_changed);
         let trunks_changed = Arc::clone(&state.trunks_changed);
         let numbering_changed = Arc::clone(&state.numbering_changed);
+        let rates_changed = Arc::clone(&state.rates_changed);
         let routes = router(stats, state);
         let app = routes
             .clone()
@@ -234,6 +237,7 @@ impl WebServer {
             extensions_changed,
             trunks_changed,
             numbering_changed,
+            rates_changed,
             stop,
             task,
             app: routes,
@@ -289,6 +293,12 @@ impl WebServer {
     /// settings (the SIP side then applies the store's).
     pub fn numbering_changed(&self) -> Arc<tokio::sync::Notify> {
         Arc::clone(&self.numbering_changed)
+    }
+
+    /// Notified whenever the dashboard or the API changed a rate table, a rate or a line's
+    /// rate table (the router's least-cost order is then read again).
+    pub fn rates_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.rates_changed)
     }
 
     /// Notified whenever the dashboard changed an extension (the SIP side then reloads them).

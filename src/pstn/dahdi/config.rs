@@ -167,6 +167,14 @@ impl RawFxo {
         if !(1..=30).contains(&self.dial_tone_secs) {
             return Err(err("dial_tone_secs", "must be 1–30".into()));
         }
+        for (key, db) in [
+            ("rx_gain_db", self.rx_gain_db),
+            ("tx_gain_db", self.tx_gain_db),
+        ] {
+            if !(-40.0..=20.0).contains(&db) {
+                return Err(err(key, "between -40 and 20 dB".into()));
+            }
+        }
         if !(0..=1024).contains(&self.echo_cancel) {
             return Err(err("echo_cancel", "taps must be 0–1024".into()));
         }
@@ -211,6 +219,10 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(e.key, "silence_secs");
+        let e = parse("channel = \"1\"\ntx_gain_db = 30.0")
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "tx_gain_db");
         assert!(toml::from_str::<RawFxo>("channel = \"1\"\nanswer = \"magic\"").is_err());
     }
 }

@@ -67,6 +67,64 @@ impl Identity {
     }
 }
 
+/// A modem this process identified (while looking for a line's modem by IMEI or ICCID, or
+/// as a running line): its ports and what it said about itself. The Lines page offers them
+/// when a modem line is added.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FoundModem {
+    /// Its AT port.
+    pub data_port: String,
+    /// Its audio port, when known.
+    pub audio_port: Option<String>,
+    /// `AT+CGSN`.
+    pub imei: Option<String>,
+    /// The SIM's ICCID.
+    pub iccid: Option<String>,
+    /// The line that runs it, if one does.
+    pub line: Option<String>,
+}
+
+/// The modems identified so far, one per AT port, at most [`FOUND_MAX`].
+static FOUND: std::sync::Mutex<Vec<FoundModem>> = std::sync::Mutex::new(Vec::new());
+
+/// How many identified modems are remembered.
+const FOUND_MAX: usize = 64;
+
+/// Remembers a modem identified on its port (what was known of that port, or of the same
+/// IMEI elsewhere, is replaced). One without IMEI and ICCID is not remembered.
+pub fn note_found(m: FoundModem) {
+    if m.imei.is_none() && m.iccid.is_none() {
+        return;
+    }
+    let mut found = FOUND.lock().unwrap_or_else(|p| p.into_inner());
+    found.retain(|f| f.data_port != m.data_port && (m.imei.is_none() || f.imei != m.imei));
+    found.push(m);
+    if found.len() > FOUND_MAX {
+        found.remove(0);
+    }
+}
+
+/// Remembers the modem of a running line from its status (IMEI, ICCID, ports).
+pub fn note_status(s: &crate::pstn::LineStatus) {
+    if let Some(data) = &s.data_port {
+        note_found(FoundModem {
+            data_port: data.clone(),
+            audio_port: s.audio_port.clone(),
+            imei: s.imei.clone(),
+            iccid: s.iccid.clone(),
+            line: Some(s.name.clone()),
+        });
+    }
+}
+
+/// The modems identified so far (running lines' and those probed while looking for one),
+/// by AT port.
+pub fn found() -> Vec<FoundModem> {
+    let mut out = FOUND.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    out.sort_by(|a, b| a.data_port.cmp(&b.data_port));
+    out
+}
+
 /// Opens a serial port (or pty) for async use, raw, 115200 8N1.
 pub fn open_port(path: &Path) -> std::io::Result<tokio_serial::SerialStream> {
     use tokio_serial::SerialPortBuilderExt;
@@ -166,7 +224,17 @@ pub async fn resolve(spec: &PortSpec, profile: &Profile) -> Result<PortPair, Str
                 if !pair.data.exists() {
                     continue;
                 }
-                match identify(&pair.data, profile, Duration::from_secs(3)).await {
+                let id = identify(&pair.data, profile, Duration::from_secs(3)).await;
+                if let Ok(id) = &id {
+                    note_found(FoundModem {
+                        data_port: pair.data.display().to_string(),
+                        audio_port: Some(pair.audio.display().to_string()),
+                        imei: id.imei.clone(),
+                        iccid: id.iccid.clone(),
+                        line: None,
+                    });
+                }
+                match id {
                     Ok(id) if id.matches(imei.as_deref(), iccid.as_deref()) => return Ok(pair),
                     Ok(id) => tracing::debug!(port = %pair.data.display(), ?id, "another modem"),
                     Err(e) => {
@@ -245,6 +313,29 @@ pub fn usb_candidates(class_tty: &Path, profile: &Profile) -> Vec<PortPair> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn found_modems_are_remembered_by_port_and_imei() {
+        let m = |port: &str, imei: &str| FoundModem {
+            data_port: port.into(),
+            imei: Some(imei.into()),
+            ..FoundModem::default()
+        };
+        note_found(m("/test/found/b", "111111111111111"));
+        note_found(m("/test/found/a", "222222222222222"));
+        // The same modem on another port, and nothing known.
+        note_found(m("/test/found/c", "111111111111111"));
+        note_found(FoundModem {
+            data_port: "/test/found/d".into(),
+            ..FoundModem::default()
+        });
+        let ours: Vec<_> = found()
+            .into_iter()
+            .filter(|f| f.data_port.starts_with("/test/found/"))
+            .map(|f| f.data_port)
+            .collect();
+        assert_eq!(ours, ["/test/found/a", "/test/found/c"]);
+    }
 
     #[test]
     fn identity_matching() {

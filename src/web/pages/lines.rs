@@ -18,7 +18,9 @@ use crate::live::{LineState, TrunkLive};
 use crate::store::modem_lines::{self as store_modems, ModemRow};
 use crate::store::trunks::{self as store_trunks, FieldError, TrunkChangeError, TrunkSettings};
 
+use super::fxo_lines::FxoForm;
 use super::modem_lines::ModemForm;
+use crate::store::fxo_lines::{self as store_fxo, FxoRow};
 use crate::web::auth::Session;
 
 /// Which trunk to load into the form.
@@ -28,6 +30,8 @@ pub struct LinesQuery {
     pub edit: String,
     /// A modem line of the dashboard to load into its form.
     pub edit_modem: String,
+    /// An FXO line of the dashboard to load into its form.
+    pub edit_fxo: String,
 }
 
 /// The trunk form, as typed.
@@ -188,6 +192,8 @@ pub struct PstnLineView {
     /// Enabled (a line of the dashboard can be disabled).
     pub enabled: bool,
     pub edit: String,
+    /// Where its enable/disable and delete forms go (`/lines/modem`, `/lines/fxo`).
+    pub actions: String,
 }
 
 impl PstnLineView {
@@ -202,7 +208,30 @@ impl PstnLineView {
             from_file,
             enabled: true,
             edit: format!("/lines?edit_modem={}", url_encode(&l.name)),
+            actions: "/lines/modem".into(),
         }
+    }
+
+    /// An FXO line of the dashboard, running (`live`) or not (disabled, not opened yet).
+    fn fxo(r: &FxoRow, live: Option<&LineState>, rate_table: Option<&String>) -> PstnLineView {
+        let mut v = match live {
+            Some(l) => PstnLineView::of(l, rate_table, false),
+            None => PstnLineView {
+                name: r.name.clone(),
+                kind: "analog FXO".into(),
+                state: if r.enabled { "starting" } else { "disabled" }.into(),
+                detail: format!("channel {}", r.settings.channel),
+                calls: "0".into(),
+                rate_table: rate_table.cloned().unwrap_or_default(),
+                from_file: false,
+                enabled: r.enabled,
+                edit: String::new(),
+                actions: String::new(),
+            },
+        };
+        v.edit = format!("/lines?edit_fxo={}", url_encode(&r.name));
+        v.actions = "/lines/fxo".into();
+        v
     }
 
     /// A line of the dashboard that is not running (disabled, or not opened yet).
@@ -224,6 +253,7 @@ impl PstnLineView {
             from_file: false,
             enabled: r.enabled,
             edit: format!("/lines?edit_modem={}", url_encode(&r.name)),
+            actions: "/lines/modem".into(),
         }
     }
 }
@@ -256,6 +286,36 @@ struct LinesPage {
     pstn: Vec<PstnLineView>,
     /// The modem line form.
     modem: ModemForm,
+    /// The FXO line form.
+    fxo: FxoForm,
+    /// The modems found (running lines' and probed ones), offered in the modem form.
+    found: Vec<FoundModemView>,
+}
+
+/// A modem the gateway identified, as the modem form offers it.
+pub struct FoundModemView {
+    pub imei: String,
+    pub iccid: String,
+    pub data_port: String,
+    pub audio_port: String,
+    /// Which line runs it, and where it is.
+    pub label: String,
+}
+
+impl FoundModemView {
+    fn of(m: crate::pstn::gsm::discover::FoundModem) -> FoundModemView {
+        let label = match &m.line {
+            Some(line) => format!("line {line}, {}", m.data_port),
+            None => format!("not in use, {}", m.data_port),
+        };
+        FoundModemView {
+            imei: m.imei.unwrap_or_default(),
+            iccid: m.iccid.unwrap_or_default(),
+            data_port: m.data_port,
+            audio_port: m.audio_port.unwrap_or_default(),
+            label,
+        }
+    }
 }
 
 /// The live state of the trunks, if the SIP side answers.
@@ -331,20 +391,39 @@ pub(super) async fn render_with(
         state,
         session,
         LinesQuery::default(),
-        form,
-        modem,
+        (form, modem, None),
         error,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await
 }
 
+/// The Lines page refusing a change of an FXO line (422) with its form as typed.
+pub(super) async fn render_fxo_refused(
+    state: &WebState,
+    session: Session,
+    fxo: Option<FxoForm>,
+    error: String,
+) -> Result<Response, PageError> {
+    render(
+        state,
+        session,
+        LinesQuery::default(),
+        (None, None, fxo),
+        Some(error),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await
+}
+
+/// The forms as typed (trunk, modem line, FXO line), when a change was refused.
+type Forms = (Option<TrunkForm>, Option<ModemForm>, Option<FxoForm>);
+
 async fn render(
     state: &WebState,
     session: Session,
     query: LinesQuery,
-    form: Option<TrunkForm>,
-    modem: Option<ModemForm>,
+    (form, modem, fxo): Forms,
     error: Option<String>,
     status: StatusCode,
 ) -> Result<Response, PageError> {
@@ -353,13 +432,14 @@ async fn render(
         crate::store::StoreError::Sqlite(s) => PageError::Sqlite(s),
         _ => PageError::Task,
     };
-    let (rows, line_tables, rate_tables, modem_rows) = state
+    let (rows, line_tables, rate_tables, (modem_rows, fxo_rows)) = state
         .with_db(move |db| {
             let rows = store_trunks::list(&db.conn).map_err(store_error)?;
             let lines = crate::store::line_rates::tables_of_lines(&db.conn)?;
             let tables = crate::store::line_rates::table_names(&db.conn)?;
             let modems = store_modems::list(&db.conn).map_err(store_error)?;
-            Ok((rows, lines, tables, modems))
+            let fxo = store_fxo::list(&db.conn).map_err(store_error)?;
+            Ok((rows, lines, tables, (modems, fxo)))
         })
         .await?;
     let (live, pstn) = match live_state(state).await {
@@ -367,15 +447,31 @@ async fn render(
         None => (None, Vec::new()),
     };
     let ours = |name: &str| modem_rows.iter().any(|r| r.name == name);
+    let fxo_row = |name: &str| fxo_rows.iter().find(|r| r.name == name);
     let mut pstn: Vec<PstnLineView> = pstn
         .iter()
-        .map(|l| PstnLineView::of(l, line_tables.get(&l.name), !ours(&l.name)))
+        .map(|l| match fxo_row(&l.name) {
+            Some(r) => PstnLineView::fxo(r, Some(l), line_tables.get(&l.name)),
+            None => PstnLineView::of(l, line_tables.get(&l.name), !ours(&l.name)),
+        })
         .collect();
     for r in &modem_rows {
         if !pstn.iter().any(|p| p.name == r.name) {
             pstn.push(PstnLineView::stored(r, line_tables.get(&r.name)));
         }
     }
+    for r in &fxo_rows {
+        if !pstn.iter().any(|p| p.name == r.name) {
+            pstn.push(PstnLineView::fxo(r, None, line_tables.get(&r.name)));
+        }
+    }
+    let fxo = fxo.unwrap_or_else(|| {
+        fxo_rows
+            .iter()
+            .find(|r| r.name == query.edit_fxo.trim())
+            .map(FxoForm::of)
+            .unwrap_or_else(FxoForm::blank)
+    });
     let modem = modem.unwrap_or_else(|| {
         match modem_rows
             .iter()
@@ -449,6 +545,11 @@ async fn render(
         rate_tables,
         pstn,
         modem,
+        fxo,
+        found: crate::pstn::gsm::discover::found()
+            .into_iter()
+            .map(FoundModemView::of)
+            .collect(),
     };
     Ok((status, page).into_response())
 }
@@ -459,7 +560,7 @@ pub async fn page(
     Extension(session): Extension<Session>,
     Query(q): Query<LinesQuery>,
 ) -> Result<Response, PageError> {
-    render(&state, session, q, None, None, None, StatusCode::OK).await
+    render(&state, session, q, (None, None, None), None, StatusCode::OK).await
 }
 
 async fn refused(
@@ -588,9 +689,11 @@ pub async fn set_rate_table(
                 .and_then(|r| match r {
                     Some(_) => Ok(()),
                     None if pstn => Ok(()),
-                    None => match store_modems::get(&db.conn, &n)? {
-                        Some(_) => Ok(()),
-                        None => Err(TrunkChangeError::Unknown(n.clone())),
+                    None => match store_modems::get(&db.conn, &n)?.is_some()
+                        || store_fxo::exists(&db.conn, &n)?
+                    {
+                        true => Ok(()),
+                        false => Err(TrunkChangeError::Unknown(n.clone())),
                     },
                 });
             Ok(known.and_then(|_| {
@@ -601,6 +704,7 @@ pub async fn set_rate_table(
     match result {
         Ok(()) => {
             tracing::info!(user = %session.username, line = %name, table = %table, "line rate table set");
+            state.rates_changed.notify_one();
             Ok(Redirect::to("/lines").into_response())
         }
         Err(e) => refused(&state, session, None, &e).await,

@@ -15,6 +15,7 @@ pub mod checklist;
 pub mod dundi;
 pub mod extensions;
 pub mod forwarding;
+pub mod fxo_lines;
 pub mod inbound;
 pub mod lines;
 pub mod live;
@@ -67,6 +68,8 @@ pub struct WebState {
     pub(crate) trunks_changed: Arc<tokio::sync::Notify>,
     /// Notified when the numbering plan or ENUM settings changed (the SIP side applies them).
     pub(crate) numbering_changed: Arc<tokio::sync::Notify>,
+    /// Notified when a rate table, a rate or a line's rate table changed.
+    pub(crate) rates_changed: Arc<tokio::sync::Notify>,
     /// The router of the running gateway, for the route explainer page.
     pub(crate) router: Option<Arc<crate::routing::router::Router>>,
     /// The SIP loop, for the live page and the live API.
@@ -109,6 +112,7 @@ impl WebState {
             extensions_changed: Arc::new(tokio::sync::Notify::new()),
             trunks_changed: Arc::new(tokio::sync::Notify::new()),
             numbering_changed: Arc::new(tokio::sync::Notify::new()),
+            rates_changed: Arc::new(tokio::sync::Notify::new()),
             router: None,
             live: None,
             enum_: None,
@@ -243,6 +247,9 @@ pub fn router(state: WebState) -> Router {
         .route("/lines/modem/save", post(modem_lines::save))
         .route("/lines/modem/toggle", post(modem_lines::toggle))
         .route("/lines/modem/delete", post(modem_lines::delete))
+        .route("/lines/fxo/save", post(fxo_lines::save))
+        .route("/lines/fxo/toggle", post(fxo_lines::toggle))
+        .route("/lines/fxo/delete", post(fxo_lines::delete))
         .route("/dundi", get(dundi::page))
         .route("/dundi/key.pub", get(dundi::public_key))
         .route("/dundi/peer/save", post(dundi::save))

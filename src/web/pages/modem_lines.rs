@@ -168,11 +168,7 @@ pub async fn save(
             state
                 .with_db(move |db| {
                     // The file's lines: running ones that are not the dashboard's.
-                    let ours: Vec<String> = store_modems::list(&db.conn)
-                        .map(|rows| rows.into_iter().map(|r| r.name).collect())
-                        .unwrap_or_default();
-                    let file: Vec<String> =
-                        running.into_iter().filter(|l| !ours.contains(l)).collect();
+                    let file = super::fxo_lines::file_lines(&db.conn, running);
                     Ok(store_modems::save_web(
                         &mut db.conn,
                         &n,

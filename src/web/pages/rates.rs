@@ -277,6 +277,7 @@ pub async fn save_rate(
                 .await?;
             if stored.is_none() {
                 tracing::info!(user = %session.username, table, prefix = %form.prefix, "rate saved");
+                state.rates_changed.notify_one();
                 return Ok(Redirect::to(&rates_link(&table)).into_response());
             }
             stored
@@ -330,6 +331,7 @@ pub async fn create_table(
     match error {
         None => {
             tracing::info!(user = %session.username, table = name, "rate table created");
+            state.rates_changed.notify_one();
             Ok(Redirect::to(&rates_link(&name)).into_response())
         }
         Some(e) => {
@@ -380,6 +382,7 @@ pub async fn import(
     match result {
         Ok(n) => {
             tracing::info!(user = %session.username, table = form.table, rates = n, "rates imported from the dashboard");
+            state.rates_changed.notify_one();
             Ok(Redirect::to(&rates_link(&form.table)).into_response())
         }
         Err(e) => {
@@ -473,6 +476,7 @@ pub async fn delete_table(
         .await?;
     if deleted {
         tracing::info!(user = %session.username, table = form.table, "rate table deleted from the dashboard");
+        state.rates_changed.notify_one();
         Ok(Redirect::to("/rates").into_response())
     } else {
         Ok((StatusCode::NOT_FOUND, "No such rate table.\n").into_response())
