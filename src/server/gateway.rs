@@ -177,9 +177,12 @@ impl Gateway {
         };
         let office = crate::cdr::OfficeNumbers::from_rows(
             &extensions,
-            Some(crate::routing::setup::numbering_plan(&config, &extensions)),
+            Some(crate::routing::setup::numbering_plan(
+                &config.numbering,
+                &extensions,
+            )),
         );
-        let line_plan = crate::routing::setup::numbering_plan(&config, &extensions);
+        let line_plan = crate::routing::setup::numbering_plan(&config.numbering, &extensions);
         let (messages, deliver_rx) = start_messages(
             &config,
             &store_path,
@@ -201,7 +204,7 @@ impl Gateway {
         } else {
             None
         };
-        let routing = crate::routing::setup::build(&config, &extensions, dundi.as_ref())
+        let routing = crate::routing::setup::build(config.routing(), &extensions, dundi.as_ref())
             .context("setting up number routing")?;
         spawn_cache_signals(routing.enum_.clone());
         let router = Arc::new(routing.router);
@@ -251,8 +254,13 @@ impl Gateway {
         let restored = core.registrar_mut().restore(rows);
         tracing::info!(restored, purged, "registrations restored from the store");
 
-        let tls =
-            crate::transport::certs::for_config(&config).context("loading the TLS certificate")?;
+        let tls = crate::transport::certs::for_config(
+            &config.sip,
+            config.web.https,
+            &config.tls,
+            &config.store.path,
+        )
+        .context("loading the TLS certificate")?;
         if tls.self_signed {
             tracing::info!(cert = %tls.cert_path.display(), "TLS: self-signed certificate (replace it with [tls] cert and key)");
         }
@@ -262,7 +270,7 @@ impl Gateway {
             .await
             .with_context(|| format!("opening the control socket {}", control_path.display()))?;
         let (live_source, live_requests) = live::LiveSource::channel();
-        let live_lines = live::configured_lines(&config);
+        let live_lines = live::configured_lines(&config.trunks, &config.pstn_line_names());
         let mut web = WebServer::start_guarded(
             config.web.listen,
             Arc::clone(&stats),
@@ -276,7 +284,7 @@ impl Gateway {
                 realm: config.sip.domain.clone(),
                 guard: Some(core.guard()),
                 hosts: config.web.hosts.clone(),
-                backup_files: crate::store::backup::files_of(&config),
+                backup_files: config.backup_files(),
                 sip_listen: transports
                     .local_addrs
                     .iter()
@@ -302,7 +310,7 @@ impl Gateway {
         })?;
         if let Some(plan) = config.store.nightly.clone() {
             let office = crate::office_time::OfficeTime::new(config.web.time_zone.as_deref());
-            let files = crate::store::backup::files_of(&config);
+            let files = config.backup_files();
             let store = store_path.clone();
             Supervisor::global().spawn("nightly backup".to_owned(), move || {
                 super::nightly_backup::run(
@@ -554,9 +562,9 @@ impl Gateway {
                             }
                             sinks.office = crate::cdr::OfficeNumbers::from_rows(
                                 &rows,
-                                Some(crate::routing::setup::numbering_plan(&config, &rows)),
+                                Some(crate::routing::setup::numbering_plan(&config.numbering, &rows)),
                             );
-                            core.set_numbering(crate::routing::setup::numbering_plan(&config, &rows));
+                            core.set_numbering(crate::routing::setup::numbering_plan(&config.numbering, &rows));
                             tracing::info!(extensions = rows.len(), "extensions reloaded");
                             trunks_reload::reload(&config, router, inbound_tx.clone(), true, store_lines.clone());
                         }
