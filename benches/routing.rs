@@ -111,8 +111,9 @@ fn main() {
         let dns = ZoneServer::start("127.0.0.1:0".parse().expect("addr"), vec![zone])
             .await
             .expect("DNS server");
-        let config = config(dns.local_addr(), budget_ms);
-        let router = setup::build_router(config.routing(), &extensions(), None).expect("router");
+        let live_config = config(dns.local_addr(), budget_ms);
+        let router =
+            setup::build_router(live_config.routing(), &extensions(), None).expect("router");
 
         let (cold, decision) = timed(&router, "0305551234").await;
         println!("routing: decision  {}", describe(&decision));
