@@ -111,8 +111,9 @@ fn main() {
         let dns = ZoneServer::start("127.0.0.1:0".parse().expect("addr"), vec![zone])
             .await
             .expect("DNS server");
-        let router = setup::build_router(&config(dns.local_addr(), budget_ms), &extensions(), None)
-            .expect("router");
+        let live_config = config(dns.local_addr(), budget_ms);
+        let router =
+            setup::build_router(live_config.routing(), &extensions(), None).expect("router");
 
         let (cold, decision) = timed(&router, "0305551234").await;
         println!("routing: decision  {}", describe(&decision));
@@ -143,12 +144,8 @@ fn main() {
         dns.shutdown().await;
 
         let silent = UdpSocket::bind("127.0.0.1:0").expect("silent socket");
-        let dead = setup::build_router(
-            &config(silent.local_addr().expect("addr"), budget_ms),
-            &extensions(),
-            None,
-        )
-        .expect("router");
+        let dead_config = config(silent.local_addr().expect("addr"), budget_ms);
+        let dead = setup::build_router(dead_config.routing(), &extensions(), None).expect("router");
         let mut worst = Duration::ZERO;
         for i in 0..5 {
             let (t, decision) = timed(&dead, &format!("030555000{i}")).await;

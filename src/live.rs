@@ -129,15 +129,16 @@ impl LiveSource {
 /// answer yet and no call in progress (its live state replaces it, [`with_trunk_state`]).
 pub const TRUNK_UNKNOWN: &str = "unknown (no answer yet)";
 
-/// The lines the configuration declares, in the form the live page shows them.
-pub fn configured_lines(config: &crate::config::Config) -> Vec<LineState> {
-    config
-        .trunks
+/// The SIP trunks the configuration declares, in the form the live page shows them; the
+/// trunks named in `pstn_lines` are PSTN lines (modems, FXO ports), which are trunks for the
+/// router but have their own state (`crate::server::lines`, which adds them).
+pub fn configured_lines(
+    trunks: &[crate::routing::trunk::TrunkConfig],
+    pstn_lines: &[&str],
+) -> Vec<LineState> {
+    trunks
         .iter()
-        // Modem lines are trunks for the router but have their own state (`crate::server::lines`, which adds them).
-        .filter(|t| !config.modems.iter().any(|m| m.line.line.name == t.name))
-        // … and so have FXO ports.
-        .filter(|t| !config.fxo.iter().any(|f| f.settings.name == t.name))
+        .filter(|t| !pstn_lines.contains(&t.name.as_str()))
         .map(|t| LineState {
             name: t.name.clone(),
             kind: "SIP trunk".into(),
@@ -249,21 +250,18 @@ mod tests {
         else {
             unreachable!()
         };
-        let config = crate::config::Config {
-            trunks: vec![crate::config::TrunkConfig {
-                name: "carrier".into(),
-                uri,
-                username: None,
-                password: None,
-                number_format: crate::config::NumberFormat::E164,
-                enabled: true,
-                sources: Vec::new(),
-                options: Default::default(),
-            }],
-            ..crate::config::Config::default()
-        };
+        let trunks = vec![crate::routing::trunk::TrunkConfig {
+            name: "carrier".into(),
+            uri,
+            username: None,
+            password: None,
+            number_format: crate::routing::trunk::NumberFormat::E164,
+            enabled: true,
+            sources: Vec::new(),
+            options: Default::default(),
+        }];
         assert_eq!(
-            configured_lines(&config)[0].state,
+            configured_lines(&trunks, &[])[0].state,
             TRUNK_UNKNOWN,
             "a trunk nothing was sent to is not called ready"
         );

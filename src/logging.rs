@@ -9,7 +9,21 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogConfig;
+/// `[log]`: diagnostics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// A level (`off`, `error`, `warn`, `info`, `debug`, `trace`) or a `tracing` filter directive
+    /// list such as `"info,pasarela::sip=debug"` (`level`, default `info`).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+        }
+    }
+}
 
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -309,7 +309,7 @@ fn rerate(config: &Config, month: Option<&str>, all: bool) -> ExitCode {
 
 /// `pasarela backup FILE`.
 fn backup(config: &Config, file: &Path) -> ExitCode {
-    let files = pasarela::store::backup::files_of(config);
+    let files = config.backup_files();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -458,7 +458,7 @@ fn standalone_dundi(config: &Config, command: &DundiCommand) -> ExitCode {
     if let Err(e) = pasarela::logging::init(&config.log) {
         eprintln!("pasarela: {e}");
     }
-    let extensions = pasarela::store::extensions_for_tools(config).unwrap_or_default();
+    let extensions = config.extensions_for_tools().unwrap_or_default();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -522,7 +522,7 @@ fn route(config: Config, number: &str, from: Option<&str>) -> ExitCode {
         eprintln!("pasarela: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let extensions = match pasarela::store::extensions_for_tools(&config) {
+    let extensions = match config.extensions_for_tools() {
         Ok(rows) => rows,
         Err(e) => {
             eprintln!("pasarela: reading extensions: {e:#}");
@@ -546,7 +546,7 @@ fn route(config: Config, number: &str, from: Option<&str>) -> ExitCode {
         Err(e) => eprintln!("pasarela: the dashboard's numbering settings not used: {e}"),
     }
     // The trunks of the file and of the dashboard, as `serve` uses them.
-    match pasarela::store::trunks::for_tools(&config) {
+    match pasarela::store::trunks::for_tools(&config.trunks, &config.store.path) {
         Ok(trunks) => config.trunks = trunks,
         Err(e) => {
             eprintln!("pasarela: reading trunks: {e:#}");
@@ -572,7 +572,8 @@ fn route(config: Config, number: &str, from: Option<&str>) -> ExitCode {
         } else {
             None
         };
-        let router = pasarela::routing::setup::build_router(&config, &extensions, dundi.as_ref())?;
+        let router =
+            pasarela::routing::setup::build_router(config.routing(), &extensions, dundi.as_ref())?;
         // The lines' rate tables, for the least-cost order (as `serve` does).
         if config.store.path.exists() {
             let book = pasarela::cdr::CdrDb::open(&config.store.path)?.load_rate_book()?;

@@ -414,7 +414,7 @@ pub fn loop_check(req: &Request, our_branches: &str) -> Option<(u16, &'static st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::NumberingConfig;
+    use crate::routing::numbering::NumberingConfig;
 
     fn sock(s: &str) -> SocketAddr {
         s.parse().unwrap()

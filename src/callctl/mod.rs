@@ -23,6 +23,7 @@ use crate::store::{BindingChange, ExtensionRow};
 
 use self::limits::Subject;
 
+pub mod config;
 pub mod digest_gate;
 mod forward;
 pub mod inbound;

@@ -780,7 +780,7 @@ pub(crate) mod tests {
     }
 
     fn office() -> OfficeNumbers {
-        let plan = NumberingPlan::from_config(&crate::config::NumberingConfig {
+        let plan = NumberingPlan::from_config(&crate::routing::numbering::NumberingConfig {
             country_code: "49".into(),
             national_prefix: "0".into(),
             international_prefix: "00".into(),

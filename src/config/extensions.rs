@@ -1,30 +1,9 @@
-//! `[[extension]]`: the office's phones.
+//! `[[extension]]`: the office's phones, mapped onto
+//! [`crate::store::config::ExtensionConfig`] with the file:line:key checks.
 
 use super::*;
 
-/// One `[[extension]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtensionConfig {
-    /// The extension number, 1 to 15 digits (`number`, required).
-    pub number: String,
-    /// The digest-authentication password (`password`, required, non-empty).
-    pub password: String,
-    /// Display name (`name`).
-    pub name: Option<String>,
-    /// Direct inward dialling number in E.164, `+` and digits (`did`).
-    pub did: Option<String>,
-    /// Whether the extension may register and call (`enabled`, default true).
-    pub enabled: bool,
-    /// What the extension may call (`permissions`, e.g. `["internal", "national"]`, `["all"]`);
-    /// `None`: `numbering.default_permissions`.
-    pub permissions: Option<crate::routing::Permissions>,
-    /// Networks it may register and call from (`allow`, e.g. `["192.168.1.0/24"]`; default
-    /// anywhere).
-    pub allow: Vec<crate::security::net::IpNet>,
-    /// Whether digest answers without `qop` (RFC 2069) are accepted (`legacy_digest`,
-    /// default false).
-    pub legacy_digest: bool,
-}
+pub use crate::store::config::ExtensionConfig;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,29 +3,7 @@
 use super::*;
 
 pub use crate::callctl::inbound::InboundConfig;
-
-/// One `[[ring_group]]`: extensions that ring for a number of `[[inbound.route]]` or a modem
-/// line's `incoming`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RingGroupConfig {
-    /// Its name, used as a route's `destination` (`name`, required, not all digits).
-    pub name: String,
-    /// The extensions; the first to answer takes the call (`members`).
-    pub members: Vec<String>,
-    /// `strategy`: `all` (default) rings every member at once; `order` rings them one after
-    /// the other, each for `member_timeout` seconds.
-    pub strategy: RingStrategy,
-    /// Seconds each member rings with `strategy = "order"` (`member_timeout`, default 15).
-    pub member_timeout_secs: u32,
-}
-
-/// How a ring group rings its members.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RingStrategy {
-    #[default]
-    All,
-    Order,
-}
+pub use crate::store::config::{RingGroupConfig, RingStrategy};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,22 +1,8 @@
-//! `[log]`: log levels.
+//! `[log]`: log levels, mapped onto [`crate::logging::LogConfig`].
 
 use super::*;
 
-/// `[log]`: diagnostics.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogConfig {
-    /// A level (`off`, `error`, `warn`, `info`, `debug`, `trace`) or a `tracing` filter directive
-    /// list such as `"info,pasarela::sip=debug"` (`level`, default `info`).
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            level: "info".to_owned(),
-        }
-    }
-}
+pub use crate::logging::LogConfig;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -18,17 +18,17 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::ops::{Range, RangeInclusive};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-// One file per section of the file: its settings type (with `Default`), its `Raw*` type as
-// written, and the checks between them. `keys` has the key paths every error names.
+// One file per section of the file: its `Raw*` type as written and the checks that map it onto
+// the settings type (with `Default`) of the module that uses it, re-exported here so
+// `config::X` paths keep working. `keys` has the key paths every error names.
 mod calls;
 pub use calls::*;
 mod dundi;
@@ -61,9 +61,6 @@ mod trunks;
 pub use trunks::*;
 mod web;
 pub use web::*;
-
-/// The `User-Agent`/`Server` header value used unless `sip.user_agent` is set.
-pub const DEFAULT_USER_AGENT: &str = concat!("pasarela/", env!("CARGO_PKG_VERSION"));
 
 /// The whole configuration of one pasarela process; [`Default`] gives the embedded defaults.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -176,6 +173,36 @@ impl ConfigError {
 }
 
 impl Config {
+    /// What routing takes from the file: `[numbering]`, `[enum]` and the trunks.
+    pub fn routing(&self) -> crate::routing::setup::RoutingConfig<'_> {
+        crate::routing::setup::RoutingConfig {
+            numbering: &self.numbering,
+            enum_: &self.enum_,
+            trunks: &self.trunks,
+        }
+    }
+
+    /// The names of the PSTN lines (`[[modem]]`, `[[fxo]]`), which are trunks for the router.
+    pub fn pstn_line_names(&self) -> Vec<&str> {
+        let modems = self.modems.iter().map(|m| m.line.line.name.as_str());
+        modems
+            .chain(self.fxo.iter().map(|f| f.settings.name.as_str()))
+            .collect()
+    }
+
+    /// The files a backup keeps besides the store ([`crate::store::backup::files_of`]).
+    pub fn backup_files(&self) -> Vec<(String, PathBuf)> {
+        crate::store::backup::files_of(self.source.as_deref(), &self.dundi.settings)
+    }
+
+    /// The extensions a command-line tool should know
+    /// ([`crate::store::extensions_for_tools`]).
+    pub fn extensions_for_tools(
+        &self,
+    ) -> Result<Vec<crate::store::ExtensionRow>, crate::store::StoreError> {
+        crate::store::extensions_for_tools(&self.store.path, &self.sip.domain, &self.extensions)
+    }
+
     /// Loads the configuration from `path`, or returns the embedded defaults for `None`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let Some(path) = path else {

@@ -1,51 +1,9 @@
-//! `[numbering]`: the numbering plan and default permissions.
+//! `[numbering]`: the numbering plan and default permissions, mapped onto
+//! [`crate::routing::numbering::NumberingConfig`] with the file:line:key checks.
 
 use super::*;
 
-/// `[numbering]`: the local numbering plan.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NumberingConfig {
-    /// Country calling code without `+` (`country_code`, default `49`).
-    pub country_code: String,
-    /// Trunk prefix for national numbers (`national_prefix`, default `0`).
-    pub national_prefix: String,
-    /// Prefix for international numbers (`international_prefix`, default `00`).
-    pub international_prefix: String,
-    /// Local area code, so that local numbers can be dialled without it (`area_code`).
-    pub area_code: Option<String>,
-    /// Length of extension numbers, when fixed (`extension_length`).
-    pub extension_length: Option<usize>,
-    /// Emergency numbers, always allowed and always to the PSTN (`emergency`; default: the
-    /// country's, e.g. 112 and 110 for 49).
-    pub emergency: Option<Vec<String>>,
-    /// Short service numbers (`short_numbers`; `x` matches any digit, e.g. `118xx`).
-    pub short_numbers: Option<Vec<String>>,
-    /// Mobile prefixes of the national significant number (`mobile_prefixes`, e.g. `15`).
-    pub mobile_prefixes: Option<Vec<String>>,
-    /// Premium-rate prefixes of the national significant number (`premium_prefixes`).
-    pub premium_prefixes: Option<Vec<String>>,
-    /// Call permissions of extensions that do not list their own (`default_permissions`,
-    /// default `["internal", "national", "mobile"]`: international and premium-rate calls are
-    /// barred unless granted).
-    pub default_permissions: crate::routing::Permissions,
-}
-
-impl Default for NumberingConfig {
-    fn default() -> Self {
-        NumberingConfig {
-            country_code: "49".to_owned(),
-            national_prefix: "0".to_owned(),
-            international_prefix: "00".to_owned(),
-            area_code: None,
-            extension_length: None,
-            emergency: None,
-            short_numbers: None,
-            mobile_prefixes: None,
-            premium_prefixes: None,
-            default_permissions: crate::routing::Permissions::default(),
-        }
-    }
-}
+pub use crate::routing::numbering::NumberingConfig;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

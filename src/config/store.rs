@@ -1,35 +1,9 @@
-//! `[store]`: the database and its nightly backup.
+//! `[store]`: the database and its nightly backup, mapped onto
+//! [`crate::store::config::StoreConfig`] with the file:line:key checks.
 
 use super::*;
 
-/// `[store]`: the SQLite database.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoreConfig {
-    /// Path of the database file (`path`, default `pasarela.db`).
-    pub path: PathBuf,
-    /// The nightly backup (`backup_at`; none by default).
-    pub nightly: Option<NightlyBackup>,
-}
-
-/// The nightly backup of `[store]`: at `backup_at` (office time, `HH:MM`) a backup like
-/// `pasarela backup` writes `pasarela-YYYY-MM-DD.backup` into `backup_dir` (default `backups`
-/// beside the database) and keeps the newest `backup_keep` (default 7).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NightlyBackup {
-    pub hour: u8,
-    pub minute: u8,
-    pub dir: PathBuf,
-    pub keep: u32,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            path: PathBuf::from("pasarela.db"),
-            nightly: None,
-        }
-    }
-}
+pub use crate::store::config::{NightlyBackup, StoreConfig};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,35 +1,9 @@
-//! `[tls]`: the certificate and the trust of SIP over TLS.
+//! `[tls]`: the certificate and the trust of SIP over TLS, mapped onto
+//! [`crate::transport::config::TlsConfig`] with the file:line:key checks.
 
 use super::*;
 
-/// `[tls]`: certificates for SIP over TLS and the HTTPS dashboard (see
-/// [`crate::transport::certs`]).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct TlsConfig {
-    /// The office's certificate chain, PEM (`cert`); with `key`. Without both, a self-signed
-    /// certificate is made on first start and kept beside the store.
-    pub cert: Option<PathBuf>,
-    /// Its private key, PEM (`key`).
-    pub key: Option<PathBuf>,
-    /// Extra CA certificates (PEM files) outgoing TLS trusts besides the system roots
-    /// (`ca_files`).
-    pub ca_files: Vec<PathBuf>,
-    /// Trust per SIP domain: `[[tls.peer]]` tables and the `tls_ca`/`tls_pin` keys of a
-    /// `[[trunk]]` (keyed by the host of its `uri`).
-    pub peers: Vec<TlsPeer>,
-}
-
-/// How the certificate of one SIP domain is checked on outgoing TLS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsPeer {
-    /// The SIP domain (the host of the URI called), lower case.
-    pub domain: String,
-    /// A CA file (PEM) that signs its certificate, instead of the system roots (`ca`).
-    pub ca: Option<PathBuf>,
-    /// The SHA-256 of its certificate (DER), hex; a matching certificate is taken whatever
-    /// signed it, but its name must still be the domain (`pin`).
-    pub pin: Option<[u8; 32]>,
-}
+pub use crate::transport::config::{TlsConfig, TlsPeer};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

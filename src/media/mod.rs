@@ -32,6 +32,7 @@
 //! The protocol pieces — [`g711`], [`rtp`], [`dtmf`], [`stats`] — are pure functions and state
 //! machines with no I/O.
 
+pub mod config;
 pub mod dtmf;
 pub mod g711;
 pub mod hold_music;

@@ -6,8 +6,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use crate::config::{NumberFormat, TrunkConfig};
 use crate::routing::numbering::{Dialled, NumberingPlan};
+use crate::routing::trunk::{NumberFormat, TrunkConfig};
 use crate::sip::uri::Uri;
 
 /// The hop of every line trunk: a loopback address nothing listens on (the discard port);
@@ -67,7 +67,8 @@ mod tests {
 
     #[test]
     fn callers_become_e164() {
-        let plan = NumberingPlan::from_config(&crate::config::NumberingConfig::default());
+        let plan =
+            NumberingPlan::from_config(&crate::routing::numbering::NumberingConfig::default());
         assert_eq!(caller_e164(&plan, "4917012345", Some(145)), "+4917012345");
         assert_eq!(caller_e164(&plan, "+4917012345", Some(145)), "+4917012345");
         assert_eq!(

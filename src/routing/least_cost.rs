@@ -118,7 +118,7 @@ mod tests {
             uri,
             username: None,
             password: None,
-            number_format: crate::config::NumberFormat::E164,
+            number_format: crate::routing::trunk::NumberFormat::E164,
             enabled: true,
             sources: Vec::new(),
             options: Default::default(),

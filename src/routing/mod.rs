@@ -19,6 +19,7 @@
 //! - [`zone_server`]: the embedded authoritative DNS server (the private ENUM zone; DNS tests).
 
 pub mod dundi;
+pub mod enum_config;
 pub mod enum_lookup;
 pub mod forwarding;
 pub mod least_cost;

@@ -1171,7 +1171,8 @@ mod tests {
     #[test]
     fn tel_results_reenter_the_numbering_plan() {
         use crate::routing::numbering::{Dialled, NumberingPlan};
-        let plan = NumberingPlan::from_config(&crate::config::NumberingConfig::default());
+        let plan =
+            NumberingPlan::from_config(&crate::routing::numbering::NumberingConfig::default());
         let records = vec![rec(
             10,
             1,

@@ -25,6 +25,51 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// `[numbering]`: the local numbering plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberingConfig {
+    /// Country calling code without `+` (`country_code`, default `49`).
+    pub country_code: String,
+    /// Trunk prefix for national numbers (`national_prefix`, default `0`).
+    pub national_prefix: String,
+    /// Prefix for international numbers (`international_prefix`, default `00`).
+    pub international_prefix: String,
+    /// Local area code, so that local numbers can be dialled without it (`area_code`).
+    pub area_code: Option<String>,
+    /// Length of extension numbers, when fixed (`extension_length`).
+    pub extension_length: Option<usize>,
+    /// Emergency numbers, always allowed and always to the PSTN (`emergency`; default: the
+    /// country's, e.g. 112 and 110 for 49).
+    pub emergency: Option<Vec<String>>,
+    /// Short service numbers (`short_numbers`; `x` matches any digit, e.g. `118xx`).
+    pub short_numbers: Option<Vec<String>>,
+    /// Mobile prefixes of the national significant number (`mobile_prefixes`, e.g. `15`).
+    pub mobile_prefixes: Option<Vec<String>>,
+    /// Premium-rate prefixes of the national significant number (`premium_prefixes`).
+    pub premium_prefixes: Option<Vec<String>>,
+    /// Call permissions of extensions that do not list their own (`default_permissions`,
+    /// default `["internal", "national", "mobile"]`: international and premium-rate calls are
+    /// barred unless granted).
+    pub default_permissions: crate::routing::Permissions,
+}
+
+impl Default for NumberingConfig {
+    fn default() -> Self {
+        NumberingConfig {
+            country_code: "49".to_owned(),
+            national_prefix: "0".to_owned(),
+            international_prefix: "00".to_owned(),
+            area_code: None,
+            extension_length: None,
+            emergency: None,
+            short_numbers: None,
+            mobile_prefixes: None,
+            premium_prefixes: None,
+            default_permissions: crate::routing::Permissions::default(),
+        }
+    }
+}
+
 /// An E.164 number: `+` followed by 7 to 15 digits, the first of which is not `0`.
 ///
 /// ITU-T E.164 allows at most 15 digits. Real numbers are seldom shorter than 8 digits, but a few
@@ -447,7 +492,7 @@ impl NumberingPlan {
     /// emergency, short, mobile and premium numbers of the country where known (Germany, Austria,
     /// Switzerland, France, Italy, Spain, the UK, the NANP), `112` and `911` elsewhere; no area
     /// code and no extension length; a 10-digit national number length in the NANP.
-    pub fn from_config(cfg: &crate::config::NumberingConfig) -> Self {
+    pub fn from_config(cfg: &NumberingConfig) -> Self {
         let cc = cfg.country_code.trim().trim_start_matches('+').to_owned();
         let (emergency, short, mobile, premium): (&[&str], &[&str], &[&str], &[&str]) =
             match cc.as_str() {
@@ -735,8 +780,8 @@ impl NumberingPlan {
 
 #[cfg(test)]
 mod tests {
+    use super::NumberingConfig;
     use super::*;
-    use crate::config::NumberingConfig;
 
     fn plan(cc: &str, nat: &str, intl: &str) -> NumberingPlan {
         NumberingPlan::from_config(&NumberingConfig {

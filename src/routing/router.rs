@@ -1050,7 +1050,7 @@ impl fmt::Display for Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::NumberingConfig;
+    use crate::routing::numbering::NumberingConfig;
     use crate::routing::Permission;
 
     struct Fixed {

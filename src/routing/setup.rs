@@ -7,17 +7,18 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::Config;
 use crate::sip::uri::SipUri;
 use crate::store::ExtensionRow;
 
+use super::enum_config::EnumConfig;
 use super::enum_lookup::{EnumResolver, EnumSettings};
 use super::locate::Locator;
-use super::numbering::{NumberingPlan, E164};
+use super::numbering::{NumberingConfig, NumberingPlan, E164};
 use super::router::{
     BoxFuture, Directory, FoundTarget, Hop, Located, RouteSource, Router, RouterSettings,
     ServerLocator, SourceAnswer,
 };
+use super::trunk::TrunkConfig;
 
 /// ENUM as a routing source.
 struct EnumSource(EnumResolver);
@@ -79,11 +80,11 @@ pub struct Routing {
     pub enum_: EnumResolver,
 }
 
-/// The numbering plan for `config`; when `numbering.extension_length` is not set and every
+/// The numbering plan of `[numbering]`; when `extension_length` is not set and every
 /// extension has the same length, that length is used, so that a mistyped extension gets 404
 /// rather than being taken for a local number.
-pub fn numbering_plan(config: &Config, extensions: &[ExtensionRow]) -> NumberingPlan {
-    let mut plan = NumberingPlan::from_config(&config.numbering);
+pub fn numbering_plan(numbering: &NumberingConfig, extensions: &[ExtensionRow]) -> NumberingPlan {
+    let mut plan = NumberingPlan::from_config(numbering);
     if plan.extension_length.is_none() {
         let mut lengths = extensions.iter().map(|e| e.number.len());
         if let Some(first) = lengths.next() {
@@ -95,9 +96,8 @@ pub fn numbering_plan(config: &Config, extensions: &[ExtensionRow]) -> Numbering
     plan
 }
 
-/// The ENUM settings of `config`.
-pub fn enum_settings(config: &Config) -> EnumSettings {
-    let e = &config.enum_;
+/// The ENUM settings of `[enum]`.
+pub fn enum_settings(e: &EnumConfig) -> EnumSettings {
     EnumSettings {
         suffixes: e.suffixes.clone(),
         nameservers: e.nameservers.clone(),
@@ -112,24 +112,35 @@ pub fn enum_settings(config: &Config) -> EnumSettings {
 /// (changed in the dashboard or the file): the next call uses them, calls in progress keep
 /// their route. Returns whether the ENUM settings changed.
 pub fn apply_numbering(
-    config: &Config,
+    config: RoutingConfig<'_>,
     extensions: &[ExtensionRow],
     router: &Router,
     resolver: &EnumResolver,
 ) -> anyhow::Result<bool> {
     let budget = Duration::from_millis(config.enum_.budget_ms);
     router.set_numbering(
-        numbering_plan(config, extensions),
+        numbering_plan(config.numbering, extensions),
         config.numbering.default_permissions,
         budget,
         budget,
     );
-    Ok(resolver.reconfigure(enum_settings(config))?)
+    Ok(resolver.reconfigure(enum_settings(config.enum_))?)
+}
+
+/// What routing takes from the configuration file: `[numbering]`, `[enum]` and the trunks.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutingConfig<'a> {
+    /// `[numbering]`.
+    pub numbering: &'a NumberingConfig,
+    /// `[enum]`.
+    pub enum_: &'a EnumConfig,
+    /// The trunks, in order of preference.
+    pub trunks: &'a [TrunkConfig],
 }
 
 /// The router of a `serve` or `route` process.
 pub fn build_router(
-    config: &Config,
+    config: RoutingConfig<'_>,
     extensions: &[ExtensionRow],
     dundi: Option<&crate::routing::dundi::OfficeDundi>,
 ) -> anyhow::Result<Router> {
@@ -138,11 +149,11 @@ pub fn build_router(
 
 /// The router with its ENUM resolver; DUNDi is asked beside ENUM when its node runs.
 pub fn build(
-    config: &Config,
+    config: RoutingConfig<'_>,
     extensions: &[ExtensionRow],
     dundi: Option<&crate::routing::dundi::OfficeDundi>,
 ) -> anyhow::Result<Routing> {
-    let resolver = EnumResolver::new(enum_settings(config))?;
+    let resolver = EnumResolver::new(enum_settings(config.enum_))?;
     let mut sources: Vec<Arc<dyn RouteSource>> = vec![Arc::new(EnumSource(resolver.clone()))];
     if let Some(d) = dundi {
         sources.push(Arc::new(crate::routing::dundi::DundiSource::new(
@@ -154,11 +165,11 @@ pub fn build(
     let budget = Duration::from_millis(config.enum_.budget_ms);
     let router = Router::new(
         RouterSettings {
-            plan: numbering_plan(config, extensions),
+            plan: numbering_plan(config.numbering, extensions),
             default_permissions: config.numbering.default_permissions,
             budget,
             locate_budget: budget,
-            trunks: config.trunks.clone(),
+            trunks: config.trunks.to_vec(),
         },
         sources,
         locator,

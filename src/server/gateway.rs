@@ -10,11 +10,13 @@
 //! - the [`Web`] side (dashboard, API, `/healthz`, the systemd notifier, the control socket);
 //! - the [`Sinks`] where the core's outputs go.
 //!
-//! [`Gateway::run`] announces the gateway ready and turns the SIP loop — every input of the core
-//! in one `select!`, the core's outputs drained after each turn — until a stop signal; then it
-//! ends the calls and stops the parts in order.
+//! [`Gateway::run`] announces the gateway ready and turns the SIP loop until a stop signal: one
+//! `select!` ([`Running::next_input`]) waits for the next [`Input`] of the core, a small method
+//! of [`Running`] per input kind handles it, and the core's outputs are drained after each turn
+//! ([`Running::after_turn`]); then it ends the calls and stops the parts in order.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -180,9 +182,12 @@ impl Gateway {
         };
         let office = crate::cdr::OfficeNumbers::from_rows(
             &extensions,
-            Some(crate::routing::setup::numbering_plan(&config, &extensions)),
+            Some(crate::routing::setup::numbering_plan(
+                &config.numbering,
+                &extensions,
+            )),
         );
-        let line_plan = crate::routing::setup::numbering_plan(&config, &extensions);
+        let line_plan = crate::routing::setup::numbering_plan(&config.numbering, &extensions);
         let (messages, deliver_rx) = start_messages(
             &config,
             &store_path,
@@ -210,7 +215,7 @@ impl Gateway {
             Err(e) => tracing::error!("DUNDi (turned on in the dashboard) not started: {e:#}"),
         }
         let dundi = Some(node);
-        let routing = crate::routing::setup::build(&config, &extensions, dundi.as_ref())
+        let routing = crate::routing::setup::build(config.routing(), &extensions, dundi.as_ref())
             .context("setting up number routing")?;
         spawn_cache_signals(routing.enum_.clone());
         let router = Arc::new(routing.router);
@@ -259,8 +264,13 @@ impl Gateway {
         let restored = core.registrar_mut().restore(rows);
         tracing::info!(restored, purged, "registrations restored from the store");
 
-        let tls =
-            crate::transport::certs::for_config(&config).context("loading the TLS certificate")?;
+        let tls = crate::transport::certs::for_config(
+            &config.sip,
+            config.web.https,
+            &config.tls,
+            &config.store.path,
+        )
+        .context("loading the TLS certificate")?;
         if tls.self_signed {
             tracing::info!(cert = %tls.cert_path.display(), "TLS: self-signed certificate (replace it with [tls] cert and key)");
         }
@@ -270,7 +280,7 @@ impl Gateway {
             .await
             .with_context(|| format!("opening the control socket {}", control_path.display()))?;
         let (live_source, live_requests) = live::LiveSource::channel();
-        let live_lines = live::configured_lines(&config);
+        let live_lines = live::configured_lines(&config.trunks, &config.pstn_line_names());
         let mut web = WebServer::start_guarded(
             config.web.listen,
             Arc::clone(&stats),
@@ -284,7 +294,7 @@ impl Gateway {
                 realm: config.sip.domain.clone(),
                 guard: Some(core.guard()),
                 hosts: config.web.hosts.clone(),
-                backup_files: crate::store::backup::files_of(&config),
+                backup_files: config.backup_files(),
                 sip_listen: transports
                     .local_addrs
                     .iter()
@@ -312,7 +322,7 @@ impl Gateway {
         rates_reload::start(&store_path, &router, web.rates_changed());
         if let Some(plan) = config.store.nightly.clone() {
             let office = crate::office_time::OfficeTime::new(config.web.time_zone.as_deref());
-            let files = crate::store::backup::files_of(&config);
+            let files = config.backup_files();
             let store = store_path.clone();
             Supervisor::global().spawn("nightly backup".to_owned(), move || {
                 super::nightly_backup::run(
@@ -419,301 +429,67 @@ impl Gateway {
     /// the writers last so that no record or registration is lost.
     pub async fn run(self) -> anyhow::Result<()> {
         let Gateway {
-            mut config,
+            config,
             writers,
-            mut lines,
-            mut routing,
+            lines,
+            routing,
             core,
-            mut transports,
+            transports,
             mut web,
-            mut sinks,
+            sinks,
         } = self;
-        let Core {
-            sip: mut core,
-            mut admission,
-            media_events: mut media_rx,
-            deliveries: mut deliver_rx,
-        } = core;
         let Writers {
             bindings: writer,
             cdr: cdr_writer,
-            usage: mut usage_rx,
+            usage,
         } = writers;
         let stats = Arc::clone(&web.stats);
-        let mut published = std::time::Instant::now();
-        publish(&stats, published, &core);
-        let mut status = Vec::new();
-        {
-            // Machine-readable start-up lines for supervisors and tests.
-            let mut out = std::io::stdout().lock();
-            for (proto, addr) in &transports.local_addrs {
-                tracing::info!("SIP listening on {proto} {addr}");
-                let _ = writeln!(out, "listening sip {proto} {addr}");
-                status.push(format!("SIP {proto} {addr}"));
-            }
-            if let Some(z) = &routing.enum_zone {
-                let _ = writeln!(out, "listening dns {}", z.local_addr());
-            }
-            let _ = writeln!(out, "listening web {}", web.server.local_addr());
-            if let Some(a) = web.https {
-                let _ = writeln!(out, "listening https {a}");
-                status.push(format!("web https {a}"));
-            }
-            if let Some(d) = routing.dundi.as_ref().filter(|d| d.handle.is_running()) {
-                let _ = writeln!(out, "listening dundi {}", d.handle.local_addr());
-                status.push(format!("DUNDi {}", d.handle.local_addr()));
-            }
-            status.push(format!("web {}", web.server.local_addr()));
-            let _ = writeln!(out, "ready");
-            let _ = out.flush();
-        }
-        if let Some(n) = web.notifier.as_mut() {
-            n.ready(&format!("serving: {}", status.join(", ")));
-            n.keep_alive(published);
-        }
-
-        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut pulse = tokio::time::interval(PULSE);
-        pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let published = std::time::Instant::now();
+        publish(&stats, published, &core.sip);
+        announce(&transports, &routing, &mut web, published);
+        let changes = Changes::watch(&web.server);
+        let mut running = Running {
+            config,
+            lines,
+            routing,
+            core,
+            transports,
+            web,
+            sinks,
+            usage,
+            stats,
+            published,
+            ticks: Ticks::new(),
+            changes,
+        };
+        running.start_store_lines();
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
-        // Extensions are provisioned again on SIGHUP and whenever the dashboard changed one.
-        let (reload_tx, mut reload) = mpsc::channel::<()>(1);
-        let (inbound_tx, mut inbound_rx) = mpsc::unbounded_channel::<trunks_reload::Applied>();
-        forward_hangup(reload_tx.clone());
-        let changed = web.server.extensions_changed();
-        Supervisor::global().spawn("extension changes".to_owned(), move || {
-            let (changed, reload_tx) = (changed.clone(), reload_tx.clone());
-            async move {
-                loop {
-                    changed.notified().await;
-                    if reload_tx.send(()).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        // Trunks changed in the dashboard or the API are applied without re-reading the file.
-        let (trunk_tx, mut trunk_changes) = mpsc::channel::<()>(1);
-        let trunks_changed = web.server.trunks_changed();
-        Supervisor::global().spawn("trunk changes".to_owned(), move || {
-            let (trunks_changed, trunk_tx) = (trunks_changed.clone(), trunk_tx.clone());
-            async move {
-                loop {
-                    trunks_changed.notified().await;
-                    if trunk_tx.send(()).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        // The numbering plan and ENUM settings changed in the dashboard or the API.
-        let (numbering_tx, mut numbering_rx) =
-            mpsc::unbounded_channel::<numbering_reload::Applied>();
-        let (numbering_signal_tx, mut numbering_changes) = mpsc::channel::<()>(1);
-        let numbering_changed = web.server.numbering_changed();
-        Supervisor::global().spawn("numbering changes".to_owned(), move || {
-            let (changed, tx) = (numbering_changed.clone(), numbering_signal_tx.clone());
-            async move {
-                loop {
-                    changed.notified().await;
-                    if tx.send(()).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let rx = &mut transports.inbound;
-        let router = &routing.router;
-        // The dashboard's modem lines: started now, and applied again with every trunk reload.
-        let store_lines = lines.modems.as_ref().map(|m| m.store_lines());
-        if store_lines.is_some() {
-            trunks_reload::reload(
-                &config,
-                router,
-                inbound_tx.clone(),
-                false,
-                store_lines.clone(),
-            );
-        }
+        // The loop: wait for the next input, hand it to its method, drain the core's outputs.
         loop {
-            let deadline = core.poll_timeout().map(tokio::time::Instant::from_std);
-            let timer = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                msg = rx.recv() => {
-                    let Some(first) = msg else { break };
-                    let now = std::time::Instant::now();
-                    let unix = unix_now();
-                    // A bug in handling one message drops that message, not the loop.
-                    let sup = Supervisor::global();
-                    sup.guard(CORE, || admit_and_handle(&mut core, &mut admission, now, unix, first));
-                    for _ in 0..BATCH {
-                        match rx.try_recv() {
-                            Ok(m) => {
-                                sup.guard(CORE, || admit_and_handle(&mut core, &mut admission, now, unix, m));
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    if let Some((n, why)) = admission.report(now) {
-                        tracing::warn!(refused = n, reason = ?why, "over capacity: new calls refused with 503 + Retry-After");
-                    }
-                }
-                () = timer => core.handle_timeout(std::time::Instant::now(), unix_now()),
-                Some(failure) = transports.failures.recv() => {
-                    let sup = Supervisor::global();
-                    sup.guard(CORE, || core.transport_failure(std::time::Instant::now(), unix_now(), failure));
-                }
-                Some(()) = reload.recv() => {
-                    match reload_extensions(&config, &mut core, router, routing.enum_zone.as_ref()) {
-                        Ok(rows) => {
-                            if let Some(d) = &routing.dundi {
-                                d.reprovision(&rows);
-                                dundi_reload::reload_from_file(&config, d);
-                            }
-                            sinks.office = crate::cdr::OfficeNumbers::from_rows(
-                                &rows,
-                                Some(crate::routing::setup::numbering_plan(&config, &rows)),
-                            );
-                            core.set_numbering(crate::routing::setup::numbering_plan(&config, &rows));
-                            tracing::info!(extensions = rows.len(), "extensions reloaded");
-                            trunks_reload::reload(&config, router, inbound_tx.clone(), true, store_lines.clone());
-                            numbering_reload::read(&config, numbering_tx.clone(), true);
-                        }
-                        Err(e) => tracing::error!("extensions not reloaded: {e:#}"),
-                    }
-                }
-                Some(()) = numbering_changes.recv() => {
-                    numbering_reload::read(&config, numbering_tx.clone(), false);
-                }
-                Some((numbering, enum_, rows)) = numbering_rx.recv() => {
-                    let before = (config.numbering.clone(), config.enum_.clone());
-                    config.numbering = numbering;
-                    config.enum_ = enum_;
-                    if numbering_reload::apply((&before.0, &before.1), &config, &rows, router, &routing.enum_) {
-                        let plan = crate::routing::setup::numbering_plan(&config, &rows);
-                        sinks.office = crate::cdr::OfficeNumbers::from_rows(&rows, Some(plan.clone()));
-                        if let Some(l) = sinks.line_legs.as_mut() {
-                            l.set_plan(plan.clone());
-                        }
-                        core.set_numbering(plan);
-                        // The trust model normalises callers with the plan too.
-                        trunks_reload::reload(&config, router, inbound_tx.clone(), false, store_lines.clone());
-                    }
-                }
-                Some(()) = trunk_changes.recv() => {
-                    trunks_reload::reload(&config, router, inbound_tx.clone(), false, store_lines.clone());
-                }
-                Some((policy, plans, line_infos)) = inbound_rx.recv() => {
-                    tracing::info!(trunks = policy.trunks.len(), public = policy.public, "trunks and inbound policy reloaded");
-                    core.set_inbound(policy);
-                    if let Some(infos) = line_infos {
-                        core.set_lines(infos);
-                    }
-                    lines.live = trunks_reload::live_lines(&lines.live, &plans);
-                    core.set_trunk_plans(std::time::Instant::now(), plans);
-                }
-                Some((id, route)) = routing.decided.recv() => {
-                    stats.route_decided(RouteOutcome::of(&route), route.elapsed);
-                    core.route_decided(std::time::Instant::now(), unix_now(), id, Arc::new(route));
-                }
-                Some(request) = web.live.recv() => match request {
-                    live::LiveRequest::Snapshot(reply) => {
-                        let now = std::time::Instant::now();
-                        let (calls, registrations) = core.live(now, unix_now());
-                        let trunks = core.trunk_live(now);
-                        let _ = reply.send(live::LiveSnapshot {
-                            taken_at: unix_now(),
-                            calls,
-                            registrations,
-                            lines: live::with_trunk_state(&lines.live, &trunks)
-                                .into_iter()
-                                .chain(lines.modems.iter().flat_map(|m| m.live()))
-                                .collect(),
-                            trunks,
-                            lamps: core.lamps(unix_now()),
-                        });
-                    }
-                    live::LiveRequest::HangUp(id, reply) => {
-                        let _ = reply.send(core.hang_up_call(std::time::Instant::now(), unix_now(), id));
-                    }
-                },
-                Some(msg) = deliver_rx.recv() => {
-                    core.deliver_message(std::time::Instant::now(), unix_now(), msg);
-                }
-                Some((call, event)) = media_rx.recv() => {
-                    core.media_event(std::time::Instant::now(), unix_now(), call, event);
-                }
-                Some(call) = lines.incoming.recv() => {
-                    if let Some(l) = sinks.line_legs.as_mut() {
-                        let sup = Supervisor::global();
-                        l.incoming(call, |line, caller, name, audio| {
-                            sup.guard(CORE, || core.line_call_named(std::time::Instant::now(), unix_now(), line, caller, name, audio))
-                                .flatten()
-                        });
-                    }
-                }
-                Some((leg, event)) = lines.events.recv() => {
-                    if let Some(l) = sinks.line_legs.as_mut() {
-                        l.observe(leg, &event);
-                    }
-                    let sup = Supervisor::global();
-                    sup.guard(CORE, || core.line_event(std::time::Instant::now(), unix_now(), leg, event));
-                }
-                _ = housekeeping.tick() => {
-                    core.housekeeping_at(Some(std::time::Instant::now()), unix_now());
-                    crate::memory::give_back();
-                    tracing::debug!(
-                        registrations = core.registrations(),
-                        calls = core.calls().len(),
-                        transactions = ?core.transaction_counts(),
-                        "housekeeping"
-                    );
-                }
-                _ = heartbeat.tick() => {
-                    sinks.call_log.heartbeat(&sinks.cdr, core.calls().up_calls(std::time::Instant::now()));
-                }
-                Some(spent) = usage_rx.recv() => {
-                    spent.count(core.limiter_mut());
-                    while let Ok(more) = usage_rx.try_recv() {
-                        more.count(core.limiter_mut());
-                    }
-                }
-                _ = pulse.tick() => {}
+            let input = running.next_input(shutdown.as_mut()).await;
+            if running.handle(input).is_break() {
+                break;
             }
-            // After every batch (and at least every PULSE): numbers for /metrics, the heartbeat
-            // for /healthz, and the systemd watchdog, all fed by this loop so that they stop when
-            // it hangs.
-            let now = std::time::Instant::now();
-            if now.saturating_duration_since(published) >= PUBLISH_EVERY {
-                published = now;
-                publish(&stats, now, &core);
-            }
-            // A component that its supervisor gave up stops the watchdog: systemd restarts us.
-            if let Some(n) = web
-                .notifier
-                .as_mut()
-                .filter(|_| !Supervisor::global().has_failed())
-            {
-                n.keep_alive(now);
-            }
-            sinks.drain(&mut core, now);
+            running.after_turn();
         }
+        let Running {
+            mut lines,
+            routing,
+            core,
+            mut transports,
+            web,
+            mut sinks,
+            stats,
+            ..
+        } = running;
+        let mut core = core.sip;
         stats.set_stopping();
         if let Some(n) = &web.notifier {
             n.stopping();
         }
         sinks.stopping = true;
-        end_calls(&mut core, rx, &mut sinks).await;
+        end_calls(&mut core, &mut transports.inbound, &mut sinks).await;
         if let Some(m) = lines.modems.take() {
             m.shutdown().await;
         }
@@ -734,6 +510,518 @@ impl Gateway {
             tracing::error!("store writer: {e}");
         }
         Ok(())
+    }
+}
+
+/// Machine-readable start-up lines for supervisors and tests, and "ready" for systemd.
+fn announce(
+    transports: &Transports,
+    routing: &Routing,
+    web: &mut Web,
+    published: std::time::Instant,
+) {
+    let mut status = Vec::new();
+    {
+        let mut out = std::io::stdout().lock();
+        for (proto, addr) in &transports.local_addrs {
+            tracing::info!("SIP listening on {proto} {addr}");
+            let _ = writeln!(out, "listening sip {proto} {addr}");
+            status.push(format!("SIP {proto} {addr}"));
+        }
+        if let Some(z) = &routing.enum_zone {
+            let _ = writeln!(out, "listening dns {}", z.local_addr());
+        }
+        let _ = writeln!(out, "listening web {}", web.server.local_addr());
+        if let Some(a) = web.https {
+            let _ = writeln!(out, "listening https {a}");
+            status.push(format!("web https {a}"));
+        }
+        if let Some(d) = routing.dundi.as_ref().filter(|d| d.handle.is_running()) {
+            let _ = writeln!(out, "listening dundi {}", d.handle.local_addr());
+            status.push(format!("DUNDi {}", d.handle.local_addr()));
+        }
+        status.push(format!("web {}", web.server.local_addr()));
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+    }
+    if let Some(n) = web.notifier.as_mut() {
+        n.ready(&format!("serving: {}", status.join(", ")));
+        n.keep_alive(published);
+    }
+}
+
+/// The loop's clocks besides the core's own timer.
+struct Ticks {
+    housekeeping: tokio::time::Interval,
+    heartbeat: tokio::time::Interval,
+    pulse: tokio::time::Interval,
+}
+
+impl Ticks {
+    fn new() -> Ticks {
+        let housekeeping = tokio::time::interval(HOUSEKEEPING);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pulse = tokio::time::interval(PULSE);
+        pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ticks {
+            housekeeping,
+            heartbeat,
+            pulse,
+        }
+    }
+}
+
+/// Changes made outside the loop that it applies: extensions (SIGHUP, the dashboard), trunks
+/// (the dashboard, the API) and the trunk and inbound settings rebuilt off the loop.
+struct Changes {
+    reload: mpsc::Receiver<()>,
+    trunks: mpsc::Receiver<()>,
+    applied_tx: mpsc::UnboundedSender<trunks_reload::Applied>,
+    applied: mpsc::UnboundedReceiver<trunks_reload::Applied>,
+    /// The numbering plan and ENUM settings changed in the dashboard or the API.
+    numbering: mpsc::Receiver<()>,
+    /// The store's numbering and ENUM settings, read off the loop.
+    numbering_applied_tx: mpsc::UnboundedSender<numbering_reload::Applied>,
+    numbering_applied: mpsc::UnboundedReceiver<numbering_reload::Applied>,
+}
+
+impl Changes {
+    /// Extensions are provisioned again on SIGHUP and whenever the dashboard changed one;
+    /// trunks changed in the dashboard or the API are applied without re-reading the file.
+    fn watch(server: &WebServer) -> Changes {
+        let (reload_tx, reload) = mpsc::channel::<()>(1);
+        let (applied_tx, applied) = mpsc::unbounded_channel::<trunks_reload::Applied>();
+        forward_hangup(reload_tx.clone());
+        let changed = server.extensions_changed();
+        Supervisor::global().spawn("extension changes".to_owned(), move || {
+            let (changed, reload_tx) = (changed.clone(), reload_tx.clone());
+            async move {
+                loop {
+                    changed.notified().await;
+                    if reload_tx.send(()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let (trunk_tx, trunks) = mpsc::channel::<()>(1);
+        let trunks_changed = server.trunks_changed();
+        Supervisor::global().spawn("trunk changes".to_owned(), move || {
+            let (trunks_changed, trunk_tx) = (trunks_changed.clone(), trunk_tx.clone());
+            async move {
+                loop {
+                    trunks_changed.notified().await;
+                    if trunk_tx.send(()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let (numbering_applied_tx, numbering_applied) =
+            mpsc::unbounded_channel::<numbering_reload::Applied>();
+        let (numbering_tx, numbering) = mpsc::channel::<()>(1);
+        let numbering_changed = server.numbering_changed();
+        Supervisor::global().spawn("numbering changes".to_owned(), move || {
+            let (changed, tx) = (numbering_changed.clone(), numbering_tx.clone());
+            async move {
+                loop {
+                    changed.notified().await;
+                    if tx.send(()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Changes {
+            reload,
+            trunks,
+            applied_tx,
+            applied,
+            numbering,
+            numbering_applied_tx,
+            numbering_applied,
+        }
+    }
+}
+
+/// One input of the SIP loop, in the order the loop prefers them.
+// An input lives for one turn of the loop, on its stack.
+#[allow(clippy::large_enum_variant)]
+enum Input {
+    /// SIGINT or SIGTERM, or the transports are gone.
+    Stop,
+    /// A SIP message; more that are waiting are taken with it.
+    Message(Inbound),
+    /// The core's next timer is due.
+    Timer,
+    TransportFailure(TransportFailure),
+    /// The extensions changed (SIGHUP, the dashboard).
+    ReloadExtensions,
+    /// The trunks changed in the dashboard or the API.
+    TrunksChanged,
+    /// New trunk and inbound settings, built off the loop.
+    TrunksApplied(trunks_reload::Applied),
+    /// The numbering plan or ENUM settings changed in the dashboard or the API.
+    NumberingChanged,
+    /// The store's numbering and ENUM settings, read off the loop.
+    NumberingApplied(numbering_reload::Applied),
+    RouteDecided(u64, Route),
+    /// A request of the dashboard (a snapshot, a hang-up).
+    Live(live::LiveRequest),
+    /// A stored text message for a phone.
+    Deliver(messaging::Deliver),
+    MediaEvent(u64, MediaEvent),
+    /// A call arriving on a PSTN line.
+    LineCall(crate::pstn::IncomingLineCall),
+    LineEvent(LegId, LineEvent),
+    Housekeeping,
+    Heartbeat,
+    /// What a finished call spent, for the limits.
+    Spent(usage::Spent),
+    /// Nothing but the loop's own pulse.
+    Pulse,
+}
+
+/// The gateway while its loop runs.
+struct Running {
+    config: Config,
+    lines: Lines,
+    routing: Routing,
+    core: Core,
+    transports: Transports,
+    web: Web,
+    sinks: Sinks,
+    /// What finished calls spent, from the record writer.
+    usage: mpsc::UnboundedReceiver<usage::Spent>,
+    stats: Arc<Stats>,
+    /// When the loop's numbers were last published.
+    published: std::time::Instant,
+    ticks: Ticks,
+    changes: Changes,
+}
+
+impl Running {
+    /// The dashboard's modem lines: started now, and applied again with every trunk reload.
+    fn start_store_lines(&self) {
+        if let Some(store_lines) = self.store_lines() {
+            trunks_reload::reload(
+                &self.config,
+                &self.routing.router,
+                self.changes.applied_tx.clone(),
+                false,
+                Some(store_lines),
+            );
+        }
+    }
+
+    fn store_lines(&self) -> Option<Arc<lines::StoreLines>> {
+        self.lines.modems.as_ref().map(|m| m.store_lines())
+    }
+
+    /// Waits for the next input; earlier branches win when several are ready.
+    async fn next_input(
+        &mut self,
+        shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Input {
+        let deadline = self
+            .core
+            .sip
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std);
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = shutdown => Input::Stop,
+            msg = self.transports.inbound.recv() => msg.map_or(Input::Stop, Input::Message),
+            () = timer => Input::Timer,
+            Some(failure) = self.transports.failures.recv() => Input::TransportFailure(failure),
+            Some(()) = self.changes.reload.recv() => Input::ReloadExtensions,
+            Some(()) = self.changes.trunks.recv() => Input::TrunksChanged,
+            Some(applied) = self.changes.applied.recv() => Input::TrunksApplied(applied),
+            Some(()) = self.changes.numbering.recv() => Input::NumberingChanged,
+            Some(applied) = self.changes.numbering_applied.recv() => Input::NumberingApplied(applied),
+            Some((id, route)) = self.routing.decided.recv() => Input::RouteDecided(id, route),
+            Some(request) = self.web.live.recv() => Input::Live(request),
+            Some(msg) = self.core.deliveries.recv() => Input::Deliver(msg),
+            Some((call, event)) = self.core.media_events.recv() => Input::MediaEvent(call, event),
+            Some(call) = self.lines.incoming.recv() => Input::LineCall(call),
+            Some((leg, event)) = self.lines.events.recv() => Input::LineEvent(leg, event),
+            _ = self.ticks.housekeeping.tick() => Input::Housekeeping,
+            _ = self.ticks.heartbeat.tick() => Input::Heartbeat,
+            Some(spent) = self.usage.recv() => Input::Spent(spent),
+            _ = self.ticks.pulse.tick() => Input::Pulse,
+        }
+    }
+
+    /// Hands one input to its method; breaks on [`Input::Stop`].
+    fn handle(&mut self, input: Input) -> ControlFlow<()> {
+        match input {
+            Input::Stop => return ControlFlow::Break(()),
+            Input::Message(first) => self.messages(first),
+            Input::Timer => self
+                .core
+                .sip
+                .handle_timeout(std::time::Instant::now(), unix_now()),
+            Input::TransportFailure(failure) => self.transport_failure(failure),
+            Input::ReloadExtensions => self.reload_extensions(),
+            Input::TrunksChanged => self.reload_trunks(false),
+            Input::TrunksApplied(applied) => self.trunks_applied(applied),
+            Input::NumberingChanged => numbering_reload::read(
+                &self.config,
+                self.changes.numbering_applied_tx.clone(),
+                false,
+            ),
+            Input::NumberingApplied(applied) => self.numbering_applied(applied),
+            Input::RouteDecided(id, route) => self.route_decided(id, route),
+            Input::Live(request) => self.live_request(request),
+            Input::Deliver(msg) => {
+                self.core
+                    .sip
+                    .deliver_message(std::time::Instant::now(), unix_now(), msg)
+            }
+            Input::MediaEvent(call, event) => {
+                self.core
+                    .sip
+                    .media_event(std::time::Instant::now(), unix_now(), call, event)
+            }
+            Input::LineCall(call) => self.line_call(call),
+            Input::LineEvent(leg, event) => self.line_event(leg, event),
+            Input::Housekeeping => self.housekeeping(),
+            Input::Heartbeat => self.sinks.call_log.heartbeat(
+                &self.sinks.cdr,
+                self.core.sip.calls().up_calls(std::time::Instant::now()),
+            ),
+            Input::Spent(spent) => self.spent(spent),
+            Input::Pulse => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// A SIP message and up to [`BATCH`] more that are waiting, each through admission.
+    fn messages(&mut self, first: Inbound) {
+        let now = std::time::Instant::now();
+        let unix = unix_now();
+        let Core {
+            sip: core,
+            admission,
+            ..
+        } = &mut self.core;
+        // A bug in handling one message drops that message, not the loop.
+        let sup = Supervisor::global();
+        sup.guard(CORE, || admit_and_handle(core, admission, now, unix, first));
+        for _ in 0..BATCH {
+            match self.transports.inbound.try_recv() {
+                Ok(m) => {
+                    sup.guard(CORE, || admit_and_handle(core, admission, now, unix, m));
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some((n, why)) = admission.report(now) {
+            tracing::warn!(refused = n, reason = ?why, "over capacity: new calls refused with 503 + Retry-After");
+        }
+    }
+
+    fn transport_failure(&mut self, failure: TransportFailure) {
+        let core = &mut self.core.sip;
+        Supervisor::global().guard(CORE, || {
+            core.transport_failure(std::time::Instant::now(), unix_now(), failure)
+        });
+    }
+
+    /// The extensions again from the file and the store, and what depends on them.
+    fn reload_extensions(&mut self) {
+        let config = &self.config;
+        let core = &mut self.core.sip;
+        let routing = &self.routing;
+        match reload_extensions(config, core, &routing.router, routing.enum_zone.as_ref()) {
+            Ok(rows) => {
+                if let Some(d) = &routing.dundi {
+                    d.reprovision(&rows);
+                    dundi_reload::reload_from_file(config, d);
+                }
+                self.sinks.office = crate::cdr::OfficeNumbers::from_rows(
+                    &rows,
+                    Some(crate::routing::setup::numbering_plan(
+                        &config.numbering,
+                        &rows,
+                    )),
+                );
+                core.set_numbering(crate::routing::setup::numbering_plan(
+                    &config.numbering,
+                    &rows,
+                ));
+                tracing::info!(extensions = rows.len(), "extensions reloaded");
+                self.reload_trunks(true);
+                numbering_reload::read(
+                    &self.config,
+                    self.changes.numbering_applied_tx.clone(),
+                    true,
+                );
+            }
+            Err(e) => tracing::error!("extensions not reloaded: {e:#}"),
+        }
+    }
+
+    /// New numbering and ENUM settings from the store: the router, the resolver, records,
+    /// line legs and the core use them for the next call.
+    fn numbering_applied(&mut self, (numbering, enum_, rows): numbering_reload::Applied) {
+        let before = (self.config.numbering.clone(), self.config.enum_.clone());
+        self.config.numbering = numbering;
+        self.config.enum_ = enum_;
+        if numbering_reload::apply(
+            (&before.0, &before.1),
+            &self.config,
+            &rows,
+            &self.routing.router,
+            &self.routing.enum_,
+        ) {
+            let plan = crate::routing::setup::numbering_plan(&self.config.numbering, &rows);
+            self.sinks.office = crate::cdr::OfficeNumbers::from_rows(&rows, Some(plan.clone()));
+            if let Some(l) = self.sinks.line_legs.as_mut() {
+                l.set_plan(plan.clone());
+            }
+            self.core.sip.set_numbering(plan);
+            // The trust model normalises callers with the plan too.
+            self.reload_trunks(false);
+        }
+    }
+
+    /// Rebuilds the trunk and inbound settings off the loop ([`Input::TrunksApplied`]).
+    fn reload_trunks(&self, extensions_changed: bool) {
+        trunks_reload::reload(
+            &self.config,
+            &self.routing.router,
+            self.changes.applied_tx.clone(),
+            extensions_changed,
+            self.store_lines(),
+        );
+    }
+
+    fn trunks_applied(&mut self, (policy, plans, line_infos): trunks_reload::Applied) {
+        let core = &mut self.core.sip;
+        tracing::info!(
+            trunks = policy.trunks.len(),
+            public = policy.public,
+            "trunks and inbound policy reloaded"
+        );
+        core.set_inbound(policy);
+        if let Some(infos) = line_infos {
+            core.set_lines(infos);
+        }
+        self.lines.live = trunks_reload::live_lines(&self.lines.live, &plans);
+        core.set_trunk_plans(std::time::Instant::now(), plans);
+    }
+
+    fn route_decided(&mut self, id: u64, route: Route) {
+        self.stats
+            .route_decided(RouteOutcome::of(&route), route.elapsed);
+        self.core
+            .sip
+            .route_decided(std::time::Instant::now(), unix_now(), id, Arc::new(route));
+    }
+
+    fn live_request(&mut self, request: live::LiveRequest) {
+        let core = &mut self.core.sip;
+        match request {
+            live::LiveRequest::Snapshot(reply) => {
+                let now = std::time::Instant::now();
+                let (calls, registrations) = core.live(now, unix_now());
+                let trunks = core.trunk_live(now);
+                let _ = reply.send(live::LiveSnapshot {
+                    taken_at: unix_now(),
+                    calls,
+                    registrations,
+                    lines: live::with_trunk_state(&self.lines.live, &trunks)
+                        .into_iter()
+                        .chain(self.lines.modems.iter().flat_map(|m| m.live()))
+                        .collect(),
+                    trunks,
+                    lamps: core.lamps(unix_now()),
+                });
+            }
+            live::LiveRequest::HangUp(id, reply) => {
+                let _ = reply.send(core.hang_up_call(std::time::Instant::now(), unix_now(), id));
+            }
+        }
+    }
+
+    fn line_call(&mut self, call: crate::pstn::IncomingLineCall) {
+        let core = &mut self.core.sip;
+        if let Some(l) = self.sinks.line_legs.as_mut() {
+            let sup = Supervisor::global();
+            l.incoming(call, |line, caller, name, audio| {
+                sup.guard(CORE, || {
+                    core.line_call_named(
+                        std::time::Instant::now(),
+                        unix_now(),
+                        line,
+                        caller,
+                        name,
+                        audio,
+                    )
+                })
+                .flatten()
+            });
+        }
+    }
+
+    fn line_event(&mut self, leg: LegId, event: LineEvent) {
+        if let Some(l) = self.sinks.line_legs.as_mut() {
+            l.observe(leg, &event);
+        }
+        let core = &mut self.core.sip;
+        Supervisor::global().guard(CORE, || {
+            core.line_event(std::time::Instant::now(), unix_now(), leg, event)
+        });
+    }
+
+    fn housekeeping(&mut self) {
+        let core = &mut self.core.sip;
+        core.housekeeping_at(Some(std::time::Instant::now()), unix_now());
+        crate::memory::give_back();
+        tracing::debug!(
+            registrations = core.registrations(),
+            calls = core.calls().len(),
+            transactions = ?core.transaction_counts(),
+            "housekeeping"
+        );
+    }
+
+    /// What finished calls spent, counted against the limits (all that is waiting).
+    fn spent(&mut self, spent: usage::Spent) {
+        let limiter = self.core.sip.limiter_mut();
+        spent.count(limiter);
+        while let Ok(more) = self.usage.try_recv() {
+            more.count(limiter);
+        }
+    }
+
+    /// After every input (and at least every [`PULSE`]): numbers for /metrics, the heartbeat
+    /// for /healthz, and the systemd watchdog, all fed by this loop so that they stop when it
+    /// hangs; then the core's outputs go to their sinks.
+    fn after_turn(&mut self) {
+        let now = std::time::Instant::now();
+        if now.saturating_duration_since(self.published) >= PUBLISH_EVERY {
+            self.published = now;
+            publish(&self.stats, now, &self.core.sip);
+        }
+        // A component that its supervisor gave up stops the watchdog: systemd restarts us.
+        if let Some(n) = self
+            .web
+            .notifier
+            .as_mut()
+            .filter(|_| !Supervisor::global().has_failed())
+        {
+            n.keep_alive(now);
+        }
+        self.sinks.drain(&mut self.core.sip, now);
     }
 }
 

@@ -123,6 +123,9 @@ pub async fn build(config: &Config, extensions: &[ExtensionRow]) -> InboundPolic
         public: config.inbound.public,
         calls_per_minute: config.inbound.peer_calls_per_minute,
         max_calls: config.inbound.peer_max_calls,
-        plan: Some(crate::routing::setup::numbering_plan(config, extensions)),
+        plan: Some(crate::routing::setup::numbering_plan(
+            &config.numbering,
+            extensions,
+        )),
     }
 }

@@ -79,7 +79,7 @@ pub(super) fn apply(
 ) -> bool {
     let numbering = before.0 != &config.numbering;
     let enum_ = before.1 != &config.enum_;
-    match crate::routing::setup::apply_numbering(config, rows, router, resolver) {
+    match crate::routing::setup::apply_numbering(config.routing(), rows, router, resolver) {
         Ok(_) => {}
         Err(e) => tracing::error!("ENUM settings not applied: {e:#}"),
     }

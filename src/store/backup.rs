@@ -223,19 +223,22 @@ pub fn restore(backup: &Path, store: &Path, with_files: bool) -> Result<BackupIn
     Ok(info)
 }
 
-/// The files a backup of `config` keeps besides the store: the configuration file and every
-/// key file it names (each once).
-pub fn files_of(config: &crate::config::Config) -> Vec<(String, PathBuf)> {
+/// The files a backup keeps besides the store: the configuration file (`source`) and every
+/// DUNDi key file it names (each once).
+pub fn files_of(
+    source: Option<&Path>,
+    dundi: &crate::routing::dundi::Settings,
+) -> Vec<(String, PathBuf)> {
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     let mut add = |role: &str, path: &Path| {
         if path.exists() && !files.iter().any(|(_, p)| p == path) {
             files.push((role.to_owned(), path.to_path_buf()));
         }
     };
-    if let Some(p) = &config.source {
+    if let Some(p) = source {
         add("config", p);
     }
-    let d = &config.dundi.settings;
+    let d = dundi;
     for p in [&d.private_key, &d.public_key].into_iter().flatten() {
         add("dundi-key", p);
     }

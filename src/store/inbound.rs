@@ -8,7 +8,8 @@ use std::path::Path;
 
 use rusqlite::{params, Connection};
 
-use crate::config::{Config, RingGroupConfig, RingStrategy};
+use super::config::{RingGroupConfig, RingStrategy};
+use crate::config::Config;
 
 use super::trunks::{FieldError, TrunkChangeError as ChangeError, SOURCE_WEB};
 use super::{StoreError, SOURCE_CONFIG};

@@ -10,6 +10,7 @@
 pub mod api_tokens;
 pub mod backup;
 pub mod batch;
+pub mod config;
 pub mod connection;
 mod counts;
 pub mod dundi;
@@ -40,7 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use rusqlite::Connection;
 use rusqlite::{params, OptionalExtension, Row};
 
-use crate::config::ExtensionConfig;
+use self::config::ExtensionConfig;
 use crate::routing::Permissions;
 
 pub use connection::{ReadPool, Writer};
@@ -98,20 +99,23 @@ pub enum StoreError {
     },
 }
 
-/// The extensions a command-line tool (`pasarela route`) should know: those in the store, if
-/// the database file exists (it is not created), overlaid with those in the configuration.
+/// The extensions a command-line tool (`pasarela route`) should know: those in the store at
+/// `path`, if the database file exists (it is not created), overlaid with `from_file` (their
+/// digests for `realm`).
 pub fn extensions_for_tools(
-    config: &crate::config::Config,
+    path: &Path,
+    realm: &str,
+    from_file: &[ExtensionConfig],
 ) -> Result<Vec<ExtensionRow>, StoreError> {
     let mut rows: std::collections::BTreeMap<String, ExtensionRow> = Default::default();
-    if config.store.path.exists() {
-        let store = Store::open(&config.store.path)?;
+    if path.exists() {
+        let store = Store::open(path)?;
         for r in store.extensions()? {
             rows.insert(r.number.clone(), r);
         }
     }
-    for e in &config.extensions {
-        let (ha1_md5, ha1_sha256) = digest_ha1(&e.number, &config.sip.domain, &e.password);
+    for e in from_file {
+        let (ha1_md5, ha1_sha256) = digest_ha1(&e.number, realm, &e.password);
         rows.insert(
             e.number.clone(),
             ExtensionRow {
@@ -336,7 +340,7 @@ impl Store {
     /// Makes the file's trunks the `config` rows of `trunks` ([`trunks::sync_config`]).
     pub fn sync_config_trunks(
         &mut self,
-        trunks: &[crate::config::TrunkConfig],
+        trunks: &[crate::routing::trunk::TrunkConfig],
     ) -> Result<trunks::TrunkSync, StoreError> {
         trunks::sync_config(&mut self.conn, trunks)
     }
@@ -345,7 +349,7 @@ impl Store {
     /// ([`inbound::sync_config`]); how many rows changed.
     pub fn sync_config_inbound(
         &mut self,
-        groups: &[crate::config::RingGroupConfig],
+        groups: &[config::RingGroupConfig],
         routes: &[(String, String)],
     ) -> Result<usize, StoreError> {
         inbound::sync_config(&mut self.conn, groups, routes)
@@ -357,7 +361,7 @@ impl Store {
     }
 
     /// The trunks the gateway uses, in order of preference ([`trunks::effective`]).
-    pub fn trunks(&self) -> Result<Vec<crate::config::TrunkConfig>, StoreError> {
+    pub fn trunks(&self) -> Result<Vec<crate::routing::trunk::TrunkConfig>, StoreError> {
         trunks::effective(&self.conn)
     }
 

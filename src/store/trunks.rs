@@ -13,7 +13,8 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{CallerIdHeader, Config, NumberFormat, TrunkConfig};
+use crate::config::Config;
+use crate::routing::trunk::{CallerIdHeader, NumberFormat, TrunkConfig};
 
 use super::{StoreError, SOURCE_CONFIG};
 
@@ -68,7 +69,7 @@ impl TrunkSettings {
     /// The settings of a trunk read from the configuration file.
     pub fn from_config(t: &TrunkConfig) -> TrunkSettings {
         let o = &t.options;
-        let d = crate::config::TrunkOptions::default();
+        let d = crate::routing::trunk::TrunkOptions::default();
         TrunkSettings {
             uri: t.uri.to_string(),
             username: t.username.clone(),
@@ -242,10 +243,10 @@ pub fn effective(conn: &Connection) -> Result<Vec<TrunkConfig>, StoreError> {
 /// The trunks a command-line tool (`pasarela route`) should know: the file's, then those added
 /// in the dashboard or the API (when the database file exists; it is not created), as `serve`
 /// uses them. The file wins on a name.
-pub fn for_tools(config: &Config) -> Result<Vec<TrunkConfig>, StoreError> {
-    let mut out = config.trunks.clone();
-    if config.store.path.exists() {
-        let store = super::Store::open(&config.store.path)?;
+pub fn for_tools(from_file: &[TrunkConfig], path: &Path) -> Result<Vec<TrunkConfig>, StoreError> {
+    let mut out = from_file.to_vec();
+    if path.exists() {
+        let store = super::Store::open(path)?;
         for row in list(&store.conn)? {
             if row.from_file() || out.iter().any(|t| t.name == row.name) {
                 continue;

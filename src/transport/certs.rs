@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::config::{TlsConfig, TlsPeer};
+use super::config::{SipConfig, TlsConfig, TlsPeer, Transport};
 
 /// Why the TLS identity or a trust setting could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -209,35 +209,36 @@ impl TlsContext {
 }
 
 /// The TLS context of a `serve` process: with the office's certificate when a `tls:` listener
-/// or `[web] https` needs one (made on first start when `[tls]` names none), else client-only.
-pub fn for_config(config: &crate::config::Config) -> Result<TlsContext, CertError> {
-    let serves = config
-        .sip
-        .listen
-        .iter()
-        .any(|l| l.transport == crate::config::Transport::Tls)
-        || config.web.https.is_some()
-        || config.tls.cert.is_some();
+/// or the dashboard's HTTPS listener (`https`) needs one (made on first start beside the store
+/// at `store_path` when `[tls]` names none), else client-only.
+pub fn for_config(
+    sip: &SipConfig,
+    https: Option<std::net::SocketAddr>,
+    tls: &TlsConfig,
+    store_path: &Path,
+) -> Result<TlsContext, CertError> {
+    let serves = sip.listen.iter().any(|l| l.transport == Transport::Tls)
+        || https.is_some()
+        || tls.cert.is_some();
     if !serves {
-        return TlsContext::client_only(&config.tls);
+        return TlsContext::client_only(tls);
     }
-    let mut names = vec![config.sip.domain.clone(), "localhost".to_owned()];
+    let mut names = vec![sip.domain.clone(), "localhost".to_owned()];
     if let Ok(h) = hostname() {
         names.push(h);
     }
-    let addrs = config
-        .sip
+    let addrs = sip
         .listen
         .iter()
         .map(|l| l.addr.ip())
-        .chain(config.web.https.map(|a| a.ip()))
+        .chain(https.map(|a| a.ip()))
         .chain([std::net::IpAddr::from([127, 0, 0, 1])]);
     for ip in addrs {
         if !ip.is_unspecified() {
             names.push(ip.to_string());
         }
     }
-    TlsContext::load(&config.tls, &config.store.path, &names)
+    TlsContext::load(tls, store_path, &names)
 }
 
 fn hostname() -> std::io::Result<String> {

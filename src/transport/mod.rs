@@ -9,6 +9,7 @@
 //! keeps dying marks the process unhealthy.
 
 pub mod certs;
+pub mod config;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

@@ -16,6 +16,7 @@ pub mod api_numbering;
 pub mod api_tokens;
 pub mod api_trunks;
 pub mod auth;
+pub mod config;
 pub mod guard;
 pub mod host;
 pub use crate::office_time;

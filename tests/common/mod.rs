@@ -71,6 +71,22 @@ level = "debug"
     )
 }
 
+/// `text` with `[enum] suffixes = []` added when it has no `[enum]` table of its own: routing a
+/// number outside the office then asks no ENUM tree, so a test never sends DNS queries for
+/// e164.arpa off the machine (the product's default asks the system resolver). A test that
+/// wants ENUM writes its own `[enum]`, with nameservers on loopback (see [`dns`]).
+pub fn loopback_enum(text: String) -> String {
+    let has_enum = text.lines().any(|l| {
+        let l = l.trim_start();
+        l.starts_with("[enum]") || l.starts_with("[enum.")
+    });
+    if has_enum {
+        text
+    } else {
+        format!("{text}\n\n[enum]\nsuffixes = []\n")
+    }
+}
+
 /// Fails (never skips) when a peer program is missing.
 pub fn require_program(program: &str, package: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -181,11 +197,13 @@ impl Server {
     }
 
     fn render(&self, udp: SocketAddr, tcp: SocketAddr) -> String {
-        self.template
+        let text = self
+            .template
             .replace("{DB}", &self.db.display().to_string())
             .replace("{DIR}", &self.dir.path().display().to_string())
             .replace("{UDP}", &udp.to_string())
-            .replace("{TCP}", &tcp.to_string())
+            .replace("{TCP}", &tcp.to_string());
+        loopback_enum(text)
     }
 
     fn spawn(&mut self, udp: SocketAddr, tcp: SocketAddr) {

@@ -41,6 +41,7 @@
 //! Numbers in the `e164` context are E.164 digits without `+`. Keys must be 1024-bit RSA
 //! (Asterisk's limit: SHAREDKEY and SIGNATURE are 128-byte elements); [`keygen`] writes them.
 
+pub mod config;
 pub mod crypto;
 pub mod eid;
 pub mod engine;

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use crate::config::DundiConfig;
+use super::config::DundiConfig;
 use crate::store::ExtensionRow;
 
 use super::eid::Eid;
