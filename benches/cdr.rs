@@ -201,6 +201,8 @@ fn generate(i: u64, rng: &mut Rng) -> CallRecord {
         reference_cost_minor: None,
         savings_minor: None,
         explanation,
+        linked_id: None,
+        transferred_by: None,
     }
 }
 
