@@ -8,7 +8,7 @@
 //! and checked by the file's own validation (`RawFxo::validate`), so a line means the same
 //! wherever it was written.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::pstn::dahdi::config::{FxoConfig, RawFxo};
@@ -234,45 +234,25 @@ pub fn save_web(
     }
     check_incoming(conn, &settings.incoming)?;
     let json = serde_json::to_string(&settings).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let now = super::unix_now();
-    if new {
-        let position: i64 = conn.query_row(
-            "SELECT coalesce(max(position), -1) + 1 FROM fxo_lines",
-            [],
-            |r| r.get(0),
-        )?;
-        conn.execute(
-            "INSERT INTO fxo_lines (name, enabled, position, settings, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![name, enabled, position, json, now],
-        )?;
-    } else {
-        conn.execute(
-            "UPDATE fxo_lines SET enabled = ?2, settings = ?3, updated_at = ?4 WHERE name = ?1",
-            params![name, enabled, json, now],
-        )?;
-    }
+    super::line_rows::write(
+        conn,
+        super::line_rows::LineTable::Fxo,
+        name,
+        enabled,
+        &json,
+        new,
+    )?;
     Ok(())
 }
 
-/// Enables or disables an FXO line of the dashboard.
+/// Enables or disables a FXO line of the dashboard.
 pub fn set_enabled(conn: &Connection, name: &str, enabled: bool) -> Result<(), TrunkChangeError> {
-    let n = conn.execute(
-        "UPDATE fxo_lines SET enabled = ?2, updated_at = ?3 WHERE name = ?1",
-        params![name, enabled, super::unix_now()],
-    )?;
-    if n == 0 {
-        return Err(TrunkChangeError::Unknown(name.into()));
-    }
-    Ok(())
+    super::line_rows::set_enabled(conn, super::line_rows::LineTable::Fxo, name, enabled)
 }
 
 /// Deletes an FXO line of the dashboard.
 pub fn delete(conn: &Connection, name: &str) -> Result<(), TrunkChangeError> {
-    if conn.execute("DELETE FROM fxo_lines WHERE name = ?1", [name])? == 0 {
-        return Err(TrunkChangeError::Unknown(name.into()));
-    }
-    Ok(())
+    super::line_rows::delete(conn, super::line_rows::LineTable::Fxo, name)
 }
 
 #[cfg(test)]

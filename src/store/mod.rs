@@ -19,6 +19,7 @@ pub mod forwards;
 pub mod fxo_lines;
 pub mod inbound;
 pub mod line_rates;
+mod line_rows;
 mod migrations;
 pub mod modem_lines;
 pub mod numbering;
