@@ -582,6 +582,7 @@ impl Calls {
         let id = self.next_id;
         self.next_id += 1;
         let a_tag = self.token();
+        let a_mux = crate::sdp::body_offers_rtcp_mux(&invite.body);
         let mut call = Call::new(id, now, key, invite, peer, a_tag, caller, &self.settings);
         call.a_line = a_line;
         let no_answer_forward = rule.as_ref().and_then(|r| r.no_answer);
@@ -590,7 +591,9 @@ impl Calls {
             call.await_forward();
         }
         let relay = match self.media.as_mut() {
-            Some(port) => match port.allocate(id) {
+            // A caller offering RTCP multiplexing gets it (our answer accepts it): its leg
+            // needs no RTCP socket.
+            Some(port) => match port.allocate_muxed(id, a_mux) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     tracing::error!("no media relay for a new call: {e}");

@@ -1,7 +1,9 @@
 //! The SDP side of a call: what was offered and answered on each leg, what pasarela sent each
 //! phone (its relay address, its own origin line), which codec and DTMF payload type each leg
 //! uses, and how the relay is set up from that; which legs are SRTP and with which keys (the
-//! decisions themselves are in [`super::srtp`]). Also SIP INFO DTMF bodies.
+//! decisions themselves are in [`super::srtp`]); RTCP multiplexing (RFC 5761/8035): every offer
+//! pasarela makes offers it, every answer accepts it when that leg's offer did, and each leg's
+//! relay socket set follows. Also SIP INFO DTMF bodies.
 
 use std::net::IpAddr;
 
@@ -49,6 +51,9 @@ fn leg(
         law: law(codec),
         dtmf_pt: dtmf,
         srtp,
+        // We offer multiplexing on every leg and accept it whenever offered, so a leg's own
+        // description (its offer or its answer) says whether it multiplexes.
+        rtcp_mux: m.rtcp_mux(),
     }
 }
 
@@ -143,7 +148,8 @@ impl LegSdp {
         let text = format!(
             "v=0\r\no=pasarela 0 0 IN {family} {ip}\r\ns=pasarela\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
              m=audio {port} RTP/AVP 0 8 {OUR_DTMF_PT}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-             a=rtpmap:{OUR_DTMF_PT} telephone-event/8000\r\na=fmtp:{OUR_DTMF_PT} 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+             a=rtpmap:{OUR_DTMF_PT} telephone-event/8000\r\na=fmtp:{OUR_DTMF_PT} 0-16\r\na=ptime:20\r\na=sendrecv\r\n\
+             a=rtcp-mux\r\n",
             ip = self.media_ip
         );
         SessionDescription::parse(&text).ok()
@@ -172,6 +178,7 @@ impl LegSdp {
         let mut b = offer.clone();
         if let Some(m) = b.audio_mut() {
             sdp::add_transcodable(m);
+            sdp::offer_rtcp_mux(m);
             // Each fork's offer gets our key (or none) in `offer_for_b`.
             m.set_srtp(None);
         }
@@ -235,6 +242,7 @@ impl LegSdp {
                 let ours = a_key.as_ref().map(|k| self.our_key(Side::A, Some(k)));
                 if let Some(m) = for_a.audio_mut() {
                     srtp::apply_answer(m, &a_audio.proto, ours.as_ref());
+                    sdp::answer_rtcp_mux(m, a_audio.rtcp_mux());
                 }
                 let a_srtp = leg_srtp(&self.local[0], a_key);
                 let b_srtp = leg_srtp(&self.local[1], b_key);
@@ -321,7 +329,10 @@ impl LegSdp {
 
     /// What we last sent `side` (re-offered when a re-INVITE comes without SDP).
     pub fn current_for(&mut self, side: Side, port: u16) -> Option<SessionDescription> {
-        let s = self.last_sent[idx(side)].clone()?;
+        let mut s = self.last_sent[idx(side)].clone()?;
+        if let Some(m) = s.audio_mut() {
+            sdp::offer_rtcp_mux(m);
+        }
         Some(self.sent(side, s, port))
     }
 
@@ -337,6 +348,7 @@ impl LegSdp {
         let mut s = self.last_sent[idx(side)].clone()?;
         if let Some(m) = s.audio_mut() {
             m.set_direction(crate::sdp::Direction::SendRecv);
+            sdp::offer_rtcp_mux(m);
         }
         Some(self.sent(side, s, port))
     }
@@ -367,6 +379,7 @@ impl LegSdp {
         let mut s = offer.clone();
         if let Some(m) = s.audio_mut() {
             sdp::add_transcodable(m);
+            sdp::offer_rtcp_mux(m);
             srtp::apply_offer(m, how, &ours);
         }
         Ok(Some(self.sent(to, s, port_to)))
@@ -396,6 +409,7 @@ impl LegSdp {
         let ours = o_key.as_ref().map(|k| self.our_key(offerer, Some(k)));
         if let Some(m) = for_offerer.audio_mut() {
             srtp::apply_answer(m, &o_audio.proto, ours.as_ref());
+            sdp::answer_rtcp_mux(m, o_audio.rtcp_mux());
         }
         let o_srtp = leg_srtp(&self.local[idx(offerer)], o_key);
         let a_srtp = leg_srtp(&self.local[idx(answerer)], a_key);
@@ -470,11 +484,13 @@ impl LegSdp {
         let ours_a = a_key.as_ref().map(|k| self.our_key(Side::A, Some(k)));
         if let Some(m) = for_a.audio_mut() {
             srtp::apply_answer(m, &a_audio.proto, ours_a.as_ref());
+            sdp::answer_rtcp_mux(m, a_audio.rtcp_mux());
         }
         let mut for_b = mine.clone();
         let ours_b = p_key.as_ref().map(|k| self.our_key(Side::B, Some(k)));
         if let Some(m) = for_b.audio_mut() {
             srtp::apply_answer(m, &p_audio.proto, ours_b.as_ref());
+            sdp::answer_rtcp_mux(m, p_audio.rtcp_mux());
             m.set_direction(sdp::Direction::SendRecv);
         }
         self.policy[1] = policy_b;
@@ -571,6 +587,161 @@ mod tests {
             Ok(Message::Request(r)) => r,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Media that records the legs it is given.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Option<(LegMedia, LegMedia)>>);
+
+    impl CallMedia for Recorder {
+        fn local_port(&self, side: Side) -> u16 {
+            match side {
+                Side::A => 20000,
+                Side::B => 20002,
+            }
+        }
+        fn update(&self, a: LegMedia, b: LegMedia) {
+            *self.0.lock().unwrap() = Some((a, b));
+        }
+        fn send_dtmf(&self, _: Side, _: char, _: u32) {}
+        fn stats(&self) -> crate::media::CallMediaStats {
+            unimplemented!("not used")
+        }
+    }
+
+    impl Recorder {
+        fn mux(&self) -> (bool, bool) {
+            let legs = self.0.lock().unwrap();
+            let (a, b) = legs.as_ref().expect("relay updated");
+            (a.rtcp_mux, b.rtcp_mux)
+        }
+    }
+
+    fn phone_sdp(port: u16, mux: bool) -> SessionDescription {
+        let mut text = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.5\r\ns=-\r\nc=IN IP4 127.0.0.5\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=rtcp:{}\r\na=sendrecv\r\n",
+            port + 1
+        );
+        if mux {
+            text.push_str("a=rtcp-mux\r\n");
+        }
+        SessionDescription::parse(&text).expect("fixture")
+    }
+
+    fn audio_mux(s: &SessionDescription) -> bool {
+        s.audio().expect("audio").rtcp_mux()
+    }
+
+    /// A call set up from A's offer (`a_mux`) and B's answer (`b_mux`): what A is answered,
+    /// what B was offered, and the legs the relay got.
+    fn set_up(
+        a_mux: bool,
+        b_mux: bool,
+    ) -> (LegSdp, Recorder, SessionDescription, SessionDescription) {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let relay = Recorder::default();
+        let mut sdp = LegSdp::new(1, ip);
+        sdp.a_offers(phone_sdp(4000, a_mux), 20002, ip)
+            .expect("offer");
+        let to_b = sdp.offer_for_b(SrtpPolicy::default()).expect("offer for B");
+        let for_a = sdp
+            .b_answers(
+                &phone_sdp(6000, b_mux),
+                20000,
+                Some(&relay),
+                SrtpPolicy::default(),
+            )
+            .expect("answer");
+        (sdp, relay, to_b, for_a)
+    }
+
+    #[test]
+    fn rtcp_mux_offered_to_b_and_accepted_for_a() {
+        // Both multiplex: B is offered it (with its RTCP port still named), A's answer takes
+        // it and names no separate RTCP port, both relay legs multiplex.
+        let (_, relay, to_b, for_a) = set_up(true, true);
+        assert!(audio_mux(&to_b));
+        assert_eq!(
+            to_b.audio()
+                .and_then(|m| m.attribute("rtcp"))
+                .and_then(|a| a.value.clone()),
+            Some("20003".into())
+        );
+        assert!(audio_mux(&for_a));
+        assert!(for_a.audio().and_then(|m| m.attribute("rtcp")).is_none());
+        assert_eq!(relay.mux(), (true, true));
+
+        // A phone that does not offer it is still offered nothing it did not ask for in its
+        // answer, while pasarela offers it to B on its own.
+        let (_, relay, to_b, for_a) = set_up(false, true);
+        assert!(audio_mux(&to_b));
+        assert!(
+            !audio_mux(&for_a),
+            "B's a=rtcp-mux must not reach A's answer"
+        );
+        assert_eq!(relay.mux(), (false, true));
+
+        // B drops it in its answer: B gets RTCP on its separate port, A still multiplexes.
+        let (_, relay, _, for_a) = set_up(true, false);
+        assert!(audio_mux(&for_a));
+        assert_eq!(relay.mux(), (true, false));
+    }
+
+    #[test]
+    fn rtcp_mux_offerless_invite() {
+        // No offer from A: pasarela's own offers (to B, then to A in the 2xx) offer it.
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let relay = Recorder::default();
+        let mut sdp = LegSdp::new(1, ip);
+        sdp.offerless(20002, ip);
+        let to_b = sdp.offer_for_b(SrtpPolicy::default()).expect("offer for B");
+        assert!(audio_mux(&to_b));
+        let to_a = sdp
+            .b_answers(
+                &phone_sdp(6000, true),
+                20000,
+                Some(&relay),
+                SrtpPolicy::default(),
+            )
+            .expect("offer for A");
+        assert!(audio_mux(&to_a));
+        sdp.a_answers_in_ack(&phone_sdp(4000, false), Some(&relay));
+        assert_eq!(relay.mux(), (false, true));
+    }
+
+    #[test]
+    fn rtcp_mux_kept_in_re_invites() {
+        let (mut sdp, relay, _, _) = set_up(true, true);
+        // A re-INVITEs (still with mux): B is offered mux again, A's answer keeps it.
+        let re = phone_sdp(4100, true);
+        let to_b = sdp
+            .offer_to(Side::B, &re, 20002)
+            .expect("re-offer")
+            .expect("sdp");
+        assert!(audio_mux(&to_b));
+        let for_a = sdp
+            .answered(Side::A, &re, &phone_sdp(6000, true), 20000, Some(&relay))
+            .expect("answer");
+        assert!(audio_mux(&for_a));
+        assert_eq!(relay.mux(), (true, true));
+        // Offers pasarela makes on its own in the call (re-INVITE without SDP, after a
+        // transfer) offer it too.
+        let again = sdp.current_for(Side::A, 20000).expect("current");
+        assert!(audio_mux(&again));
+        let fresh = sdp.fresh_offer_for(Side::B, 20002).expect("fresh");
+        assert!(audio_mux(&fresh));
+        // B answers a later offer without it: the leg stops multiplexing (its RTCP goes to
+        // the separate port), A is unaffected.
+        let to_b = sdp
+            .offer_to(Side::B, &re, 20002)
+            .expect("re-offer")
+            .expect("sdp");
+        assert!(audio_mux(&to_b));
+        sdp.answered(Side::A, &re, &phone_sdp(6000, false), 20000, Some(&relay))
+            .expect("answer");
+        assert_eq!(relay.mux(), (true, false));
     }
 
     #[test]

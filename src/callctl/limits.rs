@@ -78,7 +78,8 @@ pub struct LimitsConfig {
     /// refused with 503 + Retry-After: the box is over capacity (`queue_delay_ms`, default 200).
     pub queue_delay_ms: u64,
     /// Calls in progress at once; new calls beyond get 503 + Retry-After (`max_calls`; default
-    /// `None`: what the open-files limit allows at four sockets a call).
+    /// `None`: what the open-files limit allows, the relay's sockets counted as they are used:
+    /// two to four a call, fewer with rtcp-mux).
     pub max_calls: Option<usize>,
 }
 

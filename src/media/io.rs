@@ -214,15 +214,17 @@ impl IoThread {
         let mut registered = 0;
         let mut result = Ok(());
         for (k, sock) in state.sockets_mut().into_iter().enumerate() {
-            result = registry.register(sock, Token(slot * 4 + k), Interest::READABLE);
-            if result.is_err() {
-                break;
+            if let Some(sock) = sock {
+                result = registry.register(sock, Token(slot * 4 + k), Interest::READABLE);
+                if result.is_err() {
+                    break;
+                }
             }
             registered += 1;
         }
         if let Err(e) = result {
             tracing::warn!(error = %e, "media sockets not registered; relay closed");
-            for sock in state.sockets_mut().into_iter().take(registered) {
+            for sock in state.sockets_mut().into_iter().take(registered).flatten() {
                 let _ = registry.deregister(sock);
             }
             if slot < self.slots.len() {
@@ -248,7 +250,7 @@ impl IoThread {
             return;
         };
         let registry = self.poll.registry();
-        for sock in s.state.sockets_mut() {
+        for sock in s.state.sockets_mut().into_iter().flatten() {
             let _ = registry.deregister(sock);
         }
         self.pending.retain(|t| t.0 / 4 != slot);

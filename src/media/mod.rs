@@ -1,7 +1,10 @@
 //! Media anchoring for the B2BUA: every call's RTP and RTCP flow through a [`Relay`].
 //!
 //! Each call has two legs, A (caller) and B (callee). [`MediaEngine::allocate`] binds, per leg,
-//! an RTP socket on an even port of the configured range and an RTCP socket on port + 1, and
+//! an RTP socket on an even port of the configured range and an RTCP socket on port + 1 (none
+//! for a leg that multiplexes RTCP on its RTP port, RFC 5761: the caller's when its offer
+//! asked for it, see [`MediaEngine::allocate_into_muxed`]; a leg whose answer accepts
+//! multiplexing closes its RTCP socket), and
 //! hands them to one of a small fixed set of media I/O threads ([`io`]; one by default, see
 //! [`MediaEngine::with_io_threads`]), which moves packets between them:
 //!
@@ -130,6 +133,9 @@ pub struct LegMedia {
     pub dtmf_pt: Option<u8>,
     /// SRTP keys when this leg's media is encrypted; `None` for plain RTP.
     pub srtp: Option<LegSrtp>,
+    /// RTP and RTCP share the RTP port on this leg (RFC 5761, negotiated with `a=rtcp-mux`):
+    /// its RTCP is sent to `remote` from our RTP socket, and the leg needs no RTCP socket.
+    pub rtcp_mux: bool,
 }
 
 impl LegMedia {
@@ -141,6 +147,7 @@ impl LegMedia {
             law: Some(Law::Ulaw),
             dtmf_pt,
             srtp: None,
+            rtcp_mux: false,
         }
     }
 
@@ -152,6 +159,7 @@ impl LegMedia {
             law: Some(Law::Alaw),
             dtmf_pt,
             srtp: None,
+            rtcp_mux: false,
         }
     }
 }
@@ -288,6 +296,8 @@ pub(crate) struct EngineInner {
     pub(crate) config: MediaConfig,
     pool: Mutex<PortPool>,
     alive: AtomicUsize,
+    /// Sockets the live relays hold open.
+    sockets: AtomicUsize,
 }
 
 impl EngineInner {
@@ -330,6 +340,7 @@ impl MediaEngine {
                 config,
                 pool: Mutex::new(pool),
                 alive: AtomicUsize::new(0),
+                sockets: AtomicUsize::new(0),
             }),
             io: Arc::new(IoThreads {
                 wanted: threads.max(1),
@@ -361,24 +372,41 @@ impl MediaEngine {
     /// never waits: binding sockets does not block, and the relay reaches its I/O thread through
     /// a channel.
     pub fn allocate_now(&self) -> Result<Relay, MediaError> {
-        self.allocate_with(None)
+        self.allocate_with(None, false)
     }
 
     /// [`MediaEngine::allocate_now`] for a relay whose events go straight from its I/O thread
     /// to `sink`, tagged with `call` (the gateway's one media event sink): no channel and no
     /// task per call.
     pub fn allocate_into(&self, call: u64, sink: EventSink) -> Result<Relay, MediaError> {
-        self.allocate_with(Some((call, sink)))
+        self.allocate_with(Some((call, sink)), false)
     }
 
-    fn allocate_with(&self, sink: Option<(u64, EventSink)>) -> Result<Relay, MediaError> {
+    /// [`MediaEngine::allocate_into`] for a call whose caller offered RTCP multiplexing
+    /// (`a_mux`), which its answer will accept: leg A gets no RTCP socket at all.
+    pub fn allocate_into_muxed(
+        &self,
+        call: u64,
+        sink: EventSink,
+        a_mux: bool,
+    ) -> Result<Relay, MediaError> {
+        self.allocate_with(Some((call, sink)), a_mux)
+    }
+
+    fn allocate_with(
+        &self,
+        sink: Option<(u64, EventSink)>,
+        a_mux: bool,
+    ) -> Result<Relay, MediaError> {
         let io = self.io()?;
         let ip = self.inner.config.bind_ip;
         let now = Instant::now();
         let (a, b) = {
             let mut pool = self.inner.pool();
-            let a = pool.bind_pair(ip, now)?;
-            match pool.bind_pair(ip, now) {
+            let a = pool.bind_pair(ip, now, !a_mux)?;
+            // Leg B's RTCP socket is bound: our offer names the port until B's answer says
+            // whether it multiplexes (RFC 5761 §5.1.3).
+            match pool.bind_pair(ip, now, true) {
                 Ok(b) => (a, b),
                 Err(e) => {
                     let port = a.port;
@@ -389,13 +417,20 @@ impl MediaEngine {
             }
         };
         // From here on the guard owns the ports: every exit releases them.
-        let guard = PortGuard::new(self.inner.clone(), [a.port, b.port]);
+        let sockets = 2 + usize::from(a.rtcp.is_some()) + usize::from(b.rtcp.is_some());
+        let guard = PortGuard::new(self.inner.clone(), [a.port, b.port], sockets);
         relay::spawn(&self.inner, io, guard, a, b, sink)
     }
 
     /// Relays alive: allocated and not yet torn down (their sockets are still open).
     pub fn in_use(&self) -> usize {
         self.inner.alive.load(Ordering::Relaxed)
+    }
+
+    /// Sockets the live relays hold open: two to four per relay (an RTP socket per leg, an
+    /// RTCP socket per leg that does not multiplex RTCP).
+    pub fn open_sockets(&self) -> usize {
+        self.inner.sockets.load(Ordering::Relaxed)
     }
 
     /// How many relays the port range can hold (each takes two RTP/RTCP pairs).
@@ -413,12 +448,27 @@ impl MediaEngine {
 pub(crate) struct PortGuard {
     engine: Arc<EngineInner>,
     ports: [u16; 2],
+    /// Sockets of the relay still open (counted in [`MediaEngine::open_sockets`]).
+    sockets: usize,
 }
 
 impl PortGuard {
-    fn new(engine: Arc<EngineInner>, ports: [u16; 2]) -> Self {
+    fn new(engine: Arc<EngineInner>, ports: [u16; 2], sockets: usize) -> Self {
         engine.alive.fetch_add(1, Ordering::Relaxed);
-        PortGuard { engine, ports }
+        engine.sockets.fetch_add(sockets, Ordering::Relaxed);
+        PortGuard {
+            engine,
+            ports,
+            sockets,
+        }
+    }
+
+    /// The relay closed one of its sockets (an RTCP socket no longer needed).
+    pub(crate) fn socket_closed(&mut self) {
+        if self.sockets > 0 {
+            self.sockets -= 1;
+            self.engine.sockets.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -431,6 +481,9 @@ impl Drop for PortGuard {
         }
         drop(pool);
         self.engine.alive.fetch_sub(1, Ordering::Relaxed);
+        self.engine
+            .sockets
+            .fetch_sub(self.sockets, Ordering::Relaxed);
         tracing::debug!(ports = ?self.ports, "media relay released");
     }
 }

@@ -45,6 +45,14 @@ pub trait MediaPort: Send {
     /// Media for call `call`; its events ([`super::MediaEvent`]) go to the port's sink tagged with
     /// `call`.
     fn allocate(&mut self, call: u64) -> Result<Box<dyn CallMedia>, MediaError>;
+
+    /// [`MediaPort::allocate`] for a call whose caller offered RTCP multiplexing (`a_mux`,
+    /// RFC 5761), which the answer will accept: leg A then needs no RTCP socket. Ports that do
+    /// not care about sockets take the default.
+    fn allocate_muxed(&mut self, call: u64, a_mux: bool) -> Result<Box<dyn CallMedia>, MediaError> {
+        let _ = a_mux;
+        self.allocate(call)
+    }
 }
 
 /// Relays of a [`MediaEngine`], their events sent by the relays' I/O threads to one sink.
@@ -101,7 +109,13 @@ impl CallMedia for WithMusic {
 
 impl MediaPort for RelayPort {
     fn allocate(&mut self, call: u64) -> Result<Box<dyn CallMedia>, MediaError> {
-        let relay = self.engine.allocate_into(call, self.sink.clone())?;
+        self.allocate_muxed(call, false)
+    }
+
+    fn allocate_muxed(&mut self, call: u64, a_mux: bool) -> Result<Box<dyn CallMedia>, MediaError> {
+        let relay = self
+            .engine
+            .allocate_into_muxed(call, self.sink.clone(), a_mux)?;
         Ok(match &self.hold_music {
             Some(music) => Box::new(WithMusic {
                 relay,

@@ -1,6 +1,10 @@
 //! The RTP port pool: even RTP ports with RTCP on port + 1, handed out at random, a freed pair
 //! resting for a while before it is used again.
 //!
+//! Ports are reserved as pairs even when the RTCP socket is not bound (a leg whose phone
+//! multiplexes RTCP on the RTP port, RFC 5761): the pair's odd port is never handed to another
+//! call, so the range's arithmetic (and a port seen in SDP) stays that of pairs.
+//!
 //! Only `MediaEngine::allocate` and the drop of a relay touch the pool, never the packet path.
 //! Taking and returning a pair is O(1) whatever the range and however full it is: the free
 //! pairs are kept in two lists (rested ones, picked from at random, and resting ones in the
@@ -13,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use super::MediaError;
 
-/// A bound RTP/RTCP socket pair.
+/// A bound RTP/RTCP socket pair; `rtcp` is `None` when only the RTP socket was asked for.
 pub(crate) struct BoundPair {
     pub port: u16,
     pub rtp: UdpSocket,
-    pub rtcp: UdpSocket,
+    pub rtcp: Option<UdpSocket>,
 }
 
 /// How long a freed pair rests before it is handed out again (unless nothing else is free):
@@ -72,13 +76,19 @@ impl PortPool {
 
     /// Binds a free pair picked at random among the rested ones (the longest resting one only
     /// when no other is free); pairs whose ports another process holds are skipped (they rest
-    /// as if released now, and are tried again later).
-    pub fn bind_pair(&mut self, ip: IpAddr, now: Instant) -> Result<BoundPair, MediaError> {
+    /// as if released now, and are tried again later). Without `rtcp` only the even (RTP) port
+    /// is bound, the pair is reserved all the same.
+    pub fn bind_pair(
+        &mut self,
+        ip: IpAddr,
+        now: Instant,
+        rtcp: bool,
+    ) -> Result<BoundPair, MediaError> {
         self.wake(now);
         while !self.rested.is_empty() {
             let pick = rand::random_range(0..self.rested.len());
             let idx = self.rested.swap_remove(pick);
-            if let Some(b) = self.try_bind(idx, ip) {
+            if let Some(b) = self.try_bind(idx, ip, rtcp) {
                 return Ok(b);
             }
             self.resting.push_back((idx, now));
@@ -88,7 +98,7 @@ impl PortPool {
             let Some((idx, at)) = self.resting.pop_front() else {
                 break;
             };
-            if let Some(b) = self.try_bind(idx, ip) {
+            if let Some(b) = self.try_bind(idx, ip, rtcp) {
                 return Ok(b);
             }
             self.resting.push_back((idx, at.max(now)));
@@ -99,12 +109,18 @@ impl PortPool {
         })
     }
 
-    fn try_bind(&mut self, idx: usize, ip: IpAddr) -> Option<BoundPair> {
+    fn try_bind(&mut self, idx: usize, ip: IpAddr, with_rtcp: bool) -> Option<BoundPair> {
         let port = self.first + 2 * idx as u16;
         let bound = UdpSocket::bind(SocketAddr::new(ip, port)).and_then(|rtp| {
-            let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1))?;
             rtp.set_nonblocking(true)?;
-            rtcp.set_nonblocking(true)?;
+            let rtcp = match with_rtcp {
+                true => {
+                    let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1))?;
+                    rtcp.set_nonblocking(true)?;
+                    Some(rtcp)
+                }
+                false => None,
+            };
             Ok((rtp, rtcp))
         });
         match bound {
@@ -157,7 +173,9 @@ mod tests {
         let ip = IpAddr::from([127, 0, 0, 1]);
         let now = Instant::now();
         let mut pool = PortPool::new(29000..=29199);
-        let held: Vec<BoundPair> = (0..10).map(|_| pool.bind_pair(ip, now).unwrap()).collect();
+        let held: Vec<BoundPair> = (0..10)
+            .map(|_| pool.bind_pair(ip, now, true).unwrap())
+            .collect();
         let mut ports: Vec<u16> = held.iter().map(|b| b.port).collect();
         ports.sort_unstable();
         ports.dedup();
@@ -171,12 +189,14 @@ mod tests {
         let ip = IpAddr::from([127, 0, 0, 1]);
         let now = Instant::now();
         let mut pool = PortPool::new(29400..=29439); // twenty pairs
-        let held: Vec<BoundPair> = (0..20).map(|_| pool.bind_pair(ip, now).unwrap()).collect();
+        let held: Vec<BoundPair> = (0..20)
+            .map(|_| pool.bind_pair(ip, now, true).unwrap())
+            .collect();
         let mut ports: Vec<u16> = held.iter().map(|b| b.port).collect();
         ports.sort_unstable();
         ports.dedup();
         assert_eq!(ports.len(), 20, "no pair twice");
-        assert!(pool.bind_pair(ip, now).is_err(), "the range is full");
+        assert!(pool.bind_pair(ip, now, true).is_err(), "the range is full");
         // A double release is ignored: the pair is not handed out twice afterwards.
         let first = held[0].port;
         drop(held);
@@ -184,9 +204,11 @@ mod tests {
             pool.release(*p, now);
         }
         pool.release(first, now);
-        let again: Vec<BoundPair> = (0..20).map(|_| pool.bind_pair(ip, now).unwrap()).collect();
+        let again: Vec<BoundPair> = (0..20)
+            .map(|_| pool.bind_pair(ip, now, true).unwrap())
+            .collect();
         assert_eq!(again.len(), 20);
-        assert!(pool.bind_pair(ip, now).is_err());
+        assert!(pool.bind_pair(ip, now, true).is_err());
     }
 
     #[test]
@@ -195,26 +217,28 @@ mod tests {
         let now = Instant::now();
         let later = now + Duration::from_secs(1);
         let mut pool = PortPool::new(29300..=29307); // four pairs
-        let a = pool.bind_pair(ip, now).unwrap();
+        let a = pool.bind_pair(ip, now, true).unwrap();
         let resting = a.port;
         drop(a);
         pool.release(resting, now);
         // Never handed out again during its cooldown while others are free …
         for _ in 0..50 {
-            let b = pool.bind_pair(ip, later).unwrap();
+            let b = pool.bind_pair(ip, later, true).unwrap();
             assert_ne!(b.port, resting, "a resting pair was reused");
             let p = b.port;
             drop(b);
             pool.release(p, now - COOLDOWN);
         }
         // … unless nothing else is free.
-        let others: Vec<BoundPair> = (0..3).map(|_| pool.bind_pair(ip, later).unwrap()).collect();
+        let others: Vec<BoundPair> = (0..3)
+            .map(|_| pool.bind_pair(ip, later, true).unwrap())
+            .collect();
         assert!(others.iter().all(|b| b.port != resting));
         let last = pool
-            .bind_pair(ip, later)
+            .bind_pair(ip, later, true)
             .expect("the resting pair, as the last one");
         assert_eq!(last.port, resting);
-        assert!(pool.bind_pair(ip, later).is_err());
+        assert!(pool.bind_pair(ip, later, true).is_err());
         drop(last);
         pool.release(resting, now);
         drop(others);
@@ -226,7 +250,7 @@ mod tests {
         }
         // After the cooldown it is free like any other.
         let seen = (0..200).any(|_| {
-            let b = pool.bind_pair(ip, now + COOLDOWN).unwrap();
+            let b = pool.bind_pair(ip, now + COOLDOWN, true).unwrap();
             let p = b.port;
             drop(b);
             pool.release(p, now - COOLDOWN);

@@ -1,7 +1,8 @@
 //! The relay of one call: the handle the call owns ([`Relay`]) and the state that moves its
 //! packets ([`RelayState`]), which lives on one of the engine's media I/O threads ([`super::io`]).
 //!
-//! The state owns the four sockets and all per-stream state. The I/O thread hands it each
+//! The state owns the sockets (an RTP socket per leg, and an RTCP socket for a leg that does
+//! not multiplex RTCP on its RTP port, RFC 5761) and all per-stream state. The I/O thread hands it each
 //! datagram read from its sockets in a single reused buffer; the state rewrites the packet in
 //! place and forwards it with a non-blocking `send_to` (a full socket buffer drops the packet).
 //! Counters go to the handle through relaxed atomics, control comes from the handle through the
@@ -45,7 +46,7 @@ const EVENT_QUEUE: usize = 64;
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The handle of one call's media relay. Dropping it makes the I/O thread deregister and close
-/// the four sockets and return the ports to the pool.
+/// its sockets and return the ports to the pool.
 pub struct Relay {
     ports: [u16; 2],
     id: u64,
@@ -117,7 +118,8 @@ struct DirCounters {
 }
 
 impl Relay {
-    /// The RTP port the phone of `side` must send to (RTCP is this port + 1).
+    /// The RTP port the phone of `side` must send to (RTCP is this port + 1, or this port when
+    /// the leg multiplexes RTCP).
     pub fn local_port(&self, side: Side) -> u16 {
         self.ports[side.idx()]
     }
@@ -253,7 +255,7 @@ pub(crate) fn spawn(
         last_rx: now,
         dead_reported: false,
         scratch: Vec::new(),
-        _guard: guard,
+        guard,
     });
     let io = io.pick().clone();
     if !io.send(Control::Add(id, state)) {
@@ -275,7 +277,10 @@ pub(crate) fn spawn(
 /// One leg: our sockets towards that leg's phone, and the state of both streams on it.
 struct Leg {
     rtp: UdpSocket,
-    rtcp: UdpSocket,
+    /// Our RTCP socket (RTP port + 1): `None` for a leg bound without one (its phone offered
+    /// RTCP multiplexing, which pasarela accepts) or once the leg's answer accepted
+    /// multiplexing; RTCP then shares `rtp`.
+    rtcp: Option<UdpSocket>,
     media: LegMedia,
     latched_rtp: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
@@ -310,7 +315,7 @@ impl Leg {
     fn new(pair: BoundPair, now: Instant) -> Self {
         Leg {
             rtp: UdpSocket::from_std(pair.rtp),
-            rtcp: UdpSocket::from_std(pair.rtcp),
+            rtcp: pair.rtcp.map(UdpSocket::from_std),
             media: LegMedia::default(),
             latched_rtp: None,
             latched_rtcp: None,
@@ -329,12 +334,32 @@ impl Leg {
         self.latched_rtcp.or_else(|| self.sdp_rtcp())
     }
 
-    /// Where the SDP says this leg's phone takes RTCP (RTP port + 1).
+    /// Where the SDP says this leg's phone takes RTCP: its RTP address when the leg
+    /// multiplexes, else RTP port + 1.
     fn sdp_rtcp(&self) -> Option<SocketAddr> {
+        if self.media.rtcp_mux {
+            return self.media.remote;
+        }
         self.media
             .remote
             .and_then(|r| r.port().checked_add(1).map(|p| SocketAddr::new(r.ip(), p)))
     }
+
+    /// The socket RTCP leaves through towards this leg's phone: the RTP socket when the leg
+    /// multiplexes (or its RTCP socket is gone), else the RTCP socket.
+    fn rtcp_socket(&self) -> &UdpSocket {
+        match &self.rtcp {
+            Some(s) if !self.media.rtcp_mux => s,
+            _ => &self.rtp,
+        }
+    }
+}
+
+/// Whether a datagram on an RTP port is RTCP (RFC 5761 §4: the second byte of an RTCP packet
+/// is its type, 192..=223, which no RTP payload type with or without the marker bit takes
+/// once payload types 64-95 are avoided, as they are).
+fn is_rtcp(pkt: &[u8]) -> bool {
+    pkt.get(1).is_some_and(|pt| (192..=223).contains(pt))
 }
 
 /// What to do with a packet from `src` on a leg whose media is latched to `latched` and whose
@@ -445,14 +470,20 @@ pub(crate) struct RelayState {
     /// packet (a plain call does without its 2 KiB), then kept for the relay's life.
     scratch: Vec<u8>,
     /// Declared last: dropped after the sockets, so a released port is really free.
-    _guard: PortGuard,
+    guard: PortGuard,
 }
 
 impl RelayState {
-    /// The four sockets, in token order: A RTP, A RTCP, B RTP, B RTCP.
-    pub(crate) fn sockets_mut(&mut self) -> [&mut UdpSocket; 4] {
+    /// The sockets, in token order: A RTP, A RTCP, B RTP, B RTCP (`None`: that leg has no
+    /// RTCP socket).
+    pub(crate) fn sockets_mut(&mut self) -> [Option<&mut UdpSocket>; 4] {
         let [a, b] = &mut self.legs;
-        [&mut a.rtp, &mut a.rtcp, &mut b.rtp, &mut b.rtcp]
+        [
+            Some(&mut a.rtp),
+            a.rtcp.as_mut(),
+            Some(&mut b.rtp),
+            b.rtcp.as_mut(),
+        ]
     }
 
     /// When the dead-media check first runs.
@@ -471,7 +502,10 @@ impl RelayState {
         let fd = if rtp {
             leg.rtp.as_raw_fd()
         } else {
-            leg.rtcp.as_raw_fd()
+            match &leg.rtcp {
+                Some(s) => s.as_raw_fd(),
+                None => return false,
+            }
         };
         let n = match batch.recv(fd) {
             Ok(n) => n,
@@ -485,7 +519,7 @@ impl RelayState {
         };
         for k in 0..n {
             if let Some((pkt, src)) = batch.get(k) {
-                if rtp {
+                if rtp && !is_rtcp(pkt) {
                     self.on_rtp(i, pkt, src);
                 } else {
                     self.on_rtcp(i, pkt, src);
@@ -723,7 +757,7 @@ impl RelayState {
                 },
                 None => pkt,
             };
-            if let Err(e) = to.rtcp.send_to(out, dest) {
+            if let Err(e) = to.rtcp_socket().send_to(out, dest) {
                 tracing::trace!(%dest, error = %e, "RTCP send failed; dropped");
             }
         }
@@ -735,10 +769,22 @@ impl RelayState {
         match c {
             Control::Add(..) | Control::Remove(_) => None,
             Control::Update(_, media) => {
+                let guard = &mut self.guard;
                 for (leg, m) in self.legs.iter_mut().zip(media) {
                     if leg.media.remote != m.remote {
                         leg.latched_rtp = None;
                         leg.latched_rtcp = None;
+                    } else if leg.media.rtcp_mux != m.rtcp_mux {
+                        leg.latched_rtcp = None;
+                    }
+                    if m.rtcp_mux {
+                        // The answer took multiplexing: the RTCP socket is not needed again
+                        // (RFC 8035: multiplexing, once agreed, is not turned off). Closing
+                        // its descriptor also takes it out of the thread's epoll set; its
+                        // port stays reserved with the pair until the relay ends.
+                        if leg.rtcp.take().is_some() {
+                            guard.socket_closed();
+                        }
                     }
                     update_crypto(leg, m.srtp.as_ref());
                     leg.media = m;

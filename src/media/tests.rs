@@ -216,6 +216,7 @@ async fn rewrites_payload_type_without_touching_payload() {
         law: None,
         dtmf_pt: None,
         srtp: None,
+        rtcp_mux: false,
     };
     relay.update(leg(&a, 96), leg(&b, 111));
     settle().await;
@@ -858,4 +859,120 @@ async fn srtp_leg_meets_plain_leg() {
     assert_eq!(st.srtp, [true, false]);
     assert_eq!(st.a_to_b.srtp_rejected, 2, "{st:?}");
     assert_eq!(st.a_to_b.forwarded, 1);
+}
+
+fn rr(ssrc: u8) -> [u8; 8] {
+    [0x80u8, 201, 0, 1, 0, 0, 0, ssrc]
+}
+
+/// Waits until the engine counts `n` open sockets (the I/O thread closes them).
+async fn wait_sockets(engine: &MediaEngine, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.open_sockets() != n {
+        assert!(
+            Instant::now() < deadline,
+            "open sockets stuck at {}, expected {n}",
+            engine.open_sockets()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn rtcp_mux_on_both_legs_shares_the_rtp_ports() {
+    let engine = engine(28400..=28499, Duration::from_secs(60));
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    // The caller offered multiplexing: its leg binds no RTCP socket; B's is bound for the offer.
+    let relay = engine.allocate_into_muxed(1, tx, true).expect("allocate");
+    assert_eq!(engine.open_sockets(), 3);
+    // Leg A's RTCP port is not bound by the relay, yet stays reserved with its pair.
+    let a_rtcp_port = relay.local_port(Side::A) + 1;
+    assert!(std::net::UdpSocket::bind((LO, a_rtcp_port)).is_ok());
+    let (a, b) = (phone().await, phone().await);
+    let mux = |s: &UdpSocket| LegMedia {
+        rtcp_mux: true,
+        ..LegMedia::pcmu(Some(addr(s)), None)
+    };
+    // B's answer accepted multiplexing: its RTCP socket closes.
+    relay.update(mux(&a), mux(&b));
+    wait_sockets(&engine, 2).await;
+
+    // RTP still flows both ways on the RTP ports.
+    a.send_to(
+        &pkt(false, 0, 1, 0, 0xA, &[1; 160]),
+        relay_addr(&relay, Side::A),
+    )
+    .await
+    .expect("send");
+    let (p, from) = recv(&b).await;
+    assert_eq!(from, relay_addr(&relay, Side::B));
+    assert_eq!(Rtp::parse(&p[..]).expect("rtp").ssrc(), 0xA);
+    // RTCP on the RTP port is told apart by its packet type and relayed as RTCP, to the other
+    // phone's RTP port, from ours.
+    a.send_to(&rr(0xA), relay_addr(&relay, Side::A))
+        .await
+        .expect("send");
+    let (p, from) = recv(&b).await;
+    assert_eq!((p, from), (rr(0xA).to_vec(), relay_addr(&relay, Side::B)));
+    b.send_to(&rr(0xB), relay_addr(&relay, Side::B))
+        .await
+        .expect("send");
+    let (p, from) = recv(&a).await;
+    assert_eq!((p, from), (rr(0xB).to_vec(), relay_addr(&relay, Side::A)));
+    // RTCP is not counted as RTP.
+    let st = relay.stats();
+    assert_eq!((st.a_to_b.packets, st.b_to_a.packets), (1, 0));
+    // B's old RTCP port is closed.
+    assert!(std::net::UdpSocket::bind((LO, relay.local_port(Side::B) + 1)).is_ok());
+
+    drop(relay);
+    wait_in_use_zero(&engine).await;
+    assert_eq!(engine.open_sockets(), 0);
+}
+
+#[tokio::test]
+async fn a_peer_that_drops_mux_gets_rtcp_on_the_separate_port() {
+    let engine = engine(28500..=28599, Duration::from_secs(60));
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let relay = engine.allocate_into_muxed(1, tx, true).expect("allocate");
+    let (a, b, b_rtcp) = (phone().await, phone().await, phone().await);
+    // B's answer has no a=rtcp-mux: B takes RTCP on its SDP port + 1, here b_rtcp's port
+    // (B really sends its RTP from `b`, and is latched there).
+    let b_rtp_sdp = SocketAddr::new(LO, addr(&b_rtcp).port() - 1);
+    relay.update(
+        LegMedia {
+            rtcp_mux: true,
+            ..LegMedia::pcmu(Some(addr(&a)), None)
+        },
+        LegMedia::pcmu(Some(b_rtp_sdp), None),
+    );
+    settle().await;
+    assert_eq!(engine.open_sockets(), 3, "B keeps its RTCP socket");
+
+    // A's RTCP (on A's RTP port) goes to B's RTCP port, from our B RTCP port.
+    a.send_to(&rr(0xA), relay_addr(&relay, Side::A))
+        .await
+        .expect("send");
+    let (p, from) = recv(&b_rtcp).await;
+    assert_eq!(p, rr(0xA).to_vec());
+    assert_eq!(from.port(), relay.local_port(Side::B) + 1);
+    // B's RTCP (on our RTCP port) goes to A's RTP port, from our A RTP port.
+    b_rtcp
+        .send_to(&rr(0xB), SocketAddr::new(LO, relay.local_port(Side::B) + 1))
+        .await
+        .expect("send");
+    let (p, from) = recv(&a).await;
+    assert_eq!((p, from), (rr(0xB).to_vec(), relay_addr(&relay, Side::A)));
+    // B's RTP still goes to A.
+    b.send_to(
+        &pkt(false, 0, 1, 0, 0xB, &[1; 160]),
+        relay_addr(&relay, Side::B),
+    )
+    .await
+    .expect("send");
+    let (p, _) = recv(&a).await;
+    assert_eq!(Rtp::parse(&p[..]).expect("rtp").ssrc(), 0xB);
+    drop(relay);
+    wait_in_use_zero(&engine).await;
+    assert_eq!(engine.open_sockets(), 0);
 }

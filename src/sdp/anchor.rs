@@ -157,6 +157,50 @@ pub fn rewrite_for_relay(
     origin.stamp(sdp);
 }
 
+/// Makes `audio` (an offer the relay sends a leg) offer RTCP multiplexing (RFC 5761): pasarela
+/// always can. Whatever `a=rtcp` it had is kept (rewritten to the relay's RTP port + 1 by
+/// [`rewrite_for_relay`]): until the answer comes, RTCP is still taken on the separate port
+/// (RFC 5761 §5.1.3), and an answerer that does not multiplex keeps using it.
+pub fn offer_rtcp_mux(audio: &mut MediaDescription) {
+    audio.set_rtcp_mux(true);
+}
+
+/// Makes `audio` (an answer the relay sends a leg) accept RTCP multiplexing exactly when that
+/// leg's offer (`offered`) asked for it (RFC 5761 §5.1.1, RFC 8035): a muxed answer names no
+/// separate RTCP port, an answer without it never says `a=rtcp-mux` (it may have been copied
+/// from the other leg's description).
+pub fn answer_rtcp_mux(audio: &mut MediaDescription, offered: bool) {
+    audio.set_rtcp_mux(offered);
+    if offered {
+        audio.remove_attributes("rtcp");
+    }
+}
+
+/// Whether the first audio stream of the SDP body `body` offers `a=rtcp-mux`, read without
+/// parsing the whole description (the media relay uses it to bind no RTCP socket for a caller
+/// whose offer will be answered with multiplexing). Anything unreadable is `false`: the RTCP
+/// socket is then bound as before.
+pub fn body_offers_rtcp_mux(body: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    let mut in_audio = false;
+    let mut seen_audio = false;
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(m) = line.strip_prefix("m=") {
+            if seen_audio {
+                return false;
+            }
+            in_audio = m.split(' ').next() == Some("audio");
+            seen_audio = in_audio;
+        } else if in_audio && line.eq_ignore_ascii_case("a=rtcp-mux") {
+            return true;
+        }
+    }
+    false
+}
+
 /// The two G.711 laws.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum G711 {

@@ -485,6 +485,22 @@ impl MediaDescription {
         self.attributes
             .retain(|a| !a.name.eq_ignore_ascii_case(name));
     }
+
+    /// Whether the stream carries `a=rtcp-mux` (RFC 5761): in an offer, RTP and RTCP may share
+    /// the RTP port; in an answer, they do.
+    pub fn rtcp_mux(&self) -> bool {
+        self.attribute("rtcp-mux").is_some()
+    }
+
+    /// Adds (once) or removes `a=rtcp-mux`. Any `a=rtcp` is left alone: an offer keeps naming
+    /// the separate RTCP port for an answerer that does not multiplex (RFC 5761 §5.1.3).
+    pub fn set_rtcp_mux(&mut self, on: bool) {
+        match (on, self.rtcp_mux()) {
+            (true, false) => self.attributes.push(Attribute::flag("rtcp-mux")),
+            (false, true) => self.remove_attributes("rtcp-mux"),
+            _ => {}
+        }
+    }
 }
 
 impl fmt::Display for MediaDescription {

@@ -8,7 +8,8 @@
 //! [`anchor`] holds what the B2BUA does with SDP: it anchors media on its own RTP relay
 //! (connection addresses, ports and `o=` rewritten, ICE removed, non-audio streams declined),
 //! may add the other G.711 law to an offer so that it can transcode PCMU⇄PCMA, and works out
-//! from an offer and its answer which codec each leg uses.
+//! from an offer and its answer which codec each leg uses, and offers RTCP multiplexing
+//! (RFC 5761) on every leg, accepting it in answers when the leg offered it.
 //!
 //! [`crypto`] reads and writes SDES keys (`a=crypto`, RFC 4568) and the `RTP/SAVP` profile.
 
@@ -23,8 +24,8 @@ mod crypto_tests;
 mod tests;
 
 pub use anchor::{
-    add_transcodable, answer_for_a, intersect, is_g711, negotiate, rewrite_for_relay, Negotiated,
-    OriginState, G711,
+    add_transcodable, answer_for_a, answer_rtcp_mux, body_offers_rtcp_mux, intersect, is_g711,
+    negotiate, offer_rtcp_mux, rewrite_for_relay, Negotiated, OriginState, G711,
 };
 pub use crypto::{CryptoAttribute, SdesKey};
 pub use media::{Codec, Direction, MediaDescription};

@@ -1296,3 +1296,72 @@ fn offerless_invite_answer_in_ack() {
         Some("10.0.0.1:20006".parse().unwrap())
     );
 }
+
+#[test]
+fn rtcp_mux_in_offers_and_answers() {
+    // An offer gets a=rtcp-mux once, and keeps naming the separate RTCP port (RFC 5761 §5.1.3).
+    let mut offer = parse(BARESIP);
+    let m = offer.audio_mut().expect("audio");
+    assert!(!m.rtcp_mux());
+    offer_rtcp_mux(m);
+    offer_rtcp_mux(m);
+    assert_eq!(
+        m.attributes.iter().filter(|a| a.name == "rtcp-mux").count(),
+        1
+    );
+    let mut origin = OriginState::new(7, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+    rewrite_for_relay(
+        &mut offer,
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        20000,
+        &mut origin,
+    );
+    let text = offer.to_string();
+    assert!(text.contains("a=rtcp-mux\r\n"), "{text}");
+    assert!(text.contains("a=rtcp:20001\r\n"), "{text}");
+
+    // An answer accepts it only when the offer had it; a muxed answer names no RTCP port.
+    let mut answer = offer.clone();
+    let m = answer.audio_mut().expect("audio");
+    answer_rtcp_mux(m, true);
+    assert!(m.rtcp_mux());
+    assert!(m.attribute("rtcp").is_none());
+    let mut answer = offer.clone();
+    let m = answer.audio_mut().expect("audio");
+    answer_rtcp_mux(m, false);
+    assert!(!m.rtcp_mux());
+    assert_eq!(
+        m.attribute("rtcp").and_then(|a| a.value.as_deref()),
+        Some("20001")
+    );
+}
+
+#[test]
+fn rtcp_mux_read_from_a_raw_body() {
+    let mut with: Vec<&str> = BARESIP.to_vec();
+    with.push("a=rtcp-mux");
+    assert!(body_offers_rtcp_mux(crlf(&with).as_bytes()));
+    assert!(!body_offers_rtcp_mux(crlf(BARESIP).as_bytes()));
+    // LF line ends, upper case.
+    assert!(body_offers_rtcp_mux(
+        crlf(&with)
+            .replace("\r\n", "\n")
+            .replace("rtcp-mux", "RTCP-MUX")
+            .as_bytes()
+    ));
+    // Only the first audio stream counts: a video stream's rtcp-mux does not.
+    let mut video: Vec<&str> = BARESIP.to_vec();
+    video.extend([
+        "m=video 10002 RTP/AVP 96",
+        "a=rtpmap:96 H264/90000",
+        "a=rtcp-mux",
+    ]);
+    assert!(!body_offers_rtcp_mux(crlf(&video).as_bytes()));
+    let mut first_video: Vec<&str> = BARESIP[..5].to_vec();
+    first_video.extend(["m=video 10002 RTP/AVP 96", "a=rtcp-mux"]);
+    first_video.extend_from_slice(&BARESIP[6..]);
+    assert!(!body_offers_rtcp_mux(crlf(&first_video).as_bytes()));
+    // Not text, empty: no.
+    assert!(!body_offers_rtcp_mux(&[0xff, 0xfe, b'a']));
+    assert!(!body_offers_rtcp_mux(b""));
+}

@@ -223,6 +223,7 @@ impl Gateway {
         let enum_zone = start_enum_zone(&config, &extensions).await?;
         let (media_tx, media_rx) = mpsc::unbounded_channel::<(u64, MediaEvent)>();
         let engine = media_engine(&config);
+        let socket_gauge = engine.clone();
         let inbound_policy = inbound_setup::build(&config, &extensions).await;
         let hold_music = match config.media.hold_music.as_str() {
             "none" => None,
@@ -252,12 +253,17 @@ impl Gateway {
         core.set_max_server_transactions(config.limits.server_transactions);
         core.set_subscriptions(config.subscriptions.clone());
         core.set_numbering(line_plan.clone());
+        // The relay's sockets are counted as they are used (two to four a call, see
+        // rtcp-mux); the call cap then only bounds what the cheapest calls could take.
         let admission = overload::Admission::new(
             Duration::from_millis(config.limits.queue_delay_ms),
-            config
-                .limits
-                .max_calls
-                .unwrap_or_else(|| overload::Admission::call_budget(overload::open_files_limit())),
+            config.limits.max_calls.unwrap_or_else(|| {
+                overload::Admission::call_cap_counting_sockets(overload::open_files_limit())
+            }),
+        )
+        .with_socket_budget(
+            Box::new(move || socket_gauge.open_sockets()),
+            overload::open_files_limit(),
         );
         tracing::debug!(max_calls = admission.max_calls(), "overload admission");
         core.set_inbound(inbound_policy);
