@@ -170,6 +170,12 @@ pub struct Calls {
     by_client: HashMap<ClientKey, ClientRole>,
     /// (Call-ID, our tag) of each leg's dialog -> call.
     by_dialog: HashMap<(String, String), u64>,
+    /// What each call in progress was entered under in the three maps above, so that ending
+    /// it touches only those entries (not a scan of every map per ended call).
+    owned: HashMap<u64, Vec<Owned>>,
+    /// Calls in progress per caller number and per origin (O(1) limits per new call).
+    by_caller: HashMap<String, usize>,
+    by_origin: HashMap<String, usize>,
     timers: BinaryHeap<Reverse<(Instant, u64, TimerKind)>>,
     next_id: u64,
     tag_seed: u64,
@@ -189,6 +195,53 @@ pub struct Calls {
     forwards: Vec<ForwardRequest>,
 }
 
+/// An entry a call owns in one of the lookup maps of [`Calls`].
+enum Owned {
+    Server(ServerKey),
+    Client(ClientKey),
+    /// Boxed: two strings, and most entries are keys.
+    Dialog(Box<(String, String)>),
+}
+
+/// Maps client transaction `key` to `role`, remembering it as the call's when the role names
+/// a call in progress.
+fn map_client(
+    by_client: &mut HashMap<ClientKey, ClientRole>,
+    owned: &mut HashMap<u64, Vec<Owned>>,
+    key: ClientKey,
+    role: ClientRole,
+) {
+    if let ClientRole::Fork(id, _) | ClientRole::InDialog(id) = role {
+        if let Some(o) = owned.get_mut(&id) {
+            o.push(Owned::Client(key));
+        }
+    }
+    by_client.insert(key, role);
+}
+
+/// Maps a dialog (Call-ID, our tag) to call `id`, remembering it as the call's.
+fn map_dialog(
+    by_dialog: &mut HashMap<(String, String), u64>,
+    owned: &mut HashMap<u64, Vec<Owned>>,
+    dialog: (String, String),
+    id: u64,
+) {
+    if let Some(o) = owned.get_mut(&id) {
+        o.push(Owned::Dialog(Box::new(dialog.clone())));
+    }
+    by_dialog.insert(dialog, id);
+}
+
+/// One call fewer under `key`; the entry goes at zero.
+fn uncount(counts: &mut HashMap<String, usize>, key: &str) {
+    if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
 impl Calls {
     /// `media`: where calls get their relay (its events reach the port's sink tagged with the
     /// call id); `None`: calls without media anchoring, as in unit tests.
@@ -200,6 +253,9 @@ impl Calls {
             by_server: HashMap::new(),
             by_client: HashMap::new(),
             by_dialog: HashMap::new(),
+            owned: HashMap::new(),
+            by_caller: HashMap::new(),
+            by_origin: HashMap::new(),
             timers: BinaryHeap::new(),
             next_id: 1,
             tag_seed: seed | 1,
@@ -305,7 +361,12 @@ impl Calls {
             c.after_transfer(notify)
         };
         for (idx, key) in forks {
-            self.by_client.insert(key, ClientRole::Fork(call, idx));
+            map_client(
+                &mut self.by_client,
+                &mut self.owned,
+                key,
+                ClientRole::Fork(call, idx),
+            );
         }
         if ringing {
             self.schedule(
@@ -418,10 +479,15 @@ impl Calls {
         };
         let (dialog, keys) = c.adopt_leg(now, layer, moved, &ask.transferor, &self.settings);
         if let Some(d) = dialog {
-            self.by_dialog.insert(d, id);
+            map_dialog(&mut self.by_dialog, &mut self.owned, d, id);
         }
         for k in keys {
-            self.by_client.insert(k, ClientRole::InDialog(id));
+            map_client(
+                &mut self.by_client,
+                &mut self.owned,
+                k,
+                ClientRole::InDialog(id),
+            );
         }
         self.answered.push(id);
     }
@@ -449,19 +515,13 @@ impl Calls {
 
     /// Calls in progress from extension `caller` (for the concurrent-call limit).
     pub fn count_by_caller(&self, caller: &str) -> usize {
-        self.calls
-            .values()
-            .filter(|c| c.caller.number == caller)
-            .count()
+        self.by_caller.get(caller).copied().unwrap_or(0)
     }
 
     /// Calls whose current route stage is `label` (`trunk carrier`), for a trunk's limit.
     /// Calls that came in from `origin` (`trunk carrier`).
     pub fn count_by_origin(&self, origin: &str) -> usize {
-        self.calls
-            .values()
-            .filter(|c| c.caller.origin.as_deref() == Some(origin))
-            .count()
+        self.by_origin.get(origin).copied().unwrap_or(0)
     }
 
     /// Calls whose current stage is `label` (`trunk carrier`: calls out on that trunk).
@@ -483,6 +543,7 @@ impl Calls {
         shrink(&mut self.by_server);
         shrink(&mut self.by_client);
         shrink(&mut self.by_dialog);
+        shrink(&mut self.owned);
         if self.timers.capacity() > 4 * self.timers.len() + 1024 {
             self.timers.shrink_to_fit();
         }
@@ -627,6 +688,14 @@ impl Calls {
         stages.extend(fallback);
         call.set_route(stages);
         tracing::info!(call = id, from = %call.caller.number, to = %call.callee(), stages = call.stages_left(), "call started");
+        *self
+            .by_caller
+            .entry(call.caller.number.clone())
+            .or_default() += 1;
+        if let Some(origin) = &call.caller.origin {
+            *self.by_origin.entry(origin.clone()).or_default() += 1;
+        }
+        self.owned.insert(id, vec![Owned::Server(key)]);
         self.by_server.insert(key, id);
         self.calls.insert(id, Box::new(call));
         self.schedule(now + self.settings.no_answer, id, TimerKind::NoAnswer);
@@ -666,7 +735,12 @@ impl Calls {
             let fork_key = call.send_fork(now, layer, target, call_id, tag, &self.settings);
             let idx = call.forks.len() - 1;
             if let Some(k) = fork_key {
-                self.by_client.insert(k, ClientRole::Fork(id, idx));
+                map_client(
+                    &mut self.by_client,
+                    &mut self.owned,
+                    k,
+                    ClientRole::Fork(id, idx),
+                );
             }
         }
         let stage = call.stage();
@@ -832,10 +906,10 @@ impl Calls {
                 b_dialog,
             } => {
                 if let Some(a_dialog) = a_dialog {
-                    self.by_dialog.insert(a_dialog, id);
+                    map_dialog(&mut self.by_dialog, &mut self.owned, a_dialog, id);
                 }
                 if let Some(b_dialog) = b_dialog {
-                    self.by_dialog.insert(b_dialog, id);
+                    map_dialog(&mut self.by_dialog, &mut self.owned, b_dialog, id);
                 }
                 self.answered.push(id);
                 self.cancel_forks(now, layer, id, Some(winner));
@@ -854,21 +928,41 @@ impl Calls {
                 }
             }
             ForkAction::Track(key) => {
-                self.by_client.insert(key, ClientRole::InDialog(id));
+                map_client(
+                    &mut self.by_client,
+                    &mut self.owned,
+                    key,
+                    ClientRole::InDialog(id),
+                );
             }
             ForkAction::TrackFork(idx, key) => {
-                self.by_client.insert(key, ClientRole::Fork(id, idx));
+                map_client(
+                    &mut self.by_client,
+                    &mut self.owned,
+                    key,
+                    ClientRole::Fork(id, idx),
+                );
             }
             ForkAction::TrackForks(forks) => {
                 for (idx, key) in forks {
-                    self.by_client.insert(key, ClientRole::Fork(id, idx));
+                    map_client(
+                        &mut self.by_client,
+                        &mut self.owned,
+                        key,
+                        ClientRole::Fork(id, idx),
+                    );
                 }
             }
             ForkAction::NextStage => self.next_stage(now, layer, id),
             ForkAction::Finished => self.finish(now, layer, id),
             ForkAction::Transfer { ask, notify } => {
                 if let Some(k) = notify {
-                    self.by_client.insert(k, ClientRole::InDialog(id));
+                    map_client(
+                        &mut self.by_client,
+                        &mut self.owned,
+                        k,
+                        ClientRole::InDialog(id),
+                    );
                 }
                 if ask.replaces.is_some() {
                     self.attended(now, layer, id, *ask);
@@ -1064,19 +1158,37 @@ impl Calls {
         let Some(mut call) = self.calls.remove(&id) else {
             return;
         };
-        self.by_server.retain(|_, v| *v != id);
-        self.by_dialog.retain(|_, v| *v != id);
-        for (key, role) in self.by_client.iter_mut() {
-            match role {
-                ClientRole::Fork(cid, idx) if *cid == id => {
-                    *role = match call.forks.get(*idx) {
-                        Some(f) => ClientRole::Orphan(Box::new(f.invite.clone()), f.peer),
-                        None => ClientRole::Ignore,
-                    };
-                    let _ = key;
+        uncount(&mut self.by_caller, &call.caller.number);
+        if let Some(origin) = &call.caller.origin {
+            uncount(&mut self.by_origin, origin);
+        }
+        for owned in self.owned.remove(&id).unwrap_or_default() {
+            match owned {
+                Owned::Server(key) => {
+                    if self.by_server.get(&key) == Some(&id) {
+                        self.by_server.remove(&key);
+                    }
                 }
-                ClientRole::InDialog(cid) if *cid == id => *role = ClientRole::Ignore,
-                _ => {}
+                Owned::Dialog(d) => {
+                    if self.by_dialog.get(&*d) == Some(&id) {
+                        self.by_dialog.remove(&*d);
+                    }
+                }
+                Owned::Client(key) => {
+                    let Some(role) = self.by_client.get_mut(&key) else {
+                        continue;
+                    };
+                    match *role {
+                        ClientRole::Fork(cid, idx) if cid == id => {
+                            *role = match call.forks.get(idx) {
+                                Some(f) => ClientRole::Orphan(Box::new(f.invite.clone()), f.peer),
+                                None => ClientRole::Ignore,
+                            };
+                        }
+                        ClientRole::InDialog(cid) if cid == id => *role = ClientRole::Ignore,
+                        _ => {}
+                    }
+                }
             }
         }
         if let Some(note) = call.forward_note() {

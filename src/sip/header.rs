@@ -359,13 +359,23 @@ impl Via {
     }
 }
 
+impl Via {
+    pub fn write_to<W: fmt::Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
+        w.write_str("SIP/2.0/")?;
+        w.write_str(&self.transport)?;
+        w.write_str(" ")?;
+        self.host.write_to(w)?;
+        if let Some(p) = self.port {
+            w.write_str(":")?;
+            uri::write_decimal(w, p.into())?;
+        }
+        self.params.write_to(w)
+    }
+}
+
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SIP/2.0/{} {}", self.transport, self.host)?;
-        if let Some(p) = self.port {
-            write!(f, ":{p}")?;
-        }
-        write!(f, "{}", self.params)
+        self.write_to(f)
     }
 }
 
@@ -463,12 +473,22 @@ impl NameAddr {
     }
 }
 
+impl NameAddr {
+    pub fn write_to<W: fmt::Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
+        if let Some(d) = &self.display {
+            w.write_str(d)?;
+            w.write_str(" ")?;
+        }
+        w.write_str("<")?;
+        self.uri.write_to(w)?;
+        w.write_str(">")?;
+        self.params.write_to(w)
+    }
+}
+
 impl fmt::Display for NameAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(d) = &self.display {
-            write!(f, "{d} ")?;
-        }
-        write!(f, "<{}>{}", self.uri, self.params)
+        self.write_to(f)
     }
 }
 
@@ -488,12 +508,18 @@ impl Contact {
     }
 }
 
+impl Contact {
+    pub fn write_to<W: fmt::Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
+        match self {
+            Contact::Star => w.write_str("*"),
+            Contact::Addr(a) => a.write_to(w),
+        }
+    }
+}
+
 impl fmt::Display for Contact {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Contact::Star => f.write_str("*"),
-            Contact::Addr(a) => a.fmt(f),
-        }
+        self.write_to(f)
     }
 }
 
@@ -521,9 +547,17 @@ impl CSeq {
     }
 }
 
+impl CSeq {
+    pub fn write_to<W: fmt::Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
+        uri::write_decimal(w, self.seq.into())?;
+        w.write_str(" ")?;
+        w.write_str(self.method.as_str())
+    }
+}
+
 impl fmt::Display for CSeq {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.seq, self.method)
+        self.write_to(f)
     }
 }
 
@@ -743,24 +777,29 @@ impl Header {
     }
 
     /// Writes `Name: value\r\n`.
+    /// Writes `Name: value\r\n` (pieces and hand-formatted numbers, no `write!`: this runs for
+    /// every header of every message sent).
     pub fn write_to(&self, out: &mut String) {
-        use std::fmt::Write;
+        out.push_str(self.name());
+        out.push_str(": ");
+        // Writing to a String cannot fail.
         let _ = match self {
-            Header::Via(v) => write!(out, "Via: {v}\r\n"),
-            Header::From(a) => write!(out, "From: {a}\r\n"),
-            Header::To(a) => write!(out, "To: {a}\r\n"),
-            Header::CallId(c) => write!(out, "Call-ID: {c}\r\n"),
-            Header::CSeq(c) => write!(out, "CSeq: {c}\r\n"),
-            Header::MaxForwards(n) => write!(out, "Max-Forwards: {n}\r\n"),
-            Header::Contact(c) => write!(out, "Contact: {c}\r\n"),
-            Header::Route(a) => write!(out, "Route: {a}\r\n"),
-            Header::RecordRoute(a) => write!(out, "Record-Route: {a}\r\n"),
-            Header::ContentLength(n) => write!(out, "Content-Length: {n}\r\n"),
-            Header::ContentType(t) => write!(out, "Content-Type: {t}\r\n"),
-            Header::Expires(n) => write!(out, "Expires: {n}\r\n"),
-            Header::MinExpires(n) => write!(out, "Min-Expires: {n}\r\n"),
-            Header::Other(n, v) => write!(out, "{n}: {v}\r\n"),
+            Header::Via(v) => v.write_to(out),
+            Header::From(a) | Header::To(a) | Header::Route(a) | Header::RecordRoute(a) => {
+                a.write_to(out)
+            }
+            Header::CallId(c) | Header::ContentType(c) | Header::Other(_, c) => {
+                out.push_str(c);
+                Ok(())
+            }
+            Header::CSeq(c) => c.write_to(out),
+            Header::Contact(c) => c.write_to(out),
+            Header::MaxForwards(n)
+            | Header::ContentLength(n)
+            | Header::Expires(n)
+            | Header::MinExpires(n) => uri::write_decimal(out, (*n).into()),
         };
+        out.push_str("\r\n");
     }
 }
 

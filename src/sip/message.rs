@@ -50,17 +50,23 @@ impl Message {
     }
 }
 
-fn encode_common(start: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
-    let mut s = String::with_capacity(start.len() + headers.0.len() * 48 + 32);
-    s.push_str(start);
+/// A buffer for a message with `headers` and `body`, sized so that it rarely grows.
+fn buffer_for(headers: &Headers, body: &[u8]) -> String {
+    String::with_capacity(64 + headers.0.len() * 64 + body.len())
+}
+
+/// Appends the headers (Content-Length computed from the body), the empty line and the body
+/// to `s`, which holds the start line.
+fn encode_common(mut s: String, headers: &Headers, body: &[u8]) -> Vec<u8> {
     for h in headers.iter() {
         if matches!(h, Header::ContentLength(_)) {
             continue;
         }
         h.write_to(&mut s);
     }
-    use std::fmt::Write;
-    let _ = write!(s, "Content-Length: {}\r\n\r\n", body.len());
+    s.push_str("Content-Length: ");
+    let _ = super::uri::write_decimal(&mut s, body.len() as u64);
+    s.push_str("\r\n\r\n");
     let mut out = s.into_bytes();
     out.extend_from_slice(body);
     out
@@ -77,8 +83,12 @@ impl Request {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let start = format!("{} {} SIP/2.0\r\n", self.method, self.uri);
-        encode_common(&start, &self.headers, &self.body)
+        let mut s = buffer_for(&self.headers, &self.body);
+        s.push_str(self.method.as_str());
+        s.push(' ');
+        let _ = self.uri.write_to(&mut s);
+        s.push_str(" SIP/2.0\r\n");
+        encode_common(s, &self.headers, &self.body)
     }
 }
 
@@ -116,8 +126,13 @@ impl Response {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let start = format!("SIP/2.0 {} {}\r\n", self.status, self.reason);
-        encode_common(&start, &self.headers, &self.body)
+        let mut s = buffer_for(&self.headers, &self.body);
+        s.push_str("SIP/2.0 ");
+        let _ = super::uri::write_decimal(&mut s, self.status.into());
+        s.push(' ');
+        s.push_str(&self.reason);
+        s.push_str("\r\n");
+        encode_common(s, &self.headers, &self.body)
     }
 }
 

@@ -114,25 +114,73 @@ impl Params {
     }
 }
 
-impl fmt::Display for Params {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+// Serialisation writes pieces with `write_str` and formats numbers by hand: `write!` with
+// arguments (and `Ipv4Addr`'s Display) cost several times more per header, and every message
+// pasarela sends is serialised (issue 22). The `Display` impls call these writers.
+
+/// Writes `n` in decimal.
+pub fn write_decimal<W: fmt::Write + ?Sized>(w: &mut W, n: u64) -> fmt::Result {
+    let mut buf = [b'0'; 20];
+    let mut len = 0;
+    let mut n = n;
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = buf.get(buf.len() - len..).unwrap_or(b"0");
+    w.write_str(std::str::from_utf8(digits).unwrap_or("0"))
+}
+
+/// Writes an IPv4 address in dotted-quad form.
+pub fn write_ipv4<W: fmt::Write + ?Sized>(w: &mut W, a: Ipv4Addr) -> fmt::Result {
+    let [a, b, c, d] = a.octets();
+    write_decimal(w, a.into())?;
+    w.write_str(".")?;
+    write_decimal(w, b.into())?;
+    w.write_str(".")?;
+    write_decimal(w, c.into())?;
+    w.write_str(".")?;
+    write_decimal(w, d.into())
+}
+
+impl Params {
+    /// Writes `;name[=value]` for each parameter.
+    pub fn write_to<W: fmt::Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
         for (n, v) in &self.0 {
-            match v {
-                Some(v) => write!(f, ";{n}={v}")?,
-                None => write!(f, ";{n}")?,
+            w.write_str(";")?;
+            w.write_str(n)?;
+            if let Some(v) = v {
+                w.write_str("=")?;
+                w.write_str(v)?;
             }
         }
         Ok(())
     }
 }
 
+impl fmt::Display for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
+    }
+}
+
+impl Host {
+    pub fn write_to<W: fmt::Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
+        match self {
+            Host::Name(n) => w.write_str(n),
+            Host::Ipv4(a) => write_ipv4(w, *a),
+            Host::Ipv6(a) => write!(w, "[{a}]"),
+        }
+    }
+}
+
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Host::Name(n) => f.write_str(n),
-            Host::Ipv4(a) => write!(f, "{a}"),
-            Host::Ipv6(a) => write!(f, "[{a}]"),
-        }
+        self.write_to(f)
     }
 }
 
@@ -165,41 +213,66 @@ impl Host {
     }
 }
 
-impl fmt::Display for SipUri {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.secure { "sips:" } else { "sip:" })?;
+impl SipUri {
+    pub fn write_to<W: fmt::Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
+        w.write_str(if self.secure { "sips:" } else { "sip:" })?;
         if let Some(user) = &self.user {
-            f.write_str(user)?;
+            w.write_str(user)?;
             if let Some(pw) = &self.password {
-                write!(f, ":{pw}")?;
+                w.write_str(":")?;
+                w.write_str(pw)?;
             }
-            f.write_str("@")?;
+            w.write_str("@")?;
         }
-        write!(f, "{}", self.host)?;
+        self.host.write_to(w)?;
         if let Some(port) = self.port {
-            write!(f, ":{port}")?;
+            w.write_str(":")?;
+            write_decimal(w, port.into())?;
         }
-        write!(f, "{}", self.params)?;
+        self.params.write_to(w)?;
         if let Some(h) = &self.headers {
-            write!(f, "?{h}")?;
+            w.write_str("?")?;
+            w.write_str(h)?;
         }
         Ok(())
     }
 }
 
+impl fmt::Display for SipUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
+    }
+}
+
 impl fmt::Display for TelUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tel:{}{}", self.number, self.params)
+        f.write_str("tel:")?;
+        f.write_str(&self.number)?;
+        self.params.write_to(f)
+    }
+}
+
+impl Uri {
+    pub fn write_to<W: fmt::Write + ?Sized>(&self, w: &mut W) -> fmt::Result {
+        match self {
+            Uri::Sip(u) => u.write_to(w),
+            Uri::Tel(t) => {
+                w.write_str("tel:")?;
+                w.write_str(&t.number)?;
+                t.params.write_to(w)
+            }
+            Uri::Other { scheme, rest } => {
+                w.write_str(scheme)?;
+                w.write_str(":")?;
+                w.write_str(rest)
+            }
+        }
     }
 }
 
 impl fmt::Display for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Uri::Sip(u) => u.fmt(f),
-            Uri::Tel(t) => t.fmt(f),
-            Uri::Other { scheme, rest } => write!(f, "{scheme}:{rest}"),
-        }
+        self.write_to(f)
     }
 }
 
