@@ -5,34 +5,14 @@
 //! own `EXPLAIN QUERY PLAN` on a store migrated by `CdrDb::open`, filled with records so the
 //! planner sees a table worth an index.
 //!
-//! The statements are the ones of `src/cdr/db.rs` (`INSERT`) and `src/cdr/in_progress.rs`
-//! (`insert_up`, `heartbeat`, `finish`, `set_reason`); a new per-call statement belongs here.
-//! The limits count spend in memory (loaded once at start-up, `store::usage`), and rating reads
-//! the rate tables into memory, so neither runs SQL per call.
+//! The statements are the code's own (`store::records::PER_CALL`, the constants the record
+//! writer's functions prepare), so a changed or added per-call statement is planned here. The
+//! limits count spend in memory (loaded once at start-up, `store::usage`), and rating reads the
+//! rate tables into memory, so neither runs SQL per call.
 
 use pasarela::cdr::CdrDb;
+use pasarela::store::records::{in_progress, PER_CALL};
 use rusqlite::Connection;
-
-/// The per-call statements, with parameters.
-const PER_CALL: &[&str] = &[
-    // cdr::db::INSERT (every finished call, and the in-progress record).
-    "INSERT INTO call_records (call_ref, start_ms, answer_ms, end_ms, duration_s, billable_s, \
-     caller, caller_e164, callee, callee_e164, extension, direction, category, route_kind, \
-     route_target, route_source, disposition, sip_status, q850_cause, codec, packets, \
-     packets_lost, jitter_ms, cost_minor, currency, rate_table, rate_prefix, \
-     reference_cost_minor, savings_minor, explanation, media_srtp, linked_id, transferred_by) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
-    // cdr::in_progress::insert_up and finish.
-    "DELETE FROM call_records WHERE call_key = ?1",
-    "UPDATE call_records SET end_reason = ?1, call_key = ?2 WHERE id = ?3",
-    "INSERT OR REPLACE INTO call_legs (call_key, seen_ms, legs) VALUES (?1, ?2, ?3)",
-    // cdr::in_progress::heartbeat (the first touches every call in progress, by design).
-    "UPDATE call_legs SET legs = ?1 WHERE call_key = ?2",
-    "DELETE FROM call_legs WHERE call_key = ?1",
-    // cdr::in_progress::set_reason.
-    "UPDATE call_records SET end_reason = ?1 WHERE id = ?2",
-];
 
 /// The plan's lines (the `detail` column).
 fn plan(conn: &Connection, sql: &str) -> Vec<String> {
@@ -67,6 +47,7 @@ fn per_call_statements_use_indexes() {
          'mobile', 'pstn', 'answered', 200, 16, '', 0 FROM n; ANALYZE;",
     )
     .expect("records");
+    assert!(PER_CALL.len() >= 8, "the per-call statements: {PER_CALL:?}");
     for sql in PER_CALL {
         let lines = plan(&conn, sql);
         for line in &lines {
@@ -81,4 +62,10 @@ fn per_call_statements_use_indexes() {
             sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
         );
     }
+    // The heartbeat passes over the calls up (call_legs), never over the records.
+    let lines = plan(&conn, in_progress::HEARTBEAT_SEEN);
+    assert!(
+        lines.iter().all(|l| !l.contains("call_records")),
+        "heartbeat: {lines:?}"
+    );
 }

@@ -10,6 +10,23 @@ use crate::cdr::in_progress::IN_PROGRESS;
 use crate::cdr::record::CallRecord;
 use crate::store::StoreError;
 
+/// Removes a call's in-progress record (a rewrite of it, or its end).
+pub const DELETE_RECORD: &str = "DELETE FROM call_records WHERE call_key = ?1";
+/// Marks a just inserted record as the in-progress one of its call.
+pub const MARK_UP: &str = "UPDATE call_records SET end_reason = ?1, call_key = ?2 WHERE id = ?3";
+/// Stores a call's legs and when it was last up.
+pub const WRITE_LEGS: &str =
+    "INSERT OR REPLACE INTO call_legs (call_key, seen_ms, legs) VALUES (?1, ?2, ?3)";
+/// The heartbeat: every call in progress was up at `?1` (a pass over the calls up, not the
+/// records).
+pub const HEARTBEAT_SEEN: &str = "UPDATE call_legs SET seen_ms = ?1";
+/// The heartbeat: a call's legs changed.
+pub const HEARTBEAT_LEGS: &str = "UPDATE call_legs SET legs = ?1 WHERE call_key = ?2";
+/// Removes a call's legs at its end.
+pub const DELETE_LEGS: &str = "DELETE FROM call_legs WHERE call_key = ?1";
+/// Why a record's call ended.
+pub const SET_REASON: &str = "UPDATE call_records SET end_reason = ?1 WHERE id = ?2";
+
 /// Writes an answered call in one transaction: its record so far, marked in progress (in
 /// place of an earlier one with the same key), and its legs (`legs`, JSON).
 pub fn write_up(
@@ -20,18 +37,14 @@ pub fn write_up(
     seen_ms: i64,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
-    tx.execute("DELETE FROM call_records WHERE call_key = ?1", params![key])?;
+    tx.prepare_cached(DELETE_RECORD)?.execute(params![key])?;
     let ids = insert_in(&tx, std::slice::from_ref(record))?;
     if let Some(id) = ids.first() {
-        tx.execute(
-            "UPDATE call_records SET end_reason = ?1, call_key = ?2 WHERE id = ?3",
-            params![IN_PROGRESS, key, id],
-        )?;
+        tx.prepare_cached(MARK_UP)?
+            .execute(params![IN_PROGRESS, key, id])?;
     }
-    tx.execute(
-        "INSERT OR REPLACE INTO call_legs (call_key, seen_ms, legs) VALUES (?1, ?2, ?3)",
-        params![key, seen_ms, legs],
-    )?;
+    tx.prepare_cached(WRITE_LEGS)?
+        .execute(params![key, seen_ms, legs])?;
     tx.commit()?;
     Ok(())
 }
@@ -44,9 +57,10 @@ pub fn heartbeat(
     changed: &[(String, String)],
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
-    tx.execute("UPDATE call_legs SET seen_ms = ?1", params![seen_ms])?;
+    tx.prepare_cached(HEARTBEAT_SEEN)?
+        .execute(params![seen_ms])?;
     {
-        let mut stmt = tx.prepare_cached("UPDATE call_legs SET legs = ?1 WHERE call_key = ?2")?;
+        let mut stmt = tx.prepare_cached(HEARTBEAT_LEGS)?;
         for (key, legs) in changed {
             stmt.execute(params![legs, key])?;
         }
@@ -57,17 +71,15 @@ pub fn heartbeat(
 
 /// Removes what a call left in progress (before its final record is inserted).
 pub(crate) fn finish(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM call_records WHERE call_key = ?1", params![key])?;
-    tx.execute("DELETE FROM call_legs WHERE call_key = ?1", params![key])?;
+    tx.prepare_cached(DELETE_RECORD)?.execute(params![key])?;
+    tx.prepare_cached(DELETE_LEGS)?.execute(params![key])?;
     Ok(())
 }
 
 /// Sets why a record's call ended.
 pub(crate) fn set_reason(tx: &Transaction<'_>, id: i64, reason: &str) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE call_records SET end_reason = ?1 WHERE id = ?2",
-        params![reason, id],
-    )?;
+    tx.prepare_cached(SET_REASON)?
+        .execute(params![reason, id])?;
     Ok(())
 }
 
