@@ -415,8 +415,16 @@ fn dundi(config: Config, command: DundiCommand) -> ExitCode {
             }
         };
     }
+    // The node as `serve` runs it: the file's `[dundi]` with the dashboard's settings and peers.
+    let mut config = config;
+    match pasarela::store::dundi_node::for_tools(&config.dundi, &config.store.path) {
+        Ok(d) => config.dundi = d,
+        Err(e) => eprintln!("pasarela: the dashboard's DUNDi settings not used: {e}"),
+    }
     if !config.dundi.enabled {
-        eprintln!("pasarela: DUNDi is not enabled in the configuration ([dundi] enabled = true)");
+        eprintln!(
+            "pasarela: DUNDi is off (turn it on in the dashboard's DUNDi page, or [dundi] enabled = true)"
+        );
         return ExitCode::from(EXIT_CONFIG);
     }
     let request = match &command {
@@ -552,6 +560,11 @@ fn route(config: Config, number: &str, from: Option<&str>) -> ExitCode {
             eprintln!("pasarela: reading trunks: {e:#}");
             return ExitCode::from(EXIT_FAILURE);
         }
+    }
+    // DUNDi as `serve` runs it (the file's and the dashboard's settings).
+    match pasarela::store::dundi_node::for_tools(&config.dundi, &config.store.path) {
+        Ok(d) => config.dundi = d,
+        Err(e) => eprintln!("pasarela: the dashboard's DUNDi settings not used: {e}"),
     }
     // The PSTN lines, as `serve` adds them.
     let lines = pasarela::pstn::routes::line_trunks(&config.modems);

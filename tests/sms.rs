@@ -1103,3 +1103,75 @@ fn sms_on_a_modem_line_added_at_run_time_reaches_its_extension() {
         server.log_excerpt()
     );
 }
+
+/// Issue 17's leftover: the message service reads senders with the numbering plan in use. A
+/// national sender is written in E.164 by the plan; after the country code is changed through
+/// the API (the /numbering page's store), the next SMS's national sender is read with the new
+/// plan, without a restart.
+#[test]
+fn received_sms_senders_follow_the_numbering_plan_changed_at_run_time() {
+    require_program("baresip", "baresip");
+    python();
+    let sim_dir = common::TestDir::new("sms-numbering");
+    let sim = Sim::start(sim_dir.path(), "gsm1", IMEI, ICCID);
+    // The file leaves the country code to the dashboard (49 by default).
+    let config = modem_config(&sim, "", "").replace("country_code = \"49\"\n", "");
+    let server = Server::start(&config);
+    wait_line_idle(&server, &sim);
+    let p = phone(&server, "101", "101", None);
+    for pdu in deliver_pdus("017012345678", "Erste", 0) {
+        sim.deliver_sms(&pdu, true);
+    }
+    let (ok, rows) = wait_rows(&server.db, Duration::from_secs(15), |r| {
+        r.iter().any(|r| r.4 == "Erste")
+    });
+    assert!(ok, "not stored: {rows:?}\n{}", server.log_excerpt());
+    let row = rows.iter().find(|r| r.4 == "Erste").unwrap();
+    assert_eq!(row.2, "+4917012345678", "{rows:?}");
+
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    let admin = pasarela::web::api_tokens::create_scoped(
+        &conn,
+        "provisioning",
+        pasarela::web::api_tokens::Scope::Admin,
+    )
+    .unwrap();
+    let mut c = common::web_client::Client::new(server.web.expect("web address"));
+    let r = c.api_json(
+        "PUT",
+        "/api/v1/numbering",
+        &admin,
+        r#"{"numbering":{"country_code":"33"}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(server.log_path())
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("numbering plan updated") && l.contains("country_code=33"))
+    {
+        if Instant::now() > deadline {
+            server.fail("the message service never got the new plan");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    for pdu in deliver_pdus("0612345678", "Bonjour", 0) {
+        sim.deliver_sms(&pdu, true);
+    }
+    let (ok, rows) = wait_rows(&server.db, Duration::from_secs(15), |r| {
+        r.iter().any(|r| r.4 == "Bonjour")
+    });
+    assert!(ok, "not stored: {rows:?}\n{}", server.log_excerpt());
+    let row = rows.iter().find(|r| r.4 == "Bonjour").unwrap();
+    assert_eq!(
+        (row.1.as_str(), row.2.as_str(), row.3.as_str()),
+        ("sms_in", "+33612345678", "101"),
+        "{rows:?}"
+    );
+    assert!(
+        wait_log(&p, "Bonjour", Duration::from_secs(10)),
+        "the phone did not get the text\n{}\n{}",
+        p.report(),
+        server.log_excerpt()
+    );
+}

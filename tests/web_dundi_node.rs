@@ -361,3 +361,135 @@ fn sighup_rebinds_dundi_and_names_what_needs_a_restart() {
     server.assert_alive();
     rt.block_on(peer.stop());
 }
+
+/// The call records, newest first, once there are `want` of them.
+fn records_until(server: &Server, want: usize) -> Vec<pasarela::cdr::CallRecord> {
+    use pasarela::cdr::{CdrDb, Filter, Page, Sort};
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let records = CdrDb::open(&server.db)
+            .and_then(|db| db.list(&Filter::default(), Sort::default(), Page::number(1, 10)))
+            .unwrap_or_default();
+        if records.len() >= want {
+            return records;
+        }
+        if Instant::now() > deadline {
+            server.fail(&format!("{} call records, wanted {want}", records.len()));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The last "inbound policy reloaded" line names `want` DUNDi peers.
+fn wait_trusted_peers(server: &Server, want: usize) {
+    let deadline = Instant::now() + WAIT;
+    let needle = format!("dundi_peers={want}");
+    loop {
+        let text = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+        let last = text
+            .lines()
+            .filter(|l| l.contains("inbound policy reloaded"))
+            .last()
+            .unwrap_or_default();
+        if last.contains(&needle) {
+            return;
+        }
+        if Instant::now() > deadline {
+            server.fail(&format!("the trust model never named {want} DUNDi peers"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// sipp from the peer's address (127.0.0.2) calls our DID without a password; extension 100
+/// (a registered sipp) answers.
+fn call_from_the_peer(server: &Server, phone_port: u16) {
+    let phone = sipp_spawn(
+        server.dir(),
+        "phone-100",
+        "call_uas_answer.xml",
+        server.udp,
+        "u1",
+        phone_port,
+        &[],
+    );
+    let caller = sipp_spawn_on(
+        server.dir(),
+        "peer",
+        "trunk_uac_did.xml",
+        server.udp,
+        "u1",
+        "127.0.0.2",
+        free_port(),
+        &["-s", "030123456", "-key", "caller", "4940555123"],
+    );
+    caller.wait(Duration::from_secs(40)).assert_success(server);
+    phone.wait(Duration::from_secs(40)).assert_success(server);
+}
+
+/// Issue 17's leftover: DUNDi peers configured on the dashboard are trusted for inbound calls
+/// (named as the peer's in the records) when DUNDi is turned on from the dashboard, while the
+/// peer is enabled; a disabled peer's next call is an internet call.
+#[test]
+fn a_dashboard_peer_is_trusted_for_inbound_calls_while_enabled() {
+    let dundi_addr = free_udp("127.0.0.1");
+    let (lo, hi) = rtp_port_range();
+    let template =
+        format!("{OFFICE}\n[inbound]\npublic = true\n\n[media]\nrtp_ports = \"{lo}-{hi}\"\n");
+    let mut server = Server::start(&template);
+    let web = server.web.expect("web address");
+    let mut client = common::web_client::Client::new(web);
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    let admin = pasarela::web::api_tokens::create_scoped(
+        &conn,
+        "provisioning",
+        pasarela::web::api_tokens::Scope::Admin,
+    )
+    .unwrap();
+    let on =
+        format!(r#"{{"enabled": true, "listen": "{dundi_addr}", "eid": "02:00:00:00:00:01"}}"#);
+    let r = client.api_json("PUT", "/api/v1/dundi/node", &admin, &on);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let peer_addr = free_udp("127.0.0.2");
+    let peer = format!(r#"{{"eid": "02:00:00:00:00:02", "address": "{peer_addr}"}}"#);
+    let r = client.api_json("POST", "/api/v1/dundi/peers", &admin, &peer);
+    assert!(
+        r.status == 200 || r.status == 201,
+        "{}: {}",
+        r.status,
+        r.body
+    );
+    wait_trusted_peers(&server, 1);
+
+    let phone_port = free_port();
+    sipp_register(&server, "100", phone_port);
+    call_from_the_peer(&server, phone_port);
+    let records = records_until(&server, 1);
+    assert_eq!(
+        records[0].route_source.as_deref(),
+        Some("DUNDi peer 02:00:00:00:00:02"),
+        "{:?}",
+        records[0]
+    );
+
+    // Disabled on the dashboard: no longer trusted as the peer.
+    let disabled =
+        format!(r#"{{"eid": "02:00:00:00:00:02", "address": "{peer_addr}", "enabled": false}}"#);
+    let r = client.api_json(
+        "PUT",
+        "/api/v1/dundi/peers/02:00:00:00:00:02",
+        &admin,
+        &disabled,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_trusted_peers(&server, 0);
+    call_from_the_peer(&server, phone_port);
+    let records = records_until(&server, 2);
+    assert_eq!(
+        records[0].route_source.as_deref(),
+        Some("internet 127.0.0.2"),
+        "{:?}",
+        records[0]
+    );
+    server.assert_alive();
+}

@@ -29,6 +29,21 @@ pub struct CallLimits {
     pub cost_per_month: Option<i64>,
 }
 
+impl From<&crate::store::line_limits::LineLimits> for CallLimits {
+    /// The limits of a dashboard line (checked when stored).
+    fn from(l: &crate::store::line_limits::LineLimits) -> CallLimits {
+        use crate::store::line_limits::LineLimits;
+        CallLimits {
+            concurrent_calls: l.concurrent_calls,
+            calls_per_minute: l.calls_per_minute,
+            minutes_per_day: l.minutes_per_day,
+            minutes_per_month: l.minutes_per_month,
+            cost_per_day: LineLimits::minor(l.cost_per_day),
+            cost_per_month: LineLimits::minor(l.cost_per_month),
+        }
+    }
+}
+
 impl CallLimits {
     /// `self`, with the limits it does not set taken from `defaults`.
     pub fn or(self, defaults: CallLimits) -> CallLimits {
@@ -180,11 +195,14 @@ pub struct Limiter {
     /// `[start, end)` of today and of this month (unix ms), as of the last refresh.
     today: (i64, i64),
     month: (i64, i64),
+    /// `[limits.trunk]` of the file: they win over a dashboard line's of the same name.
+    file_trunks: Vec<(String, CallLimits)>,
 }
 
 impl Limiter {
     pub fn new(config: LimitsConfig, office: OfficeTime) -> Limiter {
         Limiter {
+            file_trunks: config.trunks.clone(),
             config,
             office,
             recent: HashMap::new(),
@@ -196,6 +214,18 @@ impl Limiter {
 
     pub fn config(&self) -> &LimitsConfig {
         &self.config
+    }
+
+    /// The limits of the dashboard's lines from now on (a line the file's `[limits.trunk]`
+    /// names keeps the file's); what they used so far still counts.
+    pub fn set_line_limits(&mut self, lines: Vec<(String, CallLimits)>) {
+        let mut trunks = self.file_trunks.clone();
+        for (name, l) in lines {
+            if !trunks.iter().any(|(n, _)| *n == name) {
+                trunks.push((name, l));
+            }
+        }
+        self.config.trunks = trunks;
     }
 
     fn limits(&self, who: Subject<'_>) -> CallLimits {
@@ -384,6 +414,29 @@ mod tests {
         assert!(l.admit(ext, t0 + Duration::from_secs(60), 0).is_ok());
         l.housekeeping(t0 + Duration::from_secs(200));
         assert!(l.recent.is_empty());
+    }
+
+    #[test]
+    fn dashboard_line_limits_apply_live_and_the_file_wins() {
+        let one = CallLimits {
+            concurrent_calls: Some(1),
+            ..CallLimits::default()
+        };
+        let mut l = limiter(|c| c.trunks = vec![("gsm1".into(), one)]);
+        let t0 = Instant::now();
+        assert!(!l.trunk_limited("fxo2"));
+        let two = CallLimits {
+            concurrent_calls: Some(2),
+            ..CallLimits::default()
+        };
+        l.set_line_limits(vec![("fxo2".into(), one), ("gsm1".into(), two)]);
+        assert!(l.admit(Subject::Trunk("fxo2"), t0, 0).is_ok());
+        assert!(l.admit(Subject::Trunk("fxo2"), t0, 1).is_err());
+        // The file's [limits.trunk.gsm1] wins over the dashboard's.
+        assert!(l.admit(Subject::Trunk("gsm1"), t0, 1).is_err());
+        l.set_line_limits(Vec::new());
+        assert!(!l.trunk_limited("fxo2"));
+        assert!(l.trunk_limited("gsm1"));
     }
 
     #[test]

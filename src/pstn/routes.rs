@@ -14,6 +14,12 @@ use crate::sip::uri::Uri;
 /// nothing is ever sent there.
 pub const LINE_HOP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9);
 
+/// Whether `trunk` is a line's router trunk (its hop is [`LINE_HOP`]): such a trunk is never
+/// the origin of a SIP request, so it must not be trusted by source address.
+pub fn is_line_trunk(trunk: &TrunkConfig) -> bool {
+    trunk.uri.host.ip() == Some(LINE_HOP.ip()) && trunk.uri.port.unwrap_or(5060) == LINE_HOP.port()
+}
+
 /// One trunk per enabled modem line.
 pub fn line_trunks(modems: &[super::gsm::config::ModemConfig]) -> Vec<TrunkConfig> {
     named_line_trunks(

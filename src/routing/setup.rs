@@ -156,10 +156,7 @@ pub fn build(
     let resolver = EnumResolver::new(enum_settings(config.enum_))?;
     let mut sources: Vec<Arc<dyn RouteSource>> = vec![Arc::new(EnumSource(resolver.clone()))];
     if let Some(d) = dundi {
-        sources.push(Arc::new(crate::routing::dundi::DundiSource::new(
-            d.handle.clone(),
-            &d.context,
-        )));
+        sources.push(Arc::new(d.source()));
     }
     let locator: Option<Arc<dyn ServerLocator>> = Some(Arc::new(DnsLocator(resolver.clone())));
     let budget = Duration::from_millis(config.enum_.budget_ms);

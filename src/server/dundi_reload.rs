@@ -41,8 +41,13 @@ pub(super) async fn provision(
 }
 
 /// SIGHUP: the file's `[dundi]` read again and applied with the store's settings; logs what
-/// changed (or that nothing did).
-pub(super) fn reload_from_file(config: &Config, node: &OfficeDundi) {
+/// changed (or that nothing did). A change wakes `trunks_changed` (the trust model names the
+/// node's peers).
+pub(super) fn reload_from_file(
+    config: &Config,
+    node: &OfficeDundi,
+    trunks_changed: std::sync::Arc<tokio::sync::Notify>,
+) {
     let (config, node) = (config.clone(), node.clone());
     tokio::spawn(async move {
         let Some(path) = config.source.clone() else {
@@ -55,14 +60,14 @@ pub(super) fn reload_from_file(config: &Config, node: &OfficeDundi) {
                 return;
             }
         };
-        if fresh.dundi.context != node.file_config().context {
-            tracing::warn!("[dundi] context changed: needs a restart");
-        }
         match provision(&config, &node, Some(fresh.dundi)).await {
             Ok(changes) if changes.is_empty() => {
                 tracing::info!("[dundi] reloaded: nothing changed");
             }
-            Ok(changes) => tracing::info!("[dundi] reloaded: {}", changes.join("; ")),
+            Ok(changes) => {
+                tracing::info!("[dundi] reloaded: {}", changes.join("; "));
+                trunks_changed.notify_one();
+            }
             Err(e) => tracing::error!("[dundi] not applied: {e:#}"),
         }
     });

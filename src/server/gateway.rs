@@ -224,7 +224,12 @@ impl Gateway {
         let (media_tx, media_rx) = mpsc::unbounded_channel::<(u64, MediaEvent)>();
         let engine = media_engine(&config);
         let socket_gauge = engine.clone();
-        let inbound_policy = inbound_setup::build(&config, &extensions).await;
+        let inbound_policy = inbound_setup::build(
+            &config,
+            &extensions,
+            inbound_setup::trusted_peers(&config, dundi.as_ref()),
+        )
+        .await;
         let hold_music = match config.media.hold_music.as_str() {
             "none" => None,
             setting => Some(
@@ -590,6 +595,8 @@ struct Changes {
     /// The store's numbering and ENUM settings, read off the loop.
     numbering_applied_tx: mpsc::UnboundedSender<numbering_reload::Applied>,
     numbering_applied: mpsc::UnboundedReceiver<numbering_reload::Applied>,
+    /// Wakes [`Changes::trunks`]: SIGHUP's DUNDi provisioning asks for the trust model again.
+    trunks_notify: Arc<tokio::sync::Notify>,
 }
 
 impl Changes {
@@ -613,6 +620,7 @@ impl Changes {
         });
         let (trunk_tx, trunks) = mpsc::channel::<()>(1);
         let trunks_changed = server.trunks_changed();
+        let trunks_notify = trunks_changed.clone();
         Supervisor::global().spawn("trunk changes".to_owned(), move || {
             let (trunks_changed, trunk_tx) = (trunks_changed.clone(), trunk_tx.clone());
             async move {
@@ -647,6 +655,7 @@ impl Changes {
             numbering,
             numbering_applied_tx,
             numbering_applied,
+            trunks_notify,
         }
     }
 }
@@ -717,6 +726,7 @@ impl Running {
                 self.changes.applied_tx.clone(),
                 false,
                 Some(store_lines),
+                self.routing.dundi.clone(),
             );
         }
     }
@@ -843,6 +853,7 @@ impl Running {
 
     /// The extensions again from the file and the store, and what depends on them.
     fn reload_extensions(&mut self) {
+        let trunks_notify = self.changes.trunks_notify.clone();
         let config = &self.config;
         let core = &mut self.core.sip;
         let routing = &self.routing;
@@ -850,7 +861,7 @@ impl Running {
             Ok(rows) => {
                 if let Some(d) = &routing.dundi {
                     d.reprovision(&rows);
-                    dundi_reload::reload_from_file(config, d);
+                    dundi_reload::reload_from_file(config, d, trunks_notify);
                 }
                 self.sinks.office = crate::cdr::OfficeNumbers::from_rows(
                     &rows,
@@ -893,6 +904,8 @@ impl Running {
             if let Some(l) = self.sinks.line_legs.as_mut() {
                 l.set_plan(plan.clone());
             }
+            // Senders of received SMS and numbers phones text are read with it too.
+            self.sinks.messages.set_plan(plan.clone());
             self.core.sip.set_numbering(plan);
             // The trust model normalises callers with the plan too.
             self.reload_trunks(false);
@@ -907,14 +920,18 @@ impl Running {
             self.changes.applied_tx.clone(),
             extensions_changed,
             self.store_lines(),
+            self.routing.dundi.clone(),
         );
     }
 
-    fn trunks_applied(&mut self, (policy, plans, line_infos): trunks_reload::Applied) {
+    fn trunks_applied(&mut self, (policy, plans, line_infos, limits): trunks_reload::Applied) {
         let core = &mut self.core.sip;
+        tracing::info!(lines = limits.len(), "line limits applied");
+        core.limiter_mut().set_line_limits(limits);
         tracing::info!(
             trunks = policy.trunks.len(),
             public = policy.public,
+            dundi_peers = policy.peers.len(),
             "trunks and inbound policy reloaded"
         );
         core.set_inbound(policy);

@@ -1,11 +1,13 @@
 //! Builds the trust model of `serve` ([`InboundPolicy`]) from the configuration, at start and on
 //! every reload: the trunks' `sources` (host names resolved here, with a bounded wait), the
-//! DUNDi peers' addresses, `[inbound]`, and the numbering plan.
+//! DUNDi peers' addresses (of the node as it runs: on from the file or the dashboard, with the
+//! file's and the dashboard's enabled peers), `[inbound]`, and the numbering plan.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::routing::dundi::OfficeDundi;
 use crate::sip::uri::Host;
 use crate::store::ExtensionRow;
 
@@ -28,19 +30,44 @@ async fn resolve(host: &str, port: u16) -> Vec<SocketAddr> {
     }
 }
 
-/// The policy for `config`; `extensions` give the numbering plan its extension length.
-pub async fn build(config: &Config, extensions: &[ExtensionRow]) -> InboundPolicy {
+/// The DUNDi peers whose calls are named as theirs: those of the running node's settings (the
+/// file's and the dashboard's enabled peers) when DUNDi is on, from the file or the dashboard;
+/// without a node, the file's when the file turns DUNDi on.
+pub fn trusted_peers(config: &Config, node: Option<&OfficeDundi>) -> Vec<(IpAddr, String)> {
+    let (on, peers) = match node {
+        Some(n) => {
+            let (on, settings) = n.current();
+            (on, settings.peers)
+        }
+        None => (config.dundi.enabled, config.dundi.settings.peers.clone()),
+    };
+    if !on {
+        return Vec::new();
+    }
+    peers
+        .iter()
+        .map(|p| (p.address.ip(), p.eid.to_string()))
+        .collect()
+}
+
+/// The policy for `config`; `extensions` give the numbering plan its extension length;
+/// `peers`: [`trusted_peers`].
+pub async fn build(
+    config: &Config,
+    extensions: &[ExtensionRow],
+    peers: Vec<(IpAddr, String)>,
+) -> InboundPolicy {
     let modems: Vec<&str> = config
         .modems
         .iter()
         .map(|m| m.line.line.name.as_str())
         .collect();
     let mut trunks = Vec::new();
-    for t in config
-        .trunks
-        .iter()
-        .filter(|t| t.enabled && !modems.contains(&t.name.as_str()))
-    {
+    // Line trunks (modem and FXO lines, hop 127.0.0.1:9) are never a request's origin: a
+    // request from that address is not a call from a line.
+    for t in config.trunks.iter().filter(|t| {
+        t.enabled && !modems.contains(&t.name.as_str()) && !crate::pstn::routes::is_line_trunk(t)
+    }) {
         let mut nets = Vec::new();
         if t.sources.is_empty() {
             let port = t.uri.port.unwrap_or(5060);
@@ -76,17 +103,6 @@ pub async fn build(config: &Config, extensions: &[ExtensionRow]) -> InboundPolic
             number_format: t.number_format,
         });
     }
-    let peers = if config.dundi.enabled {
-        config
-            .dundi
-            .settings
-            .peers
-            .iter()
-            .map(|p| (p.address.ip(), p.eid.to_string()))
-            .collect()
-    } else {
-        Vec::new()
-    };
     let group = |g: &crate::config::RingGroupConfig, number: &str| InboundRoute {
         number: number.to_owned(),
         label: format!("group {}", g.name),
@@ -127,5 +143,39 @@ pub async fn build(config: &Config, extensions: &[ExtensionRow]) -> InboundPolic
             &config.numbering,
             extensions,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::pstn::routes::{named_line_trunks, LINE_HOP};
+
+    #[test]
+    fn line_trunks_are_never_the_origin_of_a_request() {
+        let mut config = Config::from_toml_str(
+            "[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.7:5060\"\n",
+            Path::new("test.toml"),
+        )
+        .expect("config");
+        // An FXO line and a dashboard modem line: their router trunks point at the placeholder hop.
+        config
+            .trunks
+            .extend(named_line_trunks(["fxo1", "gsm2"].into_iter()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let policy = rt.block_on(build(&config, &[], Vec::new()));
+        assert!(policy.trunk(LINE_HOP).is_none(), "{:?}", policy.trunks);
+        assert!(policy.trunks.iter().all(|t| t.name == "carrier"));
+        assert_eq!(
+            policy
+                .trunk("127.0.0.7:5060".parse().unwrap())
+                .map(|o| o.label()),
+            Some("trunk carrier".into())
+        );
     }
 }

@@ -24,7 +24,30 @@ pub(super) type Applied = (
     inbound::InboundPolicy,
     Vec<trunks::TrunkPlan>,
     Option<Vec<crate::callctl::LineInfo>>,
+    Vec<(String, crate::callctl::limits::CallLimits)>,
 );
+
+/// The limits of the dashboard's enabled modem and FXO lines (a line of the file's name is the
+/// file's: its limits are `[limits.trunk]`).
+fn line_limits(
+    base: &Config,
+    modems: &[crate::store::modem_lines::ModemRow],
+    fxo: &[crate::store::fxo_lines::FxoRow],
+) -> Vec<(String, crate::callctl::limits::CallLimits)> {
+    let file: Vec<&str> = base
+        .modems
+        .iter()
+        .map(|m| m.line.line.name.as_str())
+        .chain(base.fxo.iter().map(|f| f.settings.name.as_str()))
+        .collect();
+    modems
+        .iter()
+        .map(|r| (&r.name, r.enabled, &r.settings.limits))
+        .chain(fxo.iter().map(|r| (&r.name, r.enabled, &r.settings.limits)))
+        .filter(|(name, enabled, l)| *enabled && !l.is_unset() && !file.contains(&name.as_str()))
+        .map(|(name, _, l)| (name.clone(), l.into()))
+        .collect()
+}
 
 /// At start, before the PSTN lines are appended: the file's trunks into the store, and
 /// `config.trunks` becomes the store's (file and dashboard) trunks.
@@ -168,6 +191,7 @@ pub(super) fn reload(
     tx: mpsc::UnboundedSender<Applied>,
     from_file: bool,
     modems: Option<Arc<super::lines::StoreLines>>,
+    dundi: Option<crate::routing::dundi::OfficeDundi>,
 ) {
     let base = base.clone();
     let router = Arc::clone(router);
@@ -229,6 +253,7 @@ pub(super) fn reload(
             }
         };
         let names: Vec<String> = stored.iter().map(|t| t.name.clone()).collect();
+        let limits = line_limits(&base, &modem_rows, &fxo_rows);
         fresh.trunks = stored;
         fresh.ring_groups = groups;
         fresh.inbound.routes = routes;
@@ -267,7 +292,9 @@ pub(super) fn reload(
         fresh.numbering = base.numbering.clone();
         fresh.enum_ = base.enum_.clone();
         router.set_trunks(fresh.trunks.clone());
-        let policy = inbound_setup::build(&fresh, &rows).await;
+        // DUNDi peers as the node runs now (the file's and the dashboard's).
+        let peers = inbound_setup::trusted_peers(&fresh, dundi.as_ref());
+        let policy = inbound_setup::build(&fresh, &rows, peers).await;
         let plans = super::trunk_plans::plans(&fresh).await;
         tracing::info!(
             trunks = names.len(),
@@ -277,7 +304,7 @@ pub(super) fn reload(
             "trunks applied: {}",
             names.join(", ")
         );
-        let _ = tx.send((policy, plans, line_infos));
+        let _ = tx.send((policy, plans, line_infos, limits));
     });
 }
 

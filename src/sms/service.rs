@@ -56,6 +56,9 @@ pub enum Request {
     /// The lines and their extensions changed (a modem line added, changed or removed in
     /// the dashboard): messages received from now on go to these.
     SetLineExtensions(Vec<(String, Vec<String>)>),
+    /// The numbering plan changed (the /numbering page, the API): senders heard and numbers
+    /// phones write are read with this one from now on.
+    SetPlan(Box<NumberingPlan>),
 }
 
 /// A handle to the service (cheap to clone).
@@ -73,6 +76,11 @@ impl Handle {
     /// Each line's extensions (ring groups resolved) from now on.
     pub fn set_line_extensions(&self, lines: Vec<(String, Vec<String>)>) {
         self.send(Request::SetLineExtensions(lines));
+    }
+
+    /// The office's numbering plan from now on.
+    pub fn set_plan(&self, plan: NumberingPlan) {
+        self.send(Request::SetPlan(Box::new(plan)));
     }
 
     /// Sends an SMS as `ext` to `to`; the stored message's id.
@@ -121,6 +129,30 @@ struct Service {
     ussd: HashMap<String, Vec<oneshot::Sender<Result<String, String>>>>,
     /// Wakes the e-mail forwarding task (when it is configured).
     mail: Option<super::email::Poke>,
+}
+
+/// The sender of a received SMS as the office writes numbers: E.164 (`+…`) when it is
+/// international or carries the plan's international or national prefix; short codes and
+/// alphanumeric names as the network sent them.
+fn sender_e164(plan: &NumberingPlan, sender: &str) -> String {
+    let numeric = sender
+        .strip_prefix('+')
+        .unwrap_or(sender)
+        .bytes()
+        .all(|b| b.is_ascii_digit());
+    let prefixed = |p: &str| !p.is_empty() && sender.starts_with(p);
+    if sender.is_empty()
+        || !numeric
+        || !(sender.starts_with('+')
+            || prefixed(&plan.international_prefix)
+            || prefixed(&plan.national_prefix))
+    {
+        return sender.to_owned();
+    }
+    match plan.classify(sender, |_| false) {
+        Ok(Dialled::E164(n)) => n.as_str().to_owned(),
+        _ => sender.to_owned(),
+    }
 }
 
 fn unix_now() -> i64 {
@@ -407,6 +439,8 @@ impl Service {
             .email
             .as_ref()
             .is_some_and(|e| !e.recipients(line).is_empty());
+        let sender = sender_e164(&self.settings.plan, sender);
+        let sender = sender.as_str();
         let id = self.store.store_received(
             line,
             sender,
@@ -479,6 +513,13 @@ impl Service {
                     "message service: lines' extensions updated"
                 );
                 self.settings.line_extensions = lines;
+            }
+            Request::SetPlan(plan) => {
+                tracing::info!(
+                    country_code = %plan.country_code,
+                    "message service: numbering plan updated"
+                );
+                self.settings.plan = *plan;
             }
             Request::Ussd { line, code, reply } => {
                 super::metrics::bump(&super::metrics::USSD);
@@ -672,4 +713,29 @@ impl Service {
 /// The newest messages (for the API and the dashboard), read from the store at `db`.
 pub fn list(db: &Path, kind: Option<&str>, limit: i64) -> Result<Vec<MessageRow>, StoreError> {
     SmsStore::open(db)?.list(kind, limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::numbering::NumberingConfig;
+
+    #[test]
+    fn senders_are_written_by_the_plan_in_use() {
+        let de = NumberingPlan::from_config(&NumberingConfig::default());
+        assert_eq!(de.country_code, "49");
+        assert_eq!(sender_e164(&de, "017012345678"), "+4917012345678");
+        assert_eq!(sender_e164(&de, "+4917012345678"), "+4917012345678");
+        assert_eq!(sender_e164(&de, "0033612345678"), "+33612345678");
+        // Short codes and names stay as the network sent them.
+        assert_eq!(sender_e164(&de, "22222"), "22222");
+        assert_eq!(sender_e164(&de, "Bank"), "Bank");
+        assert_eq!(sender_e164(&de, "0"), "0");
+        assert_eq!(sender_e164(&de, ""), "");
+        let fr = NumberingPlan::from_config(&NumberingConfig {
+            country_code: "33".into(),
+            ..NumberingConfig::default()
+        });
+        assert_eq!(sender_e164(&fr, "0612345678"), "+33612345678");
+    }
 }

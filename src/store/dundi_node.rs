@@ -18,10 +18,11 @@ use crate::routing::dundi::{self, Eid, Mapping, Pattern, Tech};
 use super::trunks::{FieldError, TrunkChangeError as ChangeError};
 
 /// The node settings the dashboard can set, in the order the page shows them.
-pub const NODE_KEYS: [&str; 14] = [
+pub const NODE_KEYS: [&str; 15] = [
     "enabled",
     "listen",
     "eid",
+    "context",
     "ttl",
     "cache_secs",
     "key_ttl_secs",
@@ -94,6 +95,19 @@ pub fn check_node_value(key: &str, value: &str) -> Result<String, FieldError> {
                 return Err(field(key, "at most 604800 seconds (a week)"));
             }
             Ok(n.to_string())
+        }
+        "context" => {
+            if v.len() <= 80
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                Ok(v.to_owned())
+            } else {
+                Err(field(
+                    key,
+                    format!("`{v}` is not a DUNDi context (letters, digits, - _ .; e.g. `e164`)"),
+                ))
+            }
         }
         "ipaddr" => v
             .parse::<std::net::IpAddr>()
@@ -459,6 +473,9 @@ pub fn effective(file: &DundiConfig, node: &NodeValues) -> DundiConfig {
     if let Some(e) = value("eid").and_then(|v| v.parse().ok()) {
         c.settings.eid = Some(e);
     }
+    if let Some(v) = value("context") {
+        c.context = v.to_owned();
+    }
     if let Some(t) = value("ttl").and_then(|v| v.parse().ok()) {
         c.settings.ttl = t;
     }
@@ -503,6 +520,31 @@ pub fn effective_with_mappings(
         }
     }
     c
+}
+
+/// The DUNDi node as `serve` provisions it, for the command-line tools (`pasarela dundi`,
+/// `pasarela route`): the file's `[dundi]` with the store's settings, mappings and enabled
+/// peers (their keys written into the keys directory beside the store), and our key pair of the
+/// keys directory when the file names none. The file's section alone when there is no store.
+pub fn for_tools(
+    file: &DundiConfig,
+    db: &std::path::Path,
+) -> Result<DundiConfig, super::StoreError> {
+    if !db.exists() {
+        return Ok(file.clone());
+    }
+    let stored = super::Store::open(db)?.dundi_stored()?;
+    let mut c = effective_with_mappings(file, &stored.node, &stored.mappings);
+    let dir = dundi::keyring::keys_dir(db);
+    if c.enabled && c.settings.private_key.is_none() && dir.exists() {
+        dundi::keyring::ensure_our_keys(&mut c.settings, &dir)
+            .map_err(|e| super::StoreError::Invalid(format!("DUNDi keys: {e}")))?;
+    }
+    let file_eids: Vec<Eid> = file.settings.peers.iter().map(|p| p.eid).collect();
+    for p in super::dundi::peer_settings(&stored.peers, &file_eids, &dir) {
+        c.settings.peers.push(p);
+    }
+    Ok(c)
 }
 
 #[cfg(test)]

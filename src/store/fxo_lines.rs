@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::pstn::dahdi::config::{FxoConfig, RawFxo};
 use crate::pstn::dahdi::fxo::{AnswerDetect, CidMode};
 
+use super::line_limits::LineLimits;
 use super::trunks::{FieldError, TrunkChangeError};
 use super::StoreError;
 
@@ -44,6 +45,9 @@ pub struct FxoLineSettings {
     pub echo_cancel: Option<i32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub incoming: Vec<String>,
+    /// The line's limits (`[limits.trunk.NAME]` for a line of the file).
+    #[serde(skip_serializing_if = "LineLimits::is_unset")]
+    pub limits: LineLimits,
 }
 
 impl FxoLineSettings {
@@ -55,6 +59,8 @@ impl FxoLineSettings {
         })?;
         if let Some(o) = v.as_object_mut() {
             o.insert("name".into(), name.into());
+            // Not an `[[fxo]]` key: checked on its own.
+            o.remove("limits");
         }
         serde_json::from_value(v).map_err(|e| FieldError {
             field: "settings".into(),
@@ -71,6 +77,7 @@ impl FxoLineSettings {
                 message: "the card's channel is needed (e.g. 1)".into(),
             });
         }
+        self.limits.check()?;
         self.to_raw(name)?.validate().map_err(|e| FieldError {
             field: e.key.to_owned(),
             message: e.why,

@@ -18,6 +18,7 @@ pub mod dundi_node;
 pub mod forwards;
 pub mod fxo_lines;
 pub mod inbound;
+pub mod line_limits;
 pub mod line_rates;
 mod line_rows;
 mod migrations;

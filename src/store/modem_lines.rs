@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pstn::gsm::config::{ModemConfig, RawModem};
 
+use super::line_limits::LineLimits;
 use super::trunks::{FieldError, TrunkChangeError};
 use super::StoreError;
 
@@ -38,6 +39,9 @@ pub struct ModemSettings {
     pub gain_from_modem_db: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe_interval_secs: Option<u64>,
+    /// The line's limits (`[limits.trunk.NAME]` for a line of the file).
+    #[serde(skip_serializing_if = "LineLimits::is_unset")]
+    pub limits: LineLimits,
 }
 
 impl ModemSettings {
@@ -62,6 +66,7 @@ impl ModemSettings {
     /// The line these settings make, checked exactly as a `[[modem]]` of the file is; the
     /// error names the key at fault.
     pub fn check(&self, name: &str, enabled: bool) -> Result<ModemConfig, FieldError> {
+        self.limits.check()?;
         self.to_raw(name, enabled)
             .validate()
             .map_err(|e| FieldError {

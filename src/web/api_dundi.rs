@@ -12,7 +12,7 @@
 //!   `field`.
 //! - `GET /api/v1/dundi/node`: whether DUNDi runs and every node setting (`in_use`, `stored`,
 //!   `from_file`); `PUT /api/v1/dundi/node` (`{"enabled": true, "listen": "0.0.0.0:4520",
-//!   "eid", "ttl", "cache_secs", "key_ttl_secs", "ipaddr", contact fields}`; `""` or `null`
+//!   "eid", "context", "ttl", "cache_secs", "key_ttl_secs", "ipaddr", contact fields}`; `""` or `null`
 //!   clears a setting): admin scope, applied at once (on, off, rebind); a key the file sets
 //!   answers 409.
 //! - `GET /api/v1/dundi/mappings` (the file's with `from_file`), `POST /api/v1/dundi/mappings`
@@ -158,7 +158,7 @@ async fn lookup(State(state): State<WebState>, Query(q): Query<LookupQuery>) -> 
         return error(StatusCode::SERVICE_UNAVAILABLE, "DUNDi does not run");
     };
     let context = match q.context.trim() {
-        "" => d.context.clone(),
+        "" => d.context(),
         c if c.len() <= 64 => c.to_owned(),
         _ => return refuse("context", "at most 64 characters"),
     };

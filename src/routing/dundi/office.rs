@@ -19,8 +19,8 @@ use super::settings::{PeerSettings, Settings};
 pub struct OfficeDundi {
     /// Ask and inspect it (every clone follows a restart or stop).
     pub handle: DundiHandle,
-    /// The context the router asks about.
-    pub context: String,
+    /// The context the router asks about (`[dundi] context`, or the dashboard's), changed live.
+    context: Arc<RwLock<String>>,
     dids: Arc<NumberSet>,
     /// The patterns of the mappings (the file's and the dashboard's), replaced on a change.
     patterns: Arc<SwapNumbers>,
@@ -84,7 +84,7 @@ impl std::fmt::Debug for OfficeDundi {
         f.debug_struct("OfficeDundi")
             .field("local_addr", &self.handle.local_addr())
             .field("eid", &self.handle.eid())
-            .field("context", &self.context)
+            .field("context", &self.context())
             .finish()
     }
 }
@@ -124,7 +124,7 @@ impl OfficeDundi {
             .unwrap_or_default();
         OfficeDundi {
             handle: DundiHandle::stopped(eid, config.settings.bind),
-            context: config.context.clone(),
+            context: Arc::new(RwLock::new(config.context.clone())),
             dids,
             patterns,
             local,
@@ -178,7 +178,14 @@ impl OfficeDundi {
         }
         let (was_on, before) = self.current();
         let running = self.handle.is_running();
-        let changes = describe(was_on && running, &before, enabled, &config.settings);
+        let mut changes = describe(was_on && running, &before, enabled, &config.settings);
+        let context = std::mem::replace(
+            &mut *self.context.write().unwrap_or_else(|e| e.into_inner()),
+            config.context.clone(),
+        );
+        if context != config.context {
+            changes.push(format!("context {context} → {}", config.context));
+        }
         self.patterns.set(&config.numbers);
         if !enabled {
             if running {
@@ -199,6 +206,19 @@ impl OfficeDundi {
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = (enabled, config.settings);
         Ok(changes)
+    }
+
+    /// The context the router's lookups ask about now.
+    pub fn context(&self) -> String {
+        self.context
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The router's source of answers from this node: it follows context changes.
+    pub fn source(&self) -> super::DundiSource {
+        super::DundiSource::shared(self.handle.clone(), self.context.clone())
     }
 
     /// Whether the node should run, and the settings it was last given.

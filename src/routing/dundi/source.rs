@@ -2,6 +2,8 @@
 //! without `+`, context `e164` by default) within the router's deadline and offers the SIP
 //! answers as targets, best weight first, with the steps for the explainer.
 
+use std::sync::{Arc, RwLock};
+
 use tokio::time::Instant;
 
 use crate::routing::numbering::E164;
@@ -14,16 +16,24 @@ use super::wire::hint_flags;
 #[derive(Clone)]
 pub struct DundiSource {
     handle: DundiHandle,
-    context: String,
+    /// The context asked; shared with the office's node, which changes it live.
+    context: Arc<RwLock<String>>,
 }
 
 impl DundiSource {
     /// Asks through `handle` in DUNDi `context` (usually `e164`).
     pub fn new(handle: DundiHandle, context: &str) -> DundiSource {
-        DundiSource {
-            handle,
-            context: if context.is_empty() { "e164" } else { context }.to_string(),
-        }
+        DundiSource::shared(handle, Arc::new(RwLock::new(context.to_owned())))
+    }
+
+    /// Asks through `handle` in the context `context` holds at the time of each lookup.
+    pub(crate) fn shared(handle: DundiHandle, context: Arc<RwLock<String>>) -> DundiSource {
+        DundiSource { handle, context }
+    }
+
+    fn context(&self) -> String {
+        let c = self.context.read().unwrap_or_else(|e| e.into_inner());
+        if c.is_empty() { "e164" } else { c.as_str() }.to_owned()
     }
 }
 
@@ -37,6 +47,7 @@ impl RouteSource for DundiSource {
             let started = Instant::now();
             let budget = deadline.saturating_duration_since(started);
             let digits = number.digits();
+            let context = self.context();
             let mut steps = Vec::new();
             if !self.handle.is_running() {
                 // DUNDi is turned off: as if it were not a source.
@@ -47,7 +58,7 @@ impl RouteSource for DundiSource {
             }
             let Some(r) = self
                 .handle
-                .lookup_full(digits, &self.context, budget, false)
+                .lookup_full(digits, &context, budget, false)
                 .await
             else {
                 steps.push("DUNDi service not running".to_string());
@@ -58,11 +69,10 @@ impl RouteSource for DundiSource {
             };
             let took = started.elapsed().as_millis();
             steps.push(if r.from_cache {
-                format!("DUNDi {digits}@{}: from the cache", self.context)
+                format!("DUNDi {digits}@{context}: from the cache")
             } else {
                 format!(
-                    "DUNDi {digits}@{}: asked {} peer(s), {} answer(s) in {took} ms",
-                    self.context,
+                    "DUNDi {digits}@{context}: asked {} peer(s), {} answer(s) in {took} ms",
                     r.asked,
                     r.answers.len()
                 )

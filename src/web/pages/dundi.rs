@@ -200,6 +200,10 @@ pub fn setting_label(key: &str) -> (&'static str, &'static str) {
             "Our EID",
             "Six hex bytes (default: this machine's first MAC address). Peers name us by it.",
         ),
+        "context" => (
+            "Context we ask",
+            "The DUNDi context our lookups ask peers about (default e164); peers must map it.",
+        ),
         "ttl" => ("TTL", "How many hops our lookups may travel (default 120)."),
         "cache_secs" => (
             "Cache time (s)",
@@ -256,6 +260,7 @@ fn setting_views(d: &crate::routing::dundi::OfficeDundi, stored: &NodeValues) ->
                 "enabled" => if on { "on" } else { "off" }.to_owned(),
                 "listen" => s.bind.to_string(),
                 "eid" => d.handle.eid().to_string(),
+                "context" => d.context(),
                 "ttl" => s.ttl.to_string(),
                 "cache_secs" => s.cache_ttl.as_secs().to_string(),
                 "key_ttl_secs" => s.key_ttl.as_secs().to_string(),
@@ -424,6 +429,9 @@ pub(crate) async fn apply(state: &WebState) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     if !changes.is_empty() {
         tracing::info!("DUNDi applied from the dashboard: {}", changes.join("; "));
+        // The trust model names calls from the node's peers: built again with the node's
+        // state (on or off, its peers).
+        state.trunks_changed.notify_one();
     }
     Ok(())
 }
@@ -576,7 +584,7 @@ async fn render(
             "" => state
                 .dundi
                 .as_ref()
-                .map_or_else(|| "e164".to_owned(), |d| d.context.clone()),
+                .map_or_else(|| "e164".to_owned(), |d| d.context()),
             c => c.to_owned(),
         };
         if number.len() > 64

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
+use super::line_limits::LimitForm;
 use super::lines::{pstn_line_names, render_fxo_refused, NameForm};
 use super::{csrf_ok, csrf_refused, PageError, WebState};
 use crate::store::fxo_lines::{self as store_fxo, FxoLineSettings};
@@ -38,6 +39,9 @@ pub struct FxoForm {
     /// Extension numbers separated by commas or spaces, or one ring group's name.
     pub incoming: String,
     pub enabled: String,
+    /// The line's limits.
+    #[serde(flatten)]
+    pub limits: LimitForm,
 }
 
 fn words(v: &str) -> Vec<String> {
@@ -114,6 +118,7 @@ impl FxoForm {
             } else {
                 String::new()
             },
+            limits: LimitForm::of(&s.limits),
             ..FxoForm::default()
         }
     }
@@ -165,6 +170,7 @@ impl FxoForm {
             echo_cancel: whole("echo_cancel", &self.echo_cancel, " of taps")?
                 .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
             incoming: words(&self.incoming),
+            limits: self.limits.limits()?,
         })
     }
 }
@@ -184,7 +190,7 @@ pub fn field_label(field: &str) -> &'static str {
         "tx_gain_db" => "Gain towards the line",
         "echo_cancel" => "Echo canceller",
         "incoming" => "Incoming calls ring",
-        _ => "Settings",
+        other => crate::store::line_limits::label(other).unwrap_or("Settings"),
     }
 }
 

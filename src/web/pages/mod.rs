@@ -17,6 +17,7 @@ pub mod extensions;
 pub mod forwarding;
 pub mod fxo_lines;
 pub mod inbound;
+pub mod line_limits;
 pub mod lines;
 pub mod live;
 pub mod messages;

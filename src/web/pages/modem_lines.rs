@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
+use super::line_limits::LimitForm;
 use super::lines::{pstn_line_names, render_with, NameForm};
 use super::{csrf_ok, csrf_refused, PageError, WebState};
 use crate::store::modem_lines::{self as store_modems, ModemSettings};
@@ -33,6 +34,9 @@ pub struct ModemForm {
     pub gain_from_modem_db: String,
     pub probe_interval_secs: String,
     pub enabled: String,
+    /// The line's limits.
+    #[serde(flatten)]
+    pub limits: LimitForm,
 }
 
 impl ModemForm {
@@ -60,6 +64,7 @@ impl ModemForm {
             } else {
                 String::new()
             },
+            limits: LimitForm::of(&s.limits),
             ..ModemForm::default()
         }
     }
@@ -106,6 +111,7 @@ impl ModemForm {
             gain_to_modem_db: db("gain_to_modem_db", &self.gain_to_modem_db)?,
             gain_from_modem_db: db("gain_from_modem_db", &self.gain_from_modem_db)?,
             probe_interval_secs: probe,
+            limits: self.limits.limits()?,
         })
     }
 }
@@ -123,7 +129,7 @@ pub fn field_label(field: &str) -> &'static str {
         "gain_from_modem_db" => "Gain from the network",
         "probe_interval_secs" => "Health probe every",
         "profile" => "Modem profile",
-        _ => "Settings",
+        other => crate::store::line_limits::label(other).unwrap_or("Settings"),
     }
 }
 
