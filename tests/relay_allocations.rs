@@ -112,7 +112,10 @@ fn relaying_packets_allocates_nothing() {
         round(&calls, seq, &mut pkt);
     }
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    assert!(before > 0, "the counting allocator saw the set-up allocate nothing");
+    assert!(
+        before > 0,
+        "the counting allocator saw the set-up allocate nothing"
+    );
     for seq in 10..10 + ROUNDS {
         round(&calls, seq, &mut pkt);
     }

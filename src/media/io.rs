@@ -41,8 +41,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Wake-up coalescing window. A thread receiving at least two datagrams per window on
 /// average (5 000 packets/s, 50 calls) is busy: after handling what a wake-up found it sleeps
 /// until this long after the wake-up, so one wake-up serves every datagram of the window and a
-/// packet waits at most this much longer (rtpengine's p99 added delay at 250 calls is several
-/// times it). A quieter thread relays each datagram as soon as it arrives.
+/// packet waits at most this much longer (rtpengine's p99 added delay at 250 calls is three to
+/// four times it). A quieter thread relays each datagram as soon as it arrives.
 const COALESCE: Duration = Duration::from_micros(400);
 /// Environment variable overriding [`COALESCE`] in microseconds (`0`: every datagram is
 /// relayed as soon as it is seen, whatever the load), like `PASARELA_MEDIA_IO_THREADS` a knob
@@ -50,7 +50,7 @@ const COALESCE: Duration = Duration::from_micros(400);
 pub(crate) const COALESCE_ENV: &str = "PASARELA_MEDIA_COALESCE_US";
 /// How often a thread re-estimates its packet rate.
 const RATE_PERIOD: Duration = Duration::from_millis(10);
-/// Timer slack of the I/O threads (the kernel's default is 50 µs, a quarter of the window).
+/// Timer slack of the I/O threads, so that a window ends on time (the kernel's default: 50 µs).
 const TIMER_SLACK_NS: libc::c_ulong = 10_000;
 
 /// The sending side of one I/O thread: what the engine and every relay handle hold.
