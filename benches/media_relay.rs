@@ -170,6 +170,29 @@ fn cpu_by_thread() -> BTreeMap<String, f64> {
     out
 }
 
+/// Voluntary context switches (sleeps that ended in a wake-up) summed over the threads of
+/// `/proc/<pid>/task` whose name starts with `prefix`: the relay's wake-ups, a figure the load
+/// of the machine does not change.
+fn wakeups(pid: &str, prefix: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in dir.flatten() {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        n += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    n
+}
+
 /// CPU seconds (user + system) of the calling thread.
 fn thread_cpu() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
@@ -568,6 +591,14 @@ fn sdp_port(sdp: &str) -> Option<u16> {
         .and_then(|p| p.parse().ok())
 }
 
+/// Wake-ups of the relaying threads per 1 000 packets relayed.
+fn print_wakeups(name: &str, woke: u64, received: u64) {
+    println!(
+        "{name:>8}: {woke} wake-ups, {:.0} per 1000 packets relayed",
+        1000.0 * woke as f64 / received.max(1) as f64
+    );
+}
+
 /// CPU milliseconds per 1 000 packets the system relayed.
 fn ms_per_kpkt(cpu_s: f64, received: u64) -> f64 {
     1e6 * cpu_s / received.max(1) as f64
@@ -766,9 +797,12 @@ fn through_pasarela(
         .collect();
     let io_cpu = || cpu_by_thread().get("media-io").copied().unwrap_or(0.0);
     let cpu0 = io_cpu();
+    let wake0 = wakeups("self", "media-io");
     let relayed = phase(&via, secs, senders, base);
     let cpu_s = io_cpu() - cpu0;
+    let woke = wakeups("self", "media-io") - wake0;
     let out = Relayed::of("relay", &relayed, baseline, cpu_s);
+    print_wakeups("relay", woke, relayed.received);
     let (mut forwarded, mut lost_seq) = (0u64, 0i64);
     for r in &relays {
         let s = r.stats();
@@ -816,8 +850,13 @@ fn through_rtpengine(
         via.len(),
         t0.elapsed()
     );
+    let pid = rtpe.pid().to_string();
     let cpu0 = process_cpu(rtpe.pid());
+    let wake0 = wakeups(&pid, "");
     let relayed = phase(&via, secs, senders, base);
     let cpu_s = process_cpu(rtpe.pid()) - cpu0;
-    Ok(Relayed::of("rtpengine", &relayed, baseline, cpu_s))
+    let woke = wakeups(&pid, "") - wake0;
+    let out = Relayed::of("rtpengine", &relayed, baseline, cpu_s);
+    print_wakeups("rtpengine", woke, relayed.received);
+    Ok(out)
 }

@@ -21,6 +21,8 @@ pub(crate) struct RecvBatch {
     bufs: Box<[[u8; BUF_LEN]; BATCH]>,
     addrs: [libc::sockaddr_storage; BATCH],
     lens: [usize; BATCH],
+    /// Datagrams received since the last [`RecvBatch::take_received`].
+    received: u64,
 }
 
 impl RecvBatch {
@@ -30,6 +32,7 @@ impl RecvBatch {
             // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
             addrs: unsafe { MaybeUninit::zeroed().assume_init() },
             lens: [0; BATCH],
+            received: 0,
         }
     }
 
@@ -62,10 +65,16 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         let n = (n as usize).min(BATCH);
+        self.received += n as u64;
         for (len, msg) in self.lens.iter_mut().zip(&msgs).take(n) {
             *len = (msg.msg_len as usize).min(BUF_LEN);
         }
         Ok(n)
+    }
+
+    /// The number of datagrams received since the last call (the I/O thread's packet rate).
+    pub(crate) fn take_received(&mut self) -> u64 {
+        std::mem::take(&mut self.received)
     }
 
     /// Datagram `i` of the last [`RecvBatch::recv`] and its source; `None` for an address

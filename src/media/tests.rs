@@ -975,4 +975,87 @@ async fn a_peer_that_drops_mux_gets_rtcp_on_the_separate_port() {
     drop(relay);
     wait_in_use_zero(&engine).await;
     assert_eq!(engine.open_sockets(), 0);
+
+/// Many streams on one I/O thread with packets microseconds apart: the thread is busy enough
+/// to coalesce its wake-ups (`io::COALESCE`), and still every packet reaches the right phone,
+/// in order, rewritten as usual; a lone packet after the burst goes through too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_relay_thread_relays_every_packet_in_order() {
+    const CALLS: usize = 16;
+    const ROUNDS: u16 = 40;
+    let engine = MediaEngine::with_io_threads(
+        MediaConfig {
+            bind_ip: LO,
+            ports: 29400..=29599,
+            dead_after: Duration::from_secs(60),
+        },
+        1,
+    );
+    let mut calls = Vec::new();
+    for _ in 0..CALLS {
+        let relay = engine.allocate().await.expect("allocate");
+        let (a, b) = (phone().await, phone().await);
+        relay.update(
+            LegMedia::pcmu(Some(addr(&a)), Some(101)),
+            LegMedia::pcma(Some(addr(&b)), Some(101)),
+        );
+        calls.push((relay, a, b));
+    }
+    settle().await;
+    for round in 0..ROUNDS {
+        for (i, (relay, a, b)) in calls.iter().enumerate() {
+            let seq = 1000 + round;
+            let ts = u32::from(round) * 160;
+            a.send_to(
+                &pkt(false, 0, seq, ts, i as u32, &[0xFF; 160]),
+                relay_addr(relay, Side::A),
+            )
+            .await
+            .expect("send");
+            b.send_to(
+                &pkt(false, 8, seq, ts, 0x100 + i as u32, &[0xD5; 160]),
+                relay_addr(relay, Side::B),
+            )
+            .await
+            .expect("send");
+        }
+        if round % 8 == 7 {
+            // Bursts and gaps: the thread goes from busy to idle and back.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    for (i, (relay, a, b)) in calls.iter().enumerate() {
+        for round in 0..ROUNDS {
+            let (p, _) = recv(b).await;
+            let r = Rtp::parse(&p[..]).expect("rtp");
+            assert_eq!(
+                (r.ssrc(), r.sequence(), r.payload_type()),
+                (i as u32, 1000 + round, 8),
+                "call {i} towards B"
+            );
+            // µ-law silence (0xFF) arrives as A-law silence (0xD5).
+            assert_eq!(r.payload(), &[0xD5; 160][..]);
+            let (p, _) = recv(a).await;
+            let r = Rtp::parse(&p[..]).expect("rtp");
+            assert_eq!(
+                (r.ssrc(), r.sequence(), r.payload_type()),
+                (0x100 + i as u32, 1000 + round, 0),
+                "call {i} towards A"
+            );
+        }
+        let st = relay.stats();
+        assert_eq!(st.a_to_b.forwarded, u64::from(ROUNDS), "{st:?}");
+        assert_eq!(st.b_to_a.forwarded, u64::from(ROUNDS), "{st:?}");
+        assert_eq!((st.a_to_b.lost, st.b_to_a.lost), (0, 0), "{st:?}");
+    }
+    // Quiet again: one packet on its own is relayed without waiting for company.
+    let (relay, a, b) = &calls[0];
+    a.send_to(
+        &pkt(false, 0, 2000, 99_999, 0, &[0xFF; 160]),
+        relay_addr(relay, Side::A),
+    )
+    .await
+    .expect("send");
+    let (p, _) = recv(b).await;
+    assert_eq!(Rtp::parse(&p[..]).expect("rtp").sequence(), 2000);
 }
