@@ -354,7 +354,7 @@ fn wait_trusted_peers(server: &Server, want: usize) {
         let last = text
             .lines()
             .filter(|l| l.contains("inbound policy reloaded"))
-            .last()
+            .next_back()
             .unwrap_or_default();
         if last.contains(&needle) {
             return;

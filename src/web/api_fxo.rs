@@ -122,7 +122,7 @@ async fn save(
 ) -> Response {
     let (enabled, rate_table, settings): (bool, _, FxoLineSettings) = match api_lines::body(v) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     api_lines::save(&state, WHAT, name, rate_table, move |conn, name, file| {
         let exists = store_fxo::exists(conn, name).map_err(ChangeError::Store)?;

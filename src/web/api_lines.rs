@@ -59,17 +59,22 @@ pub(crate) fn answer(
 /// and its settings; a key that is not what it should be names itself.
 pub(crate) fn body<T: DeserializeOwned>(
     mut v: Map<String, Value>,
-) -> Result<(bool, Option<String>, T), Response> {
+) -> Result<(bool, Option<String>, T), Box<Response>> {
     let enabled = match v.remove("enabled") {
         None | Some(Value::Null) => true,
         Some(Value::Bool(b)) => b,
-        Some(_) => return Err(refuse("enabled", "must be true or false")),
+        Some(_) => return Err(Box::new(refuse("enabled", "must be true or false"))),
     };
     let rate_table = match v.remove("rate_table") {
         None => None,
         Some(Value::Null) => Some(String::new()),
         Some(Value::String(t)) => Some(t),
-        Some(_) => return Err(refuse("rate_table", "must be a rate table's name or null")),
+        Some(_) => {
+            return Err(Box::new(refuse(
+                "rate_table",
+                "must be a rate table's name or null",
+            )))
+        }
     };
     match serde_path_to_error::deserialize(Value::Object(v)) {
         Ok(s) => Ok((enabled, rate_table, s)),
@@ -80,7 +85,7 @@ pub(crate) fn body<T: DeserializeOwned>(
             } else {
                 path
             };
-            Err(refuse(&field, &e.into_inner().to_string()))
+            Err(Box::new(refuse(&field, &e.into_inner().to_string())))
         }
     }
 }
