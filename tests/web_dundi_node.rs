@@ -353,8 +353,7 @@ fn wait_trusted_peers(server: &Server, want: usize) {
         let text = std::fs::read_to_string(server.log_path()).unwrap_or_default();
         let last = text
             .lines()
-            .filter(|l| l.contains("inbound policy reloaded"))
-            .next_back()
+            .rfind(|l| l.contains("inbound policy reloaded"))
             .unwrap_or_default();
         if last.contains(&needle) {
             return;
