@@ -32,6 +32,7 @@ SETTLE=${SETTLE:-3}
 WARMUP=${WARMUP:-10}
 OUT=${OUT:-$(mktemp -d /tmp/callgrind-calls.XXXXXX)}
 TOP=${TOP:-25}
+RTP_PORTS=${RTP_PORTS:-20000-29999} # the relay's range (another program using it makes calls fail)
 mkdir -p "$OUT"
 
 free_port() {
@@ -63,7 +64,7 @@ listen = "127.0.0.1:0"
 [calls]
 no_answer_secs = 60
 [media]
-rtp_ports = "20000-29999"
+rtp_ports = "$RTP_PORTS"
 [limits]
 concurrent_calls = 0
 calls_per_minute = 0

@@ -19,6 +19,7 @@
 //! ```
 //!
 //! Env: `GROWTH_RECORDS`, `GROWTH_CALLS` (default 5 000), `GROWTH_ONLY` (`empty` or `full`),
+//! `GROWTH_SHORT=1` (calls whose end reaches the writer with their answer: final record only),
 //! `GROWTH_DIR` (default `target/store_growth`).
 
 use std::path::{Path, PathBuf};
@@ -228,22 +229,31 @@ fn cache_stats(conn: &rusqlite::Connection) -> [i64; 3] {
 
 const LEGS: &str = r#"[{"call_id":"a84b4c76e66710@pc33.office.test","local":"<sip:101@office.test>;tag=b2-1","remote":"\"Ann\" <sip:100@office.test>;tag=a1","local_cseq":1,"remote_target":"sip:100@127.0.0.1:5062;transport=udp","route_set":[],"transport":"udp","remote_addr":"127.0.0.1:5062","local_addr":"127.0.0.1:5060"},{"call_id":"b2-call-1@127.0.0.1","local":"<sip:100@office.test>;tag=b2-2","remote":"<sip:101@office.test>;tag=u1","local_cseq":1,"remote_target":"sip:101@127.0.0.1:5064","route_set":[],"transport":"udp","remote_addr":"127.0.0.1:5064","local_addr":"127.0.0.1:5060"}]"#;
 
-/// The per-call store work for `calls` answered calls (toggled on by callgrind).
+/// The per-call store work for `calls` answered calls (toggled on by callgrind): with `up`, a
+/// call up long enough for its in-progress record to be written before its end; without, a
+/// call whose end reaches the writer in the same batch as its answer (the writer then writes
+/// its final record only).
 #[inline(never)]
-fn measure_calls(conn: &mut rusqlite::Connection, calls: u64, rng: &mut Rng) {
+fn measure_calls(conn: &mut rusqlite::Connection, calls: u64, rng: &mut Rng, up: bool) {
     let run = format!("{:016x}", rng.below(u64::MAX));
     for i in 0..calls {
         let start = now_ms();
         let key = format!("{run}-{i}");
-        let up = record(start, 10_000_000 + i, rng);
-        records::in_progress::write_up(conn, &key, &up, LEGS, start).expect("write_up");
+        let rec = record(start, 10_000_000 + i, rng);
+        if up {
+            records::in_progress::write_up(conn, &key, &rec, LEGS, start).expect("write_up");
+        }
         let note = Note {
             key: Some(key),
             reason: None,
             signalling: Some("udp/udp".into()),
         };
-        records::commit_finished(conn, std::slice::from_ref(&up), std::slice::from_ref(&note))
-            .expect("commit_finished");
+        records::commit_finished(
+            conn,
+            std::slice::from_ref(&rec),
+            std::slice::from_ref(&note),
+        )
+        .expect("commit_finished");
     }
 }
 
@@ -255,15 +265,15 @@ struct Figures {
     cpu_us: f64,
 }
 
-fn run(path: &Path, calls: u64) -> Figures {
+fn run(path: &Path, calls: u64, up: bool) -> Figures {
     let mut conn = open_writer(path, Durability::Power).expect("writer");
     let mut rng = Rng(now_ms() as u64 | 1);
     // Warm up the connection (its page cache, its statements) as a running writer is.
-    measure_calls(&mut conn, 200, &mut rng);
+    measure_calls(&mut conn, 200, &mut rng, up);
     let c0 = cache_stats(&conn);
     let io0 = proc_io();
     let cpu0 = cpu_s();
-    measure_calls(&mut conn, calls, &mut rng);
+    measure_calls(&mut conn, calls, &mut rng, up);
     let cpu = cpu_s() - cpu0;
     let io1 = proc_io();
     let c1 = cache_stats(&conn);
@@ -288,6 +298,8 @@ fn main() {
     let n = env("GROWTH_RECORDS", 1_000_000);
     let calls = env("GROWTH_CALLS", 5_000);
     let only = std::env::var("GROWTH_ONLY").unwrap_or_default();
+    // `GROWTH_SHORT=1`: calls whose in-progress record is superseded in the writer's batch.
+    let up = env("GROWTH_SHORT", 0) == 0;
     let dir = std::env::var("GROWTH_DIR").map_or_else(
         |_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/store_growth"),
         PathBuf::from,
@@ -298,13 +310,19 @@ fn main() {
         let tmp = tempfile::tempdir_in(&dir).expect("tmp");
         let path = tmp.path().join("empty.db");
         drop(pasarela::cdr::CdrDb::open(&path).expect("migrate"));
-        rows.push(("empty".to_owned(), run(&path, calls)));
+        rows.push(("empty".to_owned(), run(&path, calls, up)));
     }
     if only.is_empty() || only == "full" {
         let path = full_store(&dir, n);
-        rows.push((format!("{n} records"), run(&path, calls)));
+        rows.push((format!("{n} records"), run(&path, calls, up)));
     }
-    println!("per answered call ({calls} calls; in-progress record + final record, 2 commits):");
+    if up {
+        println!(
+            "per answered call ({calls} calls; in-progress record + final record, 2 commits):"
+        );
+    } else {
+        println!("per short answered call ({calls} calls; final record only, 1 commit):");
+    }
     println!(
         "| store | cache misses | cache hits | pages written | read B (syscalls) | written B (syscalls) | reads | writes | disk read B | disk written B | CPU µs (noisy) |"
     );

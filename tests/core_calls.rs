@@ -154,6 +154,8 @@ fn calls_leave_nothing_behind() {
     register_callee(&mut h);
     for n in 0..300u32 {
         let inv = start_call(&mut h, n);
+        // The per-caller count (the concurrent-call limit) follows calls in and out.
+        assert_eq!(h.core.calls().count_by_caller("100"), 1, "call {n} counted");
         match n % 3 {
             // Answered, then the caller hangs up.
             0 => {
@@ -232,6 +234,11 @@ fn calls_leave_nothing_behind() {
         h.core.calls().pending_transactions(),
         0,
         "call transactions left over"
+    );
+    assert_eq!(
+        h.core.calls().index_entries(),
+        0,
+        "call lookup entries left over"
     );
     assert_eq!(
         h.core.transaction_counts(),
@@ -423,6 +430,11 @@ impl Direct {
             self.calls.pending_transactions(),
             0,
             "call transactions left over"
+        );
+        assert_eq!(
+            self.calls.index_entries(),
+            0,
+            "call lookup entries left over"
         );
         assert_eq!(self.layer.counts(), (0, 0), "SIP transactions left over");
         assert_eq!(self.calls.timer_count(), 0, "call timers left over");

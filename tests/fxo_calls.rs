@@ -1313,3 +1313,113 @@ fn live_has(server: &Server, name: &str) -> bool {
     let (_, _, body) = common::api_get(server, "/api/v1/live");
     body.contains(&format!("\"name\":\"{name}\""))
 }
+
+/// Issue 17's leftover: per-line limits on the Lines page. fxo1 (the file's) is in alarm, so
+/// calls go out on fxo2, added on the page; a limit that is not a number is refused naming its
+/// field, then "1 call per minute" is set on fxo2 and applied without a restart: the first call
+/// goes out on fxo2, the next one within the minute is refused with 403 naming the limit and
+/// recorded as refused. The form shows the stored limit; the API reads it back.
+#[test]
+fn a_limit_set_on_the_page_refuses_the_next_call_over_it() {
+    use common::web_client::{csrf_of, set_up_admin};
+    require_program("baresip", "baresip");
+    let _slot = slot();
+    let dir = common::TestDir::new("fxo-limit");
+    let (s1, s2) = (dir.path().join("fxo1.sock"), dir.path().join("fxo2.sock"));
+    let ex1 = Exchange::start(&s1, Some(Outgoing::answered()));
+    ex1.after(0, Act::Event(ChannelEvent::Alarm));
+    let ex2 = Exchange::start(&s2, Some(Outgoing::answered()));
+    let (server, mut a) = serve_lines(&[("fxo1", &s1)], "100");
+    let limit = Duration::from_secs(30);
+    let mut c = set_up_admin(server.web.expect("web address"));
+    assert_eq!(live_line(&server, "fxo1", "alarm").0, "alarm");
+
+    let page = c.get("/lines");
+    let token = csrf_of(&page.body);
+    let channel = format!("sim:{}", s2.display());
+    let mut form = vec![
+        ("csrf", token.as_str()),
+        ("name", "fxo2"),
+        ("channel", channel.as_str()),
+        ("country", "DE"),
+        ("caller_id", "auto"),
+        ("answer", "polarity"),
+        ("incoming", "100"),
+        ("enabled", "1"),
+        ("calls_per_minute", "many"),
+    ];
+    let r = c.post("/lines/fxo/save", &form);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("Calls per minute: "), "{}", r.body);
+    form[8].1 = "1";
+    let r = c.post("/lines/fxo/save", &form);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(live_line(&server, "fxo2", "on-hook").0, "on-hook");
+    let deadline = Instant::now() + limit;
+    while !std::fs::read_to_string(server.log_path())
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("line limits applied") && l.contains("lines=1"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the limit was not applied\n{}",
+            server.log_excerpt()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    // The edit form shows the stored limit.
+    let page = c.get("/lines?edit_fxo=fxo2");
+    assert!(
+        page.body.contains("name=\"calls_per_minute\" value=\"1\""),
+        "{}",
+        page.body
+    );
+
+    // The first call of the minute goes out on fxo2.
+    let mut from = 0;
+    a.command("dial", &format!("sip:03012345678@{}", server.udp));
+    next_event(&mut a, "CALL_ESTABLISHED", &mut from, limit, &server);
+    a.command("hangup", "");
+    next_event(&mut a, "CALL_CLOSED", &mut from, limit, &server);
+    let recs = records_after(&server.db, 0, 1);
+    let (id, rec) = recs.last().cloned().expect("the first call's record");
+    assert_eq!(
+        (rec.route_target.as_str(), rec.sip_status),
+        ("fxo2", 200),
+        "{rec:?}"
+    );
+    assert!(ex2.wait(limit, |l| !l.off_hook));
+
+    // The next one is over fxo2's limit: refused, and recorded so.
+    a.command("dial", &format!("sip:03012345679@{}", server.udp));
+    let closed = next_event(&mut a, "CALL_CLOSED", &mut from, limit, &server);
+    assert!(closed.contains("403"), "{closed}");
+    let recs = records_after(&server.db, id, 1);
+    let (_, rec) = recs.last().cloned().expect("the refused call's record");
+    assert_eq!(rec.sip_status, 403, "{rec:?}");
+    assert_eq!(rec.disposition, "failed", "{rec:?}");
+    assert!(
+        rec.explanation
+            .contains("Limit reached: 1 call per minute (trunk fxo2)"),
+        "{rec:?}"
+    );
+    assert_eq!(
+        ex2.with(|c| c.seizures),
+        1,
+        "fxo2 was seized over its limit"
+    );
+
+    // The API reads the limit back.
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    use pasarela::web::api_tokens::{create_scoped, Scope};
+    let read = create_scoped(&conn, "monitoring", Scope::Read).unwrap();
+    let r = c.api_json("GET", "/api/v1/lines/fxo/fxo2", &read, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("\"limits\":{\"calls_per_minute\":1}"),
+        "{}",
+        r.body
+    );
+    drop((ex1, ex2));
+}

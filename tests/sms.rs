@@ -1129,13 +1129,7 @@ fn received_sms_senders_follow_the_numbering_plan_changed_at_run_time() {
     let row = rows.iter().find(|r| r.4 == "Erste").unwrap();
     assert_eq!(row.2, "+4917012345678", "{rows:?}");
 
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let admin = pasarela::web::api_tokens::create_scoped(
-        &conn,
-        "provisioning",
-        pasarela::web::api_tokens::Scope::Admin,
-    )
-    .unwrap();
+    let admin = common::web_client::admin_token(&server.db);
     let mut c = common::web_client::Client::new(server.web.expect("web address"));
     let r = c.api_json(
         "PUT",

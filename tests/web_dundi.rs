@@ -11,16 +11,13 @@ mod webdriver;
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::dundi_peer;
 use common::web_client::{set_up_admin, PASSWORD};
 use common::*;
 use dundi_common::testdata;
 use md5::Digest;
-use pasarela::routing::dundi::{
-    DundiHandle, DundiService, Eid, Mapping, PatternNumbers, PeerSettings, Settings,
-};
 use webdriver::Browser;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -60,33 +57,8 @@ did = "+4930123456"
     )
 }
 
-/// The peer: the test identity `peer` on 127.0.0.2, answering for 4940555XXXX, with the
-/// gateway as its peer (encrypted with `our_key`, the key downloaded from the dashboard).
-fn start_peer(socket: UdpSocket, gateway: std::net::SocketAddr, our_key: PathBuf) -> DundiHandle {
-    let keys = testdata().join("keys");
-    let us: Eid = "02:00:00:00:00:01".parse().unwrap();
-    let mut peer = PeerSettings::new(us, gateway, "e164");
-    peer.inkey = Some(our_key);
-    let settings = Settings {
-        eid: Some("02:00:00:00:00:02".parse().unwrap()),
-        bind: socket.local_addr().unwrap(),
-        private_key: Some(keys.join("peer.key")),
-        mappings: vec![Mapping::sip("e164", "dids", "${NUMBER}@127.0.0.2:5090")],
-        peers: vec![peer],
-        ..Default::default()
-    };
-    let mut numbers = PatternNumbers::new();
-    numbers.add("dids", &["_4940555XXXX"]).unwrap();
-    DundiService::start_on(socket, settings, Arc::new(numbers)).expect("DUNDi peer")
-}
-
 fn artefacts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-artefacts/dundi")
-}
-
-fn submit(b: &Browser, form_css: &str) {
-    let button = b.find(&format!("{form_css} button[type=submit]"));
-    b.click(&button);
 }
 
 fn cell(b: &Browser, eid: &str, class: &str) -> String {
@@ -133,7 +105,7 @@ fn an_admin_adds_a_dundi_peer_with_a_pasted_key_and_its_lookups_work_without_a_r
     let peer_addr = peer_socket.local_addr().unwrap();
     let peer = {
         let _guard = rt.enter();
-        start_peer(peer_socket, dundi_addr, downloaded)
+        dundi_peer::start(peer_socket, dundi_addr, Some(downloaded))
     };
 
     // The admin in Chromium.
@@ -141,7 +113,7 @@ fn an_admin_adds_a_dundi_peer_with_a_pasted_key_and_its_lookups_work_without_a_r
     br.goto(&format!("{base}/login"));
     br.fill("input[name=username]", "admin");
     br.fill("input[name=password]", PASSWORD);
-    submit(&br, "form[action='/login']");
+    br.submit("form[action='/login']");
     br.wait_for(WAIT, "the overview", |h| h.contains("<h1>Overview</h1>"));
     br.goto(&format!("{base}/dundi"));
     br.wait_for(WAIT, "the DUNDi page", |h| h.contains("<h1>DUNDi</h1>"));
@@ -155,7 +127,7 @@ fn an_admin_adds_a_dundi_peer_with_a_pasted_key_and_its_lookups_work_without_a_r
 
     // Before the peer exists, the lookup box finds nothing.
     br.fill("#lookup-form input[name=number]", "49405551234");
-    submit(&br, "#lookup-form");
+    br.submit("#lookup-form");
     br.wait_for(WAIT, "the lookup's note", |h| {
         h.contains("0 answer(s) for 49405551234")
     });
@@ -170,14 +142,14 @@ fn an_admin_adds_a_dundi_peer_with_a_pasted_key_and_its_lookups_work_without_a_r
         "#peer-form textarea[name=key]",
         "-----BEGIN PUBLIC KEY-----\nnot a key\n",
     );
-    submit(&br, "#peer-form");
+    br.submit("#peer-form");
     br.wait_for(WAIT, "the field error", |h| h.contains("Public key: "));
     br.screenshot("01-bad-key-refused");
 
     // The real key, pasted.
     let peer_pub = std::fs::read_to_string(testdata().join("keys/peer.pub")).unwrap();
     br.fill("#peer-form textarea[name=key]", &peer_pub);
-    submit(&br, "#peer-form");
+    br.submit("#peer-form");
     br.wait_for(WAIT, "the new peer", |h| {
         h.contains("data-peer=\"02:00:00:00:00:02\"")
     });
@@ -204,7 +176,7 @@ fn an_admin_adds_a_dundi_peer_with_a_pasted_key_and_its_lookups_work_without_a_r
 
     // The lookup box now finds the peer's number over encrypted DUNDi.
     br.fill("#lookup-form input[name=number]", "49405551234");
-    submit(&br, "#lookup-form");
+    br.submit("#lookup-form");
     br.wait_for(WAIT, "the peer's answer", |h| {
         h.contains("49405551234@127.0.0.2:5090")
     });
@@ -214,7 +186,7 @@ fn an_admin_adds_a_dundi_peer_with_a_pasted_key_and_its_lookups_work_without_a_r
         br.text(&cache).contains("49405551234"),
         "the answer is cached"
     );
-    submit(&br, "form.flush-cache");
+    br.submit("form.flush-cache");
     br.wait_for(WAIT, "the empty cache", |h| h.contains("dundi-cache-empty"));
 
     // The other way: the peer finds our DID with our downloaded key.
@@ -228,7 +200,7 @@ fn an_admin_adds_a_dundi_peer_with_a_pasted_key_and_its_lookups_work_without_a_r
     br.click(&toggle);
     br.wait_for(WAIT, "the disabled peer", |h| h.contains(">disabled<"));
     br.fill("#lookup-form input[name=number]", "49405551299");
-    submit(&br, "#lookup-form");
+    br.submit("#lookup-form");
     br.wait_for(WAIT, "no answer", |h| {
         h.contains("0 answer(s) for 49405551299")
     });

@@ -6,31 +6,20 @@
 //! token can (turning DUNDi off stops the answers). SIGHUP re-reads `[dundi]` (a new listen
 //! address: rebound) and says plainly which other sections need a restart.
 mod common;
-mod dundi_common;
 #[path = "support/webdriver.rs"]
 mod webdriver;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::dundi_peer::{self, free_udp};
 use common::web_client::{set_up_admin, PASSWORD};
 use common::*;
-use dundi_common::testdata;
-use pasarela::routing::dundi::{
-    DundiHandle, DundiService, Eid, Mapping, PatternNumbers, PeerSettings, Settings,
-};
+use pasarela::routing::dundi::DundiHandle;
 use webdriver::Browser;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn free_udp(ip: &str) -> SocketAddr {
-    UdpSocket::bind(format!("{ip}:0"))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// The office: DUNDi not mentioned beyond the section itself (off by default).
 const OFFICE: &str = r#"[sip]
@@ -55,32 +44,8 @@ password = "secret100"
 did = "+4930123456"
 "#;
 
-/// The peer (unencrypted, as an Asterisk peer without keys): answers for 4940555XXXX and
-/// asks `gateway`.
-fn start_peer(socket: UdpSocket, gateway: SocketAddr) -> DundiHandle {
-    let keys = testdata().join("keys");
-    let us: Eid = "02:00:00:00:00:01".parse().unwrap();
-    let peer = PeerSettings::new(us, gateway, "e164");
-    let settings = Settings {
-        eid: Some("02:00:00:00:00:02".parse().unwrap()),
-        bind: socket.local_addr().unwrap(),
-        private_key: Some(keys.join("peer.key")),
-        mappings: vec![Mapping::sip("e164", "dids", "${NUMBER}@127.0.0.2:5090")],
-        peers: vec![peer],
-        ..Default::default()
-    };
-    let mut numbers = PatternNumbers::new();
-    numbers.add("dids", &["_4940555XXXX"]).unwrap();
-    DundiService::start_on(socket, settings, Arc::new(numbers)).expect("DUNDi peer")
-}
-
 fn artefacts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-artefacts/dundi-node")
-}
-
-fn submit(b: &Browser, form_css: &str) {
-    let button = b.find(&format!("{form_css} button[type=submit]"));
-    b.click(&button);
 }
 
 /// What the peer hears from the gateway for `number` (the cache bypassed).
@@ -131,7 +96,7 @@ fn dundi_turned_on_from_the_page_answers_a_peer_and_a_new_mapping_changes_the_an
     let peer_addr = peer_socket.local_addr().unwrap();
     let peer = {
         let _guard = rt.enter();
-        start_peer(peer_socket, dundi_addr)
+        dundi_peer::start(peer_socket, dundi_addr, None)
     };
     // Off: nobody answers on the address yet.
     assert!(peer_asks(&rt, &peer, "4930123456").is_empty());
@@ -140,7 +105,7 @@ fn dundi_turned_on_from_the_page_answers_a_peer_and_a_new_mapping_changes_the_an
     br.goto(&format!("{base}/login"));
     br.fill("input[name=username]", "admin");
     br.fill("input[name=password]", PASSWORD);
-    submit(&br, "form[action='/login']");
+    br.submit("form[action='/login']");
     br.wait_for(WAIT, "the overview", |h| h.contains("<h1>Overview</h1>"));
     br.goto(&format!("{base}/dundi"));
     br.wait_for(WAIT, "the DUNDi page", |h| h.contains("id=\"node-form\""));
@@ -148,7 +113,7 @@ fn dundi_turned_on_from_the_page_answers_a_peer_and_a_new_mapping_changes_the_an
 
     // A bad listen address is refused, naming the field.
     br.fill("#node-form input[name=listen]", "not an address");
-    submit(&br, "#node-form");
+    br.submit("#node-form");
     br.wait_for(WAIT, "the field error", |h| h.contains("Listen on: "));
 
     // Turned on with our listen address and EID.
@@ -160,7 +125,7 @@ fn dundi_turned_on_from_the_page_answers_a_peer_and_a_new_mapping_changes_the_an
     );
     br.fill("#node-form input[name=listen]", &dundi_addr.to_string());
     br.fill("#node-form input[name=eid]", "02:00:00:00:00:01");
-    submit(&br, "#node-form");
+    br.submit("#node-form");
     br.wait_for(WAIT, "DUNDi running", |h| {
         h.contains("class=\"our-eid\"") && h.contains(&format!("port = {}", dundi_addr.port()))
     });
@@ -170,7 +135,7 @@ fn dundi_turned_on_from_the_page_answers_a_peer_and_a_new_mapping_changes_the_an
     br.fill("#peer-form input[name=eid]", "02:00:00:00:00:02");
     br.fill("#peer-form input[name=address]", &peer_addr.to_string());
     br.fill("#peer-form input[name=qualify]", "1");
-    submit(&br, "#peer-form");
+    br.submit("#peer-form");
     br.wait_for(WAIT, "the new peer", |h| {
         h.contains("data-peer=\"02:00:00:00:00:02\"")
     });
@@ -179,7 +144,7 @@ fn dundi_turned_on_from_the_page_answers_a_peer_and_a_new_mapping_changes_the_an
     // number.
     assert!(peer_asks(&rt, &peer, "4930123456").is_empty());
     br.fill("#lookup-form input[name=number]", "49405551234");
-    submit(&br, "#lookup-form");
+    br.submit("#lookup-form");
     br.wait_for(WAIT, "the peer's answer", |h| {
         h.contains("49405551234@127.0.0.2:5090")
     });
@@ -194,10 +159,10 @@ fn dundi_turned_on_from_the_page_answers_a_peer_and_a_new_mapping_changes_the_an
         "${NUMBER}@127.0.0.1:5060",
     );
     br.fill("#mapping-form input[name=numbers]", "_4930[12");
-    submit(&br, "#mapping-form");
+    br.submit("#mapping-form");
     br.wait_for(WAIT, "the field error", |h| h.contains("Numbers: "));
     br.fill("#mapping-form input[name=numbers]", "_4930999XXX");
-    submit(&br, "#mapping-form");
+    br.submit("#mapping-form");
     br.wait_for(WAIT, "the new mapping", |h| h.contains("data-mapping="));
     br.screenshot("02-mapping");
 
@@ -331,7 +296,7 @@ fn sighup_rebinds_dundi_and_names_what_needs_a_restart() {
     // reload.
     let peer = {
         let _guard = rt.enter();
-        start_peer(peer_socket, second)
+        dundi_peer::start(peer_socket, second, None)
     };
     assert!(peer_asks(&rt, &peer, "4930123456").is_empty());
 
@@ -388,8 +353,7 @@ fn wait_trusted_peers(server: &Server, want: usize) {
         let text = std::fs::read_to_string(server.log_path()).unwrap_or_default();
         let last = text
             .lines()
-            .filter(|l| l.contains("inbound policy reloaded"))
-            .last()
+            .rfind(|l| l.contains("inbound policy reloaded"))
             .unwrap_or_default();
         if last.contains(&needle) {
             return;
@@ -435,7 +399,7 @@ fn a_dashboard_peer_is_trusted_for_inbound_calls_while_enabled() {
     let dundi_addr = free_udp("127.0.0.1");
     let (lo, hi) = rtp_port_range();
     let template =
-        format!("{OFFICE}\n[inbound]\npublic = true\n\n[media]\nrtp_ports = \"{lo}-{hi}\"\n");
+        format!("{OFFICE}\n[inbound]\npublic = true\n\n[enum]\nsuffixes = []\n\n[media]\nrtp_ports = \"{lo}-{hi}\"\n");
     let mut server = Server::start(&template);
     let web = server.web.expect("web address");
     let mut client = common::web_client::Client::new(web);
@@ -491,5 +455,88 @@ fn a_dashboard_peer_is_trusted_for_inbound_calls_while_enabled() {
         "{:?}",
         records[0]
     );
+    server.assert_alive();
+}
+
+/// `pasarela --config FILE ARGS…`: whether it succeeded, and what it printed.
+fn cli(config: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(server_program())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run pasarela");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Issue 17's leftovers: `[dundi] context` is a node setting of the dashboard, applied live
+/// (the router's next lookup asks in the new context; a bad one is refused naming the field),
+/// and `pasarela dundi` works when DUNDi is turned on from the dashboard only.
+#[test]
+fn the_context_is_set_on_the_dashboard_and_the_cli_follows_dundi_turned_on_there() {
+    let dundi_addr = free_udp("127.0.0.1");
+    // No ENUM: the explainer below asks nothing off the machine.
+    let mut server = Server::start(&format!("{OFFICE}\n[enum]\nsuffixes = []\n"));
+    let web = server.web.expect("web address");
+    let mut client = set_up_admin(web);
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    let admin = pasarela::web::api_tokens::create_scoped(
+        &conn,
+        "provisioning",
+        pasarela::web::api_tokens::Scope::Admin,
+    )
+    .unwrap();
+    let cfg = server.dir().join("pasarela.toml");
+    let (ok, out) = cli(&cfg, &["dundi", "peers"]);
+    assert!(!ok && out.contains("DUNDi is off"), "{out}");
+
+    let on = |context: &str| {
+        format!(
+            r#"{{"enabled": true, "listen": "{dundi_addr}", "eid": "02:00:00:00:00:01", "context": "{context}"}}"#
+        )
+    };
+    let r = client.api_json("PUT", "/api/v1/dundi/node", &admin, &on("no context!"));
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("\"field\":\"context\""), "{}", r.body);
+    let r = client.api_json("PUT", "/api/v1/dundi/node", &admin, &on("private"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = client.api_json("GET", "/api/v1/dundi/node", &admin, "");
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["settings"]["context"]["in_use"], "private", "{v}");
+    let peer_addr = free_udp("127.0.0.2");
+    let peer = format!(r#"{{"eid": "02:00:00:00:00:02", "address": "{peer_addr}"}}"#);
+    let r = client.api_json("POST", "/api/v1/dundi/peers", &admin, &peer);
+    assert!(
+        r.status == 200 || r.status == 201,
+        "{}: {}",
+        r.status,
+        r.body
+    );
+
+    // Lookups ask in the new context, without a restart: the API's and the router's.
+    let r = client.api_json("GET", "/api/v1/dundi/lookup?number=4940555123", &admin, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"context\":\"private\""), "{}", r.body);
+    let page = client.get("/routing?from=100&number=040555123");
+    assert!(
+        page.body.contains("DUNDi 4940555123@private"),
+        "{}",
+        page.body
+    );
+    // The node page shows the setting.
+    let page = client.get("/dundi");
+    assert!(page.body.contains("Context we ask"), "{}", page.body);
+
+    // The command line asks the running gateway's node (on from the dashboard only).
+    let (ok, out) = cli(&cfg, &["dundi", "peers"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("02:00:00:00:00:02"), "{out}");
     server.assert_alive();
 }

@@ -502,6 +502,16 @@ impl Calls {
         self.by_client.len()
     }
 
+    /// Entries of the other lookup maps (server transactions, dialogs, what each call owns,
+    /// the per-caller and per-origin counts), for leak checks: 0 once every call has ended.
+    pub fn index_entries(&self) -> usize {
+        self.by_server.len()
+            + self.by_dialog.len()
+            + self.owned.len()
+            + self.by_caller.len()
+            + self.by_origin.len()
+    }
+
     /// Summaries of calls that ended since the last call (for the billing records).
     pub fn take_finished(&mut self) -> Vec<CallSummary> {
         std::mem::take(&mut self.finished)

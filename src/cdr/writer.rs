@@ -16,6 +16,11 @@
 //! killing a child process: **committed within 200 ms of `send`** while fewer than ~5 000
 //! records are queued ahead of it (thousands of calls ending in the same instant).
 //!
+//! **Calls in progress.** An answered call's in-progress record and legs are written in their
+//! own transaction when they reach the writer alone; when the call's final record is already
+//! queued behind them (a short call, or a writer behind), they are not written at all, since
+//! the final record would delete them in the same instant ([`CdrWriterStats::superseded`]).
+//!
 //! **Rating.** A record whose `cost_minor` is `None` is rated before it is written, with the
 //! rate tables as they are at that moment: the thread reloads them whenever the database's
 //! rating version changes (any edit of a table, line assignment or rate, from any
@@ -88,6 +93,9 @@ pub struct CdrWriterStats {
     pub failed: u64,
     /// Times the rate tables were (re)loaded.
     pub rate_loads: u64,
+    /// In-progress records not written because the call's final record came in the same
+    /// batch (a short call, or a writer behind: see `superseded`).
+    pub superseded: u64,
 }
 
 /// Sends records to the writer thread. Cheap to clone.
@@ -347,16 +355,49 @@ impl Worker {
     }
 }
 
+/// Which items of a batch are answered calls whose final record follows in the same batch:
+/// their in-progress record and legs would be inserted and deleted again within one writer
+/// wake-up, so they are not written at all. The in-progress record is there for a crash while
+/// the call is up; once its end is queued the final record takes its place. Without this every
+/// short call, and every call whose end arrives while the writer is behind, cost three row
+/// writes in `call_records` (insert, delete, insert: each through every index, whose depth
+/// grows with the store) instead of one (issue 22).
+fn superseded(items: &[Item]) -> Vec<bool> {
+    let mut ending: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut skip = vec![false; items.len()];
+    for (i, item) in items.iter().enumerate().rev() {
+        match item {
+            Item::Record(_, note) => {
+                if let Some(key) = note.key.as_deref() {
+                    ending.insert(key);
+                }
+            }
+            Item::Up { key, .. } => skip[i] = ending.contains(key.as_str()),
+            Item::Heartbeat { .. } => {}
+        }
+    }
+    skip
+}
+
 impl Sink for Worker {
     type Item = Item;
 
     /// Rates and commits the records in batches; an answered call's state or a heartbeat is
-    /// written in order with them (an in-progress record before its final one).
+    /// written in order with them (an in-progress record before its final one), unless the
+    /// call's final record is in the same batch ([`superseded`]).
     fn write(&mut self, items: &mut Vec<Item>) -> usize {
         let mut failed = 0;
         let mut batch: Vec<CallRecord> = Vec::new();
         let mut notes: Vec<Note> = Vec::new();
-        for item in items.drain(..) {
+        let skip = superseded(items);
+        let skipped = skip.iter().filter(|s| **s).count() as u64;
+        if skipped > 0 {
+            lock(&self.stats).superseded += skipped;
+        }
+        for (item, skip) in items.drain(..).zip(skip) {
+            if skip {
+                continue;
+            }
             match item {
                 Item::Record(r, n) => {
                     batch.push(r);
@@ -496,6 +537,80 @@ mod tests {
         assert_eq!((stats.records, stats.failed), (3, 1));
         writer.shutdown().unwrap();
         assert_eq!(count(&path), 3);
+    }
+
+    fn up(key: &str) -> Item {
+        Item::Up {
+            key: key.into(),
+            record: sample(1),
+            legs: "[]".into(),
+            seen_ms: 1,
+        }
+    }
+
+    fn ended(key: Option<&str>) -> Item {
+        Item::Record(
+            sample(1),
+            Note {
+                key: key.map(str::to_owned),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn an_in_progress_record_ended_in_the_same_batch_is_not_written() {
+        let items = vec![
+            up("a"),
+            up("b"),
+            ended(None),
+            Item::Heartbeat {
+                seen_ms: 2,
+                changed: vec![],
+            },
+            ended(Some("a")),
+            up("c"),
+            // A record naming a key before that key's answer does not hide the answer.
+            ended(Some("d")),
+            up("d"),
+        ];
+        assert_eq!(
+            superseded(&items),
+            vec![true, false, false, false, false, false, false, false]
+        );
+
+        // Through the writer: whether or not the two land in one batch, what is left is the
+        // final record and no call in progress.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let (writer, handle) = CdrWriter::spawn(&path).unwrap();
+        for i in 0..200 {
+            let key = format!("k{i}");
+            handle.call_up(key.clone(), sample(i), "[]".into(), i);
+            handle.send_noted(
+                sample(i),
+                Note {
+                    key: Some(key),
+                    ..Default::default()
+                },
+            );
+        }
+        handle.call_up("up".into(), sample(7), "[]".into(), 7);
+        handle.flush().unwrap();
+        let db = CdrDb::open(&path).unwrap();
+        let left = crate::store::records::in_progress::left_up(&db.conn).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].key, "up");
+        assert_eq!(count(&path), 201);
+        let legs: i64 = db
+            .conn
+            .query_row("SELECT count(*) FROM call_legs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(legs, 1);
+        let stats = writer.stats();
+        assert_eq!(stats.records, 200);
+        assert!(stats.superseded <= 200, "{stats:?}");
+        writer.shutdown().unwrap();
     }
 
     #[test]

@@ -212,6 +212,29 @@ mod tests {
     }
 
     #[test]
+    fn a_pair_bound_without_rtcp_stays_reserved_as_a_pair() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let now = Instant::now();
+        let mut pool = PortPool::new(9500..=9503); // two pairs
+        let a = pool.bind_pair(ip, now, false).unwrap();
+        assert!(a.rtcp.is_none());
+        // Its RTCP port is not bound by us …
+        drop(UdpSocket::bind(SocketAddr::new(ip, a.port + 1)).expect("RTCP port not bound"));
+        // … yet the pair is not handed out again: the other pair comes, then nothing.
+        let b = pool.bind_pair(ip, now, true).unwrap();
+        assert_ne!(b.port, a.port);
+        assert!(b.rtcp.is_some());
+        assert!(
+            pool.bind_pair(ip, now, false).is_err(),
+            "both pairs are taken"
+        );
+        let p = a.port;
+        drop(a);
+        pool.release(p, now);
+        assert_eq!(pool.bind_pair(ip, now, true).unwrap().port, p);
+    }
+
+    #[test]
     fn a_released_pair_rests() {
         let ip = IpAddr::from([127, 0, 0, 1]);
         let now = Instant::now();

@@ -339,7 +339,7 @@ fn parse_lines(head: &str, limits: &Limits) -> Result<(Start, Headers, Option<u3
         if count > limits.max_headers {
             return bad("Too many header fields");
         }
-        let Some((name, value)) = line.split_once(':') else {
+        let Some((name, value)) = header::split_once_byte(line, b':') else {
             return bad("Header line without a colon");
         };
         let name = header::trim_ws_end(name);

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::header::split_once_byte;
 use crate::checked;
 
 /// Why a URI was refused. The text is used as the reason phrase of a 400 response.
@@ -38,7 +39,39 @@ pub enum Host {
 
 /// A list of `;name[=value]` parameters, in the order received.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Params(Vec<(String, Option<String>)>);
+pub struct Params(Vec<(ParamName, Option<String>)>);
+
+/// A parameter name: the common ones are static (no allocation per parsed or cloned
+/// parameter), others owned. Kept as written (case included).
+type ParamName = std::borrow::Cow<'static, str>;
+
+const COMMON_PARAMS: &[&str] = &[
+    "tag",
+    "branch",
+    "rport",
+    "received",
+    "lr",
+    "transport",
+    "user",
+    "maddr",
+    "ttl",
+    "method",
+    "expires",
+    "q",
+    "ob",
+    "reg-id",
+    "+sip.instance",
+];
+
+fn param_name(name: &str) -> ParamName {
+    match COMMON_PARAMS
+        .iter()
+        .find(|c| c.len() == name.len() && **c == name)
+    {
+        Some(c) => std::borrow::Cow::Borrowed(c),
+        None => std::borrow::Cow::Owned(name.to_owned()),
+    }
+}
 
 /// A parsed `sip:` or `sips:` URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +126,7 @@ impl Params {
         {
             slot.1 = value;
         } else {
-            self.0.push((name.to_owned(), value));
+            self.0.push((param_name(name), value));
         }
     }
 
@@ -102,15 +135,15 @@ impl Params {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_deref()))
+        self.0.iter().map(|(n, v)| (n.as_ref(), v.as_deref()))
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    pub(crate) fn push_raw(&mut self, name: String, value: Option<String>) {
-        self.0.push((name, value));
+    pub(crate) fn push_raw(&mut self, name: &str, value: Option<String>) {
+        self.0.push((param_name(name), value));
     }
 }
 
@@ -431,7 +464,7 @@ fn check_chars(s: &str, class: u8) -> bool {
 
 fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
     // '@' can only appear in the userinfo (params and headers have no unescaped '@').
-    let (userinfo, hostpart) = match rest.split_once('@') {
+    let (userinfo, hostpart) = match split_once_byte(rest, b'@') {
         Some((ui, host)) => (Some(ui), host),
         None => (None, rest),
     };
@@ -439,7 +472,7 @@ fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
         None => (None, None),
         Some(ui) => {
             // The password follows the first ':' in userinfo; a telephone-subscriber user has no ':'.
-            let (u, p) = match ui.split_once(':') {
+            let (u, p) = match split_once_byte(ui, b':') {
                 Some((u, p)) => (u, Some(p)),
                 None => (ui, None),
             };
@@ -459,7 +492,7 @@ fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
     };
     let (hostport, after) = split_hostport(hostpart)?;
     let (host, port) = parse_hostport(hostport)?;
-    let (params_str, headers) = match after.split_once('?') {
+    let (params_str, headers) = match split_once_byte(after, b'?') {
         Some((p, h)) => (p, Some(h)),
         None => (after, None),
     };
@@ -467,7 +500,7 @@ fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
     if !params_str.is_empty() {
         // params_str starts with ';'
         for p in checked::tail(params_str, 1).split(';') {
-            let (n, v) = match p.split_once('=') {
+            let (n, v) = match split_once_byte(p, b'=') {
                 Some((n, v)) => (n, Some(v)),
                 None => (p, None),
             };
@@ -479,7 +512,7 @@ fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
                     return Err(UriError("invalid URI parameter value"));
                 }
             }
-            params.push_raw(n.to_owned(), v.map(str::to_owned));
+            params.push_raw(n, v.map(str::to_owned));
         }
     }
     if let Some(h) = headers {
@@ -631,7 +664,7 @@ fn parse_tel(rest: &str) -> Result<TelUri, UriError> {
     }
     let mut params = Params::new();
     for p in parts {
-        let (n, v) = match p.split_once('=') {
+        let (n, v) = match split_once_byte(p, b'=') {
             Some((n, v)) => (n, Some(v)),
             None => (p, None),
         };
@@ -643,7 +676,7 @@ fn parse_tel(rest: &str) -> Result<TelUri, UriError> {
                 return Err(UriError("invalid tel URI parameter value"));
             }
         }
-        params.push_raw(n.to_owned(), v.map(str::to_owned));
+        params.push_raw(n, v.map(str::to_owned));
     }
     Ok(TelUri {
         number: number.to_owned(),

@@ -53,7 +53,8 @@ pub struct PeerRow {
     pub enabled: bool,
 }
 
-fn field(name: &str, message: impl Into<String>) -> FieldError {
+/// A refusal naming the field at fault (also for [`super::dundi_node`]).
+pub(super) fn field(name: &str, message: impl Into<String>) -> FieldError {
     FieldError {
         field: name.to_owned(),
         message: message.into(),
@@ -177,12 +178,6 @@ impl PeerRow {
     }
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 type RawRow = (
     String,
     String,
@@ -287,7 +282,7 @@ pub fn save(
     if peer.key.is_none() && !drop_key {
         peer.key = existing.and_then(|e| e.key);
     }
-    let now = now_unix();
+    let now = super::unix_now();
     let p = &peer;
     let values = params![
         name,
@@ -324,7 +319,7 @@ pub fn save(
 pub fn set_enabled(conn: &Connection, eid: Eid, enabled: bool) -> Result<(), ChangeError> {
     let n = conn.execute(
         "UPDATE dundi_peers SET enabled = ?2, updated_at = ?3 WHERE eid = ?1",
-        params![eid.to_string(), enabled, now_unix()],
+        params![eid.to_string(), enabled, super::unix_now()],
     )?;
     if n == 0 {
         return Err(ChangeError::Unknown(eid.to_string()));

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{DundiConfig, DUNDI_LOCAL_CONTEXT};
 use crate::routing::dundi::{self, Eid, Mapping, Pattern, Tech};
 
+use super::dundi::field;
 use super::trunks::{FieldError, TrunkChangeError as ChangeError};
 
 /// The node settings the dashboard can set, in the order the page shows them.
@@ -38,19 +39,6 @@ pub const NODE_KEYS: [&str; 15] = [
 
 /// Stored node settings: key → value as typed (checked); a key without a value is not set here.
 pub type NodeValues = BTreeMap<String, String>;
-
-fn field(name: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: name.to_owned(),
-        message: message.into(),
-    }
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
 
 fn positive(key: &str, v: &str) -> Result<u64, FieldError> {
     match v.parse::<u64>() {
@@ -161,7 +149,7 @@ pub fn node(conn: &Connection) -> rusqlite::Result<NodeValues> {
 
 /// Stores checked node settings ([`check_node`]): an empty value deletes the key.
 pub fn save_node(conn: &Connection, values: &NodeValues) -> rusqlite::Result<()> {
-    let now = now_unix();
+    let now = super::unix_now();
     for (k, v) in values {
         if v.is_empty() {
             conn.execute("DELETE FROM dundi_settings WHERE key = ?1", [k])?;
@@ -379,7 +367,7 @@ pub fn mappings(conn: &Connection) -> rusqlite::Result<Vec<MappingRow>> {
 
 /// Adds a mapping (`id` 0) or changes the stored mapping `id`; the stored id.
 pub fn save_mapping(conn: &Connection, m: &MappingRow) -> Result<i64, ChangeError> {
-    let now = now_unix();
+    let now = super::unix_now();
     let values = params![
         m.context,
         m.destination,

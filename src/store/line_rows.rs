@@ -75,6 +75,26 @@ pub(crate) fn set_enabled(
     Ok(())
 }
 
+/// Enables a disabled line or disables an enabled one, in one statement; an unknown name is
+/// [`TrunkChangeError::Unknown`].
+pub(crate) fn toggle(
+    conn: &Connection,
+    table: LineTable,
+    name: &str,
+) -> Result<(), TrunkChangeError> {
+    let n = conn.execute(
+        &format!(
+            "UPDATE {} SET enabled = NOT enabled, updated_at = ?2 WHERE name = ?1",
+            table.name()
+        ),
+        params![name, super::unix_now()],
+    )?;
+    if n == 0 {
+        return Err(TrunkChangeError::Unknown(name.into()));
+    }
+    Ok(())
+}
+
 /// Deletes a line; an unknown name is [`TrunkChangeError::Unknown`].
 pub(crate) fn delete(
     conn: &Connection,
@@ -86,4 +106,39 @@ pub(crate) fn delete(
         return Err(TrunkChangeError::Unknown(name.into()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toggling_flips_the_stored_flag() {
+        let s = crate::store::Store::open_in_memory().unwrap();
+        write(
+            &s.conn,
+            LineTable::Fxo,
+            "fxo2",
+            true,
+            r#"{"channel":"2"}"#,
+            true,
+        )
+        .unwrap();
+        let enabled = |c: &Connection| -> bool {
+            c.query_row(
+                "SELECT enabled FROM fxo_lines WHERE name = 'fxo2'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        toggle(&s.conn, LineTable::Fxo, "fxo2").unwrap();
+        assert!(!enabled(&s.conn));
+        toggle(&s.conn, LineTable::Fxo, "fxo2").unwrap();
+        assert!(enabled(&s.conn));
+        assert!(matches!(
+            toggle(&s.conn, LineTable::Modem, "fxo2"),
+            Err(TrunkChangeError::Unknown(_))
+        ));
+    }
 }

@@ -20,7 +20,7 @@ pub mod fxo_lines;
 pub mod inbound;
 pub mod line_limits;
 pub mod line_rates;
-mod line_rows;
+pub(crate) mod line_rows;
 mod migrations;
 pub mod modem_lines;
 pub mod numbering;

@@ -68,10 +68,20 @@ async fn require_token(State(state): State<WebState>, req: Request, next: Next) 
         );
         return res;
     };
-    match state
-        .with_db(move |db| Ok(api_tokens::check_scoped(&db.conn, &token)?))
-        .await
-    {
+    // Read through the read pool; the writer only notes a use, at most once a minute.
+    let found = state
+        .with_read(move |db| Ok(api_tokens::find(db, &token)?))
+        .await;
+    if let Ok(Some(api_tokens::Found { note: Some(h), .. })) = &found {
+        let h = h.clone();
+        if let Err(e) = state
+            .with_db(move |db| Ok(api_tokens::note_use(&db.conn, &h)?))
+            .await
+        {
+            tracing::warn!("API token use not noted: {e}");
+        }
+    }
+    match found.map(|f| f.map(|f| (f.name, f.scope))) {
         Ok(Some((name, scope))) => {
             let reads = matches!(
                 *req.method(),

@@ -68,7 +68,7 @@ fn refuse(field: &str, message: &str) -> Response {
 }
 
 async fn overview(State(state): State<WebState>) -> Response {
-    let rows = match state.with_db(|db| Ok(store_dundi::list(&db.conn))).await {
+    let rows = match state.with_read(|db| Ok(store_dundi::list(db))).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::error!("API DUNDi: {e}");
@@ -334,7 +334,7 @@ async fn node_read(State(state): State<WebState>) -> Response {
         );
     };
     let stored = match state
-        .with_db(|db| Ok(crate::store::dundi_node::node(&db.conn)))
+        .with_read(|db| Ok(crate::store::dundi_node::node(db)))
         .await
     {
         Ok(Ok(v)) => v,
@@ -409,7 +409,7 @@ async fn applied_response(state: &WebState, ok: StatusCode) -> Response {
 
 async fn mappings_read(State(state): State<WebState>) -> Response {
     let rows = match state
-        .with_db(|db| Ok(crate::store::dundi_node::mappings(&db.conn)))
+        .with_read(|db| Ok(crate::store::dundi_node::mappings(db)))
         .await
     {
         Ok(Ok(v)) => v,

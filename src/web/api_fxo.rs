@@ -19,10 +19,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
+use super::api_lines::{self, error};
 use super::pages::lines::pstn_live;
-use super::pages::{PageError, WebState};
+use super::pages::WebState;
 use crate::store::fxo_lines::{self as store_fxo, FxoLineSettings};
+use crate::store::line_rows::LineTable;
 use crate::store::trunks::TrunkChangeError as ChangeError;
+
+/// For the log.
+const WHAT: &str = "FXO lines";
 
 /// The kind the live state gives an FXO line (`server::line_health::FXO_KIND`).
 const FXO_KIND: &str = "analog FXO";
@@ -35,43 +40,6 @@ pub fn routes() -> Router<WebState> {
     )
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
-}
-
-fn refuse(field: &str, message: &str) -> Response {
-    (
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Json(json!({ "error": format!("{field}: {message}"), "field": field })),
-    )
-        .into_response()
-}
-
-fn answer(
-    state: &WebState,
-    result: Result<Result<(), ChangeError>, PageError>,
-    ok: StatusCode,
-) -> Response {
-    match result {
-        Err(e) => e.into_response(),
-        Ok(Ok(())) => {
-            state.trunks_changed.notify_one();
-            // A line's rate table may have changed with it.
-            state.rates_changed.notify_one();
-            ok.into_response()
-        }
-        Ok(Err(ChangeError::Field(f))) => refuse(&f.field, &f.message),
-        Ok(Err(e @ (ChangeError::FromFile(_) | ChangeError::Exists(_)))) => {
-            error(StatusCode::CONFLICT, &e.to_string())
-        }
-        Ok(Err(e @ ChangeError::Unknown(_))) => error(StatusCode::NOT_FOUND, &e.to_string()),
-        Ok(Err(ChangeError::Store(e))) => {
-            tracing::error!("API FXO lines: {e}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "store error")
-        }
-    }
-}
-
 /// Every FXO line as JSON.
 async fn all(state: &WebState) -> Result<Vec<Value>, Response> {
     let live: Vec<_> = pstn_live(state)
@@ -80,15 +48,15 @@ async fn all(state: &WebState) -> Result<Vec<Value>, Response> {
         .filter(|l| l.kind == FXO_KIND)
         .collect();
     let read = state
-        .with_db(|db| {
-            Ok(store_fxo::list(&db.conn)
-                .and_then(|rows| Ok((rows, crate::store::line_rates::tables_of_lines(&db.conn)?))))
+        .with_read(|db| {
+            Ok(store_fxo::list(db)
+                .and_then(|rows| Ok((rows, crate::store::line_rates::tables_of_lines(db)?))))
         })
         .await;
     let (rows, tables) = match read {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
-            tracing::error!("API FXO lines: {e}");
+            tracing::error!("API {WHAT}: {e}");
             return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "store error"));
         }
         Err(e) => return Err(e.into_response()),
@@ -150,49 +118,19 @@ async fn one(State(state): State<WebState>, Path(name): Path<String>) -> Respons
 async fn save(
     State(state): State<WebState>,
     Path(name): Path<String>,
-    Json(mut v): Json<Map<String, Value>>,
+    Json(v): Json<Map<String, Value>>,
 ) -> Response {
-    let enabled = match v.remove("enabled") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return refuse("enabled", "must be true or false"),
+    let (enabled, rate_table, settings): (bool, _, FxoLineSettings) = match api_lines::body(v) {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
-    let rate_table = match v.remove("rate_table") {
-        None => None,
-        Some(Value::Null) => Some(String::new()),
-        Some(Value::String(t)) => Some(t),
-        Some(_) => return refuse("rate_table", "must be a rate table's name or null"),
-    };
-    let settings: FxoLineSettings = match serde_json::from_value(Value::Object(v)) {
-        Ok(s) => s,
-        Err(e) => return refuse("settings", &e.to_string()),
-    };
-    let running: Vec<String> = pstn_live(&state)
-        .await
-        .into_iter()
-        .map(|l| l.name)
-        .collect();
-    let name = name.trim().to_owned();
-    let result = state
-        .with_db(move |db| {
-            let exists = match store_fxo::exists(&db.conn, &name) {
-                Ok(e) => e,
-                Err(e) => return Ok(Err(ChangeError::Store(e))),
-            };
-            let file = super::pages::fxo_lines::file_lines(&db.conn, running);
-            let saved = store_fxo::save_web(&mut db.conn, &name, enabled, settings, !exists, &file);
-            Ok(saved.and_then(|()| match rate_table {
-                Some(t) => crate::store::line_rates::set_table(&mut db.conn, &name, Some(&t)),
-                None => Ok(()),
-            }))
-        })
-        .await;
-    answer(&state, result, StatusCode::OK)
+    api_lines::save(&state, WHAT, name, rate_table, move |conn, name, file| {
+        let exists = store_fxo::exists(conn, name).map_err(ChangeError::Store)?;
+        store_fxo::save_web(conn, name, enabled, settings, !exists, file)
+    })
+    .await
 }
 
 async fn delete(State(state): State<WebState>, Path(name): Path<String>) -> Response {
-    let result = state
-        .with_db(move |db| Ok(store_fxo::delete(&db.conn, name.trim())))
-        .await;
-    answer(&state, result, StatusCode::NO_CONTENT)
+    api_lines::delete(&state, WHAT, LineTable::Fxo, name).await
 }

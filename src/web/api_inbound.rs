@@ -77,9 +77,8 @@ fn answer(
 
 async fn list(State(state): State<WebState>) -> Response {
     let read = state
-        .with_db(|db| {
-            Ok(store_inbound::groups(&db.conn)
-                .and_then(|g| Ok((g, store_inbound::routes(&db.conn)?))))
+        .with_read(|db| {
+            Ok(store_inbound::groups(db).and_then(|g| Ok((g, store_inbound::routes(db)?))))
         })
         .await;
     let (groups, routes) = match read {

@@ -114,6 +114,39 @@ pub fn check_scoped(conn: &Connection, token: &str) -> Result<Option<(String, Sc
     Ok(Some((name, Scope::parse(&scope).unwrap_or(Scope::Read))))
 }
 
+/// A valid token as read (through a read-only connection): its name, scope, and whether its
+/// use is due to be noted ([`note_use`], at most once a minute).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub name: String,
+    pub scope: Scope,
+    /// The token's hash when its last use is older than a minute.
+    pub note: Option<String>,
+}
+
+/// [`check_scoped`] without writing: what the token is, and whether its use must be noted.
+pub fn find(conn: &Connection, token: &str) -> Result<Option<Found>, AuthError> {
+    if token.len() != 64 {
+        return Ok(None);
+    }
+    let h = hash(token);
+    let Some((name, last, scope)) = store::by_hash(conn, &h)? else {
+        return Ok(None);
+    };
+    let due = last.is_none_or(|t| now_unix() - t >= 60);
+    Ok(Some(Found {
+        name,
+        scope: Scope::parse(&scope).unwrap_or(Scope::Read),
+        note: due.then_some(h),
+    }))
+}
+
+/// Notes that the token with hash `hash` was used now.
+pub fn note_use(conn: &Connection, hash: &str) -> Result<(), AuthError> {
+    store::mark_used(conn, hash, now_unix())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

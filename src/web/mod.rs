@@ -10,6 +10,7 @@ pub mod api;
 pub mod api_dundi;
 pub mod api_fxo;
 pub mod api_inbound;
+pub mod api_lines;
 pub mod api_messages;
 pub mod api_modems;
 pub mod api_numbering;

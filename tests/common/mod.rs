@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod dundi_peer;
 pub mod tls_peer;
 pub mod web_client;
 
@@ -394,6 +395,25 @@ pub fn server_program() -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(env!("CARGO_BIN_EXE_pasarela")),
     }
+}
+
+/// `pasarela --config FILE ARGS…` (a subcommand such as `dundi peers`): whether it succeeded,
+/// and what it printed (stdout, then stderr).
+pub fn cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(server_program())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run pasarela");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 pub fn signal(pid: u32, sig: &str) {

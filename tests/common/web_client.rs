@@ -251,3 +251,14 @@ pub fn set_up_admin(web: SocketAddr) -> Client {
     assert!(c.cookies.contains_key("pasarela_session"));
     c
 }
+
+/// A new API token with the `admin` scope, made straight in the store at `db`.
+pub fn admin_token(db: &std::path::Path) -> String {
+    let conn = rusqlite::Connection::open(db).expect("open the store");
+    pasarela::web::api_tokens::create_scoped(
+        &conn,
+        "provisioning",
+        pasarela::web::api_tokens::Scope::Admin,
+    )
+    .expect("an admin token")
+}

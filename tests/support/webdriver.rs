@@ -120,6 +120,12 @@ fn dechunk(raw: &[u8]) -> Vec<u8> {
 }
 
 impl Browser {
+    /// Clicks the submit button of the form `form_css`.
+    pub fn submit(&self, form_css: &str) {
+        let button = self.find(&format!("{form_css} button[type=submit]"));
+        self.click(&button);
+    }
+
     /// Starts chromedriver and a headless chromium with a fresh profile under `dir`, its
     /// window `width`×`height`. Panics with the reason when they cannot start (the test needs
     /// them: Debian packages `chromium` and `chromium-driver`).

@@ -5,15 +5,13 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::{insert_in, record_from_row, RECORD_COLUMNS};
+use super::{insert_row, record_from_row, RowExtra, RECORD_COLUMNS};
 use crate::cdr::in_progress::IN_PROGRESS;
 use crate::cdr::record::CallRecord;
 use crate::store::StoreError;
 
 /// Removes a call's in-progress record (a rewrite of it, or its end).
 pub const DELETE_RECORD: &str = "DELETE FROM call_records WHERE call_key = ?1";
-/// Marks a just inserted record as the in-progress one of its call.
-pub const MARK_UP: &str = "UPDATE call_records SET end_reason = ?1, call_key = ?2 WHERE id = ?3";
 /// Stores a call's legs and when it was last up.
 pub const WRITE_LEGS: &str =
     "INSERT OR REPLACE INTO call_legs (call_key, seen_ms, legs) VALUES (?1, ?2, ?3)";
@@ -24,8 +22,6 @@ pub const HEARTBEAT_SEEN: &str = "UPDATE call_legs SET seen_ms = ?1";
 pub const HEARTBEAT_LEGS: &str = "UPDATE call_legs SET legs = ?1 WHERE call_key = ?2";
 /// Removes a call's legs at its end.
 pub const DELETE_LEGS: &str = "DELETE FROM call_legs WHERE call_key = ?1";
-/// Why a record's call ended.
-pub const SET_REASON: &str = "UPDATE call_records SET end_reason = ?1 WHERE id = ?2";
 
 /// Writes an answered call in one transaction: its record so far, marked in progress (in
 /// place of an earlier one with the same key), and its legs (`legs`, JSON).
@@ -38,11 +34,13 @@ pub fn write_up(
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     tx.prepare_cached(DELETE_RECORD)?.execute(params![key])?;
-    let ids = insert_in(&tx, std::slice::from_ref(record))?;
-    if let Some(id) = ids.first() {
-        tx.prepare_cached(MARK_UP)?
-            .execute(params![IN_PROGRESS, key, id])?;
-    }
+    // Marked in progress and keyed in the row's one write.
+    let extra = RowExtra {
+        end_reason: Some(IN_PROGRESS),
+        call_key: Some(key),
+        signalling: None,
+    };
+    insert_row(&tx, record, extra)?;
     tx.prepare_cached(WRITE_LEGS)?
         .execute(params![key, seen_ms, legs])?;
     tx.commit()?;
@@ -73,13 +71,6 @@ pub fn heartbeat(
 pub(crate) fn finish(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(DELETE_RECORD)?.execute(params![key])?;
     tx.prepare_cached(DELETE_LEGS)?.execute(params![key])?;
-    Ok(())
-}
-
-/// Sets why a record's call ended.
-pub(crate) fn set_reason(tx: &Transaction<'_>, id: i64, reason: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached(SET_REASON)?
-        .execute(params![reason, id])?;
     Ok(())
 }
 

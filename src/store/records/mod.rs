@@ -28,17 +28,25 @@ pub(crate) const RECORD_COLUMNS: &str = "id, call_ref, start_ms, answer_ms, end_
      packets_lost, jitter_ms, cost_minor, currency, rate_table, rate_prefix, \
      reference_cost_minor, savings_minor, explanation, media_srtp, linked_id, transferred_by";
 
-/// Inserts one record (every finished call, and the in-progress record of an answered one).
+/// Inserts one record (every finished call, and the in-progress record of an answered one),
+/// with why it ended (`end_reason`), its in-progress key (`call_key`) and the transports of its
+/// legs (`signalling`) in the same row write: no second write of the row per call.
 pub const INSERT: &str = "INSERT INTO call_records (call_ref, start_ms, answer_ms, end_ms, \
      duration_s, billable_s, caller, caller_e164, callee, callee_e164, extension, direction, \
      category, route_kind, route_target, route_source, disposition, sip_status, q850_cause, \
      codec, packets, packets_lost, jitter_ms, cost_minor, currency, rate_table, rate_prefix, \
-     reference_cost_minor, savings_minor, explanation, media_srtp, linked_id, transferred_by) \
+     reference_cost_minor, savings_minor, explanation, media_srtp, linked_id, transferred_by, \
+     end_reason, call_key, signalling) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)";
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36)";
 
-/// Sets the transports of a finished call's legs (`signalling`).
-pub const SET_SIGNALLING: &str = "UPDATE call_records SET signalling = ?1 WHERE id = ?2";
+/// What a row holds besides a [`CallRecord`]'s fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RowExtra<'a> {
+    pub end_reason: Option<&'a str>,
+    pub call_key: Option<&'a str>,
+    pub signalling: Option<&'a str>,
+}
 
 /// Every statement the record writer runs per call (issue 22: none may scan `call_records` or
 /// `call_legs`, so a call costs the same with an empty store and with millions of records;
@@ -47,13 +55,10 @@ pub const SET_SIGNALLING: &str = "UPDATE call_records SET signalling = ?1 WHERE 
 /// and no record.
 pub const PER_CALL: &[&str] = &[
     INSERT,
-    SET_SIGNALLING,
     in_progress::DELETE_RECORD,
-    in_progress::MARK_UP,
     in_progress::WRITE_LEGS,
     in_progress::HEARTBEAT_LEGS,
     in_progress::DELETE_LEGS,
-    in_progress::SET_REASON,
 ];
 
 fn to_i64(v: u64) -> i64 {
@@ -118,46 +123,57 @@ pub(crate) fn insert_in(
     tx: &Transaction<'_>,
     records: &[CallRecord],
 ) -> rusqlite::Result<Vec<i64>> {
+    records
+        .iter()
+        .map(|r| insert_row(tx, r, RowExtra::default()))
+        .collect()
+}
+
+/// Inserts one record with what its row holds besides; returns its id.
+pub(crate) fn insert_row(
+    tx: &Transaction<'_>,
+    r: &CallRecord,
+    extra: RowExtra<'_>,
+) -> rusqlite::Result<i64> {
     let mut stmt = tx.prepare_cached(INSERT)?;
-    let mut ids = Vec::with_capacity(records.len());
-    for r in records {
-        ids.push(stmt.insert(params![
-            r.call_ref.map(to_i64),
-            r.start_ms,
-            r.answer_ms,
-            r.end_ms,
-            r.duration_s,
-            r.billable_s,
-            r.caller,
-            r.caller_e164,
-            r.callee,
-            r.callee_e164,
-            r.extension,
-            r.direction,
-            r.category,
-            r.route_kind,
-            r.route_target,
-            r.route_source,
-            r.disposition,
-            i64::from(r.sip_status),
-            i64::from(r.q850_cause),
-            r.codec,
-            to_i64(r.packets),
-            to_i64(r.packets_lost),
-            r.jitter_ms,
-            r.cost_minor,
-            r.currency,
-            r.rate_table,
-            r.rate_prefix,
-            r.reference_cost_minor,
-            r.savings_minor,
-            r.explanation,
-            srtp_mask(r.media_srtp),
-            r.linked_id,
-            r.transferred_by,
-        ])?);
-    }
-    Ok(ids)
+    stmt.insert(params![
+        r.call_ref.map(to_i64),
+        r.start_ms,
+        r.answer_ms,
+        r.end_ms,
+        r.duration_s,
+        r.billable_s,
+        r.caller,
+        r.caller_e164,
+        r.callee,
+        r.callee_e164,
+        r.extension,
+        r.direction,
+        r.category,
+        r.route_kind,
+        r.route_target,
+        r.route_source,
+        r.disposition,
+        i64::from(r.sip_status),
+        i64::from(r.q850_cause),
+        r.codec,
+        to_i64(r.packets),
+        to_i64(r.packets_lost),
+        r.jitter_ms,
+        r.cost_minor,
+        r.currency,
+        r.rate_table,
+        r.rate_prefix,
+        r.reference_cost_minor,
+        r.savings_minor,
+        r.explanation,
+        srtp_mask(r.media_srtp),
+        r.linked_id,
+        r.transferred_by,
+        extra.end_reason,
+        extra.call_key,
+        extra.signalling,
+    ])
 }
 
 /// Stores `records` in one transaction and sets their ids.
@@ -221,14 +237,15 @@ pub fn commit_finished(
     for key in notes.iter().filter_map(|n| n.key.as_deref()) {
         in_progress::finish(&tx, key)?;
     }
-    let ids = insert_in(&tx, records)?;
-    for (id, n) in ids.iter().zip(notes) {
-        if let Some(reason) = &n.reason {
-            in_progress::set_reason(&tx, *id, reason)?;
-        }
-        if let Some(s) = &n.signalling {
-            tx.prepare_cached(SET_SIGNALLING)?.execute(params![s, id])?;
-        }
+    let none = Note::default();
+    for (i, r) in records.iter().enumerate() {
+        let n = notes.get(i).unwrap_or(&none);
+        let extra = RowExtra {
+            end_reason: n.reason.as_deref(),
+            call_key: None,
+            signalling: n.signalling.as_deref(),
+        };
+        insert_row(&tx, r, extra)?;
     }
     tx.commit()?;
     Ok(())

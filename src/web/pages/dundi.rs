@@ -407,7 +407,7 @@ pub(crate) fn file_eids(state: &WebState) -> Vec<Eid> {
 
 async fn stored(state: &WebState) -> Result<Vec<PeerRow>, PageError> {
     state
-        .with_db(|db| store_dundi::list(&db.conn).map_err(PageError::Sqlite))
+        .with_read(|db| store_dundi::list(db).map_err(PageError::from))
         .await
 }
 
@@ -419,7 +419,7 @@ pub(crate) async fn apply(state: &WebState) -> Result<(), String> {
         return Ok(());
     };
     let stored = state
-        .with_db(|db| crate::store::dundi_node::read(&db.conn).map_err(PageError::Sqlite))
+        .with_read(|db| crate::store::dundi_node::read(db).map_err(PageError::from))
         .await
         .map_err(|e| e.to_string())?;
     let dir = keyring::keys_dir(state.db_path());
@@ -448,10 +448,10 @@ async fn render(
 ) -> Result<Response, PageError> {
     let rows = stored(state).await?;
     let (node_values, mapping_rows) = state
-        .with_db(|db| {
+        .with_read(|db| {
             Ok((
-                store_node::node(&db.conn).map_err(PageError::Sqlite)?,
-                store_node::mappings(&db.conn).map_err(PageError::Sqlite)?,
+                store_node::node(db).map_err(PageError::from)?,
+                store_node::mappings(db).map_err(PageError::from)?,
             ))
         })
         .await?;
@@ -923,7 +923,7 @@ pub async fn node_save(
         }
     };
     state
-        .with_db(move |db| store_node::save_node(&db.conn, &checked).map_err(PageError::Sqlite))
+        .with_db(move |db| store_node::save_node(&db.conn, &checked).map_err(PageError::from))
         .await?;
     tracing::info!(user = %session.username, "DUNDi node settings saved");
     applied(&state, session).await

@@ -10,10 +10,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
+use super::line_kind::{self, Change};
 use super::line_limits::LimitForm;
 use super::lines::{pstn_line_names, render_fxo_refused, NameForm};
 use super::{csrf_ok, csrf_refused, PageError, WebState};
 use crate::store::fxo_lines::{self as store_fxo, FxoLineSettings};
+use crate::store::line_rows::LineTable;
 use crate::store::trunks::{FieldError, TrunkChangeError};
 use crate::web::auth::Session;
 
@@ -271,57 +273,22 @@ pub async fn save(
     }
 }
 
-/// `POST /lines/fxo/toggle`: enables or disables an FXO line added here.
+/// `POST /lines/fxo/toggle`: enables or disables a FXO line added here.
 pub async fn toggle(
     State(state): State<WebState>,
     Extension(session): Extension<Session>,
     Form(form): Form<NameForm>,
 ) -> Result<Response, PageError> {
-    if !csrf_ok(&session, &form.csrf) {
-        return Ok(csrf_refused());
-    }
-    let name = form.name.trim().to_owned();
-    let n = name.clone();
-    let result = state
-        .with_db(move |db| {
-            let now = store_fxo::get(&db.conn, &n)
-                .map_err(TrunkChangeError::from)
-                .and_then(|r| r.ok_or_else(|| TrunkChangeError::Unknown(n.clone())));
-            Ok(now.and_then(|r| store_fxo::set_enabled(&db.conn, &n, !r.enabled)))
-        })
-        .await?;
-    match result {
-        Ok(()) => {
-            tracing::info!(user = %session.username, line = %name, "FXO line enabled/disabled");
-            state.trunks_changed.notify_one();
-            Ok(Redirect::to("/lines").into_response())
-        }
-        Err(e) => refused(&state, session, None, &e).await,
-    }
+    line_kind::change(state, session, form, LineTable::Fxo, Change::Toggle).await
 }
 
-/// `POST /lines/fxo/delete`: deletes an FXO line added here (its channel is released).
+/// `POST /lines/fxo/delete`: deletes a FXO line added here (the line closes).
 pub async fn delete(
     State(state): State<WebState>,
     Extension(session): Extension<Session>,
     Form(form): Form<NameForm>,
 ) -> Result<Response, PageError> {
-    if !csrf_ok(&session, &form.csrf) {
-        return Ok(csrf_refused());
-    }
-    let name = form.name.trim().to_owned();
-    let n = name.clone();
-    let result = state
-        .with_db(move |db| Ok(store_fxo::delete(&db.conn, &n)))
-        .await?;
-    match result {
-        Ok(()) => {
-            tracing::info!(user = %session.username, line = %name, "FXO line deleted");
-            state.trunks_changed.notify_one();
-            Ok(Redirect::to("/lines").into_response())
-        }
-        Err(e) => refused(&state, session, None, &e).await,
-    }
+    line_kind::change(state, session, form, LineTable::Fxo, Change::Delete).await
 }
 
 #[cfg(test)]

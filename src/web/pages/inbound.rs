@@ -102,9 +102,8 @@ async fn render(
     status: StatusCode,
 ) -> Result<Response, PageError> {
     let read = state
-        .with_db(|db| {
-            Ok(store_inbound::groups(&db.conn)
-                .and_then(|g| Ok((g, store_inbound::routes(&db.conn)?))))
+        .with_read(|db| {
+            Ok(store_inbound::groups(db).and_then(|g| Ok((g, store_inbound::routes(db)?))))
         })
         .await?;
     let (groups, routes): (Vec<GroupRow>, Vec<RouteRow>) = match read {

@@ -428,17 +428,13 @@ async fn render(
     status: StatusCode,
 ) -> Result<Response, PageError> {
     let edit = query.edit;
-    let store_error = |e| match e {
-        crate::store::StoreError::Sqlite(s) => PageError::Sqlite(s),
-        _ => PageError::Task,
-    };
     let (rows, line_tables, rate_tables, (modem_rows, fxo_rows)) = state
-        .with_db(move |db| {
-            let rows = store_trunks::list(&db.conn).map_err(store_error)?;
-            let lines = crate::store::line_rates::tables_of_lines(&db.conn)?;
-            let tables = crate::store::line_rates::table_names(&db.conn)?;
-            let modems = store_modems::list(&db.conn).map_err(store_error)?;
-            let fxo = store_fxo::list(&db.conn).map_err(store_error)?;
+        .with_read(move |db| {
+            let rows = store_trunks::list(db).map_err(PageError::from)?;
+            let lines = crate::store::line_rates::tables_of_lines(db)?;
+            let tables = crate::store::line_rates::table_names(db)?;
+            let modems = store_modems::list(db).map_err(PageError::from)?;
+            let fxo = store_fxo::list(db).map_err(PageError::from)?;
             Ok((rows, lines, tables, (modems, fxo)))
         })
         .await?;

@@ -17,6 +17,7 @@ pub mod extensions;
 pub mod forwarding;
 pub mod fxo_lines;
 pub mod inbound;
+pub mod line_kind;
 pub mod line_limits;
 pub mod lines;
 pub mod live;
@@ -173,12 +174,16 @@ pub enum PageError {
     Cdr(#[from] CdrError),
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("a background task failed")]
     Task,
+}
+
+impl From<rusqlite::Error> for PageError {
+    fn from(e: rusqlite::Error) -> PageError {
+        PageError::Store(e.into())
+    }
 }
 
 impl IntoResponse for PageError {

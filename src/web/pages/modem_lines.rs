@@ -9,9 +9,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
+use super::line_kind::{self, Change};
 use super::line_limits::LimitForm;
 use super::lines::{pstn_line_names, render_with, NameForm};
 use super::{csrf_ok, csrf_refused, PageError, WebState};
+use crate::store::line_rows::LineTable;
 use crate::store::modem_lines::{self as store_modems, ModemSettings};
 use crate::store::trunks::{FieldError, TrunkChangeError};
 use crate::web::auth::Session;
@@ -203,27 +205,7 @@ pub async fn toggle(
     Extension(session): Extension<Session>,
     Form(form): Form<NameForm>,
 ) -> Result<Response, PageError> {
-    if !csrf_ok(&session, &form.csrf) {
-        return Ok(csrf_refused());
-    }
-    let name = form.name.trim().to_owned();
-    let n = name.clone();
-    let result = state
-        .with_db(move |db| {
-            let now = store_modems::get(&db.conn, &n)
-                .map_err(TrunkChangeError::from)
-                .and_then(|r| r.ok_or_else(|| TrunkChangeError::Unknown(n.clone())));
-            Ok(now.and_then(|r| store_modems::set_enabled(&db.conn, &n, !r.enabled)))
-        })
-        .await?;
-    match result {
-        Ok(()) => {
-            tracing::info!(user = %session.username, line = %name, "modem line enabled/disabled");
-            state.trunks_changed.notify_one();
-            Ok(Redirect::to("/lines").into_response())
-        }
-        Err(e) => refused(&state, session, None, &e).await,
-    }
+    line_kind::change(state, session, form, LineTable::Modem, Change::Toggle).await
 }
 
 /// `POST /lines/modem/delete`: deletes a modem line added here (the line closes).
@@ -232,22 +214,7 @@ pub async fn delete(
     Extension(session): Extension<Session>,
     Form(form): Form<NameForm>,
 ) -> Result<Response, PageError> {
-    if !csrf_ok(&session, &form.csrf) {
-        return Ok(csrf_refused());
-    }
-    let name = form.name.trim().to_owned();
-    let n = name.clone();
-    let result = state
-        .with_db(move |db| Ok(store_modems::delete(&db.conn, &n)))
-        .await?;
-    match result {
-        Ok(()) => {
-            tracing::info!(user = %session.username, line = %name, "modem line deleted");
-            state.trunks_changed.notify_one();
-            Ok(Redirect::to("/lines").into_response())
-        }
-        Err(e) => refused(&state, session, None, &e).await,
-    }
+    line_kind::change(state, session, form, LineTable::Modem, Change::Delete).await
 }
 
 #[cfg(test)]
