@@ -9,8 +9,9 @@
 //! fresh), and the table gives per system and step: calls completed and failed, CPU per call
 //! (utime + stime of all the system's processes over the step, per completed call), INVITE→200
 //! p50/p99 (sipp's rtd), and the ratio pasarela / Kamailio. Then memory: proportional set size
-//! (PSS, all processes) idle, with `ANCHOR_HOLD` calls held, per held call, and 20 s after they
-//! ended against idle.
+//! (PSS, all processes) idle, with `ANCHOR_HOLD` calls held, per held call, and 20 s and 60 s
+//! after they ended against idle; with `ANCHOR_FLOOD` (calls/s) a flood above capacity of
+//! `ANCHOR_FLOOD_SECS` s: idle, the peak during it, and 20 s / 60 s after against idle.
 //!
 //! With `ANCHOR_RECORDS=N` (e.g. 1000000) it also runs pasarela with N call records in its store
 //! against an empty store, interleaved, at the first rate: per-call CPU should not grow.
@@ -18,7 +19,9 @@
 //! Env: `ANCHOR_RATES` (calls/s per step, default `500,1000,2000`), `ANCHOR_SECS` (length of a
 //! step, default 20; the "sustained" figures use 60 or more), `ANCHOR_REPS` (runs per
 //! step and system, default 1), `ANCHOR_HOLD` (held calls for memory, default 500; 0 skips),
-//! `ANCHOR_RECORDS` (default 0: skipped), `ANCHOR_KEEP=1` (keep the logs and sipp files).
+//! `ANCHOR_RECORDS` (default 0: skipped), `ANCHOR_FLOOD` (calls/s, default 0: skipped),
+//! `ANCHOR_FLOOD_SECS` (default 30), `ANCHOR_SYSTEMS` (e.g. `pasarela`: only these systems),
+//! `ANCHOR_RATES=` (empty: no call-rate steps), `ANCHOR_KEEP=1` (keep the logs and sipp files).
 //!
 //! The RTP relay comparison with rtpengine is in `--bench media_relay`, which runs the same
 //! simulated phones through pasarela's relay and through rtpengine.
@@ -485,6 +488,138 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+/// The ratio table of the call-rate steps: medians over the reps.
+fn ratio_table(rates: &[u64], table: &[(u64, System, Step)]) {
+    let med = |rate: u64, s: System, f: &dyn Fn(&Step) -> f64| -> f64 {
+        let mut v: Vec<f64> = table
+            .iter()
+            .filter(|(r, sys, _)| *r == rate && *sys == s)
+            .map(|(_, _, st)| f(st))
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    println!();
+    println!("| calls/s | pasarela CPU ms/call | kamailio CPU ms/call | ratio | failed % (p / k) | INVITE→200 p50 ms (p / k) | p99 ms (p / k) |");
+    println!("|---|---|---|---|---|---|---|");
+    for &rate in rates {
+        let p = System::Pasarela;
+        let k = System::Kamailio;
+        let pc = med(rate, p, &|s| s.cpu_ms_per_call());
+        let kc = med(rate, k, &|s| s.cpu_ms_per_call());
+        println!(
+            "| {rate} | {pc:.3} | {kc:.3} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            ratio(pc, kc),
+            med(rate, p, &|s| s.failed_pct()),
+            med(rate, k, &|s| s.failed_pct()),
+            med(rate, p, &|s| s.p50_ms),
+            med(rate, k, &|s| s.p50_ms),
+            med(rate, p, &|s| s.p99_ms),
+            med(rate, k, &|s| s.p99_ms),
+        );
+    }
+}
+
+/// Threads of the system's processes.
+fn threads(run: &Running) -> u64 {
+    pids(run)
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Threads:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Idle, `hold` calls just set up (their transactions still absorbing retransmissions) and
+/// held past Timer J/K/M (a call held for minutes), 20 s and 60 s after they ended (one row).
+fn memory_hold(run: &Running, s: System, dir: &Path, hold: u64) {
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = pss_kib(run);
+    let rate = 200u64;
+    let up_secs = hold / rate + 3;
+    let hold_ms = (up_secs + 45) * 1000;
+    let sipp_dir = dir.join("sipp");
+    let (setup, held, threads_held, after20, after60) = std::thread::scope(|scope| {
+        let h = scope.spawn(|| offer(run, &sipp_dir, rate, hold.div_ceil(rate), hold_ms, hold));
+        std::thread::sleep(Duration::from_secs(up_secs + 2));
+        let setup = pss_kib(run);
+        std::thread::sleep(Duration::from_secs(36));
+        let held = pss_kib(run);
+        let threads_held = threads(run);
+        let step = h.join().expect("sipp");
+        if step.ok < hold * 99 / 100 {
+            println!(
+                "  {}: only {} of {hold} held calls completed",
+                s.name(),
+                step.ok
+            );
+        }
+        std::thread::sleep(Duration::from_secs(20));
+        let after20 = pss_kib(run);
+        std::thread::sleep(Duration::from_secs(40));
+        (setup, held, threads_held, after20, pss_kib(run))
+    });
+    let per = |kib: u64| kib.saturating_sub(idle) as f64 / hold as f64;
+    println!(
+        "| {} | {:.1} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} | {:.1} | {:.2} | {threads_held} |",
+        s.name(),
+        mib(idle),
+        mib(held),
+        mib(setup),
+        per(held),
+        per(setup),
+        mib(after20),
+        mib(after60),
+        after60 as f64 / idle.max(1) as f64
+    );
+}
+
+/// Idle, the peak during `rate` calls/s offered for `secs` s (no hold: most are refused when
+/// the rate is above capacity), at its end, 20 s and 60 s after (one table row).
+fn memory_flood(run: &Running, s: System, dir: &Path, rate: u64, secs: u64) {
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = pss_kib(run);
+    let sipp_dir = dir.join("sipp");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (step, peak) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(pss_kib(run));
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            peak
+        });
+        let step = offer(run, &sipp_dir, rate, secs, 0, 100_000);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (step, sampler.join().expect("sampler"))
+    });
+    let end = pss_kib(run);
+    std::thread::sleep(Duration::from_secs(20));
+    let after20 = pss_kib(run);
+    std::thread::sleep(Duration::from_secs(40));
+    let after60 = pss_kib(run);
+    println!(
+        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} |",
+        s.name(),
+        mib(idle),
+        mib(peak.max(end)),
+        mib(end),
+        mib(after20),
+        mib(after60),
+        after60 as f64 / idle.max(1) as f64,
+        step.ok,
+        step.failed
+    );
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
 fn main() {
     require_sipp();
     let rates: Vec<u64> = std::env::var("ANCHOR_RATES")
@@ -496,6 +631,9 @@ fn main() {
     let reps = env("ANCHOR_REPS", 1).max(1);
     let hold = env("ANCHOR_HOLD", 500);
     let records = env("ANCHOR_RECORDS", 0);
+    let flood = env("ANCHOR_FLOOD", 0);
+    let flood_secs = env("ANCHOR_FLOOD_SECS", 30);
+    let only = std::env::var("ANCHOR_SYSTEMS").ok();
     let kam = kamailio_installed();
     if kam.is_none() {
         println!("anchors: Kamailio not installed (apt-get install kamailio): skipped");
@@ -512,6 +650,9 @@ fn main() {
     let mut systems = vec![System::Pasarela];
     if kam.is_some() {
         systems.push(System::Kamailio);
+    }
+    if let Some(only) = &only {
+        systems.retain(|s| only.split(',').any(|o| o.trim() == s.name()));
     }
     println!(
         "anchors: sipp uac -> system -> sipp uas, digest-authenticated INVITE, {secs} s steps, {reps} run(s) each, interleaved"
@@ -543,79 +684,41 @@ fn main() {
             }
         }
     }
-    // The ratio table: medians over the reps.
-    let med = |rate: u64, s: System, f: &dyn Fn(&Step) -> f64| -> f64 {
-        let mut v: Vec<f64> = table
-            .iter()
-            .filter(|(r, sys, _)| *r == rate && *sys == s)
-            .map(|(_, _, st)| f(st))
-            .collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
-    println!();
-    println!("| calls/s | pasarela CPU ms/call | kamailio CPU ms/call | ratio | failed % (p / k) | INVITE→200 p50 ms (p / k) | p99 ms (p / k) |");
-    println!("|---|---|---|---|---|---|---|");
-    for &rate in &rates {
-        let p = System::Pasarela;
-        let k = System::Kamailio;
-        let pc = med(rate, p, &|s| s.cpu_ms_per_call());
-        let kc = med(rate, k, &|s| s.cpu_ms_per_call());
-        println!(
-            "| {rate} | {pc:.3} | {kc:.3} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} |",
-            ratio(pc, kc),
-            med(rate, p, &|s| s.failed_pct()),
-            med(rate, k, &|s| s.failed_pct()),
-            med(rate, p, &|s| s.p50_ms),
-            med(rate, k, &|s| s.p50_ms),
-            med(rate, p, &|s| s.p99_ms),
-            med(rate, k, &|s| s.p99_ms),
-        );
+    if !rates.is_empty() {
+        ratio_table(&rates, &table);
     }
 
     if hold > 0 {
         println!();
-        println!("memory: {hold} calls held (PSS of all the system's processes)");
         println!(
-            "| system | idle MiB | held MiB | KiB per held call | 20 s after MiB | after / idle |"
+            "memory: {hold} calls held (PSS of all the system's processes; held: 40 s after set-up, past Timer J/K/M)"
         );
-        println!("|---|---|---|---|---|---|");
+        println!(
+            "| system | idle MiB | held MiB (just set up) | KiB per held call (just set up) | 20 s after MiB | 60 s after MiB | 60 s after / idle | threads |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
         for &s in &systems {
             run_no += 1;
             let dir = base.join(format!("run{run_no}-{}-hold", s.name()));
             let run = start(s, kam.as_deref(), &dir, None);
-            std::thread::sleep(Duration::from_secs(1));
-            let idle = pss_kib(&run);
-            let rate = 200u64;
-            let up_secs = hold / rate + 3;
-            let hold_ms = (up_secs + 5) * 1000;
-            let sipp_dir = dir.join("sipp");
-            let run_ref = &run;
-            let (held, after) = std::thread::scope(|scope| {
-                let h = scope
-                    .spawn(|| offer(run_ref, &sipp_dir, rate, hold.div_ceil(rate), hold_ms, hold));
-                std::thread::sleep(Duration::from_secs(up_secs + 2));
-                let held = pss_kib(run_ref);
-                let step = h.join().expect("sipp");
-                if step.ok < hold * 99 / 100 {
-                    println!(
-                        "  {}: only {} of {hold} held calls completed",
-                        s.name(),
-                        step.ok
-                    );
-                }
-                std::thread::sleep(Duration::from_secs(20));
-                (held, pss_kib(run_ref))
-            });
-            println!(
-                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
-                s.name(),
-                idle as f64 / 1024.0,
-                held as f64 / 1024.0,
-                held.saturating_sub(idle) as f64 / hold as f64,
-                after as f64 / 1024.0,
-                after as f64 / idle.max(1) as f64
-            );
+            memory_hold(&run, s, &dir, hold);
+        }
+    }
+
+    if flood > 0 {
+        println!();
+        println!(
+            "memory under a flood: {flood} calls/s offered for {flood_secs} s (PSS of all the system's processes)"
+        );
+        println!(
+            "| system | idle MiB | peak MiB | end MiB | 20 s after MiB | 60 s after MiB | after / idle | ok | failed |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for &s in &systems {
+            run_no += 1;
+            let dir = base.join(format!("run{run_no}-{}-flood", s.name()));
+            let run = start(s, kam.as_deref(), &dir, None);
+            memory_flood(&run, s, &dir, flood, flood_secs);
         }
     }
 

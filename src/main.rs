@@ -681,6 +681,10 @@ fn serve(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("pasarela")
+        // An idle worker gives back what other threads freed of its heap after housekeeping.
+        .on_thread_park(|| {
+            pasarela::memory::give_back_if_asked();
+        })
         .build()
     {
         Ok(rt) => rt,

@@ -9,6 +9,37 @@
 //! units (which a few live blocks keep from ever being free) and idle starts 5 MB higher. Without
 //! eager commit and without THP, freed pages are purged (`MADV_DONTNEED`) shortly after they
 //! become free.
+//!
+//! mimalloc keeps a heap per thread, and a block freed by another thread (a datagram received
+//! on a tokio worker and dropped by the SIP loop, a relay built on the loop and dropped on a
+//! media I/O thread) is only taken back by its owner; an idle thread never does. So
+//! [`give_back`] (the SIP loop's housekeeping) also asks every thread to collect its own heap:
+//! tokio's workers when they park, the media I/O threads at their next wake-up
+//! ([`give_back_if_asked`]). SQLite allocates with glibc's malloc (its page caches and the
+//! records' statements, on the store's threads), whose per-thread arenas keep freed memory
+//! until trimmed: [`give_back`] trims them too.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bumped by every [`give_back`]: each thread collects its heap once per bump.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+std::thread_local! {
+    /// The last [`EPOCH`] this thread collected at.
+    static SEEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Shrinks `map` when it holds less than a quarter of its capacity (and more than a few
+/// hundred slots would be given back): after a flood a `HashMap` keeps the capacity of its
+/// peak. Called from the periodic purges, so the cost (a rehash of what is left) is paid at
+/// most once a tick and only after the map emptied.
+pub fn shrink_map<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) {
+    if map.capacity() > 4 * map.len() + 256 {
+        map.shrink_to_fit();
+    }
+}
 
 /// mimalloc's option numbers (`mi_option_e` in mimalloc v3's `mimalloc.h`, the version
 /// `libmimalloc-sys` builds by default).
@@ -18,6 +49,11 @@ mod option {
     pub const ALLOW_THP: i32 = 43;
 }
 
+// Links mimalloc into every binary using the library (tests with their own global allocator
+// too), so the symbols below resolve; there it collects an unused heap, which is harmless.
+#[cfg(feature = "mimalloc")]
+extern crate mimalloc as _;
+
 #[cfg(feature = "mimalloc")]
 extern "C" {
     /// From the mimalloc library linked in by the `mimalloc` crate.
@@ -25,10 +61,36 @@ extern "C" {
     fn mi_collect(force: bool);
 }
 
-/// Gives freed memory back now (the calling thread's heap, abandoned pages, and arena purges
-/// that are due); the SIP loop calls it at housekeeping, so an idle process does not wait for
-/// the next allocation to purge.
+/// Gives freed memory back now (the calling thread's heap, abandoned pages, arena purges that
+/// are due, and glibc's free memory), and asks every other thread to collect its heap at its
+/// next [`give_back_if_asked`]; the SIP loop calls it at housekeeping, so an idle process does
+/// not wait for the next allocation to purge.
 pub fn give_back() {
+    let epoch = EPOCH.fetch_add(1, Ordering::Relaxed) + 1;
+    SEEN.with(|s| s.set(epoch));
+    collect();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of glibc's arenas; it takes their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Collects the calling thread's heap if [`give_back`] was called since it last did: one
+/// atomic load otherwise. Called by threads that outlive calls (tokio's workers when they
+/// park, the media I/O threads each wake-up). True when it collected: the caller may shrink
+/// its own structures too.
+pub fn give_back_if_asked() -> bool {
+    let epoch = EPOCH.load(Ordering::Relaxed);
+    if SEEN.with(|s| s.replace(epoch)) != epoch {
+        collect();
+        true
+    } else {
+        false
+    }
+}
+
+fn collect() {
     #[cfg(feature = "mimalloc")]
     // SAFETY: mi_collect may be called from any thread at any time.
     unsafe {

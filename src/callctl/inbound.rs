@@ -392,6 +392,8 @@ impl Limiter {
             keys.retain(|k| live(*k));
             !keys.is_empty()
         });
+        crate::memory::shrink_map(&mut self.starts);
+        crate::memory::shrink_map(&mut self.active);
     }
 }
 

@@ -203,6 +203,9 @@ impl IoThread {
         let mut again: Vec<Token> = Vec::with_capacity(EVENTS);
         let mut coalesce = Coalescer::new(coalesce_window());
         loop {
+            if crate::memory::give_back_if_asked() {
+                self.shrink();
+            }
             let timeout = if self.pending.is_empty() {
                 let now = Instant::now();
                 match self.timers.peek() {
@@ -311,6 +314,18 @@ impl IoThread {
             *s = Some(Slot { id, state });
         }
         self.by_id.insert(id, slot);
+    }
+
+    /// Gives back what a burst of relays left (asked by [`crate::memory::give_back`]): once
+    /// the thread holds no relay, its slots and the timers of relays gone are dropped.
+    fn shrink(&mut self) {
+        if !self.by_id.is_empty() {
+            return;
+        }
+        self.slots = Vec::new();
+        self.free = Vec::new();
+        self.timers = BinaryHeap::new();
+        self.by_id = HashMap::new();
     }
 
     fn remove(&mut self, id: u64) {

@@ -294,6 +294,8 @@ impl Guard {
                 .retain(|_, t| now.saturating_sub(*t) < st.trusted_secs);
             a.locked_until > now || !a.failures.is_empty() || !a.trusted.is_empty()
         });
+        crate::memory::shrink_map(&mut self.sources);
+        crate::memory::shrink_map(&mut self.accounts);
     }
 
     fn forget_quietest(&mut self, now: u64) {

@@ -713,6 +713,7 @@ impl NonceManager {
             self.by_age.pop_first();
             self.highest_nc.remove(&oldest);
         }
+        crate::memory::shrink_map(&mut self.highest_nc);
     }
 
     fn expired(&self, ts: u64, now: u64) -> bool {
