@@ -975,6 +975,7 @@ async fn a_peer_that_drops_mux_gets_rtcp_on_the_separate_port() {
     drop(relay);
     wait_in_use_zero(&engine).await;
     assert_eq!(engine.open_sockets(), 0);
+}
 
 /// Many streams on one I/O thread with packets microseconds apart: the thread is busy enough
 /// to coalesce its wake-ups (`io::COALESCE`), and still every packet reaches the right phone,
