@@ -67,6 +67,16 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+/// The counter is global: the tests of this file run one at a time, or one test's
+/// allocations would count in another's figures.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Bytes and blocks allocated now.
 fn live() -> (i64, i64) {
     (
@@ -290,6 +300,7 @@ const BOUND_HELD: i64 = 20 * 1024;
 
 #[test]
 fn held_calls_stay_small() {
+    let _serial = one_at_a_time();
     let verbose = std::env::var_os("MEMORY_PER_CALL_VERBOSE").is_some();
     let mut h = Harness::new();
     register_callee(&mut h);
@@ -378,6 +389,7 @@ const LEFT_PER_CALL: i64 = 100;
 /// call (the maps that grew to hold them shrink, the relay thread drops its slots).
 #[test]
 fn back_to_idle_after_calls() {
+    let _serial = one_at_a_time();
     let mut h = Harness::new();
     register_callee(&mut h);
     let mut steps = Steps::default();
@@ -416,6 +428,7 @@ fn back_to_idle_after_calls() {
 /// (bounded), and once it ends the heap is back within 10 % of idle.
 #[test]
 fn flood_above_capacity_stays_bounded() {
+    let _serial = one_at_a_time();
     const MAX_CALLS: usize = 50;
     const FLOOD: u32 = 20_000;
     let mut h = Harness::new();
