@@ -604,8 +604,16 @@ mod tests {
             *self.0.lock().unwrap() = Some((a, b));
         }
         fn send_dtmf(&self, _: Side, _: char, _: u32) {}
+        /// Nothing is relayed: no packets, PCMU on both legs.
         fn stats(&self) -> crate::media::CallMediaStats {
-            unimplemented!("not used")
+            crate::media::CallMediaStats {
+                a_to_b: Default::default(),
+                b_to_a: Default::default(),
+                a_codec_pt: 0,
+                b_codec_pt: 0,
+                transcoding: false,
+                srtp: [false; 2],
+            }
         }
     }
 
