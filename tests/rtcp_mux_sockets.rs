@@ -5,10 +5,10 @@
 //! `/proc/PID/net/udp`), and the whole descriptor count is printed as well.
 mod common;
 
-use std::collections::HashSet;
 use std::fs;
 use std::time::{Duration, Instant};
 
+use common::sockets::relay_sockets;
 use common::{call_config, free_port, require_program, sipp_spawn, Server, SippProc, SippResult};
 
 /// Calls held at once.
@@ -23,38 +23,6 @@ fn fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-/// UDP sockets the process `pid` holds bound to a port in `range`.
-fn relay_sockets(pid: u32, range: (u16, u16)) -> usize {
-    let inodes: HashSet<String> = fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
-                .filter_map(|l| {
-                    let l = l.to_string_lossy().into_owned();
-                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut n = 0;
-    for table in ["udp", "udp6"] {
-        let text = fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-        for row in text.lines().skip(1) {
-            let cols: Vec<&str> = row.split_whitespace().collect();
-            let (Some(local), Some(inode)) = (cols.get(1), cols.get(9)) else {
-                continue;
-            };
-            let port = local
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if port.is_some_and(|p| p >= range.0 && p <= range.1) && inodes.contains(*inode) {
-                n += 1;
-            }
-        }
-    }
-    n
 }
 
 fn wait_sockets(server: &Server, range: (u16, u16), want: usize, limit: Duration) -> usize {

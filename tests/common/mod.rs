@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod dundi_peer;
+pub mod sockets;
 pub mod tls_peer;
 pub mod web_client;
 
