@@ -1,0 +1,16 @@
+-- 0026: the CHECK constraints of call_records' word columns (direction, route_kind,
+-- disposition) as chains of equalities instead of `IN (...)` lists (issue 22).
+--
+-- SQLite compiles a constant `IN` list of more than two values into a temporary b-tree that is
+-- opened, filled and freed on every execution of the statement: three per INSERT into
+-- call_records, about a tenth of the record writer's instructions per call. An OR chain of
+-- equalities accepts exactly the same values (NULL included) and compiles to a few compares.
+--
+-- SQLite cannot ALTER a CHECK constraint; rebuilding the table would take minutes and grow the
+-- file by half on a store of a million records. Since the new constraints accept exactly what
+-- the old ones did, every stored row satisfies them, and SQLite's documented procedure for
+-- such schema changes applies (https://sqlite.org/lang_altertable.html, "making other kinds
+-- of table schema changes"): the table's CREATE text in sqlite_schema is rewritten in place
+-- and the schema version bumped, in this migration's transaction. That is the Rust hook of
+-- this migration (`store::migrations::rewrite_record_checks`); this file has no statement of
+-- its own.
