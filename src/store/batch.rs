@@ -5,13 +5,17 @@
 //! Each time the thread wakes it takes the first item and whatever else is already queued (at
 //! most `max_batch`), and hands them, in the order they were sent, to [`Sink::write`], which
 //! commits them (normally in one transaction). So an item sent while the writer is idle is
-//! written at once, and a burst of thousands costs a handful of commits. A
+//! written at once, and a burst of thousands costs a handful of commits. A writer started with
+//! a *linger* ([`BatchWriter::spawn_lingering`]) waits that long after the first item for
+//! more before it writes (group commit: at a steady rate of calls one commit serves all the
+//! calls of the window instead of one each); a flush or shutdown ends the wait at once. A
 //! [`flush`](BatchHandle::flush) answers once everything sent before it is written, with the
 //! number of items that failed since the previous flush; dropping or
 //! [`shutdown`](BatchWriter::shutdown) writes what is queued before the thread ends.
 
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Where a [`BatchWriter`]'s items go: owned by the writer thread.
 pub trait Sink: Send + 'static {
@@ -102,10 +106,22 @@ impl<T: Send + 'static> BatchWriter<T> {
         sink: S,
         max_batch: usize,
     ) -> std::io::Result<(BatchWriter<T>, BatchHandle<T>)> {
+        BatchWriter::spawn_lingering(name, sink, max_batch, Duration::ZERO)
+    }
+
+    /// [`spawn`](Self::spawn), but each write waits until `linger` has passed since the first
+    /// item of its batch (or the batch is full, or a flush or shutdown comes), so that items
+    /// sent within `linger` of each other share one write.
+    pub fn spawn_lingering<S: Sink<Item = T>>(
+        name: &'static str,
+        sink: S,
+        max_batch: usize,
+        linger: Duration,
+    ) -> std::io::Result<(BatchWriter<T>, BatchHandle<T>)> {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("{name}-writer"))
-            .spawn(move || run(name, sink, rx, max_batch.max(1)))?;
+            .spawn(move || run(name, sink, rx, max_batch.max(1), linger))?;
         let handle = BatchHandle { tx, name };
         Ok((
             BatchWriter {
@@ -149,21 +165,39 @@ impl<T> Drop for BatchWriter<T> {
     }
 }
 
-fn run<S: Sink>(name: &str, mut sink: S, rx: Receiver<Msg<S::Item>>, max_batch: usize) {
+fn run<S: Sink>(
+    name: &str,
+    mut sink: S,
+    rx: Receiver<Msg<S::Item>>,
+    max_batch: usize,
+    linger: Duration,
+) {
     let mut batch: Vec<S::Item> = Vec::new();
     let mut failed_since_flush = 0usize;
     let mut waiting: Vec<mpsc::SyncSender<usize>> = Vec::new();
     loop {
-        // Block for the first message, then take whatever else is already queued.
+        // Block for the first message, then take whatever else is queued, or comes before the
+        // linger after the first item is over.
         let mut stop = false;
         let mut next = rx.recv().ok();
         if next.is_none() {
             stop = true; // every sender is gone
         }
+        let mut deadline: Option<Instant> = None;
+        let mut hurry = linger.is_zero();
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Item(item) => batch.push(item),
-                Msg::Flush(reply) => waiting.push(reply),
+                Msg::Item(item) => {
+                    batch.push(item);
+                    if deadline.is_none() {
+                        deadline = Some(Instant::now() + linger);
+                    }
+                }
+                // Someone waits: write now.
+                Msg::Flush(reply) => {
+                    waiting.push(reply);
+                    hurry = true;
+                }
                 Msg::Shutdown => stop = true,
             }
             if batch.len() >= max_batch {
@@ -172,12 +206,27 @@ fn run<S: Sink>(name: &str, mut sink: S, rx: Receiver<Msg<S::Item>>, max_batch: 
             if stop {
                 break;
             }
-            next = match rx.try_recv() {
-                Ok(m) => Some(m),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => {
-                    stop = true;
-                    None
+            let wait = match deadline {
+                Some(d) if !hurry => d.saturating_duration_since(Instant::now()),
+                _ => Duration::ZERO,
+            };
+            next = if wait.is_zero() {
+                match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => {
+                        stop = true;
+                        None
+                    }
+                }
+            } else {
+                match rx.recv_timeout(wait) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        stop = true;
+                        None
+                    }
                 }
             };
         }
@@ -314,6 +363,33 @@ mod tests {
         want.sort_unstable();
         assert_eq!(got, want);
         drop(writer);
+    }
+
+    /// With a linger, items sent a few milliseconds apart share one write; without, each
+    /// is written when it comes. A flush does not wait for the linger.
+    #[test]
+    fn a_linger_groups_items_sent_apart_and_a_flush_cuts_it_short() {
+        let sent_apart = |linger: Duration| {
+            let dir = tempfile::tempdir().unwrap();
+            let (sink, batches, path) = rows(&dir);
+            let (writer, handle) = BatchWriter::spawn_lingering("test", sink, 100, linger).unwrap();
+            for n in 0..10 {
+                handle.send(n).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let asked = Instant::now();
+            assert_eq!(handle.flush(), Ok(0));
+            let flushed_in = asked.elapsed();
+            assert_eq!(stored(&path), (0..10).collect::<Vec<_>>());
+            drop(writer);
+            let writes = batches.lock().unwrap().len();
+            (writes, flushed_in)
+        };
+        let (writes, flushed_in) = sent_apart(Duration::from_secs(10));
+        assert_eq!(writes, 1);
+        assert!(flushed_in < Duration::from_secs(5), "{flushed_in:?}");
+        let (writes, _) = sent_apart(Duration::ZERO);
+        assert!(writes > 1, "{writes}");
     }
 
     #[test]

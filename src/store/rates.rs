@@ -193,7 +193,10 @@ pub fn put_rates(
 
 /// A number that changes whenever a rate table, line assignment or rate changes.
 pub fn rating_version(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn.query_row("SELECT version FROM rating_version", [], |r| r.get(0))?)
+    // Read before every batch of records: prepared once per connection.
+    Ok(conn
+        .prepare_cached("SELECT version FROM rating_version")?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// Re-rates, in one transaction, at most `limit` records that started in

@@ -32,7 +32,19 @@ pub fn write_up(
     legs: &str,
     seen_ms: i64,
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
+    let tx = super::WriterTx::begin(conn)?;
+    tx.up(key, record, legs, seen_ms)?;
+    tx.commit()
+}
+
+/// [`write_up`] in an open transaction.
+pub(crate) fn up_in(
+    tx: &Transaction<'_>,
+    key: &str,
+    record: &CallRecord,
+    legs: &str,
+    seen_ms: i64,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(DELETE_RECORD)?.execute(params![key])?;
     // Marked in progress and keyed in the row's one write.
     let extra = RowExtra {
@@ -40,10 +52,9 @@ pub fn write_up(
         call_key: Some(key),
         signalling: None,
     };
-    insert_row(&tx, record, extra)?;
+    insert_row(tx, record, extra)?;
     tx.prepare_cached(WRITE_LEGS)?
         .execute(params![key, seen_ms, legs])?;
-    tx.commit()?;
     Ok(())
 }
 
@@ -54,16 +65,23 @@ pub fn heartbeat(
     seen_ms: i64,
     changed: &[(String, String)],
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
+    let tx = super::WriterTx::begin(conn)?;
+    tx.heartbeat(seen_ms, changed)?;
+    tx.commit()
+}
+
+/// [`heartbeat`] in an open transaction.
+pub(crate) fn heartbeat_in(
+    tx: &Transaction<'_>,
+    seen_ms: i64,
+    changed: &[(String, String)],
+) -> rusqlite::Result<()> {
     tx.prepare_cached(HEARTBEAT_SEEN)?
         .execute(params![seen_ms])?;
-    {
-        let mut stmt = tx.prepare_cached(HEARTBEAT_LEGS)?;
-        for (key, legs) in changed {
-            stmt.execute(params![legs, key])?;
-        }
+    let mut stmt = tx.prepare_cached(HEARTBEAT_LEGS)?;
+    for (key, legs) in changed {
+        stmt.execute(params![legs, key])?;
     }
-    tx.commit()?;
     Ok(())
 }
 

@@ -233,22 +233,67 @@ pub fn commit_finished(
     records: &[CallRecord],
     notes: &[Note],
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
-    for key in notes.iter().filter_map(|n| n.key.as_deref()) {
-        in_progress::finish(&tx, key)?;
-    }
+    let tx = WriterTx::begin(conn)?;
     let none = Note::default();
     for (i, r) in records.iter().enumerate() {
-        let n = notes.get(i).unwrap_or(&none);
-        let extra = RowExtra {
-            end_reason: n.reason.as_deref(),
-            call_key: None,
-            signalling: n.signalling.as_deref(),
-        };
-        insert_row(&tx, r, extra)?;
+        tx.finished(r, notes.get(i).unwrap_or(&none))?;
     }
-    tx.commit()?;
-    Ok(())
+    tx.commit()
+}
+
+/// One transaction of the record writer: the records of finished calls, the in-progress rows
+/// of answered ones and the heartbeat, in the order they come, committed together, so that a
+/// wake-up of the writer costs one commit however many calls it serves (issue 22). Dropped
+/// without [`commit`](Self::commit), it rolls back.
+pub struct WriterTx<'c> {
+    tx: Transaction<'c>,
+}
+
+impl<'c> WriterTx<'c> {
+    /// Begins the transaction.
+    pub fn begin(conn: &'c mut Connection) -> Result<WriterTx<'c>, StoreError> {
+        Ok(WriterTx {
+            tx: conn.transaction()?,
+        })
+    }
+
+    /// A finished call's record, in place of the in-progress rows its note names, with why
+    /// it ended and the transports of its legs when the note says.
+    pub fn finished(&self, record: &CallRecord, note: &Note) -> Result<(), StoreError> {
+        if let Some(key) = note.key.as_deref() {
+            in_progress::finish(&self.tx, key)?;
+        }
+        let extra = RowExtra {
+            end_reason: note.reason.as_deref(),
+            call_key: None,
+            signalling: note.signalling.as_deref(),
+        };
+        insert_row(&self.tx, record, extra)?;
+        Ok(())
+    }
+
+    /// An answered call: its record so far, marked in progress (in place of an earlier one
+    /// with the same key), and its legs (`legs`, JSON).
+    pub fn up(
+        &self,
+        key: &str,
+        record: &CallRecord,
+        legs: &str,
+        seen_ms: i64,
+    ) -> Result<(), StoreError> {
+        Ok(in_progress::up_in(&self.tx, key, record, legs, seen_ms)?)
+    }
+
+    /// The heartbeat: every call in progress was up at `seen_ms`; the legs of `changed`
+    /// (key, legs JSON) are stored anew.
+    pub fn heartbeat(&self, seen_ms: i64, changed: &[(String, String)]) -> Result<(), StoreError> {
+        Ok(in_progress::heartbeat_in(&self.tx, seen_ms, changed)?)
+    }
+
+    /// Commits what was written.
+    pub fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit()?)
+    }
 }
 
 #[cfg(test)]
