@@ -497,9 +497,10 @@ mod tests {
         }
     }
 
-    /// Feeds `c` one datagram every `gap` for a rate period and a bit; the last wait.
+    /// Feeds `c` one datagram every `gap` for two rate periods and a bit (the last period
+    /// then saw only this rate); the last wait.
     fn steady(c: &mut Coalescer, at: &mut Instant, gap: Duration) -> Option<Duration> {
-        let end = *at + RATE_PERIOD + gap;
+        let end = *at + 2 * RATE_PERIOD + gap;
         let mut waited = None;
         while *at < end {
             waited = c.woke(*at, 1).map(|until| until - *at);

@@ -302,13 +302,31 @@ mod tests {
         enable_timestamps(rx.as_raw_fd()).expect("SO_TIMESTAMPNS");
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let to = rx.local_addr().expect("addr");
+        let mut b = RecvBatch::new();
+        // The kernel turns stamping on for the whole machine a moment after the first socket
+        // asks (when no other socket already did); a datagram that came before is stamped
+        // when read. Wait for a stamp taken before the read.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            tx.send_to(&[0; 10], to).expect("send");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let sent_by = realtime_ns();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            assert_eq!(b.recv(rx.as_raw_fd()).expect("recv"), 1);
+            if b.received_at(0).is_some_and(|t| t <= sent_by) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never stamped on arrival"
+            );
+        }
         let before = realtime_ns();
         tx.send_to(&[1; 10], to).expect("send");
         std::thread::sleep(std::time::Duration::from_millis(30));
         tx.send_to(&[2; 10], to).expect("send");
         std::thread::sleep(std::time::Duration::from_millis(20));
         let read = realtime_ns();
-        let mut b = RecvBatch::new();
         assert_eq!(b.recv(rx.as_raw_fd()).expect("recv"), 2);
         let (t1, t2) = (
             b.received_at(0).expect("stamp"),
