@@ -15,9 +15,26 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::sockets::relay_sockets;
 use modem_gateway::{phone, start, start_with, Setup, ICCID, IMEI, SETUP};
 use modem_sim::{tone_share, DialBehaviour, Sim};
 use phone::{assert_tone, json_str};
+
+/// The `[media] rtp_ports` range the gateway was started with (from its configuration file).
+fn rtp_ports(server: &common::Server) -> (u16, u16) {
+    let cfg = std::fs::read_to_string(server.dir().join("pasarela.toml")).expect("config");
+    cfg.lines()
+        .find_map(|l| {
+            let v = l.trim().strip_prefix("rtp_ports")?.trim_start();
+            let (lo, hi) = v
+                .strip_prefix('=')?
+                .trim()
+                .trim_matches('"')
+                .split_once('-')?;
+            Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?))
+        })
+        .expect("rtp_ports in the configuration")
+}
 
 /// id, route_kind, route_target, sip_status, q850_cause, duration_s, direction, caller_e164.
 type Record = (i64, String, String, i64, i64, i64, String, String);
@@ -71,6 +88,16 @@ fn outgoing_call_through_the_modem_both_ways() {
     let mut a = phone(&server, "100", "100", "manual", 440.0, 4.0);
     a.command("dial", &format!("sip:03012345678@{}", server.udp));
     a.expect_event("CALL_ESTABLISHED", SETUP, &[], &server);
+    // The relay holds three sockets: RTP and RTCP towards the phone (baresip does not
+    // multiplex RTCP), RTP only towards the line, whose answer multiplexes it.
+    let range = rtp_ports(&server);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut held = relay_sockets(server.pid(), range);
+    while held != 3 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+        held = relay_sockets(server.pid(), range);
+    }
+    assert_eq!(held, 3, "relay sockets in {range:?} during the call");
     a.expect_event("CALL_CLOSED", Duration::from_secs(15), &[], &server);
     thread::sleep(Duration::from_millis(500));
     assert!(

@@ -135,7 +135,11 @@ pub fn choose_codec(offer: &SessionDescription) -> Option<LegCodec> {
     })
 }
 
-/// The SDP a line leg stands for: its RTP address, `codec` and telephone-event.
+/// The SDP a line leg stands for: its RTP address, `codec` and telephone-event, and RTCP
+/// multiplexed on the RTP port (RFC 5761). A line sends no RTCP and ignores what it gets (it
+/// takes only its codec and telephone-event), so its relay leg needs no RTCP socket: a
+/// calling line offers `a=rtcp-mux`, which the relay accepts, and a called line answers it to
+/// the relay's offer, which always makes it.
 pub fn line_sdp(addr: SocketAddr, codec: LegCodec) -> Option<SessionDescription> {
     let (ip4, ip) = match addr.ip() {
         IpAddr::V4(ip) => ("IP4", ip.to_string()),
@@ -160,7 +164,7 @@ pub fn line_sdp(addr: SocketAddr, codec: LegCodec) -> Option<SessionDescription>
             "a=rtpmap:{d} telephone-event/8000\r\na=fmtp:{d} 0-16\r\n"
         ));
     }
-    s.push_str("a=ptime:20\r\na=sendrecv\r\n");
+    s.push_str("a=ptime:20\r\na=sendrecv\r\na=rtcp-mux\r\n");
     SessionDescription::parse(&s).ok()
 }
 
@@ -212,6 +216,19 @@ mod tests {
         assert_eq!(audio.remote_addr(&answer), Some(addr));
         let names: Vec<String> = audio.codecs().iter().map(|c| c.name.clone()).collect();
         assert_eq!(names, ["PCMA", "telephone-event"]);
+        // RTCP shares the RTP port: the relay closes that leg's RTCP socket.
+        assert!(audio.rtcp_mux());
+    }
+
+    #[test]
+    fn a_calling_line_offers_rtcp_multiplexing() {
+        let addr: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        let offer = line_offer(addr).expect("offer");
+        assert!(offer.audio().expect("audio").rtcp_mux());
+        // What call control reads to bind no RTCP socket for the caller's leg.
+        assert!(crate::sdp::body_offers_rtcp_mux(
+            offer.to_string().as_bytes()
+        ));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::mmsg::RecvBatch;
+use super::mmsg::{RecvBatch, WakeClock};
 use super::relay::{Control, RelayState, Timer, BUF_LEN};
 use super::MediaError;
 
@@ -38,15 +38,22 @@ const WAKER: Token = Token(usize::MAX);
 const EVENTS: usize = 1024;
 /// Longest sleep without looking at the control channel (it cannot signal disconnection).
 const MAX_SLEEP: Duration = Duration::from_secs(1);
-/// Wake-up coalescing window. A thread receiving at least two datagrams per window on
-/// average (5 000 packets/s, 50 calls) is busy: after handling what a wake-up found it sleeps
-/// until this long after the wake-up, so one wake-up serves every datagram of the window and a
-/// packet waits at most this much longer (rtpengine's p99 added delay at 250 calls is three to
-/// four times it). A quieter thread relays each datagram as soon as it arrives.
+/// Longest wake-up coalescing window. A thread receiving at least two datagrams per
+/// [`COALESCE`] on average (5 000 packets/s, 50 calls) is busy: after handling what a wake-up
+/// found it sleeps until the window after the wake-up is over, so one wake-up serves every
+/// datagram of the window and a packet waits at most this much longer (rtpengine's p99 added
+/// delay at 250 calls is three to four times it). A quieter thread relays each datagram as
+/// soon as it arrives.
 const COALESCE: Duration = Duration::from_micros(400);
-/// Environment variable overriding [`COALESCE`] in microseconds (`0`: every datagram is
-/// relayed as soon as it is seen, whatever the load), like `PASARELA_MEDIA_IO_THREADS` a knob
-/// for measuring rather than a setting.
+/// Datagrams a busy thread lets arrive per wake-up: its window is the time they take at the
+/// packet rate it measured, at most [`COALESCE`]. Beyond about 16 a wake-up the sleep and
+/// wake-up are a small share of what the datagrams cost, and a longer wait would only add
+/// delay: at 500 calls (50 000 packets/s) the window is 320 µs, at 1 000 calls 160 µs.
+const COALESCE_PACKETS: u32 = 16;
+/// Environment variable fixing the window in microseconds instead of adapting it
+/// (`0`: every datagram is relayed as soon as it is seen, whatever the load; `adaptive`, the
+/// default: [`COALESCE_PACKETS`] capped at [`COALESCE`]), like `PASARELA_MEDIA_IO_THREADS` a
+/// knob for measuring rather than a setting.
 pub(crate) const COALESCE_ENV: &str = "PASARELA_MEDIA_COALESCE_US";
 /// How often a thread re-estimates its packet rate.
 const RATE_PERIOD: Duration = Duration::from_millis(10);
@@ -120,29 +127,66 @@ impl Drop for IoPool {
     }
 }
 
-/// The coalescing window: [`COALESCE`] unless [`COALESCE_ENV`] says otherwise.
-fn coalesce_window() -> Duration {
-    std::env::var(COALESCE_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .map_or(COALESCE, Duration::from_micros)
+/// How a thread sizes its coalescing window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Window {
+    /// The time [`COALESCE_PACKETS`] datagrams take at the measured rate, at most this.
+    Adaptive(Duration),
+    /// Always this long once busy (zero: never wait).
+    Fixed(Duration),
+}
+
+/// The window [`COALESCE_ENV`] asks for: adaptive unless it gives a number of microseconds.
+fn coalesce_window() -> Window {
+    parse_window(std::env::var(COALESCE_ENV).ok().as_deref())
+}
+
+fn parse_window(v: Option<&str>) -> Window {
+    match v.map(|v| v.trim().parse()) {
+        Some(Ok(us)) => Window::Fixed(Duration::from_micros(us)),
+        _ => Window::Adaptive(COALESCE),
+    }
+}
+
+impl Window {
+    /// The wait after a wake-up for a thread that received `count` datagrams in `elapsed`
+    /// (at least [`RATE_PERIOD`]); `None`: not busy, no wait.
+    fn size(self, count: u64, elapsed: Duration) -> Option<Duration> {
+        let cap = match self {
+            Window::Adaptive(cap) | Window::Fixed(cap) => cap,
+        };
+        // count / elapsed >= 2 / cap, without division.
+        let busy = u128::from(count) * cap.as_nanos() >= 2 * elapsed.as_nanos();
+        if !busy || cap.is_zero() {
+            return None;
+        }
+        match self {
+            Window::Fixed(w) => Some(w),
+            Window::Adaptive(cap) => {
+                // busy implies count > 0.
+                let per = elapsed.as_nanos() * u128::from(COALESCE_PACKETS) / u128::from(count);
+                let w = Duration::from_nanos(u64::try_from(per).unwrap_or(u64::MAX));
+                Some(w.min(cap))
+            }
+        }
+    }
 }
 
 /// Decides when a thread waits before polling again ([`COALESCE`]); time is an input.
 struct Coalescer {
-    window: Duration,
+    window: Window,
     /// Start of the current rate period and the datagrams received in it.
     period: Option<(Instant, u64)>,
-    /// The last period's rate reached two datagrams per window.
-    busy: bool,
+    /// The wait after a wake-up that found datagrams, from the last period's rate.
+    wait: Option<Duration>,
 }
 
 impl Coalescer {
-    fn new(window: Duration) -> Self {
+    fn new(window: Window) -> Self {
         Coalescer {
             window,
             period: None,
-            busy: false,
+            wait: None,
         }
     }
 
@@ -153,11 +197,11 @@ impl Coalescer {
         *count += packets;
         let elapsed = at.saturating_duration_since(*start);
         if elapsed >= RATE_PERIOD {
-            // count / elapsed >= 2 / window, without division.
-            self.busy = u128::from(*count) * self.window.as_nanos() >= 2 * elapsed.as_nanos();
+            self.wait = self.window.size(*count, elapsed);
             self.period = Some((at, 0));
         }
-        (self.busy && packets > 0 && !self.window.is_zero()).then(|| at + self.window)
+        let wait = self.wait.filter(|_| packets > 0)?;
+        Some(at + wait)
     }
 }
 
@@ -221,23 +265,25 @@ impl IoThread {
                     return;
                 }
             }
-            let woke = Instant::now();
+            // The clock is read once a wake-up; the datagrams carry their own receive times.
+            let clock = WakeClock::read();
+            let woke = clock.now;
             std::mem::swap(&mut again, &mut self.pending);
             for t in again.drain(..) {
-                self.drain(t);
+                self.drain(t, &clock);
             }
             let mut ctrl = false;
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     ctrl = true;
                 } else {
-                    self.drain(ev.token());
+                    self.drain(ev.token(), &clock);
                 }
             }
             if (ctrl || events.is_empty()) && !self.control() {
                 return;
             }
-            self.timers();
+            self.timers(woke);
             if let Some(until) = coalesce.woke(woke, self.batch.take_received()) {
                 let now = Instant::now();
                 // A socket left with datagrams (a full batch) is served at once instead.
@@ -249,12 +295,12 @@ impl IoThread {
     }
 
     /// Drains one socket; remembers it when the batch ran out before the socket did.
-    fn drain(&mut self, token: Token) {
+    fn drain(&mut self, token: Token, clock: &WakeClock) {
         let (slot, sock) = (token.0 / 4, token.0 % 4);
         let Some(Some(s)) = self.slots.get_mut(slot) else {
             return;
         };
-        if s.state.recv_batch(sock, &mut self.batch) {
+        if s.state.recv_batch(sock, &mut self.batch, clock) {
             self.pending.push(token);
         }
     }
@@ -273,6 +319,17 @@ impl IoThread {
                     if let Some(Some(s)) = self.slots.get_mut(slot) {
                         if let Some(at) = s.state.control(c, &mut self.buf) {
                             self.timers.push(Reverse((at, slot, id, Timer::Inject)));
+                        }
+                        // An update that ended RTCP multiplexing bound an RTCP socket again.
+                        for (k, sock) in s.state.unregistered() {
+                            let token = Token(slot * 4 + k);
+                            let r = self
+                                .poll
+                                .registry()
+                                .register(sock, token, Interest::READABLE);
+                            if let Err(e) = r {
+                                tracing::warn!(error = %e, "RTCP socket not registered; its RTCP is lost");
+                            }
                         }
                     }
                 }
@@ -345,8 +402,8 @@ impl IoThread {
         drop(s);
     }
 
-    fn timers(&mut self) {
-        let now = Instant::now();
+    /// Fires the timers due at `now` (the wake-up).
+    fn timers(&mut self, now: Instant) {
         while let Some(Reverse((at, slot, id, kind))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -369,9 +426,18 @@ impl IoThread {
 mod tests {
     use super::*;
 
+    const FIXED: Window = Window::Fixed(COALESCE);
+    const ADAPTIVE: Window = Window::Adaptive(COALESCE);
+
     #[test]
     fn a_quiet_thread_never_waits() {
-        let mut c = Coalescer::new(COALESCE);
+        for window in [FIXED, ADAPTIVE] {
+            a_quiet_thread_never_waits_with(window);
+        }
+    }
+
+    fn a_quiet_thread_never_waits_with(window: Window) {
+        let mut c = Coalescer::new(window);
         let t0 = Instant::now();
         // 40 calls: 4 000 datagrams/s, one every 250 µs, under two per window.
         for k in 0..400u32 {
@@ -384,7 +450,14 @@ mod tests {
 
     #[test]
     fn a_busy_thread_waits_out_the_window_until_the_load_drops() {
-        let mut c = Coalescer::new(COALESCE);
+        for window in [FIXED, ADAPTIVE] {
+            a_busy_thread_waits_until_the_load_drops_with(window);
+        }
+    }
+
+    /// At 250 calls the adaptive window (16 datagrams take 640 µs) is the fixed one.
+    fn a_busy_thread_waits_until_the_load_drops_with(window: Window) {
+        let mut c = Coalescer::new(window);
         let t0 = Instant::now();
         // 250 calls: 25 000 datagrams/s, one every 40 µs, each its own wake-up at first.
         let mut at = t0;
@@ -417,10 +490,64 @@ mod tests {
 
     #[test]
     fn a_zero_window_turns_coalescing_off() {
-        let mut c = Coalescer::new(Duration::ZERO);
+        let mut c = Coalescer::new(Window::Fixed(Duration::ZERO));
         let t0 = Instant::now();
         for k in 0..1000u32 {
             assert_eq!(c.woke(t0 + Duration::from_micros(20) * k, 5), None);
         }
+    }
+
+    /// Feeds `c` one datagram every `gap` for two rate periods and a bit (the last period
+    /// then saw only this rate); the last wait.
+    fn steady(c: &mut Coalescer, at: &mut Instant, gap: Duration) -> Option<Duration> {
+        let end = *at + 2 * RATE_PERIOD + gap;
+        let mut waited = None;
+        while *at < end {
+            waited = c.woke(*at, 1).map(|until| until - *at);
+            *at += gap;
+        }
+        waited
+    }
+
+    #[test]
+    fn the_adaptive_window_is_the_time_sixteen_datagrams_take() {
+        let mut c = Coalescer::new(ADAPTIVE);
+        let mut at = Instant::now();
+        // 50 calls (5 000 datagrams/s): busy, 16 datagrams take 3.2 ms, the cap holds.
+        assert_eq!(
+            steady(&mut c, &mut at, Duration::from_micros(200)),
+            Some(COALESCE)
+        );
+        // 500 calls (50 000/s): 16 datagrams take 320 µs.
+        let w = steady(&mut c, &mut at, Duration::from_micros(20)).expect("busy");
+        assert!(
+            (Duration::from_micros(315)..=Duration::from_micros(325)).contains(&w),
+            "{w:?}"
+        );
+        // 1 000 calls: 160 µs.
+        let w = steady(&mut c, &mut at, Duration::from_micros(10)).expect("busy");
+        assert!(
+            (Duration::from_micros(155)..=Duration::from_micros(165)).contains(&w),
+            "{w:?}"
+        );
+        // Back to 40 calls: no wait at all.
+        assert_eq!(steady(&mut c, &mut at, Duration::from_micros(250)), None);
+        // The fixed window stays 400 µs at 500 calls.
+        let mut f = Coalescer::new(FIXED);
+        assert_eq!(
+            steady(&mut f, &mut at, Duration::from_micros(20)),
+            Some(COALESCE)
+        );
+    }
+
+    #[test]
+    fn the_window_is_adaptive_unless_the_environment_fixes_it() {
+        assert_eq!(parse_window(None), ADAPTIVE);
+        assert_eq!(parse_window(Some("adaptive")), ADAPTIVE);
+        assert_eq!(
+            parse_window(Some(" 250 ")),
+            Window::Fixed(Duration::from_micros(250))
+        );
+        assert_eq!(parse_window(Some("0")), Window::Fixed(Duration::ZERO));
     }
 }

@@ -463,6 +463,12 @@ impl PortGuard {
         }
     }
 
+    /// The relay bound one of its sockets again (RTCP after multiplexing ended).
+    pub(crate) fn socket_opened(&mut self) {
+        self.sockets += 1;
+        self.engine.sockets.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The relay closed one of its sockets (an RTCP socket no longer needed).
     pub(crate) fn socket_closed(&mut self) {
         if self.sockets > 0 {

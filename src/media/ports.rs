@@ -29,6 +29,18 @@ pub(crate) struct BoundPair {
 /// must not tell an attacker where the next call's media will be.
 pub(crate) const COOLDOWN: Duration = Duration::from_secs(30);
 
+/// Binds one media socket: non-blocking, with kernel receive timestamps
+/// ([`super::mmsg::enable_timestamps`]; without them jitter is measured on when the I/O
+/// thread woke).
+pub(crate) fn bind_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = UdpSocket::bind(addr)?;
+    s.set_nonblocking(true)?;
+    if let Err(e) = super::mmsg::enable_timestamps(std::os::fd::AsRawFd::as_raw_fd(&s)) {
+        tracing::debug!(%addr, error = %e, "no receive timestamps on a media socket");
+    }
+    Ok(s)
+}
+
 pub(crate) struct PortPool {
     range: RangeInclusive<u16>,
     first: u16,
@@ -111,14 +123,9 @@ impl PortPool {
 
     fn try_bind(&mut self, idx: usize, ip: IpAddr, with_rtcp: bool) -> Option<BoundPair> {
         let port = self.first + 2 * idx as u16;
-        let bound = UdpSocket::bind(SocketAddr::new(ip, port)).and_then(|rtp| {
-            rtp.set_nonblocking(true)?;
+        let bound = bind_socket(SocketAddr::new(ip, port)).and_then(|rtp| {
             let rtcp = match with_rtcp {
-                true => {
-                    let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1))?;
-                    rtcp.set_nonblocking(true)?;
-                    Some(rtcp)
-                }
+                true => Some(bind_socket(SocketAddr::new(ip, port + 1))?),
                 false => None,
             };
             Ok((rtp, rtcp))

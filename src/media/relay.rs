@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use super::dtmf::{self, TelephoneEvent};
 use super::g711;
 use super::io::{IoHandle, IoPool};
-use super::mmsg::{RecvBatch, BATCH};
+use super::mmsg::{RecvBatch, WakeClock, BATCH};
 use super::ports::BoundPair;
 use super::rtp::{self, Rtp};
 use super::srtp::{SrtpContext, SrtpError};
@@ -281,6 +281,9 @@ struct Leg {
     /// RTCP multiplexing, which pasarela accepts) or once the leg's answer accepted
     /// multiplexing; RTCP then shares `rtp`.
     rtcp: Option<UdpSocket>,
+    /// `rtcp` is registered with the I/O thread (false only between [`Leg::reopen_rtcp`]
+    /// and the thread's look at [`RelayState::unregistered`]).
+    rtcp_registered: bool,
     media: LegMedia,
     latched_rtp: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
@@ -316,6 +319,7 @@ impl Leg {
         Leg {
             rtp: UdpSocket::from_std(pair.rtp),
             rtcp: pair.rtcp.map(UdpSocket::from_std),
+            rtcp_registered: true,
             media: LegMedia::default(),
             latched_rtp: None,
             latched_rtcp: None,
@@ -323,6 +327,36 @@ impl Leg {
             last_event_end: None,
             tx: TxStream::new(now),
             crypto: None,
+        }
+    }
+
+    /// Binds the RTCP socket again (RTP port + 1) for a leg that stopped multiplexing; it
+    /// waits to be registered with the I/O thread ([`RelayState::unregistered`]). `false`
+    /// when the port cannot be bound (another process took it): RTCP then keeps leaving
+    /// through the RTP socket, and what the phone sends to port + 1 is lost.
+    fn reopen_rtcp(&mut self) -> bool {
+        let addr = match self.rtp.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "RTP socket address unknown; no RTCP socket");
+                return false;
+            }
+        };
+        let Some(port) = addr.port().checked_add(1) else {
+            return false;
+        };
+        let at = SocketAddr::new(addr.ip(), port);
+        match super::ports::bind_socket(at) {
+            Ok(s) => {
+                tracing::debug!(%at, "RTCP socket bound again: the leg stopped multiplexing");
+                self.rtcp = Some(UdpSocket::from_std(s));
+                self.rtcp_registered = false;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%at, error = %e, "RTCP port not bound again; RTCP from the phone is lost");
+                false
+            }
         }
     }
 
@@ -486,6 +520,19 @@ impl RelayState {
         ]
     }
 
+    /// Sockets bound since the thread registered the relay's (an RTCP socket bound again),
+    /// in token order; marked registered as they are handed out.
+    pub(crate) fn unregistered(&mut self) -> Vec<(usize, &mut UdpSocket)> {
+        let mut out = Vec::new();
+        for (i, leg) in self.legs.iter_mut().enumerate() {
+            if let (Some(s), false) = (leg.rtcp.as_mut(), leg.rtcp_registered) {
+                leg.rtcp_registered = true;
+                out.push((2 * i + 1, s));
+            }
+        }
+        out
+    }
+
     /// When the dead-media check first runs.
     pub(crate) fn dead_at(&self) -> Instant {
         self.last_rx + self.dead_after
@@ -493,7 +540,13 @@ impl RelayState {
 
     /// Reads the datagrams queued on socket `sock` (token order), up to one batch, and relays
     /// them. `true` when the batch was full: the socket may hold more.
-    pub(crate) fn recv_batch(&mut self, sock: usize, batch: &mut RecvBatch) -> bool {
+    /// `clock` is the I/O thread's wake-up, which dates the datagrams.
+    pub(crate) fn recv_batch(
+        &mut self,
+        sock: usize,
+        batch: &mut RecvBatch,
+        clock: &WakeClock,
+    ) -> bool {
         let i = sock / 2;
         let rtp = sock.is_multiple_of(2);
         let Some(leg) = self.legs.get(i) else {
@@ -518,9 +571,10 @@ impl RelayState {
             }
         };
         for k in 0..n {
+            let arrival = clock.arrival(batch.received_at(k));
             if let Some((pkt, src)) = batch.get(k) {
                 if rtp && !is_rtcp(pkt) {
-                    self.on_rtp(i, pkt, src);
+                    self.on_rtp(i, pkt, src, clock.now, arrival);
                 } else {
                     self.on_rtcp(i, pkt, src);
                 }
@@ -577,8 +631,16 @@ impl RelayState {
         }
     }
 
-    /// One RTP packet from the phone of leg `i`: account, latch, rewrite, forward.
-    fn on_rtp(&mut self, i: usize, pkt: &mut [u8], src: SocketAddr) {
+    /// One RTP packet from the phone of leg `i`, which the kernel received at `arrival` and
+    /// the thread handles at (about) `now`: account, latch, rewrite, forward.
+    fn on_rtp(
+        &mut self,
+        i: usize,
+        pkt: &mut [u8],
+        src: SocketAddr,
+        now: Instant,
+        arrival: Instant,
+    ) {
         let [la, lb] = &mut self.legs;
         let (from, to) = if i == 0 { (la, lb) } else { (lb, la) };
         // An SRTP packet's padding is encrypted: only its fixed header can be checked yet.
@@ -592,7 +654,6 @@ impl RelayState {
             tracing::trace!(%src, "not RTP; dropped");
             return;
         }
-        let now = Instant::now();
 
         // Latch (symmetric RTP), then locked: others are dropped, and do not count as media.
         if !admit(from.latched_rtp, from.media.remote, src) {
@@ -630,8 +691,8 @@ impl RelayState {
         self.last_rx = now;
         self.dead_reported = false;
 
-        // Receive statistics; jitter only on the audio clock.
-        let since = now.saturating_duration_since(self.shared.start);
+        // Receive statistics; jitter only on the audio clock, from the kernel's receive time.
+        let since = arrival.saturating_duration_since(self.shared.start);
         let arrival = (pt == from.media.codec_pt).then(|| {
             (since.as_micros() as u64)
                 .wrapping_mul(8)
@@ -778,12 +839,18 @@ impl RelayState {
                         leg.latched_rtcp = None;
                     }
                     if m.rtcp_mux {
-                        // The answer took multiplexing: the RTCP socket is not needed again
-                        // (RFC 8035: multiplexing, once agreed, is not turned off). Closing
+                        // The answer took multiplexing: the RTCP socket is not needed. Closing
                         // its descriptor also takes it out of the thread's epoll set; its
                         // port stays reserved with the pair until the relay ends.
                         if leg.rtcp.take().is_some() {
                             guard.socket_closed();
+                        }
+                    } else if leg.rtcp.is_none() {
+                        // Multiplexing ended (a re-INVITE without a=rtcp-mux, as a phone that
+                        // took over the call may send, RFC 8035 notwithstanding): the phone
+                        // sends RTCP to our RTP port + 1 again, which the pair kept reserved.
+                        if leg.reopen_rtcp() {
+                            guard.socket_opened();
                         }
                     }
                     update_crypto(leg, m.srtp.as_ref());

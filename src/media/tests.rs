@@ -977,6 +977,51 @@ async fn a_peer_that_drops_mux_gets_rtcp_on_the_separate_port() {
     assert_eq!(engine.open_sockets(), 0);
 }
 
+#[tokio::test]
+async fn a_phone_that_stops_multiplexing_mid_call_gets_its_rtcp_socket_back() {
+    let engine = engine(28600..=28699, Duration::from_secs(60));
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let relay = engine.allocate_into_muxed(1, tx, true).expect("allocate");
+    let (a, a_rtcp, b) = (phone().await, phone().await, phone().await);
+    let mux = |s: &UdpSocket, on: bool| LegMedia {
+        rtcp_mux: on,
+        ..LegMedia::pcmu(Some(addr(s)), None)
+    };
+    relay.update(mux(&a, true), mux(&b, true));
+    wait_sockets(&engine, 2).await;
+    let a_rtcp_port = SocketAddr::new(LO, relay.local_port(Side::A) + 1);
+    // A re-INVITE from A without a=rtcp-mux: our A RTCP port is bound again …
+    relay.update(mux(&a, false), mux(&b, true));
+    wait_sockets(&engine, 3).await;
+    assert!(
+        std::net::UdpSocket::bind(a_rtcp_port).is_err(),
+        "A's RTCP port is ours again"
+    );
+    // … and read: A's RTCP sent there reaches B's RTP port, from ours.
+    a.send_to(
+        &pkt(false, 0, 1, 0, 0xA, &[1; 160]),
+        relay_addr(&relay, Side::A),
+    )
+    .await
+    .expect("send");
+    let _ = recv(&b).await;
+    a_rtcp.send_to(&rr(0xA), a_rtcp_port).await.expect("send");
+    let (p, from) = recv(&b).await;
+    assert_eq!((p, from), (rr(0xA).to_vec(), relay_addr(&relay, Side::B)));
+    // B's RTCP goes to where A sends its RTCP from, out of our A RTCP port.
+    b.send_to(&rr(0xB), relay_addr(&relay, Side::B))
+        .await
+        .expect("send");
+    let (p, from) = recv(&a_rtcp).await;
+    assert_eq!((p, from), (rr(0xB).to_vec(), a_rtcp_port));
+    // Multiplexing again closes it again.
+    relay.update(mux(&a, true), mux(&b, true));
+    wait_sockets(&engine, 2).await;
+    drop(relay);
+    wait_in_use_zero(&engine).await;
+    assert_eq!(engine.open_sockets(), 0);
+}
+
 /// Many streams on one I/O thread with packets microseconds apart: the thread is busy enough
 /// to coalesce its wake-ups (`io::COALESCE`), and still every packet reaches the right phone,
 /// in order, rewritten as usual; a lone packet after the burst goes through too.
