@@ -582,6 +582,20 @@ fn kept_invite(mut invite: Request) -> Request {
     invite
 }
 
+/// An INVITE of an answered call, cut to what is still read from it for the call's life
+/// (the dialog's identity, the Via host, Max-Forwards and Privacy of later forks, a
+/// transfer's parties): its body went into the call's SDP state and its other headers
+/// (User-Agent, Allow, Supported, …) are never read again. A held call keeps two of these.
+fn trim_answered(req: &mut Request) {
+    req.headers.0.retain(|h| match h {
+        Header::Other(name, _) => name.eq_ignore_ascii_case("Privacy"),
+        Header::ContentType(_) | Header::ContentLength(_) => false,
+        _ => true,
+    });
+    req.headers.0.shrink_to_fit();
+    req.body = Bytes::new();
+}
+
 impl Call {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -928,6 +942,10 @@ impl Call {
             Some(_) => None,
             None => Some(layer.send_request(now, req.clone(), peer)),
         };
+        if self.forks.is_empty() {
+            // Most calls have one fork: room for one, not the four a first push makes.
+            self.forks.reserve_exact(1);
+        }
         self.forks.push(Fork {
             key,
             invite: req,
@@ -1490,6 +1508,7 @@ impl Call {
         };
         layer.send_stateless(peer, &Message::Request(ack));
         self.forks[i].dialog = Some(b_dialog.clone());
+        trim_answered(&mut self.forks[i].invite);
         self.answer_a(now, layer, i, a_sdp.as_ref(), Some(&b_dialog), settings)
     }
 
@@ -1530,6 +1549,7 @@ impl Call {
             self.a.tag.clone(),
         );
         self.a.dialog = a_dialog;
+        trim_answered(&mut self.a.invite);
         let a_seq = self.a.invite.headers.cseq().map_or(0, |c| c.seq);
         self.start_retrans(now, Side::A, a_seq, ok, self.a.peer, settings);
         let b_key = b_dialog.map(|b| {
