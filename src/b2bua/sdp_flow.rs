@@ -82,7 +82,7 @@ fn how_sent(s: Option<&SessionDescription>) -> OurOffer {
     }
 }
 
-/// A session description kept for the call's life (an offer, the last one sent to a side):
+/// A session description kept for the call's life (the caller's offer, the forks' offer):
 /// its text in one shared allocation, parsed again when it is needed (an answer, a re-INVITE,
 /// hold). Parsed, each would be some 35 small strings and vectors (about 1.1 KB) held by every
 /// call; as text it is its length (about 300 bytes), and it is read only a few times a call.
@@ -92,6 +92,10 @@ struct Kept(std::sync::Arc<str>);
 impl Kept {
     fn new(s: &SessionDescription) -> Kept {
         Kept(s.to_string().into())
+    }
+
+    fn from_text(text: &str) -> Kept {
+        Kept(text.into())
     }
 
     /// The description again (our own writer's output parses; `None` would be a bug there).
@@ -119,8 +123,6 @@ pub struct LegSdp {
     b_offer: Option<Kept>,
     /// We offered the caller in our 2xx (offerless INVITE): its answer comes in the ACK.
     awaiting_a_answer: bool,
-    /// The last SDP sent to each side.
-    last_sent: [Option<Kept>; 2],
     legs: [Option<LegMedia>; 2],
     codec: Option<String>,
     /// Each party's SRTP policy (B's is set per fork when its offer is made).
@@ -142,7 +144,6 @@ impl LegSdp {
             a_offer: None,
             b_offer: None,
             awaiting_a_answer: false,
-            last_sent: [None, None],
             legs: [None, None],
             codec: None,
             policy: [SrtpPolicy::default(); 2],
@@ -184,8 +185,19 @@ impl LegSdp {
 
     fn sent(&mut self, side: Side, mut s: SessionDescription, port: u16) -> SessionDescription {
         sdp::rewrite_for_relay(&mut s, self.media_ip, port, &mut self.origin[idx(side)]);
-        self.last_sent[idx(side)] = Some(Kept::new(&s));
         s
+    }
+
+    /// The last SDP sent to `side`: the text its origin state keeps (to tell a changed
+    /// description from a repeated one), parsed again; its `o=` has version 0.
+    fn last_sent(&self, side: Side) -> Option<SessionDescription> {
+        let text = self.origin[idx(side)].last_sent()?;
+        Kept::from_text(text).get()
+    }
+
+    /// The last SDP sent to the forks, kept as the offer each new fork starts from.
+    fn keep_b_offer(&mut self) {
+        self.b_offer = self.origin[1].last_sent().map(Kept::from_text);
     }
 
     /// The caller offered `offer`: prepare the forks' offer.
@@ -210,7 +222,7 @@ impl LegSdp {
             m.set_srtp(None);
         }
         self.sent(Side::B, b, port_b);
-        self.b_offer = self.last_sent[1].clone();
+        self.keep_b_offer();
         self.a_offer = Some(Kept::new(&offer));
         self.a_srtp = Some(a_srtp);
         Ok(())
@@ -220,7 +232,7 @@ impl LegSdp {
     pub fn offerless(&mut self, port_b: u16, _ip: IpAddr) {
         if let Some(t) = self.template(port_b) {
             self.sent(Side::B, t, port_b);
-            self.b_offer = self.last_sent[1].clone();
+            self.keep_b_offer();
         }
     }
 
@@ -339,7 +351,7 @@ impl LegSdp {
         else {
             return;
         };
-        let sent = parsed(self.last_sent[idx(side)].as_ref());
+        let sent = self.last_sent(side);
         let (how, tag) = (how_sent(sent.as_ref()), sent_tag(sent.as_ref()));
         let key = match srtp::accept_answer(audio, how, self.policy[idx(side)], tag) {
             Ok(k) => k,
@@ -363,7 +375,7 @@ impl LegSdp {
 
     /// What we last sent `side` (re-offered when a re-INVITE comes without SDP).
     pub fn current_for(&mut self, side: Side, port: u16) -> Option<SessionDescription> {
-        let mut s = parsed(self.last_sent[idx(side)].as_ref())?;
+        let mut s = self.last_sent(side)?;
         if let Some(m) = s.audio_mut() {
             sdp::offer_rtcp_mux(m);
         }
@@ -372,14 +384,14 @@ impl LegSdp {
 
     /// The direction of the audio we last sent `side` (`None`: nothing sent yet).
     pub fn last_sent_direction(&self, side: Side) -> Option<crate::sdp::Direction> {
-        let s = parsed(self.last_sent[idx(side)].as_ref())?;
+        let s = self.last_sent(side)?;
         Some(s.media_direction(s.audio_index()?))
     }
 
     /// A new offer for `side` from what it last got, taken off hold (sendrecv): after a
     /// transfer the far party talks again, maybe with a new codec.
     pub fn fresh_offer_for(&mut self, side: Side, port: u16) -> Option<SessionDescription> {
-        let mut s = parsed(self.last_sent[idx(side)].as_ref())?;
+        let mut s = self.last_sent(side)?;
         if let Some(m) = s.audio_mut() {
             m.set_direction(crate::sdp::Direction::SendRecv);
             sdp::offer_rtcp_mux(m);
@@ -403,7 +415,7 @@ impl LegSdp {
         // The receiving leg keeps SRTP once it has it; otherwise its policy decides.
         let mut how = srtp::our_offer(self.policy[idx(to)], offered.as_ref());
         if self.srtp_legs()[idx(to)] {
-            let before = how_sent(parsed(self.last_sent[idx(to)].as_ref()).as_ref());
+            let before = how_sent(self.last_sent(to).as_ref());
             how = OurOffer {
                 secure: true,
                 mandatory: how.mandatory || before.mandatory,
@@ -437,7 +449,7 @@ impl LegSdp {
         let mut for_offerer = sdp::answer_for_a(o_audio, answer, &n);
         let answerer = offerer.other();
         let o_key = srtp::accept_offer(o_audio, self.policy[idx(offerer)])?.key;
-        let sent = parsed(self.last_sent[idx(answerer)].as_ref());
+        let sent = self.last_sent(answerer);
         let (how, tag) = (how_sent(sent.as_ref()), sent_tag(sent.as_ref()));
         let a_key = srtp::accept_answer(a_audio, how, self.policy[idx(answerer)], tag)?;
         let ours = o_key.as_ref().map(|k| self.our_key(offerer, Some(k)));

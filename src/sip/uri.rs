@@ -141,6 +141,7 @@ impl Params {
         {
             slot.1 = value;
         } else {
+            self.reserve_first();
             self.0.push((param_name(name), value));
         }
     }
@@ -158,7 +159,22 @@ impl Params {
     }
 
     pub(crate) fn push_raw(&mut self, name: &str, value: Option<String>) {
+        self.reserve_first();
         self.0.push((param_name(name), value));
+    }
+
+    /// Gives back the spare room of the list (for parameters kept for a call's life).
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
+
+    /// Room for exactly one parameter in an empty list: most lists hold one (a tag, a
+    /// branch), and a first push would make room for four (48 bytes each), which every
+    /// header a held call keeps would carry.
+    fn reserve_first(&mut self) {
+        if self.0.capacity() == 0 {
+            self.0.reserve_exact(1);
+        }
     }
 }
 
