@@ -6,6 +6,9 @@
 //! is where a held call's memory lives (the kernel's socket buffers are not the process's).
 //!
 //! `MEMORY_PER_CALL_VERBOSE=1` prints the bytes per call of each step of the setup.
+//! `MEMORY_PER_CALL_EXIT=1` ends the process right after the held calls are measured: run
+//! under heaptrack (`heaptrack target/release/deps/memory_per_call-… held_calls`), what a held
+//! call keeps shows as leaked, by where it was allocated.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
@@ -292,11 +295,19 @@ fn settle() {
 
 const WARM: u32 = 20;
 const HELD: u32 = 200;
-/// Issue 22's target is 20 KiB per held call. Measured (2026-12-03): 18.3 KB per held call
-/// (31.4 KB before the Call, transactions and SRTP contexts were boxed and kept messages
-/// trimmed), 20.5 KB just after set-up while its transactions still absorb retransmissions.
-const BOUND_SETUP: i64 = 24 * 1024;
-const BOUND_HELD: i64 = 20 * 1024;
+/// Issue 22's target is 20 KiB of PSS per held call; the allocator's rounding and the
+/// fragmentation the set-up leaves add to what is counted here, so the bounds sit just above
+/// what is measured and a regression fails. Measured (2026-12-04): 9 503 B in 82 blocks per
+/// held call, 11 677 B in 106 blocks just after set-up while its transactions still absorb
+/// retransmissions (one build measured 824 B and one block less per call, the same code: a
+/// map's growth step falling inside or outside the measured window) (18.3 KB in 214 blocks held before the stored SDPs were kept as text, the
+/// answered INVITEs cut to the headers still read, and URIs and parameter lists shrunk;
+/// 31.4 KB before the Call, transactions and SRTP contexts were boxed).
+const BOUND_SETUP: i64 = 12_000;
+const BOUND_HELD: i64 = 9_800;
+/// Heap blocks per call: each is an allocation to make and a slot that fragments the heap.
+const BOUND_SETUP_BLOCKS: i64 = 110;
+const BOUND_HELD_BLOCKS: i64 = 86;
 
 #[test]
 fn held_calls_stay_small() {
@@ -322,14 +333,17 @@ fn held_calls_stay_small() {
     h.advance(Duration::from_secs(40));
     settle();
     let (bytes2, blocks2) = live();
+    if std::env::var_os("MEMORY_PER_CALL_EXIT").is_some() {
+        std::process::exit(0);
+    }
     assert_eq!(h.core.calls().len(), (WARM + HELD) as usize, "calls held");
     let per = |b: i64| b / i64::from(HELD);
     let setup = per(bytes1 - bytes0);
     let held = per(bytes2 - bytes0);
+    let setup_blocks = per(blocks1 - blocks0);
+    let held_blocks = per(blocks2 - blocks0);
     println!(
-        "per call just set up: {setup} B in {} blocks; held (transactions over): {held} B in {} blocks",
-        per(blocks1 - blocks0),
-        per(blocks2 - blocks0)
+        "per call just set up: {setup} B in {setup_blocks} blocks; held (transactions over): {held} B in {held_blocks} blocks"
     );
     if verbose {
         println!(
@@ -348,6 +362,14 @@ fn held_calls_stay_small() {
     assert!(
         held < BOUND_HELD,
         "{held} B per held call (bound {BOUND_HELD})"
+    );
+    assert!(
+        setup_blocks < BOUND_SETUP_BLOCKS,
+        "{setup_blocks} blocks per call just set up (bound {BOUND_SETUP_BLOCKS})"
+    );
+    assert!(
+        held_blocks < BOUND_HELD_BLOCKS,
+        "{held_blocks} blocks per held call (bound {BOUND_HELD_BLOCKS})"
     );
 }
 

@@ -82,18 +82,47 @@ fn how_sent(s: Option<&SessionDescription>) -> OurOffer {
     }
 }
 
+/// A session description kept for the call's life (the caller's offer, the forks' offer):
+/// its text in one shared allocation, parsed again when it is needed (an answer, a re-INVITE,
+/// hold). Parsed, each would be some 35 small strings and vectors (about 1.1 KB) held by every
+/// call; as text it is its length (about 300 bytes), and it is read only a few times a call.
+#[derive(Clone)]
+struct Kept(std::sync::Arc<str>);
+
+impl Kept {
+    fn new(s: &SessionDescription) -> Kept {
+        Kept(s.to_string().into())
+    }
+
+    fn from_text(text: &str) -> Kept {
+        Kept(text.into())
+    }
+
+    /// The description again (our own writer's output parses; `None` would be a bug there).
+    fn get(&self) -> Option<SessionDescription> {
+        let parsed = SessionDescription::parse(&self.0);
+        if let Err(e) = &parsed {
+            tracing::error!("a kept session description no longer parses: {e}");
+        }
+        parsed.ok()
+    }
+}
+
+/// A kept description, parsed (`None` when none is kept).
+fn parsed(k: Option<&Kept>) -> Option<SessionDescription> {
+    k.and_then(Kept::get)
+}
+
 /// Per-call SDP state.
 pub struct LegSdp {
     media_ip: IpAddr,
     origin: [OriginState; 2],
     /// The caller's latest offer (None for an offerless INVITE).
-    a_offer: Option<SessionDescription>,
+    a_offer: Option<Kept>,
     /// What the forks are offered.
-    b_offer: Option<SessionDescription>,
+    b_offer: Option<Kept>,
     /// We offered the caller in our 2xx (offerless INVITE): its answer comes in the ACK.
     awaiting_a_answer: bool,
-    /// The last SDP sent to each side.
-    last_sent: [Option<SessionDescription>; 2],
     legs: [Option<LegMedia>; 2],
     codec: Option<String>,
     /// Each party's SRTP policy (B's is set per fork when its offer is made).
@@ -115,7 +144,6 @@ impl LegSdp {
             a_offer: None,
             b_offer: None,
             awaiting_a_answer: false,
-            last_sent: [None, None],
             legs: [None, None],
             codec: None,
             policy: [SrtpPolicy::default(); 2],
@@ -157,8 +185,19 @@ impl LegSdp {
 
     fn sent(&mut self, side: Side, mut s: SessionDescription, port: u16) -> SessionDescription {
         sdp::rewrite_for_relay(&mut s, self.media_ip, port, &mut self.origin[idx(side)]);
-        self.last_sent[idx(side)] = Some(s.clone());
         s
+    }
+
+    /// The last SDP sent to `side`: the text its origin state keeps (to tell a changed
+    /// description from a repeated one), parsed again; its `o=` has version 0.
+    fn last_sent(&self, side: Side) -> Option<SessionDescription> {
+        let text = self.origin[idx(side)].last_sent()?;
+        Kept::from_text(text).get()
+    }
+
+    /// The last SDP sent to the forks, kept as the offer each new fork starts from.
+    fn keep_b_offer(&mut self) {
+        self.b_offer = self.origin[1].last_sent().map(Kept::from_text);
     }
 
     /// The caller offered `offer`: prepare the forks' offer.
@@ -182,9 +221,9 @@ impl LegSdp {
             // Each fork's offer gets our key (or none) in `offer_for_b`.
             m.set_srtp(None);
         }
-        let b = self.sent(Side::B, b, port_b);
-        self.b_offer = Some(b);
-        self.a_offer = Some(offer);
+        self.sent(Side::B, b, port_b);
+        self.keep_b_offer();
+        self.a_offer = Some(Kept::new(&offer));
         self.a_srtp = Some(a_srtp);
         Ok(())
     }
@@ -192,15 +231,15 @@ impl LegSdp {
     /// The caller sent no offer: the forks get ours.
     pub fn offerless(&mut self, port_b: u16, _ip: IpAddr) {
         if let Some(t) = self.template(port_b) {
-            let b = self.sent(Side::B, t, port_b);
-            self.b_offer = Some(b);
+            self.sent(Side::B, t, port_b);
+            self.keep_b_offer();
         }
     }
 
     /// The offer for a fork towards a party with `policy`: the caller's offer anchored on the
     /// relay, with our key for leg B when that party gets SRTP.
     pub fn offer_for_b(&mut self, policy: SrtpPolicy) -> Option<SessionDescription> {
-        let mut b = self.b_offer.clone()?;
+        let mut b = parsed(self.b_offer.as_ref())?;
         let how = srtp::our_offer(policy, self.a_srtp.as_ref());
         let ours = self.our_key(Side::B, None);
         let port = b.audio().map_or(9, |m| m.port);
@@ -230,7 +269,14 @@ impl LegSdp {
         self.policy[1] = policy_b;
         let how_b = srtp::our_offer(policy_b, self.a_srtp.as_ref());
         let b_key = srtp::accept_answer(b_audio, how_b, policy_b, 1)?;
-        match self.a_offer.clone() {
+        let a_offer = match &self.a_offer {
+            Some(k) => Some(
+                k.get()
+                    .ok_or((500, "The caller's offer was lost".to_string()))?,
+            ),
+            None => None,
+        };
+        match a_offer {
             Some(a_offer) => {
                 let a_audio = a_offer
                     .audio()
@@ -305,8 +351,8 @@ impl LegSdp {
         else {
             return;
         };
-        let sent = self.last_sent[idx(side)].as_ref();
-        let (how, tag) = (how_sent(sent), sent_tag(sent));
+        let sent = self.last_sent(side);
+        let (how, tag) = (how_sent(sent.as_ref()), sent_tag(sent.as_ref()));
         let key = match srtp::accept_answer(audio, how, self.policy[idx(side)], tag) {
             Ok(k) => k,
             Err((_, why)) => {
@@ -329,7 +375,7 @@ impl LegSdp {
 
     /// What we last sent `side` (re-offered when a re-INVITE comes without SDP).
     pub fn current_for(&mut self, side: Side, port: u16) -> Option<SessionDescription> {
-        let mut s = self.last_sent[idx(side)].clone()?;
+        let mut s = self.last_sent(side)?;
         if let Some(m) = s.audio_mut() {
             sdp::offer_rtcp_mux(m);
         }
@@ -338,14 +384,14 @@ impl LegSdp {
 
     /// The direction of the audio we last sent `side` (`None`: nothing sent yet).
     pub fn last_sent_direction(&self, side: Side) -> Option<crate::sdp::Direction> {
-        let s = self.last_sent[idx(side)].as_ref()?;
+        let s = self.last_sent(side)?;
         Some(s.media_direction(s.audio_index()?))
     }
 
     /// A new offer for `side` from what it last got, taken off hold (sendrecv): after a
     /// transfer the far party talks again, maybe with a new codec.
     pub fn fresh_offer_for(&mut self, side: Side, port: u16) -> Option<SessionDescription> {
-        let mut s = self.last_sent[idx(side)].clone()?;
+        let mut s = self.last_sent(side)?;
         if let Some(m) = s.audio_mut() {
             m.set_direction(crate::sdp::Direction::SendRecv);
             sdp::offer_rtcp_mux(m);
@@ -369,7 +415,7 @@ impl LegSdp {
         // The receiving leg keeps SRTP once it has it; otherwise its policy decides.
         let mut how = srtp::our_offer(self.policy[idx(to)], offered.as_ref());
         if self.srtp_legs()[idx(to)] {
-            let before = how_sent(self.last_sent[idx(to)].as_ref());
+            let before = how_sent(self.last_sent(to).as_ref());
             how = OurOffer {
                 secure: true,
                 mandatory: how.mandatory || before.mandatory,
@@ -403,8 +449,8 @@ impl LegSdp {
         let mut for_offerer = sdp::answer_for_a(o_audio, answer, &n);
         let answerer = offerer.other();
         let o_key = srtp::accept_offer(o_audio, self.policy[idx(offerer)])?.key;
-        let sent = self.last_sent[idx(answerer)].as_ref();
-        let (how, tag) = (how_sent(sent), sent_tag(sent));
+        let sent = self.last_sent(answerer);
+        let (how, tag) = (how_sent(sent.as_ref()), sent_tag(sent.as_ref()));
         let a_key = srtp::accept_answer(a_audio, how, self.policy[idx(answerer)], tag)?;
         let ours = o_key.as_ref().map(|k| self.our_key(offerer, Some(k)));
         if let Some(m) = for_offerer.audio_mut() {
@@ -416,7 +462,7 @@ impl LegSdp {
         self.legs[idx(offerer)] = Some(leg(offer, o_audio, &n.a_codec, n.a_dtmf_pt, o_srtp));
         self.legs[idx(answerer)] = Some(leg(answer, a_audio, &n.b_codec, n.b_dtmf_pt, a_srtp));
         if offerer == Side::A {
-            self.a_offer = Some(offer.clone());
+            self.a_offer = Some(Kept::new(offer));
         }
         self.update_relay(relay);
         Ok(self.sent(offerer, for_offerer, port_offerer))
@@ -433,7 +479,7 @@ impl LegSdp {
         relay: Option<&dyn CallMedia>,
         policy_b: SrtpPolicy,
     ) -> Result<(SessionDescription, SessionDescription), (u16, String)> {
-        let a_offer = self.a_offer.clone().ok_or((
+        let a_offer = parsed(self.a_offer.as_ref()).ok_or((
             488,
             "The ringing call has no offer to answer: it cannot be picked up".to_string(),
         ))?;

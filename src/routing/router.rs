@@ -907,7 +907,7 @@ impl Router {
             };
             let mut uri = t.uri.clone();
             uri.user = Some(user);
-            uri.password = None;
+            uri.set_password(None);
             // Requests to the trunk go to its outbound proxy when it has one.
             let next_hop = t.options.outbound_proxy.as_ref().unwrap_or(&t.uri);
             let hops = self.locate(next_hop, deadline, rec).await;
@@ -998,7 +998,7 @@ fn reject_number(e: &NumberError) -> Decision {
 pub fn bare(uri: &SipUri) -> SipUri {
     let mut u = uri.clone();
     u.params = Params::new();
-    u.headers = None;
+    u.set_headers(None);
     u
 }
 

@@ -52,6 +52,11 @@ impl OriginState {
         self.session_id
     }
 
+    /// The last description stamped on this leg, serialised (with version 0 in `o=`).
+    pub fn last_sent(&self) -> Option<&str> {
+        self.last.as_deref()
+    }
+
     /// The version of the last description sent (1 before any was sent).
     pub fn version(&self) -> u64 {
         self.version

@@ -79,12 +79,27 @@ pub struct SipUri {
     pub secure: bool,
     /// The user part as received (escapes kept).
     pub user: Option<String>,
-    pub password: Option<String>,
     pub host: Host,
     pub port: Option<u16>,
     pub params: Params,
+    /// The password and the headers part, which next to no URI has: boxed, so every URI a
+    /// held call keeps (in its dialogs and stored messages) is 32 bytes smaller.
+    rare: Option<Box<RareParts>>,
+}
+
+/// The parts of a SIP URI almost never present.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RareParts {
+    password: Option<String>,
     /// The `?hname=hvalue&…` part, without the `?`, as received.
-    pub headers: Option<String>,
+    headers: Option<String>,
+}
+
+impl RareParts {
+    /// `None` when both are absent (no allocation for the usual URI).
+    fn boxed(password: Option<String>, headers: Option<String>) -> Option<Box<RareParts>> {
+        (password.is_some() || headers.is_some()).then(|| Box::new(RareParts { password, headers }))
+    }
 }
 
 /// A parsed `tel:` URI: the number and its parameters.
@@ -126,6 +141,7 @@ impl Params {
         {
             slot.1 = value;
         } else {
+            self.reserve_first();
             self.0.push((param_name(name), value));
         }
     }
@@ -143,7 +159,22 @@ impl Params {
     }
 
     pub(crate) fn push_raw(&mut self, name: &str, value: Option<String>) {
+        self.reserve_first();
         self.0.push((param_name(name), value));
+    }
+
+    /// Gives back the spare room of the list (for parameters kept for a call's life).
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
+
+    /// Room for exactly one parameter in an empty list: most lists hold one (a tag, a
+    /// branch), and a first push would make room for four (48 bytes each), which every
+    /// header a held call keeps would carry.
+    fn reserve_first(&mut self) {
+        if self.0.capacity() == 0 {
+            self.0.reserve_exact(1);
+        }
     }
 }
 
@@ -251,7 +282,7 @@ impl SipUri {
         w.write_str(if self.secure { "sips:" } else { "sip:" })?;
         if let Some(user) = &self.user {
             w.write_str(user)?;
-            if let Some(pw) = &self.password {
+            if let Some(pw) = self.password() {
                 w.write_str(":")?;
                 w.write_str(pw)?;
             }
@@ -263,7 +294,7 @@ impl SipUri {
             write_decimal(w, port.into())?;
         }
         self.params.write_to(w)?;
-        if let Some(h) = &self.headers {
+        if let Some(h) = self.headers() {
             w.write_str("?")?;
             w.write_str(h)?;
         }
@@ -315,12 +346,39 @@ impl SipUri {
         SipUri {
             secure: false,
             user: user.map(str::to_owned),
-            password: None,
             host,
             port,
             params: Params::new(),
-            headers: None,
+            rare: None,
         }
+    }
+
+    /// The password of the userinfo (`sip:user:password@host`), as received.
+    pub fn password(&self) -> Option<&str> {
+        self.rare.as_ref()?.password.as_deref()
+    }
+
+    /// The `?hname=hvalue&…` part, without the `?`, as received.
+    pub fn headers(&self) -> Option<&str> {
+        self.rare.as_ref()?.headers.as_deref()
+    }
+
+    pub fn set_password(&mut self, password: Option<String>) {
+        let headers = self.rare.take().and_then(|r| r.headers);
+        self.rare = RareParts::boxed(password, headers);
+    }
+
+    /// Takes the headers part out of the URI.
+    pub fn take_headers(&mut self) -> Option<String> {
+        let rare = self.rare.take()?;
+        let RareParts { password, headers } = *rare;
+        self.rare = RareParts::boxed(password, None);
+        headers
+    }
+
+    pub fn set_headers(&mut self, headers: Option<String>) {
+        let password = self.rare.take().and_then(|r| r.password);
+        self.rare = RareParts::boxed(password, headers);
     }
 
     /// The user part with `%HH` escapes decoded (lossy for invalid UTF-8).
@@ -523,11 +581,10 @@ fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
     Ok(SipUri {
         secure,
         user,
-        password,
         host,
         port,
         params,
-        headers: headers.map(str::to_owned),
+        rare: RareParts::boxed(password, headers.map(str::to_owned)),
     })
 }
 
@@ -757,11 +814,8 @@ mod tests {
     fn headers_and_password() {
         let u = sip("sips:alice:pw@atlanta.com?subject=project%20x&priority=urgent");
         assert!(u.secure);
-        assert_eq!(u.password.as_deref(), Some("pw"));
-        assert_eq!(
-            u.headers.as_deref(),
-            Some("subject=project%20x&priority=urgent")
-        );
+        assert_eq!(u.password(), Some("pw"));
+        assert_eq!(u.headers(), Some("subject=project%20x&priority=urgent"));
     }
 
     #[test]

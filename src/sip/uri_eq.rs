@@ -45,11 +45,11 @@ pub fn text_equivalent(text: &str, uri: &Uri) -> bool {
 fn sip_equivalent(a: &SipUri, b: &SipUri) -> bool {
     a.secure == b.secure
         && opt_unescaped(a.user.as_deref()) == opt_unescaped(b.user.as_deref())
-        && opt_unescaped(a.password.as_deref()) == opt_unescaped(b.password.as_deref())
+        && opt_unescaped(a.password()) == opt_unescaped(b.password())
         && a.host.matches(&b.host)
         && a.port == b.port
         && params_equivalent(&a.params, &b.params, &STRICT_PARAMS)
-        && headers_equivalent(a.headers.as_deref(), b.headers.as_deref())
+        && headers_equivalent(a.headers(), b.headers())
 }
 
 fn opt_unescaped(s: Option<&str>) -> Option<String> {

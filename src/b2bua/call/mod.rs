@@ -582,6 +582,39 @@ fn kept_invite(mut invite: Request) -> Request {
     invite
 }
 
+/// An INVITE of an answered call, cut to what is still read from it for the call's life
+/// (the transaction's identity for responses, CANCEL and late 2xx, the Via host, a
+/// transfer's parties; for the caller's, Max-Forwards and Privacy of later forks): its body
+/// went into the call's SDP state, its Contact into the dialog, and its other headers
+/// (User-Agent, Allow, Supported, …) are never read again. A held call keeps two of these.
+fn trim_answered(req: &mut Request, callers: bool) {
+    req.headers.0.retain(|h| match h {
+        Header::Via(_)
+        | Header::From(_)
+        | Header::To(_)
+        | Header::CallId(_)
+        | Header::CSeq(_)
+        | Header::Route(_) => true,
+        Header::MaxForwards(_) => callers,
+        Header::Other(name, _) => callers && name.eq_ignore_ascii_case("Privacy"),
+        _ => false,
+    });
+    for h in &mut req.headers.0 {
+        match h {
+            Header::Via(v) => v.params.shrink_to_fit(),
+            Header::From(a) | Header::To(a) | Header::Route(a) => {
+                a.params.shrink_to_fit();
+                if let Uri::Sip(u) = &mut a.uri {
+                    u.params.shrink_to_fit();
+                }
+            }
+            _ => {}
+        }
+    }
+    req.headers.0.shrink_to_fit();
+    req.body = Bytes::new();
+}
+
 impl Call {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -928,6 +961,10 @@ impl Call {
             Some(_) => None,
             None => Some(layer.send_request(now, req.clone(), peer)),
         };
+        if self.forks.is_empty() {
+            // Most calls have one fork: room for one, not the four a first push makes.
+            self.forks.reserve_exact(1);
+        }
         self.forks.push(Fork {
             key,
             invite: req,
@@ -1490,6 +1527,7 @@ impl Call {
         };
         layer.send_stateless(peer, &Message::Request(ack));
         self.forks[i].dialog = Some(b_dialog.clone());
+        trim_answered(&mut self.forks[i].invite, false);
         self.answer_a(now, layer, i, a_sdp.as_ref(), Some(&b_dialog), settings)
     }
 
@@ -1530,6 +1568,7 @@ impl Call {
             self.a.tag.clone(),
         );
         self.a.dialog = a_dialog;
+        trim_answered(&mut self.a.invite, true);
         let a_seq = self.a.invite.headers.cseq().map_or(0, |c| c.seq);
         self.start_retrans(now, Side::A, a_seq, ok, self.a.peer, settings);
         let b_key = b_dialog.map(|b| {

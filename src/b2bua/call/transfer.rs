@@ -138,7 +138,7 @@ fn refer_target(req: &Request) -> Result<Target2, (u16, &'static str)> {
     let addr = NameAddr::parse(value).map_err(|_| (400, "Malformed Refer-To"))?;
     match addr.uri {
         Uri::Sip(mut u) => {
-            let replaces = match u.headers.take() {
+            let replaces = match u.take_headers() {
                 Some(h) => crate::sip::replaces::Replaces::from_uri_headers(&h)
                     .transpose()
                     .map_err(|_| (400, "Malformed Replaces in Refer-To"))?,
