@@ -10,6 +10,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod metrics;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
@@ -133,13 +134,13 @@ impl Outbound {
             tracing::warn!(%peer, "no UDP socket to send from");
             return;
         };
-        match socket.try_send_to(data, peer.remote) {
+        match udp::try_send_to(socket, data, peer.remote) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let socket = socket.clone();
                 let data = data.to_vec();
                 tokio::spawn(async move {
-                    if let Err(e) = socket.send_to(&data, peer.remote).await {
+                    if let Err(e) = udp::send_to(&socket, &data, peer.remote).await {
                         tracing::debug!(%peer, "UDP send failed: {e}");
                     }
                 });
