@@ -189,17 +189,11 @@ fn handle_datagram(
     let Some(parsed) = parsed else { return };
     match parsed {
         Ok(message) => {
-            if out
-                .inbound
-                .try_send(Inbound {
-                    message,
-                    peer,
-                    received: std::time::Instant::now(),
-                })
-                .is_err()
-            {
-                tracing::warn!(%peer, "SIP core overloaded: datagram dropped");
-            }
+            out.deliver(Inbound {
+                message,
+                peer,
+                received: std::time::Instant::now(),
+            });
         }
         Err(err) => {
             if let Some(reply) = reject_unparsable(&err, &out.settings) {
