@@ -54,10 +54,14 @@ pub struct DigestGate {
     guard: SharedGuard,
     /// The key of the hash that derives a challenge from its request (per process).
     keyed: std::collections::hash_map::RandomState,
+    /// The nonce time slot, seconds (see [`NONCE_SLOT_SECS`]).
+    slot_secs: u64,
 }
 
 /// Challenges are answered statelessly, so a retransmitted request must get the same one: the
-/// nonce carries the start of this many seconds' slot rather than the time of the request.
+/// nonce carries the start of a time slot rather than the time of the request. The slot is at
+/// most this long and at most an eighth of the nonce lifetime, so a nonce is never issued
+/// already (nearly) stale.
 const NONCE_SLOT_SECS: u64 = 10;
 
 impl DigestGate {
@@ -74,6 +78,7 @@ impl DigestGate {
             nonces: NonceManager::new(secret, nonce_ttl_secs),
             guard: SharedGuard::default(),
             keyed: std::collections::hash_map::RandomState::new(),
+            slot_secs: (nonce_ttl_secs / 8).clamp(1, NONCE_SLOT_SECS),
         }
     }
 
@@ -106,9 +111,9 @@ impl DigestGate {
     }
 
     /// A challenge derived from `req`: a retransmission of it gets the same nonce (within a
-    /// [`NONCE_SLOT_SECS`] slot), so it can be answered without keeping any state.
+    /// time slot), so it can be answered without keeping any state.
     fn challenge(&mut self, unix: u64, req: &Request, source: IpAddr, stale: bool) -> GateOutcome {
-        let slot = unix - unix % NONCE_SLOT_SECS;
+        let slot = unix - unix % self.slot_secs;
         let entropy = self.request_hash(req, "nonce");
         let nonce = self.nonces.issue_bound(slot, entropy, &bound_to(source));
         GateOutcome::Challenge(
