@@ -382,18 +382,43 @@ fn quiet(h: &mut Harness) -> i64 {
     h.advance(wait);
     h.unix += wait.as_secs();
     settle();
-    // The relays' events (latching, the end of a call's media) go to the core, as the
-    // server's loop does.
-    while let Ok((call, event)) = h.events.try_recv() {
-        h.core.media_event(h.now, h.unix, call, event);
+    // Polled until settled rather than after a fixed sleep: on a loaded machine the relays'
+    // events and the I/O thread's shrink (at its next wake-up, at most a second when idle) can
+    // come later than any fixed wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut samples: Vec<i64> = Vec::new();
+    let mut housekeep = true;
+    loop {
+        // The relays' events (latching, the end of a call's media) go to the core, as the
+        // server's loop does.
+        while let Ok((call, event)) = h.events.try_recv() {
+            h.core.media_event(h.now, h.unix, call, event);
+            housekeep = true;
+        }
+        if housekeep {
+            h.core.housekeeping_at(Some(h.now), h.unix);
+            h.drain();
+            // As the server's loop does after housekeeping.
+            pasarela::memory::give_back();
+            housekeep = false;
+            samples.clear();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        samples.push(live().0);
+        // Settled: within 1 KiB over the last 1.5 s (past the I/O thread's idle wake-up).
+        if samples.len() >= 15 {
+            let recent = &samples[samples.len() - 15..];
+            let (lo, hi) = (recent.iter().min(), recent.iter().max());
+            if let (Some(lo), Some(hi)) = (lo, hi) {
+                if hi - lo <= 1024 {
+                    return recent[recent.len() - 1];
+                }
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return live().0;
+        }
     }
-    h.core.housekeeping_at(Some(h.now), h.unix);
-    h.drain();
-    // As the server's loop does after housekeeping; the I/O thread shrinks at its next wake-up
-    // (at most a second).
-    pasarela::memory::give_back();
-    std::thread::sleep(Duration::from_millis(1500));
-    live().0
 }
 
 const BURST: u32 = 1000;

@@ -234,3 +234,128 @@ fn register_with_sha256_digest() {
 fn register_with_md5_digest() {
     register_with("MD5");
 }
+
+/// A request from `local` without credentials: `method` (REGISTER or INVITE) with its own
+/// Call-ID and branch.
+fn unauthenticated(method: &str, local: SocketAddr, server: SocketAddr, call_id: &str) -> String {
+    let ip = server.ip();
+    let target = if method == "REGISTER" {
+        format!("sip:{server}")
+    } else {
+        format!("sip:101@{server}")
+    };
+    let to = if method == "REGISTER" { "100" } else { "101" };
+    let body = if method == "INVITE" {
+        "v=0\r\no=raw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 9 RTP/AVP 0\r\n"
+    } else {
+        ""
+    };
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "{method} {target} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK{};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:100@{ip}>;tag={}\r\n\
+         To: <sip:{to}@{ip}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 {method}\r\n\
+         Contact: <sip:raw@{local}>\r\n\
+         {content_type}Content-Length: {}\r\n\r\n{body}",
+        random_token(),
+        random_token(),
+        body.len(),
+    )
+}
+
+#[test]
+fn a_retransmitted_request_gets_the_same_challenge() {
+    // Challenges are sent without keeping a transaction: the retransmission of a request is
+    // challenged anew, and must get the same To tag and nonce as the first copy.
+    let mut server = Server::start(&config(common::MD5_ONLY));
+    for method in ["REGISTER", "INVITE"] {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = sock.local_addr().unwrap();
+        let msg = unauthenticated(
+            method,
+            local,
+            server.udp,
+            &format!("{}@raw", random_token()),
+        );
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            sock.send_to(msg.as_bytes(), server.udp).unwrap();
+            let r = recv_final(&sock, Duration::from_secs(2))
+                .unwrap_or_else(|| server.fail(&format!("no answer to {method}")));
+            assert_eq!(status_code(&r), Some(401), "{}", common::first_line(&r));
+            answers.push((
+                header_values(&r, "To", Some("t")),
+                header_values(&r, "WWW-Authenticate", None),
+            ));
+        }
+        assert!(
+            answers[0].0.iter().any(|t| t.contains("tag=")),
+            "{method}: the 401 has no To tag: {:?}",
+            answers[0].0
+        );
+        assert_eq!(
+            answers[0], answers[1],
+            "{method}: the retransmission got another challenge"
+        );
+    }
+    server.assert_alive();
+}
+
+#[test]
+fn challenge_flood_keeps_no_state() {
+    // Every unauthenticated request is challenged without a transaction: a flood of them
+    // leaves the server transaction count near zero (each used to be kept 32 s, Timer J/H).
+    let mut server = Server::start(&config(common::MD5_ONLY));
+    let web = server.web.expect("web address");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = sock.local_addr().unwrap();
+    let reader = sock.try_clone().unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let challenged = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let mut n401 = 0;
+        while let Ok((n, _)) = reader.recv_from(&mut buf) {
+            if status_code(&buf[..n]) == Some(401) {
+                n401 += 1;
+            }
+        }
+        n401
+    });
+    const FLOOD: usize = 2000;
+    let mut most = 0.0f64;
+    for i in 0..FLOOD {
+        let method = if i % 2 == 0 { "REGISTER" } else { "INVITE" };
+        let msg = unauthenticated(method, local, server.udp, &format!("flood{i}@raw"));
+        sock.send_to(msg.as_bytes(), server.udp).unwrap();
+        if i % 100 == 99 {
+            // Paced so that the server keeps up: this is about state, not overload.
+            std::thread::sleep(Duration::from_millis(20));
+            let (_, _, metrics) = common::http_get(web, "/metrics");
+            let servers =
+                common::metric_sample(&metrics, "pasarela_sip_transactions{role=\"server\"}")
+                    .expect("server transaction gauge");
+            most = most.max(servers);
+        }
+    }
+    let n401 = challenged.join().unwrap();
+    assert!(
+        n401 >= FLOOD * 9 / 10,
+        "only {n401} of {FLOOD} requests were challenged"
+    );
+    assert!(
+        most < 50.0,
+        "up to {most} server transactions during a flood of {FLOOD} challenged requests"
+    );
+    server.assert_alive();
+}

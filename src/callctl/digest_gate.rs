@@ -52,8 +52,17 @@ pub struct DigestGate {
     algorithms: Vec<Algorithm>,
     nonces: NonceManager,
     guard: SharedGuard,
-    entropy: u64,
+    /// The key of the hash that derives a challenge from its request (per process).
+    keyed: std::collections::hash_map::RandomState,
+    /// The nonce time slot, seconds (see [`NONCE_SLOT_SECS`]).
+    slot_secs: u64,
 }
+
+/// Challenges are answered statelessly, so a retransmitted request must get the same one: the
+/// nonce carries the start of a time slot rather than the time of the request. The slot is at
+/// most this long and at most an eighth of the nonce lifetime, so a nonce is never issued
+/// already (nearly) stale.
+const NONCE_SLOT_SECS: u64 = 10;
 
 impl DigestGate {
     /// `algorithms`: what challenges offer, preferred first.
@@ -63,13 +72,13 @@ impl DigestGate {
         secret: [u8; 32],
         nonce_ttl_secs: u64,
     ) -> DigestGate {
-        let entropy = u64::from_le_bytes(secret[8..16].try_into().unwrap_or([3; 8]));
         DigestGate {
             realm,
             algorithms,
             nonces: NonceManager::new(secret, nonce_ttl_secs),
             guard: SharedGuard::default(),
-            entropy,
+            keyed: std::collections::hash_map::RandomState::new(),
+            slot_secs: (nonce_ttl_secs / 8).clamp(1, NONCE_SLOT_SECS),
         }
     }
 
@@ -78,14 +87,35 @@ impl DigestGate {
         self.guard.clone()
     }
 
-    fn challenge(&mut self, unix: u64, source: IpAddr, stale: bool) -> GateOutcome {
-        // xorshift: unpredictable enough with the secret-derived seed, and cheap per challenge.
-        self.entropy ^= self.entropy << 13;
-        self.entropy ^= self.entropy >> 7;
-        self.entropy ^= self.entropy << 17;
-        let nonce = self
-            .nonces
-            .issue_bound(unix, self.entropy, &bound_to(source));
+    /// A keyed hash of what identifies `req` and its retransmissions (Call-ID, CSeq, top Via
+    /// branch, From tag), for `purpose`: unpredictable without the key, equal for a
+    /// retransmission.
+    fn request_hash(&self, req: &Request, purpose: &str) -> u64 {
+        use std::hash::BuildHasher;
+        let h = &req.headers;
+        self.keyed.hash_one((
+            purpose,
+            h.call_id(),
+            h.cseq().map(|c| (c.seq, c.method.as_str())),
+            h.via().and_then(|v| v.branch()),
+            h.from().and_then(|f| f.tag()),
+            // A request with credentials is challenged again with another nonce than the one
+            // it answered.
+            h.get_all("Authorization").next(),
+        ))
+    }
+
+    /// The To tag of the challenge to `req`: the same for a retransmission of it.
+    pub fn challenge_tag(&self, req: &Request) -> String {
+        format!("{:012x}", self.request_hash(req, "tag") & 0xffff_ffff_ffff)
+    }
+
+    /// A challenge derived from `req`: a retransmission of it gets the same nonce (within a
+    /// time slot), so it can be answered without keeping any state.
+    fn challenge(&mut self, unix: u64, req: &Request, source: IpAddr, stale: bool) -> GateOutcome {
+        let slot = unix - unix % self.slot_secs;
+        let entropy = self.request_hash(req, "nonce");
+        let nonce = self.nonces.issue_bound(slot, entropy, &bound_to(source));
         GateOutcome::Challenge(
             self.algorithms
                 .iter()
@@ -128,7 +158,7 @@ impl DigestGate {
             }
         }
         let Some(creds) = creds else {
-            return self.challenge(unix, source, false);
+            return self.challenge(unix, req, source, false);
         };
         // RFC 3261 §22.4 / RFC 2617 §3.2.2.5: the digest covers the Request-URI; one computed
         // for another URI is a replay (a sniffed INVITE turned towards another number).
@@ -177,10 +207,10 @@ impl DigestGate {
                 self.guard.lock().succeeded(source, user, unix);
                 GateOutcome::Authenticated(creds.username)
             }
-            NonceStatus::Stale => self.challenge(unix, source, true),
+            NonceStatus::Stale => self.challenge(unix, req, source, true),
             status @ (NonceStatus::Invalid | NonceStatus::Replay) => {
                 tracing::debug!(%user, %source, ?status, "nonce refused; challenging again");
-                self.challenge(unix, source, false)
+                self.challenge(unix, req, source, false)
             }
         }
     }

@@ -728,6 +728,11 @@ fn pick_local(
 }
 
 /// Formats a moment `at` (monotonic) as a date, knowing that `now` is `unix`.
+/// Whether `response` is a digest challenge (answered statelessly).
+fn is_challenge(response: &Response) -> bool {
+    matches!(response.status, 401 | 407)
+}
+
 fn since_fn(now: Instant, unix: u64) -> impl Fn(Instant) -> String {
     move |at: Instant| {
         let back = now.saturating_duration_since(at).as_secs();
@@ -782,6 +787,7 @@ impl SipCore {
             self.limiter.housekeeping(now);
             self.layer.shrink();
             self.calls.shrink();
+            crate::memory::shrink_map(&mut self.pending_routes);
             let calls = &self.calls;
             self.inbound_limiter.purge(now, |k| calls.has_server(k));
         }
@@ -820,7 +826,13 @@ impl SipCore {
                         continue;
                     }
                     if let Some(response) = self.answer(now, unix, key, &request, peer) {
-                        self.layer.respond(now, key, response);
+                        if is_challenge(&response) {
+                            // A flood of unauthenticated requests must not cost memory: the
+                            // challenge is derived from the request and sent without state.
+                            self.layer.respond_stateless(now, key, response);
+                        } else {
+                            self.layer.respond(now, key, response);
+                        }
                     }
                 }
                 Event::Cancel {
@@ -923,11 +935,22 @@ impl SipCore {
     /// A response to `req` with the standard (or given) reason phrase, a To tag and Server.
     fn response(&mut self, req: &Request, status: u16, reason: Option<&str>) -> Response {
         let tag = self.new_tag();
+        self.response_tagged(req, status, reason, &tag)
+    }
+
+    /// [`Self::response`] with To tag `tag`.
+    fn response_tagged(
+        &self,
+        req: &Request,
+        status: u16,
+        reason: Option<&str>,
+        tag: &str,
+    ) -> Response {
         let mut r = Response::to_request(
             req,
             status,
             reason.unwrap_or(reason_phrase(status)),
-            Some(&tag),
+            Some(tag),
         );
         r.headers.push(Header::Other(
             "Server".into(),
@@ -1044,7 +1067,10 @@ impl SipCore {
                 None => Err(self.response(req, 403, None)),
             },
             GateOutcome::Challenge(values) => {
-                let mut r = self.response(req, 401, None);
+                // Sent statelessly (see `process_events`): the To tag, like the nonce, is
+                // derived from the request, so a retransmission gets the same challenge.
+                let tag = self.gate.challenge_tag(req);
+                let mut r = self.response_tagged(req, 401, None, &tag);
                 for v in values {
                     r.headers.push(Header::Other("WWW-Authenticate".into(), v));
                 }

@@ -52,7 +52,6 @@ use super::{
 };
 
 const HOUSEKEEPING: Duration = Duration::from_secs(15);
-const INBOUND_QUEUE: usize = 32_768;
 /// Messages handled per wake-up before timers and housekeeping get a turn.
 const BATCH: usize = 256;
 /// The loop wakes at least this often, to publish its numbers and feed the watchdog.
@@ -1110,7 +1109,11 @@ impl Transports {
         config: &Config,
         tls: &crate::transport::certs::TlsContext,
     ) -> anyhow::Result<(Transports, transport::Outbound)> {
-        let (tx, rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+        // Sized from the overload admission's queue delay: what waits longer is refused
+        // anyway, so a longer queue would only hold memory under a flood.
+        let queue =
+            transport::inbound_queue_len(Duration::from_millis(config.limits.queue_delay_ms));
+        let (tx, rx) = mpsc::channel::<Inbound>(queue);
         let sip = &config.sip;
         let listen: Vec<(Proto, std::net::SocketAddr)> = sip
             .listen

@@ -10,6 +10,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod metrics;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
@@ -114,6 +115,21 @@ impl Outbound {
         }
     }
 
+    /// Hands a received datagram's message to the core without waiting; when its queue is
+    /// full (overload) the message is dropped, counted, and the sender's retransmission or
+    /// a later 503 takes over.
+    pub(crate) fn deliver(&self, inbound: Inbound) {
+        let peer = inbound.peer;
+        if self.inbound.try_send(inbound).is_err() {
+            let dropped =
+                metrics::INBOUND_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // One line per power of two: a flood must not flood the log as well.
+            if dropped.is_power_of_two() || dropped == 0 {
+                tracing::warn!(%peer, dropped = dropped + 1, "SIP core overloaded: datagram dropped");
+            }
+        }
+    }
+
     pub fn send(&self, peer: Peer, data: Bytes) {
         match peer.proto {
             Proto::Udp => self.send_udp(peer, &data),
@@ -133,13 +149,13 @@ impl Outbound {
             tracing::warn!(%peer, "no UDP socket to send from");
             return;
         };
-        match socket.try_send_to(data, peer.remote) {
+        match udp::try_send_to(socket, data, peer.remote) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let socket = socket.clone();
                 let data = data.to_vec();
                 tokio::spawn(async move {
-                    if let Err(e) = socket.send_to(&data, peer.remote).await {
+                    if let Err(e) = udp::send_to(&socket, &data, peer.remote).await {
                         tracing::debug!(%peer, "UDP send failed: {e}");
                     }
                 });
@@ -147,6 +163,16 @@ impl Outbound {
             Err(e) => tracing::debug!(%peer, "UDP send failed: {e}"),
         }
     }
+}
+
+/// The inbound queue's length for an overload admission that refuses what waited longer than
+/// `queue_delay`: about what the core handles in that time (some 20 messages per ms on this
+/// class of machine), so the queue never holds more than admission would still take; clamped
+/// to 1 024..32 768. Beyond it datagrams are dropped ([`metrics::INBOUND_DROPPED`]) instead of
+/// buffered, which keeps memory bounded under any offered load.
+pub fn inbound_queue_len(queue_delay: std::time::Duration) -> usize {
+    let per_ms = 20u128;
+    (queue_delay.as_millis().saturating_mul(per_ms)).clamp(1024, 32_768) as usize
 }
 
 /// Answers a request that could not be parsed (when it can be answered at all).
@@ -260,4 +286,17 @@ pub async fn bind_supervised(
         local_addrs,
         failures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_inbound_queue_follows_the_queue_delay_within_bounds() {
+        assert_eq!(inbound_queue_len(Duration::from_millis(200)), 4000);
+        assert_eq!(inbound_queue_len(Duration::from_millis(1)), 1024);
+        assert_eq!(inbound_queue_len(Duration::from_secs(3600)), 32_768);
+    }
 }

@@ -38,6 +38,66 @@ pub(super) fn component_name(local: SocketAddr) -> String {
     format!("SIP UDP {local}")
 }
 
+/// How many times one datagram is sent again after the socket answered with a pending ICMP
+/// error instead of sending it.
+const PENDING_ERROR_RETRIES: usize = 4;
+
+/// Whether a send failed only because the socket held the ICMP error of an *earlier* datagram.
+///
+/// With `IP_RECVERR` ([`super::udp_errors`]) Linux also records each ICMP error as the socket's
+/// pending error, even on an unconnected socket; the next `sendmsg` returns that error and the
+/// datagram is not sent (the call consumes the pending error). A fork to a dead phone (port
+/// unreachable) thus dropped the INVITE to the live phone sent right after it, which only
+/// Timer A's retransmission delivered, 500 ms later. A send to a given destination never
+/// fails with these errors on its own account, save for a route that is missing, which a
+/// bounded retry does not harm.
+fn is_pending_icmp_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH)
+    )
+}
+
+/// `try_send_to` that sends again (at most [`PENDING_ERROR_RETRIES`] times) when the error it
+/// got belongs to an earlier datagram (see [`is_pending_icmp_error`]). The ICMP error itself
+/// stays on the error queue, where the receive loop reports it against its own destination.
+pub(super) fn try_send_to(
+    socket: &UdpSocket,
+    data: &[u8],
+    remote: SocketAddr,
+) -> std::io::Result<usize> {
+    let mut retries = 0;
+    loop {
+        match socket.try_send_to(data, remote) {
+            Err(e) if is_pending_icmp_error(&e) && retries < PENDING_ERROR_RETRIES => {
+                retries += 1;
+                super::metrics::bump(&super::metrics::UDP_SEND_RETRIES);
+                tracing::debug!(%remote, "UDP send returned an earlier datagram's error ({e}); sending again");
+            }
+            result => return result,
+        }
+    }
+}
+
+/// The waiting form of [`try_send_to`], for a socket whose send buffer was full.
+pub(super) async fn send_to(
+    socket: &UdpSocket,
+    data: &[u8],
+    remote: SocketAddr,
+) -> std::io::Result<usize> {
+    let mut retries = 0;
+    loop {
+        match socket.send_to(data, remote).await {
+            Err(e) if is_pending_icmp_error(&e) && retries < PENDING_ERROR_RETRIES => {
+                retries += 1;
+                super::metrics::bump(&super::metrics::UDP_SEND_RETRIES);
+                tracing::debug!(%remote, "UDP send returned an earlier datagram's error ({e}); sending again");
+            }
+            result => return result,
+        }
+    }
+}
+
 pub(super) async fn receive_loop(socket: Arc<UdpSocket>, out: Outbound) {
     let Ok(local) = socket.local_addr() else {
         return;
@@ -129,22 +189,60 @@ fn handle_datagram(
     let Some(parsed) = parsed else { return };
     match parsed {
         Ok(message) => {
-            if out
-                .inbound
-                .try_send(Inbound {
-                    message,
-                    peer,
-                    received: std::time::Instant::now(),
-                })
-                .is_err()
-            {
-                tracing::warn!(%peer, "SIP core overloaded: datagram dropped");
-            }
+            out.deliver(Inbound {
+                message,
+                peer,
+                received: std::time::Instant::now(),
+            });
         }
         Err(err) => {
             if let Some(reply) = reject_unparsable(&err, &out.settings) {
                 let _ = socket.try_send_to(&reply, remote);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A send to a closed port leaves its ICMP error pending on the socket: the next send, to a
+    /// live destination, must still leave (it used to fail with `ECONNREFUSED` and be lost).
+    #[tokio::test]
+    async fn a_send_after_an_unreachable_destination_still_leaves() {
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let dead = closed.local_addr().expect("addr");
+        drop(closed);
+        let live = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        live.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let live_addr = live.local_addr().expect("addr");
+        let socket = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let before =
+            super::super::metrics::UDP_SEND_RETRIES.load(std::sync::atomic::Ordering::Relaxed);
+
+        for round in 0..3 {
+            send_to(&socket, b"to the dead", dead)
+                .await
+                .expect("send to the dead port");
+            // Let the port-unreachable come back before the next send.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            socket.writable().await.expect("writable");
+            try_send_to(&socket, b"to the living", live_addr)
+                .unwrap_or_else(|e| panic!("round {round}: the live send failed: {e}"));
+            let mut buf = [0u8; 64];
+            let (n, _) = live
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("round {round}: nothing reached the live socket: {e}"));
+            assert_eq!(&buf[..n], b"to the living");
+        }
+        let after =
+            super::super::metrics::UDP_SEND_RETRIES.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            after > before,
+            "no send was retried: the error did not stay pending"
+        );
     }
 }

@@ -114,7 +114,9 @@ async fn metrics(State(stats): State<Arc<Stats>>) -> impl IntoResponse {
             ),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        stats.render_prometheus(Instant::now()) + &crate::sms::metrics::render(),
+        stats.render_prometheus(Instant::now())
+            + &crate::sms::metrics::render()
+            + &crate::transport::metrics::render(),
     )
 }
 

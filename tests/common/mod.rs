@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod dundi_peer;
+pub mod raw_phone;
 pub mod sockets;
 pub mod tls_peer;
 pub mod web_client;
@@ -1081,16 +1082,47 @@ pub fn assert_sipp_ok(server: &Server, what: &str, res: &SippResult) {
 /// Registers extension `ext` (password `secret<ext>`, as in [`call_config`]) from a sipp on
 /// `port`, so that calls to `ext` reach a sipp started later on that port.
 pub fn sipp_register(server: &Server, ext: &str, port: u16) {
+    sipp_register_on(server, ext, "127.0.0.1", port);
+}
+
+/// [`sipp_register`] from loopback address `ip`: the binding is `ip`:`port` (a closed port once
+/// sipp has exited, unless a callee takes it over).
+pub fn sipp_register_on(server: &Server, ext: &str, ip: &str, port: u16) {
     let pass = format!("secret{ext}");
-    let reg = sipp_spawn(
+    let reg = sipp_spawn_on(
         server.dir(),
-        &format!("register-{ext}"),
+        &format!("register-{ext}-{ip}-{port}"),
         "call_register.xml",
         server.udp,
         "u1",
+        ip,
         port,
         &["-s", ext, "-au", ext, "-ap", &pass, "-timeout", "10s"],
     )
     .wait(Duration::from_secs(15));
     assert_sipp_ok(server, "registration", &reg);
+}
+
+/// The response times (ms) a sipp run started with `-trace_rtt -rtt_freq 1` in `dir` wrote for
+/// scenario `scenario_name` (its `rtd="true"` measurements, one per call, in order).
+pub fn sipp_rtt_ms(dir: &Path, scenario_name: &str) -> Vec<f64> {
+    let prefix = format!("{}_", scenario_name.trim_end_matches(".xml"));
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)
+        .expect("read the test directory")
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with(&prefix) && name.ends_with("_rtt.csv")) {
+            continue;
+        }
+        let text = fs::read_to_string(entry.path()).unwrap_or_default();
+        // Date_ms;response_time_ms;rtd_no after a header line
+        out.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(|l| l.split(';').nth(1)?.trim().parse::<f64>().ok()),
+        );
+    }
+    out
 }

@@ -618,6 +618,39 @@ impl TransactionLayer {
         }
     }
 
+    /// The TU answers server transaction `key` with a final response and keeps no state for
+    /// it: the transaction ends as the response leaves, nothing is retransmitted and nothing
+    /// absorbs a retransmitted request, which comes to the TU again as a new one. For answers
+    /// that cost nothing to repeat and must not cost memory under a flood: a digest challenge
+    /// (RFC 3261 §8.2.6, stateless as a UAS may be for a 401), derived from the request so that
+    /// a retransmission gets the same one. A provisional `response` is sent statefully instead.
+    pub fn respond_stateless(&mut self, now: Instant, key: ServerKey, response: Response) {
+        if response.status < 200 {
+            self.respond(now, key, response);
+            return;
+        }
+        let Some(txn) = self.servers.get(&key) else {
+            debug!(
+                ?key,
+                status = response.status,
+                "response for an unknown server transaction ignored"
+            );
+            return;
+        };
+        if !matches!(txn.state, ServerState::Trying | ServerState::Proceeding) {
+            debug!(?key, status = response.status, state = ?txn.state, "response not allowed in this state ignored");
+            return;
+        }
+        let dest = txn.dest;
+        debug!(
+            ?key,
+            status = response.status,
+            "final response sent statelessly"
+        );
+        self.transmit(dest, Bytes::from(response.encode()));
+        self.terminate_server(key);
+    }
+
     fn terminate_server(&mut self, key: ServerKey) {
         if let Some(mut txn) = self.servers.remove(&key) {
             debug!(?key, method = %txn.method, "server transaction terminated");

@@ -1295,3 +1295,37 @@ fn server_transactions_are_capped_with_503_and_retry_after() {
     h.request(&register(udp(), "z9hG4bKcap4"), udp());
     assert_eq!(h.ev().len(), 1);
 }
+
+// ------------------------------------------------------------------------- stateless answers
+
+#[test]
+fn a_stateless_answer_keeps_no_transaction_and_a_retransmission_is_new() {
+    let mut h = H::new();
+    for (text, trying) in [
+        (register(udp(), "z9hG4bKreg1"), 0),
+        (invite(udp(), "z9hG4bKinv1"), 1),
+    ] {
+        h.request(&text, udp());
+        let (key, request) = h.new_request();
+        assert_eq!(h.tx().len(), trying, "100 Trying for the INVITE only");
+        let r = Response::to_request(&request, 401, "Unauthorized", Some("chal"));
+        h.l.respond_stateless(h.now, key, r);
+        let tx = h.tx();
+        assert_eq!(tx.len(), 1);
+        assert_eq!(sent_status(&tx[0]), 401);
+        assert_eq!(h.l.counts(), (0, 0), "the challenged transaction was kept");
+        assert_eq!(h.l.armed_timers(), 0, "a timer was left armed");
+        // The retransmission reaches the TU again (which answers it the same way).
+        h.request(&text, udp());
+        let (again, _) = h.new_request();
+        assert_ne!(again, key);
+        h.tx();
+        let r = Response::to_request(&request, 401, "Unauthorized", Some("chal"));
+        h.l.respond_stateless(h.now, again, r);
+        assert_eq!(sent_status(&h.tx()[0]), 401);
+    }
+    // The ACK of the INVITE's 401 finds no transaction: a stray for the TU to ignore.
+    h.request(&in_txn("ACK", udp(), "z9hG4bKinv1", ";tag=chal"), udp());
+    assert!(matches!(h.ev().as_slice(), [Event::Stray { .. }]));
+    h.finish();
+}
