@@ -7,6 +7,7 @@ pub mod b2bua;
 pub mod callctl;
 pub mod cdr;
 pub mod checked;
+pub mod hashing;
 pub mod config;
 pub mod live;
 pub mod logging;

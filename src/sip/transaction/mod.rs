@@ -34,7 +34,9 @@ mod util;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hashing::{IdMap, WireMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -217,10 +219,10 @@ pub struct TransactionLayer {
     wheel: TimerSet,
     /// Boxed, as `clients`: a map keeps up to twice its length in slots, and after a burst
     /// its room stays until the next shrink; an empty slot costs a pointer, not a transaction.
-    servers: HashMap<ServerKey, Box<ServerTxn>>,
-    server_index: HashMap<MatchKey, ServerKey>,
-    clients: HashMap<ClientKey, Box<ClientTxn>>,
-    client_index: HashMap<(String, String), ClientKey>,
+    servers: IdMap<ServerKey, Box<ServerTxn>>,
+    server_index: WireMap<MatchKey, ServerKey>,
+    clients: IdMap<ClientKey, Box<ClientTxn>>,
+    client_index: WireMap<(String, String), ClientKey>,
     events: VecDeque<Event>,
     transmits: VecDeque<Transmit>,
     next_key: u64,
@@ -248,10 +250,10 @@ impl TransactionLayer {
         TransactionLayer {
             timers,
             wheel: TimerSet::default(),
-            servers: HashMap::new(),
-            server_index: HashMap::new(),
-            clients: HashMap::new(),
-            client_index: HashMap::new(),
+            servers: IdMap::default(),
+            server_index: WireMap::default(),
+            clients: IdMap::default(),
+            client_index: WireMap::default(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             next_key: 0,
@@ -282,7 +284,9 @@ impl TransactionLayer {
 
     /// Gives memory back after a flood: maps much larger than what they hold are shrunk.
     pub fn shrink(&mut self) {
-        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+        fn shrink<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+            m: &mut std::collections::HashMap<K, V, S>,
+        ) {
             if m.capacity() > 4 * m.len() + 256 {
                 m.shrink_to_fit();
             }
