@@ -429,7 +429,7 @@ fn with_body(headers: &mut crate::sip::header::Headers, sdp: Option<&SessionDesc
     match sdp {
         Some(s) => {
             headers.push(Header::ContentType("application/sdp".into()));
-            Bytes::from(s.to_string())
+            Bytes::from(s.encode())
         }
         None => Bytes::new(),
     }
