@@ -13,6 +13,7 @@ pub mod config;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+mod udp_batch;
 mod udp_errors;
 
 use std::collections::HashMap;
