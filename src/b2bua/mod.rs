@@ -566,6 +566,9 @@ impl Calls {
     /// The calls answered since the last call, each with what its in-progress record and a
     /// hang-up after a crash need: its summary so far and the dialogs of both legs.
     pub fn take_answered(&mut self, now: Instant) -> Vec<UpCall> {
+        if self.answered.is_empty() {
+            return Vec::new();
+        }
         let ids = std::mem::take(&mut self.answered);
         ids.into_iter()
             .filter_map(|id| self.calls.get(&id).and_then(|c| c.up(now)))
@@ -582,7 +585,9 @@ impl Calls {
         self.tag_seed ^= self.tag_seed << 13;
         self.tag_seed ^= self.tag_seed >> 7;
         self.tag_seed ^= self.tag_seed << 17;
-        format!("{:016x}", self.tag_seed)
+        let mut t = String::with_capacity(16);
+        crate::sip::transaction::push_hex(&mut t, self.tag_seed, 16);
+        t
     }
 
     fn schedule(&mut self, at: Instant, id: u64, kind: TimerKind) {

@@ -309,8 +309,17 @@ impl TransactionLayer {
     }
 
     fn token(&mut self) -> String {
+        let mut t = String::with_capacity(MAGIC_COOKIE.len() + 32);
+        self.push_token(&mut t);
+        t
+    }
+
+    /// Appends a fresh token (the seed in 16 hex digits, then the counter in hex) without
+    /// `core::fmt`: one is made for every branch and tag.
+    fn push_token(&mut self, out: &mut String) {
         self.token_counter += 1;
-        format!("{:016x}{:x}", self.token_seed, self.token_counter)
+        push_hex(out, self.token_seed, 16);
+        push_hex(out, self.token_counter, 1);
     }
 
     /// What every branch this layer makes begins with: a Via carrying it is one of ours
@@ -327,7 +336,10 @@ impl TransactionLayer {
 
     /// A fresh branch: the magic cookie followed by a token unique to this layer.
     pub fn new_branch(&mut self) -> String {
-        format!("{MAGIC_COOKIE}{}", self.token())
+        let mut b = String::with_capacity(MAGIC_COOKIE.len() + 32);
+        b.push_str(MAGIC_COOKIE);
+        self.push_token(&mut b);
+        b
     }
 
     /// A fresh tag (for the To tag of responses the layer builds itself).
@@ -1063,5 +1075,22 @@ impl TransactionLayer {
     #[cfg(test)]
     fn armed_timers(&self) -> usize {
         self.wheel.len()
+    }
+}
+
+/// Appends `n` in lowercase hexadecimal, zero-padded to at least `width` digits (as
+/// `{:0width$x}`).
+pub(crate) fn push_hex(out: &mut String, n: u64, width: usize) {
+    let digits = if n == 0 {
+        1
+    } else {
+        (64 - n.leading_zeros() as usize).div_ceil(4)
+    };
+    for _ in digits..width {
+        out.push('0');
+    }
+    for i in (0..digits).rev() {
+        let nibble = ((n >> (i * 4)) & 0xf) as u32;
+        out.push(char::from_digit(nibble, 16).unwrap_or('0'));
     }
 }
