@@ -8,6 +8,7 @@ pub mod callctl;
 pub mod cdr;
 pub mod checked;
 pub mod config;
+pub mod hashing;
 pub mod live;
 pub mod logging;
 pub mod media;

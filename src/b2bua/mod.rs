@@ -15,7 +15,9 @@ mod sdp_flow;
 pub mod srtp;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use crate::hashing::{IdMap, WireMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -165,17 +167,17 @@ pub struct Calls {
     /// Where each call's media (its relay) comes from; `None`: calls without media anchoring.
     media: Option<Box<dyn MediaPort>>,
     /// Boxed: a `Call` is a few KiB, and a map holds up to twice its length in slots.
-    calls: HashMap<u64, Box<Call>>,
-    by_server: HashMap<ServerKey, u64>,
-    by_client: HashMap<ClientKey, ClientRole>,
+    calls: IdMap<u64, Box<Call>>,
+    by_server: IdMap<ServerKey, u64>,
+    by_client: IdMap<ClientKey, ClientRole>,
     /// (Call-ID, our tag) of each leg's dialog -> call.
-    by_dialog: HashMap<(String, String), u64>,
+    by_dialog: WireMap<(String, String), u64>,
     /// What each call in progress was entered under in the three maps above, so that ending
     /// it touches only those entries (not a scan of every map per ended call).
-    owned: HashMap<u64, Vec<Owned>>,
+    owned: IdMap<u64, Vec<Owned>>,
     /// Calls in progress per caller number and per origin (O(1) limits per new call).
-    by_caller: HashMap<String, usize>,
-    by_origin: HashMap<String, usize>,
+    by_caller: WireMap<String, usize>,
+    by_origin: WireMap<String, usize>,
     timers: BinaryHeap<Reverse<(Instant, u64, TimerKind)>>,
     next_id: u64,
     tag_seed: u64,
@@ -206,8 +208,8 @@ enum Owned {
 /// Maps client transaction `key` to `role`, remembering it as the call's when the role names
 /// a call in progress.
 fn map_client(
-    by_client: &mut HashMap<ClientKey, ClientRole>,
-    owned: &mut HashMap<u64, Vec<Owned>>,
+    by_client: &mut IdMap<ClientKey, ClientRole>,
+    owned: &mut IdMap<u64, Vec<Owned>>,
     key: ClientKey,
     role: ClientRole,
 ) {
@@ -221,8 +223,8 @@ fn map_client(
 
 /// Maps a dialog (Call-ID, our tag) to call `id`, remembering it as the call's.
 fn map_dialog(
-    by_dialog: &mut HashMap<(String, String), u64>,
-    owned: &mut HashMap<u64, Vec<Owned>>,
+    by_dialog: &mut WireMap<(String, String), u64>,
+    owned: &mut IdMap<u64, Vec<Owned>>,
     dialog: (String, String),
     id: u64,
 ) {
@@ -233,7 +235,7 @@ fn map_dialog(
 }
 
 /// One call fewer under `key`; the entry goes at zero.
-fn uncount(counts: &mut HashMap<String, usize>, key: &str) {
+fn uncount(counts: &mut WireMap<String, usize>, key: &str) {
     if let Some(n) = counts.get_mut(key) {
         *n = n.saturating_sub(1);
         if *n == 0 {
@@ -249,13 +251,13 @@ impl Calls {
         Calls {
             settings,
             media,
-            calls: HashMap::new(),
-            by_server: HashMap::new(),
-            by_client: HashMap::new(),
-            by_dialog: HashMap::new(),
-            owned: HashMap::new(),
-            by_caller: HashMap::new(),
-            by_origin: HashMap::new(),
+            calls: IdMap::default(),
+            by_server: IdMap::default(),
+            by_client: IdMap::default(),
+            by_dialog: WireMap::default(),
+            owned: IdMap::default(),
+            by_caller: WireMap::default(),
+            by_origin: WireMap::default(),
             timers: BinaryHeap::new(),
             next_id: 1,
             tag_seed: seed | 1,
@@ -544,7 +546,9 @@ impl Calls {
 
     /// Gives memory back after a flood: maps far larger than what they hold are shrunk.
     pub fn shrink(&mut self) {
-        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+        fn shrink<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+            m: &mut std::collections::HashMap<K, V, S>,
+        ) {
             if m.capacity() > 4 * m.len() + 256 {
                 m.shrink_to_fit();
             }
@@ -562,6 +566,9 @@ impl Calls {
     /// The calls answered since the last call, each with what its in-progress record and a
     /// hang-up after a crash need: its summary so far and the dialogs of both legs.
     pub fn take_answered(&mut self, now: Instant) -> Vec<UpCall> {
+        if self.answered.is_empty() {
+            return Vec::new();
+        }
         let ids = std::mem::take(&mut self.answered);
         ids.into_iter()
             .filter_map(|id| self.calls.get(&id).and_then(|c| c.up(now)))
@@ -578,7 +585,9 @@ impl Calls {
         self.tag_seed ^= self.tag_seed << 13;
         self.tag_seed ^= self.tag_seed >> 7;
         self.tag_seed ^= self.tag_seed << 17;
-        format!("{:016x}", self.tag_seed)
+        let mut t = String::with_capacity(16);
+        crate::sip::transaction::push_hex(&mut t, self.tag_seed, 16);
+        t
     }
 
     fn schedule(&mut self, at: Instant, id: u64, kind: TimerKind) {

@@ -38,7 +38,7 @@ pub(super) struct Forwarding {
     /// Changes made by feature codes, for the store.
     pub(super) changes: Vec<(String, CallHandling)>,
     /// Forwards of ringing calls waiting for the router: route request id -> the forward.
-    routing: HashMap<u64, InCall>,
+    routing: crate::hashing::IdMap<u64, InCall>,
     /// Why the last refusal of a call to an extension was a forward's, for its record.
     pub(super) refusal: Option<String>,
 }

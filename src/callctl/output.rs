@@ -69,57 +69,29 @@ impl SipCore {
     /// Moves what the parts (call control, registrar, router requests, messaging) queued into
     /// the one output queue.
     fn collect_outputs(&mut self, now: Instant) {
+        // Called after every input and mostly with nothing queued: each part is checked
+        // before anything is moved (an empty `extend` still costs its iterator set-up).
+        fn drain<T>(q: &mut VecDeque<Output>, from: Vec<T>, f: impl FnMut(T) -> Output) {
+            if !from.is_empty() {
+                q.extend(from.into_iter().map(f));
+            }
+        }
         let q = &mut self.outputs.queue;
-        q.extend(
-            self.calls
-                .take_line_commands()
-                .into_iter()
-                .map(Output::Line),
+        drain(q, self.calls.take_line_commands(), Output::Line);
+        drain(q, std::mem::take(&mut self.route_requests), Output::Route);
+        drain(q, std::mem::take(&mut self.changes), Output::Binding);
+        drain(q, self.messaging.take_delivered(), Output::Delivered);
+        drain(q, self.messaging.take_from_phones(), Output::FromPhone);
+        drain(
+            q,
+            std::mem::take(&mut self.forwarding.changes),
+            |(ext, h)| Output::CallHandling(ext, h),
         );
-        q.extend(
-            std::mem::take(&mut self.route_requests)
-                .into_iter()
-                .map(Output::Route),
-        );
-        q.extend(
-            std::mem::take(&mut self.changes)
-                .into_iter()
-                .map(Output::Binding),
-        );
-        q.extend(
-            self.messaging
-                .take_delivered()
-                .into_iter()
-                .map(Output::Delivered),
-        );
-        q.extend(
-            self.messaging
-                .take_from_phones()
-                .into_iter()
-                .map(Output::FromPhone),
-        );
-        q.extend(
-            std::mem::take(&mut self.forwarding.changes)
-                .into_iter()
-                .map(|(ext, h)| Output::CallHandling(ext, h)),
-        );
-        q.extend(
-            self.calls
-                .take_answered(now)
-                .into_iter()
-                .map(Output::Answered),
-        );
-        q.extend(
-            self.calls
-                .take_notes()
-                .into_iter()
-                .map(|(id, why)| Output::Note(id, why)),
-        );
-        q.extend(self.calls.take_finished().into_iter().map(Output::Finished));
-        q.extend(
-            std::mem::take(&mut self.refused)
-                .into_iter()
-                .map(Output::Refused),
-        );
+        drain(q, self.calls.take_answered(now), Output::Answered);
+        drain(q, self.calls.take_notes(), |(id, why)| {
+            Output::Note(id, why)
+        });
+        drain(q, self.calls.take_finished(), Output::Finished);
+        drain(q, std::mem::take(&mut self.refused), Output::Refused);
     }
 }

@@ -223,7 +223,9 @@ fn timestamp(hdr: &libc::msghdr) -> u64 {
     0
 }
 
-fn sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+/// The socket address in `ss` (from a receive call); `None` for a family other than IPv4/IPv6.
+/// Shared with the SIP UDP receive loop (`transport::udp_batch`).
+pub(crate) fn sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(ss.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, which it can contain.

@@ -40,7 +40,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod hold_music;
 mod io;
-mod mmsg;
+pub(crate) mod mmsg;
 pub mod port;
 mod ports;
 mod relay;

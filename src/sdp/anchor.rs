@@ -19,7 +19,9 @@
 use std::net::IpAddr;
 
 use super::media::{Codec, Direction, MediaDescription};
-use super::session::{addr_type, parse_digits, Attribute, Connection, Origin, SessionDescription};
+use super::session::{
+    addr_type, ip_text, parse_digits, Attribute, Connection, Origin, SessionDescription,
+};
 use super::SdpError;
 
 /// The B2BUA's `o=` line on one leg, and what it last sent there (RFC 3264 §8: the version is
@@ -66,11 +68,11 @@ impl OriginState {
     fn origin(&self, version: u64) -> Origin {
         Origin {
             username: ORIGIN_USERNAME.into(),
-            session_id: self.session_id.to_string(),
+            session_id: decimal(self.session_id),
             session_version: version,
             net_type: "IN".into(),
             addr_type: addr_type(self.address).into(),
-            address: self.address.to_string(),
+            address: ip_text(self.address),
         }
     }
 
@@ -78,7 +80,7 @@ impl OriginState {
     /// the last description stamped.
     fn stamp(&mut self, sdp: &mut SessionDescription) {
         sdp.origin = self.origin(0);
-        let body = sdp.to_string();
+        let body = sdp.encode();
         if let Some(last) = &self.last {
             if *last != body {
                 self.version = self.version.wrapping_add(1);
@@ -89,13 +91,23 @@ impl OriginState {
     }
 }
 
+/// `n` in decimal, without `core::fmt`.
+fn decimal(n: u64) -> String {
+    let mut s = String::with_capacity(20);
+    let _ = crate::sip::uri::write_decimal(&mut s, n);
+    s
+}
+
 /// Whether an attribute belongs to ICE (RFC 8839) and must not cross the relay.
 fn is_ice_attribute(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    name == "candidate"
-        || name == "remote-candidates"
-        || name == "end-of-candidates"
-        || name.starts_with("ice-")
+    // Case-insensitive without a lowercased copy per attribute.
+    name.eq_ignore_ascii_case("candidate")
+        || name.eq_ignore_ascii_case("remote-candidates")
+        || name.eq_ignore_ascii_case("end-of-candidates")
+        || name
+            .as_bytes()
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"ice-"))
 }
 
 /// Anchors `sdp` on the relay and stamps it with this leg's origin.

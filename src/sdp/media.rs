@@ -8,8 +8,12 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use super::session::{parse_digits, write_line, Attribute, Connection, Line, SessionDescription};
+use super::session::{
+    parse_digits, write_attribute, write_connection, write_line, Attribute, Connection, Line,
+    SessionDescription,
+};
 use super::SdpError;
+use crate::sip::uri::write_decimal;
 
 /// One media section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -505,13 +509,26 @@ impl MediaDescription {
 
 impl fmt::Display for MediaDescription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "m={} {}", self.media, self.port)?;
+        self.write_to(f)
+    }
+}
+
+impl MediaDescription {
+    /// Writes the media section (`m=` and its lines), without `core::fmt`'s machinery.
+    pub fn write_to<W: fmt::Write + ?Sized>(&self, f: &mut W) -> fmt::Result {
+        f.write_str("m=")?;
+        f.write_str(&self.media)?;
+        f.write_str(" ")?;
+        write_decimal(f, self.port.into())?;
         if let Some(n) = self.port_count {
-            write!(f, "/{n}")?;
+            f.write_str("/")?;
+            write_decimal(f, n.into())?;
         }
-        write!(f, " {}", self.proto)?;
+        f.write_str(" ")?;
+        f.write_str(&self.proto)?;
         for fmt in &self.formats {
-            write!(f, " {fmt}")?;
+            f.write_str(" ")?;
+            f.write_str(fmt)?;
         }
         f.write_str("\r\n")?;
         let extras = |kind: char| self.extra.iter().filter(move |l| l.kind == kind);
@@ -519,7 +536,7 @@ impl fmt::Display for MediaDescription {
             write_line(f, 'i', &l.value)?;
         }
         if let Some(c) = &self.connection {
-            write_line(f, 'c', c)?;
+            write_connection(f, c)?;
         }
         for l in extras('c') {
             write_line(f, 'c', &l.value)?;
@@ -534,7 +551,7 @@ impl fmt::Display for MediaDescription {
             write_line(f, l.kind, &l.value)?;
         }
         for a in &self.attributes {
-            write_line(f, 'a', a)?;
+            write_attribute(f, a)?;
         }
         Ok(())
     }

@@ -178,8 +178,20 @@ fn fixtures_round_trip_exactly() {
         let text = crlf(fixture);
         let sdp = SessionDescription::parse(&text).expect("parses");
         assert_eq!(sdp.to_string(), text);
+        // What the B2BUA sends is written by `encode`, the same text.
+        assert_eq!(sdp.encode(), text);
         assert_eq!(SessionDescription::parse(&sdp.to_string()), Ok(sdp));
     }
+}
+
+#[test]
+fn connection_from_ip_writes_the_address_as_text() {
+    let c = Connection::from_ip("192.0.2.250".parse().expect("ip"));
+    assert_eq!(c.to_string(), "IN IP4 192.0.2.250");
+    let c = Connection::from_ip("0.0.0.0".parse().expect("ip"));
+    assert_eq!(c.address, "0.0.0.0");
+    let c = Connection::from_ip("2001:db8::1".parse().expect("ip"));
+    assert_eq!(c.to_string(), "IN IP6 2001:db8::1");
 }
 
 #[test]
@@ -1364,4 +1376,23 @@ fn rtcp_mux_read_from_a_raw_body() {
     // Not text, empty: no.
     assert!(!body_offers_rtcp_mux(&[0xff, 0xfe, b'a']));
     assert!(!body_offers_rtcp_mux(b""));
+}
+
+#[test]
+fn rewrite_strips_ice_attributes_whatever_their_case() {
+    let text = "v=0\r\no=a 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+                a=ICE-Options:trickle\r\nm=audio 4000 RTP/AVP 0\r\na=Candidate:1 1 UDP 1 192.0.2.1 4000 typ host\r\n\
+                a=ice-ufrag:x\r\na=End-Of-Candidates\r\na=icecream\r\na=ice\r\n";
+    let mut sdp = SessionDescription::parse(text).expect("parses");
+    let mut origin = OriginState::new(1, RELAY4);
+    rewrite_for_relay(&mut sdp, RELAY4, 12000, &mut origin);
+    let out = sdp.encode();
+    for gone in ["ICE-Options", "Candidate", "ice-ufrag", "End-Of-Candidates"] {
+        assert!(!out.contains(gone), "{gone} in {out}");
+    }
+    // Names that only start like ICE ones stay.
+    assert!(
+        out.contains("a=icecream\r\n") && out.contains("a=ice\r\n"),
+        "{out}"
+    );
 }

@@ -45,6 +45,7 @@ use super::enum_zone::start_enum_zone;
 use super::records::{recover_interrupted, CallLog, HEARTBEAT};
 use super::signals::{forward_hangup, shutdown_signal, spawn_cache_signals};
 use super::sinks::Sinks;
+use super::wake_group::WakeGroup;
 use super::{
     admit_and_handle, control, dundi_reload, end_calls, inbound_setup, line_health, line_legs,
     lines, media_address, notify, numbering_reload, publish, random_secret, rates_reload,
@@ -471,6 +472,7 @@ impl Gateway {
             published,
             ticks: Ticks::new(),
             changes,
+            quiet: WakeGroup::new(),
         };
         running.start_store_lines();
         let shutdown = shutdown_signal();
@@ -713,6 +715,8 @@ struct Running {
     published: std::time::Instant,
     ticks: Ticks,
     changes: Changes,
+    /// The inputs of [`Running::next_input`] other than SIP messages and the core's timer.
+    quiet: WakeGroup,
 }
 
 impl Running {
@@ -750,27 +754,68 @@ impl Running {
                 None => std::future::pending().await,
             }
         };
+        // Every other input, in priority order, behind one branch polled only after one of
+        // them woke the loop (see [`WakeGroup`]). A closed channel is skipped, as a
+        // `Some(_) = rx.recv()` branch would be.
+        let group = &self.quiet;
+        let failures = &mut self.transports.failures;
+        let changes = &mut self.changes;
+        let decided = &mut self.routing.decided;
+        let live = &mut self.web.live;
+        let deliveries = &mut self.core.deliveries;
+        let media_events = &mut self.core.media_events;
+        let line_calls = &mut self.lines.incoming;
+        let line_events = &mut self.lines.events;
+        let ticks = &mut self.ticks;
+        let usage = &mut self.usage;
+        let others = std::future::poll_fn(|cx| {
+            use std::task::Poll;
+            if !group.begin(cx) {
+                return Poll::Pending;
+            }
+            let mut gcx = group.context();
+            let cx = &mut gcx;
+            macro_rules! recv {
+                ($rx:expr, $input:expr) => {
+                    if let Poll::Ready(Some(v)) = $rx.poll_recv(cx) {
+                        group.again();
+                        let input = $input;
+                        return Poll::Ready(input(v));
+                    }
+                };
+            }
+            macro_rules! tick {
+                ($interval:expr, $input:expr) => {
+                    if $interval.poll_tick(cx).is_ready() {
+                        group.again();
+                        return Poll::Ready($input);
+                    }
+                };
+            }
+            recv!(failures, Input::TransportFailure);
+            recv!(changes.reload, |()| Input::ReloadExtensions);
+            recv!(changes.trunks, |()| Input::TrunksChanged);
+            recv!(changes.applied, Input::TrunksApplied);
+            recv!(changes.numbering, |()| Input::NumberingChanged);
+            recv!(changes.numbering_applied, Input::NumberingApplied);
+            recv!(decided, |(id, route)| Input::RouteDecided(id, route));
+            recv!(live, Input::Live);
+            recv!(deliveries, Input::Deliver);
+            recv!(media_events, |(call, event)| Input::MediaEvent(call, event));
+            recv!(line_calls, Input::LineCall);
+            recv!(line_events, |(leg, event)| Input::LineEvent(leg, event));
+            tick!(ticks.housekeeping, Input::Housekeeping);
+            tick!(ticks.heartbeat, Input::Heartbeat);
+            recv!(usage, Input::Spent);
+            tick!(ticks.pulse, Input::Pulse);
+            Poll::Pending
+        });
         tokio::select! {
             biased;
             () = shutdown => Input::Stop,
             msg = self.transports.inbound.recv() => msg.map_or(Input::Stop, Input::Message),
             () = timer => Input::Timer,
-            Some(failure) = self.transports.failures.recv() => Input::TransportFailure(failure),
-            Some(()) = self.changes.reload.recv() => Input::ReloadExtensions,
-            Some(()) = self.changes.trunks.recv() => Input::TrunksChanged,
-            Some(applied) = self.changes.applied.recv() => Input::TrunksApplied(applied),
-            Some(()) = self.changes.numbering.recv() => Input::NumberingChanged,
-            Some(applied) = self.changes.numbering_applied.recv() => Input::NumberingApplied(applied),
-            Some((id, route)) = self.routing.decided.recv() => Input::RouteDecided(id, route),
-            Some(request) = self.web.live.recv() => Input::Live(request),
-            Some(msg) = self.core.deliveries.recv() => Input::Deliver(msg),
-            Some((call, event)) = self.core.media_events.recv() => Input::MediaEvent(call, event),
-            Some(call) = self.lines.incoming.recv() => Input::LineCall(call),
-            Some((leg, event)) = self.lines.events.recv() => Input::LineEvent(leg, event),
-            _ = self.ticks.housekeeping.tick() => Input::Housekeeping,
-            _ = self.ticks.heartbeat.tick() => Input::Heartbeat,
-            Some(spent) = self.usage.recv() => Input::Spent(spent),
-            _ = self.ticks.pulse.tick() => Input::Pulse,
+            input = others => input,
         }
     }
 

@@ -28,6 +28,7 @@ mod sinks;
 mod trunk_plans;
 mod trunks_reload;
 mod usage;
+mod wake_group;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+mod udp_batch;
 mod udp_errors;
 
 use std::collections::HashMap;

@@ -3,12 +3,14 @@
 //! datagram we sent is reported as a transport failure towards its destination.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+use super::udp_batch::RecvBatch;
 use super::{reject_unparsable, Inbound, Outbound};
 use crate::sip::parse::{self, Framing};
 use crate::sip::peer::{Peer, Proto};
@@ -103,7 +105,8 @@ pub(super) async fn receive_loop(socket: Arc<UdpSocket>, out: Outbound) {
         return;
     };
     let component = component_name(local);
-    let mut buf = vec![0u8; 65_536];
+    let fd = socket.as_raw_fd();
+    let mut batch = RecvBatch::new();
     loop {
         let ready = match socket.ready(Interest::READABLE | Interest::ERROR).await {
             Ok(r) => r,
@@ -118,9 +121,11 @@ pub(super) async fn receive_loop(socket: Arc<UdpSocket>, out: Outbound) {
         if !ready.is_readable() {
             continue;
         }
+        // Up to a batch per system call, until the socket says it is empty (which also
+        // clears tokio's readiness).
         loop {
-            let (n, remote) = match socket.try_recv_from(&mut buf) {
-                Ok(r) => r,
+            let n = match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+                Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // A pending ICMP error surfaces here once as well; the error queue says
@@ -130,7 +135,11 @@ pub(super) async fn receive_loop(socket: Arc<UdpSocket>, out: Outbound) {
                     continue;
                 }
             };
-            handle_datagram(&socket, &buf[..n], remote, local, &component, &out);
+            for i in 0..n {
+                if let Some((data, remote)) = batch.get(i) {
+                    handle_datagram(&socket, data, remote, local, &component, &out);
+                }
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ impl Call {
         settings: &CallSettings,
     ) -> Option<ClientKey> {
         let offer = self.sdp.fresh_offer_for(side, self.relay_port(side))?;
-        let body = Bytes::from(offer.to_string());
+        let body = Bytes::from(offer.encode());
         let (k, _) = self.send_in_dialog(
             now,
             layer,
@@ -317,7 +317,7 @@ impl Call {
                                 return ForkAction::None;
                             }
                         };
-                        let body = fwd.map(|s| Bytes::from(s.to_string()));
+                        let body = fwd.map(|s| Bytes::from(s.encode()));
                         let content = body.map(|b| ("application/sdp", b));
                         match self.send_in_dialog(
                             now,

@@ -13,7 +13,7 @@ mod view;
 
 pub use view::{CallView, ForkView};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -311,7 +311,7 @@ pub struct Call {
     pub route: Option<std::sync::Arc<crate::routing::router::Route>>,
     sdp: LegSdp,
     retrans: Vec<Retrans>,
-    forwarded: HashMap<ClientKey, Forwarded>,
+    forwarded: crate::hashing::IdMap<ClientKey, Forwarded>,
     /// A target-refresh without an offer was answered with our offer; the answer comes in the ACK.
     answer_in_ack: [bool; 2],
     started: Instant,
@@ -429,7 +429,7 @@ fn with_body(headers: &mut crate::sip::header::Headers, sdp: Option<&SessionDesc
     match sdp {
         Some(s) => {
             headers.push(Header::ContentType("application/sdp".into()));
-            Bytes::from(s.to_string())
+            Bytes::from(s.encode())
         }
         None => Bytes::new(),
     }
@@ -655,7 +655,7 @@ impl Call {
                 sdp
             },
             retrans: Vec::new(),
-            forwarded: HashMap::new(),
+            forwarded: Default::default(),
             answer_in_ack: [false; 2],
             started: now,
             answered: None,

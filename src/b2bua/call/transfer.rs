@@ -930,7 +930,7 @@ impl Call {
         let mut keys = Vec::new();
         // The moved party gets this call's relay: a re-INVITE with our offer for leg B.
         if let Some(offer) = self.sdp.offer_for_b(policy) {
-            let body = Bytes::from(offer.to_string());
+            let body = Bytes::from(offer.encode());
             if let Some((k, _)) = self.send_in_dialog(
                 now,
                 layer,

@@ -34,7 +34,9 @@ mod util;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hashing::{IdMap, WireMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -217,10 +219,10 @@ pub struct TransactionLayer {
     wheel: TimerSet,
     /// Boxed, as `clients`: a map keeps up to twice its length in slots, and after a burst
     /// its room stays until the next shrink; an empty slot costs a pointer, not a transaction.
-    servers: HashMap<ServerKey, Box<ServerTxn>>,
-    server_index: HashMap<MatchKey, ServerKey>,
-    clients: HashMap<ClientKey, Box<ClientTxn>>,
-    client_index: HashMap<(String, String), ClientKey>,
+    servers: IdMap<ServerKey, Box<ServerTxn>>,
+    server_index: WireMap<MatchKey, ServerKey>,
+    clients: IdMap<ClientKey, Box<ClientTxn>>,
+    client_index: WireMap<(String, String), ClientKey>,
     events: VecDeque<Event>,
     transmits: VecDeque<Transmit>,
     next_key: u64,
@@ -248,10 +250,10 @@ impl TransactionLayer {
         TransactionLayer {
             timers,
             wheel: TimerSet::default(),
-            servers: HashMap::new(),
-            server_index: HashMap::new(),
-            clients: HashMap::new(),
-            client_index: HashMap::new(),
+            servers: IdMap::default(),
+            server_index: WireMap::default(),
+            clients: IdMap::default(),
+            client_index: WireMap::default(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             next_key: 0,
@@ -282,7 +284,9 @@ impl TransactionLayer {
 
     /// Gives memory back after a flood: maps much larger than what they hold are shrunk.
     pub fn shrink(&mut self) {
-        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+        fn shrink<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+            m: &mut std::collections::HashMap<K, V, S>,
+        ) {
             if m.capacity() > 4 * m.len() + 256 {
                 m.shrink_to_fit();
             }
@@ -305,8 +309,17 @@ impl TransactionLayer {
     }
 
     fn token(&mut self) -> String {
+        let mut t = String::with_capacity(MAGIC_COOKIE.len() + 32);
+        self.push_token(&mut t);
+        t
+    }
+
+    /// Appends a fresh token (the seed in 16 hex digits, then the counter in hex) without
+    /// `core::fmt`: one is made for every branch and tag.
+    fn push_token(&mut self, out: &mut String) {
         self.token_counter += 1;
-        format!("{:016x}{:x}", self.token_seed, self.token_counter)
+        push_hex(out, self.token_seed, 16);
+        push_hex(out, self.token_counter, 1);
     }
 
     /// What every branch this layer makes begins with: a Via carrying it is one of ours
@@ -323,7 +336,10 @@ impl TransactionLayer {
 
     /// A fresh branch: the magic cookie followed by a token unique to this layer.
     pub fn new_branch(&mut self) -> String {
-        format!("{MAGIC_COOKIE}{}", self.token())
+        let mut b = String::with_capacity(MAGIC_COOKIE.len() + 32);
+        b.push_str(MAGIC_COOKIE);
+        self.push_token(&mut b);
+        b
     }
 
     /// A fresh tag (for the To tag of responses the layer builds itself).
@@ -1092,5 +1108,22 @@ impl TransactionLayer {
     #[cfg(test)]
     fn armed_timers(&self) -> usize {
         self.wheel.len()
+    }
+}
+
+/// Appends `n` in lowercase hexadecimal, zero-padded to at least `width` digits (as
+/// `{:0width$x}`).
+pub(crate) fn push_hex(out: &mut String, n: u64, width: usize) {
+    let digits = if n == 0 {
+        1
+    } else {
+        (64 - n.leading_zeros() as usize).div_ceil(4)
+    };
+    for _ in digits..width {
+        out.push('0');
+    }
+    for i in (0..digits).rev() {
+        let nibble = ((n >> (i * 4)) & 0xf) as u32;
+        out.push(char::from_digit(nibble, 16).unwrap_or('0'));
     }
 }

@@ -1329,3 +1329,32 @@ fn a_stateless_answer_keeps_no_transaction_and_a_retransmission_is_new() {
     assert!(matches!(h.ev().as_slice(), [Event::Stray { .. }]));
     h.finish();
 }
+
+#[test]
+fn hex_tokens_are_written_as_format_would() {
+    for (n, width) in [
+        (0u64, 1),
+        (0, 16),
+        (1, 1),
+        (0xf, 1),
+        (0x10, 1),
+        (0xdead_beef, 16),
+        (u64::MAX, 16),
+        (u64::MAX, 1),
+        (0x0123_4567_89ab_cdef, 20),
+    ] {
+        let mut s = String::from("x");
+        push_hex(&mut s, n, width);
+        assert_eq!(s, format!("x{n:0width$x}"), "{n:#x} width {width}");
+    }
+}
+
+#[test]
+fn branches_are_unique_and_carry_the_prefix() {
+    let mut l = TransactionLayer::new(Timers::default());
+    let prefix = l.branch_prefix();
+    let a = l.new_branch();
+    let b = l.new_branch();
+    assert!(a.starts_with(&prefix) && b.starts_with(&prefix), "{a} {b}");
+    assert_ne!(a, b);
+}

@@ -29,13 +29,26 @@ pub fn fix_top_via(request: &mut Request, peer: Peer) -> bool {
     let rport_asked = matches!(via.rport(), Some(None));
     let same = via.host.ip().is_some_and(|ip| canonical(ip) == src);
     if !same || rport_asked {
-        via.params.set("received", Some(&src.to_string()));
+        via.params.set("received", Some(&ip_text(src)));
     }
     if rport_asked {
-        via.params
-            .set("rport", Some(&peer.remote.port().to_string()));
+        let mut port = String::with_capacity(5);
+        let _ = crate::sip::uri::write_decimal(&mut port, peer.remote.port().into());
+        via.params.set("rport", Some(&port));
     }
     true
+}
+
+/// `ip` as text; IPv4 (every UDP request's `received=`) without `core::fmt`'s machinery.
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut s = String::with_capacity(15);
+            let _ = crate::sip::uri::write_ipv4(&mut s, a);
+            s
+        }
+        IpAddr::V6(a) => a.to_string(),
+    }
 }
 
 /// Where responses to a request that arrived from `peer` with top Via `via` go (§18.2.2 with
