@@ -282,9 +282,13 @@ fn load_above_capacity_is_refused_with_503_and_served_calls_complete() {
     // Calls admitted but slow to finish may still use up the 500 calls' worth of RTP ports
     // here: those calls get the B2BUA's `503 No media ports available`, also with Retry-After
     // and also at once (nothing is bound for them), which the scenario counts as refused.
+    // Which of the two refuses first depends on how fast the core drains its queue on this
+    // machine; both answer 503 + Retry-After at once and both are reported.
+    let reported = log_count(&server, "over capacity: new calls refused")
+        + log_count(&server, "no free RTP/RTCP port pair");
     assert!(
-        log_count(&server, "over capacity: new calls refused") > 0,
-        "the refusals were not reported in the log"
+        reported > 0,
+        "the refusals were not reported in the log: {load:?}"
     );
     // Recovery: once the calls admitted during the load have ended (their ports are released
     // as they end), new calls go through.
