@@ -450,6 +450,12 @@ fn full_store(base: &Path, n: u64) -> PathBuf {
                 .collect::<Result<Vec<_>, _>>()
         })
         .expect("columns");
+    // Copies keep the records' contents but not their in-progress key, which is unique.
+    let picks: Vec<&str> = cols
+        .iter()
+        .map(|c| if c == "call_key" { "NULL" } else { c.as_str() })
+        .collect();
+    let picks = picks.join(", ");
     let cols = cols.join(", ");
     // The seed run's registration points at its sipp uas, gone by now: a run on this store
     // would fork each call to that dead contact too. Only the records are the point here.
@@ -470,7 +476,7 @@ fn full_store(base: &Path, n: u64) -> PathBuf {
         let add = (n - have).min(have);
         conn.execute(
             &format!(
-                "INSERT INTO call_records ({cols}) SELECT {cols} FROM call_records LIMIT {add}"
+                "INSERT INTO call_records ({cols}) SELECT {picks} FROM call_records LIMIT {add}"
             ),
             [],
         )
