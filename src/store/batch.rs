@@ -218,8 +218,10 @@ fn run<S: Sink>(name: &str, mut sink: S, rx: Receiver<Msg<S::Item>>, pace: Pace)
                 Ok(m) => Ok(m),
                 Err(RecvTimeoutError::Timeout) => {
                     sink.idle();
-                    // A burst's batch keeps its room: dropped with the rest.
+                    // A burst's batch keeps its room: dropped with the rest, and the pages the
+                    // burst freed on this thread go back.
                     batch = Vec::new();
+                    crate::memory::give_back_here();
                     dirty = false;
                     continue;
                 }
