@@ -90,6 +90,12 @@ pub fn give_back_if_asked() -> bool {
     }
 }
 
+/// Collects the calling thread's heap now: for threads that block outside the runtime (the
+/// store's writers), once they are idle after a burst.
+pub fn give_back_here() {
+    collect();
+}
+
 fn collect() {
     #[cfg(feature = "mimalloc")]
     // SAFETY: mi_collect may be called from any thread at any time.

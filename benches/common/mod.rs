@@ -25,8 +25,13 @@ impl Drop for Server {
 /// Starts `pasarela serve` with `[sip]` on UDP loopback, `extra` appended to the config.
 pub fn start_server(dir: &Path, extra: &str) -> Server {
     let cfg = format!(
-        "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\ndomain = \"office.test\"\n[log]\nlevel = \"warn\"\n\
+        "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\ndomain = \"office.test\"\n{}[log]\nlevel = \"warn\"\n\
          [store]\npath = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n{extra}",
+        // More `[sip]` settings, to see what one does to a bench's figures (e.g.
+        // `BENCH_SIP_CONFIG='nonce_ttl_secs = 30'`).
+        std::env::var("BENCH_SIP_CONFIG")
+            .map(|c| c + "\n")
+            .unwrap_or_default(),
         dir.join("bench.db").display()
     );
     let cfg_path = dir.join("bench.toml");

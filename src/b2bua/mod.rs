@@ -558,6 +558,11 @@ impl Calls {
         shrink(&mut self.by_client);
         shrink(&mut self.by_dialog);
         shrink(&mut self.owned);
+        // Timers of ended calls are deleted lazily ([`Calls::finish`] prunes only when they
+        // dominate): here every one left goes, so none outlives its call by more than a tick.
+        let calls = &self.calls;
+        self.timers
+            .retain(|Reverse((_, id, _))| calls.contains_key(id));
         if self.timers.capacity() > 4 * self.timers.len() + 1024 {
             self.timers.shrink_to_fit();
         }

@@ -422,6 +422,13 @@ impl Sink for Worker {
         items.clear();
         failed
     }
+
+    /// After a burst of calls the connection's page cache is full (2 MB, on the heap of the
+    /// thread's C allocator); idle, it is given back (the housekeeping's trim returns it to the
+    /// system), so the process goes back to its idle size after a flood.
+    fn idle(&mut self) {
+        crate::store::connection::release_memory(&self.db.conn);
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,15 @@ pub trait Sink: Send + 'static {
     /// Writes `batch` (in the order sent; never empty); returns how many items could not be
     /// written (those are logged by the sink). The batch is cleared afterwards.
     fn write(&mut self, batch: &mut Vec<Self::Item>) -> usize;
+
+    /// Nothing was sent for [`IDLE_AFTER`] after a write: a chance to give back what the
+    /// writes cached (the connection's page cache after a burst). Called once per idle spell.
+    fn idle(&mut self) {}
 }
+
+/// How long a writer waits after its last write before it calls [`Sink::idle`] (and drops the
+/// room its batch grew to).
+pub const IDLE_AFTER: Duration = Duration::from_secs(5);
 
 enum Msg<T> {
     Item(T),
@@ -118,10 +126,26 @@ impl<T: Send + 'static> BatchWriter<T> {
         max_batch: usize,
         linger: Duration,
     ) -> std::io::Result<(BatchWriter<T>, BatchHandle<T>)> {
+        Self::spawn_idling(name, sink, max_batch, linger, IDLE_AFTER)
+    }
+
+    /// [`spawn_lingering`](Self::spawn_lingering) with the wait before [`Sink::idle`].
+    fn spawn_idling<S: Sink<Item = T>>(
+        name: &'static str,
+        sink: S,
+        max_batch: usize,
+        linger: Duration,
+        idle_after: Duration,
+    ) -> std::io::Result<(BatchWriter<T>, BatchHandle<T>)> {
         let (tx, rx) = mpsc::channel();
+        let pace = Pace {
+            max_batch: max_batch.max(1),
+            linger,
+            idle_after,
+        };
         let thread = std::thread::Builder::new()
             .name(format!("{name}-writer"))
-            .spawn(move || run(name, sink, rx, max_batch.max(1), linger))?;
+            .spawn(move || run(name, sink, rx, pace))?;
         let handle = BatchHandle { tx, name };
         Ok((
             BatchWriter {
@@ -165,21 +189,48 @@ impl<T> Drop for BatchWriter<T> {
     }
 }
 
-fn run<S: Sink>(
-    name: &str,
-    mut sink: S,
-    rx: Receiver<Msg<S::Item>>,
+/// How a writer thread batches: at most `max_batch` items a write, `linger` after the first
+/// item, [`Sink::idle`] `idle_after` after the last write.
+struct Pace {
     max_batch: usize,
     linger: Duration,
-) {
+    idle_after: Duration,
+}
+
+fn run<S: Sink>(name: &str, mut sink: S, rx: Receiver<Msg<S::Item>>, pace: Pace) {
+    let Pace {
+        max_batch,
+        linger,
+        idle_after,
+    } = pace;
     let mut batch: Vec<S::Item> = Vec::new();
     let mut failed_since_flush = 0usize;
     let mut waiting: Vec<mpsc::SyncSender<usize>> = Vec::new();
+    // Written since the last idle spell.
+    let mut dirty = false;
     loop {
-        // Block for the first message, then take whatever else is queued, or comes before the
-        // linger after the first item is over.
+        // Block for the first message (after a write, at most until the writer counts as
+        // idle), then take whatever else is queued, or comes before the linger after the
+        // first item is over.
         let mut stop = false;
-        let mut next = rx.recv().ok();
+        let first = if dirty {
+            match rx.recv_timeout(idle_after) {
+                Ok(m) => Ok(m),
+                Err(RecvTimeoutError::Timeout) => {
+                    sink.idle();
+                    // A burst's batch keeps its room: dropped with the rest, and the pages the
+                    // burst freed on this thread go back.
+                    batch = Vec::new();
+                    crate::memory::give_back_here();
+                    dirty = false;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => Err(()),
+            }
+        } else {
+            rx.recv().map_err(|_| ())
+        };
+        let mut next = first.ok();
         if next.is_none() {
             stop = true; // every sender is gone
         }
@@ -201,6 +252,7 @@ fn run<S: Sink>(
                 Msg::Shutdown => stop = true,
             }
             if batch.len() >= max_batch {
+                dirty = true;
                 failed_since_flush += write(&mut sink, &mut batch);
             }
             if stop {
@@ -229,6 +281,9 @@ fn run<S: Sink>(
                     }
                 }
             };
+        }
+        if !batch.is_empty() {
+            dirty = true;
         }
         failed_since_flush += write(&mut sink, &mut batch);
         if !waiting.is_empty() {
@@ -264,6 +319,9 @@ mod tests {
     struct Rows {
         conn: rusqlite::Connection,
         batches: Arc<Mutex<Vec<usize>>>,
+        /// Idle spells, with the connection's page cache (bytes) before and after each gave
+        /// it back.
+        idles: Arc<Mutex<Vec<(i64, i64)>>>,
     }
 
     impl Sink for Rows {
@@ -283,6 +341,13 @@ mod tests {
             self.batches.lock().unwrap().push(batch.len());
             failed
         }
+
+        fn idle(&mut self) {
+            let before = crate::store::connection::cache_used(&self.conn);
+            crate::store::connection::release_memory(&self.conn);
+            let after = crate::store::connection::cache_used(&self.conn);
+            self.idles.lock().unwrap().push((before, after));
+        }
     }
 
     fn rows(dir: &tempfile::TempDir) -> (Rows, Arc<Mutex<Vec<usize>>>, std::path::PathBuf) {
@@ -299,6 +364,7 @@ mod tests {
             Rows {
                 conn,
                 batches: Arc::clone(&batches),
+                idles: Arc::default(),
             },
             batches,
             path,
@@ -314,6 +380,44 @@ mod tests {
             .map(|n| n.unwrap() as u64)
             .collect();
         rows
+    }
+
+    /// After a burst the writer goes idle: once per idle spell the sink is told, and the
+    /// connection's page cache, filled by the burst, is given back.
+    #[test]
+    fn idle_after_writes_gives_the_cache_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, _, _) = rows(&dir);
+        let idles = Arc::clone(&sink.idles);
+        let idle_after = Duration::from_millis(100);
+        let (writer, handle) =
+            BatchWriter::spawn_idling("test", sink, 1_000, Duration::ZERO, idle_after).unwrap();
+        let wait_idles = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while idles.lock().unwrap().len() < n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            idles.lock().unwrap().clone()
+        };
+        for n in 0..20_000 {
+            handle.send(n).unwrap();
+        }
+        assert_eq!(handle.flush(), Ok(0));
+        let spells = wait_idles(1);
+        assert_eq!(spells.len(), 1, "{spells:?}");
+        let (before, after) = spells[0];
+        assert!(
+            before > 100_000,
+            "the burst filled the page cache: {before} B"
+        );
+        assert!(after * 10 < before, "given back: {before} B -> {after} B");
+        // Nothing written since: no second spell.
+        std::thread::sleep(idle_after * 4);
+        assert_eq!(idles.lock().unwrap().len(), 1);
+        handle.send(1).unwrap();
+        assert_eq!(handle.flush(), Ok(0));
+        assert_eq!(wait_idles(2).len(), 2, "a write starts the next spell");
+        assert_eq!(writer.shutdown(), Ok(0));
     }
 
     #[test]
