@@ -553,6 +553,12 @@ impl TransactionLayer {
     /// The TU answers server transaction `key`. Unknown keys, out-of-range status codes and
     /// responses the state does not allow are ignored (logged).
     pub fn respond(&mut self, now: Instant, key: ServerKey, response: Response) {
+        self.respond_ref(now, key, &response);
+    }
+
+    /// [`TransactionLayer::respond`] with a borrowed response, for a TU that keeps it (a 2xx
+    /// it retransmits itself): the layer only encodes it, so no copy is needed.
+    pub fn respond_ref(&mut self, now: Instant, key: ServerKey, response: &Response) {
         let Some(txn) = self.servers.get_mut(&key) else {
             debug!(
                 ?key,
