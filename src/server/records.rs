@@ -161,7 +161,12 @@ impl CallLog {
     }
 
     fn key(&self, id: u64) -> String {
-        format!("{}-{id}", self.run)
+        // Twice per answered call: pieces, not `format!`.
+        let mut key = String::with_capacity(self.run.len() + 21);
+        key.push_str(&self.run);
+        key.push('-');
+        let _ = crate::sip::uri::write_decimal(&mut key, id);
+        key
     }
 
     /// Calls just answered: their in-progress records and legs.

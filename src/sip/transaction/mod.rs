@@ -387,8 +387,7 @@ impl TransactionLayer {
                 }
                 let skey = self.new_server(key, &request, peer);
                 if method == Method::Invite {
-                    let trying = Response::to_request(&request, 100, "Trying", None);
-                    let data = Bytes::from(trying.encode());
+                    let data = Bytes::from(Response::encode_reply(&request, 100, "Trying"));
                     if let Some(txn) = self.servers.get_mut(&skey) {
                         txn.provisional = Some(data.clone());
                         let dest = txn.dest;
