@@ -91,7 +91,8 @@ struct Kept(std::sync::Arc<str>);
 
 impl Kept {
     fn new(s: &SessionDescription) -> Kept {
-        Kept(s.to_string().into())
+        // `encode` writes straight into the String; `to_string` goes through a Formatter.
+        Kept(s.encode().into())
     }
 
     fn from_text(text: &str) -> Kept {

@@ -93,10 +93,32 @@ impl LegState {
     }
 }
 
-/// The legs of a call as stored.
+/// The legs of a call as stored. Built on the record writer's thread (the SIP loop hands it
+/// the dialogs), and only when the call's in-progress row is written at all: a call shorter
+/// than the writer's linger never needs it.
 pub fn legs_json(legs: &[Dialog]) -> String {
     let states: Vec<LegState> = legs.iter().map(LegState::of).collect();
     serde_json::to_string(&states).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// What of a call's legs [`legs_json`] stores, as one number: the SIP loop keeps this per call
+/// instead of the text, and stores the legs again at a heartbeat only when it changed. Hashed
+/// with `state` (a seed per process, so that no peer can pick values that collide).
+pub fn legs_fingerprint(state: &impl std::hash::BuildHasher, legs: &[Dialog]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = state.build_hasher();
+    legs.len().hash(&mut h);
+    for d in legs {
+        // The fields LegState keeps, and only those (remote_cseq is not stored).
+        d.call_id.hash(&mut h);
+        d.local.hash(&mut h);
+        d.remote.hash(&mut h);
+        d.local_cseq.hash(&mut h);
+        d.remote_target.hash(&mut h);
+        d.route_set.hash(&mut h);
+        d.peer.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// A call that was up when the previous process died.
@@ -188,5 +210,51 @@ Content-Length: 0\r\n\r\n";
         assert_eq!(again.route_set, d.route_set);
         assert_eq!(again.remote_target, d.remote_target);
         assert_eq!(again.peer, peer);
+    }
+
+    #[test]
+    fn fingerprint_changes_with_what_is_stored_only() {
+        let text = "INVITE sip:101@office.test SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
+From: <sip:100@office.test>;tag=a1\r\n\
+To: <sip:101@office.test>\r\n\
+Call-ID: c1@host\r\n\
+CSeq: 5 INVITE\r\n\
+Contact: <sip:100@127.0.0.1:5062>\r\n\
+Content-Length: 0\r\n\r\n";
+        let Ok(Message::Request(inv)) = parse_message(
+            bytes::Bytes::from(text),
+            Framing::Datagram,
+            &Limits::default(),
+        ) else {
+            panic!("parse")
+        };
+        let peer = Peer {
+            proto: Proto::Udp,
+            remote: "127.0.0.1:5062".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+        };
+        let state = foldhash::fast::RandomState::default();
+        let d = Dialog::uas(&inv, "b2", peer).unwrap();
+        let print = |d: &Dialog| legs_fingerprint(&state, std::slice::from_ref(d));
+        let base = print(&d);
+        assert_eq!(base, print(&d.clone()));
+        let mut cseq = d.clone();
+        cseq.local_cseq += 1;
+        assert_ne!(base, print(&cseq));
+        let mut target = d.clone();
+        target.remote_target = Uri::parse("sip:100@127.0.0.1:5064").unwrap();
+        assert_ne!(base, print(&target));
+        let mut routed = d.clone();
+        routed.route_set = vec![NameAddr::parse("<sip:p1;lr>").unwrap()];
+        assert_ne!(base, print(&routed));
+        let mut moved = d.clone();
+        moved.peer.remote = "127.0.0.1:5070".parse().unwrap();
+        assert_ne!(base, print(&moved));
+        // Not stored, so no reason to store the legs again.
+        let mut remote_cseq = d.clone();
+        remote_cseq.remote_cseq = Some(9);
+        assert_eq!(base, print(&remote_cseq));
+        assert_ne!(base, legs_fingerprint(&state, &[d.clone(), d]));
     }
 }

@@ -38,10 +38,12 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::sip::dialog::Dialog;
 use crate::store::batch::{BatchHandle, BatchWriter, Sink, Stopped};
 use crate::store::connection::Durability;
 use crate::store::{records, StoreError};
 
+use super::in_progress::legs_json;
 use super::rating::RateBook;
 use super::record::CallRecord;
 use super::{CdrDb, CdrError};
@@ -60,17 +62,18 @@ pub const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 enum Item {
     /// A record with why it ended and the in-progress record it replaces (often none).
     Record(CallRecord, Note),
-    /// An answered call: its record so far (marked in progress) and its legs.
+    /// An answered call: its record so far (marked in progress) and the dialogs of its legs
+    /// (turned into their stored text here, on the writer's thread, and only if written).
     Up {
         key: String,
         record: CallRecord,
-        legs: String,
+        legs: Vec<Dialog>,
         seen_ms: i64,
     },
     /// Every call in progress was up at `seen_ms`; some legs changed.
     Heartbeat {
         seen_ms: i64,
-        changed: Vec<(String, String)>,
+        changed: Vec<(String, Vec<Dialog>)>,
     },
 }
 
@@ -222,7 +225,7 @@ impl CdrWriterHandle {
 
     /// Queues the in-progress record of an answered call and the dialog state of its legs
     /// ([`super::in_progress`]).
-    pub fn call_up(&self, key: String, record: CallRecord, legs: String, seen_ms: i64) {
+    pub fn call_up(&self, key: String, record: CallRecord, legs: Vec<Dialog>, seen_ms: i64) {
         let _ = self.inner.send(Item::Up {
             key,
             record,
@@ -232,7 +235,7 @@ impl CdrWriterHandle {
     }
 
     /// Queues the heartbeat of the calls in progress, with the legs that changed.
-    pub fn heartbeat(&self, seen_ms: i64, changed: Vec<(String, String)>) {
+    pub fn heartbeat(&self, seen_ms: i64, changed: Vec<(String, Vec<Dialog>)>) {
         let _ = self.inner.send(Item::Heartbeat { seen_ms, changed });
     }
 
@@ -328,8 +331,14 @@ impl Worker {
                     record,
                     legs,
                     seen_ms,
-                } => tx.up(key, record, legs, *seen_ms)?,
-                Item::Heartbeat { seen_ms, changed } => tx.heartbeat(*seen_ms, changed)?,
+                } => tx.up(key, record, &legs_json(legs), *seen_ms)?,
+                Item::Heartbeat { seen_ms, changed } => {
+                    let changed: Vec<(String, String)> = changed
+                        .iter()
+                        .map(|(key, legs)| (key.clone(), legs_json(legs)))
+                        .collect();
+                    tx.heartbeat(*seen_ms, &changed)?
+                }
             }
         }
         tx.commit()
@@ -561,7 +570,7 @@ mod tests {
         Item::Up {
             key: key.into(),
             record: sample(1),
-            legs: "[]".into(),
+            legs: Vec::new(),
             seen_ms: 1,
         }
     }
@@ -604,7 +613,7 @@ mod tests {
         let (writer, handle) = CdrWriter::spawn(&path).unwrap();
         for i in 0..200 {
             let key = format!("k{i}");
-            handle.call_up(key.clone(), sample(i), "[]".into(), i);
+            handle.call_up(key.clone(), sample(i), Vec::new(), i);
             handle.send_noted(
                 sample(i),
                 Note {
@@ -613,7 +622,7 @@ mod tests {
                 },
             );
         }
-        handle.call_up("up".into(), sample(7), "[]".into(), 7);
+        handle.call_up("up".into(), sample(7), Vec::new(), 7);
         handle.flush().unwrap();
         let db = CdrDb::open(&path).unwrap();
         let left = crate::store::records::in_progress::left_up(&db.conn).unwrap();
@@ -638,7 +647,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
         let (writer, handle) = CdrWriter::spawn(&path).unwrap();
-        handle.call_up("k".into(), sample(1), "[]".into(), 1);
+        handle.call_up("k".into(), sample(1), Vec::new(), 1);
         for i in 0..5 {
             std::thread::sleep(Duration::from_millis(1));
             handle.send(sample(i));

@@ -141,8 +141,11 @@ pub(super) const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs
 /// this run and the call's number, and the last stored state of their legs.
 pub(super) struct CallLog {
     run: String,
-    /// Call id -> the legs as last stored.
-    legs: std::collections::HashMap<u64, String>,
+    /// Call id -> the fingerprint of its legs as last stored
+    /// ([`crate::cdr::in_progress::legs_fingerprint`]; the text is built by the writer).
+    legs: crate::hashing::IdMap<u64, u64>,
+    /// The seed of those fingerprints.
+    seed: foldhash::fast::RandomState,
     /// Why calls were refused by pasarela itself, by call id, until their summary comes.
     notes: std::collections::HashMap<u64, String>,
 }
@@ -151,13 +154,19 @@ impl CallLog {
     pub(super) fn new() -> CallLog {
         CallLog {
             run: format!("{:016x}", rand::random::<u64>()),
-            legs: std::collections::HashMap::new(),
+            legs: crate::hashing::IdMap::default(),
+            seed: foldhash::fast::RandomState::default(),
             notes: std::collections::HashMap::new(),
         }
     }
 
     fn key(&self, id: u64) -> String {
-        format!("{}-{id}", self.run)
+        // Twice per answered call: pieces, not `format!`.
+        let mut key = String::with_capacity(self.run.len() + 21);
+        key.push_str(&self.run);
+        key.push('-');
+        let _ = crate::sip::uri::write_decimal(&mut key, id);
+        key
     }
 
     /// Calls just answered: their in-progress records and legs.
@@ -178,9 +187,9 @@ impl CallLog {
             if let Some(origin) = &call.summary.origin {
                 mark_incoming(&mut record, &call.summary.caller, origin);
             }
-            let legs = crate::cdr::in_progress::legs_json(&call.legs);
-            self.legs.insert(call.id, legs.clone());
-            cdr.call_up(self.key(call.id), record, legs, ms);
+            let print = crate::cdr::in_progress::legs_fingerprint(&self.seed, &call.legs);
+            self.legs.insert(call.id, print);
+            cdr.call_up(self.key(call.id), record, call.legs, ms);
         }
     }
 
@@ -220,12 +229,11 @@ impl CallLog {
         }
         let mut changed = Vec::new();
         for call in up {
-            let legs = crate::cdr::in_progress::legs_json(&call.legs);
-            let key = self.key(call.id);
+            let print = crate::cdr::in_progress::legs_fingerprint(&self.seed, &call.legs);
             if let Some(old) = self.legs.get_mut(&call.id) {
-                if *old != legs {
-                    changed.push((key, legs.clone()));
-                    *old = legs;
+                if *old != print {
+                    *old = print;
+                    changed.push((self.key(call.id), call.legs));
                 }
             }
         }

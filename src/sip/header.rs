@@ -388,7 +388,7 @@ impl fmt::Display for Via {
 }
 
 /// A `name-addr` or `addr-spec` with header parameters: From, To, Contact, Route, Record-Route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NameAddr {
     /// The display name as written (quoted strings keep their quotes).
     pub display: Option<String>,

@@ -249,13 +249,12 @@ fn unfold(head: &str) -> Cow<'_, str> {
 fn parse_start(line: &str) -> Result<Start, (u16, String)> {
     if let Some(rest) = line.strip_prefix("SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let (version, rest) = rest
-            .split_once(' ')
+        let (version, rest) = header::split_once_byte(rest, b' ')
             .ok_or((400, "Malformed status line".to_string()))?;
         if version != "2.0" {
             return bad("Unsupported SIP version in response");
         }
-        let (code, reason) = match rest.split_once(' ') {
+        let (code, reason) = match header::split_once_byte(rest, b' ') {
             Some((c, r)) => (c, r),
             None => (rest, ""),
         };
@@ -270,10 +269,10 @@ fn parse_start(line: &str) -> Result<Start, (u16, String)> {
         }
         return Ok(Start::Response(status, reason.to_owned()));
     }
-    let mut parts = line.split(' ');
-    let (Some(m), Some(u), Some(v), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // Exactly three fields separated by single spaces (byte splits: cheaper than `split(' ')`).
+    let fields = header::split_once_byte(line, b' ')
+        .and_then(|(m, rest)| header::split_once_byte(rest, b' ').map(|(u, v)| (m, u, v)));
+    let Some((m, u, v)) = fields.filter(|(_, _, v)| !header::has_byte(v, b' ')) else {
         return bad("Malformed request line (expected: method SP URI SP SIP/2.0)");
     };
     let method = Method::parse(m).ok_or((400, "Malformed method".to_string()))?;

@@ -93,7 +93,9 @@ type ConnMap = Arc<Mutex<HashMap<(Proto, SocketAddr, SocketAddr), mpsc::Sender<B
 /// to `peer.remote` (opened if there is none). Cheap to clone; never blocks.
 #[derive(Clone)]
 pub struct Outbound {
-    udp: Arc<HashMap<SocketAddr, Arc<UdpSocket>>>,
+    /// Keyed by our own bound addresses (never by wire data): Fx, not SipHash, for the look-up
+    /// on every datagram sent.
+    udp: Arc<crate::hashing::IdMap<SocketAddr, Arc<UdpSocket>>>,
     tcp: ConnMap,
     /// Accepted TCP connections per source address (for [`TcpCaps`]).
     accepted: Arc<tcp::Accepted>,
@@ -212,7 +214,7 @@ pub async fn bind_supervised(
     supervisor: Supervisor,
 ) -> std::io::Result<Bound> {
     let settings = Arc::new(settings);
-    let mut udp = HashMap::new();
+    let mut udp = crate::hashing::IdMap::default();
     let mut listeners = Vec::new();
     let mut tls_listeners = Vec::new();
     let mut local_addrs = Vec::new();

@@ -820,7 +820,7 @@ impl Call {
             } else {
                 self.reliable.provisional(now, &mut r);
             }
-            layer.respond(now, self.a.key, r.clone());
+            layer.respond_ref(now, self.a.key, &r);
         }
         if status >= 300 && self.outcome.is_none() {
             self.outcome = Some((status, disposition(status)));
@@ -847,7 +847,8 @@ impl Call {
             presentation,
             line,
         } = target;
-        let target_uri = uri.to_string();
+        let mut target_uri = String::with_capacity(48);
+        let _ = uri.write_to(&mut target_uri);
         let mut req = Request::new(Method::Invite, uri);
         let host = local_host(&peer, settings);
         let h = &mut req.headers;

@@ -387,8 +387,7 @@ impl TransactionLayer {
                 }
                 let skey = self.new_server(key, &request, peer);
                 if method == Method::Invite {
-                    let trying = Response::to_request(&request, 100, "Trying", None);
-                    let data = Bytes::from(trying.encode());
+                    let data = Bytes::from(Response::encode_reply(&request, 100, "Trying"));
                     if let Some(txn) = self.servers.get_mut(&skey) {
                         txn.provisional = Some(data.clone());
                         let dest = txn.dest;
@@ -553,6 +552,12 @@ impl TransactionLayer {
     /// The TU answers server transaction `key`. Unknown keys, out-of-range status codes and
     /// responses the state does not allow are ignored (logged).
     pub fn respond(&mut self, now: Instant, key: ServerKey, response: Response) {
+        self.respond_ref(now, key, &response);
+    }
+
+    /// [`TransactionLayer::respond`] with a borrowed response, for a TU that keeps it (a 2xx
+    /// it retransmits itself): the layer only encodes it, so no copy is needed.
+    pub fn respond_ref(&mut self, now: Instant, key: ServerKey, response: &Response) {
         let Some(txn) = self.servers.get_mut(&key) else {
             debug!(
                 ?key,

@@ -116,9 +116,13 @@ pub fn is_legacy(request: &Request) -> bool {
 pub fn match_key(request: &Request, method: &Method, to_tag: Option<&str>) -> Option<MatchKey> {
     let via = request.headers.via()?;
     if via.has_rfc3261_branch() {
+        // Written and lowered in place: one allocation, no `core::fmt` (every request).
+        let mut host = String::with_capacity(24);
+        let _ = via.host.write_to(&mut host);
+        host.make_ascii_lowercase();
         return Some(MatchKey::Branch {
             branch: via.branch()?.to_owned(),
-            host: via.host.to_string().to_ascii_lowercase(),
+            host,
             port: via.port,
             method: method.as_str().to_owned(),
         });
