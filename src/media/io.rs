@@ -30,6 +30,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::mmsg::{RecvBatch, WakeClock};
 use super::relay::{Control, RelayState, Timer, BUF_LEN};
+use super::uring::SendQueue;
 use super::MediaError;
 
 /// Token of the thread's waker; relay tokens are `slot * 4 + socket`, far below it.
@@ -221,6 +222,8 @@ struct IoThread {
     pending: Vec<Token>,
     /// Receive buffers, shared by every relay of the thread.
     batch: RecvBatch,
+    /// The packets a wake-up relays, sent together once its sockets are drained.
+    out: SendQueue,
     /// Buffer for the packets the thread builds (injected DTMF).
     buf: Box<[u8; BUF_LEN]>,
 }
@@ -236,6 +239,8 @@ impl IoThread {
             timers: BinaryHeap::new(),
             pending: Vec::with_capacity(EVENTS),
             batch: RecvBatch::new(),
+            // Made on the thread: the ring serves only the thread that made it.
+            out: SendQueue::new(),
             buf: Box::new([0u8; BUF_LEN]),
         }
     }
@@ -246,6 +251,7 @@ impl IoThread {
         let mut events = Events::with_capacity(EVENTS);
         let mut again: Vec<Token> = Vec::with_capacity(EVENTS);
         let mut coalesce = Coalescer::new(coalesce_window());
+        tracing::debug!(io_uring = self.out.batched(), "media I/O thread started");
         loop {
             if crate::memory::give_back_if_asked() {
                 self.shrink();
@@ -280,6 +286,8 @@ impl IoThread {
                     self.drain(ev.token(), &clock);
                 }
             }
+            // Before any socket may close (control) and before the timers' own packets.
+            self.out.flush();
             if (ctrl || events.is_empty()) && !self.control() {
                 return;
             }
@@ -300,7 +308,9 @@ impl IoThread {
         let Some(Some(s)) = self.slots.get_mut(slot) else {
             return;
         };
-        if s.state.recv_batch(sock, &mut self.batch, clock) {
+        if s.state
+            .recv_batch(sock, &mut self.batch, clock, &mut self.out)
+        {
             self.pending.push(token);
         }
     }
