@@ -5,7 +5,9 @@
 //! [`RelayState`] through that thread's control channel; a [`mio::Waker`] makes the thread look
 //! at the channel. The thread registers the relay's four sockets under tokens
 //! `slot * 4 + socket`, and per readable event drains the socket (mio is edge-triggered) with
-//! one `recvmmsg` ([`super::mmsg`]) into reused buffers, handing each datagram to the relay's per-packet logic. Timers — dead-media
+//! one `recvmmsg` ([`super::mmsg`]) into reused buffers, handing each datagram to the relay's
+//! per-packet logic; the packets relayed leave together once the wake-up's sockets are drained
+//! ([`super::uring`]), before control messages can close a socket. Timers — dead-media
 //! detection and the pacing of injected DTMF — live in one binary heap per thread and bound the
 //! poll timeout. Removing a relay deregisters and closes its sockets, which returns its ports to
 //! the pool.

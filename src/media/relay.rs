@@ -4,7 +4,8 @@
 //! The state owns the sockets (an RTP socket per leg, and an RTCP socket for a leg that does
 //! not multiplex RTCP on its RTP port, RFC 5761) and all per-stream state. The I/O thread hands it each
 //! datagram read from its sockets in a single reused buffer; the state rewrites the packet in
-//! place and forwards it with a non-blocking `send_to` (a full socket buffer drops the packet).
+//! place and forwards it through the thread's [`SendQueue`], which sends a wake-up's packets
+//! together without blocking (a full socket buffer drops the packet).
 //! Counters go to the handle through relaxed atomics, control comes from the handle through the
 //! thread's channel, events go back through a bounded tokio channel (`try_send`).
 
