@@ -5,7 +5,9 @@
 //! [`RelayState`] through that thread's control channel; a [`mio::Waker`] makes the thread look
 //! at the channel. The thread registers the relay's four sockets under tokens
 //! `slot * 4 + socket`, and per readable event drains the socket (mio is edge-triggered) with
-//! one `recvmmsg` ([`super::mmsg`]) into reused buffers, handing each datagram to the relay's per-packet logic. Timers — dead-media
+//! one `recvmmsg` ([`super::mmsg`]) into reused buffers, handing each datagram to the relay's
+//! per-packet logic; the packets relayed leave together once the wake-up's sockets are drained
+//! ([`super::uring`]), before control messages can close a socket. Timers — dead-media
 //! detection and the pacing of injected DTMF — live in one binary heap per thread and bound the
 //! poll timeout. Removing a relay deregisters and closes its sockets, which returns its ports to
 //! the pool.
@@ -30,6 +32,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::mmsg::{RecvBatch, WakeClock};
 use super::relay::{Control, RelayState, Timer, BUF_LEN};
+use super::uring::SendQueue;
 use super::MediaError;
 
 /// Token of the thread's waker; relay tokens are `slot * 4 + socket`, far below it.
@@ -221,6 +224,8 @@ struct IoThread {
     pending: Vec<Token>,
     /// Receive buffers, shared by every relay of the thread.
     batch: RecvBatch,
+    /// The packets a wake-up relays, sent together once its sockets are drained.
+    out: SendQueue,
     /// Buffer for the packets the thread builds (injected DTMF).
     buf: Box<[u8; BUF_LEN]>,
 }
@@ -236,6 +241,8 @@ impl IoThread {
             timers: BinaryHeap::new(),
             pending: Vec::with_capacity(EVENTS),
             batch: RecvBatch::new(),
+            // Made on the thread: the ring serves only the thread that made it.
+            out: SendQueue::new(),
             buf: Box::new([0u8; BUF_LEN]),
         }
     }
@@ -246,6 +253,7 @@ impl IoThread {
         let mut events = Events::with_capacity(EVENTS);
         let mut again: Vec<Token> = Vec::with_capacity(EVENTS);
         let mut coalesce = Coalescer::new(coalesce_window());
+        tracing::debug!(io_uring = self.out.batched(), "media I/O thread started");
         loop {
             if crate::memory::give_back_if_asked() {
                 self.shrink();
@@ -280,6 +288,8 @@ impl IoThread {
                     self.drain(ev.token(), &clock);
                 }
             }
+            // Before any socket may close (control) and before the timers' own packets.
+            self.out.flush();
             if (ctrl || events.is_empty()) && !self.control() {
                 return;
             }
@@ -300,7 +310,9 @@ impl IoThread {
         let Some(Some(s)) = self.slots.get_mut(slot) else {
             return;
         };
-        if s.state.recv_batch(sock, &mut self.batch, clock) {
+        if s.state
+            .recv_batch(sock, &mut self.batch, clock, &mut self.out)
+        {
             self.pending.push(token);
         }
     }

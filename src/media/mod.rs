@@ -47,6 +47,7 @@ mod relay;
 pub mod rtp;
 pub mod srtp;
 pub mod stats;
+mod uring;
 
 #[cfg(test)]
 mod tests;

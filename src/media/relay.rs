@@ -4,7 +4,8 @@
 //! The state owns the sockets (an RTP socket per leg, and an RTCP socket for a leg that does
 //! not multiplex RTCP on its RTP port, RFC 5761) and all per-stream state. The I/O thread hands it each
 //! datagram read from its sockets in a single reused buffer; the state rewrites the packet in
-//! place and forwards it with a non-blocking `send_to` (a full socket buffer drops the packet).
+//! place and forwards it through the thread's [`SendQueue`], which sends a wake-up's packets
+//! together without blocking (a full socket buffer drops the packet).
 //! Counters go to the handle through relaxed atomics, control comes from the handle through the
 //! thread's channel, events go back through a bounded tokio channel (`try_send`).
 
@@ -26,6 +27,7 @@ use super::ports::BoundPair;
 use super::rtp::{self, Rtp};
 use super::srtp::{SrtpContext, SrtpError};
 use super::stats::StreamStats;
+use super::uring::SendQueue;
 use super::{
     CallMediaStats, DirectionStats, EngineInner, Law, LegMedia, LegSrtp, MediaError, MediaEvent,
     PortGuard, Side,
@@ -94,6 +96,21 @@ pub(crate) enum Timer {
     Dead,
     /// Next injected telephone-event packet.
     Inject,
+}
+
+/// Takes back the `forwarded` count of a packet that was not sent after all (its send,
+/// queued by [`SendQueue`], failed).
+pub(crate) struct Undo {
+    shared: Arc<Shared>,
+    dir: usize,
+}
+
+impl Undo {
+    pub(crate) fn undo(self) {
+        if let Some(c) = self.shared.dir.get(self.dir) {
+            c.forwarded.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Counters published by the I/O thread, read by [`Relay::stats`].
@@ -546,6 +563,7 @@ impl RelayState {
         sock: usize,
         batch: &mut RecvBatch,
         clock: &WakeClock,
+        out: &mut SendQueue,
     ) -> bool {
         let i = sock / 2;
         let rtp = sock.is_multiple_of(2);
@@ -574,9 +592,9 @@ impl RelayState {
             let arrival = clock.arrival(batch.received_at(k));
             if let Some((pkt, src)) = batch.get(k) {
                 if rtp && !is_rtcp(pkt) {
-                    self.on_rtp(i, pkt, src, clock.now, arrival);
+                    self.on_rtp(i, pkt, src, clock.now, arrival, out);
                 } else {
-                    self.on_rtcp(i, pkt, src);
+                    self.on_rtcp(i, pkt, src, out);
                 }
             }
         }
@@ -640,6 +658,7 @@ impl RelayState {
         src: SocketAddr,
         now: Instant,
         arrival: Instant,
+        out_q: &mut SendQueue,
     ) {
         let [la, lb] = &mut self.legs;
         let (from, to) = if i == 0 { (la, lb) } else { (lb, la) };
@@ -768,14 +787,15 @@ impl RelayState {
             None => rtp.as_bytes(),
         };
         forwarded.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = to.rtp.send_to(out, dest) {
-            forwarded.fetch_sub(1, Ordering::Relaxed);
-            tracing::trace!(%dest, error = %e, "RTP send failed; dropped");
-        }
+        let undo = Undo {
+            shared: self.shared.clone(),
+            dir: i,
+        };
+        out_q.send(&to.rtp, out, dest, Some(undo));
     }
 
     /// One RTCP packet from the phone of leg `i`: check its source, latch and forward unchanged.
-    fn on_rtcp(&mut self, i: usize, pkt: &mut [u8], src: SocketAddr) {
+    fn on_rtcp(&mut self, i: usize, pkt: &mut [u8], src: SocketAddr, out_q: &mut SendQueue) {
         // RTCP common header: V=2, packet type 192..=223 (SR, RR, SDES, BYE, APP, feedback, XR).
         let valid = pkt.len() >= 8
             && pkt.first().is_some_and(|b| b >> 6 == 2)
@@ -818,9 +838,7 @@ impl RelayState {
                 },
                 None => pkt,
             };
-            if let Err(e) = to.rtcp_socket().send_to(out, dest) {
-                tracing::trace!(%dest, error = %e, "RTCP send failed; dropped");
-            }
+            out_q.send(to.rtcp_socket(), out, dest, None);
         }
     }
 
