@@ -14,7 +14,10 @@ mod webdriver;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{call_config, free_port, require_program, rtp_port_range, sipp_spawn, Server};
+use common::{
+    call_config, free_port, require_program, rtp_port_range, sipp_callee_101, sipp_caller_100,
+    sipp_spawn, Server,
+};
 use pasarela::cdr::{CallRecord, CdrDb, Direction, Disposition, RouteKind};
 use serde_json::json;
 use webdriver::Browser;
@@ -248,62 +251,19 @@ fn an_admin_works_the_dashboard_in_chromium() {
     b.screenshot("05-extensions");
 
     // A live call: 101 registers and answers, 100 calls it and talks for 8 s.
-    let port = free_port();
-    let reg = sipp_spawn(
-        server.dir(),
-        "register-101",
-        "call_register.xml",
-        server.udp,
-        "u1",
-        port,
-        &[
-            "-s",
-            "101",
-            "-au",
-            "101",
-            "-ap",
-            "secret101",
-            "-timeout",
-            "10s",
-        ],
-    )
-    .wait(Duration::from_secs(15));
-    assert!(reg.success(), "registration: {}", reg.report());
-    let callee = sipp_spawn(
-        server.dir(),
+    let callee = sipp_callee_101(
+        &server,
         "callee-101",
         "call_uas_answer.xml",
-        server.udp,
-        "u1",
-        port,
-        &["-s", "101", "-timeout", "40s"],
+        &["-timeout", "40s"],
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let auth_uri = format!("101@{}", server.udp);
-    let caller = sipp_spawn(
-        server.dir(),
+    let caller = sipp_caller_100(
+        &server,
         "caller-100",
         "call_uac_long.xml",
         server.udp,
         "u1",
-        free_port(),
-        &[
-            "-s",
-            "101",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-            "-d",
-            "8000",
-            "-timeout",
-            "40s",
-        ],
+        &["-d", "8000", "-timeout", "40s"],
     );
     b.goto(&format!("{base}/live"));
     b.wait_for(WAIT, "the call on the live page", |h| {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::raw_phone::RawPhone;
 use common::{
-    assert_sipp_ok, call_config, free_port, require_program, rtp_port_range, sipp_register_on,
-    sipp_rtt_ms, sipp_spawn, Server,
+    assert_sipp_ok, call_config, free_port, require_program, rtp_port_range, sipp_caller_100,
+    sipp_register_on, sipp_rtt_ms, Server,
 };
 
 const CALLS: usize = 5;
@@ -34,34 +34,13 @@ fn forked_calls_answer_at_once(caller_transport: &str) {
         server.udp
     };
     let calls = CALLS.to_string();
-    let auth_uri = format!("101@{remote}");
-    let caller = sipp_spawn(
-        server.dir(),
+    let caller = sipp_caller_100(
+        &server,
         "caller-100",
         "call_uac_basic.xml",
         remote,
         caller_transport,
-        free_port(),
-        &[
-            "-s",
-            "101",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-            "-m",
-            &calls,
-            "-l",
-            "1",
-            "-trace_rtt",
-            "-rtt_freq",
-            "1",
-        ],
+        &["-m", &calls, "-l", "1", "-trace_rtt", "-rtt_freq", "1"],
     )
     .wait(Duration::from_secs(60));
     assert_sipp_ok(&server, "forked calls", &caller);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_sipp_ok, call_config, free_port, rtp_port_range, sipp_register, sipp_spawn, Server,
+    assert_sipp_ok, call_config, rtp_port_range, sipp_callee_101, sipp_caller_100, Server,
 };
 
 const HARD: Duration = Duration::from_secs(60);
@@ -26,18 +26,12 @@ fn a_held_callee_hears_the_hold_tone_until_the_resume() {
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     let rtp_port = capture.local_addr().unwrap().port().to_string();
-    let port = free_port();
-    sipp_register(&server, "101", port);
-    let callee = sipp_spawn(
-        server.dir(),
+    let callee = sipp_callee_101(
+        &server,
         "callee",
         "hold_music_uas.xml",
-        server.udp,
-        "u1",
-        port,
-        &["-s", "101", "-key", "rtp_port", &rtp_port],
+        &["-key", "rtp_port", &rtp_port],
     );
-    std::thread::sleep(Duration::from_millis(300));
     let stop = Arc::new(AtomicBool::new(false));
     let listening = {
         let stop = Arc::clone(&stop);
@@ -54,27 +48,13 @@ fn a_held_callee_hears_the_hold_tone_until_the_resume() {
             got
         })
     };
-    let auth_uri = format!("101@{}", server.udp);
-    let caller = sipp_spawn(
-        server.dir(),
+    let caller = sipp_caller_100(
+        &server,
         "caller",
         "hold_music_uac.xml",
         server.udp,
         "u1",
-        free_port(),
-        &[
-            "-s",
-            "101",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-        ],
+        &[],
     )
     .wait(HARD);
     let ended = Instant::now();

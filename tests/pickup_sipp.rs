@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_sipp_ok, call_config, free_port, rtp_port_range, sipp_register, sipp_spawn, Server,
-    SippProc,
+    assert_sipp_ok, call_config, free_port, rtp_port_range, sipp_callee_101, sipp_caller_100,
+    sipp_spawn, Server, SippProc,
 };
 
 const HARD: Duration = Duration::from_secs(60);
@@ -42,38 +42,14 @@ fn log_with(server: &Server, p: &SippProc, tag: &str, needle: &str) -> String {
 
 /// 101 rings (registered sipp phone that never answers) for a call from 100: both running.
 fn ringing_call(server: &Server) -> (SippProc, SippProc) {
-    let port = free_port();
-    sipp_register(server, "101", port);
-    let ringing = sipp_spawn(
-        server.dir(),
-        "ringing-101",
-        "pickup_uas_ringing.xml",
-        server.udp,
-        "u1",
-        port,
-        &["-s", "101"],
-    );
-    let auth_uri = format!("101@{}", server.udp);
-    let caller = sipp_spawn(
-        server.dir(),
+    let ringing = sipp_callee_101(server, "ringing-101", "pickup_uas_ringing.xml", &[]);
+    let caller = sipp_caller_100(
+        server,
         "caller",
         "call_uac_basic.xml",
         server.udp,
         "u1",
-        free_port(),
-        &[
-            "-s",
-            "101",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-        ],
+        &[],
     );
     // 101 rings once its phone has sent 180.
     log_with(server, &ringing, "ringing-101", "SIP/2.0 180 Ringing");

@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_sipp_ok, call_config, free_port, rtp_port_range, sipp_logged_numbers, sipp_register,
-    sipp_spawn, Server, SippResult,
+    assert_sipp_ok, call_config, rtp_port_range, sipp_callee_101, sipp_caller_100,
+    sipp_logged_numbers, Server, SippResult,
 };
 
 const HARD: Duration = Duration::from_secs(60);
@@ -17,41 +17,8 @@ const HARD: Duration = Duration::from_secs(60);
 /// 101 registers on a fresh port and runs `uas` there; 100 calls it with `uac`.
 fn call(uac: &str, uas: &str) -> (Server, SippResult, SippResult) {
     let server = Server::start(&call_config("", rtp_port_range()));
-    let port = free_port();
-    sipp_register(&server, "101", port);
-    let callee = sipp_spawn(
-        server.dir(),
-        "callee",
-        uas,
-        server.udp,
-        "u1",
-        port,
-        &["-s", "101"],
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let auth_uri = format!("101@{}", server.udp);
-    let caller = sipp_spawn(
-        server.dir(),
-        "caller",
-        uac,
-        server.udp,
-        "u1",
-        free_port(),
-        &[
-            "-s",
-            "101",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-        ],
-    )
-    .wait(HARD);
+    let callee = sipp_callee_101(&server, "callee", uas, &[]);
+    let caller = sipp_caller_100(&server, "caller", uac, server.udp, "u1", &[]).wait(HARD);
     let callee = callee.wait(HARD);
     assert_sipp_ok(&server, "caller", &caller);
     assert_sipp_ok(&server, "callee", &callee);

@@ -14,10 +14,11 @@ use pasarela::cdr::CdrDb;
 use pasarela::store::records::{in_progress, PER_CALL};
 use rusqlite::Connection;
 
-/// The plan's lines (the `detail` column).
-fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+/// Column `column` of what `explain sql` returns (`explain`: `EXPLAIN` or `EXPLAIN QUERY PLAN`),
+/// with every parameter bound to NULL.
+fn explained(conn: &Connection, explain: &str, sql: &str, column: usize) -> Vec<String> {
     let mut stmt = conn
-        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .prepare(&format!("{explain} {sql}"))
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let rows = stmt
         .query_map(
@@ -25,18 +26,36 @@ fn plan(conn: &Connection, sql: &str) -> Vec<String> {
                 rusqlite::types::Null,
                 stmt.parameter_count(),
             )),
-            |r| r.get::<_, String>(3),
+            |r| r.get::<_, String>(column),
         )
-        .expect("plan");
-    rows.collect::<Result<_, _>>().expect("plan rows")
+        .unwrap_or_else(|e| panic!("{explain} {sql}: {e}"));
+    rows.collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{explain} {sql}: {e}"))
 }
 
-#[test]
-fn per_call_statements_use_indexes() {
+/// The plan's lines (the `detail` column of `EXPLAIN QUERY PLAN`).
+fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+    explained(conn, "EXPLAIN QUERY PLAN", sql, 3)
+}
+
+/// The opcodes SQLite compiles `sql` to (the `opcode` column of `EXPLAIN`).
+fn opcodes(conn: &Connection, sql: &str) -> Vec<String> {
+    explained(conn, "EXPLAIN", sql, 1)
+}
+
+/// A store migrated by `CdrDb::open` in a fresh directory (kept while the handle lives) and a
+/// connection to it.
+fn migrated_store() -> (tempfile::TempDir, Connection) {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("pasarela.db");
     drop(CdrDb::open(&path).expect("store migrated"));
     let conn = Connection::open(&path).expect("open");
+    (dir, conn)
+}
+
+#[test]
+fn per_call_statements_use_indexes() {
+    let (_dir, conn) = migrated_store();
     // Enough rows that a scan would be the planner's worst choice, with statistics.
     conn.execute_batch(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
@@ -70,32 +89,12 @@ fn per_call_statements_use_indexes() {
     );
 }
 
-/// The opcodes SQLite compiles `sql` to (the `opcode` column of `EXPLAIN`).
-fn opcodes(conn: &Connection, sql: &str) -> Vec<String> {
-    let mut stmt = conn
-        .prepare(&format!("EXPLAIN {sql}"))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let rows = stmt
-        .query_map(
-            rusqlite::params_from_iter(std::iter::repeat_n(
-                rusqlite::types::Null,
-                stmt.parameter_count(),
-            )),
-            |r| r.get::<_, String>(1),
-        )
-        .expect("explain");
-    rows.collect::<Result<_, _>>().expect("explain rows")
-}
-
 /// No per-call statement builds a temporary b-tree: each one is a whole b-tree opened, filled
 /// and freed per execution (a `CHECK (x IN ('a', 'b', 'c'))` on `call_records` cost three of
 /// them per INSERT, about a tenth of the record writer's instructions per call; issue 22).
 #[test]
 fn per_call_statements_build_no_temporary_btree() {
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("pasarela.db");
-    drop(CdrDb::open(&path).expect("store migrated"));
-    let conn = Connection::open(&path).expect("open");
+    let (_dir, conn) = migrated_store();
     for sql in PER_CALL {
         let ops = opcodes(&conn, sql);
         assert!(

@@ -9,7 +9,9 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use common::sockets::relay_sockets;
-use common::{call_config, free_port, require_program, sipp_spawn, Server, SippProc, SippResult};
+use common::{
+    assert_sipp_ok, call_config, require_program, sipp_callee_101, sipp_caller_100, Server,
+};
 
 /// Calls held at once.
 const CALLS: usize = 20;
@@ -36,16 +38,6 @@ fn wait_sockets(server: &Server, range: (u16, u16), want: usize, limit: Duration
     }
 }
 
-fn assert_ok(server: &Server, what: &str, res: &SippResult) {
-    if !res.success() {
-        panic!(
-            "{what}: sipp failed\n{}\n{}",
-            res.report(),
-            server.log_excerpt()
-        );
-    }
-}
-
 /// `CALLS` calls held from 100 to 101 (`mux`: both sipp phones offer/answer rtcp-mux); the
 /// relay must hold `per_call` sockets a call. Returns (relay sockets, all descriptors) idle
 /// and held.
@@ -55,74 +47,21 @@ fn held_calls(slot: u16, mux: bool, per_call: usize) {
     // Extension 100 places all the calls: lift its toll-fraud limits.
     let limits = "\n[limits]\nconcurrent_calls = 100\ncalls_per_minute = 1000\n";
     let server = Server::start(&call_config(limits, range));
-    let dir = server.dir().to_path_buf();
     let (uac, uas) = match mux {
         true => ("call_uac_long_mux.xml", "call_uas_answer_mux.xml"),
         false => ("call_uac_long.xml", "call_uas_answer.xml"),
     };
-    let port = free_port();
-    let reg = sipp_spawn(
-        &dir,
-        "register-101",
-        "call_register.xml",
-        server.udp,
-        "u1",
-        port,
-        &[
-            "-s",
-            "101",
-            "-au",
-            "101",
-            "-ap",
-            "secret101",
-            "-timeout",
-            "10s",
-        ],
-    )
-    .wait(Duration::from_secs(15));
-    assert_ok(&server, "registration", &reg);
     let n = CALLS.to_string();
-    let callee: SippProc = sipp_spawn(
-        &dir,
-        "callee-101",
-        uas,
-        server.udp,
-        "u1",
-        port,
-        &["-s", "101", "-m", &n],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let callee = sipp_callee_101(&server, "callee-101", uas, &["-m", &n]);
     let idle_fds = fds(server.pid());
     assert_eq!(relay_sockets(server.pid(), range), 0);
-    let auth_uri = format!("101@{}", server.udp);
-    let caller = sipp_spawn(
-        &dir,
+    let caller = sipp_caller_100(
+        &server,
         "caller-100",
         uac,
         server.udp,
         "u1",
-        free_port(),
-        &[
-            "-s",
-            "101",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-            "-m",
-            &n,
-            "-l",
-            &n,
-            "-r",
-            "20",
-            "-d",
-            "8000",
-        ],
+        &["-m", &n, "-l", &n, "-r", "20", "-d", "8000"],
     );
     let want = CALLS * per_call;
     let held = wait_sockets(&server, range, want, Duration::from_secs(20));
@@ -138,8 +77,8 @@ fn held_calls(slot: u16, mux: bool, per_call: usize) {
             "{held} relay sockets for {CALLS} held calls, expected {want} ({per_call} a call)"
         ));
     }
-    assert_ok(&server, "caller", &caller.wait(Duration::from_secs(60)));
-    assert_ok(&server, "callee", &callee.wait(Duration::from_secs(20)));
+    assert_sipp_ok(&server, "caller", &caller.wait(Duration::from_secs(60)));
+    assert_sipp_ok(&server, "callee", &callee.wait(Duration::from_secs(20)));
     let after = wait_sockets(&server, range, 0, Duration::from_secs(10));
     assert_eq!(after, 0, "relay sockets left after the calls ended");
 }

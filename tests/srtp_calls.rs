@@ -16,8 +16,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    call_config, free_port, require_program, rtp_port_range, sipp_logged_numbers, sipp_spawn,
-    Server,
+    call_config, free_port, require_program, rtp_port_range, sipp_callee_101, sipp_caller_100,
+    sipp_logged_numbers, sipp_register, Server,
 };
 use pasarela::cdr::{CdrDb, Filter, Page, Sort};
 use phone::*;
@@ -393,44 +393,15 @@ fn srtp_phone_calls_a_plain_rtp_callee_each_leg_as_offered() {
     let rtp = rtp_port_range();
     let mut server = Server::start(&call_config("", rtp));
     let base = server.dir().to_path_buf();
-    let port = free_port();
-    let reg = sipp_spawn(
-        &base,
-        "register-101",
-        "call_register.xml",
-        server.udp,
-        "u1",
-        port,
-        &[
-            "-s",
-            "101",
-            "-au",
-            "101",
-            "-ap",
-            "secret101",
-            "-timeout",
-            "10s",
-        ],
-    )
-    .wait(Duration::from_secs(15));
-    assert!(
-        reg.success(),
-        "registration of sipp as 101\n{}",
-        reg.report()
-    );
     let Some(cap) = capture_or_skip(rtp.0..=rtp.1) else {
         return;
     };
-    let callee = sipp_spawn(
-        &base,
+    let callee = sipp_callee_101(
+        &server,
         "callee-101",
         "srtp_uas_plain_echo.xml",
-        server.udp,
-        "u1",
-        port,
-        &["-s", "101", "-rtp_echo"],
+        &["-rtp_echo"],
     );
-    thread::sleep(Duration::from_millis(300));
     let mut a = Phone::start_with(
         &base,
         server.udp,
@@ -503,51 +474,14 @@ fn required_srtp_refuses_a_plain_offer_with_488() {
     let mut server = Server::start(&config);
     let remote = server.udp;
     // 101 must be reachable, or the call ends with 480 before its offer is looked at.
-    let reg = sipp_spawn(
-        server.dir(),
-        "register-101",
-        "call_register.xml",
-        remote,
-        "u1",
-        free_port(),
-        &[
-            "-s",
-            "101",
-            "-au",
-            "101",
-            "-ap",
-            "secret101",
-            "-timeout",
-            "10s",
-        ],
-    )
-    .wait(Duration::from_secs(15));
-    assert!(
-        reg.success(),
-        "registration of sipp as 101\n{}",
-        reg.report()
-    );
-    let auth_uri = format!("101@{remote}");
-    let res = sipp_spawn(
-        server.dir(),
+    sipp_register(&server, "101", free_port());
+    let res = sipp_caller_100(
+        &server,
         "caller-100",
         "srtp_uac_plain_refused.xml",
         remote,
         "u1",
-        free_port(),
-        &[
-            "-s",
-            "101",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-        ],
+        &[],
     )
     .wait(Duration::from_secs(30));
     assert!(

@@ -161,6 +161,42 @@ impl PortPool {
     }
 }
 
+/// Test support: a range of `len` consecutive ports (rounded up to whole pairs, starting even)
+/// for one test's pool or engine. Ranges are taken one after the other from 61000-65535, above
+/// Linux's ephemeral ports (32768-60999: no socket bound to port 0 and no outgoing connection
+/// gets one) and away from the ranges the benches and the integration tests give servers and
+/// sipp (10000-54999), so a range is never handed to two tests of this process, and another
+/// program would have to name these ports to take one. Every port of a range is bound once
+/// before it is handed out, and a range with a port in use (another run of these tests at the
+/// same time) is skipped; each process starts at a random place for the same reason.
+#[cfg(test)]
+pub(crate) fn free_test_range(len: u16) -> RangeInclusive<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    const FIRST: u32 = 61_000;
+    const SIZE: u32 = 65_536 - FIRST;
+    /// The most the tests of this crate take (with room for ranges skipped as in use).
+    const BUDGET: u32 = 4_200;
+    static START: OnceLock<u32> = OnceLock::new();
+    static TAKEN: AtomicU32 = AtomicU32::new(0);
+    let len = u32::from(len).next_multiple_of(2);
+    let start = *START.get_or_init(|| 2 * rand::random_range(0..=(SIZE - BUDGET) / 2));
+    loop {
+        let taken = TAKEN.fetch_add(len, Ordering::Relaxed);
+        assert!(
+            taken + len <= BUDGET,
+            "the media tests take more than {BUDGET} ports: raise the budget"
+        );
+        // Below 65536: `start` + BUDGET <= SIZE.
+        let lo = (FIRST + start + taken) as u16;
+        let hi = lo + (len - 1) as u16;
+        let free = (lo..=hi).all(|p| UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, p)).is_ok());
+        if free {
+            return lo..=hi;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,7 +215,7 @@ mod tests {
     fn pairs_are_random() {
         let ip = IpAddr::from([127, 0, 0, 1]);
         let now = Instant::now();
-        let mut pool = PortPool::new(29000..=29199);
+        let mut pool = PortPool::new(free_test_range(200));
         let held: Vec<BoundPair> = (0..10)
             .map(|_| pool.bind_pair(ip, now, true).unwrap())
             .collect();
@@ -195,7 +231,7 @@ mod tests {
     fn every_pair_is_handed_out_once() {
         let ip = IpAddr::from([127, 0, 0, 1]);
         let now = Instant::now();
-        let mut pool = PortPool::new(29400..=29439); // twenty pairs
+        let mut pool = PortPool::new(free_test_range(40)); // twenty pairs
         let held: Vec<BoundPair> = (0..20)
             .map(|_| pool.bind_pair(ip, now, true).unwrap())
             .collect();
@@ -222,7 +258,7 @@ mod tests {
     fn a_pair_bound_without_rtcp_stays_reserved_as_a_pair() {
         let ip = IpAddr::from([127, 0, 0, 1]);
         let now = Instant::now();
-        let mut pool = PortPool::new(9500..=9503); // two pairs
+        let mut pool = PortPool::new(free_test_range(4)); // two pairs
         let a = pool.bind_pair(ip, now, false).unwrap();
         assert!(a.rtcp.is_none());
         // Its RTCP port is not bound by us …
@@ -246,7 +282,8 @@ mod tests {
         let ip = IpAddr::from([127, 0, 0, 1]);
         let now = Instant::now();
         let later = now + Duration::from_secs(1);
-        let mut pool = PortPool::new(29300..=29307); // four pairs
+        let range = free_test_range(8); // four pairs
+        let mut pool = PortPool::new(range.clone());
         let a = pool.bind_pair(ip, now, true).unwrap();
         let resting = a.port;
         drop(a);
@@ -272,10 +309,7 @@ mod tests {
         drop(last);
         pool.release(resting, now);
         drop(others);
-        for p in [29300, 29302, 29304, 29306]
-            .into_iter()
-            .filter(|p| *p != resting)
-        {
+        for p in range.step_by(2).filter(|p| *p != resting) {
             pool.release(p, now - COOLDOWN);
         }
         // After the cooldown it is free like any other.

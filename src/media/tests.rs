@@ -8,6 +8,7 @@ use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
 use super::dtmf::TelephoneEvent;
+use super::ports::free_test_range;
 use super::rtp::{write_header, Rtp};
 use super::*;
 
@@ -75,7 +76,7 @@ async fn wait_in_use_zero(engine: &MediaEngine) {
 
 #[tokio::test]
 async fn relays_both_ways_and_latches() {
-    let engine = engine(21000..=21099, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let relay = engine.allocate().await.expect("allocate");
     assert_ne!(relay.local_port(Side::A), relay.local_port(Side::B));
     assert_eq!(relay.local_port(Side::A) % 2, 0);
@@ -167,7 +168,7 @@ async fn relays_both_ways_and_latches() {
 
 #[tokio::test]
 async fn hold_relays_what_arrives_but_sends_nowhere_unknown() {
-    let engine = engine(21100..=21199, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let relay = engine.allocate().await.expect("allocate");
     let a = phone().await;
     let b = phone().await;
@@ -207,7 +208,7 @@ async fn hold_relays_what_arrives_but_sends_nowhere_unknown() {
 
 #[tokio::test]
 async fn rewrites_payload_type_without_touching_payload() {
-    let engine = engine(21200..=21299, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let relay = engine.allocate().await.expect("allocate");
     let (a, b) = (phone().await, phone().await);
     let leg = |s: &UdpSocket, pt| LegMedia {
@@ -259,7 +260,7 @@ async fn rewrites_payload_type_without_touching_payload() {
 
 #[tokio::test]
 async fn transcodes_pcmu_pcma_bit_exact() {
-    let engine = engine(21300..=21399, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let relay = engine.allocate().await.expect("allocate");
     let (a, b) = (phone().await, phone().await);
     relay.update(
@@ -321,7 +322,7 @@ fn event(ev: u8, end: bool, duration: u16) -> [u8; 4] {
 
 #[tokio::test]
 async fn rfc4733_is_mapped_and_reported_once() {
-    let engine = engine(21400..=21499, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let mut relay = engine.allocate().await.expect("allocate");
     let (a, b) = (phone().await, phone().await);
     relay.update(
@@ -395,7 +396,7 @@ async fn rfc4733_is_mapped_and_reported_once() {
 
 #[tokio::test]
 async fn rfc4733_not_forwarded_to_a_leg_without_events() {
-    let engine = engine(21500..=21599, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let mut relay = engine.allocate().await.expect("allocate");
     let (a, b) = (phone().await, phone().await);
     relay.update(
@@ -442,7 +443,7 @@ async fn rfc4733_not_forwarded_to_a_leg_without_events() {
 
 #[tokio::test]
 async fn send_dtmf_continues_the_stream() {
-    let engine = engine(21600..=21699, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let relay = engine.allocate().await.expect("allocate");
     let (a, b) = (phone().await, phone().await);
     relay.update(
@@ -507,7 +508,7 @@ async fn send_dtmf_continues_the_stream() {
 
 #[tokio::test]
 async fn stats_count_loss_and_jitter() {
-    let engine = engine(21700..=21799, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let relay = engine.allocate().await.expect("allocate");
     let (a, b) = (phone().await, phone().await);
     relay.update(
@@ -547,7 +548,7 @@ async fn stats_count_loss_and_jitter() {
 
 #[tokio::test]
 async fn dead_after_silence() {
-    let engine = engine(21800..=21899, Duration::from_millis(200));
+    let engine = engine(free_test_range(40), Duration::from_millis(200));
     let mut relay = engine.allocate().await.expect("allocate");
     let (a, b) = (phone().await, phone().await);
     relay.update(
@@ -586,7 +587,7 @@ async fn dead_after_silence() {
 
 #[tokio::test]
 async fn drop_releases_ports() {
-    let engine = engine(21900..=21999, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let relay = engine.allocate().await.expect("allocate");
     let ports = [relay.local_port(Side::A), relay.local_port(Side::B)];
     assert_eq!(engine.in_use(), 1);
@@ -601,15 +602,14 @@ async fn drop_releases_ports() {
 #[tokio::test]
 async fn exhaustion_is_an_error_and_recovers() {
     // Four pairs: two relays.
-    let engine = engine(28000..=28007, Duration::from_secs(60));
+    let range = free_test_range(8);
+    let engine = engine(range.clone(), Duration::from_secs(60));
     assert_eq!(engine.capacity(), 2);
     let r1 = engine.allocate().await.expect("first");
     let _r2 = engine.allocate().await.expect("second");
     match engine.allocate().await {
-        Err(MediaError::PortsExhausted {
-            start: 28000,
-            end: 28007,
-        }) => {}
+        Err(MediaError::PortsExhausted { start, end })
+            if (start, end) == (*range.start(), *range.end()) => {}
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("range should be exhausted"),
     }
@@ -629,13 +629,15 @@ async fn wait_in_use_zero_but(engine: &MediaEngine, n: usize) {
 
 #[tokio::test]
 async fn busy_ports_are_skipped() {
-    let engine = engine(28100..=28107, Duration::from_secs(60));
+    let range = free_test_range(8);
+    let first = *range.start();
+    let engine = engine(range, Duration::from_secs(60));
     // Another process holds the RTCP port of the first pair.
-    let _squatter = std::net::UdpSocket::bind((LO, 28101)).expect("bind");
+    let _squatter = std::net::UdpSocket::bind((LO, first + 1)).expect("bind");
     for _ in 0..10 {
         let relay = engine.allocate().await.expect("allocate");
         let ports = [relay.local_port(Side::A), relay.local_port(Side::B)];
-        assert!(!ports.contains(&28100), "{ports:?}");
+        assert!(!ports.contains(&first), "{ports:?}");
         drop(relay);
         wait_in_use_zero(&engine).await;
     }
@@ -643,7 +645,7 @@ async fn busy_ports_are_skipped() {
 
 #[tokio::test]
 async fn a_freed_pair_is_not_reused_at_once() {
-    let engine = engine(28200..=28299, Duration::from_secs(60));
+    let engine = engine(free_test_range(100), Duration::from_secs(60));
     let r = engine.allocate().await.expect("allocate");
     let first = [r.local_port(Side::A), r.local_port(Side::B)];
     drop(r);
@@ -657,7 +659,7 @@ async fn a_freed_pair_is_not_reused_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_relays_allocated_and_dropped() {
-    let engine = engine(24000..=27999, Duration::from_secs(60));
+    let engine = engine(free_test_range(2400), Duration::from_secs(60));
     let mut relays = Vec::new();
     for _ in 0..500 {
         relays.push(engine.allocate().await.expect("allocate"));
@@ -676,7 +678,7 @@ async fn five_hundred_relays_allocated_and_dropped() {
 
 #[tokio::test]
 async fn media_is_locked_to_its_source_and_foreign_packets_are_dropped() {
-    let engine = engine(21700..=21799, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let relay = engine.allocate().await.expect("allocate");
     let a_sdp = phone().await;
     let a_real = phone().await; // A behind NAT: sends from elsewhere than its SDP says
@@ -793,7 +795,7 @@ async fn media_is_locked_to_its_source_and_foreign_packets_are_dropped() {
 #[tokio::test]
 async fn srtp_leg_meets_plain_leg() {
     use super::srtp::{MasterKey, SrtpContext, Suite};
-    let engine = engine(28300..=28399, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let relay = engine.allocate().await.expect("allocate");
     let (a, b, intruder) = (phone().await, phone().await, phone().await);
     let (phone_key, relay_key) = (MasterKey::random(), MasterKey::random());
@@ -880,7 +882,7 @@ async fn wait_sockets(engine: &MediaEngine, n: usize) {
 
 #[tokio::test]
 async fn rtcp_mux_on_both_legs_shares_the_rtp_ports() {
-    let engine = engine(28400..=28499, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     // The caller offered multiplexing: its leg binds no RTCP socket; B's is bound for the offer.
     let relay = engine.allocate_into_muxed(1, tx, true).expect("allocate");
@@ -932,7 +934,7 @@ async fn rtcp_mux_on_both_legs_shares_the_rtp_ports() {
 
 #[tokio::test]
 async fn a_peer_that_drops_mux_gets_rtcp_on_the_separate_port() {
-    let engine = engine(28500..=28599, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let relay = engine.allocate_into_muxed(1, tx, true).expect("allocate");
     let (a, b, b_rtcp) = (phone().await, phone().await, phone().await);
@@ -979,7 +981,7 @@ async fn a_peer_that_drops_mux_gets_rtcp_on_the_separate_port() {
 
 #[tokio::test]
 async fn a_phone_that_stops_multiplexing_mid_call_gets_its_rtcp_socket_back() {
-    let engine = engine(28600..=28699, Duration::from_secs(60));
+    let engine = engine(free_test_range(40), Duration::from_secs(60));
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let relay = engine.allocate_into_muxed(1, tx, true).expect("allocate");
     let (a, a_rtcp, b) = (phone().await, phone().await, phone().await);
@@ -1032,7 +1034,7 @@ async fn a_busy_relay_thread_relays_every_packet_in_order() {
     let engine = MediaEngine::with_io_threads(
         MediaConfig {
             bind_ip: LO,
-            ports: 29400..=29599,
+            ports: free_test_range(100),
             dead_after: Duration::from_secs(60),
         },
         1,

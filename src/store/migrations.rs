@@ -188,4 +188,60 @@ mod tests {
             .any(|op| op.unwrap() == "OpenEphemeral");
         assert!(!uses_list);
     }
+
+    /// A measurement (issue 22): 0026 on a store of `MIGRATION_RECORDS` records (default
+    /// 1 000 000, a year of a busy office) made at the schema before it, timed from a fresh
+    /// connection, must stay well under a second whatever the number of records (rebuilding
+    /// the table would take minutes). Run with
+    /// `cargo test --release --lib store::migrations -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement: builds a store of a million records (about a minute)"]
+    fn record_checks_rewrite_in_constant_time_on_a_million_records() {
+        let records: u64 = std::env::var("MIGRATION_RECORDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        MIGRATIONS.to_version(&mut conn, 22).unwrap();
+        let started = std::time::Instant::now();
+        // Varied enough that the five indexes are as deep as a real store's.
+        conn.execute_batch(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {records}) \
+             INSERT INTO call_records (call_ref, start_ms, answer_ms, end_ms, duration_s, \
+             billable_s, caller, callee, extension, direction, category, route_kind, \
+             route_target, disposition, sip_status, q850_cause, explanation) \
+             SELECT i, 1700000000000 + i * 31000, 1700000000000 + i * 31000 + 4000, \
+             1700000000000 + i * 31000 + 64000, 64, 60, '10' || (i % 10), \
+             '06' || (12345678 + i * 7919 % 9000000), '10' || (i % 10), \
+             CASE i % 3 WHEN 0 THEN 'outgoing' WHEN 1 THEN 'incoming' ELSE 'internal' END, \
+             'mobile', CASE i % 4 WHEN 0 THEN 'extension' WHEN 1 THEN 'sip' \
+             WHEN 2 THEN 'pstn' ELSE 'none' END, 'line' || (i % 3), \
+             CASE i % 5 WHEN 0 THEN 'busy' ELSE 'answered' END, 200, 16, 'route: pstn' FROM n"
+        ))
+        .unwrap();
+        let filled = started.elapsed();
+        drop(conn);
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let started = std::time::Instant::now();
+        MIGRATIONS.to_latest(&mut conn).unwrap();
+        let took = started.elapsed();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM call_records", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(u64::try_from(n).ok(), Some(records));
+        assert!(record_table_sql(&conn).contains(RECORD_CHECKS[0].1));
+        println!(
+            "0026 on {records} records ({:.0} MB, filled in {:.1} s): {:.2} ms",
+            bytes as f64 / 1e6,
+            filled.as_secs_f64(),
+            took.as_secs_f64() * 1e3
+        );
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "0026 took {took:?} on {records} records"
+        );
+    }
 }

@@ -174,8 +174,9 @@ pub(super) async fn accept_loop_with(listener: Arc<TcpListener>, out: Outbound, 
             Ok((stream, remote)) => {
                 let Some(admitted) = out.accepted.admit(remote.ip(), &out.settings.tcp_caps) else {
                     // Over a cap: closed at once (dropping the stream), counted, and warned
-                    // about at most every 10 s.
+                    // about at most every 10 s (each one at debug level).
                     drop(stream);
+                    tracing::debug!(%remote, "TCP connection refused: over the connection cap");
                     let n = out
                         .accepted
                         .refused

@@ -1103,6 +1103,70 @@ pub fn sipp_register_on(server: &Server, ext: &str, ip: &str, port: u16) {
     assert_sipp_ok(server, "registration", &reg);
 }
 
+/// Extension 101 as a sipp UAS running `scenario_name` (with `-s 101` and `extra`), registered
+/// first from the port it then listens on, and given 300 ms to be listening before the caller
+/// starts.
+pub fn sipp_callee_101(
+    server: &Server,
+    tag: &str,
+    scenario_name: &str,
+    extra: &[&str],
+) -> SippProc {
+    let port = free_port();
+    sipp_register(server, "101", port);
+    let mut args = vec!["-s", "101"];
+    args.extend_from_slice(extra);
+    let callee = sipp_spawn(
+        server.dir(),
+        tag,
+        scenario_name,
+        server.udp,
+        "u1",
+        port,
+        &args,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    callee
+}
+
+/// Extension 100 (password `secret100`, as in [`call_config`]) as a sipp UAC running
+/// `scenario_name` towards 101 through the server at `remote` over `transport` ("u1" or "t1"),
+/// from a free port: its `[caller]` key is 100 and it answers digest challenges for the URI
+/// `101@remote`. `extra` follows (counts, pauses, timeouts, traces).
+pub fn sipp_caller_100(
+    server: &Server,
+    tag: &str,
+    scenario_name: &str,
+    remote: SocketAddr,
+    transport: &str,
+    extra: &[&str],
+) -> SippProc {
+    let auth_uri = format!("101@{remote}");
+    let mut args = vec![
+        "-s",
+        "101",
+        "-key",
+        "caller",
+        "100",
+        "-au",
+        "100",
+        "-ap",
+        "secret100",
+        "-auth_uri",
+        &auth_uri,
+    ];
+    args.extend_from_slice(extra);
+    sipp_spawn(
+        server.dir(),
+        tag,
+        scenario_name,
+        remote,
+        transport,
+        free_port(),
+        &args,
+    )
+}
+
 /// The response times (ms) a sipp run started with `-trace_rtt -rtt_freq 1` in `dir` wrote for
 /// scenario `scenario_name` (its `rtd="true"` measurements, one per call, in order).
 pub fn sipp_rtt_ms(dir: &Path, scenario_name: &str) -> Vec<f64> {
