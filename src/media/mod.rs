@@ -65,6 +65,9 @@ use ports::PortPool;
 /// Environment variable giving the number of media I/O threads of [`MediaEngine::new`].
 pub const IO_THREADS_ENV: &str = "PASARELA_MEDIA_IO_THREADS";
 
+/// RTP/RTCP pairs a relay holds: one per leg, whether or not the leg binds its RTCP port.
+pub const PAIRS_PER_RELAY: usize = 2;
+
 /// One of the two legs of a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Side {
@@ -295,6 +298,8 @@ impl CallMediaStats {
 pub(crate) struct EngineInner {
     pub(crate) config: MediaConfig,
     pool: Mutex<PortPool>,
+    /// RTP/RTCP pairs in the range (fixed at start).
+    pairs: usize,
     alive: AtomicUsize,
     /// Sockets the live relays hold open.
     sockets: AtomicUsize,
@@ -335,10 +340,12 @@ impl MediaEngine {
     /// The threads start with the first relay and end once the engine and its relays are gone.
     pub fn with_io_threads(config: MediaConfig, threads: usize) -> Self {
         let pool = PortPool::new(config.ports.clone());
+        let pairs = pool.pairs();
         MediaEngine {
             inner: Arc::new(EngineInner {
                 config,
                 pool: Mutex::new(pool),
+                pairs,
                 alive: AtomicUsize::new(0),
                 sockets: AtomicUsize::new(0),
             }),
@@ -433,9 +440,25 @@ impl MediaEngine {
         self.inner.sockets.load(Ordering::Relaxed)
     }
 
-    /// How many relays the port range can hold (each takes two RTP/RTCP pairs).
+    /// How many relays the port range can hold (each takes [`PAIRS_PER_RELAY`] RTP/RTCP
+    /// pairs).
     pub fn capacity(&self) -> usize {
-        self.inner.pool().pairs() / 2
+        self.inner.pairs / PAIRS_PER_RELAY
+    }
+
+    /// RTP/RTCP pairs of the range.
+    pub fn pairs(&self) -> usize {
+        self.inner.pairs
+    }
+
+    /// RTP/RTCP pairs of the range not held by a live relay, resting ones included (they are
+    /// handed out when nothing else is free). O(1) and lock-free, for overload admission
+    /// ([`crate::callctl::overload::Admission::with_port_budget`]): a relay's pairs count as
+    /// held from its allocation until its I/O thread has dropped it and returned them. Pairs
+    /// whose ports another process holds count as free here; the allocator skips them.
+    pub fn free_pairs(&self) -> usize {
+        let held = self.in_use().saturating_mul(PAIRS_PER_RELAY);
+        self.inner.pairs.saturating_sub(held)
     }
 
     /// The configuration this engine was built with.
@@ -447,13 +470,13 @@ impl MediaEngine {
 /// Returns a relay's ports to the pool when its I/O thread drops it (after its sockets closed).
 pub(crate) struct PortGuard {
     engine: Arc<EngineInner>,
-    ports: [u16; 2],
+    ports: [u16; PAIRS_PER_RELAY],
     /// Sockets of the relay still open (counted in [`MediaEngine::open_sockets`]).
     sockets: usize,
 }
 
 impl PortGuard {
-    fn new(engine: Arc<EngineInner>, ports: [u16; 2], sockets: usize) -> Self {
+    fn new(engine: Arc<EngineInner>, ports: [u16; PAIRS_PER_RELAY], sockets: usize) -> Self {
         engine.alive.fetch_add(1, Ordering::Relaxed);
         engine.sockets.fetch_add(sockets, Ordering::Relaxed);
         PortGuard {

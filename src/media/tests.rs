@@ -603,8 +603,11 @@ async fn exhaustion_is_an_error_and_recovers() {
     // Four pairs: two relays.
     let engine = engine(28000..=28007, Duration::from_secs(60));
     assert_eq!(engine.capacity(), 2);
+    assert_eq!(engine.free_pairs(), 4);
     let r1 = engine.allocate().await.expect("first");
+    assert_eq!(engine.free_pairs(), 2, "a relay holds a pair per leg");
     let _r2 = engine.allocate().await.expect("second");
+    assert_eq!(engine.free_pairs(), 0);
     match engine.allocate().await {
         Err(MediaError::PortsExhausted {
             start: 28000,
@@ -616,6 +619,11 @@ async fn exhaustion_is_an_error_and_recovers() {
     assert_eq!(engine.in_use(), 2);
     drop(r1);
     wait_in_use_zero_but(&engine, 1).await;
+    assert_eq!(
+        engine.free_pairs(),
+        2,
+        "a dropped relay's pairs are free again"
+    );
     engine.allocate().await.expect("ports returned to the pool");
 }
 
