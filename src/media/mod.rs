@@ -300,6 +300,9 @@ pub(crate) struct EngineInner {
     pool: Mutex<PortPool>,
     /// RTP/RTCP pairs in the range (fixed at start).
     pairs: usize,
+    /// Free pairs the pool found held by another process ([`PortPool::busy`]), as of the last
+    /// allocation.
+    busy: AtomicUsize,
     alive: AtomicUsize,
     /// Sockets the live relays hold open.
     sockets: AtomicUsize,
@@ -346,6 +349,7 @@ impl MediaEngine {
                 config,
                 pool: Mutex::new(pool),
                 pairs,
+                busy: AtomicUsize::new(0),
                 alive: AtomicUsize::new(0),
                 sockets: AtomicUsize::new(0),
             }),
@@ -410,18 +414,21 @@ impl MediaEngine {
         let now = Instant::now();
         let (a, b) = {
             let mut pool = self.inner.pool();
-            let a = pool.bind_pair(ip, now, !a_mux)?;
-            // Leg B's RTCP socket is bound: our offer names the port until B's answer says
-            // whether it multiplexes (RFC 5761 §5.1.3).
-            match pool.bind_pair(ip, now, true) {
-                Ok(b) => (a, b),
-                Err(e) => {
-                    let port = a.port;
-                    drop(a);
-                    pool.release(port, now);
-                    return Err(e);
+            let bound = pool.bind_pair(ip, now, !a_mux).and_then(|a| {
+                // Leg B's RTCP socket is bound: our offer names the port until B's answer says
+                // whether it multiplexes (RFC 5761 §5.1.3).
+                match pool.bind_pair(ip, now, true) {
+                    Ok(b) => Ok((a, b)),
+                    Err(e) => {
+                        let port = a.port;
+                        drop(a);
+                        pool.release(port, now);
+                        Err(e)
+                    }
                 }
-            }
+            });
+            self.inner.busy.store(pool.busy(), Ordering::Relaxed);
+            bound?
         };
         // From here on the guard owns the ports: every exit releases them.
         let sockets = 2 + usize::from(a.rtcp.is_some()) + usize::from(b.rtcp.is_some());
@@ -451,14 +458,17 @@ impl MediaEngine {
         self.inner.pairs
     }
 
-    /// RTP/RTCP pairs of the range not held by a live relay, resting ones included (they are
-    /// handed out when nothing else is free). O(1) and lock-free, for overload admission
+    /// RTP/RTCP pairs of the range neither held by a live relay nor found held by another
+    /// process when last tried; resting ones count (they are handed out when nothing else is
+    /// free). O(1) and lock-free, for overload admission
     /// ([`crate::callctl::overload::Admission::with_port_budget`]): a relay's pairs count as
     /// held from its allocation until its I/O thread has dropped it and returned them. Pairs
-    /// whose ports another process holds count as free here; the allocator skips them.
+    /// another process holds that the allocator has not tried yet count as free; as pairs are
+    /// tried at random, they are about the same share of the free pairs as of the range.
     pub fn free_pairs(&self) -> usize {
         let held = self.in_use().saturating_mul(PAIRS_PER_RELAY);
-        self.inner.pairs.saturating_sub(held)
+        let busy = self.inner.busy.load(Ordering::Relaxed);
+        self.inner.pairs.saturating_sub(held).saturating_sub(busy)
     }
 
     /// The configuration this engine was built with.

@@ -647,6 +647,8 @@ async fn busy_ports_are_skipped() {
         drop(relay);
         wait_in_use_zero(&engine).await;
     }
+    // Ten allocations over four pairs have tried the busy one: it is not free to admission.
+    assert_eq!(engine.free_pairs(), 3);
 }
 
 #[tokio::test]
