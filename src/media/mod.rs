@@ -53,7 +53,7 @@ mod tests;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -301,14 +301,20 @@ pub(crate) struct EngineInner {
     /// RTP/RTCP pairs in the range (fixed at start).
     pairs: usize,
     /// Free pairs the pool found held by another process ([`PortPool::busy`]), as of the last
-    /// allocation.
+    /// allocation, and when that was (ns after `epoch`).
     busy: AtomicUsize,
+    busy_at: AtomicU64,
+    epoch: Instant,
     alive: AtomicUsize,
     /// Sockets the live relays hold open.
     sockets: AtomicUsize,
 }
 
 impl EngineInner {
+    fn since_epoch(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     fn pool(&self) -> MutexGuard<'_, PortPool> {
         // The pool is consistent after every statement; a panic elsewhere cannot break it.
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
@@ -350,6 +356,8 @@ impl MediaEngine {
                 pool: Mutex::new(pool),
                 pairs,
                 busy: AtomicUsize::new(0),
+                busy_at: AtomicU64::new(0),
+                epoch: Instant::now(),
                 alive: AtomicUsize::new(0),
                 sockets: AtomicUsize::new(0),
             }),
@@ -428,6 +436,9 @@ impl MediaEngine {
                 }
             });
             self.inner.busy.store(pool.busy(), Ordering::Relaxed);
+            self.inner
+                .busy_at
+                .store(self.inner.since_epoch(now), Ordering::Relaxed);
             bound?
         };
         // From here on the guard owns the ports: every exit releases them.
@@ -467,7 +478,14 @@ impl MediaEngine {
     /// tried at random, they are about the same share of the free pairs as of the range.
     pub fn free_pairs(&self) -> usize {
         let held = self.in_use().saturating_mul(PAIRS_PER_RELAY);
-        let busy = self.inner.busy.load(Ordering::Relaxed);
+        // Busy pairs are forgotten once they have rested (the pool does so on its next
+        // allocation): with no allocation since, the count is stale.
+        let at = self.inner.busy_at.load(Ordering::Relaxed);
+        let age = self.inner.since_epoch(Instant::now()).saturating_sub(at);
+        let busy = match Duration::from_nanos(age) < ports::COOLDOWN {
+            true => self.inner.busy.load(Ordering::Relaxed),
+            false => 0,
+        };
         self.inner.pairs.saturating_sub(held).saturating_sub(busy)
     }
 

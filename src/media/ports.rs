@@ -80,10 +80,12 @@ impl PortPool {
         self.used.len()
     }
 
-    /// Free pairs found held by another process the last time they were tried: the
-    /// allocator skips them, so they are not free to overload admission either. Pairs are
-    /// picked at random, so those found so far are about the same share of all such pairs as
-    /// the share of the range tried so far.
+    /// Free pairs found held by another process (address in use) when tried within the last
+    /// [`COOLDOWN`]: the allocator skips them, so they are not free to overload admission
+    /// either. A busy pair rests like a released one and is forgotten when its rest is over
+    /// (so a hold that ended cannot keep admission refusing). Pairs are picked at random, so
+    /// those found so far are about the same share of all such pairs as the share of the
+    /// range tried so far.
     pub fn busy(&self) -> usize {
         self.busy_count
     }
@@ -109,6 +111,8 @@ impl PortPool {
                 break;
             }
             self.resting.pop_front();
+            // Tried afresh: another process's hold on it may be gone (a busy pair rests too).
+            self.mark_busy(idx, false);
             self.rested.push(idx);
         }
     }
@@ -165,7 +169,9 @@ impl PortPool {
             }
             Err(e) => {
                 tracing::debug!(port, error = %e, "RTP port pair unavailable, skipping");
-                self.mark_busy(idx, true);
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    self.mark_busy(idx, true);
+                }
                 None
             }
         }
@@ -287,6 +293,12 @@ mod tests {
             "only the busy pair is left"
         );
         assert_eq!(pool.busy(), 1);
+        // Forgotten once it has rested (tried afresh), so a stale mark cannot last.
+        pool.wake(now + COOLDOWN);
+        assert_eq!(pool.busy(), 0);
+        assert!(pool.bind_pair(ip, now, true).is_err(), "still held");
+        assert_eq!(pool.busy(), 1);
+        pool.wake(now + COOLDOWN);
         // Once the other process lets go, the pair binds and is no longer busy.
         drop(squatter);
         let b = pool.bind_pair(ip, now, true).expect("the pair is free now");
