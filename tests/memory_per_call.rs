@@ -491,7 +491,11 @@ fn flood_above_capacity_stays_bounded() {
     let mut peak = 0i64;
     for i in 0..FLOOD {
         let n = 1_000_000 + i;
-        let why = admission.shed(Duration::ZERO, h.core.calls().len());
+        let why = admission.shed(
+            Duration::ZERO,
+            h.core.calls().len(),
+            h.core.pending_routes(),
+        );
         assert!(why.is_some(), "the budget is spent");
         h.core.set_shedding(true);
         let out = h.feed(&invite(n, 1, ""), CALLER);

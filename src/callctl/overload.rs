@@ -3,7 +3,7 @@
 //! retransmit and give up (the cliff: queued INVITEs hold memory, retransmissions add load,
 //! calls pile up until ports and sockets run out and nearly every call fails).
 //!
-//! Two signals, both cheap and both taken before a call takes anything:
+//! Three signals, all cheap (O(1)) and all taken before a call takes anything:
 //! - **queue delay**: how long a message waited between the transport and the SIP core. A new
 //!   INVITE that waited longer than `[limits] queue_delay_ms` is refused; the refusal costs a
 //!   fraction of a call, so the queue drains and the served rate stays near capacity;
@@ -11,9 +11,19 @@
 //!   with a socket gauge ([`Admission::with_socket_budget`]) the sockets the media relay really
 //!   holds are counted (two to four per call: one per leg that multiplexes RTCP on its RTP
 //!   port, two per leg that does not), and a new call is refused when the worst case of one
-//!   more call ([`SOCKETS_PER_CALL`]) would not fit.
+//!   more call ([`SOCKETS_PER_CALL`]) would not fit;
+//! - **RTP ports**: with a port gauge ([`Admission::with_port_budget`]) the RTP/RTCP pairs
+//!   free in the relay's range are read, and a new call is refused when one more call's pairs
+//!   ([`PAIRS_PER_CALL`]) would not fit beside those of the calls still waiting for the router
+//!   and a reserve ([`port_reserve`]). Admission thus refuses before the media allocator runs
+//!   out (its `503 No media ports available` comes after the call was taken in, with a
+//!   transaction).
 //!
-//! Sans-IO: [`Admission::shed`] takes the message's queue delay and the calls in progress; the
+//! Calls waiting for the router take their ports and sockets once routed, so they count
+//! against both budgets as if they held them already.
+//!
+//! Sans-IO: [`Admission::shed`] takes the message's queue delay, the calls in progress and
+//! those waiting for the router; the gauges are read through closures the shell hands in. The
 //! SIP core's transaction layer sends the refusal statelessly (no transaction, no port, no
 //! socket). Refusals are counted and reported at most every [`REPORT_EVERY`].
 
@@ -33,6 +43,22 @@ pub const MIN_SOCKETS_PER_CALL: u64 = 2;
 /// ([`crate::media::MediaEngine::open_sockets`]).
 pub type SocketGauge = Box<dyn Fn() -> usize + Send>;
 
+/// RTP/RTCP pairs a relayed call holds: one per leg, RTCP multiplexed or not. A call has one
+/// relay, allocated when the B2BUA starts it; its forks and hold music use that relay, and
+/// nothing else in a call takes pairs (a transfer's new call is a call of its own).
+pub const PAIRS_PER_CALL: usize = crate::media::PAIRS_PER_RELAY;
+
+/// Reads how many RTP/RTCP pairs of the relay's range are free now
+/// ([`crate::media::MediaEngine::free_pairs`]).
+pub type PortGauge = Box<dyn Fn() -> usize + Send>;
+
+/// The pairs of a range of `pairs` kept back from admission: 1 % of the range, at least one
+/// call's. They cover what the gauge cannot see: pairs another process holds (free to the
+/// gauge, skipped by the allocator) and calls that start without an INVITE (PSTN lines).
+pub fn port_reserve(pairs: usize) -> usize {
+    (pairs / 100).max(PAIRS_PER_CALL)
+}
+
 /// Open files kept for everything but calls (listeners, store, dashboard, logs, DNS).
 const RESERVED_FILES: u64 = 256;
 
@@ -45,6 +71,9 @@ pub enum Shed {
     Budget(usize),
     /// The media sockets open (this many) leave no room for another call's.
     Sockets(usize),
+    /// The RTP/RTCP pairs free (this many) leave no room for another call's beside the
+    /// reserve.
+    Ports(usize),
 }
 
 /// The admission state: bounds, and refusals since the last report.
@@ -53,6 +82,8 @@ pub struct Admission {
     max_calls: usize,
     /// The media relay's open sockets, and how many it may hold.
     sockets: Option<(SocketGauge, usize)>,
+    /// The relay's free RTP/RTCP pairs, and how many of them admission leaves alone.
+    ports: Option<(PortGauge, usize)>,
     refused: u64,
     last: Option<Shed>,
     last_report: Option<Instant>,
@@ -64,6 +95,7 @@ impl std::fmt::Debug for Admission {
             .field("max_delay", &self.max_delay)
             .field("max_calls", &self.max_calls)
             .field("socket_budget", &self.sockets.as_ref().map(|(_, b)| *b))
+            .field("port_reserve", &self.ports.as_ref().map(|(_, r)| *r))
             .field("refused", &self.refused)
             .finish()
     }
@@ -77,6 +109,7 @@ impl Admission {
             max_delay,
             max_calls: max_calls.max(1),
             sockets: None,
+            ports: None,
             refused: 0,
             last: None,
             last_report: None,
@@ -84,8 +117,8 @@ impl Admission {
     }
 
     /// The calls at once that `open_files` (the process's limit) allow, at
-    /// [`SOCKETS_PER_CALL`] each after [`RESERVED_FILES`]. (RTP port exhaustion is refused by
-    /// the media allocator itself, before it binds anything.)
+    /// [`SOCKETS_PER_CALL`] each after [`RESERVED_FILES`]. (RTP ports are counted by
+    /// [`Admission::with_port_budget`].)
     pub fn call_budget(open_files: u64) -> usize {
         let files = open_files.saturating_sub(RESERVED_FILES);
         usize::try_from(files / SOCKETS_PER_CALL)
@@ -113,20 +146,40 @@ impl Admission {
         self
     }
 
+    /// Reads the RTP/RTCP pairs free in the relay's range (`gauge`) of `pairs` in all: a new
+    /// call is refused when its [`PAIRS_PER_CALL`], and those of the calls waiting for the
+    /// router, would eat into [`port_reserve`]; so admission refuses, statelessly, before the
+    /// media allocator finds no pair.
+    pub fn with_port_budget(mut self, gauge: PortGauge, pairs: usize) -> Admission {
+        self.ports = Some((gauge, port_reserve(pairs)));
+        self
+    }
+
     pub fn max_calls(&self) -> usize {
         self.max_calls
     }
 
-    /// Whether a new call arriving now, after waiting `queued`, with `calls` in progress, is
-    /// to be refused.
-    pub fn shed(&self, queued: Duration, calls: usize) -> Option<Shed> {
+    /// Whether a new call arriving now, after waiting `queued`, with `calls` in progress and
+    /// `routing` more waiting for the router (they take their ports and sockets once routed),
+    /// is to be refused.
+    pub fn shed(&self, queued: Duration, calls: usize, routing: usize) -> Option<Shed> {
         if queued > self.max_delay {
             return Some(Shed::QueueDelay(queued));
         }
+        // This call and those still to take theirs.
+        let coming = routing.saturating_add(1);
         if let Some((gauge, budget)) = &self.sockets {
             let open = gauge();
-            if open.saturating_add(SOCKETS_PER_CALL as usize) > *budget {
+            let worst = coming.saturating_mul(SOCKETS_PER_CALL as usize);
+            if open.saturating_add(worst) > *budget {
                 return Some(Shed::Sockets(open));
+            }
+        }
+        if let Some((gauge, reserve)) = &self.ports {
+            let free = gauge();
+            let needed = coming.saturating_mul(PAIRS_PER_CALL);
+            if free < needed.saturating_add(*reserve) {
+                return Some(Shed::Ports(free));
             }
         }
         if calls >= self.max_calls {
@@ -181,10 +234,10 @@ mod tests {
     #[test]
     fn a_new_call_that_waited_too_long_is_refused() {
         let a = Admission::new(Duration::from_millis(200), 100);
-        assert_eq!(a.shed(Duration::from_millis(10), 0), None);
-        assert_eq!(a.shed(Duration::from_millis(200), 0), None);
+        assert_eq!(a.shed(Duration::from_millis(10), 0, 0), None);
+        assert_eq!(a.shed(Duration::from_millis(200), 0, 0), None);
         assert_eq!(
-            a.shed(Duration::from_millis(201), 0),
+            a.shed(Duration::from_millis(201), 0, 0),
             Some(Shed::QueueDelay(Duration::from_millis(201)))
         );
     }
@@ -192,8 +245,8 @@ mod tests {
     #[test]
     fn calls_beyond_the_budget_are_refused() {
         let a = Admission::new(Duration::from_millis(200), 3);
-        assert_eq!(a.shed(Duration::ZERO, 2), None);
-        assert_eq!(a.shed(Duration::ZERO, 3), Some(Shed::Budget(3)));
+        assert_eq!(a.shed(Duration::ZERO, 2, 0), None);
+        assert_eq!(a.shed(Duration::ZERO, 3, 0), Some(Shed::Budget(3)));
     }
 
     #[test]
@@ -221,19 +274,74 @@ mod tests {
         // Nine calls multiplexing on both legs hold 18 sockets: one more (at worst 4) does
         // not fit.
         open.store(16, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 8), None);
+        assert_eq!(a.shed(Duration::ZERO, 8, 0), None);
         open.store(18, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 9), Some(Shed::Sockets(18)));
+        assert_eq!(a.shed(Duration::ZERO, 9, 0), Some(Shed::Sockets(18)));
         // Four calls without multiplexing hold 16: the fifth fits, a sixth does not.
         open.store(16, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 4), None);
+        assert_eq!(a.shed(Duration::ZERO, 4, 0), None);
         open.store(20, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 5), Some(Shed::Sockets(20)));
+        assert_eq!(a.shed(Duration::ZERO, 5, 0), Some(Shed::Sockets(20)));
         // The queue delay still comes first.
         assert_eq!(
-            a.shed(Duration::from_secs(1), 0),
+            a.shed(Duration::from_secs(1), 0, 0),
             Some(Shed::QueueDelay(Duration::from_secs(1)))
         );
+    }
+
+    #[test]
+    fn the_port_reserve_is_one_percent_of_the_range_and_at_least_one_call() {
+        assert_eq!(port_reserve(5000), 50);
+        assert_eq!(port_reserve(1000), 10);
+        assert_eq!(port_reserve(100), PAIRS_PER_CALL);
+        assert_eq!(port_reserve(0), PAIRS_PER_CALL);
+    }
+
+    #[test]
+    fn a_call_whose_rtp_ports_would_not_fit_is_refused_before_the_range_runs_out() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let free = Arc::new(AtomicUsize::new(1000));
+        let gauge = free.clone();
+        // 1000 pairs (500 calls): 10 kept back.
+        let a = Admission::new(Duration::from_millis(200), 10_000)
+            .with_port_budget(Box::new(move || gauge.load(Ordering::Relaxed)), 1000);
+        assert_eq!(a.shed(Duration::ZERO, 0, 0), None);
+        // One more call's two pairs still fit beside the reserve …
+        free.store(12, Ordering::Relaxed);
+        assert_eq!(a.shed(Duration::ZERO, 494, 0), None);
+        // … not when they would eat into it, although the allocator would still find them.
+        free.store(11, Ordering::Relaxed);
+        assert_eq!(a.shed(Duration::ZERO, 494, 0), Some(Shed::Ports(11)));
+        free.store(0, Ordering::Relaxed);
+        assert_eq!(a.shed(Duration::ZERO, 500, 0), Some(Shed::Ports(0)));
+        // Calls waiting for the router take their pairs once routed: they count now.
+        free.store(20, Ordering::Relaxed);
+        assert_eq!(a.shed(Duration::ZERO, 490, 4), None);
+        assert_eq!(a.shed(Duration::ZERO, 490, 5), Some(Shed::Ports(20)));
+        // As soon as pairs come back, calls are admitted again.
+        free.store(1000, Ordering::Relaxed);
+        assert_eq!(a.shed(Duration::ZERO, 0, 0), None);
+        // The queue delay still comes first.
+        free.store(0, Ordering::Relaxed);
+        assert_eq!(
+            a.shed(Duration::from_secs(1), 0, 0),
+            Some(Shed::QueueDelay(Duration::from_secs(1)))
+        );
+    }
+
+    #[test]
+    fn calls_waiting_for_the_router_count_against_the_socket_budget() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let open = Arc::new(AtomicUsize::new(0));
+        let gauge = open.clone();
+        // 256 reserved + 40 sockets: ten calls at their worst.
+        let a = Admission::new(Duration::from_millis(200), 1000)
+            .with_socket_budget(Box::new(move || gauge.load(Ordering::Relaxed)), 256 + 40);
+        open.store(20, Ordering::Relaxed);
+        assert_eq!(a.shed(Duration::ZERO, 5, 4), None);
+        assert_eq!(a.shed(Duration::ZERO, 5, 5), Some(Shed::Sockets(20)));
     }
 
     #[test]

@@ -54,7 +54,7 @@ mod tests;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,9 @@ use ports::PortPool;
 
 /// Environment variable giving the number of media I/O threads of [`MediaEngine::new`].
 pub const IO_THREADS_ENV: &str = "PASARELA_MEDIA_IO_THREADS";
+
+/// RTP/RTCP pairs a relay holds: one per leg, whether or not the leg binds its RTCP port.
+pub const PAIRS_PER_RELAY: usize = 2;
 
 /// One of the two legs of a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -296,12 +299,23 @@ impl CallMediaStats {
 pub(crate) struct EngineInner {
     pub(crate) config: MediaConfig,
     pool: Mutex<PortPool>,
+    /// RTP/RTCP pairs in the range (fixed at start).
+    pairs: usize,
+    /// Free pairs the pool found held by another process ([`PortPool::busy`]), as of the last
+    /// allocation, and when that was (ns after `epoch`).
+    busy: AtomicUsize,
+    busy_at: AtomicU64,
+    epoch: Instant,
     alive: AtomicUsize,
     /// Sockets the live relays hold open.
     sockets: AtomicUsize,
 }
 
 impl EngineInner {
+    fn since_epoch(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     fn pool(&self) -> MutexGuard<'_, PortPool> {
         // The pool is consistent after every statement; a panic elsewhere cannot break it.
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
@@ -336,10 +350,15 @@ impl MediaEngine {
     /// The threads start with the first relay and end once the engine and its relays are gone.
     pub fn with_io_threads(config: MediaConfig, threads: usize) -> Self {
         let pool = PortPool::new(config.ports.clone());
+        let pairs = pool.pairs();
         MediaEngine {
             inner: Arc::new(EngineInner {
                 config,
                 pool: Mutex::new(pool),
+                pairs,
+                busy: AtomicUsize::new(0),
+                busy_at: AtomicU64::new(0),
+                epoch: Instant::now(),
                 alive: AtomicUsize::new(0),
                 sockets: AtomicUsize::new(0),
             }),
@@ -404,18 +423,24 @@ impl MediaEngine {
         let now = Instant::now();
         let (a, b) = {
             let mut pool = self.inner.pool();
-            let a = pool.bind_pair(ip, now, !a_mux)?;
-            // Leg B's RTCP socket is bound: our offer names the port until B's answer says
-            // whether it multiplexes (RFC 5761 §5.1.3).
-            match pool.bind_pair(ip, now, true) {
-                Ok(b) => (a, b),
-                Err(e) => {
-                    let port = a.port;
-                    drop(a);
-                    pool.release(port, now);
-                    return Err(e);
+            let bound = pool.bind_pair(ip, now, !a_mux).and_then(|a| {
+                // Leg B's RTCP socket is bound: our offer names the port until B's answer says
+                // whether it multiplexes (RFC 5761 §5.1.3).
+                match pool.bind_pair(ip, now, true) {
+                    Ok(b) => Ok((a, b)),
+                    Err(e) => {
+                        let port = a.port;
+                        drop(a);
+                        pool.release(port, now);
+                        Err(e)
+                    }
                 }
-            }
+            });
+            self.inner.busy.store(pool.busy(), Ordering::Relaxed);
+            self.inner
+                .busy_at
+                .store(self.inner.since_epoch(now), Ordering::Relaxed);
+            bound?
         };
         // From here on the guard owns the ports: every exit releases them.
         let sockets = 2 + usize::from(a.rtcp.is_some()) + usize::from(b.rtcp.is_some());
@@ -434,9 +459,35 @@ impl MediaEngine {
         self.inner.sockets.load(Ordering::Relaxed)
     }
 
-    /// How many relays the port range can hold (each takes two RTP/RTCP pairs).
+    /// How many relays the port range can hold (each takes [`PAIRS_PER_RELAY`] RTP/RTCP
+    /// pairs).
     pub fn capacity(&self) -> usize {
-        self.inner.pool().pairs() / 2
+        self.inner.pairs / PAIRS_PER_RELAY
+    }
+
+    /// RTP/RTCP pairs of the range.
+    pub fn pairs(&self) -> usize {
+        self.inner.pairs
+    }
+
+    /// RTP/RTCP pairs of the range neither held by a live relay nor found held by another
+    /// process when last tried; resting ones count (they are handed out when nothing else is
+    /// free). O(1) and lock-free, for overload admission
+    /// ([`crate::callctl::overload::Admission::with_port_budget`]): a relay's pairs count as
+    /// held from its allocation until its I/O thread has dropped it and returned them. Pairs
+    /// another process holds that the allocator has not tried yet count as free; as pairs are
+    /// tried at random, they are about the same share of the free pairs as of the range.
+    pub fn free_pairs(&self) -> usize {
+        let held = self.in_use().saturating_mul(PAIRS_PER_RELAY);
+        // Busy pairs are forgotten once they have rested (the pool does so on its next
+        // allocation): with no allocation since, the count is stale.
+        let at = self.inner.busy_at.load(Ordering::Relaxed);
+        let age = self.inner.since_epoch(Instant::now()).saturating_sub(at);
+        let busy = match Duration::from_nanos(age) < ports::COOLDOWN {
+            true => self.inner.busy.load(Ordering::Relaxed),
+            false => 0,
+        };
+        self.inner.pairs.saturating_sub(held).saturating_sub(busy)
     }
 
     /// The configuration this engine was built with.
@@ -448,13 +499,13 @@ impl MediaEngine {
 /// Returns a relay's ports to the pool when its I/O thread drops it (after its sockets closed).
 pub(crate) struct PortGuard {
     engine: Arc<EngineInner>,
-    ports: [u16; 2],
+    ports: [u16; PAIRS_PER_RELAY],
     /// Sockets of the relay still open (counted in [`MediaEngine::open_sockets`]).
     sockets: usize,
 }
 
 impl PortGuard {
-    fn new(engine: Arc<EngineInner>, ports: [u16; 2], sockets: usize) -> Self {
+    fn new(engine: Arc<EngineInner>, ports: [u16; PAIRS_PER_RELAY], sockets: usize) -> Self {
         engine.alive.fetch_add(1, Ordering::Relaxed);
         engine.sockets.fetch_add(sockets, Ordering::Relaxed);
         PortGuard {

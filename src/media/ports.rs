@@ -45,6 +45,10 @@ pub(crate) struct PortPool {
     range: RangeInclusive<u16>,
     first: u16,
     used: Vec<bool>,
+    /// Free pairs whose ports another process held when last tried (they stay in the free
+    /// lists and are tried again), and how many.
+    busy: Vec<bool>,
+    busy_count: usize,
     /// Free pairs that have rested (or were never used): one is picked at random.
     rested: Vec<usize>,
     /// Free pairs still resting, oldest release first, with when they were released.
@@ -65,6 +69,8 @@ impl PortPool {
             range,
             first: first.min(u32::from(u16::MAX)) as u16,
             used: vec![false; pairs],
+            busy: vec![false; pairs],
+            busy_count: 0,
             rested: (0..pairs).collect(),
             resting: VecDeque::new(),
         }
@@ -72,6 +78,29 @@ impl PortPool {
 
     pub fn pairs(&self) -> usize {
         self.used.len()
+    }
+
+    /// Free pairs found held by another process (address in use) when tried within the last
+    /// [`COOLDOWN`]: the allocator skips them, so they are not free to overload admission
+    /// either. A busy pair rests like a released one and is forgotten when its rest is over
+    /// (so a hold that ended cannot keep admission refusing). Pairs are picked at random, so
+    /// those found so far are about the same share of all such pairs as the share of the
+    /// range tried so far.
+    pub fn busy(&self) -> usize {
+        self.busy_count
+    }
+
+    fn mark_busy(&mut self, idx: usize, busy: bool) {
+        if let Some(b) = self.busy.get_mut(idx) {
+            if *b != busy {
+                *b = busy;
+                if busy {
+                    self.busy_count += 1;
+                } else {
+                    self.busy_count -= 1;
+                }
+            }
+        }
     }
 
     /// Moves the pairs whose rest is over to the rested list (amortised O(1): each release
@@ -82,6 +111,8 @@ impl PortPool {
                 break;
             }
             self.resting.pop_front();
+            // Tried afresh: another process's hold on it may be gone (a busy pair rests too).
+            self.mark_busy(idx, false);
             self.rested.push(idx);
         }
     }
@@ -133,10 +164,14 @@ impl PortPool {
         match bound {
             Ok((rtp, rtcp)) => {
                 self.used[idx] = true;
+                self.mark_busy(idx, false);
                 Some(BoundPair { port, rtp, rtcp })
             }
             Err(e) => {
                 tracing::debug!(port, error = %e, "RTP port pair unavailable, skipping");
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    self.mark_busy(idx, true);
+                }
                 None
             }
         }
@@ -275,6 +310,36 @@ mod tests {
         drop(a);
         pool.release(p, now);
         assert_eq!(pool.bind_pair(ip, now, true).unwrap().port, p);
+    }
+
+    #[test]
+    fn pairs_another_process_holds_are_counted_as_busy_until_they_bind() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let now = Instant::now();
+        let mut pool = PortPool::new(29600..=29607); // four pairs
+                                                     // Another process holds the RTCP port of one pair.
+        let squatter = UdpSocket::bind(SocketAddr::new(ip, 29603)).expect("bind");
+        assert_eq!(pool.busy(), 0);
+        let held: Vec<BoundPair> = (0..3)
+            .map(|_| pool.bind_pair(ip, now, true).unwrap())
+            .collect();
+        assert!(held.iter().all(|b| b.port != 29602));
+        assert!(
+            pool.bind_pair(ip, now, true).is_err(),
+            "only the busy pair is left"
+        );
+        assert_eq!(pool.busy(), 1);
+        // Forgotten once it has rested (tried afresh), so a stale mark cannot last.
+        pool.wake(now + COOLDOWN);
+        assert_eq!(pool.busy(), 0);
+        assert!(pool.bind_pair(ip, now, true).is_err(), "still held");
+        assert_eq!(pool.busy(), 1);
+        pool.wake(now + COOLDOWN);
+        // Once the other process lets go, the pair binds and is no longer busy.
+        drop(squatter);
+        let b = pool.bind_pair(ip, now, true).expect("the pair is free now");
+        assert_eq!(b.port, 29602);
+        assert_eq!(pool.busy(), 0);
     }
 
     #[test]

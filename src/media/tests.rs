@@ -605,8 +605,11 @@ async fn exhaustion_is_an_error_and_recovers() {
     let range = free_test_range(8);
     let engine = engine(range.clone(), Duration::from_secs(60));
     assert_eq!(engine.capacity(), 2);
+    assert_eq!(engine.free_pairs(), 4);
     let r1 = engine.allocate().await.expect("first");
+    assert_eq!(engine.free_pairs(), 2, "a relay holds a pair per leg");
     let _r2 = engine.allocate().await.expect("second");
+    assert_eq!(engine.free_pairs(), 0);
     match engine.allocate().await {
         Err(MediaError::PortsExhausted { start, end })
             if (start, end) == (*range.start(), *range.end()) => {}
@@ -616,6 +619,11 @@ async fn exhaustion_is_an_error_and_recovers() {
     assert_eq!(engine.in_use(), 2);
     drop(r1);
     wait_in_use_zero_but(&engine, 1).await;
+    assert_eq!(
+        engine.free_pairs(),
+        2,
+        "a dropped relay's pairs are free again"
+    );
     engine.allocate().await.expect("ports returned to the pool");
 }
 
@@ -641,6 +649,8 @@ async fn busy_ports_are_skipped() {
         drop(relay);
         wait_in_use_zero(&engine).await;
     }
+    // Ten allocations over four pairs have tried the busy one: it is not free to admission.
+    assert_eq!(engine.free_pairs(), 3);
 }
 
 #[tokio::test]

@@ -224,6 +224,8 @@ impl Gateway {
         let (media_tx, media_rx) = mpsc::unbounded_channel::<(u64, MediaEvent)>();
         let engine = media_engine(&config);
         let socket_gauge = engine.clone();
+        let port_gauge = engine.clone();
+        let pairs = engine.pairs();
         let inbound_policy = inbound_setup::build(
             &config,
             &extensions,
@@ -259,7 +261,9 @@ impl Gateway {
         core.set_subscriptions(config.subscriptions.clone());
         core.set_numbering(line_plan.clone());
         // The relay's sockets are counted as they are used (two to four a call, see
-        // rtcp-mux); the call cap then only bounds what the cheapest calls could take.
+        // rtcp-mux); the call cap then only bounds what the cheapest calls could take. Its
+        // free RTP/RTCP pairs are counted too, so that admission refuses (statelessly) before
+        // the allocator runs out.
         let admission = overload::Admission::new(
             Duration::from_millis(config.limits.queue_delay_ms),
             config.limits.max_calls.unwrap_or_else(|| {
@@ -269,7 +273,8 @@ impl Gateway {
         .with_socket_budget(
             Box::new(move || socket_gauge.open_sockets()),
             overload::open_files_limit(),
-        );
+        )
+        .with_port_budget(Box::new(move || port_gauge.free_pairs()), pairs);
         tracing::debug!(max_calls = admission.max_calls(), "overload admission");
         core.set_inbound(inbound_policy);
         let restored = core.registrar_mut().restore(rows);

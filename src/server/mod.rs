@@ -89,7 +89,8 @@ fn start_messages(
 }
 
 /// One message into the core, under overload admission: a new INVITE that waited too long in
-/// the queue, or arrives with the call budget spent, is refused before anything is taken.
+/// the queue, or arrives with the call budget, the media sockets or the RTP ports spent, is
+/// refused before anything is taken.
 fn admit_and_handle(
     core: &mut SipCore,
     admission: &mut overload::Admission,
@@ -98,7 +99,7 @@ fn admit_and_handle(
     m: Inbound,
 ) {
     let queued = std::time::Instant::now().saturating_duration_since(m.received);
-    let why = admission.shed(queued, core.calls().len());
+    let why = admission.shed(queued, core.calls().len(), core.pending_routes());
     core.set_shedding(why.is_some());
     core.handle_message(now, unix, m.message, m.peer);
     if let Some(why) = why {
