@@ -17,7 +17,8 @@
 //!   ([`PAIRS_PER_CALL`]) would not fit beside those of the calls still waiting for the router
 //!   and a reserve ([`port_reserve`]). Admission thus refuses before the media allocator runs
 //!   out (its `503 No media ports available` comes after the call was taken in, with a
-//!   transaction).
+//!   transaction). Ranges of fewer than [`MIN_PORT_BUDGET_PAIRS`] are left to the allocator,
+//!   whose refusals are recorded.
 //!
 //! Calls waiting for the router take their ports and sockets once routed, so they count
 //! against both budgets as if they held them already.
@@ -47,6 +48,10 @@ pub type SocketGauge = Box<dyn Fn() -> usize + Send>;
 /// relay, allocated when the B2BUA starts it; its forks and hold music use that relay, and
 /// nothing else in a call takes pairs (a transfer's new call is a call of its own).
 pub const PAIRS_PER_CALL: usize = crate::media::PAIRS_PER_RELAY;
+
+/// The smallest relay range (in RTP/RTCP pairs, 50 calls) whose ports admission budgets
+/// ([`Admission::with_port_budget`]).
+pub const MIN_PORT_BUDGET_PAIRS: usize = 100;
 
 /// Reads how many RTP/RTCP pairs of the relay's range are free now
 /// ([`crate::media::MediaEngine::free_pairs`]).
@@ -150,8 +155,13 @@ impl Admission {
     /// call is refused when its [`PAIRS_PER_CALL`], and those of the calls waiting for the
     /// router, would eat into [`port_reserve`]; so admission refuses, statelessly, before the
     /// media allocator finds no pair.
+    ///
+    /// A range of fewer than [`MIN_PORT_BUDGET_PAIRS`] is a deliberate cap of a few calls, not
+    /// something a flood over-commits: there the allocator refuses the call after it was
+    /// authenticated, also with 503 + Retry-After, and its record says "No media ports
+    /// available" for the admin (a refused attempt is recorded; admission's are only counted).
     pub fn with_port_budget(mut self, gauge: PortGauge, pairs: usize) -> Admission {
-        self.ports = Some((gauge, port_reserve(pairs)));
+        self.ports = (pairs >= MIN_PORT_BUDGET_PAIRS).then(|| (gauge, port_reserve(pairs)));
         self
     }
 
@@ -287,6 +297,16 @@ mod tests {
             a.shed(Duration::from_secs(1), 0, 0),
             Some(Shed::QueueDelay(Duration::from_secs(1)))
         );
+    }
+
+    #[test]
+    fn a_range_of_a_few_calls_is_left_to_the_allocator_which_records_its_refusals() {
+        let a = Admission::new(Duration::from_millis(200), 10_000)
+            .with_port_budget(Box::new(|| 0), MIN_PORT_BUDGET_PAIRS - 1);
+        assert_eq!(a.shed(Duration::ZERO, 49, 0), None);
+        let a = Admission::new(Duration::from_millis(200), 10_000)
+            .with_port_budget(Box::new(|| 0), MIN_PORT_BUDGET_PAIRS);
+        assert_eq!(a.shed(Duration::ZERO, 50, 0), Some(Shed::Ports(0)));
     }
 
     #[test]

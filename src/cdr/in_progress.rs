@@ -175,17 +175,8 @@ mod tests {
     use crate::sip::message::Message;
     use crate::sip::parse::{parse_message, Framing, Limits};
 
-    #[test]
-    fn leg_state_round_trip() {
-        let text = "INVITE sip:101@office.test SIP/2.0\r\n\
-Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
-From: \"Ann\" <sip:100@office.test>;tag=a1\r\n\
-To: <sip:101@office.test>\r\n\
-Call-ID: c1@host\r\n\
-CSeq: 5 INVITE\r\n\
-Contact: <sip:100@127.0.0.1:5062;transport=udp>\r\n\
-Record-Route: <sip:p1;lr>, <sip:p2;lr>\r\n\
-Content-Length: 0\r\n\r\n";
+    /// The UAS dialog of INVITE `text` as received over UDP, with its peer.
+    fn uas_dialog(text: &'static str) -> (Dialog, Peer) {
         let Ok(Message::Request(inv)) = parse_message(
             bytes::Bytes::from(text),
             Framing::Datagram,
@@ -198,7 +189,21 @@ Content-Length: 0\r\n\r\n";
             remote: "127.0.0.1:5062".parse().unwrap(),
             local: "127.0.0.1:5060".parse().unwrap(),
         };
-        let mut d = Dialog::uas(&inv, "b2", peer).unwrap();
+        (Dialog::uas(&inv, "b2", peer).unwrap(), peer)
+    }
+
+    #[test]
+    fn leg_state_round_trip() {
+        let text = "INVITE sip:101@office.test SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
+From: \"Ann\" <sip:100@office.test>;tag=a1\r\n\
+To: <sip:101@office.test>\r\n\
+Call-ID: c1@host\r\n\
+CSeq: 5 INVITE\r\n\
+Contact: <sip:100@127.0.0.1:5062;transport=udp>\r\n\
+Record-Route: <sip:p1;lr>, <sip:p2;lr>\r\n\
+Content-Length: 0\r\n\r\n";
+        let (mut d, peer) = uas_dialog(text);
         d.local_cseq = 3;
         let json = legs_json(std::slice::from_ref(&d));
         let back: Vec<LegState> = serde_json::from_str(&json).unwrap();
@@ -222,20 +227,8 @@ Call-ID: c1@host\r\n\
 CSeq: 5 INVITE\r\n\
 Contact: <sip:100@127.0.0.1:5062>\r\n\
 Content-Length: 0\r\n\r\n";
-        let Ok(Message::Request(inv)) = parse_message(
-            bytes::Bytes::from(text),
-            Framing::Datagram,
-            &Limits::default(),
-        ) else {
-            panic!("parse")
-        };
-        let peer = Peer {
-            proto: Proto::Udp,
-            remote: "127.0.0.1:5062".parse().unwrap(),
-            local: "127.0.0.1:5060".parse().unwrap(),
-        };
+        let (d, _) = uas_dialog(text);
         let state = foldhash::fast::RandomState::default();
-        let d = Dialog::uas(&inv, "b2", peer).unwrap();
         let print = |d: &Dialog| legs_fingerprint(&state, std::slice::from_ref(d));
         let base = print(&d);
         assert_eq!(base, print(&d.clone()));
