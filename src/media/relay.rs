@@ -830,6 +830,14 @@ impl RelayState {
             self.legs[i].latched_rtcp = Some(src);
         }
         let to = &mut self.legs[j];
+        // A multiplexing phone not heard from yet may still be waiting for the answer that
+        // agrees on multiplexing (the offerer learns it only from the 200): until then it
+        // takes RTCP on its RTP port for foreign RTP and drops it. RTCP to it waits until it
+        // sends (RTP or RTCP), which it does once it has the answer.
+        if to.media.rtcp_mux && to.latched_rtp.is_none() && to.latched_rtcp.is_none() {
+            tracing::trace!(side = ?Side::from_idx(j), "RTCP held back until the multiplexing phone is heard from");
+            return;
+        }
         if let Some(dest) = to.rtcp_dest() {
             let out: &[u8] = match to.crypto.as_mut() {
                 Some(c) => match protect(&mut c.tx, scratch(&mut self.scratch), pkt, true) {

@@ -919,6 +919,19 @@ async fn rtcp_mux_on_both_legs_shares_the_rtp_ports() {
     let (p, from) = recv(&b).await;
     assert_eq!(from, relay_addr(&relay, Side::B));
     assert_eq!(Rtp::parse(&p[..]).expect("rtp").ssrc(), 0xA);
+    // B has sent nothing yet, so it may not have the answer that agreed on multiplexing: RTCP
+    // to it is held back rather than sent to an RTP port that would drop it.
+    a.send_to(&rr(0xA), relay_addr(&relay, Side::A))
+        .await
+        .expect("send");
+    assert!(nothing(&b, 200).await, "RTCP held until B is heard from");
+    b.send_to(
+        &pkt(false, 0, 1, 0, 0xB, &[1; 160]),
+        relay_addr(&relay, Side::B),
+    )
+    .await
+    .expect("send");
+    let _ = recv(&a).await;
     // RTCP on the RTP port is told apart by its packet type and relayed as RTCP, to the other
     // phone's RTP port, from ours.
     a.send_to(&rr(0xA), relay_addr(&relay, Side::A))
@@ -933,7 +946,7 @@ async fn rtcp_mux_on_both_legs_shares_the_rtp_ports() {
     assert_eq!((p, from), (rr(0xB).to_vec(), relay_addr(&relay, Side::A)));
     // RTCP is not counted as RTP.
     let st = relay.stats();
-    assert_eq!((st.a_to_b.packets, st.b_to_a.packets), (1, 0));
+    assert_eq!((st.a_to_b.packets, st.b_to_a.packets), (1, 1));
     // B's old RTCP port is closed.
     assert!(std::net::UdpSocket::bind((LO, relay.local_port(Side::B) + 1)).is_ok());
 
@@ -1017,6 +1030,14 @@ async fn a_phone_that_stops_multiplexing_mid_call_gets_its_rtcp_socket_back() {
     .await
     .expect("send");
     let _ = recv(&b).await;
+    // B is heard from (RTCP to a multiplexing phone waits for that).
+    b.send_to(
+        &pkt(false, 0, 1, 0, 0xB, &[1; 160]),
+        relay_addr(&relay, Side::B),
+    )
+    .await
+    .expect("send");
+    let _ = recv(&a).await;
     a_rtcp.send_to(&rr(0xA), a_rtcp_port).await.expect("send");
     let (p, from) = recv(&b).await;
     assert_eq!((p, from), (rr(0xA).to_vec(), relay_addr(&relay, Side::B)));
