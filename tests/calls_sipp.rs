@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    call_config, free_port, require_program, rtp_port_range, sipp_call_ids, sipp_logged_numbers,
-    sipp_spawn, Server, SippProc, SippResult,
+    call_config, caller_args, free_port, require_program, rtp_port_range, sipp_call_ids,
+    sipp_logged_numbers, sipp_register, sipp_spawn, Server, SippProc, SippResult,
 };
 
 /// The scenarios run with `-timeout 30s` (90 s for the 20-call test); the harness kills them
@@ -43,18 +43,7 @@ impl Call {
 
     /// Registers `ext` (password `secret<ext>`) with Contact sip:ext@127.0.0.1:port.
     fn register(&self, ext: &str, port: u16) {
-        let pass = format!("secret{ext}");
-        let reg = sipp_spawn(
-            self.server.dir(),
-            &format!("register-{ext}-{port}"),
-            "call_register.xml",
-            self.remote(),
-            "u1",
-            port,
-            &["-s", ext, "-au", ext, "-ap", &pass, "-timeout", "10s"],
-        )
-        .wait(Duration::from_secs(15));
-        self.assert_ok("registration of the callee", &reg, None);
+        sipp_register(&self.server, ext, port);
     }
 
     /// Starts the callee scenario as `ext` on `port` (after [`Call::register`]).
@@ -92,20 +81,8 @@ impl Call {
         transport: &str,
         extra: &[&str],
     ) -> SippProc {
-        let auth_uri = format!("{callee}@{remote}");
-        let mut args = vec![
-            "-s",
-            callee,
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            pass,
-            "-auth_uri",
-            &auth_uri,
-        ];
+        let args = caller_args(callee, pass, remote);
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         sipp_spawn(
             self.server.dir(),

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{config, free_port, require_program, server_program, sipp_spawn, Server, MD5_ONLY};
+use common::{
+    config, free_port, require_program, server_program, sipp_dial_100, sipp_spawn, Server, MD5_ONLY,
+};
 use pasarela::cdr::{CdrDb, Filter, Page, RouteKind, Sort};
 use pasarela::routing::zone_server::{Zone, ZoneServer};
 
@@ -189,27 +191,14 @@ qualify_secs = 1
         &["-s", "far"],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let auth_uri = format!("040555123@{}", office_a.udp);
-    let caller = sipp_spawn(
-        office_a.dir(),
+    let caller = sipp_dial_100(
+        &office_a,
         "caller-100",
         "call_uac_basic.xml",
+        "040555123",
         office_a.udp,
         "u1",
-        free_port(),
-        &[
-            "-s",
-            "040555123",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-        ],
+        &[],
     )
     .wait(HARD);
     let uas = uas.wait(HARD);

@@ -1056,27 +1056,14 @@ fn a_hook_flash_from_the_phone_reaches_the_line() {
     let ex = Exchange::start(&sock, Some(answered));
     let server = Server::start(&lines_config(&[("fxo1", &sock)]));
     let number = "03012345678";
-    let auth_uri = format!("{number}@{}", server.udp);
-    let caller = common::sipp_spawn(
-        server.dir(),
+    let caller = common::sipp_dial_100(
+        &server,
         "caller-100",
         "call_uac_events.xml",
+        number,
         server.udp,
         "u1",
-        common::free_port(),
-        &[
-            "-s",
-            number,
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-        ],
+        &[],
     );
     // The relay port of the answer, from sipp's scenario log.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -13,8 +13,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use common::{
-    call_config, free_port, http_get, require_program, sipp_logged_numbers, sipp_spawn, Server,
-    SippProc, SippResult,
+    assert_sipp_ok, call_config, free_port, http_get, require_program, sipp_callee_101,
+    sipp_dial_100, sipp_logged_numbers, sipp_spawn, Server, SippProc, SippResult,
 };
 
 const HARD: Duration = Duration::from_secs(60);
@@ -25,75 +25,9 @@ fn rtp_range(slot: u16) -> (u16, u16) {
     (base, base + 99)
 }
 
-fn register(server: &Server, ext: &str, port: u16) {
-    let pass = format!("secret{ext}");
-    let reg = sipp_spawn(
-        server.dir(),
-        &format!("register-{ext}-{port}"),
-        "call_register.xml",
-        server.udp,
-        "u1",
-        port,
-        &["-s", ext, "-au", ext, "-ap", &pass, "-timeout", "10s"],
-    )
-    .wait(Duration::from_secs(15));
-    assert_ok(server, "registration", &reg);
-}
-
-fn assert_ok(server: &Server, what: &str, res: &SippResult) {
-    if !res.success() {
-        panic!(
-            "{what}: sipp failed\n{}\n{}",
-            res.report(),
-            server.log_excerpt()
-        );
-    }
-}
-
 /// Extension 100 calling `callee` with `scenario`, in the background.
 fn caller(server: &Server, tag: &str, scenario: &str, callee: &str, extra: &[&str]) -> SippProc {
-    let auth_uri = format!("{callee}@{}", server.udp);
-    let mut args = vec![
-        "-s",
-        callee,
-        "-key",
-        "caller",
-        "100",
-        "-au",
-        "100",
-        "-ap",
-        "secret100",
-        "-auth_uri",
-        &auth_uri,
-    ];
-    args.extend_from_slice(extra);
-    sipp_spawn(
-        server.dir(),
-        tag,
-        scenario,
-        server.udp,
-        "u1",
-        free_port(),
-        &args,
-    )
-}
-
-/// The callee 101 answering with `scenario` on `port` (registered first).
-fn callee(server: &Server, scenario: &str, port: u16, extra: &[&str]) -> SippProc {
-    register(server, "101", port);
-    let mut args = vec!["-s", "101"];
-    args.extend_from_slice(extra);
-    let p = sipp_spawn(
-        server.dir(),
-        "callee-101",
-        scenario,
-        server.udp,
-        "u1",
-        port,
-        &args,
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    p
+    sipp_dial_100(server, tag, scenario, callee, server.udp, "u1", extra)
 }
 
 /// `(sip_status, disposition, billable_s, answer_ms, end_ms, end_reason, explanation)` of
@@ -140,8 +74,7 @@ fn an_extension_over_its_concurrent_call_limit_gets_403_and_a_record() {
     require_program("sipp", "sip-tester");
     // The default limits: 4 calls at once, 10 per minute.
     let server = Server::start(&call_config("", rtp_range(0)));
-    let port = free_port();
-    let uas = callee(&server, "call_uas_answer.xml", port, &["-m", "4"]);
+    let uas = sipp_callee_101(&server, "callee-101", "call_uas_answer.xml", &["-m", "4"]);
     let calls = caller(
         &server,
         "caller-4",
@@ -158,7 +91,7 @@ fn an_extension_over_its_concurrent_call_limit_gets_403_and_a_record() {
     });
     let fifth = caller(&server, "caller-5th", "call_uac_limited.xml", "101", &[])
         .wait(Duration::from_secs(20));
-    assert_ok(&server, "the fifth call, refused", &fifth);
+    assert_sipp_ok(&server, "the fifth call, refused", &fifth);
     let why = std::fs::read_to_string(&fifth.log).unwrap_or_default();
     assert!(
         why.contains("Limit reached: 4 concurrent calls"),
@@ -166,8 +99,8 @@ fn an_extension_over_its_concurrent_call_limit_gets_403_and_a_record() {
     );
     let calls = calls.wait(HARD);
     let uas = uas.wait(HARD);
-    assert_ok(&server, "the four calls (caller)", &calls);
-    assert_ok(&server, "the four calls (callee)", &uas);
+    assert_sipp_ok(&server, "the four calls (caller)", &calls);
+    assert_sipp_ok(&server, "the four calls (callee)", &uas);
     wait_for("5 records", &server, Duration::from_secs(5), || {
         let r = records(&server);
         r.len() == 5 && r.iter().all(|r| r.5.as_deref() != Some("in progress"))
@@ -230,8 +163,8 @@ calls_per_minute = 1
     );
     std::thread::sleep(Duration::from_millis(300));
     let first = caller(&server, "caller-1", "call_uac_basic.xml", "0305559999", &[]).wait(HARD);
-    assert_ok(&server, "the first call over the trunk", &first);
-    assert_ok(&server, "the trunk", &trunk.wait(HARD));
+    assert_sipp_ok(&server, "the first call over the trunk", &first);
+    assert_sipp_ok(&server, "the trunk", &trunk.wait(HARD));
     let second = caller(
         &server,
         "caller-2",
@@ -240,7 +173,7 @@ calls_per_minute = 1
         &[],
     )
     .wait(Duration::from_secs(20));
-    assert_ok(&server, "the second call, refused", &second);
+    assert_sipp_ok(&server, "the second call, refused", &second);
     let why = std::fs::read_to_string(&second.log).unwrap_or_default();
     assert!(
         why.contains("Limit reached: 1 call per minute (trunk carrier)"),
@@ -265,8 +198,7 @@ fn a_call_refused_for_want_of_media_ports_is_recorded() {
     // Four RTP ports: one relayed call (two RTP/RTCP pairs).
     let (lo, _) = rtp_range(3);
     let server = Server::start(&call_config("", (lo, lo + 3)));
-    let port = free_port();
-    let uas = callee(&server, "call_uas_answer.xml", port, &["-m", "1"]);
+    let uas = sipp_callee_101(&server, "callee-101", "call_uas_answer.xml", &["-m", "1"]);
     let first = caller(
         &server,
         "caller-first",
@@ -292,9 +224,9 @@ fn a_call_refused_for_want_of_media_ports_is_recorded() {
         &[],
     )
     .wait(Duration::from_secs(20));
-    assert_ok(&server, "the second call, refused with 503", &second);
-    assert_ok(&server, "the first call", &first.wait(HARD));
-    assert_ok(&server, "the callee", &uas.wait(HARD));
+    assert_sipp_ok(&server, "the second call, refused with 503", &second);
+    assert_sipp_ok(&server, "the first call", &first.wait(HARD));
+    assert_sipp_ok(&server, "the callee", &uas.wait(HARD));
     wait_for("2 records", &server, Duration::from_secs(5), || {
         let r = records(&server);
         r.len() == 2 && r.iter().all(|r| r.5.as_deref() != Some("in progress"))
@@ -323,9 +255,8 @@ fn kill_9_with_calls_up_leaves_interrupted_records_and_bye_to_both_far_ends() {
         call_config("", rtp_range(1))
     );
     let mut server = Server::start(&config);
-    let port = free_port();
     // The callee answers and waits for pasarela's BYE; so does the caller.
-    let uas = callee(&server, "call_uas_answer.xml", port, &["-m", &n]);
+    let uas = sipp_callee_101(&server, "callee-101", "call_uas_answer.xml", &["-m", &n]);
     let uac = caller(
         &server,
         "caller-n",
@@ -355,8 +286,8 @@ fn kill_9_with_calls_up_leaves_interrupted_records_and_bye_to_both_far_ends() {
     server.start_again();
     let uac = uac.wait(HARD);
     let uas = uas.wait(HARD);
-    assert_ok(&server, "callers (BYE from the restarted pasarela)", &uac);
-    assert_ok(&server, "callees (BYE from the restarted pasarela)", &uas);
+    assert_sipp_ok(&server, "callers (BYE from the restarted pasarela)", &uac);
+    assert_sipp_ok(&server, "callees (BYE from the restarted pasarela)", &uas);
     let ok = |res: &SippResult| {
         let screen = std::fs::read_to_string(&res.screen).unwrap_or_default();
         screen.contains("Successful call") && screen.contains(&n)
@@ -492,12 +423,11 @@ fn twenty_thousand_idle_tcp_connections_leave_calls_and_the_dashboard_working() 
     assert_eq!(common::status_code(&reply), Some(200));
     let (status, _, _) = http_get(web, "/healthz");
     assert_eq!(status, 200, "the dashboard answers during the flood");
-    let port = free_port();
-    let uas = callee(&server, "call_uas_answer.xml", port, &[]);
+    let uas = sipp_callee_101(&server, "callee-101", "call_uas_answer.xml", &[]);
     let call = caller(&server, "caller-flood", "call_uac_basic.xml", "101", &[]).wait(HARD);
     let uas = uas.wait(HARD);
-    assert_ok(&server, "a call during the flood (caller)", &call);
-    assert_ok(&server, "a call during the flood (callee)", &uas);
+    assert_sipp_ok(&server, "a call during the flood (caller)", &call);
+    assert_sipp_ok(&server, "a call during the flood (callee)", &uas);
     // The server holds no more than its caps: its open files stay far below the flood.
     let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
         .map(|d| d.count())

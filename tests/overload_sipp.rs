@@ -19,24 +19,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    call_config, free_media_base, free_port, require_program, scenario, sipp_spawn, wait_timeout,
-    Server, SippProc, SippResult,
+    call_config, caller_args, free_media_base, free_port, require_program, scenario,
+    sipp_callee_101, wait_timeout, Server, SippProc,
 };
 
 /// An RTP range of 2 000 ports (500 relayed calls) for one server of this file.
 fn rtp_range(slot: u16) -> (u16, u16) {
     let base = 20000 + (std::process::id() % 4) as u16 * 4000 + slot * 2000;
     (base, base + 1999)
-}
-
-fn assert_ok(server: &Server, what: &str, res: &SippResult) {
-    if !res.success() {
-        panic!(
-            "{what}: sipp failed\n{}\n{}",
-            res.report(),
-            server.log_excerpt()
-        );
-    }
 }
 
 /// A server for these tests: info logging (debug lines at thousands of calls a second would
@@ -48,48 +38,14 @@ fn start(limits: &str, slot: u16) -> Server {
     ))
 }
 
-/// Registers extension 101 from `port` and starts sipp there answering every call (`-m` none).
-fn answering_callee(server: &Server, port: u16) -> SippProc {
-    let reg = sipp_spawn(
-        server.dir(),
-        &format!("register-101-{port}"),
-        "call_register.xml",
-        server.udp,
-        "u1",
-        port,
-        &[
-            "-s",
-            "101",
-            "-au",
-            "101",
-            "-ap",
-            "secret101",
-            "-timeout",
-            "10s",
-        ],
-    )
-    .wait(Duration::from_secs(15));
-    assert_ok(server, "registration", &reg);
-    let p = sipp_spawn(
-        server.dir(),
+/// Extension 101 registered and answering every call (`-m` none).
+fn answering_callee(server: &Server) -> SippProc {
+    sipp_callee_101(
+        server,
         "callee-101",
         "call_uas_answer.xml",
-        server.udp,
-        "u1",
-        port,
-        &[
-            "-s",
-            "101",
-            "-m",
-            "1000000",
-            "-timeout",
-            "120s",
-            "-buff_size",
-            "4194304",
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    p
+        &["-m", "1000000", "-timeout", "120s", "-buff_size", "4194304"],
+    )
 }
 
 /// What one load run of `overload_uac.xml` gave.
@@ -140,7 +96,6 @@ fn offer(server: &Server, tag: &str, rate: u32, total: u32, limit: u32, hold_ms:
     require_program("sipp", "sip-tester");
     let dir: PathBuf = server.dir().join(format!("load-{tag}"));
     std::fs::create_dir_all(&dir).expect("load dir");
-    let auth_uri = format!("101@{}", server.udp);
     let stat = dir.join("stat.csv");
     let started = Instant::now();
     let mut child = Command::new("sipp")
@@ -148,18 +103,7 @@ fn offer(server: &Server, tag: &str, rate: u32, total: u32, limit: u32, hold_ms:
         .arg(server.udp.to_string())
         .arg("-sf")
         .arg(scenario("overload_uac.xml"))
-        .args([
-            "-s",
-            "101",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-        ])
-        .args(["-auth_uri", &auth_uri])
+        .args(caller_args("101", "secret100", server.udp))
         .args([
             "-i",
             "127.0.0.1",
@@ -223,7 +167,7 @@ fn log_count(server: &Server, needle: &str) -> usize {
 #[test]
 fn calls_beyond_the_call_budget_are_refused_at_once_and_the_admitted_ones_complete() {
     let server = start("max_calls = 4", 0);
-    let _callee = answering_callee(&server, free_port());
+    let _callee = answering_callee(&server);
     // 16 calls within about a second, each held 2 s: 4 are admitted, the others refused.
     let load = offer(&server, "budget", 16, 16, 16, 2000);
     eprintln!("{load:?}");
@@ -261,7 +205,7 @@ fn load_above_capacity_is_refused_with_503_and_served_calls_complete() {
     // which an offered rate of a few thousand calls a second with sipp on the same two cores
     // reaches on any machine this suite runs on.
     let server = start("queue_delay_ms = 20", 1);
-    let _callee = answering_callee(&server, free_port());
+    let _callee = answering_callee(&server);
     let t = Instant::now();
     let load = offer(&server, "rate", 4000, 24_000, 4000, 0);
     eprintln!("{load:?} in {:?}", t.elapsed());

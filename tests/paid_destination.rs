@@ -18,7 +18,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{call_config, free_port, require_program, rtp_port_range, sipp_spawn, Server};
+use common::{call_config, require_program, rtp_port_range, sipp_dial_100, Server};
 use pasarela::cdr::{CallRecord, CdrDb, Filter, Page, Sort};
 use pasarela::routing::dundi::wire::{
     answer_flags, cause, proto, AnswerIe, Command, Header, Ie, Packet,
@@ -117,27 +117,14 @@ number_format = "national"
 
 /// Extension 100 dials `number`; sipp wants 403 with "Calls to … numbers are barred".
 fn dial_refused(server: &Server, number: &str) {
-    let auth_uri = format!("{number}@{}", server.udp);
-    let res = sipp_spawn(
-        server.dir(),
+    let res = sipp_dial_100(
+        &server,
         &format!("caller-{number}"),
         "call_uac_refused.xml",
+        number,
         server.udp,
         "u1",
-        free_port(),
-        &[
-            "-s",
-            number,
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-        ],
+        &[],
     )
     .wait(HARD);
     res.assert_success(server);

@@ -8,7 +8,8 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use common::{
-    assert_sipp_ok, call_config, free_port, rtp_port_range, sipp_register, sipp_spawn, Server,
+    assert_sipp_ok, call_config, free_port, rtp_port_range, sipp_caller_100, sipp_register,
+    sipp_spawn, Server,
 };
 use pasarela::cdr::{CallRecord, CdrDb, Filter, Page, Sort};
 
@@ -19,25 +20,6 @@ fn server() -> Server {
         "\n[numbering]\ncountry_code = \"49\"\narea_code = \"30\"\n",
         rtp_port_range(),
     ))
-}
-
-fn caller_args(server: &Server) -> Vec<String> {
-    [
-        "-s",
-        "101",
-        "-key",
-        "caller",
-        "100",
-        "-au",
-        "100",
-        "-ap",
-        "secret100",
-        "-auth_uri",
-        &format!("101@{}", server.udp),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
 }
 
 fn record(server: &Server) -> CallRecord {
@@ -90,16 +72,13 @@ fn a_302_is_followed_in_q_order_to_the_contact_that_answers() {
         &["-s", "101", "-key", "contacts", &contacts],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let args = caller_args(&server);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let caller = sipp_spawn(
-        server.dir(),
+    let caller = sipp_caller_100(
+        &server,
         "caller",
         "call_uac_basic.xml",
         server.udp,
         "u1",
-        free_port(),
-        &args,
+        &[],
     )
     .wait(HARD);
     assert_sipp_ok(&server, "caller", &caller);
@@ -143,17 +122,14 @@ fn a_302_to_a_premium_number_is_refused_and_recorded() {
         &["-s", "101", "-key", "contacts", &contacts],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let args = caller_args(&server);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // call_uac_refused.xml wants "403 Calls to … numbers are barred".
-    let caller = sipp_spawn(
-        server.dir(),
+    let caller = sipp_caller_100(
+        &server,
         "caller",
         "call_uac_refused.xml",
         server.udp,
         "u1",
-        free_port(),
-        &args,
+        &[],
     )
     .wait(HARD);
     assert_sipp_ok(&server, "caller", &caller);

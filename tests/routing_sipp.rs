@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::dns::{zone, Dns};
 use common::{
-    call_config, free_port, require_program, rtp_port_range, server_program, sipp_spawn, Server,
-    SippProc, SippResult,
+    call_config, free_port, require_program, rtp_port_range, server_program, sipp_dial_100,
+    sipp_spawn, Server, SippProc, SippResult,
 };
 use pasarela::cdr::{
     CallRecord, CdrDb, Direction, Disposition, Filter, Page, Price, Rate, RouteKind, Sort,
@@ -94,27 +94,14 @@ impl Office {
 
     /// Extension 100 dials `number` (basic call: answered, BYE from the caller).
     fn call(&self, number: &str) -> SippResult {
-        let auth_uri = format!("{number}@{}", self.server.udp);
-        sipp_spawn(
-            self.server.dir(),
+        sipp_dial_100(
+            &self.server,
             "caller-100",
             "call_uac_basic.xml",
+            number,
             self.server.udp,
             "u1",
-            free_port(),
-            &[
-                "-s",
-                number,
-                "-key",
-                "caller",
-                "100",
-                "-au",
-                "100",
-                "-ap",
-                "secret100",
-                "-auth_uri",
-                &auth_uri,
-            ],
+            &[],
         )
         .wait(HARD)
     }
@@ -330,27 +317,14 @@ fn a_failing_enum_target_fails_over_to_the_trunk() {
     // A premium-rate number (barred by default) is refused with 403 — sipp's scenario wants
     // 404 and fails, which does not matter here — and the refusal is recorded. The digest uri
     // must be the Request-URI.
-    let premium_uri = format!("09001234567@{}", office.server.udp);
-    let refused = sipp_spawn(
-        office.server.dir(),
+    let refused = sipp_dial_100(
+        &office.server,
         "caller-100-premium",
         "call_uac_unknown.xml",
+        "09001234567",
         office.server.udp,
         "u1",
-        free_port(),
-        &[
-            "-s",
-            "09001234567",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &premium_uri,
-        ],
+        &[],
     )
     .wait(HARD);
     let _ = refused;

@@ -370,27 +370,14 @@ budget_ms = 800
     let mut server = Server::start(&tls_config(tls_port, &routing, &tls));
 
     // Extension 100 (sipp over UDP) dials the number; the call must reach alice over TLS.
-    let auth_uri = format!("0305551234@{}", server.udp);
-    let caller = common::sipp_spawn(
-        server.dir(),
+    let caller = common::sipp_dial_100(
+        &server,
         "caller-100",
         "call_uac_basic.xml",
+        "0305551234",
         server.udp,
         "u1",
-        free_port(),
-        &[
-            "-s",
-            "0305551234",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-        ],
+        &[],
     )
     .wait(Duration::from_secs(60));
     let logs = format!(

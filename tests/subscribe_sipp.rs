@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_sipp_ok, call_config, free_port, header_values, rtp_port_range, sip_udp_exchange,
-    sipp_register, sipp_spawn, status_code, Server, SippProc,
+    sipp_dial_100, sipp_register, sipp_spawn, status_code, Server, SippProc,
 };
 
 const HARD: Duration = Duration::from_secs(60);
@@ -89,27 +89,14 @@ fn a_busy_lamp_follows_ringing_answered_and_ended() {
         &["-s", "101"],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let auth_uri = format!("101@{}", server.udp);
-    let caller = sipp_spawn(
-        server.dir(),
+    let caller = sipp_dial_100(
+        &server,
         "caller",
         "call_uac_basic.xml",
+        "101",
         server.udp,
         "u1",
-        free_port(),
-        &[
-            "-s",
-            "101",
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-        ],
+        &[],
     )
     .wait(HARD);
     assert_sipp_ok(&server, "caller", &caller);

@@ -90,28 +90,15 @@ fn fails_over_within_a_second(dead_uri: &str, why_dead: &str) {
     );
     thread::sleep(Duration::from_millis(300));
     let number = "030999999";
-    let auth_uri = format!("{number}@{}", server.udp);
     let started = Instant::now();
-    let res = sipp_spawn(
-        server.dir(),
+    let res = sipp_dial_100(
+        &server,
         "caller-100",
         "call_uac_basic.xml",
+        number,
         server.udp,
         "u1",
-        free_port(),
-        &[
-            "-s",
-            number,
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-        ],
+        &[],
     )
     .wait(HARD);
     let took = started.elapsed();

@@ -74,27 +74,14 @@ fn explanation(server: &Server, n: u32) -> String {
 }
 
 fn call(server: &Server, number: &str) -> SippResult {
-    let auth_uri = format!("{number}@{}", server.udp);
-    sipp_spawn(
-        server.dir(),
+    sipp_dial_100(
+        &server,
         "caller-100",
         "call_uac_basic.xml",
+        number,
         server.udp,
         "u1",
-        free_port(),
-        &[
-            "-s",
-            number,
-            "-key",
-            "caller",
-            "100",
-            "-au",
-            "100",
-            "-ap",
-            "secret100",
-            "-auth_uri",
-            &auth_uri,
-        ],
+        &[],
     )
     .wait(HARD)
 }

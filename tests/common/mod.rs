@@ -1129,32 +1129,42 @@ pub fn sipp_callee_101(
     callee
 }
 
-/// Extension 100 (password `secret100`, as in [`call_config`]) as a sipp UAC running
-/// `scenario_name` towards 101 through the server at `remote` over `transport` ("u1" or "t1"),
-/// from a free port: its `[caller]` key is 100 and it answers digest challenges for the URI
-/// `101@remote`. `extra` follows (counts, pauses, timeouts, traces).
-pub fn sipp_caller_100(
-    server: &Server,
-    tag: &str,
-    scenario_name: &str,
-    remote: SocketAddr,
-    transport: &str,
-    extra: &[&str],
-) -> SippProc {
-    let auth_uri = format!("101@{remote}");
-    let mut args = vec![
+/// The sipp arguments of extension 100 with password `pass` calling `callee` through the
+/// server at `remote`: the service `callee`, the scenarios' `[caller]` key 100, and the digest
+/// credentials for the URI `callee@remote`.
+pub fn caller_args(callee: &str, pass: &str, remote: SocketAddr) -> Vec<String> {
+    [
         "-s",
-        "101",
+        callee,
         "-key",
         "caller",
         "100",
         "-au",
         "100",
         "-ap",
-        "secret100",
+        pass,
         "-auth_uri",
-        &auth_uri,
-    ];
+        &format!("{callee}@{remote}"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Extension 100 (password `secret100`, as in [`call_config`]) as a sipp UAC running
+/// `scenario_name` towards `callee` through the server at `remote` over `transport` ("u1" or
+/// "t1"), from a free port, in the background: [`caller_args`], then `extra` (counts, pauses,
+/// timeouts, traces).
+pub fn sipp_dial_100(
+    server: &Server,
+    tag: &str,
+    scenario_name: &str,
+    callee: &str,
+    remote: SocketAddr,
+    transport: &str,
+    extra: &[&str],
+) -> SippProc {
+    let args = caller_args(callee, "secret100", remote);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend_from_slice(extra);
     sipp_spawn(
         server.dir(),
@@ -1165,6 +1175,18 @@ pub fn sipp_caller_100(
         free_port(),
         &args,
     )
+}
+
+/// [`sipp_dial_100`] towards extension 101.
+pub fn sipp_caller_100(
+    server: &Server,
+    tag: &str,
+    scenario_name: &str,
+    remote: SocketAddr,
+    transport: &str,
+    extra: &[&str],
+) -> SippProc {
+    sipp_dial_100(server, tag, scenario_name, "101", remote, transport, extra)
 }
 
 /// The response times (ms) a sipp run started with `-trace_rtt -rtt_freq 1` in `dir` wrote for
