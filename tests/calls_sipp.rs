@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    call_config, caller_args, free_port, require_program, rtp_port_range, sipp_call_ids,
+    api_get, call_config, caller_args, free_port, require_program, rtp_port_range, sipp_call_ids,
     sipp_logged_numbers, sipp_register, sipp_spawn, Server, SippProc, SippResult,
 };
 
@@ -50,7 +50,8 @@ impl Call {
     fn callee(&self, scenario: &str, ext: &str, port: u16, extra: &[&str]) -> SippProc {
         let mut args = vec!["-s", ext];
         args.extend_from_slice(extra);
-        let p = sipp_spawn(
+        // Bound before the caller starts.
+        sipp_spawn(
             self.server.dir(),
             &format!("callee-{ext}-{port}"),
             scenario,
@@ -58,10 +59,8 @@ impl Call {
             "u1",
             port,
             &args,
-        );
-        // Let sipp bind its socket before the caller starts.
-        std::thread::sleep(Duration::from_millis(300));
-        p
+        )
+        .listening()
     }
 
     /// Runs the caller scenario as 100 towards `callee` and waits for it.
@@ -93,6 +92,26 @@ impl Call {
             free_port(),
             &args,
         )
+    }
+
+    /// Waits until the live API lists an answered call (up to 20 s; a loaded machine can take
+    /// longer than any fixed pause to start sipp and set the call up).
+    fn wait_answered(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, _, body) = api_get(&self.server, "/api/v1/live");
+            let live: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let calls = live["calls"].as_array().cloned().unwrap_or_default();
+            if calls.iter().any(|c| c["state"] == "answered") {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                self.server.fail(&format!(
+                    "no answered call in /api/v1/live within 20 s: {body}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn assert_ok(&self, what: &str, res: &SippResult, other: Option<&SippResult>) {
@@ -501,8 +520,8 @@ fn stopping_the_server_hangs_up_its_calls() {
         "u1",
         &[],
     );
-    // Answered after ~200 ms; then the admin stops the service.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once the call is answered, the admin stops the service.
+    call.wait_answered();
     let status = call.server.stop();
     let caller = caller.wait(HARD);
     let callee = callee.wait(HARD);

@@ -189,8 +189,8 @@ qualify_secs = 1
         "u1",
         uas_port,
         &["-s", "far"],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    )
+    .listening();
     let caller = sipp_dial_100(
         &office_a,
         "caller-100",

@@ -160,8 +160,8 @@ calls_per_minute = 1
         "u1",
         trunk_port,
         &["-s", "far"],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    )
+    .listening();
     let first = caller(&server, "caller-1", "call_uac_basic.xml", "0305559999", &[]).wait(HARD);
     assert_sipp_ok(&server, "the first call over the trunk", &first);
     assert_sipp_ok(&server, "the trunk", &trunk.wait(HARD));

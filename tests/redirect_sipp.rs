@@ -52,7 +52,8 @@ fn a_302_is_followed_in_q_order_to_the_contact_that_answers() {
         "u1",
         p1,
         &[],
-    );
+    )
+    .listening();
     let second = sipp_spawn(
         server.dir(),
         "second",
@@ -61,7 +62,8 @@ fn a_302_is_followed_in_q_order_to_the_contact_that_answers() {
         "u1",
         p2,
         &["-s", "second"],
-    );
+    )
+    .listening();
     let redirector = sipp_spawn(
         server.dir(),
         "redirector",
@@ -70,8 +72,8 @@ fn a_302_is_followed_in_q_order_to_the_contact_that_answers() {
         "u1",
         port,
         &["-s", "101", "-key", "contacts", &contacts],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    )
+    .listening();
     let caller = sipp_caller_100(
         &server,
         "caller",
@@ -120,8 +122,8 @@ fn a_302_to_a_premium_number_is_refused_and_recorded() {
         "u1",
         port,
         &["-s", "101", "-key", "contacts", &contacts],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    )
+    .listening();
     // call_uac_refused.xml wants "403 Calls to … numbers are barred".
     let caller = sipp_caller_100(
         &server,

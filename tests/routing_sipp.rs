@@ -79,7 +79,7 @@ impl Office {
 
     /// A sipp uas on `port` running `scenario` in the background.
     fn far_end(&self, name: &str, scenario: &str, port: u16) -> SippProc {
-        let p = sipp_spawn(
+        sipp_spawn(
             self.server.dir(),
             name,
             scenario,
@@ -87,9 +87,8 @@ impl Office {
             "u1",
             port,
             &["-s", "far"],
-        );
-        std::thread::sleep(Duration::from_millis(300));
-        p
+        )
+        .listening()
     }
 
     /// Extension 100 dials `number` (basic call: answered, BYE from the caller).

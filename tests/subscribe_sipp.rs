@@ -87,8 +87,8 @@ fn a_busy_lamp_follows_ringing_answered_and_ended() {
         "u1",
         callee_port,
         &["-s", "101"],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    )
+    .listening();
     let caller = sipp_dial_100(
         &server,
         "caller",

@@ -102,8 +102,8 @@ fn a_silent_trunk_is_skipped_until_it_answers_again() {
         "127.0.0.5",
         first_port,
         &["-m", "2"],
-    );
-    thread::sleep(Duration::from_millis(500));
+    )
+    .listening();
     let mut server = Server::start(&office(first_port, second_port));
     assert_eq!(
         wait_metric(&server, up, 1.0, Duration::from_secs(5)),
@@ -129,8 +129,8 @@ fn a_silent_trunk_is_skipped_until_it_answers_again() {
         "u1",
         second_port,
         &["-s", "far"],
-    );
-    thread::sleep(Duration::from_millis(300));
+    )
+    .listening();
     let res = call(&server, "030999999");
     let far = second.wait(HARD);
     assert!(
@@ -160,7 +160,8 @@ fn a_silent_trunk_is_skipped_until_it_answers_again() {
         "127.0.0.5",
         first_port,
         &["-m", "1000"],
-    );
+    )
+    .listening();
     assert_eq!(
         wait_metric(&server, up, 1.0, Duration::from_secs(5)),
         Some(1.0),

@@ -833,6 +833,9 @@ pub struct SippProc {
     res: Option<SippResult>,
     pub port: u16,
     pub name: String,
+    /// The address its SIP socket is bound to, and whether over TCP (`-t t1`).
+    ip: std::net::Ipv4Addr,
+    tcp: bool,
 }
 
 /// Starts one sipp scenario in the background, bound to 127.0.0.1:`port` (the SIP port; give
@@ -947,10 +950,40 @@ pub fn sipp_spawn_on(
         res: Some(res),
         port,
         name: format!("{tag} ({scenario_name})"),
+        ip: ip.parse().expect("sipp's address: an IPv4 address"),
+        tcp: transport == "t1",
     }
 }
 
 impl SippProc {
+    /// Waits until this sipp holds its SIP socket (UDP bound, or TCP listening), then returns
+    /// it: a UAS started in the background is then ready for a call (what arrives waits in the
+    /// socket), where a fixed pause before the caller starts is too short on a loaded machine
+    /// and the call meets a closed port. Panics with sipp's report if it exits first or takes
+    /// longer than [`READY_TIMEOUT`].
+    pub fn listening(mut self) -> SippProc {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let addr = std::net::SocketAddrV4::new(self.ip, self.port);
+        loop {
+            if sockets::bound(addr, self.tcp) {
+                return self;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                let name = self.name.clone();
+                let res = self.kill();
+                panic!(
+                    "sipp {name} never listened on {addr} (exit {exited:?})\n{}",
+                    res.report()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits up to `limit` for the exit (then kills it) and returns the result.
     pub fn wait(mut self, limit: Duration) -> SippResult {
         let mut child = self.child.take().unwrap();
@@ -1104,8 +1137,8 @@ pub fn sipp_register_on(server: &Server, ext: &str, ip: &str, port: u16) {
 }
 
 /// Extension 101 as a sipp UAS running `scenario_name` (with `-s 101` and `extra`), registered
-/// first from the port it then listens on, and given 300 ms to be listening before the caller
-/// starts.
+/// first from the port it then listens on, and [listening](SippProc::listening) there when this
+/// returns.
 pub fn sipp_callee_101(
     server: &Server,
     tag: &str,
@@ -1116,7 +1149,7 @@ pub fn sipp_callee_101(
     sipp_register(server, "101", port);
     let mut args = vec!["-s", "101"];
     args.extend_from_slice(extra);
-    let callee = sipp_spawn(
+    sipp_spawn(
         server.dir(),
         tag,
         scenario_name,
@@ -1124,9 +1157,8 @@ pub fn sipp_callee_101(
         "u1",
         port,
         &args,
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    callee
+    )
+    .listening()
 }
 
 /// The sipp arguments of extension 100 with password `pass` calling `callee` through the

@@ -1,7 +1,9 @@
-//! Counting the UDP sockets a process holds (the relay's sockets per call).
+//! The UDP sockets a process holds (the relay's sockets per call), and whether an address is
+//! bound (a peer started in the background is listening).
 
 use std::collections::HashSet;
 use std::fs;
+use std::net::SocketAddrV4;
 
 /// UDP sockets the process `pid` holds bound to a port in `range`.
 pub fn relay_sockets(pid: u32, range: (u16, u16)) -> usize {
@@ -33,4 +35,31 @@ pub fn relay_sockets(pid: u32, range: (u16, u16)) -> usize {
         }
     }
     n
+}
+
+/// Whether a socket in this network namespace is bound to `addr` (or to its port on every
+/// address): a UDP socket, or with `tcp` a listening TCP one (`/proc/net/udp`, `/proc/net/tcp`).
+pub fn bound(addr: SocketAddrV4, tcp: bool) -> bool {
+    // The kernel prints the address as the u32 of its bytes in host order, then the port.
+    let port = format!(":{:04X}", addr.port());
+    let exact = format!("{:08X}{port}", u32::from_ne_bytes(addr.ip().octets()));
+    let any = format!("00000000{port}");
+    let table = if tcp {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/udp"
+    };
+    fs::read_to_string(table)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|row| {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else {
+                return false;
+            };
+            // TCP_LISTEN is 0x0A; an unconnected UDP socket is TCP_CLOSE (07) or, once it
+            // has a default peer, TCP_ESTABLISHED (01): any state counts.
+            (*local == exact || *local == any) && (!tcp || *state == "0A")
+        })
 }
