@@ -118,7 +118,7 @@ number_format = "national"
 /// Extension 100 dials `number`; sipp wants 403 with "Calls to … numbers are barred".
 fn dial_refused(server: &Server, number: &str) {
     let res = sipp_dial_100(
-        &server,
+        server,
         &format!("caller-{number}"),
         "call_uac_refused.xml",
         number,

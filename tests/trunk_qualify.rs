@@ -75,7 +75,7 @@ fn explanation(server: &Server, n: u32) -> String {
 
 fn call(server: &Server, number: &str) -> SippResult {
     sipp_dial_100(
-        &server,
+        server,
         "caller-100",
         "call_uac_basic.xml",
         number,
