@@ -441,8 +441,8 @@ uri = "sip:127.0.0.1:{trunk_port};transport=udp"
         "u1",
         port,
         &["-s", "151", "-timeout", "30s"],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    )
+    .listening();
     let auth_uri = format!("151@{}", server.udp);
     let caller = sipp_spawn(
         server.dir(),

@@ -72,6 +72,7 @@ fn phone(server: &Server, ext: &str, scenario: &str, tag: &str) -> SippProc {
         port,
         &["-s", ext],
     )
+    .listening()
 }
 
 /// The phone of `ext` registered on `port` before runs `scenario` again.
@@ -85,6 +86,7 @@ fn again(server: &Server, ext: &str, port: u16, scenario: &str, tag: &str) -> Si
         port,
         &["-s", ext],
     )
+    .listening()
 }
 
 /// The records of calls to `callee`, oldest first, once there are `n`.
@@ -125,7 +127,6 @@ fn records(server: &Server, callee: &str, n: usize) -> Vec<CallRecord> {
 fn feature_code_sets_forward_always_and_103_answers_calls_to_102() {
     let server = server("");
     let p103 = phone(&server, "103", "call_uas_answer.xml", "phone-103");
-    std::thread::sleep(Duration::from_millis(300));
     call(
         &server,
         "102",
@@ -155,7 +156,6 @@ fn busy_and_no_answer_forwards_reach_103() {
     // Busy: 101 answers 486, 103 answers.
     let busy = phone(&server, "101", "call_uas_busy.xml", "phone-101-busy");
     let p103 = phone(&server, "103", "call_uas_answer.xml", "phone-103-a");
-    std::thread::sleep(Duration::from_millis(300));
     call(&server, "100", "101", "call_uac_basic.xml", "caller-busy");
     let (port101, port103) = (busy.port, p103.port);
     assert_sipp_ok(&server, "busy 101", &busy.wait(HARD));
@@ -175,7 +175,6 @@ fn busy_and_no_answer_forwards_reach_103() {
         "call_uas_answer.xml",
         "phone-103-b",
     );
-    std::thread::sleep(Duration::from_millis(300));
     call(
         &server,
         "100",
@@ -226,7 +225,6 @@ fn sequential_search_rings_the_second_phone_after_the_first_ones_turn() {
         "phone-101-first",
     );
     let second = phone(&server, "101", "call_uas_answer.xml", "phone-101-second");
-    std::thread::sleep(Duration::from_millis(300));
     let started = std::time::Instant::now();
     call(&server, "100", "101", "call_uac_basic.xml", "caller");
     assert_sipp_ok(&server, "first phone (rings, cancelled)", &first.wait(HARD));

@@ -58,6 +58,19 @@ fn records(server: &Server) -> Vec<Row> {
     .expect("records")
 }
 
+/// How long after the latest answer of the calls in progress the last heartbeat marked them
+/// up (`call_legs.seen_ms`, the end an interrupted record gets), ms; 0 without calls.
+fn up_since_answer_ms(server: &Server) -> i64 {
+    let conn = rusqlite::Connection::open(&server.db).expect("open the database");
+    conn.query_row(
+        "SELECT coalesce((SELECT min(seen_ms) FROM call_legs) - (SELECT max(answer_ms) FROM \
+         call_records WHERE end_reason = 'in progress'), 0)",
+        [],
+        |r| r.get(0),
+    )
+    .expect("heartbeat and answer times")
+}
+
 fn wait_for(what: &str, server: &Server, limit: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
@@ -276,8 +289,15 @@ fn kill_9_with_calls_up_leaves_interrupted_records_and_bye_to_both_far_ends() {
                 == N
         },
     );
-    // A heartbeat (every 5 s) marks them up after their answer.
-    std::thread::sleep(Duration::from_millis(5600));
+    // The heartbeat (every 5 s from the server's start) marks them up; the kill waits for one
+    // more than 4 s after the last answer (a duration of 5 s, rounded up), however late in
+    // the period a loaded machine answered them.
+    wait_for(
+        "a heartbeat 4 s after every answer",
+        &server,
+        Duration::from_secs(20),
+        || up_since_answer_ms(&server) > 4000,
+    );
     let killed_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

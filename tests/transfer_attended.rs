@@ -90,8 +90,8 @@ fn attended_transfer_by_a_sipp_transferor_joins_the_far_parties() {
             "-auth_uri",
             &auth_uri,
         ],
-    );
-    thread::sleep(Duration::from_millis(300));
+    )
+    .listening();
 
     a.command("dial", &format!("sip:101@{}", server.udp));
     a.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&c], &server);
