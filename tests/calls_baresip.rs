@@ -61,8 +61,7 @@ fn tones_cross_the_relay_both_ways() {
     // 100's file ends after 3 s and it hangs up; pasarela passes the BYE on to 101.
     a.expect_event("CALL_CLOSED", Duration::from_secs(10), &[&b], &server);
     b.expect_event("CALL_CLOSED", Duration::from_secs(10), &[&a], &server);
-    // sndfile closes its files when the call's audio stream goes away.
-    thread::sleep(Duration::from_millis(500));
+    // sndfile closes its files when the call's audio stream goes away: received_wav waits.
 
     let logs = format!("{}{}{}", a.report(), b.report(), server.log_excerpt());
     assert_tone(&a.received_wav(), 440.0, "100 (caller) received", &logs);

@@ -460,19 +460,45 @@ impl Phone {
             .any(|e| event_type(e).as_deref() == Some(kind))
     }
 
-    /// The WAV sndfile wrote for the received (decoded) audio of the (single) call.
+    /// The WAV sndfile wrote for the received (decoded) audio of the (single) call, once
+    /// sndfile has closed it (up to 10 s after the call; as it is after that). baresip closes
+    /// it when the call's audio stream goes away, a moment after CALL_CLOSED that a loaded
+    /// machine can stretch past any fixed pause: read before, it has no samples yet.
     pub fn received_wav(&self) -> PathBuf {
         let rec = self.dir.join("rec");
-        let mut found: Vec<PathBuf> = fs::read_dir(&rec)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        found.retain(|p| p.to_string_lossy().ends_with("-dec.wav"));
-        found.sort();
-        match found.last() {
-            Some(p) => p.clone(),
-            None => self.fail(&format!("sndfile wrote no *-dec.wav in {}", rec.display())),
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut found: Vec<PathBuf> = fs::read_dir(&rec)
+                .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            found.retain(|p| p.to_string_lossy().ends_with("-dec.wav"));
+            found.sort();
+            let late = Instant::now() > deadline;
+            match found.last() {
+                Some(p) if late || wav_finished(p) => return p.clone(),
+                None if late => {
+                    self.fail(&format!("sndfile wrote no *-dec.wav in {}", rec.display()))
+                }
+                _ => thread::sleep(Duration::from_millis(50)),
+            }
         }
     }
+}
+
+/// Whether the WAV at `path` has been closed by its writer: libsndfile writes the RIFF and
+/// data sizes when it closes the file, so a finished file's RIFF size covers it exactly and
+/// its data chunk holds samples (while it is written they say 0 and the file grows).
+fn wav_finished(path: &Path) -> bool {
+    let Ok(b) = fs::read(path) else {
+        return false;
+    };
+    let riff = b
+        .get(4..8)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_le_bytes);
+    b.starts_with(b"RIFF")
+        && riff.is_some_and(|n| n as usize + 8 == b.len())
+        && read_wav(path).is_ok_and(|(_, samples)| !samples.is_empty())
 }
 
 /// The value of a string member `"key":"…"` in a flat JSON object.
