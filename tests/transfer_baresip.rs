@@ -61,8 +61,9 @@ fn blind_transfer_by_the_callee_with_baresip() {
     a.command("dial", &format!("sip:101@{}", server.udp));
     b.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&a], &server);
     a.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&b], &server);
-    // Let 100 and 101 talk a moment before the transfer.
-    thread::sleep(Duration::from_millis(1500));
+    // Let 100 and 101 talk a moment before the transfer: 101's recording, checked below for
+    // at least 1 s of 100's tone, holds 1.5 s of it.
+    b.wait_recorded(1.5, CALL_SETUP, &server);
     b.command("transfer", &format!("sip:102@{}", server.udp));
     c.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&a, &b], &server);
     b.expect_event("CALL_CLOSED", Duration::from_secs(10), &[&a, &c], &server);

@@ -485,6 +485,44 @@ impl Phone {
     }
 }
 
+impl Phone {
+    /// Waits until sndfile has recorded `secs` of received audio in this call's WAV (the file
+    /// grows as frames are decoded; its header says nothing until it is closed), for a test
+    /// that needs that much audio before it goes on: a fixed pause can pass before the media
+    /// flows on a loaded machine. Panics with the reports after `limit`.
+    pub fn wait_recorded(&self, secs: f64, limit: Duration, server: &Server) {
+        // 16-bit mono at RATE, behind a header of at most 100 bytes.
+        let want = 100 + (secs * f64::from(RATE)) as u64 * 2;
+        let rec = self.dir.join("rec");
+        let deadline = Instant::now() + limit;
+        loop {
+            let longest = fs::read_dir(&rec)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter(|e| e.file_name().to_string_lossy().ends_with("-dec.wav"))
+                        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                        .max()
+                })
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            if longest >= want {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "baresip {}: not {secs} s of received audio within {limit:?} ({longest} \
+                     bytes recorded)\n{}{}",
+                    self.name,
+                    self.report(),
+                    server.log_excerpt()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// Whether the WAV at `path` has been closed by its writer: libsndfile writes the RIFF and
 /// data sizes when it closes the file, so a finished file's RIFF size covers it exactly and
 /// its data chunk holds samples (while it is written they say 0 and the file grows).
