@@ -12,10 +12,13 @@
 //! poll timeout. Removing a relay deregisters and closes its sockets, which returns its ports to
 //! the pool.
 //!
-//! A busy thread coalesces its wake-ups ([`COALESCE`]): datagrams arriving one by one at tens
-//! of thousands a second would otherwise each cost a sleep and a wake-up of their own, which is
-//! most of the CPU a relayed packet takes; instead, a thread woken again soon after its last
-//! wake-up waits out a short window and then takes everything that became readable in one poll.
+//! A busy thread can coalesce its wake-ups ([`COALESCE`], off unless [`COALESCE_ENV`] asks):
+//! a thread woken again soon after its last wake-up waits out a short window and then takes
+//! everything that became readable in one poll. Measured against rtpengine on an otherwise
+//! idle machine the window bought no CPU (250 calls: 3.3 and 5.0 ms per 1 000 packets with
+//! it, 6.3 and 4.2 without; 500 calls: 4.2 and 4.2 with, 3.6 and 3.7 without) and cost a
+//! quarter of a millisecond of added delay on every packet (p50 +250-270 µs against
+//! +30-60 µs), so a datagram is relayed as soon as it is seen.
 //!
 //! A thread ends when its control channel is disconnected: the engine and every relay handle
 //! holding a sender are gone, so no relay can be left on it.
@@ -53,10 +56,10 @@ const COALESCE: Duration = Duration::from_micros(400);
 /// wake-up are a small share of what the datagrams cost, and a longer wait would only add
 /// delay: at 500 calls (50 000 packets/s) the window is 320 µs, at 1 000 calls 160 µs.
 const COALESCE_PACKETS: u32 = 16;
-/// Environment variable fixing the window in microseconds instead of adapting it
-/// (`0`: every datagram is relayed as soon as it is seen, whatever the load; `adaptive`, the
-/// default: [`COALESCE_PACKETS`] capped at [`COALESCE`]), like `PASARELA_MEDIA_IO_THREADS` a
-/// knob for measuring rather than a setting.
+/// Environment variable turning the coalescing window on: a number of microseconds fixes it,
+/// `adaptive` sizes it to [`COALESCE_PACKETS`] capped at [`COALESCE`]; unset (or `0`), every
+/// datagram is relayed as soon as it is seen, whatever the load. Like
+/// `PASARELA_MEDIA_IO_THREADS` a knob for measuring rather than a setting.
 pub(crate) const COALESCE_ENV: &str = "PASARELA_MEDIA_COALESCE_US";
 /// How often a thread re-estimates its packet rate.
 const RATE_PERIOD: Duration = Duration::from_millis(10);
@@ -139,15 +142,17 @@ enum Window {
     Fixed(Duration),
 }
 
-/// The window [`COALESCE_ENV`] asks for: adaptive unless it gives a number of microseconds.
+/// The window [`COALESCE_ENV`] asks for: none unless it gives a number of microseconds or
+/// `adaptive`.
 fn coalesce_window() -> Window {
     parse_window(std::env::var(COALESCE_ENV).ok().as_deref())
 }
 
 fn parse_window(v: Option<&str>) -> Window {
-    match v.map(|v| v.trim().parse()) {
-        Some(Ok(us)) => Window::Fixed(Duration::from_micros(us)),
-        _ => Window::Adaptive(COALESCE),
+    match v.map(str::trim) {
+        Some("adaptive") => Window::Adaptive(COALESCE),
+        Some(v) => Window::Fixed(Duration::from_micros(v.parse().unwrap_or(0))),
+        None => Window::Fixed(Duration::ZERO),
     }
 }
 
@@ -553,8 +558,9 @@ mod tests {
     }
 
     #[test]
-    fn the_window_is_adaptive_unless_the_environment_fixes_it() {
-        assert_eq!(parse_window(None), ADAPTIVE);
+    fn there_is_no_window_unless_the_environment_asks_for_one() {
+        assert_eq!(parse_window(None), Window::Fixed(Duration::ZERO));
+        assert_eq!(parse_window(Some("nonsense")), Window::Fixed(Duration::ZERO));
         assert_eq!(parse_window(Some("adaptive")), ADAPTIVE);
         assert_eq!(
             parse_window(Some(" 250 ")),

@@ -1055,8 +1055,8 @@ async fn a_phone_that_stops_multiplexing_mid_call_gets_its_rtcp_socket_back() {
     assert_eq!(engine.open_sockets(), 0);
 }
 
-/// Many streams on one I/O thread with packets microseconds apart: the thread is busy enough
-/// to coalesce its wake-ups (`io::COALESCE`), and still every packet reaches the right phone,
+/// Many streams on one I/O thread with packets microseconds apart (busy enough to coalesce
+/// its wake-ups when `PASARELA_MEDIA_COALESCE_US` asks): every packet reaches the right phone,
 /// in order, rewritten as usual; a lone packet after the burst goes through too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_relay_thread_relays_every_packet_in_order() {
