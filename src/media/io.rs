@@ -423,9 +423,9 @@ impl IoThread {
                 self.shrink();
             }
             let timeout = match self.timers.peek() {
-                Some(Reverse((at, ..))) => at
-                    .saturating_duration_since(Instant::now())
-                    .min(MAX_SLEEP),
+                Some(Reverse((at, ..))) => {
+                    at.saturating_duration_since(Instant::now()).min(MAX_SLEEP)
+                }
                 None => MAX_SLEEP,
             };
             // The sends queued complete within the call; then at least one more completion.
@@ -462,7 +462,9 @@ impl IoThread {
                         ctrl = true;
                         if let (Some(rx), Some(ring)) = (self.ring_rx.as_mut(), self.out.ring()) {
                             if !rx.arm_wake(ring) {
-                                tracing::error!("control eventfd read not queued; I/O thread stops");
+                                tracing::error!(
+                                    "control eventfd read not queued; I/O thread stops"
+                                );
                                 return;
                             }
                         }
@@ -579,10 +581,7 @@ impl IoThread {
         let Some(Some(s)) = self.slots.get_mut(slot) else {
             return;
         };
-        let fds = s
-            .state
-            .sockets_mut()
-            .map(|o| o.map(|u| u.as_raw_fd()));
+        let fds = s.state.sockets_mut().map(|o| o.map(|u| u.as_raw_fd()));
         for (k, fd) in fds.into_iter().enumerate() {
             let token = slot * 4 + k;
             if fresh.contains(&k) && s.arms[k] != 0 {
@@ -890,7 +889,10 @@ mod tests {
     #[test]
     fn there_is_no_window_unless_the_environment_asks_for_one() {
         assert_eq!(parse_window(None), Window::Fixed(Duration::ZERO));
-        assert_eq!(parse_window(Some("nonsense")), Window::Fixed(Duration::ZERO));
+        assert_eq!(
+            parse_window(Some("nonsense")),
+            Window::Fixed(Duration::ZERO)
+        );
         assert_eq!(parse_window(Some("adaptive")), ADAPTIVE);
         assert_eq!(
             parse_window(Some(" 250 ")),

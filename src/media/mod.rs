@@ -357,7 +357,11 @@ impl MediaEngine {
 
     /// [`MediaEngine::with_io_threads`] with the threads' use of `io_uring` given rather than
     /// taken from `PASARELA_MEDIA_URING` (tests run both receive paths).
-    pub(crate) fn with_io_mode(config: MediaConfig, threads: usize, mode: uring::UringMode) -> Self {
+    pub(crate) fn with_io_mode(
+        config: MediaConfig,
+        threads: usize,
+        mode: uring::UringMode,
+    ) -> Self {
         let pool = PortPool::new(config.ports.clone());
         let pairs = pool.pairs();
         MediaEngine {

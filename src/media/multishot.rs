@@ -112,9 +112,10 @@ impl Receiver {
         };
         // SAFETY: zeroed (anonymous) memory of BUFFERS entries, page aligned, unmapped only on
         // drop, after the ring (declared before this receiver in the I/O thread) is gone.
-        if let Err(e) =
-            unsafe { ring.submitter().register_buf_ring_with_flags(mem as u64, BUFFERS, GROUP, 0) }
-        {
+        if let Err(e) = unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(mem as u64, BUFFERS, GROUP, 0)
+        } {
             // SAFETY: the mapping made above, not registered.
             unsafe { libc::munmap(mem, len) };
             return Err(e);
@@ -364,7 +365,9 @@ mod tests {
         let (mut held, mut ended) = (Vec::new(), Vec::new());
         let total = |g: &[Vec<u32>]| g.iter().map(Vec::len).sum::<usize>();
         // Buffers held: the kernel runs out; wait until nothing more comes.
-        collect(ring, &mut rx, &mut got, &mut held, &mut ended, true, |_| false);
+        collect(ring, &mut rx, &mut got, &mut held, &mut ended, true, |_| {
+            false
+        });
         assert_eq!(total(&got), usize::from(BUFFERS), "every buffer used once");
         assert!(!ended.is_empty(), "no receive ended");
         assert!(
@@ -405,6 +408,9 @@ mod tests {
         );
         assert_eq!(Receiver::decode(WAKE_TAG, 8, 0), None);
         assert_eq!(Receiver::decode(CANCEL_TAG, 0, 0), None);
-        assert_eq!(Receiver::decode(super::super::uring::SEND_TAG | 3, 0, 0), None);
+        assert_eq!(
+            Receiver::decode(super::super::uring::SEND_TAG | 3, 0, 0),
+            None
+        );
     }
 }

@@ -265,13 +265,7 @@ impl SendQueue {
 
     /// [`SendQueue::send`] for a shared queue: the packet takes a free slot and leaves with
     /// the next submission; without a free slot (or too large for one) it leaves at once.
-    fn send_shared(
-        &mut self,
-        sock: &UdpSocket,
-        pkt: &[u8],
-        dest: SocketAddr,
-        undo: Option<Undo>,
-    ) {
+    fn send_shared(&mut self, sock: &UdpSocket, pkt: &[u8], dest: SocketAddr, undo: Option<Undo>) {
         let k = match self.shared.as_mut().and_then(|sh| sh.free.pop()) {
             Some(k) if pkt.len() <= SLOT_LEN => k,
             other => {
