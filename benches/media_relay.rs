@@ -14,8 +14,9 @@
 //! receive at the far phone) p50/p99/max for both phases, the relay's added delay, and the CPU
 //! time of the relay's I/O threads and of the phones (from `/proc/self/task/*/stat`).
 //! `MEDIA_PIN=1` puts the relay's I/O threads on the last CPU and the phones on the others.
-//! The relay's own measuring knobs apply: `PASARELA_MEDIA_COALESCE_US=400` fixes its wake-up
-//! coalescing window (default: adaptive, the time 16 packets take, at most 400 µs) and
+//! The relay's own measuring knobs apply: `PASARELA_MEDIA_COALESCE_US=400` turns on a fixed
+//! wake-up coalescing window (`adaptive`: the time 16 packets take, at most 400 µs; default:
+//! none) and
 //! `PASARELA_MEDIA_RX_TIMESTAMPS=0` turns its kernel receive timestamps off, so that runs
 //! alternating them compare before and after on the same machine load.
 //!

@@ -24,7 +24,7 @@ pub(crate) const BATCH: usize = 8;
 
 /// Room for the control messages of one datagram: one `SCM_TIMESTAMPNS` (a `timespec`)
 /// takes 32 bytes on 64-bit Linux; in `u64`s for the alignment `cmsghdr` needs.
-const CONTROL_WORDS: usize = 8;
+pub(crate) const CONTROL_WORDS: usize = 8;
 
 /// Environment variable turning receive timestamps off (`0`), so that their cost can be
 /// measured: jitter is then measured on the I/O thread's wake-up. A knob for measuring, like
@@ -199,6 +199,22 @@ impl RecvBatch {
         let pkt = self.bufs.get_mut(i)?.get_mut(..len)?;
         Some((pkt, src))
     }
+}
+
+/// The `SCM_TIMESTAMPNS` in the control messages `data` (as a receive wrote them) in
+/// nanoseconds, 0 when there is none.
+pub(crate) fn control_timestamp(data: &[u8]) -> u64 {
+    let mut words = [0u64; CONTROL_WORDS];
+    let n = data.len().min(std::mem::size_of_val(&words));
+    // SAFETY: at most the size of `words`, into `words`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(data.as_ptr(), words.as_mut_ptr().cast::<u8>(), n);
+    }
+    // SAFETY: msghdr is plain old data; all zeroes is a valid value.
+    let mut hdr: libc::msghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+    hdr.msg_control = words.as_mut_ptr().cast();
+    hdr.msg_controllen = n as _;
+    timestamp(&hdr)
 }
 
 /// The `SCM_TIMESTAMPNS` of a received message in nanoseconds, 0 when there is none.

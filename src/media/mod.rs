@@ -41,6 +41,7 @@ pub mod g711;
 pub mod hold_music;
 mod io;
 pub(crate) mod mmsg;
+mod multishot;
 pub mod port;
 mod ports;
 mod relay;
@@ -325,6 +326,8 @@ impl EngineInner {
 /// The engine's I/O threads, started with the first relay.
 struct IoThreads {
     wanted: usize,
+    /// How the threads use `io_uring`.
+    mode: uring::UringMode,
     pool: OnceLock<IoPool>,
     init: Mutex<()>,
 }
@@ -349,6 +352,16 @@ impl MediaEngine {
     /// An engine whose relays are spread (round-robin) over `threads` I/O threads (at least 1).
     /// The threads start with the first relay and end once the engine and its relays are gone.
     pub fn with_io_threads(config: MediaConfig, threads: usize) -> Self {
+        Self::with_io_mode(config, threads, uring::UringMode::from_env())
+    }
+
+    /// [`MediaEngine::with_io_threads`] with the threads' use of `io_uring` given rather than
+    /// taken from `PASARELA_MEDIA_URING` (tests run both receive paths).
+    pub(crate) fn with_io_mode(
+        config: MediaConfig,
+        threads: usize,
+        mode: uring::UringMode,
+    ) -> Self {
         let pool = PortPool::new(config.ports.clone());
         let pairs = pool.pairs();
         MediaEngine {
@@ -364,6 +377,7 @@ impl MediaEngine {
             }),
             io: Arc::new(IoThreads {
                 wanted: threads.max(1),
+                mode,
                 pool: OnceLock::new(),
                 init: Mutex::new(()),
             }),
@@ -378,7 +392,7 @@ impl MediaEngine {
         if let Some(p) = self.io.pool.get() {
             return Ok(p);
         }
-        let started = IoPool::start(self.io.wanted)?;
+        let started = IoPool::start(self.io.wanted, self.io.mode)?;
         tracing::debug!(threads = started.len(), "media I/O threads started");
         Ok(self.io.pool.get_or_init(|| started))
     }

@@ -591,14 +591,32 @@ impl RelayState {
         for k in 0..n {
             let arrival = clock.arrival(batch.received_at(k));
             if let Some((pkt, src)) = batch.get(k) {
-                if rtp && !is_rtcp(pkt) {
-                    self.on_rtp(i, pkt, src, clock.now, arrival, out);
-                } else {
-                    self.on_rtcp(i, pkt, src, out);
-                }
+                self.datagram(sock, pkt, src, clock.now, arrival, out);
             }
         }
         n == BATCH
+    }
+
+    /// One datagram received on socket `sock` (token order) from `src`, which the kernel
+    /// received at `arrival` and the thread handles at (about) `now`: relayed as RTP or RTCP.
+    pub(crate) fn datagram(
+        &mut self,
+        sock: usize,
+        pkt: &mut [u8],
+        src: SocketAddr,
+        now: Instant,
+        arrival: Instant,
+        out: &mut SendQueue,
+    ) {
+        let i = sock / 2;
+        if i >= self.legs.len() {
+            return;
+        }
+        if sock.is_multiple_of(2) && !is_rtcp(pkt) {
+            self.on_rtp(i, pkt, src, now, arrival, out);
+        } else {
+            self.on_rtcp(i, pkt, src, out);
+        }
     }
 
     /// A timer of this relay fired (it was due at `at`); returns when it must fire next.

@@ -1055,8 +1055,8 @@ async fn a_phone_that_stops_multiplexing_mid_call_gets_its_rtcp_socket_back() {
     assert_eq!(engine.open_sockets(), 0);
 }
 
-/// Many streams on one I/O thread with packets microseconds apart: the thread is busy enough
-/// to coalesce its wake-ups (`io::COALESCE`), and still every packet reaches the right phone,
+/// Many streams on one I/O thread with packets microseconds apart (busy enough to coalesce
+/// its wake-ups when `PASARELA_MEDIA_COALESCE_US` asks): every packet reaches the right phone,
 /// in order, rewritten as usual; a lone packet after the burst goes through too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_relay_thread_relays_every_packet_in_order() {
@@ -1137,4 +1137,70 @@ async fn a_busy_relay_thread_relays_every_packet_in_order() {
     .expect("send");
     let (p, _) = recv(b).await;
     assert_eq!(Rtp::parse(&p[..]).expect("rtp").sequence(), 2000);
+}
+
+/// The relay's receive paths — multishot `io_uring` receives, `epoll` with `recvmmsg` and a
+/// send-only ring, no ring at all — relay the same bytes; relays dropped while their receives
+/// are armed close their sockets (the ports bind again) and leave nothing behind for the
+/// relays that take their slots next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_receive_path_relays_the_same_and_frees_what_it_closes() {
+    use super::uring::UringMode;
+    let mut seen = Vec::new();
+    for mode in [UringMode::Full, UringMode::Send, UringMode::Off] {
+        let engine = MediaEngine::with_io_mode(
+            MediaConfig {
+                bind_ip: LO,
+                ports: free_test_range(20),
+                dead_after: Duration::from_secs(60),
+            },
+            1,
+            mode,
+        );
+        let mut got = Vec::new();
+        for round in 0..3u16 {
+            let relay = engine.allocate().await.expect("allocate");
+            let (a, b) = (phone().await, phone().await);
+            relay.update(
+                LegMedia::pcmu(Some(addr(&a)), Some(101)),
+                LegMedia::pcma(Some(addr(&b)), Some(101)),
+            );
+            settle().await;
+            for k in 0..10u16 {
+                let seq = 100 * round + k;
+                let ts = u32::from(seq) * 160;
+                a.send_to(
+                    &pkt(k == 0, 0, seq, ts, 0xA, &[0xFF; 160]),
+                    relay_addr(&relay, Side::A),
+                )
+                .await
+                .expect("send");
+                b.send_to(
+                    &pkt(false, 8, seq, ts, 0xB, &[0xD5; 80]),
+                    relay_addr(&relay, Side::B),
+                )
+                .await
+                .expect("send");
+            }
+            for _ in 0..10 {
+                got.push(recv(&b).await.0);
+                got.push(recv(&a).await.0);
+            }
+            let ports = [relay.local_port(Side::A), relay.local_port(Side::B)];
+            drop(relay);
+            wait_in_use_zero(&engine).await;
+            for p in ports {
+                for port in [p, p + 1] {
+                    std::net::UdpSocket::bind((LO, port))
+                        .unwrap_or_else(|e| panic!("{mode:?}: port {port} still held: {e}"));
+                }
+            }
+        }
+        seen.push((mode, got));
+    }
+    let (_, first) = &seen[0];
+    assert_eq!(first.len(), 60);
+    for (mode, got) in &seen[1..] {
+        assert!(got == first, "{mode:?} relayed differently");
+    }
 }

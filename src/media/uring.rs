@@ -11,6 +11,12 @@
 //!
 //! Where `io_uring` is not available (an old kernel, a seccomp policy, or
 //! [`URING_ENV`]`=0`), every packet is sent at once with `sendto`, as before.
+//!
+//! A queue made by [`SendQueue::shared`] lends its ring to the thread's multishot receives
+//! ([`super::multishot`]): the sends then go out with the thread's one `io_uring_enter` per
+//! wake-up, which also waits for and reaps the datagrams received, and their completions are
+//! reaped with the receives' ([`SendQueue::completed`]); a slot is reused only once its
+//! completion has been seen.
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,9 +34,49 @@ const SLOTS: usize = 64;
 /// Room for a packet: the largest relayed one plus what SRTP adds.
 const SLOT_LEN: usize = BUF_LEN + 16;
 
-/// Environment variable turning the ring off (`0`): every packet is then sent with its own
-/// `sendto`. A knob for measuring, like `PASARELA_MEDIA_COALESCE_US`, not a setting.
+/// Packets in flight in a shared queue (sent, completion not reaped yet): the sends of a
+/// wake-up that relays a few hundred datagrams; beyond, a packet is sent at once.
+const SHARED_SLOTS: usize = 512;
+/// Submission queue entries of a shared ring: sends and receive (re-)arms between two
+/// `io_uring_enter`s; a full queue is submitted on its own.
+const SHARED_SQ: u32 = 256;
+/// Completion queue entries of a shared ring: a wake-up's datagrams and send completions.
+/// A multishot receive ends when the queue overflows, and is armed again.
+const SHARED_CQ: u32 = 4096;
+/// Tag of a send's `user_data` in a shared ring (the low bits are its slot).
+pub(crate) const SEND_TAG: u64 = 1 << 56;
+/// The bits of `user_data` that tell what an operation is.
+pub(crate) const TAG_MASK: u64 = 0xFF << 56;
+
+/// Environment variable choosing the relay's use of `io_uring`: `0` turns the ring off (every
+/// packet is then sent with its own `sendto`, and received with `recvmmsg` after `epoll`);
+/// `send` uses it only to send (`epoll` and `recvmmsg` receive); anything else, or unset,
+/// also receives through it (multishot receives, [`super::multishot`]). A knob for
+/// measuring, like `PASARELA_MEDIA_COALESCE_US`, not a setting.
 pub(crate) const URING_ENV: &str = "PASARELA_MEDIA_URING";
+
+/// How an I/O thread uses `io_uring` ([`URING_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UringMode {
+    /// Not at all: `epoll`, `recvmmsg`, `sendto`.
+    Off,
+    /// Sends only: `epoll` and `recvmmsg` receive.
+    Send,
+    /// Sends and multishot receives in one ring (falls back to [`UringMode::Send`], then
+    /// [`UringMode::Off`], where the kernel refuses).
+    Full,
+}
+
+impl UringMode {
+    /// The mode [`URING_ENV`] asks for.
+    pub(crate) fn from_env() -> Self {
+        match std::env::var(URING_ENV).ok().as_deref().map(str::trim) {
+            Some("0") => UringMode::Off,
+            Some("send") => UringMode::Send,
+            _ => UringMode::Full,
+        }
+    }
+}
 
 /// One queued packet: its bytes, its destination, and what to undo if it is not sent.
 struct Slot {
@@ -47,22 +93,94 @@ pub(crate) struct SendQueue {
     /// (the kernel reads them by address).
     slots: Vec<Slot>,
     queued: usize,
+    /// Shared with the receives ([`SendQueue::shared`]): the slots free for a packet (the
+    /// others await their completion), and how many completions are due.
+    shared: Option<Shared>,
+}
+
+struct Shared {
+    free: Vec<usize>,
+    in_flight: usize,
 }
 
 impl SendQueue {
-    /// A queue with a ring unless [`URING_ENV`] is `0` or the kernel refuses one.
-    pub(crate) fn new() -> Self {
-        let off = std::env::var(URING_ENV).is_ok_and(|v| v.trim() == "0");
-        Self::with_ring(!off)
+    /// A queue whose ring also carries the thread's receives; `None` when the kernel gives no
+    /// such ring. Sends complete only when reaped ([`SendQueue::completed`]).
+    pub(crate) fn shared() -> Option<Self> {
+        let r = IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .setup_cqsize(SHARED_CQ)
+            .build(SHARED_SQ);
+        let ring = match r {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(error = %e, "io_uring not available; media is received with epoll");
+                return None;
+            }
+        };
+        let mut slots = Vec::with_capacity(SHARED_SLOTS);
+        for _ in 0..SHARED_SLOTS {
+            slots.push(Slot {
+                buf: [0; SLOT_LEN],
+                dest: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
+                undo: None,
+            });
+        }
+        Some(SendQueue {
+            ring: Some(ring),
+            slots,
+            queued: 0,
+            shared: Some(Shared {
+                free: (0..SHARED_SLOTS).rev().collect(),
+                in_flight: 0,
+            }),
+        })
+    }
+
+    /// The ring, for the receives of a shared queue.
+    pub(crate) fn ring(&mut self) -> Option<&mut IoUring> {
+        self.ring.as_mut()
+    }
+
+    /// Completions a shared queue's sends are yet to give (queued or in flight).
+    pub(crate) fn pending(&self) -> usize {
+        self.shared.as_ref().map_or(0, |s| s.in_flight)
+    }
+
+    /// Takes the completion of a shared queue's send (`user_data` tagged [`SEND_TAG`]):
+    /// runs its undo when it failed and frees its slot. `false`: not a send's.
+    pub(crate) fn completed(&mut self, user_data: u64, res: i32) -> bool {
+        if user_data & TAG_MASK != SEND_TAG {
+            return false;
+        }
+        let Some(sh) = self.shared.as_mut() else {
+            return false;
+        };
+        let k = (user_data & !TAG_MASK) as usize;
+        let Some(slot) = self.slots.get_mut(k) else {
+            return true;
+        };
+        let undo = slot.undo.take();
+        if res < 0 {
+            if let Some(u) = undo {
+                u.undo();
+            }
+            tracing::trace!(error = %io::Error::from_raw_os_error(-res), "send failed; dropped");
+        }
+        sh.free.push(k);
+        sh.in_flight = sh.in_flight.saturating_sub(1);
+        true
     }
 
     /// A queue with a ring when `ring` and the kernel gives one, else sending each packet at
     /// once.
-    fn with_ring(ring: bool) -> Self {
+    pub(crate) fn with_ring(ring: bool) -> Self {
         SendQueue {
             ring: if ring { self::ring() } else { None },
             slots: Vec::new(),
             queued: 0,
+            shared: None,
         }
     }
 
@@ -81,6 +199,10 @@ impl SendQueue {
         dest: SocketAddr,
         undo: Option<Undo>,
     ) {
+        if self.shared.is_some() {
+            self.send_shared(sock, pkt, dest, undo);
+            return;
+        }
         if self.ring.is_none() || pkt.len() > SLOT_LEN {
             if let Err(e) = sock.send_to(pkt, dest) {
                 tracing::trace!(%dest, error = %e, "send failed; dropped");
@@ -141,9 +263,81 @@ impl SendQueue {
         self.queued += 1;
     }
 
+    /// [`SendQueue::send`] for a shared queue: the packet takes a free slot and leaves with
+    /// the next submission; without a free slot (or too large for one) it leaves at once.
+    fn send_shared(&mut self, sock: &UdpSocket, pkt: &[u8], dest: SocketAddr, undo: Option<Undo>) {
+        let k = match self.shared.as_mut().and_then(|sh| sh.free.pop()) {
+            Some(k) if pkt.len() <= SLOT_LEN => k,
+            other => {
+                if let (Some(k), Some(sh)) = (other, self.shared.as_mut()) {
+                    sh.free.push(k);
+                }
+                // What is queued leaves first, so that a stream stays in order.
+                self.flush();
+                if let Err(e) = sock.send_to(pkt, dest) {
+                    tracing::trace!(%dest, error = %e, "send failed; dropped");
+                    if let Some(u) = undo {
+                        u.undo();
+                    }
+                }
+                return;
+            }
+        };
+        let (Some(slot), Some(ring)) = (self.slots.get_mut(k), self.ring.as_mut()) else {
+            return;
+        };
+        let Some(buf) = slot.buf.get_mut(..pkt.len()) else {
+            return;
+        };
+        buf.copy_from_slice(pkt);
+        slot.dest = SockAddr::from(dest);
+        slot.undo = undo;
+        let entry = opcode::Send::new(
+            types::Fd(sock.as_raw_fd()),
+            slot.buf.as_ptr(),
+            pkt.len() as u32,
+        )
+        .flags(libc::MSG_DONTWAIT)
+        .dest_addr(slot.dest.as_ptr().cast())
+        .dest_addr_len(slot.dest.len())
+        .build()
+        .user_data(SEND_TAG | k as u64);
+        // SAFETY: the entry points into `slots[k]`, which never moves (the vector is never
+        // grown) and is not reused until `completed` has seen its completion; the socket
+        // stays open until the entry is submitted (the caller's promise: `flush` before a
+        // socket closes; once submitted, the kernel holds the socket itself).
+        if unsafe { push(ring, &entry) } {
+            self.queued += 1;
+            if let Some(sh) = self.shared.as_mut() {
+                sh.in_flight += 1;
+            }
+        } else {
+            // The submission failed: the packet is lost.
+            if let Some(u) = slot.undo.take() {
+                u.undo();
+            }
+            if let Some(sh) = self.shared.as_mut() {
+                sh.free.push(k);
+            }
+        }
+    }
+
     /// Sends every queued packet in one system call and waits for them to complete (they
-    /// complete within it). Must run before a socket with queued packets is closed.
+    /// complete within it). Must run before a socket with queued packets is closed. A shared
+    /// queue only submits them: their completions are reaped with the receives'.
     pub(crate) fn flush(&mut self) {
+        if self.shared.is_some() {
+            self.queued = 0;
+            if let Some(ring) = self.ring.as_mut() {
+                if ring.submission().is_empty() {
+                    return;
+                }
+                if let Err(e) = ring.submit() {
+                    tracing::warn!(error = %e, "io_uring submission failed");
+                }
+            }
+            return;
+        }
         if self.queued == 0 {
             return;
         }
@@ -188,6 +382,25 @@ impl SendQueue {
         }
         self.queued = 0;
     }
+}
+
+/// Pushes `entry` on `ring`'s submission queue, first submitting what the queue holds when it
+/// is full. `false` when the entry could not be queued.
+///
+/// # Safety
+///
+/// What the entry points to must stay valid until its completion (see
+/// [`io_uring::squeue::SubmissionQueue::push`]).
+pub(crate) unsafe fn push(ring: &mut IoUring, entry: &io_uring::squeue::Entry) -> bool {
+    // SAFETY: the caller's promise.
+    if unsafe { ring.submission().push(entry) }.is_ok() {
+        return true;
+    }
+    if let Err(e) = ring.submit() {
+        tracing::warn!(error = %e, "io_uring submission failed");
+    }
+    // SAFETY: the caller's promise.
+    unsafe { ring.submission().push(entry) }.is_ok()
 }
 
 /// A ring for one I/O thread, or `None` when the kernel has none to give.
