@@ -543,7 +543,7 @@ fn offer(run: &Running, dir: &Path, rate: u64, secs: u64, hold_ms: u64, limit: u
         // What failed, and the unexpected messages in full.
         sipp.arg("-trace_err");
     }
-    let status = sipp
+    let mut status = sipp
         .current_dir(dir)
         .arg(run.addr.to_string())
         .arg("-sf")
@@ -562,14 +562,30 @@ fn offer(run: &Running, dir: &Path, rate: u64, secs: u64, hold_ms: u64, limit: u
         .args(["-trace_rtt", "-rtt_freq", "100"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status();
+        .spawn()
+        .expect("start sipp");
+    // A call that waits forever (seen once under overload) keeps sipp from ending, its
+    // -timeout notwithstanding: the step ends at a deadline, and such calls count as failed.
+    let deadline = Instant::now() + Duration::from_secs(secs * 2 + hold_ms / 1000 + 60);
+    while status.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if status.try_wait().ok().flatten().is_none() {
+        let _ = status.kill();
+        let _ = status.wait();
+    }
     let cpu_s = cpu_secs(run) - cpu0;
-    let _ = status;
     let dropped = metric(run, "pasarela_sip_inbound_dropped_total")
         .zip(dropped0)
         .map(|(b, a)| b.saturating_sub(a));
     let (offered, _completed, failed, window_s) = read_step_stat(&stat);
     let (refused, refused_first, ok) = read_counts(dir);
+    // Calls still open when sipp ended (it was stopped at the deadline) did not complete.
+    let unfinished = csv_rows(&stat)
+        .last()
+        .and_then(|row| col_u64(row, "CurrentCall"))
+        .unwrap_or(0);
+    let failed = failed + unfinished;
     let q = rtt_percentiles(dir, "1", &[0.50, 0.99]);
     let setup = rtt_percentiles(dir, "setup", &[0.99]);
     let refusal = rtt_percentiles(dir, "refusal", &[0.99]);
