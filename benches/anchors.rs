@@ -6,9 +6,15 @@
 //!   media), skipped with a message when `kamailio` is not installed.
 //!
 //! Runs are interleaved (pasarela, Kamailio, pasarela, … for each step, each system started
-//! fresh), and the table gives per system and step: calls completed and failed, CPU per call
-//! (utime + stime of all the system's processes over the step, per completed call), INVITE→200
-//! p50/p99 (sipp's rtd), and the ratio pasarela / Kamailio. Then memory: proportional set size
+//! fresh), and the table gives per system and step: calls not served (refused or failed), CPU
+//! per call (utime + stime of all the system's processes over the step, per served call),
+//! INVITE→200 p50/p99 (sipp's rtd), and the ratio pasarela / Kamailio. A second table is about
+//! overload ("no cliff"): per system and step, offered and served (answered) calls per second,
+//! those refused at once (a 503 with Retry-After to either INVITE, counted from sipp's
+//! `-trace_counts`), those failed otherwise (timeouts, other responses), the p99 set-up time
+//! (first INVITE → 200) of the served calls and of the refusals, and served / capacity, where
+//! capacity is `ANCHOR_CAPACITY` or else the highest step served whole (0 refused, 0 failed;
+//! a lower bound). Then memory: proportional set size
 //! (PSS, all processes) idle, with `ANCHOR_HOLD` calls held, per held call, and 20 s and 60 s
 //! after they ended against idle; with `ANCHOR_FLOOD` (calls/s) a flood above capacity of
 //! `ANCHOR_FLOOD_SECS` s: idle, the peak during it, and 20 s / 60 s after against idle.
@@ -21,7 +27,8 @@
 //! step and system, default 1), `ANCHOR_HOLD` (held calls for memory, default 500; 0 skips),
 //! `ANCHOR_RECORDS` (default 0: skipped), `ANCHOR_FLOOD` (calls/s, default 0: skipped),
 //! `ANCHOR_FLOOD_SECS` (default 30), `ANCHOR_SYSTEMS` (e.g. `pasarela`: only these systems),
-//! `ANCHOR_RATES=` (empty: no call-rate steps), `ANCHOR_KEEP=1` (keep the logs and sipp files).
+//! `ANCHOR_RATES=` (empty: no call-rate steps), `ANCHOR_KEEP=1` (keep the logs and sipp files),
+//! `ANCHOR_CAPACITY` (calls/s: `N` for every system or `pasarela:N,kamailio:M`; default: found).
 //!
 //! The RTP relay comparison with rtpengine is in `--bench media_relay`, which runs the same
 //! simulated phones through pasarela's relay and through rtpengine.
@@ -322,28 +329,174 @@ fn kamailio(bin: &Path, dir: &Path, uas_port: u16) -> Running {
 /// One step's figures.
 #[derive(Debug, Default, Clone)]
 struct Step {
+    /// Calls offered (sipp created them) and over how many seconds.
+    offered: u64,
+    window_s: f64,
+    /// Calls answered (served): the 200 to the INVITE with credentials.
     ok: u64,
+    /// Calls refused at once: a 503 with Retry-After to either INVITE.
+    refused: u64,
+    /// Calls that failed otherwise (timeouts, other responses, a 503 without Retry-After).
     failed: u64,
     cpu_s: f64,
+    /// INVITE with credentials -> 200.
     p50_ms: f64,
     p99_ms: f64,
+    /// A served call's whole set-up (first INVITE -> 200), p99.
+    setup_p99_ms: f64,
+    /// First INVITE -> 503, p99.
+    refusal_p99_ms: f64,
+    /// 503s to the first INVITE (before the challenge) and to the second (with credentials).
+    refused_first: u64,
+    /// SIP datagrams pasarela dropped over the step because its core's queue was full
+    /// (`/metrics`; none for Kamailio).
+    dropped: Option<u64>,
 }
 
 impl Step {
     fn cpu_ms_per_call(&self) -> f64 {
         1000.0 * self.cpu_s / self.ok.max(1) as f64
     }
+    /// Calls not served (refused or failed), in % of those offered.
     fn failed_pct(&self) -> f64 {
-        100.0 * self.failed as f64 / (self.ok + self.failed).max(1) as f64
+        100.0 * (self.refused + self.failed) as f64 / self.offered.max(1) as f64
+    }
+    fn per_s(&self, n: u64) -> f64 {
+        if self.window_s > 0.0 {
+            n as f64 / self.window_s
+        } else {
+            f64::NAN
+        }
+    }
+    fn offered_per_s(&self) -> f64 {
+        self.per_s(self.offered)
+    }
+    fn served_per_s(&self) -> f64 {
+        self.per_s(self.ok)
+    }
+    /// Every offered call was served.
+    fn whole(&self) -> bool {
+        self.offered > 0 && self.refused == 0 && self.failed == 0
     }
 }
 
-fn read_stat(path: &Path) -> (u64, u64) {
-    common::read_stat(path).unwrap_or((0, 0))
+/// The last row of a sipp CSV file (`;`-separated, first row the header) as (name, value)
+/// pairs, and all its rows.
+fn csv_rows(path: &Path) -> Vec<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = header.split(';').collect();
+    lines
+        .map(|l| {
+            names
+                .iter()
+                .zip(l.split(';'))
+                .map(|(n, v)| (n.to_string(), v.trim().to_string()))
+                .collect()
+        })
+        .collect()
 }
 
-/// Percentiles of the response times in sipp's `-trace_rtt` files under `dir`.
-fn rtt_percentiles(dir: &Path) -> (f64, f64) {
+fn col_u64(row: &[(String, String)], name: &str) -> Option<u64> {
+    row.iter().find(|(n, _)| n == name)?.1.parse().ok()
+}
+
+/// sipp's `hh:mm:ss` or `hh:mm:ss:micros` in seconds.
+fn sipp_elapsed(v: &str) -> Option<f64> {
+    let f: Vec<&str> = v.split(':').collect();
+    let num = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok());
+    let micros = if f.len() > 3 { num(3)? } else { 0.0 };
+    Some(num(0)? * 3600.0 + num(1)? * 60.0 + num(2)? + micros / 1e6)
+}
+
+/// From sipp's `-trace_stat` file (one row a second): calls created, successful and failed,
+/// and the seconds it took to create them (interpolated between the rows around the last
+/// creation).
+fn read_step_stat(path: &Path) -> (u64, u64, u64, f64) {
+    let rows = csv_rows(path);
+    let Some(last) = rows.last() else {
+        return (0, 0, 0, f64::NAN);
+    };
+    let created = col_u64(last, "OutgoingCall(C)").unwrap_or(0);
+    let ok = col_u64(last, "SuccessfulCall(C)").unwrap_or(0);
+    let failed = col_u64(last, "FailedCall(C)").unwrap_or(0);
+    let mut prev = (0.0, 0u64);
+    let mut window = f64::NAN;
+    for row in &rows {
+        let (Some(t), Some(c)) = (
+            row.iter()
+                .find(|(n, _)| n == "ElapsedTime(C)")
+                .and_then(|(_, v)| sipp_elapsed(v)),
+            col_u64(row, "OutgoingCall(C)"),
+        ) else {
+            continue;
+        };
+        if c >= created {
+            window = if c > prev.1 {
+                prev.0 + (t - prev.0) * (created - prev.1) as f64 / (c - prev.1) as f64
+            } else {
+                t
+            };
+            break;
+        }
+        prev = (t, c);
+    }
+    (created, ok, failed, window)
+}
+
+/// From sipp's `-trace_counts` file under `dir`: (503s received, those to the first INVITE,
+/// 200s to the INVITE with credentials received).
+fn read_counts(dir: &Path) -> (u64, u64, u64) {
+    let Some(path) = std::fs::read_dir(dir).ok().and_then(|d| {
+        d.flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("_counts.csv"))
+    }) else {
+        return (0, 0, 0);
+    };
+    let rows = csv_rows(&path);
+    let Some(last) = rows.last() else {
+        return (0, 0, 0);
+    };
+    let recv = |code: &str| {
+        last.iter()
+            .filter(|(n, _)| n.contains(&format!("_{code}_")) && n.ends_with("_Recv"))
+            .map(|(_, v)| v.parse::<u64>().unwrap_or(0))
+            .collect::<Vec<u64>>()
+    };
+    let refused = recv("503");
+    // The scenario's first 200 is the answer to the INVITE, the second the BYE's.
+    let answered = recv("200").first().copied().unwrap_or(0);
+    (
+        refused.iter().sum(),
+        refused.first().copied().unwrap_or(0),
+        answered,
+    )
+}
+
+/// A counter of pasarela's `/metrics`.
+fn metric(run: &Running, name: &str) -> Option<u64> {
+    use std::io::Read;
+    let web = run._server.as_ref()?.web?;
+    let mut conn = std::net::TcpStream::connect_timeout(&web, Duration::from_secs(2)).ok()?;
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    let _ = conn.read_to_string(&mut body);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+}
+
+/// Percentiles (each of `qs`) of the response times named `rtd` in sipp's `-trace_rtt` files
+/// under `dir` (rows `date;ms;name`).
+fn rtt_percentiles(dir: &Path, rtd: &str, qs: &[f64]) -> Vec<f64> {
     let mut v: Vec<f64> = Vec::new();
     if let Ok(d) = std::fs::read_dir(dir) {
         for e in d.flatten() {
@@ -353,22 +506,22 @@ fn rtt_percentiles(dir: &Path) -> (f64, f64) {
             }
             let text = std::fs::read_to_string(&p).unwrap_or_default();
             for line in text.lines().skip(1) {
-                if let Some(ms) = line
-                    .split(';')
-                    .nth(1)
-                    .and_then(|x| x.trim().parse::<f64>().ok())
-                {
+                let mut f = line.split(';');
+                let ms = f.nth(1).and_then(|x| x.trim().parse::<f64>().ok());
+                let name = f.next().map(str::trim).unwrap_or("1");
+                if let (Some(ms), true) = (ms, name == rtd) {
                     v.push(ms);
                 }
             }
         }
     }
     if v.is_empty() {
-        return (f64::NAN, f64::NAN);
+        return qs.iter().map(|_| f64::NAN).collect();
     }
     v.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.50), at(0.99))
+    qs.iter()
+        .map(|q| v[((v.len() - 1) as f64 * q).round() as usize])
+        .collect()
 }
 
 /// Offers `rate` calls/s for `secs` s (each held `hold_ms`) to `run`; sipp's files go to `dir`.
@@ -384,7 +537,13 @@ fn offer(run: &Running, dir: &Path, rate: u64, secs: u64, hold_ms: u64, limit: u
     let total = rate * secs;
     let stat = dir.join("stat.csv");
     let cpu0 = cpu_secs(run);
-    let status = Command::new("sipp")
+    let dropped0 = metric(run, "pasarela_sip_inbound_dropped_total");
+    let mut sipp = Command::new("sipp");
+    if std::env::var_os("ANCHOR_KEEP").is_some() {
+        // What failed, and the unexpected messages in full.
+        sipp.arg("-trace_err");
+    }
+    let mut status = sipp
         .current_dir(dir)
         .arg(run.addr.to_string())
         .arg("-sf")
@@ -398,22 +557,51 @@ fn offer(run: &Running, dir: &Path, rate: u64, secs: u64, hold_ms: u64, limit: u
         .args(["-l", &limit.to_string(), "-d", &hold_ms.to_string()])
         .args(["-buff_size", "4194304", "-max_socket", "1"])
         .args(["-timeout", &format!("{}s", secs * 3 + hold_ms / 1000 + 30)])
-        .args(["-trace_stat", "-fd", "1", "-stf"])
+        .args(["-trace_stat", "-trace_counts", "-fd", "1", "-stf"])
         .arg(&stat)
         .args(["-trace_rtt", "-rtt_freq", "100"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status();
+        .spawn()
+        .expect("start sipp");
+    // A call that waits forever (seen once under overload) keeps sipp from ending, its
+    // -timeout notwithstanding: the step ends at a deadline, and such calls count as failed.
+    let deadline = Instant::now() + Duration::from_secs(secs * 2 + hold_ms / 1000 + 60);
+    while status.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if status.try_wait().ok().flatten().is_none() {
+        let _ = status.kill();
+        let _ = status.wait();
+    }
     let cpu_s = cpu_secs(run) - cpu0;
-    let _ = status;
-    let (ok, failed) = read_stat(&stat);
-    let (p50_ms, p99_ms) = rtt_percentiles(dir);
+    let dropped = metric(run, "pasarela_sip_inbound_dropped_total")
+        .zip(dropped0)
+        .map(|(b, a)| b.saturating_sub(a));
+    let (offered, _completed, failed, window_s) = read_step_stat(&stat);
+    let (refused, refused_first, ok) = read_counts(dir);
+    // Calls still open when sipp ended (it was stopped at the deadline) did not complete.
+    let unfinished = csv_rows(&stat)
+        .last()
+        .and_then(|row| col_u64(row, "CurrentCall"))
+        .unwrap_or(0);
+    let failed = failed + unfinished;
+    let q = rtt_percentiles(dir, "1", &[0.50, 0.99]);
+    let setup = rtt_percentiles(dir, "setup", &[0.99]);
+    let refusal = rtt_percentiles(dir, "refusal", &[0.99]);
     Step {
+        offered,
+        window_s,
         ok,
+        refused,
         failed,
         cpu_s,
-        p50_ms,
-        p99_ms,
+        p50_ms: q[0],
+        p99_ms: q[1],
+        setup_p99_ms: setup[0],
+        refusal_p99_ms: refusal[0],
+        refused_first,
+        dropped,
     }
 }
 
@@ -500,15 +688,7 @@ fn ratio(a: f64, b: f64) -> String {
 
 /// The ratio table of the call-rate steps: medians over the reps.
 fn ratio_table(rates: &[u64], table: &[(u64, System, Step)]) {
-    let med = |rate: u64, s: System, f: &dyn Fn(&Step) -> f64| -> f64 {
-        let mut v: Vec<f64> = table
-            .iter()
-            .filter(|(r, sys, _)| *r == rate && *sys == s)
-            .map(|(_, _, st)| f(st))
-            .collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
+    let med = |rate: u64, s: System, f: &dyn Fn(&Step) -> f64| median(table, rate, s, f);
     println!();
     println!("| calls/s | pasarela CPU ms/call | kamailio CPU ms/call | ratio | failed % (p / k) | INVITE→200 p50 ms (p / k) | p99 ms (p / k) |");
     println!("|---|---|---|---|---|---|---|");
@@ -527,6 +707,105 @@ fn ratio_table(rates: &[u64], table: &[(u64, System, Step)]) {
             med(rate, p, &|s| s.p99_ms),
             med(rate, k, &|s| s.p99_ms),
         );
+    }
+}
+
+/// The median over the reps of `f` for `system` at `rate`.
+fn median(
+    table: &[(u64, System, Step)],
+    rate: u64,
+    system: System,
+    f: &dyn Fn(&Step) -> f64,
+) -> f64 {
+    let mut v: Vec<f64> = table
+        .iter()
+        .filter(|(r, s, _)| *r == rate && *s == system)
+        .map(|(_, _, st)| f(st))
+        .collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `system`'s capacity in calls/s: given (`ANCHOR_CAPACITY`: `N` for every system, or
+/// `name:N,...`), or else the served rate of the highest step whose every run served every
+/// call (a lower bound: capacity lies between it and the next step).
+fn capacity(
+    given: Option<&str>,
+    system: System,
+    rates: &[u64],
+    table: &[(u64, System, Step)],
+) -> Option<(f64, bool)> {
+    if let Some(given) = given {
+        for part in given.split(',') {
+            let (name, n) = match part.split_once(':') {
+                Some((name, n)) => (Some(name.trim()), n),
+                None => (None, part),
+            };
+            if name.is_none_or(|n| n == system.name()) {
+                if let Ok(n) = n.trim().parse::<f64>() {
+                    return Some((n, true));
+                }
+            }
+        }
+    }
+    rates
+        .iter()
+        .filter(|&&r| {
+            let runs: Vec<&Step> = table
+                .iter()
+                .filter(|(rate, s, _)| *rate == r && *s == system)
+                .map(|(_, _, st)| st)
+                .collect();
+            !runs.is_empty() && runs.iter().all(|st| st.whole())
+        })
+        .map(|&r| median(table, r, system, &|st| st.served_per_s()))
+        .filter(|c| c.is_finite())
+        .max_by(|a, b| a.total_cmp(b))
+        .map(|c| (c, false))
+}
+
+/// Overload: per system and step (medians over the reps), what was offered, served, refused at
+/// once (503 + Retry-After) and failed otherwise, per second, the set-up time of the served
+/// calls, and served / capacity.
+fn overload_table(rates: &[u64], systems: &[System], table: &[(u64, System, Step)]) {
+    let given = std::env::var("ANCHOR_CAPACITY").ok();
+    println!();
+    println!("overload: served calls against capacity (medians over the runs; capacity given with ANCHOR_CAPACITY, else the highest step served whole, a lower bound)");
+    println!("| system | offered calls/s | served calls/s | refused at once (503 + Retry-After) /s | failed otherwise /s | served set-up p99 ms | refusal p99 ms | served / capacity |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for &system in systems {
+        let cap = capacity(given.as_deref(), system, rates, table);
+        for &rate in rates {
+            let m = |f: &dyn Fn(&Step) -> f64| median(table, rate, system, f);
+            let served = m(&|s| s.served_per_s());
+            let ratio = match cap {
+                Some((c, _)) if c > 0.0 && served.is_finite() => format!("{:.2}", served / c),
+                _ => "-".into(),
+            };
+            println!(
+                "| {} | {:.0} | {served:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {ratio} |",
+                system.name(),
+                m(&|s| s.offered_per_s()),
+                m(&|s| s.per_s(s.refused)),
+                m(&|s| s.per_s(s.failed)),
+                m(&|s| s.setup_p99_ms),
+                m(&|s| s.refusal_p99_ms),
+            );
+        }
+        match cap {
+            Some((c, true)) => println!(
+                "| {} capacity (given) | {c:.0} | | | | | | |",
+                system.name()
+            ),
+            Some((c, false)) => println!(
+                "| {} capacity (highest step served whole) | {c:.0} | | | | | | |",
+                system.name()
+            ),
+            None => println!(
+                "| {} capacity: no step served whole | | | | | | | |",
+                system.name()
+            ),
+        }
     }
 }
 
@@ -613,7 +892,7 @@ fn memory_flood(run: &Running, s: System, dir: &Path, rate: u64, secs: u64) {
     std::thread::sleep(Duration::from_secs(40));
     let after60 = pss_kib(run);
     println!(
-        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} |",
+        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {} |",
         s.name(),
         mib(idle),
         mib(peak.max(end)),
@@ -622,6 +901,7 @@ fn memory_flood(run: &Running, s: System, dir: &Path, rate: u64, secs: u64) {
         mib(after60),
         after60 as f64 / idle.max(1) as f64,
         step.ok,
+        step.refused,
         step.failed
     );
 }
@@ -681,14 +961,23 @@ fn main() {
                 let run = start(s, kam.as_deref(), &dir, None);
                 let step = offer(&run, &dir.join("sipp"), rate, secs, 0, 100_000);
                 println!(
-                    "  {:>9} {rate:>5}/s: {:>7} ok {:>6} failed ({:>5.2} %), CPU {:.3} ms/call, INVITE->200 p50 {:.0} ms p99 {:.0} ms (sipp: 1 ms resolution)",
+                    "  {:>9} {rate:>5}/s: offered {} in {:.1} s ({:.0}/s), {} served ({:.0}/s), {} refused at once ({} to the first INVITE), {} failed otherwise, {} datagrams dropped ({:.2} % not served), CPU {:.3} ms/served call, INVITE->200 p50 {:.0} ms p99 {:.0} ms, set-up p99 {:.0} ms, refusal p99 {:.0} ms (sipp: 1 ms resolution)",
                     s.name(),
+                    step.offered,
+                    step.window_s,
+                    step.offered_per_s(),
                     step.ok,
+                    step.served_per_s(),
+                    step.refused,
+                    step.refused_first,
                     step.failed,
+                    step.dropped.map_or("-".into(), |d| d.to_string()),
                     step.failed_pct(),
                     step.cpu_ms_per_call(),
                     step.p50_ms,
-                    step.p99_ms
+                    step.p99_ms,
+                    step.setup_p99_ms,
+                    step.refusal_p99_ms,
                 );
                 table.push((rate, s, step));
             }
@@ -696,6 +985,7 @@ fn main() {
     }
     if !rates.is_empty() {
         ratio_table(&rates, &table);
+        overload_table(&rates, &systems, &table);
     }
 
     if hold > 0 {
@@ -721,9 +1011,9 @@ fn main() {
             "memory under a flood: {flood} calls/s offered for {flood_secs} s (PSS of all the system's processes)"
         );
         println!(
-            "| system | idle MiB | peak MiB | end MiB | 20 s after MiB | 60 s after MiB | after / idle | ok | failed |"
+            "| system | idle MiB | peak MiB | end MiB | 20 s after MiB | 60 s after MiB | after / idle | served | refused (503) | failed otherwise |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         for &s in &systems {
             run_no += 1;
             let dir = base.join(format!("run{run_no}-{}-flood", s.name()));

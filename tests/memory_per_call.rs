@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pasarela::callctl::overload::Admission;
+use pasarela::callctl::overload::{Admission, Load};
 use pasarela::callctl::{Output, SipCore};
 use pasarela::media::port::RelayPort;
 use pasarela::media::{MediaConfig, MediaEngine, MediaEvent};
@@ -491,11 +491,11 @@ fn flood_above_capacity_stays_bounded() {
     let mut peak = 0i64;
     for i in 0..FLOOD {
         let n = 1_000_000 + i;
-        let why = admission.shed(
+        let why = admission.shed(&Load::new(
             Duration::ZERO,
             h.core.calls().len(),
             h.core.pending_routes(),
-        );
+        ));
         assert!(why.is_some(), "the budget is spent");
         h.core.set_shedding(true);
         let out = h.feed(&invite(n, 1, ""), CALLER);

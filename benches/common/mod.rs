@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub child: Child,
     pub udp: SocketAddr,
+    /// The web listener (`/metrics`).
+    pub web: Option<SocketAddr>,
 }
 
 impl Drop for Server {
@@ -45,10 +47,14 @@ pub fn start_server(dir: &Path, extra: &str) -> Server {
         .expect("start pasarela");
     let stdout = child.stdout.take().expect("stdout");
     let mut udp = None;
+    let mut web = None;
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("read stdout");
         if let Some(a) = line.strip_prefix("listening sip udp ") {
             udp = a.parse().ok();
+        }
+        if let Some(a) = line.strip_prefix("listening web ") {
+            web = a.parse().ok();
         }
         if line == "ready" {
             break;
@@ -57,6 +63,7 @@ pub fn start_server(dir: &Path, extra: &str) -> Server {
     Server {
         child,
         udp: udp.expect("server announced its UDP address"),
+        web,
     }
 }
 

@@ -3,10 +3,22 @@
 //! retransmit and give up (the cliff: queued INVITEs hold memory, retransmissions add load,
 //! calls pile up until ports and sockets run out and nearly every call fails).
 //!
-//! Three signals, all cheap (O(1)) and all taken before a call takes anything:
+//! Five signals, all cheap (O(1)) and all taken before a call takes anything:
 //! - **queue delay**: how long a message waited between the transport and the SIP core. A new
 //!   INVITE that waited longer than `[limits] queue_delay_ms` is refused; the refusal costs a
 //!   fraction of a call, so the queue drains and the served rate stays near capacity;
+//! - **backlog**: how full the core's inbound queue is. A new INVITE is refused while the
+//!   queue is [`BACKLOG_SHED`] full or more, so that the rest stays free for the messages of
+//!   the calls already admitted (their ACKs, BYEs and responses): a full queue drops whatever
+//!   arrives, and a dropped ACK or response costs retransmissions and, in a burst, the call.
+//!   The queue's length is sized from the queue delay at an assumed service rate; a core
+//!   faster than that fills the queue before the delay bound is reached, and this signal
+//!   takes over;
+//! - **transactions**: the server transactions held (the transaction layer's cap, beyond
+//!   which it refuses every new request, a BYE too). A new INVITE is refused when what the
+//!   calls in progress may still open (their BYEs, a re-INVITE) and a reserve
+//!   ([`transaction_reserve`]) would not fit under the cap, so that admitted calls can always
+//!   end;
 //! - **call budget**: calls in progress against what the process's open-files limit allows;
 //!   with a socket gauge ([`Admission::with_socket_budget`]) the sockets the media relay really
 //!   holds are counted (two to four per call: one per leg that multiplexes RTCP on its RTP
@@ -23,8 +35,9 @@
 //! Calls waiting for the router take their ports and sockets once routed, so they count
 //! against both budgets as if they held them already.
 //!
-//! Sans-IO: [`Admission::shed`] takes the message's queue delay, the calls in progress and
-//! those waiting for the router; the gauges are read through closures the shell hands in. The
+//! Sans-IO: [`Admission::shed`] takes a [`Load`] (the message's queue delay, the queue's fill,
+//! the calls in progress and those waiting for the router, the server transactions); the
+//! relay's gauges are read through closures the shell hands in. The
 //! SIP core's transaction layer sends the refusal statelessly (no transaction, no port, no
 //! socket). Refusals are counted and reported at most every [`REPORT_EVERY`].
 
@@ -64,6 +77,50 @@ pub fn port_reserve(pairs: usize) -> usize {
     (pairs / 100).max(PAIRS_PER_CALL)
 }
 
+/// The fill of the core's inbound queue (numerator, denominator) from which new INVITEs are
+/// refused: half, leaving the other half for the messages of the calls already admitted.
+pub const BACKLOG_SHED: (usize, usize) = (1, 2);
+
+/// Server transactions a call in progress may still open (its BYE, a re-INVITE or UPDATE).
+pub const TRANSACTIONS_PER_CALL: usize = 2;
+
+/// The server transactions of a cap of `max` kept back from new calls beside those of the
+/// calls in progress: 1 % of the cap, at least 64 (REGISTERs, OPTIONS, SUBSCRIBEs go on).
+pub fn transaction_reserve(max: usize) -> usize {
+    (max / 100).max(64)
+}
+
+/// What admission looks at for a new call, read by the shell when the message comes out of
+/// the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// How long the message waited between the transport and the SIP core.
+    pub queued: Duration,
+    /// Messages still waiting in the core's inbound queue, and how many it holds at most
+    /// (0: not known).
+    pub backlog: usize,
+    pub backlog_max: usize,
+    /// Calls in progress.
+    pub calls: usize,
+    /// Calls waiting for the router (they take their ports and sockets once routed).
+    pub routing: usize,
+    /// Server transactions held.
+    pub server_transactions: usize,
+}
+
+impl Load {
+    /// A message that waited `queued`, with `calls` in progress and `routing` waiting for the
+    /// router; the queue and the transactions empty.
+    pub fn new(queued: Duration, calls: usize, routing: usize) -> Load {
+        Load {
+            queued,
+            calls,
+            routing,
+            ..Load::default()
+        }
+    }
+}
+
 /// Open files kept for everything but calls (listeners, store, dashboard, logs, DNS).
 const RESERVED_FILES: u64 = 256;
 
@@ -79,6 +136,11 @@ pub enum Shed {
     /// The RTP/RTCP pairs free (this many) leave no room for another call's beside the
     /// reserve.
     Ports(usize),
+    /// The core's inbound queue holds this many messages ([`BACKLOG_SHED`] of it or more).
+    Backlog(usize),
+    /// The server transactions held (this many) leave no room for another call beside what
+    /// the calls in progress may still open.
+    Transactions(usize),
 }
 
 /// The admission state: bounds, and refusals since the last report.
@@ -89,6 +151,8 @@ pub struct Admission {
     sockets: Option<(SocketGauge, usize)>,
     /// The relay's free RTP/RTCP pairs, and how many of them admission leaves alone.
     ports: Option<(PortGauge, usize)>,
+    /// The transaction layer's cap on server transactions.
+    max_transactions: Option<usize>,
     refused: u64,
     last: Option<Shed>,
     last_report: Option<Instant>,
@@ -101,6 +165,7 @@ impl std::fmt::Debug for Admission {
             .field("max_calls", &self.max_calls)
             .field("socket_budget", &self.sockets.as_ref().map(|(_, b)| *b))
             .field("port_reserve", &self.ports.as_ref().map(|(_, r)| *r))
+            .field("max_transactions", &self.max_transactions)
             .field("refused", &self.refused)
             .finish()
     }
@@ -115,6 +180,7 @@ impl Admission {
             max_calls: max_calls.max(1),
             sockets: None,
             ports: None,
+            max_transactions: None,
             refused: 0,
             last: None,
             last_report: None,
@@ -165,19 +231,46 @@ impl Admission {
         self
     }
 
+    /// Counts the server transactions against the transaction layer's cap `max`
+    /// ([`crate::sip::transaction::TransactionLayer::set_max_server_transactions`]): a new call
+    /// is refused when [`TRANSACTIONS_PER_CALL`] for each call in progress and waiting for the
+    /// router, this one included, and [`transaction_reserve`] would not fit. Beyond the cap the
+    /// layer refuses every new request, a BYE of an admitted call too.
+    pub fn with_transaction_budget(mut self, max: usize) -> Admission {
+        self.max_transactions = Some(max);
+        self
+    }
+
     pub fn max_calls(&self) -> usize {
         self.max_calls
     }
 
-    /// Whether a new call arriving now, after waiting `queued`, with `calls` in progress and
-    /// `routing` more waiting for the router (they take their ports and sockets once routed),
-    /// is to be refused.
-    pub fn shed(&self, queued: Duration, calls: usize, routing: usize) -> Option<Shed> {
-        if queued > self.max_delay {
-            return Some(Shed::QueueDelay(queued));
+    /// Whether a new call arriving under `load` is to be refused.
+    pub fn shed(&self, load: &Load) -> Option<Shed> {
+        if load.queued > self.max_delay {
+            return Some(Shed::QueueDelay(load.queued));
+        }
+        let (num, den) = BACKLOG_SHED;
+        if load.backlog_max > 0
+            && load.backlog.saturating_mul(den) >= load.backlog_max.saturating_mul(num)
+        {
+            return Some(Shed::Backlog(load.backlog));
         }
         // This call and those still to take theirs.
-        let coming = routing.saturating_add(1);
+        let coming = load.routing.saturating_add(1);
+        if let Some(max) = self.max_transactions {
+            let open = load
+                .calls
+                .saturating_add(coming)
+                .saturating_mul(TRANSACTIONS_PER_CALL);
+            let needed = load
+                .server_transactions
+                .saturating_add(open)
+                .saturating_add(transaction_reserve(max));
+            if needed > max {
+                return Some(Shed::Transactions(load.server_transactions));
+            }
+        }
         if let Some((gauge, budget)) = &self.sockets {
             let open = gauge();
             let worst = coming.saturating_mul(SOCKETS_PER_CALL as usize);
@@ -192,8 +285,8 @@ impl Admission {
                 return Some(Shed::Ports(free));
             }
         }
-        if calls >= self.max_calls {
-            Some(Shed::Budget(calls))
+        if load.calls >= self.max_calls {
+            Some(Shed::Budget(load.calls))
         } else {
             None
         }
@@ -244,10 +337,10 @@ mod tests {
     #[test]
     fn a_new_call_that_waited_too_long_is_refused() {
         let a = Admission::new(Duration::from_millis(200), 100);
-        assert_eq!(a.shed(Duration::from_millis(10), 0, 0), None);
-        assert_eq!(a.shed(Duration::from_millis(200), 0, 0), None);
+        assert_eq!(a.shed(&Load::new(Duration::from_millis(10), 0, 0)), None);
+        assert_eq!(a.shed(&Load::new(Duration::from_millis(200), 0, 0)), None);
         assert_eq!(
-            a.shed(Duration::from_millis(201), 0, 0),
+            a.shed(&Load::new(Duration::from_millis(201), 0, 0)),
             Some(Shed::QueueDelay(Duration::from_millis(201)))
         );
     }
@@ -255,8 +348,11 @@ mod tests {
     #[test]
     fn calls_beyond_the_budget_are_refused() {
         let a = Admission::new(Duration::from_millis(200), 3);
-        assert_eq!(a.shed(Duration::ZERO, 2, 0), None);
-        assert_eq!(a.shed(Duration::ZERO, 3, 0), Some(Shed::Budget(3)));
+        assert_eq!(a.shed(&Load::new(Duration::ZERO, 2, 0)), None);
+        assert_eq!(
+            a.shed(&Load::new(Duration::ZERO, 3, 0)),
+            Some(Shed::Budget(3))
+        );
     }
 
     #[test]
@@ -284,17 +380,23 @@ mod tests {
         // Nine calls multiplexing on both legs hold 18 sockets: one more (at worst 4) does
         // not fit.
         open.store(16, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 8, 0), None);
+        assert_eq!(a.shed(&Load::new(Duration::ZERO, 8, 0)), None);
         open.store(18, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 9, 0), Some(Shed::Sockets(18)));
+        assert_eq!(
+            a.shed(&Load::new(Duration::ZERO, 9, 0)),
+            Some(Shed::Sockets(18))
+        );
         // Four calls without multiplexing hold 16: the fifth fits, a sixth does not.
         open.store(16, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 4, 0), None);
+        assert_eq!(a.shed(&Load::new(Duration::ZERO, 4, 0)), None);
         open.store(20, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 5, 0), Some(Shed::Sockets(20)));
+        assert_eq!(
+            a.shed(&Load::new(Duration::ZERO, 5, 0)),
+            Some(Shed::Sockets(20))
+        );
         // The queue delay still comes first.
         assert_eq!(
-            a.shed(Duration::from_secs(1), 0, 0),
+            a.shed(&Load::new(Duration::from_secs(1), 0, 0)),
             Some(Shed::QueueDelay(Duration::from_secs(1)))
         );
     }
@@ -303,10 +405,13 @@ mod tests {
     fn a_range_of_a_few_calls_is_left_to_the_allocator_which_records_its_refusals() {
         let a = Admission::new(Duration::from_millis(200), 10_000)
             .with_port_budget(Box::new(|| 0), MIN_PORT_BUDGET_PAIRS - 1);
-        assert_eq!(a.shed(Duration::ZERO, 49, 0), None);
+        assert_eq!(a.shed(&Load::new(Duration::ZERO, 49, 0)), None);
         let a = Admission::new(Duration::from_millis(200), 10_000)
             .with_port_budget(Box::new(|| 0), MIN_PORT_BUDGET_PAIRS);
-        assert_eq!(a.shed(Duration::ZERO, 50, 0), Some(Shed::Ports(0)));
+        assert_eq!(
+            a.shed(&Load::new(Duration::ZERO, 50, 0)),
+            Some(Shed::Ports(0))
+        );
     }
 
     #[test]
@@ -326,26 +431,35 @@ mod tests {
         // 1000 pairs (500 calls): 10 kept back.
         let a = Admission::new(Duration::from_millis(200), 10_000)
             .with_port_budget(Box::new(move || gauge.load(Ordering::Relaxed)), 1000);
-        assert_eq!(a.shed(Duration::ZERO, 0, 0), None);
+        assert_eq!(a.shed(&Load::new(Duration::ZERO, 0, 0)), None);
         // One more call's two pairs still fit beside the reserve …
         free.store(12, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 494, 0), None);
+        assert_eq!(a.shed(&Load::new(Duration::ZERO, 494, 0)), None);
         // … not when they would eat into it, although the allocator would still find them.
         free.store(11, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 494, 0), Some(Shed::Ports(11)));
+        assert_eq!(
+            a.shed(&Load::new(Duration::ZERO, 494, 0)),
+            Some(Shed::Ports(11))
+        );
         free.store(0, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 500, 0), Some(Shed::Ports(0)));
+        assert_eq!(
+            a.shed(&Load::new(Duration::ZERO, 500, 0)),
+            Some(Shed::Ports(0))
+        );
         // Calls waiting for the router take their pairs once routed: they count now.
         free.store(20, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 490, 4), None);
-        assert_eq!(a.shed(Duration::ZERO, 490, 5), Some(Shed::Ports(20)));
+        assert_eq!(a.shed(&Load::new(Duration::ZERO, 490, 4)), None);
+        assert_eq!(
+            a.shed(&Load::new(Duration::ZERO, 490, 5)),
+            Some(Shed::Ports(20))
+        );
         // As soon as pairs come back, calls are admitted again.
         free.store(1000, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 0, 0), None);
+        assert_eq!(a.shed(&Load::new(Duration::ZERO, 0, 0)), None);
         // The queue delay still comes first.
         free.store(0, Ordering::Relaxed);
         assert_eq!(
-            a.shed(Duration::from_secs(1), 0, 0),
+            a.shed(&Load::new(Duration::from_secs(1), 0, 0)),
             Some(Shed::QueueDelay(Duration::from_secs(1)))
         );
     }
@@ -360,8 +474,61 @@ mod tests {
         let a = Admission::new(Duration::from_millis(200), 1000)
             .with_socket_budget(Box::new(move || gauge.load(Ordering::Relaxed)), 256 + 40);
         open.store(20, Ordering::Relaxed);
-        assert_eq!(a.shed(Duration::ZERO, 5, 4), None);
-        assert_eq!(a.shed(Duration::ZERO, 5, 5), Some(Shed::Sockets(20)));
+        assert_eq!(a.shed(&Load::new(Duration::ZERO, 5, 4)), None);
+        assert_eq!(
+            a.shed(&Load::new(Duration::ZERO, 5, 5)),
+            Some(Shed::Sockets(20))
+        );
+    }
+
+    #[test]
+    fn a_new_call_is_refused_while_the_queue_is_half_full_whatever_the_delay() {
+        let a = Admission::new(Duration::from_millis(200), 1000);
+        let at = |backlog, backlog_max| Load {
+            backlog,
+            backlog_max,
+            ..Load::new(Duration::from_millis(1), 0, 0)
+        };
+        // A fast core: 4 000 messages waiting, but each waited only 1 ms.
+        assert_eq!(a.shed(&at(1999, 4000)), None);
+        assert_eq!(a.shed(&at(2000, 4000)), Some(Shed::Backlog(2000)));
+        assert_eq!(a.shed(&at(4000, 4000)), Some(Shed::Backlog(4000)));
+        // As the queue drains, calls are admitted again.
+        assert_eq!(a.shed(&at(100, 4000)), None);
+        // A queue of unknown size is not counted.
+        assert_eq!(a.shed(&at(5000, 0)), None);
+        // The queue delay still comes first.
+        assert_eq!(
+            a.shed(&Load {
+                queued: Duration::from_secs(1),
+                ..at(4000, 4000)
+            }),
+            Some(Shed::QueueDelay(Duration::from_secs(1)))
+        );
+    }
+
+    #[test]
+    fn a_new_call_is_refused_before_the_transaction_cap_leaves_no_room_for_byes() {
+        // A cap of 10 000 server transactions: 100 kept back, two for each call in progress.
+        let a = Admission::new(Duration::from_millis(200), 100_000).with_transaction_budget(10_000);
+        assert_eq!(transaction_reserve(10_000), 100);
+        let at = |server_transactions, calls, routing| Load {
+            server_transactions,
+            ..Load::new(Duration::ZERO, calls, routing)
+        };
+        // 1 000 calls in progress (and this one) may still open 2 002.
+        assert_eq!(a.shed(&at(7898, 1000, 0)), None);
+        assert_eq!(a.shed(&at(7899, 1000, 0)), Some(Shed::Transactions(7899)));
+        // Calls waiting for the router count as in progress.
+        assert_eq!(a.shed(&at(7896, 1000, 1)), None);
+        assert_eq!(a.shed(&at(7897, 1000, 1)), Some(Shed::Transactions(7897)));
+        // As transactions end, calls are admitted again.
+        assert_eq!(a.shed(&at(5000, 1000, 0)), None);
+        // Without a budget the transactions are not counted.
+        let free = Admission::new(Duration::from_millis(200), 100_000);
+        assert_eq!(free.shed(&at(1_000_000, 1000, 0)), None);
+        // The small reserve of a small cap.
+        assert_eq!(transaction_reserve(1000), 64);
     }
 
     #[test]

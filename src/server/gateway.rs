@@ -274,7 +274,8 @@ impl Gateway {
             Box::new(move || socket_gauge.open_sockets()),
             overload::open_files_limit(),
         )
-        .with_port_budget(Box::new(move || port_gauge.free_pairs()), pairs);
+        .with_port_budget(Box::new(move || port_gauge.free_pairs()), pairs)
+        .with_transaction_budget(config.limits.server_transactions);
         tracing::debug!(max_calls = admission.max_calls(), "overload admission");
         core.set_inbound(inbound_policy);
         let restored = core.registrar_mut().restore(rows);
@@ -879,11 +880,19 @@ impl Running {
         } = &mut self.core;
         // A bug in handling one message drops that message, not the loop.
         let sup = Supervisor::global();
-        sup.guard(CORE, || admit_and_handle(core, admission, now, unix, first));
+        let inbound = &mut self.transports.inbound;
+        let backlog = |q: &mpsc::Receiver<Inbound>| (q.len(), q.max_capacity());
+        let fill = backlog(inbound);
+        sup.guard(CORE, || {
+            admit_and_handle(core, admission, now, unix, first, fill)
+        });
         for _ in 0..BATCH {
-            match self.transports.inbound.try_recv() {
+            match inbound.try_recv() {
                 Ok(m) => {
-                    sup.guard(CORE, || admit_and_handle(core, admission, now, unix, m));
+                    let fill = backlog(inbound);
+                    sup.guard(CORE, || {
+                        admit_and_handle(core, admission, now, unix, m, fill)
+                    });
                 }
                 Err(_) => break,
             }

@@ -89,17 +89,26 @@ fn start_messages(
 }
 
 /// One message into the core, under overload admission: a new INVITE that waited too long in
-/// the queue, or arrives with the call budget, the media sockets or the RTP ports spent, is
-/// refused before anything is taken.
+/// the queue, or finds the queue half full behind it (`backlog`: messages waiting and the
+/// queue's capacity), or arrives with the call budget, the server transactions, the media
+/// sockets or the RTP ports spent, is refused before anything is taken.
 fn admit_and_handle(
     core: &mut SipCore,
     admission: &mut overload::Admission,
     now: std::time::Instant,
     unix: u64,
     m: Inbound,
+    backlog: (usize, usize),
 ) {
-    let queued = std::time::Instant::now().saturating_duration_since(m.received);
-    let why = admission.shed(queued, core.calls().len(), core.pending_routes());
+    let load = overload::Load {
+        queued: std::time::Instant::now().saturating_duration_since(m.received),
+        backlog: backlog.0,
+        backlog_max: backlog.1,
+        calls: core.calls().len(),
+        routing: core.pending_routes(),
+        server_transactions: core.transaction_counts().0,
+    };
+    let why = admission.shed(&load);
     core.set_shedding(why.is_some());
     core.handle_message(now, unix, m.message, m.peer);
     if let Some(why) = why {
