@@ -14,7 +14,8 @@
 //! retransmission.
 //!
 //! Deviations and choices, all within the RFCs' latitude:
-//! - A new INVITE server transaction sends 100 Trying at once, over every transport.
+//! - A new INVITE server transaction sends 100 Trying over every transport once the TU has had
+//!   its turn, unless the TU answered it (a stateless 401 must stay the only response).
 //! - A CANCEL is a non-INVITE server transaction of its own, answered by the layer: 200 when it
 //!   matches an INVITE server transaction (with an [`Event::Cancel`] when that INVITE has no final
 //!   response yet), 481 otherwise (no event). Only INVITEs can be cancelled this way.
@@ -225,6 +226,9 @@ pub struct TransactionLayer {
     client_index: WireMap<(String, String), ClientKey>,
     events: VecDeque<Event>,
     transmits: VecDeque<Transmit>,
+    /// New INVITE server transactions whose 100 Trying is sent when the TU has had its turn
+    /// and answered neither finally nor provisionally (see [`TransactionLayer::poll_transmit`]).
+    trying_due: Vec<ServerKey>,
     next_key: u64,
     token_seed: u64,
     token_counter: u64,
@@ -256,6 +260,7 @@ impl TransactionLayer {
             client_index: WireMap::default(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
+            trying_due: Vec::new(),
             next_key: 0,
             token_seed: rand::random::<u64>(),
             token_counter: 0,
@@ -300,6 +305,9 @@ impl TransactionLayer {
         }
         if self.transmits.capacity() > 4 * self.transmits.len() + 256 {
             self.transmits.shrink_to_fit();
+        }
+        if self.trying_due.capacity() > 256 {
+            self.trying_due.shrink_to_fit();
         }
     }
 
@@ -356,7 +364,7 @@ impl TransactionLayer {
 
     /// A request from the network. Applies RFC 3581 / §18.2.1 to the top Via, then matches it to
     /// a server transaction (§17.2.3, with the RFC 2543 fallback when the branch lacks the magic
-    /// cookie). A new INVITE server transaction sends 100 Trying at once.
+    /// cookie). A new INVITE server transaction sends 100 Trying from the next `poll_transmit`.
     pub fn handle_request(&mut self, now: Instant, mut request: Request, peer: Peer) {
         if !fix_top_via(&mut request, peer) {
             debug!(%peer, method = %request.method, "request without Via dropped");
@@ -387,11 +395,14 @@ impl TransactionLayer {
                 }
                 let skey = self.new_server(key, &request, peer);
                 if method == Method::Invite {
+                    // Kept as the provisional response at once (a retransmission gets it), but
+                    // sent only if the TU does not answer the INVITE in its turn: a 100 before
+                    // a stateless final answer (a digest challenge) would stop the caller's
+                    // retransmissions (§17.1.1.2), so a lost 401 left the call hanging.
                     let data = Bytes::from(Response::encode_reply(&request, 100, "Trying"));
                     if let Some(txn) = self.servers.get_mut(&skey) {
-                        txn.provisional = Some(data.clone());
-                        let dest = txn.dest;
-                        self.transmit(dest, data);
+                        txn.provisional = Some(data);
+                        self.trying_due.push(skey);
                     }
                 }
                 self.events.push_back(Event::Request {
@@ -1096,8 +1107,35 @@ impl TransactionLayer {
         self.wheel.next()
     }
 
+    /// The next datagram to send. The 100 Trying of INVITEs that arrived since the last call
+    /// goes out here, after the TU has handled them (RFC 3261 §17.2.1: a UAS that answers
+    /// within 200 ms need not send it), unless the TU answered meanwhile.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if !self.trying_due.is_empty() {
+            self.send_due_trying();
+        }
         self.transmits.pop_front()
+    }
+
+    fn send_due_trying(&mut self) {
+        let mut due = std::mem::take(&mut self.trying_due);
+        for key in due.drain(..) {
+            let Some(txn) = self.servers.get(&key) else {
+                continue;
+            };
+            // Still proceeding with the 100 as its only response: nothing was sent yet.
+            let trying = match &txn.provisional {
+                Some(p) if txn.state == ServerState::Proceeding => {
+                    p.starts_with(b"SIP/2.0 100 ").then(|| p.clone())
+                }
+                _ => None,
+            };
+            if let Some(data) = trying {
+                let dest = txn.dest;
+                self.transmit(dest, data);
+            }
+        }
+        self.trying_due = due;
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {

@@ -1330,6 +1330,43 @@ fn a_stateless_answer_keeps_no_transaction_and_a_retransmission_is_new() {
     h.finish();
 }
 
+/// The 100 Trying waits for the TU's turn: an INVITE challenged (statelessly) before the
+/// layer's datagrams are taken gets the 401 alone, so that the caller keeps retransmitting
+/// until a challenge arrives; one answered with a provisional gets that alone; one left for
+/// later (routing) gets the 100, and a retransmission gets it again.
+#[test]
+fn the_100_trying_goes_only_to_an_invite_the_tu_did_not_answer_in_its_turn() {
+    let mut h = H::new();
+    h.request(&invite(udp(), "z9hG4bKchal"), udp());
+    let (key, request) = h.new_request();
+    let r = Response::to_request(&request, 401, "Unauthorized", Some("chal"));
+    h.l.respond_stateless(h.now, key, r);
+    let tx = h.tx();
+    assert_eq!(tx.iter().map(sent_status).collect::<Vec<_>>(), [401]);
+
+    h.request(&invite(udp(), "z9hG4bKring"), udp());
+    let (key, request) = h.new_request();
+    h.l.respond(
+        h.now,
+        key,
+        Response::to_request(&request, 180, "Ringing", Some("r")),
+    );
+    assert_eq!(h.tx().iter().map(sent_status).collect::<Vec<_>>(), [180]);
+
+    let text = invite(udp(), "z9hG4bKlater");
+    h.request(&text, udp());
+    let (key, request) = h.new_request();
+    assert_eq!(h.tx().iter().map(sent_status).collect::<Vec<_>>(), [100]);
+    h.request(&text, udp());
+    assert_eq!(h.tx().iter().map(sent_status).collect::<Vec<_>>(), [100]);
+    h.l.respond(
+        h.now,
+        key,
+        Response::to_request(&request, 486, "Busy Here", Some("b")),
+    );
+    assert_eq!(h.tx().iter().map(sent_status).collect::<Vec<_>>(), [486]);
+}
+
 #[test]
 fn hex_tokens_are_written_as_format_would() {
     for (n, width) in [
