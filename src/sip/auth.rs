@@ -763,6 +763,10 @@ impl NonceManager {
             }
             self.tracked = self.tracked.saturating_sub(entry.remove().used.len());
         }
+        if self.slots.is_empty() {
+            // An emptied ordered map keeps its root node (about 1 KB with slots in it).
+            self.slots = BTreeMap::new();
+        }
     }
 
     fn expired(&self, ts: u64, now: u64) -> bool {
