@@ -590,7 +590,8 @@ pub struct NonceManager {
     /// nonces held 15–25 MB after a flood), and few bytes an entry (a `u64 → u32` table took
     /// 37 B a nonce, 2.2 MB for such a flood's 60 000 calls, kept 300 s). The keys are our own
     /// (a nonce's tag is checked before the table is touched), so the fast hash is safe.
-    slots: BTreeMap<u64, Slot>,
+    /// Boxed: an ordered map keeps a node once emptied, small with pointers in it.
+    slots: BTreeMap<u64, Box<Slot>>,
     /// Entries over all the tables.
     tracked: usize,
     /// Keys (`ts << 64 | entropy`) at or below this were evicted (or are older than an evicted
@@ -762,10 +763,6 @@ impl NonceManager {
                 break;
             }
             self.tracked = self.tracked.saturating_sub(entry.remove().used.len());
-        }
-        if self.slots.is_empty() {
-            // An emptied ordered map keeps its root node (about 1 KB with slots in it).
-            self.slots = BTreeMap::new();
         }
     }
 
