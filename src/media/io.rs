@@ -20,7 +20,8 @@
 //! quarter of a millisecond of added delay on every packet (p50 +250-270 µs against
 //! +30-60 µs), so a datagram is relayed as soon as it is seen.
 //!
-//! Where `io_uring` serves (the default, see [`super::uring::URING_ENV`]), the thread does
+//! With multishot receive (`PASARELA_MEDIA_URING=multishot`, see [`super::uring::URING_ENV`];
+//! not the default, for its fixed buffers), the thread does
 //! without `mio` and `recvmmsg`: each socket has a multishot receive armed on the thread's
 //! ring ([`super::multishot`]), and one `io_uring_enter` per wake-up submits the packets
 //! relayed, waits (until a datagram, the control eventfd or the next timer) and leaves every
