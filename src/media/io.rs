@@ -661,14 +661,7 @@ impl IoThread {
         if self.ring_rx.is_some() {
             // Registered for `epoll`'s sake only (an RTCP socket bound again is looked for).
             let _ = state.unregistered();
-            self.timers
-                .push(Reverse((state.dead_at(), slot, id, Timer::Dead)));
-            if slot == self.slots.len() {
-                self.slots.push(Some(Slot::new(id, state)));
-            } else if let Some(s) = self.slots.get_mut(slot) {
-                *s = Some(Slot::new(id, state));
-            }
-            self.by_id.insert(id, slot);
+            self.place(slot, id, state);
             self.sync_arms(slot, &[]);
             return;
         }
@@ -694,6 +687,12 @@ impl IoThread {
             }
             return;
         }
+        self.place(slot, id, state);
+    }
+
+    /// Puts relay `id` in `slot` (a free one, or the next past the end) with its dead-media
+    /// timer.
+    fn place(&mut self, slot: usize, id: u64, state: Box<RelayState>) {
         self.timers
             .push(Reverse((state.dead_at(), slot, id, Timer::Dead)));
         if slot == self.slots.len() {

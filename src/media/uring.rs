@@ -89,6 +89,35 @@ struct Slot {
     undo: Option<Undo>,
 }
 
+impl Slot {
+    /// Copies `pkt` and `dest` into the slot and builds the send of them from `sock`, tagged
+    /// `user_data`; `None` (nothing kept) when `pkt` does not fit.
+    fn fill(
+        &mut self,
+        sock: &UdpSocket,
+        pkt: &[u8],
+        dest: SocketAddr,
+        undo: Option<Undo>,
+        user_data: u64,
+    ) -> Option<io_uring::squeue::Entry> {
+        self.buf.get_mut(..pkt.len())?.copy_from_slice(pkt);
+        self.dest = SockAddr::from(dest);
+        self.undo = undo;
+        Some(
+            opcode::Send::new(
+                types::Fd(sock.as_raw_fd()),
+                self.buf.as_ptr(),
+                pkt.len() as u32,
+            )
+            .flags(libc::MSG_DONTWAIT)
+            .dest_addr(self.dest.as_ptr().cast())
+            .dest_addr_len(self.dest.len())
+            .build()
+            .user_data(user_data),
+        )
+    }
+}
+
 /// The packets a wake-up relays; sent by [`SendQueue::flush`].
 pub(crate) struct SendQueue {
     /// `None`: each packet is sent at once.
@@ -234,22 +263,9 @@ impl SendQueue {
         let Some(slot) = self.slots.get_mut(k) else {
             return;
         };
-        let Some(buf) = slot.buf.get_mut(..pkt.len()) else {
+        let Some(entry) = slot.fill(sock, pkt, dest, undo, k as u64) else {
             return;
         };
-        buf.copy_from_slice(pkt);
-        slot.dest = SockAddr::from(dest);
-        slot.undo = undo;
-        let entry = opcode::Send::new(
-            types::Fd(sock.as_raw_fd()),
-            slot.buf.as_ptr(),
-            pkt.len() as u32,
-        )
-        .flags(libc::MSG_DONTWAIT)
-        .dest_addr(slot.dest.as_ptr().cast())
-        .dest_addr_len(slot.dest.len())
-        .build()
-        .user_data(k as u64);
         let Some(ring) = self.ring.as_mut() else {
             return;
         };
@@ -290,22 +306,9 @@ impl SendQueue {
         let (Some(slot), Some(ring)) = (self.slots.get_mut(k), self.ring.as_mut()) else {
             return;
         };
-        let Some(buf) = slot.buf.get_mut(..pkt.len()) else {
+        let Some(entry) = slot.fill(sock, pkt, dest, undo, SEND_TAG | k as u64) else {
             return;
         };
-        buf.copy_from_slice(pkt);
-        slot.dest = SockAddr::from(dest);
-        slot.undo = undo;
-        let entry = opcode::Send::new(
-            types::Fd(sock.as_raw_fd()),
-            slot.buf.as_ptr(),
-            pkt.len() as u32,
-        )
-        .flags(libc::MSG_DONTWAIT)
-        .dest_addr(slot.dest.as_ptr().cast())
-        .dest_addr_len(slot.dest.len())
-        .build()
-        .user_data(SEND_TAG | k as u64);
         // SAFETY: the entry points into `slots[k]`, which never moves (the vector is never
         // grown) and is not reused until `completed` has seen its completion; the socket
         // stays open until the entry is submitted (the caller's promise: `flush` before a
