@@ -23,6 +23,7 @@ use pasarela::media::{MediaConfig, MediaEngine, MediaEvent};
 use pasarela::sip::message::{Message, Request};
 use pasarela::sip::parse::{parse_message, Framing, Limits};
 
+mod common;
 mod core_vt;
 use core_vt::{authorization, ext, ok_for, peer, response, responses, to_tag, SERVER};
 
@@ -107,7 +108,11 @@ impl Harness {
         let engine = MediaEngine::with_io_threads(
             MediaConfig {
                 bind_ip: "127.0.0.1".parse().expect("ip"),
-                ports: 30000..=39999,
+                // 1 000 pairs, no other test process's (a fixed range could be one's).
+                ports: {
+                    let (lo, hi) = common::claim_ports(2000);
+                    lo..=hi
+                },
                 dead_after: Duration::from_secs(3600),
             },
             1,

@@ -19,20 +19,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    call_config, caller_args, free_media_base, free_port, require_program, scenario,
-    sipp_callee_101, wait_timeout, Server, SippProc,
+    call_config, caller_args, claim_ports, free_media_base, free_port, http_get, metric_sample,
+    require_program, scenario, sipp_callee_101, wait_timeout, Server, SippProc,
 };
 
-/// An RTP range of 2 000 ports (500 relayed calls) for one server of this file.
-fn rtp_range(slot: u16) -> (u16, u16) {
-    let base = 20000 + (std::process::id() % 4) as u16 * 4000 + slot * 2000;
-    (base, base + 1999)
-}
-
 /// A server for these tests: info logging (debug lines at thousands of calls a second would
-/// be most of the work) and `limits` in `[limits]`.
-fn start(limits: &str, slot: u16) -> Server {
-    let config = call_config("", rtp_range(slot)).replace("level = \"debug\"", "level = \"info\"");
+/// be most of the work), `limits` in `[limits]`, and an RTP range of 2 000 ports (500 relayed
+/// calls) claimed for this process alone.
+fn start(limits: &str) -> Server {
+    let config =
+        call_config("", claim_ports(2000)).replace("level = \"debug\"", "level = \"info\"");
     Server::start(&format!(
         "{config}\n[limits]\nconcurrent_calls = 0\ncalls_per_minute = 0\n{limits}\n"
     ))
@@ -156,6 +152,24 @@ fn offer(server: &Server, tag: &str, rate: u32, total: u32, limit: u32, hold_ms:
     }
 }
 
+/// Waits until the server's `/metrics` (published every 100 ms) show no call in progress and
+/// none waiting for its route, up to `limit`, and at least `min`: the calls of a load run end a
+/// moment after sipp's last BYE, later on a loaded machine. Returns the last (active, routing).
+fn wait_calls_ended(server: &Server, min: Duration, limit: Duration) -> [Option<f64>; 2] {
+    let web = server.web.expect("the dashboard's address");
+    let start = Instant::now();
+    loop {
+        let metrics = http_get(web, "/metrics").2;
+        let gauges = ["pasarela_calls_active", "pasarela_calls_routing"]
+            .map(|name| metric_sample(&metrics, name));
+        let ended = gauges == [Some(0.0), Some(0.0)];
+        if (ended && start.elapsed() >= min) || start.elapsed() > limit {
+            return gauges;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Lines of the server log containing `needle`.
 fn log_count(server: &Server, needle: &str) -> usize {
     std::fs::read_to_string(server.log_path())
@@ -166,7 +180,7 @@ fn log_count(server: &Server, needle: &str) -> usize {
 
 #[test]
 fn calls_beyond_the_call_budget_are_refused_at_once_and_the_admitted_ones_complete() {
-    let server = start("max_calls = 4", 0);
+    let server = start("max_calls = 4");
     let _callee = answering_callee(&server);
     // 16 calls within about a second, each held 2 s: 4 are admitted, the others refused.
     let load = offer(&server, "budget", 16, 16, 16, 2000);
@@ -204,7 +218,7 @@ fn load_above_capacity_is_refused_with_503_and_served_calls_complete() {
     // A tight queue delay bound: refusal starts as soon as new calls wait 20 ms for the core,
     // which an offered rate of a few thousand calls a second with sipp on the same two cores
     // reaches on any machine this suite runs on.
-    let server = start("queue_delay_ms = 20", 1);
+    let server = start("queue_delay_ms = 20");
     let _callee = answering_callee(&server);
     let t = Instant::now();
     let load = offer(&server, "rate", 4000, 24_000, 4000, 0);
@@ -239,7 +253,11 @@ fn load_above_capacity_is_refused_with_503_and_served_calls_complete() {
     );
     // Recovery: once the calls admitted during the load have ended (their ports are released
     // as they end), new calls go through.
-    std::thread::sleep(Duration::from_secs(2));
+    let left = wait_calls_ended(&server, Duration::from_secs(2), Duration::from_secs(30));
     let after = offer(&server, "after-rate", 5, 5, 5, 0);
-    assert_eq!((after.answered, after.refused), (5, 0), "{after:?}");
+    assert_eq!(
+        (after.answered, after.refused),
+        (5, 0),
+        "{after:?}; before it, calls (active, routing) {left:?}"
+    );
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use pasarela::media::{LegMedia, MediaConfig, MediaEngine, Relay, Side};
 
+mod common;
+
 /// Counts allocations (and reallocations) over all threads.
 struct Counting;
 
@@ -90,7 +92,11 @@ fn relaying_packets_allocates_nothing() {
     let engine = MediaEngine::with_io_threads(
         MediaConfig {
             bind_ip: LO,
-            ports: 29600..=29799,
+            // No other test process's (a fixed range could be one's).
+            ports: {
+                let (lo, hi) = common::claim_ports(200);
+                lo..=hi
+            },
             dead_after: Duration::from_secs(60),
         },
         1,

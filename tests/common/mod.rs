@@ -786,14 +786,87 @@ password = "secret102"
 name = "Lab"
 "#;
 
-/// A range of RTP ports for one server, distinct between the servers of one test process and
-/// unlikely to collide with other test processes: `(lo, hi)`, 40 ports.
+/// How many ports [`rtp_port_range`] gives a server (20 pairs).
+pub const RTP_RANGE_LEN: u16 = 40;
+
+/// A range of RTP ports for one server, `(lo, hi)` with [`RTP_RANGE_LEN`] ports, that no other
+/// caller of this function or of [`claim_ports`] gets while this process runs, in this process
+/// or in any other test process on the machine.
 pub fn rtp_port_range() -> (u16, u16) {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let slot = NEXT.fetch_add(1, Ordering::Relaxed) % 25;
-    let base = 30000 + (std::process::id() % 25) as u16 * 1000 + slot * 40;
-    (base, base + 39)
+    claim_ports(RTP_RANGE_LEN)
+}
+
+/// `len` consecutive ports, `(lo, hi)` (rounded up to whole blocks of [`RTP_RANGE_LEN`]), for
+/// this process alone until it ends: no other call of this function, in this process or in any
+/// other test process on the machine, gets any of them meanwhile.
+///
+/// The ports are cut into blocks of [`RTP_RANGE_LEN`], and a block is claimed with an
+/// exclusive lock (`flock`) on its own file under `$TMPDIR/pasarela-test-rtp/`, held until this
+/// process ends: two processes cannot both hold the lock (nor two claims of one process: each
+/// opening of the file is a lock of its own), and the kernel lets it go however the process
+/// ends (a lock file left behind claims nothing). The file is opened close-on-exec, so the
+/// servers and phones a test starts do not keep it. Blocks in which a port is bound anyway (a
+/// server left over from a killed test run, another program) are passed over.
+///
+/// Blocks come from 30000-32759 first: above the ports sipp's media and the benches take
+/// (20000-29999) and below Linux's ephemeral ports (32768-60999), so a socket bound to port 0
+/// or a connection's local port never lands in a server's range (a port that [`free_port`]
+/// found free could otherwise be bound by a server's relay before sipp binds it). Only when
+/// those are all held (several test processes at once) do blocks come from 33000-54999, inside
+/// the ephemeral range, where the relay passes over a pair another socket holds.
+pub fn claim_ports(len: u16) -> (u16, u16) {
+    use std::fs::TryLockError;
+    use std::sync::Mutex;
+    /// The blocks this process has claimed: a lock lasts as long as its file is open.
+    static CLAIMS: Mutex<Vec<File>> = Mutex::new(Vec::new());
+    /// (first port, blocks): 30000-32759, then 33000-54999.
+    const POOLS: [(u16, u16); 2] = [(30000, 69), (33000, 550)];
+    let want = len.div_ceil(RTP_RANGE_LEN).max(1);
+    let dir = std::env::temp_dir().join("pasarela-test-rtp");
+    fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {} for port locks: {e}", dir.display()));
+    let lock = |lo: u16| -> Option<File> {
+        let path = dir.join(format!("{lo}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        match file.try_lock() {
+            Ok(()) => Some(file),
+            Err(TryLockError::WouldBlock) => None,
+            Err(TryLockError::Error(e)) => panic!("cannot lock {}: {e}", path.display()),
+        }
+    };
+    // Each process starts at its own place, so that processes seldom try the same files.
+    let seed = u64::from_str_radix(&random_token(), 16).unwrap_or(u64::from(std::process::id()));
+    let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+    for (first, blocks) in POOLS {
+        let Some(starts) = blocks.checked_sub(want).map(|n| n + 1) else {
+            continue;
+        };
+        let offset = (seed % u64::from(starts)) as u16;
+        for i in 0..starts {
+            let lo = first + (offset + i) % starts * RTP_RANGE_LEN;
+            let hi = lo + want * RTP_RANGE_LEN - 1;
+            // All the blocks, or none (dropping a file lets its lock go).
+            let Some(files) = (0..want)
+                .map(|k| lock(lo + k * RTP_RANGE_LEN))
+                .collect::<Option<Vec<File>>>()
+            else {
+                continue;
+            };
+            if (lo..=hi).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
+                claims.extend(files);
+                return (lo, hi);
+            }
+        }
+    }
+    panic!(
+        "no {len} free ports in 30000-54999 that no test process has claimed (locks in {})",
+        dir.display()
+    );
 }
 
 /// A configuration template for [`Server::start`] for calls: like [`config`] (MD5 challenges,
