@@ -201,9 +201,13 @@ impl PortPool {
 /// Linux's ephemeral ports (32768-60999: no socket bound to port 0 and no outgoing connection
 /// gets one) and away from the ranges the benches and the integration tests give servers and
 /// sipp (10000-54999), so a range is never handed to two tests of this process, and another
-/// program would have to name these ports to take one. Every port of a range is bound once
-/// before it is handed out, and a range with a port in use (another run of these tests at the
-/// same time) is skipped; each process starts at a random place for the same reason.
+/// program would have to name these ports to take one. Another run of these tests (another
+/// worktree's) would: the first call takes an exclusive lock on
+/// `$TMPDIR/pasarela-media-test-ports.lock`, held until the process ends, and waits for it
+/// while another process holds it (the tests of two runs need more ports than there are up
+/// there). Every port of a range is bound once before it is handed out, and a range with a
+/// port in use (another program) is skipped; each process starts at a random place for the
+/// same reason.
 #[cfg(test)]
 pub(crate) fn free_test_range(len: u16) -> RangeInclusive<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -215,7 +219,10 @@ pub(crate) fn free_test_range(len: u16) -> RangeInclusive<u16> {
     static START: OnceLock<u32> = OnceLock::new();
     static TAKEN: AtomicU32 = AtomicU32::new(0);
     let len = u32::from(len).next_multiple_of(2);
-    let start = *START.get_or_init(|| 2 * rand::random_range(0..=(SIZE - BUDGET) / 2));
+    let start = *START.get_or_init(|| {
+        claim_test_ports();
+        2 * rand::random_range(0..=(SIZE - BUDGET) / 2)
+    });
     loop {
         let taken = TAKEN.fetch_add(len, Ordering::Relaxed);
         assert!(
@@ -230,6 +237,37 @@ pub(crate) fn free_test_range(len: u16) -> RangeInclusive<u16> {
             return lo..=hi;
         }
     }
+}
+
+/// Test support: takes the lock that gives this process 61000-65535 for [`free_test_range`]
+/// until it ends (the kernel lets go of a `flock` however the process ends), waiting while
+/// another process holds it.
+#[cfg(test)]
+fn claim_test_ports() {
+    use std::fs::{File, OpenOptions, TryLockError};
+    use std::sync::OnceLock;
+    static HELD: OnceLock<File> = OnceLock::new();
+    let path = std::env::temp_dir().join("pasarela-media-test-ports.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            eprintln!(
+                "waiting for another run of the media tests to end (it holds {})",
+                path.display()
+            );
+            file.lock()
+                .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+        }
+        Err(TryLockError::Error(e)) => panic!("cannot lock {}: {e}", path.display()),
+    }
+    // Called once (from `free_test_range`'s `START`), so this is the only set.
+    let _ = HELD.set(file);
 }
 
 #[cfg(test)]
@@ -316,14 +354,16 @@ mod tests {
     fn pairs_another_process_holds_are_counted_as_busy_until_they_bind() {
         let ip = IpAddr::from([127, 0, 0, 1]);
         let now = Instant::now();
-        let mut pool = PortPool::new(29600..=29607); // four pairs
-                                                     // Another process holds the RTCP port of one pair.
-        let squatter = UdpSocket::bind(SocketAddr::new(ip, 29603)).expect("bind");
+        let range = free_test_range(8); // four pairs
+        let second = *range.start() + 2;
+        let mut pool = PortPool::new(range);
+        // Another process holds the RTCP port of one pair.
+        let squatter = UdpSocket::bind(SocketAddr::new(ip, second + 1)).expect("bind");
         assert_eq!(pool.busy(), 0);
         let held: Vec<BoundPair> = (0..3)
             .map(|_| pool.bind_pair(ip, now, true).unwrap())
             .collect();
-        assert!(held.iter().all(|b| b.port != 29602));
+        assert!(held.iter().all(|b| b.port != second));
         assert!(
             pool.bind_pair(ip, now, true).is_err(),
             "only the busy pair is left"
@@ -338,7 +378,7 @@ mod tests {
         // Once the other process lets go, the pair binds and is no longer busy.
         drop(squatter);
         let b = pool.bind_pair(ip, now, true).expect("the pair is free now");
-        assert_eq!(b.port, 29602);
+        assert_eq!(b.port, second);
         assert_eq!(pool.busy(), 0);
     }
 
