@@ -12,7 +12,6 @@
 mod common;
 mod phone;
 
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{call_config, require_program, rtp_port_range, Server};
@@ -102,7 +101,11 @@ fn dtmf_reaches_the_callee() {
     a.command("dial", &format!("sip:101@{}", server.udp));
     b.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&a], &server);
     a.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&b], &server);
-    thread::sleep(Duration::from_millis(700));
+    // Digits sent before 100's audio crosses the relay to 101 would be lost on the way (the
+    // relay and 101's receiver have no stream yet): wait until 101 has taken its first RTP
+    // packet from the relay (baresip's CALL_RTPESTAB), and 100 too, so media flows both ways.
+    b.expect_event("CALL_RTPESTAB", CALL_SETUP, &[&a], &server);
+    a.expect_event("CALL_RTPESTAB", CALL_SETUP, &[&b], &server);
     a.command("sndcode", "123#");
 
     let mut digits = String::new();

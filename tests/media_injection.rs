@@ -142,8 +142,11 @@ fn a_third_address_spraying_rtp_mid_call_changes_nothing_the_phones_hear() {
     a.command("dial", &format!("sip:101@{}", server.udp));
     b.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&a], &server);
     a.expect_event("CALL_ESTABLISHED", CALL_SETUP, &[&b], &server);
-    // Both phones' media has flowed and is locked; then the attack, for about 3 s.
-    thread::sleep(Duration::from_millis(1000));
+    // Both phones' media has flowed and is locked (each phone has taken RTP from the relay,
+    // which the relay had from the other phone: both legs are latched); then the attack, for
+    // about 3 s. Sprayed before a leg latched, the attack would latch it instead.
+    b.expect_event("CALL_RTPESTAB", CALL_SETUP, &[&a], &server);
+    a.expect_event("CALL_RTPESTAB", CALL_SETUP, &[&b], &server);
     let stop = Arc::new(AtomicBool::new(false));
     let attacker = spray(range, Arc::clone(&stop));
     thread::sleep(Duration::from_millis(1500));
