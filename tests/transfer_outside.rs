@@ -108,7 +108,8 @@ number_format = "national"
         "u1",
         trunk_port,
         &["-s", "trunk", "-m", "1", "-rtp_echo"],
-    );
+    )
+    .listening();
     let mut a = phone(&base, &server, "100", "manual", 1000.0);
     let mut b = phone(&base, &server, "101", "auto", 700.0);
     wait_registered(&server, &mut a, "100");

@@ -69,7 +69,8 @@ did = "{DID}"
 /// REGISTER. Server scenarios send their requests to where the REGISTER came from.
 fn provider(dir: &std::path::Path, scenario: &str, port: u16, extra: &[&str]) -> SippProc {
     let placeholder = "127.0.0.1:9".parse().unwrap();
-    let p = sipp_spawn_on(
+    // Listening before pasarela starts and sends its first REGISTER.
+    sipp_spawn_on(
         dir,
         "provider",
         scenario,
@@ -78,10 +79,8 @@ fn provider(dir: &std::path::Path, scenario: &str, port: u16, extra: &[&str]) ->
         PROVIDER_IP,
         port,
         extra,
-    );
-    // sipp binds within a few hundred milliseconds.
-    thread::sleep(Duration::from_millis(700));
-    p
+    )
+    .listening()
 }
 
 fn metrics(server: &Server) -> String {

@@ -376,7 +376,8 @@ fn call_from_the_peer(server: &Server, phone_port: u16) {
         "u1",
         phone_port,
         &[],
-    );
+    )
+    .listening();
     let caller = sipp_spawn_on(
         server.dir(),
         "peer",
