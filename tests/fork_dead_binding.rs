@@ -15,8 +15,11 @@ use common::{
 };
 
 const CALLS: usize = 5;
-/// Answer time allowed per call: far below Timer A's 500 ms, far above the few ms it takes.
-const LIMIT_MS: f64 = 100.0;
+/// Answer time allowed per call: well below Timer A's 500 ms (the lost INVITE's retransmission,
+/// the fault this catches, answers at 500 ms or later), far above the few ms it takes even
+/// with a loaded machine holding back sipp, the server and the phone's thread in turn (100 ms
+/// left a loaded 2-core machine little room for that).
+const LIMIT_MS: f64 = 300.0;
 
 fn forked_calls_answer_at_once(caller_transport: &str) {
     require_program("sipp", "sip-tester");

@@ -293,9 +293,20 @@ fn hang_up(h: &mut Harness, n: u32, tag: &str) {
     );
 }
 
-/// Lets the relays' I/O thread take in the relays handed to it (their state is its heap).
+/// Lets the relays' I/O thread take in the relays handed to it (their state is its heap): at
+/// least 300 ms, then until the heap has not changed for 200 ms (up to 5 s), as a loaded
+/// machine may not have run that thread yet.
 fn settle() {
     std::thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = live();
+    let mut still = 0;
+    while still < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = live();
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
 }
 
 const WARM: u32 = 20;
