@@ -94,6 +94,14 @@ const CALLEE: &str = "127.0.0.1:5064";
 
 const SDP: &str = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 40000 RTP/AVP 0 8 101\na=rtpmap:0 PCMU/8000\na=rtpmap:8 PCMA/8000\na=rtpmap:101 telephone-event/8000\na=fmtp:101 0-16\na=ptime:20\na=sendrecv\n";
 
+/// The relays' range: 3 000 pairs (a burst holds 1 000 calls, two pairs each), no other test
+/// process's (a fixed range could be one's), claimed once: the tests run one at a time.
+fn rtp_ports() -> std::ops::RangeInclusive<u16> {
+    static CLAIMED: std::sync::OnceLock<(u16, u16)> = std::sync::OnceLock::new();
+    let (lo, hi) = *CLAIMED.get_or_init(|| common::claim_ports(6000));
+    lo..=hi
+}
+
 struct Harness {
     core: SipCore,
     now: Instant,
@@ -108,11 +116,7 @@ impl Harness {
         let engine = MediaEngine::with_io_threads(
             MediaConfig {
                 bind_ip: "127.0.0.1".parse().expect("ip"),
-                // 1 000 pairs, no other test process's (a fixed range could be one's).
-                ports: {
-                    let (lo, hi) = common::claim_ports(2000);
-                    lo..=hi
-                },
+                ports: rtp_ports(),
                 dead_after: Duration::from_secs(3600),
             },
             1,
