@@ -440,8 +440,9 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 
 /// A port that is free on 127.0.0.1 for both UDP and TCP at the time of the call.
 /// A base for sipp's media sockets (`-mp`): sipp binds four consecutive ports (audio and video,
-/// RTP and RTCP). Chosen in 20000-29999, below Linux's ephemeral range, so that sockets other
-/// tests open on port 0 cannot take them between the check and sipp's bind.
+/// RTP and RTCP). Chosen in 20000-24999, below Linux's ephemeral range, so that sockets other
+/// tests open on port 0 cannot take them between the check and sipp's bind, and below the
+/// servers' RTP ranges ([`claim_ports`]).
 pub fn free_media_base() -> u16 {
     let seed = std::process::id() as u64
         ^ std::time::SystemTime::now()
@@ -452,7 +453,7 @@ pub fn free_media_base() -> u16 {
             + (((seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(i * 7919))
-                % 2490)
+                % 1250)
                 * 4) as u16;
         let held: Vec<UdpSocket> = (0..4)
             .filter_map(|k| UdpSocket::bind(("127.0.0.1", base + k)).ok())
@@ -461,7 +462,7 @@ pub fn free_media_base() -> u16 {
             return base;
         }
     }
-    panic!("no four free consecutive UDP ports in 20000-29999");
+    panic!("no four free consecutive UDP ports in 20000-24999");
 }
 
 pub fn free_port() -> u16 {
@@ -805,22 +806,23 @@ pub fn rtp_port_range() -> (u16, u16) {
 /// process ends: two processes cannot both hold the lock (nor two claims of one process: each
 /// opening of the file is a lock of its own), and the kernel lets it go however the process
 /// ends (a lock file left behind claims nothing). The file is opened close-on-exec, so the
-/// servers and phones a test starts do not keep it. Blocks in which a port is bound anyway (a
-/// server left over from a killed test run, another program) are passed over.
+/// servers and phones a test starts do not keep it.
 ///
-/// Blocks come from 30000-32759 first: above the ports sipp's media and the benches take
-/// (20000-29999) and below Linux's ephemeral ports (32768-60999), so a socket bound to port 0
+/// Blocks come from 25000-32759 first: above the ports sipp's media takes ([`free_media_base`],
+/// 20000-24999) and below Linux's ephemeral ports (32768-60999), so a socket bound to port 0
 /// or a connection's local port never lands in a server's range (a port that [`free_port`]
-/// found free could otherwise be bound by a server's relay before sipp binds it). Only when
-/// those are all held (several test processes at once) do blocks come from 33000-54999, inside
-/// the ephemeral range, where the relay passes over a pair another socket holds.
+/// found free could otherwise be bound by a server's relay before sipp binds it); a claim
+/// there in which a port is bound anyway (a server left over from a killed test run, another
+/// program) is passed over. Only when those are all held (several test processes at once) do
+/// blocks come from 33000-54999, inside the ephemeral range, where sockets on port 0 come and
+/// go: the relay passes over a pair another socket holds.
 pub fn claim_ports(len: u16) -> (u16, u16) {
     use std::fs::TryLockError;
     use std::sync::Mutex;
     /// The blocks this process has claimed: a lock lasts as long as its file is open.
     static CLAIMS: Mutex<Vec<File>> = Mutex::new(Vec::new());
-    /// (first port, blocks): 30000-32759, then 33000-54999.
-    const POOLS: [(u16, u16); 2] = [(30000, 69), (33000, 550)];
+    /// (first port, blocks, whether its ports are probed): 25000-32759, then 33000-54999.
+    const POOLS: [(u16, u16, bool); 2] = [(25000, 194, true), (33000, 550, false)];
     let want = len.div_ceil(RTP_RANGE_LEN).max(1);
     let dir = std::env::temp_dir().join("pasarela-test-rtp");
     fs::create_dir_all(&dir)
@@ -842,7 +844,7 @@ pub fn claim_ports(len: u16) -> (u16, u16) {
     // Each process starts at its own place, so that processes seldom try the same files.
     let seed = u64::from_str_radix(&random_token(), 16).unwrap_or(u64::from(std::process::id()));
     let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
-    for (first, blocks) in POOLS {
+    for (first, blocks, probe) in POOLS {
         let Some(starts) = blocks.checked_sub(want).map(|n| n + 1) else {
             continue;
         };
@@ -857,14 +859,14 @@ pub fn claim_ports(len: u16) -> (u16, u16) {
             else {
                 continue;
             };
-            if (lo..=hi).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
+            if !probe || (lo..=hi).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
                 claims.extend(files);
                 return (lo, hi);
             }
         }
     }
     panic!(
-        "no {len} free ports in 30000-54999 that no test process has claimed (locks in {})",
+        "no {len} free ports in 25000-54999 that no test process has claimed (locks in {})",
         dir.display()
     );
 }
