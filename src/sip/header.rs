@@ -267,8 +267,9 @@ pub fn quote(s: &str) -> String {
 /// A Via header value (one hop).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Via {
-    /// Transport, upper-cased (`UDP`, `TCP`, `TLS`, `SCTP`, or anything else received).
-    pub transport: String,
+    /// Transport, upper-cased (`UDP`, `TCP`, `TLS`, `SCTP`, or anything else received). The
+    /// usual three are static: no allocation per Via parsed, built or cloned (issue 22).
+    pub transport: std::borrow::Cow<'static, str>,
     pub host: Host,
     pub port: Option<u16>,
     pub params: Params,
@@ -305,10 +306,10 @@ impl Via {
             return err("Via without transport");
         }
         let transport = match transport {
-            "UDP" | "udp" => "UDP".to_owned(),
-            "TCP" | "tcp" => "TCP".to_owned(),
-            "TLS" | "tls" => "TLS".to_owned(),
-            other => other.to_ascii_uppercase(),
+            "UDP" | "udp" => "UDP".into(),
+            "TCP" | "tcp" => "TCP".into(),
+            "TLS" | "tls" => "TLS".into(),
+            other => other.to_ascii_uppercase().into(),
         };
         // sent-by up to ';' (or end); LWS is only allowed around the COLON of host:port.
         let end = rest.bytes().position(|b| b == b';').unwrap_or(rest.len());

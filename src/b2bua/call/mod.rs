@@ -404,7 +404,7 @@ pub(super) fn our_via(peer: &Peer, branch: String, host: Host) -> Via {
     params.set("branch", Some(&branch));
     params.set("rport", None);
     Via {
-        transport: peer.proto.via_token().to_owned(),
+        transport: peer.proto.via_token().into(),
         host,
         port: Some(peer.local.port()),
         params,
