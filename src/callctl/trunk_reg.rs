@@ -365,7 +365,7 @@ impl Registration {
         params.set("branch", Some(&branch));
         params.set("rport", None);
         h.push(Header::Via(Via {
-            transport: self.cfg.peer.proto.via_token().to_owned(),
+            transport: self.cfg.peer.proto.via_token().into(),
             host: self.cfg.via_host.clone(),
             port: Some(self.cfg.peer.local.port()),
             params,

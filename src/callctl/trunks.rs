@@ -430,7 +430,7 @@ impl TrunkAgents {
         params.set("branch", Some(&layer.new_branch()));
         params.set("rport", None);
         h.push(Header::Via(Via {
-            transport: peer.proto.via_token().to_owned(),
+            transport: peer.proto.via_token().into(),
             host: host.clone(),
             port: Some(peer.local.port()),
             params,

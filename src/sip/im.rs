@@ -42,7 +42,7 @@ pub fn build(m: &Outgoing<'_>) -> Request {
     params.set("branch", Some(m.branch));
     params.set("rport", None);
     h.push(Header::Via(Via {
-        transport: m.peer.proto.via_token().to_owned(),
+        transport: m.peer.proto.via_token().into(),
         host: Host::from_ip(m.peer.local.ip()),
         port: Some(m.peer.local.port()),
         params,

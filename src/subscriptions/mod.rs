@@ -512,7 +512,7 @@ impl Subscriptions {
         params.set("rport", None);
         let peer = s.dialog.peer;
         let via = Via {
-            transport: peer.proto.via_token().to_owned(),
+            transport: peer.proto.via_token().into(),
             host: s.via_host.clone(),
             port: Some(peer.local.port()),
             params,

@@ -65,7 +65,7 @@ impl Call {
             req.headers.push(Header::ContentType(ct.to_owned()));
             req.body = body;
         }
-        let key = layer.send_request(now, req.clone(), peer);
+        let key = layer.send_request_ref(now, &req, peer);
         Some((key, req))
     }
 

@@ -404,7 +404,7 @@ pub(super) fn our_via(peer: &Peer, branch: String, host: Host) -> Via {
     params.set("branch", Some(&branch));
     params.set("rport", None);
     Via {
-        transport: peer.proto.via_token().to_owned(),
+        transport: peer.proto.via_token().into(),
         host,
         port: Some(peer.local.port()),
         params,
@@ -960,7 +960,7 @@ impl Call {
         let line_fork = line.map(|t| self.dial_line(t, offer.as_ref(), settings));
         let key = match line_fork {
             Some(_) => None,
-            None => Some(layer.send_request(now, req.clone(), peer)),
+            None => Some(layer.send_request_ref(now, &req, peer)),
         };
         if self.forks.is_empty() {
             // Most calls have one fork: room for one, not the four a first push makes.
@@ -1339,7 +1339,7 @@ impl Call {
         );
         invite.headers.set_other(answer_header, value);
         tracing::info!(call = self.id, uri = %fork.uri, realm = %challenge.realm, "answering the destination's digest challenge");
-        let key = layer.send_request(now, invite.clone(), fork.peer);
+        let key = layer.send_request_ref(now, &invite, fork.peer);
         fork.key = Some(key);
         fork.invite = invite;
         fork.auth_sent = true;

@@ -734,8 +734,50 @@ impl TransactionLayer {
                 fresh
             }
         };
-        let invite = request.method == Method::Invite;
-        let index = (branch, request.method.as_str().to_owned());
+        let bytes = Bytes::from(request.encode());
+        let method = request.method.clone();
+        let kept = (method == Method::Invite).then_some(request);
+        self.start_client(now, key, branch, &method, bytes, kept, peer)
+    }
+
+    /// [`send_request`](Self::send_request) for a request the TU keeps as well (a fork's
+    /// INVITE, a forwarded BYE): nothing of it is cloned but what the layer keeps, which for an
+    /// INVITE is what the ACK of a non-2xx response is built from ([`build_ack`]: its
+    /// Request-URI, top Via, Route, From, To, Call-ID and CSeq), not its Contact, other
+    /// headers and body (issue 22: each fork's INVITE and each forwarded BYE was cloned whole).
+    /// An ACK, or a request whose top Via lacks a branch, goes through `send_request`.
+    pub fn send_request_ref(&mut self, now: Instant, request: &Request, peer: Peer) -> ClientKey {
+        let branch = request
+            .headers
+            .via()
+            .and_then(|v| v.branch())
+            .map(str::to_owned);
+        let branch = match branch {
+            Some(b) if request.method != Method::Ack => b,
+            _ => return self.send_request(now, request.clone(), peer),
+        };
+        let key = ClientKey(self.next_key());
+        let bytes = Bytes::from(request.encode());
+        let kept = (request.method == Method::Invite).then(|| util::ack_basis(request));
+        self.start_client(now, key, branch, &request.method, bytes, kept, peer)
+    }
+
+    /// Starts the client transaction `key` for a request with top Via `branch`, encoded as
+    /// `bytes`; `kept` is the INVITE (or what [`build_ack`] needs of it) for the ACK of a
+    /// non-2xx response.
+    #[allow(clippy::too_many_arguments)]
+    fn start_client(
+        &mut self,
+        now: Instant,
+        key: ClientKey,
+        branch: String,
+        method: &Method,
+        bytes: Bytes,
+        kept: Option<Request>,
+        peer: Peer,
+    ) -> ClientKey {
+        let invite = *method == Method::Invite;
+        let index = (branch, method.as_str().to_owned());
         if let Some(old) = self.client_index.get(&index) {
             debug!(?key, ?old, branch = %index.0, "branch reused by the TU; responses go to the new transaction");
         }
@@ -744,7 +786,7 @@ impl TransactionLayer {
         } else {
             ClientState::Trying
         };
-        if request.method == Method::Cancel {
+        if *method == Method::Cancel {
             let inv = (index.0.clone(), Method::Invite.as_str().to_owned());
             let inv_key = self.client_index.get(&inv).copied();
             if let Some((ikey, inv_txn)) =
@@ -762,13 +804,12 @@ impl TransactionLayer {
                 }
             }
         }
-        let bytes = Bytes::from(request.encode());
         let mut txn = ClientTxn {
             invite,
             state,
             peer,
             bytes: bytes.clone(),
-            request: invite.then_some(request),
+            request: kept,
             index: index.clone(),
             interval: self.timers.t1,
             ack: None,

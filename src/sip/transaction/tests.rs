@@ -468,6 +468,59 @@ fn invite_client_timer_b_tcp() {
     h.finish();
 }
 
+/// A request sent by reference leaves as the same bytes, and the ACK of a non-2xx response is
+/// built the same from what the layer keeps of the INVITE (not the whole INVITE) as from the
+/// INVITE itself; a non-INVITE by reference runs its transaction as by value.
+#[test]
+fn by_reference_the_same_bytes_and_the_same_ack() {
+    let run = |by_ref: bool, method: &str, status: u16| {
+        let mut h = H::new();
+        let mut request = outgoing(method, "z9hG4bKref1");
+        request
+            .headers
+            .push(Header::Other("Supported".into(), "replaces".into()));
+        request.body = bytes::Bytes::from_static(b"v=0\r\n");
+        let key = if by_ref {
+            h.l.send_request_ref(h.now, &request, far(Proto::Udp))
+        } else {
+            h.l.send_request(h.now, request.clone(), far(Proto::Udp))
+        };
+        let sent_request = h.tx();
+        h.run_to(100);
+        h.response(
+            response(status, "z9hG4bKref1", method, ";tag=far9"),
+            far(Proto::Udp),
+        );
+        let events = h.ev();
+        assert!(
+            matches!(events.as_slice(), [Event::Response { key: k, response }] if *k == key && response.status == status),
+            "{events:?}"
+        );
+        let after = h.tx();
+        (
+            sent_request.into_iter().map(|t| t.data).collect::<Vec<_>>(),
+            after.into_iter().map(|t| t.data).collect::<Vec<_>>(),
+            h.l.counts(),
+        )
+    };
+    for (method, status) in [("INVITE", 486), ("INVITE", 200), ("BYE", 200), ("BYE", 481)] {
+        let by_value = run(false, method, status);
+        let by_ref = run(true, method, status);
+        assert_eq!(by_ref, by_value, "{method} {status}");
+        assert_eq!(by_ref.0.len(), 1, "{method}: sent once");
+    }
+    // The ACK of the 486 is there (and was compared above).
+    let (_, ack, _) = run(true, "INVITE", 486);
+    let Message::Request(ack) =
+        parse_message(ack[0].clone(), Framing::Datagram, &Limits::default()).unwrap()
+    else {
+        panic!("ACK expected")
+    };
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(ack.headers.routes().count(), 1);
+    assert_eq!(ack.headers.to().and_then(|t| t.tag()), Some("far9"));
+}
+
 #[test]
 fn invite_client_ack_for_486_and_timer_d() {
     let mut h = H::new();

@@ -189,6 +189,13 @@ pub fn build_ack(invite: &Request, response: &Response) -> Request {
     )
 }
 
+/// What [`build_ack`] reads of an INVITE (Request-URI, top Via, Route, From, To, Call-ID and
+/// CSeq number), without its Contact, other headers and body: kept by a client transaction
+/// instead of the whole INVITE.
+pub(super) fn ack_basis(invite: &Request) -> Request {
+    like_invite(invite, Method::Invite, invite.headers.to())
+}
+
 /// The CANCEL for a pending `invite` (§9.1): Request-URI, Call-ID, From, To and CSeq number of the
 /// INVITE, its top Via only (same branch), its Route headers. Send it with
 /// [`TransactionLayer::send_request`](super::TransactionLayer::send_request) to the INVITE's peer;
