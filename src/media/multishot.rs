@@ -455,6 +455,7 @@ impl Receiver {
     }
 
     /// Buffers circulating.
+    #[cfg(test)]
     pub(crate) fn circulating(&self) -> u16 {
         self.circulating
     }

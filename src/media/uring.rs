@@ -140,7 +140,9 @@ pub(crate) struct SendQueue {
 }
 
 struct Shared {
-    /// Copy slots, allocated as needed (boxed: never moved while a send reads one).
+    /// Copy slots, allocated as needed (boxed: never moved while a send reads one, however
+    /// the vector grows).
+    #[allow(clippy::vec_box)]
     copies: Vec<Box<Slot>>,
     /// Copy slots free for a packet.
     free: Vec<usize>,
