@@ -47,7 +47,7 @@ const SHARED_SQ: u32 = 256;
 /// buffer) and send completions (one per buffer sent from, or copy slot). A multishot receive
 /// ends when the queue overflows, and is armed again. The queue is mapped and resident from
 /// the start: 16 bytes an entry.
-const SHARED_CQ: u32 = 1024;
+const SHARED_CQ: u32 = 4096;
 /// Tag of a send's `user_data` in a shared ring (the low bits are its slot, or its receive
 /// buffer with [`LENT_BIT`]).
 pub(crate) const SEND_TAG: u64 = 1 << 56;
