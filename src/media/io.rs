@@ -47,9 +47,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::mmsg::{RecvBatch, WakeClock};
-use super::multishot::{self, Receiver as RingReceiver};
+use super::multishot::{self, Receiver as RingReceiver, SetupError};
 use super::relay::{Control, RelayState, Timer, BUF_LEN};
-use super::uring::{SendQueue, UringMode};
+use super::uring::{Completion, SendQueue, UringMode};
 use super::MediaError;
 
 /// Token of the thread's waker; relay tokens are `slot * 4 + socket`, far below it.
@@ -81,6 +81,10 @@ const RATE_PERIOD: Duration = Duration::from_millis(10);
 const TIMER_SLACK_NS: libc::c_ulong = 10_000;
 /// Completions taken from the ring at a time.
 const REAP: usize = 64;
+/// How long a multishot thread without relays keeps its receive buffers' pages before it
+/// gives them back ([`RingReceiver::release`]): calls that follow each other closely reuse
+/// them.
+const RELEASE_AFTER: Duration = Duration::from_secs(5);
 
 /// The eventfd that tells an I/O thread to look at its control channel: watched by its
 /// `epoll` or read through its ring. Blocking (an `io_uring` read of a non-blocking one would
@@ -290,6 +294,11 @@ impl Slot {
 struct IoThread {
     /// Sockets whose receive ended and must be armed again (slot, socket).
     rearm: Vec<(usize, usize)>,
+    /// A receive ended for want of a buffer this wake-up: more buffers must circulate.
+    short: bool,
+    /// Since when the multishot thread has held no relay (`None`: it holds some, or its
+    /// buffers are given back already).
+    empty_since: Option<Instant>,
     /// Keeps the eventfd the ring reads open.
     _wake: Arc<Wake>,
     poll: Poll,
@@ -312,19 +321,34 @@ struct IoThread {
 }
 
 /// A shared ring and its receiver, or a send-only ring (then `epoll` receives) when the
-/// kernel refuses either.
+/// kernel refuses either (see [`receive_path`]).
 fn full_ring(wake_fd: std::os::fd::RawFd) -> (SendQueue, Option<RingReceiver>) {
-    if let Some(mut q) = SendQueue::shared() {
-        if let Some(ring) = q.ring() {
-            match RingReceiver::new(ring, wake_fd) {
-                Ok(r) => return (q, Some(r)),
-                Err(e) => {
-                    tracing::info!(error = %e, "io_uring multishot receive not available; media is received with epoll")
-                }
-            }
+    let setup = match SendQueue::shared() {
+        Some(mut q) => match q.ring().map(|ring| RingReceiver::new(ring, wake_fd)) {
+            Some(Ok(r)) => Ok((q, r)),
+            Some(Err(e)) => Err(e),
+            None => Err(SetupError::Ring(std::io::Error::other("no ring"))),
+        },
+        None => Err(SetupError::Ring(std::io::Error::other(
+            "the kernel gave no ring",
+        ))),
+    };
+    receive_path(setup)
+}
+
+/// The thread's send queue and receiver when the multishot setup went through; else, with a
+/// log line saying why, a send-only ring (itself falling back to a `sendto` per packet
+/// where the kernel has no ring) for the `epoll` path.
+fn receive_path(
+    setup: Result<(SendQueue, RingReceiver), SetupError>,
+) -> (SendQueue, Option<RingReceiver>) {
+    match setup {
+        Ok((q, r)) => (q, Some(r)),
+        Err(e) => {
+            tracing::info!(error = %e, "io_uring multishot receive not available; media is received with epoll");
+            (SendQueue::with_ring(true), None)
         }
     }
-    (SendQueue::with_ring(true), None)
 }
 
 impl IoThread {
@@ -338,6 +362,8 @@ impl IoThread {
         IoThread {
             ring_rx,
             rearm: Vec::new(),
+            short: false,
+            empty_since: None,
             _wake: wake,
             poll,
             rx,
@@ -454,8 +480,15 @@ impl IoThread {
                 seen += cqes.len();
                 for cqe in &cqes {
                     let (ud, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
-                    if self.out.completed(ud, res) {
-                        continue;
+                    match self.out.completed(ud, res) {
+                        Completion::Other => {}
+                        Completion::Sent => continue,
+                        Completion::Buffer(bid) => {
+                            if let Some(rx) = self.ring_rx.as_mut() {
+                                rx.give_back(bid);
+                            }
+                            continue;
+                        }
                     }
                     if let Some(r) = RingReceiver::decode(ud, res, flags) {
                         received += self.on_recv(r, &clock);
@@ -472,6 +505,11 @@ impl IoThread {
                     }
                 }
             }
+            if std::mem::take(&mut self.short) {
+                if let Some(rx) = self.ring_rx.as_mut() {
+                    rx.grow();
+                }
+            }
             self.arm_again();
             // The packets relayed and the receives armed leave with the next wait's
             // submission, unless a socket may close first (control).
@@ -482,6 +520,7 @@ impl IoThread {
                 }
             }
             self.timers(woke);
+            self.release_if_idle(woke);
             if let Some(until) = coalesce.woke(woke, received) {
                 let now = Instant::now();
                 if until > now {
@@ -505,18 +544,25 @@ impl IoThread {
         };
         let mut relayed = 0;
         let mut current = current;
-        if let Some(bid) = r.buffer {
+        if let Some(bid) = r.buffer.filter(|&b| rx.took(b)) {
+            let mut sent_from = false;
             if let (Some(s), Ok(len)) = (current.as_deref_mut(), usize::try_from(r.res)) {
                 if s.live {
                     if let Some((pkt, src, stamp)) = rx.datagram(bid, len) {
                         let arrival = clock.arrival(stamp);
+                        // The packet relayed is sent from the buffer, which then comes back
+                        // with the send's completion.
+                        self.out.lend(bid, pkt);
                         s.state
                             .datagram(sock, pkt, src, clock.now, arrival, &mut self.out);
+                        sent_from = self.out.unlend();
                         relayed = 1;
                     }
                 }
             }
-            rx.give_back(bid);
+            if !sent_from {
+                rx.give_back(bid);
+            }
         }
         if r.more {
             return relayed;
@@ -533,6 +579,10 @@ impl IoThread {
                 libc::EINVAL | libc::EOPNOTSUPP => {
                     tracing::warn!(error = %std::io::Error::from_raw_os_error(-r.res), "multishot receive refused; socket not received from");
                 }
+                libc::ENOBUFS => {
+                    self.short = true;
+                    self.rearm.push((slot, sock));
+                }
                 _ => self.rearm.push((slot, sock)),
             }
         } else if s.arms.iter().all(|&a| a == 0) {
@@ -543,6 +593,27 @@ impl IoThread {
             }
         }
         relayed
+    }
+
+    /// Gives the receive buffers' pages back once the thread has held no relay for
+    /// [`RELEASE_AFTER`] (none armed: the kernel writes into no buffer) and no send from a
+    /// buffer is in flight.
+    fn release_if_idle(&mut self, now: Instant) {
+        let Some(rx) = self.ring_rx.as_mut() else {
+            return;
+        };
+        if self.slots.iter().any(Option::is_some) {
+            self.empty_since = None;
+            return;
+        }
+        let since = *self.empty_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < RELEASE_AFTER || self.out.pending() > 0 {
+            return;
+        }
+        if rx.out() == 0 && rx.release() {
+            self.out.release();
+            tracing::debug!("media I/O thread idle: receive buffers given back");
+        }
     }
 
     /// Arms again the receives that ended this wake-up (the buffers they lacked are back).

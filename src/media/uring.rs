@@ -15,7 +15,10 @@
 //! A queue made by [`SendQueue::shared`] lends its ring to the thread's multishot receives
 //! ([`super::multishot`]): the sends then go out with the thread's one `io_uring_enter` per
 //! wake-up, which also waits for and reaps the datagrams received, and their completions are
-//! reaped with the receives' ([`SendQueue::completed`]); a slot is reused only once its
+//! reaped with the receives' ([`SendQueue::completed`]). A packet relayed from the receive
+//! buffer it arrived in ([`SendQueue::lend`]) is sent from there: the buffer goes back to the
+//! kernel once the send's completion is seen. Only packets built elsewhere (SRTP-protected
+//! ones) are copied, into slots allocated as they are needed; a slot is reused only once its
 //! completion has been seen.
 
 use std::io;
@@ -34,17 +37,22 @@ const SLOTS: usize = 64;
 /// Room for a packet: the largest relayed one plus what SRTP adds.
 const SLOT_LEN: usize = BUF_LEN + 16;
 
-/// Packets in flight in a shared queue (sent, completion not reaped yet): the sends of a
-/// wake-up that relays a few hundred datagrams; beyond, a packet is sent at once.
-const SHARED_SLOTS: usize = 512;
+/// Copied packets in flight in a shared queue (sent, completion not reaped yet), at most;
+/// beyond, a packet is sent at once. Allocated one by one as needed.
+const SHARED_SLOTS: usize = 256;
 /// Submission queue entries of a shared ring: sends and receive (re-)arms between two
 /// `io_uring_enter`s; a full queue is submitted on its own.
 const SHARED_SQ: u32 = 256;
-/// Completion queue entries of a shared ring: a wake-up's datagrams and send completions.
-/// A multishot receive ends when the queue overflows, and is armed again.
+/// Completion queue entries of a shared ring: a wake-up's datagrams (at most one per receive
+/// buffer) and send completions (one per buffer sent from, or copy slot). A multishot receive
+/// ends when the queue overflows, and is armed again. The queue is mapped and resident from
+/// the start: 16 bytes an entry.
 const SHARED_CQ: u32 = 4096;
-/// Tag of a send's `user_data` in a shared ring (the low bits are its slot).
+/// Tag of a send's `user_data` in a shared ring (the low bits are its slot, or its receive
+/// buffer with [`LENT_BIT`]).
 pub(crate) const SEND_TAG: u64 = 1 << 56;
+/// Marks the `user_data` of a send from a receive buffer.
+const LENT_BIT: u64 = 1 << 40;
 /// The bits of `user_data` that tell what an operation is.
 pub(crate) const TAG_MASK: u64 = 0xFF << 56;
 
@@ -132,8 +140,47 @@ pub(crate) struct SendQueue {
 }
 
 struct Shared {
+    /// Copy slots, allocated as needed (boxed: never moved while a send reads one, however
+    /// the vector grows).
+    #[allow(clippy::vec_box)]
+    copies: Vec<Box<Slot>>,
+    /// Copy slots free for a packet.
     free: Vec<usize>,
     in_flight: usize,
+    /// The receive buffer of the datagram being relayed.
+    lent: Option<Lent>,
+    /// Destination and undo of the send from each receive buffer, by buffer; allocated with
+    /// room for [`super::multishot::BUFFERS`] at first use and never grown past it, so an
+    /// entry never moves while its send is in flight.
+    from_buf: Vec<BufSend>,
+}
+
+/// A receive buffer lent to the queue while its datagram is relayed.
+struct Lent {
+    bid: u16,
+    /// Addresses of the datagram's bytes (a packet sent from them lies within).
+    start: usize,
+    end: usize,
+    /// A send from the buffer was queued: the buffer is given back on its completion.
+    sent: bool,
+}
+
+/// A send from a receive buffer.
+struct BufSend {
+    dest: SockAddr,
+    undo: Option<Undo>,
+    busy: bool,
+}
+
+/// What a completion of a shared ring is to the queue ([`SendQueue::completed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Completion {
+    /// Not a send's.
+    Other,
+    /// A copied packet's send.
+    Sent,
+    /// The send from this receive buffer: it can be given back.
+    Buffer(u16),
 }
 
 impl SendQueue {
@@ -152,23 +199,58 @@ impl SendQueue {
                 return None;
             }
         };
-        let mut slots = Vec::with_capacity(SHARED_SLOTS);
-        for _ in 0..SHARED_SLOTS {
-            slots.push(Slot {
-                buf: [0; SLOT_LEN],
-                dest: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
-                undo: None,
-            });
-        }
         Some(SendQueue {
             ring: Some(ring),
-            slots,
+            slots: Vec::new(),
             queued: 0,
             shared: Some(Shared {
-                free: (0..SHARED_SLOTS).rev().collect(),
+                copies: Vec::new(),
+                free: Vec::new(),
                 in_flight: 0,
+                lent: None,
+                from_buf: Vec::new(),
             }),
         })
+    }
+
+    /// The datagram about to be relayed lies in receive buffer `bid` at `pkt`: a packet sent
+    /// from within those bytes before [`SendQueue::unlend`] is sent from there, not copied.
+    pub(crate) fn lend(&mut self, bid: u16, pkt: &[u8]) {
+        if let Some(sh) = self.shared.as_mut() {
+            let start = pkt.as_ptr() as usize;
+            sh.lent = Some(Lent {
+                bid,
+                start,
+                end: start + pkt.len(),
+                sent: false,
+            });
+        }
+    }
+
+    /// Ends [`SendQueue::lend`]: `true` when a send from the buffer was queued (the buffer
+    /// comes back with its completion, [`Completion::Buffer`]); `false`: it can be given back
+    /// now.
+    pub(crate) fn unlend(&mut self) -> bool {
+        self.shared
+            .as_mut()
+            .and_then(|sh| sh.lent.take())
+            .is_some_and(|l| l.sent)
+    }
+
+    /// Gives back the memory of a shared queue with nothing in flight: its copy slots and its
+    /// table of sends from receive buffers (allocated again as needed). `false` when sends
+    /// are still in flight.
+    pub(crate) fn release(&mut self) -> bool {
+        let Some(sh) = self.shared.as_mut() else {
+            return false;
+        };
+        if sh.in_flight > 0 {
+            return false;
+        }
+        sh.copies = Vec::new();
+        sh.free = Vec::new();
+        sh.from_buf = Vec::new();
+        true
     }
 
     /// The ring, for the receives of a shared queue.
@@ -182,28 +264,37 @@ impl SendQueue {
     }
 
     /// Takes the completion of a shared queue's send (`user_data` tagged [`SEND_TAG`]):
-    /// runs its undo when it failed and frees its slot. `false`: not a send's.
-    pub(crate) fn completed(&mut self, user_data: u64, res: i32) -> bool {
+    /// runs its undo when it failed and frees its slot, or tells which receive buffer it
+    /// was sent from.
+    pub(crate) fn completed(&mut self, user_data: u64, res: i32) -> Completion {
         if user_data & TAG_MASK != SEND_TAG {
-            return false;
+            return Completion::Other;
         }
         let Some(sh) = self.shared.as_mut() else {
-            return false;
+            return Completion::Other;
         };
-        let k = (user_data & !TAG_MASK) as usize;
-        let Some(slot) = self.slots.get_mut(k) else {
-            return true;
+        sh.in_flight = sh.in_flight.saturating_sub(1);
+        let k = (user_data & !(TAG_MASK | LENT_BIT)) as usize;
+        let (undo, done) = if user_data & LENT_BIT != 0 {
+            let Some(e) = sh.from_buf.get_mut(k) else {
+                return Completion::Sent;
+            };
+            e.busy = false;
+            (e.undo.take(), Completion::Buffer(k as u16))
+        } else {
+            let Some(slot) = sh.copies.get_mut(k) else {
+                return Completion::Sent;
+            };
+            sh.free.push(k);
+            (slot.undo.take(), Completion::Sent)
         };
-        let undo = slot.undo.take();
         if res < 0 {
             if let Some(u) = undo {
                 u.undo();
             }
             tracing::trace!(error = %io::Error::from_raw_os_error(-res), "send failed; dropped");
         }
-        sh.free.push(k);
-        sh.in_flight = sh.in_flight.saturating_sub(1);
-        true
+        done
     }
 
     /// A queue with a ring when `ring` and the kernel gives one, else sending each packet at
@@ -283,49 +374,93 @@ impl SendQueue {
         self.queued += 1;
     }
 
-    /// [`SendQueue::send`] for a shared queue: the packet takes a free slot and leaves with
-    /// the next submission; without a free slot (or too large for one) it leaves at once.
+    /// [`SendQueue::send`] for a shared queue: a packet within the lent receive buffer is
+    /// sent from it; another takes a free copy slot (one more is allocated while there are
+    /// fewer than [`SHARED_SLOTS`]). Either leaves with the next submission; without a slot
+    /// (or too large for one) the packet leaves at once.
     fn send_shared(&mut self, sock: &UdpSocket, pkt: &[u8], dest: SocketAddr, undo: Option<Undo>) {
-        let k = match self.shared.as_mut().and_then(|sh| sh.free.pop()) {
-            Some(k) if pkt.len() <= SLOT_LEN => k,
-            other => {
-                if let (Some(k), Some(sh)) = (other, self.shared.as_mut()) {
-                    sh.free.push(k);
-                }
-                // What is queued leaves first, so that a stream stays in order.
-                self.flush();
-                if let Err(e) = sock.send_to(pkt, dest) {
-                    tracing::trace!(%dest, error = %e, "send failed; dropped");
-                    if let Some(u) = undo {
-                        u.undo();
-                    }
-                }
-                return;
-            }
+        let (Some(sh), Some(ring)) = (self.shared.as_mut(), self.ring.as_mut()) else {
+            return;
         };
-        let (Some(slot), Some(ring)) = (self.slots.get_mut(k), self.ring.as_mut()) else {
+        if let Some(bid) = sh.lendable(pkt) {
+            let Some(e) = sh.from_buf.get_mut(usize::from(bid)) else {
+                return;
+            };
+            e.dest = SockAddr::from(dest);
+            e.undo = undo;
+            e.busy = true;
+            let entry =
+                opcode::Send::new(types::Fd(sock.as_raw_fd()), pkt.as_ptr(), pkt.len() as u32)
+                    .flags(libc::MSG_DONTWAIT)
+                    .dest_addr(e.dest.as_ptr().cast())
+                    .dest_addr_len(e.dest.len())
+                    .build()
+                    .user_data(SEND_TAG | LENT_BIT | u64::from(bid));
+            // SAFETY: the entry points into the lent receive buffer, which is given back to
+            // the kernel (and written again) only once `completed` has seen this send's
+            // completion (`unlend` says so to the receive side), and into `from_buf[bid]`,
+            // which neither moves (never grown past its first capacity) nor is reused until
+            // then; the socket stays open until the entry is submitted (the caller's promise).
+            if unsafe { push(ring, &entry) } {
+                self.queued += 1;
+                sh.in_flight += 1;
+                if let Some(l) = sh.lent.as_mut() {
+                    l.sent = true;
+                }
+            } else {
+                e.busy = false;
+                if let Some(u) = e.undo.take() {
+                    u.undo();
+                }
+            }
+            return;
+        }
+        let k = match sh.free.pop() {
+            Some(k) if pkt.len() <= SLOT_LEN => Some(k),
+            Some(k) => {
+                sh.free.push(k);
+                None
+            }
+            None if pkt.len() <= SLOT_LEN && sh.copies.len() < SHARED_SLOTS => {
+                sh.copies.push(Box::new(Slot {
+                    buf: [0; SLOT_LEN],
+                    dest: SockAddr::from(dest),
+                    undo: None,
+                }));
+                Some(sh.copies.len() - 1)
+            }
+            None => None,
+        };
+        let Some(k) = k else {
+            // What is queued leaves first, so that a stream stays in order.
+            self.flush();
+            if let Err(e) = sock.send_to(pkt, dest) {
+                tracing::trace!(%dest, error = %e, "send failed; dropped");
+                if let Some(u) = undo {
+                    u.undo();
+                }
+            }
+            return;
+        };
+        let Some(slot) = sh.copies.get_mut(k) else {
             return;
         };
         let Some(entry) = slot.fill(sock, pkt, dest, undo, SEND_TAG | k as u64) else {
             return;
         };
-        // SAFETY: the entry points into `slots[k]`, which never moves (the vector is never
-        // grown) and is not reused until `completed` has seen its completion; the socket
-        // stays open until the entry is submitted (the caller's promise: `flush` before a
-        // socket closes; once submitted, the kernel holds the socket itself).
+        // SAFETY: the entry points into `copies[k]`, boxed (it does not move when the vector
+        // grows) and not reused until `completed` has seen its completion; the socket stays
+        // open until the entry is submitted (the caller's promise: `flush` before a socket
+        // closes; once submitted, the kernel holds the socket itself).
         if unsafe { push(ring, &entry) } {
             self.queued += 1;
-            if let Some(sh) = self.shared.as_mut() {
-                sh.in_flight += 1;
-            }
+            sh.in_flight += 1;
         } else {
             // The submission failed: the packet is lost.
             if let Some(u) = slot.undo.take() {
                 u.undo();
             }
-            if let Some(sh) = self.shared.as_mut() {
-                sh.free.push(k);
-            }
+            sh.free.push(k);
         }
     }
 
@@ -388,6 +523,37 @@ impl SendQueue {
             s.undo = None;
         }
         self.queued = 0;
+    }
+}
+
+impl Shared {
+    /// The lent receive buffer when `pkt` lies within its datagram and no send from it is
+    /// queued yet (its entry of `from_buf` made ready); `None`: `pkt` must be copied.
+    fn lendable(&mut self, pkt: &[u8]) -> Option<u16> {
+        let l = self.lent.as_ref()?;
+        let start = pkt.as_ptr() as usize;
+        if l.sent || start < l.start || start + pkt.len() > l.end {
+            return None;
+        }
+        let bid = usize::from(l.bid);
+        if self.from_buf.capacity() == 0 {
+            self.from_buf
+                .reserve_exact(usize::from(super::multishot::BUFFERS));
+        }
+        if bid >= self.from_buf.capacity() {
+            return None;
+        }
+        while self.from_buf.len() <= bid {
+            self.from_buf.push(BufSend {
+                dest: SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))),
+                undo: None,
+                busy: false,
+            });
+        }
+        match self.from_buf.get(bid) {
+            Some(e) if !e.busy => Some(l.bid),
+            _ => None,
+        }
     }
 }
 
