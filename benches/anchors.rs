@@ -141,15 +141,36 @@ fn pids(run: &Running) -> Vec<u32> {
 
 /// Proportional set size in KiB, summed over the system's processes.
 fn pss_kib(run: &Running) -> u64 {
+    rollup_kib(run, "Pss:")
+}
+
+/// One field of `/proc/PID/smaps_rollup` in KiB (`Pss:`, `Pss_Anon:`, `Pss_File:`), summed
+/// over the system's processes.
+fn rollup_kib(run: &Running, field: &str) -> u64 {
     pids(run)
         .iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
         .filter_map(|t| {
             t.lines()
-                .find(|l| l.starts_with("Pss:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .sum()
+}
+
+/// With `ANCHOR_SMAPS=DIR`, copies each of the system's `/proc/PID/smaps` to
+/// `DIR/<system>-<pid>-<label>.smaps`, to compare mappings at two moments (idle, after).
+fn dump_smaps(run: &Running, s: System, label: &str) {
+    let Some(dir) = std::env::var_os("ANCHOR_SMAPS") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let _ = std::fs::create_dir_all(&dir);
+    for pid in pids(run) {
+        if let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) {
+            let _ = std::fs::write(dir.join(format!("{}-{pid}-{label}.smaps", s.name())), t);
+        }
+    }
 }
 
 fn sipp_uas(port: u16) -> Proc {
@@ -871,6 +892,8 @@ fn memory_hold(run: &Running, s: System, dir: &Path, hold: u64) {
 fn memory_flood(run: &Running, s: System, dir: &Path, rate: u64, secs: u64) {
     std::thread::sleep(Duration::from_secs(3));
     let idle = pss_kib(run);
+    let idle_anon = rollup_kib(run, "Pss_Anon:");
+    dump_smaps(run, s, "idle");
     let sipp_dir = dir.join("sipp");
     let done = std::sync::atomic::AtomicBool::new(false);
     let (step, peak) = std::thread::scope(|scope| {
@@ -891,8 +914,10 @@ fn memory_flood(run: &Running, s: System, dir: &Path, rate: u64, secs: u64) {
     let after20 = pss_kib(run);
     std::thread::sleep(Duration::from_secs(40));
     let after60 = pss_kib(run);
+    let after60_anon = rollup_kib(run, "Pss_Anon:");
+    dump_smaps(run, s, "after60");
     println!(
-        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {} |",
+        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} → {:.1} | {} | {} | {} |",
         s.name(),
         mib(idle),
         mib(peak.max(end)),
@@ -900,6 +925,8 @@ fn memory_flood(run: &Running, s: System, dir: &Path, rate: u64, secs: u64) {
         mib(after20),
         mib(after60),
         after60 as f64 / idle.max(1) as f64,
+        mib(idle_anon),
+        mib(after60_anon),
         step.ok,
         step.refused,
         step.failed
@@ -1011,9 +1038,9 @@ fn main() {
             "memory under a flood: {flood} calls/s offered for {flood_secs} s (PSS of all the system's processes)"
         );
         println!(
-            "| system | idle MiB | peak MiB | end MiB | 20 s after MiB | 60 s after MiB | after / idle | served | refused (503) | failed otherwise |"
+            "| system | idle MiB | peak MiB | end MiB | 20 s after MiB | 60 s after MiB | after / idle | anonymous MiB idle → 60 s after | served | refused (503) | failed otherwise |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for &s in &systems {
             run_no += 1;
             let dir = base.join(format!("run{run_no}-{}-flood", s.name()));

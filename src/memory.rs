@@ -69,6 +69,8 @@ pub fn give_back() {
     let epoch = EPOCH.fetch_add(1, Ordering::Relaxed) + 1;
     SEEN.with(|s| s.set(epoch));
     collect();
+    #[cfg(feature = "heap-report")]
+    report::log();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of glibc's arenas; it takes their locks.
     unsafe {
@@ -114,5 +116,91 @@ pub fn tune_allocator() {
     unsafe {
         mi_option_set(option::ARENA_EAGER_COMMIT, 0);
         mi_option_set(option::ALLOW_THP, 0);
+    }
+}
+
+/// A diagnostic for finding what keeps memory after a flood (cargo feature `heap-report`, off
+/// in every normal build): at each [`give_back`] it logs (warn) mimalloc's pages by block size,
+/// largest committed first, as `SIZE B: pages/committed K/used K`. Pages committed far beyond
+/// what their live blocks use are the fragmentation a flood leaves; the block size names the
+/// kind of allocation to look for. It walks the allocator's page lists while other threads
+/// allocate, which mimalloc does not promise to be safe: never ship it.
+#[cfg(feature = "heap-report")]
+mod report {
+    use std::collections::BTreeMap;
+    use std::ffi::c_void;
+
+    /// `mi_heap_area_t` of mimalloc v3's `mimalloc.h`.
+    #[repr(C)]
+    struct Area {
+        blocks: *mut c_void,
+        reserved: usize,
+        committed: usize,
+        used: usize,
+        block_size: usize,
+        full_block_size: usize,
+        reserved1: *mut c_void,
+    }
+
+    type Visit = extern "C" fn(*const c_void, *const Area, *mut c_void, usize, *mut c_void) -> bool;
+
+    extern "C" {
+        fn mi_heap_main() -> *mut c_void;
+        fn mi_heap_visit_blocks(
+            heap: *mut c_void,
+            blocks: bool,
+            visit: Visit,
+            arg: *mut c_void,
+        ) -> bool;
+    }
+
+    /// Per block size: pages, committed bytes, bytes in live blocks.
+    type Sizes = BTreeMap<usize, (usize, usize, usize)>;
+
+    extern "C" fn visit(
+        _heap: *const c_void,
+        area: *const Area,
+        block: *mut c_void,
+        _size: usize,
+        arg: *mut c_void,
+    ) -> bool {
+        // SAFETY: mimalloc passes its area and our `Sizes` back; called once per area (no
+        // blocks are visited).
+        if let (true, Some(area), Some(sizes)) =
+            (block.is_null(), unsafe { area.as_ref() }, unsafe {
+                arg.cast::<Sizes>().as_mut()
+            })
+        {
+            let e = sizes.entry(area.block_size).or_default();
+            e.0 += 1;
+            e.1 += area.committed;
+            e.2 += area.used * area.block_size;
+        }
+        true
+    }
+
+    pub(super) fn log() {
+        let mut sizes = Sizes::new();
+        // SAFETY: see the module notes; a diagnostic build only.
+        unsafe {
+            mi_heap_visit_blocks(mi_heap_main(), false, visit, (&raw mut sizes).cast());
+        }
+        let (pages, committed, used) = sizes
+            .values()
+            .fold((0, 0, 0), |a, v| (a.0 + v.0, a.1 + v.1, a.2 + v.2));
+        let mut rows: Vec<_> = sizes.iter().collect();
+        rows.sort_by_key(|(_, v)| std::cmp::Reverse(v.1));
+        let top: Vec<String> = rows
+            .iter()
+            .take(16)
+            .map(|(size, v)| format!("{size}B:{}/{}K/{}K", v.0, v.1 / 1024, v.2 / 1024))
+            .collect();
+        tracing::warn!(
+            pages,
+            committed_kib = committed / 1024,
+            used_kib = used / 1024,
+            by_size = %top.join(" "),
+            "heap report"
+        );
     }
 }
