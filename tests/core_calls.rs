@@ -992,8 +992,14 @@ fn under_overload_a_challenged_call_is_taken_in_and_new_ones_are_refused() {
     };
     let refused = |out: &[(Message, SocketAddr)], what: &str| {
         let r = response(out, 503, what);
-        assert!(r.headers.get("Retry-After").is_some(), "{what}: Retry-After");
-        assert!(requests(out, "INVITE").is_empty(), "{what}: nothing forwarded");
+        assert!(
+            r.headers.get("Retry-After").is_some(),
+            "{what}: Retry-After"
+        );
+        assert!(
+            requests(out, "INVITE").is_empty(),
+            "{what}: nothing forwarded"
+        );
     };
     let good = challenge_of(&mut h, 1);
     let other = challenge_of(&mut h, 2);
@@ -1004,13 +1010,20 @@ fn under_overload_a_challenged_call_is_taken_in_and_new_ones_are_refused() {
     refused(&h.feed(&invite(1, 2, &tampered), CALLER), "a wrong digest");
     let out = h.feed(&invite(1, 2, &good), CALLER);
     assert!(responses(&out).iter().all(|r| r.status != 503), "{out:?}");
-    assert_eq!(requests(&out, "INVITE").len(), 1, "the challenged call goes on");
+    assert_eq!(
+        requests(&out, "INVITE").len(),
+        1,
+        "the challenged call goes on"
+    );
     // The same credentials again, on another call: a replay, refused like a new call.
     let replay = invite(4, 2, &good).replace("z9hG4bKinv4x2", "z9hG4bKreplay");
     refused(&h.feed(&replay, CALLER), "replayed credentials");
     assert_eq!(h.core.set_refusing(Refuse::Every), 3, "three refused");
 
-    refused(&h.feed(&invite(2, 2, &other), CALLER), "every INVITE refused");
+    refused(
+        &h.feed(&invite(2, 2, &other), CALLER),
+        "every INVITE refused",
+    );
     assert_eq!(h.core.set_refusing(Refuse::Nothing), 1);
     // Once the load is gone, the refused call is taken in.
     let out = h.feed(&invite(2, 2, &other).replace("inv2x2", "inv2x2b"), CALLER);

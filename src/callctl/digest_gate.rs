@@ -404,8 +404,12 @@ mod tests {
         assert!(!gate.answers_challenge(1000, &invite(&wrong), phone, acct));
         assert!(!gate.answers_challenge(1000, &invite(&good(&nonce, 1)), ip("192.0.2.9"), acct));
         let foreign = nonce_of(
-            &DigestGate::new("office.test".into(), vec![Algorithm::Md5], [1; 32], 300)
-                .check(1000, &invite(""), phone, acct),
+            &DigestGate::new("office.test".into(), vec![Algorithm::Md5], [1; 32], 300).check(
+                1000,
+                &invite(""),
+                phone,
+                acct,
+            ),
         );
         assert!(!gate.answers_challenge(1000, &invite(&good(&foreign, 1)), phone, acct));
         assert!(!gate.answers_challenge(1000, &invite(&good(&nonce, 1)), phone, |_| None));
@@ -426,7 +430,12 @@ mod tests {
         assert!(!gate.answers_challenge(1000, &invite(&good(&nonce, 1)), phone, acct));
         // A banned source never qualifies, even with the right answer.
         for i in 0..5 {
-            let r = gate.check(1001, &invite(&authorization("INVITE", RURI, &nonce, "bad", Some(10 + i))), phone, acct);
+            let r = gate.check(
+                1001,
+                &invite(&authorization("INVITE", RURI, &nonce, "bad", Some(10 + i))),
+                phone,
+                acct,
+            );
             assert_eq!(r, GateOutcome::Forbidden(REFUSED));
         }
         assert!(!gate.guard().lock().bans(1001).is_empty());

@@ -421,8 +421,7 @@ impl SipCore {
     /// challenge (see [`self::overload`]); returns how many were refused since the last call.
     pub fn set_refusing(&mut self, refuse: overload::Refuse) -> u64 {
         self.refusing = refuse;
-        self.layer
-            .set_shedding(refuse != overload::Refuse::Nothing);
+        self.layer.set_shedding(refuse != overload::Refuse::Nothing);
         self.layer.take_shed()
     }
 

@@ -384,8 +384,11 @@ impl Admission {
                 .calls
                 .saturating_add(coming)
                 .saturating_mul(TRANSACTIONS_PER_CALL);
-            let kept = transaction_reserve(max)
-                .saturating_add(if new { transaction_headroom(max) } else { 0 });
+            let kept = transaction_reserve(max).saturating_add(if new {
+                transaction_headroom(max)
+            } else {
+                0
+            });
             let needed = load
                 .server_transactions
                 .saturating_add(open)
@@ -567,10 +570,16 @@ mod tests {
         // 1000 pairs (500 calls): 10 kept back.
         let a = Admission::new(Duration::from_millis(200), 10_000)
             .with_port_budget(Box::new(move || gauge.load(Ordering::Relaxed)), 1000);
-        assert_eq!(a.shed_for(&Load::new(Duration::ZERO, 0, 0), Caller::Challenged), None);
+        assert_eq!(
+            a.shed_for(&Load::new(Duration::ZERO, 0, 0), Caller::Challenged),
+            None
+        );
         // One more call's two pairs still fit beside the reserve …
         free.store(12, Ordering::Relaxed);
-        assert_eq!(a.shed_for(&Load::new(Duration::ZERO, 494, 0), Caller::Challenged), None);
+        assert_eq!(
+            a.shed_for(&Load::new(Duration::ZERO, 494, 0), Caller::Challenged),
+            None
+        );
         // … not when they would eat into it, although the allocator would still find them.
         free.store(11, Ordering::Relaxed);
         assert_eq!(
@@ -584,14 +593,20 @@ mod tests {
         );
         // Calls waiting for the router take their pairs once routed: they count now.
         free.store(20, Ordering::Relaxed);
-        assert_eq!(a.shed_for(&Load::new(Duration::ZERO, 490, 4), Caller::Challenged), None);
+        assert_eq!(
+            a.shed_for(&Load::new(Duration::ZERO, 490, 4), Caller::Challenged),
+            None
+        );
         assert_eq!(
             a.shed_for(&Load::new(Duration::ZERO, 490, 5), Caller::Challenged),
             Some(Shed::Ports(20))
         );
         // As soon as pairs come back, calls are admitted again.
         free.store(1000, Ordering::Relaxed);
-        assert_eq!(a.shed_for(&Load::new(Duration::ZERO, 0, 0), Caller::Challenged), None);
+        assert_eq!(
+            a.shed_for(&Load::new(Duration::ZERO, 0, 0), Caller::Challenged),
+            None
+        );
         // The queue delay still comes first.
         free.store(0, Ordering::Relaxed);
         assert_eq!(
@@ -654,10 +669,16 @@ mod tests {
         };
         // 1 000 calls in progress (and this one) may still open 2 002.
         assert_eq!(a.shed_for(&at(7898, 1000, 0), Caller::Challenged), None);
-        assert_eq!(a.shed_for(&at(7899, 1000, 0), Caller::Challenged), Some(Shed::Transactions(7899)));
+        assert_eq!(
+            a.shed_for(&at(7899, 1000, 0), Caller::Challenged),
+            Some(Shed::Transactions(7899))
+        );
         // Calls waiting for the router count as in progress.
         assert_eq!(a.shed_for(&at(7896, 1000, 1), Caller::Challenged), None);
-        assert_eq!(a.shed_for(&at(7897, 1000, 1), Caller::Challenged), Some(Shed::Transactions(7897)));
+        assert_eq!(
+            a.shed_for(&at(7897, 1000, 1), Caller::Challenged),
+            Some(Shed::Transactions(7897))
+        );
         // As transactions end, calls are admitted again.
         assert_eq!(a.shed_for(&at(5000, 1000, 0), Caller::Challenged), None);
         // Without a budget the transactions are not counted.

@@ -1531,9 +1531,15 @@ mod tests {
             NonceStatus::Invalid
         );
         let forged = NonceManager::new([8; 32], 300).issue_bound(1000, 42, &bound);
-        assert_eq!(m.peek_bound(&forged, Some(1), 1000, &bound), NonceStatus::Invalid);
+        assert_eq!(
+            m.peek_bound(&forged, Some(1), 1000, &bound),
+            NonceStatus::Invalid
+        );
         assert_eq!(m.peek_bound(&n, Some(2), 1300, &bound), NonceStatus::Stale);
-        assert_eq!(m.peek_bound("garbage", None, 1000, &bound), NonceStatus::Invalid);
+        assert_eq!(
+            m.peek_bound("garbage", None, 1000, &bound),
+            NonceStatus::Invalid
+        );
     }
 
     #[test]
