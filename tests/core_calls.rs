@@ -974,3 +974,59 @@ fn redirect_loops_end() {
     h.advance(Duration::from_secs(120));
     assert_eq!(h.core.calls().len(), 0);
 }
+
+/// Overload admission sparing calls already challenged (`Refuse::Unchallenged`): a first
+/// INVITE gets 503 + Retry-After at once, and so do INVITEs whose credentials do not verify or
+/// were used already (a replay); an INVITE answering the challenge is taken in, and still
+/// authenticated. Under `Refuse::Every` it is refused too.
+#[test]
+fn under_overload_a_challenged_call_is_taken_in_and_new_ones_are_refused() {
+    use pasarela::callctl::overload::Refuse;
+    let mut h = Harness::new(Duration::from_secs(60));
+    register_callee(&mut h);
+    let challenge_of = |h: &mut Harness, n: u32| {
+        let out = h.feed(&invite(n, 1, ""), CALLER);
+        let challenge = response(&out, 401, "401");
+        let auth = authorization(&challenge, "100", "INVITE", "sip:101@office.test");
+        format!("Authorization: {auth}\n")
+    };
+    let refused = |out: &[(Message, SocketAddr)], what: &str| {
+        let r = response(out, 503, what);
+        assert!(
+            r.headers.get("Retry-After").is_some(),
+            "{what}: Retry-After"
+        );
+        assert!(
+            requests(out, "INVITE").is_empty(),
+            "{what}: nothing forwarded"
+        );
+    };
+    let good = challenge_of(&mut h, 1);
+    let other = challenge_of(&mut h, 2);
+
+    h.core.set_refusing(Refuse::Unchallenged);
+    refused(&h.feed(&invite(3, 1, ""), CALLER), "a new call");
+    let tampered = good.replace("response=\"", "response=\"0");
+    refused(&h.feed(&invite(1, 2, &tampered), CALLER), "a wrong digest");
+    let out = h.feed(&invite(1, 2, &good), CALLER);
+    assert!(responses(&out).iter().all(|r| r.status != 503), "{out:?}");
+    assert_eq!(
+        requests(&out, "INVITE").len(),
+        1,
+        "the challenged call goes on"
+    );
+    // The same credentials again, on another call: a replay, refused like a new call.
+    let replay = invite(4, 2, &good).replace("z9hG4bKinv4x2", "z9hG4bKreplay");
+    refused(&h.feed(&replay, CALLER), "replayed credentials");
+    assert_eq!(h.core.set_refusing(Refuse::Every), 3, "three refused");
+
+    refused(
+        &h.feed(&invite(2, 2, &other), CALLER),
+        "every INVITE refused",
+    );
+    assert_eq!(h.core.set_refusing(Refuse::Nothing), 1);
+    // Once the load is gone, the refused call is taken in.
+    let out = h.feed(&invite(2, 2, &other).replace("inv2x2", "inv2x2b"), CALLER);
+    assert_eq!(requests(&out, "INVITE").len(), 1, "{out:?}");
+    assert_eq!(h.core.calls().len(), 2);
+}

@@ -215,6 +215,67 @@ impl DigestGate {
         }
     }
 
+    /// Whether `req` from `source` carries credentials that [`DigestGate::check`] would accept
+    /// now: our realm, the Request-URI, an enabled extension allowed from `source` and not
+    /// locked, a nonce we issued to `source` that is neither expired nor replayed, and a
+    /// digest that verifies. Nothing is recorded (no failure counted, no nonce count taken):
+    /// overload admission asks this before the request is authenticated, to refuse INVITEs
+    /// that did not answer a challenge first. It is never taken as authentication: the
+    /// request still goes through [`DigestGate::check`].
+    pub fn answers_challenge(
+        &self,
+        unix: u64,
+        req: &Request,
+        source: IpAddr,
+        account_of: impl Fn(&str) -> Option<Account>,
+    ) -> bool {
+        let guard = self.guard.lock();
+        if guard.banned(source, unix) {
+            return false;
+        }
+        // The credentials `check` would use: the first for our realm, after none malformed.
+        let mut creds = None;
+        for value in req.headers.get_all("Authorization") {
+            match auth::parse_credentials(value) {
+                Ok(c) if c.realm == self.realm => {
+                    creds = Some(c);
+                    break;
+                }
+                Ok(_) | Err(auth::AuthError::UnsupportedScheme) => {}
+                Err(_) => return false,
+            }
+        }
+        let Some(creds) = creds else {
+            return false;
+        };
+        if !uri_eq::text_equivalent(&creds.uri, &req.uri) {
+            return false;
+        }
+        let Some(account) = account_of(&creds.username) else {
+            return false;
+        };
+        if (creds.qop.is_none() && !account.legacy_digest)
+            || (!account.allow.is_empty() && !account.allow.iter().any(|n| n.contains(source)))
+            || !guard.account_open(&creds.username, source, unix)
+        {
+            return false;
+        }
+        drop(guard);
+        let nc = creds.nc.or(Some(0));
+        if self
+            .nonces
+            .peek_bound(&creds.nonce, nc, unix, &bound_to(source))
+            != NonceStatus::Valid
+        {
+            return false;
+        }
+        let ha1 = match creds.algorithm {
+            Algorithm::Md5 | Algorithm::Md5Sess => &account.ha1_md5,
+            Algorithm::Sha256 | Algorithm::Sha256Sess => &account.ha1_sha256,
+        };
+        !ha1.is_empty() && auth::verify_ha1(&creds, req.method.as_str(), ha1)
+    }
+
     pub fn purge(&mut self, unix: u64) {
         self.nonces.purge(unix);
         self.guard.lock().purge(unix);
@@ -323,6 +384,62 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// Overload admission prefers requests answering our challenge: only credentials the gate
+    /// would accept qualify, and asking changes nothing (no nonce count taken, no failure
+    /// counted), so the real check still decides.
+    #[test]
+    fn only_credentials_the_gate_would_accept_answer_a_challenge_and_asking_records_nothing() {
+        let mut gate = gate();
+        let phone = ip("192.0.2.8");
+        let acct = |u: &str| (u == "100").then(|| account(false, &[]));
+        let invite = |auth: &str| request("INVITE", RURI, auth);
+        let good = |nonce: &str, nc| authorization("INVITE", RURI, nonce, "secret100", Some(nc));
+        assert!(!gate.answers_challenge(1000, &invite(""), phone, acct));
+        let nonce = nonce_of(&gate.check(1000, &invite(""), phone, acct));
+        // Wrong password, another source, a nonce of another secret, an unknown extension,
+        // another Request-URI, no qop for an extension that needs it, an expired nonce.
+        let wrong = authorization("INVITE", RURI, &nonce, "wrong", Some(1));
+        assert!(!gate.answers_challenge(1000, &invite(&wrong), phone, acct));
+        assert!(!gate.answers_challenge(1000, &invite(&good(&nonce, 1)), ip("192.0.2.9"), acct));
+        let foreign = nonce_of(
+            &DigestGate::new("office.test".into(), vec![Algorithm::Md5], [1; 32], 300).check(
+                1000,
+                &invite(""),
+                phone,
+                acct,
+            ),
+        );
+        assert!(!gate.answers_challenge(1000, &invite(&good(&foreign, 1)), phone, acct));
+        assert!(!gate.answers_challenge(1000, &invite(&good(&nonce, 1)), phone, |_| None));
+        let elsewhere = request("INVITE", "sip:900@office.test", &good(&nonce, 1));
+        assert!(!gate.answers_challenge(1000, &elsewhere, phone, acct));
+        let legacy = authorization("INVITE", RURI, &nonce, "secret100", None);
+        assert!(!gate.answers_challenge(1000, &invite(&legacy), phone, acct));
+        assert!(!gate.answers_challenge(1400, &invite(&good(&nonce, 1)), phone, acct));
+        // The right answer qualifies, as often as asked, and nothing was counted.
+        assert!(gate.answers_challenge(1000, &invite(&good(&nonce, 1)), phone, acct));
+        assert!(gate.answers_challenge(1000, &invite(&good(&nonce, 1)), phone, acct));
+        assert!(gate.guard().lock().bans(1000).is_empty());
+        assert_eq!(
+            gate.check(1000, &invite(&good(&nonce, 1)), phone, acct),
+            GateOutcome::Authenticated("100".into())
+        );
+        // Once used, the same credentials are a replay: they no longer qualify.
+        assert!(!gate.answers_challenge(1000, &invite(&good(&nonce, 1)), phone, acct));
+        // A banned source never qualifies, even with the right answer.
+        for i in 0..5 {
+            let r = gate.check(
+                1001,
+                &invite(&authorization("INVITE", RURI, &nonce, "bad", Some(10 + i))),
+                phone,
+                acct,
+            );
+            assert_eq!(r, GateOutcome::Forbidden(REFUSED));
+        }
+        assert!(!gate.guard().lock().bans(1001).is_empty());
+        assert!(!gate.answers_challenge(1001, &invite(&good(&nonce, 20)), phone, acct));
     }
 
     #[test]

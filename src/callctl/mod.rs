@@ -167,6 +167,8 @@ pub struct SipCore {
     pickup: pickup::Pickup,
     /// What the shell is to do, drained by [`SipCore::poll_output`].
     outputs: output::Outputs,
+    /// Which new INVITEs overload admission refuses now ([`SipCore::set_refusing`]).
+    refusing: overload::Refuse,
 }
 
 impl SipCore {
@@ -193,6 +195,7 @@ impl SipCore {
             transfer_routing: Default::default(),
             pickup: Default::default(),
             outputs: Default::default(),
+            refusing: Default::default(),
             inbound: Default::default(),
             inbound_limiter: Default::default(),
             layer,
@@ -295,7 +298,15 @@ impl SipCore {
     /// A message from a transport.
     pub fn handle_message(&mut self, now: Instant, unix: u64, message: Message, peer: Peer) {
         match message {
-            Message::Request(r) => self.layer.handle_request(now, r, peer),
+            Message::Request(r) => {
+                if self.refusing == overload::Refuse::Unchallenged {
+                    // Only a new INVITE can be refused; it is spared when its credentials
+                    // answer our challenge. That is no authentication: it still comes.
+                    let challenged = self.answers_challenge(unix, &r, peer);
+                    self.layer.set_shedding(!challenged);
+                }
+                self.layer.handle_request(now, r, peer)
+            }
             Message::Response(r) => self.layer.handle_response(now, r, peer),
         }
         self.process_events(now, unix);
@@ -398,8 +409,44 @@ impl SipCore {
     /// taken for them (see [`self::overload`]); returns how many were refused so since the
     /// last call.
     pub fn set_shedding(&mut self, on: bool) -> u64 {
-        self.layer.set_shedding(on);
+        self.set_refusing(if on {
+            overload::Refuse::Every
+        } else {
+            overload::Refuse::Nothing
+        })
+    }
+
+    /// Overload admission: which new INVITEs get 503 + Retry-After before anything is taken
+    /// for them, [`overload::Refuse::Unchallenged`] sparing those whose credentials answer our
+    /// challenge (see [`self::overload`]); returns how many were refused since the last call.
+    pub fn set_refusing(&mut self, refuse: overload::Refuse) -> u64 {
+        self.refusing = refuse;
+        self.layer.set_shedding(refuse != overload::Refuse::Nothing);
         self.layer.take_shed()
+    }
+
+    /// Whether `req` is a new INVITE whose credentials answer our challenge (checked without
+    /// side effects, see [`DigestGate::answers_challenge`]).
+    fn answers_challenge(&self, unix: u64, req: &Request, peer: Peer) -> bool {
+        req.method == Method::Invite
+            && req.headers.to().and_then(|t| t.tag()).is_none()
+            && req.headers.get_all("Authorization").next().is_some()
+            && self
+                .gate
+                .answers_challenge(unix, req, peer.remote.ip(), |user| self.account(user))
+    }
+
+    /// What the digest gate needs of enabled extension `user`.
+    fn account(&self, user: &str) -> Option<Account> {
+        self.extensions
+            .get(user)
+            .filter(|e| e.enabled)
+            .map(|e| Account {
+                ha1_md5: e.ha1_md5.clone(),
+                ha1_sha256: e.ha1_sha256.clone(),
+                legacy_digest: e.legacy_digest,
+                allow: e.allow.clone(),
+            })
     }
 
     /// Live (server, client) transactions.

@@ -35,11 +35,28 @@
 //! Calls waiting for the router take their ports and sockets once routed, so they count
 //! against both budgets as if they held them already.
 //!
-//! Sans-IO: [`Admission::shed`] takes a [`Load`] (the message's queue delay, the queue's fill,
-//! the calls in progress and those waiting for the router, the server transactions); the
-//! relay's gauges are read through closures the shell hands in. The
-//! SIP core's transaction layer sends the refusal statelessly (no transaction, no port, no
-//! socket). Refusals are counted and reported at most every [`REPORT_EVERY`].
+//! **Challenged calls first** ([`Caller`]): a call is set up with two INVITEs, the first
+//! answered with a digest challenge, the second with the caller's credentials. A refusal of
+//! the second wastes what both sides paid for the first (a round trip, the challenge), and a
+//! call once challenged should complete. So every signal refuses a [`Caller::New`] INVITE (a
+//! first INVITE, a trunk's, anything whose credentials do not verify) at a lower load than
+//! a [`Caller::Challenged`] one (valid credentials for a nonce we issued, checked without
+//! side effects before admission, and checked again by the digest gate afterwards):
+//! - the queue delay bound is doubled ([`CHALLENGED_DELAY_FACTOR`]) and the backlog bound
+//!   raised to [`BACKLOG_SHED_CHALLENGED`] for challenged INVITEs (both soft bounds: latency);
+//! - the hard bounds (the transactions that leave room for BYEs, the sockets, the RTP ports,
+//!   the call budget) are what challenged INVITEs are refused at; new INVITEs are refused a
+//!   headroom earlier ([`transaction_headroom`], [`socket_headroom`], [`port_reserve`] once
+//!   more, [`call_headroom`]), the room for the calls challenged but not yet back.
+//!
+//! The preference moves only where the refusals land: no bound is lifted for anyone, and an
+//! INVITE admitted as challenged still has to authenticate like any other.
+//!
+//! Sans-IO: [`Admission::verdict`] takes a [`Load`] (the message's queue delay, the queue's
+//! fill, the calls in progress and those waiting for the router, the server transactions) and
+//! answers for both kinds of callers; the relay's gauges are read through closures the shell
+//! hands in. The SIP core tells the callers apart ([`Refuse`]) and its transaction layer
+//! sends the refusal statelessly (no transaction, no port, no socket). Refusals are counted and reported at most every [`REPORT_EVERY`].
 
 use std::time::{Duration, Instant};
 
@@ -81,6 +98,15 @@ pub fn port_reserve(pairs: usize) -> usize {
 /// refused: half, leaving the other half for the messages of the calls already admitted.
 pub const BACKLOG_SHED: (usize, usize) = (1, 2);
 
+/// The fill of the core's inbound queue from which INVITEs answering our challenge are refused
+/// too: three quarters, leaving a quarter for the messages of the calls already admitted.
+pub const BACKLOG_SHED_CHALLENGED: (usize, usize) = (3, 4);
+
+/// INVITEs answering our challenge are refused when they waited this many times the queue
+/// delay bound (the default 200 ms bound gives 400 ms: still under the caller's first
+/// retransmission at T1, 500 ms).
+pub const CHALLENGED_DELAY_FACTOR: u32 = 2;
+
 /// Server transactions a call in progress may still open (its BYE, a re-INVITE or UPDATE).
 pub const TRANSACTIONS_PER_CALL: usize = 2;
 
@@ -88,6 +114,76 @@ pub const TRANSACTIONS_PER_CALL: usize = 2;
 /// calls in progress: 1 % of the cap, at least 64 (REGISTERs, OPTIONS, SUBSCRIBEs go on).
 pub fn transaction_reserve(max: usize) -> usize {
     (max / 100).max(64)
+}
+
+/// The server transactions of a cap of `max` kept, beyond [`transaction_reserve`], for calls
+/// challenged and not yet back with their credentials: new INVITEs are refused this much
+/// earlier (1 % of the cap, at least 64; at 3 000 calls/s, 2 000 transactions cover the
+/// challenged calls of several hundred milliseconds).
+pub fn transaction_headroom(max: usize) -> usize {
+    transaction_reserve(max)
+}
+
+/// The sockets of a budget of `budget` kept for calls challenged and not yet back: 1 % (none
+/// for budgets under 100 sockets, a deliberate cap of a few calls).
+pub fn socket_headroom(budget: usize) -> usize {
+    budget / 100
+}
+
+/// The calls of a call budget of `max` kept for calls challenged and not yet back: 1 % (none
+/// under 100 calls).
+pub fn call_headroom(max: usize) -> usize {
+    max / 100
+}
+
+/// Who sent a new INVITE, as far as admission tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// A first INVITE (it is to be challenged), a trunk's or a trusted network's (never
+    /// challenged), or one whose credentials do not verify: refused first.
+    New,
+    /// An INVITE whose credentials answer a challenge of ours: a nonce we issued to this
+    /// source, unexpired and not replayed, and a digest that verifies
+    /// (`DigestGate::answers_challenge`). Refused at the hard bounds only.
+    Challenged,
+}
+
+/// What the core does with new INVITEs while it handles one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Refuse {
+    /// Every new INVITE is taken in.
+    #[default]
+    Nothing,
+    /// New INVITEs are refused unless their credentials answer our challenge
+    /// ([`Caller::Challenged`]).
+    Unchallenged,
+    /// Every new INVITE is refused.
+    Every,
+}
+
+/// Admission's answer for both kinds of callers under one load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Verdict {
+    /// Why a [`Caller::New`] INVITE is refused.
+    pub new: Option<Shed>,
+    /// Why a [`Caller::Challenged`] one is (only ever when a new one is too).
+    pub challenged: Option<Shed>,
+}
+
+impl Verdict {
+    /// What the core refuses under this verdict.
+    pub fn refuse(&self) -> Refuse {
+        match (self.new, self.challenged) {
+            (None, _) => Refuse::Nothing,
+            (Some(_), None) => Refuse::Unchallenged,
+            (Some(_), Some(_)) => Refuse::Every,
+        }
+    }
+
+    /// The reason to count refusals under: the one that refuses the most.
+    pub fn why(&self) -> Option<Shed> {
+        self.challenged.or(self.new)
+    }
 }
 
 /// What admission looks at for a new call, read by the shell when the message comes out of
@@ -245,12 +341,37 @@ impl Admission {
         self.max_calls
     }
 
-    /// Whether a new call arriving under `load` is to be refused.
+    /// Whether a new call from a [`Caller::New`] arriving under `load` is to be refused (the
+    /// stricter of the two).
     pub fn shed(&self, load: &Load) -> Option<Shed> {
-        if load.queued > self.max_delay {
+        self.shed_for(load, Caller::New)
+    }
+
+    /// Why new INVITEs of either kind arriving under `load` are to be refused. The
+    /// challenged caller's bounds are only looked at when a new one is refused, so that a
+    /// challenged INVITE is never refused while a new one is taken in.
+    pub fn verdict(&self, load: &Load) -> Verdict {
+        let new = self.shed_for(load, Caller::New);
+        let challenged = new.and_then(|_| self.shed_for(load, Caller::Challenged));
+        Verdict { new, challenged }
+    }
+
+    /// Whether a new call from `caller` arriving under `load` is to be refused.
+    pub fn shed_for(&self, load: &Load, caller: Caller) -> Option<Shed> {
+        let new = caller == Caller::New;
+        let max_delay = if new {
+            self.max_delay
+        } else {
+            self.max_delay.saturating_mul(CHALLENGED_DELAY_FACTOR)
+        };
+        if load.queued > max_delay {
             return Some(Shed::QueueDelay(load.queued));
         }
-        let (num, den) = BACKLOG_SHED;
+        let (num, den) = if new {
+            BACKLOG_SHED
+        } else {
+            BACKLOG_SHED_CHALLENGED
+        };
         if load.backlog_max > 0
             && load.backlog.saturating_mul(den) >= load.backlog_max.saturating_mul(num)
         {
@@ -263,10 +384,15 @@ impl Admission {
                 .calls
                 .saturating_add(coming)
                 .saturating_mul(TRANSACTIONS_PER_CALL);
+            let kept = transaction_reserve(max).saturating_add(if new {
+                transaction_headroom(max)
+            } else {
+                0
+            });
             let needed = load
                 .server_transactions
                 .saturating_add(open)
-                .saturating_add(transaction_reserve(max));
+                .saturating_add(kept);
             if needed > max {
                 return Some(Shed::Transactions(load.server_transactions));
             }
@@ -274,18 +400,31 @@ impl Admission {
         if let Some((gauge, budget)) = &self.sockets {
             let open = gauge();
             let worst = coming.saturating_mul(SOCKETS_PER_CALL as usize);
-            if open.saturating_add(worst) > *budget {
+            let kept = if new { socket_headroom(*budget) } else { 0 };
+            if open.saturating_add(worst).saturating_add(kept) > *budget {
                 return Some(Shed::Sockets(open));
             }
         }
         if let Some((gauge, reserve)) = &self.ports {
             let free = gauge();
             let needed = coming.saturating_mul(PAIRS_PER_CALL);
-            if free < needed.saturating_add(*reserve) {
+            // New calls leave the reserve twice: once for what the gauge cannot see, once for
+            // the calls challenged and not yet back.
+            let kept = if new {
+                reserve.saturating_mul(2)
+            } else {
+                *reserve
+            };
+            if free < needed.saturating_add(kept) {
                 return Some(Shed::Ports(free));
             }
         }
-        if load.calls >= self.max_calls {
+        let budget = if new {
+            self.max_calls.saturating_sub(call_headroom(self.max_calls))
+        } else {
+            self.max_calls
+        };
+        if load.calls >= budget {
             Some(Shed::Budget(load.calls))
         } else {
             None
@@ -431,35 +570,47 @@ mod tests {
         // 1000 pairs (500 calls): 10 kept back.
         let a = Admission::new(Duration::from_millis(200), 10_000)
             .with_port_budget(Box::new(move || gauge.load(Ordering::Relaxed)), 1000);
-        assert_eq!(a.shed(&Load::new(Duration::ZERO, 0, 0)), None);
+        assert_eq!(
+            a.shed_for(&Load::new(Duration::ZERO, 0, 0), Caller::Challenged),
+            None
+        );
         // One more call's two pairs still fit beside the reserve …
         free.store(12, Ordering::Relaxed);
-        assert_eq!(a.shed(&Load::new(Duration::ZERO, 494, 0)), None);
+        assert_eq!(
+            a.shed_for(&Load::new(Duration::ZERO, 494, 0), Caller::Challenged),
+            None
+        );
         // … not when they would eat into it, although the allocator would still find them.
         free.store(11, Ordering::Relaxed);
         assert_eq!(
-            a.shed(&Load::new(Duration::ZERO, 494, 0)),
+            a.shed_for(&Load::new(Duration::ZERO, 494, 0), Caller::Challenged),
             Some(Shed::Ports(11))
         );
         free.store(0, Ordering::Relaxed);
         assert_eq!(
-            a.shed(&Load::new(Duration::ZERO, 500, 0)),
+            a.shed_for(&Load::new(Duration::ZERO, 500, 0), Caller::Challenged),
             Some(Shed::Ports(0))
         );
         // Calls waiting for the router take their pairs once routed: they count now.
         free.store(20, Ordering::Relaxed);
-        assert_eq!(a.shed(&Load::new(Duration::ZERO, 490, 4)), None);
         assert_eq!(
-            a.shed(&Load::new(Duration::ZERO, 490, 5)),
+            a.shed_for(&Load::new(Duration::ZERO, 490, 4), Caller::Challenged),
+            None
+        );
+        assert_eq!(
+            a.shed_for(&Load::new(Duration::ZERO, 490, 5), Caller::Challenged),
             Some(Shed::Ports(20))
         );
         // As soon as pairs come back, calls are admitted again.
         free.store(1000, Ordering::Relaxed);
-        assert_eq!(a.shed(&Load::new(Duration::ZERO, 0, 0)), None);
+        assert_eq!(
+            a.shed_for(&Load::new(Duration::ZERO, 0, 0), Caller::Challenged),
+            None
+        );
         // The queue delay still comes first.
         free.store(0, Ordering::Relaxed);
         assert_eq!(
-            a.shed(&Load::new(Duration::from_secs(1), 0, 0)),
+            a.shed_for(&Load::new(Duration::from_secs(1), 0, 0), Caller::Challenged),
             Some(Shed::QueueDelay(Duration::from_secs(1)))
         );
     }
@@ -517,18 +668,175 @@ mod tests {
             ..Load::new(Duration::ZERO, calls, routing)
         };
         // 1 000 calls in progress (and this one) may still open 2 002.
-        assert_eq!(a.shed(&at(7898, 1000, 0)), None);
-        assert_eq!(a.shed(&at(7899, 1000, 0)), Some(Shed::Transactions(7899)));
+        assert_eq!(a.shed_for(&at(7898, 1000, 0), Caller::Challenged), None);
+        assert_eq!(
+            a.shed_for(&at(7899, 1000, 0), Caller::Challenged),
+            Some(Shed::Transactions(7899))
+        );
         // Calls waiting for the router count as in progress.
-        assert_eq!(a.shed(&at(7896, 1000, 1)), None);
-        assert_eq!(a.shed(&at(7897, 1000, 1)), Some(Shed::Transactions(7897)));
+        assert_eq!(a.shed_for(&at(7896, 1000, 1), Caller::Challenged), None);
+        assert_eq!(
+            a.shed_for(&at(7897, 1000, 1), Caller::Challenged),
+            Some(Shed::Transactions(7897))
+        );
         // As transactions end, calls are admitted again.
-        assert_eq!(a.shed(&at(5000, 1000, 0)), None);
+        assert_eq!(a.shed_for(&at(5000, 1000, 0), Caller::Challenged), None);
         // Without a budget the transactions are not counted.
         let free = Admission::new(Duration::from_millis(200), 100_000);
         assert_eq!(free.shed(&at(1_000_000, 1000, 0)), None);
         // The small reserve of a small cap.
         assert_eq!(transaction_reserve(1000), 64);
+    }
+
+    #[test]
+    fn a_challenged_call_waits_twice_as_long_in_the_queue_before_it_is_refused() {
+        let a = Admission::new(Duration::from_millis(200), 1000);
+        let waited = |ms| Load::new(Duration::from_millis(ms), 0, 0);
+        assert_eq!(a.verdict(&waited(200)), Verdict::default());
+        assert_eq!(a.verdict(&waited(200)).refuse(), Refuse::Nothing);
+        let v = a.verdict(&waited(201));
+        assert_eq!(v.new, Some(Shed::QueueDelay(Duration::from_millis(201))));
+        assert_eq!(v.challenged, None);
+        assert_eq!(v.refuse(), Refuse::Unchallenged);
+        assert_eq!(a.shed_for(&waited(400), Caller::Challenged), None);
+        let v = a.verdict(&waited(401));
+        assert_eq!(
+            v.challenged,
+            Some(Shed::QueueDelay(Duration::from_millis(401)))
+        );
+        assert_eq!(v.refuse(), Refuse::Every);
+        assert_eq!(v.why(), v.challenged);
+    }
+
+    #[test]
+    fn a_challenged_call_is_refused_only_from_three_quarters_of_the_queue() {
+        let a = Admission::new(Duration::from_millis(200), 1000);
+        let at = |backlog| Load {
+            backlog,
+            backlog_max: 4000,
+            ..Load::new(Duration::from_millis(1), 0, 0)
+        };
+        assert_eq!(a.verdict(&at(2000)).refuse(), Refuse::Unchallenged);
+        assert_eq!(a.shed_for(&at(2999), Caller::Challenged), None);
+        assert_eq!(
+            a.shed_for(&at(3000), Caller::Challenged),
+            Some(Shed::Backlog(3000))
+        );
+        assert_eq!(a.verdict(&at(3000)).refuse(), Refuse::Every);
+    }
+
+    #[test]
+    fn new_calls_leave_transaction_room_for_the_challenged_ones() {
+        // Cap 10 000: 100 kept back for everyone, 100 more for the challenged calls.
+        let a = Admission::new(Duration::from_millis(200), 100_000).with_transaction_budget(10_000);
+        assert_eq!(transaction_headroom(10_000), 100);
+        let at = |server_transactions| Load {
+            server_transactions,
+            ..Load::new(Duration::ZERO, 1000, 0)
+        };
+        assert_eq!(a.verdict(&at(7798)), Verdict::default());
+        let v = a.verdict(&at(7799));
+        assert_eq!(v.new, Some(Shed::Transactions(7799)));
+        assert_eq!(v.refuse(), Refuse::Unchallenged);
+        // The BYEs' room is a hard bound: challenged calls are refused before it too.
+        assert_eq!(a.verdict(&at(7898)).refuse(), Refuse::Unchallenged);
+        let v = a.verdict(&at(7899));
+        assert_eq!(v.challenged, Some(Shed::Transactions(7899)));
+        assert_eq!(v.refuse(), Refuse::Every);
+    }
+
+    #[test]
+    fn new_calls_leave_ports_sockets_and_calls_for_the_challenged_ones() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        // 1000 pairs, 10 kept back: a challenged call needs 2 + 10 free, a new one 2 + 20.
+        let free = Arc::new(AtomicUsize::new(22));
+        let gauge = free.clone();
+        let a = Admission::new(Duration::from_millis(200), 10_000)
+            .with_port_budget(Box::new(move || gauge.load(Ordering::Relaxed)), 1000);
+        let load = Load::new(Duration::ZERO, 400, 0);
+        assert_eq!(a.verdict(&load).refuse(), Refuse::Nothing);
+        free.store(21, Ordering::Relaxed);
+        assert_eq!(a.verdict(&load).new, Some(Shed::Ports(21)));
+        assert_eq!(a.verdict(&load).refuse(), Refuse::Unchallenged);
+        free.store(12, Ordering::Relaxed);
+        assert_eq!(a.verdict(&load).refuse(), Refuse::Unchallenged);
+        free.store(11, Ordering::Relaxed);
+        assert_eq!(a.verdict(&load).refuse(), Refuse::Every);
+
+        // 1000 sockets for calls, 10 kept for the challenged ones.
+        let open = Arc::new(AtomicUsize::new(986));
+        let gauge = open.clone();
+        let a = Admission::new(Duration::from_millis(200), 10_000)
+            .with_socket_budget(Box::new(move || gauge.load(Ordering::Relaxed)), 256 + 1000);
+        assert_eq!(socket_headroom(1000), 10);
+        assert_eq!(a.verdict(&load).refuse(), Refuse::Nothing);
+        open.store(987, Ordering::Relaxed);
+        assert_eq!(a.verdict(&load).new, Some(Shed::Sockets(987)));
+        assert_eq!(a.verdict(&load).refuse(), Refuse::Unchallenged);
+        open.store(996, Ordering::Relaxed);
+        assert_eq!(a.verdict(&load).refuse(), Refuse::Unchallenged);
+        open.store(997, Ordering::Relaxed);
+        assert_eq!(a.verdict(&load).refuse(), Refuse::Every);
+
+        // A call budget of 1000: new calls stop at 990.
+        let a = Admission::new(Duration::from_millis(200), 1000);
+        let calls = |n| Load::new(Duration::ZERO, n, 0);
+        assert_eq!(a.verdict(&calls(989)).refuse(), Refuse::Nothing);
+        assert_eq!(a.verdict(&calls(990)).new, Some(Shed::Budget(990)));
+        assert_eq!(a.verdict(&calls(999)).refuse(), Refuse::Unchallenged);
+        assert_eq!(a.verdict(&calls(1000)).refuse(), Refuse::Every);
+        // Small budgets keep no headroom.
+        assert_eq!(call_headroom(99), 0);
+        assert_eq!(socket_headroom(99), 0);
+    }
+
+    #[test]
+    fn a_challenged_call_is_never_refused_where_a_new_one_is_taken_in() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let free = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (f, o) = (free.clone(), open.clone());
+        let a = Admission::new(Duration::from_millis(200), 500)
+            .with_port_budget(Box::new(move || f.load(Ordering::Relaxed)), 1000)
+            .with_socket_budget(Box::new(move || o.load(Ordering::Relaxed)), 256 + 2000)
+            .with_transaction_budget(10_000);
+        // A deterministic walk over loads around every bound.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            usize::try_from(x % n).unwrap_or(0)
+        };
+        let (mut both, mut new_only) = (0, 0);
+        for _ in 0..20_000 {
+            free.store(next(60), Ordering::Relaxed);
+            open.store(1940 + next(80), Ordering::Relaxed);
+            let load = Load {
+                queued: Duration::from_millis(next(500) as u64),
+                backlog: next(4000),
+                backlog_max: 4000,
+                calls: 480 + next(30),
+                routing: next(3),
+                server_transactions: 8700 + next(400),
+            };
+            let v = a.verdict(&load);
+            assert_eq!(v.new, a.shed_for(&load, Caller::New));
+            if v.new.is_some() {
+                assert_eq!(v.challenged, a.shed_for(&load, Caller::Challenged));
+            } else {
+                assert_eq!(a.shed_for(&load, Caller::Challenged), None, "{load:?}");
+            }
+            match v.refuse() {
+                Refuse::Every => both += 1,
+                Refuse::Unchallenged => new_only += 1,
+                Refuse::Nothing => {}
+            }
+        }
+        // The walk reached both kinds of refusal.
+        assert!(both > 0 && new_only > 0, "{both} {new_only}");
     }
 
     #[test]

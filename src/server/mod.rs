@@ -91,7 +91,8 @@ fn start_messages(
 /// One message into the core, under overload admission: a new INVITE that waited too long in
 /// the queue, or finds the queue half full behind it (`backlog`: messages waiting and the
 /// queue's capacity), or arrives with the call budget, the server transactions, the media
-/// sockets or the RTP ports spent, is refused before anything is taken.
+/// sockets or the RTP ports spent, is refused before anything is taken; one answering our
+/// challenge is refused only at higher bounds (see [`overload`]).
 fn admit_and_handle(
     core: &mut SipCore,
     admission: &mut overload::Admission,
@@ -108,11 +109,11 @@ fn admit_and_handle(
         routing: core.pending_routes(),
         server_transactions: core.transaction_counts().0,
     };
-    let why = admission.shed(&load);
-    core.set_shedding(why.is_some());
+    let verdict = admission.verdict(&load);
+    core.set_refusing(verdict.refuse());
     core.handle_message(now, unix, m.message, m.peer);
-    if let Some(why) = why {
-        let n = core.set_shedding(false);
+    if let Some(why) = verdict.why() {
+        let n = core.set_refusing(overload::Refuse::Nothing);
         admission.refused(n, why);
     }
 }

@@ -756,6 +756,37 @@ impl NonceManager {
         NonceStatus::Valid
     }
 
+    /// What [`check_bound`](Self::check_bound) would answer now, without recording anything:
+    /// for a decision taken before the request is authenticated (overload admission prefers
+    /// requests answering our challenge), which must neither advance a nonce count nor be
+    /// trusted as authentication. Cost: one SHA-256 and a map lookup.
+    pub fn peek_bound(&self, nonce: &str, nc: Option<u32>, now: u64, bound: &[u8]) -> NonceStatus {
+        let Some((ts, entropy)) = self.decode(nonce, bound) else {
+            return NonceStatus::Invalid;
+        };
+        if self.expired(ts, now) {
+            return NonceStatus::Stale;
+        }
+        let Some(nc) = nc else {
+            return NonceStatus::Valid;
+        };
+        let fp = fingerprint(entropy);
+        if let Some(slot) = self.slots.get(&ts).filter(|s| s.used.contains(&fp)) {
+            return if nc <= slot.highest(fp) {
+                NonceStatus::Replay
+            } else {
+                NonceStatus::Valid
+            };
+        }
+        if self
+            .evicted_up_to
+            .is_some_and(|w| nonce_key(ts, entropy) <= w)
+        {
+            return NonceStatus::Stale;
+        }
+        NonceStatus::Valid
+    }
+
     /// Forgets the nonce counts of expired nonces: whole tables, oldest first.
     pub fn purge(&mut self, now: u64) {
         while let Some(entry) = self.slots.first_entry() {
@@ -1557,6 +1588,36 @@ mod tests {
         assert_eq!(m.check(&w, Some(1), 21), NonceStatus::Valid);
         assert_eq!(m.tracked_nonces(), 2);
         assert!(!format!("{m:?}").contains("7, 7"));
+    }
+
+    #[test]
+    fn a_peek_answers_as_a_check_would_and_records_nothing() {
+        let mut m = NonceManager::new([7; 32], 300);
+        let bound = [192, 0, 2, 1];
+        let n = m.issue_bound(1000, 42, &bound);
+        assert_eq!(m.peek_bound(&n, Some(1), 1000, &bound), NonceStatus::Valid);
+        // Peeking twice records nothing: the count is still fresh for the real check.
+        assert_eq!(m.peek_bound(&n, Some(1), 1000, &bound), NonceStatus::Valid);
+        assert_eq!(m.tracked_nonces(), 0);
+        assert_eq!(m.check_bound(&n, Some(1), 1000, &bound), NonceStatus::Valid);
+        // Once used, a peek sees the replay, and a higher count as fresh.
+        assert_eq!(m.peek_bound(&n, Some(1), 1000, &bound), NonceStatus::Replay);
+        assert_eq!(m.peek_bound(&n, Some(2), 1000, &bound), NonceStatus::Valid);
+        // Another source, a forged nonce, an expired one.
+        assert_eq!(
+            m.peek_bound(&n, Some(2), 1000, &[192, 0, 2, 2]),
+            NonceStatus::Invalid
+        );
+        let forged = NonceManager::new([8; 32], 300).issue_bound(1000, 42, &bound);
+        assert_eq!(
+            m.peek_bound(&forged, Some(1), 1000, &bound),
+            NonceStatus::Invalid
+        );
+        assert_eq!(m.peek_bound(&n, Some(2), 1300, &bound), NonceStatus::Stale);
+        assert_eq!(
+            m.peek_bound("garbage", None, 1000, &bound),
+            NonceStatus::Invalid
+        );
     }
 
     #[test]
