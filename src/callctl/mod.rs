@@ -433,20 +433,9 @@ impl SipCore {
             && req.headers.get_all("Authorization").next().is_some()
             && self
                 .gate
-                .answers_challenge(unix, req, peer.remote.ip(), |user| self.account(user))
-    }
-
-    /// What the digest gate needs of enabled extension `user`.
-    fn account(&self, user: &str) -> Option<Account> {
-        self.extensions
-            .get(user)
-            .filter(|e| e.enabled)
-            .map(|e| Account {
-                ha1_md5: e.ha1_md5.clone(),
-                ha1_sha256: e.ha1_sha256.clone(),
-                legacy_digest: e.legacy_digest,
-                allow: e.allow.clone(),
-            })
+                .answers_challenge(unix, req, peer.remote.ip(), |user| {
+                    account(&self.extensions, user)
+                })
     }
 
     /// Live (server, client) transactions.
@@ -1097,16 +1086,9 @@ impl SipCore {
         req: &Request,
         peer: Peer,
     ) -> Result<ExtensionRow, Response> {
+        let extensions = &self.extensions;
         let outcome = self.gate.check(unix, req, peer.remote.ip(), |user| {
-            self.extensions
-                .get(user)
-                .filter(|e| e.enabled)
-                .map(|e| Account {
-                    ha1_md5: e.ha1_md5.clone(),
-                    ha1_sha256: e.ha1_sha256.clone(),
-                    legacy_digest: e.legacy_digest,
-                    allow: e.allow.clone(),
-                })
+            account(extensions, user)
         });
         match outcome {
             GateOutcome::Authenticated(user) => match self.extensions.get(&user) {
@@ -1989,6 +1971,16 @@ pub fn http_date(unix: u64) -> String {
         secs % 3600 / 60,
         secs % 60
     )
+}
+
+/// What the digest gate needs of enabled extension `user`.
+fn account(extensions: &HashMap<String, ExtensionRow>, user: &str) -> Option<Account> {
+    extensions.get(user).filter(|e| e.enabled).map(|e| Account {
+        ha1_md5: e.ha1_md5.clone(),
+        ha1_sha256: e.ha1_sha256.clone(),
+        legacy_digest: e.legacy_digest,
+        allow: e.allow.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -617,6 +617,32 @@ mod tests {
         (q, rx, efd)
     }
 
+    /// Sends `rounds` rounds of ten numbered datagrams to each of `socks` (numbers from 0),
+    /// collecting after each round until every datagram so far has come; the count sent to
+    /// each socket.
+    fn send_rounds(
+        ring: &mut IoUring,
+        rx: &mut Receiver,
+        seen: &mut Seen,
+        tx: &std::net::UdpSocket,
+        socks: &[std::net::UdpSocket],
+        rounds: usize,
+    ) -> u32 {
+        let mut sent = 0u32;
+        for _ in 0..rounds {
+            for _ in 0..10 {
+                for s in socks {
+                    tx.send_to(&sent.to_be_bytes(), s.local_addr().expect("addr"))
+                        .expect("send");
+                }
+                sent += 1;
+            }
+            let want = socks.len() * sent as usize;
+            collect(ring, rx, seen, false, |s| s.total() == want);
+        }
+        sent
+    }
+
     fn sockets(n: usize) -> Vec<std::net::UdpSocket> {
         (0..n)
             .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
@@ -708,19 +734,8 @@ mod tests {
             generations.push(rx.arm(ring, s.as_raw_fd(), t).expect("armed"));
         }
         let mut seen = Seen::new(2);
-        let mut sent = 0u32;
         // In rounds of 20, so that the buffers (given back each round) suffice.
-        for _ in 0..20 {
-            for _ in 0..10 {
-                for s in &socks {
-                    tx.send_to(&sent.to_be_bytes(), s.local_addr().expect("addr"))
-                        .expect("send");
-                }
-                sent += 1;
-            }
-            let want = 2 * sent as usize;
-            collect(ring, &mut rx, &mut seen, false, |s| s.total() == want);
-        }
+        let sent = send_rounds(ring, &mut rx, &mut seen, &tx, &socks, 20);
         assert_eq!(seen.total(), 2 * sent as usize);
         assert!(seen.ended.is_empty(), "{:?}", seen.ended);
         assert!(resident(&rx.bufs) > 0, "no page touched");
@@ -743,19 +758,8 @@ mod tests {
         for (t, s) in socks.iter().enumerate() {
             rx.arm(ring, s.as_raw_fd(), t).expect("armed");
         }
-        let mut sent = 0u32;
         // More datagrams than the ring has entries: each one left in it comes out once.
-        for _ in 0..60 {
-            for _ in 0..10 {
-                for s in &socks {
-                    tx.send_to(&sent.to_be_bytes(), s.local_addr().expect("addr"))
-                        .expect("send");
-                }
-                sent += 1;
-            }
-            let want = 2 * sent as usize;
-            collect(ring, &mut rx, &mut seen, false, |s| s.total() == want);
-        }
+        let sent = send_rounds(ring, &mut rx, &mut seen, &tx, &socks, 60);
         for g in &seen.got {
             assert_eq!(*g, (0..sent).collect::<Vec<_>>());
         }
