@@ -178,6 +178,9 @@ fn line_trunks(base: &Config, store_names: &[String]) -> Vec<TrunkConfig> {
         .collect()
 }
 
+/// Held by the running reload ([`reload`]): reloads run one at a time, in turn.
+static RELOADS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Reads the trunks again and hands them to the router now and to the SIP loop through `tx`
 /// (host names are resolved off the loop). `from_file`: SIGHUP, which first re-reads the
 /// configuration file (its trunks into the store, its `[inbound]` and ring groups); otherwise a
@@ -196,6 +199,12 @@ pub(super) fn reload(
     let base = base.clone();
     let router = Arc::clone(router);
     tokio::spawn(async move {
+        // One reload at a time: two changes in quick succession (a ring group, then a route
+        // to it) each start a reload, and the first one's read of the store, finishing last,
+        // put back the trunks as they were before the second change. Run one after the other,
+        // the last to run has read the store after every change that asked for a reload
+        // before it, so the state applied last is the newest.
+        let _turn = RELOADS.lock().await;
         let mut fresh = match (&base.source, from_file) {
             (Some(path), true) => match Config::load(Some(path)) {
                 Ok(c) => c,
