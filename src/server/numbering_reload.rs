@@ -39,12 +39,18 @@ pub(super) fn provision(config: &mut Config, store: &mut Store) -> anyhow::Resul
     Ok(())
 }
 
+/// Held by the running [`read`]: reads run one at a time, in turn.
+static READS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Reads the store's settings off the loop and sends them through `tx`. `from_file`: SIGHUP,
 /// which first copies the file's keys again.
 pub(super) fn read(base: &Config, tx: mpsc::UnboundedSender<Applied>, from_file: bool) {
     let store_path = base.store.path.clone();
     let source = base.source.clone().filter(|_| from_file);
     tokio::spawn(async move {
+        // One read at a time, so that the settings sent last are the newest (as for trunks,
+        // `trunks_reload::reload`).
+        let _turn = READS.lock().await;
         let read = tokio::task::spawn_blocking(move || -> anyhow::Result<Applied> {
             let mut store = Store::open(&store_path)?;
             if let Some(path) = source {
