@@ -47,6 +47,16 @@ pub struct Account {
     pub allow: Vec<IpNet>,
 }
 
+impl Account {
+    /// The stored secret for credentials computed with `algorithm` (empty: none stored).
+    fn ha1(&self, algorithm: Algorithm) -> &str {
+        match algorithm {
+            Algorithm::Md5 | Algorithm::Md5Sess => &self.ha1_md5,
+            Algorithm::Sha256 | Algorithm::Sha256Sess => &self.ha1_sha256,
+        }
+    }
+}
+
 pub struct DigestGate {
     realm: String,
     algorithms: Vec<Algorithm>,
@@ -129,6 +139,19 @@ impl DigestGate {
         GateOutcome::Forbidden(REFUSED)
     }
 
+    /// The credentials of `req` for our realm (the first such Authorization header; other
+    /// realms and schemes are ignored), or the error of a malformed one met before them.
+    fn our_credentials(&self, req: &Request) -> Result<Option<auth::Credentials>, auth::AuthError> {
+        for value in req.headers.get_all("Authorization") {
+            match auth::parse_credentials(value) {
+                Ok(c) if c.realm == self.realm => return Ok(Some(c)),
+                Ok(_) | Err(auth::AuthError::UnsupportedScheme) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
     /// Checks the Authorization headers of `req` from `source`; `account_of` gives an enabled
     /// extension's secrets.
     pub fn check(
@@ -142,21 +165,12 @@ impl DigestGate {
             tracing::debug!(%source, "request from a banned source refused");
             return GateOutcome::Forbidden(REFUSED);
         }
-        // Use the credentials for our realm; others (or other schemes) are ignored.
-        let mut creds = None;
-        for value in req.headers.get_all("Authorization") {
-            match auth::parse_credentials(value) {
-                Ok(c) if c.realm == self.realm => {
-                    creds = Some(c);
-                    break;
-                }
-                Ok(_) => {}
-                Err(auth::AuthError::UnsupportedScheme) => {}
-                Err(e) => {
-                    return GateOutcome::Malformed(format!("Malformed Authorization header: {e}"))
-                }
+        let creds = match self.our_credentials(req) {
+            Ok(c) => c,
+            Err(e) => {
+                return GateOutcome::Malformed(format!("Malformed Authorization header: {e}"))
             }
-        }
+        };
         let Some(creds) = creds else {
             return self.challenge(unix, req, source, false);
         };
@@ -186,10 +200,7 @@ impl DigestGate {
             tracing::warn!(%user, %source, "account locked: attempt from an untrusted address refused");
             return self.fail(unix, source, Some(user));
         }
-        let ha1 = match creds.algorithm {
-            Algorithm::Md5 | Algorithm::Md5Sess => &account.ha1_md5,
-            Algorithm::Sha256 | Algorithm::Sha256Sess => &account.ha1_sha256,
-        };
+        let ha1 = account.ha1(creds.algorithm);
         // Verify first: the nonce manager records nonce counts, and an unverified request must
         // not be able to advance them (that would lock the real phone out).
         if ha1.is_empty() || !auth::verify_ha1(&creds, req.method.as_str(), ha1) {
@@ -233,19 +244,7 @@ impl DigestGate {
         if guard.banned(source, unix) {
             return false;
         }
-        // The credentials `check` would use: the first for our realm, after none malformed.
-        let mut creds = None;
-        for value in req.headers.get_all("Authorization") {
-            match auth::parse_credentials(value) {
-                Ok(c) if c.realm == self.realm => {
-                    creds = Some(c);
-                    break;
-                }
-                Ok(_) | Err(auth::AuthError::UnsupportedScheme) => {}
-                Err(_) => return false,
-            }
-        }
-        let Some(creds) = creds else {
+        let Ok(Some(creds)) = self.our_credentials(req) else {
             return false;
         };
         if !uri_eq::text_equivalent(&creds.uri, &req.uri) {
@@ -269,10 +268,7 @@ impl DigestGate {
         {
             return false;
         }
-        let ha1 = match creds.algorithm {
-            Algorithm::Md5 | Algorithm::Md5Sess => &account.ha1_md5,
-            Algorithm::Sha256 | Algorithm::Sha256Sess => &account.ha1_sha256,
-        };
+        let ha1 = account.ha1(creds.algorithm);
         !ha1.is_empty() && auth::verify_ha1(&creds, req.method.as_str(), ha1)
     }
 
