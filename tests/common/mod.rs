@@ -465,15 +465,78 @@ pub fn free_media_base() -> u16 {
     panic!("no four free consecutive UDP ports in 20000-24999");
 }
 
+/// A port free for both UDP and TCP on 127.0.0.1, for a peer's own listening socket (sipp,
+/// baresip, a DNS server, a control port); see [`free_ports`].
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+    free_ports(1)
+}
+
+/// The first of `n` consecutive ports free for both UDP and TCP on 127.0.0.1, for peers' own
+/// listening sockets, handed to no one else by this or any other test process.
+///
+/// A port found free by binding port 0 and letting it go could be taken by any socket bound to
+/// port 0 or connecting out before the peer binds it (CI once saw baresip fail with "Address
+/// already in use" that way). So these come from 2000-9999, below everything else a test
+/// binds: servers and connections take ephemeral ports (32768-60999), sipp's media
+/// 20000-24999, servers' relays [`claim_ports`]' 25000-32759, and baresip's RTP 10000-19999
+/// (set by `tests/phone`). The range is cut into blocks of 50, each claimed by one test
+/// process with an exclusive lock on its own file as in [`claim_ports`]; within the process,
+/// ports are handed out in turn, each probed first, so one another program holds is passed over.
+pub fn free_ports(n: u16) -> u16 {
+    use std::fs::TryLockError;
+    use std::sync::Mutex;
+    const FIRST: u16 = 2000;
+    const BLOCK: u16 = 50;
+    const BLOCKS: u16 = 160;
+    /// The claimed blocks' lock files, the next port to hand out and the end of its block.
+    static POOL: Mutex<(Vec<File>, u16, u16)> = Mutex::new((Vec::new(), 0, 0));
+    assert!((1..=BLOCK).contains(&n), "free_ports({n}): 1 to {BLOCK} at once");
+    let dir = std::env::temp_dir().join("pasarela-test-rtp");
+    fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {} for port locks: {e}", dir.display()));
+    let free = |p: u16| {
+        UdpSocket::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
+    };
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = u64::from_str_radix(&random_token(), 16).unwrap_or(u64::from(std::process::id()));
+    let mut tried = 0;
+    loop {
+        let (_, next, end) = *pool;
+        if next + n <= end {
+            pool.1 = next + 1;
+            if (next..next + n).all(free) {
+                pool.1 = next + n;
+                return next;
+            }
+            continue;
         }
+        // This block is used up: claim another, starting at a place of this process's own.
+        let claimed = loop {
+            assert!(
+                tried < BLOCKS,
+                "no block of free ports in {FIRST}-{} that no test process has claimed (locks in {})",
+                FIRST + BLOCK * BLOCKS - 1,
+                dir.display()
+            );
+            let lo = FIRST + ((seed + u64::from(tried)) % u64::from(BLOCKS)) as u16 * BLOCK;
+            tried += 1;
+            let path = dir.join(format!("peer-{lo}.lock"));
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+            match file.try_lock() {
+                Ok(()) => break (file, lo),
+                Err(TryLockError::WouldBlock) => continue,
+                Err(TryLockError::Error(e)) => panic!("cannot lock {}: {e}", path.display()),
+            }
+        };
+        pool.0.push(claimed.0);
+        pool.1 = claimed.1;
+        pool.2 = claimed.1 + BLOCK;
     }
-    panic!("no free port on 127.0.0.1");
 }
 
 // ---------------------------------------------------------------------------------------------

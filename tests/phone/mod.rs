@@ -5,7 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -129,20 +129,6 @@ pub fn assert_tone(wav: &Path, hz: f64, who: &str, logs: &str) {
 // ---------------------------------------------------------------------------------------------
 // baresip with ctrl_tcp
 
-/// A port p with p and p+1 free on 127.0.0.1 (baresip binds TLS on sip_listen + 1).
-pub fn free_port_pair() -> u16 {
-    for _ in 0..200 {
-        let p = common::free_port();
-        if p < 65535
-            && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok()
-            && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-        {
-            return p;
-        }
-    }
-    panic!("no free port pair on 127.0.0.1");
-}
-
 pub struct Phone {
     pub name: String,
     child: Option<Child>,
@@ -241,19 +227,16 @@ impl Phone {
         fs::create_dir_all(&rec).unwrap();
         let wav = dir.join("source.wav");
         write_tone(&wav, cfg.tone_hz, cfg.tone_secs);
-        let sip_port = free_port_pair();
-        let ctrl_port = loop {
-            let p = common::free_port();
-            if p != sip_port + 1 {
-                break p;
-            }
-        };
+        // baresip binds TLS on sip_listen + 1.
+        let sip_port = common::free_ports(2);
+        let ctrl_port = common::free_port();
         fs::write(
             dir.join("config"),
             format!(
                 "poll_method\t\tpoll\n\
                  sip_listen\t\t127.0.0.1:{sip_port}\n\
                  net_interface\t\t127.0.0.1\n\
+                 rtp_ports\t\t10000-19999\n\
                  module_path\t\t{MODULE_PATH}\n\
                  module\t\t\tg711.so\n\
                  module\t\t\talsa.so\n\
