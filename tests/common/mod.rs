@@ -490,7 +490,10 @@ pub fn free_ports(n: u16) -> u16 {
     const BLOCKS: u16 = 160;
     /// The claimed blocks' lock files, the next port to hand out and the end of its block.
     static POOL: Mutex<(Vec<File>, u16, u16)> = Mutex::new((Vec::new(), 0, 0));
-    assert!((1..=BLOCK).contains(&n), "free_ports({n}): 1 to {BLOCK} at once");
+    assert!(
+        (1..=BLOCK).contains(&n),
+        "free_ports({n}): 1 to {BLOCK} at once"
+    );
     let dir = std::env::temp_dir().join("pasarela-test-rtp");
     fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("cannot create {} for port locks: {e}", dir.display()));
