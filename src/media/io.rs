@@ -693,6 +693,10 @@ impl IoThread {
             match self.rx.try_recv() {
                 Ok(Control::Add(id, state)) => self.add(id, state),
                 Ok(Control::Remove(id)) => self.remove(id),
+                #[cfg(test)]
+                Ok(Control::Sync(done)) => {
+                    let _ = done.send(());
+                }
                 Ok(c) => {
                     let id = c.id();
                     let Some(&slot) = self.by_id.get(&id) else {

@@ -78,6 +78,11 @@ pub(crate) enum Control {
         to: Side,
         music: Option<super::hold_music::HoldMusic>,
     },
+    /// Tests only: the thread answers on the channel when it reaches this message, so every
+    /// control message queued on that thread before it (an update, a DTMF, music) has been
+    /// applied ([`Relay::applied`]). Touches no relay.
+    #[cfg(test)]
+    Sync(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Control {
@@ -85,6 +90,9 @@ impl Control {
         match self {
             Control::Add(id, _) | Control::Remove(id) | Control::Update(id, _) => *id,
             Control::Dtmf { id, .. } | Control::Music { id, .. } => *id,
+            // No relay has id 0 (they start at 1).
+            #[cfg(test)]
+            Control::Sync(_) => 0,
         }
     }
 }
@@ -183,6 +191,18 @@ impl Relay {
         }) {
             tracing::warn!("media I/O thread is gone; hold music ignored");
         }
+    }
+
+    /// Tests only: resolves once this relay's I/O thread has applied every control message
+    /// the handle sent before (`update`, `send_dtmf`, `play_music`): control messages are
+    /// handled in order, and the thread answers this one when it reaches it. Lets a test send
+    /// packets that depend on an update without guessing how long the thread takes.
+    #[cfg(test)]
+    pub(crate) fn applied(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // A thread that is gone drops `tx`, and the receiver says so.
+        let _ = self.io.send(Control::Sync(tx));
+        rx
     }
 
     /// A snapshot of the counters.
@@ -873,6 +893,8 @@ impl RelayState {
     pub(crate) fn control(&mut self, c: Control, buf: &mut [u8; BUF_LEN]) -> Option<Instant> {
         match c {
             Control::Add(..) | Control::Remove(_) => None,
+            #[cfg(test)]
+            Control::Sync(_) => None,
             Control::Update(_, media) => {
                 let guard = &mut self.guard;
                 for (leg, m) in self.legs.iter_mut().zip(media) {

@@ -57,9 +57,26 @@ async fn nothing(s: &UdpSocket, wait_ms: u64) -> bool {
         .is_err()
 }
 
-/// Lets the relay task see a control message before packets that depend on it.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(20)).await;
+/// How long a test waits for something the relay must do before it calls it stuck: far more
+/// than it takes, even on a loaded machine.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Waits until the relay's I/O thread has applied every control message sent so far
+/// (`update`, `send_dtmf`): packets sent from then on meet the new state.
+async fn applied(relay: &Relay) {
+    timeout(PATIENCE, relay.applied())
+        .await
+        .expect("control messages not applied in time")
+        .expect("media I/O thread gone");
+}
+
+/// Waits until `cond` holds (the I/O thread's work shows in a relay's counters).
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "waited {PATIENCE:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 async fn wait_in_use_zero(engine: &MediaEngine) {
@@ -80,14 +97,19 @@ async fn relays_both_ways_and_latches() {
     let relay = engine.allocate().await.expect("allocate");
     assert_ne!(relay.local_port(Side::A), relay.local_port(Side::B));
     assert_eq!(relay.local_port(Side::A) % 2, 0);
-    let a_sdp = phone().await; // where A's SDP says it listens
+    // Where A's SDP says it listens, with its RTCP port (+ 1) ours too.
+    let a_ports = free_test_range(2);
+    let a_sdp = UdpSocket::bind((LO, *a_ports.start())).await.expect("bind");
+    let a_sdp_rtcp = UdpSocket::bind((LO, *a_ports.start() + 1))
+        .await
+        .expect("bind");
     let a_real = phone().await; // where A really sends from (behind NAT)
     let b = phone().await;
     relay.update(
         LegMedia::pcmu(Some(addr(&a_sdp)), None),
         LegMedia::pcmu(Some(addr(&b)), None),
     );
-    settle().await;
+    applied(&relay).await;
 
     // B -> A before A sent anything: goes to A's SDP address, from our A-leg port.
     b.send_to(
@@ -149,7 +171,11 @@ async fn relays_both_ways_and_latches() {
         .send_to(&rr, SocketAddr::new(LO, relay.local_port(Side::B) + 1))
         .await
         .expect("send");
-    settle().await;
+    // A has sent no RTCP: B's first report goes to A's SDP port + 1, from our A RTCP port
+    // (and B's RTCP source is latched once it has).
+    let (p, from) = recv(&a_sdp_rtcp).await;
+    assert_eq!(p, rr);
+    assert_eq!(from.port(), relay.local_port(Side::A) + 1);
     a_rtcp
         .send_to(&rr, SocketAddr::new(LO, relay.local_port(Side::A) + 1))
         .await
@@ -157,7 +183,7 @@ async fn relays_both_ways_and_latches() {
     let (p, from) = recv(&b_rtcp).await;
     assert_eq!(p, rr);
     assert_eq!(from.port(), relay.local_port(Side::B) + 1);
-    // B's first report went to A's SDP port + 1; now A's RTCP source is latched.
+    // Now A's RTCP source is latched too.
     b_rtcp
         .send_to(&rr, SocketAddr::new(LO, relay.local_port(Side::B) + 1))
         .await
@@ -177,15 +203,16 @@ async fn hold_relays_what_arrives_but_sends_nowhere_unknown() {
         LegMedia::pcmu(Some(addr(&a)), None),
         LegMedia::pcmu(None, None),
     );
-    settle().await;
+    applied(&relay).await;
     a.send_to(
         &pkt(false, 0, 1, 0, 1, &[0; 160]),
         relay_addr(&relay, Side::A),
     )
     .await
     .expect("send");
-    settle().await; // processed (and not sent anywhere) before B shows up
-                    // Hold music from B still reaches A, and latches B.
+    // Processed (and not sent anywhere) before B shows up.
+    until("A's packet", || relay.stats().a_to_b.packets == 1).await;
+    // Hold music from B still reaches A, and latches B.
     b.send_to(
         &pkt(false, 0, 1, 0, 2, &[1; 160]),
         relay_addr(&relay, Side::B),
@@ -220,7 +247,7 @@ async fn rewrites_payload_type_without_touching_payload() {
         rtcp_mux: false,
     };
     relay.update(leg(&a, 96), leg(&b, 111));
-    settle().await;
+    applied(&relay).await;
     let payload: Vec<u8> = (0..=255u8).collect();
     a.send_to(
         &pkt(true, 96, 5, 9, 3, &payload),
@@ -267,7 +294,7 @@ async fn transcodes_pcmu_pcma_bit_exact() {
         LegMedia::pcmu(Some(addr(&a)), None),
         LegMedia::pcma(Some(addr(&b)), None),
     );
-    settle().await;
+    applied(&relay).await;
     let all: Vec<u8> = (0..=255u8).collect();
     a.send_to(&pkt(false, 0, 1, 0, 1, &all), relay_addr(&relay, Side::A))
         .await
@@ -298,7 +325,8 @@ async fn transcodes_pcmu_pcma_bit_exact() {
         LegMedia::pcma(None, None),
         LegMedia::pcmu(Some(addr(&c)), None),
     );
-    settle().await;
+    applied(&relay).await;
+    applied(&relay2).await;
     a.send_to(&pkt(false, 0, 2, 160, 1, &all), relay_addr(&relay, Side::A))
         .await
         .expect("send");
@@ -329,7 +357,7 @@ async fn rfc4733_is_mapped_and_reported_once() {
         LegMedia::pcmu(Some(addr(&a)), Some(101)),
         LegMedia::pcma(Some(addr(&b)), Some(96)),
     );
-    settle().await;
+    applied(&relay).await;
     let to_relay = relay_addr(&relay, Side::A);
     let ts = 8000;
     let packets = [
@@ -403,7 +431,7 @@ async fn rfc4733_not_forwarded_to_a_leg_without_events() {
         LegMedia::pcmu(Some(addr(&a)), Some(101)),
         LegMedia::pcmu(Some(addr(&b)), None),
     );
-    settle().await;
+    applied(&relay).await;
     let to_relay = relay_addr(&relay, Side::A);
     a.send_to(&pkt(false, 0, 100, 0, 5, &[0xFF; 160]), to_relay)
         .await
@@ -450,7 +478,7 @@ async fn send_dtmf_continues_the_stream() {
         LegMedia::pcmu(Some(addr(&a)), None),
         LegMedia::pcmu(Some(addr(&b)), Some(101)),
     );
-    settle().await;
+    applied(&relay).await;
     let to_relay = relay_addr(&relay, Side::A);
     for i in 0..3u16 {
         a.send_to(
@@ -515,7 +543,7 @@ async fn stats_count_loss_and_jitter() {
         LegMedia::pcmu(Some(addr(&a)), None),
         LegMedia::pcmu(Some(addr(&b)), None),
     );
-    settle().await;
+    applied(&relay).await;
     let to_relay = relay_addr(&relay, Side::A);
     for seq in 1..=12u16 {
         if seq == 5 || seq == 6 {
@@ -531,7 +559,11 @@ async fn stats_count_loss_and_jitter() {
         let wait = if seq % 2 == 0 { 12 } else { 28 };
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
-    settle().await;
+    // Counted before forwarded: once the last is forwarded, all are counted.
+    until("ten packets relayed", || {
+        relay.stats().a_to_b.forwarded == 10
+    })
+    .await;
     let st = relay.stats();
     assert_eq!(st.a_to_b.packets, 10);
     assert_eq!(st.a_to_b.bytes, 1720);
@@ -559,6 +591,7 @@ async fn dead_after_silence() {
     );
     let started = Instant::now();
     // Media flows for 900 ms: no Dead.
+    let mut last_sent = started;
     while started.elapsed() < Duration::from_millis(900) {
         a.send_to(
             &pkt(false, 0, 1, 0, 1, &[0; 160]),
@@ -566,10 +599,10 @@ async fn dead_after_silence() {
         )
         .await
         .expect("send");
+        last_sent = Instant::now();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(relay.events().expect("events").try_recv().is_err());
-    let silent_since = Instant::now();
     let ev = timeout(
         Duration::from_secs(2),
         relay.events().expect("events").recv(),
@@ -577,7 +610,13 @@ async fn dead_after_silence() {
     .await
     .expect("Dead");
     assert_eq!(ev, Some(MediaEvent::Dead));
-    assert!(silent_since.elapsed() >= Duration::from_millis(450));
+    // Silent since the last packet (not since the loop ended, which a loaded machine can
+    // hold back): the relay took it after it was sent, and waited `dead_after` from then.
+    let silent = last_sent.elapsed();
+    assert!(
+        silent >= Duration::from_millis(600),
+        "Dead after {silent:?}"
+    );
     // Reported once per silence.
     assert!(timeout(
         Duration::from_millis(1500),
@@ -699,7 +738,7 @@ async fn media_is_locked_to_its_source_and_foreign_packets_are_dropped() {
         LegMedia::pcmu(Some(addr(&a_sdp)), None),
         LegMedia::pcmu(Some(addr(&b)), None),
     );
-    settle().await;
+    applied(&relay).await;
     // A's first packet latches its real address.
     a_real
         .send_to(
@@ -775,7 +814,7 @@ async fn media_is_locked_to_its_source_and_foreign_packets_are_dropped() {
         LegMedia::pcmu(Some(addr(&a_new)), None),
         LegMedia::pcmu(Some(addr(&b)), None),
     );
-    settle().await;
+    applied(&relay).await;
     a_new
         .send_to(
             &pkt(false, 0, 3, 320, 0xA, &[4; 160]),
@@ -793,7 +832,10 @@ async fn media_is_locked_to_its_source_and_foreign_packets_are_dropped() {
         )
         .await
         .expect("send");
-    settle().await;
+    until("the old address's packet dropped", || {
+        relay.stats().a_to_b.foreign_dropped == before + 1
+    })
+    .await;
     assert!(
         nothing(&b, 100).await,
         "the old address is locked out after the move"
@@ -819,7 +861,7 @@ async fn srtp_leg_meets_plain_leg() {
         local: relay_key.clone(),
     });
     relay.update(a_leg, LegMedia::pcmu(Some(addr(&b)), None));
-    settle().await;
+    applied(&relay).await;
     let mut a_tx = SrtpContext::new(suite, &phone_key);
     let mut a_rx = SrtpContext::new(suite, &relay_key);
     let payload = [0x5Au8; 160];
@@ -973,7 +1015,7 @@ async fn a_peer_that_drops_mux_gets_rtcp_on_the_separate_port() {
         },
         LegMedia::pcmu(Some(b_rtp_sdp), None),
     );
-    settle().await;
+    applied(&relay).await;
     assert_eq!(engine.open_sockets(), 3, "B keeps its RTCP socket");
 
     // A's RTCP (on A's RTP port) goes to B's RTCP port, from our B RTCP port.
@@ -1082,7 +1124,9 @@ async fn a_busy_relay_thread_relays_every_packet_in_order() {
         );
         calls.push((relay, a, b));
     }
-    settle().await;
+    for (relay, _, _) in &calls {
+        applied(relay).await;
+    }
     for round in 0..ROUNDS {
         for (i, (relay, a, b)) in calls.iter().enumerate() {
             let seq = 1000 + round;
@@ -1167,7 +1211,7 @@ async fn every_receive_path_relays_the_same_and_frees_what_it_closes() {
                 LegMedia::pcmu(Some(addr(&a)), Some(101)),
                 LegMedia::pcma(Some(addr(&b)), Some(101)),
             );
-            settle().await;
+            applied(&relay).await;
             for k in 0..10u16 {
                 let seq = 100 * round + k;
                 let ts = u32::from(seq) * 160;
