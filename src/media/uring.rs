@@ -603,14 +603,32 @@ mod tests {
         (rx, tx, to)
     }
 
-    fn arrived(rx: &std::net::UdpSocket) -> Vec<u8> {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    /// What is queued on `rx` now, concatenated.
+    fn take(rx: &std::net::UdpSocket) -> Vec<u8> {
         let mut got = Vec::new();
         let mut buf = [0u8; 64];
         while let Ok(n) = rx.recv(&mut buf) {
             got.extend_from_slice(buf.get(..n).unwrap_or_default());
         }
         got
+    }
+
+    /// What reaches `rx` until `len` bytes have (a loaded machine can deliver late), and
+    /// anything more already there.
+    fn arrived(rx: &std::net::UdpSocket, len: usize) -> Vec<u8> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut got = take(rx);
+        while got.len() < len && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            got.extend(take(rx));
+        }
+        got
+    }
+
+    /// Whether nothing reaches `rx` for 20 ms.
+    fn nothing_arrives(rx: &std::net::UdpSocket) -> bool {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        take(rx).is_empty()
     }
 
     #[test]
@@ -623,16 +641,16 @@ mod tests {
         for k in 0..3u8 {
             q.send(&tx, &[k; 4], to, None);
         }
-        assert!(arrived(&rx).is_empty(), "sent before the flush");
+        assert!(nothing_arrives(&rx), "sent before the flush");
         q.flush();
-        assert_eq!(arrived(&rx), [[0u8; 4], [1; 4], [2; 4]].concat());
+        assert_eq!(arrived(&rx, 12), [[0u8; 4], [1; 4], [2; 4]].concat());
         // More than a queue's worth: the queue sends itself when full.
         for k in 0..SLOTS as u32 + 3 {
             q.send(&tx, &k.to_be_bytes(), to, None);
         }
         q.flush();
-        let got = arrived(&rx);
         let want: Vec<u8> = (0..SLOTS as u32 + 3).flat_map(u32::to_be_bytes).collect();
+        let got = arrived(&rx, want.len());
         assert_eq!(got, want);
     }
 
@@ -642,8 +660,8 @@ mod tests {
         let mut q = SendQueue::with_ring(false);
         assert!(!q.batched());
         q.send(&tx, &[7; 4], to, None);
-        assert_eq!(arrived(&rx), [7; 4]);
+        assert_eq!(arrived(&rx, 4), [7; 4]);
         q.flush();
-        assert!(arrived(&rx).is_empty());
+        assert!(nothing_arrives(&rx));
     }
 }

@@ -217,6 +217,25 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Waits until `socket` has an ICMP error pending, without taking it (`poll` reports it
+    /// as `POLLERR`): a loaded machine can take longer than any fixed wait to send it back.
+    fn wait_error_pending(socket: &UdpSocket) {
+        use std::os::fd::AsRawFd;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut p = libc::pollfd {
+            fd: socket.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, alive for the call.
+        while unsafe { libc::poll(&mut p, 1, 100) } < 1 || p.revents & libc::POLLERR == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no ICMP error came back"
+            );
+        }
+    }
+
     /// A send to a closed port leaves its ICMP error pending on the socket: the next send, to a
     /// live destination, must still leave (it used to fail with `ECONNREFUSED` and be lost).
     #[tokio::test]
@@ -237,7 +256,7 @@ mod tests {
                 .await
                 .expect("send to the dead port");
             // Let the port-unreachable come back before the next send.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            wait_error_pending(&socket);
             socket.writable().await.expect("writable");
             try_send_to(&socket, b"to the living", live_addr)
                 .unwrap_or_else(|e| panic!("round {round}: the live send failed: {e}"));
