@@ -824,6 +824,7 @@ impl SipCore {
             self.layer.shrink();
             self.calls.shrink();
             crate::memory::shrink_map(&mut self.pending_routes);
+            self.outputs.shrink();
             let calls = &self.calls;
             self.inbound_limiter.purge(now, |k| calls.has_server(k));
         }

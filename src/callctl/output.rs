@@ -52,6 +52,16 @@ pub(super) struct Outputs {
     queue: VecDeque<Output>,
 }
 
+impl Outputs {
+    /// Gives back the capacity a burst left (housekeeping): the queue is drained after every
+    /// input, so between inputs it is empty and only its capacity remains.
+    pub(super) fn shrink(&mut self) {
+        if self.queue.capacity() > 4 * self.queue.len() + 64 {
+            self.queue.shrink_to_fit();
+        }
+    }
+}
+
 impl SipCore {
     /// The next thing for the shell to do, or `None` when there is nothing left; call it after
     /// every input until it answers `None`. `now` dates the in-progress records of answered

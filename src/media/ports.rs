@@ -115,6 +115,11 @@ impl PortPool {
             self.mark_busy(idx, false);
             self.rested.push(idx);
         }
+        // A burst of releases (a flood's calls ending) grows the list to its peak; once they
+        // have rested, that capacity would be kept for good.
+        if self.resting.capacity() > 4 * self.resting.len() + 256 {
+            self.resting.shrink_to_fit();
+        }
     }
 
     /// Binds a free pair picked at random among the rested ones (the longest resting one only
@@ -273,6 +278,29 @@ fn claim_test_ports() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_resting_list_gives_back_a_bursts_capacity_once_it_has_rested() {
+        let now = Instant::now();
+        // No socket is bound: releases of pairs marked used are all this needs.
+        let mut pool = PortPool::new(40000..=44999);
+        pool.rested.retain(|&idx| idx >= 2000);
+        for idx in 0..2000 {
+            pool.used[idx] = true;
+            pool.release(pool.first + 2 * idx as u16, now);
+        }
+        assert!(pool.resting.capacity() >= 2000);
+        pool.wake(now + COOLDOWN / 2);
+        assert!(pool.resting.capacity() >= 2000, "still resting: kept");
+        pool.wake(now + COOLDOWN);
+        assert!(pool.resting.is_empty());
+        assert!(
+            pool.resting.capacity() <= 256,
+            "capacity {} kept after the burst",
+            pool.resting.capacity()
+        );
+        assert_eq!(pool.rested.len(), pool.pairs());
+    }
 
     #[test]
     fn pair_counting() {
