@@ -465,6 +465,33 @@ pub fn free_media_base() -> u16 {
     panic!("no four free consecutive UDP ports in 20000-24999");
 }
 
+/// The directory of the lock files by which test processes claim ports ([`free_ports`],
+/// [`claim_ports`]).
+fn port_lock_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join("pasarela-test-rtp");
+    fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {} for port locks: {e}", dir.display()));
+    dir
+}
+
+/// `path` opened (created if need be) with an exclusive lock (`flock`) on it, or `None` when
+/// another opening holds it. The lock lasts as long as the file stays open, and the kernel lets
+/// it go however the process ends.
+fn try_lock_file(path: &Path) -> Option<File> {
+    use std::fs::TryLockError;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    match file.try_lock() {
+        Ok(()) => Some(file),
+        Err(TryLockError::WouldBlock) => None,
+        Err(TryLockError::Error(e)) => panic!("cannot lock {}: {e}", path.display()),
+    }
+}
+
 /// A port free for both UDP and TCP on 127.0.0.1, for a peer's own listening socket (sipp,
 /// baresip, a DNS server, a control port); see [`free_ports`].
 pub fn free_port() -> u16 {
@@ -483,7 +510,6 @@ pub fn free_port() -> u16 {
 /// process with an exclusive lock on its own file as in [`claim_ports`]; within the process,
 /// ports are handed out in turn, each probed first, so one another program holds is passed over.
 pub fn free_ports(n: u16) -> u16 {
-    use std::fs::TryLockError;
     use std::sync::Mutex;
     const FIRST: u16 = 2000;
     const BLOCK: u16 = 50;
@@ -494,9 +520,7 @@ pub fn free_ports(n: u16) -> u16 {
         (1..=BLOCK).contains(&n),
         "free_ports({n}): 1 to {BLOCK} at once"
     );
-    let dir = std::env::temp_dir().join("pasarela-test-rtp");
-    fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {} for port locks: {e}", dir.display()));
+    let dir = port_lock_dir();
     let free = |p: u16| {
         UdpSocket::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
     };
@@ -523,17 +547,8 @@ pub fn free_ports(n: u16) -> u16 {
             );
             let lo = FIRST + ((seed + u64::from(tried)) % u64::from(BLOCKS)) as u16 * BLOCK;
             tried += 1;
-            let path = dir.join(format!("peer-{lo}.lock"));
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-            match file.try_lock() {
-                Ok(()) => break (file, lo),
-                Err(TryLockError::WouldBlock) => continue,
-                Err(TryLockError::Error(e)) => panic!("cannot lock {}: {e}", path.display()),
+            if let Some(file) = try_lock_file(&dir.join(format!("peer-{lo}.lock"))) {
+                break (file, lo);
             }
         };
         pool.0.push(claimed.0);
@@ -883,30 +898,14 @@ pub fn rtp_port_range() -> (u16, u16) {
 /// blocks come from 33000-54999, inside the ephemeral range, where sockets on port 0 come and
 /// go: the relay passes over a pair another socket holds.
 pub fn claim_ports(len: u16) -> (u16, u16) {
-    use std::fs::TryLockError;
     use std::sync::Mutex;
     /// The blocks this process has claimed: a lock lasts as long as its file is open.
     static CLAIMS: Mutex<Vec<File>> = Mutex::new(Vec::new());
     /// (first port, blocks, whether its ports are probed): 25000-32759, then 33000-54999.
     const POOLS: [(u16, u16, bool); 2] = [(25000, 194, true), (33000, 550, false)];
     let want = len.div_ceil(RTP_RANGE_LEN).max(1);
-    let dir = std::env::temp_dir().join("pasarela-test-rtp");
-    fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {} for port locks: {e}", dir.display()));
-    let lock = |lo: u16| -> Option<File> {
-        let path = dir.join(format!("{lo}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-        match file.try_lock() {
-            Ok(()) => Some(file),
-            Err(TryLockError::WouldBlock) => None,
-            Err(TryLockError::Error(e)) => panic!("cannot lock {}: {e}", path.display()),
-        }
-    };
+    let dir = port_lock_dir();
+    let lock = |lo: u16| try_lock_file(&dir.join(format!("{lo}.lock")));
     // Each process starts at its own place, so that processes seldom try the same files.
     let seed = u64::from_str_radix(&random_token(), 16).unwrap_or(u64::from(std::process::id()));
     let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
