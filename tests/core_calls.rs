@@ -975,7 +975,7 @@ fn redirect_loops_end() {
     assert_eq!(h.core.calls().len(), 0);
 }
 
-/// Overload admission sparing calls already challenged (`Refuse::Unchallenged`): a first
+/// Overload admission sparing calls already challenged (`Refuse::Unauthorised`): a first
 /// INVITE gets 503 + Retry-After at once, and so do INVITEs whose credentials do not verify or
 /// were used already (a replay); an INVITE answering the challenge is taken in, and still
 /// authenticated. Under `Refuse::Every` it is refused too.
@@ -1004,7 +1004,7 @@ fn under_overload_a_challenged_call_is_taken_in_and_new_ones_are_refused() {
     let good = challenge_of(&mut h, 1);
     let other = challenge_of(&mut h, 2);
 
-    h.core.set_refusing(Refuse::Unchallenged);
+    h.core.set_refusing(Refuse::Unauthorised);
     refused(&h.feed(&invite(3, 1, ""), CALLER), "a new call");
     let tampered = good.replace("response=\"", "response=\"0");
     refused(&h.feed(&invite(1, 2, &tampered), CALLER), "a wrong digest");

@@ -299,7 +299,7 @@ impl SipCore {
     pub fn handle_message(&mut self, now: Instant, unix: u64, message: Message, peer: Peer) {
         match message {
             Message::Request(r) => {
-                if self.refusing == overload::Refuse::Unchallenged {
+                if self.refusing == overload::Refuse::Unauthorised {
                     // Only a new INVITE can be refused; it is spared when its credentials
                     // answer our challenge. That is no authentication: it still comes.
                     let challenged = self.answers_challenge(unix, &r, peer);
@@ -417,7 +417,7 @@ impl SipCore {
     }
 
     /// Overload admission: which new INVITEs get 503 + Retry-After before anything is taken
-    /// for them, [`overload::Refuse::Unchallenged`] sparing those whose credentials answer our
+    /// for them, [`overload::Refuse::Unauthorised`] sparing those whose credentials answer our
     /// challenge (see [`self::overload`]); returns how many were refused since the last call.
     pub fn set_refusing(&mut self, refuse: overload::Refuse) -> u64 {
         self.refusing = refuse;
