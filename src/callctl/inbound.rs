@@ -263,6 +263,22 @@ impl InboundPolicy {
             })
     }
 
+    /// Whether the configuration names `src` as a trunk's source or, while the office takes
+    /// public calls, a DUNDi peer's address: the sources whose INVITEs may come in without
+    /// a challenge because of who sends them (see `SipCore`'s `unchallenged`). Only the
+    /// address counts, never what the request says of itself.
+    pub fn trusts(&self, src: SocketAddr) -> bool {
+        if self
+            .trunks
+            .iter()
+            .any(|t| t.nets.iter().any(|n| n.contains(src)))
+        {
+            return true;
+        }
+        let ip = canonical(src.ip());
+        self.public && self.peers.iter().any(|(p, _)| canonical(*p) == ip)
+    }
+
     /// Where an unauthenticated INVITE from `src` comes from when the office takes public
     /// calls (`None`: it does not).
     pub fn public_origin(&self, src: SocketAddr) -> Option<Origin> {
@@ -483,6 +499,35 @@ mod tests {
         ] {
             assert!(SourceSpec::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Overload admission prefers the INVITEs of the sources the configuration trusts: a
+    /// trunk's sources, and a DUNDi peer's address only while public calls are taken (they
+    /// are otherwise challenged like anybody's). `trusts` agrees with `trunk` and
+    /// `public_origin`, which decide how such a call comes in.
+    #[test]
+    fn trusted_sources_are_the_trunks_and_the_peers_of_a_public_office() {
+        let mut p = policy();
+        let trunk = [
+            "192.0.2.14:5999",
+            "198.51.100.7:5060",
+            "[2001:db8::1]:5060",
+            "[::ffff:192.0.2.1]:5060",
+        ];
+        for src in trunk {
+            assert!(p.trusts(sock(src)), "{src}");
+            assert!(p.trunk(sock(src)).is_some(), "{src}");
+        }
+        let peer = sock("203.0.113.9:5060");
+        assert!(p.trusts(peer));
+        assert!(matches!(p.public_origin(peer), Some(Origin::Peer { .. })));
+        // Anybody else, or a trunk's address on another port than its source's.
+        for src in ["192.0.2.16:5060", "198.51.100.7:5062", "203.0.113.10:5060"] {
+            assert!(!p.trusts(sock(src)), "{src}");
+        }
+        p.public = false;
+        assert!(!p.trusts(peer));
+        assert!(p.trusts(sock("192.0.2.14:5999")));
     }
 
     #[test]
