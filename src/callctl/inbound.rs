@@ -254,13 +254,10 @@ impl Default for InboundPolicy {
 impl InboundPolicy {
     /// The trunk whose sources contain `src`.
     pub fn trunk(&self, src: SocketAddr) -> Option<Origin> {
-        self.trunks
-            .iter()
-            .find(|t| t.nets.iter().any(|n| n.contains(src)))
-            .map(|t| Origin::Trunk {
-                name: t.name.clone(),
-                number_format: t.number_format,
-            })
+        self.trunk_source(src).map(|t| Origin::Trunk {
+            name: t.name.clone(),
+            number_format: t.number_format,
+        })
     }
 
     /// Whether the configuration names `src` as a trunk's source or, while the office takes
@@ -268,15 +265,23 @@ impl InboundPolicy {
     /// a challenge because of who sends them (see `SipCore`'s `unchallenged`). Only the
     /// address counts, never what the request says of itself.
     pub fn trusts(&self, src: SocketAddr) -> bool {
-        if self
-            .trunks
+        self.trunk_source(src).is_some() || (self.public && self.peer_eid(src).is_some())
+    }
+
+    /// The trunk whose sources contain `src`, as configured.
+    fn trunk_source(&self, src: SocketAddr) -> Option<&TrunkSource> {
+        self.trunks
             .iter()
-            .any(|t| t.nets.iter().any(|n| n.contains(src)))
-        {
-            return true;
-        }
+            .find(|t| t.nets.iter().any(|n| n.contains(src)))
+    }
+
+    /// The EID of the DUNDi peer at `src`'s address.
+    fn peer_eid(&self, src: SocketAddr) -> Option<&str> {
         let ip = canonical(src.ip());
-        self.public && self.peers.iter().any(|(p, _)| canonical(*p) == ip)
+        self.peers
+            .iter()
+            .find(|(p, _)| canonical(*p) == ip)
+            .map(|(_, eid)| eid.as_str())
     }
 
     /// Where an unauthenticated INVITE from `src` comes from when the office takes public
@@ -286,9 +291,9 @@ impl InboundPolicy {
             return None;
         }
         let ip = canonical(src.ip());
-        Some(match self.peers.iter().find(|(p, _)| canonical(*p) == ip) {
-            Some((_, eid)) => Origin::Peer {
-                eid: eid.clone(),
+        Some(match self.peer_eid(src) {
+            Some(eid) => Origin::Peer {
+                eid: eid.to_owned(),
                 ip,
             },
             None => Origin::Internet { ip },
