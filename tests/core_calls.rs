@@ -975,7 +975,7 @@ fn redirect_loops_end() {
     assert_eq!(h.core.calls().len(), 0);
 }
 
-/// Overload admission sparing calls already challenged (`Refuse::Unchallenged`): a first
+/// Overload admission sparing calls already challenged (`Refuse::Unauthorised`): a first
 /// INVITE gets 503 + Retry-After at once, and so do INVITEs whose credentials do not verify or
 /// were used already (a replay); an INVITE answering the challenge is taken in, and still
 /// authenticated. Under `Refuse::Every` it is refused too.
@@ -1004,7 +1004,7 @@ fn under_overload_a_challenged_call_is_taken_in_and_new_ones_are_refused() {
     let good = challenge_of(&mut h, 1);
     let other = challenge_of(&mut h, 2);
 
-    h.core.set_refusing(Refuse::Unchallenged);
+    h.core.set_refusing(Refuse::Unauthorised);
     refused(&h.feed(&invite(3, 1, ""), CALLER), "a new call");
     let tampered = good.replace("response=\"", "response=\"0");
     refused(&h.feed(&invite(1, 2, &tampered), CALLER), "a wrong digest");
@@ -1029,4 +1029,84 @@ fn under_overload_a_challenged_call_is_taken_in_and_new_ones_are_refused() {
     let out = h.feed(&invite(2, 2, &other).replace("inv2x2", "inv2x2b"), CALLER);
     assert_eq!(requests(&out, "INVITE").len(), 1, "{out:?}");
     assert_eq!(h.core.calls().len(), 2);
+}
+
+/// Overload admission spares a trunk's calls as it spares challenged ones (`Caller::Authorised`):
+/// the configuration lets the trunk's source address in without a challenge, and so a DUNDi
+/// peer's while the office takes public calls. An INVITE from elsewhere that names the trunk
+/// in what it carries (From, Via, Contact) is a new call and refused first, as is a public call
+/// from anybody else. Under `Refuse::Every` the trunk's call is refused too.
+#[test]
+fn under_overload_a_trunks_call_is_taken_in_and_one_claiming_the_trunk_is_refused() {
+    use pasarela::callctl::inbound::{InboundPolicy, InboundRoute, Net, TrunkSource};
+    use pasarela::callctl::overload::Refuse;
+    use pasarela::routing::trunk::NumberFormat;
+    const TRUNK: &str = "127.0.0.1:5070";
+    const PEER: &str = "127.0.0.2:5060";
+    const STRANGER: &str = "127.0.0.3:5060";
+    let mut h = Harness::new(Duration::from_secs(60));
+    register_callee(&mut h);
+    h.core.set_inbound(InboundPolicy {
+        trunks: vec![TrunkSource {
+            name: "carrier".into(),
+            nets: vec![Net::socket(TRUNK.parse().expect("address"))],
+            number_format: NumberFormat::E164,
+        }],
+        peers: vec![(
+            "127.0.0.2".parse().expect("address"),
+            "02:00:00:00:00:01".into(),
+        )],
+        public: true,
+        routes: vec![InboundRoute {
+            number: "+4930123456".into(),
+            label: "extension 101".into(),
+            members: vec!["101".into()],
+            member_timeout: None,
+        }],
+        ..Default::default()
+    });
+    // An INVITE to our DID that says it comes from the trunk, whoever sends it.
+    let from_trunk = |n: u32| {
+        let body = SDP.replace('\n', "\r\n");
+        format!(
+            "INVITE sip:+4930123456@office.test SIP/2.0\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bKtrunk{n}\nFrom: <sip:+4917012345@{TRUNK}>;tag=t{n}\nTo: <sip:+4930123456@office.test>\nCall-ID: trunk{n}\nCSeq: 1 INVITE\nContact: <sip:+4917012345@{TRUNK}>\nMax-Forwards: 70\nContent-Type: application/sdp\nContent-Length: {}\n\n{SDP}",
+            body.len()
+        )
+    };
+    let refused = |out: &[(Message, SocketAddr)], what: &str| {
+        let r = response(out, 503, what);
+        assert!(
+            r.headers.get("Retry-After").is_some(),
+            "{what}: Retry-After"
+        );
+        assert!(
+            requests(out, "INVITE").is_empty(),
+            "{what}: nothing forwarded"
+        );
+    };
+    let taken_in = |out: &[(Message, SocketAddr)], what: &str| {
+        assert!(
+            responses(out).iter().all(|r| r.status != 503),
+            "{what}: {out:?}"
+        );
+        assert_eq!(requests(out, "INVITE").len(), 1, "{what}: 101 rings");
+    };
+
+    h.core.set_refusing(Refuse::Unauthorised);
+    taken_in(&h.feed(&from_trunk(1), TRUNK), "the trunk's call");
+    refused(&h.feed(&from_trunk(2), CALLER), "a call claiming the trunk");
+    refused(
+        &h.feed(&from_trunk(3), STRANGER),
+        "a public call from a stranger",
+    );
+    taken_in(&h.feed(&from_trunk(4), PEER), "a DUNDi peer's public call");
+    assert_eq!(h.core.set_refusing(Refuse::Every), 2, "two refused");
+    refused(&h.feed(&from_trunk(5), TRUNK), "every INVITE refused");
+    assert_eq!(h.core.set_refusing(Refuse::Nothing), 1);
+    // Once the load is gone, the stranger's public call is taken in like any.
+    taken_in(
+        &h.feed(&from_trunk(6), STRANGER),
+        "a public call after the load",
+    );
+    assert_eq!(h.core.calls().len(), 3);
 }

@@ -34,6 +34,84 @@ pub enum GateOutcome {
     Malformed(String),
 }
 
+/// What [`DigestGate::evaluate`] decided, before anything is recorded and before a challenge
+/// is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Valid credentials for this extension.
+    Authenticated(String),
+    /// A (fresh) challenge, `stale` when the credentials were right but their nonce expired.
+    Challenge { stale: bool },
+    /// Refused ([`REFUSED`]).
+    Forbidden,
+    /// Answer 400 with this reason.
+    Malformed(String),
+}
+
+/// Why [`DigestGate::evaluate`] decided as it did: what [`DigestGate::check`] logs and counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Why {
+    Banned,
+    MalformedHeader,
+    NoCredentials,
+    /// The digest was computed for this URI.
+    UriMismatch(String),
+    UnknownExtension,
+    NoQop,
+    OutsideAllowed,
+    Locked,
+    WrongPassword,
+    /// A verified digest whose nonce is not valid now.
+    Nonce(NonceStatus),
+    Valid,
+}
+
+/// A failed attempt counted by the guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Against the source only (the extension is unknown, or not named reliably).
+    Source,
+    /// Against the source and the extension named.
+    Account,
+}
+
+impl Why {
+    /// The failure [`DigestGate::check`] records for this.
+    fn failure(&self) -> Option<Failure> {
+        match self {
+            Why::UriMismatch(_) | Why::UnknownExtension => Some(Failure::Source),
+            Why::NoQop | Why::OutsideAllowed | Why::Locked | Why::WrongPassword => {
+                Some(Failure::Account)
+            }
+            Why::Banned
+            | Why::MalformedHeader
+            | Why::NoCredentials
+            | Why::Nonce(_)
+            | Why::Valid => None,
+        }
+    }
+}
+
+/// What [`DigestGate::evaluate`] found: the decision, and what [`DigestGate::check`] records
+/// for it (a failure for the guard, or the nonce count of valid credentials and a success).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    pub decision: Decision,
+    why: Why,
+    /// The extension the credentials name.
+    user: Option<String>,
+    /// The nonce count to take, for valid credentials.
+    nonce: Option<auth::NonceUse>,
+}
+
+/// The decision on a verified digest whose nonce is not valid: a stale one is challenged
+/// again as stale, one not ours or replayed afresh.
+fn nonce_refused(status: NonceStatus) -> Decision {
+    Decision::Challenge {
+        stale: status == NonceStatus::Stale,
+    }
+}
+
 /// What the gate needs to know of an enabled extension.
 #[derive(Debug, Clone, Default)]
 pub struct Account {
@@ -134,11 +212,6 @@ impl DigestGate {
         )
     }
 
-    fn fail(&mut self, unix: u64, source: IpAddr, account: Option<&str>) -> GateOutcome {
-        self.guard.lock().failed(source, account, unix);
-        GateOutcome::Forbidden(REFUSED)
-    }
-
     /// The credentials of `req` for our realm (the first such Authorization header; other
     /// realms and schemes are ignored), or the error of a malformed one met before them.
     fn our_credentials(&self, req: &Request) -> Result<Option<auth::Credentials>, auth::AuthError> {
@@ -153,7 +226,8 @@ impl DigestGate {
     }
 
     /// Checks the Authorization headers of `req` from `source`; `account_of` gives an enabled
-    /// extension's secrets.
+    /// extension's secrets. [`DigestGate::evaluate`] decides, [`DigestGate::record`] counts
+    /// and logs what it found and builds the answer.
     pub fn check(
         &mut self,
         unix: u64,
@@ -161,78 +235,182 @@ impl DigestGate {
         source: IpAddr,
         account_of: impl Fn(&str) -> Option<Account>,
     ) -> GateOutcome {
+        let evaluation = self.evaluate(unix, req, source, account_of);
+        self.record(unix, req, source, evaluation)
+    }
+
+    /// What [`DigestGate::check`] decides about `req` from `source` now, and what it would
+    /// record, without recording anything (no failure counted, no nonce count taken, nothing
+    /// logged). The decisions, in order: a banned source is refused; a malformed
+    /// Authorization header is answered 400; a request without credentials for our realm is
+    /// challenged; credentials for another URI than the Request-URI are a replay (400); an
+    /// unknown extension, an answer without `qop` from an extension without
+    /// `legacy_digest`, a source outside the extension's networks, a locked account and a
+    /// digest that does not verify are refused; the digest is verified before the nonce is
+    /// looked at, so that an unverified request never advances a nonce count; an expired
+    /// nonce is challenged again as stale, one not ours or replayed is challenged again.
+    pub fn evaluate(
+        &self,
+        unix: u64,
+        req: &Request,
+        source: IpAddr,
+        account_of: impl Fn(&str) -> Option<Account>,
+    ) -> Evaluation {
+        let refused = |why, user: Option<&auth::Credentials>| Evaluation {
+            decision: Decision::Forbidden,
+            why,
+            user: user.map(|c| c.username.clone()),
+            nonce: None,
+        };
         if self.guard.lock().banned(source, unix) {
-            tracing::debug!(%source, "request from a banned source refused");
-            return GateOutcome::Forbidden(REFUSED);
+            return refused(Why::Banned, None);
         }
         let creds = match self.our_credentials(req) {
             Ok(c) => c,
             Err(e) => {
-                return GateOutcome::Malformed(format!("Malformed Authorization header: {e}"))
+                return Evaluation {
+                    decision: Decision::Malformed(format!("Malformed Authorization header: {e}")),
+                    why: Why::MalformedHeader,
+                    user: None,
+                    nonce: None,
+                }
             }
         };
         let Some(creds) = creds else {
-            return self.challenge(unix, req, source, false);
+            return Evaluation {
+                decision: Decision::Challenge { stale: false },
+                why: Why::NoCredentials,
+                user: None,
+                nonce: None,
+            };
         };
         // RFC 3261 §22.4 / RFC 2617 §3.2.2.5: the digest covers the Request-URI; one computed
         // for another URI is a replay (a sniffed INVITE turned towards another number).
         if !uri_eq::text_equivalent(&creds.uri, &req.uri) {
-            tracing::warn!(user = %creds.username, %source, uri = %creds.uri, "Authorization uri differs from the Request-URI");
-            self.guard.lock().failed(source, None, unix);
-            return GateOutcome::Malformed(
-                "Authorization uri does not match the Request-URI".into(),
-            );
+            return Evaluation {
+                decision: Decision::Malformed(
+                    "Authorization uri does not match the Request-URI".into(),
+                ),
+                why: Why::UriMismatch(creds.uri.clone()),
+                user: Some(creds.username),
+                nonce: None,
+            };
         }
         let Some(account) = account_of(&creds.username) else {
-            tracing::warn!(user = %creds.username, %source, "authentication for unknown or disabled extension");
-            return self.fail(unix, source, None);
+            return refused(Why::UnknownExtension, Some(&creds));
         };
         let user = creds.username.as_str();
         if creds.qop.is_none() && !account.legacy_digest {
-            tracing::warn!(%user, %source, "digest without qop (RFC 2069) refused; set legacy_digest = true for this extension if it needs it");
-            return self.fail(unix, source, Some(user));
+            return refused(Why::NoQop, Some(&creds));
         }
         if !account.allow.is_empty() && !account.allow.iter().any(|n| n.contains(source)) {
-            tracing::warn!(%user, %source, "authentication from outside the extension's allowed networks");
-            return self.fail(unix, source, Some(user));
+            return refused(Why::OutsideAllowed, Some(&creds));
         }
         if !self.guard.lock().account_open(user, source, unix) {
-            tracing::warn!(%user, %source, "account locked: attempt from an untrusted address refused");
-            return self.fail(unix, source, Some(user));
+            return refused(Why::Locked, Some(&creds));
         }
         let ha1 = account.ha1(creds.algorithm);
-        // Verify first: the nonce manager records nonce counts, and an unverified request must
-        // not be able to advance them (that would lock the real phone out).
         if ha1.is_empty() || !auth::verify_ha1(&creds, req.method.as_str(), ha1) {
-            tracing::warn!(%user, %source, "wrong password");
-            let user = user.to_owned();
-            return self.fail(unix, source, Some(&user));
+            return refused(Why::WrongPassword, Some(&creds));
         }
         // Without qop there is no nonce count: such a nonce is good for one request only.
         let nc = creds.nc.or(Some(0));
         match self
             .nonces
-            .check_bound(&creds.nonce, nc, unix, &bound_to(source))
+            .peek_use(&creds.nonce, nc, unix, &bound_to(source))
         {
-            NonceStatus::Valid => {
-                self.guard.lock().succeeded(source, user, unix);
-                GateOutcome::Authenticated(creds.username)
+            Ok(found) => Evaluation {
+                decision: Decision::Authenticated(creds.username.clone()),
+                why: Why::Valid,
+                user: Some(creds.username),
+                nonce: Some(found),
+            },
+            Err(status) => Evaluation {
+                decision: nonce_refused(status),
+                why: Why::Nonce(status),
+                user: Some(creds.username),
+                nonce: None,
+            },
+        }
+    }
+
+    /// Records what [`DigestGate::evaluate`] found for `req` from `source` (a failure for the
+    /// guard, or the nonce count taken and a success) and answers. Taking the nonce count can
+    /// still turn valid credentials into a stale challenge, when the table of nonce counts is
+    /// full and their nonce's issue time is evicted to make room.
+    fn record(
+        &mut self,
+        unix: u64,
+        req: &Request,
+        source: IpAddr,
+        evaluation: Evaluation,
+    ) -> GateOutcome {
+        let Evaluation {
+            mut decision,
+            mut why,
+            user,
+            nonce,
+        } = evaluation;
+        let name = user.as_deref().unwrap_or_default();
+        if let Some(found) = nonce {
+            let status = self.nonces.take(found, unix);
+            if status != NonceStatus::Valid {
+                decision = nonce_refused(status);
+                why = Why::Nonce(status);
             }
-            NonceStatus::Stale => self.challenge(unix, req, source, true),
-            status @ (NonceStatus::Invalid | NonceStatus::Replay) => {
-                tracing::debug!(%user, %source, ?status, "nonce refused; challenging again");
-                self.challenge(unix, req, source, false)
+        }
+        match &why {
+            Why::Banned => tracing::debug!(%source, "request from a banned source refused"),
+            Why::MalformedHeader | Why::NoCredentials | Why::Valid => {}
+            Why::UriMismatch(uri) => {
+                tracing::warn!(user = %name, %source, %uri, "Authorization uri differs from the Request-URI")
             }
+            Why::UnknownExtension => {
+                tracing::warn!(user = %name, %source, "authentication for unknown or disabled extension")
+            }
+            Why::NoQop => {
+                tracing::warn!(user = %name, %source, "digest without qop (RFC 2069) refused; set legacy_digest = true for this extension if it needs it")
+            }
+            Why::OutsideAllowed => {
+                tracing::warn!(user = %name, %source, "authentication from outside the extension's allowed networks")
+            }
+            Why::Locked => {
+                tracing::warn!(user = %name, %source, "account locked: attempt from an untrusted address refused")
+            }
+            Why::WrongPassword => tracing::warn!(user = %name, %source, "wrong password"),
+            Why::Nonce(status) => {
+                if *status != NonceStatus::Stale {
+                    tracing::debug!(user = %name, %source, ?status, "nonce refused; challenging again");
+                }
+            }
+        }
+        match why.failure() {
+            Some(Failure::Source) => {
+                self.guard.lock().failed(source, None, unix);
+            }
+            Some(Failure::Account) => {
+                self.guard.lock().failed(source, user.as_deref(), unix);
+            }
+            None => {}
+        }
+        if why == Why::Valid {
+            self.guard.lock().succeeded(source, name, unix);
+        }
+        match decision {
+            Decision::Authenticated(user) => GateOutcome::Authenticated(user),
+            Decision::Challenge { stale } => self.challenge(unix, req, source, stale),
+            Decision::Forbidden => GateOutcome::Forbidden(REFUSED),
+            Decision::Malformed(reason) => GateOutcome::Malformed(reason),
         }
     }
 
     /// Whether `req` from `source` carries credentials that [`DigestGate::check`] would accept
-    /// now: our realm, the Request-URI, an enabled extension allowed from `source` and not
-    /// locked, a nonce we issued to `source` that is neither expired nor replayed, and a
-    /// digest that verifies. Nothing is recorded (no failure counted, no nonce count taken):
-    /// overload admission asks this before the request is authenticated, to refuse INVITEs
-    /// that did not answer a challenge first. It is never taken as authentication: the
-    /// request still goes through [`DigestGate::check`].
+    /// now ([`DigestGate::evaluate`]: our realm, the Request-URI, an enabled extension allowed
+    /// from `source` and not locked, a digest that verifies, and a nonce we issued to `source`
+    /// that is neither expired nor replayed). Nothing is recorded (no failure counted, no
+    /// nonce count taken): overload admission asks this before the request is authenticated,
+    /// to refuse INVITEs that did not answer a challenge first. It is never taken as
+    /// authentication: the request still goes through [`DigestGate::check`].
     pub fn answers_challenge(
         &self,
         unix: u64,
@@ -240,36 +418,10 @@ impl DigestGate {
         source: IpAddr,
         account_of: impl Fn(&str) -> Option<Account>,
     ) -> bool {
-        let guard = self.guard.lock();
-        if guard.banned(source, unix) {
-            return false;
-        }
-        let Ok(Some(creds)) = self.our_credentials(req) else {
-            return false;
-        };
-        if !uri_eq::text_equivalent(&creds.uri, &req.uri) {
-            return false;
-        }
-        let Some(account) = account_of(&creds.username) else {
-            return false;
-        };
-        if (creds.qop.is_none() && !account.legacy_digest)
-            || (!account.allow.is_empty() && !account.allow.iter().any(|n| n.contains(source)))
-            || !guard.account_open(&creds.username, source, unix)
-        {
-            return false;
-        }
-        drop(guard);
-        let nc = creds.nc.or(Some(0));
-        if self
-            .nonces
-            .peek_bound(&creds.nonce, nc, unix, &bound_to(source))
-            != NonceStatus::Valid
-        {
-            return false;
-        }
-        let ha1 = account.ha1(creds.algorithm);
-        !ha1.is_empty() && auth::verify_ha1(&creds, req.method.as_str(), ha1)
+        matches!(
+            self.evaluate(unix, req, source, account_of).decision,
+            Decision::Authenticated(_)
+        )
     }
 
     pub fn purge(&mut self, unix: u64) {
@@ -436,6 +588,68 @@ mod tests {
         }
         assert!(!gate.guard().lock().bans(1001).is_empty());
         assert!(!gate.answers_challenge(1001, &invite(&good(&nonce, 20)), phone, acct));
+    }
+
+    /// `check` is `evaluate` and then `record`: over a run of requests of every kind, each
+    /// answer is the one evaluated just before, and evaluating twice changes nothing.
+    #[test]
+    fn check_answers_as_evaluated() {
+        let mut gate = gate();
+        let phone = ip("192.0.2.8");
+        let acct = |u: &str| (u == "100").then(|| account(false, &["192.0.2.0/24"]));
+        let invite = |auth: &str| request("INVITE", RURI, auth);
+        let nonce = nonce_of(&gate.check(1000, &invite(""), phone, acct));
+        let good = |nc| authorization("INVITE", RURI, &nonce, "secret100", Some(nc));
+        let cases: Vec<(u64, Request, IpAddr)> = vec![
+            (1000, invite(""), phone),
+            (1000, invite("Authorization: Digest username=\r\n"), phone),
+            (1000, invite(&good(1)), phone),
+            (1000, invite(&good(1)), phone),
+            (
+                1000,
+                request("INVITE", "sip:900@office.test", &good(2)),
+                phone,
+            ),
+            (1000, invite(&good(3).replace("\"100\"", "\"999\"")), phone),
+            (
+                1000,
+                invite(&authorization("INVITE", RURI, &nonce, "secret100", None)),
+                phone,
+            ),
+            (1000, invite(&good(4)), ip("198.51.100.1")),
+            (1000, invite(&good(5)), ip("192.0.2.9")),
+            (1400, invite(&good(6)), phone),
+            (
+                1000,
+                invite(&authorization("INVITE", RURI, &nonce, "bad", Some(7))),
+                phone,
+            ),
+        ];
+        let (mut kinds, mut stale) = (std::collections::HashSet::new(), false);
+        for (i, (unix, req, src)) in cases.iter().enumerate() {
+            let first = gate.evaluate(*unix, req, *src, acct);
+            assert_eq!(gate.evaluate(*unix, req, *src, acct), first, "case {i}");
+            let outcome = gate.check(*unix, req, *src, acct);
+            let as_decided = match (&first.decision, &outcome) {
+                (Decision::Authenticated(a), GateOutcome::Authenticated(b)) => a == b,
+                (Decision::Challenge { stale }, GateOutcome::Challenge(v)) => {
+                    *stale == v[0].contains("stale=TRUE")
+                }
+                (Decision::Forbidden, GateOutcome::Forbidden(r)) => *r == REFUSED,
+                (Decision::Malformed(a), GateOutcome::Malformed(b)) => a == b,
+                _ => false,
+            };
+            assert!(
+                as_decided,
+                "case {i}: {:?} then {outcome:?}",
+                first.decision
+            );
+            kinds.insert(std::mem::discriminant(&first.decision));
+            stale |= first.decision == Decision::Challenge { stale: true };
+        }
+        // Every kind of decision was met, a stale challenge too.
+        assert_eq!(kinds.len(), 4);
+        assert!(stale);
     }
 
     #[test]

@@ -254,13 +254,34 @@ impl Default for InboundPolicy {
 impl InboundPolicy {
     /// The trunk whose sources contain `src`.
     pub fn trunk(&self, src: SocketAddr) -> Option<Origin> {
+        self.trunk_source(src).map(|t| Origin::Trunk {
+            name: t.name.clone(),
+            number_format: t.number_format,
+        })
+    }
+
+    /// Whether the configuration names `src` as a trunk's source or, while the office takes
+    /// public calls, a DUNDi peer's address: the sources whose INVITEs may come in without
+    /// a challenge because of who sends them (see `SipCore`'s `unchallenged`). Only the
+    /// address counts, never what the request says of itself.
+    pub fn trusts(&self, src: SocketAddr) -> bool {
+        self.trunk_source(src).is_some() || (self.public && self.peer_eid(src).is_some())
+    }
+
+    /// The trunk whose sources contain `src`, as configured.
+    fn trunk_source(&self, src: SocketAddr) -> Option<&TrunkSource> {
         self.trunks
             .iter()
             .find(|t| t.nets.iter().any(|n| n.contains(src)))
-            .map(|t| Origin::Trunk {
-                name: t.name.clone(),
-                number_format: t.number_format,
-            })
+    }
+
+    /// The EID of the DUNDi peer at `src`'s address.
+    fn peer_eid(&self, src: SocketAddr) -> Option<&str> {
+        let ip = canonical(src.ip());
+        self.peers
+            .iter()
+            .find(|(p, _)| canonical(*p) == ip)
+            .map(|(_, eid)| eid.as_str())
     }
 
     /// Where an unauthenticated INVITE from `src` comes from when the office takes public
@@ -270,9 +291,9 @@ impl InboundPolicy {
             return None;
         }
         let ip = canonical(src.ip());
-        Some(match self.peers.iter().find(|(p, _)| canonical(*p) == ip) {
-            Some((_, eid)) => Origin::Peer {
-                eid: eid.clone(),
+        Some(match self.peer_eid(src) {
+            Some(eid) => Origin::Peer {
+                eid: eid.to_owned(),
                 ip,
             },
             None => Origin::Internet { ip },
@@ -483,6 +504,35 @@ mod tests {
         ] {
             assert!(SourceSpec::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Overload admission prefers the INVITEs of the sources the configuration trusts: a
+    /// trunk's sources, and a DUNDi peer's address only while public calls are taken (they
+    /// are otherwise challenged like anybody's). `trusts` agrees with `trunk` and
+    /// `public_origin`, which decide how such a call comes in.
+    #[test]
+    fn trusted_sources_are_the_trunks_and_the_peers_of_a_public_office() {
+        let mut p = policy();
+        let trunk = [
+            "192.0.2.14:5999",
+            "198.51.100.7:5060",
+            "[2001:db8::1]:5060",
+            "[::ffff:192.0.2.1]:5060",
+        ];
+        for src in trunk {
+            assert!(p.trusts(sock(src)), "{src}");
+            assert!(p.trunk(sock(src)).is_some(), "{src}");
+        }
+        let peer = sock("203.0.113.9:5060");
+        assert!(p.trusts(peer));
+        assert!(matches!(p.public_origin(peer), Some(Origin::Peer { .. })));
+        // Anybody else, or a trunk's address on another port than its source's.
+        for src in ["192.0.2.16:5060", "198.51.100.7:5062", "203.0.113.10:5060"] {
+            assert!(!p.trusts(sock(src)), "{src}");
+        }
+        p.public = false;
+        assert!(!p.trusts(peer));
+        assert!(p.trusts(sock("192.0.2.14:5999")));
     }
 
     #[test]

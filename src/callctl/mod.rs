@@ -104,6 +104,16 @@ pub struct Refused {
     pub incoming: Option<(String, String)>,
 }
 
+/// How a new INVITE comes in without a challenge ([`SipCore::unchallenged`]).
+enum Unchallenged {
+    /// From a trunk's sources (its address).
+    Trunk(self::inbound::Origin),
+    /// To the Contact we registered with this trunk (the `line` of the Request-URI).
+    TrunkContact(String, crate::routing::trunk::NumberFormat),
+    /// A public call to a number we publish, from a DUNDi peer or anybody else.
+    Public(self::inbound::Origin),
+}
+
 struct PendingRoute {
     key: ServerKey,
     invite: Request,
@@ -299,11 +309,12 @@ impl SipCore {
     pub fn handle_message(&mut self, now: Instant, unix: u64, message: Message, peer: Peer) {
         match message {
             Message::Request(r) => {
-                if self.refusing == overload::Refuse::Unchallenged {
-                    // Only a new INVITE can be refused; it is spared when its credentials
-                    // answer our challenge. That is no authentication: it still comes.
-                    let challenged = self.answers_challenge(unix, &r, peer);
-                    self.layer.set_shedding(!challenged);
+                if self.refusing == overload::Refuse::Unauthorised {
+                    // Only a new INVITE can be refused; it is spared when it is authorised.
+                    // That is no authentication: it still goes the way it would otherwise.
+                    let caller = self.admission_class(now, unix, &r, peer);
+                    self.layer
+                        .set_shedding(caller != overload::Caller::Authorised);
                 }
                 self.layer.handle_request(now, r, peer)
             }
@@ -417,25 +428,86 @@ impl SipCore {
     }
 
     /// Overload admission: which new INVITEs get 503 + Retry-After before anything is taken
-    /// for them, [`overload::Refuse::Unchallenged`] sparing those whose credentials answer our
-    /// challenge (see [`self::overload`]); returns how many were refused since the last call.
+    /// for them, [`overload::Refuse::Unauthorised`] sparing authorised ones (credentials that
+    /// answer our challenge, a trunk's source address: [`overload::Caller::Authorised`], see
+    /// [`self::overload`]); returns how many were refused since the last call.
     pub fn set_refusing(&mut self, refuse: overload::Refuse) -> u64 {
         self.refusing = refuse;
         self.layer.set_shedding(refuse != overload::Refuse::Nothing);
         self.layer.take_shed()
     }
 
-    /// Whether `req` is a new INVITE whose credentials answer our challenge (checked without
-    /// side effects, see [`DigestGate::answers_challenge`]).
-    fn answers_challenge(&self, unix: u64, req: &Request, peer: Peer) -> bool {
-        req.method == Method::Invite
-            && req.headers.to().and_then(|t| t.tag()).is_none()
-            && req.headers.get_all("Authorization").next().is_some()
+    /// Who sent `req`, as overload admission tells callers apart: [`overload::Caller::Authorised`]
+    /// for a new INVITE that [`SipCore::invite`] would let in without a challenge because the
+    /// configuration trusts its source address (a trunk's, or a DUNDi peer's on the public
+    /// path; [`SipCore::unchallenged`] decides for both), or whose credentials answer our
+    /// challenge (checked without side effects, see [`DigestGate::answers_challenge`]).
+    /// Anything else is [`overload::Caller::New`]: a public call from anybody else, one to a
+    /// trunk's Contact (the Request-URI is the sender's to write), one merely claiming a
+    /// trunk's domain in From.
+    fn admission_class(
+        &self,
+        now: Instant,
+        unix: u64,
+        req: &Request,
+        peer: Peer,
+    ) -> overload::Caller {
+        let new_invite =
+            req.method == Method::Invite && req.headers.to().and_then(|t| t.tag()).is_none();
+        if !new_invite {
+            return overload::Caller::New;
+        }
+        if self.inbound.trusts(peer.remote) {
+            match self.unchallenged(now, unix, req, peer) {
+                Some(
+                    Unchallenged::Trunk(_)
+                    | Unchallenged::Public(self::inbound::Origin::Peer { .. }),
+                ) => return overload::Caller::Authorised,
+                Some(Unchallenged::TrunkContact(..) | Unchallenged::Public(_)) => {
+                    return overload::Caller::New
+                }
+                None => {}
+            }
+        }
+        let answers = req.headers.get_all("Authorization").next().is_some()
             && self
                 .gate
                 .answers_challenge(unix, req, peer.remote.ip(), |user| {
                     account(&self.extensions, user)
-                })
+                });
+        if answers {
+            overload::Caller::Authorised
+        } else {
+            overload::Caller::New
+        }
+    }
+
+    /// How [`SipCore::invite`] lets a new INVITE in without a challenge, if it does (after
+    /// its checks of the request itself): from a trunk's sources, to the Contact we
+    /// registered with a trunk, or (`[inbound] public`, no credentials) to a number we
+    /// publish from anyone but an office phone. One decision for the call and for overload
+    /// admission ([`SipCore::admission_class`]).
+    fn unchallenged(
+        &self,
+        now: Instant,
+        unix: u64,
+        req: &Request,
+        peer: Peer,
+    ) -> Option<Unchallenged> {
+        if let Some(origin) = self.inbound.trunk(peer.remote) {
+            return Some(Unchallenged::Trunk(origin));
+        }
+        if let Some((name, number_format)) = self.trunks.by_contact(now, &req.uri) {
+            return Some(Unchallenged::TrunkContact(name, number_format));
+        }
+        if req.headers.get_all("Authorization").next().is_none() {
+            if let Some(origin) = self.inbound.public_origin(peer.remote) {
+                if self.published(req).is_some() && !self.is_own_phone(unix, req, peer) {
+                    return Some(Unchallenged::Public(origin));
+                }
+            }
+        }
+        None
     }
 
     /// Live (server, client) transactions.
@@ -1240,35 +1312,32 @@ impl SipCore {
             tracing::info!(%peer, status, "INVITE refused: {reason}");
             return Some(self.response(req, status, Some(reason)));
         }
-        if let Some(origin) = self.inbound.trunk(peer.remote) {
-            return self.incoming(now, unix, key, req, peer, origin, None);
-        }
-        if let Some((name, number_format)) = self.trunks.by_contact(now, &req.uri) {
-            // Sent to the Contact we registered with the trunk: the number dialled is in To
-            // (the Request-URI is our Contact), unless the trunk put it in the Request-URI.
-            let to_user = req
-                .headers
-                .to()
-                .and_then(|t| t.uri.as_sip())
-                .and_then(|u| u.user_unescaped());
-            let ruri_user = req.uri.as_sip().and_then(|u| u.user_unescaped());
-            let dialled = match (&ruri_user, to_user) {
-                (Some(r), _) if self.published_number(r).is_some() => r.clone(),
-                (_, Some(t)) => t,
-                (r, None) => r.clone().unwrap_or_default(),
-            };
-            let origin = self::inbound::Origin::Trunk {
-                name,
-                number_format,
-            };
-            return self.incoming(now, unix, key, req, peer, origin, Some(dialled));
-        }
-        if req.headers.get_all("Authorization").next().is_none() {
-            if let Some(origin) = self.inbound.public_origin(peer.remote) {
-                if self.published(req).is_some() && !self.is_own_phone(unix, req, peer) {
-                    return self.incoming(now, unix, key, req, peer, origin, None);
-                }
+        match self.unchallenged(now, unix, req, peer) {
+            Some(Unchallenged::Trunk(origin) | Unchallenged::Public(origin)) => {
+                return self.incoming(now, unix, key, req, peer, origin, None);
             }
+            Some(Unchallenged::TrunkContact(name, number_format)) => {
+                // Sent to the Contact we registered with the trunk: the number dialled is in
+                // To (the Request-URI is our Contact), unless the trunk put it in the
+                // Request-URI.
+                let to_user = req
+                    .headers
+                    .to()
+                    .and_then(|t| t.uri.as_sip())
+                    .and_then(|u| u.user_unescaped());
+                let ruri_user = req.uri.as_sip().and_then(|u| u.user_unescaped());
+                let dialled = match (&ruri_user, to_user) {
+                    (Some(r), _) if self.published_number(r).is_some() => r.clone(),
+                    (_, Some(t)) => t,
+                    (r, None) => r.clone().unwrap_or_default(),
+                };
+                let origin = self::inbound::Origin::Trunk {
+                    name,
+                    number_format,
+                };
+                return self.incoming(now, unix, key, req, peer, origin, Some(dialled));
+            }
+            None => {}
         }
         let caller = match self.authenticate(unix, req, peer) {
             Ok(ext) => ext,

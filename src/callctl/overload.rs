@@ -35,22 +35,28 @@
 //! Calls waiting for the router take their ports and sockets once routed, so they count
 //! against both budgets as if they held them already.
 //!
-//! **Challenged calls first** ([`Caller`]): a call is set up with two INVITEs, the first
-//! answered with a digest challenge, the second with the caller's credentials. A refusal of
-//! the second wastes what both sides paid for the first (a round trip, the challenge), and a
-//! call once challenged should complete. So every signal refuses a [`Caller::New`] INVITE (a
-//! first INVITE, a trunk's, anything whose credentials do not verify) at a lower load than
-//! a [`Caller::Challenged`] one (valid credentials for a nonce we issued, checked without
-//! side effects before admission, and checked again by the digest gate afterwards):
-//! - the queue delay bound is doubled ([`CHALLENGED_DELAY_FACTOR`]) and the backlog bound
-//!   raised to [`BACKLOG_SHED_CHALLENGED`] for challenged INVITEs (both soft bounds: latency);
+//! **Authorised calls first** ([`Caller`]): a call from a phone is set up with two INVITEs,
+//! the first answered with a digest challenge, the second with the caller's credentials. A
+//! refusal of the second wastes what both sides paid for the first (a round trip, the
+//! challenge), and a call once challenged should complete. A call from a configured trunk (or
+//! a DUNDi peer, when the office takes public calls) is never challenged: the configuration
+//! lets its source address in, and it is a provider's or a partner's call, not a stranger's.
+//! So every signal refuses a [`Caller::New`] INVITE (a first INVITE, anyone else's, anything
+//! whose credentials do not verify) at a lower load than a [`Caller::Authorised`] one (valid
+//! credentials for a nonce we issued, checked without side effects before admission and
+//! checked again by the digest gate afterwards; or a source the configuration trusts,
+//! never a header the sender chooses):
+//! - the queue delay bound is doubled ([`AUTHORISED_DELAY_FACTOR`]) and the backlog bound
+//!   raised to [`BACKLOG_SHED_AUTHORISED`] for authorised INVITEs (both soft bounds: latency);
 //! - the hard bounds (the transactions that leave room for BYEs, the sockets, the RTP ports,
-//!   the call budget) are what challenged INVITEs are refused at; new INVITEs are refused a
+//!   the call budget) are what authorised INVITEs are refused at; new INVITEs are refused a
 //!   headroom earlier ([`transaction_headroom`], [`socket_headroom`], [`port_reserve`] once
-//!   more, [`call_headroom`]), the room for the calls challenged but not yet back.
+//!   more, [`call_headroom`]), the room for the calls challenged but not yet back and for the
+//!   trunks' calls.
 //!
 //! The preference moves only where the refusals land: no bound is lifted for anyone, and an
-//! INVITE admitted as challenged still has to authenticate like any other.
+//! INVITE admitted as authorised still goes the way it would have gone otherwise (a phone's
+//! still has to authenticate like any other).
 //!
 //! Sans-IO: [`Admission::verdict`] takes a [`Load`] (the message's queue delay, the queue's
 //! fill, the calls in progress and those waiting for the router, the server transactions) and
@@ -98,14 +104,14 @@ pub fn port_reserve(pairs: usize) -> usize {
 /// refused: half, leaving the other half for the messages of the calls already admitted.
 pub const BACKLOG_SHED: (usize, usize) = (1, 2);
 
-/// The fill of the core's inbound queue from which INVITEs answering our challenge are refused
-/// too: three quarters, leaving a quarter for the messages of the calls already admitted.
-pub const BACKLOG_SHED_CHALLENGED: (usize, usize) = (3, 4);
+/// The fill of the core's inbound queue from which authorised INVITEs ([`Caller::Authorised`]) are
+/// refused too: three quarters, leaving a quarter for the messages of the calls already admitted.
+pub const BACKLOG_SHED_AUTHORISED: (usize, usize) = (3, 4);
 
-/// INVITEs answering our challenge are refused when they waited this many times the queue
+/// Authorised INVITEs ([`Caller::Authorised`]) are refused when they waited this many times the queue
 /// delay bound (the default 200 ms bound gives 400 ms: still under the caller's first
 /// retransmission at T1, 500 ms).
-pub const CHALLENGED_DELAY_FACTOR: u32 = 2;
+pub const AUTHORISED_DELAY_FACTOR: u32 = 2;
 
 /// Server transactions a call in progress may still open (its BYE, a re-INVITE or UPDATE).
 pub const TRANSACTIONS_PER_CALL: usize = 2;
@@ -139,13 +145,16 @@ pub fn call_headroom(max: usize) -> usize {
 /// Who sent a new INVITE, as far as admission tells them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
-    /// A first INVITE (it is to be challenged), a trunk's or a trusted network's (never
-    /// challenged), or one whose credentials do not verify: refused first.
+    /// A first INVITE (it is to be challenged), one let in without a password only because
+    /// the office takes public calls, one claiming a trunk by what it carries (From, the
+    /// Request-URI), or one whose credentials do not verify: refused first.
     New,
-    /// An INVITE whose credentials answer a challenge of ours: a nonce we issued to this
-    /// source, unexpired and not replayed, and a digest that verifies
-    /// (`DigestGate::answers_challenge`). Refused at the hard bounds only.
-    Challenged,
+    /// An INVITE whose credentials answer a challenge of ours (a nonce we issued to this
+    /// source, unexpired and not replayed, and a digest that verifies:
+    /// `DigestGate::answers_challenge`), or one the configuration lets in without a
+    /// challenge by its source address (a trunk's `sources`, a DUNDi peer's address while
+    /// the office takes public calls). Refused at the hard bounds only.
+    Authorised,
 }
 
 /// What the core does with new INVITEs while it handles one message.
@@ -154,9 +163,9 @@ pub enum Refuse {
     /// Every new INVITE is taken in.
     #[default]
     Nothing,
-    /// New INVITEs are refused unless their credentials answer our challenge
-    /// ([`Caller::Challenged`]).
-    Unchallenged,
+    /// New INVITEs are refused unless they are authorised: their credentials answer our
+    /// challenge, or the configuration trusts their source ([`Caller::Authorised`]).
+    Unauthorised,
     /// Every new INVITE is refused.
     Every,
 }
@@ -166,23 +175,23 @@ pub enum Refuse {
 pub struct Verdict {
     /// Why a [`Caller::New`] INVITE is refused.
     pub new: Option<Shed>,
-    /// Why a [`Caller::Challenged`] one is (only ever when a new one is too).
-    pub challenged: Option<Shed>,
+    /// Why a [`Caller::Authorised`] one is (only ever when a new one is too).
+    pub authorised: Option<Shed>,
 }
 
 impl Verdict {
     /// What the core refuses under this verdict.
     pub fn refuse(&self) -> Refuse {
-        match (self.new, self.challenged) {
+        match (self.new, self.authorised) {
             (None, _) => Refuse::Nothing,
-            (Some(_), None) => Refuse::Unchallenged,
+            (Some(_), None) => Refuse::Unauthorised,
             (Some(_), Some(_)) => Refuse::Every,
         }
     }
 
     /// The reason to count refusals under: the one that refuses the most.
     pub fn why(&self) -> Option<Shed> {
-        self.challenged.or(self.new)
+        self.authorised.or(self.new)
     }
 }
 
@@ -348,12 +357,12 @@ impl Admission {
     }
 
     /// Why new INVITEs of either kind arriving under `load` are to be refused. The
-    /// challenged caller's bounds are only looked at when a new one is refused, so that a
-    /// challenged INVITE is never refused while a new one is taken in.
+    /// authorised caller's bounds are only looked at when a new one is refused, so that an
+    /// authorised INVITE is never refused while a new one is taken in.
     pub fn verdict(&self, load: &Load) -> Verdict {
         let new = self.shed_for(load, Caller::New);
-        let challenged = new.and_then(|_| self.shed_for(load, Caller::Challenged));
-        Verdict { new, challenged }
+        let authorised = new.and_then(|_| self.shed_for(load, Caller::Authorised));
+        Verdict { new, authorised }
     }
 
     /// Whether a new call from `caller` arriving under `load` is to be refused.
@@ -362,7 +371,7 @@ impl Admission {
         let max_delay = if new {
             self.max_delay
         } else {
-            self.max_delay.saturating_mul(CHALLENGED_DELAY_FACTOR)
+            self.max_delay.saturating_mul(AUTHORISED_DELAY_FACTOR)
         };
         if load.queued > max_delay {
             return Some(Shed::QueueDelay(load.queued));
@@ -370,7 +379,7 @@ impl Admission {
         let (num, den) = if new {
             BACKLOG_SHED
         } else {
-            BACKLOG_SHED_CHALLENGED
+            BACKLOG_SHED_AUTHORISED
         };
         if load.backlog_max > 0
             && load.backlog.saturating_mul(den) >= load.backlog_max.saturating_mul(num)
@@ -571,46 +580,46 @@ mod tests {
         let a = Admission::new(Duration::from_millis(200), 10_000)
             .with_port_budget(Box::new(move || gauge.load(Ordering::Relaxed)), 1000);
         assert_eq!(
-            a.shed_for(&Load::new(Duration::ZERO, 0, 0), Caller::Challenged),
+            a.shed_for(&Load::new(Duration::ZERO, 0, 0), Caller::Authorised),
             None
         );
         // One more call's two pairs still fit beside the reserve …
         free.store(12, Ordering::Relaxed);
         assert_eq!(
-            a.shed_for(&Load::new(Duration::ZERO, 494, 0), Caller::Challenged),
+            a.shed_for(&Load::new(Duration::ZERO, 494, 0), Caller::Authorised),
             None
         );
         // … not when they would eat into it, although the allocator would still find them.
         free.store(11, Ordering::Relaxed);
         assert_eq!(
-            a.shed_for(&Load::new(Duration::ZERO, 494, 0), Caller::Challenged),
+            a.shed_for(&Load::new(Duration::ZERO, 494, 0), Caller::Authorised),
             Some(Shed::Ports(11))
         );
         free.store(0, Ordering::Relaxed);
         assert_eq!(
-            a.shed_for(&Load::new(Duration::ZERO, 500, 0), Caller::Challenged),
+            a.shed_for(&Load::new(Duration::ZERO, 500, 0), Caller::Authorised),
             Some(Shed::Ports(0))
         );
         // Calls waiting for the router take their pairs once routed: they count now.
         free.store(20, Ordering::Relaxed);
         assert_eq!(
-            a.shed_for(&Load::new(Duration::ZERO, 490, 4), Caller::Challenged),
+            a.shed_for(&Load::new(Duration::ZERO, 490, 4), Caller::Authorised),
             None
         );
         assert_eq!(
-            a.shed_for(&Load::new(Duration::ZERO, 490, 5), Caller::Challenged),
+            a.shed_for(&Load::new(Duration::ZERO, 490, 5), Caller::Authorised),
             Some(Shed::Ports(20))
         );
         // As soon as pairs come back, calls are admitted again.
         free.store(1000, Ordering::Relaxed);
         assert_eq!(
-            a.shed_for(&Load::new(Duration::ZERO, 0, 0), Caller::Challenged),
+            a.shed_for(&Load::new(Duration::ZERO, 0, 0), Caller::Authorised),
             None
         );
         // The queue delay still comes first.
         free.store(0, Ordering::Relaxed);
         assert_eq!(
-            a.shed_for(&Load::new(Duration::from_secs(1), 0, 0), Caller::Challenged),
+            a.shed_for(&Load::new(Duration::from_secs(1), 0, 0), Caller::Authorised),
             Some(Shed::QueueDelay(Duration::from_secs(1)))
         );
     }
@@ -668,19 +677,19 @@ mod tests {
             ..Load::new(Duration::ZERO, calls, routing)
         };
         // 1 000 calls in progress (and this one) may still open 2 002.
-        assert_eq!(a.shed_for(&at(7898, 1000, 0), Caller::Challenged), None);
+        assert_eq!(a.shed_for(&at(7898, 1000, 0), Caller::Authorised), None);
         assert_eq!(
-            a.shed_for(&at(7899, 1000, 0), Caller::Challenged),
+            a.shed_for(&at(7899, 1000, 0), Caller::Authorised),
             Some(Shed::Transactions(7899))
         );
         // Calls waiting for the router count as in progress.
-        assert_eq!(a.shed_for(&at(7896, 1000, 1), Caller::Challenged), None);
+        assert_eq!(a.shed_for(&at(7896, 1000, 1), Caller::Authorised), None);
         assert_eq!(
-            a.shed_for(&at(7897, 1000, 1), Caller::Challenged),
+            a.shed_for(&at(7897, 1000, 1), Caller::Authorised),
             Some(Shed::Transactions(7897))
         );
         // As transactions end, calls are admitted again.
-        assert_eq!(a.shed_for(&at(5000, 1000, 0), Caller::Challenged), None);
+        assert_eq!(a.shed_for(&at(5000, 1000, 0), Caller::Authorised), None);
         // Without a budget the transactions are not counted.
         let free = Admission::new(Duration::from_millis(200), 100_000);
         assert_eq!(free.shed(&at(1_000_000, 1000, 0)), None);
@@ -696,16 +705,16 @@ mod tests {
         assert_eq!(a.verdict(&waited(200)).refuse(), Refuse::Nothing);
         let v = a.verdict(&waited(201));
         assert_eq!(v.new, Some(Shed::QueueDelay(Duration::from_millis(201))));
-        assert_eq!(v.challenged, None);
-        assert_eq!(v.refuse(), Refuse::Unchallenged);
-        assert_eq!(a.shed_for(&waited(400), Caller::Challenged), None);
+        assert_eq!(v.authorised, None);
+        assert_eq!(v.refuse(), Refuse::Unauthorised);
+        assert_eq!(a.shed_for(&waited(400), Caller::Authorised), None);
         let v = a.verdict(&waited(401));
         assert_eq!(
-            v.challenged,
+            v.authorised,
             Some(Shed::QueueDelay(Duration::from_millis(401)))
         );
         assert_eq!(v.refuse(), Refuse::Every);
-        assert_eq!(v.why(), v.challenged);
+        assert_eq!(v.why(), v.authorised);
     }
 
     #[test]
@@ -716,10 +725,10 @@ mod tests {
             backlog_max: 4000,
             ..Load::new(Duration::from_millis(1), 0, 0)
         };
-        assert_eq!(a.verdict(&at(2000)).refuse(), Refuse::Unchallenged);
-        assert_eq!(a.shed_for(&at(2999), Caller::Challenged), None);
+        assert_eq!(a.verdict(&at(2000)).refuse(), Refuse::Unauthorised);
+        assert_eq!(a.shed_for(&at(2999), Caller::Authorised), None);
         assert_eq!(
-            a.shed_for(&at(3000), Caller::Challenged),
+            a.shed_for(&at(3000), Caller::Authorised),
             Some(Shed::Backlog(3000))
         );
         assert_eq!(a.verdict(&at(3000)).refuse(), Refuse::Every);
@@ -737,11 +746,11 @@ mod tests {
         assert_eq!(a.verdict(&at(7798)), Verdict::default());
         let v = a.verdict(&at(7799));
         assert_eq!(v.new, Some(Shed::Transactions(7799)));
-        assert_eq!(v.refuse(), Refuse::Unchallenged);
+        assert_eq!(v.refuse(), Refuse::Unauthorised);
         // The BYEs' room is a hard bound: challenged calls are refused before it too.
-        assert_eq!(a.verdict(&at(7898)).refuse(), Refuse::Unchallenged);
+        assert_eq!(a.verdict(&at(7898)).refuse(), Refuse::Unauthorised);
         let v = a.verdict(&at(7899));
-        assert_eq!(v.challenged, Some(Shed::Transactions(7899)));
+        assert_eq!(v.authorised, Some(Shed::Transactions(7899)));
         assert_eq!(v.refuse(), Refuse::Every);
     }
 
@@ -758,9 +767,9 @@ mod tests {
         assert_eq!(a.verdict(&load).refuse(), Refuse::Nothing);
         free.store(21, Ordering::Relaxed);
         assert_eq!(a.verdict(&load).new, Some(Shed::Ports(21)));
-        assert_eq!(a.verdict(&load).refuse(), Refuse::Unchallenged);
+        assert_eq!(a.verdict(&load).refuse(), Refuse::Unauthorised);
         free.store(12, Ordering::Relaxed);
-        assert_eq!(a.verdict(&load).refuse(), Refuse::Unchallenged);
+        assert_eq!(a.verdict(&load).refuse(), Refuse::Unauthorised);
         free.store(11, Ordering::Relaxed);
         assert_eq!(a.verdict(&load).refuse(), Refuse::Every);
 
@@ -773,9 +782,9 @@ mod tests {
         assert_eq!(a.verdict(&load).refuse(), Refuse::Nothing);
         open.store(987, Ordering::Relaxed);
         assert_eq!(a.verdict(&load).new, Some(Shed::Sockets(987)));
-        assert_eq!(a.verdict(&load).refuse(), Refuse::Unchallenged);
+        assert_eq!(a.verdict(&load).refuse(), Refuse::Unauthorised);
         open.store(996, Ordering::Relaxed);
-        assert_eq!(a.verdict(&load).refuse(), Refuse::Unchallenged);
+        assert_eq!(a.verdict(&load).refuse(), Refuse::Unauthorised);
         open.store(997, Ordering::Relaxed);
         assert_eq!(a.verdict(&load).refuse(), Refuse::Every);
 
@@ -784,7 +793,7 @@ mod tests {
         let calls = |n| Load::new(Duration::ZERO, n, 0);
         assert_eq!(a.verdict(&calls(989)).refuse(), Refuse::Nothing);
         assert_eq!(a.verdict(&calls(990)).new, Some(Shed::Budget(990)));
-        assert_eq!(a.verdict(&calls(999)).refuse(), Refuse::Unchallenged);
+        assert_eq!(a.verdict(&calls(999)).refuse(), Refuse::Unauthorised);
         assert_eq!(a.verdict(&calls(1000)).refuse(), Refuse::Every);
         // Small budgets keep no headroom.
         assert_eq!(call_headroom(99), 0);
@@ -825,13 +834,13 @@ mod tests {
             let v = a.verdict(&load);
             assert_eq!(v.new, a.shed_for(&load, Caller::New));
             if v.new.is_some() {
-                assert_eq!(v.challenged, a.shed_for(&load, Caller::Challenged));
+                assert_eq!(v.authorised, a.shed_for(&load, Caller::Authorised));
             } else {
-                assert_eq!(a.shed_for(&load, Caller::Challenged), None, "{load:?}");
+                assert_eq!(a.shed_for(&load, Caller::Authorised), None, "{load:?}");
             }
             match v.refuse() {
                 Refuse::Every => both += 1,
-                Refuse::Unchallenged => new_only += 1,
+                Refuse::Unauthorised => new_only += 1,
                 Refuse::Nothing => {}
             }
         }

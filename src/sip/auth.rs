@@ -574,6 +574,15 @@ pub enum NonceStatus {
     Replay,
 }
 
+/// A nonce and count found valid by [`NonceManager::peek_use`], not yet recorded: what
+/// [`NonceManager::take`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonceUse {
+    ts: u64,
+    entropy: u64,
+    nc: Option<u32>,
+}
+
 /// Issues and validates stateless, HMAC-style nonces and tracks nonce counts.
 ///
 /// See the [module documentation](self) for the nonce format and replay semantics.
@@ -711,27 +720,65 @@ impl NonceManager {
         now: u64,
         bound: &[u8],
     ) -> NonceStatus {
+        match self.peek_use(nonce, nc, now, bound) {
+            Ok(found) => self.take(found, now),
+            Err(status) => status,
+        }
+    }
+
+    /// What [`check_bound`](Self::check_bound) would answer now, without recording anything:
+    /// for a decision taken before the request is authenticated (overload admission prefers
+    /// requests answering our challenge), which must neither advance a nonce count nor be
+    /// trusted as authentication. Cost: one SHA-256 and a map lookup.
+    pub fn peek_bound(&self, nonce: &str, nc: Option<u32>, now: u64, bound: &[u8]) -> NonceStatus {
+        match self.peek_use(nonce, nc, now, bound) {
+            Ok(_) => NonceStatus::Valid,
+            Err(status) => status,
+        }
+    }
+
+    /// The first half of [`check_bound`](Self::check_bound), which records nothing: the
+    /// nonce count to [`take`](Self::take) when the nonce and its count are valid now, else
+    /// what is wrong with them. Cost: one SHA-256 and a map lookup.
+    pub fn peek_use(
+        &self,
+        nonce: &str,
+        nc: Option<u32>,
+        now: u64,
+        bound: &[u8],
+    ) -> Result<NonceUse, NonceStatus> {
         let Some((ts, entropy)) = self.decode(nonce, bound) else {
-            return NonceStatus::Invalid;
+            return Err(NonceStatus::Invalid);
         };
         if self.expired(ts, now) {
-            return NonceStatus::Stale;
+            return Err(NonceStatus::Stale);
         }
+        let found = NonceUse { ts, entropy, nc };
+        match self.count_status(&found) {
+            NonceStatus::Valid => Ok(found),
+            status => Err(status),
+        }
+    }
+
+    /// The second half of [`check_bound`](Self::check_bound): records the nonce count of
+    /// `found` as the highest seen for its nonce. [`NonceStatus::Valid`], or what the table
+    /// says now when it changed since [`peek_use`](Self::peek_use) (a replay), or
+    /// [`NonceStatus::Stale`] when the table is full and the nonce's issue time is evicted
+    /// to make room.
+    pub fn take(&mut self, found: NonceUse, now: u64) -> NonceStatus {
+        let status = self.count_status(&found);
+        if status != NonceStatus::Valid {
+            return status;
+        }
+        let NonceUse { ts, entropy, nc } = found;
         let Some(nc) = nc else {
             return NonceStatus::Valid;
         };
         let key = nonce_key(ts, entropy);
         let fp = fingerprint(entropy);
         if let Some(slot) = self.slots.get_mut(&ts).filter(|s| s.used.contains(&fp)) {
-            if nc <= slot.highest(fp) {
-                return NonceStatus::Replay;
-            }
             slot.set_highest(fp, nc);
             return NonceStatus::Valid;
-        }
-        if self.evicted_up_to.is_some_and(|w| key <= w) {
-            // Its replay state may have been evicted: make the client fetch a new nonce.
-            return NonceStatus::Stale;
         }
         if self.tracked >= self.max_entries {
             self.purge(now);
@@ -756,22 +803,14 @@ impl NonceManager {
         NonceStatus::Valid
     }
 
-    /// What [`check_bound`](Self::check_bound) would answer now, without recording anything:
-    /// for a decision taken before the request is authenticated (overload admission prefers
-    /// requests answering our challenge), which must neither advance a nonce count nor be
-    /// trusted as authentication. Cost: one SHA-256 and a map lookup.
-    pub fn peek_bound(&self, nonce: &str, nc: Option<u32>, now: u64, bound: &[u8]) -> NonceStatus {
-        let Some((ts, entropy)) = self.decode(nonce, bound) else {
-            return NonceStatus::Invalid;
-        };
-        if self.expired(ts, now) {
-            return NonceStatus::Stale;
-        }
-        let Some(nc) = nc else {
+    /// What the replay table says of the count of an authentic, unexpired nonce: the one
+    /// decision [`peek_use`](Self::peek_use) and [`take`](Self::take) share.
+    fn count_status(&self, found: &NonceUse) -> NonceStatus {
+        let Some(nc) = found.nc else {
             return NonceStatus::Valid;
         };
-        let fp = fingerprint(entropy);
-        if let Some(slot) = self.slots.get(&ts).filter(|s| s.used.contains(&fp)) {
+        let fp = fingerprint(found.entropy);
+        if let Some(slot) = self.slots.get(&found.ts).filter(|s| s.used.contains(&fp)) {
             return if nc <= slot.highest(fp) {
                 NonceStatus::Replay
             } else {
@@ -780,8 +819,9 @@ impl NonceManager {
         }
         if self
             .evicted_up_to
-            .is_some_and(|w| nonce_key(ts, entropy) <= w)
+            .is_some_and(|w| nonce_key(found.ts, found.entropy) <= w)
         {
+            // Its replay state may have been evicted: make the client fetch a new nonce.
             return NonceStatus::Stale;
         }
         NonceStatus::Valid
