@@ -86,32 +86,64 @@ fn how_sent(s: Option<&SessionDescription>) -> OurOffer {
 /// its text in one shared allocation, parsed again when it is needed (an answer, a re-INVITE,
 /// hold). Parsed, each would be some 35 small strings and vectors (about 1.1 KB) held by every
 /// call; as text it is its length (about 300 bytes), and it is read only a few times a call.
-#[derive(Clone)]
-struct Kept(std::sync::Arc<str>);
+///
+/// The description the text was written from rides along until its first read: the caller's
+/// offer is next read when a fork answers, the forks' offer when the first fork is sent, and
+/// parsing them again there cost ~12 K instructions per call (issue 22). A parsed description
+/// and its serialisation parse to the same model, so the first read gives what parsing the
+/// text gives; later reads parse the text.
+struct Kept {
+    text: std::sync::Arc<str>,
+    /// Taken by the first [`Kept::take`].
+    first: Option<Box<SessionDescription>>,
+}
 
 impl Kept {
     fn new(s: &SessionDescription) -> Kept {
         // `encode` writes straight into the String; `to_string` goes through a Formatter.
-        Kept(s.encode().into())
+        Kept {
+            text: s.encode().into(),
+            first: None,
+        }
     }
 
-    fn from_text(text: &str) -> Kept {
-        Kept(text.into())
+    /// `s` kept, and given back whole by the first [`Kept::take`].
+    fn new_owned(s: SessionDescription) -> Kept {
+        Kept {
+            text: s.encode().into(),
+            first: Some(Box::new(s)),
+        }
+    }
+
+    /// `text` kept, with `parsed` (what parsing `text` gives) for the first read.
+    fn from_text(text: &str, parsed: Option<SessionDescription>) -> Kept {
+        Kept {
+            text: text.into(),
+            first: parsed.map(Box::new),
+        }
     }
 
     /// The description again (our own writer's output parses; `None` would be a bug there).
     fn get(&self) -> Option<SessionDescription> {
-        let parsed = SessionDescription::parse(&self.0);
+        let parsed = SessionDescription::parse(&self.text);
         if let Err(e) = &parsed {
             tracing::error!("a kept session description no longer parses: {e}");
         }
         parsed.ok()
     }
+
+    /// [`Kept::get`], without parsing on the first read after the description was kept.
+    fn take(&mut self) -> Option<SessionDescription> {
+        match self.first.take() {
+            Some(s) => Some(*s),
+            None => self.get(),
+        }
+    }
 }
 
 /// A kept description, parsed (`None` when none is kept).
-fn parsed(k: Option<&Kept>) -> Option<SessionDescription> {
-    k.and_then(Kept::get)
+fn parsed(k: Option<&mut Kept>) -> Option<SessionDescription> {
+    k.and_then(Kept::take)
 }
 
 /// Per-call SDP state.
@@ -193,12 +225,16 @@ impl LegSdp {
     /// description from a repeated one), parsed again; its `o=` has version 0.
     fn last_sent(&self, side: Side) -> Option<SessionDescription> {
         let text = self.origin[idx(side)].last_sent()?;
-        Kept::from_text(text).get()
+        Kept::from_text(text, None).get()
     }
 
-    /// The last SDP sent to the forks, kept as the offer each new fork starts from.
-    fn keep_b_offer(&mut self) {
-        self.b_offer = self.origin[1].last_sent().map(Kept::from_text);
+    /// The last SDP sent to the forks, kept as the offer each new fork starts from; `sent` is
+    /// that description as [`LegSdp::sent`] returned it (its text has version 0 in `o=`).
+    fn keep_b_offer(&mut self, mut sent: SessionDescription) {
+        sent.origin.session_version = 0;
+        self.b_offer = self.origin[1]
+            .last_sent()
+            .map(|text| Kept::from_text(text, Some(sent)));
     }
 
     /// The caller offered `offer`: prepare the forks' offer.
@@ -222,9 +258,9 @@ impl LegSdp {
             // Each fork's offer gets our key (or none) in `offer_for_b`.
             m.set_srtp(None);
         }
-        self.sent(Side::B, b, port_b);
-        self.keep_b_offer();
-        self.a_offer = Some(Kept::new(&offer));
+        let sent = self.sent(Side::B, b, port_b);
+        self.keep_b_offer(sent);
+        self.a_offer = Some(Kept::new_owned(offer));
         self.a_srtp = Some(a_srtp);
         Ok(())
     }
@@ -232,15 +268,15 @@ impl LegSdp {
     /// The caller sent no offer: the forks get ours.
     pub fn offerless(&mut self, port_b: u16, _ip: IpAddr) {
         if let Some(t) = self.template(port_b) {
-            self.sent(Side::B, t, port_b);
-            self.keep_b_offer();
+            let sent = self.sent(Side::B, t, port_b);
+            self.keep_b_offer(sent);
         }
     }
 
     /// The offer for a fork towards a party with `policy`: the caller's offer anchored on the
     /// relay, with our key for leg B when that party gets SRTP.
     pub fn offer_for_b(&mut self, policy: SrtpPolicy) -> Option<SessionDescription> {
-        let mut b = parsed(self.b_offer.as_ref())?;
+        let mut b = parsed(self.b_offer.as_mut())?;
         let how = srtp::our_offer(policy, self.a_srtp.as_ref());
         let ours = self.our_key(Side::B, None);
         let port = b.audio().map_or(9, |m| m.port);
@@ -270,9 +306,9 @@ impl LegSdp {
         self.policy[1] = policy_b;
         let how_b = srtp::our_offer(policy_b, self.a_srtp.as_ref());
         let b_key = srtp::accept_answer(b_audio, how_b, policy_b, 1)?;
-        let a_offer = match &self.a_offer {
+        let a_offer = match &mut self.a_offer {
             Some(k) => Some(
-                k.get()
+                k.take()
                     .ok_or((500, "The caller's offer was lost".to_string()))?,
             ),
             None => None,
@@ -480,7 +516,7 @@ impl LegSdp {
         relay: Option<&dyn CallMedia>,
         policy_b: SrtpPolicy,
     ) -> Result<(SessionDescription, SessionDescription), (u16, String)> {
-        let a_offer = parsed(self.a_offer.as_ref()).ok_or((
+        let a_offer = parsed(self.a_offer.as_mut()).ok_or((
             488,
             "The ringing call has no offer to answer: it cannot be picked up".to_string(),
         ))?;
@@ -710,6 +746,103 @@ mod tests {
             )
             .expect("answer");
         (sdp, relay, to_b, for_a)
+    }
+
+    /// Real descriptions: the SDP fuzz seeds (RFC 4475 and RFC 5118 torture bodies, SRTP,
+    /// IPv6) and phones' offers with and without rtcp-mux.
+    fn real_offers() -> Vec<(String, SessionDescription)> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/sdp");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("sdp seeds") {
+            let path = entry.expect("seed").path();
+            let bytes = std::fs::read(&path).expect("seed");
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                continue;
+            };
+            if let Ok(s) = SessionDescription::parse(text) {
+                out.push((path.display().to_string(), s));
+            }
+        }
+        for mux in [false, true] {
+            out.push((format!("phone mux={mux}"), phone_sdp(4000, mux)));
+        }
+        out
+    }
+
+    /// What a kept description gives on its first read without parsing is what parsing its
+    /// text gives (the old behaviour of every read), for the caller's offer and the forks'.
+    #[test]
+    fn kept_first_read_is_what_parsing_the_text_gives() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let mut compared = 0;
+        for (name, offer) in real_offers() {
+            for policy in [
+                SrtpPolicy::Never,
+                SrtpPolicy::Optional,
+                SrtpPolicy::Required,
+            ] {
+                let mut sdp = LegSdp::new(3, ip);
+                sdp.set_policy(Side::A, policy);
+                if sdp.a_offers(offer.clone(), 20002, ip).is_err() {
+                    continue;
+                }
+                for kept in [sdp.a_offer.as_mut(), sdp.b_offer.as_mut()] {
+                    let kept = kept.expect("kept");
+                    let parsed = kept.get().expect("kept text parses");
+                    let first = kept.take().expect("first read");
+                    assert_eq!(first, parsed, "{name} ({policy:?}): first read");
+                    assert!(kept.first.is_none(), "{name}: taken once");
+                    assert_eq!(kept.take(), Some(parsed), "{name}: later reads parse");
+                    compared += 1;
+                }
+            }
+        }
+        // The offerless INVITE: the forks get our template.
+        let mut sdp = LegSdp::new(3, ip);
+        sdp.offerless(20002, ip);
+        let kept = sdp.b_offer.as_mut().expect("kept");
+        let parsed = kept.get().expect("kept text parses");
+        assert_eq!(kept.take(), Some(parsed));
+        assert!(compared >= 20, "only {compared} descriptions compared");
+    }
+
+    /// A call read through the first-read path offers B and answers A exactly what reading
+    /// the kept texts gives (the old path): the same bodies, the same relay legs.
+    #[test]
+    fn a_call_without_the_first_read_is_the_same_call() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let mut calls = 0;
+        // The same keys in both runs (a new LegSdp draws its own).
+        let keys = LegSdp::new(5, ip).local;
+        for (name, offer) in real_offers() {
+            let run = |drop_first: bool| {
+                let relay = Recorder::default();
+                let mut sdp = LegSdp::new(5, ip);
+                sdp.local = keys.clone();
+                sdp.a_offers(offer.clone(), 20002, ip).ok()?;
+                if drop_first {
+                    for k in [sdp.a_offer.as_mut(), sdp.b_offer.as_mut()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        k.first = None;
+                    }
+                }
+                let to_b = sdp.offer_for_b(SrtpPolicy::default())?;
+                let for_a = sdp.b_answers(
+                    &phone_sdp(6000, true),
+                    20000,
+                    Some(&relay),
+                    SrtpPolicy::default(),
+                );
+                let legs = relay.0.lock().unwrap().clone();
+                Some((to_b.encode(), for_a.map(|s| s.encode()), legs))
+            };
+            let new = run(false);
+            assert_eq!(new, run(true), "{name}");
+            calls += usize::from(new.is_some());
+        }
+        assert!(calls >= 10, "only {calls} calls compared");
     }
 
     #[test]
