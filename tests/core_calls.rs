@@ -975,6 +975,19 @@ fn redirect_loops_end() {
     assert_eq!(h.core.calls().len(), 0);
 }
 
+/// Asserts that `out` is an overload refusal: 503 with Retry-After, and nothing forwarded.
+fn refused_at_once(out: &[(Message, SocketAddr)], what: &str) {
+    let r = response(out, 503, what);
+    assert!(
+        r.headers.get("Retry-After").is_some(),
+        "{what}: Retry-After"
+    );
+    assert!(
+        requests(out, "INVITE").is_empty(),
+        "{what}: nothing forwarded"
+    );
+}
+
 /// Overload admission sparing calls already challenged (`Refuse::Unauthorised`): a first
 /// INVITE gets 503 + Retry-After at once, and so do INVITEs whose credentials do not verify or
 /// were used already (a replay); an INVITE answering the challenge is taken in, and still
@@ -990,24 +1003,13 @@ fn under_overload_a_challenged_call_is_taken_in_and_new_ones_are_refused() {
         let auth = authorization(&challenge, "100", "INVITE", "sip:101@office.test");
         format!("Authorization: {auth}\n")
     };
-    let refused = |out: &[(Message, SocketAddr)], what: &str| {
-        let r = response(out, 503, what);
-        assert!(
-            r.headers.get("Retry-After").is_some(),
-            "{what}: Retry-After"
-        );
-        assert!(
-            requests(out, "INVITE").is_empty(),
-            "{what}: nothing forwarded"
-        );
-    };
     let good = challenge_of(&mut h, 1);
     let other = challenge_of(&mut h, 2);
 
     h.core.set_refusing(Refuse::Unauthorised);
-    refused(&h.feed(&invite(3, 1, ""), CALLER), "a new call");
+    refused_at_once(&h.feed(&invite(3, 1, ""), CALLER), "a new call");
     let tampered = good.replace("response=\"", "response=\"0");
-    refused(&h.feed(&invite(1, 2, &tampered), CALLER), "a wrong digest");
+    refused_at_once(&h.feed(&invite(1, 2, &tampered), CALLER), "a wrong digest");
     let out = h.feed(&invite(1, 2, &good), CALLER);
     assert!(responses(&out).iter().all(|r| r.status != 503), "{out:?}");
     assert_eq!(
@@ -1017,10 +1019,10 @@ fn under_overload_a_challenged_call_is_taken_in_and_new_ones_are_refused() {
     );
     // The same credentials again, on another call: a replay, refused like a new call.
     let replay = invite(4, 2, &good).replace("z9hG4bKinv4x2", "z9hG4bKreplay");
-    refused(&h.feed(&replay, CALLER), "replayed credentials");
+    refused_at_once(&h.feed(&replay, CALLER), "replayed credentials");
     assert_eq!(h.core.set_refusing(Refuse::Every), 3, "three refused");
 
-    refused(
+    refused_at_once(
         &h.feed(&invite(2, 2, &other), CALLER),
         "every INVITE refused",
     );
@@ -1073,17 +1075,6 @@ fn under_overload_a_trunks_call_is_taken_in_and_one_claiming_the_trunk_is_refuse
             body.len()
         )
     };
-    let refused = |out: &[(Message, SocketAddr)], what: &str| {
-        let r = response(out, 503, what);
-        assert!(
-            r.headers.get("Retry-After").is_some(),
-            "{what}: Retry-After"
-        );
-        assert!(
-            requests(out, "INVITE").is_empty(),
-            "{what}: nothing forwarded"
-        );
-    };
     let taken_in = |out: &[(Message, SocketAddr)], what: &str| {
         assert!(
             responses(out).iter().all(|r| r.status != 503),
@@ -1094,14 +1085,14 @@ fn under_overload_a_trunks_call_is_taken_in_and_one_claiming_the_trunk_is_refuse
 
     h.core.set_refusing(Refuse::Unauthorised);
     taken_in(&h.feed(&from_trunk(1), TRUNK), "the trunk's call");
-    refused(&h.feed(&from_trunk(2), CALLER), "a call claiming the trunk");
-    refused(
+    refused_at_once(&h.feed(&from_trunk(2), CALLER), "a call claiming the trunk");
+    refused_at_once(
         &h.feed(&from_trunk(3), STRANGER),
         "a public call from a stranger",
     );
     taken_in(&h.feed(&from_trunk(4), PEER), "a DUNDi peer's public call");
     assert_eq!(h.core.set_refusing(Refuse::Every), 2, "two refused");
-    refused(&h.feed(&from_trunk(5), TRUNK), "every INVITE refused");
+    refused_at_once(&h.feed(&from_trunk(5), TRUNK), "every INVITE refused");
     assert_eq!(h.core.set_refusing(Refuse::Nothing), 1);
     // Once the load is gone, the stranger's public call is taken in like any.
     taken_in(
