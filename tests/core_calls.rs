@@ -1033,32 +1033,26 @@ fn under_overload_a_challenged_call_is_taken_in_and_new_ones_are_refused() {
     assert_eq!(h.core.calls().len(), 2);
 }
 
-/// Overload admission spares a trunk's calls as it spares challenged ones (`Caller::Authorised`):
-/// the configuration lets the trunk's source address in without a challenge, and so a DUNDi
-/// peer's while the office takes public calls. An INVITE from elsewhere that names the trunk
-/// in what it carries (From, Via, Contact) is a new call and refused first, as is a public call
-/// from anybody else. Under `Refuse::Every` the trunk's call is refused too.
-#[test]
-fn under_overload_a_trunks_call_is_taken_in_and_one_claiming_the_trunk_is_refused() {
+/// The trunk and the DUNDi peer of the inbound overload tests.
+const OVERLOAD_TRUNK: &str = "127.0.0.1:5070";
+const OVERLOAD_PEER: &str = "127.0.0.2:5060";
+
+/// An inbound policy with one trunk at [`OVERLOAD_TRUNK`], one DUNDi peer at
+/// [`OVERLOAD_PEER`], our DID +4930123456 reaching extension 101, and public calls as given.
+fn overload_inbound(public: bool) -> pasarela::callctl::inbound::InboundPolicy {
     use pasarela::callctl::inbound::{InboundPolicy, InboundRoute, Net, TrunkSource};
-    use pasarela::callctl::overload::Refuse;
     use pasarela::routing::trunk::NumberFormat;
-    const TRUNK: &str = "127.0.0.1:5070";
-    const PEER: &str = "127.0.0.2:5060";
-    const STRANGER: &str = "127.0.0.3:5060";
-    let mut h = Harness::new(Duration::from_secs(60));
-    register_callee(&mut h);
-    h.core.set_inbound(InboundPolicy {
+    InboundPolicy {
         trunks: vec![TrunkSource {
             name: "carrier".into(),
-            nets: vec![Net::socket(TRUNK.parse().expect("address"))],
+            nets: vec![Net::socket(OVERLOAD_TRUNK.parse().expect("address"))],
             number_format: NumberFormat::E164,
         }],
         peers: vec![(
             "127.0.0.2".parse().expect("address"),
             "02:00:00:00:00:01".into(),
         )],
-        public: true,
+        public,
         routes: vec![InboundRoute {
             number: "+4930123456".into(),
             label: "extension 101".into(),
@@ -1066,33 +1060,58 @@ fn under_overload_a_trunks_call_is_taken_in_and_one_claiming_the_trunk_is_refuse
             member_timeout: None,
         }],
         ..Default::default()
-    });
-    // An INVITE to our DID that says it comes from the trunk, whoever sends it.
-    let from_trunk = |n: u32| {
-        let body = SDP.replace('\n', "\r\n");
-        format!(
-            "INVITE sip:+4930123456@office.test SIP/2.0\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bKtrunk{n}\nFrom: <sip:+4917012345@{TRUNK}>;tag=t{n}\nTo: <sip:+4930123456@office.test>\nCall-ID: trunk{n}\nCSeq: 1 INVITE\nContact: <sip:+4917012345@{TRUNK}>\nMax-Forwards: 70\nContent-Type: application/sdp\nContent-Length: {}\n\n{SDP}",
-            body.len()
-        )
-    };
-    let taken_in = |out: &[(Message, SocketAddr)], what: &str| {
-        assert!(
-            responses(out).iter().all(|r| r.status != 503),
-            "{what}: {out:?}"
-        );
-        assert_eq!(requests(out, "INVITE").len(), 1, "{what}: 101 rings");
-    };
+    }
+}
+
+/// An INVITE without credentials to our DID that says it comes from the trunk, whoever sends it.
+fn did_invite_from_trunk(n: u32) -> String {
+    let trunk = OVERLOAD_TRUNK;
+    let body = SDP.replace('\n', "\r\n");
+    format!(
+        "INVITE sip:+4930123456@office.test SIP/2.0\nVia: SIP/2.0/UDP {trunk};branch=z9hG4bKtrunk{n}\nFrom: <sip:+4917012345@{trunk}>;tag=t{n}\nTo: <sip:+4930123456@office.test>\nCall-ID: trunk{n}\nCSeq: 1 INVITE\nContact: <sip:+4917012345@{trunk}>\nMax-Forwards: 70\nContent-Type: application/sdp\nContent-Length: {}\n\n{SDP}",
+        body.len()
+    )
+}
+
+/// The call was let in: no 503, and extension 101 rings.
+fn taken_in(out: &[(Message, SocketAddr)], what: &str) {
+    assert!(
+        responses(out).iter().all(|r| r.status != 503),
+        "{what}: {out:?}"
+    );
+    assert_eq!(requests(out, "INVITE").len(), 1, "{what}: 101 rings");
+}
+
+/// Overload admission spares a trunk's calls as it spares challenged ones (`Caller::Authorised`):
+/// the configuration lets the trunk's source address in without a challenge, and so a DUNDi
+/// peer's while the office takes public calls. An INVITE from elsewhere that names the trunk
+/// in what it carries (From, Via, Contact) is a new call and refused first, as is a public call
+/// from anybody else. Under `Refuse::Every` the trunk's call is refused too.
+#[test]
+fn under_overload_a_trunks_call_is_taken_in_and_one_claiming_the_trunk_is_refused() {
+    use pasarela::callctl::overload::Refuse;
+    const STRANGER: &str = "127.0.0.3:5060";
+    let mut h = Harness::new(Duration::from_secs(60));
+    register_callee(&mut h);
+    h.core.set_inbound(overload_inbound(true));
+    let from_trunk = did_invite_from_trunk;
 
     h.core.set_refusing(Refuse::Unauthorised);
-    taken_in(&h.feed(&from_trunk(1), TRUNK), "the trunk's call");
+    taken_in(&h.feed(&from_trunk(1), OVERLOAD_TRUNK), "the trunk's call");
     refused_at_once(&h.feed(&from_trunk(2), CALLER), "a call claiming the trunk");
     refused_at_once(
         &h.feed(&from_trunk(3), STRANGER),
         "a public call from a stranger",
     );
-    taken_in(&h.feed(&from_trunk(4), PEER), "a DUNDi peer's public call");
+    taken_in(
+        &h.feed(&from_trunk(4), OVERLOAD_PEER),
+        "a DUNDi peer's public call",
+    );
     assert_eq!(h.core.set_refusing(Refuse::Every), 2, "two refused");
-    refused_at_once(&h.feed(&from_trunk(5), TRUNK), "every INVITE refused");
+    refused_at_once(
+        &h.feed(&from_trunk(5), OVERLOAD_TRUNK),
+        "every INVITE refused",
+    );
     assert_eq!(h.core.set_refusing(Refuse::Nothing), 1);
     // Once the load is gone, the stranger's public call is taken in like any.
     taken_in(
@@ -1100,4 +1119,39 @@ fn under_overload_a_trunks_call_is_taken_in_and_one_claiming_the_trunk_is_refuse
         "a public call after the load",
     );
     assert_eq!(h.core.calls().len(), 3);
+}
+
+/// A DUNDi peer is trusted only as far as `[inbound] public` says: with public calls off, its
+/// INVITE without credentials is challenged like anybody's and rings nobody, and under
+/// overload it is a new call, refused at once; the trunk's call is still taken in.
+#[test]
+fn with_public_calls_off_a_dundi_peer_is_challenged_and_refused_under_overload() {
+    use pasarela::callctl::overload::Refuse;
+    let mut h = Harness::new(Duration::from_secs(60));
+    register_callee(&mut h);
+    h.core.set_inbound(overload_inbound(false));
+
+    let out = h.feed(&did_invite_from_trunk(1), OVERLOAD_PEER);
+    assert!(
+        responses(&out)
+            .iter()
+            .any(|r| r.status == 401 || r.status == 407),
+        "challenged: {out:?}"
+    );
+    assert!(
+        requests(&out, "INVITE").is_empty(),
+        "nothing rings: {out:?}"
+    );
+    assert_eq!(h.core.calls().len(), 0);
+
+    h.core.set_refusing(Refuse::Unauthorised);
+    refused_at_once(
+        &h.feed(&did_invite_from_trunk(2), OVERLOAD_PEER),
+        "the peer's call under overload",
+    );
+    taken_in(
+        &h.feed(&did_invite_from_trunk(3), OVERLOAD_TRUNK),
+        "the trunk's call under overload",
+    );
+    assert_eq!(h.core.calls().len(), 1);
 }
