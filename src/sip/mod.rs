@@ -9,6 +9,8 @@ pub mod im;
 pub mod message;
 pub mod method;
 pub mod parse;
+#[cfg(test)]
+mod parse_reference;
 pub mod peer;
 pub mod replaces;
 pub mod transaction;

@@ -250,7 +250,7 @@ fn parse_start(line: &str) -> Result<Start, (u16, String)> {
     if let Some(rest) = line.strip_prefix("SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
         let (version, rest) = header::split_once_byte(rest, b' ')
-            .ok_or((400, "Malformed status line".to_string()))?;
+            .ok_or_else(|| (400, "Malformed status line".to_string()))?;
         if version != "2.0" {
             return bad("Unsupported SIP version in response");
         }
@@ -275,7 +275,7 @@ fn parse_start(line: &str) -> Result<Start, (u16, String)> {
     let Some((m, u, v)) = fields.filter(|(_, _, v)| !header::has_byte(v, b' ')) else {
         return bad("Malformed request line (expected: method SP URI SP SIP/2.0)");
     };
-    let method = Method::parse(m).ok_or((400, "Malformed method".to_string()))?;
+    let method = Method::parse(m).ok_or_else(|| (400, "Malformed method".to_string()))?;
     // Checked splitting: the version field is outside data and may hold any UTF-8 (`SIPé`).
     let Some((proto, version)) = v.split_at_checked(4) else {
         return bad("Malformed SIP version");
@@ -338,13 +338,12 @@ fn parse_lines(head: &str, limits: &Limits) -> Result<(Start, Headers, Option<u3
         if count > limits.max_headers {
             return bad("Too many header fields");
         }
-        let Some((name, value)) = header::split_once_byte(line, b':') else {
-            return bad("Header line without a colon");
+        let (name, value) = match split_name(line) {
+            Some(nv) => nv,
+            // Not `token LWS ':'`: what precedes the first ':', if there is one, is no token.
+            None if header::has_byte(line, b':') => return bad("Malformed header name"),
+            None => return bad("Header line without a colon"),
         };
-        let name = header::trim_ws_end(name);
-        if !header::is_token(name) {
-            return bad("Malformed header name");
-        }
         let value = header::trim_ws(value);
         let Some(known) = Name::lookup(name) else {
             headers.push(Header::Other(header::header_name(name), value.to_owned()));
@@ -389,12 +388,12 @@ fn parse_lines(head: &str, limits: &Limits) -> Result<(Start, Headers, Option<u3
             Name::MaxForwards => {
                 let n = small_number(value).filter(|n| *n <= 255);
                 headers.push(Header::MaxForwards(
-                    n.ok_or((400, "Bad Max-Forwards header".to_string()))?,
+                    n.ok_or_else(|| (400, "Bad Max-Forwards header".to_string()))?,
                 ));
             }
             Name::ContentLength => {
-                let n =
-                    small_number(value).ok_or((400, "Bad Content-Length header".to_string()))?;
+                let n = small_number(value)
+                    .ok_or_else(|| (400, "Bad Content-Length header".to_string()))?;
                 content_length = Some(n);
                 headers.push(Header::ContentLength(n));
             }
@@ -438,6 +437,23 @@ fn parse_lines(head: &str, limits: &Limits) -> Result<(Start, Headers, Option<u3
         }
     }
     Ok((start, headers, content_length))
+}
+
+/// A header line cut into its name (a token, white space after it allowed) and what follows
+/// the colon, in one pass over the name: what cutting at the first ':', trimming and checking
+/// the name for a token gives when the line is well formed (the three passes cost ~100
+/// instructions a line, issue 22). `None` for any other line.
+fn split_name(line: &str) -> Option<(&str, &str)> {
+    let b = line.as_bytes();
+    let end = b.iter().position(|c| !header::is_token_char(*c))?;
+    let mut colon = end;
+    while matches!(b.get(colon), Some(b' ' | b'\t')) {
+        colon += 1;
+    }
+    if end == 0 || b.get(colon) != Some(&b':') {
+        return None;
+    }
+    Some((checked::head(line, end), checked::tail(line, colon + 1)))
 }
 
 /// A non-negative decimal that fits in u32.
@@ -697,6 +713,54 @@ v=0\r\n";
         }
         assert!(seeds >= 50, "seeds: {seeds}");
         assert!(parsed > 0, "none of {seeds} seeds parsed");
+    }
+
+    /// The one-pass cut of a header line gives what the cut at the first ':', trimmed and
+    /// checked for a token, gave (and the same 400 when it refuses): every line of the fuzz
+    /// seeds, cut at every byte and with odd bytes put in.
+    #[test]
+    fn header_lines_are_cut_as_before() {
+        fn old(line: &str) -> Result<(&str, &str), &'static str> {
+            let Some((name, value)) = header::split_once_byte(line, b':') else {
+                return Err("Header line without a colon");
+            };
+            let name = header::trim_ws_end(name);
+            if !header::is_token(name) {
+                return Err("Malformed header name");
+            }
+            Ok((name, value))
+        }
+        fn new(line: &str) -> Result<(&str, &str), &'static str> {
+            match split_name(line) {
+                Some(nv) => Ok(nv),
+                None if header::has_byte(line, b':') => Err("Malformed header name"),
+                None => Err("Header line without a colon"),
+            }
+        }
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/sip_message");
+        let mut lines = vec![String::new(), ":".into(), " :".into(), "a :b".into()];
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = String::from_utf8_lossy(&std::fs::read(entry.unwrap().path()).unwrap())
+                .into_owned();
+            for line in text.lines() {
+                for i in 0..=line.len().min(40) {
+                    let (Some(h), Some(t)) = (line.get(..i), line.get(i..)) else {
+                        continue;
+                    };
+                    lines.push(h.to_owned());
+                    for c in [" ", "\t", ":", ";", "é", "\r"] {
+                        lines.push(format!("{h}{c}{t}"));
+                    }
+                }
+            }
+        }
+        assert!(lines.len() > 10_000, "{}", lines.len());
+        let mut good = 0;
+        for l in &lines {
+            assert_eq!(new(l), old(l), "{l:?}");
+            good += usize::from(old(l).is_ok());
+        }
+        assert!(good > 1000, "{good}");
     }
 
     #[test]

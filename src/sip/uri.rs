@@ -146,6 +146,20 @@ impl Params {
         }
     }
 
+    /// [`Params::set`] with an owned value, moved in rather than copied.
+    pub fn set_owned(&mut self, name: &str, value: String) {
+        if let Some(slot) = self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            slot.1 = Some(value);
+        } else {
+            self.reserve_first();
+            self.0.push((param_name(name), Some(value)));
+        }
+    }
+
     pub fn remove(&mut self, name: &str) {
         self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
@@ -156,6 +170,11 @@ impl Params {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// An empty list with room for `n` parameters (none allocated for 0).
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Params(Vec::with_capacity(n))
     }
 
     pub(crate) fn push_raw(&mut self, name: &str, value: Option<String>) {
@@ -475,10 +494,10 @@ impl Uri {
 /// Character classes of RFC 3261 §25.1, one bit each, so a URI part is checked with one table
 /// look-up per byte.
 const UNRESERVED: u8 = 1;
-const USER: u8 = 2;
-const PASSWORD: u8 = 4;
-const PARAM: u8 = 8;
-const HEADER: u8 = 16;
+pub(super) const USER: u8 = 2;
+pub(super) const PASSWORD: u8 = 4;
+pub(super) const PARAM: u8 = 8;
+pub(super) const HEADER: u8 = 16;
 
 // Built at compile time: an index out of range here fails the build, not a request.
 #[allow(clippy::indexing_slicing)]
@@ -518,7 +537,7 @@ const CLASSES: [u8; 256] = {
 };
 
 /// Checks `s` against a character class where `%HH` escapes are also allowed.
-fn check_chars(s: &str, class: u8) -> bool {
+pub(super) fn check_chars(s: &str, class: u8) -> bool {
     let b = s.as_bytes();
     let mut i = 0;
     while let Some(&c) = b.get(i) {
@@ -573,7 +592,9 @@ fn parse_sip(rest: &str, secure: bool) -> Result<SipUri, UriError> {
         Some((p, h)) => (p, Some(h)),
         None => (after, None),
     };
-    let mut params = Params::new();
+    // One ';' per parameter (a URI parameter has no quoted value): the list is allocated once
+    // at its size, not grown.
+    let mut params = Params::with_capacity(count_byte(params_str, b';'));
     if !params_str.is_empty() {
         // params_str starts with ';'
         for p in checked::tail(params_str, 1).split(';') {
@@ -627,6 +648,12 @@ fn split_hostport(s: &str) -> Result<(&str, &str), UriError> {
     }
 }
 
+/// How many times `b` occurs in `s` (a loop the compiler vectorises; short strings).
+#[inline]
+pub(crate) fn count_byte(s: &str, b: u8) -> usize {
+    s.bytes().filter(|x| *x == b).count()
+}
+
 /// Parses `host[:port]` (also used for Via sent-by).
 pub fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
     if s.is_empty() {
@@ -661,13 +688,18 @@ pub fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
     let port = match port_str {
         None => None,
         Some(p) => {
-            if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            if p.is_empty() || p.len() > 5 {
                 return Err(UriError("invalid port"));
             }
-            Some(
-                p.parse::<u16>()
-                    .map_err(|_| UriError("port out of range"))?,
-            )
+            // Up to five digits, summed by hand (`str::parse` cost ~80 instructions a port).
+            let mut n: u32 = 0;
+            for b in p.bytes() {
+                if !b.is_ascii_digit() {
+                    return Err(UriError("invalid port"));
+                }
+                n = n * 10 + u32::from(b - b'0');
+            }
+            Some(u16::try_from(n).map_err(|_| UriError("port out of range"))?)
         }
     };
     Ok((parse_host(host_str)?, port))
@@ -683,6 +715,14 @@ pub fn parse_host(s: &str) -> Result<Host, UriError> {
     }
     if s.is_empty() {
         return Err(UriError("empty host"));
+    }
+    // Most hosts a call's messages carry are addresses: a dotted quad that parses passes the
+    // name check below too (digits and single dots only), so it is tried first and the
+    // per-byte name check is left to the rest (issue 22).
+    if s.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        if let Some(a) = parse_dotted_quad(s.as_bytes()) {
+            return Ok(Host::Ipv4(a));
+        }
     }
     // One pass: characters, label boundaries ('-' never at either end, no empty label).
     let mut all_digits_dots = true;
@@ -721,7 +761,7 @@ pub fn parse_host(s: &str) -> Result<Host, UriError> {
 /// up to 255, one to three digits, no leading zero), in one pass over the bytes: the generic
 /// parser behind `from_str` cost ~300 instructions a host, and most hosts a call's messages
 /// carry are addresses (issue 22).
-fn parse_dotted_quad(b: &[u8]) -> Option<Ipv4Addr> {
+pub(super) fn parse_dotted_quad(b: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
     let mut i = 0;
     for (k, octet) in octets.iter_mut().enumerate() {

@@ -463,7 +463,7 @@ fn reply_with(
         }
     }
     r.body = with_body(&mut r.headers, sdp);
-    layer.respond(now, key, r.clone());
+    layer.respond_ref(now, key, &r);
     r
 }
 

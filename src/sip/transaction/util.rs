@@ -29,12 +29,12 @@ pub fn fix_top_via(request: &mut Request, peer: Peer) -> bool {
     let rport_asked = matches!(via.rport(), Some(None));
     let same = via.host.ip().is_some_and(|ip| canonical(ip) == src);
     if !same || rport_asked {
-        via.params.set("received", Some(&ip_text(src)));
+        via.params.set_owned("received", ip_text(src));
     }
     if rport_asked {
         let mut port = String::with_capacity(5);
         let _ = crate::sip::uri::write_decimal(&mut port, peer.remote.port().into());
-        via.params.set("rport", Some(&port));
+        via.params.set_owned("rport", port);
     }
     true
 }
@@ -90,7 +90,8 @@ pub enum MatchKey {
         branch: String,
         host: String,
         port: Option<u16>,
-        method: String,
+        /// The method itself, not its text: no allocation per request matched (issue 22).
+        method: Method,
     },
     /// RFC 2543 fallback: Request-URI, tags, Call-ID, CSeq number, top Via, and method (ACK
     /// counted as INVITE). For an ACK the To tag is checked against the response sent instead.
@@ -101,7 +102,7 @@ pub enum MatchKey {
         call_id: String,
         cseq: u32,
         via: String,
-        method: String,
+        method: Method,
     },
 }
 
@@ -124,7 +125,7 @@ pub fn match_key(request: &Request, method: &Method, to_tag: Option<&str>) -> Op
             branch: via.branch()?.to_owned(),
             host,
             port: via.port,
-            method: method.as_str().to_owned(),
+            method: method.clone(),
         });
     }
     Some(MatchKey::Legacy {
@@ -138,7 +139,7 @@ pub fn match_key(request: &Request, method: &Method, to_tag: Option<&str>) -> Op
         call_id: request.headers.call_id()?.to_owned(),
         cseq: request.headers.cseq()?.seq,
         via: via.to_string(),
-        method: method.as_str().to_owned(),
+        method: method.clone(),
     })
 }
 
