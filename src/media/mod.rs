@@ -392,7 +392,14 @@ impl MediaEngine {
         if let Some(p) = self.io.pool.get() {
             return Ok(p);
         }
-        let started = IoPool::start(self.io.wanted, self.io.mode)?;
+        // Weak: the threads must not keep the engine (and its pool) alive.
+        let engine = Arc::downgrade(&self.inner);
+        let give_back: io::GiveBack = Arc::new(move || {
+            if let Some(e) = engine.upgrade() {
+                e.pool().give_back(Instant::now());
+            }
+        });
+        let started = IoPool::start(self.io.wanted, self.io.mode, give_back)?;
         tracing::debug!(threads = started.len(), "media I/O threads started");
         Ok(self.io.pool.get_or_init(|| started))
     }
