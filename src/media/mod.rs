@@ -404,6 +404,14 @@ impl MediaEngine {
         Ok(self.io.pool.get_or_init(|| started))
     }
 
+    /// Starts the I/O threads now rather than with the first relay. A server does it at
+    /// start: what the threads keep for good (their channels, handles and buffers) is then
+    /// allocated before any call, instead of among a flood's short-lived blocks, where each
+    /// would keep an allocator page of the flood's freed memory resident.
+    pub fn start_io(&self) -> Result<(), MediaError> {
+        self.io().map(|_| ())
+    }
+
     /// Binds RTP and RTCP sockets for both legs and hands them to an I/O thread.
     pub async fn allocate(&self) -> Result<Relay, MediaError> {
         self.allocate_now()
