@@ -29,15 +29,45 @@ std::thread_local! {
     static SEEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// Shrinks `map` when it holds less than a quarter of its capacity (and more than a few
-/// hundred slots would be given back): after a flood a `HashMap` keeps the capacity of its
+/// Spare capacity below which a collection that still holds entries keeps it: a rehash or a
+/// copy each housekeeping tick would cost more than the bytes are worth.
+const SPARE_KEPT: usize = 4096;
+
+/// Whether a collection of `len` entries of `entry` bytes in room for `capacity` should give
+/// its capacity back: always once it is empty, else when it holds less than a quarter of it
+/// and more than [`SPARE_KEPT`] bytes would be given back. An empty one goes whole however
+/// small: any block that outlives a flood keeps the allocator page it was put on (with all
+/// the flood's freed memory around it) resident, so what long-lived structures do not use
+/// right now is better freed than kept.
+fn worth_shrinking(len: usize, capacity: usize, entry: usize) -> bool {
+    if len == 0 {
+        return capacity > 0 && entry > 0;
+    }
+    capacity > 4 * len && (capacity - len).saturating_mul(entry) > SPARE_KEPT
+}
+
+/// Shrinks `map` after a flood (see [`worth_shrinking`]): a `HashMap` keeps the capacity of its
 /// peak. Called from the periodic purges, so the cost (a rehash of what is left) is paid at
 /// most once a tick and only after the map emptied.
 pub fn shrink_map<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
     map: &mut std::collections::HashMap<K, V, S>,
 ) {
-    if map.capacity() > 4 * map.len() + 256 {
+    if worth_shrinking(map.len(), map.capacity(), std::mem::size_of::<(K, V)>()) {
         map.shrink_to_fit();
+    }
+}
+
+/// [`shrink_map`] for a `Vec` (a queue drained between inputs).
+pub fn shrink_vec<T>(v: &mut Vec<T>) {
+    if worth_shrinking(v.len(), v.capacity(), std::mem::size_of::<T>()) {
+        v.shrink_to_fit();
+    }
+}
+
+/// [`shrink_map`] for a `VecDeque`.
+pub fn shrink_deque<T>(q: &mut std::collections::VecDeque<T>) {
+    if worth_shrinking(q.len(), q.capacity(), std::mem::size_of::<T>()) {
+        q.shrink_to_fit();
     }
 }
 
@@ -202,5 +232,54 @@ mod report {
             by_size = %top.join(" "),
             "heap report"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{HashMap, VecDeque};
+
+    #[test]
+    fn an_emptied_collection_gives_back_all_its_capacity_however_small() {
+        let mut m: HashMap<u64, u64> = (0..10).map(|k| (k, k)).collect();
+        m.clear();
+        assert!(m.capacity() > 0);
+        shrink_map(&mut m);
+        assert_eq!(m.capacity(), 0, "an empty map kept its table");
+        let mut v: Vec<[u8; 64]> = Vec::with_capacity(8);
+        shrink_vec(&mut v);
+        assert_eq!(v.capacity(), 0, "an empty vec kept its buffer");
+        let mut q: VecDeque<[u8; 64]> = VecDeque::with_capacity(8);
+        shrink_deque(&mut q);
+        assert_eq!(q.capacity(), 0, "an empty deque kept its buffer");
+    }
+
+    #[test]
+    fn a_collection_a_flood_grew_shrinks_to_what_it_holds() {
+        // 100 entries of 80 B left in room for 600: within the old rule's 256-slot slack (kept
+        // then, 40 KB for nothing), now given back.
+        let mut q: VecDeque<[u8; 80]> = VecDeque::with_capacity(600);
+        q.extend(std::iter::repeat_n([0u8; 80], 100));
+        shrink_deque(&mut q);
+        assert!(q.capacity() < 200, "kept {}", q.capacity());
+        let mut m: HashMap<u32, [u8; 60]> = HashMap::with_capacity(400);
+        m.extend((0..100).map(|k| (k, [0u8; 60])));
+        assert!(m.capacity() >= 400);
+        shrink_map(&mut m);
+        assert!(m.capacity() < 200, "kept {}", m.capacity());
+    }
+
+    #[test]
+    fn a_collection_using_its_capacity_keeps_it() {
+        let mut v: Vec<u64> = Vec::with_capacity(1024);
+        v.extend(0..300);
+        shrink_vec(&mut v);
+        assert_eq!(v.capacity(), 1024, "a quarter used: kept");
+        // A few spare slots of a small collection are not worth a copy each tick.
+        let mut w: Vec<u64> = Vec::with_capacity(64);
+        w.push(1);
+        shrink_vec(&mut w);
+        assert_eq!(w.capacity(), 64);
     }
 }

@@ -546,13 +546,7 @@ impl Calls {
 
     /// Gives memory back after a flood: maps far larger than what they hold are shrunk.
     pub fn shrink(&mut self) {
-        fn shrink<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
-            m: &mut std::collections::HashMap<K, V, S>,
-        ) {
-            if m.capacity() > 4 * m.len() + 256 {
-                m.shrink_to_fit();
-            }
-        }
+        use crate::memory::shrink_map as shrink;
         shrink(&mut self.calls);
         shrink(&mut self.by_server);
         shrink(&mut self.by_client);

@@ -364,9 +364,10 @@ impl Limiter {
                 .back()
                 .is_some_and(|t| now.saturating_duration_since(*t) < MINUTE)
         });
-        if self.recent.capacity() > 4 * self.recent.len() + 64 {
-            self.recent.shrink_to_fit();
+        for starts in self.recent.values_mut() {
+            crate::memory::shrink_deque(starts);
         }
+        crate::memory::shrink_map(&mut self.recent);
     }
 }
 

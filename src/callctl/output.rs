@@ -56,9 +56,7 @@ impl Outputs {
     /// Gives back the capacity a burst left (housekeeping): the queue is drained after every
     /// input, so between inputs it is empty and only its capacity remains.
     pub(super) fn shrink(&mut self) {
-        if self.queue.capacity() > 4 * self.queue.len() + 64 {
-            self.queue.shrink_to_fit();
-        }
+        crate::memory::shrink_deque(&mut self.queue);
     }
 }
 

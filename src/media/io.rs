@@ -146,9 +146,20 @@ pub(crate) struct IoPool {
     next: AtomicUsize,
 }
 
+/// What an I/O thread runs, besides shrinking its own structures, when
+/// [`crate::memory::give_back`] asks: the engine's port pool gives back its resting list. The
+/// threads are the only part of the engine woken on an idle box (no call binds a pair), so a
+/// flood's capacity is given back without waiting for the next call.
+pub(crate) type GiveBack = Arc<dyn Fn() + Send + Sync>;
+
 impl IoPool {
-    /// Starts `n` (at least one) I/O threads using `io_uring` as `mode` says.
-    pub(crate) fn start(n: usize, mode: UringMode) -> Result<Self, MediaError> {
+    /// Starts `n` (at least one) I/O threads using `io_uring` as `mode` says; each runs
+    /// `give_back` when asked to give memory back.
+    pub(crate) fn start(
+        n: usize,
+        mode: UringMode,
+        give_back: GiveBack,
+    ) -> Result<Self, MediaError> {
         let mut threads = Vec::with_capacity(n.max(1));
         for k in 0..n.max(1) {
             let poll = Poll::new()?;
@@ -158,9 +169,10 @@ impl IoPool {
                 .register(&mut SourceFd(&wake_fd), WAKER, Interest::READABLE)?;
             let (tx, rx) = mpsc::channel();
             let keep = Arc::clone(&waker);
+            let give_back = Arc::clone(&give_back);
             std::thread::Builder::new()
                 .name(format!("media-io-{k}"))
-                .spawn(move || IoThread::new(poll, rx, keep, mode).run())?;
+                .spawn(move || IoThread::new(poll, rx, keep, mode, give_back).run())?;
             threads.push(IoHandle { tx, waker });
         }
         Ok(IoPool {
@@ -301,6 +313,8 @@ struct IoThread {
     empty_since: Option<Instant>,
     /// Keeps the eventfd the ring reads open.
     _wake: Arc<Wake>,
+    /// Run when asked to give memory back ([`GiveBack`]).
+    give_back: GiveBack,
     poll: Poll,
     rx: Receiver<Control>,
     slots: Vec<Option<Slot>>,
@@ -352,7 +366,13 @@ fn receive_path(
 }
 
 impl IoThread {
-    fn new(poll: Poll, rx: Receiver<Control>, wake: Arc<Wake>, mode: UringMode) -> Self {
+    fn new(
+        poll: Poll,
+        rx: Receiver<Control>,
+        wake: Arc<Wake>,
+        mode: UringMode,
+        give_back: GiveBack,
+    ) -> Self {
         // Made on the thread: the ring serves only the thread that made it.
         let (out, ring_rx) = match mode {
             UringMode::Full => full_ring(wake.0.as_raw_fd()),
@@ -365,6 +385,7 @@ impl IoThread {
             short: false,
             empty_since: None,
             _wake: wake,
+            give_back,
             poll,
             rx,
             slots: Vec::new(),
@@ -778,9 +799,11 @@ impl IoThread {
         self.by_id.insert(id, slot);
     }
 
-    /// Gives back what a burst of relays left (asked by [`crate::memory::give_back`]): once
-    /// the thread holds no relay, its slots and the timers of relays gone are dropped.
+    /// Gives back what a burst of relays left (asked by [`crate::memory::give_back`]): the
+    /// engine's part ([`GiveBack`]) always, and once the thread holds no relay, its slots and
+    /// the timers of relays gone.
     fn shrink(&mut self) {
+        (self.give_back)();
         // A removed relay whose receives have not ended yet still holds its slot.
         if !self.by_id.is_empty() || self.slots.iter().any(Option::is_some) {
             return;
@@ -846,6 +869,29 @@ impl IoThread {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idle_thread_runs_the_engines_give_back_when_asked() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&runs);
+        let pool = IoPool::start(
+            1,
+            UringMode::Off,
+            Arc::new(move || {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }),
+        )
+        .expect("I/O thread");
+        // Other tests may ask too; what matters is that this thread, holding no relay and
+        // receiving nothing, answers within its longest sleep.
+        crate::memory::give_back();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while runs.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "the idle thread never gave back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(pool);
+    }
 
     const FIXED: Window = Window::Fixed(COALESCE);
     const ADAPTIVE: Window = Window::Adaptive(COALESCE);

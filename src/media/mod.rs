@@ -392,9 +392,24 @@ impl MediaEngine {
         if let Some(p) = self.io.pool.get() {
             return Ok(p);
         }
-        let started = IoPool::start(self.io.wanted, self.io.mode)?;
+        // Weak: the threads must not keep the engine (and its pool) alive.
+        let engine = Arc::downgrade(&self.inner);
+        let give_back: io::GiveBack = Arc::new(move || {
+            if let Some(e) = engine.upgrade() {
+                e.pool().give_back(Instant::now());
+            }
+        });
+        let started = IoPool::start(self.io.wanted, self.io.mode, give_back)?;
         tracing::debug!(threads = started.len(), "media I/O threads started");
         Ok(self.io.pool.get_or_init(|| started))
+    }
+
+    /// Starts the I/O threads now rather than with the first relay. A server does it at
+    /// start: what the threads keep for good (their channels, handles and buffers) is then
+    /// allocated before any call, instead of among a flood's short-lived blocks, where each
+    /// would keep an allocator page of the flood's freed memory resident.
+    pub fn start_io(&self) -> Result<(), MediaError> {
+        self.io().map(|_| ())
     }
 
     /// Binds RTP and RTCP sockets for both legs and hands them to an I/O thread.

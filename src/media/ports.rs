@@ -122,6 +122,13 @@ impl PortPool {
         }
     }
 
+    /// Moves the pairs whose rest is over at `now` and gives back the resting list's spare
+    /// capacity: what [`PortPool::wake`] does at the next bind, for an idle box (the media
+    /// I/O threads call it when asked to give memory back).
+    pub fn give_back(&mut self, now: Instant) {
+        self.wake(now);
+    }
+
     /// Binds a free pair picked at random among the rested ones (the longest resting one only
     /// when no other is free); pairs whose ports another process holds are skipped (they rest
     /// as if released now, and are tried again later). Without `rtcp` only the even (RTP) port
@@ -278,6 +285,26 @@ fn claim_test_ports() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idle_pool_asked_to_give_back_frees_its_resting_list() {
+        let now = Instant::now();
+        let mut pool = PortPool::new(40000..=44999);
+        pool.rested.clear();
+        for idx in 0..2000 {
+            pool.used[idx] = true;
+            pool.release(pool.first + 2 * idx as u16, now);
+        }
+        assert!(pool.resting.capacity() >= 2000);
+        // No bind follows the burst: only the give-back moves the rested pairs.
+        pool.give_back(now + COOLDOWN);
+        assert_eq!(pool.rested.len(), 2000, "every pair rested");
+        assert!(
+            pool.resting.capacity() <= 256,
+            "capacity kept: {}",
+            pool.resting.capacity()
+        );
+    }
 
     #[test]
     fn the_resting_list_gives_back_a_bursts_capacity_once_it_has_rested() {

@@ -1250,3 +1250,31 @@ async fn every_receive_path_relays_the_same_and_frees_what_it_closes() {
         assert!(got == first, "{mode:?} relayed differently");
     }
 }
+
+/// A server starts the I/O threads before any call (so what they keep is not allocated among
+/// a flood's blocks): after `start_io` they are running without a relay, and the first relay
+/// uses them rather than starting others.
+#[test]
+fn the_io_threads_start_before_any_relay_when_asked() {
+    let engine = MediaEngine::with_io_threads(
+        MediaConfig {
+            bind_ip: LO,
+            ports: free_test_range(4),
+            dead_after: Duration::from_secs(60),
+        },
+        2,
+    );
+    assert!(engine.io.pool.get().is_none(), "started before being asked");
+    engine.start_io().expect("start");
+    let pool = engine.io.pool.get().expect("not started");
+    assert_eq!(pool.len(), 2);
+    let started: *const io::IoPool = pool;
+    engine.start_io().expect("again");
+    let relay = engine.allocate_now().expect("allocate");
+    let again = engine.io.pool.get().expect("still started");
+    assert!(
+        std::ptr::eq(started, again),
+        "the relay started other threads"
+    );
+    drop(relay);
+}

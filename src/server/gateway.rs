@@ -1158,6 +1158,10 @@ fn media_engine(config: &Config) -> MediaEngine {
         io_threads,
     );
     tracing::info!(%media_ip, ports = ?config.media.rtp_ports, io_threads, "media relay");
+    if let Err(e) = engine.start_io() {
+        // The first relay tries again (and fails its call the same way).
+        tracing::warn!(error = %e, "media I/O threads not started");
+    }
     engine
 }
 

@@ -289,26 +289,14 @@ impl TransactionLayer {
 
     /// Gives memory back after a flood: maps much larger than what they hold are shrunk.
     pub fn shrink(&mut self) {
-        fn shrink<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
-            m: &mut std::collections::HashMap<K, V, S>,
-        ) {
-            if m.capacity() > 4 * m.len() + 256 {
-                m.shrink_to_fit();
-            }
-        }
-        shrink(&mut self.servers);
-        shrink(&mut self.server_index);
-        shrink(&mut self.clients);
-        shrink(&mut self.client_index);
-        if self.events.capacity() > 4 * self.events.len() + 256 {
-            self.events.shrink_to_fit();
-        }
-        if self.transmits.capacity() > 4 * self.transmits.len() + 256 {
-            self.transmits.shrink_to_fit();
-        }
-        if self.trying_due.capacity() > 256 {
-            self.trying_due.shrink_to_fit();
-        }
+        use crate::memory::{shrink_deque, shrink_map, shrink_vec};
+        shrink_map(&mut self.servers);
+        shrink_map(&mut self.server_index);
+        shrink_map(&mut self.clients);
+        shrink_map(&mut self.client_index);
+        shrink_deque(&mut self.events);
+        shrink_deque(&mut self.transmits);
+        shrink_vec(&mut self.trying_due);
     }
 
     fn next_key(&mut self) -> u64 {
