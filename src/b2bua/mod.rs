@@ -663,7 +663,7 @@ impl Calls {
         let a_tag = self.token();
         let a_mux = crate::sdp::body_offers_rtcp_mux(&invite.body);
         let mut call = Call::new(id, now, key, invite, peer, a_tag, caller, &self.settings);
-        call.a_line = a_line;
+        call.a_line = a_line.map(Box::new);
         let no_answer_forward = rule.as_ref().and_then(|r| r.no_answer);
         call.arm_forwards(rule, note);
         if awaiting {
