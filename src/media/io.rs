@@ -392,6 +392,8 @@ impl IoThread {
         if self.ring_rx.is_some() {
             return self.run_ring(coalesce);
         }
+        let through_ring = self.out.wait_through_ring(self.poll.as_raw_fd());
+        tracing::debug!(through_ring, "media I/O thread waits on epoll");
         loop {
             if crate::memory::give_back_if_asked() {
                 self.shrink();
@@ -405,30 +407,56 @@ impl IoThread {
             } else {
                 Duration::ZERO
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "media poll failed; I/O thread stops");
-                    return;
+            std::mem::swap(&mut again, &mut self.pending);
+            let mut ctrl = false;
+            let mut woken = false;
+            if self.out.waits() {
+                // The last wake-up's packets leave with this wait.
+                match self.out.wait_epoll(timeout) {
+                    Ok(evs) => {
+                        for ev in evs {
+                            woken = true;
+                            match usize::try_from(ev.u64) {
+                                Ok(t) if Token(t) != WAKER => again.push(Token(t)),
+                                _ => ctrl = true,
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "epoll wait through io_uring failed; epoll_wait from now on");
+                        // Whatever the wait may have missed is looked at again.
+                        ctrl = true;
+                    }
+                }
+            } else {
+                if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                    if e.kind() != ErrorKind::Interrupted {
+                        tracing::error!(error = %e, "media poll failed; I/O thread stops");
+                        return;
+                    }
+                }
+                for ev in events.iter() {
+                    woken = true;
+                    if ev.token() == WAKER {
+                        ctrl = true;
+                    } else {
+                        again.push(ev.token());
+                    }
                 }
             }
             // The clock is read once a wake-up; the datagrams carry their own receive times.
             let clock = WakeClock::read();
             let woke = clock.now;
-            std::mem::swap(&mut again, &mut self.pending);
             for t in again.drain(..) {
                 self.drain(t, &clock);
             }
-            let mut ctrl = false;
-            for ev in events.iter() {
-                if ev.token() == WAKER {
-                    ctrl = true;
-                } else {
-                    self.drain(ev.token(), &clock);
-                }
+            let control = ctrl || !woken;
+            if control || !self.out.waits() {
+                // Before any socket may close (control) and before the timers' own packets.
+                self.out.flush();
             }
-            // Before any socket may close (control) and before the timers' own packets.
-            self.out.flush();
-            if (ctrl || events.is_empty()) && !self.control() {
+            if control && !self.control() {
+                self.out.flush();
                 return;
             }
             self.timers(woke);
@@ -436,6 +464,7 @@ impl IoThread {
                 let now = Instant::now();
                 // A socket left with datagrams (a full batch) is served at once instead.
                 if until > now && self.pending.is_empty() {
+                    self.out.flush();
                     std::thread::sleep(until - now);
                 }
             }
