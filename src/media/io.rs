@@ -7,7 +7,13 @@
 //! `slot * 4 + socket`, and per readable event drains the socket (mio is edge-triggered) with
 //! one `recvmmsg` ([`super::mmsg`]) into reused buffers, handing each datagram to the relay's
 //! per-packet logic; the packets relayed leave together once the wake-up's sockets are drained
-//! ([`super::uring`]), before control messages can close a socket. Timers — dead-media
+//! ([`super::uring`]), before control messages can close a socket. Where the kernel has
+//! `IORING_OP_EPOLL_WAIT` (Linux 6.15), the thread waits on its `epoll` instance through that
+//! send ring instead of `epoll_wait`: a wake-up's packets then leave with the next wait, in the
+//! one `io_uring_enter` that also puts the thread to sleep — a system call fewer per wake-up,
+//! and a thread whose sends woke a receiver on its CPU sleeps without first being preempted
+//! by it (250 calls on loopback: 1.2-1.3 system calls per packet instead of 1.55, a third
+//! fewer context switches; [`super::uring::EPOLL_RING_ENV`]`=0` turns it off). Timers — dead-media
 //! detection and the pacing of injected DTMF — live in one binary heap per thread and bound the
 //! poll timeout. Removing a relay deregisters and closes its sockets, which returns its ports to
 //! the pool.

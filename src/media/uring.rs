@@ -9,6 +9,10 @@
 //! `sendto`) inside that call, on the I/O thread: no kernel worker thread does the work, and
 //! the queue's buffers are free again when the call returns.
 //!
+//! A send-only queue can also carry the I/O thread's `epoll` wait ([`SendQueue::wait_epoll`],
+//! `IORING_OP_EPOLL_WAIT`): the packets queued leave in the call that waits for the next
+//! wake-up.
+//!
 //! Where `io_uring` is not available (an old kernel, a seccomp policy, or
 //! [`URING_ENV`]`=0`), every packet is sent at once with `sendto`, as before.
 //!
@@ -846,6 +850,60 @@ mod tests {
         let want: Vec<u8> = (0..SLOTS as u32 + 3).flat_map(u32::to_be_bytes).collect();
         let got = arrived(&rx, want.len());
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn packets_queued_leave_with_the_epoll_wait_through_the_ring() {
+        let (rx, tx, to) = pair();
+        let poll = mio::Poll::new().expect("poll");
+        let fd = rx.as_raw_fd();
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&fd),
+                mio::Token(7),
+                mio::Interest::READABLE,
+            )
+            .expect("register");
+        let mut q = SendQueue::with_ring(true);
+        if !q.wait_through_ring(poll.as_raw_fd()) {
+            // A kernel before 6.15: the thread keeps epoll_wait.
+            eprintln!("no IORING_OP_EPOLL_WAIT here; not tested");
+            return;
+        }
+        assert!(q.waits());
+        // Nothing queued, nothing readable: the wait times out empty, and stays armed.
+        let short = std::time::Duration::from_millis(10);
+        assert!(q.wait_epoll(short).expect("wait").is_empty());
+        assert!(nothing_arrives(&rx));
+        // Queued packets are not sent before the wait, and leave with it: the socket they
+        // reach is then readable, which the same wait reports.
+        q.send(&tx, &[1; 4], to, None);
+        q.send(&tx, &[2; 4], to, None);
+        assert!(nothing_arrives(&rx), "sent before the wait");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = false;
+        while !seen && std::time::Instant::now() < deadline {
+            let evs = q
+                .wait_epoll(std::time::Duration::from_secs(1))
+                .expect("wait");
+            seen = evs.iter().any(|e| e.u64 == 7);
+        }
+        assert!(
+            seen,
+            "the wait did not report the socket the packets reached"
+        );
+        assert_eq!(arrived(&rx, 8), [[1u8; 4], [2; 4]].concat());
+        // A flush sends at once, without waiting.
+        q.send(&tx, &[3; 4], to, None);
+        q.flush();
+        assert_eq!(arrived(&rx, 4), [3; 4]);
+        // Dropped with a wait armed: it is cancelled first.
+        assert!(q
+            .wait_epoll(short)
+            .expect("wait")
+            .iter()
+            .all(|e| e.u64 == 7));
+        drop(q);
     }
 
     #[test]
