@@ -442,10 +442,7 @@ impl SendQueue {
     fn reap_sends(&mut self) {
         let want = self.queued;
         let mut done = 0;
-        loop {
-            let Some(ring) = self.ring.as_mut() else {
-                break;
-            };
+        while let Some(ring) = self.ring.as_mut() {
             for cqe in ring.completion() {
                 let (ud, res) = (cqe.user_data(), cqe.result());
                 if ud == EPOLL_TAG {
