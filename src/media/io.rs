@@ -7,7 +7,13 @@
 //! `slot * 4 + socket`, and per readable event drains the socket (mio is edge-triggered) with
 //! one `recvmmsg` ([`super::mmsg`]) into reused buffers, handing each datagram to the relay's
 //! per-packet logic; the packets relayed leave together once the wake-up's sockets are drained
-//! ([`super::uring`]), before control messages can close a socket. Timers — dead-media
+//! ([`super::uring`]), before control messages can close a socket. Where the kernel has
+//! `IORING_OP_EPOLL_WAIT` (Linux 6.15), the thread waits on its `epoll` instance through that
+//! send ring instead of `epoll_wait`: a wake-up's packets then leave with the next wait, in the
+//! one `io_uring_enter` that also puts the thread to sleep — a system call fewer per wake-up,
+//! and a thread whose sends woke a receiver on its CPU sleeps without first being preempted
+//! by it (250 calls on loopback: 1.2-1.3 system calls per packet instead of 1.55, a third
+//! fewer context switches; [`super::uring::EPOLL_RING_ENV`]`=0` turns it off). Timers — dead-media
 //! detection and the pacing of injected DTMF — live in one binary heap per thread and bound the
 //! poll timeout. Removing a relay deregisters and closes its sockets, which returns its ports to
 //! the pool.
@@ -413,6 +419,8 @@ impl IoThread {
         if self.ring_rx.is_some() {
             return self.run_ring(coalesce);
         }
+        let through_ring = self.out.wait_through_ring(self.poll.as_raw_fd());
+        tracing::debug!(through_ring, "media I/O thread waits on epoll");
         loop {
             if crate::memory::give_back_if_asked() {
                 self.shrink();
@@ -426,30 +434,56 @@ impl IoThread {
             } else {
                 Duration::ZERO
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "media poll failed; I/O thread stops");
-                    return;
+            std::mem::swap(&mut again, &mut self.pending);
+            let mut ctrl = false;
+            let mut woken = false;
+            if self.out.waits() {
+                // The last wake-up's packets leave with this wait.
+                match self.out.wait_epoll(timeout) {
+                    Ok(evs) => {
+                        for ev in evs {
+                            woken = true;
+                            match usize::try_from(ev.u64) {
+                                Ok(t) if Token(t) != WAKER => again.push(Token(t)),
+                                _ => ctrl = true,
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "epoll wait through io_uring failed; epoll_wait from now on");
+                        // Whatever the wait may have missed is looked at again.
+                        ctrl = true;
+                    }
+                }
+            } else {
+                if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                    if e.kind() != ErrorKind::Interrupted {
+                        tracing::error!(error = %e, "media poll failed; I/O thread stops");
+                        return;
+                    }
+                }
+                for ev in events.iter() {
+                    woken = true;
+                    if ev.token() == WAKER {
+                        ctrl = true;
+                    } else {
+                        again.push(ev.token());
+                    }
                 }
             }
             // The clock is read once a wake-up; the datagrams carry their own receive times.
             let clock = WakeClock::read();
             let woke = clock.now;
-            std::mem::swap(&mut again, &mut self.pending);
             for t in again.drain(..) {
                 self.drain(t, &clock);
             }
-            let mut ctrl = false;
-            for ev in events.iter() {
-                if ev.token() == WAKER {
-                    ctrl = true;
-                } else {
-                    self.drain(ev.token(), &clock);
-                }
+            let control = ctrl || !woken;
+            if control || !self.out.waits() {
+                // Before any socket may close (control) and before the timers' own packets.
+                self.out.flush();
             }
-            // Before any socket may close (control) and before the timers' own packets.
-            self.out.flush();
-            if (ctrl || events.is_empty()) && !self.control() {
+            if control && !self.control() {
+                self.out.flush();
                 return;
             }
             self.timers(woke);
@@ -457,6 +491,7 @@ impl IoThread {
                 let now = Instant::now();
                 // A socket left with datagrams (a full batch) is served at once instead.
                 if until > now && self.pending.is_empty() {
+                    self.out.flush();
                     std::thread::sleep(until - now);
                 }
             }

@@ -9,6 +9,10 @@
 //! `sendto`) inside that call, on the I/O thread: no kernel worker thread does the work, and
 //! the queue's buffers are free again when the call returns.
 //!
+//! A send-only queue can also carry the I/O thread's `epoll` wait ([`SendQueue::wait_epoll`],
+//! `IORING_OP_EPOLL_WAIT`): the packets queued leave in the call that waits for the next
+//! wake-up.
+//!
 //! Where `io_uring` is not available (an old kernel, a seccomp policy, or
 //! [`URING_ENV`]`=0`), every packet is sent at once with `sendto`, as before.
 //!
@@ -23,9 +27,11 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::types::{SubmitArgs, Timespec};
+use io_uring::{opcode, types, IoUring, Probe};
 use mio::net::UdpSocket;
 use socket2::SockAddr;
 
@@ -137,6 +143,37 @@ pub(crate) struct SendQueue {
     /// Shared with the receives ([`SendQueue::shared`]): the slots free for a packet (the
     /// others await their completion), and how many completions are due.
     shared: Option<Shared>,
+    /// The I/O thread's `epoll` wait, made through the ring (a send-only queue whose kernel
+    /// has `IORING_OP_EPOLL_WAIT`; see [`SendQueue::wait_epoll`]). Declared after `ring`: the
+    /// kernel writes into its events only while the ring is open.
+    epoll: Option<RingEpoll>,
+}
+
+/// Events taken per `epoll` wait made through the ring.
+pub(crate) const EPOLL_EVENTS: usize = 1024;
+/// `user_data` of the epoll wait on a send-only ring (sends carry their slot, below
+/// [`SLOTS`]).
+const EPOLL_TAG: u64 = 1 << 62;
+/// `user_data` of the cancellation of that wait.
+const CANCEL_TAG: u64 = (1 << 62) | 1;
+
+/// Environment variable turning off the `epoll` wait through the ring (`0`): the thread then
+/// sleeps in `epoll_wait` and sends with an `io_uring_enter` of its own. A knob for
+/// measuring, like `PASARELA_MEDIA_COALESCE_US`, not a setting.
+pub(crate) const EPOLL_RING_ENV: &str = "PASARELA_MEDIA_EPOLL_RING";
+
+/// An `epoll` wait made through a send-only ring.
+struct RingEpoll {
+    epfd: RawFd,
+    /// Where the kernel writes the events; boxed, never moved while a wait is armed.
+    events: Box<[libc::epoll_event; EPOLL_EVENTS]>,
+    /// A wait is in the ring (submitted or queued), its completion not reaped yet.
+    armed: bool,
+    /// Events of the last completed wait, not yet handed out.
+    ready: usize,
+    /// The ring failed: the thread waits with `epoll_wait` again (the events stay allocated
+    /// while a wait may be armed).
+    off: bool,
 }
 
 struct Shared {
@@ -210,6 +247,7 @@ impl SendQueue {
                 lent: None,
                 from_buf: Vec::new(),
             }),
+            epoll: None,
         })
     }
 
@@ -305,7 +343,148 @@ impl SendQueue {
             slots: Vec::new(),
             queued: 0,
             shared: None,
+            epoll: None,
         }
+    }
+
+    /// Lets the thread wait on `epoll` instance `epfd` through the ring
+    /// ([`SendQueue::wait_epoll`]) when the queue has a send-only ring, the kernel has
+    /// `IORING_OP_EPOLL_WAIT` (Linux 6.15) and [`EPOLL_RING_ENV`] does not say `0`. Whether
+    /// it does.
+    pub(crate) fn wait_through_ring(&mut self, epfd: RawFd) -> bool {
+        if self.shared.is_some() || std::env::var(EPOLL_RING_ENV).is_ok_and(|v| v.trim() == "0") {
+            return false;
+        }
+        let Some(ring) = self.ring.as_ref() else {
+            return false;
+        };
+        let mut probe = Probe::new();
+        let supported = ring.submitter().register_probe(&mut probe).is_ok()
+            && probe.is_supported(opcode::EpollWait::CODE);
+        if supported {
+            self.epoll = Some(RingEpoll {
+                epfd,
+                // SAFETY: epoll_event is plain old data; all zeroes is a valid value.
+                events: Box::new(unsafe { std::mem::zeroed() }),
+                armed: false,
+                ready: 0,
+                off: false,
+            });
+        }
+        supported
+    }
+
+    /// Whether the thread waits through the ring ([`SendQueue::wait_through_ring`]).
+    pub(crate) fn waits(&self) -> bool {
+        self.epoll.as_ref().is_some_and(|e| !e.off)
+    }
+
+    /// Stops waiting through the ring (it failed).
+    fn stop_waiting(&mut self) {
+        if let Some(ep) = self.epoll.as_mut() {
+            ep.off = true;
+        }
+    }
+
+    /// Sends every queued packet and waits, in the same system call, up to `timeout` for
+    /// the `epoll` instance to have events: a wake-up's packets leave with the thread's next
+    /// wait, and a thread that relayed packets goes to sleep without returning to user space
+    /// first (where the phone its sends woke could preempt it). The events, none when the
+    /// wait timed out (or was interrupted). An error means the wait through the ring failed:
+    /// the caller goes back to `epoll_wait` (the packets queued are sent or dropped).
+    pub(crate) fn wait_epoll(&mut self, timeout: Duration) -> io::Result<&[libc::epoll_event]> {
+        let (Some(ring), Some(ep)) = (self.ring.as_mut(), self.epoll.as_mut().filter(|e| !e.off))
+        else {
+            return Err(io::Error::other("no epoll wait through the ring"));
+        };
+        if ep.ready == 0 && !ep.armed {
+            let entry = opcode::EpollWait::new(
+                types::Fd(ep.epfd),
+                ep.events.as_mut_ptr().cast(),
+                EPOLL_EVENTS as u32,
+            )
+            .build()
+            .user_data(EPOLL_TAG);
+            // SAFETY: the entry points into `ep.events`, boxed and kept (with the epoll fd
+            // the thread's `Poll` holds) until its completion is reaped or the ring is gone.
+            if !unsafe { push(ring, &entry) } {
+                return Err(io::Error::other("epoll wait not queued"));
+            }
+            ep.armed = true;
+        }
+        let want = if ep.ready > 0 { 0 } else { self.queued + 1 };
+        let ts = Timespec::from(timeout);
+        let args = SubmitArgs::new().timespec(&ts);
+        let r = ring.submitter().submit_with_args(want, &args);
+        let failed = match r {
+            Ok(_) => None,
+            Err(e) => match e.raw_os_error() {
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => None,
+                _ => Some(e),
+            },
+        };
+        // The sends completed within the call (MSG_DONTWAIT); reap them with the wait's.
+        self.reap_sends();
+        if let Some(e) = failed {
+            self.stop_waiting();
+            return Err(e);
+        }
+        let Some(ep) = self.epoll.as_mut() else {
+            return Ok(&[]);
+        };
+        let n = std::mem::take(&mut ep.ready);
+        Ok(ep.events.get(..n).unwrap_or_default())
+    }
+
+    /// Takes the completions in a send-only ring: failed sends run their undo; the epoll
+    /// wait's leaves its events ready. Sends still uncompleted (none, with `MSG_DONTWAIT`)
+    /// are waited for, so that every slot is free again.
+    fn reap_sends(&mut self) {
+        let want = self.queued;
+        let mut done = 0;
+        while let Some(ring) = self.ring.as_mut() {
+            for cqe in ring.completion() {
+                let (ud, res) = (cqe.user_data(), cqe.result());
+                if ud == EPOLL_TAG {
+                    if let Some(ep) = self.epoll.as_mut() {
+                        ep.armed = false;
+                        ep.ready = usize::try_from(res).unwrap_or(0).min(EPOLL_EVENTS);
+                    }
+                    if res < 0 && res != -libc::ECANCELED {
+                        tracing::warn!(error = %io::Error::from_raw_os_error(-res), "epoll wait through io_uring failed");
+                    }
+                    continue;
+                }
+                if ud == CANCEL_TAG {
+                    continue;
+                }
+                done += 1;
+                if res < 0 {
+                    let slot = usize::try_from(ud).ok().and_then(|k| self.slots.get_mut(k));
+                    if let Some(u) = slot.and_then(|s| s.undo.take()) {
+                        u.undo();
+                    }
+                    tracing::trace!(error = %io::Error::from_raw_os_error(-res), "send failed; dropped");
+                }
+            }
+            if done >= want {
+                break;
+            }
+            match ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "io_uring wait for sends failed; media packets are sent one by one from now on");
+                    self.ring = None;
+                    self.stop_waiting();
+                    break;
+                }
+            }
+        }
+        for s in self.slots.iter_mut().take(want) {
+            s.undo = None;
+        }
+        self.queued = 0;
     }
 
     /// Whether packets are queued for one system call (rather than each sent at once).
@@ -487,42 +666,58 @@ impl SendQueue {
             self.queued = 0;
             return;
         };
-        let want = self.queued;
-        let mut done = 0;
-        let mut failed = None;
-        while done < want {
-            match ring.submit_and_wait(want - done) {
-                Ok(_) => {}
+        let submitted = loop {
+            match ring.submit() {
+                Ok(_) => break Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+                Err(e) => break Err(e),
             }
-            for cqe in ring.completion() {
-                done += 1;
-                let res = cqe.result();
-                if res < 0 {
-                    let slot = usize::try_from(cqe.user_data())
-                        .ok()
-                        .and_then(|k| self.slots.get_mut(k));
-                    if let Some(u) = slot.and_then(|s| s.undo.take()) {
-                        u.undo();
-                    }
-                    tracing::trace!(error = %io::Error::from_raw_os_error(-res), "send failed; dropped");
-                }
-            }
-        }
-        if let Some(e) = failed {
+        };
+        if let Err(e) = submitted {
             // Packets the kernel did not take are lost; later ones are sent one by one
             // (dropping the ring also drops what it still held).
             tracing::warn!(error = %e, "io_uring submission failed; media packets are sent one by one from now on");
             self.ring = None;
+            self.stop_waiting();
+            for s in self.slots.iter_mut().take(self.queued) {
+                s.undo = None;
+            }
+            self.queued = 0;
+            return;
         }
-        for s in self.slots.iter_mut().take(want) {
-            s.undo = None;
+        self.reap_sends();
+    }
+}
+
+impl Drop for SendQueue {
+    /// Cancels an `epoll` wait still in the ring, so that the kernel writes into its events
+    /// no more once they are freed.
+    fn drop(&mut self) {
+        let Some(ep) = self.epoll.take_if(|e| e.armed) else {
+            return;
+        };
+        let Some(ring) = self.ring.as_mut() else {
+            // The ring went away with the wait in it: its events are not ours to free.
+            std::mem::forget(ep.events);
+            return;
+        };
+        let entry = opcode::AsyncCancel::new(EPOLL_TAG)
+            .build()
+            .user_data(CANCEL_TAG);
+        // SAFETY: a cancellation points to no memory of ours.
+        let mut ended = false;
+        if unsafe { push(ring, &entry) } {
+            let ts = Timespec::from(Duration::from_millis(100));
+            let args = SubmitArgs::new().timespec(&ts);
+            let _ = ring.submitter().submit_with_args(2, &args);
+            ended = ring.completion().any(|c| c.user_data() == EPOLL_TAG);
         }
-        self.queued = 0;
+        if ended {
+            drop(ep);
+        } else {
+            // Still in the ring: its events are not ours to free.
+            std::mem::forget(ep.events);
+        }
     }
 }
 
@@ -652,6 +847,60 @@ mod tests {
         let want: Vec<u8> = (0..SLOTS as u32 + 3).flat_map(u32::to_be_bytes).collect();
         let got = arrived(&rx, want.len());
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn packets_queued_leave_with_the_epoll_wait_through_the_ring() {
+        let (rx, tx, to) = pair();
+        let poll = mio::Poll::new().expect("poll");
+        let fd = rx.as_raw_fd();
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&fd),
+                mio::Token(7),
+                mio::Interest::READABLE,
+            )
+            .expect("register");
+        let mut q = SendQueue::with_ring(true);
+        if !q.wait_through_ring(poll.as_raw_fd()) {
+            // A kernel before 6.15: the thread keeps epoll_wait.
+            eprintln!("no IORING_OP_EPOLL_WAIT here; not tested");
+            return;
+        }
+        assert!(q.waits());
+        // Nothing queued, nothing readable: the wait times out empty, and stays armed.
+        let short = std::time::Duration::from_millis(10);
+        assert!(q.wait_epoll(short).expect("wait").is_empty());
+        assert!(nothing_arrives(&rx));
+        // Queued packets are not sent before the wait, and leave with it: the socket they
+        // reach is then readable, which the same wait reports.
+        q.send(&tx, &[1; 4], to, None);
+        q.send(&tx, &[2; 4], to, None);
+        assert!(nothing_arrives(&rx), "sent before the wait");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = false;
+        while !seen && std::time::Instant::now() < deadline {
+            let evs = q
+                .wait_epoll(std::time::Duration::from_secs(1))
+                .expect("wait");
+            seen = evs.iter().any(|e| e.u64 == 7);
+        }
+        assert!(
+            seen,
+            "the wait did not report the socket the packets reached"
+        );
+        assert_eq!(arrived(&rx, 8), [[1u8; 4], [2; 4]].concat());
+        // A flush sends at once, without waiting.
+        q.send(&tx, &[3; 4], to, None);
+        q.flush();
+        assert_eq!(arrived(&rx, 4), [3; 4]);
+        // Dropped with a wait armed: it is cancelled first.
+        assert!(q
+            .wait_epoll(short)
+            .expect("wait")
+            .iter()
+            .all(|e| e.u64 == 7));
+        drop(q);
     }
 
     #[test]
