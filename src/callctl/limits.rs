@@ -360,13 +360,14 @@ impl Limiter {
     /// Forgets per-minute history older than a minute and gives memory back after a flood.
     pub fn housekeeping(&mut self, now: Instant) {
         self.recent.retain(|_, starts| {
-            starts
+            let recent = starts
                 .back()
-                .is_some_and(|t| now.saturating_duration_since(*t) < MINUTE)
+                .is_some_and(|t| now.saturating_duration_since(*t) < MINUTE);
+            if recent {
+                crate::memory::shrink_deque(starts);
+            }
+            recent
         });
-        for starts in self.recent.values_mut() {
-            crate::memory::shrink_deque(starts);
-        }
         crate::memory::shrink_map(&mut self.recent);
     }
 }
