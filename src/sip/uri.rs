@@ -45,6 +45,7 @@ pub struct Params(Vec<(ParamName, Option<String>)>);
 /// parameter), others owned. Kept as written (case included).
 type ParamName = std::borrow::Cow<'static, str>;
 
+/// The names [`param_name`] keeps static, the most frequent first.
 const COMMON_PARAMS: &[&str] = &[
     "tag",
     "branch",
@@ -64,6 +65,8 @@ const COMMON_PARAMS: &[&str] = &[
 ];
 
 fn param_name(name: &str) -> ParamName {
+    // A walk over the list in its order: the usual names come first and are found after one
+    // or two length checks (a pick by length first measured slower under callgrind).
     match COMMON_PARAMS
         .iter()
         .find(|c| c.len() == name.len() && **c == name)
@@ -458,6 +461,10 @@ impl Uri {
 
     /// Parses a URI as it appears in a Request-URI or inside `<…>`.
     pub fn parse(s: &str) -> Result<Uri, UriError> {
+        // The usual scheme, as written by nearly everyone, passes every check below.
+        if let Some(rest) = s.strip_prefix("sip:") {
+            return parse_sip(rest, false).map(Uri::Sip);
+        }
         let (scheme, rest) = split_once_byte(s, b':').ok_or(UriError("URI without a scheme"))?;
         if !scheme
             .as_bytes()
