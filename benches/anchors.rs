@@ -26,7 +26,9 @@
 //! step, default 20; the "sustained" figures use 60 or more), `ANCHOR_REPS` (runs per
 //! step and system, default 1), `ANCHOR_HOLD` (held calls for memory, default 500; 0 skips),
 //! `ANCHOR_RECORDS` (default 0: skipped), `ANCHOR_FLOOD` (calls/s, default 0: skipped),
-//! `ANCHOR_FLOOD_SECS` (default 30), `ANCHOR_SYSTEMS` (e.g. `pasarela`: only these systems),
+//! `ANCHOR_FLOOD_SECS` (default 30), `ANCHOR_WARMUP` (calls served, then 40 s of rest, before
+//! the memory figures' idle is read, default 10; 0: idle read 3 s after start, "cold"; the
+//! tables give the cold figure in brackets), `ANCHOR_SYSTEMS` (e.g. `pasarela`: only these systems),
 //! `ANCHOR_RATES=` (empty: no call-rate steps), `ANCHOR_KEEP=1` (keep the logs and sipp files),
 //! `ANCHOR_CAPACITY` (calls/s: `N` for every system or `pasarela:N,kamailio:M`; default: found).
 //!
@@ -843,11 +845,40 @@ fn threads(run: &Running) -> u64 {
         .sum()
 }
 
+/// The idle size (PSS, KiB) to compare with: `(cold, idle)`, where cold is read 3 s after start
+/// and idle after `ANCHOR_WARMUP` calls (default 10, at 5/s) and 40 s of rest (past Timer J,
+/// the longest a finished transaction is kept): the size of a system that has served a call
+/// and sits idle, the state it should return to. A process that never served a call has not
+/// yet touched the code, lazily built tables and first-use caches that every call path needs
+/// once; counting those as what a flood left behind would blame the flood for start-up.
+/// `ANCHOR_WARMUP=0` reads idle cold (both figures the same).
+fn idle_kib(run: &Running, dir: &Path) -> (u64, u64) {
+    std::thread::sleep(Duration::from_secs(3));
+    let cold = pss_kib(run);
+    let warmup = env("ANCHOR_WARMUP", 10);
+    if warmup == 0 {
+        return (cold, cold);
+    }
+    let rate = warmup.min(5);
+    let step = offer(
+        run,
+        &dir.join("warmup"),
+        rate,
+        warmup.div_ceil(rate),
+        0,
+        warmup,
+    );
+    if step.ok < warmup {
+        println!("  warm-up: only {} of {warmup} calls completed", step.ok);
+    }
+    std::thread::sleep(Duration::from_secs(40));
+    (cold, pss_kib(run))
+}
+
 /// Idle, `hold` calls just set up (their transactions still absorbing retransmissions) and
 /// held past Timer J/K/M (a call held for minutes), 20 s and 60 s after they ended (one row).
 fn memory_hold(run: &Running, s: System, dir: &Path, hold: u64) {
-    std::thread::sleep(Duration::from_secs(3));
-    let idle = pss_kib(run);
+    let (cold, idle) = idle_kib(run, dir);
     let rate = 200u64;
     let up_secs = hold / rate + 3;
     let hold_ms = (up_secs + 45) * 1000;
@@ -874,9 +905,10 @@ fn memory_hold(run: &Running, s: System, dir: &Path, hold: u64) {
     });
     let per = |kib: u64| kib.saturating_sub(idle) as f64 / hold as f64;
     println!(
-        "| {} | {:.1} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} | {:.1} | {:.2} | {threads_held} |",
+        "| {} | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} ({:.1}) | {:.1} | {:.1} | {:.2} | {threads_held} |",
         s.name(),
         mib(idle),
+        mib(cold),
         mib(held),
         mib(setup),
         per(held),
@@ -890,8 +922,7 @@ fn memory_hold(run: &Running, s: System, dir: &Path, hold: u64) {
 /// Idle, the peak during `rate` calls/s offered for `secs` s (no hold: most are refused when
 /// the rate is above capacity), at its end, 20 s and 60 s after (one table row).
 fn memory_flood(run: &Running, s: System, dir: &Path, rate: u64, secs: u64) {
-    std::thread::sleep(Duration::from_secs(3));
-    let idle = pss_kib(run);
+    let (cold, idle) = idle_kib(run, dir);
     let idle_anon = rollup_kib(run, "Pss_Anon:");
     dump_smaps(run, s, "idle");
     let sipp_dir = dir.join("sipp");
@@ -917,9 +948,10 @@ fn memory_flood(run: &Running, s: System, dir: &Path, rate: u64, secs: u64) {
     let after60_anon = rollup_kib(run, "Pss_Anon:");
     dump_smaps(run, s, "after60");
     println!(
-        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} → {:.1} | {} | {} | {} |",
+        "| {} | {:.1} ({:.1}) | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} → {:.1} | {} | {} | {} |",
         s.name(),
         mib(idle),
+        mib(cold),
         mib(peak.max(end)),
         mib(end),
         mib(after20),
@@ -1021,7 +1053,7 @@ fn main() {
             "memory: {hold} calls held (PSS of all the system's processes; held: 40 s after set-up, past Timer J/K/M)"
         );
         println!(
-            "| system | idle MiB | held MiB (just set up) | KiB per held call (just set up) | 20 s after MiB | 60 s after MiB | 60 s after / idle | threads |"
+            "| system | idle MiB (cold) | held MiB (just set up) | KiB per held call (just set up) | 20 s after MiB | 60 s after MiB | 60 s after / idle | threads |"
         );
         println!("|---|---|---|---|---|---|---|---|");
         for &s in &systems {
@@ -1038,7 +1070,7 @@ fn main() {
             "memory under a flood: {flood} calls/s offered for {flood_secs} s (PSS of all the system's processes)"
         );
         println!(
-            "| system | idle MiB | peak MiB | end MiB | 20 s after MiB | 60 s after MiB | after / idle | anonymous MiB idle → 60 s after | served | refused (503) | failed otherwise |"
+            "| system | idle MiB (cold) | peak MiB | end MiB | 20 s after MiB | 60 s after MiB | after / idle | anonymous MiB idle → 60 s after | served | refused (503) | failed otherwise |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for &s in &systems {

@@ -57,16 +57,21 @@ pub const MAX_BATCH: usize = 1_000;
 pub const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What the writer is sent, in order.
-// Nearly every item is a record; boxing it would cost an allocation per call.
-#[allow(clippy::large_enum_variant)]
+///
+/// The records are boxed: the channel stores its items in blocks of 31, and with the record
+/// inline (about 600 B) a block is 18.6 KB, an allocation of the allocator's medium size
+/// classes (512 KiB pages). The block in use when a flood of calls ends stays until 31 more
+/// items come, and kept a whole medium page of the flood's freed memory resident on an idle
+/// box (460 KiB, mimalloc's heap report). Boxed, an item is under 100 B and a block fits a
+/// small page; the price is one allocation per record, a few tens of nanoseconds per call.
 enum Item {
     /// A record with why it ended and the in-progress record it replaces (often none).
-    Record(CallRecord, Note),
+    Record(Box<CallRecord>, Note),
     /// An answered call: its record so far (marked in progress) and the dialogs of its legs
     /// (turned into their stored text here, on the writer's thread, and only if written).
     Up {
         key: String,
-        record: CallRecord,
+        record: Box<CallRecord>,
         legs: Vec<Dialog>,
         seen_ms: i64,
     },
@@ -218,7 +223,7 @@ impl CdrWriterHandle {
 
     /// Queues a record with why it ended and the in-progress record it replaces.
     pub fn send_noted(&self, record: CallRecord, note: Note) {
-        if let Err(Item::Record(r, n)) = self.inner.send(Item::Record(record, note)) {
+        if let Err(Item::Record(r, n)) = self.inner.send(Item::Record(Box::new(record), note)) {
             tracing::error!(record = ?r, note = ?n, "call record writer has stopped; record not written");
         }
     }
@@ -228,7 +233,7 @@ impl CdrWriterHandle {
     pub fn call_up(&self, key: String, record: CallRecord, legs: Vec<Dialog>, seen_ms: i64) {
         let _ = self.inner.send(Item::Up {
             key,
-            record,
+            record: Box::new(record),
             legs,
             seen_ms,
         });
@@ -569,7 +574,7 @@ mod tests {
     fn up(key: &str) -> Item {
         Item::Up {
             key: key.into(),
-            record: sample(1),
+            record: Box::new(sample(1)),
             legs: Vec::new(),
             seen_ms: 1,
         }
@@ -577,12 +582,20 @@ mod tests {
 
     fn ended(key: Option<&str>) -> Item {
         Item::Record(
-            sample(1),
+            Box::new(sample(1)),
             Note {
                 key: key.map(str::to_owned),
                 ..Default::default()
             },
         )
+    }
+
+    #[test]
+    fn an_item_keeps_the_channel_blocks_in_the_small_size_classes() {
+        // The channel allocates blocks of 31 items; above ~10 KiB they come from 512 KiB
+        // pages, one of which the last block of a flood keeps resident (see `Item`).
+        let block = 31 * std::mem::size_of::<Item>();
+        assert!(block <= 4096, "a channel block of {block} B");
     }
 
     #[test]

@@ -1066,6 +1066,7 @@ impl Running {
     fn housekeeping(&mut self) {
         let core = &mut self.core.sip;
         core.housekeeping_at(Some(std::time::Instant::now()), unix_now());
+        self.sinks.call_log.shrink();
         crate::memory::give_back();
         tracing::debug!(
             registrations = core.registrations(),

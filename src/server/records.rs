@@ -193,6 +193,14 @@ impl CallLog {
         }
     }
 
+    /// Gives back what a burst of calls grew (housekeeping): the tables hold one entry per call
+    /// up, so after a flood they keep its peak capacity; a table left at that size is one of
+    /// the few blocks that keeps a flood's allocator pages from being given back.
+    pub(super) fn shrink(&mut self) {
+        crate::memory::shrink_map(&mut self.legs);
+        crate::memory::shrink_map(&mut self.notes);
+    }
+
     /// Reasons for calls refused by call control (they come before the summaries).
     pub(super) fn notes(&mut self, notes: Vec<(u64, String)>) {
         self.notes.extend(notes);
