@@ -859,15 +859,12 @@ fn idle_kib(run: &Running, dir: &Path) -> (u64, u64) {
     if warmup == 0 {
         return (cold, cold);
     }
-    let rate = warmup.min(5);
-    let step = offer(
-        run,
-        &dir.join("warmup"),
-        rate,
-        warmup.div_ceil(rate),
-        0,
-        warmup,
-    );
+    // At most 5/s, and exactly `warmup` calls: `offer` makes rate × seconds of them.
+    let rate = (1..=warmup.min(5))
+        .rev()
+        .find(|r| warmup.is_multiple_of(*r))
+        .unwrap_or(1);
+    let step = offer(run, &dir.join("warmup"), rate, warmup / rate, 0, warmup);
     if step.ok < warmup {
         println!("  warm-up: only {} of {warmup} calls completed", step.ok);
     }

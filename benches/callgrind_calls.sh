@@ -36,8 +36,8 @@ RTP_PORTS=${RTP_PORTS:-20000-29999} # the relay's range (another program using i
 mkdir -p "$OUT"
 # Under valgrind the relay's epoll wait through io_uring (IORING_OP_EPOLL_WAIT) hangs the
 # server before it is ready (a thread sleeps in the ring with valgrind's lock held): the
-# relay's I/O threads sleep in epoll_wait instead, and send without io_uring (one helper saw
-# the hang with the ring's sends alone). No RTP flows in this scenario.
+# relay's I/O threads sleep in epoll_wait instead, and send without io_uring too (both were
+# off in the measurements of 2026-12-05). No RTP flows in this scenario.
 export PASARELA_MEDIA_EPOLL_RING=${PASARELA_MEDIA_EPOLL_RING:-0}
 export PASARELA_MEDIA_URING=${PASARELA_MEDIA_URING:-0}
 
