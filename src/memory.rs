@@ -327,16 +327,24 @@ mod tests {
         use std::alloc::{GlobalAlloc, Layout};
         // The library's tests allocate with the system allocator: ask mimalloc directly.
         let layout = Layout::new::<[u8; 96]>();
-        // SAFETY: a non-zero-sized layout; every block is freed below with the same layout.
-        let held: Vec<*mut u8> = (0..2000)
-            .map(|_| unsafe { mimalloc::MiMalloc.alloc(layout) })
+        // 128 KiB: a block for mimalloc's 4 MiB pages when they are on.
+        let big = Layout::from_size_align(128 << 10, 8).expect("layout");
+        // SAFETY: non-zero-sized layouts; every block is freed below with its layout.
+        let held: Vec<(*mut u8, Layout)> = (0..2000)
+            .map(|_| layout)
+            .chain([big])
+            .map(|l| (unsafe { mimalloc::MiMalloc.alloc(l) }, l))
             .collect();
-        assert!(held.iter().all(|p| !p.is_null()));
+        assert!(held.iter().all(|(p, _)| !p.is_null()));
         let pages = pages::all();
-        for p in held {
+        for (p, l) in held {
             // SAFETY: allocated above by the same allocator with the same layout.
-            unsafe { mimalloc::MiMalloc.dealloc(p, layout) };
+            unsafe { mimalloc::MiMalloc.dealloc(p, l) };
         }
+        assert!(
+            pages.iter().any(|p| p.block_size >= 128 << 10),
+            "the 128 KiB block's page not seen: {pages:?}"
+        );
         let small: Vec<_> = pages.iter().filter(|p| p.block_size <= 1024).collect();
         assert!(!small.is_empty(), "no small pages seen: {pages:?}");
         for p in &small {
