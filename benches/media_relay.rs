@@ -25,7 +25,9 @@
 //! worker threads as the relay has I/O threads), each call set up over its NG control protocol
 //! (offer/answer with the phones' SDP), and the bench prints both systems' CPU per 1 000 relayed
 //! packets, added delay and loss side by side with the ratio pasarela / rtpengine.
-//! `MEDIA_REPS` (default 1) repeats the relay and rtpengine phases interleaved;
+//! `MEDIA_REPS` (default 1) repeats the relay and rtpengine phases interleaved, and with two
+//! or more adds the medians and in how many runs each target held (CPU ratio ≤ 0.6, added
+//! p99 below rtpengine's);
 //! `MEDIA_RTPENGINE=0` skips the anchor.
 
 use std::collections::BTreeMap;
@@ -714,6 +716,49 @@ fn main() {
             p.added_p99,
             r.added_p99,
         );
+    }
+    // With several runs: the medians, and in how many runs each target held (the tail on a
+    // shared machine moves between runs by more than the systems differ).
+    let n = ours.len().min(theirs.len());
+    if n >= 2 {
+        let (ours, theirs) = (&ours[..n], &theirs[..n]);
+        let med = |f: &dyn Fn(&Relayed) -> f64, of: &[Relayed]| median(of.iter().map(f).collect());
+        let ratios: Vec<f64> = ours
+            .iter()
+            .zip(theirs)
+            .map(|(p, r)| p.ms_per_kpkt / r.ms_per_kpkt.max(1e-9))
+            .collect();
+        println!(
+            "| median | {:.1} | {:.1} | {:.2} | {:.3} / {:.3} | {:+} / {:+} | {:+} / {:+} |",
+            med(&|x| x.ms_per_kpkt, ours),
+            med(&|x| x.ms_per_kpkt, theirs),
+            median(ratios.clone()),
+            med(&|x| x.loss_pct, ours),
+            med(&|x| x.loss_pct, theirs),
+            med(&|x| x.added_p50 as f64, ours),
+            med(&|x| x.added_p50 as f64, theirs),
+            med(&|x| x.added_p99 as f64, ours),
+            med(&|x| x.added_p99 as f64, theirs),
+        );
+        let cheaper = ratios.iter().filter(|&&q| q <= 0.6).count();
+        let lower = ours
+            .iter()
+            .zip(theirs)
+            .filter(|(p, r)| p.added_p99 < r.added_p99)
+            .count();
+        println!(
+            "targets: CPU ratio <= 0.6 in {cheaper} of {n} runs; added p99 lower than rtpengine's in {lower} of {n} runs"
+        );
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
