@@ -86,6 +86,16 @@ pub(crate) enum Control {
 }
 
 impl Control {
+    /// Whether the I/O thread must be woken for this at once, even while it gathers control
+    /// messages (see `io::CONTROL_WINDOW`): only a test's sync, which someone waits for.
+    pub(crate) fn urgent(&self) -> bool {
+        #[cfg(test)]
+        if matches!(self, Control::Sync(_)) {
+            return true;
+        }
+        false
+    }
+
     pub(crate) fn id(&self) -> u64 {
         match self {
             Control::Add(id, _) | Control::Remove(id) | Control::Update(id, _) => *id,
