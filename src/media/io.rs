@@ -2,8 +2,9 @@
 //! the sockets of the relays assigned to it.
 //!
 //! A relay is handed to a thread (round-robin) when it is allocated, as a boxed
-//! [`RelayState`] through that thread's control channel; a [`mio::Waker`] makes the thread look
-//! at the channel. The thread registers the relay's four sockets under tokens
+//! [`RelayState`] through that thread's control channel; an eventfd ([`Wake`]) makes the
+//! thread look at the channel. A thread that has just handled control messages gathers the
+//! next ones for [`CONTROL_WINDOW`] instead of being woken for each. The thread registers the relay's four sockets under tokens
 //! `slot * 4 + socket`, and per readable event drains the socket (mio is edge-triggered) with
 //! one `recvmmsg` ([`super::mmsg`]) into reused buffers, handing each datagram to the relay's
 //! per-packet logic; the packets relayed leave together once the wake-up's sockets are drained
