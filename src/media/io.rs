@@ -4,8 +4,8 @@
 //! A relay is handed to a thread (round-robin) when it is allocated, as a boxed
 //! [`RelayState`] through that thread's control channel; an eventfd ([`Wake`]) makes the
 //! thread look at the channel. A thread that has just handled control messages gathers the
-//! next ones for [`CONTROL_WINDOW`] instead of being woken for each. The thread registers the relay's four sockets under tokens
-//! `slot * 4 + socket`, and per readable event drains the socket (mio is edge-triggered) with
+//! next ones for [`CONTROL_WINDOW`] instead of being woken for each. The thread registers
+//! the relay's four sockets under tokens `slot * 4 + socket`, and per readable event drains the socket (mio is edge-triggered) with
 //! one `recvmmsg` ([`super::mmsg`]) into reused buffers, handing each datagram to the relay's
 //! per-packet logic; the packets relayed leave together once the wake-up's sockets are drained
 //! ([`super::uring`]), before control messages can close a socket. Where the kernel has
@@ -164,7 +164,7 @@ impl IoHandle {
         if self.tx.send(c).is_err() {
             return false;
         }
-        // Paired with the fence in `IoThread::stop_gathering`: either the thread sees the
+        // Paired with the fence in `IoThread::gather_control`: either the thread sees the
         // message in its last look at the channel, or this sees that it stopped gathering.
         fence(Ordering::SeqCst);
         if !urgent && self.waker.gathering.load(Ordering::Relaxed) {
