@@ -1036,20 +1036,21 @@ mod tests {
             }
             sync();
             let woken = wakeups() - before;
-            // About one wake-up per window over the time the messages took (more if this
-            // thread overslept its 1 ms sleeps), far fewer than one per message.
+            // About one wake-up per window over the time the messages took (more windows if
+            // this thread overslept its 1 ms sleeps), and fewer than one per message however
+            // slow the machine (without gathering: one each, 101 seen).
             let windows = sent_at.elapsed().as_millis() / CONTROL_WINDOW.as_millis() + 1;
             assert!(
-                woken as u128 <= 2 * windows + 2 && woken < 50,
+                woken as u128 <= 2 * windows + 2 && woken < 100,
                 "{mode:?}: {woken} wake-ups for 100 messages over {windows} windows"
             );
             // Once a window passes with nothing, the thread sleeps until woken: a lone
             // message wakes it (an idle thread otherwise sleeps a second).
-            std::thread::sleep(CONTROL_WINDOW * 3);
-            assert!(
-                !handle.waker.gathering.load(Ordering::Relaxed),
-                "{mode:?}: still gathering"
-            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while handle.waker.gathering.load(Ordering::Relaxed) {
+                assert!(Instant::now() < deadline, "{mode:?}: still gathering");
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let before = wakeups();
             assert!(handle.send(Control::Remove(1)));
             let deadline = Instant::now() + Duration::from_millis(500);
