@@ -790,29 +790,24 @@ impl IoThread {
     /// [`CONTROL_WINDOW`]; a window in which none came ends (senders wake the thread again).
     /// `false` when the channel is disconnected.
     fn gather_control(&mut self, now: Instant) -> bool {
-        match self.control() {
-            None => false,
-            Some(0) if self.gather_until.is_some_and(|u| now >= u) => {
-                self.gather_until = None;
-                self.wake.gathering.store(false, Ordering::Relaxed);
-                // Paired with the fence in `IoHandle::send`: a message sent while the flag
-                // was still seen set is found by this last look.
-                fence(Ordering::SeqCst);
-                match self.control() {
-                    None => false,
-                    Some(0) => true,
-                    Some(_) => {
-                        self.gather(now);
-                        true
-                    }
-                }
-            }
-            Some(0) => true,
-            Some(_) => {
-                self.gather(now);
-                true
-            }
+        let Some(mut handled) = self.control() else {
+            return false;
+        };
+        if handled == 0 && self.gather_until.is_some_and(|u| now >= u) {
+            self.gather_until = None;
+            self.wake.gathering.store(false, Ordering::Relaxed);
+            // Paired with the fence in `IoHandle::send`: a message sent while the flag was
+            // still seen set is found by this last look.
+            fence(Ordering::SeqCst);
+            let Some(late) = self.control() else {
+                return false;
+            };
+            handled = late;
         }
+        if handled > 0 {
+            self.gather(now);
+        }
+        true
     }
 
     /// Starts (or extends) a window of gathering control messages.
